@@ -1,0 +1,28 @@
+/** Powertools-backed telemetry for the Lambda functions (JSON logs, EMF metrics in namespace Sluice). */
+import { Logger } from '@aws-lambda-powertools/logger';
+import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+
+export function metricsPort(metrics: Metrics): MetricsPort {
+  return {
+    count(name, value = 1, dimensions) {
+      if (dimensions && Object.keys(dimensions).length > 0) {
+        const single = metrics.singleMetric();
+        for (const [dimension, dimensionValue] of Object.entries(dimensions)) single.addDimension(dimension, dimensionValue);
+        single.addMetric(name, MetricUnit.Count, value);
+        return;
+      }
+      metrics.addMetric(name, MetricUnit.Count, value);
+    },
+  };
+}
+
+export function loggerPort(logger: Logger): LoggerPort {
+  return {
+    info: (message, fields) => logger.info(message, { ...fields }),
+    warn: (message, fields) => logger.warn(message, { ...fields }),
+    error: (message, fields) => logger.error(message, { ...fields }),
+  };
+}
+
+export { Logger };

@@ -1,0 +1,315 @@
+/**
+ * The per-object queues in DynamoDB (SPEC §2 Per-object queue). One partition per
+ * (tenant, resource): a meta item and one item per reserved slot. Every write is a
+ * conditional write on the meta item; no transactions.
+ */
+import { GetCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { FencedOutError, LeaseHeldError, QueueFullError } from '../core/errors.ts';
+import type { EventInput, ObjectKey } from '../core/model.ts';
+import type { PendingItem, QueueMeta, TurnRecord } from '../core/turn.ts';
+import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
+
+const META_SK = 'meta';
+const SLOT_PREFIX = 'e#';
+const SLOT_DIGITS = 15;
+
+function objectPk(key: ObjectKey): string {
+  // Resource ids cannot contain '#', so this key is unambiguous.
+  return `${key.tenantId}#${key.resource}`;
+}
+
+function slotSk(slot: number): string {
+  return SLOT_PREFIX + String(slot).padStart(SLOT_DIGITS, '0');
+}
+
+export interface Reservation {
+  /** The first reserved slot; the request's events take firstSlot, firstSlot + 1, … */
+  readonly firstSlot: number;
+  /** True when this reservation flipped the object from idle to scheduled: ring the doorbell. */
+  readonly flipped: boolean;
+}
+
+export interface AcceptedEvent {
+  readonly id: string;
+  readonly slot: number;
+  readonly input: EventInput;
+  readonly createdAt: string;
+}
+
+type MetaItem = Record<string, unknown>;
+
+function toMeta(item: MetaItem): QueueMeta {
+  return {
+    depth: Number(item.depth ?? 0),
+    lastSlot: Number(item.last_slot ?? 0),
+    cursor: Number(item.cursor ?? 0),
+    seq: Number(item.seq ?? 0),
+    reservedAt: Number(item.reserved_at ?? 0),
+    scheduled: item.scheduled === true,
+    fence: Number(item.fence ?? 0),
+    turn: item.turn as TurnRecord | undefined,
+  };
+}
+
+function toPending(item: Record<string, unknown>): PendingItem {
+  return {
+    id: String(item.id ?? ''),
+    slot: Number(item.slot),
+    resource: String(item.resource ?? ''),
+    parents: (item.parents as string[] | undefined) ?? [],
+    type: String(item.type ?? ''),
+    data: item.data === undefined ? null : JSON.parse(item.data as string),
+    createdAt: String(item.created_at ?? ''),
+    reservedAt: Number(item.reserved_at ?? 0),
+    void: item.void === true,
+  };
+}
+
+export interface QueueStoreOptions {
+  readonly client: DynamoDBDocumentClient;
+  readonly tableName: string;
+  readonly retentionDays: number;
+}
+
+export class QueueStore {
+  readonly #client: DynamoDBDocumentClient;
+  readonly #table: string;
+  readonly #retentionMs: number;
+
+  constructor(options: QueueStoreOptions) {
+    this.#client = options.client;
+    this.#table = options.tableName;
+    this.#retentionMs = options.retentionDays * 86_400_000;
+  }
+
+  /**
+   * Reserves `count` slots. The condition keeps depth within the cap even when many
+   * ingests race; `scheduled` is set in the same write, and its old value tells the
+   * one ingest that flipped the object from idle to ring the doorbell.
+   */
+  async reserve(key: ObjectKey, count: number, cap: number, now: number): Promise<Reservation> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression:
+            'SET #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ' +
+            '#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero) ' +
+            'ADD #depth :count, #last_slot :count',
+          ConditionExpression: 'attribute_not_exists(#depth) OR #depth <= :room',
+          ExpressionAttributeNames: names('scheduled', 'reserved_at', 'tenant', 'resource', 'cursor', 'seq', 'fence', 'depth', 'last_slot'),
+          ExpressionAttributeValues: {
+            ':true': true,
+            ':now': now,
+            ':tenant': key.tenantId,
+            ':resource': key.resource,
+            ':zero': 0,
+            ':count': count,
+            ':room': cap - count,
+          },
+          ReturnValues: 'UPDATED_OLD',
+        }),
+      );
+      const old = result.Attributes ?? {};
+      return { firstSlot: Number(old.last_slot ?? 0) + 1, flipped: old.scheduled !== true };
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      const meta = await this.readMeta(key);
+      throw new QueueFullError(meta?.depth ?? cap);
+    }
+  }
+
+  /** Writes the events of a reservation, one item per slot. */
+  async writeEvents(key: ObjectKey, events: readonly AcceptedEvent[], reservedAt: number): Promise<void> {
+    const pk = objectPk(key);
+    await batchWrite(
+      this.#client,
+      this.#table,
+      events.map((event) => ({
+        PutRequest: {
+          Item: {
+            pk,
+            sk: slotSk(event.slot),
+            slot: event.slot,
+            id: event.id,
+            resource: event.input.resource,
+            parents: [...event.input.parents],
+            type: event.input.type,
+            data: JSON.stringify(event.input.data),
+            created_at: event.createdAt,
+            reserved_at: reservedAt,
+            expires_at: epochSeconds(reservedAt + this.#retentionMs),
+          },
+        },
+      })),
+    );
+  }
+
+  /**
+   * Marks reserved slots whose events could not be written, so the distributor
+   * skips them at once instead of waiting out the ingest grace period.
+   */
+  async voidSlots(key: ObjectKey, slots: readonly number[], reservedAt: number): Promise<void> {
+    const pk = objectPk(key);
+    await batchWrite(
+      this.#client,
+      this.#table,
+      slots.map((slot) => ({
+        PutRequest: {
+          Item: { pk, sk: slotSk(slot), slot, void: true, reserved_at: reservedAt, expires_at: epochSeconds(reservedAt + this.#retentionMs) },
+        },
+      })),
+    );
+  }
+
+  async readMeta(key: ObjectKey): Promise<QueueMeta | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#table, Key: { pk: objectPk(key), sk: META_SK }, ConsistentRead: true }),
+    );
+    return result.Item ? toMeta(result.Item) : undefined;
+  }
+
+  /**
+   * Takes the object's lease. The condition admits one holder at a time and lets a
+   * new holder in once the old lease has expired (a crashed holder blocks nobody
+   * for longer). The fence goes up by one on every take: each later write of the
+   * holder checks it, so a holder that lost the lease cannot change anything.
+   */
+  async acquireLease(key: ObjectKey, owner: string, now: number, leaseMs: number): Promise<QueueMeta> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'SET #lease_owner = :owner, #lease_until = :until ADD #fence :one',
+          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#lease_until) OR #lease_until <= :now)',
+          ExpressionAttributeNames: names('lease_owner', 'lease_until', 'fence', 'pk'),
+          ExpressionAttributeValues: { ':owner': owner, ':until': now + leaseMs, ':one': 1, ':now': now },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toMeta(result.Attributes ?? {});
+    } catch (error) {
+      if (isConditionFailure(error)) throw new LeaseHeldError();
+      throw error;
+    }
+  }
+
+  /** Reads up to `limit` slot items after `afterSlot`, in slot order. */
+  async readPending(key: ObjectKey, afterSlot: number, limit: number): Promise<{ items: PendingItem[]; readAll: boolean }> {
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+        ExpressionAttributeNames: names('pk', 'sk'),
+        ExpressionAttributeValues: {
+          ':pk': objectPk(key),
+          ':from': slotSk(afterSlot + 1),
+          ':to': SLOT_PREFIX + '9'.repeat(SLOT_DIGITS),
+        },
+        ConsistentRead: true,
+        Limit: limit,
+      }),
+    );
+    return { items: (result.Items ?? []).map(toPending), readAll: result.LastEvaluatedKey === undefined };
+  }
+
+  /** The items of slots from..to, for re-publishing a chunk a crashed holder committed. */
+  async readSlots(key: ObjectKey, fromSlot: number, toSlot: number): Promise<PendingItem[]> {
+    const items: PendingItem[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+          ExpressionAttributeNames: names('pk', 'sk'),
+          ExpressionAttributeValues: { ':pk': objectPk(key), ':from': slotSk(fromSlot), ':to': slotSk(toSlot) },
+          ConsistentRead: true,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      items.push(...(result.Items ?? []).map(toPending));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey);
+    return items;
+  }
+
+  /**
+   * Commits a chunk before it is published: advances the cursor and seq and
+   * records the chunk, so a holder that crashes while publishing leaves enough for
+   * the next holder to publish the same events with the same seqs. The fence makes
+   * a fenced-out holder's commit fail; the cursor check makes a commit apply once.
+   */
+  async commitChunk(
+    key: ObjectKey,
+    fence: number,
+    previousCursor: number,
+    next: { cursor: number; seq: number; consumed: number; turn: TurnRecord },
+  ): Promise<void> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'SET #cursor = :cursor, #seq = :seq, #turn = :turn ADD #depth :consumed',
+          ConditionExpression: '#fence = :fence AND #cursor = :previous',
+          ExpressionAttributeNames: names('cursor', 'seq', 'turn', 'depth', 'fence'),
+          ExpressionAttributeValues: {
+            ':cursor': next.cursor,
+            ':seq': next.seq,
+            ':turn': next.turn,
+            ':consumed': -next.consumed,
+            ':fence': fence,
+            ':previous': previousCursor,
+          },
+        }),
+      );
+    } catch (error) {
+      if (isConditionFailure(error)) throw new FencedOutError();
+      throw error;
+    }
+  }
+
+  /**
+   * Ends a turn. If nothing is left (depth 0) the object goes idle in the same
+   * write, so an ingest that reserves right after sees scheduled = false and rings.
+   * If an ingest reserved in the meantime the condition fails, and the caller must
+   * ring again: the answer is 'pending'.
+   */
+  async finishTurn(key: ObjectKey, fence: number): Promise<'idle' | 'pending'> {
+    const Key = { pk: objectPk(key), sk: META_SK };
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key,
+          UpdateExpression: 'SET #scheduled = :false REMOVE #lease_owner, #lease_until, #turn',
+          ConditionExpression: '#fence = :fence AND #depth <= :zero',
+          ExpressionAttributeNames: names('scheduled', 'lease_owner', 'lease_until', 'turn', 'fence', 'depth'),
+          ExpressionAttributeValues: { ':false': false, ':fence': fence, ':zero': 0 },
+        }),
+      );
+      return 'idle';
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key,
+          UpdateExpression: 'REMOVE #lease_owner, #lease_until, #turn',
+          ConditionExpression: '#fence = :fence',
+          ExpressionAttributeNames: names('lease_owner', 'lease_until', 'turn', 'fence'),
+          ExpressionAttributeValues: { ':fence': fence },
+        }),
+      );
+      return 'pending';
+    } catch (error) {
+      if (isConditionFailure(error)) throw new FencedOutError();
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/** Tenants and their API keys (stored as SHA-256 hashes only). */
+import { DeleteCommand, GetCommand, PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { Tenant, TenantLimits } from '../core/model.ts';
+import { names } from './dynamo.ts';
+
+const tenantPk = (id: string) => `tenant#${id}`;
+const TENANT_SK = 'tenant';
+const keyPk = (hash: string) => `apikey#${hash}`;
+const KEY_SK = 'apikey';
+
+function toTenant(item: Record<string, unknown>): Tenant {
+  return {
+    id: String(item.id),
+    name: String(item.name),
+    limits: item.limits as TenantLimits,
+    usageKey: String(item.usage_key),
+    createdAt: String(item.created_at),
+  };
+}
+
+export class TenantStore {
+  readonly #client: DynamoDBDocumentClient;
+  readonly #table: string;
+
+  constructor(options: { client: DynamoDBDocumentClient; tableName: string }) {
+    this.#client = options.client;
+    this.#table = options.tableName;
+  }
+
+  /**
+   * Stores a tenant, then its key. The key item is written last: until it exists no
+   * request can authenticate as the tenant, so a failure between the two writes
+   * leaves no usable half-tenant (the caller deletes the tenant item).
+   */
+  async create(tenant: Tenant, keyHash: string, provisioning: Record<string, string>): Promise<void> {
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: {
+          pk: tenantPk(tenant.id),
+          sk: TENANT_SK,
+          id: tenant.id,
+          name: tenant.name,
+          limits: tenant.limits,
+          usage_key: tenant.usageKey,
+          provisioning,
+          webhook_count: 0,
+          created_at: tenant.createdAt,
+        },
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: names('pk'),
+      }),
+    );
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: { pk: keyPk(keyHash), sk: KEY_SK, tenant_id: tenant.id },
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: names('pk'),
+      }),
+    );
+  }
+
+  async delete(tenantId: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK } }));
+  }
+
+  async get(tenantId: string): Promise<Tenant | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK }, ConsistentRead: true }),
+    );
+    return result.Item ? toTenant(result.Item) : undefined;
+  }
+
+  async findByKeyHash(hash: string): Promise<Tenant | undefined> {
+    const key = await this.#client.send(new GetCommand({ TableName: this.#table, Key: { pk: keyPk(hash), sk: KEY_SK } }));
+    const tenantId = key.Item?.tenant_id;
+    return typeof tenantId === 'string' ? this.get(tenantId) : undefined;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Per-tenant API throttles. In AWS each tenant gets an API Gateway API key (whose
+ * value the authorizer reports as `usageIdentifierKey`) in a usage plan of its own
+ * with the tenant's rate and burst. The sandbox keeps the same limits in memory and
+ * applies them in its HTTP server, as API Gateway would.
+ */
+import {
+  type APIGatewayClient,
+  CreateApiKeyCommand,
+  CreateUsagePlanCommand,
+  CreateUsagePlanKeyCommand,
+  DeleteApiKeyCommand,
+  DeleteUsagePlanCommand,
+} from '@aws-sdk/client-api-gateway';
+import type { Tenant } from '../core/model.ts';
+import { take, type Bucket } from '../core/token-bucket.ts';
+
+export interface UsagePlans {
+  /** Creates the tenant's throttle; returns the ids needed to remove it. */
+  provision(tenant: Tenant): Promise<Record<string, string>>;
+  remove(provisioning: Record<string, string>): Promise<void>;
+}
+
+export class ApiGatewayUsagePlans implements UsagePlans {
+  readonly #client: APIGatewayClient;
+  readonly #restApiId: string;
+  readonly #stage: string;
+
+  constructor(options: { client: APIGatewayClient; restApiId: string; stage: string }) {
+    this.#client = options.client;
+    this.#restApiId = options.restApiId;
+    this.#stage = options.stage;
+  }
+
+  async provision(tenant: Tenant): Promise<Record<string, string>> {
+    const key = await this.#client.send(
+      new CreateApiKeyCommand({ name: `sluice-${tenant.id}`, value: tenant.usageKey, enabled: true }),
+    );
+    const ids: Record<string, string> = { apiKeyId: key.id ?? '' };
+    try {
+      const plan = await this.#client.send(
+        new CreateUsagePlanCommand({
+          name: `sluice-${tenant.id}`,
+          apiStages: [{ apiId: this.#restApiId, stage: this.#stage }],
+          throttle: { rateLimit: tenant.limits.rate_per_second, burstLimit: tenant.limits.burst },
+        }),
+      );
+      ids.usagePlanId = plan.id ?? '';
+      await this.#client.send(new CreateUsagePlanKeyCommand({ usagePlanId: ids.usagePlanId, keyId: ids.apiKeyId, keyType: 'API_KEY' }));
+      return ids;
+    } catch (error) {
+      await this.remove(ids).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async remove(provisioning: Record<string, string>): Promise<void> {
+    if (provisioning.usagePlanId) await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId }));
+    if (provisioning.apiKeyId) await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId }));
+  }
+}
+
+/** The sandbox's stand-in for API Gateway usage plans: a token bucket per usage key. */
+export class LocalUsagePlans implements UsagePlans {
+  readonly #limits = new Map<string, { rate: number; burst: number }>();
+  readonly #buckets = new Map<string, Bucket>();
+
+  async provision(tenant: Tenant): Promise<Record<string, string>> {
+    this.#limits.set(tenant.usageKey, { rate: tenant.limits.rate_per_second, burst: tenant.limits.burst });
+    return { usageKey: tenant.usageKey };
+  }
+
+  async remove(provisioning: Record<string, string>): Promise<void> {
+    if (provisioning.usageKey) this.#limits.delete(provisioning.usageKey);
+  }
+
+  /** Takes one request's token; returns the seconds to wait when there is none. */
+  admit(usageKey: string, now: number, fallback: { rate: number; burst: number }): number | undefined {
+    const limits = this.#limits.get(usageKey) ?? fallback;
+    const result = take(this.#buckets.get(usageKey), 1, limits.rate, limits.burst, now);
+    this.#buckets.set(usageKey, result.bucket);
+    return result.ok ? undefined : Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Webhooks, in the control table under their tenant, indexed by resource
+ * (`by_resource`) so the distributor finds the subscriptions of a resource.
+ */
+import {
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
+import { ApiError } from '../core/errors.ts';
+import type { Webhook, WebhookStatus } from '../core/model.ts';
+import { isConditionFailure, names } from './dynamo.ts';
+
+const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
+const TENANT_SK = 'tenant';
+const webhookSk = (id: string) => `webhook#${id}`;
+const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
+export const BY_RESOURCE_INDEX = 'by_resource';
+
+function toWebhook(item: Record<string, unknown>): Webhook {
+  return {
+    id: String(item.id),
+    tenantId: String(item.tenant_id),
+    resource: String(item.resource),
+    url: String(item.url),
+    types: (item.types as string[]) ?? [],
+    description: String(item.description ?? ''),
+    status: item.status as WebhookStatus,
+    secrets: (item.secrets as string[]) ?? [],
+    createdAt: String(item.created_at),
+    updatedAt: String(item.updated_at),
+  };
+}
+
+export interface WebhookChanges {
+  readonly status?: WebhookStatus;
+  readonly url?: string;
+  readonly types?: readonly string[];
+  readonly description?: string;
+}
+
+export class WebhookStore {
+  readonly #client: DynamoDBDocumentClient;
+  readonly #table: string;
+
+  constructor(options: { client: DynamoDBDocumentClient; tableName: string }) {
+    this.#client = options.client;
+    this.#table = options.tableName;
+  }
+
+  /**
+   * Takes one of the tenant's webhook places. The counter on the tenant item goes
+   * up conditionally, so concurrent creates cannot overshoot `maxWebhooks`; a
+   * caller that then fails to store its webhook gives the place back.
+   */
+  async reservePlace(tenantId: string, maxWebhooks: number): Promise<void> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          UpdateExpression: 'ADD #webhook_count :one',
+          ConditionExpression: 'attribute_exists(#pk) AND #webhook_count < :max',
+          ExpressionAttributeNames: names('webhook_count', 'pk'),
+          ExpressionAttributeValues: { ':one': 1, ':max': maxWebhooks },
+        }),
+      );
+    } catch (error) {
+      if (isConditionFailure(error)) {
+        throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
+      }
+      throw error;
+    }
+  }
+
+  async releasePlace(tenantId: string): Promise<void> {
+    await this.#adjustCount(tenantId, -1);
+  }
+
+  /** Stores a new webhook (its place already reserved). */
+  async put(webhook: Webhook): Promise<void> {
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: {
+          pk: tenantPk(webhook.tenantId),
+          sk: webhookSk(webhook.id),
+          gsi1pk: resourceKey(webhook.tenantId, webhook.resource),
+          gsi1sk: webhook.id,
+          id: webhook.id,
+          tenant_id: webhook.tenantId,
+          resource: webhook.resource,
+          url: webhook.url,
+          types: [...webhook.types],
+          description: webhook.description,
+          status: webhook.status,
+          secrets: [...webhook.secrets],
+          created_at: webhook.createdAt,
+          updated_at: webhook.updatedAt,
+        },
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: names('pk'),
+      }),
+    );
+  }
+
+  async get(tenantId: string, id: string): Promise<Webhook | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: webhookSk(id) }, ConsistentRead: true }),
+    );
+    return result.Item ? toWebhook(result.Item) : undefined;
+  }
+
+  async list(tenantId: string): Promise<Webhook[]> {
+    const webhooks: Webhook[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
+          ExpressionAttributeNames: names('pk', 'sk'),
+          ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':prefix': webhookSk('') },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      webhooks.push(...(result.Items ?? []).map(toWebhook));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey);
+    return webhooks;
+  }
+
+  /** The webhooks subscribed to one resource of one tenant. */
+  async onResource(tenantId: string, resource: string): Promise<Webhook[]> {
+    const webhooks: Webhook[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: BY_RESOURCE_INDEX,
+          KeyConditionExpression: '#gsi1pk = :key',
+          ExpressionAttributeNames: names('gsi1pk'),
+          ExpressionAttributeValues: { ':key': resourceKey(tenantId, resource) },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      webhooks.push(...(result.Items ?? []).map(toWebhook));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey);
+    return webhooks;
+  }
+
+  /** Applies changes to an existing webhook; undefined when there is none. */
+  async update(tenantId: string, id: string, changes: WebhookChanges, now: string): Promise<Webhook | undefined> {
+    const values: Record<string, unknown> = { ':now': now };
+    const sets = ['#updated_at = :now'];
+    const attributeNames = ['updated_at', 'pk'];
+    for (const [field, value] of Object.entries(changes)) {
+      if (value === undefined) continue;
+      sets.push(`#${field} = :${field}`);
+      attributeNames.push(field);
+      values[`:${field}`] = value;
+    }
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names(...attributeNames),
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes ? toWebhook(result.Attributes) : undefined;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /** Deletes a webhook and gives its slot back to the tenant's count; false when there was none. */
+  async delete(tenantId: string, id: string): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+    await this.#adjustCount(tenantId, -1);
+    return true;
+  }
+
+  async #adjustCount(tenantId: string, delta: number): Promise<void> {
+    await this.#client.send(
+      new UpdateCommand({
+        TableName: this.#table,
+        Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+        UpdateExpression: 'ADD #webhook_count :delta',
+        ConditionExpression: 'attribute_exists(#pk)',
+        ExpressionAttributeNames: names('webhook_count', 'pk'),
+        ExpressionAttributeValues: { ':delta': delta },
+      }),
+    );
+  }
+}

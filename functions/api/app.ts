@@ -1,0 +1,126 @@
+/**
+ * The HTTP API (SPEC §3) as one Hono app. The same app object serves API Gateway
+ * (through hono/aws-lambda) and the sandbox (through @hono/node-server); only the
+ * way it learns the caller differs, so it takes an `authenticate` function.
+ */
+import { Hono, type Context } from 'hono';
+import type { SluiceConfig } from '../core/config.ts';
+import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
+import type { Principal } from '../core/model.ts';
+import type { LoggerPort } from '../core/telemetry.ts';
+import {
+  MAX_BODY_BYTES,
+  parseJsonObject,
+  validatePublish,
+  validateTenantCreate,
+  validateWebhookCreate,
+  validateWebhookPatch,
+} from '../core/validation.ts';
+import { publish, type IngestDeps } from '../app/ingest.ts';
+import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
+import type { WebhookService } from '../app/webhooks.ts';
+
+export interface ApiServices {
+  readonly config: SluiceConfig;
+  readonly ingest: IngestDeps;
+  readonly webhooks: WebhookService;
+  readonly tenants: TenantServiceDeps;
+  readonly logger: LoggerPort;
+}
+
+/** Resolves the caller; throws ApiError (e.g. rate_limited) to refuse with a reason. */
+export type Authenticate = (c: Context) => Promise<Principal | undefined>;
+
+type Env = { Variables: { principal: Principal } };
+
+export function errorBody(code: ErrorCode, message: string) {
+  return { error: { code, message } };
+}
+
+function respondError(c: Context, error: ApiError): Response {
+  if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
+  return c.json(errorBody(error.code, error.message), HTTP_STATUS[error.code] as 400);
+}
+
+/** Reads a JSON object body, refusing bodies over 1 MiB before and after reading. */
+async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
+  const tooLarge = () => new ApiError('payload_too_large', `The body must be at most ${MAX_BODY_BYTES} bytes.`);
+  const declared = Number(c.req.header('content-length') ?? '0');
+  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/json\b/i.test(type)) {
+    throw new ApiError('invalid_request', 'Send the body as JSON with content-type: application/json.');
+  }
+  const bytes = await c.req.arrayBuffer();
+  if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
+  return parseJsonObject(new TextDecoder().decode(bytes));
+}
+
+function tenantOf(c: Context<Env>): string {
+  const principal = c.get('principal');
+  if (principal.kind !== 'tenant') throw new ApiError('forbidden', 'This route needs a tenant key (sk_…).');
+  return principal.tenantId;
+}
+
+function requireAdmin(c: Context<Env>): void {
+  if (c.get('principal').kind !== 'admin') throw new ApiError('forbidden', 'This route needs the admin key (ak_…).');
+}
+
+export function createApi(services: ApiServices, authenticate: Authenticate): Hono<Env> {
+  const app = new Hono<Env>();
+  const allowHttp = services.config.allowPrivateTargets;
+
+  app.onError((error, c) => {
+    if (error instanceof ApiError) return respondError(c, error);
+    services.logger.error('Unhandled error in API', { error, path: c.req.path, method: c.req.method });
+    return respondError(c, new ApiError('internal', 'Something went wrong on our side; try again.'));
+  });
+  app.notFound((c) => respondError(c, new ApiError('not_found', `There is no route ${c.req.method} ${c.req.path}.`)));
+
+  app.get('/v1/health', (c) => c.json({ status: 'ok' }));
+
+  app.use('/v1/*', async (c, next) => {
+    const principal = await authenticate(c);
+    if (!principal) throw new ApiError('unauthorized', 'Send a valid key as Authorization: Bearer <key>.');
+    c.set('principal', principal);
+    await next();
+  });
+
+  app.post('/v1/events', async (c) => {
+    const tenantId = tenantOf(c);
+    const inputs = validatePublish(await readJsonBody(c));
+    const outcome = await publish(services.ingest, tenantId, inputs);
+    if (outcome.retryAfterSeconds !== undefined) c.header('Retry-After', String(outcome.retryAfterSeconds));
+    return c.json({ events: outcome.results }, outcome.httpStatus);
+  });
+
+  app.post('/v1/webhooks', async (c) => {
+    const tenantId = tenantOf(c);
+    const input = validateWebhookCreate(await readJsonBody(c), allowHttp);
+    return c.json(await services.webhooks.create(tenantId, input), 201);
+  });
+  app.get('/v1/webhooks', async (c) => c.json({ data: await services.webhooks.list(tenantOf(c)) }));
+  app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), c.req.param('id'))));
+  app.patch('/v1/webhooks/:id', async (c) => {
+    const tenantId = tenantOf(c);
+    const patch = validateWebhookPatch(await readJsonBody(c), allowHttp);
+    return c.json(await services.webhooks.update(tenantId, c.req.param('id'), patch));
+  });
+  app.delete('/v1/webhooks/:id', async (c) => {
+    await services.webhooks.delete(tenantOf(c), c.req.param('id'));
+    return c.body(null, 204);
+  });
+
+  app.post('/v1/admin/tenants', async (c) => {
+    requireAdmin(c);
+    const defaults = {
+      max_webhooks: services.config.maxWebhooksPerTenant,
+      rate_per_second: services.config.tenantRatePerSecond,
+      burst: services.config.tenantBurst,
+    };
+    const input = validateTenantCreate(await readJsonBody(c), defaults);
+    return c.json(await createTenant(services.tenants, input), 201);
+  });
+
+  return app;
+}

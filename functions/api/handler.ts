@@ -1,0 +1,58 @@
+/**
+ * Lambda entry for the API. API Gateway has already run the authorizer; the
+ * caller is read from `requestContext.authorizer`.
+ */
+import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { handle, type LambdaEvent } from 'hono/aws-lambda';
+import type { Context } from 'hono';
+import { configFromEnvironment } from '../core/config.ts';
+import type { Principal } from '../core/model.ts';
+import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
+import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { ApiGatewayUsagePlans } from '../adapters/usage-plans.ts';
+import { ENV } from '../definitions/environment.ts';
+import { apiServices } from '../app/runtime.ts';
+import { AUTH_CONTEXT } from '../authorizer/process.ts';
+import { createApi } from './app.ts';
+
+const logger = new Logger();
+const metrics = new Metrics();
+
+const services = apiServices(
+  {
+    config: configFromEnvironment(process.env),
+    dynamo: documentClient(),
+    sqs: sqsClient(),
+    eventsTable: requireEnv(ENV.eventsTable),
+    controlTable: requireEnv(ENV.controlTable),
+    distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
+    deliverQueueUrl: '',
+    metrics: metricsPort(metrics),
+    logger: loggerPort(logger),
+  },
+  new ApiGatewayUsagePlans({ client: new APIGatewayClient({}), restApiId: requireEnv(ENV.restApiId), stage: requireEnv(ENV.apiStage) }),
+);
+
+function principalFromGateway(c: Context): Principal | undefined {
+  const event = (c.env as { event?: LambdaEvent } | undefined)?.event as
+    | { requestContext?: { authorizer?: Record<string, unknown> } }
+    | undefined;
+  const authorizer = event?.requestContext?.authorizer;
+  const kind = authorizer?.[AUTH_CONTEXT.principal];
+  if (kind === 'admin') return { kind: 'admin' };
+  const tenantId = authorizer?.[AUTH_CONTEXT.tenantId];
+  if (kind === 'tenant' && typeof tenantId === 'string') return { kind: 'tenant', tenantId };
+  return undefined;
+}
+
+const app = createApi(services, async (c) => principalFromGateway(c));
+const serve = handle(app);
+
+export const handler: typeof serve = async (event, context) => {
+  try {
+    return await serve(event, context);
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+};

@@ -1,0 +1,162 @@
+/**
+ * The distributor's turn (SPEC §2): take the object's lease, drain a bounded
+ * number of events in slot order, number them, fan them out to the webhooks on the
+ * resource and its parents, and either let the object go idle or ring again.
+ */
+import { createHash } from 'node:crypto';
+import type { SluiceConfig } from '../core/config.ts';
+import { planDeliveries, subscribedResources } from '../core/deliveries.ts';
+import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
+import type { DeliveredEvent, DeliveryMessage, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
+import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+import { assignSeq, planChunk, turnMayContinue, type TurnRecord } from '../core/turn.ts';
+import type { DeliveryQueue } from '../adapters/delivery-queue.ts';
+import type { Doorbell } from '../adapters/doorbell.ts';
+import type { QueueStore } from '../adapters/queue-store.ts';
+
+export interface SubscriptionSource {
+  onResource(tenantId: string, resource: string): Promise<readonly Webhook[]>;
+}
+
+export interface DistributorDeps {
+  readonly queues: QueueStore;
+  readonly subscriptions: SubscriptionSource;
+  readonly deliveries: Pick<DeliveryQueue, 'send'>;
+  readonly doorbell: Pick<Doorbell, 'ring'>;
+  readonly config: SluiceConfig;
+  readonly metrics: MetricsPort;
+  readonly logger: LoggerPort;
+  readonly now: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+}
+
+export type TurnOutcome =
+  | { readonly outcome: 'idle' | 'rerung'; readonly distributed: number }
+  | { readonly outcome: 'lease_held' | 'fenced_out'; readonly distributed: number };
+
+const CHUNK_SIZE = 100;
+const WAIT_FOR_INGEST_MS = 20;
+
+/** A delivery id that is the same when a crashed holder's chunk is published again. */
+function deliveryId(webhookId: string, events: readonly DeliveredEvent[]): string {
+  const first = events[0]?.id ?? '';
+  const last = events.at(-1)?.id ?? '';
+  const digest = createHash('sha256').update(`${webhookId}|${first}|${last}|${events.length}`).digest();
+  let tail = '';
+  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
+  return `msg_${tail}`;
+}
+
+function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
+  return {
+    id: event.id,
+    seq: event.seq,
+    resource: event.resource,
+    parents: event.parents,
+    type: event.type,
+    data: event.data,
+    created_at: event.createdAt,
+  };
+}
+
+export class Distributor {
+  readonly #deps: DistributorDeps;
+
+  constructor(deps: DistributorDeps) {
+    this.#deps = deps;
+  }
+
+  /** Runs one turn for the object a doorbell names. `owner` identifies this holder in the lease. */
+  async runTurn(key: ObjectKey, owner: string): Promise<TurnOutcome> {
+    const { queues, config, now } = this.#deps;
+    let distributed = 0;
+    try {
+      const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
+      const subscriptions = new Map<string, Promise<readonly Webhook[]>>();
+      if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions);
+      const startedAt = now();
+      const budget = { maxEvents: config.turnMaxEvents, maxMs: config.turnMaxMs };
+      let { cursor, seq } = meta;
+      while (turnMayContinue(budget, distributed, startedAt, now())) {
+        const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
+        const { items, readAll } = await queues.readPending(key, cursor, limit);
+        const plan = planChunk(items, { ...meta, cursor }, now(), config.ingestGraceMs, limit, readAll);
+        if (plan.take.length === 0 && plan.skipped === 0) {
+          if (!plan.waiting) break;
+          // An ingest is between its two writes: give it a moment within this turn.
+          await this.#deps.sleep(WAIT_FOR_INGEST_MS);
+          continue;
+        }
+        const events = assignSeq(plan.take, seq).map(toDelivered);
+        const turn: TurnRecord = { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1 };
+        await queues.commitChunk(key, meta.fence, cursor, {
+          cursor: plan.cursor,
+          seq: seq + events.length,
+          consumed: plan.take.length + plan.skipped,
+          turn,
+        });
+        if (plan.skipped > 0) {
+          this.#deps.metrics.count('SlotsSkipped', plan.skipped);
+          this.#deps.logger.warn('Skipped reserved slots with no event', { tenant: key.tenantId, resource: key.resource, skipped: plan.skipped });
+        }
+        await this.#publish(key, events, subscriptions);
+        cursor = plan.cursor;
+        seq += events.length;
+        distributed += events.length;
+      }
+      const state = await queues.finishTurn(key, meta.fence);
+      if (state === 'pending') {
+        await this.#deps.doorbell.ring(key, `t${meta.fence}`);
+        this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });
+        return { outcome: 'rerung', distributed };
+      }
+      return { outcome: 'idle', distributed };
+    } catch (error) {
+      if (error instanceof LeaseHeldError) {
+        // Another holder is draining this object and will ring again if events remain.
+        this.#deps.metrics.count('LeaseConflicts');
+        return { outcome: 'lease_held', distributed };
+      }
+      if (error instanceof FencedOutError) {
+        this.#deps.metrics.count('FencedOut');
+        return { outcome: 'fenced_out', distributed };
+      }
+      throw error;
+    }
+  }
+
+  /** Publishes again a chunk a previous holder committed and may not have published. */
+  async #republish(key: ObjectKey, turn: TurnRecord, cache: Map<string, Promise<readonly Webhook[]>>): Promise<number> {
+    const items = (await this.#deps.queues.readSlots(key, turn.fromSlot, turn.toSlot)).filter((item) => !item.void);
+    const events = assignSeq(items, turn.firstSeq - 1).map(toDelivered);
+    await this.#publish(key, events, cache);
+    this.#deps.metrics.count('ChunksRepublished');
+    return events.length;
+  }
+
+  async #publish(key: ObjectKey, events: readonly DeliveredEvent[], cache: Map<string, Promise<readonly Webhook[]>>): Promise<void> {
+    const resources = new Set(events.flatMap(subscribedResources));
+    const lists = new Map<string, readonly Webhook[]>();
+    await Promise.all(
+      [...resources].map(async (resource) => {
+        let pending = cache.get(resource);
+        if (!pending) {
+          pending = this.#deps.subscriptions.onResource(key.tenantId, resource);
+          cache.set(resource, pending);
+        }
+        lists.set(resource, await pending);
+      }),
+    );
+    const planned = planDeliveries(events, (resource) => lists.get(resource) ?? []);
+    const messages: DeliveryMessage[] = planned.map((delivery) => ({
+      deliveryId: deliveryId(delivery.webhook.id, delivery.events),
+      tenantId: key.tenantId,
+      webhookId: delivery.webhook.id,
+      events: delivery.events,
+      attempt: 1,
+    }));
+    await this.#deps.deliveries.send(messages);
+    this.#deps.metrics.count('EventsDistributed', events.length);
+    this.#deps.metrics.count('DeliveriesQueued', messages.length);
+  }
+}

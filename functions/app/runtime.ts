@@ -1,0 +1,96 @@
+/**
+ * Wires the services from clients and settings. Lambda handlers and the sandbox
+ * both build their services here, so they run the same code with the same
+ * dependencies; only clients, telemetry and the usage-plan backend differ.
+ */
+import { randomUUID } from 'node:crypto';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { SQSClient } from '@aws-sdk/client-sqs';
+import type { SluiceConfig } from '../core/config.ts';
+import { newId } from '../core/ids.ts';
+import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+import { DeliveryQueue } from '../adapters/delivery-queue.ts';
+import { Doorbell } from '../adapters/doorbell.ts';
+import { QueueStore } from '../adapters/queue-store.ts';
+import { TenantStore } from '../adapters/tenant-store.ts';
+import type { UsagePlans } from '../adapters/usage-plans.ts';
+import { WebhookStore } from '../adapters/webhook-store.ts';
+import { type Sender, sendWebhook } from '../adapters/webhook-sender.ts';
+import type { ApiServices } from '../api/app.ts';
+import type { DeliveryDeps } from './delivery.ts';
+import { Distributor } from './distributor.ts';
+import { WebhookService } from './webhooks.ts';
+
+export interface Wiring {
+  readonly config: SluiceConfig;
+  readonly dynamo: DynamoDBDocumentClient;
+  readonly sqs: SQSClient;
+  readonly eventsTable: string;
+  readonly controlTable: string;
+  readonly distributeQueueUrl: string;
+  readonly deliverQueueUrl: string;
+  readonly metrics: MetricsPort;
+  readonly logger: LoggerPort;
+  readonly now?: () => number;
+  readonly send?: Sender;
+}
+
+function stores(w: Wiring) {
+  return {
+    queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
+    webhooks: new WebhookStore({ client: w.dynamo, tableName: w.controlTable }),
+    tenants: new TenantStore({ client: w.dynamo, tableName: w.controlTable }),
+  };
+}
+
+export function apiServices(w: Wiring, usagePlans: UsagePlans): ApiServices {
+  const now = w.now ?? Date.now;
+  const { queues, webhooks, tenants } = stores(w);
+  return {
+    config: w.config,
+    logger: w.logger,
+    ingest: {
+      queues,
+      doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+      config: w.config,
+      metrics: w.metrics,
+      logger: w.logger,
+      now,
+      newEventId: () => newId('evt', now()),
+    },
+    webhooks: new WebhookService({ webhooks, tenants, send: w.send ?? sendWebhook, timeoutMs: w.config.deliveryTimeoutMs, now }),
+    tenants: { tenants, usagePlans, now },
+  };
+}
+
+export function distributor(w: Wiring): Distributor {
+  const { queues, webhooks } = stores(w);
+  return new Distributor({
+    queues,
+    subscriptions: webhooks,
+    deliveries: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
+    doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+    config: w.config,
+    metrics: w.metrics,
+    logger: w.logger,
+    now: w.now ?? Date.now,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  });
+}
+
+export function deliveryDeps(
+  w: Pick<Wiring, 'config' | 'dynamo' | 'controlTable' | 'metrics' | 'logger' | 'now' | 'send'>,
+): DeliveryDeps {
+  return {
+    webhooks: new WebhookStore({ client: w.dynamo, tableName: w.controlTable }),
+    send: w.send ?? sendWebhook,
+    timeoutMs: w.config.deliveryTimeoutMs,
+    metrics: w.metrics,
+    logger: w.logger,
+    now: w.now ?? Date.now,
+  };
+}
+
+export function newLeaseOwner(): string {
+  return randomUUID();
+}

@@ -1,0 +1,39 @@
+/**
+ * The Lambda authorizer (TOKEN type), as a factory shared by API Gateway and the
+ * sandbox. It allows the whole API for a valid key, because API Gateway caches the
+ * decision per key; the routes check tenant or admin themselves. Throwing
+ * 'Unauthorized' is how a TOKEN authorizer makes API Gateway answer 401.
+ */
+import type { APIGatewayAuthorizerResult, APIGatewayTokenAuthorizerEvent } from 'aws-lambda';
+import { authorize, type AuthorizeDeps } from '../app/authorize.ts';
+
+export type AuthorizerHandler = (event: APIGatewayTokenAuthorizerEvent) => Promise<APIGatewayAuthorizerResult>;
+
+/** The context keys the API reads back from `requestContext.authorizer`. */
+export const AUTH_CONTEXT = { principal: 'principal', tenantId: 'tenantId' } as const;
+
+/** `arn:…:api-id/stage/METHOD/path` → `arn:…:api-id/stage/*` */
+function wholeApi(methodArn: string): string {
+  const [prefix, apiId, stage] = methodArn.split('/');
+  return `${prefix}/${apiId}/${stage}/*`;
+}
+
+export function makeAuthorizerHandler(deps: AuthorizeDeps): AuthorizerHandler {
+  return async (event) => {
+    const result = await authorize(deps, event.authorizationToken);
+    if (!result) throw new Error('Unauthorized');
+    const { principal } = result;
+    return {
+      principalId: principal.kind === 'tenant' ? principal.tenantId : 'admin',
+      usageIdentifierKey: result.usageKey,
+      policyDocument: {
+        Version: '2012-10-17',
+        Statement: [{ Action: 'execute-api:Invoke', Effect: 'Allow', Resource: wholeApi(event.methodArn) }],
+      },
+      context: {
+        [AUTH_CONTEXT.principal]: principal.kind,
+        ...(principal.kind === 'tenant' && { [AUTH_CONTEXT.tenantId]: principal.tenantId }),
+      },
+    };
+  };
+}

@@ -1,0 +1,170 @@
+/**
+ * The one configuration of sluice. The CDK stack, every Lambda function and the
+ * sandbox build their settings here, from the defaults of SPEC §4 plus overrides
+ * (cdk.json context `sluice`, or SLUICE_* environment variables in the sandbox).
+ * Every violation is reported at once, and the result is frozen.
+ */
+import { ConfigError } from './errors.ts';
+
+export interface SluiceConfig {
+  /** Sustained events per second one object (tenant + resource) may be written at. */
+  readonly objectRatePerSecond: number;
+  /** Events one object may be written in a burst above its rate. */
+  readonly objectBurst: number;
+  /** Most events that may wait in one object's queue. */
+  readonly objectQueueCap: number;
+  /** Default per-tenant API throttle (usage plan), requests per second. */
+  readonly tenantRatePerSecond: number;
+  /** Default per-tenant API burst (usage plan). */
+  readonly tenantBurst: number;
+  /** Default most webhooks one tenant may have. */
+  readonly maxWebhooksPerTenant: number;
+  /** Most events one distributor turn drains before it re-rings the doorbell. */
+  readonly turnMaxEvents: number;
+  /** Longest a distributor turn runs before it re-rings the doorbell. */
+  readonly turnMaxMs: number;
+  /** How long an object's lease is valid after it is taken. */
+  readonly leaseMs: number;
+  /** How long an ingest may take between reserving a slot and writing its event. */
+  readonly ingestGraceMs: number;
+  /** How long a subscriber has to answer one delivery. */
+  readonly deliveryTimeoutMs: number;
+  /** Delay before each retry, in seconds; its length is the retry budget. */
+  readonly retryScheduleSeconds: readonly number[];
+  /** Relative jitter applied to each retry delay (0.2 = ±20 %). */
+  readonly retryJitter: number;
+  /** Consecutive failed attempts after which an endpoint is quarantined. */
+  readonly quarantineAfterFailures: number;
+  /** First and last probe interval of a quarantined endpoint. */
+  readonly probeIntervalMinSeconds: number;
+  readonly probeIntervalMaxSeconds: number;
+  /** How long an endpoint may stay quarantined before it is disabled. */
+  readonly disableAfterQuarantineSeconds: number;
+  /** Most deliveries held for one quarantined webhook; beyond, a gap marker counts them. */
+  readonly heldPerWebhook: number;
+  /** Retention of events, streams, dead letters and attempts. */
+  readonly retentionDays: number;
+  /** Most delivery POSTs per second to one endpoint. */
+  readonly endpointRatePerSecond: number;
+  /** Allow http:// and private, loopback and link-local targets (sandbox only). */
+  readonly allowPrivateTargets: boolean;
+}
+
+export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
+  objectRatePerSecond: 100,
+  objectBurst: 200,
+  objectQueueCap: 10_000,
+  tenantRatePerSecond: 500,
+  tenantBurst: 1_000,
+  maxWebhooksPerTenant: 100,
+  turnMaxEvents: 500,
+  turnMaxMs: 2_000,
+  leaseMs: 30_000,
+  ingestGraceMs: 60_000,
+  deliveryTimeoutMs: 10_000,
+  retryScheduleSeconds: Object.freeze([0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]),
+  retryJitter: 0.2,
+  quarantineAfterFailures: 5,
+  probeIntervalMinSeconds: 60,
+  probeIntervalMaxSeconds: 3_600,
+  disableAfterQuarantineSeconds: 3 * 24 * 3_600,
+  heldPerWebhook: 10_000,
+  retentionDays: 7,
+  endpointRatePerSecond: 50,
+  allowPrivateTargets: false,
+});
+
+type Rule = (value: unknown) => string | undefined;
+
+const positiveInt =
+  (max = Number.MAX_SAFE_INTEGER): Rule =>
+  (v) =>
+    Number.isInteger(v) && (v as number) >= 1 && (v as number) <= max ? undefined : `must be an integer from 1 to ${max}`;
+const nonNegativeInt: Rule = (v) =>
+  Number.isInteger(v) && (v as number) >= 0 ? undefined : 'must be an integer ≥ 0';
+const fraction: Rule = (v) =>
+  typeof v === 'number' && v >= 0 && v < 1 ? undefined : 'must be a number in [0, 1)';
+const bool: Rule = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
+const schedule: Rule = (v) =>
+  Array.isArray(v) && v.length >= 1 && v.every((s) => Number.isInteger(s) && s >= 0)
+    ? undefined
+    : 'must be a non-empty list of whole seconds ≥ 0';
+
+const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
+  objectRatePerSecond: positiveInt(100_000),
+  objectBurst: positiveInt(1_000_000),
+  objectQueueCap: positiveInt(10_000_000),
+  tenantRatePerSecond: positiveInt(10_000),
+  tenantBurst: positiveInt(5_000),
+  maxWebhooksPerTenant: positiveInt(10_000),
+  turnMaxEvents: positiveInt(10_000),
+  turnMaxMs: positiveInt(60_000),
+  leaseMs: positiveInt(900_000),
+  ingestGraceMs: positiveInt(900_000),
+  deliveryTimeoutMs: positiveInt(30_000),
+  retryScheduleSeconds: schedule,
+  retryJitter: fraction,
+  quarantineAfterFailures: positiveInt(1_000),
+  probeIntervalMinSeconds: positiveInt(86_400),
+  probeIntervalMaxSeconds: positiveInt(86_400),
+  disableAfterQuarantineSeconds: nonNegativeInt,
+  heldPerWebhook: positiveInt(1_000_000),
+  retentionDays: positiveInt(365),
+  endpointRatePerSecond: positiveInt(10_000),
+  allowPrivateTargets: bool,
+};
+
+/** Merges overrides onto the defaults, checks every setting and freezes the result. */
+export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): SluiceConfig {
+  const problems: string[] = [];
+  for (const key of Object.keys(overrides)) {
+    if (!(key in RULES)) problems.push(`${key} is not a setting`);
+  }
+  const merged = { ...DEFAULT_CONFIG, ...overrides } as Record<string, unknown>;
+  for (const [key, rule] of Object.entries(RULES)) {
+    const problem = rule(merged[key]);
+    if (problem) problems.push(`${key} ${problem}`);
+  }
+  const c = merged as unknown as SluiceConfig;
+  if (problems.length === 0) {
+    if (c.objectBurst < c.objectRatePerSecond) problems.push('objectBurst must be ≥ objectRatePerSecond');
+    if (c.tenantBurst < c.tenantRatePerSecond) problems.push('tenantBurst must be ≥ tenantRatePerSecond');
+    if (c.probeIntervalMaxSeconds < c.probeIntervalMinSeconds)
+      problems.push('probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds');
+    if (c.leaseMs <= c.turnMaxMs) problems.push('leaseMs must be greater than turnMaxMs');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({ ...c, retryScheduleSeconds: Object.freeze([...c.retryScheduleSeconds]) });
+}
+
+const ENV_PREFIX = 'SLUICE_';
+
+/** `SLUICE_OBJECT_QUEUE_CAP=500` → `{ objectQueueCap: 500 }`; values are JSON where they parse. */
+export function overridesFromEnv(env: Readonly<Record<string, string | undefined>>): Record<string, unknown> {
+  const overrides: Record<string, unknown> = {};
+  for (const key of Object.keys(RULES)) {
+    const name = ENV_PREFIX + key.replace(/[A-Z]/g, (ch) => `_${ch}`).toUpperCase();
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    overrides[key] = parseEnvValue(raw);
+  }
+  return overrides;
+}
+
+function parseEnvValue(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/** The environment variable that carries the whole config into a Lambda function. */
+export const CONFIG_ENV = 'SLUICE_CONFIG';
+
+/** Reads the config a function was deployed with (the CDK stack serializes it into SLUICE_CONFIG). */
+export function configFromEnvironment(env: Readonly<Record<string, string | undefined>>): SluiceConfig {
+  const raw = env[CONFIG_ENV];
+  if (raw === undefined) throw new ConfigError([`${CONFIG_ENV} is not set`]);
+  return buildConfig(JSON.parse(raw) as Record<string, unknown>);
+}

@@ -1,0 +1,42 @@
+/** Keys and hashes derived from domain identities. */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { ObjectKey } from './model.ts';
+
+/** A FIFO message group id for an object: stable, ≤ 128 characters, no raw resource text. */
+export function objectGroupId(key: ObjectKey): string {
+  return createHash('sha256').update(`${key.tenantId}\n${key.resource}`).digest('hex');
+}
+
+export type KeyKind = 'tenant' | 'admin';
+
+const KEY_PREFIX: { readonly [K in KeyKind]: string } = { tenant: 'sk_', admin: 'ak_' };
+
+export function generateApiKey(kind: KeyKind, random: (n: number) => Buffer = randomBytes): string {
+  return KEY_PREFIX[kind] + random(32).toString('base64url');
+}
+
+/** What a bearer token claims to be, from its prefix alone. */
+export function keyKind(key: string): KeyKind | undefined {
+  if (!/^[a-z]{2}_[A-Za-z0-9_-]{20,200}$/.test(key)) return undefined;
+  if (key.startsWith(KEY_PREFIX.tenant)) return 'tenant';
+  if (key.startsWith(KEY_PREFIX.admin)) return 'admin';
+  return undefined;
+}
+
+/** Keys are stored and compared as SHA-256 hashes; the key itself is never stored. */
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+export function sameHash(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'hex');
+  const right = Buffer.from(b, 'hex');
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** `Authorization: Bearer <key>` → the key, or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}

@@ -1,0 +1,117 @@
+/**
+ * The decisions of a distributor turn, free of I/O (SPEC §2 Bounded turns,
+ * Sequencing). The queue protocol:
+ *
+ * - Ingest reserves slots on the object's meta item (one conditional write that
+ *   checks the cap, counts depth and flips `scheduled`), then writes one event item
+ *   per slot. Slots are numbered by arrival; they are not sequence numbers.
+ * - The distributor, holding the lease, reads the event items after its cursor and
+ *   takes the contiguous run of slots from cursor + 1. A missing slot is an ingest
+ *   still between its two writes: the turn waits for it, unless the ingest must
+ *   have died (its slot was reserved more than `ingestGraceMs` ago), in which case
+ *   the slot is skipped. Its producer never got a 202, so nothing accepted is lost.
+ * - Each taken event gets the next `seq`; the distributor is the only writer of seq.
+ */
+import type { PendingEvent } from './model.ts';
+
+/** What a turn knows of the object's meta item. */
+export interface QueueMeta {
+  /** Events reserved and not yet distributed or skipped. */
+  readonly depth: number;
+  /** The last slot ingest reserved. */
+  readonly lastSlot: number;
+  /** The last slot the distributor consumed (distributed or skipped). */
+  readonly cursor: number;
+  /** The last seq assigned. */
+  readonly seq: number;
+  /** When ingest last reserved a slot (epoch ms). */
+  readonly reservedAt: number;
+  readonly scheduled: boolean;
+  readonly fence: number;
+  /** The chunk the last holder committed and may not have published. */
+  readonly turn: TurnRecord | undefined;
+}
+
+/** A committed chunk: slots fromSlot..toSlot, the present ones numbered from firstSeq. */
+export interface TurnRecord {
+  readonly fromSlot: number;
+  readonly toSlot: number;
+  readonly firstSeq: number;
+}
+
+export interface PendingItem extends PendingEvent {
+  /** When the ingest that wrote this item had its slot reserved (epoch ms). */
+  readonly reservedAt: number;
+  /** True for a slot whose ingest failed after reserving it: skip it at once. */
+  readonly void: boolean;
+}
+
+export interface ChunkPlan {
+  /** Events to distribute, in slot order. */
+  readonly take: readonly PendingItem[];
+  /** Slots consumed without an event (void, or abandoned by a dead ingest). */
+  readonly skipped: number;
+  /** The cursor after this chunk. */
+  readonly cursor: number;
+  /** True when the chunk stopped at a slot whose ingest may still be writing it. */
+  readonly waiting: boolean;
+}
+
+/**
+ * Plans one chunk from the items read after `meta.cursor` (sorted by slot).
+ * Takes at most `limit` events. `readAll` says the read reached the end of the
+ * queue, so reserved slots beyond the last item really have no item yet.
+ */
+export function planChunk(
+  items: readonly PendingItem[],
+  meta: Pick<QueueMeta, 'cursor' | 'lastSlot' | 'reservedAt'>,
+  now: number,
+  ingestGraceMs: number,
+  limit: number,
+  readAll: boolean,
+): ChunkPlan {
+  const take: PendingItem[] = [];
+  let skipped = 0;
+  let next = meta.cursor + 1;
+  for (const item of items) {
+    if (take.length >= limit) break;
+    if (item.slot < next) continue;
+    if (item.slot > next) {
+      // Slots next..item.slot-1 were reserved before this item's slot. If this item's
+      // reservation is older than the grace, theirs is too: their ingests are gone.
+      if (now - item.reservedAt <= ingestGraceMs) return { take, skipped, cursor: next - 1, waiting: true };
+      skipped += item.slot - next;
+      next = item.slot;
+    }
+    if (item.void) skipped += 1;
+    else take.push(item);
+    next += 1;
+  }
+  if (readAll && take.length < limit && next <= meta.lastSlot && items.every((item) => item.slot < next)) {
+    // Reserved slots at the tail with no item yet.
+    if (now - meta.reservedAt <= ingestGraceMs) return { take, skipped, cursor: next - 1, waiting: true };
+    skipped += meta.lastSlot - next + 1;
+    next = meta.lastSlot + 1;
+  }
+  return { take, skipped, cursor: next - 1, waiting: false };
+}
+
+/** Assigns seq to a chunk's events, in slot order, after the object's last seq. */
+export function assignSeq<T extends PendingEvent>(events: readonly T[], lastSeq: number): (T & { seq: number })[] {
+  return events.map((event, index) => ({ ...event, seq: lastSeq + index + 1 }));
+}
+
+export interface TurnBudget {
+  readonly maxEvents: number;
+  readonly maxMs: number;
+}
+
+/** Whether a turn that started at `startedAt` and distributed `drained` events may go on. */
+export function turnMayContinue(budget: TurnBudget, drained: number, startedAt: number, now: number): boolean {
+  return drained < budget.maxEvents && now - startedAt < budget.maxMs;
+}
+
+/** Whether a lease read at `now` is free to take. */
+export function leaseIsFree(leaseUntil: number | undefined, now: number): boolean {
+  return leaseUntil === undefined || leaseUntil <= now;
+}

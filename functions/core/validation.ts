@@ -1,0 +1,221 @@
+/**
+ * Validation of everything a client sends. Each function returns the typed input
+ * or throws one ValidationError that lists every problem, so a client can fix a
+ * request in one round trip. Nothing is stored before validation passes.
+ */
+import { ValidationError } from './errors.ts';
+import type { EventInput, TenantLimits, WebhookStatus } from './model.ts';
+
+export const RESOURCE_PATTERN = /^[A-Za-z0-9._:-]{1,200}$/;
+export const TYPE_PATTERN = /^[a-z0-9_]+(\.[a-z0-9_]+)*$/;
+export const TYPE_PATTERN_PATTERN = /^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$/;
+export const MAX_BODY_BYTES = 1024 * 1024;
+export const MAX_EVENTS_PER_REQUEST = 100;
+export const MAX_DATA_BYTES = 64 * 1024;
+const MAX_PARENTS = 20;
+const MAX_IDEMPOTENCY_KEY = 200;
+const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
+const MAX_TYPES = 50;
+const MAX_DESCRIPTION = 500;
+const MAX_URL = 2_000;
+const MAX_NAME = 200;
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function unknownFields(body: Json, allowed: readonly string[], where: string, problems: string[]): void {
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) problems.push(`${where}${key} is not a known field`);
+  }
+}
+
+function checkResource(value: unknown, field: string, problems: string[]): value is string {
+  if (typeof value !== 'string' || !RESOURCE_PATTERN.test(value)) {
+    problems.push(`${field} must match ${RESOURCE_PATTERN.source}`);
+    return false;
+  }
+  return true;
+}
+
+/** Parses a JSON body, rejecting anything that is not an object. */
+export function parseJsonObject(text: string): Json {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ValidationError(['the body is not valid JSON']);
+  }
+  if (!isObject(parsed)) throw new ValidationError(['the body must be a JSON object']);
+  return parsed;
+}
+
+export function validatePublish(body: Json): EventInput[] {
+  const problems: string[] = [];
+  unknownFields(body, ['events'], '', problems);
+  const events = body.events;
+  if (!Array.isArray(events) || events.length < 1 || events.length > MAX_EVENTS_PER_REQUEST) {
+    problems.push(`events must be a list of 1 to ${MAX_EVENTS_PER_REQUEST} events`);
+    throw new ValidationError(problems);
+  }
+  const inputs: EventInput[] = [];
+  const keysSeen = new Set<string>();
+  events.forEach((event: unknown, index) => {
+    const at = `events[${index}].`;
+    if (!isObject(event)) {
+      problems.push(`events[${index}] must be an object`);
+      return;
+    }
+    unknownFields(event, ['resource', 'parents', 'type', 'data', 'id'], at, problems);
+    checkResource(event.resource, `${at}resource`, problems);
+    const parents = event.parents ?? [];
+    if (!Array.isArray(parents) || parents.length > MAX_PARENTS) {
+      problems.push(`${at}parents must be a list of at most ${MAX_PARENTS} resources`);
+    } else {
+      parents.forEach((parent: unknown, i) => checkResource(parent, `${at}parents[${i}]`, problems));
+    }
+    if (typeof event.type !== 'string' || !TYPE_PATTERN.test(event.type) || event.type.length > 200) {
+      problems.push(`${at}type must match ${TYPE_PATTERN.source}`);
+    } else if (event.type.startsWith('sluice.') || event.type.startsWith('webhook.')) {
+      problems.push(`${at}type must not start with sluice. or webhook. (reserved)`);
+    }
+    if (!('data' in event)) {
+      problems.push(`${at}data is required (any JSON value)`);
+    } else if (Buffer.byteLength(JSON.stringify(event.data)) > MAX_DATA_BYTES) {
+      problems.push(`${at}data must be at most ${MAX_DATA_BYTES} bytes serialized`);
+    }
+    const key = event.id;
+    if (key !== undefined && (typeof key !== 'string' || key.length > MAX_IDEMPOTENCY_KEY || !IDEMPOTENCY_KEY_PATTERN.test(key))) {
+      problems.push(`${at}id must be 1 to ${MAX_IDEMPOTENCY_KEY} printable ASCII characters`);
+    } else if (typeof key === 'string') {
+      if (keysSeen.has(key)) problems.push(`${at}id repeats an id earlier in this request`);
+      keysSeen.add(key);
+    }
+    inputs.push({
+      resource: event.resource as string,
+      parents: [...new Set(parents as string[])],
+      type: event.type as string,
+      data: event.data,
+      idempotencyKey: key as string | undefined,
+    });
+  });
+  if (problems.length > 0) throw new ValidationError(problems);
+  return inputs;
+}
+
+export interface WebhookInput {
+  readonly resource: string;
+  readonly url: string;
+  readonly types: readonly string[];
+  readonly description: string;
+}
+
+export interface WebhookPatch {
+  readonly status?: WebhookStatus;
+  readonly url?: string;
+  readonly types?: readonly string[];
+  readonly description?: string;
+}
+
+function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void {
+  if (typeof value !== 'string' || value.length > MAX_URL) {
+    problems.push(`url must be a string of at most ${MAX_URL} characters`);
+    return;
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    problems.push('url must be an absolute URL');
+    return;
+  }
+  const schemes = allowHttp ? ['https:', 'http:'] : ['https:'];
+  if (!schemes.includes(url.protocol)) problems.push(`url must use ${allowHttp ? 'http or https' : 'https'}`);
+  if (url.username || url.password) problems.push('url must not contain credentials');
+  if (url.hash) problems.push('url must not contain a fragment');
+}
+
+function checkTypes(value: unknown, problems: string[]): void {
+  if (!Array.isArray(value) || value.length < 1 || value.length > MAX_TYPES) {
+    problems.push(`types must be a list of 1 to ${MAX_TYPES} type patterns`);
+    return;
+  }
+  value.forEach((pattern: unknown, i) => {
+    if (typeof pattern !== 'string' || !TYPE_PATTERN_PATTERN.test(pattern) || pattern.length > 200) {
+      problems.push(`types[${i}] must be an event type, a prefix ending in .*, or *`);
+    }
+  });
+}
+
+function checkDescription(value: unknown, problems: string[]): void {
+  if (value !== undefined && (typeof value !== 'string' || value.length > MAX_DESCRIPTION)) {
+    problems.push(`description must be a string of at most ${MAX_DESCRIPTION} characters`);
+  }
+}
+
+export function validateWebhookCreate(body: Json, allowHttp: boolean): WebhookInput {
+  const problems: string[] = [];
+  unknownFields(body, ['resource', 'url', 'types', 'description'], '', problems);
+  checkResource(body.resource, 'resource', problems);
+  checkUrl(body.url, allowHttp, problems);
+  const types = body.types ?? ['*'];
+  checkTypes(types, problems);
+  checkDescription(body.description, problems);
+  if (problems.length > 0) throw new ValidationError(problems);
+  return {
+    resource: body.resource as string,
+    url: body.url as string,
+    types: [...new Set(types as string[])],
+    description: (body.description as string | undefined) ?? '',
+  };
+}
+
+export function validateWebhookPatch(body: Json, allowHttp: boolean): WebhookPatch {
+  const problems: string[] = [];
+  unknownFields(body, ['status', 'url', 'types', 'description'], '', problems);
+  if (Object.keys(body).length === 0) problems.push('give at least one of status, url, types, description');
+  if (body.status !== undefined && body.status !== 'active' && body.status !== 'disabled') {
+    problems.push('status must be active or disabled');
+  }
+  if (body.url !== undefined) checkUrl(body.url, allowHttp, problems);
+  if (body.types !== undefined) checkTypes(body.types, problems);
+  checkDescription(body.description, problems);
+  if (problems.length > 0) throw new ValidationError(problems);
+  return {
+    ...(body.status !== undefined && { status: body.status as WebhookStatus }),
+    ...(body.url !== undefined && { url: body.url as string }),
+    ...(body.types !== undefined && { types: [...new Set(body.types as string[])] }),
+    ...(body.description !== undefined && { description: body.description as string }),
+  };
+}
+
+export interface TenantInput {
+  readonly name: string;
+  readonly limits: TenantLimits;
+}
+
+export function validateTenantCreate(body: Json, defaults: TenantLimits): TenantInput {
+  const problems: string[] = [];
+  unknownFields(body, ['name', 'limits'], '', problems);
+  if (typeof body.name !== 'string' || body.name.trim().length < 1 || body.name.length > MAX_NAME) {
+    problems.push(`name must be a string of 1 to ${MAX_NAME} characters`);
+  }
+  const limits = body.limits ?? {};
+  if (!isObject(limits)) {
+    problems.push('limits must be an object');
+    throw new ValidationError(problems);
+  }
+  unknownFields(limits, ['max_webhooks', 'rate_per_second', 'burst'], 'limits.', problems);
+  const merged = { ...defaults, ...limits } as Record<string, unknown>;
+  const bounds: Record<keyof TenantLimits, number> = { max_webhooks: 10_000, rate_per_second: 10_000, burst: 5_000 };
+  for (const [field, max] of Object.entries(bounds)) {
+    const v = merged[field];
+    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) {
+      problems.push(`limits.${field} must be an integer from 1 to ${max}`);
+    }
+  }
+  if (problems.length > 0) throw new ValidationError(problems);
+  return { name: (body.name as string).trim(), limits: merged as unknown as TenantLimits };
+}

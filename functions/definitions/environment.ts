@@ -1,0 +1,28 @@
+/**
+ * The environment variables the functions read, named once so the CDK stack that
+ * sets them and the handlers that read them cannot disagree.
+ */
+export const ENV = {
+  eventsTable: 'EVENTS_TABLE',
+  controlTable: 'CONTROL_TABLE',
+  distributeQueueUrl: 'DISTRIBUTE_QUEUE_URL',
+  deliverQueueUrl: 'DELIVER_QUEUE_URL',
+  /** The whole SluiceConfig as JSON (see core/config.ts). */
+  config: 'SLUICE_CONFIG',
+  /** Secrets Manager secret whose JSON field `token` is the admin key without its `ak_` prefix. */
+  adminKeySecretArn: 'ADMIN_KEY_SECRET_ARN',
+  /** API Gateway API key value of the admin's usage plan. */
+  adminUsageKey: 'ADMIN_USAGE_KEY',
+  restApiId: 'REST_API_ID',
+  apiStage: 'API_STAGE',
+} as const;
+
+/** The functions of sluice and their entry files, relative to the repository root. */
+export const FUNCTION_ENTRIES = {
+  api: 'functions/api/handler.ts',
+  authorizer: 'functions/authorizer/handler.ts',
+  distributor: 'functions/distributor/handler.ts',
+  delivery: 'functions/delivery/handler.ts',
+} as const;
+
+export const API_STAGE_NAME = 'v1';

@@ -1,0 +1,51 @@
+/**
+ * Queue definitions, read by the CDK stack and by the sandbox (which also drives
+ * its pollers with the batch settings, as Lambda's event source mappings would).
+ */
+
+export interface QueueDefinition {
+  readonly logicalName: string;
+  readonly fifo: boolean;
+  /** Longer than the consuming function's timeout, so a live invocation keeps its message. */
+  readonly visibilityTimeoutSeconds: number;
+  /** Receives after which a message moves to the dead-letter queue. */
+  readonly maxReceiveCount: number;
+  readonly retentionSeconds: number;
+  /** Event source mapping: records per invocation. */
+  readonly batchSize: number;
+  /** Event source mapping: most concurrent invocations. */
+  readonly maxConcurrency: number;
+  /** Timeout of the function consuming the queue. */
+  readonly consumerTimeoutSeconds: number;
+}
+
+const FOURTEEN_DAYS = 14 * 24 * 3600;
+
+/**
+ * The doorbells: one message group per object, so one distributor at a time per
+ * object. Ingest rings only on idle → scheduled, so a group holds one or two messages.
+ */
+export const DISTRIBUTE_QUEUE: QueueDefinition = {
+  logicalName: 'Distribute',
+  fifo: true,
+  visibilityTimeoutSeconds: 60,
+  maxReceiveCount: 10,
+  retentionSeconds: FOURTEEN_DAYS,
+  batchSize: 10,
+  maxConcurrency: 20,
+  consumerTimeoutSeconds: 20,
+};
+
+/** Deliveries ready to send; standard queue, MessageGroupId = tenant (fair queues). */
+export const DELIVER_QUEUE: QueueDefinition = {
+  logicalName: 'Deliver',
+  fifo: false,
+  visibilityTimeoutSeconds: 90,
+  maxReceiveCount: 8,
+  retentionSeconds: FOURTEEN_DAYS,
+  batchSize: 10,
+  maxConcurrency: 50,
+  consumerTimeoutSeconds: 30,
+};
+
+export const QUEUES = [DISTRIBUTE_QUEUE, DELIVER_QUEUE] as const;

@@ -1,0 +1,51 @@
+/**
+ * Table definitions, read by the CDK stack and by the sandbox, so that both create
+ * the same keys and indexes.
+ */
+
+export interface KeyAttribute {
+  readonly name: string;
+  readonly type: 'S' | 'N';
+}
+
+export interface IndexDefinition {
+  readonly indexName: string;
+  readonly partitionKey: KeyAttribute;
+  readonly sortKey: KeyAttribute;
+}
+
+export interface TableDefinition {
+  /** Logical name: the CDK construct id and the sandbox's table name. */
+  readonly logicalName: string;
+  readonly partitionKey: KeyAttribute;
+  readonly sortKey: KeyAttribute;
+  /** Epoch-seconds attribute that DynamoDB TTL deletes by (late: reads check it too). */
+  readonly ttlAttribute: string;
+  readonly indexes: readonly IndexDefinition[];
+}
+
+/** Per-object queues: one meta item per (tenant, resource) and its events by slot. */
+export const EVENTS_TABLE: TableDefinition = {
+  logicalName: 'Events',
+  partitionKey: { name: 'pk', type: 'S' },
+  sortKey: { name: 'sk', type: 'S' },
+  ttlAttribute: 'expires_at',
+  indexes: [],
+};
+
+/** Tenants, API keys and webhooks; `by_resource` finds the webhooks on a resource. */
+export const CONTROL_TABLE: TableDefinition = {
+  logicalName: 'Control',
+  partitionKey: { name: 'pk', type: 'S' },
+  sortKey: { name: 'sk', type: 'S' },
+  ttlAttribute: 'expires_at',
+  indexes: [
+    {
+      indexName: 'by_resource',
+      partitionKey: { name: 'gsi1pk', type: 'S' },
+      sortKey: { name: 'gsi1sk', type: 'S' },
+    },
+  ],
+};
+
+export const TABLES = [EVENTS_TABLE, CONTROL_TABLE] as const;

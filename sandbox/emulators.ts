@@ -1,0 +1,138 @@
+/**
+ * The embedded emulators: dynalite (DynamoDB) and fauxqs (SQS), on loopback ports,
+ * with the tables and queues created from the same definitions the CDK stack uses.
+ */
+import { mkdirSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
+import { CreateQueueCommand, GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import dynalite from 'dynalite';
+import { startFauxqs } from 'fauxqs';
+import type { ClientOptions } from '../functions/adapters/aws.ts';
+import type { QueueDefinition } from '../functions/definitions/queues.ts';
+import { QUEUES } from '../functions/definitions/queues.ts';
+import type { TableDefinition } from '../functions/definitions/tables.ts';
+import { TABLES } from '../functions/definitions/tables.ts';
+
+export const EMULATOR_CREDENTIALS = { accessKeyId: 'sandbox', secretAccessKey: 'sandbox' };
+export const EMULATOR_REGION = 'us-east-1';
+
+export interface Emulators {
+  readonly dynamo: ClientOptions;
+  readonly sqs: ClientOptions;
+  stop(): Promise<void>;
+}
+
+export async function startEmulators(dataDir?: string): Promise<Emulators> {
+  if (dataDir) mkdirSync(join(dataDir, 'sqs'), { recursive: true });
+  const dynamoServer = dynalite({
+    createTableMs: 0,
+    deleteTableMs: 0,
+    updateTableMs: 0,
+    ...(dataDir && { path: join(dataDir, 'dynamodb') }),
+  });
+  await new Promise<void>((resolve, reject) => {
+    dynamoServer.once('error', reject);
+    dynamoServer.listen(0, '127.0.0.1', () => resolve());
+  });
+  const dynamoPort = (dynamoServer.address() as AddressInfo).port;
+  const sqsServer = await startFauxqs({ port: 0, host: '127.0.0.1', logger: false, ...(dataDir && { dataDir: join(dataDir, 'sqs') }) });
+  const common = { region: EMULATOR_REGION, credentials: EMULATOR_CREDENTIALS };
+  return {
+    dynamo: { ...common, endpoint: `http://127.0.0.1:${dynamoPort}` },
+    sqs: { ...common, endpoint: `http://127.0.0.1:${sqsServer.port}` },
+    async stop() {
+      await sqsServer.stop();
+      await new Promise<void>((resolve) => dynamoServer.close(() => resolve()));
+    },
+  };
+}
+
+/** The physical table name the sandbox gives a definition. */
+export function sandboxTableName(definition: TableDefinition): string {
+  return `sluice-${definition.logicalName.toLowerCase()}`;
+}
+
+export async function createTables(client: DynamoDBClient): Promise<Record<string, string>> {
+  const names: Record<string, string> = {};
+  for (const table of TABLES) {
+    const name = sandboxTableName(table);
+    names[table.logicalName] = name;
+    const keys = [table.partitionKey, table.sortKey, ...table.indexes.flatMap((i) => [i.partitionKey, i.sortKey])];
+    const attributes = [...new Map(keys.map((k) => [k.name, { AttributeName: k.name, AttributeType: k.type }])).values()];
+    try {
+      await client.send(
+        new CreateTableCommand({
+          TableName: name,
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: attributes,
+          KeySchema: [
+            { AttributeName: table.partitionKey.name, KeyType: 'HASH' },
+            { AttributeName: table.sortKey.name, KeyType: 'RANGE' },
+          ],
+          ...(table.indexes.length > 0 && {
+            GlobalSecondaryIndexes: table.indexes.map((index) => ({
+              IndexName: index.indexName,
+              KeySchema: [
+                { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
+                { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
+              ],
+              Projection: { ProjectionType: 'ALL' },
+            })),
+          }),
+        }),
+      );
+    } catch (error) {
+      // A persisted sandbox (SLUICE_DATA_DIR) already has its tables.
+      if (!(error instanceof ResourceInUseException)) throw error;
+    }
+    await waitForActive(client, name);
+  }
+  return names;
+}
+
+async function waitForActive(client: DynamoDBClient, name: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+    if (Table?.TableStatus === 'ACTIVE') return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`Table ${name} did not become active`);
+}
+
+export interface SandboxQueue {
+  readonly definition: QueueDefinition;
+  readonly url: string;
+  readonly deadLetterUrl: string;
+}
+
+export async function createQueues(client: SQSClient): Promise<Record<string, SandboxQueue>> {
+  const queues: Record<string, SandboxQueue> = {};
+  for (const definition of QUEUES) {
+    const suffix = definition.fifo ? '.fifo' : '';
+    const base = `sluice-${definition.logicalName.toLowerCase()}`;
+    const fifo = definition.fifo ? { FifoQueue: 'true', ContentBasedDeduplication: 'false' } : {};
+    const dlq = await client.send(
+      new CreateQueueCommand({
+        QueueName: `${base}-dlq${suffix}`,
+        Attributes: { ...fifo, MessageRetentionPeriod: String(definition.retentionSeconds) },
+      }),
+    );
+    const dlqUrl = dlq.QueueUrl as string;
+    const { Attributes } = await client.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }));
+    const queue = await client.send(
+      new CreateQueueCommand({
+        QueueName: `${base}${suffix}`,
+        Attributes: {
+          ...fifo,
+          VisibilityTimeout: String(definition.visibilityTimeoutSeconds),
+          MessageRetentionPeriod: String(definition.retentionSeconds),
+          RedrivePolicy: JSON.stringify({ deadLetterTargetArn: Attributes?.QueueArn, maxReceiveCount: definition.maxReceiveCount }),
+        },
+      }),
+    );
+    queues[definition.logicalName] = { definition, url: queue.QueueUrl as string, deadLetterUrl: dlqUrl };
+  }
+  return queues;
+}

@@ -1,0 +1,43 @@
+/** `npm start`: the sandbox on http://127.0.0.1:8787 (PORT), until Ctrl-C. */
+import { overridesFromEnv } from '../functions/core/config.ts';
+import { startSandbox, walkthrough } from './sandbox.ts';
+
+const sandbox = await startSandbox({
+  port: Number(process.env.PORT ?? 8787),
+  ...(process.env.SLUICE_ADMIN_KEY && { adminKey: process.env.SLUICE_ADMIN_KEY }),
+  ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
+  config: overridesFromEnv(process.env),
+  logLevel: (process.env.POWERTOOLS_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN',
+});
+
+process.stdout.write(
+  [
+    '',
+    `sluice sandbox on ${sandbox.url}  (Node ${process.versions.node})`,
+    `admin key: ${sandbox.adminKey}`,
+    sandbox.config.allowPrivateTargets ? 'private and http:// webhook targets are allowed (sandbox).' : '',
+    '',
+    'Try it (paste into a shell):',
+    '',
+    walkthrough(sandbox.url, sandbox.adminKey),
+    '',
+    'Ctrl-C stops the sandbox.',
+    '',
+  ].join('\n'),
+);
+
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write('\nStopping sluice sandbox…\n');
+    sandbox.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        console.error(error);
+        process.exit(1);
+      },
+    );
+  });
+}

@@ -1,0 +1,107 @@
+/**
+ * The sandbox's event source mapping: receives from a queue and calls a Lambda
+ * handler with the event Lambda would send (SQS records with their attributes),
+ * deletes what the handler did not report failed, and leaves failures to come
+ * back after the visibility timeout, as Lambda does. Runs `maxConcurrency`
+ * receive loops in parallel.
+ */
+import { randomUUID } from 'node:crypto';
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { LoggerPort } from '../functions/core/telemetry.ts';
+import type { SqsHandler } from '../functions/distributor/process.ts';
+import type { SandboxQueue } from './emulators.ts';
+
+export interface PollerOptions {
+  readonly client: SQSClient;
+  readonly queue: SandboxQueue;
+  readonly handler: SqsHandler;
+  readonly functionName: string;
+  readonly logger: LoggerPort;
+  /** Defaults to the definition's maxConcurrency. */
+  readonly concurrency?: number;
+}
+
+function lambdaContext(functionName: string, timeoutSeconds: number): Context {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
+    memoryLimitInMB: '512',
+    awsRequestId: randomUUID(),
+    logGroupName: `/aws/lambda/${functionName}`,
+    logStreamName: 'sandbox',
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+}
+
+export class Poller {
+  readonly #options: PollerOptions;
+  #running = false;
+  #loops: Promise<void>[] = [];
+
+  constructor(options: PollerOptions) {
+    this.#options = options;
+  }
+
+  start(): void {
+    this.#running = true;
+    const count = this.#options.concurrency ?? this.#options.queue.definition.maxConcurrency;
+    this.#loops = Array.from({ length: count }, () => this.#loop());
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await Promise.all(this.#loops);
+  }
+
+  async #loop(): Promise<void> {
+    const { client, queue, handler, functionName, logger } = this.#options;
+    while (this.#running) {
+      try {
+        const received = await client.send(
+          new ReceiveMessageCommand({
+            QueueUrl: queue.url,
+            MaxNumberOfMessages: queue.definition.batchSize,
+            WaitTimeSeconds: 1,
+            MessageSystemAttributeNames: ['All'],
+          }),
+        );
+        const messages = received.Messages ?? [];
+        if (messages.length === 0 || !this.#running) continue;
+        const records: SQSRecord[] = messages.map((m) => ({
+          messageId: m.MessageId as string,
+          receiptHandle: m.ReceiptHandle as string,
+          body: m.Body ?? '',
+          attributes: m.Attributes as unknown as SQSRecord['attributes'],
+          messageAttributes: {},
+          md5OfBody: m.MD5OfBody ?? '',
+          eventSource: 'aws:sqs',
+          eventSourceARN: `arn:aws:sqs:us-east-1:000000000000:${queue.url.split('/').pop()}`,
+          awsRegion: 'us-east-1',
+        }));
+        const event: SQSEvent = { Records: records };
+        const response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+        const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+        const done = records.filter((r) => !failed.has(r.messageId));
+        if (done.length > 0) {
+          await client.send(
+            new DeleteMessageBatchCommand({
+              QueueUrl: queue.url,
+              Entries: done.map((r, i) => ({ Id: String(i), ReceiptHandle: r.receiptHandle })),
+            }),
+          );
+        }
+      } catch (error) {
+        if (!this.#running) return;
+        logger.error('Poller iteration failed', { function: functionName, error });
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The sandbox (SPEC §6): the whole of sluice in one process. The emulators stand
+ * in for DynamoDB and SQS; the API runs the same Hono app and authorizer as in
+ * AWS; pollers call the same Lambda handlers with Lambda's event shapes.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { serve } from '@hono/node-server';
+import { Hono, type Context } from 'hono';
+import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
+import { ApiError } from '../functions/core/errors.ts';
+import { hashKey } from '../functions/core/keys.ts';
+import type { Principal } from '../functions/core/model.ts';
+import type { LoggerPort } from '../functions/core/telemetry.ts';
+import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
+import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
+import { TenantStore } from '../functions/adapters/tenant-store.ts';
+import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
+import { apiServices, deliveryDeps, distributor, type Wiring } from '../functions/app/runtime.ts';
+import { createApi } from '../functions/api/app.ts';
+import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
+import { makeDeliveryHandler } from '../functions/delivery/process.ts';
+import { makeDistributorHandler } from '../functions/distributor/process.ts';
+import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
+import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
+import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulators } from './emulators.ts';
+import { inboxRoutes } from './inbox.ts';
+import { InMemoryMetrics } from './metrics.ts';
+import { Poller } from './poller.ts';
+
+export interface SandboxOptions {
+  /** API port; 0 picks a free one. */
+  readonly port?: number;
+  readonly host?: string;
+  readonly adminKey?: string;
+  /** Config overrides on top of the defaults; allowPrivateTargets is always on. */
+  readonly config?: Readonly<Record<string, unknown>>;
+  /** Persist emulator state here (SLUICE_DATA_DIR). */
+  readonly dataDir?: string;
+  /** Powertools log level for the functions; the sandbox is quiet by default. */
+  readonly logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
+}
+
+export interface Sandbox {
+  readonly url: string;
+  readonly adminKey: string;
+  readonly config: SluiceConfig;
+  readonly metrics: InMemoryMetrics;
+  readonly wiring: Wiring;
+  readonly emulators: Emulators;
+  readonly queues: Readonly<Record<string, SandboxQueue>>;
+  stop(): Promise<void>;
+}
+
+const ADMIN_USAGE_KEY = 'sandbox-admin';
+const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
+
+export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
+  const config = buildConfig({ ...options.config, allowPrivateTargets: true });
+  const adminKey = options.adminKey ?? `ak_${randomBytes(32).toString('base64url')}`;
+  const logger = new Logger({ serviceName: 'sluice-sandbox', logLevel: options.logLevel ?? 'WARN' });
+  const log: LoggerPort = loggerPort(logger);
+  const metrics = new InMemoryMetrics();
+
+  const emulators = await startEmulators(options.dataDir);
+  const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  const sqs = sqsClient(emulators.sqs);
+  const queues = await createQueues(sqs);
+  const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
+  const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
+  const dynamo = documentClient(emulators.dynamo);
+  const wiring: Wiring = {
+    config,
+    dynamo,
+    sqs,
+    eventsTable: tableNames[EVENTS_TABLE.logicalName] as string,
+    controlTable: tableNames[CONTROL_TABLE.logicalName] as string,
+    distributeQueueUrl: distributeQueue.url,
+    deliverQueueUrl: deliverQueue.url,
+    metrics,
+    logger: log,
+  };
+
+  // API Gateway's part: the TOKEN authorizer, then the usage plan's throttle.
+  const usagePlans = new LocalUsagePlans();
+  const authorizer = makeAuthorizerHandler({
+    adminKeyHash: async () => hashKey(adminKey),
+    tenants: new TenantStore({ client: dynamo, tableName: wiring.controlTable }),
+    adminUsageKey: ADMIN_USAGE_KEY,
+  });
+  const authenticate = async (c: Context): Promise<Principal | undefined> => {
+    const header = c.req.header('authorization');
+    if (header === undefined) return undefined;
+    let result: Awaited<ReturnType<typeof authorizer>>;
+    try {
+      result = await authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN });
+    } catch {
+      return undefined;
+    }
+    const wait = usagePlans.admit(result.usageIdentifierKey as string, Date.now(), {
+      rate: config.tenantRatePerSecond,
+      burst: config.tenantBurst,
+    });
+    if (wait !== undefined) throw new ApiError('rate_limited', 'Too many requests for this key; slow down.', wait);
+    const context = result.context ?? {};
+    if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
+    return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
+  };
+
+  const outer = new Hono();
+  outer.route('/', inboxRoutes());
+  outer.route('/', createApi(apiServices(wiring, usagePlans), authenticate));
+
+  const pollers = [
+    new Poller({
+      client: sqs,
+      queue: distributeQueue,
+      handler: makeDistributorHandler(distributor(wiring), log),
+      functionName: 'sluice-distributor',
+      logger: log,
+    }),
+    new Poller({
+      client: sqs,
+      queue: deliverQueue,
+      handler: makeDeliveryHandler(deliveryDeps(wiring)),
+      functionName: 'sluice-delivery',
+      logger: log,
+    }),
+  ];
+  for (const poller of pollers) poller.start();
+
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: outer.fetch, port: options.port ?? 8787, hostname: options.host ?? '127.0.0.1' }, () =>
+      resolve(s as Server),
+    );
+  });
+  const address = server.address() as AddressInfo;
+  const url = `http://${options.host ?? '127.0.0.1'}:${address.port}`;
+
+  let stopped = false;
+  return {
+    url,
+    adminKey,
+    config,
+    metrics,
+    wiring,
+    emulators,
+    queues,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+      await Promise.all(pollers.map((p) => p.stop()));
+      await emulators.stop();
+    },
+  };
+}
+
+/** The copy-paste walk-through printed by `npm start` and run by the quick-start test. */
+export function walkthrough(url: string, adminKey: string): string {
+  return [
+    `ADMIN_KEY=${adminKey}`,
+    `TENANT_KEY=$(curl -s -X POST ${url}/v1/admin/tenants -H "Authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' -d '{"name":"acme"}' | sed -E 's/.*"api_key":"([^"]+)".*/\\1/')`,
+    `curl -s -X POST ${url}/v1/webhooks -H "Authorization: Bearer $TENANT_KEY" -H 'content-type: application/json' -d '{"resource":"project:7","url":"${url}/sandbox/inbox/demo","types":["task.*"]}'`,
+    `curl -s -X POST ${url}/v1/events -H "Authorization: Bearer $TENANT_KEY" -H 'content-type: application/json' -d '{"events":[{"resource":"task:42","parents":["project:7"],"type":"task.changed","data":{"title":"Ship it"}}]}'`,
+    'sleep 1',
+    `curl -s ${url}/sandbox/inbox/demo`,
+  ].join('\n');
+}
