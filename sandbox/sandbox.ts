@@ -66,11 +66,11 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   const emulators = await startEmulators(options.dataDir);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  const sqs = sqsClient(emulators.sqs);
+  const sqs = sqsClient({ ...emulators.sqs, maxSockets: 256 });
   const queues = await createQueues(sqs);
   const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
   const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
-  const dynamo = documentClient(emulators.dynamo);
+  const dynamo = documentClient({ ...emulators.dynamo, maxSockets: 256 });
   const wiring: Wiring = {
     config,
     dynamo,
@@ -114,15 +114,16 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   outer.route('/', createApi(apiServices(wiring, usagePlans), authenticate));
 
   const pollers = [
+    // Each poller has a client of its own, so its long polls never queue the sends.
     new Poller({
-      client: sqs,
+      client: sqsClient({ ...emulators.sqs, maxSockets: 64 }),
       queue: distributeQueue,
       handler: makeDistributorHandler(distributor(wiring), log),
       functionName: 'sluice-distributor',
       logger: log,
     }),
     new Poller({
-      client: sqs,
+      client: sqsClient({ ...emulators.sqs, maxSockets: 64 }),
       queue: deliverQueue,
       handler: makeDeliveryHandler(deliveryDeps(wiring)),
       functionName: 'sluice-delivery',
@@ -168,7 +169,7 @@ export function walkthrough(url: string, adminKey: string): string {
     `TENANT_KEY=$(curl -s -X POST ${url}/v1/admin/tenants -H "Authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' -d '{"name":"acme"}' | sed -E 's/.*"api_key":"([^"]+)".*/\\1/')`,
     `curl -s -X POST ${url}/v1/webhooks -H "Authorization: Bearer $TENANT_KEY" -H 'content-type: application/json' -d '{"resource":"project:7","url":"${url}/sandbox/inbox/demo","types":["task.*"]}'`,
     `curl -s -X POST ${url}/v1/events -H "Authorization: Bearer $TENANT_KEY" -H 'content-type: application/json' -d '{"events":[{"resource":"task:42","parents":["project:7"],"type":"task.changed","data":{"title":"Ship it"}}]}'`,
-    'sleep 1',
+    'sleep 2',
     `curl -s ${url}/sandbox/inbox/demo`,
   ].join('\n');
 }

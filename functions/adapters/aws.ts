@@ -2,6 +2,7 @@
  * Building the SDK clients and stores. Lambda handlers call these once at module
  * scope (cold start); the sandbox calls them with the emulators' endpoints.
  */
+import http from 'node:http';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
@@ -12,16 +13,25 @@ export interface ClientOptions {
   readonly endpoint?: string;
   readonly region?: string;
   readonly credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** Most open connections; the SDK's default of 50 is too few for a sandbox's many long polls. */
+  readonly maxSockets?: number;
+}
+
+function requestHandler(options: ClientOptions) {
+  if (options.maxSockets === undefined) return {};
+  return { requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: options.maxSockets }) } };
 }
 
 export function documentClient(options: ClientOptions = {}): DynamoDBDocumentClient {
-  return DynamoDBDocumentClient.from(new DynamoDBClient({ ...options }), {
+  const { maxSockets: _, ...rest } = options;
+  return DynamoDBDocumentClient.from(new DynamoDBClient({ ...rest, ...requestHandler(options) }), {
     marshallOptions: { removeUndefinedValues: true },
   });
 }
 
 export function sqsClient(options: ClientOptions = {}): SQSClient {
-  return new SQSClient({ ...options });
+  const { maxSockets: _, ...rest } = options;
+  return new SQSClient({ ...rest, ...requestHandler(options) });
 }
 
 /** Reads a required environment variable; throws at cold start when it is missing. */

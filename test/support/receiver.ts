@@ -1,0 +1,92 @@
+/**
+ * A real HTTP webhook receiver on a loopback port. It records every request and
+ * answers as told; `verify` checks a delivery with the `standardwebhooks` package.
+ */
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Webhook } from 'standardwebhooks';
+
+export interface ReceivedDelivery {
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+  readonly json: { webhook: string; events: Array<Record<string, unknown> & { id: string; seq: number; type: string; resource: string }> };
+  readonly at: number;
+}
+
+/** How to answer a request: a status, or 'hang' to never answer. */
+export type Answer = number | 'hang';
+
+export interface Receiver {
+  readonly url: string;
+  readonly received: ReceivedDelivery[];
+  /** Sets the answer for requests whose path starts with `prefix`. */
+  answer(prefix: string, answer: Answer): void;
+  /** Deliveries to a path, excluding webhook.ping verifications. */
+  deliveries(path: string): ReceivedDelivery[];
+  /** Every event delivered to a path, in arrival order. */
+  events(path: string): ReceivedDelivery['json']['events'];
+  waitFor(predicate: () => boolean, timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startReceiver(): Promise<Receiver> {
+  const received: ReceivedDelivery[] = [];
+  const answers = new Map<string, Answer>();
+  const hanging = new Set<http.ServerResponse>();
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const path = req.url ?? '/';
+      let answer: Answer = 200;
+      for (const [prefix, a] of answers) if (path.startsWith(prefix)) answer = a;
+      if (answer !== 'hang') {
+        let json: ReceivedDelivery['json'];
+        try {
+          json = JSON.parse(body);
+        } catch {
+          json = { webhook: '', events: [] };
+        }
+        received.push({ path, headers: req.headers as Record<string, string>, body, json, at: Date.now() });
+        res.writeHead(answer).end();
+      } else {
+        hanging.add(res);
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  const isPing = (d: ReceivedDelivery) => d.json.events.some((e) => e.type === 'webhook.ping');
+  return {
+    url: `http://127.0.0.1:${port}`,
+    received,
+    answer: (prefix, answer) => answers.set(prefix, answer),
+    deliveries: (path) => received.filter((d) => d.path === path && !isPing(d)),
+    events: (path) => received.filter((d) => d.path === path && !isPing(d)).flatMap((d) => d.json.events),
+    async waitFor(predicate, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!predicate()) {
+        if (Date.now() > deadline) throw new Error('Timed out waiting for deliveries');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async close() {
+      for (const res of hanging) res.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Verifies a delivery's signature with the Standard Webhooks reference library; throws if invalid. */
+export function verifyDelivery(secret: string, delivery: ReceivedDelivery): unknown {
+  return new Webhook(secret).verify(delivery.body, {
+    'webhook-id': delivery.headers['webhook-id'] as string,
+    'webhook-timestamp': delivery.headers['webhook-timestamp'] as string,
+    'webhook-signature': delivery.headers['webhook-signature'] as string,
+  });
+}

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { buildConfig, configFromEnvironment, DEFAULT_CONFIG, overridesFromEnv } from '../../functions/core/config.ts';
+import { ConfigError } from '../../functions/core/errors.ts';
+
+describe('config', () => {
+  it('has the defaults of SPEC §4', () => {
+    const c = buildConfig();
+    expect(c).toMatchObject({
+      objectRatePerSecond: 100,
+      objectBurst: 200,
+      objectQueueCap: 10_000,
+      tenantRatePerSecond: 500,
+      tenantBurst: 1_000,
+      maxWebhooksPerTenant: 100,
+      turnMaxEvents: 500,
+      turnMaxMs: 2_000,
+      leaseMs: 30_000,
+      deliveryTimeoutMs: 10_000,
+      retryJitter: 0.2,
+      quarantineAfterFailures: 5,
+      probeIntervalMinSeconds: 60,
+      probeIntervalMaxSeconds: 3_600,
+      disableAfterQuarantineSeconds: 259_200,
+      heldPerWebhook: 10_000,
+      retentionDays: 7,
+      endpointRatePerSecond: 50,
+      allowPrivateTargets: false,
+    });
+    expect(c.retryScheduleSeconds).toEqual([0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]);
+  });
+
+  it('applies overrides and freezes the result', () => {
+    const c = buildConfig({ objectQueueCap: 50, allowPrivateTargets: true });
+    expect(c.objectQueueCap).toBe(50);
+    expect(c.allowPrivateTargets).toBe(true);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.retryScheduleSeconds)).toBe(true);
+    expect(Object.isFrozen(DEFAULT_CONFIG)).toBe(true);
+  });
+
+  it('reports every problem at once', () => {
+    try {
+      buildConfig({ objectQueueCap: 0, retryJitter: 2, colour: 'blue', retryScheduleSeconds: [] });
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      const problems = (error as ConfigError).problems;
+      expect(problems).toHaveLength(4);
+      expect(problems.join('\n')).toMatch(/colour is not a setting/);
+      expect(problems.join('\n')).toMatch(/objectQueueCap must be an integer/);
+    }
+  });
+
+  it('checks relations between settings', () => {
+    expect(() => buildConfig({ objectRatePerSecond: 300, objectBurst: 100 })).toThrow(/objectBurst/);
+    expect(() => buildConfig({ leaseMs: 1_000 })).toThrow(/leaseMs/);
+  });
+
+  it('reads SLUICE_* variables, JSON where they parse', () => {
+    const overrides = overridesFromEnv({ SLUICE_OBJECT_QUEUE_CAP: '500', SLUICE_ALLOW_PRIVATE_TARGETS: 'true', OTHER: '1' });
+    expect(overrides).toEqual({ objectQueueCap: 500, allowPrivateTargets: true });
+  });
+
+  it('round-trips through the SLUICE_CONFIG variable a function is deployed with', () => {
+    const c = buildConfig({ turnMaxEvents: 42 });
+    expect(configFromEnvironment({ SLUICE_CONFIG: JSON.stringify(c) })).toEqual(c);
+    expect(() => configFromEnvironment({})).toThrow(/SLUICE_CONFIG/);
+  });
+});

@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { isId, newId } from '../../functions/core/ids.ts';
+import { bearerToken, generateApiKey, hashKey, keyKind, objectGroupId, sameHash } from '../../functions/core/keys.ts';
+import { refill, take } from '../../functions/core/token-bucket.ts';
+
+describe('ids and keys', () => {
+  it('makes prefixed ids that sort by time', () => {
+    const a = newId('evt', 1_000);
+    const b = newId('evt', 2_000);
+    expect(isId('evt', a)).toBe(true);
+    expect(isId('wh', a)).toBe(false);
+    expect(a < b).toBe(true);
+  });
+
+  it('tells tenant and admin keys apart and compares hashes in constant time', () => {
+    const tenant = generateApiKey('tenant');
+    expect(tenant.startsWith('sk_')).toBe(true);
+    expect(keyKind(tenant)).toBe('tenant');
+    expect(keyKind(generateApiKey('admin'))).toBe('admin');
+    expect(keyKind('sk_short')).toBeUndefined();
+    expect(keyKind('xx_aaaaaaaaaaaaaaaaaaaaaaaaaaaa')).toBeUndefined();
+    expect(sameHash(hashKey(tenant), hashKey(tenant))).toBe(true);
+    expect(sameHash(hashKey(tenant), hashKey(`${tenant}x`))).toBe(false);
+  });
+
+  it('reads bearer tokens', () => {
+    expect(bearerToken('Bearer sk_abc')).toBe('sk_abc');
+    expect(bearerToken('bearer  sk_abc ')).toBe('sk_abc');
+    expect(bearerToken('Basic abc')).toBeUndefined();
+    expect(bearerToken(undefined)).toBeUndefined();
+  });
+
+  it('gives each object a stable FIFO group id within SQS limits', () => {
+    const id = objectGroupId({ tenantId: 'ten_a', resource: 'x'.repeat(200) });
+    expect(id).toMatch(/^[0-9a-f]{64}$/);
+    expect(objectGroupId({ tenantId: 'ten_a', resource: 'r' })).not.toBe(objectGroupId({ tenantId: 'ten_b', resource: 'r' }));
+  });
+});
+
+describe('token bucket', () => {
+  it('starts full, refills at the rate and never above the burst', () => {
+    const first = take(undefined, 10, 5, 10, 0);
+    expect(first.ok).toBe(true);
+    expect(first.bucket.tokens).toBe(0);
+    const refused = take(first.bucket, 1, 5, 10, 100);
+    expect(refused.ok).toBe(false);
+    expect(refused.retryAfterMs).toBe(100);
+    expect(refill(first.bucket, 5, 10, 60_000).tokens).toBe(10);
+  });
+});

@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { assignSeq, leaseIsFree, type PendingItem, planChunk, turnMayContinue } from '../../functions/core/turn.ts';
+
+const GRACE = 60_000;
+const NOW = 1_000_000;
+
+const item = (slot: number, reservedAt = NOW - 10, isVoid = false): PendingItem => ({
+  id: `evt_${slot}`,
+  slot,
+  resource: 'task:1',
+  parents: [],
+  type: 't',
+  data: null,
+  createdAt: '',
+  reservedAt,
+  void: isVoid,
+});
+
+const meta = (cursor: number, lastSlot: number, reservedAt = NOW - 10) => ({ cursor, lastSlot, reservedAt });
+
+describe('planChunk', () => {
+  it('takes the contiguous slots after the cursor', () => {
+    const plan = planChunk([item(4), item(5), item(6)], meta(3, 6), NOW, GRACE, 100, true);
+    expect(plan.take.map((i) => i.slot)).toEqual([4, 5, 6]);
+    expect(plan).toMatchObject({ cursor: 6, skipped: 0, waiting: false });
+  });
+
+  it('stops at the limit', () => {
+    const plan = planChunk([item(1), item(2), item(3)], meta(0, 3), NOW, GRACE, 2, false);
+    expect(plan.take.map((i) => i.slot)).toEqual([1, 2]);
+    expect(plan.cursor).toBe(2);
+  });
+
+  it('waits at a missing slot whose ingest may still be writing', () => {
+    const plan = planChunk([item(1), item(3)], meta(0, 3), NOW, GRACE, 100, true);
+    expect(plan.take.map((i) => i.slot)).toEqual([1]);
+    expect(plan).toMatchObject({ cursor: 1, waiting: true, skipped: 0 });
+  });
+
+  it('skips a missing slot once a later slot is older than the grace (its ingest died)', () => {
+    const plan = planChunk([item(1), item(3, NOW - GRACE - 1)], meta(0, 3), NOW, GRACE, 100, true);
+    expect(plan.take.map((i) => i.slot)).toEqual([1, 3]);
+    expect(plan).toMatchObject({ cursor: 3, skipped: 1, waiting: false });
+  });
+
+  it('skips void slots at once', () => {
+    const plan = planChunk([item(1, NOW, true), item(2)], meta(0, 2), NOW, GRACE, 100, true);
+    expect(plan.take.map((i) => i.slot)).toEqual([2]);
+    expect(plan).toMatchObject({ cursor: 2, skipped: 1 });
+  });
+
+  it('waits for reserved tail slots with no item yet, then skips them after the grace', () => {
+    expect(planChunk([item(1)], meta(0, 3), NOW, GRACE, 100, true)).toMatchObject({ cursor: 1, waiting: true });
+    expect(planChunk([item(1)], meta(0, 3, NOW - GRACE - 1), NOW, GRACE, 100, true)).toMatchObject({
+      cursor: 3,
+      skipped: 2,
+      waiting: false,
+    });
+  });
+
+  it('never decides about the tail when the read did not reach the end', () => {
+    const plan = planChunk([item(1)], meta(0, 3, NOW - GRACE - 1), NOW, GRACE, 100, false);
+    expect(plan).toMatchObject({ cursor: 1, skipped: 0, waiting: false });
+  });
+
+  it('ignores items at or before the cursor', () => {
+    const plan = planChunk([item(2), item(3)], meta(2, 3), NOW, GRACE, 100, true);
+    expect(plan.take.map((i) => i.slot)).toEqual([3]);
+  });
+});
+
+describe('sequencing', () => {
+  it('numbers events after the last seq, one by one in slot order', () => {
+    expect(assignSeq([item(7), item(9)], 41).map((e) => [e.slot, e.seq])).toEqual([
+      [7, 42],
+      [9, 43],
+    ]);
+  });
+});
+
+describe('turn bounds and leases', () => {
+  it('ends a turn after N events or T milliseconds', () => {
+    const budget = { maxEvents: 500, maxMs: 2_000 };
+    expect(turnMayContinue(budget, 499, 0, 1_999)).toBe(true);
+    expect(turnMayContinue(budget, 500, 0, 10)).toBe(false);
+    expect(turnMayContinue(budget, 10, 0, 2_000)).toBe(false);
+  });
+
+  it('treats an expired or absent lease as free', () => {
+    expect(leaseIsFree(undefined, 5)).toBe(true);
+    expect(leaseIsFree(5, 5)).toBe(true);
+    expect(leaseIsFree(6, 5)).toBe(false);
+  });
+});

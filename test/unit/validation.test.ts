@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { ValidationError } from '../../functions/core/errors.ts';
+import {
+  parseJsonObject,
+  validatePublish,
+  validateTenantCreate,
+  validateWebhookCreate,
+  validateWebhookPatch,
+} from '../../functions/core/validation.ts';
+
+const good = { resource: 'task:42', parents: ['project:7'], type: 'task.changed', data: { a: 1 } };
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ValidationError) return [...error.problems];
+    throw error;
+  }
+  throw new Error('expected a ValidationError');
+}
+
+describe('publish validation', () => {
+  it('accepts a valid event and keeps the idempotency key', () => {
+    const [input] = validatePublish({ events: [{ ...good, id: 'key-1' }] });
+    expect(input).toEqual({ resource: 'task:42', parents: ['project:7'], type: 'task.changed', data: { a: 1 }, idempotencyKey: 'key-1' });
+  });
+
+  it('accepts null and scalar data', () => {
+    expect(validatePublish({ events: [{ ...good, data: null }, { ...good, data: 3 }] })).toHaveLength(2);
+  });
+
+  it.each([
+    [{}, /events must be a list/],
+    [{ events: [] }, /events must be a list/],
+    [{ events: Array.from({ length: 101 }, () => good) }, /1 to 100/],
+    [{ events: [{ ...good, resource: 'has space' }] }, /resource must match/],
+    [{ events: [{ ...good, resource: 'a'.repeat(201) }] }, /resource must match/],
+    [{ events: [{ ...good, parents: ['ok', 'bad/slash'] }] }, /parents\[1\]/],
+    [{ events: [{ ...good, type: 'Task.Changed' }] }, /type must match/],
+    [{ events: [{ ...good, type: 'task..changed' }] }, /type must match/],
+    [{ events: [{ ...good, type: 'sluice.gap' }] }, /reserved/],
+    [{ events: [{ resource: 'a', type: 'a' }] }, /data is required/],
+    [{ events: [{ ...good, data: 'x'.repeat(64 * 1024) }] }, /at most 65536 bytes/],
+    [{ events: [{ ...good, id: '' }] }, /id must be/],
+    [{ events: [{ ...good, id: 'k' }, { ...good, id: 'k' }] }, /repeats/],
+    [{ events: [{ ...good, colour: 'red' }] }, /colour is not a known field/],
+    [{ events: [good], extra: 1 }, /extra is not a known field/],
+    [{ events: ['nope'] }, /must be an object/],
+  ])('rejects %j', (body, message) => {
+    expect(problems(() => validatePublish(body as Record<string, unknown>)).join('\n')).toMatch(message);
+  });
+
+  it('lists every problem of a request', () => {
+    const found = problems(() => validatePublish({ events: [{ resource: '', type: 'X' }] }));
+    expect(found.length).toBe(3);
+  });
+
+  it('parses only JSON objects', () => {
+    expect(() => parseJsonObject('{')).toThrow(/not valid JSON/);
+    expect(() => parseJsonObject('[1]')).toThrow(/JSON object/);
+    expect(parseJsonObject('{"a":1}')).toEqual({ a: 1 });
+  });
+});
+
+describe('webhook validation', () => {
+  it('accepts https and defaults types to everything', () => {
+    expect(validateWebhookCreate({ resource: 'project:7', url: 'https://hooks.example.com/x' }, false)).toEqual({
+      resource: 'project:7',
+      url: 'https://hooks.example.com/x',
+      types: ['*'],
+      description: '',
+    });
+  });
+
+  it('refuses plain http unless private targets are allowed', () => {
+    expect(problems(() => validateWebhookCreate({ resource: 'p', url: 'http://example.com' }, false)).join()).toMatch(/https/);
+    expect(validateWebhookCreate({ resource: 'p', url: 'http://127.0.0.1:9/x' }, true).url).toBe('http://127.0.0.1:9/x');
+  });
+
+  it.each([
+    [{ resource: 'p', url: 'ftp://x' }, /url must use/],
+    [{ resource: 'p', url: 'not a url' }, /absolute URL/],
+    [{ resource: 'p', url: 'https://user:pw@example.com' }, /credentials/],
+    [{ resource: 'p', url: 'https://example.com', types: [] }, /types must be a list/],
+    [{ resource: 'p', url: 'https://example.com', types: ['task.**'] }, /types\[0\]/],
+    [{ url: 'https://example.com' }, /resource must match/],
+  ])('rejects %j', (body, message) => {
+    expect(problems(() => validateWebhookCreate(body, false)).join('\n')).toMatch(message);
+  });
+
+  it('patches only known fields, at least one', () => {
+    expect(validateWebhookPatch({ status: 'disabled' }, false)).toEqual({ status: 'disabled' });
+    expect(problems(() => validateWebhookPatch({}, false)).join()).toMatch(/at least one/);
+    expect(problems(() => validateWebhookPatch({ status: 'paused' }, false)).join()).toMatch(/status/);
+  });
+});
+
+describe('tenant validation', () => {
+  const defaults = { max_webhooks: 100, rate_per_second: 500, burst: 1000 };
+
+  it('fills limits from the defaults', () => {
+    expect(validateTenantCreate({ name: ' acme ', limits: { max_webhooks: 5 } }, defaults)).toEqual({
+      name: 'acme',
+      limits: { max_webhooks: 5, rate_per_second: 500, burst: 1000 },
+    });
+  });
+
+  it('rejects bad names and limits', () => {
+    expect(problems(() => validateTenantCreate({ name: '' }, defaults)).join()).toMatch(/name/);
+    expect(problems(() => validateTenantCreate({ name: 'a', limits: { burst: 0 } }, defaults)).join()).toMatch(/burst/);
+    expect(problems(() => validateTenantCreate({ name: 'a', limits: { nope: 1 } }, defaults)).join()).toMatch(/nope/);
+  });
+});
