@@ -19,7 +19,7 @@ import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
 import { apiServices, deliveryDeps, distributor, type Wiring } from '../functions/app/runtime.ts';
-import { createApi } from '../functions/api/app.ts';
+import { createApi, notFound } from '../functions/api/app.ts';
 import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
 import { makeDistributorHandler } from '../functions/distributor/process.ts';
@@ -110,6 +110,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   };
 
   const outer = new Hono();
+  outer.notFound(notFound);
   outer.route('/', inboxRoutes());
   outer.route('/', createApi(apiServices(wiring, usagePlans), authenticate));
 

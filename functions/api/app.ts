@@ -42,6 +42,11 @@ function respondError(c: Context, error: ApiError): Response {
   return c.json(errorBody(error.code, error.message), HTTP_STATUS[error.code] as 400);
 }
 
+/** The answer to a route that does not exist. */
+export function notFound(c: Context): Response {
+  return respondError(c, new ApiError('not_found', `There is no route ${c.req.method} ${c.req.path}.`));
+}
+
 /** Reads a JSON object body, refusing bodies over 1 MiB before and after reading. */
 async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
   const tooLarge = () => new ApiError('payload_too_large', `The body must be at most ${MAX_BODY_BYTES} bytes.`);
@@ -75,7 +80,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     services.logger.error('Unhandled error in API', { error, path: c.req.path, method: c.req.method });
     return respondError(c, new ApiError('internal', 'Something went wrong on our side; try again.'));
   });
-  app.notFound((c) => respondError(c, new ApiError('not_found', `There is no route ${c.req.method} ${c.req.path}.`)));
+  app.notFound(notFound);
 
   app.get('/v1/health', (c) => c.json({ status: 'ok' }));
 

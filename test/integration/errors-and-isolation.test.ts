@@ -1,0 +1,160 @@
+/**
+ * Bad input gets a clear 4xx in the SPEC's error shape and stores nothing; one
+ * tenant can never see, change or receive another's webhooks or events.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { type ApiResponse, call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+let a: { id: string; key: string };
+let b: { id: string; key: string };
+let queues: QueueStore;
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0, config: { deliveryTimeoutMs: 500 } }), startReceiver()]);
+  [a, b] = await Promise.all([createTenant(sandbox, 'alpha', { max_webhooks: 3 }), createTenant(sandbox, 'beta')]);
+  queues = new QueueStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.eventsTable, retentionDays: 7 });
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+function expectError(response: ApiResponse, status: number, code: string) {
+  expect(response.status).toBe(status);
+  expect(response.body).toEqual({ error: { code, message: expect.any(String) } });
+  expect(response.body.error.message.length).toBeGreaterThan(10);
+  expect(JSON.stringify(response.body)).not.toMatch(/at .*\.ts:\d+|Exception|stack/);
+}
+
+describe('bad input', () => {
+  const good = { resource: 'task:1', type: 'task.changed', data: {} };
+
+  it.each([
+    ['malformed JSON', { rawBody: '{"events": [' }, 400, 'invalid_request'],
+    ['a JSON array', { rawBody: '[]' }, 400, 'invalid_request'],
+    ['no events', { body: { events: [] } }, 400, 'invalid_request'],
+    ['101 events', { body: { events: Array.from({ length: 101 }, () => good) } }, 400, 'invalid_request'],
+    ['a bad resource', { body: { events: [{ ...good, resource: 'no spaces' }] } }, 400, 'invalid_request'],
+    ['a bad type', { body: { events: [{ ...good, type: 'Bad' }] } }, 400, 'invalid_request'],
+    ['missing data', { body: { events: [{ resource: 'task:1', type: 'a' }] } }, 400, 'invalid_request'],
+    ['data over 64 KiB', { body: { events: [{ ...good, data: 'x'.repeat(70_000) }] } }, 400, 'invalid_request'],
+    ['a body over 1 MiB', { rawBody: JSON.stringify({ events: [{ ...good, data: 'x'.repeat(1_100_000) }] }) }, 413, 'payload_too_large'],
+    ['a non-JSON content type', { rawBody: 'events=1', contentType: 'application/x-www-form-urlencoded' }, 400, 'invalid_request'],
+  ])('publishing %s → %i %s, nothing stored', async (_name, options, status, code) => {
+    const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, ...options });
+    expectError(response, status, code);
+  });
+
+  it('stores nothing from a request with one bad event among good ones', async () => {
+    const response = await publish(sandbox, a.key, [
+      { resource: 'partial:1', type: 'a.b', data: 1 },
+      { resource: 'partial:1', type: 'BAD', data: 2 },
+    ]);
+    expectError(response, 400, 'invalid_request');
+    expect(response.body.error.message).toMatch(/events\[1\]\.type/);
+    expect(await queues.readMeta({ tenantId: a.id, resource: 'partial:1' })).toBeUndefined();
+  });
+
+  it('answers unknown routes with 404 not_found', async () => {
+    expectError(await call(sandbox, 'GET', '/v1/nothing-here', { key: a.key }), 404, 'not_found');
+    expectError(await call(sandbox, 'GET', '/v2/events'), 404, 'not_found');
+  });
+
+  it('refuses missing, malformed and unknown keys with 401', async () => {
+    expectError(await call(sandbox, 'GET', '/v1/webhooks'), 401, 'unauthorized');
+    expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: 'garbage' }), 401, 'unauthorized');
+    expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: `sk_${'A'.repeat(43)}` }), 401, 'unauthorized');
+    expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: `ak_${'A'.repeat(43)}` }), 401, 'unauthorized');
+  });
+
+  it('keeps admin routes for the admin key and tenant routes for tenant keys (403)', async () => {
+    expectError(await call(sandbox, 'POST', '/v1/admin/tenants', { key: a.key, body: { name: 'x' } }), 403, 'forbidden');
+    expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: sandbox.adminKey }), 403, 'forbidden');
+  });
+
+  it('validates tenant creation', async () => {
+    const response = await call(sandbox, 'POST', '/v1/admin/tenants', { key: sandbox.adminKey, body: { name: '', limits: { burst: -1 } } });
+    expectError(response, 400, 'invalid_request');
+    expect(response.body.error.message).toMatch(/name/);
+    expect(response.body.error.message).toMatch(/burst/);
+  });
+
+  it('validates webhooks', async () => {
+    const response = await call(sandbox, 'POST', '/v1/webhooks', { key: a.key, body: { resource: 'p', url: 'ftp://x', types: ['BAD'] } });
+    expectError(response, 400, 'invalid_request');
+    expectError(await call(sandbox, 'PATCH', '/v1/webhooks/wh_missing', { key: a.key, body: {} }), 400, 'invalid_request');
+    expectError(await call(sandbox, 'PATCH', '/v1/webhooks/wh_missing', { key: a.key, body: { status: 'active' } }), 404, 'not_found');
+    expectError(await call(sandbox, 'DELETE', '/v1/webhooks/wh_missing', { key: a.key }), 404, 'not_found');
+  });
+});
+
+describe('endpoint verification', () => {
+  it.each([
+    ['answers 500', 500],
+    ['answers 302', 302],
+    ['never answers', 'hang' as const],
+  ])('stores nothing when the endpoint %s', async (name, answer) => {
+    const path = `/verify-${name.replace(/\W/g, '')}`;
+    receiver.answer(path, answer);
+    const before = await call(sandbox, 'GET', '/v1/webhooks', { key: b.key });
+    const response = await call(sandbox, 'POST', '/v1/webhooks', { key: b.key, body: { resource: 'v:1', url: `${receiver.url}${path}` } });
+    expectError(response, 422, 'endpoint_verification_failed');
+    const after = await call(sandbox, 'GET', '/v1/webhooks', { key: b.key });
+    expect(after.body.data).toHaveLength(before.body.data.length);
+  });
+
+  it('stores nothing when nothing listens', async () => {
+    const response = await call(sandbox, 'POST', '/v1/webhooks', { key: b.key, body: { resource: 'v:1', url: 'http://127.0.0.1:9/none' } });
+    expectError(response, 422, 'endpoint_verification_failed');
+  });
+
+  it('enforces max_webhooks, and failed verifications do not use up the limit', async () => {
+    receiver.answer('/limit-bad', 500);
+    for (let i = 0; i < 3; i++) {
+      expect((await call(sandbox, 'POST', '/v1/webhooks', { key: a.key, body: { resource: 'l:1', url: `${receiver.url}/limit-bad` } })).status).toBe(422);
+    }
+    for (let i = 0; i < 3; i++) await createWebhook(sandbox, a.key, { resource: `l:${i}`, url: `${receiver.url}/limit-ok` });
+    const fourth = await call(sandbox, 'POST', '/v1/webhooks', { key: a.key, body: { resource: 'l:4', url: `${receiver.url}/limit-ok` } });
+    expectError(fourth, 422, 'limit_exceeded');
+    const listed = await call(sandbox, 'GET', '/v1/webhooks', { key: a.key });
+    const [first] = listed.body.data;
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${first.id}`, { key: a.key })).status).toBe(204);
+    await createWebhook(sandbox, a.key, { resource: 'l:5', url: `${receiver.url}/limit-ok` });
+    // Free the places again for the isolation tests below.
+    for (const w of (await call(sandbox, 'GET', '/v1/webhooks', { key: a.key })).body.data) {
+      await call(sandbox, 'DELETE', `/v1/webhooks/${w.id}`, { key: a.key });
+    }
+  });
+});
+
+describe('tenant isolation', () => {
+  it('hides, protects and never feeds one tenant’s webhooks to another', async () => {
+    const hookA = await createWebhook(sandbox, a.key, { resource: 'shared:1', url: `${receiver.url}/iso/a` });
+    const hookB = await createWebhook(sandbox, b.key, { resource: 'shared:1', url: `${receiver.url}/iso/b` });
+
+    // B cannot read, change or delete A's webhook: to B it does not exist.
+    expectError(await call(sandbox, 'GET', `/v1/webhooks/${hookA.id}`, { key: b.key }), 404, 'not_found');
+    expectError(await call(sandbox, 'PATCH', `/v1/webhooks/${hookA.id}`, { key: b.key, body: { status: 'disabled' } }), 404, 'not_found');
+    expectError(await call(sandbox, 'DELETE', `/v1/webhooks/${hookA.id}`, { key: b.key }), 404, 'not_found');
+    const listB = await call(sandbox, 'GET', '/v1/webhooks', { key: b.key });
+    expect(listB.body.data.map((w: { id: string }) => w.id)).toEqual([hookB.id]);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hookA.id}`, { key: a.key })).body.status).toBe('active');
+
+    // The same resource name is a different object per tenant: events stay with their tenant.
+    await publish(sandbox, a.key, [{ resource: 'shared:1', type: 'x.y', data: 'from-a' }]);
+    await publish(sandbox, b.key, [{ resource: 'shared:1', type: 'x.y', data: 'from-b' }]);
+    await receiver.waitFor(() => receiver.events('/iso/a').length === 1 && receiver.events('/iso/b').length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(receiver.events('/iso/a').map((e) => e.data)).toEqual(['from-a']);
+    expect(receiver.events('/iso/b').map((e) => e.data)).toEqual(['from-b']);
+    // Each tenant's object has its own sequence.
+    expect(receiver.events('/iso/a')[0]?.seq).toBe(1);
+    expect(receiver.events('/iso/b')[0]?.seq).toBe(1);
+  });
+});

@@ -1,0 +1,171 @@
+/**
+ * Publish → distribute → deliver, through the sandbox's HTTP API, its embedded
+ * DynamoDB and SQS, and real HTTP receivers that verify signatures.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+let tenant: { id: string; key: string };
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0 }), startReceiver()]);
+  tenant = await createTenant(sandbox);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+describe('publish to delivery', () => {
+  it('delivers a published event, signed so that standardwebhooks verifies it', async () => {
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'task:1', url: `${receiver.url}/basic` });
+    const response = await publish(sandbox, tenant.key, [
+      { resource: 'task:1', type: 'task.changed', data: { title: 'Ship it', n: 1.5, nested: [null, true] } },
+    ]);
+    expect(response.status).toBe(202);
+    const [result] = response.body.events;
+    expect(result).toMatchObject({ status: 'accepted', id: expect.stringMatching(/^evt_/) });
+
+    await receiver.waitFor(() => receiver.deliveries('/basic').length === 1);
+    const [delivery] = receiver.deliveries('/basic');
+    if (!delivery) throw new Error('no delivery');
+    expect(verifyDelivery(hook.secret, delivery)).toEqual(delivery.json);
+    expect(delivery.headers['webhook-id']).toMatch(/^msg_/);
+    expect(delivery.headers['user-agent']).toMatch(/^sluice\//);
+    expect(delivery.headers['content-type']).toBe('application/json');
+    expect(Math.abs(Number(delivery.headers['webhook-timestamp']) - Date.now() / 1000)).toBeLessThan(30);
+    expect(delivery.json).toEqual({
+      webhook: hook.id,
+      events: [
+        {
+          id: result.id,
+          seq: 1,
+          resource: 'task:1',
+          parents: [],
+          type: 'task.changed',
+          data: { title: 'Ship it', n: 1.5, nested: [null, true] },
+          created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+        },
+      ],
+    });
+  });
+
+  it('verifies the endpoint with a signed webhook.ping before storing the webhook', async () => {
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'task:ping', url: `${receiver.url}/ping-check` });
+    const [ping] = receiver.received.filter((d) => d.path === '/ping-check');
+    if (!ping) throw new Error('no ping');
+    expect(ping.json.events[0]).toMatchObject({ type: 'webhook.ping', resource: 'task:ping' });
+    expect(verifyDelivery(hook.secret, ping)).toBeTruthy();
+  });
+
+  it('fans an event out to webhooks on its resource and on each parent, by type', async () => {
+    await createWebhook(sandbox, tenant.key, { resource: 'story:1', url: `${receiver.url}/fan/story` });
+    await createWebhook(sandbox, tenant.key, { resource: 'task:2', url: `${receiver.url}/fan/task`, types: ['story.*'] });
+    await createWebhook(sandbox, tenant.key, { resource: 'project:3', url: `${receiver.url}/fan/project`, types: ['story.changed'] });
+    await createWebhook(sandbox, tenant.key, { resource: 'project:3', url: `${receiver.url}/fan/other-type`, types: ['task.*'] });
+    await createWebhook(sandbox, tenant.key, { resource: 'project:4', url: `${receiver.url}/fan/unrelated` });
+
+    await publish(sandbox, tenant.key, [
+      { resource: 'story:1', parents: ['task:2', 'project:3'], type: 'story.changed', data: {} },
+    ]);
+    await receiver.waitFor(() => ['/fan/story', '/fan/task', '/fan/project'].every((p) => receiver.events(p).length === 1));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(receiver.events('/fan/other-type')).toHaveLength(0);
+    expect(receiver.events('/fan/unrelated')).toHaveLength(0);
+    const ids = ['/fan/story', '/fan/task', '/fan/project'].map((p) => receiver.events(p)[0]?.id);
+    expect(new Set(ids).size).toBe(1);
+  });
+
+  it('numbers each resource’s events 1, 2, 3… and delivers them in that order', async () => {
+    await createWebhook(sandbox, tenant.key, { resource: 'board:9', url: `${receiver.url}/order` });
+    const resources = ['card:a', 'card:b', 'card:c'];
+    const requests = Array.from({ length: 8 }, (_, r) =>
+      publish(
+        sandbox,
+        tenant.key,
+        resources.flatMap((resource) =>
+          Array.from({ length: 5 }, (_, i) => ({ resource, parents: ['board:9'], type: 'card.moved', data: { r, i } })),
+        ),
+      ),
+    );
+    const responses = await Promise.all(requests);
+    expect(responses.every((r) => r.status === 202)).toBe(true);
+    await receiver.waitFor(() => receiver.events('/order').length === 120, 20_000);
+    for (const resource of resources) {
+      const seqs = receiver.events('/order').filter((e) => e.resource === resource).map((e) => e.seq);
+      expect(seqs).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    }
+    // Within one request, a resource's events keep the order they were sent in.
+    const first = receiver.events('/order').filter((e) => e.resource === 'card:a');
+    for (let i = 1; i < first.length; i++) {
+      const [prev, cur] = [first[i - 1]?.data as { r: number; i: number }, first[i]?.data as { r: number; i: number }];
+      if (prev.r === cur.r) expect(cur.i).toBe(prev.i + 1);
+    }
+  });
+
+  it('batches a burst on one resource into deliveries of at most 100 events', async () => {
+    await createWebhook(sandbox, tenant.key, { resource: 'burst:1', url: `${receiver.url}/burst` });
+    for (let r = 0; r < 3; r++) {
+      const events = Array.from({ length: 100 }, (_, i) => ({ resource: 'burst:1', type: 'x.y', data: { r, i } }));
+      expect((await publish(sandbox, tenant.key, events)).status).toBe(202);
+    }
+    await receiver.waitFor(() => receiver.events('/burst').length === 300, 20_000);
+    expect(receiver.deliveries('/burst').every((d) => d.json.events.length <= 100)).toBe(true);
+    expect(receiver.events('/burst').map((e) => e.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+  });
+
+  it('stops delivering to a webhook once it is disabled, and again after it is deleted', async () => {
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'toggle:1', url: `${receiver.url}/toggle` });
+    await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.events('/toggle').length === 1);
+
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.status).toBe('disabled');
+    const distributed = sandbox.metrics.total('EventsDistributed');
+    await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 2 }]);
+    // Let the distributor route event 2 (to nobody) before the webhook comes back.
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDistributed') > distributed);
+
+    const enabled = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    expect(enabled.body.status).toBe('active');
+    await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 3 }]);
+    await receiver.waitFor(() => receiver.events('/toggle').length === 2);
+    expect(receiver.events('/toggle').map((e) => e.data)).toEqual([1, 3]);
+
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(404);
+    await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 4 }]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(receiver.events('/toggle')).toHaveLength(2);
+  });
+
+  it('lists, reads and updates webhooks without ever showing the secret again', async () => {
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'list:1', url: `${receiver.url}/list` });
+    const listed = await call(sandbox, 'GET', '/v1/webhooks', { key: tenant.key });
+    expect(listed.status).toBe(200);
+    expect(listed.body.data.map((w: { id: string }) => w.id)).toContain(hook.id);
+    expect(JSON.stringify(listed.body)).not.toContain('whsec_');
+    const one = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key });
+    expect(one.body).toMatchObject({ id: hook.id, resource: 'list:1', status: 'active', types: ['*'] });
+    expect(one.body.secret).toBeUndefined();
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, {
+      key: tenant.key,
+      body: { url: `${receiver.url}/list-moved`, types: ['a.*'] },
+    });
+    expect(moved.status).toBe(200);
+    expect(moved.body).toMatchObject({ url: `${receiver.url}/list-moved`, types: ['a.*'] });
+    // The new URL was verified with a ping before it was saved.
+    expect(receiver.received.some((d) => d.path === '/list-moved')).toBe(true);
+  });
+
+  it('answers the health check without a key', async () => {
+    const health = await call(sandbox, 'GET', '/v1/health');
+    expect(health).toMatchObject({ status: 200, body: { status: 'ok' } });
+  });
+});
