@@ -1,0 +1,224 @@
+/**
+ * The per-object queue protocol against the embedded DynamoDB: leases and fencing,
+ * the cap, coalesced doorbells, and a crashed holder's chunk published again
+ * with the same seqs.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { Distributor } from '../../functions/app/distributor.ts';
+import { publish } from '../../functions/app/ingest.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import { FencedOutError, LeaseHeldError, QueueFullError } from '../../functions/core/errors.ts';
+import type { DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
+import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
+import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+
+let emulators: Emulators;
+let store: QueueStore;
+let counter = 0;
+const key = (): ObjectKey => ({ tenantId: 'ten_test', resource: `obj:${++counter}` });
+const input = (resource: string, n: number): EventInput => ({ resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined });
+
+const webhook: Webhook = {
+  id: 'wh_one',
+  tenantId: 'ten_test',
+  resource: '*',
+  url: 'http://127.0.0.1:9',
+  types: ['*'],
+  description: '',
+  status: 'active',
+  secrets: ['whsec_AAAA'],
+  createdAt: '',
+  updatedAt: '',
+};
+
+/** A distributor whose outputs are recorded in memory (the deliver queue and doorbell are not under test here). */
+function recordingDistributor(overrides: Record<string, unknown> = {}, now = Date.now) {
+  const sent: DeliveryMessage[] = [];
+  const rings: string[] = [];
+  const distributor = new Distributor({
+    queues: store,
+    subscriptions: { onResource: async () => [webhook] },
+    deliveries: { send: async (messages) => void sent.push(...messages) },
+    doorbell: { ring: async (k, token) => void rings.push(`${k.resource}:${token}`) },
+    config: buildConfig(overrides),
+    metrics: NO_METRICS,
+    logger: NO_LOGS,
+    now,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  });
+  const seqs = () => sent.flatMap((m) => m.events.map((e) => e.seq));
+  return { distributor, sent, rings, seqs };
+}
+
+function ingestDeps(rings: string[], overrides: Record<string, unknown> = {}) {
+  let id = 0;
+  return {
+    queues: store,
+    doorbell: { ring: async (k: ObjectKey, token: string) => void rings.push(`${k.resource}:${token}`) },
+    config: buildConfig(overrides),
+    metrics: NO_METRICS,
+    logger: NO_LOGS,
+    now: Date.now,
+    newEventId: () => `evt_${++id}`,
+  } as unknown as Parameters<typeof publish>[0];
+}
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: tables.Events as string, retentionDays: 7 });
+});
+
+afterAll(async () => {
+  await emulators?.stop();
+});
+
+describe('ingest', () => {
+  it('rings the doorbell only when the object goes from idle to scheduled', async () => {
+    const k = key();
+    const rings: string[] = [];
+    const deps = ingestDeps(rings);
+    for (let i = 0; i < 5; i++) await publish(deps, k.tenantId, [input(k.resource, i)]);
+    expect(rings).toHaveLength(1);
+    const meta = await store.readMeta(k);
+    expect(meta).toMatchObject({ depth: 5, lastSlot: 5, scheduled: true });
+
+    const { distributor } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w1')).outcome).toBe('idle');
+    await publish(deps, k.tenantId, [input(k.resource, 6)]);
+    expect(rings).toHaveLength(2);
+  });
+
+  it('keeps depth within the cap: admits what fits in order and rejects the rest as queue_full', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 5 });
+    const first = await publish(deps, k.tenantId, [0, 1, 2].map((n) => input(k.resource, n)));
+    expect(first.results.map((r) => r.status)).toEqual(['accepted', 'accepted', 'accepted']);
+    const second = await publish(deps, k.tenantId, [3, 4, 5, 6].map((n) => input(k.resource, n)));
+    expect(second.results.map((r) => r.status)).toEqual(['accepted', 'accepted', 'rejected', 'rejected']);
+    expect(second.httpStatus).toBe(202);
+    const third = await publish(deps, k.tenantId, [input(k.resource, 7)]);
+    expect(third.httpStatus).toBe(429);
+    expect(third.retryAfterSeconds).toBeGreaterThan(0);
+    expect(third.results[0]).toMatchObject({ status: 'rejected', error: { code: 'queue_full' } });
+    expect((await store.readMeta(k))?.depth).toBe(5);
+  });
+
+  it('never lets concurrent ingests overshoot the cap', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 20 });
+    const outcomes = await Promise.all(Array.from({ length: 40 }, (_, n) => publish(deps, k.tenantId, [input(k.resource, n)])));
+    const accepted = outcomes.filter((o) => o.results[0]?.status === 'accepted').length;
+    expect(accepted).toBe(20);
+    expect((await store.readMeta(k))?.depth).toBe(20);
+    await expect(store.reserve(k, 1, 20, Date.now())).rejects.toBeInstanceOf(QueueFullError);
+  });
+});
+
+describe('leases and fencing', () => {
+  it('admits one holder at a time and a new one after expiry, with a higher fence', async () => {
+    const k = key();
+    await store.reserve(k, 1, 100, Date.now());
+    const now = Date.now();
+    const first = await store.acquireLease(k, 'a', now, 1_000);
+    await expect(store.acquireLease(k, 'b', now + 10, 1_000)).rejects.toBeInstanceOf(LeaseHeldError);
+    const second = await store.acquireLease(k, 'b', now + 1_001, 1_000);
+    expect(second.fence).toBe(first.fence + 1);
+  });
+
+  it('rejects every write of a fenced-out holder', async () => {
+    const k = key();
+    const now = Date.now();
+    await store.reserve(k, 2, 100, now);
+    const stale = await store.acquireLease(k, 'stale', now, 1_000);
+    await store.acquireLease(k, 'fresh', now + 2_000, 1_000);
+    await expect(
+      store.commitChunk(k, stale.fence, stale.cursor, { cursor: 1, seq: 1, consumed: 1, turn: { fromSlot: 1, toSlot: 1, firstSeq: 1 } }),
+    ).rejects.toBeInstanceOf(FencedOutError);
+    await expect(store.finishTurn(k, stale.fence)).rejects.toBeInstanceOf(FencedOutError);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 0, seq: 0, depth: 2 });
+  });
+
+  it('does not back off when the lease is held: it leaves the object to its holder', async () => {
+    const k = key();
+    const rings: string[] = [];
+    await publish(ingestDeps(rings), k.tenantId, [input(k.resource, 1)]);
+    await store.acquireLease(k, 'other', Date.now(), 30_000);
+    const { distributor, sent } = recordingDistributor();
+    const started = Date.now();
+    expect((await distributor.runTurn(k, 'me')).outcome).toBe('lease_held');
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(sent).toHaveLength(0);
+  });
+});
+
+describe('turns', () => {
+  it('drains a bounded turn, then rings again for the rest', async () => {
+    const k = key();
+    const rings: string[] = [];
+    await publish(ingestDeps(rings), k.tenantId, Array.from({ length: 100 }, (_, n) => input(k.resource, n)));
+    await publish(ingestDeps(rings), k.tenantId, Array.from({ length: 30 }, (_, n) => input(k.resource, 100 + n)));
+    const { distributor, seqs, rings: rerings } = recordingDistributor({ turnMaxEvents: 50 });
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 50 });
+    expect(rerings).toHaveLength(1);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 50 });
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 30 });
+    expect(seqs()).toEqual(Array.from({ length: 130 }, (_, i) => i + 1));
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 130, seq: 130, scheduled: false });
+  });
+
+  it('publishes a crashed holder’s committed chunk again with the same seqs', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [1, 2, 3].map((n) => input(k.resource, n)));
+    // A holder commits slots 1-3 as seqs 1-3 and dies before publishing them.
+    const now = Date.now();
+    const crashed = await store.acquireLease(k, 'crashed', now, 1_000);
+    await store.commitChunk(k, crashed.fence, 0, { cursor: 3, seq: 3, consumed: 3, turn: { fromSlot: 1, toSlot: 3, firstSeq: 1 } });
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 4)]);
+
+    const { distributor, sent, seqs } = recordingDistributor({}, () => Date.now() + 2_000);
+    expect(await distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 4 });
+    expect(seqs()).toEqual([1, 2, 3, 4]);
+    expect(sent.flatMap((m) => m.events.map((e) => (e.data as { n: number }).n))).toEqual([1, 2, 3, 4]);
+  });
+
+  it('skips a slot abandoned by a dead ingest after the grace period, without losing later events', async () => {
+    const k = key();
+    const old = Date.now() - 120_000;
+    // Ingest A reserved slot 1 and died; ingest B reserved slot 2 and wrote it.
+    await store.reserve(k, 1, 100, old);
+    const b = await store.reserve(k, 1, 100, old);
+    await store.writeEvents(k, [{ id: 'evt_b', slot: b.firstSlot, input: input(k.resource, 2), createdAt: new Date(old).toISOString() }], old);
+    const { distributor, sent } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 1 });
+    expect(sent.flatMap((m) => m.events.map((e) => [e.id, e.seq]))).toEqual([['evt_b', 1]]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2 });
+  });
+
+  it('waits for an ingest that is between its two writes', async () => {
+    const k = key();
+    const now = Date.now();
+    const reservation = await store.reserve(k, 1, 100, now);
+    const { distributor, seqs } = recordingDistributor();
+    const turn = distributor.runTurn(k, 'w');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await store.writeEvents(k, [{ id: 'evt_late', slot: reservation.firstSlot, input: input(k.resource, 1), createdAt: '' }], now);
+    expect(await turn).toMatchObject({ outcome: 'idle', distributed: 1 });
+    expect(seqs()).toEqual([1]);
+  });
+
+  it('goes idle only when nothing is left, so a reservation racing the end of a turn is never stranded', async () => {
+    const k = key();
+    const rings: string[] = [];
+    await publish(ingestDeps(rings), k.tenantId, [input(k.resource, 1)]);
+    const meta = await store.acquireLease(k, 'w', Date.now(), 30_000);
+    // An ingest reserves while the holder is finishing: scheduled is already true, so it does not ring.
+    const late = await store.reserve(k, 1, 100, Date.now());
+    expect(late.flipped).toBe(false);
+    expect(await store.finishTurn(k, meta.fence)).toBe('pending');
+    expect((await store.readMeta(k))?.scheduled).toBe(true);
+  });
+});
