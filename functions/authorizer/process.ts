@@ -12,10 +12,10 @@ export type AuthorizerHandler = (event: APIGatewayTokenAuthorizerEvent) => Promi
 /** The context keys the API reads back from `requestContext.authorizer`. */
 export const AUTH_CONTEXT = { principal: 'principal', tenantId: 'tenantId' } as const;
 
-/** `arn:…:api-id/stage/METHOD/path` → `arn:…:api-id/stage/*` */
+/** `arn:aws:execute-api:region:account:api-id/stage/METHOD/path` → `…:api-id/stage/*` */
 function wholeApi(methodArn: string): string {
-  const [prefix, apiId, stage] = methodArn.split('/');
-  return `${prefix}/${apiId}/${stage}/*`;
+  const [apiArn, stage] = methodArn.split('/');
+  return `${apiArn}/${stage}/*`;
 }
 
 export function makeAuthorizerHandler(deps: AuthorizeDeps): AuthorizerHandler {

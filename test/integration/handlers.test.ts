@@ -1,0 +1,166 @@
+/**
+ * The Lambda handlers with the event shapes Lambda sends: partial batch responses
+ * for deliveries, the authorizer's policy and usage key, and the API entry file
+ * exactly as it is bundled for Lambda.
+ */
+import { randomUUID } from 'node:crypto';
+import type { APIGatewayProxyEvent, Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { TenantStore } from '../../functions/adapters/tenant-store.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { makeAuthorizerHandler } from '../../functions/authorizer/process.ts';
+import { hashKey } from '../../functions/core/keys.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
+import { CONFIG_ENV } from '../../functions/core/config.ts';
+import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
+import { ENV } from '../../functions/definitions/environment.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook } from '../support/api.ts';
+import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+let tenant: { id: string; key: string };
+
+const context = { functionName: 'test', awsRequestId: 'r', getRemainingTimeInMillis: () => 10_000 } as unknown as Context;
+
+function sqsRecord(body: unknown, groupId?: string): SQSRecord {
+  return {
+    messageId: randomUUID(),
+    receiptHandle: 'rh',
+    body: JSON.stringify(body),
+    attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 's', ApproximateFirstReceiveTimestamp: '0', ...(groupId && { MessageGroupId: groupId }) },
+    messageAttributes: {},
+    md5OfBody: '',
+    eventSource: 'aws:sqs',
+    eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:q',
+    awsRegion: 'us-east-1',
+  } as SQSRecord;
+}
+
+function delivery(webhookId: string, n: number): DeliveryMessage {
+  return {
+    deliveryId: `msg_${String(n).padStart(19, '0')}`,
+    tenantId: tenant.id,
+    webhookId,
+    attempt: 1,
+    events: [{ id: `evt_${n}`, seq: n, resource: 'h:1', parents: [], type: 'a.b', data: { n }, created_at: new Date().toISOString() }],
+  };
+}
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0, config: { deliveryTimeoutMs: 500 } }), startReceiver()]);
+  tenant = await createTenant(sandbox);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+describe('delivery handler', () => {
+  it('reports only the failed records of a batch, and delivers the rest', async () => {
+    const good = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/h/good` });
+    const bad = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/h/bad` });
+    const slow = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/h/slow` });
+    receiver.answer('/h/bad', 503);
+    receiver.answer('/h/slow', 'hang');
+    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring));
+    const records = [sqsRecord(delivery(good.id, 1)), sqsRecord(delivery(bad.id, 2)), sqsRecord(delivery(slow.id, 3)), sqsRecord(delivery(good.id, 4))];
+    const response = await handler({ Records: records } as SQSEvent, context);
+    expect(response.batchItemFailures.map((f) => f.itemIdentifier).sort()).toEqual([records[1]?.messageId, records[2]?.messageId].sort());
+    expect(receiver.events('/h/good').map((e) => e.seq)).toEqual([1, 4]);
+    for (const d of receiver.deliveries('/h/good')) expect(verifyDelivery(good.secret, d)).toBeTruthy();
+  });
+
+  it('disables a webhook whose endpoint answers 410, and drops deliveries to deleted webhooks with a count', async () => {
+    const gone = await createWebhook(sandbox, tenant.key, { resource: 'h:2', url: `${receiver.url}/h/gone` });
+    const deleted = await createWebhook(sandbox, tenant.key, { resource: 'h:2', url: `${receiver.url}/h/deleted` });
+    await call(sandbox, 'DELETE', `/v1/webhooks/${deleted.id}`, { key: tenant.key });
+    receiver.answer('/h/gone', 410);
+    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring));
+    const dropped = sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' });
+    const response = await handler({ Records: [sqsRecord(delivery(gone.id, 1)), sqsRecord(delivery(deleted.id, 2))] } as SQSEvent, context);
+    expect(response.batchItemFailures).toEqual([]);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${gone.id}`, { key: tenant.key })).body.status).toBe('disabled');
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' })).toBe(dropped + 1);
+    expect(sandbox.metrics.total('WebhooksDisabled')).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('authorizer', () => {
+  const methodArn = 'arn:aws:execute-api:us-east-1:123456789012:abc123/v1/POST/v1/events';
+
+  it('allows the whole API for a tenant key, reporting the tenant and its usage-plan key', async () => {
+    const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(sandbox.adminKey), tenants, adminUsageKey: 'admin-usage' });
+    const result = await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${tenant.key}`, methodArn });
+    const stored = await tenants.get(tenant.id);
+    expect(result.principalId).toBe(tenant.id);
+    expect(result.usageIdentifierKey).toBe(stored?.usageKey);
+    expect(result.context).toEqual({ principal: 'tenant', tenantId: tenant.id });
+    expect(result.policyDocument.Statement).toEqual([
+      { Action: 'execute-api:Invoke', Effect: 'Allow', Resource: 'arn:aws:execute-api:us-east-1:123456789012:abc123/v1/*' },
+    ]);
+
+    const admin = await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${sandbox.adminKey}`, methodArn });
+    expect(admin).toMatchObject({ principalId: 'admin', usageIdentifierKey: 'admin-usage', context: { principal: 'admin' } });
+
+    for (const token of ['', 'Bearer nope', `Bearer ${tenant.key}x`, `Bearer ak_${'x'.repeat(43)}`]) {
+      await expect(authorizer({ type: 'TOKEN', authorizationToken: token, methodArn })).rejects.toThrow('Unauthorized');
+    }
+  });
+});
+
+describe('Lambda entry files', () => {
+  it('serve API Gateway events: the API reads the caller from the authorizer context and rings the doorbell', async () => {
+    Object.assign(process.env, {
+      [ENV.eventsTable]: sandbox.wiring.eventsTable,
+      [ENV.controlTable]: sandbox.wiring.controlTable,
+      [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
+      [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
+      [ENV.restApiId]: 'abc123',
+      [ENV.apiStage]: 'v1',
+      [CONFIG_ENV]: JSON.stringify(sandbox.config),
+      AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
+      AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'sandbox',
+      AWS_SECRET_ACCESS_KEY: 'sandbox',
+      POWERTOOLS_LOG_LEVEL: 'SILENT',
+      POWERTOOLS_METRICS_DISABLED: 'true',
+    });
+    const { handler } = await import('../../functions/api/handler.ts');
+    const event = {
+      httpMethod: 'POST',
+      path: '/v1/events',
+      resource: '/{proxy+}',
+      headers: { 'content-type': 'application/json' },
+      multiValueHeaders: {},
+      queryStringParameters: null,
+      multiValueQueryStringParameters: null,
+      pathParameters: { proxy: 'v1/events' },
+      stageVariables: null,
+      isBase64Encoded: false,
+      body: JSON.stringify({ events: [{ resource: 'lambda:1', type: 'a.b', data: { via: 'lambda' } }] }),
+      requestContext: { authorizer: { principal: 'tenant', tenantId: tenant.id }, httpMethod: 'POST', path: '/v1/v1/events', stage: 'v1' },
+    } as unknown as APIGatewayProxyEvent;
+    const response = (await handler(event, context)) as { statusCode: number; body: string };
+    expect(response.statusCode).toBe(202);
+    expect(JSON.parse(response.body).events[0]).toMatchObject({ status: 'accepted' });
+    // The doorbell reached the distribute queue: the sandbox's distributor drains the object.
+    const queues = new QueueStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.eventsTable, retentionDays: 7 });
+    for (let i = 0; i < 100 && (await queues.readMeta({ tenantId: tenant.id, resource: 'lambda:1' }))?.cursor !== 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(await queues.readMeta({ tenantId: tenant.id, resource: 'lambda:1' })).toMatchObject({ cursor: 1, seq: 1, depth: 0 });
+
+    const anonymous = (await handler({ ...event, requestContext: { ...event.requestContext, authorizer: null } } as unknown as APIGatewayProxyEvent, context)) as {
+      statusCode: number;
+      body: string;
+    };
+    expect(anonymous.statusCode).toBe(401);
+    expect(JSON.parse(anonymous.body).error.code).toBe('unauthorized');
+  });
+});

@@ -1,0 +1,33 @@
+/**
+ * The README's quick start: the walk-through `npm start` prints, pasted into a
+ * shell as is, creates a tenant and a webhook and gets the event delivered.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Sandbox, startSandbox, walkthrough } from '../../sandbox/sandbox.ts';
+
+let sandbox: Sandbox;
+
+beforeAll(async () => {
+  sandbox = await startSandbox({ port: 0 });
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+});
+
+describe('quick start', () => {
+  it('delivers the example event to the sandbox inbox when the printed commands are run', async () => {
+    const { stdout } = await promisify(execFile)('bash', ['-c', walkthrough(sandbox.url, sandbox.adminKey)], { timeout: 20_000 });
+    const lines = stdout.trim().split('\n');
+    const inbox = JSON.parse(lines.at(-1)?.replace(/^.*?(\{"data")/, '$1') ?? '{}') as {
+      data: Array<{ headers: Record<string, string>; body: { events: Array<{ type: string; seq: number; data: unknown }> } }>;
+    };
+    const types = inbox.data.flatMap((entry) => entry.body.events.map((e) => e.type));
+    expect(types).toEqual(['webhook.ping', 'task.changed']);
+    const delivered = inbox.data[1];
+    expect(delivered?.body.events[0]).toMatchObject({ seq: 1, data: { title: 'Ship it' } });
+    expect(delivered?.headers['webhook-signature']).toMatch(/^v1,/);
+  });
+});
