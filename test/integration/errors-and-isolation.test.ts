@@ -94,6 +94,25 @@ describe('bad input', () => {
   });
 });
 
+describe('per-tenant throttle (the usage plan API Gateway applies in AWS)', () => {
+  it('answers 429 rate_limited with Retry-After past the tenant’s burst', async () => {
+    const slow = await createTenant(sandbox, 'slow', { rate_per_second: 1, burst: 2 });
+    const statuses: number[] = [];
+    let last: ApiResponse | undefined;
+    for (let i = 0; i < 4; i++) {
+      last = await call(sandbox, 'GET', '/v1/webhooks', { key: slow.key });
+      statuses.push(last.status);
+    }
+    expect(statuses.slice(0, 2)).toEqual([200, 200]);
+    expect(statuses.at(-1)).toBe(429);
+    if (!last) throw new Error('no response');
+    expectError(last, 429, 'rate_limited');
+    expect(Number(last.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // Another tenant is not slowed by it.
+    expect((await call(sandbox, 'GET', '/v1/webhooks', { key: b.key })).status).toBe(200);
+  });
+});
+
 describe('endpoint verification', () => {
   it.each([
     ['answers 500', 500],

@@ -31,3 +31,25 @@ describe('quick start', () => {
     expect(delivered?.headers['webhook-signature']).toMatch(/^v1,/);
   });
 });
+
+describe('npm start', () => {
+  it('prints its admin key and stops cleanly on Ctrl-C (SIGINT)', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['sandbox/main.ts'], {
+      env: { ...process.env, PORT: '0', SLUICE_ADMIN_KEY: `ak_${'q'.repeat(43)}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const deadline = Date.now() + 15_000;
+    while (!output.includes('Ctrl-C stops the sandbox') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(output).toContain(`admin key: ak_${'q'.repeat(43)}`);
+    expect(output).toMatch(/curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/v1\/admin\/tenants/);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    expect(output).toContain('Stopping sluice sandbox');
+  });
+});
