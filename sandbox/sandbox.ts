@@ -8,23 +8,23 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { serve } from '@hono/node-server';
-import { Hono, type Context } from 'hono';
+import { type Context, Hono } from 'hono';
+import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
+import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
+import { TenantStore } from '../functions/adapters/tenant-store.ts';
+import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
+import { createApi, notFound } from '../functions/api/app.ts';
+import { apiServices, deliveryDeps, distributor, type Wiring } from '../functions/app/runtime.ts';
+import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { ApiError } from '../functions/core/errors.ts';
 import { hashKey } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
-import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
-import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
-import { TenantStore } from '../functions/adapters/tenant-store.ts';
-import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
-import { apiServices, deliveryDeps, distributor, type Wiring } from '../functions/app/runtime.ts';
-import { createApi, notFound } from '../functions/api/app.ts';
-import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
-import { makeDeliveryHandler } from '../functions/delivery/process.ts';
-import { makeDistributorHandler } from '../functions/distributor/process.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
+import { makeDeliveryHandler } from '../functions/delivery/process.ts';
+import { makeDistributorHandler } from '../functions/distributor/process.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulators } from './emulators.ts';
 import { inboxRoutes } from './inbox.ts';
 import { InMemoryMetrics } from './metrics.ts';
@@ -134,9 +134,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   for (const poller of pollers) poller.start();
 
   const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: outer.fetch, port: options.port ?? 8787, hostname: options.host ?? '127.0.0.1' }, () =>
-      resolve(s as Server),
-    );
+    const s = serve({ fetch: outer.fetch, port: options.port ?? 8787, hostname: options.host ?? '127.0.0.1' }, () => resolve(s as Server));
   });
   const address = server.address() as AddressInfo;
   const url = `http://${options.host ?? '127.0.0.1'}:${address.port}`;

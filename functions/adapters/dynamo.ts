@@ -3,10 +3,7 @@ import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, type BatchWriteCommandInput, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 
 export function isConditionFailure(error: unknown): boolean {
-  return (
-    error instanceof ConditionalCheckFailedException ||
-    (error instanceof Error && error.name === 'ConditionalCheckFailedException')
-  );
+  return error instanceof ConditionalCheckFailedException || (error instanceof Error && error.name === 'ConditionalCheckFailedException');
 }
 
 /** `{ '#a': 'a', … }` for every name, so no reserved word ever reaches an expression. */
@@ -17,11 +14,7 @@ export function names(...attributes: string[]): Record<string, string> {
 type WriteRequest = NonNullable<BatchWriteCommandInput['RequestItems']>[string][number];
 
 /** Writes requests in batches of 25, retrying unprocessed ones; throws if some never land. */
-export async function batchWrite(
-  client: DynamoDBDocumentClient,
-  tableName: string,
-  requests: readonly WriteRequest[],
-): Promise<void> {
+export async function batchWrite(client: DynamoDBDocumentClient, tableName: string, requests: readonly WriteRequest[]): Promise<void> {
   for (let i = 0; i < requests.length; i += 25) {
     let pending = requests.slice(i, i + 25);
     for (let attempt = 0; pending.length > 0; attempt++) {

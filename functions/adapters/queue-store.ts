@@ -3,7 +3,7 @@
  * (tenant, resource): a meta item and one item per reserved slot. Every write is a
  * conditional write on the meta item; no transactions.
  */
-import { GetCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { FencedOutError, LeaseHeldError, QueueFullError } from '../core/errors.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import type { PendingItem, QueueMeta, TurnRecord } from '../core/turn.ts';
@@ -157,7 +157,14 @@ export class QueueStore {
       this.#table,
       slots.map((slot) => ({
         PutRequest: {
-          Item: { pk, sk: slotSk(slot), slot, void: true, reserved_at: reservedAt, expires_at: epochSeconds(reservedAt + this.#retentionMs) },
+          Item: {
+            pk,
+            sk: slotSk(slot),
+            slot,
+            void: true,
+            reserved_at: reservedAt,
+            expires_at: epochSeconds(reservedAt + this.#retentionMs),
+          },
         },
       })),
     );

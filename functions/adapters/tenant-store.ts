@@ -1,5 +1,5 @@
 /** Tenants and their API keys (stored as SHA-256 hashes only). */
-import { DeleteCommand, GetCommand, PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
 import { names } from './dynamo.ts';
 

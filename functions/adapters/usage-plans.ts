@@ -13,7 +13,7 @@ import {
   DeleteUsagePlanCommand,
 } from '@aws-sdk/client-api-gateway';
 import type { Tenant } from '../core/model.ts';
-import { take, type Bucket } from '../core/token-bucket.ts';
+import { type Bucket, take } from '../core/token-bucket.ts';
 
 export interface UsagePlans {
   /** Creates the tenant's throttle; returns the ids needed to remove it. */
@@ -33,9 +33,7 @@ export class ApiGatewayUsagePlans implements UsagePlans {
   }
 
   async provision(tenant: Tenant): Promise<Record<string, string>> {
-    const key = await this.#client.send(
-      new CreateApiKeyCommand({ name: `sluice-${tenant.id}`, value: tenant.usageKey, enabled: true }),
-    );
+    const key = await this.#client.send(new CreateApiKeyCommand({ name: `sluice-${tenant.id}`, value: tenant.usageKey, enabled: true }));
     const ids: Record<string, string> = { apiKeyId: key.id ?? '' };
     try {
       const plan = await this.#client.send(

@@ -2,14 +2,7 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
-import {
-  DeleteCommand,
-  GetCommand,
-  PutCommand,
-  QueryCommand,
-  UpdateCommand,
-  type DynamoDBDocumentClient,
-} from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { ApiError } from '../core/errors.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
 import { isConditionFailure, names } from './dynamo.ts';

@@ -3,7 +3,10 @@
  * (through hono/aws-lambda) and the sandbox (through @hono/node-server); only the
  * way it learns the caller differs, so it takes an `authenticate` function.
  */
-import { Hono, type Context } from 'hono';
+import { type Context, Hono } from 'hono';
+import { type IngestDeps, publish } from '../app/ingest.ts';
+import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
+import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
 import type { Principal } from '../core/model.ts';
@@ -16,9 +19,6 @@ import {
   validateWebhookCreate,
   validateWebhookPatch,
 } from '../core/validation.ts';
-import { publish, type IngestDeps } from '../app/ingest.ts';
-import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
-import type { WebhookService } from '../app/webhooks.ts';
 
 export interface ApiServices {
   readonly config: SluiceConfig;

@@ -2,18 +2,19 @@
  * Lambda entry for the API. API Gateway has already run the authorizer; the
  * caller is read from `requestContext.authorizer`.
  */
-import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
+
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { handle, type LambdaEvent } from 'hono/aws-lambda';
+import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
 import type { Context } from 'hono';
-import { configFromEnvironment } from '../core/config.ts';
-import type { Principal } from '../core/model.ts';
+import { handle, type LambdaEvent } from 'hono/aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
 import { ApiGatewayUsagePlans } from '../adapters/usage-plans.ts';
-import { ENV } from '../definitions/environment.ts';
 import { apiServices } from '../app/runtime.ts';
 import { AUTH_CONTEXT } from '../authorizer/process.ts';
+import { configFromEnvironment } from '../core/config.ts';
+import type { Principal } from '../core/model.ts';
+import { ENV } from '../definitions/environment.ts';
 import { createApi } from './app.ts';
 
 const logger = new Logger();

@@ -2,9 +2,10 @@
  * The authorizer's decision, shared by the API Gateway Lambda authorizer and the
  * sandbox: who a bearer key belongs to, and which usage-plan key throttles it.
  */
+
+import type { TenantStore } from '../adapters/tenant-store.ts';
 import { bearerToken, hashKey, keyKind, sameHash } from '../core/keys.ts';
 import type { Principal } from '../core/model.ts';
-import type { TenantStore } from '../adapters/tenant-store.ts';
 
 export interface AuthorizeDeps {
   readonly adminKeyHash: () => Promise<string>;
@@ -24,9 +25,7 @@ export async function authorize(deps: AuthorizeDeps, authorizationHeader: string
   if (key === undefined) return undefined;
   const kind = keyKind(key);
   if (kind === 'admin') {
-    return sameHash(hashKey(key), await deps.adminKeyHash())
-      ? { principal: { kind: 'admin' }, usageKey: deps.adminUsageKey }
-      : undefined;
+    return sameHash(hashKey(key), await deps.adminKeyHash()) ? { principal: { kind: 'admin' }, usageKey: deps.adminUsageKey } : undefined;
   }
   if (kind === 'tenant') {
     const tenant = await deps.tenants.findByKeyHash(hashKey(key));

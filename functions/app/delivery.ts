@@ -4,12 +4,13 @@
  * caller reports the record as failed) and, past the queue's redrive limit, to
  * its dead-letter queue: nothing is dropped without a count.
  */
+
+import type { Sender } from '../adapters/webhook-sender.ts';
 import { deliveryBody } from '../core/deliveries.ts';
+import { type DeliveryMessage, SLUICE_VERSION, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
-import { SLUICE_VERSION, type DeliveryMessage, type Webhook } from '../core/model.ts';
 import { deliveryHeaders } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import type { Sender } from '../adapters/webhook-sender.ts';
 
 export interface WebhookSource {
   get(tenantId: string, id: string): Promise<Webhook | undefined>;
@@ -38,7 +39,7 @@ export class RetryDeliveryError extends Error {
 export async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
   const context = { tenant: message.tenantId, webhook: message.webhookId, delivery: message.deliveryId };
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
-  if (!webhook || webhook.status !== 'active') {
+  if (webhook?.status !== 'active') {
     // The webhook was deleted or disabled after these events were routed to it.
     const reason = webhook ? 'webhook_disabled' : 'webhook_deleted';
     deps.metrics.count('EventsDropped', message.events.length, { reason });

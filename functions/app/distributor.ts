@@ -4,15 +4,15 @@
  * resource and its parents, and either let the object go idle or ring again.
  */
 import { createHash } from 'node:crypto';
+import type { DeliveryQueue } from '../adapters/delivery-queue.ts';
+import type { Doorbell } from '../adapters/doorbell.ts';
+import type { QueueStore } from '../adapters/queue-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import type { DeliveredEvent, DeliveryMessage, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import { assignSeq, planChunk, turnMayContinue, type TurnRecord } from '../core/turn.ts';
-import type { DeliveryQueue } from '../adapters/delivery-queue.ts';
-import type { Doorbell } from '../adapters/doorbell.ts';
-import type { QueueStore } from '../adapters/queue-store.ts';
+import { assignSeq, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
 
 export interface SubscriptionSource {
   onResource(tenantId: string, resource: string): Promise<readonly Webhook[]>;
@@ -97,7 +97,11 @@ export class Distributor {
         });
         if (plan.skipped > 0) {
           this.#deps.metrics.count('SlotsSkipped', plan.skipped);
-          this.#deps.logger.warn('Skipped reserved slots with no event', { tenant: key.tenantId, resource: key.resource, skipped: plan.skipped });
+          this.#deps.logger.warn('Skipped reserved slots with no event', {
+            tenant: key.tenantId,
+            resource: key.resource,
+            skipped: plan.skipped,
+          });
         }
         await this.#publish(key, events, subscriptions);
         cursor = plan.cursor;

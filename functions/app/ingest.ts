@@ -2,12 +2,13 @@
  * Ingest (SPEC §3 Events): admits a request's events into their objects' queues
  * and rings each object's doorbell when this request flipped it from idle.
  */
+
+import type { Doorbell } from '../adapters/doorbell.ts';
+import type { AcceptedEvent, QueueStore } from '../adapters/queue-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { QueueFullError } from '../core/errors.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import type { Doorbell } from '../adapters/doorbell.ts';
-import type { AcceptedEvent, QueueStore } from '../adapters/queue-store.ts';
 
 export type EventResult =
   | { readonly id: string; readonly status: 'accepted' | 'duplicate' }
@@ -42,7 +43,11 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   });
   await Promise.all(
     [...byObject].map(([resource, indexes]) =>
-      admitToObject(deps, { tenantId, resource }, indexes.map((i) => inputs[i] as EventInput)).then((objectResults) => {
+      admitToObject(
+        deps,
+        { tenantId, resource },
+        indexes.map((i) => inputs[i] as EventInput),
+      ).then((objectResults) => {
         objectResults.forEach((result, k) => {
           results[indexes[k] as number] = result;
         });
@@ -89,7 +94,13 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, inputs: readonly 
     stored = false;
     deps.logger.error('Event write failed after reservation', { tenant: key.tenantId, resource: key.resource, error });
     // Void the slots so the distributor skips them now rather than after the grace period.
-    await queues.voidSlots(key, events.map((e) => e.slot), now).catch(() => undefined);
+    await queues
+      .voidSlots(
+        key,
+        events.map((e) => e.slot),
+        now,
+      )
+      .catch(() => undefined);
   }
   if (reservation.flipped) {
     // Only the ingest that flipped idle → scheduled rings, so a hot object has one

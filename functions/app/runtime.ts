@@ -4,19 +4,19 @@
  * dependencies; only clients, telemetry and the usage-plan backend differ.
  */
 import { randomUUID } from 'node:crypto';
-import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SQSClient } from '@aws-sdk/client-sqs';
-import type { SluiceConfig } from '../core/config.ts';
-import { newId } from '../core/ids.ts';
-import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DeliveryQueue } from '../adapters/delivery-queue.ts';
 import { Doorbell } from '../adapters/doorbell.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
-import { WebhookStore } from '../adapters/webhook-store.ts';
 import { type Sender, sendWebhook } from '../adapters/webhook-sender.ts';
+import { WebhookStore } from '../adapters/webhook-store.ts';
 import type { ApiServices } from '../api/app.ts';
+import type { SluiceConfig } from '../core/config.ts';
+import { newId } from '../core/ids.ts';
+import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import type { DeliveryDeps } from './delivery.ts';
 import { Distributor } from './distributor.ts';
 import { WebhookService } from './webhooks.ts';
@@ -78,9 +78,7 @@ export function distributor(w: Wiring): Distributor {
   });
 }
 
-export function deliveryDeps(
-  w: Pick<Wiring, 'config' | 'dynamo' | 'controlTable' | 'metrics' | 'logger' | 'now' | 'send'>,
-): DeliveryDeps {
+export function deliveryDeps(w: Pick<Wiring, 'config' | 'dynamo' | 'controlTable' | 'metrics' | 'logger' | 'now' | 'send'>): DeliveryDeps {
   return {
     webhooks: new WebhookStore({ client: w.dynamo, tableName: w.controlTable }),
     send: w.send ?? sendWebhook,

@@ -1,10 +1,11 @@
 /** Tenants (SPEC §3 Admin): created by the admin, each with one API key shown once. */
+
+import type { TenantStore } from '../adapters/tenant-store.ts';
+import type { UsagePlans } from '../adapters/usage-plans.ts';
 import { newId } from '../core/ids.ts';
 import { generateApiKey, hashKey } from '../core/keys.ts';
 import type { Tenant } from '../core/model.ts';
 import type { TenantInput } from '../core/validation.ts';
-import type { TenantStore } from '../adapters/tenant-store.ts';
-import type { UsagePlans } from '../adapters/usage-plans.ts';
 
 export interface TenantServiceDeps {
   readonly tenants: TenantStore;

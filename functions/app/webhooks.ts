@@ -2,6 +2,10 @@
  * Webhooks (SPEC §3 Webhooks): created only after the endpoint answers a signed
  * `webhook.ping`; the secret is shown once.
  */
+
+import type { TenantStore } from '../adapters/tenant-store.ts';
+import type { Sender } from '../adapters/webhook-sender.ts';
+import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { deliveryBody } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
@@ -9,9 +13,6 @@ import { SLUICE_VERSION, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders, generateSecret } from '../core/signing.ts';
 import type { WebhookInput, WebhookPatch } from '../core/validation.ts';
-import type { Sender } from '../adapters/webhook-sender.ts';
-import type { TenantStore } from '../adapters/tenant-store.ts';
-import type { WebhookStore } from '../adapters/webhook-store.ts';
 
 export interface WebhookServiceDeps {
   readonly webhooks: WebhookStore;

@@ -1,8 +1,8 @@
 /** Lambda entry for the authorizer. The admin key's hash is read once per cold start. */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { hashKey } from '../core/keys.ts';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
+import { hashKey } from '../core/keys.ts';
 import { ENV } from '../definitions/environment.ts';
 import { makeAuthorizerHandler } from './process.ts';
 

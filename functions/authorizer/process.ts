@@ -5,7 +5,7 @@
  * 'Unauthorized' is how a TOKEN authorizer makes API Gateway answer 401.
  */
 import type { APIGatewayAuthorizerResult, APIGatewayTokenAuthorizerEvent } from 'aws-lambda';
-import { authorize, type AuthorizeDeps } from '../app/authorize.ts';
+import { type AuthorizeDeps, authorize } from '../app/authorize.ts';
 
 export type AuthorizerHandler = (event: APIGatewayTokenAuthorizerEvent) => Promise<APIGatewayAuthorizerResult>;
 

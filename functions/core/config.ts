@@ -80,10 +80,8 @@ const positiveInt =
   (max = Number.MAX_SAFE_INTEGER): Rule =>
   (v) =>
     Number.isInteger(v) && (v as number) >= 1 && (v as number) <= max ? undefined : `must be an integer from 1 to ${max}`;
-const nonNegativeInt: Rule = (v) =>
-  Number.isInteger(v) && (v as number) >= 0 ? undefined : 'must be an integer ≥ 0';
-const fraction: Rule = (v) =>
-  typeof v === 'number' && v >= 0 && v < 1 ? undefined : 'must be a number in [0, 1)';
+const nonNegativeInt: Rule = (v) => (Number.isInteger(v) && (v as number) >= 0 ? undefined : 'must be an integer ≥ 0');
+const fraction: Rule = (v) => (typeof v === 'number' && v >= 0 && v < 1 ? undefined : 'must be a number in [0, 1)');
 const bool: Rule = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
 const schedule: Rule = (v) =>
   Array.isArray(v) && v.length >= 1 && v.every((s) => Number.isInteger(s) && s >= 0)
@@ -129,8 +127,7 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
   if (problems.length === 0) {
     if (c.objectBurst < c.objectRatePerSecond) problems.push('objectBurst must be ≥ objectRatePerSecond');
     if (c.tenantBurst < c.tenantRatePerSecond) problems.push('tenantBurst must be ≥ tenantRatePerSecond');
-    if (c.probeIntervalMaxSeconds < c.probeIntervalMinSeconds)
-      problems.push('probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds');
+    if (c.probeIntervalMaxSeconds < c.probeIntervalMinSeconds) problems.push('probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds');
     if (c.leaseMs <= c.turnMaxMs) problems.push('leaseMs must be greater than turnMaxMs');
   }
   if (problems.length > 0) throw new ConfigError(problems);

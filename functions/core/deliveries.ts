@@ -3,8 +3,9 @@
  * event, and how a turn's events become deliveries of at most 100 events and
  * 256 KiB each, per webhook, in seq order.
  */
-import { anyTypeMatches } from './patterns.ts';
+
 import type { DeliveredEvent, Webhook } from './model.ts';
+import { anyTypeMatches } from './patterns.ts';
 
 export const MAX_EVENTS_PER_DELIVERY = 100;
 export const MAX_DELIVERY_BYTES = 256 * 1024;
@@ -36,10 +37,7 @@ const ENVELOPE_BYTES = Buffer.byteLength(deliveryBody('wh_0000000000000000000', 
  * subscribed to one resource. Each webhook receives an event once, even when it is
  * subscribed to several of the event's resources.
  */
-export function planDeliveries(
-  events: readonly DeliveredEvent[],
-  webhooksOn: (resource: string) => readonly Webhook[],
-): PlannedDelivery[] {
+export function planDeliveries(events: readonly DeliveredEvent[], webhooksOn: (resource: string) => readonly Webhook[]): PlannedDelivery[] {
   const perWebhook = new Map<string, { webhook: Webhook; events: DeliveredEvent[] }>();
   for (const event of events) {
     const seen = new Set<string>();

@@ -21,12 +21,7 @@ export function sign(secret: string, messageId: string, timestampSeconds: number
 }
 
 /** The `webhook-signature` header: one signature per live secret, space-separated. */
-export function signatureHeader(
-  secrets: readonly string[],
-  messageId: string,
-  timestampSeconds: number,
-  body: string,
-): string {
+export function signatureHeader(secrets: readonly string[], messageId: string, timestampSeconds: number, body: string): string {
   return secrets.map((secret) => sign(secret, messageId, timestampSeconds, body)).join(' ');
 }
 

@@ -74,7 +74,9 @@ export function validatePublish(body: Json): EventInput[] {
     if (!Array.isArray(parents) || parents.length > MAX_PARENTS) {
       problems.push(`${at}parents must be a list of at most ${MAX_PARENTS} resources`);
     } else {
-      parents.forEach((parent: unknown, i) => checkResource(parent, `${at}parents[${i}]`, problems));
+      parents.forEach((parent: unknown, i) => {
+        checkResource(parent, `${at}parents[${i}]`, problems);
+      });
     }
     if (typeof event.type !== 'string' || !TYPE_PATTERN.test(event.type) || event.type.length > 200) {
       problems.push(`${at}type must match ${TYPE_PATTERN.source}`);

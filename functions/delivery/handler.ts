@@ -1,11 +1,11 @@
 /** Lambda entry for delivery: clients and settings are built once per cold start. */
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Context, SQSEvent } from 'aws-lambda';
-import { configFromEnvironment } from '../core/config.ts';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
-import { ENV } from '../definitions/environment.ts';
 import { deliveryDeps } from '../app/runtime.ts';
+import { configFromEnvironment } from '../core/config.ts';
+import { ENV } from '../definitions/environment.ts';
 import { makeDeliveryHandler } from './process.ts';
 
 const logger = new Logger();

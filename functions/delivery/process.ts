@@ -6,7 +6,7 @@
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { SQSRecord } from 'aws-lambda';
 import { parseDeliveryMessage } from '../adapters/delivery-queue.ts';
-import { deliver, type DeliveryDeps } from '../app/delivery.ts';
+import { type DeliveryDeps, deliver } from '../app/delivery.ts';
 import type { SqsHandler } from '../distributor/process.ts';
 
 export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {

@@ -1,11 +1,11 @@
 /** Lambda entry for the distributor: clients and settings are built once per cold start. */
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Context, SQSEvent } from 'aws-lambda';
-import { configFromEnvironment } from '../core/config.ts';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
-import { ENV } from '../definitions/environment.ts';
 import { distributor } from '../app/runtime.ts';
+import { configFromEnvironment } from '../core/config.ts';
+import { ENV } from '../definitions/environment.ts';
 import { makeDistributorHandler } from './process.ts';
 
 const logger = new Logger();

@@ -6,10 +6,10 @@
  */
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import type { LoggerPort } from '../core/telemetry.ts';
 import { parseDoorbell } from '../adapters/doorbell.ts';
 import type { Distributor } from '../app/distributor.ts';
 import { newLeaseOwner } from '../app/runtime.ts';
+import type { LoggerPort } from '../core/telemetry.ts';
 
 export type SqsHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
 

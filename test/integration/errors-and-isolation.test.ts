@@ -136,7 +136,9 @@ describe('endpoint verification', () => {
   it('enforces max_webhooks, and failed verifications do not use up the limit', async () => {
     receiver.answer('/limit-bad', 500);
     for (let i = 0; i < 3; i++) {
-      expect((await call(sandbox, 'POST', '/v1/webhooks', { key: a.key, body: { resource: 'l:1', url: `${receiver.url}/limit-bad` } })).status).toBe(422);
+      expect(
+        (await call(sandbox, 'POST', '/v1/webhooks', { key: a.key, body: { resource: 'l:1', url: `${receiver.url}/limit-bad` } })).status,
+      ).toBe(422);
     }
     for (let i = 0; i < 3; i++) await createWebhook(sandbox, a.key, { resource: `l:${i}`, url: `${receiver.url}/limit-ok` });
     const fourth = await call(sandbox, 'POST', '/v1/webhooks', { key: a.key, body: { resource: 'l:4', url: `${receiver.url}/limit-ok` } });

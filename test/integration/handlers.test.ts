@@ -4,17 +4,18 @@
  * exactly as it is bundled for Lambda.
  */
 import { randomUUID } from 'node:crypto';
-import type { APIGatewayProxyEvent, Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { LambdaEvent } from 'hono/aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { makeAuthorizerHandler } from '../../functions/authorizer/process.ts';
+import { CONFIG_ENV } from '../../functions/core/config.ts';
 import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
-import { CONFIG_ENV } from '../../functions/core/config.ts';
-import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import { ENV } from '../../functions/definitions/environment.ts';
+import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
@@ -30,7 +31,13 @@ function sqsRecord(body: unknown, groupId?: string): SQSRecord {
     messageId: randomUUID(),
     receiptHandle: 'rh',
     body: JSON.stringify(body),
-    attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 's', ApproximateFirstReceiveTimestamp: '0', ...(groupId && { MessageGroupId: groupId }) },
+    attributes: {
+      ApproximateReceiveCount: '1',
+      SentTimestamp: '0',
+      SenderId: 's',
+      ApproximateFirstReceiveTimestamp: '0',
+      ...(groupId && { MessageGroupId: groupId }),
+    },
     messageAttributes: {},
     md5OfBody: '',
     eventSource: 'aws:sqs',
@@ -67,7 +74,12 @@ describe('delivery handler', () => {
     receiver.answer('/h/bad', 503);
     receiver.answer('/h/slow', 'hang');
     const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring));
-    const records = [sqsRecord(delivery(good.id, 1)), sqsRecord(delivery(bad.id, 2)), sqsRecord(delivery(slow.id, 3)), sqsRecord(delivery(good.id, 4))];
+    const records = [
+      sqsRecord(delivery(good.id, 1)),
+      sqsRecord(delivery(bad.id, 2)),
+      sqsRecord(delivery(slow.id, 3)),
+      sqsRecord(delivery(good.id, 4)),
+    ];
     const response = await handler({ Records: records } as SQSEvent, context);
     expect(response.batchItemFailures.map((f) => f.itemIdentifier).sort()).toEqual([records[1]?.messageId, records[2]?.messageId].sort());
     expect(receiver.events('/h/good').map((e) => e.seq)).toEqual([1, 4]);
@@ -94,7 +106,11 @@ describe('authorizer', () => {
 
   it('allows the whole API for a tenant key, reporting the tenant and its usage-plan key', async () => {
     const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
-    const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(sandbox.adminKey), tenants, adminUsageKey: 'admin-usage' });
+    const authorizer = makeAuthorizerHandler({
+      adminKeyHash: async () => hashKey(sandbox.adminKey),
+      tenants,
+      adminUsageKey: 'admin-usage',
+    });
     const result = await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${tenant.key}`, methodArn });
     const stored = await tenants.get(tenant.id);
     expect(result.principalId).toBe(tenant.id);
@@ -145,7 +161,7 @@ describe('Lambda entry files', () => {
       isBase64Encoded: false,
       body: JSON.stringify({ events: [{ resource: 'lambda:1', type: 'a.b', data: { via: 'lambda' } }] }),
       requestContext: { authorizer: { principal: 'tenant', tenantId: tenant.id }, httpMethod: 'POST', path: '/v1/v1/events', stage: 'v1' },
-    } as unknown as APIGatewayProxyEvent;
+    } as unknown as LambdaEvent;
     const response = (await handler(event, context)) as { statusCode: number; body: string };
     expect(response.statusCode).toBe(202);
     expect(JSON.parse(response.body).events[0]).toMatchObject({ status: 'accepted' });
@@ -156,7 +172,10 @@ describe('Lambda entry files', () => {
     }
     expect(await queues.readMeta({ tenantId: tenant.id, resource: 'lambda:1' })).toMatchObject({ cursor: 1, seq: 1, depth: 0 });
 
-    const anonymous = (await handler({ ...event, requestContext: { ...event.requestContext, authorizer: null } } as unknown as APIGatewayProxyEvent, context)) as {
+    const anonymous = (await handler(
+      { ...event, requestContext: { ...event.requestContext, authorizer: null } } as unknown as LambdaEvent,
+      context,
+    )) as {
       statusCode: number;
       body: string;
     };

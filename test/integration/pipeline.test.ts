@@ -70,9 +70,7 @@ describe('publish to delivery', () => {
     await createWebhook(sandbox, tenant.key, { resource: 'project:3', url: `${receiver.url}/fan/other-type`, types: ['task.*'] });
     await createWebhook(sandbox, tenant.key, { resource: 'project:4', url: `${receiver.url}/fan/unrelated` });
 
-    await publish(sandbox, tenant.key, [
-      { resource: 'story:1', parents: ['task:2', 'project:3'], type: 'story.changed', data: {} },
-    ]);
+    await publish(sandbox, tenant.key, [{ resource: 'story:1', parents: ['task:2', 'project:3'], type: 'story.changed', data: {} }]);
     await receiver.waitFor(() => ['/fan/story', '/fan/task', '/fan/project'].every((p) => receiver.events(p).length === 1));
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(receiver.events('/fan/other-type')).toHaveLength(0);
@@ -97,7 +95,10 @@ describe('publish to delivery', () => {
     expect(responses.every((r) => r.status === 202)).toBe(true);
     await receiver.waitFor(() => receiver.events('/order').length === 120, 20_000);
     for (const resource of resources) {
-      const seqs = receiver.events('/order').filter((e) => e.resource === resource).map((e) => e.seq);
+      const seqs = receiver
+        .events('/order')
+        .filter((e) => e.resource === resource)
+        .map((e) => e.seq);
       expect(seqs).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
     }
     // Within one request, a resource's events keep the order they were sent in.

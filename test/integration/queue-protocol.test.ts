@@ -3,7 +3,10 @@
  * the cap, coalesced doorbells, and a crashed holder's chunk published again
  * with the same seqs.
  */
+
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
@@ -12,8 +15,6 @@ import { FencedOutError, LeaseHeldError, QueueFullError } from '../../functions/
 import type { DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
-import { documentClient } from '../../functions/adapters/aws.ts';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 
 let emulators: Emulators;
 let store: QueueStore;
@@ -95,9 +96,17 @@ describe('ingest', () => {
   it('keeps depth within the cap: admits what fits in order and rejects the rest as queue_full', async () => {
     const k = key();
     const deps = ingestDeps([], { objectQueueCap: 5 });
-    const first = await publish(deps, k.tenantId, [0, 1, 2].map((n) => input(k.resource, n)));
+    const first = await publish(
+      deps,
+      k.tenantId,
+      [0, 1, 2].map((n) => input(k.resource, n)),
+    );
     expect(first.results.map((r) => r.status)).toEqual(['accepted', 'accepted', 'accepted']);
-    const second = await publish(deps, k.tenantId, [3, 4, 5, 6].map((n) => input(k.resource, n)));
+    const second = await publish(
+      deps,
+      k.tenantId,
+      [3, 4, 5, 6].map((n) => input(k.resource, n)),
+    );
     expect(second.results.map((r) => r.status)).toEqual(['accepted', 'accepted', 'rejected', 'rejected']);
     expect(second.httpStatus).toBe(202);
     const third = await publish(deps, k.tenantId, [input(k.resource, 7)]);
@@ -159,8 +168,16 @@ describe('turns', () => {
   it('drains a bounded turn, then rings again for the rest', async () => {
     const k = key();
     const rings: string[] = [];
-    await publish(ingestDeps(rings), k.tenantId, Array.from({ length: 100 }, (_, n) => input(k.resource, n)));
-    await publish(ingestDeps(rings), k.tenantId, Array.from({ length: 30 }, (_, n) => input(k.resource, 100 + n)));
+    await publish(
+      ingestDeps(rings),
+      k.tenantId,
+      Array.from({ length: 100 }, (_, n) => input(k.resource, n)),
+    );
+    await publish(
+      ingestDeps(rings),
+      k.tenantId,
+      Array.from({ length: 30 }, (_, n) => input(k.resource, 100 + n)),
+    );
     const { distributor, seqs, rings: rerings } = recordingDistributor({ turnMaxEvents: 50 });
     expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 50 });
     expect(rerings).toHaveLength(1);
@@ -172,7 +189,11 @@ describe('turns', () => {
 
   it('publishes a crashed holder’s committed chunk again with the same seqs', async () => {
     const k = key();
-    await publish(ingestDeps([]), k.tenantId, [1, 2, 3].map((n) => input(k.resource, n)));
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2, 3].map((n) => input(k.resource, n)),
+    );
     // A holder commits slots 1-3 as seqs 1-3 and dies before publishing them.
     const now = Date.now();
     const crashed = await store.acquireLease(k, 'crashed', now, 1_000);
@@ -191,7 +212,11 @@ describe('turns', () => {
     // Ingest A reserved slot 1 and died; ingest B reserved slot 2 and wrote it.
     await store.reserve(k, 1, 100, old);
     const b = await store.reserve(k, 1, 100, old);
-    await store.writeEvents(k, [{ id: 'evt_b', slot: b.firstSlot, input: input(k.resource, 2), createdAt: new Date(old).toISOString() }], old);
+    await store.writeEvents(
+      k,
+      [{ id: 'evt_b', slot: b.firstSlot, input: input(k.resource, 2), createdAt: new Date(old).toISOString() }],
+      old,
+    );
     const { distributor, sent } = recordingDistributor();
     expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 1 });
     expect(sent.flatMap((m) => m.events.map((e) => [e.id, e.seq]))).toEqual([['evt_b', 1]]);

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
 import { Webhook } from 'standardwebhooks';
+import { describe, expect, it } from 'vitest';
 import { deliveryHeaders, generateSecret, sign } from '../../functions/core/signing.ts';
 
 const body = JSON.stringify({ webhook: 'wh_x', events: [{ id: 'evt_1', seq: 1 }] });

@@ -27,7 +27,14 @@ describe('publish validation', () => {
   });
 
   it('accepts null and scalar data', () => {
-    expect(validatePublish({ events: [{ ...good, data: null }, { ...good, data: 3 }] })).toHaveLength(2);
+    expect(
+      validatePublish({
+        events: [
+          { ...good, data: null },
+          { ...good, data: 3 },
+        ],
+      }),
+    ).toHaveLength(2);
   });
 
   it.each([
@@ -43,7 +50,15 @@ describe('publish validation', () => {
     [{ events: [{ resource: 'a', type: 'a' }] }, /data is required/],
     [{ events: [{ ...good, data: 'x'.repeat(64 * 1024) }] }, /at most 65536 bytes/],
     [{ events: [{ ...good, id: '' }] }, /id must be/],
-    [{ events: [{ ...good, id: 'k' }, { ...good, id: 'k' }] }, /repeats/],
+    [
+      {
+        events: [
+          { ...good, id: 'k' },
+          { ...good, id: 'k' },
+        ],
+      },
+      /repeats/,
+    ],
     [{ events: [{ ...good, colour: 'red' }] }, /colour is not a known field/],
     [{ events: [good], extra: 1 }, /extra is not a known field/],
     [{ events: ['nope'] }, /must be an object/],
