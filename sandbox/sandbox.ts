@@ -85,11 +85,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   // API Gateway's part: the TOKEN authorizer, then the usage plan's throttle.
   const usagePlans = new LocalUsagePlans();
-  const authorizer = makeAuthorizerHandler({
-    adminKeyHash: async () => hashKey(adminKey),
-    tenants: new TenantStore({ client: dynamo, tableName: wiring.controlTable }),
-    adminUsageKey: ADMIN_USAGE_KEY,
-  });
+  const tenants = new TenantStore({ client: dynamo, tableName: wiring.controlTable });
+  const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(adminKey), tenants, adminUsageKey: ADMIN_USAGE_KEY });
   const authenticate = async (c: Context): Promise<Principal | undefined> => {
     const header = c.req.header('authorization');
     if (header === undefined) return undefined;
@@ -99,12 +96,18 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     } catch {
       return undefined;
     }
-    const wait = usagePlans.admit(result.usageIdentifierKey as string, Date.now(), {
+    const context = result.context ?? {};
+    const usageKey = result.usageIdentifierKey as string;
+    if (context[AUTH_CONTEXT.principal] === 'tenant' && !usagePlans.knows(usageKey)) {
+      // A tenant from a persisted sandbox (SLUICE_DATA_DIR): its throttle lived in memory.
+      const tenant = await tenants.get(String(context[AUTH_CONTEXT.tenantId]));
+      if (tenant) await usagePlans.provision(tenant);
+    }
+    const wait = usagePlans.admit(usageKey, Date.now(), {
       rate: config.tenantRatePerSecond,
       burst: config.tenantBurst,
     });
     if (wait !== undefined) throw new ApiError('rate_limited', 'Too many requests for this key; slow down.', wait);
-    const context = result.context ?? {};
     if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
     return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
   };

@@ -72,6 +72,10 @@ export class LocalUsagePlans implements UsagePlans {
     if (provisioning.usageKey) this.#limits.delete(provisioning.usageKey);
   }
 
+  knows(usageKey: string): boolean {
+    return this.#limits.has(usageKey);
+  }
+
   /** Takes one request's token; returns the seconds to wait when there is none. */
   admit(usageKey: string, now: number, fallback: { rate: number; burst: number }): number | undefined {
     const limits = this.#limits.get(usageKey) ?? fallback;

@@ -25,4 +25,5 @@ export const FUNCTION_ENTRIES = {
   delivery: 'functions/delivery/handler.ts',
 } as const;
 
-export const API_STAGE_NAME = 'v1';
+/** The REST API stage: URLs read https://<api>.execute-api.<region>.amazonaws.com/live/v1/…. */
+export const API_STAGE_NAME = 'live';

@@ -53,3 +53,25 @@ describe('npm start', () => {
     expect(output).toContain('Stopping sluice sandbox');
   });
 });
+
+describe('SLUICE_DATA_DIR', () => {
+  it('keeps tenants and their throttles across a restart', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { call, createTenant } = await import('../support/api.ts');
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-data-'));
+    const adminKey = `ak_${'p'.repeat(43)}`;
+    const first = await startSandbox({ port: 0, dataDir, adminKey });
+    const tenant = await createTenant(first, 'persisted', { rate_per_second: 1, burst: 1 });
+    await first.stop();
+
+    const second = await startSandbox({ port: 0, dataDir, adminKey });
+    try {
+      expect((await call(second, 'GET', '/v1/webhooks', { key: tenant.key })).status).toBe(200);
+      expect((await call(second, 'GET', '/v1/webhooks', { key: tenant.key })).status).toBe(429);
+    } finally {
+      await second.stop();
+    }
+  });
+});
