@@ -4,7 +4,8 @@
  * conditional write on the meta item; no transactions.
  */
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { FencedOutError, LeaseHeldError, QueueFullError } from '../core/errors.ts';
+import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '../core/admission.ts';
+import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import type { PendingItem, QueueMeta, TurnRecord } from '../core/turn.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
@@ -27,6 +28,10 @@ export interface Reservation {
   readonly firstSlot: number;
   /** True when this reservation flipped the object from idle to scheduled: ring the doorbell. */
   readonly flipped: boolean;
+  /** The object's depth after this reservation. */
+  readonly depth: number;
+  /** The object's rate tat after this reservation (epoch ms). */
+  readonly tat: number;
 }
 
 export interface AcceptedEvent {
@@ -48,6 +53,7 @@ function toMeta(item: MetaItem): QueueMeta {
     scheduled: item.scheduled === true,
     fence: Number(item.fence ?? 0),
     turn: item.turn as TurnRecord | undefined,
+    tat: item.tat === undefined ? undefined : Number(item.tat),
   };
 }
 
@@ -83,40 +89,74 @@ export class QueueStore {
   }
 
   /**
-   * Reserves `count` slots. The condition keeps depth within the cap even when many
-   * ingests race; `scheduled` is set in the same write, and its old value tells the
-   * one ingest that flipped the object from idle to ring the doorbell.
+   * Reserves `count` slots, if both the cap and the object's rate allow all of
+   * them; undefined when the conditions refuse (the caller reads the meta item and
+   * decides how many may enter). One conditional write checks the cap, advances the
+   * rate's tat, counts depth and flips `scheduled`; its old `scheduled` value tells
+   * the one ingest that flipped the object from idle to ring the doorbell.
+   *
+   * GCRA needs max(tat, now), which an update expression cannot compute, so there
+   * are two forms: `busy` (tat is in the future: add to it) and idle (tat is in the
+   * past or absent: restart it from now). The caller picks the likely one.
    */
-  async reserve(key: ObjectKey, count: number, cap: number, now: number): Promise<Reservation> {
+  async reserve(key: ObjectKey, count: number, limits: AdmissionLimits, now: number, busy: boolean): Promise<Reservation | undefined> {
+    const interval = emissionInterval(limits);
+    const rate = busy
+      ? {
+          set: '#tat = #tat + :spend',
+          condition: '#depth <= :room AND #tat > :now AND #tat <= :tat_limit',
+          values: { ':spend': count * interval, ':tat_limit': tatLimit(count, now, limits) },
+        }
+      : {
+          set: '#tat = :tat',
+          condition: '(attribute_not_exists(#depth) OR #depth <= :room) AND (attribute_not_exists(#tat) OR #tat <= :now)',
+          values: { ':tat': advanceTat(undefined, count, now, limits) },
+        };
     try {
       const result = await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression:
-            'SET #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ' +
+            `SET ${rate.set}, #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ` +
             '#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero) ' +
             'ADD #depth :count, #last_slot :count',
-          ConditionExpression: 'attribute_not_exists(#depth) OR #depth <= :room',
-          ExpressionAttributeNames: names('scheduled', 'reserved_at', 'tenant', 'resource', 'cursor', 'seq', 'fence', 'depth', 'last_slot'),
+          ConditionExpression: rate.condition,
+          ExpressionAttributeNames: names(
+            'tat',
+            'scheduled',
+            'reserved_at',
+            'tenant',
+            'resource',
+            'cursor',
+            'seq',
+            'fence',
+            'depth',
+            'last_slot',
+          ),
           ExpressionAttributeValues: {
+            ...rate.values,
             ':true': true,
             ':now': now,
             ':tenant': key.tenantId,
             ':resource': key.resource,
             ':zero': 0,
             ':count': count,
-            ':room': cap - count,
+            ':room': limits.cap - count,
           },
           ReturnValues: 'UPDATED_OLD',
         }),
       );
       const old = result.Attributes ?? {};
-      return { firstSlot: Number(old.last_slot ?? 0) + 1, flipped: old.scheduled !== true };
+      return {
+        firstSlot: Number(old.last_slot ?? 0) + 1,
+        flipped: old.scheduled !== true,
+        depth: Number(old.depth ?? 0) + count,
+        tat: busy ? Number(old.tat) + count * interval : advanceTat(undefined, count, now, limits),
+      };
     } catch (error) {
-      if (!isConditionFailure(error)) throw error;
-      const meta = await this.readMeta(key);
-      throw new QueueFullError(meta?.depth ?? cap);
+      if (isConditionFailure(error)) return undefined;
+      throw error;
     }
   }
 

@@ -1,18 +1,23 @@
 /**
- * Ingest (SPEC §3 Events): admits a request's events into their objects' queues
- * and rings each object's doorbell when this request flipped it from idle.
+ * Ingest (SPEC §3 Events): admits a request's events into their objects' queues,
+ * within each object's cap and rate, and rings an object's doorbell when this
+ * request flipped it from idle.
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
-import type { AcceptedEvent, QueueStore } from '../adapters/queue-store.ts';
+import type { IdempotencyStore } from '../adapters/idempotency-store.ts';
+import type { AcceptedEvent, QueueStore, Reservation } from '../adapters/queue-store.ts';
+import { type AdmissionLimits, decideAdmission, type RejectReason } from '../core/admission.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { QueueFullError } from '../core/errors.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
-export type EventResult =
-  | { readonly id: string; readonly status: 'accepted' | 'duplicate' }
-  | { readonly status: 'rejected'; readonly error: { readonly code: string; readonly message: string } };
+export interface RejectedResult {
+  readonly status: 'rejected';
+  readonly error: { readonly code: string; readonly message: string };
+}
+
+export type EventResult = { readonly id: string; readonly status: 'accepted' | 'duplicate' } | RejectedResult;
 
 export interface PublishOutcome {
   readonly results: EventResult[];
@@ -23,7 +28,8 @@ export interface PublishOutcome {
 
 export interface IngestDeps {
   readonly queues: QueueStore;
-  readonly doorbell: Doorbell;
+  readonly idempotency: IdempotencyStore;
+  readonly doorbell: Pick<Doorbell, 'ring'>;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
@@ -32,61 +38,146 @@ export interface IngestDeps {
 }
 
 const LIMIT_CODES = new Set(['rate_limited', 'queue_full']);
+const MAX_RESERVE_ATTEMPTS = 4;
+/** DynamoDB's answers when one object's partition is written past its throughput. */
+const STORAGE_THROTTLES = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded']);
+
+/**
+ * The last rate tat this container saw per object. When it lies in the future the
+ * object is busy, and the busy form of the reserve write is tried first: a hot
+ * object then costs one write per request, not a refused write and a read.
+ */
+const lastTat = new Map<string, number>();
+const TAT_MEMORY = 10_000;
+
+function rejected(code: string, message: string): EventResult {
+  return { status: 'rejected', error: { code, message } };
+}
+
+function limitRejection(reason: RejectReason, config: SluiceConfig): EventResult {
+  return reason === 'queue_full'
+    ? rejected('queue_full', `This resource already has ${config.objectQueueCap} events waiting; slow down and retry later.`)
+    : rejected('rate_limited', `This resource takes at most ${config.objectRatePerSecond} events per second; slow down and retry later.`);
+}
+
+interface Pending {
+  readonly index: number;
+  readonly input: EventInput;
+  readonly eventId: string;
+}
 
 export async function publish(deps: IngestDeps, tenantId: string, inputs: readonly EventInput[]): Promise<PublishOutcome> {
   const results: EventResult[] = new Array(inputs.length);
-  const byObject = new Map<string, number[]>();
-  inputs.forEach((input, index) => {
-    const indexes = byObject.get(input.resource) ?? [];
-    indexes.push(index);
-    byObject.set(input.resource, indexes);
-  });
+  let retryAfterMs = 0;
+
+  // Idempotency keys first: a repeated key is answered from its record and admitted nowhere.
+  const claimed: Pending[] = [];
   await Promise.all(
-    [...byObject].map(([resource, indexes]) =>
-      admitToObject(
-        deps,
-        { tenantId, resource },
-        indexes.map((i) => inputs[i] as EventInput),
-      ).then((objectResults) => {
-        objectResults.forEach((result, k) => {
-          results[indexes[k] as number] = result;
-        });
-      }),
-    ),
+    inputs.map(async (input, index) => {
+      const eventId = deps.newEventId();
+      if (input.idempotencyKey !== undefined) {
+        const claim = await deps.idempotency.claim(tenantId, input.idempotencyKey, eventId, deps.now());
+        if (!claim.claimed) {
+          results[index] =
+            claim.state === 'accepted'
+              ? { id: claim.eventId, status: 'duplicate' }
+              : rejected('conflict', 'An event with this id is being accepted by another request; send it again shortly.');
+          return;
+        }
+      }
+      claimed.push({ index, input, eventId });
+    }),
   );
-  const accepted = results.filter((r) => r.status === 'accepted').length;
-  const rejected = results.length - accepted;
-  deps.metrics.count('EventsAccepted', accepted);
-  for (const r of results) {
-    if (r.status === 'rejected') deps.metrics.count('EventsRejected', 1, { reason: r.error.code });
+  claimed.sort((a, b) => a.index - b.index);
+
+  const byObject = new Map<string, Pending[]>();
+  for (const pending of claimed) {
+    const list = byObject.get(pending.input.resource) ?? [];
+    list.push(pending);
+    byObject.set(pending.input.resource, list);
   }
-  const allLimited = rejected === results.length && results.every((r) => r.status === 'rejected' && LIMIT_CODES.has(r.error.code));
-  return { results, httpStatus: allLimited ? 429 : 202, retryAfterSeconds: allLimited ? 1 : undefined };
+  await Promise.all(
+    [...byObject].map(async ([resource, pendings]) => {
+      const outcome = await admitToObject(deps, { tenantId, resource }, pendings);
+      retryAfterMs = Math.max(retryAfterMs, outcome.retryAfterMs);
+      pendings.forEach((pending, k) => {
+        results[pending.index] = outcome.results[k] as EventResult;
+      });
+    }),
+  );
+
+  // Settle the idempotency records: confirmed when accepted, given back otherwise.
+  await Promise.all(
+    claimed.map(async ({ index, input, eventId }) => {
+      if (input.idempotencyKey === undefined) return;
+      const accepted = results[index]?.status === 'accepted';
+      if (accepted) await deps.idempotency.confirm(tenantId, input.idempotencyKey, eventId);
+      else await deps.idempotency.release(tenantId, input.idempotencyKey, eventId);
+    }),
+  );
+
+  let accepted = 0;
+  for (const r of results) {
+    if (r.status === 'accepted') accepted++;
+    else if (r.status === 'duplicate') deps.metrics.count('EventsDuplicate');
+    else deps.metrics.count('EventsRejected', 1, { reason: (r as RejectedResult).error.code });
+  }
+  deps.metrics.count('EventsAccepted', accepted);
+  const allLimited = results.every((r) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code));
+  return {
+    results,
+    httpStatus: allLimited ? 429 : 202,
+    retryAfterSeconds: allLimited ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : undefined,
+  };
 }
 
-async function admitToObject(deps: IngestDeps, key: ObjectKey, inputs: readonly EventInput[]): Promise<EventResult[]> {
+interface ObjectOutcome {
+  readonly results: EventResult[];
+  readonly retryAfterMs: number;
+}
+
+async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonly Pending[]): Promise<ObjectOutcome> {
   const { queues, config } = deps;
-  let admitted = inputs.length;
+  const limits: AdmissionLimits = { cap: config.objectQueueCap, ratePerSecond: config.objectRatePerSecond, burst: config.objectBurst };
   const now = deps.now();
-  let reservation: Awaited<ReturnType<QueueStore['reserve']>>;
+  const objectKey = `${key.tenantId}#${key.resource}`;
+  let want = Math.min(pendings.length, limits.burst);
+  let reason: RejectReason | undefined = want < pendings.length ? 'rate_limited' : undefined;
+  let retryAfterMs = 0;
+  let busy = (lastTat.get(objectKey) ?? 0) > now;
+  let reservation: Reservation | undefined;
   try {
-    reservation = await queues.reserve(key, admitted, config.objectQueueCap, now);
-  } catch (error) {
-    if (!(error instanceof QueueFullError)) throw error;
-    // Not all fit: admit as many as there is room for, in order, and reject the rest.
-    admitted = Math.min(inputs.length - 1, config.objectQueueCap - error.depth);
-    if (admitted <= 0) return inputs.map(() => queueFull(config.objectQueueCap));
-    try {
-      reservation = await queues.reserve(key, admitted, config.objectQueueCap, now);
-    } catch (retryError) {
-      if (retryError instanceof QueueFullError) return inputs.map(() => queueFull(config.objectQueueCap));
-      throw retryError;
+    for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS && want > 0 && !reservation; attempt++) {
+      reservation = await queues.reserve(key, want, limits, now, busy);
+      if (reservation) break;
+      // Refused: learn why and how many may enter, then try again with that many.
+      const meta = await queues.readMeta(key);
+      const decision = decideAdmission({ depth: meta?.depth ?? 0, tat: meta?.tat }, want, limits, now);
+      busy = (meta?.tat ?? 0) > now;
+      rememberTat(objectKey, meta?.tat);
+      if (decision.reason) {
+        reason = decision.reason;
+        retryAfterMs = decision.retryAfterMs;
+      }
+      want = decision.admit;
     }
+  } catch (error) {
+    if (!(error instanceof Error) || !STORAGE_THROTTLES.has(error.name)) throw error;
+    // The object's partition is past DynamoDB's throughput: the producer must slow down.
+    deps.metrics.count('StorageThrottled');
+    return { results: pendings.map(() => limitRejection('rate_limited', config)), retryAfterMs: 1_000 };
   }
+  rememberTat(objectKey, reservation?.tat);
+
+  if (!reservation) {
+    return { results: pendings.map(() => limitRejection(reason ?? 'rate_limited', config)), retryAfterMs: Math.max(retryAfterMs, 1_000) };
+  }
+  if (reservation.depth > 0.8 * limits.cap) deps.metrics.count('ObjectQueueNearCap');
+  const admittedCount = Math.min(want, pendings.length);
   const createdAt = new Date(now).toISOString();
-  const events: AcceptedEvent[] = inputs
-    .slice(0, admitted)
-    .map((input, i) => ({ id: deps.newEventId(), slot: reservation.firstSlot + i, input, createdAt }));
+  const events: AcceptedEvent[] = pendings
+    .slice(0, admittedCount)
+    .map((p, i) => ({ id: p.eventId, slot: reservation.firstSlot + i, input: p.input, createdAt }));
   let stored = true;
   try {
     await queues.writeEvents(key, events, now);
@@ -109,17 +200,14 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, inputs: readonly 
     deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
   }
   const results: EventResult[] = events.map((e) =>
-    stored
-      ? { id: e.id, status: 'accepted' }
-      : { status: 'rejected', error: { code: 'internal', message: 'The event could not be stored; send it again.' } },
+    stored ? { id: e.id, status: 'accepted' } : rejected('internal', 'The event could not be stored; send it again.'),
   );
-  for (let i = admitted; i < inputs.length; i++) results.push(queueFull(config.objectQueueCap));
-  return results;
+  for (let i = admittedCount; i < pendings.length; i++) results.push(limitRejection(reason ?? 'rate_limited', config));
+  return { results, retryAfterMs };
 }
 
-function queueFull(cap: number): EventResult {
-  return {
-    status: 'rejected',
-    error: { code: 'queue_full', message: `This resource already has ${cap} events waiting; slow down and retry later.` },
-  };
+function rememberTat(objectKey: string, tat: number | undefined): void {
+  if (tat === undefined) return;
+  if (lastTat.size >= TAT_MEMORY && !lastTat.has(objectKey)) lastTat.clear();
+  lastTat.set(objectKey, tat);
 }

@@ -8,6 +8,7 @@ import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DeliveryQueue } from '../adapters/delivery-queue.ts';
 import { Doorbell } from '../adapters/doorbell.ts';
+import { IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
@@ -38,6 +39,12 @@ export interface Wiring {
 function stores(w: Wiring) {
   return {
     queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
+    idempotency: new IdempotencyStore({
+      client: w.dynamo,
+      tableName: w.eventsTable,
+      retentionDays: w.config.retentionDays,
+      ingestGraceMs: w.config.ingestGraceMs,
+    }),
     webhooks: new WebhookStore({ client: w.dynamo, tableName: w.controlTable }),
     tenants: new TenantStore({ client: w.dynamo, tableName: w.controlTable }),
   };
@@ -45,12 +52,13 @@ function stores(w: Wiring) {
 
 export function apiServices(w: Wiring, usagePlans: UsagePlans): ApiServices {
   const now = w.now ?? Date.now;
-  const { queues, webhooks, tenants } = stores(w);
+  const { queues, idempotency, webhooks, tenants } = stores(w);
   return {
     config: w.config,
     logger: w.logger,
     ingest: {
       queues,
+      idempotency,
       doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
       config: w.config,
       metrics: w.metrics,

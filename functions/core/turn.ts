@@ -30,6 +30,8 @@ export interface QueueMeta {
   readonly fence: number;
   /** The chunk the last holder committed and may not have published. */
   readonly turn: TurnRecord | undefined;
+  /** The per-object rate's theoretical arrival time (epoch ms; see core/admission.ts). */
+  readonly tat: number | undefined;
 }
 
 /** A committed chunk: slots fromSlot..toSlot, the present ones numbered from firstSeq. */

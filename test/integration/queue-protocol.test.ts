@@ -7,17 +7,20 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
+import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
 import { buildConfig } from '../../functions/core/config.ts';
-import { FencedOutError, LeaseHeldError, QueueFullError } from '../../functions/core/errors.ts';
+import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
 import type { DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 
 let emulators: Emulators;
 let store: QueueStore;
+let eventsTable: string;
+let client: ReturnType<typeof documentClient>;
 let counter = 0;
 const key = (): ObjectKey => ({ tenantId: 'ten_test', resource: `obj:${++counter}` });
 const input = (resource: string, n: number): EventInput => ({ resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined });
@@ -54,12 +57,22 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
   return { distributor, sent, rings, seqs };
 }
 
+/** Reserves slots with no rate limit in the way; fails the test if the cap refuses. */
+async function reserveSlots(k: ObjectKey, count: number, now: number) {
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const reservation = (await store.reserve(k, count, limits, now, false)) ?? (await store.reserve(k, count, limits, now, true));
+  if (!reservation) throw new Error('reservation refused');
+  return reservation;
+}
+
 function ingestDeps(rings: string[], overrides: Record<string, unknown> = {}) {
   let id = 0;
+  const config = buildConfig({ objectRatePerSecond: 100_000, objectBurst: 100_000, ...overrides });
   return {
     queues: store,
+    idempotency: new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 }),
     doorbell: { ring: async (k: ObjectKey, token: string) => void rings.push(`${k.resource}:${token}`) },
-    config: buildConfig(overrides),
+    config,
     metrics: NO_METRICS,
     logger: NO_LOGS,
     now: Date.now,
@@ -70,7 +83,9 @@ function ingestDeps(rings: string[], overrides: Record<string, unknown> = {}) {
 beforeAll(async () => {
   emulators = await startEmulators();
   const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: tables.Events as string, retentionDays: 7 });
+  eventsTable = tables.Events as string;
+  client = documentClient(emulators.dynamo);
+  store = new QueueStore({ client, tableName: eventsTable, retentionDays: 7 });
 });
 
 afterAll(async () => {
@@ -123,14 +138,14 @@ describe('ingest', () => {
     const accepted = outcomes.filter((o) => o.results[0]?.status === 'accepted').length;
     expect(accepted).toBe(20);
     expect((await store.readMeta(k))?.depth).toBe(20);
-    await expect(store.reserve(k, 1, 20, Date.now())).rejects.toBeInstanceOf(QueueFullError);
+    expect(await store.reserve(k, 1, { cap: 20, ratePerSecond: 1e6, burst: 1e6 }, Date.now(), false)).toBeUndefined();
   });
 });
 
 describe('leases and fencing', () => {
   it('admits one holder at a time and a new one after expiry, with a higher fence', async () => {
     const k = key();
-    await store.reserve(k, 1, 100, Date.now());
+    await reserveSlots(k, 1, Date.now());
     const now = Date.now();
     const first = await store.acquireLease(k, 'a', now, 1_000);
     await expect(store.acquireLease(k, 'b', now + 10, 1_000)).rejects.toBeInstanceOf(LeaseHeldError);
@@ -141,7 +156,7 @@ describe('leases and fencing', () => {
   it('rejects every write of a fenced-out holder', async () => {
     const k = key();
     const now = Date.now();
-    await store.reserve(k, 2, 100, now);
+    await reserveSlots(k, 2, now);
     const stale = await store.acquireLease(k, 'stale', now, 1_000);
     await store.acquireLease(k, 'fresh', now + 2_000, 1_000);
     await expect(
@@ -210,8 +225,8 @@ describe('turns', () => {
     const k = key();
     const old = Date.now() - 120_000;
     // Ingest A reserved slot 1 and died; ingest B reserved slot 2 and wrote it.
-    await store.reserve(k, 1, 100, old);
-    const b = await store.reserve(k, 1, 100, old);
+    await reserveSlots(k, 1, old);
+    const b = await reserveSlots(k, 1, old);
     await store.writeEvents(
       k,
       [{ id: 'evt_b', slot: b.firstSlot, input: input(k.resource, 2), createdAt: new Date(old).toISOString() }],
@@ -226,7 +241,7 @@ describe('turns', () => {
   it('waits for an ingest that is between its two writes', async () => {
     const k = key();
     const now = Date.now();
-    const reservation = await store.reserve(k, 1, 100, now);
+    const reservation = await reserveSlots(k, 1, now);
     const { distributor, seqs } = recordingDistributor();
     const turn = distributor.runTurn(k, 'w');
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -241,9 +256,97 @@ describe('turns', () => {
     await publish(ingestDeps(rings), k.tenantId, [input(k.resource, 1)]);
     const meta = await store.acquireLease(k, 'w', Date.now(), 30_000);
     // An ingest reserves while the holder is finishing: scheduled is already true, so it does not ring.
-    const late = await store.reserve(k, 1, 100, Date.now());
+    const late = await reserveSlots(k, 1, Date.now());
     expect(late.flipped).toBe(false);
     expect(await store.finishTurn(k, meta.fence)).toBe('pending');
     expect((await store.readMeta(k))?.scheduled).toBe(true);
+  });
+});
+
+describe('per-object rate', () => {
+  it('admits the burst, rejects the excess as rate_limited with Retry-After, and refills', async () => {
+    const k = key();
+    let now = 5_000_000;
+    const deps = { ...ingestDeps([], { objectRatePerSecond: 10, objectBurst: 20 }), now: () => now };
+    const first = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 25 }, (_, n) => input(k.resource, n)),
+    );
+    expect(first.results.filter((r) => r.status === 'accepted')).toHaveLength(20);
+    expect(first.results.slice(20).every((r) => r.status === 'rejected' && r.error.code === 'rate_limited')).toBe(true);
+    expect(first.httpStatus).toBe(202);
+
+    const refused = await publish(deps, k.tenantId, [input(k.resource, 99)]);
+    expect(refused.httpStatus).toBe(429);
+    expect(refused.retryAfterSeconds).toBe(1);
+
+    now += 1_000; // ten tokens back
+    const later = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 12 }, (_, n) => input(k.resource, 100 + n)),
+    );
+    expect(later.results.filter((r) => r.status === 'accepted')).toHaveLength(10);
+    expect((await store.readMeta(k))?.depth).toBe(30);
+  });
+
+  it('holds the rate under concurrent writers', async () => {
+    const k = key();
+    const now = 9_000_000;
+    const deps = { ...ingestDeps([], { objectRatePerSecond: 10, objectBurst: 15 }), now: () => now };
+    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, n) => publish(deps, k.tenantId, [input(k.resource, n)])));
+    expect(outcomes.filter((o) => o.results[0]?.status === 'accepted')).toHaveLength(15);
+  });
+});
+
+describe('idempotency keys', () => {
+  it('answers a repeated key with the original id as duplicate, and stores the event once', async () => {
+    const k = key();
+    const rings: string[] = [];
+    const deps = ingestDeps(rings);
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `order-${k.resource}` };
+    const first = await publish(deps, k.tenantId, [keyed]);
+    const again = await publish(deps, k.tenantId, [keyed, input(k.resource, 2)]);
+    const firstResult = first.results[0] as { id: string; status: string };
+    expect(firstResult.status).toBe('accepted');
+    expect(again.results[0]).toEqual({ id: firstResult.id, status: 'duplicate' });
+    expect(again.results[1]?.status).toBe('accepted');
+    expect((await store.readMeta(k))?.depth).toBe(2);
+    // The same key from another tenant is a different key.
+    const other = await publish(deps, 'ten_other', [keyed]);
+    expect(other.results[0]?.status).toBe('accepted');
+  });
+
+  it('gives the key back when its event is rejected, so a retry is accepted', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 1 });
+    await publish(deps, k.tenantId, [input(k.resource, 0)]);
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `retry-${k.resource}` };
+    expect((await publish(deps, k.tenantId, [keyed])).results[0]).toMatchObject({ status: 'rejected', error: { code: 'queue_full' } });
+    const { distributor } = recordingDistributor();
+    await distributor.runTurn(k, 'w');
+    expect((await publish(deps, k.tenantId, [keyed])).results[0]?.status).toBe('accepted');
+  });
+
+  it('lets a key be claimed again when its record has expired (TTL deletes late; reads check expiry)', async () => {
+    const idempotency = new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 1, ingestGraceMs: 1_000 });
+    const t0 = Date.now();
+    expect(await idempotency.claim('ten_x', 'k-expiry', 'evt_a', t0)).toEqual({ claimed: true });
+    await idempotency.confirm('ten_x', 'k-expiry', 'evt_a');
+    expect(await idempotency.claim('ten_x', 'k-expiry', 'evt_b', t0 + 1_000)).toEqual({
+      claimed: false,
+      eventId: 'evt_a',
+      state: 'accepted',
+    });
+    expect(await idempotency.claim('ten_x', 'k-expiry', 'evt_c', t0 + 86_400_001)).toEqual({ claimed: true });
+  });
+
+  it('refuses a key another request is accepting right now, and frees one whose ingest died', async () => {
+    const idempotency = new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 1_000 });
+    const t0 = Date.now();
+    await idempotency.claim('ten_x', 'k-pending', 'evt_a', t0);
+    expect(await idempotency.claim('ten_x', 'k-pending', 'evt_b', t0 + 10)).toMatchObject({ claimed: false, state: 'pending' });
+    expect(await idempotency.claim('ten_x', 'k-pending', 'evt_c', t0 + 5_000)).toEqual({ claimed: true });
   });
 });
