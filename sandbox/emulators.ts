@@ -78,7 +78,7 @@ export async function createTables(client: DynamoDBClient): Promise<Record<strin
                 { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
                 { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
               ],
-              Projection: { ProjectionType: 'ALL' },
+              Projection: { ProjectionType: index.projection },
             })),
           }),
         }),

@@ -14,7 +14,8 @@ import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
 import { createApi, notFound } from '../functions/api/app.ts';
-import { apiServices, deliveryDeps, distributor, type Wiring } from '../functions/app/runtime.ts';
+import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
+import { apiServices, deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
 import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { ApiError } from '../functions/core/errors.ts';
@@ -51,6 +52,8 @@ export interface Sandbox {
   readonly wiring: Wiring;
   readonly emulators: Emulators;
   readonly queues: Readonly<Record<string, SandboxQueue>>;
+  /** Runs the reconciler now (it also runs every reconcileIntervalSeconds). */
+  reconcile(): Promise<ReconcileReport>;
   stop(): Promise<void>;
 }
 
@@ -136,6 +139,15 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   ];
   for (const poller of pollers) poller.start();
 
+  // The reconciler's schedule.
+  const reconciler = reconcilerDeps(wiring);
+  const runReconciler = () =>
+    reconcile(reconciler).catch((error: unknown) => {
+      log.error('Reconciler run failed', { error });
+      throw error;
+    });
+  const reconcileTimer = setInterval(() => void runReconciler().catch(() => undefined), config.reconcileIntervalSeconds * 1000);
+
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: outer.fetch, port: options.port ?? 8787, hostname: options.host ?? '127.0.0.1' }, () => resolve(s as Server));
   });
@@ -151,9 +163,11 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     wiring,
     emulators,
     queues,
+    reconcile: runReconciler,
     async stop() {
       if (stopped) return;
       stopped = true;
+      clearInterval(reconcileTimer);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

@@ -3,20 +3,28 @@
  * (tenant, resource): a meta item and one item per reserved slot. Every write is a
  * conditional write on the meta item; no transactions.
  */
-import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '../core/admission.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
+import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import type { PendingItem, QueueMeta, TurnRecord } from '../core/turn.ts';
+import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 
 const META_SK = 'meta';
+const SCHEDULE_INDEX = 'by_schedule';
 const SLOT_PREFIX = 'e#';
 const SLOT_DIGITS = 15;
 
 function objectPk(key: ObjectKey): string {
   // Resource ids cannot contain '#', so this key is unambiguous.
   return `${key.tenantId}#${key.resource}`;
+}
+
+function parseObjectPk(pk: string): ObjectKey {
+  const at = pk.indexOf('#');
+  return { tenantId: pk.slice(0, at), resource: pk.slice(at + 1) };
 }
 
 function slotSk(slot: number): string {
@@ -53,8 +61,15 @@ function toMeta(item: MetaItem): QueueMeta {
     scheduled: item.scheduled === true,
     fence: Number(item.fence ?? 0),
     turn: item.turn as TurnRecord | undefined,
-    tat: item.tat === undefined ? undefined : Number(item.tat),
+    tat: optionalNumber(item.tat),
+    scheduledAt: optionalNumber(item.scheduled_at),
+    turnAt: optionalNumber(item.turn_at),
+    leaseUntil: optionalNumber(item.lease_until),
   };
+}
+
+function optionalNumber(value: unknown): number | undefined {
+  return value === undefined ? undefined : Number(value);
 }
 
 function toPending(item: Record<string, unknown>): PendingItem {
@@ -119,6 +134,7 @@ export class QueueStore {
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression:
             `SET ${rate.set}, #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ` +
+            '#sched_shard = :shard, #sched_key = :pk, #scheduled_at = if_not_exists(#scheduled_at, :now), ' +
             '#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero) ' +
             'ADD #depth :count, #last_slot :count',
           ConditionExpression: rate.condition,
@@ -128,6 +144,9 @@ export class QueueStore {
             'reserved_at',
             'tenant',
             'resource',
+            'sched_shard',
+            'sched_key',
+            'scheduled_at',
             'cursor',
             'seq',
             'fence',
@@ -136,6 +155,8 @@ export class QueueStore {
           ),
           ExpressionAttributeValues: {
             ...rate.values,
+            ':shard': scheduleShard(key, SCHEDULE_SHARDS),
+            ':pk': objectPk(key),
             ':true': true,
             ':now': now,
             ':tenant': key.tenantId,
@@ -229,9 +250,9 @@ export class QueueStore {
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
-          UpdateExpression: 'SET #lease_owner = :owner, #lease_until = :until ADD #fence :one',
+          UpdateExpression: 'SET #lease_owner = :owner, #lease_until = :until, #turn_at = :now ADD #fence :one',
           ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#lease_until) OR #lease_until <= :now)',
-          ExpressionAttributeNames: names('lease_owner', 'lease_until', 'fence', 'pk'),
+          ExpressionAttributeNames: names('lease_owner', 'lease_until', 'turn_at', 'fence', 'pk'),
           ExpressionAttributeValues: { ':owner': owner, ':until': now + leaseMs, ':one': 1, ':now': now },
           ReturnValues: 'ALL_NEW',
         }),
@@ -325,16 +346,27 @@ export class QueueStore {
    * If an ingest reserved in the meantime the condition fails, and the caller must
    * ring again: the answer is 'pending'.
    */
-  async finishTurn(key: ObjectKey, fence: number): Promise<'idle' | 'pending'> {
+  async finishTurn(key: ObjectKey, fence: number, now: number): Promise<'idle' | 'pending'> {
     const Key = { pk: objectPk(key), sk: META_SK };
     try {
       await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key,
-          UpdateExpression: 'SET #scheduled = :false REMOVE #lease_owner, #lease_until, #turn',
+          // Leaving the by_schedule index with the scheduled flag.
+          UpdateExpression: 'SET #scheduled = :false REMOVE #lease_owner, #lease_until, #turn, #sched_shard, #sched_key, #scheduled_at',
           ConditionExpression: '#fence = :fence AND #depth <= :zero',
-          ExpressionAttributeNames: names('scheduled', 'lease_owner', 'lease_until', 'turn', 'fence', 'depth'),
+          ExpressionAttributeNames: names(
+            'scheduled',
+            'lease_owner',
+            'lease_until',
+            'turn',
+            'sched_shard',
+            'sched_key',
+            'scheduled_at',
+            'fence',
+            'depth',
+          ),
           ExpressionAttributeValues: { ':false': false, ':fence': fence, ':zero': 0 },
         }),
       );
@@ -347,15 +379,82 @@ export class QueueStore {
         new UpdateCommand({
           TableName: this.#table,
           Key,
-          UpdateExpression: 'REMOVE #lease_owner, #lease_until, #turn',
+          UpdateExpression: 'SET #turn_at = :now REMOVE #lease_owner, #lease_until, #turn',
           ConditionExpression: '#fence = :fence',
-          ExpressionAttributeNames: names('lease_owner', 'lease_until', 'turn', 'fence'),
-          ExpressionAttributeValues: { ':fence': fence },
+          ExpressionAttributeNames: names('turn_at', 'lease_owner', 'lease_until', 'turn', 'fence'),
+          ExpressionAttributeValues: { ':fence': fence, ':now': now },
         }),
       );
       return 'pending';
     } catch (error) {
       if (isConditionFailure(error)) throw new FencedOutError();
+      throw error;
+    }
+  }
+
+  /** The objects listed as scheduled in the `by_schedule` index (eventually consistent). */
+  async scheduledObjects(): Promise<ObjectKey[]> {
+    const keys: ObjectKey[] = [];
+    for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
+      let startKey: Record<string, unknown> | undefined;
+      do {
+        const result = await this.#client.send(
+          new QueryCommand({
+            TableName: this.#table,
+            IndexName: SCHEDULE_INDEX,
+            KeyConditionExpression: '#sched_shard = :shard',
+            ExpressionAttributeNames: names('sched_shard'),
+            ExpressionAttributeValues: { ':shard': `s${shard}` },
+            ExclusiveStartKey: startKey,
+          }),
+        );
+        for (const item of result.Items ?? []) keys.push(parseObjectPk(String(item.pk)));
+        startKey = result.LastEvaluatedKey;
+      } while (startKey);
+    }
+    return keys;
+  }
+
+  /** Reads many meta items, strongly consistent, 100 per request. */
+  async readMetas(keys: readonly ObjectKey[]): Promise<Array<{ key: ObjectKey; meta: QueueMeta }>> {
+    const found: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
+    for (let i = 0; i < keys.length; i += 100) {
+      let request: Record<string, unknown>[] = keys.slice(i, i + 100).map((k) => ({ pk: objectPk(k), sk: META_SK }));
+      for (let attempt = 0; request.length > 0 && attempt < 6; attempt++) {
+        if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
+        const result = await this.#client.send(
+          new BatchGetCommand({ RequestItems: { [this.#table]: { Keys: request, ConsistentRead: true } } }),
+        );
+        for (const item of result.Responses?.[this.#table] ?? []) found.push({ key: parseObjectPk(String(item.pk)), meta: toMeta(item) });
+        request = (result.UnprocessedKeys?.[this.#table]?.Keys as Record<string, unknown>[] | undefined) ?? [];
+      }
+    }
+    return found;
+  }
+
+  /** When the oldest event still waiting after `cursor` was accepted (epoch ms), if any. */
+  async oldestPendingAt(key: ObjectKey, cursor: number): Promise<number | undefined> {
+    const { items } = await this.readPending(key, cursor, 1);
+    const created = items[0]?.createdAt;
+    return created ? Date.parse(created) : items[0]?.reservedAt;
+  }
+
+  /** Removes a lease that expired long ago, if it is still the one that was seen. */
+  async clearStaleLease(key: ObjectKey, leaseUntil: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'REMOVE #lease_owner, #lease_until',
+          ConditionExpression: '#lease_until = :seen',
+          ExpressionAttributeNames: names('lease_owner', 'lease_until'),
+          ExpressionAttributeValues: { ':seen': leaseUntil },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
       throw error;
     }
   }

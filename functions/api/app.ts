@@ -5,6 +5,7 @@
  */
 import { type Context, Hono } from 'hono';
 import { type IngestDeps, publish } from '../app/ingest.ts';
+import { deepestQueues } from '../app/reconciler.ts';
 import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -25,6 +26,8 @@ export interface ApiServices {
   readonly ingest: IngestDeps;
   readonly webhooks: WebhookService;
   readonly tenants: TenantServiceDeps;
+  /** For `GET /v1/admin/queues`. */
+  readonly queues: Parameters<typeof deepestQueues>[0];
   readonly logger: LoggerPort;
 }
 
@@ -125,6 +128,16 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     };
     const input = validateTenantCreate(await readJsonBody(c), defaults);
     return c.json(await createTenant(services.tenants, input), 201);
+  });
+
+  app.get('/v1/admin/queues', async (c) => {
+    requireAdmin(c);
+    const raw = c.req.query('limit') ?? '20';
+    const limit = Number(raw);
+    if (!/^\d+$/.test(raw) || limit < 1 || limit > 100) {
+      throw new ApiError('invalid_request', 'limit must be a whole number from 1 to 100.');
+    }
+    return c.json({ data: await deepestQueues(services.queues, limit) });
   });
 
   return app;

@@ -108,7 +108,7 @@ export class Distributor {
         seq += events.length;
         distributed += events.length;
       }
-      const state = await queues.finishTurn(key, meta.fence);
+      const state = await queues.finishTurn(key, meta.fence, now());
       if (state === 'pending') {
         await this.#deps.doorbell.ring(key, `t${meta.fence}`);
         this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });

@@ -20,6 +20,7 @@ import { newId } from '../core/ids.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import type { DeliveryDeps } from './delivery.ts';
 import { Distributor } from './distributor.ts';
+import type { ReconcilerDeps } from './reconciler.ts';
 import { WebhookService } from './webhooks.ts';
 
 export interface Wiring {
@@ -68,6 +69,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans): ApiServices {
     },
     webhooks: new WebhookService({ webhooks, tenants, send: w.send ?? sendWebhook, timeoutMs: w.config.deliveryTimeoutMs, now }),
     tenants: { tenants, usagePlans, now },
+    queues: { queues, now },
   };
 }
 
@@ -99,4 +101,17 @@ export function deliveryDeps(w: Pick<Wiring, 'config' | 'dynamo' | 'controlTable
 
 export function newLeaseOwner(): string {
   return randomUUID();
+}
+
+export function reconcilerDeps(
+  w: Pick<Wiring, 'config' | 'dynamo' | 'sqs' | 'eventsTable' | 'distributeQueueUrl' | 'metrics' | 'logger' | 'now'>,
+): ReconcilerDeps {
+  return {
+    queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
+    doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+    config: w.config,
+    metrics: w.metrics,
+    logger: w.logger,
+    now: w.now ?? Date.now,
+  };
 }

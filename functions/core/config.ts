@@ -27,6 +27,10 @@ export interface SluiceConfig {
   readonly leaseMs: number;
   /** How long an ingest may take between reserving a slot and writing its event. */
   readonly ingestGraceMs: number;
+  /** How often the reconciler runs (a schedule in AWS, a timer in the sandbox). */
+  readonly reconcileIntervalSeconds: number;
+  /** A scheduled object with no lease and no turn for this long has lost its doorbell: ring again. */
+  readonly stuckAfterMs: number;
   /** How long a subscriber has to answer one delivery. */
   readonly deliveryTimeoutMs: number;
   /** Delay before each retry, in seconds; its length is the retry budget. */
@@ -61,6 +65,8 @@ export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
   turnMaxMs: 2_000,
   leaseMs: 30_000,
   ingestGraceMs: 60_000,
+  reconcileIntervalSeconds: 60,
+  stuckAfterMs: 90_000,
   deliveryTimeoutMs: 10_000,
   retryScheduleSeconds: Object.freeze([0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]),
   retryJitter: 0.2,
@@ -99,6 +105,8 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   turnMaxMs: positiveInt(60_000),
   leaseMs: positiveInt(900_000),
   ingestGraceMs: positiveInt(900_000),
+  reconcileIntervalSeconds: positiveInt(3_600),
+  stuckAfterMs: positiveInt(3_600_000),
   deliveryTimeoutMs: positiveInt(30_000),
   retryScheduleSeconds: schedule,
   retryJitter: fraction,

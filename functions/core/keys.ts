@@ -40,3 +40,9 @@ export function bearerToken(header: string | undefined): string | undefined {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match?.[1];
 }
+
+/** Which `by_schedule` index shard an object's meta item is listed under. */
+export function scheduleShard(key: ObjectKey, shards: number): string {
+  const digest = createHash('sha256').update(`${key.tenantId}\n${key.resource}`).digest();
+  return `s${digest.readUInt16BE(0) % shards}`;
+}

@@ -32,6 +32,12 @@ export interface QueueMeta {
   readonly turn: TurnRecord | undefined;
   /** The per-object rate's theoretical arrival time (epoch ms; see core/admission.ts). */
   readonly tat: number | undefined;
+  /** When the object last went from idle to scheduled (epoch ms), while scheduled. */
+  readonly scheduledAt: number | undefined;
+  /** When a distributor last took the lease or rang again (epoch ms). */
+  readonly turnAt: number | undefined;
+  /** When the current lease expires (epoch ms), if there is one. */
+  readonly leaseUntil: number | undefined;
 }
 
 /** A committed chunk: slots fromSlot..toSlot, the present ones numbered from firstSeq. */

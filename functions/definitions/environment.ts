@@ -23,6 +23,7 @@ export const FUNCTION_ENTRIES = {
   authorizer: 'functions/authorizer/handler.ts',
   distributor: 'functions/distributor/handler.ts',
   delivery: 'functions/delivery/handler.ts',
+  reconciler: 'functions/reconciler/handler.ts',
 } as const;
 
 /** The REST API stage: URLs read https://<api>.execute-api.<region>.amazonaws.com/live/v1/…. */

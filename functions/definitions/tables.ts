@@ -12,6 +12,8 @@ export interface IndexDefinition {
   readonly indexName: string;
   readonly partitionKey: KeyAttribute;
   readonly sortKey: KeyAttribute;
+  /** KEYS_ONLY keeps an index from being written when only other attributes change. */
+  readonly projection: 'ALL' | 'KEYS_ONLY';
 }
 
 export interface TableDefinition {
@@ -24,13 +26,28 @@ export interface TableDefinition {
   readonly indexes: readonly IndexDefinition[];
 }
 
-/** Per-object queues: one meta item per (tenant, resource) and its events by slot. */
+/** Shards of the `by_schedule` index, so no one index partition holds every scheduled object. */
+export const SCHEDULE_SHARDS = 16;
+
+/**
+ * Per-object queues: one meta item per (tenant, resource) and its events by slot;
+ * idempotency records. `by_schedule` is sparse: only meta items of scheduled
+ * objects carry its keys, so the reconciler and `GET /v1/admin/queues` read the
+ * objects that have work without scanning the table.
+ */
 export const EVENTS_TABLE: TableDefinition = {
   logicalName: 'Events',
   partitionKey: { name: 'pk', type: 'S' },
   sortKey: { name: 'sk', type: 'S' },
   ttlAttribute: 'expires_at',
-  indexes: [],
+  indexes: [
+    {
+      indexName: 'by_schedule',
+      partitionKey: { name: 'sched_shard', type: 'S' },
+      sortKey: { name: 'sched_key', type: 'S' },
+      projection: 'KEYS_ONLY',
+    },
+  ],
 };
 
 /** Tenants, API keys and webhooks; `by_resource` finds the webhooks on a resource. */
@@ -44,6 +61,7 @@ export const CONTROL_TABLE: TableDefinition = {
       indexName: 'by_resource',
       partitionKey: { name: 'gsi1pk', type: 'S' },
       sortKey: { name: 'gsi1sk', type: 'S' },
+      projection: 'ALL',
     },
   ],
 };

@@ -94,6 +94,25 @@ describe('bad input', () => {
   });
 });
 
+describe('GET /v1/admin/queues', () => {
+  it('shows on-call the deepest object queues, to the admin only', async () => {
+    await publish(
+      sandbox,
+      a.key,
+      Array.from({ length: 3 }, (_, i) => ({ resource: 'queues:view', type: 'a.b', data: i })),
+    );
+    const response = await call(sandbox, 'GET', '/v1/admin/queues?limit=5', { key: sandbox.adminKey });
+    expect(response.status).toBe(200);
+    expect(Array.isArray(response.body.data)).toBe(true);
+    for (const row of response.body.data) {
+      expect(Object.keys(row).sort()).toEqual(['depth', 'oldest_age_s', 'resource', 'scheduled', 'tenant']);
+    }
+    expectError(await call(sandbox, 'GET', '/v1/admin/queues', { key: a.key }), 403, 'forbidden');
+    expectError(await call(sandbox, 'GET', '/v1/admin/queues?limit=0', { key: sandbox.adminKey }), 400, 'invalid_request');
+    expectError(await call(sandbox, 'GET', '/v1/admin/queues?limit=abc', { key: sandbox.adminKey }), 400, 'invalid_request');
+  });
+});
+
 describe('per-tenant throttle (the usage plan API Gateway applies in AWS)', () => {
   it('answers 429 rate_limited with Retry-After past the tenant’s burst', async () => {
     const slow = await createTenant(sandbox, 'slow', { rate_per_second: 1, burst: 2 });

@@ -1,0 +1,105 @@
+/**
+ * The reconciler (SPEC §2): a scheduled sweep over the objects that have work.
+ * It re-rings objects that are scheduled but whose doorbell was lost (e.g. an
+ * ingest died between its reserve and its send), clears long-expired leases, and
+ * reports the deepest queues so that on-call can find a hot object.
+ */
+
+import type { Doorbell } from '../adapters/doorbell.ts';
+import type { QueueStore } from '../adapters/queue-store.ts';
+import type { SluiceConfig } from '../core/config.ts';
+import type { ObjectKey } from '../core/model.ts';
+import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+import type { QueueMeta } from '../core/turn.ts';
+
+export interface ReconcilerDeps {
+  readonly queues: QueueStore;
+  readonly doorbell: Pick<Doorbell, 'ring'>;
+  readonly config: SluiceConfig;
+  readonly metrics: MetricsPort;
+  readonly logger: LoggerPort;
+  readonly now: () => number;
+}
+
+export interface QueueView {
+  readonly tenant: string;
+  readonly resource: string;
+  readonly depth: number;
+  readonly oldest_age_s: number | null;
+  readonly scheduled: boolean;
+}
+
+export interface ReconcileReport {
+  readonly scheduled: number;
+  readonly rerung: number;
+  readonly leasesCleared: number;
+  readonly maxDepth: number;
+  readonly nearCap: number;
+}
+
+/** Whether a scheduled object has gone without a turn for too long: its doorbell is lost. */
+export function isStuck(meta: QueueMeta, now: number, stuckAfterMs: number): boolean {
+  if (!meta.scheduled) return false;
+  if (meta.leaseUntil !== undefined && meta.leaseUntil > now) return false;
+  const lastSign = Math.max(meta.scheduledAt ?? 0, meta.turnAt ?? 0);
+  return now - lastSign > stuckAfterMs;
+}
+
+export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> {
+  const { queues, config, metrics, logger } = deps;
+  const now = deps.now();
+  const metas = (await queues.readMetas(await queues.scheduledObjects())).filter(({ meta }) => meta.scheduled);
+  let rerung = 0;
+  let leasesCleared = 0;
+  let maxDepth = 0;
+  let nearCap = 0;
+  for (const { key, meta } of metas) {
+    maxDepth = Math.max(maxDepth, meta.depth);
+    if (meta.depth > 0.8 * config.objectQueueCap) nearCap++;
+    if (meta.leaseUntil !== undefined && meta.leaseUntil + config.leaseMs < now) {
+      if (await queues.clearStaleLease(key, meta.leaseUntil)) leasesCleared++;
+    }
+    if (isStuck(meta, now, config.stuckAfterMs)) {
+      // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
+      // goes idle), so ringing when unsure is safe. The token collapses repeated
+      // sweeps within one stuck period into one message.
+      await deps.doorbell.ring(key, `r${Math.floor(now / config.stuckAfterMs)}`);
+      rerung++;
+      logger.warn('Re-rang a stuck object', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
+    }
+  }
+  metrics.count('ScheduledObjects', metas.length);
+  metrics.count('StuckObjectsRerung', rerung);
+  metrics.count('StaleLeasesCleared', leasesCleared);
+  metrics.count('MaxObjectDepth', maxDepth);
+  metrics.count('ObjectsNearCap', nearCap);
+  const deepest = [...metas].sort((a, b) => b.meta.depth - a.meta.depth).slice(0, 5);
+  if (deepest.length > 0 && (deepest[0]?.meta.depth ?? 0) > 0) {
+    logger.info('Deepest object queues', {
+      deepest: deepest.map(({ key, meta }) => ({ tenant: key.tenantId, resource: key.resource, depth: meta.depth })),
+    });
+  }
+  return { scheduled: metas.length, rerung, leasesCleared, maxDepth, nearCap };
+}
+
+/** The deepest object queues, deepest first, for `GET /v1/admin/queues`. */
+export async function deepestQueues(deps: Pick<ReconcilerDeps, 'queues' | 'now'>, limit: number): Promise<QueueView[]> {
+  const now = deps.now();
+  const metas = await deps.queues.readMetas(await deps.queues.scheduledObjects());
+  const top = metas
+    .filter(({ meta }) => meta.scheduled || meta.depth > 0)
+    .sort((a, b) => b.meta.depth - a.meta.depth)
+    .slice(0, limit);
+  return Promise.all(
+    top.map(async ({ key, meta }: { key: ObjectKey; meta: QueueMeta }) => {
+      const oldest = meta.depth > 0 ? await deps.queues.oldestPendingAt(key, meta.cursor) : undefined;
+      return {
+        tenant: key.tenantId,
+        resource: key.resource,
+        depth: meta.depth,
+        oldest_age_s: oldest === undefined ? null : Math.max(0, Math.round((now - oldest) / 1000)),
+        scheduled: meta.scheduled,
+      };
+    }),
+  );
+}
