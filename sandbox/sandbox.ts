@@ -120,6 +120,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   outer.route('/', inboxRoutes());
   outer.route('/', createApi(apiServices(wiring, usagePlans), authenticate));
 
+  // The pollers run fewer loops than Lambda's maximum concurrency: here every
+  // "invocation" shares one process and its CPU with the emulators.
   const pollers = [
     // Each poller has a client of its own, so its long polls never queue the sends.
     new Poller({
@@ -128,6 +130,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       handler: makeDistributorHandler(distributor(wiring), log),
       functionName: 'sluice-distributor',
       logger: log,
+      concurrency: Math.min(DISTRIBUTE_QUEUE.maxConcurrency, 8),
     }),
     new Poller({
       client: sqsClient({ ...emulators.sqs, maxSockets: 64 }),
@@ -135,6 +138,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       handler: makeDeliveryHandler(deliveryDeps(wiring)),
       functionName: 'sluice-delivery',
       logger: log,
+      concurrency: Math.min(DELIVER_QUEUE.maxConcurrency, 16),
     }),
   ];
   for (const poller of pollers) poller.start();

@@ -1,8 +1,12 @@
 /**
  * The distributor's Lambda handler, as a factory: the Lambda entry (handler.ts)
- * and the sandbox's poller build it from the same code. One turn per doorbell;
- * partial batch responses with the FIFO processor, so a failed doorbell holds back
- * only its own object's group.
+ * and the sandbox's poller build it from the same code. One turn per doorbell.
+ *
+ * A batch from a FIFO queue can hold several message groups (objects). Each group
+ * goes through Powertools' FIFO processor on its own, and the groups run in
+ * parallel: a long turn for a hot object never holds up the other objects in the
+ * same batch, while within a group order is kept and a failure skips the rest of
+ * that group only (partial batch response).
  */
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
@@ -13,21 +17,36 @@ import type { LoggerPort } from '../core/telemetry.ts';
 
 export type SqsHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
 
+/** Splits records by message group, keeping their order within each group. */
+export function byMessageGroup(records: readonly SQSRecord[]): SQSRecord[][] {
+  const groups = new Map<string, SQSRecord[]>();
+  for (const record of records) {
+    const group = record.attributes.MessageGroupId ?? record.messageId;
+    const list = groups.get(group) ?? [];
+    list.push(record);
+    groups.set(group, list);
+  }
+  return [...groups.values()];
+}
+
 export function makeDistributorHandler(distributor: Distributor, logger: LoggerPort): SqsHandler {
   return async (event, context) => {
     const owner = newLeaseOwner();
-    const processor = new SqsFifoPartialProcessorAsync();
-    return processPartialResponse(
-      event,
-      async (record: SQSRecord) => {
-        const key = parseDoorbell(record.body);
-        const result = await distributor.runTurn(key, owner);
-        if (result.outcome !== 'idle') {
-          logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
-        }
-      },
-      processor,
-      { context, skipGroupOnError: true },
+    const recordHandler = async (record: SQSRecord) => {
+      const key = parseDoorbell(record.body);
+      const result = await distributor.runTurn(key, owner);
+      if (result.outcome !== 'idle') {
+        logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
+      }
+    };
+    const responses = await Promise.all(
+      byMessageGroup(event.Records).map((records) =>
+        processPartialResponse({ Records: records }, recordHandler, new SqsFifoPartialProcessorAsync(), {
+          context,
+          skipGroupOnError: true,
+        }),
+      ),
     );
+    return { batchItemFailures: responses.flatMap((r) => r.batchItemFailures) };
   };
 }
