@@ -1,0 +1,159 @@
+/**
+ * The HTTP API: a REST API whose every route but the health check goes through a
+ * TOKEN Lambda authorizer, with API keys taken from the authorizer
+ * (`usageIdentifierKey`) so that each tenant's usage plan throttles it. Gateway
+ * errors are shaped like sluice's own (`{"error":{"code","message"}}`).
+ */
+import { Aws, Duration, Names, Validations } from 'aws-cdk-lib';
+import {
+  AccessLogFormat,
+  ApiKey,
+  ApiKeySourceType,
+  LambdaIntegration,
+  LogGroupLogDestination,
+  MethodLoggingLevel,
+  ResponseType,
+  RestApi,
+  TokenAuthorizer,
+} from 'aws-cdk-lib/aws-apigateway';
+import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import type { SluiceConfig } from '../../functions/core/config.ts';
+import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { SluiceFunction } from './sluice-function.ts';
+
+export interface ApiProps {
+  readonly config: SluiceConfig;
+  readonly events: TableV2;
+  readonly control: TableV2;
+  readonly distributeQueue: IQueue;
+}
+
+/** Gateway responses in sluice's error shape: [type, status, code, message]. */
+const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string, string, string]> = [
+  [ResponseType.UNAUTHORIZED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
+  [ResponseType.ACCESS_DENIED, '403', 'forbidden', 'This key may not call this route.'],
+  [ResponseType.INVALID_API_KEY, '403', 'forbidden', 'This key has no usage plan.'],
+  [ResponseType.MISSING_AUTHENTICATION_TOKEN, '404', 'not_found', 'There is no such route.'],
+  [ResponseType.THROTTLED, '429', 'rate_limited', 'Too many requests for this key; slow down.'],
+  [ResponseType.QUOTA_EXCEEDED, '429', 'rate_limited', 'This key has used its quota; slow down.'],
+  [ResponseType.REQUEST_TOO_LARGE, '413', 'payload_too_large', 'The body is too large.'],
+  [ResponseType.DEFAULT_4XX, '400', 'invalid_request', 'The request could not be accepted.'],
+  [ResponseType.DEFAULT_5XX, '500', 'internal', 'Something went wrong on our side; try again.'],
+];
+
+export class Api extends Construct {
+  readonly restApi: RestApi;
+  readonly apiFunction: SluiceFunction;
+  readonly authorizerFunction: SluiceFunction;
+  /** Its JSON field `token`, prefixed with `ak_`, is the admin key. */
+  readonly adminKeySecret: Secret;
+
+  constructor(scope: Construct, id: string, props: ApiProps) {
+    super(scope, id);
+    const { config } = props;
+
+    this.adminKeySecret = new Secret(this, 'AdminKey', {
+      description: 'sluice admin key: ak_ followed by the token field',
+      generateSecretString: { secretStringTemplate: '{}', generateStringKey: 'token', excludePunctuation: true, passwordLength: 48 },
+    });
+    Validations.of(this.adminKeySecret).acknowledge({
+      id: 'AwsSolutions-SMG4',
+      reason: 'The admin key is rotated by the operator (a new secret value), since every admin client must be given the new key.',
+    });
+
+    const accessLogs = new LogGroup(this, 'AccessLogs', { retention: RetentionDays.ONE_MONTH });
+    this.restApi = new RestApi(this, 'Rest', {
+      description: 'sluice: events in, webhooks out',
+      apiKeySourceType: ApiKeySourceType.AUTHORIZER,
+      cloudWatchRole: true,
+      deployOptions: {
+        stageName: API_STAGE_NAME,
+        accessLogDestination: new LogGroupLogDestination(accessLogs),
+        accessLogFormat: AccessLogFormat.jsonWithStandardFields(),
+        loggingLevel: MethodLoggingLevel.ERROR,
+        metricsEnabled: true,
+        tracingEnabled: true,
+      },
+    });
+
+    this.apiFunction = new SluiceFunction(this, 'Handler', { entry: FUNCTION_ENTRIES.api, config, timeout: Duration.seconds(29) })
+      .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      .bindTable(props.control, 'readWrite', ENV.controlTable)
+      .bindQueue(props.distributeQueue, ENV.distributeQueueUrl);
+    const fn = this.apiFunction.function;
+    fn.addEnvironment(ENV.restApiId, this.restApi.restApiId);
+    fn.addEnvironment(ENV.apiStage, API_STAGE_NAME);
+    // Tenant creation gives each tenant an API key in a usage plan of its own.
+    const apigatewayArn = (path: string) => `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::${path}`;
+    fn.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['apigateway:POST'],
+        resources: [apigatewayArn('/apikeys'), apigatewayArn('/usageplans'), apigatewayArn('/usageplans/*/keys')],
+      }),
+    );
+    fn.addToRolePolicy(
+      new PolicyStatement({ actions: ['apigateway:DELETE'], resources: [apigatewayArn('/apikeys/*'), apigatewayArn('/usageplans/*')] }),
+    );
+    for (const path of ['/usageplans/*/keys', '/apikeys/*', '/usageplans/*']) {
+      Validations.of(fn).acknowledge({
+        id: `AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
+        reason: 'Usage plans and API keys are created per tenant at run time, so their ids cannot be named in advance.',
+      });
+    }
+
+    // The admin's own usage plan. Its key value is not a secret: the authorizer
+    // authenticates; this key only selects the admin's throttle.
+    const adminUsageKeyValue = `sluice-admin-${Names.uniqueId(this)}`.padEnd(20, '0').slice(0, 128);
+    const adminApiKey = new ApiKey(this, 'AdminUsageKey', { value: adminUsageKeyValue, description: 'Selects the admin usage plan' });
+    const adminPlan = this.restApi.addUsagePlan('AdminPlan', {
+      description: 'Throttle for requests made with the admin key',
+      throttle: { rateLimit: 50, burstLimit: 100 },
+      apiStages: [{ api: this.restApi, stage: this.restApi.deploymentStage }],
+    });
+    adminPlan.addApiKey(adminApiKey);
+
+    this.authorizerFunction = new SluiceFunction(this, 'Authorizer', {
+      entry: FUNCTION_ENTRIES.authorizer,
+      config,
+      timeout: Duration.seconds(10),
+    }).bindTable(props.control, 'read', ENV.controlTable);
+    this.adminKeySecret.grantRead(this.authorizerFunction.function);
+    this.authorizerFunction.function.addEnvironment(ENV.adminKeySecretArn, this.adminKeySecret.secretArn);
+    this.authorizerFunction.function.addEnvironment(ENV.adminUsageKey, adminUsageKeyValue);
+    const authorizer = new TokenAuthorizer(this, 'TokenAuthorizer', {
+      handler: this.authorizerFunction.function,
+      identitySource: 'method.request.header.Authorization',
+      resultsCacheTtl: Duration.seconds(60),
+    });
+
+    const integration = new LambdaIntegration(fn);
+    const health = this.restApi.root.addResource('v1').addResource('health').addMethod('GET', integration);
+    Validations.of(health).acknowledge({ id: 'AwsSolutions-APIG4', reason: 'The health check is public by design (SPEC §3).' });
+    Validations.of(health).acknowledge({ id: 'AwsSolutions-COG4', reason: 'The health check is public by design (SPEC §3).' });
+    // Every other path, only through the authorizer and a usage plan. The root has no
+    // method, so `/` answers 404 like any unknown route.
+    this.restApi.root.addResource('{proxy+}').addMethod('ANY', integration, { authorizer, apiKeyRequired: true });
+
+    for (const [type, statusCode, code, message] of GATEWAY_ERRORS) {
+      this.restApi.addGatewayResponse(`Error${code}${statusCode}${type.responseType}`, {
+        type,
+        statusCode,
+        templates: { 'application/json': JSON.stringify({ error: { code, message } }) },
+        ...(statusCode === '429' && { responseHeaders: { 'Retry-After': "'1'" } }),
+      });
+    }
+
+    for (const [id, reason] of [
+      ['AwsSolutions-APIG2', 'Requests are validated in the API function, which answers every problem in sluice’s own error shape.'],
+      ['AwsSolutions-APIG3', 'WAF is the deployer’s choice; per-tenant usage plans and per-object limits already bound abuse.'],
+      ['AwsSolutions-COG4', 'Tenants authenticate with sluice API keys through a Lambda authorizer, not Cognito (SPEC §3).'],
+    ] as const) {
+      Validations.of(this.restApi).acknowledge({ id, reason });
+    }
+  }
+}

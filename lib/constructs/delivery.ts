@@ -1,0 +1,39 @@
+/** The deliver stage: the standard deliver queue (fair queues by tenant) and the delivery function on it. */
+import { Duration } from 'aws-cdk-lib';
+import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import { Construct } from 'constructs';
+import type { SluiceConfig } from '../../functions/core/config.ts';
+import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
+import { QueueWithDeadLetters } from './queues.ts';
+import { SluiceFunction } from './sluice-function.ts';
+
+export interface DeliveryProps {
+  readonly config: SluiceConfig;
+  readonly control: TableV2;
+}
+
+export class Delivery extends Construct {
+  readonly deliver: QueueWithDeadLetters;
+  readonly delivery: SluiceFunction;
+
+  constructor(scope: Construct, id: string, props: DeliveryProps) {
+    super(scope, id);
+    this.deliver = new QueueWithDeadLetters(this, 'Deliver', DELIVER_QUEUE);
+    this.delivery = new SluiceFunction(this, 'Delivery', {
+      entry: FUNCTION_ENTRIES.delivery,
+      config: props.config,
+      timeout: Duration.seconds(DELIVER_QUEUE.consumerTimeoutSeconds),
+    })
+      .bindTable(props.control, 'readWrite', ENV.controlTable)
+      .bindQueue(this.deliver.queue, ENV.deliverQueueUrl);
+    this.delivery.function.addEventSource(
+      new SqsEventSource(this.deliver.queue, {
+        batchSize: DELIVER_QUEUE.batchSize,
+        reportBatchItemFailures: true,
+        maxConcurrency: DELIVER_QUEUE.maxConcurrency,
+      }),
+    );
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * The distribute stage: the FIFO doorbell queue (one message group per object),
+ * the distributor on it with partial batch responses and a concurrency cap, and
+ * the reconciler on a schedule.
+ */
+import { Duration } from 'aws-cdk-lib';
+import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
+import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import type { SluiceConfig } from '../../functions/core/config.ts';
+import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
+import { QueueWithDeadLetters } from './queues.ts';
+import { SluiceFunction } from './sluice-function.ts';
+
+export interface PipelineProps {
+  readonly config: SluiceConfig;
+  readonly events: TableV2;
+  readonly control: TableV2;
+  readonly deliverQueue: IQueue;
+}
+
+export class Pipeline extends Construct {
+  readonly distribute: QueueWithDeadLetters;
+  readonly distributor: SluiceFunction;
+  readonly reconciler: SluiceFunction;
+
+  constructor(scope: Construct, id: string, props: PipelineProps) {
+    super(scope, id);
+    this.distribute = new QueueWithDeadLetters(this, 'Distribute', DISTRIBUTE_QUEUE);
+
+    this.distributor = new SluiceFunction(this, 'Distributor', {
+      entry: FUNCTION_ENTRIES.distributor,
+      config: props.config,
+      timeout: Duration.seconds(DISTRIBUTE_QUEUE.consumerTimeoutSeconds),
+    })
+      .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      .bindTable(props.control, 'read', ENV.controlTable)
+      .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
+      .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
+    this.distributor.function.addEventSource(
+      new SqsEventSource(this.distribute.queue, {
+        batchSize: DISTRIBUTE_QUEUE.batchSize,
+        reportBatchItemFailures: true,
+        maxConcurrency: DISTRIBUTE_QUEUE.maxConcurrency,
+      }),
+    );
+
+    this.reconciler = new SluiceFunction(this, 'Reconciler', {
+      entry: FUNCTION_ENTRIES.reconciler,
+      config: props.config,
+      timeout: Duration.seconds(Math.min(300, props.config.reconcileIntervalSeconds)),
+      reservedConcurrentExecutions: 1,
+    })
+      .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);
+    new Rule(this, 'ReconcileSchedule', {
+      description: 'Runs the sluice reconciler',
+      schedule: Schedule.rate(Duration.seconds(Math.max(60, props.config.reconcileIntervalSeconds))),
+      targets: [new LambdaFunction(this.reconciler.function)],
+    });
+  }
+}

@@ -1,0 +1,33 @@
+/** SQS queues with their dead-letter queues, from the shared queue definitions. */
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import type { QueueDefinition } from '../../functions/definitions/queues.ts';
+
+export class QueueWithDeadLetters extends Construct {
+  readonly queue: Queue;
+  readonly deadLetterQueue: Queue;
+
+  constructor(scope: Construct, id: string, definition: QueueDefinition) {
+    super(scope, id);
+    const common = {
+      fifo: definition.fifo ? true : undefined,
+      enforceSSL: true,
+      encryption: QueueEncryption.SQS_MANAGED,
+      retentionPeriod: Duration.seconds(definition.retentionSeconds),
+      // Queues hold only messages in flight; the tables hold the data.
+      removalPolicy: RemovalPolicy.DESTROY,
+    };
+    this.deadLetterQueue = new Queue(this, 'DeadLetters', common);
+    Validations.of(this.deadLetterQueue).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This is the dead-letter queue; its messages are kept for inspection and alarmed on, not redriven further.',
+    });
+    this.queue = new Queue(this, 'Queue', {
+      ...common,
+      ...(definition.fifo && { contentBasedDeduplication: false }),
+      visibilityTimeout: Duration.seconds(definition.visibilityTimeoutSeconds),
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: definition.maxReceiveCount },
+    });
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * One construct that owns every Lambda default of sluice: Node.js 24 on arm64,
+ * bundled by esbuild as ESM with source maps, an explicit log group with
+ * retention, Powertools settings and the whole config. `bindTable` and `bindQueue`
+ * grant access and set the environment variable in one call.
+ */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type CfnElement, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface SluiceFunctionProps {
+  /** Entry file, relative to the repository root (see functions/definitions/environment.ts). */
+  readonly entry: string;
+  readonly config: SluiceConfig;
+  /** @default 30 seconds */
+  readonly timeout?: Duration;
+  /** @default 512 */
+  readonly memorySize?: number;
+  /** @default one month */
+  readonly logRetention?: RetentionDays;
+  /** Caps this function's concurrency. @default no reserved concurrency */
+  readonly reservedConcurrentExecutions?: number;
+}
+
+export class SluiceFunction extends Construct {
+  readonly function: NodejsFunction;
+  readonly logGroup: LogGroup;
+
+  constructor(scope: Construct, id: string, props: SluiceFunctionProps) {
+    super(scope, id);
+    this.logGroup = new LogGroup(this, 'Logs', {
+      retention: props.logRetention ?? RetentionDays.ONE_MONTH,
+      // Logs are operational, not customer data: they go with the stack.
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.function = new NodejsFunction(this, 'Function', {
+      entry: join(REPO_ROOT, props.entry),
+      projectRoot: REPO_ROOT,
+      depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
+      handler: 'handler',
+      runtime: Runtime.NODEJS_24_X,
+      architecture: Architecture.ARM_64,
+      memorySize: props.memorySize ?? 512,
+      timeout: props.timeout ?? Duration.seconds(30),
+      logGroup: this.logGroup,
+      loggingFormat: LoggingFormat.JSON,
+      ...(props.reservedConcurrentExecutions !== undefined && { reservedConcurrentExecutions: props.reservedConcurrentExecutions }),
+      environment: {
+        [CONFIG_ENV]: JSON.stringify(props.config),
+        NODE_OPTIONS: '--enable-source-maps',
+        POWERTOOLS_SERVICE_NAME: `sluice-${id.toLowerCase()}`,
+        POWERTOOLS_METRICS_NAMESPACE: 'Sluice',
+        POWERTOOLS_LOG_LEVEL: 'INFO',
+      },
+      bundling: {
+        format: OutputFormat.ESM,
+        target: 'node24',
+        minify: true,
+        sourceMap: true,
+        mainFields: ['module', 'main'],
+        // Some dependencies still call require(); give ESM output one.
+        banner: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);",
+      },
+    });
+  }
+
+  bindTable(table: TableV2, access: 'read' | 'readWrite', envName: string): this {
+    if (access === 'read') table.grantReadData(this.function);
+    else table.grantReadWriteData(this.function);
+    this.function.addEnvironment(envName, table.tableName);
+    if (table.node.defaultChild) {
+      const logicalId = Stack.of(table).getLogicalId(table.node.defaultChild as CfnElement);
+      Validations.of(this.function).acknowledge({
+        id: `AwsSolutions::AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/index/*]`,
+        reason: 'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
+      });
+    }
+    return this;
+  }
+
+  bindQueue(queue: IQueue, envName: string): this {
+    queue.grantSendMessages(this.function);
+    this.function.addEnvironment(envName, queue.queueUrl);
+    return this;
+  }
+}

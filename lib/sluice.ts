@@ -1,0 +1,122 @@
+/**
+ * `Sluice`: the whole of sluice as one construct. `new Sluice(this, 'Events', props)`
+ * in any CDK app; the `Sluice` stack of bin/sluice.ts is just that.
+ */
+import { CfnOutput, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
+import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
+import type { Secret } from 'aws-cdk-lib/aws-secretsmanager';
+import type { Queue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
+import { ConfigError } from '../functions/core/errors.ts';
+import { Api } from './constructs/api.ts';
+import { Delivery } from './constructs/delivery.ts';
+import { Pipeline } from './constructs/pipeline.ts';
+import { Storage } from './constructs/storage.ts';
+
+export interface SluiceProps {
+  /**
+   * Overrides of the settings in functions/core/config.ts (SPEC §4 defaults).
+   * Every setting is checked; all problems are reported at once.
+   * @default {} (the defaults)
+   */
+  readonly config?: Readonly<Record<string, unknown>>;
+  /**
+   * What happens to the tables (customer events, tenants, webhooks) when the
+   * construct is removed.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly tableRemovalPolicy?: RemovalPolicy;
+}
+
+export class Sluice extends Construct {
+  readonly config: SluiceConfig;
+  readonly api: RestApi;
+  readonly adminKeySecret: Secret;
+  readonly eventsTable: TableV2;
+  readonly controlTable: TableV2;
+  readonly distributeQueue: Queue;
+  readonly distributeDeadLetterQueue: Queue;
+  readonly deliverQueue: Queue;
+  readonly deliverDeadLetterQueue: Queue;
+  readonly functions: {
+    readonly api: NodejsFunction;
+    readonly authorizer: NodejsFunction;
+    readonly distributor: NodejsFunction;
+    readonly delivery: NodejsFunction;
+    readonly reconciler: NodejsFunction;
+  };
+
+  constructor(scope: Construct, id: string, props: SluiceProps = {}) {
+    super(scope, id);
+    this.config = validate(props);
+
+    // Tables hold customer data: kept unless the deployer says otherwise.
+    const storage = new Storage(this, 'Storage', { removalPolicy: props.tableRemovalPolicy ?? RemovalPolicy.RETAIN });
+    const delivery = new Delivery(this, 'Delivery', { config: this.config, control: storage.control });
+    const pipeline = new Pipeline(this, 'Pipeline', {
+      config: this.config,
+      events: storage.events,
+      control: storage.control,
+      deliverQueue: delivery.deliver.queue,
+    });
+    const api = new Api(this, 'Api', {
+      config: this.config,
+      events: storage.events,
+      control: storage.control,
+      distributeQueue: pipeline.distribute.queue,
+    });
+
+    this.api = api.restApi;
+    this.adminKeySecret = api.adminKeySecret;
+    this.eventsTable = storage.events;
+    this.controlTable = storage.control;
+    this.distributeQueue = pipeline.distribute.queue;
+    this.distributeDeadLetterQueue = pipeline.distribute.deadLetterQueue;
+    this.deliverQueue = delivery.deliver.queue;
+    this.deliverDeadLetterQueue = delivery.deliver.deadLetterQueue;
+    this.functions = {
+      api: api.apiFunction.function,
+      authorizer: api.authorizerFunction.function,
+      distributor: pipeline.distributor.function,
+      delivery: delivery.delivery.function,
+      reconciler: pipeline.reconciler.function,
+    };
+
+    new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL; routes start with v1/' });
+    new CfnOutput(this, 'AdminKeySecretArn', {
+      value: this.adminKeySecret.secretArn,
+      description: 'The admin key is ak_ followed by this secret’s token field',
+    });
+
+    for (const [rule, reason] of [
+      [
+        'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+        'The AWS managed basic execution policy only lets functions write their own logs.',
+      ],
+      [
+        'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+        'API Gateway needs this AWS managed policy to write its execution logs.',
+      ],
+      ['AwsSolutions-L1', 'Functions run on Node.js 24, the runtime sluice is built and tested for (SPEC §1).'],
+    ] as const) {
+      Validations.of(this).acknowledge({ id: rule, reason });
+    }
+  }
+}
+
+function validate(props: SluiceProps): SluiceConfig {
+  const problems: string[] = [];
+  let config: SluiceConfig | undefined;
+  try {
+    config = buildConfig(props.config ?? {});
+  } catch (error) {
+    if (error instanceof ConfigError) problems.push(...error.problems);
+    else throw error;
+  }
+  if (props.tableRemovalPolicy === RemovalPolicy.SNAPSHOT) problems.push('tableRemovalPolicy SNAPSHOT is not supported by DynamoDB tables');
+  if (problems.length > 0 || !config) throw new ConfigError(problems);
+  return config;
+}

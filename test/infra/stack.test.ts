@@ -1,0 +1,205 @@
+/**
+ * What matters in the synthesized template: FIFO doorbells, redrive, event source
+ * mappings with partial batch responses, Node 24 on arm64, the authorizer and
+ * usage plans, error-shaped gateway responses, tables from the shared definitions,
+ * and the config reaching every function.
+ */
+import { App, Stack, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Queue } from 'aws-cdk-lib/aws-sqs';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buildConfig } from '../../functions/core/config.ts';
+import { API_STAGE_NAME } from '../../functions/definitions/environment.ts';
+import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
+import { CONTROL_TABLE, EVENTS_TABLE } from '../../functions/definitions/tables.ts';
+import { Sluice } from '../../lib/sluice.ts';
+import { SluiceStack } from '../../lib/sluice-stack.ts';
+
+// Bundling is not under test here: it is exercised by `npm run synth` in CI.
+const NO_BUNDLING = { 'aws:cdk:bundling-stacks': [] };
+
+function synth(config: Record<string, unknown> = {}): Template {
+  const app = new App({ context: NO_BUNDLING });
+  return Template.fromStack(new SluiceStack(app, 'Sluice', { config }));
+}
+
+let template: Template;
+
+beforeAll(() => {
+  template = synth({ objectQueueCap: 777 });
+});
+
+function queueByFifo(fifo: boolean) {
+  const queues = template.findResources('AWS::SQS::Queue', {
+    Properties: { RedrivePolicy: Match.anyValue(), ...(fifo ? { FifoQueue: true } : {}) },
+  });
+  const entries = Object.entries(queues).filter(([, q]) => Boolean(q.Properties.FifoQueue) === fifo);
+  expect(entries).toHaveLength(1);
+  return entries[0] as [string, { Properties: Record<string, unknown> }];
+}
+
+describe('queues', () => {
+  it('rings doorbells on a FIFO queue with a FIFO dead-letter queue', () => {
+    const [, distribute] = queueByFifo(true);
+    expect(distribute.Properties).toMatchObject({
+      FifoQueue: true,
+      ContentBasedDeduplication: false,
+      VisibilityTimeout: DISTRIBUTE_QUEUE.visibilityTimeoutSeconds,
+      RedrivePolicy: { maxReceiveCount: DISTRIBUTE_QUEUE.maxReceiveCount },
+    });
+    const dlqId = (distribute.Properties.RedrivePolicy as { deadLetterTargetArn: { 'Fn::GetAtt': string[] } }).deadLetterTargetArn[
+      'Fn::GetAtt'
+    ][0];
+    expect(template.toJSON().Resources[dlqId as string].Properties.FifoQueue).toBe(true);
+  });
+
+  it('sends deliveries through a standard queue with its own dead-letter queue', () => {
+    const [, deliver] = queueByFifo(false);
+    expect(deliver.Properties).toMatchObject({
+      VisibilityTimeout: DELIVER_QUEUE.visibilityTimeoutSeconds,
+      RedrivePolicy: { maxReceiveCount: DELIVER_QUEUE.maxReceiveCount },
+    });
+  });
+
+  it('encrypts every queue and refuses non-TLS access', () => {
+    const queues = template.findResources('AWS::SQS::Queue');
+    expect(Object.keys(queues)).toHaveLength(4);
+    for (const q of Object.values(queues)) expect(q.Properties.SqsManagedSseEnabled).toBe(true);
+    template.resourcePropertiesCountIs(
+      'AWS::SQS::QueuePolicy',
+      {
+        PolicyDocument: {
+          Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+        },
+      },
+      4,
+    );
+  });
+
+  it('consumes both queues with partial batch responses, the defined batch size and a concurrency cap', () => {
+    for (const definition of [DISTRIBUTE_QUEUE, DELIVER_QUEUE]) {
+      template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+        BatchSize: definition.batchSize,
+        ScalingConfig: { MaximumConcurrency: definition.maxConcurrency },
+      });
+    }
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+  });
+});
+
+describe('functions', () => {
+  it('run on Node.js 24, arm64, with the validated config, each with a log group', () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    expect(Object.keys(functions)).toHaveLength(5);
+    for (const fn of Object.values(functions)) {
+      expect(fn.Properties.Runtime).toBe('nodejs24.x');
+      expect(fn.Properties.Architectures).toEqual(['arm64']);
+      expect(fn.Properties.LoggingConfig.LogGroup).toBeDefined();
+      const config = JSON.parse(fn.Properties.Environment.Variables.SLUICE_CONFIG);
+      expect(config).toEqual(buildConfig({ objectQueueCap: 777 }));
+      expect(fn.Properties.Environment.Variables.POWERTOOLS_METRICS_NAMESPACE).toBe('Sluice');
+    }
+  });
+
+  it('runs the reconciler on a schedule, one at a time', () => {
+    template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
+    template.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 1 });
+  });
+
+  it('refuses an invalid config, listing every problem', () => {
+    const app = new App({ context: NO_BUNDLING });
+    const stack = new Stack(app, 'Bad');
+    expect(() => new Sluice(stack, 'S', { config: { objectQueueCap: 0, nope: 1 } })).toThrow(/objectQueueCap.*nope|nope.*objectQueueCap/);
+  });
+});
+
+describe('API', () => {
+  it('takes API keys from a TOKEN authorizer reading the Authorization header', () => {
+    template.hasResourceProperties('AWS::ApiGateway::RestApi', { ApiKeySourceType: 'AUTHORIZER' });
+    template.hasResourceProperties('AWS::ApiGateway::Authorizer', {
+      Type: 'TOKEN',
+      IdentitySource: 'method.request.header.Authorization',
+    });
+    template.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: API_STAGE_NAME });
+  });
+
+  it('guards every route but the health check with the authorizer and a usage plan key', () => {
+    template.hasResourceProperties('AWS::ApiGateway::Method', {
+      HttpMethod: 'ANY',
+      AuthorizationType: 'CUSTOM',
+      ApiKeyRequired: true,
+      AuthorizerId: Match.anyValue(),
+    });
+    template.hasResourceProperties('AWS::ApiGateway::Method', { HttpMethod: 'GET', AuthorizationType: 'NONE' });
+    template.resourceCountIs('AWS::ApiGateway::Method', 2);
+  });
+
+  it('has a throttled usage plan for the admin, and lets the API create one per tenant', () => {
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
+      Throttle: { RateLimit: Match.anyValue(), BurstLimit: Match.anyValue() },
+    });
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlanKey', { KeyType: 'API_KEY' });
+    const policies = JSON.stringify(template.findResources('AWS::IAM::Policy'));
+    expect(policies).toContain('apigateway:POST');
+    expect(policies).toContain('/usageplans');
+  });
+
+  it('shapes gateway errors like sluice errors', () => {
+    const expectations: Array<[string, string, string]> = [
+      ['UNAUTHORIZED', '401', 'unauthorized'],
+      ['MISSING_AUTHENTICATION_TOKEN', '404', 'not_found'],
+      ['THROTTLED', '429', 'rate_limited'],
+      ['REQUEST_TOO_LARGE', '413', 'payload_too_large'],
+      ['DEFAULT_5XX', '500', 'internal'],
+    ];
+    for (const [type, status, code] of expectations) {
+      const [response] = Object.values(template.findResources('AWS::ApiGateway::GatewayResponse', { Properties: { ResponseType: type } }));
+      expect(response?.Properties.StatusCode).toBe(status);
+      expect(JSON.parse(response?.Properties.ResponseTemplates['application/json']).error.code).toBe(code);
+    }
+  });
+});
+
+describe('tables', () => {
+  it('are built from the shared definitions, with TTL, PITR and indexes', () => {
+    for (const definition of [EVENTS_TABLE, CONTROL_TABLE]) {
+      template.hasResourceProperties('AWS::DynamoDB::GlobalTable', {
+        KeySchema: [
+          { AttributeName: definition.partitionKey.name, KeyType: 'HASH' },
+          { AttributeName: definition.sortKey.name, KeyType: 'RANGE' },
+        ],
+        BillingMode: 'PAY_PER_REQUEST',
+        TimeToLiveSpecification: { AttributeName: definition.ttlAttribute, Enabled: true },
+        Replicas: [Match.objectLike({ PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true } })],
+        GlobalSecondaryIndexes: definition.indexes.map((index) =>
+          Match.objectLike({ IndexName: index.indexName, Projection: { ProjectionType: index.projection } }),
+        ),
+      });
+    }
+  });
+
+  it('are retained when the stack is deleted', () => {
+    const tables = template.findResources('AWS::DynamoDB::GlobalTable');
+    for (const table of Object.values(tables)) expect(table.DeletionPolicy).toBe('Retain');
+  });
+});
+
+describe('cdk-nag', () => {
+  it('finds nothing unacknowledged under the AwsSolutions rules', () => {
+    const app = new App({ context: NO_BUNDLING });
+    new SluiceStack(app, 'Sluice');
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+    expect(() => app.synth()).not.toThrow();
+  });
+
+  it('does fail synth on an unacknowledged finding', () => {
+    const app = new App({ context: NO_BUNDLING });
+    const stack = new SluiceStack(app, 'Sluice');
+    // A queue without a dead-letter queue is an AwsSolutions-SQS3 finding.
+    new Queue(stack, 'Unguarded', { enforceSSL: true });
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+    expect(() => app.synth()).toThrow();
+  });
+});
