@@ -19,7 +19,7 @@ import { apiServices, deliveryDeps, distributor, reconcilerDeps, type Wiring } f
 import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { ApiError } from '../functions/core/errors.ts';
-import { hashKey } from '../functions/core/keys.ts';
+import { hashKey, keyKind } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
@@ -63,6 +63,9 @@ const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox
 export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
   const config = buildConfig({ ...options.config, allowPrivateTargets: true });
   const adminKey = options.adminKey ?? `ak_${randomBytes(32).toString('base64url')}`;
+  if (keyKind(adminKey) !== 'admin') {
+    throw new Error('SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200 letters, digits, - or _');
+  }
   const logger = new Logger({ serviceName: 'sluice-sandbox', logLevel: options.logLevel ?? 'WARN' });
   const log: LoggerPort = loggerPort(logger);
   const metrics = new InMemoryMetrics();

@@ -72,7 +72,7 @@ function optionalNumber(value: unknown): number | undefined {
   return value === undefined ? undefined : Number(value);
 }
 
-function toPending(item: Record<string, unknown>): PendingItem {
+function toPending(item: Record<string, unknown>, now?: number): PendingItem {
   return {
     id: String(item.id ?? ''),
     slot: Number(item.slot),
@@ -83,6 +83,8 @@ function toPending(item: Record<string, unknown>): PendingItem {
     createdAt: String(item.created_at ?? ''),
     reservedAt: Number(item.reserved_at ?? 0),
     void: item.void === true,
+    // TTL deletes late, so a read checks expiry itself.
+    expired: now !== undefined && item.void !== true && Number(item.expires_at ?? Number.POSITIVE_INFINITY) * 1000 <= now,
   };
 }
 
@@ -265,7 +267,7 @@ export class QueueStore {
   }
 
   /** Reads up to `limit` slot items after `afterSlot`, in slot order. */
-  async readPending(key: ObjectKey, afterSlot: number, limit: number): Promise<{ items: PendingItem[]; readAll: boolean }> {
+  async readPending(key: ObjectKey, afterSlot: number, limit: number, now: number): Promise<{ items: PendingItem[]; readAll: boolean }> {
     const result = await this.#client.send(
       new QueryCommand({
         TableName: this.#table,
@@ -280,7 +282,7 @@ export class QueueStore {
         Limit: limit,
       }),
     );
-    return { items: (result.Items ?? []).map(toPending), readAll: result.LastEvaluatedKey === undefined };
+    return { items: (result.Items ?? []).map((item) => toPending(item, now)), readAll: result.LastEvaluatedKey === undefined };
   }
 
   /** The items of slots from..to, for re-publishing a chunk a crashed holder committed. */
@@ -298,7 +300,7 @@ export class QueueStore {
           ExclusiveStartKey: startKey,
         }),
       );
-      items.push(...(result.Items ?? []).map(toPending));
+      items.push(...(result.Items ?? []).map((item) => toPending(item)));
       startKey = result.LastEvaluatedKey;
     } while (startKey);
     return items;
@@ -434,7 +436,7 @@ export class QueueStore {
 
   /** When the oldest event still waiting after `cursor` was accepted (epoch ms), if any. */
   async oldestPendingAt(key: ObjectKey, cursor: number): Promise<number | undefined> {
-    const { items } = await this.readPending(key, cursor, 1);
+    const { items } = await this.readPending(key, cursor, 1, Date.now());
     const created = items[0]?.createdAt;
     return created ? Date.parse(created) : items[0]?.reservedAt;
   }

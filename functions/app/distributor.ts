@@ -79,9 +79,9 @@ export class Distributor {
       let { cursor, seq } = meta;
       while (turnMayContinue(budget, distributed, startedAt, now())) {
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
-        const { items, readAll } = await queues.readPending(key, cursor, limit);
+        const { items, readAll } = await queues.readPending(key, cursor, limit, now());
         const plan = planChunk(items, { ...meta, cursor }, now(), config.ingestGraceMs, limit, readAll);
-        if (plan.take.length === 0 && plan.skipped === 0) {
+        if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
           if (!plan.waiting) break;
           // An ingest is between its two writes: give it a moment within this turn.
           await this.#deps.sleep(WAIT_FOR_INGEST_MS);
@@ -92,9 +92,17 @@ export class Distributor {
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
           seq: seq + events.length,
-          consumed: plan.take.length + plan.skipped,
+          consumed: plan.take.length + plan.skipped + plan.expired,
           turn,
         });
+        if (plan.expired > 0) {
+          this.#deps.metrics.count('EventsDropped', plan.expired, { reason: 'retention' });
+          this.#deps.logger.warn('Dropped events past the retention period', {
+            tenant: key.tenantId,
+            resource: key.resource,
+            expired: plan.expired,
+          });
+        }
         if (plan.skipped > 0) {
           this.#deps.metrics.count('SlotsSkipped', plan.skipped);
           this.#deps.logger.warn('Skipped reserved slots with no event', {

@@ -52,6 +52,8 @@ export interface PendingItem extends PendingEvent {
   readonly reservedAt: number;
   /** True for a slot whose ingest failed after reserving it: skip it at once. */
   readonly void: boolean;
+  /** True for an event past the retention period: it is dropped and counted, not delivered. */
+  readonly expired: boolean;
 }
 
 export interface ChunkPlan {
@@ -59,6 +61,8 @@ export interface ChunkPlan {
   readonly take: readonly PendingItem[];
   /** Slots consumed without an event (void, or abandoned by a dead ingest). */
   readonly skipped: number;
+  /** Accepted events consumed without delivery because they outlived the retention period. */
+  readonly expired: number;
   /** The cursor after this chunk. */
   readonly cursor: number;
   /** True when the chunk stopped at a slot whose ingest may still be writing it. */
@@ -80,6 +84,7 @@ export function planChunk(
 ): ChunkPlan {
   const take: PendingItem[] = [];
   let skipped = 0;
+  let expired = 0;
   let next = meta.cursor + 1;
   for (const item of items) {
     if (take.length >= limit) break;
@@ -87,21 +92,22 @@ export function planChunk(
     if (item.slot > next) {
       // Slots next..item.slot-1 were reserved before this item's slot. If this item's
       // reservation is older than the grace, theirs is too: their ingests are gone.
-      if (now - item.reservedAt <= ingestGraceMs) return { take, skipped, cursor: next - 1, waiting: true };
+      if (now - item.reservedAt <= ingestGraceMs) return { take, skipped, expired, cursor: next - 1, waiting: true };
       skipped += item.slot - next;
       next = item.slot;
     }
     if (item.void) skipped += 1;
+    else if (item.expired) expired += 1;
     else take.push(item);
     next += 1;
   }
   if (readAll && take.length < limit && next <= meta.lastSlot && items.every((item) => item.slot < next)) {
     // Reserved slots at the tail with no item yet.
-    if (now - meta.reservedAt <= ingestGraceMs) return { take, skipped, cursor: next - 1, waiting: true };
+    if (now - meta.reservedAt <= ingestGraceMs) return { take, skipped, expired, cursor: next - 1, waiting: true };
     skipped += meta.lastSlot - next + 1;
     next = meta.lastSlot + 1;
   }
-  return { take, skipped, cursor: next - 1, waiting: false };
+  return { take, skipped, expired, cursor: next - 1, waiting: false };
 }
 
 /** Assigns seq to a chunk's events, in slot order, after the object's last seq. */

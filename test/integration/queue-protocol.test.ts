@@ -433,3 +433,16 @@ describe('reconciler', () => {
     expect((await store.scheduledObjects()).some((o) => o.resource === k.resource)).toBe(false);
   });
 });
+
+describe('retention', () => {
+  it('does not deliver a pending event past its expiry, even before TTL has deleted it, and counts it', async () => {
+    const k = key();
+    const t0 = Date.now();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const eightDays = 8 * 86_400_000;
+    const { distributor, sent } = recordingDistributor({}, () => t0 + eightDays);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 0 });
+    expect(sent).toHaveLength(0);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
+  });
+});

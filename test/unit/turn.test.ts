@@ -4,7 +4,7 @@ import { assignSeq, leaseIsFree, type PendingItem, planChunk, turnMayContinue } 
 const GRACE = 60_000;
 const NOW = 1_000_000;
 
-const item = (slot: number, reservedAt = NOW - 10, isVoid = false): PendingItem => ({
+const item = (slot: number, reservedAt = NOW - 10, isVoid = false, expired = false): PendingItem => ({
   id: `evt_${slot}`,
   slot,
   resource: 'task:1',
@@ -14,6 +14,7 @@ const item = (slot: number, reservedAt = NOW - 10, isVoid = false): PendingItem 
   createdAt: '',
   reservedAt,
   void: isVoid,
+  expired,
 });
 
 const meta = (cursor: number, lastSlot: number, reservedAt = NOW - 10) => ({ cursor, lastSlot, reservedAt });
@@ -47,6 +48,12 @@ describe('planChunk', () => {
     const plan = planChunk([item(1, NOW, true), item(2)], meta(0, 2), NOW, GRACE, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([2]);
     expect(plan).toMatchObject({ cursor: 2, skipped: 1 });
+  });
+
+  it('consumes expired events without taking them, and counts them apart', () => {
+    const plan = planChunk([item(1, NOW, false, true), item(2)], meta(0, 2), NOW, GRACE, 100, true);
+    expect(plan.take.map((i) => i.slot)).toEqual([2]);
+    expect(plan).toMatchObject({ cursor: 2, skipped: 0, expired: 1 });
   });
 
   it('waits for reserved tail slots with no item yet, then skips them after the grace', () => {
