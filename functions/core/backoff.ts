@@ -1,0 +1,67 @@
+/**
+ * The retry schedule (SPEC §4) as data: `schedule[n]` is the wait before attempt
+ * n + 1, so attempt 1 goes at once and the schedule's length is the retry budget.
+ * Waits get ±jitter; timeouts and 429s are penalised (the next wait doubles);
+ * `Retry-After` on 429/503 is honoured within bounds.
+ */
+
+export interface RetryPolicy {
+  readonly scheduleSeconds: readonly number[];
+  /** 0.2 = ±20 %. */
+  readonly jitter: number;
+}
+
+/** The longest Retry-After honoured, and the shortest. */
+export const RETRY_AFTER_MAX_SECONDS = 3_600;
+export const RETRY_AFTER_MIN_SECONDS = 1;
+/** SQS caps DelaySeconds at 15 minutes: longer waits are chained. */
+export const MAX_SQS_DELAY_SECONDS = 900;
+
+export type FailureKind = 'status' | 'timeout' | 'connection' | 'throttled';
+
+export interface AttemptFailure {
+  readonly kind: FailureKind;
+  /** `Retry-After` as the endpoint sent it (429/503 only). */
+  readonly retryAfter?: string | undefined;
+}
+
+/**
+ * Seconds to wait before attempt `failedAttempt + 1`, or undefined when the
+ * budget is spent and the delivery goes to the dead letters.
+ */
+export function retryDelaySeconds(
+  policy: RetryPolicy,
+  failedAttempt: number,
+  failure: AttemptFailure,
+  now: number,
+  random: () => number = Math.random,
+): number | undefined {
+  const base = policy.scheduleSeconds[failedAttempt];
+  if (base === undefined) return undefined;
+  const penalised = failure.kind === 'timeout' || failure.kind === 'throttled' ? Math.max(base * 2, 1) : base;
+  const jittered = Math.round(penalised * (1 + policy.jitter * (2 * random() - 1)));
+  const asked = parseRetryAfter(failure.retryAfter, now);
+  if (asked === undefined) return jittered;
+  return Math.max(jittered, clamp(asked, RETRY_AFTER_MIN_SECONDS, RETRY_AFTER_MAX_SECONDS));
+}
+
+/** `Retry-After` as seconds (delta-seconds or an HTTP date), or undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed);
+  if (!/GMT$/.test(trimmed)) return undefined;
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, Math.ceil((date - now) / 1000));
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}
+
+/** The SQS delay for a wait, and what remains to chain after it. */
+export function sqsDelay(waitSeconds: number): { delaySeconds: number; remainingSeconds: number } {
+  const delaySeconds = Math.min(MAX_SQS_DELAY_SECONDS, Math.max(0, Math.ceil(waitSeconds)));
+  return { delaySeconds, remainingSeconds: Math.max(0, Math.ceil(waitSeconds) - delaySeconds) };
+}

@@ -1,0 +1,126 @@
+/**
+ * Endpoint health (SPEC §2 Delivery isolation) as a pure state machine with
+ * injected time:
+ *
+ *   healthy ─failure→ failing ─N consecutive failures→ quarantined ─time→ disabled
+ *      ↑                 │success                 │probe ok          ↑
+ *      └─────────────────┴────────────────────────┘        410 (from any state)
+ *
+ * A quarantined endpoint gets probes only, on an interval that doubles from the
+ * minimum to the maximum; real deliveries are held. Re-enabling (PATCH active)
+ * returns any state to healthy.
+ */
+
+export type HealthState = 'healthy' | 'failing' | 'quarantined' | 'disabled';
+
+export interface LastFailure {
+  readonly at: string;
+  readonly status_code: number | null;
+  readonly error: string;
+}
+
+export interface Health {
+  readonly state: HealthState;
+  readonly consecutiveFailures: number;
+  readonly lastSuccessAt: string | undefined;
+  readonly lastFailure: LastFailure | undefined;
+  /** While quarantined. */
+  readonly quarantinedAt: number | undefined;
+  readonly probeIntervalSeconds: number | undefined;
+  readonly nextProbeAt: number | undefined;
+  /** Why it is disabled: 'gone' (410), 'quarantine_expired' or 'by_owner'. */
+  readonly disabledReason: string | undefined;
+}
+
+export interface HealthPolicy {
+  readonly quarantineAfterFailures: number;
+  readonly probeIntervalMinSeconds: number;
+  readonly probeIntervalMaxSeconds: number;
+  readonly disableAfterQuarantineSeconds: number;
+}
+
+export type HealthEvent =
+  | { readonly type: 'success'; readonly now: number }
+  | { readonly type: 'failure'; readonly now: number; readonly statusCode: number | undefined; readonly error: string }
+  | { readonly type: 'gone'; readonly now: number; readonly statusCode: number }
+  | { readonly type: 'probe_succeeded'; readonly now: number }
+  | { readonly type: 'probe_failed'; readonly now: number; readonly statusCode: number | undefined; readonly error: string }
+  | { readonly type: 'disabled_by_owner'; readonly now: number }
+  | { readonly type: 'reenabled'; readonly now: number };
+
+export const INITIAL_HEALTH: Health = {
+  state: 'healthy',
+  consecutiveFailures: 0,
+  lastSuccessAt: undefined,
+  lastFailure: undefined,
+  quarantinedAt: undefined,
+  probeIntervalSeconds: undefined,
+  nextProbeAt: undefined,
+  disabledReason: undefined,
+};
+
+function recovered(health: Health, now: number): Health {
+  return { ...INITIAL_HEALTH, lastSuccessAt: new Date(now).toISOString(), lastFailure: health.lastFailure };
+}
+
+function failure(now: number, statusCode: number | undefined, error: string): LastFailure {
+  return { at: new Date(now).toISOString(), status_code: statusCode ?? null, error };
+}
+
+function disabled(health: Health, reason: string): Health {
+  return { ...health, state: 'disabled', quarantinedAt: undefined, probeIntervalSeconds: undefined, nextProbeAt: undefined, disabledReason: reason };
+}
+
+export function nextHealth(health: Health, event: HealthEvent, policy: HealthPolicy): Health {
+  switch (event.type) {
+    case 'gone':
+      return disabled({ ...health, lastFailure: failure(event.now, event.statusCode, 'gone') }, 'gone');
+    case 'disabled_by_owner':
+      return disabled(health, 'by_owner');
+    case 'reenabled':
+      return { ...INITIAL_HEALTH, lastSuccessAt: health.lastSuccessAt, lastFailure: health.lastFailure };
+    case 'success':
+      if (health.state === 'healthy' || health.state === 'failing') return recovered(health, event.now);
+      return health;
+    case 'failure': {
+      if (health.state !== 'healthy' && health.state !== 'failing') return health;
+      const consecutiveFailures = health.consecutiveFailures + 1;
+      const lastFailure = failure(event.now, event.statusCode, event.error);
+      if (consecutiveFailures < policy.quarantineAfterFailures) {
+        return { ...health, state: 'failing', consecutiveFailures, lastFailure };
+      }
+      return {
+        ...health,
+        state: 'quarantined',
+        consecutiveFailures,
+        lastFailure,
+        quarantinedAt: event.now,
+        probeIntervalSeconds: policy.probeIntervalMinSeconds,
+        nextProbeAt: event.now + policy.probeIntervalMinSeconds * 1000,
+      };
+    }
+    case 'probe_succeeded':
+      return health.state === 'quarantined' ? recovered(health, event.now) : health;
+    case 'probe_failed': {
+      if (health.state !== 'quarantined') return health;
+      const lastFailure = failure(event.now, event.statusCode, event.error);
+      const since = event.now - (health.quarantinedAt ?? event.now);
+      if (since >= policy.disableAfterQuarantineSeconds * 1000) {
+        return disabled({ ...health, lastFailure, consecutiveFailures: health.consecutiveFailures + 1 }, 'quarantine_expired');
+      }
+      const probeIntervalSeconds = Math.min(policy.probeIntervalMaxSeconds, (health.probeIntervalSeconds ?? policy.probeIntervalMinSeconds) * 2);
+      return {
+        ...health,
+        consecutiveFailures: health.consecutiveFailures + 1,
+        lastFailure,
+        probeIntervalSeconds,
+        nextProbeAt: event.now + probeIntervalSeconds * 1000,
+      };
+    }
+  }
+}
+
+/** Whether real deliveries go out to an endpoint in this state, or are held. */
+export function deliversTo(health: Health): boolean {
+  return health.state === 'healthy' || health.state === 'failing';
+}

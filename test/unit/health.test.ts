@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { deliversTo, type Health, type HealthEvent, INITIAL_HEALTH, nextHealth } from '../../functions/core/health.ts';
+
+const policy = { quarantineAfterFailures: 3, probeIntervalMinSeconds: 60, probeIntervalMaxSeconds: 300, disableAfterQuarantineSeconds: 3_600 };
+const T = 1_000_000;
+const fail = (now = T): HealthEvent => ({ type: 'failure', now, statusCode: 500, error: 'HTTP 500' });
+
+function run(events: HealthEvent[], from: Health = INITIAL_HEALTH): Health {
+  return events.reduce((h, e) => nextHealth(h, e, policy), from);
+}
+
+describe('endpoint health', () => {
+  it('healthy → failing on a failure, and back to healthy on a success', () => {
+    const failing = run([fail()]);
+    expect(failing).toMatchObject({ state: 'failing', consecutiveFailures: 1, lastFailure: { status_code: 500, error: 'HTTP 500' } });
+    expect(deliversTo(failing)).toBe(true);
+    const healed = run([{ type: 'success', now: T + 1 }], failing);
+    expect(healed).toMatchObject({ state: 'healthy', consecutiveFailures: 0, lastSuccessAt: new Date(T + 1).toISOString() });
+    expect(healed.lastFailure).toEqual(failing.lastFailure);
+  });
+
+  it('failing → quarantined after N consecutive failures, with the first probe one minimum interval later', () => {
+    const q = run([fail(), fail(), fail(T + 5)]);
+    expect(q).toMatchObject({ state: 'quarantined', consecutiveFailures: 3, quarantinedAt: T + 5, probeIntervalSeconds: 60, nextProbeAt: T + 5 + 60_000 });
+    expect(deliversTo(q)).toBe(false);
+  });
+
+  it('quarantined: failed probes double the interval up to the maximum', () => {
+    let h = run([fail(), fail(), fail()]);
+    const intervals: number[] = [];
+    for (let i = 1; i <= 4; i++) {
+      h = nextHealth(h, { type: 'probe_failed', now: T + i * 1_000, statusCode: undefined, error: 'timeout' }, policy);
+      intervals.push(h.probeIntervalSeconds as number);
+    }
+    expect(intervals).toEqual([120, 240, 300, 300]);
+    expect(h.state).toBe('quarantined');
+    expect(h.nextProbeAt).toBe(T + 4_000 + 300_000);
+  });
+
+  it('quarantined → healthy on a successful probe', () => {
+    const h = run([fail(), fail(), fail(), { type: 'probe_succeeded', now: T + 10 }]);
+    expect(h).toMatchObject({ state: 'healthy', consecutiveFailures: 0, quarantinedAt: undefined, nextProbeAt: undefined });
+  });
+
+  it('quarantined → disabled once a probe fails after the quarantine limit', () => {
+    const h = run([fail(), fail(), fail(T), { type: 'probe_failed', now: T + 3_600_000, statusCode: 503, error: 'HTTP 503' }]);
+    expect(h).toMatchObject({ state: 'disabled', disabledReason: 'quarantine_expired' });
+  });
+
+  it('disables at once on 410 from any state', () => {
+    for (const from of [INITIAL_HEALTH, run([fail()]), run([fail(), fail(), fail()])]) {
+      expect(nextHealth(from, { type: 'gone', now: T, statusCode: 410 }, policy)).toMatchObject({ state: 'disabled', disabledReason: 'gone' });
+    }
+  });
+
+  it('re-enabling returns a disabled or quarantined endpoint to healthy', () => {
+    const gone = nextHealth(INITIAL_HEALTH, { type: 'gone', now: T, statusCode: 410 }, policy);
+    expect(nextHealth(gone, { type: 'reenabled', now: T }, policy)).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
+    expect(nextHealth(run([fail(), fail(), fail()]), { type: 'reenabled', now: T }, policy).state).toBe('healthy');
+  });
+
+  it('ignores deliveries’ results while quarantined or disabled (only probes count)', () => {
+    const q = run([fail(), fail(), fail()]);
+    expect(nextHealth(q, fail(T + 1), policy)).toBe(q);
+    expect(nextHealth(q, { type: 'success', now: T + 1 }, policy)).toBe(q);
+    const off = nextHealth(INITIAL_HEALTH, { type: 'disabled_by_owner', now: T }, policy);
+    expect(off.state).toBe('disabled');
+    expect(nextHealth(off, { type: 'probe_succeeded', now: T }, policy)).toBe(off);
+  });
+});
