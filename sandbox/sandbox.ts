@@ -10,6 +10,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { serve } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
+import { RecordingNotifier } from '../functions/adapters/notifier.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
@@ -49,6 +50,7 @@ export interface Sandbox {
   readonly adminKey: string;
   readonly config: SluiceConfig;
   readonly metrics: InMemoryMetrics;
+  readonly notifier: RecordingNotifier;
   readonly wiring: Wiring;
   readonly emulators: Emulators;
   readonly queues: Readonly<Record<string, SandboxQueue>>;
@@ -69,6 +71,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const logger = new Logger({ serviceName: 'sluice-sandbox', logLevel: options.logLevel ?? 'WARN' });
   const log: LoggerPort = loggerPort(logger);
   const metrics = new InMemoryMetrics();
+  // SNS "webhook disabled" notices are kept here (and served at /sandbox/notifications).
+  const notifier = new RecordingNotifier();
 
   const emulators = await startEmulators(options.dataDir);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
@@ -121,7 +125,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const outer = new Hono();
   outer.notFound(notFound);
   outer.route('/', inboxRoutes());
-  outer.route('/', createApi(apiServices(wiring, usagePlans), authenticate));
+  outer.get('/sandbox/notifications', (c) => c.json({ data: notifier.notices }));
+  outer.route('/', createApi(apiServices(wiring, usagePlans, notifier), authenticate));
 
   // The pollers run fewer loops than Lambda's maximum concurrency: here every
   // "invocation" shares one process and its CPU with the emulators.
@@ -138,7 +143,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     new Poller({
       client: sqsClient({ ...emulators.sqs, maxSockets: 64 }),
       queue: deliverQueue,
-      handler: makeDeliveryHandler(deliveryDeps(wiring)),
+      handler: makeDeliveryHandler(deliveryDeps(wiring, notifier)),
       functionName: 'sluice-delivery',
       logger: log,
       concurrency: Math.min(DELIVER_QUEUE.maxConcurrency, 16),
@@ -167,6 +172,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     adminKey,
     config,
     metrics,
+    notifier,
     wiring,
     emulators,
     queues,

@@ -1,22 +1,24 @@
 /** The standard "deliver" queue. MessageGroupId = tenant, for SQS fair queues. */
 import { SendMessageBatchCommand, type SendMessageBatchRequestEntry, type SQSClient } from '@aws-sdk/client-sqs';
-import type { DeliveryMessage } from '../core/model.ts';
+import type { DeliverQueueMessage, DeliveryMessage } from '../core/model.ts';
 
 const MAX_BATCH_ENTRIES = 10;
 const MAX_BATCH_BYTES = 256 * 1024;
 
-export function parseDeliveryMessage(body: string): DeliveryMessage {
-  const message = JSON.parse(body) as Partial<DeliveryMessage>;
-  if (
-    typeof message.deliveryId !== 'string' ||
-    typeof message.tenantId !== 'string' ||
-    typeof message.webhookId !== 'string' ||
-    !Array.isArray(message.events) ||
-    typeof message.attempt !== 'number'
-  ) {
-    throw new Error('A delivery message names a delivery, tenant, webhook, events and attempt');
+/** Reads a deliver-queue message; throws on one that is malformed (it then goes to the dead-letter queue). */
+export function parseDeliverQueueMessage(body: string): DeliverQueueMessage {
+  const message = JSON.parse(body) as Record<string, unknown>;
+  if (typeof message.tenantId !== 'string' || typeof message.webhookId !== 'string') {
+    throw new Error('A deliver-queue message names a tenant and a webhook');
   }
-  return message as DeliveryMessage;
+  if (message.kind === 'probe' || message.kind === 'release') {
+    if (typeof message.token !== 'string') throw new Error(`A ${message.kind} message carries a token`);
+    return message as unknown as DeliverQueueMessage;
+  }
+  if (typeof message.deliveryId !== 'string' || !Array.isArray(message.events) || typeof message.attempt !== 'number') {
+    throw new Error('A delivery message names a delivery, its events and its attempt');
+  }
+  return message as unknown as DeliveryMessage;
 }
 
 export class DeliveryQueue {
@@ -29,7 +31,7 @@ export class DeliveryQueue {
   }
 
   /** Sends deliveries in batches of up to 10 entries and 256 KiB; retries entries SQS refused. */
-  async send(messages: readonly DeliveryMessage[], delaySeconds = 0): Promise<void> {
+  async send(messages: readonly DeliverQueueMessage[], delaySeconds = 0): Promise<void> {
     let batch: SendMessageBatchRequestEntry[] = [];
     let bytes = 0;
     for (const message of messages) {

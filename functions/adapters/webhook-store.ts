@@ -4,6 +4,7 @@
  */
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { ApiError } from '../core/errors.ts';
+import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
 import { isConditionFailure, names } from './dynamo.ts';
 
@@ -12,6 +13,34 @@ const TENANT_SK = 'tenant';
 const webhookSk = (id: string) => `webhook#${id}`;
 const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
 export const BY_RESOURCE_INDEX = 'by_resource';
+
+function toHealth(raw: Record<string, unknown> | undefined): Health {
+  if (!raw) return INITIAL_HEALTH;
+  const n = (v: unknown) => (v === undefined || v === null ? undefined : Number(v));
+  return {
+    state: (raw.state as Health['state']) ?? 'healthy',
+    consecutiveFailures: Number(raw.consecutive_failures ?? 0),
+    lastSuccessAt: raw.last_success_at as string | undefined,
+    lastFailure: raw.last_failure as LastFailure | undefined,
+    quarantinedAt: n(raw.quarantined_at),
+    probeIntervalSeconds: n(raw.probe_interval_s),
+    nextProbeAt: n(raw.next_probe_at),
+    disabledReason: raw.disabled_reason as string | undefined,
+  };
+}
+
+function fromHealth(health: Health): Record<string, unknown> {
+  return {
+    state: health.state,
+    consecutive_failures: health.consecutiveFailures,
+    last_success_at: health.lastSuccessAt,
+    last_failure: health.lastFailure,
+    quarantined_at: health.quarantinedAt,
+    probe_interval_s: health.probeIntervalSeconds,
+    next_probe_at: health.nextProbeAt,
+    disabled_reason: health.disabledReason,
+  };
+}
 
 function toWebhook(item: Record<string, unknown>): Webhook {
   return {
@@ -23,6 +52,12 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     description: String(item.description ?? ''),
     status: item.status as WebhookStatus,
     secrets: (item.secrets as string[]) ?? [],
+    previousSecretExpiresAt: item.previous_secret_expires_at === undefined ? undefined : Number(item.previous_secret_expires_at),
+    health: toHealth(item.health as Record<string, unknown> | undefined),
+    healthVersion: Number(item.health_version ?? 0),
+    heldCount: Number(item.held_count ?? 0),
+    probeToken: item.probe_token as string | undefined,
+    releaseToken: item.release_token as string | undefined,
     createdAt: String(item.created_at),
     updatedAt: String(item.updated_at),
   };
@@ -91,6 +126,9 @@ export class WebhookStore {
           description: webhook.description,
           status: webhook.status,
           secrets: [...webhook.secrets],
+          health: fromHealth(webhook.health),
+          health_version: 0,
+          held_count: 0,
           created_at: webhook.createdAt,
           updated_at: webhook.updatedAt,
         },
@@ -207,5 +245,111 @@ export class WebhookStore {
         ExpressionAttributeValues: { ':delta': delta },
       }),
     );
+  }
+
+  /**
+   * Saves a health transition. The version check makes concurrent delivery
+   * functions apply transitions one at a time: a writer that lost the race gets
+   * false, reads again and re-applies its event to the newer health.
+   */
+  async saveHealth(
+    webhook: Webhook,
+    health: Health,
+    extra: { status?: WebhookStatus; probeToken?: string | null; releaseToken?: string | null } = {},
+  ): Promise<boolean> {
+    const sets = ['#health = :health', '#health_version = :next'];
+    const removes: string[] = [];
+    const values: Record<string, unknown> = {
+      ':health': JSON.parse(JSON.stringify(fromHealth(health))),
+      ':next': webhook.healthVersion + 1,
+      ':version': webhook.healthVersion,
+    };
+    const attributeNames = ['health', 'health_version', 'pk'];
+    if (extra.status !== undefined) {
+      sets.push('#status = :status');
+      values[':status'] = extra.status;
+      attributeNames.push('status');
+    }
+    for (const [field, attribute] of [
+      ['probeToken', 'probe_token'],
+      ['releaseToken', 'release_token'],
+    ] as const) {
+      const value = extra[field];
+      if (value === undefined) continue;
+      attributeNames.push(attribute);
+      if (value === null) removes.push(`#${attribute}`);
+      else {
+        sets.push(`#${attribute} = :${attribute}`);
+        values[`:${attribute}`] = value;
+      }
+    }
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+          UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
+          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#health_version) OR #health_version = :version)',
+          ExpressionAttributeNames: names(...attributeNames),
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Counts deliveries into or out of the held store. Going up is conditional on
+   * the cap, so concurrent holders cannot overshoot it; false means it is full.
+   */
+  async adjustHeld(tenantId: string, id: string, delta: number, cap?: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'ADD #held_count :delta',
+          ConditionExpression:
+            cap === undefined
+              ? 'attribute_exists(#pk)'
+              : 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count < :cap)',
+          ExpressionAttributeNames: names('held_count', 'pk'),
+          ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':cap': cap }) },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
+  /** Puts a new secret first; the previous one keeps signing until `previousExpiresAt`. */
+  async rotateSecret(webhook: Webhook, secret: string, previousExpiresAt: number, now: string): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+          UpdateExpression: 'SET #secrets = :secrets, #previous_secret_expires_at = :expires, #updated_at = :now',
+          // Two rotations at once: only one may replace the secret list it read.
+          ConditionExpression: 'attribute_exists(#pk) AND #secrets = :current',
+          ExpressionAttributeNames: names('secrets', 'previous_secret_expires_at', 'updated_at', 'pk'),
+          ExpressionAttributeValues: {
+            ':secrets': [secret, ...webhook.secrets.slice(0, 1)],
+            ':expires': previousExpiresAt,
+            ':now': now,
+            ':current': [...webhook.secrets],
+          },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
   }
 }

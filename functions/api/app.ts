@@ -16,6 +16,7 @@ import {
   MAX_BODY_BYTES,
   parseJsonObject,
   validatePublish,
+  validateReplay,
   validateTenantCreate,
   validateWebhookCreate,
   validateWebhookPatch,
@@ -43,6 +44,16 @@ export function errorBody(code: ErrorCode, message: string) {
 function respondError(c: Context, error: ApiError): Response {
   if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
   return c.json(errorBody(error.code, error.message), HTTP_STATUS[error.code] as 400);
+}
+
+/** A whole-number query parameter within bounds, or the default when absent. */
+function boundedInt(raw: string | undefined, fallback: number, min: number, max: number, name: string): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || value < min || value > max) {
+    throw new ApiError('invalid_request', `${name} must be a whole number from ${min} to ${max}.`);
+  }
+  return value;
 }
 
 /** The answer to a route that does not exist. */
@@ -114,6 +125,17 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     const patch = validateWebhookPatch(await readJsonBody(c), allowHttp);
     return c.json(await services.webhooks.update(tenantId, c.req.param('id'), patch));
   });
+  app.post('/v1/webhooks/:id/rotate-secret', async (c) => c.json(await services.webhooks.rotateSecret(tenantOf(c), c.req.param('id'))));
+  app.get('/v1/webhooks/:id/attempts', async (c) => {
+    const tenantId = tenantOf(c);
+    const limit = boundedInt(c.req.query('limit'), 50, 1, 100, 'limit');
+    return c.json({ data: await services.webhooks.attempts(tenantId, c.req.param('id'), limit) });
+  });
+  app.post('/v1/webhooks/:id/replay', async (c) => {
+    const tenantId = tenantOf(c);
+    const since = validateReplay(await readJsonBody(c));
+    return c.json({ events: await services.webhooks.replay(tenantId, c.req.param('id'), since) }, 202);
+  });
   app.delete('/v1/webhooks/:id', async (c) => {
     await services.webhooks.delete(tenantOf(c), c.req.param('id'));
     return c.body(null, 204);
@@ -132,11 +154,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.get('/v1/admin/queues', async (c) => {
     requireAdmin(c);
-    const raw = c.req.query('limit') ?? '20';
-    const limit = Number(raw);
-    if (!/^\d+$/.test(raw) || limit < 1 || limit > 100) {
-      throw new ApiError('invalid_request', 'limit must be a whole number from 1 to 100.');
-    }
+    const limit = boundedInt(c.req.query('limit'), 20, 1, 100, 'limit');
     return c.json({ data: await deepestQueues(services.queues, limit) });
   });
 

@@ -5,9 +5,11 @@
 
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
+import { SNSClient } from '@aws-sdk/client-sns';
 import type { Context } from 'hono';
 import { handle, type LambdaEvent } from 'hono/aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
+import { SnsNotifier } from '../adapters/notifier.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
 import { ApiGatewayUsagePlans } from '../adapters/usage-plans.ts';
 import { apiServices } from '../app/runtime.ts';
@@ -28,11 +30,12 @@ const services = apiServices(
     eventsTable: requireEnv(ENV.eventsTable),
     controlTable: requireEnv(ENV.controlTable),
     distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
-    deliverQueueUrl: '',
+    deliverQueueUrl: requireEnv(ENV.deliverQueueUrl),
     metrics: metricsPort(metrics),
     logger: loggerPort(logger),
   },
   new ApiGatewayUsagePlans({ client: new APIGatewayClient({}), restApiId: requireEnv(ENV.restApiId), stage: requireEnv(ENV.apiStage) }),
+  new SnsNotifier({ client: new SNSClient({}), topicArn: requireEnv(ENV.webhookDisabledTopicArn) }),
 );
 
 function principalFromGateway(c: Context): Principal | undefined {

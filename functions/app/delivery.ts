@@ -1,69 +1,394 @@
 /**
- * Delivery (SPEC §3 Deliveries): sign and POST one delivery, and decide what its
- * result means. For now a failed attempt goes back to the deliver queue (the
- * caller reports the record as failed) and, past the queue's redrive limit, to
- * its dead-letter queue: nothing is dropped without a count.
+ * The delivery stage (SPEC §2 Delivery isolation, §3 Deliveries). Three kinds of
+ * message arrive on the deliver queue:
+ *
+ * - a delivery: signed and POSTed, or held while its endpoint is quarantined or
+ *   disabled, or delayed when the endpoint's rate is spent; a failed attempt is
+ *   retried on the schedule through SQS delays (chained past 15 minutes), and
+ *   past the schedule it becomes a dead letter;
+ * - a probe of a quarantined endpoint, on a doubling interval;
+ * - a release step, sending a recovered endpoint's held deliveries in order at a
+ *   capped rate.
+ *
+ * `decide` is the one place that says what an attempt's result means.
  */
 
-import type { Sender } from '../adapters/webhook-sender.ts';
+import type { DeliveryRecords } from '../adapters/delivery-records.ts';
+import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
+import type { WebhookStore } from '../adapters/webhook-store.ts';
+import { type AttemptFailure, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
+import type { SluiceConfig } from '../core/config.ts';
 import { deliveryBody } from '../core/deliveries.ts';
-import { type DeliveryMessage, SLUICE_VERSION, type Webhook } from '../core/model.ts';
+import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
+import { newId } from '../core/ids.ts';
+import {
+  type DeliverQueueMessage,
+  type DeliveryMessage,
+  liveSecrets,
+  type ProbeMessage,
+  type ReleaseMessage,
+  SLUICE_VERSION,
+  type Webhook,
+} from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
-export interface WebhookSource {
-  get(tenantId: string, id: string): Promise<Webhook | undefined>;
-  update(tenantId: string, id: string, changes: { status: 'disabled' }, now: string): Promise<Webhook | undefined>;
+/** Tells a webhook's owner it was disabled (SNS in AWS). */
+export interface Notifier {
+  webhookDisabled(notice: WebhookDisabledNotice): Promise<void>;
+}
+
+export interface WebhookDisabledNotice {
+  readonly type: 'webhook.disabled';
+  readonly tenant: string;
+  readonly webhook: string;
+  readonly url: string;
+  readonly reason: string;
+  readonly last_error: Health['lastFailure'] | null;
+  readonly at: string;
+}
+
+export interface DeliverQueuePort {
+  send(messages: readonly DeliverQueueMessage[], delaySeconds?: number): Promise<void>;
 }
 
 export interface DeliveryDeps {
-  readonly webhooks: WebhookSource;
+  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld'>;
+  readonly records: DeliveryRecords;
+  readonly queue: DeliverQueuePort;
+  readonly notifier: Notifier;
   readonly send: Sender;
-  readonly timeoutMs: number;
+  readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
   readonly now: () => number;
+  readonly random?: () => number;
 }
 
-export type DeliveryOutcome = 'delivered' | 'retry' | 'disabled' | 'dropped';
+export type DeliveryOutcome =
+  | 'delivered'
+  | 'retrying'
+  | 'held'
+  | 'waiting'
+  | 'throttled'
+  | 'dead_lettered'
+  | 'disabled'
+  | 'dropped'
+  | 'probed'
+  | 'released'
+  | 'stale';
 
-/** Thrown so that the record is reported failed and SQS delivers it again. */
-export class RetryDeliveryError extends Error {
-  constructor(reason: string) {
-    super(`Delivery will be retried: ${reason}`);
-    this.name = 'RetryDeliveryError';
+/** How often a healthy endpoint's last success time is written at most. */
+const SUCCESS_WRITE_INTERVAL_MS = 60_000;
+const RELEASE_PAGE = 10;
+
+export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQueueMessage): Promise<DeliveryOutcome> {
+  switch (message.kind) {
+    case 'probe':
+      return probe(deps, message);
+    case 'release':
+      return release(deps, message);
+    default:
+      return deliver(deps, message);
   }
 }
 
-export async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
-  const context = { tenant: message.tenantId, webhook: message.webhookId, delivery: message.deliveryId };
+function context(m: { tenantId: string; webhookId: string; deliveryId?: string }) {
+  return { tenant: m.tenantId, webhook: m.webhookId, ...(m.deliveryId && { delivery: m.deliveryId }) };
+}
+
+/** Sends a message again after `waitSeconds`, chaining SQS delays for longer waits. */
+async function later(deps: DeliveryDeps, message: DeliveryMessage | ProbeMessage, waitSeconds: number): Promise<void> {
+  const { delaySeconds, remainingSeconds } = sqsDelay(waitSeconds);
+  const notBefore = remainingSeconds > 0 ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
+  await deps.queue.send([{ ...message, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
+}
+
+async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
+  const now = deps.now();
+  if (message.notBefore !== undefined && message.notBefore > now) {
+    await later(deps, message, (message.notBefore - now) / 1000);
+    return 'waiting';
+  }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
-  if (webhook?.status !== 'active') {
-    // The webhook was deleted or disabled after these events were routed to it.
-    const reason = webhook ? 'webhook_disabled' : 'webhook_deleted';
-    deps.metrics.count('EventsDropped', message.events.length, { reason });
-    deps.logger.info('Delivery dropped', { ...context, reason, events: message.events.length });
+  if (!webhook) {
+    deps.metrics.count('EventsDropped', message.events.length, { reason: 'webhook_deleted' });
+    deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
     return 'dropped';
   }
+  if (webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
+    // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
+    return hold(deps, webhook, message);
+  }
+  if (!(await deps.records.takeSendSlot(webhook.id, deps.config.endpointRatePerSecond, now))) {
+    deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
+    await later(deps, message, 1);
+    return 'throttled';
+  }
+  if (message.attempt === 1) await deps.records.logDelivery(message, now);
+  const result = await attempt(deps, webhook, message);
+  return decide(deps, webhook, message, result);
+}
+
+/** Signs, sends and logs one attempt. */
+async function attempt(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<SendResult> {
+  const now = deps.now();
   const body = deliveryBody(webhook.id, message.events);
-  const timestamp = Math.floor(deps.now() / 1000);
-  const headers = deliveryHeaders(webhook.secrets, message.deliveryId, timestamp, body, SLUICE_VERSION);
-  const result = await deps.send({ url: webhook.url, headers: { ...headers }, body, timeoutMs: deps.timeoutMs });
-  const decision = decideAttempt(result.statusCode);
-  deps.metrics.count('DeliveryAttempts', 1, { result: decision });
-  switch (decision) {
+  const headers = deliveryHeaders(liveSecrets(webhook, now), message.deliveryId, Math.floor(now / 1000), body, SLUICE_VERSION);
+  const result = await deps.send({ url: webhook.url, headers: { ...headers }, body, timeoutMs: deps.config.deliveryTimeoutMs });
+  await deps.records.recordAttempt(
+    webhook.id,
+    {
+      id: newId('att', now),
+      delivery_id: message.deliveryId,
+      attempt: message.attempt,
+      status_code: result.statusCode ?? null,
+      duration_ms: result.durationMs,
+      error:
+        result.error ??
+        (result.statusCode !== undefined && (result.statusCode < 200 || result.statusCode > 299) ? `HTTP ${result.statusCode}` : null),
+      at: new Date(now).toISOString(),
+    },
+    now,
+  );
+  deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
+  return result;
+}
+
+function failureOf(result: SendResult): AttemptFailure {
+  if (result.statusCode === 429) return { kind: 'throttled', retryAfter: result.retryAfter };
+  if (result.statusCode === 503) return { kind: 'status', retryAfter: result.retryAfter };
+  if (result.statusCode !== undefined) return { kind: 'status' };
+  if (result.error?.startsWith('no answer')) return { kind: 'timeout' };
+  return { kind: 'connection' };
+}
+
+function describe(result: SendResult): string {
+  return result.statusCode !== undefined ? `HTTP ${result.statusCode}` : (result.error ?? 'no answer');
+}
+
+/** What an attempt's result means: delivered, disable, hold, retry later, or dead letter. */
+async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, result: SendResult): Promise<DeliveryOutcome> {
+  const now = deps.now();
+  switch (decideAttempt(result.statusCode)) {
     case 'delivered':
       deps.metrics.count('EventsDelivered', message.events.length);
+      await applyHealth(deps, webhook, { type: 'success', now });
       return 'delivered';
-    case 'disable':
-      await deps.webhooks.update(message.tenantId, webhook.id, { status: 'disabled' }, new Date(deps.now()).toISOString());
-      deps.metrics.count('WebhooksDisabled', 1, { reason: 'gone' });
-      deps.metrics.count('EventsDropped', message.events.length, { reason: 'webhook_gone' });
-      deps.logger.warn('Endpoint answered 410: webhook disabled', context);
+    case 'disable': {
+      const updated = await applyHealth(deps, webhook, { type: 'gone', now, statusCode: 410 });
+      await hold(deps, updated, message);
       return 'disabled';
-    case 'retry':
-      deps.logger.info('Delivery attempt failed', { ...context, status: result.statusCode, error: result.error });
-      throw new RetryDeliveryError(result.error ?? `status ${result.statusCode}`);
+    }
+    case 'retry': {
+      const updated = await applyHealth(deps, webhook, { type: 'failure', now, statusCode: result.statusCode, error: describe(result) });
+      if (!deliversTo(updated.health)) return hold(deps, updated, message);
+      const wait = retryDelaySeconds(
+        { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
+        message.attempt,
+        failureOf(result),
+        now,
+        deps.random,
+      );
+      if (wait === undefined) {
+        await deps.records.deadLetter(message, describe(result), now);
+        deps.metrics.count('DeadLetters');
+        deps.metrics.count('EventsDeadLettered', message.events.length);
+        deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
+        return 'dead_lettered';
+      }
+      await later(deps, { ...message, attempt: message.attempt + 1 }, wait);
+      deps.metrics.count('DeliveriesRetried');
+      return 'retrying';
+    }
   }
+}
+
+/** Holds a delivery in DynamoDB within the cap; past it, its events are counted for a gap marker. */
+async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<DeliveryOutcome> {
+  const now = deps.now();
+  if (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook)) {
+    await deps.records.hold(message, now);
+    deps.metrics.count('DeliveriesHeld');
+    return 'held';
+  }
+  const resource = message.events[0]?.resource ?? '';
+  await deps.records.countOverflow(webhook.id, resource, message.events.length, now);
+  deps.metrics.count('EventsHeldOverflow', message.events.length);
+  return 'held';
+}
+
+/**
+ * Applies a health event, retrying on a concurrent writer, and acts on the
+ * transition: entering quarantine starts the probes, leaving it starts the
+ * release, being disabled tells the owner.
+ */
+export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: HealthEvent): Promise<Webhook> {
+  const policy = deps.config;
+  let current = webhook;
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const before = current.health;
+    const after = nextHealth(before, event, policy);
+    if (after === before) return current;
+    const quietSuccess =
+      event.type === 'success' &&
+      before.state === 'healthy' &&
+      before.consecutiveFailures === 0 &&
+      before.lastSuccessAt !== undefined &&
+      event.now - Date.parse(before.lastSuccessAt) < SUCCESS_WRITE_INTERVAL_MS;
+    if (quietSuccess) return current;
+    const entersQuarantine = after.state === 'quarantined' && before.state !== 'quarantined';
+    const recovers = after.state === 'healthy' && (before.state === 'quarantined' || before.state === 'disabled' || current.heldCount > 0);
+    const disables = after.state === 'disabled' && before.state !== 'disabled';
+    const probeToken = entersQuarantine ? newId('msg', event.now) : after.state === 'quarantined' ? undefined : null;
+    const releaseToken = recovers ? newId('msg', event.now) : undefined;
+    const status = disables ? ('disabled' as const) : event.type === 'reenabled' ? ('active' as const) : undefined;
+    const saved = await deps.webhooks.saveHealth(current, after, {
+      ...(status && { status }),
+      ...(probeToken !== undefined && current.probeToken !== undefined && { probeToken }),
+      ...(probeToken && { probeToken }),
+      ...(releaseToken && { releaseToken }),
+    });
+    if (!saved) {
+      const fresh = await deps.webhooks.get(current.tenantId, current.id);
+      if (!fresh) return current;
+      current = fresh;
+      continue;
+    }
+    const updated: Webhook = {
+      ...current,
+      health: after,
+      healthVersion: current.healthVersion + 1,
+      ...(status && { status }),
+      ...(probeToken && { probeToken }),
+      ...(releaseToken && { releaseToken }),
+    };
+    const ctx = { tenant: current.tenantId, webhook: current.id, from: before.state, to: after.state };
+    if (entersQuarantine && probeToken) {
+      deps.metrics.count('WebhooksQuarantined');
+      deps.logger.warn('Endpoint quarantined', ctx);
+      await later(
+        deps,
+        { kind: 'probe', tenantId: current.tenantId, webhookId: current.id, token: probeToken },
+        after.probeIntervalSeconds ?? 60,
+      );
+    }
+    if (recovers && releaseToken) {
+      deps.metrics.count('WebhooksRecovered');
+      deps.logger.info('Endpoint recovered; releasing held deliveries', ctx);
+      await deps.queue.send([{ kind: 'release', tenantId: current.tenantId, webhookId: current.id, token: releaseToken }]);
+    }
+    if (disables) {
+      deps.metrics.count('WebhooksDisabled', 1, { reason: after.disabledReason ?? 'unknown' });
+      deps.logger.warn('Webhook disabled', { ...ctx, reason: after.disabledReason });
+      if (after.disabledReason !== 'by_owner') {
+        await deps.notifier.webhookDisabled({
+          type: 'webhook.disabled',
+          tenant: current.tenantId,
+          webhook: current.id,
+          url: current.url,
+          reason: after.disabledReason ?? 'unknown',
+          last_error: after.lastFailure ?? null,
+          at: new Date(event.now).toISOString(),
+        });
+      }
+    }
+    return updated;
+  }
+  throw new Error('Could not save the webhook health after repeated conflicts');
+}
+
+async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<DeliveryOutcome> {
+  const now = deps.now();
+  if (message.notBefore !== undefined && message.notBefore > now) {
+    await later(deps, message, (message.notBefore - now) / 1000);
+    return 'waiting';
+  }
+  const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
+  const ping = {
+    id: newId('evt', now),
+    seq: 0,
+    resource: webhook.resource,
+    parents: [],
+    type: 'webhook.ping',
+    data: { probe: true },
+    created_at: new Date(now).toISOString(),
+  };
+  const result = await attempt(deps, webhook, {
+    deliveryId: newId('msg', now),
+    tenantId: webhook.tenantId,
+    webhookId: webhook.id,
+    events: [ping],
+    attempt: 1,
+  });
+  deps.metrics.count('Probes', 1, { result: decideAttempt(result.statusCode) });
+  if (decideAttempt(result.statusCode) === 'delivered') {
+    await applyHealth(deps, webhook, { type: 'probe_succeeded', now });
+    return 'probed';
+  }
+  if (result.statusCode === 410) {
+    await applyHealth(deps, webhook, { type: 'gone', now, statusCode: 410 });
+    return 'probed';
+  }
+  const updated = await applyHealth(deps, webhook, { type: 'probe_failed', now, statusCode: result.statusCode, error: describe(result) });
+  if (updated.health.state === 'quarantined') {
+    await later(deps, message, updated.health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds);
+  }
+  return 'probed';
+}
+
+async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<DeliveryOutcome> {
+  const now = deps.now();
+  let webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  if (!webhook || webhook.releaseToken !== message.token) return 'stale';
+  if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);
+  for (const held of page) {
+    const result = await attempt(deps, webhook, held.message);
+    if (decideAttempt(result.statusCode) === 'delivered') {
+      await deps.records.removeHeld(webhook.id, held.sk);
+      await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
+      deps.metrics.count('EventsDelivered', held.message.events.length);
+      deps.metrics.count('DeliveriesReleased');
+      continue;
+    }
+    // The endpoint failed again: count it; a new quarantine's probes will restart the release.
+    webhook = await applyHealth(
+      deps,
+      webhook,
+      result.statusCode === 410
+        ? { type: 'gone', now, statusCode: 410 }
+        : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
+    );
+    if (deliversTo(webhook.health)) {
+      const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
+      await deps.queue.send([message], Math.min(900, Math.max(1, wait)));
+    }
+    return 'released';
+  }
+  if (page.length > 0) {
+    // The next page a second later: at most one page per second per endpoint.
+    await deps.queue.send([message], 1);
+    return 'released';
+  }
+  const markers = await deps.records.takeOverflowMarkers(webhook.id, now, () => newId('evt', deps.now()));
+  if (markers.length > 0) {
+    await deps.queue.send(
+      markers.map((marker) => ({
+        deliveryId: newId('msg', now),
+        tenantId: webhook.tenantId,
+        webhookId: webhook.id,
+        events: [marker],
+        attempt: 1,
+      })),
+    );
+  }
+  const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
+  if (fresh && fresh.heldCount > 0) {
+    // A hold is between its count and its write: look again shortly.
+    await deps.queue.send([message], 1);
+  }
+  return 'released';
 }

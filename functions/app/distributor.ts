@@ -4,7 +4,6 @@
  * resource and its parents, and either let the object go idle or ring again.
  */
 import { createHash } from 'node:crypto';
-import type { DeliveryQueue } from '../adapters/delivery-queue.ts';
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -21,7 +20,7 @@ export interface SubscriptionSource {
 export interface DistributorDeps {
   readonly queues: QueueStore;
   readonly subscriptions: SubscriptionSource;
-  readonly deliveries: Pick<DeliveryQueue, 'send'>;
+  readonly deliveries: { send(messages: readonly DeliveryMessage<DeliveredEvent>[]): Promise<void> };
   readonly doorbell: Pick<Doorbell, 'ring'>;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
@@ -160,7 +159,7 @@ export class Distributor {
       }),
     );
     const planned = planDeliveries(events, (resource) => lists.get(resource) ?? []);
-    const messages: DeliveryMessage[] = planned.map((delivery) => ({
+    const messages: DeliveryMessage<DeliveredEvent>[] = planned.map((delivery) => ({
       deliveryId: deliveryId(delivery.webhook.id, delivery.events),
       tenantId: key.tenantId,
       webhookId: delivery.webhook.id,

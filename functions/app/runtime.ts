@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DeliveryQueue } from '../adapters/delivery-queue.ts';
+import { DeliveryRecords } from '../adapters/delivery-records.ts';
 import { Doorbell } from '../adapters/doorbell.ts';
 import { IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
@@ -18,7 +19,7 @@ import type { ApiServices } from '../api/app.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { newId } from '../core/ids.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import type { DeliveryDeps } from './delivery.ts';
+import type { DeliveryDeps, Notifier } from './delivery.ts';
 import { Distributor } from './distributor.ts';
 import type { ReconcilerDeps } from './reconciler.ts';
 import { WebhookService } from './webhooks.ts';
@@ -51,7 +52,7 @@ function stores(w: Wiring) {
   };
 }
 
-export function apiServices(w: Wiring, usagePlans: UsagePlans): ApiServices {
+export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifier): ApiServices {
   const now = w.now ?? Date.now;
   const { queues, idempotency, webhooks, tenants } = stores(w);
   return {
@@ -67,7 +68,14 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans): ApiServices {
       now,
       newEventId: () => newId('evt', now()),
     },
-    webhooks: new WebhookService({ webhooks, tenants, send: w.send ?? sendWebhook, timeoutMs: w.config.deliveryTimeoutMs, now }),
+    webhooks: new WebhookService({
+      webhooks,
+      tenants,
+      send: w.send ?? sendWebhook,
+      timeoutMs: w.config.deliveryTimeoutMs,
+      now,
+      delivery: deliveryDeps(w, notifier),
+    }),
     tenants: { tenants, usagePlans, now },
     queues: { queues, now },
   };
@@ -88,11 +96,17 @@ export function distributor(w: Wiring): Distributor {
   });
 }
 
-export function deliveryDeps(w: Pick<Wiring, 'config' | 'dynamo' | 'controlTable' | 'metrics' | 'logger' | 'now' | 'send'>): DeliveryDeps {
+export function deliveryDeps(
+  w: Pick<Wiring, 'config' | 'dynamo' | 'sqs' | 'controlTable' | 'deliverQueueUrl' | 'metrics' | 'logger' | 'now' | 'send'>,
+  notifier: Notifier,
+): DeliveryDeps {
   return {
     webhooks: new WebhookStore({ client: w.dynamo, tableName: w.controlTable }),
+    records: new DeliveryRecords({ client: w.dynamo, tableName: w.controlTable, retentionDays: w.config.retentionDays }),
+    queue: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
+    notifier,
     send: w.send ?? sendWebhook,
-    timeoutMs: w.config.deliveryTimeoutMs,
+    config: w.config,
     metrics: w.metrics,
     logger: w.logger,
     now: w.now ?? Date.now,

@@ -8,11 +8,13 @@ import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { deliveryBody } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
+import { INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import { SLUICE_VERSION, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders, generateSecret } from '../core/signing.ts';
 import type { WebhookInput, WebhookPatch } from '../core/validation.ts';
+import { applyHealth, type DeliveryDeps } from './delivery.ts';
 
 export interface WebhookServiceDeps {
   readonly webhooks: WebhookStore;
@@ -20,7 +22,11 @@ export interface WebhookServiceDeps {
   readonly send: Sender;
   readonly timeoutMs: number;
   readonly now: () => number;
+  /** The delivery stage's dependencies: health transitions, records and the deliver queue. */
+  readonly delivery: DeliveryDeps;
 }
+
+const ROTATION_OVERLAP_MS = 24 * 3_600_000;
 
 /** A webhook as the API shows it: never its secrets. */
 export function webhookView(webhook: Webhook) {
@@ -33,6 +39,21 @@ export function webhookView(webhook: Webhook) {
     status: webhook.status,
     created_at: webhook.createdAt,
     updated_at: webhook.updatedAt,
+  };
+}
+
+/** The webhook with its endpoint health (SPEC §3 GET /v1/webhooks/{id}). */
+export function webhookDetailView(webhook: Webhook) {
+  const { health } = webhook;
+  return {
+    ...webhookView(webhook),
+    health: {
+      state: webhook.status === 'disabled' ? 'disabled' : health.state,
+      consecutive_failures: health.consecutiveFailures,
+      last_success_at: health.lastSuccessAt ?? null,
+      last_failure: health.lastFailure ?? null,
+      held: webhook.heldCount,
+    },
   };
 }
 
@@ -57,6 +78,12 @@ export class WebhookService {
       description: input.description,
       status: 'active',
       secrets: [generateSecret()],
+      previousSecretExpiresAt: undefined,
+      health: INITIAL_HEALTH,
+      healthVersion: 0,
+      heldCount: 0,
+      probeToken: undefined,
+      releaseToken: undefined,
       createdAt: at,
       updatedAt: at,
     };
@@ -76,19 +103,63 @@ export class WebhookService {
   }
 
   async get(tenantId: string, id: string) {
-    return webhookView(await this.#find(tenantId, id));
+    return webhookDetailView(await this.#find(tenantId, id));
   }
 
+  /**
+   * Changes a webhook. `status: active` re-enables a quarantined or disabled
+   * webhook and releases what it held; `status: disabled` stops deliveries (they
+   * are held, up to the cap, until it is re-enabled).
+   */
   async update(tenantId: string, id: string, patch: WebhookPatch) {
-    const current = await this.#find(tenantId, id);
+    let current = await this.#find(tenantId, id);
     if (patch.url !== undefined && patch.url !== current.url) await this.#verify(current, patch.url);
-    const updated = await this.#deps.webhooks.update(tenantId, id, patch, new Date(this.#deps.now()).toISOString());
-    if (!updated) throw notFound(id);
-    return webhookView(updated);
+    const now = this.#deps.now();
+    const { status, ...rest } = patch;
+    if (Object.keys(rest).length > 0) {
+      const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
+      if (!updated) throw notFound(id);
+      current = updated;
+    }
+    if (status === 'active' && (current.status !== 'active' || current.health.state !== 'healthy' || current.heldCount > 0)) {
+      current = await applyHealth(this.#deps.delivery, current, { type: 'reenabled', now });
+    } else if (status === 'disabled' && current.status !== 'disabled') {
+      current = await applyHealth(this.#deps.delivery, current, { type: 'disabled_by_owner', now });
+    }
+    return webhookDetailView((await this.#deps.webhooks.get(tenantId, id)) ?? current);
   }
 
   async delete(tenantId: string, id: string): Promise<void> {
     if (!(await this.#deps.webhooks.delete(tenantId, id))) throw notFound(id);
+    await this.#deps.delivery.records.forget(id);
+  }
+
+  /** A new signing secret; the old one keeps signing too for 24 h. */
+  async rotateSecret(tenantId: string, id: string): Promise<{ secret: string }> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const current = await this.#find(tenantId, id);
+      const secret = generateSecret();
+      const now = this.#deps.now();
+      if (await this.#deps.webhooks.rotateSecret(current, secret, now + ROTATION_OVERLAP_MS, new Date(now).toISOString())) {
+        return { secret };
+      }
+    }
+    throw new ApiError('conflict', 'The secret was being rotated by another request; try again.');
+  }
+
+  async attempts(tenantId: string, id: string, limit: number) {
+    await this.#find(tenantId, id);
+    return this.#deps.delivery.records.attempts(id, limit, this.#deps.now());
+  }
+
+  /** Delivers again every retained event sent to this webhook since `since` (same event ids). */
+  async replay(tenantId: string, id: string, since: number): Promise<number> {
+    const webhook = await this.#find(tenantId, id);
+    const now = this.#deps.now();
+    const batches = await this.#deps.delivery.records.loggedSince(webhook.id, since, now);
+    const messages = batches.map((events) => ({ deliveryId: newId('msg', now), tenantId, webhookId: webhook.id, events, attempt: 1 }));
+    await this.#deps.delivery.queue.send(messages);
+    return batches.reduce((sum, events) => sum + events.length, 0);
   }
 
   async #find(tenantId: string, id: string): Promise<Webhook> {

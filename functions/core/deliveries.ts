@@ -26,7 +26,7 @@ export interface PlannedDelivery {
 }
 
 /** The body a subscriber receives. */
-export function deliveryBody(webhookId: string, events: readonly DeliveredEvent[]): string {
+export function deliveryBody(webhookId: string, events: readonly unknown[]): string {
   return JSON.stringify({ webhook: webhookId, events });
 }
 

@@ -1,4 +1,5 @@
 /** The nouns of sluice, as they travel between stages. */
+import type { Health } from './health.ts';
 
 export const SLUICE_VERSION = '0.1.0';
 
@@ -44,10 +45,29 @@ export interface Webhook {
   readonly types: readonly string[];
   readonly description: string;
   readonly status: WebhookStatus;
-  /** Live signing secrets, newest first. */
+  /** Signing secrets, newest first; the second signs only until previousSecretExpiresAt. */
   readonly secrets: readonly string[];
+  /** When the secret replaced by the last rotation stops signing (epoch ms). */
+  readonly previousSecretExpiresAt: number | undefined;
+  readonly health: Health;
+  /** Optimistic-concurrency version of `health`. */
+  readonly healthVersion: number;
+  /** Deliveries held in DynamoDB while the endpoint is quarantined or disabled, or until they drain. */
+  readonly heldCount: number;
+  /** Only the probe chain carrying this token may probe (one chain per quarantine). */
+  readonly probeToken: string | undefined;
+  /** Only the release chain carrying this token may release held deliveries. */
+  readonly releaseToken: string | undefined;
   readonly createdAt: string;
   readonly updatedAt: string;
+}
+
+/** The secrets that sign a delivery at `now`: the newest, and the previous one for 24 h after a rotation. */
+export function liveSecrets(webhook: Pick<Webhook, 'secrets' | 'previousSecretExpiresAt'>, now: number): string[] {
+  const [current, previous] = webhook.secrets;
+  const live = current === undefined ? [] : [current];
+  if (previous !== undefined && webhook.previousSecretExpiresAt !== undefined && now < webhook.previousSecretExpiresAt) live.push(previous);
+  return live;
 }
 
 export interface TenantLimits {
@@ -65,15 +85,46 @@ export interface Tenant {
   readonly createdAt: string;
 }
 
+/** A `sluice.gap` marker: stands for events that were dropped, with their count. */
+export interface GapMarker {
+  readonly id: string;
+  readonly resource: string;
+  readonly type: 'sluice.gap';
+  readonly data: { readonly dropped: number; readonly reason: 'switch_drop' | 'held_overflow' | 'retention' };
+  readonly created_at: string;
+}
+
 /** One delivery: up to 100 events for one webhook, the unit that is signed, sent and retried. */
-export interface DeliveryMessage {
+export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = DeliveredEvent | GapMarker> {
+  readonly kind?: 'delivery';
   readonly deliveryId: string;
   readonly tenantId: string;
   readonly webhookId: string;
-  readonly events: readonly DeliveredEvent[];
-  /** 1 for the first attempt. */
+  readonly events: readonly E[];
+  /** The attempt this message makes; 1 for the first. */
   readonly attempt: number;
+  /** Not to be attempted before this time (epoch ms): waits longer than SQS's 15 minutes are chained. */
+  readonly notBefore?: number;
 }
+
+/** A probe of a quarantined endpoint, valid while the webhook's probe token matches. */
+export interface ProbeMessage {
+  readonly kind: 'probe';
+  readonly tenantId: string;
+  readonly webhookId: string;
+  readonly token: string;
+  readonly notBefore?: number;
+}
+
+/** A step of releasing a recovered endpoint's held deliveries, valid while the release token matches. */
+export interface ReleaseMessage {
+  readonly kind: 'release';
+  readonly tenantId: string;
+  readonly webhookId: string;
+  readonly token: string;
+}
+
+export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage;
 
 /** Who is calling the API, as the authorizer decided. */
 export type Principal = { readonly kind: 'admin' } | { readonly kind: 'tenant'; readonly tenantId: string };

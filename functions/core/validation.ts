@@ -221,3 +221,13 @@ export function validateTenantCreate(body: Json, defaults: TenantLimits): Tenant
   if (problems.length > 0) throw new ValidationError(problems);
   return { name: (body.name as string).trim(), limits: merged as unknown as TenantLimits };
 }
+
+/** `{"since":"<ISO-8601>"}` → epoch ms; not in the future, not before the retention period matters (reads filter). */
+export function validateReplay(body: Json): number {
+  const problems: string[] = [];
+  unknownFields(body, ['since'], '', problems);
+  const since = typeof body.since === 'string' && /^\d{4}-\d\d-\d\dT/.test(body.since) ? Date.parse(body.since) : Number.NaN;
+  if (Number.isNaN(since)) problems.push('since must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z');
+  if (problems.length > 0) throw new ValidationError(problems);
+  return since;
+}

@@ -13,6 +13,8 @@ export const ENV = {
   adminKeySecretArn: 'ADMIN_KEY_SECRET_ARN',
   /** API Gateway API key value of the admin's usage plan. */
   adminUsageKey: 'ADMIN_USAGE_KEY',
+  /** SNS topic told when a webhook is disabled (its owner subscribes). */
+  webhookDisabledTopicArn: 'WEBHOOK_DISABLED_TOPIC_ARN',
   restApiId: 'REST_API_ID',
   apiStage: 'API_STAGE',
 } as const;

@@ -1,7 +1,10 @@
 /** Lambda entry for delivery: clients and settings are built once per cold start. */
+
 import { Metrics } from '@aws-lambda-powertools/metrics';
+import { SNSClient } from '@aws-sdk/client-sns';
 import type { Context, SQSEvent } from 'aws-lambda';
-import { documentClient, requireEnv } from '../adapters/aws.ts';
+import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
+import { SnsNotifier } from '../adapters/notifier.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
 import { deliveryDeps } from '../app/runtime.ts';
 import { configFromEnvironment } from '../core/config.ts';
@@ -11,13 +14,18 @@ import { makeDeliveryHandler } from './process.ts';
 const logger = new Logger();
 const metrics = new Metrics();
 const process_ = makeDeliveryHandler(
-  deliveryDeps({
-    config: configFromEnvironment(process.env),
-    dynamo: documentClient(),
-    controlTable: requireEnv(ENV.controlTable),
-    metrics: metricsPort(metrics),
-    logger: loggerPort(logger),
-  }),
+  deliveryDeps(
+    {
+      config: configFromEnvironment(process.env),
+      dynamo: documentClient(),
+      sqs: sqsClient(),
+      controlTable: requireEnv(ENV.controlTable),
+      deliverQueueUrl: requireEnv(ENV.deliverQueueUrl),
+      metrics: metricsPort(metrics),
+      logger: loggerPort(logger),
+    },
+    new SnsNotifier({ client: new SNSClient({}), topicArn: requireEnv(ENV.webhookDisabledTopicArn) }),
+  ),
 );
 
 export const handler = async (event: SQSEvent, context: Context) => {

@@ -1,12 +1,14 @@
 /**
  * The delivery Lambda handler, as a factory shared by the Lambda entry and the
  * sandbox. Records are processed in parallel; each failed one is reported alone
- * (partial batch response), never the whole batch.
+ * (partial batch response), never the whole batch. A failed attempt is not a
+ * failed record: it is rescheduled through an SQS delay. Only an unexpected error
+ * (e.g. DynamoDB unavailable) fails a record, and SQS delivers it again.
  */
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { SQSRecord } from 'aws-lambda';
-import { parseDeliveryMessage } from '../adapters/delivery-queue.ts';
-import { type DeliveryDeps, deliver } from '../app/delivery.ts';
+import { parseDeliverQueueMessage } from '../adapters/delivery-queue.ts';
+import { type DeliveryDeps, handleDeliverMessage } from '../app/delivery.ts';
 import type { SqsHandler } from '../distributor/process.ts';
 
 export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
@@ -15,10 +17,10 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
     return processPartialResponse(
       event,
       async (record: SQSRecord) => {
-        await deliver(deps, parseDeliveryMessage(record.body));
+        await handleDeliverMessage(deps, parseDeliverQueueMessage(record.body));
       },
       processor,
-      { context },
+      { context, throwOnFullBatchFailure: false },
     );
   };
 }

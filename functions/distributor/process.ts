@@ -44,6 +44,7 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
         processPartialResponse({ Records: records }, recordHandler, new SqsFifoPartialProcessorAsync(), {
           context,
           skipGroupOnError: true,
+          throwOnFullBatchFailure: false,
         }),
       ),
     );

@@ -67,13 +67,14 @@ afterAll(async () => {
 });
 
 describe('delivery handler', () => {
-  it('reports only the failed records of a batch, and delivers the rest', async () => {
+  it('delivers the good records of a batch and reschedules the failed attempts instead of failing the batch', async () => {
     const good = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/h/good` });
     const bad = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/h/bad` });
     const slow = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/h/slow` });
     receiver.answer('/h/bad', 503);
     receiver.answer('/h/slow', 'hang');
-    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring));
+    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring, sandbox.notifier));
+    const retried = sandbox.metrics.total('DeliveriesRetried');
     const records = [
       sqsRecord(delivery(good.id, 1)),
       sqsRecord(delivery(bad.id, 2)),
@@ -81,9 +82,26 @@ describe('delivery handler', () => {
       sqsRecord(delivery(good.id, 4)),
     ];
     const response = await handler({ Records: records } as SQSEvent, context);
-    expect(response.batchItemFailures.map((f) => f.itemIdentifier).sort()).toEqual([records[1]?.messageId, records[2]?.messageId].sort());
+    expect(response.batchItemFailures).toEqual([]);
     expect(receiver.events('/h/good').map((e) => e.seq)).toEqual([1, 4]);
     for (const d of receiver.deliveries('/h/good')) expect(verifyDelivery(good.secret, d)).toBeTruthy();
+    expect(sandbox.metrics.total('DeliveriesRetried')).toBe(retried + 2);
+    const badAttempts = await call(sandbox, 'GET', `/v1/webhooks/${bad.id}/attempts`, { key: tenant.key });
+    expect(badAttempts.body.data[0]).toMatchObject({
+      attempt: 1,
+      status_code: 503,
+      error: 'HTTP 503',
+      delivery_id: delivery(bad.id, 2).deliveryId,
+    });
+    const slowAttempts = await call(sandbox, 'GET', `/v1/webhooks/${slow.id}/attempts`, { key: tenant.key });
+    expect(slowAttempts.body.data[0]).toMatchObject({ status_code: null, error: expect.stringMatching(/no answer/) });
+  });
+
+  it('reports a malformed record alone as failed', async () => {
+    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring, sandbox.notifier));
+    const broken = { ...sqsRecord({}), body: '{not json' };
+    const response = await handler({ Records: [broken] } as SQSEvent, context);
+    expect(response.batchItemFailures).toEqual([{ itemIdentifier: broken.messageId }]);
   });
 
   it('disables a webhook whose endpoint answers 410, and drops deliveries to deleted webhooks with a count', async () => {
@@ -91,13 +109,19 @@ describe('delivery handler', () => {
     const deleted = await createWebhook(sandbox, tenant.key, { resource: 'h:2', url: `${receiver.url}/h/deleted` });
     await call(sandbox, 'DELETE', `/v1/webhooks/${deleted.id}`, { key: tenant.key });
     receiver.answer('/h/gone', 410);
-    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring));
+    const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring, sandbox.notifier));
     const dropped = sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' });
     const response = await handler({ Records: [sqsRecord(delivery(gone.id, 1)), sqsRecord(delivery(deleted.id, 2))] } as SQSEvent, context);
     expect(response.batchItemFailures).toEqual([]);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${gone.id}`, { key: tenant.key })).body.status).toBe('disabled');
     expect(sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' })).toBe(dropped + 1);
     expect(sandbox.metrics.total('WebhooksDisabled')).toBeGreaterThanOrEqual(1);
+    expect(sandbox.notifier.notices.find((n) => n.webhook === gone.id)).toMatchObject({
+      type: 'webhook.disabled',
+      tenant: tenant.id,
+      reason: 'gone',
+      last_error: { status_code: 410 },
+    });
   });
 });
 
@@ -138,6 +162,7 @@ describe('Lambda entry files', () => {
       [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
       [ENV.restApiId]: 'abc123',
       [ENV.apiStage]: 'v1',
+      [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
       [CONFIG_ENV]: JSON.stringify(sandbox.config),
       AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
       AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,

@@ -20,6 +20,7 @@ import { FencedOutError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 
 const CAP = 12;
 const OBJECTS = ['a:1', 'b:2'];
@@ -33,18 +34,7 @@ const config = buildConfig({
   stuckAfterMs: 6_000,
   ingestGraceMs: 2_000,
 });
-const everything: Webhook = {
-  id: 'wh_all',
-  tenantId: '',
-  resource: '',
-  url: 'http://127.0.0.1:9',
-  types: ['*'],
-  description: '',
-  status: 'active',
-  secrets: ['whsec_AAAA'],
-  createdAt: '',
-  updatedAt: '',
-};
+const everything: Webhook = webhookFixture({ id: 'wh_all' });
 
 type Command =
   | { kind: 'ingest'; object: number; count: number }

@@ -14,9 +14,10 @@ import { publish } from '../../functions/app/ingest.ts';
 import { deepestQueues, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
-import type { DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
+import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 
 let emulators: Emulators;
 let store: QueueStore;
@@ -26,22 +27,11 @@ let counter = 0;
 const key = (): ObjectKey => ({ tenantId: 'ten_test', resource: `obj:${++counter}` });
 const input = (resource: string, n: number): EventInput => ({ resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined });
 
-const webhook: Webhook = {
-  id: 'wh_one',
-  tenantId: 'ten_test',
-  resource: '*',
-  url: 'http://127.0.0.1:9',
-  types: ['*'],
-  description: '',
-  status: 'active',
-  secrets: ['whsec_AAAA'],
-  createdAt: '',
-  updatedAt: '',
-};
+const webhook: Webhook = webhookFixture({ id: 'wh_one', tenantId: 'ten_test' });
 
 /** A distributor whose outputs are recorded in memory (the deliver queue and doorbell are not under test here). */
 function recordingDistributor(overrides: Record<string, unknown> = {}, now = Date.now) {
-  const sent: DeliveryMessage[] = [];
+  const sent: DeliveryMessage<DeliveredEvent>[] = [];
   const rings: string[] = [];
   const distributor = new Distributor({
     queues: store,

@@ -2,19 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { MAX_DELIVERY_BYTES, planDeliveries, subscribedResources } from '../../functions/core/deliveries.ts';
 import type { DeliveredEvent, Webhook } from '../../functions/core/model.ts';
 import { typeMatches } from '../../functions/core/patterns.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 
-const webhook = (id: string, resource: string, types: string[] = ['*'], status: Webhook['status'] = 'active'): Webhook => ({
-  id,
-  tenantId: 'ten_a',
-  resource,
-  url: 'https://example.test/hook',
-  types,
-  description: '',
-  status,
-  secrets: ['whsec_AAAA'],
-  createdAt: '',
-  updatedAt: '',
-});
+const webhook = (id: string, resource: string, types: string[] = ['*'], status: Webhook['status'] = 'active'): Webhook =>
+  webhookFixture({ id, tenantId: 'ten_a', resource, types, status });
 
 const event = (seq: number, resource = 'story:1', parents: string[] = [], type = 'story.changed', data: unknown = {}): DeliveredEvent => ({
   id: `evt_${seq}`,

@@ -1,0 +1,301 @@
+/**
+ * What the delivery stage keeps in the control table, each under its webhook and
+ * with the retention period as TTL (reads check expiry too):
+ *
+ * - attempts (`GET /v1/webhooks/{id}/attempts`), newest first;
+ * - the delivery log: each delivery's events, for replay;
+ * - held deliveries of a quarantined or disabled endpoint, in release order
+ *   (per resource, by seq), and per-resource counts of what overflowed the cap;
+ * - dead letters: deliveries past the retry budget;
+ * - per-second send counters for the per-endpoint rate limit.
+ */
+import {
+  BatchWriteCommand,
+  DeleteCommand,
+  type DynamoDBDocumentClient,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import type { DeliveryMessage, GapMarker } from '../core/model.ts';
+import { epochSeconds, isConditionFailure, names } from './dynamo.ts';
+
+export interface AttemptRecord {
+  readonly id: string;
+  readonly delivery_id: string;
+  readonly attempt: number;
+  readonly status_code: number | null;
+  readonly duration_ms: number;
+  readonly error: string | null;
+  readonly at: string;
+}
+
+export interface HeldDelivery {
+  readonly sk: string;
+  readonly message: DeliveryMessage;
+}
+
+const pad = (n: number, width = 15) => String(n).padStart(width, '0');
+const attemptsPk = (webhookId: string) => `attempts#${webhookId}`;
+const logPk = (webhookId: string) => `deliveries#${webhookId}`;
+const heldPk = (webhookId: string) => `held#${webhookId}`;
+const overflowPk = (webhookId: string) => `overflow#${webhookId}`;
+const deadPk = (webhookId: string) => `dead#${webhookId}`;
+const ratePk = (webhookId: string, second: number) => `rate#${webhookId}#${second}`;
+
+function firstSeq(message: DeliveryMessage): number {
+  const first = message.events[0];
+  return first && 'seq' in first ? first.seq : 0;
+}
+
+export class DeliveryRecords {
+  readonly #client: DynamoDBDocumentClient;
+  readonly #table: string;
+  readonly #retentionMs: number;
+
+  constructor(options: { client: DynamoDBDocumentClient; tableName: string; retentionDays: number }) {
+    this.#client = options.client;
+    this.#table = options.tableName;
+    this.#retentionMs = options.retentionDays * 86_400_000;
+  }
+
+  #expiry(now: number) {
+    return { expires_at: epochSeconds(now + this.#retentionMs), expires_at_ms: now + this.#retentionMs };
+  }
+
+  async recordAttempt(webhookId: string, record: AttemptRecord, now: number): Promise<void> {
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: { pk: attemptsPk(webhookId), sk: `${pad(now)}#${record.id}`, ...record, ...this.#expiry(now) },
+      }),
+    );
+  }
+
+  async attempts(webhookId: string, limit: number, now: number): Promise<AttemptRecord[]> {
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk',
+        FilterExpression: '#expires_at_ms > :now',
+        ExpressionAttributeNames: names('pk', 'expires_at_ms'),
+        ExpressionAttributeValues: { ':pk': attemptsPk(webhookId), ':now': now },
+        ScanIndexForward: false,
+        Limit: limit,
+      }),
+    );
+    return (result.Items ?? []).map((item) => ({
+      id: String(item.id),
+      delivery_id: String(item.delivery_id),
+      attempt: Number(item.attempt),
+      status_code: item.status_code === null || item.status_code === undefined ? null : Number(item.status_code),
+      duration_ms: Number(item.duration_ms),
+      error: (item.error as string | null | undefined) ?? null,
+      at: String(item.at),
+    }));
+  }
+
+  /** Logs a delivery's events once (its first attempt), for replay. */
+  async logDelivery(message: DeliveryMessage, now: number): Promise<void> {
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: logPk(message.webhookId),
+            sk: `${pad(now)}#${message.deliveryId}`,
+            delivery_id: message.deliveryId,
+            events: JSON.stringify(message.events),
+            ...this.#expiry(now),
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
+  }
+
+  /** The logged events of deliveries made since `since` (epoch ms), oldest first. */
+  async loggedSince(webhookId: string, since: number, now: number): Promise<Array<DeliveryMessage['events']>> {
+    const batches: Array<DeliveryMessage['events']> = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk AND #sk >= :since',
+          FilterExpression: '#expires_at_ms > :now',
+          ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
+          ExpressionAttributeValues: { ':pk': logPk(webhookId), ':since': pad(since), ':now': now },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of result.Items ?? []) batches.push(JSON.parse(String(item.events)));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey);
+    return batches;
+  }
+
+  /** Holds a delivery; the key orders release per resource by seq. */
+  async hold(message: DeliveryMessage, now: number): Promise<void> {
+    const first = message.events[0];
+    const resource = first?.resource ?? '';
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: {
+          pk: heldPk(message.webhookId),
+          sk: `${resource}#${pad(firstSeq(message))}#${message.deliveryId}`,
+          message: JSON.stringify(message),
+          ...this.#expiry(now),
+        },
+      }),
+    );
+  }
+
+  async heldPage(webhookId: string, limit: number, now: number): Promise<HeldDelivery[]> {
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: names('pk'),
+        ExpressionAttributeValues: { ':pk': heldPk(webhookId) },
+        ConsistentRead: true,
+        Limit: limit,
+      }),
+    );
+    return (result.Items ?? [])
+      .filter((item) => Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now)
+      .map((item) => ({ sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage }));
+  }
+
+  async removeHeld(webhookId: string, sk: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: heldPk(webhookId), sk } }));
+  }
+
+  /** Counts events that did not fit in the held store, per resource, for one gap marker each. */
+  async countOverflow(webhookId: string, resource: string, dropped: number, now: number): Promise<void> {
+    await this.#client.send(
+      new UpdateCommand({
+        TableName: this.#table,
+        Key: { pk: overflowPk(webhookId), sk: resource },
+        UpdateExpression: 'ADD #dropped :n SET #expires_at = :exp',
+        ExpressionAttributeNames: names('dropped', 'expires_at'),
+        ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + this.#retentionMs) },
+      }),
+    );
+  }
+
+  /** Takes the overflow counts as gap markers, removing them (a count taken twice would double a marker). */
+  async takeOverflowMarkers(webhookId: string, now: number, newEventId: () => string): Promise<GapMarker[]> {
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: names('pk'),
+        ExpressionAttributeValues: { ':pk': overflowPk(webhookId) },
+        ConsistentRead: true,
+      }),
+    );
+    const markers: GapMarker[] = [];
+    for (const item of result.Items ?? []) {
+      try {
+        const taken = await this.#client.send(
+          new DeleteCommand({
+            TableName: this.#table,
+            Key: { pk: overflowPk(webhookId), sk: item.sk },
+            ConditionExpression: '#dropped = :seen',
+            ExpressionAttributeNames: names('dropped'),
+            ExpressionAttributeValues: { ':seen': item.dropped },
+            ReturnValues: 'ALL_OLD',
+          }),
+        );
+        const dropped = Number(taken.Attributes?.dropped ?? 0);
+        if (dropped > 0) {
+          markers.push({
+            id: newEventId(),
+            resource: String(item.sk),
+            type: 'sluice.gap',
+            data: { dropped, reason: 'held_overflow' },
+            created_at: new Date(now).toISOString(),
+          });
+        }
+      } catch (error) {
+        if (!isConditionFailure(error)) throw error;
+      }
+    }
+    return markers;
+  }
+
+  async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<void> {
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: {
+          pk: deadPk(message.webhookId),
+          sk: `${pad(now)}#${message.deliveryId}`,
+          reason,
+          message: JSON.stringify(message),
+          ...this.#expiry(now),
+        },
+      }),
+    );
+  }
+
+  async deadLetters(webhookId: string, now: number): Promise<Array<{ reason: string; message: DeliveryMessage }>> {
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk',
+        FilterExpression: '#expires_at_ms > :now',
+        ExpressionAttributeNames: names('pk', 'expires_at_ms'),
+        ExpressionAttributeValues: { ':pk': deadPk(webhookId), ':now': now },
+      }),
+    );
+    return (result.Items ?? []).map((item) => ({ reason: String(item.reason), message: JSON.parse(String(item.message)) }));
+  }
+
+  /**
+   * Takes one send from the endpoint's budget for the current second; false when
+   * the budget is spent (the caller delays the delivery, never fails it).
+   */
+  async takeSendSlot(webhookId: string, perSecond: number, now: number): Promise<boolean> {
+    const second = Math.floor(now / 1000);
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: ratePk(webhookId, second), sk: 'rate' },
+          UpdateExpression: 'ADD #sent :one SET #expires_at = :exp',
+          ConditionExpression: 'attribute_not_exists(#sent) OR #sent < :limit',
+          ExpressionAttributeNames: names('sent', 'expires_at'),
+          ExpressionAttributeValues: { ':one': 1, ':limit': perSecond, ':exp': second + 120 },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
+  /** Removes everything kept for a deleted webhook (best effort; TTL removes the rest). */
+  async forget(webhookId: string): Promise<void> {
+    for (const pk of [heldPk(webhookId), overflowPk(webhookId)]) {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk',
+          ExpressionAttributeNames: names('pk'),
+          ExpressionAttributeValues: { ':pk': pk },
+        }),
+      );
+      const keys = (result.Items ?? []).map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } }));
+      for (let i = 0; i < keys.length; i += 25) {
+        await this.#client.send(new BatchWriteCommand({ RequestItems: { [this.#table]: keys.slice(i, i + 25) } }));
+      }
+    }
+  }
+}
