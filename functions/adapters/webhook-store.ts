@@ -336,13 +336,13 @@ export class WebhookStore {
           Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
           UpdateExpression: 'SET #secrets = :secrets, #previous_secret_expires_at = :expires, #updated_at = :now',
           // Two rotations at once: only one may replace the secret list it read.
-          ConditionExpression: 'attribute_exists(#pk) AND #secrets = :current',
+          ConditionExpression: 'attribute_exists(#pk) AND #secrets[0] = :current',
           ExpressionAttributeNames: names('secrets', 'previous_secret_expires_at', 'updated_at', 'pk'),
           ExpressionAttributeValues: {
             ':secrets': [secret, ...webhook.secrets.slice(0, 1)],
             ':expires': previousExpiresAt,
             ':now': now,
-            ':current': [...webhook.secrets],
+            ':current': webhook.secrets[0],
           },
         }),
       );

@@ -68,7 +68,14 @@ function failure(now: number, statusCode: number | undefined, error: string): La
 }
 
 function disabled(health: Health, reason: string): Health {
-  return { ...health, state: 'disabled', quarantinedAt: undefined, probeIntervalSeconds: undefined, nextProbeAt: undefined, disabledReason: reason };
+  return {
+    ...health,
+    state: 'disabled',
+    quarantinedAt: undefined,
+    probeIntervalSeconds: undefined,
+    nextProbeAt: undefined,
+    disabledReason: reason,
+  };
 }
 
 export function nextHealth(health: Health, event: HealthEvent, policy: HealthPolicy): Health {
@@ -108,7 +115,10 @@ export function nextHealth(health: Health, event: HealthEvent, policy: HealthPol
       if (since >= policy.disableAfterQuarantineSeconds * 1000) {
         return disabled({ ...health, lastFailure, consecutiveFailures: health.consecutiveFailures + 1 }, 'quarantine_expired');
       }
-      const probeIntervalSeconds = Math.min(policy.probeIntervalMaxSeconds, (health.probeIntervalSeconds ?? policy.probeIntervalMinSeconds) * 2);
+      const probeIntervalSeconds = Math.min(
+        policy.probeIntervalMaxSeconds,
+        (health.probeIntervalSeconds ?? policy.probeIntervalMinSeconds) * 2,
+      );
       return {
         ...health,
         consecutiveFailures: health.consecutiveFailures + 1,

@@ -13,17 +13,21 @@ export interface ReceivedDelivery {
   readonly body: string;
   readonly json: { webhook: string; events: Array<Record<string, unknown> & { id: string; seq: number; type: string; resource: string }> };
   readonly at: number;
+  /** The status the receiver answered with. */
+  readonly answered: number;
 }
 
-/** How to answer a request: a status, or 'hang' to never answer. */
-export type Answer = number | 'hang';
+/** How to answer a request: a status (with headers), or 'hang' to never answer. */
+export type Answer = number | 'hang' | { readonly status: number; readonly headers: Record<string, string> };
 
 export interface Receiver {
   readonly url: string;
   readonly received: ReceivedDelivery[];
   /** Sets the answer for requests whose path starts with `prefix`. */
   answer(prefix: string, answer: Answer): void;
-  /** Deliveries to a path, excluding webhook.ping verifications. */
+  /** Probes of a quarantined endpoint that reached a path. */
+  probes(path: string): ReceivedDelivery[];
+  /** Deliveries to a path, excluding webhook.ping verifications and probes. */
   deliveries(path: string): ReceivedDelivery[];
   /** Every event delivered to a path, in arrival order. */
   events(path: string): ReceivedDelivery['json']['events'];
@@ -50,8 +54,10 @@ export async function startReceiver(): Promise<Receiver> {
         } catch {
           json = { webhook: '', events: [] };
         }
-        received.push({ path, headers: req.headers as Record<string, string>, body, json, at: Date.now() });
-        res.writeHead(answer).end();
+        const answered = typeof answer === 'number' ? answer : answer.status;
+        received.push({ path, headers: req.headers as Record<string, string>, body, json, at: Date.now(), answered });
+        if (typeof answer === 'number') res.writeHead(answer).end();
+        else res.writeHead(answer.status, answer.headers).end();
       } else {
         hanging.add(res);
       }
@@ -65,6 +71,10 @@ export async function startReceiver(): Promise<Receiver> {
     url: `http://127.0.0.1:${port}`,
     received,
     answer: (prefix, answer) => answers.set(prefix, answer),
+    probes: (path) =>
+      received.filter(
+        (d) => d.path === path && d.json.events.some((e) => e.type === 'webhook.ping' && (e.data as { probe?: boolean })?.probe === true),
+      ),
     deliveries: (path) => received.filter((d) => d.path === path && !isPing(d)),
     events: (path) => received.filter((d) => d.path === path && !isPing(d)).flatMap((d) => d.json.events),
     async waitFor(predicate, timeoutMs = 10_000) {

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { deliversTo, type Health, type HealthEvent, INITIAL_HEALTH, nextHealth } from '../../functions/core/health.ts';
 
-const policy = { quarantineAfterFailures: 3, probeIntervalMinSeconds: 60, probeIntervalMaxSeconds: 300, disableAfterQuarantineSeconds: 3_600 };
+const policy = {
+  quarantineAfterFailures: 3,
+  probeIntervalMinSeconds: 60,
+  probeIntervalMaxSeconds: 300,
+  disableAfterQuarantineSeconds: 3_600,
+};
 const T = 1_000_000;
 const fail = (now = T): HealthEvent => ({ type: 'failure', now, statusCode: 500, error: 'HTTP 500' });
 
@@ -21,7 +26,13 @@ describe('endpoint health', () => {
 
   it('failing → quarantined after N consecutive failures, with the first probe one minimum interval later', () => {
     const q = run([fail(), fail(), fail(T + 5)]);
-    expect(q).toMatchObject({ state: 'quarantined', consecutiveFailures: 3, quarantinedAt: T + 5, probeIntervalSeconds: 60, nextProbeAt: T + 5 + 60_000 });
+    expect(q).toMatchObject({
+      state: 'quarantined',
+      consecutiveFailures: 3,
+      quarantinedAt: T + 5,
+      probeIntervalSeconds: 60,
+      nextProbeAt: T + 5 + 60_000,
+    });
     expect(deliversTo(q)).toBe(false);
   });
 
@@ -49,7 +60,10 @@ describe('endpoint health', () => {
 
   it('disables at once on 410 from any state', () => {
     for (const from of [INITIAL_HEALTH, run([fail()]), run([fail(), fail(), fail()])]) {
-      expect(nextHealth(from, { type: 'gone', now: T, statusCode: 410 }, policy)).toMatchObject({ state: 'disabled', disabledReason: 'gone' });
+      expect(nextHealth(from, { type: 'gone', now: T, statusCode: 410 }, policy)).toMatchObject({
+        state: 'disabled',
+        disabledReason: 'gone',
+      });
     }
   });
 

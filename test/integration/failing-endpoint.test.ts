@@ -1,0 +1,192 @@
+/**
+ * The second incident (SPEC §1): a tenant's endpoint fails on every attempt. Its
+ * retries go through delays, it is quarantined and sees only probes, everyone
+ * else keeps their latency, and once it recovers every held event arrives, in
+ * seq order per resource. Also: 410, 429 with Retry-After, replay and rotation.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([
+    startSandbox({
+      port: 0,
+      config: {
+        retryScheduleSeconds: [0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        retryJitter: 0,
+        quarantineAfterFailures: 3,
+        probeIntervalMinSeconds: 1,
+        probeIntervalMaxSeconds: 2,
+        deliveryTimeoutMs: 400,
+      },
+    }),
+    startReceiver(),
+  ]);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+const ok = (path: string) => receiver.received.filter((d) => d.path === path && d.answered >= 200 && d.answered < 300);
+const okEvents = (path: string) =>
+  ok(path)
+    .filter((d) => !d.json.events.some((e) => e.type === 'webhook.ping'))
+    .flatMap((d) => d.json.events);
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+describe('failing endpoint', () => {
+  it('is quarantined, sees only probes, does not slow others, and gets every held event in order once it recovers', async () => {
+    const failing = await createTenant(sandbox, 'failing');
+    const healthy = await createTenant(sandbox, 'healthy');
+    const hook = await createWebhook(sandbox, failing.key, { resource: 'acct:1', url: `${receiver.url}/down` });
+    await createWebhook(sandbox, healthy.key, { resource: 'acct:2', url: `${receiver.url}/up` });
+    receiver.answer('/down', 500);
+
+    // Healthy traffic throughout, timed from acceptance to arrival.
+    const sentAt = new Map<string, number>();
+    let running = true;
+    const steady = (async () => {
+      for (let i = 0; running; i++) {
+        const r = await publish(sandbox, healthy.key, [{ resource: `item:${i % 5}`, parents: ['acct:2'], type: 'item.saved', data: i }]);
+        sentAt.set(r.body.events[0].id, Date.now());
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    const latency = (from: number, to: number) =>
+      receiver.received
+        .filter((d) => d.path === '/up' && d.at >= from && d.at < to)
+        .flatMap((d) => d.json.events.filter((e) => sentAt.has(e.id)).map((e) => d.at - (sentAt.get(e.id) as number)));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const failStart = Date.now();
+
+    // The failing tenant publishes on two resources.
+    const accepted: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await publish(sandbox, failing.key, [
+        { resource: 'invoice:1', parents: ['acct:1'], type: 'invoice.updated', data: i },
+        { resource: 'invoice:2', parents: ['acct:1'], type: 'invoice.updated', data: i },
+      ]);
+      accepted.push(...r.body.events.map((e: { id: string }) => e.id));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+
+    // Quarantined after 3 consecutive failures.
+    let state = '';
+    for (let i = 0; i < 100 && state !== 'quarantined'; i++) {
+      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body.health.state;
+      if (state !== 'quarantined') await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(state).toBe('quarantined');
+    const quarantinedAt = Date.now();
+    // While quarantined: probes only, and deliveries are held.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const duringQuarantine = receiver.received.filter((d) => d.path === '/down' && d.at > quarantinedAt + 200);
+    expect(duringQuarantine.length).toBeGreaterThan(0);
+    expect(duringQuarantine.every((d) => d.json.events.every((e) => e.type === 'webhook.ping'))).toBe(true);
+    const detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body;
+    expect(detail.health).toMatchObject({ state: 'quarantined', last_failure: { status_code: 500 } });
+    expect(detail.health.held).toBeGreaterThan(0);
+    expect(detail.health.consecutive_failures).toBeGreaterThanOrEqual(3);
+
+    running = false;
+    await steady;
+    const before = latency(failStart - 1_500, failStart);
+    const during = latency(failStart + 300, Date.now());
+    expect(before.length).toBeGreaterThan(5);
+    expect(during.length).toBeGreaterThan(10);
+    // Generous bound; the tight figure is the benchmark's (npm run bench -- failing-endpoint).
+    expect(percentile(during, 90)).toBeLessThan(3 * percentile(before, 90) + 300);
+
+    // Recovery: the next probe succeeds and the held events are released in order.
+    receiver.answer('/down', 200);
+    await receiver.waitFor(() => new Set(okEvents('/down').map((e) => e.id)).size === accepted.length, 20_000);
+    const delivered = okEvents('/down');
+    expect(new Set(delivered.map((e) => e.id))).toEqual(new Set(accepted));
+    for (const resource of ['invoice:1', 'invoice:2']) {
+      const firstSeen: number[] = [];
+      for (const e of delivered.filter((x) => x.resource === resource)) if (!firstSeen.includes(e.seq)) firstSeen.push(e.seq);
+      expect(firstSeen).toEqual([1, 2, 3, 4, 5, 6]);
+    }
+    for (const d of ok('/down')) expect(verifyDelivery(hook.secret, d)).toBeTruthy();
+    const recovered = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body.health;
+    expect(recovered).toMatchObject({ state: 'healthy', consecutive_failures: 0, held: 0 });
+  }, 60_000);
+
+  it('disables a webhook at once on 410 and tells its owner', async () => {
+    const tenant = await createTenant(sandbox, 'gone');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'g:1', url: `${receiver.url}/gone` });
+    receiver.answer('/gone', 410);
+    await publish(sandbox, tenant.key, [{ resource: 'g:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => sandbox.notifier.notices.some((n) => n.webhook === hook.id), 10_000);
+    const detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
+    expect(detail.status).toBe('disabled');
+    expect(detail.health).toMatchObject({ state: 'disabled', last_failure: { status_code: 410 }, held: 1 });
+    expect(sandbox.notifier.notices.find((n) => n.webhook === hook.id)).toMatchObject({
+      tenant: tenant.id,
+      reason: 'gone',
+      url: `${receiver.url}/gone`,
+    });
+    // Re-enabling releases what was held.
+    receiver.answer('/gone', 200);
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    expect(patched.body.status).toBe('active');
+    await receiver.waitFor(() => okEvents('/gone').length === 1, 10_000);
+  });
+
+  it('waits at least Retry-After (within bounds) after a 429', async () => {
+    const tenant = await createTenant(sandbox, 'throttled');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 't:1', url: `${receiver.url}/slow-down` });
+    receiver.answer('/slow-down', { status: 429, headers: { 'retry-after': '2' } });
+    await publish(sandbox, tenant.key, [{ resource: 't:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/slow-down').length >= 1, 10_000);
+    receiver.answer('/slow-down', 200);
+    await receiver.waitFor(() => okEvents('/slow-down').length === 1, 10_000);
+    const [first, second] = receiver.deliveries('/slow-down');
+    expect((second?.at ?? 0) - (first?.at ?? 0)).toBeGreaterThanOrEqual(1_900);
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts.map((a: { status_code: number }) => a.status_code)).toEqual([200, 429]);
+    expect(attempts[0].attempt).toBe(2);
+  });
+
+  it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
+    const tenant = await createTenant(sandbox, 'replay');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:1', url: `${receiver.url}/replay` });
+    const since = new Date(Date.now() - 1_000).toISOString();
+    const published = await publish(
+      sandbox,
+      tenant.key,
+      [1, 2, 3].map((n) => ({ resource: 'r:1', type: 'a.b', data: n })),
+    );
+    const ids = published.body.events.map((e: { id: string }) => e.id);
+    await receiver.waitFor(() => okEvents('/replay').length === 3);
+
+    const rotated = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.secret).toMatch(/^whsec_/);
+
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, { key: tenant.key, body: { since } });
+    expect(replay).toMatchObject({ status: 202, body: { events: 3 } });
+    await receiver.waitFor(() => okEvents('/replay').length === 6);
+    const replayed = okEvents('/replay').slice(3);
+    expect(replayed.map((e) => e.id).sort()).toEqual([...ids].sort());
+    const lastDelivery = ok('/replay').at(-1);
+    if (!lastDelivery) throw new Error('no replayed delivery');
+    expect(lastDelivery.headers['webhook-signature']?.split(' ')).toHaveLength(2);
+    expect(verifyDelivery(rotated.body.secret, lastDelivery)).toBeTruthy();
+    expect(verifyDelivery(hook.secret, lastDelivery)).toBeTruthy();
+
+    const bad = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, { key: tenant.key, body: { since: 'yesterday' } });
+    expect(bad.status).toBe(400);
+  });
+});
