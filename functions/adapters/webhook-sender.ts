@@ -2,8 +2,10 @@
  * Sends one signed POST to a subscriber. Redirects are not followed, the whole
  * exchange is bounded by the timeout, and at most a few KiB of the answer is read.
  */
+import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
+import { checkTargetUrl, isForbiddenAddress } from '../core/ssrf.ts';
 
 export interface SendResult {
   /** The HTTP status, or undefined when no answer came (connection error, timeout). */
@@ -28,8 +30,59 @@ const MAX_RESPONSE_BYTES = 4 * 1024;
 
 export type Sender = (request: SendRequest) => Promise<SendResult>;
 
-export const sendWebhook: Sender = (request) =>
-  new Promise((resolve) => {
+type LookupFunction = typeof dns.lookup;
+
+export interface SenderOptions {
+  /** Allow http:// and private, loopback and link-local targets (the sandbox). */
+  readonly allowPrivateTargets: boolean;
+  /** DNS lookup to use; tests inject one. */
+  readonly lookup?: LookupFunction;
+}
+
+/**
+ * A lookup that refuses forbidden addresses. It runs on every connection, so a
+ * name that resolved to a public address at creation and to a private one now
+ * (DNS rebinding) is refused now.
+ */
+function guardedLookup(lookup: LookupFunction): LookupFunction {
+  const guarded = (hostname: string, options: unknown, callback: unknown) => {
+    const cb = (typeof options === 'function' ? options : callback) as (
+      error: NodeJS.ErrnoException | null,
+      address: string | dns.LookupAddress[],
+      family?: number,
+    ) => void;
+    const opts = (typeof options === 'object' && options !== null ? options : {}) as dns.LookupOptions;
+    lookup(hostname, { ...opts, all: true }, (error, addresses) => {
+      if (error) return cb(error, []);
+      const list = addresses as dns.LookupAddress[];
+      if (list.length === 0 || list.some((a) => isForbiddenAddress(a.address))) {
+        const refused: NodeJS.ErrnoException = new Error(`${hostname} resolves to a forbidden address`);
+        refused.code = 'forbidden_address';
+        return cb(refused, []);
+      }
+      if (opts.all) return cb(null, list);
+      const first = list[0] as dns.LookupAddress;
+      return cb(null, first.address, first.family);
+    });
+  };
+  return guarded as unknown as LookupFunction;
+}
+
+export function makeSender(options: SenderOptions): Sender {
+  if (options.allowPrivateTargets) return (request) => send(request, undefined);
+  const lookup = guardedLookup(options.lookup ?? dns.lookup);
+  return async (request) => {
+    const problem = checkTargetUrl(request.url, false);
+    if (problem) {
+      const code = problem.includes('https') ? 'https_required' : 'forbidden_address';
+      return { statusCode: undefined, durationMs: 0, error: code, retryAfter: undefined, responseSnippet: '' };
+    }
+    return send(request, lookup);
+  };
+}
+
+function send(request: SendRequest, lookup: LookupFunction | undefined): Promise<SendResult> {
+  return new Promise((resolve) => {
     const started = performance.now();
     let settled = false;
     const finish = (result: Omit<SendResult, 'durationMs'>) => {
@@ -49,7 +102,9 @@ export const sendWebhook: Sender = (request) =>
     const req = transport.request(url, {
       method: 'POST',
       headers: { ...request.headers, 'content-length': Buffer.byteLength(request.body) },
+      // No connection reuse: every delivery connects, and so is checked, afresh.
       agent: false,
+      ...(lookup && { lookup }),
     });
     const timer = setTimeout(() => {
       finish({ statusCode: undefined, error: `no answer within ${request.timeoutMs} ms`, retryAfter: undefined, responseSnippet: '' });
@@ -81,3 +136,4 @@ export const sendWebhook: Sender = (request) =>
     });
     req.end(request.body);
   });
+}

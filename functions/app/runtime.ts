@@ -13,7 +13,7 @@ import { IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
-import { type Sender, sendWebhook } from '../adapters/webhook-sender.ts';
+import { makeSender, type Sender } from '../adapters/webhook-sender.ts';
 import { WebhookStore } from '../adapters/webhook-store.ts';
 import type { ApiServices } from '../api/app.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -71,7 +71,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
     webhooks: new WebhookService({
       webhooks,
       tenants,
-      send: w.send ?? sendWebhook,
+      send: w.send ?? makeSender({ allowPrivateTargets: w.config.allowPrivateTargets }),
       timeoutMs: w.config.deliveryTimeoutMs,
       now,
       delivery: deliveryDeps(w, notifier),
@@ -105,7 +105,7 @@ export function deliveryDeps(
     records: new DeliveryRecords({ client: w.dynamo, tableName: w.controlTable, retentionDays: w.config.retentionDays }),
     queue: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
     notifier,
-    send: w.send ?? sendWebhook,
+    send: w.send ?? makeSender({ allowPrivateTargets: w.config.allowPrivateTargets }),
     config: w.config,
     metrics: w.metrics,
     logger: w.logger,

@@ -183,6 +183,12 @@ export class WebhookService {
     const body = deliveryBody(webhook.id, [ping]);
     const headers = deliveryHeaders(webhook.secrets, newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
     const result = await this.#deps.send({ url, headers: { ...headers }, body, timeoutMs: this.#deps.timeoutMs });
+    if (result.error === 'forbidden_address' || result.error === 'https_required') {
+      throw new ApiError(
+        'invalid_request',
+        'url must be https and resolve only to public addresses (no private, loopback, link-local or metadata ones).',
+      );
+    }
     if (decideAttempt(result.statusCode) !== 'delivered') {
       const answer = result.statusCode === undefined ? result.error : `HTTP ${result.statusCode}`;
       throw new ApiError(

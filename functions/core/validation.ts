@@ -5,6 +5,7 @@
  */
 import { ValidationError } from './errors.ts';
 import type { EventInput, TenantLimits, WebhookStatus } from './model.ts';
+import { checkTargetUrl } from './ssrf.ts';
 
 export const RESOURCE_PATTERN = /^[A-Za-z0-9._:-]{1,200}$/;
 export const TYPE_PATTERN = /^[a-z0-9_]+(\.[a-z0-9_]+)*$/;
@@ -136,6 +137,8 @@ function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void 
   const schemes = allowHttp ? ['https:', 'http:'] : ['https:'];
   if (!schemes.includes(url.protocol)) problems.push(`url must use ${allowHttp ? 'http or https' : 'https'}`);
   if (url.username || url.password) problems.push('url must not contain credentials');
+  const target = checkTargetUrl(value, allowHttp);
+  if (target && !problems.some((p) => p.startsWith('url must use'))) problems.push(target);
   if (url.hash) problems.push('url must not contain a fragment');
 }
 

@@ -100,6 +100,8 @@ describe('webhook validation', () => {
     [{ resource: 'p', url: 'https://example.com', types: [] }, /types must be a list/],
     [{ resource: 'p', url: 'https://example.com', types: ['task.**'] }, /types\[0\]/],
     [{ url: 'https://example.com' }, /resource must match/],
+    [{ resource: 'p', url: 'https://169.254.169.254/latest' }, /metadata/],
+    [{ resource: 'p', url: 'https://localhost/x' }, /localhost/],
   ])('rejects %j', (body, message) => {
     expect(problems(() => validateWebhookCreate(body, false)).join('\n')).toMatch(message);
   });
