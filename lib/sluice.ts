@@ -7,6 +7,7 @@ import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { Secret } from 'aws-cdk-lib/aws-secretsmanager';
+import type { Topic } from 'aws-cdk-lib/aws-sns';
 import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
@@ -41,6 +42,8 @@ export class Sluice extends Construct {
   readonly distributeDeadLetterQueue: Queue;
   readonly deliverQueue: Queue;
   readonly deliverDeadLetterQueue: Queue;
+  /** Subscribe webhook owners (or a relay to them) to hear when a webhook is disabled. */
+  readonly webhookDisabledTopic: Topic;
   readonly functions: {
     readonly api: NodejsFunction;
     readonly authorizer: NodejsFunction;
@@ -67,6 +70,8 @@ export class Sluice extends Construct {
       events: storage.events,
       control: storage.control,
       distributeQueue: pipeline.distribute.queue,
+      deliverQueue: delivery.deliver.queue,
+      webhookDisabledTopic: delivery.webhookDisabledTopic,
     });
 
     this.api = api.restApi;
@@ -77,6 +82,7 @@ export class Sluice extends Construct {
     this.distributeDeadLetterQueue = pipeline.distribute.deadLetterQueue;
     this.deliverQueue = delivery.deliver.queue;
     this.deliverDeadLetterQueue = delivery.deliver.deadLetterQueue;
+    this.webhookDisabledTopic = delivery.webhookDisabledTopic;
     this.functions = {
       api: api.apiFunction.function,
       authorizer: api.authorizerFunction.function,
@@ -86,6 +92,10 @@ export class Sluice extends Construct {
     };
 
     new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL; routes start with v1/' });
+    new CfnOutput(this, 'WebhookDisabledTopicArn', {
+      value: this.webhookDisabledTopic.topicArn,
+      description: 'SNS: a webhook was disabled',
+    });
     new CfnOutput(this, 'AdminKeySecretArn', {
       value: this.adminKeySecret.secretArn,
       description: 'The admin key is ak_ followed by this secret’s token field',

@@ -20,6 +20,7 @@ import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
+import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
@@ -31,6 +32,9 @@ export interface ApiProps {
   readonly events: TableV2;
   readonly control: TableV2;
   readonly distributeQueue: IQueue;
+  /** For replay and re-enabling (which releases held deliveries). */
+  readonly deliverQueue: IQueue;
+  readonly webhookDisabledTopic: ITopic;
 }
 
 /** Gateway responses in sluice's error shape: [type, status, code, message]. */
@@ -84,7 +88,9 @@ export class Api extends Construct {
     this.apiFunction = new SluiceFunction(this, 'Handler', { entry: FUNCTION_ENTRIES.api, config, timeout: Duration.seconds(29) })
       .bindTable(props.events, 'readWrite', ENV.eventsTable)
       .bindTable(props.control, 'readWrite', ENV.controlTable)
-      .bindQueue(props.distributeQueue, ENV.distributeQueueUrl);
+      .bindQueue(props.distributeQueue, ENV.distributeQueueUrl)
+      .bindQueue(props.deliverQueue, ENV.deliverQueueUrl)
+      .bindTopic(props.webhookDisabledTopic, ENV.webhookDisabledTopicArn);
     const fn = this.apiFunction.function;
     fn.addEnvironment(ENV.restApiId, this.restApi.restApiId);
     fn.addEnvironment(ENV.apiStage, API_STAGE_NAME);

@@ -11,6 +11,7 @@ import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
@@ -84,6 +85,12 @@ export class SluiceFunction extends Construct {
         reason: 'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
       });
     }
+    return this;
+  }
+
+  bindTopic(topic: ITopic, envName: string): this {
+    topic.grantPublish(this.function);
+    this.function.addEnvironment(envName, topic.topicArn);
     return this;
   }
 

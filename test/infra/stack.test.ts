@@ -203,3 +203,20 @@ describe('cdk-nag', () => {
     expect(() => app.synth()).toThrow();
   });
 });
+
+describe('webhook-disabled notices', () => {
+  it('publish to an encrypted, TLS-only SNS topic that the delivery and API functions may publish to', () => {
+    template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+    template.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+      },
+    });
+    const publishers = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) => JSON.stringify(p).includes('sns:Publish'));
+    expect(publishers).toHaveLength(2);
+    const withTopicEnv = Object.values(template.findResources('AWS::Lambda::Function')).filter(
+      (fn) => fn.Properties.Environment.Variables.WEBHOOK_DISABLED_TOPIC_ARN !== undefined,
+    );
+    expect(withTopicEnv).toHaveLength(2);
+  });
+});
