@@ -49,9 +49,12 @@ describe('failing endpoint', () => {
   it('is quarantined, sees only probes, does not slow others, and gets every held event in order once it recovers', async () => {
     const failing = await createTenant(sandbox, 'failing');
     const healthy = await createTenant(sandbox, 'healthy');
+    // Half the failing tenant's endpoints answer 500, half never answer.
     const hook = await createWebhook(sandbox, failing.key, { resource: 'acct:1', url: `${receiver.url}/down` });
+    const hanging = await createWebhook(sandbox, failing.key, { resource: 'acct:1', url: `${receiver.url}/hang` });
     await createWebhook(sandbox, healthy.key, { resource: 'acct:2', url: `${receiver.url}/up` });
     receiver.answer('/down', 500);
+    receiver.answer('/hang', 'hang');
 
     // Healthy traffic throughout, timed from acceptance to arrival.
     const sentAt = new Map<string, number>();
@@ -81,13 +84,15 @@ describe('failing endpoint', () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
 
-    // Quarantined after 3 consecutive failures.
-    let state = '';
-    for (let i = 0; i < 100 && state !== 'quarantined'; i++) {
-      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body.health.state;
-      if (state !== 'quarantined') await new Promise((resolve) => setTimeout(resolve, 100));
+    // Both quarantined after 3 consecutive failures.
+    const stateOf = async (id: string) => (await call(sandbox, 'GET', `/v1/webhooks/${id}`, { key: failing.key })).body.health.state;
+    for (let i = 0; i < 100 && ((await stateOf(hook.id)) !== 'quarantined' || (await stateOf(hanging.id)) !== 'quarantined'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    expect(state).toBe('quarantined');
+    expect(await stateOf(hook.id)).toBe('quarantined');
+    expect(await stateOf(hanging.id)).toBe('quarantined');
+    const hangingAttempts = (await call(sandbox, 'GET', `/v1/webhooks/${hanging.id}/attempts`, { key: failing.key })).body.data;
+    expect(hangingAttempts.every((a: { error: string }) => /no answer/.test(a.error))).toBe(true);
     const quarantinedAt = Date.now();
     // While quarantined: probes only, and deliveries are held.
     await new Promise((resolve) => setTimeout(resolve, 3_000));
@@ -110,13 +115,16 @@ describe('failing endpoint', () => {
 
     // Recovery: the next probe succeeds and the held events are released in order.
     receiver.answer('/down', 200);
-    await receiver.waitFor(() => new Set(okEvents('/down').map((e) => e.id)).size === accepted.length, 20_000);
-    const delivered = okEvents('/down');
-    expect(new Set(delivered.map((e) => e.id))).toEqual(new Set(accepted));
-    for (const resource of ['invoice:1', 'invoice:2']) {
-      const firstSeen: number[] = [];
-      for (const e of delivered.filter((x) => x.resource === resource)) if (!firstSeen.includes(e.seq)) firstSeen.push(e.seq);
-      expect(firstSeen).toEqual([1, 2, 3, 4, 5, 6]);
+    receiver.answer('/hang', 200);
+    for (const path of ['/down', '/hang']) {
+      await receiver.waitFor(() => new Set(okEvents(path).map((e) => e.id)).size === accepted.length, 20_000);
+      const delivered = okEvents(path);
+      expect(new Set(delivered.map((e) => e.id))).toEqual(new Set(accepted));
+      for (const resource of ['invoice:1', 'invoice:2']) {
+        const firstSeen: number[] = [];
+        for (const e of delivered.filter((x) => x.resource === resource)) if (!firstSeen.includes(e.seq)) firstSeen.push(e.seq);
+        expect(firstSeen).toEqual([1, 2, 3, 4, 5, 6]);
+      }
     }
     for (const d of ok('/down')) expect(verifyDelivery(hook.secret, d)).toBeTruthy();
     const recovered = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body.health;

@@ -1,0 +1,92 @@
+/**
+ * Held deliveries past the cap collapse into one `sluice.gap` marker per
+ * resource; the per-endpoint rate delays deliveries, never fails them.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([
+    startSandbox({
+      port: 0,
+      config: {
+        retryScheduleSeconds: [0, 1, 1, 1],
+        retryJitter: 0,
+        quarantineAfterFailures: 1,
+        probeIntervalMinSeconds: 1,
+        probeIntervalMaxSeconds: 1,
+        heldPerWebhook: 2,
+        endpointRatePerSecond: 3,
+        deliveryTimeoutMs: 400,
+      },
+    }),
+    startReceiver(),
+  ]);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+const okEvents = (path: string) =>
+  receiver.received
+    .filter((d) => d.path === path && d.answered === 200 && !d.json.events.some((e) => e.type === 'webhook.ping'))
+    .flatMap((d) => d.json.events);
+
+describe('held deliveries', () => {
+  it('keeps at most the cap, and stands for the rest with one gap marker per resource, delivered after them', async () => {
+    const tenant = await createTenant(sandbox, 'overflow');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'o:1', url: `${receiver.url}/overflow` });
+    receiver.answer('/overflow', 'hang');
+    // The first event's failure quarantines the endpoint; the next ones are held.
+    await publish(sandbox, tenant.key, [{ resource: 'o:1', type: 'a.b', data: 0 }]);
+    let state = '';
+    for (let i = 0; i < 50 && state !== 'quarantined'; i++) {
+      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.state;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(state).toBe('quarantined');
+    for (let i = 1; i <= 5; i++) {
+      await publish(sandbox, tenant.key, [{ resource: 'o:1', type: 'a.b', data: i }]);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    await receiver.waitFor(() => sandbox.metrics.total('EventsHeldOverflow') >= 4, 10_000);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(2);
+
+    receiver.answer('/overflow', 200);
+    await receiver.waitFor(() => okEvents('/overflow').some((e) => e.type === 'sluice.gap'), 15_000);
+    const delivered = okEvents('/overflow');
+    const gap = delivered.find((e) => e.type === 'sluice.gap');
+    expect(gap).toMatchObject({ resource: 'o:1', data: { dropped: 4, reason: 'held_overflow' } });
+    // The two held events (the one that failed, and the next) came first, in order; the marker stands for the other four.
+    const real = delivered.filter((e) => e.type === 'a.b');
+    expect(real.map((e) => e.seq)).toEqual([1, 2]);
+    expect(delivered.indexOf(gap as (typeof delivered)[number])).toBe(delivered.length - 1);
+  }, 40_000);
+});
+
+describe('per-endpoint rate', () => {
+  it('spreads deliveries to one endpoint over time instead of failing them', async () => {
+    const tenant = await createTenant(sandbox, 'busy');
+    await createWebhook(sandbox, tenant.key, { resource: 'b:0', url: `${receiver.url}/busy` });
+    const delayed = sandbox.metrics.total('DeliveriesDelayed');
+    const started = Date.now();
+    await publish(
+      sandbox,
+      tenant.key,
+      Array.from({ length: 9 }, (_, i) => ({ resource: `b:${i + 1}`, parents: ['b:0'], type: 'a.b', data: i })),
+    );
+    await receiver.waitFor(() => okEvents('/busy').length === 9, 20_000);
+    const arrivals = receiver.received.filter((d) => d.path === '/busy' && d.answered === 200).map((d) => d.at - started);
+    // 3 per second: nine deliveries need at least two seconds, and some were delayed.
+    expect(Math.max(...arrivals)).toBeGreaterThanOrEqual(1_900);
+    expect(sandbox.metrics.total('DeliveriesDelayed')).toBeGreaterThan(delayed);
+    expect(new Set(okEvents('/busy').map((e) => e.data))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8]));
+  }, 30_000);
+});
