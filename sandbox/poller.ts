@@ -9,8 +9,10 @@ import { randomUUID } from 'node:crypto';
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
+import type { FunctionName } from '../functions/definitions/alarms.ts';
 import type { SqsHandler } from '../functions/distributor/process.ts';
 import type { SandboxQueue } from './emulators.ts';
+import type { InMemoryMetrics } from './metrics.ts';
 
 export interface PollerOptions {
   readonly client: SQSClient;
@@ -20,6 +22,10 @@ export interface PollerOptions {
   readonly logger: LoggerPort;
   /** Defaults to the definition's maxConcurrency. */
   readonly concurrency?: number;
+  /** Where to record what AWS would measure: queue age and function errors. */
+  readonly metrics?: InMemoryMetrics;
+  /** The function's name in the alarm definitions. */
+  readonly fn?: FunctionName;
 }
 
 function lambdaContext(functionName: string, timeoutSeconds: number): Context {
@@ -73,6 +79,9 @@ export class Poller {
           }),
         );
         const messages = received.Messages ?? [];
+        const now = Date.now();
+        const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
+        this.#options.metrics?.record(`queue:${queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
         if (messages.length === 0 || !this.#running) continue;
         const records: SQSRecord[] = messages.map((m) => ({
           messageId: m.MessageId as string,
@@ -86,7 +95,14 @@ export class Poller {
           awsRegion: 'us-east-1',
         }));
         const event: SQSEvent = { Records: records };
-        const response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+        let response: Awaited<ReturnType<SqsHandler>>;
+        try {
+          response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+        } catch (error) {
+          // A failed invocation, as Lambda's Errors metric counts it; SQS delivers the batch again.
+          if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
+          throw error;
+        }
         const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
         const done = records.filter((r) => !failed.has(r.messageId));
         if (done.length > 0) {

@@ -7,14 +7,17 @@ import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { serve } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
+import { CanaryStore } from '../functions/adapters/canary-store.ts';
 import { RecordingNotifier } from '../functions/adapters/notifier.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
 import { createApi, notFound } from '../functions/api/app.ts';
+import { type CanaryDeps, receiveCanary, runCanary } from '../functions/app/canary.ts';
 import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
 import { apiServices, deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
 import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
@@ -27,6 +30,7 @@ import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues
 import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
 import { makeDistributorHandler } from '../functions/distributor/process.ts';
+import { AlarmEvaluator, type AlarmState } from './alarms.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulators } from './emulators.ts';
 import { inboxRoutes } from './inbox.ts';
 import { InMemoryMetrics } from './metrics.ts';
@@ -41,6 +45,10 @@ export interface SandboxOptions {
   readonly config?: Readonly<Record<string, unknown>>;
   /** Persist emulator state here (SLUICE_DATA_DIR). */
   readonly dataDir?: string;
+  /** Run the canary on its schedule (default true). */
+  readonly canary?: boolean;
+  /** Shrinks every alarm period and the monitors' interval (tests: 0.01 turns 5 minutes into 3 s). */
+  readonly alarmTimeScale?: number;
   /** Powertools log level for the functions; the sandbox is quiet by default. */
   readonly logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
 }
@@ -56,6 +64,10 @@ export interface Sandbox {
   readonly queues: Readonly<Record<string, SandboxQueue>>;
   /** Runs the reconciler now (it also runs every reconcileIntervalSeconds). */
   reconcile(): Promise<ReconcileReport>;
+  /** Runs the canary now (it also runs every canaryIntervalSeconds). */
+  runCanary(): Promise<void>;
+  /** The alarm states, as GET /v1/admin/alarms serves them. */
+  alarms(): AlarmState[];
   stop(): Promise<void>;
 }
 
@@ -122,11 +134,33 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
   };
 
+  let stopped = false;
+  const canaryReceiver = {
+    store: new CanaryStore({ client: dynamo, tableName: wiring.controlTable }),
+    metrics,
+    logger: log,
+    now: Date.now,
+  };
+  const alarmTimeScale = options.alarmTimeScale ?? 1;
+  const alarms = new AlarmEvaluator(metrics, { timeScale: alarmTimeScale });
   const outer = new Hono();
   outer.notFound(notFound);
+  // What API Gateway's 5XXError metric would count.
+  outer.use('*', async (c, next) => {
+    await next();
+    if (c.res.status >= 500) metrics.record('api:5XXError', 1);
+  });
+  outer.post('/sandbox/canary', async (c) => {
+    const status = await receiveCanary(
+      canaryReceiver,
+      { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
+      await c.req.text(),
+    );
+    return c.body(null, status as 204);
+  });
   outer.route('/', inboxRoutes());
   outer.get('/sandbox/notifications', (c) => c.json({ data: notifier.notices }));
-  outer.route('/', createApi(apiServices(wiring, usagePlans, notifier), authenticate));
+  outer.route('/', createApi({ ...apiServices(wiring, usagePlans, notifier), alarms: () => alarms.evaluate() }, authenticate));
 
   // The pollers run fewer loops than Lambda's maximum concurrency: here every
   // "invocation" shares one process and its CPU with the emulators.
@@ -138,6 +172,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       handler: makeDistributorHandler(distributor(wiring), log),
       functionName: 'sluice-distributor',
       logger: log,
+      metrics,
+      fn: 'distributor',
       concurrency: Math.min(DISTRIBUTE_QUEUE.maxConcurrency, 8),
     }),
     new Poller({
@@ -146,6 +182,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       handler: makeDeliveryHandler(deliveryDeps(wiring, notifier)),
       functionName: 'sluice-delivery',
       logger: log,
+      metrics,
+      fn: 'delivery',
       concurrency: Math.min(DELIVER_QUEUE.maxConcurrency, 16),
     }),
   ];
@@ -155,10 +193,27 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const reconciler = reconcilerDeps(wiring);
   const runReconciler = () =>
     reconcile(reconciler).catch((error: unknown) => {
+      metrics.record('function:reconciler:Errors', 1);
       log.error('Reconciler run failed', { error });
       throw error;
     });
-  const reconcileTimer = setInterval(() => void runReconciler().catch(() => undefined), config.reconcileIntervalSeconds * 1000);
+  const timers = [setInterval(() => void runReconciler().catch(() => undefined), config.reconcileIntervalSeconds * 1000)];
+
+  // What CloudWatch would measure on the dead-letter queues.
+  const monitor = setInterval(() => {
+    for (const queue of Object.values(queues)) {
+      sqs
+        .send(new GetQueueAttributesCommand({ QueueUrl: queue.deadLetterUrl, AttributeNames: ['ApproximateNumberOfMessages'] }))
+        .then((r) =>
+          metrics.record(
+            `queue:${queue.definition.logicalName}:dlq:ApproximateNumberOfMessagesVisible`,
+            Number(r.Attributes?.ApproximateNumberOfMessages ?? 0),
+          ),
+        )
+        .catch(() => undefined);
+    }
+  }, 10_000 * alarmTimeScale);
+  timers.push(monitor);
 
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: outer.fetch, port: options.port ?? 8787, hostname: options.host ?? '127.0.0.1' }, () => resolve(s as Server));
@@ -166,7 +221,27 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const address = server.address() as AddressInfo;
   const url = `http://${options.host ?? '127.0.0.1'}:${address.port}`;
 
-  let stopped = false;
+  // The canary's schedule; its receiver is POST /sandbox/canary on this server.
+  const canary: CanaryDeps = {
+    store: new CanaryStore({ client: dynamo, tableName: wiring.controlTable }),
+    apiUrl: url,
+    adminKey: async () => adminKey,
+    receiverUrl: `${url}/sandbox/canary`,
+    metrics,
+    logger: log,
+    now: Date.now,
+  };
+  const runCanaryOnce = () =>
+    runCanary(canary).catch((error: unknown) => {
+      if (stopped) return;
+      metrics.record('function:canary:Errors', 1);
+      log.error('Canary run failed', { error });
+    });
+  if (options.canary !== false) {
+    timers.push(setInterval(() => void runCanaryOnce(), config.canaryIntervalSeconds * 1000));
+    void runCanaryOnce();
+  }
+
   return {
     url,
     adminKey,
@@ -177,10 +252,12 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     emulators,
     queues,
     reconcile: runReconciler,
+    runCanary: runCanaryOnce,
+    alarms: () => alarms.evaluate(),
     async stop() {
       if (stopped) return;
       stopped = true;
-      clearInterval(reconcileTimer);
+      for (const timer of timers) clearInterval(timer);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

@@ -175,12 +175,21 @@ export class DeliveryRecords {
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: heldPk(webhookId), sk } }));
   }
 
-  /** Counts events that did not fit in the held store, per resource, for one gap marker each. */
-  async countOverflow(webhookId: string, resource: string, dropped: number, now: number): Promise<void> {
+  /**
+   * Counts events that were not delivered and not held (past the held cap, or
+   * discarded by a drop switch), per reason and resource, for one gap marker each.
+   */
+  async countOverflow(
+    webhookId: string,
+    resource: string,
+    dropped: number,
+    now: number,
+    reason: GapMarker['data']['reason'] = 'held_overflow',
+  ): Promise<void> {
     await this.#client.send(
       new UpdateCommand({
         TableName: this.#table,
-        Key: { pk: overflowPk(webhookId), sk: resource },
+        Key: { pk: overflowPk(webhookId), sk: `${reason}#${resource}` },
         UpdateExpression: 'ADD #dropped :n SET #expires_at = :exp',
         ExpressionAttributeNames: names('dropped', 'expires_at'),
         ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + this.#retentionMs) },
@@ -213,12 +222,14 @@ export class DeliveryRecords {
           }),
         );
         const dropped = Number(taken.Attributes?.dropped ?? 0);
+        const sk = String(item.sk);
+        const at = sk.indexOf('#');
         if (dropped > 0) {
           markers.push({
             id: newEventId(),
-            resource: String(item.sk),
+            resource: sk.slice(at + 1),
             type: 'sluice.gap',
-            data: { dropped, reason: 'held_overflow' },
+            data: { dropped, reason: sk.slice(0, at) as GapMarker['data']['reason'] },
             created_at: new Date(now).toISOString(),
           });
         }

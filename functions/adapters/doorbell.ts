@@ -6,14 +6,16 @@ import type { ObjectKey } from '../core/model.ts';
 export interface DoorbellMessage {
   readonly tenant: string;
   readonly resource: string;
+  /** Rung when a kill switch was lifted: read the switches afresh, not from the cache. */
+  readonly fresh?: boolean;
 }
 
-export function parseDoorbell(body: string): ObjectKey {
+export function parseDoorbell(body: string): ObjectKey & { fresh: boolean } {
   const message = JSON.parse(body) as Partial<DoorbellMessage>;
   if (typeof message.tenant !== 'string' || typeof message.resource !== 'string') {
     throw new Error('A doorbell names a tenant and a resource');
   }
-  return { tenantId: message.tenant, resource: message.resource };
+  return { tenantId: message.tenant, resource: message.resource, fresh: message.fresh === true };
 }
 
 export class Doorbell {
@@ -29,9 +31,9 @@ export class Doorbell {
    * Rings for an object. `token` makes the deduplication id: two rings with the same
    * token within five minutes are one message (a retried send cannot double-ring).
    */
-  async ring(key: ObjectKey, token: string): Promise<void> {
+  async ring(key: ObjectKey, token: string, options: { fresh?: boolean } = {}): Promise<void> {
     const group = objectGroupId(key);
-    const body: DoorbellMessage = { tenant: key.tenantId, resource: key.resource };
+    const body: DoorbellMessage = { tenant: key.tenantId, resource: key.resource, ...(options.fresh && { fresh: true }) };
     await this.#client.send(
       new SendMessageCommand({
         QueueUrl: this.#queueUrl,

@@ -5,14 +5,15 @@ import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 export function metricsPort(metrics: Metrics): MetricsPort {
   return {
+    // Always the plain metric (what alarms watch), plus a dimensioned copy when
+    // dimensions are given (what dashboards break down by).
     count(name, value = 1, dimensions) {
+      metrics.addMetric(name, MetricUnit.Count, value);
       if (dimensions && Object.keys(dimensions).length > 0) {
         const single = metrics.singleMetric();
         for (const [dimension, dimensionValue] of Object.entries(dimensions)) single.addDimension(dimension, dimensionValue);
         single.addMetric(name, MetricUnit.Count, value);
-        return;
       }
-      metrics.addMetric(name, MetricUnit.Count, value);
     },
   };
 }

@@ -65,6 +65,8 @@ function toMeta(item: MetaItem): QueueMeta {
     scheduledAt: optionalNumber(item.scheduled_at),
     turnAt: optionalNumber(item.turn_at),
     leaseUntil: optionalNumber(item.lease_until),
+    switchDropped: Number(item.switch_dropped ?? 0),
+    switchDroppedParents: [...((item.switch_dropped_parents as Set<string> | undefined) ?? [])],
   };
 }
 
@@ -316,16 +318,30 @@ export class QueueStore {
     key: ObjectKey,
     fence: number,
     previousCursor: number,
-    next: { cursor: number; seq: number; consumed: number; turn: TurnRecord },
+    next: { cursor: number; seq: number; consumed: number; turn: TurnRecord; dropped?: { count: number; parents: readonly string[] } },
   ): Promise<void> {
+    // Events a drop switch discards are counted in the same write that consumes them.
+    const dropped = next.dropped && next.dropped.count > 0 ? next.dropped : undefined;
+    const parents = dropped && dropped.parents.length > 0 ? dropped.parents : undefined;
     try {
       await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
-          UpdateExpression: 'SET #cursor = :cursor, #seq = :seq, #turn = :turn ADD #depth :consumed',
+          UpdateExpression:
+            'SET #cursor = :cursor, #seq = :seq, #turn = :turn ADD #depth :consumed' +
+            (dropped ? ', #switch_dropped :dropped' : '') +
+            (parents ? ', #switch_dropped_parents :parents' : ''),
           ConditionExpression: '#fence = :fence AND #cursor = :previous',
-          ExpressionAttributeNames: names('cursor', 'seq', 'turn', 'depth', 'fence'),
+          ExpressionAttributeNames: names(
+            'cursor',
+            'seq',
+            'turn',
+            'depth',
+            'fence',
+            ...(dropped ? ['switch_dropped'] : []),
+            ...(parents ? ['switch_dropped_parents'] : []),
+          ),
           ExpressionAttributeValues: {
             ':cursor': next.cursor,
             ':seq': next.seq,
@@ -333,6 +349,8 @@ export class QueueStore {
             ':consumed': -next.consumed,
             ':fence': fence,
             ':previous': previousCursor,
+            ...(dropped && { ':dropped': dropped.count }),
+            ...(parents && { ':parents': new Set(parents) }),
           },
         }),
       );
@@ -457,6 +475,25 @@ export class QueueStore {
       return true;
     } catch (error) {
       if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
+  /** Takes back the drop count a gap marker now stands for (only the lease holder may). */
+  async clearSwitchDropped(key: ObjectKey, fence: number, count: number): Promise<void> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'ADD #switch_dropped :minus REMOVE #switch_dropped_parents',
+          ConditionExpression: '#fence = :fence',
+          ExpressionAttributeNames: names('switch_dropped', 'switch_dropped_parents', 'fence'),
+          ExpressionAttributeValues: { ':minus': -count, ':fence': fence },
+        }),
+      );
+    } catch (error) {
+      if (isConditionFailure(error)) throw new FencedOutError();
       throw error;
     }
   }

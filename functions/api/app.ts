@@ -6,6 +6,7 @@
 import { type Context, Hono } from 'hono';
 import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues } from '../app/reconciler.ts';
+import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
 import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -17,6 +18,7 @@ import {
   parseJsonObject,
   validatePublish,
   validateReplay,
+  validateSwitch,
   validateTenantCreate,
   validateWebhookCreate,
   validateWebhookPatch,
@@ -27,6 +29,9 @@ export interface ApiServices {
   readonly ingest: IngestDeps;
   readonly webhooks: WebhookService;
   readonly tenants: TenantServiceDeps;
+  readonly switches: SwitchServiceDeps;
+  /** The alarm states, where they are evaluated in process (the sandbox); absent in AWS. */
+  readonly alarms?: () => unknown[];
   /** For `GET /v1/admin/queues`. */
   readonly queues: Parameters<typeof deepestQueues>[0];
   readonly logger: LoggerPort;
@@ -150,6 +155,27 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     };
     const input = validateTenantCreate(await readJsonBody(c), defaults);
     return c.json(await createTenant(services.tenants, input), 201);
+  });
+
+  app.put('/v1/admin/switches', async (c) => {
+    requireAdmin(c);
+    return c.json(await setSwitch(services.switches, validateSwitch(await readJsonBody(c))));
+  });
+  app.get('/v1/admin/switches', async (c) => {
+    requireAdmin(c);
+    return c.json({ data: await services.switches.switches.list() });
+  });
+  app.delete('/v1/admin/switches/:id', async (c) => {
+    requireAdmin(c);
+    await liftSwitch(services.switches, c.req.param('id'));
+    return c.body(null, 204);
+  });
+  app.get('/v1/admin/alarms', (c) => {
+    requireAdmin(c);
+    if (!services.alarms) {
+      throw new ApiError('not_found', 'Alarm states are in CloudWatch in a deployed stack; this route exists in the sandbox.');
+    }
+    return c.json({ data: services.alarms() });
   });
 
   app.get('/v1/admin/queues', async (c) => {

@@ -14,6 +14,7 @@
  */
 
 import type { DeliveryRecords } from '../adapters/delivery-records.ts';
+import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
@@ -32,6 +33,7 @@ import {
 } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders } from '../core/signing.ts';
+import { actionForWebhook } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 /** Tells a webhook's owner it was disabled (SNS in AWS). */
@@ -58,6 +60,7 @@ export interface DeliveryDeps {
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
   readonly notifier: Notifier;
+  readonly switches: SwitchReader;
   readonly send: Sender;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
@@ -117,7 +120,14 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
     return 'dropped';
   }
-  if (webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
+  const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
+  if (action === 'drop') {
+    // Discarded and counted; one gap marker stands for them when the switch is lifted.
+    await deps.records.countOverflow(webhook.id, message.events[0]?.resource ?? '', message.events.length, now, 'switch_drop');
+    deps.metrics.count('EventsDropped', message.events.length, { reason: 'switch_drop' });
+    return 'dropped';
+  }
+  if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     return hold(deps, webhook, message);
   }
@@ -299,6 +309,18 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
   throw new Error('Could not save the webhook health after repeated conflicts');
 }
 
+/** Starts releasing what a webhook holds (and its gap markers), e.g. when a switch is lifted. */
+export async function startRelease(deps: DeliveryDeps, webhook: Webhook): Promise<void> {
+  const token = newId('msg', deps.now());
+  for (let attempt = 0, current: Webhook | undefined = webhook; current && attempt < 5; attempt++) {
+    if (await deps.webhooks.saveHealth(current, current.health, { releaseToken: token })) {
+      await deps.queue.send([{ kind: 'release', tenantId: current.tenantId, webhookId: current.id, token }]);
+      return;
+    }
+    current = await deps.webhooks.get(current.tenantId, current.id);
+  }
+}
+
 async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
   if (message.notBefore !== undefined && message.notBefore > now) {
@@ -344,6 +366,8 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   let webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook || webhook.releaseToken !== message.token) return 'stale';
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  // A paused webhook keeps holding; lifting the switch starts a new release.
+  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
   const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);
   for (const held of page) {
     const result = await attempt(deps, webhook, held.message);

@@ -6,10 +6,13 @@
 import { createHash } from 'node:crypto';
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
+import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
-import type { DeliveredEvent, DeliveryMessage, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
+import { newId } from '../core/ids.ts';
+import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
+import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { assignSeq, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
 
@@ -20,7 +23,8 @@ export interface SubscriptionSource {
 export interface DistributorDeps {
   readonly queues: QueueStore;
   readonly subscriptions: SubscriptionSource;
-  readonly deliveries: { send(messages: readonly DeliveryMessage<DeliveredEvent>[]): Promise<void> };
+  readonly deliveries: { send(messages: readonly DeliveryMessage[]): Promise<void> };
+  readonly switches: SwitchReader;
   readonly doorbell: Pick<Doorbell, 'ring'>;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
@@ -31,7 +35,7 @@ export interface DistributorDeps {
 
 export type TurnOutcome =
   | { readonly outcome: 'idle' | 'rerung'; readonly distributed: number }
-  | { readonly outcome: 'lease_held' | 'fenced_out'; readonly distributed: number };
+  | { readonly outcome: 'lease_held' | 'fenced_out' | 'paused'; readonly distributed: number };
 
 const CHUNK_SIZE = 100;
 const WAIT_FOR_INGEST_MS = 20;
@@ -66,13 +70,25 @@ export class Distributor {
   }
 
   /** Runs one turn for the object a doorbell names. `owner` identifies this holder in the lease. */
-  async runTurn(key: ObjectKey, owner: string): Promise<TurnOutcome> {
+  async runTurn(key: ObjectKey, owner: string, options: { freshSwitches?: boolean } = {}): Promise<TurnOutcome> {
     const { queues, config, now } = this.#deps;
     let distributed = 0;
     try {
       const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
       const subscriptions = new Map<string, Promise<readonly Webhook[]>>();
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions);
+      const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
+      const action = actionForObject(switches, key.tenantId, key.resource);
+      if (action === 'pause') {
+        // Paused: leave the events where they are. Lifting the switch rings again.
+        await queues.finishTurn(key, meta.fence, now());
+        this.#deps.metrics.count('TurnsPaused');
+        return { outcome: 'paused', distributed };
+      }
+      if (action === undefined && meta.switchDropped > 0) {
+        await this.#publishGapMarker(key, meta.switchDropped, meta.switchDroppedParents, subscriptions);
+        await queues.clearSwitchDropped(key, meta.fence, meta.switchDropped);
+      }
       const startedAt = now();
       const budget = { maxEvents: config.turnMaxEvents, maxMs: config.turnMaxMs };
       let { cursor, seq } = meta;
@@ -88,11 +104,14 @@ export class Distributor {
         }
         const events = assignSeq(plan.take, seq).map(toDelivered);
         const turn: TurnRecord = { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1 };
+        const dropping = action === 'drop';
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
           seq: seq + events.length,
           consumed: plan.take.length + plan.skipped + plan.expired,
-          turn,
+          // A dropped chunk is not recorded as a turn: there is nothing to publish again.
+          turn: dropping ? { fromSlot: plan.cursor + 1, toSlot: plan.cursor, firstSeq: seq + events.length + 1 } : turn,
+          ...(dropping && { dropped: { count: events.length, parents: [...new Set(events.flatMap((e) => e.parents))] } }),
         });
         if (plan.expired > 0) {
           this.#deps.metrics.count('EventsDropped', plan.expired, { reason: 'retention' });
@@ -110,7 +129,8 @@ export class Distributor {
             skipped: plan.skipped,
           });
         }
-        await this.#publish(key, events, subscriptions);
+        if (dropping) this.#deps.metrics.count('EventsDropped', events.length, { reason: 'switch_drop' });
+        else await this.#publish(key, events, subscriptions);
         cursor = plan.cursor;
         seq += events.length;
         distributed += events.length;
@@ -134,6 +154,46 @@ export class Distributor {
       }
       throw error;
     }
+  }
+
+  /**
+   * Publishes one `sluice.gap` marker for events a drop switch discarded, to every
+   * active webhook on the resource or the discarded events' parents, whatever
+   * their type filters: a consumer must learn it missed something.
+   */
+  async #publishGapMarker(
+    key: ObjectKey,
+    dropped: number,
+    parents: readonly string[],
+    cache: Map<string, Promise<readonly Webhook[]>>,
+  ): Promise<void> {
+    const now = this.#deps.now();
+    const marker: GapMarker = {
+      id: newId('evt', now),
+      resource: key.resource,
+      type: 'sluice.gap',
+      data: { dropped, reason: 'switch_drop' },
+      created_at: new Date(now).toISOString(),
+    };
+    const webhooks = new Map<string, Webhook>();
+    for (const resource of [key.resource, ...parents]) {
+      let pending = cache.get(resource);
+      if (!pending) {
+        pending = this.#deps.subscriptions.onResource(key.tenantId, resource);
+        cache.set(resource, pending);
+      }
+      for (const webhook of await pending) if (webhook.status === 'active') webhooks.set(webhook.id, webhook);
+    }
+    await this.#deps.deliveries.send(
+      [...webhooks.values()].map((webhook) => ({
+        deliveryId: newId('msg', now),
+        tenantId: key.tenantId,
+        webhookId: webhook.id,
+        events: [marker],
+        attempt: 1,
+      })),
+    );
+    this.#deps.metrics.count('GapMarkers', 1, { reason: 'switch_drop' });
   }
 
   /** Publishes again a chunk a previous holder committed and may not have published. */

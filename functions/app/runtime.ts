@@ -11,6 +11,7 @@ import { DeliveryRecords } from '../adapters/delivery-records.ts';
 import { Doorbell } from '../adapters/doorbell.ts';
 import { IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
+import { CachedSwitches, SwitchStore } from '../adapters/switch-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
 import { makeSender, type Sender } from '../adapters/webhook-sender.ts';
@@ -38,6 +39,10 @@ export interface Wiring {
   readonly send?: Sender;
 }
 
+function switchReader(w: Pick<Wiring, 'dynamo' | 'controlTable' | 'config' | 'now'>): CachedSwitches {
+  return new CachedSwitches(new SwitchStore({ client: w.dynamo, tableName: w.controlTable }), w.config.switchCacheMs, w.now ?? Date.now);
+}
+
 function stores(w: Wiring) {
   return {
     queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
@@ -55,13 +60,24 @@ function stores(w: Wiring) {
 export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifier): ApiServices {
   const now = w.now ?? Date.now;
   const { queues, idempotency, webhooks, tenants } = stores(w);
+  const delivery = deliveryDeps(w, notifier);
+  const doorbell = new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl });
   return {
+    switches: {
+      switches: new SwitchStore({ client: w.dynamo, tableName: w.controlTable }),
+      queues,
+      doorbell,
+      webhooks,
+      tenants,
+      delivery,
+      now,
+    },
     config: w.config,
     logger: w.logger,
     ingest: {
       queues,
       idempotency,
-      doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+      doorbell,
       config: w.config,
       metrics: w.metrics,
       logger: w.logger,
@@ -74,7 +90,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
       send: w.send ?? makeSender({ allowPrivateTargets: w.config.allowPrivateTargets }),
       timeoutMs: w.config.deliveryTimeoutMs,
       now,
-      delivery: deliveryDeps(w, notifier),
+      delivery,
     }),
     tenants: { tenants, usagePlans, now },
     queues: { queues, now },
@@ -85,6 +101,7 @@ export function distributor(w: Wiring): Distributor {
   const { queues, webhooks } = stores(w);
   return new Distributor({
     queues,
+    switches: switchReader(w),
     subscriptions: webhooks,
     deliveries: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
     doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
@@ -105,6 +122,7 @@ export function deliveryDeps(
     records: new DeliveryRecords({ client: w.dynamo, tableName: w.controlTable, retentionDays: w.config.retentionDays }),
     queue: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
     notifier,
+    switches: switchReader(w),
     send: w.send ?? makeSender({ allowPrivateTargets: w.config.allowPrivateTargets }),
     config: w.config,
     metrics: w.metrics,

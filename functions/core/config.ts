@@ -31,6 +31,10 @@ export interface SluiceConfig {
   readonly reconcileIntervalSeconds: number;
   /** A scheduled object with no lease and no turn for this long has lost its doorbell: ring again. */
   readonly stuckAfterMs: number;
+  /** How stale a stage's view of the kill switches may be (≤ 10 s). */
+  readonly switchCacheMs: number;
+  /** How often the canary publishes its synthetic event. */
+  readonly canaryIntervalSeconds: number;
   /** How long a subscriber has to answer one delivery. */
   readonly deliveryTimeoutMs: number;
   /** Delay before each retry, in seconds; its length is the retry budget. */
@@ -67,6 +71,8 @@ export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
   ingestGraceMs: 60_000,
   reconcileIntervalSeconds: 60,
   stuckAfterMs: 90_000,
+  switchCacheMs: 5_000,
+  canaryIntervalSeconds: 60,
   deliveryTimeoutMs: 10_000,
   retryScheduleSeconds: Object.freeze([0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]),
   retryJitter: 0.2,
@@ -107,6 +113,8 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   ingestGraceMs: positiveInt(900_000),
   reconcileIntervalSeconds: positiveInt(3_600),
   stuckAfterMs: positiveInt(3_600_000),
+  switchCacheMs: positiveInt(10_000),
+  canaryIntervalSeconds: positiveInt(3_600),
   deliveryTimeoutMs: positiveInt(30_000),
   retryScheduleSeconds: schedule,
   retryJitter: fraction,

@@ -2,7 +2,7 @@
  * Standard Webhooks signatures (SPEC §3 Deliveries): HMAC-SHA256 over
  * "<msg id>.<unix seconds>.<body>", keyed with the base64-decoded bytes after `whsec_`.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const SECRET_PREFIX = 'whsec_';
 
@@ -47,4 +47,28 @@ export function deliveryHeaders(
     'webhook-timestamp': String(timestampSeconds),
     'webhook-signature': signatureHeader(secrets, messageId, timestampSeconds, body),
   };
+}
+
+/** How far a delivery's timestamp may be from now and still verify. */
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+/**
+ * Verifies a delivery as a subscriber would (used by sluice's own canary
+ * receiver): one of the `v1,` signatures must match, and the timestamp must be
+ * within the tolerance.
+ */
+export function verifySignature(
+  secret: string,
+  headers: { id: string | undefined; timestamp: string | undefined; signature: string | undefined },
+  body: string,
+  nowSeconds: number,
+): boolean {
+  const { id, timestamp, signature } = headers;
+  if (!id || !timestamp || !signature || !/^\d+$/.test(timestamp)) return false;
+  if (Math.abs(nowSeconds - Number(timestamp)) > SIGNATURE_TOLERANCE_SECONDS) return false;
+  const expected = Buffer.from(sign(secret, id, Number(timestamp), body));
+  return signature.split(' ').some((candidate) => {
+    const given = Buffer.from(candidate);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  });
 }

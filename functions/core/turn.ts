@@ -38,6 +38,10 @@ export interface QueueMeta {
   readonly turnAt: number | undefined;
   /** When the current lease expires (epoch ms), if there is one. */
   readonly leaseUntil: number | undefined;
+  /** Events a drop switch discarded and no gap marker has stood for yet. */
+  readonly switchDropped: number;
+  /** The parents of those events, so the marker reaches the same webhooks. */
+  readonly switchDroppedParents: readonly string[];
 }
 
 /** A committed chunk: slots fromSlot..toSlot, the present ones numbered from firstSeq. */

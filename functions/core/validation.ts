@@ -234,3 +234,36 @@ export function validateReplay(body: Json): number {
   if (problems.length > 0) throw new ValidationError(problems);
   return since;
 }
+
+export interface SwitchInput {
+  readonly scope: 'tenant' | 'resource' | 'webhook';
+  readonly tenant: string;
+  readonly target: string | undefined;
+  readonly action: 'pause' | 'drop';
+  readonly reason: string;
+}
+
+export function validateSwitch(body: Json): SwitchInput {
+  const problems: string[] = [];
+  unknownFields(body, ['scope', 'tenant', 'target', 'action', 'reason'], '', problems);
+  const scope = body.scope;
+  if (scope !== 'tenant' && scope !== 'resource' && scope !== 'webhook') problems.push('scope must be tenant, resource or webhook');
+  if (typeof body.tenant !== 'string' || !/^ten_[0-9a-z]{19}$/.test(body.tenant)) problems.push('tenant must be a tenant id (ten_…)');
+  if (body.action !== 'pause' && body.action !== 'drop') problems.push('action must be pause or drop');
+  if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.length > 500)) {
+    problems.push('reason must be a string of at most 500 characters');
+  }
+  if (scope === 'tenant' && body.target !== undefined) problems.push('target must be omitted for scope tenant');
+  if (scope === 'resource') checkResource(body.target, 'target', problems);
+  if (scope === 'webhook' && (typeof body.target !== 'string' || !/^wh_[0-9a-z]{19}$/.test(body.target))) {
+    problems.push('target must be a webhook id (wh_…) for scope webhook');
+  }
+  if (problems.length > 0) throw new ValidationError(problems);
+  return {
+    scope: scope as SwitchInput['scope'],
+    tenant: body.tenant as string,
+    target: body.target as string | undefined,
+    action: body.action as SwitchInput['action'],
+    reason: (body.reason as string | undefined) ?? '',
+  };
+}

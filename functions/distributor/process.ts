@@ -33,8 +33,8 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
   return async (event, context) => {
     const owner = newLeaseOwner();
     const recordHandler = async (record: SQSRecord) => {
-      const key = parseDoorbell(record.body);
-      const result = await distributor.runTurn(key, owner);
+      const { fresh, ...key } = parseDoorbell(record.body);
+      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh });
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
 import { reconcile } from '../../functions/app/reconciler.ts';
@@ -85,6 +86,7 @@ async function execute(commands: readonly Command[]): Promise<void> {
   let crashNextPublish = false;
   const distributor = new Distributor({
     queues: store,
+    switches: NO_SWITCHES,
     subscriptions: { onResource: async () => [everything] },
     deliveries: {
       send: async (messages) => {
@@ -92,7 +94,7 @@ async function execute(commands: readonly Command[]): Promise<void> {
           crashNextPublish = false;
           throw new Error('simulated crash between commit and publish');
         }
-        for (const m of messages) delivered.push(...m.events);
+        for (const m of messages) delivered.push(...(m.events as DeliveredEvent[]));
       },
     },
     doorbell,

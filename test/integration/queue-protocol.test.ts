@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
 import { deepestQueues, reconcile } from '../../functions/app/reconciler.ts';
@@ -35,8 +36,9 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
   const rings: string[] = [];
   const distributor = new Distributor({
     queues: store,
+    switches: NO_SWITCHES,
     subscriptions: { onResource: async () => [webhook] },
-    deliveries: { send: async (messages) => void sent.push(...messages) },
+    deliveries: { send: async (messages) => void sent.push(...(messages as DeliveryMessage<DeliveredEvent>[])) },
     doorbell: { ring: async (k, token) => void rings.push(`${k.resource}:${token}`) },
     config: buildConfig(overrides),
     metrics: NO_METRICS,

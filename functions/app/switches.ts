@@ -1,0 +1,65 @@
+/**
+ * Setting and lifting kill switches (SPEC §3 Admin). A switch is keyed by its
+ * scope, so setting one again on the same scope replaces its action. Lifting one
+ * wakes what it stopped: paused objects are rung (with a fresh read of the
+ * switches), and held deliveries and gap markers are released.
+ */
+import { createHash } from 'node:crypto';
+import type { Doorbell } from '../adapters/doorbell.ts';
+import type { QueueStore } from '../adapters/queue-store.ts';
+import type { SwitchStore } from '../adapters/switch-store.ts';
+import type { TenantStore } from '../adapters/tenant-store.ts';
+import type { WebhookStore } from '../adapters/webhook-store.ts';
+import { ApiError } from '../core/errors.ts';
+import type { Switch } from '../core/switches.ts';
+import type { SwitchInput } from '../core/validation.ts';
+import { type DeliveryDeps, startRelease } from './delivery.ts';
+
+export interface SwitchServiceDeps {
+  readonly switches: SwitchStore;
+  readonly queues: Pick<QueueStore, 'scheduledObjects'>;
+  readonly doorbell: Pick<Doorbell, 'ring'>;
+  readonly webhooks: Pick<WebhookStore, 'get' | 'list'>;
+  readonly tenants: Pick<TenantStore, 'get'>;
+  readonly delivery: DeliveryDeps;
+  readonly now: () => number;
+}
+
+function switchId(input: Pick<SwitchInput, 'scope' | 'tenant' | 'target'>): string {
+  const digest = createHash('sha256')
+    .update(`${input.scope}|${input.tenant}|${input.target ?? ''}`)
+    .digest();
+  let tail = '';
+  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
+  return `sw_${tail}`;
+}
+
+export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Promise<Switch> {
+  if (!(await deps.tenants.get(input.tenant))) throw new ApiError('not_found', `No tenant ${input.tenant} exists.`);
+  if (input.scope === 'webhook' && !(await deps.webhooks.get(input.tenant, input.target as string))) {
+    throw new ApiError('not_found', `No webhook ${input.target} exists for tenant ${input.tenant}.`);
+  }
+  const value: Switch = { id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() };
+  await deps.switches.put(value);
+  return value;
+}
+
+export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<void> {
+  const lifted = await deps.switches.delete(id);
+  if (!lifted) throw new ApiError('not_found', `No switch ${id} is set.`);
+  const token = `lift-${id}-${deps.now()}`;
+  if (lifted.scope === 'resource') {
+    await deps.doorbell.ring({ tenantId: lifted.tenant, resource: lifted.target as string }, token, { fresh: true });
+  }
+  if (lifted.scope === 'tenant') {
+    const objects = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === lifted.tenant);
+    await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
+  }
+  const webhooks =
+    lifted.scope === 'webhook'
+      ? [await deps.webhooks.get(lifted.tenant, lifted.target as string)]
+      : lifted.scope === 'tenant'
+        ? await deps.webhooks.list(lifted.tenant)
+        : [];
+  for (const webhook of webhooks) if (webhook) await startRelease(deps.delivery, webhook);
+}

@@ -1,0 +1,39 @@
+/**
+ * Kill switches (SPEC §2, §3 Admin): on-call stops exactly one scope. `pause`
+ * accepts and holds, and delivers everything in order when lifted; `drop`
+ * discards and counts, and delivers one `sluice.gap` marker when lifted.
+ */
+
+export type SwitchScope = 'tenant' | 'resource' | 'webhook';
+export type SwitchAction = 'pause' | 'drop';
+
+export interface Switch {
+  readonly id: string;
+  readonly scope: SwitchScope;
+  readonly tenant: string;
+  /** The resource or webhook id; absent for scope tenant. */
+  readonly target: string | undefined;
+  readonly action: SwitchAction;
+  readonly reason: string;
+  readonly created_at: string;
+}
+
+/** The action in force for an object (tenant or resource scope); drop wins over pause. */
+export function actionForObject(switches: readonly Switch[], tenant: string, resource: string): SwitchAction | undefined {
+  return strongest(
+    switches.filter((s) => s.tenant === tenant && (s.scope === 'tenant' || (s.scope === 'resource' && s.target === resource))),
+  );
+}
+
+/** The action in force for a webhook's deliveries (tenant or webhook scope). */
+export function actionForWebhook(switches: readonly Switch[], tenant: string, webhookId: string): SwitchAction | undefined {
+  return strongest(
+    switches.filter((s) => s.tenant === tenant && (s.scope === 'tenant' || (s.scope === 'webhook' && s.target === webhookId))),
+  );
+}
+
+function strongest(matching: readonly Switch[]): SwitchAction | undefined {
+  if (matching.some((s) => s.action === 'drop')) return 'drop';
+  if (matching.some((s) => s.action === 'pause')) return 'pause';
+  return undefined;
+}

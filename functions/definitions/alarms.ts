@@ -1,0 +1,201 @@
+/**
+ * Every alarm of sluice, as data (SPEC §5). The CDK stack turns each into a
+ * CloudWatch alarm that notifies the on-call SNS topic; the sandbox evaluates the
+ * same definitions against its own metrics and serves their states at
+ * `GET /v1/admin/alarms`. Each description names its section of docs/runbooks.md.
+ */
+import { FUNCTION_ENTRIES } from './environment.ts';
+
+/** Where a metric comes from; the stack maps each source to the real resource. */
+export type MetricSource =
+  | { readonly kind: 'sluice'; readonly name: string }
+  | { readonly kind: 'queue'; readonly queue: 'Distribute' | 'Deliver'; readonly deadLetters: boolean; readonly name: QueueMetricName }
+  | { readonly kind: 'function'; readonly fn: FunctionName; readonly name: 'Errors' | 'Throttles' }
+  | { readonly kind: 'api'; readonly name: '5XXError' };
+
+export type QueueMetricName = 'ApproximateAgeOfOldestMessage' | 'ApproximateNumberOfMessagesVisible';
+export type FunctionName = keyof typeof FUNCTION_ENTRIES;
+
+export interface AlarmDefinition {
+  /** Stable id. */
+  readonly name: string;
+  /** Its section of docs/runbooks.md (a `## <runbook>` heading). */
+  readonly runbook: string;
+  readonly title: string;
+  readonly summary: string;
+  /** Several sources are added together (metric math) before the comparison. */
+  readonly sources: readonly MetricSource[];
+  readonly statistic: 'Sum' | 'Maximum';
+  readonly periodSeconds: number;
+  readonly evaluationPeriods: number;
+  readonly datapointsToAlarm: number;
+  readonly threshold: number;
+  readonly comparison: 'GreaterThanThreshold' | 'LessThanThreshold';
+  /** What no data means: no events (not breaching), or no canary (breaching). */
+  readonly missingData: 'notBreaching' | 'breaching';
+}
+
+export const RUNBOOK_PATH = 'docs/runbooks.md';
+
+/** The alarm's description as CloudWatch shows it: what it means and where the runbook is. */
+export function alarmDescription(alarm: AlarmDefinition): string {
+  return `${alarm.title}: ${alarm.summary} Runbook: ${RUNBOOK_PATH}#${alarm.runbook}`;
+}
+
+/** The Sluice namespace and the one `service` dimension every function's metrics carry. */
+export const METRICS_NAMESPACE = 'Sluice';
+export const METRICS_SERVICE = 'sluice';
+
+const FUNCTIONS = Object.keys(FUNCTION_ENTRIES) as FunctionName[];
+
+export const ALARMS: readonly AlarmDefinition[] = [
+  {
+    name: 'canary-stale',
+    runbook: 'canary-stale',
+    title: 'Canary stale',
+    summary: 'no synthetic canary event has been delivered end to end in 5 minutes.',
+    sources: [{ kind: 'sluice', name: 'CanaryDelivered' }],
+    statistic: 'Sum',
+    periodSeconds: 300,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 1,
+    comparison: 'LessThanThreshold',
+    missingData: 'breaching',
+  },
+  {
+    name: 'distributor-backlog-age',
+    runbook: 'distributor-backlog-age',
+    title: 'Distributor backlog age',
+    summary: 'the oldest doorbell has waited over 2 minutes for a distributor.',
+    sources: [{ kind: 'queue', queue: 'Distribute', deadLetters: false, name: 'ApproximateAgeOfOldestMessage' }],
+    statistic: 'Maximum',
+    periodSeconds: 60,
+    evaluationPeriods: 3,
+    datapointsToAlarm: 2,
+    threshold: 120,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'delivery-backlog-age',
+    runbook: 'delivery-backlog-age',
+    title: 'Delivery backlog age',
+    summary: 'the oldest ready delivery has waited over 5 minutes for a delivery function.',
+    sources: [{ kind: 'queue', queue: 'Deliver', deadLetters: false, name: 'ApproximateAgeOfOldestMessage' }],
+    statistic: 'Maximum',
+    periodSeconds: 60,
+    evaluationPeriods: 3,
+    datapointsToAlarm: 2,
+    threshold: 300,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'events-rejected-or-dropped',
+    runbook: 'events-rejected-or-dropped',
+    title: 'Events rejected or dropped',
+    summary: 'over 1,000 events in 5 minutes were rejected at ingest (rate, cap) or dropped.',
+    sources: [
+      { kind: 'sluice', name: 'EventsRejected' },
+      { kind: 'sluice', name: 'EventsDropped' },
+    ],
+    statistic: 'Sum',
+    periodSeconds: 300,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 1_000,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'object-queue-near-cap',
+    runbook: 'object-queue-near-cap',
+    title: 'Object queue near its cap',
+    summary: 'an object queue holds over 80 % of objectQueueCap events.',
+    sources: [{ kind: 'sluice', name: 'ObjectsNearCap' }],
+    statistic: 'Maximum',
+    periodSeconds: 60,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 0,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'dead-letters',
+    runbook: 'dead-letters',
+    title: 'Dead letters',
+    summary: 'a delivery used up its retries, or a queue message landed in a dead-letter queue.',
+    sources: [
+      { kind: 'sluice', name: 'DeadLetters' },
+      { kind: 'queue', queue: 'Distribute', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
+      { kind: 'queue', queue: 'Deliver', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
+    ],
+    statistic: 'Maximum',
+    periodSeconds: 300,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 0,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'webhook-disabled',
+    runbook: 'webhook-disabled',
+    title: 'Webhook disabled',
+    summary: 'sluice disabled a webhook (it answered 410, or stayed quarantined too long).',
+    sources: [{ kind: 'sluice', name: 'WebhooksDisabled' }],
+    statistic: 'Sum',
+    periodSeconds: 300,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 0,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'ingest-5xx',
+    runbook: 'ingest-5xx',
+    title: 'Ingest 5xx',
+    summary: 'the API answered over 5 server errors in 5 minutes.',
+    sources: [{ kind: 'api', name: '5XXError' }],
+    statistic: 'Sum',
+    periodSeconds: 300,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 5,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  ...FUNCTIONS.flatMap((fn): AlarmDefinition[] => [
+    {
+      name: `${fn}-errors`,
+      runbook: 'function-errors',
+      title: `${fn} function errors`,
+      summary: `the ${fn} function failed invocations in 3 of the last 5 minutes.`,
+      sources: [{ kind: 'function', fn, name: 'Errors' }],
+      statistic: 'Sum',
+      periodSeconds: 60,
+      evaluationPeriods: 5,
+      datapointsToAlarm: 3,
+      threshold: 0,
+      comparison: 'GreaterThanThreshold',
+      missingData: 'notBreaching',
+    },
+    {
+      name: `${fn}-throttles`,
+      runbook: 'function-throttles',
+      title: `${fn} function throttles`,
+      summary: `the ${fn} function was throttled in 3 of the last 5 minutes.`,
+      sources: [{ kind: 'function', fn, name: 'Throttles' }],
+      statistic: 'Sum',
+      periodSeconds: 60,
+      evaluationPeriods: 5,
+      datapointsToAlarm: 3,
+      threshold: 0,
+      comparison: 'GreaterThanThreshold',
+      missingData: 'notBreaching',
+    },
+  ]),
+];

@@ -1,0 +1,90 @@
+/**
+ * Evaluates the alarm definitions against the sandbox's metrics the way
+ * CloudWatch does: per period, the statistic over the period's data points (the
+ * sources added together), compared with the threshold; ALARM when
+ * `datapointsToAlarm` of the last `evaluationPeriods` periods breach. `timeScale`
+ * shrinks every period (tests use it to see a 5-minute alarm in seconds).
+ */
+import { ALARMS, type AlarmDefinition } from '../functions/definitions/alarms.ts';
+import { type InMemoryMetrics, sourceKey } from './metrics.ts';
+
+export type AlarmStateValue = 'OK' | 'ALARM';
+
+export interface AlarmState {
+  readonly name: string;
+  readonly title: string;
+  readonly state: AlarmStateValue;
+  readonly since: string;
+  readonly value: number | null;
+  readonly threshold: number;
+  readonly runbook: string;
+}
+
+export class AlarmEvaluator {
+  readonly #metrics: InMemoryMetrics;
+  readonly #now: () => number;
+  readonly #timeScale: number;
+  readonly #states = new Map<string, { state: AlarmStateValue; since: number }>();
+  readonly #startedAt: number;
+
+  constructor(metrics: InMemoryMetrics, options: { now?: () => number; timeScale?: number } = {}) {
+    this.#metrics = metrics;
+    this.#now = options.now ?? Date.now;
+    this.#timeScale = options.timeScale ?? 1;
+    this.#startedAt = this.#now();
+  }
+
+  evaluate(): AlarmState[] {
+    const now = this.#now();
+    return ALARMS.map((alarm) => {
+      const { breaching, value } = this.#assess(alarm, now);
+      const next: AlarmStateValue = breaching ? 'ALARM' : 'OK';
+      const previous = this.#states.get(alarm.name);
+      if (!previous || previous.state !== next) this.#states.set(alarm.name, { state: next, since: now });
+      const current = this.#states.get(alarm.name) as { state: AlarmStateValue; since: number };
+      return {
+        name: alarm.name,
+        title: alarm.title,
+        state: current.state,
+        since: new Date(current.since).toISOString(),
+        value,
+        threshold: alarm.threshold,
+        runbook: `docs/runbooks.md#${alarm.runbook}`,
+      };
+    });
+  }
+
+  #assess(alarm: AlarmDefinition, now: number): { breaching: boolean; value: number | null } {
+    const period = alarm.periodSeconds * 1000 * this.#timeScale;
+    let breaches = 0;
+    let latest: number | null = null;
+    for (let i = 0; i < alarm.evaluationPeriods; i++) {
+      const to = now - i * period;
+      const from = to - period;
+      // Before the sandbox started there is no data to judge: such periods do not breach.
+      if (from < this.#startedAt) continue;
+      const value = this.#statistic(alarm, from, to);
+      if (i === 0) latest = value;
+      const breached =
+        value === null
+          ? alarm.missingData === 'breaching'
+          : alarm.comparison === 'GreaterThanThreshold'
+            ? value > alarm.threshold
+            : value < alarm.threshold;
+      if (breached) breaches++;
+    }
+    return { breaching: breaches >= alarm.datapointsToAlarm, value: latest };
+  }
+
+  /** The statistic of the sources added together; null when none has a data point. */
+  #statistic(alarm: AlarmDefinition, from: number, to: number): number | null {
+    let total: number | null = null;
+    for (const source of alarm.sources) {
+      const points = this.#metrics.points(sourceKey(source), from, to);
+      if (points.length === 0) continue;
+      const value = alarm.statistic === 'Sum' ? points.reduce((a, b) => a + b, 0) : Math.max(...points);
+      total = (total ?? 0) + value;
+    }
+    return total;
+  }
+}
