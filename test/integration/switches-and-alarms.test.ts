@@ -1,0 +1,174 @@
+/**
+ * Kill switches and the alarms that page on-call (SPEC §2, §3 Admin, §5), in the
+ * sandbox: pause holds and then delivers in order, drop discards and then sends
+ * one gap marker, a switch on one tenant leaves another alone, and the canary
+ * alarm follows the canary's round trip.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([
+    // Alarm periods shrunk 100×: canary stale looks at the last 3 s instead of 5 min.
+    startSandbox({ port: 0, alarmTimeScale: 0.01, config: { canaryIntervalSeconds: 1, switchCacheMs: 500 } }),
+    startReceiver(),
+  ]);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+const admin = () => ({ key: sandbox.adminKey });
+const okEvents = (path: string) =>
+  receiver.received
+    .filter((d) => d.path === path && d.answered === 200 && !d.json.events.some((e) => e.type === 'webhook.ping'))
+    .flatMap((d) => d.json.events);
+
+async function settle(ms: number) {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+describe('kill switches', () => {
+  it('pause on a resource holds its events, and lifting delivers them all in order', async () => {
+    const tenant = await createTenant(sandbox, 'paused');
+    await createWebhook(sandbox, tenant.key, { resource: 'doc:1', url: `${receiver.url}/paused` });
+    const set = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'doc:1', action: 'pause', reason: 'test' },
+    });
+    expect(set.status).toBe(200);
+    expect(set.body).toMatchObject({ id: expect.stringMatching(/^sw_/), scope: 'resource', action: 'pause' });
+    await settle(700);
+    for (let i = 0; i < 5; i++) await publish(sandbox, tenant.key, [{ resource: 'doc:1', type: 'doc.edited', data: i }]);
+    await settle(800);
+    expect(okEvents('/paused')).toHaveLength(0);
+    expect((await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.map((s: { id: string }) => s.id)).toContain(set.body.id);
+
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${set.body.id}`, admin())).status).toBe(204);
+    await receiver.waitFor(() => okEvents('/paused').length === 5, 10_000);
+    expect(okEvents('/paused').map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(okEvents('/paused').map((e) => e.data)).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  it('drop on a resource discards and counts, and lifting sends one gap marker with the count', async () => {
+    const tenant = await createTenant(sandbox, 'dropped');
+    await createWebhook(sandbox, tenant.key, { resource: 'feed:1', url: `${receiver.url}/dropped`, types: ['feed.*'] });
+    await publish(sandbox, tenant.key, [{ resource: 'feed:1', type: 'feed.item', data: 'before' }]);
+    await receiver.waitFor(() => okEvents('/dropped').length === 1);
+    const set = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'feed:1', action: 'drop', reason: 'flood' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    for (let i = 0; i < 4; i++) await publish(sandbox, tenant.key, [{ resource: 'feed:1', type: 'feed.item', data: `dropped ${i}` }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 4, 10_000);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${set.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/dropped').some((e) => e.type === 'sluice.gap'), 10_000);
+    await publish(sandbox, tenant.key, [{ resource: 'feed:1', type: 'feed.item', data: 'after' }]);
+    await receiver.waitFor(() => okEvents('/dropped').length === 3, 10_000);
+    const events = okEvents('/dropped');
+    expect(events.map((e) => e.type)).toEqual(['feed.item', 'sluice.gap', 'feed.item']);
+    expect(events[1]).toMatchObject({ resource: 'feed:1', data: { dropped: 4, reason: 'switch_drop' } });
+    // The dropped events used seqs 2-5: the consumer sees the gap in seq, and the marker explains it.
+    expect(events[2]?.seq).toBe(6);
+  });
+
+  it('pause on a webhook holds its deliveries until lifted; a tenant switch leaves other tenants alone', async () => {
+    const a = await createTenant(sandbox, 'switched');
+    const b = await createTenant(sandbox, 'bystander');
+    const hookA = await createWebhook(sandbox, a.key, { resource: 'w:1', url: `${receiver.url}/switched` });
+    await createWebhook(sandbox, b.key, { resource: 'w:1', url: `${receiver.url}/bystander` });
+    const webhookSwitch = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: a.id, target: hookA.id, action: 'pause' },
+    });
+    const tenantSwitch = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: a.id, action: 'pause' },
+    });
+    await settle(700);
+    const started = Date.now();
+    await publish(sandbox, a.key, [{ resource: 'w:1', type: 'a.b', data: 'a' }]);
+    await publish(sandbox, b.key, [{ resource: 'w:1', type: 'a.b', data: 'b' }]);
+    await receiver.waitFor(() => okEvents('/bystander').length === 1, 5_000);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    await settle(500);
+    expect(okEvents('/switched')).toHaveLength(0);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${tenantSwitch.body.id}`, admin());
+    await settle(1_000);
+    // Still held by the webhook switch.
+    expect(okEvents('/switched')).toHaveLength(0);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hookA.id}`, { key: a.key })).body.health.held).toBe(1);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${webhookSwitch.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/switched').length === 1, 10_000);
+  });
+
+  it('validates switches and answers 404 for unknown ones', async () => {
+    const bad = await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { scope: 'galaxy', tenant: 'x', action: 'nap' } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/scope/);
+    expect(bad.body.error.message).toMatch(/action/);
+    const unknownTenant = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: 'ten_0000000000000000000', action: 'pause' },
+    });
+    expect(unknownTenant.status).toBe(404);
+    expect((await call(sandbox, 'DELETE', '/v1/admin/switches/sw_0000000000000000000', admin())).status).toBe(404);
+  });
+});
+
+describe('alarms and the canary', () => {
+  const alarm = async (name: string) =>
+    (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data.find((a: { name: string }) => a.name === name);
+
+  it('serves every alarm definition’s state to the admin only', async () => {
+    const response = await call(sandbox, 'GET', '/v1/admin/alarms', admin());
+    expect(response.status).toBe(200);
+    const names = response.body.data.map((a: { name: string }) => a.name);
+    expect(names).toEqual(
+      expect.arrayContaining(['canary-stale', 'distributor-backlog-age', 'dead-letters', 'ingest-5xx', 'delivery-errors']),
+    );
+    for (const a of response.body.data) {
+      expect(Object.keys(a).sort()).toEqual(['name', 'runbook', 'since', 'state', 'threshold', 'title', 'value']);
+    }
+    const tenant = await createTenant(sandbox, 'nosy');
+    expect((await call(sandbox, 'GET', '/v1/admin/alarms', { key: tenant.key })).status).toBe(403);
+  });
+
+  it('sees the canary round trip, turns canary-stale to ALARM while the canary tenant is paused, and back to OK when lifted', async () => {
+    await receiver.waitFor(() => sandbox.metrics.total('CanaryDelivered') >= 2, 15_000);
+    for (let i = 0; i < 40 && (await alarm('canary-stale')).state !== 'OK'; i++) await settle(250);
+    expect((await alarm('canary-stale')).state).toBe('OK');
+
+    const { CanaryStore } = await import('../../functions/adapters/canary-store.ts');
+    const state = await new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }).get();
+    if (!state) throw new Error('the canary has no state');
+    const paused = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: state.tenantId, action: 'pause' },
+    });
+    let seen = '';
+    for (let i = 0; i < 60 && seen !== 'ALARM'; i++) {
+      await settle(250);
+      seen = (await alarm('canary-stale')).state;
+    }
+    expect(seen).toBe('ALARM');
+    const alarmed = await alarm('canary-stale');
+    expect(alarmed).toMatchObject({ value: null, threshold: 1, runbook: 'docs/runbooks.md#canary-stale' });
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${paused.body.id}`, admin());
+    for (let i = 0; i < 60 && seen !== 'OK'; i++) {
+      await settle(250);
+      seen = (await alarm('canary-stale')).state;
+    }
+    expect(seen).toBe('OK');
+  }, 60_000);
+});
