@@ -4,6 +4,7 @@
  */
 import { CfnOutput, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
+import type { Dashboard } from 'aws-cdk-lib/aws-cloudwatch';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { Secret } from 'aws-cdk-lib/aws-secretsmanager';
@@ -14,6 +15,7 @@ import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { Api } from './constructs/api.ts';
 import { Delivery } from './constructs/delivery.ts';
+import { Operations } from './constructs/operations.ts';
 import { Pipeline } from './constructs/pipeline.ts';
 import { Storage } from './constructs/storage.ts';
 
@@ -50,7 +52,12 @@ export class Sluice extends Construct {
     readonly distributor: NodejsFunction;
     readonly delivery: NodejsFunction;
     readonly reconciler: NodejsFunction;
+    readonly canary: NodejsFunction;
+    readonly canaryReceiver: NodejsFunction;
   };
+  /** Every alarm notifies this topic: subscribe on-call (email, PagerDuty, chat). */
+  readonly onCallTopic: Topic;
+  readonly dashboard: Dashboard;
 
   constructor(scope: Construct, id: string, props: SluiceProps = {}) {
     super(scope, id);
@@ -74,6 +81,23 @@ export class Sluice extends Construct {
       webhookDisabledTopic: delivery.webhookDisabledTopic,
     });
 
+    const operations = new Operations(this, 'Operations', {
+      config: this.config,
+      api: api.restApi,
+      control: storage.control,
+      adminKeySecret: api.adminKeySecret,
+      queues: { Distribute: pipeline.distribute, Deliver: delivery.deliver },
+      functions: {
+        api: api.apiFunction.function,
+        authorizer: api.authorizerFunction.function,
+        distributor: pipeline.distributor.function,
+        delivery: delivery.delivery.function,
+        reconciler: pipeline.reconciler.function,
+      },
+    });
+    this.onCallTopic = operations.onCallTopic;
+    this.dashboard = operations.dashboard;
+
     this.api = api.restApi;
     this.adminKeySecret = api.adminKeySecret;
     this.eventsTable = storage.events;
@@ -89,8 +113,11 @@ export class Sluice extends Construct {
       distributor: pipeline.distributor.function,
       delivery: delivery.delivery.function,
       reconciler: pipeline.reconciler.function,
+      canary: operations.canary.function,
+      canaryReceiver: operations.canaryReceiver.function,
     };
 
+    new CfnOutput(this, 'OnCallTopicArn', { value: this.onCallTopic.topicArn, description: 'SNS: every sluice alarm' });
     new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL; routes start with v1/' });
     new CfnOutput(this, 'WebhookDisabledTopicArn', {
       value: this.webhookDisabledTopic.topicArn,

@@ -15,6 +15,10 @@ export const ENV = {
   adminUsageKey: 'ADMIN_USAGE_KEY',
   /** SNS topic told when a webhook is disabled (its owner subscribes). */
   webhookDisabledTopicArn: 'WEBHOOK_DISABLED_TOPIC_ARN',
+  /** The API's base URL (the canary publishes through it). */
+  apiUrl: 'API_URL',
+  /** The canary receiver's function URL (the canary webhook's target). */
+  canaryReceiverUrl: 'CANARY_RECEIVER_URL',
   restApiId: 'REST_API_ID',
   apiStage: 'API_STAGE',
 } as const;
@@ -26,6 +30,8 @@ export const FUNCTION_ENTRIES = {
   distributor: 'functions/distributor/handler.ts',
   delivery: 'functions/delivery/handler.ts',
   reconciler: 'functions/reconciler/handler.ts',
+  canary: 'functions/canary/handler.ts',
+  canaryReceiver: 'functions/canary/receiver.ts',
 } as const;
 
 /** The REST API stage: URLs read https://<api>.execute-api.<region>.amazonaws.com/live/v1/…. */

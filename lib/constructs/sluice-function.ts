@@ -15,6 +15,7 @@ import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
+import { METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/definitions/alarms.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -58,8 +59,9 @@ export class SluiceFunction extends Construct {
       environment: {
         [CONFIG_ENV]: JSON.stringify(props.config),
         NODE_OPTIONS: '--enable-source-maps',
-        POWERTOOLS_SERVICE_NAME: `sluice-${id.toLowerCase()}`,
-        POWERTOOLS_METRICS_NAMESPACE: 'Sluice',
+        // One service name for every function: alarms watch metrics by {service}.
+        POWERTOOLS_SERVICE_NAME: METRICS_SERVICE,
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: 'INFO',
       },
       bundling: {

@@ -10,7 +10,8 @@ import { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../functions/core/config.ts';
-import { API_STAGE_NAME } from '../../functions/definitions/environment.ts';
+import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
+import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../../functions/definitions/tables.ts';
 import { Sluice } from '../../lib/sluice.ts';
@@ -92,7 +93,7 @@ describe('queues', () => {
 describe('functions', () => {
   it('run on Node.js 24, arm64, with the validated config, each with a log group', () => {
     const functions = template.findResources('AWS::Lambda::Function');
-    expect(Object.keys(functions)).toHaveLength(5);
+    expect(Object.keys(functions)).toHaveLength(Object.keys(FUNCTION_ENTRIES).length);
     for (const fn of Object.values(functions)) {
       expect(fn.Properties.Runtime).toBe('nodejs24.x');
       expect(fn.Properties.Architectures).toEqual(['arm64']);
@@ -218,5 +219,58 @@ describe('webhook-disabled notices', () => {
       (fn) => fn.Properties.Environment.Variables.WEBHOOK_DISABLED_TOPIC_ARN !== undefined,
     );
     expect(withTopicEnv).toHaveLength(2);
+  });
+});
+
+describe('operations', () => {
+  it('has every alarm of the definitions, with its threshold, description and the on-call topic as action', () => {
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
+    expect(alarms).toHaveLength(ALARMS.length);
+    const [topicId] = Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }));
+    for (const definition of ALARMS) {
+      const alarm = alarms.find((a) => a.Properties.AlarmDescription === alarmDescription(definition));
+      expect(alarm, definition.name).toBeDefined();
+      expect(alarm?.Properties).toMatchObject({
+        Threshold: definition.threshold,
+        EvaluationPeriods: definition.evaluationPeriods,
+        DatapointsToAlarm: definition.datapointsToAlarm,
+        TreatMissingData: definition.missingData,
+        AlarmActions: [{ Ref: topicId }],
+        OKActions: [{ Ref: topicId }],
+      });
+    }
+  });
+
+  it('pages on a stale canary even when nothing else reports: missing data breaches', () => {
+    const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+      String(a.Properties.AlarmDescription).startsWith('Canary stale'),
+    );
+    expect(alarm?.Properties).toMatchObject({
+      MetricName: 'CanaryDelivered',
+      Namespace: 'Sluice',
+      ComparisonOperator: 'LessThanThreshold',
+      Period: 300,
+      TreatMissingData: 'breaching',
+    });
+  });
+
+  it('runs the canary on a schedule, with its receiver behind a function URL', () => {
+    template.resourceCountIs('AWS::Lambda::Url', 1);
+    template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE' });
+    const canary = Object.values(template.findResources('AWS::Lambda::Function')).find(
+      (fn) => fn.Properties.Environment.Variables.CANARY_RECEIVER_URL !== undefined,
+    );
+    expect(canary?.Properties.Environment.Variables.API_URL).toBeDefined();
+  });
+
+  it('has one dashboard, the pipeline left to right', () => {
+    const dashboards = Object.values(template.findResources('AWS::CloudWatch::Dashboard'));
+    expect(dashboards).toHaveLength(1);
+    const body = JSON.stringify(dashboards[0]?.Properties.DashboardBody);
+    const order = ['Ingest', 'Per-object queues', 'Distribute', 'Deliver', 'Endpoint health', 'Dead letters and canary'].map((t) =>
+      body.indexOf(t),
+    );
+    expect(order.every((i) => i >= 0)).toBe(true);
+    expect(order).toEqual([...order].sort((a, b) => a - b));
   });
 });

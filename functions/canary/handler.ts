@@ -1,0 +1,32 @@
+/** Lambda entry for the canary sender, run on a schedule. */
+
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { Context } from 'aws-lambda';
+import { adminKeyLoader } from '../adapters/admin-key.ts';
+import { documentClient, requireEnv } from '../adapters/aws.ts';
+import { CanaryStore } from '../adapters/canary-store.ts';
+import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { runCanary } from '../app/canary.ts';
+import { ENV } from '../definitions/environment.ts';
+
+const logger = new Logger();
+const metrics = new Metrics();
+const deps = {
+  store: new CanaryStore({ client: documentClient(), tableName: requireEnv(ENV.controlTable) }),
+  apiUrl: requireEnv(ENV.apiUrl).replace(/\/+$/, ''),
+  adminKey: adminKeyLoader(new SecretsManagerClient({}), requireEnv(ENV.adminKeySecretArn)),
+  receiverUrl: requireEnv(ENV.canaryReceiverUrl),
+  metrics: metricsPort(metrics),
+  logger: loggerPort(logger),
+  now: Date.now,
+};
+
+export const handler = async (_event: unknown, context: Context) => {
+  logger.addContext(context);
+  try {
+    await runCanary(deps);
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+};

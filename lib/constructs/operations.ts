@@ -1,0 +1,196 @@
+/**
+ * What pages on-call and what they look at (SPEC §5): the on-call SNS topic, one
+ * CloudWatch alarm per definition in functions/definitions/alarms.ts, the canary
+ * (a scheduled sender and a receiver behind a function URL), and one dashboard
+ * showing the pipeline left to right.
+ */
+import { Duration } from 'aws-cdk-lib';
+import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
+import {
+  Alarm,
+  ComparisonOperator,
+  Dashboard,
+  GraphWidget,
+  type IMetric,
+  MathExpression,
+  Metric,
+  TextWidget,
+  TreatMissingData,
+} from 'aws-cdk-lib/aws-cloudwatch';
+import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
+import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
+import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
+import { Alias } from 'aws-cdk-lib/aws-kms';
+import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
+import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
+import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
+import { Topic } from 'aws-cdk-lib/aws-sns';
+import type { Queue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import type { SluiceConfig } from '../../functions/core/config.ts';
+import {
+  ALARMS,
+  type AlarmDefinition,
+  alarmDescription,
+  type FunctionName,
+  METRICS_NAMESPACE,
+  METRICS_SERVICE,
+  type MetricSource,
+} from '../../functions/definitions/alarms.ts';
+import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { SluiceFunction } from './sluice-function.ts';
+
+export interface OperationsProps {
+  readonly config: SluiceConfig;
+  readonly api: RestApi;
+  readonly control: TableV2;
+  readonly adminKeySecret: ISecret;
+  readonly queues: {
+    readonly Distribute: { readonly queue: Queue; readonly deadLetterQueue: Queue };
+    readonly Deliver: { readonly queue: Queue; readonly deadLetterQueue: Queue };
+  };
+  /** Every function but the canary's own two. */
+  readonly functions: Omit<Record<FunctionName, NodejsFunction>, 'canary' | 'canaryReceiver'>;
+}
+
+export class Operations extends Construct {
+  readonly onCallTopic: Topic;
+  readonly alarms: Record<string, Alarm>;
+  readonly dashboard: Dashboard;
+  readonly canary: SluiceFunction;
+  readonly canaryReceiver: SluiceFunction;
+
+  constructor(scope: Construct, id: string, props: OperationsProps) {
+    super(scope, id);
+    this.onCallTopic = new Topic(this, 'OnCall', {
+      displayName: 'sluice on-call',
+      enforceSSL: true,
+      masterKey: Alias.fromAliasName(this, 'SnsKey', 'alias/aws/sns'),
+    });
+
+    // The canary: a receiver behind a function URL (the canary webhook's https endpoint,
+    // verifying every signature), and a sender that publishes through the public API.
+    this.canaryReceiver = new SluiceFunction(this, 'CanaryReceiver', {
+      entry: FUNCTION_ENTRIES.canaryReceiver,
+      config: props.config,
+      timeout: Duration.seconds(10),
+    }).bindTable(props.control, 'read', ENV.controlTable);
+    const receiverUrl = this.canaryReceiver.function.addFunctionUrl({ authType: FunctionUrlAuthType.NONE });
+    this.canary = new SluiceFunction(this, 'Canary', {
+      entry: FUNCTION_ENTRIES.canary,
+      config: props.config,
+      timeout: Duration.seconds(60),
+      reservedConcurrentExecutions: 1,
+    }).bindTable(props.control, 'readWrite', ENV.controlTable);
+    props.adminKeySecret.grantRead(this.canary.function);
+    this.canary.function.addEnvironment(ENV.adminKeySecretArn, props.adminKeySecret.secretArn);
+    this.canary.function.addEnvironment(ENV.apiUrl, props.api.url);
+    this.canary.function.addEnvironment(ENV.canaryReceiverUrl, receiverUrl.url);
+    new Rule(this, 'CanarySchedule', {
+      description: 'Publishes the sluice canary event',
+      schedule: Schedule.rate(Duration.seconds(Math.max(60, props.config.canaryIntervalSeconds))),
+      targets: [new LambdaFunction(this.canary.function)],
+    });
+
+    const functions: Record<FunctionName, NodejsFunction> = {
+      ...props.functions,
+      canary: this.canary.function,
+      canaryReceiver: this.canaryReceiver.function,
+    };
+    const metricOf = (source: MetricSource, alarm: AlarmDefinition): IMetric => {
+      const options = { period: Duration.seconds(alarm.periodSeconds), statistic: alarm.statistic };
+      switch (source.kind) {
+        case 'sluice':
+          return new Metric({
+            namespace: METRICS_NAMESPACE,
+            metricName: source.name,
+            dimensionsMap: { service: METRICS_SERVICE },
+            ...options,
+          });
+        case 'queue': {
+          const pair = props.queues[source.queue];
+          return (source.deadLetters ? pair.deadLetterQueue : pair.queue).metric(source.name, options);
+        }
+        case 'function':
+          return source.name === 'Errors' ? functions[source.fn].metricErrors(options) : functions[source.fn].metricThrottles(options);
+        case 'api':
+          return props.api.metricServerError(options);
+      }
+    };
+
+    this.alarms = {};
+    for (const definition of ALARMS) {
+      const metrics = definition.sources.map((source) => metricOf(source, definition));
+      const metric =
+        metrics.length === 1
+          ? (metrics[0] as IMetric)
+          : new MathExpression({
+              expression: metrics.map((_, i) => `FILL(m${i}, 0)`).join(' + '),
+              usingMetrics: Object.fromEntries(metrics.map((m, i) => [`m${i}`, m])),
+              period: Duration.seconds(definition.periodSeconds),
+              label: definition.title,
+            });
+      const alarm = new Alarm(this, `Alarm-${definition.name}`, {
+        metric,
+        threshold: definition.threshold,
+        evaluationPeriods: definition.evaluationPeriods,
+        datapointsToAlarm: definition.datapointsToAlarm,
+        comparisonOperator:
+          definition.comparison === 'GreaterThanThreshold'
+            ? ComparisonOperator.GREATER_THAN_THRESHOLD
+            : ComparisonOperator.LESS_THAN_THRESHOLD,
+        treatMissingData: definition.missingData === 'breaching' ? TreatMissingData.BREACHING : TreatMissingData.NOT_BREACHING,
+        alarmDescription: alarmDescription(definition),
+      });
+      alarm.addAlarmAction(new SnsAction(this.onCallTopic));
+      alarm.addOkAction(new SnsAction(this.onCallTopic));
+      this.alarms[definition.name] = alarm;
+    }
+
+    const sluice = (name: string, statistic = 'Sum') =>
+      new Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: name,
+        dimensionsMap: { service: METRICS_SERVICE },
+        statistic,
+        period: Duration.minutes(1),
+      });
+    const graph = (title: string, left: IMetric[]) => new GraphWidget({ title, left, width: 4, height: 6 });
+    this.dashboard = new Dashboard(this, 'Dashboard', {
+      widgets: [
+        [
+          new TextWidget({
+            markdown: '## sluice: ingest → per-object queues → distribute → deliver → health → dead letters → canary',
+            width: 24,
+            height: 1,
+          }),
+        ],
+        [
+          graph('Ingest', [props.api.metricCount(), sluice('EventsAccepted'), sluice('EventsRejected'), props.api.metricServerError()]),
+          graph('Per-object queues', [
+            sluice('MaxObjectDepth', 'Maximum'),
+            sluice('ObjectsNearCap', 'Maximum'),
+            sluice('ScheduledObjects', 'Maximum'),
+          ]),
+          graph('Distribute', [
+            props.queues.Distribute.queue.metricApproximateAgeOfOldestMessage(),
+            sluice('EventsDistributed'),
+            sluice('StuckObjectsRerung'),
+          ]),
+          graph('Deliver', [
+            props.queues.Deliver.queue.metricApproximateAgeOfOldestMessage(),
+            sluice('EventsDelivered'),
+            sluice('DeliveriesRetried'),
+          ]),
+          graph('Endpoint health', [sluice('WebhooksQuarantined'), sluice('WebhooksDisabled'), sluice('DeliveriesHeld'), sluice('Probes')]),
+          graph('Dead letters and canary', [
+            sluice('DeadLetters'),
+            props.queues.Deliver.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
+            sluice('CanaryDelivered'),
+          ]),
+        ],
+      ],
+    });
+  }
+}
