@@ -6,6 +6,7 @@
 import { type Context, Hono } from 'hono';
 import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues } from '../app/reconciler.ts';
+import { pollStream, type StreamDeps } from '../app/streams.ts';
 import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
 import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
@@ -16,6 +17,7 @@ import type { LoggerPort } from '../core/telemetry.ts';
 import {
   MAX_BODY_BYTES,
   parseJsonObject,
+  RESOURCE_PATTERN,
   validatePublish,
   validateReplay,
   validateSwitch,
@@ -30,6 +32,7 @@ export interface ApiServices {
   readonly webhooks: WebhookService;
   readonly tenants: TenantServiceDeps;
   readonly switches: SwitchServiceDeps;
+  readonly streams: StreamDeps;
   /** The alarm states, where they are evaluated in process (the sandbox); absent in AWS. */
   readonly alarms?: () => unknown[];
   /** For `GET /v1/admin/queues`. */
@@ -116,6 +119,17 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     const outcome = await publish(services.ingest, tenantId, inputs);
     if (outcome.retryAfterSeconds !== undefined) c.header('Retry-After', String(outcome.retryAfterSeconds));
     return c.json({ events: outcome.results }, outcome.httpStatus);
+  });
+
+  app.get('/v1/events', async (c) => {
+    const tenantId = tenantOf(c);
+    const resource = c.req.query('resource');
+    if (resource === undefined || !RESOURCE_PATTERN.test(resource)) {
+      throw new ApiError('invalid_request', `resource must be given and match ${RESOURCE_PATTERN.source}.`);
+    }
+    const result = await pollStream(services.streams, tenantId, resource, c.req.query('sync'));
+    if (result.status === 412) return c.json({ sync: result.sync, ...errorBody('invalid_request', result.reason) }, 412);
+    return c.json({ data: result.data, sync: result.sync, has_more: result.has_more });
   });
 
   app.post('/v1/webhooks', async (c) => {

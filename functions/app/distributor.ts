@@ -6,12 +6,14 @@
 import { createHash } from 'node:crypto';
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
+import type { StreamStore } from '../adapters/stream-store.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
+import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { assignSeq, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
@@ -25,6 +27,8 @@ export interface DistributorDeps {
   readonly subscriptions: SubscriptionSource;
   readonly deliveries: { send(messages: readonly DeliveryMessage[]): Promise<void> };
   readonly switches: SwitchReader;
+  /** Stream sinks: absent where no stream can exist (tests of other mechanisms). */
+  readonly streams?: Pick<StreamStore, 'active' | 'append'>;
   readonly doorbell: Pick<Doorbell, 'ring'>;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
@@ -184,6 +188,7 @@ export class Distributor {
       }
       for (const webhook of await pending) if (webhook.status === 'active') webhooks.set(webhook.id, webhook);
     }
+    await this.#appendToStreams(key, [marker], [key.resource, ...parents]);
     await this.#deps.deliveries.send(
       [...webhooks.values()].map((webhook) => ({
         deliveryId: newId('msg', now),
@@ -194,6 +199,25 @@ export class Distributor {
       })),
     );
     this.#deps.metrics.count('GapMarkers', 1, { reason: 'switch_drop' });
+  }
+
+  /**
+   * The stream sinks: every active stream on the event's resource or a parent gets
+   * the same event objects, with the same seq, as the webhooks.
+   */
+  async #appendToStreams(key: ObjectKey, events: readonly (DeliveredEvent | GapMarker)[], resources: readonly string[]): Promise<void> {
+    const streams = this.#deps.streams;
+    if (!streams || events.length === 0) return;
+    const now = this.#deps.now();
+    await Promise.all(
+      resources.map(async (resource) => {
+        if (!(await streams.active(key.tenantId, resource, now))) return;
+        const entries = events
+          .filter((e) => e.resource === resource || ('parents' in e && e.parents.includes(resource)))
+          .map((event) => ({ position: streamPosition(now, event.resource, 'seq' in event ? event.seq : 0), event }));
+        if (entries.length > 0) await streams.append(key.tenantId, resource, entries, now);
+      }),
+    );
   }
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
@@ -218,6 +242,7 @@ export class Distributor {
         lists.set(resource, await pending);
       }),
     );
+    await this.#appendToStreams(key, events, [...resources]);
     const planned = planDeliveries(events, (resource) => lists.get(resource) ?? []);
     const messages: DeliveryMessage<DeliveredEvent>[] = planned.map((delivery) => ({
       deliveryId: deliveryId(delivery.webhook.id, delivery.events),

@@ -11,6 +11,7 @@ import { DeliveryRecords } from '../adapters/delivery-records.ts';
 import { Doorbell } from '../adapters/doorbell.ts';
 import { IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
+import { StreamStore } from '../adapters/stream-store.ts';
 import { CachedSwitches, SwitchStore } from '../adapters/switch-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
@@ -43,6 +44,15 @@ function switchReader(w: Pick<Wiring, 'dynamo' | 'controlTable' | 'config' | 'no
   return new CachedSwitches(new SwitchStore({ client: w.dynamo, tableName: w.controlTable }), w.config.switchCacheMs, w.now ?? Date.now);
 }
 
+function streamStore(w: Pick<Wiring, 'dynamo' | 'controlTable' | 'eventsTable' | 'config'>): StreamStore {
+  return new StreamStore({
+    client: w.dynamo,
+    controlTable: w.controlTable,
+    eventsTable: w.eventsTable,
+    retentionDays: w.config.retentionDays,
+  });
+}
+
 function stores(w: Wiring) {
   return {
     queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
@@ -63,6 +73,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
   const delivery = deliveryDeps(w, notifier);
   const doorbell = new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl });
   return {
+    streams: { streams: streamStore(w), retentionDays: w.config.retentionDays, now },
     switches: {
       switches: new SwitchStore({ client: w.dynamo, tableName: w.controlTable }),
       queues,
@@ -102,6 +113,7 @@ export function distributor(w: Wiring): Distributor {
   return new Distributor({
     queues,
     switches: switchReader(w),
+    streams: streamStore(w),
     subscriptions: webhooks,
     deliveries: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
     doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),

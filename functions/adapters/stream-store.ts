@@ -1,0 +1,128 @@
+/**
+ * Event streams (SPEC §3 Event streams): a stream record per (tenant, resource),
+ * created by the first poll and refreshed by every poll (it expires when nobody
+ * polls for the retention period), and the stream log the distributor appends to,
+ * ordered by position, kept for the retention period.
+ */
+import { randomBytes } from 'node:crypto';
+import { type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { DeliveredEvent, GapMarker } from '../core/model.ts';
+import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
+
+const streamPk = (tenantId: string, resource: string) => `stream#${tenantId}#${resource}`;
+const logPk = (tenantId: string, resource: string) => `slog#${tenantId}#${resource}`;
+const KEY_ITEM = { pk: 'stream-token-key', sk: 'key' };
+
+export interface StreamEntry {
+  readonly position: string;
+  readonly event: DeliveredEvent | GapMarker;
+}
+
+export class StreamStore {
+  readonly #client: DynamoDBDocumentClient;
+  readonly #control: string;
+  readonly #events: string;
+  readonly #retentionMs: number;
+  #key: Promise<Buffer> | undefined;
+
+  constructor(options: { client: DynamoDBDocumentClient; controlTable: string; eventsTable: string; retentionDays: number }) {
+    this.#client = options.client;
+    this.#control = options.controlTable;
+    this.#events = options.eventsTable;
+    this.#retentionMs = options.retentionDays * 86_400_000;
+  }
+
+  /** The HMAC key for sync tokens, made once per deployment (the first caller's wins). */
+  tokenKey(): Promise<Buffer> {
+    this.#key ??= this.#loadKey().catch((error: unknown) => {
+      this.#key = undefined;
+      throw error;
+    });
+    return this.#key;
+  }
+
+  async #loadKey(): Promise<Buffer> {
+    const existing = await this.#client.send(new GetCommand({ TableName: this.#control, Key: KEY_ITEM, ConsistentRead: true }));
+    if (existing.Item) return Buffer.from(String(existing.Item.key), 'base64');
+    const key = randomBytes(32).toString('base64');
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#control,
+          Item: { ...KEY_ITEM, key },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+      return Buffer.from(key, 'base64');
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      return this.#loadKey();
+    }
+  }
+
+  /** Records a poll: creates the stream if needed and pushes its expiry out. */
+  async touch(tenantId: string, resource: string, now: number): Promise<void> {
+    await this.#client.send(
+      new UpdateCommand({
+        TableName: this.#control,
+        Key: { pk: streamPk(tenantId, resource), sk: 'stream' },
+        UpdateExpression:
+          'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
+        ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
+        ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
+      }),
+    );
+  }
+
+  /** Whether someone polls a stream on this resource (and it has not expired). */
+  async active(tenantId: string, resource: string, now: number): Promise<boolean> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' } }),
+    );
+    return result.Item !== undefined && Number(result.Item.expires_at_ms ?? 0) > now;
+  }
+
+  async append(tenantId: string, resource: string, entries: readonly StreamEntry[], now: number): Promise<void> {
+    await batchWrite(
+      this.#client,
+      this.#events,
+      entries.map((entry) => ({
+        PutRequest: {
+          Item: {
+            pk: logPk(tenantId, resource),
+            sk: entry.position,
+            event: JSON.stringify(entry.event),
+            expires_at_ms: now + this.#retentionMs,
+            expires_at: epochSeconds(now + this.#retentionMs),
+          },
+        },
+      })),
+    );
+  }
+
+  /** Entries after `after` and at or before `until`, in order, at most `limit`. */
+  async read(
+    tenantId: string,
+    resource: string,
+    after: string,
+    until: string,
+    limit: number,
+    now: number,
+  ): Promise<{ entries: StreamEntry[]; more: boolean }> {
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#events,
+        KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+        ExpressionAttributeNames: names('pk', 'sk'),
+        ExpressionAttributeValues: { ':pk': logPk(tenantId, resource), ':from': `${after}\u0000`, ':to': `${until}\uffff` },
+        ConsistentRead: true,
+        Limit: limit + 1,
+      }),
+    );
+    const entries = (result.Items ?? [])
+      .filter((item) => Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now)
+      .map((item) => ({ position: String(item.sk), event: JSON.parse(String(item.event)) }));
+    return { entries: entries.slice(0, limit), more: entries.length > limit };
+  }
+}

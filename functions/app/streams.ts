@@ -1,0 +1,57 @@
+/**
+ * Pulling an event stream (SPEC §3 Event streams, Asana-style): without a valid
+ * token, 412 with a fresh token, and the stream collects from that moment; with
+ * one, up to 100 events after it, the next token, and `has_more`.
+ */
+import type { StreamStore } from '../adapters/stream-store.ts';
+import { decodeSyncToken, encodeSyncToken, positionAt, positionTime } from '../core/stream-token.ts';
+
+export const STREAM_PAGE = 100;
+/**
+ * A page never reaches closer than this to now: a distributor may write a
+ * position a moment after computing it, and a reader must not have moved past it.
+ */
+export const STREAM_SETTLE_MS = 2_000;
+
+export interface StreamDeps {
+  readonly streams: StreamStore;
+  readonly retentionDays: number;
+  readonly now: () => number;
+}
+
+export type PollResult =
+  | { readonly status: 412; readonly sync: string; readonly reason: string }
+  | { readonly status: 200; readonly data: unknown[]; readonly sync: string; readonly has_more: boolean };
+
+export async function pollStream(deps: StreamDeps, tenantId: string, resource: string, token: string | undefined): Promise<PollResult> {
+  const now = deps.now();
+  const key = await deps.streams.tokenKey();
+  const wasActive = await deps.streams.active(tenantId, resource, now);
+  await deps.streams.touch(tenantId, resource, now);
+  const fresh = () => encodeSyncToken(key, { tenantId, resource, position: positionAt(now - STREAM_SETTLE_MS), issuedAt: now });
+  if (token === undefined || token === '') return { status: 412, sync: fresh(), reason: 'Start the stream with this sync token.' };
+  const position = decodeSyncToken(key, token, tenantId, resource);
+  if (!position) return { status: 412, sync: fresh(), reason: 'The sync token is not valid for this stream; start again with this one.' };
+  if (now - positionTime(position.position) > deps.retentionDays * 86_400_000) {
+    return { status: 412, sync: fresh(), reason: 'The sync token is older than the retention period; start again with this one.' };
+  }
+  if (!wasActive) {
+    return {
+      status: 412,
+      sync: fresh(),
+      reason: 'Nobody polled this stream for the retention period, so it expired; start again with this one.',
+    };
+  }
+  const until = positionAt(now - STREAM_SETTLE_MS);
+  const { entries, more } = await deps.streams.read(tenantId, resource, position.position, until, STREAM_PAGE, now);
+  const last = entries.at(-1)?.position ?? position.position;
+  // With nothing more to read up to `until`, the token moves to it: a quiet stream's
+  // token never ages out while it is polled.
+  const next = more || last > until ? last : until;
+  return {
+    status: 200,
+    data: entries.map((e) => e.event),
+    sync: encodeSyncToken(key, { tenantId, resource, position: next, issuedAt: now }),
+    has_more: more,
+  };
+}

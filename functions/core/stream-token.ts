@@ -1,0 +1,57 @@
+/**
+ * Event-stream sync tokens (SPEC §3 Event streams): opaque to clients,
+ * tamper-evident (HMAC-SHA256), and bound to one tenant and resource, so a token
+ * from one tenant or stream is useless for another.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+export interface StreamPosition {
+  readonly tenantId: string;
+  readonly resource: string;
+  /** The last stream position read (an opaque, ordered string). */
+  readonly position: string;
+  /** When the token was issued (epoch ms). */
+  readonly issuedAt: number;
+}
+
+export function encodeSyncToken(key: Buffer, position: StreamPosition): string {
+  const payload = Buffer.from(
+    JSON.stringify({ t: position.tenantId, r: position.resource, p: position.position, i: position.issuedAt }),
+  ).toString('base64url');
+  const mac = createHmac('sha256', key).update(payload).digest('base64url');
+  return `${payload}.${mac}`;
+}
+
+/** The token's position, or undefined when it is malformed, forged, or for another tenant or resource. */
+export function decodeSyncToken(key: Buffer, token: string, tenantId: string, resource: string): StreamPosition | undefined {
+  const [payload, mac, extra] = token.split('.');
+  if (!payload || !mac || extra !== undefined) return undefined;
+  const expected = createHmac('sha256', key).update(payload).digest();
+  const given = Buffer.from(mac, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  let parsed: { t?: unknown; r?: unknown; p?: unknown; i?: unknown };
+  try {
+    parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (parsed.t !== tenantId || parsed.r !== resource || typeof parsed.p !== 'string' || typeof parsed.i !== 'number') return undefined;
+  return { tenantId, resource, position: parsed.p, issuedAt: parsed.i };
+}
+
+const pad = (n: number, width: number) => String(Math.max(0, Math.floor(n))).padStart(width, '0');
+
+/** A position for an event: ordered by distribution time, then source resource and seq. */
+export function streamPosition(distributedAt: number, resource: string, seq: number): string {
+  return `${pad(distributedAt, 15)}#${resource}#${pad(seq, 12)}`;
+}
+
+/** The position just before anything distributed at or after `at`. */
+export function positionAt(at: number): string {
+  return pad(at, 15);
+}
+
+/** When a position was written (epoch ms). */
+export function positionTime(position: string): number {
+  return Number(position.slice(0, 15));
+}

@@ -1,0 +1,147 @@
+/**
+ * Event streams (SPEC §3): start and resync with 412, pages of at most 100 with
+ * has_more, events on descendants, the same events and seqs as webhooks, tokens
+ * that are useless to another tenant or once tampered with, and expiry.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StreamStore } from '../../functions/adapters/stream-store.ts';
+import { encodeSyncToken, positionAt } from '../../functions/core/stream-token.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+let tenant: { id: string; key: string };
+let streams: StreamStore;
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0, canary: false }), startReceiver()]);
+  tenant = await createTenant(sandbox, 'streamer');
+  streams = new StreamStore({
+    client: sandbox.wiring.dynamo,
+    controlTable: sandbox.wiring.controlTable,
+    eventsTable: sandbox.wiring.eventsTable,
+    retentionDays: 7,
+  });
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+const poll = (resource: string, sync?: string, key = tenant.key) =>
+  call(
+    sandbox,
+    'GET',
+    `/v1/events?resource=${encodeURIComponent(resource)}${sync === undefined ? '' : `&sync=${encodeURIComponent(sync)}`}`,
+    { key },
+  );
+
+/** Polls until `count` events have been read (the newest 2 s settle before they are served). */
+async function drain(resource: string, sync: string, count: number) {
+  const events: Array<{ id: string; seq: number; resource: string; type: string }> = [];
+  let token = sync;
+  const pages: number[] = [];
+  for (let i = 0; i < 100 && events.length < count; i++) {
+    const page = await poll(resource, token);
+    expect(page.status).toBe(200);
+    events.push(...page.body.data);
+    if (page.body.data.length > 0) pages.push(page.body.data.length);
+    token = page.body.sync;
+    if (!page.body.has_more) await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return { events, token, pages };
+}
+
+describe('event streams', () => {
+  it('starts with 412 and a token, then serves what happened since, including descendants, in pages of 100', async () => {
+    const start = await poll('project:1');
+    expect(start.status).toBe(412);
+    expect(start.body).toMatchObject({ sync: expect.any(String), error: { code: 'invalid_request', message: expect.any(String) } });
+
+    await publish(sandbox, tenant.key, [{ resource: 'project:1', type: 'project.renamed', data: 'p' }]);
+    for (let r = 0; r < 3; r++) {
+      await publish(
+        sandbox,
+        tenant.key,
+        Array.from({ length: 50 }, (_, i) => ({ resource: `task:${r}`, parents: ['project:1'], type: 'task.changed', data: i })),
+      );
+    }
+    await publish(sandbox, tenant.key, [{ resource: 'elsewhere:1', type: 'x.y', data: 'not ours' }]);
+    // Let everything be distributed and settle (a page stops 2 s short of now).
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+
+    const { events, pages } = await drain('project:1', start.body.sync, 151);
+    expect(events).toHaveLength(151);
+    expect(pages[0]).toBe(100);
+    expect(events.some((e) => e.resource === 'elsewhere:1')).toBe(false);
+    for (const r of [0, 1, 2]) {
+      expect(events.filter((e) => e.resource === `task:${r}`).map((e) => e.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    }
+    expect(new Set(events.map((e) => e.id)).size).toBe(151);
+  });
+
+  it('sees the same event objects, with the same seq, as a webhook on the same resource', async () => {
+    await createWebhook(sandbox, tenant.key, { resource: 'board:7', url: `${receiver.url}/board` });
+    const start = await poll('board:7');
+    await publish(
+      sandbox,
+      tenant.key,
+      [1, 2, 3].map((n) => ({ resource: 'card:7', parents: ['board:7'], type: 'card.moved', data: n })),
+    );
+    await receiver.waitFor(() => receiver.events('/board').length === 3);
+    const { events } = await drain('board:7', start.body.sync, 3);
+    expect(events).toEqual(receiver.events('/board'));
+  });
+
+  it('refuses another tenant’s token, a tampered token and one older than the retention period, each with a fresh one', async () => {
+    const other = await createTenant(sandbox, 'other');
+    const mine = (await poll('secret:1')).body.sync as string;
+    const stolen = await poll('secret:1', mine, other.key);
+    expect(stolen.status).toBe(412);
+    expect(stolen.body.sync).not.toBe(mine);
+
+    const [payload, mac] = mine.split('.');
+    const tampered = `${Buffer.from(
+      Buffer.from(payload as string, 'base64url')
+        .toString()
+        .replace('secret:1', 'secret:2'),
+    ).toString('base64url')}.${mac}`;
+    expect((await poll('secret:2', tampered)).status).toBe(412);
+    expect((await poll('secret:1', 'garbage')).status).toBe(412);
+    // Valid for the whole retention period: a token six days old still works …
+    const key = await streams.tokenKey();
+    const sixDays = encodeSyncToken(key, {
+      tenantId: tenant.id,
+      resource: 'secret:1',
+      position: positionAt(Date.now() - 6 * 86_400_000),
+      issuedAt: Date.now(),
+    });
+    expect((await poll('secret:1', sixDays)).status).toBe(200);
+    // … eight days is too old.
+    const eightDays = encodeSyncToken(key, {
+      tenantId: tenant.id,
+      resource: 'secret:1',
+      position: positionAt(Date.now() - 8 * 86_400_000),
+      issuedAt: Date.now(),
+    });
+    expect((await poll('secret:1', eightDays)).status).toBe(412);
+  });
+
+  it('expires a stream nobody polled for the retention period: it stops collecting and asks to resync', async () => {
+    const start = await poll('idle:1');
+    // Nobody polled for eight days.
+    await streams.touch(tenant.id, 'idle:1', Date.now() - 8 * 86_400_000);
+    await publish(sandbox, tenant.key, [{ resource: 'idle:1', type: 'a.b', data: 'missed' }]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const after = await poll('idle:1', start.body.sync);
+    expect(after.status).toBe(412);
+  });
+
+  it('needs a valid resource', async () => {
+    expect((await call(sandbox, 'GET', '/v1/events', { key: tenant.key })).status).toBe(400);
+    expect((await poll('bad resource')).status).toBe(400);
+  });
+});
