@@ -68,17 +68,27 @@ function guardedLookup(lookup: LookupFunction): LookupFunction {
   return guarded as unknown as LookupFunction;
 }
 
+/**
+ * A sender for the deployment's policy. With private targets not allowed, a URL
+ * must be https and name a public host; a name's addresses are checked by the
+ * guarded lookup at every connection, a literal address (which Node connects to
+ * without a lookup) before the request.
+ */
 export function makeSender(options: SenderOptions): Sender {
   if (options.allowPrivateTargets) return (request) => send(request, undefined);
   const lookup = guardedLookup(options.lookup ?? dns.lookup);
   return async (request) => {
-    const problem = checkTargetUrl(request.url, false);
-    if (problem) {
-      const code = problem.includes('https') ? 'https_required' : 'forbidden_address';
-      return { statusCode: undefined, durationMs: 0, error: code, retryAfter: undefined, responseSnippet: '' };
-    }
+    const refusal = refuseTarget(request.url);
+    if (refusal) return { statusCode: undefined, durationMs: 0, error: refusal, retryAfter: undefined, responseSnippet: '' };
     return send(request, lookup);
   };
+}
+
+/** The short code for a URL that must not be requested, or undefined (an unparseable URL is left to `send`). */
+function refuseTarget(url: string): 'https_required' | 'forbidden_address' | undefined {
+  if (!URL.canParse(url)) return undefined;
+  if (new URL(url).protocol !== 'https:') return 'https_required';
+  return checkTargetUrl(url, false) ? 'forbidden_address' : undefined;
 }
 
 function send(request: SendRequest, lookup: LookupFunction | undefined): Promise<SendResult> {

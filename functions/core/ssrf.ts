@@ -2,7 +2,8 @@
  * Which addresses a webhook may reach (SPEC §3 Webhooks): public unicast only.
  * Private, loopback, link-local, unique-local, metadata, multicast and reserved
  * addresses are refused, in every spelling an attacker might use (IPv4-mapped,
- * IPv4-compatible, NAT64 and 6to4 IPv6 forms are judged by the IPv4 inside).
+ * SIIT-translated, IPv4-compatible, NAT64 and 6to4 IPv6 forms are judged by
+ * the IPv4 inside). Anything that does not parse is forbidden.
  */
 import { isIP } from 'node:net';
 
@@ -102,25 +103,34 @@ function classifyV4(value: bigint): AddressClass {
 }
 
 const MAPPED = v6ToInt('::ffff:0:0') as bigint;
+const TRANSLATED = v6ToInt('::ffff:0:0:0') as bigint;
 const NAT64 = v6ToInt('64:ff9b::') as bigint;
 const SIX_TO_FOUR = v6ToInt('2002::') as bigint;
 
 function classifyV6(value: bigint): AddressClass {
   const low32 = value & 0xffffffffn;
-  // IPv4-mapped ::ffff:a.b.c.d, and the deprecated IPv4-compatible ::a.b.c.d.
+  // IPv4-mapped ::ffff:a.b.c.d, the SIIT-translated ::ffff:0:a.b.c.d and the
+  // deprecated IPv4-compatible ::a.b.c.d all reach the IPv4 inside.
   if (value >> 32n === MAPPED >> 32n) return classifyV4(low32);
+  if (value >> 32n === TRANSLATED >> 32n) return classifyV4(low32);
   if (value >> 32n === 0n && value > 1n) return classifyV4(low32);
   if (value >> 32n === NAT64 >> 32n) return classifyV4(low32);
   if (value >> 112n === SIX_TO_FOUR >> 112n) return classifyV4((value >> 80n) & 0xffffffffn);
-  return V6_RANGES.find((range) => inRange(value, 128, range))?.[2] ?? 'public';
+  const special = V6_RANGES.find((range) => inRange(value, 128, range))?.[2];
+  if (special) return special;
+  // Only 2000::/3 is allocated as global unicast; anything else is not a public host.
+  return value >> 125n === 1n ? 'public' : 'reserved';
 }
 
-/** Classifies an IP address; anything that does not parse is 'reserved'. */
+/** Classifies an IP address; anything that does not parse is 'reserved', so forbidden. */
 export function classifyAddress(ip: string): AddressClass {
   const bare = ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip;
-  const version = isIP(bare.split('%')[0] ?? '');
-  if (version === 4) return classifyV4(v4ToInt(bare) as bigint);
-  if (version === 6) {
+  if (isIP(bare) === 4) {
+    const value = v4ToInt(bare);
+    return value === undefined ? 'reserved' : classifyV4(value);
+  }
+  // A zone (fe80::1%eth0) only ever follows an IPv6 address.
+  if (isIP(bare.split('%')[0] ?? '') === 6) {
     const value = v6ToInt(bare);
     return value === undefined ? 'reserved' : classifyV6(value);
   }
@@ -145,7 +155,8 @@ export function checkTargetUrl(url: string, allowPrivate: boolean): string | und
     return 'url must be an absolute URL';
   }
   if (parsed.protocol !== 'https:') return 'url must use https';
-  const host = parsed.hostname.toLowerCase();
+  // A trailing dot (localhost.) names the same host as without it.
+  const host = parsed.hostname.toLowerCase().replace(/\.$/, '');
   if (host === 'localhost' || host.endsWith('.localhost')) return 'url must not point at localhost';
   const literal = host.startsWith('[') ? host.slice(1, -1) : host;
   if (isIP(literal) !== 0 && isForbiddenAddress(literal))

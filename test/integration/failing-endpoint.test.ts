@@ -70,7 +70,7 @@ describe('failing endpoint', () => {
       receiver.received
         .filter((d) => d.path === '/up' && d.at >= from && d.at < to)
         .flatMap((d) => d.json.events.filter((e) => sentAt.has(e.id)).map((e) => d.at - (sentAt.get(e.id) as number)));
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
     const failStart = Date.now();
 
     // The failing tenant publishes on two resources.
@@ -106,10 +106,10 @@ describe('failing endpoint', () => {
 
     running = false;
     await steady;
-    const before = latency(failStart - 1_500, failStart);
+    const before = latency(failStart - 2_500, failStart);
     const during = latency(failStart + 300, Date.now());
-    expect(before.length).toBeGreaterThan(5);
-    expect(during.length).toBeGreaterThan(10);
+    expect(before.length).toBeGreaterThanOrEqual(5);
+    expect(during.length).toBeGreaterThanOrEqual(10);
     // Generous bound; the tight figure is the benchmark's (npm run bench -- failing-endpoint).
     expect(percentile(during, 90)).toBeLessThan(3 * percentile(before, 90) + 300);
 

@@ -68,7 +68,7 @@ describe('hot object', () => {
         .filter((d) => (d.path === '/calm' || d.path === '/neighbour') && d.at >= from && d.at < to)
         .flatMap((d) => d.json.events.filter((e) => sentAt.has(e.id)).map((e) => d.at - (sentAt.get(e.id) as number)));
 
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
     const stormStart = Date.now();
 
     // The storm: four writers, 50 events a request, as fast as answers come back.
@@ -106,10 +106,10 @@ describe('hot object', () => {
     running = false;
     await others;
 
-    const before = latencies(stormStart - 1_500, stormStart);
+    const before = latencies(stormStart - 3_000, stormStart);
     const during = latencies(stormStart + 500, stormEnd);
-    expect(before.length).toBeGreaterThan(10);
-    expect(during.length).toBeGreaterThan(30);
+    expect(before.length).toBeGreaterThanOrEqual(5);
+    expect(during.length).toBeGreaterThanOrEqual(10);
     // Generous bound: the tight figure is the benchmark's (npm run bench -- hot-object).
     expect(percentile(during, 90)).toBeLessThan(3 * percentile(before, 90) + 300);
 
