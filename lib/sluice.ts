@@ -2,7 +2,7 @@
  * `Sluice`: the whole of sluice as one construct. `new Sluice(this, 'Events', props)`
  * in any CDK app; the `Sluice` stack of bin/sluice.ts is just that.
  */
-import { CfnOutput, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
 import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
 import type { Dashboard } from 'aws-cdk-lib/aws-cloudwatch';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
@@ -15,17 +15,19 @@ import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { Api } from './constructs/api.ts';
 import { Delivery } from './constructs/delivery.ts';
+import { acknowledgeNag } from './constructs/nag.ts';
 import { Operations } from './constructs/operations.ts';
 import { Pipeline } from './constructs/pipeline.ts';
 import { Storage } from './constructs/storage.ts';
 
 export interface SluiceProps {
   /**
-   * Overrides of the settings in functions/core/config.ts (SPEC §4 defaults).
+   * Overrides of the settings in functions/core/config.ts (SPEC §4 defaults), or a
+   * whole config built with `buildConfig`.
    * Every setting is checked; all problems are reported at once.
    * @default {} (the defaults)
    */
-  readonly config?: Readonly<Record<string, unknown>>;
+  readonly config?: Partial<SluiceConfig> | Readonly<Record<string, unknown>>;
   /**
    * What happens to the tables (customer events, tenants, webhooks) when the
    * construct is removed.
@@ -130,28 +132,33 @@ export class Sluice extends Construct {
 
     for (const [rule, reason] of [
       [
-        'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+        'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
         'The AWS managed basic execution policy only lets functions write their own logs.',
       ],
       [
-        'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+        'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
         'API Gateway needs this AWS managed policy to write its execution logs.',
       ],
-      ['AwsSolutions-L1', 'Functions run on Node.js 24, the runtime sluice is built and tested for (SPEC §1).'],
     ] as const) {
-      Validations.of(this).acknowledge({ id: rule, reason });
+      acknowledgeNag(this, rule, reason);
     }
   }
 }
 
+/** Checks every prop and reports all problems in one ConfigError. */
 function validate(props: SluiceProps): SluiceConfig {
   const problems: string[] = [];
   let config: SluiceConfig | undefined;
-  try {
-    config = buildConfig(props.config ?? {});
-  } catch (error) {
-    if (error instanceof ConfigError) problems.push(...error.problems);
-    else throw error;
+  const overrides: unknown = props.config ?? {};
+  if (typeof overrides !== 'object' || overrides === null || Array.isArray(overrides)) {
+    problems.push('config must be an object of settings');
+  } else {
+    try {
+      config = buildConfig(overrides as Readonly<Record<string, unknown>>);
+    } catch (error) {
+      if (error instanceof ConfigError) problems.push(...error.problems);
+      else throw error;
+    }
   }
   if (props.tableRemovalPolicy === RemovalPolicy.SNAPSHOT) problems.push('tableRemovalPolicy SNAPSHOT is not supported by DynamoDB tables');
   if (problems.length > 0 || !config) throw new ConfigError(problems);

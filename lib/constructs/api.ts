@@ -4,7 +4,7 @@
  * (`usageIdentifierKey`) so that each tenant's usage plan throttles it. Gateway
  * errors are shaped like sluice's own (`{"error":{"code","message"}}`).
  */
-import { Aws, Duration, Names, Validations } from 'aws-cdk-lib';
+import { Aws, Duration, Names, RemovalPolicy } from 'aws-cdk-lib';
 import {
   AccessLogFormat,
   ApiKey,
@@ -25,6 +25,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
 export interface ApiProps {
@@ -65,12 +66,21 @@ export class Api extends Construct {
       description: 'sluice admin key: ak_ followed by the token field',
       generateSecretString: { secretStringTemplate: '{}', generateStringKey: 'token', excludePunctuation: true, passwordLength: 48 },
     });
-    Validations.of(this.adminKeySecret).acknowledge({
-      id: 'AwsSolutions-SMG4',
-      reason: 'The admin key is rotated by the operator (a new secret value), since every admin client must be given the new key.',
-    });
+    acknowledgeNag(
+      this.adminKeySecret,
+      'AwsSolutions-SMG4',
+      'The admin key is rotated by the operator (a new secret value), since every admin client must be given the new key.',
+    );
 
-    const accessLogs = new LogGroup(this, 'AccessLogs', { retention: RetentionDays.ONE_MONTH });
+    const accessLogs = new LogGroup(this, 'AccessLogs', {
+      retention: RetentionDays.ONE_MONTH,
+      // Request logs are operational, not customer data: they go with the stack, like the functions' logs.
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // No stage-wide throttle: a stage (method) limit is shared by every client, so a
+    // tenant-sized one would let one tenant's burst throttle all the others. Each
+    // tenant's own usage plan (selected by the key the authorizer returns) is the limit;
+    // the account's regional limit is the ceiling.
     this.restApi = new RestApi(this, 'Rest', {
       description: 'sluice: events in, webhooks out',
       apiKeySourceType: ApiKeySourceType.AUTHORIZER,
@@ -106,10 +116,11 @@ export class Api extends Construct {
       new PolicyStatement({ actions: ['apigateway:DELETE'], resources: [apigatewayArn('/apikeys/*'), apigatewayArn('/usageplans/*')] }),
     );
     for (const path of ['/usageplans/*/keys', '/apikeys/*', '/usageplans/*']) {
-      Validations.of(fn).acknowledge({
-        id: `AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
-        reason: 'Usage plans and API keys are created per tenant at run time, so their ids cannot be named in advance.',
-      });
+      acknowledgeNag(
+        fn,
+        `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
+        'Usage plans and API keys are created per tenant at run time, so their ids cannot be named in advance.',
+      );
     }
 
     // The admin's own usage plan. Its key value is not a secret: the authorizer
@@ -118,7 +129,8 @@ export class Api extends Construct {
     const adminApiKey = new ApiKey(this, 'AdminUsageKey', { value: adminUsageKeyValue, description: 'Selects the admin usage plan' });
     const adminPlan = this.restApi.addUsagePlan('AdminPlan', {
       description: 'Throttle for requests made with the admin key',
-      throttle: { rateLimit: 50, burstLimit: 100 },
+      // The admin gets a tenant's default throttle: enough for operations, never the whole API.
+      throttle: { rateLimit: config.tenantRatePerSecond, burstLimit: config.tenantBurst },
       apiStages: [{ api: this.restApi, stage: this.restApi.deploymentStage }],
     });
     adminPlan.addApiKey(adminApiKey);
@@ -139,8 +151,8 @@ export class Api extends Construct {
 
     const integration = new LambdaIntegration(fn);
     const health = this.restApi.root.addResource('v1').addResource('health').addMethod('GET', integration);
-    Validations.of(health).acknowledge({ id: 'AwsSolutions-APIG4', reason: 'The health check is public by design (SPEC §3).' });
-    Validations.of(health).acknowledge({ id: 'AwsSolutions-COG4', reason: 'The health check is public by design (SPEC §3).' });
+    acknowledgeNag(health, 'AwsSolutions-APIG4', 'The health check is public by design (SPEC §3).');
+    acknowledgeNag(health, 'AwsSolutions-COG4', 'The health check is public by design (SPEC §3).');
     // Every other path, only through the authorizer and a usage plan. The root has no
     // method, so `/` answers 404 like any unknown route.
     this.restApi.root.addResource('{proxy+}').addMethod('ANY', integration, { authorizer, apiKeyRequired: true });
@@ -159,7 +171,7 @@ export class Api extends Construct {
       ['AwsSolutions-APIG3', 'WAF is the deployer’s choice; per-tenant usage plans and per-object limits already bound abuse.'],
       ['AwsSolutions-COG4', 'Tenants authenticate with sluice API keys through a Lambda authorizer, not Cognito (SPEC §3).'],
     ] as const) {
-      Validations.of(this.restApi).acknowledge({ id, reason });
+      acknowledgeNag(this.restApi, id, reason);
     }
   }
 }

@@ -1,5 +1,5 @@
 /** SQS queues with their dead-letter queues, from the shared queue definitions. */
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { QueueDefinition } from '../../functions/definitions/queues.ts';
@@ -19,10 +19,6 @@ export class QueueWithDeadLetters extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     };
     this.deadLetterQueue = new Queue(this, 'DeadLetters', common);
-    Validations.of(this.deadLetterQueue).acknowledge({
-      id: 'AwsSolutions-SQS3',
-      reason: 'This is the dead-letter queue; its messages are kept for inspection and alarmed on, not redriven further.',
-    });
     this.queue = new Queue(this, 'Queue', {
       ...common,
       ...(definition.fifo && { contentBasedDeduplication: false }),

@@ -6,7 +6,7 @@
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type CfnElement, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { type CfnElement, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -16,6 +16,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
 import { METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/definitions/alarms.ts';
+import { acknowledgeNag } from './nag.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -82,10 +83,11 @@ export class SluiceFunction extends Construct {
     this.function.addEnvironment(envName, table.tableName);
     if (table.node.defaultChild) {
       const logicalId = Stack.of(table).getLogicalId(table.node.defaultChild as CfnElement);
-      Validations.of(this.function).acknowledge({
-        id: `AwsSolutions::AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/index/*]`,
-        reason: 'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
-      });
+      acknowledgeNag(
+        this.function,
+        `AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/index/*]`,
+        'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
+      );
     }
     return this;
   }

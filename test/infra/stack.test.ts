@@ -4,7 +4,7 @@
  * usage plans, error-shaped gateway responses, tables from the shared definitions,
  * and the config reaching every function.
  */
-import { App, Stack, Validations } from 'aws-cdk-lib';
+import { App, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -25,11 +25,20 @@ function synth(config: Record<string, unknown> = {}): Template {
   return Template.fromStack(new SluiceStack(app, 'Sluice', { config }));
 }
 
+// Context-style overrides, as cdk.json `sluice` would carry them.
+const OVERRIDES = { objectQueueCap: 777, tenantRatePerSecond: 250, tenantBurst: 600 };
+
 let template: Template;
 
 beforeAll(() => {
-  template = synth({ objectQueueCap: 777 });
+  template = synth(OVERRIDES);
 });
+
+function logicalIdOf(type: string, props: Record<string, unknown>): string {
+  const ids = Object.keys(template.findResources(type, { Properties: props }));
+  expect(ids, `${type} ${JSON.stringify(props)}`).toHaveLength(1);
+  return ids[0] as string;
+}
 
 function queueByFifo(fifo: boolean) {
   const queues = template.findResources('AWS::SQS::Queue', {
@@ -88,6 +97,26 @@ describe('queues', () => {
     }
     template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
   });
+
+  it('feeds the FIFO queue to the distributor and the deliver queue to the delivery function, each timing out before its visibility', () => {
+    const [distributeId] = queueByFifo(true);
+    const [deliverId] = queueByFifo(false);
+    for (const [queueId, definition, entry] of [
+      [distributeId, DISTRIBUTE_QUEUE, 'distributor'],
+      [deliverId, DELIVER_QUEUE, 'delivery'],
+    ] as const) {
+      const [mapping] = Object.values(
+        template.findResources('AWS::Lambda::EventSourceMapping', {
+          Properties: { EventSourceArn: { 'Fn::GetAtt': [queueId, 'Arn'] } },
+        }),
+      );
+      const functionId = mapping?.Properties.FunctionName.Ref as string;
+      expect(functionId, entry).toMatch(new RegExp(entry, 'i'));
+      const fn = template.toJSON().Resources[functionId];
+      expect(fn.Properties.Timeout).toBe(definition.consumerTimeoutSeconds);
+      expect(fn.Properties.Timeout).toBeLessThan(definition.visibilityTimeoutSeconds);
+    }
+  });
 });
 
 describe('functions', () => {
@@ -99,7 +128,7 @@ describe('functions', () => {
       expect(fn.Properties.Architectures).toEqual(['arm64']);
       expect(fn.Properties.LoggingConfig.LogGroup).toBeDefined();
       const config = JSON.parse(fn.Properties.Environment.Variables.SLUICE_CONFIG);
-      expect(config).toEqual(buildConfig({ objectQueueCap: 777 }));
+      expect(config).toEqual(buildConfig(OVERRIDES));
       expect(fn.Properties.Environment.Variables.POWERTOOLS_METRICS_NAMESPACE).toBe('Sluice');
     }
   });
@@ -112,7 +141,9 @@ describe('functions', () => {
   it('refuses an invalid config, listing every problem', () => {
     const app = new App({ context: NO_BUNDLING });
     const stack = new Stack(app, 'Bad');
-    expect(() => new Sluice(stack, 'S', { config: { objectQueueCap: 0, nope: 1 } })).toThrow(/objectQueueCap.*nope|nope.*objectQueueCap/);
+    expect(() => new Sluice(stack, 'S', { config: { objectQueueCap: 0, nope: 1 }, tableRemovalPolicy: RemovalPolicy.SNAPSHOT })).toThrow(
+      /(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)/,
+    );
   });
 });
 
@@ -123,7 +154,11 @@ describe('API', () => {
       Type: 'TOKEN',
       IdentitySource: 'method.request.header.Authorization',
     });
-    template.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: API_STAGE_NAME });
+    template.hasResourceProperties('AWS::ApiGateway::Authorizer', { AuthorizerResultTtlInSeconds: 60 });
+    template.hasResourceProperties('AWS::ApiGateway::Stage', {
+      StageName: API_STAGE_NAME,
+      AccessLogSetting: { DestinationArn: Match.anyValue(), Format: Match.anyValue() },
+    });
   });
 
   it('guards every route but the health check with the authorizer and a usage plan key', () => {
@@ -133,32 +168,77 @@ describe('API', () => {
       ApiKeyRequired: true,
       AuthorizerId: Match.anyValue(),
     });
-    template.hasResourceProperties('AWS::ApiGateway::Method', { HttpMethod: 'GET', AuthorizationType: 'NONE' });
+    const health = template.findResources('AWS::ApiGateway::Method', { Properties: { HttpMethod: 'GET', AuthorizationType: 'NONE' } });
+    expect(Object.values(health)).toHaveLength(1);
+    expect(Object.values(health)[0]?.Properties.ApiKeyRequired).not.toBe(true);
     template.resourceCountIs('AWS::ApiGateway::Method', 2);
   });
 
-  it('has a throttled usage plan for the admin, and lets the API create one per tenant', () => {
-    template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
-      Throttle: { RateLimit: Match.anyValue(), BurstLimit: Match.anyValue() },
+  it('throttles the admin by a usage plan from the config, selected by the key the authorizer returns', () => {
+    const planId = logicalIdOf('AWS::ApiGateway::UsagePlan', {
+      Throttle: { RateLimit: OVERRIDES.tenantRatePerSecond, BurstLimit: OVERRIDES.tenantBurst },
+      ApiStages: [Match.objectLike({ Stage: Match.anyValue() })],
     });
-    template.hasResourceProperties('AWS::ApiGateway::UsagePlanKey', { KeyType: 'API_KEY' });
-    const policies = JSON.stringify(template.findResources('AWS::IAM::Policy'));
-    expect(policies).toContain('apigateway:POST');
-    expect(policies).toContain('/usageplans');
+    const keyId = logicalIdOf('AWS::ApiGateway::ApiKey', {});
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlanKey', {
+      KeyType: 'API_KEY',
+      UsagePlanId: { Ref: planId },
+      KeyId: { Ref: keyId },
+    });
+    const keyValue = template.toJSON().Resources[keyId].Properties.Value as string;
+    expect(keyValue.length).toBeGreaterThanOrEqual(20);
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ ADMIN_USAGE_KEY: keyValue, ADMIN_KEY_SECRET_ARN: Match.anyValue() }) },
+    });
   });
 
-  it('shapes gateway errors like sluice errors', () => {
+  it('keeps the admin key in a generated secret: 48 characters under the field token', () => {
+    template.hasResourceProperties('AWS::SecretsManager::Secret', {
+      GenerateSecretString: { SecretStringTemplate: '{}', GenerateStringKey: 'token', ExcludePunctuation: true, PasswordLength: 48 },
+    });
+  });
+
+  it('lets only the API function manage API keys and usage plans, on their API Gateway paths only', () => {
+    const apigatewayStatements = Object.values(template.findResources('AWS::IAM::Policy')).flatMap((policy) =>
+      (policy.Properties.PolicyDocument.Statement as Array<{ Action: string | string[]; Resource: unknown }>).filter((st) =>
+        JSON.stringify(st.Action).includes('apigateway:'),
+      ),
+    );
+    const granted = apigatewayStatements.map((st) => ({
+      action: st.Action,
+      paths: ([] as unknown[]).concat(st.Resource).map((r) => {
+        const parts = (r as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1];
+        return parts[parts.length - 1];
+      }),
+    }));
+    expect(granted).toEqual([
+      { action: 'apigateway:POST', paths: ['::/apikeys', '::/usageplans', '::/usageplans/*/keys'] },
+      { action: 'apigateway:DELETE', paths: ['::/apikeys/*', '::/usageplans/*'] },
+    ]);
+  });
+
+  it('shapes gateway errors like sluice errors, with Retry-After on 429s', () => {
     const expectations: Array<[string, string, string]> = [
       ['UNAUTHORIZED', '401', 'unauthorized'],
+      ['ACCESS_DENIED', '403', 'forbidden'],
+      ['INVALID_API_KEY', '403', 'forbidden'],
       ['MISSING_AUTHENTICATION_TOKEN', '404', 'not_found'],
       ['THROTTLED', '429', 'rate_limited'],
+      ['QUOTA_EXCEEDED', '429', 'rate_limited'],
       ['REQUEST_TOO_LARGE', '413', 'payload_too_large'],
+      ['DEFAULT_4XX', '400', 'invalid_request'],
       ['DEFAULT_5XX', '500', 'internal'],
     ];
+    template.resourceCountIs('AWS::ApiGateway::GatewayResponse', expectations.length);
     for (const [type, status, code] of expectations) {
       const [response] = Object.values(template.findResources('AWS::ApiGateway::GatewayResponse', { Properties: { ResponseType: type } }));
-      expect(response?.Properties.StatusCode).toBe(status);
-      expect(JSON.parse(response?.Properties.ResponseTemplates['application/json']).error.code).toBe(code);
+      expect(response?.Properties.StatusCode, type).toBe(status);
+      const body = JSON.parse(response?.Properties.ResponseTemplates['application/json']);
+      expect(Object.keys(body), type).toEqual(['error']);
+      expect(body.error.code, type).toBe(code);
+      expect(body.error.message, type).toEqual(expect.any(String));
+      const retryAfter = response?.Properties.ResponseParameters?.['gatewayresponse.header.Retry-After'];
+      expect(retryAfter, type).toBe(status === '429' ? "'1'" : undefined);
     }
   });
 });
@@ -175,8 +255,16 @@ describe('tables', () => {
         TimeToLiveSpecification: { AttributeName: definition.ttlAttribute, Enabled: true },
         Replicas: [Match.objectLike({ PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true } })],
         GlobalSecondaryIndexes: definition.indexes.map((index) =>
-          Match.objectLike({ IndexName: index.indexName, Projection: { ProjectionType: index.projection } }),
+          Match.objectLike({
+            IndexName: index.indexName,
+            KeySchema: [
+              { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
+              { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: index.projection },
+          }),
         ),
+        SSESpecification: { SSEEnabled: true },
       });
     }
   });
@@ -184,6 +272,18 @@ describe('tables', () => {
   it('are retained when the stack is deleted', () => {
     const tables = template.findResources('AWS::DynamoDB::GlobalTable');
     for (const table of Object.values(tables)) expect(table.DeletionPolicy).toBe('Retain');
+  });
+
+  it('go with the stack only when the deployer says so, and the construct takes a built config', () => {
+    const app = new App({ context: NO_BUNDLING });
+    const stack = new Stack(app, 'Disposable');
+    new Sluice(stack, 'Events', { config: buildConfig({ retentionDays: 3 }), tableRemovalPolicy: RemovalPolicy.DESTROY });
+    const disposable = Template.fromStack(stack);
+    const tables = Object.values(disposable.findResources('AWS::DynamoDB::GlobalTable'));
+    expect(tables).toHaveLength(2);
+    for (const table of tables) expect(table.DeletionPolicy).toBe('Delete');
+    const [fn] = Object.values(disposable.findResources('AWS::Lambda::Function'));
+    expect(JSON.parse(fn?.Properties.Environment.Variables.SLUICE_CONFIG).retentionDays).toBe(3);
   });
 });
 
