@@ -26,6 +26,8 @@ export interface PollerOptions {
   readonly metrics?: InMemoryMetrics;
   /** The function's name in the alarm definitions. */
   readonly fn?: FunctionName;
+  /** Told the duration of every invocation. */
+  readonly onInvocation?: (fn: string, durationMs: number) => void;
 }
 
 function lambdaContext(functionName: string, timeoutSeconds: number): Context {
@@ -96,8 +98,10 @@ export class Poller {
         }));
         const event: SQSEvent = { Records: records };
         let response: Awaited<ReturnType<SqsHandler>>;
+        const started = performance.now();
         try {
           response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+          this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
         } catch (error) {
           // A failed invocation, as Lambda's Errors metric counts it; SQS delivers the batch again.
           if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);

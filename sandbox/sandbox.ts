@@ -49,6 +49,10 @@ export interface SandboxOptions {
   readonly canary?: boolean;
   /** Shrinks every alarm period and the monitors' interval (tests: 0.01 turns 5 minutes into 3 s). */
   readonly alarmTimeScale?: number;
+  /** Called with every AWS SDK client the sandbox makes (the benchmark counts their calls). */
+  readonly instrumentClient?: (client: { middlewareStack: unknown }, service: 'dynamodb' | 'sqs') => void;
+  /** Called after every function invocation with its duration (the benchmark's Lambda accounting). */
+  readonly onInvocation?: (fn: string, durationMs: number) => void;
   /** Powertools log level for the functions; the sandbox is quiet by default. */
   readonly logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
 }
@@ -88,11 +92,15 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   const emulators = await startEmulators(options.dataDir);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  const sqs = sqsClient({ ...emulators.sqs, maxSockets: 256 });
+  const instrument = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
+    options.instrumentClient?.(client, service);
+    return client;
+  };
+  const sqs = instrument(sqsClient({ ...emulators.sqs, maxSockets: 256 }), 'sqs');
   const queues = await createQueues(sqs);
   const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
   const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
-  const dynamo = documentClient({ ...emulators.dynamo, maxSockets: 256 });
+  const dynamo = instrument(documentClient({ ...emulators.dynamo, maxSockets: 256 }), 'dynamodb');
   const wiring: Wiring = {
     config,
     dynamo,
@@ -147,8 +155,10 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   outer.notFound(notFound);
   // What API Gateway's 5XXError metric would count.
   outer.use('*', async (c, next) => {
+    const started = performance.now();
     await next();
     if (c.res.status >= 500) metrics.record('api:5XXError', 1);
+    if (c.req.path.startsWith('/v1/')) options.onInvocation?.('api', performance.now() - started);
   });
   outer.post('/sandbox/canary', async (c) => {
     const status = await receiveCanary(
@@ -167,23 +177,25 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const pollers = [
     // Each poller has a client of its own, so its long polls never queue the sends.
     new Poller({
-      client: sqsClient({ ...emulators.sqs, maxSockets: 64 }),
+      client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: distributeQueue,
       handler: makeDistributorHandler(distributor(wiring), log),
       functionName: 'sluice-distributor',
       logger: log,
       metrics,
       fn: 'distributor',
+      ...(options.onInvocation && { onInvocation: options.onInvocation }),
       concurrency: Math.min(DISTRIBUTE_QUEUE.maxConcurrency, 8),
     }),
     new Poller({
-      client: sqsClient({ ...emulators.sqs, maxSockets: 64 }),
+      client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: deliverQueue,
       handler: makeDeliveryHandler(deliveryDeps(wiring, notifier)),
       functionName: 'sluice-delivery',
       logger: log,
       metrics,
       fn: 'delivery',
+      ...(options.onInvocation && { onInvocation: options.onInvocation }),
       concurrency: Math.min(DELIVER_QUEUE.maxConcurrency, 16),
     }),
   ];

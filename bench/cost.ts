@@ -1,0 +1,57 @@
+/**
+ * Dollars per million delivered events at us-east-1 list prices. Prices are
+ * AWS's public us-east-1 on-demand list prices as published on the service
+ * pricing pages in 2025 (API Gateway REST first tier; Lambda arm64; DynamoDB
+ * on-demand after the November 2024 reduction; SQS after the free tier), and do
+ * not include free tiers, data transfer or CloudWatch.
+ */
+import type { CallCounts } from './accounting.ts';
+
+export const PRICES = {
+  apiGatewayRestPerMillion: 3.5,
+  lambdaRequestsPerMillion: 0.2,
+  lambdaArmPerGbSecond: 0.0000133334,
+  dynamoWruPerMillion: 0.625,
+  dynamoRruPerMillion: 0.125,
+  sqsStandardPerMillion: 0.4,
+  sqsFifoPerMillion: 0.5,
+  snsPublishPerMillion: 0.5,
+} as const;
+
+/** For comparison (SPEC §7): managed fan-out services' per-delivery prices. */
+export const ALTERNATIVES = { sns_http_per_million: 1.1, eventbridge_api_destinations_per_million: 1.2 } as const;
+
+export const LAMBDA_MEMORY_GB = 0.5;
+
+export interface CostBreakdown {
+  readonly api_gateway: number;
+  readonly lambda: number;
+  readonly dynamodb: number;
+  readonly sqs: number;
+  readonly total: number;
+}
+
+/**
+ * Cost per million delivered events. `apiRequests` are the requests producers made;
+ * the authorizer is invoked once per key per minute (API Gateway caches its answer).
+ */
+export function costPerMillion(counts: CallCounts, delivered: number, apiRequests: number, authorizerCalls: number): CostBreakdown {
+  const perEvent = (dollars: number) => (dollars / Math.max(1, delivered)) * 1_000_000;
+  const invocations = Object.values(counts.invocations);
+  const lambdaRequests = invocations.reduce((sum, i) => sum + i.count, 0) + authorizerCalls;
+  const gbSeconds = (invocations.reduce((sum, i) => sum + i.ms, 0) / 1000) * LAMBDA_MEMORY_GB;
+  const api = perEvent((apiRequests / 1e6) * PRICES.apiGatewayRestPerMillion);
+  const lambda = perEvent((lambdaRequests / 1e6) * PRICES.lambdaRequestsPerMillion + gbSeconds * PRICES.lambdaArmPerGbSecond);
+  const dynamodb = perEvent((counts.wru / 1e6) * PRICES.dynamoWruPerMillion + (counts.rru / 1e6) * PRICES.dynamoRruPerMillion);
+  const sqs = perEvent(
+    (counts.sqsStandardRequests / 1e6) * PRICES.sqsStandardPerMillion + (counts.sqsFifoRequests / 1e6) * PRICES.sqsFifoPerMillion,
+  );
+  const round = (n: number) => Math.round(n * 1000) / 1000;
+  return {
+    api_gateway: round(api),
+    lambda: round(lambda),
+    dynamodb: round(dynamodb),
+    sqs: round(sqs),
+    total: round(api + lambda + dynamodb + sqs),
+  };
+}

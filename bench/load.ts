@@ -1,0 +1,159 @@
+/**
+ * The load generator, run in a worker thread apart from the sandbox: it publishes
+ * through the HTTP API and runs the real webhook receivers, which verify every
+ * signature with the `standardwebhooks` package. Latency is from the moment the
+ * API accepted an event (its 202 arrived) to the moment a receiver got it.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parentPort } from 'node:worker_threads';
+import { Webhook } from 'standardwebhooks';
+
+export interface PublishTask {
+  readonly label: string;
+  readonly apiUrl: string;
+  readonly key: string;
+  /** Resources to cycle through; each event names `parent` too. */
+  readonly resources: readonly string[];
+  readonly parent: string;
+  readonly eventsPerRequest: number;
+  /** Requests per second, or 0 for as fast as answers come back. */
+  readonly requestsPerSecond: number;
+  readonly concurrency: number;
+  readonly durationMs: number;
+}
+
+export type WorkerCommand =
+  | { readonly cmd: 'secrets'; readonly secrets: Record<string, string> }
+  | { readonly cmd: 'answer'; readonly path: string; readonly answer: number | 'hang' }
+  | { readonly cmd: 'run'; readonly tasks: readonly PublishTask[] }
+  | { readonly cmd: 'report' };
+
+export interface TaskStats {
+  readonly label: string;
+  readonly requests: number;
+  readonly accepted: number;
+  readonly rejected: number;
+  readonly status429: number;
+}
+
+export interface Report {
+  /** Per accepted event: label, acceptance time, first arrival (or null). */
+  readonly events: Array<{ id: string; label: string; acceptedAt: number; receivedAt: number | null }>;
+  readonly arrivals: Record<string, number>;
+  readonly badSignatures: number;
+}
+
+const port = parentPort;
+if (!port) throw new Error('bench/load.ts runs as a worker thread');
+
+const secrets = new Map<string, string>();
+const answers = new Map<string, number | 'hang'>();
+const accepted = new Map<string, { label: string; acceptedAt: number }>();
+const received = new Map<string, number>();
+const arrivals: Record<string, number> = {};
+let badSignatures = 0;
+
+const server = http.createServer((req, res) => {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const path = req.url ?? '/';
+    arrivals[path] = (arrivals[path] ?? 0) + 1;
+    const answer = answers.get(path) ?? 200;
+    if (answer === 'hang') return;
+    const body = Buffer.concat(chunks).toString('utf8');
+    const now = Date.now();
+    try {
+      const parsed = JSON.parse(body) as { webhook: string; events: Array<{ id: string }> };
+      const secret = secrets.get(parsed.webhook);
+      if (secret) {
+        new Webhook(secret).verify(body, req.headers as Record<string, string>);
+        if (answer >= 200 && answer < 300) for (const e of parsed.events) if (!received.has(e.id)) received.set(e.id, now);
+      }
+    } catch {
+      badSignatures++;
+    }
+    res.writeHead(answer).end();
+  });
+});
+server.listen(0, '127.0.0.1', () => {
+  port.postMessage({ cmd: 'ready', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+});
+
+async function runTask(task: PublishTask): Promise<TaskStats> {
+  const deadline = Date.now() + task.durationMs;
+  let requests = 0;
+  let ok = 0;
+  let rejected = 0;
+  let status429 = 0;
+  let next = 0;
+  const interval = task.requestsPerSecond > 0 ? 1000 / task.requestsPerSecond : 0;
+  const started = Date.now();
+  const worker = async () => {
+    while (Date.now() < deadline) {
+      const n = requests++;
+      if (interval > 0) {
+        const due = started + n * interval;
+        if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+        if (Date.now() >= deadline) return;
+      }
+      const events = Array.from({ length: task.eventsPerRequest }, () => {
+        const resource = task.resources[next++ % task.resources.length] as string;
+        return { resource, parents: [task.parent], type: 'bench.tick', data: { n } };
+      });
+      try {
+        const response = await fetch(`${task.apiUrl}/v1/events`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${task.key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ events }),
+        });
+        const at = Date.now();
+        const body = (await response.json()) as { events?: Array<{ id?: string; status: string }> };
+        if (response.status === 429) status429++;
+        for (const e of body.events ?? []) {
+          if (e.status === 'accepted' && e.id) {
+            accepted.set(e.id, { label: task.label, acceptedAt: at });
+            ok++;
+          } else rejected++;
+        }
+      } catch {
+        rejected += task.eventsPerRequest;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: task.concurrency }, worker));
+  return { label: task.label, requests, accepted: ok, rejected, status429 };
+}
+
+// Every command carries an id that its reply repeats: runs overlap, so replies come in any order.
+port.on('message', async ({ id, command }: { id: number; command: WorkerCommand }) => {
+  const reply = (body: Record<string, unknown>) => port.postMessage({ id, ...body });
+  switch (command.cmd) {
+    case 'secrets':
+      for (const [webhook, secret] of Object.entries(command.secrets)) secrets.set(webhook, secret);
+      reply({ cmd: 'ok' });
+      break;
+    case 'answer':
+      answers.set(command.path, command.answer);
+      reply({ cmd: 'ok' });
+      break;
+    case 'run':
+      reply({ cmd: 'ran', stats: await Promise.all(command.tasks.map(runTask)) });
+      break;
+    case 'report': {
+      const report: Report = {
+        events: [...accepted].map(([event, a]) => ({
+          id: event,
+          label: a.label,
+          acceptedAt: a.acceptedAt,
+          receivedAt: received.get(event) ?? null,
+        })),
+        arrivals: { ...arrivals },
+        badSignatures,
+      };
+      reply({ cmd: 'report', report });
+      break;
+    }
+  }
+});
