@@ -76,6 +76,7 @@ export interface Sandbox {
 }
 
 const ADMIN_USAGE_KEY = 'sandbox-admin';
+const AUTHORIZER_CACHE_MS = 60_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
 
 export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
@@ -117,14 +118,21 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const usagePlans = new LocalUsagePlans();
   const tenants = new TenantStore({ client: dynamo, tableName: wiring.controlTable });
   const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(adminKey), tenants, adminUsageKey: ADMIN_USAGE_KEY });
+  const authorizerCache = new Map<string, Awaited<ReturnType<typeof authorizer>> & { until: number }>();
   const authenticate = async (c: Context): Promise<Principal | undefined> => {
     const header = c.req.header('authorization');
     if (header === undefined) return undefined;
-    let result: Awaited<ReturnType<typeof authorizer>>;
-    try {
-      result = await authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN });
-    } catch {
-      return undefined;
+    // API Gateway caches a TOKEN authorizer's answer per token (60 s in the stack).
+    let result = authorizerCache.get(header);
+    if (!result || result.until < Date.now()) {
+      try {
+        const answer = await authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN });
+        result = { ...answer, until: Date.now() + AUTHORIZER_CACHE_MS };
+        if (authorizerCache.size > 10_000) authorizerCache.clear();
+        authorizerCache.set(header, result);
+      } catch {
+        return undefined;
+      }
     }
     const context = result.context ?? {};
     const usageKey = result.usageIdentifierKey as string;

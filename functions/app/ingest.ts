@@ -144,7 +144,17 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
   let want = Math.min(pendings.length, limits.burst);
   let reason: RejectReason | undefined = want < pendings.length ? 'rate_limited' : undefined;
   let retryAfterMs = 0;
-  let busy = (lastTat.get(objectKey) ?? 0) > now;
+  const knownTat = lastTat.get(objectKey);
+  let busy = (knownTat ?? 0) > now;
+  if (knownTat !== undefined) {
+    // The tat this container last saw can only be behind the real one, so when it
+    // already leaves no token, none is left: refuse without touching DynamoDB.
+    const local = decideAdmission({ depth: 0, tat: knownTat }, want, limits, now);
+    if (local.admit === 0) {
+      deps.metrics.count('RejectedLocally', pendings.length);
+      return { results: pendings.map(() => limitRejection('rate_limited', config)), retryAfterMs: Math.max(local.retryAfterMs, 1_000) };
+    }
+  }
   let reservation: Reservation | undefined;
   try {
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS && want > 0 && !reservation; attempt++) {

@@ -284,6 +284,24 @@ describe('per-object rate', () => {
     expect((await store.readMeta(k))?.depth).toBe(30);
   });
 
+  it('refuses a request its container already knows has no token, without a write', async () => {
+    const k = key();
+    const now = 7_000_000;
+    const counted: Record<string, number> = {};
+    const metrics = { count: (name: string, value = 1) => void (counted[name] = (counted[name] ?? 0) + value) };
+    const deps = { ...ingestDeps([], { objectRatePerSecond: 5, objectBurst: 5 }), now: () => now, metrics };
+    await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 5 }, (_, n) => input(k.resource, n)),
+    );
+    const before = await store.readMeta(k);
+    const refused = await publish(deps, k.tenantId, [input(k.resource, 9)]);
+    expect(refused.httpStatus).toBe(429);
+    expect(counted.RejectedLocally).toBe(1);
+    expect(await store.readMeta(k)).toEqual(before);
+  });
+
   it('holds the rate under concurrent writers', async () => {
     const k = key();
     const now = 9_000_000;
