@@ -41,7 +41,7 @@ const logPk = (webhookId: string) => `deliveries#${webhookId}`;
 const heldPk = (webhookId: string) => `held#${webhookId}`;
 const overflowPk = (webhookId: string) => `overflow#${webhookId}`;
 const deadPk = (webhookId: string) => `dead#${webhookId}`;
-const ratePk = (webhookId: string, second: number) => `rate#${webhookId}#${second}`;
+const ratePk = (webhookId: string, windowMs: number, window: number) => `rate#${webhookId}#${windowMs}#${window}`;
 
 function firstSeq(message: DeliveryMessage): number {
   const first = message.events[0];
@@ -269,20 +269,21 @@ export class DeliveryRecords {
   }
 
   /**
-   * Takes one send from the endpoint's budget for the current second; false when
-   * the budget is spent (the caller delays the delivery, never fails it).
+   * Takes one send from the endpoint's budget for the current window (`limit` per
+   * `windowMs`); false when the budget is spent (the caller delays the delivery,
+   * never fails it).
    */
-  async takeSendSlot(webhookId: string, perSecond: number, now: number): Promise<boolean> {
-    const second = Math.floor(now / 1000);
+  async takeSendSlot(webhookId: string, limit: number, windowMs: number, now: number): Promise<boolean> {
+    const window = Math.floor(now / windowMs);
     try {
       await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
-          Key: { pk: ratePk(webhookId, second), sk: 'rate' },
+          Key: { pk: ratePk(webhookId, windowMs, window), sk: 'rate' },
           UpdateExpression: 'ADD #sent :one SET #expires_at = :exp',
           ConditionExpression: 'attribute_not_exists(#sent) OR #sent < :limit',
           ExpressionAttributeNames: names('sent', 'expires_at'),
-          ExpressionAttributeValues: { ':one': 1, ':limit': perSecond, ':exp': second + 120 },
+          ExpressionAttributeValues: { ':one': 1, ':limit': limit, ':exp': Math.floor(now / 1000) + Math.ceil(windowMs / 1000) + 120 },
         }),
       );
       return true;

@@ -19,7 +19,7 @@ import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryBody } from '../core/deliveries.ts';
+import { deliveryBody, pingEvent } from '../core/deliveries.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -131,9 +131,13 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     return hold(deps, webhook, message);
   }
-  if (!(await deps.records.takeSendSlot(webhook.id, deps.config.endpointRatePerSecond, now))) {
-    deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
-    await later(deps, message, 1);
+  // A healthy endpoint gets its rate; a failing one a single attempt per interval, so
+  // that one hanging endpoint cannot hold many delivery workers before quarantine.
+  const failing = webhook.health.state === 'failing';
+  const [limit, windowMs] = failing ? [1, deps.config.failingAttemptIntervalMs] : [deps.config.endpointRatePerSecond, 1000];
+  if (!(await deps.records.takeSendSlot(webhook.id, limit, windowMs, now))) {
+    deps.metrics.count('DeliveriesDelayed', 1, { reason: failing ? 'endpoint_failing' : 'endpoint_rate' });
+    await later(deps, message, windowMs / 1000);
     return 'throttled';
   }
   if (message.attempt === 1) await deps.records.logDelivery(message, now);
@@ -329,15 +333,7 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
-  const ping = {
-    id: newId('evt', now),
-    seq: 0,
-    resource: webhook.resource,
-    parents: [],
-    type: 'webhook.ping',
-    data: { probe: true },
-    created_at: new Date(now).toISOString(),
-  };
+  const ping = pingEvent(newId('evt', now), webhook.resource, now, { probe: true });
   const result = await attempt(deps, webhook, {
     deliveryId: newId('msg', now),
     tenantId: webhook.tenantId,

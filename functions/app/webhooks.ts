@@ -6,7 +6,7 @@
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { deliveryBody } from '../core/deliveries.ts';
+import { deliveryBody, pingEvent } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
 import { INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
@@ -171,15 +171,7 @@ export class WebhookService {
   /** Sends the signed `webhook.ping`; anything but a 2xx in time refuses the URL. */
   async #verify(webhook: Webhook, url: string): Promise<void> {
     const now = this.#deps.now();
-    const ping = {
-      id: newId('evt', now),
-      seq: 0,
-      resource: webhook.resource,
-      parents: [],
-      type: 'webhook.ping',
-      data: {},
-      created_at: new Date(now).toISOString(),
-    };
+    const ping = pingEvent(newId('evt', now), webhook.resource, now);
     const body = deliveryBody(webhook.id, [ping]);
     const headers = deliveryHeaders(webhook.secrets, newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
     const result = await this.#deps.send({ url, headers: { ...headers }, body, timeoutMs: this.#deps.timeoutMs });

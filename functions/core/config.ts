@@ -54,6 +54,11 @@ export interface SluiceConfig {
   readonly retentionDays: number;
   /** Most delivery POSTs per second to one endpoint. */
   readonly endpointRatePerSecond: number;
+  /**
+   * While an endpoint is failing (before quarantine), at most one attempt per this
+   * interval: a hanging endpoint can then hold only a few delivery workers.
+   */
+  readonly failingAttemptIntervalMs: number;
   /** Allow http:// and private, loopback and link-local targets (sandbox only). */
   readonly allowPrivateTargets: boolean;
 }
@@ -83,6 +88,7 @@ export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
   heldPerWebhook: 10_000,
   retentionDays: 7,
   endpointRatePerSecond: 50,
+  failingAttemptIntervalMs: 5_000,
   allowPrivateTargets: false,
 });
 
@@ -125,6 +131,7 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   heldPerWebhook: positiveInt(1_000_000),
   retentionDays: positiveInt(365),
   endpointRatePerSecond: positiveInt(10_000),
+  failingAttemptIntervalMs: positiveInt(3_600_000),
   allowPrivateTargets: bool,
 };
 

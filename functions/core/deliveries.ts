@@ -69,3 +69,8 @@ export function planDeliveries(events: readonly DeliveredEvent[], webhooksOn: (r
   }
   return planned;
 }
+
+/** The signed `webhook.ping` sent to verify a URL (data {}) or to probe a quarantined endpoint (data {probe: true}). */
+export function pingEvent(id: string, resource: string, now: number, data: Record<string, unknown> = {}): DeliveredEvent {
+  return { id, seq: 0, resource, parents: [], type: 'webhook.ping', data, created_at: new Date(now).toISOString() };
+}

@@ -48,6 +48,25 @@ export const METRICS_SERVICE = 'sluice';
 
 const FUNCTIONS = Object.keys(FUNCTION_ENTRIES) as FunctionName[];
 
+/** A function's errors or throttles in 3 of the last 5 minutes. */
+function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: string): AlarmDefinition {
+  const kind = metric.toLowerCase();
+  return {
+    name: `${fn}-${kind}`,
+    runbook: `function-${kind}`,
+    title: `${fn} function ${kind}`,
+    summary: `the ${fn} function ${what} in 3 of the last 5 minutes.`,
+    sources: [{ kind: 'function', fn, name: metric }],
+    statistic: 'Sum',
+    periodSeconds: 60,
+    evaluationPeriods: 5,
+    datapointsToAlarm: 3,
+    threshold: 0,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  };
+}
+
 export const ALARMS: readonly AlarmDefinition[] = [
   {
     name: 'canary-stale',
@@ -168,34 +187,5 @@ export const ALARMS: readonly AlarmDefinition[] = [
     comparison: 'GreaterThanThreshold',
     missingData: 'notBreaching',
   },
-  ...FUNCTIONS.flatMap((fn): AlarmDefinition[] => [
-    {
-      name: `${fn}-errors`,
-      runbook: 'function-errors',
-      title: `${fn} function errors`,
-      summary: `the ${fn} function failed invocations in 3 of the last 5 minutes.`,
-      sources: [{ kind: 'function', fn, name: 'Errors' }],
-      statistic: 'Sum',
-      periodSeconds: 60,
-      evaluationPeriods: 5,
-      datapointsToAlarm: 3,
-      threshold: 0,
-      comparison: 'GreaterThanThreshold',
-      missingData: 'notBreaching',
-    },
-    {
-      name: `${fn}-throttles`,
-      runbook: 'function-throttles',
-      title: `${fn} function throttles`,
-      summary: `the ${fn} function was throttled in 3 of the last 5 minutes.`,
-      sources: [{ kind: 'function', fn, name: 'Throttles' }],
-      statistic: 'Sum',
-      periodSeconds: 60,
-      evaluationPeriods: 5,
-      datapointsToAlarm: 3,
-      threshold: 0,
-      comparison: 'GreaterThanThreshold',
-      missingData: 'notBreaching',
-    },
-  ]),
+  ...FUNCTIONS.flatMap((fn) => [functionAlarm(fn, 'Errors', 'failed invocations'), functionAlarm(fn, 'Throttles', 'was throttled')]),
 ];

@@ -23,6 +23,7 @@ beforeAll(async () => {
         probeIntervalMinSeconds: 1,
         probeIntervalMaxSeconds: 2,
         deliveryTimeoutMs: 400,
+        failingAttemptIntervalMs: 300,
       },
     }),
     startReceiver(),
@@ -34,11 +35,8 @@ afterAll(async () => {
   await receiver?.close();
 });
 
-const ok = (path: string) => receiver.received.filter((d) => d.path === path && d.answered >= 200 && d.answered < 300);
-const okEvents = (path: string) =>
-  ok(path)
-    .filter((d) => !d.json.events.some((e) => e.type === 'webhook.ping'))
-    .flatMap((d) => d.json.events);
+const ok = (path: string) => receiver.accepted(path);
+const okEvents = (path: string) => receiver.acceptedEvents(path);
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -130,6 +128,31 @@ describe('failing endpoint', () => {
     const recovered = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body.health;
     expect(recovered).toMatchObject({ state: 'healthy', consecutive_failures: 0, held: 0 });
   }, 60_000);
+
+  it('lets a failing endpoint have only one attempt per interval, delaying the rest', async () => {
+    const tenant = await createTenant(sandbox, 'flaky');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'f:0', url: `${receiver.url}/flaky` });
+    receiver.answer('/flaky', 500);
+    await publish(sandbox, tenant.key, [{ resource: 'f:1', parents: ['f:0'], type: 'a.b', data: 0 }]);
+    let state = '';
+    for (let i = 0; i < 50 && state !== 'failing'; i++) {
+      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.state;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(state).toBe('failing');
+    const from = receiver.received.length;
+    const delayed = sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_failing' });
+    await publish(
+      sandbox,
+      tenant.key,
+      Array.from({ length: 8 }, (_, i) => ({ resource: `f:${i + 2}`, parents: ['f:0'], type: 'a.b', data: i })),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const attempts = receiver.received.slice(from).filter((d) => d.path === '/flaky').length;
+    // Eight deliveries, one second, one attempt per 300 ms: at most four went out.
+    expect(attempts).toBeLessThanOrEqual(4);
+    expect(sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_failing' })).toBeGreaterThan(delayed);
+  });
 
   it('disables a webhook at once on 410 and tells its owner', async () => {
     const tenant = await createTenant(sandbox, 'gone');

@@ -29,6 +29,10 @@ export interface Receiver {
   probes(path: string): ReceivedDelivery[];
   /** Deliveries to a path, excluding webhook.ping verifications and probes. */
   deliveries(path: string): ReceivedDelivery[];
+  /** Requests to a path that were answered 2xx (pings included). */
+  accepted(path: string): ReceivedDelivery[];
+  /** Events of the deliveries to a path that were answered 2xx (pings excluded), in arrival order. */
+  acceptedEvents(path: string): ReceivedDelivery['json']['events'];
   /** Every event delivered to a path, in arrival order. */
   events(path: string): ReceivedDelivery['json']['events'];
   waitFor(predicate: () => boolean, timeoutMs?: number): Promise<void>;
@@ -76,6 +80,9 @@ export async function startReceiver(): Promise<Receiver> {
         (d) => d.path === path && d.json.events.some((e) => e.type === 'webhook.ping' && (e.data as { probe?: boolean })?.probe === true),
       ),
     deliveries: (path) => received.filter((d) => d.path === path && !isPing(d)),
+    accepted: (path) => received.filter((d) => d.path === path && d.answered >= 200 && d.answered < 300),
+    acceptedEvents: (path) =>
+      received.filter((d) => d.path === path && d.answered >= 200 && d.answered < 300 && !isPing(d)).flatMap((d) => d.json.events),
     events: (path) => received.filter((d) => d.path === path && !isPing(d)).flatMap((d) => d.json.events),
     async waitFor(predicate, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
