@@ -1,0 +1,55 @@
+/**
+ * Past the last attempt of the retry schedule a delivery becomes a dead letter:
+ * kept in DynamoDB, counted, and delivered again by a replay once the endpoint works.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  [sandbox, receiver] = await Promise.all([
+    startSandbox({
+      port: 0,
+      canary: false,
+      // Two attempts a second apart, and no quarantine in the way.
+      config: { retryScheduleSeconds: [0, 1], retryJitter: 0, quarantineAfterFailures: 100, failingAttemptIntervalMs: 100 },
+    }),
+    startReceiver(),
+  ]);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+describe('dead letters', () => {
+  it('keeps a delivery that used up its retries, counts it, and replay delivers it once the endpoint works', async () => {
+    const tenant = await createTenant(sandbox, 'dead');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'd:1', url: `${receiver.url}/dead` });
+    receiver.answer('/dead', 500);
+    const since = new Date(Date.now() - 1_000).toISOString();
+    const published = await publish(sandbox, tenant.key, [{ resource: 'd:1', type: 'a.b', data: 'last words' }]);
+    const eventId = published.body.events[0].id as string;
+
+    await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= 1, 15_000);
+    expect(receiver.deliveries('/dead')).toHaveLength(2);
+    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const [dead] = await records.deadLetters(hook.id, Date.now());
+    expect(dead).toMatchObject({ reason: 'HTTP 500', message: { webhookId: hook.id, attempt: 2 } });
+    expect(dead?.message.events.map((e) => e.id)).toEqual([eventId]);
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts.map((a: { attempt: number }) => a.attempt)).toEqual([2, 1]);
+
+    receiver.answer('/dead', 200);
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, { key: tenant.key, body: { since } });
+    expect(replay.body).toEqual({ events: 1 });
+    await receiver.waitFor(() => receiver.acceptedEvents('/dead').length === 1, 10_000);
+    expect(receiver.acceptedEvents('/dead')[0]).toMatchObject({ id: eventId, data: 'last words' });
+  });
+});
