@@ -138,21 +138,32 @@ export class DeliveryRecords {
     return batches;
   }
 
-  /** Holds a delivery; the key orders release per resource by seq. */
-  async hold(message: DeliveryMessage, now: number): Promise<void> {
+  /**
+   * Holds a delivery; the key orders release per resource by seq. False when it
+   * was already held (SQS delivers at least once): the caller must not count it twice.
+   */
+  async hold(message: DeliveryMessage, now: number): Promise<boolean> {
     const first = message.events[0];
     const resource = first?.resource ?? '';
-    await this.#client.send(
-      new PutCommand({
-        TableName: this.#table,
-        Item: {
-          pk: heldPk(message.webhookId),
-          sk: `${resource}#${pad(firstSeq(message))}#${message.deliveryId}`,
-          message: JSON.stringify(message),
-          ...this.#expiry(now),
-        },
-      }),
-    );
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: heldPk(message.webhookId),
+            sk: `${resource}#${pad(firstSeq(message))}#${message.deliveryId}`,
+            message: JSON.stringify(message),
+            ...this.#expiry(now),
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
   }
 
   async heldPage(webhookId: string, limit: number, now: number): Promise<HeldDelivery[]> {

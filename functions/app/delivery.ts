@@ -222,9 +222,11 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
 /** Holds a delivery in DynamoDB within the cap; past it, its events are counted for a gap marker. */
 async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
+  // The count goes up first (the cap is checked there); a delivery that was already
+  // held gives its place back, so the count always matches the held items.
   if (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook)) {
-    await deps.records.hold(message, now);
-    deps.metrics.count('DeliveriesHeld');
+    if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
+    else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
     return 'held';
   }
   const resource = message.events[0]?.resource ?? '';

@@ -53,3 +53,24 @@ describe('dead letters', () => {
     expect(receiver.acceptedEvents('/dead')[0]).toMatchObject({ id: eventId, data: 'last words' });
   });
 });
+
+describe('holding', () => {
+  it('counts a delivery held twice (SQS delivers at least once) only once', async () => {
+    const { deliveryDeps } = await import('../../functions/app/runtime.ts');
+    const { handleDeliverMessage } = await import('../../functions/app/delivery.ts');
+    const tenant = await createTenant(sandbox, 'twice');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'h:1', url: `${receiver.url}/twice` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const message = {
+      deliveryId: 'msg_twice00000000000000',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      attempt: 1,
+      events: [{ id: 'evt_twice', seq: 1, resource: 'h:1', parents: [], type: 'a.b', data: 1, created_at: new Date().toISOString() }],
+    };
+    expect(await handleDeliverMessage(deps, message)).toBe('held');
+    expect(await handleDeliverMessage(deps, message)).toBe('held');
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
+  });
+});
