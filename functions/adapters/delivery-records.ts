@@ -72,19 +72,39 @@ export class DeliveryRecords {
     );
   }
 
+  /**
+   * The unexpired items of one partition (TTL deletes late, so reads check expiry),
+   * optionally from a sort key on, newest first, or only one page of `limit`.
+   */
+  async #live(
+    pk: string,
+    now: number,
+    options: { fromSk?: string; newestFirst?: boolean; limit?: number } = {},
+  ): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: options.fromSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk >= :from',
+          FilterExpression: '#expires_at_ms > :now',
+          ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.fromSk === undefined ? [] : ['sk'])),
+          ExpressionAttributeValues: { ':pk': pk, ':now': now, ...(options.fromSk !== undefined && { ':from': options.fromSk }) },
+          ScanIndexForward: !options.newestFirst,
+          ...(options.limit !== undefined && { Limit: options.limit }),
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      items.push(...(result.Items ?? []));
+      startKey = options.limit === undefined ? result.LastEvaluatedKey : undefined;
+    } while (startKey);
+    return items;
+  }
+
   async attempts(webhookId: string, limit: number, now: number): Promise<AttemptRecord[]> {
-    const result = await this.#client.send(
-      new QueryCommand({
-        TableName: this.#table,
-        KeyConditionExpression: '#pk = :pk',
-        FilterExpression: '#expires_at_ms > :now',
-        ExpressionAttributeNames: names('pk', 'expires_at_ms'),
-        ExpressionAttributeValues: { ':pk': attemptsPk(webhookId), ':now': now },
-        ScanIndexForward: false,
-        Limit: limit,
-      }),
-    );
-    return (result.Items ?? []).map((item) => ({
+    const items = await this.#live(attemptsPk(webhookId), now, { newestFirst: true, limit });
+    return items.map((item) => ({
       id: String(item.id),
       delivery_id: String(item.delivery_id),
       attempt: Number(item.attempt),
@@ -119,23 +139,8 @@ export class DeliveryRecords {
 
   /** The logged events of deliveries made since `since` (epoch ms), oldest first. */
   async loggedSince(webhookId: string, since: number, now: number): Promise<Array<DeliveryMessage['events']>> {
-    const batches: Array<DeliveryMessage['events']> = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk AND #sk >= :since',
-          FilterExpression: '#expires_at_ms > :now',
-          ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
-          ExpressionAttributeValues: { ':pk': logPk(webhookId), ':since': pad(since), ':now': now },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      for (const item of result.Items ?? []) batches.push(JSON.parse(String(item.events)));
-      startKey = result.LastEvaluatedKey;
-    } while (startKey);
-    return batches;
+    const items = await this.#live(logPk(webhookId), now, { fromSk: pad(since) });
+    return items.map((item) => JSON.parse(String(item.events)));
   }
 
   /**
@@ -267,16 +272,8 @@ export class DeliveryRecords {
   }
 
   async deadLetters(webhookId: string, now: number): Promise<Array<{ reason: string; message: DeliveryMessage }>> {
-    const result = await this.#client.send(
-      new QueryCommand({
-        TableName: this.#table,
-        KeyConditionExpression: '#pk = :pk',
-        FilterExpression: '#expires_at_ms > :now',
-        ExpressionAttributeNames: names('pk', 'expires_at_ms'),
-        ExpressionAttributeValues: { ':pk': deadPk(webhookId), ':now': now },
-      }),
-    );
-    return (result.Items ?? []).map((item) => ({ reason: String(item.reason), message: JSON.parse(String(item.message)) }));
+    const items = await this.#live(deadPk(webhookId), now);
+    return items.map((item) => ({ reason: String(item.reason), message: JSON.parse(String(item.message)) }));
   }
 
   /**

@@ -257,13 +257,17 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
     const entersQuarantine = after.state === 'quarantined' && before.state !== 'quarantined';
     const recovers = after.state === 'healthy' && (before.state === 'quarantined' || before.state === 'disabled' || current.heldCount > 0);
     const disables = after.state === 'disabled' && before.state !== 'disabled';
-    const probeToken = entersQuarantine ? newId('msg', event.now) : after.state === 'quarantined' ? undefined : null;
+    // A new probe chain on entering quarantine; the token is removed on leaving it.
+    const probeToken = entersQuarantine
+      ? newId('msg', event.now)
+      : after.state !== 'quarantined' && current.probeToken !== undefined
+        ? null
+        : undefined;
     const releaseToken = recovers ? newId('msg', event.now) : undefined;
     const status = disables ? ('disabled' as const) : event.type === 'reenabled' ? ('active' as const) : undefined;
     const saved = await deps.webhooks.saveHealth(current, after, {
       ...(status && { status }),
-      ...(probeToken !== undefined && current.probeToken !== undefined && { probeToken }),
-      ...(probeToken && { probeToken }),
+      ...(probeToken !== undefined && { probeToken }),
       ...(releaseToken && { releaseToken }),
     });
     if (!saved) {

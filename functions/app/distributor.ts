@@ -66,6 +66,42 @@ function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   };
 }
 
+/**
+ * What a turn looks up about the resources its events touch, each once per turn:
+ * the webhooks on a resource, and whether a stream on it is active.
+ */
+class TurnLookups {
+  readonly #webhooks = new Map<string, Promise<readonly Webhook[]>>();
+  readonly #streams = new Map<string, Promise<boolean>>();
+  readonly #deps: DistributorDeps;
+  readonly #tenantId: string;
+
+  constructor(deps: DistributorDeps, tenantId: string) {
+    this.#deps = deps;
+    this.#tenantId = tenantId;
+  }
+
+  webhooksOn(resource: string): Promise<readonly Webhook[]> {
+    let pending = this.#webhooks.get(resource);
+    if (!pending) {
+      pending = this.#deps.subscriptions.onResource(this.#tenantId, resource);
+      this.#webhooks.set(resource, pending);
+    }
+    return pending;
+  }
+
+  streamActive(resource: string): Promise<boolean> {
+    const streams = this.#deps.streams;
+    if (!streams) return Promise.resolve(false);
+    let pending = this.#streams.get(resource);
+    if (!pending) {
+      pending = streams.active(this.#tenantId, resource, this.#deps.now());
+      this.#streams.set(resource, pending);
+    }
+    return pending;
+  }
+}
+
 export class Distributor {
   readonly #deps: DistributorDeps;
 
@@ -79,7 +115,7 @@ export class Distributor {
     let distributed = 0;
     try {
       const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
-      const subscriptions = new Map<string, Promise<readonly Webhook[]>>();
+      const subscriptions = new TurnLookups(this.#deps, key.tenantId);
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions);
       const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
       const action = actionForObject(switches, key.tenantId, key.resource);
@@ -165,12 +201,7 @@ export class Distributor {
    * active webhook on the resource or the discarded events' parents, whatever
    * their type filters: a consumer must learn it missed something.
    */
-  async #publishGapMarker(
-    key: ObjectKey,
-    dropped: number,
-    parents: readonly string[],
-    cache: Map<string, Promise<readonly Webhook[]>>,
-  ): Promise<void> {
+  async #publishGapMarker(key: ObjectKey, dropped: number, parents: readonly string[], lookups: TurnLookups): Promise<void> {
     const now = this.#deps.now();
     const marker: GapMarker = {
       id: newId('evt', now),
@@ -181,14 +212,9 @@ export class Distributor {
     };
     const webhooks = new Map<string, Webhook>();
     for (const resource of [key.resource, ...parents]) {
-      let pending = cache.get(resource);
-      if (!pending) {
-        pending = this.#deps.subscriptions.onResource(key.tenantId, resource);
-        cache.set(resource, pending);
-      }
-      for (const webhook of await pending) if (webhook.status === 'active') webhooks.set(webhook.id, webhook);
+      for (const webhook of await lookups.webhooksOn(resource)) if (webhook.status === 'active') webhooks.set(webhook.id, webhook);
     }
-    await this.#appendToStreams(key, [marker], [key.resource, ...parents]);
+    await this.#appendToStreams(key, [marker], [key.resource, ...parents], lookups);
     await this.#deps.deliveries.send(
       [...webhooks.values()].map((webhook) => ({
         deliveryId: newId('msg', now),
@@ -205,13 +231,18 @@ export class Distributor {
    * The stream sinks: every active stream on the event's resource or a parent gets
    * the same event objects, with the same seq, as the webhooks.
    */
-  async #appendToStreams(key: ObjectKey, events: readonly (DeliveredEvent | GapMarker)[], resources: readonly string[]): Promise<void> {
+  async #appendToStreams(
+    key: ObjectKey,
+    events: readonly (DeliveredEvent | GapMarker)[],
+    resources: readonly string[],
+    lookups: TurnLookups,
+  ): Promise<void> {
     const streams = this.#deps.streams;
     if (!streams || events.length === 0) return;
     const now = this.#deps.now();
     await Promise.all(
       resources.map(async (resource) => {
-        if (!(await streams.active(key.tenantId, resource, now))) return;
+        if (!(await lookups.streamActive(resource))) return;
         const entries = events
           .filter((e) => e.resource === resource || ('parents' in e && e.parents.includes(resource)))
           .map((event) => ({ position: streamPosition(now, event.resource, 'seq' in event ? event.seq : 0), event }));
@@ -221,28 +252,23 @@ export class Distributor {
   }
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
-  async #republish(key: ObjectKey, turn: TurnRecord, cache: Map<string, Promise<readonly Webhook[]>>): Promise<number> {
+  async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups): Promise<number> {
     const items = (await this.#deps.queues.readSlots(key, turn.fromSlot, turn.toSlot)).filter((item) => !item.void);
     const events = assignSeq(items, turn.firstSeq - 1).map(toDelivered);
-    await this.#publish(key, events, cache);
+    await this.#publish(key, events, lookups);
     this.#deps.metrics.count('ChunksRepublished');
     return events.length;
   }
 
-  async #publish(key: ObjectKey, events: readonly DeliveredEvent[], cache: Map<string, Promise<readonly Webhook[]>>): Promise<void> {
+  async #publish(key: ObjectKey, events: readonly DeliveredEvent[], lookups: TurnLookups): Promise<void> {
     const resources = new Set(events.flatMap(subscribedResources));
     const lists = new Map<string, readonly Webhook[]>();
     await Promise.all(
       [...resources].map(async (resource) => {
-        let pending = cache.get(resource);
-        if (!pending) {
-          pending = this.#deps.subscriptions.onResource(key.tenantId, resource);
-          cache.set(resource, pending);
-        }
-        lists.set(resource, await pending);
+        lists.set(resource, await lookups.webhooksOn(resource));
       }),
     );
-    await this.#appendToStreams(key, events, [...resources]);
+    await this.#appendToStreams(key, events, [...resources], lookups);
     const planned = planDeliveries(events, (resource) => lists.get(resource) ?? []);
     const messages: DeliveryMessage<DeliveredEvent>[] = planned.map((delivery) => ({
       deliveryId: deliveryId(delivery.webhook.id, delivery.events),
