@@ -1,12 +1,14 @@
 /**
- * The sandbox's event source mapping: receives from a queue and calls a Lambda
- * handler with the event Lambda would send (SQS records with their attributes),
- * deletes what the handler did not report failed, and leaves failures to come
- * back after the visibility timeout, as Lambda does. Runs `maxConcurrency`
- * receive loops in parallel.
+ * The sandbox's event source mapping, modelled on Lambda's: a few pollers
+ * long-poll the queue and hand each batch to an invocation of the handler (the
+ * event Lambda would send: SQS records with their attributes), up to the
+ * function's maximum concurrency. A poller never waits for an invocation, so a
+ * slow invocation holds its own concurrency and nothing else. When the handler
+ * returns, what it did not report failed is deleted; failures come back after
+ * the visibility timeout, as with Lambda.
  */
 import { randomUUID } from 'node:crypto';
-import { DeleteMessageBatchCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { DeleteMessageBatchCommand, type Message, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import type { FunctionName } from '../functions/definitions/alarms.ts';
@@ -20,8 +22,10 @@ export interface PollerOptions {
   readonly handler: SqsHandler;
   readonly functionName: string;
   readonly logger: LoggerPort;
-  /** Defaults to the definition's maxConcurrency. */
+  /** Most invocations at once; defaults to the definition's maxConcurrency. */
   readonly concurrency?: number;
+  /** Receive loops (Lambda runs several pollers per mapping). @default 2 */
+  readonly pollers?: number;
   /** Where to record what AWS would measure: queue age and function errors. */
   readonly metrics?: InMemoryMetrics;
   /** The function's name in the alarm definitions. */
@@ -48,80 +52,123 @@ function lambdaContext(functionName: string, timeoutSeconds: number): Context {
   };
 }
 
+/** How long a receive waits for messages, as Lambda's pollers do (the longest SQS allows). */
+export const LONG_POLL_SECONDS = 20;
+
 export class Poller {
   readonly #options: PollerOptions;
   #running = false;
   #loops: Promise<void>[] = [];
+  readonly #stopping = new AbortController();
+  readonly #invocations = new Set<Promise<void>>();
+  #waiting: Array<() => void> = [];
 
   constructor(options: PollerOptions) {
     this.#options = options;
   }
 
+  get #concurrency(): number {
+    return this.#options.concurrency ?? this.#options.queue.definition.maxConcurrency;
+  }
+
   start(): void {
     this.#running = true;
-    const count = this.#options.concurrency ?? this.#options.queue.definition.maxConcurrency;
-    this.#loops = Array.from({ length: count }, () => this.#loop());
+    this.#loops = Array.from({ length: this.#options.pollers ?? 2 }, () => this.#loop());
   }
 
   async stop(): Promise<void> {
     this.#running = false;
+    this.#stopping.abort();
+    this.#wake();
     await Promise.all(this.#loops);
+    await Promise.all(this.#invocations);
+  }
+
+  /** Waits until an invocation may start (fewer than the concurrency are running). */
+  async #freeSlot(): Promise<void> {
+    while (this.#running && this.#invocations.size >= this.#concurrency) {
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    }
+  }
+
+  #wake(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const resolve of waiting) resolve();
   }
 
   async #loop(): Promise<void> {
-    const { client, queue, handler, functionName, logger } = this.#options;
+    const { client, queue, logger, functionName } = this.#options;
     while (this.#running) {
       try {
+        await this.#freeSlot();
+        if (!this.#running) return;
         const received = await client.send(
           new ReceiveMessageCommand({
             QueueUrl: queue.url,
             MaxNumberOfMessages: queue.definition.batchSize,
-            WaitTimeSeconds: 1,
+            WaitTimeSeconds: LONG_POLL_SECONDS,
             MessageSystemAttributeNames: ['All'],
           }),
+          { abortSignal: this.#stopping.signal },
         );
         const messages = received.Messages ?? [];
         const now = Date.now();
         const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
         this.#options.metrics?.record(`queue:${queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
         if (messages.length === 0 || !this.#running) continue;
-        const records: SQSRecord[] = messages.map((m) => ({
-          messageId: m.MessageId as string,
-          receiptHandle: m.ReceiptHandle as string,
-          body: m.Body ?? '',
-          attributes: m.Attributes as unknown as SQSRecord['attributes'],
-          messageAttributes: {},
-          md5OfBody: m.MD5OfBody ?? '',
-          eventSource: 'aws:sqs',
-          eventSourceARN: `arn:aws:sqs:us-east-1:000000000000:${queue.url.split('/').pop()}`,
-          awsRegion: 'us-east-1',
-        }));
-        const event: SQSEvent = { Records: records };
-        let response: Awaited<ReturnType<SqsHandler>>;
-        const started = performance.now();
-        try {
-          response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
-          this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
-        } catch (error) {
-          // A failed invocation, as Lambda's Errors metric counts it; SQS delivers the batch again.
-          if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
-          throw error;
-        }
-        const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
-        const done = records.filter((r) => !failed.has(r.messageId));
-        if (done.length > 0) {
-          await client.send(
-            new DeleteMessageBatchCommand({
-              QueueUrl: queue.url,
-              Entries: done.map((r, i) => ({ Id: String(i), ReceiptHandle: r.receiptHandle })),
-            }),
-          );
-        }
+        const invocation = this.#invoke(messages).finally(() => {
+          this.#invocations.delete(invocation);
+          this.#wake();
+        });
+        this.#invocations.add(invocation);
       } catch (error) {
         if (!this.#running) return;
         logger.error('Poller iteration failed', { function: functionName, error });
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
+    }
+  }
+
+  /** One invocation: the handler, then the deletes of what it did not report failed. */
+  async #invoke(messages: Message[]): Promise<void> {
+    const { client, queue, handler, functionName, logger } = this.#options;
+    const records: SQSRecord[] = messages.map((m) => ({
+      messageId: m.MessageId as string,
+      receiptHandle: m.ReceiptHandle as string,
+      body: m.Body ?? '',
+      attributes: m.Attributes as unknown as SQSRecord['attributes'],
+      messageAttributes: {},
+      md5OfBody: m.MD5OfBody ?? '',
+      eventSource: 'aws:sqs',
+      eventSourceARN: `arn:aws:sqs:us-east-1:000000000000:${queue.url.split('/').pop()}`,
+      awsRegion: 'us-east-1',
+    }));
+    const event: SQSEvent = { Records: records };
+    try {
+      let response: Awaited<ReturnType<SqsHandler>>;
+      const started = performance.now();
+      try {
+        response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+        this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
+      } catch (error) {
+        // A failed invocation, as Lambda's Errors metric counts it; SQS delivers the batch again.
+        if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
+        throw error;
+      }
+      const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+      const done = records.filter((r) => !failed.has(r.messageId));
+      if (done.length > 0) {
+        await client.send(
+          new DeleteMessageBatchCommand({
+            QueueUrl: queue.url,
+            Entries: done.map((r, i) => ({ Id: String(i), ReceiptHandle: r.receiptHandle })),
+          }),
+        );
+      }
+    } catch (error) {
+      if (!this.#running) return;
+      logger.error('Invocation failed', { function: functionName, error });
     }
   }
 }

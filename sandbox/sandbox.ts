@@ -180,8 +180,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   outer.get('/sandbox/notifications', (c) => c.json({ data: notifier.notices }));
   outer.route('/', createApi({ ...apiServices(wiring, usagePlans, notifier), alarms: () => alarms.evaluate() }, authenticate));
 
-  // The pollers run fewer loops than Lambda's maximum concurrency: here every
-  // "invocation" shares one process and its CPU with the emulators.
+  // Lambda's event source mappings: invocations up to each function's maximum
+  // concurrency (they all share this one process and its CPU with the emulators).
   const pollers = [
     // Each poller has a client of its own, so its long polls never queue the sends.
     new Poller({
@@ -193,7 +193,6 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       metrics,
       fn: 'distributor',
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
-      concurrency: Math.min(DISTRIBUTE_QUEUE.maxConcurrency, 8),
     }),
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
@@ -204,7 +203,6 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       metrics,
       fn: 'delivery',
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
-      concurrency: Math.min(DELIVER_QUEUE.maxConcurrency, 16),
     }),
   ];
   for (const poller of pollers) poller.start();

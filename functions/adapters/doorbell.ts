@@ -1,7 +1,8 @@
 /** The doorbell: a message in the FIFO "distribute" queue, one group per object. */
-import { SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import { objectGroupId } from '../core/keys.ts';
 import type { ObjectKey } from '../core/model.ts';
+import { SendBatcher } from './send-batcher.ts';
 
 export interface DoorbellMessage {
   readonly tenant: string;
@@ -18,13 +19,15 @@ export function parseDoorbell(body: string): ObjectKey & { fresh: boolean } {
   return { tenantId: message.tenant, resource: message.resource, fresh: message.fresh === true };
 }
 
+/**
+ * Rings go through a SendBatcher: the objects one ingest request flips, or one
+ * distributor invocation re-rings, share SendMessageBatch requests.
+ */
 export class Doorbell {
-  readonly #client: SQSClient;
-  readonly #queueUrl: string;
+  readonly #batcher: SendBatcher;
 
-  constructor(options: { client: SQSClient; queueUrl: string }) {
-    this.#client = options.client;
-    this.#queueUrl = options.queueUrl;
+  constructor(options: { client: SQSClient; queueUrl: string; lingerMs?: number }) {
+    this.#batcher = new SendBatcher(options);
   }
 
   /**
@@ -34,13 +37,12 @@ export class Doorbell {
   async ring(key: ObjectKey, token: string, options: { fresh?: boolean } = {}): Promise<void> {
     const group = objectGroupId(key);
     const body: DoorbellMessage = { tenant: key.tenantId, resource: key.resource, ...(options.fresh && { fresh: true }) };
-    await this.#client.send(
-      new SendMessageCommand({
-        QueueUrl: this.#queueUrl,
+    await this.#batcher.send([
+      {
         MessageBody: JSON.stringify(body),
         MessageGroupId: group,
         MessageDeduplicationId: `${group.slice(0, 64)}:${token}`.slice(0, 128),
-      }),
-    );
+      },
+    ]);
   }
 }

@@ -288,7 +288,11 @@ describe('per-object rate', () => {
     const k = key();
     const now = 7_000_000;
     const counted: Record<string, number> = {};
-    const metrics = { count: (name: string, value = 1) => void (counted[name] = (counted[name] ?? 0) + value) };
+    const metrics = {
+      count: (name: string, value = 1) => {
+        counted[name] = (counted[name] ?? 0) + value;
+      },
+    };
     const deps = { ...ingestDeps([], { objectRatePerSecond: 5, objectBurst: 5 }), now: () => now, metrics };
     await publish(
       deps,
