@@ -12,6 +12,8 @@
 export interface CallCounts {
   /** Calls by service, then operation. */
   readonly calls: Record<string, Record<string, number>>;
+  /** DynamoDB calls by operation and what they touch (an index, or the kind of item by its key prefix). */
+  readonly dynamoTargets: Record<string, number>;
   wru: number;
   rru: number;
   /** SQS requests, billed per 64 KiB chunk of payload. */
@@ -22,7 +24,7 @@ export interface CallCounts {
 }
 
 export function newCounts(): CallCounts {
-  return { calls: {}, wru: 0, rru: 0, sqsStandardRequests: 0, sqsFifoRequests: 0, invocations: {} };
+  return { calls: {}, dynamoTargets: {}, wru: 0, rru: 0, sqsStandardRequests: 0, sqsFifoRequests: 0, invocations: {} };
 }
 
 /**
@@ -89,6 +91,21 @@ function sqsRequests(counts: CallCounts, input: Input): void {
   else counts.sqsStandardRequests += requests;
 }
 
+/** `UpdateItemCommand meta`, `QueryCommand index by_resource`: which items a call is for. */
+function countTarget(counts: CallCounts, command: string, input: Input): void {
+  const key = (input.Key ?? input.Item ?? {}) as Record<string, unknown>;
+  const values = (input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
+  const pk = String(key.pk ?? values[':pk'] ?? '');
+  const sk = String(key.sk ?? '');
+  const target = input.IndexName
+    ? `index ${String(input.IndexName)}`
+    : input.RequestItems
+      ? 'batch'
+      : `${pk.split('#')[0] || '?'}${sk && !sk.includes('#') && sk.length < 12 ? `/${sk}` : ''}`;
+  const name = `${command.replace('Command', '')} ${target}`;
+  counts.dynamoTargets[name] = (counts.dynamoTargets[name] ?? 0) + 1;
+}
+
 /**
  * Whether AWS would have answered this receive as it was answered. fauxqs wakes
  * every waiting long poll when a message arrives and all but one come back empty
@@ -122,6 +139,7 @@ export function instrument(counts: CallCounts, client: { middlewareStack: unknow
             return result;
           }
           byService[command] = (byService[command] ?? 0) + 1;
+          if (service === 'dynamodb') countTarget(counts, command, args.input);
           if (service === 'dynamodb') dynamoCapacity(counts, command, args.input, result.output);
           else sqsRequests(counts, args.input);
           return result;

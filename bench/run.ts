@@ -154,6 +154,11 @@ async function baseline() {
       latency_ms: { p50: percentile(lat, 50), p99: percentile(lat, 99) },
       api_calls_per_event: callsPerEvent(h.counts, delivered),
       api_calls_by_operation: h.counts.calls,
+      dynamodb_calls_per_event_by_target: Object.fromEntries(
+        Object.entries(h.counts.dynamoTargets)
+          .sort(([, a], [, b]) => b - a)
+          .map(([target, n]) => [target, Math.round((n / Math.max(1, delivered)) * 100) / 100]),
+      ),
       invocations: h.counts.invocations,
       cost_per_million_usd: cost.total,
       cost_breakdown_per_million_usd: cost,

@@ -48,7 +48,16 @@ function firstSeq(message: DeliveryMessage): number {
   return first && 'seq' in first ? first.seq : 0;
 }
 
+interface SlotRequest {
+  readonly resolve: (granted: boolean) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** How long a take waits for the other records of its invocation to ask too. */
+const TAKE_LINGER_MS = 3;
+
 export class DeliveryRecords {
+  readonly #takes = new Map<string, SlotRequest[]>();
   readonly #client: DynamoDBDocumentClient;
   readonly #table: string;
   readonly #retentionMs: number;
@@ -102,8 +111,18 @@ export class DeliveryRecords {
     return items;
   }
 
+  /**
+   * The newest attempts first: later attempts have items of their own, and each
+   * delivery's first attempt is kept on its log item.
+   */
   async attempts(webhookId: string, limit: number, now: number): Promise<AttemptRecord[]> {
-    const items = await this.#live(attemptsPk(webhookId), now, { newestFirst: true, limit });
+    const [later, first] = await Promise.all([
+      this.#live(attemptsPk(webhookId), now, { newestFirst: true, limit }),
+      this.#live(logPk(webhookId), now, { newestFirst: true, limit }),
+    ]);
+    const items = [...later, ...first.filter((item) => item.attempt !== undefined)]
+      .sort((a, b) => String(b.sk).localeCompare(String(a.sk)))
+      .slice(0, limit);
     return items.map((item) => ({
       id: String(item.id),
       delivery_id: String(item.delivery_id),
@@ -115,8 +134,11 @@ export class DeliveryRecords {
     }));
   }
 
-  /** Logs a delivery's events once (its first attempt), for replay. */
-  async logDelivery(message: DeliveryMessage, now: number): Promise<void> {
+  /**
+   * Logs a delivery's events, for replay, with its first attempt: one write. A
+   * redelivered first attempt (SQS delivers at least once) is logged once per attempt time.
+   */
+  async logDelivery(message: DeliveryMessage, now: number, firstAttempt: AttemptRecord): Promise<void> {
     try {
       await this.#client.send(
         new PutCommand({
@@ -124,6 +146,7 @@ export class DeliveryRecords {
           Item: {
             pk: logPk(message.webhookId),
             sk: `${pad(now)}#${message.deliveryId}`,
+            ...firstAttempt,
             delivery_id: message.deliveryId,
             events: JSON.stringify(message.events),
             ...this.#expiry(now),
@@ -279,19 +302,51 @@ export class DeliveryRecords {
   /**
    * Takes one send from the endpoint's budget for the current window (`limit` per
    * `windowMs`); false when the budget is spent (the caller delays the delivery,
-   * never fails it).
+   * never fails it). Concurrent takes for one endpoint in this container (the
+   * records of one invocation) share one write when the budget has room for all.
    */
-  async takeSendSlot(webhookId: string, limit: number, windowMs: number, now: number): Promise<boolean> {
+  takeSendSlot(webhookId: string, limit: number, windowMs: number, now: number): Promise<boolean> {
     const window = Math.floor(now / windowMs);
+    const key = `${webhookId}|${limit}|${windowMs}|${window}`;
+    return new Promise<boolean>((resolve, reject) => {
+      let group = this.#takes.get(key);
+      if (!group) {
+        group = [];
+        this.#takes.set(key, group);
+        setTimeout(() => {
+          this.#takes.delete(key);
+          this.#grant(webhookId, limit, windowMs, window, group as SlotRequest[]).catch((error: unknown) => {
+            for (const request of group as SlotRequest[]) request.reject(error);
+          });
+        }, TAKE_LINGER_MS);
+      }
+      group.push({ resolve, reject });
+    });
+  }
+
+  async #grant(webhookId: string, limit: number, windowMs: number, window: number, requests: SlotRequest[]): Promise<void> {
+    if (requests.length > 1 && requests.length <= limit && (await this.#take(webhookId, limit, windowMs, window, requests.length))) {
+      for (const request of requests) request.resolve(true);
+      return;
+    }
+    // Alone, or the budget has no room for all of them: one by one, as far as it goes.
+    for (const request of requests) request.resolve(await this.#take(webhookId, limit, windowMs, window, 1));
+  }
+
+  async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {
     try {
       await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: ratePk(webhookId, windowMs, window), sk: 'rate' },
-          UpdateExpression: 'ADD #sent :one SET #expires_at = :exp',
-          ConditionExpression: 'attribute_not_exists(#sent) OR #sent < :limit',
+          UpdateExpression: 'ADD #sent :count SET #expires_at = :exp',
+          ConditionExpression: 'attribute_not_exists(#sent) OR #sent <= :room',
           ExpressionAttributeNames: names('sent', 'expires_at'),
-          ExpressionAttributeValues: { ':one': 1, ':limit': limit, ':exp': Math.floor(now / 1000) + Math.ceil(windowMs / 1000) + 120 },
+          ExpressionAttributeValues: {
+            ':count': count,
+            ':room': limit - count,
+            ':exp': Math.floor((window * windowMs) / 1000) + Math.ceil(windowMs / 1000) + 120,
+          },
         }),
       );
       return true;

@@ -71,6 +71,7 @@ export interface WebhookChanges {
 }
 
 export class WebhookStore {
+  readonly #reading = new Map<string, Promise<Webhook | undefined>>();
   readonly #client: DynamoDBDocumentClient;
   readonly #table: string;
 
@@ -138,11 +139,21 @@ export class WebhookStore {
     );
   }
 
-  async get(tenantId: string, id: string): Promise<Webhook | undefined> {
-    const result = await this.#client.send(
-      new GetCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: webhookSk(id) }, ConsistentRead: true }),
-    );
-    return result.Item ? toWebhook(result.Item) : undefined;
+  /**
+   * A consistent read of one webhook. Reads of the same webhook that overlap in
+   * time (the records of one delivery invocation) share one request.
+   */
+  get(tenantId: string, id: string): Promise<Webhook | undefined> {
+    const key = `${tenantId}|${id}`;
+    let pending = this.#reading.get(key);
+    if (!pending) {
+      pending = this.#client
+        .send(new GetCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: webhookSk(id) }, ConsistentRead: true }))
+        .then((result) => (result.Item ? toWebhook(result.Item) : undefined))
+        .finally(() => this.#reading.delete(key));
+      this.#reading.set(key, pending);
+    }
+    return pending;
   }
 
   async list(tenantId: string): Promise<Webhook[]> {

@@ -140,32 +140,37 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     await later(deps, message, windowMs / 1000);
     return 'throttled';
   }
-  if (message.attempt === 1) await deps.records.logDelivery(message, now);
   const result = await attempt(deps, webhook, message);
   return decide(deps, webhook, message, result);
 }
 
-/** Signs, sends and logs one attempt. */
-async function attempt(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<SendResult> {
+/**
+ * Signs, sends and logs one attempt. A delivery's first attempt is logged with
+ * the delivery itself (its events, for replay), in one write.
+ */
+async function attempt(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  message: DeliveryMessage,
+  options: { probe?: boolean } = {},
+): Promise<SendResult> {
   const now = deps.now();
   const body = deliveryBody(webhook.id, message.events);
   const headers = deliveryHeaders(liveSecrets(webhook, now), message.deliveryId, Math.floor(now / 1000), body, SLUICE_VERSION);
   const result = await deps.send({ url: webhook.url, headers: { ...headers }, body, timeoutMs: deps.config.deliveryTimeoutMs });
-  await deps.records.recordAttempt(
-    webhook.id,
-    {
-      id: newId('att', now),
-      delivery_id: message.deliveryId,
-      attempt: message.attempt,
-      status_code: result.statusCode ?? null,
-      duration_ms: result.durationMs,
-      error:
-        result.error ??
-        (result.statusCode !== undefined && (result.statusCode < 200 || result.statusCode > 299) ? `HTTP ${result.statusCode}` : null),
-      at: new Date(now).toISOString(),
-    },
-    now,
-  );
+  const record = {
+    id: newId('att', now),
+    delivery_id: message.deliveryId,
+    attempt: message.attempt,
+    status_code: result.statusCode ?? null,
+    duration_ms: result.durationMs,
+    error:
+      result.error ??
+      (result.statusCode !== undefined && (result.statusCode < 200 || result.statusCode > 299) ? `HTTP ${result.statusCode}` : null),
+    at: new Date(now).toISOString(),
+  };
+  if (message.attempt === 1 && !options.probe) await deps.records.logDelivery(message, now, record);
+  else await deps.records.recordAttempt(webhook.id, record, now);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
   return result;
 }
@@ -340,13 +345,18 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
   const ping = pingEvent(newId('evt', now), webhook.resource, now, { probe: true });
-  const result = await attempt(deps, webhook, {
-    deliveryId: newId('msg', now),
-    tenantId: webhook.tenantId,
-    webhookId: webhook.id,
-    events: [ping],
-    attempt: 1,
-  });
+  const result = await attempt(
+    deps,
+    webhook,
+    {
+      deliveryId: newId('msg', now),
+      tenantId: webhook.tenantId,
+      webhookId: webhook.id,
+      events: [ping],
+      attempt: 1,
+    },
+    { probe: true },
+  );
   deps.metrics.count('Probes', 1, { result: decideAttempt(result.statusCode) });
   if (decideAttempt(result.statusCode) === 'delivered') {
     await applyHealth(deps, webhook, { type: 'probe_succeeded', now });

@@ -174,6 +174,10 @@ export class Distributor {
         cursor = plan.cursor;
         seq += events.length;
         distributed += events.length;
+        // Everything known at the lease is drained. Read again only for an object
+        // being written right now (its rate tat is ahead of the clock); any other
+        // object's later events find out at finishTurn, which rings again.
+        if (readAll && !plan.waiting && cursor >= meta.lastSlot && !((meta.tat ?? 0) > now())) break;
       }
       const state = await queues.finishTurn(key, meta.fence, now());
       if (state === 'pending') {
