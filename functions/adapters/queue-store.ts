@@ -361,6 +361,71 @@ export class QueueStore {
   }
 
   /**
+   * Commits a turn's last chunk, already published, and ends the turn in the same
+   * write: idle when nothing else is pending, otherwise still scheduled (the
+   * caller rings again). No turn record is kept: a holder that dies before this
+   * write leaves the chunk uncommitted, and the next holder publishes the same
+   * events with the same seqs and delivery ids again (at least once).
+   */
+  async commitLastChunk(
+    key: ObjectKey,
+    fence: number,
+    previousCursor: number,
+    next: { cursor: number; seq: number; consumed: number },
+    now: number,
+  ): Promise<'idle' | 'pending'> {
+    const Key = { pk: objectPk(key), sk: META_SK };
+    const values = { ':cursor': next.cursor, ':seq': next.seq, ':consumed': -next.consumed, ':fence': fence, ':previous': previousCursor };
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key,
+          // Leaving the by_schedule index with the scheduled flag.
+          UpdateExpression:
+            'SET #cursor = :cursor, #seq = :seq, #scheduled = :false ADD #depth :consumed ' +
+            'REMOVE #lease_owner, #lease_until, #turn, #sched_shard, #sched_key, #scheduled_at',
+          ConditionExpression: '#fence = :fence AND #cursor = :previous AND #depth <= :pending',
+          ExpressionAttributeNames: names(
+            'cursor',
+            'seq',
+            'scheduled',
+            'depth',
+            'lease_owner',
+            'lease_until',
+            'turn',
+            'sched_shard',
+            'sched_key',
+            'scheduled_at',
+            'fence',
+          ),
+          ExpressionAttributeValues: { ...values, ':false': false, ':pending': next.consumed },
+        }),
+      );
+      return 'idle';
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key,
+          UpdateExpression:
+            'SET #cursor = :cursor, #seq = :seq, #turn_at = :now ADD #depth :consumed REMOVE #lease_owner, #lease_until, #turn',
+          ConditionExpression: '#fence = :fence AND #cursor = :previous',
+          ExpressionAttributeNames: names('cursor', 'seq', 'turn_at', 'depth', 'lease_owner', 'lease_until', 'turn', 'fence'),
+          ExpressionAttributeValues: { ...values, ':now': now },
+        }),
+      );
+      return 'pending';
+    } catch (error) {
+      if (isConditionFailure(error)) throw new FencedOutError();
+      throw error;
+    }
+  }
+
+  /**
    * Ends a turn. If nothing is left (depth 0) the object goes idle in the same
    * write, so an ingest that reserves right after sees scheduled = false and rings.
    * If an ingest reserved in the meantime the condition fails, and the caller must

@@ -143,49 +143,41 @@ export class Distributor {
           continue;
         }
         const events = assignSeq(plan.take, seq).map(toDelivered);
-        const turn: TurnRecord = { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1 };
+        const consumed = plan.take.length + plan.skipped + plan.expired;
         const dropping = action === 'drop';
+        // Everything known at the lease is in this chunk, and the object is not being
+        // written right now (its rate tat is behind the clock): publish, then commit
+        // and end the turn in one write. Later events are found by that write.
+        const last = !dropping && readAll && !plan.waiting && plan.cursor >= meta.lastSlot && !((meta.tat ?? 0) > now());
+        if (last) {
+          await this.#publish(key, events, subscriptions);
+          distributed += events.length;
+          const state = await queues.commitLastChunk(
+            key,
+            meta.fence,
+            cursor,
+            { cursor: plan.cursor, seq: seq + events.length, consumed },
+            now(),
+          );
+          this.#countConsumed(key, plan, 0);
+          return this.#ended(key, meta.fence, state, distributed);
+        }
+        const turn: TurnRecord = { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1 };
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
           seq: seq + events.length,
-          consumed: plan.take.length + plan.skipped + plan.expired,
+          consumed,
           // A dropped chunk is not recorded as a turn: there is nothing to publish again.
           turn: dropping ? { fromSlot: plan.cursor + 1, toSlot: plan.cursor, firstSeq: seq + events.length + 1 } : turn,
           ...(dropping && { dropped: { count: events.length, parents: [...new Set(events.flatMap((e) => e.parents))] } }),
         });
-        if (plan.expired > 0) {
-          this.#deps.metrics.count('EventsDropped', plan.expired, { reason: 'retention' });
-          this.#deps.logger.warn('Dropped events past the retention period', {
-            tenant: key.tenantId,
-            resource: key.resource,
-            expired: plan.expired,
-          });
-        }
-        if (plan.skipped > 0) {
-          this.#deps.metrics.count('SlotsSkipped', plan.skipped);
-          this.#deps.logger.warn('Skipped reserved slots with no event', {
-            tenant: key.tenantId,
-            resource: key.resource,
-            skipped: plan.skipped,
-          });
-        }
-        if (dropping) this.#deps.metrics.count('EventsDropped', events.length, { reason: 'switch_drop' });
-        else await this.#publish(key, events, subscriptions);
+        this.#countConsumed(key, plan, dropping ? events.length : 0);
+        if (!dropping) await this.#publish(key, events, subscriptions);
         cursor = plan.cursor;
         seq += events.length;
         distributed += events.length;
-        // Everything known at the lease is drained. Read again only for an object
-        // being written right now (its rate tat is ahead of the clock); any other
-        // object's later events find out at finishTurn, which rings again.
-        if (readAll && !plan.waiting && cursor >= meta.lastSlot && !((meta.tat ?? 0) > now())) break;
       }
-      const state = await queues.finishTurn(key, meta.fence, now());
-      if (state === 'pending') {
-        await this.#deps.doorbell.ring(key, `t${meta.fence}`);
-        this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });
-        return { outcome: 'rerung', distributed };
-      }
-      return { outcome: 'idle', distributed };
+      return this.#ended(key, meta.fence, await queues.finishTurn(key, meta.fence, now()), distributed);
     } catch (error) {
       if (error instanceof LeaseHeldError) {
         // Another holder is draining this object and will ring again if events remain.
@@ -198,6 +190,28 @@ export class Distributor {
       }
       throw error;
     }
+  }
+
+  /** After the turn's last write: idle, or ring again for the events that came meanwhile. */
+  async #ended(key: ObjectKey, fence: number, state: 'idle' | 'pending', distributed: number): Promise<TurnOutcome> {
+    if (state === 'idle') return { outcome: 'idle', distributed };
+    await this.#deps.doorbell.ring(key, `t${fence}`);
+    this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });
+    return { outcome: 'rerung', distributed };
+  }
+
+  /** Counts what a chunk consumed without delivering: expired, skipped, dropped by a switch. */
+  #countConsumed(key: ObjectKey, plan: { expired: number; skipped: number }, dropped: number): void {
+    const { metrics, logger } = this.#deps;
+    if (plan.expired > 0) {
+      metrics.count('EventsDropped', plan.expired, { reason: 'retention' });
+      logger.warn('Dropped events past the retention period', { tenant: key.tenantId, resource: key.resource, expired: plan.expired });
+    }
+    if (plan.skipped > 0) {
+      metrics.count('SlotsSkipped', plan.skipped);
+      logger.warn('Skipped reserved slots with no event', { tenant: key.tenantId, resource: key.resource, skipped: plan.skipped });
+    }
+    if (dropped > 0) metrics.count('EventsDropped', dropped, { reason: 'switch_drop' });
   }
 
   /**

@@ -6,6 +6,7 @@
 
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
@@ -31,11 +32,11 @@ const input = (resource: string, n: number): EventInput => ({ resource, parents:
 const webhook: Webhook = webhookFixture({ id: 'wh_one', tenantId: 'ten_test' });
 
 /** A distributor whose outputs are recorded in memory (the deliver queue and doorbell are not under test here). */
-function recordingDistributor(overrides: Record<string, unknown> = {}, now = Date.now) {
+function recordingDistributor(overrides: Record<string, unknown> = {}, now = Date.now, queues: QueueStore = store) {
   const sent: DeliveryMessage<DeliveredEvent>[] = [];
   const rings: string[] = [];
   const distributor = new Distributor({
-    queues: store,
+    queues,
     switches: NO_SWITCHES,
     subscriptions: { onResource: async () => [webhook] },
     deliveries: { send: async (messages) => void sent.push(...(messages as DeliveryMessage<DeliveredEvent>[])) },
@@ -212,6 +213,70 @@ describe('turns', () => {
     expect(await distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 4 });
     expect(seqs()).toEqual([1, 2, 3, 4]);
     expect(sent.flatMap((m) => m.events.map((e) => (e.data as { n: number }).n))).toEqual([1, 2, 3, 4]);
+  });
+
+  it('ends a turn on a quiet object with one write after the lease, and goes idle', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    const counts = newCounts();
+    const counted = documentClient(emulators.dynamo);
+    instrument(counts, counted, 'dynamodb');
+    const { distributor: measured, seqs: measuredSeqs } = recordingDistributor(
+      {},
+      Date.now,
+      new QueueStore({ client: counted, tableName: eventsTable, retentionDays: 7 }),
+    );
+    expect(await measured.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(measuredSeqs()).toEqual([1, 2]);
+    // The lease, one read, and the write that commits and ends the turn.
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 2, QueryCommand: 1 });
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2, scheduled: false });
+  });
+
+  it('rings again when an event arrives between the lease and the last write', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    let raced = false;
+    class RacingStore extends QueueStore {
+      override async commitLastChunk(...args: Parameters<QueueStore['commitLastChunk']>) {
+        if (!raced) {
+          raced = true;
+          await reserveSlots(k, 1, Date.now());
+        }
+        return super.commitLastChunk(...args);
+      }
+    }
+    const racing = new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'rerung', distributed: 1 });
+    expect(seqs()).toEqual([1]);
+    expect(rings).toHaveLength(1);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 1, scheduled: true });
+  });
+
+  it('publishes the same seqs and delivery ids again when a holder dies between publishing and its last write', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    class DyingStore extends QueueStore {
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const first = recordingDistributor({ leaseMs: 500, turnMaxMs: 400 }, Date.now, dying);
+    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    const next = recordingDistributor({}, () => Date.now() + 1_000);
+    expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(next.seqs()).toEqual(first.seqs());
+    expect(next.sent.map((m) => m.deliveryId)).toEqual(first.sent.map((m) => m.deliveryId));
   });
 
   it('skips a slot abandoned by a dead ingest after the grace period, without losing later events', async () => {
