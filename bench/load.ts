@@ -111,6 +111,8 @@ async function runTask(task: PublishTask): Promise<TaskStats> {
         const at = Date.now();
         const body = (await response.json()) as { events?: Array<{ id?: string; status: string }> };
         if (response.status === 429) status429++;
+        // A request refused as a whole (the tenant's API throttle) has no per-event results.
+        if (!body.events) rejected += task.eventsPerRequest;
         for (const e of body.events ?? []) {
           if (e.status === 'accepted' && e.id) {
             accepted.set(e.id, { label: task.label, acceptedAt: at });

@@ -71,7 +71,8 @@ async function harness(config: Record<string, unknown> = {}) {
     return (await response.json()) as Record<string, unknown>;
   };
   const tenant = async (name: string) => {
-    const t = await api('POST', '/v1/admin/tenants', sandbox.adminKey, { name, limits: { rate_per_second: 10_000, burst: 5_000 } });
+    // Tenants get the default limits of a deployment (SPEC §4: 500 requests/s, burst 1,000).
+    const t = await api('POST', '/v1/admin/tenants', sandbox.adminKey, { name });
     return { id: String(t.id), key: String(t.api_key) };
   };
   const webhook = async (key: string, resource: string, path: string) => {
@@ -333,6 +334,13 @@ async function ceiling() {
       pipeline_events_per_s: Math.round(pipeline),
       ops_per_event: { dynamodb: Math.round(opsPerEvent.dynamodb * 100) / 100, sqs: Math.round(opsPerEvent.sqs * 100) / 100 },
       ratio: Math.round((pipeline / allowed) * 100) / 100,
+      calls_by_operation: h.counts.calls,
+      dynamodb_calls_per_event_by_target: Object.fromEntries(
+        Object.entries(h.counts.dynamoTargets)
+          .filter(([, n]) => n / Math.max(1, delivered) >= 0.01)
+          .sort(([, a], [, b]) => b - a)
+          .map(([target, n]) => [target, Math.round((n / Math.max(1, delivered)) * 100) / 100]),
+      ),
       machine,
     };
   } finally {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveredEvent, GapMarker } from '../core/model.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
+import { bumpSubscriptions } from './subscription-cache.ts';
 
 const streamPk = (tenantId: string, resource: string) => `stream#${tenantId}#${resource}`;
 const logPk = (tenantId: string, resource: string) => `slog#${tenantId}#${resource}`;
@@ -61,9 +62,13 @@ export class StreamStore {
     }
   }
 
-  /** Records a poll: creates the stream if needed and pushes its expiry out. */
+  /**
+   * Records a poll: creates the stream if needed and pushes its expiry out. A
+   * stream that is new, or was expired, bumps the tenant's subscriptions version
+   * so that distributors stop using a cached "no stream here".
+   */
   async touch(tenantId: string, resource: string, now: number): Promise<void> {
-    await this.#client.send(
+    const result = await this.#client.send(
       new UpdateCommand({
         TableName: this.#control,
         Key: { pk: streamPk(tenantId, resource), sk: 'stream' },
@@ -71,16 +76,24 @@ export class StreamStore {
           'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
         ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
         ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
+        ReturnValues: 'UPDATED_OLD',
       }),
     );
+    const previousExpiry = Number(result.Attributes?.expires_at_ms ?? 0);
+    if (previousExpiry <= now) await bumpSubscriptions(this.#client, this.#control, tenantId);
   }
 
   /** Whether someone polls a stream on this resource (and it has not expired). */
   async active(tenantId: string, resource: string, now: number): Promise<boolean> {
+    return ((await this.streamExpiry(tenantId, resource)) ?? 0) > now;
+  }
+
+  /** When the stream on this resource expires (epoch ms); undefined when there is none. */
+  async streamExpiry(tenantId: string, resource: string): Promise<number | undefined> {
     const result = await this.#client.send(
       new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' } }),
     );
-    return result.Item !== undefined && Number(result.Item.expires_at_ms ?? 0) > now;
+    return result.Item === undefined ? undefined : Number(result.Item.expires_at_ms ?? 0);
   }
 
   async append(tenantId: string, resource: string, entries: readonly StreamEntry[], now: number): Promise<void> {

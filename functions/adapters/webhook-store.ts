@@ -7,6 +7,7 @@ import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
 import { isConditionFailure, names } from './dynamo.ts';
+import { bumpSubscriptions } from './subscription-cache.ts';
 
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
 const TENANT_SK = 'tenant';
@@ -137,6 +138,12 @@ export class WebhookStore {
         ExpressionAttributeNames: names('pk'),
       }),
     );
+    await this.#bump(webhook.tenantId);
+  }
+
+  /** After a write that changes what distributors look up: see SubscriptionCache. */
+  async #bump(tenantId: string): Promise<void> {
+    await bumpSubscriptions(this.#client, this.#table, tenantId);
   }
 
   /**
@@ -219,6 +226,7 @@ export class WebhookStore {
           ReturnValues: 'ALL_NEW',
         }),
       );
+      await this.#bump(tenantId);
       return result.Attributes ? toWebhook(result.Attributes) : undefined;
     } catch (error) {
       if (isConditionFailure(error)) return undefined;
@@ -241,6 +249,7 @@ export class WebhookStore {
       if (isConditionFailure(error)) return false;
       throw error;
     }
+    await this.#bump(tenantId);
     await this.#adjustCount(tenantId, -1);
     return true;
   }
@@ -305,6 +314,7 @@ export class WebhookStore {
           ExpressionAttributeValues: values,
         }),
       );
+      if (extra.status !== undefined && extra.status !== webhook.status) await this.#bump(webhook.tenantId);
       return true;
     } catch (error) {
       if (isConditionFailure(error)) return false;

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
 import type { StreamStore } from '../adapters/stream-store.ts';
+import type { SubscriptionCache } from '../adapters/subscription-cache.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { planDeliveries, subscribedResources } from '../core/deliveries.ts';
@@ -30,6 +31,8 @@ export interface DistributorDeps {
   /** Stream sinks: absent where no stream can exist (tests of other mechanisms). */
   readonly streams?: Pick<StreamStore, 'active' | 'append'>;
   readonly doorbell: Pick<Doorbell, 'ring'>;
+  /** Keeps lookups between turns, checked against the tenant's subscriptions version. */
+  readonly lookupCache?: Pick<SubscriptionCache, 'version' | 'webhooksOn' | 'streamActive'>;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
@@ -75,16 +78,26 @@ class TurnLookups {
   readonly #streams = new Map<string, Promise<boolean>>();
   readonly #deps: DistributorDeps;
   readonly #tenantId: string;
+  #version: Promise<number> | undefined;
 
   constructor(deps: DistributorDeps, tenantId: string) {
     this.#deps = deps;
     this.#tenantId = tenantId;
   }
 
+  /** The tenant's subscriptions version, read once per turn when there is a cache. */
+  #cacheVersion(): Promise<number> {
+    this.#version ??= (this.#deps.lookupCache as NonNullable<DistributorDeps['lookupCache']>).version(this.#tenantId);
+    return this.#version;
+  }
+
   webhooksOn(resource: string): Promise<readonly Webhook[]> {
     let pending = this.#webhooks.get(resource);
     if (!pending) {
-      pending = this.#deps.subscriptions.onResource(this.#tenantId, resource);
+      const cache = this.#deps.lookupCache;
+      pending = cache
+        ? this.#cacheVersion().then((version) => cache.webhooksOn(this.#tenantId, resource, version, this.#deps.now()))
+        : this.#deps.subscriptions.onResource(this.#tenantId, resource);
       this.#webhooks.set(resource, pending);
     }
     return pending;
@@ -95,7 +108,10 @@ class TurnLookups {
     if (!streams) return Promise.resolve(false);
     let pending = this.#streams.get(resource);
     if (!pending) {
-      pending = streams.active(this.#tenantId, resource, this.#deps.now());
+      const cache = this.#deps.lookupCache;
+      pending = cache
+        ? this.#cacheVersion().then((version) => cache.streamActive(this.#tenantId, resource, version, this.#deps.now()))
+        : streams.active(this.#tenantId, resource, this.#deps.now());
       this.#streams.set(resource, pending);
     }
     return pending;

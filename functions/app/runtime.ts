@@ -12,6 +12,7 @@ import { Doorbell } from '../adapters/doorbell.ts';
 import { IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
 import { StreamStore } from '../adapters/stream-store.ts';
+import { SubscriptionCache } from '../adapters/subscription-cache.ts';
 import { CachedSwitches, SwitchStore } from '../adapters/switch-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
@@ -110,11 +111,17 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
 
 export function distributor(w: Wiring): Distributor {
   const { queues, webhooks } = stores(w);
+  const streams = streamStore(w);
   return new Distributor({
     queues,
     switches: switchReader(w),
-    streams: streamStore(w),
+    streams,
     subscriptions: webhooks,
+    lookupCache: new SubscriptionCache({
+      client: w.dynamo,
+      controlTable: w.controlTable,
+      lookups: { onResource: (t, r) => webhooks.onResource(t, r), streamExpiry: (t, r) => streams.streamExpiry(t, r) },
+    }),
     deliveries: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
     doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
     config: w.config,

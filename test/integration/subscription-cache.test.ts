@@ -1,0 +1,90 @@
+/**
+ * The distributor keeps each resource's webhooks and stream state between turns
+ * (SubscriptionCache). A later turn reuses them with one version read, and every
+ * change a turn must see (a webhook created, disabled or deleted, a stream
+ * started) is seen by the next event.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { instrument, newCounts } from '../../bench/accounting.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+let tenant: { id: string; key: string };
+const counts = newCounts();
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  sandbox = await startSandbox({
+    port: 0,
+    canary: false,
+    instrumentClient: (client, service) => instrument(counts, client, service),
+  });
+  tenant = await createTenant(sandbox, 'cached');
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await receiver?.close();
+});
+
+const lookups = () => ({
+  webhooks: counts.dynamoTargets['Query index by_resource'] ?? 0,
+  streams: counts.dynamoTargets['GetItem stream/stream'] ?? 0,
+});
+
+async function publishAndWait(resource: string, data: number, path: string, arrives: boolean) {
+  const before = receiver.acceptedEvents(path).length;
+  const accepted = await publish(sandbox, tenant.key, [{ resource, parents: ['list:1'], type: 'card.moved', data }]);
+  expect(accepted.status).toBe(202);
+  if (arrives) {
+    await receiver.waitFor(() => receiver.acceptedEvents(path).length > before);
+  } else {
+    // Long enough for a turn and a delivery here (they take tens of milliseconds).
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(receiver.acceptedEvents(path).length).toBe(before);
+  }
+}
+
+describe('lookups kept between turns', () => {
+  it('looks a resource up once, and sees a webhook created, disabled and deleted afterwards', async () => {
+    await createWebhook(sandbox, tenant.key, { resource: 'list:1', url: `${receiver.url}/list` });
+    await publishAndWait('card:1', 1, '/list', true);
+    const first = lookups();
+    await publishAndWait('card:1', 2, '/list', true);
+    // The second turn asked DynamoDB nothing about webhooks or streams.
+    expect(lookups()).toEqual(first);
+
+    const card = await createWebhook(sandbox, tenant.key, { resource: 'card:1', url: `${receiver.url}/card` });
+    await publishAndWait('card:1', 3, '/card', true);
+
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${card.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    expect(patched.status).toBe(200);
+    const beforeDisabled = lookups().webhooks;
+    await publishAndWait('card:1', 4, '/card', false);
+    // Not held for a webhook the turn still thought active: the turn looked again.
+    expect(lookups().webhooks).toBeGreaterThan(beforeDisabled);
+
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${card.id}`, { key: tenant.key })).status).toBe(204);
+    await publishAndWait('card:1', 5, '/list', true);
+    expect(receiver.acceptedEvents('/card').map((e) => e.data)).toEqual([3]);
+  });
+
+  it('appends to a stream started after the resource was looked up', async () => {
+    await publishAndWait('card:2', 1, '/list', true);
+    const start = await call(sandbox, 'GET', '/v1/events?resource=card:2', { key: tenant.key });
+    expect([200, 412]).toContain(start.status);
+    await publishAndWait('card:2', 2, '/list', true);
+    let seen: unknown[] = [];
+    for (let i = 0; i < 30 && seen.length === 0; i++) {
+      const page = await call(sandbox, 'GET', `/v1/events?resource=card:2&sync=${encodeURIComponent(start.body.sync)}`, {
+        key: tenant.key,
+      });
+      seen = page.body.data ?? [];
+      if (seen.length === 0) await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(seen.map((e) => (e as { data: number }).data)).toEqual([2]);
+  });
+});
