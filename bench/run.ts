@@ -112,6 +112,15 @@ function latencies(report: Report, label: string, from = 0, to = Number.POSITIVE
     .map((e) => (e.receivedAt as number) - e.acceptedAt);
 }
 
+/** Others' p99 latency in 5-second buckets from `from`: where in a storm latency rose. */
+function p99Timeline(report: Report, label: string, from: number, to: number): Array<{ from_s: number; p99_ms: number | null }> {
+  const buckets: Array<{ from_s: number; p99_ms: number | null }> = [];
+  for (let t = from; t < to; t += 5_000) {
+    buckets.push({ from_s: Math.round((t - from) / 1000), p99_ms: percentile(latencies(report, label, t, t + 5_000), 99) });
+  }
+  return buckets;
+}
+
 function callsPerEvent(counts: CallCounts, delivered: number): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [service, ops] of Object.entries(counts.calls)) {
@@ -222,6 +231,7 @@ async function hotObject() {
     return {
       others_p99_ratio: p99Before && p99During ? Math.round((p99During / p99Before) * 100) / 100 : null,
       others_p99_ms: { before: p99Before, during: p99During },
+      others_p99_timeline: p99Timeline(report, 'calm', stormStart - 15_000, stormEnd),
       hot_peak_depth: peak,
       hot_accepted: hotStats?.accepted ?? 0,
       hot_rejected: hotStats?.rejected ?? 0,
@@ -277,6 +287,7 @@ async function failingEndpoint() {
     return {
       others_p99_ratio: p99Before && p99During ? Math.round((p99During / p99Before) * 100) / 100 : null,
       others_p99_ms: { before: p99Before, during: p99During },
+      others_p99_timeline: p99Timeline(report, 'calm', failStart - 15_000, failStart + 40_000),
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
       lost: report.events.filter((e) => e.receivedAt === null).length,
@@ -316,9 +327,9 @@ async function ceiling() {
     const t = await h.tenant('ceiling');
     await h.webhook(t.key, 'group:max', '/max');
     const before = structuredClone(h.counts.calls);
-    progress('20 s of traffic as fast as the pipeline takes it');
+    progress('20 s of traffic as fast as the pipeline takes it (16 clients, no pacing)');
     const started = Date.now();
-    await h.run([{ ...steady(h, t.key, 'max', 20_000), requestsPerSecond: 0, concurrency: 8 }]);
+    await h.run([{ ...steady(h, t.key, 'max', 20_000), requestsPerSecond: 0, concurrency: 16 }]);
     const report = await h.drain(['max'], 120_000);
     const delivered = report.events.filter((e) => e.receivedAt !== null).length;
     const elapsed = (Math.max(...report.events.map((e) => e.receivedAt ?? 0)) - started) / 1000;

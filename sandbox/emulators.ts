@@ -5,6 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import dynalite from 'dynalite';
@@ -135,4 +136,26 @@ export async function createQueues(client: SQSClient): Promise<Record<string, Sa
     queues[definition.logicalName] = { definition, url: queue.QueueUrl as string, deadLetterUrl: dlqUrl };
   }
   return queues;
+}
+
+/**
+ * Starts the emulators on a worker thread of this process (see emulator-thread.ts)
+ * and answers with their endpoints, as `startEmulators` does.
+ */
+export async function startEmulatorsOnThread(dataDir?: string): Promise<Emulators> {
+  const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir } });
+  const ready = await new Promise<{ dynamo: ClientOptions; sqs: ClientOptions }>((resolve, reject) => {
+    worker.once('error', reject);
+    worker.once('message', (message: { cmd: string; dynamo: ClientOptions; sqs: ClientOptions }) => resolve(message));
+  });
+  return {
+    dynamo: ready.dynamo,
+    sqs: ready.sqs,
+    async stop() {
+      const stopped = new Promise<void>((resolve) => worker.once('message', () => resolve()));
+      worker.postMessage({ cmd: 'stop' });
+      await stopped;
+      await worker.terminate();
+    },
+  };
 }

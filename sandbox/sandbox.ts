@@ -1,6 +1,6 @@
 /**
  * The sandbox (SPEC §6): the whole of sluice in one process. The emulators stand
- * in for DynamoDB and SQS; the API runs the same Hono app and authorizer as in
+ * in for DynamoDB and SQS, on a thread of their own; the API runs the same Hono app and authorizer as in
  * AWS; pollers call the same Lambda handlers with Lambda's event shapes.
  */
 import { randomBytes } from 'node:crypto';
@@ -31,7 +31,7 @@ import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts'
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
 import { makeDistributorHandler } from '../functions/distributor/process.ts';
 import { AlarmEvaluator, type AlarmState } from './alarms.ts';
-import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulators } from './emulators.ts';
+import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulatorsOnThread } from './emulators.ts';
 import { inboxRoutes } from './inbox.ts';
 import { InMemoryMetrics } from './metrics.ts';
 import { Poller } from './poller.ts';
@@ -91,7 +91,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // SNS "webhook disabled" notices are kept here (and served at /sandbox/notifications).
   const notifier = new RecordingNotifier();
 
-  const emulators = await startEmulators(options.dataDir);
+  const emulators = await startEmulatorsOnThread(options.dataDir);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
   const instrument = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
     options.instrumentClient?.(client, service);
@@ -181,7 +181,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   outer.route('/', createApi({ ...apiServices(wiring, usagePlans, notifier), alarms: () => alarms.evaluate() }, authenticate));
 
   // Lambda's event source mappings: invocations up to each function's maximum
-  // concurrency (they all share this one process and its CPU with the emulators).
+  // concurrency (they all share this thread and its CPU).
   const pollers = [
     // Each poller has a client of its own, so its long polls never queue the sends.
     new Poller({
