@@ -106,6 +106,17 @@ async function harness(config: Record<string, unknown> = {}) {
   };
 }
 
+/** Evaluates the alarms every second, as CloudWatch would, and keeps when each first went to ALARM. */
+function watchAlarms(sandbox: Sandbox) {
+  const fired: Array<{ name: string; at: number }> = [];
+  const timer = setInterval(() => {
+    for (const alarm of sandbox.alarms()) {
+      if (alarm.state === 'ALARM' && !fired.some((f) => f.name === alarm.name)) fired.push({ name: alarm.name, at: Date.now() });
+    }
+  }, 1_000);
+  return { fired, stop: () => clearInterval(timer) };
+}
+
 function latencies(report: Report, label: string, from = 0, to = Number.POSITIVE_INFINITY): number[] {
   return report.events
     .filter((e) => e.label === label && e.receivedAt !== null && e.acceptedAt >= from && e.acceptedAt < to)
@@ -194,6 +205,7 @@ async function hotObject() {
     const before = h.run([steady(h, calm.key, 'calm', 40_000)]);
     await new Promise((resolve) => setTimeout(resolve, 20_000));
     const stormStart = Date.now();
+    const alarmWatch = watchAlarms(h.sandbox);
     let peak = 0;
     let sampling = true;
     const sampler = (async () => {
@@ -222,10 +234,8 @@ async function hotObject() {
     sampling = false;
     await sampler;
     const report = await h.drain(['calm', 'hot'], 90_000);
-    const alarms = h.sandbox
-      .alarms()
-      .filter((a) => a.state === 'ALARM')
-      .map((a) => ({ name: a.name, after_s: Math.round((Date.parse(a.since) - stormStart) / 1000) }));
+    alarmWatch.stop();
+    const alarms = alarmWatch.fired.map((a) => ({ name: a.name, after_s: Math.round((a.at - stormStart) / 1000) }));
     const p99Before = percentile(latencies(report, 'calm', stormStart - 15_000, stormStart), 99);
     const p99During = percentile(latencies(report, 'calm', stormStart + 1_000, stormEnd), 99);
     return {

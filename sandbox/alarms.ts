@@ -61,9 +61,10 @@ export class AlarmEvaluator {
     for (let i = 0; i < alarm.evaluationPeriods; i++) {
       const to = now - i * period;
       const from = to - period;
-      // Before the sandbox started there is no data to judge: such periods do not breach.
-      if (from < this.#startedAt) continue;
       const value = this.#statistic(alarm, from, to);
+      // A period reaching back before the sandbox started is judged on the data it
+      // has; with none, it is not judged (it must not breach for "missing" data).
+      if (from < this.#startedAt && value === null) continue;
       if (i === 0) latest = value;
       const breached =
         value === null

@@ -68,4 +68,17 @@ describe('sandbox alarm evaluation', () => {
     now += 1;
     expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 1_100 });
   });
+
+  it('alarms on what the first minutes of a sandbox hold, without judging the missing data before it started', () => {
+    let now = 5_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const state = (name: string) => evaluator.evaluate().find((a) => a.name === name);
+    now += 20_000;
+    metrics.count('EventsRejected', 5_000);
+    now += 1;
+    // 20 s into a 5-minute period: its data is already over the threshold.
+    expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 5_000 });
+    expect(state('canary-stale')?.state).toBe('OK');
+  });
 });
