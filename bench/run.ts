@@ -247,6 +247,11 @@ async function hotObject() {
       hot_rejected: hotStats?.rejected ?? 0,
       lost: report.events.filter((e) => e.receivedAt === null).length,
       alarms_fired: alarms,
+      // Which calls the storm made: per tenant (meta items are keyed by tenant id).
+      calm_tenant: calm.id,
+      hot_tenant: hammer.id,
+      dynamodb_calls_by_target: Object.fromEntries(Object.entries(h.counts.dynamoTargets).filter(([, n]) => n >= 100)),
+      invocations: h.counts.invocations,
       machine,
     };
   } finally {

@@ -29,9 +29,28 @@ export function sourceKey(source: { kind: string; name: string; queue?: string; 
   }
 }
 
+/** One source's data points, in time order. */
+interface Series {
+  at: number[];
+  values: number[];
+}
+
+/** The first index whose time is at or after `from` (times are in order). */
+function lowerBound(times: readonly number[], from: number): number {
+  let lo = 0;
+  let hi = times.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((times[mid] as number) < from) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 export class InMemoryMetrics implements MetricsPort {
   readonly #totals = new Map<string, number>();
-  #points: DataPoint[] = [];
+  /** Points by source: an alarm reads its few sources, not every point recorded. */
+  readonly #series = new Map<string, Series>();
   readonly #now: () => number;
 
   constructor(now: () => number = Date.now) {
@@ -47,13 +66,34 @@ export class InMemoryMetrics implements MetricsPort {
   /** Records a data point of a source (a gauge or a count) at the current time. */
   record(key: string, value: number): void {
     const at = this.#now();
-    this.#points.push({ at, key, value });
-    if (this.#points.length % 1_000 === 0) this.#points = this.#points.filter((p) => p.at > at - KEEP_MS);
+    let series = this.#series.get(key);
+    if (!series) {
+      series = { at: [], values: [] };
+      this.#series.set(key, series);
+    }
+    // A clock that went back (tests move it freely) starts the series' order again.
+    if (series.at.length > 0 && at < (series.at.at(-1) as number)) {
+      const keep = series.at.map((t, i) => [t, series?.values[i] as number] as const).sort((a, b) => a[0] - b[0]);
+      series.at = keep.map(([t]) => t);
+      series.values = keep.map(([, v]) => v);
+    }
+    series.at.push(at);
+    series.values.push(value);
+    if (series.at.length % 1_000 === 0) {
+      const drop = lowerBound(series.at, at - KEEP_MS + 1);
+      series.at.splice(0, drop);
+      series.values.splice(0, drop);
+    }
   }
 
   /** Data points of a key in [from, to). */
   points(key: string, from: number, to: number): number[] {
-    return this.#points.filter((p) => p.key === key && p.at >= from && p.at < to).map((p) => p.value);
+    const series = this.#series.get(key);
+    if (!series) return [];
+    const out: number[] = [];
+    for (let i = lowerBound(series.at, from); i < series.at.length && (series.at[i] as number) < to; i++)
+      out.push(series.values[i] as number);
+    return out;
   }
 
   /** The total of a counter since start, over all dimension values unless some are given. */

@@ -82,3 +82,25 @@ describe('sandbox alarm evaluation', () => {
     expect(state('canary-stale')?.state).toBe('OK');
   });
 });
+
+describe('sandbox metrics', () => {
+  it('answers the points of one source within a time range, whatever else was recorded', () => {
+    let now = 10_000;
+    const metrics = new InMemoryMetrics(() => now);
+    for (let i = 0; i < 2_500; i++) {
+      metrics.record('queue:Deliver:ApproximateAgeOfOldestMessage', i);
+      metrics.count('EventsAccepted', 2);
+      now += 10;
+    }
+    expect(metrics.points('sluice:EventsAccepted', 10_000, 10_050)).toEqual([2, 2, 2, 2, 2]);
+    expect(metrics.points('queue:Deliver:ApproximateAgeOfOldestMessage', 10_100, 10_130)).toEqual([10, 11, 12]);
+    expect(metrics.points('sluice:Nothing', 0, now)).toEqual([]);
+    // A clock moved back (as tests do) still finds its points.
+    now = 5_000;
+    metrics.record('api:5XXError', 1);
+    now = 40_000;
+    metrics.record('api:5XXError', 2);
+    expect(metrics.points('api:5XXError', 0, 10_000)).toEqual([1]);
+    expect(metrics.total('EventsAccepted')).toBe(5_000);
+  });
+});
