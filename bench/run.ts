@@ -306,6 +306,10 @@ async function failingEndpoint() {
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
       lost: report.events.filter((e) => e.receivedAt === null).length,
+      calm_tenant: calm.id,
+      failing_tenant: failing.id,
+      dynamodb_calls_by_target: Object.fromEntries(Object.entries(h.counts.dynamoTargets).filter(([, n]) => n >= 100)),
+      invocations: h.counts.invocations,
       machine,
     };
   } finally {
