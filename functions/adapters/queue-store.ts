@@ -374,55 +374,7 @@ export class QueueStore {
     next: { cursor: number; seq: number; consumed: number },
     now: number,
   ): Promise<'idle' | 'pending'> {
-    const Key = { pk: objectPk(key), sk: META_SK };
-    const values = { ':cursor': next.cursor, ':seq': next.seq, ':consumed': -next.consumed, ':fence': fence, ':previous': previousCursor };
-    try {
-      await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key,
-          // Leaving the by_schedule index with the scheduled flag.
-          UpdateExpression:
-            'SET #cursor = :cursor, #seq = :seq, #scheduled = :false ADD #depth :consumed ' +
-            'REMOVE #lease_owner, #lease_until, #turn, #sched_shard, #sched_key, #scheduled_at',
-          ConditionExpression: '#fence = :fence AND #cursor = :previous AND #depth <= :pending',
-          ExpressionAttributeNames: names(
-            'cursor',
-            'seq',
-            'scheduled',
-            'depth',
-            'lease_owner',
-            'lease_until',
-            'turn',
-            'sched_shard',
-            'sched_key',
-            'scheduled_at',
-            'fence',
-          ),
-          ExpressionAttributeValues: { ...values, ':false': false, ':pending': next.consumed },
-        }),
-      );
-      return 'idle';
-    } catch (error) {
-      if (!isConditionFailure(error)) throw error;
-    }
-    try {
-      await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key,
-          UpdateExpression:
-            'SET #cursor = :cursor, #seq = :seq, #turn_at = :now ADD #depth :consumed REMOVE #lease_owner, #lease_until, #turn',
-          ConditionExpression: '#fence = :fence AND #cursor = :previous',
-          ExpressionAttributeNames: names('cursor', 'seq', 'turn_at', 'depth', 'lease_owner', 'lease_until', 'turn', 'fence'),
-          ExpressionAttributeValues: { ...values, ':now': now },
-        }),
-      );
-      return 'pending';
-    } catch (error) {
-      if (isConditionFailure(error)) throw new FencedOutError();
-      throw error;
-    }
+    return this.#endTurn(key, fence, now, { previousCursor, ...next });
   }
 
   /**
@@ -432,49 +384,73 @@ export class QueueStore {
    * ring again: the answer is 'pending'.
    */
   async finishTurn(key: ObjectKey, fence: number, now: number): Promise<'idle' | 'pending'> {
-    const Key = { pk: objectPk(key), sk: META_SK };
-    try {
-      await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key,
-          // Leaving the by_schedule index with the scheduled flag.
-          UpdateExpression: 'SET #scheduled = :false REMOVE #lease_owner, #lease_until, #turn, #sched_shard, #sched_key, #scheduled_at',
-          ConditionExpression: '#fence = :fence AND #depth <= :zero',
-          ExpressionAttributeNames: names(
-            'scheduled',
-            'lease_owner',
-            'lease_until',
-            'turn',
-            'sched_shard',
-            'sched_key',
-            'scheduled_at',
-            'fence',
-            'depth',
-          ),
-          ExpressionAttributeValues: { ':false': false, ':fence': fence, ':zero': 0 },
-        }),
-      );
-      return 'idle';
-    } catch (error) {
-      if (!isConditionFailure(error)) throw error;
+    return this.#endTurn(key, fence, now);
+  }
+
+  /**
+   * Ends a turn, committing its last chunk too when one is given: idle (off the
+   * `by_schedule` index) when that leaves nothing pending, otherwise still
+   * scheduled with the lease released. Fenced out when another holder has taken over.
+   */
+  async #endTurn(
+    key: ObjectKey,
+    fence: number,
+    now: number,
+    commit?: { previousCursor: number; cursor: number; seq: number; consumed: number },
+  ): Promise<'idle' | 'pending'> {
+    const commitSet = commit ? '#cursor = :cursor, #seq = :seq, ' : '';
+    const commitAdd = commit ? ' ADD #depth :consumed' : '';
+    const commitCondition = commit ? ' AND #cursor = :previous' : '';
+    const commitNames = commit ? ['cursor', 'seq'] : [];
+    const values: Record<string, unknown> = {
+      ':fence': fence,
+      ...(commit && { ':cursor': commit.cursor, ':seq': commit.seq, ':consumed': -commit.consumed, ':previous': commit.previousCursor }),
+    };
+    const forms = [
+      {
+        state: 'idle' as const,
+        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #sched_shard, #sched_key, #scheduled_at`,
+        condition: `#fence = :fence${commitCondition} AND #depth <= :pending`,
+        names: [
+          ...commitNames,
+          'scheduled',
+          'depth',
+          'lease_owner',
+          'lease_until',
+          'turn',
+          'sched_shard',
+          'sched_key',
+          'scheduled_at',
+          'fence',
+        ],
+        values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
+      },
+      {
+        state: 'pending' as const,
+        update: `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn`,
+        condition: `#fence = :fence${commitCondition}`,
+        names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'fence'],
+        values: { ...values, ':now': now },
+      },
+    ];
+    for (const form of forms) {
+      try {
+        await this.#client.send(
+          new UpdateCommand({
+            TableName: this.#table,
+            Key: { pk: objectPk(key), sk: META_SK },
+            UpdateExpression: form.update,
+            ConditionExpression: form.condition,
+            ExpressionAttributeNames: names(...form.names),
+            ExpressionAttributeValues: form.values,
+          }),
+        );
+        return form.state;
+      } catch (error) {
+        if (!isConditionFailure(error)) throw error;
+      }
     }
-    try {
-      await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key,
-          UpdateExpression: 'SET #turn_at = :now REMOVE #lease_owner, #lease_until, #turn',
-          ConditionExpression: '#fence = :fence',
-          ExpressionAttributeNames: names('turn_at', 'lease_owner', 'lease_until', 'turn', 'fence'),
-          ExpressionAttributeValues: { ':fence': fence, ':now': now },
-        }),
-      );
-      return 'pending';
-    } catch (error) {
-      if (isConditionFailure(error)) throw new FencedOutError();
-      throw error;
-    }
+    throw new FencedOutError();
   }
 
   /** The objects listed as scheduled in the `by_schedule` index (eventually consistent). */
