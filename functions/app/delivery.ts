@@ -197,12 +197,13 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
       return 'delivered';
     case 'disable': {
       const updated = await applyHealth(deps, webhook, { type: 'gone', now, statusCode: 410 });
-      await hold(deps, updated, message);
+      // Held as attempted: its release is its next attempt (and is not logged as a first one).
+      await hold(deps, updated, { ...message, attempt: message.attempt + 1 });
       return 'disabled';
     }
     case 'retry': {
       const updated = await applyHealth(deps, webhook, { type: 'failure', now, statusCode: result.statusCode, error: describe(result) });
-      if (!deliversTo(updated.health)) return hold(deps, updated, message);
+      if (!deliversTo(updated.health)) return hold(deps, updated, { ...message, attempt: message.attempt + 1 });
       const wait = retryDelaySeconds(
         { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
         message.attempt,

@@ -132,6 +132,15 @@ describe('failing endpoint', () => {
       recovered = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: failing.key })).body.health;
     }
     expect(recovered).toMatchObject({ state: 'healthy', consecutive_failures: 0, held: 0 });
+
+    // Every delivery is in the replay log once: attempted first, or held first and released.
+    for (const id of [hook.id, hanging.id]) {
+      const replay = await call(sandbox, 'POST', `/v1/webhooks/${id}/replay`, {
+        key: failing.key,
+        body: { since: new Date(failStart - 1_000).toISOString() },
+      });
+      expect(replay.body).toEqual({ events: accepted.length });
+    }
   }, 60_000);
 
   it('lets a failing endpoint have only one attempt per interval, delaying the rest', async () => {
