@@ -75,17 +75,15 @@ export class SubscriptionCache {
   }
 
   async streamActive(tenantId: string, resource: string, version: number, now: number): Promise<boolean> {
-    const key = `${tenantId}|${resource}`;
+    // Polls push a stream's expiry out without a bump: an expiry kept from an
+    // earlier turn that has passed since is read again.
+    const kept = this.#streams.get(`${tenantId}|${resource}`);
+    const keptExpiry = kept ? await kept.value.catch(() => undefined) : undefined;
+    if (keptExpiry !== undefined && keptExpiry <= now) this.#streams.delete(`${tenantId}|${resource}`);
     const expiry = await this.#cached(this.#streams, tenantId, resource, version, now, () =>
       this.#lookups.streamExpiry(tenantId, resource),
     );
-    if (expiry === undefined || expiry > now) return expiry !== undefined;
-    // Polls push the expiry out without a bump: an expiry that has passed is read again.
-    this.#streams.delete(key);
-    return (
-      ((await this.#cached(this.#streams, tenantId, resource, version, now, () => this.#lookups.streamExpiry(tenantId, resource))) ?? 0) >
-      now
-    );
+    return (expiry ?? 0) > now;
   }
 
   #cached<T>(

@@ -32,7 +32,7 @@ export interface DistributorDeps {
   readonly streams?: Pick<StreamStore, 'active' | 'append'>;
   readonly doorbell: Pick<Doorbell, 'ring'>;
   /** Keeps lookups between turns, checked against the tenant's subscriptions version. */
-  readonly lookupCache?: Pick<SubscriptionCache, 'version' | 'webhooksOn' | 'streamActive'>;
+  readonly lookupCache?: LookupSource;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
@@ -69,50 +69,51 @@ function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   };
 }
 
+/** Where a turn's lookups come from: answers kept for a subscriptions version. */
+type LookupSource = Pick<SubscriptionCache, 'version' | 'webhooksOn' | 'streamActive'>;
+
+/** Without a cache: every turn asks the stores (and the version is always 0). */
+function uncachedLookups(deps: DistributorDeps): LookupSource {
+  return {
+    version: async () => 0,
+    webhooksOn: (tenantId, resource) => deps.subscriptions.onResource(tenantId, resource),
+    streamActive: async (tenantId, resource, _version, now) => (deps.streams ? deps.streams.active(tenantId, resource, now) : false),
+  };
+}
+
 /**
  * What a turn looks up about the resources its events touch, each once per turn:
- * the webhooks on a resource, and whether a stream on it is active.
+ * the webhooks on a resource, and whether a stream on it is active. The tenant's
+ * subscriptions version is read once, at the first lookup.
  */
 class TurnLookups {
   readonly #webhooks = new Map<string, Promise<readonly Webhook[]>>();
   readonly #streams = new Map<string, Promise<boolean>>();
-  readonly #deps: DistributorDeps;
+  readonly #source: LookupSource;
   readonly #tenantId: string;
+  readonly #now: () => number;
   #version: Promise<number> | undefined;
 
-  constructor(deps: DistributorDeps, tenantId: string) {
-    this.#deps = deps;
+  constructor(source: LookupSource, tenantId: string, now: () => number) {
+    this.#source = source;
     this.#tenantId = tenantId;
-  }
-
-  /** The tenant's subscriptions version, read once per turn when there is a cache. */
-  #cacheVersion(): Promise<number> {
-    this.#version ??= (this.#deps.lookupCache as NonNullable<DistributorDeps['lookupCache']>).version(this.#tenantId);
-    return this.#version;
+    this.#now = now;
   }
 
   webhooksOn(resource: string): Promise<readonly Webhook[]> {
-    let pending = this.#webhooks.get(resource);
-    if (!pending) {
-      const cache = this.#deps.lookupCache;
-      pending = cache
-        ? this.#cacheVersion().then((version) => cache.webhooksOn(this.#tenantId, resource, version, this.#deps.now()))
-        : this.#deps.subscriptions.onResource(this.#tenantId, resource);
-      this.#webhooks.set(resource, pending);
-    }
-    return pending;
+    return this.#once(this.#webhooks, resource, (version) => this.#source.webhooksOn(this.#tenantId, resource, version, this.#now()));
   }
 
   streamActive(resource: string): Promise<boolean> {
-    const streams = this.#deps.streams;
-    if (!streams) return Promise.resolve(false);
-    let pending = this.#streams.get(resource);
+    return this.#once(this.#streams, resource, (version) => this.#source.streamActive(this.#tenantId, resource, version, this.#now()));
+  }
+
+  #once<T>(answers: Map<string, Promise<T>>, resource: string, ask: (version: number) => Promise<T>): Promise<T> {
+    let pending = answers.get(resource);
     if (!pending) {
-      const cache = this.#deps.lookupCache;
-      pending = cache
-        ? this.#cacheVersion().then((version) => cache.streamActive(this.#tenantId, resource, version, this.#deps.now()))
-        : streams.active(this.#tenantId, resource, this.#deps.now());
-      this.#streams.set(resource, pending);
+      this.#version ??= this.#source.version(this.#tenantId);
+      pending = this.#version.then(ask);
+      answers.set(resource, pending);
     }
     return pending;
   }
@@ -120,9 +121,11 @@ class TurnLookups {
 
 export class Distributor {
   readonly #deps: DistributorDeps;
+  readonly #lookups: LookupSource;
 
   constructor(deps: DistributorDeps) {
     this.#deps = deps;
+    this.#lookups = deps.lookupCache ?? uncachedLookups(deps);
   }
 
   /** Runs one turn for the object a doorbell names. `owner` identifies this holder in the lease. */
@@ -131,7 +134,7 @@ export class Distributor {
     let distributed = 0;
     try {
       const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
-      const subscriptions = new TurnLookups(this.#deps, key.tenantId);
+      const subscriptions = new TurnLookups(this.#lookups, key.tenantId, now);
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions);
       const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
       const action = actionForObject(switches, key.tenantId, key.resource);

@@ -6,6 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
+import { StreamStore } from '../../functions/adapters/stream-store.ts';
+import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
+import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { type Receiver, startReceiver } from '../support/receiver.ts';
@@ -86,5 +89,34 @@ describe('lookups kept between turns', () => {
       if (seen.length === 0) await new Promise((resolve) => setTimeout(resolve, 250));
     }
     expect(seen.map((e) => (e as { data: number }).data)).toEqual([2]);
+  });
+});
+
+describe('stream state kept between turns', () => {
+  it('reads a kept stream expiry again once it has passed, since polls push it out without a bump', async () => {
+    const hour = 3_600_000;
+    const streams = new StreamStore({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      eventsTable: sandbox.wiring.eventsTable,
+      retentionDays: 1 / 24,
+    });
+    const webhooks = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const cache = new SubscriptionCache({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: { onResource: (t, r) => webhooks.onResource(t, r), streamExpiry: (t, r) => streams.streamExpiry(t, r) },
+      maxAgeMs: 10 * hour,
+    });
+    const t0 = Date.now();
+    await streams.touch(tenant.id, 'doc:kept', t0);
+    const version = await cache.version(tenant.id);
+    expect(await cache.streamActive(tenant.id, 'doc:kept', version, t0 + hour / 2)).toBe(true);
+    // A poll half an hour later extends the stream to t0 + 1.5 h, without a bump.
+    await streams.touch(tenant.id, 'doc:kept', t0 + hour / 2);
+    expect(await cache.version(tenant.id)).toBe(version);
+    expect(await cache.streamActive(tenant.id, 'doc:kept', version, t0 + hour + 1)).toBe(true);
+    // Past the extended expiry, with no poll since, the stream is gone.
+    expect(await cache.streamActive(tenant.id, 'doc:kept', version, t0 + 2 * hour)).toBe(false);
   });
 });
