@@ -132,6 +132,22 @@ function p99Timeline(report: Report, label: string, from: number, to: number): A
   return buckets;
 }
 
+/** DynamoDB calls by target per delivered event, most first; those under `min` per event left out. */
+function targetsPerEvent(counts: CallCounts, delivered: number, min = 0): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(counts.dynamoTargets)
+      .map(([target, n]) => [target, n / Math.max(1, delivered)] as const)
+      .filter(([, perEvent]) => perEvent >= min)
+      .sort(([, a], [, b]) => b - a)
+      .map(([target, perEvent]) => [target, Math.round(perEvent * 100) / 100]),
+  );
+}
+
+/** DynamoDB calls by target, those made at least `min` times. */
+function targetsAtLeast(counts: CallCounts, min: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts.dynamoTargets).filter(([, n]) => n >= min));
+}
+
 function callsPerEvent(counts: CallCounts, delivered: number): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [service, ops] of Object.entries(counts.calls)) {
@@ -175,11 +191,7 @@ async function baseline() {
       latency_ms: { p50: percentile(lat, 50), p99: percentile(lat, 99) },
       api_calls_per_event: callsPerEvent(h.counts, delivered),
       api_calls_by_operation: h.counts.calls,
-      dynamodb_calls_per_event_by_target: Object.fromEntries(
-        Object.entries(h.counts.dynamoTargets)
-          .sort(([, a], [, b]) => b - a)
-          .map(([target, n]) => [target, Math.round((n / Math.max(1, delivered)) * 100) / 100]),
-      ),
+      dynamodb_calls_per_event_by_target: targetsPerEvent(h.counts, delivered),
       invocations: h.counts.invocations,
       cost_per_million_usd: cost.total,
       cost_breakdown_per_million_usd: cost,
@@ -250,7 +262,7 @@ async function hotObject() {
       // Which calls the storm made: per tenant (meta items are keyed by tenant id).
       calm_tenant: calm.id,
       hot_tenant: hammer.id,
-      dynamodb_calls_by_target: Object.fromEntries(Object.entries(h.counts.dynamoTargets).filter(([, n]) => n >= 100)),
+      dynamodb_calls_by_target: targetsAtLeast(h.counts, 100),
       invocations: h.counts.invocations,
       machine,
     };
@@ -308,7 +320,7 @@ async function failingEndpoint() {
       lost: report.events.filter((e) => e.receivedAt === null).length,
       calm_tenant: calm.id,
       failing_tenant: failing.id,
-      dynamodb_calls_by_target: Object.fromEntries(Object.entries(h.counts.dynamoTargets).filter(([, n]) => n >= 100)),
+      dynamodb_calls_by_target: targetsAtLeast(h.counts, 100),
       invocations: h.counts.invocations,
       machine,
     };
@@ -365,12 +377,7 @@ async function ceiling() {
       ops_per_event: { dynamodb: Math.round(opsPerEvent.dynamodb * 100) / 100, sqs: Math.round(opsPerEvent.sqs * 100) / 100 },
       ratio: Math.round((pipeline / allowed) * 100) / 100,
       calls_by_operation: h.counts.calls,
-      dynamodb_calls_per_event_by_target: Object.fromEntries(
-        Object.entries(h.counts.dynamoTargets)
-          .filter(([, n]) => n / Math.max(1, delivered) >= 0.01)
-          .sort(([, a], [, b]) => b - a)
-          .map(([target, n]) => [target, Math.round((n / Math.max(1, delivered)) * 100) / 100]),
-      ),
+      dynamodb_calls_per_event_by_target: targetsPerEvent(h.counts, delivered, 0.01),
       machine,
     };
   } finally {
