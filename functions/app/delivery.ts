@@ -19,7 +19,7 @@ import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryBody, pingEvent } from '../core/deliveries.ts';
+import { deliveryBody, partsByResource, pingEvent } from '../core/deliveries.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -122,8 +122,10 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   }
   const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
   if (action === 'drop') {
-    // Discarded and counted; one gap marker stands for them when the switch is lifted.
-    await deps.records.countOverflow(webhook.id, message.events[0]?.resource ?? '', message.events.length, now, 'switch_drop');
+    // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
+    for (const part of partsByResource(message)) {
+      await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', part.events.length, now, 'switch_drop');
+    }
     deps.metrics.count('EventsDropped', message.events.length, { reason: 'switch_drop' });
     return 'dropped';
   }
@@ -225,20 +227,28 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
   }
 }
 
-/** Holds a delivery in DynamoDB within the cap; past it, its events are counted for a gap marker. */
+/**
+ * Holds a delivery in DynamoDB within the cap; past it, its events are counted for
+ * a gap marker. A delivery with several resources' events is held as one part per
+ * resource, since release goes per resource in seq order.
+ */
 async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<DeliveryOutcome> {
+  for (const part of partsByResource(message)) await holdPart(deps, webhook, part);
+  return 'held';
+}
+
+async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<void> {
   const now = deps.now();
   // The count goes up first (the cap is checked there); a delivery that was already
   // held gives its place back, so the count always matches the held items.
   if (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook)) {
     if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
     else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
-    return 'held';
+    return;
   }
   const resource = message.events[0]?.resource ?? '';
   await deps.records.countOverflow(webhook.id, resource, message.events.length, now);
   deps.metrics.count('EventsHeldOverflow', message.events.length);
-  return 'held';
 }
 
 /**

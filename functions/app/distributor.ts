@@ -3,14 +3,13 @@
  * number of events in slot order, number them, fan them out to the webhooks on the
  * resource and its parents, and either let the object go idle or ring again.
  */
-import { createHash } from 'node:crypto';
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
 import type { StreamStore } from '../adapters/stream-store.ts';
 import type { SubscriptionCache } from '../adapters/subscription-cache.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { planDeliveries, subscribedResources } from '../core/deliveries.ts';
+import { deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
@@ -18,6 +17,7 @@ import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { assignSeq, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
+import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
 
 export interface SubscriptionSource {
   onResource(tenantId: string, resource: string): Promise<readonly Webhook[]>;
@@ -26,7 +26,7 @@ export interface SubscriptionSource {
 export interface DistributorDeps {
   readonly queues: QueueStore;
   readonly subscriptions: SubscriptionSource;
-  readonly deliveries: { send(messages: readonly DeliveryMessage[]): Promise<void> };
+  readonly deliveries: DeliverySink;
   readonly switches: SwitchReader;
   /** Stream sinks: absent where no stream can exist (tests of other mechanisms). */
   readonly streams?: Pick<StreamStore, 'active' | 'append'>;
@@ -46,16 +46,6 @@ export type TurnOutcome =
 
 const CHUNK_SIZE = 100;
 const WAIT_FOR_INGEST_MS = 20;
-
-/** A delivery id that is the same when a crashed holder's chunk is published again. */
-function deliveryId(webhookId: string, events: readonly DeliveredEvent[]): string {
-  const first = events[0]?.id ?? '';
-  const last = events.at(-1)?.id ?? '';
-  const digest = createHash('sha256').update(`${webhookId}|${first}|${last}|${events.length}`).digest();
-  let tail = '';
-  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
-  return `msg_${tail}`;
-}
 
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
@@ -128,14 +118,23 @@ export class Distributor {
     this.#lookups = deps.lookupCache ?? uncachedLookups(deps);
   }
 
-  /** Runs one turn for the object a doorbell names. `owner` identifies this holder in the lease. */
-  async runTurn(key: ObjectKey, owner: string, options: { freshSwitches?: boolean } = {}): Promise<TurnOutcome> {
+  /** An outbox for the turns of one invocation, which merges their deliveries per webhook. */
+  newOutbox(): DeliveryOutbox {
+    return new DeliveryOutbox(this.#deps.deliveries);
+  }
+
+  /**
+   * Runs one turn for the object a doorbell names. `owner` identifies this holder in
+   * the lease; `outbox`, shared by the turns of one invocation, sends its deliveries.
+   */
+  async runTurn(key: ObjectKey, owner: string, options: { freshSwitches?: boolean; outbox?: DeliverySink } = {}): Promise<TurnOutcome> {
     const { queues, config, now } = this.#deps;
+    const sink = options.outbox ?? this.#deps.deliveries;
     let distributed = 0;
     try {
       const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
       const subscriptions = new TurnLookups(this.#lookups, key.tenantId, now);
-      if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions);
+      if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions, sink);
       const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
       const action = actionForObject(switches, key.tenantId, key.resource);
       if (action === 'pause') {
@@ -145,7 +144,7 @@ export class Distributor {
         return { outcome: 'paused', distributed };
       }
       if (action === undefined && meta.switchDropped > 0) {
-        await this.#publishGapMarker(key, meta.switchDropped, meta.switchDroppedParents, subscriptions);
+        await this.#publishGapMarker(key, meta.switchDropped, meta.switchDroppedParents, subscriptions, sink);
         await queues.clearSwitchDropped(key, meta.fence, meta.switchDropped);
       }
       const startedAt = now();
@@ -169,7 +168,7 @@ export class Distributor {
         // and end the turn in one write. Later events are found by that write.
         const last = !dropping && readAll && !plan.waiting && plan.cursor >= meta.lastSlot && !((meta.tat ?? 0) > now());
         if (last) {
-          await this.#publish(key, events, subscriptions);
+          await this.#publish(key, events, subscriptions, sink);
           distributed += events.length;
           const state = await queues.commitLastChunk(
             key,
@@ -191,7 +190,7 @@ export class Distributor {
           ...(dropping && { dropped: { count: events.length, parents: [...new Set(events.flatMap((e) => e.parents))] } }),
         });
         this.#countConsumed(key, plan, dropping ? events.length : 0);
-        if (!dropping) await this.#publish(key, events, subscriptions);
+        if (!dropping) await this.#publish(key, events, subscriptions, sink);
         cursor = plan.cursor;
         seq += events.length;
         distributed += events.length;
@@ -238,7 +237,13 @@ export class Distributor {
    * active webhook on the resource or the discarded events' parents, whatever
    * their type filters: a consumer must learn it missed something.
    */
-  async #publishGapMarker(key: ObjectKey, dropped: number, parents: readonly string[], lookups: TurnLookups): Promise<void> {
+  async #publishGapMarker(
+    key: ObjectKey,
+    dropped: number,
+    parents: readonly string[],
+    lookups: TurnLookups,
+    sink: DeliverySink,
+  ): Promise<void> {
     const now = this.#deps.now();
     const marker: GapMarker = {
       id: newId('evt', now),
@@ -252,7 +257,7 @@ export class Distributor {
       for (const webhook of await lookups.webhooksOn(resource)) if (webhook.status === 'active') webhooks.set(webhook.id, webhook);
     }
     await this.#appendToStreams(key, [marker], [key.resource, ...parents], lookups);
-    await this.#deps.deliveries.send(
+    await sink.send(
       [...webhooks.values()].map((webhook) => ({
         deliveryId: newId('msg', now),
         tenantId: key.tenantId,
@@ -289,15 +294,15 @@ export class Distributor {
   }
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
-  async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups): Promise<number> {
+  async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups, sink: DeliverySink): Promise<number> {
     const items = (await this.#deps.queues.readSlots(key, turn.fromSlot, turn.toSlot)).filter((item) => !item.void);
     const events = assignSeq(items, turn.firstSeq - 1).map(toDelivered);
-    await this.#publish(key, events, lookups);
+    await this.#publish(key, events, lookups, sink);
     this.#deps.metrics.count('ChunksRepublished');
     return events.length;
   }
 
-  async #publish(key: ObjectKey, events: readonly DeliveredEvent[], lookups: TurnLookups): Promise<void> {
+  async #publish(key: ObjectKey, events: readonly DeliveredEvent[], lookups: TurnLookups, sink: DeliverySink): Promise<void> {
     const resources = new Set(events.flatMap(subscribedResources));
     const lists = new Map<string, readonly Webhook[]>();
     await Promise.all(
@@ -314,7 +319,7 @@ export class Distributor {
       events: delivery.events,
       attempt: 1,
     }));
-    await this.#deps.deliveries.send(messages);
+    await sink.send(messages);
     this.#deps.metrics.count('EventsDistributed', events.length);
     this.#deps.metrics.count('DeliveriesQueued', messages.length);
   }

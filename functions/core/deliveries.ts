@@ -4,7 +4,8 @@
  * 256 KiB each, per webhook, in seq order.
  */
 
-import type { DeliveredEvent, Webhook } from './model.ts';
+import { createHash } from 'node:crypto';
+import type { DeliveredEvent, DeliveryMessage, GapMarker, Webhook } from './model.ts';
 import { anyTypeMatches } from './patterns.ts';
 
 export const MAX_EVENTS_PER_DELIVERY = 100;
@@ -51,23 +52,81 @@ export function planDeliveries(events: readonly DeliveredEvent[], webhooksOn: (r
       }
     }
   }
-  const planned: PlannedDelivery[] = [];
-  for (const { webhook, events: list } of perWebhook.values()) {
-    let chunk: DeliveredEvent[] = [];
-    let bytes = ENVELOPE_BYTES;
-    for (const event of list) {
-      const size = Buffer.byteLength(JSON.stringify(event)) + 1;
-      if (chunk.length > 0 && (chunk.length >= MAX_EVENTS_PER_DELIVERY || bytes + size > MAX_DELIVERY_BYTES)) {
-        planned.push({ webhook, events: chunk });
-        chunk = [];
-        bytes = ENVELOPE_BYTES;
-      }
-      chunk.push(event);
-      bytes += size;
+  return [...perWebhook.values()].flatMap(({ webhook, events: list }) => chunkEvents(list).map((chunk) => ({ webhook, events: chunk })));
+}
+
+/** Splits a webhook's events, in order, into deliveries of at most 100 events and 256 KiB. */
+export function chunkEvents<E>(events: readonly E[]): E[][] {
+  const chunks: E[][] = [];
+  let chunk: E[] = [];
+  let bytes = ENVELOPE_BYTES;
+  for (const event of events) {
+    const size = Buffer.byteLength(JSON.stringify(event)) + 1;
+    if (chunk.length > 0 && (chunk.length >= MAX_EVENTS_PER_DELIVERY || bytes + size > MAX_DELIVERY_BYTES)) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = ENVELOPE_BYTES;
     }
-    if (chunk.length > 0) planned.push({ webhook, events: chunk });
+    chunk.push(event);
+    bytes += size;
   }
-  return planned;
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
+}
+
+/**
+ * A delivery id derived from its webhook and events: the same when the same events
+ * are published again (a crashed holder's chunk), so the subscriber sees one `msg_` id.
+ */
+export function deliveryId(webhookId: string, events: readonly { id: string }[]): string {
+  const first = events[0]?.id ?? '';
+  const last = events.at(-1)?.id ?? '';
+  const digest = createHash('sha256').update(`${webhookId}|${first}|${last}|${events.length}`).digest();
+  let tail = '';
+  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
+  return `msg_${tail}`;
+}
+
+/**
+ * Merges first attempts for the same webhook into as few deliveries as the limits
+ * allow, keeping each message's events in order. A message with no other for its
+ * webhook is left as it is (and keeps its id); merged ones get ids of their events.
+ */
+export function mergeDeliveries(messages: readonly DeliveryMessage[]): DeliveryMessage[] {
+  const byWebhook = new Map<string, DeliveryMessage[]>();
+  for (const message of messages) {
+    const key = `${message.tenantId}|${message.webhookId}`;
+    const group = byWebhook.get(key) ?? [];
+    group.push(message);
+    byWebhook.set(key, group);
+  }
+  return [...byWebhook.values()].flatMap((group) => {
+    const [first] = group;
+    if (group.length === 1 || !first) return group;
+    return chunkEvents(group.flatMap((m) => m.events)).map((events) => ({
+      deliveryId: deliveryId(first.webhookId, events),
+      tenantId: first.tenantId,
+      webhookId: first.webhookId,
+      events,
+      attempt: 1,
+    }));
+  });
+}
+
+/**
+ * A delivery's events by resource, each part a delivery of its own (the whole
+ * message when it names one resource). Held deliveries are released per resource
+ * in seq order, and overflow is counted per resource, so both work on parts.
+ */
+export function partsByResource(message: DeliveryMessage): DeliveryMessage[] {
+  const byResource = new Map<string, Array<DeliveredEvent | GapMarker>>();
+  for (const event of message.events) {
+    const part = byResource.get(event.resource) ?? [];
+    part.push(event);
+    byResource.set(event.resource, part);
+  }
+  if (byResource.size <= 1) return [message];
+  return [...byResource.values()].map((events) => ({ ...message, deliveryId: deliveryId(message.webhookId, events), events }));
 }
 
 /** The signed `webhook.ping` sent to verify a URL (data {}) or to probe a quarantined endpoint (data {probe: true}). */

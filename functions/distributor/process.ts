@@ -32,9 +32,12 @@ export function byMessageGroup(records: readonly SQSRecord[]): SQSRecord[][] {
 export function makeDistributorHandler(distributor: Distributor, logger: LoggerPort): SqsHandler {
   return async (event, context) => {
     const owner = newLeaseOwner();
+    // The turns of this batch share one outbox, which merges their deliveries per webhook.
+    const outbox = distributor.newOutbox();
     const recordHandler = async (record: SQSRecord) => {
       const { fresh, ...key } = parseDoorbell(record.body);
-      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh });
+      outbox.join();
+      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh, outbox }).finally(() => outbox.leave());
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }

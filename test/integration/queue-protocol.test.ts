@@ -5,6 +5,7 @@
  */
 
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
@@ -18,6 +19,7 @@ import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
+import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
@@ -277,6 +279,33 @@ describe('turns', () => {
     expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 2 });
     expect(next.seqs()).toEqual(first.seqs());
     expect(next.sent.map((m) => m.deliveryId)).toEqual(first.sent.map((m) => m.deliveryId));
+  });
+
+  it("merges the deliveries of one invocation's turns to one webhook into one delivery, and every object goes idle", async () => {
+    const keys = Array.from({ length: 10 }, () => key());
+    const deps = ingestDeps([]);
+    await publish(
+      deps,
+      'ten_test',
+      keys.flatMap((k) => [input(k.resource, 1), input(k.resource, 2)]),
+    );
+    const { distributor, sent } = recordingDistributor();
+    const handler = makeDistributorHandler(distributor, NO_LOGS);
+    // One SQS batch of ten doorbells, one per object (message group), as Lambda hands it over.
+    const records = keys.map((k, i) => ({
+      messageId: `m${i}`,
+      body: JSON.stringify({ tenant: k.tenantId, resource: k.resource }),
+      attributes: { MessageGroupId: `${k.tenantId}#${k.resource}` },
+    }));
+    const response = await handler({ Records: records } as unknown as SQSEvent, {} as Context);
+    expect(response.batchItemFailures).toEqual([]);
+    expect(sent).toHaveLength(1);
+    const events = sent[0]?.events ?? [];
+    expect(events).toHaveLength(20);
+    for (const k of keys) {
+      expect(events.filter((e) => e.resource === k.resource).map((e) => e.seq)).toEqual([1, 2]);
+      expect(await store.readMeta(k)).toMatchObject({ depth: 0, scheduled: false });
+    }
   });
 
   it('skips a slot abandoned by a dead ingest after the grace period, without losing later events', async () => {

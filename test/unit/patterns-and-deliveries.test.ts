@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_DELIVERY_BYTES, planDeliveries, subscribedResources } from '../../functions/core/deliveries.ts';
-import type { DeliveredEvent, Webhook } from '../../functions/core/model.ts';
+import { DeliveryOutbox } from '../../functions/app/delivery-outbox.ts';
+import {
+  deliveryId,
+  MAX_DELIVERY_BYTES,
+  mergeDeliveries,
+  partsByResource,
+  planDeliveries,
+  subscribedResources,
+} from '../../functions/core/deliveries.ts';
+import type { DeliveredEvent, DeliveryMessage, Webhook } from '../../functions/core/model.ts';
 import { typeMatches } from '../../functions/core/patterns.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
@@ -72,5 +80,102 @@ describe('fan-out', () => {
     for (const d of planned) {
       expect(Buffer.byteLength(JSON.stringify({ webhook: 'wh_a', events: d.events }))).toBeLessThanOrEqual(MAX_DELIVERY_BYTES);
     }
+  });
+});
+
+/** An event with an id of its own (merges tell events apart by id). */
+const ev = (id: string, resource: string, seq: number): DeliveredEvent => ({ ...event(seq, resource), id });
+
+describe('merged deliveries', () => {
+  const message = (webhookId: string, resource: string, seqs: number[]): DeliveryMessage<DeliveredEvent> => {
+    const events = seqs.map((seq) => ev(`${resource}#${seq}`, resource, seq));
+    return { deliveryId: deliveryId(webhookId, events), tenantId: 'ten_a', webhookId, events, attempt: 1 };
+  };
+
+  it("merges first attempts per webhook, keeping each object's events in order, and leaves a lone one as it was", () => {
+    const lone = message('wh_b', 'x:1', [1]);
+    const merged = mergeDeliveries([message('wh_a', 'o:1', [1, 2]), lone, message('wh_a', 'o:2', [7])]);
+    expect(merged).toHaveLength(2);
+    expect(merged).toContainEqual(lone);
+    const a = merged.find((m) => m.webhookId === 'wh_a');
+    expect(a?.events.map((e) => e.id)).toEqual(['o:1#1', 'o:1#2', 'o:2#7']);
+    expect(a?.deliveryId).toBe(deliveryId('wh_a', a?.events ?? []));
+  });
+
+  it('splits a merge past 100 events into deliveries within the limits', () => {
+    const merged = mergeDeliveries([
+      message(
+        'wh_a',
+        'o:1',
+        Array.from({ length: 80 }, (_, i) => i + 1),
+      ),
+      message(
+        'wh_a',
+        'o:2',
+        Array.from({ length: 80 }, (_, i) => i + 1),
+      ),
+    ]);
+    expect(merged.map((m) => m.events.length)).toEqual([100, 60]);
+    expect(new Set(merged.map((m) => m.deliveryId)).size).toBe(2);
+  });
+
+  it('parts a delivery by resource, each part in seq order with an id of its own', () => {
+    const [one] = mergeDeliveries([message('wh_a', 'o:1', [3, 4]), message('wh_a', 'o:2', [1])]);
+    const parts = partsByResource(one as DeliveryMessage);
+    expect(parts.map((p) => p.events.map((e) => e.id))).toEqual([['o:1#3', 'o:1#4'], ['o:2#1']]);
+    expect(parts[0]?.deliveryId).not.toBe(parts[1]?.deliveryId);
+    const single = message('wh_a', 'o:9', [1, 2]);
+    expect(partsByResource(single)).toEqual([single]);
+  });
+});
+
+describe('delivery outbox', () => {
+  const sink = () => {
+    const sends: DeliveryMessage[][] = [];
+    return { sends, send: async (messages: readonly DeliveryMessage[]) => void sends.push([...messages]) };
+  };
+  const one = (resource: string): DeliveryMessage => ({
+    deliveryId: `msg_${resource}`,
+    tenantId: 'ten_a',
+    webhookId: 'wh_a',
+    events: [ev(`evt_${resource}`, resource, 1)],
+    attempt: 1,
+  });
+
+  it('sends as soon as every running turn waits on it, as one merged delivery', async () => {
+    const target = sink();
+    const outbox = new DeliveryOutbox(target, 10_000);
+    outbox.join();
+    outbox.join();
+    const first = outbox.send([one('o:1')]);
+    await Promise.resolve();
+    expect(target.sends).toHaveLength(0);
+    const second = outbox.send([one('o:2')]);
+    await Promise.all([first, second]);
+    expect(target.sends).toHaveLength(1);
+    expect(target.sends[0]?.[0]?.events.map((e) => e.resource)).toEqual(['o:1', 'o:2']);
+  });
+
+  it('sends what waits when a turn ends without sending, or after the longest wait', async () => {
+    const target = sink();
+    const outbox = new DeliveryOutbox(target, 30);
+    outbox.join();
+    outbox.join();
+    outbox.join();
+    const sent = outbox.send([one('o:1')]);
+    outbox.leave();
+    const started = performance.now();
+    await sent;
+    // The third turn never sends: the first does not wait for it longer than 30 ms.
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(target.sends).toHaveLength(1);
+  });
+
+  it('fails every turn whose deliveries could not be sent', async () => {
+    const outbox = new DeliveryOutbox({ send: () => Promise.reject(new Error('SQS down')) }, 10_000);
+    outbox.join();
+    outbox.join();
+    const sends = [outbox.send([one('o:1')]), outbox.send([one('o:2')])];
+    for (const send of sends) await expect(send).rejects.toThrow('SQS down');
   });
 });
