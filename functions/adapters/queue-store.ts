@@ -409,20 +409,10 @@ export class QueueStore {
     const forms = [
       {
         state: 'idle' as const,
-        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #sched_shard, #sched_key, #scheduled_at`,
+        // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
+        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at`,
         condition: `#fence = :fence${commitCondition} AND #depth <= :pending`,
-        names: [
-          ...commitNames,
-          'scheduled',
-          'depth',
-          'lease_owner',
-          'lease_until',
-          'turn',
-          'sched_shard',
-          'sched_key',
-          'scheduled_at',
-          'fence',
-        ],
+        names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'fence'],
         values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
       },
       {
@@ -453,7 +443,10 @@ export class QueueStore {
     throw new FencedOutError();
   }
 
-  /** The objects listed as scheduled in the `by_schedule` index (eventually consistent). */
+  /**
+   * The objects listed in the `by_schedule` index (eventually consistent): every
+   * scheduled object, and idle ones the reconciler has not unlisted yet.
+   */
   async scheduledObjects(): Promise<ObjectKey[]> {
     const keys: ObjectKey[] = [];
     for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
@@ -498,6 +491,31 @@ export class QueueStore {
     const { items } = await this.readPending(key, cursor, 1, Date.now());
     const created = items[0]?.createdAt;
     return created ? Date.parse(created) : items[0]?.reservedAt;
+  }
+
+  /**
+   * Takes an idle object off the `by_schedule` index, if it is still idle and no
+   * reservation came since the one that was seen. An object stays listed while it
+   * is active, so a quiet object's events do not each add and remove an index entry
+   * (two index writes); the next reservation lists it again.
+   */
+  async unlistIdle(key: ObjectKey, reservedAt: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'REMOVE #sched_shard, #sched_key',
+          ConditionExpression: '#scheduled = :false AND #reserved_at = :seen',
+          ExpressionAttributeNames: names('sched_shard', 'sched_key', 'scheduled', 'reserved_at'),
+          ExpressionAttributeValues: { ':false': false, ':seen': reservedAt },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
   }
 
   /** Removes a lease that expired long ago, if it is still the one that was seen. */

@@ -1,8 +1,9 @@
 /**
  * The reconciler (SPEC §2): a scheduled sweep over the objects that have work.
  * It re-rings objects that are scheduled but whose doorbell was lost (e.g. an
- * ingest died between its reserve and its send), clears long-expired leases, and
- * reports the deepest queues so that on-call can find a hot object.
+ * ingest died between its reserve and its send), clears long-expired leases,
+ * reports the deepest queues so that on-call can find a hot object, and takes
+ * objects idle for `INDEX_LINGER_MS` off the `by_schedule` index.
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
@@ -29,8 +30,13 @@ export interface QueueView {
   readonly scheduled: boolean;
 }
 
+/** How long an idle object stays listed in `by_schedule` after its last reservation or turn. */
+export const INDEX_LINGER_MS = 10 * 60_000;
+
 export interface ReconcileReport {
   readonly scheduled: number;
+  /** Idle objects taken off the index. */
+  readonly unlisted: number;
   readonly rerung: number;
   readonly leasesCleared: number;
   readonly maxDepth: number;
@@ -48,7 +54,13 @@ export function isStuck(meta: QueueMeta, now: number, stuckAfterMs: number): boo
 export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> {
   const { queues, config, metrics, logger } = deps;
   const now = deps.now();
-  const metas = (await queues.readMetas(await queues.scheduledObjects())).filter(({ meta }) => meta.scheduled);
+  const listed = await queues.readMetas(await queues.scheduledObjects());
+  let unlisted = 0;
+  for (const { key, meta } of listed) {
+    const lastActive = Math.max(meta.reservedAt, meta.turnAt ?? 0);
+    if (!meta.scheduled && now - lastActive > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
+  }
+  const metas = listed.filter(({ meta }) => meta.scheduled);
   let rerung = 0;
   let leasesCleared = 0;
   let maxDepth = 0;
@@ -79,7 +91,7 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
       deepest: deepest.map(({ key, meta }) => ({ tenant: key.tenantId, resource: key.resource, depth: meta.depth })),
     });
   }
-  return { scheduled: metas.length, rerung, leasesCleared, maxDepth, nearCap };
+  return { scheduled: metas.length, unlisted, rerung, leasesCleared, maxDepth, nearCap };
 }
 
 /** The deepest object queues, deepest first, for `GET /v1/admin/queues`. */

@@ -17,7 +17,7 @@ import { type DeliveryDeps, startRelease } from './delivery.ts';
 
 export interface SwitchServiceDeps {
   readonly switches: SwitchStore;
-  readonly queues: Pick<QueueStore, 'scheduledObjects'>;
+  readonly queues: Pick<QueueStore, 'scheduledObjects' | 'readMetas'>;
   readonly doorbell: Pick<Doorbell, 'ring'>;
   readonly webhooks: Pick<WebhookStore, 'get' | 'list'>;
   readonly tenants: Pick<TenantStore, 'get'>;
@@ -52,7 +52,9 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
     await deps.doorbell.ring({ tenantId: lifted.tenant, resource: lifted.target as string }, token, { fresh: true });
   }
   if (lifted.scope === 'tenant') {
-    const objects = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === lifted.tenant);
+    // The index also lists recently idle objects: ring only those with work.
+    const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === lifted.tenant);
+    const objects = (await deps.queues.readMetas(listed)).filter(({ meta }) => meta.scheduled).map(({ key }) => key);
     await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
   }
   const webhooks =

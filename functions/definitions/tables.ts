@@ -32,8 +32,10 @@ export const SCHEDULE_SHARDS = 16;
 /**
  * Per-object queues: one meta item per (tenant, resource) and its events by slot;
  * idempotency records. `by_schedule` is sparse: only meta items of scheduled
- * objects carry its keys, so the reconciler and `GET /v1/admin/queues` read the
- * objects that have work without scanning the table.
+ * objects, and of objects idle for less than the reconciler's linger (ten
+ * minutes), carry its keys, so the reconciler and `GET /v1/admin/queues` read the
+ * objects that have work without scanning the table. The linger spares an active
+ * object's every event an index put and delete.
  */
 export const EVENTS_TABLE: TableDefinition = {
   logicalName: 'Events',

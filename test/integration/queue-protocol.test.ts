@@ -14,7 +14,7 @@ import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
-import { deepestQueues, reconcile } from '../../functions/app/reconciler.ts';
+import { deepestQueues, INDEX_LINGER_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
@@ -533,12 +533,32 @@ describe('reconciler', () => {
     for (let i = 1; i < views.length; i++) expect(views[i - 1]?.depth ?? 0).toBeGreaterThanOrEqual(views[i]?.depth ?? 0);
   });
 
-  it('drops an object from the schedule index when it goes idle', async () => {
+  it('keeps an idle object listed in the schedule index for a while, then takes it off, and lists it again on its next event', async () => {
     const k = key();
+    const listed = async () => (await store.scheduledObjects()).some((o) => o.resource === k.resource);
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
-    expect((await store.scheduledObjects()).some((o) => o.resource === k.resource)).toBe(true);
+    expect(await listed()).toBe(true);
     await recordingDistributor().distributor.runTurn(k, 'w');
-    expect((await store.scheduledObjects()).some((o) => o.resource === k.resource)).toBe(false);
+    expect(await store.readMeta(k)).toMatchObject({ scheduled: false });
+    // Recently active: still listed, and the reconciler leaves it.
+    expect(await listed()).toBe(true);
+    expect((await reconcile(reconcilerFor([], Date.now))).unlisted).toBe(0);
+    expect(await listed()).toBe(true);
+    // Idle past the linger: taken off.
+    expect((await reconcile(reconcilerFor([], () => Date.now() + INDEX_LINGER_MS + 1_000))).unlisted).toBeGreaterThanOrEqual(1);
+    expect(await listed()).toBe(false);
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]);
+    expect(await listed()).toBe(true);
+  });
+
+  it('never unlists an object that a reservation scheduled after the reconciler read it', async () => {
+    const k = key();
+    const old = Date.now() - INDEX_LINGER_MS - 60_000;
+    await reserveSlots(k, 1, old);
+    const seen = await store.readMeta(k);
+    await reserveSlots(k, 1, Date.now());
+    expect(await store.unlistIdle(k, seen?.reservedAt ?? 0)).toBe(false);
+    expect((await store.scheduledObjects()).some((o) => o.resource === k.resource)).toBe(true);
   });
 });
 
