@@ -1,21 +1,45 @@
 /**
  * Counts every AWS API call the sandbox makes, by service and operation, with the
- * capacity DynamoDB would bill for it. The emulators do not report consumed
- * capacity, so it follows DynamoDB's size rules: a write is one WRU per started
- * KiB of the item, a strongly consistent read one RRU per started 4 KiB (half for
- * an eventually consistent one), and a refused conditional write still costs its
- * write. Commands are counted by their low-level names (the document client sends
- * PutItemCommand and so on, with the native input). Update items are billed on the item's size, which the request does not
- * show: sluice's meta and webhook items stay under 1 KiB, so an update is 1 WRU.
+ * capacity DynamoDB would bill for it. Commands are counted by their low-level
+ * names (the document client sends PutItemCommand and so on, with the native input).
+ *
+ * Table capacity: each DynamoDB read and write asks for ReturnConsumedCapacity,
+ * and dynalite answers with DynamoDB's size rules applied to the item it stored: a
+ * write is one WRU per started KiB of the larger of the old and the new item (so an
+ * update or a delete pays for the item it changed, which the request does not
+ * show), a strongly consistent read one RRU per started 4 KiB (half for an
+ * eventually consistent one). The report is taken off the answer again, so the
+ * application sees what it asked for. An answer without a report falls back to the
+ * same rules applied to what the request shows (an update or delete is then 1 WRU).
+ * A refused conditional write still costs its write: 1 WRU, as the refusal does not
+ * tell the item's size.
+ *
+ * Index capacity: dynalite reports none, so each write's cost on the global
+ * secondary indexes (see `indexWrites`) is counted here, from the item's index keys
+ * before and after the write. The request shows only the after, so the counts keep
+ * a shadow of every indexed item's keys, learned from the writes that passed
+ * through. It is true as long as every write to the tables goes through an
+ * instrumented client and the tables started empty, as in the bench.
  */
+import type { IndexDefinition, TableDefinition } from '../functions/definitions/tables.ts';
+import { TABLES } from '../functions/definitions/tables.ts';
+import { sandboxTableName } from '../sandbox/emulators.ts';
+
+/** An item's values of its table's index key attributes; an absent attribute is left out. */
+type IndexKeyValues = Readonly<Record<string, unknown>>;
 
 export interface CallCounts {
   /** Calls by service, then operation. */
   readonly calls: Record<string, Record<string, number>>;
   /** DynamoDB calls by operation and what they touch (an index, or the kind of item by its key prefix). */
   readonly dynamoTargets: Record<string, number>;
+  /** Table and index writes. */
   wru: number;
   rru: number;
+  /** The index writes by index name (included in `wru`). */
+  readonly indexWru: Record<string, number>;
+  /** The index keys each indexed item has now, by table and key: what a write moves it from. */
+  readonly indexShadow: Map<string, IndexKeyValues>;
   /** SQS requests, billed per 64 KiB chunk of payload. */
   sqsStandardRequests: number;
   sqsFifoRequests: number;
@@ -24,7 +48,17 @@ export interface CallCounts {
 }
 
 export function newCounts(): CallCounts {
-  return { calls: {}, dynamoTargets: {}, wru: 0, rru: 0, sqsStandardRequests: 0, sqsFifoRequests: 0, invocations: {} };
+  return {
+    calls: {},
+    dynamoTargets: {},
+    wru: 0,
+    rru: 0,
+    indexWru: {},
+    indexShadow: new Map(),
+    sqsStandardRequests: 0,
+    sqsFifoRequests: 0,
+    invocations: {},
+  };
 }
 
 /**
@@ -49,36 +83,206 @@ const units = (bytes: number, unit: number) => Math.max(1, Math.ceil(bytes / uni
 
 type Input = Record<string, unknown>;
 type Output = Record<string, unknown> | undefined;
+type Item = Record<string, unknown>;
+
+/** The sandbox's tables by the physical name requests use. */
+const TABLES_BY_NAME = new Map<string, TableDefinition>(TABLES.map((table) => [sandboxTableName(table), table]));
+
+const indexKeyAttributes = (table: TableDefinition) => table.indexes.flatMap((index) => [index.partitionKey.name, index.sortKey.name]);
+
+function indexKeyValues(table: TableDefinition, item: Item): IndexKeyValues {
+  return Object.fromEntries(indexKeyAttributes(table).flatMap((name) => (item[name] === undefined ? [] : [[name, item[name]]])));
+}
+
+const shadowId = (table: TableDefinition, key: Item) =>
+  JSON.stringify([table.logicalName, key[table.partitionKey.name], key[table.sortKey.name]]);
+
+/**
+ * How many writes an item's write makes on an index (AWS, "GSI.Writes"). An item is
+ * in an index only while it has both of its key attributes (a sparse index leaves
+ * the others out). Entering costs a put, leaving a delete, a new index key a delete
+ * and a put. Staying under the same key costs one write on an ALL index, whose
+ * entry holds every attribute, and none on a KEYS_ONLY one, whose entry holds only
+ * keys that did not change.
+ */
+function indexWrites(index: IndexDefinition, before: IndexKeyValues, after: IndexKeyValues | undefined): number {
+  const entry = (values: IndexKeyValues | undefined) => {
+    const pk = values?.[index.partitionKey.name];
+    const sk = values?.[index.sortKey.name];
+    return pk === undefined || sk === undefined ? undefined : [pk, sk];
+  };
+  const old = entry(before);
+  const now = entry(after);
+  if (!old && !now) return 0;
+  if (!old || !now) return 1;
+  if (!Object.is(old[0], now[0]) || !Object.is(old[1], now[1])) return 2;
+  return index.projection === 'ALL' ? 1 : 0;
+}
+
+/** A value an update gives an index key attribute in a way not followed here: equal to no other value, so a change. */
+const unknownValue = () => Symbol('changed by the update');
+
+const IF_NOT_EXISTS = /^if_not_exists\s*\(\s*([^,]+?)\s*,\s*(:\w+)\s*\)$/;
+/** A clause keyword, not part of a name (`#set`), a value (`:add`) or a path (`a.delete`). */
+const CLAUSE = /(?<![\w#:.])(SET|REMOVE|ADD|DELETE)(?!\w)/gi;
+
+/** The actions of an UpdateExpression, each with its clause: `SET #a = :v, #b = if_not_exists(#b, :w)` gives two SETs. */
+function updateActions(expression: string): Array<{ clause: string; action: string }> {
+  const marks = [...expression.matchAll(CLAUSE)];
+  return marks.flatMap((mark, i) => {
+    const body = expression.slice(mark.index + mark[0].length, marks[i + 1]?.index);
+    return splitTopLevel(body).map((action) => ({ clause: mark[0].toUpperCase(), action }));
+  });
+}
+
+/** Splits on the commas outside parentheses (a function's arguments stay together). */
+function splitTopLevel(text: string): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '(') depth++;
+    else if (text[i] === ')') depth--;
+    else if (text[i] === ',' && depth === 0) {
+      parts.push(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(text.slice(start));
+  return parts.map((part) => part.trim()).filter((part) => part !== '');
+}
+
+/**
+ * The index key values an update leaves. Followed: `SET #a = :v`, `SET #a =
+ * if_not_exists(#a, :v)` (read against the item before the update, as DynamoDB
+ * does) and `REMOVE #a`. Any other assignment of an index key attribute (arithmetic,
+ * another path, ADD, DELETE, a nested path) is a change to a value not known.
+ * Attributes the expression does not name keep their value.
+ */
+function keysAfterUpdate(table: TableDefinition, before: IndexKeyValues, input: Input): IndexKeyValues {
+  const indexed = new Set(indexKeyAttributes(table));
+  const names = (input.ExpressionAttributeNames ?? {}) as Record<string, string>;
+  const values = (input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
+  const attribute = (path: string) => {
+    const root = path.split(/[.[]/, 1)[0]?.trim() ?? '';
+    return { name: names[root] ?? root, whole: root === path.trim() };
+  };
+  const after: Record<string, unknown> = { ...before };
+  for (const { clause, action } of updateActions(String(input.UpdateExpression ?? ''))) {
+    const at = action.indexOf('=');
+    const path = clause === 'SET' ? action.slice(0, at) : clause === 'REMOVE' ? action : (action.split(/\s+/)[0] ?? '');
+    const operand = clause === 'SET' ? action.slice(at + 1).trim() : '';
+    const { name, whole } = attribute(path);
+    if (!indexed.has(name)) continue;
+    if (clause === 'REMOVE' && whole) {
+      delete after[name];
+    } else if (clause === 'SET' && whole && /^:\w+$/.test(operand)) {
+      after[name] = values[operand];
+    } else {
+      const guarded = clause === 'SET' && whole ? IF_NOT_EXISTS.exec(operand) : null;
+      const target = guarded ? attribute(guarded[1] ?? '') : undefined;
+      after[name] = guarded && target?.whole && target.name === name ? (before[name] ?? values[guarded[2] ?? '']) : unknownValue();
+    }
+  }
+  return after;
+}
+
+/** What a write does to one item: a put of `item`, an update by its input, or a delete. */
+type ItemWrite = { readonly put: Item } | { readonly update: Input } | 'delete';
+
+/**
+ * Counts what one item's successful write costs on its table's indexes, and moves the
+ * item's shadow to its new keys. A KEYS_ONLY entry is a few keys: 1 WRU a write. An
+ * ALL entry is the whole item: `itemWru` a write, what the table write was billed.
+ */
+function countIndexWrites(counts: CallCounts, tableName: unknown, key: Item, write: ItemWrite, itemWru: number): void {
+  const table = TABLES_BY_NAME.get(String(tableName));
+  if (!table || table.indexes.length === 0) return;
+  const id = shadowId(table, key);
+  const before = counts.indexShadow.get(id) ?? {};
+  const after =
+    write === 'delete' ? undefined : 'put' in write ? indexKeyValues(table, write.put) : keysAfterUpdate(table, before, write.update);
+  for (const index of table.indexes) {
+    const wru = indexWrites(index, before, after) * (index.projection === 'ALL' ? itemWru : 1);
+    if (wru === 0) continue;
+    counts.wru += wru;
+    counts.indexWru[index.indexName] = (counts.indexWru[index.indexName] ?? 0) + wru;
+  }
+  // Only items with an index key are kept: an absent one has none.
+  if (after && Object.keys(after).length > 0) counts.indexShadow.set(id, after);
+  else counts.indexShadow.delete(id);
+}
+
+/** The table capacity an answer reports (summed over a batch's tables), if it carries a report. */
+function reportedUnits(output: Output): number | undefined {
+  const consumed = output?.ConsumedCapacity as { CapacityUnits?: number } | Array<{ CapacityUnits?: number }> | undefined;
+  if (consumed === undefined) return undefined;
+  return [consumed].flat().reduce((sum, c) => sum + (c.CapacityUnits ?? 0), 0);
+}
+
+type WriteRequest = { PutRequest?: { Item: Item }; DeleteRequest?: { Key: Item } };
 
 function dynamoCapacity(counts: CallCounts, command: string, input: Input, output: Output): void {
   const consistent = input.ConsistentRead === true;
   // Reads: one RRU per started 4 KiB when strongly consistent, half of it otherwise.
   const read = (bytes: number) => units(bytes, 4096) * (consistent ? 1 : 0.5);
+  const reported = reportedUnits(output);
   switch (command) {
-    case 'PutItemCommand':
-      counts.wru += units(topLevel(input.Item), 1024);
+    case 'PutItemCommand': {
+      const wru = reported ?? units(topLevel(input.Item), 1024);
+      counts.wru += wru;
+      countIndexWrites(counts, input.TableName, input.Item as Item, { put: input.Item as Item }, wru);
       break;
+    }
     case 'UpdateItemCommand':
-    case 'DeleteItemCommand':
-      counts.wru += 1;
+    case 'DeleteItemCommand': {
+      // Without a report the item's size is not known: 1 WRU, right for an item under 1 KiB.
+      const wru = reported ?? 1;
+      counts.wru += wru;
+      countIndexWrites(counts, input.TableName, input.Key as Item, command === 'DeleteItemCommand' ? 'delete' : { update: input }, wru);
       break;
-    case 'BatchWriteItemCommand':
-      for (const requests of Object.values((input.RequestItems ?? {}) as Record<string, Array<Record<string, { Item?: unknown }>>>)) {
-        for (const request of requests) counts.wru += request.PutRequest ? units(topLevel(request.PutRequest.Item), 1024) : 1;
+    }
+    case 'BatchWriteItemCommand': {
+      const unprocessed = (output?.UnprocessedItems ?? {}) as Record<string, WriteRequest[]>;
+      let sized = 0;
+      for (const [tableName, requests] of Object.entries((input.RequestItems ?? {}) as Record<string, WriteRequest[]>)) {
+        // A request DynamoDB left unprocessed is not written (the caller sends it again).
+        const table = TABLES_BY_NAME.get(tableName);
+        const keyOf = (request: WriteRequest) => {
+          const item = request.PutRequest?.Item ?? request.DeleteRequest?.Key ?? {};
+          return JSON.stringify([item[table?.partitionKey.name ?? 'pk'], item[table?.sortKey.name ?? 'sk']]);
+        };
+        const left = new Set((unprocessed[tableName] ?? []).map(keyOf));
+        for (const request of requests) {
+          if (left.has(keyOf(request))) continue;
+          const item = request.PutRequest?.Item;
+          // The report is per table, not per item: a deleted item's size is not known.
+          const wru = item ? units(topLevel(item), 1024) : 1;
+          sized += wru;
+          countIndexWrites(counts, tableName, item ?? request.DeleteRequest?.Key ?? {}, item ? { put: item } : 'delete', wru);
+        }
       }
+      counts.wru += reported ?? sized;
       break;
+    }
     case 'GetItemCommand':
-      counts.rru += read(topLevel(output?.Item));
+      counts.rru += reported ?? read(topLevel(output?.Item));
       break;
-    case 'QueryCommand':
-      // A query is billed on the summed size of the items it read, rounded up once.
-      counts.rru += read(((output?.Items ?? []) as unknown[]).reduce((sum: number, item) => sum + topLevel(item), 0));
+    case 'QueryCommand': {
+      // A query is billed on the summed size of the items it read, rounded up once, and
+      // at least one unit: dynalite reports 0 for a query that reads nothing.
+      const bytes = ((output?.Items ?? []) as unknown[]).reduce((sum: number, item) => sum + topLevel(item), 0);
+      counts.rru += Math.max(read(0), reported ?? read(bytes));
       break;
-    case 'BatchGetItemCommand':
+    }
+    case 'BatchGetItemCommand': {
+      let sized = 0;
       for (const items of Object.values((output?.Responses ?? {}) as Record<string, unknown[]>)) {
-        for (const item of items) counts.rru += read(topLevel(item));
+        for (const item of items) sized += read(topLevel(item));
       }
+      counts.rru += reported ?? sized;
       break;
+    }
   }
 }
 
@@ -119,6 +323,23 @@ function emulatorOnlyReceive(command: string, input: Input, output: Output, elap
   return empty && waitMs > 0 && elapsedMs < waitMs - 1000;
 }
 
+/** The DynamoDB calls `dynamoCapacity` bills, all of which can report the capacity they consumed. */
+const CAPACITY_REPORTING = new Set([
+  'PutItemCommand',
+  'UpdateItemCommand',
+  'DeleteItemCommand',
+  'BatchWriteItemCommand',
+  'GetItemCommand',
+  'QueryCommand',
+  'BatchGetItemCommand',
+]);
+
+/** A conditional write DynamoDB refused: billed as a write, though nothing was written. */
+const refusedWrite = (command: string, error: unknown) =>
+  ['PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand'].includes(command) &&
+  error instanceof Error &&
+  error.name === 'ConditionalCheckFailedException';
+
 /** Adds a counting middleware to an SDK client. */
 export function instrument(counts: CallCounts, client: { middlewareStack: unknown }, service: string): void {
   const stack = client.middlewareStack as {
@@ -130,9 +351,13 @@ export function instrument(counts: CallCounts, client: { middlewareStack: unknow
         const command = context.commandName ?? 'unknown';
         counts.calls[service] ??= {};
         const byService = counts.calls[service];
+        // Asks for the capacity report on a copy of the input, so the caller's object is
+        // not changed; a caller that asked for a report itself keeps it.
+        const asked = args.input.ReturnConsumedCapacity === 'TOTAL' || args.input.ReturnConsumedCapacity === 'INDEXES';
+        const measure = service === 'dynamodb' && CAPACITY_REPORTING.has(command) && !asked;
         const started = performance.now();
         try {
-          const result = await next(args);
+          const result = await next(measure ? { ...args, input: { ...args.input, ReturnConsumedCapacity: 'TOTAL' } } : args);
           if (emulatorOnlyReceive(command, args.input, result.output, performance.now() - started)) {
             const key = `${command} (early empty, not billed)`;
             byService[key] = (byService[key] ?? 0) + 1;
@@ -142,10 +367,13 @@ export function instrument(counts: CallCounts, client: { middlewareStack: unknow
           if (service === 'dynamodb') countTarget(counts, command, args.input);
           if (service === 'dynamodb') dynamoCapacity(counts, command, args.input, result.output);
           else sqsRequests(counts, args.input);
+          // The application gets the answer it asked for.
+          if (measure) delete result.output?.ConsumedCapacity;
           return result;
         } catch (error) {
           byService[command] = (byService[command] ?? 0) + 1;
-          if (service === 'dynamodb' && ['PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand'].includes(command)) counts.wru += 1;
+          // A refused write changed no item, so no index and no shadow.
+          if (service === 'dynamodb' && refusedWrite(command, error)) counts.wru += 1;
           throw error;
         }
       },

@@ -1,5 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, itemSize, newCounts, recordInvocation } from '../../bench/accounting.ts';
 import { costPerMillion, PRICES } from '../../bench/cost.ts';
@@ -34,11 +34,13 @@ describe('benchmark cost model', () => {
 describe('benchmark call accounting', () => {
   let emulators: Emulators;
   let tableName: string;
+  let eventsTable: string;
 
   beforeAll(async () => {
     emulators = await startEmulators();
     const names = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
     tableName = names.Control as string;
+    eventsTable = names.Events as string;
   });
   afterAll(async () => {
     await emulators.stop();
@@ -77,5 +79,179 @@ describe('benchmark call accounting', () => {
     expect(counts.wru).toBe(4);
     // A consistent read of one item under 4 KiB, and an eventually consistent query of both.
     expect(counts.rru).toBe(1.5);
+  });
+
+  /** A document client counted into its own counts, as the bench's clients are. */
+  const counted = () => {
+    const counts = newCounts();
+    const client = documentClient({ ...emulators.dynamo });
+    instrument(counts, client, 'dynamodb');
+    return { counts, client };
+  };
+
+  const scheduleNames = { '#sched_shard': 'sched_shard', '#sched_key': 'sched_key', '#depth': 'depth' };
+
+  /** Lists an object's meta item in `by_schedule` under `shard`, as a reservation does. */
+  const schedule = (pk: string, shard: string) =>
+    new UpdateCommand({
+      TableName: eventsTable,
+      Key: { pk, sk: 'meta' },
+      UpdateExpression: 'SET #sched_shard = :shard, #sched_key = :pk, #depth = :depth',
+      ExpressionAttributeNames: scheduleNames,
+      ExpressionAttributeValues: { ':shard': shard, ':pk': pk, ':depth': 1 },
+    });
+
+  /** Takes an object's meta item off `by_schedule`, as the reconciler's unlisting does. */
+  const unlist = (pk: string, condition?: string) =>
+    new UpdateCommand({
+      TableName: eventsTable,
+      Key: { pk, sk: 'meta' },
+      UpdateExpression: 'REMOVE #sched_shard, #sched_key',
+      ExpressionAttributeNames: { '#sched_shard': 'sched_shard', '#sched_key': 'sched_key' },
+      ...(condition && {
+        ConditionExpression: condition,
+        ExpressionAttributeNames: scheduleNames,
+        ExpressionAttributeValues: { ':none': 0 },
+      }),
+    });
+
+  it('bills an update that lists an item in a KEYS_ONLY index one index write on top of the table write', async () => {
+    const { counts, client } = counted();
+
+    await client.send(schedule('ten_idx#doc:enter', 's1'));
+
+    expect(counts.indexWru).toEqual({ by_schedule: 1 });
+    expect(counts.wru).toBe(2);
+  });
+
+  it('bills no index write for an update that leaves the index keys of a KEYS_ONLY index as they were', async () => {
+    const { counts, client } = counted();
+    const pk = 'ten_idx#doc:same';
+    await client.send(schedule(pk, 's1'));
+    const listed = counts.wru;
+
+    await client.send(schedule(pk, 's1'));
+    await client.send(
+      new UpdateCommand({
+        TableName: eventsTable,
+        Key: { pk, sk: 'meta' },
+        UpdateExpression: 'SET #sched_key = if_not_exists(#sched_key, :other), #depth = :depth',
+        ExpressionAttributeNames: { '#sched_key': 'sched_key', '#depth': 'depth' },
+        ExpressionAttributeValues: { ':other': 'elsewhere', ':depth': 2 },
+      }),
+    );
+
+    // Two table writes, and the index still has only the first listing.
+    expect(counts.wru - listed).toBe(2);
+    expect(counts.indexWru).toEqual({ by_schedule: 1 });
+  });
+
+  it('bills a delete on the index for an update that removes the index keys, and a delete and a put for one that moves them', async () => {
+    const { counts, client } = counted();
+    const pk = 'ten_idx#doc:leave';
+    await client.send(schedule(pk, 's1'));
+
+    await client.send(unlist(pk));
+    expect(counts.indexWru).toEqual({ by_schedule: 2 });
+
+    await client.send(schedule(pk, 's2'));
+    await client.send(schedule(pk, 's3'));
+    // Listed again (a put), then moved to another shard (a delete and a put).
+    expect(counts.indexWru).toEqual({ by_schedule: 5 });
+    expect(counts.wru).toBe(4 + 5);
+  });
+
+  it('bills no index write for a refused conditional write, and keeps the item where it was', async () => {
+    const { counts, client } = counted();
+    const pk = 'ten_idx#doc:refused';
+    await client.send(schedule(pk, 's1'));
+
+    await expect(client.send(unlist(pk, '#depth = :none'))).rejects.toThrow(/conditional request failed/i);
+    expect(counts.wru).toBe(2 + 1);
+    expect(counts.indexWru).toEqual({ by_schedule: 1 });
+
+    // Still listed: removing the keys now is a delete on the index.
+    await client.send(unlist(pk));
+    expect(counts.indexWru).toEqual({ by_schedule: 2 });
+  });
+
+  it('bills an index write for any change to an item in an ALL index, sized by the item', async () => {
+    const { counts, client } = counted();
+    const webhook = (id: string, body: string) => ({
+      pk: 'ten_idx',
+      sk: `wh#${id}`,
+      gsi1pk: 'ten_idx#doc:a',
+      gsi1sk: id,
+      status: 'active',
+      body,
+    });
+    const setStatus = (id: string) =>
+      new UpdateCommand({
+        TableName: tableName,
+        Key: { pk: 'ten_idx', sk: `wh#${id}` },
+        UpdateExpression: 'SET #status = :status',
+        ExpressionAttributeNames: { '#status': 'status' },
+        ExpressionAttributeValues: { ':status': 'disabled' },
+      });
+
+    await client.send(new PutCommand({ TableName: tableName, Item: webhook('wh_small', 'small') }));
+    await client.send(setStatus('wh_small'));
+    // A put into the index, then a write of the changed entry: 1 WRU each, on top of the table's.
+    expect(counts.indexWru).toEqual({ by_resource: 2 });
+    expect(counts.wru).toBe(4);
+
+    await client.send(new PutCommand({ TableName: tableName, Item: webhook('wh_big', 'x'.repeat(1500)) }));
+    await client.send(setStatus('wh_big'));
+    // The entry is the whole 1.5 KiB item: 2 WRU a write, on the index as on the table.
+    expect(counts.indexWru).toEqual({ by_resource: 2 + 4 });
+    expect(counts.wru).toBe(4 + 8);
+  });
+
+  it('bills puts, batch writes and deletes on an index by how they move the item', async () => {
+    const { counts, client } = counted();
+    const key = { pk: 'ten_idx', sk: 'wh#wh_moved' };
+    const item = (resource: string) => ({ ...key, gsi1pk: `ten_idx#${resource}`, gsi1sk: 'wh_moved' });
+
+    await client.send(new BatchWriteCommand({ RequestItems: { [tableName]: [{ PutRequest: { Item: item('doc:a') } }] } }));
+    expect(counts.indexWru).toEqual({ by_resource: 1 });
+    await client.send(new PutCommand({ TableName: tableName, Item: item('doc:b') }));
+    expect(counts.indexWru).toEqual({ by_resource: 3 });
+    await client.send(new BatchWriteCommand({ RequestItems: { [tableName]: [{ DeleteRequest: { Key: key } }] } }));
+    expect(counts.indexWru).toEqual({ by_resource: 4 });
+    expect(counts.wru).toBe(3 + 4);
+  });
+
+  it('bills an update and a delete of an item over 1 KiB by its size', async () => {
+    const { counts, client } = counted();
+    const key = { pk: 'bench#big', sk: 'a' };
+    await client.send(new PutCommand({ TableName: tableName, Item: { ...key, body: 'x'.repeat(1500) } }));
+
+    await client.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: key,
+        UpdateExpression: 'SET #n = :n',
+        ExpressionAttributeNames: { '#n': 'n' },
+        ExpressionAttributeValues: { ':n': 1 },
+      }),
+    );
+    await client.send(new DeleteCommand({ TableName: tableName, Key: key }));
+
+    // 2 WRU each for the put, the update and the delete (the old rule billed the last two 1 WRU).
+    expect(counts.wru).toBe(6);
+    expect(counts.indexWru).toEqual({});
+  });
+
+  it('asks for the consumed capacity without the application seeing it', async () => {
+    const { counts, client } = counted();
+    const input = { TableName: tableName, Item: { pk: 'bench#quiet', sk: 'a' } };
+
+    const output = await client.send(new PutCommand(input));
+    const asked = await client.send(new GetCommand({ TableName: tableName, Key: input.Item, ReturnConsumedCapacity: 'TOTAL' }));
+
+    expect(input).not.toHaveProperty('ReturnConsumedCapacity');
+    expect(output).not.toHaveProperty('ConsumedCapacity');
+    expect(asked.ConsumedCapacity).toMatchObject({ CapacityUnits: 0.5 });
+    expect(counts.rru).toBe(0.5);
   });
 });
