@@ -34,6 +34,8 @@ function slotSk(slot: number): string {
 export interface Reservation {
   /** The first reserved slot; the request's events take firstSlot, firstSlot + 1, … */
   readonly firstSlot: number;
+  /** True when the event was kept on the meta item by this same write: there is nothing more to write. */
+  readonly inlined: boolean;
   /** True when this reservation flipped the object from idle to scheduled: ring the doorbell. */
   readonly flipped: boolean;
   /** The object's depth after this reservation. */
@@ -51,11 +53,38 @@ export interface AcceptedEvent {
 
 type MetaItem = Record<string, unknown>;
 
-function toMeta(item: MetaItem): QueueMeta {
+/**
+ * The largest event (type, parents and data, serialized) kept on an idle object's
+ * meta item. With the meta item's own attributes it stays under 1 KiB, the unit
+ * DynamoDB bills each write of the item by.
+ */
+export const INLINE_MAX_BYTES = 400;
+
+/** Whether an event is small enough to be kept on the meta item. */
+export function fitsInline(input: EventInput): boolean {
+  return Buffer.byteLength(JSON.stringify([input.type, input.parents, input.data])) <= INLINE_MAX_BYTES;
+}
+
+/** The stored form of an event, on its slot item or inline on the meta item (less its key and slot). */
+function eventAttributes(event: Omit<AcceptedEvent, 'slot'>, reservedAt: number, retentionMs: number): Record<string, unknown> {
+  return {
+    id: event.id,
+    resource: event.input.resource,
+    parents: [...event.input.parents],
+    type: event.input.type,
+    data: JSON.stringify(event.input.data),
+    created_at: event.createdAt,
+    reserved_at: reservedAt,
+    expires_at: epochSeconds(reservedAt + retentionMs),
+  };
+}
+
+function toMeta(item: MetaItem, now?: number): QueueMeta {
+  const cursor = Number(item.cursor ?? 0);
   return {
     depth: Number(item.depth ?? 0),
     lastSlot: Number(item.last_slot ?? 0),
-    cursor: Number(item.cursor ?? 0),
+    cursor,
     seq: Number(item.seq ?? 0),
     reservedAt: Number(item.reserved_at ?? 0),
     scheduled: item.scheduled === true,
@@ -67,6 +96,7 @@ function toMeta(item: MetaItem): QueueMeta {
     leaseUntil: optionalNumber(item.lease_until),
     switchDropped: Number(item.switch_dropped ?? 0),
     switchDroppedParents: [...((item.switch_dropped_parents as Set<string> | undefined) ?? [])],
+    inline: item.inline ? toPending({ ...(item.inline as Record<string, unknown>), slot: cursor + 1 }, now) : undefined,
   };
 }
 
@@ -87,6 +117,19 @@ function toPending(item: Record<string, unknown>, now?: number): PendingItem {
     void: item.void === true,
     // TTL deletes late, so a read checks expiry itself.
     expired: now !== undefined && item.void !== true && Number(item.expires_at ?? Number.POSITIVE_INFINITY) * 1000 <= now,
+  };
+}
+
+/** An inline event as the turn record keeps it (its slot is the record's fromSlot). */
+function inlineRecord(event: PendingItem): Record<string, unknown> {
+  return {
+    id: event.id,
+    resource: event.resource,
+    parents: [...event.parents],
+    type: event.type,
+    data: JSON.stringify(event.data),
+    created_at: event.createdAt,
+    reserved_at: event.reservedAt,
   };
 }
 
@@ -118,8 +161,26 @@ export class QueueStore {
    * are two forms: `busy` (tat is in the future: add to it) and idle (tat is in the
    * past or absent: restart it from now). The caller picks the likely one.
    */
-  async reserve(key: ObjectKey, count: number, limits: AdmissionLimits, now: number, busy: boolean): Promise<Reservation | undefined> {
+  async reserve(
+    key: ObjectKey,
+    count: number,
+    limits: AdmissionLimits,
+    now: number,
+    busy: boolean,
+    inline?: Omit<AcceptedEvent, 'slot'>,
+  ): Promise<Reservation | undefined> {
     const interval = emissionInterval(limits);
+    // An idle, empty object can keep one event on its meta item: it is then the event at
+    // cursor + 1, and this one write both reserves and stores it. The condition refuses
+    // when anything is pending; the caller then reserves without it.
+    const keep = inline
+      ? {
+          set: ', #inline = :inline',
+          condition: ' AND (attribute_not_exists(#depth) OR #depth = :zero) AND attribute_not_exists(#inline)',
+          names: ['inline'],
+          values: { ':inline': eventAttributes(inline, now, this.#retentionMs) },
+        }
+      : { set: '', condition: '', names: [], values: {} };
     const rate = busy
       ? {
           set: '#tat = #tat + :spend',
@@ -139,9 +200,9 @@ export class QueueStore {
           UpdateExpression:
             `SET ${rate.set}, #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ` +
             '#sched_shard = :shard, #sched_key = :pk, #scheduled_at = if_not_exists(#scheduled_at, :now), ' +
-            '#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero) ' +
+            `#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero)${keep.set} ` +
             'ADD #depth :count, #last_slot :count',
-          ConditionExpression: rate.condition,
+          ConditionExpression: rate.condition + keep.condition,
           ExpressionAttributeNames: names(
             'tat',
             'scheduled',
@@ -156,9 +217,11 @@ export class QueueStore {
             'fence',
             'depth',
             'last_slot',
+            ...keep.names,
           ),
           ExpressionAttributeValues: {
             ...rate.values,
+            ...keep.values,
             ':shard': scheduleShard(key, SCHEDULE_SHARDS),
             ':pk': objectPk(key),
             ':true': true,
@@ -175,6 +238,7 @@ export class QueueStore {
       const old = result.Attributes ?? {};
       return {
         firstSlot: Number(old.last_slot ?? 0) + 1,
+        inlined: inline !== undefined,
         flipped: old.scheduled !== true,
         depth: Number(old.depth ?? 0) + count,
         tat: busy ? Number(old.tat) + count * interval : advanceTat(undefined, count, now, limits),
@@ -192,21 +256,7 @@ export class QueueStore {
       this.#client,
       this.#table,
       events.map((event) => ({
-        PutRequest: {
-          Item: {
-            pk,
-            sk: slotSk(event.slot),
-            slot: event.slot,
-            id: event.id,
-            resource: event.input.resource,
-            parents: [...event.input.parents],
-            type: event.input.type,
-            data: JSON.stringify(event.input.data),
-            created_at: event.createdAt,
-            reserved_at: reservedAt,
-            expires_at: epochSeconds(reservedAt + this.#retentionMs),
-          },
-        },
+        PutRequest: { Item: { pk, sk: slotSk(event.slot), slot: event.slot, ...eventAttributes(event, reservedAt, this.#retentionMs) } },
       })),
     );
   }
@@ -261,7 +311,7 @@ export class QueueStore {
           ReturnValues: 'ALL_NEW',
         }),
       );
-      return toMeta(result.Attributes ?? {});
+      return toMeta(result.Attributes ?? {}, now);
     } catch (error) {
       if (isConditionFailure(error)) throw new LeaseHeldError();
       throw error;
@@ -287,8 +337,13 @@ export class QueueStore {
     return { items: (result.Items ?? []).map((item) => toPending(item, now)), readAll: result.LastEvaluatedKey === undefined };
   }
 
-  /** The items of slots from..to, for re-publishing a chunk a crashed holder committed. */
-  async readSlots(key: ObjectKey, fromSlot: number, toSlot: number): Promise<PendingItem[]> {
+  /** The events of a chunk a crashed holder committed, for publishing it again. */
+  async readTurn(key: ObjectKey, turn: TurnRecord): Promise<PendingItem[]> {
+    const items = await this.#readSlots(key, turn.fromSlot, turn.toSlot);
+    return turn.inline ? [toPending({ ...turn.inline, slot: turn.fromSlot }), ...items] : items;
+  }
+
+  async #readSlots(key: ObjectKey, fromSlot: number, toSlot: number): Promise<PendingItem[]> {
     const items: PendingItem[] = [];
     let startKey: Record<string, unknown> | undefined;
     do {
@@ -318,7 +373,15 @@ export class QueueStore {
     key: ObjectKey,
     fence: number,
     previousCursor: number,
-    next: { cursor: number; seq: number; consumed: number; turn: TurnRecord; dropped?: { count: number; parents: readonly string[] } },
+    next: {
+      cursor: number;
+      seq: number;
+      consumed: number;
+      turn: TurnRecord;
+      dropped?: { count: number; parents: readonly string[] };
+      /** The meta item's inline event, which this chunk consumes: removed here, and kept in the turn record. */
+      inline?: PendingItem;
+    },
   ): Promise<void> {
     // Events a drop switch discards are counted in the same write that consumes them.
     const dropped = next.dropped && next.dropped.count > 0 ? next.dropped : undefined;
@@ -331,7 +394,8 @@ export class QueueStore {
           UpdateExpression:
             'SET #cursor = :cursor, #seq = :seq, #turn = :turn ADD #depth :consumed' +
             (dropped ? ', #switch_dropped :dropped' : '') +
-            (parents ? ', #switch_dropped_parents :parents' : ''),
+            (parents ? ', #switch_dropped_parents :parents' : '') +
+            (next.inline ? ' REMOVE #inline' : ''),
           ConditionExpression: '#fence = :fence AND #cursor = :previous',
           ExpressionAttributeNames: names(
             'cursor',
@@ -341,11 +405,12 @@ export class QueueStore {
             'fence',
             ...(dropped ? ['switch_dropped'] : []),
             ...(parents ? ['switch_dropped_parents'] : []),
+            ...(next.inline ? ['inline'] : []),
           ),
           ExpressionAttributeValues: {
             ':cursor': next.cursor,
             ':seq': next.seq,
-            ':turn': next.turn,
+            ':turn': next.inline && !dropped ? { ...next.turn, inline: inlineRecord(next.inline) } : next.turn,
             ':consumed': -next.consumed,
             ':fence': fence,
             ':previous': previousCursor,
@@ -371,7 +436,7 @@ export class QueueStore {
     key: ObjectKey,
     fence: number,
     previousCursor: number,
-    next: { cursor: number; seq: number; consumed: number },
+    next: { cursor: number; seq: number; consumed: number; removeInline: boolean },
     now: number,
   ): Promise<'idle' | 'pending'> {
     return this.#endTurn(key, fence, now, { previousCursor, ...next });
@@ -396,12 +461,13 @@ export class QueueStore {
     key: ObjectKey,
     fence: number,
     now: number,
-    commit?: { previousCursor: number; cursor: number; seq: number; consumed: number },
+    commit?: { previousCursor: number; cursor: number; seq: number; consumed: number; removeInline: boolean },
   ): Promise<'idle' | 'pending'> {
     const commitSet = commit ? '#cursor = :cursor, #seq = :seq, ' : '';
     const commitAdd = commit ? ' ADD #depth :consumed' : '';
     const commitCondition = commit ? ' AND #cursor = :previous' : '';
-    const commitNames = commit ? ['cursor', 'seq'] : [];
+    const commitRemove = commit?.removeInline ? ', #inline' : '';
+    const commitNames = commit ? ['cursor', 'seq', ...(commit.removeInline ? ['inline'] : [])] : [];
     const values: Record<string, unknown> = {
       ':fence': fence,
       ...(commit && { ':cursor': commit.cursor, ':seq': commit.seq, ':consumed': -commit.consumed, ':previous': commit.previousCursor }),
@@ -410,14 +476,14 @@ export class QueueStore {
       {
         state: 'idle' as const,
         // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
-        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at`,
+        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at${commitRemove}`,
         condition: `#fence = :fence${commitCondition} AND #depth <= :pending`,
         names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'fence'],
         values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
       },
       {
         state: 'pending' as const,
-        update: `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn`,
+        update: `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`,
         condition: `#fence = :fence${commitCondition}`,
         names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'fence'],
         values: { ...values, ':now': now },
@@ -486,11 +552,11 @@ export class QueueStore {
     return found;
   }
 
-  /** When the oldest event still waiting after `cursor` was accepted (epoch ms), if any. */
-  async oldestPendingAt(key: ObjectKey, cursor: number): Promise<number | undefined> {
-    const { items } = await this.readPending(key, cursor, 1, Date.now());
-    const created = items[0]?.createdAt;
-    return created ? Date.parse(created) : items[0]?.reservedAt;
+  /** When the oldest event still waiting was accepted (epoch ms), if any. */
+  async oldestPendingAt(key: ObjectKey, meta: Pick<QueueMeta, 'cursor' | 'inline'>): Promise<number | undefined> {
+    const oldest = meta.inline ?? (await this.readPending(key, meta.cursor, 1, Date.now())).items[0];
+    const created = oldest?.createdAt;
+    return created ? Date.parse(created) : oldest?.reservedAt;
   }
 
   /**

@@ -16,7 +16,7 @@ import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEven
 import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import { assignSeq, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
+import { assignSeq, type PendingItem, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
 
 export interface SubscriptionSource {
@@ -150,9 +150,11 @@ export class Distributor {
       const startedAt = now();
       const budget = { maxEvents: config.turnMaxEvents, maxMs: config.turnMaxMs };
       let { cursor, seq } = meta;
+      // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
+      let inline = meta.inline;
       while (turnMayContinue(budget, distributed, startedAt, now())) {
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
-        const { items, readAll } = await queues.readPending(key, cursor, limit, now());
+        const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
         const plan = planChunk(items, { ...meta, cursor }, now(), config.ingestGraceMs, limit, readAll);
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
           if (!plan.waiting) break;
@@ -174,7 +176,7 @@ export class Distributor {
             key,
             meta.fence,
             cursor,
-            { cursor: plan.cursor, seq: seq + events.length, consumed },
+            { cursor: plan.cursor, seq: seq + events.length, consumed, removeInline: inline !== undefined },
             now(),
           );
           this.#countConsumed(key, plan, 0);
@@ -188,7 +190,9 @@ export class Distributor {
           // A dropped chunk is not recorded as a turn: there is nothing to publish again.
           turn: dropping ? { fromSlot: plan.cursor + 1, toSlot: plan.cursor, firstSeq: seq + events.length + 1 } : turn,
           ...(dropping && { dropped: { count: events.length, parents: [...new Set(events.flatMap((e) => e.parents))] } }),
+          ...(inline && { inline }),
         });
+        inline = undefined;
         this.#countConsumed(key, plan, dropping ? events.length : 0);
         if (!dropping) await this.#publish(key, events, subscriptions, sink);
         cursor = plan.cursor;
@@ -208,6 +212,22 @@ export class Distributor {
       }
       throw error;
     }
+  }
+
+  /**
+   * The events after `cursor`: the inline one first, if any, then the slot items.
+   * When the inline event is all that was reserved, there is nothing else to read.
+   */
+  async #pending(
+    key: ObjectKey,
+    cursor: number,
+    lastSlot: number,
+    inline: PendingItem | undefined,
+    limit: number,
+  ): Promise<{ items: PendingItem[]; readAll: boolean }> {
+    if (inline && lastSlot <= cursor + 1) return { items: [inline], readAll: true };
+    const read = await this.#deps.queues.readPending(key, cursor, limit, this.#deps.now());
+    return inline ? { items: [inline, ...read.items], readAll: read.readAll } : read;
   }
 
   /** After the turn's last write: idle, or ring again for the events that came meanwhile. */
@@ -295,7 +315,7 @@ export class Distributor {
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
   async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups, sink: DeliverySink): Promise<number> {
-    const items = (await this.#deps.queues.readSlots(key, turn.fromSlot, turn.toSlot)).filter((item) => !item.void);
+    const items = (await this.#deps.queues.readTurn(key, turn)).filter((item) => !item.void);
     const events = assignSeq(items, turn.firstSeq - 1).map(toDelivered);
     await this.#publish(key, events, lookups, sink);
     this.#deps.metrics.count('ChunksRepublished');

@@ -6,7 +6,7 @@
 
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { IdempotencyStore } from '../adapters/idempotency-store.ts';
-import type { AcceptedEvent, QueueStore, Reservation } from '../adapters/queue-store.ts';
+import { type AcceptedEvent, fitsInline, type QueueStore, type Reservation } from '../adapters/queue-store.ts';
 import { type AdmissionLimits, decideAdmission, type RejectReason } from '../core/admission.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
@@ -49,6 +49,11 @@ const STORAGE_THROTTLES = new Set(['ThrottlingException', 'ProvisionedThroughput
  */
 const lastTat = new Map<string, number>();
 const TAT_MEMORY = 10_000;
+/**
+ * An object this container reserved on within this long may still have events
+ * pending, so its event is not offered for the meta item (a refused try is a write).
+ */
+const RECENT_MS = 1_000;
 
 function rejected(code: string, message: string): EventResult {
   return { status: 'rejected', error: { code, message } };
@@ -156,7 +161,15 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
     }
   }
   let reservation: Reservation | undefined;
+  const createdAt = new Date(now).toISOString();
+  const only = pendings.length === 1 ? pendings[0] : undefined;
+  const quiet = !busy && (knownTat === undefined || knownTat < now - RECENT_MS);
   try {
+    if (only && quiet && fitsInline(only.input)) {
+      // A single small event for an object that is likely idle: try to keep it on the
+      // meta item, which stores it in the reserving write (refused if anything is pending).
+      reservation = await queues.reserve(key, 1, limits, now, false, { id: only.eventId, input: only.input, createdAt });
+    }
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS && want > 0 && !reservation; attempt++) {
       reservation = await queues.reserve(key, want, limits, now, busy);
       if (reservation) break;
@@ -184,13 +197,12 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
   }
   if (reservation.depth > 0.8 * limits.cap) deps.metrics.count('ObjectQueueNearCap');
   const admittedCount = Math.min(want, pendings.length);
-  const createdAt = new Date(now).toISOString();
   const events: AcceptedEvent[] = pendings
     .slice(0, admittedCount)
     .map((p, i) => ({ id: p.eventId, slot: reservation.firstSlot + i, input: p.input, createdAt }));
   let stored = true;
   try {
-    await queues.writeEvents(key, events, now);
+    if (!reservation.inlined) await queues.writeEvents(key, events, now);
   } catch (error) {
     stored = false;
     deps.logger.error('Event write failed after reservation', { tenant: key.tenantId, resource: key.resource, error });

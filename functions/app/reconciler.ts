@@ -104,7 +104,7 @@ export async function deepestQueues(deps: Pick<ReconcilerDeps, 'queues' | 'now'>
     .slice(0, limit);
   return Promise.all(
     top.map(async ({ key, meta }: { key: ObjectKey; meta: QueueMeta }) => {
-      const oldest = meta.depth > 0 ? await deps.queues.oldestPendingAt(key, meta.cursor) : undefined;
+      const oldest = meta.depth > 0 ? await deps.queues.oldestPendingAt(key, meta) : undefined;
       return {
         tenant: key.tenantId,
         resource: key.resource,

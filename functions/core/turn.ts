@@ -42,6 +42,11 @@ export interface QueueMeta {
   readonly switchDropped: number;
   /** The parents of those events, so the marker reaches the same webhooks. */
   readonly switchDroppedParents: readonly string[];
+  /**
+   * An event kept on the meta item itself (see QueueStore.reserve): always the one
+   * at slot `cursor + 1`, and removed by the write that moves the cursor past it.
+   */
+  readonly inline: PendingItem | undefined;
 }
 
 /** A committed chunk: slots fromSlot..toSlot, the present ones numbered from firstSeq. */
@@ -49,6 +54,8 @@ export interface TurnRecord {
   readonly fromSlot: number;
   readonly toSlot: number;
   readonly firstSeq: number;
+  /** The chunk's first event, when it was kept on the meta item (it has no slot item to read again). */
+  readonly inline?: Record<string, unknown>;
 }
 
 export interface PendingItem extends PendingEvent {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
-import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { INLINE_MAX_BYTES, QueueStore } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
@@ -347,6 +347,101 @@ describe('turns', () => {
     expect(late.flipped).toBe(false);
     expect(await store.finishTurn(k, meta.fence, Date.now())).toBe('pending');
     expect((await store.readMeta(k))?.scheduled).toBe(true);
+  });
+});
+
+describe('events kept on the meta item', () => {
+  /** Ingest and distributor on one counted client. */
+  function counted() {
+    const counts = newCounts();
+    const c = documentClient(emulators.dynamo);
+    instrument(counts, c, 'dynamodb');
+    const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+    return { counts, queues };
+  }
+
+  it("stores a quiet object's single event in the reserving write, and drains it without reading slots", async () => {
+    const k = key();
+    const { counts, queues } = counted();
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, k.tenantId, [input(k.resource, 1)]);
+    expect(outcome.results[0]?.status).toBe('accepted');
+    // One write reserved the slot and stored the event; no event item.
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1 });
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, inline: { slot: 1, data: { n: 1 } } });
+
+    const { distributor, sent } = recordingDistributor({}, Date.now, queues);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 1 });
+    // The lease and the write that commits and ends the turn: nothing to query.
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 3 });
+    expect(sent.flatMap((m) => m.events.map((e) => [e.id, e.seq, e.data]))).toEqual([
+      [outcome.results[0] && 'id' in outcome.results[0] ? outcome.results[0].id : '', 1, { n: 1 }],
+    ]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 1, seq: 1, scheduled: false, inline: undefined });
+  });
+
+  it('writes later events to slot items while one is kept, and delivers them after it, in order', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]);
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 3), input(k.resource, 4)]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 4, inline: { slot: 1 } });
+    const { distributor, sent } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 4 });
+    expect(sent.flatMap((m) => m.events.map((e) => [e.seq, e.data]))).toEqual([
+      [1, { n: 1 }],
+      [2, { n: 2 }],
+      [3, { n: 3 }],
+      [4, { n: 4 }],
+    ]);
+    // Idle and empty again: the next single event, once this container has not written
+    // the object for a second, is kept on the meta item again.
+    await publish({ ...ingestDeps([]), now: () => Date.now() + 2_000 }, k.tenantId, [input(k.resource, 5)]);
+    expect((await store.readMeta(k))?.inline).toMatchObject({ slot: 5, data: { n: 5 } });
+  });
+
+  it('keeps a large event in a slot item, never on the meta item', async () => {
+    const k = key();
+    const big = { ...input(k.resource, 1), data: { text: 'x'.repeat(INLINE_MAX_BYTES) } };
+    await publish(ingestDeps([]), k.tenantId, [big]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, inline: undefined });
+    const { distributor, sent } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 1 });
+    expect(sent[0]?.events[0]?.data).toEqual(big.data);
+  });
+
+  it('publishes a kept event again with its seq when the holder died after committing it in a chunk', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]);
+    let calls = 0;
+    const crashing = new Distributor({
+      queues: store,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [webhook] },
+      deliveries: {
+        send: async () => {
+          calls++;
+          throw new Error('the holder died while publishing');
+        },
+      },
+      doorbell: { ring: async () => undefined },
+      config: buildConfig({ turnMaxEvents: 1, leaseMs: 500, turnMaxMs: 400 }),
+      metrics: NO_METRICS,
+      logger: NO_LOGS,
+      now: Date.now,
+      sleep: async () => undefined,
+    });
+    await expect(crashing.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    expect(calls).toBe(1);
+    // The chunk (the kept event) is committed and off the meta item, but recorded in the turn.
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, seq: 1, inline: undefined, turn: { fromSlot: 1, toSlot: 1 } });
+    const next = recordingDistributor({}, () => Date.now() + 1_000);
+    expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(next.sent.flatMap((m) => m.events.map((e) => [e.seq, e.data]))).toEqual([
+      [1, { n: 1 }],
+      [2, { n: 2 }],
+    ]);
   });
 });
 
