@@ -111,12 +111,12 @@ describe('merged deliveries held', () => {
     expect(received.filter((e) => e.resource === 'm:2').map((e) => e.seq)).toEqual([1, 2]);
     expect(received.filter((e) => e.resource === 'm:1').map((e) => e.seq)).toEqual([1]);
     // The count goes down after each answered release.
-    let held = -1;
-    for (let i = 0; i < 50 && held !== 0; i++) {
-      held = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
-      if (held !== 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    let remaining = -1;
+    for (let i = 0; i < 50 && remaining !== 0; i++) {
+      remaining = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+      if (remaining !== 0) await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    expect(held).toBe(0);
+    expect(remaining).toBe(0);
   });
 });
 
