@@ -148,6 +148,8 @@ function targetsAtLeast(counts: CallCounts, min: number): Record<string, number>
   return Object.fromEntries(Object.entries(counts.dynamoTargets).filter(([, n]) => n >= min));
 }
 
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
 function callsPerEvent(counts: CallCounts, delivered: number): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [service, ops] of Object.entries(counts.calls)) {
@@ -192,6 +194,11 @@ async function baseline() {
       api_calls_per_event: callsPerEvent(h.counts, delivered),
       api_calls_by_operation: h.counts.calls,
       dynamodb_calls_per_event_by_target: targetsPerEvent(h.counts, delivered),
+      dynamodb_capacity_per_event: {
+        wru: round2(h.counts.wru / Math.max(1, delivered)),
+        rru: round2(h.counts.rru / Math.max(1, delivered)),
+        index_wru: Object.fromEntries(Object.entries(h.counts.indexWru).map(([index, n]) => [index, round2(n / Math.max(1, delivered))])),
+      },
       invocations: h.counts.invocations,
       cost_per_million_usd: cost.total,
       cost_breakdown_per_million_usd: cost,

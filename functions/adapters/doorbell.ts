@@ -9,14 +9,16 @@ export interface DoorbellMessage {
   readonly resource: string;
   /** Rung when a kill switch was lifted: read the switches afresh, not from the cache. */
   readonly fresh?: boolean;
+  /** Rung by an ingest that kept its event on the idle object's meta item: a quiet turn may do. */
+  readonly quiet?: boolean;
 }
 
-export function parseDoorbell(body: string): ObjectKey & { fresh: boolean } {
+export function parseDoorbell(body: string): ObjectKey & { fresh: boolean; quiet: boolean } {
   const message = JSON.parse(body) as Partial<DoorbellMessage>;
   if (typeof message.tenant !== 'string' || typeof message.resource !== 'string') {
     throw new Error('A doorbell names a tenant and a resource');
   }
-  return { tenantId: message.tenant, resource: message.resource, fresh: message.fresh === true };
+  return { tenantId: message.tenant, resource: message.resource, fresh: message.fresh === true, quiet: message.quiet === true };
 }
 
 /**
@@ -34,9 +36,14 @@ export class Doorbell {
    * Rings for an object. `token` makes the deduplication id: two rings with the same
    * token within five minutes are one message (a retried send cannot double-ring).
    */
-  async ring(key: ObjectKey, token: string, options: { fresh?: boolean } = {}): Promise<void> {
+  async ring(key: ObjectKey, token: string, options: { fresh?: boolean; quiet?: boolean } = {}): Promise<void> {
     const group = objectGroupId(key);
-    const body: DoorbellMessage = { tenant: key.tenantId, resource: key.resource, ...(options.fresh && { fresh: true }) };
+    const body: DoorbellMessage = {
+      tenant: key.tenantId,
+      resource: key.resource,
+      ...(options.fresh && { fresh: true }),
+      ...(options.quiet && { quiet: true }),
+    };
     await this.#batcher.send([
       {
         MessageBody: JSON.stringify(body),

@@ -285,11 +285,12 @@ export class QueueStore {
     );
   }
 
-  async readMeta(key: ObjectKey): Promise<QueueMeta | undefined> {
+  /** The meta item, strongly consistent; `now` judges the expiry of an inline event. */
+  async readMeta(key: ObjectKey, now?: number): Promise<QueueMeta | undefined> {
     const result = await this.#client.send(
       new GetCommand({ TableName: this.#table, Key: { pk: objectPk(key), sk: META_SK }, ConsistentRead: true }),
     );
-    return result.Item ? toMeta(result.Item) : undefined;
+    return result.Item ? toMeta(result.Item, now) : undefined;
   }
 
   /**
@@ -439,7 +440,23 @@ export class QueueStore {
     next: { cursor: number; seq: number; consumed: number; removeInline: boolean },
     now: number,
   ): Promise<'idle' | 'pending'> {
-    return this.#endTurn(key, fence, now, { previousCursor, ...next });
+    return this.#endTurn(key, { fence }, now, { previousCursor, ...next });
+  }
+
+  /**
+   * Ends a quiet turn, which took no lease: commits the inline event at cursor + 1,
+   * already published, and ends the turn, on the condition that the cursor is where
+   * it was read and nobody holds the lease. If another holder got there first the
+   * condition fails (FencedOutError); it published the same event with the same seq.
+   */
+  async commitQuiet(key: ObjectKey, previousCursor: number, seq: number, now: number): Promise<'idle' | 'pending'> {
+    return this.#endTurn(key, { unleasedAt: now }, now, {
+      previousCursor,
+      cursor: previousCursor + 1,
+      seq,
+      consumed: 1,
+      removeInline: true,
+    });
   }
 
   /**
@@ -449,7 +466,7 @@ export class QueueStore {
    * ring again: the answer is 'pending'.
    */
   async finishTurn(key: ObjectKey, fence: number, now: number): Promise<'idle' | 'pending'> {
-    return this.#endTurn(key, fence, now);
+    return this.#endTurn(key, { fence }, now);
   }
 
   /**
@@ -459,7 +476,7 @@ export class QueueStore {
    */
   async #endTurn(
     key: ObjectKey,
-    fence: number,
+    guard: { fence: number } | { unleasedAt: number },
     now: number,
     commit?: { previousCursor: number; cursor: number; seq: number; consumed: number; removeInline: boolean },
   ): Promise<'idle' | 'pending'> {
@@ -468,8 +485,11 @@ export class QueueStore {
     const commitCondition = commit ? ' AND #cursor = :previous' : '';
     const commitRemove = commit?.removeInline ? ', #inline' : '';
     const commitNames = commit ? ['cursor', 'seq', ...(commit.removeInline ? ['inline'] : [])] : [];
+    // A holder's writes check its fence; a quiet turn's, that no lease is held.
+    const guardCondition = 'fence' in guard ? '#fence = :fence' : '(attribute_not_exists(#lease_until) OR #lease_until <= :now)';
+    const guardNames = 'fence' in guard ? ['fence'] : ['lease_until'];
     const values: Record<string, unknown> = {
-      ':fence': fence,
+      ...('fence' in guard ? { ':fence': guard.fence } : { ':now': guard.unleasedAt }),
       ...(commit && { ':cursor': commit.cursor, ':seq': commit.seq, ':consumed': -commit.consumed, ':previous': commit.previousCursor }),
     };
     const forms = [
@@ -477,15 +497,15 @@ export class QueueStore {
         state: 'idle' as const,
         // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
         update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at${commitRemove}`,
-        condition: `#fence = :fence${commitCondition} AND #depth <= :pending`,
-        names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'fence'],
+        condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
+        names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', ...guardNames],
         values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
       },
       {
         state: 'pending' as const,
         update: `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`,
-        condition: `#fence = :fence${commitCondition}`,
-        names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'fence'],
+        condition: `${guardCondition}${commitCondition}`,
+        names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', ...guardNames],
         values: { ...values, ':now': now },
       },
     ];

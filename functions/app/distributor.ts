@@ -127,11 +127,19 @@ export class Distributor {
    * Runs one turn for the object a doorbell names. `owner` identifies this holder in
    * the lease; `outbox`, shared by the turns of one invocation, sends its deliveries.
    */
-  async runTurn(key: ObjectKey, owner: string, options: { freshSwitches?: boolean; outbox?: DeliverySink } = {}): Promise<TurnOutcome> {
+  async runTurn(
+    key: ObjectKey,
+    owner: string,
+    options: { freshSwitches?: boolean; quiet?: boolean; outbox?: DeliverySink } = {},
+  ): Promise<TurnOutcome> {
     const { queues, config, now } = this.#deps;
     const sink = options.outbox ?? this.#deps.deliveries;
     let distributed = 0;
     try {
+      if (options.quiet) {
+        const quiet = await this.#quietTurn(key, sink, options.freshSwitches === true);
+        if (quiet) return quiet;
+      }
       const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
       const subscriptions = new TurnLookups(this.#lookups, key.tenantId, now);
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions, sink);
@@ -180,7 +188,7 @@ export class Distributor {
             now(),
           );
           this.#countConsumed(key, plan, 0);
-          return this.#ended(key, meta.fence, state, distributed);
+          return this.#ended(key, `t${meta.fence}`, state, distributed);
         }
         const turn: TurnRecord = { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1 };
         await queues.commitChunk(key, meta.fence, cursor, {
@@ -199,7 +207,7 @@ export class Distributor {
         seq += events.length;
         distributed += events.length;
       }
-      return this.#ended(key, meta.fence, await queues.finishTurn(key, meta.fence, now()), distributed);
+      return this.#ended(key, `t${meta.fence}`, await queues.finishTurn(key, meta.fence, now()), distributed);
     } catch (error) {
       if (error instanceof LeaseHeldError) {
         // Another holder is draining this object and will ring again if events remain.
@@ -230,10 +238,34 @@ export class Distributor {
     return inline ? { items: [inline, ...read.items], readAll: read.readAll } : read;
   }
 
+  /**
+   * A turn without a lease, for an object whose only pending event is kept on its
+   * meta item (its ingest rang with `quiet`): read the meta item, publish the event
+   * with the next seq, then commit it and end the turn in one write, on the
+   * condition that the cursor has not moved and nobody holds the lease. One read
+   * and one write instead of the lease, the commit and the slot read. Anything
+   * else about the object (more events, a lease, a switch, a turn record, a drop
+   * count, an expired event) and the caller runs an ordinary turn.
+   */
+  async #quietTurn(key: ObjectKey, sink: DeliverySink, freshSwitches: boolean): Promise<TurnOutcome | undefined> {
+    const { queues, now } = this.#deps;
+    const meta = await queues.readMeta(key, now());
+    const inline = meta?.inline;
+    if (!meta || !inline || inline.expired || meta.lastSlot !== meta.cursor + 1 || meta.turn || meta.switchDropped > 0) return undefined;
+    if ((meta.leaseUntil ?? 0) > now()) return undefined;
+    const switches = freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
+    if (actionForObject(switches, key.tenantId, key.resource) !== undefined) return undefined;
+    const events = assignSeq([inline], meta.seq).map(toDelivered);
+    await this.#publish(key, events, new TurnLookups(this.#lookups, key.tenantId, now), sink);
+    const state = await queues.commitQuiet(key, meta.cursor, meta.seq + 1, now());
+    this.#deps.metrics.count('QuietTurns');
+    return this.#ended(key, `q${meta.cursor + 1}`, state, 1);
+  }
+
   /** After the turn's last write: idle, or ring again for the events that came meanwhile. */
-  async #ended(key: ObjectKey, fence: number, state: 'idle' | 'pending', distributed: number): Promise<TurnOutcome> {
+  async #ended(key: ObjectKey, token: string, state: 'idle' | 'pending', distributed: number): Promise<TurnOutcome> {
     if (state === 'idle') return { outcome: 'idle', distributed };
-    await this.#deps.doorbell.ring(key, `t${fence}`);
+    await this.#deps.doorbell.ring(key, token);
     this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });
     return { outcome: 'rerung', distributed };
   }

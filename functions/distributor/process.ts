@@ -35,9 +35,9 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     // The turns of this batch share one outbox, which merges their deliveries per webhook.
     const outbox = distributor.newOutbox();
     const recordHandler = async (record: SQSRecord) => {
-      const { fresh, ...key } = parseDoorbell(record.body);
+      const { fresh, quiet, ...key } = parseDoorbell(record.body);
       outbox.join();
-      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh, outbox }).finally(() => outbox.leave());
+      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh, quiet, outbox }).finally(() => outbox.leave());
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }

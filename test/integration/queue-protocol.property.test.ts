@@ -80,8 +80,12 @@ async function execute(commands: readonly Command[]): Promise<void> {
   let clock = Date.now();
   const now = () => clock;
   // The simulated distribute queue: doorbells per object, in send order.
-  const doorbells = new Map<string, string[]>(OBJECTS.map((r) => [r, []]));
-  const doorbell = { ring: async (key: ObjectKey, token: string) => void doorbells.get(key.resource)?.push(token) };
+  type Ring = { token: string; quiet: boolean };
+  const doorbells = new Map<string, Ring[]>(OBJECTS.map((r) => [r, []]));
+  const doorbell = {
+    ring: async (key: ObjectKey, token: string, options: { quiet?: boolean } = {}) =>
+      void doorbells.get(key.resource)?.push({ token, quiet: options.quiet === true }),
+  };
   const delivered: DeliveredEvent[] = [];
   let crashNextPublish = false;
   const distributor = new Distributor({
@@ -122,18 +126,19 @@ async function execute(commands: readonly Command[]): Promise<void> {
 
   const turn = async (object: number, pick: number, duplicate: boolean) => {
     const key = keys[object] as ObjectKey;
-    const queue = doorbells.get(key.resource) as string[];
+    const queue = doorbells.get(key.resource) as Ring[];
     if (queue.length === 0) return;
     const index = pick % queue.length;
-    const [token] = queue.splice(index, 1);
+    const [ring] = queue.splice(index, 1) as [Ring];
     try {
-      await distributor.runTurn(key, `holder-${clock}-${Math.random()}`);
+      // A doorbell an ingest rang with `quiet` may be served without a lease.
+      await distributor.runTurn(key, `holder-${clock}-${Math.random()}`, { quiet: ring.quiet });
     } catch {
       // The invocation failed: SQS would deliver this doorbell again.
-      queue.unshift(token as string);
+      queue.unshift(ring);
       return;
     }
-    if (duplicate) queue.push(token as string);
+    if (duplicate) queue.push(ring);
   };
 
   for (const command of commands) {

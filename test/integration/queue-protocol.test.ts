@@ -445,6 +445,78 @@ describe('events kept on the meta item', () => {
   });
 });
 
+describe('quiet turns (no lease)', () => {
+  /** A quiet object's single event, kept on its meta item; the ingest rang with `quiet`. */
+  async function quietObject() {
+    const k = key();
+    const rings: Array<{ token: string; quiet: boolean }> = [];
+    const deps = {
+      ...ingestDeps([]),
+      doorbell: {
+        ring: async (_: ObjectKey, token: string, options: { quiet?: boolean } = {}) =>
+          void rings.push({ token, quiet: options.quiet === true }),
+      },
+    } as Parameters<typeof publish>[0];
+    await publish(deps, k.tenantId, [input(k.resource, 1)]);
+    expect(rings).toEqual([{ token: 's1', quiet: true }]);
+    return k;
+  }
+
+  it('reads the meta item, publishes, and commits and ends the turn in one write, without a lease', async () => {
+    const k = await quietObject();
+    const counts = newCounts();
+    const c = documentClient(emulators.dynamo);
+    instrument(counts, c, 'dynamodb');
+    const { distributor, seqs } = recordingDistributor(
+      {},
+      Date.now,
+      new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+    );
+    expect(await distributor.runTurn(k, 'w', { quiet: true })).toEqual({ outcome: 'idle', distributed: 1 });
+    expect(seqs()).toEqual([1]);
+    expect(counts.calls.dynamodb).toEqual({ GetItemCommand: 1, UpdateItemCommand: 1 });
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 1, seq: 1, fence: 0, scheduled: false, inline: undefined });
+  });
+
+  it('rings again when an event arrives between its read and its write, and the next turn delivers it', async () => {
+    const k = await quietObject();
+    let raced = false;
+    class RacingStore extends QueueStore {
+      override async commitQuiet(...args: Parameters<QueueStore['commitQuiet']>) {
+        if (!raced) {
+          raced = true;
+          await publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]);
+        }
+        return super.commitQuiet(...args);
+      }
+    }
+    const racing = new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    expect(await distributor.runTurn(k, 'w', { quiet: true })).toEqual({ outcome: 'rerung', distributed: 1 });
+    expect(rings).toEqual([`${k.resource}:q1`]);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 1 });
+    expect(seqs()).toEqual([1, 2]);
+  });
+
+  it('leaves an object with a live lease to its holder', async () => {
+    const k = await quietObject();
+    await store.acquireLease(k, 'holder', Date.now(), 30_000);
+    const { distributor, sent } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w', { quiet: true })).outcome).toBe('lease_held');
+    expect(sent).toEqual([]);
+  });
+
+  it('commits once when two quiet turns race: both published the same event with the same seq', async () => {
+    const k = await quietObject();
+    const { distributor, sent } = recordingDistributor();
+    const outcomes = await Promise.all([distributor.runTurn(k, 'a', { quiet: true }), distributor.runTurn(k, 'b', { quiet: true })]);
+    expect(outcomes.map((o) => o.outcome).sort()).toEqual(expect.arrayContaining(['idle']));
+    expect(outcomes.filter((o) => o.outcome === 'fenced_out' || o.distributed === 0).length).toBe(1);
+    expect(new Set(sent.flatMap((m) => m.events.map((e) => `${e.id}/${e.seq}`))).size).toBe(1);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 1, seq: 1 });
+  });
+});
+
 describe('per-object rate', () => {
   it('admits the burst, rejects the excess as rate_limited with Retry-After, and refills', async () => {
     const k = key();
