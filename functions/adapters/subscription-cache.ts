@@ -49,6 +49,7 @@ export class SubscriptionCache {
   readonly #maxEntries: number;
   readonly #webhooks = new Map<string, Entry<readonly Webhook[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
+  readonly #versions = new Map<string, Promise<number>>();
 
   constructor(options: {
     client: DynamoDBDocumentClient;
@@ -64,10 +65,21 @@ export class SubscriptionCache {
     this.#maxEntries = options.maxEntries ?? 20_000;
   }
 
-  /** The tenant's subscriptions version, read consistently (0 before the first bump). */
-  async version(tenantId: string): Promise<number> {
-    const result = await this.#client.send(new GetCommand({ TableName: this.#table, Key: versionKey(tenantId), ConsistentRead: true }));
-    return Number(result.Item?.version ?? 0);
+  /**
+   * The tenant's subscriptions version, read consistently (0 before the first bump).
+   * Turns that start together (one invocation's batch) share a read in flight:
+   * an answer a few milliseconds old is within the `by_resource` index's own lag.
+   */
+  version(tenantId: string): Promise<number> {
+    let pending = this.#versions.get(tenantId);
+    if (!pending) {
+      pending = this.#client
+        .send(new GetCommand({ TableName: this.#table, Key: versionKey(tenantId), ConsistentRead: true }))
+        .then((result) => Number(result.Item?.version ?? 0))
+        .finally(() => this.#versions.delete(tenantId));
+      this.#versions.set(tenantId, pending);
+    }
+    return pending;
   }
 
   webhooksOn(tenantId: string, resource: string, version: number, now: number): Promise<readonly Webhook[]> {

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
+import { documentClient } from '../../functions/adapters/aws.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
@@ -118,5 +119,22 @@ describe('stream state kept between turns', () => {
     expect(await cache.streamActive(tenant.id, 'doc:kept', version, t0 + hour + 1)).toBe(true);
     // Past the extended expiry, with no poll since, the stream is gone.
     expect(await cache.streamActive(tenant.id, 'doc:kept', version, t0 + 2 * hour)).toBe(false);
+  });
+
+  it('shares one version read among the turns that ask at the same time, and reads again afterwards', async () => {
+    const counted = newCounts();
+    const client = documentClient({ ...sandbox.emulators.dynamo });
+    instrument(counted, client, 'dynamodb');
+    const webhooks = new WebhookStore({ client, tableName: sandbox.wiring.controlTable });
+    const cache = new SubscriptionCache({
+      client,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: { onResource: (t, r) => webhooks.onResource(t, r), streamExpiry: async () => undefined },
+    });
+    const versions = await Promise.all(Array.from({ length: 10 }, () => cache.version(tenant.id)));
+    expect(new Set(versions).size).toBe(1);
+    expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 1 });
+    await cache.version(tenant.id);
+    expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 2 });
   });
 });
