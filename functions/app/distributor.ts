@@ -130,7 +130,7 @@ export class Distributor {
   async runTurn(
     key: ObjectKey,
     owner: string,
-    options: { freshSwitches?: boolean; quiet?: boolean; outbox?: DeliverySink } = {},
+    options: { freshSwitches?: boolean; quiet?: boolean; outbox?: DeliverySink; shared?: boolean } = {},
   ): Promise<TurnOutcome> {
     const { queues, config, now } = this.#deps;
     const sink = options.outbox ?? this.#deps.deliveries;
@@ -156,7 +156,10 @@ export class Distributor {
         await queues.clearSwitchDropped(key, meta.fence, meta.switchDropped);
       }
       const startedAt = now();
-      const budget = { maxEvents: config.turnMaxEvents, maxMs: config.turnMaxMs };
+      // A turn sharing its invocation with other objects ends sooner: their doorbells
+      // are acknowledged only when the whole batch is done.
+      const maxMs = options.shared ? Math.min(config.sharedTurnMaxMs, config.turnMaxMs) : config.turnMaxMs;
+      const budget = { maxEvents: config.turnMaxEvents, maxMs };
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;

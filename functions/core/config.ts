@@ -23,6 +23,11 @@ export interface SluiceConfig {
   readonly turnMaxEvents: number;
   /** Longest a distributor turn runs before it re-rings the doorbell. */
   readonly turnMaxMs: number;
+  /**
+   * Longest a turn runs when other objects' doorbells came in the same batch: their
+   * FIFO groups stay blocked until the whole invocation returns.
+   */
+  readonly sharedTurnMaxMs: number;
   /** How long an object's lease is valid after it is taken. */
   readonly leaseMs: number;
   /** How long an ingest may take between reserving a slot and writing its event. */
@@ -72,6 +77,7 @@ export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
   maxWebhooksPerTenant: 100,
   turnMaxEvents: 500,
   turnMaxMs: 2_000,
+  sharedTurnMaxMs: 250,
   leaseMs: 30_000,
   ingestGraceMs: 60_000,
   reconcileIntervalSeconds: 60,
@@ -115,6 +121,7 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   maxWebhooksPerTenant: positiveInt(10_000),
   turnMaxEvents: positiveInt(10_000),
   turnMaxMs: positiveInt(60_000),
+  sharedTurnMaxMs: positiveInt(60_000),
   leaseMs: positiveInt(900_000),
   ingestGraceMs: positiveInt(900_000),
   reconcileIntervalSeconds: positiveInt(3_600),

@@ -34,16 +34,20 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     const owner = newLeaseOwner();
     // The turns of this batch share one outbox, which merges their deliveries per webhook.
     const outbox = distributor.newOutbox();
+    const groups = byMessageGroup(event.Records);
+    // Lambda deletes a batch's messages when the invocation returns, so one object's
+    // long turn would hold the other objects' FIFO groups: with company, turns are short.
+    const shared = groups.length > 1;
     const recordHandler = async (record: SQSRecord) => {
       const { fresh, quiet, ...key } = parseDoorbell(record.body);
       outbox.join();
-      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh, quiet, outbox }).finally(() => outbox.leave());
+      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh, quiet, outbox, shared }).finally(() => outbox.leave());
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }
     };
     const responses = await Promise.all(
-      byMessageGroup(event.Records).map((records) =>
+      groups.map((records) =>
         processPartialResponse({ Records: records }, recordHandler, new SqsFifoPartialProcessorAsync(), {
           context,
           skipGroupOnError: true,
