@@ -68,7 +68,8 @@ function limitRejection(reason: RejectReason, config: SluiceConfig): EventResult
 interface Pending {
   readonly index: number;
   readonly input: EventInput;
-  readonly eventId: string;
+  /** Made up front for an idempotency key's claim; otherwise only for an admitted event. */
+  readonly eventId: string | undefined;
 }
 
 export async function publish(deps: IngestDeps, tenantId: string, inputs: readonly EventInput[]): Promise<PublishOutcome> {
@@ -79,8 +80,8 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   const claimed: Pending[] = [];
   await Promise.all(
     inputs.map(async (input, index) => {
-      const eventId = deps.newEventId();
       if (input.idempotencyKey !== undefined) {
+        const eventId = deps.newEventId();
         const claim = await deps.idempotency.claim(tenantId, input.idempotencyKey, eventId, deps.now());
         if (!claim.claimed) {
           results[index] =
@@ -89,8 +90,10 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
               : rejected('conflict', 'An event with this id is being accepted by another request; send it again shortly.');
           return;
         }
+        claimed.push({ index, input, eventId });
+        return;
       }
-      claimed.push({ index, input, eventId });
+      claimed.push({ index, input, eventId: undefined });
     }),
   );
   claimed.sort((a, b) => a.index - b.index);
@@ -114,7 +117,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   // Settle the idempotency records: confirmed when accepted, given back otherwise.
   await Promise.all(
     claimed.map(async ({ index, input, eventId }) => {
-      if (input.idempotencyKey === undefined) return;
+      if (input.idempotencyKey === undefined || eventId === undefined) return;
       const accepted = results[index]?.status === 'accepted';
       if (accepted) await deps.idempotency.confirm(tenantId, input.idempotencyKey, eventId);
       else await deps.idempotency.release(tenantId, input.idempotencyKey, eventId);
@@ -159,16 +162,27 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
       deps.metrics.count('RejectedLocally', pendings.length);
       return { results: pendings.map(() => limitRejection('rate_limited', config)), retryAfterMs: Math.max(local.retryAfterMs, 1_000) };
     }
+    if (local.admit < want) {
+      // No more than that can enter: asking for all of them would only be refused.
+      want = local.admit;
+      reason = 'rate_limited';
+      retryAfterMs = local.retryAfterMs;
+    }
   }
   let reservation: Reservation | undefined;
   const createdAt = new Date(now).toISOString();
+  const ids = pendings.map((p) => p.eventId);
+  const idOf = (k: number) => {
+    ids[k] ??= deps.newEventId();
+    return ids[k];
+  };
   const only = pendings.length === 1 ? pendings[0] : undefined;
   const quiet = !busy && (knownTat === undefined || knownTat < now - RECENT_MS);
   try {
     if (only && quiet && fitsInline(only.input)) {
       // A single small event for an object that is likely idle: try to keep it on the
       // meta item, which stores it in the reserving write (refused if anything is pending).
-      reservation = await queues.reserve(key, 1, limits, now, false, { id: only.eventId, input: only.input, createdAt });
+      reservation = await queues.reserve(key, 1, limits, now, false, { id: idOf(0), input: only.input, createdAt });
     }
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS && want > 0 && !reservation; attempt++) {
       reservation = await queues.reserve(key, want, limits, now, busy);
@@ -199,7 +213,7 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
   const admittedCount = Math.min(want, pendings.length);
   const events: AcceptedEvent[] = pendings
     .slice(0, admittedCount)
-    .map((p, i) => ({ id: p.eventId, slot: reservation.firstSlot + i, input: p.input, createdAt }));
+    .map((p, i) => ({ id: idOf(i), slot: reservation.firstSlot + i, input: p.input, createdAt }));
   let stored = true;
   try {
     if (!reservation.inlined) await queues.writeEvents(key, events, now);

@@ -308,6 +308,63 @@ describe('turns', () => {
     }
   });
 
+  it("ends a long turn early when other objects' doorbells share its batch, and rings again for the rest", async () => {
+    const hot = key();
+    const calm = key();
+    const deps = ingestDeps([]);
+    await publish(
+      deps,
+      hot.tenantId,
+      Array.from({ length: 100 }, (_, i) => input(hot.resource, i)),
+    );
+    await publish(
+      deps,
+      hot.tenantId,
+      Array.from({ length: 100 }, (_, i) => input(hot.resource, 100 + i)),
+    );
+    await publish(
+      deps,
+      hot.tenantId,
+      Array.from({ length: 100 }, (_, i) => input(hot.resource, 200 + i)),
+    );
+    await publish(deps, calm.tenantId, [input(calm.resource, 1)]);
+    const sent: DeliveryMessage[] = [];
+    const rings: string[] = [];
+    // Publishing takes 40 ms here, so a chunk of 100 events takes at least that.
+    const slow = new Distributor({
+      queues: store,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [webhook] },
+      deliveries: {
+        send: async (messages) => {
+          await new Promise((resolve) => setTimeout(resolve, 40));
+          sent.push(...messages);
+        },
+      },
+      doorbell: { ring: async (k, token) => void rings.push(`${k.resource}:${token}`) },
+      config: buildConfig({ sharedTurnMaxMs: 60 }),
+      metrics: NO_METRICS,
+      logger: NO_LOGS,
+      now: Date.now,
+      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    });
+    const handler = makeDistributorHandler(slow, NO_LOGS);
+    const record = (k: ObjectKey) => ({
+      messageId: k.resource,
+      body: JSON.stringify({ tenant: k.tenantId, resource: k.resource }),
+      attributes: { MessageGroupId: `${k.tenantId}#${k.resource}` },
+    });
+    await handler({ Records: [record(hot), record(calm)] } as unknown as SQSEvent, {} as Context);
+    const hotEvents = () => sent.flatMap((m) => m.events).filter((e) => e.resource === hot.resource).length;
+    expect(hotEvents()).toBeLessThan(300);
+    expect(rings).toEqual([expect.stringContaining(`${hot.resource}:t`)]);
+    expect(await store.readMeta(calm)).toMatchObject({ depth: 0, scheduled: false });
+    // Alone in its batch, the object gets the whole turn budget and drains.
+    await handler({ Records: [record(hot)] } as unknown as SQSEvent, {} as Context);
+    expect(hotEvents()).toBe(300);
+    expect(await store.readMeta(hot)).toMatchObject({ depth: 0, scheduled: false });
+  });
+
   it('skips a slot abandoned by a dead ingest after the grace period, without losing later events', async () => {
     const k = key();
     const old = Date.now() - 120_000;
@@ -565,6 +622,41 @@ describe('per-object rate', () => {
     expect(refused.httpStatus).toBe(429);
     expect(counted.RejectedLocally).toBe(1);
     expect(await store.readMeta(k)).toEqual(before);
+  });
+
+  it('asks for no more than the tat it knows allows, so a busy object admits part of a request in one write, and names only admitted events', async () => {
+    const k = key();
+    const now = 8_000_000;
+    const counts = newCounts();
+    const c = documentClient(emulators.dynamo);
+    instrument(counts, c, 'dynamodb');
+    let ids = 0;
+    const deps = {
+      ...ingestDeps([], { objectRatePerSecond: 10, objectBurst: 10 }),
+      queues: new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+      now: () => now,
+      newEventId: () => `evt_part${++ids}`,
+    } as Parameters<typeof publish>[0];
+    await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 6 }, (_, n) => input(k.resource, n)),
+    );
+    expect(ids).toBe(6);
+    const calls = { ...counts.calls.dynamodb };
+    const second = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 10 }, (_, n) => input(k.resource, 10 + n)),
+    );
+    expect(second.results.filter((r) => r.status === 'accepted')).toHaveLength(4);
+    expect(second.results.filter((r) => r.status === 'rejected' && r.error.code === 'rate_limited')).toHaveLength(6);
+    // One reserve for the four that fit and one write of their items: no refused write, no read.
+    expect(counts.calls.dynamodb?.UpdateItemCommand).toBe((calls.UpdateItemCommand ?? 0) + 1);
+    expect(counts.calls.dynamodb?.GetItemCommand ?? 0).toBe(calls.GetItemCommand ?? 0);
+    // Ids only for the events that entered.
+    expect(ids).toBe(10);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 10 });
   });
 
   it('holds the rate under concurrent writers', async () => {
