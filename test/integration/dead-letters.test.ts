@@ -2,31 +2,26 @@
  * Past the last attempt of the retry schedule a delivery becomes a dead letter:
  * kept in DynamoDB, counted, and delivered again by a replay once the endpoint works.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver } from '../support/receiver.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([
-    startSandbox({
-      port: 0,
-      canary: false,
-      // Two attempts a second apart, and no quarantine in the way.
-      config: { retryScheduleSeconds: [0, 1], retryJitter: 0, quarantineAfterFailures: 100, failingAttemptIntervalMs: 100 },
-    }),
-    startReceiver(),
-  ]);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
-});
+withSandbox(
+  {
+    canary: false,
+    // Two attempts a second apart, and no quarantine in the way.
+    config: { retryScheduleSeconds: [0, 1], retryJitter: 0, quarantineAfterFailures: 100, failingAttemptIntervalMs: 100 },
+  },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
 
 describe('dead letters', () => {
   it('keeps a delivery that used up its retries, counts it, and replay delivers it once the endpoint works', async () => {

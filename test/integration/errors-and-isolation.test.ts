@@ -2,11 +2,12 @@
  * Bad input gets a clear 4xx in the SPEC's error shape and stores nothing; one
  * tenant can never see, change or receive another's webhooks or events.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { type ApiResponse, call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver } from '../support/receiver.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -14,15 +15,10 @@ let a: { id: string; key: string };
 let b: { id: string; key: string };
 let queues: QueueStore;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0, config: { deliveryTimeoutMs: 500 } }), startReceiver()]);
+withSandbox({ config: { deliveryTimeoutMs: 500 } }, async (s, r) => {
+  [sandbox, receiver] = [s, r];
   [a, b] = await Promise.all([createTenant(sandbox, 'alpha', { max_webhooks: 3 }), createTenant(sandbox, 'beta')]);
   queues = new QueueStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.eventsTable, retentionDays: 7 });
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
 });
 
 function expectError(response: ApiResponse, status: number, code: string) {

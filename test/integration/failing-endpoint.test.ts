@@ -4,36 +4,31 @@
  * else keeps their latency, and once it recovers every held event arrives, in
  * seq order per resource. Also: 410, 429 with Retry-After, replay and rotation.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { describe, expect, it } from 'vitest';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
+import { type Receiver, verifyDelivery } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([
-    startSandbox({
-      port: 0,
-      config: {
-        retryScheduleSeconds: [0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
-        retryJitter: 0,
-        quarantineAfterFailures: 3,
-        probeIntervalMinSeconds: 1,
-        probeIntervalMaxSeconds: 2,
-        deliveryTimeoutMs: 400,
-        failingAttemptIntervalMs: 300,
-      },
-    }),
-    startReceiver(),
-  ]);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
-});
+withSandbox(
+  {
+    config: {
+      retryScheduleSeconds: [0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+      retryJitter: 0,
+      quarantineAfterFailures: 3,
+      probeIntervalMinSeconds: 1,
+      probeIntervalMaxSeconds: 2,
+      deliveryTimeoutMs: 400,
+      failingAttemptIntervalMs: 300,
+    },
+  },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
 
 const ok = (path: string) => receiver.accepted(path);
 const okEvents = (path: string) => receiver.acceptedEvents(path);

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LambdaEvent } from 'hono/aws-lambda';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -16,9 +16,10 @@ import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { ENV } from '../../functions/definitions/environment.ts';
 import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
-import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
+import { type Receiver, verifyDelivery } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -56,14 +57,9 @@ function delivery(webhookId: string, n: number): DeliveryMessage {
   };
 }
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0, config: { deliveryTimeoutMs: 500 } }), startReceiver()]);
+withSandbox({ config: { deliveryTimeoutMs: 500 } }, async (s, r) => {
+  [sandbox, receiver] = [s, r];
   tenant = await createTenant(sandbox);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
 });
 
 describe('delivery handler', () => {

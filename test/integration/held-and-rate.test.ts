@@ -2,42 +2,37 @@
  * Held deliveries past the cap collapse into one `sluice.gap` marker per
  * resource; the per-endpoint rate delays deliveries, never fails them.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliveredEvent, DeliveryMessage } from '../../functions/core/model.ts';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver } from '../support/receiver.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([
-    startSandbox({
-      port: 0,
-      config: {
-        retryScheduleSeconds: [0, 1, 1, 1],
-        retryJitter: 0,
-        quarantineAfterFailures: 1,
-        probeIntervalMinSeconds: 1,
-        probeIntervalMaxSeconds: 1,
-        heldPerWebhook: 2,
-        endpointRatePerSecond: 3,
-        deliveryTimeoutMs: 400,
-        failingAttemptIntervalMs: 300,
-      },
-    }),
-    startReceiver(),
-  ]);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
-});
+withSandbox(
+  {
+    config: {
+      retryScheduleSeconds: [0, 1, 1, 1],
+      retryJitter: 0,
+      quarantineAfterFailures: 1,
+      probeIntervalMinSeconds: 1,
+      probeIntervalMaxSeconds: 1,
+      heldPerWebhook: 2,
+      endpointRatePerSecond: 3,
+      deliveryTimeoutMs: 400,
+      failingAttemptIntervalMs: 300,
+    },
+  },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
 
 const okEvents = (path: string) => receiver.acceptedEvents(path);
 

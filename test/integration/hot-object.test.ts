@@ -3,26 +3,19 @@
  * producer is told to slow down, its queue stays within the cap, every event it
  * had accepted is delivered, and other objects' events keep their latency.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver } from '../support/receiver.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 const CAP = 400;
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([
-    startSandbox({ port: 0, config: { objectQueueCap: CAP, objectRatePerSecond: 100, objectBurst: 200 } }),
-    startReceiver(),
-  ]);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
+withSandbox({ config: { objectQueueCap: CAP, objectRatePerSecond: 100, objectBurst: 200 } }, (s, r) => {
+  [sandbox, receiver] = [s, r];
 });
 
 function percentile(values: number[], p: number): number {

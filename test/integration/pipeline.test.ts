@@ -2,23 +2,19 @@
  * Publish → distribute → deliver, through the sandbox's HTTP API, its embedded
  * DynamoDB and SQS, and real HTTP receivers that verify signatures.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { describe, expect, it } from 'vitest';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver, verifyDelivery } from '../support/receiver.ts';
+import { type Receiver, verifyDelivery } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
 let tenant: { id: string; key: string };
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0 }), startReceiver()]);
+withSandbox({}, async (s, r) => {
+  [sandbox, receiver] = [s, r];
   tenant = await createTenant(sandbox);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
 });
 
 describe('publish to delivery', () => {

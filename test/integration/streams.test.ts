@@ -3,20 +3,21 @@
  * has_more, events on descendants, the same events and seqs as webhooks, tokens
  * that are useless to another tenant or once tampered with, and expiry.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { encodeSyncToken, positionAt } from '../../functions/core/stream-token.ts';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver } from '../support/receiver.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
 let tenant: { id: string; key: string };
 let streams: StreamStore;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([startSandbox({ port: 0, canary: false }), startReceiver()]);
+withSandbox({ canary: false }, async (s, r) => {
+  [sandbox, receiver] = [s, r];
   tenant = await createTenant(sandbox, 'streamer');
   streams = new StreamStore({
     client: sandbox.wiring.dynamo,
@@ -24,11 +25,6 @@ beforeAll(async () => {
     eventsTable: sandbox.wiring.eventsTable,
     retentionDays: 7,
   });
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
 });
 
 const poll = (resource: string, sync?: string, key = tenant.key) =>

@@ -4,25 +4,18 @@
  * one gap marker, a switch on one tenant leaves another alone, and the canary
  * alarm follows the canary's round trip.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { describe, expect, it } from 'vitest';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { type Receiver, startReceiver } from '../support/receiver.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-beforeAll(async () => {
-  [sandbox, receiver] = await Promise.all([
-    // Alarm periods shrunk 100×: canary stale looks at the last 3 s instead of 5 min.
-    startSandbox({ port: 0, alarmTimeScale: 0.01, config: { canaryIntervalSeconds: 1, switchCacheMs: 500 } }),
-    startReceiver(),
-  ]);
-});
-
-afterAll(async () => {
-  await sandbox?.stop();
-  await receiver?.close();
+// Alarm periods shrunk 100×: canary stale looks at the last 3 s instead of 5 min.
+withSandbox({ alarmTimeScale: 0.01, config: { canaryIntervalSeconds: 1, switchCacheMs: 500 } }, (s, r) => {
+  [sandbox, receiver] = [s, r];
 });
 
 const admin = () => ({ key: sandbox.adminKey });
