@@ -124,13 +124,21 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     }),
   );
 
+  // One data point per outcome and request, however many events it had.
   let accepted = 0;
+  let duplicates = 0;
+  const rejectedBy = new Map<string, number>();
   for (const r of results) {
     if (r.status === 'accepted') accepted++;
-    else if (r.status === 'duplicate') deps.metrics.count('EventsDuplicate');
-    else deps.metrics.count('EventsRejected', 1, { reason: (r as RejectedResult).error.code });
+    else if (r.status === 'duplicate') duplicates++;
+    else {
+      const code = (r as RejectedResult).error.code;
+      rejectedBy.set(code, (rejectedBy.get(code) ?? 0) + 1);
+    }
   }
   deps.metrics.count('EventsAccepted', accepted);
+  if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
+  for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
   const allLimited = results.every((r) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code));
   return {
     results,
@@ -145,22 +153,103 @@ interface ObjectOutcome {
 }
 
 async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonly Pending[]): Promise<ObjectOutcome> {
+  const { config } = deps;
+  const objectKey = `${key.tenantId}#${key.resource}`;
+  const now = deps.now();
+  const createdAt = new Date(now).toISOString();
+  const ids = pendings.map((p) => p.eventId);
+  const idOf = (k: number) => {
+    ids[k] ??= deps.newEventId();
+    return ids[k];
+  };
+  const step = await oneAtATime(objectKey, () => reserveOn(deps, key, objectKey, pendings, now, idOf));
+  if ('outcome' in step) return step.outcome;
+  const { reservation, want, reason, retryAfterMs } = step;
+  if (reservation.depth > 0.8 * config.objectQueueCap) deps.metrics.count('ObjectQueueNearCap');
+  const admittedCount = Math.min(want, pendings.length);
+  const events: AcceptedEvent[] = pendings
+    .slice(0, admittedCount)
+    .map((p, i) => ({ id: idOf(i), slot: reservation.firstSlot + i, input: p.input, createdAt }));
+  let stored = true;
+  try {
+    if (!reservation.inlined) await deps.queues.writeEvents(key, events, now);
+  } catch (error) {
+    stored = false;
+    deps.logger.error('Event write failed after reservation', { tenant: key.tenantId, resource: key.resource, error });
+    // Void the slots so the distributor skips them now rather than after the grace period.
+    await deps.queues
+      .voidSlots(
+        key,
+        events.map((e) => e.slot),
+        now,
+      )
+      .catch(() => undefined);
+  }
+  if (reservation.flipped) {
+    // Only the ingest that flipped idle → scheduled rings, so a hot object has one
+    // doorbell in flight however fast it is written.
+    await deps.doorbell.ring(key, `s${reservation.firstSlot}`, { quiet: reservation.inlined });
+    deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
+  }
+  const results: EventResult[] = events.map((e) =>
+    stored ? { id: e.id, status: 'accepted' } : rejected('internal', 'The event could not be stored; send it again.'),
+  );
+  for (let i = admittedCount; i < pendings.length; i++) results.push(limitRejection(reason ?? 'rate_limited', config));
+  return { results, retryAfterMs };
+}
+
+/**
+ * The reserving writes on one object, one request at a time in this container.
+ * Requests that race for a busy object's next tokens would each try a write that
+ * all but one lose, then read the meta item; in turn, the later ones see the tat
+ * the first one left and are answered without DynamoDB.
+ */
+const reserving = new Map<string, Promise<unknown>>();
+
+async function oneAtATime<T>(objectKey: string, work: () => Promise<T>): Promise<T> {
+  const before = reserving.get(objectKey);
+  const run = before ? before.then(work) : work();
+  const settled = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  reserving.set(objectKey, settled);
+  try {
+    return await run;
+  } finally {
+    if (reserving.get(objectKey) === settled) reserving.delete(objectKey);
+  }
+}
+
+type ReserveStep =
+  | { readonly outcome: ObjectOutcome }
+  | { readonly reservation: Reservation; readonly want: number; readonly reason: RejectReason | undefined; readonly retryAfterMs: number };
+
+async function reserveOn(
+  deps: IngestDeps,
+  key: ObjectKey,
+  objectKey: string,
+  pendings: readonly Pending[],
+  now: number,
+  idOf: (k: number) => string,
+): Promise<ReserveStep> {
   const { queues, config } = deps;
   const limits: AdmissionLimits = { cap: config.objectQueueCap, ratePerSecond: config.objectRatePerSecond, burst: config.objectBurst };
-  const now = deps.now();
-  const objectKey = `${key.tenantId}#${key.resource}`;
   let want = Math.min(pendings.length, limits.burst);
   let reason: RejectReason | undefined = want < pendings.length ? 'rate_limited' : undefined;
   let retryAfterMs = 0;
   const knownTat = lastTat.get(objectKey);
   let busy = (knownTat ?? 0) > now;
+  const refuseAll = (why: RejectReason, ms: number): ReserveStep => ({
+    outcome: { results: pendings.map(() => limitRejection(why, config)), retryAfterMs: Math.max(ms, 1_000) },
+  });
   if (knownTat !== undefined) {
     // The tat this container last saw can only be behind the real one, so when it
-    // already leaves no token, none is left: refuse without touching DynamoDB.
+    // already leaves too few tokens, there are too few: refuse without DynamoDB.
     const local = decideAdmission({ depth: 0, tat: knownTat }, want, limits, now);
     if (local.admit === 0) {
       deps.metrics.count('RejectedLocally', pendings.length);
-      return { results: pendings.map(() => limitRejection('rate_limited', config)), retryAfterMs: Math.max(local.retryAfterMs, 1_000) };
+      return refuseAll('rate_limited', local.retryAfterMs);
     }
     if (local.admit < want) {
       // No more than that can enter: asking for all of them would only be refused.
@@ -170,18 +259,13 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
     }
   }
   let reservation: Reservation | undefined;
-  const createdAt = new Date(now).toISOString();
-  const ids = pendings.map((p) => p.eventId);
-  const idOf = (k: number) => {
-    ids[k] ??= deps.newEventId();
-    return ids[k];
-  };
   const only = pendings.length === 1 ? pendings[0] : undefined;
   const quiet = !busy && (knownTat === undefined || knownTat < now - RECENT_MS);
   try {
     if (only && quiet && fitsInline(only.input)) {
       // A single small event for an object that is likely idle: try to keep it on the
       // meta item, which stores it in the reserving write (refused if anything is pending).
+      const createdAt = new Date(now).toISOString();
       reservation = await queues.reserve(key, 1, limits, now, false, { id: idOf(0), input: only.input, createdAt });
     }
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS && want > 0 && !reservation; attempt++) {
@@ -202,44 +286,11 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
     if (!(error instanceof Error) || !STORAGE_THROTTLES.has(error.name)) throw error;
     // The object's partition is past DynamoDB's throughput: the producer must slow down.
     deps.metrics.count('StorageThrottled');
-    return { results: pendings.map(() => limitRejection('rate_limited', config)), retryAfterMs: 1_000 };
+    return refuseAll('rate_limited', 1_000);
   }
   rememberTat(objectKey, reservation?.tat);
-
-  if (!reservation) {
-    return { results: pendings.map(() => limitRejection(reason ?? 'rate_limited', config)), retryAfterMs: Math.max(retryAfterMs, 1_000) };
-  }
-  if (reservation.depth > 0.8 * limits.cap) deps.metrics.count('ObjectQueueNearCap');
-  const admittedCount = Math.min(want, pendings.length);
-  const events: AcceptedEvent[] = pendings
-    .slice(0, admittedCount)
-    .map((p, i) => ({ id: idOf(i), slot: reservation.firstSlot + i, input: p.input, createdAt }));
-  let stored = true;
-  try {
-    if (!reservation.inlined) await queues.writeEvents(key, events, now);
-  } catch (error) {
-    stored = false;
-    deps.logger.error('Event write failed after reservation', { tenant: key.tenantId, resource: key.resource, error });
-    // Void the slots so the distributor skips them now rather than after the grace period.
-    await queues
-      .voidSlots(
-        key,
-        events.map((e) => e.slot),
-        now,
-      )
-      .catch(() => undefined);
-  }
-  if (reservation.flipped) {
-    // Only the ingest that flipped idle → scheduled rings, so a hot object has one
-    // doorbell in flight however fast it is written.
-    await deps.doorbell.ring(key, `s${reservation.firstSlot}`, { quiet: reservation.inlined });
-    deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
-  }
-  const results: EventResult[] = events.map((e) =>
-    stored ? { id: e.id, status: 'accepted' } : rejected('internal', 'The event could not be stored; send it again.'),
-  );
-  for (let i = admittedCount; i < pendings.length; i++) results.push(limitRejection(reason ?? 'rate_limited', config));
-  return { results, retryAfterMs };
+  if (!reservation) return refuseAll(reason ?? 'rate_limited', retryAfterMs);
+  return { reservation, want, reason, retryAfterMs };
 }
 
 function rememberTat(objectKey: string, tat: number | undefined): void {

@@ -47,6 +47,19 @@ export function tatLimit(n: number, now: number, limits: AdmissionLimits): numbe
   return now + (limits.burst - n) * emissionInterval(limits);
 }
 
+/**
+ * An object that cannot take a whole request takes no fewer than a tenth of a
+ * second of its rate from it (10 events at 100/s), or the whole request if that is
+ * smaller. A producer writing faster than the rate then gets its events in by steps,
+ * each one conditional write, where token by token it would cost a write per request.
+ */
+export const RATE_STEP_SECONDS = 0.1;
+
+/** The fewest of `requested` events an object short of tokens admits. */
+export function rateStep(requested: number, limits: Pick<AdmissionLimits, 'ratePerSecond'>): number {
+  return Math.min(requested, Math.max(1, Math.ceil(limits.ratePerSecond * RATE_STEP_SECONDS)));
+}
+
 /** How long a producer should wait when the queue is full: roughly one turn's drain. */
 export const QUEUE_FULL_RETRY_MS = 1_000;
 
@@ -56,9 +69,12 @@ export function decideAdmission(state: AdmissionState, requested: number, limits
   const roomInQueue = Math.max(0, limits.cap - state.depth);
   // Tokens left: how many intervals fit between tat and the end of the burst window.
   const tokens = Math.max(0, Math.floor((now + limits.burst * t - tat) / t + 1e-9));
-  const admit = Math.min(requested, roomInQueue, tokens);
+  const step = rateStep(requested, limits);
+  const usable = tokens >= step ? tokens : 0;
+  const admit = Math.min(requested, roomInQueue, usable);
   if (admit === requested) return { admit, reason: undefined, retryAfterMs: 0 };
-  if (roomInQueue <= tokens) return { admit, reason: 'queue_full', retryAfterMs: QUEUE_FULL_RETRY_MS };
-  const retryAfterMs = Math.max(1, Math.ceil(tat + t - (now + limits.burst * t)));
+  if (roomInQueue <= usable) return { admit, reason: 'queue_full', retryAfterMs: QUEUE_FULL_RETRY_MS };
+  // The next step's tokens come once tat, after what this admits, is a step inside the window.
+  const retryAfterMs = Math.max(1, Math.ceil(tat + (admit + step) * t - (now + limits.burst * t)));
   return { admit, reason: 'rate_limited', retryAfterMs };
 }

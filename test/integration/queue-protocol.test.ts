@@ -659,6 +659,79 @@ describe('per-object rate', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 10 });
   });
 
+  it("takes a busy object's events in steps of a tenth of a second of its rate, and refuses smaller gaps without DynamoDB", async () => {
+    const k = key();
+    let now = 8_500_000;
+    const counts = newCounts();
+    const c = documentClient(emulators.dynamo);
+    instrument(counts, c, 'dynamodb');
+    const deps = {
+      ...ingestDeps([], { objectRatePerSecond: 100, objectBurst: 100 }),
+      queues: new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+      now: () => now,
+    } as Parameters<typeof publish>[0];
+    const fifty = (from: number) => Array.from({ length: 50 }, (_, n) => input(k.resource, from + n));
+    await publish(deps, k.tenantId, fifty(0));
+    const first = await publish(deps, k.tenantId, fifty(50));
+    expect(first.results.filter((r) => r.status === 'accepted')).toHaveLength(50);
+    const calls = counts.calls.dynamodb?.UpdateItemCommand ?? 0;
+    // 50 ms later five tokens are back: fewer than a step (10 at 100/s), so none are taken.
+    now += 50;
+    const early = await publish(deps, k.tenantId, fifty(100));
+    expect(early.httpStatus).toBe(429);
+    expect(early.retryAfterSeconds).toBe(1);
+    expect(counts.calls.dynamodb?.UpdateItemCommand ?? 0).toBe(calls);
+    // At 100 ms a step is there: ten enter, in one reserving write.
+    now += 50;
+    const step = await publish(deps, k.tenantId, fifty(200));
+    expect(step.results.filter((r) => r.status === 'accepted')).toHaveLength(10);
+    expect(counts.calls.dynamodb?.UpdateItemCommand).toBe(calls + 1);
+    // A request smaller than a step still gets its single token.
+    now += 10;
+    expect((await publish(deps, k.tenantId, [input(k.resource, 300)])).results[0]?.status).toBe('accepted');
+    expect(await store.readMeta(k)).toMatchObject({ depth: 111 });
+  });
+
+  it("lets one of a container's racing requests for a busy object write; the others are answered from the tat it leaves", async () => {
+    const k = key();
+    let now = 8_700_000;
+    const counts = newCounts();
+    const c = documentClient(emulators.dynamo);
+    instrument(counts, c, 'dynamodb');
+    const deps = {
+      ...ingestDeps([], { objectRatePerSecond: 100, objectBurst: 100 }),
+      queues: new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+      now: () => now,
+    } as Parameters<typeof publish>[0];
+    const fifty = (from: number) => Array.from({ length: 50 }, (_, n) => input(k.resource, from + n));
+    await publish(deps, k.tenantId, fifty(0));
+    await publish(deps, k.tenantId, fifty(50));
+    const before = { ...counts.calls.dynamodb };
+    now += 100;
+    const outcomes = await Promise.all([1, 2, 3, 4].map((r) => publish(deps, k.tenantId, fifty(r * 100))));
+    const accepted = outcomes.map((o) => o.results.filter((r) => r.status === 'accepted').length);
+    expect(accepted.sort()).toEqual([0, 0, 0, 10]);
+    // One reserve and one write of its events; no refused write, no read of the meta item.
+    expect(counts.calls.dynamodb?.UpdateItemCommand).toBe((before.UpdateItemCommand ?? 0) + 1);
+    expect(counts.calls.dynamodb?.GetItemCommand ?? 0).toBe(before.GetItemCommand ?? 0);
+  });
+
+  it("counts a request's rejections as one data point per reason", async () => {
+    const k = key();
+    const points: Array<[string, number, Readonly<Record<string, string>> | undefined]> = [];
+    const metrics = {
+      count: (name: string, value = 1, dimensions?: Readonly<Record<string, string>>) => void points.push([name, value, dimensions]),
+    };
+    const deps = { ...ingestDeps([], { objectRatePerSecond: 10, objectBurst: 20 }), now: () => 8_900_000, metrics };
+    await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 25 }, (_, n) => input(k.resource, n)),
+    );
+    expect(points.filter(([name]) => name === 'EventsRejected')).toEqual([['EventsRejected', 5, { reason: 'rate_limited' }]]);
+    expect(points.filter(([name]) => name === 'EventsAccepted')).toEqual([['EventsAccepted', 20, undefined]]);
+  });
+
   it('holds the rate under concurrent writers', async () => {
     const k = key();
     const now = 9_000_000;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { advanceTat, decideAdmission, emissionInterval, QUEUE_FULL_RETRY_MS, tatLimit } from '../../functions/core/admission.ts';
+import { advanceTat, decideAdmission, emissionInterval, QUEUE_FULL_RETRY_MS, rateStep, tatLimit } from '../../functions/core/admission.ts';
 
 const limits = { cap: 1_000, ratePerSecond: 100, burst: 200 };
 const NOW = 1_000_000;
@@ -38,6 +38,16 @@ describe('per-object admission (GCRA token bucket and queue cap)', () => {
     // The burst (200) plus 100/s for 10 s, give or take one token.
     expect(admitted).toBeGreaterThanOrEqual(1_199);
     expect(admitted).toBeLessThanOrEqual(1_201);
+  });
+
+  it('takes no fewer than a tenth of a second of the rate from a request it cannot take whole', () => {
+    expect(rateStep(50, limits)).toBe(10);
+    expect(rateStep(3, limits)).toBe(3);
+    // Five tokens left: a request of 50 waits until there are ten (50 ms), one of 3 enters.
+    const tat = NOW + 1_950;
+    expect(decideAdmission({ depth: 0, tat }, 50, limits, NOW)).toEqual({ admit: 0, reason: 'rate_limited', retryAfterMs: 50 });
+    expect(decideAdmission({ depth: 0, tat }, 3, limits, NOW).admit).toBe(3);
+    expect(decideAdmission({ depth: 0, tat }, 50, limits, NOW + 50)).toMatchObject({ admit: 10, reason: 'rate_limited' });
   });
 
   it('reports queue_full when the cap is what binds', () => {
