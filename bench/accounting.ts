@@ -3,13 +3,12 @@
  * capacity DynamoDB would bill for it. Commands are counted by their low-level
  * names (the document client sends PutItemCommand and so on, with the native input).
  *
- * Table capacity: each DynamoDB read and write asks for ReturnConsumedCapacity,
- * and dynalite answers with DynamoDB's size rules applied to the item it stored: a
+ * Table capacity: each DynamoDB read and write asks for ReturnConsumedCapacity
+ * (sandbox/observe.ts does, and takes the report off the answer again), and dynalite answers with DynamoDB's size rules applied to the item it stored: a
  * write is one WRU per started KiB of the larger of the old and the new item (so an
  * update or a delete pays for the item it changed, which the request does not
  * show), a strongly consistent read one RRU per started 4 KiB (half for an
- * eventually consistent one). The report is taken off the answer again, so the
- * application sees what it asked for. An answer without a report falls back to the
+ * eventually consistent one). An answer without a report falls back to the
  * same rules applied to what the request shows (an update or delete is then 1 WRU).
  * A refused conditional write still costs its write: 1 WRU, as the refusal does not
  * tell the item's size.
@@ -19,11 +18,15 @@
  * before and after the write. The request shows only the after, so the counts keep
  * a shadow of every indexed item's keys, learned from the writes that passed
  * through. It is true as long as every write to the tables goes through an
- * instrumented client and the tables started empty, as in the bench.
+ * observed client and the tables started empty, as in the bench. Calls made on the
+ * API's thread arrive here by message, a moment after they were answered; writes
+ * to one item from both threads are ordered by the pipeline itself (an ingest's
+ * write comes before the doorbell that starts the turn that writes next).
  */
 import type { IndexDefinition, TableDefinition } from '../functions/definitions/tables.ts';
 import { TABLES } from '../functions/definitions/tables.ts';
 import { sandboxTableName } from '../sandbox/emulators.ts';
+import { type ObservedCall, type ObservedService, observeCalls } from '../sandbox/observe.ts';
 
 /** An item's values of its table's index key attributes; an absent attribute is left out. */
 type IndexKeyValues = Readonly<Record<string, unknown>>;
@@ -323,62 +326,37 @@ function emulatorOnlyReceive(command: string, input: Input, output: Output, elap
   return empty && waitMs > 0 && elapsedMs < waitMs - 1000;
 }
 
-/** The DynamoDB calls `dynamoCapacity` bills, all of which can report the capacity they consumed. */
-const CAPACITY_REPORTING = new Set([
-  'PutItemCommand',
-  'UpdateItemCommand',
-  'DeleteItemCommand',
-  'BatchWriteItemCommand',
-  'GetItemCommand',
-  'QueryCommand',
-  'BatchGetItemCommand',
-]);
-
 /** A conditional write DynamoDB refused: billed as a write, though nothing was written. */
-const refusedWrite = (command: string, error: unknown) =>
-  ['PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand'].includes(command) &&
-  error instanceof Error &&
-  error.name === 'ConditionalCheckFailedException';
+const refusedWrite = (call: ObservedCall) =>
+  ['PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand'].includes(call.command) &&
+  call.errorName === 'ConditionalCheckFailedException';
 
-/** Adds a counting middleware to an SDK client. */
-export function instrument(counts: CallCounts, client: { middlewareStack: unknown }, service: string): void {
-  const stack = client.middlewareStack as {
-    add(middleware: unknown, options: { step: string; name: string }): void;
-  };
-  stack.add(
-    (next: (args: { input: Input }) => Promise<{ output: Output }>, context: { commandName?: string }) =>
-      async (args: { input: Input }) => {
-        const command = context.commandName ?? 'unknown';
-        counts.calls[service] ??= {};
-        const byService = counts.calls[service];
-        // Asks for the capacity report on a copy of the input, so the caller's object is
-        // not changed; a caller that asked for a report itself keeps it.
-        const asked = args.input.ReturnConsumedCapacity === 'TOTAL' || args.input.ReturnConsumedCapacity === 'INDEXES';
-        const measure = service === 'dynamodb' && CAPACITY_REPORTING.has(command) && !asked;
-        const started = performance.now();
-        try {
-          const result = await next(measure ? { ...args, input: { ...args.input, ReturnConsumedCapacity: 'TOTAL' } } : args);
-          if (emulatorOnlyReceive(command, args.input, result.output, performance.now() - started)) {
-            const key = `${command} (early empty, not billed)`;
-            byService[key] = (byService[key] ?? 0) + 1;
-            return result;
-          }
-          byService[command] = (byService[command] ?? 0) + 1;
-          if (service === 'dynamodb') countTarget(counts, command, args.input);
-          if (service === 'dynamodb') dynamoCapacity(counts, command, args.input, result.output);
-          else sqsRequests(counts, args.input);
-          // The application gets the answer it asked for.
-          if (measure) delete result.output?.ConsumedCapacity;
-          return result;
-        } catch (error) {
-          byService[command] = (byService[command] ?? 0) + 1;
-          // A refused write changed no item, so no index and no shadow.
-          if (service === 'dynamodb' && refusedWrite(command, error)) counts.wru += 1;
-          throw error;
-        }
-      },
-    { step: 'initialize', name: 'sluiceBenchCounter' },
-  );
+/** Counts one call, as `observeCalls` saw it. */
+export function account(counts: CallCounts, call: ObservedCall): void {
+  const { service, command, input, output } = call;
+  counts.calls[service] ??= {};
+  const byService = counts.calls[service];
+  if (call.errorName !== undefined) {
+    byService[command] = (byService[command] ?? 0) + 1;
+    // A refused write changed no item, so no index and no shadow.
+    if (service === 'dynamodb' && refusedWrite(call)) counts.wru += 1;
+    return;
+  }
+  if (emulatorOnlyReceive(command, input, output, call.elapsedMs)) {
+    const key = `${command} (early empty, not billed)`;
+    byService[key] = (byService[key] ?? 0) + 1;
+    return;
+  }
+  byService[command] = (byService[command] ?? 0) + 1;
+  if (service === 'dynamodb') {
+    countTarget(counts, command, input);
+    dynamoCapacity(counts, command, input, output);
+  } else sqsRequests(counts, input);
+}
+
+/** Counts every call an SDK client makes. */
+export function instrument(counts: CallCounts, client: { middlewareStack: unknown }, service: ObservedService): void {
+  observeCalls(client, service, (call) => account(counts, call));
 }
 
 export function recordInvocation(counts: CallCounts, fn: string, ms: number): void {

@@ -1,12 +1,16 @@
 /**
- * The load generator, run in a worker thread apart from the sandbox: it publishes
- * through the HTTP API and runs the real webhook receivers, which verify every
- * signature with the `standardwebhooks` package. Latency is from the moment the
- * API accepted an event (its 202 arrived) to the moment a receiver got it.
+ * The load generator, in worker threads apart from the sandbox: one thread runs the
+ * real webhook receivers, which verify every signature with the `standardwebhooks`
+ * package, and each publishing task runs on a thread of its own, through the HTTP
+ * API. So a flood's requests never delay the receivers' clocks or a calm
+ * producer's. Latency is from the moment the API accepted an event (its 202
+ * arrived) to the moment a receiver got it.
  */
+import { readlinkSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parentPort } from 'node:worker_threads';
+import os from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
 import { Webhook } from 'standardwebhooks';
 
 export interface PublishTask {
@@ -21,13 +25,21 @@ export interface PublishTask {
   readonly requestsPerSecond: number;
   readonly concurrency: number;
   readonly durationMs: number;
+  /** A flood: its thread runs at a lower CPU priority (see `yieldToTheSandbox`). */
+  readonly flood?: boolean;
 }
 
 export type WorkerCommand =
   | { readonly cmd: 'secrets'; readonly secrets: Record<string, string> }
   | { readonly cmd: 'answer'; readonly path: string; readonly answer: number | 'hang' }
-  | { readonly cmd: 'run'; readonly tasks: readonly PublishTask[] }
+  | { readonly cmd: 'accepted'; readonly label: string; readonly events: ReadonlyArray<readonly [string, number]> }
   | { readonly cmd: 'report' };
+
+/** What a publishing thread answers when its task is done: its counts and every accepted event's id and time. */
+export interface TaskResult {
+  readonly stats: TaskStats;
+  readonly accepted: Array<[string, number]>;
+}
 
 export interface TaskStats {
   readonly label: string;
@@ -44,8 +56,24 @@ export interface Report {
   readonly badSignatures: number;
 }
 
+/**
+ * A flood's thread stands in for a client on another machine, so it yields the CPU
+ * to the sandbox's threads and the receivers (whose clocks measure latency): on
+ * Linux a thread's nice value is its own (setpriority on its thread id). Elsewhere
+ * it runs at normal priority. Calm publishers never yield: their 202s time latency.
+ */
+function yieldToTheSandbox(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) os.setPriority(tid, 10);
+  } catch {
+    // Not Linux, or not allowed: the load shares the CPU evenly.
+  }
+}
+
+if (!parentPort) throw new Error('bench/load.ts runs as a worker thread');
 const port = parentPort;
-if (!port) throw new Error('bench/load.ts runs as a worker thread');
+const role = (workerData as { role?: 'receivers' | 'publisher'; task?: PublishTask } | undefined) ?? {};
 
 const secrets = new Map<string, string>();
 const answers = new Map<string, number | 'hang'>();
@@ -54,34 +82,37 @@ const received = new Map<string, number>();
 const arrivals: Record<string, number> = {};
 let badSignatures = 0;
 
-const server = http.createServer((req, res) => {
-  const chunks: Buffer[] = [];
-  req.on('data', (c: Buffer) => chunks.push(c));
-  req.on('end', () => {
-    const path = req.url ?? '/';
-    arrivals[path] = (arrivals[path] ?? 0) + 1;
-    const answer = answers.get(path) ?? 200;
-    if (answer === 'hang') return;
-    const body = Buffer.concat(chunks).toString('utf8');
-    const now = Date.now();
-    try {
-      const parsed = JSON.parse(body) as { webhook: string; events: Array<{ id: string }> };
-      const secret = secrets.get(parsed.webhook);
-      if (secret) {
-        new Webhook(secret).verify(body, req.headers as Record<string, string>);
-        if (answer >= 200 && answer < 300) for (const e of parsed.events) if (!received.has(e.id)) received.set(e.id, now);
+function serveReceivers(): void {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const path = req.url ?? '/';
+      arrivals[path] = (arrivals[path] ?? 0) + 1;
+      const answer = answers.get(path) ?? 200;
+      if (answer === 'hang') return;
+      const body = Buffer.concat(chunks).toString('utf8');
+      const now = Date.now();
+      try {
+        const parsed = JSON.parse(body) as { webhook: string; events: Array<{ id: string }> };
+        const secret = secrets.get(parsed.webhook);
+        if (secret) {
+          new Webhook(secret).verify(body, req.headers as Record<string, string>);
+          if (answer >= 200 && answer < 300) for (const e of parsed.events) if (!received.has(e.id)) received.set(e.id, now);
+        }
+      } catch {
+        badSignatures++;
       }
-    } catch {
-      badSignatures++;
-    }
-    res.writeHead(answer).end();
+      res.writeHead(answer).end();
+    });
   });
-});
-server.listen(0, '127.0.0.1', () => {
-  port.postMessage({ cmd: 'ready', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
-});
+  server.listen(0, '127.0.0.1', () => {
+    port.postMessage({ cmd: 'ready', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+  });
+}
 
-async function runTask(task: PublishTask): Promise<TaskStats> {
+async function runTask(task: PublishTask): Promise<TaskResult> {
+  const acceptedHere: Array<[string, number]> = [];
   const deadline = Date.now() + task.durationMs;
   let requests = 0;
   let ok = 0;
@@ -115,7 +146,7 @@ async function runTask(task: PublishTask): Promise<TaskStats> {
         if (!body.events) rejected += task.eventsPerRequest;
         for (const e of body.events ?? []) {
           if (e.status === 'accepted' && e.id) {
-            accepted.set(e.id, { label: task.label, acceptedAt: at });
+            acceptedHere.push([e.id, at]);
             ok++;
           } else rejected++;
         }
@@ -125,37 +156,48 @@ async function runTask(task: PublishTask): Promise<TaskStats> {
     }
   };
   await Promise.all(Array.from({ length: task.concurrency }, worker));
-  return { label: task.label, requests, accepted: ok, rejected, status429 };
+  return { stats: { label: task.label, requests, accepted: ok, rejected, status429 }, accepted: acceptedHere };
 }
 
 // Every command carries an id that its reply repeats: runs overlap, so replies come in any order.
-port.on('message', async ({ id, command }: { id: number; command: WorkerCommand }) => {
-  const reply = (body: Record<string, unknown>) => port.postMessage({ id, ...body });
-  switch (command.cmd) {
-    case 'secrets':
-      for (const [webhook, secret] of Object.entries(command.secrets)) secrets.set(webhook, secret);
-      reply({ cmd: 'ok' });
-      break;
-    case 'answer':
-      answers.set(command.path, command.answer);
-      reply({ cmd: 'ok' });
-      break;
-    case 'run':
-      reply({ cmd: 'ran', stats: await Promise.all(command.tasks.map(runTask)) });
-      break;
-    case 'report': {
-      const report: Report = {
-        events: [...accepted].map(([event, a]) => ({
-          id: event,
-          label: a.label,
-          acceptedAt: a.acceptedAt,
-          receivedAt: received.get(event) ?? null,
-        })),
-        arrivals: { ...arrivals },
-        badSignatures,
-      };
-      reply({ cmd: 'report', report });
-      break;
+function answerCommands(): void {
+  port.on('message', async ({ id, command }: { id: number; command: WorkerCommand }) => {
+    const reply = (body: Record<string, unknown>) => port.postMessage({ id, ...body });
+    switch (command.cmd) {
+      case 'secrets':
+        for (const [webhook, secret] of Object.entries(command.secrets)) secrets.set(webhook, secret);
+        reply({ cmd: 'ok' });
+        break;
+      case 'answer':
+        answers.set(command.path, command.answer);
+        reply({ cmd: 'ok' });
+        break;
+      case 'accepted':
+        for (const [event, acceptedAt] of command.events) accepted.set(event, { label: command.label, acceptedAt });
+        reply({ cmd: 'ok' });
+        break;
+      case 'report': {
+        const report: Report = {
+          events: [...accepted].map(([event, a]) => ({
+            id: event,
+            label: a.label,
+            acceptedAt: a.acceptedAt,
+            receivedAt: received.get(event) ?? null,
+          })),
+          arrivals: { ...arrivals },
+          badSignatures,
+        };
+        reply({ cmd: 'report', report });
+        break;
+      }
     }
-  }
-});
+  });
+}
+
+if (role.role === 'publisher' && role.task) {
+  if (role.task.flood) yieldToTheSandbox();
+  port.postMessage(await runTask(role.task));
+} else {
+  serveReceivers();
+  answerCommands();
+}

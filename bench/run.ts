@@ -10,9 +10,9 @@ import { Worker } from 'node:worker_threads';
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
-import { type CallCounts, instrument, newCounts, recordInvocation } from './accounting.ts';
+import { account, type CallCounts, newCounts, recordInvocation } from './accounting.ts';
 import { ALTERNATIVES, costPerMillion } from './cost.ts';
-import type { PublishTask, Report, TaskStats } from './load.ts';
+import type { PublishTask, Report, TaskResult } from './load.ts';
 
 const RESULTS = new URL('./results/', import.meta.url);
 const SCENARIOS = ['baseline', 'hot-object', 'failing-endpoint', 'ceiling'] as const;
@@ -30,17 +30,17 @@ function percentile(values: number[], p: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
-/** A sandbox with call accounting, and the load worker beside it. */
+/** A sandbox with call accounting, and the load threads beside it: the receivers', and one per publishing task. */
 async function harness(config: Record<string, unknown> = {}) {
   const counts = newCounts();
   const sandbox = await startSandbox({
     port: 0,
     canary: false,
     config,
-    instrumentClient: (client, service) => instrument(counts, client, service),
+    onCall: (call) => account(counts, call),
     onInvocation: (fn, ms) => recordInvocation(counts, fn, ms),
   });
-  const worker = new Worker(new URL('./load.ts', import.meta.url));
+  const worker = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'receivers' } });
   const replies = new Map<number, (value: unknown) => void>();
   let nextId = 0;
   let receiverUrl = '';
@@ -86,7 +86,20 @@ async function harness(config: Record<string, unknown> = {}) {
     tenant,
     webhook,
     answer: (path: string, answer: number | 'hang') => ask({ cmd: 'answer', path, answer }),
-    run: async (tasks: PublishTask[]) => (await ask<{ stats: TaskStats[] }>({ cmd: 'run', tasks })).stats,
+    /** Runs each task on a publishing thread of its own, and tells the receivers what was accepted. */
+    run: (tasks: PublishTask[]) =>
+      Promise.all(
+        tasks.map(async (task) => {
+          const publisher = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'publisher', task } });
+          const result = await new Promise<TaskResult>((resolve, reject) => {
+            publisher.once('message', resolve);
+            publisher.once('error', reject);
+          });
+          await publisher.terminate();
+          await ask({ cmd: 'accepted', label: task.label, events: result.accepted });
+          return result.stats;
+        }),
+      ),
     report: async () => (await ask<{ report: Report }>({ cmd: 'report' })).report,
     /** Waits until every accepted event (of the labels) arrived, or the timeout. */
     drain: async (labels: string[], timeoutMs: number) => {
@@ -246,6 +259,7 @@ async function hotObject() {
         requestsPerSecond: 0,
         concurrency: 4,
         durationMs: 20_000,
+        flood: true,
       },
     ]);
     const stormEnd = Date.now();
@@ -263,12 +277,15 @@ async function hotObject() {
       others_p99_timeline: p99Timeline(report, 'calm', stormStart - 15_000, stormEnd),
       hot_peak_depth: peak,
       hot_accepted: hotStats?.accepted ?? 0,
+      // The flood's strength: at or above the tenant's API throttle (500/s), all an API lets through.
+      hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((stormEnd - stormStart) / 1000)),
       hot_rejected: hotStats?.rejected ?? 0,
       lost: report.events.filter((e) => e.receivedAt === null).length,
       alarms_fired: alarms,
       // Which calls the storm made: per tenant (meta items are keyed by tenant id).
       calm_tenant: calm.id,
       hot_tenant: hammer.id,
+      api_calls_by_operation: h.counts.calls,
       dynamodb_calls_by_target: targetsAtLeast(h.counts, 100),
       invocations: h.counts.invocations,
       machine,
@@ -327,6 +344,7 @@ async function failingEndpoint() {
       lost: report.events.filter((e) => e.receivedAt === null).length,
       calm_tenant: calm.id,
       failing_tenant: failing.id,
+      api_calls_by_operation: h.counts.calls,
       dynamodb_calls_by_target: targetsAtLeast(h.counts, 100),
       invocations: h.counts.invocations,
       machine,

@@ -1,39 +1,32 @@
 /**
  * The sandbox (SPEC §6): the whole of sluice in one process. The emulators stand
- * in for DynamoDB and SQS, on a thread of their own; the API runs the same Hono app and authorizer as in
- * AWS; pollers call the same Lambda handlers with Lambda's event shapes.
+ * in for DynamoDB and SQS, on a thread of their own; the API runs the same Hono app
+ * and authorizer as in AWS, on another (api-thread.ts); on this one, pollers call
+ * the same Lambda handlers with Lambda's event shapes, and the scheduled functions
+ * run on timers. Metrics, alarms and notices are kept here.
  */
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
-import { serve } from '@hono/node-server';
-import { type Context, Hono } from 'hono';
 import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
 import { CanaryStore } from '../functions/adapters/canary-store.ts';
 import { RecordingNotifier } from '../functions/adapters/notifier.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
-import { TenantStore } from '../functions/adapters/tenant-store.ts';
-import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
-import { createApi, notFound } from '../functions/api/app.ts';
-import { type CanaryDeps, receiveCanary, runCanary } from '../functions/app/canary.ts';
+import { type CanaryDeps, runCanary } from '../functions/app/canary.ts';
 import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
-import { apiServices, deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
-import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
+import { deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
-import { ApiError } from '../functions/core/errors.ts';
-import { hashKey, keyKind } from '../functions/core/keys.ts';
-import type { Principal } from '../functions/core/model.ts';
+import { keyKind } from '../functions/core/keys.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
 import { makeDistributorHandler } from '../functions/distributor/process.ts';
 import { AlarmEvaluator, type AlarmState } from './alarms.ts';
+import { startApiOnThread } from './api-thread.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulatorsOnThread } from './emulators.ts';
-import { inboxRoutes } from './inbox.ts';
 import { InMemoryMetrics } from './metrics.ts';
+import { type CallObserver, observeCalls } from './observe.ts';
 import { Poller } from './poller.ts';
 
 export interface SandboxOptions {
@@ -49,8 +42,8 @@ export interface SandboxOptions {
   readonly canary?: boolean;
   /** Shrinks every alarm period and the monitors' interval (tests: 0.01 turns 5 minutes into 3 s). */
   readonly alarmTimeScale?: number;
-  /** Called with every AWS SDK client the sandbox makes (the benchmark counts their calls). */
-  readonly instrumentClient?: (client: { middlewareStack: unknown }, service: 'dynamodb' | 'sqs') => void;
+  /** Called with every AWS call the sandbox makes, on any of its threads (the benchmark counts them). */
+  readonly onCall?: CallObserver;
   /** Called after every function invocation with its duration (the benchmark's Lambda accounting). */
   readonly onInvocation?: (fn: string, durationMs: number) => void;
   /** Powertools log level for the functions; the sandbox is quiet by default. */
@@ -75,10 +68,6 @@ export interface Sandbox {
   stop(): Promise<void>;
 }
 
-const ADMIN_USAGE_KEY = 'sandbox-admin';
-const AUTHORIZER_CACHE_MS = 60_000;
-const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
-
 export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
   const config = buildConfig({ ...options.config, allowPrivateTargets: true });
   const adminKey = options.adminKey ?? `ak_${randomBytes(32).toString('base64url')}`;
@@ -94,7 +83,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const emulators = await startEmulatorsOnThread(options.dataDir);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
   const instrument = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
-    options.instrumentClient?.(client, service);
+    if (options.onCall) observeCalls(client, service, options.onCall);
     return client;
   };
   const sqs = instrument(sqsClient({ ...emulators.sqs, maxSockets: 256 }), 'sqs');
@@ -114,71 +103,33 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     logger: log,
   };
 
-  // API Gateway's part: the TOKEN authorizer, then the usage plan's throttle.
-  const usagePlans = new LocalUsagePlans();
-  const tenants = new TenantStore({ client: dynamo, tableName: wiring.controlTable });
-  const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(adminKey), tenants, adminUsageKey: ADMIN_USAGE_KEY });
-  const authorizerCache = new Map<string, Awaited<ReturnType<typeof authorizer>> & { until: number }>();
-  const authenticate = async (c: Context): Promise<Principal | undefined> => {
-    const header = c.req.header('authorization');
-    if (header === undefined) return undefined;
-    // API Gateway caches a TOKEN authorizer's answer per token (60 s in the stack).
-    let result = authorizerCache.get(header);
-    if (!result || result.until < Date.now()) {
-      try {
-        const answer = await authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN });
-        result = { ...answer, until: Date.now() + AUTHORIZER_CACHE_MS };
-        if (authorizerCache.size > 10_000) authorizerCache.clear();
-        authorizerCache.set(header, result);
-      } catch {
-        return undefined;
-      }
-    }
-    const context = result.context ?? {};
-    const usageKey = result.usageIdentifierKey as string;
-    if (context[AUTH_CONTEXT.principal] === 'tenant' && !usagePlans.knows(usageKey)) {
-      // A tenant from a persisted sandbox (SLUICE_DATA_DIR): its throttle lived in memory.
-      const tenant = await tenants.get(String(context[AUTH_CONTEXT.tenantId]));
-      if (tenant) await usagePlans.provision(tenant);
-    }
-    const wait = usagePlans.admit(usageKey, Date.now(), {
-      rate: config.tenantRatePerSecond,
-      burst: config.tenantBurst,
-    });
-    if (wait !== undefined) throw new ApiError('rate_limited', 'Too many requests for this key; slow down.', wait);
-    if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
-    return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
-  };
-
   let stopped = false;
-  const canaryReceiver = {
-    store: new CanaryStore({ client: dynamo, tableName: wiring.controlTable }),
-    metrics,
-    logger: log,
-    now: Date.now,
-  };
   const alarmTimeScale = options.alarmTimeScale ?? 1;
   const alarms = new AlarmEvaluator(metrics, { timeScale: alarmTimeScale });
-  const outer = new Hono();
-  outer.notFound(notFound);
-  // What API Gateway's 5XXError metric would count.
-  outer.use('*', async (c, next) => {
-    const started = performance.now();
-    await next();
-    if (c.res.status >= 500) metrics.record('api:5XXError', 1);
-    if (c.req.path.startsWith('/v1/')) options.onInvocation?.('api', performance.now() - started);
-  });
-  outer.post('/sandbox/canary', async (c) => {
-    const status = await receiveCanary(
-      canaryReceiver,
-      { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
-      await c.req.text(),
-    );
-    return c.body(null, status as 204);
-  });
-  outer.route('/', inboxRoutes());
-  outer.get('/sandbox/notifications', (c) => c.json({ data: notifier.notices }));
-  outer.route('/', createApi({ ...apiServices(wiring, usagePlans, notifier), alarms: () => alarms.evaluate() }, authenticate));
+  const api = await startApiOnThread(
+    {
+      config,
+      adminKey,
+      port: options.port ?? 8787,
+      host: options.host ?? '127.0.0.1',
+      dynamo: emulators.dynamo,
+      sqs: emulators.sqs,
+      eventsTable: wiring.eventsTable,
+      controlTable: wiring.controlTable,
+      distributeQueueUrl: wiring.distributeQueueUrl,
+      deliverQueueUrl: wiring.deliverQueueUrl,
+      logLevel: options.logLevel ?? 'WARN',
+    },
+    {
+      metrics,
+      notice: (notice) => void notifier.webhookDisabled(notice),
+      alarms: () => alarms.evaluate(),
+      notices: () => notifier.notices,
+      ...(options.onInvocation && { onInvocation: options.onInvocation }),
+      ...(options.onCall && { onCall: options.onCall }),
+    },
+  );
+  const url = `http://${options.host ?? '127.0.0.1'}:${api.port}`;
 
   // Lambda's event source mappings: invocations up to each function's maximum
   // concurrency (they all share this thread and its CPU).
@@ -233,12 +184,6 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   }, 10_000 * alarmTimeScale);
   timers.push(monitor);
 
-  const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: outer.fetch, port: options.port ?? 8787, hostname: options.host ?? '127.0.0.1' }, () => resolve(s as Server));
-  });
-  const address = server.address() as AddressInfo;
-  const url = `http://${options.host ?? '127.0.0.1'}:${address.port}`;
-
   // The canary's schedule; its receiver is POST /sandbox/canary on this server.
   const canary: CanaryDeps = {
     store: new CanaryStore({ client: dynamo, tableName: wiring.controlTable }),
@@ -276,10 +221,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       if (stopped) return;
       stopped = true;
       for (const timer of timers) clearInterval(timer);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections?.();
-      });
+      await api.stop();
       await Promise.all(pollers.map((p) => p.stop()));
       await emulators.stop();
     },

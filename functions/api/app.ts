@@ -34,7 +34,7 @@ export interface ApiServices {
   readonly switches: SwitchServiceDeps;
   readonly streams: StreamDeps;
   /** The alarm states, where they are evaluated in process (the sandbox); absent in AWS. */
-  readonly alarms?: () => unknown[];
+  readonly alarms?: () => unknown[] | Promise<unknown[]>;
   /** For `GET /v1/admin/queues`. */
   readonly queues: Parameters<typeof deepestQueues>[0];
   readonly logger: LoggerPort;
@@ -184,12 +184,12 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     await liftSwitch(services.switches, c.req.param('id'));
     return c.body(null, 204);
   });
-  app.get('/v1/admin/alarms', (c) => {
+  app.get('/v1/admin/alarms', async (c) => {
     requireAdmin(c);
     if (!services.alarms) {
       throw new ApiError('not_found', 'Alarm states are in CloudWatch in a deployed stack; this route exists in the sandbox.');
     }
-    return c.json({ data: services.alarms() });
+    return c.json({ data: await services.alarms() });
   });
 
   app.get('/v1/admin/queues', async (c) => {

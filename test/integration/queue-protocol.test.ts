@@ -856,10 +856,10 @@ describe('reconciler', () => {
     await publish(
       ingestDeps([]),
       deep.tenantId,
-      Array.from({ length: 40 }, (_, n) => input(deep.resource, n)),
+      Array.from({ length: 200 }, (_, n) => input(deep.resource, n)),
     );
     const views = await deepestQueues({ queues: store, now: () => t0 + 3_000 }, 3);
-    expect(views[0]).toMatchObject({ tenant: 'ten_deep', resource: 'deep:1', depth: 40, scheduled: true });
+    expect(views[0]).toMatchObject({ tenant: 'ten_deep', resource: 'deep:1', depth: 200, scheduled: true });
     expect(views[0]?.oldest_age_s).toBeGreaterThanOrEqual(2);
     expect(views.length).toBeLessThanOrEqual(3);
     for (let i = 1; i < views.length; i++) expect(views[i - 1]?.depth ?? 0).toBeGreaterThanOrEqual(views[i]?.depth ?? 0);

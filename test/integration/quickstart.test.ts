@@ -32,6 +32,57 @@ describe('quick start', () => {
   });
 });
 
+describe('sandbox threads', () => {
+  it('serves the API from a thread of its own: it answers while the thread of the pollers and metrics is busy', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const client = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       fetch(workerData.url + '/v1/health').then((r) => r.json()).then((body) => parentPort.postMessage({ at: Date.now(), body }));`,
+      { eval: true, workerData: { url: sandbox.url } },
+    );
+    const answered = new Promise<{ at: number; body: unknown }>((resolve) => client.once('message', resolve));
+    // This thread runs the pollers, the scheduled functions and the metrics; keep it busy.
+    const busyUntil = Date.now() + 1_500;
+    while (Date.now() < busyUntil) {
+      // Spin.
+    }
+    const { at, body } = await answered;
+    await client.terminate();
+    expect(body).toEqual({ status: 'ok' });
+    expect(at).toBeLessThan(busyUntil);
+  });
+
+  it('answers from this thread what lives on it: notices, and the metrics the API records', async () => {
+    const admin = { authorization: `Bearer ${sandbox.adminKey}`, 'content-type': 'application/json' };
+    const created = await fetch(`${sandbox.url}/v1/admin/tenants`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ name: 'threads' }),
+    });
+    const { api_key: key } = (await created.json()) as { api_key: string };
+    const accepted = sandbox.metrics.total('EventsAccepted');
+    const response = await fetch(`${sandbox.url}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ events: [{ resource: 'doc:1', type: 'doc.saved', data: {} }] }),
+    });
+    expect(response.status).toBe(202);
+    // Recorded before the answer left the API's thread.
+    expect(sandbox.metrics.total('EventsAccepted')).toBe(accepted + 1);
+    await sandbox.notifier.webhookDisabled({
+      type: 'webhook.disabled',
+      tenant: 'ten_threads',
+      webhook: 'wh_threads',
+      url: 'https://example.com/hook',
+      reason: 'gone',
+      last_error: null,
+      at: new Date(0).toISOString(),
+    });
+    const notices = (await (await fetch(`${sandbox.url}/sandbox/notifications`)).json()) as { data: Array<{ webhook: string }> };
+    expect(notices.data.map((n) => n.webhook)).toContain('wh_threads');
+  });
+});
+
 describe('npm start', () => {
   it('prints its admin key and stops cleanly on Ctrl-C (SIGINT)', async () => {
     const { spawn } = await import('node:child_process');

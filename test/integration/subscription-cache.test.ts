@@ -5,7 +5,7 @@
  * started) is seen by the next event.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { instrument, newCounts } from '../../bench/accounting.ts';
+import { account, instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
@@ -24,7 +24,7 @@ beforeAll(async () => {
   sandbox = await startSandbox({
     port: 0,
     canary: false,
-    instrumentClient: (client, service) => instrument(counts, client, service),
+    onCall: (call) => account(counts, call),
   });
   tenant = await createTenant(sandbox, 'cached');
 });
@@ -51,6 +51,17 @@ async function publishAndWait(resource: string, data: number, path: string, arri
     expect(receiver.acceptedEvents(path).length).toBe(before);
   }
 }
+
+describe('calls observed on every thread', () => {
+  it('counts the calls the API makes on its own thread, as those of the functions on this one', async () => {
+    const before = counts.calls.dynamodb?.PutItemCommand ?? 0;
+    await createTenant(sandbox, 'observed');
+    // The tenant, its key: written by the API's thread, reported to this one.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(counts.calls.dynamodb?.PutItemCommand ?? 0).toBeGreaterThanOrEqual(before + 2);
+    expect(counts.wru).toBeGreaterThan(0);
+  });
+});
 
 describe('lookups kept between turns', () => {
   it('looks a resource up once, and sees a webhook created, disabled and deleted afterwards', async () => {

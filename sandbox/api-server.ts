@@ -1,0 +1,166 @@
+/**
+ * The sandbox's API: API Gateway's part (the TOKEN authorizer with its cache, then
+ * the usage plan's throttle) in front of the same Hono app the Lambda serves, plus
+ * the sandbox's own routes (canary receiver, inbox, notifications). It runs on a
+ * thread of its own (api-thread.ts); what it reports goes through the ports given.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { type Context, Hono } from 'hono';
+import { type ClientOptions, documentClient, sqsClient } from '../functions/adapters/aws.ts';
+import { CanaryStore } from '../functions/adapters/canary-store.ts';
+import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
+import { TenantStore } from '../functions/adapters/tenant-store.ts';
+import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
+import { createApi, notFound } from '../functions/api/app.ts';
+import { receiveCanary } from '../functions/app/canary.ts';
+import type { Notifier } from '../functions/app/delivery.ts';
+import { apiServices, type Wiring } from '../functions/app/runtime.ts';
+import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
+import type { SluiceConfig } from '../functions/core/config.ts';
+import { ApiError } from '../functions/core/errors.ts';
+import { hashKey } from '../functions/core/keys.ts';
+import type { Principal } from '../functions/core/model.ts';
+import type { MetricsPort } from '../functions/core/telemetry.ts';
+import { inboxRoutes } from './inbox.ts';
+import { type CallObserver, observeCalls } from './observe.ts';
+
+/** Everything the API needs that is plain data: what a thread can be started with. */
+export interface ApiSettings {
+  readonly config: SluiceConfig;
+  readonly adminKey: string;
+  readonly port: number;
+  readonly host: string;
+  readonly dynamo: ClientOptions;
+  readonly sqs: ClientOptions;
+  readonly eventsTable: string;
+  readonly controlTable: string;
+  readonly distributeQueueUrl: string;
+  readonly deliverQueueUrl: string;
+  readonly logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
+}
+
+/** Where the API reports to, and what it asks the rest of the sandbox. */
+export interface ApiPorts {
+  readonly metrics: MetricsPort;
+  /** A data point of a source the sandbox adds for what AWS would measure (API 5xx). */
+  readonly record: (key: string, value: number) => void;
+  /** Sends what was reported so far; called as each request ends, before its answer goes out. */
+  readonly flush?: () => void;
+  readonly notifier: Notifier;
+  readonly alarms: () => Promise<unknown[]>;
+  readonly notices: () => Promise<unknown[]>;
+  readonly onInvocation?: (fn: string, durationMs: number) => void;
+  readonly onCall?: CallObserver;
+}
+
+export interface ApiServer {
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+const ADMIN_USAGE_KEY = 'sandbox-admin';
+const AUTHORIZER_CACHE_MS = 60_000;
+const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
+
+export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Promise<ApiServer> {
+  const { config, adminKey, metrics } = { ...settings, ...ports };
+  const log = loggerPort(new Logger({ serviceName: 'sluice-sandbox-api', logLevel: settings.logLevel }));
+  const observe = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
+    if (ports.onCall) observeCalls(client, service, ports.onCall);
+    return client;
+  };
+  const dynamo = observe(documentClient({ ...settings.dynamo, maxSockets: 256 }), 'dynamodb');
+  const sqs = observe(sqsClient({ ...settings.sqs, maxSockets: 64 }), 'sqs');
+  const wiring: Wiring = {
+    config,
+    dynamo,
+    sqs,
+    eventsTable: settings.eventsTable,
+    controlTable: settings.controlTable,
+    distributeQueueUrl: settings.distributeQueueUrl,
+    deliverQueueUrl: settings.deliverQueueUrl,
+    metrics,
+    logger: log,
+  };
+
+  // API Gateway's part: the TOKEN authorizer, then the usage plan's throttle.
+  const usagePlans = new LocalUsagePlans();
+  const tenants = new TenantStore({ client: dynamo, tableName: settings.controlTable });
+  const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(adminKey), tenants, adminUsageKey: ADMIN_USAGE_KEY });
+  const authorizerCache = new Map<string, Awaited<ReturnType<typeof authorizer>> & { until: number }>();
+  const authenticate = async (c: Context): Promise<Principal | undefined> => {
+    const header = c.req.header('authorization');
+    if (header === undefined) return undefined;
+    // API Gateway caches a TOKEN authorizer's answer per token (60 s in the stack).
+    let result = authorizerCache.get(header);
+    if (!result || result.until < Date.now()) {
+      try {
+        const answer = await authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN });
+        result = { ...answer, until: Date.now() + AUTHORIZER_CACHE_MS };
+        if (authorizerCache.size > 10_000) authorizerCache.clear();
+        authorizerCache.set(header, result);
+      } catch {
+        return undefined;
+      }
+    }
+    const context = result.context ?? {};
+    const usageKey = result.usageIdentifierKey as string;
+    if (context[AUTH_CONTEXT.principal] === 'tenant' && !usagePlans.knows(usageKey)) {
+      // A tenant from a persisted sandbox (SLUICE_DATA_DIR): its throttle lived in memory.
+      const tenant = await tenants.get(String(context[AUTH_CONTEXT.tenantId]));
+      if (tenant) await usagePlans.provision(tenant);
+    }
+    const wait = usagePlans.admit(usageKey, Date.now(), {
+      rate: config.tenantRatePerSecond,
+      burst: config.tenantBurst,
+    });
+    if (wait !== undefined) throw new ApiError('rate_limited', 'Too many requests for this key; slow down.', wait);
+    if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
+    return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
+  };
+
+  const canaryReceiver = {
+    store: new CanaryStore({ client: dynamo, tableName: settings.controlTable }),
+    metrics,
+    logger: log,
+    now: Date.now,
+  };
+  const outer = new Hono();
+  outer.notFound(notFound);
+  // What API Gateway's 5XXError metric would count.
+  outer.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    if (c.res.status >= 500) ports.record('api:5XXError', 1);
+    if (c.req.path.startsWith('/v1/')) ports.onInvocation?.('api', performance.now() - started);
+    ports.flush?.();
+  });
+  outer.post('/sandbox/canary', async (c) => {
+    const status = await receiveCanary(
+      canaryReceiver,
+      { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
+      await c.req.text(),
+    );
+    return c.body(null, status as 204);
+  });
+  outer.route('/', inboxRoutes());
+  outer.get('/sandbox/notifications', async (c) => c.json({ data: await ports.notices() }));
+  outer.route('/', createApi({ ...apiServices(wiring, usagePlans, ports.notifier), alarms: ports.alarms }, authenticate));
+
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: outer.fetch, port: settings.port, hostname: settings.host }, () => resolve(s as Server));
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    async stop() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+      dynamo.destroy();
+      sqs.destroy();
+    },
+  };
+}
