@@ -6,6 +6,7 @@
  * producer's. Latency is from the moment the API accepted an event (its 202
  * arrived) to the moment a receiver got it.
  */
+import { execFileSync } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -25,7 +26,7 @@ export interface PublishTask {
   readonly requestsPerSecond: number;
   readonly concurrency: number;
   readonly durationMs: number;
-  /** A flood: its thread runs at a lower CPU priority (see `yieldToTheSandbox`). */
+  /** A flood: its thread runs at the lowest CPU priority (see `yieldToTheSandbox`). */
   readonly flood?: boolean;
 }
 
@@ -47,6 +48,8 @@ export interface TaskStats {
   readonly accepted: number;
   readonly rejected: number;
   readonly status429: number;
+  /** The CPU priority the task's thread ran at (see `yieldToTheSandbox`). */
+  readonly priority: 'normal' | 'idle' | 'nice 19';
 }
 
 export interface Report {
@@ -57,17 +60,31 @@ export interface Report {
 }
 
 /**
- * A flood's thread stands in for a client on another machine, so it yields the CPU
- * to the sandbox's threads and the receivers (whose clocks measure latency): on
- * Linux a thread's nice value is its own (setpriority on its thread id). Elsewhere
- * it runs at normal priority. Calm publishers never yield: their 202s time latency.
+ * A flood's thread stands in for a client on another machine, so it gives the CPU
+ * to the sandbox's threads and to the receivers, whose clocks time latency: on
+ * Linux it runs under SCHED_IDLE (`chrt --idle`; a thread's policy is its own),
+ * or else at nice 19. It still sends all it can with the CPU the rest leaves, and
+ * the scenario reports how many requests that was. Calm publishers never yield:
+ * their 202s start the latency clock. Answers the priority it got.
  */
-function yieldToTheSandbox(): void {
+function yieldToTheSandbox(): TaskStats['priority'] {
+  let tid: number;
   try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (Number.isInteger(tid) && tid > 0) os.setPriority(tid, 10);
+    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
   } catch {
-    // Not Linux, or not allowed: the load shares the CPU evenly.
+    return 'normal';
+  }
+  try {
+    execFileSync('chrt', ['--idle', '-p', '0', String(tid)], { stdio: 'ignore' });
+    return 'idle';
+  } catch {
+    // No chrt: the lowest nice value instead.
+  }
+  try {
+    os.setPriority(tid, 19);
+    return 'nice 19';
+  } catch {
+    return 'normal';
   }
 }
 
@@ -111,7 +128,7 @@ function serveReceivers(): void {
   });
 }
 
-async function runTask(task: PublishTask): Promise<TaskResult> {
+async function runTask(task: PublishTask, priority: TaskStats['priority']): Promise<TaskResult> {
   const acceptedHere: Array<[string, number]> = [];
   const deadline = Date.now() + task.durationMs;
   let requests = 0;
@@ -156,7 +173,7 @@ async function runTask(task: PublishTask): Promise<TaskResult> {
     }
   };
   await Promise.all(Array.from({ length: task.concurrency }, worker));
-  return { stats: { label: task.label, requests, accepted: ok, rejected, status429 }, accepted: acceptedHere };
+  return { stats: { label: task.label, requests, accepted: ok, rejected, status429, priority }, accepted: acceptedHere };
 }
 
 // Every command carries an id that its reply repeats: runs overlap, so replies come in any order.
@@ -195,8 +212,8 @@ function answerCommands(): void {
 }
 
 if (role.role === 'publisher' && role.task) {
-  if (role.task.flood) yieldToTheSandbox();
-  port.postMessage(await runTask(role.task));
+  const priority = role.task.flood ? yieldToTheSandbox() : 'normal';
+  port.postMessage(await runTask(role.task, priority));
 } else {
   serveReceivers();
   answerCommands();
