@@ -48,12 +48,13 @@ export function tatLimit(n: number, now: number, limits: AdmissionLimits): numbe
 }
 
 /**
- * An object that cannot take a whole request takes no fewer than a tenth of a
- * second of its rate from it (10 events at 100/s), or the whole request if that is
- * smaller. A producer writing faster than the rate then gets its events in by steps,
- * each one conditional write, where token by token it would cost a write per request.
+ * An object that cannot take a whole request takes no fewer than a quarter of a
+ * second of its rate from it (25 events at 100/s), or the whole request if that is
+ * smaller: a request that small enters whole or not at all. A producer writing
+ * faster than the rate then gets its events in by steps, each one reserving write
+ * and one turn, where token by token it would cost a write and a turn per request.
  */
-export const RATE_STEP_SECONDS = 0.1;
+export const RATE_STEP_SECONDS = 0.25;
 
 /** The fewest of `requested` events an object short of tokens admits. */
 export function rateStep(requested: number, limits: Pick<AdmissionLimits, 'ratePerSecond'>): number {

@@ -659,7 +659,7 @@ describe('per-object rate', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 10 });
   });
 
-  it("takes a busy object's events in steps of a tenth of a second of its rate, and refuses smaller gaps without DynamoDB", async () => {
+  it("takes a busy object's events in steps of a quarter second of its rate, and refuses smaller gaps without DynamoDB", async () => {
     const k = key();
     let now = 8_500_000;
     const counts = newCounts();
@@ -675,21 +675,21 @@ describe('per-object rate', () => {
     const first = await publish(deps, k.tenantId, fifty(50));
     expect(first.results.filter((r) => r.status === 'accepted')).toHaveLength(50);
     const calls = counts.calls.dynamodb?.UpdateItemCommand ?? 0;
-    // 50 ms later five tokens are back: fewer than a step (10 at 100/s), so none are taken.
-    now += 50;
+    // 200 ms later 20 tokens are back: fewer than a step (25 at 100/s), so none are taken.
+    now += 200;
     const early = await publish(deps, k.tenantId, fifty(100));
     expect(early.httpStatus).toBe(429);
     expect(early.retryAfterSeconds).toBe(1);
     expect(counts.calls.dynamodb?.UpdateItemCommand ?? 0).toBe(calls);
-    // At 100 ms a step is there: ten enter, in one reserving write.
+    // At 250 ms a step is there: 25 enter, in one reserving write.
     now += 50;
     const step = await publish(deps, k.tenantId, fifty(200));
-    expect(step.results.filter((r) => r.status === 'accepted')).toHaveLength(10);
+    expect(step.results.filter((r) => r.status === 'accepted')).toHaveLength(25);
     expect(counts.calls.dynamodb?.UpdateItemCommand).toBe(calls + 1);
     // A request smaller than a step still gets its single token.
     now += 10;
     expect((await publish(deps, k.tenantId, [input(k.resource, 300)])).results[0]?.status).toBe('accepted');
-    expect(await store.readMeta(k)).toMatchObject({ depth: 111 });
+    expect(await store.readMeta(k)).toMatchObject({ depth: 126 });
   });
 
   it("lets one of a container's racing requests for a busy object write; the others are answered from the tat it leaves", async () => {
@@ -707,10 +707,10 @@ describe('per-object rate', () => {
     await publish(deps, k.tenantId, fifty(0));
     await publish(deps, k.tenantId, fifty(50));
     const before = { ...counts.calls.dynamodb };
-    now += 100;
+    now += 250;
     const outcomes = await Promise.all([1, 2, 3, 4].map((r) => publish(deps, k.tenantId, fifty(r * 100))));
     const accepted = outcomes.map((o) => o.results.filter((r) => r.status === 'accepted').length);
-    expect(accepted.sort()).toEqual([0, 0, 0, 10]);
+    expect(accepted.sort()).toEqual([0, 0, 0, 25]);
     // One reserve and one write of its events; no refused write, no read of the meta item.
     expect(counts.calls.dynamodb?.UpdateItemCommand).toBe((before.UpdateItemCommand ?? 0) + 1);
     expect(counts.calls.dynamodb?.GetItemCommand ?? 0).toBe(before.GetItemCommand ?? 0);

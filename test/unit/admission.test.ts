@@ -40,14 +40,14 @@ describe('per-object admission (GCRA token bucket and queue cap)', () => {
     expect(admitted).toBeLessThanOrEqual(1_201);
   });
 
-  it('takes no fewer than a tenth of a second of the rate from a request it cannot take whole', () => {
-    expect(rateStep(50, limits)).toBe(10);
+  it('takes no fewer than a quarter of a second of the rate from a request it cannot take whole', () => {
+    expect(rateStep(50, limits)).toBe(25);
     expect(rateStep(3, limits)).toBe(3);
-    // Five tokens left: a request of 50 waits until there are ten (50 ms), one of 3 enters.
-    const tat = NOW + 1_950;
-    expect(decideAdmission({ depth: 0, tat }, 50, limits, NOW)).toEqual({ admit: 0, reason: 'rate_limited', retryAfterMs: 50 });
+    // Ten tokens left: a request of 50 waits until there are 25 (150 ms), one of 3 enters whole.
+    const tat = NOW + 1_900;
+    expect(decideAdmission({ depth: 0, tat }, 50, limits, NOW)).toEqual({ admit: 0, reason: 'rate_limited', retryAfterMs: 150 });
     expect(decideAdmission({ depth: 0, tat }, 3, limits, NOW).admit).toBe(3);
-    expect(decideAdmission({ depth: 0, tat }, 50, limits, NOW + 50)).toMatchObject({ admit: 10, reason: 'rate_limited' });
+    expect(decideAdmission({ depth: 0, tat }, 50, limits, NOW + 150)).toMatchObject({ admit: 25, reason: 'rate_limited' });
   });
 
   it('reports queue_full when the cap is what binds', () => {
