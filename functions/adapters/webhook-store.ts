@@ -333,12 +333,13 @@ export class WebhookStore {
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
           UpdateExpression: 'ADD #held_count :delta',
+          // Within the cap after the change: the count is at most cap - delta before it.
           ConditionExpression:
             cap === undefined
               ? 'attribute_exists(#pk)'
-              : 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count < :cap)',
+              : 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
           ExpressionAttributeNames: names('held_count', 'pk'),
-          ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':cap': cap }) },
+          ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':limit': cap - delta }) },
         }),
       );
       return true;

@@ -19,7 +19,7 @@ import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryBody, partsByResource, pingEvent } from '../core/deliveries.ts';
+import { deliveryBody, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -84,7 +84,7 @@ export type DeliveryOutcome =
 
 /** How often a healthy endpoint's last success time is written at most. */
 const SUCCESS_WRITE_INTERVAL_MS = 60_000;
-const RELEASE_PAGE = 10;
+const RELEASE_PAGE = 100;
 
 export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQueueMessage): Promise<DeliveryOutcome> {
   switch (message.kind) {
@@ -233,7 +233,19 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
  * resource, since release goes per resource in seq order.
  */
 async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<DeliveryOutcome> {
-  for (const part of partsByResource(message)) await holdPart(deps, webhook, part);
+  const parts = partsByResource(message);
+  if (parts.length > 1 && (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, parts.length, deps.config.heldPerWebhook))) {
+    // One count for all the parts; a part that was already held (SQS delivers at
+    // least once) gives its place back, so the count always matches the held items.
+    const now = deps.now();
+    const fresh = await Promise.all(parts.map((part) => deps.records.hold(part, now)));
+    const already = fresh.filter((f) => !f).length;
+    if (already > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -already);
+    if (already < parts.length) deps.metrics.count('DeliveriesHeld', parts.length - already);
+    return 'held';
+  }
+  // One part, or too near the cap for all of them: part by part.
+  for (const part of parts) await holdPart(deps, webhook, part);
   return 'held';
 }
 
@@ -392,13 +404,20 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // A paused webhook keeps holding; lifting the switch starts a new release.
   if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
   const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);
-  for (const held of page) {
-    const result = await attempt(deps, webhook, held.message);
+  // Held first attempts go out together, up to a delivery's limits (a backlog of
+  // one-event parts would otherwise take a POST each); each resource keeps its order.
+  let offset = 0;
+  for (const group of packHeld(page.map((held) => held.message))) {
+    const items = page.slice(offset, offset + group.length);
+    offset += group.length;
+    const delivery = releaseDelivery(group);
+    const result = await attempt(deps, webhook, delivery);
     if (decideAttempt(result.statusCode) === 'delivered') {
-      await deps.records.removeHeld(webhook.id, held.sk);
-      await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
-      deps.metrics.count('EventsDelivered', held.message.events.length);
-      deps.metrics.count('DeliveriesReleased');
+      const webhookId = webhook.id;
+      await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)));
+      await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -items.length);
+      deps.metrics.count('EventsDelivered', delivery.events.length);
+      deps.metrics.count('DeliveriesReleased', items.length);
       continue;
     }
     // The endpoint failed again: count it; a new quarantine's probes will restart the release.

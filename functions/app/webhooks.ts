@@ -156,7 +156,11 @@ export class WebhookService {
   async replay(tenantId: string, id: string, since: number): Promise<number> {
     const webhook = await this.#find(tenantId, id);
     const now = this.#deps.now();
-    const batches = await this.#deps.delivery.records.loggedSince(webhook.id, since, now);
+    // A delivery that was released again after a failed release is logged twice: each event is replayed once.
+    const seen = new Set<string>();
+    const batches = (await this.#deps.delivery.records.loggedSince(webhook.id, since, now))
+      .map((events) => events.filter((e) => !seen.has(e.id) && seen.add(e.id)))
+      .filter((events) => events.length > 0);
     const messages = batches.map((events) => ({ deliveryId: newId('msg', now), tenantId, webhookId: webhook.id, events, attempt: 1 }));
     await this.#deps.delivery.queue.send(messages);
     return batches.reduce((sum, events) => sum + events.length, 0);

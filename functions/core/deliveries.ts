@@ -129,6 +129,44 @@ export function partsByResource(message: DeliveryMessage): DeliveryMessage[] {
   return [...byResource.values()].map((events) => ({ ...message, deliveryId: deliveryId(message.webhookId, events), events }));
 }
 
+/**
+ * Groups held deliveries, in release order, into as few deliveries as the limits
+ * allow: consecutive first attempts (never sent to the subscriber) share one, while a
+ * delivery that was attempted before goes alone, under its own id. Release order is
+ * by resource, then seq, so each resource's events stay in order within a group.
+ */
+export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[][] {
+  const groups: DeliveryMessage[][] = [];
+  let group: DeliveryMessage[] = [];
+  let events = 0;
+  let bytes = ENVELOPE_BYTES;
+  for (const message of messages) {
+    const size = message.events.reduce((sum, e) => sum + Buffer.byteLength(JSON.stringify(e)) + 1, 0);
+    const fits = events + message.events.length <= MAX_EVENTS_PER_DELIVERY && bytes + size <= MAX_DELIVERY_BYTES;
+    const mergeable = message.attempt === 1 && group.every((m) => m.attempt === 1);
+    if (group.length > 0 && !(fits && mergeable)) {
+      groups.push(group);
+      group = [];
+      events = 0;
+      bytes = ENVELOPE_BYTES;
+    }
+    group.push(message);
+    events += message.events.length;
+    bytes += size;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
+
+/** One delivery of a group from `packHeld`: the message itself when it is alone. */
+export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMessage {
+  const [first] = group;
+  if (!first) throw new Error('an empty group of held deliveries');
+  if (group.length === 1) return first;
+  const events = group.flatMap((m) => m.events);
+  return { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events, attempt: 1 };
+}
+
 /** The signed `webhook.ping` sent to verify a URL (data {}) or to probe a quarantined endpoint (data {probe: true}). */
 export function pingEvent(id: string, resource: string, now: number, data: Record<string, unknown> = {}): DeliveredEvent {
   return { id, seq: 0, resource, parents: [], type: 'webhook.ping', data, created_at: new Date(now).toISOString() };

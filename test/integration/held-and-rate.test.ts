@@ -69,7 +69,7 @@ describe('held deliveries', () => {
 });
 
 describe('merged deliveries held', () => {
-  it('holds a delivery of several resources as one part per resource, and releases each in seq order', async () => {
+  it('holds a delivery of several resources as one part per resource (one count for all), and releases them together, each in seq order', async () => {
     const tenant = await createTenant(sandbox, 'merged');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'm:0', url: `${receiver.url}/merged` });
     const admin = { key: sandbox.adminKey };
@@ -105,6 +105,8 @@ describe('merged deliveries held', () => {
     const received = okEvents('/merged');
     expect(received.filter((e) => e.resource === 'm:2').map((e) => e.seq)).toEqual([1, 2]);
     expect(received.filter((e) => e.resource === 'm:1').map((e) => e.seq)).toEqual([1]);
+    // Released together: first attempts held apart go out in one delivery, each resource in order.
+    expect(receiver.deliveries('/merged').filter((d) => d.json.events.some((e) => e.type === 'a.b'))).toHaveLength(1);
     // The count goes down after each answered release.
     let remaining = -1;
     for (let i = 0; i < 50 && remaining !== 0; i++) {
@@ -112,6 +114,48 @@ describe('merged deliveries held', () => {
       if (remaining !== 0) await new Promise((resolve) => setTimeout(resolve, 100));
     }
     expect(remaining).toBe(0);
+  });
+});
+
+describe('replay after a release was sent twice', () => {
+  it('replays each logged event once, even when two logged deliveries share it', async () => {
+    const tenant = await createTenant(sandbox, 'relogged');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:0', url: `${receiver.url}/relogged` });
+    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    const event = (n: number): DeliveredEvent => ({
+      id: `evt_relogged${n}`,
+      seq: n,
+      resource: 'r:1',
+      parents: ['r:0'],
+      type: 'a.b',
+      data: {},
+      created_at: new Date().toISOString(),
+    });
+    const since = Date.now();
+    const attempt = { id: 'att_x', delivery_id: 'msg_x', attempt: 1, status_code: 500, duration_ms: 1, error: 'HTTP 500', at: '' };
+    // A release that failed after it was logged, then went out again with one more event.
+    await records.logDelivery(
+      { deliveryId: 'msg_one', tenantId: tenant.id, webhookId: hook.id, events: [event(1), event(2)], attempt: 1 },
+      since + 1,
+      attempt,
+    );
+    await records.logDelivery(
+      { deliveryId: 'msg_two', tenantId: tenant.id, webhookId: hook.id, events: [event(1), event(2), event(3)], attempt: 1 },
+      since + 2,
+      attempt,
+    );
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: new Date(since).toISOString() },
+    });
+    expect(replay.body).toEqual({ events: 3 });
+    await receiver.waitFor(() => okEvents('/relogged').filter((e) => e.type === 'a.b').length >= 3, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(
+      okEvents('/relogged')
+        .filter((e) => e.type === 'a.b')
+        .map((e) => e.seq),
+    ).toEqual([1, 2, 3]);
   });
 });
 

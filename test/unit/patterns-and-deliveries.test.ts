@@ -4,8 +4,10 @@ import {
   deliveryId,
   MAX_DELIVERY_BYTES,
   mergeDeliveries,
+  packHeld,
   partsByResource,
   planDeliveries,
+  releaseDelivery,
   subscribedResources,
 } from '../../functions/core/deliveries.ts';
 import type { DeliveredEvent, DeliveryMessage, Webhook } from '../../functions/core/model.ts';
@@ -126,6 +128,30 @@ describe('merged deliveries', () => {
     expect(parts[0]?.deliveryId).not.toBe(parts[1]?.deliveryId);
     const single = message('wh_a', 'o:9', [1, 2]);
     expect(partsByResource(single)).toEqual([single]);
+  });
+
+  it('releases held first attempts together within the limits, and an attempted delivery alone under its own id', () => {
+    const held = [
+      message('wh_a', 'o:1', [1, 2]),
+      message('wh_a', 'o:1', [3]),
+      message(
+        'wh_a',
+        'o:2',
+        Array.from({ length: 97 }, (_, i) => i + 1),
+      ),
+      message('wh_a', 'o:3', [1]),
+      { ...message('wh_a', 'o:4', [1]), attempt: 3 },
+      message('wh_a', 'o:5', [1]),
+    ];
+    const groups = packHeld(held);
+    // 2 + 1 + 97 = 100 events fill one delivery; the next would pass the limit.
+    expect(groups.map((g) => g.length)).toEqual([3, 1, 1, 1]);
+    const first = releaseDelivery(groups[0] as DeliveryMessage[]);
+    expect(first.events.map((e) => e.id).slice(0, 4)).toEqual(['o:1#1', 'o:1#2', 'o:1#3', 'o:2#1']);
+    expect(first).toMatchObject({ attempt: 1, webhookId: 'wh_a' });
+    expect(first.deliveryId).toBe(deliveryId('wh_a', first.events));
+    // Sent before: it keeps its id and attempt count, and nothing joins it.
+    expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[4]);
   });
 });
 
