@@ -45,7 +45,17 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
     sqs: { ...common, endpoint: `http://127.0.0.1:${sqsServer.port}` },
     async stop() {
       await sqsServer.stop();
-      await new Promise<void>((resolve) => dynamoServer.close(() => resolve()));
+      // Every client is done by now: no connection may hold the close. dynalite then
+      // waits for its store's pending operations, and with a data directory it can
+      // wait for one that never ends (up to its 30 s); LevelDB recovers its log on
+      // open, so after a while the sandbox stops without it.
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          dynamoServer.close(() => resolve());
+          dynamoServer.closeAllConnections();
+        }),
+        new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref()),
+      ]);
     },
   };
 }
