@@ -2,6 +2,7 @@
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { objectGroupId } from '../core/keys.ts';
 import type { ObjectKey } from '../core/model.ts';
+import type { QuietSnapshot } from './queue-store.ts';
 import { SendBatcher } from './send-batcher.ts';
 
 export interface DoorbellMessage {
@@ -11,14 +12,35 @@ export interface DoorbellMessage {
   readonly fresh?: boolean;
   /** Rung by an ingest that kept its event on the idle object's meta item: a quiet turn may do. */
   readonly quiet?: boolean;
+  /** The meta item and the event as that ingest's write found and left them: the quiet turn reads nothing. */
+  readonly snapshot?: QuietSnapshot;
 }
 
-export function parseDoorbell(body: string): ObjectKey & { fresh: boolean; quiet: boolean } {
+function isSnapshot(value: unknown): value is QuietSnapshot {
+  const v = value as Partial<QuietSnapshot> | undefined;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    Number.isInteger(v.cursor) &&
+    Number.isInteger(v.seq) &&
+    typeof v.stored === 'object' &&
+    v.stored !== null
+  );
+}
+
+export function parseDoorbell(body: string): ObjectKey & { fresh: boolean; quiet: boolean; snapshot?: QuietSnapshot } {
   const message = JSON.parse(body) as Partial<DoorbellMessage>;
   if (typeof message.tenant !== 'string' || typeof message.resource !== 'string') {
     throw new Error('A doorbell names a tenant and a resource');
   }
-  return { tenantId: message.tenant, resource: message.resource, fresh: message.fresh === true, quiet: message.quiet === true };
+  const quiet = message.quiet === true;
+  return {
+    tenantId: message.tenant,
+    resource: message.resource,
+    fresh: message.fresh === true,
+    quiet,
+    ...(quiet && isSnapshot(message.snapshot) && { snapshot: message.snapshot }),
+  };
 }
 
 /**
@@ -36,13 +58,14 @@ export class Doorbell {
    * Rings for an object. `token` makes the deduplication id: two rings with the same
    * token within five minutes are one message (a retried send cannot double-ring).
    */
-  async ring(key: ObjectKey, token: string, options: { fresh?: boolean; quiet?: boolean } = {}): Promise<void> {
+  async ring(key: ObjectKey, token: string, options: { fresh?: boolean; quiet?: boolean; snapshot?: QuietSnapshot } = {}): Promise<void> {
     const group = objectGroupId(key);
     const body: DoorbellMessage = {
       tenant: key.tenantId,
       resource: key.resource,
       ...(options.fresh && { fresh: true }),
       ...(options.quiet && { quiet: true }),
+      ...(options.quiet && options.snapshot && { snapshot: options.snapshot }),
     };
     await this.#batcher.send([
       {

@@ -42,6 +42,20 @@ export interface Reservation {
   readonly depth: number;
   /** The object's rate tat after this reservation (epoch ms). */
   readonly tat: number;
+  /**
+   * For an event kept inline on an object with nothing else to do (no turn record,
+   * no drop count, no live lease): the meta item as this write found it and the
+   * event as stored, which its doorbell carries so the quiet turn need not read them.
+   */
+  readonly quiet?: QuietSnapshot;
+}
+
+/** What a quiet turn needs to know of its object: see `Reservation.quiet`. */
+export interface QuietSnapshot {
+  readonly cursor: number;
+  readonly seq: number;
+  /** The inline event in its stored form. */
+  readonly stored: Record<string, unknown>;
 }
 
 export interface AcceptedEvent {
@@ -173,12 +187,13 @@ export class QueueStore {
     // An idle, empty object can keep one event on its meta item: it is then the event at
     // cursor + 1, and this one write both reserves and stores it. The condition refuses
     // when anything is pending; the caller then reserves without it.
-    const keep = inline
+    const stored = inline ? eventAttributes(inline, now, this.#retentionMs) : undefined;
+    const keep = stored
       ? {
           set: ', #inline = :inline',
           condition: ' AND (attribute_not_exists(#depth) OR #depth = :zero) AND attribute_not_exists(#inline)',
           names: ['inline'],
-          values: { ':inline': eventAttributes(inline, now, this.#retentionMs) },
+          values: { ':inline': stored },
         }
       : { set: '', condition: '', names: [], values: {} };
     const rate = busy
@@ -232,21 +247,30 @@ export class QueueStore {
             ':count': count,
             ':room': limits.cap - count,
           },
-          ReturnValues: 'UPDATED_OLD',
+          // The whole item as it was (no more capacity than the update itself): a quiet
+          // event's doorbell carries what its turn would otherwise read.
+          ReturnValues: 'ALL_OLD',
         }),
       );
       const old = result.Attributes ?? {};
+      const nothingElse = old.turn === undefined && Number(old.switch_dropped ?? 0) === 0 && !(Number(old.lease_until ?? 0) > now);
       return {
         firstSlot: Number(old.last_slot ?? 0) + 1,
         inlined: inline !== undefined,
         flipped: old.scheduled !== true,
         depth: Number(old.depth ?? 0) + count,
         tat: busy ? Number(old.tat) + count * interval : advanceTat(undefined, count, now, limits),
+        ...(stored && nothingElse && { quiet: { cursor: Number(old.cursor ?? 0), seq: Number(old.seq ?? 0), stored } }),
       };
     } catch (error) {
       if (isConditionFailure(error)) return undefined;
       throw error;
     }
+  }
+
+  /** The inline event of a doorbell's snapshot, as the meta item would give it: at slot cursor + 1. */
+  snapshotEvent(snapshot: QuietSnapshot, now: number): PendingItem {
+    return toPending({ ...snapshot.stored, slot: snapshot.cursor + 1 }, now);
   }
 
   /** Writes the events of a reservation, one item per slot. */

@@ -4,7 +4,7 @@
  * resource and its parents, and either let the object go idle or ring again.
  */
 import type { Doorbell } from '../adapters/doorbell.ts';
-import type { QueueStore } from '../adapters/queue-store.ts';
+import type { QueueStore, QuietSnapshot } from '../adapters/queue-store.ts';
 import type { StreamStore } from '../adapters/stream-store.ts';
 import type { SubscriptionCache } from '../adapters/subscription-cache.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
@@ -130,14 +130,14 @@ export class Distributor {
   async runTurn(
     key: ObjectKey,
     owner: string,
-    options: { freshSwitches?: boolean; quiet?: boolean; outbox?: DeliverySink; shared?: boolean } = {},
+    options: { freshSwitches?: boolean; quiet?: boolean; snapshot?: QuietSnapshot; outbox?: DeliverySink; shared?: boolean } = {},
   ): Promise<TurnOutcome> {
     const { queues, config, now } = this.#deps;
     const sink = options.outbox ?? this.#deps.deliveries;
     let distributed = 0;
     try {
       if (options.quiet) {
-        const quiet = await this.#quietTurn(key, sink, options.freshSwitches === true);
+        const quiet = await this.#quietTurn(key, sink, options.freshSwitches === true, options.snapshot);
         if (quiet) return quiet;
       }
       const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
@@ -250,19 +250,34 @@ export class Distributor {
    * else about the object (more events, a lease, a switch, a turn record, a drop
    * count, an expired event) and the caller runs an ordinary turn.
    */
-  async #quietTurn(key: ObjectKey, sink: DeliverySink, freshSwitches: boolean): Promise<TurnOutcome | undefined> {
+  async #quietTurn(
+    key: ObjectKey,
+    sink: DeliverySink,
+    freshSwitches: boolean,
+    snapshot: QuietSnapshot | undefined,
+  ): Promise<TurnOutcome | undefined> {
     const { queues, now } = this.#deps;
-    const meta = await queues.readMeta(key, now());
-    const inline = meta?.inline;
-    if (!meta || !inline || inline.expired || meta.lastSlot !== meta.cursor + 1 || meta.turn || meta.switchDropped > 0) return undefined;
-    if ((meta.leaseUntil ?? 0) > now()) return undefined;
+    // The ingest's write saw the meta item as the read would (only a turn moves the
+    // cursor and seq, and none ran on an idle object): its doorbell's snapshot spares
+    // the read. A doorbell without one (older, or from a write that could not tell) reads.
+    let at: { cursor: number; seq: number; inline: PendingItem };
+    if (snapshot) {
+      at = { cursor: snapshot.cursor, seq: snapshot.seq, inline: queues.snapshotEvent(snapshot, now()) };
+    } else {
+      const meta = await queues.readMeta(key, now());
+      const inline = meta?.inline;
+      if (!meta || !inline || meta.lastSlot !== meta.cursor + 1 || meta.turn || meta.switchDropped > 0) return undefined;
+      if ((meta.leaseUntil ?? 0) > now()) return undefined;
+      at = { cursor: meta.cursor, seq: meta.seq, inline };
+    }
+    if (at.inline.expired) return undefined;
     const switches = freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
     if (actionForObject(switches, key.tenantId, key.resource) !== undefined) return undefined;
-    const events = assignSeq([inline], meta.seq).map(toDelivered);
+    const events = assignSeq([at.inline], at.seq).map(toDelivered);
     await this.#publish(key, events, new TurnLookups(this.#lookups, key.tenantId, now), sink);
-    const state = await queues.commitQuiet(key, meta.cursor, meta.seq + 1, now());
-    this.#deps.metrics.count('QuietTurns');
-    return this.#ended(key, `q${meta.cursor + 1}`, state, 1);
+    const state = await queues.commitQuiet(key, at.cursor, at.seq + 1, now());
+    this.#deps.metrics.count('QuietTurns', 1, { read: snapshot ? 'none' : 'meta' });
+    return this.#ended(key, `q${at.cursor + 1}`, state, 1);
   }
 
   /** After the turn's last write: idle, or ring again for the events that came meanwhile. */

@@ -188,7 +188,10 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
   if (reservation.flipped) {
     // Only the ingest that flipped idle → scheduled rings, so a hot object has one
     // doorbell in flight however fast it is written.
-    await deps.doorbell.ring(key, `s${reservation.firstSlot}`, { quiet: reservation.inlined });
+    await deps.doorbell.ring(key, `s${reservation.firstSlot}`, {
+      quiet: reservation.inlined,
+      ...(reservation.quiet && { snapshot: reservation.quiet }),
+    });
     deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
   }
   const results: EventResult[] = events.map((e) =>

@@ -39,9 +39,11 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     // long turn would hold the other objects' FIFO groups: with company, turns are short.
     const shared = groups.length > 1;
     const recordHandler = async (record: SQSRecord) => {
-      const { fresh, quiet, ...key } = parseDoorbell(record.body);
+      const { fresh, quiet, snapshot, ...key } = parseDoorbell(record.body);
       outbox.join();
-      const result = await distributor.runTurn(key, owner, { freshSwitches: fresh, quiet, outbox, shared }).finally(() => outbox.leave());
+      const result = await distributor
+        .runTurn(key, owner, { freshSwitches: fresh, quiet, ...(snapshot && { snapshot }), outbox, shared })
+        .finally(() => outbox.leave());
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }

@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
-import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { QueueStore, type QuietSnapshot } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
@@ -80,11 +80,15 @@ async function execute(commands: readonly Command[]): Promise<void> {
   let clock = Date.now();
   const now = () => clock;
   // The simulated distribute queue: doorbells per object, in send order.
-  type Ring = { token: string; quiet: boolean };
+  type Ring = { token: string; quiet: boolean; snapshot?: QuietSnapshot };
   const doorbells = new Map<string, Ring[]>(OBJECTS.map((r) => [r, []]));
+  let rings = 0;
   const doorbell = {
-    ring: async (key: ObjectKey, token: string, options: { quiet?: boolean } = {}) =>
-      void doorbells.get(key.resource)?.push({ token, quiet: options.quiet === true }),
+    // Every other quiet doorbell loses its snapshot, so quiet turns both read the meta item and trust the doorbell.
+    ring: async (key: ObjectKey, token: string, options: { quiet?: boolean; snapshot?: QuietSnapshot } = {}) =>
+      void doorbells
+        .get(key.resource)
+        ?.push({ token, quiet: options.quiet === true, ...(options.snapshot && ++rings % 2 === 0 && { snapshot: options.snapshot }) }),
   };
   const delivered: DeliveredEvent[] = [];
   let crashNextPublish = false;
@@ -132,7 +136,10 @@ async function execute(commands: readonly Command[]): Promise<void> {
     const [ring] = queue.splice(index, 1) as [Ring];
     try {
       // A doorbell an ingest rang with `quiet` may be served without a lease.
-      await distributor.runTurn(key, `holder-${clock}-${Math.random()}`, { quiet: ring.quiet });
+      await distributor.runTurn(key, `holder-${clock}-${Math.random()}`, {
+        quiet: ring.quiet,
+        ...(ring.snapshot && { snapshot: ring.snapshot }),
+      });
     } catch {
       // The invocation failed: SQS would deliver this doorbell again.
       queue.unshift(ring);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
-import { INLINE_MAX_BYTES, QueueStore } from '../../functions/adapters/queue-store.ts';
+import { INLINE_MAX_BYTES, QueueStore, type QuietSnapshot } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
@@ -504,20 +504,73 @@ describe('events kept on the meta item', () => {
 
 describe('quiet turns (no lease)', () => {
   /** A quiet object's single event, kept on its meta item; the ingest rang with `quiet`. */
-  async function quietObject() {
-    const k = key();
-    const rings: Array<{ token: string; quiet: boolean }> = [];
+  async function quietObject(k = key(), n = 1, laterMs = 0) {
+    const rings: Array<{ token: string; quiet: boolean; snapshot?: QuietSnapshot }> = [];
     const deps = {
       ...ingestDeps([]),
+      // An ingest remembers an object it wrote within the last second as busy: later writes are a later clock.
+      now: () => Date.now() + laterMs,
       doorbell: {
-        ring: async (_: ObjectKey, token: string, options: { quiet?: boolean } = {}) =>
-          void rings.push({ token, quiet: options.quiet === true }),
+        ring: async (_: ObjectKey, token: string, options: { quiet?: boolean; snapshot?: QuietSnapshot } = {}) =>
+          void rings.push({ token, quiet: options.quiet === true, ...(options.snapshot && { snapshot: options.snapshot }) }),
       },
     } as Parameters<typeof publish>[0];
-    await publish(deps, k.tenantId, [input(k.resource, 1)]);
-    expect(rings).toEqual([{ token: 's1', quiet: true }]);
-    return k;
+    await publish(deps, k.tenantId, [input(k.resource, n)]);
+    expect(rings).toMatchObject([{ quiet: true }]);
+    return Object.assign(k, { snapshot: rings[0]?.snapshot });
   }
+
+  it("trusts the snapshot its ingest's doorbell carries: no read, one write", async () => {
+    const k = await quietObject();
+    expect(k.snapshot).toMatchObject({ cursor: 0, seq: 0 });
+    const counts = newCounts();
+    const c = documentClient(emulators.dynamo);
+    instrument(counts, c, 'dynamodb');
+    const { distributor, sent } = recordingDistributor(
+      {},
+      Date.now,
+      new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+    );
+    const { snapshot, ...object } = k;
+    expect(await distributor.runTurn(object, 'w', { quiet: true, ...(snapshot && { snapshot }) })).toEqual({
+      outcome: 'idle',
+      distributed: 1,
+    });
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1 });
+    expect(sent.flatMap((m) => m.events.map((e) => [e.seq, (e as DeliveredEvent).data]))).toEqual([[1, { n: 1 }]]);
+    expect(await store.readMeta(object)).toMatchObject({ depth: 0, cursor: 1, seq: 1, scheduled: false, inline: undefined });
+  });
+
+  it("publishes a stale snapshot's event again with its own seq, and its commit is refused", async () => {
+    const first = await quietObject();
+    const { snapshot: stale, ...k } = first;
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'w', { quiet: true });
+    // The object moved on: a second quiet event, drained.
+    const second = await quietObject({ ...k }, 2, 2_000);
+    expect(second.snapshot).toMatchObject({ cursor: 1, seq: 1 });
+    await distributor.runTurn(k, 'w', { quiet: true, ...(second.snapshot && { snapshot: second.snapshot }) });
+    // The first doorbell, delivered again.
+    expect((await distributor.runTurn(k, 'w', { quiet: true, ...(stale && { snapshot: stale }) })).outcome).toBe('fenced_out');
+    expect(sent.flatMap((m) => m.events.map((e) => `${JSON.stringify((e as DeliveredEvent).data)}/${e.seq}`))).toEqual([
+      '{"n":1}/1',
+      '{"n":2}/2',
+      '{"n":1}/1',
+    ]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2 });
+  });
+
+  it('gives no snapshot when a lease is live, and the quiet turn then leaves the object to its holder', async () => {
+    const { snapshot: _, ...k } = await quietObject();
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'w', { quiet: true });
+    sent.length = 0;
+    await store.acquireLease(k, 'holder', Date.now(), 30_000);
+    const quiet = await quietObject({ ...k }, 2, 2_000);
+    expect(quiet.snapshot).toBeUndefined();
+    expect((await distributor.runTurn(k, 'w', { quiet: true })).outcome).toBe('lease_held');
+    expect(sent).toEqual([]);
+  });
 
   it('reads the meta item, publishes, and commits and ends the turn in one write, without a lease', async () => {
     const k = await quietObject();
