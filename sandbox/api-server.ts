@@ -134,7 +134,11 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     const started = performance.now();
     await next();
     if (c.res.status >= 500) ports.record('api:5XXError', 1);
-    if (c.req.path.startsWith('/v1/')) ports.onInvocation?.('api', performance.now() - started);
+    // API Gateway answers what its authorizer or usage plan refuses itself: only the
+    // rest invoke the API's Lambda (the authorizer's answers are cached, see above).
+    const reachedLambda =
+      c.req.path === '/v1/health' || (c as unknown as Context<{ Variables: { principal?: Principal } }>).get('principal') !== undefined;
+    if (c.req.path.startsWith('/v1/') && reachedLambda) ports.onInvocation?.('api', performance.now() - started);
     ports.flush?.();
   });
   outer.post('/sandbox/canary', async (c) => {

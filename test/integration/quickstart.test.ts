@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Sandbox, startSandbox, walkthrough } from '../../sandbox/sandbox.ts';
 
 let sandbox: Sandbox;
+const invocations: string[] = [];
 
 beforeAll(async () => {
-  sandbox = await startSandbox({ port: 0 });
+  sandbox = await startSandbox({ port: 0, onInvocation: (fn) => invocations.push(fn) });
 });
 
 afterAll(async () => {
@@ -80,6 +81,26 @@ describe('sandbox threads', () => {
     });
     const notices = (await (await fetch(`${sandbox.url}/sandbox/notifications`)).json()) as { data: Array<{ webhook: string }> };
     expect(notices.data.map((n) => n.webhook)).toContain('wh_threads');
+  });
+
+  it("counts an invocation of the API's Lambda only for requests API Gateway lets through", async () => {
+    const created = await fetch(`${sandbox.url}/v1/admin/tenants`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sandbox.adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'gateway', limits: { rate_per_second: 1, burst: 2 } }),
+    });
+    const { api_key: key } = (await created.json()) as { api_key: string };
+    const before = invocations.filter((fn) => fn === 'api').length;
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const response = await fetch(`${sandbox.url}/v1/webhooks`, { headers: { authorization: `Bearer ${key}` } });
+      statuses.push(response.status);
+    }
+    const unauthorized = await fetch(`${sandbox.url}/v1/webhooks`, { headers: { authorization: 'Bearer sk_nobody' } });
+    expect(unauthorized.status).toBe(401);
+    // The burst of two gets through; the usage plan refuses the rest, and the authorizer the unknown key.
+    expect(statuses).toEqual([200, 200, 429, 429, 429]);
+    expect(invocations.filter((fn) => fn === 'api').length - before).toBe(2);
   });
 });
 
