@@ -33,12 +33,28 @@ function percentile(values: number[], p: number): number | null {
 /** A sandbox with call accounting, and the load threads beside it: the receivers', and one per publishing task. */
 async function harness(config: Record<string, unknown> = {}) {
   const counts = newCounts();
+  const stages: StageSample[] = [];
   const sandbox = await startSandbox({
     port: 0,
     canary: false,
     config,
     onCall: (call) => account(counts, call),
-    onInvocation: (fn, ms) => recordInvocation(counts, fn, ms),
+    onInvocation: (fn, ms) => {
+      recordInvocation(counts, fn, ms);
+      stages.push({ stage: `${fn}_run`, at: Date.now(), ms });
+    },
+    onReceive: (queue, messages, receivedAt) => {
+      for (const m of messages) {
+        const tenant = firstTryTenant(queue, m.body);
+        if (tenant)
+          stages.push({
+            stage: queue === 'Distribute' ? 'doorbell_wait' : 'delivery_wait',
+            tenant,
+            at: receivedAt,
+            ms: receivedAt - m.sentAt,
+          });
+      }
+    },
   });
   const worker = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'receivers' } });
   const replies = new Map<number, (value: unknown) => void>();
@@ -83,6 +99,7 @@ async function harness(config: Record<string, unknown> = {}) {
   return {
     sandbox,
     counts,
+    stages,
     tenant,
     webhook,
     answer: (path: string, answer: number | 'hang') => ask({ cmd: 'answer', path, answer }),
@@ -170,11 +187,55 @@ const round2 = (n: number) => Math.round(n * 100) / 100;
  */
 const WARM_MS = 15_000;
 const BEFORE_MS = 15_000;
+/** After the hot object's storm: a pause for its backlog, then its paced phase. */
+const SETTLE_MS = 5_000;
+const PACED_MS = 20_000;
 
 /** Others' p50 and p99 in a window: the p99 is the target, the p50 shows a shift of the whole distribution. */
 function spread(report: Report, label: string, from: number, to: number) {
   const lat = latencies(report, label, from, to);
   return { p50: percentile(lat, 50), p99: percentile(lat, 99) };
+}
+
+/**
+ * Where an event's time goes after the API accepted it: waiting in the distribute
+ * queue for a distributor (its doorbell), the distributor's invocation, waiting in
+ * the deliver queue, and the delivery's invocation (which ends with the POST).
+ */
+interface StageSample {
+  readonly stage: 'doorbell_wait' | 'delivery_wait' | `${string}_run`;
+  /** Whose message waited; invocations are everyone's. */
+  readonly tenant?: string;
+  readonly at: number;
+  readonly ms: number;
+}
+
+/**
+ * The tenant of a doorbell, or of a delivery's first attempt; undefined for what
+ * waits on purpose (retries, probes and release steps carry a delay).
+ */
+function firstTryTenant(queue: string, body: string): string | undefined {
+  try {
+    const message = JSON.parse(body) as { tenant?: string; tenantId?: string; kind?: string; attempt?: number; notBefore?: number };
+    if (queue === 'Distribute') return message.tenant;
+    const firstTry = (message.kind ?? 'delivery') === 'delivery' && message.attempt === 1 && message.notBefore === undefined;
+    return firstTry ? message.tenantId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Each stage's p50 and p99 in a window: the waits of `tenant`'s messages, and every invocation's duration. */
+function stageSpread(stages: readonly StageSample[], tenant: string, from: number, to: number) {
+  const pick = (stage: string, own: boolean) =>
+    stages.filter((s) => s.stage === stage && s.at >= from && s.at < to && (!own || s.tenant === tenant)).map((s) => Math.round(s.ms));
+  const both = (values: number[]) => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
+  return {
+    doorbell_wait: both(pick('doorbell_wait', true)),
+    distributor_run: both(pick('distributor_run', false)),
+    delivery_wait: both(pick('delivery_wait', true)),
+    delivery_run: both(pick('delivery_run', false)),
+  };
 }
 
 function callsPerEvent(counts: CallCounts, delivered: number): Record<string, number> {
@@ -247,8 +308,10 @@ async function hotObject() {
     const hammer = await h.tenant('hammer');
     await h.webhook(calm.key, 'group:calm', '/calm');
     await h.webhook(hammer.key, 'doc:hot', '/hot');
-    progress('30 s of baseline traffic, then 20 s more with one object written as fast as a client can');
-    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + 20_000)]);
+    progress(
+      '30 s of baseline traffic, then 20 s more with one object written as fast as a client can, then 20 s with it written at its rate',
+    );
+    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + 20_000 + SETTLE_MS + PACED_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     const stormStart = Date.now();
     const alarmWatch = watchAlarms(h.sandbox);
@@ -277,20 +340,52 @@ async function hotObject() {
       },
     ]);
     const stormEnd = Date.now();
-
-    await before;
     sampling = false;
     await sampler;
-    const report = await h.drain(['calm', 'hot'], 90_000);
+
+    // The same object at its full admitted rate from a client that does not flood: what
+    // the hot object's accepted events cost the others, without the flood's requests.
+    progress('the hot object written at its rate (2 requests/s of 50 events), not flooded');
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    const pacedStart = Date.now();
+    const [pacedStats] = await h.run([
+      {
+        label: 'paced',
+        apiUrl: h.sandbox.url,
+        key: hammer.key,
+        resources: ['doc:hot'],
+        parent: 'doc:root',
+        eventsPerRequest: 50,
+        requestsPerSecond: 2,
+        concurrency: 2,
+        durationMs: PACED_MS,
+      },
+    ]);
+    const pacedEnd = Date.now();
+    await before;
+    const report = await h.drain(['calm', 'hot', 'paced'], 90_000);
     alarmWatch.stop();
     const alarms = alarmWatch.fired.map((a) => ({ name: a.name, after_s: Math.round((a.at - stormStart) / 1000) }));
     const calmBefore = spread(report, 'calm', stormStart - BEFORE_MS, stormStart);
     const calmDuring = spread(report, 'calm', stormStart + 1_000, stormEnd);
+    const calmPaced = spread(report, 'calm', pacedStart + 1_000, pacedEnd);
     return {
       others_p99_ratio: calmBefore.p99 && calmDuring.p99 ? round2(calmDuring.p99 / calmBefore.p99) : null,
       others_p99_ms: { before: calmBefore.p99, during: calmDuring.p99 },
       others_p50_ms: { before: calmBefore.p50, during: calmDuring.p50 },
-      others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, stormEnd),
+      others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, pacedEnd),
+      others_stages_ms: {
+        before: stageSpread(h.stages, calm.id, stormStart - BEFORE_MS, stormStart),
+        during: stageSpread(h.stages, calm.id, stormStart + 1_000, stormEnd),
+        paced: stageSpread(h.stages, calm.id, pacedStart + 1_000, pacedEnd),
+      },
+      paced: {
+        others_p99_ratio: calmBefore.p99 && calmPaced.p99 ? round2(calmPaced.p99 / calmBefore.p99) : null,
+        others_p99_ms: calmPaced.p99,
+        others_p50_ms: calmPaced.p50,
+        hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedEnd - pacedStart) / 1000)),
+        hot_accepted: pacedStats?.accepted ?? 0,
+      },
       hot_peak_depth: peak,
       hot_accepted: hotStats?.accepted ?? 0,
       // The flood's strength: at or above the tenant's API throttle (500/s), all an API lets through.
@@ -357,6 +452,10 @@ async function failingEndpoint() {
       others_p99_ms: { before: calmBefore.p99, during: calmDuring.p99 },
       others_p50_ms: { before: calmBefore.p50, during: calmDuring.p50 },
       others_p99_timeline: p99Timeline(report, 'calm', failStart - BEFORE_MS, failStart + 40_000),
+      others_stages_ms: {
+        before: stageSpread(h.stages, calm.id, failStart - BEFORE_MS, failStart),
+        during: stageSpread(h.stages, calm.id, failStart + 1_000, failStart + 40_000),
+      },
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
       lost: report.events.filter((e) => e.receivedAt === null).length,

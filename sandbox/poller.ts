@@ -32,7 +32,12 @@ export interface PollerOptions {
   readonly fn?: FunctionName;
   /** Told the duration of every invocation. */
   readonly onInvocation?: (fn: string, durationMs: number) => void;
+  /** Told every batch received, before its invocation starts. */
+  readonly onReceive?: ReceiveObserver;
 }
+
+/** A batch as received: the queue (its logical name), and each message's body and time sent. */
+export type ReceiveObserver = (queue: string, messages: ReadonlyArray<{ body: string; sentAt: number }>, receivedAt: number) => void;
 
 function lambdaContext(functionName: string, timeoutSeconds: number): Context {
   const deadline = Date.now() + timeoutSeconds * 1000;
@@ -117,6 +122,11 @@ export class Poller {
         const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
         this.#options.metrics?.record(`queue:${queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
         if (messages.length === 0 || !this.#running) continue;
+        this.#options.onReceive?.(
+          queue.definition.logicalName,
+          messages.map((m) => ({ body: m.Body ?? '', sentAt: Number(m.Attributes?.SentTimestamp ?? now) })),
+          now,
+        );
         const invocation = this.#invoke(messages).finally(() => {
           this.#invocations.delete(invocation);
           this.#wake();

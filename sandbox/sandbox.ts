@@ -27,7 +27,7 @@ import { startApiOnThread } from './api-thread.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulatorsOnThread } from './emulators.ts';
 import { InMemoryMetrics } from './metrics.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
-import { Poller } from './poller.ts';
+import { Poller, type ReceiveObserver } from './poller.ts';
 
 export interface SandboxOptions {
   /** API port; 0 picks a free one. */
@@ -46,6 +46,8 @@ export interface SandboxOptions {
   readonly onCall?: CallObserver;
   /** Called after every function invocation with its duration (the benchmark's Lambda accounting). */
   readonly onInvocation?: (fn: string, durationMs: number) => void;
+  /** Called with every batch an event source mapping receives (the benchmark's stage waits). */
+  readonly onReceive?: ReceiveObserver;
   /** Powertools log level for the functions; the sandbox is quiet by default. */
   readonly logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
 }
@@ -144,6 +146,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       metrics,
       fn: 'distributor',
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
+      ...(options.onReceive && { onReceive: options.onReceive }),
     }),
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
@@ -154,6 +157,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       metrics,
       fn: 'delivery',
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
+      ...(options.onReceive && { onReceive: options.onReceive }),
     }),
   ];
   for (const poller of pollers) poller.start();

@@ -9,9 +9,14 @@ import { type Sandbox, startSandbox, walkthrough } from '../../sandbox/sandbox.t
 
 let sandbox: Sandbox;
 const invocations: string[] = [];
+const receives: Array<{ queue: string; body: string; wait: number }> = [];
 
 beforeAll(async () => {
-  sandbox = await startSandbox({ port: 0, onInvocation: (fn) => invocations.push(fn) });
+  sandbox = await startSandbox({
+    port: 0,
+    onInvocation: (fn) => invocations.push(fn),
+    onReceive: (queue, messages, at) => receives.push(...messages.map((m) => ({ queue, body: m.body, wait: at - m.sentAt }))),
+  });
 });
 
 afterAll(async () => {
@@ -30,6 +35,13 @@ describe('quick start', () => {
     const delivered = inbox.data[1];
     expect(delivered?.body.events[0]).toMatchObject({ seq: 1, data: { title: 'Ship it' } });
     expect(delivered?.headers['webhook-signature']).toMatch(/^v1,/);
+    // The event source mappings told what they received, and how long it had waited (the bench's stage waits).
+    const doorbell = receives.find((r) => r.queue === 'Distribute' && r.body.includes('"task:42"'));
+    const delivery = receives.find((r) => r.queue === 'Deliver' && r.body.includes('Ship it'));
+    for (const received of [doorbell, delivery]) {
+      expect(received?.wait).toBeGreaterThanOrEqual(0);
+      expect(received?.wait).toBeLessThan(5_000);
+    }
   });
 });
 
