@@ -275,13 +275,22 @@ export class QueueStore {
 
   /** Writes the events of a reservation, one item per slot. */
   async writeEvents(key: ObjectKey, events: readonly AcceptedEvent[], reservedAt: number): Promise<void> {
-    const pk = objectPk(key);
+    await this.writeEventsOf([{ key, events, reservedAt }]);
+  }
+
+  /** Writes the events of several objects' reservations (one request's) together: one batched write per 25 items. */
+  async writeEventsOf(
+    reservations: ReadonlyArray<{ readonly key: ObjectKey; readonly events: readonly AcceptedEvent[]; readonly reservedAt: number }>,
+  ): Promise<void> {
     await batchWrite(
       this.#client,
       this.#table,
-      events.map((event) => ({
-        PutRequest: { Item: { pk, sk: slotSk(event.slot), slot: event.slot, ...eventAttributes(event, reservedAt, this.#retentionMs) } },
-      })),
+      reservations.flatMap(({ key, events, reservedAt }) => {
+        const pk = objectPk(key);
+        return events.map((event) => ({
+          PutRequest: { Item: { pk, sk: slotSk(event.slot), slot: event.slot, ...eventAttributes(event, reservedAt, this.#retentionMs) } },
+        }));
+      }),
     );
   }
 

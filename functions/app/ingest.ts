@@ -104,15 +104,28 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     list.push(pending);
     byObject.set(pending.input.resource, list);
   }
-  await Promise.all(
-    [...byObject].map(async ([resource, pendings]) => {
-      const outcome = await admitToObject(deps, { tenantId, resource }, pendings);
-      retryAfterMs = Math.max(retryAfterMs, outcome.retryAfterMs);
-      pendings.forEach((pending, k) => {
-        results[pending.index] = outcome.results[k] as EventResult;
-      });
-    }),
+  // Reserve on every object first, then store the events of all of them in one batched
+  // write (not a write per object), then ring the doorbells of the objects this flipped.
+  const admissions = await Promise.all(
+    [...byObject].map(async ([resource, pendings]) => ({
+      pendings,
+      admission: await reserveObject(deps, { tenantId, resource }, pendings),
+    })),
   );
+  const stored = await storeEvents(
+    deps,
+    admissions.flatMap(({ admission }) => ('reservation' in admission ? [admission] : [])),
+  );
+  const outcomes = await Promise.all(
+    admissions.map(({ admission }) => ('reservation' in admission ? finishObject(deps, admission, stored) : admission.outcome)),
+  );
+  admissions.forEach(({ pendings }, i) => {
+    const outcome = outcomes[i] as ObjectOutcome;
+    retryAfterMs = Math.max(retryAfterMs, outcome.retryAfterMs);
+    pendings.forEach((pending, k) => {
+      results[pending.index] = outcome.results[k] as EventResult;
+    });
+  });
 
   // Settle the idempotency records: confirmed when accepted, given back otherwise.
   await Promise.all(
@@ -152,7 +165,22 @@ interface ObjectOutcome {
   readonly retryAfterMs: number;
 }
 
-async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonly Pending[]): Promise<ObjectOutcome> {
+/** An object's reservation, with the events it admitted (not yet stored). */
+interface Reserved {
+  readonly key: ObjectKey;
+  readonly reservation: Reservation;
+  readonly events: AcceptedEvent[];
+  readonly pendingCount: number;
+  readonly reason: RejectReason | undefined;
+  readonly retryAfterMs: number;
+  readonly reservedAt: number;
+}
+
+async function reserveObject(
+  deps: IngestDeps,
+  key: ObjectKey,
+  pendings: readonly Pending[],
+): Promise<Reserved | { outcome: ObjectOutcome }> {
   const { config } = deps;
   const objectKey = `${key.tenantId}#${key.resource}`;
   const now = deps.now();
@@ -163,28 +191,46 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
     return ids[k];
   };
   const step = await oneAtATime(objectKey, () => reserveOn(deps, key, objectKey, pendings, now, idOf));
-  if ('outcome' in step) return step.outcome;
+  if ('outcome' in step) return step;
   const { reservation, want, reason, retryAfterMs } = step;
   if (reservation.depth > 0.8 * config.objectQueueCap) deps.metrics.count('ObjectQueueNearCap');
-  const admittedCount = Math.min(want, pendings.length);
   const events: AcceptedEvent[] = pendings
-    .slice(0, admittedCount)
+    .slice(0, Math.min(want, pendings.length))
     .map((p, i) => ({ id: idOf(i), slot: reservation.firstSlot + i, input: p.input, createdAt }));
-  let stored = true;
+  return { key, reservation, events, pendingCount: pendings.length, reason, retryAfterMs, reservedAt: now };
+}
+
+/**
+ * Stores the reserved events that the reserving write did not keep on the meta item,
+ * for all of a request's objects in one batched write. If it fails, their slots are
+ * voided so the distributor skips them now rather than after the grace period, and
+ * the events are answered as not stored.
+ */
+async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[]): Promise<boolean> {
+  const toWrite = reserved.filter((r) => !r.reservation.inlined && r.events.length > 0);
+  if (toWrite.length === 0) return true;
   try {
-    if (!reservation.inlined) await deps.queues.writeEvents(key, events, now);
+    await deps.queues.writeEventsOf(toWrite.map((r) => ({ key: r.key, events: r.events, reservedAt: r.reservedAt })));
+    return true;
   } catch (error) {
-    stored = false;
-    deps.logger.error('Event write failed after reservation', { tenant: key.tenantId, resource: key.resource, error });
-    // Void the slots so the distributor skips them now rather than after the grace period.
-    await deps.queues
-      .voidSlots(
-        key,
-        events.map((e) => e.slot),
-        now,
-      )
-      .catch(() => undefined);
+    deps.logger.error('Event write failed after reservation', { tenant: toWrite[0]?.key.tenantId, objects: toWrite.length, error });
+    await Promise.all(
+      toWrite.map((r) =>
+        deps.queues
+          .voidSlots(
+            r.key,
+            r.events.map((e) => e.slot),
+            r.reservedAt,
+          )
+          .catch(() => undefined),
+      ),
+    );
+    return false;
   }
+}
+
+async function finishObject(deps: IngestDeps, reserved: Reserved, stored: boolean): Promise<ObjectOutcome> {
+  const { key, reservation, events } = reserved;
   if (reservation.flipped) {
     // Only the ingest that flipped idle → scheduled rings, so a hot object has one
     // doorbell in flight however fast it is written.
@@ -194,11 +240,12 @@ async function admitToObject(deps: IngestDeps, key: ObjectKey, pendings: readonl
     });
     deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
   }
+  const kept = stored || reservation.inlined;
   const results: EventResult[] = events.map((e) =>
-    stored ? { id: e.id, status: 'accepted' } : rejected('internal', 'The event could not be stored; send it again.'),
+    kept ? { id: e.id, status: 'accepted' } : rejected('internal', 'The event could not be stored; send it again.'),
   );
-  for (let i = admittedCount; i < pendings.length; i++) results.push(limitRejection(reason ?? 'rate_limited', config));
-  return { results, retryAfterMs };
+  for (let i = events.length; i < reserved.pendingCount; i++) results.push(limitRejection(reserved.reason ?? 'rate_limited', deps.config));
+  return { results, retryAfterMs: reserved.retryAfterMs };
 }
 
 /**

@@ -127,6 +127,51 @@ describe('ingest', () => {
     expect((await store.readMeta(k))?.depth).toBe(5);
   });
 
+  it("stores a request's events for all its objects in one batched write", async () => {
+    const [a, b, c] = [key(), key(), key()];
+    const counts = newCounts();
+    const counted = documentClient(emulators.dynamo);
+    instrument(counts, counted, 'dynamodb');
+    const queues = new QueueStore({ client: counted, tableName: eventsTable, retentionDays: 7 });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    // Two events each on three objects: none is kept on a meta item, six slot items in all.
+    const inputs = [a, b, c].flatMap((k) => [input(k.resource, 1), input(k.resource, 2)]);
+    const outcome = await publish(deps, a.tenantId, inputs);
+    expect(outcome.results.map((r) => r.status)).toEqual(Array(6).fill('accepted'));
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 3, BatchWriteItemCommand: 1 });
+    const { distributor, sent } = recordingDistributor();
+    for (const k of [a, b, c]) expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => `${e.resource}/${e.seq}`)).sort()).toEqual(
+      [a, b, c].flatMap((k) => [`${k.resource}/1`, `${k.resource}/2`]).sort(),
+    );
+  });
+
+  it('answers events it could not store as internal, voids their slots at once, and keeps the ones on meta items', async () => {
+    const [busy, quiet] = [key(), key()];
+    // DynamoDB failing the batched write (the emulator cannot be made to): the reserves went through.
+    class FailingWrites extends QueueStore {
+      override async writeEventsOf(): Promise<void> {
+        throw new Error('InternalServerError');
+      }
+    }
+    const queues = new FailingWrites({ client, tableName: eventsTable, retentionDays: 7 });
+    const rings: string[] = [];
+    const deps = { ...ingestDeps(rings), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, busy.tenantId, [input(busy.resource, 1), input(busy.resource, 2), input(quiet.resource, 3)]);
+    expect(outcome.results).toMatchObject([
+      { status: 'rejected', error: { code: 'internal' } },
+      { status: 'rejected', error: { code: 'internal' } },
+      { status: 'accepted' },
+    ]);
+    // Both objects were rung: the distributor skips the voided slots without waiting out the grace period.
+    expect(rings.sort()).toEqual([`${busy.resource}:s1`, `${quiet.resource}:s1`].sort());
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+    expect((await distributor.runTurn(busy, 'w')).outcome).toBe('idle');
+    expect((await distributor.runTurn(quiet, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 3 }]);
+    expect(await store.readMeta(busy)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
+  });
+
   it('never lets concurrent ingests overshoot the cap', async () => {
     const k = key();
     const deps = ingestDeps([], { objectQueueCap: 20 });
