@@ -40,10 +40,10 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     const shared = groups.length > 1;
     const recordHandler = async (record: SQSRecord) => {
       const { fresh, quiet, snapshot, ...key } = parseDoorbell(record.body);
-      outbox.join();
+      outbox.join(key.tenantId);
       const result = await distributor
         .runTurn(key, owner, { freshSwitches: fresh, quiet, ...(snapshot && { snapshot }), outbox, shared })
-        .finally(() => outbox.leave());
+        .finally(() => outbox.leave(key.tenantId));
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }

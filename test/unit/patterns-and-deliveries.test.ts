@@ -171,8 +171,8 @@ describe('delivery outbox', () => {
   it('sends as soon as every running turn waits on it, as one merged delivery', async () => {
     const target = sink();
     const outbox = new DeliveryOutbox(target, 10_000);
-    outbox.join();
-    outbox.join();
+    outbox.join('ten_a');
+    outbox.join('ten_a');
     const first = outbox.send([one('o:1')]);
     await Promise.resolve();
     expect(target.sends).toHaveLength(0);
@@ -185,11 +185,11 @@ describe('delivery outbox', () => {
   it('sends what waits when a turn ends without sending, or after the longest wait', async () => {
     const target = sink();
     const outbox = new DeliveryOutbox(target, 30);
-    outbox.join();
-    outbox.join();
-    outbox.join();
+    outbox.join('ten_a');
+    outbox.join('ten_a');
+    outbox.join('ten_a');
     const sent = outbox.send([one('o:1')]);
-    outbox.leave();
+    outbox.leave('ten_a');
     const started = performance.now();
     await sent;
     // The third turn never sends: the first does not wait for it longer than 30 ms.
@@ -197,10 +197,27 @@ describe('delivery outbox', () => {
     expect(target.sends).toHaveLength(1);
   });
 
+  it("does not hold a tenant's deliveries for another tenant's turns", async () => {
+    const target = sink();
+    const outbox = new DeliveryOutbox(target, 10_000);
+    outbox.join('ten_a');
+    outbox.join('ten_b');
+    outbox.join('ten_b');
+    // ten_b's turns are still running (a slow lookup, a long turn): ten_a's delivery goes at once.
+    await outbox.send([one('o:1')]);
+    expect(target.sends).toHaveLength(1);
+    const b = (resource: string): DeliveryMessage => ({ ...one(resource), tenantId: 'ten_b', webhookId: 'wh_b' });
+    const first = outbox.send([b('o:2')]);
+    await Promise.resolve();
+    expect(target.sends).toHaveLength(1);
+    await Promise.all([first, outbox.send([b('o:3')])]);
+    expect(target.sends.map((s) => s.map((m) => m.events.length))).toEqual([[1], [2]]);
+  });
+
   it('fails every turn whose deliveries could not be sent', async () => {
     const outbox = new DeliveryOutbox({ send: () => Promise.reject(new Error('SQS down')) }, 10_000);
-    outbox.join();
-    outbox.join();
+    outbox.join('ten_a');
+    outbox.join('ten_a');
     const sends = [outbox.send([one('o:1')]), outbox.send([one('o:2')])];
     for (const send of sends) await expect(send).rejects.toThrow('SQS down');
   });
