@@ -64,6 +64,37 @@ export function newCounts(): CallCounts {
   };
 }
 
+/** What was counted since `before` (a copy taken earlier with `snapshotCounts`): a window of a run. */
+export function countsSince(now: CallCounts, before: CallCounts): CallCounts {
+  const minus = (a: Record<string, number>, b: Record<string, number> = {}) =>
+    Object.fromEntries(
+      Object.entries(a)
+        .map(([k, n]) => [k, n - (b[k] ?? 0)])
+        .filter(([, n]) => n !== 0),
+    );
+  return {
+    calls: Object.fromEntries(Object.entries(now.calls).map(([service, ops]) => [service, minus(ops, before.calls[service])])),
+    dynamoTargets: minus(now.dynamoTargets, before.dynamoTargets),
+    wru: now.wru - before.wru,
+    rru: now.rru - before.rru,
+    indexWru: minus(now.indexWru, before.indexWru),
+    indexShadow: now.indexShadow,
+    sqsStandardRequests: now.sqsStandardRequests - before.sqsStandardRequests,
+    sqsFifoRequests: now.sqsFifoRequests - before.sqsFifoRequests,
+    invocations: Object.fromEntries(
+      Object.entries(now.invocations).map(([fn, i]) => [
+        fn,
+        { count: i.count - (before.invocations[fn]?.count ?? 0), ms: i.ms - (before.invocations[fn]?.ms ?? 0) },
+      ]),
+    ),
+  };
+}
+
+/** A copy of the counts as they are now (without the index shadow, which only the live counts need). */
+export function snapshotCounts(counts: CallCounts): CallCounts {
+  return { ...structuredClone({ ...counts, indexShadow: undefined }), indexShadow: new Map() } as CallCounts;
+}
+
 /**
  * An item's size as DynamoDB bills it: attribute names plus values (strings and
  * binaries by their bytes, numbers about one byte per two digits, lists and maps

@@ -1,7 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { instrument, itemSize, newCounts, recordInvocation } from '../../bench/accounting.ts';
+import { countsSince, instrument, itemSize, newCounts, recordInvocation, snapshotCounts } from '../../bench/accounting.ts';
 import { costPerMillion, PRICES } from '../../bench/cost.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
@@ -12,6 +12,25 @@ describe('benchmark cost model', () => {
     recordInvocation(counts, 'api', 12);
     recordInvocation(counts, 'api', 8);
     expect(counts.invocations.api).toEqual({ count: 2, ms: 20 });
+  });
+
+  it('counts a window of a run: what was counted after a snapshot', () => {
+    const counts = newCounts();
+    counts.calls.dynamodb = { UpdateItemCommand: 3 };
+    counts.wru = 3;
+    counts.indexWru.by_schedule = 2;
+    recordInvocation(counts, 'api', 10);
+    const before = snapshotCounts(counts);
+    counts.calls.dynamodb.UpdateItemCommand = 5;
+    counts.calls.sqs = { SendMessageBatchCommand: 1 };
+    counts.wru = 5;
+    counts.sqsFifoRequests = 1;
+    recordInvocation(counts, 'api', 4);
+    recordInvocation(counts, 'delivery', 7);
+    const window = countsSince(counts, before);
+    expect(window.calls).toEqual({ dynamodb: { UpdateItemCommand: 2 }, sqs: { SendMessageBatchCommand: 1 } });
+    expect([window.wru, window.sqsFifoRequests, window.indexWru]).toEqual([2, 1, {}]);
+    expect(window.invocations).toEqual({ api: { count: 1, ms: 4 }, delivery: { count: 1, ms: 7 } });
   });
 
   it('prices each service per million delivered events', () => {
