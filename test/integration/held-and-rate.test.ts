@@ -2,6 +2,7 @@
  * Held deliveries past the cap collapse into one `sluice.gap` marker per
  * resource; the per-endpoint rate delays deliveries, never fails them.
  */
+import { PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -156,6 +157,65 @@ describe('replay after a release was sent twice', () => {
         .filter((e) => e.type === 'a.b')
         .map((e) => e.seq),
     ).toEqual([1, 2, 3]);
+  });
+});
+
+describe('the replay log', () => {
+  it("keeps a delivery's events compressed, and replays them and those of items logged before it was", async () => {
+    const tenant = await createTenant(sandbox, 'compressed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'z:0', url: `${receiver.url}/compressed` });
+    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    const event = (n: number): DeliveredEvent => ({
+      id: `evt_compressed${n}`,
+      seq: n,
+      resource: `z:${n}`,
+      parents: ['z:0'],
+      type: 'a.b',
+      data: { title: `Event number ${n}`, state: 'open' },
+      created_at: new Date().toISOString(),
+    });
+    const since = Date.now();
+    const attempt = { id: 'att_z', delivery_id: 'msg_z', attempt: 1, status_code: 200, duration_ms: 1, error: null, at: '' };
+    const events = Array.from({ length: 20 }, (_, i) => event(i + 1));
+    await records.logDelivery({ deliveryId: 'msg_z', tenantId: tenant.id, webhookId: hook.id, events, attempt: 1 }, since + 1, attempt);
+    // An item as the log wrote it before: its events as JSON text.
+    await sandbox.wiring.dynamo.send(
+      new PutCommand({
+        TableName: sandbox.wiring.controlTable,
+        Item: {
+          pk: `deliveries#${hook.id}`,
+          sk: `${String(since + 2).padStart(15, '0')}#msg_old`,
+          ...attempt,
+          delivery_id: 'msg_old',
+          events: JSON.stringify([event(21)]),
+          expires_at: Math.floor(since / 1000) + 3_600,
+          expires_at_ms: since + 3_600_000,
+        },
+      }),
+    );
+    const { Items } = await sandbox.wiring.dynamo.send(
+      new QueryCommand({
+        TableName: sandbox.wiring.controlTable,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': `deliveries#${hook.id}` },
+      }),
+    );
+    const logged = Items?.find((item) => item.delivery_id === 'msg_z');
+    expect(logged?.events).toBeUndefined();
+    // Under a third of the JSON: about 1 KiB billed instead of about 4.
+    expect((logged?.events_z as Uint8Array).byteLength).toBeLessThan(JSON.stringify(events).length / 3);
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: new Date(since).toISOString() },
+    });
+    expect(replay.body).toEqual({ events: 21 });
+    await receiver.waitFor(() => okEvents('/compressed').filter((e) => e.type === 'a.b').length >= 21, 10_000);
+    expect(
+      okEvents('/compressed')
+        .filter((e) => e.type === 'a.b')
+        .map((e) => e.id)
+        .sort(),
+    ).toEqual([...events, event(21)].map((e) => e.id).sort());
   });
 });
 
