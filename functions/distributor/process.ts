@@ -40,9 +40,13 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     const shared = groups.length > 1;
     const recordHandler = async (record: SQSRecord) => {
       const { fresh, quiet, snapshot, ...key } = parseDoorbell(record.body);
+      // A doorbell received again (its invocation failed or timed out, perhaps after its
+      // quiet turn committed) does not trust its snapshot: the turn reads the meta item,
+      // so a committed event is not published twice.
+      const trusted = snapshot && record.attributes?.ApproximateReceiveCount === '1' ? { snapshot } : {};
       outbox.join(key.tenantId);
       const result = await distributor
-        .runTurn(key, owner, { freshSwitches: fresh, quiet, ...(snapshot && { snapshot }), outbox, shared })
+        .runTurn(key, owner, { freshSwitches: fresh, quiet, ...trusted, outbox, shared })
         .finally(() => outbox.leave(key.tenantId));
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });

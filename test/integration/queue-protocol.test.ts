@@ -605,6 +605,27 @@ describe('quiet turns (no lease)', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2 });
   });
 
+  it('reads the meta item for a doorbell received again, so an event its first turn committed is not published twice', async () => {
+    const { snapshot, ...k } = await quietObject();
+    const { distributor, sent } = recordingDistributor();
+    const handler = makeDistributorHandler(distributor, NO_LOGS);
+    const doorbell = (receiveCount: string) =>
+      ({
+        Records: [
+          {
+            messageId: `m${receiveCount}`,
+            body: JSON.stringify({ tenant: k.tenantId, resource: k.resource, quiet: true, snapshot }),
+            attributes: { MessageGroupId: `${k.tenantId}#${k.resource}`, ApproximateReceiveCount: receiveCount },
+          },
+        ],
+      }) as unknown as SQSEvent;
+    expect((await handler(doorbell('1'), {} as Context)).batchItemFailures).toEqual([]);
+    // The invocation timed out after the commit: SQS delivers the doorbell again.
+    expect((await handler(doorbell('2'), {} as Context)).batchItemFailures).toEqual([]);
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual([1]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 1, seq: 1, scheduled: false });
+  });
+
   it('gives no snapshot when a lease is live, and the quiet turn then leaves the object to its holder', async () => {
     const { snapshot: _, ...k } = await quietObject();
     const { distributor, sent } = recordingDistributor();
