@@ -134,11 +134,17 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     return hold(deps, webhook, message);
   }
   // A healthy endpoint gets its rate; a failing one a single attempt per interval, so
-  // that one hanging endpoint cannot hold many delivery workers before quarantine.
+  // that one hanging endpoint cannot hold many delivery workers before quarantine, and
+  // a tenant's failing endpoints together a few, so that many hanging ones cannot either.
   const failing = webhook.health.state === 'failing';
   const [limit, windowMs] = failing ? [1, deps.config.failingAttemptIntervalMs] : [deps.config.endpointRatePerSecond, 1000];
-  if (!(await deps.records.takeSendSlot(webhook.id, limit, windowMs, now))) {
-    deps.metrics.count('DeliveriesDelayed', 1, { reason: failing ? 'endpoint_failing' : 'endpoint_rate' });
+  const endpointSlot = await deps.records.takeSendSlot(webhook.id, limit, windowMs, now);
+  const tenantSlot =
+    endpointSlot &&
+    (!failing || (await deps.records.takeSendSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now)));
+  if (!tenantSlot) {
+    const reason = !failing ? 'endpoint_rate' : endpointSlot ? 'tenant_failing' : 'endpoint_failing';
+    deps.metrics.count('DeliveriesDelayed', 1, { reason });
     await later(deps, message, windowMs / 1000);
     return 'throttled';
   }

@@ -64,6 +64,12 @@ export interface SluiceConfig {
    * interval: a hanging endpoint can then hold only a few delivery workers.
    */
   readonly failingAttemptIntervalMs: number;
+  /**
+   * At most this many attempts per `failingAttemptIntervalMs` to all of one tenant's
+   * failing endpoints together: a tenant whose many endpoints hang cannot hold every
+   * delivery worker before they are quarantined.
+   */
+  readonly failingAttemptsPerTenant: number;
   /** Allow http:// and private, loopback and link-local targets (sandbox only). */
   readonly allowPrivateTargets: boolean;
 }
@@ -95,6 +101,7 @@ export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
   retentionDays: 7,
   endpointRatePerSecond: 50,
   failingAttemptIntervalMs: 5_000,
+  failingAttemptsPerTenant: 5,
   allowPrivateTargets: false,
 });
 
@@ -139,6 +146,7 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   retentionDays: positiveInt(365),
   endpointRatePerSecond: positiveInt(10_000),
   failingAttemptIntervalMs: positiveInt(3_600_000),
+  failingAttemptsPerTenant: positiveInt(10_000),
   allowPrivateTargets: bool,
 };
 

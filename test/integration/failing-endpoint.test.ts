@@ -5,6 +5,7 @@
  * seq order per resource. Also: 410, 429 with Retry-After, replay and rotation.
  */
 import { describe, expect, it } from 'vitest';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
@@ -181,6 +182,55 @@ describe('failing endpoint', () => {
     // One attempt per 300 ms at most, however many deliveries wait: the rest were delayed.
     expect(attempts).toBeLessThanOrEqual(Math.ceil(elapsed / 300) + 1);
     expect(attempts).toBeLessThan(8);
+  });
+
+  it("caps the attempts to a tenant's failing endpoints together, so many hanging ones cannot hold every delivery worker", async () => {
+    const tenant = await createTenant(sandbox, 'crowd');
+    const hooks: Array<{ id: string }> = [];
+    for (let i = 0; i < 4; i++)
+      hooks.push(await createWebhook(sandbox, tenant.key, { resource: 'c:0', url: `${receiver.url}/crowd-${i}` }));
+    receiver.answer('/crowd', 500);
+    await publish(sandbox, tenant.key, [{ resource: 'c:1', parents: ['c:0'], type: 'a.b', data: 0 }]);
+    const states = async () =>
+      Promise.all(hooks.map(async (h) => (await call(sandbox, 'GET', `/v1/webhooks/${h.id}`, { key: tenant.key })).body.health.state));
+    for (let i = 0; i < 100 && !(await states()).every((state) => state !== 'healthy'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(await states()).not.toContain('healthy');
+    // One delivery to each of the four failing endpoints at the same moment, in an
+    // interval no retry of theirs has used yet; the tenant may have two attempts in it.
+    const at = Date.now() + 3_600_000;
+    const deps = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      config: { ...sandbox.config, failingAttemptsPerTenant: 2 },
+      now: () => at,
+    };
+    const delayed = sandbox.metrics.total('DeliveriesDelayed', { reason: 'tenant_failing' });
+    const from = receiver.received.length;
+    const outcomes = await Promise.all(
+      hooks.map((h, i) =>
+        handleDeliverMessage(deps, {
+          deliveryId: `msg_crowd${i}`,
+          tenantId: tenant.id,
+          webhookId: h.id,
+          events: [
+            {
+              id: `evt_crowd${i}`,
+              seq: 9,
+              resource: 'c:1',
+              parents: ['c:0'],
+              type: 'a.b',
+              data: i,
+              created_at: new Date(at).toISOString(),
+            },
+          ],
+          attempt: 1,
+        }),
+      ),
+    );
+    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(2);
+    expect(receiver.received.slice(from).filter((d) => d.json?.events?.some((e) => e.id.startsWith('evt_crowd')))).toHaveLength(2);
+    expect(sandbox.metrics.total('DeliveriesDelayed', { reason: 'tenant_failing' }) - delayed).toBe(2);
   });
 
   it('disables a webhook at once on 410 and tells its owner', async () => {
