@@ -13,6 +13,7 @@ import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
 import { ALTERNATIVES, costPerMillion } from './cost.ts';
 import type { PublishTask, Report, TaskResult } from './load.ts';
+import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 
 const RESULTS = new URL('./results/', import.meta.url);
 const SCENARIOS = ['baseline', 'hot-object', 'failing-endpoint', 'ceiling'] as const;
@@ -22,12 +23,6 @@ const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} co
 
 function progress(text: string): void {
   process.stdout.write(`  ${new Date().toISOString().slice(11, 19)} ${text}\n`);
-}
-
-function percentile(values: number[], p: number): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
 /** A sandbox with call accounting, and the load threads beside it: the receivers', and one per publishing task. */
@@ -197,47 +192,6 @@ const PACED_MS = 20_000;
 function spread(report: Report, label: string, from: number, to: number) {
   const lat = latencies(report, label, from, to);
   return { p50: percentile(lat, 50), p99: percentile(lat, 99) };
-}
-
-/**
- * Where an event's time goes after the API accepted it: waiting in the distribute
- * queue for a distributor (its doorbell), the distributor's invocation, waiting in
- * the deliver queue, and the delivery's invocation (which ends with the POST).
- */
-interface StageSample {
-  readonly stage: 'doorbell_wait' | 'delivery_wait' | `${string}_run`;
-  /** Whose message waited; invocations are everyone's. */
-  readonly tenant?: string;
-  readonly at: number;
-  readonly ms: number;
-}
-
-/**
- * The tenant of a doorbell, or of a delivery's first attempt; undefined for what
- * waits on purpose (retries, probes and release steps carry a delay).
- */
-function firstTryTenant(queue: string, body: string): string | undefined {
-  try {
-    const message = JSON.parse(body) as { tenant?: string; tenantId?: string; kind?: string; attempt?: number; notBefore?: number };
-    if (queue === 'Distribute') return message.tenant;
-    const firstTry = (message.kind ?? 'delivery') === 'delivery' && message.attempt === 1 && message.notBefore === undefined;
-    return firstTry ? message.tenantId : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Each stage's p50 and p99 in a window: the waits of `tenant`'s messages, and every invocation's duration. */
-function stageSpread(stages: readonly StageSample[], tenant: string, from: number, to: number) {
-  const pick = (stage: string, own: boolean) =>
-    stages.filter((s) => s.stage === stage && s.at >= from && s.at < to && (!own || s.tenant === tenant)).map((s) => Math.round(s.ms));
-  const both = (values: number[]) => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
-  return {
-    doorbell_wait: both(pick('doorbell_wait', true)),
-    distributor_run: both(pick('distributor_run', false)),
-    delivery_wait: both(pick('delivery_wait', true)),
-    delivery_run: both(pick('delivery_run', false)),
-  };
 }
 
 function callsPerEvent(counts: CallCounts, delivered: number): Record<string, number> {
