@@ -183,7 +183,13 @@ export class Operations extends Construct {
             sluice('EventsDelivered'),
             sluice('DeliveriesRetried'),
           ]),
-          graph('Endpoint health', [sluice('WebhooksQuarantined'), sluice('WebhooksDisabled'), sluice('DeliveriesHeld'), sluice('Probes')]),
+          graph('Endpoint health', [
+            sluice('WebhooksQuarantined'),
+            sluice('WebhooksDisabled'),
+            sluice('DeliveriesHeld'),
+            sluice('DeliveriesDelayed'),
+            sluice('Probes'),
+          ]),
           graph('Dead letters and canary', [
             sluice('DeadLetters'),
             props.queues.Deliver.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),

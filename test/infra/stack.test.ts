@@ -372,5 +372,7 @@ describe('operations', () => {
     );
     expect(order.every((i) => i >= 0)).toBe(true);
     expect(order).toEqual([...order].sort((a, b) => a - b));
+    // Deliveries waiting on an endpoint's rate, a failing endpoint or a tenant's failing endpoints.
+    expect(body).toContain('DeliveriesDelayed');
   });
 });
