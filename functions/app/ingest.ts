@@ -59,6 +59,10 @@ function rejected(code: string, message: string): EventResult {
   return { status: 'rejected', error: { code, message } };
 }
 
+function notStored(): EventResult {
+  return rejected('internal', 'The event could not be stored; send it again.');
+}
+
 function limitRejection(reason: RejectReason, config: SluiceConfig): EventResult {
   return reason === 'queue_full'
     ? rejected('queue_full', `This resource already has ${config.objectQueueCap} events waiting; slow down and retry later.`)
@@ -106,10 +110,17 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   }
   // Reserve on every object first, then store the events of all of them in one batched
   // write (not a write per object), then ring the doorbells of the objects this flipped.
+  const reserveErrors: unknown[] = [];
   const admissions = await Promise.all(
     [...byObject].map(async ([resource, pendings]) => ({
       pendings,
-      admission: await reserveObject(deps, { tenantId, resource }, pendings),
+      // An object whose reserve failed (DynamoDB erring) answers its events as not stored;
+      // the others go on to be written and rung, so none of them is left scheduled unrung.
+      admission: await reserveObject(deps, { tenantId, resource }, pendings).catch((error: unknown) => {
+        deps.logger.error('Reserve failed', { tenant: tenantId, resource, error });
+        reserveErrors.push(error);
+        return { outcome: { results: pendings.map(() => notStored()), retryAfterMs: 0 } };
+      }),
     })),
   );
   const stored = await storeEvents(
@@ -136,6 +147,9 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
       else await deps.idempotency.release(tenantId, input.idempotencyKey, eventId);
     }),
   );
+  // Nothing stored and a reserve failed: the storage is failing, and the request is
+  // answered as a whole (500, what the ingest-5xx alarm watches), as before any write.
+  if (reserveErrors.length > 0 && results.every((r) => r.status === 'rejected')) throw reserveErrors[0];
 
   // One data point per outcome and request, however many events it had.
   let accepted = 0;
@@ -241,9 +255,7 @@ async function finishObject(deps: IngestDeps, reserved: Reserved, stored: boolea
     deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
   }
   const kept = stored || reservation.inlined;
-  const results: EventResult[] = events.map((e) =>
-    kept ? { id: e.id, status: 'accepted' } : rejected('internal', 'The event could not be stored; send it again.'),
-  );
+  const results: EventResult[] = events.map((e) => (kept ? { id: e.id, status: 'accepted' } : notStored()));
   for (let i = events.length; i < reserved.pendingCount; i++) results.push(limitRejection(reserved.reason ?? 'rate_limited', deps.config));
   return { results, retryAfterMs: reserved.retryAfterMs };
 }

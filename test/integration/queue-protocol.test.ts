@@ -172,6 +172,33 @@ describe('ingest', () => {
     expect(await store.readMeta(busy)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
   });
 
+  it("answers an object's events as not stored when its reserve fails, and still stores and rings the others", async () => {
+    const [failing, fine] = [key(), key()];
+    // DynamoDB failing one object's reserve (the emulator cannot be made to).
+    class FailingReserve extends QueueStore {
+      override async reserve(...args: Parameters<QueueStore['reserve']>): ReturnType<QueueStore['reserve']> {
+        if (args[0].resource === failing.resource) throw new Error('InternalServerError');
+        return super.reserve(...args);
+      }
+    }
+    const queues = new FailingReserve({ client, tableName: eventsTable, retentionDays: 7 });
+    const rings: string[] = [];
+    const deps = { ...ingestDeps(rings), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, fine.tenantId, [input(failing.resource, 1), input(fine.resource, 2), input(fine.resource, 3)]);
+    expect(outcome.results).toMatchObject([
+      { status: 'rejected', error: { code: 'internal' } },
+      { status: 'accepted' },
+      { status: 'accepted' },
+    ]);
+    expect(rings).toEqual([`${fine.resource}:s1`]);
+    const { distributor, sent } = recordingDistributor();
+    expect((await distributor.runTurn(fine, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 2 }, { n: 3 }]);
+    expect(await store.readMeta(failing)).toBeUndefined();
+    // With nothing stored, the request fails as a whole (the API answers 500).
+    await expect(publish(deps, fine.tenantId, [input(failing.resource, 4)])).rejects.toThrow('InternalServerError');
+  });
+
   it('never lets concurrent ingests overshoot the cap', async () => {
     const k = key();
     const deps = ingestDeps([], { objectQueueCap: 20 });
