@@ -32,8 +32,9 @@ export interface CostBreakdown {
 }
 
 /**
- * Cost per million delivered events. `apiRequests` are the requests producers made;
- * the authorizer is invoked once per key per minute (API Gateway caches its answer).
+ * Cost per million delivered events. `apiRequests` are the API requests billed (the
+ * baseline passes those that reached the API's Lambda: it sends none that API Gateway
+ * refuses); the authorizer is invoked once per key per minute (API Gateway caches its answer).
  */
 export function costPerMillion(counts: CallCounts, delivered: number, apiRequests: number, authorizerCalls: number): CostBreakdown {
   const perEvent = (dollars: number) => (dollars / Math.max(1, delivered)) * 1_000_000;
