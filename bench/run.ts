@@ -178,10 +178,13 @@ const round2 = (n: number) => Math.round(n * 100) / 100;
 /**
  * Calm traffic runs this long before a storm: the first 15 s warm the sandbox up
  * (the first pass over the 200 objects fills the distributor's lookup caches), and
- * the last 15 s are the "before" that the storm is compared with.
+ * the last 30 s are the "before" that the storm is compared with (90 requests: a p99
+ * over fewer is about one request's luck).
  */
 const WARM_MS = 15_000;
-const BEFORE_MS = 15_000;
+const BEFORE_MS = 30_000;
+/** How long the hot object is flooded. */
+const STORM_MS = 30_000;
 /** The baseline's measured window, after the same warm-up. */
 const MEASURE_MS = 30_000;
 /** After the hot object's storm: a pause for its backlog, then its paced phase. */
@@ -303,9 +306,9 @@ async function hotObject() {
     await h.webhook(calm.key, 'group:calm', '/calm');
     await h.webhook(hammer.key, 'doc:hot', '/hot');
     progress(
-      '30 s of baseline traffic, then 20 s more with one object written as fast as a client can, then 20 s with it written at its rate',
+      `${(WARM_MS + BEFORE_MS) / 1000} s of baseline traffic, then ${STORM_MS / 1000} s more with one object written as fast as a client can, then ${PACED_MS / 1000} s with it written at its rate`,
     );
-    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + 20_000 + SETTLE_MS + PACED_MS)]);
+    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + STORM_MS + SETTLE_MS + PACED_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     const stormStart = Date.now();
     const alarmWatch = watchAlarms(h.sandbox);
@@ -329,7 +332,7 @@ async function hotObject() {
         eventsPerRequest: 50,
         requestsPerSecond: 0,
         concurrency: 4,
-        durationMs: 20_000,
+        durationMs: STORM_MS,
         flood: true,
       },
     ]);
@@ -410,7 +413,9 @@ async function failingEndpoint() {
     await h.webhook(calm.key, 'group:calm', '/calm');
     await h.webhook(failing.key, 'group:failing', '/fail-500');
     await h.webhook(failing.key, 'group:failing', '/fail-hang');
-    progress('30 s of baseline, then 40 s with a tenant whose endpoints fail (half 500, half time out), then recovery');
+    progress(
+      `${(WARM_MS + BEFORE_MS) / 1000} s of baseline, then 40 s with a tenant whose endpoints fail (half 500, half time out), then recovery`,
+    );
     const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + 40_000)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     await h.answer('/fail-500', 500);
