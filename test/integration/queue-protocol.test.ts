@@ -76,6 +76,15 @@ function ingestDeps(rings: string[], overrides: Record<string, unknown> = {}) {
   } as unknown as Parameters<typeof publish>[0];
 }
 
+/** A queue store whose DynamoDB calls are counted, as the bench counts them. */
+function counted() {
+  const counts = newCounts();
+  const c = documentClient(emulators.dynamo);
+  instrument(counts, c, 'dynamodb');
+  const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+  return { counts, queues };
+}
+
 beforeAll(async () => {
   emulators = await startEmulators();
   const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
@@ -129,10 +138,7 @@ describe('ingest', () => {
 
   it("stores a request's events for all its objects in one batched write", async () => {
     const [a, b, c] = [key(), key(), key()];
-    const counts = newCounts();
-    const counted = documentClient(emulators.dynamo);
-    instrument(counts, counted, 'dynamodb');
-    const queues = new QueueStore({ client: counted, tableName: eventsTable, retentionDays: 7 });
+    const { counts, queues } = counted();
     const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
     // Two events each on three objects: none is kept on a meta item, six slot items in all.
     const inputs = [a, b, c].flatMap((k) => [input(k.resource, 1), input(k.resource, 2)]);
@@ -296,14 +302,8 @@ describe('turns', () => {
       k.tenantId,
       [1, 2].map((n) => input(k.resource, n)),
     );
-    const counts = newCounts();
-    const counted = documentClient(emulators.dynamo);
-    instrument(counts, counted, 'dynamodb');
-    const { distributor: measured, seqs: measuredSeqs } = recordingDistributor(
-      {},
-      Date.now,
-      new QueueStore({ client: counted, tableName: eventsTable, retentionDays: 7 }),
-    );
+    const { counts, queues } = counted();
+    const { distributor: measured, seqs: measuredSeqs } = recordingDistributor({}, Date.now, queues);
     expect(await measured.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 2 });
     expect(measuredSeqs()).toEqual([1, 2]);
     // The lease, one read, and the write that commits and ends the turn.
@@ -481,14 +481,6 @@ describe('turns', () => {
 
 describe('events kept on the meta item', () => {
   /** Ingest and distributor on one counted client. */
-  function counted() {
-    const counts = newCounts();
-    const c = documentClient(emulators.dynamo);
-    instrument(counts, c, 'dynamodb');
-    const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
-    return { counts, queues };
-  }
-
   it("stores a quiet object's single event in the reserving write, and drains it without reading slots", async () => {
     const k = key();
     const { counts, queues } = counted();
@@ -595,14 +587,8 @@ describe('quiet turns (no lease)', () => {
   it("trusts the snapshot its ingest's doorbell carries: no read, one write", async () => {
     const k = await quietObject();
     expect(k.snapshot).toMatchObject({ cursor: 0, seq: 0 });
-    const counts = newCounts();
-    const c = documentClient(emulators.dynamo);
-    instrument(counts, c, 'dynamodb');
-    const { distributor, sent } = recordingDistributor(
-      {},
-      Date.now,
-      new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
-    );
+    const { counts, queues } = counted();
+    const { distributor, sent } = recordingDistributor({}, Date.now, queues);
     const { snapshot, ...object } = k;
     expect(await distributor.runTurn(object, 'w', { quiet: true, ...(snapshot && { snapshot }) })).toEqual({
       outcome: 'idle',
@@ -667,14 +653,8 @@ describe('quiet turns (no lease)', () => {
 
   it('reads the meta item, publishes, and commits and ends the turn in one write, without a lease', async () => {
     const k = await quietObject();
-    const counts = newCounts();
-    const c = documentClient(emulators.dynamo);
-    instrument(counts, c, 'dynamodb');
-    const { distributor, seqs } = recordingDistributor(
-      {},
-      Date.now,
-      new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
-    );
+    const { counts, queues } = counted();
+    const { distributor, seqs } = recordingDistributor({}, Date.now, queues);
     expect(await distributor.runTurn(k, 'w', { quiet: true })).toEqual({ outcome: 'idle', distributed: 1 });
     expect(seqs()).toEqual([1]);
     expect(counts.calls.dynamodb).toEqual({ GetItemCommand: 1, UpdateItemCommand: 1 });
@@ -773,13 +753,11 @@ describe('per-object rate', () => {
   it('asks for no more than the tat it knows allows, so a busy object admits part of a request in one write, and names only admitted events', async () => {
     const k = key();
     const now = 8_000_000;
-    const counts = newCounts();
-    const c = documentClient(emulators.dynamo);
-    instrument(counts, c, 'dynamodb');
+    const { counts, queues } = counted();
     let ids = 0;
     const deps = {
       ...ingestDeps([], { objectRatePerSecond: 10, objectBurst: 10 }),
-      queues: new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+      queues,
       now: () => now,
       newEventId: () => `evt_part${++ids}`,
     } as Parameters<typeof publish>[0];
@@ -808,12 +786,10 @@ describe('per-object rate', () => {
   it("takes a busy object's events in steps of a quarter second of its rate, and refuses smaller gaps without DynamoDB", async () => {
     const k = key();
     let now = 8_500_000;
-    const counts = newCounts();
-    const c = documentClient(emulators.dynamo);
-    instrument(counts, c, 'dynamodb');
+    const { counts, queues } = counted();
     const deps = {
       ...ingestDeps([], { objectRatePerSecond: 100, objectBurst: 100 }),
-      queues: new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+      queues,
       now: () => now,
     } as Parameters<typeof publish>[0];
     const fifty = (from: number) => Array.from({ length: 50 }, (_, n) => input(k.resource, from + n));
@@ -841,12 +817,10 @@ describe('per-object rate', () => {
   it("lets one of a container's racing requests for a busy object write; the others are answered from the tat it leaves", async () => {
     const k = key();
     let now = 8_700_000;
-    const counts = newCounts();
-    const c = documentClient(emulators.dynamo);
-    instrument(counts, c, 'dynamodb');
+    const { counts, queues } = counted();
     const deps = {
       ...ingestDeps([], { objectRatePerSecond: 100, objectBurst: 100 }),
-      queues: new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 }),
+      queues,
       now: () => now,
     } as Parameters<typeof publish>[0];
     const fifty = (from: number) => Array.from({ length: 50 }, (_, n) => input(k.resource, from + n));
