@@ -8,7 +8,7 @@ import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '..
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
-import type { PendingItem, QueueMeta, TurnRecord } from '../core/turn.ts';
+import { type PendingItem, type QueueMeta, quietTurnAllowed, type TurnRecord } from '../core/turn.ts';
 import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 
@@ -252,15 +252,14 @@ export class QueueStore {
           ReturnValues: 'ALL_OLD',
         }),
       );
-      const old = result.Attributes ?? {};
-      const nothingElse = old.turn === undefined && Number(old.switch_dropped ?? 0) === 0 && !(Number(old.lease_until ?? 0) > now);
+      const old = toMeta(result.Attributes ?? {});
       return {
-        firstSlot: Number(old.last_slot ?? 0) + 1,
+        firstSlot: old.lastSlot + 1,
         inlined: inline !== undefined,
-        flipped: old.scheduled !== true,
-        depth: Number(old.depth ?? 0) + count,
+        flipped: !old.scheduled,
+        depth: old.depth + count,
         tat: busy ? Number(old.tat) + count * interval : advanceTat(undefined, count, now, limits),
-        ...(stored && nothingElse && { quiet: { cursor: Number(old.cursor ?? 0), seq: Number(old.seq ?? 0), stored } }),
+        ...(stored && quietTurnAllowed(old, now) && { quiet: { cursor: old.cursor, seq: old.seq, stored } }),
       };
     } catch (error) {
       if (isConditionFailure(error)) return undefined;

@@ -16,7 +16,7 @@ import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEven
 import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import { assignSeq, type PendingItem, planChunk, type TurnRecord, turnMayContinue } from '../core/turn.ts';
+import { assignSeq, type PendingItem, planChunk, quietTurnAllowed, type TurnRecord, turnMayContinue } from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
 
 export interface SubscriptionSource {
@@ -266,8 +266,7 @@ export class Distributor {
     } else {
       const meta = await queues.readMeta(key, now());
       const inline = meta?.inline;
-      if (!meta || !inline || meta.lastSlot !== meta.cursor + 1 || meta.turn || meta.switchDropped > 0) return undefined;
-      if ((meta.leaseUntil ?? 0) > now()) return undefined;
+      if (!meta || !inline || meta.lastSlot !== meta.cursor + 1 || !quietTurnAllowed(meta, now())) return undefined;
       at = { cursor: meta.cursor, seq: meta.seq, inline };
     }
     if (at.inline.expired) return undefined;

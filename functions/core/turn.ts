@@ -140,3 +140,12 @@ export function turnMayContinue(budget: TurnBudget, drained: number, startedAt: 
 export function leaseIsFree(leaseUntil: number | undefined, now: number): boolean {
   return leaseUntil === undefined || leaseUntil <= now;
 }
+
+/**
+ * Whether nothing about an object keeps its inline event from a quiet turn: no turn
+ * record to publish again, no drop count to mark, no live lease. The ingest's write
+ * (for the doorbell's snapshot) and the quiet turn's own read both ask this.
+ */
+export function quietTurnAllowed(meta: Pick<QueueMeta, 'turn' | 'switchDropped' | 'leaseUntil'>, now: number): boolean {
+  return meta.turn === undefined && meta.switchDropped === 0 && leaseIsFree(meta.leaseUntil, now);
+}

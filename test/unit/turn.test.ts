@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assignSeq, leaseIsFree, type PendingItem, planChunk, turnMayContinue } from '../../functions/core/turn.ts';
+import { assignSeq, leaseIsFree, type PendingItem, planChunk, quietTurnAllowed, turnMayContinue } from '../../functions/core/turn.ts';
 
 const GRACE = 60_000;
 const NOW = 1_000_000;
@@ -97,5 +97,14 @@ describe('turn bounds and leases', () => {
     expect(leaseIsFree(undefined, 5)).toBe(true);
     expect(leaseIsFree(5, 5)).toBe(true);
     expect(leaseIsFree(6, 5)).toBe(false);
+  });
+
+  it('allows a quiet turn only with no turn record, no drop count and no live lease', () => {
+    const idle = { turn: undefined, switchDropped: 0, leaseUntil: undefined };
+    expect(quietTurnAllowed(idle, 5)).toBe(true);
+    expect(quietTurnAllowed({ ...idle, leaseUntil: 5 }, 5)).toBe(true);
+    expect(quietTurnAllowed({ ...idle, leaseUntil: 6 }, 5)).toBe(false);
+    expect(quietTurnAllowed({ ...idle, switchDropped: 1 }, 5)).toBe(false);
+    expect(quietTurnAllowed({ ...idle, turn: { fromSlot: 1, toSlot: 2, firstSeq: 1 } }, 5)).toBe(false);
   });
 });
