@@ -7,9 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
-import type { DeliveredEvent, DeliveryMessage } from '../../functions/core/model.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -78,15 +79,8 @@ describe('merged deliveries held', () => {
       ...admin,
       body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause', reason: 'test' },
     });
-    const event = (resource: string, seq: number): DeliveredEvent => ({
-      id: `evt_${resource.replace(':', '')}${seq}`,
-      seq,
-      resource,
-      parents: ['m:0'],
-      type: 'a.b',
-      data: { resource, seq },
-      created_at: new Date().toISOString(),
-    });
+    const event = (resource: string, seq: number) =>
+      deliveredEventFixture({ id: `evt_${resource.replace(':', '')}${seq}`, seq, resource, parents: ['m:0'], data: { resource, seq } });
     // What a distributor invocation sends when two objects' turns share the webhook.
     const [merged] = mergeDeliveries([
       { deliveryId: 'msg_a', tenantId: tenant.id, webhookId: hook.id, events: [event('m:2', 1), event('m:2', 2)], attempt: 1 },
@@ -123,15 +117,7 @@ describe('replay after a release was sent twice', () => {
     const tenant = await createTenant(sandbox, 'relogged');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:0', url: `${receiver.url}/relogged` });
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
-    const event = (n: number): DeliveredEvent => ({
-      id: `evt_relogged${n}`,
-      seq: n,
-      resource: 'r:1',
-      parents: ['r:0'],
-      type: 'a.b',
-      data: {},
-      created_at: new Date().toISOString(),
-    });
+    const event = (n: number) => deliveredEventFixture({ id: `evt_relogged${n}`, seq: n, resource: 'r:1', parents: ['r:0'] });
     const since = Date.now();
     const attempt = { id: 'att_x', delivery_id: 'msg_x', attempt: 1, status_code: 500, duration_ms: 1, error: 'HTTP 500', at: '' };
     // A release that failed after it was logged, then went out again with one more event.
@@ -165,15 +151,14 @@ describe('the replay log', () => {
     const tenant = await createTenant(sandbox, 'compressed');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'z:0', url: `${receiver.url}/compressed` });
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
-    const event = (n: number): DeliveredEvent => ({
-      id: `evt_compressed${n}`,
-      seq: n,
-      resource: `z:${n}`,
-      parents: ['z:0'],
-      type: 'a.b',
-      data: { title: `Event number ${n}`, state: 'open' },
-      created_at: new Date().toISOString(),
-    });
+    const event = (n: number) =>
+      deliveredEventFixture({
+        id: `evt_compressed${n}`,
+        seq: n,
+        resource: `z:${n}`,
+        parents: ['z:0'],
+        data: { title: `Event number ${n}`, state: 'open' },
+      });
     const since = Date.now();
     const attempt = { id: 'att_z', delivery_id: 'msg_z', attempt: 1, status_code: 200, duration_ms: 1, error: null, at: '' };
     const events = Array.from({ length: 20 }, (_, i) => event(i + 1));

@@ -1,6 +1,6 @@
 /** Record factories for tests. */
 import { INITIAL_HEALTH } from '../../functions/core/health.ts';
-import type { Webhook } from '../../functions/core/model.ts';
+import type { DeliveredEvent, Webhook } from '../../functions/core/model.ts';
 
 export function webhookFixture(overrides: Partial<Webhook> = {}): Webhook {
   return {
@@ -22,4 +22,11 @@ export function webhookFixture(overrides: Partial<Webhook> = {}): Webhook {
     updatedAt: '',
     ...overrides,
   };
+}
+
+/** A delivered event of type a.b, created now; tests name what they check. */
+export function deliveredEventFixture(
+  overrides: Partial<DeliveredEvent> & Pick<DeliveredEvent, 'id' | 'seq' | 'resource'>,
+): DeliveredEvent {
+  return { parents: [], type: 'a.b', data: {}, created_at: new Date().toISOString(), ...overrides };
 }
