@@ -14,6 +14,7 @@ import type { WebhookDisabledNotice } from '../functions/app/delivery.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { type ApiSettings, startApiServer } from './api-server.ts';
 import type { CallObserver, ObservedCall } from './observe.ts';
+import { SandboxThreadError, watchThread } from './threads.ts';
 
 interface ThreadData {
   /** Tells this file, loaded on a worker, that it is the API's worker (not some other). */
@@ -48,6 +49,8 @@ export interface ApiThreadPorts {
   readonly notices: () => unknown[];
   readonly onInvocation?: (fn: string, durationMs: number) => void;
   readonly onCall?: CallObserver;
+  /** The thread stopped on its own after it started (see threads.ts). */
+  readonly onFailure: (error: SandboxThreadError) => void;
 }
 
 export interface ApiThread {
@@ -82,10 +85,15 @@ export async function startApiOnThread(settings: ApiSettings, ports: ApiThreadPo
     }
   };
   const port = await new Promise<number>((resolve, reject) => {
-    worker.once('error', reject);
+    const failed = (error: Error) => reject(new SandboxThreadError('API', error.message));
+    const exited = (code: number) => reject(new SandboxThreadError('API', `it exited with code ${code} before it was ready`));
+    worker.once('error', failed);
+    worker.once('exit', exited);
     worker.on('message', (message: FromApi) => {
       switch (message.cmd) {
         case 'ready':
+          worker.off('error', failed);
+          worker.off('exit', exited);
           resolve(message.port);
           break;
         case 'failed':
@@ -106,9 +114,11 @@ export async function startApiOnThread(settings: ApiSettings, ports: ApiThreadPo
       }
     });
   });
+  const watched = watchThread(worker, 'API', ports.onFailure);
   return {
     port,
     async stop() {
+      watched.stopping();
       await new Promise<void>((resolve) => {
         stopped = resolve;
         send({ cmd: 'stop' });

@@ -15,6 +15,7 @@ import type { QueueDefinition } from '../functions/definitions/queues.ts';
 import { QUEUES } from '../functions/definitions/queues.ts';
 import type { TableDefinition } from '../functions/definitions/tables.ts';
 import { TABLES } from '../functions/definitions/tables.ts';
+import { firstMessage, type SandboxThreadError, watchThread } from './threads.ts';
 
 export const EMULATOR_CREDENTIALS = { accessKeyId: 'sandbox', secretAccessKey: 'sandbox' };
 export const EMULATOR_REGION = 'us-east-1';
@@ -152,16 +153,18 @@ export async function createQueues(client: SQSClient): Promise<Record<string, Sa
  * Starts the emulators on a worker thread of this process (see emulator-thread.ts)
  * and answers with their endpoints, as `startEmulators` does.
  */
-export async function startEmulatorsOnThread(dataDir?: string): Promise<Emulators> {
+export async function startEmulatorsOnThread(
+  dataDir: string | undefined,
+  onFailure: (error: SandboxThreadError) => void,
+): Promise<Emulators> {
   const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir } });
-  const ready = await new Promise<{ dynamo: ClientOptions; sqs: ClientOptions }>((resolve, reject) => {
-    worker.once('error', reject);
-    worker.once('message', (message: { cmd: string; dynamo: ClientOptions; sqs: ClientOptions }) => resolve(message));
-  });
+  const ready = await firstMessage<{ cmd: string; dynamo: ClientOptions; sqs: ClientOptions }>(worker, 'emulator');
+  const watched = watchThread(worker, 'emulator', onFailure);
   return {
     dynamo: ready.dynamo,
     sqs: ready.sqs,
     async stop() {
+      watched.stopping();
       const stopped = new Promise<void>((resolve) => worker.once('message', () => resolve()));
       worker.postMessage({ cmd: 'stop' });
       await stopped;

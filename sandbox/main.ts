@@ -8,6 +8,11 @@ const sandbox = await startSandbox({
   ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
   config: overridesFromEnv(process.env),
   logLevel: (process.env.POWERTOOLS_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN',
+  // Half a sandbox answers nothing useful: say which thread stopped, and stop.
+  onFailure: (error) => {
+    console.error(`\n${error.message}\nsluice sandbox stopped; start it again with npm start.`);
+    process.exit(1);
+  },
 });
 
 process.stdout.write(

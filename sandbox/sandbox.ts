@@ -28,6 +28,7 @@ import { createQueues, createTables, type Emulators, type SandboxQueue, startEmu
 import { InMemoryMetrics } from './metrics.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { Poller, type ReceiveObserver } from './poller.ts';
+import type { SandboxThreadError } from './threads.ts';
 
 export interface SandboxOptions {
   /** API port; 0 picks a free one. */
@@ -48,6 +49,11 @@ export interface SandboxOptions {
   readonly onInvocation?: (fn: string, durationMs: number) => void;
   /** Called with every batch an event source mapping receives (the benchmark's stage waits). */
   readonly onReceive?: ReceiveObserver;
+  /**
+   * Called when the emulator or API thread stops on its own after the start: the
+   * sandbox is then half alive (`npm start` exits). By default it is logged as an error.
+   */
+  readonly onFailure?: (error: SandboxThreadError) => void;
   /** Powertools log level for the functions; the sandbox is quiet by default. */
   readonly logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
 }
@@ -82,7 +88,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // SNS "webhook disabled" notices are kept here (and served at /sandbox/notifications).
   const notifier = new RecordingNotifier();
 
-  const emulators = await startEmulatorsOnThread(options.dataDir);
+  const onFailure = options.onFailure ?? ((error: SandboxThreadError) => log.error('A sandbox thread stopped', { error }));
+  const emulators = await startEmulatorsOnThread(options.dataDir, onFailure);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
   const instrument = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
     if (options.onCall) observeCalls(client, service, options.onCall);
@@ -129,6 +136,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       notices: () => notifier.notices,
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
       ...(options.onCall && { onCall: options.onCall }),
+      onFailure,
     },
   );
   const url = `http://${options.host ?? '127.0.0.1'}:${api.port}`;

@@ -1,0 +1,60 @@
+/**
+ * The sandbox's worker threads (the emulators, the API) and what happens when one
+ * stops on its own. Such a sandbox is half alive: the API refuses connections, or
+ * every AWS call the functions make fails, while the process runs on. So a thread
+ * that errs or exits while the sandbox is not stopping it is reported, once, with
+ * its name; `npm start` then exits (sandbox/main.ts).
+ */
+import type { Worker } from 'node:worker_threads';
+
+export class SandboxThreadError extends Error {
+  /** Which thread: `emulator` or `API`. */
+  readonly thread: string;
+
+  constructor(thread: string, reason: string) {
+    super(`The sandbox's ${thread} thread stopped: ${reason}`);
+    this.name = 'SandboxThreadError';
+    this.thread = thread;
+  }
+}
+
+export interface WatchedThread {
+  /** The sandbox is stopping the thread itself: its exit is not a failure. */
+  stopping(): void;
+}
+
+/** Reports the thread's first uncaught error, or its exit, unless `stopping()` came first. */
+export function watchThread(worker: Worker, thread: string, onFailure: (error: SandboxThreadError) => void): WatchedThread {
+  let expected = false;
+  let reported = false;
+  const report = (reason: string) => {
+    if (expected || reported) return;
+    reported = true;
+    onFailure(new SandboxThreadError(thread, reason));
+  };
+  worker.on('error', (error: Error) => report(error.message));
+  worker.on('exit', (code: number) => report(`it exited with code ${code}`));
+  return {
+    stopping() {
+      expected = true;
+    },
+  };
+}
+
+/**
+ * The first message a starting thread sends (its endpoints, its port), or why none
+ * came: an error, or an exit before it was ready (which would otherwise wait forever).
+ */
+export function firstMessage<T>(worker: Worker, thread: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const exited = (code: number) => reject(new SandboxThreadError(thread, `it exited with code ${code} before it was ready`));
+    const failed = (error: Error) => reject(new SandboxThreadError(thread, error.message));
+    worker.once('error', failed);
+    worker.once('exit', exited);
+    worker.once('message', (message: T) => {
+      worker.off('error', failed);
+      worker.off('exit', exited);
+      resolve(message);
+    });
+  });
+}

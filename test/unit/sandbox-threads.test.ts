@@ -1,0 +1,53 @@
+import { Worker } from 'node:worker_threads';
+import { describe, expect, it } from 'vitest';
+import { firstMessage, type SandboxThreadError, watchThread } from '../../sandbox/threads.ts';
+
+/** A real thread that says it is ready, then does `after` (CommonJS, run with eval). */
+function thread(after: string): Worker {
+  return new Worker(`require('node:worker_threads').parentPort.postMessage({ ready: true }); ${after}`, { eval: true });
+}
+
+/** Its exit (events.once would reject on the thread's error event, which is what is under test). */
+const exit = (worker: Worker) => new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+
+function failures(worker: Worker, name: string) {
+  const seen: SandboxThreadError[] = [];
+  const watched = watchThread(worker, name, (error) => seen.push(error));
+  return { seen, watched };
+}
+
+describe('sandbox threads', () => {
+  it('reports a thread that throws after it started, once, by name', async () => {
+    const worker = thread(`setTimeout(() => { throw new Error('disk on fire'); }, 20);`);
+    await firstMessage(worker, 'emulator');
+    const { seen } = failures(worker, 'emulator');
+    await exit(worker);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]?.thread).toBe('emulator');
+    expect(seen[0]?.message).toBe("The sandbox's emulator thread stopped: disk on fire");
+  });
+
+  it('reports a thread that exits on its own', async () => {
+    const worker = thread('setTimeout(() => process.exit(3), 20);');
+    await firstMessage(worker, 'API');
+    const { seen } = failures(worker, 'API');
+    await exit(worker);
+    expect(seen.map((e) => e.message)).toEqual(["The sandbox's API thread stopped: it exited with code 3"]);
+  });
+
+  it('does not report a thread the sandbox stops', async () => {
+    const worker = thread('setInterval(() => {}, 1000);');
+    await firstMessage(worker, 'API');
+    const { seen, watched } = failures(worker, 'API');
+    watched.stopping();
+    await worker.terminate();
+    expect(seen).toEqual([]);
+  });
+
+  it('fails the start of a thread that exits before it is ready, instead of waiting forever', async () => {
+    const worker = new Worker('process.exit(2);', { eval: true });
+    await expect(firstMessage(worker, 'emulator')).rejects.toThrow(
+      "The sandbox's emulator thread stopped: it exited with code 2 before it was ready",
+    );
+  });
+});
