@@ -1,5 +1,6 @@
 /** The canary's own tenant and webhook, created on its first run and kept in the control table. */
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { CONTROL_PK } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
 
 export interface CanaryState {
@@ -10,7 +11,7 @@ export interface CanaryState {
   readonly secret: string;
 }
 
-const KEY = { pk: 'canary', sk: 'state' };
+const KEY = { pk: CONTROL_PK.canary, sk: 'state' };
 
 export class CanaryStore {
   readonly #client: DynamoDBDocumentClient;

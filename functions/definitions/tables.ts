@@ -69,3 +69,16 @@ export const CONTROL_TABLE: TableDefinition = {
 };
 
 export const TABLES = [EVENTS_TABLE, CONTROL_TABLE] as const;
+
+/**
+ * Partition key prefixes of the control table that IAM policies name: functions
+ * allowed only some items (the authorizer, the canary) are limited to these.
+ */
+export const CONTROL_PK = {
+  /** `apikey#<sha256>`: which tenant a key belongs to. */
+  apiKey: 'apikey#',
+  /** `tenant#<id>`: the tenant item, and its webhooks and subscriptions version. */
+  tenant: 'tenant#',
+  /** The canary's own tenant and webhook. */
+  canary: 'canary',
+} as const;

@@ -25,6 +25,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -139,7 +140,11 @@ export class Api extends Construct {
       entry: FUNCTION_ENTRIES.authorizer,
       config,
       timeout: Duration.seconds(10),
-    }).bindTable(props.control, 'read', ENV.controlTable);
+      // A key's item, then its tenant's: reads by key, never a query or a scan.
+    }).bindItems(props.control, ENV.controlTable, {
+      actions: ['GetItem'],
+      leadingKeys: [`${CONTROL_PK.apiKey}*`, `${CONTROL_PK.tenant}*`],
+    });
     this.adminKeySecret.grantRead(this.authorizerFunction.function);
     this.authorizerFunction.function.addEnvironment(ENV.adminKeySecretArn, this.adminKeySecret.secretArn);
     this.authorizerFunction.function.addEnvironment(ENV.adminUsageKey, adminUsageKeyValue);

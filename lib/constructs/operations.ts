@@ -39,6 +39,7 @@ import {
   type MetricSource,
 } from '../../functions/definitions/alarms.ts';
 import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
 export interface OperationsProps {
@@ -75,14 +76,15 @@ export class Operations extends Construct {
       entry: FUNCTION_ENTRIES.canaryReceiver,
       config: props.config,
       timeout: Duration.seconds(10),
-    }).bindTable(props.control, 'read', ENV.controlTable);
+      // Public (a function URL): it may read the canary's own item and nothing else.
+    }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem'], leadingKeys: [CONTROL_PK.canary] });
     const receiverUrl = this.canaryReceiver.function.addFunctionUrl({ authType: FunctionUrlAuthType.NONE });
     this.canary = new SluiceFunction(this, 'Canary', {
       entry: FUNCTION_ENTRIES.canary,
       config: props.config,
       timeout: Duration.seconds(60),
       reservedConcurrentExecutions: 1,
-    }).bindTable(props.control, 'readWrite', ENV.controlTable);
+    }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem', 'PutItem'], leadingKeys: [CONTROL_PK.canary] });
     props.adminKeySecret.grantRead(this.canary.function);
     this.canary.function.addEnvironment(ENV.adminKeySecretArn, props.adminKeySecret.secretArn);
     this.canary.function.addEnvironment(ENV.apiUrl, props.api.url);

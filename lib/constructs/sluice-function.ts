@@ -1,13 +1,14 @@
 /**
  * One construct that owns every Lambda default of sluice: Node.js 24 on arm64,
  * bundled by esbuild as ESM with source maps, an explicit log group with
- * retention, Powertools settings and the whole config. `bindTable` and `bindQueue`
- * grant access and set the environment variable in one call.
+ * retention, Powertools settings and the whole config. `bindTable`, `bindItems` and
+ * `bindQueue` grant access and set the environment variable in one call.
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type CfnElement, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
+import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -89,6 +90,24 @@ export class SluiceFunction extends Construct {
         'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
       );
     }
+    return this;
+  }
+
+  /**
+   * Only these item operations, and only on items whose partition key matches one of
+   * `leadingKeys` (`*` matches any characters): no Query, no Scan, no index. For a
+   * function that reads a few known items of the control table, which also holds
+   * every tenant's webhook signing secrets.
+   */
+  bindItems(table: TableV2, envName: string, access: { actions: ReadonlyArray<'GetItem' | 'PutItem'>; leadingKeys: string[] }): this {
+    this.function.addToRolePolicy(
+      new PolicyStatement({
+        actions: access.actions.map((action) => `dynamodb:${action}`),
+        resources: [table.tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': access.leadingKeys } },
+      }),
+    );
+    this.function.addEnvironment(envName, table.tableName);
     return this;
   }
 

@@ -354,6 +354,33 @@ describe('operations', () => {
     });
   });
 
+  it('lets the public canary receiver, the canary and the authorizer get (or put) only their own items of the control table', () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const idWhere = (test: (variables: Record<string, unknown>) => boolean) =>
+      Object.keys(functions).find((id) => test(functions[id]?.Properties.Environment.Variables ?? {})) as string;
+    const urlTarget = Object.values(template.findResources('AWS::Lambda::Url'))[0]?.Properties.TargetFunctionArn['Fn::GetAtt'][0];
+    const dynamoStatements = (fnId: string) => {
+      const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+      return Object.values(template.findResources('AWS::IAM::Policy'))
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+        .filter((st) => JSON.stringify(st.Action).includes('dynamodb:'))
+        .map((st) => ({
+          action: st.Action,
+          leadingKeys: (st.Condition as Record<string, Record<string, unknown>> | undefined)?.['ForAllValues:StringLike']?.[
+            'dynamodb:LeadingKeys'
+          ],
+        }));
+    };
+    expect(dynamoStatements(urlTarget)).toEqual([{ action: 'dynamodb:GetItem', leadingKeys: ['canary'] }]);
+    expect(dynamoStatements(idWhere((v) => v.CANARY_RECEIVER_URL !== undefined))).toEqual([
+      { action: ['dynamodb:GetItem', 'dynamodb:PutItem'], leadingKeys: ['canary'] },
+    ]);
+    expect(dynamoStatements(idWhere((v) => v.ADMIN_USAGE_KEY !== undefined))).toEqual([
+      { action: 'dynamodb:GetItem', leadingKeys: ['apikey#*', 'tenant#*'] },
+    ]);
+  });
+
   it('runs the canary on a schedule, with its receiver behind a function URL', () => {
     template.resourceCountIs('AWS::Lambda::Url', 1);
     template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE' });
