@@ -10,7 +10,7 @@ import { deliveryBody, pingEvent } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
 import { INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
-import { SLUICE_VERSION, type Webhook } from '../core/model.ts';
+import { liveSecrets, SLUICE_VERSION, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders, generateSecret } from '../core/signing.ts';
 import type { WebhookInput, WebhookPatch } from '../core/validation.ts';
@@ -177,7 +177,8 @@ export class WebhookService {
     const now = this.#deps.now();
     const ping = pingEvent(newId('evt', now), webhook.resource, now);
     const body = deliveryBody(webhook.id, [ping]);
-    const headers = deliveryHeaders(webhook.secrets, newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
+    // Signed as deliveries are: a previous secret past its overlap no longer signs.
+    const headers = deliveryHeaders(liveSecrets(webhook, now), newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
     const result = await this.#deps.send({ url, headers: { ...headers }, body, timeoutMs: this.#deps.timeoutMs });
     if (result.error === 'forbidden_address' || result.error === 'https_required') {
       throw new ApiError(

@@ -4,6 +4,7 @@
  * else keeps their latency, and once it recovers every held event arrives, in
  * seq order per resource. Also: 410, 429 with Retry-After, replay and rotation.
  */
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -298,5 +299,27 @@ describe('failing endpoint', () => {
 
     const bad = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, { key: tenant.key, body: { since: 'yesterday' } });
     expect(bad.status).toBe(400);
+  });
+
+  it('signs the ping of a changed URL with the live secrets only, not a previous one past its overlap', async () => {
+    const tenant = await createTenant(sandbox, 'rotated-then-moved');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:1', url: `${receiver.url}/before-move` });
+    const rotated = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+    // The 24 h overlap, over: as the webhook's item would read a day later.
+    await sandbox.wiring.dynamo.send(
+      new UpdateCommand({
+        TableName: sandbox.wiring.controlTable,
+        Key: { pk: `tenant#${tenant.id}`, sk: `webhook#${hook.id}` },
+        UpdateExpression: 'SET previous_secret_expires_at = :past',
+        ExpressionAttributeValues: { ':past': Date.now() - 1_000 },
+      }),
+    );
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: `${receiver.url}/after-move` } });
+    expect(moved.status).toBe(200);
+    const [ping] = receiver.accepted('/after-move');
+    if (!ping) throw new Error('no ping at the new URL');
+    expect(ping.headers['webhook-signature']?.split(' ')).toHaveLength(1);
+    expect(verifyDelivery(rotated.body.secret, ping)).toBeTruthy();
+    expect(() => verifyDelivery(hook.secret, ping)).toThrow();
   });
 });
