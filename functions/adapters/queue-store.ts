@@ -3,7 +3,7 @@
  * (tenant, resource): a meta item and one item per reserved slot. Every write is a
  * conditional write on the meta item; no transactions.
  */
-import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '../core/admission.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { scheduleShard } from '../core/keys.ts';
@@ -29,6 +29,11 @@ function parseObjectPk(pk: string): ObjectKey {
 
 function slotSk(slot: number): string {
   return SLOT_PREFIX + String(slot).padStart(SLOT_DIGITS, '0');
+}
+
+/** The key of a slot's event item: what DynamoDB's TTL deletes once it has expired. */
+export function slotItemKey(key: ObjectKey, slot: number): { pk: string; sk: string } {
+  return { pk: objectPk(key), sk: slotSk(slot) };
 }
 
 export interface Reservation {
@@ -135,8 +140,9 @@ function toPending(item: Record<string, unknown>, now?: number): PendingItem {
 }
 
 /** An inline event as the turn record keeps it (its slot is the record's fromSlot). */
-function inlineRecord(event: PendingItem): Record<string, unknown> {
+function inlineRecord(event: PendingItem, retentionMs: number): Record<string, unknown> {
   return {
+    expires_at: epochSeconds(event.reservedAt + retentionMs),
     id: event.id,
     resource: event.resource,
     parents: [...event.parents],
@@ -295,26 +301,39 @@ export class QueueStore {
 
   /**
    * Marks reserved slots whose events could not be written, so the distributor
-   * skips them at once instead of waiting out the ingest grace period.
+   * skips them at once instead of waiting out the ingest grace period. A slot whose
+   * event was written after all (its batch succeeded, or landed late) is left as it
+   * is, never voided: the distributor may have published it already. Answers the
+   * slots that were found written.
    */
-  async voidSlots(key: ObjectKey, slots: readonly number[], reservedAt: number): Promise<void> {
+  async voidSlots(key: ObjectKey, slots: readonly number[], reservedAt: number): Promise<Set<number>> {
     const pk = objectPk(key);
-    await batchWrite(
-      this.#client,
-      this.#table,
-      slots.map((slot) => ({
-        PutRequest: {
-          Item: {
-            pk,
-            sk: slotSk(slot),
-            slot,
-            void: true,
-            reserved_at: reservedAt,
-            expires_at: epochSeconds(reservedAt + this.#retentionMs),
-          },
-        },
-      })),
+    const written = new Set<number>();
+    await Promise.all(
+      slots.map(async (slot) => {
+        try {
+          await this.#client.send(
+            new PutCommand({
+              TableName: this.#table,
+              Item: {
+                pk,
+                sk: slotSk(slot),
+                slot,
+                void: true,
+                reserved_at: reservedAt,
+                expires_at: epochSeconds(reservedAt + this.#retentionMs),
+              },
+              ConditionExpression: 'attribute_not_exists(#pk)',
+              ExpressionAttributeNames: names('pk'),
+            }),
+          );
+        } catch (error) {
+          if (!isConditionFailure(error)) throw error;
+          written.add(slot);
+        }
+      }),
     );
+    return written;
   }
 
   /** The meta item, strongly consistent; `now` judges the expiry of an inline event. */
@@ -370,13 +389,19 @@ export class QueueStore {
     return { items: (result.Items ?? []).map((item) => toPending(item, now)), readAll: result.LastEvaluatedKey === undefined };
   }
 
-  /** The events of a chunk a crashed holder committed, for publishing it again. */
+  /**
+   * The events of a chunk a crashed holder committed, for publishing it again, with
+   * expiry judged when the chunk was planned (so the same ones are taken again).
+   */
   async readTurn(key: ObjectKey, turn: TurnRecord): Promise<PendingItem[]> {
-    const items = await this.#readSlots(key, turn.fromSlot, turn.toSlot);
-    return turn.inline ? [toPending({ ...turn.inline, slot: turn.fromSlot }), ...items] : items;
+    const inline = turn.inline ? [toPending({ ...turn.inline, slot: turn.fromSlot }, turn.plannedAt)] : [];
+    const firstSlot = turn.inline ? turn.fromSlot + 1 : turn.fromSlot;
+    return [...inline, ...(await this.#readSlots(key, firstSlot, turn.toSlot, turn.plannedAt))];
   }
 
-  async #readSlots(key: ObjectKey, fromSlot: number, toSlot: number): Promise<PendingItem[]> {
+  async #readSlots(key: ObjectKey, fromSlot: number, toSlot: number, now: number | undefined): Promise<PendingItem[]> {
+    // An empty range (DynamoDB refuses a BETWEEN whose bounds are reversed).
+    if (fromSlot > toSlot) return [];
     const items: PendingItem[] = [];
     let startKey: Record<string, unknown> | undefined;
     do {
@@ -390,7 +415,7 @@ export class QueueStore {
           ExclusiveStartKey: startKey,
         }),
       );
-      items.push(...(result.Items ?? []).map((item) => toPending(item)));
+      items.push(...(result.Items ?? []).map((item) => toPending(item, now)));
       startKey = result.LastEvaluatedKey;
     } while (startKey);
     return items;
@@ -410,7 +435,8 @@ export class QueueStore {
       cursor: number;
       seq: number;
       consumed: number;
-      turn: TurnRecord;
+      /** The chunk to publish again if this holder dies; none for a chunk with nothing to publish (a dropped one). */
+      turn: TurnRecord | undefined;
       dropped?: { count: number; parents: readonly string[] };
       /** The meta item's inline event, which this chunk consumes: removed here, and kept in the turn record. */
       inline?: PendingItem;
@@ -419,16 +445,18 @@ export class QueueStore {
     // Events a drop switch discards are counted in the same write that consumes them.
     const dropped = next.dropped && next.dropped.count > 0 ? next.dropped : undefined;
     const parents = dropped && dropped.parents.length > 0 ? dropped.parents : undefined;
+    const turn = next.turn && next.inline ? { ...next.turn, inline: inlineRecord(next.inline, this.#retentionMs) } : next.turn;
+    const removed = [...(turn ? [] : ['#turn']), ...(next.inline ? ['#inline'] : [])];
     try {
       await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression:
-            'SET #cursor = :cursor, #seq = :seq, #turn = :turn ADD #depth :consumed' +
+            `SET #cursor = :cursor, #seq = :seq${turn ? ', #turn = :turn' : ''} ADD #depth :consumed` +
             (dropped ? ', #switch_dropped :dropped' : '') +
             (parents ? ', #switch_dropped_parents :parents' : '') +
-            (next.inline ? ' REMOVE #inline' : ''),
+            (removed.length > 0 ? ` REMOVE ${removed.join(', ')}` : ''),
           ConditionExpression: '#fence = :fence AND #cursor = :previous',
           ExpressionAttributeNames: names(
             'cursor',
@@ -443,7 +471,7 @@ export class QueueStore {
           ExpressionAttributeValues: {
             ':cursor': next.cursor,
             ':seq': next.seq,
-            ':turn': next.inline && !dropped ? { ...next.turn, inline: inlineRecord(next.inline) } : next.turn,
+            ...(turn && { ':turn': turn }),
             ':consumed': -next.consumed,
             ':fence': fence,
             ':previous': previousCursor,
@@ -612,8 +640,8 @@ export class QueueStore {
   }
 
   /**
-   * Takes an idle object off the `by_schedule` index, if it is still idle and no
-   * reservation came since the one that was seen. An object stays listed while it
+   * Takes an idle object off the `by_schedule` index, if it is still idle, no
+   * reservation came since the one that was seen, and no drop count awaits its marker. An object stays listed while it
    * is active, so a quiet object's events do not each add and remove an index entry
    * (two index writes); the next reservation lists it again.
    */
@@ -624,9 +652,11 @@ export class QueueStore {
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression: 'REMOVE #sched_shard, #sched_key',
-          ConditionExpression: '#scheduled = :false AND #reserved_at = :seen',
-          ExpressionAttributeNames: names('sched_shard', 'sched_key', 'scheduled', 'reserved_at'),
-          ExpressionAttributeValues: { ':false': false, ':seen': reservedAt },
+          // Dropped events still owed a gap marker keep the object listed until it goes out.
+          ConditionExpression:
+            '#scheduled = :false AND #reserved_at = :seen AND (attribute_not_exists(#switch_dropped) OR #switch_dropped = :zero)',
+          ExpressionAttributeNames: names('sched_shard', 'sched_key', 'scheduled', 'reserved_at', 'switch_dropped'),
+          ExpressionAttributeValues: { ':false': false, ':seen': reservedAt, ':zero': 0 },
         }),
       );
       return true;

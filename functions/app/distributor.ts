@@ -152,7 +152,13 @@ export class Distributor {
         return { outcome: 'paused', distributed };
       }
       if (action === undefined && meta.switchDropped > 0) {
-        await this.#publishGapMarker(key, meta.switchDropped, meta.switchDroppedParents, subscriptions, sink);
+        await this.#publishGapMarker(
+          key,
+          { dropped: meta.switchDropped, reason: 'switch_drop' },
+          meta.switchDroppedParents,
+          subscriptions,
+          sink,
+        );
         await queues.clearSwitchDropped(key, meta.fence, meta.switchDropped);
       }
       const startedAt = now();
@@ -160,13 +166,15 @@ export class Distributor {
       // are acknowledged only when the whole batch is done.
       const maxMs = options.shared ? Math.min(config.sharedTurnMaxMs, config.turnMaxMs) : config.turnMaxMs;
       const budget = { maxEvents: config.turnMaxEvents, maxMs };
+      const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs: config.retentionDays * 86_400_000 };
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
       while (turnMayContinue(budget, distributed, startedAt, now())) {
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
         const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
-        const plan = planChunk(items, { ...meta, cursor }, now(), config.ingestGraceMs, limit, readAll);
+        const plannedAt = now();
+        const plan = planChunk(items, { ...meta, cursor }, plannedAt, timing, limit, readAll);
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
           if (!plan.waiting) break;
           // An ingest is between its two writes: give it a moment within this turn.
@@ -176,6 +184,12 @@ export class Distributor {
         const events = assignSeq(plan.take, seq).map(toDelivered);
         const consumed = plan.take.length + plan.skipped + plan.expired;
         const dropping = action === 'drop';
+        // Expired events stand in a marker sent before the chunk is committed, so a holder
+        // that dies in between leaves them to the next one (which marks them again). Under
+        // a drop switch they are counted with the dropped ones, for the marker at its lift.
+        if (plan.expired > 0 && !dropping) {
+          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, plan.expiredParents, subscriptions, sink);
+        }
         // Everything known at the lease is in this chunk, and the object is not being
         // written right now (its rate tat is behind the clock): publish, then commit
         // and end the turn in one write. Later events are found by that write.
@@ -190,21 +204,25 @@ export class Distributor {
             { cursor: plan.cursor, seq: seq + events.length, consumed, removeInline: inline !== undefined },
             now(),
           );
-          this.#countConsumed(key, plan, 0);
+          this.#countConsumed(key, plan, false);
           return this.#ended(key, `t${meta.fence}`, state, distributed);
         }
-        const turn: TurnRecord = { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1 };
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
           seq: seq + events.length,
           consumed,
           // A dropped chunk is not recorded as a turn: there is nothing to publish again.
-          turn: dropping ? { fromSlot: plan.cursor + 1, toSlot: plan.cursor, firstSeq: seq + events.length + 1 } : turn,
-          ...(dropping && { dropped: { count: events.length, parents: [...new Set(events.flatMap((e) => e.parents))] } }),
+          turn: dropping ? undefined : { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1, plannedAt },
+          ...(dropping && {
+            dropped: {
+              count: events.length + plan.expired,
+              parents: [...new Set([...events.flatMap((e) => e.parents), ...plan.expiredParents])],
+            },
+          }),
           ...(inline && { inline }),
         });
         inline = undefined;
-        this.#countConsumed(key, plan, dropping ? events.length : 0);
+        this.#countConsumed(key, plan, dropping);
         if (!dropping) await this.#publish(key, events, subscriptions, sink);
         cursor = plan.cursor;
         seq += events.length;
@@ -287,28 +305,29 @@ export class Distributor {
     return { outcome: 'rerung', distributed };
   }
 
-  /** Counts what a chunk consumed without delivering: expired, skipped, dropped by a switch. */
-  #countConsumed(key: ObjectKey, plan: { expired: number; skipped: number }, dropped: number): void {
+  /** Counts what a chunk consumed without delivering: expired, skipped, dropped by a switch (expired ones too, then). */
+  #countConsumed(key: ObjectKey, plan: { take: readonly unknown[]; expired: number; skipped: number }, dropping: boolean): void {
     const { metrics, logger } = this.#deps;
     if (plan.expired > 0) {
-      metrics.count('EventsDropped', plan.expired, { reason: 'retention' });
+      if (!dropping) metrics.count('EventsDropped', plan.expired, { reason: 'retention' });
       logger.warn('Dropped events past the retention period', { tenant: key.tenantId, resource: key.resource, expired: plan.expired });
     }
     if (plan.skipped > 0) {
       metrics.count('SlotsSkipped', plan.skipped);
       logger.warn('Skipped reserved slots with no event', { tenant: key.tenantId, resource: key.resource, skipped: plan.skipped });
     }
-    if (dropped > 0) metrics.count('EventsDropped', dropped, { reason: 'switch_drop' });
+    if (dropping) metrics.count('EventsDropped', plan.take.length + plan.expired, { reason: 'switch_drop' });
   }
 
   /**
-   * Publishes one `sluice.gap` marker for events a drop switch discarded, to every
-   * active webhook on the resource or the discarded events' parents, whatever
+   * Publishes one `sluice.gap` marker for events that will never be delivered (a
+   * drop switch discarded them, or they outlived the retention period) to every
+   * active webhook and stream on the resource or the events' parents, whatever
    * their type filters: a consumer must learn it missed something.
    */
   async #publishGapMarker(
     key: ObjectKey,
-    dropped: number,
+    data: GapMarker['data'],
     parents: readonly string[],
     lookups: TurnLookups,
     sink: DeliverySink,
@@ -318,7 +337,7 @@ export class Distributor {
       id: newId('evt', now),
       resource: key.resource,
       type: 'sluice.gap',
-      data: { dropped, reason: 'switch_drop' },
+      data,
       created_at: new Date(now).toISOString(),
     };
     const webhooks = new Map<string, Webhook>();
@@ -335,7 +354,7 @@ export class Distributor {
         attempt: 1,
       })),
     );
-    this.#deps.metrics.count('GapMarkers', 1, { reason: 'switch_drop' });
+    this.#deps.metrics.count('GapMarkers', 1, { reason: data.reason });
   }
 
   /**
@@ -364,7 +383,8 @@ export class Distributor {
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
   async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups, sink: DeliverySink): Promise<number> {
-    const items = (await this.#deps.queues.readTurn(key, turn)).filter((item) => !item.void);
+    // The chunk's events as planned: not its void slots, nor those expired when it was planned.
+    const items = (await this.#deps.queues.readTurn(key, turn)).filter((item) => !item.void && !item.expired);
     const events = assignSeq(items, turn.firstSeq - 1).map(toDelivered);
     await this.#publish(key, events, lookups, sink);
     this.#deps.metrics.count('ChunksRepublished');

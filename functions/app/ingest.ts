@@ -214,36 +214,44 @@ async function reserveObject(
   return { key, reservation, events, pendingCount: pendings.length, reason, retryAfterMs, reservedAt: now };
 }
 
+/** Whether a reserved event's item was written: it is then delivered, and answered as accepted. */
+type StoredCheck = (reserved: Reserved, slot: number) => boolean;
+
 /**
  * Stores the reserved events that the reserving write did not keep on the meta item,
- * for all of a request's objects in one batched write. If it fails, their slots are
- * voided so the distributor skips them now rather than after the grace period, and
- * the events are answered as not stored.
+ * for all of a request's objects in one batched write. If it fails, the slots whose
+ * items were not written are voided, so the distributor skips them now rather than
+ * after the grace period, and those events are answered as not stored. Items that
+ * were written (another batch of the write succeeded) are left to be delivered, and
+ * answered as accepted.
  */
-async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[]): Promise<boolean> {
+async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[]): Promise<StoredCheck> {
   const toWrite = reserved.filter((r) => !r.reservation.inlined && r.events.length > 0);
-  if (toWrite.length === 0) return true;
+  if (toWrite.length === 0) return () => true;
   try {
     await deps.queues.writeEventsOf(toWrite.map((r) => ({ key: r.key, events: r.events, reservedAt: r.reservedAt })));
-    return true;
+    return () => true;
   } catch (error) {
     deps.logger.error('Event write failed after reservation', { tenant: toWrite[0]?.key.tenantId, objects: toWrite.length, error });
+    const written = new Map<Reserved, Set<number>>();
     await Promise.all(
-      toWrite.map((r) =>
-        deps.queues
+      toWrite.map(async (r) => {
+        const slots = await deps.queues
           .voidSlots(
             r.key,
             r.events.map((e) => e.slot),
             r.reservedAt,
           )
-          .catch(() => undefined),
-      ),
+          // Not even the voids could be written: answered as not stored (a retry may duplicate).
+          .catch(() => new Set<number>());
+        written.set(r, slots);
+      }),
     );
-    return false;
+    return (r, slot) => written.get(r)?.has(slot) ?? true;
   }
 }
 
-async function finishObject(deps: IngestDeps, reserved: Reserved, stored: boolean): Promise<ObjectOutcome> {
+async function finishObject(deps: IngestDeps, reserved: Reserved, stored: StoredCheck): Promise<ObjectOutcome> {
   const { key, reservation, events } = reserved;
   if (reservation.flipped) {
     // Only the ingest that flipped idle → scheduled rings, so a hot object has one
@@ -254,8 +262,9 @@ async function finishObject(deps: IngestDeps, reserved: Reserved, stored: boolea
     });
     deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
   }
-  const kept = stored || reservation.inlined;
-  const results: EventResult[] = events.map((e) => (kept ? { id: e.id, status: 'accepted' } : notStored()));
+  const results: EventResult[] = events.map((e) =>
+    reservation.inlined || stored(reserved, e.slot) ? { id: e.id, status: 'accepted' } : notStored(),
+  );
   for (let i = events.length; i < reserved.pendingCount; i++) results.push(limitRejection(reserved.reason ?? 'rate_limited', deps.config));
   return { results, retryAfterMs: reserved.retryAfterMs };
 }

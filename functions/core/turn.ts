@@ -11,6 +11,9 @@
  *   have died (its slot was reserved more than `ingestGraceMs` ago), in which case
  *   the slot is skipped. Its producer never got a 202, so nothing accepted is lost.
  * - Each taken event gets the next `seq`; the distributor is the only writer of seq.
+ * - An event past the retention period is consumed without a seq and stands in a
+ *   `sluice.gap` marker (reason `retention`), as do missing slots reserved longer ago
+ *   than the retention period: DynamoDB's TTL may have deleted their items.
  */
 import type { PendingEvent } from './model.ts';
 
@@ -56,6 +59,11 @@ export interface TurnRecord {
   readonly firstSeq: number;
   /** The chunk's first event, when it was kept on the meta item (it has no slot item to read again). */
   readonly inline?: Record<string, unknown>;
+  /**
+   * When the chunk was planned (epoch ms): publishing it again judges expiry at this
+   * time, so the same events get the same seqs however late that is.
+   */
+  readonly plannedAt?: number;
 }
 
 export interface PendingItem extends PendingEvent {
@@ -72,8 +80,13 @@ export interface ChunkPlan {
   readonly take: readonly PendingItem[];
   /** Slots consumed without an event (void, or abandoned by a dead ingest). */
   readonly skipped: number;
-  /** Accepted events consumed without delivery because they outlived the retention period. */
+  /**
+   * Accepted events consumed without delivery because they outlived the retention
+   * period, and missing slots reserved longer ago than that (TTL may have deleted them).
+   */
   readonly expired: number;
+  /** The parents of the expired events that were still there to read. */
+  readonly expiredParents: readonly string[];
   /** The cursor after this chunk. */
   readonly cursor: number;
   /** True when the chunk stopped at a slot whose ingest may still be writing it. */
@@ -89,36 +102,46 @@ export function planChunk(
   items: readonly PendingItem[],
   meta: Pick<QueueMeta, 'cursor' | 'lastSlot' | 'reservedAt'>,
   now: number,
-  ingestGraceMs: number,
+  timing: { readonly ingestGraceMs: number; readonly retentionMs: number },
   limit: number,
   readAll: boolean,
 ): ChunkPlan {
   const take: PendingItem[] = [];
   let skipped = 0;
   let expired = 0;
+  const parents = new Set<string>();
   let next = meta.cursor + 1;
+  const plan = (waiting: boolean): ChunkPlan => ({ take, skipped, expired, expiredParents: [...parents], cursor: next - 1, waiting });
+  // Slots with no item, reserved at or before `reservedAt`: an ingest that died (its
+  // producer got no 202), or, past the retention period, accepted events TTL deleted.
+  const missing = (count: number, reservedAt: number) => {
+    if (now - reservedAt > timing.retentionMs) expired += count;
+    else skipped += count;
+  };
   for (const item of items) {
     if (take.length >= limit) break;
     if (item.slot < next) continue;
     if (item.slot > next) {
       // Slots next..item.slot-1 were reserved before this item's slot. If this item's
       // reservation is older than the grace, theirs is too: their ingests are gone.
-      if (now - item.reservedAt <= ingestGraceMs) return { take, skipped, expired, cursor: next - 1, waiting: true };
-      skipped += item.slot - next;
+      if (now - item.reservedAt <= timing.ingestGraceMs) return plan(true);
+      missing(item.slot - next, item.reservedAt);
       next = item.slot;
     }
     if (item.void) skipped += 1;
-    else if (item.expired) expired += 1;
-    else take.push(item);
+    else if (item.expired) {
+      expired += 1;
+      for (const parent of item.parents) parents.add(parent);
+    } else take.push(item);
     next += 1;
   }
   if (readAll && take.length < limit && next <= meta.lastSlot && items.every((item) => item.slot < next)) {
     // Reserved slots at the tail with no item yet.
-    if (now - meta.reservedAt <= ingestGraceMs) return { take, skipped, expired, cursor: next - 1, waiting: true };
-    skipped += meta.lastSlot - next + 1;
+    if (now - meta.reservedAt <= timing.ingestGraceMs) return plan(true);
+    missing(meta.lastSlot - next + 1, meta.reservedAt);
     next = meta.lastSlot + 1;
   }
-  return { take, skipped, expired, cursor: next - 1, waiting: false };
+  return plan(false);
 }
 
 /** Assigns seq to a chunk's events, in slot order, after the object's last seq. */

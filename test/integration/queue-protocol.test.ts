@@ -5,12 +5,13 @@
  */
 
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
-import { INLINE_MAX_BYTES, QueueStore, type QuietSnapshot } from '../../functions/adapters/queue-store.ts';
+import { INLINE_MAX_BYTES, QueueStore, type QuietSnapshot, slotItemKey } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
@@ -33,11 +34,11 @@ const input = (resource: string, n: number): EventInput => ({ resource, parents:
 
 const webhook: Webhook = webhookFixture({ id: 'wh_one', tenantId: 'ten_test' });
 
-/** A distributor whose outputs are recorded in memory (the deliver queue and doorbell are not under test here). */
-function recordingDistributor(overrides: Record<string, unknown> = {}, now = Date.now, queues: QueueStore = store) {
+/** A distributor's dependencies, its outputs recorded in memory (the deliver queue and doorbell are not under test here). */
+function recordingDistributorDeps(queues: QueueStore = store, overrides: Record<string, unknown> = {}, now = Date.now) {
   const sent: DeliveryMessage<DeliveredEvent>[] = [];
   const rings: string[] = [];
-  const distributor = new Distributor({
+  const deps: ConstructorParameters<typeof Distributor>[0] = {
     queues,
     switches: NO_SWITCHES,
     subscriptions: { onResource: async () => [webhook] },
@@ -48,7 +49,14 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
     logger: NO_LOGS,
     now,
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-  });
+  };
+  return Object.assign(deps, { sent, rings });
+}
+
+/** A distributor whose outputs are recorded in memory. */
+function recordingDistributor(overrides: Record<string, unknown> = {}, now = Date.now, queues: QueueStore = store) {
+  const { sent, rings, ...deps } = recordingDistributorDeps(queues, overrides, now);
+  const distributor = new Distributor(deps);
   const seqs = () => sent.flatMap((m) => m.events.map((e) => e.seq));
   return { distributor, sent, rings, seqs };
 }
@@ -178,6 +186,31 @@ describe('ingest', () => {
     expect(await store.readMeta(busy)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
   });
 
+  it('answers as accepted the events a partly failed write did store, and never voids a slot once its event is written', async () => {
+    const [landed, lost] = [key(), key()];
+    // One object's items land and the other's do not, and the write as a whole fails
+    // (as when one of its parallel batches throws): the emulator cannot be made to.
+    class PartlyFailingWrites extends QueueStore {
+      override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
+        await super.writeEventsOf(reservations.filter((r) => r.key.resource === landed.resource));
+        throw new Error('InternalServerError');
+      }
+    }
+    const queues = new PartlyFailingWrites({ client, tableName: eventsTable, retentionDays: 7 });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const inputs = [input(landed.resource, 1), input(landed.resource, 2), input(lost.resource, 3), input(lost.resource, 4)];
+    const outcome = await publish(deps, landed.tenantId, inputs);
+    expect(outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status))).toEqual([
+      'accepted',
+      'accepted',
+      'internal',
+      'internal',
+    ]);
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+    for (const k of [landed, lost]) expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }, { n: 2 }]);
+  });
+
   it("answers an object's events as not stored when its reserve fails, and still stores and rings the others", async () => {
     const [failing, fine] = [key(), key()];
     // DynamoDB failing one object's reserve (the emulator cannot be made to).
@@ -293,6 +326,71 @@ describe('turns', () => {
     expect(await distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 4 });
     expect(seqs()).toEqual([1, 2, 3, 4]);
     expect(sent.flatMap((m) => m.events.map((e) => (e.data as { n: number }).n))).toEqual([1, 2, 3, 4]);
+  });
+
+  it("publishes a crashed holder's chunk again with the seqs it planned, though more of its events have expired since", async () => {
+    const k = key();
+    const day = 86_400_000;
+    const now = Date.now();
+    // Slot 1 was reserved 8 days ago (expired); slots 2-3 expire 5 s from now.
+    for (const [count, reservedAt] of [
+      [1, now - 8 * day],
+      [2, now - 7 * day + 5_000],
+    ] as const) {
+      const r = await reserveSlots(k, count, reservedAt);
+      const events = Array.from({ length: count }, (_, i) => ({
+        id: `evt_${r.firstSlot + i}`,
+        slot: r.firstSlot + i,
+        input: input(k.resource, r.firstSlot + i),
+        createdAt: new Date(reservedAt).toISOString(),
+      }));
+      await store.writeEventsOf([{ key: k, events, reservedAt }]);
+    }
+    // A holder planned slots 1-3 now (slot 1 expired: slots 2-3 became seqs 1-2), committed, and died.
+    const crashed = await store.acquireLease(k, 'crashed', now, 1_000);
+    await store.commitChunk(k, crashed.fence, 0, {
+      cursor: 3,
+      seq: 2,
+      consumed: 3,
+      turn: { fromSlot: 1, toSlot: 3, firstSeq: 1, plannedAt: now },
+    });
+    const { distributor, sent } = recordingDistributor({}, () => now + 10_000);
+    expect(await distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(sent.flatMap((m) => m.events.map((e) => `${(e.data as { n: number }).n}#${e.seq}`))).toEqual(['2#1', '3#2']);
+  });
+
+  it('goes on after a holder died in the middle of a drop-switch turn, and marks what it dropped when the switch is lifted', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2, 3].map((n) => input(k.resource, n)),
+    );
+    const drop = {
+      id: 'sw_1',
+      scope: 'resource',
+      tenant: k.tenantId,
+      target: k.resource,
+      action: 'drop',
+      reason: 'test',
+      created_at: '',
+    } as const;
+    // The holder drops the chunk (committing it), then dies before it ends the turn.
+    class DyingStore extends QueueStore {
+      override async finishTurn(): Promise<'idle' | 'pending'> {
+        throw new Error('holder died');
+      }
+    }
+    const dying = new Distributor({
+      ...recordingDistributorDeps(new DyingStore({ client, tableName: eventsTable, retentionDays: 7 })),
+      switches: { current: async () => [drop], refresh: async () => [drop] },
+    });
+    await expect(dying.runTurn(k, 'dying')).rejects.toThrow('holder died');
+    expect((await store.readMeta(k))?.turn).toBeUndefined();
+
+    const { distributor, sent } = recordingDistributor({}, () => Date.now() + 60_000);
+    expect(await distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 0 });
+    expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 3, reason: 'switch_drop' } }]);
   });
 
   it('ends a turn on a quiet object with one write after the lease, and goes idle', async () => {
@@ -1022,7 +1120,26 @@ describe('retention', () => {
     const eightDays = 8 * 86_400_000;
     const { distributor, sent } = recordingDistributor({}, () => t0 + eightDays);
     expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 0 });
-    expect(sent).toHaveLength(0);
+    // Not delivered, but not lost silently either: one gap marker stands for both.
+    expect(sent.map((m) => m.events)).toMatchObject([
+      [{ type: 'sluice.gap', resource: k.resource, data: { dropped: 2, reason: 'retention' } }],
+    ]);
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
+  });
+
+  it('marks events TTL has already deleted as a retention gap, not as skipped slots, and delivers what came after in order', async () => {
+    const k = key();
+    const t0 = Date.now();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2), input(k.resource, 3)]);
+    // DynamoDB's TTL deleted slots 1-2 (their reservation is past the retention period).
+    for (const slot of [1, 2]) {
+      await client.send(new DeleteCommand({ TableName: eventsTable, Key: slotItemKey(k, slot) }));
+    }
+    const eightDays = 8 * 86_400_000;
+    await reserveSlots(k, 1, t0 + eightDays);
+    const { distributor, sent } = recordingDistributor({}, () => t0 + eightDays + 61_000);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
+    expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 3, reason: 'retention' } }]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 4 });
   });
 });

@@ -2,13 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { assignSeq, leaseIsFree, type PendingItem, planChunk, quietTurnAllowed, turnMayContinue } from '../../functions/core/turn.ts';
 
 const GRACE = 60_000;
-const NOW = 1_000_000;
+const RETENTION = 7 * 86_400_000;
+const NOW = 10 * 86_400_000;
+const TIMING = { ingestGraceMs: GRACE, retentionMs: RETENTION };
 
-const item = (slot: number, reservedAt = NOW - 10, isVoid = false, expired = false): PendingItem => ({
+const item = (slot: number, reservedAt = NOW - 10, isVoid = false, expired = false, parents: string[] = []): PendingItem => ({
   id: `evt_${slot}`,
   slot,
   resource: 'task:1',
-  parents: [],
+  parents,
   type: 't',
   data: null,
   createdAt: '',
@@ -21,44 +23,65 @@ const meta = (cursor: number, lastSlot: number, reservedAt = NOW - 10) => ({ cur
 
 describe('planChunk', () => {
   it('takes the contiguous slots after the cursor', () => {
-    const plan = planChunk([item(4), item(5), item(6)], meta(3, 6), NOW, GRACE, 100, true);
+    const plan = planChunk([item(4), item(5), item(6)], meta(3, 6), NOW, TIMING, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([4, 5, 6]);
     expect(plan).toMatchObject({ cursor: 6, skipped: 0, waiting: false });
   });
 
   it('stops at the limit', () => {
-    const plan = planChunk([item(1), item(2), item(3)], meta(0, 3), NOW, GRACE, 2, false);
+    const plan = planChunk([item(1), item(2), item(3)], meta(0, 3), NOW, TIMING, 2, false);
     expect(plan.take.map((i) => i.slot)).toEqual([1, 2]);
     expect(plan.cursor).toBe(2);
   });
 
   it('waits at a missing slot whose ingest may still be writing', () => {
-    const plan = planChunk([item(1), item(3)], meta(0, 3), NOW, GRACE, 100, true);
+    const plan = planChunk([item(1), item(3)], meta(0, 3), NOW, TIMING, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([1]);
     expect(plan).toMatchObject({ cursor: 1, waiting: true, skipped: 0 });
   });
 
   it('skips a missing slot once a later slot is older than the grace (its ingest died)', () => {
-    const plan = planChunk([item(1), item(3, NOW - GRACE - 1)], meta(0, 3), NOW, GRACE, 100, true);
+    const plan = planChunk([item(1), item(3, NOW - GRACE - 1)], meta(0, 3), NOW, TIMING, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([1, 3]);
     expect(plan).toMatchObject({ cursor: 3, skipped: 1, waiting: false });
   });
 
   it('skips void slots at once', () => {
-    const plan = planChunk([item(1, NOW, true), item(2)], meta(0, 2), NOW, GRACE, 100, true);
+    const plan = planChunk([item(1, NOW, true), item(2)], meta(0, 2), NOW, TIMING, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([2]);
     expect(plan).toMatchObject({ cursor: 2, skipped: 1 });
   });
 
   it('consumes expired events without taking them, and counts them apart', () => {
-    const plan = planChunk([item(1, NOW, false, true), item(2)], meta(0, 2), NOW, GRACE, 100, true);
+    const plan = planChunk([item(1, NOW, false, true), item(2)], meta(0, 2), NOW, TIMING, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([2]);
     expect(plan).toMatchObject({ cursor: 2, skipped: 0, expired: 1 });
   });
 
+  it("names the expired events' parents, for the gap marker that stands for them", () => {
+    const plan = planChunk(
+      [item(1, NOW, false, true, ['project:1']), item(2, NOW, false, true, ['project:1', 'team:2']), item(3)],
+      meta(0, 3),
+      NOW,
+      TIMING,
+      100,
+      true,
+    );
+    expect(plan).toMatchObject({ cursor: 3, expired: 2, expiredParents: ['project:1', 'team:2'] });
+  });
+
+  it('counts missing slots reserved longer ago than the retention period as expired, not skipped (TTL may have deleted them)', () => {
+    const old = NOW - RETENTION - 1;
+    const between = planChunk([item(1, old, false, true), item(4, old, false, true), item(5)], meta(0, 5), NOW, TIMING, 100, true);
+    expect(between).toMatchObject({ cursor: 5, expired: 4, skipped: 0 });
+    expect(between.take.map((i) => i.slot)).toEqual([5]);
+    const tail = planChunk([], meta(0, 3, old), NOW, TIMING, 100, true);
+    expect(tail).toMatchObject({ cursor: 3, expired: 3, skipped: 0 });
+  });
+
   it('waits for reserved tail slots with no item yet, then skips them after the grace', () => {
-    expect(planChunk([item(1)], meta(0, 3), NOW, GRACE, 100, true)).toMatchObject({ cursor: 1, waiting: true });
-    expect(planChunk([item(1)], meta(0, 3, NOW - GRACE - 1), NOW, GRACE, 100, true)).toMatchObject({
+    expect(planChunk([item(1)], meta(0, 3), NOW, TIMING, 100, true)).toMatchObject({ cursor: 1, waiting: true });
+    expect(planChunk([item(1)], meta(0, 3, NOW - GRACE - 1), NOW, TIMING, 100, true)).toMatchObject({
       cursor: 3,
       skipped: 2,
       waiting: false,
@@ -66,12 +89,12 @@ describe('planChunk', () => {
   });
 
   it('never decides about the tail when the read did not reach the end', () => {
-    const plan = planChunk([item(1)], meta(0, 3, NOW - GRACE - 1), NOW, GRACE, 100, false);
+    const plan = planChunk([item(1)], meta(0, 3, NOW - GRACE - 1), NOW, TIMING, 100, false);
     expect(plan).toMatchObject({ cursor: 1, skipped: 0, waiting: false });
   });
 
   it('ignores items at or before the cursor', () => {
-    const plan = planChunk([item(2), item(3)], meta(2, 3), NOW, GRACE, 100, true);
+    const plan = planChunk([item(2), item(3)], meta(2, 3), NOW, TIMING, 100, true);
     expect(plan.take.map((i) => i.slot)).toEqual([3]);
   });
 });
