@@ -5,9 +5,10 @@
  */
 import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { Switch } from '../core/switches.ts';
+import { CONTROL_PK } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
 
-const PK = 'switches';
+const PK = CONTROL_PK.switches;
 
 export class SwitchStore {
   readonly #client: DynamoDBDocumentClient;

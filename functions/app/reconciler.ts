@@ -3,19 +3,25 @@
  * It re-rings objects that are scheduled but whose doorbell was lost (e.g. an
  * ingest died between its reserve and its send), clears long-expired leases,
  * reports the deepest queues so that on-call can find a hot object, and takes
- * objects idle for `INDEX_LINGER_MS` off the `by_schedule` index.
+ * objects idle for `INDEX_LINGER_MS` off the `by_schedule` index. It reads the kill
+ * switches: a paused object is not stuck, and an idle object still owing a gap
+ * marker for dropped events is rung once no switch stops it (a lift whose ring was
+ * lost, or a drop by a stage whose switch cache was a few seconds stale).
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
+import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import type { ObjectKey } from '../core/model.ts';
+import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import type { QueueMeta } from '../core/turn.ts';
 
 export interface ReconcilerDeps {
   readonly queues: QueueStore;
   readonly doorbell: Pick<Doorbell, 'ring'>;
+  readonly switches: Pick<SwitchStore, 'list'>;
   readonly config: SluiceConfig;
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
@@ -38,6 +44,8 @@ export interface ReconcileReport {
   /** Idle objects taken off the index. */
   readonly unlisted: number;
   readonly rerung: number;
+  /** Idle objects rung for the gap marker of their dropped events. */
+  readonly markersOwed: number;
   readonly leasesCleared: number;
   readonly maxDepth: number;
   readonly nearCap: number;
@@ -60,6 +68,21 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     const lastActive = Math.max(meta.reservedAt, meta.turnAt ?? 0);
     if (!meta.scheduled && now - lastActive > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
   }
+  const switches = await deps.switches.list();
+  let markersOwed = 0;
+  for (const { key, meta } of listed) {
+    const lastActive = Math.max(meta.reservedAt, meta.turnAt ?? 0);
+    if (meta.scheduled || meta.switchDropped === 0 || now - lastActive <= config.stuckAfterMs) continue;
+    if (actionForObject(switches, key.tenantId, key.resource) !== undefined) continue;
+    // A fresh read of the switches in the turn, which then sends the marker.
+    await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });
+    markersOwed++;
+    logger.warn('Rang an idle object for the gap marker of its dropped events', {
+      tenant: key.tenantId,
+      resource: key.resource,
+      dropped: meta.switchDropped,
+    });
+  }
   const metas = listed.filter(({ meta }) => meta.scheduled);
   let rerung = 0;
   let leasesCleared = 0;
@@ -71,7 +94,8 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     if (meta.leaseUntil !== undefined && meta.leaseUntil + config.leaseMs < now) {
       if (await queues.clearStaleLease(key, meta.leaseUntil)) leasesCleared++;
     }
-    if (isStuck(meta, now, config.stuckAfterMs)) {
+    // A paused object waits on purpose: lifting the switch rings it.
+    if (isStuck(meta, now, config.stuckAfterMs) && actionForObject(switches, key.tenantId, key.resource) !== 'pause') {
       // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
       // goes idle), so ringing when unsure is safe. The token collapses repeated
       // sweeps within one stuck period into one message.
@@ -91,7 +115,7 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
       deepest: deepest.map(({ key, meta }) => ({ tenant: key.tenantId, resource: key.resource, depth: meta.depth })),
     });
   }
-  return { scheduled: metas.length, unlisted, rerung, leasesCleared, maxDepth, nearCap };
+  return { scheduled: metas.length, unlisted, rerung, markersOwed, leasesCleared, maxDepth, nearCap };
 }
 
 /** The deepest object queues, deepest first, for `GET /v1/admin/queues`. */

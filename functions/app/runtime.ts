@@ -155,11 +155,12 @@ export function newLeaseOwner(): string {
 }
 
 export function reconcilerDeps(
-  w: Pick<Wiring, 'config' | 'dynamo' | 'sqs' | 'eventsTable' | 'distributeQueueUrl' | 'metrics' | 'logger' | 'now'>,
+  w: Pick<Wiring, 'config' | 'dynamo' | 'sqs' | 'eventsTable' | 'controlTable' | 'distributeQueueUrl' | 'metrics' | 'logger' | 'now'>,
 ): ReconcilerDeps {
   return {
     queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
     doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+    switches: new SwitchStore({ client: w.dynamo, tableName: w.controlTable }),
     config: w.config,
     metrics: w.metrics,
     logger: w.logger,

@@ -52,9 +52,12 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
     await deps.doorbell.ring({ tenantId: lifted.tenant, resource: lifted.target as string }, token, { fresh: true });
   }
   if (lifted.scope === 'tenant') {
-    // The index also lists recently idle objects: ring only those with work.
+    // The index also lists recently idle objects: ring only those with work, or with
+    // dropped events still owed their gap marker (they stay listed until it goes out).
     const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === lifted.tenant);
-    const objects = (await deps.queues.readMetas(listed)).filter(({ meta }) => meta.scheduled).map(({ key }) => key);
+    const objects = (await deps.queues.readMetas(listed))
+      .filter(({ meta }) => meta.scheduled || meta.switchDropped > 0)
+      .map(({ key }) => key);
     await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
   }
   const webhooks =

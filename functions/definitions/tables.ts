@@ -81,4 +81,6 @@ export const CONTROL_PK = {
   tenant: 'tenant#',
   /** The canary's own tenant and webhook. */
   canary: 'canary',
+  /** Every kill switch, under one partition. */
+  switches: 'switches',
 } as const;

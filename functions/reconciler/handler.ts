@@ -15,6 +15,7 @@ const deps = reconcilerDeps({
   dynamo: documentClient(),
   sqs: sqsClient(),
   eventsTable: requireEnv(ENV.eventsTable),
+  controlTable: requireEnv(ENV.controlTable),
   distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
   metrics: metricsPort(metrics),
   logger: loggerPort(logger),

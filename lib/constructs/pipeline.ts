@@ -13,6 +13,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
+import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -56,6 +57,8 @@ export class Pipeline extends Construct {
       reservedConcurrentExecutions: 1,
     })
       .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      // The kill switches, and nothing else of the control table.
+      .bindItems(props.control, ENV.controlTable, { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] })
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);
     new Rule(this, 'ReconcileSchedule', {
       description: 'Runs the sluice reconciler',

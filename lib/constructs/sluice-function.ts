@@ -95,11 +95,15 @@ export class SluiceFunction extends Construct {
 
   /**
    * Only these item operations, and only on items whose partition key matches one of
-   * `leadingKeys` (`*` matches any characters): no Query, no Scan, no index. For a
+   * `leadingKeys` (`*` matches any characters): no Scan, no index. For a
    * function that reads a few known items of the control table, which also holds
    * every tenant's webhook signing secrets.
    */
-  bindItems(table: TableV2, envName: string, access: { actions: ReadonlyArray<'GetItem' | 'PutItem'>; leadingKeys: string[] }): this {
+  bindItems(
+    table: TableV2,
+    envName: string,
+    access: { actions: ReadonlyArray<'GetItem' | 'PutItem' | 'Query'>; leadingKeys: string[] },
+  ): this {
     this.function.addToRolePolicy(
       new PolicyStatement({
         actions: access.actions.map((action) => `dynamodb:${action}`),

@@ -354,7 +354,7 @@ describe('operations', () => {
     });
   });
 
-  it('lets the public canary receiver, the canary and the authorizer get (or put) only their own items of the control table', () => {
+  it('lets the public canary receiver, the canary, the authorizer and the reconciler reach only their own items of the control table', () => {
     const functions = template.findResources('AWS::Lambda::Function');
     const idWhere = (test: (variables: Record<string, unknown>) => boolean) =>
       Object.keys(functions).find((id) => test(functions[id]?.Properties.Environment.Variables ?? {})) as string;
@@ -379,6 +379,17 @@ describe('operations', () => {
     expect(dynamoStatements(idWhere((v) => v.ADMIN_USAGE_KEY !== undefined))).toEqual([
       { action: 'dynamodb:GetItem', leadingKeys: ['apikey#*', 'tenant#*'] },
     ]);
+    // The reconciler reads the kill switches, and nothing else of the control table.
+    const reconciler = Object.keys(functions).find((id) => id.includes('Reconciler')) as string;
+    expect(dynamoStatements(reconciler)).toContainEqual({ action: 'dynamodb:Query', leadingKeys: ['switches'] });
+    const controlTable = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes('Control')) as string;
+    expect(controlTable).toBeDefined();
+    const role = functions[reconciler]?.Properties.Role['Fn::GetAtt'][0];
+    const unscopedOnControl = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+      .filter((st) => st.Condition === undefined && JSON.stringify(st.Resource).includes(controlTable));
+    expect(unscopedOnControl).toEqual([]);
   });
 
   it('runs the canary on a schedule, with its receiver behind a function URL', () => {

@@ -126,7 +126,7 @@ async function execute(commands: readonly Command[]): Promise<void> {
     newEventId: () => `evt_${run}_${++ids}`,
   };
   const accepted = new Map<string, string>(); // event id → resource
-  const reconciler = { queues: store, doorbell, config, metrics: NO_METRICS, logger: NO_LOGS, now };
+  const reconciler = { queues: store, doorbell, switches: { list: async () => [] }, config, metrics: NO_METRICS, logger: NO_LOGS, now };
 
   const turn = async (object: number, pick: number, duplicate: boolean) => {
     const key = keys[object] as ObjectKey;

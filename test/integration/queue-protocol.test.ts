@@ -19,6 +19,7 @@ import { deepestQueues, INDEX_LINGER_MS, reconcile } from '../../functions/app/r
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
+import type { Switch } from '../../functions/core/switches.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
@@ -1011,10 +1012,11 @@ describe('idempotency keys', () => {
 });
 
 describe('reconciler', () => {
-  function reconcilerFor(rings: string[], now: () => number, overrides: Record<string, unknown> = {}) {
+  function reconcilerFor(rings: string[], now: () => number, overrides: Record<string, unknown> = {}, switches: Switch[] = []) {
     return {
       queues: store,
       doorbell: { ring: async (k: ObjectKey, token: string) => void rings.push(`${k.resource}:${token}`) },
+      switches: { list: async () => switches },
       config: buildConfig({ stuckAfterMs: 1_000, ...overrides }),
       metrics: NO_METRICS,
       logger: NO_LOGS,
@@ -1056,6 +1058,84 @@ describe('reconciler', () => {
     const after: string[] = [];
     await reconcile(reconcilerFor(after, () => t0 + 10_000));
     expect(after.filter((ring) => ring.startsWith(`${lost.resource}:`))).toEqual([]);
+  });
+
+  it('rings an idle object owing a gap marker for dropped events once no switch stops it, and it goes out', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const drop: Switch = {
+      id: 'sw_d',
+      scope: 'resource',
+      tenant: k.tenantId,
+      target: k.resource,
+      action: 'drop',
+      reason: 'test',
+      created_at: '',
+    };
+    const dropping = new Distributor({
+      ...recordingDistributorDeps(),
+      switches: { current: async () => [drop], refresh: async () => [drop] },
+    });
+    expect(await dropping.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
+    expect(await store.readMeta(k)).toMatchObject({ scheduled: false, switchDropped: 2 });
+    const later = Date.now() + 5_000;
+    // Still dropping: nothing to mark yet.
+    const whileOn: string[] = [];
+    await reconcile(reconcilerFor(whileOn, () => later, {}, [drop]));
+    expect(whileOn.filter((r) => r.startsWith(`${k.resource}:`))).toEqual([]);
+    // The switch is gone (its lift's ring lost): rung, and the turn sends the marker.
+    const rings: string[] = [];
+    const report = await reconcile(reconcilerFor(rings, () => later));
+    expect(rings).toContain(`${k.resource}:g${Math.floor(later / 1_000)}`);
+    expect(report.markersOwed).toBeGreaterThanOrEqual(1);
+    const { distributor, sent } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
+    expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 2, reason: 'switch_drop' } }]);
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 0 });
+  });
+
+  it('keeps an idle object owing a gap marker listed past the linger, so a later sweep still finds it', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    const drop: Switch = {
+      id: 'sw_l',
+      scope: 'resource',
+      tenant: k.tenantId,
+      target: k.resource,
+      action: 'drop',
+      reason: 'test',
+      created_at: '',
+    };
+    const dropping = new Distributor({
+      ...recordingDistributorDeps(),
+      switches: { current: async () => [drop], refresh: async () => [drop] },
+    });
+    await dropping.runTurn(k, 'w');
+    const meta = await store.readMeta(k);
+    expect(await store.unlistIdle(k, meta?.reservedAt ?? 0)).toBe(false);
+    await reconcile(reconcilerFor([], () => Date.now() + INDEX_LINGER_MS + 60_000, {}, [drop]));
+    expect((await store.scheduledObjects()).map((o) => o.resource)).toContain(k.resource);
+  });
+
+  it('leaves a paused object alone: it is waiting, not stuck', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    const pause: Switch = {
+      id: 'sw_p',
+      scope: 'tenant',
+      tenant: k.tenantId,
+      target: undefined,
+      action: 'pause',
+      reason: 'test',
+      created_at: '',
+    };
+    const later = Date.now() + 5_000;
+    const paused: string[] = [];
+    await reconcile(reconcilerFor(paused, () => later, {}, [pause]));
+    expect(paused.filter((r) => r.startsWith(`${k.resource}:`))).toEqual([]);
+    const lifted: string[] = [];
+    await reconcile(reconcilerFor(lifted, () => later));
+    expect(lifted).toContain(`${k.resource}:r${Math.floor(later / 1_000)}`);
   });
 
   it('clears a lease that expired long ago', async () => {

@@ -71,6 +71,28 @@ describe('kill switches', () => {
     expect(events[2]?.seq).toBe(6);
   });
 
+  it("drop on a tenant: lifting it sends each dropped-on object's gap marker, though those objects went idle meanwhile", async () => {
+    const tenant = await createTenant(sandbox, 'tenant-dropped');
+    await createWebhook(sandbox, tenant.key, { resource: 'group:1', url: `${receiver.url}/tenant-dropped` });
+    const set = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: tenant.id, action: 'drop', reason: 'flood' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    await publish(sandbox, tenant.key, [
+      { resource: 'item:1', parents: ['group:1'], type: 'a.b', data: 1 },
+      { resource: 'item:2', parents: ['group:1'], type: 'a.b', data: 2 },
+      { resource: 'item:2', parents: ['group:1'], type: 'a.b', data: 3 },
+    ]);
+    // Both objects' turns dropped their events and went idle.
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 3, 10_000);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${set.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/tenant-dropped').length === 2, 10_000);
+    const markers = okEvents('/tenant-dropped').map((e) => `${e.type} ${e.resource} ${(e.data as { dropped: number }).dropped}`);
+    expect(markers.sort()).toEqual(['sluice.gap item:1 1', 'sluice.gap item:2 2']);
+  });
+
   it('pause on a webhook holds its deliveries until lifted; a tenant switch leaves other tenants alone', async () => {
     const a = await createTenant(sandbox, 'switched');
     const b = await createTenant(sandbox, 'bystander');
