@@ -198,7 +198,11 @@ export class DeliveryRecords {
     }
   }
 
-  async heldPage(webhookId: string, limit: number, now: number): Promise<HeldDelivery[]> {
+  /**
+   * The first `limit` held items in release order: the live ones, and apart those
+   * past the retention period (TTL deletes late), which the caller removes and counts.
+   */
+  async heldPage(webhookId: string, limit: number, now: number): Promise<{ live: HeldDelivery[]; expired: HeldDelivery[] }> {
     const result = await this.#client.send(
       new QueryCommand({
         TableName: this.#table,
@@ -209,13 +213,42 @@ export class DeliveryRecords {
         Limit: limit,
       }),
     );
-    return (result.Items ?? [])
-      .filter((item) => Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now)
-      .map((item) => ({ sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage }));
+    const page = { live: [] as HeldDelivery[], expired: [] as HeldDelivery[] };
+    for (const item of result.Items ?? []) {
+      const held = { sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage };
+      (Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now ? page.live : page.expired).push(held);
+    }
+    return page;
   }
 
-  async removeHeld(webhookId: string, sk: string): Promise<void> {
-    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: heldPk(webhookId), sk } }));
+  /** Held items in the webhook's partition, expired ones too (TTL may not have deleted them yet). */
+  async heldItemCount(webhookId: string): Promise<number> {
+    let count = 0;
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk',
+          ExpressionAttributeNames: names('pk'),
+          ExpressionAttributeValues: { ':pk': heldPk(webhookId) },
+          ConsistentRead: true,
+          Select: 'COUNT',
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      count += result.Count ?? 0;
+      startKey = result.LastEvaluatedKey;
+    } while (startKey);
+    return count;
+  }
+
+  /** Removes a held item; false when it was already gone (a release that ran twice). */
+  async removeHeld(webhookId: string, sk: string): Promise<boolean> {
+    const result = await this.#client.send(
+      new DeleteCommand({ TableName: this.#table, Key: { pk: heldPk(webhookId), sk }, ReturnValues: 'ALL_OLD' }),
+    );
+    return result.Attributes !== undefined;
   }
 
   /**

@@ -349,6 +349,29 @@ export class WebhookStore {
     }
   }
 
+  /**
+   * Sets the held count to what is really held, if it is still the drifted value that
+   * was seen (a hold whose item write failed after its count went up).
+   */
+  async resetHeld(tenantId: string, id: string, seen: number, actual: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'SET #held_count = :actual',
+          ConditionExpression: '#held_count = :seen',
+          ExpressionAttributeNames: names('held_count'),
+          ExpressionAttributeValues: { ':actual': actual, ':seen': seen },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
   /** Puts a new secret first; the previous one keeps signing until `previousExpiresAt`. */
   async rotateSecret(webhook: Webhook, secret: string, previousExpiresAt: number, now: string): Promise<boolean> {
     try {

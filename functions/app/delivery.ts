@@ -13,7 +13,7 @@
  * `decide` is the one place that says what an attempt's result means.
  */
 
-import type { DeliveryRecords } from '../adapters/delivery-records.ts';
+import type { DeliveryRecords, HeldDelivery } from '../adapters/delivery-records.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
@@ -56,7 +56,7 @@ export interface DeliverQueuePort {
 }
 
 export interface DeliveryDeps {
-  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld'>;
+  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld'>;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
   readonly notifier: Notifier;
@@ -85,6 +85,8 @@ export type DeliveryOutcome =
 /** How often a healthy endpoint's last success time is written at most. */
 const SUCCESS_WRITE_INTERVAL_MS = 60_000;
 const RELEASE_PAGE = 100;
+/** How long a held count may find nothing held before it is taken as drifted (a hold's two writes take milliseconds). */
+const HELD_COUNT_SETTLE_MS = 30_000;
 
 export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQueueMessage): Promise<DeliveryOutcome> {
   switch (message.kind) {
@@ -410,18 +412,20 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // A paused webhook keeps holding; lifting the switch starts a new release.
   if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
   const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);
+  if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now);
   // Held first attempts go out together, up to a delivery's limits (a backlog of
   // one-event parts would otherwise take a POST each); each resource keeps its order.
   let offset = 0;
-  for (const group of packHeld(page.map((held) => held.message))) {
-    const items = page.slice(offset, offset + group.length);
+  for (const group of packHeld(page.live.map((held) => held.message))) {
+    const items = page.live.slice(offset, offset + group.length);
     offset += group.length;
     const delivery = releaseDelivery(group);
     const result = await attempt(deps, webhook, delivery);
     if (decideAttempt(result.statusCode) === 'delivered') {
       const webhookId = webhook.id;
-      await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)));
-      await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -items.length);
+      // Only what this release removed leaves the count (a release that ran twice removes nothing).
+      const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
+      if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
       deps.metrics.count('EventsDelivered', delivery.events.length);
       deps.metrics.count('DeliveriesReleased', items.length);
       continue;
@@ -440,9 +444,9 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     }
     return 'released';
   }
-  if (page.length > 0) {
+  if (page.live.length > 0 || page.expired.length > 0) {
     // The next page a second later: at most one page per second per endpoint.
-    await deps.queue.send([message], 1);
+    await deps.queue.send([{ ...message, emptySince: undefined }], 1);
     return 'released';
   }
   const markers = await deps.records.takeOverflowMarkers(webhook.id, now, () => newId('evt', deps.now()));
@@ -459,8 +463,44 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   }
   const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
   if (fresh && fresh.heldCount > 0) {
-    // A hold is between its count and its write: look again shortly.
-    await deps.queue.send([message], 1);
+    // A hold is between its count and its write: look again shortly. A count that
+    // finds nothing held for longer has drifted (a hold whose item write failed):
+    // it is set to what is really held, so deliveries stop being held behind nothing.
+    const emptySince = message.emptySince ?? now;
+    if (now - emptySince < HELD_COUNT_SETTLE_MS) {
+      await deps.queue.send([{ ...message, emptySince }], 1);
+      return 'released';
+    }
+    const actual = await deps.records.heldItemCount(webhook.id);
+    if (await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, fresh.heldCount, actual)) {
+      deps.logger.warn('Held count drifted; set to what is held', { ...context(message), counted: fresh.heldCount, held: actual });
+    }
+    if (actual > 0) await deps.queue.send([{ ...message, emptySince: undefined }], 1);
   }
   return 'released';
+}
+
+/**
+ * Held deliveries that outlived the retention period: not delivered. Removed from
+ * the held count, counted, and each resource's share stands in a `sluice.gap`
+ * marker (reason `retention`), sent at the end of the release.
+ */
+async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: readonly HeldDelivery[], now: number): Promise<void> {
+  let removed = 0;
+  let events = 0;
+  for (const held of expired) {
+    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
+    removed += 1;
+    events += held.message.events.length;
+    await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', held.message.events.length, now, 'retention');
+  }
+  if (removed === 0) return;
+  await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
+  deps.metrics.count('EventsDropped', events, { reason: 'retention' });
+  deps.logger.warn('Held deliveries outlived the retention period', {
+    tenant: webhook.tenantId,
+    webhook: webhook.id,
+    deliveries: removed,
+    events,
+  });
 }

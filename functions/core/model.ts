@@ -122,6 +122,8 @@ export interface ReleaseMessage {
   readonly tenantId: string;
   readonly webhookId: string;
   readonly token: string;
+  /** Since when (epoch ms) the webhook has counted held deliveries but none could be found. */
+  readonly emptySince?: number;
 }
 
 export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage;

@@ -4,7 +4,7 @@
  */
 import { PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { handleDeliverMessage } from '../../functions/app/delivery.ts';
+import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
@@ -88,7 +88,7 @@ describe('merged deliveries held', () => {
     ]);
     const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
     expect(await handleDeliverMessage(deps, merged as DeliveryMessage)).toBe('held');
-    const held = await deps.records.heldPage(hook.id, 10, Date.now());
+    const held = (await deps.records.heldPage(hook.id, 10, Date.now())).live;
     expect(held.map((h) => h.message.events.map((e) => `${e.resource}/${'seq' in e ? e.seq : 0}`))).toEqual([
       ['m:1/1'],
       ['m:2/1', 'm:2/2'],
@@ -224,4 +224,79 @@ describe('per-endpoint rate', () => {
     expect(sandbox.metrics.total('DeliveriesDelayed')).toBeGreaterThan(delayed);
     expect(new Set(okEvents('/busy').map((e) => e.data))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8]));
   }, 30_000);
+});
+
+describe('held deliveries that outlive the retention period, and a held count that drifted', () => {
+  /** Delivery deps a week and a day from now, with no switches, sending to a recorded queue. */
+  function later(offsetMs: number) {
+    const sent: unknown[] = [];
+    const deps = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      now: () => Date.now() + offsetMs,
+      switches: { current: async () => [], refresh: async () => [] },
+      queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) },
+    } as unknown as ReturnType<typeof deliveryDeps>;
+    return { deps, sent };
+  }
+
+  it('drops held deliveries past the retention period from the count, and a retention gap marker stands for them', async () => {
+    const tenant = await createTenant(sandbox, 'held-expired');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'x:0', url: `${receiver.url}/held-expired` });
+    const event = (seq: number) => deliveredEventFixture({ id: `evt_x${seq}`, seq, resource: 'x:1', parents: ['x:0'], data: seq });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // Two deliveries held (as a quarantine or pause would), now a week and a day old.
+    for (const seq of [1, 2]) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_x${seq}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [event(seq)],
+        attempt: 1,
+      };
+      expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+      expect(await deps.records.hold(message, Date.now())).toBe(true);
+    }
+    const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
+    await startRelease(eightDaysOn, webhook);
+    // The release steps, as the deliver queue would run them, until none asks for another.
+    const deliveries: unknown[] = [];
+    for (let step = 0; step < 5 && sent.length > 0; step++) {
+      const next = sent.splice(0);
+      deliveries.push(...next.filter((m) => (m as { kind?: string }).kind !== 'release'));
+      for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
+        expect(await handleDeliverMessage(eightDaysOn, release as DeliveryMessage)).toBe('released');
+      }
+    }
+    expect(sent).toEqual([]);
+    expect(deliveries).toMatchObject([
+      { webhookId: hook.id, events: [{ type: 'sluice.gap', resource: 'x:1', data: { dropped: 2, reason: 'retention' } }] },
+    ]);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
+  });
+
+  it('sets a held count that finds nothing held for 30 s back to what is held, so deliveries stop waiting behind nothing', async () => {
+    const tenant = await createTenant(sandbox, 'held-drift');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'y:0', url: `${receiver.url}/held-drift` });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // A hold whose count went up and whose item write failed.
+    expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const { deps: now, sent } = later(0);
+    await startRelease(now, webhook);
+    const [release] = sent.splice(0) as Array<{ kind: 'release'; token: string }>;
+    // Right away it may be a hold between its two writes: look again.
+    expect(await handleDeliverMessage(now, release as unknown as DeliveryMessage)).toBe('released');
+    expect(sent).toMatchObject([{ kind: 'release', emptySince: expect.any(Number) }]);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
+    // Still nothing held 31 s later: the count has drifted.
+    const again = { ...(sent.splice(0)[0] as object), emptySince: Date.now() - 31_000 };
+    expect(await handleDeliverMessage(now, again as unknown as DeliveryMessage)).toBe('released');
+    expect(sent).toEqual([]);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
+    await publish(sandbox, tenant.key, [{ resource: 'y:0', type: 'a.b', data: 'flows again' }]);
+    await receiver.waitFor(() => okEvents('/held-drift').length === 1, 10_000);
+  });
 });
