@@ -336,7 +336,9 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       await deps.queue.send([{ kind: 'release', tenantId: current.tenantId, webhookId: current.id, token: releaseToken }]);
     }
     if (disables) {
-      deps.metrics.count('WebhooksDisabled', 1, { reason: after.disabledReason ?? 'unknown' });
+      // The webhook-disabled alarm pages when sluice disables an endpoint, not when its owner does.
+      if (after.disabledReason === 'by_owner') deps.metrics.count('WebhooksDisabledByOwner');
+      else deps.metrics.count('WebhooksDisabled', 1, { reason: after.disabledReason ?? 'unknown' });
       deps.logger.warn('Webhook disabled', { ...ctx, reason: after.disabledReason });
       if (after.disabledReason !== 'by_owner') {
         await deps.notifier.webhookDisabled({

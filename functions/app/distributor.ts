@@ -322,7 +322,7 @@ export class Distributor {
   /**
    * Publishes one `sluice.gap` marker for events that will never be delivered (a
    * drop switch discarded them, or they outlived the retention period) to every
-   * active webhook and stream on the resource or the events' parents, whatever
+   * webhook and active stream on the resource or the events' parents, whatever
    * their type filters: a consumer must learn it missed something.
    */
   async #publishGapMarker(
@@ -342,7 +342,8 @@ export class Distributor {
     };
     const webhooks = new Map<string, Webhook>();
     for (const resource of [key.resource, ...parents]) {
-      for (const webhook of await lookups.webhooksOn(resource)) if (webhook.status === 'active') webhooks.set(webhook.id, webhook);
+      // A disabled webhook's marker is held with its deliveries, for when it is enabled again.
+      for (const webhook of await lookups.webhooksOn(resource)) webhooks.set(webhook.id, webhook);
     }
     await this.#appendToStreams(key, [marker], [key.resource, ...parents], lookups);
     await sink.send(

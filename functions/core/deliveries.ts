@@ -16,9 +16,12 @@ export function subscribedResources(event: Pick<DeliveredEvent, 'resource' | 'pa
   return [...new Set([event.resource, ...event.parents])];
 }
 
-/** Whether a webhook should receive an event. */
+/**
+ * Whether a webhook should receive an event: whatever its status, since a disabled
+ * webhook's deliveries are held (up to the cap) until it is enabled again, not lost.
+ */
 export function webhookWants(webhook: Webhook, event: Pick<DeliveredEvent, 'type'>): boolean {
-  return webhook.status === 'active' && anyTypeMatches(webhook.types, event.type);
+  return anyTypeMatches(webhook.types, event.type);
 }
 
 export interface PlannedDelivery {

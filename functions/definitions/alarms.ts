@@ -114,10 +114,11 @@ export const ALARMS: readonly AlarmDefinition[] = [
     name: 'events-rejected-or-dropped',
     runbook: 'events-rejected-or-dropped',
     title: 'Events rejected or dropped',
-    summary: 'over 1,000 events in 5 minutes were rejected at ingest (rate, cap) or dropped.',
+    summary: "over 1,000 events in 5 minutes were rejected at ingest (rate, cap), dropped, or not held past a webhook's held cap.",
     sources: [
       { kind: 'sluice', name: 'EventsRejected' },
       { kind: 'sluice', name: 'EventsDropped' },
+      { kind: 'sluice', name: 'EventsHeldOverflow' },
     ],
     statistic: 'Sum',
     periodSeconds: 300,

@@ -189,6 +189,7 @@ export class Operations extends Construct {
             sluice('WebhooksQuarantined'),
             sluice('WebhooksDisabled'),
             sluice('DeliveriesHeld'),
+            sluice('EventsHeldOverflow'),
             sluice('DeliveriesDelayed'),
             sluice('Probes'),
           ]),

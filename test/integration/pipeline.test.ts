@@ -117,7 +117,7 @@ describe('publish to delivery', () => {
     expect(receiver.events('/burst').map((e) => e.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
   });
 
-  it('stops delivering to a webhook once it is disabled, and again after it is deleted', async () => {
+  it('holds what a disabled webhook would get and sends it, in order, when enabled again; delivers nothing after it is deleted', async () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'toggle:1', url: `${receiver.url}/toggle` });
     await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 1 }]);
     await receiver.waitFor(() => receiver.events('/toggle').length === 1);
@@ -125,22 +125,24 @@ describe('publish to delivery', () => {
     const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
     expect(patched.status).toBe(200);
     expect(patched.body.status).toBe('disabled');
-    const distributed = sandbox.metrics.total('EventsDistributed');
     await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 2 }]);
-    // Let the distributor route event 2 (to nobody) before the webhook comes back.
-    await receiver.waitFor(() => sandbox.metrics.total('EventsDistributed') > distributed);
+    // Event 2 is held, not sent and not lost.
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (let i = 0; i < 50 && (await held()) !== 1; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await held()).toBe(1);
+    expect(receiver.events('/toggle')).toHaveLength(1);
 
     const enabled = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
     expect(enabled.body.status).toBe('active');
     await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 3 }]);
-    await receiver.waitFor(() => receiver.events('/toggle').length === 2);
-    expect(receiver.events('/toggle').map((e) => e.data)).toEqual([1, 3]);
+    await receiver.waitFor(() => receiver.events('/toggle').length === 3);
+    expect(receiver.events('/toggle').map((e) => e.data)).toEqual([1, 2, 3]);
 
     expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(404);
     await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 4 }]);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(receiver.events('/toggle')).toHaveLength(2);
+    expect(receiver.events('/toggle')).toHaveLength(3);
   });
 
   it('lists, reads and updates webhooks without ever showing the secret again', async () => {

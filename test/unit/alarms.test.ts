@@ -69,6 +69,22 @@ describe('sandbox alarm evaluation', () => {
     expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 1_100 });
   });
 
+  it('pages for deliveries a full hold could not keep, and for endpoints sluice disabled, not for one its owner disabled', () => {
+    let now = 7_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const state = (name: string) => evaluator.evaluate().find((a) => a.name === name);
+    now += 60_000;
+    metrics.count('EventsHeldOverflow', 1_500);
+    metrics.count('WebhooksDisabledByOwner');
+    now += 1;
+    expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 1_500 });
+    expect(state('webhook-disabled')?.state).toBe('OK');
+    metrics.count('WebhooksDisabled', 1, { reason: 'gone' });
+    now += 1;
+    expect(state('webhook-disabled')?.state).toBe('ALARM');
+  });
+
   it('alarms on what the first minutes of a sandbox hold, without judging the missing data before it started', () => {
     let now = 5_000_000;
     const metrics = new InMemoryMetrics(() => now);

@@ -50,14 +50,14 @@ describe('fan-out', () => {
     ]);
   });
 
-  it('sends an event to webhooks on the resource and on every parent, filtered by type and status', () => {
+  it('sends an event to webhooks on the resource and on every parent, filtered by type; a disabled one too (it holds them)', () => {
     const hooks: Record<string, Webhook[]> = {
       'story:1': [webhook('wh_story', 'story:1')],
       'task:2': [webhook('wh_task', 'task:2', ['story.*']), webhook('wh_off', 'task:2', ['*'], 'disabled')],
       'project:3': [webhook('wh_project', 'project:3', ['task.*'])],
     };
     const planned = planDeliveries([event(1, 'story:1', ['task:2', 'project:3'])], (r) => hooks[r] ?? []);
-    expect(planned.map((d) => d.webhook.id).sort()).toEqual(['wh_story', 'wh_task']);
+    expect(planned.map((d) => d.webhook.id).sort()).toEqual(['wh_off', 'wh_story', 'wh_task']);
   });
 
   it('delivers an event once to a webhook subscribed through two of its resources', () => {
