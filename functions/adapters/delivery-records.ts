@@ -243,6 +243,26 @@ export class DeliveryRecords {
     return count;
   }
 
+  /** Keeps a held delivery held, as its next attempt (a release of it failed); false when it is gone. */
+  async holdAgain(webhookId: string, sk: string, message: DeliveryMessage): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: heldPk(webhookId), sk },
+          UpdateExpression: 'SET #message = :message',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names('message', 'pk'),
+          ExpressionAttributeValues: { ':message': JSON.stringify(message) },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
   /** Removes a held item; false when it was already gone (a release that ran twice). */
   async removeHeld(webhookId: string, sk: string): Promise<boolean> {
     const result = await this.#client.send(

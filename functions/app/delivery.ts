@@ -433,6 +433,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
       continue;
     }
     // The endpoint failed again: count it; a new quarantine's probes will restart the release.
+    await spendHeldAttempt(deps, webhook, items, result, now);
     webhook = await applyHealth(
       deps,
       webhook,
@@ -480,6 +481,41 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     if (actual > 0) await deps.queue.send([{ ...message, emptySince: undefined }], 1);
   }
   return 'released';
+}
+
+/**
+ * A release attempt failed: it was an attempt of each of its held deliveries. Each
+ * stays held as its next attempt (and goes out alone from then on: a merged body the
+ * endpoint refused, e.g. too large, is not sent again), or is dead-lettered when that
+ * was its last, so one delivery the endpoint always refuses cannot block the rest.
+ */
+async function spendHeldAttempt(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  items: readonly HeldDelivery[],
+  result: SendResult,
+  now: number,
+): Promise<void> {
+  let deadLettered = 0;
+  for (const held of items) {
+    const wait = retryDelaySeconds(
+      { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 },
+      held.message.attempt,
+      failureOf(result),
+      now,
+    );
+    if (wait !== undefined) {
+      await deps.records.holdAgain(webhook.id, held.sk, { ...held.message, attempt: held.message.attempt + 1 });
+      continue;
+    }
+    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
+    await deps.records.deadLetter(held.message, describe(result), now);
+    deadLettered += 1;
+    deps.metrics.count('DeadLetters');
+    deps.metrics.count('EventsDeadLettered', held.message.events.length);
+    deps.logger.warn('Held delivery dead-lettered after its last attempt', { ...context(held.message), attempt: held.message.attempt });
+  }
+  if (deadLettered > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -deadLettered);
 }
 
 /**

@@ -300,3 +300,32 @@ describe('held deliveries that outlive the retention period, and a held count th
     await receiver.waitFor(() => okEvents('/held-drift').length === 1, 10_000);
   });
 });
+
+describe('a held delivery the endpoint always refuses', () => {
+  it('uses up its retries in the releases and is dead-lettered, and what was held behind it goes out', async () => {
+    const tenant = await createTenant(sandbox, 'poison');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'p:0', url: `${receiver.url}/poison` });
+    const patch = (status: string) => call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status } });
+    // Disabled by its owner: its deliveries are held.
+    expect((await patch('disabled')).status).toBe(200);
+    await publish(sandbox, tenant.key, [{ resource: 'p:0', type: 'a.b', data: 'poison' }]);
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (let i = 0; i < 50 && (await held()) !== 1; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await held()).toBe(1);
+    // Every real delivery is refused (as a body it cannot parse would be); probes succeed.
+    receiver.answer('/poison', { status: 400, pings: 200 });
+    expect((await patch('active')).status).toBe(200);
+    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    for (let i = 0; i < 300 && (await records.deadLetters(hook.id, Date.now())).length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await records.deadLetters(hook.id, Date.now())).map((d) => d.message.events.map((e) => e.data))).toEqual([['poison']]);
+    expect(await held()).toBe(0);
+    receiver.answer('/poison', 200);
+    await publish(sandbox, tenant.key, [{ resource: 'p:0', type: 'a.b', data: 'after' }]);
+    await receiver.waitFor(() => okEvents('/poison').some((e) => e.data === 'after'), 10_000);
+    // Each release was an attempt of it: as many as the retry schedule gives any delivery (four here).
+    const refused = receiver.deliveries('/poison').filter((d) => d.answered === 400);
+    expect(refused).toHaveLength(4);
+  }, 40_000);
+});

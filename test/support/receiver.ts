@@ -17,8 +17,11 @@ export interface ReceivedDelivery {
   readonly answered: number;
 }
 
-/** How to answer a request: a status (with headers), or 'hang' to never answer. */
-export type Answer = number | 'hang' | { readonly status: number; readonly headers: Record<string, string> };
+/**
+ * How to answer a request: a status (with headers), or 'hang' to never answer.
+ * `pings: 200` answers webhook.ping probes apart (an endpoint that refuses only some deliveries).
+ */
+export type Answer = number | 'hang' | { readonly status: number; readonly headers?: Record<string, string>; readonly pings?: number };
 
 export interface Receiver {
   readonly url: string;
@@ -58,10 +61,10 @@ export async function startReceiver(): Promise<Receiver> {
         } catch {
           json = { webhook: '', events: [] };
         }
-        const answered = typeof answer === 'number' ? answer : answer.status;
+        const ping = json.events?.some((e) => e.type === 'webhook.ping') ?? false;
+        const answered = typeof answer === 'number' ? answer : ping && answer.pings !== undefined ? answer.pings : answer.status;
         received.push({ path, headers: req.headers as Record<string, string>, body, json, at: Date.now(), answered });
-        if (typeof answer === 'number') res.writeHead(answer).end();
-        else res.writeHead(answer.status, answer.headers).end();
+        res.writeHead(answered, typeof answer === 'number' ? undefined : answer.headers).end();
       } else {
         hanging.add(res);
       }
