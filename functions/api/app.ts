@@ -12,6 +12,7 @@ import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
+import { isId } from '../core/ids.ts';
 import type { Principal } from '../core/model.ts';
 import type { LoggerPort } from '../core/telemetry.ts';
 import {
@@ -44,6 +45,16 @@ export interface ApiServices {
 export type Authenticate = (c: Context) => Promise<Principal | undefined>;
 
 type Env = { Variables: { principal: Principal } };
+
+/**
+ * The `{id}` of a webhook or switch route. Anything not shaped like one names
+ * nothing: 404, however long it is (it never reaches a DynamoDB key).
+ */
+function pathId(c: Context, prefix: 'wh' | 'sw'): string {
+  const id = c.req.param('id') ?? '';
+  if (!isId(prefix, id)) throw new ApiError('not_found', `No ${prefix === 'wh' ? 'webhook' : 'switch'} has this id.`);
+  return id;
+}
 
 export function errorBody(code: ErrorCode, message: string) {
   return { error: { code, message } };
@@ -138,25 +149,25 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     return c.json(await services.webhooks.create(tenantId, input), 201);
   });
   app.get('/v1/webhooks', async (c) => c.json({ data: await services.webhooks.list(tenantOf(c)) }));
-  app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), c.req.param('id'))));
+  app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), pathId(c, 'wh'))));
   app.patch('/v1/webhooks/:id', async (c) => {
     const tenantId = tenantOf(c);
     const patch = validateWebhookPatch(await readJsonBody(c), allowHttp);
-    return c.json(await services.webhooks.update(tenantId, c.req.param('id'), patch));
+    return c.json(await services.webhooks.update(tenantId, pathId(c, 'wh'), patch));
   });
-  app.post('/v1/webhooks/:id/rotate-secret', async (c) => c.json(await services.webhooks.rotateSecret(tenantOf(c), c.req.param('id'))));
+  app.post('/v1/webhooks/:id/rotate-secret', async (c) => c.json(await services.webhooks.rotateSecret(tenantOf(c), pathId(c, 'wh'))));
   app.get('/v1/webhooks/:id/attempts', async (c) => {
     const tenantId = tenantOf(c);
     const limit = boundedInt(c.req.query('limit'), 50, 1, 100, 'limit');
-    return c.json({ data: await services.webhooks.attempts(tenantId, c.req.param('id'), limit) });
+    return c.json({ data: await services.webhooks.attempts(tenantId, pathId(c, 'wh'), limit) });
   });
   app.post('/v1/webhooks/:id/replay', async (c) => {
     const tenantId = tenantOf(c);
     const since = validateReplay(await readJsonBody(c));
-    return c.json({ events: await services.webhooks.replay(tenantId, c.req.param('id'), since) }, 202);
+    return c.json({ events: await services.webhooks.replay(tenantId, pathId(c, 'wh'), since) }, 202);
   });
   app.delete('/v1/webhooks/:id', async (c) => {
-    await services.webhooks.delete(tenantOf(c), c.req.param('id'));
+    await services.webhooks.delete(tenantOf(c), pathId(c, 'wh'));
     return c.body(null, 204);
   });
 
@@ -181,7 +192,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.delete('/v1/admin/switches/:id', async (c) => {
     requireAdmin(c);
-    await liftSwitch(services.switches, c.req.param('id'));
+    await liftSwitch(services.switches, pathId(c, 'sw'));
     return c.body(null, 204);
   });
   app.get('/v1/admin/alarms', async (c) => {

@@ -13,6 +13,20 @@ export const TYPE_PATTERN_PATTERN = /^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$/;
 export const MAX_BODY_BYTES = 1024 * 1024;
 export const MAX_EVENTS_PER_REQUEST = 100;
 export const MAX_DATA_BYTES = 64 * 1024;
+/** Deepest nesting of arrays and objects in an event's `data` (serializers recurse). */
+export const MAX_DATA_DEPTH = 32;
+
+/** Whether a parsed JSON value nests arrays and objects deeper than `max`; walked without recursion. */
+function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop() as [unknown, number];
+    if (current === null || typeof current !== 'object') continue;
+    if (depth + 1 > max) return true;
+    for (const child of Object.values(current)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
 const MAX_PARENTS = 20;
 const MAX_IDEMPOTENCY_KEY = 200;
 const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
@@ -86,6 +100,8 @@ export function validatePublish(body: Json): EventInput[] {
     }
     if (!('data' in event)) {
       problems.push(`${at}data is required (any JSON value)`);
+    } else if (nestsDeeperThan(event.data, MAX_DATA_DEPTH)) {
+      problems.push(`${at}data must nest arrays and objects at most ${MAX_DATA_DEPTH} levels deep`);
     } else if (Buffer.byteLength(JSON.stringify(event.data)) > MAX_DATA_BYTES) {
       problems.push(`${at}data must be at most ${MAX_DATA_BYTES} bytes serialized`);
     }

@@ -40,7 +40,12 @@ export interface ApiProps {
 }
 
 /** Gateway responses in sluice's error shape: [type, status, code, message]. */
-const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string, string, string]> = [
+/**
+ * API Gateway's own answers, in sluice's error shape. The two defaults give the
+ * shape to every other type and keep each type's own status (a status set on them
+ * would turn, say, an integration timeout's 504 into a 500).
+ */
+const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string | undefined, string, string]> = [
   [ResponseType.UNAUTHORIZED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
   [ResponseType.ACCESS_DENIED, '403', 'forbidden', 'This key may not call this route.'],
   [ResponseType.INVALID_API_KEY, '403', 'forbidden', 'This key has no usage plan.'],
@@ -48,8 +53,8 @@ const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string, string, string]> = [
   [ResponseType.THROTTLED, '429', 'rate_limited', 'Too many requests for this key; slow down.'],
   [ResponseType.QUOTA_EXCEEDED, '429', 'rate_limited', 'This key has used its quota; slow down.'],
   [ResponseType.REQUEST_TOO_LARGE, '413', 'payload_too_large', 'The body is too large.'],
-  [ResponseType.DEFAULT_4XX, '400', 'invalid_request', 'The request could not be accepted.'],
-  [ResponseType.DEFAULT_5XX, '500', 'internal', 'Something went wrong on our side; try again.'],
+  [ResponseType.DEFAULT_4XX, undefined, 'invalid_request', 'The request could not be accepted.'],
+  [ResponseType.DEFAULT_5XX, undefined, 'internal', 'Something went wrong on our side; try again.'],
 ];
 
 export class Api extends Construct {
@@ -163,9 +168,9 @@ export class Api extends Construct {
     this.restApi.root.addResource('{proxy+}').addMethod('ANY', integration, { authorizer, apiKeyRequired: true });
 
     for (const [type, statusCode, code, message] of GATEWAY_ERRORS) {
-      this.restApi.addGatewayResponse(`Error${code}${statusCode}${type.responseType}`, {
+      this.restApi.addGatewayResponse(`Error${code}${statusCode ?? ''}${type.responseType}`, {
         type,
-        statusCode,
+        ...(statusCode !== undefined && { statusCode }),
         templates: { 'application/json': JSON.stringify({ error: { code, message } }) },
         ...(statusCode === '429' && { responseHeaders: { 'Retry-After': "'1'" } }),
       });

@@ -87,6 +87,31 @@ describe('bad input', () => {
     expectError(await call(sandbox, 'PATCH', '/v1/webhooks/wh_missing', { key: a.key, body: {} }), 400, 'invalid_request');
     expectError(await call(sandbox, 'PATCH', '/v1/webhooks/wh_missing', { key: a.key, body: { status: 'active' } }), 404, 'not_found');
     expectError(await call(sandbox, 'DELETE', '/v1/webhooks/wh_missing', { key: a.key }), 404, 'not_found');
+    // An id far longer than any DynamoDB key names nothing: 404 on every route, never a 500.
+    const long = `wh_${'a'.repeat(1_100)}`;
+    for (const [method, path] of [
+      ['GET', `/v1/webhooks/${long}`],
+      ['DELETE', `/v1/webhooks/${long}`],
+      ['POST', `/v1/webhooks/${long}/rotate-secret`],
+      ['GET', `/v1/webhooks/${long}/attempts`],
+    ] as const) {
+      expectError(await call(sandbox, method, path, { key: a.key }), 404, 'not_found');
+    }
+    expectError(await call(sandbox, 'DELETE', `/v1/admin/switches/sw_${'b'.repeat(1_100)}`, { key: sandbox.adminKey }), 404, 'not_found');
+  });
+
+  it('refuses event data nested deeper than 32 levels with a 400, not a crash', async () => {
+    // 100,000 levels (200 kB): written out as text, since JSON.stringify itself cannot.
+    const deep = `${'['.repeat(100_000)}"bottom"${']'.repeat(100_000)}`;
+    const rawBody = `{"events":[{"resource":"d:1","type":"a.b","data":${deep}}]}`;
+    const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody });
+    expectError(response, 400, 'invalid_request');
+    expect(response.body.error.message).toMatch(/32 levels/);
+    let fine: unknown = 'bottom';
+    for (let i = 0; i < 31; i++) fine = { next: fine };
+    expect(
+      (await call(sandbox, 'POST', '/v1/events', { key: a.key, body: { events: [{ resource: 'd:1', type: 'a.b', data: fine }] } })).status,
+    ).toBe(202);
   });
 });
 
