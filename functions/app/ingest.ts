@@ -86,7 +86,15 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     inputs.map(async (input, index) => {
       if (input.idempotencyKey !== undefined) {
         const eventId = deps.newEventId();
-        const claim = await deps.idempotency.claim(tenantId, input.idempotencyKey, eventId, deps.now());
+        const claim = await deps.idempotency.claim(tenantId, input.idempotencyKey, eventId, deps.now()).catch((error: unknown) => {
+          // Its key could not be claimed: this event is not stored; the others go on.
+          deps.logger.error('Idempotency claim failed', { tenant: tenantId, error });
+          return undefined;
+        });
+        if (!claim) {
+          results[index] = notStored();
+          return;
+        }
         if (!claim.claimed) {
           results[index] =
             claim.state === 'accepted'
@@ -143,8 +151,12 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     claimed.map(async ({ index, input, eventId }) => {
       if (input.idempotencyKey === undefined || eventId === undefined) return;
       const accepted = results[index]?.status === 'accepted';
-      if (accepted) await deps.idempotency.confirm(tenantId, input.idempotencyKey, eventId);
-      else await deps.idempotency.release(tenantId, input.idempotencyKey, eventId);
+      // The event is stored either way: a record left pending (a failed write) answers
+      // a retry with conflict until ingestGraceMs, then lets the key be claimed again.
+      const settle = accepted
+        ? deps.idempotency.confirm(tenantId, input.idempotencyKey, eventId)
+        : deps.idempotency.release(tenantId, input.idempotencyKey, eventId);
+      await settle.catch((error: unknown) => deps.logger.error('Idempotency record not settled', { tenant: tenantId, accepted, error }));
     }),
   );
   // Nothing stored and a reserve failed: the storage is failing, and the request is
@@ -255,12 +267,20 @@ async function finishObject(deps: IngestDeps, reserved: Reserved, stored: Stored
   const { key, reservation, events } = reserved;
   if (reservation.flipped) {
     // Only the ingest that flipped idle → scheduled rings, so a hot object has one
-    // doorbell in flight however fast it is written.
-    await deps.doorbell.ring(key, `s${reservation.firstSlot}`, {
-      quiet: reservation.inlined,
-      ...(reservation.quiet && { snapshot: reservation.quiet }),
-    });
-    deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
+    // doorbell in flight however fast it is written. The events are stored whether or
+    // not the ring goes out: if it fails, the reconciler rings the object once it has
+    // been scheduled for stuckAfterMs with no turn; answering 500 instead would only
+    // make the producer send them again.
+    try {
+      await deps.doorbell.ring(key, `s${reservation.firstSlot}`, {
+        quiet: reservation.inlined,
+        ...(reservation.quiet && { snapshot: reservation.quiet }),
+      });
+      deps.metrics.count('DoorbellsRung', 1, { by: 'ingest' });
+    } catch (error) {
+      deps.metrics.count('DoorbellRingsFailed');
+      deps.logger.error('Doorbell ring failed; the reconciler will ring', { tenant: key.tenantId, resource: key.resource, error });
+    }
   }
   const results: EventResult[] = events.map((e) =>
     reservation.inlined || stored(reserved, e.slot) ? { id: e.id, status: 'accepted' } : notStored(),

@@ -212,6 +212,57 @@ describe('ingest', () => {
     expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }, { n: 2 }]);
   });
 
+  it('answers stored events as accepted though their doorbell could not be rung, and the reconciler rings it', async () => {
+    const k = key();
+    const deps = {
+      ...ingestDeps([]),
+      doorbell: {
+        ring: async () => {
+          throw new Error('SQS unavailable');
+        },
+      },
+    } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    expect(outcome).toMatchObject({ httpStatus: 202, results: [{ status: 'accepted' }, { status: 'accepted' }] });
+    expect(await store.readMeta(k)).toMatchObject({ scheduled: true, depth: 2 });
+    const rings: string[] = [];
+    const later = Date.now() + 120_000;
+    await reconcile({
+      queues: store,
+      doorbell: { ring: async (o: ObjectKey, token: string) => void rings.push(`${o.resource}:${token}`) },
+      switches: { list: async () => [] },
+      config: buildConfig({}),
+      metrics: NO_METRICS,
+      logger: NO_LOGS,
+      now: () => later,
+    });
+    expect(rings.some((r) => r.startsWith(`${k.resource}:`))).toBe(true);
+  });
+
+  it("answers an event whose idempotency key could not be claimed as not stored, and the request's other events as accepted", async () => {
+    const k = key();
+    const base = ingestDeps([]);
+    class FailingClaims extends IdempotencyStore {
+      override async claim(...args: Parameters<IdempotencyStore['claim']>): ReturnType<IdempotencyStore['claim']> {
+        if (args[1] === 'key-down') throw new Error('InternalServerError');
+        return super.claim(...args);
+      }
+    }
+    const deps = {
+      ...base,
+      idempotency: new FailingClaims({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 }),
+    } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, k.tenantId, [
+      { ...input(k.resource, 1), idempotencyKey: 'key-down' },
+      { ...input(k.resource, 2), idempotencyKey: 'key-up' },
+      input(k.resource, 3),
+    ]);
+    expect(outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status))).toEqual(['internal', 'accepted', 'accepted']);
+    // The claimed key was confirmed: sending it again is a duplicate.
+    const again = await publish(deps, k.tenantId, [{ ...input(k.resource, 2), idempotencyKey: 'key-up' }]);
+    expect(again.results).toMatchObject([{ status: 'duplicate' }]);
+  });
+
   it("answers an object's events as not stored when its reserve fails, and still stores and rings the others", async () => {
     const [failing, fine] = [key(), key()];
     // DynamoDB failing one object's reserve (the emulator cannot be made to).
