@@ -12,6 +12,7 @@ import {
   DeleteApiKeyCommand,
   DeleteUsagePlanCommand,
 } from '@aws-sdk/client-api-gateway';
+import { ApiError } from '../core/errors.ts';
 import type { Tenant } from '../core/model.ts';
 import { type Bucket, take } from '../core/token-bucket.ts';
 
@@ -19,6 +20,24 @@ export interface UsagePlans {
   /** Creates the tenant's throttle; returns the ids needed to remove it. */
   provision(tenant: Tenant): Promise<Record<string, string>>;
   remove(provisioning: Record<string, string>): Promise<void>;
+}
+
+/**
+ * API Gateway's own limits, as the admin should hear of them: its quota of usage
+ * plans and API keys per region (300 and 10,000 by default) is a 422 to act on, and
+ * its throttle on these calls a 429 to retry; anything else stays an error.
+ */
+function quotaError(error: unknown): unknown {
+  const name = error instanceof Error ? error.name : '';
+  if (name === 'LimitExceededException') {
+    return new ApiError(
+      'limit_exceeded',
+      "API Gateway's quota of usage plans or API keys in this region is reached; raise it (Service Quotas) or delete tenants no longer used.",
+    );
+  }
+  if (name === 'TooManyRequestsException')
+    return new ApiError('rate_limited', 'Tenants are being created faster than API Gateway allows; retry shortly.', 2);
+  return error;
 }
 
 export class ApiGatewayUsagePlans implements UsagePlans {
@@ -33,7 +52,11 @@ export class ApiGatewayUsagePlans implements UsagePlans {
   }
 
   async provision(tenant: Tenant): Promise<Record<string, string>> {
-    const key = await this.#client.send(new CreateApiKeyCommand({ name: `sluice-${tenant.id}`, value: tenant.usageKey, enabled: true }));
+    const key = await this.#client
+      .send(new CreateApiKeyCommand({ name: `sluice-${tenant.id}`, value: tenant.usageKey, enabled: true }))
+      .catch((error: unknown) => {
+        throw quotaError(error);
+      });
     const ids: Record<string, string> = { apiKeyId: key.id ?? '' };
     try {
       const plan = await this.#client.send(
@@ -48,7 +71,7 @@ export class ApiGatewayUsagePlans implements UsagePlans {
       return ids;
     } catch (error) {
       await this.remove(ids).catch(() => undefined);
-      throw error;
+      throw quotaError(error);
     }
   }
 

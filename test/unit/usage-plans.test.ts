@@ -1,0 +1,87 @@
+/**
+ * The real API Gateway client against a local HTTP server that answers as API
+ * Gateway does when its regional quota of usage plans is reached (there is no
+ * API Gateway emulator to run).
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiGatewayUsagePlans } from '../../functions/adapters/usage-plans.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import { ApiError } from '../../functions/core/errors.ts';
+
+let server: http.Server;
+let endpoint: string;
+const calls: string[] = [];
+let usagePlanAnswer: { status: number; type?: string } = { status: 201 };
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    calls.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on('end', () => {
+      const json = (status: number, body: unknown, type?: string) =>
+        res.writeHead(status, { 'content-type': 'application/json', ...(type && { 'x-amzn-errortype': type }) }).end(JSON.stringify(body));
+      if (req.method === 'POST' && req.url === '/apikeys') return json(201, { id: 'key123' });
+      if (req.method === 'POST' && req.url === '/usageplans') {
+        return usagePlanAnswer.type
+          ? json(usagePlanAnswer.status, { message: 'Cannot exceed the limit' }, usagePlanAnswer.type)
+          : json(201, { id: 'plan123' });
+      }
+      if (req.method === 'POST' && req.url?.endsWith('/keys')) return json(201, { id: 'key123', type: 'API_KEY' });
+      if (req.method === 'DELETE') return res.writeHead(202).end();
+      json(404, { message: 'no such route' }, 'NotFoundException');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+function plans() {
+  const client = new APIGatewayClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    maxAttempts: 1,
+  });
+  return new ApiGatewayUsagePlans({ client, restApiId: 'api123', stage: 'live' });
+}
+
+const tenant = {
+  id: 'ten_0000000000000000000',
+  name: 'acme',
+  limits: { max_webhooks: 100, rate_per_second: buildConfig({}).tenantRatePerSecond, burst: buildConfig({}).tenantBurst },
+  usageKey: 'u'.repeat(30),
+  createdAt: '',
+};
+
+describe('API Gateway usage plans', () => {
+  it('creates the key, the plan and the link between them', async () => {
+    usagePlanAnswer = { status: 201 };
+    calls.length = 0;
+    expect(await plans().provision(tenant)).toEqual({ apiKeyId: 'key123', usagePlanId: 'plan123' });
+    expect(calls).toEqual(['POST /apikeys', 'POST /usageplans', 'POST /usageplans/plan123/keys']);
+  });
+
+  it("answers API Gateway's regional quota as limit_exceeded (422), and deletes the key it made", async () => {
+    usagePlanAnswer = { status: 429, type: 'LimitExceededException' };
+    calls.length = 0;
+    const failed = await plans()
+      .provision(tenant)
+      .catch((error: unknown) => error);
+    expect(failed).toBeInstanceOf(ApiError);
+    expect(failed).toMatchObject({ code: 'limit_exceeded', status: 422 });
+    expect(calls).toEqual(['POST /apikeys', 'POST /usageplans', 'DELETE /apikeys/key123']);
+  });
+
+  it("answers API Gateway's throttle on these calls as rate_limited (429) with a Retry-After", async () => {
+    usagePlanAnswer = { status: 429, type: 'TooManyRequestsException' };
+    const failed = await plans()
+      .provision(tenant)
+      .catch((error: unknown) => error);
+    expect(failed).toMatchObject({ code: 'rate_limited', status: 429, retryAfterSeconds: 2 });
+  });
+});
