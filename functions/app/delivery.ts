@@ -418,7 +418,12 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // Held first attempts go out together, up to a delivery's limits (a backlog of
   // one-event parts would otherwise take a POST each); each resource keeps its order.
   let offset = 0;
+  const startedAt = deps.now();
   for (const group of packHeld(page.live.map((held) => held.message))) {
+    // A step sends while it is young, so even an endpoint answering each POST just
+    // before the timeout cannot keep it past the function's own timeout; the rest of
+    // the page stays held for the next step.
+    if (deps.now() - startedAt >= deps.config.deliveryTimeoutMs) break;
     const items = page.live.slice(offset, offset + group.length);
     offset += group.length;
     const delivery = releaseDelivery(group);

@@ -226,19 +226,20 @@ describe('per-endpoint rate', () => {
   }, 30_000);
 });
 
-describe('held deliveries that outlive the retention period, and a held count that drifted', () => {
-  /** Delivery deps a week and a day from now, with no switches, sending to a recorded queue. */
-  function later(offsetMs: number) {
-    const sent: unknown[] = [];
-    const deps = {
-      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
-      now: () => Date.now() + offsetMs,
-      switches: { current: async () => [], refresh: async () => [] },
-      queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) },
-    } as unknown as ReturnType<typeof deliveryDeps>;
-    return { deps, sent };
-  }
+/** Delivery deps at another time, with no switches, sending to a recorded queue (and to `send` if given). */
+function later(offsetMs: number, send?: ReturnType<typeof deliveryDeps>['send']) {
+  const sent: unknown[] = [];
+  const deps = {
+    ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+    now: () => Date.now() + offsetMs,
+    switches: { current: async () => [], refresh: async () => [] },
+    queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) },
+    ...(send && { send }),
+  } as unknown as ReturnType<typeof deliveryDeps>;
+  return { deps, sent };
+}
 
+describe('held deliveries that outlive the retention period, and a held count that drifted', () => {
   it('drops held deliveries past the retention period from the count, and a retention gap marker stands for them', async () => {
     const tenant = await createTenant(sandbox, 'held-expired');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'x:0', url: `${receiver.url}/held-expired` });
@@ -328,4 +329,40 @@ describe('a held delivery the endpoint always refuses', () => {
     const refused = receiver.deliveries('/poison').filter((d) => d.answered === 400);
     expect(refused).toHaveLength(4);
   }, 40_000);
+});
+
+describe('a release step', () => {
+  it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
+    const tenant = await createTenant(sandbox, 'slow-release');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Three held retries (sent one by one), to an endpoint that takes 300 ms to answer each.
+    for (const n of [1, 2, 3]) {
+      const event = deliveredEventFixture({ id: `evt_s${n}`, seq: n, resource: 's:1', parents: ['s:0'], data: n });
+      expect(await base.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+      expect(
+        await base.records.hold(
+          { deliveryId: `msg_s${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 },
+          Date.now(),
+        ),
+      ).toBe(true);
+    }
+    const posted: number[] = [];
+    const slow: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      posted.push(JSON.parse(request.body).events[0].data);
+      return { statusCode: 200, durationMs: 300, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps, sent } = later(0, slow);
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    // deliveryTimeoutMs is 400 here: the step starts at 0 and 300 ms, not at 600.
+    expect(await handleDeliverMessage(deps, release as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([1, 2]);
+    expect(sent).toMatchObject([{ kind: 'release' }]);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([1, 2, 3]);
+  });
 });
