@@ -413,22 +413,37 @@ export class DeliveryRecords {
     }
   }
 
-  /** Removes everything kept for a deleted webhook (best effort; TTL removes the rest). */
-  async forget(webhookId: string): Promise<void> {
+  /**
+   * Removes everything kept for a deleted webhook (best effort; TTL removes the
+   * rest): its held deliveries and overflow counts, every page of them. Answers how
+   * many held events went with it.
+   */
+  async forget(webhookId: string): Promise<number> {
+    let heldEvents = 0;
     for (const pk of [heldPk(webhookId), overflowPk(webhookId)]) {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk',
-          ExpressionAttributeNames: names('pk'),
-          ExpressionAttributeValues: { ':pk': pk },
-        }),
-      );
-      const keys = (result.Items ?? []).map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } }));
-      for (let i = 0; i < keys.length; i += 25) {
-        await this.#client.send(new BatchWriteCommand({ RequestItems: { [this.#table]: keys.slice(i, i + 25) } }));
-      }
+      let startKey: Record<string, unknown> | undefined;
+      do {
+        const result = await this.#client.send(
+          new QueryCommand({
+            TableName: this.#table,
+            KeyConditionExpression: '#pk = :pk',
+            ExpressionAttributeNames: names('pk'),
+            ExpressionAttributeValues: { ':pk': pk },
+            ExclusiveStartKey: startKey,
+          }),
+        );
+        const items = result.Items ?? [];
+        if (pk === heldPk(webhookId)) {
+          for (const item of items) heldEvents += (JSON.parse(String(item.message)) as DeliveryMessage).events.length;
+        }
+        const keys = items.map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } }));
+        for (let i = 0; i < keys.length; i += 25) {
+          await this.#client.send(new BatchWriteCommand({ RequestItems: { [this.#table]: keys.slice(i, i + 25) } }));
+        }
+        startKey = result.LastEvaluatedKey;
+      } while (startKey);
     }
+    return heldEvents;
   }
 }
 

@@ -141,9 +141,14 @@ export class WebhookStore {
     await this.#bump(webhook.tenantId);
   }
 
-  /** After a write that changes what distributors look up: see SubscriptionCache. */
+  /**
+   * After a write that changes what distributors look up: see SubscriptionCache. The
+   * write it follows stands either way: should the bump fail, cached lookups age out
+   * within their maxAgeMs (a minute), so it does not fail the request, which would
+   * leave a webhook created (or deleted) that its caller was told failed.
+   */
   async #bump(tenantId: string): Promise<void> {
-    await bumpSubscriptions(this.#client, this.#table, tenantId);
+    await bumpSubscriptions(this.#client, this.#table, tenantId).catch(() => undefined);
   }
 
   /**

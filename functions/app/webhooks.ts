@@ -131,7 +131,9 @@ export class WebhookService {
 
   async delete(tenantId: string, id: string): Promise<void> {
     if (!(await this.#deps.webhooks.delete(tenantId, id))) throw notFound(id);
-    await this.#deps.delivery.records.forget(id);
+    // What it held goes with it, counted as deliveries in flight to it are.
+    const dropped = await this.#deps.delivery.records.forget(id);
+    if (dropped > 0) this.#deps.delivery.metrics.count('EventsDropped', dropped, { reason: 'webhook_deleted' });
   }
 
   /** A new signing secret; the old one keeps signing too for 24 h. */

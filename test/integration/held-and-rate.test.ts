@@ -366,3 +366,21 @@ describe('a release step', () => {
     expect(posted).toEqual([1, 2, 3]);
   });
 });
+
+describe('deleting a webhook that holds deliveries', () => {
+  it('removes what it held and counts those events as dropped (webhook_deleted)', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-holding');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'd:0', url: `${receiver.url}/deleted-holding` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    await publish(sandbox, tenant.key, [{ resource: 'd:0', type: 'a.b', data: 1 }]);
+    await publish(sandbox, tenant.key, [{ resource: 'd:0', type: 'a.b', data: 2 }]);
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (let i = 0; i < 50 && (await held()) !== 2; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await held()).toBe(2);
+    const before = sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' });
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' })).toBe(before + 2);
+    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    expect(await records.heldPage(hook.id, 10, Date.now())).toEqual({ live: [], expired: [] });
+  });
+});

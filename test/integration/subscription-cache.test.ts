@@ -12,6 +12,7 @@ import { SubscriptionCache } from '../../functions/adapters/subscription-cache.t
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 import { type Receiver, startReceiver } from '../support/receiver.ts';
 
 let sandbox: Sandbox;
@@ -147,5 +148,26 @@ describe('stream state kept between turns', () => {
     expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 1 });
     await cache.version(tenant.id);
     expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 2 });
+  });
+});
+
+describe('a subscriptions version that cannot be bumped', () => {
+  it('does not fail the webhook write it follows (cached lookups age out within a minute)', async () => {
+    // A client whose bumps fail, as DynamoDB erring on that one write would.
+    const failing = documentClient(sandbox.emulators.dynamo);
+    failing.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Key?: { sk?: string } };
+        if (input.Key?.sk === 'subscriptions') throw new Error('InternalServerError');
+        return next(args);
+      },
+      { step: 'initialize', name: 'failBumps' },
+    );
+    const store = new WebhookStore({ client: failing, tableName: sandbox.wiring.controlTable });
+    const hook = webhookFixture({ id: 'wh_0mx2zzzzzzzzzzzzzzz', tenantId: tenant.id, resource: 'bump:1' });
+    await store.put(hook);
+    expect((await store.get(tenant.id, hook.id))?.url).toBe(hook.url);
+    expect(await store.delete(tenant.id, hook.id)).toBe(true);
+    expect(await store.get(tenant.id, hook.id)).toBeUndefined();
   });
 });
