@@ -59,6 +59,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     heldCount: Number(item.held_count ?? 0),
     probeToken: item.probe_token as string | undefined,
     releaseToken: item.release_token as string | undefined,
+    ...(item.not_before !== undefined && { notBefore: Number(item.not_before) }),
     createdAt: String(item.created_at),
     updatedAt: String(item.updated_at),
   };
@@ -351,6 +352,24 @@ export class WebhookStore {
     } catch (error) {
       if (isConditionFailure(error)) return false;
       throw error;
+    }
+  }
+
+  /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
+  async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'SET #not_before = :until',
+          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#not_before) OR #not_before < :until)',
+          ExpressionAttributeNames: names('not_before', 'pk'),
+          ExpressionAttributeValues: { ':until': until },
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
     }
   }
 

@@ -17,7 +17,7 @@ import type { DeliveryRecords, HeldDelivery } from '../adapters/delivery-records
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { type AttemptFailure, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
+import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { deliveryBody, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
@@ -56,7 +56,7 @@ export interface DeliverQueuePort {
 }
 
 export interface DeliveryDeps {
-  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld'>;
+  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil'>;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
   readonly notifier: Notifier;
@@ -135,6 +135,13 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     return hold(deps, webhook, message);
   }
+  if (webhook.notBefore !== undefined && webhook.notBefore > now) {
+    // The endpoint asked to be left alone (Retry-After): every delivery waits, not
+    // only the one that was answered 429/503, and waiting uses up no attempt.
+    deps.metrics.count('DeliveriesDelayed', 1, { reason: 'retry_after' });
+    await later(deps, message, (webhook.notBefore - now) / 1000);
+    return 'throttled';
+  }
   // A healthy endpoint gets its rate; a failing one a single attempt per interval, so
   // that one hanging endpoint cannot hold many delivery workers before quarantine, and
   // a tenant's failing endpoints together a few, so that many hanging ones cannot either.
@@ -182,6 +189,8 @@ async function attempt(
   if (message.attempt === 1 && !options.probe) await deps.records.logDelivery(message, now, record);
   else await deps.records.recordAttempt(webhook.id, record, now);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
+  const askedSeconds = result.statusCode === 429 || result.statusCode === 503 ? retryAfterSeconds(result.retryAfter, now) : undefined;
+  if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000);
   return result;
 }
 
@@ -377,6 +386,10 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
+  if (webhook.notBefore !== undefined && webhook.notBefore > now) {
+    await later(deps, message, (webhook.notBefore - now) / 1000);
+    return 'waiting';
+  }
   const ping = pingEvent(newId('evt', now), webhook.resource, now, { probe: true });
   const result = await attempt(
     deps,
@@ -413,6 +426,11 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // A paused webhook keeps holding; lifting the switch starts a new release.
   if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
+  if (webhook.notBefore !== undefined && webhook.notBefore > now) {
+    // Left alone as the endpoint asked; the release goes on after (SQS delays a step 15 minutes at most: it looks again then).
+    await deps.queue.send([{ ...message, emptySince: undefined }], Math.min(900, Math.ceil((webhook.notBefore - now) / 1000)));
+    return 'released';
+  }
   const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);
   if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now);
   // Held first attempts go out together, up to a delivery's limits (a backlog of

@@ -56,6 +56,12 @@ export function parseRetryAfter(value: string | undefined, now: number): number 
   return Math.max(0, Math.ceil((date - now) / 1000));
 }
 
+/** How long an endpoint asked to be left alone, within bounds; undefined when it did not ask. */
+export function retryAfterSeconds(value: string | undefined, now: number): number | undefined {
+  const asked = parseRetryAfter(value, now);
+  return asked === undefined ? undefined : clamp(asked, RETRY_AFTER_MIN_SECONDS, RETRY_AFTER_MAX_SECONDS);
+}
+
 function clamp(value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value));
 }

@@ -58,6 +58,8 @@ export interface Webhook {
   readonly probeToken: string | undefined;
   /** Only the release chain carrying this token may release held deliveries. */
   readonly releaseToken: string | undefined;
+  /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
+  readonly notBefore?: number;
   readonly createdAt: string;
   readonly updatedAt: string;
 }

@@ -270,6 +270,24 @@ describe('failing endpoint', () => {
     expect(attempts[0].attempt).toBe(2);
   });
 
+  it('leaves an endpoint alone for its Retry-After: the other deliveries wait too, and waiting spends no attempt', async () => {
+    const tenant = await createTenant(sandbox, 'left-alone');
+    await createWebhook(sandbox, tenant.key, { resource: 'l:0', url: `${receiver.url}/left-alone` });
+    receiver.answer('/left-alone', { status: 503, headers: { 'retry-after': '3' } });
+    await publish(sandbox, tenant.key, [{ resource: 'l:1', parents: ['l:0'], type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/left-alone').length >= 1, 10_000);
+    const refusedAt = receiver.deliveries('/left-alone')[0]?.at ?? 0;
+    receiver.answer('/left-alone', 200);
+    // Another object's event, right after: its first attempt waits for the 3 s as well.
+    await publish(sandbox, tenant.key, [{ resource: 'l:2', parents: ['l:0'], type: 'a.b', data: 2 }]);
+    await receiver.waitFor(() => okEvents('/left-alone').length === 2, 15_000);
+    const arrivals = receiver.deliveries('/left-alone').slice(1);
+    for (const delivery of arrivals) expect(delivery.at - refusedAt).toBeGreaterThanOrEqual(2_900);
+    // The other event went once, as its first attempt.
+    const second = arrivals.filter((d) => d.json.events.some((e) => e.data === 2));
+    expect(second).toHaveLength(1);
+  });
+
   it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
     const tenant = await createTenant(sandbox, 'replay');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:1', url: `${receiver.url}/replay` });
