@@ -165,9 +165,45 @@ export class DeliveryRecords {
   }
 
   /** The logged events of deliveries made since `since` (epoch ms), oldest first. */
-  async loggedSince(webhookId: string, since: number, now: number): Promise<Array<DeliveryMessage['events']>> {
-    const items = await this.#live(logPk(webhookId), now, { fromSk: pad(since) });
-    return items.map(loggedEvents);
+  /**
+   * The events of the deliveries logged from `since` up to (not at) `until`, oldest first, at
+   * most `limit` deliveries; `more` tells when the window held more, and `nextAt`
+   * (epoch ms) when the first one left out was logged.
+   */
+  async logged(
+    webhookId: string,
+    window: { since: number; until: number },
+    now: number,
+    limit: number,
+  ): Promise<{ deliveries: Array<DeliveryMessage['events']>; more: boolean; nextAt: number | undefined }> {
+    const items: Record<string, unknown>[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+          FilterExpression: '#expires_at_ms > :now',
+          ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
+          // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
+          ExpressionAttributeValues: {
+            ':pk': logPk(webhookId),
+            ':from': pad(window.since),
+            ':to': `${pad(window.until - 1)}~`,
+            ':now': now,
+          },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      items.push(...(result.Items ?? []));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey && items.length <= limit);
+    const first = items[limit];
+    return {
+      deliveries: items.slice(0, limit).map(loggedEvents),
+      more: first !== undefined,
+      nextAt: first === undefined ? undefined : Number(String(first.sk).split('#')[0]),
+    };
   }
 
   /**

@@ -163,8 +163,8 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.post('/v1/webhooks/:id/replay', async (c) => {
     const tenantId = tenantOf(c);
-    const since = validateReplay(await readJsonBody(c));
-    return c.json({ events: await services.webhooks.replay(tenantId, pathId(c, 'wh'), since) }, 202);
+    const window = validateReplay(await readJsonBody(c));
+    return c.json({ events: await services.webhooks.replay(tenantId, pathId(c, 'wh'), window) }, 202);
   });
   app.delete('/v1/webhooks/:id', async (c) => {
     await services.webhooks.delete(tenantOf(c), pathId(c, 'wh'));

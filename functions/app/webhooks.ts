@@ -13,7 +13,7 @@ import { newId } from '../core/ids.ts';
 import { liveSecrets, SLUICE_VERSION, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders, generateSecret } from '../core/signing.ts';
-import type { WebhookInput, WebhookPatch } from '../core/validation.ts';
+import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validation.ts';
 import { applyHealth, type DeliveryDeps } from './delivery.ts';
 
 export interface WebhookServiceDeps {
@@ -24,9 +24,13 @@ export interface WebhookServiceDeps {
   readonly now: () => number;
   /** The delivery stage's dependencies: health transitions, records and the deliver queue. */
   readonly delivery: DeliveryDeps;
+  /** Most logged deliveries one replay sends again (MAX_REPLAY_DELIVERIES). */
+  readonly maxReplayDeliveries?: number;
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+/** Most logged deliveries one replay request sends again (up to 100 events each). */
+export const MAX_REPLAY_DELIVERIES = 2_000;
 
 /** A webhook as the API shows it: never its secrets. */
 export function webhookView(webhook: Webhook) {
@@ -155,12 +159,28 @@ export class WebhookService {
   }
 
   /** Delivers again every retained event sent to this webhook since `since` (same event ids). */
-  async replay(tenantId: string, id: string, since: number): Promise<number> {
+  /**
+   * Sends again every event logged for the webhook in the window, once each. At most
+   * MAX_REPLAY_DELIVERIES deliveries a request, so a replay ends well within the API's
+   * timeout; a larger window is refused before anything is sent, naming where to
+   * split it.
+   */
+  async replay(tenantId: string, id: string, window: ReplayWindow): Promise<number> {
     const webhook = await this.#find(tenantId, id);
     const now = this.#deps.now();
+    const until = window.until ?? now;
+    const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
+    const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, max);
+    if (logged.more) {
+      const split = new Date(logged.nextAt ?? until).toISOString();
+      throw new ApiError(
+        'limit_exceeded',
+        `More than ${max} deliveries were logged in this window: replay it in parts, e.g. until ${split}, then since ${split}.`,
+      );
+    }
     // A delivery that was released again after a failed release is logged twice: each event is replayed once.
     const seen = new Set<string>();
-    const batches = (await this.#deps.delivery.records.loggedSince(webhook.id, since, now))
+    const batches = logged.deliveries
       .map((events) => events.filter((e) => !seen.has(e.id) && seen.add(e.id)))
       .filter((events) => events.length > 0);
     const messages = batches.map((events) => ({ deliveryId: newId('msg', now), tenantId, webhookId: webhook.id, events, attempt: 1 }));

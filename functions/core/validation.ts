@@ -242,13 +242,23 @@ export function validateTenantCreate(body: Json, defaults: TenantLimits): Tenant
 }
 
 /** `{"since":"<ISO-8601>"}` → epoch ms; not in the future, not before the retention period matters (reads filter). */
-export function validateReplay(body: Json): number {
+/** A replay's window: `since`, and `until` (epoch ms; undefined for now). */
+export interface ReplayWindow {
+  readonly since: number;
+  readonly until: number | undefined;
+}
+
+export function validateReplay(body: Json): ReplayWindow {
   const problems: string[] = [];
-  unknownFields(body, ['since'], '', problems);
-  const since = typeof body.since === 'string' && /^\d{4}-\d\d-\d\dT/.test(body.since) ? Date.parse(body.since) : Number.NaN;
+  unknownFields(body, ['since', 'until'], '', problems);
+  const instant = (value: unknown) => (typeof value === 'string' && /^\d{4}-\d\d-\d\dT/.test(value) ? Date.parse(value) : Number.NaN);
+  const since = instant(body.since);
   if (Number.isNaN(since)) problems.push('since must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z');
+  const until = body.until === undefined ? undefined : instant(body.until);
+  if (until !== undefined && Number.isNaN(until)) problems.push('until must be an ISO-8601 date-time, e.g. 2026-11-22T11:00:00Z');
+  else if (until !== undefined && !Number.isNaN(since) && until <= since) problems.push('until must be later than since');
   if (problems.length > 0) throw new ValidationError(problems);
-  return since;
+  return { since, until };
 }
 
 export interface SwitchInput {

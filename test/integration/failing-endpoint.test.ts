@@ -6,8 +6,12 @@
  */
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { makeSender } from '../../functions/adapters/webhook-sender.ts';
+import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { WebhookService } from '../../functions/app/webhooks.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
@@ -286,6 +290,41 @@ describe('failing endpoint', () => {
     // The other event went once, as its first attempt.
     const second = arrivals.filter((d) => d.json.events.some((e) => e.data === 2));
     expect(second).toHaveLength(1);
+  });
+
+  it('replays at most so many deliveries a request: a larger window is refused before anything is sent, naming where to split it', async () => {
+    const tenant = await createTenant(sandbox, 'replay-window');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rw:1', url: `${receiver.url}/replay-window` });
+    const since = Date.now() - 1_000;
+    for (const n of [1, 2, 3]) {
+      await publish(sandbox, tenant.key, [{ resource: 'rw:1', type: 'a.b', data: n }]);
+      await receiver.waitFor(() => okEvents('/replay-window').length === n);
+    }
+    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const sent: unknown[] = [];
+    const webhooks = new WebhookService({
+      webhooks: delivery.webhooks as WebhookStore,
+      tenants: { get: async () => undefined },
+      send: makeSender({ allowPrivateTargets: true }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: { ...delivery, queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) } } as typeof delivery,
+      maxReplayDeliveries: 2,
+    });
+    const refused = await webhooks.replay(tenant.id, hook.id, { since, until: undefined }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: 'limit_exceeded' });
+    expect(sent).toEqual([]);
+    const split = /until (\S+), then since/.exec((refused as Error).message)?.[1] as string;
+    // The two parts, end to end: each event once.
+    expect(await webhooks.replay(tenant.id, hook.id, { since, until: Date.parse(split) })).toBe(2);
+    expect(await webhooks.replay(tenant.id, hook.id, { since: Date.parse(split), until: undefined })).toBe(1);
+    expect(sent.flatMap((m) => (m as DeliveryMessage).events.map((e) => (e as { data: number }).data))).toEqual([1, 2, 3]);
+    // Through the API, `until` must come after `since`.
+    const bad = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: new Date(since).toISOString(), until: new Date(since - 1).toISOString() },
+    });
+    expect(bad.status).toBe(400);
   });
 
   it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
