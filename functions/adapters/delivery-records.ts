@@ -17,6 +17,8 @@ import {
   type DynamoDBDocumentClient,
   PutCommand,
   QueryCommand,
+  type QueryCommandInput,
+  type QueryCommandOutput,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
@@ -74,6 +76,19 @@ export class DeliveryRecords {
     return { expires_at: epochSeconds(now + this.#retentionMs), expires_at_ms: now + this.#retentionMs };
   }
 
+  /** The pages of a query, one request each, until the last (or until `more` says stop). */
+  async *#pages(
+    input: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>,
+    more: () => boolean = () => true,
+  ): AsyncGenerator<QueryCommandOutput> {
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.#client.send(new QueryCommand({ ...input, TableName: this.#table, ExclusiveStartKey: startKey }));
+      yield result;
+      startKey = result.LastEvaluatedKey;
+    } while (startKey && more());
+  }
+
   async recordAttempt(webhookId: string, record: AttemptRecord, now: number): Promise<void> {
     await this.#client.send(
       new PutCommand({
@@ -93,23 +108,19 @@ export class DeliveryRecords {
     options: { fromSk?: string; newestFirst?: boolean; limit?: number } = {},
   ): Promise<Record<string, unknown>[]> {
     const items: Record<string, unknown>[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: options.fromSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk >= :from',
-          FilterExpression: '#expires_at_ms > :now',
-          ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.fromSk === undefined ? [] : ['sk'])),
-          ExpressionAttributeValues: { ':pk': pk, ':now': now, ...(options.fromSk !== undefined && { ':from': options.fromSk }) },
-          ScanIndexForward: !options.newestFirst,
-          ...(options.limit !== undefined && { Limit: options.limit }),
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      items.push(...(result.Items ?? []));
-      startKey = options.limit === undefined ? result.LastEvaluatedKey : undefined;
-    } while (startKey);
+    const pages = this.#pages(
+      {
+        KeyConditionExpression: options.fromSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk >= :from',
+        FilterExpression: '#expires_at_ms > :now',
+        ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.fromSk === undefined ? [] : ['sk'])),
+        ExpressionAttributeValues: { ':pk': pk, ':now': now, ...(options.fromSk !== undefined && { ':from': options.fromSk }) },
+        ScanIndexForward: !options.newestFirst,
+        ...(options.limit !== undefined && { Limit: options.limit }),
+      },
+      // `limit` asks for one page only.
+      () => options.limit === undefined,
+    );
+    for await (const page of pages) items.push(...(page.Items ?? []));
     return items;
   }
 
@@ -177,27 +188,17 @@ export class DeliveryRecords {
     limit: number,
   ): Promise<{ deliveries: Array<DeliveryMessage['events']>; more: boolean; nextAt: number | undefined }> {
     const items: Record<string, unknown>[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
-          FilterExpression: '#expires_at_ms > :now',
-          ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
-          // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
-          ExpressionAttributeValues: {
-            ':pk': logPk(webhookId),
-            ':from': pad(window.since),
-            ':to': `${pad(window.until - 1)}~`,
-            ':now': now,
-          },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      items.push(...(result.Items ?? []));
-      startKey = result.LastEvaluatedKey;
-    } while (startKey && items.length <= limit);
+    const pages = this.#pages(
+      {
+        KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+        FilterExpression: '#expires_at_ms > :now',
+        ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
+        // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
+        ExpressionAttributeValues: { ':pk': logPk(webhookId), ':from': pad(window.since), ':to': `${pad(window.until - 1)}~`, ':now': now },
+      },
+      () => items.length <= limit,
+    );
+    for await (const page of pages) items.push(...(page.Items ?? []));
     const first = items[limit];
     return {
       deliveries: items.slice(0, limit).map(loggedEvents),
@@ -260,22 +261,14 @@ export class DeliveryRecords {
   /** Held items in the webhook's partition, expired ones too (TTL may not have deleted them yet). */
   async heldItemCount(webhookId: string): Promise<number> {
     let count = 0;
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk',
-          ExpressionAttributeNames: names('pk'),
-          ExpressionAttributeValues: { ':pk': heldPk(webhookId) },
-          ConsistentRead: true,
-          Select: 'COUNT',
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      count += result.Count ?? 0;
-      startKey = result.LastEvaluatedKey;
-    } while (startKey);
+    const pages = this.#pages({
+      KeyConditionExpression: '#pk = :pk',
+      ExpressionAttributeNames: names('pk'),
+      ExpressionAttributeValues: { ':pk': heldPk(webhookId) },
+      ConsistentRead: true,
+      Select: 'COUNT',
+    });
+    for await (const page of pages) count += page.Count ?? 0;
     return count;
   }
 
@@ -457,18 +450,13 @@ export class DeliveryRecords {
   async forget(webhookId: string): Promise<number> {
     let heldEvents = 0;
     for (const pk of [heldPk(webhookId), overflowPk(webhookId)]) {
-      let startKey: Record<string, unknown> | undefined;
-      do {
-        const result = await this.#client.send(
-          new QueryCommand({
-            TableName: this.#table,
-            KeyConditionExpression: '#pk = :pk',
-            ExpressionAttributeNames: names('pk'),
-            ExpressionAttributeValues: { ':pk': pk },
-            ExclusiveStartKey: startKey,
-          }),
-        );
-        const items = result.Items ?? [];
+      const pages = this.#pages({
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: names('pk'),
+        ExpressionAttributeValues: { ':pk': pk },
+      });
+      for await (const page of pages) {
+        const items = page.Items ?? [];
         if (pk === heldPk(webhookId)) {
           for (const item of items) heldEvents += (JSON.parse(String(item.message)) as DeliveryMessage).events.length;
         }
@@ -476,8 +464,7 @@ export class DeliveryRecords {
         for (let i = 0; i < keys.length; i += 25) {
           await this.#client.send(new BatchWriteCommand({ RequestItems: { [this.#table]: keys.slice(i, i + 25) } }));
         }
-        startKey = result.LastEvaluatedKey;
-      } while (startKey);
+      }
     }
     return heldEvents;
   }

@@ -62,6 +62,24 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
   return { distributor, sent, rings, seqs };
 }
 
+/** A distributor under a drop switch on `k`'s resource (its deliveries recorded, as `recordingDistributor`'s). */
+function droppingDistributor(k: ObjectKey, queues: QueueStore = store) {
+  const drop: Switch = {
+    id: 'sw_drop',
+    scope: 'resource',
+    tenant: k.tenantId,
+    target: k.resource,
+    action: 'drop',
+    reason: 'test',
+    created_at: '',
+  };
+  const distributor = new Distributor({
+    ...recordingDistributorDeps(queues),
+    switches: { current: async () => [drop], refresh: async () => [drop] },
+  });
+  return { drop, distributor };
+}
+
 /** Reserves slots with no rate limit in the way; fails the test if the cap refuses. */
 async function reserveSlots(k: ObjectKey, count: number, now: number) {
   const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
@@ -418,25 +436,13 @@ describe('turns', () => {
       k.tenantId,
       [1, 2, 3].map((n) => input(k.resource, n)),
     );
-    const drop = {
-      id: 'sw_1',
-      scope: 'resource',
-      tenant: k.tenantId,
-      target: k.resource,
-      action: 'drop',
-      reason: 'test',
-      created_at: '',
-    } as const;
     // The holder drops the chunk (committing it), then dies before it ends the turn.
     class DyingStore extends QueueStore {
       override async finishTurn(): Promise<'idle' | 'pending'> {
         throw new Error('holder died');
       }
     }
-    const dying = new Distributor({
-      ...recordingDistributorDeps(new DyingStore({ client, tableName: eventsTable, retentionDays: 7 })),
-      switches: { current: async () => [drop], refresh: async () => [drop] },
-    });
+    const { distributor: dying } = droppingDistributor(k, new DyingStore({ client, tableName: eventsTable, retentionDays: 7 }));
     await expect(dying.runTurn(k, 'dying')).rejects.toThrow('holder died');
     expect((await store.readMeta(k))?.turn).toBeUndefined();
 
@@ -1114,19 +1120,7 @@ describe('reconciler', () => {
   it('rings an idle object owing a gap marker for dropped events once no switch stops it, and it goes out', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
-    const drop: Switch = {
-      id: 'sw_d',
-      scope: 'resource',
-      tenant: k.tenantId,
-      target: k.resource,
-      action: 'drop',
-      reason: 'test',
-      created_at: '',
-    };
-    const dropping = new Distributor({
-      ...recordingDistributorDeps(),
-      switches: { current: async () => [drop], refresh: async () => [drop] },
-    });
+    const { drop, distributor: dropping } = droppingDistributor(k);
     expect(await dropping.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
     expect(await store.readMeta(k)).toMatchObject({ scheduled: false, switchDropped: 2 });
     const later = Date.now() + 5_000;
@@ -1148,19 +1142,7 @@ describe('reconciler', () => {
   it('keeps an idle object owing a gap marker listed past the linger, so a later sweep still finds it', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
-    const drop: Switch = {
-      id: 'sw_l',
-      scope: 'resource',
-      tenant: k.tenantId,
-      target: k.resource,
-      action: 'drop',
-      reason: 'test',
-      created_at: '',
-    };
-    const dropping = new Distributor({
-      ...recordingDistributorDeps(),
-      switches: { current: async () => [drop], refresh: async () => [drop] },
-    });
+    const { drop, distributor: dropping } = droppingDistributor(k);
     await dropping.runTurn(k, 'w');
     const meta = await store.readMeta(k);
     expect(await store.unlistIdle(k, meta?.reservedAt ?? 0)).toBe(false);
