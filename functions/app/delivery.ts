@@ -118,7 +118,8 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook) {
-    deps.metrics.count('EventsDropped', message.events.length, { reason: 'webhook_deleted' });
+    // The owner's doing, not an incident: counted apart from what pages on-call.
+    deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'webhook_deleted' });
     deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
     return 'dropped';
   }
@@ -277,7 +278,10 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   }
   const resource = message.events[0]?.resource ?? '';
   await deps.records.countOverflow(webhook.id, resource, message.events.length, now);
-  deps.metrics.count('EventsHeldOverflow', message.events.length);
+  // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
+  if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
+    deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'disabled_overflow' });
+  } else deps.metrics.count('EventsHeldOverflow', message.events.length);
 }
 
 /**

@@ -137,7 +137,7 @@ export class WebhookService {
     if (!(await this.#deps.webhooks.delete(tenantId, id))) throw notFound(id);
     // What it held goes with it, counted as deliveries in flight to it are.
     const dropped = await this.#deps.delivery.records.forget(id);
-    if (dropped > 0) this.#deps.delivery.metrics.count('EventsDropped', dropped, { reason: 'webhook_deleted' });
+    if (dropped > 0) this.#deps.delivery.metrics.count('EventsDiscardedByOwner', dropped, { reason: 'webhook_deleted' });
   }
 
   /** A new signing secret; the old one keeps signing too for 24 h. */

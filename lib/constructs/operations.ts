@@ -190,6 +190,7 @@ export class Operations extends Construct {
             sluice('WebhooksDisabled'),
             sluice('DeliveriesHeld'),
             sluice('EventsHeldOverflow'),
+            sluice('EventsDiscardedByOwner'),
             sluice('DeliveriesDelayed'),
             sluice('Probes'),
           ]),

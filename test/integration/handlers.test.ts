@@ -106,11 +106,11 @@ describe('delivery handler', () => {
     await call(sandbox, 'DELETE', `/v1/webhooks/${deleted.id}`, { key: tenant.key });
     receiver.answer('/h/gone', 410);
     const handler = makeDeliveryHandler(deliveryDeps(sandbox.wiring, sandbox.notifier));
-    const dropped = sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' });
+    const dropped = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
     const response = await handler({ Records: [sqsRecord(delivery(gone.id, 1)), sqsRecord(delivery(deleted.id, 2))] } as SQSEvent, context);
     expect(response.batchItemFailures).toEqual([]);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${gone.id}`, { key: tenant.key })).body.status).toBe('disabled');
-    expect(sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' })).toBe(dropped + 1);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(dropped + 1);
     expect(sandbox.metrics.total('WebhooksDisabled')).toBeGreaterThanOrEqual(1);
     expect(sandbox.notifier.notices.find((n) => n.webhook === gone.id)).toMatchObject({
       type: 'webhook.disabled',

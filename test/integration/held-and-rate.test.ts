@@ -368,7 +368,7 @@ describe('a release step', () => {
 });
 
 describe('deleting a webhook that holds deliveries', () => {
-  it('removes what it held and counts those events as dropped (webhook_deleted)', async () => {
+  it('removes what it held and counts those events as discarded by their owner (webhook_deleted), which pages nobody', async () => {
     const tenant = await createTenant(sandbox, 'deleted-holding');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'd:0', url: `${receiver.url}/deleted-holding` });
     await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
@@ -377,10 +377,36 @@ describe('deleting a webhook that holds deliveries', () => {
     const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
     for (let i = 0; i < 50 && (await held()) !== 2; i++) await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await held()).toBe(2);
-    const before = sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' });
+    const before = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
     expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
-    expect(sandbox.metrics.total('EventsDropped', { reason: 'webhook_deleted' })).toBe(before + 2);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(before + 2);
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
     expect(await records.heldPage(hook.id, 10, Date.now())).toEqual({ live: [], expired: [] });
+  });
+});
+
+describe('a webhook its owner disabled', () => {
+  it('holds up to the cap and counts the rest as discarded by its owner, which pages nobody, and a gap marker stands for them', async () => {
+    const tenant = await createTenant(sandbox, 'owner-disabled');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'od:0', url: `${receiver.url}/owner-disabled` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const overflowBefore = sandbox.metrics.total('EventsHeldOverflow');
+    const discardedBefore = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'disabled_overflow' });
+    // One delivery at a time (a turn would merge events that wait together).
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (const n of [1, 2]) {
+      await publish(sandbox, tenant.key, [{ resource: 'od:0', type: 'a.b', data: n }]);
+      for (let i = 0; i < 50 && (await held()) !== n; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await publish(sandbox, tenant.key, [{ resource: 'od:0', type: 'a.b', data: 3 }]);
+    await receiver.waitFor(
+      () => sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'disabled_overflow' }) === discardedBefore + 1,
+      10_000,
+    );
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
+    // Enabled again: the two held, then the marker for the third.
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    await receiver.waitFor(() => okEvents('/owner-disabled').length === 3, 10_000);
+    expect(okEvents('/owner-disabled').map((e) => (e.type === 'sluice.gap' ? 'gap' : e.data))).toEqual([1, 2, 'gap']);
   });
 });
