@@ -3,6 +3,7 @@
  * (tenant, resource): a meta item and one item per reserved slot. Every write is a
  * conditional write on the meta item; no transactions.
  */
+import { randomBytes } from 'node:crypto';
 import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '../core/admission.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
@@ -213,6 +214,10 @@ export class QueueStore {
           condition: '(attribute_not_exists(#depth) OR #depth <= :room) AND (attribute_not_exists(#tat) OR #tat <= :now)',
           values: { ':tat': advanceTat(undefined, count, now, limits) },
         };
+    // This write's own mark, and whether the object was scheduled before it: should the
+    // SDK try it again after a first try that applied but whose answer was lost, the
+    // mark refuses the second (no slots reserved twice) and tells the write was ours.
+    const token = randomBytes(9).toString('base64url');
     try {
       const result = await this.#client.send(
         new UpdateCommand({
@@ -221,9 +226,10 @@ export class QueueStore {
           UpdateExpression:
             `SET ${rate.set}, #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ` +
             '#sched_shard = :shard, #sched_key = :pk, #scheduled_at = if_not_exists(#scheduled_at, :now), ' +
-            `#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero)${keep.set} ` +
+            `#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero)${keep.set}, ` +
+            '#reserve_token = :token, #reserve_was_scheduled = if_not_exists(#scheduled, :false) ' +
             'ADD #depth :count, #last_slot :count',
-          ConditionExpression: rate.condition + keep.condition,
+          ConditionExpression: `${rate.condition}${keep.condition} AND (attribute_not_exists(#reserve_token) OR #reserve_token <> :token)`,
           ExpressionAttributeNames: names(
             'tat',
             'scheduled',
@@ -238,11 +244,15 @@ export class QueueStore {
             'fence',
             'depth',
             'last_slot',
+            'reserve_token',
+            'reserve_was_scheduled',
             ...keep.names,
           ),
           ExpressionAttributeValues: {
             ...rate.values,
             ...keep.values,
+            ':token': token,
+            ':false': false,
             ':shard': scheduleShard(key, SCHEDULE_SHARDS),
             ':pk': objectPk(key),
             ':true': true,
@@ -268,9 +278,31 @@ export class QueueStore {
         ...(stored && quietTurnAllowed(old, now) && { quiet: { cursor: old.cursor, seq: old.seq, stored } }),
       };
     } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
+      if (!isConditionFailure(error)) throw error;
+      // Refused on the SDK's second try or later: the first may have applied unanswered.
+      const attempts = (error as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+      return attempts > 1 ? this.#ownReservation(key, token, count, inline !== undefined) : undefined;
     }
+  }
+
+  /**
+   * The reservation a write with `token` made, if it is the last one on the meta item
+   * (no other reservation came since: its slots are the last `count`).
+   */
+  async #ownReservation(key: ObjectKey, token: string, count: number, inlined: boolean): Promise<Reservation | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#table, Key: { pk: objectPk(key), sk: META_SK }, ConsistentRead: true }),
+    );
+    const item = result.Item;
+    if (!item || item.reserve_token !== token) return undefined;
+    const meta = toMeta(item);
+    return {
+      firstSlot: meta.lastSlot - count + 1,
+      inlined,
+      flipped: item.reserve_was_scheduled === false,
+      depth: meta.depth,
+      tat: meta.tat ?? 0,
+    };
   }
 
   /** The inline event of a doorbell's snapshot, as the meta item would give it: at slot cursor + 1. */

@@ -281,6 +281,39 @@ describe('ingest', () => {
     expect(again.results).toMatchObject([{ status: 'duplicate' }]);
   });
 
+  it('recognises its own reserve when the SDK retried it after the answer to an applied first try was lost', async () => {
+    // The first try of each reserve reaches DynamoDB, but its answer is lost (the
+    // connection resets): the SDK tries again, as it does for such errors.
+    const lossy = documentClient(emulators.dynamo);
+    const answered = new WeakSet<object>();
+    lossy.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        const input = args.input as { UpdateExpression?: string };
+        if (String(input.UpdateExpression).includes('ADD #depth :count, #last_slot :count') && !answered.has(args.input as object)) {
+          answered.add(args.input as object);
+          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        }
+        return result;
+      },
+      { step: 'deserialize', name: 'loseFirstAnswer' },
+    );
+    const queues = new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 });
+    for (const events of [1, 2]) {
+      const k = key();
+      const rings: string[] = [];
+      const deps = { ...ingestDeps(rings), queues } as Parameters<typeof publish>[0];
+      const outcome = await publish(deps, k.tenantId, Array.from({ length: events }, (_, n) => input(k.resource, n)));
+      expect(outcome.results.map((r) => r.status)).toEqual(Array(events).fill('accepted'));
+      // Rung at once (its own first try flipped the object), each event stored once.
+      expect(rings).toHaveLength(1);
+      expect(await store.readMeta(k)).toMatchObject({ lastSlot: events, depth: events });
+      const { distributor, seqs } = recordingDistributor({ ingestGraceMs: 60_000 });
+      expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: events });
+      expect(seqs()).toEqual(Array.from({ length: events }, (_, n) => n + 1));
+    }
+  });
+
   it("answers an object's events as not stored when its reserve fails, and still stores and rings the others", async () => {
     const [failing, fine] = [key(), key()];
     // DynamoDB failing one object's reserve (the emulator cannot be made to).
