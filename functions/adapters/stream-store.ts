@@ -114,7 +114,11 @@ export class StreamStore {
     );
   }
 
-  /** Entries after `after` and at or before `until`, in order, at most `limit`. */
+  /**
+   * Entries after `after` and at or before `until`, in order, at most `limit`. When
+   * there are more, `resumeAfter` is where the next page starts: after the last entry
+   * given, or after the last item read when DynamoDB cut the read short (1 MB a read).
+   */
   async read(
     tenantId: string,
     resource: string,
@@ -122,7 +126,9 @@ export class StreamStore {
     until: string,
     limit: number,
     now: number,
-  ): Promise<{ entries: StreamEntry[]; more: boolean }> {
+  ): Promise<{ entries: StreamEntry[]; more: boolean; resumeAfter: string | undefined }> {
+    // A token from a clock a little ahead: nothing yet (and no reversed range to query).
+    if (after >= until) return { entries: [], more: false, resumeAfter: undefined };
     const result = await this.#client.send(
       new QueryCommand({
         TableName: this.#events,
@@ -136,6 +142,8 @@ export class StreamStore {
     const entries = (result.Items ?? [])
       .filter((item) => Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now)
       .map((item) => ({ position: String(item.sk), event: JSON.parse(String(item.event)) }));
-    return { entries: entries.slice(0, limit), more: entries.length > limit };
+    if (entries.length > limit) return { entries: entries.slice(0, limit), more: true, resumeAfter: entries[limit - 1]?.position };
+    if (result.LastEvaluatedKey) return { entries, more: true, resumeAfter: String(result.LastEvaluatedKey.sk) };
+    return { entries, more: false, resumeAfter: undefined };
   }
 }

@@ -375,7 +375,8 @@ export class Distributor {
       resources.map(async (resource) => {
         if (!(await lookups.streamActive(resource))) return;
         const entries = events
-          .filter((e) => e.resource === resource || ('parents' in e && e.parents.includes(resource)))
+          // A gap marker names no parents: it goes to every stream it was sent for.
+          .filter((e) => e.resource === resource || !('parents' in e) || e.parents.includes(resource))
           .map((event) => ({ position: streamPosition(now, event.resource, 'seq' in event ? event.seq : 0), event }));
         if (entries.length > 0) await streams.append(key.tenantId, resource, entries, now);
       }),

@@ -43,11 +43,11 @@ export async function pollStream(deps: StreamDeps, tenantId: string, resource: s
     };
   }
   const until = positionAt(now - STREAM_SETTLE_MS);
-  const { entries, more } = await deps.streams.read(tenantId, resource, position.position, until, STREAM_PAGE, now);
+  const { entries, more, resumeAfter } = await deps.streams.read(tenantId, resource, position.position, until, STREAM_PAGE, now);
   const last = entries.at(-1)?.position ?? position.position;
   // With nothing more to read up to `until`, the token moves to it: a quiet stream's
   // token never ages out while it is polled.
-  const next = more || last > until ? last : until;
+  const next = more ? (resumeAfter ?? last) : last > until ? last : until;
   return {
     status: 200,
     data: entries.map((e) => e.event),

@@ -303,7 +303,11 @@ describe('ingest', () => {
       const k = key();
       const rings: string[] = [];
       const deps = { ...ingestDeps(rings), queues } as Parameters<typeof publish>[0];
-      const outcome = await publish(deps, k.tenantId, Array.from({ length: events }, (_, n) => input(k.resource, n)));
+      const outcome = await publish(
+        deps,
+        k.tenantId,
+        Array.from({ length: events }, (_, n) => input(k.resource, n)),
+      );
       expect(outcome.results.map((r) => r.status)).toEqual(Array(events).fill('accepted'));
       // Rung at once (its own first try flipped the object), each event stored once.
       expect(rings).toHaveLength(1);

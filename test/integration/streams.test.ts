@@ -79,6 +79,57 @@ describe('event streams', () => {
     expect(new Set(events.map((e) => e.id)).size).toBe(151);
   });
 
+  it('serves every event of a page DynamoDB cuts short (1 MB a read): large events are not skipped', async () => {
+    const start = await poll('big:0');
+    const big = 'x'.repeat(60_000);
+    for (let r = 0; r < 2; r++) {
+      await publish(
+        sandbox,
+        tenant.key,
+        Array.from({ length: 15 }, (_, i) => ({ resource: `big:${r + 1}`, parents: ['big:0'], type: 'big.one', data: { i, big } })),
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const { events } = await drain('big:0', start.body.sync, 30);
+    expect(events).toHaveLength(30);
+    expect(new Set(events.map((e) => e.id)).size).toBe(30);
+  });
+
+  it("gives a stream on a parent the gap marker of its child's dropped events", async () => {
+    const start = await poll('family:0');
+    const admin = { key: sandbox.adminKey };
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin,
+      body: { scope: 'resource', tenant: tenant.id, target: 'kid:1', action: 'drop', reason: 'test' },
+    });
+    // Every stage's switch cache (5 s) has seen it.
+    await new Promise((resolve) => setTimeout(resolve, 5_500));
+    const dropped = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    await publish(
+      sandbox,
+      tenant.key,
+      [1, 2].map((n) => ({ resource: 'kid:1', parents: ['family:0'], type: 'kid.did', data: n })),
+    );
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === dropped + 2, 10_000);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin);
+    const { events } = await drain('family:0', start.body.sync, 1);
+    expect(events).toMatchObject([{ type: 'sluice.gap', resource: 'kid:1', data: { dropped: 2, reason: 'switch_drop' } }]);
+  });
+
+  it('answers a token a little ahead of the clock (another instance set it) with an empty page, not an error', async () => {
+    await poll('ahead:1');
+    const key = await streams.tokenKey();
+    const ahead = encodeSyncToken(key, {
+      tenantId: tenant.id,
+      resource: 'ahead:1',
+      position: positionAt(Date.now() + 500),
+      issuedAt: Date.now(),
+    });
+    const page = await poll('ahead:1', ahead);
+    expect(page.status).toBe(200);
+    expect(page.body).toMatchObject({ data: [], has_more: false });
+  });
+
   it('sees the same event objects, with the same seq, as a webhook on the same resource', async () => {
     await createWebhook(sandbox, tenant.key, { resource: 'board:7', url: `${receiver.url}/board` });
     const start = await poll('board:7');
