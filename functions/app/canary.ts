@@ -11,6 +11,8 @@ import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 export const CANARY_RESOURCE = 'sluice-canary';
 export const CANARY_TYPE = 'sluice_canary.tick';
+/** A tick counts as delivered when it arrived within this long of being sent (the canary-stale alarm's period). */
+export const CANARY_ON_TIME_MS = 5 * 60_000;
 
 export interface CanaryDeps {
   readonly store: Pick<CanaryStore, 'get' | 'create'>;
@@ -89,7 +91,15 @@ export async function receiveCanary(
     deps.logger.warn('Canary receiver got a delivery with a bad signature');
     return 401;
   }
+  // Only a tick that made the round trip within the alarm's period counts as delivered:
+  // a pipeline running uniformly late must still turn canary-stale to ALARM.
   const ticks = events.filter((e) => e.type === CANARY_TYPE);
-  if (ticks.length > 0) deps.metrics.count('CanaryDelivered', ticks.length);
+  const now = deps.now();
+  const onTime = ticks.filter((e) => typeof e.data?.sent_at === 'number' && now - e.data.sent_at <= CANARY_ON_TIME_MS).length;
+  if (onTime > 0) deps.metrics.count('CanaryDelivered', onTime);
+  if (ticks.length > onTime) {
+    deps.metrics.count('CanaryLate', ticks.length - onTime);
+    deps.logger.warn('Canary tick arrived late', { late: ticks.length - onTime });
+  }
   return 204;
 }

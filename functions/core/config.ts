@@ -134,7 +134,8 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   reconcileIntervalSeconds: positiveInt(3_600),
   stuckAfterMs: positiveInt(3_600_000),
   switchCacheMs: positiveInt(10_000),
-  canaryIntervalSeconds: positiveInt(3_600),
+  // At most 4 minutes: canary-stale needs a tick in every 5-minute period.
+  canaryIntervalSeconds: positiveInt(240),
   deliveryTimeoutMs: positiveInt(30_000),
   retryScheduleSeconds: schedule,
   retryJitter: fraction,

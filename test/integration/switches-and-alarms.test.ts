@@ -183,4 +183,34 @@ describe('alarms and the canary', () => {
     }
     expect(seen).toBe('OK');
   }, 60_000);
+
+  it('counts a canary tick that arrives more than 5 minutes after it was sent as late, not as delivered', async () => {
+    const { CanaryStore } = await import('../../functions/adapters/canary-store.ts');
+    const { deliveryBody } = await import('../../functions/core/deliveries.ts');
+    const { deliveryHeaders } = await import('../../functions/core/signing.ts');
+    const { CANARY_TYPE } = await import('../../functions/app/canary.ts');
+    const state = await new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }).get();
+    if (!state) throw new Error('the canary has no state');
+    const post = async (sentAt: number) => {
+      const body = deliveryBody(state.webhookId, [
+        {
+          id: `evt_late${sentAt}`,
+          seq: 1,
+          resource: 'sluice-canary',
+          parents: [],
+          type: CANARY_TYPE,
+          data: { sent_at: sentAt },
+          created_at: '',
+        },
+      ]);
+      const headers = deliveryHeaders([state.secret], `msg_late${sentAt}`, Math.floor(Date.now() / 1000), body, 'test');
+      return fetch(`${sandbox.url}/sandbox/canary`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body });
+    };
+    // (The sandbox's own canary ticks every second here, on time: only this one is late.)
+    const late = sandbox.metrics.total('CanaryLate');
+    expect((await post(Date.now() - 6 * 60_000)).status).toBe(204);
+    expect(sandbox.metrics.total('CanaryLate')).toBe(late + 1);
+    expect((await post(Date.now() - 1_000)).status).toBe(204);
+    expect(sandbox.metrics.total('CanaryLate')).toBe(late + 1);
+  });
 });
