@@ -169,7 +169,13 @@ export class Operations extends Construct {
           }),
         ],
         [
-          graph('Ingest', [props.api.metricCount(), sluice('EventsAccepted'), sluice('EventsRejected'), props.api.metricServerError()]),
+          graph('Ingest', [
+            props.api.metricCount(),
+            sluice('EventsAccepted'),
+            sluice('EventsRejected'),
+            sluice('EventsDropped'),
+            props.api.metricServerError(),
+          ]),
           graph('Per-object queues', [
             sluice('MaxObjectDepth', 'Maximum'),
             sluice('ObjectsNearCap', 'Maximum'),
@@ -183,6 +189,7 @@ export class Operations extends Construct {
           graph('Deliver', [
             props.queues.Deliver.queue.metricApproximateAgeOfOldestMessage(),
             sluice('EventsDelivered'),
+            sluice('DeliveryAttempts'),
             sluice('DeliveriesRetried'),
           ]),
           graph('Endpoint health', [
@@ -197,7 +204,9 @@ export class Operations extends Construct {
           graph('Dead letters and canary', [
             sluice('DeadLetters'),
             props.queues.Deliver.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
+            props.queues.Distribute.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
             sluice('CanaryDelivered'),
+            sluice('CanaryLate'),
           ]),
         ],
       ],
