@@ -1,5 +1,9 @@
-/** The `Sluice` stack: one Sluice construct, configured from cdk.json context `sluice`. */
-import { Stack, type StackProps } from 'aws-cdk-lib';
+/**
+ * The `Sluice` stack: one Sluice construct, configured from cdk.json context `sluice`,
+ * and the outputs a deployer needs, under the names the README gives them (an output
+ * made inside the construct would get a hashed name).
+ */
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
 import { Sluice } from './sluice.ts';
 
@@ -14,5 +18,13 @@ export class SluiceStack extends Stack {
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
     this.sluice = new Sluice(this, 'Sluice', { config: props.config ?? {} });
+    const { onCallTopic, api, webhookDisabledTopic, adminKeySecret } = this.sluice;
+    new CfnOutput(this, 'OnCallTopicArn', { value: onCallTopic.topicArn, description: 'SNS: every sluice alarm' });
+    new CfnOutput(this, 'ApiUrl', { value: api.url, description: 'Base URL; routes start with v1/' });
+    new CfnOutput(this, 'WebhookDisabledTopicArn', { value: webhookDisabledTopic.topicArn, description: 'SNS: a webhook was disabled' });
+    new CfnOutput(this, 'AdminKeySecretArn', {
+      value: adminKeySecret.secretArn,
+      description: 'The admin key is ak_ followed by this secret’s token field',
+    });
   }
 }

@@ -2,7 +2,7 @@
  * `Sluice`: the whole of sluice as one construct. `new Sluice(this, 'Events', props)`
  * in any CDK app; the `Sluice` stack of bin/sluice.ts is just that.
  */
-import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy } from 'aws-cdk-lib';
 import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
 import type { Dashboard } from 'aws-cdk-lib/aws-cloudwatch';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
@@ -118,17 +118,6 @@ export class Sluice extends Construct {
       canary: operations.canary.function,
       canaryReceiver: operations.canaryReceiver.function,
     };
-
-    new CfnOutput(this, 'OnCallTopicArn', { value: this.onCallTopic.topicArn, description: 'SNS: every sluice alarm' });
-    new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL; routes start with v1/' });
-    new CfnOutput(this, 'WebhookDisabledTopicArn', {
-      value: this.webhookDisabledTopic.topicArn,
-      description: 'SNS: a webhook was disabled',
-    });
-    new CfnOutput(this, 'AdminKeySecretArn', {
-      value: this.adminKeySecret.secretArn,
-      description: 'The admin key is ak_ followed by this secret’s token field',
-    });
 
     for (const [rule, reason] of [
       [

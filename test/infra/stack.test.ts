@@ -393,6 +393,12 @@ describe('operations', () => {
     expect(unscopedOnControl).toEqual([]);
   });
 
+  it('outputs what a deployer needs under the names the README gives them', () => {
+    expect(Object.keys(template.findOutputs('*'))).toEqual(
+      expect.arrayContaining(['AdminKeySecretArn', 'ApiUrl', 'OnCallTopicArn', 'WebhookDisabledTopicArn']),
+    );
+  });
+
   it('runs the canary on a schedule, with its receiver behind a function URL', () => {
     template.resourceCountIs('AWS::Lambda::Url', 1);
     template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE' });
