@@ -22,7 +22,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
-import { epochSeconds, isConditionFailure, names } from './dynamo.ts';
+import { applied, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 
 export interface AttemptRecord {
   readonly id: string;
@@ -175,7 +175,6 @@ export class DeliveryRecords {
     }
   }
 
-  /** The logged events of deliveries made since `since` (epoch ms), oldest first. */
   /**
    * The events of the deliveries logged from `since` up to (not at) `until`, oldest first, at
    * most `limit` deliveries; `more` tells when the window held more, and `nextAt`
@@ -214,8 +213,8 @@ export class DeliveryRecords {
   async hold(message: DeliveryMessage, now: number): Promise<boolean> {
     const first = message.events[0];
     const resource = first?.resource ?? '';
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new PutCommand({
           TableName: this.#table,
           Item: {
@@ -227,12 +226,8 @@ export class DeliveryRecords {
           ConditionExpression: 'attribute_not_exists(#pk)',
           ExpressionAttributeNames: names('pk'),
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /**
@@ -274,8 +269,8 @@ export class DeliveryRecords {
 
   /** Keeps a held delivery held, as its next attempt (a release of it failed); false when it is gone. */
   async holdAgain(webhookId: string, sk: string, message: DeliveryMessage): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: heldPk(webhookId), sk },
@@ -284,12 +279,8 @@ export class DeliveryRecords {
           ExpressionAttributeNames: names('message', 'pk'),
           ExpressionAttributeValues: { ':message': JSON.stringify(message) },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /** Removes a held item; false when it was already gone (a release that ran twice). */
@@ -420,8 +411,8 @@ export class DeliveryRecords {
   }
 
   async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: ratePk(webhookId, windowMs, window), sk: 'rate' },
@@ -434,12 +425,8 @@ export class DeliveryRecords {
             ':exp': Math.floor((window * windowMs) / 1000) + Math.ceil(windowMs / 1000) + 120,
           },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /**

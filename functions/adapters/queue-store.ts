@@ -11,7 +11,7 @@ import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import { type PendingItem, type QueueMeta, quietTurnAllowed, type TurnRecord } from '../core/turn.ts';
 import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
-import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
+import { applied, batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 
 const META_SK = 'meta';
 const SCHEDULE_INDEX = 'by_schedule';
@@ -290,10 +290,7 @@ export class QueueStore {
    * (no other reservation came since: its slots are the last `count`).
    */
   async #ownReservation(key: ObjectKey, token: string, count: number, inlined: boolean): Promise<Reservation | undefined> {
-    const result = await this.#client.send(
-      new GetCommand({ TableName: this.#table, Key: { pk: objectPk(key), sk: META_SK }, ConsistentRead: true }),
-    );
-    const item = result.Item;
+    const item = await this.#metaItem(key);
     if (!item || item.reserve_token !== token) return undefined;
     const meta = toMeta(item);
     return {
@@ -343,8 +340,8 @@ export class QueueStore {
     const written = new Set<number>();
     await Promise.all(
       slots.map(async (slot) => {
-        try {
-          await this.#client.send(
+        const voided = await applied(
+          this.#client.send(
             new PutCommand({
               TableName: this.#table,
               Item: {
@@ -358,11 +355,9 @@ export class QueueStore {
               ConditionExpression: 'attribute_not_exists(#pk)',
               ExpressionAttributeNames: names('pk'),
             }),
-          );
-        } catch (error) {
-          if (!isConditionFailure(error)) throw error;
-          written.add(slot);
-        }
+          ),
+        );
+        if (!voided) written.add(slot);
       }),
     );
     return written;
@@ -370,10 +365,16 @@ export class QueueStore {
 
   /** The meta item, strongly consistent; `now` judges the expiry of an inline event. */
   async readMeta(key: ObjectKey, now?: number): Promise<QueueMeta | undefined> {
+    const item = await this.#metaItem(key);
+    return item ? toMeta(item, now) : undefined;
+  }
+
+  /** The meta item as stored, strongly consistent. */
+  async #metaItem(key: ObjectKey): Promise<Record<string, unknown> | undefined> {
     const result = await this.#client.send(
       new GetCommand({ TableName: this.#table, Key: { pk: objectPk(key), sk: META_SK }, ConsistentRead: true }),
     );
-    return result.Item ? toMeta(result.Item, now) : undefined;
+    return result.Item;
   }
 
   /**
@@ -678,8 +679,8 @@ export class QueueStore {
    * (two index writes); the next reservation lists it again.
    */
   async unlistIdle(key: ObjectKey, reservedAt: number): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
@@ -690,18 +691,14 @@ export class QueueStore {
           ExpressionAttributeNames: names('sched_shard', 'sched_key', 'scheduled', 'reserved_at', 'switch_dropped'),
           ExpressionAttributeValues: { ':false': false, ':seen': reservedAt, ':zero': 0 },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /** Removes a lease that expired long ago, if it is still the one that was seen. */
   async clearStaleLease(key: ObjectKey, leaseUntil: number): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
@@ -710,12 +707,8 @@ export class QueueStore {
           ExpressionAttributeNames: names('lease_owner', 'lease_until'),
           ExpressionAttributeValues: { ':seen': leaseUntil },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /** Takes back the drop count a gap marker now stands for (only the lease holder may). */

@@ -6,7 +6,7 @@ import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, Que
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
-import { isConditionFailure, names } from './dynamo.ts';
+import { applied, isConditionFailure, names } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
@@ -333,8 +333,8 @@ export class WebhookStore {
    * the cap, so concurrent holders cannot overshoot it; false means it is full.
    */
   async adjustHeld(tenantId: string, id: string, delta: number, cap?: number): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
@@ -347,18 +347,14 @@ export class WebhookStore {
           ExpressionAttributeNames: names('held_count', 'pk'),
           ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':limit': cap - delta }) },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
   async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
-    try {
-      await this.#client.send(
+    await applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
@@ -367,10 +363,8 @@ export class WebhookStore {
           ExpressionAttributeNames: names('not_before', 'pk'),
           ExpressionAttributeValues: { ':until': until },
         }),
-      );
-    } catch (error) {
-      if (!isConditionFailure(error)) throw error;
-    }
+      ),
+    );
   }
 
   /**
@@ -378,8 +372,8 @@ export class WebhookStore {
    * was seen (a hold whose item write failed after its count went up).
    */
   async resetHeld(tenantId: string, id: string, seen: number, actual: number): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
@@ -388,18 +382,14 @@ export class WebhookStore {
           ExpressionAttributeNames: names('held_count'),
           ExpressionAttributeValues: { ':actual': actual, ':seen': seen },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 
   /** Puts a new secret first; the previous one keeps signing until `previousExpiresAt`. */
   async rotateSecret(webhook: Webhook, secret: string, previousExpiresAt: number, now: string): Promise<boolean> {
-    try {
-      await this.#client.send(
+    return applied(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
@@ -414,11 +404,7 @@ export class WebhookStore {
             ':current': webhook.secrets[0],
           },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+    );
   }
 }
