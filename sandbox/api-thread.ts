@@ -14,7 +14,7 @@ import type { WebhookDisabledNotice } from '../functions/app/delivery.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { type ApiSettings, startApiServer } from './api-server.ts';
 import type { CallObserver, ObservedCall } from './observe.ts';
-import { SandboxThreadError, watchThread } from './threads.ts';
+import { failStartOnStop, type SandboxThreadError, watchThread } from './threads.ts';
 
 interface ThreadData {
   /** Tells this file, loaded on a worker, that it is the API's worker (not some other). */
@@ -85,15 +85,11 @@ export async function startApiOnThread(settings: ApiSettings, ports: ApiThreadPo
     }
   };
   const port = await new Promise<number>((resolve, reject) => {
-    const failed = (error: Error) => reject(new SandboxThreadError('API', error.message));
-    const exited = (code: number) => reject(new SandboxThreadError('API', `it exited with code ${code} before it was ready`));
-    worker.once('error', failed);
-    worker.once('exit', exited);
+    const ready = failStartOnStop(worker, 'API', reject);
     worker.on('message', (message: FromApi) => {
       switch (message.cmd) {
         case 'ready':
-          worker.off('error', failed);
-          worker.off('exit', exited);
+          ready();
           resolve(message.port);
           break;
         case 'failed':

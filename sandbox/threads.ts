@@ -42,18 +42,27 @@ export function watchThread(worker: Worker, thread: string, onFailure: (error: S
 }
 
 /**
- * The first message a starting thread sends (its endpoints, its port), or why none
- * came: an error, or an exit before it was ready (which would otherwise wait forever).
+ * Rejects with the thread's error, or its exit, while it starts: an exit before it
+ * is ready would otherwise leave the start waiting forever. Call the answer once it
+ * is ready.
  */
+export function failStartOnStop(worker: Worker, thread: string, reject: (error: SandboxThreadError) => void): () => void {
+  const failed = (error: Error) => reject(new SandboxThreadError(thread, error.message));
+  const exited = (code: number) => reject(new SandboxThreadError(thread, `it exited with code ${code} before it was ready`));
+  worker.once('error', failed);
+  worker.once('exit', exited);
+  return () => {
+    worker.off('error', failed);
+    worker.off('exit', exited);
+  };
+}
+
+/** The first message a starting thread sends (its endpoints), or why none came. */
 export function firstMessage<T>(worker: Worker, thread: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const exited = (code: number) => reject(new SandboxThreadError(thread, `it exited with code ${code} before it was ready`));
-    const failed = (error: Error) => reject(new SandboxThreadError(thread, error.message));
-    worker.once('error', failed);
-    worker.once('exit', exited);
+    const ready = failStartOnStop(worker, thread, reject);
     worker.once('message', (message: T) => {
-      worker.off('error', failed);
-      worker.off('exit', exited);
+      ready();
       resolve(message);
     });
   });

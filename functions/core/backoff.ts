@@ -40,9 +40,8 @@ export function retryDelaySeconds(
   if (base === undefined) return undefined;
   const penalised = failure.kind === 'timeout' || failure.kind === 'throttled' ? Math.max(base * 2, 1) : base;
   const jittered = Math.round(penalised * (1 + policy.jitter * (2 * random() - 1)));
-  const asked = parseRetryAfter(failure.retryAfter, now);
-  if (asked === undefined) return jittered;
-  return Math.max(jittered, clamp(asked, RETRY_AFTER_MIN_SECONDS, RETRY_AFTER_MAX_SECONDS));
+  const asked = retryAfterSeconds(failure.retryAfter, now);
+  return asked === undefined ? jittered : Math.max(jittered, asked);
 }
 
 /** `Retry-After` as seconds (delta-seconds or an HTTP date), or undefined when absent or unreadable. */
