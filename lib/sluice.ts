@@ -1,6 +1,6 @@
 /**
  * `Sluice`: the whole of sluice as one construct. `new Sluice(this, 'Events', props)`
- * in any CDK app; the `Sluice` stack of bin/sluice.ts is just that.
+ * in any CDK app; the `Sluice` stack of bin/sluice.ts is that, with its outputs.
  */
 import { RemovalPolicy } from 'aws-cdk-lib';
 import type { RestApi } from 'aws-cdk-lib/aws-apigateway';

@@ -51,6 +51,11 @@ export interface ReconcileReport {
   readonly nearCap: number;
 }
 
+/** When an object last had a reservation or a turn (epoch ms). */
+function lastActive(meta: QueueMeta): number {
+  return Math.max(meta.reservedAt, meta.turnAt ?? 0);
+}
+
 /** Whether a scheduled object has gone without a turn for too long: its doorbell is lost. */
 export function isStuck(meta: QueueMeta, now: number, stuckAfterMs: number): boolean {
   if (!meta.scheduled) return false;
@@ -65,14 +70,12 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   const listed = await queues.readMetas(await queues.scheduledObjects());
   let unlisted = 0;
   for (const { key, meta } of listed) {
-    const lastActive = Math.max(meta.reservedAt, meta.turnAt ?? 0);
-    if (!meta.scheduled && now - lastActive > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
+    if (!meta.scheduled && now - lastActive(meta) > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
   }
   const switches = await deps.switches.list();
   let markersOwed = 0;
   for (const { key, meta } of listed) {
-    const lastActive = Math.max(meta.reservedAt, meta.turnAt ?? 0);
-    if (meta.scheduled || meta.switchDropped === 0 || now - lastActive <= config.stuckAfterMs) continue;
+    if (meta.scheduled || meta.switchDropped === 0 || now - lastActive(meta) <= config.stuckAfterMs) continue;
     if (actionForObject(switches, key.tenantId, key.resource) !== undefined) continue;
     // A fresh read of the switches in the turn, which then sends the marker.
     await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });

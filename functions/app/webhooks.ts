@@ -158,7 +158,6 @@ export class WebhookService {
     return this.#deps.delivery.records.attempts(id, limit, this.#deps.now());
   }
 
-  /** Delivers again every retained event sent to this webhook since `since` (same event ids). */
   /**
    * Sends again every event logged for the webhook in the window, once each. At most
    * MAX_REPLAY_DELIVERIES deliveries a request, so a replay ends well within the API's

@@ -15,6 +15,13 @@ export const MAX_EVENTS_PER_REQUEST = 100;
 export const MAX_DATA_BYTES = 64 * 1024;
 /** Deepest nesting of arrays and objects in an event's `data` (serializers recurse). */
 export const MAX_DATA_DEPTH = 32;
+const MAX_PARENTS = 20;
+const MAX_IDEMPOTENCY_KEY = 200;
+const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
+const MAX_TYPES = 50;
+const MAX_DESCRIPTION = 500;
+const MAX_URL = 2_000;
+const MAX_NAME = 200;
 
 /** Whether a parsed JSON value nests arrays and objects deeper than `max`; walked without recursion. */
 function nestsDeeperThan(value: unknown, max: number): boolean {
@@ -27,13 +34,6 @@ function nestsDeeperThan(value: unknown, max: number): boolean {
   }
   return false;
 }
-const MAX_PARENTS = 20;
-const MAX_IDEMPOTENCY_KEY = 200;
-const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
-const MAX_TYPES = 50;
-const MAX_DESCRIPTION = 500;
-const MAX_URL = 2_000;
-const MAX_NAME = 200;
 
 type Json = Record<string, unknown>;
 
@@ -241,8 +241,7 @@ export function validateTenantCreate(body: Json, defaults: TenantLimits): Tenant
   return { name: (body.name as string).trim(), limits: merged as unknown as TenantLimits };
 }
 
-/** `{"since":"<ISO-8601>"}` → epoch ms; not in the future, not before the retention period matters (reads filter). */
-/** A replay's window: `since`, and `until` (epoch ms; undefined for now). */
+/** A replay's window (`{"since":"<ISO-8601>","until":…}`): epoch ms; `until` undefined for now. Reads filter out what is past retention. */
 export interface ReplayWindow {
   readonly since: number;
   readonly until: number | undefined;

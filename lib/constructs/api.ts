@@ -39,9 +39,8 @@ export interface ApiProps {
   readonly webhookDisabledTopic: ITopic;
 }
 
-/** Gateway responses in sluice's error shape: [type, status, code, message]. */
 /**
- * API Gateway's own answers, in sluice's error shape. The two defaults give the
+ * API Gateway's own answers, in sluice's error shape: [type, status, code, message]. The two defaults give the
  * shape to every other type and keep each type's own status (a status set on them
  * would turn, say, an integration timeout's 504 into a 500).
  */
