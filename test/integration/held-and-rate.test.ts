@@ -332,6 +332,31 @@ describe('a held delivery the endpoint always refuses', () => {
 });
 
 describe('a release step', () => {
+  it('sends nothing while the endpoint asked to be left alone (Retry-After), and looks again after', async () => {
+    const tenant = await createTenant(sandbox, 'release-left-alone');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'la:0', url: `${receiver.url}/release-left-alone` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const event = deliveredEventFixture({ id: 'evt_la1', seq: 1, resource: 'la:1', parents: ['la:0'], data: 1 });
+    expect(await base.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+    expect(
+      await base.records.hold({ deliveryId: 'msg_la1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }, Date.now()),
+    ).toBe(true);
+    await base.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
+    const posted: unknown[] = [];
+    const { deps, sent } = later(0, async (request) => {
+      posted.push(request);
+      return { statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    });
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    expect(await handleDeliverMessage(deps, release as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([]);
+    expect(sent).toMatchObject([{ kind: 'release' }]);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });

@@ -122,9 +122,14 @@ describe('publish to delivery', () => {
     await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 1 }]);
     await receiver.waitFor(() => receiver.events('/toggle').length === 1);
 
+    const disabledBySluice = sandbox.metrics.total('WebhooksDisabled');
+    const disabledByOwner = sandbox.metrics.total('WebhooksDisabledByOwner');
     const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
     expect(patched.status).toBe(200);
     expect(patched.body.status).toBe('disabled');
+    // The owner's choice: counted apart from what the webhook-disabled alarm pages on.
+    expect(sandbox.metrics.total('WebhooksDisabledByOwner')).toBe(disabledByOwner + 1);
+    expect(sandbox.metrics.total('WebhooksDisabled')).toBe(disabledBySluice);
     await publish(sandbox, tenant.key, [{ resource: 'toggle:1', type: 'a.b', data: 2 }]);
     // Event 2 is held, not sent and not lost.
     const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;

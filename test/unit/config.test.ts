@@ -56,6 +56,11 @@ describe('config', () => {
     expect(() => buildConfig({ leaseMs: 1_000 })).toThrow(/leaseMs/);
   });
 
+  it('keeps the canary interval within the canary-stale alarm period (a tick in every 5 minutes)', () => {
+    expect(buildConfig({ canaryIntervalSeconds: 240 }).canaryIntervalSeconds).toBe(240);
+    expect(() => buildConfig({ canaryIntervalSeconds: 241 })).toThrow(/canaryIntervalSeconds/);
+  });
+
   it('reads SLUICE_* variables, JSON where they parse', () => {
     const overrides = overridesFromEnv({ SLUICE_OBJECT_QUEUE_CAP: '500', SLUICE_ALLOW_PRIVATE_TARGETS: 'true', OTHER: '1' });
     expect(overrides).toEqual({ objectQueueCap: 500, allowPrivateTargets: true });
