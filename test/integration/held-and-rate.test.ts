@@ -4,7 +4,7 @@
  */
 import { PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
@@ -329,6 +329,28 @@ describe('a held delivery the endpoint always refuses', () => {
     const refused = receiver.deliveries('/poison').filter((d) => d.answered === 400);
     expect(refused).toHaveLength(4);
   }, 40_000);
+});
+
+describe('a probe', () => {
+  it('waits while the quarantined endpoint asked to be left alone (Retry-After), without probing', async () => {
+    const tenant = await createTenant(sandbox, 'probe-left-alone');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pl:0', url: `${receiver.url}/probe-left-alone` });
+    const posted: unknown[] = [];
+    const { deps, sent } = later(0, async (request) => {
+      posted.push(request);
+      return { statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // One failure quarantines it here (quarantineAfterFailures: 1); that queues its first probe.
+    const quarantined = await applyHealth(deps, webhook, { type: 'failure', now: Date.now(), statusCode: 500, error: 'HTTP 500' });
+    expect(quarantined.health.state).toBe('quarantined');
+    const [probe] = sent.splice(0);
+    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
+    expect(await handleDeliverMessage(deps, { ...(probe as object), notBefore: undefined } as unknown as DeliveryMessage)).toBe('waiting');
+    expect(posted).toEqual([]);
+    expect(sent).toMatchObject([{ kind: 'probe' }]);
+  });
 });
 
 describe('a release step', () => {
