@@ -14,6 +14,7 @@ import { account, type CallCounts, countsSince, instrument, newCounts, recordInv
 import { ALTERNATIVES, costPerMillion } from './cost.ts';
 import type { PublishTask, Report, TaskResult } from './load.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
+import { threadCpu } from './threads.ts';
 
 const RESULTS = new URL('./results/', import.meta.url);
 const SCENARIOS = ['baseline', 'hot-object', 'failing-endpoint', 'ceiling'] as const;
@@ -29,6 +30,7 @@ function progress(text: string): void {
 async function harness(config: Record<string, unknown> = {}) {
   const counts = newCounts();
   const stages: StageSample[] = [];
+  const cpu = threadCpu();
   const sandbox = await startSandbox({
     port: 0,
     canary: false,
@@ -51,7 +53,7 @@ async function harness(config: Record<string, unknown> = {}) {
       }
     },
   });
-  const worker = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'receivers' } });
+  const worker = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'receivers' }, name: 'bench-receivers' });
   const replies = new Map<number, (value: unknown) => void>();
   let nextId = 0;
   let receiverUrl = '';
@@ -95,6 +97,8 @@ async function harness(config: Record<string, unknown> = {}) {
     sandbox,
     counts,
     stages,
+    /** Cores each thread kept busy in a window (see threads.ts). */
+    cpu: cpu.cores,
     tenant,
     webhook,
     answer: (path: string, answer: number | 'hang') => ask({ cmd: 'answer', path, answer }),
@@ -102,7 +106,10 @@ async function harness(config: Record<string, unknown> = {}) {
     run: (tasks: PublishTask[]) =>
       Promise.all(
         tasks.map(async (task) => {
-          const publisher = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'publisher', task } });
+          const publisher = new Worker(new URL('./load.ts', import.meta.url), {
+            workerData: { role: 'publisher', task },
+            name: `pub-${task.label}`,
+          });
           const result = await new Promise<TaskResult>((resolve, reject) => {
             publisher.once('message', resolve);
             publisher.once('error', reject);
@@ -125,6 +132,7 @@ async function harness(config: Record<string, unknown> = {}) {
       }
     },
     async stop() {
+      cpu.stop();
       await worker.terminate();
       await sandbox.stop();
     },
@@ -272,6 +280,7 @@ async function baseline() {
         index_wru: Object.fromEntries(Object.entries(measured.indexWru).map(([index, n]) => [index, steadyWindow.per(n)])),
       },
       invocations: measured.invocations,
+      cpu_cores_by_thread: h.cpu(warmEnd, warmEnd + MEASURE_MS),
       cost_per_million_usd: steadyWindow.cost.total,
       cost_breakdown_per_million_usd: steadyWindow.cost,
       compare_per_million_usd: ALTERNATIVES,
@@ -376,6 +385,12 @@ async function hotObject() {
         during: stageSpread(h.stages, calm.id, stormStart + 1_000, stormEnd),
         paced: stageSpread(h.stages, calm.id, pacedStart + 1_000, pacedEnd),
       },
+      // Who had the 2 cores: the storm's latency is mostly a question of who waited for one.
+      cpu_cores_by_thread: {
+        before: h.cpu(stormStart - BEFORE_MS, stormStart),
+        during: h.cpu(stormStart + 1_000, stormEnd),
+        paced: h.cpu(pacedStart + 1_000, pacedEnd),
+      },
       paced: {
         others_p99_ratio: calmBefore.p99 && calmPaced.p99 ? round2(calmPaced.p99 / calmBefore.p99) : null,
         others_p99_ms: calmPaced.p99,
@@ -455,6 +470,10 @@ async function failingEndpoint() {
         before: stageSpread(h.stages, calm.id, failStart - BEFORE_MS, failStart),
         during: stageSpread(h.stages, calm.id, failStart + 1_000, failStart + 40_000),
       },
+      cpu_cores_by_thread: {
+        before: h.cpu(failStart - BEFORE_MS, failStart),
+        during: h.cpu(failStart + 1_000, failStart + 40_000),
+      },
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
       lost: report.events.filter((e) => e.receivedAt === null).length,
@@ -487,19 +506,24 @@ async function ceiling() {
           }
         }),
       );
-      return Math.round(n / 5);
+      // CPU per call: the calls are made from the main thread, and the emulators answer on theirs.
+      const cores = h.cpu(start, end);
+      const perCall = (role: string) => (cores ? Math.round(((cores[role] ?? 0) * 5e6) / Math.max(1, n)) : null);
+      return { perSecond: Math.round(n / 5), cpuUsPerCall: { sdk_client: perCall('functions'), emulator: perCall('emulators') } };
     };
     const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
     // Observed as the pipeline's clients are (its counts are thrown away), so both pay the same per call.
     const raw = new DynamoDBClient({ ...h.sandbox.emulators.dynamo });
     instrument(newCounts(), raw, 'dynamodb');
     let i = 0;
-    const dynamodb = await rate(() =>
+    const dynamodbRaw = await rate(() =>
       raw.send(new PutItemCommand({ TableName: h.sandbox.wiring.controlTable, Item: { pk: { S: `ceiling#${i++}` }, sk: { S: 'x' } } })),
     );
-    const sqs = await rate(() =>
+    const sqsRaw = await rate(() =>
       h.sandbox.wiring.sqs.send(new SendMessageCommand({ QueueUrl: h.sandbox.queues.Deliver?.deadLetterUrl, MessageBody: 'x' })),
     );
+    const dynamodb = dynamodbRaw.perSecond;
+    const sqs = sqsRaw.perSecond;
     const t = await h.tenant('ceiling');
     await h.webhook(t.key, 'group:max', '/max');
     const before = structuredClone(h.counts.calls);
@@ -521,6 +545,11 @@ async function ceiling() {
       pipeline_events_per_s: Math.round(pipeline),
       ops_per_event: { dynamodb: Math.round(opsPerEvent.dynamodb * 100) / 100, sqs: Math.round(opsPerEvent.sqs * 100) / 100 },
       ratio: Math.round((pipeline / allowed) * 100) / 100,
+      // Why the ratio stays low on few cores: each call costs its caller CPU too (the SDK's
+      // serialising, signing and HTTP), and the pipeline's callers share the cores with the
+      // emulators, where the raw rates had a core to spare for theirs.
+      raw_cpu_us_per_call: { dynamodb: dynamodbRaw.cpuUsPerCall, sqs: sqsRaw.cpuUsPerCall },
+      cpu_cores_by_thread: h.cpu(started, started + 20_000),
       calls_by_operation: h.counts.calls,
       dynamodb_calls_per_event_by_target: targetsPerEvent(h.counts, delivered, 0.01),
       machine,

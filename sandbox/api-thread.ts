@@ -65,7 +65,7 @@ export async function startApiOnThread(settings: ApiSettings, ports: ApiThreadPo
     observe: ports.onCall !== undefined,
     invocations: ports.onInvocation !== undefined,
   };
-  const worker = new Worker(new URL(import.meta.url), { workerData: data });
+  const worker = new Worker(new URL(import.meta.url), { workerData: data, name: 'sluice-api' });
   const send = (message: ToApi) => worker.postMessage(message);
   let stopped: (() => void) | undefined;
   const take = (report: Report) => {

@@ -157,7 +157,7 @@ export async function startEmulatorsOnThread(
   dataDir: string | undefined,
   onFailure: (error: SandboxThreadError) => void,
 ): Promise<Emulators> {
-  const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir } });
+  const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir }, name: 'sluice-emulators' });
   const ready = await firstMessage<{ cmd: string; dynamo: ClientOptions; sqs: ClientOptions }>(worker, 'emulator');
   const watched = watchThread(worker, 'emulator', onFailure);
   return {
