@@ -5,6 +5,7 @@
  * on-demand after the November 2024 reduction; SQS after the free tier), and do
  * not include free tiers, data transfer or CloudWatch.
  */
+import { FUNCTION_MEMORY_MB } from '../functions/definitions/environment.ts';
 import type { CallCounts } from './accounting.ts';
 
 export const PRICES = {
@@ -21,7 +22,11 @@ export const PRICES = {
 /** For comparison (SPEC §7): managed fan-out services' per-delivery prices. */
 export const ALTERNATIVES = { sns_http_per_million: 1.1, eventbridge_api_destinations_per_million: 1.2 } as const;
 
-export const LAMBDA_MEMORY_GB = 0.5;
+/**
+ * Lambda's memory for one whole vCPU (AWS Lambda developer guide, "Configuring
+ * Lambda function memory"); below it a function gets a proportional share.
+ */
+export const LAMBDA_MB_PER_VCPU = 1769;
 
 export interface CostBreakdown {
   readonly api_gateway: number;
@@ -35,12 +40,26 @@ export interface CostBreakdown {
  * Cost per million delivered events. `apiRequests` are the API requests billed (the
  * baseline passes those that reached the API's Lambda: it sends none that API Gateway
  * refuses); the authorizer is invoked once per key per minute (API Gateway caches its answer).
+ *
+ * Lambda bills each invocation's duration at its memory. The sandbox measured those
+ * durations with a whole core, where a function of FUNCTION_MEMORY_MB gets a share of
+ * one: `functionCpuSeconds`, the CPU the functions used meanwhile, would take that many
+ * times longer, so each of its seconds is billed that much longer too. (No overlap of
+ * that CPU with the invocations' waits is assumed: an upper bound.)
  */
-export function costPerMillion(counts: CallCounts, delivered: number, apiRequests: number, authorizerCalls: number): CostBreakdown {
+export function costPerMillion(
+  counts: CallCounts,
+  delivered: number,
+  apiRequests: number,
+  authorizerCalls: number,
+  functionCpuSeconds = 0,
+): CostBreakdown {
   const perEvent = (dollars: number) => (dollars / Math.max(1, delivered)) * 1_000_000;
   const invocations = Object.values(counts.invocations);
   const lambdaRequests = invocations.reduce((sum, i) => sum + i.count, 0) + authorizerCalls;
-  const gbSeconds = (invocations.reduce((sum, i) => sum + i.ms, 0) / 1000) * LAMBDA_MEMORY_GB;
+  const measuredSeconds = invocations.reduce((sum, i) => sum + i.ms, 0) / 1000;
+  const slowerBy = Math.max(1, LAMBDA_MB_PER_VCPU / FUNCTION_MEMORY_MB);
+  const gbSeconds = (measuredSeconds + functionCpuSeconds * (slowerBy - 1)) * (FUNCTION_MEMORY_MB / 1024);
   const api = perEvent((apiRequests / 1e6) * PRICES.apiGatewayRestPerMillion);
   const lambda = perEvent((lambdaRequests / 1e6) * PRICES.lambdaRequestsPerMillion + gbSeconds * PRICES.lambdaArmPerGbSecond);
   const dynamodb = perEvent((counts.wru / 1e6) * PRICES.dynamoWruPerMillion + (counts.rru / 1e6) * PRICES.dynamoRruPerMillion);

@@ -253,12 +253,17 @@ async function baseline() {
       const lat = latencies(report, 'steady', from, to);
       // Requests that reached the API's Lambda; its authorizer answers from cache, once a minute.
       const apiRequests = counts.invocations.api?.count ?? 0;
-      const cost = costPerMillion(counts, delivered, apiRequests, Math.ceil(seconds / 60));
+      // The functions' CPU, which a 512 MB Lambda runs slower than the sandbox's core did:
+      // the API's thread, and the main thread (which also polls the queues for them).
+      const cores = h.cpu(from, Math.min(to, from + seconds * 1000));
+      const cpuSeconds = ((cores?.functions ?? 0) + (cores?.api ?? 0)) * seconds;
+      const cost = costPerMillion(counts, delivered, apiRequests, Math.ceil(seconds / 60), cpuSeconds);
       return {
         delivered_per_s: Math.round(delivered / seconds),
         latency_ms: { p50: percentile(lat, 50), p99: percentile(lat, 99) },
         api_calls_per_event: callsPerEvent(counts, delivered),
         cost,
+        cores,
         delivered,
         lost: events.length - delivered,
         per: (n: number) => round2(n / Math.max(1, delivered)),
@@ -280,7 +285,7 @@ async function baseline() {
         index_wru: Object.fromEntries(Object.entries(measured.indexWru).map(([index, n]) => [index, steadyWindow.per(n)])),
       },
       invocations: measured.invocations,
-      cpu_cores_by_thread: h.cpu(warmEnd, warmEnd + MEASURE_MS),
+      cpu_cores_by_thread: steadyWindow.cores,
       cost_per_million_usd: steadyWindow.cost.total,
       cost_breakdown_per_million_usd: steadyWindow.cost,
       compare_per_million_usd: ALTERNATIVES,

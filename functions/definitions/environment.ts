@@ -23,6 +23,12 @@ export const ENV = {
   apiStage: 'API_STAGE',
 } as const;
 
+/**
+ * Every function's memory (MB) unless its stage sets its own. Lambda gives a function
+ * CPU in proportion to its memory: a whole vCPU at 1,769 MB, so about 0.29 at 512.
+ */
+export const FUNCTION_MEMORY_MB = 512;
+
 /** The functions of sluice and their entry files, relative to the repository root. */
 export const FUNCTION_ENTRIES = {
   api: 'functions/api/handler.ts',

@@ -17,6 +17,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
 import { METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/definitions/alarms.ts';
+import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
 import { acknowledgeNag } from './nag.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -27,7 +28,7 @@ export interface SluiceFunctionProps {
   readonly config: SluiceConfig;
   /** @default 30 seconds */
   readonly timeout?: Duration;
-  /** @default 512 */
+  /** @default FUNCTION_MEMORY_MB (512) */
   readonly memorySize?: number;
   /** @default one month */
   readonly logRetention?: RetentionDays;
@@ -53,7 +54,7 @@ export class SluiceFunction extends Construct {
       handler: 'handler',
       runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
-      memorySize: props.memorySize ?? 512,
+      memorySize: props.memorySize ?? FUNCTION_MEMORY_MB,
       timeout: props.timeout ?? Duration.seconds(30),
       logGroup: this.logGroup,
       loggingFormat: LoggingFormat.JSON,

@@ -2,8 +2,9 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countsSince, instrument, itemSize, newCounts, recordInvocation, snapshotCounts } from '../../bench/accounting.ts';
-import { costPerMillion, PRICES } from '../../bench/cost.ts';
+import { costPerMillion, LAMBDA_MB_PER_VCPU, PRICES } from '../../bench/cost.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
+import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 
 describe('benchmark cost model', () => {
@@ -47,6 +48,18 @@ describe('benchmark cost model', () => {
     // 100,000 invocations of 20 ms at 0.5 GB: $0.02 + 1,000 GB-s.
     expect(cost.lambda).toBeCloseTo(0.02 + 1_000 * PRICES.lambdaArmPerGbSecond, 3);
     expect(cost.total).toBeCloseTo(cost.api_gateway + cost.lambda + cost.dynamodb + cost.sqs, 2);
+  });
+
+  it("bills the functions' CPU as a 512 MB Lambda runs it: slower than the sandbox's whole core", () => {
+    const counts = newCounts();
+    counts.invocations.delivery = { count: 100_000, ms: 100_000 * 20 };
+
+    // Of the 2,000 s measured, 500 s were CPU: at 512 MB it takes 1,769 / 512 times as long.
+    const cost = costPerMillion(counts, 1_000_000, 0, 0, 500);
+
+    const gbSeconds = (2_000 + 500 * (LAMBDA_MB_PER_VCPU / FUNCTION_MEMORY_MB - 1)) * 0.5;
+    expect(cost.lambda).toBeCloseTo(0.02 + gbSeconds * PRICES.lambdaArmPerGbSecond, 3);
+    expect(cost.lambda).toBeGreaterThan(costPerMillion(counts, 1_000_000, 0, 0).lambda);
   });
 });
 
