@@ -7,7 +7,8 @@
  * - held deliveries of a quarantined or disabled endpoint, in release order
  *   (per resource, by seq), and per-resource counts of what overflowed the cap;
  * - dead letters: deliveries past the retry budget;
- * - per-second send counters for the per-endpoint rate limit.
+ * - each endpoint's pace: when its time is next free (the per-endpoint rate), and
+ *   per-window send counters for the attempts a failing endpoint may have.
  */
 
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
@@ -21,6 +22,7 @@ import {
   type QueryCommandOutput,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
+import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { applied, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 
@@ -46,22 +48,53 @@ const heldPk = (webhookId: string) => `held#${webhookId}`;
 const overflowPk = (webhookId: string) => `overflow#${webhookId}`;
 const deadPk = (webhookId: string) => `dead#${webhookId}`;
 const ratePk = (webhookId: string, windowMs: number, window: number) => `rate#${webhookId}#${windowMs}#${window}`;
+const pacePk = (webhookId: string) => `pace#${webhookId}`;
 
 function firstSeq(message: DeliveryMessage): number {
   const first = message.events[0];
   return first && 'seq' in first ? first.seq : 0;
 }
 
-interface SlotRequest {
-  readonly resolve: (granted: boolean) => void;
+interface Waiter<T> {
+  readonly resolve: (answer: T) => void;
   readonly reject: (error: unknown) => void;
 }
 
 /** How long a take waits for the other records of its invocation to ask too. */
 const TAKE_LINGER_MS = 3;
 
+/**
+ * Asks made under one key within TAKE_LINGER_MS (the records of one invocation) share
+ * one `answer` for all of them, which answers each in the order they asked.
+ */
+function gathered<T>(groups: Map<string, Array<Waiter<T>>>, key: string, answer: (count: number) => Promise<T[]>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let group = groups.get(key);
+    if (!group) {
+      const waiters: Array<Waiter<T>> = [];
+      group = waiters;
+      groups.set(key, waiters);
+      setTimeout(() => {
+        groups.delete(key);
+        answer(waiters.length).then(
+          (answers) => {
+            for (const [i, w] of waiters.entries()) w.resolve(answers[i] as T);
+          },
+          (error: unknown) => {
+            for (const w of waiters) w.reject(error);
+          },
+        );
+      }, TAKE_LINGER_MS);
+    }
+    group.push({ resolve, reject });
+  });
+}
+
 export class DeliveryRecords {
-  readonly #takes = new Map<string, SlotRequest[]>();
+  readonly #takes = new Map<string, Array<Waiter<boolean>>>();
+  readonly #paces = new Map<string, Array<Waiter<number>>>();
+  /** Endpoints whose time was last seen reserved beyond now, and until when: their next reservation tries the busy write first. */
+  readonly #busyUntil = new Map<string, number>();
   readonly #client: DynamoDBDocumentClient;
   readonly #table: string;
   readonly #retentionMs: number;
@@ -384,30 +417,85 @@ export class DeliveryRecords {
    */
   takeSendSlot(webhookId: string, limit: number, windowMs: number, now: number): Promise<boolean> {
     const window = Math.floor(now / windowMs);
-    const key = `${webhookId}|${limit}|${windowMs}|${window}`;
-    return new Promise<boolean>((resolve, reject) => {
-      let group = this.#takes.get(key);
-      if (!group) {
-        group = [];
-        this.#takes.set(key, group);
-        setTimeout(() => {
-          this.#takes.delete(key);
-          this.#grant(webhookId, limit, windowMs, window, group as SlotRequest[]).catch((error: unknown) => {
-            for (const request of group as SlotRequest[]) request.reject(error);
-          });
-        }, TAKE_LINGER_MS);
-      }
-      group.push({ resolve, reject });
+    return gathered(this.#takes, `${webhookId}|${limit}|${windowMs}|${window}`, async (count) => {
+      if (count > 1 && count <= limit && (await this.#take(webhookId, limit, windowMs, window, count))) return Array(count).fill(true);
+      // Alone, or the budget has no room for all of them: one by one, as far as it goes.
+      const granted: boolean[] = [];
+      for (let i = 0; i < count; i++) granted.push(await this.#take(webhookId, limit, windowMs, window, 1));
+      return granted;
     });
   }
 
-  async #grant(webhookId: string, limit: number, windowMs: number, window: number, requests: SlotRequest[]): Promise<void> {
-    if (requests.length > 1 && requests.length <= limit && (await this.#take(webhookId, limit, windowMs, window, requests.length))) {
-      for (const request of requests) request.resolve(true);
-      return;
+  /**
+   * Reserves one POST's share (`intervalMs`) of the endpoint's time and answers when
+   * it may go (epoch ms; at most `now` means at once): see core/endpoint-pace.ts.
+   * Reservations for one endpoint in this container (the records of one invocation)
+   * share one write, and take consecutive shares.
+   */
+  reserveSend(webhookId: string, intervalMs: number, now: number): Promise<number> {
+    return gathered(this.#paces, `${webhookId}|${intervalMs}`, async (count) => {
+      const freeFrom = await this.#reservePace(webhookId, count * intervalMs, now);
+      return Array.from({ length: count }, (_, i) => paceSendAt(freeFrom + i * intervalMs, now));
+    });
+  }
+
+  /**
+   * Moves the endpoint's tat on by `span` and answers where the span starts. Two
+   * conditional writes, each atomic, so no read and no lost update between senders:
+   * an endpoint whose time is free starts again from now; a busy one continues from
+   * its tat. Whichever answered last for this endpoint is tried first.
+   */
+  async #reservePace(webhookId: string, span: number, now: number): Promise<number> {
+    const key = { pk: pacePk(webhookId), sk: 'pace' };
+    const expiry = this.#expiry(now);
+    const free = () =>
+      applied(
+        this.#client.send(
+          new UpdateCommand({
+            TableName: this.#table,
+            Key: key,
+            UpdateExpression: 'SET #tat = :end, #expires_at = :exp',
+            ConditionExpression: 'attribute_not_exists(#tat) OR #tat <= :now',
+            ExpressionAttributeNames: names('tat', 'expires_at'),
+            ExpressionAttributeValues: { ':end': now + span, ':now': now, ':exp': expiry.expires_at },
+          }),
+        ),
+      );
+    const busy = async () => {
+      try {
+        const result = await this.#client.send(
+          new UpdateCommand({
+            TableName: this.#table,
+            Key: key,
+            UpdateExpression: 'SET #tat = #tat + :span, #expires_at = :exp',
+            ConditionExpression: '#tat > :now',
+            ExpressionAttributeNames: names('tat', 'expires_at'),
+            ExpressionAttributeValues: { ':span': span, ':now': now, ':exp': expiry.expires_at },
+            ReturnValues: 'UPDATED_NEW',
+          }),
+        );
+        return Number(result.Attributes?.tat) - span;
+      } catch (error) {
+        if (isConditionFailure(error)) return undefined;
+        throw error;
+      }
+    };
+    // tat only grows, so once `free` is refused `busy` holds; the loop covers the item
+    // expiring in between.
+    for (let tries = 0; tries < 3; tries++) {
+      if ((this.#busyUntil.get(webhookId) ?? 0) <= now && (await free())) {
+        this.#busyUntil.delete(webhookId);
+        return now;
+      }
+      const from = await busy();
+      if (from !== undefined) {
+        this.#busyUntil.set(webhookId, from + span);
+        if (this.#busyUntil.size > 10_000) this.#busyUntil.clear();
+        return from;
+      }
+      this.#busyUntil.delete(webhookId);
     }
-    // Alone, or the budget has no room for all of them: one by one, as far as it goes.
-    for (const request of requests) request.resolve(await this.#take(webhookId, limit, windowMs, window, 1));
+    throw new Error(`Could not reserve a send for webhook ${webhookId}`);
   }
 
   async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {

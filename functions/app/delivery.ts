@@ -20,6 +20,7 @@ import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { deliveryBody, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
+import { paceInterval, paceStillHeld } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -143,20 +144,30 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     await later(deps, message, (webhook.notBefore - now) / 1000);
     return 'throttled';
   }
-  // A healthy endpoint gets its rate; a failing one a single attempt per interval, so
-  // that one hanging endpoint cannot hold many delivery workers before quarantine, and
-  // a tenant's failing endpoints together a few, so that many hanging ones cannot either.
-  const failing = webhook.health.state === 'failing';
-  const [limit, windowMs] = failing ? [1, deps.config.failingAttemptIntervalMs] : [deps.config.endpointRatePerSecond, 1000];
-  const endpointSlot = await deps.records.takeSendSlot(webhook.id, limit, windowMs, now);
-  const tenantSlot =
-    endpointSlot &&
-    (!failing || (await deps.records.takeSendSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now)));
-  if (!tenantSlot) {
-    const reason = !failing ? 'endpoint_rate' : endpointSlot ? 'tenant_failing' : 'endpoint_failing';
-    deps.metrics.count('DeliveriesDelayed', 1, { reason });
-    await later(deps, message, windowMs / 1000);
-    return 'throttled';
+  if (webhook.health.state === 'failing') {
+    // A failing endpoint gets a single attempt per interval, so that one hanging
+    // endpoint cannot hold many delivery workers before quarantine, and a tenant's
+    // failing endpoints together a few, so that many hanging ones cannot either.
+    const windowMs = deps.config.failingAttemptIntervalMs;
+    const endpointSlot = await deps.records.takeSendSlot(webhook.id, 1, windowMs, now);
+    const tenantSlot =
+      endpointSlot && (await deps.records.takeSendSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now));
+    if (!tenantSlot) {
+      deps.metrics.count('DeliveriesDelayed', 1, { reason: endpointSlot ? 'tenant_failing' : 'endpoint_failing' });
+      await later(deps, message, windowMs / 1000);
+      return 'throttled';
+    }
+  } else {
+    // A healthy endpoint gets its rate: this attempt reserves its share of the
+    // endpoint's time once, and waits for it in the deliver queue if it is not now.
+    const sendAt = paceStillHeld(message.sendAt, now)
+      ? message.sendAt
+      : await deps.records.reserveSend(webhook.id, paceInterval(deps.config.endpointRatePerSecond), now);
+    if (sendAt > now) {
+      if (message.sendAt !== sendAt) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
+      await later(deps, { ...message, sendAt }, (sendAt - now) / 1000);
+      return 'throttled';
+    }
   }
   const result = await attempt(deps, webhook, message);
   return decide(deps, webhook, message, result);
@@ -238,7 +249,8 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
         return 'dead_lettered';
       }
-      await later(deps, { ...message, attempt: message.attempt + 1 }, wait);
+      // The next attempt reserves its own share of the endpoint's rate.
+      await later(deps, { ...message, attempt: message.attempt + 1, sendAt: undefined }, wait);
       deps.metrics.count('DeliveriesRetried');
       return 'retrying';
     }

@@ -107,6 +107,8 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
   readonly attempt: number;
   /** Not to be attempted before this time (epoch ms): waits longer than SQS's 15 minutes are chained. */
   readonly notBefore?: number;
+  /** When this attempt's share of the endpoint's rate lets it go (epoch ms; see core/endpoint-pace.ts). */
+  readonly sendAt?: number;
 }
 
 /** A probe of a quarantined endpoint, valid while the webhook's probe token matches. */

@@ -97,3 +97,40 @@ describe('per-endpoint send slots', () => {
     expect(await records.takeSendSlot('wh_full', 10, 1000, now + 1000)).toBe(true);
   });
 });
+
+describe("an endpoint's pace", () => {
+  it('gives the concurrent sends of one container consecutive shares of the endpoint in one write, a second of them at once', async () => {
+    const counts = newCounts();
+    const client = documentClient({ ...emulators.dynamo });
+    instrument(counts, client, 'dynamodb');
+    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const now = 7_000_000;
+
+    // 10 POSTs/s: 100 ms each, and a second's worth (the burst) may go now.
+    const sendAt = await Promise.all(Array.from({ length: 14 }, () => records.reserveSend('wh_pace', 100, now)));
+
+    expect(sendAt).toEqual([...Array(11).fill(now), now + 100, now + 200, now + 300]);
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1 });
+  });
+
+  it('never gives two containers the same share, and starts again from now once the endpoint is free', async () => {
+    const client = documentClient({ ...emulators.dynamo });
+    const [a, b] = [1, 2].map(() => new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 })) as [
+      DeliveryRecords,
+      DeliveryRecords,
+    ];
+    const now = 8_000_000;
+
+    const sendAt = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => ((i % 2 === 0 ? a : b) as DeliveryRecords).reserveSend('wh_two', 100, now)),
+    );
+
+    // 40 shares of 100 ms from now, 11 of them at once, the rest one each 100 ms apart.
+    const waiting = sendAt.filter((t) => t > now).sort((x, y) => x - y);
+    expect(sendAt.filter((t) => t === now)).toHaveLength(11);
+    expect(waiting).toEqual(Array.from({ length: 29 }, (_, i) => now + 100 * (i + 1)));
+    // Four seconds on, the endpoint's time is free again.
+    expect(await a.reserveSend('wh_two', 100, now + 4_000)).toBe(now + 4_000);
+    expect(await b.reserveSend('wh_two', 100, now + 4_000)).toBe(now + 4_000);
+  });
+});

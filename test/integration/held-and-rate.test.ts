@@ -224,6 +224,35 @@ describe('per-endpoint rate', () => {
     expect(sandbox.metrics.total('DeliveriesDelayed')).toBeGreaterThan(delayed);
     expect(new Set(okEvents('/busy').map((e) => e.data))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8]));
   }, 30_000);
+
+  it('gives each delivery of a backlog its time once: it waits in the queue for it, then goes without asking again', async () => {
+    const tenant = await createTenant(sandbox, 'paced');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'p:0', url: `${receiver.url}/paced` });
+    const message = (i: number): DeliveryMessage => ({
+      deliveryId: `msg_p${i}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_p${i}`, seq: i + 1, resource: 'p:1', parents: ['p:0'], data: i })],
+      attempt: 1,
+    });
+    const { deps, sent } = later(0);
+
+    const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => handleDeliverMessage(deps, message(i))));
+
+    // 3 POSTs/s and a second's burst: 4 go now; the other 6 were given times a third
+    // of a second apart and went back to the queue once, to wait for them.
+    expect(outcomes.filter((o) => o === 'delivered')).toHaveLength(4);
+    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(6);
+    const waiting = sent.splice(0) as DeliveryMessage[];
+    const times = waiting.map((m) => m.sendAt ?? Number.NaN).sort((a, b) => a - b);
+    expect(times.slice(1).map((t, i) => Math.round(t - (times[i] as number)))).toEqual(Array(5).fill(333));
+
+    // Back when their times have come, they go without asking for another.
+    const { deps: atTheirTimes, sent: again } = later(3_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(atTheirTimes, m)))).toEqual(Array(6).fill('delivered'));
+    expect(again).toEqual([]);
+    await receiver.waitFor(() => okEvents('/paced').length === 10, 5_000);
+  });
 });
 
 /** Delivery deps at another time, with no switches, sending to a recorded queue (and to `send` if given). */
