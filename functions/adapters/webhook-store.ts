@@ -188,6 +188,31 @@ export class WebhookStore {
     return webhooks;
   }
 
+  /**
+   * One page of a tenant's webhooks in id order: at most `limit`, after the webhook
+   * `after` (which need not exist any more), and whether more follow.
+   */
+  async page(tenantId: string, limit: number, after?: string): Promise<{ webhooks: Webhook[]; hasMore: boolean }> {
+    const items: Record<string, unknown>[] = [];
+    let startKey: Record<string, unknown> | undefined = after === undefined ? undefined : { pk: tenantPk(tenantId), sk: webhookSk(after) };
+    // One more than the page, to know whether more follow; DynamoDB may stop short at 1 MB.
+    do {
+      const result = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
+          ExpressionAttributeNames: names('pk', 'sk'),
+          ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':prefix': webhookSk('') },
+          ExclusiveStartKey: startKey,
+          Limit: limit + 1 - items.length,
+        }),
+      );
+      items.push(...(result.Items ?? []));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey && items.length <= limit);
+    return { webhooks: items.slice(0, limit).map(toWebhook), hasMore: items.length > limit };
+  }
+
   /** The webhooks subscribed to one resource of one tenant. */
   async onResource(tenantId: string, resource: string): Promise<Webhook[]> {
     const webhooks: Webhook[] = [];

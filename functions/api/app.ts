@@ -148,7 +148,12 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     const input = validateWebhookCreate(await readJsonBody(c), allowHttp);
     return c.json(await services.webhooks.create(tenantId, input), 201);
   });
-  app.get('/v1/webhooks', async (c) => c.json({ data: await services.webhooks.list(tenantOf(c)) }));
+  app.get('/v1/webhooks', async (c) => {
+    const limit = boundedInt(c.req.query('limit'), 100, 1, 500, 'limit');
+    const after = c.req.query('after');
+    if (after !== undefined && !isId('wh', after)) throw new ApiError('invalid_request', 'after must be a webhook id (wh_…).');
+    return c.json(await services.webhooks.list(tenantOf(c), limit, after));
+  });
   app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), pathId(c, 'wh'))));
   app.patch('/v1/webhooks/:id', async (c) => {
     const tenantId = tenantOf(c);

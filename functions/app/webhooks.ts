@@ -102,8 +102,10 @@ export class WebhookService {
     return { ...webhookView(webhook), secret: webhook.secrets[0] as string };
   }
 
-  async list(tenantId: string) {
-    return (await this.#deps.webhooks.list(tenantId)).map(webhookView);
+  /** A page of the tenant's webhooks, oldest first: `after` is the last id of the page before. */
+  async list(tenantId: string, limit: number, after?: string) {
+    const page = await this.#deps.webhooks.page(tenantId, limit, after);
+    return { data: page.webhooks.map(webhookView), has_more: page.hasMore };
   }
 
   async get(tenantId: string, id: string) {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { type ApiResponse, call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type ApiResponse, call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -20,13 +20,6 @@ withSandbox({ config: { deliveryTimeoutMs: 500 } }, async (s, r) => {
   [a, b] = await Promise.all([createTenant(sandbox, 'alpha', { max_webhooks: 3 }), createTenant(sandbox, 'beta')]);
   queues = new QueueStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.eventsTable, retentionDays: 7 });
 });
-
-function expectError(response: ApiResponse, status: number, code: string) {
-  expect(response.status).toBe(status);
-  expect(response.body).toEqual({ error: { code, message: expect.any(String) } });
-  expect(response.body.error.message.length).toBeGreaterThan(10);
-  expect(JSON.stringify(response.body)).not.toMatch(/at .*\.ts:\d+|Exception|stack/);
-}
 
 describe('bad input', () => {
   const good = { resource: 'task:1', type: 'task.changed', data: {} };

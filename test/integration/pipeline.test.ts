@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -167,6 +167,34 @@ describe('publish to delivery', () => {
     expect(moved.body).toMatchObject({ url: `${receiver.url}/list-moved`, types: ['a.*'] });
     // The new URL was verified with a ping before it was saved.
     expect(receiver.received.some((d) => d.path === '/list-moved')).toBe(true);
+  });
+
+  it('lists webhooks a page at a time, oldest first, each once, and refuses a cursor that is not a webhook id', async () => {
+    const own = await createTenant(sandbox, 'pages');
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++)
+      ids.push((await createWebhook(sandbox, own.key, { resource: `page:${i}`, url: `${receiver.url}/pages` })).id);
+    const seen: string[] = [];
+    const pages: boolean[] = [];
+    let after: string | undefined;
+
+    do {
+      const page = await call(sandbox, 'GET', `/v1/webhooks?limit=2${after ? `&after=${after}` : ''}`, { key: own.key });
+      expect(page.status).toBe(200);
+      expect(page.body.data.length).toBeLessThanOrEqual(2);
+      seen.push(...page.body.data.map((w: { id: string }) => w.id));
+      pages.push(page.body.has_more);
+      after = page.body.has_more ? seen.at(-1) : undefined;
+    } while (after);
+
+    expect(pages).toEqual([true, true, false]);
+    expect(seen).toEqual([...ids].sort());
+    // Without a limit, one page of up to 100.
+    expect((await call(sandbox, 'GET', '/v1/webhooks', { key: own.key })).body).toMatchObject({ has_more: false });
+    expect((await call(sandbox, 'GET', '/v1/webhooks', { key: own.key })).body.data).toHaveLength(5);
+    expectError(await call(sandbox, 'GET', '/v1/webhooks?after=evt_1', { key: own.key }), 400, 'invalid_request');
+    expectError(await call(sandbox, 'GET', '/v1/webhooks?limit=0', { key: own.key }), 400, 'invalid_request');
+    expectError(await call(sandbox, 'GET', '/v1/webhooks?limit=501', { key: own.key }), 400, 'invalid_request');
   });
 
   it('answers the health check without a key', async () => {

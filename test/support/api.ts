@@ -1,4 +1,5 @@
 /** A small client for the sandbox's HTTP API, as a test would call it over the network. */
+import { expect } from 'vitest';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 
 export interface ApiResponse {
@@ -52,4 +53,12 @@ export async function createWebhook(
 
 export async function publish(sandbox: Sandbox, key: string, events: unknown[]): Promise<ApiResponse> {
   return call(sandbox, 'POST', '/v1/events', { key, body: { events } });
+}
+
+/** An error answer as SPEC §3 shapes it: the status, the code, a sentence, no internals. */
+export function expectError(response: ApiResponse, status: number, code: string): void {
+  expect(response.status).toBe(status);
+  expect(response.body).toEqual({ error: { code, message: expect.any(String) } });
+  expect(response.body.error.message.length).toBeGreaterThan(10);
+  expect(JSON.stringify(response.body)).not.toMatch(/at .*\.ts:\d+|Exception|stack/);
 }
