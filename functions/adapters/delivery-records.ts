@@ -410,10 +410,11 @@ export class DeliveryRecords {
   }
 
   /**
-   * Takes one send from the endpoint's budget for the current window (`limit` per
-   * `windowMs`); false when the budget is spent (the caller delays the delivery,
-   * never fails it). Concurrent takes for one endpoint in this container (the
-   * records of one invocation) share one write when the budget has room for all.
+   * Takes one send from a budget of `limit` per `windowMs` for the current window
+   * (a failing endpoint's attempts, or a tenant's failing endpoints' together); false
+   * when the budget is spent (the caller delays the delivery, never fails it).
+   * Concurrent takes of one budget in this container (the records of one invocation)
+   * share one write when the budget has room for all.
    */
   takeSendSlot(webhookId: string, limit: number, windowMs: number, now: number): Promise<boolean> {
     const window = Math.floor(now / windowMs);
