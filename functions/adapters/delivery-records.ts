@@ -436,7 +436,7 @@ export class DeliveryRecords {
   reserveSend(webhookId: string, intervalMs: number, now: number): Promise<number> {
     return gathered(this.#paces, `${webhookId}|${intervalMs}`, async (count) => {
       const freeFrom = await this.#reservePace(webhookId, count * intervalMs, now);
-      return Array.from({ length: count }, (_, i) => paceSendAt(freeFrom + i * intervalMs, now));
+      return Array.from({ length: count }, (_, i) => paceSendAt(freeFrom + i * intervalMs, now, intervalMs));
     });
   }
 
@@ -444,7 +444,10 @@ export class DeliveryRecords {
    * Moves the endpoint's tat on by `span` and answers where the span starts. Two
    * conditional writes, each atomic, so no read and no lost update between senders:
    * an endpoint whose time is free starts again from now; a busy one continues from
-   * its tat. Whichever answered last for this endpoint is tried first.
+   * its tat. Whichever answered last for this endpoint is tried first. Neither write
+   * is idempotent: if the SDK retries one that applied but whose answer was lost, the
+   * span is taken twice, which leaves the endpoint idle for it (a lower rate, never a
+   * higher one).
    */
   async #reservePace(webhookId: string, span: number, now: number): Promise<number> {
     const key = { pk: pacePk(webhookId), sk: 'pace' };

@@ -20,7 +20,7 @@ import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { deliveryBody, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
-import { paceInterval, paceStillHeld } from '../core/endpoint-pace.ts';
+import { paceInterval } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -104,17 +104,25 @@ function context(m: { tenantId: string; webhookId: string; deliveryId?: string }
   return { tenant: m.tenantId, webhook: m.webhookId, ...(m.deliveryId && { delivery: m.deliveryId }) };
 }
 
-/** Sends a message again after `waitSeconds`, chaining SQS delays for longer waits. */
-async function later(deps: DeliveryDeps, message: DeliveryMessage | ProbeMessage, waitSeconds: number): Promise<void> {
+/**
+ * Sends a message again after `waitSeconds`, chaining SQS delays for longer waits. A
+ * delivery keeps a share of its endpoint's pace only when it is waiting for that
+ * share (`sendAt`): any other wait (Retry-After, a failing endpoint, a retry) ends
+ * with the endpoint in another state, and a share kept through it would go out
+ * together with every other one kept so.
+ */
+async function later(deps: DeliveryDeps, message: DeliveryMessage | ProbeMessage, waitSeconds: number, sendAt?: number): Promise<void> {
   const { delaySeconds, remainingSeconds } = sqsDelay(waitSeconds);
   const notBefore = remainingSeconds > 0 ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
-  await deps.queue.send([{ ...message, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
+  const again = message.kind === 'probe' ? message : { ...message, sendAt };
+  await deps.queue.send([{ ...again, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
 }
 
 async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
   if (message.notBefore !== undefined && message.notBefore > now) {
-    await later(deps, message, (message.notBefore - now) / 1000);
+    // A longer wait, chained: for a share of the pace too, if that is what it waits for.
+    await later(deps, message, (message.notBefore - now) / 1000, message.sendAt);
     return 'waiting';
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
@@ -160,12 +168,12 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   } else {
     // A healthy endpoint gets its rate: this attempt reserves its share of the
     // endpoint's time once, and waits for it in the deliver queue if it is not now.
-    const sendAt = paceStillHeld(message.sendAt, now)
-      ? message.sendAt
-      : await deps.records.reserveSend(webhook.id, paceInterval(deps.config.endpointRatePerSecond), now);
+    // A share it was given is kept however late the deliver queue brings it back:
+    // reserving again would put it behind every later one, and each share is taken once.
+    const sendAt = message.sendAt ?? (await deps.records.reserveSend(webhook.id, paceInterval(deps.config.endpointRatePerSecond), now));
     if (sendAt > now) {
-      if (message.sendAt !== sendAt) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
-      await later(deps, { ...message, sendAt }, (sendAt - now) / 1000);
+      if (message.sendAt === undefined) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
+      await later(deps, message, (sendAt - now) / 1000, sendAt);
       return 'throttled';
     }
   }
@@ -249,8 +257,7 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
         return 'dead_lettered';
       }
-      // The next attempt reserves its own share of the endpoint's rate.
-      await later(deps, { ...message, attempt: message.attempt + 1, sendAt: undefined }, wait);
+      await later(deps, { ...message, attempt: message.attempt + 1 }, wait);
       deps.metrics.count('DeliveriesRetried');
       return 'retrying';
     }

@@ -10,27 +10,19 @@
  * tenant's busy endpoint filling the shared deliver queue and its workers.
  */
 
-/** How much of an endpoint's time may be used ahead of now: its burst. */
+/** How much of an endpoint's time may be used at once: its burst, a second's worth of its rate. */
 export const PACE_BURST_MS = 1_000;
-
-/**
- * How late a delivery may come back for the time it was given and still use it (the
- * deliver queue may be slow to hand it over). Later than this it reserves again,
- * rather than go out together with every other late one.
- */
-export const PACE_GRACE_MS = 60_000;
 
 /** Milliseconds one POST takes of an endpoint's time at `ratePerSecond`. */
 export function paceInterval(ratePerSecond: number): number {
   return 1000 / ratePerSecond;
 }
 
-/** When a send whose share of the endpoint's time starts at `freeFrom` may go (at most `now`: at once). */
-export function paceSendAt(freeFrom: number, now: number): number {
-  return Math.max(now, freeFrom - PACE_BURST_MS);
-}
-
-/** Whether a delivery that was given `sendAt` (for this attempt) may still use it at `now`. */
-export function paceStillHeld(sendAt: number | undefined, now: number): sendAt is number {
-  return sendAt !== undefined && now - sendAt <= PACE_GRACE_MS;
+/**
+ * When a send whose share of the endpoint's time starts at `freeFrom` may go (at
+ * most `now`: at once). GCRA's tolerance is the burst less one share, so a second's
+ * worth of the rate goes at once and no more.
+ */
+export function paceSendAt(freeFrom: number, now: number, intervalMs: number): number {
+  return Math.max(now, freeFrom - (PACE_BURST_MS - intervalMs));
 }

@@ -239,19 +239,42 @@ describe('per-endpoint rate', () => {
 
     const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => handleDeliverMessage(deps, message(i))));
 
-    // 3 POSTs/s and a second's burst: 4 go now; the other 6 were given times a third
+    // 3 POSTs/s and a second's burst: 3 go now; the other 7 were given times a third
     // of a second apart and went back to the queue once, to wait for them.
-    expect(outcomes.filter((o) => o === 'delivered')).toHaveLength(4);
-    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(6);
+    expect(outcomes.filter((o) => o === 'delivered')).toHaveLength(3);
+    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(7);
     const waiting = sent.splice(0) as DeliveryMessage[];
     const times = waiting.map((m) => m.sendAt ?? Number.NaN).sort((a, b) => a - b);
-    expect(times.slice(1).map((t, i) => Math.round(t - (times[i] as number)))).toEqual(Array(5).fill(333));
+    expect(times.slice(1).map((t, i) => Math.round(t - (times[i] as number)))).toEqual(Array(6).fill(333));
 
-    // Back when their times have come, they go without asking for another.
-    const { deps: atTheirTimes, sent: again } = later(3_000);
-    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(atTheirTimes, m)))).toEqual(Array(6).fill('delivered'));
+    // Back when their times have come, even five minutes late (a slow deliver queue),
+    // they go without asking for another.
+    const { deps: late, sent: again } = later(300_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(late, m)))).toEqual(Array(7).fill('delivered'));
     expect(again).toEqual([]);
     await receiver.waitFor(() => okEvents('/paced').length === 10, 5_000);
+  });
+
+  it('keeps no share of the pace through a wait for anything else: the endpoint asked to be left alone', async () => {
+    const tenant = await createTenant(sandbox, 'paced-then-429');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'q:0', url: `${receiver.url}/paced-429` });
+    const { deps, sent } = later(0);
+    // The endpoint answered 429 with Retry-After: 30 to another delivery.
+    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
+    const paced: DeliveryMessage = {
+      deliveryId: 'msg_q1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_q1', seq: 1, resource: 'q:1', parents: ['q:0'], data: 1 })],
+      attempt: 1,
+      sendAt: Date.now() + 500,
+    };
+
+    expect(await handleDeliverMessage(deps, paced)).toBe('throttled');
+
+    // It waits for the endpoint, and reserves a share again when it comes back.
+    expect(sent).toHaveLength(1);
+    expect((sent[0] as DeliveryMessage).sendAt).toBeUndefined();
   });
 });
 

@@ -1,24 +1,25 @@
 import { describe, expect, it } from 'vitest';
-import { PACE_BURST_MS, PACE_GRACE_MS, paceInterval, paceSendAt, paceStillHeld } from '../../functions/core/endpoint-pace.ts';
+import { PACE_BURST_MS, paceInterval, paceSendAt } from '../../functions/core/endpoint-pace.ts';
 
 describe("an endpoint's pace", () => {
   it('gives each POST 1000 / rate ms of the endpoint', () => {
     expect([paceInterval(50), paceInterval(4), paceInterval(1)]).toEqual([20, 250, 1000]);
   });
 
-  it('sends at once what starts within a second of now, and the rest when its share starts less that second', () => {
+  it("sends a second's worth of the rate at once and no more, then each send one share after the one before", () => {
     const now = 1_000_000;
-    expect(paceSendAt(now - 5_000, now)).toBe(now);
-    expect(paceSendAt(now + PACE_BURST_MS, now)).toBe(now);
-    expect(paceSendAt(now + PACE_BURST_MS + 20, now)).toBe(now + 20);
-    expect(paceSendAt(now + 60_000, now)).toBe(now + 60_000 - PACE_BURST_MS);
+    const interval = paceInterval(50);
+    // The shares of 60 sends reserved together at `now` on a free endpoint.
+    const sendAt = Array.from({ length: 60 }, (_, i) => paceSendAt(now + i * interval, now, interval));
+    expect(sendAt.filter((t) => t === now)).toHaveLength(50);
+    expect(sendAt.slice(50)).toEqual(Array.from({ length: 10 }, (_, i) => now + (i + 1) * interval));
   });
 
-  it('lets a delivery use the time it was given while it is no later than the grace, and never one it was not given', () => {
+  it('sends at once what its share allows and at most a second ahead of a share far off', () => {
     const now = 1_000_000;
-    expect(paceStillHeld(now + 300, now)).toBe(true);
-    expect(paceStillHeld(now - PACE_GRACE_MS, now)).toBe(true);
-    expect(paceStillHeld(now - PACE_GRACE_MS - 1, now)).toBe(false);
-    expect(paceStillHeld(undefined, now)).toBe(false);
+    expect(paceSendAt(now - 5_000, now, 20)).toBe(now);
+    expect(paceSendAt(now + 60_000, now, 20)).toBe(now + 60_000 - PACE_BURST_MS + 20);
+    // At one POST a second, nothing goes early: the burst is the one share.
+    expect(paceSendAt(now + 1_000, now, 1_000)).toBe(now + 1_000);
   });
 });
