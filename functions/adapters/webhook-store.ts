@@ -59,6 +59,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     heldCount: Number(item.held_count ?? 0),
     probeToken: item.probe_token as string | undefined,
     releaseToken: item.release_token as string | undefined,
+    ...(item.notice_pending === true && { noticePending: true }),
     ...(item.not_before !== undefined && { notBefore: Number(item.not_before) }),
     createdAt: String(item.created_at),
     updatedAt: String(item.updated_at),
@@ -306,7 +307,7 @@ export class WebhookStore {
   async saveHealth(
     webhook: Webhook,
     health: Health,
-    extra: { status?: WebhookStatus; probeToken?: string | null; releaseToken?: string | null } = {},
+    extra: { status?: WebhookStatus; probeToken?: string | null; releaseToken?: string | null; noticePending?: true | null } = {},
   ): Promise<boolean> {
     const sets = ['#health = :health', '#health_version = :next'];
     const removes: string[] = [];
@@ -324,6 +325,7 @@ export class WebhookStore {
     for (const [field, attribute] of [
       ['probeToken', 'probe_token'],
       ['releaseToken', 'release_token'],
+      ['noticePending', 'notice_pending'],
     ] as const) {
       const value = extra[field];
       if (value === undefined) continue;
@@ -351,6 +353,21 @@ export class WebhookStore {
       if (isConditionFailure(error)) return false;
       throw error;
     }
+  }
+
+  /** The owner was told the webhook is disabled: no notice is owed any more. */
+  async clearNoticePending(tenantId: string, id: string): Promise<void> {
+    await applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'REMOVE #notice_pending',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names('notice_pending', 'pk'),
+        }),
+      ),
+    );
   }
 
   /**

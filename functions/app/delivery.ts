@@ -57,7 +57,7 @@ export interface DeliverQueuePort {
 }
 
 export interface DeliveryDeps {
-  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil'>;
+  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'clearNoticePending'>;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
   readonly notifier: Notifier;
@@ -132,6 +132,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
     return 'dropped';
   }
+  if (webhook.noticePending) await tellOwner(deps, webhook, now);
   const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
   if (action === 'drop') {
     // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
@@ -333,10 +334,15 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
         : undefined;
     const releaseToken = recovers ? newId('msg', event.now) : undefined;
     const status = disables ? ('disabled' as const) : event.type === 'reenabled' ? ('active' as const) : undefined;
+    // A notice owed to the owner is saved with the state that owes it, so that losing
+    // the SNS publish after this write cannot lose the notice (see `tellOwner`).
+    const noticePending =
+      disables && after.disabledReason !== 'by_owner' ? true : current.noticePending && after.state !== 'disabled' ? null : undefined;
     const saved = await deps.webhooks.saveHealth(current, after, {
       ...(status && { status }),
       ...(probeToken !== undefined && { probeToken }),
       ...(releaseToken && { releaseToken }),
+      ...(noticePending !== undefined && { noticePending }),
     });
     if (!saved) {
       const fresh = await deps.webhooks.get(current.tenantId, current.id);
@@ -351,6 +357,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       ...(status && { status }),
       ...(probeToken && { probeToken }),
       ...(releaseToken && { releaseToken }),
+      noticePending: noticePending === true,
     };
     const ctx = { tenant: current.tenantId, webhook: current.id, from: before.state, to: after.state };
     if (entersQuarantine && probeToken) {
@@ -372,21 +379,30 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       if (after.disabledReason === 'by_owner') deps.metrics.count('WebhooksDisabledByOwner');
       else deps.metrics.count('WebhooksDisabled', 1, { reason: after.disabledReason ?? 'unknown' });
       deps.logger.warn('Webhook disabled', { ...ctx, reason: after.disabledReason });
-      if (after.disabledReason !== 'by_owner') {
-        await deps.notifier.webhookDisabled({
-          type: 'webhook.disabled',
-          tenant: current.tenantId,
-          webhook: current.id,
-          url: current.url,
-          reason: after.disabledReason ?? 'unknown',
-          last_error: after.lastFailure ?? null,
-          at: new Date(event.now).toISOString(),
-        });
-      }
+      if (noticePending === true) await tellOwner(deps, updated, event.now);
     }
     return updated;
   }
   throw new Error('Could not save the webhook health after repeated conflicts');
+}
+
+/**
+ * Tells the owner that sluice disabled their webhook, then marks the notice sent. A
+ * notice whose publish failed stays owed on the webhook: the delivery that disabled
+ * it fails and SQS brings it back, and every later delivery to the webhook sends it
+ * again first. So an owner is told at least once (twice, if the mark is lost).
+ */
+async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
+  await deps.notifier.webhookDisabled({
+    type: 'webhook.disabled',
+    tenant: webhook.tenantId,
+    webhook: webhook.id,
+    url: webhook.url,
+    reason: webhook.health.disabledReason ?? 'unknown',
+    last_error: webhook.health.lastFailure ?? null,
+    at: webhook.health.lastFailure?.at ?? new Date(now).toISOString(),
+  });
+  await deps.webhooks.clearNoticePending(webhook.tenantId, webhook.id);
 }
 
 /** Starts releasing what a webhook holds (and its gap markers), e.g. when a switch is lifted. */
@@ -408,6 +424,8 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
     return 'waiting';
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  // A probe that disabled the webhook (quarantine expired) and could not tell the owner comes back here.
+  if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
     await later(deps, message, (webhook.notBefore - now) / 1000);

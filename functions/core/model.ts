@@ -60,6 +60,8 @@ export interface Webhook {
   readonly releaseToken: string | undefined;
   /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
   readonly notBefore?: number;
+  /** Sluice disabled it and its owner's notice has not been sent yet (see `applyHealth`). */
+  readonly noticePending?: boolean;
   readonly createdAt: string;
   readonly updatedAt: string;
 }

@@ -14,6 +14,7 @@ import { WebhookService } from '../../functions/app/webhooks.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -257,6 +258,37 @@ describe('failing endpoint', () => {
     const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
     expect(patched.body.status).toBe('active');
     await receiver.waitFor(() => okEvents('/gone').length === 1, 10_000);
+  });
+
+  it("owes the owner the notice when it cannot be sent, and sends it with the webhook's next delivery, once", async () => {
+    const tenant = await createTenant(sandbox, 'gone-unheard');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gu:1', url: `${receiver.url}/gone-unheard` });
+    receiver.answer('/gone-unheard', 410);
+    const message = (n: number): DeliveryMessage => ({
+      deliveryId: `msg_gu${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_gu${n}`, seq: n, resource: 'gu:1', data: n })],
+      attempt: 1,
+    });
+    const snsDown = deliveryDeps(sandbox.wiring, {
+      webhookDisabled: async () => {
+        throw new Error('SNS is unavailable');
+      },
+    });
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+
+    // The 410 disables the webhook; the notice cannot be sent, so the delivery fails (SQS would bring it back).
+    await expect(handleDeliverMessage(snsDown, message(1))).rejects.toThrow('SNS is unavailable');
+    expect((await snsDown.webhooks.get(tenant.id, hook.id))?.noticePending).toBe(true);
+    expect(heard()).toEqual([]);
+
+    // The delivery again, and one more: the notice goes first, once.
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    expect(await handleDeliverMessage(deps, message(1))).toBe('held');
+    expect(await handleDeliverMessage(deps, message(2))).toBe('held');
+    expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone', last_error: { status_code: 410 } }]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
   });
 
   it('waits at least Retry-After (within bounds) after a 429', async () => {
