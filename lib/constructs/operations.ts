@@ -4,7 +4,7 @@
  * (a scheduled sender and a receiver behind a function URL), and one dashboard
  * showing the pipeline left to right.
  */
-import { Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
 import {
   Alarm,
@@ -21,7 +21,8 @@ import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
 import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
-import { Alias } from 'aws-cdk-lib/aws-kms';
+import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { Key } from 'aws-cdk-lib/aws-kms';
 import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
@@ -64,11 +65,38 @@ export class Operations extends Construct {
 
   constructor(scope: Construct, id: string, props: OperationsProps) {
     super(scope, id);
-    this.onCallTopic = new Topic(this, 'OnCall', {
-      displayName: 'sluice on-call',
-      enforceSSL: true,
-      masterKey: Alias.fromAliasName(this, 'SnsKey', 'alias/aws/sns'),
+    // CloudWatch publishes the alarms to this topic, and it cannot use the AWS-managed
+    // SNS key (whose policy nobody can change): the topic has a key of its own that lets
+    // CloudWatch's alarms of this account and region encrypt, and nothing else new.
+    const stack = Stack.of(this);
+    const fromOwnAlarms = {
+      StringEquals: { 'aws:SourceAccount': stack.account },
+      ArnLike: { 'aws:SourceArn': `arn:${stack.partition}:cloudwatch:${stack.region}:${stack.account}:alarm:*` },
+    };
+    const onCallKey = new Key(this, 'OnCallKey', {
+      description: 'sluice: encrypts the on-call topic, which CloudWatch alarms publish to',
+      enableKeyRotation: true,
+      // It encrypts only notifications in flight: nothing kept needs it once the stack is gone.
+      removalPolicy: RemovalPolicy.DESTROY,
     });
+    onCallKey.addToResourcePolicy(
+      new PolicyStatement({
+        principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+        conditions: fromOwnAlarms,
+      }),
+    );
+    this.onCallTopic = new Topic(this, 'OnCall', { displayName: 'sluice on-call', enforceSSL: true, masterKey: onCallKey });
+    // The TLS-only policy replaces the topic's default one, which let the account's services publish.
+    this.onCallTopic.addToResourcePolicy(
+      new PolicyStatement({
+        principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.onCallTopic.topicArn],
+        conditions: fromOwnAlarms,
+      }),
+    );
 
     // The canary: a receiver behind a function URL (the canary webhook's https endpoint,
     // verifying every signature), and a sender that publishes through the public API.

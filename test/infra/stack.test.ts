@@ -342,6 +342,34 @@ describe('operations', () => {
     }
   });
 
+  it("lets CloudWatch's alarms publish to the on-call topic: its own key and its policy allow them", () => {
+    const [, topic] = Object.entries(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }))[0] as [
+      string,
+      { Properties: { KmsMasterKeyId: unknown } },
+    ];
+    // Not the AWS-managed alias/aws/sns, whose policy CloudWatch cannot be given.
+    expect(topic.Properties.KmsMasterKeyId).toMatchObject({ 'Fn::GetAtt': [expect.any(String), 'Arn'] });
+    const keyId = (topic.Properties.KmsMasterKeyId as { 'Fn::GetAtt': [string] })['Fn::GetAtt'][0];
+    const key = template.findResources('AWS::KMS::Key')[keyId] as { Properties: { KeyPolicy: { Statement: unknown[] } } };
+    expect(key.Properties.KeyPolicy.Statement).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          Principal: { Service: 'cloudwatch.amazonaws.com' },
+          Action: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+          Condition: expect.objectContaining({ StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } }),
+        }),
+      ]),
+    );
+    template.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          Match.objectLike({ Effect: 'Allow', Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: 'sns:Publish' }),
+        ]),
+      },
+    });
+  });
+
   it('pages on a stale canary even when nothing else reports: missing data breaches', () => {
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
       String(a.Properties.AlarmDescription).startsWith('Canary stale'),
