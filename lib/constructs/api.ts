@@ -87,6 +87,9 @@ export class Api extends Construct {
     // tenant's own usage plan (selected by the key the authorizer returns) is the limit;
     // the account's regional limit is the ceiling.
     this.restApi = new RestApi(this, 'Rest', {
+      // Unique in the account and region: the ingest-5xx alarm selects the API's
+      // metrics by this name, and would add in another API's that had the same one.
+      restApiName: Names.uniqueResourceName(this, { maxLength: 128 }),
       description: 'sluice: events in, webhooks out',
       apiKeySourceType: ApiKeySourceType.AUTHORIZER,
       cloudWatchRole: true,

@@ -370,6 +370,14 @@ describe('operations', () => {
     });
   });
 
+  it("watches this API's 5XX errors by a name no other API in the account has", () => {
+    const [api] = Object.values(template.findResources('AWS::ApiGateway::RestApi')) as Array<{ Properties: { Name: string } }>;
+    expect(api?.Properties.Name).toMatch(/^Sluice.+/);
+    const names = JSON.stringify(template.findResources('AWS::CloudWatch::Alarm')).match(/"ApiName","Value":"[^"]*"/g) ?? [];
+    expect(names.length).toBeGreaterThan(0);
+    expect(new Set(names)).toEqual(new Set([`"ApiName","Value":"${api?.Properties.Name}"`]));
+  });
+
   it('pages on a stale canary even when nothing else reports: missing data breaches', () => {
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
       String(a.Properties.AlarmDescription).startsWith('Canary stale'),
