@@ -3,12 +3,21 @@ import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/li
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
 
-export interface CanaryState {
+/** The canary's tenant, saved as soon as it exists, so that a run that fails after it resumes from it. */
+export interface CanaryTenant {
   readonly tenantId: string;
   /** The internal tenant's API key: the canary publishes through the public API, like any app. */
   readonly apiKey: string;
+}
+
+export interface CanaryState extends CanaryTenant {
   readonly webhookId: string;
   readonly secret: string;
+}
+
+/** Whether the canary's setup is complete: its webhook exists too. */
+export function hasWebhook(state: CanaryTenant | CanaryState): state is CanaryState {
+  return 'webhookId' in state && typeof state.webhookId === 'string';
 }
 
 const KEY = { pk: CONTROL_PK.canary, sk: 'state' };
@@ -22,20 +31,28 @@ export class CanaryStore {
     this.#table = options.tableName;
   }
 
-  async get(): Promise<CanaryState | undefined> {
+  async get(): Promise<CanaryTenant | CanaryState | undefined> {
     const result = await this.#client.send(new GetCommand({ TableName: this.#table, Key: KEY, ConsistentRead: true }));
-    return result.Item ? (result.Item.state as CanaryState) : undefined;
+    return result.Item ? (result.Item.state as CanaryTenant | CanaryState) : undefined;
   }
 
-  /** Saves the state unless another run saved one first; returns the state in force. */
-  async create(state: CanaryState): Promise<CanaryState> {
+  /**
+   * Saves the canary's tenant, or its completed state over the tenant it was built
+   * on, unless another run saved first; answers the state in force.
+   */
+  async save<S extends CanaryTenant | CanaryState>(state: S): Promise<CanaryTenant | CanaryState> {
+    const completing = hasWebhook(state);
     try {
       await this.#client.send(
         new PutCommand({
           TableName: this.#table,
           Item: { ...KEY, state },
-          ConditionExpression: 'attribute_not_exists(#pk)',
-          ExpressionAttributeNames: names('pk'),
+          // A tenant only where there is nothing yet; a webhook only on its own tenant, once.
+          ConditionExpression: completing
+            ? '#state.#tenantId = :tenantId AND attribute_not_exists(#state.#webhookId)'
+            : 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: completing ? names('state', 'tenantId', 'webhookId') : names('pk'),
+          ...(completing && { ExpressionAttributeValues: { ':tenantId': state.tenantId } }),
         }),
       );
       return state;

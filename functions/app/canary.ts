@@ -5,7 +5,7 @@
  * "canary stale" alarm fires when none has arrived end to end in 5 minutes, so it
  * pages even when every other metric is silent.
  */
-import type { CanaryState, CanaryStore } from '../adapters/canary-store.ts';
+import { type CanaryState, type CanaryStore, hasWebhook } from '../adapters/canary-store.ts';
 import { verifySignature } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
@@ -15,7 +15,7 @@ export const CANARY_TYPE = 'sluice_canary.tick';
 export const CANARY_ON_TIME_MS = 5 * 60_000;
 
 export interface CanaryDeps {
-  readonly store: Pick<CanaryStore, 'get' | 'create'>;
+  readonly store: Pick<CanaryStore, 'get' | 'save'>;
   /** The API's base URL, ending before `/v1`. */
   readonly apiUrl: string;
   readonly adminKey: () => Promise<string>;
@@ -37,29 +37,36 @@ async function post(url: string, key: string, body: unknown): Promise<{ status: 
   return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
 }
 
-async function bootstrap(deps: CanaryDeps): Promise<CanaryState> {
-  const adminKey = await deps.adminKey();
-  const tenant = await post(`${deps.apiUrl}/v1/admin/tenants`, adminKey, { name: 'sluice-canary' });
-  if (tenant.status !== 201) throw new Error(`Canary tenant creation answered ${tenant.status}`);
-  const apiKey = String(tenant.json.api_key);
-  const webhook = await post(`${deps.apiUrl}/v1/webhooks`, apiKey, {
+/**
+ * The canary's setup, in two steps that each save what they made, so a run that fails
+ * halfway is resumed by the next instead of starting over (a tenant and its usage plan
+ * each time): its tenant, then its webhook. A new API key can take a while to work at
+ * API Gateway: until it does, the webhook step fails and the next run tries again.
+ */
+async function setUp(deps: CanaryDeps): Promise<CanaryState> {
+  let state = await deps.store.get();
+  if (!state) {
+    const adminKey = await deps.adminKey();
+    const tenant = await post(`${deps.apiUrl}/v1/admin/tenants`, adminKey, { name: 'sluice-canary' });
+    if (tenant.status !== 201) throw new Error(`Canary tenant creation answered ${tenant.status}`);
+    state = await deps.store.save({ tenantId: String(tenant.json.id), apiKey: String(tenant.json.api_key) });
+  }
+  if (hasWebhook(state)) return state;
+  const webhook = await post(`${deps.apiUrl}/v1/webhooks`, state.apiKey, {
     resource: CANARY_RESOURCE,
     url: deps.receiverUrl,
     types: ['sluice_canary.*'],
     description: 'sluice canary',
   });
-  if (webhook.status !== 201) throw new Error(`Canary webhook creation answered ${webhook.status}`);
-  return deps.store.create({
-    tenantId: String(tenant.json.id),
-    apiKey,
-    webhookId: String(webhook.json.id),
-    secret: String(webhook.json.secret),
-  });
+  if (webhook.status !== 201) throw new Error(`Canary webhook creation answered ${webhook.status}; the next run tries again`);
+  const saved = await deps.store.save({ ...state, webhookId: String(webhook.json.id), secret: String(webhook.json.secret) });
+  if (!hasWebhook(saved)) throw new Error('Canary state lost its webhook');
+  return saved;
 }
 
 /** One scheduled run: publish one synthetic event. */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
-  const state = (await deps.store.get()) ?? (await bootstrap(deps));
+  const state = await setUp(deps);
   const published = await post(`${deps.apiUrl}/v1/events`, state.apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });
@@ -84,9 +91,9 @@ export async function receiveCanary(
   } catch {
     return 400;
   }
-  // The verification ping arrives before the state is saved: accept it unverified, count nothing.
+  // The verification ping arrives before the webhook is saved: accept it unverified, count nothing.
   const events = payload.events ?? [];
-  if (!state) return events.every((e) => e.type === 'webhook.ping') ? 204 : 401;
+  if (!state || !hasWebhook(state)) return events.every((e) => e.type === 'webhook.ping') ? 204 : 401;
   if (!verifySignature(state.secret, headers, body, Math.floor(deps.now() / 1000))) {
     deps.logger.warn('Canary receiver got a delivery with a bad signature');
     return 401;

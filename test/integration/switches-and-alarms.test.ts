@@ -190,7 +190,7 @@ describe('alarms and the canary', () => {
     const { deliveryHeaders } = await import('../../functions/core/signing.ts');
     const { CANARY_TYPE } = await import('../../functions/app/canary.ts');
     const state = await new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }).get();
-    if (!state) throw new Error('the canary has no state');
+    if (!state || !('secret' in state)) throw new Error('the canary has no webhook');
     const post = async (sentAt: number) => {
       const body = deliveryBody(state.webhookId, [
         {
