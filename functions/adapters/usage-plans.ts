@@ -11,6 +11,7 @@ import {
   CreateUsagePlanKeyCommand,
   DeleteApiKeyCommand,
   DeleteUsagePlanCommand,
+  UpdateUsagePlanCommand,
 } from '@aws-sdk/client-api-gateway';
 import { ApiError } from '../core/errors.ts';
 import type { Tenant } from '../core/model.ts';
@@ -76,8 +77,21 @@ export class ApiGatewayUsagePlans implements UsagePlans {
   }
 
   async remove(provisioning: Record<string, string>): Promise<void> {
-    if (provisioning.usagePlanId) await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId }));
-    if (provisioning.apiKeyId) await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId }));
+    try {
+      if (provisioning.usagePlanId) {
+        // API Gateway refuses to delete a usage plan that still has an API stage.
+        await this.#client.send(
+          new UpdateUsagePlanCommand({
+            usagePlanId: provisioning.usagePlanId,
+            patchOperations: [{ op: 'remove', path: '/apiStages', value: `${this.#restApiId}:${this.#stage}` }],
+          }),
+        );
+        await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId }));
+      }
+    } finally {
+      // The key goes even when its plan would not: a key left behind counts against the quota too.
+      if (provisioning.apiKeyId) await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId }));
+    }
   }
 }
 

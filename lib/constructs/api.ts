@@ -123,6 +123,8 @@ export class Api extends Construct {
     fn.addToRolePolicy(
       new PolicyStatement({ actions: ['apigateway:DELETE'], resources: [apigatewayArn('/apikeys/*'), apigatewayArn('/usageplans/*')] }),
     );
+    // Undoing a tenant whose creation failed: a usage plan's stage is removed (PATCH) before the plan.
+    fn.addToRolePolicy(new PolicyStatement({ actions: ['apigateway:PATCH'], resources: [apigatewayArn('/usageplans/*')] }));
     for (const path of ['/usageplans/*/keys', '/apikeys/*', '/usageplans/*']) {
       acknowledgeNag(
         fn,

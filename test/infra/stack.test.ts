@@ -214,6 +214,7 @@ describe('API', () => {
     expect(granted).toEqual([
       { action: 'apigateway:POST', paths: ['::/apikeys', '::/usageplans', '::/usageplans/*/keys'] },
       { action: 'apigateway:DELETE', paths: ['::/apikeys/*', '::/usageplans/*'] },
+      { action: 'apigateway:PATCH', paths: ['::/usageplans/*'] },
     ]);
   });
 

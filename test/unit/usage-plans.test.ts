@@ -15,12 +15,18 @@ let server: http.Server;
 let endpoint: string;
 const calls: string[] = [];
 let usagePlanAnswer: { status: number; type?: string } = { status: 201 };
+let stageAttached = true;
+let patches: unknown[] = [];
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
     calls.push(`${req.method} ${req.url}`);
-    req.resume();
+    let body = '';
+    req.on('data', (chunk) => {
+      body += chunk;
+    });
     req.on('end', () => {
+      if (req.method === 'PATCH') patches.push(...(JSON.parse(body) as { patchOperations: unknown[] }).patchOperations);
       const json = (status: number, body: unknown, type?: string) =>
         res.writeHead(status, { 'content-type': 'application/json', ...(type && { 'x-amzn-errortype': type }) }).end(JSON.stringify(body));
       if (req.method === 'POST' && req.url === '/apikeys') return json(201, { id: 'key123' });
@@ -30,6 +36,18 @@ beforeAll(async () => {
           : json(201, { id: 'plan123' });
       }
       if (req.method === 'POST' && req.url?.endsWith('/keys')) return json(201, { id: 'key123', type: 'API_KEY' });
+      if (req.method === 'PATCH' && req.url === '/usageplans/plan123') {
+        stageAttached = false;
+        return json(200, { id: 'plan123', apiStages: [] });
+      }
+      // As API Gateway: a usage plan with an API stage cannot be deleted.
+      if (req.method === 'DELETE' && req.url === '/usageplans/plan123' && stageAttached) {
+        return json(
+          400,
+          { message: 'Cannot delete Usage Plan plan123 because there are API Stages associated with it' },
+          'BadRequestException',
+        );
+      }
       if (req.method === 'DELETE') return res.writeHead(202).end();
       json(404, { message: 'no such route' }, 'NotFoundException');
     });
@@ -75,6 +93,17 @@ describe('API Gateway usage plans', () => {
     expect(failed).toBeInstanceOf(ApiError);
     expect(failed).toMatchObject({ code: 'limit_exceeded', status: 422 });
     expect(calls).toEqual(['POST /apikeys', 'POST /usageplans', 'DELETE /apikeys/key123']);
+  });
+
+  it('removes a plan as API Gateway allows it: its API stage first, then the plan, and the key in any case', async () => {
+    stageAttached = true;
+    patches = [];
+    calls.length = 0;
+
+    await plans().remove({ apiKeyId: 'key123', usagePlanId: 'plan123' });
+
+    expect(calls).toEqual(['PATCH /usageplans/plan123', 'DELETE /usageplans/plan123', 'DELETE /apikeys/key123']);
+    expect(patches).toEqual([{ op: 'remove', path: '/apiStages', value: 'api123:live' }]);
   });
 
   it("answers API Gateway's throttle on these calls as rate_limited (429) with a Retry-After", async () => {
