@@ -1,19 +1,40 @@
-/** The admin key, read once from Secrets Manager: `ak_` + the secret's `token` field. */
+/**
+ * The admin key: `ak_` + the `token` field of a Secrets Manager secret. Read once and
+ * kept for a few minutes, so that rotating the secret takes effect within them in
+ * every warm container; if a read fails after that, the key last read stays in use.
+ */
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 
-export function adminKeyLoader(client: SecretsManagerClient, secretArn: string): () => Promise<string> {
-  let key: Promise<string> | undefined;
-  const load = async () => {
+/** How long a container keeps the admin key before reading the secret again. */
+export const ADMIN_KEY_MAX_AGE_MS = 5 * 60_000;
+
+export function adminKeyLoader(
+  client: SecretsManagerClient,
+  secretArn: string,
+  options: { maxAgeMs?: number; now?: () => number } = {},
+): () => Promise<string> {
+  const maxAgeMs = options.maxAgeMs ?? ADMIN_KEY_MAX_AGE_MS;
+  const now = options.now ?? Date.now;
+  let last: { key: string; at: number } | undefined;
+  let reading: Promise<string> | undefined;
+  const read = async () => {
     const secret = await client.send(new GetSecretValueCommand({ SecretId: secretArn }));
     const token = (JSON.parse(secret.SecretString ?? '{}') as { token?: string }).token;
     if (!token) throw new Error('The admin key secret has no token field');
-    return `ak_${token}`;
+    last = { key: `ak_${token}`, at: now() };
+    return last.key;
   };
-  return () => {
-    key ??= load().catch((error: unknown) => {
-      key = undefined;
-      throw error;
+  return async () => {
+    if (last && now() - last.at < maxAgeMs) return last.key;
+    // Concurrent callers share one read.
+    reading ??= read().finally(() => {
+      reading = undefined;
     });
-    return key;
+    try {
+      return await reading;
+    } catch (error) {
+      if (last) return last.key;
+      throw error;
+    }
   };
 }

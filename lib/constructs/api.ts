@@ -74,7 +74,7 @@ export class Api extends Construct {
     acknowledgeNag(
       this.adminKeySecret,
       'AwsSolutions-SMG4',
-      'The admin key is rotated by the operator (a new secret value), since every admin client must be given the new key.',
+      'The admin key is rotated by the operator (a new secret value, read again by every function within 5 minutes), since every admin client must be given the new key.',
     );
 
     const accessLogs = new LogGroup(this, 'AccessLogs', {

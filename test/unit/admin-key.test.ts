@@ -1,0 +1,76 @@
+/**
+ * The real Secrets Manager client against a local HTTP server that answers as
+ * Secrets Manager does (there is no emulator of it to run).
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminKeyLoader } from '../../functions/adapters/admin-key.ts';
+
+let server: http.Server;
+let endpoint: string;
+let token = 'first';
+let failing = false;
+let reads = 0;
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      reads++;
+      if (failing) {
+        res.writeHead(400, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-errortype': 'AccessDeniedException' });
+        return res.end(JSON.stringify({ __type: 'AccessDeniedException', message: 'denied' }));
+      }
+      res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
+      res.end(
+        JSON.stringify({ ARN: 'arn:aws:secretsmanager:us-east-1:1:secret:admin', Name: 'admin', SecretString: JSON.stringify({ token }) }),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+describe('the admin key', () => {
+  it('is read again after its maximum age, so a rotated key works, and the last one read stays when a read fails', async () => {
+    const client = new SecretsManagerClient({
+      endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      maxAttempts: 1,
+    });
+    let clock = 1_000_000;
+    const adminKey = adminKeyLoader(client, 'arn:aws:secretsmanager:us-east-1:1:secret:admin', { maxAgeMs: 60_000, now: () => clock });
+    reads = 0;
+
+    expect(await Promise.all([adminKey(), adminKey()])).toEqual(['ak_first', 'ak_first']);
+    token = 'second';
+    clock += 59_000;
+    expect(await adminKey()).toBe('ak_first');
+    expect(reads).toBe(1);
+
+    clock += 1_000;
+    expect(await adminKey()).toBe('ak_second');
+
+    failing = true;
+    clock += 60_000;
+    expect(await adminKey()).toBe('ak_second');
+    expect(reads).toBe(3);
+  });
+
+  it('fails when there is no key yet and the secret cannot be read', async () => {
+    failing = true;
+    const client = new SecretsManagerClient({
+      endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      maxAttempts: 1,
+    });
+    await expect(adminKeyLoader(client, 'arn:aws:secretsmanager:us-east-1:1:secret:admin')()).rejects.toThrow();
+    failing = false;
+  });
+});
