@@ -4,6 +4,8 @@
  * (cdk.json context `sluice`, or SLUICE_* environment variables in the sandbox).
  * Every violation is reported at once, and the result is frozen.
  */
+
+import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../definitions/queues.ts';
 import { ConfigError } from './errors.ts';
 
 export interface SluiceConfig {
@@ -119,6 +121,11 @@ const schedule: Rule = (v) =>
     ? undefined
     : 'must be a non-empty list of whole seconds ≥ 0';
 
+/** Time a function keeps for its own writes after the longest work its config allows. */
+const FUNCTION_MARGIN_MS = 5_000;
+const MAX_TURN_MS = DISTRIBUTE_QUEUE.consumerTimeoutSeconds * 1000 - FUNCTION_MARGIN_MS;
+const MAX_DELIVERY_TIMEOUT_MS = (DELIVER_QUEUE.consumerTimeoutSeconds * 1000 - FUNCTION_MARGIN_MS) / 2;
+
 const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   objectRatePerSecond: positiveInt(100_000),
   objectBurst: positiveInt(1_000_000),
@@ -127,8 +134,11 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   tenantBurst: positiveInt(5_000),
   maxWebhooksPerTenant: positiveInt(10_000),
   turnMaxEvents: positiveInt(10_000),
-  turnMaxMs: positiveInt(60_000),
-  sharedTurnMaxMs: positiveInt(60_000),
+  // A turn ends well inside the distributor's timeout, and a delivery's release step
+  // (which may start a POST just before deliveryTimeoutMs and wait that long again for
+  // it) inside the delivery function's: a function that times out retries its batch.
+  turnMaxMs: positiveInt(MAX_TURN_MS),
+  sharedTurnMaxMs: positiveInt(MAX_TURN_MS),
   leaseMs: positiveInt(900_000),
   ingestGraceMs: positiveInt(900_000),
   reconcileIntervalSeconds: positiveInt(3_600),
@@ -136,7 +146,7 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   switchCacheMs: positiveInt(10_000),
   // At most 4 minutes: canary-stale needs a tick in every 5-minute period.
   canaryIntervalSeconds: positiveInt(240),
-  deliveryTimeoutMs: positiveInt(30_000),
+  deliveryTimeoutMs: positiveInt(MAX_DELIVERY_TIMEOUT_MS),
   retryScheduleSeconds: schedule,
   retryJitter: fraction,
   quarantineAfterFailures: positiveInt(1_000),

@@ -53,7 +53,8 @@ export class Pipeline extends Construct {
     this.reconciler = new SluiceFunction(this, 'Reconciler', {
       entry: FUNCTION_ENTRIES.reconciler,
       config: props.config,
-      timeout: Duration.seconds(Math.min(300, props.config.reconcileIntervalSeconds)),
+      // A run ends before the next (EventBridge runs it every minute at most often).
+      timeout: Duration.seconds(Math.min(300, Math.max(60, props.config.reconcileIntervalSeconds))),
       reservedConcurrentExecutions: 1,
     })
       .bindTable(props.events, 'readWrite', ENV.eventsTable)

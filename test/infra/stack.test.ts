@@ -145,6 +145,15 @@ describe('functions', () => {
       /(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)/,
     );
   });
+
+  it('refuses schedules EventBridge cannot run: intervals over a minute that are not whole minutes', () => {
+    const sluice = (config: Record<string, unknown>) => () =>
+      new Sluice(new Stack(new App({ context: NO_BUNDLING }), 'Schedules'), 'S', { config });
+    expect(sluice({ reconcileIntervalSeconds: 90, canaryIntervalSeconds: 150 })).toThrow(
+      /(?=.*reconcileIntervalSeconds must be a whole number of minutes)(?=.*canaryIntervalSeconds)/,
+    );
+    expect(sluice({ reconcileIntervalSeconds: 120, canaryIntervalSeconds: 30 })).not.toThrow();
+  });
 });
 
 describe('API', () => {

@@ -61,6 +61,15 @@ describe('config', () => {
     expect(() => buildConfig({ canaryIntervalSeconds: 241 })).toThrow(/canaryIntervalSeconds/);
   });
 
+  it("keeps a turn and a release step inside their functions' timeouts (20 s and 30 s), with 5 s to spare", () => {
+    expect(buildConfig({ turnMaxMs: 15_000, leaseMs: 30_000 }).turnMaxMs).toBe(15_000);
+    expect(() => buildConfig({ turnMaxMs: 15_001, leaseMs: 30_000 })).toThrow(/turnMaxMs/);
+    expect(() => buildConfig({ sharedTurnMaxMs: 15_001 })).toThrow(/sharedTurnMaxMs/);
+    // A release step may start a POST just before deliveryTimeoutMs and wait as long again for it.
+    expect(buildConfig({ deliveryTimeoutMs: 12_500 }).deliveryTimeoutMs).toBe(12_500);
+    expect(() => buildConfig({ deliveryTimeoutMs: 12_501 })).toThrow(/deliveryTimeoutMs/);
+  });
+
   it('reads SLUICE_* variables, JSON where they parse', () => {
     const overrides = overridesFromEnv({ SLUICE_OBJECT_QUEUE_CAP: '500', SLUICE_ALLOW_PRIVATE_TARGETS: 'true', OTHER: '1' });
     expect(overrides).toEqual({ objectQueueCap: 500, allowPrivateTargets: true });
