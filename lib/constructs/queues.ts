@@ -1,6 +1,6 @@
 /** SQS queues with their dead-letter queues, from the shared queue definitions. */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
+import { DeduplicationScope, FifoThroughputLimit, Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { QueueDefinition } from '../../functions/definitions/queues.ts';
 
@@ -21,7 +21,15 @@ export class QueueWithDeadLetters extends Construct {
     this.deadLetterQueue = new Queue(this, 'DeadLetters', common);
     this.queue = new Queue(this, 'Queue', {
       ...common,
-      ...(definition.fifo && { contentBasedDeduplication: false }),
+      // High-throughput FIFO: throughput per message group (one per object) rather than
+      // 300 calls a second for the whole queue. Each deduplication id is its group's
+      // (first 64 characters) and a token of its own: deduplicating within a group is
+      // what deduplicating in the queue already was.
+      ...(definition.fifo && {
+        contentBasedDeduplication: false,
+        deduplicationScope: DeduplicationScope.MESSAGE_GROUP,
+        fifoThroughputLimit: FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
+      }),
       visibilityTimeout: Duration.seconds(definition.visibilityTimeoutSeconds),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: definition.maxReceiveCount },
     });

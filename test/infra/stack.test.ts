@@ -55,6 +55,9 @@ describe('queues', () => {
     expect(distribute.Properties).toMatchObject({
       FifoQueue: true,
       ContentBasedDeduplication: false,
+      // High throughput: per message group (object), not 300 calls/s for the queue.
+      DeduplicationScope: 'messageGroup',
+      FifoThroughputLimit: 'perMessageGroupId',
       VisibilityTimeout: DISTRIBUTE_QUEUE.visibilityTimeoutSeconds,
       RedrivePolicy: { maxReceiveCount: DISTRIBUTE_QUEUE.maxReceiveCount },
     });
