@@ -59,6 +59,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     heldCount: Number(item.held_count ?? 0),
     probeToken: item.probe_token as string | undefined,
     releaseToken: item.release_token as string | undefined,
+    ...(item.release_at !== undefined && { releaseAt: Number(item.release_at) }),
     ...(item.notice_pending === true && { noticePending: true }),
     ...(item.not_before !== undefined && { notBefore: Number(item.not_before) }),
     createdAt: String(item.created_at),
@@ -307,7 +308,13 @@ export class WebhookStore {
   async saveHealth(
     webhook: Webhook,
     health: Health,
-    extra: { status?: WebhookStatus; probeToken?: string | null; releaseToken?: string | null; noticePending?: true | null } = {},
+    extra: {
+      status?: WebhookStatus;
+      probeToken?: string | null;
+      releaseToken?: string | null;
+      releaseAt?: number;
+      noticePending?: true | null;
+    } = {},
   ): Promise<boolean> {
     const sets = ['#health = :health', '#health_version = :next'];
     const removes: string[] = [];
@@ -326,6 +333,7 @@ export class WebhookStore {
       ['probeToken', 'probe_token'],
       ['releaseToken', 'release_token'],
       ['noticePending', 'notice_pending'],
+      ['releaseAt', 'release_at'],
     ] as const) {
       const value = extra[field];
       if (value === undefined) continue;
@@ -353,6 +361,26 @@ export class WebhookStore {
       if (isConditionFailure(error)) return false;
       throw error;
     }
+  }
+
+  /**
+   * A step of the release chain carrying `token` is running: notes when, so that a
+   * chain that was lost can be told from one that waits. False when another chain
+   * (a newer token) has taken over: this one must stop.
+   */
+  async markReleaseStep(tenantId: string, id: string, token: string, now: number): Promise<boolean> {
+    return applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'SET #release_at = :now',
+          ConditionExpression: '#release_token = :token',
+          ExpressionAttributeNames: names('release_at', 'release_token'),
+          ExpressionAttributeValues: { ':now': now, ':token': token },
+        }),
+      ),
+    );
   }
 
   /** The owner was told the webhook is disabled: no notice is owed any more. */

@@ -57,7 +57,10 @@ export interface DeliverQueuePort {
 }
 
 export interface DeliveryDeps {
-  readonly webhooks: Pick<WebhookStore, 'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'clearNoticePending'>;
+  readonly webhooks: Pick<
+    WebhookStore,
+    'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'clearNoticePending' | 'markReleaseStep'
+  >;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
   readonly notifier: Notifier;
@@ -144,6 +147,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   }
   if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
+    if (action !== 'pause') await reviveLostChain(deps, webhook, now);
     return hold(deps, webhook, message);
   }
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
@@ -341,7 +345,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
     const saved = await deps.webhooks.saveHealth(current, after, {
       ...(status && { status }),
       ...(probeToken !== undefined && { probeToken }),
-      ...(releaseToken && { releaseToken }),
+      ...(releaseToken && { releaseToken, releaseAt: event.now }),
       ...(noticePending !== undefined && { noticePending }),
     });
     if (!saved) {
@@ -405,11 +409,46 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
   await deps.webhooks.clearNoticePending(webhook.tenantId, webhook.id);
 }
 
+/**
+ * How long a probe may be overdue, or a release chain go without a step, before the
+ * chain counts as lost. Longer than any wait a live chain makes (SQS delays a message
+ * 15 minutes at most; longer waits are chained through it).
+ */
+export const CHAIN_LOST_AFTER_MS = 20 * 60_000;
+
+/**
+ * A chain of probes or of release steps lives in the deliver queue: if a message of
+ * it is lost (a send that failed after the state change was saved, or a message
+ * dead-lettered), a quarantined webhook would never be probed again, or a healthy one
+ * would hold every delivery behind what it already holds. Each delivery held for it
+ * checks, and starts a new chain (a new token ends any old one) when the old one is
+ * overdue by CHAIN_LOST_AFTER_MS.
+ */
+async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
+  const { health } = webhook;
+  if (webhook.status !== 'active') return;
+  if (health.state === 'quarantined' && health.nextProbeAt !== undefined && now - health.nextProbeAt > CHAIN_LOST_AFTER_MS) {
+    const token = newId('msg', now);
+    const interval = health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds;
+    if (await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token })) {
+      deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
+      deps.logger.warn('Probe chain was lost; probing again', context({ tenantId: webhook.tenantId, webhookId: webhook.id }));
+      await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
+    }
+    return;
+  }
+  if (deliversTo(health) && webhook.heldCount > 0 && now - (webhook.releaseAt ?? 0) > CHAIN_LOST_AFTER_MS) {
+    deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
+    deps.logger.warn('Release chain was lost; releasing again', context({ tenantId: webhook.tenantId, webhookId: webhook.id }));
+    await startRelease(deps, webhook);
+  }
+}
+
 /** Starts releasing what a webhook holds (and its gap markers), e.g. when a switch is lifted. */
 export async function startRelease(deps: DeliveryDeps, webhook: Webhook): Promise<void> {
   const token = newId('msg', deps.now());
   for (let attempt = 0, current: Webhook | undefined = webhook; current && attempt < 5; attempt++) {
-    if (await deps.webhooks.saveHealth(current, current.health, { releaseToken: token })) {
+    if (await deps.webhooks.saveHealth(current, current.health, { releaseToken: token, releaseAt: deps.now() })) {
       await deps.queue.send([{ kind: 'release', tenantId: current.tenantId, webhookId: current.id, token }]);
       return;
     }
@@ -465,6 +504,8 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   let webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook || webhook.releaseToken !== message.token) return 'stale';
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
+  if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, now))) return 'stale';
   // A paused webhook keeps holding; lifting the switch starts a new release.
   if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {

@@ -58,6 +58,8 @@ export interface Webhook {
   readonly probeToken: string | undefined;
   /** Only the release chain carrying this token may release held deliveries. */
   readonly releaseToken: string | undefined;
+  /** When the release chain last started or took a step (epoch ms): how a lost chain is noticed. */
+  readonly releaseAt?: number;
   /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
   readonly notBefore?: number;
   /** Sluice disabled it and its owner's notice has not been sent yet (see `applyHealth`). */

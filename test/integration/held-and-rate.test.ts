@@ -291,6 +291,78 @@ function later(offsetMs: number, send?: ReturnType<typeof deliveryDeps>['send'])
   return { deps, sent };
 }
 
+describe('a chain of probes or release steps that was lost', () => {
+  const message = (tenantId: string, webhookId: string, n: number, resource: string): DeliveryMessage => ({
+    deliveryId: `msg_${resource.replace(':', '')}${n}`,
+    tenantId,
+    webhookId,
+    events: [deliveredEventFixture({ id: `evt_${resource.replace(':', '')}${n}`, seq: n, resource, data: n })],
+    attempt: 1,
+  });
+
+  it('is noticed by a delivery held behind it: a quarantined webhook whose probe is long overdue is probed again', async () => {
+    const tenant = await createTenant(sandbox, 'lost-probes');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lp:1', url: `${receiver.url}/lost-probes` });
+    const { deps, sent } = later(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const now = Date.now();
+    // Quarantined 30 minutes ago; its next probe was due 21 minutes ago and never came.
+    const quarantined = {
+      ...webhook.health,
+      state: 'quarantined' as const,
+      quarantinedAt: now - 30 * 60_000,
+      probeIntervalSeconds: 60,
+      nextProbeAt: now - 21 * 60_000,
+    };
+    expect(await deps.webhooks.saveHealth(webhook, quarantined, { probeToken: 'msg_lost' })).toBe(true);
+
+    expect(await handleDeliverMessage(deps, message(tenant.id, hook.id, 1, 'lp:1'))).toBe('held');
+
+    const probes = sent.splice(0) as Array<{ kind?: string; token?: string }>;
+    expect(probes).toMatchObject([{ kind: 'probe', webhookId: hook.id }]);
+    const revived = await deps.webhooks.get(tenant.id, hook.id);
+    expect(revived?.probeToken).toBe(probes[0]?.token);
+    expect(revived?.probeToken).not.toBe('msg_lost');
+    // The next delivery finds the new chain on time: no second one.
+    expect(await handleDeliverMessage(deps, message(tenant.id, hook.id, 2, 'lp:1'))).toBe('held');
+    expect(sent).toEqual([]);
+  });
+
+  it('is noticed by a delivery held behind it: a healthy webhook whose release went quiet releases again, in order', async () => {
+    const tenant = await createTenant(sandbox, 'lost-release');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lr:1', url: `${receiver.url}/lost-release` });
+    const { deps, sent } = later(0);
+    // One delivery held, for a release chain whose message was lost (it never took a step).
+    expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+    expect(await deps.records.hold(message(tenant.id, hook.id, 1, 'lr:1'), Date.now())).toBe(true);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_lost', releaseAt: Date.now() - 21 * 60_000 })).toBe(
+      true,
+    );
+
+    expect(await handleDeliverMessage(deps, message(tenant.id, hook.id, 2, 'lr:1'))).toBe('held');
+
+    const [release, ...rest] = sent.splice(0) as Array<{ kind?: string; token?: string }>;
+    expect(release).toMatchObject({ kind: 'release', webhookId: hook.id });
+    expect(rest).toEqual([]);
+    // The new chain is on time: the next delivery held behind it would start none.
+    const revived = await deps.webhooks.get(tenant.id, hook.id);
+    expect(revived?.releaseToken).toBe(release?.token);
+    expect(Date.now() - (revived?.releaseAt ?? 0)).toBeLessThan(5_000);
+    // The new chain's steps, as the deliver queue would run them, until it asks for no more.
+    let next: unknown[] = [release];
+    for (let step = 0; step < 5 && next.length > 0; step++) {
+      for (const m of next) await handleDeliverMessage(deps, m as DeliveryMessage);
+      next = sent.splice(0).filter((m) => (m as { kind?: string }).kind === 'release');
+    }
+    await receiver.waitFor(() => okEvents('/lost-release').length === 2, 5_000);
+    expect(okEvents('/lost-release').map((e) => e.data)).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
+
 describe('held deliveries that outlive the retention period, and a held count that drifted', () => {
   it('drops held deliveries past the retention period from the count, and a retention gap marker stands for them', async () => {
     const tenant = await createTenant(sandbox, 'held-expired');
