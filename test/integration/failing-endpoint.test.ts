@@ -245,7 +245,12 @@ describe('failing endpoint', () => {
     receiver.answer('/gone', 410);
     await publish(sandbox, tenant.key, [{ resource: 'g:1', type: 'a.b', data: 1 }]);
     await receiver.waitFor(() => sandbox.notifier.notices.some((n) => n.webhook === hook.id), 10_000);
-    const detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
+    // The owner is told as the webhook is disabled; the delivery is held just after.
+    let detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
+    for (let i = 0; i < 40 && detail.health.held !== 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
+    }
     expect(detail.status).toBe('disabled');
     expect(detail.health).toMatchObject({ state: 'disabled', last_failure: { status_code: 410 }, held: 1 });
     expect(sandbox.notifier.notices.find((n) => n.webhook === hook.id)).toMatchObject({
@@ -262,8 +267,8 @@ describe('failing endpoint', () => {
 
   it("owes the owner the notice when it cannot be sent, and sends it with the webhook's next delivery, once", async () => {
     const tenant = await createTenant(sandbox, 'gone-unheard');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gu:1', url: `${receiver.url}/gone-unheard` });
-    receiver.answer('/gone-unheard', 410);
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gu:1', url: `${receiver.url}/unheard` });
+    receiver.answer('/unheard', 410);
     const message = (n: number): DeliveryMessage => ({
       deliveryId: `msg_gu${n}`,
       tenantId: tenant.id,
