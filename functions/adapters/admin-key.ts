@@ -33,8 +33,10 @@ export function adminKeyLoader(
     try {
       return await reading;
     } catch (error) {
-      if (last) return last.key;
-      throw error;
+      if (!last) throw error;
+      // Kept, and read again in a minute rather than on every call while the read fails.
+      last = { key: last.key, at: now() - maxAgeMs + Math.min(maxAgeMs, 60_000) };
+      return last.key;
     }
   };
 }

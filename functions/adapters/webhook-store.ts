@@ -383,16 +383,36 @@ export class WebhookStore {
     );
   }
 
-  /** The owner was told the webhook is disabled: no notice is owed any more. */
-  async clearNoticePending(tenantId: string, id: string): Promise<void> {
-    await applied(
+  /**
+   * Takes the owed disable notice to send it: true for exactly one caller, and only
+   * while the webhook is still disabled (one re-enabled meanwhile owes nothing).
+   */
+  async claimNotice(tenantId: string, id: string): Promise<boolean> {
+    return applied(
       this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
           UpdateExpression: 'REMOVE #notice_pending',
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names('notice_pending', 'pk'),
+          ConditionExpression: 'attribute_exists(#notice_pending) AND #status = :disabled',
+          ExpressionAttributeNames: names('notice_pending', 'status'),
+          ExpressionAttributeValues: { ':disabled': 'disabled' },
+        }),
+      ),
+    );
+  }
+
+  /** A claimed notice could not be sent: it is owed again, if the webhook is still disabled. */
+  async oweNoticeAgain(tenantId: string, id: string): Promise<void> {
+    await applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'SET #notice_pending = :true',
+          ConditionExpression: '#status = :disabled',
+          ExpressionAttributeNames: names('notice_pending', 'status'),
+          ExpressionAttributeValues: { ':true': true, ':disabled': 'disabled' },
         }),
       ),
     );

@@ -59,7 +59,7 @@ export interface DeliverQueuePort {
 export interface DeliveryDeps {
   readonly webhooks: Pick<
     WebhookStore,
-    'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'clearNoticePending' | 'markReleaseStep'
+    'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'claimNotice' | 'oweNoticeAgain' | 'markReleaseStep'
   >;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
@@ -147,7 +147,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   }
   if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
-    if (action !== 'pause') await reviveLostChain(deps, webhook, now);
+    if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
     return hold(deps, webhook, message);
   }
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
@@ -391,22 +391,34 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
 }
 
 /**
- * Tells the owner that sluice disabled their webhook, then marks the notice sent. A
- * notice whose publish failed stays owed on the webhook: the delivery that disabled
- * it fails and SQS brings it back, and every later delivery to the webhook sends it
- * again first. So an owner is told at least once (twice, if the mark is lost).
+ * Tells the owner that sluice disabled their webhook. The notice is owed on the
+ * webhook from the write that disabled it; whoever claims it sends it (one caller
+ * only, and only while the webhook is still disabled), and a send that fails makes it
+ * owed again, for the next delivery or probe to the webhook. A failure is counted and
+ * logged, never thrown: holding the delivery matters more than the notice.
  */
 async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
-  await deps.notifier.webhookDisabled({
-    type: 'webhook.disabled',
-    tenant: webhook.tenantId,
-    webhook: webhook.id,
-    url: webhook.url,
-    reason: webhook.health.disabledReason ?? 'unknown',
-    last_error: webhook.health.lastFailure ?? null,
-    at: webhook.health.lastFailure?.at ?? new Date(now).toISOString(),
-  });
-  await deps.webhooks.clearNoticePending(webhook.tenantId, webhook.id);
+  try {
+    if (!(await deps.webhooks.claimNotice(webhook.tenantId, webhook.id))) return;
+  } catch (error) {
+    deps.logger.error('Disable notice could not be claimed', { ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }), error });
+    return;
+  }
+  try {
+    await deps.notifier.webhookDisabled({
+      type: 'webhook.disabled',
+      tenant: webhook.tenantId,
+      webhook: webhook.id,
+      url: webhook.url,
+      reason: webhook.health.disabledReason ?? 'unknown',
+      last_error: webhook.health.lastFailure ?? null,
+      at: webhook.health.lastFailure?.at ?? new Date(now).toISOString(),
+    });
+  } catch (error) {
+    deps.metrics.count('DisableNoticesFailed');
+    deps.logger.error('Disable notice not sent; owed again', { ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }), error });
+    await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id).catch(() => undefined);
+  }
 }
 
 /**
@@ -422,25 +434,36 @@ export const CHAIN_LOST_AFTER_MS = 20 * 60_000;
  * dead-lettered), a quarantined webhook would never be probed again, or a healthy one
  * would hold every delivery behind what it already holds. Each delivery held for it
  * checks, and starts a new chain (a new token ends any old one) when the old one is
- * overdue by CHAIN_LOST_AFTER_MS.
+ * overdue by CHAIN_LOST_AFTER_MS more than this delivery itself waited since its
+ * oldest event was accepted: a deliver queue that runs late makes the chain late too,
+ * and reviving a live chain then would only push it to the back of that queue. A
+ * probe that waits for the endpoint's Retry-After is not overdue before it ends.
  */
-async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
+async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, now: number): Promise<void> {
   const { health } = webhook;
   if (webhook.status !== 'active') return;
-  if (health.state === 'quarantined' && health.nextProbeAt !== undefined && now - health.nextProbeAt > CHAIN_LOST_AFTER_MS) {
+  const accepted = Math.min(...message.events.map((e) => Date.parse(e.created_at)).filter(Number.isFinite));
+  const lostAfter = CHAIN_LOST_AFTER_MS + (Number.isFinite(accepted) ? Math.max(0, now - accepted) : 0);
+  if (health.state === 'quarantined' && health.nextProbeAt !== undefined) {
+    const due = Math.max(health.nextProbeAt, webhook.notBefore ?? 0);
+    if (now - due <= lostAfter) return;
     const token = newId('msg', now);
     const interval = health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds;
+    // Conditional on the health this read: of concurrent revivers, one starts a chain.
     if (await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token })) {
       deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
-      deps.logger.warn('Probe chain was lost; probing again', context({ tenantId: webhook.tenantId, webhookId: webhook.id }));
+      deps.logger.warn('Probe chain was lost; probing again', context(message));
       await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
     }
     return;
   }
-  if (deliversTo(health) && webhook.heldCount > 0 && now - (webhook.releaseAt ?? 0) > CHAIN_LOST_AFTER_MS) {
-    deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
-    deps.logger.warn('Release chain was lost; releasing again', context({ tenantId: webhook.tenantId, webhookId: webhook.id }));
-    await startRelease(deps, webhook);
+  if (deliversTo(health) && webhook.heldCount > 0 && now - (webhook.releaseAt ?? 0) > lostAfter) {
+    const token = newId('msg', now);
+    if (await deps.webhooks.saveHealth(webhook, health, { releaseToken: token, releaseAt: now })) {
+      deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
+      deps.logger.warn('Release chain was lost; releasing again', context(message));
+      await deps.queue.send([{ kind: 'release', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
+    }
   }
 }
 

@@ -1,4 +1,4 @@
-/** Lambda entry for the authorizer. The admin key is read once per cold start; only its hash is kept. */
+/** Lambda entry for the authorizer. The admin key is read again every few minutes (see adapters/admin-key.ts); it is compared by hash. */
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { adminKeyLoader } from '../adapters/admin-key.ts';
 import { documentClient, requireEnv } from '../adapters/aws.ts';

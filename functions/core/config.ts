@@ -123,7 +123,8 @@ const schedule: Rule = (v) =>
 
 /** Time a function keeps for its own writes after the longest work its config allows. */
 const FUNCTION_MARGIN_MS = 5_000;
-const MAX_TURN_MS = DISTRIBUTE_QUEUE.consumerTimeoutSeconds * 1000 - FUNCTION_MARGIN_MS;
+// Two doorbells of one object in a batch run their turns one after the other.
+const MAX_TURN_MS = (DISTRIBUTE_QUEUE.consumerTimeoutSeconds * 1000 - FUNCTION_MARGIN_MS) / 2;
 const MAX_DELIVERY_TIMEOUT_MS = (DELIVER_QUEUE.consumerTimeoutSeconds * 1000 - FUNCTION_MARGIN_MS) / 2;
 
 const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {

@@ -265,7 +265,7 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/gone').length === 1, 10_000);
   });
 
-  it("owes the owner the notice when it cannot be sent, and sends it with the webhook's next delivery, once", async () => {
+  it("owes the owner the notice when it cannot be sent, and sends it with the webhook's next deliveries, once", async () => {
     const tenant = await createTenant(sandbox, 'gone-unheard');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'gu:1', url: `${receiver.url}/unheard` });
     receiver.answer('/unheard', 410);
@@ -283,15 +283,15 @@ describe('failing endpoint', () => {
     });
     const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
 
-    // The 410 disables the webhook; the notice cannot be sent, so the delivery fails (SQS would bring it back).
-    await expect(handleDeliverMessage(snsDown, message(1))).rejects.toThrow('SNS is unavailable');
+    // The 410 disables the webhook; the notice cannot be sent: it stays owed, and the delivery is held all the same.
+    expect(await handleDeliverMessage(snsDown, message(1))).toBe('disabled');
     expect((await snsDown.webhooks.get(tenant.id, hook.id))?.noticePending).toBe(true);
     expect(heard()).toEqual([]);
 
-    // The delivery again, and one more: the notice goes first, once.
+    // SNS is back: of the next deliveries, at once, one sends the notice; all are held.
     const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    expect(await handleDeliverMessage(deps, message(1))).toBe('held');
-    expect(await handleDeliverMessage(deps, message(2))).toBe('held');
+    expect(await Promise.all([2, 3, 4].map((n) => handleDeliverMessage(deps, message(n))))).toEqual(['held', 'held', 'held']);
+    expect(await handleDeliverMessage(deps, message(5))).toBe('held');
     expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone', last_error: { status_code: 410 } }]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
   });
