@@ -171,22 +171,14 @@ export class WebhookStore {
     return pending;
   }
 
+  /** All of a tenant's webhooks, page by page. */
   async list(tenantId: string): Promise<Webhook[]> {
     const webhooks: Webhook[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
-          ExpressionAttributeNames: names('pk', 'sk'),
-          ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':prefix': webhookSk('') },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      webhooks.push(...(result.Items ?? []).map(toWebhook));
-      startKey = result.LastEvaluatedKey;
-    } while (startKey);
+    for (let more = true; more; ) {
+      const page = await this.page(tenantId, 1_000, webhooks.at(-1)?.id);
+      webhooks.push(...page.webhooks);
+      more = page.hasMore;
+    }
     return webhooks;
   }
 
