@@ -37,6 +37,23 @@ async function post(url: string, key: string, body: unknown): Promise<{ status: 
   return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
 }
 
+async function call(method: 'GET' | 'DELETE', url: string, key: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(url, { method, headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(15_000) });
+  const text = await response.text();
+  return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+/** Deletes the canary tenant's webhooks: before its one webhook is made, any there are orphans. */
+async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
+  const listed = await call('GET', `${deps.apiUrl}/v1/webhooks`, apiKey);
+  if (listed.status !== 200) throw new Error(`Canary webhook listing answered ${listed.status}; the next run tries again`);
+  for (const webhook of (listed.json.data as Array<{ id: string }> | undefined) ?? []) {
+    const deleted = await call('DELETE', `${deps.apiUrl}/v1/webhooks/${webhook.id}`, apiKey);
+    if (deleted.status !== 204 && deleted.status !== 404) throw new Error(`Canary webhook deletion answered ${deleted.status}`);
+    deps.logger.warn('Canary deleted a webhook an earlier run made but did not save', { webhook: webhook.id });
+  }
+}
+
 /**
  * The canary's setup, in two steps that each save what they made, so a run that fails
  * halfway is resumed by the next instead of starting over (a tenant and its usage plan
@@ -52,6 +69,9 @@ async function setUp(deps: CanaryDeps): Promise<CanaryState> {
     state = await deps.store.save({ tenantId: String(tenant.json.id), apiKey: String(tenant.json.api_key) });
   }
   if (hasWebhook(state)) return state;
+  // A webhook an earlier run made but could not save (its answer was lost) signs with a
+  // secret nobody kept: the receiver would refuse it until it is disabled, which pages.
+  await deleteOrphans(deps, state.apiKey);
   const webhook = await post(`${deps.apiUrl}/v1/webhooks`, state.apiKey, {
     resource: CANARY_RESOURCE,
     url: deps.receiverUrl,

@@ -2,11 +2,13 @@
  * The canary's setup survives a run that fails halfway: the next run goes on with
  * the tenant the first one made, instead of making another (and its usage plan).
  */
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { CanaryStore, hasWebhook } from '../../functions/adapters/canary-store.ts';
 import { type CanaryDeps, runCanary } from '../../functions/app/canary.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createWebhook } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -48,5 +50,34 @@ describe('the canary', () => {
     // A third run uses what is saved: no new tenant, no new webhook.
     await runCanary(deps(`${receiver.url}/canary-ready`));
     expect(await store.get()).toEqual(second);
+  });
+
+  it('deletes a webhook an earlier run made but could not save, before it makes the one it keeps', async () => {
+    const store = new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const state = await store.get();
+    if (!state) throw new Error('no canary state');
+    // As if the webhook's 201 had been lost: it exists, and the saved state does not know it.
+    await sandbox.wiring.dynamo.send(
+      new PutCommand({
+        TableName: sandbox.wiring.controlTable,
+        Item: { pk: 'canary', sk: 'state', state: { tenantId: state.tenantId, apiKey: state.apiKey } },
+      }),
+    );
+    const orphan = await createWebhook(sandbox, state.apiKey, { resource: 'sluice-canary', url: `${receiver.url}/canary-orphan` });
+
+    await runCanary({
+      store,
+      apiUrl: sandbox.url,
+      adminKey: async () => sandbox.adminKey,
+      receiverUrl: `${receiver.url}/canary-ready`,
+      metrics: sandbox.metrics,
+      logger: NO_LOGS,
+      now: Date.now,
+    });
+
+    const webhooks = (await call(sandbox, 'GET', '/v1/webhooks', { key: state.apiKey })).body.data.map((w: { id: string }) => w.id);
+    const saved = await store.get();
+    expect(webhooks).toEqual([saved && 'webhookId' in saved ? saved.webhookId : 'none']);
+    expect(webhooks).not.toContain(orphan.id);
   });
 });
