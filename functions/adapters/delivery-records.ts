@@ -24,7 +24,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
-import { applied, epochSeconds, isConditionFailure, names } from './dynamo.ts';
+import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
 
 export interface AttemptRecord {
   readonly id: string;
@@ -109,17 +109,9 @@ export class DeliveryRecords {
     return { expires_at: epochSeconds(now + this.#retentionMs), expires_at_ms: now + this.#retentionMs };
   }
 
-  /** The pages of a query, one request each, until the last (or until `more` says stop). */
-  async *#pages(
-    input: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>,
-    more: () => boolean = () => true,
-  ): AsyncGenerator<QueryCommandOutput> {
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(new QueryCommand({ ...input, TableName: this.#table, ExclusiveStartKey: startKey }));
-      yield result;
-      startKey = result.LastEvaluatedKey;
-    } while (startKey && more());
+  /** The pages of a query of this table (see `queryPages`). */
+  #pages(input: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>, more?: () => boolean): AsyncGenerator<QueryCommandOutput> {
+    return queryPages(this.#client, { ...input, TableName: this.#table }, { ...(more && { more }) });
   }
 
   async recordAttempt(webhookId: string, record: AttemptRecord, now: number): Promise<void> {

@@ -1,6 +1,13 @@
 /** Helpers shared by the DynamoDB stores. */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { BatchWriteCommand, type BatchWriteCommandInput, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import {
+  BatchWriteCommand,
+  type BatchWriteCommandInput,
+  type DynamoDBDocumentClient,
+  QueryCommand,
+  type QueryCommandInput,
+  type QueryCommandOutput,
+} from '@aws-sdk/lib-dynamodb';
 
 export function isConditionFailure(error: unknown): boolean {
   return error instanceof ConditionalCheckFailedException || (error instanceof Error && error.name === 'ConditionalCheckFailedException');
@@ -20,6 +27,23 @@ export async function applied(write: Promise<unknown>): Promise<boolean> {
 /** `{ '#a': 'a', … }` for every name, so no reserved word ever reaches an expression. */
 export function names(...attributes: string[]): Record<string, string> {
   return Object.fromEntries(attributes.map((name) => [`#${name}`, name]));
+}
+
+/**
+ * The pages of a query, one request each, from `startKey` (if any) until the last, or
+ * until `more`, asked after each page, says stop.
+ */
+export async function* queryPages(
+  client: DynamoDBDocumentClient,
+  input: Omit<QueryCommandInput, 'ExclusiveStartKey'>,
+  options: { startKey?: Record<string, unknown>; more?: () => boolean } = {},
+): AsyncGenerator<QueryCommandOutput> {
+  let startKey = options.startKey;
+  do {
+    const result = await client.send(new QueryCommand({ ...input, ExclusiveStartKey: startKey }));
+    yield result;
+    startKey = result.LastEvaluatedKey;
+  } while (startKey && (options.more?.() ?? true));
 }
 
 type WriteRequest = NonNullable<BatchWriteCommandInput['RequestItems']>[string][number];

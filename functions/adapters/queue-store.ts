@@ -11,7 +11,7 @@ import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import { type PendingItem, type QueueMeta, quietTurnAllowed, type TurnRecord } from '../core/turn.ts';
 import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
-import { applied, batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
+import { applied, batchWrite, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
 
 const META_SK = 'meta';
 const SCHEDULE_INDEX = 'by_schedule';
@@ -436,21 +436,14 @@ export class QueueStore {
     // An empty range (DynamoDB refuses a BETWEEN whose bounds are reversed).
     if (fromSlot > toSlot) return [];
     const items: PendingItem[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
-          ExpressionAttributeNames: names('pk', 'sk'),
-          ExpressionAttributeValues: { ':pk': objectPk(key), ':from': slotSk(fromSlot), ':to': slotSk(toSlot) },
-          ConsistentRead: true,
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      items.push(...(result.Items ?? []).map((item) => toPending(item, now)));
-      startKey = result.LastEvaluatedKey;
-    } while (startKey);
+    const pages = queryPages(this.#client, {
+      TableName: this.#table,
+      KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+      ExpressionAttributeNames: names('pk', 'sk'),
+      ExpressionAttributeValues: { ':pk': objectPk(key), ':from': slotSk(fromSlot), ':to': slotSk(toSlot) },
+      ConsistentRead: true,
+    });
+    for await (const result of pages) items.push(...(result.Items ?? []).map((item) => toPending(item, now)));
     return items;
   }
 
@@ -629,21 +622,14 @@ export class QueueStore {
   async scheduledObjects(): Promise<ObjectKey[]> {
     const keys: ObjectKey[] = [];
     for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
-      let startKey: Record<string, unknown> | undefined;
-      do {
-        const result = await this.#client.send(
-          new QueryCommand({
-            TableName: this.#table,
-            IndexName: SCHEDULE_INDEX,
-            KeyConditionExpression: '#sched_shard = :shard',
-            ExpressionAttributeNames: names('sched_shard'),
-            ExpressionAttributeValues: { ':shard': `s${shard}` },
-            ExclusiveStartKey: startKey,
-          }),
-        );
-        for (const item of result.Items ?? []) keys.push(parseObjectPk(String(item.pk)));
-        startKey = result.LastEvaluatedKey;
-      } while (startKey);
+      const pages = queryPages(this.#client, {
+        TableName: this.#table,
+        IndexName: SCHEDULE_INDEX,
+        KeyConditionExpression: '#sched_shard = :shard',
+        ExpressionAttributeNames: names('sched_shard'),
+        ExpressionAttributeValues: { ':shard': `s${shard}` },
+      });
+      for await (const result of pages) for (const item of result.Items ?? []) keys.push(parseObjectPk(String(item.pk)));
     }
     return keys;
   }

@@ -2,11 +2,11 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
-import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
-import { applied, isConditionFailure, names } from './dynamo.ts';
+import { applied, isConditionFailure, names, queryPages } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
@@ -188,43 +188,33 @@ export class WebhookStore {
    */
   async page(tenantId: string, limit: number, after?: string): Promise<{ webhooks: Webhook[]; hasMore: boolean }> {
     const items: Record<string, unknown>[] = [];
-    let startKey: Record<string, unknown> | undefined = after === undefined ? undefined : { pk: tenantPk(tenantId), sk: webhookSk(after) };
     // One more than the page, to know whether more follow; DynamoDB may stop short at 1 MB.
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
-          ExpressionAttributeNames: names('pk', 'sk'),
-          ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':prefix': webhookSk('') },
-          ExclusiveStartKey: startKey,
-          Limit: limit + 1 - items.length,
-        }),
-      );
-      items.push(...(result.Items ?? []));
-      startKey = result.LastEvaluatedKey;
-    } while (startKey && items.length <= limit);
+    const pages = queryPages(
+      this.#client,
+      {
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
+        ExpressionAttributeNames: names('pk', 'sk'),
+        ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':prefix': webhookSk('') },
+        Limit: limit + 1,
+      },
+      { ...(after !== undefined && { startKey: { pk: tenantPk(tenantId), sk: webhookSk(after) } }), more: () => items.length <= limit },
+    );
+    for await (const result of pages) items.push(...(result.Items ?? []));
     return { webhooks: items.slice(0, limit).map(toWebhook), hasMore: items.length > limit };
   }
 
   /** The webhooks subscribed to one resource of one tenant. */
   async onResource(tenantId: string, resource: string): Promise<Webhook[]> {
     const webhooks: Webhook[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const result = await this.#client.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: BY_RESOURCE_INDEX,
-          KeyConditionExpression: '#gsi1pk = :key',
-          ExpressionAttributeNames: names('gsi1pk'),
-          ExpressionAttributeValues: { ':key': resourceKey(tenantId, resource) },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      webhooks.push(...(result.Items ?? []).map(toWebhook));
-      startKey = result.LastEvaluatedKey;
-    } while (startKey);
+    const pages = queryPages(this.#client, {
+      TableName: this.#table,
+      IndexName: BY_RESOURCE_INDEX,
+      KeyConditionExpression: '#gsi1pk = :key',
+      ExpressionAttributeNames: names('gsi1pk'),
+      ExpressionAttributeValues: { ':key': resourceKey(tenantId, resource) },
+    });
+    for await (const result of pages) webhooks.push(...(result.Items ?? []).map(toWebhook));
     return webhooks;
   }
 
