@@ -398,10 +398,11 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
  * logged, never thrown: holding the delivery matters more than the notice.
  */
 async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
+  const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
   try {
     if (!(await deps.webhooks.claimNotice(webhook.tenantId, webhook.id))) return;
   } catch (error) {
-    deps.logger.error('Disable notice could not be claimed', { ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }), error });
+    deps.logger.error('Disable notice could not be claimed', { ...ctx, error });
     return;
   }
   try {
@@ -416,7 +417,7 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
     });
   } catch (error) {
     deps.metrics.count('DisableNoticesFailed');
-    deps.logger.error('Disable notice not sent; owed again', { ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }), error });
+    deps.logger.error('Disable notice not sent; owed again', { ...ctx, error });
     await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id).catch(() => undefined);
   }
 }
@@ -457,24 +458,33 @@ async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: De
     }
     return;
   }
-  if (deliversTo(health) && webhook.heldCount > 0 && now - (webhook.releaseAt ?? 0) > lostAfter) {
-    const token = newId('msg', now);
-    if (await deps.webhooks.saveHealth(webhook, health, { releaseToken: token, releaseAt: now })) {
-      deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
-      deps.logger.warn('Release chain was lost; releasing again', context(message));
-      await deps.queue.send([{ kind: 'release', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
-    }
+  // Once: of concurrent revivers, the one whose write applies starts the chain.
+  if (
+    deliversTo(health) &&
+    webhook.heldCount > 0 &&
+    now - (webhook.releaseAt ?? 0) > lostAfter &&
+    (await beginRelease(deps, webhook, now))
+  ) {
+    deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
+    deps.logger.warn('Release chain was lost; releasing again', context(message));
   }
+}
+
+/**
+ * Starts a release chain on the webhook as read, with a token of its own (which ends
+ * any older chain); false, starting nothing, when the webhook's health changed since.
+ */
+async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<boolean> {
+  const token = newId('msg', now);
+  if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt: now }))) return false;
+  await deps.queue.send([{ kind: 'release', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
+  return true;
 }
 
 /** Starts releasing what a webhook holds (and its gap markers), e.g. when a switch is lifted. */
 export async function startRelease(deps: DeliveryDeps, webhook: Webhook): Promise<void> {
-  const token = newId('msg', deps.now());
   for (let attempt = 0, current: Webhook | undefined = webhook; current && attempt < 5; attempt++) {
-    if (await deps.webhooks.saveHealth(current, current.health, { releaseToken: token, releaseAt: deps.now() })) {
-      await deps.queue.send([{ kind: 'release', tenantId: current.tenantId, webhookId: current.id, token }]);
-      return;
-    }
+    if (await beginRelease(deps, current, deps.now())) return;
     current = await deps.webhooks.get(current.tenantId, current.id);
   }
 }
