@@ -2,7 +2,14 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
-import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  DeleteCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  UpdateCommand,
+  type UpdateCommandInput,
+} from '@aws-sdk/lib-dynamodb';
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
@@ -142,6 +149,13 @@ export class WebhookStore {
       }),
     );
     await this.#bump(webhook.tenantId);
+  }
+
+  /** A conditional update of one webhook's item: whether its condition let it apply. */
+  #updateIf(tenantId: string, id: string, input: Omit<UpdateCommandInput, 'TableName' | 'Key'>): Promise<boolean> {
+    return applied(
+      this.#client.send(new UpdateCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: webhookSk(id) }, ...input })),
+    );
   }
 
   /**
@@ -351,18 +365,12 @@ export class WebhookStore {
    * (a newer token) has taken over: this one must stop.
    */
   async markReleaseStep(tenantId: string, id: string, token: string, now: number): Promise<boolean> {
-    return applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'SET #release_at = :now',
-          ConditionExpression: '#release_token = :token',
-          ExpressionAttributeNames: names('release_at', 'release_token'),
-          ExpressionAttributeValues: { ':now': now, ':token': token },
-        }),
-      ),
-    );
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #release_at = :now',
+      ConditionExpression: '#release_token = :token',
+      ExpressionAttributeNames: names('release_at', 'release_token'),
+      ExpressionAttributeValues: { ':now': now, ':token': token },
+    });
   }
 
   /**
@@ -370,34 +378,22 @@ export class WebhookStore {
    * while the webhook is still disabled (one re-enabled meanwhile owes nothing).
    */
   async claimNotice(tenantId: string, id: string): Promise<boolean> {
-    return applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'REMOVE #notice_pending',
-          ConditionExpression: 'attribute_exists(#notice_pending) AND #status = :disabled',
-          ExpressionAttributeNames: names('notice_pending', 'status'),
-          ExpressionAttributeValues: { ':disabled': 'disabled' },
-        }),
-      ),
-    );
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'REMOVE #notice_pending',
+      ConditionExpression: 'attribute_exists(#notice_pending) AND #status = :disabled',
+      ExpressionAttributeNames: names('notice_pending', 'status'),
+      ExpressionAttributeValues: { ':disabled': 'disabled' },
+    });
   }
 
   /** A claimed notice could not be sent: it is owed again, if the webhook is still disabled. */
   async oweNoticeAgain(tenantId: string, id: string): Promise<void> {
-    await applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'SET #notice_pending = :true',
-          ConditionExpression: '#status = :disabled',
-          ExpressionAttributeNames: names('notice_pending', 'status'),
-          ExpressionAttributeValues: { ':true': true, ':disabled': 'disabled' },
-        }),
-      ),
-    );
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #notice_pending = :true',
+      ConditionExpression: '#status = :disabled',
+      ExpressionAttributeNames: names('notice_pending', 'status'),
+      ExpressionAttributeValues: { ':true': true, ':disabled': 'disabled' },
+    });
   }
 
   /**
@@ -405,38 +401,26 @@ export class WebhookStore {
    * the cap, so concurrent holders cannot overshoot it; false means it is full.
    */
   async adjustHeld(tenantId: string, id: string, delta: number, cap?: number): Promise<boolean> {
-    return applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'ADD #held_count :delta',
-          // Within the cap after the change: the count is at most cap - delta before it.
-          ConditionExpression:
-            cap === undefined
-              ? 'attribute_exists(#pk)'
-              : 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
-          ExpressionAttributeNames: names('held_count', 'pk'),
-          ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':limit': cap - delta }) },
-        }),
-      ),
-    );
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'ADD #held_count :delta',
+      // Within the cap after the change: the count is at most cap - delta before it.
+      ConditionExpression:
+        cap === undefined
+          ? 'attribute_exists(#pk)'
+          : 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
+      ExpressionAttributeNames: names('held_count', 'pk'),
+      ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':limit': cap - delta }) },
+    });
   }
 
   /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
   async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
-    await applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'SET #not_before = :until',
-          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#not_before) OR #not_before < :until)',
-          ExpressionAttributeNames: names('not_before', 'pk'),
-          ExpressionAttributeValues: { ':until': until },
-        }),
-      ),
-    );
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #not_before = :until',
+      ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#not_before) OR #not_before < :until)',
+      ExpressionAttributeNames: names('not_before', 'pk'),
+      ExpressionAttributeValues: { ':until': until },
+    });
   }
 
   /**
@@ -444,39 +428,27 @@ export class WebhookStore {
    * was seen (a hold whose item write failed after its count went up).
    */
   async resetHeld(tenantId: string, id: string, seen: number, actual: number): Promise<boolean> {
-    return applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'SET #held_count = :actual',
-          ConditionExpression: '#held_count = :seen',
-          ExpressionAttributeNames: names('held_count'),
-          ExpressionAttributeValues: { ':actual': actual, ':seen': seen },
-        }),
-      ),
-    );
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #held_count = :actual',
+      ConditionExpression: '#held_count = :seen',
+      ExpressionAttributeNames: names('held_count'),
+      ExpressionAttributeValues: { ':actual': actual, ':seen': seen },
+    });
   }
 
   /** Puts a new secret first; the previous one keeps signing until `previousExpiresAt`. */
   async rotateSecret(webhook: Webhook, secret: string, previousExpiresAt: number, now: string): Promise<boolean> {
-    return applied(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
-          UpdateExpression: 'SET #secrets = :secrets, #previous_secret_expires_at = :expires, #updated_at = :now',
-          // Two rotations at once: only one may replace the secret list it read.
-          ConditionExpression: 'attribute_exists(#pk) AND #secrets[0] = :current',
-          ExpressionAttributeNames: names('secrets', 'previous_secret_expires_at', 'updated_at', 'pk'),
-          ExpressionAttributeValues: {
-            ':secrets': [secret, ...webhook.secrets.slice(0, 1)],
-            ':expires': previousExpiresAt,
-            ':now': now,
-            ':current': webhook.secrets[0],
-          },
-        }),
-      ),
-    );
+    return this.#updateIf(webhook.tenantId, webhook.id, {
+      UpdateExpression: 'SET #secrets = :secrets, #previous_secret_expires_at = :expires, #updated_at = :now',
+      // Two rotations at once: only one may replace the secret list it read.
+      ConditionExpression: 'attribute_exists(#pk) AND #secrets[0] = :current',
+      ExpressionAttributeNames: names('secrets', 'previous_secret_expires_at', 'updated_at', 'pk'),
+      ExpressionAttributeValues: {
+        ':secrets': [secret, ...webhook.secrets.slice(0, 1)],
+        ':expires': previousExpiresAt,
+        ':now': now,
+        ':current': webhook.secrets[0],
+      },
+    });
   }
 }
