@@ -26,22 +26,24 @@ export interface CanaryDeps {
   readonly now: () => number;
 }
 
-async function post(url: string, key: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+/** One call of the public API with a key; `body`, when given, is sent as JSON. */
+async function call(
+  method: 'GET' | 'POST' | 'DELETE',
+  url: string,
+  key: string,
+  body?: unknown,
+): Promise<{ status: number; json: Record<string, unknown> }> {
   const response = await fetch(url, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+    ...(body !== undefined && { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(15_000),
   });
   const text = await response.text();
   return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
 }
 
-async function call(method: 'GET' | 'DELETE', url: string, key: string): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(url, { method, headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(15_000) });
-  const text = await response.text();
-  return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-}
+const post = (url: string, key: string, body: unknown) => call('POST', url, key, body);
 
 /** Deletes the canary tenant's webhooks: before its one webhook is made, any there are orphans. */
 async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
