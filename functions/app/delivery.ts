@@ -568,6 +568,8 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
       if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
       deps.metrics.count('EventsDelivered', delivery.events.length);
       deps.metrics.count('DeliveriesReleased', items.length);
+      // A step that failed made the endpoint failing; this success ends that, as any delivery's does.
+      if (webhook.health.state === 'failing') webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
       continue;
     }
     // The endpoint failed again: count it; a new quarantine's probes will restart the release.

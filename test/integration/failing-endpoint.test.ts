@@ -8,7 +8,7 @@ import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { makeSender } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
-import { handleDeliverMessage } from '../../functions/app/delivery.ts';
+import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
@@ -415,5 +415,45 @@ describe('failing endpoint', () => {
     expect(ping.headers['webhook-signature']?.split(' ')).toHaveLength(1);
     expect(verifyDelivery(rotated.body.secret, ping)).toBeTruthy();
     expect(() => verifyDelivery(hook.secret, ping)).toThrow();
+  });
+
+  it('ends a failing state with the next release step that gets through: a later failure counts from one again', async () => {
+    const tenant = await createTenant(sandbox, 'release-recovers');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rr:0', url: `${receiver.url}/release-recovers` });
+    const sent: unknown[] = [];
+    const answers = [500, 200, 200];
+    const deps = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      switches: { current: async () => [], refresh: async () => [] },
+      queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) },
+      send: async () => ({
+        statusCode: answers.shift() ?? 200,
+        durationMs: 1,
+        error: undefined,
+        retryAfter: undefined,
+        responseSnippet: '',
+      }),
+    } as unknown as ReturnType<typeof deliveryDeps>;
+    // Two held retries (a release sends retries one by one).
+    for (const n of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_rr${n}`, seq: n, resource: 'rr:1', parents: ['rr:0'], data: n });
+      expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+      expect(
+        await deps.records.hold(
+          { deliveryId: `msg_rr${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 },
+          Date.now(),
+        ),
+      ).toBe(true);
+    }
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    // The first step's POST fails: the endpoint is failing (one failure of the three that quarantine).
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.health).toMatchObject({ state: 'failing', consecutiveFailures: 1 });
+    // The next step gets both through: the endpoint is healthy again, its failures forgotten.
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(answers).toEqual([]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.health).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
   });
 });
