@@ -26,16 +26,36 @@ function progress(text: string): void {
   process.stdout.write(`  ${new Date().toISOString().slice(11, 19)} ${text}\n`);
 }
 
+interface CallTime {
+  readonly service: string;
+  readonly at: number;
+  readonly ms: number;
+}
+
+function callSpread(times: readonly CallTime[], from: number, to: number): Record<string, { p50: number | null; p99: number | null }> {
+  const out: Record<string, { p50: number | null; p99: number | null }> = {};
+  for (const service of ['dynamodb', 'sqs']) {
+    const ms = times.filter((t) => t.service === service && t.at >= from && t.at < to).map((t) => Math.round(t.ms * 10) / 10);
+    out[service] = { p50: percentile(ms, 50), p99: percentile(ms, 99) };
+  }
+  return out;
+}
+
 /** A sandbox with call accounting, and the load threads beside it: the receivers', and one per publishing task. */
 async function harness(config: Record<string, unknown> = {}) {
   const counts = newCounts();
   const stages: StageSample[] = [];
+  // Every AWS call's time as its caller saw it (not the long polls, which wait on purpose).
+  const callTimes: CallTime[] = [];
   const cpu = threadCpu();
   const sandbox = await startSandbox({
     port: 0,
     canary: false,
     config,
-    onCall: (call) => account(counts, call),
+    onCall: (call) => {
+      account(counts, call);
+      if (call.command !== 'ReceiveMessageCommand') callTimes.push({ service: call.service, at: Date.now(), ms: call.elapsedMs });
+    },
     onInvocation: (fn, ms) => {
       recordInvocation(counts, fn, ms);
       stages.push({ stage: `${fn}_run`, at: Date.now(), ms });
@@ -99,6 +119,8 @@ async function harness(config: Record<string, unknown> = {}) {
     stages,
     /** Cores each thread kept busy in a window (see threads.ts). */
     cpu: cpu.cores,
+    /** p50 and p99 of the AWS calls' times in a window, by service, as their callers saw them. */
+    callMs: (from: number, to: number) => callSpread(callTimes, from, to),
     tenant,
     webhook,
     answer: (path: string, answer: number | 'hang') => ask({ cmd: 'answer', path, answer }),
@@ -186,18 +208,22 @@ const round2 = (n: number) => Math.round(n * 100) / 100;
 /**
  * Calm traffic runs this long before a storm: the first 15 s warm the sandbox up
  * (the first pass over the 200 objects fills the distributor's lookup caches), and
- * the last 30 s are the "before" that the storm is compared with (90 requests: a p99
- * over fewer is about one request's luck).
+ * the last 60 s are the "before" that the storm is compared with. The calm tenant
+ * sends 3 requests/s, and the 10 events of one request travel together, so a
+ * window's p99 is about its worst request or two: over 30 s (90 requests) the ratio
+ * of two calm windows alone ranged 0.52–1.19 in seven runs; 60 s halves that luck.
  */
 const WARM_MS = 15_000;
-const BEFORE_MS = 30_000;
-/** How long the hot object is flooded. */
-const STORM_MS = 30_000;
+const BEFORE_MS = 60_000;
+/** How long the hot object is flooded, and the failing tenant's endpoints fail: as long as "before". */
+const STORM_MS = 60_000;
+/** failing-endpoint: the second tenant's traffic to healthy endpoints, before they fail. */
+const CONTROL_MS = 60_000;
 /** The baseline's measured window, after the same warm-up. */
 const MEASURE_MS = 30_000;
 /** After the hot object's storm: a pause for its backlog, then its paced phase. */
 const SETTLE_MS = 5_000;
-const PACED_MS = 20_000;
+const PACED_MS = 30_000;
 
 /** Others' p50 and p99 in a window: the p99 is the target, the p50 shows a shift of the whole distribution. */
 function spread(report: Report, label: string, from: number, to: number) {
@@ -390,6 +416,12 @@ async function hotObject() {
         during: stageSpread(h.stages, calm.id, stormStart + 1_000, stormEnd),
         paced: stageSpread(h.stages, calm.id, pacedStart + 1_000, pacedEnd),
       },
+      // Whether the AWS calls themselves (the emulators, and the callers' event loops) slowed.
+      call_ms: {
+        before: h.callMs(stormStart - BEFORE_MS, stormStart),
+        during: h.callMs(stormStart + 1_000, stormEnd),
+        paced: h.callMs(pacedStart + 1_000, pacedEnd),
+      },
       // Who had the 2 cores: the storm's latency is mostly a question of who waited for one.
       cpu_cores_by_thread: {
         before: h.cpu(stormStart - BEFORE_MS, stormStart),
@@ -434,17 +466,22 @@ async function failingEndpoint() {
     await h.webhook(failing.key, 'group:failing', '/fail-500');
     await h.webhook(failing.key, 'group:failing', '/fail-hang');
     progress(
-      `${(WARM_MS + BEFORE_MS) / 1000} s of baseline, then 40 s with a tenant whose endpoints fail (half 500, half time out), then recovery`,
+      `${(WARM_MS + BEFORE_MS) / 1000} s of baseline, then ${CONTROL_MS / 1000} s with a second tenant publishing to healthy endpoints, ` +
+        `then ${STORM_MS / 1000} s with its endpoints failing (half 500, half time out), then recovery`,
     );
-    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + 40_000)]);
+    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + CONTROL_MS + STORM_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
+    // The control: the same tenant and traffic with its endpoints answering, so the
+    // storm's cost to the others can be told apart from what any second tenant costs.
+    const controlStart = Date.now();
+    const failingRun = h.run([{ ...steady(h, failing.key, 'failing', CONTROL_MS + STORM_MS), requestsPerSecond: 1 }]);
+    await new Promise((resolve) => setTimeout(resolve, CONTROL_MS));
     await h.answer('/fail-500', 500);
     await h.answer('/fail-hang', 'hang');
     const failStart = Date.now();
-    const failingRun = h.run([{ ...steady(h, failing.key, 'failing', 40_000), requestsPerSecond: 1 }]);
     let quarantinedAt: number | null = null;
     const watcher = (async () => {
-      while (quarantinedAt === null && Date.now() < failStart + 40_000) {
+      while (quarantinedAt === null && Date.now() < failStart + STORM_MS) {
         if (h.sandbox.metrics.total('WebhooksQuarantined') >= 2) quarantinedAt = Date.now();
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
@@ -464,20 +501,33 @@ async function failingEndpoint() {
     await h.answer('/fail-500', 200);
     await h.answer('/fail-hang', 200);
     const report = await h.drain(['calm', 'failing'], 120_000);
-    const calmBefore = spread(report, 'calm', failStart - BEFORE_MS, failStart);
-    const calmDuring = spread(report, 'calm', failStart + 1_000, failStart + 40_000);
+    const calmBefore = spread(report, 'calm', controlStart - BEFORE_MS, controlStart);
+    const calmControl = spread(report, 'calm', controlStart + 1_000, failStart);
+    const calmDuring = spread(report, 'calm', failStart + 1_000, failStart + STORM_MS);
+    const ratio = (a: number | null, b: number | null) => (a && b ? round2(a / b) : null);
     return {
-      others_p99_ratio: calmBefore.p99 && calmDuring.p99 ? round2(calmDuring.p99 / calmBefore.p99) : null,
-      others_p99_ms: { before: calmBefore.p99, during: calmDuring.p99 },
-      others_p50_ms: { before: calmBefore.p50, during: calmDuring.p50 },
-      others_p99_timeline: p99Timeline(report, 'calm', failStart - BEFORE_MS, failStart + 40_000),
+      others_p99_ratio: ratio(calmDuring.p99, calmBefore.p99),
+      others_p99_ms: { before: calmBefore.p99, control: calmControl.p99, during: calmDuring.p99 },
+      others_p50_ms: { before: calmBefore.p50, control: calmControl.p50, during: calmDuring.p50 },
+      // What the failures themselves cost the others: the storm against the same tenant's
+      // traffic to healthy endpoints; and what that traffic alone cost them (control ÷ before).
+      others_p99_ratio_vs_control: ratio(calmDuring.p99, calmControl.p99),
+      control_p99_ratio: ratio(calmControl.p99, calmBefore.p99),
+      others_p99_timeline: p99Timeline(report, 'calm', controlStart - BEFORE_MS, failStart + STORM_MS),
       others_stages_ms: {
-        before: stageSpread(h.stages, calm.id, failStart - BEFORE_MS, failStart),
-        during: stageSpread(h.stages, calm.id, failStart + 1_000, failStart + 40_000),
+        before: stageSpread(h.stages, calm.id, controlStart - BEFORE_MS, controlStart),
+        control: stageSpread(h.stages, calm.id, controlStart + 1_000, failStart),
+        during: stageSpread(h.stages, calm.id, failStart + 1_000, failStart + STORM_MS),
+      },
+      call_ms: {
+        before: h.callMs(controlStart - BEFORE_MS, controlStart),
+        control: h.callMs(controlStart + 1_000, failStart),
+        during: h.callMs(failStart + 1_000, failStart + STORM_MS),
       },
       cpu_cores_by_thread: {
-        before: h.cpu(failStart - BEFORE_MS, failStart),
-        during: h.cpu(failStart + 1_000, failStart + 40_000),
+        before: h.cpu(controlStart - BEFORE_MS, controlStart),
+        control: h.cpu(controlStart + 1_000, failStart),
+        during: h.cpu(failStart + 1_000, failStart + STORM_MS),
       },
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
@@ -575,7 +625,13 @@ function summaryRow(scenario: Scenario, r: Record<string, unknown>): string {
   const pick: Record<Scenario, string[]> = {
     baseline: ['delivered_per_s', 'latency_ms', 'cost_per_million_usd', 'lost'],
     'hot-object': ['others_p99_ratio', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'lost'],
-    'failing-endpoint': ['others_p99_ratio', 'quarantined_after_s', 'failing_attempts_per_min_after_quarantine', 'lost'],
+    'failing-endpoint': [
+      'others_p99_ratio',
+      'others_p99_ratio_vs_control',
+      'quarantined_after_s',
+      'failing_attempts_per_min_after_quarantine',
+      'lost',
+    ],
     ceiling: ['pipeline_events_per_s', 'ops_per_event', 'ratio'],
   };
   const figures = pick[scenario].map((k) => `${k}=${JSON.stringify(r[k])}`).join(', ');
