@@ -1,18 +1,16 @@
 /**
- * The load generator, in worker threads apart from the sandbox: one thread runs the
- * real webhook receivers, which verify every signature with the `standardwebhooks`
- * package, and each publishing task runs on a thread of its own, through the HTTP
- * API. So a flood's requests never delay the receivers' clocks or a calm
+ * The load generator, apart from the sandbox: one worker thread runs the real
+ * webhook receivers, which verify every signature with the `standardwebhooks`
+ * package, and each publishing task runs on a thread of its own (a flood in a
+ * process of its own), through the HTTP API. So a flood's requests never delay the receivers' clocks or a calm
  * producer's. Latency is from the moment the API accepted an event (its 202
  * arrived) to the moment a receiver got it.
  */
-import { execFileSync } from 'node:child_process';
-import { readlinkSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Webhook } from 'standardwebhooks';
+import { FLOOD_PRIORITY_ENV, FLOOD_TASK_ENV } from './flood.ts';
 
 export interface PublishTask {
   readonly label: string;
@@ -26,7 +24,7 @@ export interface PublishTask {
   readonly requestsPerSecond: number;
   readonly concurrency: number;
   readonly durationMs: number;
-  /** A flood: its thread runs at the lowest CPU priority (see `yieldToTheSandbox`). */
+  /** A flood: it runs in a process of its own at the lowest CPU priority (see `floodCommand`). */
   readonly flood?: boolean;
 }
 
@@ -48,8 +46,10 @@ export interface TaskStats {
   readonly accepted: number;
   readonly rejected: number;
   readonly status429: number;
-  /** The CPU priority the task's thread ran at (see `yieldToTheSandbox`). */
+  /** The CPU priority the task ran at (see `floodCommand`). */
   readonly priority: 'normal' | 'idle' | 'nice 19';
+  /** A flood's process: the CPU it used, all its threads. */
+  readonly cpuSeconds?: number;
 }
 
 export interface Report {
@@ -59,38 +59,16 @@ export interface Report {
   readonly badSignatures: number;
 }
 
-/**
- * A flood's thread stands in for a client on another machine, so it gives the CPU
- * to the sandbox's threads and to the receivers, whose clocks time latency: on
- * Linux it runs under SCHED_IDLE (`chrt --idle`; a thread's policy is its own),
- * or else at nice 19. It still sends all it can with the CPU the rest leaves, and
- * the scenario reports how many requests that was. Calm publishers never yield:
- * their 202s start the latency clock. Answers the priority it got.
- */
-function yieldToTheSandbox(): TaskStats['priority'] {
-  let tid: number;
-  try {
-    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-  } catch {
-    return 'normal';
-  }
-  try {
-    execFileSync('chrt', ['--idle', '-p', '0', String(tid)], { stdio: 'ignore' });
-    return 'idle';
-  } catch {
-    // No chrt: the lowest nice value instead.
-  }
-  try {
-    os.setPriority(tid, 19);
-    return 'nice 19';
-  } catch {
-    return 'normal';
-  }
+const floodTask = process.env[FLOOD_TASK_ENV];
+if (!parentPort && !floodTask) throw new Error('bench/load.ts runs as a worker thread, or as a flood process (flood.ts)');
+/** The bench's end of this worker (a flood process answers through process.send instead). */
+function parentEnd() {
+  if (!parentPort) throw new Error('a worker thread only');
+  return parentPort;
 }
-
-if (!parentPort) throw new Error('bench/load.ts runs as a worker thread');
-const port = parentPort;
-const role = (workerData as { role?: 'receivers' | 'publisher'; task?: PublishTask } | undefined) ?? {};
+const role = (floodTask ? { role: 'publisher', task: JSON.parse(floodTask) } : workerData) as
+  | { role?: 'receivers' | 'publisher'; task?: PublishTask }
+  | undefined;
 
 const secrets = new Map<string, string>();
 const answers = new Map<string, number | 'hang'>();
@@ -124,7 +102,7 @@ function serveReceivers(): void {
     });
   });
   server.listen(0, '127.0.0.1', () => {
-    port.postMessage({ cmd: 'ready', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    parentEnd().postMessage({ cmd: 'ready', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
   });
 }
 
@@ -178,6 +156,7 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
 
 // Every command carries an id that its reply repeats: runs overlap, so replies come in any order.
 function answerCommands(): void {
+  const port = parentEnd();
   port.on('message', async ({ id, command }: { id: number; command: WorkerCommand }) => {
     const reply = (body: Record<string, unknown>) => port.postMessage({ id, ...body });
     switch (command.cmd) {
@@ -211,9 +190,15 @@ function answerCommands(): void {
   });
 }
 
-if (role.role === 'publisher' && role.task) {
-  const priority = role.task.flood ? yieldToTheSandbox() : 'normal';
-  port.postMessage(await runTask(role.task, priority));
+if (role?.role === 'publisher' && role.task) {
+  const cpuBefore = process.cpuUsage();
+  const result = await runTask(role.task, (process.env[FLOOD_PRIORITY_ENV] as TaskStats['priority'] | undefined) ?? 'normal');
+  const cpu = process.cpuUsage(cpuBefore);
+  // A flood's process tells its CPU itself; a thread's is in the bench's thread figures.
+  if (floodTask) {
+    // Its open connections would keep the process alive: it ends once its answer is sent.
+    process.send?.({ ...result, stats: { ...result.stats, cpuSeconds: (cpu.user + cpu.system) / 1e6 } }, () => process.exit(0));
+  } else parentEnd().postMessage(result);
 } else {
   serveReceivers();
   answerCommands();

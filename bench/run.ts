@@ -12,6 +12,7 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
 import { ALTERNATIVES, costPerMillion } from './cost.ts';
+import { floodProcess } from './flood.ts';
 import type { PublishTask, Report, TaskResult } from './load.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 import { threadCpu } from './threads.ts';
@@ -24,6 +25,22 @@ const machine = `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} co
 
 function progress(text: string): void {
   process.stdout.write(`  ${new Date().toISOString().slice(11, 19)} ${text}\n`);
+}
+
+/** Runs a calm publishing task on a thread of the bench's process. */
+async function publishOnThread(task: PublishTask): Promise<TaskResult> {
+  const publisher = new Worker(new URL('./load.ts', import.meta.url), {
+    workerData: { role: 'publisher', task },
+    name: `pub-${task.label}`,
+  });
+  try {
+    return await new Promise<TaskResult>((resolve, reject) => {
+      publisher.once('message', resolve);
+      publisher.once('error', reject);
+    });
+  } finally {
+    await publisher.terminate();
+  }
 }
 
 interface CallTime {
@@ -128,15 +145,7 @@ async function harness(config: Record<string, unknown> = {}) {
     run: (tasks: PublishTask[]) =>
       Promise.all(
         tasks.map(async (task) => {
-          const publisher = new Worker(new URL('./load.ts', import.meta.url), {
-            workerData: { role: 'publisher', task },
-            name: `pub-${task.label}`,
-          });
-          const result = await new Promise<TaskResult>((resolve, reject) => {
-            publisher.once('message', resolve);
-            publisher.once('error', reject);
-          });
-          await publisher.terminate();
+          const result = task.flood ? await floodProcess(task) : await publishOnThread(task);
           await ask({ cmd: 'accepted', label: task.label, events: result.accepted });
           return result.stats;
         }),
@@ -440,6 +449,8 @@ async function hotObject() {
       // The flood's strength: at or above the tenant's API throttle (500/s), all an API lets through.
       hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((stormEnd - stormStart) / 1000)),
       hot_client_priority: hotStats?.priority ?? 'normal',
+      // The flood's own process (all its threads), which the thread figures do not include.
+      hot_client_cores: hotStats?.cpuSeconds !== undefined ? round2(hotStats.cpuSeconds / ((stormEnd - stormStart) / 1000)) : null,
       hot_rejected: hotStats?.rejected ?? 0,
       lost: report.events.filter((e) => e.receivedAt === null).length,
       alarms_fired: alarms,
