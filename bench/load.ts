@@ -2,9 +2,9 @@
  * The load generator, apart from the sandbox: one worker thread runs the real
  * webhook receivers, which verify every signature with the `standardwebhooks`
  * package, and each publishing task runs on a thread of its own (a flood in a
- * process of its own), through the HTTP API. So a flood's requests never delay the receivers' clocks or a calm
- * producer's. Latency is from the moment the API accepted an event (its 202
- * arrived) to the moment a receiver got it.
+ * process of its own, see flood.ts), through the HTTP API. So a flood's requests
+ * never delay the receivers' clocks or a calm producer's. Latency is from the
+ * moment the API accepted an event (its 202 arrived) to the moment a receiver got it.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
