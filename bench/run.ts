@@ -425,11 +425,17 @@ async function hotObject() {
         during: stageSpread(h.stages, calm.id, stormStart + 1_000, stormEnd),
         paced: stageSpread(h.stages, calm.id, pacedStart + 1_000, pacedEnd),
       },
-      // Whether the AWS calls themselves (the emulators, and the callers' event loops) slowed.
+      // Whether the AWS calls themselves slowed, as their callers saw them, and how much of a
+      // DynamoDB call's time dynalite took from reading it to its answer's end.
       call_ms: {
         before: h.callMs(stormStart - BEFORE_MS, stormStart),
         during: h.callMs(stormStart + 1_000, stormEnd),
         paced: h.callMs(pacedStart + 1_000, pacedEnd),
+      },
+      emulator_dynamodb_ms: {
+        before: await h.sandbox.emulators.dynamoServiceMs(stormStart - BEFORE_MS, stormStart),
+        during: await h.sandbox.emulators.dynamoServiceMs(stormStart + 1_000, stormEnd),
+        paced: await h.sandbox.emulators.dynamoServiceMs(pacedStart + 1_000, pacedEnd),
       },
       // Who had the 2 cores: the storm's latency is mostly a question of who waited for one.
       cpu_cores_by_thread: {
@@ -534,6 +540,11 @@ async function failingEndpoint() {
         before: h.callMs(controlStart - BEFORE_MS, controlStart),
         control: h.callMs(controlStart + 1_000, failStart),
         during: h.callMs(failStart + 1_000, failStart + STORM_MS),
+      },
+      emulator_dynamodb_ms: {
+        before: await h.sandbox.emulators.dynamoServiceMs(controlStart - BEFORE_MS, controlStart),
+        control: await h.sandbox.emulators.dynamoServiceMs(controlStart + 1_000, failStart),
+        during: await h.sandbox.emulators.dynamoServiceMs(failStart + 1_000, failStart + STORM_MS),
       },
       cpu_cores_by_thread: {
         before: h.cpu(controlStart - BEFORE_MS, controlStart),

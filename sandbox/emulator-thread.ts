@@ -8,7 +8,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { startEmulators } from './emulators.ts';
 
 const emulators = await startEmulators((workerData as { dataDir?: string }).dataDir);
-parentPort?.on('message', async (message: { cmd: string }) => {
+parentPort?.on('message', async (message: { cmd: string; id?: number; from?: number; to?: number }) => {
+  if (message.cmd === 'spread') {
+    const spread = await emulators.dynamoServiceMs(message.from ?? 0, message.to ?? Date.now());
+    parentPort?.postMessage({ cmd: 'spread', id: message.id, spread });
+    return;
+  }
   if (message.cmd !== 'stop') return;
   await emulators.stop();
   parentPort?.postMessage({ cmd: 'stopped' });

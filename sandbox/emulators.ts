@@ -23,7 +23,43 @@ export const EMULATOR_REGION = 'us-east-1';
 export interface Emulators {
   readonly dynamo: ClientOptions;
   readonly sqs: ClientOptions;
+  /**
+   * How long dynalite took over the requests that reached it in a window, from the
+   * moment it read one to its answer's end (the benchmark sets this beside the
+   * callers' own times: what the difference is, the callers waited for themselves).
+   */
+  dynamoServiceMs(from: number, to: number): Promise<ServiceSpread>;
   stop(): Promise<void>;
+}
+
+export interface ServiceSpread {
+  readonly count: number;
+  readonly p50: number | null;
+  readonly p99: number | null;
+}
+
+/** The requests an emulator answered: when each was read, and how long its answer took (ms). */
+class ServiceTimes {
+  // At most this many are kept (the oldest go first): a bench scenario makes about a tenth of it.
+  static readonly #KEEP = 500_000;
+  #at: number[] = [];
+  #ms: number[] = [];
+
+  add(at: number, ms: number): void {
+    if (this.#at.length >= ServiceTimes.#KEEP) {
+      this.#at = this.#at.slice(ServiceTimes.#KEEP / 2);
+      this.#ms = this.#ms.slice(ServiceTimes.#KEEP / 2);
+    }
+    this.#at.push(at);
+    this.#ms.push(ms);
+  }
+
+  spread(from: number, to: number): ServiceSpread {
+    const ms = this.#ms.filter((_, i) => (this.#at[i] as number) >= from && (this.#at[i] as number) < to).sort((a, b) => a - b);
+    const pick = (p: number) =>
+      ms.length === 0 ? null : Math.round((ms[Math.min(ms.length - 1, Math.floor((p / 100) * ms.length))] as number) * 10) / 10;
+    return { count: ms.length, p50: pick(50), p99: pick(99) };
+  }
 }
 
 export async function startEmulators(dataDir?: string): Promise<Emulators> {
@@ -39,11 +75,18 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
     dynamoServer.listen(0, '127.0.0.1', () => resolve());
   });
   const dynamoPort = (dynamoServer.address() as AddressInfo).port;
+  const dynamoTimes = new ServiceTimes();
+  dynamoServer.on('request', (_request: unknown, response: { once(event: 'finish', listener: () => void): void }) => {
+    const at = Date.now();
+    const started = performance.now();
+    response.once('finish', () => dynamoTimes.add(at, performance.now() - started));
+  });
   const sqsServer = await startFauxqs({ port: 0, host: '127.0.0.1', logger: false, ...(dataDir && { dataDir: join(dataDir, 'sqs') }) });
   const common = { region: EMULATOR_REGION, credentials: EMULATOR_CREDENTIALS };
   return {
     dynamo: { ...common, endpoint: `http://127.0.0.1:${dynamoPort}` },
     sqs: { ...common, endpoint: `http://127.0.0.1:${sqsServer.port}` },
+    dynamoServiceMs: async (from, to) => dynamoTimes.spread(from, to),
     async stop() {
       await sqsServer.stop();
       // Every client is done by now: no connection may hold the close. dynalite then
@@ -160,14 +203,32 @@ export async function startEmulatorsOnThread(
   const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir }, name: 'sluice-emulators' });
   const ready = await firstMessage<{ cmd: string; dynamo: ClientOptions; sqs: ClientOptions }>(worker, 'emulator');
   const watched = watchThread(worker, 'emulator', onFailure);
+  const asked = new Map<number, (spread: ServiceSpread) => void>();
+  let nextId = 0;
+  let stopped: (() => void) | undefined;
+  worker.on('message', (message: { cmd: string; id?: number; spread?: ServiceSpread }) => {
+    if (message.cmd === 'stopped') stopped?.();
+    if (message.cmd === 'spread' && message.id !== undefined && message.spread) {
+      asked.get(message.id)?.(message.spread);
+      asked.delete(message.id);
+    }
+  });
   return {
     dynamo: ready.dynamo,
     sqs: ready.sqs,
+    dynamoServiceMs: (from, to) =>
+      new Promise<ServiceSpread>((resolve) => {
+        const id = nextId++;
+        asked.set(id, resolve);
+        worker.postMessage({ cmd: 'spread', id, from, to });
+      }),
     async stop() {
       watched.stopping();
-      const stopped = new Promise<void>((resolve) => worker.once('message', () => resolve()));
+      const done = new Promise<void>((resolve) => {
+        stopped = resolve;
+      });
       worker.postMessage({ cmd: 'stop' });
-      await stopped;
+      await done;
       await worker.terminate();
     },
   };

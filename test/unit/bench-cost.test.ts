@@ -286,4 +286,18 @@ describe('benchmark call accounting', () => {
     expect(asked.ConsumedCapacity).toMatchObject({ CapacityUnits: 0.5 });
     expect(counts.rru).toBe(0.5);
   });
+
+  it("times dynalite's own part of each call, per window: none of a window before the calls", async () => {
+    const client = documentClient({ ...emulators.dynamo });
+    const from = Date.now();
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => client.send(new PutCommand({ TableName: tableName, Item: { pk: 'bench#timed', sk: `${i}` } }))),
+    );
+    const to = Date.now() + 1;
+    const spread = await emulators.dynamoServiceMs(from, to);
+    expect(spread.count).toBe(20);
+    expect(spread.p50).toBeGreaterThan(0);
+    expect(spread.p99).toBeGreaterThanOrEqual(spread.p50 ?? Number.POSITIVE_INFINITY);
+    expect(await emulators.dynamoServiceMs(from - 60_000, from - 30_000)).toEqual({ count: 0, p50: null, p99: null });
+  });
 });
