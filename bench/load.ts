@@ -190,15 +190,15 @@ function answerCommands(): void {
   });
 }
 
-if (role?.role === 'publisher' && role.task) {
+if (role?.role === 'publisher' && role.task && floodTask) {
+  // A flood's process tells its own CPU (a thread's is in the bench's thread figures).
   const cpuBefore = process.cpuUsage();
   const result = await runTask(role.task, (process.env[FLOOD_PRIORITY_ENV] as TaskStats['priority'] | undefined) ?? 'normal');
   const cpu = process.cpuUsage(cpuBefore);
-  // A flood's process tells its CPU itself; a thread's is in the bench's thread figures.
-  if (floodTask) {
-    // Its open connections would keep the process alive: it ends once its answer is sent.
-    process.send?.({ ...result, stats: { ...result.stats, cpuSeconds: (cpu.user + cpu.system) / 1e6 } }, () => process.exit(0));
-  } else parentEnd().postMessage(result);
+  // Its open connections would keep the process alive: it ends once its answer is sent.
+  process.send?.({ ...result, stats: { ...result.stats, cpuSeconds: (cpu.user + cpu.system) / 1e6 } }, () => process.exit(0));
+} else if (role?.role === 'publisher' && role.task) {
+  parentEnd().postMessage(await runTask(role.task, 'normal'));
 } else {
   serveReceivers();
   answerCommands();

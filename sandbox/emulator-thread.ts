@@ -9,9 +9,9 @@ import { startEmulators } from './emulators.ts';
 
 const emulators = await startEmulators((workerData as { dataDir?: string }).dataDir);
 parentPort?.on('message', async (message: { cmd: string; id?: number; from?: number; to?: number }) => {
-  if (message.cmd === 'spread') {
-    const spread = await emulators.dynamoServiceMs(message.from ?? 0, message.to ?? Date.now());
-    parentPort?.postMessage({ cmd: 'spread', id: message.id, spread });
+  if (message.cmd === 'times') {
+    const times = await emulators.dynamoServiceTimes(message.from ?? 0, message.to ?? Date.now());
+    parentPort?.postMessage({ cmd: 'times', id: message.id, times });
     return;
   }
   if (message.cmd !== 'stop') return;

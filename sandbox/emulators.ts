@@ -24,18 +24,12 @@ export interface Emulators {
   readonly dynamo: ClientOptions;
   readonly sqs: ClientOptions;
   /**
-   * How long dynalite took over the requests that reached it in a window, from the
-   * moment it read one to its answer's end (the benchmark sets this beside the
+   * How long dynalite took over each request it read in a window (ms), from the
+   * moment it read it to its answer's end (the benchmark sets these beside the
    * callers' own times: what the difference is, the callers waited for themselves).
    */
-  dynamoServiceMs(from: number, to: number): Promise<ServiceSpread>;
+  dynamoServiceTimes(from: number, to: number): Promise<number[]>;
   stop(): Promise<void>;
-}
-
-export interface ServiceSpread {
-  readonly count: number;
-  readonly p50: number | null;
-  readonly p99: number | null;
 }
 
 /** The requests an emulator answered: when each was read, and how long its answer took (ms). */
@@ -54,11 +48,8 @@ class ServiceTimes {
     this.#ms.push(ms);
   }
 
-  spread(from: number, to: number): ServiceSpread {
-    const ms = this.#ms.filter((_, i) => (this.#at[i] as number) >= from && (this.#at[i] as number) < to).sort((a, b) => a - b);
-    const pick = (p: number) =>
-      ms.length === 0 ? null : Math.round((ms[Math.min(ms.length - 1, Math.floor((p / 100) * ms.length))] as number) * 10) / 10;
-    return { count: ms.length, p50: pick(50), p99: pick(99) };
+  between(from: number, to: number): number[] {
+    return this.#ms.filter((_, i) => (this.#at[i] as number) >= from && (this.#at[i] as number) < to);
   }
 }
 
@@ -86,7 +77,7 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
   return {
     dynamo: { ...common, endpoint: `http://127.0.0.1:${dynamoPort}` },
     sqs: { ...common, endpoint: `http://127.0.0.1:${sqsServer.port}` },
-    dynamoServiceMs: async (from, to) => dynamoTimes.spread(from, to),
+    dynamoServiceTimes: async (from, to) => dynamoTimes.between(from, to),
     async stop() {
       await sqsServer.stop();
       // Every client is done by now: no connection may hold the close. dynalite then
@@ -203,24 +194,24 @@ export async function startEmulatorsOnThread(
   const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir }, name: 'sluice-emulators' });
   const ready = await firstMessage<{ cmd: string; dynamo: ClientOptions; sqs: ClientOptions }>(worker, 'emulator');
   const watched = watchThread(worker, 'emulator', onFailure);
-  const asked = new Map<number, (spread: ServiceSpread) => void>();
+  const asked = new Map<number, (times: number[]) => void>();
   let nextId = 0;
   let stopped: (() => void) | undefined;
-  worker.on('message', (message: { cmd: string; id?: number; spread?: ServiceSpread }) => {
+  worker.on('message', (message: { cmd: string; id?: number; times?: number[] }) => {
     if (message.cmd === 'stopped') stopped?.();
-    if (message.cmd === 'spread' && message.id !== undefined && message.spread) {
-      asked.get(message.id)?.(message.spread);
+    if (message.cmd === 'times' && message.id !== undefined && message.times) {
+      asked.get(message.id)?.(message.times);
       asked.delete(message.id);
     }
   });
   return {
     dynamo: ready.dynamo,
     sqs: ready.sqs,
-    dynamoServiceMs: (from, to) =>
-      new Promise<ServiceSpread>((resolve) => {
+    dynamoServiceTimes: (from, to) =>
+      new Promise<number[]>((resolve) => {
         const id = nextId++;
         asked.set(id, resolve);
-        worker.postMessage({ cmd: 'spread', id, from, to });
+        worker.postMessage({ cmd: 'times', id, from, to });
       }),
     async stop() {
       watched.stopping();
