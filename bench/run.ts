@@ -598,14 +598,17 @@ async function ceiling() {
     const raw = new DynamoDBClient({ ...h.sandbox.emulators.dynamo });
     instrument(newCounts(), raw, 'dynamodb');
     let i = 0;
-    const dynamodbRaw = await rate(() =>
-      raw.send(new PutItemCommand({ TableName: h.sandbox.wiring.controlTable, Item: { pk: { S: `ceiling#${i++}` }, sk: { S: 'x' } } })),
-    );
-    const sqsRaw = await rate(() =>
-      h.sandbox.wiring.sqs.send(new SendMessageCommand({ QueueUrl: h.sandbox.queues.Deliver?.deadLetterUrl, MessageBody: 'x' })),
-    );
-    const dynamodb = dynamodbRaw.perSecond;
-    const sqs = sqsRaw.perSecond;
+    const rawRates = async () => ({
+      dynamodb: await rate(() =>
+        raw.send(new PutItemCommand({ TableName: h.sandbox.wiring.controlTable, Item: { pk: { S: `ceiling#${i++}` }, sk: { S: 'x' } } })),
+      ),
+      sqs: await rate(() =>
+        h.sandbox.wiring.sqs.send(new SendMessageCommand({ QueueUrl: h.sandbox.queues.Deliver?.deadLetterUrl, MessageBody: 'x' })),
+      ),
+    });
+    // The machine's speed drifts within minutes: the raw rates are measured before the
+    // pipeline's run and again after it, and the higher of the two is what the emulators allow.
+    const rawBefore = await rawRates();
     const t = await h.tenant('ceiling');
     await h.webhook(t.key, 'group:max', '/max');
     const before = structuredClone(h.counts.calls);
@@ -615,8 +618,15 @@ async function ceiling() {
     const report = await h.drain(['max'], 120_000);
     const delivered = report.events.filter((e) => e.receivedAt !== null).length;
     const elapsed = (Math.max(...report.events.map((e) => e.receivedAt ?? 0)) - started) / 1000;
+    const pipelineCpu = h.cpu(started, started + 20_000);
+    const pipelineCalls = structuredClone(h.counts.calls);
+    progress('raw emulator rates again, after the pipeline');
+    const rawAfter = await rawRates();
+    const dynamodb = Math.max(rawBefore.dynamodb.perSecond, rawAfter.dynamodb.perSecond);
+    const sqs = Math.max(rawBefore.sqs.perSecond, rawAfter.sqs.perSecond);
+    const rawFaster = rawAfter.dynamodb.perSecond > rawBefore.dynamodb.perSecond ? rawAfter : rawBefore;
     const ops = (service: string) =>
-      Object.values(h.counts.calls[service] ?? {}).reduce((a, b) => a + b, 0) -
+      Object.values(pipelineCalls[service] ?? {}).reduce((a, b) => a + b, 0) -
       Object.values(before[service] ?? {}).reduce((a, b) => a + b, 0);
     const opsPerEvent = { dynamodb: ops('dynamodb') / Math.max(1, delivered), sqs: ops('sqs') / Math.max(1, delivered) };
     // Both emulators share one process: their time per event adds up.
@@ -624,15 +634,19 @@ async function ceiling() {
     const pipeline = delivered / elapsed;
     return {
       emulator_ops_per_s: { dynamodb, sqs },
+      emulator_ops_per_s_measured: {
+        before: { dynamodb: rawBefore.dynamodb.perSecond, sqs: rawBefore.sqs.perSecond },
+        after: { dynamodb: rawAfter.dynamodb.perSecond, sqs: rawAfter.sqs.perSecond },
+      },
       pipeline_events_per_s: Math.round(pipeline),
       ops_per_event: { dynamodb: Math.round(opsPerEvent.dynamodb * 100) / 100, sqs: Math.round(opsPerEvent.sqs * 100) / 100 },
       ratio: Math.round((pipeline / allowed) * 100) / 100,
       // Why the ratio stays low on few cores: each call costs its caller CPU too (the SDK's
       // serialising, signing and HTTP), and the pipeline's callers share the cores with the
       // emulators, where the raw rates had a core to spare for theirs.
-      raw_cpu_us_per_call: { dynamodb: dynamodbRaw.cpuUsPerCall, sqs: sqsRaw.cpuUsPerCall },
-      cpu_cores_by_thread: h.cpu(started, started + 20_000),
-      calls_by_operation: h.counts.calls,
+      raw_cpu_us_per_call: { dynamodb: rawFaster.dynamodb.cpuUsPerCall, sqs: rawFaster.sqs.cpuUsPerCall },
+      cpu_cores_by_thread: pipelineCpu,
+      calls_by_operation: pipelineCalls,
       dynamodb_calls_per_event_by_target: targetsPerEvent(h.counts, delivered, 0.01),
       machine,
     };
