@@ -22,16 +22,27 @@ function requestHandler(options: ClientOptions) {
   return { requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: options.maxSockets }) } };
 }
 
+/**
+ * Takes the SDK's logger middleware off a client. sluice gives the SDK no logger (it
+ * logs its own calls' outcomes with Powertools), yet the middleware copies every
+ * call's input and output through the SDK's sensitive-data filter for the no-op
+ * logger anyway: about 30 µs of a call's 600 µs of CPU.
+ */
+export function withoutSdkLogging<C extends { middlewareStack: { remove(name: string): boolean } }>(client: C): C {
+  client.middlewareStack.remove('loggerMiddleware');
+  return client;
+}
+
 export function documentClient(options: ClientOptions = {}): DynamoDBDocumentClient {
   const { maxSockets: _, ...rest } = options;
-  return DynamoDBDocumentClient.from(new DynamoDBClient({ ...rest, ...requestHandler(options) }), {
+  return DynamoDBDocumentClient.from(withoutSdkLogging(new DynamoDBClient({ ...rest, ...requestHandler(options) })), {
     marshallOptions: { removeUndefinedValues: true },
   });
 }
 
 export function sqsClient(options: ClientOptions = {}): SQSClient {
   const { maxSockets: _, ...rest } = options;
-  return new SQSClient({ ...rest, ...requestHandler(options) });
+  return withoutSdkLogging(new SQSClient({ ...rest, ...requestHandler(options) }));
 }
 
 /** Reads a required environment variable; throws at cold start when it is missing. */
