@@ -641,7 +641,7 @@ async function ceiling() {
       pipeline_events_per_s: Math.round(pipeline),
       ops_per_event: { dynamodb: Math.round(opsPerEvent.dynamodb * 100) / 100, sqs: Math.round(opsPerEvent.sqs * 100) / 100 },
       ratio: Math.round((pipeline / allowed) * 100) / 100,
-      // Why the ratio stays low on few cores: each call costs its caller CPU too (the SDK's
+      // Why the ratio stays well below 1 on few cores: each call costs its caller CPU too (the SDK's
       // serialising, signing and HTTP), and the pipeline's callers share the cores with the
       // emulators, where the raw rates had a core to spare for theirs.
       raw_cpu_us_per_call: { dynamodb: rawFaster.dynamodb.cpuUsPerCall, sqs: rawFaster.sqs.cpuUsPerCall },

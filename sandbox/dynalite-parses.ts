@@ -44,7 +44,7 @@ const BETWEEN = /\bbetween\b/i;
 /** Distinct expressions kept per parser; the sandbox's code uses a few dozen. */
 const KEEP = 2_000;
 
-/** A copy of `tree` with each of `values` (by identity) replaced by what `swap` gives for its name. */
+/** A copy of `tree` in which each node that `swap` answers with something else is that answer. */
 function copyTree(tree: unknown, swap: (value: unknown) => unknown): unknown {
   const swapped = swap(tree);
   if (swapped !== tree) return swapped;
