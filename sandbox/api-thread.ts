@@ -14,7 +14,7 @@ import type { WebhookDisabledNotice } from '../functions/app/delivery.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { type ApiSettings, startApiServer } from './api-server.ts';
 import type { CallObserver, ObservedCall } from './observe.ts';
-import { failStartOnStop, type SandboxThreadError, watchThread } from './threads.ts';
+import { failStartOnStop, PendingAnswers, type SandboxThreadError, watchThread } from './threads.ts';
 
 interface ThreadData {
   /** Tells this file, loaded on a worker, that it is the API's worker (not some other). */
@@ -129,14 +129,8 @@ async function serveOnThisThread(): Promise<void> {
   if (!parent) return;
   const { settings, observe, invocations } = workerData as ThreadData;
   const post = (message: FromApi) => parent.postMessage(message);
-  const asked = new Map<number, (data: unknown[]) => void>();
-  let nextId = 0;
-  const ask = (what: 'alarms' | 'notices') =>
-    new Promise<unknown[]>((resolve) => {
-      const id = nextId++;
-      asked.set(id, resolve);
-      post({ cmd: 'ask', id, what });
-    });
+  const asked = new PendingAnswers<unknown[]>();
+  const ask = (what: 'alarms' | 'notices') => asked.ask((id) => post({ cmd: 'ask', id, what }));
   // Reports wait for the end of the request (api-server.ts flushes them before it
   // answers) or of this turn of the event loop, whichever comes first.
   let reports: Report[] = [];
@@ -165,8 +159,7 @@ async function serveOnThisThread(): Promise<void> {
     });
     parent.on('message', async (message: ToApi) => {
       if (message.cmd === 'answer') {
-        asked.get(message.id)?.(message.data);
-        asked.delete(message.id);
+        asked.answer(message.id, message.data);
         return;
       }
       await server.stop();

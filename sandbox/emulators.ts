@@ -16,7 +16,7 @@ import { QUEUES } from '../functions/definitions/queues.ts';
 import type { TableDefinition } from '../functions/definitions/tables.ts';
 import { TABLES } from '../functions/definitions/tables.ts';
 import { keepDynaliteParses } from './dynalite-parses.ts';
-import { firstMessage, type SandboxThreadError, watchThread } from './threads.ts';
+import { firstMessage, PendingAnswers, type SandboxThreadError, watchThread } from './threads.ts';
 
 export const EMULATOR_CREDENTIALS = { accessKeyId: 'sandbox', secretAccessKey: 'sandbox' };
 export const EMULATOR_REGION = 'us-east-1';
@@ -56,7 +56,7 @@ class ServiceTimes {
 
 export async function startEmulators(dataDir?: string): Promise<Emulators> {
   if (dataDir) mkdirSync(join(dataDir, 'sqs'), { recursive: true });
-  // dynalite's own parses of expressions are a third of its time on a conditional write.
+  // dynalite's own parses of expressions were a third of its time on the reserving write.
   keepDynaliteParses();
   const dynamoServer = dynalite({
     createTableMs: 0,
@@ -197,25 +197,16 @@ export async function startEmulatorsOnThread(
   const worker = new Worker(new URL('./emulator-thread.ts', import.meta.url), { workerData: { dataDir }, name: 'sluice-emulators' });
   const ready = await firstMessage<{ cmd: string; dynamo: ClientOptions; sqs: ClientOptions }>(worker, 'emulator');
   const watched = watchThread(worker, 'emulator', onFailure);
-  const asked = new Map<number, (times: number[]) => void>();
-  let nextId = 0;
+  const times = new PendingAnswers<number[]>();
   let stopped: (() => void) | undefined;
   worker.on('message', (message: { cmd: string; id?: number; times?: number[] }) => {
     if (message.cmd === 'stopped') stopped?.();
-    if (message.cmd === 'times' && message.id !== undefined && message.times) {
-      asked.get(message.id)?.(message.times);
-      asked.delete(message.id);
-    }
+    if (message.cmd === 'times' && message.id !== undefined && message.times) times.answer(message.id, message.times);
   });
   return {
     dynamo: ready.dynamo,
     sqs: ready.sqs,
-    dynamoServiceTimes: (from, to) =>
-      new Promise<number[]>((resolve) => {
-        const id = nextId++;
-        asked.set(id, resolve);
-        worker.postMessage({ cmd: 'times', id, from, to });
-      }),
+    dynamoServiceTimes: (from, to) => times.ask((id) => worker.postMessage({ cmd: 'times', id, from, to })),
     async stop() {
       watched.stopping();
       const done = new Promise<void>((resolve) => {

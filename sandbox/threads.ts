@@ -67,3 +67,28 @@ export function firstMessage<T>(worker: Worker, thread: string): Promise<T> {
     });
   });
 }
+
+/**
+ * Questions sent to another thread, each answered by a message that carries its id:
+ * `ask` sends one and resolves with its answer, which the port's message handler
+ * hands to `answer`.
+ */
+export class PendingAnswers<T> {
+  readonly #waiting = new Map<number, (answer: T) => void>();
+  #nextId = 0;
+
+  /** Sends a question with a fresh id (through `send`) and waits for its answer. */
+  ask(send: (id: number) => void): Promise<T> {
+    return new Promise<T>((resolve) => {
+      const id = this.#nextId++;
+      this.#waiting.set(id, resolve);
+      send(id);
+    });
+  }
+
+  /** The answer to question `id` came. */
+  answer(id: number, answer: T): void {
+    this.#waiting.get(id)?.(answer);
+    this.#waiting.delete(id);
+  }
+}

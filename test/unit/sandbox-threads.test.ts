@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { firstMessage, type SandboxThreadError, watchThread } from '../../sandbox/threads.ts';
+import { firstMessage, PendingAnswers, type SandboxThreadError, watchThread } from '../../sandbox/threads.ts';
 
 /** A real thread that says it is ready, then does `after` (CommonJS, run with eval). */
 function thread(after: string): Worker {
@@ -49,5 +49,24 @@ describe('sandbox threads', () => {
     await expect(firstMessage(worker, 'emulator')).rejects.toThrow(
       "The sandbox's emulator thread stopped: it exited with code 2 before it was ready",
     );
+  });
+});
+
+describe('questions to another thread', () => {
+  it('resolves each question with the answer that carries its id, in whatever order they come', async () => {
+    // A real thread that answers its questions in the reverse order.
+    const worker = new Worker(
+      `const { parentPort } = require('node:worker_threads'); const got = [];
+       parentPort.on('message', (q) => { got.push(q); if (got.length === 2) for (const g of got.reverse()) parentPort.postMessage({ id: g.id, answer: g.text.toUpperCase() }); });`,
+      { eval: true },
+    );
+    const answers = new PendingAnswers<string>();
+    worker.on('message', (message: { id: number; answer: string }) => answers.answer(message.id, message.answer));
+    const asked = [
+      answers.ask((id) => worker.postMessage({ id, text: 'first' })),
+      answers.ask((id) => worker.postMessage({ id, text: 'second' })),
+    ];
+    expect(await Promise.all(asked)).toEqual(['FIRST', 'SECOND']);
+    await worker.terminate();
   });
 });
