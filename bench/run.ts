@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
+import { PendingAnswers } from '../sandbox/threads.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
 import { ALTERNATIVES, costPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
@@ -52,7 +53,7 @@ interface CallTime {
 function callSpread(times: readonly CallTime[], from: number, to: number): Record<string, { p50: number | null; p99: number | null }> {
   const out: Record<string, { p50: number | null; p99: number | null }> = {};
   for (const service of ['dynamodb', 'sqs']) {
-    const ms = times.filter((t) => t.service === service && t.at >= from && t.at < to).map((t) => Math.round(t.ms * 10) / 10);
+    const ms = times.filter((t) => t.service === service && t.at >= from && t.at < to).map((t) => round1(t.ms));
     out[service] = { p50: percentile(ms, 50), p99: percentile(ms, 99) };
   }
   return out;
@@ -91,8 +92,7 @@ async function harness(config: Record<string, unknown> = {}) {
     },
   });
   const worker = new Worker(new URL('./load.ts', import.meta.url), { workerData: { role: 'receivers' }, name: 'bench-receivers' });
-  const replies = new Map<number, (value: unknown) => void>();
-  let nextId = 0;
+  const replies = new PendingAnswers<unknown>();
   let receiverUrl = '';
   const ready = new Promise<void>((resolve) => {
     worker.on('message', (message: { cmd: string; url?: string; id?: number }) => {
@@ -101,17 +101,11 @@ async function harness(config: Record<string, unknown> = {}) {
         resolve();
         return;
       }
-      replies.get(message.id as number)?.(message);
-      replies.delete(message.id as number);
+      replies.answer(message.id as number, message);
     });
   });
   await ready;
-  const ask = <T>(command: unknown) =>
-    new Promise<T>((resolve) => {
-      const id = nextId++;
-      replies.set(id, resolve as (value: unknown) => void);
-      worker.postMessage({ id, command });
-    });
+  const ask = <T>(command: unknown) => replies.ask((id) => worker.postMessage({ id, command })) as Promise<T>;
   const api = async (method: string, path: string, key: string, body?: unknown) => {
     const response = await fetch(`${sandbox.url}${path}`, {
       method,
@@ -140,7 +134,7 @@ async function harness(config: Record<string, unknown> = {}) {
     callMs: (from: number, to: number) => callSpread(callTimes, from, to),
     /** How many DynamoDB requests dynalite read in a window, and the p50 and p99 of its own time on them. */
     emulatorMs: async (from: number, to: number) => {
-      const ms = (await sandbox.emulators.dynamoServiceTimes(from, to)).map((t) => Math.round(t * 10) / 10);
+      const ms = (await sandbox.emulators.dynamoServiceTimes(from, to)).map(round1);
       return { count: ms.length, p50: percentile(ms, 50), p99: percentile(ms, 99) };
     },
     tenant,
@@ -217,7 +211,26 @@ function targetsAtLeast(counts: CallCounts, min: number): Record<string, number>
   return Object.fromEntries(Object.entries(counts.dynamoTargets).filter(([, n]) => n >= min));
 }
 
+const round1 = (n: number) => Math.round(n * 10) / 10;
 const round2 = (n: number) => Math.round(n * 100) / 100;
+/** A p99 over another, or null when either is missing. */
+const ratio = (a: number | null, b: number | null) => (a && b ? round2(a / b) : null);
+
+/** A scenario's windows by name: each `[from, to]`. */
+type Windows<K extends string> = Record<K, readonly [from: number, to: number]>;
+
+/** One figure for each window of a scenario, under the window's name. */
+async function perWindow<K extends string, T>(
+  windows: Windows<K>,
+  figure: (from: number, to: number) => T | Promise<T>,
+): Promise<Record<K, T>> {
+  const out = {} as Record<K, T>;
+  for (const name of Object.keys(windows) as K[]) {
+    const [from, to] = windows[name];
+    out[name] = await figure(from, to);
+  }
+  return out;
+}
 
 /**
  * Calm traffic runs this long before a storm: the first 15 s warm the sandbox up
@@ -417,39 +430,30 @@ async function hotObject() {
     const report = await h.drain(['calm', 'hot', 'paced'], 90_000);
     alarmWatch.stop();
     const alarms = alarmWatch.fired.map((a) => ({ name: a.name, after_s: Math.round((a.at - stormStart) / 1000) }));
-    const calmBefore = spread(report, 'calm', stormStart - BEFORE_MS, stormStart);
-    const calmDuring = spread(report, 'calm', stormStart + 1_000, stormEnd);
-    const calmPaced = spread(report, 'calm', pacedStart + 1_000, pacedEnd);
+    const windows: Windows<'before' | 'during' | 'paced'> = {
+      before: [stormStart - BEFORE_MS, stormStart],
+      during: [stormStart + 1_000, stormEnd],
+      paced: [pacedStart + 1_000, pacedEnd],
+    };
+    const {
+      before: calmBefore,
+      during: calmDuring,
+      paced: calmPaced,
+    } = await perWindow(windows, (from, to) => spread(report, 'calm', from, to));
     return {
-      others_p99_ratio: calmBefore.p99 && calmDuring.p99 ? round2(calmDuring.p99 / calmBefore.p99) : null,
+      others_p99_ratio: ratio(calmDuring.p99, calmBefore.p99),
       others_p99_ms: { before: calmBefore.p99, during: calmDuring.p99 },
       others_p50_ms: { before: calmBefore.p50, during: calmDuring.p50 },
       others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, pacedEnd),
-      others_stages_ms: {
-        before: stageSpread(h.stages, calm.id, stormStart - BEFORE_MS, stormStart),
-        during: stageSpread(h.stages, calm.id, stormStart + 1_000, stormEnd),
-        paced: stageSpread(h.stages, calm.id, pacedStart + 1_000, pacedEnd),
-      },
+      others_stages_ms: await perWindow(windows, (from, to) => stageSpread(h.stages, calm.id, from, to)),
       // Whether the AWS calls themselves slowed, as their callers saw them, and how much of a
       // DynamoDB call's time dynalite took from reading it to its answer's end.
-      call_ms: {
-        before: h.callMs(stormStart - BEFORE_MS, stormStart),
-        during: h.callMs(stormStart + 1_000, stormEnd),
-        paced: h.callMs(pacedStart + 1_000, pacedEnd),
-      },
-      emulator_dynamodb_ms: {
-        before: await h.emulatorMs(stormStart - BEFORE_MS, stormStart),
-        during: await h.emulatorMs(stormStart + 1_000, stormEnd),
-        paced: await h.emulatorMs(pacedStart + 1_000, pacedEnd),
-      },
+      call_ms: await perWindow(windows, h.callMs),
+      emulator_dynamodb_ms: await perWindow(windows, h.emulatorMs),
       // Who had the 2 cores: the storm's latency is mostly a question of who waited for one.
-      cpu_cores_by_thread: {
-        before: h.cpu(stormStart - BEFORE_MS, stormStart),
-        during: h.cpu(stormStart + 1_000, stormEnd),
-        paced: h.cpu(pacedStart + 1_000, pacedEnd),
-      },
+      cpu_cores_by_thread: await perWindow(windows, h.cpu),
       paced: {
-        others_p99_ratio: calmBefore.p99 && calmPaced.p99 ? round2(calmPaced.p99 / calmBefore.p99) : null,
+        others_p99_ratio: ratio(calmPaced.p99, calmBefore.p99),
         others_p99_ms: calmPaced.p99,
         others_p50_ms: calmPaced.p50,
         hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedEnd - pacedStart) / 1000)),
@@ -523,10 +527,16 @@ async function failingEndpoint() {
     await h.answer('/fail-500', 200);
     await h.answer('/fail-hang', 200);
     const report = await h.drain(['calm', 'failing'], 120_000);
-    const calmBefore = spread(report, 'calm', controlStart - BEFORE_MS, controlStart);
-    const calmControl = spread(report, 'calm', controlStart + 1_000, failStart);
-    const calmDuring = spread(report, 'calm', failStart + 1_000, failStart + STORM_MS);
-    const ratio = (a: number | null, b: number | null) => (a && b ? round2(a / b) : null);
+    const windows: Windows<'before' | 'control' | 'during'> = {
+      before: [controlStart - BEFORE_MS, controlStart],
+      control: [controlStart + 1_000, failStart],
+      during: [failStart + 1_000, failStart + STORM_MS],
+    };
+    const {
+      before: calmBefore,
+      control: calmControl,
+      during: calmDuring,
+    } = await perWindow(windows, (from, to) => spread(report, 'calm', from, to));
     return {
       others_p99_ratio: ratio(calmDuring.p99, calmBefore.p99),
       others_p99_ms: { before: calmBefore.p99, control: calmControl.p99, during: calmDuring.p99 },
@@ -536,26 +546,10 @@ async function failingEndpoint() {
       others_p99_ratio_vs_control: ratio(calmDuring.p99, calmControl.p99),
       control_p99_ratio: ratio(calmControl.p99, calmBefore.p99),
       others_p99_timeline: p99Timeline(report, 'calm', controlStart - BEFORE_MS, failStart + STORM_MS),
-      others_stages_ms: {
-        before: stageSpread(h.stages, calm.id, controlStart - BEFORE_MS, controlStart),
-        control: stageSpread(h.stages, calm.id, controlStart + 1_000, failStart),
-        during: stageSpread(h.stages, calm.id, failStart + 1_000, failStart + STORM_MS),
-      },
-      call_ms: {
-        before: h.callMs(controlStart - BEFORE_MS, controlStart),
-        control: h.callMs(controlStart + 1_000, failStart),
-        during: h.callMs(failStart + 1_000, failStart + STORM_MS),
-      },
-      emulator_dynamodb_ms: {
-        before: await h.emulatorMs(controlStart - BEFORE_MS, controlStart),
-        control: await h.emulatorMs(controlStart + 1_000, failStart),
-        during: await h.emulatorMs(failStart + 1_000, failStart + STORM_MS),
-      },
-      cpu_cores_by_thread: {
-        before: h.cpu(controlStart - BEFORE_MS, controlStart),
-        control: h.cpu(controlStart + 1_000, failStart),
-        during: h.cpu(failStart + 1_000, failStart + STORM_MS),
-      },
+      others_stages_ms: await perWindow(windows, (from, to) => stageSpread(h.stages, calm.id, from, to)),
+      call_ms: await perWindow(windows, h.callMs),
+      emulator_dynamodb_ms: await perWindow(windows, h.emulatorMs),
+      cpu_cores_by_thread: await perWindow(windows, h.cpu),
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
       lost: report.events.filter((e) => e.receivedAt === null).length,
