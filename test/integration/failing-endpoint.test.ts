@@ -15,6 +15,7 @@ import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -437,13 +438,9 @@ describe('failing endpoint', () => {
     // Two held retries (a release sends retries one by one).
     for (const n of [1, 2]) {
       const event = deliveredEventFixture({ id: `evt_rr${n}`, seq: n, resource: 'rr:1', parents: ['rr:0'], data: n });
-      expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
       expect(
-        await deps.records.hold(
-          { deliveryId: `msg_rr${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 },
-          Date.now(),
-        ),
-      ).toBe(true);
+        await holdDelivery(deps, { deliveryId: `msg_rr${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 }),
+      ).toEqual([true, true]);
     }
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');

@@ -11,6 +11,7 @@ import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -334,8 +335,7 @@ describe('a chain of probes or release steps that was lost', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'lr:1', url: `${receiver.url}/lost-release` });
     const { deps, sent } = later(0);
     // One delivery held, for a release chain whose message was lost (it never took a step).
-    expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
-    expect(await deps.records.hold(message(tenant.id, hook.id, 1, 'lr:1'), Date.now())).toBe(true);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'lr:1'))).toEqual([true, true]);
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
     expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_lost', releaseAt: Date.now() - 21 * 60_000 })).toBe(
@@ -380,8 +380,7 @@ describe('held deliveries that outlive the retention period, and a held count th
         events: [event(seq)],
         attempt: 1,
       };
-      expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
-      expect(await deps.records.hold(message, Date.now())).toBe(true);
+      expect(await holdDelivery(deps, message)).toEqual([true, true]);
     }
     const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
     await startRelease(eightDaysOn, webhook);
@@ -483,10 +482,9 @@ describe('a release step', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'la:0', url: `${receiver.url}/release-left-alone` });
     const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const event = deliveredEventFixture({ id: 'evt_la1', seq: 1, resource: 'la:1', parents: ['la:0'], data: 1 });
-    expect(await base.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
     expect(
-      await base.records.hold({ deliveryId: 'msg_la1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }, Date.now()),
-    ).toBe(true);
+      await holdDelivery(base, { deliveryId: 'msg_la1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+    ).toEqual([true, true]);
     await base.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
     const posted: unknown[] = [];
     const { deps, sent } = later(0, async (request) => {
@@ -510,13 +508,9 @@ describe('a release step', () => {
     // Three held retries (sent one by one), to an endpoint that takes 300 ms to answer each.
     for (const n of [1, 2, 3]) {
       const event = deliveredEventFixture({ id: `evt_s${n}`, seq: n, resource: 's:1', parents: ['s:0'], data: n });
-      expect(await base.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
       expect(
-        await base.records.hold(
-          { deliveryId: `msg_s${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 },
-          Date.now(),
-        ),
-      ).toBe(true);
+        await holdDelivery(base, { deliveryId: `msg_s${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 }),
+      ).toEqual([true, true]);
     }
     const posted: number[] = [];
     const slow: ReturnType<typeof deliveryDeps>['send'] = async (request) => {

@@ -1,0 +1,16 @@
+/** Deliveries held for a webhook, as a test sets them up. */
+import type { DeliveryDeps } from '../../functions/app/delivery.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
+
+/**
+ * Holds a delivery as the delivery function does: counts it on the webhook within
+ * `cap`, then stores it. Answers whether the count and the store each applied.
+ */
+export async function holdDelivery(
+  deps: Pick<DeliveryDeps, 'webhooks' | 'records'>,
+  message: DeliveryMessage,
+  cap = 10,
+): Promise<[counted: boolean, stored: boolean]> {
+  const counted = await deps.webhooks.adjustHeld(message.tenantId, message.webhookId, 1, cap);
+  return [counted, await deps.records.hold(message, Date.now())];
+}
