@@ -14,6 +14,7 @@ import { PendingAnswers } from '../sandbox/threads.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
 import { ALTERNATIVES, costPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
+import { p99RatioInterval, requestLatencies } from './interval.ts';
 import type { PublishTask, Report, TaskResult } from './load.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 import { threadCpu } from './threads.ts';
@@ -215,6 +216,9 @@ const round1 = (n: number) => Math.round(n * 10) / 10;
 const round2 = (n: number) => Math.round(n * 100) / 100;
 /** A p99 over another, or null when either is missing. */
 const ratio = (a: number | null, b: number | null) => (a && b ? round2(a / b) : null);
+/** The middle 90% of a label's p99 ratio between two windows, resampling whole requests (see interval.ts). */
+const ratioInterval = (report: Report, label: string, storm: readonly [number, number], calm: readonly [number, number]) =>
+  p99RatioInterval(requestLatencies(report.events, label, ...storm), requestLatencies(report.events, label, ...calm));
 
 /** A scenario's windows by name: each `[from, to]`. */
 type Windows<K extends string> = Record<K, readonly [from: number, to: number]>;
@@ -442,6 +446,7 @@ async function hotObject() {
     } = await perWindow(windows, (from, to) => spread(report, 'calm', from, to));
     return {
       others_p99_ratio: ratio(calmDuring.p99, calmBefore.p99),
+      others_p99_ratio_interval: ratioInterval(report, 'calm', windows.during, windows.before),
       others_p99_ms: { before: calmBefore.p99, during: calmDuring.p99 },
       others_p50_ms: { before: calmBefore.p50, during: calmDuring.p50 },
       others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, pacedEnd),
@@ -454,6 +459,7 @@ async function hotObject() {
       cpu_cores_by_thread: await perWindow(windows, h.cpu),
       paced: {
         others_p99_ratio: ratio(calmPaced.p99, calmBefore.p99),
+        others_p99_ratio_interval: ratioInterval(report, 'calm', windows.paced, windows.before),
         others_p99_ms: calmPaced.p99,
         others_p50_ms: calmPaced.p50,
         hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedEnd - pacedStart) / 1000)),
@@ -539,11 +545,13 @@ async function failingEndpoint() {
     } = await perWindow(windows, (from, to) => spread(report, 'calm', from, to));
     return {
       others_p99_ratio: ratio(calmDuring.p99, calmBefore.p99),
+      others_p99_ratio_interval: ratioInterval(report, 'calm', windows.during, windows.before),
       others_p99_ms: { before: calmBefore.p99, control: calmControl.p99, during: calmDuring.p99 },
       others_p50_ms: { before: calmBefore.p50, control: calmControl.p50, during: calmDuring.p50 },
       // What the failures themselves cost the others: the storm against the same tenant's
       // traffic to healthy endpoints; and what that traffic alone cost them (control ÷ before).
       others_p99_ratio_vs_control: ratio(calmDuring.p99, calmControl.p99),
+      others_p99_ratio_vs_control_interval: ratioInterval(report, 'calm', windows.during, windows.control),
       control_p99_ratio: ratio(calmControl.p99, calmBefore.p99),
       others_p99_timeline: p99Timeline(report, 'calm', controlStart - BEFORE_MS, failStart + STORM_MS),
       others_stages_ms: await perWindow(windows, (from, to) => stageSpread(h.stages, calm.id, from, to)),
@@ -659,9 +667,10 @@ const RUNNERS: Record<Scenario, () => Promise<Record<string, unknown>>> = {
 function summaryRow(scenario: Scenario, r: Record<string, unknown>): string {
   const pick: Record<Scenario, string[]> = {
     baseline: ['delivered_per_s', 'latency_ms', 'cost_per_million_usd', 'lost'],
-    'hot-object': ['others_p99_ratio', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'lost'],
+    'hot-object': ['others_p99_ratio', 'others_p99_ratio_interval', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'lost'],
     'failing-endpoint': [
       'others_p99_ratio',
+      'others_p99_ratio_interval',
       'others_p99_ratio_vs_control',
       'quarantined_after_s',
       'failing_attempts_per_min_after_quarantine',
