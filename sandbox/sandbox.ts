@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
+import { TableCanaryKey } from '../functions/adapters/canary-key.ts';
 import { CanaryStore } from '../functions/adapters/canary-store.ts';
 import { RecordingNotifier } from '../functions/adapters/notifier.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
@@ -199,6 +200,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // The canary's schedule; its receiver is POST /sandbox/canary on this server.
   const canary: CanaryDeps = {
     store: new CanaryStore({ client: dynamo, tableName: wiring.controlTable }),
+    // No Secrets Manager here: the key has an item of its own (adapters/canary-key.ts).
+    keys: new TableCanaryKey({ client: dynamo, tableName: wiring.controlTable }),
     apiUrl: url,
     adminKey: async () => adminKey,
     receiverUrl: `${url}/sandbox/canary`,

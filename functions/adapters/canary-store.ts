@@ -1,13 +1,15 @@
-/** The canary's own tenant and webhook, created on its first run and kept in the control table. */
-import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+/**
+ * The canary's own tenant and webhook, created on its first run and kept in the
+ * control table. Its tenant's API key is kept apart (adapters/canary-key.ts): the
+ * public canary receiver reads this item, to verify the webhook's signatures.
+ */
+import { type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
 
 /** The canary's tenant, saved as soon as it exists, so that a run that fails after it resumes from it. */
 export interface CanaryTenant {
   readonly tenantId: string;
-  /** The internal tenant's API key: the canary publishes through the public API, like any app. */
-  readonly apiKey: string;
 }
 
 export interface CanaryState extends CanaryTenant {
@@ -20,6 +22,9 @@ export function hasWebhook(state: CanaryTenant | CanaryState): state is CanarySt
   return 'webhookId' in state && typeof state.webhookId === 'string';
 }
 
+/** What is saved. An item saved before the key moved to a store of its own still holds it, until the canary moves it. */
+export type SavedCanary = (CanaryTenant | CanaryState) & { readonly apiKey?: string };
+
 const KEY = { pk: CONTROL_PK.canary, sk: 'state' };
 
 export class CanaryStore {
@@ -31,16 +36,35 @@ export class CanaryStore {
     this.#table = options.tableName;
   }
 
-  async get(): Promise<CanaryTenant | CanaryState | undefined> {
+  async get(): Promise<SavedCanary | undefined> {
     const result = await this.#client.send(new GetCommand({ TableName: this.#table, Key: KEY, ConsistentRead: true }));
-    return result.Item ? (result.Item.state as CanaryTenant | CanaryState) : undefined;
+    return result.Item ? (result.Item.state as SavedCanary) : undefined;
+  }
+
+  /** Removes the API key from an item saved with it, once the key is kept elsewhere. */
+  async forgetKey(tenantId: string): Promise<void> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: KEY,
+          UpdateExpression: 'REMOVE #state.#apiKey',
+          ConditionExpression: '#state.#tenantId = :tenantId',
+          ExpressionAttributeNames: names('state', 'apiKey', 'tenantId'),
+          ExpressionAttributeValues: { ':tenantId': tenantId },
+        }),
+      );
+    } catch (error) {
+      // Another tenant's item now: it was saved without a key.
+      if (!isConditionFailure(error)) throw error;
+    }
   }
 
   /**
    * Saves the canary's tenant, or its completed state over the tenant it was built
    * on, unless another run saved first; answers the state in force.
    */
-  async save<S extends CanaryTenant | CanaryState>(state: S): Promise<CanaryTenant | CanaryState> {
+  async save<S extends CanaryTenant | CanaryState>(state: S): Promise<SavedCanary> {
     const completing = hasWebhook(state);
     try {
       await this.#client.send(

@@ -5,7 +5,8 @@
  * "canary stale" alarm fires when none has arrived end to end in 5 minutes, so it
  * pages even when every other metric is silent.
  */
-import { type CanaryState, type CanaryStore, hasWebhook } from '../adapters/canary-store.ts';
+import type { CanaryKeyStore } from '../adapters/canary-key.ts';
+import { type CanaryState, type CanaryStore, type CanaryTenant, hasWebhook } from '../adapters/canary-store.ts';
 import { verifySignature } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
@@ -15,7 +16,9 @@ export const CANARY_TYPE = 'sluice_canary.tick';
 export const CANARY_ON_TIME_MS = 5 * 60_000;
 
 export interface CanaryDeps {
-  readonly store: Pick<CanaryStore, 'get' | 'save'>;
+  readonly store: Pick<CanaryStore, 'get' | 'save' | 'forgetKey'>;
+  /** The canary tenant's API key, kept apart from the store's item (adapters/canary-key.ts). */
+  readonly keys: CanaryKeyStore;
   /** The API's base URL, ending before `/v1`. */
   readonly apiUrl: string;
   readonly adminKey: () => Promise<string>;
@@ -57,39 +60,69 @@ async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
 }
 
 /**
+ * The canary's tenant and its API key. The key is kept before the tenant is saved: a
+ * run that fails between the two leaves an unsaved tenant, and the next makes another
+ * and keeps its key instead. An item saved with the key in it (before the key had a
+ * store of its own) has it moved.
+ */
+async function tenant(deps: CanaryDeps): Promise<{ state: CanaryTenant | CanaryState; apiKey: string }> {
+  const saved = await deps.store.get();
+  if (!saved) {
+    const adminKey = await deps.adminKey();
+    const created = await post(`${deps.apiUrl}/v1/admin/tenants`, adminKey, { name: 'sluice-canary' });
+    if (created.status !== 201) throw new Error(`Canary tenant creation answered ${created.status}`);
+    const apiKey = String(created.json.api_key);
+    await deps.keys.put(apiKey);
+    return { state: await deps.store.save({ tenantId: String(created.json.id) }), apiKey };
+  }
+  const { apiKey: inItem, ...state } = saved;
+  if (inItem !== undefined) {
+    if ((await deps.keys.get()) !== inItem) await deps.keys.put(inItem);
+    await deps.store.forgetKey(state.tenantId);
+    deps.logger.info('Canary moved its API key out of the control table', { tenant: state.tenantId });
+    return { state, apiKey: inItem };
+  }
+  const apiKey = await deps.keys.get();
+  if (!apiKey) {
+    throw new Error(
+      `The canary's tenant ${state.tenantId} has no API key in the canary's key store: delete the control table's canary item (pk "canary") and the next run makes a new tenant`,
+    );
+  }
+  return { state, apiKey };
+}
+
+/**
  * The canary's setup, in two steps that each save what they made, so a run that fails
  * halfway is resumed by the next instead of starting over (a tenant and its usage plan
  * each time): its tenant, then its webhook. A new API key can take a while to work at
  * API Gateway: until it does, the webhook step fails and the next run tries again.
  */
-async function setUp(deps: CanaryDeps): Promise<CanaryState> {
-  let state = await deps.store.get();
-  if (!state) {
-    const adminKey = await deps.adminKey();
-    const tenant = await post(`${deps.apiUrl}/v1/admin/tenants`, adminKey, { name: 'sluice-canary' });
-    if (tenant.status !== 201) throw new Error(`Canary tenant creation answered ${tenant.status}`);
-    state = await deps.store.save({ tenantId: String(tenant.json.id), apiKey: String(tenant.json.api_key) });
-  }
-  if (hasWebhook(state)) return state;
+async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: string }> {
+  const { state, apiKey } = await tenant(deps);
+  if (hasWebhook(state)) return { state, apiKey };
   // A webhook an earlier run made but could not save (its answer was lost) signs with a
   // secret nobody kept: the receiver would refuse it until it is disabled, which pages.
-  await deleteOrphans(deps, state.apiKey);
-  const webhook = await post(`${deps.apiUrl}/v1/webhooks`, state.apiKey, {
+  await deleteOrphans(deps, apiKey);
+  const webhook = await post(`${deps.apiUrl}/v1/webhooks`, apiKey, {
     resource: CANARY_RESOURCE,
     url: deps.receiverUrl,
     types: ['sluice_canary.*'],
     description: 'sluice canary',
   });
   if (webhook.status !== 201) throw new Error(`Canary webhook creation answered ${webhook.status}; the next run tries again`);
-  const saved = await deps.store.save({ ...state, webhookId: String(webhook.json.id), secret: String(webhook.json.secret) });
+  const saved = await deps.store.save({
+    tenantId: state.tenantId,
+    webhookId: String(webhook.json.id),
+    secret: String(webhook.json.secret),
+  });
   if (!hasWebhook(saved)) throw new Error('Canary state lost its webhook');
-  return saved;
+  return { state: saved, apiKey };
 }
 
 /** One scheduled run: publish one synthetic event. */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
-  const state = await setUp(deps);
-  const published = await post(`${deps.apiUrl}/v1/events`, state.apiKey, {
+  const { apiKey } = await setUp(deps);
+  const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });
   if (published.status !== 202) {

@@ -5,6 +5,7 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Context } from 'aws-lambda';
 import { adminKeyLoader } from '../adapters/admin-key.ts';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
+import { SecretCanaryKey } from '../adapters/canary-key.ts';
 import { CanaryStore } from '../adapters/canary-store.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
 import { runCanary } from '../app/canary.ts';
@@ -12,10 +13,12 @@ import { ENV } from '../definitions/environment.ts';
 
 const logger = new Logger();
 const metrics = new Metrics();
+const secrets = new SecretsManagerClient({});
 const deps = {
   store: new CanaryStore({ client: documentClient(), tableName: requireEnv(ENV.controlTable) }),
+  keys: new SecretCanaryKey(secrets, requireEnv(ENV.canaryKeySecretArn)),
   apiUrl: requireEnv(ENV.apiUrl).replace(/\/+$/, ''),
-  adminKey: adminKeyLoader(new SecretsManagerClient({}), requireEnv(ENV.adminKeySecretArn)),
+  adminKey: adminKeyLoader(secrets, requireEnv(ENV.adminKeySecretArn)),
   receiverUrl: requireEnv(ENV.canaryReceiverUrl),
   metrics: metricsPort(metrics),
   logger: loggerPort(logger),

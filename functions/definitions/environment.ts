@@ -17,6 +17,8 @@ export const ENV = {
   webhookDisabledTopicArn: 'WEBHOOK_DISABLED_TOPIC_ARN',
   /** The API's base URL (the canary publishes through it). */
   apiUrl: 'API_URL',
+  /** Secrets Manager secret that holds the canary tenant's API key (adapters/canary-key.ts). */
+  canaryKeySecretArn: 'CANARY_KEY_SECRET_ARN',
   /** The canary receiver's function URL (the canary webhook's target). */
   canaryReceiverUrl: 'CANARY_RECEIVER_URL',
   restApiId: 'REST_API_ID',

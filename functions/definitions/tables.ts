@@ -79,8 +79,10 @@ export const CONTROL_PK = {
   apiKey: 'apikey#',
   /** `tenant#<id>`: the tenant item, and its webhooks and subscriptions version. */
   tenant: 'tenant#',
-  /** The canary's own tenant and webhook. */
+  /** The canary's own tenant and webhook (its tenant's API key is in a secret of its own). */
   canary: 'canary',
+  /** The sandbox only: the canary's API key, which AWS keeps in Secrets Manager (adapters/canary-key.ts). */
+  canaryKey: 'canary-key',
   /** Every kill switch, under one partition. */
   switches: 'switches',
 } as const;

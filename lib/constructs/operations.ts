@@ -25,7 +25,7 @@ import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { FunctionUrlAuthType } from 'aws-cdk-lib/aws-lambda';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
-import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
+import { type ISecret, Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
@@ -41,6 +41,7 @@ import {
 } from '../../functions/definitions/alarms.ts';
 import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { CONTROL_PK } from '../../functions/definitions/tables.ts';
+import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
 export interface OperationsProps {
@@ -61,6 +62,8 @@ export class Operations extends Construct {
   readonly alarms: Record<string, Alarm>;
   readonly dashboard: Dashboard;
   readonly canary: SluiceFunction;
+  /** The canary tenant's API key (functions/adapters/canary-key.ts). */
+  readonly canaryKeySecret: Secret;
   readonly canaryReceiver: SluiceFunction;
 
   constructor(scope: Construct, id: string, props: OperationsProps) {
@@ -112,9 +115,24 @@ export class Operations extends Construct {
       config: props.config,
       timeout: Duration.seconds(60),
       reservedConcurrentExecutions: 1,
-    }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem', 'PutItem'], leadingKeys: [CONTROL_PK.canary] });
+    }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem', 'PutItem', 'UpdateItem'], leadingKeys: [CONTROL_PK.canary] });
     props.adminKeySecret.grantRead(this.canary.function);
     this.canary.function.addEnvironment(ENV.adminKeySecretArn, props.adminKeySecret.secretArn);
+    // The canary tenant's API key: the canary writes it once it has made its tenant, and
+    // only the canary may read it (not the public receiver, which reads the canary's item).
+    this.canaryKeySecret = new Secret(this, 'CanaryKey', {
+      description: "sluice canary: its internal tenant's API key, written by the canary on its first run",
+    });
+    acknowledgeNag(
+      this.canaryKeySecret,
+      'AwsSolutions-SMG4',
+      "The value is a sluice tenant API key that the canary itself creates and writes; Secrets Manager's rotation cannot make one.",
+    );
+    this.canaryKeySecret.grantRead(this.canary.function);
+    this.canary.function.addToRolePolicy(
+      new PolicyStatement({ actions: ['secretsmanager:PutSecretValue'], resources: [this.canaryKeySecret.secretArn] }),
+    );
+    this.canary.function.addEnvironment(ENV.canaryKeySecretArn, this.canaryKeySecret.secretArn);
     this.canary.function.addEnvironment(ENV.apiUrl, props.api.url);
     this.canary.function.addEnvironment(ENV.canaryReceiverUrl, receiverUrl.url);
     new Rule(this, 'CanarySchedule', {

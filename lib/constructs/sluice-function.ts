@@ -103,7 +103,7 @@ export class SluiceFunction extends Construct {
   bindItems(
     table: TableV2,
     envName: string,
-    access: { actions: ReadonlyArray<'GetItem' | 'PutItem' | 'Query'>; leadingKeys: string[] },
+    access: { actions: ReadonlyArray<'GetItem' | 'PutItem' | 'UpdateItem' | 'Query'>; leadingKeys: string[] },
   ): this {
     this.function.addToRolePolicy(
       new PolicyStatement({

@@ -424,7 +424,7 @@ describe('operations', () => {
     };
     expect(dynamoStatements(urlTarget)).toEqual([{ action: 'dynamodb:GetItem', leadingKeys: ['canary'] }]);
     expect(dynamoStatements(idWhere((v) => v.CANARY_RECEIVER_URL !== undefined))).toEqual([
-      { action: ['dynamodb:GetItem', 'dynamodb:PutItem'], leadingKeys: ['canary'] },
+      { action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], leadingKeys: ['canary'] },
     ]);
     expect(dynamoStatements(idWhere((v) => v.ADMIN_USAGE_KEY !== undefined))).toEqual([
       { action: 'dynamodb:GetItem', leadingKeys: ['apikey#*', 'tenant#*'] },
@@ -446,6 +446,34 @@ describe('operations', () => {
     expect(Object.keys(template.findOutputs('*'))).toEqual(
       expect.arrayContaining(['AdminKeySecretArn', 'ApiUrl', 'OnCallTopicArn', 'WebhookDisabledTopicArn']),
     );
+  });
+
+  it("keeps the canary's API key in a secret that only the canary may read and write", () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const secrets = template.findResources('AWS::SecretsManager::Secret');
+    const canaryKey = Object.keys(secrets).find((id) => id.includes('CanaryKey')) as string;
+    expect(canaryKey).toBeDefined();
+    const secretStatements = (fnId: string) => {
+      const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+      return Object.values(template.findResources('AWS::IAM::Policy'))
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+        .filter((st) => JSON.stringify(st.Action).includes('secretsmanager:'));
+    };
+    const canary = Object.keys(functions).find((id) => functions[id]?.Properties.Environment.Variables.CANARY_RECEIVER_URL) as string;
+    expect(functions[canary]?.Properties.Environment.Variables.CANARY_KEY_SECRET_ARN).toEqual({ Ref: canaryKey });
+    const onCanaryKey = secretStatements(canary).filter((st) => JSON.stringify(st.Resource) === JSON.stringify({ Ref: canaryKey }));
+    expect(onCanaryKey.flatMap((st) => [st.Action].flat()).sort()).toEqual([
+      'secretsmanager:DescribeSecret',
+      'secretsmanager:GetSecretValue',
+      'secretsmanager:PutSecretValue',
+    ]);
+    // No other function may touch it, the public receiver least of all.
+    for (const id of Object.keys(functions).filter((fn) => fn !== canary)) {
+      expect(JSON.stringify(secretStatements(id))).not.toContain(canaryKey);
+    }
+    const urlTarget = Object.values(template.findResources('AWS::Lambda::Url'))[0]?.Properties.TargetFunctionArn['Fn::GetAtt'][0];
+    expect(secretStatements(urlTarget)).toEqual([]);
   });
 
   it('runs the canary on a schedule, with its receiver behind a function URL', () => {

@@ -1,9 +1,11 @@
 /**
  * The canary's setup survives a run that fails halfway: the next run goes on with
  * the tenant the first one made, instead of making another (and its usage plan).
+ * Its tenant's API key is kept apart from the item the public receiver reads.
  */
-import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { TableCanaryKey } from '../../functions/adapters/canary-key.ts';
 import { CanaryStore, hasWebhook } from '../../functions/adapters/canary-store.ts';
 import { type CanaryDeps, runCanary } from '../../functions/app/canary.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
@@ -19,65 +21,115 @@ withSandbox({ canary: false }, (s, r) => {
   [sandbox, receiver] = [s, r];
 });
 
+const stores = () => ({
+  store: new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }),
+  keys: new TableCanaryKey({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }),
+});
+
+const deps = (receiverUrl: string): CanaryDeps => ({
+  ...stores(),
+  apiUrl: sandbox.url,
+  adminKey: async () => sandbox.adminKey,
+  receiverUrl,
+  metrics: sandbox.metrics,
+  logger: NO_LOGS,
+  now: Date.now,
+});
+
+/** The canary's item as the receiver reads it, every attribute. */
+const rawItem = async () =>
+  (await sandbox.wiring.dynamo.send(new GetCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary', sk: 'state' } }))).Item;
+
+const putItem = (state: Record<string, unknown>) =>
+  sandbox.wiring.dynamo.send(new PutCommand({ TableName: sandbox.wiring.controlTable, Item: { pk: 'canary', sk: 'state', state } }));
+
 describe('the canary', () => {
   it('keeps the tenant it made when its webhook cannot be made yet, and makes the webhook on the next run', async () => {
-    const store = new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
-    const deps = (receiverUrl: string): CanaryDeps => ({
-      store,
-      apiUrl: sandbox.url,
-      adminKey: async () => sandbox.adminKey,
-      receiverUrl,
-      metrics: sandbox.metrics,
-      logger: NO_LOGS,
-      now: Date.now,
-    });
+    const { store, keys } = stores();
     // The receiver refuses the webhook's verification ping at first.
     receiver.answer('/canary-not-yet', 500);
 
     await expect(runCanary(deps(`${receiver.url}/canary-not-yet`))).rejects.toThrow('the next run tries again');
 
     const first = await store.get();
-    expect(first).toMatchObject({ tenantId: expect.stringMatching(/^ten_/), apiKey: expect.stringMatching(/^sk_/) });
-    expect(first && hasWebhook(first)).toBe(false);
+    expect(first).toEqual({ tenantId: expect.stringMatching(/^ten_/) });
+    const apiKey = await keys.get();
+    expect(apiKey).toMatch(/^sk_/);
 
     const published = sandbox.metrics.total('CanaryPublished');
     await runCanary(deps(`${receiver.url}/canary-ready`));
 
     const second = await store.get();
-    expect(second).toMatchObject({ tenantId: first?.tenantId, apiKey: first?.apiKey, webhookId: expect.stringMatching(/^wh_/) });
+    expect(second).toEqual({
+      tenantId: first?.tenantId,
+      webhookId: expect.stringMatching(/^wh_/),
+      secret: expect.stringMatching(/^whsec_/),
+    });
+    expect(await keys.get()).toBe(apiKey);
+    // The item the public receiver reads holds no API key.
+    expect(JSON.stringify(await rawItem())).not.toContain(apiKey);
     expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
     await receiver.waitFor(() => receiver.events('/canary-ready').some((e) => e.type === 'sluice_canary.tick'), 10_000);
-    // A third run uses what is saved: no new tenant, no new webhook.
+    // A third run uses what is saved: no new tenant, no new webhook, the same key.
     await runCanary(deps(`${receiver.url}/canary-ready`));
     expect(await store.get()).toEqual(second);
+    expect(await keys.get()).toBe(apiKey);
   });
 
   it('deletes a webhook an earlier run made but could not save, before it makes the one it keeps', async () => {
-    const store = new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const { store, keys } = stores();
     const state = await store.get();
-    if (!state) throw new Error('no canary state');
+    const apiKey = await keys.get();
+    if (!state || !apiKey) throw new Error('no canary state');
     // As if the webhook's 201 had been lost: it exists, and the saved state does not know it.
-    await sandbox.wiring.dynamo.send(
-      new PutCommand({
-        TableName: sandbox.wiring.controlTable,
-        Item: { pk: 'canary', sk: 'state', state: { tenantId: state.tenantId, apiKey: state.apiKey } },
-      }),
-    );
-    const orphan = await createWebhook(sandbox, state.apiKey, { resource: 'sluice-canary', url: `${receiver.url}/canary-orphan` });
+    await putItem({ tenantId: state.tenantId });
+    const orphan = await createWebhook(sandbox, apiKey, { resource: 'sluice-canary', url: `${receiver.url}/canary-orphan` });
 
-    await runCanary({
-      store,
-      apiUrl: sandbox.url,
-      adminKey: async () => sandbox.adminKey,
-      receiverUrl: `${receiver.url}/canary-ready`,
-      metrics: sandbox.metrics,
-      logger: NO_LOGS,
-      now: Date.now,
-    });
+    await runCanary(deps(`${receiver.url}/canary-ready`));
 
-    const webhooks = (await call(sandbox, 'GET', '/v1/webhooks', { key: state.apiKey })).body.data.map((w: { id: string }) => w.id);
+    const webhooks = (await call(sandbox, 'GET', '/v1/webhooks', { key: apiKey })).body.data.map((w: { id: string }) => w.id);
     const saved = await store.get();
     expect(webhooks).toEqual([saved && 'webhookId' in saved ? saved.webhookId : 'none']);
     expect(webhooks).not.toContain(orphan.id);
+  });
+
+  it('moves an API key saved in its item (as earlier versions did) to the key store, and goes on with the same tenant', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const apiKey = await keys.get();
+    if (!state || !hasWebhook(state) || !apiKey) throw new Error('no canary state');
+    await putItem({ ...state, apiKey });
+    await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary-key', sk: 'key' } }));
+    expect(await keys.get()).toBeUndefined();
+    const published = sandbox.metrics.total('CanaryPublished');
+
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+
+    expect(await keys.get()).toBe(apiKey);
+    expect(await store.get()).toEqual(state);
+    expect(JSON.stringify(await rawItem())).not.toContain(apiKey);
+    expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
+  });
+
+  it('says what to do when its tenant is saved but the key is gone, and makes nothing', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const apiKey = await keys.get();
+    if (!state || !apiKey) throw new Error('no canary state');
+    await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary-key', sk: 'key' } }));
+
+    await expect(runCanary(deps(`${receiver.url}/canary-ready`))).rejects.toThrow(
+      `The canary's tenant ${state.tenantId} has no API key in the canary's key store: delete the control table's canary item`,
+    );
+    expect(await store.get()).toEqual(state);
+
+    // The operator's way out: with the item deleted, the next run makes a new tenant and keeps its key.
+    await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary', sk: 'state' } }));
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    const fresh = await store.get();
+    expect(fresh && hasWebhook(fresh)).toBe(true);
+    expect(fresh?.tenantId).not.toBe(state.tenantId);
+    expect(await keys.get()).toMatch(/^sk_/);
+    expect(await keys.get()).not.toBe(apiKey);
   });
 });
