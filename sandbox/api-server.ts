@@ -25,6 +25,7 @@ import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
+import { settled } from './threads.ts';
 
 /** Everything the API needs that is plain data: what a thread can be started with. */
 export interface ApiSettings {
@@ -61,6 +62,8 @@ export interface ApiServer {
 }
 
 const ADMIN_USAGE_KEY = 'sandbox-admin';
+/** How long stopping waits for the requests being handled. */
+const STOP_WAIT_MS = 5_000;
 const AUTHORIZER_CACHE_MS = 60_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
 
@@ -129,10 +132,19 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   };
   const outer = new Hono();
   outer.notFound(notFound);
+  // Requests still being handled: stopping waits for them before it closes their AWS
+  // clients, so no write is cut off halfway (dynalite can then wait on it for good).
+  const handling = new Set<Promise<void>>();
   // What API Gateway's 5XXError metric would count.
   outer.use('*', async (c, next) => {
     const started = performance.now();
-    await next();
+    const handled = next();
+    handling.add(handled);
+    try {
+      await handled;
+    } finally {
+      handling.delete(handled);
+    }
     if (c.res.status >= 500) ports.record('api:5XXError', 1);
     // API Gateway answers what its authorizer or usage plan refuses itself: only the
     // rest invoke the API's Lambda (the authorizer's answers are cached, see above).
@@ -163,6 +175,7 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         server.close(() => resolve());
         server.closeAllConnections?.();
       });
+      await settled(handling, STOP_WAIT_MS);
       dynamo.destroy();
       sqs.destroy();
     },

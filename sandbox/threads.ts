@@ -92,3 +92,19 @@ export class PendingAnswers<T> {
     this.#waiting.delete(id);
   }
 }
+
+/**
+ * Waits until every promise of `work` has settled, or `maxMs` has passed, whichever
+ * comes first: what stopping does with the work still under way. Answers whether all settled.
+ */
+export async function settled(work: Iterable<Promise<unknown>>, maxMs: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), maxMs);
+  });
+  try {
+    return await Promise.race([Promise.allSettled([...work]).then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

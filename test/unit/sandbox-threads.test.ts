@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { firstMessage, PendingAnswers, type SandboxThreadError, watchThread } from '../../sandbox/threads.ts';
+import { firstMessage, PendingAnswers, type SandboxThreadError, settled, watchThread } from '../../sandbox/threads.ts';
 
 /** A real thread that says it is ready, then does `after` (CommonJS, run with eval). */
 function thread(after: string): Worker {
@@ -68,5 +68,23 @@ describe('questions to another thread', () => {
     ];
     expect(await Promise.all(asked)).toEqual(['FIRST', 'SECOND']);
     await worker.terminate();
+  });
+
+  it('waits for work under way to settle, failed or not, but no longer than its bound', async () => {
+    const order: string[] = [];
+    const later = (ms: number, fail: boolean) =>
+      new Promise<void>((resolve, reject) =>
+        setTimeout(() => {
+          order.push(`${ms}`);
+          fail ? reject(new Error('failed')) : resolve();
+        }, ms),
+      );
+    expect(await settled([later(30, false), later(60, true)], 5_000)).toBe(true);
+    expect(order).toEqual(['30', '60']);
+
+    const started = Date.now();
+    expect(await settled([later(10, false), new Promise(() => undefined)], 100)).toBe(false);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await settled([], 100)).toBe(true);
   });
 });
