@@ -63,7 +63,8 @@ async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
  * The canary's tenant and its API key. The key is kept before the tenant is saved: a
  * run that fails between the two leaves an unsaved tenant, and the next makes another
  * and keeps its key instead. An item saved with the key in it (before the key had a
- * store of its own) has it moved.
+ * store of its own) has it moved. Runs are one at a time (the function's reserved
+ * concurrency is 1; the sandbox has one timer), so no other run writes the key meanwhile.
  */
 async function tenant(deps: CanaryDeps): Promise<{ state: CanaryTenant | CanaryState; apiKey: string }> {
   const saved = await deps.store.get();
