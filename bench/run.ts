@@ -16,6 +16,7 @@ import { ALTERNATIVES, costPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
 import type { PublishTask, Report, TaskResult } from './load.ts';
+import { loopDelay } from './loop-delay.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 import { threadCpu } from './threads.ts';
 
@@ -67,6 +68,7 @@ async function harness(config: Record<string, unknown> = {}) {
   // Every AWS call's time as its caller saw it (not the long polls, which wait on purpose).
   const callTimes: CallTime[] = [];
   const cpu = threadCpu();
+  const delay = loopDelay();
   const sandbox = await startSandbox({
     port: 0,
     canary: false,
@@ -131,6 +133,8 @@ async function harness(config: Record<string, unknown> = {}) {
     stages,
     /** Cores each thread kept busy in a window (see threads.ts). */
     cpu: cpu.cores,
+    /** The functions' thread's longest event-loop delay in a window, and its seconds with a stall (see loop-delay.ts). */
+    loopDelay: delay.window,
     /** p50 and p99 of the AWS calls' times in a window, by service, as their callers saw them. */
     callMs: (from: number, to: number) => callSpread(callTimes, from, to),
     /** How many DynamoDB requests dynalite read in a window, and the p50 and p99 of its own time on them. */
@@ -164,6 +168,7 @@ async function harness(config: Record<string, unknown> = {}) {
     },
     async stop() {
       cpu.stop();
+      delay.stop();
       await worker.terminate();
       await sandbox.stop();
     },
@@ -457,6 +462,7 @@ async function hotObject() {
       emulator_dynamodb_ms: await perWindow(windows, h.emulatorMs),
       // Who had the 2 cores: the storm's latency is mostly a question of who waited for one.
       cpu_cores_by_thread: await perWindow(windows, h.cpu),
+      functions_loop_delay_ms: await perWindow(windows, h.loopDelay),
       paced: {
         others_p99_ratio: ratio(calmPaced.p99, calmBefore.p99),
         others_p99_ratio_interval: ratioInterval(report, 'calm', windows.paced, windows.before),
@@ -558,6 +564,7 @@ async function failingEndpoint() {
       call_ms: await perWindow(windows, h.callMs),
       emulator_dynamodb_ms: await perWindow(windows, h.emulatorMs),
       cpu_cores_by_thread: await perWindow(windows, h.cpu),
+      functions_loop_delay_ms: await perWindow(windows, h.loopDelay),
       failing_attempts_per_min_after_quarantine: quarantinedAt ? Math.round((failingAttempts / Math.max(minutes, 1 / 60)) * 10) / 10 : null,
       quarantined_after_s: quarantinedAt ? Math.round((quarantinedAt - failStart) / 1000) : null,
       lost: report.events.filter((e) => e.receivedAt === null).length,
