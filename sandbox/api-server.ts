@@ -25,7 +25,7 @@ import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
-import { settled } from './threads.ts';
+import { InFlight } from './threads.ts';
 
 /** Everything the API needs that is plain data: what a thread can be started with. */
 export interface ApiSettings {
@@ -134,17 +134,11 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   outer.notFound(notFound);
   // Requests still being handled: stopping waits for them before it closes their AWS
   // clients, so no write is cut off halfway (dynalite can then wait on it for good).
-  const handling = new Set<Promise<void>>();
+  const handling = new InFlight();
   // What API Gateway's 5XXError metric would count.
   outer.use('*', async (c, next) => {
     const started = performance.now();
-    const handled = next();
-    handling.add(handled);
-    try {
-      await handled;
-    } finally {
-      handling.delete(handled);
-    }
+    await handling.track(next());
     if (c.res.status >= 500) ports.record('api:5XXError', 1);
     // API Gateway answers what its authorizer or usage plan refuses itself: only the
     // rest invoke the API's Lambda (the authorizer's answers are cached, see above).
@@ -175,7 +169,7 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         server.close(() => resolve());
         server.closeAllConnections?.();
       });
-      await settled(handling, STOP_WAIT_MS);
+      await handling.settled(STOP_WAIT_MS);
       dynamo.destroy();
       sqs.destroy();
     },

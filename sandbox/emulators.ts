@@ -16,7 +16,7 @@ import { QUEUES } from '../functions/definitions/queues.ts';
 import type { TableDefinition } from '../functions/definitions/tables.ts';
 import { TABLES } from '../functions/definitions/tables.ts';
 import { keepDynaliteParses } from './dynalite-parses.ts';
-import { firstMessage, PendingAnswers, type SandboxThreadError, watchThread } from './threads.ts';
+import { firstMessage, PendingAnswers, type SandboxThreadError, settled, watchThread } from './threads.ts';
 
 export const EMULATOR_CREDENTIALS = { accessKeyId: 'sandbox', secretAccessKey: 'sandbox' };
 export const EMULATOR_REGION = 'us-east-1';
@@ -87,13 +87,15 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
       // waits for its store's pending operations, and with a data directory it can
       // wait for one that never ends (up to its 30 s); LevelDB recovers its log on
       // open, so after a while the sandbox stops without it.
-      await Promise.race([
-        new Promise<void>((resolve) => {
-          dynamoServer.close(() => resolve());
-          dynamoServer.closeAllConnections();
-        }),
-        new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref()),
-      ]);
+      await settled(
+        [
+          new Promise<void>((resolve) => {
+            dynamoServer.close(() => resolve());
+            dynamoServer.closeAllConnections();
+          }),
+        ],
+        2_000,
+      );
     },
   };
 }

@@ -29,7 +29,7 @@ import { createQueues, createTables, type Emulators, type SandboxQueue, startEmu
 import { InMemoryMetrics } from './metrics.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { Poller, type ReceiveObserver } from './poller.ts';
-import { type SandboxThreadError, settled } from './threads.ts';
+import { InFlight, type SandboxThreadError } from './threads.ts';
 
 export interface SandboxOptions {
   /** API port; 0 picks a free one. */
@@ -175,14 +175,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const reconciler = reconcilerDeps(wiring);
   // Scheduled runs under way: stopping lets them end before it stops the emulators, so
   // none of their writes is cut off halfway (dynalite can then wait on it for good).
-  const scheduled = new Set<Promise<unknown>>();
-  const track = <T>(run: Promise<T>): Promise<T> => {
-    scheduled.add(run);
-    void run.finally(() => scheduled.delete(run)).catch(() => undefined);
-    return run;
-  };
+  const scheduled = new InFlight();
   const runReconciler = () =>
-    track(reconcile(reconciler)).catch((error: unknown) => {
+    scheduled.track(reconcile(reconciler)).catch((error: unknown) => {
       metrics.record('function:reconciler:Errors', 1);
       log.error('Reconciler run failed', { error });
       throw error;
@@ -218,7 +213,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     now: Date.now,
   };
   const runCanaryOnce = () =>
-    track(runCanary(canary)).catch((error: unknown) => {
+    scheduled.track(runCanary(canary)).catch((error: unknown) => {
       if (stopped) return;
       metrics.record('function:canary:Errors', 1);
       log.error('Canary run failed', { error });
@@ -246,7 +241,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       for (const timer of timers) clearInterval(timer);
       await api.stop();
       // With the API closed, a canary run ends at its next call of it.
-      await settled(scheduled, 10_000);
+      await scheduled.settled(10_000);
       await Promise.all(pollers.map((p) => p.stop()));
       await emulators.stop();
     },

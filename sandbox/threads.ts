@@ -94,6 +94,26 @@ export class PendingAnswers<T> {
 }
 
 /**
+ * Work under way that stopping waits for: `track` each piece as it starts, and
+ * `settled` before closing what it uses. Settled pieces are forgotten.
+ */
+export class InFlight {
+  readonly #work = new Set<Promise<unknown>>();
+
+  /** Answers `work` itself. */
+  track<T>(work: Promise<T>): Promise<T> {
+    this.#work.add(work);
+    void work.finally(() => this.#work.delete(work)).catch(() => undefined);
+    return work;
+  }
+
+  /** Waits for the work under way, at most `maxMs` (see `settled`). */
+  settled(maxMs: number): Promise<boolean> {
+    return settled(this.#work, maxMs);
+  }
+}
+
+/**
  * Waits until every promise of `work` has settled, or `maxMs` has passed, whichever
  * comes first: what stopping does with the work still under way. Answers whether all settled.
  */

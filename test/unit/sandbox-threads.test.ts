@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { firstMessage, PendingAnswers, type SandboxThreadError, settled, watchThread } from '../../sandbox/threads.ts';
+import { firstMessage, InFlight, PendingAnswers, type SandboxThreadError, settled, watchThread } from '../../sandbox/threads.ts';
 
 /** A real thread that says it is ready, then does `after` (CommonJS, run with eval). */
 function thread(after: string): Worker {
@@ -86,5 +86,21 @@ describe('questions to another thread', () => {
     expect(await settled([later(10, false), new Promise(() => undefined)], 100)).toBe(false);
     expect(Date.now() - started).toBeLessThan(2_000);
     expect(await settled([], 100)).toBe(true);
+  });
+
+  it('waits for the work it tracks that is still under way, and forgets what settled', async () => {
+    const work = new InFlight();
+    let finish: () => void = () => undefined;
+    const pending = work.track(
+      new Promise<void>((resolve) => {
+        finish = resolve;
+      }),
+    );
+    await work.track(Promise.resolve('done'));
+    await expect(work.track(Promise.reject(new Error('failed')))).rejects.toThrow('failed');
+    expect(await work.settled(100)).toBe(false);
+    finish();
+    await pending;
+    expect(await work.settled(100)).toBe(true);
   });
 });
