@@ -8,6 +8,7 @@
  */
 import { GetSecretValueCommand, PutSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { keyKind } from '../core/keys.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
 
 export interface CanaryKeyStore {
@@ -17,7 +18,7 @@ export interface CanaryKeyStore {
 }
 
 /** A tenant API key, as the tenants service makes them. */
-const isApiKey = (value: unknown): value is string => typeof value === 'string' && value.startsWith('sk_');
+const isApiKey = (value: unknown): value is string => typeof value === 'string' && keyKind(value) === 'tenant';
 
 /**
  * The key in a Secrets Manager secret, as `{"apiKey":"sk_…"}`. The stack creates the

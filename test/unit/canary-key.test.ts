@@ -10,6 +10,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SecretCanaryKey } from '../../functions/adapters/canary-key.ts';
 
 const ARN = 'arn:aws:secretsmanager:us-east-1:1:secret:canary-key';
+/** Keys shaped as the tenants service makes them (functions/core/keys.ts). */
+const FIRST_KEY = `sk_${'a'.repeat(43)}`;
+const SECOND_KEY = `sk_${'b'.repeat(43)}`;
+const ADMIN_KEY = `ak_${'c'.repeat(43)}`;
 let server: http.Server;
 let client: SecretsManagerClient;
 /** The secret's current value, and every request the server answered: its operation and body. */
@@ -54,7 +58,7 @@ beforeEach(() => {
 describe("the canary's key in Secrets Manager", () => {
   it("reads the stack's placeholder as no key yet, and a value that is not a tenant key as none either", async () => {
     expect(await new SecretCanaryKey(client, ARN).get()).toBeUndefined();
-    value = JSON.stringify({ apiKey: 'ak_admin' });
+    value = JSON.stringify({ apiKey: ADMIN_KEY });
     expect(await new SecretCanaryKey(client, ARN).get()).toBeUndefined();
     expect(requests.map((r) => [r.operation, r.body.SecretId])).toEqual([
       ['GetSecretValue', ARN],
@@ -63,21 +67,21 @@ describe("the canary's key in Secrets Manager", () => {
   });
 
   it('writes the key as JSON to its secret, and a new container reads it back once', async () => {
-    await new SecretCanaryKey(client, ARN).put('sk_canary1');
+    await new SecretCanaryKey(client, ARN).put(FIRST_KEY);
     expect(requests).toEqual([{ operation: 'PutSecretValue', body: expect.objectContaining({ SecretId: ARN }) }]);
-    expect(JSON.parse(value)).toEqual({ apiKey: 'sk_canary1' });
+    expect(JSON.parse(value)).toEqual({ apiKey: FIRST_KEY });
 
     const next = new SecretCanaryKey(client, ARN);
-    expect(await next.get()).toBe('sk_canary1');
-    expect(await next.get()).toBe('sk_canary1');
+    expect(await next.get()).toBe(FIRST_KEY);
+    expect(await next.get()).toBe(FIRST_KEY);
     expect(requests.filter((r) => r.operation === 'GetSecretValue')).toHaveLength(1);
   });
 
   it('keeps what it wrote without reading it again', async () => {
     const keys = new SecretCanaryKey(client, ARN);
     expect(await keys.get()).toBeUndefined();
-    await keys.put('sk_canary2');
-    expect(await keys.get()).toBe('sk_canary2');
+    await keys.put(SECOND_KEY);
+    expect(await keys.get()).toBe(SECOND_KEY);
     expect(requests.map((r) => r.operation)).toEqual(['GetSecretValue', 'PutSecretValue']);
   });
 });
