@@ -187,9 +187,7 @@ function watchAlarms(sandbox: Sandbox) {
 }
 
 function latencies(report: Report, label: string, from = 0, to = Number.POSITIVE_INFINITY): number[] {
-  return report.events
-    .filter((e) => e.label === label && e.receivedAt !== null && e.acceptedAt >= from && e.acceptedAt < to)
-    .map((e) => (e.receivedAt as number) - e.acceptedAt);
+  return requestLatencies(report.events, label, from, to).flat();
 }
 
 /** Others' p99 latency in 5-second buckets from `from`: where in a storm latency rose. */
