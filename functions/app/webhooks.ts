@@ -170,6 +170,10 @@ export class WebhookService {
     const webhook = await this.#find(tenantId, id);
     const now = this.#deps.now();
     const until = window.until ?? now;
+    // The validator compares since with a given until; only here is "now" known.
+    if (window.since >= until) {
+      throw new ApiError('invalid_request', `since must be earlier than ${window.until === undefined ? 'now' : 'until'}`);
+    }
     const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
     const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, max);
     if (logged.more) {

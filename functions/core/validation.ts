@@ -23,16 +23,22 @@ const MAX_DESCRIPTION = 500;
 const MAX_URL = 2_000;
 const MAX_NAME = 200;
 
-/** Whether a parsed JSON value nests arrays and objects deeper than `max`; walked without recursion. */
-function nestsDeeperThan(value: unknown, max: number): boolean {
+/**
+ * What makes a parsed `data` value unfit to deliver, found in one walk without
+ * recursion: arrays and objects nested deeper than `max` (serializers recurse), or a
+ * number no JSON double can hold (`1e400` parses as Infinity, which would be sent on as
+ * `null`: the subscriber would not get what the producer was told was accepted).
+ */
+function dataFault(value: unknown, max: number): 'too_deep' | 'not_finite' | undefined {
   const stack: Array<[unknown, number]> = [[value, 0]];
   while (stack.length > 0) {
     const [current, depth] = stack.pop() as [unknown, number];
+    if (typeof current === 'number' && !Number.isFinite(current)) return 'not_finite';
     if (current === null || typeof current !== 'object') continue;
-    if (depth + 1 > max) return true;
+    if (depth + 1 > max) return 'too_deep';
     for (const child of Object.values(current)) stack.push([child, depth + 1]);
   }
-  return false;
+  return undefined;
 }
 
 type Json = Record<string, unknown>;
@@ -98,10 +104,13 @@ export function validatePublish(body: Json): EventInput[] {
     } else if (event.type.startsWith('sluice.') || event.type.startsWith('webhook.')) {
       problems.push(`${at}type must not start with sluice. or webhook. (reserved)`);
     }
+    const fault = 'data' in event ? dataFault(event.data, MAX_DATA_DEPTH) : undefined;
     if (!('data' in event)) {
       problems.push(`${at}data is required (any JSON value)`);
-    } else if (nestsDeeperThan(event.data, MAX_DATA_DEPTH)) {
+    } else if (fault === 'too_deep') {
       problems.push(`${at}data must nest arrays and objects at most ${MAX_DATA_DEPTH} levels deep`);
+    } else if (fault === 'not_finite') {
+      problems.push(`${at}data must hold only numbers a JSON double can represent (at most about 1.8e308)`);
     } else if (Buffer.byteLength(JSON.stringify(event.data)) > MAX_DATA_BYTES) {
       problems.push(`${at}data must be at most ${MAX_DATA_BYTES} bytes serialized`);
     }

@@ -106,6 +106,18 @@ describe('bad input', () => {
       (await call(sandbox, 'POST', '/v1/events', { key: a.key, body: { events: [{ resource: 'd:1', type: 'a.b', data: fine }] } })).status,
     ).toBe(202);
   });
+
+  it('refuses a number in event data that JSON cannot carry with a 400, rather than accept it and deliver null', async () => {
+    // JSON.parse reads 1e400 as Infinity, which JSON.stringify writes as null.
+    const rawBody =
+      '{"events":[{"resource":"n:1","type":"a.b","data":{"fine":1e308,"big":[1e400]}},{"resource":"n:1","type":"a.b","data":-1e400}]}';
+    const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody });
+    expectError(response, 400, 'invalid_request');
+    expect(response.body.error.message).toMatch(/events\[0\]\.data must hold only numbers a JSON double can represent/);
+    expect(response.body.error.message).toMatch(/events\[1\]\.data must hold only numbers/);
+    const fine = '{"events":[{"resource":"n:1","type":"a.b","data":{"fine":1e308,"small":5e-324}}]}';
+    expect((await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody: fine })).status).toBe(202);
+  });
 });
 
 describe('GET /v1/admin/queues', () => {

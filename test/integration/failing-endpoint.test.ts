@@ -363,6 +363,14 @@ describe('failing endpoint', () => {
       body: { since: new Date(since).toISOString(), until: new Date(since - 1).toISOString() },
     });
     expect(bad.status).toBe(400);
+    // A window that has not begun (since later than now, until left out) is a 400 as well,
+    // not a reversed DynamoDB query answered with a 500 (six of which page on-call).
+    const early = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: new Date(Date.now() + 60_000).toISOString() },
+    });
+    expect(early.status).toBe(400);
+    expect(early.body.error.message).toMatch(/since must be earlier than now/);
   });
 
   it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
