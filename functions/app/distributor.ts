@@ -18,6 +18,7 @@ import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { assignSeq, type PendingItem, planChunk, quietTurnAllowed, type TurnRecord, turnMayContinue } from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
+import { STREAM_SETTLE_MS } from './streams.ts';
 
 export interface SubscriptionSource {
   onResource(tenantId: string, resource: string): Promise<readonly Webhook[]>;
@@ -45,6 +46,13 @@ export type TurnOutcome =
   | { readonly outcome: 'lease_held' | 'fenced_out' | 'paused'; readonly distributed: number };
 
 const CHUNK_SIZE = 100;
+/**
+ * An append that took this long may have landed after a reader passed its position:
+ * half the settle window, the other half a margin for the clocks of the distributor's
+ * and the API's instances.
+ */
+const STREAM_LATE_MS = STREAM_SETTLE_MS / 2;
+const STREAM_APPEND_TRIES = 3;
 const WAIT_FOR_INGEST_MS = 20;
 
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
@@ -361,6 +369,14 @@ export class Distributor {
   /**
    * The stream sinks: every active stream on the event's resource or a parent gets
    * the same event objects, with the same seq, as the webhooks.
+   *
+   * An entry's position is the time it was stamped, and a reader serves positions up
+   * to STREAM_SETTLE_MS before its own clock: an entry that lands later than that
+   * (throttled batches retried, a stalled container) may be behind a token already,
+   * and would never be read. So an append that took STREAM_LATE_MS or more is written
+   * again at a fresh position (readers that saw the first copy see the same seq twice,
+   * which streams allow), and one that keeps landing late fails the turn, which is
+   * then published again, rather than let a stream miss events.
    */
   async #appendToStreams(
     key: ObjectKey,
@@ -370,15 +386,27 @@ export class Distributor {
   ): Promise<void> {
     const streams = this.#deps.streams;
     if (!streams || events.length === 0) return;
-    const now = this.#deps.now();
     await Promise.all(
       resources.map(async (resource) => {
         if (!(await lookups.streamActive(resource))) return;
-        const entries = events
+        const onStream = events.filter(
           // A gap marker names no parents: it goes to every stream it was sent for.
-          .filter((e) => e.resource === resource || !('parents' in e) || e.parents.includes(resource))
-          .map((event) => ({ position: streamPosition(now, event.resource, 'seq' in event ? event.seq : 0), event }));
-        if (entries.length > 0) await streams.append(key.tenantId, resource, entries, now);
+          (e) => e.resource === resource || !('parents' in e) || e.parents.includes(resource),
+        );
+        if (onStream.length === 0) return;
+        for (let attempt = 1; ; attempt++) {
+          const stampedAt = this.#deps.now();
+          const entries = onStream.map((event) => ({
+            position: streamPosition(stampedAt, event.resource, 'seq' in event ? event.seq : 0),
+            event,
+          }));
+          await streams.append(key.tenantId, resource, entries, stampedAt);
+          const tookMs = this.#deps.now() - stampedAt;
+          if (tookMs < STREAM_LATE_MS) return;
+          this.#deps.metrics.count('StreamAppendsLate');
+          this.#deps.logger.warn('Stream append landed late; appending again', { tenant: key.tenantId, resource, tookMs, attempt });
+          if (attempt === STREAM_APPEND_TRIES) throw new Error(`Stream append for ${resource} landed late ${attempt} times`);
+        }
       }),
     );
   }
