@@ -122,16 +122,18 @@ async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: st
 
 /** One scheduled run: publish one synthetic event. */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
-  const { apiKey } = await setUp(deps);
+  const { state, apiKey } = await setUp(deps);
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });
+  // The tenant id in every run's log: on-call looks for it among the switches (runbook canary-stale).
   if (published.status !== 202) {
     deps.metrics.count('CanaryPublishFailed');
-    deps.logger.error('Canary publish failed', { status: published.status });
+    deps.logger.error('Canary publish failed', { tenant: state.tenantId, status: published.status });
     return;
   }
   deps.metrics.count('CanaryPublished');
+  deps.logger.info('Canary published', { tenant: state.tenantId });
 }
 
 /** The canary receiver: verify, count, answer. Returns the HTTP status to answer with. */

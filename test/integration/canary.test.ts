@@ -57,7 +57,11 @@ describe('the canary', () => {
     expect(apiKey).toMatch(/^sk_/);
 
     const published = sandbox.metrics.total('CanaryPublished');
-    await runCanary(deps(`${receiver.url}/canary-ready`));
+    const logged: Array<Record<string, unknown> | undefined> = [];
+    const logger = { ...NO_LOGS, info: (_: string, fields?: Record<string, unknown>) => void logged.push(fields) };
+    await runCanary({ ...deps(`${receiver.url}/canary-ready`), logger });
+    // Its log names its tenant, which on-call looks for among the switches.
+    expect(logged).toContainEqual({ tenant: first?.tenantId });
 
     const second = await store.get();
     expect(second).toEqual({
