@@ -6,7 +6,12 @@
 export interface QueueDefinition {
   readonly logicalName: string;
   readonly fifo: boolean;
-  /** Longer than the consuming function's timeout, so a live invocation keeps its message. */
+  /**
+   * Six times the consuming function's timeout (AWS's advice for SQS event sources):
+   * a live invocation keeps its message, and so does one Lambda is still retrying
+   * after a throttle, instead of its message being received again (and, after
+   * maxReceiveCount receives, dead-lettered).
+   */
   readonly visibilityTimeoutSeconds: number;
   /** Receives after which a message moves to the dead-letter queue. */
   readonly maxReceiveCount: number;
@@ -28,7 +33,7 @@ const FOURTEEN_DAYS = 14 * 24 * 3600;
 export const DISTRIBUTE_QUEUE: QueueDefinition = {
   logicalName: 'Distribute',
   fifo: true,
-  visibilityTimeoutSeconds: 60,
+  visibilityTimeoutSeconds: 120,
   maxReceiveCount: 10,
   retentionSeconds: FOURTEEN_DAYS,
   batchSize: 10,
@@ -40,7 +45,7 @@ export const DISTRIBUTE_QUEUE: QueueDefinition = {
 export const DELIVER_QUEUE: QueueDefinition = {
   logicalName: 'Deliver',
   fifo: false,
-  visibilityTimeoutSeconds: 90,
+  visibilityTimeoutSeconds: 180,
   maxReceiveCount: 8,
   retentionSeconds: FOURTEEN_DAYS,
   batchSize: 10,
