@@ -73,9 +73,30 @@ export class TenantStore {
     return result.Item ? toTenant(result.Item) : undefined;
   }
 
-  async findByKeyHash(hash: string): Promise<Tenant | undefined> {
-    const key = await this.#client.send(new GetCommand({ TableName: this.#table, Key: { pk: keyPk(hash), sk: KEY_SK } }));
+  /**
+   * The authorizer's read: which tenant a key hash belongs to, and its usage-plan key.
+   * Both reads project only AUTHORIZER_ATTRIBUTES, all its role may read.
+   */
+  async findByKeyHash(hash: string): Promise<Pick<Tenant, 'id' | 'usageKey'> | undefined> {
+    const key = await this.#client.send(
+      new GetCommand({
+        TableName: this.#table,
+        Key: { pk: keyPk(hash), sk: KEY_SK },
+        ProjectionExpression: '#tenant_id',
+        ExpressionAttributeNames: names('tenant_id'),
+      }),
+    );
     const tenantId = key.Item?.tenant_id;
-    return typeof tenantId === 'string' ? this.get(tenantId) : undefined;
+    if (typeof tenantId !== 'string') return undefined;
+    const tenant = await this.#client.send(
+      new GetCommand({
+        TableName: this.#table,
+        Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+        ProjectionExpression: '#id, #usage_key',
+        ExpressionAttributeNames: names('id', 'usage_key'),
+        ConsistentRead: true,
+      }),
+    );
+    return tenant.Item ? { id: String(tenant.Item.id), usageKey: String(tenant.Item.usage_key) } : undefined;
   }
 }

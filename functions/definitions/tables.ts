@@ -86,3 +86,11 @@ export const CONTROL_PK = {
   /** Every kill switch, under one partition. */
   switches: 'switches',
 } as const;
+
+/**
+ * The only attributes the authorizer reads (a key's tenant id, then that tenant's id
+ * and usage-plan key), and the only ones its role may: webhook items, with their
+ * signing secrets, share the tenant's partition, which LeadingKeys alone cannot keep
+ * them out of. Its reads name these in a projection (adapters/tenant-store.ts).
+ */
+export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key'] as const;

@@ -25,7 +25,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { CONTROL_PK } from '../../functions/definitions/tables.ts';
+import { AUTHORIZER_ATTRIBUTES, CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -149,10 +149,12 @@ export class Api extends Construct {
       entry: FUNCTION_ENTRIES.authorizer,
       config,
       timeout: Duration.seconds(10),
-      // A key's item, then its tenant's: reads by key, never a query or a scan.
+      // A key's item, then its tenant's: reads by key, never a query or a scan, and
+      // of the few attributes it needs (not the webhooks' secrets in the tenant's partition).
     }).bindItems(props.control, ENV.controlTable, {
       actions: ['GetItem'],
       leadingKeys: [`${CONTROL_PK.apiKey}*`, `${CONTROL_PK.tenant}*`],
+      attributes: AUTHORIZER_ATTRIBUTES,
     });
     this.adminKeySecret.grantRead(this.authorizerFunction.function);
     this.authorizerFunction.function.addEnvironment(ENV.adminKeySecretArn, this.adminKeySecret.secretArn);

@@ -103,13 +103,22 @@ export class SluiceFunction extends Construct {
   bindItems(
     table: TableV2,
     envName: string,
-    access: { actions: ReadonlyArray<'GetItem' | 'PutItem' | 'UpdateItem' | 'Query'>; leadingKeys: string[] },
+    access: {
+      actions: ReadonlyArray<'GetItem' | 'PutItem' | 'UpdateItem' | 'Query'>;
+      leadingKeys: string[];
+      /** Only these attributes, which every request must name (a projection): @default any */
+      attributes?: readonly string[];
+    },
   ): this {
+    const onlyAttributes = access.attributes && {
+      'ForAllValues:StringEquals': { 'dynamodb:Attributes': [...access.attributes] },
+      StringEqualsIfExists: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
+    };
     this.function.addToRolePolicy(
       new PolicyStatement({
         actions: access.actions.map((action) => `dynamodb:${action}`),
         resources: [table.tableArn],
-        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': access.leadingKeys } },
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': access.leadingKeys }, ...onlyAttributes },
       }),
     );
     this.function.addEnvironment(envName, table.tableName);

@@ -417,19 +417,28 @@ describe('operations', () => {
         .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
         .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
         .filter((st) => JSON.stringify(st.Action).includes('dynamodb:'))
-        .map((st) => ({
-          action: st.Action,
-          leadingKeys: (st.Condition as Record<string, Record<string, unknown>> | undefined)?.['ForAllValues:StringLike']?.[
-            'dynamodb:LeadingKeys'
-          ],
-        }));
+        .map((st) => {
+          const condition = st.Condition as Record<string, Record<string, unknown>> | undefined;
+          const attributes = condition?.['ForAllValues:StringEquals']?.['dynamodb:Attributes'];
+          return {
+            action: st.Action,
+            leadingKeys: condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'],
+            ...(attributes !== undefined && { attributes, select: condition?.StringEqualsIfExists?.['dynamodb:Select'] }),
+          };
+        });
     };
     expect(dynamoStatements(urlTarget)).toEqual([{ action: 'dynamodb:GetItem', leadingKeys: ['canary'] }]);
     expect(dynamoStatements(idWhere((v) => v.CANARY_RECEIVER_URL !== undefined))).toEqual([
       { action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], leadingKeys: ['canary'] },
     ]);
     expect(dynamoStatements(idWhere((v) => v.ADMIN_USAGE_KEY !== undefined))).toEqual([
-      { action: 'dynamodb:GetItem', leadingKeys: ['apikey#*', 'tenant#*'] },
+      // Webhook items (with their signing secrets) share the tenant's partition: only the attributes it reads.
+      {
+        action: 'dynamodb:GetItem',
+        leadingKeys: ['apikey#*', 'tenant#*'],
+        attributes: ['pk', 'sk', 'tenant_id', 'id', 'usage_key'],
+        select: 'SPECIFIC_ATTRIBUTES',
+      },
     ]);
     // The reconciler reads the kill switches, and nothing else of the control table.
     const reconciler = Object.keys(functions).find((id) => id.includes('Reconciler')) as string;

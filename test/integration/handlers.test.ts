@@ -15,6 +15,7 @@ import { CONFIG_ENV } from '../../functions/core/config.ts';
 import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { ENV } from '../../functions/definitions/environment.ts';
+import { AUTHORIZER_ATTRIBUTES } from '../../functions/definitions/tables.ts';
 import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
@@ -145,6 +146,35 @@ describe('authorizer', () => {
 
     for (const token of ['', 'Bearer nope', `Bearer ${tenant.key}x`, `Bearer ak_${'x'.repeat(43)}`]) {
       await expect(authorizer({ type: 'TOKEN', authorizationToken: token, methodArn })).rejects.toThrow('Unauthorized');
+    }
+  });
+
+  it('reads only the attributes its role is allowed, each read naming them in a projection', async () => {
+    const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(sandbox.adminKey), tenants, adminUsageKey: 'a' });
+    const reads: Array<{ Key: Record<string, string>; ProjectionExpression?: string; ExpressionAttributeNames?: Record<string, string> }> =
+      [];
+    sandbox.wiring.dynamo.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as (typeof reads)[number] & { TableName?: string };
+        if (input.TableName === sandbox.wiring.controlTable && /^(apikey|tenant)#/.test(String(input.Key?.pk))) reads.push(input);
+        return next(args);
+      },
+      { step: 'initialize', name: 'recordAuthorizerReads' },
+    );
+    try {
+      await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${tenant.key}`, methodArn });
+    } finally {
+      sandbox.wiring.dynamo.middlewareStack.remove('recordAuthorizerReads');
+    }
+    // Its role may read no other attribute: a read without a projection would be refused in AWS.
+    expect(reads).toHaveLength(2);
+    for (const read of reads) {
+      const projected = (read.ProjectionExpression ?? '')
+        .split(',')
+        .map((name) => read.ExpressionAttributeNames?.[name.trim()] ?? name.trim());
+      expect(read.ProjectionExpression).toBeDefined();
+      for (const name of [...projected, ...Object.keys(read.Key)]) expect(AUTHORIZER_ATTRIBUTES).toContain(name);
     }
   });
 });
