@@ -24,6 +24,7 @@ import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
+import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { AUTHORIZER_ATTRIBUTES, CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
@@ -44,6 +45,10 @@ export interface ApiProps {
  * shape to every other type and keep each type's own status (a status set on them
  * would turn, say, an integration timeout's 504 into a 500).
  */
+/** The public health check (SPEC §3), and the rate that keeps it from costing more than a check needs. */
+const HEALTH_PATH = 'v1/health';
+const HEALTH_RATE_PER_SECOND = 10;
+
 const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string | undefined, string, string]> = [
   [ResponseType.UNAUTHORIZED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
   [ResponseType.ACCESS_DENIED, '403', 'forbidden', 'This key may not call this route.'],
@@ -100,6 +105,16 @@ export class Api extends Construct {
         loggingLevel: MethodLoggingLevel.ERROR,
         metricsEnabled: true,
         tracingEnabled: true,
+        // The one public method invokes the API function with no key and no usage plan:
+        // a throttle of its own keeps anonymous traffic from using the account's concurrency.
+        methodOptions: {
+          [`/${HEALTH_PATH}/GET`]: {
+            throttlingRateLimit: HEALTH_RATE_PER_SECOND,
+            throttlingBurstLimit: 2 * HEALTH_RATE_PER_SECOND,
+            loggingLevel: MethodLoggingLevel.ERROR,
+            metricsEnabled: true,
+          },
+        },
       },
     });
 
@@ -162,11 +177,13 @@ export class Api extends Construct {
     const authorizer = new TokenAuthorizer(this, 'TokenAuthorizer', {
       handler: this.authorizerFunction.function,
       identitySource: 'method.request.header.Authorization',
+      // A header that cannot hold a key is refused (401) without invoking the authorizer.
+      validationRegex: AUTHORIZATION_HEADER_PATTERN,
       resultsCacheTtl: Duration.seconds(60),
     });
 
     const integration = new LambdaIntegration(fn);
-    const health = this.restApi.root.addResource('v1').addResource('health').addMethod('GET', integration);
+    const health = this.restApi.root.resourceForPath(HEALTH_PATH).addMethod('GET', integration);
     acknowledgeNag(health, 'AwsSolutions-APIG4', 'The health check is public by design (SPEC §3).');
     acknowledgeNag(health, 'AwsSolutions-COG4', 'The health check is public by design (SPEC §3).');
     // Every other path, only through the authorizer and a usage plan. The root has no

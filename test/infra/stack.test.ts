@@ -10,6 +10,7 @@ import { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../functions/core/config.ts';
+import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
@@ -173,6 +174,21 @@ describe('API', () => {
       StageName: API_STAGE_NAME,
       AccessLogSetting: { DestinationArn: Match.anyValue(), Format: Match.anyValue() },
     });
+  });
+
+  it('keeps anonymous requests from invoking Lambda freely: headers that cannot hold a key never reach the authorizer, and the health check has a throttle', () => {
+    template.hasResourceProperties('AWS::ApiGateway::Authorizer', { IdentityValidationExpression: AUTHORIZATION_HEADER_PATTERN });
+    template.hasResourceProperties('AWS::ApiGateway::Stage', {
+      MethodSettings: Match.arrayWith([
+        Match.objectLike({ HttpMethod: 'GET', ResourcePath: '/~1v1~1health', ThrottlingRateLimit: 10, ThrottlingBurstLimit: 20 }),
+      ]),
+    });
+    // No other method has a stage throttle: it would be shared by every tenant.
+    const stage = Object.values(template.findResources('AWS::ApiGateway::Stage'))[0];
+    const throttled = (stage?.Properties.MethodSettings as Array<Record<string, unknown>>).filter(
+      (m) => m.ThrottlingRateLimit !== undefined,
+    );
+    expect(throttled).toHaveLength(1);
   });
 
   it('guards every route but the health check with the authorizer and a usage plan key', () => {

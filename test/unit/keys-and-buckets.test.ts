@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { isId, newId } from '../../functions/core/ids.ts';
-import { bearerToken, generateApiKey, hashKey, keyKind, objectGroupId, sameHash } from '../../functions/core/keys.ts';
+import {
+  AUTHORIZATION_HEADER_PATTERN,
+  bearerToken,
+  generateApiKey,
+  hashKey,
+  keyKind,
+  objectGroupId,
+  sameHash,
+} from '../../functions/core/keys.ts';
 import { refill, take } from '../../functions/core/token-bucket.ts';
 
 describe('ids and keys', () => {
@@ -28,6 +36,33 @@ describe('ids and keys', () => {
     expect(bearerToken('bearer  sk_abc ')).toBe('sk_abc');
     expect(bearerToken('Basic abc')).toBeUndefined();
     expect(bearerToken(undefined)).toBeUndefined();
+  });
+
+  it('has API Gateway refuse, before the authorizer, exactly the headers that cannot carry a key', () => {
+    const pattern = new RegExp(AUTHORIZATION_HEADER_PATTERN);
+    const tenant = generateApiKey('tenant');
+    const admin = generateApiKey('admin');
+    // Every header the authorizer would accept passes: refusing one would lock a tenant out in AWS only.
+    const accepted = [`Bearer ${tenant}`, `bearer  ${admin} `, `BEARER\t${tenant}`, `Bearer ${admin}`];
+    for (const header of accepted) {
+      expect(keyKind(bearerToken(header) ?? ''), header).toBeDefined();
+      expect(pattern.test(header), header).toBe(true);
+    }
+    // What cannot hold a key never reaches it.
+    const refused = [
+      '',
+      `Basic ${tenant}`,
+      `Bearer${tenant}`,
+      `Bearer ${tenant} extra`,
+      'Bearer sk_short',
+      `Bearer sk_${'a'.repeat(201)}`,
+      `Bearer sk_${'a'.repeat(30)}!`,
+      `Bearer ${'a'.repeat(30)}`,
+    ];
+    for (const header of refused) {
+      expect(keyKind(bearerToken(header) ?? ''), header).toBeUndefined();
+      expect(pattern.test(header), header).toBe(false);
+    }
   });
 
   it('gives each object a stable FIFO group id within SQS limits', () => {
