@@ -37,9 +37,11 @@ export class AlarmEvaluator {
   evaluate(): AlarmState[] {
     const now = this.#now();
     return ALARMS.map((alarm) => {
-      const { breaching, value } = this.#assess(alarm, now);
-      const next: AlarmStateValue = breaching ? 'ALARM' : 'OK';
+      const { breaching, value, judged } = this.#assess(alarm, now);
       const previous = this.#states.get(alarm.name);
+      // With no data at all, an alarm that ignores missing data keeps its state.
+      const kept = !judged && alarm.missingData === 'ignore' ? previous?.state : undefined;
+      const next: AlarmStateValue = kept ?? (breaching ? 'ALARM' : 'OK');
       if (!previous || previous.state !== next) this.#states.set(alarm.name, { state: next, since: now });
       const current = this.#states.get(alarm.name) as { state: AlarmStateValue; since: number };
       return {
@@ -54,10 +56,12 @@ export class AlarmEvaluator {
     });
   }
 
-  #assess(alarm: AlarmDefinition, now: number): { breaching: boolean; value: number | null } {
+  /** `judged` is false when no period had data. */
+  #assess(alarm: AlarmDefinition, now: number): { breaching: boolean; value: number | null; judged: boolean } {
     const period = alarm.periodSeconds * 1000 * this.#timeScale;
     let breaches = 0;
     let latest: number | null = null;
+    let judged = false;
     for (let i = 0; i < alarm.evaluationPeriods; i++) {
       const to = now - i * period;
       const from = to - period;
@@ -66,6 +70,7 @@ export class AlarmEvaluator {
       // has; with none, it is not judged (it must not breach for "missing" data).
       if (from < this.#startedAt && value === null) continue;
       if (i === 0) latest = value;
+      if (value !== null) judged = true;
       const breached =
         value === null
           ? alarm.missingData === 'breaching'
@@ -74,7 +79,7 @@ export class AlarmEvaluator {
             : value < alarm.threshold;
       if (breached) breaches++;
     }
-    return { breaching: breaches >= alarm.datapointsToAlarm, value: latest };
+    return { breaching: breaches >= alarm.datapointsToAlarm, value: latest, judged };
   }
 
   /** The statistic of the sources added together; null when none has a data point. */

@@ -31,8 +31,12 @@ export interface AlarmDefinition {
   readonly datapointsToAlarm: number;
   readonly threshold: number;
   readonly comparison: 'GreaterThanThreshold' | 'LessThanThreshold';
-  /** What no data means: no events (not breaching), or no canary (breaching). */
-  readonly missingData: 'notBreaching' | 'breaching';
+  /**
+   * What no data means: no events (not breaching), no canary (breaching), or no report
+   * yet from a scheduled function that reports less often than the period (ignore: the
+   * alarm keeps its state until the next report).
+   */
+  readonly missingData: 'notBreaching' | 'breaching' | 'ignore';
 }
 
 export const RUNBOOK_PATH = 'docs/runbooks.md';
@@ -140,7 +144,10 @@ export const ALARMS: readonly AlarmDefinition[] = [
     datapointsToAlarm: 1,
     threshold: 0,
     comparison: 'GreaterThanThreshold',
-    missingData: 'notBreaching',
+    // Only the reconciler reports it, every reconcileIntervalSeconds (60 by default, up
+    // to an hour): between its reports the alarm keeps what the last one said, rather
+    // than clear a minute later and page again at the next report.
+    missingData: 'ignore',
   },
   {
     name: 'dead-letters',

@@ -44,6 +44,12 @@ import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
+const TREAT_MISSING_DATA: { readonly [K in AlarmDefinition['missingData']]: TreatMissingData } = {
+  notBreaching: TreatMissingData.NOT_BREACHING,
+  breaching: TreatMissingData.BREACHING,
+  ignore: TreatMissingData.IGNORE,
+};
+
 export interface OperationsProps {
   readonly config: SluiceConfig;
   readonly api: RestApi;
@@ -188,7 +194,7 @@ export class Operations extends Construct {
           definition.comparison === 'GreaterThanThreshold'
             ? ComparisonOperator.GREATER_THAN_THRESHOLD
             : ComparisonOperator.LESS_THAN_THRESHOLD,
-        treatMissingData: definition.missingData === 'breaching' ? TreatMissingData.BREACHING : TreatMissingData.NOT_BREACHING,
+        treatMissingData: TREAT_MISSING_DATA[definition.missingData],
         alarmDescription: alarmDescription(definition),
       });
       alarm.addAlarmAction(new SnsAction(this.onCallTopic));

@@ -85,6 +85,28 @@ describe('sandbox alarm evaluation', () => {
     expect(state('webhook-disabled')?.state).toBe('ALARM');
   });
 
+  it('keeps the near-cap alarm in its state between the reconciler reports it rests on, however far apart', () => {
+    let now = 9_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const state = () => evaluator.evaluate().find((a) => a.name === 'object-queue-near-cap')?.state;
+    // A reconciler every 5 minutes: one report of an object near its cap.
+    metrics.count('ObjectsNearCap', 1);
+    now += 1;
+    expect(state()).toBe('ALARM');
+    // Minutes without a report: the alarm neither clears nor pages again.
+    for (let minute = 1; minute < 5; minute++) {
+      now += 60_000;
+      expect(state(), `minute ${minute}`).toBe('ALARM');
+    }
+    // The next report says none is: it clears.
+    metrics.count('ObjectsNearCap', 0);
+    now += 1;
+    expect(state()).toBe('OK');
+    now += 120_000;
+    expect(state()).toBe('OK');
+  });
+
   it('alarms on what the first minutes of a sandbox hold, without judging the missing data before it started', () => {
     let now = 5_000_000;
     const metrics = new InMemoryMetrics(() => now);
