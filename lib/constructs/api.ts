@@ -118,6 +118,17 @@ export class Api extends Construct {
       },
     });
 
+    // API Gateway writes its execution logs (loggingLevel ERROR) to a group it would make
+    // itself, kept forever and left behind: made here first, with a retention, it goes
+    // with the stack. The stage, whose first error would make it, waits for it.
+    const executionLogs = new LogGroup(this, 'ExecutionLogs', {
+      logGroupName: `API-Gateway-Execution-Logs_${this.restApi.restApiId}/${API_STAGE_NAME}`,
+      retention: RetentionDays.ONE_MONTH,
+      // Operational logs, like the functions' and the access logs.
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.restApi.deploymentStage.node.addDependency(executionLogs);
+
     this.apiFunction = new SluiceFunction(this, 'Handler', { entry: FUNCTION_ENTRIES.api, config, timeout: Duration.seconds(29) })
       .bindTable(props.events, 'readWrite', ENV.eventsTable)
       .bindTable(props.control, 'readWrite', ENV.controlTable)

@@ -176,6 +176,17 @@ describe('API', () => {
     });
   });
 
+  it('makes the execution log group API Gateway would otherwise make itself, kept forever, before the stage can write to it', () => {
+    const [groupId, group] = Object.entries(template.findResources('AWS::Logs::LogGroup')).find(([, g]) =>
+      JSON.stringify(g.Properties.LogGroupName ?? '').includes('API-Gateway-Execution-Logs_'),
+    ) ?? [undefined, undefined];
+    expect(group?.Properties.RetentionInDays).toBe(30);
+    expect(group?.DeletionPolicy).toBe('Delete');
+    expect(JSON.stringify(group?.Properties.LogGroupName)).toContain(`/${API_STAGE_NAME}`);
+    const [stage] = Object.values(template.findResources('AWS::ApiGateway::Stage'));
+    expect(stage?.DependsOn).toContain(groupId);
+  });
+
   it('keeps anonymous requests from invoking Lambda freely: headers that cannot hold a key never reach the authorizer, and the health check has a throttle', () => {
     template.hasResourceProperties('AWS::ApiGateway::Authorizer', { IdentityValidationExpression: AUTHORIZATION_HEADER_PATTERN });
     template.hasResourceProperties('AWS::ApiGateway::Stage', {
