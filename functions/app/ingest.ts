@@ -235,7 +235,8 @@ type StoredCheck = (reserved: Reserved, slot: number) => boolean;
  * items were not written are voided, so the distributor skips them now rather than
  * after the grace period, and those events are answered as not stored. Items that
  * were written (another batch of the write succeeded) are left to be delivered, and
- * answered as accepted.
+ * answered as accepted. The write fails only once none of its batches can still
+ * write (see batchWrite), so no put lands on a slot after its void.
  */
 async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[]): Promise<StoredCheck> {
   const toWrite = reserved.filter((r) => !r.reservation.inlined && r.events.length > 0);

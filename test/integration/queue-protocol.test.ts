@@ -230,6 +230,83 @@ describe('ingest', () => {
     expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }, { n: 2 }]);
   });
 
+  /**
+   * A client on which a request's BatchWriteItem of 25 items fails after 5 ms (as when
+   * the SDK's retries of a throttled batch run out), while the one of fewer items is
+   * handled by `other`: DynamoDB's answer to that batch, late or partial.
+   */
+  function oneBatchFails(other: (items: unknown[], send: () => Promise<unknown>) => Promise<unknown>) {
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const items = (args.input as { RequestItems?: Record<string, unknown[]> }).RequestItems?.[eventsTable];
+        if (!items) return next(args);
+        if (items.length === 25) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          throw Object.assign(new Error('Throughput exceeded'), { name: 'ProvisionedThroughputExceededException' });
+        }
+        return (await other(items, () => next(args))) as Awaited<ReturnType<typeof next>>;
+      },
+      { step: 'initialize', name: 'oneBatchFails' },
+    );
+    return new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+  }
+
+  /** The answers to a request's events, and the events a turn delivers, by their `n`. */
+  async function answeredAndDelivered(k: ObjectKey, outcome: Awaited<ReturnType<typeof publish>>) {
+    const answers = outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    return { answers, delivered: sent.flatMap((m) => m.events.map((e) => ((e as DeliveredEvent).data as { n: number }).n)) };
+  }
+
+  it("waits for a write's other batch still in flight before voiding, so what it stores is answered accepted and the rest is not delivered", async () => {
+    const k = key();
+    let landed: Promise<unknown> = Promise.resolve();
+    // Slots 26..30: DynamoDB answers their batch 200 ms after the other batch failed.
+    const queues = oneBatchFails(async (_items, send) => {
+      landed = new Promise((resolve) => setTimeout(resolve, 200)).then(send);
+      return landed;
+    });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
+    );
+    await landed;
+    const { answers, delivered } = await answeredAndDelivered(k, outcome);
+    // Without waiting, the voids of 26..30 came first and the late puts overwrote them:
+    // answered internal ("send it again") and delivered all the same.
+    expect(answers).toEqual([...Array(25).fill('internal'), ...Array(5).fill('accepted')]);
+    expect(delivered).toEqual([26, 27, 28, 29, 30]);
+  });
+
+  it("stops retrying a write's unprocessed items once its other batch failed, so none lands after the voids", async () => {
+    const k = key();
+    let tries = 0;
+    let retried: Promise<unknown> = Promise.resolve();
+    // Slots 26..30: left unprocessed on the first try (DynamoDB throttling the partition).
+    const queues = oneBatchFails(async (items, send) => {
+      if (++tries === 1) return { output: { UnprocessedItems: { [eventsTable]: items } }, response: {} };
+      retried = send();
+      return retried;
+    });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await retried;
+    const { answers, delivered } = await answeredAndDelivered(k, outcome);
+    // Retried, they landed after the voids and were delivered, though answered internal.
+    expect(answers).toEqual(Array(30).fill('internal'));
+    expect(delivered).toEqual([]);
+    expect(tries).toBe(1);
+  });
+
   it('answers stored events as accepted though their doorbell could not be rung, and the reconciler rings it', async () => {
     const k = key();
     const deps = {
