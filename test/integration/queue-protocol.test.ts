@@ -14,7 +14,7 @@ import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts'
 import { INLINE_MAX_BYTES, QueueStore, type QuietSnapshot, slotItemKey } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
-import { publish } from '../../functions/app/ingest.ts';
+import { type EventResult, publish } from '../../functions/app/ingest.ts';
 import { deepestQueues, INDEX_LINGER_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
@@ -1179,6 +1179,130 @@ describe('idempotency keys', () => {
     await idempotency.claim('ten_x', 'k-pending', 'evt_a', t0);
     expect(await idempotency.claim('ten_x', 'k-pending', 'evt_b', t0 + 10)).toMatchObject({ claimed: false, state: 'pending' });
     expect(await idempotency.claim('ten_x', 'k-pending', 'evt_c', t0 + 5_000)).toEqual({ claimed: true });
+  });
+});
+
+describe('idempotency keys whose ingest died half-way', () => {
+  const GRACE_MS = 1_000;
+  let ids = 0;
+  /** An ingest's dependencies with a short ingest grace; `laterMs` puts its clock past that of an earlier one. */
+  function keyedDeps(overrides: Record<string, unknown> = {}, laterMs = 0) {
+    return {
+      ...ingestDeps([]),
+      // Unique across requests, as real event ids are.
+      newEventId: () => `evt_k${++ids}`,
+      idempotency: new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: GRACE_MS }),
+      now: () => Date.now() + laterMs,
+      ...overrides,
+    } as Parameters<typeof publish>[0];
+  }
+  /** What a turn delivers for `k`, as data/seq. */
+  async function deliveredOf(k: ObjectKey) {
+    const { distributor, sent } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    return sent.flatMap((m) => m.events.map((e) => `${JSON.stringify((e as DeliveredEvent).data)}/${e.seq}/${e.id}`));
+  }
+
+  it('answers a retry after the grace as a duplicate when the first ingest stored the event but could not confirm its key, and delivers it once', async () => {
+    // One small event (which an ingest would otherwise keep on the meta item) and one of two.
+    for (const others of [0, 1]) {
+      const k = key();
+      const keyed = { ...input(k.resource, 1), idempotencyKey: `stored-${k.resource}` };
+      const inputs = [keyed, ...Array.from({ length: others }, (_, n) => input(k.resource, n + 2))];
+      // The confirm fails (DynamoDB erring; or the Lambda dies right there, which leaves the same record).
+      class UnconfirmedKeys extends IdempotencyStore {
+        override async confirm(): Promise<void> {
+          throw new Error('InternalServerError');
+        }
+      }
+      const idempotency = new UnconfirmedKeys({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: GRACE_MS });
+      const first = await publish(keyedDeps({ idempotency }), k.tenantId, inputs);
+      expect(first.results[0]?.status).toBe('accepted');
+      const original = (first.results[0] as { id: string }).id;
+      // Within the grace the first request may still be storing it; after, the key is settled.
+      expect((await publish(keyedDeps(), k.tenantId, [keyed])).results[0]).toMatchObject({
+        status: 'rejected',
+        error: { code: 'conflict' },
+      });
+      expect((await publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed])).results[0]).toEqual({ id: original, status: 'duplicate' });
+      // Confirmed now: later retries are answered from the record alone.
+      expect((await publish(keyedDeps({}, 3 * GRACE_MS), k.tenantId, [keyed])).results[0]).toEqual({ id: original, status: 'duplicate' });
+      expect(await deliveredOf(k)).toEqual([`{"n":1}/1/${original}`, ...(others ? [expect.stringMatching(/^\{"n":2\}\/2\//)] : [])]);
+    }
+  });
+
+  it('keeps the key of an event it could not store nor void pending, and a retry after the grace finds out whether the event is there', async () => {
+    for (const landed of [true, false]) {
+      const k = key();
+      const keyed = { ...input(k.resource, 1), idempotencyKey: `unknown-${k.resource}` };
+      // The write fails (having stored the items or not), and so do the voids: whether the event is stored is unknown.
+      class UnsureWrites extends QueueStore {
+        override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
+          if (landed) await super.writeEventsOf(reservations);
+          throw new Error('InternalServerError');
+        }
+        override async voidSlots(): Promise<Set<number>> {
+          throw new Error('InternalServerError');
+        }
+      }
+      const queues = new UnsureWrites({ client, tableName: eventsTable, retentionDays: 7 });
+      const first = await publish(keyedDeps({ queues }), k.tenantId, [keyed]);
+      expect(first.results[0]).toMatchObject({ error: { code: 'internal' } });
+      // "Send it again": too soon, the key is still the first request's.
+      expect((await publish(keyedDeps(), k.tenantId, [keyed])).results[0]).toMatchObject({ error: { code: 'conflict' } });
+      const retry = await publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed]);
+      const delivered = await deliveredOf(k);
+      if (landed) {
+        // Stored after all: the retry is its duplicate, and it is delivered once.
+        expect(retry.results[0]).toMatchObject({ status: 'duplicate' });
+        expect(delivered).toEqual([`{"n":1}/1/${(retry.results[0] as { id: string }).id}`]);
+      } else {
+        // Never stored: its slot is voided (skipped at once) and the retry takes the key over.
+        expect(retry.results[0]).toMatchObject({ status: 'accepted' });
+        expect(delivered).toEqual([`{"n":1}/1/${(retry.results[0] as { id: string }).id}`]);
+      }
+    }
+  });
+
+  it('lets one of two retries take over a key abandoned before its event was stored; the other is told to wait, and the event is delivered once', async () => {
+    const k = key();
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `race-${k.resource}` };
+    // The first ingest named its slot, then died before writing the event.
+    class DiesBeforeWriting extends QueueStore {
+      override async writeEventsOf(): Promise<void> {
+        throw new Error('the Lambda died here');
+      }
+      override async voidSlots(): Promise<Set<number>> {
+        throw new Error('the Lambda died here');
+      }
+    }
+    const queues = new DiesBeforeWriting({ client, tableName: eventsTable, retentionDays: 7 });
+    await publish(keyedDeps({ queues }), k.tenantId, [keyed]);
+    const retries = await Promise.all([0, 1].map(() => publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed])));
+    const answers = retries.map((r) => r.results[0] as EventResult);
+    expect(answers.map((a) => (a.status === 'rejected' ? a.error.code : a.status)).sort()).toEqual(['accepted', 'conflict']);
+    const accepted = answers.find((a) => a.status === 'accepted') as { id: string };
+    expect(await deliveredOf(k)).toEqual([`{"n":1}/1/${accepted.id}`]);
+  });
+
+  it('claims a key again at once when its ingest died before it named a slot, and never over one that named a slot', async () => {
+    const idempotency = new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: GRACE_MS });
+    const t0 = Date.now();
+    await idempotency.claim('ten_x', 'k-no-slot', 'evt_a', t0);
+    expect(await idempotency.claim('ten_x', 'k-no-slot', 'evt_b', t0 + 5_000)).toEqual({ claimed: true });
+    await idempotency.claim('ten_x', 'k-slot', 'evt_a', t0);
+    expect(await idempotency.noteReservation('ten_x', 'k-slot', 'evt_a', { resource: 'r:1', slot: 7, reservedAt: t0 })).toBe(true);
+    expect(await idempotency.claim('ten_x', 'k-slot', 'evt_b', t0 + 10)).toMatchObject({ claimed: false, state: 'pending' });
+    expect(await idempotency.claim('ten_x', 'k-slot', 'evt_c', t0 + 5_000)).toEqual({
+      claimed: false,
+      eventId: 'evt_a',
+      state: 'abandoned',
+      reservation: { resource: 'r:1', slot: 7, reservedAt: t0 },
+    });
+    // Only the abandoned claim can be taken over, once; and its ingest can then name no slot.
+    expect(await idempotency.takeOver('ten_x', 'k-slot', 'evt_a', 'evt_c', t0 + 5_000)).toBe(true);
+    expect(await idempotency.takeOver('ten_x', 'k-slot', 'evt_a', 'evt_d', t0 + 5_000)).toBe(false);
+    expect(await idempotency.noteReservation('ten_x', 'k-slot', 'evt_a', { resource: 'r:1', slot: 8, reservedAt: t0 })).toBe(false);
   });
 });
 
