@@ -63,7 +63,11 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
 }
 
 /** A distributor under a drop switch on `k`'s resource (its deliveries recorded, as `recordingDistributor`'s). */
-function droppingDistributor(k: ObjectKey, queues: QueueStore = store) {
+function droppingDistributor(
+  k: ObjectKey,
+  queues: QueueStore = store,
+  overrides: Partial<ConstructorParameters<typeof Distributor>[0]> = {},
+) {
   const drop: Switch = {
     id: 'sw_drop',
     scope: 'resource',
@@ -76,6 +80,7 @@ function droppingDistributor(k: ObjectKey, queues: QueueStore = store) {
   const distributor = new Distributor({
     ...recordingDistributorDeps(queues),
     switches: { current: async () => [drop], refresh: async () => [drop] },
+    ...overrides,
   });
   return { drop, distributor };
 }
@@ -957,6 +962,67 @@ describe('quiet turns (no lease)', () => {
     const { distributor, sent } = recordingDistributor();
     expect((await distributor.runTurn(k, 'w', { quiet: true })).outcome).toBe('lease_held');
     expect(sent).toEqual([]);
+  });
+
+  /** A distributor under a drop switch on `k`'s resource, on a clock of its own that its sleeps move on. */
+  function droppingOnItsClock(k: ObjectKey, startAt: number) {
+    const clock = { now: startAt, slept: 0 };
+    const { distributor: dropping } = droppingDistributor(k, store, {
+      now: () => clock.now,
+      sleep: async (ms) => {
+        clock.now += ms;
+        clock.slept += ms;
+      },
+    });
+    return { dropping, clock };
+  }
+
+  it('leaves a kept event to its own quiet doorbell while a turn from an older doorbell drops under a switch, so it is never both dropped and delivered', async () => {
+    const { snapshot, ...k } = await quietObject();
+    // An older doorbell of the object's group (a reconciler's ring, say) runs first, in a
+    // container whose switch cache still has a drop switch the quiet doorbell's container no longer sees.
+    const { dropping, clock } = droppingOnItsClock(k, Date.now());
+    expect(await dropping.runTurn(k, 'older')).toMatchObject({ outcome: 'rerung', distributed: 0 });
+    expect(clock.slept).toBeGreaterThan(0);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 0, switchDropped: 0, inline: { data: { n: 1 } } });
+    // The quiet doorbell, on its first receive: its snapshot is still right.
+    const { distributor, sent } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'quiet', { quiet: true, ...(snapshot && { snapshot }) })).toEqual({
+      outcome: 'idle',
+      distributed: 1,
+    });
+    expect(sent.flatMap((m) => m.events.map((e) => `${e.type}/${e.seq}`))).toEqual(['a.b/1']);
+    // Delivered, and not counted as dropped: no gap marker will stand for it.
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, seq: 1, switchDropped: 0 });
+  });
+
+  it('drops a kept event under a switch once no snapshot of it is trusted, and a quiet doorbell received later reads instead of publishing it', async () => {
+    const { snapshot, ...k } = await quietObject();
+    const later = Date.now() + 10_000;
+    const { dropping, clock } = droppingOnItsClock(k, later);
+    expect(await dropping.runTurn(k, 'older')).toMatchObject({ outcome: 'idle' });
+    expect(clock.slept).toBe(0);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, seq: 1, switchDropped: 1 });
+    // The quiet doorbell, received after the drop (the switch lifted since): it finds the
+    // event consumed, and sends only the gap marker that stands for it.
+    const { distributor, sent } = recordingDistributor({}, () => later);
+    await distributor.runTurn(k, 'quiet', { quiet: true, ...(snapshot && { snapshot }) });
+    expect(sent.flatMap((m) => m.events.map((e) => `${e.type}:${JSON.stringify(e.data)}`))).toEqual([
+      'sluice.gap:{"dropped":1,"reason":"switch_drop"}',
+    ]);
+  });
+
+  it("drops a kept event at once in its own quiet doorbell's turn, which carried the only snapshot of it", async () => {
+    const { snapshot, ...k } = await quietObject();
+    const { dropping, clock } = droppingOnItsClock(k, Date.now());
+    expect(await dropping.runTurn(k, 'quiet', { quiet: true, ...(snapshot && { snapshot }) })).toMatchObject({ outcome: 'idle' });
+    expect(clock.slept).toBe(0);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, switchDropped: 1 });
+    // Lifted: the gap marker goes out, and nothing is owed any more.
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'lifted', { freshSwitches: true });
+    expect(sent.flatMap((m) => m.events.map((e) => e.type))).toEqual(['sluice.gap']);
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 0 });
   });
 
   it('commits once when two quiet turns race: both published the same event with the same seq', async () => {
