@@ -48,22 +48,37 @@ export async function* queryPages(
 
 type WriteRequest = NonNullable<BatchWriteCommandInput['RequestItems']>[string][number];
 
-/** Writes requests in batches of 25, retrying unprocessed ones; throws if some never land. */
+/**
+ * Writes requests in batches of 25, retrying unprocessed ones; throws if some never land.
+ * It throws only once no batch can write any more: a caller that marks the items that
+ * did not land (ingest voids their slots with a conditional put) must do so after every
+ * write that could still land, or a batch's unconditional put, still in flight or
+ * retried, would overwrite the mark and store an item answered as not stored. So once
+ * one batch has failed, the others finish the request they have in flight, try nothing
+ * more (what is still unprocessed is not written), and the first failure is thrown.
+ */
 export async function batchWrite(client: DynamoDBDocumentClient, tableName: string, requests: readonly WriteRequest[]): Promise<void> {
   const batches: WriteRequest[][] = [];
   for (let i = 0; i < requests.length; i += 25) batches.push(requests.slice(i, i + 25));
+  let failure: { readonly error: unknown } | undefined;
   // The batches at once: their items are independent, and a request's latency is its slowest batch.
   await Promise.all(
     batches.map(async (batch) => {
       let pending = batch;
-      for (let attempt = 0; pending.length > 0; attempt++) {
-        if (attempt === 6) throw new Error(`BatchWrite left ${pending.length} items unprocessed`);
-        if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
-        const result = await client.send(new BatchWriteCommand({ RequestItems: { [tableName]: pending } }));
-        pending = result.UnprocessedItems?.[tableName] ?? [];
+      try {
+        for (let attempt = 0; pending.length > 0; attempt++) {
+          if (attempt === 6) throw new Error(`BatchWrite left ${pending.length} items unprocessed`);
+          if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
+          if (failure) return;
+          const result = await client.send(new BatchWriteCommand({ RequestItems: { [tableName]: pending } }));
+          pending = result.UnprocessedItems?.[tableName] ?? [];
+        }
+      } catch (error) {
+        failure ??= { error };
       }
     }),
   );
+  if (failure) throw failure.error;
 }
 
 export function epochSeconds(ms: number): number {

@@ -363,6 +363,27 @@ export class QueueStore {
     return written;
   }
 
+  /**
+   * Settles the slot of an event whose ingest is gone (its idempotency key was left
+   * pending past the ingest grace): voids the slot unless its item exists, so the event
+   * can no longer be stored there, and says whether it was. A void found there (its
+   * ingest's write failed, or another retry voided it first) is an event not stored.
+   */
+  async settleSlot(key: ObjectKey, slot: number, reservedAt: number): Promise<'stored' | 'unstored'> {
+    const found = await this.voidSlots(key, [slot], reservedAt);
+    if (!found.has(slot)) return 'unstored';
+    const result = await this.#client.send(
+      new GetCommand({
+        TableName: this.#table,
+        Key: slotItemKey(key, slot),
+        ConsistentRead: true,
+        ProjectionExpression: '#void',
+        ExpressionAttributeNames: names('void'),
+      }),
+    );
+    return result.Item?.void === true ? 'unstored' : 'stored';
+  }
+
   /** The meta item, strongly consistent; `now` judges the expiry of an inline event. */
   async readMeta(key: ObjectKey, now?: number): Promise<QueueMeta | undefined> {
     const item = await this.#metaItem(key);

@@ -16,7 +16,16 @@ import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEven
 import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import { assignSeq, type PendingItem, planChunk, quietTurnAllowed, type TurnRecord, turnMayContinue } from '../core/turn.ts';
+import {
+  assignSeq,
+  type PendingItem,
+  planChunk,
+  quietTurnAllowed,
+  snapshotHoldMs,
+  snapshotTrusted,
+  type TurnRecord,
+  turnMayContinue,
+} from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
 import { STREAM_SETTLE_MS } from './streams.ts';
 
@@ -178,7 +187,18 @@ export class Distributor {
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
+      const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       while (turnMayContinue(budget, distributed, startedAt, now())) {
+        const holdMs = action === 'drop' ? snapshotHoldMs(inline, now(), ownSnapshot) : 0;
+        if (holdMs > 0) {
+          // A quiet doorbell queued behind this one may carry a snapshot of the inline
+          // event, and its turn (its container may already see the switch lifted) would
+          // publish the event from it: dropped now, it would be delivered and counted in
+          // the gap marker too. Wait until no snapshot of it is trusted, within this
+          // turn's time; if that runs out, the object is rung again.
+          await this.#deps.sleep(Math.min(holdMs, startedAt + maxMs - now()));
+          continue;
+        }
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
         const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
         const plannedAt = now();
@@ -285,10 +305,14 @@ export class Distributor {
     const { queues, now } = this.#deps;
     // The ingest's write saw the meta item as the read would (only a turn moves the
     // cursor and seq, and none ran on an idle object): its doorbell's snapshot spares
-    // the read. A doorbell without one (older, or from a write that could not tell) reads.
+    // the read. A turn from an older doorbell of the group may have consumed the event
+    // since: the same event with the same seq if it published it, and a drop turn leaves
+    // it alone while the snapshot is trusted (see SNAPSHOT_TRUST_MS). A doorbell without
+    // a snapshot (older, or from a write that could not tell), or received later, reads.
+    const fromSnapshot = snapshot && queues.snapshotEvent(snapshot, now());
     let at: { cursor: number; seq: number; inline: PendingItem };
-    if (snapshot) {
-      at = { cursor: snapshot.cursor, seq: snapshot.seq, inline: queues.snapshotEvent(snapshot, now()) };
+    if (snapshot && fromSnapshot && snapshotTrusted(fromSnapshot.reservedAt, now())) {
+      at = { cursor: snapshot.cursor, seq: snapshot.seq, inline: fromSnapshot };
     } else {
       const meta = await queues.readMeta(key, now());
       const inline = meta?.inline;
@@ -301,7 +325,7 @@ export class Distributor {
     const events = assignSeq([at.inline], at.seq).map(toDelivered);
     await this.#publish(key, events, new TurnLookups(this.#lookups, key.tenantId, now), sink);
     const state = await queues.commitQuiet(key, at.cursor, at.seq + 1, now());
-    this.#deps.metrics.count('QuietTurns', 1, { read: snapshot ? 'none' : 'meta' });
+    this.#deps.metrics.count('QuietTurns', 1, { read: at.inline === fromSnapshot ? 'none' : 'meta' });
     return this.#ended(key, `q${at.cursor + 1}`, state, 1);
   }
 

@@ -69,6 +69,44 @@ function limitRejection(reason: RejectReason, config: SluiceConfig): EventResult
     : rejected('rate_limited', `This resource takes at most ${config.objectRatePerSecond} events per second; slow down and retry later.`);
 }
 
+const MAX_CLAIM_ATTEMPTS = 3;
+
+function conflict(): EventResult {
+  return rejected('conflict', 'An event with this id is being accepted by another request; send it again shortly.');
+}
+
+/**
+ * Claims an event's idempotency key, or answers the event from the key's record: a
+ * duplicate of the original event once that is stored, a conflict while another
+ * request is accepting it. A claim abandoned after its event was given a slot (its
+ * ingest gone for longer than the grace, perhaps after storing the event, perhaps
+ * before) is settled first, by voiding that slot unless the event is in it: the void
+ * also keeps the event from being stored there later. Stored: the key is confirmed
+ * with the original id and this event is its duplicate, so a repeated key is never
+ * delivered twice. Not stored (and now never to be): this event takes the key over.
+ */
+async function claimKey(deps: IngestDeps, tenantId: string, key: string, eventId: string): Promise<EventResult | 'claimed'> {
+  for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
+    const claim = await deps.idempotency.claim(tenantId, key, eventId, deps.now());
+    if (claim.claimed) return 'claimed';
+    if (claim.state === 'accepted') return { id: claim.eventId, status: 'duplicate' };
+    if (claim.state === 'pending') return conflict();
+    const { resource, slot, reservedAt } = claim.reservation;
+    const found = await deps.queues.settleSlot({ tenantId, resource }, slot, reservedAt);
+    deps.logger.info('Settled an abandoned idempotency key', { tenant: tenantId, resource, slot, found });
+    if (found === 'stored') {
+      // Confirmed for the next retries; this answer does not depend on it.
+      await deps.idempotency
+        .confirm(tenantId, key, claim.eventId)
+        .catch((error: unknown) => deps.logger.error('Idempotency record not settled', { tenant: tenantId, accepted: true, error }));
+      return { id: claim.eventId, status: 'duplicate' };
+    }
+    if (await deps.idempotency.takeOver(tenantId, key, claim.eventId, eventId, deps.now())) return 'claimed';
+    // Another retry settled the key first: its record now answers this one.
+  }
+  return conflict();
+}
+
 interface Pending {
   readonly index: number;
   readonly input: EventInput;
@@ -86,23 +124,13 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     inputs.map(async (input, index) => {
       if (input.idempotencyKey !== undefined) {
         const eventId = deps.newEventId();
-        const claim = await deps.idempotency.claim(tenantId, input.idempotencyKey, eventId, deps.now()).catch((error: unknown) => {
+        const claim = await claimKey(deps, tenantId, input.idempotencyKey, eventId).catch((error: unknown) => {
           // Its key could not be claimed: this event is not stored; the others go on.
           deps.logger.error('Idempotency claim failed', { tenant: tenantId, error });
-          return undefined;
+          return notStored();
         });
-        if (!claim) {
-          results[index] = notStored();
-          return;
-        }
-        if (!claim.claimed) {
-          results[index] =
-            claim.state === 'accepted'
-              ? { id: claim.eventId, status: 'duplicate' }
-              : rejected('conflict', 'An event with this id is being accepted by another request; send it again shortly.');
-          return;
-        }
-        claimed.push({ index, input, eventId });
+        if (claim === 'claimed') claimed.push({ index, input, eventId });
+        else results[index] = claim;
         return;
       }
       claimed.push({ index, input, eventId: undefined });
@@ -131,12 +159,10 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
       }),
     })),
   );
-  const stored = await storeEvents(
-    deps,
-    admissions.flatMap(({ admission }) => ('reservation' in admission ? [admission] : [])),
-  );
+  const reserved = admissions.flatMap(({ admission }) => ('reservation' in admission ? [admission] : []));
+  const unstored = await storeEvents(deps, reserved, await noteReservations(deps, tenantId, reserved));
   const outcomes = await Promise.all(
-    admissions.map(({ admission }) => ('reservation' in admission ? finishObject(deps, admission, stored) : admission.outcome)),
+    admissions.map(({ admission }) => ('reservation' in admission ? finishObject(deps, admission, unstored) : admission.outcome)),
   );
   admissions.forEach(({ pendings }, i) => {
     const outcome = outcomes[i] as ObjectOutcome;
@@ -146,13 +172,16 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     });
   });
 
-  // Settle the idempotency records: confirmed when accepted, given back otherwise.
+  // Settle the idempotency records: confirmed when accepted, given back when the event
+  // is known not to be stored. A record left pending (this ingest dies, or a write here
+  // fails) answers a retry with conflict until ingestGraceMs; after that the retry's
+  // claim settles it from the slot it names, if any (see claimKey).
   await Promise.all(
     claimed.map(async ({ index, input, eventId }) => {
       if (input.idempotencyKey === undefined || eventId === undefined) return;
       const accepted = results[index]?.status === 'accepted';
-      // The event is stored either way: a record left pending (a failed write) answers
-      // a retry with conflict until ingestGraceMs, then lets the key be claimed again.
+      // Its slot could not be voided, so its event may yet be there: not given back.
+      if (!accepted && unstored.get(eventId) === 'unknown') return;
       const settle = accepted
         ? deps.idempotency.confirm(tenantId, input.idempotencyKey, eventId)
         : deps.idempotency.release(tenantId, input.idempotencyKey, eventId);
@@ -226,44 +255,88 @@ async function reserveObject(
   return { key, reservation, events, pendingCount: pendings.length, reason, retryAfterMs, reservedAt: now };
 }
 
-/** Whether a reserved event's item was written: it is then delivered, and answered as accepted. */
-type StoredCheck = (reserved: Reserved, slot: number) => boolean;
+/**
+ * The events a request reserved slots for but did not store, by id: `voided` when
+ * their slot is void (they will never be delivered), `unknown` when not even the void
+ * could be written (their item may yet be there).
+ */
+type Unstored = ReadonlyMap<string, 'voided' | 'unknown'>;
+
+/**
+ * Names each keyed event's slot in its key's record (one write per keyed event),
+ * before the event is stored. A retry that finds the key abandoned past the ingest
+ * grace then knows where the event would be: with no slot named, none was stored.
+ * (Which is why a keyed event is never kept inline: the reserving write would store
+ * it before its slot could be named.) Answers the events whose slot could not be
+ * named: they must not be stored.
+ */
+async function noteReservations(deps: IngestDeps, tenantId: string, reserved: readonly Reserved[]): Promise<ReadonlySet<string>> {
+  const unnoted = new Set<string>();
+  await Promise.all(
+    reserved.flatMap((r) =>
+      r.events.map(async (event) => {
+        const key = event.input.idempotencyKey;
+        if (key === undefined || r.reservation.inlined) return;
+        const reservation = { resource: r.key.resource, slot: event.slot, reservedAt: r.reservedAt };
+        const noted = await deps.idempotency.noteReservation(tenantId, key, event.id, reservation).catch((error: unknown) => {
+          deps.logger.error('Idempotency record could not name its slot', { tenant: tenantId, resource: r.key.resource, error });
+          return false;
+        });
+        if (!noted) unnoted.add(event.id);
+      }),
+    ),
+  );
+  return unnoted;
+}
 
 /**
  * Stores the reserved events that the reserving write did not keep on the meta item,
- * for all of a request's objects in one batched write. If it fails, the slots whose
- * items were not written are voided, so the distributor skips them now rather than
- * after the grace period, and those events are answered as not stored. Items that
- * were written (another batch of the write succeeded) are left to be delivered, and
- * answered as accepted.
+ * for all of a request's objects in one batched write, except those whose key could
+ * not name their slot. If the write fails, the slots whose items were not written are
+ * voided, so the distributor skips them now rather than after the grace period, and
+ * those events are answered as not stored; so are the slots of the events left out.
+ * Items that were written (another batch of the write succeeded) are left to be
+ * delivered, and answered as accepted. The write fails only once none of its batches
+ * can still write (see batchWrite), so no put lands on a slot after its void.
  */
-async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[]): Promise<StoredCheck> {
+async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unnoted: ReadonlySet<string>): Promise<Unstored> {
   const toWrite = reserved.filter((r) => !r.reservation.inlined && r.events.length > 0);
-  if (toWrite.length === 0) return () => true;
-  try {
-    await deps.queues.writeEventsOf(toWrite.map((r) => ({ key: r.key, events: r.events, reservedAt: r.reservedAt })));
-    return () => true;
-  } catch (error) {
-    deps.logger.error('Event write failed after reservation', { tenant: toWrite[0]?.key.tenantId, objects: toWrite.length, error });
-    const written = new Map<Reserved, Set<number>>();
-    await Promise.all(
-      toWrite.map(async (r) => {
-        const slots = await deps.queues
-          .voidSlots(
-            r.key,
-            r.events.map((e) => e.slot),
-            r.reservedAt,
-          )
-          // Not even the voids could be written: answered as not stored (a retry may duplicate).
-          .catch(() => new Set<number>());
-        written.set(r, slots);
-      }),
-    );
-    return (r, slot) => written.get(r)?.has(slot) ?? true;
+  const writes = toWrite
+    .map((r) => ({ key: r.key, events: r.events.filter((e) => !unnoted.has(e.id)), reservedAt: r.reservedAt }))
+    .filter((w) => w.events.length > 0);
+  let failed = false;
+  if (writes.length > 0) {
+    try {
+      await deps.queues.writeEventsOf(writes);
+    } catch (error) {
+      deps.logger.error('Event write failed after reservation', { tenant: writes[0]?.key.tenantId, objects: writes.length, error });
+      failed = true;
+    }
   }
+  const unstored = new Map<string, 'voided' | 'unknown'>();
+  await Promise.all(
+    toWrite.map(async (r) => {
+      const events = failed ? r.events : r.events.filter((e) => unnoted.has(e.id));
+      if (events.length === 0) return;
+      const written = await deps.queues
+        .voidSlots(
+          r.key,
+          events.map((e) => e.slot),
+          r.reservedAt,
+        )
+        // Not even the voids could be written: answered as not stored (a retry may
+        // duplicate, unless its idempotency key, left pending, tells it otherwise).
+        .catch(() => undefined);
+      for (const e of events) {
+        if (!written) unstored.set(e.id, 'unknown');
+        else if (!written.has(e.slot)) unstored.set(e.id, 'voided');
+      }
+    }),
+  );
+  return unstored;
 }
 
-async function finishObject(deps: IngestDeps, reserved: Reserved, stored: StoredCheck): Promise<ObjectOutcome> {
+async function finishObject(deps: IngestDeps, reserved: Reserved, unstored: Unstored): Promise<ObjectOutcome> {
   const { key, reservation, events } = reserved;
   if (reservation.flipped) {
     // Only the ingest that flipped idle → scheduled rings, so a hot object has one
@@ -283,7 +356,7 @@ async function finishObject(deps: IngestDeps, reserved: Reserved, stored: Stored
     }
   }
   const results: EventResult[] = events.map((e) =>
-    reservation.inlined || stored(reserved, e.slot) ? { id: e.id, status: 'accepted' } : notStored(),
+    reservation.inlined || !unstored.has(e.id) ? { id: e.id, status: 'accepted' } : notStored(),
   );
   for (let i = events.length; i < reserved.pendingCount; i++) results.push(limitRejection(reserved.reason ?? 'rate_limited', deps.config));
   return { results, retryAfterMs: reserved.retryAfterMs };
@@ -353,9 +426,10 @@ async function reserveOn(
   const only = pendings.length === 1 ? pendings[0] : undefined;
   const quiet = !busy && (knownTat === undefined || knownTat < now - RECENT_MS);
   try {
-    if (only && quiet && fitsInline(only.input)) {
+    if (only && quiet && fitsInline(only.input) && only.input.idempotencyKey === undefined) {
       // A single small event for an object that is likely idle: try to keep it on the
       // meta item, which stores it in the reserving write (refused if anything is pending).
+      // Not one with an idempotency key: its key must name its slot before it is stored.
       const createdAt = new Date(now).toISOString();
       reservation = await queues.reserve(key, 1, limits, now, false, { id: idOf(0), input: only.input, createdAt });
     }

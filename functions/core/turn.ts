@@ -172,3 +172,36 @@ export function leaseIsFree(leaseUntil: number | undefined, now: number): boolea
 export function quietTurnAllowed(meta: Pick<QueueMeta, 'turn' | 'switchDropped' | 'leaseUntil'>, now: number): boolean {
   return meta.turn === undefined && meta.switchDropped === 0 && leaseIsFree(meta.leaseUntil, now);
 }
+
+/**
+ * How long after its event was reserved a quiet doorbell's snapshot is trusted in
+ * place of the meta item. A snapshot is right unless another turn consumed the event
+ * first, from an older doorbell of the same FIFO group (a reconciler's or a lift's
+ * ring queued while the object was busy). A turn that published it gave it the same
+ * seq, so publishing it again is the at-least-once duplicate a consumer drops by seq;
+ * but a turn that dropped it under a drop switch (its switch cache a few seconds
+ * behind the quiet turn's) counted it for a gap marker, and publishing it would both
+ * deliver and drop it. So drop turns leave such an event alone until no snapshot of it
+ * can be trusted any more (see `snapshotHoldMs`). Doorbells are received well within
+ * this window in normal traffic (the bench's end-to-end p99 is under 100 ms), so the
+ * quiet path keeps its cost of one write and no read; one received later reads.
+ */
+export const SNAPSHOT_TRUST_MS = 5_000;
+/** How far apart two containers' clocks may be, given to the drop turn's side of that window. */
+const CLOCK_SKEW_MS = 1_000;
+
+/** Whether a quiet doorbell's snapshot of an event reserved at `reservedAt` may stand in for the meta item at `now`. */
+export function snapshotTrusted(reservedAt: number, now: number): boolean {
+  return now - reservedAt < SNAPSHOT_TRUST_MS;
+}
+
+/**
+ * How long a drop turn must leave the object's inline event alone before it may drop
+ * it: until a quiet turn no longer trusts a snapshot of it (0 when it may drop it now).
+ * The turn of the doorbell that carried the snapshot (`ownSnapshotId`, on its first
+ * receive) may drop it at once: its snapshot was that doorbell's only trusted one.
+ */
+export function snapshotHoldMs(inline: Pick<PendingItem, 'id' | 'reservedAt'> | undefined, now: number, ownSnapshotId?: string): number {
+  if (!inline || inline.id === ownSnapshotId) return 0;
+  return Math.max(0, inline.reservedAt + SNAPSHOT_TRUST_MS + CLOCK_SKEW_MS - now);
+}

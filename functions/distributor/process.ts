@@ -42,7 +42,8 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
       const { fresh, quiet, snapshot, ...key } = parseDoorbell(record.body);
       // A doorbell received again (its invocation failed or timed out, perhaps after its
       // quiet turn committed) does not trust its snapshot: the turn reads the meta item,
-      // so a committed event is not published twice.
+      // so a committed event is not published twice. (The turn itself trusts one only
+      // for a few seconds after its event was reserved: see SNAPSHOT_TRUST_MS.)
       const trusted = snapshot && record.attributes?.ApproximateReceiveCount === '1' ? { snapshot } : {};
       outbox.join(key.tenantId);
       const result = await distributor

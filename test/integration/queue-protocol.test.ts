@@ -14,7 +14,7 @@ import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts'
 import { INLINE_MAX_BYTES, QueueStore, type QuietSnapshot, slotItemKey } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
-import { publish } from '../../functions/app/ingest.ts';
+import { type EventResult, publish } from '../../functions/app/ingest.ts';
 import { deepestQueues, INDEX_LINGER_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
@@ -63,7 +63,11 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
 }
 
 /** A distributor under a drop switch on `k`'s resource (its deliveries recorded, as `recordingDistributor`'s). */
-function droppingDistributor(k: ObjectKey, queues: QueueStore = store) {
+function droppingDistributor(
+  k: ObjectKey,
+  queues: QueueStore = store,
+  overrides: Partial<ConstructorParameters<typeof Distributor>[0]> = {},
+) {
   const drop: Switch = {
     id: 'sw_drop',
     scope: 'resource',
@@ -76,6 +80,7 @@ function droppingDistributor(k: ObjectKey, queues: QueueStore = store) {
   const distributor = new Distributor({
     ...recordingDistributorDeps(queues),
     switches: { current: async () => [drop], refresh: async () => [drop] },
+    ...overrides,
   });
   return { drop, distributor };
 }
@@ -228,6 +233,83 @@ describe('ingest', () => {
     const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
     for (const k of [landed, lost]) expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
     expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }, { n: 2 }]);
+  });
+
+  /**
+   * A client on which a request's BatchWriteItem of 25 items fails after 5 ms (as when
+   * the SDK's retries of a throttled batch run out), while the one of fewer items is
+   * handled by `other`: DynamoDB's answer to that batch, late or partial.
+   */
+  function oneBatchFails(other: (items: unknown[], send: () => Promise<unknown>) => Promise<unknown>) {
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const items = (args.input as { RequestItems?: Record<string, unknown[]> }).RequestItems?.[eventsTable];
+        if (!items) return next(args);
+        if (items.length === 25) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          throw Object.assign(new Error('Throughput exceeded'), { name: 'ProvisionedThroughputExceededException' });
+        }
+        return (await other(items, () => next(args))) as Awaited<ReturnType<typeof next>>;
+      },
+      { step: 'initialize', name: 'oneBatchFails' },
+    );
+    return new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+  }
+
+  /** The answers to a request's events, and the events a turn delivers, by their `n`. */
+  async function answeredAndDelivered(k: ObjectKey, outcome: Awaited<ReturnType<typeof publish>>) {
+    const answers = outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    return { answers, delivered: sent.flatMap((m) => m.events.map((e) => ((e as DeliveredEvent).data as { n: number }).n)) };
+  }
+
+  it("waits for a write's other batch still in flight before voiding, so what it stores is answered accepted and the rest is not delivered", async () => {
+    const k = key();
+    let landed: Promise<unknown> = Promise.resolve();
+    // Slots 26..30: DynamoDB answers their batch 200 ms after the other batch failed.
+    const queues = oneBatchFails(async (_items, send) => {
+      landed = new Promise((resolve) => setTimeout(resolve, 200)).then(send);
+      return landed;
+    });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
+    );
+    await landed;
+    const { answers, delivered } = await answeredAndDelivered(k, outcome);
+    // Without waiting, the voids of 26..30 came first and the late puts overwrote them:
+    // answered internal ("send it again") and delivered all the same.
+    expect(answers).toEqual([...Array(25).fill('internal'), ...Array(5).fill('accepted')]);
+    expect(delivered).toEqual([26, 27, 28, 29, 30]);
+  });
+
+  it("stops retrying a write's unprocessed items once its other batch failed, so none lands after the voids", async () => {
+    const k = key();
+    let tries = 0;
+    let retried: Promise<unknown> = Promise.resolve();
+    // Slots 26..30: left unprocessed on the first try (DynamoDB throttling the partition).
+    const queues = oneBatchFails(async (items, send) => {
+      if (++tries === 1) return { output: { UnprocessedItems: { [eventsTable]: items } }, response: {} };
+      retried = send();
+      return retried;
+    });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await retried;
+    const { answers, delivered } = await answeredAndDelivered(k, outcome);
+    // Retried, they landed after the voids and were delivered, though answered internal.
+    expect(answers).toEqual(Array(30).fill('internal'));
+    expect(delivered).toEqual([]);
+    expect(tries).toBe(1);
   });
 
   it('answers stored events as accepted though their doorbell could not be rung, and the reconciler rings it', async () => {
@@ -882,6 +964,67 @@ describe('quiet turns (no lease)', () => {
     expect(sent).toEqual([]);
   });
 
+  /** A distributor under a drop switch on `k`'s resource, on a clock of its own that its sleeps move on. */
+  function droppingOnItsClock(k: ObjectKey, startAt: number) {
+    const clock = { now: startAt, slept: 0 };
+    const { distributor: dropping } = droppingDistributor(k, store, {
+      now: () => clock.now,
+      sleep: async (ms) => {
+        clock.now += ms;
+        clock.slept += ms;
+      },
+    });
+    return { dropping, clock };
+  }
+
+  it('leaves a kept event to its own quiet doorbell while a turn from an older doorbell drops under a switch, so it is never both dropped and delivered', async () => {
+    const { snapshot, ...k } = await quietObject();
+    // An older doorbell of the object's group (a reconciler's ring, say) runs first, in a
+    // container whose switch cache still has a drop switch the quiet doorbell's container no longer sees.
+    const { dropping, clock } = droppingOnItsClock(k, Date.now());
+    expect(await dropping.runTurn(k, 'older')).toMatchObject({ outcome: 'rerung', distributed: 0 });
+    expect(clock.slept).toBeGreaterThan(0);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 0, switchDropped: 0, inline: { data: { n: 1 } } });
+    // The quiet doorbell, on its first receive: its snapshot is still right.
+    const { distributor, sent } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'quiet', { quiet: true, ...(snapshot && { snapshot }) })).toEqual({
+      outcome: 'idle',
+      distributed: 1,
+    });
+    expect(sent.flatMap((m) => m.events.map((e) => `${e.type}/${e.seq}`))).toEqual(['a.b/1']);
+    // Delivered, and not counted as dropped: no gap marker will stand for it.
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, seq: 1, switchDropped: 0 });
+  });
+
+  it('drops a kept event under a switch once no snapshot of it is trusted, and a quiet doorbell received later reads instead of publishing it', async () => {
+    const { snapshot, ...k } = await quietObject();
+    const later = Date.now() + 10_000;
+    const { dropping, clock } = droppingOnItsClock(k, later);
+    expect(await dropping.runTurn(k, 'older')).toMatchObject({ outcome: 'idle' });
+    expect(clock.slept).toBe(0);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, seq: 1, switchDropped: 1 });
+    // The quiet doorbell, received after the drop (the switch lifted since): it finds the
+    // event consumed, and sends only the gap marker that stands for it.
+    const { distributor, sent } = recordingDistributor({}, () => later);
+    await distributor.runTurn(k, 'quiet', { quiet: true, ...(snapshot && { snapshot }) });
+    expect(sent.flatMap((m) => m.events.map((e) => `${e.type}:${JSON.stringify(e.data)}`))).toEqual([
+      'sluice.gap:{"dropped":1,"reason":"switch_drop"}',
+    ]);
+  });
+
+  it("drops a kept event at once in its own quiet doorbell's turn, which carried the only snapshot of it", async () => {
+    const { snapshot, ...k } = await quietObject();
+    const { dropping, clock } = droppingOnItsClock(k, Date.now());
+    expect(await dropping.runTurn(k, 'quiet', { quiet: true, ...(snapshot && { snapshot }) })).toMatchObject({ outcome: 'idle' });
+    expect(clock.slept).toBe(0);
+    expect(await store.readMeta(k)).toMatchObject({ cursor: 1, switchDropped: 1 });
+    // Lifted: the gap marker goes out, and nothing is owed any more.
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'lifted', { freshSwitches: true });
+    expect(sent.flatMap((m) => m.events.map((e) => e.type))).toEqual(['sluice.gap']);
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 0 });
+  });
+
   it('commits once when two quiet turns race: both published the same event with the same seq', async () => {
     const k = await quietObject();
     const { distributor, sent } = recordingDistributor();
@@ -1102,6 +1245,130 @@ describe('idempotency keys', () => {
     await idempotency.claim('ten_x', 'k-pending', 'evt_a', t0);
     expect(await idempotency.claim('ten_x', 'k-pending', 'evt_b', t0 + 10)).toMatchObject({ claimed: false, state: 'pending' });
     expect(await idempotency.claim('ten_x', 'k-pending', 'evt_c', t0 + 5_000)).toEqual({ claimed: true });
+  });
+});
+
+describe('idempotency keys whose ingest died half-way', () => {
+  const GRACE_MS = 1_000;
+  let ids = 0;
+  /** An ingest's dependencies with a short ingest grace; `laterMs` puts its clock past that of an earlier one. */
+  function keyedDeps(overrides: Record<string, unknown> = {}, laterMs = 0) {
+    return {
+      ...ingestDeps([]),
+      // Unique across requests, as real event ids are.
+      newEventId: () => `evt_k${++ids}`,
+      idempotency: new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: GRACE_MS }),
+      now: () => Date.now() + laterMs,
+      ...overrides,
+    } as Parameters<typeof publish>[0];
+  }
+  /** What a turn delivers for `k`, as data/seq. */
+  async function deliveredOf(k: ObjectKey) {
+    const { distributor, sent } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    return sent.flatMap((m) => m.events.map((e) => `${JSON.stringify((e as DeliveredEvent).data)}/${e.seq}/${e.id}`));
+  }
+
+  it('answers a retry after the grace as a duplicate when the first ingest stored the event but could not confirm its key, and delivers it once', async () => {
+    // One small event (which an ingest would otherwise keep on the meta item) and one of two.
+    for (const others of [0, 1]) {
+      const k = key();
+      const keyed = { ...input(k.resource, 1), idempotencyKey: `stored-${k.resource}` };
+      const inputs = [keyed, ...Array.from({ length: others }, (_, n) => input(k.resource, n + 2))];
+      // The confirm fails (DynamoDB erring; or the Lambda dies right there, which leaves the same record).
+      class UnconfirmedKeys extends IdempotencyStore {
+        override async confirm(): Promise<void> {
+          throw new Error('InternalServerError');
+        }
+      }
+      const idempotency = new UnconfirmedKeys({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: GRACE_MS });
+      const first = await publish(keyedDeps({ idempotency }), k.tenantId, inputs);
+      expect(first.results[0]?.status).toBe('accepted');
+      const original = (first.results[0] as { id: string }).id;
+      // Within the grace the first request may still be storing it; after, the key is settled.
+      expect((await publish(keyedDeps(), k.tenantId, [keyed])).results[0]).toMatchObject({
+        status: 'rejected',
+        error: { code: 'conflict' },
+      });
+      expect((await publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed])).results[0]).toEqual({ id: original, status: 'duplicate' });
+      // Confirmed now: later retries are answered from the record alone.
+      expect((await publish(keyedDeps({}, 3 * GRACE_MS), k.tenantId, [keyed])).results[0]).toEqual({ id: original, status: 'duplicate' });
+      expect(await deliveredOf(k)).toEqual([`{"n":1}/1/${original}`, ...(others ? [expect.stringMatching(/^\{"n":2\}\/2\//)] : [])]);
+    }
+  });
+
+  it('keeps the key of an event it could not store nor void pending, and a retry after the grace finds out whether the event is there', async () => {
+    for (const landed of [true, false]) {
+      const k = key();
+      const keyed = { ...input(k.resource, 1), idempotencyKey: `unknown-${k.resource}` };
+      // The write fails (having stored the items or not), and so do the voids: whether the event is stored is unknown.
+      class UnsureWrites extends QueueStore {
+        override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
+          if (landed) await super.writeEventsOf(reservations);
+          throw new Error('InternalServerError');
+        }
+        override async voidSlots(): Promise<Set<number>> {
+          throw new Error('InternalServerError');
+        }
+      }
+      const queues = new UnsureWrites({ client, tableName: eventsTable, retentionDays: 7 });
+      const first = await publish(keyedDeps({ queues }), k.tenantId, [keyed]);
+      expect(first.results[0]).toMatchObject({ error: { code: 'internal' } });
+      // "Send it again": too soon, the key is still the first request's.
+      expect((await publish(keyedDeps(), k.tenantId, [keyed])).results[0]).toMatchObject({ error: { code: 'conflict' } });
+      const retry = await publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed]);
+      const delivered = await deliveredOf(k);
+      if (landed) {
+        // Stored after all: the retry is its duplicate, and it is delivered once.
+        expect(retry.results[0]).toMatchObject({ status: 'duplicate' });
+        expect(delivered).toEqual([`{"n":1}/1/${(retry.results[0] as { id: string }).id}`]);
+      } else {
+        // Never stored: its slot is voided (skipped at once) and the retry takes the key over.
+        expect(retry.results[0]).toMatchObject({ status: 'accepted' });
+        expect(delivered).toEqual([`{"n":1}/1/${(retry.results[0] as { id: string }).id}`]);
+      }
+    }
+  });
+
+  it('lets one of two retries take over a key abandoned before its event was stored; the other is told to wait, and the event is delivered once', async () => {
+    const k = key();
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `race-${k.resource}` };
+    // The first ingest named its slot, then died before writing the event.
+    class DiesBeforeWriting extends QueueStore {
+      override async writeEventsOf(): Promise<void> {
+        throw new Error('the Lambda died here');
+      }
+      override async voidSlots(): Promise<Set<number>> {
+        throw new Error('the Lambda died here');
+      }
+    }
+    const queues = new DiesBeforeWriting({ client, tableName: eventsTable, retentionDays: 7 });
+    await publish(keyedDeps({ queues }), k.tenantId, [keyed]);
+    const retries = await Promise.all([0, 1].map(() => publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed])));
+    const answers = retries.map((r) => r.results[0] as EventResult);
+    expect(answers.map((a) => (a.status === 'rejected' ? a.error.code : a.status)).sort()).toEqual(['accepted', 'conflict']);
+    const accepted = answers.find((a) => a.status === 'accepted') as { id: string };
+    expect(await deliveredOf(k)).toEqual([`{"n":1}/1/${accepted.id}`]);
+  });
+
+  it('claims a key again at once when its ingest died before it named a slot, and never over one that named a slot', async () => {
+    const idempotency = new IdempotencyStore({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: GRACE_MS });
+    const t0 = Date.now();
+    await idempotency.claim('ten_x', 'k-no-slot', 'evt_a', t0);
+    expect(await idempotency.claim('ten_x', 'k-no-slot', 'evt_b', t0 + 5_000)).toEqual({ claimed: true });
+    await idempotency.claim('ten_x', 'k-slot', 'evt_a', t0);
+    expect(await idempotency.noteReservation('ten_x', 'k-slot', 'evt_a', { resource: 'r:1', slot: 7, reservedAt: t0 })).toBe(true);
+    expect(await idempotency.claim('ten_x', 'k-slot', 'evt_b', t0 + 10)).toMatchObject({ claimed: false, state: 'pending' });
+    expect(await idempotency.claim('ten_x', 'k-slot', 'evt_c', t0 + 5_000)).toEqual({
+      claimed: false,
+      eventId: 'evt_a',
+      state: 'abandoned',
+      reservation: { resource: 'r:1', slot: 7, reservedAt: t0 },
+    });
+    // Only the abandoned claim can be taken over, once; and its ingest can then name no slot.
+    expect(await idempotency.takeOver('ten_x', 'k-slot', 'evt_a', 'evt_c', t0 + 5_000)).toBe(true);
+    expect(await idempotency.takeOver('ten_x', 'k-slot', 'evt_a', 'evt_d', t0 + 5_000)).toBe(false);
+    expect(await idempotency.noteReservation('ten_x', 'k-slot', 'evt_a', { resource: 'r:1', slot: 8, reservedAt: t0 })).toBe(false);
   });
 });
 

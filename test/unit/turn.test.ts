@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { assignSeq, leaseIsFree, type PendingItem, planChunk, quietTurnAllowed, turnMayContinue } from '../../functions/core/turn.ts';
+import {
+  assignSeq,
+  leaseIsFree,
+  type PendingItem,
+  planChunk,
+  quietTurnAllowed,
+  SNAPSHOT_TRUST_MS,
+  snapshotHoldMs,
+  snapshotTrusted,
+  turnMayContinue,
+} from '../../functions/core/turn.ts';
 
 const GRACE = 60_000;
 const RETENTION = 7 * 86_400_000;
@@ -129,5 +139,25 @@ describe('turn bounds and leases', () => {
     expect(quietTurnAllowed({ ...idle, leaseUntil: 6 }, 5)).toBe(false);
     expect(quietTurnAllowed({ ...idle, switchDropped: 1 }, 5)).toBe(false);
     expect(quietTurnAllowed({ ...idle, turn: { fromSlot: 1, toSlot: 2, firstSeq: 1 } }, 5)).toBe(false);
+  });
+});
+
+describe('quiet snapshots and drop turns', () => {
+  it('trusts a snapshot only for a while after its event was reserved', () => {
+    expect(snapshotTrusted(NOW - 10, NOW)).toBe(true);
+    expect(snapshotTrusted(NOW - SNAPSHOT_TRUST_MS + 1, NOW)).toBe(true);
+    expect(snapshotTrusted(NOW - SNAPSHOT_TRUST_MS, NOW)).toBe(false);
+  });
+
+  it('has a drop turn leave a kept event alone until no quiet turn can trust a snapshot of it, clocks a little apart', () => {
+    const kept = { id: 'evt_1', reservedAt: NOW };
+    expect(snapshotHoldMs(undefined, NOW)).toBe(0);
+    expect(snapshotHoldMs(kept, NOW)).toBeGreaterThan(SNAPSHOT_TRUST_MS);
+    // Still held just after the quiet turn's window closes: that turn's clock may be behind.
+    expect(snapshotHoldMs(kept, NOW + SNAPSHOT_TRUST_MS)).toBeGreaterThan(0);
+    expect(snapshotHoldMs(kept, NOW + 60_000)).toBe(0);
+    // The turn of the doorbell that carried the snapshot may drop it at once.
+    expect(snapshotHoldMs(kept, NOW, 'evt_1')).toBe(0);
+    expect(snapshotHoldMs(kept, NOW, 'evt_2')).toBeGreaterThan(0);
   });
 });
