@@ -4,7 +4,7 @@
  * 256 KiB each, per webhook, in seq order.
  */
 
-import { createHash } from 'node:crypto';
+import { derivedId } from './ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, Webhook } from './model.ts';
 import { anyTypeMatches } from './patterns.ts';
 
@@ -84,10 +84,7 @@ export function chunkEvents<E>(events: readonly E[]): E[][] {
 export function deliveryId(webhookId: string, events: readonly { id: string }[]): string {
   const first = events[0]?.id ?? '';
   const last = events.at(-1)?.id ?? '';
-  const digest = createHash('sha256').update(`${webhookId}|${first}|${last}|${events.length}`).digest();
-  let tail = '';
-  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
-  return `msg_${tail}`;
+  return derivedId('msg', webhookId, first, last, events.length);
 }
 
 /**
