@@ -19,7 +19,7 @@ import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryBody, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
+import { deliveryBody, gapMarkerDelivery, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
 import { paceInterval } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
@@ -592,17 +592,19 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([{ ...message, emptySince: undefined }], 1);
     return 'released';
   }
-  const markers = await deps.records.takeOverflowMarkers(webhook.id, now, () => newId('evt', deps.now()));
-  if (markers.length > 0) {
-    await deps.queue.send(
-      markers.map((marker) => ({
-        deliveryId: newId('msg', now),
-        tenantId: webhook.tenantId,
-        webhookId: webhook.id,
-        events: [marker],
-        attempt: 1,
-      })),
-    );
+  const owed = await deps.records.owedGaps(webhook.id, now);
+  if (owed.length > 0) {
+    // Each marker is sent before its count is cleared, with ids derived from the count:
+    // a step that fails or dies in between leaves the count, and runs again (SQS
+    // delivers the step again) to send the same marker, a duplicate its subscriber can
+    // tell by its webhook-id, never none.
+    await deps.queue.send(owed.map((count) => gapMarkerDelivery(webhook, count)));
+    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
+    if (cleared.includes(false)) {
+      // A count grew while its marker was out: the next step sends a marker for the rest.
+      await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+      return 'released';
+    }
   }
   const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
   if (fresh && fresh.heldCount > 0) {

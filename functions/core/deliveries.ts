@@ -167,6 +167,51 @@ export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMess
   return { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events, attempt: 1 };
 }
 
+/**
+ * Events counted for a webhook instead of delivered or held (past the held cap, by a
+ * drop switch, or past the retention period), per reason and resource: they are owed
+ * one `sluice.gap` marker, for those a sent marker does not stand for yet.
+ */
+export interface OverflowCount {
+  /** The count's key among the webhook's counts (its reason and resource). */
+  readonly key: string;
+  readonly reason: GapMarker['data']['reason'];
+  readonly resource: string;
+  /** Events counted since the count began. */
+  readonly dropped: number;
+  /** How many of them markers already sent stand for. */
+  readonly sent: number;
+  /** When the count began (epoch ms): a count begun again after it was cleared owes markers of other ids. */
+  readonly since: number;
+  /** When the last of its events was counted (epoch ms). */
+  readonly lastAt: number;
+}
+
+/**
+ * The delivery of the `sluice.gap` marker a count owes, for the events no sent marker
+ * stands for. Its ids are derived from the count as read, so a marker sent again (a
+ * step that failed or died after the send runs again) is the same delivery, with the
+ * same `webhook-id`, which a subscriber can tell as a duplicate.
+ */
+export function gapMarkerDelivery(webhook: Pick<Webhook, 'id' | 'tenantId'>, count: OverflowCount): DeliveryMessage<GapMarker> {
+  const parts = [webhook.id, count.key, count.since, count.sent, count.dropped];
+  return {
+    deliveryId: derivedId('msg', ...parts),
+    tenantId: webhook.tenantId,
+    webhookId: webhook.id,
+    events: [
+      {
+        id: derivedId('evt', ...parts),
+        resource: count.resource,
+        type: 'sluice.gap',
+        data: { dropped: count.dropped - count.sent, reason: count.reason },
+        created_at: new Date(count.lastAt).toISOString(),
+      },
+    ],
+    attempt: 1,
+  };
+}
+
 /** The signed `webhook.ping` sent to verify a URL (data {}) or to probe a quarantined endpoint (data {probe: true}). */
 export function pingEvent(id: string, resource: string, now: number, data: Record<string, unknown> = {}): DeliveredEvent {
   return { id, seq: 0, resource, parents: [], type: 'webhook.ping', data, created_at: new Date(now).toISOString() };

@@ -4,6 +4,7 @@
  */
 import { PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
@@ -422,6 +423,86 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
     await publish(sandbox, tenant.key, [{ resource: 'y:0', type: 'a.b', data: 'flows again' }]);
     await receiver.waitFor(() => okEvents('/held-drift').length === 1, 10_000);
+  });
+});
+
+describe('the gap markers owed for counted events', () => {
+  it("sends a count's marker before clearing the count: a step that could not send it, or died after, sends the same marker again", async () => {
+    const tenant = await createTenant(sandbox, 'gap-owed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'go:0', url: `${receiver.url}/gap-owed` });
+    const { deps, sent } = later(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // Four events a drop switch discarded; the switch is lifted.
+    await deps.records.countOverflow(hook.id, 'go:1', 4, Date.now(), 'switch_drop');
+    await startRelease(deps, webhook);
+    const [step] = sent.splice(0) as DeliveryMessage[];
+    // The deliver queue refuses the marker (throttled, the network): the step fails, and SQS delivers it again.
+    const refused = {
+      ...deps,
+      queue: {
+        send: async (messages: readonly unknown[]) => {
+          if (messages.some((m) => (m as { kind?: string }).kind === undefined)) throw new Error('SQS unavailable');
+        },
+      },
+    };
+    await expect(handleDeliverMessage(refused, step as DeliveryMessage)).rejects.toThrow('SQS unavailable');
+    // This time the function dies once the marker is sent, before its count is cleared.
+    class DyingAfterTheSend extends DeliveryRecords {
+      override async gapSent(): Promise<boolean> {
+        throw new Error('the function died');
+      }
+    }
+    const records = new DyingAfterTheSend({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    await expect(handleDeliverMessage({ ...deps, records }, step as DeliveryMessage)).rejects.toThrow('the function died');
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+
+    // Sent twice, as the same delivery: the subscriber sees one webhook-id twice, and can drop the second.
+    const markers = sent.splice(0) as DeliveryMessage[];
+    expect(markers).toHaveLength(2);
+    expect(markers[1]).toEqual(markers[0]);
+    expect(markers[0]).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'go:1', data: { dropped: 4, reason: 'switch_drop' } }] });
+    for (const marker of markers) expect(await handleDeliverMessage(deps, marker)).toBe('delivered');
+    await receiver.waitFor(() => okEvents('/gap-owed').length === 2, 5_000);
+    expect(new Set(receiver.deliveries('/gap-owed').map((d) => d.headers['webhook-id']))).toEqual(new Set([markers[0]?.deliveryId]));
+    // The count was cleared after the send: the step run again owes nothing.
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    expect(sent).toEqual([]);
+  });
+
+  it('keeps what a count gained while its marker was out, for a marker of its own', async () => {
+    const tenant = await createTenant(sandbox, 'gap-grown');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gg:0', url: `${receiver.url}/gap-grown` });
+    const { deps, sent } = later(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await deps.records.countOverflow(hook.id, 'gg:1', 3, Date.now(), 'switch_drop');
+    await startRelease(deps, webhook);
+    const [step] = sent.splice(0) as DeliveryMessage[];
+    // Two more events are counted (a worker whose cache still shows the switch) while the marker is sent.
+    const busy = {
+      ...deps,
+      queue: {
+        send: async (messages: readonly unknown[]) => {
+          if (messages.some((m) => (m as { kind?: string }).kind === undefined)) {
+            await deps.records.countOverflow(hook.id, 'gg:1', 2, Date.now(), 'switch_drop');
+          }
+          await deps.queue.send(messages as DeliveryMessage[]);
+        },
+      },
+    };
+    expect(await handleDeliverMessage(busy, step as DeliveryMessage)).toBe('released');
+    const [first, next, ...none] = sent.splice(0) as DeliveryMessage[];
+    expect(first).toMatchObject({ events: [{ type: 'sluice.gap', data: { dropped: 3 } }] });
+    expect(next).toMatchObject({ kind: 'release' });
+    expect(none).toEqual([]);
+    // The next step sends a marker for the two counted after the first one's read, and clears the count.
+    expect(await handleDeliverMessage(deps, next as DeliveryMessage)).toBe('released');
+    const [second, ...rest] = sent.splice(0) as DeliveryMessage[];
+    expect(second).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'gg:1', data: { dropped: 2, reason: 'switch_drop' } }] });
+    expect(second?.deliveryId).not.toBe(first?.deliveryId);
+    expect(rest).toEqual([]);
+    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
   });
 });
 
