@@ -51,6 +51,12 @@ const deadPk = (webhookId: string) => `dead#${webhookId}`;
 const ratePk = (webhookId: string, windowMs: number, window: number) => `rate#${webhookId}#${windowMs}#${window}`;
 const pacePk = (webhookId: string) => `pace#${webhookId}`;
 
+/** When a delivery's oldest event was accepted (epoch ms; 0 when none says). */
+function acceptedAt(message: DeliveryMessage): number {
+  const times = message.events.map((e) => Date.parse(e.created_at)).filter(Number.isFinite);
+  return times.length > 0 ? Math.min(...times) : 0;
+}
+
 function firstSeq(message: DeliveryMessage): number {
   const first = message.events[0];
   return first && 'seq' in first ? first.seq : 0;
@@ -409,21 +415,32 @@ export class DeliveryRecords {
     return false;
   }
 
-  async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<void> {
-    await this.#client.send(
-      new PutCommand({
-        TableName: this.#table,
-        Item: {
-          pk: deadPk(message.webhookId),
-          sk: `${pad(now)}#${message.deliveryId}`,
-          reason,
-          message: JSON.stringify(message),
-          ...this.#expiry(now),
-        },
-      }),
+  /**
+   * Keeps a delivery past its last attempt as a dead letter; false when it already was
+   * one. Its key is the delivery's (the time its oldest event was accepted, then its
+   * id), not the time of the write, so that a step run again after a crash (SQS
+   * delivers it again) finds the dead letter it wrote instead of writing a second.
+   */
+  async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<boolean> {
+    return applied(
+      this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: deadPk(message.webhookId),
+            sk: `${pad(acceptedAt(message))}#${message.deliveryId}`,
+            reason,
+            message: JSON.stringify(message),
+            ...this.#expiry(now),
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      ),
     );
   }
 
+  /** A webhook's dead letters, in the order their oldest events were accepted. */
   async deadLetters(webhookId: string, now: number): Promise<Array<{ reason: string; message: DeliveryMessage }>> {
     const items = await this.#live(deadPk(webhookId), now);
     return items.map((item) => ({ reason: String(item.reason), message: JSON.parse(String(item.message)) }));

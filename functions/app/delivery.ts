@@ -256,10 +256,12 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         deps.random,
       );
       if (wait === undefined) {
-        await deps.records.deadLetter(message, describe(result), now);
-        deps.metrics.count('DeadLetters');
-        deps.metrics.count('EventsDeadLettered', message.events.length);
-        deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
+        // Counted once: a last attempt that SQS delivers again finds its dead letter written.
+        if (await deps.records.deadLetter(message, describe(result), now)) {
+          deps.metrics.count('DeadLetters');
+          deps.metrics.count('EventsDeadLettered', message.events.length);
+          deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
+        }
         return 'dead_lettered';
       }
       await later(deps, { ...message, attempt: message.attempt + 1 }, wait);
@@ -650,8 +652,12 @@ async function spendHeldAttempt(
       await deps.records.holdAgain(webhook.id, held.sk, { ...held.message, attempt: held.message.attempt + 1 });
       continue;
     }
-    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
+    // Dead-lettered before it leaves the held store: a step that fails or dies between
+    // the two runs again, finds it still held, and finds its dead letter (keyed by the
+    // delivery) written; never neither.
     await deps.records.deadLetter(held.message, describe(result), now);
+    // Counted by the step whose removal applied (a step that ran twice removes nothing).
+    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     deadLettered += 1;
     deps.metrics.count('DeadLetters');
     deps.metrics.count('EventsDeadLettered', held.message.events.length);
@@ -669,10 +675,13 @@ async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: re
   let removed = 0;
   let events = 0;
   for (const held of expired) {
+    // Counted for its marker before it leaves the held store: a step that fails or dies
+    // between the two runs again and counts it again (a marker that overstates), never
+    // not at all.
+    await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', held.message.events.length, now, 'retention');
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     removed += 1;
     events += held.message.events.length;
-    await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', held.message.events.length, now, 'retention');
   }
   if (removed === 0) return;
   await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);

@@ -401,6 +401,47 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 
+  it('counts a held delivery past the retention period for its marker before removing it: a count that fails leaves it held', async () => {
+    const tenant = await createTenant(sandbox, 'held-expired-once');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'xo:0', url: `${receiver.url}/held-expired-once` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const message: DeliveryMessage = {
+      deliveryId: 'msg_xo1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_xo1', seq: 1, resource: 'xo:1', parents: ['xo:0'], data: 1 })],
+      attempt: 1,
+    };
+    expect(await holdDelivery(base, message)).toEqual([true, true]);
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
+    await startRelease(eightDaysOn, webhook);
+    const [step] = sent.splice(0);
+    // DynamoDB refuses the count once: the step fails, and SQS delivers it again.
+    class FailingOnce extends DeliveryRecords {
+      failed = false;
+      override async countOverflow(...args: Parameters<DeliveryRecords['countOverflow']>): Promise<void> {
+        if (!this.failed) {
+          this.failed = true;
+          throw new Error('InternalServerError');
+        }
+        return super.countOverflow(...args);
+      }
+    }
+    const records = new FailingOnce({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    await expect(handleDeliverMessage({ ...eightDaysOn, records }, step as DeliveryMessage)).rejects.toThrow('InternalServerError');
+    expect(await handleDeliverMessage(eightDaysOn, step as DeliveryMessage)).toBe('released');
+    const next = sent.splice(0);
+    for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
+      await handleDeliverMessage(eightDaysOn, release as DeliveryMessage);
+    }
+    expect([...next, ...sent].filter((m) => (m as { kind?: string }).kind !== 'release')).toMatchObject([
+      { events: [{ type: 'sluice.gap', resource: 'xo:1', data: { dropped: 1, reason: 'retention' } }] },
+    ]);
+    expect((await base.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('sets a held count that finds nothing held for 30 s back to what is held, so deliveries stop waiting behind nothing', async () => {
     const tenant = await createTenant(sandbox, 'held-drift');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'y:0', url: `${receiver.url}/held-drift` });
