@@ -21,7 +21,7 @@ import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } f
 import type { SluiceConfig } from '../core/config.ts';
 import { deliveryBody, gapMarkerDelivery, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
 import { paceInterval } from '../core/endpoint-pace.ts';
-import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
+import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
   type DeliverQueueMessage,
@@ -330,7 +330,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       event.now - Date.parse(before.lastSuccessAt) < SUCCESS_WRITE_INTERVAL_MS;
     if (quietSuccess) return current;
     const entersQuarantine = after.state === 'quarantined' && before.state !== 'quarantined';
-    const recovers = after.state === 'healthy' && (before.state === 'quarantined' || before.state === 'disabled' || current.heldCount > 0);
+    const recovers = startsRelease(before, after, event, current.heldCount);
     const disables = after.state === 'disabled' && before.state !== 'disabled';
     // A new probe chain on entering quarantine; the token is removed on leaving it.
     const probeToken = entersQuarantine
