@@ -102,6 +102,8 @@ export class DeliveryRecords {
   readonly #paces = new Map<string, Array<Waiter<number>>>();
   /** Endpoints whose time was last seen reserved beyond now, and until when: their next reservation tries the busy write first. */
   readonly #busyUntil = new Map<string, number>();
+  /** Per key, the last window this container saw taken by `takeOnce` (by itself or another). */
+  readonly #takenWindows = new Map<string, number>();
   readonly #client: DynamoDBDocumentClient;
   readonly #table: string;
   readonly #retentionMs: number;
@@ -462,6 +464,21 @@ export class DeliveryRecords {
       for (let i = 0; i < count; i++) granted.push(await this.#take(webhookId, limit, windowMs, window, 1));
       return granted;
     });
+  }
+
+  /**
+   * True for one caller per window of `windowMs` for `key`, across containers (a
+   * budget of one send, see takeSendSlot). A container that saw the window taken
+   * answers false without writing again, so that asking once per record costs one
+   * write per container and window.
+   */
+  async takeOnce(key: string, windowMs: number, now: number): Promise<boolean> {
+    const window = Math.floor(now / windowMs);
+    if (this.#takenWindows.get(key) === window) return false;
+    const taken = await this.takeSendSlot(key, 1, windowMs, now);
+    this.#takenWindows.set(key, window);
+    if (this.#takenWindows.size > 10_000) this.#takenWindows.clear();
+    return taken;
   }
 
   /**

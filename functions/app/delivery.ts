@@ -1,5 +1,5 @@
 /**
- * The delivery stage (SPEC §2 Delivery isolation, §3 Deliveries). Three kinds of
+ * The delivery stage (SPEC §2 Delivery isolation, §3 Deliveries). Four kinds of
  * message arrive on the deliver queue:
  *
  * - a delivery: signed and POSTed, or held while its endpoint is quarantined or
@@ -8,7 +8,9 @@
  *   past the schedule it becomes a dead letter;
  * - a probe of a quarantined endpoint, on a doubling interval;
  * - a release step, sending a recovered endpoint's held deliveries in order at a
- *   capped rate.
+ *   capped rate;
+ * - a recheck, after deliveries were held or dropped under a kill switch, of whether
+ *   the switch was lifted with nothing left to release them (see `expectLift`).
  *
  * `decide` is the one place that says what an attempt's result means.
  */
@@ -28,13 +30,14 @@ import {
   type DeliveryMessage,
   liveSecrets,
   type ProbeMessage,
+  type RecheckMessage,
   type ReleaseMessage,
   SLUICE_VERSION,
   type Webhook,
 } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders } from '../core/signing.ts';
-import { actionForWebhook } from '../core/switches.ts';
+import { actionForWebhook, liftRecheck, releasedSince } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 /** Tells a webhook's owner it was disabled (SNS in AWS). */
@@ -98,6 +101,8 @@ export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQ
       return probe(deps, message);
     case 'release':
       return release(deps, message);
+    case 'recheck':
+      return recheck(deps, message);
     default:
       return deliver(deps, message);
   }
@@ -143,12 +148,15 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
       await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', part.events.length, now, 'switch_drop');
     }
     deps.metrics.count('EventsDropped', message.events.length, { reason: 'switch_drop' });
+    await expectLift(deps, webhook, now);
     return 'dropped';
   }
   if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
-    return hold(deps, webhook, message);
+    const outcome = await hold(deps, webhook, message);
+    if (action === 'pause') await expectLift(deps, webhook, now);
+    return outcome;
   }
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
     // The endpoint asked to be left alone (Retry-After): every delivery waits, not
@@ -489,6 +497,50 @@ export async function startRelease(deps: DeliveryDeps, webhook: Webhook): Promis
     if (await beginRelease(deps, current, deps.now())) return;
     current = await deps.webhooks.get(current.tenantId, current.id);
   }
+}
+
+/** How far a recheck runs past the window it answers for: for the clocks of two workers, and a hold's item write. */
+const RECHECK_MARGIN_MS = 1_000;
+
+/**
+ * A delivery held, or counted for a gap marker, under a pause or drop switch is
+ * released by the release that lifting the switch starts. But this worker read the
+ * switch through its cache, up to `switchCacheMs` old: after a lift, that release may
+ * have ended before this hold, and nothing would release it, nor every delivery held
+ * behind it, until new traffic revived a chain 20 minutes on (CHAIN_LOST_AFTER_MS).
+ * So a hold under a switch asks for a recheck: a message delayed past the end of the
+ * current window of `switchCacheMs`, which reads the switches afresh and, if the switch
+ * is gone and no release has stepped since, starts one. One per webhook and window
+ * (a conditional write, which a container that saw the window taken skips), so a
+ * long pause costs one message per window and webhook, only that webhook's, and no
+ * delivery pays anything while no switch is in force.
+ *
+ * Rather than reading the switches afresh before each hold: that is a read per held
+ * delivery, all on the one partition every stage's switch cache reads (a pause of one
+ * busy webhook would slow everyone's switch reads), and it still races the lift; and
+ * rather than a reconciler sweep, which would be minutes late and read every webhook.
+ */
+async function expectLift(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
+  const windowMs = deps.config.switchCacheMs;
+  if (!(await deps.records.takeOnce(`recheck:${webhook.id}`, windowMs, now))) return;
+  // Past every hold of this window: the holds that found it taken are answered for too.
+  const { heldBefore, delaySeconds } = liftRecheck(now, windowMs, RECHECK_MARGIN_MS);
+  await deps.queue.send([{ kind: 'recheck', tenantId: webhook.tenantId, webhookId: webhook.id, heldBefore }], delaySeconds);
+}
+
+async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<DeliveryOutcome> {
+  const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  if (!webhook) return 'stale';
+  // Still in force: lifting it starts the release.
+  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) return 'stale';
+  // Quarantined or disabled: a probe's success, or re-enabling, starts the release.
+  if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  // A release step that began after the holds saw them, and its chain goes on while anything is held or owed.
+  if (releasedSince(webhook.releaseAt, message.heldBefore, RECHECK_MARGIN_MS)) return 'stale';
+  deps.metrics.count('ChainsRevived', 1, { chain: 'switch_lifted' });
+  deps.logger.info('Held under a switch after it was lifted; releasing', context(message));
+  await startRelease(deps, webhook);
+  return 'released';
 }
 
 async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<DeliveryOutcome> {

@@ -134,7 +134,20 @@ export interface ReleaseMessage {
   readonly emptySince?: number;
 }
 
-export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage;
+/**
+ * A look, once the switch caches of every delivery worker have had time to see a lift,
+ * at whether the pause or drop switch that held (or counted) a webhook's deliveries is
+ * still in force: if not, and no release has stepped since, one is started.
+ */
+export interface RecheckMessage {
+  readonly kind: 'recheck';
+  readonly tenantId: string;
+  readonly webhookId: string;
+  /** The holds and counts it answers for were made before this time (epoch ms). */
+  readonly heldBefore: number;
+}
+
+export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage | RecheckMessage;
 
 /** Who is calling the API, as the authorizer decided. */
 export type Principal = { readonly kind: 'admin' } | { readonly kind: 'tenant'; readonly tenantId: string };
