@@ -21,7 +21,15 @@ import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryBody, gapMarkerDelivery, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
+import {
+  deliveryBody,
+  gapMarkerDelivery,
+  lostHeldCount,
+  packHeld,
+  partsByResource,
+  pingEvent,
+  releaseDelivery,
+} from '../core/deliveries.ts';
 import { paceInterval } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
@@ -62,7 +70,15 @@ export interface DeliverQueuePort {
 export interface DeliveryDeps {
   readonly webhooks: Pick<
     WebhookStore,
-    'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'claimNotice' | 'oweNoticeAgain' | 'markReleaseStep'
+    | 'get'
+    | 'saveHealth'
+    | 'adjustHeld'
+    | 'resetHeld'
+    | 'heldLostSent'
+    | 'leaveAloneUntil'
+    | 'claimNotice'
+    | 'oweNoticeAgain'
+    | 'markReleaseStep'
   >;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
@@ -646,37 +662,67 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([{ ...message, emptySince: undefined }], 1);
     return 'released';
   }
-  const owed = await deps.records.owedGaps(webhook.id, now);
-  if (owed.length > 0) {
-    // Each marker is sent before its count is cleared, with ids derived from the count:
-    // a step that fails or dies in between leaves the count, and runs again (SQS
-    // delivers the step again) to send the same marker, a duplicate its subscriber can
-    // tell by its webhook-id, never none.
-    await deps.queue.send(owed.map((count) => gapMarkerDelivery(webhook, count)));
-    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
-    if (cleared.includes(false)) {
-      // A count grew while its marker was out: the next step sends a marker for the rest.
-      await deps.queue.send([{ ...message, emptySince: undefined }], 1);
-      return 'released';
-    }
-  }
-  const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
-  if (fresh && fresh.heldCount > 0) {
+  let fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
+  if (!fresh) return 'stale';
+  if (fresh.heldCount > 0) {
     // A hold is between its count and its write: look again shortly. A count that
-    // finds nothing held for longer has drifted (a hold whose item write failed):
-    // it is set to what is really held, so deliveries stop being held behind nothing.
+    // finds nothing held for longer has drifted (see `dropLostHeld`).
     const emptySince = message.emptySince ?? now;
     if (now - emptySince < HELD_COUNT_SETTLE_MS) {
       await deps.queue.send([{ ...message, emptySince }], 1);
       return 'released';
     }
     const actual = await deps.records.heldItemCount(webhook.id);
-    if (await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, fresh.heldCount, actual)) {
-      deps.logger.warn('Held count drifted; set to what is held', { ...context(message), counted: fresh.heldCount, held: actual });
+    fresh = await dropLostHeld(deps, fresh, actual, now);
+    if (actual > 0) {
+      await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+      return 'released';
     }
-    if (actual > 0) await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+  }
+  // Nothing is held: the gap markers last, after every held delivery they follow.
+  const lost = lostHeldCount(fresh);
+  const owed = await deps.records.owedGaps(webhook.id, now);
+  if (owed.length > 0 || lost) {
+    // Each marker is sent before its count is cleared, with ids derived from the count:
+    // a step that fails or dies in between leaves the count, and runs again (SQS
+    // delivers the step again) to send the same marker, a duplicate its subscriber can
+    // tell by its webhook-id, never none.
+    await deps.queue.send([...owed, ...(lost ? [lost] : [])].map((count) => gapMarkerDelivery(webhook, count)));
+    if (lost) await deps.webhooks.heldLostSent(webhook.tenantId, webhook.id, lost.dropped);
+    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
+    if (cleared.includes(false)) {
+      // A count grew while its marker was out: the next step sends a marker for the rest.
+      await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+    }
   }
   return 'released';
+}
+
+/**
+ * A held count that found nothing held for HELD_COUNT_SETTLE_MS has drifted: it is set
+ * to what is held, so deliveries stop being held behind nothing. What it counted beyond
+ * that went without a release: DynamoDB's TTL deletes held items past the retention
+ * period (of a webhook disabled or quarantined for longer) before a release reads them
+ * (`dropExpiredHeld` counts those it finds). So they are counted as dropped for
+ * `retention`, and noted on the webhook in the reset's own write (one caller counts
+ * them), for a `sluice.gap` marker like other retention drops. A count that went up
+ * twice for one hold (its item write failed, and SQS held it again), or whose decrement
+ * died with its step, drifts the same way and is told the same: a marker that
+ * overstates, rather than a loss told to no one. Answers the webhook as it is now.
+ */
+async function dropLostHeld(deps: DeliveryDeps, webhook: Webhook, actual: number, now: number): Promise<Webhook> {
+  const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
+  const lost = webhook.heldCount - actual;
+  if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now)) && lost > 0) {
+    // Deliveries, not events: what each held went with it (one event or more).
+    deps.metrics.count('EventsDropped', lost, { reason: 'retention' });
+    deps.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', {
+      ...ctx,
+      counted: webhook.heldCount,
+      held: actual,
+    });
+  }
+  return (await deps.webhooks.get(webhook.tenantId, webhook.id)) ?? webhook;
 }
 
 /**

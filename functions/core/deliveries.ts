@@ -188,6 +188,26 @@ export interface OverflowCount {
 }
 
 /**
+ * The held deliveries a webhook's held count found gone without a release (see
+ * `Webhook.heldLost`), as a count that owes a `retention` marker for those no sent
+ * marker stands for yet. Which of the webhook's resources they were on went with them:
+ * the marker names the webhook's own, and counts deliveries (each had one event or more).
+ */
+export function lostHeldCount(webhook: Pick<Webhook, 'resource' | 'heldLost'>): OverflowCount | undefined {
+  const lost = webhook.heldLost;
+  if (!lost || lost.count <= lost.sent) return undefined;
+  return {
+    key: 'held_lost',
+    reason: 'retention',
+    resource: webhook.resource,
+    dropped: lost.count,
+    sent: lost.sent,
+    since: 0,
+    lastAt: lost.at,
+  };
+}
+
+/**
  * The delivery of the `sluice.gap` marker a count owes, for the events no sent marker
  * stands for. Its ids are derived from the count as read, so a marker sent again (a
  * step that failed or died after the send runs again) is the same delivery, with the

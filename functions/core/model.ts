@@ -54,6 +54,12 @@ export interface Webhook {
   readonly healthVersion: number;
   /** Deliveries held in DynamoDB while the endpoint is quarantined or disabled, or until they drain. */
   readonly heldCount: number;
+  /**
+   * Held deliveries the held count found gone without a release, all told (DynamoDB's
+   * TTL deletes held items past the retention period), and how many of them a sent
+   * `sluice.gap` marker stands for, and when the last were found gone (epoch ms).
+   */
+  readonly heldLost?: { readonly count: number; readonly sent: number; readonly at: number };
   /** Only the probe chain carrying this token may probe (one chain per quarantine). */
   readonly probeToken: string | undefined;
   /** Only the release chain carrying this token may release held deliveries. */

@@ -2,7 +2,7 @@
  * Held deliveries past the cap collapse into one `sluice.gap` marker per
  * resource; the per-endpoint rate delays deliveries, never fails them.
  */
-import { PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
@@ -442,28 +442,49 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await base.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 
-  it('sets a held count that finds nothing held for 30 s back to what is held, so deliveries stop waiting behind nothing', async () => {
+  it('counts held deliveries gone without a release (TTL-deleted) as dropped for retention, with a gap marker, and sets the count to what is held', async () => {
     const tenant = await createTenant(sandbox, 'held-drift');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'y:0', url: `${receiver.url}/held-drift` });
     const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    // A hold whose count went up and whose item write failed.
-    expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+    for (const seq of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_y${seq}`, seq, resource: 'y:1', parents: ['y:0'], data: seq });
+      expect(
+        await holdDelivery(deps, { deliveryId: `msg_y${seq}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+      ).toEqual([true, true]);
+    }
+    // DynamoDB's TTL deletes the first held item (past the retention period) before any release reads it.
+    const [gone] = (await deps.records.heldPage(hook.id, 10, Date.now())).live;
+    await sandbox.wiring.dynamo.send(
+      new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),
+    );
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
     const { deps: now, sent } = later(0);
     await startRelease(now, webhook);
-    const [release] = sent.splice(0) as Array<{ kind: 'release'; token: string }>;
+    // The first step delivers what is still held; the next finds the count at 1 with nothing held.
+    expect(await handleDeliverMessage(now, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    await receiver.waitFor(() => okEvents('/held-drift').length === 1, 5_000);
+    expect(await handleDeliverMessage(now, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
     // Right away it may be a hold between its two writes: look again.
-    expect(await handleDeliverMessage(now, release as unknown as DeliveryMessage)).toBe('released');
     expect(sent).toMatchObject([{ kind: 'release', emptySince: expect.any(Number) }]);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
-    // Still nothing held 31 s later: the count has drifted.
-    const again = { ...(sent.splice(0)[0] as object), emptySince: Date.now() - 31_000 };
-    expect(await handleDeliverMessage(now, again as unknown as DeliveryMessage)).toBe('released');
-    expect(sent).toEqual([]);
+    // Still nothing held 31 s later: the delivery it counts is gone.
+    const again = { ...(sent.splice(0)[0] as object), emptySince: Date.now() - 31_000 } as unknown as DeliveryMessage;
+    expect(await handleDeliverMessage(now, again)).toBe('released');
+
+    expect(sent).toMatchObject([
+      { webhookId: hook.id, events: [{ type: 'sluice.gap', resource: 'y:0', data: { dropped: 1, reason: 'retention' } }] },
+    ]);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
+    // The step run again (SQS delivers it again) counts nothing more and owes no other marker.
+    sent.splice(0);
+    expect(await handleDeliverMessage(now, again)).toBe('released');
+    expect(sent).toEqual([]);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
     await publish(sandbox, tenant.key, [{ resource: 'y:0', type: 'a.b', data: 'flows again' }]);
-    await receiver.waitFor(() => okEvents('/held-drift').length === 1, 10_000);
+    await receiver.waitFor(() => okEvents('/held-drift').some((e) => e.data === 'flows again'), 10_000);
   });
 });
 

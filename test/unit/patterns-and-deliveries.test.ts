@@ -3,6 +3,7 @@ import { DeliveryOutbox } from '../../functions/app/delivery-outbox.ts';
 import {
   deliveryId,
   gapMarkerDelivery,
+  lostHeldCount,
   MAX_DELIVERY_BYTES,
   mergeDeliveries,
   packHeld,
@@ -179,6 +180,15 @@ describe('gap markers owed for counted events', () => {
       ],
     });
     expect(gapMarkerDelivery(webhook, count)).toEqual(marker);
+  });
+
+  it("stands for held deliveries a webhook lost (TTL-deleted) with a retention marker on the webhook's resource, until one is sent", () => {
+    const lost = lostHeldCount({ resource: 'p:1', heldLost: { count: 5, sent: 2, at: 9_000 } });
+    expect(lost && gapMarkerDelivery(webhook, lost).events).toMatchObject([
+      { type: 'sluice.gap', resource: 'p:1', data: { dropped: 3, reason: 'retention' }, created_at: new Date(9_000).toISOString() },
+    ]);
+    expect(lostHeldCount({ resource: 'p:1', heldLost: { count: 5, sent: 5, at: 9_000 } })).toBeUndefined();
+    expect(lostHeldCount({ resource: 'p:1' })).toBeUndefined();
   });
 
   it('has other ids when the count grew, was partly sent, or began again', () => {
