@@ -9,6 +9,10 @@ export function parseDeliverQueueMessage(body: string): DeliverQueueMessage {
   if (typeof message.tenantId !== 'string' || typeof message.webhookId !== 'string') {
     throw new Error('A deliver-queue message names a tenant and a webhook');
   }
+  if (message.kind === 'recheck') {
+    if (typeof message.heldBefore !== 'number') throw new Error('A recheck message says which holds it answers for');
+    return message as unknown as DeliverQueueMessage;
+  }
   if (message.kind === 'probe' || message.kind === 'release') {
     if (typeof message.token !== 'string') throw new Error(`A ${message.kind} message carries a token`);
     return message as unknown as DeliverQueueMessage;

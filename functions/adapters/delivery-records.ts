@@ -22,6 +22,7 @@ import {
   type QueryCommandOutput,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
+import type { OverflowCount } from '../core/deliveries.ts';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
@@ -49,6 +50,12 @@ const overflowPk = (webhookId: string) => `overflow#${webhookId}`;
 const deadPk = (webhookId: string) => `dead#${webhookId}`;
 const ratePk = (webhookId: string, windowMs: number, window: number) => `rate#${webhookId}#${windowMs}#${window}`;
 const pacePk = (webhookId: string) => `pace#${webhookId}`;
+
+/** When a delivery's oldest event was accepted (epoch ms; 0 when none says). */
+function acceptedAt(message: DeliveryMessage): number {
+  const times = message.events.map((e) => Date.parse(e.created_at)).filter(Number.isFinite);
+  return times.length > 0 ? Math.min(...times) : 0;
+}
 
 function firstSeq(message: DeliveryMessage): number {
   const first = message.events[0];
@@ -95,6 +102,8 @@ export class DeliveryRecords {
   readonly #paces = new Map<string, Array<Waiter<number>>>();
   /** Endpoints whose time was last seen reserved beyond now, and until when: their next reservation tries the busy write first. */
   readonly #busyUntil = new Map<string, number>();
+  /** Per key, the last window this container saw taken by `takeOnce` (by itself or another). */
+  readonly #takenWindows = new Map<string, number>();
   readonly #client: DynamoDBDocumentClient;
   readonly #table: string;
   readonly #retentionMs: number;
@@ -331,15 +340,15 @@ export class DeliveryRecords {
       new UpdateCommand({
         TableName: this.#table,
         Key: { pk: overflowPk(webhookId), sk: `${reason}#${resource}` },
-        UpdateExpression: 'ADD #dropped :n SET #expires_at = :exp',
-        ExpressionAttributeNames: names('dropped', 'expires_at'),
-        ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + this.#retentionMs) },
+        UpdateExpression: 'ADD #dropped :n SET #expires_at = :exp, #since = if_not_exists(#since, :now), #last_at = :now',
+        ExpressionAttributeNames: names('dropped', 'expires_at', 'since', 'last_at'),
+        ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + this.#retentionMs), ':now': now },
       }),
     );
   }
 
-  /** Takes the overflow counts as gap markers, removing them (a count taken twice would double a marker). */
-  async takeOverflowMarkers(webhookId: string, now: number, newEventId: () => string): Promise<GapMarker[]> {
+  /** The webhook's overflow counts that owe a gap marker (events counted that no sent marker stands for). */
+  async owedGaps(webhookId: string, now: number): Promise<OverflowCount[]> {
     const result = await this.#client.send(
       new QueryCommand({
         TableName: this.#table,
@@ -349,53 +358,91 @@ export class DeliveryRecords {
         ConsistentRead: true,
       }),
     );
-    const markers: GapMarker[] = [];
-    for (const item of result.Items ?? []) {
-      try {
-        const taken = await this.#client.send(
-          new DeleteCommand({
-            TableName: this.#table,
-            Key: { pk: overflowPk(webhookId), sk: item.sk },
-            ConditionExpression: '#dropped = :seen',
-            ExpressionAttributeNames: names('dropped'),
-            ExpressionAttributeValues: { ':seen': item.dropped },
-            ReturnValues: 'ALL_OLD',
-          }),
-        );
-        const dropped = Number(taken.Attributes?.dropped ?? 0);
-        const sk = String(item.sk);
-        const at = sk.indexOf('#');
-        if (dropped > 0) {
-          markers.push({
-            id: newEventId(),
-            resource: sk.slice(at + 1),
-            type: 'sluice.gap',
-            data: { dropped, reason: sk.slice(0, at) as GapMarker['data']['reason'] },
-            created_at: new Date(now).toISOString(),
-          });
-        }
-      } catch (error) {
-        if (!isConditionFailure(error)) throw error;
-      }
-    }
-    return markers;
+    return (result.Items ?? [])
+      .map((item) => {
+        const key = String(item.sk);
+        const at = key.indexOf('#');
+        return {
+          key,
+          reason: key.slice(0, at) as GapMarker['data']['reason'],
+          resource: key.slice(at + 1),
+          dropped: Number(item.dropped ?? 0),
+          sent: Number(item.sent ?? 0),
+          // Counts begun before these were kept: since 0, and stamped when read.
+          since: Number(item.since ?? 0),
+          lastAt: Number(item.last_at ?? now),
+        };
+      })
+      .filter((count) => count.dropped > count.sent);
   }
 
-  async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<void> {
-    await this.#client.send(
-      new PutCommand({
-        TableName: this.#table,
-        Item: {
-          pk: deadPk(message.webhookId),
-          sk: `${pad(now)}#${message.deliveryId}`,
-          reason,
-          message: JSON.stringify(message),
-          ...this.#expiry(now),
-        },
-      }),
+  /**
+   * The marker owed for a count was sent: the count is cleared if it is still as read,
+   * and true is answered. A count that grew meanwhile keeps the events counted since:
+   * it notes what the sent marker stands for, and answers false (a marker is owed for
+   * the rest).
+   */
+  async gapSent(webhookId: string, count: OverflowCount): Promise<boolean> {
+    const key = { pk: overflowPk(webhookId), sk: count.key };
+    // The same count (since) as read: one begun again after a clear is another's.
+    const sameCount = count.since === 0 ? 'attribute_not_exists(#since)' : '#since = :since';
+    const since = count.since === 0 ? {} : { ':since': count.since };
+    const cleared = await applied(
+      this.#client.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: key,
+          // Only while unchanged: an event counted after the read must not go without its marker.
+          ConditionExpression: `#dropped = :dropped AND ${sameCount}`,
+          ExpressionAttributeNames: names('dropped', 'since'),
+          ExpressionAttributeValues: { ':dropped': count.dropped, ...since },
+        }),
+      ),
+    );
+    if (cleared) return true;
+    // Grown: what was sent is noted, never moved back (a step that ran twice may have noted more),
+    // and never on a count that is gone (the update would create it).
+    await applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: key,
+          UpdateExpression: 'SET #sent = :dropped',
+          ConditionExpression: `attribute_exists(#pk) AND ${sameCount} AND (attribute_not_exists(#sent) OR #sent < :dropped)`,
+          ExpressionAttributeNames: names('pk', 'since', 'sent'),
+          ExpressionAttributeValues: { ':dropped': count.dropped, ...since },
+        }),
+      ),
+    );
+    return false;
+  }
+
+  /**
+   * Keeps a delivery past its last attempt as a dead letter; false when it already was
+   * one. Its key is the delivery's (the time its oldest event was accepted, then its
+   * id), not the time of the write, so that a step run again after a crash (SQS
+   * delivers it again) finds the dead letter it wrote instead of writing a second.
+   */
+  async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<boolean> {
+    return applied(
+      this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: deadPk(message.webhookId),
+            sk: `${pad(acceptedAt(message))}#${message.deliveryId}`,
+            reason,
+            message: JSON.stringify(message),
+            ...this.#expiry(now),
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      ),
     );
   }
 
+  /** A webhook's dead letters, in the order their oldest events were accepted. */
   async deadLetters(webhookId: string, now: number): Promise<Array<{ reason: string; message: DeliveryMessage }>> {
     const items = await this.#live(deadPk(webhookId), now);
     return items.map((item) => ({ reason: String(item.reason), message: JSON.parse(String(item.message)) }));
@@ -417,6 +464,21 @@ export class DeliveryRecords {
       for (let i = 0; i < count; i++) granted.push(await this.#take(webhookId, limit, windowMs, window, 1));
       return granted;
     });
+  }
+
+  /**
+   * True for one caller per window of `windowMs` for `key`, across containers (a
+   * budget of one send, see takeSendSlot). A container that saw the window taken
+   * answers false without writing again, so that asking once per record costs one
+   * write per container and window.
+   */
+  async takeOnce(key: string, windowMs: number, now: number): Promise<boolean> {
+    const window = Math.floor(now / windowMs);
+    if (this.#takenWindows.get(key) === window) return false;
+    const taken = await this.takeSendSlot(key, 1, windowMs, now);
+    this.#takenWindows.set(key, window);
+    if (this.#takenWindows.size > 10_000) this.#takenWindows.clear();
+    return taken;
   }
 
   /**

@@ -64,6 +64,9 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     health: toHealth(item.health as Record<string, unknown> | undefined),
     healthVersion: Number(item.health_version ?? 0),
     heldCount: Number(item.held_count ?? 0),
+    ...(item.held_lost !== undefined && {
+      heldLost: { count: Number(item.held_lost), sent: Number(item.held_lost_sent ?? 0), at: Number(item.held_lost_at ?? 0) },
+    }),
     probeToken: item.probe_token as string | undefined,
     releaseToken: item.release_token as string | undefined,
     ...(item.release_at !== undefined && { releaseAt: Number(item.release_at) }),
@@ -424,15 +427,31 @@ export class WebhookStore {
   }
 
   /**
-   * Sets the held count to what is really held, if it is still the drifted value that
-   * was seen (a hold whose item write failed after its count went up).
+   * Sets the held count to what is really held (`actual`), if it is still the drifted
+   * value that was seen. What it counted beyond that is added to the held deliveries
+   * lost (`heldLost`) in the same write, so that of concurrent callers one counts them,
+   * and none can set the count without noting the loss.
    */
-  async resetHeld(tenantId: string, id: string, seen: number, actual: number): Promise<boolean> {
+  async resetHeld(tenantId: string, id: string, seen: number, actual: number, now: number): Promise<boolean> {
+    const lost = seen - actual;
     return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'SET #held_count = :actual',
+      UpdateExpression: lost > 0 ? 'SET #held_count = :actual, #held_lost_at = :now ADD #held_lost :lost' : 'SET #held_count = :actual',
       ConditionExpression: '#held_count = :seen',
-      ExpressionAttributeNames: names('held_count'),
-      ExpressionAttributeValues: { ':actual': actual, ':seen': seen },
+      ExpressionAttributeNames: names('held_count', ...(lost > 0 ? ['held_lost', 'held_lost_at'] : [])),
+      ExpressionAttributeValues: { ':actual': actual, ':seen': seen, ...(lost > 0 && { ':lost': lost, ':now': now }) },
+    });
+  }
+
+  /**
+   * A gap marker for the held deliveries lost up to `count` was sent. Never moved back
+   * (a step that ran twice may have noted more).
+   */
+  async heldLostSent(tenantId: string, id: string, count: number): Promise<void> {
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #held_lost_sent = :count',
+      ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#held_lost_sent) OR #held_lost_sent < :count)',
+      ExpressionAttributeNames: names('held_lost_sent', 'pk'),
+      ExpressionAttributeValues: { ':count': count },
     });
   }
 

@@ -1,5 +1,5 @@
 /**
- * The delivery stage (SPEC §2 Delivery isolation, §3 Deliveries). Three kinds of
+ * The delivery stage (SPEC §2 Delivery isolation, §3 Deliveries). Four kinds of
  * message arrive on the deliver queue:
  *
  * - a delivery: signed and POSTed, or held while its endpoint is quarantined or
@@ -8,7 +8,9 @@
  *   past the schedule it becomes a dead letter;
  * - a probe of a quarantined endpoint, on a doubling interval;
  * - a release step, sending a recovered endpoint's held deliveries in order at a
- *   capped rate.
+ *   capped rate;
+ * - a recheck, after deliveries were held or dropped under a kill switch, of whether
+ *   the switch was lifted with nothing left to release them (see `expectLift`).
  *
  * `decide` is the one place that says what an attempt's result means.
  */
@@ -19,22 +21,31 @@ import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryBody, packHeld, partsByResource, pingEvent, releaseDelivery } from '../core/deliveries.ts';
+import {
+  deliveryBody,
+  gapMarkerDelivery,
+  lostHeldCount,
+  packHeld,
+  partsByResource,
+  pingEvent,
+  releaseDelivery,
+} from '../core/deliveries.ts';
 import { paceInterval } from '../core/endpoint-pace.ts';
-import { deliversTo, type Health, type HealthEvent, nextHealth } from '../core/health.ts';
+import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
   type DeliverQueueMessage,
   type DeliveryMessage,
   liveSecrets,
   type ProbeMessage,
+  type RecheckMessage,
   type ReleaseMessage,
   SLUICE_VERSION,
   type Webhook,
 } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders } from '../core/signing.ts';
-import { actionForWebhook } from '../core/switches.ts';
+import { actionForWebhook, liftRecheck, releasedSince } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 /** Tells a webhook's owner it was disabled (SNS in AWS). */
@@ -59,7 +70,15 @@ export interface DeliverQueuePort {
 export interface DeliveryDeps {
   readonly webhooks: Pick<
     WebhookStore,
-    'get' | 'saveHealth' | 'adjustHeld' | 'resetHeld' | 'leaveAloneUntil' | 'claimNotice' | 'oweNoticeAgain' | 'markReleaseStep'
+    | 'get'
+    | 'saveHealth'
+    | 'adjustHeld'
+    | 'resetHeld'
+    | 'heldLostSent'
+    | 'leaveAloneUntil'
+    | 'claimNotice'
+    | 'oweNoticeAgain'
+    | 'markReleaseStep'
   >;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
@@ -98,6 +117,8 @@ export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQ
       return probe(deps, message);
     case 'release':
       return release(deps, message);
+    case 'recheck':
+      return recheck(deps, message);
     default:
       return deliver(deps, message);
   }
@@ -143,12 +164,15 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
       await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', part.events.length, now, 'switch_drop');
     }
     deps.metrics.count('EventsDropped', message.events.length, { reason: 'switch_drop' });
+    await expectLift(deps, webhook, now);
     return 'dropped';
   }
   if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
-    return hold(deps, webhook, message);
+    const outcome = await hold(deps, webhook, message);
+    if (action === 'pause') await expectLift(deps, webhook, now);
+    return outcome;
   }
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
     // The endpoint asked to be left alone (Retry-After): every delivery waits, not
@@ -256,10 +280,12 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         deps.random,
       );
       if (wait === undefined) {
-        await deps.records.deadLetter(message, describe(result), now);
-        deps.metrics.count('DeadLetters');
-        deps.metrics.count('EventsDeadLettered', message.events.length);
-        deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
+        // Counted once: a last attempt that SQS delivers again finds its dead letter written.
+        if (await deps.records.deadLetter(message, describe(result), now)) {
+          deps.metrics.count('DeadLetters');
+          deps.metrics.count('EventsDeadLettered', message.events.length);
+          deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
+        }
         return 'dead_lettered';
       }
       await later(deps, { ...message, attempt: message.attempt + 1 }, wait);
@@ -328,7 +354,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       event.now - Date.parse(before.lastSuccessAt) < SUCCESS_WRITE_INTERVAL_MS;
     if (quietSuccess) return current;
     const entersQuarantine = after.state === 'quarantined' && before.state !== 'quarantined';
-    const recovers = after.state === 'healthy' && (before.state === 'quarantined' || before.state === 'disabled' || current.heldCount > 0);
+    const recovers = startsRelease(before, after, event, current.heldCount);
     const disables = after.state === 'disabled' && before.state !== 'disabled';
     // A new probe chain on entering quarantine; the token is removed on leaving it.
     const probeToken = entersQuarantine
@@ -489,6 +515,50 @@ export async function startRelease(deps: DeliveryDeps, webhook: Webhook): Promis
   }
 }
 
+/** How far a recheck runs past the window it answers for: for the clocks of two workers, and a hold's item write. */
+const RECHECK_MARGIN_MS = 1_000;
+
+/**
+ * A delivery held, or counted for a gap marker, under a pause or drop switch is
+ * released by the release that lifting the switch starts. But this worker read the
+ * switch through its cache, up to `switchCacheMs` old: after a lift, that release may
+ * have ended before this hold, and nothing would release it, nor every delivery held
+ * behind it, until new traffic revived a chain 20 minutes on (CHAIN_LOST_AFTER_MS).
+ * So a hold under a switch asks for a recheck: a message delayed past the end of the
+ * current window of `switchCacheMs`, which reads the switches afresh and, if the switch
+ * is gone and no release has stepped since, starts one. One per webhook and window
+ * (a conditional write, which a container that saw the window taken skips), so a
+ * long pause costs one message per window and webhook, only that webhook's, and no
+ * delivery pays anything while no switch is in force.
+ *
+ * Rather than reading the switches afresh before each hold: that is a read per held
+ * delivery, all on the one partition every stage's switch cache reads (a pause of one
+ * busy webhook would slow everyone's switch reads), and it still races the lift; and
+ * rather than a reconciler sweep, which would be minutes late and read every webhook.
+ */
+async function expectLift(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
+  const windowMs = deps.config.switchCacheMs;
+  if (!(await deps.records.takeOnce(`recheck:${webhook.id}`, windowMs, now))) return;
+  // Past every hold of this window: the holds that found it taken are answered for too.
+  const { heldBefore, delaySeconds } = liftRecheck(now, windowMs, RECHECK_MARGIN_MS);
+  await deps.queue.send([{ kind: 'recheck', tenantId: webhook.tenantId, webhookId: webhook.id, heldBefore }], delaySeconds);
+}
+
+async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<DeliveryOutcome> {
+  const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  if (!webhook) return 'stale';
+  // Still in force: lifting it starts the release.
+  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) return 'stale';
+  // Quarantined or disabled: a probe's success, or re-enabling, starts the release.
+  if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  // A release step that began after the holds saw them, and its chain goes on while anything is held or owed.
+  if (releasedSince(webhook.releaseAt, message.heldBefore, RECHECK_MARGIN_MS)) return 'stale';
+  deps.metrics.count('ChainsRevived', 1, { chain: 'switch_lifted' });
+  deps.logger.info('Held under a switch after it was lifted; releasing', context(message));
+  await startRelease(deps, webhook);
+  return 'released';
+}
+
 async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
   if (message.notBefore !== undefined && message.notBefore > now) {
@@ -592,35 +662,67 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([{ ...message, emptySince: undefined }], 1);
     return 'released';
   }
-  const markers = await deps.records.takeOverflowMarkers(webhook.id, now, () => newId('evt', deps.now()));
-  if (markers.length > 0) {
-    await deps.queue.send(
-      markers.map((marker) => ({
-        deliveryId: newId('msg', now),
-        tenantId: webhook.tenantId,
-        webhookId: webhook.id,
-        events: [marker],
-        attempt: 1,
-      })),
-    );
-  }
-  const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
-  if (fresh && fresh.heldCount > 0) {
+  let fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
+  if (!fresh) return 'stale';
+  if (fresh.heldCount > 0) {
     // A hold is between its count and its write: look again shortly. A count that
-    // finds nothing held for longer has drifted (a hold whose item write failed):
-    // it is set to what is really held, so deliveries stop being held behind nothing.
+    // finds nothing held for longer has drifted (see `dropLostHeld`).
     const emptySince = message.emptySince ?? now;
     if (now - emptySince < HELD_COUNT_SETTLE_MS) {
       await deps.queue.send([{ ...message, emptySince }], 1);
       return 'released';
     }
     const actual = await deps.records.heldItemCount(webhook.id);
-    if (await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, fresh.heldCount, actual)) {
-      deps.logger.warn('Held count drifted; set to what is held', { ...context(message), counted: fresh.heldCount, held: actual });
+    fresh = await dropLostHeld(deps, fresh, actual, now);
+    if (actual > 0) {
+      await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+      return 'released';
     }
-    if (actual > 0) await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+  }
+  // Nothing is held: the gap markers last, after every held delivery they follow.
+  const lost = lostHeldCount(fresh);
+  const owed = await deps.records.owedGaps(webhook.id, now);
+  if (owed.length > 0 || lost) {
+    // Each marker is sent before its count is cleared, with ids derived from the count:
+    // a step that fails or dies in between leaves the count, and runs again (SQS
+    // delivers the step again) to send the same marker, a duplicate its subscriber can
+    // tell by its webhook-id, never none.
+    await deps.queue.send([...owed, ...(lost ? [lost] : [])].map((count) => gapMarkerDelivery(webhook, count)));
+    if (lost) await deps.webhooks.heldLostSent(webhook.tenantId, webhook.id, lost.dropped);
+    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
+    if (cleared.includes(false)) {
+      // A count grew while its marker was out: the next step sends a marker for the rest.
+      await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+    }
   }
   return 'released';
+}
+
+/**
+ * A held count that found nothing held for HELD_COUNT_SETTLE_MS has drifted: it is set
+ * to what is held, so deliveries stop being held behind nothing. What it counted beyond
+ * that went without a release: DynamoDB's TTL deletes held items past the retention
+ * period (of a webhook disabled or quarantined for longer) before a release reads them
+ * (`dropExpiredHeld` counts those it finds). So they are counted as dropped for
+ * `retention`, and noted on the webhook in the reset's own write (one caller counts
+ * them), for a `sluice.gap` marker like other retention drops. A count that went up
+ * twice for one hold (its item write failed, and SQS held it again), or whose decrement
+ * died with its step, drifts the same way and is told the same: a marker that
+ * overstates, rather than a loss told to no one. Answers the webhook as it is now.
+ */
+async function dropLostHeld(deps: DeliveryDeps, webhook: Webhook, actual: number, now: number): Promise<Webhook> {
+  const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
+  const lost = webhook.heldCount - actual;
+  if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now)) && lost > 0) {
+    // Deliveries, not events: what each held went with it (one event or more).
+    deps.metrics.count('EventsDropped', lost, { reason: 'retention' });
+    deps.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', {
+      ...ctx,
+      counted: webhook.heldCount,
+      held: actual,
+    });
+  }
+  return (await deps.webhooks.get(webhook.tenantId, webhook.id)) ?? webhook;
 }
 
 /**
@@ -648,8 +750,12 @@ async function spendHeldAttempt(
       await deps.records.holdAgain(webhook.id, held.sk, { ...held.message, attempt: held.message.attempt + 1 });
       continue;
     }
-    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
+    // Dead-lettered before it leaves the held store: a step that fails or dies between
+    // the two runs again, finds it still held, and finds its dead letter (keyed by the
+    // delivery) written; never neither.
     await deps.records.deadLetter(held.message, describe(result), now);
+    // Counted by the step whose removal applied (a step that ran twice removes nothing).
+    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     deadLettered += 1;
     deps.metrics.count('DeadLetters');
     deps.metrics.count('EventsDeadLettered', held.message.events.length);
@@ -667,10 +773,13 @@ async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: re
   let removed = 0;
   let events = 0;
   for (const held of expired) {
+    // Counted for its marker before it leaves the held store: a step that fails or dies
+    // between the two runs again and counts it again (a marker that overstates), never
+    // not at all.
+    await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', held.message.events.length, now, 'retention');
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     removed += 1;
     events += held.message.events.length;
-    await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', held.message.events.length, now, 'retention');
   }
   if (removed === 0) return;
   await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);

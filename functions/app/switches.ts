@@ -4,13 +4,13 @@
  * wakes what it stopped: paused objects are rung (with a fresh read of the
  * switches), and held deliveries and gap markers are released.
  */
-import { createHash } from 'node:crypto';
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { ApiError } from '../core/errors.ts';
+import { derivedId } from '../core/ids.ts';
 import type { Switch } from '../core/switches.ts';
 import type { SwitchInput } from '../core/validation.ts';
 import { type DeliveryDeps, startRelease } from './delivery.ts';
@@ -26,12 +26,7 @@ export interface SwitchServiceDeps {
 }
 
 function switchId(input: Pick<SwitchInput, 'scope' | 'tenant' | 'target'>): string {
-  const digest = createHash('sha256')
-    .update(`${input.scope}|${input.tenant}|${input.target ?? ''}`)
-    .digest();
-  let tail = '';
-  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
-  return `sw_${tail}`;
+  return derivedId('sw', input.scope, input.tenant, input.target ?? '');
 }
 
 export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Promise<Switch> {

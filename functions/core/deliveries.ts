@@ -4,7 +4,7 @@
  * 256 KiB each, per webhook, in seq order.
  */
 
-import { createHash } from 'node:crypto';
+import { derivedId } from './ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, Webhook } from './model.ts';
 import { anyTypeMatches } from './patterns.ts';
 
@@ -84,10 +84,7 @@ export function chunkEvents<E>(events: readonly E[]): E[][] {
 export function deliveryId(webhookId: string, events: readonly { id: string }[]): string {
   const first = events[0]?.id ?? '';
   const last = events.at(-1)?.id ?? '';
-  const digest = createHash('sha256').update(`${webhookId}|${first}|${last}|${events.length}`).digest();
-  let tail = '';
-  for (const byte of digest.subarray(0, 19)) tail += '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36];
-  return `msg_${tail}`;
+  return derivedId('msg', webhookId, first, last, events.length);
 }
 
 /**
@@ -168,6 +165,71 @@ export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMess
   if (group.length === 1) return first;
   const events = group.flatMap((m) => m.events);
   return { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events, attempt: 1 };
+}
+
+/**
+ * Events counted for a webhook instead of delivered or held (past the held cap, by a
+ * drop switch, or past the retention period), per reason and resource: they are owed
+ * one `sluice.gap` marker, for those a sent marker does not stand for yet.
+ */
+export interface OverflowCount {
+  /** The count's key among the webhook's counts (its reason and resource). */
+  readonly key: string;
+  readonly reason: GapMarker['data']['reason'];
+  readonly resource: string;
+  /** Events counted since the count began. */
+  readonly dropped: number;
+  /** How many of them markers already sent stand for. */
+  readonly sent: number;
+  /** When the count began (epoch ms): a count begun again after it was cleared owes markers of other ids. */
+  readonly since: number;
+  /** When the last of its events was counted (epoch ms). */
+  readonly lastAt: number;
+}
+
+/**
+ * The held deliveries a webhook's held count found gone without a release (see
+ * `Webhook.heldLost`), as a count that owes a `retention` marker for those no sent
+ * marker stands for yet. Which of the webhook's resources they were on went with them:
+ * the marker names the webhook's own, and counts deliveries (each had one event or more).
+ */
+export function lostHeldCount(webhook: Pick<Webhook, 'resource' | 'heldLost'>): OverflowCount | undefined {
+  const lost = webhook.heldLost;
+  if (!lost || lost.count <= lost.sent) return undefined;
+  return {
+    key: 'held_lost',
+    reason: 'retention',
+    resource: webhook.resource,
+    dropped: lost.count,
+    sent: lost.sent,
+    since: 0,
+    lastAt: lost.at,
+  };
+}
+
+/**
+ * The delivery of the `sluice.gap` marker a count owes, for the events no sent marker
+ * stands for. Its ids are derived from the count as read, so a marker sent again (a
+ * step that failed or died after the send runs again) is the same delivery, with the
+ * same `webhook-id`, which a subscriber can tell as a duplicate.
+ */
+export function gapMarkerDelivery(webhook: Pick<Webhook, 'id' | 'tenantId'>, count: OverflowCount): DeliveryMessage<GapMarker> {
+  const parts = [webhook.id, count.key, count.since, count.sent, count.dropped];
+  return {
+    deliveryId: derivedId('msg', ...parts),
+    tenantId: webhook.tenantId,
+    webhookId: webhook.id,
+    events: [
+      {
+        id: derivedId('evt', ...parts),
+        resource: count.resource,
+        type: 'sluice.gap',
+        data: { dropped: count.dropped - count.sent, reason: count.reason },
+        created_at: new Date(count.lastAt).toISOString(),
+      },
+    ],
+    attempt: 1,
+  };
 }
 
 /** The signed `webhook.ping` sent to verify a URL (data {}) or to probe a quarantined endpoint (data {probe: true}). */

@@ -134,3 +134,16 @@ export function nextHealth(health: Health, event: HealthEvent, policy: HealthPol
 export function deliversTo(health: Health): boolean {
   return health.state === 'healthy' || health.state === 'failing';
 }
+
+/**
+ * Whether a transition starts releasing what the endpoint holds (`held` deliveries): a
+ * probe's success leaving quarantine, re-enabling a disabled or quarantined webhook, or
+ * re-enabling one that holds deliveries. A delivery's success ending `failing` starts
+ * none: with deliveries held, what succeeds is a release step (or a delivery that read
+ * the webhook before they were held), and the chain it belongs to goes on by itself; a
+ * second chain would send the same held deliveries again.
+ */
+export function startsRelease(before: Health, after: Health, event: HealthEvent, held: number): boolean {
+  if (after.state !== 'healthy') return false;
+  return before.state === 'quarantined' || before.state === 'disabled' || (event.type === 'reenabled' && held > 0);
+}

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 export type IdPrefix = 'ten' | 'evt' | 'wh' | 'msg' | 'att' | 'sw';
 
@@ -13,6 +13,18 @@ export function newId(prefix: IdPrefix, now: number = Date.now(), random: (n: nu
   let tail = '';
   for (const byte of bytes) tail += ALPHABET[byte % 36];
   return `${prefix}_${now.toString(36).padStart(9, '0')}${tail}`;
+}
+
+/**
+ * A prefixed id derived from what it names (the same parts give the same id), for
+ * what must keep its id when it is made again: a delivery sent again after a crash,
+ * so that its subscriber sees one `msg_` id, or a switch set again on its scope.
+ */
+export function derivedId(prefix: IdPrefix, ...parts: ReadonlyArray<string | number>): string {
+  const digest = createHash('sha256').update(parts.join('|')).digest();
+  let tail = '';
+  for (const byte of digest.subarray(0, 19)) tail += ALPHABET[byte % 36];
+  return `${prefix}_${tail}`;
 }
 
 const ID_PATTERN = /^(ten|evt|wh|msg|att|sw)_[0-9a-z]{19}$/;

@@ -54,6 +54,12 @@ export interface Webhook {
   readonly healthVersion: number;
   /** Deliveries held in DynamoDB while the endpoint is quarantined or disabled, or until they drain. */
   readonly heldCount: number;
+  /**
+   * Held deliveries the held count found gone without a release, all told (DynamoDB's
+   * TTL deletes held items past the retention period), and how many of them a sent
+   * `sluice.gap` marker stands for, and when the last were found gone (epoch ms).
+   */
+  readonly heldLost?: { readonly count: number; readonly sent: number; readonly at: number };
   /** Only the probe chain carrying this token may probe (one chain per quarantine). */
   readonly probeToken: string | undefined;
   /** Only the release chain carrying this token may release held deliveries. */
@@ -134,7 +140,20 @@ export interface ReleaseMessage {
   readonly emptySince?: number;
 }
 
-export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage;
+/**
+ * A look, once the switch caches of every delivery worker have had time to see a lift,
+ * at whether the pause or drop switch that held (or counted) a webhook's deliveries is
+ * still in force: if not, and no release has stepped since, one is started.
+ */
+export interface RecheckMessage {
+  readonly kind: 'recheck';
+  readonly tenantId: string;
+  readonly webhookId: string;
+  /** The holds and counts it answers for were made before this time (epoch ms). */
+  readonly heldBefore: number;
+}
+
+export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage | RecheckMessage;
 
 /** Who is calling the API, as the authorizer decided. */
 export type Principal = { readonly kind: 'admin' } | { readonly kind: 'tenant'; readonly tenantId: string };

@@ -37,3 +37,23 @@ function strongest(matching: readonly Switch[]): SwitchAction | undefined {
   if (matching.some((s) => s.action === 'pause')) return 'pause';
   return undefined;
 }
+
+/**
+ * The recheck a delivery held (or dropped) under a switch at `now` asks for, when it is
+ * the first of its window of `windowMs` (the switch cache's age): it answers for every
+ * hold of that window (`heldBefore`, its end), and runs `marginMs` past it, so that it
+ * reads the held store after them. See app/delivery.ts `expectLift`.
+ */
+export function liftRecheck(now: number, windowMs: number, marginMs: number): { heldBefore: number; delaySeconds: number } {
+  const heldBefore = (Math.floor(now / windowMs) + 1) * windowMs;
+  return { heldBefore, delaySeconds: Math.min(900, Math.ceil((heldBefore + marginMs - now) / 1000)) };
+}
+
+/**
+ * Whether a release step began (`releaseAt`) after every hold a recheck answers for,
+ * with `marginMs` for the clocks of two workers: that step saw them, and its chain goes
+ * on while anything is held or owed a marker, so the recheck need start none.
+ */
+export function releasedSince(releaseAt: number | undefined, heldBefore: number, marginMs: number): boolean {
+  return (releaseAt ?? 0) > heldBefore + marginMs;
+}

@@ -4,8 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -46,6 +50,64 @@ describe('dead letters', () => {
     expect(replay.body).toEqual({ events: 1 });
     await receiver.waitFor(() => receiver.acceptedEvents('/dead').length === 1, 10_000);
     expect(receiver.acceptedEvents('/dead')[0]).toMatchObject({ id: eventId, data: 'last words' });
+  });
+});
+
+describe('a held delivery at its last attempt', () => {
+  it('stays held until its dead letter is written: a step that fails or dies between the two writes it once when run again', async () => {
+    const tenant = await createTenant(sandbox, 'held-last');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hl:1', url: `${receiver.url}/held-last` });
+    receiver.answer('/held-last', 500);
+    const { deliveryDeps } = await import('../../functions/app/runtime.ts');
+    const { handleDeliverMessage, startRelease } = await import('../../functions/app/delivery.ts');
+    const sent: DeliverQueueMessage[] = [];
+    const deps = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      switches: NO_SWITCHES,
+      queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) },
+    };
+    // Held at its last attempt (the schedule here gives two).
+    const message: DeliveryMessage = {
+      deliveryId: 'msg_heldlast0000000000',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      attempt: 2,
+      events: [deliveredEventFixture({ id: 'evt_heldlast', seq: 1, resource: 'hl:1', data: 'last words' })],
+    };
+    expect(await holdDelivery(deps, message)).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const [step] = sent.splice(0);
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    // DynamoDB refuses the dead letter once (throttled), then the function dies once
+    // after writing it: each time the step fails, and SQS delivers it again.
+    class Failing extends DeliveryRecords {
+      failures = ['dead letter', 'removal'];
+      override async deadLetter(...args: Parameters<DeliveryRecords['deadLetter']>): Promise<boolean> {
+        if (this.failures[0] === 'dead letter' && this.failures.shift()) throw new Error('ProvisionedThroughputExceededException');
+        return super.deadLetter(...args);
+      }
+      override async removeHeld(...args: Parameters<DeliveryRecords['removeHeld']>): Promise<boolean> {
+        if (this.failures[0] === 'removal' && this.failures.shift()) throw new Error('the function died');
+        return super.removeHeld(...args);
+      }
+    }
+    const failing = {
+      ...deps,
+      records: new Failing({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 }),
+    };
+    await expect(handleDeliverMessage(failing, step as DeliverQueueMessage)).rejects.toThrow('ProvisionedThroughputExceededException');
+    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toHaveLength(1);
+    expect(await deps.records.deadLetters(hook.id, Date.now())).toEqual([]);
+    await expect(handleDeliverMessage(failing, step as DeliverQueueMessage)).rejects.toThrow('the function died');
+    expect(await handleDeliverMessage(deps, step as DeliverQueueMessage)).toBe('released');
+
+    const dead = await deps.records.deadLetters(hook.id, Date.now());
+    expect(dead.map((d) => d.message.events.map((e) => e.data))).toEqual([['last words']]);
+    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toEqual([]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+    expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
   });
 });
 

@@ -11,7 +11,7 @@ import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
-import type { DeliveryMessage } from '../../functions/core/model.ts';
+import type { DeliverQueueMessage, DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -460,5 +460,53 @@ describe('failing endpoint', () => {
     expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
     expect(answers).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.health).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
+  });
+
+  it('starts no second release chain when a release step ends a failing state: each held delivery goes out once', async () => {
+    const tenant = await createTenant(sandbox, 'release-once');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ro:0', url: `${receiver.url}/release-once` });
+    const sent: DeliverQueueMessage[] = [];
+    const base = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      switches: { current: async () => [], refresh: async () => [] },
+      queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) },
+    };
+    // Three held retries (a release sends retries one by one).
+    for (const n of [1, 2, 3]) {
+      const event = deliveredEventFixture({ id: `evt_ro${n}`, seq: n, resource: 'ro:1', parents: ['ro:0'], data: n });
+      expect(
+        await holdDelivery(base, { deliveryId: `msg_ro${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 }),
+      ).toEqual([true, true]);
+    }
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(base, webhook);
+    const [first] = sent.splice(0) as ReleaseMessage[];
+    // The first step's POST fails: the endpoint is failing, and the step comes back later.
+    receiver.answer('/release-once', 500);
+    expect(await handleDeliverMessage(base, first as ReleaseMessage)).toBe('released');
+    const [again] = sent.splice(0) as ReleaseMessage[];
+    expect(again).toMatchObject({ kind: 'release', token: first?.token });
+    receiver.answer('/release-once', 200);
+    // The deliver queue runs any other release message at once, alongside the step (as a second worker would).
+    const others: Array<Promise<unknown>> = [];
+    const deps = {
+      ...base,
+      queue: {
+        send: async (messages: readonly DeliverQueueMessage[]) => {
+          sent.push(...messages);
+          for (const m of messages) if (m.kind === 'release' && m.token !== first?.token) others.push(handleDeliverMessage(base, m));
+        },
+      },
+    };
+
+    // Its first success ends the failing state, and the step goes on through the rest of its page.
+    expect(await handleDeliverMessage(deps, again as ReleaseMessage)).toBe('released');
+    await Promise.all(others);
+
+    expect(others).toEqual([]);
+    expect(okEvents('/release-once').map((e) => e.seq)).toEqual([1, 2, 3]);
+    const after = await base.webhooks.get(tenant.id, hook.id);
+    expect(after).toMatchObject({ heldCount: 0, releaseToken: first?.token, health: { state: 'healthy' } });
   });
 });

@@ -2,8 +2,9 @@
  * Held deliveries past the cap collapse into one `sluice.gap` marker per
  * resource; the per-endpoint rate delays deliveries, never fails them.
  */
-import { PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
@@ -400,28 +401,170 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 
-  it('sets a held count that finds nothing held for 30 s back to what is held, so deliveries stop waiting behind nothing', async () => {
+  it('counts a held delivery past the retention period for its marker before removing it: a count that fails leaves it held', async () => {
+    const tenant = await createTenant(sandbox, 'held-expired-once');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'xo:0', url: `${receiver.url}/held-expired-once` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const message: DeliveryMessage = {
+      deliveryId: 'msg_xo1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_xo1', seq: 1, resource: 'xo:1', parents: ['xo:0'], data: 1 })],
+      attempt: 1,
+    };
+    expect(await holdDelivery(base, message)).toEqual([true, true]);
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
+    await startRelease(eightDaysOn, webhook);
+    const [step] = sent.splice(0);
+    // DynamoDB refuses the count once: the step fails, and SQS delivers it again.
+    class FailingOnce extends DeliveryRecords {
+      failed = false;
+      override async countOverflow(...args: Parameters<DeliveryRecords['countOverflow']>): Promise<void> {
+        if (!this.failed) {
+          this.failed = true;
+          throw new Error('InternalServerError');
+        }
+        return super.countOverflow(...args);
+      }
+    }
+    const records = new FailingOnce({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    await expect(handleDeliverMessage({ ...eightDaysOn, records }, step as DeliveryMessage)).rejects.toThrow('InternalServerError');
+    expect(await handleDeliverMessage(eightDaysOn, step as DeliveryMessage)).toBe('released');
+    const next = sent.splice(0);
+    for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
+      await handleDeliverMessage(eightDaysOn, release as DeliveryMessage);
+    }
+    expect([...next, ...sent].filter((m) => (m as { kind?: string }).kind !== 'release')).toMatchObject([
+      { events: [{ type: 'sluice.gap', resource: 'xo:1', data: { dropped: 1, reason: 'retention' } }] },
+    ]);
+    expect((await base.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
+  it('counts held deliveries gone without a release (TTL-deleted) as dropped for retention, with a gap marker, and sets the count to what is held', async () => {
     const tenant = await createTenant(sandbox, 'held-drift');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'y:0', url: `${receiver.url}/held-drift` });
     const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    // A hold whose count went up and whose item write failed.
-    expect(await deps.webhooks.adjustHeld(tenant.id, hook.id, 1, 10)).toBe(true);
+    for (const seq of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_y${seq}`, seq, resource: 'y:1', parents: ['y:0'], data: seq });
+      expect(
+        await holdDelivery(deps, { deliveryId: `msg_y${seq}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+      ).toEqual([true, true]);
+    }
+    // DynamoDB's TTL deletes the first held item (past the retention period) before any release reads it.
+    const [gone] = (await deps.records.heldPage(hook.id, 10, Date.now())).live;
+    await sandbox.wiring.dynamo.send(
+      new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),
+    );
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
     const { deps: now, sent } = later(0);
     await startRelease(now, webhook);
-    const [release] = sent.splice(0) as Array<{ kind: 'release'; token: string }>;
+    // The first step delivers what is still held; the next finds the count at 1 with nothing held.
+    expect(await handleDeliverMessage(now, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    await receiver.waitFor(() => okEvents('/held-drift').length === 1, 5_000);
+    expect(await handleDeliverMessage(now, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
     // Right away it may be a hold between its two writes: look again.
-    expect(await handleDeliverMessage(now, release as unknown as DeliveryMessage)).toBe('released');
     expect(sent).toMatchObject([{ kind: 'release', emptySince: expect.any(Number) }]);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
-    // Still nothing held 31 s later: the count has drifted.
-    const again = { ...(sent.splice(0)[0] as object), emptySince: Date.now() - 31_000 };
-    expect(await handleDeliverMessage(now, again as unknown as DeliveryMessage)).toBe('released');
-    expect(sent).toEqual([]);
+    // Still nothing held 31 s later: the delivery it counts is gone.
+    const again = { ...(sent.splice(0)[0] as object), emptySince: Date.now() - 31_000 } as unknown as DeliveryMessage;
+    expect(await handleDeliverMessage(now, again)).toBe('released');
+
+    expect(sent).toMatchObject([
+      { webhookId: hook.id, events: [{ type: 'sluice.gap', resource: 'y:0', data: { dropped: 1, reason: 'retention' } }] },
+    ]);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
+    // The step run again (SQS delivers it again) counts nothing more and owes no other marker.
+    sent.splice(0);
+    expect(await handleDeliverMessage(now, again)).toBe('released');
+    expect(sent).toEqual([]);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
     await publish(sandbox, tenant.key, [{ resource: 'y:0', type: 'a.b', data: 'flows again' }]);
-    await receiver.waitFor(() => okEvents('/held-drift').length === 1, 10_000);
+    await receiver.waitFor(() => okEvents('/held-drift').some((e) => e.data === 'flows again'), 10_000);
+  });
+});
+
+describe('the gap markers owed for counted events', () => {
+  it("sends a count's marker before clearing the count: a step that could not send it, or died after, sends the same marker again", async () => {
+    const tenant = await createTenant(sandbox, 'gap-owed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'go:0', url: `${receiver.url}/gap-owed` });
+    const { deps, sent } = later(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // Four events a drop switch discarded; the switch is lifted.
+    await deps.records.countOverflow(hook.id, 'go:1', 4, Date.now(), 'switch_drop');
+    await startRelease(deps, webhook);
+    const [step] = sent.splice(0) as DeliveryMessage[];
+    // The deliver queue refuses the marker (throttled, the network): the step fails, and SQS delivers it again.
+    const refused = {
+      ...deps,
+      queue: {
+        send: async (messages: readonly unknown[]) => {
+          if (messages.some((m) => (m as { kind?: string }).kind === undefined)) throw new Error('SQS unavailable');
+        },
+      },
+    };
+    await expect(handleDeliverMessage(refused, step as DeliveryMessage)).rejects.toThrow('SQS unavailable');
+    // This time the function dies once the marker is sent, before its count is cleared.
+    class DyingAfterTheSend extends DeliveryRecords {
+      override async gapSent(): Promise<boolean> {
+        throw new Error('the function died');
+      }
+    }
+    const records = new DyingAfterTheSend({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    await expect(handleDeliverMessage({ ...deps, records }, step as DeliveryMessage)).rejects.toThrow('the function died');
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+
+    // Sent twice, as the same delivery: the subscriber sees one webhook-id twice, and can drop the second.
+    const markers = sent.splice(0) as DeliveryMessage[];
+    expect(markers).toHaveLength(2);
+    expect(markers[1]).toEqual(markers[0]);
+    expect(markers[0]).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'go:1', data: { dropped: 4, reason: 'switch_drop' } }] });
+    for (const marker of markers) expect(await handleDeliverMessage(deps, marker)).toBe('delivered');
+    await receiver.waitFor(() => okEvents('/gap-owed').length === 2, 5_000);
+    expect(new Set(receiver.deliveries('/gap-owed').map((d) => d.headers['webhook-id']))).toEqual(new Set([markers[0]?.deliveryId]));
+    // The count was cleared after the send: the step run again owes nothing.
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    expect(sent).toEqual([]);
+  });
+
+  it('keeps what a count gained while its marker was out, for a marker of its own', async () => {
+    const tenant = await createTenant(sandbox, 'gap-grown');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gg:0', url: `${receiver.url}/gap-grown` });
+    const { deps, sent } = later(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await deps.records.countOverflow(hook.id, 'gg:1', 3, Date.now(), 'switch_drop');
+    await startRelease(deps, webhook);
+    const [step] = sent.splice(0) as DeliveryMessage[];
+    // Two more events are counted (a worker whose cache still shows the switch) while the marker is sent.
+    const busy = {
+      ...deps,
+      queue: {
+        send: async (messages: readonly unknown[]) => {
+          if (messages.some((m) => (m as { kind?: string }).kind === undefined)) {
+            await deps.records.countOverflow(hook.id, 'gg:1', 2, Date.now(), 'switch_drop');
+          }
+          await deps.queue.send(messages as DeliveryMessage[]);
+        },
+      },
+    };
+    expect(await handleDeliverMessage(busy, step as DeliveryMessage)).toBe('released');
+    const [first, next, ...none] = sent.splice(0) as DeliveryMessage[];
+    expect(first).toMatchObject({ events: [{ type: 'sluice.gap', data: { dropped: 3 } }] });
+    expect(next).toMatchObject({ kind: 'release' });
+    expect(none).toEqual([]);
+    // The next step sends a marker for the two counted after the first one's read, and clears the count.
+    expect(await handleDeliverMessage(deps, next as DeliveryMessage)).toBe('released');
+    const [second, ...rest] = sent.splice(0) as DeliveryMessage[];
+    expect(second).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'gg:1', data: { dropped: 2, reason: 'switch_drop' } }] });
+    expect(second?.deliveryId).not.toBe(first?.deliveryId);
+    expect(rest).toEqual([]);
+    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
   });
 });
 

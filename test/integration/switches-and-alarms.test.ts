@@ -5,8 +5,12 @@
  * alarm follows the canary's round trip.
  */
 import { describe, expect, it } from 'vitest';
+import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -121,6 +125,69 @@ describe('kill switches', () => {
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hookA.id}`, { key: a.key })).body.health.held).toBe(1);
     await call(sandbox, 'DELETE', `/v1/admin/switches/${webhookSwitch.body.id}`, admin());
     await receiver.waitFor(() => okEvents('/switched').length === 1, 10_000);
+  });
+
+  it('releases a delivery held under a pause by a worker whose cache still showed it after the lift, and what is held behind it, within seconds', async () => {
+    const tenant = await createTenant(sandbox, 'stale-pause');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'sp:1', url: `${receiver.url}/stale-pause` });
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause' },
+    });
+    // A delivery worker that read the switches now, and keeps them for 10 s (the longest a cache may).
+    const stale = new CachedSwitches(new SwitchStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }), 10_000);
+    expect(await stale.current()).toMatchObject([{ id: pause.body.id, action: 'pause' }]);
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'sp:1', type: 'a.b', data: 'paused' }]);
+    for (let i = 0; i < 50 && (await held()) !== 1; i++) await settle(100);
+    // Lifted: its release delivers what was held, and ends.
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/stale-pause').length === 1, 10_000);
+    // Its chain has ended once no step came for 2 s (steps come a second apart).
+    const webhooks = deliveryDeps(sandbox.wiring, sandbox.notifier).webhooks;
+    const quietFor = async () => Date.now() - ((await webhooks.get(tenant.id, hook.id))?.releaseAt ?? 0);
+    for (let i = 0; i < 100 && (await quietFor()) < 2_000; i++) await settle(100);
+    expect(await held()).toBe(0);
+
+    // The stale worker holds a delivery under the pause it still sees; the next one, read afresh, is held behind it.
+    const late = deliveredEventFixture({ id: 'evt_stalepause', seq: 1, resource: 'sp:2', parents: ['sp:1'], data: 'held late' });
+    const deps = { ...deliveryDeps(sandbox.wiring, sandbox.notifier), switches: stale };
+    const message = { deliveryId: 'msg_stalepause', tenantId: tenant.id, webhookId: hook.id, events: [late], attempt: 1 };
+    expect(await handleDeliverMessage(deps, message)).toBe('held');
+    await publish(sandbox, tenant.key, [{ resource: 'sp:1', type: 'a.b', data: 'after' }]);
+
+    // Both go out within seconds (the switch cache's window and a margin), with no other event published.
+    await receiver.waitFor(() => okEvents('/stale-pause').length === 3, 8_000);
+    expect(new Set(okEvents('/stale-pause').map((e) => e.data))).toEqual(new Set(['paused', 'held late', 'after']));
+    for (let i = 0; i < 50 && (await held()) !== 0; i++) await settle(100);
+    expect(await held()).toBe(0);
+  });
+
+  it('sends the gap marker for a delivery dropped by a worker whose cache still showed the drop switch after the lift', async () => {
+    const tenant = await createTenant(sandbox, 'stale-drop');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'sd:1', url: `${receiver.url}/stale-drop` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    const stale = new CachedSwitches(new SwitchStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }), 10_000);
+    expect(await stale.current()).toMatchObject([{ id: drop.body.id, action: 'drop' }]);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    // The lift's release found nothing to send, and ended (no step came for 2 s).
+    const webhooks = deliveryDeps(sandbox.wiring, sandbox.notifier).webhooks;
+    const quietFor = async () => Date.now() - ((await webhooks.get(tenant.id, hook.id))?.releaseAt ?? 0);
+    for (let i = 0; i < 100 && (await quietFor()) < 2_000; i++) await settle(100);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+
+    const event = deliveredEventFixture({ id: 'evt_staledrop', seq: 1, resource: 'sd:1', data: 'dropped late' });
+    const deps = { ...deliveryDeps(sandbox.wiring, sandbox.notifier), switches: stale };
+    const message = { deliveryId: 'msg_staledrop', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 };
+    expect(await handleDeliverMessage(deps, message)).toBe('dropped');
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(droppedBefore + 1);
+
+    await receiver.waitFor(() => okEvents('/stale-drop').length === 1, 8_000);
+    expect(okEvents('/stale-drop')).toMatchObject([{ type: 'sluice.gap', resource: 'sd:1', data: { dropped: 1, reason: 'switch_drop' } }]);
   });
 
   it('validates switches and answers 404 for unknown ones', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { deliversTo, type Health, type HealthEvent, INITIAL_HEALTH, nextHealth } from '../../functions/core/health.ts';
+import { deliversTo, type Health, type HealthEvent, INITIAL_HEALTH, nextHealth, startsRelease } from '../../functions/core/health.ts';
 
 const policy = {
   quarantineAfterFailures: 3,
@@ -80,5 +80,31 @@ describe('endpoint health', () => {
     const off = nextHealth(INITIAL_HEALTH, { type: 'disabled_by_owner', now: T }, policy);
     expect(off.state).toBe('disabled');
     expect(nextHealth(off, { type: 'probe_succeeded', now: T }, policy)).toBe(off);
+  });
+});
+
+describe('what starts a release of held deliveries', () => {
+  const quarantined = run([fail(), fail(), fail()]);
+  const disabled = run([{ type: 'disabled_by_owner', now: T }]);
+  const failing = run([fail()]);
+  const moves = (from: Health, event: HealthEvent, held: number) => startsRelease(from, nextHealth(from, event, policy), event, held);
+
+  it('starts one when a probe succeeds, or a webhook is re-enabled, whatever it holds (overflow counts owe markers too)', () => {
+    expect(moves(quarantined, { type: 'probe_succeeded', now: T }, 0)).toBe(true);
+    expect(moves(disabled, { type: 'reenabled', now: T }, 0)).toBe(true);
+    expect(moves(quarantined, { type: 'reenabled', now: T }, 3)).toBe(true);
+    expect(moves(INITIAL_HEALTH, { type: 'reenabled', now: T }, 3)).toBe(true);
+  });
+
+  it('starts none when a success ends failing, though deliveries are held: that success is a release step’s, whose chain goes on', () => {
+    expect(moves(failing, { type: 'success', now: T }, 3)).toBe(false);
+    expect(moves(INITIAL_HEALTH, { type: 'success', now: T }, 3)).toBe(false);
+    expect(moves(failing, { type: 'success', now: T }, 0)).toBe(false);
+  });
+
+  it('starts none on a transition that does not end healthy', () => {
+    expect(moves(failing, fail(), 3)).toBe(false);
+    expect(moves(quarantined, { type: 'probe_failed', now: T, statusCode: 500, error: 'HTTP 500' }, 3)).toBe(false);
+    expect(moves(INITIAL_HEALTH, { type: 'disabled_by_owner', now: T }, 3)).toBe(false);
   });
 });

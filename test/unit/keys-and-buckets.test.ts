@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isId, newId } from '../../functions/core/ids.ts';
+import { derivedId, isId, newId } from '../../functions/core/ids.ts';
 import {
   AUTHORIZATION_HEADER_PATTERN,
   bearerToken,
@@ -18,6 +18,15 @@ describe('ids and keys', () => {
     expect(isId('evt', a)).toBe(true);
     expect(isId('wh', a)).toBe(false);
     expect(a < b).toBe(true);
+  });
+
+  it('derives the same prefixed id from the same parts, and another from any other', () => {
+    const id = derivedId('msg', 'wh_a', 'evt_1', 2);
+    expect(isId('msg', id)).toBe(true);
+    expect(derivedId('msg', 'wh_a', 'evt_1', 2)).toBe(id);
+    expect(derivedId('msg', 'wh_a', 'evt_1', 3)).not.toBe(id);
+    // Stable across releases: ids derived before this helper existed keep their value.
+    expect(derivedId('msg', 'wh_a', 'evt_1', 'evt_2', 2)).toBe('msg_3aczqvxqjy2xhx1sn41');
   });
 
   it('tells tenant and admin keys apart and compares hashes in constant time', () => {

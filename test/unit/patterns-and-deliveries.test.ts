@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { DeliveryOutbox } from '../../functions/app/delivery-outbox.ts';
 import {
   deliveryId,
+  gapMarkerDelivery,
+  lostHeldCount,
   MAX_DELIVERY_BYTES,
   mergeDeliveries,
   packHeld,
@@ -152,6 +154,50 @@ describe('merged deliveries', () => {
     expect(first.deliveryId).toBe(deliveryId('wh_a', first.events));
     // Sent before: it keeps its id and attempt count, and nothing joins it.
     expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[4]);
+  });
+});
+
+describe('gap markers owed for counted events', () => {
+  const webhook = { id: 'wh_a', tenantId: 'ten_a' };
+  const count = {
+    key: 'switch_drop#t:1',
+    reason: 'switch_drop' as const,
+    resource: 't:1',
+    dropped: 7,
+    sent: 3,
+    since: 1_000,
+    lastAt: 5_000,
+  };
+
+  it('stands for the events no sent marker stands for, as the same delivery each time it is made from the same count', () => {
+    const marker = gapMarkerDelivery(webhook, count);
+    expect(marker).toMatchObject({
+      webhookId: 'wh_a',
+      tenantId: 'ten_a',
+      attempt: 1,
+      events: [
+        { type: 'sluice.gap', resource: 't:1', data: { dropped: 4, reason: 'switch_drop' }, created_at: new Date(5_000).toISOString() },
+      ],
+    });
+    expect(gapMarkerDelivery(webhook, count)).toEqual(marker);
+  });
+
+  it("stands for held deliveries a webhook lost (TTL-deleted) with a retention marker on the webhook's resource, until one is sent", () => {
+    const lost = lostHeldCount({ resource: 'p:1', heldLost: { count: 5, sent: 2, at: 9_000 } });
+    expect(lost && gapMarkerDelivery(webhook, lost).events).toMatchObject([
+      { type: 'sluice.gap', resource: 'p:1', data: { dropped: 3, reason: 'retention' }, created_at: new Date(9_000).toISOString() },
+    ]);
+    expect(lostHeldCount({ resource: 'p:1', heldLost: { count: 5, sent: 5, at: 9_000 } })).toBeUndefined();
+    expect(lostHeldCount({ resource: 'p:1' })).toBeUndefined();
+  });
+
+  it('has other ids when the count grew, was partly sent, or began again', () => {
+    const ids = [count, { ...count, dropped: 8 }, { ...count, sent: 4 }, { ...count, since: 2_000 }].map((c) => {
+      const marker = gapMarkerDelivery(webhook, c);
+      return [marker.deliveryId, marker.events[0]?.id];
+    });
+    expect(new Set(ids.map(([msg]) => msg)).size).toBe(4);
+    expect(new Set(ids.map(([, evt]) => evt)).size).toBe(4);
   });
 });
 
