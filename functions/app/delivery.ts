@@ -45,7 +45,7 @@ import {
 } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders } from '../core/signing.ts';
-import { actionForWebhook, liftRecheck, releasedSince } from '../core/switches.ts';
+import { actionForWebhook, liftRecheck, releasedSince, releaseStepEndsBy } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 /** Tells a webhook's owner it was disabled (SNS in AWS). */
@@ -553,6 +553,15 @@ async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<Del
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // A release step that began after the holds saw them, and its chain goes on while anything is held or owed.
   if (releasedSince(webhook.releaseAt, message.heldBefore, RECHECK_MARGIN_MS)) return 'stale';
+  // The chain's latest step began before the holds and may still be sending its page: a
+  // chain started now would send that page again, under other webhook-ids. Look again
+  // once that step has surely ended; if its chain went on, its next step saw the holds.
+  const now = deps.now();
+  const stepEndsBy = releaseStepEndsBy(webhook.releaseAt, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS);
+  if (stepEndsBy > now) {
+    await deps.queue.send([message], Math.min(900, Math.ceil((stepEndsBy - now) / 1000)));
+    return 'waiting';
+  }
   deps.metrics.count('ChainsRevived', 1, { chain: 'switch_lifted' });
   deps.logger.info('Held under a switch after it was lifted; releasing', context(message));
   await startRelease(deps, webhook);

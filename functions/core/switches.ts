@@ -57,3 +57,11 @@ export function liftRecheck(now: number, windowMs: number, marginMs: number): { 
 export function releasedSince(releaseAt: number | undefined, heldBefore: number, marginMs: number): boolean {
   return (releaseAt ?? 0) > heldBefore + marginMs;
 }
+
+/**
+ * When a release step that began at `releaseAt` has surely ended: it starts no POST
+ * once `deliveryTimeoutMs` has passed, and its last one takes that long at most.
+ */
+export function releaseStepEndsBy(releaseAt: number | undefined, deliveryTimeoutMs: number, marginMs: number): number {
+  return (releaseAt ?? 0) + 2 * deliveryTimeoutMs + marginMs;
+}

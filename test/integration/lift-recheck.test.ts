@@ -1,0 +1,95 @@
+/**
+ * A recheck after a kill switch's lift (a delivery held by a worker whose switch cache
+ * still showed the pause) must not start a second release chain while the lift's chain
+ * is still sending a page: that page would go out twice, under two webhook-ids, which a
+ * subscriber cannot tell for duplicates.
+ */
+import { describe, expect, it } from 'vitest';
+import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
+import type { Switch } from '../../functions/core/switches.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { createTenant, createWebhook } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+withSandbox({ canary: false, config: { switchCacheMs: 500 } }, (s, r) => {
+  [sandbox, receiver] = [s, r];
+});
+
+describe('a recheck after a lift', () => {
+  it('waits for the live release step instead of starting a second chain, and every held event goes out once', async () => {
+    const tenant = await createTenant(sandbox, 'lift-recheck');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lr:1', url: `${receiver.url}/lift-recheck` });
+    const queued: Array<{ message: DeliverQueueMessage; delaySeconds: number | undefined }> = [];
+    let answerSlowPost: () => void = () => undefined;
+    let slow = true;
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const deps: typeof base = {
+      ...base,
+      queue: { send: async (messages, delaySeconds) => void messages.forEach((message) => queued.push({ message, delaySeconds })) },
+      // The endpoint is slow to take the lift's first step: its POST waits, then goes out.
+      send: async (request) => {
+        if (slow) await new Promise<void>((resolve) => (answerSlowPost = resolve));
+        slow = false;
+        return base.send(request);
+      },
+    };
+    const delivery = (n: number): DeliveryMessage => ({
+      deliveryId: `msg_lr${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_lr${n}`, seq: n, resource: 'lr:1', data: n })],
+      attempt: 1,
+    });
+    const nextOf = (kind: DeliverQueueMessage['kind']) => {
+      const index = queued.findIndex((q) => q.message.kind === kind);
+      return index < 0 ? undefined : queued.splice(index, 1)[0];
+    };
+
+    // Held under the pause: 1 and 2. The lift starts a release; its first step is slow to send them.
+    await holdDelivery(deps, delivery(1));
+    await holdDelivery(deps, delivery(2));
+    await startRelease(deps, (await deps.webhooks.get(tenant.id, hook.id)) as NonNullable<Awaited<ReturnType<typeof deps.webhooks.get>>>);
+    const firstStep = handleDeliverMessage(deps, (nextOf('release') as (typeof queued)[number]).message);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    // A worker whose cache still shows the pause holds 3, and asks for a recheck.
+    const pause: Switch = {
+      id: 'sw_lr',
+      scope: 'webhook',
+      tenant: tenant.id,
+      target: hook.id,
+      action: 'pause',
+      reason: '',
+      created_at: '',
+    };
+    const stale: typeof base = { ...deps, switches: { current: async () => [pause], refresh: async () => [pause] } };
+    expect(await handleDeliverMessage(stale, delivery(3))).toBe('held');
+    const recheck = nextOf('recheck') as (typeof queued)[number];
+    await new Promise((resolve) => setTimeout(resolve, (recheck.delaySeconds ?? 0) * 1000));
+
+    // SQS brings the recheck while the first step is still sending: it waits, starting no chain.
+    expect(await handleDeliverMessage(deps, recheck.message)).toBe('waiting');
+    const again = nextOf('recheck') as (typeof queued)[number];
+    expect(again.delaySeconds).toBeGreaterThan(0);
+    expect(queued.filter((q) => q.message.kind === 'release')).toEqual([]);
+
+    // The first step ends, and its chain goes on to what was held meanwhile.
+    answerSlowPost();
+    expect(await firstStep).toBe('released');
+    for (let step = nextOf('release'); step; step = nextOf('release')) await handleDeliverMessage(deps, step.message);
+    // The recheck, looking again later, finds a step that saw the holds.
+    expect(await handleDeliverMessage(deps, again.message)).toBe('stale');
+
+    const posts = receiver.deliveries('/lift-recheck');
+    const sentUnder = (event: string) => posts.filter((p) => p.json.events.some((e) => e.id === event)).map((p) => p.headers['webhook-id']);
+    for (const event of ['evt_lr1', 'evt_lr2', 'evt_lr3']) expect(sentUnder(event), event).toHaveLength(1);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  }, 30_000);
+});
