@@ -377,6 +377,20 @@ export class WebhookStore {
   }
 
   /**
+   * A release chain ended (nothing held, no gap marker owed): its token is removed,
+   * only while it is still this chain's, so a recheck can tell that no step of it is
+   * still sending (see delivery.ts `recheck`).
+   */
+  async endRelease(tenantId: string, id: string, token: string): Promise<boolean> {
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'REMOVE #release_token',
+      ConditionExpression: '#release_token = :token',
+      ExpressionAttributeNames: names('release_token'),
+      ExpressionAttributeValues: { ':token': token },
+    });
+  }
+
+  /**
    * Takes the owed disable notice to send it: true for exactly one caller, and only
    * while the webhook is still disabled (one re-enabled meanwhile owes nothing).
    */

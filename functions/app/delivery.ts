@@ -79,6 +79,7 @@ export interface DeliveryDeps {
     | 'claimNotice'
     | 'oweNoticeAgain'
     | 'markReleaseStep'
+    | 'endRelease'
   >;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
@@ -553,12 +554,13 @@ async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<Del
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // A release step that began after the holds saw them, and its chain goes on while anything is held or owed.
   if (releasedSince(webhook.releaseAt, message.heldBefore, RECHECK_MARGIN_MS)) return 'stale';
-  // The chain's latest step began before the holds and may still be sending its page: a
-  // chain started now would send that page again, under other webhook-ids. Look again
-  // once that step has surely ended; if its chain went on, its next step saw the holds.
+  // A chain that has not ended (an ended one removes its token), whose latest step began
+  // before the holds, may still be sending its page: a chain started now would send that
+  // page again, under other webhook-ids. Look again once that step has surely ended; if
+  // its chain went on, its next step saw the holds.
   const now = deps.now();
   const stepEndsBy = releaseStepEndsBy(webhook.releaseAt, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS);
-  if (stepEndsBy > now) {
+  if (webhook.releaseToken !== undefined && stepEndsBy > now) {
     await deps.queue.send([message], Math.min(900, Math.ceil((stepEndsBy - now) / 1000)));
     return 'waiting';
   }
@@ -702,8 +704,11 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     if (cleared.includes(false)) {
       // A count grew while its marker was out: the next step sends a marker for the rest.
       await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+      return 'released';
     }
   }
+  // The chain ends: its token goes, so a recheck knows no step of it is still sending.
+  await deps.webhooks.endRelease(webhook.tenantId, webhook.id, message.token);
   return 'released';
 }
 

@@ -478,9 +478,9 @@ describe('held deliveries that outlive the retention period, and a held count th
     ]);
     expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
-    // The step run again (SQS delivers it again) counts nothing more and owes no other marker.
+    // The step run again (SQS delivers it again) belongs to a chain that ended: it counts nothing more and owes no other marker.
     sent.splice(0);
-    expect(await handleDeliverMessage(now, again)).toBe('released');
+    expect(await handleDeliverMessage(now, again)).toBe('stale');
     expect(sent).toEqual([]);
     expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
     await publish(sandbox, tenant.key, [{ resource: 'y:0', type: 'a.b', data: 'flows again' }]);
@@ -527,8 +527,8 @@ describe('the gap markers owed for counted events', () => {
     for (const marker of markers) expect(await handleDeliverMessage(deps, marker)).toBe('delivered');
     await receiver.waitFor(() => okEvents('/gap-owed').length === 2, 5_000);
     expect(new Set(receiver.deliveries('/gap-owed').map((d) => d.headers['webhook-id']))).toEqual(new Set([markers[0]?.deliveryId]));
-    // The count was cleared after the send: the step run again owes nothing.
-    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    // The count was cleared after the send, and the chain ended: the step run again sends nothing.
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('stale');
     expect(sent).toEqual([]);
   });
 
