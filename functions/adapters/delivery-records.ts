@@ -380,13 +380,15 @@ export class DeliveryRecords {
    * The marker owed for a count was sent: the count is cleared if it is still as read,
    * and true is answered. A count that grew meanwhile keeps the events counted since:
    * it notes what the sent marker stands for, and answers false (a marker is owed for
-   * the rest).
+   * the rest). `readAt` is when the count was read (see `owedGaps`).
    */
-  async gapSent(webhookId: string, count: OverflowCount): Promise<boolean> {
+  async gapSent(webhookId: string, count: OverflowCount, readAt: number): Promise<boolean> {
     const key = { pk: overflowPk(webhookId), sk: count.key };
-    // The same count (since) as read: one begun again after a clear is another's.
-    const sameCount = count.since === 0 ? 'attribute_not_exists(#since)' : '#since = :since';
-    const since = count.since === 0 ? {} : { ':since': count.since };
+    // The same count (since) as read: one begun again after a clear is another's. A count
+    // kept by an earlier version has no `since` until an event is counted on it: one
+    // stamped after the read is that same count, grown.
+    const sameCount = count.since === 0 ? '(attribute_not_exists(#since) OR #since >= :readAt)' : '#since = :since';
+    const since = count.since === 0 ? { ':readAt': readAt } : { ':since': count.since };
     const cleared = await applied(
       this.#client.send(
         new DeleteCommand({

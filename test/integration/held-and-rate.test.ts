@@ -532,40 +532,46 @@ describe('the gap markers owed for counted events', () => {
     expect(sent).toEqual([]);
   });
 
-  it('keeps what a count gained while its marker was out, for a marker of its own', async () => {
-    const tenant = await createTenant(sandbox, 'gap-grown');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gg:0', url: `${receiver.url}/gap-grown` });
-    const { deps, sent } = later(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
-    await deps.records.countOverflow(hook.id, 'gg:1', 3, Date.now(), 'switch_drop');
-    await startRelease(deps, webhook);
-    const [step] = sent.splice(0) as DeliveryMessage[];
-    // Two more events are counted (a worker whose cache still shows the switch) while the marker is sent.
-    const busy = {
-      ...deps,
-      queue: {
-        send: async (messages: readonly unknown[]) => {
-          if (messages.some((m) => (m as { kind?: string }).kind === undefined)) {
-            await deps.records.countOverflow(hook.id, 'gg:1', 2, Date.now(), 'switch_drop');
-          }
-          await deps.queue.send(messages as DeliveryMessage[]);
+  for (const keptBy of ['this version', 'an earlier version, without since'] as const) {
+    it(`keeps what a count gained while its marker was out, for a marker of its own (a count kept by ${keptBy})`, async () => {
+      const tenant = await createTenant(sandbox, 'gap-grown');
+      const hook = await createWebhook(sandbox, tenant.key, { resource: 'gg:0', url: `${receiver.url}/gap-grown` });
+      const { deps, sent } = later(0);
+      const webhook = await deps.webhooks.get(tenant.id, hook.id);
+      if (!webhook) throw new Error('no webhook');
+      if (keptBy === 'this version') await deps.records.countOverflow(hook.id, 'gg:1', 3, Date.now(), 'switch_drop');
+      else {
+        const item = { pk: `overflow#${hook.id}`, sk: 'switch_drop#gg:1', dropped: 3, expires_at: Math.floor(Date.now() / 1000) + 86_400 };
+        await sandbox.wiring.dynamo.send(new PutCommand({ TableName: sandbox.wiring.controlTable, Item: item }));
+      }
+      await startRelease(deps, webhook);
+      const [step] = sent.splice(0) as DeliveryMessage[];
+      // Two more events are counted (a worker whose cache still shows the switch) while the marker is sent.
+      const busy = {
+        ...deps,
+        queue: {
+          send: async (messages: readonly unknown[]) => {
+            if (messages.some((m) => (m as { kind?: string }).kind === undefined)) {
+              await deps.records.countOverflow(hook.id, 'gg:1', 2, Date.now(), 'switch_drop');
+            }
+            await deps.queue.send(messages as DeliveryMessage[]);
+          },
         },
-      },
-    };
-    expect(await handleDeliverMessage(busy, step as DeliveryMessage)).toBe('released');
-    const [first, next, ...none] = sent.splice(0) as DeliveryMessage[];
-    expect(first).toMatchObject({ events: [{ type: 'sluice.gap', data: { dropped: 3 } }] });
-    expect(next).toMatchObject({ kind: 'release' });
-    expect(none).toEqual([]);
-    // The next step sends a marker for the two counted after the first one's read, and clears the count.
-    expect(await handleDeliverMessage(deps, next as DeliveryMessage)).toBe('released');
-    const [second, ...rest] = sent.splice(0) as DeliveryMessage[];
-    expect(second).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'gg:1', data: { dropped: 2, reason: 'switch_drop' } }] });
-    expect(second?.deliveryId).not.toBe(first?.deliveryId);
-    expect(rest).toEqual([]);
-    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
-  });
+      };
+      expect(await handleDeliverMessage(busy, step as DeliveryMessage)).toBe('released');
+      const [first, next, ...none] = sent.splice(0) as DeliveryMessage[];
+      expect(first).toMatchObject({ events: [{ type: 'sluice.gap', data: { dropped: 3 } }] });
+      expect(next).toMatchObject({ kind: 'release' });
+      expect(none).toEqual([]);
+      // The next step sends a marker for the two counted after the first one's read, and clears the count.
+      expect(await handleDeliverMessage(deps, next as DeliveryMessage)).toBe('released');
+      const [second, ...rest] = sent.splice(0) as DeliveryMessage[];
+      expect(second).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'gg:1', data: { dropped: 2, reason: 'switch_drop' } }] });
+      expect(second?.deliveryId).not.toBe(first?.deliveryId);
+      expect(rest).toEqual([]);
+      expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
+    });
+  }
 });
 
 describe('a held delivery the endpoint always refuses', () => {
