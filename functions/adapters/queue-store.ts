@@ -190,6 +190,9 @@ export class QueueStore {
     busy: boolean,
     inline?: Omit<AcceptedEvent, 'slot'>,
   ): Promise<Reservation | undefined> {
+    // More than the cap never fits, and the condition below cannot tell for an object
+    // with no meta item yet (no depth to compare): refused here, as the write would be.
+    if (count > limits.cap) return undefined;
     const interval = emissionInterval(limits);
     // An idle, empty object can keep one event on its meta item: it is then the event at
     // cursor + 1, and this one write both reserves and stores it. The condition refuses

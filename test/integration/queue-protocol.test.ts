@@ -168,6 +168,25 @@ describe('ingest', () => {
     expect((await store.readMeta(k))?.depth).toBe(5);
   });
 
+  it("keeps a new object's first request within the cap too", async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 3 });
+    const first = await publish(
+      deps,
+      k.tenantId,
+      [0, 1, 2, 3, 4, 5].map((n) => input(k.resource, n)),
+    );
+    expect(first.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status))).toEqual([
+      'accepted',
+      'accepted',
+      'accepted',
+      'queue_full',
+      'queue_full',
+      'queue_full',
+    ]);
+    expect((await store.readMeta(k))?.depth).toBe(3);
+  });
+
   it("stores a request's events for all its objects in one batched write", async () => {
     const [a, b, c] = [key(), key(), key()];
     const { counts, queues } = counted();
