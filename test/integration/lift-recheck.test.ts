@@ -32,7 +32,11 @@ describe('a recheck after a lift', () => {
     const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const deps: typeof base = {
       ...base,
-      queue: { send: async (messages, delaySeconds) => void messages.forEach((message) => queued.push({ message, delaySeconds })) },
+      queue: {
+        send: async (messages, delaySeconds) => {
+          for (const message of messages) queued.push({ message, delaySeconds });
+        },
+      },
       // The endpoint is slow to take the lift's first step: its POST waits, then goes out.
       send: async (request) => {
         if (slow) await new Promise<void>((resolve) => (answerSlowPost = resolve));
