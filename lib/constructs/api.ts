@@ -118,6 +118,10 @@ export class Api extends Construct {
       },
     });
 
+    // The construct adds no stack outputs of its own (RestApi makes one, `Endpoint`):
+    // the stack that uses it names its outputs.
+    this.restApi.node.tryRemoveChild('Endpoint');
+
     // API Gateway writes its execution logs (loggingLevel ERROR) to a group it would make
     // itself, kept forever and left behind: made here first, with a retention, it goes
     // with the stack. The stage, whose first error would make it, waits for it.
