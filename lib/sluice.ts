@@ -152,7 +152,9 @@ function validate(props: SluiceProps): SluiceConfig {
   if (props.tableRemovalPolicy === RemovalPolicy.SNAPSHOT) problems.push('tableRemovalPolicy SNAPSHOT is not supported by DynamoDB tables');
   // EventBridge schedules run in whole minutes: under one, they run every minute.
   for (const setting of ['reconcileIntervalSeconds', 'canaryIntervalSeconds'] as const) {
-    const seconds = config?.[setting];
+    // Checked on the setting as given too, so it is listed with the other problems.
+    const given = (overrides as Record<string, unknown> | null)?.[setting];
+    const seconds = config?.[setting] ?? (typeof given === 'number' ? given : undefined);
     if (seconds !== undefined && seconds > 60 && seconds % 60 !== 0) {
       problems.push(`${setting} must be a whole number of minutes in AWS (60, 120, …), or under 60 for every minute`);
     }

@@ -186,14 +186,26 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
 
 const ENV_PREFIX = 'SLUICE_';
 
-/** `SLUICE_OBJECT_QUEUE_CAP=500` → `{ objectQueueCap: 500 }`; values are JSON where they parse. */
+/** Variables with the prefix that are not settings: the sandbox's own, the deployed config, the bench's. */
+const ENV_NOT_SETTINGS = /^SLUICE_(ADMIN_KEY|DATA_DIR|CONFIG|BENCH_[A-Z_]+)$/;
+
+/**
+ * `SLUICE_OBJECT_QUEUE_CAP=500` → `{ objectQueueCap: 500 }`; values are JSON where they
+ * parse. A SLUICE_* variable that names no setting (a misspelling) is passed on under
+ * its own name, so buildConfig refuses it with the other problems, as cdk context does.
+ */
 export function overridesFromEnv(env: Readonly<Record<string, string | undefined>>): Record<string, unknown> {
   const overrides: Record<string, unknown> = {};
+  const settingNames = new Set<string>();
   for (const key of Object.keys(RULES)) {
     const name = ENV_PREFIX + key.replace(/[A-Z]/g, (ch) => `_${ch}`).toUpperCase();
+    settingNames.add(name);
     const raw = env[name];
     if (raw === undefined || raw === '') continue;
     overrides[key] = parseEnvValue(raw);
+  }
+  for (const [name, raw] of Object.entries(env)) {
+    if (name.startsWith(ENV_PREFIX) && !settingNames.has(name) && !ENV_NOT_SETTINGS.test(name)) overrides[name] = raw;
   }
   return overrides;
 }

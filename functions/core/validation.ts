@@ -116,7 +116,7 @@ export function validatePublish(body: Json): EventInput[] {
     }
     const key = event.id;
     if (key !== undefined && (typeof key !== 'string' || key.length > MAX_IDEMPOTENCY_KEY || !IDEMPOTENCY_KEY_PATTERN.test(key))) {
-      problems.push(`${at}id must be 1 to ${MAX_IDEMPOTENCY_KEY} printable ASCII characters`);
+      problems.push(`${at}id must be 1 to ${MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces)`);
     } else if (typeof key === 'string') {
       if (keysSeen.has(key)) problems.push(`${at}id repeats an id earlier in this request`);
       keysSeen.add(key);

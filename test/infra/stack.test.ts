@@ -147,9 +147,13 @@ describe('functions', () => {
   it('refuses an invalid config, listing every problem', () => {
     const app = new App({ context: NO_BUNDLING });
     const stack = new Stack(app, 'Bad');
-    expect(() => new Sluice(stack, 'S', { config: { objectQueueCap: 0, nope: 1 }, tableRemovalPolicy: RemovalPolicy.SNAPSHOT })).toThrow(
-      /(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)/,
-    );
+    expect(
+      () =>
+        new Sluice(stack, 'S', {
+          config: { objectQueueCap: 0, nope: 1, reconcileIntervalSeconds: 90 },
+          tableRemovalPolicy: RemovalPolicy.SNAPSHOT,
+        }),
+    ).toThrow(/(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)(?=.*reconcileIntervalSeconds must be a whole number of minutes)/);
   });
 
   it('refuses schedules EventBridge cannot run: intervals over a minute that are not whole minutes', () => {

@@ -76,6 +76,12 @@ describe('config', () => {
     expect(overrides).toEqual({ objectQueueCap: 500, allowPrivateTargets: true });
   });
 
+  it('refuses a SLUICE_* variable that names no setting, with the other problems, and leaves the sandbox its own', () => {
+    const env = { SLUICE_OBJECT_QUEUE_CAPS: '5', SLUICE_OBJECT_BURST: 'abc', SLUICE_ADMIN_KEY: 'ak_x', SLUICE_DATA_DIR: '/tmp/d' };
+    expect(() => buildConfig(overridesFromEnv(env))).toThrow(/(?=.*SLUICE_OBJECT_QUEUE_CAPS is not a setting)(?=.*objectBurst)/);
+    expect(() => buildConfig(overridesFromEnv({ SLUICE_ADMIN_KEY: 'ak_x', SLUICE_DATA_DIR: '/tmp/d' }))).not.toThrow();
+  });
+
   it('round-trips through the SLUICE_CONFIG variable a function is deployed with', () => {
     const c = buildConfig({ turnMaxEvents: 42 });
     expect(configFromEnvironment({ SLUICE_CONFIG: JSON.stringify(c) })).toEqual(c);
