@@ -23,6 +23,17 @@ export const PRICES = {
 export const ALTERNATIVES = { sns_http_per_million: 1.1, eventbridge_api_destinations_per_million: 1.2 } as const;
 
 /**
+ * What a subscriber's answer time adds to the figure, per 100 ms. The bench's receivers
+ * answer in a millisecond or two on this machine; in AWS the delivery function is billed
+ * for every millisecond it waits on a real endpoint, once per POST (at this memory).
+ * Not in `costPerMillion`: how fast subscribers answer is theirs, so it is reported apart.
+ */
+export function endpointWaitPer100MsPerMillion(posts: number, delivered: number): number {
+  const gbSeconds = posts * 0.1 * (FUNCTION_MEMORY_MB / 1024);
+  return Math.round(((gbSeconds * PRICES.lambdaArmPerGbSecond) / Math.max(1, delivered)) * 1_000_000 * 1000) / 1000;
+}
+
+/**
  * Lambda's memory for one whole vCPU (AWS Lambda developer guide, "Configuring
  * Lambda function memory"); below it a function gets a proportional share.
  */

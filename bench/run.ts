@@ -12,7 +12,7 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { PendingAnswers } from '../sandbox/threads.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
-import { ALTERNATIVES, costPerMillion } from './cost.ts';
+import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
 import type { PublishTask, Report, TaskResult } from './load.ts';
@@ -348,6 +348,11 @@ async function baseline() {
       cpu_cores_by_thread: steadyWindow.cores,
       cost_per_million_usd: steadyWindow.cost.total,
       cost_breakdown_per_million_usd: steadyWindow.cost,
+      // Each delivery invocation's POST, billed in AWS for as long as the endpoint takes to answer.
+      cost_per_100ms_of_endpoint_answer_usd: endpointWaitPer100MsPerMillion(
+        measured.invocations.delivery?.count ?? 0,
+        steadyWindow.delivered,
+      ),
       compare_per_million_usd: ALTERNATIVES,
       // The warm-up: the first pass over the 200 objects lists each in the schedule
       // index and fills the distributor's lookup caches. What a burst of new objects costs.

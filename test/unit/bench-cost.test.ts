@@ -2,7 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countsSince, instrument, itemSize, newCounts, recordInvocation, snapshotCounts } from '../../bench/accounting.ts';
-import { costPerMillion, LAMBDA_MB_PER_VCPU, PRICES } from '../../bench/cost.ts';
+import { costPerMillion, endpointWaitPer100MsPerMillion, LAMBDA_MB_PER_VCPU, PRICES } from '../../bench/cost.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
@@ -60,6 +60,17 @@ describe('benchmark cost model', () => {
     const gbSeconds = (2_000 + 500 * (LAMBDA_MB_PER_VCPU / FUNCTION_MEMORY_MB - 1)) * 0.5;
     expect(cost.lambda).toBeCloseTo(0.02 + gbSeconds * PRICES.lambdaArmPerGbSecond, 3);
     expect(cost.lambda).toBeGreaterThan(costPerMillion(counts, 1_000_000, 0, 0).lambda);
+  });
+});
+
+describe("what a subscriber's answer time adds", () => {
+  it("prices 100 ms of every POST at the functions' memory, per million delivered events", () => {
+    // One POST per 10 events at 512 MB: 0.1 s × 0.5 GB × $0.0000133334 per 10 events.
+    expect(endpointWaitPer100MsPerMillion(100_000, 1_000_000)).toBeCloseTo(
+      (0.1 * (FUNCTION_MEMORY_MB / 1024) * PRICES.lambdaArmPerGbSecond * 1e6) / 10,
+      3,
+    );
+    expect(endpointWaitPer100MsPerMillion(0, 1_000)).toBe(0);
   });
 });
 
