@@ -12,7 +12,7 @@ import dynalite from 'dynalite';
 import { startFauxqs } from 'fauxqs';
 import type { ClientOptions } from '../functions/adapters/aws.ts';
 import type { QueueDefinition } from '../functions/definitions/queues.ts';
-import { QUEUES } from '../functions/definitions/queues.ts';
+import { QUEUES, SQS_MAX_MESSAGE_BYTES } from '../functions/definitions/queues.ts';
 import type { TableDefinition } from '../functions/definitions/tables.ts';
 import { TABLES } from '../functions/definitions/tables.ts';
 import { keepDynaliteParses } from './dynalite-parses.ts';
@@ -167,7 +167,11 @@ export async function createQueues(client: SQSClient): Promise<Record<string, Sa
     const dlq = await client.send(
       new CreateQueueCommand({
         QueueName: `${base}-dlq${suffix}`,
-        Attributes: { ...fifo, MessageRetentionPeriod: String(definition.retentionSeconds) },
+        Attributes: {
+          ...fifo,
+          MessageRetentionPeriod: String(definition.retentionSeconds),
+          MaximumMessageSize: String(SQS_MAX_MESSAGE_BYTES),
+        },
       }),
     );
     const dlqUrl = dlq.QueueUrl as string;
@@ -179,6 +183,7 @@ export async function createQueues(client: SQSClient): Promise<Record<string, Sa
           ...fifo,
           VisibilityTimeout: String(definition.visibilityTimeoutSeconds),
           MessageRetentionPeriod: String(definition.retentionSeconds),
+          MaximumMessageSize: String(SQS_MAX_MESSAGE_BYTES),
           RedrivePolicy: JSON.stringify({ deadLetterTargetArn: Attributes?.QueueArn, maxReceiveCount: definition.maxReceiveCount }),
         },
       }),

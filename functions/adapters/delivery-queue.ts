@@ -1,7 +1,7 @@
 /** The standard "deliver" queue. MessageGroupId = tenant, for SQS fair queues. */
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { DeliverQueueMessage, DeliveryMessage } from '../core/model.ts';
-import { SendBatcher } from './send-batcher.ts';
+import { SendBatcher, sqsMessageBody } from './send-batcher.ts';
 
 /** Reads a deliver-queue message; throws on one that is malformed (it then goes to the dead-letter queue). */
 export function parseDeliverQueueMessage(body: string): DeliverQueueMessage {
@@ -37,7 +37,7 @@ export class DeliveryQueue {
   async send(messages: readonly DeliverQueueMessage[], delaySeconds = 0): Promise<void> {
     await this.#batcher.send(
       messages.map((message) => ({
-        MessageBody: JSON.stringify(message),
+        MessageBody: sqsMessageBody(message),
         MessageGroupId: message.tenantId,
         ...(delaySeconds > 0 && { DelaySeconds: delaySeconds }),
       })),

@@ -3,7 +3,7 @@ import type { SQSClient } from '@aws-sdk/client-sqs';
 import { objectGroupId } from '../core/keys.ts';
 import type { ObjectKey } from '../core/model.ts';
 import type { QuietSnapshot } from './queue-store.ts';
-import { SendBatcher } from './send-batcher.ts';
+import { SendBatcher, sqsMessageBody } from './send-batcher.ts';
 
 export interface DoorbellMessage {
   readonly tenant: string;
@@ -69,7 +69,7 @@ export class Doorbell {
     };
     await this.#batcher.send([
       {
-        MessageBody: JSON.stringify(body),
+        MessageBody: sqsMessageBody(body),
         MessageGroupId: group,
         MessageDeduplicationId: `${group.slice(0, 64)}:${token}`.slice(0, 128),
       },

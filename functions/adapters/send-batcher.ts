@@ -13,6 +13,17 @@ const MAX_SEND_ATTEMPTS = 5;
 
 export type BatchEntry = Omit<SendMessageBatchRequestEntry, 'Id'>;
 
+/**
+ * A message body as JSON with every character past ASCII escaped (`\uXXXX`). SQS
+ * refuses a message holding a character outside its XML set (U+FFFE and U+FFFF, which
+ * JSON.stringify leaves as they are, and which an accepted event may carry): the
+ * object's doorbell or delivery would then fail on every try, and its queue with it.
+ * JSON.parse reads the escapes back, so subscribers get the characters sent.
+ */
+export function sqsMessageBody(message: unknown): string {
+  return JSON.stringify(message).replace(/[\u007f-\uffff]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 interface Pending {
   readonly entry: BatchEntry;
   readonly bytes: number;

@@ -27,6 +27,14 @@ export interface QueueDefinition {
 const FOURTEEN_DAYS = 14 * 24 * 3600;
 
 /**
+ * SQS's largest message (1 MiB), set on every queue rather than left to the default,
+ * which queues made before SQS raised it kept at 256 KiB. A delivery holds at most
+ * 256 KiB of events; its message body, written in ASCII (send-batcher.ts
+ * `sqsMessageBody`), can be up to three times that.
+ */
+export const SQS_MAX_MESSAGE_BYTES = 1_048_576;
+
+/**
  * The doorbells: one message group per object, so one distributor at a time per
  * object. Ingest rings only on idle → scheduled, so a group holds one or two messages.
  */

@@ -2,7 +2,7 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { DeduplicationScope, FifoThroughputLimit, Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import type { QueueDefinition } from '../../functions/definitions/queues.ts';
+import { type QueueDefinition, SQS_MAX_MESSAGE_BYTES } from '../../functions/definitions/queues.ts';
 
 export class QueueWithDeadLetters extends Construct {
   readonly queue: Queue;
@@ -15,6 +15,7 @@ export class QueueWithDeadLetters extends Construct {
       enforceSSL: true,
       encryption: QueueEncryption.SQS_MANAGED,
       retentionPeriod: Duration.seconds(definition.retentionSeconds),
+      maxMessageSizeBytes: SQS_MAX_MESSAGE_BYTES,
       // Queues hold only messages in flight; the tables hold the data.
       removalPolicy: RemovalPolicy.DESTROY,
     };

@@ -13,7 +13,7 @@ import { buildConfig } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
+import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, SQS_MAX_MESSAGE_BYTES } from '../../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../../functions/definitions/tables.ts';
 import { Sluice } from '../../lib/sluice.ts';
 import { SluiceStack } from '../../lib/sluice-stack.ts';
@@ -74,6 +74,12 @@ describe('queues', () => {
       VisibilityTimeout: DELIVER_QUEUE.visibilityTimeoutSeconds,
       RedrivePolicy: { maxReceiveCount: DELIVER_QUEUE.maxReceiveCount },
     });
+  });
+
+  it("takes SQS's largest messages on every queue (a delivery's ASCII-escaped body can pass 256 KiB)", () => {
+    const queues = Object.values(template.findResources('AWS::SQS::Queue'));
+    expect(queues).toHaveLength(4);
+    for (const queue of queues) expect(queue.Properties.MaximumMessageSize).toBe(SQS_MAX_MESSAGE_BYTES);
   });
 
   it('encrypts every queue and refuses non-TLS access', () => {

@@ -51,6 +51,27 @@ describe('publish to delivery', () => {
     });
   });
 
+  it('delivers event data SQS could not carry as it is (U+FFFE, U+FFFF, emoji), exactly as sent', async () => {
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'odd:1', url: `${receiver.url}/odd` });
+    const data = { nonchars: '\uFFFE\uFFFF', emoji: 'ship it 🚀', accents: 'é中' };
+    // Once kept on the meta item (a quiet object's doorbell carries it), once in a slot item.
+    const published = await publish(sandbox, tenant.key, [{ resource: 'odd:1', type: 'a.b', data }]);
+    expect(published.body.events[0].status).toBe('accepted');
+    await publish(sandbox, tenant.key, [
+      { resource: 'odd:1', type: 'a.b', data: { n: 2, ...data } },
+      { resource: 'odd:1', type: 'a.b', data: { n: 3, ...data } },
+    ]);
+    await receiver.waitFor(() => receiver.events('/odd').filter((e) => e.type === 'a.b').length === 3, 10_000);
+    const delivered = receiver.deliveries('/odd').filter((d) => d.json.events.some((e) => e.type === 'a.b'));
+    for (const delivery of delivered) verifyDelivery(hook.secret, delivery);
+    expect(
+      receiver
+        .events('/odd')
+        .filter((e) => e.type === 'a.b')
+        .map((e) => e.data),
+    ).toEqual([data, { n: 2, ...data }, { n: 3, ...data }]);
+  });
+
   it('verifies the endpoint with a signed webhook.ping before storing the webhook', async () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'task:ping', url: `${receiver.url}/ping-check` });
     const [ping] = receiver.received.filter((d) => d.path === '/ping-check');
