@@ -8,7 +8,13 @@
  * the visibility timeout, as with Lambda.
  */
 import { randomUUID } from 'node:crypto';
-import { DeleteMessageBatchCommand, type Message, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import {
+  DeleteMessageBatchCommand,
+  type Message,
+  ReceiveMessageCommand,
+  type ReceiveMessageCommandOutput,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import type { FunctionName } from '../functions/definitions/alarms.ts';
@@ -66,6 +72,8 @@ export class Poller {
   #loops: Promise<void>[] = [];
   readonly #stopping = new AbortController();
   readonly #invocations = new Set<Promise<void>>();
+  /** Loops whose receive is under way: each holds a slot for the batch it may bring. */
+  #receiving = 0;
   #waiting: Array<() => void> = [];
 
   constructor(options: PollerOptions) {
@@ -89,11 +97,20 @@ export class Poller {
     await Promise.all(this.#invocations);
   }
 
-  /** Waits until an invocation may start (fewer than the concurrency are running). */
-  async #freeSlot(): Promise<void> {
-    while (this.#running && this.#invocations.size >= this.#concurrency) {
+  /**
+   * Waits until an invocation may start, and takes its slot for the receive that may
+   * bring its batch (false when stopping): fewer than the concurrency are running or
+   * receiving. The slot is taken in the same turn as the check, so two loops' batches
+   * cannot both start when one slot was free, which the mapping's MaximumConcurrency
+   * would not allow.
+   */
+  async #takeSlot(): Promise<boolean> {
+    while (this.#running && this.#invocations.size + this.#receiving >= this.#concurrency) {
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
     }
+    if (!this.#running) return false;
+    this.#receiving++;
+    return true;
   }
 
   #wake(): void {
@@ -106,17 +123,23 @@ export class Poller {
     const { client, queue, logger, functionName } = this.#options;
     while (this.#running) {
       try {
-        await this.#freeSlot();
-        if (!this.#running) return;
-        const received = await client.send(
-          new ReceiveMessageCommand({
-            QueueUrl: queue.url,
-            MaxNumberOfMessages: queue.definition.batchSize,
-            WaitTimeSeconds: LONG_POLL_SECONDS,
-            MessageSystemAttributeNames: ['All'],
-          }),
-          { abortSignal: this.#stopping.signal },
-        );
+        if (!(await this.#takeSlot())) return;
+        let received: ReceiveMessageCommandOutput;
+        try {
+          received = await client.send(
+            new ReceiveMessageCommand({
+              QueueUrl: queue.url,
+              MaxNumberOfMessages: queue.definition.batchSize,
+              WaitTimeSeconds: LONG_POLL_SECONDS,
+              MessageSystemAttributeNames: ['All'],
+            }),
+            { abortSignal: this.#stopping.signal },
+          );
+        } finally {
+          // The slot passes to the invocation started below, in this same turn, or is freed.
+          this.#receiving--;
+          this.#wake();
+        }
         const messages = received.Messages ?? [];
         const now = Date.now();
         const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
