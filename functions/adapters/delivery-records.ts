@@ -358,7 +358,9 @@ export class DeliveryRecords {
         ConsistentRead: true,
       }),
     );
-    return (result.Items ?? [])
+    const items = await Promise.all((result.Items ?? []).map((item) => (item.since === undefined ? this.#stampSince(item, now) : item)));
+    return items
+      .flatMap((item) => (item ? [item] : []))
       .map((item) => {
         const key = String(item.sk);
         const at = key.indexOf('#');
@@ -368,27 +370,51 @@ export class DeliveryRecords {
           resource: key.slice(at + 1),
           dropped: Number(item.dropped ?? 0),
           sent: Number(item.sent ?? 0),
-          // Counts begun before these were kept: since 0, and stamped when read.
-          since: Number(item.since ?? 0),
-          lastAt: Number(item.last_at ?? now),
+          since: Number(item.since),
+          // A count kept by an earlier version has no time of its last event: its stamp stands in.
+          lastAt: Number(item.last_at ?? item.since),
         };
       })
       .filter((count) => count.dropped > count.sent);
   }
 
   /**
+   * A count kept by an earlier version has no `since`, which tells one count from another
+   * begun after it was cleared: it is given one when first read, the same for every reader
+   * (if_not_exists), and read back. Undefined when the count is gone meanwhile.
+   */
+  async #stampSince(item: Record<string, unknown>, now: number): Promise<Record<string, unknown> | undefined> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: item.pk, sk: item.sk },
+          UpdateExpression: 'SET #since = if_not_exists(#since, :now)',
+          // Never on a count that is gone (the update would create it).
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names('since', 'pk'),
+          ExpressionAttributeValues: { ':now': now },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /**
    * The marker owed for a count was sent: the count is cleared if it is still as read,
    * and true is answered. A count that grew meanwhile keeps the events counted since:
    * it notes what the sent marker stands for, and answers false (a marker is owed for
-   * the rest). `readAt` is when the count was read (see `owedGaps`).
+   * the rest).
    */
-  async gapSent(webhookId: string, count: OverflowCount, readAt: number): Promise<boolean> {
+  async gapSent(webhookId: string, count: OverflowCount): Promise<boolean> {
     const key = { pk: overflowPk(webhookId), sk: count.key };
-    // The same count (since) as read: one begun again after a clear is another's. A count
-    // kept by an earlier version has no `since` until an event is counted on it: one
-    // stamped after the read is that same count, grown.
-    const sameCount = count.since === 0 ? '(attribute_not_exists(#since) OR #since >= :readAt)' : '#since = :since';
-    const since = count.since === 0 ? { ':readAt': readAt } : { ':since': count.since };
+    // The same count (since) as read: one begun again after a clear is another's.
+    const sameCount = '#since = :since';
+    const since = { ':since': count.since };
     const cleared = await applied(
       this.#client.send(
         new DeleteCommand({

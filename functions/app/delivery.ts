@@ -700,7 +700,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     // tell by its webhook-id, never none.
     await deps.queue.send([...owed, ...(lost ? [lost] : [])].map((count) => gapMarkerDelivery(webhook, count)));
     if (lost) await deps.webhooks.heldLostSent(webhook.tenantId, webhook.id, lost.dropped);
-    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count, now)));
+    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
     if (cleared.includes(false)) {
       // A count grew while its marker was out: the next step sends a marker for the rest.
       await deps.queue.send([{ ...message, emptySince: undefined }], 1);

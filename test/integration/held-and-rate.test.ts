@@ -574,6 +574,32 @@ describe('the gap markers owed for counted events', () => {
   }
 });
 
+describe('an overflow count kept by an earlier version (no since)', () => {
+  it('is stamped when first read, the same for every reader, so two steps that read it cannot take a count begun after it was cleared for it', async () => {
+    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    for (const [hook, old, later] of [
+      ['wh_legacy0000000000001', 5, 2],
+      // A new count as large as the old one: the second step's clear must not take it either.
+      ['wh_legacy0000000000002', 1, 1],
+    ] as const) {
+      const item = { pk: `overflow#${hook}`, sk: 'switch_drop#r:1', dropped: old, expires_at: Math.floor(Date.now() / 1000) + 86_400 };
+      await sandbox.wiring.dynamo.send(new PutCommand({ TableName: sandbox.wiring.controlTable, Item: item }));
+      // Two release steps at once (an SQS duplicate, or a replaced chain's step) read it.
+      const [first] = await records.owedGaps(hook, Date.now());
+      const [second] = await records.owedGaps(hook, Date.now() + 1);
+      expect(first?.since).toBeGreaterThan(0);
+      expect(second).toEqual(first);
+      // The first sends its marker and clears the count; then events are counted again (a stale switch cache).
+      expect(await records.gapSent(hook, first as NonNullable<typeof first>)).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await records.countOverflow(hook, 'r:1', later, Date.now(), 'switch_drop');
+      // The second step's marker stood for the old count only: the new count still owes its own.
+      expect(await records.gapSent(hook, second as NonNullable<typeof second>)).toBe(false);
+      expect(await records.owedGaps(hook, Date.now())).toMatchObject([{ dropped: later, sent: 0 }]);
+    }
+  });
+});
+
 describe('a held delivery the endpoint always refuses', () => {
   it('uses up its retries in the releases and is dead-lettered, and what was held behind it goes out', async () => {
     const tenant = await createTenant(sandbox, 'poison');
