@@ -15,6 +15,7 @@ import {
 } from '@aws-sdk/client-api-gateway';
 import { ApiError } from '../core/errors.ts';
 import type { Tenant } from '../core/model.ts';
+import { type LoggerPort, NO_LOGS } from '../core/telemetry.ts';
 import { type Bucket, take } from '../core/token-bucket.ts';
 
 export interface UsagePlans {
@@ -41,15 +42,23 @@ function quotaError(error: unknown): unknown {
   return error;
 }
 
+/** Tries of a removal, and the first wait between them (doubling): API Gateway's throttle on these calls outlasts the SDK's own retries. */
+const REMOVE_ATTEMPTS = 4;
+const REMOVE_FIRST_WAIT_MS = 1_000;
+
 export class ApiGatewayUsagePlans implements UsagePlans {
   readonly #client: APIGatewayClient;
   readonly #restApiId: string;
   readonly #stage: string;
+  readonly #logger: LoggerPort;
+  readonly #firstWaitMs: number;
 
-  constructor(options: { client: APIGatewayClient; restApiId: string; stage: string }) {
+  constructor(options: { client: APIGatewayClient; restApiId: string; stage: string; logger?: LoggerPort; removeFirstWaitMs?: number }) {
     this.#client = options.client;
     this.#restApiId = options.restApiId;
     this.#stage = options.stage;
+    this.#logger = options.logger ?? NO_LOGS;
+    this.#firstWaitMs = options.removeFirstWaitMs ?? REMOVE_FIRST_WAIT_MS;
   }
 
   async provision(tenant: Tenant): Promise<Record<string, string>> {
@@ -76,21 +85,52 @@ export class ApiGatewayUsagePlans implements UsagePlans {
     }
   }
 
+  /**
+   * Removes a tenant's throttle. A removal usually follows a throttled creation, so it
+   * is tried again while API Gateway throttles it, going on from the step it reached;
+   * what is still left is named in an error log for an operator to delete (a plan or key
+   * left behind counts against the region's quota, and nothing else records it).
+   */
   async remove(provisioning: Record<string, string>): Promise<void> {
+    const done = new Set<string>();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#removeRest(provisioning, done);
+        return;
+      } catch (error) {
+        const throttled = error instanceof Error && error.name === 'TooManyRequestsException';
+        if (!throttled || attempt === REMOVE_ATTEMPTS) {
+          const left = Object.fromEntries(Object.entries(provisioning).filter(([step]) => !done.has(step)));
+          this.#logger.error('Usage plan or API key left behind after a failed tenant creation; delete it', { ...left, error });
+          throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, this.#firstWaitMs * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  async #removeRest(provisioning: Record<string, string>, done: Set<string>): Promise<void> {
     try {
-      if (provisioning.usagePlanId) {
-        // API Gateway refuses to delete a usage plan that still has an API stage.
-        await this.#client.send(
-          new UpdateUsagePlanCommand({
-            usagePlanId: provisioning.usagePlanId,
-            patchOperations: [{ op: 'remove', path: '/apiStages', value: `${this.#restApiId}:${this.#stage}` }],
-          }),
-        );
+      if (provisioning.usagePlanId && !done.has('usagePlanId')) {
+        if (!done.has('apiStage')) {
+          // API Gateway refuses to delete a usage plan that still has an API stage.
+          await this.#client.send(
+            new UpdateUsagePlanCommand({
+              usagePlanId: provisioning.usagePlanId,
+              patchOperations: [{ op: 'remove', path: '/apiStages', value: `${this.#restApiId}:${this.#stage}` }],
+            }),
+          );
+          done.add('apiStage');
+        }
         await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId }));
+        done.add('usagePlanId');
       }
     } finally {
       // The key goes even when its plan would not: a key left behind counts against the quota too.
-      if (provisioning.apiKeyId) await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId }));
+      if (provisioning.apiKeyId && !done.has('apiKeyId')) {
+        await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId }));
+        done.add('apiKeyId');
+      }
     }
   }
 }

@@ -34,7 +34,12 @@ const services = apiServices(
     metrics: metricsPort(metrics),
     logger: loggerPort(logger),
   },
-  new ApiGatewayUsagePlans({ client: new APIGatewayClient({}), restApiId: requireEnv(ENV.restApiId), stage: requireEnv(ENV.apiStage) }),
+  new ApiGatewayUsagePlans({
+    client: new APIGatewayClient({}),
+    restApiId: requireEnv(ENV.restApiId),
+    stage: requireEnv(ENV.apiStage),
+    logger: loggerPort(logger),
+  }),
   new SnsNotifier({ client: new SNSClient({}), topicArn: requireEnv(ENV.webhookDisabledTopicArn) }),
 );
 

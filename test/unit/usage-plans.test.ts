@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiGatewayUsagePlans } from '../../functions/adapters/usage-plans.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { ApiError } from '../../functions/core/errors.ts';
+import { type LoggerPort, NO_LOGS } from '../../functions/core/telemetry.ts';
 
 let server: http.Server;
 let endpoint: string;
@@ -17,6 +18,8 @@ const calls: string[] = [];
 let usagePlanAnswer: { status: number; type?: string } = { status: 201 };
 let stageAttached = true;
 let patches: unknown[] = [];
+/** How many of the next requests of a kind ('PATCH', 'DELETE') API Gateway throttles. */
+const throttleNext: Record<string, number> = {};
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
@@ -29,6 +32,10 @@ beforeAll(async () => {
       if (req.method === 'PATCH') patches.push(...(JSON.parse(body) as { patchOperations: unknown[] }).patchOperations);
       const json = (status: number, body: unknown, type?: string) =>
         res.writeHead(status, { 'content-type': 'application/json', ...(type && { 'x-amzn-errortype': type }) }).end(JSON.stringify(body));
+      if ((throttleNext[req.method ?? ''] ?? 0) > 0) {
+        throttleNext[req.method ?? ''] = (throttleNext[req.method ?? ''] ?? 0) - 1;
+        return json(429, { message: 'Too Many Requests' }, 'TooManyRequestsException');
+      }
       if (req.method === 'POST' && req.url === '/apikeys') return json(201, { id: 'key123' });
       if (req.method === 'POST' && req.url === '/usageplans') {
         return usagePlanAnswer.type
@@ -58,14 +65,14 @@ beforeAll(async () => {
 
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-function plans() {
+function plans(logger?: LoggerPort) {
   const client = new APIGatewayClient({
     endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
     maxAttempts: 1,
   });
-  return new ApiGatewayUsagePlans({ client, restApiId: 'api123', stage: 'live' });
+  return new ApiGatewayUsagePlans({ client, restApiId: 'api123', stage: 'live', logger, removeFirstWaitMs: 5 });
 }
 
 const tenant = {
@@ -104,6 +111,29 @@ describe('API Gateway usage plans', () => {
 
     expect(calls).toEqual(['PATCH /usageplans/plan123', 'DELETE /usageplans/plan123', 'DELETE /apikeys/key123']);
     expect(patches).toEqual([{ op: 'remove', path: '/apiStages', value: 'api123:live' }]);
+  });
+
+  it('goes on removing while API Gateway throttles it, from the step it reached, and names what it could not remove', async () => {
+    stageAttached = true;
+    calls.length = 0;
+    // The stage comes off; deleting the plan is throttled twice, then goes through.
+    throttleNext.DELETE = 2;
+    await plans().remove({ apiKeyId: 'key123', usagePlanId: 'plan123' });
+    expect(calls.filter((c) => c === 'PATCH /usageplans/plan123')).toHaveLength(1);
+    expect(calls.at(-2)).toBe('DELETE /usageplans/plan123');
+    expect(calls.at(-1)).toBe('DELETE /apikeys/key123');
+
+    // Throttled every time: the plan is left, and the log says which, for an operator to delete.
+    stageAttached = true;
+    throttleNext.PATCH = 99;
+    const logged: Array<Record<string, unknown> | undefined> = [];
+    const logger = { ...NO_LOGS, error: (_: string, fields?: Record<string, unknown>) => void logged.push(fields) };
+    await expect(plans(logger).remove({ apiKeyId: 'key123', usagePlanId: 'plan123' })).rejects.toMatchObject({
+      name: 'TooManyRequestsException',
+    });
+    throttleNext.PATCH = 0;
+    expect(logged).toEqual([expect.objectContaining({ usagePlanId: 'plan123' })]);
+    expect(logged[0]).not.toHaveProperty('apiKeyId');
   });
 
   it("answers API Gateway's throttle on these calls as rate_limited (429) with a Retry-After", async () => {
