@@ -16,7 +16,7 @@ import type { SluiceConfig } from '../core/config.ts';
 import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import type { QueueMeta } from '../core/turn.ts';
+import { type QueueMeta, reringsDue } from '../core/turn.ts';
 
 export interface ReconcilerDeps {
   readonly queues: QueueStore;
@@ -100,9 +100,15 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     // A paused object waits on purpose: lifting the switch rings it.
     if (isStuck(meta, now, config.stuckAfterMs) && actionForObject(switches, key.tenantId, key.resource) !== 'pause') {
       // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
-      // goes idle), so ringing when unsure is safe. The token collapses repeated
-      // sweeps within one stuck period into one message.
-      await deps.doorbell.ring(key, `r${Math.floor(now / config.stuckAfterMs)}`);
+      // goes idle), so ringing when unsure is safe; but not once a sweep. A ring falls
+      // due at growing spacings (reringsDue), looked for over half again a sweep's
+      // interval (a late sweep still finds it); its token collapses the sweeps that
+      // find the same one into one message.
+      const lastSign = Math.max(meta.scheduledAt ?? 0, meta.turnAt ?? 0);
+      const due = reringsDue(now - lastSign, config.stuckAfterMs);
+      const lookback = 1.5 * config.reconcileIntervalSeconds * 1000;
+      if (due === reringsDue(now - lastSign - lookback, config.stuckAfterMs)) continue;
+      await deps.doorbell.ring(key, `r${lastSign}.${due}`);
       rerung++;
       logger.warn('Re-rang a stuck object', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
     }

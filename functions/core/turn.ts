@@ -205,3 +205,18 @@ export function snapshotHoldMs(inline: Pick<PendingItem, 'id' | 'reservedAt'> | 
   if (!inline || inline.id === ownSnapshotId) return 0;
   return Math.max(0, inline.reservedAt + SNAPSHOT_TRUST_MS + CLOCK_SKEW_MS - now);
 }
+
+/** The longest wait between re-rings of one stuck object. */
+const MAX_RERING_SPACING_MS = 3_600_000;
+
+/**
+ * How many re-rings are due for an object stuck this long: at `stuckAfterMs` × 1, 2,
+ * 4, 8… and then hourly. A doorbell that only waits in a backlogged distribute queue
+ * (not lost) then gains a few copies in its group, not one per sweep for as long as the
+ * backlog lasts (SPEC §2: a group holds one or two messages).
+ */
+export function reringsDue(stuckForMs: number, stuckAfterMs: number): number {
+  let due = 0;
+  for (let at = stuckAfterMs; at <= stuckForMs; at += Math.min(at, MAX_RERING_SPACING_MS)) due++;
+  return due;
+}

@@ -5,6 +5,7 @@ import {
   type PendingItem,
   planChunk,
   quietTurnAllowed,
+  reringsDue,
   SNAPSHOT_TRUST_MS,
   snapshotHoldMs,
   snapshotTrusted,
@@ -159,5 +160,17 @@ describe('quiet snapshots and drop turns', () => {
     // The turn of the doorbell that carried the snapshot may drop it at once.
     expect(snapshotHoldMs(kept, NOW, 'evt_1')).toBe(0);
     expect(snapshotHoldMs(kept, NOW, 'evt_2')).toBeGreaterThan(0);
+  });
+});
+
+describe('re-rings of a stuck object', () => {
+  it('fall due at the stuck time × 1, 2, 4, 8…, then hourly', () => {
+    const stuck = 90_000;
+    const due = (seconds: number) => reringsDue(seconds * 1000, stuck);
+    expect([due(89), due(90), due(179), due(180), due(360), due(720), due(2_880), due(5_759)]).toEqual([0, 1, 1, 2, 3, 4, 6, 6]);
+    // 90 s doubled reaches 96 minutes; the next spacing would pass an hour: then one an hour.
+    expect(due(5_760)).toBe(7);
+    expect(due(5_760 + 3_599)).toBe(7);
+    expect(due(5_760 + 3_600)).toBe(8);
   });
 });
