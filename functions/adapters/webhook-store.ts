@@ -13,7 +13,7 @@ import {
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
-import { applied, isConditionFailure, names, queryPages } from './dynamo.ts';
+import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
@@ -125,33 +125,55 @@ export class WebhookStore {
 
   /** Stores a new webhook (its place already reserved). */
   async put(webhook: Webhook): Promise<void> {
-    await this.#client.send(
-      new PutCommand({
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: tenantPk(webhook.tenantId),
+            sk: webhookSk(webhook.id),
+            gsi1pk: resourceKey(webhook.tenantId, webhook.resource),
+            gsi1sk: webhook.id,
+            id: webhook.id,
+            tenant_id: webhook.tenantId,
+            resource: webhook.resource,
+            url: webhook.url,
+            types: [...webhook.types],
+            description: webhook.description,
+            status: webhook.status,
+            secrets: [...webhook.secrets],
+            health: fromHealth(webhook.health),
+            health_version: 0,
+            held_count: 0,
+            created_at: webhook.createdAt,
+            updated_at: webhook.updatedAt,
+          },
+          // Never over another webhook that has the same id.
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      // Refused on a retry: the first try may have stored this very webhook, its answer
+      // lost. If the stored one has our secret it is ours, and the caller, told it
+      // failed, would neither have the secret it signs with nor keep its place.
+      if (!refusedOnRetry(error) || (await this.#storedSecret(webhook)) !== webhook.secrets[0]) throw error;
+    }
+    await this.#bump(webhook.tenantId);
+  }
+
+  /** The first secret of the webhook stored under this one's id, if any. */
+  async #storedSecret(webhook: Webhook): Promise<string | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({
         TableName: this.#table,
-        Item: {
-          pk: tenantPk(webhook.tenantId),
-          sk: webhookSk(webhook.id),
-          gsi1pk: resourceKey(webhook.tenantId, webhook.resource),
-          gsi1sk: webhook.id,
-          id: webhook.id,
-          tenant_id: webhook.tenantId,
-          resource: webhook.resource,
-          url: webhook.url,
-          types: [...webhook.types],
-          description: webhook.description,
-          status: webhook.status,
-          secrets: [...webhook.secrets],
-          health: fromHealth(webhook.health),
-          health_version: 0,
-          held_count: 0,
-          created_at: webhook.createdAt,
-          updated_at: webhook.updatedAt,
-        },
-        ConditionExpression: 'attribute_not_exists(#pk)',
-        ExpressionAttributeNames: names('pk'),
+        Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+        ConsistentRead: true,
+        ProjectionExpression: '#secrets',
+        ExpressionAttributeNames: names('secrets'),
       }),
     );
-    await this.#bump(webhook.tenantId);
+    return (result.Item?.secrets as string[] | undefined)?.[0];
   }
 
   /** A conditional update of one webhook's item: whether its condition let it apply. */
