@@ -2,6 +2,7 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
+import { randomBytes } from 'node:crypto';
 import {
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -19,6 +20,8 @@ import { bumpSubscriptions } from './subscription-cache.ts';
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
 const TENANT_SK = 'tenant';
 const webhookSk = (id: string) => `webhook#${id}`;
+/** A count write's own token (see WebhookStore #count). */
+const newCountToken = () => randomBytes(9).toString('base64url');
 const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
 export const BY_RESOURCE_INDEX = 'by_resource';
 
@@ -100,27 +103,14 @@ export class WebhookStore {
    * caller that then fails to store its webhook gives the place back.
    */
   async reservePlace(tenantId: string, maxWebhooks: number): Promise<void> {
-    try {
-      await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-          UpdateExpression: 'ADD #webhook_count :one',
-          ConditionExpression: 'attribute_exists(#pk) AND #webhook_count < :max',
-          ExpressionAttributeNames: names('webhook_count', 'pk'),
-          ExpressionAttributeValues: { ':one': 1, ':max': maxWebhooks },
-        }),
-      );
-    } catch (error) {
-      if (isConditionFailure(error)) {
-        throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
-      }
-      throw error;
+    if (!(await this.#count(tenantId, 1, newCountToken(), maxWebhooks))) {
+      throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
     }
   }
 
+  /** Gives back a place reserved for a webhook that was not stored. */
   async releasePlace(tenantId: string): Promise<void> {
-    await this.#adjustCount(tenantId, -1);
+    await this.#count(tenantId, -1, newCountToken());
   }
 
   /** Stores a new webhook (its place already reserved). */
@@ -295,6 +285,7 @@ export class WebhookStore {
         new DeleteCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          // Of concurrent deletes, one gives the place back.
           ConditionExpression: 'attribute_exists(#pk)',
           ExpressionAttributeNames: names('pk'),
         }),
@@ -304,21 +295,56 @@ export class WebhookStore {
       throw error;
     }
     await this.#bump(tenantId);
-    await this.#adjustCount(tenantId, -1);
+    await this.#count(tenantId, -1, `deleted:${id}`);
     return true;
   }
 
-  async #adjustCount(tenantId: string, delta: number): Promise<void> {
-    await this.#client.send(
-      new UpdateCommand({
+  /**
+   * Adds `delta` to the tenant's webhook count; false when `max` (for a +1) refused it.
+   * The write leaves its `token` on the tenant item and is refused when that token is
+   * already there: should the SDK try it again after a first try that applied but whose
+   * answer was lost, the second try is refused (the place not counted twice) and the
+   * token, read back, tells that the refusal was of our own write, which applied (the
+   * place not refused, or given back, wrongly). Only the last count write's token is
+   * kept: one of another request landing between our lost answer and the read back
+   * hides ours (as rare as a concurrent create or delete of the same tenant within the
+   * SDK's retry delay), and the call then fails as refused.
+   */
+  async #count(tenantId: string, delta: 1 | -1, token: string, max?: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          UpdateExpression: 'SET #count_token = :token ADD #webhook_count :delta',
+          // Within the cap after a +1, so concurrent creates cannot overshoot it.
+          ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#count_token) OR #count_token <> :token)${
+            max === undefined ? '' : ' AND #webhook_count < :max'
+          }`,
+          ExpressionAttributeNames: names('webhook_count', 'count_token', 'pk'),
+          ExpressionAttributeValues: { ':delta': delta, ':token': token, ...(max !== undefined && { ':max': max }) },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (refusedOnRetry(error) && (await this.#countToken(tenantId)) === token) return true;
+      if (isConditionFailure(error) && max !== undefined) return false;
+      throw error;
+    }
+  }
+
+  /** The token of the last write to the tenant's webhook count. */
+  async #countToken(tenantId: string): Promise<string | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-        UpdateExpression: 'ADD #webhook_count :delta',
-        ConditionExpression: 'attribute_exists(#pk)',
-        ExpressionAttributeNames: names('webhook_count', 'pk'),
-        ExpressionAttributeValues: { ':delta': delta },
+        ConsistentRead: true,
+        ProjectionExpression: '#count_token',
+        ExpressionAttributeNames: names('count_token'),
       }),
     );
+    return result.Item?.count_token as string | undefined;
   }
 
   /**

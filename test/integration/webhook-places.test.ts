@@ -56,6 +56,7 @@ afterAll(async () => {
 });
 
 const isWebhookPut = (input: string) => input.includes('"Item"') && input.includes('webhook#');
+const isCountWrite = (delta: number) => (input: string) => input.includes('#webhook_count') && input.includes(`{"N":"${delta}"}`);
 
 /** A tenant with `maxWebhooks` places, its item written as TenantStore writes it. */
 async function tenant(maxWebhooks: number): Promise<Tenant> {
@@ -117,5 +118,40 @@ describe('a webhook write whose answer was lost', () => {
     await expect(webhooks.put({ ...hook, secrets: ['whsec_second'] })).rejects.toMatchObject({ name: 'ConditionalCheckFailedException' });
     losing = undefined;
     expect((await webhooks.get(t.id, hook.id))?.secrets).toEqual(['whsec_first']);
+  });
+});
+
+describe('a count write whose answer was lost', () => {
+  it('takes the last place when its reserve was tried again', async () => {
+    const t = await tenant(2);
+    const { service: webhooksApi } = service(t);
+    await webhooksApi.create(t.id, input(1));
+    losing = isCountWrite(1);
+    await webhooksApi.create(t.id, input(2));
+    losing = undefined;
+    expect(await webhookCount(t.id)).toBe(2);
+    await expect(webhooksApi.create(t.id, input(3))).rejects.toMatchObject({ code: 'limit_exceeded' });
+  });
+
+  it('gives a place back once when its release was tried again', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: refused } = service(t, 500);
+    // One webhook stored in its place, then a create whose endpoint refuses the ping.
+    await webhooks.reservePlace(t.id, 2);
+    await webhooks.put(webhookFixture({ id: 'wh_0kept', tenantId: t.id }));
+    losing = isCountWrite(-1);
+    await expect(refused.create(t.id, input(1))).rejects.toMatchObject({ code: 'endpoint_verification_failed' });
+    losing = undefined;
+    expect(await webhookCount(t.id)).toBe(1);
+  });
+
+  it('gives a deleted webhook’s place back once when its −1 was tried again', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: webhooksApi } = service(t);
+    const [first] = await Promise.all([webhooksApi.create(t.id, input(1)), webhooksApi.create(t.id, input(2))]);
+    losing = isCountWrite(-1);
+    expect(await webhooks.delete(t.id, first?.id as string)).toBe(true);
+    losing = undefined;
+    expect(await webhookCount(t.id)).toBe(1);
   });
 });
