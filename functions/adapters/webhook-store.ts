@@ -291,8 +291,16 @@ export class WebhookStore {
         }),
       );
     } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
+      // Refused on a retry: the webhook is gone, most likely by this delete's own first
+      // try, its answer lost. It is counted as deleted here: answered 404 it would keep
+      // its place for good. Should another delete have taken it, both give the place
+      // back with the same token (the webhook's), so the count goes down once while no
+      // other count write came between. (A delete of a webhook gone long before, whose
+      // first try did not apply, is miscounted: rarer than the lost answer it covers.)
+      if (!refusedOnRetry(error)) {
+        if (isConditionFailure(error)) return false;
+        throw error;
+      }
     }
     await this.#bump(tenantId);
     await this.#count(tenantId, -1, `deleted:${id}`);

@@ -154,4 +154,18 @@ describe('a count write whose answer was lost', () => {
     losing = undefined;
     expect(await webhookCount(t.id)).toBe(1);
   });
+
+  it('counts a delete that was tried again as done, and gives its place back', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: webhooksApi } = service(t);
+    const created = await webhooksApi.create(t.id, input(1));
+    losing = (request) => request.includes('"ConditionExpression":"attribute_exists(#pk)"') && !request.includes('UpdateExpression');
+    expect(await webhooks.delete(t.id, created.id)).toBe(true);
+    losing = undefined;
+    expect(await webhooks.get(t.id, created.id)).toBeUndefined();
+    expect(await webhookCount(t.id)).toBe(0);
+    // Deleting it again finds nothing, and takes nothing more off the count.
+    expect(await webhooks.delete(t.id, created.id)).toBe(false);
+    expect(await webhookCount(t.id)).toBe(0);
+  });
 });
