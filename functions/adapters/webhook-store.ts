@@ -2,6 +2,7 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
+import { randomBytes } from 'node:crypto';
 import {
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -13,12 +14,14 @@ import {
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
-import { applied, isConditionFailure, names, queryPages } from './dynamo.ts';
+import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
 const TENANT_SK = 'tenant';
 const webhookSk = (id: string) => `webhook#${id}`;
+/** A count write's own token (see WebhookStore #count). */
+const newCountToken = () => randomBytes(9).toString('base64url');
 const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
 export const BY_RESOURCE_INDEX = 'by_resource';
 
@@ -100,58 +103,67 @@ export class WebhookStore {
    * caller that then fails to store its webhook gives the place back.
    */
   async reservePlace(tenantId: string, maxWebhooks: number): Promise<void> {
-    try {
-      await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-          UpdateExpression: 'ADD #webhook_count :one',
-          ConditionExpression: 'attribute_exists(#pk) AND #webhook_count < :max',
-          ExpressionAttributeNames: names('webhook_count', 'pk'),
-          ExpressionAttributeValues: { ':one': 1, ':max': maxWebhooks },
-        }),
-      );
-    } catch (error) {
-      if (isConditionFailure(error)) {
-        throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
-      }
-      throw error;
+    if (!(await this.#count(tenantId, 1, newCountToken(), maxWebhooks))) {
+      throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
     }
   }
 
+  /** Gives back a place reserved for a webhook that was not stored. */
   async releasePlace(tenantId: string): Promise<void> {
-    await this.#adjustCount(tenantId, -1);
+    await this.#count(tenantId, -1, newCountToken());
   }
 
   /** Stores a new webhook (its place already reserved). */
   async put(webhook: Webhook): Promise<void> {
-    await this.#client.send(
-      new PutCommand({
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: tenantPk(webhook.tenantId),
+            sk: webhookSk(webhook.id),
+            gsi1pk: resourceKey(webhook.tenantId, webhook.resource),
+            gsi1sk: webhook.id,
+            id: webhook.id,
+            tenant_id: webhook.tenantId,
+            resource: webhook.resource,
+            url: webhook.url,
+            types: [...webhook.types],
+            description: webhook.description,
+            status: webhook.status,
+            secrets: [...webhook.secrets],
+            health: fromHealth(webhook.health),
+            health_version: 0,
+            held_count: 0,
+            created_at: webhook.createdAt,
+            updated_at: webhook.updatedAt,
+          },
+          // Never over another webhook that has the same id.
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      // Refused on a retry: the first try may have stored this very webhook, its answer
+      // lost. If the stored one has our secret it is ours, and the caller, told it
+      // failed, would neither have the secret it signs with nor keep its place.
+      if (!refusedOnRetry(error) || (await this.#storedSecret(webhook)) !== webhook.secrets[0]) throw error;
+    }
+    await this.#bump(webhook.tenantId);
+  }
+
+  /** The first secret of the webhook stored under this one's id, if any. */
+  async #storedSecret(webhook: Webhook): Promise<string | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({
         TableName: this.#table,
-        Item: {
-          pk: tenantPk(webhook.tenantId),
-          sk: webhookSk(webhook.id),
-          gsi1pk: resourceKey(webhook.tenantId, webhook.resource),
-          gsi1sk: webhook.id,
-          id: webhook.id,
-          tenant_id: webhook.tenantId,
-          resource: webhook.resource,
-          url: webhook.url,
-          types: [...webhook.types],
-          description: webhook.description,
-          status: webhook.status,
-          secrets: [...webhook.secrets],
-          health: fromHealth(webhook.health),
-          health_version: 0,
-          held_count: 0,
-          created_at: webhook.createdAt,
-          updated_at: webhook.updatedAt,
-        },
-        ConditionExpression: 'attribute_not_exists(#pk)',
-        ExpressionAttributeNames: names('pk'),
+        Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+        ConsistentRead: true,
+        ProjectionExpression: '#secrets',
+        ExpressionAttributeNames: names('secrets'),
       }),
     );
-    await this.#bump(webhook.tenantId);
+    return (result.Item?.secrets as string[] | undefined)?.[0];
   }
 
   /** A conditional update of one webhook's item: whether its condition let it apply. */
@@ -273,30 +285,74 @@ export class WebhookStore {
         new DeleteCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          // Of concurrent deletes, one gives the place back.
           ConditionExpression: 'attribute_exists(#pk)',
           ExpressionAttributeNames: names('pk'),
         }),
       );
     } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
+      // Refused on a retry: the webhook is gone, most likely by this delete's own first
+      // try, its answer lost. It is counted as deleted here: answered 404 it would keep
+      // its place for good. Should another delete have taken it, both give the place
+      // back with the same token (the webhook's), so the count goes down once while no
+      // other count write came between. (A delete of a webhook gone long before, whose
+      // first try did not apply, is miscounted: rarer than the lost answer it covers.)
+      if (!refusedOnRetry(error)) {
+        if (isConditionFailure(error)) return false;
+        throw error;
+      }
     }
     await this.#bump(tenantId);
-    await this.#adjustCount(tenantId, -1);
+    await this.#count(tenantId, -1, `deleted:${id}`);
     return true;
   }
 
-  async #adjustCount(tenantId: string, delta: number): Promise<void> {
-    await this.#client.send(
-      new UpdateCommand({
+  /**
+   * Adds `delta` to the tenant's webhook count; false when `max` (for a +1) refused it.
+   * The write leaves its `token` on the tenant item and is refused when that token is
+   * already there: should the SDK try it again after a first try that applied but whose
+   * answer was lost, the second try is refused (the place not counted twice) and the
+   * token, read back, tells that the refusal was of our own write, which applied (the
+   * place not refused, or given back, wrongly). Only the last count write's token is
+   * kept: one of another request landing between our lost answer and the read back
+   * hides ours (as rare as a concurrent create or delete of the same tenant within the
+   * SDK's retry delay), and the call then fails as refused.
+   */
+  async #count(tenantId: string, delta: 1 | -1, token: string, max?: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          UpdateExpression: 'SET #count_token = :token ADD #webhook_count :delta',
+          // Within the cap after a +1, so concurrent creates cannot overshoot it.
+          ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#count_token) OR #count_token <> :token)${
+            max === undefined ? '' : ' AND #webhook_count < :max'
+          }`,
+          ExpressionAttributeNames: names('webhook_count', 'count_token', 'pk'),
+          ExpressionAttributeValues: { ':delta': delta, ':token': token, ...(max !== undefined && { ':max': max }) },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (refusedOnRetry(error) && (await this.#countToken(tenantId)) === token) return true;
+      if (isConditionFailure(error) && max !== undefined) return false;
+      throw error;
+    }
+  }
+
+  /** The token of the last write to the tenant's webhook count. */
+  async #countToken(tenantId: string): Promise<string | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-        UpdateExpression: 'ADD #webhook_count :delta',
-        ConditionExpression: 'attribute_exists(#pk)',
-        ExpressionAttributeNames: names('webhook_count', 'pk'),
-        ExpressionAttributeValues: { ':delta': delta },
+        ConsistentRead: true,
+        ProjectionExpression: '#count_token',
+        ExpressionAttributeNames: names('count_token'),
       }),
     );
+    return result.Item?.count_token as string | undefined;
   }
 
   /**

@@ -1,0 +1,171 @@
+/**
+ * A tenant's webhook places (its count against `max_webhooks`) stay exact when the
+ * SDK tries a write again after a first try that applied but whose answer was lost:
+ * the webhook, and each +1 and −1 of the count, is recognised as this call's own,
+ * never refused and never applied twice.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { TenantStore } from '../../functions/adapters/tenant-store.ts';
+import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
+import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
+import type { Tenant } from '../../functions/core/model.ts';
+import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { webhookFixture } from '../support/fixtures.ts';
+
+let emulators: Emulators;
+let controlTable: string;
+let client: ReturnType<typeof documentClient>;
+let counter = 0;
+
+/** Which write loses the answer to its first try; undefined: none. */
+let losing: ((input: string) => boolean) | undefined;
+let lossy: ReturnType<typeof documentClient>;
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  controlTable = tables.Control as string;
+  client = documentClient(emulators.dynamo);
+  // The first try of the write `losing` picks reaches DynamoDB and applies, but its
+  // answer is lost (the connection resets): the SDK tries again, as it does for such errors.
+  lossy = documentClient(emulators.dynamo);
+  const answered = new WeakSet<object>();
+  lossy.middlewareStack.add(
+    (next) => async (args) => {
+      const result = await next(args);
+      if (losing?.(JSON.stringify(args.input)) && !answered.has(args.input as object)) {
+        answered.add(args.input as object);
+        throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+      }
+      return result;
+    },
+    { step: 'deserialize', name: 'loseFirstAnswer' },
+  );
+});
+
+afterEach(() => {
+  losing = undefined;
+});
+
+afterAll(async () => {
+  await emulators?.stop();
+});
+
+const isWebhookPut = (input: string) => input.includes('"Item"') && input.includes('webhook#');
+const isCountWrite = (delta: number) => (input: string) => input.includes('#webhook_count') && input.includes(`{"N":"${delta}"}`);
+
+/** A tenant with `maxWebhooks` places, its item written as TenantStore writes it. */
+async function tenant(maxWebhooks: number): Promise<Tenant> {
+  const t: Tenant = {
+    id: `ten_places${++counter}`,
+    name: 'places',
+    limits: { max_webhooks: maxWebhooks, rate_per_second: 10, burst: 10 },
+    usageKey: 'usage',
+    createdAt: new Date().toISOString(),
+  };
+  await new TenantStore({ client, tableName: controlTable }).create(t, `hash-${t.id}`, {});
+  return t;
+}
+
+async function webhookCount(tenantId: string): Promise<number> {
+  const result = await client.send(new GetCommand({ TableName: controlTable, Key: { pk: `tenant#${tenantId}`, sk: 'tenant' } }));
+  return Number(result.Item?.webhook_count);
+}
+
+/** The webhook service over the lossy client; endpoints answer the ping with `pingStatus`. */
+function service(t: Tenant, pingStatus = 200) {
+  const webhooks = new WebhookStore({ client: lossy, tableName: controlTable });
+  const answer: SendResult = { statusCode: pingStatus, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+  const deps = {
+    webhooks,
+    tenants: { get: async (id: string) => (id === t.id ? t : undefined) },
+    send: async () => answer,
+    timeoutMs: 1_000,
+    now: Date.now,
+    delivery: {} as WebhookServiceDeps['delivery'],
+  };
+  return { webhooks, service: new WebhookService(deps) };
+}
+
+const input = (n: number) => ({ resource: `place:${n}`, url: 'https://example.test/hook', types: ['*'], description: '' });
+
+describe('a webhook write whose answer was lost', () => {
+  it('creates the webhook once and answers with its secret when the put was tried again', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: webhooksApi } = service(t);
+    losing = isWebhookPut;
+    const created = await webhooksApi.create(t.id, input(1));
+    losing = undefined;
+    // The caller has the secret the stored webhook signs with.
+    expect((await webhooks.get(t.id, created.id))?.secrets).toEqual([created.secret]);
+    expect(await webhookCount(t.id)).toBe(1);
+    // Its place stays taken: the cap still holds.
+    await webhooksApi.create(t.id, input(2));
+    await expect(webhooksApi.create(t.id, input(3))).rejects.toMatchObject({ code: 'limit_exceeded' });
+    expect(await webhookCount(t.id)).toBe(2);
+  });
+
+  it('still refuses a put over a different webhook stored under the same id', async () => {
+    const t = await tenant(2);
+    const { webhooks } = service(t);
+    const hook = webhookFixture({ id: 'wh_0collision', tenantId: t.id, secrets: ['whsec_first'] });
+    await webhooks.put(hook);
+    losing = isWebhookPut;
+    await expect(webhooks.put({ ...hook, secrets: ['whsec_second'] })).rejects.toMatchObject({ name: 'ConditionalCheckFailedException' });
+    losing = undefined;
+    expect((await webhooks.get(t.id, hook.id))?.secrets).toEqual(['whsec_first']);
+  });
+});
+
+describe('a count write whose answer was lost', () => {
+  it('takes the last place when its reserve was tried again', async () => {
+    const t = await tenant(2);
+    const { service: webhooksApi } = service(t);
+    await webhooksApi.create(t.id, input(1));
+    losing = isCountWrite(1);
+    await webhooksApi.create(t.id, input(2));
+    losing = undefined;
+    expect(await webhookCount(t.id)).toBe(2);
+    await expect(webhooksApi.create(t.id, input(3))).rejects.toMatchObject({ code: 'limit_exceeded' });
+  });
+
+  it('gives a place back once when its release was tried again', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: refused } = service(t, 500);
+    // One webhook stored in its place, then a create whose endpoint refuses the ping.
+    await webhooks.reservePlace(t.id, 2);
+    await webhooks.put(webhookFixture({ id: 'wh_0kept', tenantId: t.id }));
+    losing = isCountWrite(-1);
+    await expect(refused.create(t.id, input(1))).rejects.toMatchObject({ code: 'endpoint_verification_failed' });
+    losing = undefined;
+    expect(await webhookCount(t.id)).toBe(1);
+  });
+
+  it('gives a deleted webhook’s place back once when its −1 was tried again', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: webhooksApi } = service(t);
+    const [first] = await Promise.all([webhooksApi.create(t.id, input(1)), webhooksApi.create(t.id, input(2))]);
+    losing = isCountWrite(-1);
+    expect(await webhooks.delete(t.id, first?.id as string)).toBe(true);
+    losing = undefined;
+    expect(await webhookCount(t.id)).toBe(1);
+  });
+
+  it('counts a delete that was tried again as done, and gives its place back', async () => {
+    const t = await tenant(2);
+    const { webhooks, service: webhooksApi } = service(t);
+    const created = await webhooksApi.create(t.id, input(1));
+    losing = (request) => request.includes('"ConditionExpression":"attribute_exists(#pk)"') && !request.includes('UpdateExpression');
+    expect(await webhooks.delete(t.id, created.id)).toBe(true);
+    losing = undefined;
+    expect(await webhooks.get(t.id, created.id)).toBeUndefined();
+    expect(await webhookCount(t.id)).toBe(0);
+    // Deleting it again finds nothing, and takes nothing more off the count.
+    expect(await webhooks.delete(t.id, created.id)).toBe(false);
+    expect(await webhookCount(t.id)).toBe(0);
+  });
+});
