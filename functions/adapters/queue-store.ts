@@ -11,7 +11,7 @@ import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import { type PendingItem, type QueueMeta, quietTurnAllowed, type TurnRecord } from '../core/turn.ts';
 import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
-import { applied, batchWrite, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
+import { applied, batchWrite, epochSeconds, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 
 const META_SK = 'meta';
 const SCHEDULE_INDEX = 'by_schedule';
@@ -281,10 +281,10 @@ export class QueueStore {
         ...(stored && quietTurnAllowed(old, now) && { quiet: { cursor: old.cursor, seq: old.seq, stored } }),
       };
     } catch (error) {
-      if (!isConditionFailure(error)) throw error;
       // Refused on the SDK's second try or later: the first may have applied unanswered.
-      const attempts = (error as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
-      return attempts > 1 ? this.#ownReservation(key, token, count, inline !== undefined) : undefined;
+      if (refusedOnRetry(error)) return this.#ownReservation(key, token, count, inline !== undefined);
+      if (!isConditionFailure(error)) throw error;
+      return undefined;
     }
   }
 

@@ -561,7 +561,7 @@ async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<Del
   const now = deps.now();
   const stepEndsBy = releaseStepEndsBy(webhook.releaseAt, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS);
   if (webhook.releaseToken !== undefined && stepEndsBy > now) {
-    await deps.queue.send([message], Math.min(900, Math.ceil((stepEndsBy - now) / 1000)));
+    await deps.queue.send([message], sqsDelay((stepEndsBy - now) / 1000).delaySeconds);
     return 'waiting';
   }
   deps.metrics.count('ChainsRevived', 1, { chain: 'switch_lifted' });
@@ -624,7 +624,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
     // Left alone as the endpoint asked; the release goes on after (SQS delays a step 15 minutes at most: it looks again then).
-    await deps.queue.send([{ ...message, emptySince: undefined }], Math.min(900, Math.ceil((webhook.notBefore - now) / 1000)));
+    await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay((webhook.notBefore - now) / 1000).delaySeconds);
     return 'released';
   }
   const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);

@@ -3,6 +3,7 @@
  * accepts and holds, and delivers everything in order when lifted; `drop`
  * discards and counts, and delivers one `sluice.gap` marker when lifted.
  */
+import { sqsDelay } from './backoff.ts';
 
 export type SwitchScope = 'tenant' | 'resource' | 'webhook';
 export type SwitchAction = 'pause' | 'drop';
@@ -46,7 +47,7 @@ function strongest(matching: readonly Switch[]): SwitchAction | undefined {
  */
 export function liftRecheck(now: number, windowMs: number, marginMs: number): { heldBefore: number; delaySeconds: number } {
   const heldBefore = (Math.floor(now / windowMs) + 1) * windowMs;
-  return { heldBefore, delaySeconds: Math.min(900, Math.ceil((heldBefore + marginMs - now) / 1000)) };
+  return { heldBefore, delaySeconds: sqsDelay((heldBefore + marginMs - now) / 1000).delaySeconds };
 }
 
 /**
