@@ -412,18 +412,17 @@ export class DeliveryRecords {
    */
   async gapSent(webhookId: string, count: OverflowCount): Promise<boolean> {
     const key = { pk: overflowPk(webhookId), sk: count.key };
-    // The same count (since) as read: one begun again after a clear is another's.
-    const sameCount = '#since = :since';
-    const since = { ':since': count.since };
+    // Both writes: the same count (since) as read, as one begun again after a clear is another's.
+    const values = { ':dropped': count.dropped, ':since': count.since };
     const cleared = await applied(
       this.#client.send(
         new DeleteCommand({
           TableName: this.#table,
           Key: key,
           // Only while unchanged: an event counted after the read must not go without its marker.
-          ConditionExpression: `#dropped = :dropped AND ${sameCount}`,
+          ConditionExpression: '#dropped = :dropped AND #since = :since',
           ExpressionAttributeNames: names('dropped', 'since'),
-          ExpressionAttributeValues: { ':dropped': count.dropped, ...since },
+          ExpressionAttributeValues: values,
         }),
       ),
     );
@@ -436,9 +435,9 @@ export class DeliveryRecords {
           TableName: this.#table,
           Key: key,
           UpdateExpression: 'SET #sent = :dropped',
-          ConditionExpression: `attribute_exists(#pk) AND ${sameCount} AND (attribute_not_exists(#sent) OR #sent < :dropped)`,
+          ConditionExpression: 'attribute_exists(#pk) AND #since = :since AND (attribute_not_exists(#sent) OR #sent < :dropped)',
           ExpressionAttributeNames: names('pk', 'since', 'sent'),
-          ExpressionAttributeValues: { ':dropped': count.dropped, ...since },
+          ExpressionAttributeValues: values,
         }),
       ),
     );
