@@ -186,8 +186,11 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
 
 const ENV_PREFIX = 'SLUICE_';
 
+/** The environment variable that carries the whole config into a Lambda function. */
+export const CONFIG_ENV = 'SLUICE_CONFIG';
+
 /** Variables with the prefix that are not settings: the sandbox's own, the deployed config, the bench's. */
-const ENV_NOT_SETTINGS = /^SLUICE_(ADMIN_KEY|DATA_DIR|CONFIG|BENCH_[A-Z_]+)$/;
+const ENV_NOT_SETTINGS = new RegExp(`^(?:${ENV_PREFIX}ADMIN_KEY|${ENV_PREFIX}DATA_DIR|${CONFIG_ENV}|${ENV_PREFIX}BENCH_[A-Z_]+)$`);
 
 /**
  * `SLUICE_OBJECT_QUEUE_CAP=500` → `{ objectQueueCap: 500 }`; values are JSON where they
@@ -217,9 +220,6 @@ function parseEnvValue(raw: string): unknown {
     return raw;
   }
 }
-
-/** The environment variable that carries the whole config into a Lambda function. */
-export const CONFIG_ENV = 'SLUICE_CONFIG';
 
 /** Reads the config a function was deployed with (the CDK stack serializes it into SLUICE_CONFIG). */
 export function configFromEnvironment(env: Readonly<Record<string, string | undefined>>): SluiceConfig {

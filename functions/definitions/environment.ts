@@ -1,14 +1,13 @@
 /**
  * The environment variables the functions read, named once so the CDK stack that
- * sets them and the handlers that read them cannot disagree.
+ * sets them and the handlers that read them cannot disagree. The whole config travels
+ * in one more, core/config.ts's CONFIG_ENV, beside the reader that parses it.
  */
 export const ENV = {
   eventsTable: 'EVENTS_TABLE',
   controlTable: 'CONTROL_TABLE',
   distributeQueueUrl: 'DISTRIBUTE_QUEUE_URL',
   deliverQueueUrl: 'DELIVER_QUEUE_URL',
-  /** The whole SluiceConfig as JSON (see core/config.ts). */
-  config: 'SLUICE_CONFIG',
   /** Secrets Manager secret whose JSON field `token` is the admin key without its `ak_` prefix. */
   adminKeySecretArn: 'ADMIN_KEY_SECRET_ARN',
   /** API Gateway API key value of the admin's usage plan. */
