@@ -19,7 +19,7 @@ import type { DeliveryRecords, HeldDelivery } from '../adapters/delivery-records
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
+import { type AttemptFailure, askedWaitSeconds, FREE_WAITS, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import {
   deliveryBody,
@@ -239,9 +239,14 @@ async function attempt(
   if (message.attempt === 1 && !options.probe) await deps.records.logDelivery(message, now, record);
   else await deps.records.recordAttempt(webhook.id, record, now);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
-  const askedSeconds = result.statusCode === 429 || result.statusCode === 503 ? retryAfterSeconds(result.retryAfter, now) : undefined;
+  const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, now);
   if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000);
   return result;
+}
+
+/** The attempts a delivery has spent of its retry budget: those the endpoint did not answer with a free wait. */
+function budgetSpent(message: DeliveryMessage): number {
+  return message.attempt - (message.waited ?? 0);
 }
 
 function failureOf(result: SendResult): AttemptFailure {
@@ -271,11 +276,21 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
       return 'disabled';
     }
     case 'retry': {
+      const asked = askedWaitSeconds(result.statusCode, result.retryAfter, now);
+      const waited = message.waited ?? 0;
+      if (asked !== undefined && waited < FREE_WAITS) {
+        // The endpoint asked to wait (`attempt` left it alone for that long): not a
+        // failure, and none of the retry budget spent (SPEC §2: time throttled does not
+        // use it up). This delivery goes again once the wait is over, as its next attempt.
+        deps.metrics.count('DeliveriesDelayed', 1, { reason: 'retry_after' });
+        await later(deps, { ...message, attempt: message.attempt + 1, waited: waited + 1 }, asked);
+        return 'throttled';
+      }
       const updated = await applyHealth(deps, webhook, { type: 'failure', now, statusCode: result.statusCode, error: describe(result) });
       if (!deliversTo(updated.health)) return hold(deps, updated, { ...message, attempt: message.attempt + 1 });
       const wait = retryDelaySeconds(
         { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
-        message.attempt,
+        budgetSpent(message),
         failureOf(result),
         now,
         deps.random,
@@ -653,6 +668,17 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
       if (webhook.health.state === 'failing') webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
       continue;
     }
+    const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
+    if (asked !== undefined && items.every((held) => (held.message.waited ?? 0) < FREE_WAITS)) {
+      // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
+      // each delivery sent, but no failure and none of their budgets spent. They stay
+      // held as their next attempts, and the chain steps on once the wait is over.
+      const webhookId = webhook.id;
+      const next = (m: DeliveryMessage) => ({ ...m, attempt: m.attempt + 1, waited: (m.waited ?? 0) + 1 });
+      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, next(held.message))));
+      await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay(asked).delaySeconds);
+      return 'released';
+    }
     // The endpoint failed again: count it; a new quarantine's probes will restart the release.
     await spendHeldAttempt(deps, webhook, items, result, now);
     webhook = await applyHealth(
@@ -756,7 +782,7 @@ async function spendHeldAttempt(
   for (const held of items) {
     const wait = retryDelaySeconds(
       { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 },
-      held.message.attempt,
+      budgetSpent(held.message),
       failureOf(result),
       now,
     );

@@ -2,7 +2,9 @@
  * The retry schedule (SPEC §4) as data: `schedule[n]` is the wait before attempt
  * n + 1, so attempt 1 goes at once and the schedule's length is the retry budget.
  * Waits get ±jitter; timeouts and 429s are penalised (the next wait doubles);
- * `Retry-After` on 429/503 is honoured within bounds.
+ * `Retry-After` on 429/503 is honoured within bounds. An answer that asks to wait
+ * (429/503 with a readable `Retry-After`) is not a failure, up to FREE_WAITS times
+ * per delivery: it waits as asked and spends nothing of the retry budget.
  */
 
 export interface RetryPolicy {
@@ -14,6 +16,15 @@ export interface RetryPolicy {
 /** The longest Retry-After honoured, and the shortest. */
 export const RETRY_AFTER_MAX_SECONDS = 3_600;
 export const RETRY_AFTER_MIN_SECONDS = 1;
+/**
+ * How many times one delivery (or one release chain, between its successful steps) may
+ * be answered "wait" (429/503 with a readable Retry-After) without it counting as a
+ * failed attempt. Past that the endpoint is taken at its answer, as failing: an endpoint
+ * that asks every attempt to wait is quarantined like one that fails, rather than
+ * keeping every delivery to it going round the deliver queue forever.
+ */
+export const FREE_WAITS = 5;
+
 /** SQS caps DelaySeconds at 15 minutes: longer waits are chained. */
 export const MAX_SQS_DELAY_SECONDS = 900;
 
@@ -53,6 +64,11 @@ export function parseRetryAfter(value: string | undefined, now: number): number 
   const date = Date.parse(trimmed);
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, Math.ceil((date - now) / 1000));
+}
+
+/** The seconds a 429 or 503 asks to be left alone (within bounds); undefined for any other answer, or without a readable Retry-After. */
+export function askedWaitSeconds(statusCode: number | undefined, retryAfter: string | undefined, now: number): number | undefined {
+  return statusCode === 429 || statusCode === 503 ? retryAfterSeconds(retryAfter, now) : undefined;
 }
 
 /** How long an endpoint asked to be left alone, within bounds; undefined when it did not ask. */

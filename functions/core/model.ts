@@ -115,6 +115,12 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
   readonly events: readonly E[];
   /** The attempt this message makes; 1 for the first. */
   readonly attempt: number;
+  /**
+   * How many of its attempts so far the endpoint answered "wait" (429/503 with a
+   * readable Retry-After) within FREE_WAITS (core/backoff.ts): those spent nothing of
+   * the retry budget, which counts `attempt - waited` attempts.
+   */
+  readonly waited?: number;
   /** Not to be attempted before this time (epoch ms): waits longer than SQS's 15 minutes are chained. */
   readonly notBefore?: number;
   /** When this attempt's share of the endpoint's rate lets it go (epoch ms; see core/endpoint-pace.ts). */

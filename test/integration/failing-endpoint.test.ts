@@ -6,11 +6,12 @@
  */
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { makeSender } from '../../functions/adapters/webhook-sender.ts';
+import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
+import { FREE_WAITS } from '../../functions/core/backoff.ts';
 import type { DeliverQueueMessage, DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
@@ -310,6 +311,80 @@ describe('failing endpoint', () => {
     const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
     expect(attempts.map((a: { status_code: number }) => a.status_code)).toEqual([200, 429]);
     expect(attempts[0].attempt).toBe(2);
+  });
+
+  it('does not count an answer that asks to wait as a failure: more of them than quarantine takes leave the endpoint healthy', async () => {
+    const tenant = await createTenant(sandbox, 'asks-to-wait');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'aw:1', url: `${receiver.url}/asks-to-wait` });
+    receiver.answer('/asks-to-wait', { status: 429, headers: { 'retry-after': '1' } });
+    await publish(sandbox, tenant.key, [{ resource: 'aw:1', type: 'a.b', data: 1 }]);
+    // Four "wait" answers in a row, one more than the three failures that quarantine here.
+    await receiver.waitFor(() => receiver.deliveries('/asks-to-wait').filter((d) => d.answered === 429).length >= 4, 15_000);
+    const waiting = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
+    expect(waiting.health).toMatchObject({ state: 'healthy', consecutive_failures: 0, held: 0 });
+    receiver.answer('/asks-to-wait', 200);
+    await receiver.waitFor(() => okEvents('/asks-to-wait').length === 1, 10_000);
+    // Every POST was the same delivery, one attempt after another, the last delivered.
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts[0]).toMatchObject({ status_code: 200, attempt: attempts.length });
+    expect(attempts.slice(1).every((a: { status_code: number }) => a.status_code === 429)).toBe(true);
+    expect(new Set(attempts.map((a: { delivery_id: string }) => a.delivery_id)).size).toBe(1);
+  });
+
+  it('quarantines an endpoint that asks every attempt to wait, once a delivery has had its free waits', async () => {
+    const tenant = await createTenant(sandbox, 'always-wait');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'alw:1', url: `${receiver.url}/always-wait` });
+    receiver.answer('/always-wait', { status: 503, headers: { 'retry-after': '1' } });
+    await publish(sandbox, tenant.key, [{ resource: 'alw:1', type: 'a.b', data: 1 }]);
+    let health = { state: 'healthy' };
+    for (let i = 0; i < 100 && health.state !== 'quarantined'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      health = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    }
+    expect(health).toMatchObject({ state: 'quarantined', consecutive_failures: 3, last_failure: { status_code: 503 } });
+    // The free waits, then the three failures that quarantine here.
+    const refused = receiver.deliveries('/always-wait').filter((d) => d.answered === 503 && !d.body.includes('webhook.ping'));
+    expect(refused.length).toBeGreaterThanOrEqual(FREE_WAITS + 3);
+  }, 30_000);
+
+  it('spends none of the retry budget on answers that ask to wait', async () => {
+    const tenant = await createTenant(sandbox, 'wait-budget');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'wb:1', url: `${receiver.url}/wait-budget` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const sent: DeliveryMessage[] = [];
+    let answer: SendResult = { statusCode: 429, durationMs: 1, error: undefined, retryAfter: '1', responseSnippet: '' };
+    // Each step runs after the last one's Retry-After is over.
+    let clock = Date.now();
+    const deps = {
+      ...base,
+      // Two attempts in all: the first, and one retry.
+      config: { ...base.config, retryScheduleSeconds: [0, 1] },
+      now: () => clock,
+      queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...(messages as DeliveryMessage[])) },
+      send: async () => answer,
+    };
+    let message: DeliveryMessage = {
+      deliveryId: 'msg_wb1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_wb1', seq: 1, resource: 'wb:1', data: 1 })],
+      attempt: 1,
+    };
+    const next = () => {
+      clock += 2_000;
+      return sent.pop() as DeliveryMessage;
+    };
+    for (const n of [1, 2]) {
+      expect(await handleDeliverMessage(deps, message)).toBe('throttled');
+      message = next();
+      expect(message).toMatchObject({ attempt: n + 1, waited: n });
+    }
+    // Two attempts made, both answered "wait": the delivery still has both of its own.
+    answer = { ...answer, statusCode: 500, retryAfter: undefined };
+    expect(await handleDeliverMessage(deps, message)).toBe('retrying');
+    message = next();
+    expect(message).toMatchObject({ attempt: 4, waited: 2 });
+    expect(await handleDeliverMessage(deps, message)).toBe('dead_lettered');
   });
 
   it('leaves an endpoint alone for its Retry-After: the other deliveries wait too, and waiting spends no attempt', async () => {

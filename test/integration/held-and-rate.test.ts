@@ -676,6 +676,48 @@ describe('a release step', () => {
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
   });
 
+  it('keeps its deliveries held when the endpoint asks to wait: no failure, none of their attempts spent, and it steps on after the wait', async () => {
+    const tenant = await createTenant(sandbox, 'release-asks-wait');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rw:0', url: `${receiver.url}/release-asks-wait` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Two held first attempts, of two resources: released together, in one POST.
+    for (const n of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_rw${n}`, seq: 1, resource: `rw:${n}`, parents: ['rw:0'], data: n });
+      expect(
+        await holdDelivery(base, { deliveryId: `msg_rw${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+      ).toEqual([true, true]);
+    }
+    let status = 429;
+    const posted: number[][] = [];
+    const { deps, sent } = later(0, async (request) => {
+      posted.push(JSON.parse(request.body).events.map((e: { data: number }) => e.data));
+      return { statusCode: status, durationMs: 1, error: undefined, retryAfter: status === 429 ? '1' : undefined, responseSnippet: '' };
+    });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    expect(await handleDeliverMessage(deps, release as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([[1, 2]]);
+    // One failure would quarantine it here; asking to wait is none.
+    const after = await deps.webhooks.get(tenant.id, hook.id);
+    expect(after?.health).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
+    expect(after?.heldCount).toBe(2);
+    const held = (await deps.records.heldPage(hook.id, 10, Date.now())).live.map((h) => h.message);
+    expect(held).toMatchObject([
+      { deliveryId: 'msg_rw1', attempt: 2, waited: 1 },
+      { deliveryId: 'msg_rw2', attempt: 2, waited: 1 },
+    ]);
+    // The next step, once the wait is over, sends them.
+    expect(sent).toMatchObject([{ kind: 'release', token: (release as { token: string }).token }]);
+    const [step] = sent.splice(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    status = 200;
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    expect(posted.slice(1).flat()).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });
