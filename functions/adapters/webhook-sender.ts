@@ -95,28 +95,32 @@ function send(request: SendRequest, lookup: LookupFunction | undefined): Promise
   return new Promise((resolve) => {
     const started = performance.now();
     let settled = false;
+    // Declared before anything can finish: a URL or request refused before the timer
+    // is set must resolve as a failed attempt, not throw (the delivery would fail as
+    // an unexpected error and SQS would deliver it again and again).
+    let timer: NodeJS.Timeout | undefined;
     const finish = (result: Omit<SendResult, 'durationMs'>) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       resolve({ ...result, durationMs: Math.round(performance.now() - started) });
     };
-    let url: URL;
+    let req: http.ClientRequest;
     try {
-      url = new URL(request.url);
+      const url = new URL(request.url);
+      const transport = url.protocol === 'https:' ? https : http;
+      req = transport.request(url, {
+        method: 'POST',
+        headers: { ...request.headers, 'content-length': Buffer.byteLength(request.body) },
+        // No connection reuse: every delivery connects, and so is checked, afresh.
+        agent: false,
+        ...(lookup && { lookup }),
+      });
     } catch {
       finish({ statusCode: undefined, error: 'invalid url', retryAfter: undefined, responseSnippet: '' });
       return;
     }
-    const transport = url.protocol === 'https:' ? https : http;
-    const req = transport.request(url, {
-      method: 'POST',
-      headers: { ...request.headers, 'content-length': Buffer.byteLength(request.body) },
-      // No connection reuse: every delivery connects, and so is checked, afresh.
-      agent: false,
-      ...(lookup && { lookup }),
-    });
-    const timer = setTimeout(() => {
+    timer = setTimeout(() => {
       finish({ statusCode: undefined, error: `no answer within ${request.timeoutMs} ms`, retryAfter: undefined, responseSnippet: '' });
       req.destroy();
     }, request.timeoutMs);

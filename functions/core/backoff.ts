@@ -55,13 +55,23 @@ export function retryDelaySeconds(
   return asked === undefined ? jittered : Math.max(jittered, asked);
 }
 
-/** `Retry-After` as seconds (delta-seconds or an HTTP date), or undefined when absent or unreadable. */
+/** C's asctime() format, the third HTTP-date form: `Sun Nov  6 08:49:37 1994`, always GMT. */
+const ASCTIME = /^[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}:\d{2}:\d{2}) (\d{4})$/;
+
+/**
+ * `Retry-After` as seconds (delta-seconds or an HTTP date), or undefined when absent
+ * or unreadable. An HTTP date may come in any of its three formats (RFC 9110 §5.6.7:
+ * IMF-fixdate, RFC 850 and asctime), all in GMT; asctime names no zone, so it is read
+ * as GMT here rather than as the process's local time.
+ */
 export function parseRetryAfter(value: string | undefined, now: number): number | undefined {
   if (value === undefined) return undefined;
   const trimmed = value.trim();
   if (/^\d+$/.test(trimmed)) return Number(trimmed);
-  if (!/GMT$/.test(trimmed)) return undefined;
-  const date = Date.parse(trimmed);
+  const asctime = ASCTIME.exec(trimmed);
+  const text = asctime ? `${asctime[2]} ${asctime[1]} ${asctime[4]} ${asctime[3]} GMT` : trimmed;
+  if (!/GMT$/.test(text)) return undefined;
+  const date = Date.parse(text);
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, Math.ceil((date - now) / 1000));
 }

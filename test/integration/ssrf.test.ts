@@ -85,6 +85,19 @@ describe('SSRF-safe targets', () => {
     expect(lookup.calls).toBe(2);
   });
 
+  it('answers an unparseable URL as a failed attempt, never by throwing', async () => {
+    for (const allowPrivateTargets of [false, true]) {
+      const send = makeSender({ allowPrivateTargets, lookup: fakeDns('93.184.216.34') });
+
+      const result = await send(request('https://exa mple.test/hook'));
+
+      expect(result, String(allowPrivateTargets)).toMatchObject({ statusCode: undefined, error: 'invalid url' });
+    }
+    // A scheme Node cannot POST to, where the deployment allows more than https.
+    const sandboxSend = makeSender({ allowPrivateTargets: true });
+    expect(await sandboxSend(request('ftp://127.0.0.1/hook'))).toMatchObject({ statusCode: undefined, error: 'invalid url' });
+  });
+
   it('reaches a local receiver when private targets are allowed (the sandbox)', async () => {
     const send = makeSender({ allowPrivateTargets: true });
 

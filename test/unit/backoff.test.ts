@@ -43,6 +43,11 @@ describe('retry schedule', () => {
     expect(parseRetryAfter('30', NOW)).toBe(30);
     expect(parseRetryAfter('Sun, 22 Nov 2026 10:01:00 GMT', NOW)).toBe(60);
     expect(parseRetryAfter('Sun, 22 Nov 2026 09:00:00 GMT', NOW)).toBe(0);
+    // RFC 9110 §5.6.7: a recipient accepts all three HTTP-date formats, each in GMT.
+    expect(parseRetryAfter('Sunday, 22-Nov-26 10:02:00 GMT', NOW)).toBe(120);
+    expect(parseRetryAfter('Sun Nov 22 10:02:00 2026', NOW)).toBe(120);
+    expect(parseRetryAfter('Sun Nov  1 10:00:00 2026', NOW)).toBe(0);
+    expect(parseRetryAfter('Sun, 22 Nov 2026 10:02:00 +0100', NOW)).toBeUndefined();
     expect(parseRetryAfter('-5', NOW)).toBeUndefined();
     expect(parseRetryAfter(undefined, NOW)).toBeUndefined();
   });
