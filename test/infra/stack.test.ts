@@ -272,7 +272,8 @@ describe('API', () => {
   it('shapes gateway errors like sluice errors, with Retry-After on 429s', () => {
     const expectations: Array<[string, string | undefined, string]> = [
       ['UNAUTHORIZED', '401', 'unauthorized'],
-      ['ACCESS_DENIED', '403', 'forbidden'],
+      // The authorizer refuses a bad key with a Deny policy (a thrown 'Unauthorized' would be a function error).
+      ['ACCESS_DENIED', '401', 'unauthorized'],
       ['INVALID_API_KEY', '403', 'forbidden'],
       ['MISSING_AUTHENTICATION_TOKEN', '404', 'not_found'],
       ['THROTTLED', '429', 'rate_limited'],
