@@ -158,7 +158,7 @@ export class Api extends Construct {
     fn.addToRolePolicy(new PolicyStatement({ actions: ['apigateway:PATCH'], resources: [apigatewayArn('/usageplans/*')] }));
     for (const path of ['/usageplans/*/keys', '/apikeys/*', '/usageplans/*']) {
       acknowledgeNag(
-        fn,
+        this.apiFunction,
         `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
         'Usage plans and API keys are created per tenant at run time, so their ids cannot be named in advance.',
       );

@@ -145,6 +145,27 @@ describe('functions', () => {
     }
   });
 
+  it('may write logs only to their own log group: no AWS managed policy, whose log permissions cover every group', () => {
+    const functions = Object.values(template.findResources('AWS::Lambda::Function'));
+    const roles = template.findResources('AWS::IAM::Role');
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
+    for (const fn of functions) {
+      const roleId = fn.Properties.Role['Fn::GetAtt'][0] as string;
+      expect(roles[roleId]?.Properties.ManagedPolicyArns, roleId).toBeUndefined();
+      const logStatements = policies
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === roleId))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+        .filter((st) => JSON.stringify(st.Action).includes('logs:'));
+      expect(logStatements, roleId).toEqual([
+        {
+          Effect: 'Allow',
+          Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+          Resource: { 'Fn::GetAtt': [fn.Properties.LoggingConfig.LogGroup.Ref, 'Arn'] },
+        },
+      ]);
+    }
+  });
+
   it('runs the reconciler on a schedule, one at a time', () => {
     template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
     template.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 1 });
