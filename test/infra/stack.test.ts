@@ -4,7 +4,8 @@
  * usage plans, error-shaped gateway responses, tables from the shared definitions,
  * and the config reaching every function.
  */
-import { App, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { readFileSync } from 'node:fs';
+import { App, type CfnElement, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -556,6 +557,19 @@ describe('operations', () => {
       (fn) => fn.Properties.Environment.Variables.CANARY_RECEIVER_URL !== undefined,
     );
     expect(canary?.Properties.Environment.Variables.API_URL).toBeDefined();
+  });
+
+  it('says in the function-throttles runbook what a throttle means for each function that reserves its concurrency', () => {
+    const stack = new SluiceStack(new App({ context: NO_BUNDLING }), 'Sluice');
+    const resources = Template.fromStack(stack).toJSON().Resources;
+    const section = readFileSync('docs/runbooks.md', 'utf8')
+      .split(/^## /m)
+      .find((s) => s.startsWith('function-throttles\n'));
+    const reserving = Object.entries(stack.sluice.functions).filter(
+      ([, fn]) => resources[stack.getLogicalId(fn.node.defaultChild as CfnElement)].Properties.ReservedConcurrentExecutions !== undefined,
+    );
+    expect(reserving.map(([name]) => name).sort()).toEqual(['canary', 'reconciler']);
+    for (const [name] of reserving) expect(section, name).toContain(`\`${name}-throttles\``);
   });
 
   it('has one dashboard, the pipeline left to right', () => {
