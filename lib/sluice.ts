@@ -119,18 +119,11 @@ export class Sluice extends Construct {
       canaryReceiver: operations.canaryReceiver.function,
     };
 
-    for (const [rule, reason] of [
-      [
-        'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
-        'The AWS managed basic execution policy only lets functions write their own logs.',
-      ],
-      [
-        'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
-        'API Gateway needs this AWS managed policy to write its execution logs.',
-      ],
-    ] as const) {
-      acknowledgeNag(this, rule, reason);
-    }
+    acknowledgeNag(
+      this,
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+      'API Gateway needs this AWS managed policy to write its execution logs.',
+    );
   }
 }
 

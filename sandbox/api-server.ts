@@ -108,6 +108,8 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         return undefined;
       }
     }
+    // A Deny policy is the authorizer's refusal: API Gateway answers it 401 (ACCESS_DENIED).
+    if (result.policyDocument.Statement.some((statement) => statement.Effect === 'Deny')) return undefined;
     const context = result.context ?? {};
     const usageKey = result.usageIdentifierKey as string;
     if (context[AUTH_CONTEXT.principal] === 'tenant' && !usagePlans.knows(usageKey)) {

@@ -1,8 +1,12 @@
 /**
  * The Lambda authorizer (TOKEN type), as a factory shared by API Gateway and the
  * sandbox. It allows the whole API for a valid key, because API Gateway caches the
- * decision per key; the routes check tenant or admin themselves. Throwing
- * 'Unauthorized' is how a TOKEN authorizer makes API Gateway answer 401.
+ * decision per key; the routes check tenant or admin themselves. A bad key gets a
+ * Deny policy, which API Gateway answers with its ACCESS_DENIED response, shaped as
+ * a 401 `unauthorized` by the stack (lib/constructs/api.ts). Not the documented
+ * `throw new Error('Unauthorized')`: Lambda counts a thrown error in the function's
+ * Errors, so every caller with a wrong key would page on-call (authorizer-errors),
+ * which must mean that the authorizer itself is failing.
  */
 import type { APIGatewayAuthorizerResult, APIGatewayTokenAuthorizerEvent } from 'aws-lambda';
 import { type AuthorizeDeps, authorize } from '../app/authorize.ts';
@@ -21,7 +25,15 @@ function wholeApi(methodArn: string): string {
 export function makeAuthorizerHandler(deps: AuthorizeDeps): AuthorizerHandler {
   return async (event) => {
     const result = await authorize(deps, event.authorizationToken);
-    if (!result) throw new Error('Unauthorized');
+    if (!result) {
+      return {
+        principalId: 'anonymous',
+        policyDocument: {
+          Version: '2012-10-17',
+          Statement: [{ Action: 'execute-api:Invoke', Effect: 'Deny', Resource: wholeApi(event.methodArn) }],
+        },
+      };
+    }
     const { principal } = result;
     return {
       principalId: principal.kind === 'tenant' ? principal.tenantId : 'admin',

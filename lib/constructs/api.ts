@@ -51,7 +51,8 @@ const HEALTH_RATE_PER_SECOND = 10;
 
 const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string | undefined, string, string]> = [
   [ResponseType.UNAUTHORIZED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
-  [ResponseType.ACCESS_DENIED, '403', 'forbidden', 'This key may not call this route.'],
+  // The authorizer refuses a bad key with a Deny policy (functions/authorizer/process.ts).
+  [ResponseType.ACCESS_DENIED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
   [ResponseType.INVALID_API_KEY, '403', 'forbidden', 'This key has no usage plan.'],
   [ResponseType.MISSING_AUTHENTICATION_TOKEN, '404', 'not_found', 'There is no such route.'],
   [ResponseType.THROTTLED, '429', 'rate_limited', 'Too many requests for this key; slow down.'],
@@ -157,7 +158,7 @@ export class Api extends Construct {
     fn.addToRolePolicy(new PolicyStatement({ actions: ['apigateway:PATCH'], resources: [apigatewayArn('/usageplans/*')] }));
     for (const path of ['/usageplans/*/keys', '/apikeys/*', '/usageplans/*']) {
       acknowledgeNag(
-        fn,
+        this.apiFunction,
         `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
         'Usage plans and API keys are created per tenant at run time, so their ids cannot be named in advance.',
       );

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type CfnElement, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
-import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -47,7 +47,14 @@ export class SluiceFunction extends Construct {
       // Logs are operational, not customer data: they go with the stack.
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    // A role of its own rather than NodejsFunction's, which carries the AWS managed
+    // AWSLambdaBasicExecutionRole: its log permissions cover every log group in the
+    // account. This one may write to the function's own group only (which exists, so
+    // no logs:CreateLogGroup).
+    const role = new Role(this, 'Role', { assumedBy: new ServicePrincipal('lambda.amazonaws.com') });
+    this.logGroup.grantWrite(role);
     this.function = new NodejsFunction(this, 'Function', {
+      role,
       entry: join(REPO_ROOT, props.entry),
       projectRoot: REPO_ROOT,
       depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
@@ -86,7 +93,7 @@ export class SluiceFunction extends Construct {
     if (table.node.defaultChild) {
       const logicalId = Stack.of(table).getLogicalId(table.node.defaultChild as CfnElement);
       acknowledgeNag(
-        this.function,
+        this,
         `AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/index/*]`,
         'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
       );

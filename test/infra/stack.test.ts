@@ -4,7 +4,8 @@
  * usage plans, error-shaped gateway responses, tables from the shared definitions,
  * and the config reaching every function.
  */
-import { App, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { readFileSync } from 'node:fs';
+import { App, type CfnElement, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -145,6 +146,27 @@ describe('functions', () => {
     }
   });
 
+  it('may write logs only to their own log group: no AWS managed policy, whose log permissions cover every group', () => {
+    const functions = Object.values(template.findResources('AWS::Lambda::Function'));
+    const roles = template.findResources('AWS::IAM::Role');
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
+    for (const fn of functions) {
+      const roleId = fn.Properties.Role['Fn::GetAtt'][0] as string;
+      expect(roles[roleId]?.Properties.ManagedPolicyArns, roleId).toBeUndefined();
+      const logStatements = policies
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === roleId))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+        .filter((st) => JSON.stringify(st.Action).includes('logs:'));
+      expect(logStatements, roleId).toEqual([
+        {
+          Effect: 'Allow',
+          Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+          Resource: { 'Fn::GetAtt': [fn.Properties.LoggingConfig.LogGroup.Ref, 'Arn'] },
+        },
+      ]);
+    }
+  });
+
   it('runs the reconciler on a schedule, one at a time', () => {
     template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
     template.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 1 });
@@ -272,7 +294,8 @@ describe('API', () => {
   it('shapes gateway errors like sluice errors, with Retry-After on 429s', () => {
     const expectations: Array<[string, string | undefined, string]> = [
       ['UNAUTHORIZED', '401', 'unauthorized'],
-      ['ACCESS_DENIED', '403', 'forbidden'],
+      // The authorizer refuses a bad key with a Deny policy (a thrown 'Unauthorized' would be a function error).
+      ['ACCESS_DENIED', '401', 'unauthorized'],
       ['INVALID_API_KEY', '403', 'forbidden'],
       ['MISSING_AUTHENTICATION_TOKEN', '404', 'not_found'],
       ['THROTTLED', '429', 'rate_limited'],
@@ -534,6 +557,19 @@ describe('operations', () => {
       (fn) => fn.Properties.Environment.Variables.CANARY_RECEIVER_URL !== undefined,
     );
     expect(canary?.Properties.Environment.Variables.API_URL).toBeDefined();
+  });
+
+  it('says in the function-throttles runbook what a throttle means for each function that reserves its concurrency', () => {
+    const stack = new SluiceStack(new App({ context: NO_BUNDLING }), 'Sluice');
+    const resources = Template.fromStack(stack).toJSON().Resources;
+    const section = readFileSync('docs/runbooks.md', 'utf8')
+      .split(/^## /m)
+      .find((s) => s.startsWith('function-throttles\n'));
+    const reserving = Object.entries(stack.sluice.functions).filter(
+      ([, fn]) => resources[stack.getLogicalId(fn.node.defaultChild as CfnElement)].Properties.ReservedConcurrentExecutions !== undefined,
+    );
+    expect(reserving.map(([name]) => name).sort()).toEqual(['canary', 'reconciler']);
+    for (const [name] of reserving) expect(section, name).toContain(`\`${name}-throttles\``);
   });
 
   it('has one dashboard, the pipeline left to right', () => {

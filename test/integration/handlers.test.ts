@@ -143,9 +143,18 @@ describe('authorizer', () => {
 
     const admin = await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${sandbox.adminKey}`, methodArn });
     expect(admin).toMatchObject({ principalId: 'admin', usageIdentifierKey: 'admin-usage', context: { principal: 'admin' } });
+  });
 
+  it('refuses a bad key with a Deny policy, not a function error: Lambda counts a thrown error in Errors, which pages on-call', async () => {
+    const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(sandbox.adminKey), tenants, adminUsageKey: 'a' });
     for (const token of ['', 'Bearer nope', `Bearer ${tenant.key}x`, `Bearer ak_${'x'.repeat(43)}`]) {
-      await expect(authorizer({ type: 'TOKEN', authorizationToken: token, methodArn })).rejects.toThrow('Unauthorized');
+      const refused = await authorizer({ type: 'TOKEN', authorizationToken: token, methodArn });
+      expect(refused.policyDocument.Statement, token).toEqual([
+        { Action: 'execute-api:Invoke', Effect: 'Deny', Resource: 'arn:aws:execute-api:us-east-1:123456789012:abc123/v1/*' },
+      ]);
+      expect(refused.usageIdentifierKey, token).toBeUndefined();
+      expect(refused.context ?? {}, token).toEqual({});
     }
   });
 
