@@ -2,6 +2,7 @@
  * Bad input gets a clear 4xx in the SPEC's error shape and stores nothing; one
  * tenant can never see, change or receive another's webhooks or events.
  */
+import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -38,6 +39,35 @@ describe('bad input', () => {
   ])('publishing %s → %i %s, nothing stored', async (_name, options, status, code) => {
     const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, ...options });
     expectError(response, status, code);
+  });
+
+  it('refuses a body sent without a length (chunked) once it passes 1 MiB, without waiting for its end', async () => {
+    // API Gateway takes at most 10 MB; the sandbox must not buffer an endless body either.
+    const url = new URL(sandbox.url);
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: '/v1/events',
+          method: 'POST',
+          headers: { authorization: `Bearer ${a.key}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+        },
+        (response) => {
+          let body = '';
+          response.on('data', (chunk) => {
+            body += chunk;
+          });
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+        },
+      );
+      request.on('error', reject);
+      request.write('{"events":[{"resource":"chunked:1","type":"a.b","data":"');
+      // 2 MiB, and the body is never ended: only a server that counts as it reads answers.
+      for (let i = 0; i < 32; i++) request.write('x'.repeat(64 * 1024));
+      setTimeout(() => reject(new Error('no answer before the body ended')), 5_000).unref();
+    });
+    expectError({ status: answer.status, headers: new Headers(), body: JSON.parse(answer.body) }, 413, 'payload_too_large');
   });
 
   it('stores nothing from a request with one bad event among good ones', async () => {
