@@ -3,9 +3,10 @@
  * tenant can never see, change or receive another's webhooks or events.
  */
 import http from 'node:http';
+import { DeleteTableCommand } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
-import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { type ApiResponse, call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
@@ -252,5 +253,22 @@ describe('tenant isolation', () => {
     // Each tenant's object has its own sequence.
     expect(receiver.events('/iso/a')[0]?.seq).toBe(1);
     expect(receiver.events('/iso/b')[0]?.seq).toBe(1);
+  });
+});
+
+describe('the authorizer failing (as API Gateway answers it)', () => {
+  it('answers 500 internal when the key cannot be looked up, not 401 as if the key were wrong', async () => {
+    // A sandbox of its own: its control table is removed under it.
+    const broken = await startSandbox({ port: 0, canary: false });
+    try {
+      const tenant = await createTenant(broken, 'lookup');
+      await broken.wiring.dynamo.send(new DeleteTableCommand({ TableName: broken.wiring.controlTable }));
+      // In AWS an authorizer that throws anything but 'Unauthorized' is AUTHORIZER_FAILURE:
+      // a 500 that API Gateway's 5XXError (the ingest-5xx alarm) counts, never a 401.
+      const response = await call(broken, 'GET', '/v1/webhooks', { key: tenant.key });
+      expectError(response, 500, 'internal');
+    } finally {
+      await broken.stop();
+    }
   });
 });
