@@ -2,9 +2,11 @@
  * Bad input gets a clear 4xx in the SPEC's error shape and stores nothing; one
  * tenant can never see, change or receive another's webhooks or events.
  */
+import http from 'node:http';
+import { DeleteTableCommand } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
-import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { type ApiResponse, call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
@@ -38,6 +40,35 @@ describe('bad input', () => {
   ])('publishing %s → %i %s, nothing stored', async (_name, options, status, code) => {
     const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, ...options });
     expectError(response, status, code);
+  });
+
+  it('refuses a body sent without a length (chunked) once it passes 1 MiB, without waiting for its end', async () => {
+    // API Gateway takes at most 10 MB; the sandbox must not buffer an endless body either.
+    const url = new URL(sandbox.url);
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: '/v1/events',
+          method: 'POST',
+          headers: { authorization: `Bearer ${a.key}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+        },
+        (response) => {
+          let body = '';
+          response.on('data', (chunk) => {
+            body += chunk;
+          });
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+        },
+      );
+      request.on('error', reject);
+      request.write('{"events":[{"resource":"chunked:1","type":"a.b","data":"');
+      // 2 MiB, and the body is never ended: only a server that counts as it reads answers.
+      for (let i = 0; i < 32; i++) request.write('x'.repeat(64 * 1024));
+      setTimeout(() => reject(new Error('no answer before the body ended')), 5_000).unref();
+    });
+    expectError({ status: answer.status, headers: new Headers(), body: JSON.parse(answer.body) }, 413, 'payload_too_large');
   });
 
   it('stores nothing from a request with one bad event among good ones', async () => {
@@ -222,5 +253,22 @@ describe('tenant isolation', () => {
     // Each tenant's object has its own sequence.
     expect(receiver.events('/iso/a')[0]?.seq).toBe(1);
     expect(receiver.events('/iso/b')[0]?.seq).toBe(1);
+  });
+});
+
+describe('the authorizer failing (as API Gateway answers it)', () => {
+  it('answers 500 internal when the key cannot be looked up, not 401 as if the key were wrong', async () => {
+    // A sandbox of its own: its control table is removed under it.
+    const broken = await startSandbox({ port: 0, canary: false });
+    try {
+      const tenant = await createTenant(broken, 'lookup');
+      await broken.wiring.dynamo.send(new DeleteTableCommand({ TableName: broken.wiring.controlTable }));
+      // In AWS an authorizer that throws anything but 'Unauthorized' is AUTHORIZER_FAILURE:
+      // a 500 that API Gateway's 5XXError (the ingest-5xx alarm) counts, never a 401.
+      const response = await call(broken, 'GET', '/v1/webhooks', { key: tenant.key });
+      expectError(response, 500, 'internal');
+    } finally {
+      await broken.stop();
+    }
   });
 });
