@@ -105,10 +105,9 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         if (authorizerCache.size > 10_000) authorizerCache.clear();
         authorizerCache.set(header, result);
       } catch (error) {
-        // 'Unauthorized' is how a TOKEN authorizer refuses a key (API Gateway: 401). Anything
-        // else is the authorizer failing (its key lookup, say), which API Gateway answers
-        // 500 (AUTHORIZER_FAILURE) and counts in 5XXError: a valid key is not told it is wrong.
-        if (error instanceof Error && error.message === 'Unauthorized') return undefined;
+        // The authorizer refuses a key with a Deny policy (below), so a throw is the
+        // authorizer failing (its key lookup, say), which API Gateway answers 500
+        // (AUTHORIZER_FAILURE) and counts in 5XXError: a valid key is not told it is wrong.
         log.error('Authorizer failed', { error });
         throw new ApiError('internal', 'Something went wrong on our side; try again.');
       }
