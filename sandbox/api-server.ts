@@ -91,7 +91,13 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   // API Gateway's part: the TOKEN authorizer, then the usage plan's throttle.
   const usagePlans = new LocalUsagePlans();
   const tenants = new TenantStore({ client: dynamo, tableName: settings.controlTable });
-  const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(adminKey), tenants, adminUsageKey: ADMIN_USAGE_KEY });
+  const authorizer = makeAuthorizerHandler({
+    adminKeyHash: async () => hashKey(adminKey),
+    tenants,
+    adminUsageKey: ADMIN_USAGE_KEY,
+    metrics,
+    logger: log,
+  });
   const authorizerCache = new Map<string, Awaited<ReturnType<typeof authorizer>> & { until: number }>();
   const authenticate = async (c: Context): Promise<Principal | undefined> => {
     const header = c.req.header('authorization');

@@ -10,6 +10,8 @@
  */
 import type { APIGatewayAuthorizerResult, APIGatewayTokenAuthorizerEvent } from 'aws-lambda';
 import { type AuthorizeDeps, authorize } from '../app/authorize.ts';
+import { bearerToken, keyKind } from '../core/keys.ts';
+import { type LoggerPort, type MetricsPort, NO_LOGS, NO_METRICS } from '../core/telemetry.ts';
 
 export type AuthorizerHandler = (event: APIGatewayTokenAuthorizerEvent) => Promise<APIGatewayAuthorizerResult>;
 
@@ -22,10 +24,33 @@ function wholeApi(methodArn: string): string {
   return `${apiArn}/${stage}/*`;
 }
 
-export function makeAuthorizerHandler(deps: AuthorizeDeps): AuthorizerHandler {
+export interface AuthorizerDeps extends AuthorizeDeps {
+  readonly metrics?: MetricsPort;
+  readonly logger?: LoggerPort;
+}
+
+/** What a refused header held, for logs and metrics: never the key itself. */
+function refusedKind(header: string): 'admin' | 'tenant' | 'malformed' {
+  const key = bearerToken(header);
+  return (key !== undefined && keyKind(key)) || 'malformed';
+}
+
+export function makeAuthorizerHandler(deps: AuthorizerDeps): AuthorizerHandler {
+  const { metrics = NO_METRICS, logger = NO_LOGS } = deps;
   return async (event) => {
-    const result = await authorize(deps, event.authorizationToken);
+    let result: Awaited<ReturnType<typeof authorize>>;
+    try {
+      result = await authorize(deps, event.authorizationToken);
+    } catch (error) {
+      // API Gateway answers 500 (AUTHORIZER_FAILURE); authorizer-errors pages for these.
+      logger.error('A key could not be checked', { error });
+      throw error;
+    }
     if (!result) {
+      // API Gateway keeps this answer for its cache's time: one count per key and minute.
+      const kind = refusedKind(event.authorizationToken);
+      metrics.count('KeysRefused', 1, { kind });
+      logger.info('Key refused', { kind });
       return {
         principalId: 'anonymous',
         policyDocument: {

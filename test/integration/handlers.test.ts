@@ -158,6 +158,54 @@ describe('authorizer', () => {
     }
   });
 
+  it('counts and logs each refusal by the kind of key, never the key; a failed lookup is logged and thrown', async () => {
+    const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const counted: Array<[string, number | undefined, unknown]> = [];
+    const logged: Array<[string, string, unknown]> = [];
+    const logger = {
+      info: (message: string, fields?: unknown) => void logged.push(['info', message, fields]),
+      warn: (message: string, fields?: unknown) => void logged.push(['warn', message, fields]),
+      error: (message: string, fields?: unknown) => void logged.push(['error', message, fields]),
+    };
+    const metrics = { count: (name: string, value?: number, dimensions?: unknown) => void counted.push([name, value, dimensions]) };
+    const authorizer = makeAuthorizerHandler({
+      adminKeyHash: async () => hashKey(sandbox.adminKey),
+      tenants,
+      adminUsageKey: 'a',
+      metrics,
+      logger,
+    });
+    const wrongTenantKey = `${tenant.key}x`;
+    for (const token of ['Bearer nope', `Bearer ${wrongTenantKey}`, `Bearer ak_${'x'.repeat(43)}`]) {
+      await authorizer({ type: 'TOKEN', authorizationToken: token, methodArn });
+    }
+    await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${tenant.key}`, methodArn });
+    expect(counted).toEqual([
+      ['KeysRefused', 1, { kind: 'malformed' }],
+      ['KeysRefused', 1, { kind: 'tenant' }],
+      ['KeysRefused', 1, { kind: 'admin' }],
+    ]);
+    expect(logged.map(([level, message]) => `${level} ${message}`)).toEqual(['info Key refused', 'info Key refused', 'info Key refused']);
+    expect(JSON.stringify(logged)).not.toContain(wrongTenantKey);
+
+    const broken = makeAuthorizerHandler({
+      adminKeyHash: async () => hashKey(sandbox.adminKey),
+      tenants: {
+        findByKeyHash: async () => {
+          throw new Error('DynamoDB is unavailable');
+        },
+      },
+      adminUsageKey: 'a',
+      metrics,
+      logger,
+    });
+    await expect(broken({ type: 'TOKEN', authorizationToken: `Bearer ${tenant.key}`, methodArn })).rejects.toThrow(
+      'DynamoDB is unavailable',
+    );
+    expect(logged.at(-1)?.slice(0, 2)).toEqual(['error', 'A key could not be checked']);
+    expect(JSON.stringify(logged)).not.toContain(tenant.key);
+  });
+
   it('reads only the attributes its role is allowed, each read naming them in a projection', async () => {
     const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
     const authorizer = makeAuthorizerHandler({ adminKeyHash: async () => hashKey(sandbox.adminKey), tenants, adminUsageKey: 'a' });
