@@ -10,11 +10,10 @@ import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import { type PendingItem, type QueueMeta, quietTurnAllowed, type TurnRecord } from '../core/turn.ts';
-import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
+import { SCHEDULE_INDEX, SCHEDULE_SHARDS } from '../definitions/tables.ts';
 import { applied, batchWrite, epochSeconds, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 
 const META_SK = 'meta';
-const SCHEDULE_INDEX = 'by_schedule';
 const SLOT_PREFIX = 'e#';
 const SLOT_DIGITS = 15;
 

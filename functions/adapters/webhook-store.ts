@@ -14,6 +14,7 @@ import {
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Webhook, WebhookStatus } from '../core/model.ts';
+import { BY_RESOURCE_INDEX } from '../definitions/tables.ts';
 import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
@@ -23,7 +24,6 @@ const webhookSk = (id: string) => `webhook#${id}`;
 /** A count write's own token (see WebhookStore #count). */
 const newCountToken = () => randomBytes(9).toString('base64url');
 const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
-export const BY_RESOURCE_INDEX = 'by_resource';
 
 function toHealth(raw: Record<string, unknown> | undefined): Health {
   if (!raw) return INITIAL_HEALTH;

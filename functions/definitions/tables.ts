@@ -37,6 +37,10 @@ export const SCHEDULE_SHARDS = 16;
  * objects that have work without scanning the table. The linger spares an active
  * object's every event an index put and delete.
  */
+/** The index of scheduled objects on the events table, and that of webhooks by resource on the control table. */
+export const SCHEDULE_INDEX = 'by_schedule';
+export const BY_RESOURCE_INDEX = 'by_resource';
+
 export const EVENTS_TABLE: TableDefinition = {
   logicalName: 'Events',
   partitionKey: { name: 'pk', type: 'S' },
@@ -44,7 +48,7 @@ export const EVENTS_TABLE: TableDefinition = {
   ttlAttribute: 'expires_at',
   indexes: [
     {
-      indexName: 'by_schedule',
+      indexName: SCHEDULE_INDEX,
       partitionKey: { name: 'sched_shard', type: 'S' },
       sortKey: { name: 'sched_key', type: 'S' },
       projection: 'KEYS_ONLY',
@@ -60,7 +64,7 @@ export const CONTROL_TABLE: TableDefinition = {
   ttlAttribute: 'expires_at',
   indexes: [
     {
-      indexName: 'by_resource',
+      indexName: BY_RESOURCE_INDEX,
       partitionKey: { name: 'gsi1pk', type: 'S' },
       sortKey: { name: 'gsi1sk', type: 'S' },
       projection: 'ALL',

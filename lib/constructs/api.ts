@@ -26,7 +26,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { AUTHORIZER_ATTRIBUTES, CONTROL_PK } from '../../functions/definitions/tables.ts';
+import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -135,7 +135,7 @@ export class Api extends Construct {
     this.restApi.deploymentStage.node.addDependency(executionLogs);
 
     this.apiFunction = new SluiceFunction(this, 'Handler', { entry: FUNCTION_ENTRIES.api, config, timeout: Duration.seconds(29) })
-      .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      .bindTable(props.events, 'readWrite', ENV.eventsTable, [SCHEDULE_INDEX])
       .bindTable(props.control, 'readWrite', ENV.controlTable)
       .bindQueue(props.distributeQueue, ENV.distributeQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl)

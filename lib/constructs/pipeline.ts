@@ -13,7 +13,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
-import { CONTROL_PK } from '../../functions/definitions/tables.ts';
+import { BY_RESOURCE_INDEX, CONTROL_PK, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -39,7 +39,7 @@ export class Pipeline extends Construct {
       timeout: Duration.seconds(DISTRIBUTE_QUEUE.consumerTimeoutSeconds),
     })
       .bindTable(props.events, 'readWrite', ENV.eventsTable)
-      .bindTable(props.control, 'read', ENV.controlTable)
+      .bindTable(props.control, 'read', ENV.controlTable, [BY_RESOURCE_INDEX])
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     this.distributor.function.addEventSource(
@@ -57,7 +57,7 @@ export class Pipeline extends Construct {
       timeout: Duration.seconds(Math.min(300, Math.max(60, props.config.reconcileIntervalSeconds))),
       reservedConcurrentExecutions: 1,
     })
-      .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      .bindTable(props.events, 'readWrite', ENV.eventsTable, [SCHEDULE_INDEX])
       // The kill switches, and nothing else of the control table.
       .bindItems(props.control, ENV.controlTable, { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] })
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);

@@ -6,7 +6,7 @@
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type CfnElement, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
@@ -18,7 +18,6 @@ import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
 import { METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
-import { acknowledgeNag } from './nag.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -35,6 +34,20 @@ export interface SluiceFunctionProps {
   /** Caps this function's concurrency. @default no reserved concurrency */
   readonly reservedConcurrentExecutions?: number;
 }
+
+/** What bindTable allows on a table. */
+const TABLE_ACTIONS = {
+  read: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
+  readWrite: [
+    'dynamodb:GetItem',
+    'dynamodb:BatchGetItem',
+    'dynamodb:Query',
+    'dynamodb:PutItem',
+    'dynamodb:UpdateItem',
+    'dynamodb:DeleteItem',
+    'dynamodb:BatchWriteItem',
+  ],
+} as const;
 
 export class SluiceFunction extends Construct {
   readonly function: NodejsFunction;
@@ -86,18 +99,19 @@ export class SluiceFunction extends Construct {
     });
   }
 
-  bindTable(table: TableV2, access: 'read' | 'readWrite', envName: string): this {
-    if (access === 'read') table.grantReadData(this.function);
-    else table.grantReadWriteData(this.function);
-    this.function.addEnvironment(envName, table.tableName);
-    if (table.node.defaultChild) {
-      const logicalId = Stack.of(table).getLogicalId(table.node.defaultChild as CfnElement);
-      acknowledgeNag(
-        this,
-        `AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/index/*]`,
-        'CDK grants table access with its indexes; the functions query the by_resource and by_schedule indexes.',
+  /**
+   * The item operations the functions' code calls (lib-dynamodb's commands), on the
+   * table, and Query on the named indexes only: no Scan, streams or transactions, and
+   * no index a function does not query.
+   */
+  bindTable(table: TableV2, access: 'read' | 'readWrite', envName: string, indexes: readonly string[] = []): this {
+    this.function.addToRolePolicy(new PolicyStatement({ actions: [...TABLE_ACTIONS[access]], resources: [table.tableArn] }));
+    if (indexes.length > 0) {
+      this.function.addToRolePolicy(
+        new PolicyStatement({ actions: ['dynamodb:Query'], resources: indexes.map((index) => `${table.tableArn}/index/${index}`) }),
       );
     }
+    this.function.addEnvironment(envName, table.tableName);
     return this;
   }
 

@@ -15,7 +15,7 @@ import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, SQS_MAX_MESSAGE_BYTES } from '../../functions/definitions/queues.ts';
-import { CONTROL_TABLE, EVENTS_TABLE } from '../../functions/definitions/tables.ts';
+import { BY_RESOURCE_INDEX, CONTROL_TABLE, EVENTS_TABLE, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
 import { Sluice } from '../../lib/sluice.ts';
 import { SluiceStack } from '../../lib/sluice-stack.ts';
 
@@ -511,6 +511,43 @@ describe('operations', () => {
       .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
       .filter((st) => st.Condition === undefined && JSON.stringify(st.Resource).includes(controlTable));
     expect(unscopedOnControl).toEqual([]);
+  });
+
+  it('lets each function query only the indexes its code queries, and use no DynamoDB action its code does not call', () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const tables = template.findResources('AWS::DynamoDB::GlobalTable');
+    const tableOf = (name: string) => Object.keys(tables).find((id) => id.includes(name)) as string;
+    const statementsOf = (name: string) => {
+      const fnId = Object.keys(functions).find((id) => id.includes(name)) as string;
+      const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+      return Object.values(template.findResources('AWS::IAM::Policy'))
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<{ Action: string | string[]; Resource: unknown }>)
+        .filter((st) => JSON.stringify(st.Action).includes('dynamodb:'));
+    };
+    // Each index a function may reach, as `<table>/index/<name>`.
+    const indexesOf = (name: string) =>
+      statementsOf(name)
+        .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]))
+        .map((resource) => JSON.stringify(resource))
+        .filter((resource) => resource.includes('/index/'))
+        .map((resource) => `${resource.includes(tableOf('Events')) ? 'events' : 'control'}/${/\/index\/([^"]+)"/.exec(resource)?.[1]}`);
+    expect(indexesOf('Delivery')).toEqual([]);
+    expect(indexesOf('Distributor')).toEqual([`control/${BY_RESOURCE_INDEX}`]);
+    expect(indexesOf('Reconciler')).toEqual([`events/${SCHEDULE_INDEX}`]);
+    expect(indexesOf('ApiHandler')).toEqual([`events/${SCHEDULE_INDEX}`]);
+    const actions = new Set(
+      ['Delivery', 'Distributor', 'Reconciler', 'ApiHandler'].flatMap((name) => statementsOf(name).flatMap((st) => st.Action)),
+    );
+    for (const action of [
+      'dynamodb:Scan',
+      'dynamodb:GetRecords',
+      'dynamodb:GetShardIterator',
+      'dynamodb:ConditionCheckItem',
+      'dynamodb:DescribeTable',
+    ]) {
+      expect(actions.has(action), action).toBe(false);
+    }
   });
 
   it('outputs what a deployer needs under the names the README gives them, and nothing the construct adds of its own', () => {
