@@ -88,10 +88,16 @@ export class StreamStore {
     return ((await this.streamExpiry(tenantId, resource)) ?? 0) > now;
   }
 
-  /** When the stream on this resource expires (epoch ms); undefined when there is none. */
+  /**
+   * When the stream on this resource expires (epoch ms); undefined when there is none.
+   * Strongly consistent: a consumer polls again at once after its first 412, and a
+   * distributor reads the stream right after the bump that follows its creation; a
+   * replica that has not seen the write yet would answer "no stream" (a second 412, or
+   * events not appended, kept in the subscription cache for up to a minute).
+   */
   async streamExpiry(tenantId: string, resource: string): Promise<number | undefined> {
     const result = await this.#client.send(
-      new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' } }),
+      new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' }, ConsistentRead: true }),
     );
     return result.Item === undefined ? undefined : Number(result.Item.expires_at_ms ?? 0);
   }

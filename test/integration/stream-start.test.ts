@@ -2,7 +2,8 @@
  * A stream collects from the moment its first poll is answered (SPEC §3 Event
  * streams), even while a distributor turn that began before it is still draining
  * the stream's resource: the events that turn distributes after the answer are in
- * the stream.
+ * the stream. And the stream exists for the very next read, the consumer's poll
+ * with its token or a distributor's lookup, whichever replica DynamoDB asks.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +24,7 @@ import { createTables, type Emulators, startEmulators } from '../../sandbox/emul
 let emulators: Emulators;
 let client: ReturnType<typeof documentClient>;
 let control: string;
+let events: string;
 let queues: QueueStore;
 let streams: StreamStore;
 let idempotency: IdempotencyStore;
@@ -32,6 +34,7 @@ beforeAll(async () => {
   const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
   client = documentClient(emulators.dynamo);
   control = tables.Control as string;
+  events = tables.Events as string;
   queues = new QueueStore({ client, tableName: tables.Events as string, retentionDays: 7 });
   streams = new StreamStore({ client, controlTable: control, eventsTable: tables.Events as string, retentionDays: 7 });
   idempotency = new IdempotencyStore({ client, tableName: tables.Events as string, retentionDays: 7, ingestGraceMs: 60_000 });
@@ -111,5 +114,77 @@ describe('a stream started while its resource is being drained', () => {
     const page2 = page1.status === 200 ? await pollStream(reader, tenantId, 'project:9', page1.sync) : page1;
     const events = [page1, page2].flatMap((page) => (page.status === 200 ? (page.data as DeliveredEvent[]) : []));
     expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 150 }, (_, i) => i + 101));
+  });
+});
+
+describe('a stream just started, read by DynamoDB replicas that lag', () => {
+  /**
+   * A client whose eventually consistent reads of stream records come from a replica
+   * that has not seen the first poll's write yet (DynamoDB's replicas usually catch up
+   * within a second); strongly consistent reads go to the emulator.
+   */
+  function laggingClient() {
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Key?: { pk?: unknown }; ConsistentRead?: boolean; UpdateExpression?: unknown };
+        const isGet = input.Key !== undefined && input.UpdateExpression === undefined;
+        if (isGet && String(input.Key?.pk).startsWith('stream#') && input.ConsistentRead !== true) {
+          return { output: { $metadata: {} }, response: {} } as Awaited<ReturnType<typeof next>>;
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'laggingReplica' },
+    );
+    return c;
+  }
+
+  it('serves the poll right after the 412, and the distributor appends to it', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const lagging = laggingClient();
+    const store = new StreamStore({ client: lagging, controlTable: control, eventsTable: events, retentionDays: 7 });
+    const tenantId = 'ten_lag';
+    const reader: StreamDeps = { streams: store, retentionDays: 7, now };
+    const start = await pollStream(reader, tenantId, 'doc:lag', undefined);
+    expect(start.status).toBe(412);
+
+    await publish(
+      {
+        queues,
+        idempotency,
+        doorbell: { ring: async () => undefined },
+        config: buildConfig({}),
+        metrics: { count: () => undefined },
+        logger: NO_LOGS,
+        now,
+        newEventId: () => 'evt_lag1',
+      } as unknown as Parameters<typeof publish>[0],
+      tenantId,
+      [{ resource: 'doc:lag', parents: [], type: 'a.b', data: 1, idempotencyKey: undefined }],
+    );
+    const distributor = new Distributor({
+      queues,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [] },
+      deliveries: { send: async () => undefined },
+      doorbell: { ring: async () => undefined },
+      streams: store,
+      lookupCache: new SubscriptionCache({
+        client: lagging,
+        controlTable: control,
+        lookups: { onResource: async () => [], streamExpiry: (t, r) => store.streamExpiry(t, r) },
+      }),
+      config: buildConfig({}),
+      metrics: { count: () => undefined },
+      logger: NO_LOGS,
+      now,
+      sleep: async () => undefined,
+    });
+    expect(await distributor.runTurn({ tenantId, resource: 'doc:lag' }, 'w')).toMatchObject({ distributed: 1 });
+
+    clock += STREAM_SETTLE_MS + 1;
+    const page = await pollStream(reader, tenantId, 'doc:lag', start.sync);
+    expect(page).toMatchObject({ status: 200, data: [{ id: 'evt_lag1', seq: 1 }] });
   });
 });
