@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveredEvent, GapMarker } from '../core/model.ts';
+import { STREAM_SETTLE_MS } from '../core/stream-token.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
@@ -102,7 +103,13 @@ export class StreamStore {
     return result.Item === undefined ? undefined : Number(result.Item.expires_at_ms ?? 0);
   }
 
+  /**
+   * Appends to the stream log. Entries are kept for the retention period plus the
+   * settle time: a token, whose position is that long before it was issued, is valid
+   * for the whole retention period, and everything after its position must still be there.
+   */
   async append(tenantId: string, resource: string, entries: readonly StreamEntry[], now: number): Promise<void> {
+    const expiresAt = now + this.#retentionMs + STREAM_SETTLE_MS;
     await batchWrite(
       this.#client,
       this.#events,
@@ -112,8 +119,8 @@ export class StreamStore {
             pk: logPk(tenantId, resource),
             sk: entry.position,
             event: JSON.stringify(entry.event),
-            expires_at_ms: now + this.#retentionMs,
-            expires_at: epochSeconds(now + this.#retentionMs),
+            expires_at_ms: expiresAt,
+            expires_at: epochSeconds(expiresAt),
           },
         },
       })),
