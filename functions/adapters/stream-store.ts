@@ -66,22 +66,54 @@ export class StreamStore {
   /**
    * Records a poll: creates the stream if needed and pushes its expiry out. A
    * stream that is new, or was expired, bumps the tenant's subscriptions version
-   * so that distributors stop using a cached "no stream here".
+   * so that distributors stop using a cached "no stream here"; `announced` records
+   * that the bump went through, so that a poll tried again after a bump that failed
+   * bumps again rather than leave distributors skipping the stream for a minute.
    */
   async touch(tenantId: string, resource: string, now: number): Promise<void> {
-    const result = await this.#client.send(
+    const key = { pk: streamPk(tenantId, resource), sk: 'stream' };
+    const update = {
+      TableName: this.#control,
+      Key: key,
+      UpdateExpression: 'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
+      ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
+      ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
+    };
+    let announced = false;
+    try {
+      // The stream is alive: only its expiry moves.
+      const alive = await this.#client.send(
+        new UpdateCommand({
+          ...update,
+          ConditionExpression: '#expires_at_ms > :now',
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      announced = alive.Attributes?.announced === true;
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      // New, or expired: a new life, not announced yet (in the same write, so that a
+      // failure below leaves it marked as such).
+      await this.#client.send(
+        new UpdateCommand({
+          ...update,
+          UpdateExpression: `${update.UpdateExpression}, #announced = :false`,
+          ExpressionAttributeNames: { ...update.ExpressionAttributeNames, ...names('announced') },
+          ExpressionAttributeValues: { ...update.ExpressionAttributeValues, ':false': false },
+        }),
+      );
+    }
+    if (announced) return;
+    await bumpSubscriptions(this.#client, this.#control, tenantId);
+    await this.#client.send(
       new UpdateCommand({
         TableName: this.#control,
-        Key: { pk: streamPk(tenantId, resource), sk: 'stream' },
-        UpdateExpression:
-          'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
-        ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
-        ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
-        ReturnValues: 'UPDATED_OLD',
+        Key: key,
+        UpdateExpression: 'SET #announced = :true',
+        ExpressionAttributeNames: names('announced'),
+        ExpressionAttributeValues: { ':true': true },
       }),
     );
-    const previousExpiry = Number(result.Attributes?.expires_at_ms ?? 0);
-    if (previousExpiry <= now) await bumpSubscriptions(this.#client, this.#control, tenantId);
   }
 
   /** Whether someone polls a stream on this resource (and it has not expired). */

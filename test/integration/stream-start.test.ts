@@ -3,7 +3,8 @@
  * streams), even while a distributor turn that began before it is still draining
  * the stream's resource: the events that turn distributes after the answer are in
  * the stream. And the stream exists for the very next read, the consumer's poll
- * with its token or a distributor's lookup, whichever replica DynamoDB asks.
+ * with its token or a distributor's lookup, whichever replica DynamoDB asks, and
+ * after a first poll that failed halfway, for the poll tried again.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -186,5 +187,76 @@ describe('a stream just started, read by DynamoDB replicas that lag', () => {
     clock += STREAM_SETTLE_MS + 1;
     const page = await pollStream(reader, tenantId, 'doc:lag', start.sync);
     expect(page).toMatchObject({ status: 200, data: [{ id: 'evt_lag1', seq: 1 }] });
+  });
+});
+
+describe('a stream whose first poll failed after creating it', () => {
+  it('is announced to distributors by the poll that is tried again, so they append to it at once', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const tenantId = 'ten_retry';
+    const k = { tenantId, resource: 'doc:retry' };
+    // A client whose first bump of the subscriptions version fails, as DynamoDB erring on that one write would.
+    const flaky = documentClient(emulators.dynamo);
+    let bumps = 0;
+    flaky.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Key?: { sk?: string } };
+        if (input.Key?.sk === 'subscriptions' && ++bumps === 1) throw new Error('InternalServerError');
+        return next(args);
+      },
+      { step: 'initialize', name: 'failFirstBump' },
+    );
+    const store = new StreamStore({ client: flaky, controlTable: control, eventsTable: events, retentionDays: 7 });
+    const reader: StreamDeps = { streams: store, retentionDays: 7, now };
+    const accept = (n: number) =>
+      publish(
+        {
+          queues,
+          idempotency,
+          doorbell: { ring: async () => undefined },
+          config: buildConfig({}),
+          metrics: { count: () => undefined },
+          logger: NO_LOGS,
+          now,
+          newEventId: () => `evt_retry${n}`,
+        } as unknown as Parameters<typeof publish>[0],
+        tenantId,
+        [{ resource: k.resource, parents: [], type: 'a.b', data: n, idempotencyKey: undefined }],
+      );
+    const distributor = new Distributor({
+      queues,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [] },
+      deliveries: { send: async () => undefined },
+      doorbell: { ring: async () => undefined },
+      streams: store,
+      lookupCache: new SubscriptionCache({
+        client,
+        controlTable: control,
+        lookups: { onResource: async () => [], streamExpiry: (t, r) => store.streamExpiry(t, r) },
+      }),
+      config: buildConfig({}),
+      metrics: { count: () => undefined },
+      logger: NO_LOGS,
+      now,
+      sleep: async () => undefined,
+    });
+    // Before any stream: the distributor learns (and keeps) that there is none.
+    await accept(1);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ distributed: 1 });
+
+    // The first poll creates the stream, then fails to tell the distributors; the consumer tries again.
+    await expect(pollStream(reader, tenantId, k.resource, undefined)).rejects.toThrow('InternalServerError');
+    clock += 1_000;
+    const start = await pollStream(reader, tenantId, k.resource, undefined);
+    expect(start.status).toBe(412);
+
+    clock += 1_000;
+    await accept(2);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ distributed: 1 });
+    clock += STREAM_SETTLE_MS + 1;
+    const page = await pollStream(reader, tenantId, k.resource, start.sync);
+    expect(page).toMatchObject({ status: 200, data: [{ id: 'evt_retry2', seq: 2 }] });
   });
 });
