@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveredEvent, GapMarker } from '../core/model.ts';
+import { STREAM_SETTLE_MS } from '../core/stream-token.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
@@ -65,22 +66,54 @@ export class StreamStore {
   /**
    * Records a poll: creates the stream if needed and pushes its expiry out. A
    * stream that is new, or was expired, bumps the tenant's subscriptions version
-   * so that distributors stop using a cached "no stream here".
+   * so that distributors stop using a cached "no stream here"; `announced` records
+   * that the bump went through, so that a poll tried again after a bump that failed
+   * bumps again rather than leave distributors skipping the stream for a minute.
    */
   async touch(tenantId: string, resource: string, now: number): Promise<void> {
-    const result = await this.#client.send(
+    const key = { pk: streamPk(tenantId, resource), sk: 'stream' };
+    const update = {
+      TableName: this.#control,
+      Key: key,
+      UpdateExpression: 'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
+      ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
+      ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
+    };
+    let announced = false;
+    try {
+      // The stream is alive: only its expiry moves.
+      const alive = await this.#client.send(
+        new UpdateCommand({
+          ...update,
+          ConditionExpression: '#expires_at_ms > :now',
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      announced = alive.Attributes?.announced === true;
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      // New, or expired: a new life, not announced yet (in the same write, so that a
+      // failure below leaves it marked as such).
+      await this.#client.send(
+        new UpdateCommand({
+          ...update,
+          UpdateExpression: `${update.UpdateExpression}, #announced = :false`,
+          ExpressionAttributeNames: { ...update.ExpressionAttributeNames, ...names('announced') },
+          ExpressionAttributeValues: { ...update.ExpressionAttributeValues, ':false': false },
+        }),
+      );
+    }
+    if (announced) return;
+    await bumpSubscriptions(this.#client, this.#control, tenantId);
+    await this.#client.send(
       new UpdateCommand({
         TableName: this.#control,
-        Key: { pk: streamPk(tenantId, resource), sk: 'stream' },
-        UpdateExpression:
-          'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
-        ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
-        ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
-        ReturnValues: 'UPDATED_OLD',
+        Key: key,
+        UpdateExpression: 'SET #announced = :true',
+        ExpressionAttributeNames: names('announced'),
+        ExpressionAttributeValues: { ':true': true },
       }),
     );
-    const previousExpiry = Number(result.Attributes?.expires_at_ms ?? 0);
-    if (previousExpiry <= now) await bumpSubscriptions(this.#client, this.#control, tenantId);
   }
 
   /** Whether someone polls a stream on this resource (and it has not expired). */
@@ -88,15 +121,27 @@ export class StreamStore {
     return ((await this.streamExpiry(tenantId, resource)) ?? 0) > now;
   }
 
-  /** When the stream on this resource expires (epoch ms); undefined when there is none. */
+  /**
+   * When the stream on this resource expires (epoch ms); undefined when there is none.
+   * Strongly consistent: a consumer polls again at once after its first 412, and a
+   * distributor reads the stream right after the bump that follows its creation; a
+   * replica that has not seen the write yet would answer "no stream" (a second 412, or
+   * events not appended, kept in the subscription cache for up to a minute).
+   */
   async streamExpiry(tenantId: string, resource: string): Promise<number | undefined> {
     const result = await this.#client.send(
-      new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' } }),
+      new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' }, ConsistentRead: true }),
     );
     return result.Item === undefined ? undefined : Number(result.Item.expires_at_ms ?? 0);
   }
 
+  /**
+   * Appends to the stream log. Entries are kept for the retention period plus the
+   * settle time: a token, whose position is that long before it was issued, is valid
+   * for the whole retention period, and everything after its position must still be there.
+   */
   async append(tenantId: string, resource: string, entries: readonly StreamEntry[], now: number): Promise<void> {
+    const expiresAt = now + this.#retentionMs + STREAM_SETTLE_MS;
     await batchWrite(
       this.#client,
       this.#events,
@@ -106,8 +151,8 @@ export class StreamStore {
             pk: logPk(tenantId, resource),
             sk: entry.position,
             event: JSON.stringify(entry.event),
-            expires_at_ms: now + this.#retentionMs,
-            expires_at: epochSeconds(now + this.#retentionMs),
+            expires_at_ms: expiresAt,
+            expires_at: epochSeconds(expiresAt),
           },
         },
       })),

@@ -4,8 +4,8 @@
  *
  * Each tenant has a subscriptions version in the control table. Every write that
  * changes what a lookup answers (a webhook created, changed, disabled or deleted;
- * a stream created or revived) bumps it after its own write. A turn reads the
- * version once, consistently, and uses what the cache holds for that version:
+ * a stream created or revived) bumps it after its own write. Each chunk of a turn
+ * reads the version once, consistently, and uses what the cache holds for it:
  * one small read instead of a query and a read per resource and parent. Entries
  * also age out after `maxAgeMs`, in case a writer died between its write and the
  * bump.

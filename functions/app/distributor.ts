@@ -89,8 +89,8 @@ function uncachedLookups(deps: DistributorDeps): LookupSource {
 }
 
 /**
- * What a turn looks up about the resources its events touch, each once per turn:
- * the webhooks on a resource, and whether a stream on it is active. The tenant's
+ * What a chunk looks up about the resources its events touch, each once: the
+ * webhooks on a resource, and whether a stream on it is active. The tenant's
  * subscriptions version is read once, at the first lookup.
  */
 class TurnLookups {
@@ -187,6 +187,7 @@ export class Distributor {
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
+      let lookups = subscriptions;
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       while (turnMayContinue(budget, distributed, startedAt, now())) {
         const holdMs = action === 'drop' ? snapshotHoldMs(inline, now(), ownSnapshot) : 0;
@@ -216,14 +217,14 @@ export class Distributor {
         // that dies in between leaves them to the next one (which marks them again). Under
         // a drop switch they are counted with the dropped ones, for the marker at its lift.
         if (plan.expired > 0 && !dropping) {
-          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, plan.expiredParents, subscriptions, sink);
+          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, plan.expiredParents, lookups, sink);
         }
         // Everything known at the lease is in this chunk, and the object is not being
         // written right now (its rate tat is behind the clock): publish, then commit
         // and end the turn in one write. Later events are found by that write.
         const last = !dropping && readAll && !plan.waiting && plan.cursor >= meta.lastSlot && !((meta.tat ?? 0) > now());
         if (last) {
-          await this.#publish(key, events, subscriptions, sink);
+          await this.#publish(key, events, lookups, sink);
           distributed += events.length;
           const state = await queues.commitLastChunk(
             key,
@@ -251,10 +252,14 @@ export class Distributor {
         });
         inline = undefined;
         this.#countConsumed(key, plan, dropping);
-        if (!dropping) await this.#publish(key, events, subscriptions, sink);
+        if (!dropping) await this.#publish(key, events, lookups, sink);
         cursor = plan.cursor;
         seq += events.length;
         distributed += events.length;
+        // The next chunk looks up again, from a fresh subscriptions version: a stream
+        // started while this turn drains collects from the moment its 412 is answered,
+        // so the rest of the turn (up to turnMaxMs) must append to it too.
+        lookups = new TurnLookups(this.#lookups, key.tenantId, now);
       }
       return this.#ended(key, `t${meta.fence}`, await queues.finishTurn(key, meta.fence, now()), distributed);
     } catch (error) {

@@ -4,14 +4,10 @@
  * one, up to 100 events after it, the next token, and `has_more`.
  */
 import type { StreamStore } from '../adapters/stream-store.ts';
-import { decodeSyncToken, encodeSyncToken, positionAt, positionTime } from '../core/stream-token.ts';
+import { decodeSyncToken, encodeSyncToken, positionAt, positionTime, STREAM_SETTLE_MS } from '../core/stream-token.ts';
 
+export { STREAM_SETTLE_MS };
 export const STREAM_PAGE = 100;
-/**
- * A page never reaches closer than this to now: a distributor may write a
- * position a moment after computing it, and a reader must not have moved past it.
- */
-export const STREAM_SETTLE_MS = 2_000;
 
 export interface StreamDeps {
   readonly streams: StreamStore;
@@ -32,7 +28,9 @@ export async function pollStream(deps: StreamDeps, tenantId: string, resource: s
   if (token === undefined || token === '') return { status: 412, sync: fresh(), reason: 'Start the stream with this sync token.' };
   const position = decodeSyncToken(key, token, tenantId, resource);
   if (!position) return { status: 412, sync: fresh(), reason: 'The sync token is not valid for this stream; start again with this one.' };
-  if (now - positionTime(position.position) > deps.retentionDays * 86_400_000) {
+  // A token's position is the settle time before it was issued: it stays valid for the
+  // whole retention period after that (the stream log keeps entries as much longer).
+  if (now - positionTime(position.position) > deps.retentionDays * 86_400_000 + STREAM_SETTLE_MS) {
     return { status: 412, sync: fresh(), reason: 'The sync token is older than the retention period; start again with this one.' };
   }
   if (!wasActive) {

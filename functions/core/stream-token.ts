@@ -5,6 +5,12 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
+/**
+ * A page never reaches closer than this to now: a distributor may write a
+ * position a moment after computing it, and a reader must not have moved past it.
+ */
+export const STREAM_SETTLE_MS = 2_000;
+
 export interface StreamPosition {
   readonly tenantId: string;
   readonly resource: string;

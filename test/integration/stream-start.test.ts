@@ -1,0 +1,262 @@
+/**
+ * A stream collects from the moment its first poll is answered (SPEC §3 Event
+ * streams), even while a distributor turn that began before it is still draining
+ * the stream's resource: the events that turn distributes after the answer are in
+ * the stream. And the stream exists for the very next read, the consumer's poll
+ * with its token or a distributor's lookup, whichever replica DynamoDB asks, and
+ * after a first poll that failed halfway, for the poll tried again.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { StreamStore } from '../../functions/adapters/stream-store.ts';
+import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import { Distributor } from '../../functions/app/distributor.ts';
+import { publish } from '../../functions/app/ingest.ts';
+import { pollStream, STREAM_SETTLE_MS, type StreamDeps } from '../../functions/app/streams.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import type { DeliveredEvent } from '../../functions/core/model.ts';
+import { NO_LOGS } from '../../functions/core/telemetry.ts';
+import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+
+let emulators: Emulators;
+let client: ReturnType<typeof documentClient>;
+let control: string;
+let events: string;
+let queues: QueueStore;
+let streams: StreamStore;
+let idempotency: IdempotencyStore;
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  client = documentClient(emulators.dynamo);
+  control = tables.Control as string;
+  events = tables.Events as string;
+  queues = new QueueStore({ client, tableName: tables.Events as string, retentionDays: 7 });
+  streams = new StreamStore({ client, controlTable: control, eventsTable: tables.Events as string, retentionDays: 7 });
+  idempotency = new IdempotencyStore({ client, tableName: tables.Events as string, retentionDays: 7, ingestGraceMs: 60_000 });
+});
+
+afterAll(async () => {
+  await emulators?.stop();
+});
+
+describe('a stream started while its resource is being drained', () => {
+  it('gets every event the running turn distributes after the first poll is answered', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const tenantId = 'ten_start';
+    const child = { tenantId, resource: 'task:9' };
+    const reader: StreamDeps = { streams, retentionDays: 7, now };
+    const config = buildConfig({});
+    let id = 0;
+    // 250 events on a child of project:9: a turn of three chunks (100, 100, 50).
+    for (let batch = 0; batch < 3; batch++) {
+      await publish(
+        {
+          queues,
+          idempotency,
+          doorbell: { ring: async () => undefined },
+          config,
+          metrics: { count: () => undefined },
+          logger: NO_LOGS,
+          now,
+          newEventId: () => `evt_start${++id}`,
+        } as unknown as Parameters<typeof publish>[0],
+        tenantId,
+        Array.from({ length: batch === 2 ? 50 : 100 }, (_, i) => ({
+          resource: child.resource,
+          parents: ['project:9'],
+          type: 'a.b',
+          data: { i },
+          idempotencyKey: undefined,
+        })),
+      );
+      clock += 2_000;
+    }
+
+    // After the turn published its first chunk, a consumer starts a stream on the parent.
+    let start: Awaited<ReturnType<typeof pollStream>> | undefined;
+    const distributor = new Distributor({
+      queues,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [] },
+      deliveries: {
+        send: async () => {
+          if (start) return;
+          clock += 10;
+          start = await pollStream(reader, tenantId, 'project:9', undefined);
+          clock += 10;
+        },
+      },
+      doorbell: { ring: async () => undefined },
+      streams,
+      lookupCache: new SubscriptionCache({
+        client,
+        controlTable: control,
+        lookups: { onResource: async () => [], streamExpiry: (t, r) => streams.streamExpiry(t, r) },
+      }),
+      config,
+      metrics: { count: () => undefined },
+      logger: NO_LOGS,
+      now,
+      sleep: async () => undefined,
+    });
+    expect(await distributor.runTurn(child, 'w')).toMatchObject({ outcome: 'idle', distributed: 250 });
+    expect(start?.status).toBe(412);
+
+    // Everything distributed after that answer is in the stream: seq 101 to 250.
+    clock += STREAM_SETTLE_MS + 1;
+    const page1 = await pollStream(reader, tenantId, 'project:9', start?.sync);
+    const page2 = page1.status === 200 ? await pollStream(reader, tenantId, 'project:9', page1.sync) : page1;
+    const events = [page1, page2].flatMap((page) => (page.status === 200 ? (page.data as DeliveredEvent[]) : []));
+    expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 150 }, (_, i) => i + 101));
+  });
+});
+
+describe('a stream just started, read by DynamoDB replicas that lag', () => {
+  /**
+   * A client whose eventually consistent reads of stream records come from a replica
+   * that has not seen the first poll's write yet (DynamoDB's replicas usually catch up
+   * within a second); strongly consistent reads go to the emulator.
+   */
+  function laggingClient() {
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Key?: { pk?: unknown }; ConsistentRead?: boolean; UpdateExpression?: unknown };
+        const isGet = input.Key !== undefined && input.UpdateExpression === undefined;
+        if (isGet && String(input.Key?.pk).startsWith('stream#') && input.ConsistentRead !== true) {
+          return { output: { $metadata: {} }, response: {} } as Awaited<ReturnType<typeof next>>;
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'laggingReplica' },
+    );
+    return c;
+  }
+
+  it('serves the poll right after the 412, and the distributor appends to it', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const lagging = laggingClient();
+    const store = new StreamStore({ client: lagging, controlTable: control, eventsTable: events, retentionDays: 7 });
+    const tenantId = 'ten_lag';
+    const reader: StreamDeps = { streams: store, retentionDays: 7, now };
+    const start = await pollStream(reader, tenantId, 'doc:lag', undefined);
+    expect(start.status).toBe(412);
+
+    await publish(
+      {
+        queues,
+        idempotency,
+        doorbell: { ring: async () => undefined },
+        config: buildConfig({}),
+        metrics: { count: () => undefined },
+        logger: NO_LOGS,
+        now,
+        newEventId: () => 'evt_lag1',
+      } as unknown as Parameters<typeof publish>[0],
+      tenantId,
+      [{ resource: 'doc:lag', parents: [], type: 'a.b', data: 1, idempotencyKey: undefined }],
+    );
+    const distributor = new Distributor({
+      queues,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [] },
+      deliveries: { send: async () => undefined },
+      doorbell: { ring: async () => undefined },
+      streams: store,
+      lookupCache: new SubscriptionCache({
+        client: lagging,
+        controlTable: control,
+        lookups: { onResource: async () => [], streamExpiry: (t, r) => store.streamExpiry(t, r) },
+      }),
+      config: buildConfig({}),
+      metrics: { count: () => undefined },
+      logger: NO_LOGS,
+      now,
+      sleep: async () => undefined,
+    });
+    expect(await distributor.runTurn({ tenantId, resource: 'doc:lag' }, 'w')).toMatchObject({ distributed: 1 });
+
+    clock += STREAM_SETTLE_MS + 1;
+    const page = await pollStream(reader, tenantId, 'doc:lag', start.sync);
+    expect(page).toMatchObject({ status: 200, data: [{ id: 'evt_lag1', seq: 1 }] });
+  });
+});
+
+describe('a stream whose first poll failed after creating it', () => {
+  it('is announced to distributors by the poll that is tried again, so they append to it at once', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const tenantId = 'ten_retry';
+    const k = { tenantId, resource: 'doc:retry' };
+    // A client whose first bump of the subscriptions version fails, as DynamoDB erring on that one write would.
+    const flaky = documentClient(emulators.dynamo);
+    let bumps = 0;
+    flaky.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Key?: { sk?: string } };
+        if (input.Key?.sk === 'subscriptions' && ++bumps === 1) throw new Error('InternalServerError');
+        return next(args);
+      },
+      { step: 'initialize', name: 'failFirstBump' },
+    );
+    const store = new StreamStore({ client: flaky, controlTable: control, eventsTable: events, retentionDays: 7 });
+    const reader: StreamDeps = { streams: store, retentionDays: 7, now };
+    const accept = (n: number) =>
+      publish(
+        {
+          queues,
+          idempotency,
+          doorbell: { ring: async () => undefined },
+          config: buildConfig({}),
+          metrics: { count: () => undefined },
+          logger: NO_LOGS,
+          now,
+          newEventId: () => `evt_retry${n}`,
+        } as unknown as Parameters<typeof publish>[0],
+        tenantId,
+        [{ resource: k.resource, parents: [], type: 'a.b', data: n, idempotencyKey: undefined }],
+      );
+    const distributor = new Distributor({
+      queues,
+      switches: NO_SWITCHES,
+      subscriptions: { onResource: async () => [] },
+      deliveries: { send: async () => undefined },
+      doorbell: { ring: async () => undefined },
+      streams: store,
+      lookupCache: new SubscriptionCache({
+        client,
+        controlTable: control,
+        lookups: { onResource: async () => [], streamExpiry: (t, r) => store.streamExpiry(t, r) },
+      }),
+      config: buildConfig({}),
+      metrics: { count: () => undefined },
+      logger: NO_LOGS,
+      now,
+      sleep: async () => undefined,
+    });
+    // Before any stream: the distributor learns (and keeps) that there is none.
+    await accept(1);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ distributed: 1 });
+
+    // The first poll creates the stream, then fails to tell the distributors; the consumer tries again.
+    await expect(pollStream(reader, tenantId, k.resource, undefined)).rejects.toThrow('InternalServerError');
+    clock += 1_000;
+    const start = await pollStream(reader, tenantId, k.resource, undefined);
+    expect(start.status).toBe(412);
+
+    clock += 1_000;
+    await accept(2);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ distributed: 1 });
+    clock += STREAM_SETTLE_MS + 1;
+    const page = await pollStream(reader, tenantId, k.resource, start.sync);
+    expect(page).toMatchObject({ status: 200, data: [{ id: 'evt_retry2', seq: 2 }] });
+  });
+});
