@@ -29,6 +29,11 @@ export interface WebhookServiceDeps {
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+/**
+ * Most replaced secrets that keep signing at once (each for its own 24 h): a delivery
+ * carries one signature per live secret. Past this, the oldest stops signing early.
+ */
+export const MAX_PREVIOUS_SECRETS = 5;
 /** Most logged deliveries one replay request sends again (up to 100 events each). */
 export const MAX_REPLAY_DELIVERIES = 2_000;
 
@@ -82,7 +87,7 @@ export class WebhookService {
       description: input.description,
       status: 'active',
       secrets: [generateSecret()],
-      previousSecretExpiresAt: undefined,
+      previousSecretsExpireAt: [],
       health: INITIAL_HEALTH,
       healthVersion: 0,
       heldCount: 0,
@@ -142,13 +147,27 @@ export class WebhookService {
     if (dropped > 0) this.#deps.delivery.metrics.count('EventsDiscardedByOwner', dropped, { reason: 'webhook_deleted' });
   }
 
-  /** A new signing secret; the old one keeps signing too for 24 h. */
+  /**
+   * A new signing secret; the one it replaces keeps signing too for 24 h, and so does
+   * every secret replaced before it within its own 24 h: a second rotation (or the
+   * SDK trying again a rotation whose answer was lost) does not cut short the overlap
+   * that receivers still on an older secret were promised.
+   */
   async rotateSecret(tenantId: string, id: string): Promise<{ secret: string }> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const current = await this.#find(tenantId, id);
       const secret = generateSecret();
       const now = this.#deps.now();
-      if (await this.#deps.webhooks.rotateSecret(current, secret, now + ROTATION_OVERLAP_MS, new Date(now).toISOString())) {
+      const [replaced, ...older] = current.secrets;
+      const stillSigning = older.flatMap((s, i) => {
+        const expiresAt = current.previousSecretsExpireAt[i] ?? 0;
+        return now < expiresAt ? [{ secret: s, expiresAt }] : [];
+      });
+      const previous = [
+        ...(replaced === undefined ? [] : [{ secret: replaced, expiresAt: now + ROTATION_OVERLAP_MS }]),
+        ...stillSigning,
+      ].slice(0, MAX_PREVIOUS_SECRETS);
+      if (await this.#deps.webhooks.rotateSecret(current, secret, previous, new Date(now).toISOString())) {
         return { secret };
       }
     }

@@ -404,6 +404,23 @@ describe('failing endpoint', () => {
     expect(bad.status).toBe(400);
   });
 
+  it('keeps signing with every secret a rotation replaced for its own 24 h, when the secret is rotated again within them', async () => {
+    const tenant = await createTenant(sandbox, 'rotated-twice');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:2', url: `${receiver.url}/rotated-twice` });
+    const first = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+    const second = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+    expect([first.status, second.status]).toEqual([200, 200]);
+
+    await publish(sandbox, tenant.key, [{ resource: 'r:2', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => okEvents('/rotated-twice').length === 1);
+
+    // A receiver still on the original secret, or on the first rotation's, keeps verifying: each had 24 h.
+    const delivery = ok('/rotated-twice').at(-1);
+    if (!delivery) throw new Error('no delivery');
+    expect(delivery.headers['webhook-signature']?.split(' ')).toHaveLength(3);
+    for (const secret of [second.body.secret, first.body.secret, hook.secret]) expect(verifyDelivery(secret, delivery)).toBeTruthy();
+  });
+
   it('signs the ping of a changed URL with the live secrets only, not a previous one past its overlap', async () => {
     const tenant = await createTenant(sandbox, 'rotated-then-moved');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:1', url: `${receiver.url}/before-move` });

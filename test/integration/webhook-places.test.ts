@@ -12,7 +12,7 @@ import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
-import type { Tenant } from '../../functions/core/model.ts';
+import { liveSecrets, type Tenant } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
@@ -167,5 +167,24 @@ describe('a count write whose answer was lost', () => {
     // Deleting it again finds nothing, and takes nothing more off the count.
     expect(await webhooks.delete(t.id, created.id)).toBe(false);
     expect(await webhookCount(t.id)).toBe(0);
+  });
+});
+
+describe('a secret rotation whose answer was lost', () => {
+  it('is answered as done, with the secret it stored, and rotates once: the secret it replaced signs for 24 h', async () => {
+    const t = await tenant(1);
+    const { webhooks, service: webhooksApi } = service(t);
+    const created = await webhooksApi.create(t.id, input(1));
+    // Only the first rotating write loses its answer.
+    let rotations = 0;
+    losing = (request) => request.includes('#previous_secret_expires_at') && ++rotations === 1;
+    const rotated = await webhooksApi.rotateSecret(t.id, created.id);
+    losing = undefined;
+    const stored = await webhooks.get(t.id, created.id);
+    if (!stored) throw new Error('webhook gone');
+    // Rotated once: the caller's new secret signs, and so does the one its receivers still verify with, for 24 h.
+    expect(stored.secrets).toEqual([rotated.secret, created.secret]);
+    expect(liveSecrets(stored, Date.now())).toEqual([rotated.secret, created.secret]);
+    expect(liveSecrets(stored, Date.now() + 25 * 3_600_000)).toEqual([rotated.secret]);
   });
 });
