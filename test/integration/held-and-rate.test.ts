@@ -725,6 +725,36 @@ describe('deleting a webhook that holds deliveries', () => {
   });
 });
 
+describe('a webhook deleted while a delivery to it waits for its answer', () => {
+  it('counts that delivery as discarded by its owner when the answer would hold it (410), not as held overflow, which pages on-call', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-mid-delivery');
+    let hookId = '';
+    // The owner takes the endpoint down (410) and deletes the webhook while a delivery waits for that answer.
+    receiver.answer('/deleted-mid-delivery', async ({ ping }) => {
+      if (ping) return 200;
+      expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hookId}`, { key: tenant.key })).status).toBe(204);
+      return 410;
+    });
+    hookId = (await createWebhook(sandbox, tenant.key, { resource: 'dm:0', url: `${receiver.url}/deleted-mid-delivery` })).id;
+    const overflowBefore = sandbox.metrics.total('EventsHeldOverflow');
+    const discardedBefore = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+
+    await publish(sandbox, tenant.key, [{ resource: 'dm:0', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' }) > discardedBefore, 5_000);
+
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(discardedBefore + 1);
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
+    const overflow = await sandbox.wiring.dynamo.send(
+      new QueryCommand({
+        TableName: sandbox.wiring.controlTable,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': `overflow#${hookId}` },
+      }),
+    );
+    expect(overflow.Items).toEqual([]);
+  });
+});
+
 describe('a webhook its owner disabled', () => {
   it('holds up to the cap and counts the rest as discarded by its owner, which pages nobody, and a gap marker stands for them', async () => {
     const tenant = await createTenant(sandbox, 'owner-disabled');
