@@ -256,7 +256,10 @@ export class WebhookStore {
     return webhooks;
   }
 
-  /** Applies changes to an existing webhook; undefined when there is none. */
+  /**
+   * Applies changes to an existing webhook; undefined when there is none. A new URL is
+   * another endpoint: the Retry-After the old one asked for (`not_before`) goes.
+   */
   async update(tenantId: string, id: string, changes: WebhookChanges, now: string): Promise<Webhook | undefined> {
     const values: Record<string, unknown> = { ':now': now };
     const sets = ['#updated_at = :now'];
@@ -267,12 +270,14 @@ export class WebhookStore {
       attributeNames.push(field);
       values[`:${field}`] = value;
     }
+    const removes = changes.url === undefined ? '' : ' REMOVE #not_before';
+    if (removes) attributeNames.push('not_before');
     try {
       const result = await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: `SET ${sets.join(', ')}`,
+          UpdateExpression: `SET ${sets.join(', ')}${removes}`,
           ConditionExpression: 'attribute_exists(#pk)',
           ExpressionAttributeNames: names(...attributeNames),
           ExpressionAttributeValues: values,

@@ -126,8 +126,10 @@ export class WebhookService {
     let current = await this.#find(tenantId, id);
     if (patch.url !== undefined && patch.url !== current.url) await this.#verify(current, patch.url);
     const now = this.#deps.now();
-    const { status, ...rest } = patch;
-    if (Object.keys(rest).length > 0) {
+    const { status, ...changes } = patch;
+    // The same URL again is no change (no ping, and the endpoint's Retry-After stands).
+    const rest = changes.url === current.url ? { ...changes, url: undefined } : changes;
+    if (Object.values(rest).some((value) => value !== undefined)) {
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
       current = updated;

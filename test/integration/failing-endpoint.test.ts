@@ -330,6 +330,20 @@ describe('failing endpoint', () => {
     expect(second).toHaveLength(1);
   });
 
+  it('sends to a new URL at once: the Retry-After the old URL asked for does not hold the new one back', async () => {
+    const tenant = await createTenant(sandbox, 'moved-away');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mv:0', url: `${receiver.url}/moved-old` });
+    receiver.answer('/moved-old', { status: 503, headers: { 'retry-after': '3600' } });
+    await publish(sandbox, tenant.key, [{ resource: 'mv:0', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/moved-old').length >= 1, 10_000);
+
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: `${receiver.url}/moved-new` } });
+    expect(moved.status).toBe(200);
+    await publish(sandbox, tenant.key, [{ resource: 'mv:0', type: 'a.b', data: 2 }]);
+
+    await receiver.waitFor(() => okEvents('/moved-new').some((e) => e.data === 2), 10_000);
+  });
+
   it('replays at most so many deliveries a request: a larger window is refused before anything is sent, naming where to split it', async () => {
     const tenant = await createTenant(sandbox, 'replay-window');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'rw:1', url: `${receiver.url}/replay-window` });
