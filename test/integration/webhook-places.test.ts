@@ -9,7 +9,7 @@ import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
-import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
+import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
 import { liveSecrets, type Tenant } from '../../functions/core/model.ts';
@@ -186,5 +186,29 @@ describe('a secret rotation whose answer was lost', () => {
     expect(stored.secrets).toEqual([rotated.secret, created.secret]);
     expect(liveSecrets(stored, Date.now())).toEqual([rotated.secret, created.secret]);
     expect(liveSecrets(stored, Date.now() + 25 * 3_600_000)).toEqual([rotated.secret]);
+  });
+});
+
+describe('a PATCH of the URL', () => {
+  it('is checked as a creation is: a name that resolves to a private address is refused 400 and nothing changes', async () => {
+    const t = await tenant(1);
+    const { webhooks, service: webhooksApi } = service(t);
+    const created = await webhooksApi.create(t.id, input(1));
+    // A deployment without allowPrivateTargets, whose DNS answers the new name with a private address.
+    const lookup = ((_host: string, _options: unknown, callback: (e: null, a: unknown) => void) =>
+      callback(null, [{ address: '10.0.0.5', family: 4 }])) as unknown as Parameters<typeof makeSender>[0]['lookup'];
+    const strict = new WebhookService({
+      webhooks,
+      tenants: { get: async () => t },
+      send: makeSender({ allowPrivateTargets: false, lookup }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: {} as WebhookServiceDeps['delivery'],
+    });
+
+    await expect(strict.update(t.id, created.id, { url: 'https://inside.example.test/hook', status: 'active' })).rejects.toMatchObject({
+      code: 'invalid_request',
+    });
+    expect((await webhooks.get(t.id, created.id))?.url).toBe(created.url);
   });
 });
