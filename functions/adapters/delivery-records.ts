@@ -220,6 +220,9 @@ export class DeliveryRecords {
     now: number,
     limit: number,
   ): Promise<{ deliveries: Array<DeliveryMessage['events']>; more: boolean; nextAt: number | undefined }> {
+    // Nothing is logged before 1970, and a padded negative time no longer sorts by time
+    // (a window there would be a reversed BETWEEN, which DynamoDB refuses).
+    if (window.until <= 0) return { deliveries: [], more: false, nextAt: undefined };
     const items: Record<string, unknown>[] = [];
     const pages = this.#pages(
       {
@@ -227,7 +230,12 @@ export class DeliveryRecords {
         FilterExpression: '#expires_at_ms > :now',
         ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
         // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
-        ExpressionAttributeValues: { ':pk': logPk(webhookId), ':from': pad(window.since), ':to': `${pad(window.until - 1)}~`, ':now': now },
+        ExpressionAttributeValues: {
+          ':pk': logPk(webhookId),
+          ':from': pad(Math.max(0, window.since)),
+          ':to': `${pad(window.until - 1)}~`,
+          ':now': now,
+        },
       },
       () => items.length <= limit,
     );

@@ -385,6 +385,18 @@ describe('failing endpoint', () => {
     });
     expect(early.status).toBe(400);
     expect(early.body.error.message).toMatch(/since must be earlier than now/);
+    // A window long past (before 1970 even, where the log's padded keys no longer sort by
+    // time) holds nothing retained: 202 with none, not a reversed query answered 500.
+    const ancient = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: '1960-01-01T00:00:00Z', until: '1965-01-01T00:00:00Z' },
+    });
+    expect(ancient).toMatchObject({ status: 202, body: { events: 0 } });
+    const straddling = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: '1960-01-01T00:00:00Z' },
+    });
+    expect(straddling).toMatchObject({ status: 202, body: { events: 3 } });
   });
 
   it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
