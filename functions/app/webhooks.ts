@@ -26,6 +26,8 @@ export interface WebhookServiceDeps {
   readonly delivery: DeliveryDeps;
   /** Most logged deliveries one replay sends again (MAX_REPLAY_DELIVERIES). */
   readonly maxReplayDeliveries?: number;
+  /** Most bytes of events (JSON) one replay sends again (MAX_REPLAY_BYTES). */
+  readonly maxReplayBytes?: number;
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
@@ -36,6 +38,12 @@ const ROTATION_OVERLAP_MS = 24 * 3_600_000;
 export const MAX_PREVIOUS_SECRETS = 5;
 /** Most logged deliveries one replay request sends again (up to 100 events each). */
 export const MAX_REPLAY_DELIVERIES = 2_000;
+/**
+ * Most bytes of events (their JSON) one replay request reads and sends again: 2,000
+ * deliveries of up to 256 KiB each would be 500 MiB, past the API function's memory
+ * (512 MB) and what it can send to SQS within its 29 s.
+ */
+export const MAX_REPLAY_BYTES = 16 * 1024 * 1024;
 
 /** A webhook as the API shows it: never its secrets. */
 export function webhookView(webhook: Webhook) {
@@ -194,9 +202,9 @@ export class WebhookService {
 
   /**
    * Sends again every event logged for the webhook in the window, once each. At most
-   * MAX_REPLAY_DELIVERIES deliveries a request, so a replay ends well within the API's
-   * timeout; a larger window is refused before anything is sent, naming where to
-   * split it.
+   * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of events a request, so a
+   * replay ends well within the API's timeout and memory; a larger window is refused
+   * before anything is sent, naming where to split it.
    */
   async replay(tenantId: string, id: string, window: ReplayWindow): Promise<number> {
     const webhook = await this.#find(tenantId, id);
@@ -207,12 +215,17 @@ export class WebhookService {
       throw new ApiError('invalid_request', `since must be earlier than ${window.until === undefined ? 'now' : 'until'}`);
     }
     const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
-    const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, max);
+    const maxBytes = this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES;
+    const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, {
+      deliveries: max,
+      bytes: maxBytes,
+    });
     if (logged.more) {
       const split = new Date(logged.nextAt ?? until).toISOString();
+      const size = maxBytes >= 1024 * 1024 ? `${Math.floor(maxBytes / (1024 * 1024))} MiB` : `${maxBytes} bytes`;
       throw new ApiError(
         'limit_exceeded',
-        `More than ${max} deliveries were logged in this window: replay it in parts, e.g. until ${split}, then since ${split}.`,
+        `More than ${max} deliveries, or ${size} of events, were logged in this window: replay it in parts, e.g. until ${split}, then since ${split}.`,
       );
     }
     // A delivery that was released again after a failed release is logged twice: each event is replayed once.

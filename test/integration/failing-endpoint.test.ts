@@ -399,6 +399,38 @@ describe('failing endpoint', () => {
     expect(straddling).toMatchObject({ status: 202, body: { events: 3 } });
   });
 
+  it('replays at most so many bytes of events a request, however few the deliveries: a larger window is refused, naming where to split it', async () => {
+    const tenant = await createTenant(sandbox, 'replay-bytes');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rb:1', url: `${receiver.url}/replay-bytes` });
+    const since = Date.now() - 1_000;
+    for (const n of [1, 2, 3]) {
+      await publish(sandbox, tenant.key, [{ resource: 'rb:1', type: 'a.b', data: 'x'.repeat(1_000 * n) }]);
+      await receiver.waitFor(() => okEvents('/replay-bytes').length === n);
+    }
+    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const sent: DeliveryMessage[] = [];
+    const webhooks = new WebhookService({
+      webhooks: delivery.webhooks as WebhookStore,
+      tenants: { get: async () => undefined },
+      send: makeSender({ allowPrivateTargets: true }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: {
+        ...delivery,
+        queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) },
+      },
+      // Room for the first two deliveries' events (about 1 and 2 KB), not for the third's as well.
+      maxReplayBytes: 5_000,
+    });
+    const refused = await webhooks.replay(tenant.id, hook.id, { since, until: undefined }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: 'limit_exceeded' });
+    expect(sent).toEqual([]);
+    const split = /until (\S+), then since/.exec((refused as Error).message)?.[1] as string;
+    expect(await webhooks.replay(tenant.id, hook.id, { since, until: Date.parse(split) })).toBe(2);
+    expect(await webhooks.replay(tenant.id, hook.id, { since: Date.parse(split), until: undefined })).toBe(1);
+    expect(sent.flatMap((m) => m.events.map((e) => String(e.data).length))).toEqual([1_000, 2_000, 3_000]);
+  });
+
   it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
     const tenant = await createTenant(sandbox, 'replay');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:1', url: `${receiver.url}/replay` });
