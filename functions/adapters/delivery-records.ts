@@ -211,33 +211,52 @@ export class DeliveryRecords {
 
   /**
    * The events of the deliveries logged from `since` up to (not at) `until`, oldest first, at
-   * most `limit` deliveries; `more` tells when the window held more, and `nextAt`
-   * (epoch ms) when the first one left out was logged.
+   * most `limit.deliveries` deliveries and `limit.bytes` of their events' JSON (the first
+   * delivery is always taken); `more` tells when the window held more, and `nextAt` (epoch
+   * ms) when the first one left out was logged. The log is read no further than that, so a
+   * window of large deliveries costs the reader at most about `limit.bytes` of memory.
    */
   async logged(
     webhookId: string,
     window: { since: number; until: number },
     now: number,
-    limit: number,
+    limit: { readonly deliveries: number; readonly bytes: number },
   ): Promise<{ deliveries: Array<DeliveryMessage['events']>; more: boolean; nextAt: number | undefined }> {
-    const items: Record<string, unknown>[] = [];
+    // Nothing is logged before 1970, and a padded negative time no longer sorts by time
+    // (a window there would be a reversed BETWEEN, which DynamoDB refuses).
+    if (window.until <= 0) return { deliveries: [], more: false, nextAt: undefined };
+    const deliveries: Array<DeliveryMessage['events']> = [];
+    let bytes = 0;
+    let nextAt: number | undefined;
     const pages = this.#pages(
       {
         KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
         FilterExpression: '#expires_at_ms > :now',
         ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
         // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
-        ExpressionAttributeValues: { ':pk': logPk(webhookId), ':from': pad(window.since), ':to': `${pad(window.until - 1)}~`, ':now': now },
+        ExpressionAttributeValues: {
+          ':pk': logPk(webhookId),
+          ':from': pad(Math.max(0, window.since)),
+          ':to': `${pad(window.until - 1)}~`,
+          ':now': now,
+        },
       },
-      () => items.length <= limit,
+      () => nextAt === undefined,
     );
-    for await (const page of pages) items.push(...(page.Items ?? []));
-    const first = items[limit];
-    return {
-      deliveries: items.slice(0, limit).map(loggedEvents),
-      more: first !== undefined,
-      nextAt: first === undefined ? undefined : Number(String(first.sk).split('#')[0]),
-    };
+    for await (const page of pages) {
+      for (const item of page.Items ?? []) {
+        const text = loggedEventsText(item);
+        const size = Buffer.byteLength(text);
+        if (deliveries.length >= limit.deliveries || (deliveries.length > 0 && bytes + size > limit.bytes)) {
+          nextAt = Number(String(item.sk).split('#')[0]);
+          break;
+        }
+        deliveries.push(JSON.parse(text));
+        bytes += size;
+      }
+      if (nextAt !== undefined) break;
+    }
+    return { deliveries, more: nextAt !== undefined, nextAt };
   }
 
   /**
@@ -630,8 +649,8 @@ export class DeliveryRecords {
   }
 }
 
-/** A log item's events: compressed since the log was compressed, plain JSON in items logged before. */
-function loggedEvents(item: Record<string, unknown>): DeliveryMessage['events'] {
+/** A log item's events as JSON: compressed since the log was compressed, plain in items logged before. */
+function loggedEventsText(item: Record<string, unknown>): string {
   const compressed = item.events_z as Uint8Array | undefined;
-  return JSON.parse(compressed ? inflateRawSync(compressed).toString('utf8') : String(item.events));
+  return compressed ? inflateRawSync(compressed).toString('utf8') : String(item.events);
 }

@@ -53,6 +53,15 @@ function fromHealth(health: Health): Record<string, unknown> {
   };
 }
 
+/**
+ * When each replaced secret stops signing: a list, in the order of the secrets after
+ * the first; a single number when written by an earlier version, which kept one.
+ */
+function previousExpiries(raw: unknown): number[] {
+  if (raw === undefined || raw === null) return [];
+  return (Array.isArray(raw) ? raw : [raw]).map(Number);
+}
+
 function toWebhook(item: Record<string, unknown>): Webhook {
   return {
     id: String(item.id),
@@ -63,7 +72,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     description: String(item.description ?? ''),
     status: item.status as WebhookStatus,
     secrets: (item.secrets as string[]) ?? [],
-    previousSecretExpiresAt: item.previous_secret_expires_at === undefined ? undefined : Number(item.previous_secret_expires_at),
+    previousSecretsExpireAt: previousExpiries(item.previous_secret_expires_at),
     health: toHealth(item.health as Record<string, unknown> | undefined),
     healthVersion: Number(item.health_version ?? 0),
     heldCount: Number(item.held_count ?? 0),
@@ -247,7 +256,10 @@ export class WebhookStore {
     return webhooks;
   }
 
-  /** Applies changes to an existing webhook; undefined when there is none. */
+  /**
+   * Applies changes to an existing webhook; undefined when there is none. A new URL is
+   * another endpoint: the Retry-After the old one asked for (`not_before`) goes.
+   */
   async update(tenantId: string, id: string, changes: WebhookChanges, now: string): Promise<Webhook | undefined> {
     const values: Record<string, unknown> = { ':now': now };
     const sets = ['#updated_at = :now'];
@@ -258,12 +270,14 @@ export class WebhookStore {
       attributeNames.push(field);
       values[`:${field}`] = value;
     }
+    const removes = changes.url === undefined ? '' : ' REMOVE #not_before';
+    if (removes) attributeNames.push('not_before');
     try {
       const result = await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: `SET ${sets.join(', ')}`,
+          UpdateExpression: `SET ${sets.join(', ')}${removes}`,
           ConditionExpression: 'attribute_exists(#pk)',
           ExpressionAttributeNames: names(...attributeNames),
           ExpressionAttributeValues: values,
@@ -525,19 +539,41 @@ export class WebhookStore {
     });
   }
 
-  /** Puts a new secret first; the previous one keeps signing until `previousExpiresAt`. */
-  async rotateSecret(webhook: Webhook, secret: string, previousExpiresAt: number, now: string): Promise<boolean> {
-    return this.#updateIf(webhook.tenantId, webhook.id, {
-      UpdateExpression: 'SET #secrets = :secrets, #previous_secret_expires_at = :expires, #updated_at = :now',
-      // Two rotations at once: only one may replace the secret list it read.
-      ConditionExpression: 'attribute_exists(#pk) AND #secrets[0] = :current',
-      ExpressionAttributeNames: names('secrets', 'previous_secret_expires_at', 'updated_at', 'pk'),
-      ExpressionAttributeValues: {
-        ':secrets': [secret, ...webhook.secrets.slice(0, 1)],
-        ':expires': previousExpiresAt,
-        ':now': now,
-        ':current': webhook.secrets[0],
-      },
-    });
+  /**
+   * Puts a new secret first; the `previous` ones keep signing, each until its
+   * `expiresAt`. False when another rotation replaced the secret this one read.
+   */
+  async rotateSecret(
+    webhook: Webhook,
+    secret: string,
+    previous: ReadonlyArray<{ readonly secret: string; readonly expiresAt: number }>,
+    now: string,
+  ): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+          UpdateExpression: 'SET #secrets = :secrets, #previous_secret_expires_at = :expires, #updated_at = :now',
+          // Two rotations at once: only one may replace the secret list it read.
+          ConditionExpression: 'attribute_exists(#pk) AND #secrets[0] = :current',
+          ExpressionAttributeNames: names('secrets', 'previous_secret_expires_at', 'updated_at', 'pk'),
+          ExpressionAttributeValues: {
+            ':secrets': [secret, ...previous.map((p) => p.secret)],
+            ':expires': previous.map((p) => p.expiresAt),
+            ':now': now,
+            ':current': webhook.secrets[0],
+          },
+        }),
+      );
+      return true;
+    } catch (error) {
+      // Refused on a retry: the first try may have applied, its answer lost. If the stored
+      // secret is ours it did, and is answered so: rotating again would answer another
+      // secret, or 409 with the webhook rotated and the caller holding none of its secrets.
+      if (refusedOnRetry(error) && (await this.#storedSecret(webhook)) === secret) return true;
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
   }
 }

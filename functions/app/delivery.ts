@@ -129,6 +129,18 @@ function context(m: { tenantId: string; webhookId: string; deliveryId?: string }
   return { tenant: m.tenantId, webhook: m.webhookId, ...(m.deliveryId && { delivery: m.deliveryId }) };
 }
 
+/** A delivery to a webhook its owner deleted: the owner's doing, not an incident, so counted apart from what pages on-call. */
+function dropForDeleted(deps: DeliveryDeps, message: DeliveryMessage): 'dropped' {
+  deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'webhook_deleted' });
+  deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
+  return 'dropped';
+}
+
+/** Whether the webhook was deleted since it was read (a consistent read). */
+async function deletedSince(deps: DeliveryDeps, webhook: Webhook): Promise<boolean> {
+  return (await deps.webhooks.get(webhook.tenantId, webhook.id)) === undefined;
+}
+
 /**
  * Sends a message again after `waitSeconds`, chaining SQS delays for longer waits. A
  * delivery keeps a share of its endpoint's pace only when it is waiting for that
@@ -151,12 +163,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     return 'waiting';
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
-  if (!webhook) {
-    // The owner's doing, not an incident: counted apart from what pages on-call.
-    deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'webhook_deleted' });
-    deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
-    return 'dropped';
-  }
+  if (!webhook) return dropForDeleted(deps, message);
   if (webhook.noticePending) await tellOwner(deps, webhook, now);
   const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
   if (action === 'drop') {
@@ -296,6 +303,8 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         deps.random,
       );
       if (wait === undefined) {
+        // Deleted while this attempt waited for its answer: no dead letter (nor a page) for a webhook that is gone.
+        if (await deletedSince(deps, webhook)) return dropForDeleted(deps, message);
         // Counted once: a last attempt that SQS delivers again finds its dead letter written.
         if (await deps.records.deadLetter(message, describe(result), now)) {
           deps.metrics.count('DeadLetters');
@@ -340,6 +349,13 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   if (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook)) {
     if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
     else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
+    return;
+  }
+  // Refused for a webhook deleted since it was read (the count's write needs the webhook),
+  // e.g. while this delivery waited for an answer that holds it: not an overflow that pages
+  // on-call, nor a count owing a gap marker that nobody will ever be sent.
+  if (await deletedSince(deps, webhook)) {
+    dropForDeleted(deps, message);
     return;
   }
   const resource = message.events[0]?.resource ?? '';

@@ -26,11 +26,24 @@ export interface WebhookServiceDeps {
   readonly delivery: DeliveryDeps;
   /** Most logged deliveries one replay sends again (MAX_REPLAY_DELIVERIES). */
   readonly maxReplayDeliveries?: number;
+  /** Most bytes of events (JSON) one replay sends again (MAX_REPLAY_BYTES). */
+  readonly maxReplayBytes?: number;
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+/**
+ * Most replaced secrets that keep signing at once (each for its own 24 h): a delivery
+ * carries one signature per live secret. Past this, the oldest stops signing early.
+ */
+export const MAX_PREVIOUS_SECRETS = 5;
 /** Most logged deliveries one replay request sends again (up to 100 events each). */
 export const MAX_REPLAY_DELIVERIES = 2_000;
+/**
+ * Most bytes of events (their JSON) one replay request reads and sends again: 2,000
+ * deliveries of up to 256 KiB each would be 500 MiB, past the API function's memory
+ * (512 MB) and what it can send to SQS within its 29 s.
+ */
+export const MAX_REPLAY_BYTES = 16 * 1024 * 1024;
 
 /** A webhook as the API shows it: never its secrets. */
 export function webhookView(webhook: Webhook) {
@@ -82,7 +95,7 @@ export class WebhookService {
       description: input.description,
       status: 'active',
       secrets: [generateSecret()],
-      previousSecretExpiresAt: undefined,
+      previousSecretsExpireAt: [],
       health: INITIAL_HEALTH,
       healthVersion: 0,
       heldCount: 0,
@@ -121,8 +134,10 @@ export class WebhookService {
     let current = await this.#find(tenantId, id);
     if (patch.url !== undefined && patch.url !== current.url) await this.#verify(current, patch.url);
     const now = this.#deps.now();
-    const { status, ...rest } = patch;
-    if (Object.keys(rest).length > 0) {
+    const { status, ...changes } = patch;
+    // The same URL again is no change (no ping, and the endpoint's Retry-After stands).
+    const rest = changes.url === current.url ? { ...changes, url: undefined } : changes;
+    if (Object.values(rest).some((value) => value !== undefined)) {
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
       current = updated;
@@ -138,17 +153,42 @@ export class WebhookService {
   async delete(tenantId: string, id: string): Promise<void> {
     if (!(await this.#deps.webhooks.delete(tenantId, id))) throw notFound(id);
     // What it held goes with it, counted as deliveries in flight to it are.
-    const dropped = await this.#deps.delivery.records.forget(id);
-    if (dropped > 0) this.#deps.delivery.metrics.count('EventsDiscardedByOwner', dropped, { reason: 'webhook_deleted' });
+    try {
+      const dropped = await this.#deps.delivery.records.forget(id);
+      if (dropped > 0) this.#deps.delivery.metrics.count('EventsDiscardedByOwner', dropped, { reason: 'webhook_deleted' });
+    } catch (error) {
+      // The webhook is gone all the same, and so answered: a 500 would be tried again
+      // into a 404. Nothing releases what a deleted webhook held; the rest of it
+      // expires with the retention period (TTL).
+      this.#deps.delivery.logger.error('Held deliveries of a deleted webhook not all removed; they expire with the retention period', {
+        tenant: tenantId,
+        webhook: id,
+        error,
+      });
+    }
   }
 
-  /** A new signing secret; the old one keeps signing too for 24 h. */
+  /**
+   * A new signing secret; the one it replaces keeps signing too for 24 h, and so does
+   * every secret replaced before it within its own 24 h: a second rotation (or the
+   * SDK trying again a rotation whose answer was lost) does not cut short the overlap
+   * that receivers still on an older secret were promised.
+   */
   async rotateSecret(tenantId: string, id: string): Promise<{ secret: string }> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const current = await this.#find(tenantId, id);
       const secret = generateSecret();
       const now = this.#deps.now();
-      if (await this.#deps.webhooks.rotateSecret(current, secret, now + ROTATION_OVERLAP_MS, new Date(now).toISOString())) {
+      const [replaced, ...older] = current.secrets;
+      const stillSigning = older.flatMap((s, i) => {
+        const expiresAt = current.previousSecretsExpireAt[i] ?? 0;
+        return now < expiresAt ? [{ secret: s, expiresAt }] : [];
+      });
+      const previous = [
+        ...(replaced === undefined ? [] : [{ secret: replaced, expiresAt: now + ROTATION_OVERLAP_MS }]),
+        ...stillSigning,
+      ].slice(0, MAX_PREVIOUS_SECRETS);
+      if (await this.#deps.webhooks.rotateSecret(current, secret, previous, new Date(now).toISOString())) {
         return { secret };
       }
     }
@@ -162,9 +202,9 @@ export class WebhookService {
 
   /**
    * Sends again every event logged for the webhook in the window, once each. At most
-   * MAX_REPLAY_DELIVERIES deliveries a request, so a replay ends well within the API's
-   * timeout; a larger window is refused before anything is sent, naming where to
-   * split it.
+   * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of events a request, so a
+   * replay ends well within the API's timeout and memory; a larger window is refused
+   * before anything is sent, naming where to split it.
    */
   async replay(tenantId: string, id: string, window: ReplayWindow): Promise<number> {
     const webhook = await this.#find(tenantId, id);
@@ -175,12 +215,17 @@ export class WebhookService {
       throw new ApiError('invalid_request', `since must be earlier than ${window.until === undefined ? 'now' : 'until'}`);
     }
     const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
-    const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, max);
+    const maxBytes = this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES;
+    const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, {
+      deliveries: max,
+      bytes: maxBytes,
+    });
     if (logged.more) {
       const split = new Date(logged.nextAt ?? until).toISOString();
+      const size = maxBytes >= 1024 * 1024 ? `${Math.floor(maxBytes / (1024 * 1024))} MiB` : `${maxBytes} bytes`;
       throw new ApiError(
         'limit_exceeded',
-        `More than ${max} deliveries were logged in this window: replay it in parts, e.g. until ${split}, then since ${split}.`,
+        `More than ${max} deliveries, or ${size} of events, were logged in this window: replay it in parts, e.g. until ${split}, then since ${split}.`,
       );
     }
     // A delivery that was released again after a failed release is logged twice: each event is replayed once.

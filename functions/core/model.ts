@@ -45,10 +45,14 @@ export interface Webhook {
   readonly types: readonly string[];
   readonly description: string;
   readonly status: WebhookStatus;
-  /** Signing secrets, newest first; the second signs only until previousSecretExpiresAt. */
+  /** Signing secrets, newest first; each one after the first signs only until its time in previousSecretsExpireAt. */
   readonly secrets: readonly string[];
-  /** When the secret replaced by the last rotation stops signing (epoch ms). */
-  readonly previousSecretExpiresAt: number | undefined;
+  /**
+   * When each secret a rotation replaced stops signing (epoch ms), in the order of
+   * `secrets` after the first: 24 h after its own replacement, however often the
+   * secret was rotated since.
+   */
+  readonly previousSecretsExpireAt: readonly number[];
   readonly health: Health;
   /** Optimistic-concurrency version of `health`. */
   readonly healthVersion: number;
@@ -74,12 +78,11 @@ export interface Webhook {
   readonly updatedAt: string;
 }
 
-/** The secrets that sign a delivery at `now`: the newest, and the previous one for 24 h after a rotation. */
-export function liveSecrets(webhook: Pick<Webhook, 'secrets' | 'previousSecretExpiresAt'>, now: number): string[] {
-  const [current, previous] = webhook.secrets;
-  const live = current === undefined ? [] : [current];
-  if (previous !== undefined && webhook.previousSecretExpiresAt !== undefined && now < webhook.previousSecretExpiresAt) live.push(previous);
-  return live;
+/** The secrets that sign a delivery at `now`: the newest, and each one a rotation replaced for 24 h after. */
+export function liveSecrets(webhook: Pick<Webhook, 'secrets' | 'previousSecretsExpireAt'>, now: number): string[] {
+  const [current, ...previous] = webhook.secrets;
+  if (current === undefined) return [];
+  return [current, ...previous.filter((_, i) => now < (webhook.previousSecretsExpireAt[i] ?? 0))];
 }
 
 export interface TenantLimits {

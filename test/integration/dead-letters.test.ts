@@ -53,6 +53,37 @@ describe('dead letters', () => {
   });
 });
 
+describe('a webhook deleted while its delivery’s last attempt waits for an answer', () => {
+  it('writes no dead letter for it and pages nobody: the delivery is counted as discarded by its owner', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-at-last-attempt');
+    let hookId = '';
+    let attempts = 0;
+    receiver.answer('/deleted-at-last', async ({ ping }) => {
+      if (ping) return 200;
+      // The last attempt: the owner deletes the webhook while it waits for the answer.
+      if (++attempts === 2) expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hookId}`, { key: tenant.key })).status).toBe(204);
+      return 500;
+    });
+    hookId = (await createWebhook(sandbox, tenant.key, { resource: 'dl:1', url: `${receiver.url}/deleted-at-last` })).id;
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    const discardedBefore = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+
+    await publish(sandbox, tenant.key, [{ resource: 'dl:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(
+      () =>
+        sandbox.metrics.total('DeadLetters') > deadBefore ||
+        sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' }) > discardedBefore,
+      15_000,
+    );
+
+    expect(attempts).toBe(2);
+    expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(discardedBefore + 1);
+    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    expect(await records.deadLetters(hookId, Date.now())).toEqual([]);
+  });
+});
+
 describe('a held delivery at its last attempt', () => {
   it('stays held until its dead letter is written: a step that fails or dies between the two writes it once when run again', async () => {
     const tenant = await createTenant(sandbox, 'held-last');

@@ -405,6 +405,20 @@ describe('failing endpoint', () => {
     expect(second).toHaveLength(1);
   });
 
+  it('sends to a new URL at once: the Retry-After the old URL asked for does not hold the new one back', async () => {
+    const tenant = await createTenant(sandbox, 'moved-away');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mv:0', url: `${receiver.url}/moved-old` });
+    receiver.answer('/moved-old', { status: 503, headers: { 'retry-after': '3600' } });
+    await publish(sandbox, tenant.key, [{ resource: 'mv:0', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/moved-old').length >= 1, 10_000);
+
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: `${receiver.url}/moved-new` } });
+    expect(moved.status).toBe(200);
+    await publish(sandbox, tenant.key, [{ resource: 'mv:0', type: 'a.b', data: 2 }]);
+
+    await receiver.waitFor(() => okEvents('/moved-new').some((e) => e.data === 2), 10_000);
+  });
+
   it('replays at most so many deliveries a request: a larger window is refused before anything is sent, naming where to split it', async () => {
     const tenant = await createTenant(sandbox, 'replay-window');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'rw:1', url: `${receiver.url}/replay-window` });
@@ -446,6 +460,50 @@ describe('failing endpoint', () => {
     });
     expect(early.status).toBe(400);
     expect(early.body.error.message).toMatch(/since must be earlier than now/);
+    // A window long past (before 1970 even, where the log's padded keys no longer sort by
+    // time) holds nothing retained: 202 with none, not a reversed query answered 500.
+    const ancient = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: '1960-01-01T00:00:00Z', until: '1965-01-01T00:00:00Z' },
+    });
+    expect(ancient).toMatchObject({ status: 202, body: { events: 0 } });
+    const straddling = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: '1960-01-01T00:00:00Z' },
+    });
+    expect(straddling).toMatchObject({ status: 202, body: { events: 3 } });
+  });
+
+  it('replays at most so many bytes of events a request, however few the deliveries: a larger window is refused, naming where to split it', async () => {
+    const tenant = await createTenant(sandbox, 'replay-bytes');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rb:1', url: `${receiver.url}/replay-bytes` });
+    const since = Date.now() - 1_000;
+    for (const n of [1, 2, 3]) {
+      await publish(sandbox, tenant.key, [{ resource: 'rb:1', type: 'a.b', data: 'x'.repeat(1_000 * n) }]);
+      await receiver.waitFor(() => okEvents('/replay-bytes').length === n);
+    }
+    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const sent: DeliveryMessage[] = [];
+    const webhooks = new WebhookService({
+      webhooks: delivery.webhooks as WebhookStore,
+      tenants: { get: async () => undefined },
+      send: makeSender({ allowPrivateTargets: true }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: {
+        ...delivery,
+        queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) },
+      },
+      // Room for the first two deliveries' events (about 1 and 2 KB), not for the third's as well.
+      maxReplayBytes: 5_000,
+    });
+    const refused = await webhooks.replay(tenant.id, hook.id, { since, until: undefined }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: 'limit_exceeded' });
+    expect(sent).toEqual([]);
+    const split = /until (\S+), then since/.exec((refused as Error).message)?.[1] as string;
+    expect(await webhooks.replay(tenant.id, hook.id, { since, until: Date.parse(split) })).toBe(2);
+    expect(await webhooks.replay(tenant.id, hook.id, { since: Date.parse(split), until: undefined })).toBe(1);
+    expect(sent.flatMap((m) => m.events.map((e) => String(e.data).length))).toEqual([1_000, 2_000, 3_000]);
   });
 
   it('replays retained events with the same ids, and signs with both secrets during a rotation', async () => {
@@ -477,6 +535,23 @@ describe('failing endpoint', () => {
 
     const bad = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, { key: tenant.key, body: { since: 'yesterday' } });
     expect(bad.status).toBe(400);
+  });
+
+  it('keeps signing with every secret a rotation replaced for its own 24 h, when the secret is rotated again within them', async () => {
+    const tenant = await createTenant(sandbox, 'rotated-twice');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:2', url: `${receiver.url}/rotated-twice` });
+    const first = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+    const second = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+    expect([first.status, second.status]).toEqual([200, 200]);
+
+    await publish(sandbox, tenant.key, [{ resource: 'r:2', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => okEvents('/rotated-twice').length === 1);
+
+    // A receiver still on the original secret, or on the first rotation's, keeps verifying: each had 24 h.
+    const delivery = ok('/rotated-twice').at(-1);
+    if (!delivery) throw new Error('no delivery');
+    expect(delivery.headers['webhook-signature']?.split(' ')).toHaveLength(3);
+    for (const secret of [second.body.secret, first.body.secret, hook.secret]) expect(verifyDelivery(secret, delivery)).toBeTruthy();
   });
 
   it('signs the ping of a changed URL with the live secrets only, not a previous one past its overlap', async () => {

@@ -2,11 +2,13 @@
  * Held deliveries past the cap collapse into one `sluice.gap` marker per
  * resource; the per-endpoint rate delays deliveries, never fails them.
  */
-import { DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { WebhookService } from '../../functions/app/webhooks.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -764,6 +766,69 @@ describe('deleting a webhook that holds deliveries', () => {
     expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(before + 2);
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
     expect(await records.heldPage(hook.id, 10, Date.now())).toEqual({ live: [], expired: [] });
+  });
+});
+
+describe('deleting a webhook whose held deliveries cannot all be removed', () => {
+  it('is done all the same (not a 500 a retry turns into a 404): the webhook is gone and what it held is left to expire', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-cleanup-fails');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dc:0', url: `${receiver.url}/deleted-cleanup-fails` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    await publish(sandbox, tenant.key, [{ resource: 'dc:0', type: 'a.b', data: 1 }]);
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (let i = 0; i < 50 && (await held()) !== 1; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    // DynamoDB fails the batched removal of the held items (after the SDK's own retries).
+    const dynamo = sandbox.wiring.dynamo;
+    const failingBatches = {
+      send: (command: unknown) =>
+        command instanceof BatchWriteCommand
+          ? Promise.reject(new Error('ProvisionedThroughputExceededException'))
+          : dynamo.send(command as never),
+    } as typeof dynamo;
+    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const records = new DeliveryRecords({ client: failingBatches, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const service = new WebhookService({
+      webhooks: delivery.webhooks as WebhookStore,
+      tenants: { get: async () => undefined },
+      send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: { ...delivery, records },
+    });
+
+    await service.delete(tenant.id, hook.id);
+
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(404);
+  });
+});
+
+describe('a webhook deleted while a delivery to it waits for its answer', () => {
+  it('counts that delivery as discarded by its owner when the answer would hold it (410), not as held overflow, which pages on-call', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-mid-delivery');
+    let hookId = '';
+    // The owner takes the endpoint down (410) and deletes the webhook while a delivery waits for that answer.
+    receiver.answer('/deleted-mid-delivery', async ({ ping }) => {
+      if (ping) return 200;
+      expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hookId}`, { key: tenant.key })).status).toBe(204);
+      return 410;
+    });
+    hookId = (await createWebhook(sandbox, tenant.key, { resource: 'dm:0', url: `${receiver.url}/deleted-mid-delivery` })).id;
+    const overflowBefore = sandbox.metrics.total('EventsHeldOverflow');
+    const discardedBefore = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+
+    await publish(sandbox, tenant.key, [{ resource: 'dm:0', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' }) > discardedBefore, 5_000);
+
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(discardedBefore + 1);
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
+    const overflow = await sandbox.wiring.dynamo.send(
+      new QueryCommand({
+        TableName: sandbox.wiring.controlTable,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': `overflow#${hookId}` },
+      }),
+    );
+    expect(overflow.Items).toEqual([]);
   });
 });
 

@@ -9,10 +9,10 @@ import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
-import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
+import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
-import type { Tenant } from '../../functions/core/model.ts';
+import { liveSecrets, type Tenant } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
@@ -167,5 +167,48 @@ describe('a count write whose answer was lost', () => {
     // Deleting it again finds nothing, and takes nothing more off the count.
     expect(await webhooks.delete(t.id, created.id)).toBe(false);
     expect(await webhookCount(t.id)).toBe(0);
+  });
+});
+
+describe('a secret rotation whose answer was lost', () => {
+  it('is answered as done, with the secret it stored, and rotates once: the secret it replaced signs for 24 h', async () => {
+    const t = await tenant(1);
+    const { webhooks, service: webhooksApi } = service(t);
+    const created = await webhooksApi.create(t.id, input(1));
+    // Only the first rotating write loses its answer.
+    let rotations = 0;
+    losing = (request) => request.includes('#previous_secret_expires_at') && ++rotations === 1;
+    const rotated = await webhooksApi.rotateSecret(t.id, created.id);
+    losing = undefined;
+    const stored = await webhooks.get(t.id, created.id);
+    if (!stored) throw new Error('webhook gone');
+    // Rotated once: the caller's new secret signs, and so does the one its receivers still verify with, for 24 h.
+    expect(stored.secrets).toEqual([rotated.secret, created.secret]);
+    expect(liveSecrets(stored, Date.now())).toEqual([rotated.secret, created.secret]);
+    expect(liveSecrets(stored, Date.now() + 25 * 3_600_000)).toEqual([rotated.secret]);
+  });
+});
+
+describe('a PATCH of the URL', () => {
+  it('is checked as a creation is: a name that resolves to a private address is refused 400 and nothing changes', async () => {
+    const t = await tenant(1);
+    const { webhooks, service: webhooksApi } = service(t);
+    const created = await webhooksApi.create(t.id, input(1));
+    // A deployment without allowPrivateTargets, whose DNS answers the new name with a private address.
+    const lookup = ((_host: string, _options: unknown, callback: (e: null, a: unknown) => void) =>
+      callback(null, [{ address: '10.0.0.5', family: 4 }])) as unknown as Parameters<typeof makeSender>[0]['lookup'];
+    const strict = new WebhookService({
+      webhooks,
+      tenants: { get: async () => t },
+      send: makeSender({ allowPrivateTargets: false, lookup }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: {} as WebhookServiceDeps['delivery'],
+    });
+
+    await expect(strict.update(t.id, created.id, { url: 'https://inside.example.test/hook', status: 'active' })).rejects.toMatchObject({
+      code: 'invalid_request',
+    });
+    expect((await webhooks.get(t.id, created.id))?.url).toBe(created.url);
   });
 });

@@ -12,7 +12,7 @@ export function webhookFixture(overrides: Partial<Webhook> = {}): Webhook {
     description: '',
     status: 'active',
     secrets: ['whsec_AAAA'],
-    previousSecretExpiresAt: undefined,
+    previousSecretsExpireAt: [],
     health: INITIAL_HEALTH,
     healthVersion: 0,
     heldCount: 0,

@@ -21,7 +21,14 @@ export interface ReceivedDelivery {
  * How to answer a request: a status (with headers), or 'hang' to never answer.
  * `pings: 200` answers webhook.ping probes apart (an endpoint that refuses only some deliveries).
  */
-export type Answer = number | 'hang' | { readonly status: number; readonly headers?: Record<string, string>; readonly pings?: number };
+export type Answer =
+  | number
+  | 'hang'
+  | { readonly status: number; readonly headers?: Record<string, string>; readonly pings?: number }
+  | AnswerFunction;
+
+/** Decides the status once the request is read, and may act first (e.g. call the API while the delivery waits for its answer). */
+export type AnswerFunction = (request: { readonly path: string; readonly ping: boolean }) => Promise<number>;
 
 export interface Receiver {
   readonly url: string;
@@ -49,7 +56,7 @@ export async function startReceiver(): Promise<Receiver> {
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
+    req.on('end', async () => {
       const body = Buffer.concat(chunks).toString('utf8');
       const path = req.url ?? '/';
       let answer: Answer = 200;
@@ -62,6 +69,7 @@ export async function startReceiver(): Promise<Receiver> {
           json = { webhook: '', events: [] };
         }
         const ping = json.events?.some((e) => e.type === 'webhook.ping') ?? false;
+        if (typeof answer === 'function') answer = await answer({ path, ping });
         const answered = typeof answer === 'number' ? answer : ping && answer.pings !== undefined ? answer.pings : answer.status;
         received.push({ path, headers: req.headers as Record<string, string>, body, json, at: Date.now(), answered });
         res.writeHead(answered, typeof answer === 'number' ? undefined : answer.headers).end();

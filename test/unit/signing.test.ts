@@ -1,5 +1,6 @@
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
+import { liveSecrets } from '../../functions/core/model.ts';
 import { deliveryHeaders, generateSecret, sign } from '../../functions/core/signing.ts';
 
 const body = JSON.stringify({ webhook: 'wh_x', events: [{ id: 'evt_1', seq: 1 }] });
@@ -41,5 +42,16 @@ describe('signing', () => {
     const secret = `whsec_${Buffer.from(Array.from({ length: 32 }, (_, i) => i)).toString('base64')}`;
     expect(sign(secret, 'msg_1', 1_700_000_000, '{}')).toBe('v1,fhksJF5ElKjlPoT/jtefCO5XjQPvhf7Dhf/8R1ad9yU=');
     expect(() => sign('nope', 'msg_1', 1, '{}')).toThrow(/whsec_/);
+  });
+});
+
+describe('live secrets', () => {
+  it('are the newest and each replaced one until its own expiry, in order', () => {
+    const webhook = { secrets: ['whsec_c', 'whsec_b', 'whsec_a'], previousSecretsExpireAt: [2_000, 1_000] };
+    expect(liveSecrets(webhook, 500)).toEqual(['whsec_c', 'whsec_b', 'whsec_a']);
+    expect(liveSecrets(webhook, 1_000)).toEqual(['whsec_c', 'whsec_b']);
+    expect(liveSecrets(webhook, 2_000)).toEqual(['whsec_c']);
+    // A replaced secret with no expiry (an item written before expiries were kept per secret) signs no more.
+    expect(liveSecrets({ secrets: ['whsec_b', 'whsec_a'], previousSecretsExpireAt: [] }, 0)).toEqual(['whsec_b']);
   });
 });
