@@ -123,7 +123,8 @@ export function validatePublish(body: Json): EventInput[] {
     }
     inputs.push({
       resource: event.resource as string,
-      parents: [...new Set(parents as string[])],
+      // Each parent once, and not the resource itself (its own subscribers get the event already).
+      parents: [...new Set(parents as string[])].filter((parent) => parent !== event.resource),
       type: event.type as string,
       data: event.data,
       idempotencyKey: key as string | undefined,
@@ -226,11 +227,17 @@ export interface TenantInput {
   readonly limits: TenantLimits;
 }
 
+/** C0 and C1 control characters and DEL: a name is shown in lists and logs, one line. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are what it finds
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
+
 export function validateTenantCreate(body: Json, defaults: TenantLimits): TenantInput {
   const problems: string[] = [];
   unknownFields(body, ['name', 'limits'], '', problems);
   if (typeof body.name !== 'string' || body.name.trim().length < 1 || body.name.length > MAX_NAME) {
     problems.push(`name must be a string of 1 to ${MAX_NAME} characters`);
+  } else if (CONTROL_CHARACTERS.test(body.name)) {
+    problems.push('name must not contain control characters');
   }
   const limits = body.limits ?? {};
   if (!isObject(limits)) {

@@ -26,6 +26,11 @@ describe('publish validation', () => {
     expect(input).toEqual({ resource: 'task:42', parents: ['project:7'], type: 'task.changed', data: { a: 1 }, idempotencyKey: 'key-1' });
   });
 
+  it('takes each parent once, and not the resource itself', () => {
+    const [input] = validatePublish({ events: [{ ...good, parents: ['project:7', 'task:42', 'project:7', 'org:1'] }] });
+    expect(input?.parents).toEqual(['project:7', 'org:1']);
+  });
+
   it('accepts null and scalar data', () => {
     expect(
       validatePublish({
@@ -125,6 +130,9 @@ describe('tenant validation', () => {
 
   it('rejects bad names and limits', () => {
     expect(problems(() => validateTenantCreate({ name: '' }, defaults)).join()).toMatch(/name/);
+    for (const name of ['\u0000', 'two\nlines', 'bell\u0007', 'c1\u0085']) {
+      expect(problems(() => validateTenantCreate({ name }, defaults)).join(), JSON.stringify(name)).toMatch(/control characters/);
+    }
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { burst: 0 } }, defaults)).join()).toMatch(/burst/);
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { nope: 1 } }, defaults)).join()).toMatch(/nope/);
   });
