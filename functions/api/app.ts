@@ -66,6 +66,13 @@ function respondError(c: Context, error: ApiError): Response {
 }
 
 /** A whole-number query parameter within bounds, or the default when absent. */
+/** A query parameter given at most once: `?resource=a&resource=b` names no one resource. */
+function queryParam(c: Context, name: string): string | undefined {
+  const values = c.req.queries(name);
+  if (values !== undefined && values.length > 1) throw new ApiError('invalid_request', `${name} must be given at most once.`);
+  return values?.[0];
+}
+
 function boundedInt(raw: string | undefined, fallback: number, min: number, max: number, name: string): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
@@ -150,11 +157,11 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.get('/v1/events', async (c) => {
     const tenantId = tenantOf(c);
-    const resource = c.req.query('resource');
+    const resource = queryParam(c, 'resource');
     if (resource === undefined || !RESOURCE_PATTERN.test(resource)) {
       throw new ApiError('invalid_request', `resource must be given and match ${RESOURCE_PATTERN.source}.`);
     }
-    const result = await pollStream(services.streams, tenantId, resource, c.req.query('sync'));
+    const result = await pollStream(services.streams, tenantId, resource, queryParam(c, 'sync'));
     if (result.status === 412) return c.json({ sync: result.sync, ...errorBody('invalid_request', result.reason) }, 412);
     return c.json({ data: result.data, sync: result.sync, has_more: result.has_more });
   });
@@ -165,8 +172,8 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     return c.json(await services.webhooks.create(tenantId, input), 201);
   });
   app.get('/v1/webhooks', async (c) => {
-    const limit = boundedInt(c.req.query('limit'), 100, 1, 500, 'limit');
-    const after = c.req.query('after');
+    const limit = boundedInt(queryParam(c, 'limit'), 100, 1, 500, 'limit');
+    const after = queryParam(c, 'after');
     if (after !== undefined && !isId('wh', after)) throw new ApiError('invalid_request', 'after must be a webhook id (wh_…).');
     return c.json(await services.webhooks.list(tenantOf(c), limit, after));
   });
@@ -179,7 +186,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.post('/v1/webhooks/:id/rotate-secret', async (c) => c.json(await services.webhooks.rotateSecret(tenantOf(c), pathId(c, 'wh'))));
   app.get('/v1/webhooks/:id/attempts', async (c) => {
     const tenantId = tenantOf(c);
-    const limit = boundedInt(c.req.query('limit'), 50, 1, 100, 'limit');
+    const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     return c.json({ data: await services.webhooks.attempts(tenantId, pathId(c, 'wh'), limit) });
   });
   app.post('/v1/webhooks/:id/replay', async (c) => {
@@ -226,7 +233,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.get('/v1/admin/queues', async (c) => {
     requireAdmin(c);
-    const limit = boundedInt(c.req.query('limit'), 20, 1, 100, 'limit');
+    const limit = boundedInt(queryParam(c, 'limit'), 20, 1, 100, 'limit');
     return c.json({ data: await deepestQueues(services.queues, limit) });
   });
 

@@ -98,6 +98,16 @@ describe('bad input', () => {
     expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: sandbox.adminKey }), 403, 'forbidden');
   });
 
+  it('refuses a query parameter given twice, rather than pick one', async () => {
+    const tenant = await createTenant(sandbox, 'twice');
+    for (const path of ['/v1/events?resource=a:1&resource=b:2', '/v1/webhooks?limit=5&limit=500', '/v1/admin/queues?limit=1&limit=2']) {
+      const key = path.startsWith('/v1/admin') ? sandbox.adminKey : tenant.key;
+      const answer = await call(sandbox, 'GET', path, { key });
+      expect(answer.status, path).toBe(400);
+      expect(answer.body.error, path).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/at most once/) });
+    }
+  });
+
   it('validates tenant creation', async () => {
     const response = await call(sandbox, 'POST', '/v1/admin/tenants', { key: sandbox.adminKey, body: { name: '', limits: { burst: -1 } } });
     expectError(response, 400, 'invalid_request');
