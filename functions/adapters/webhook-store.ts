@@ -293,7 +293,13 @@ export class WebhookStore {
   }
 
   /** Deletes a webhook and gives its slot back to the tenant's count; false when there was none. */
-  async delete(tenantId: string, id: string): Promise<boolean> {
+  /**
+   * Deletes a webhook, then tells the distributors (the subscriptions version) and gives
+   * its place back. Once the item is deleted the webhook is gone whatever follows: given
+   * `unfinished`, a failure of the two steps after is handed to it, not thrown (a caller
+   * answering 500 would be tried again into a 404).
+   */
+  async delete(tenantId: string, id: string, unfinished?: (step: 'subscriptions' | 'count', error: unknown) => void): Promise<boolean> {
     try {
       await this.#client.send(
         new DeleteCommand({
@@ -316,8 +322,12 @@ export class WebhookStore {
         throw error;
       }
     }
-    await this.#bump(tenantId);
-    await this.#count(tenantId, -1, `deleted:${id}`);
+    const after = async (step: 'subscriptions' | 'count', write: () => Promise<unknown>) => {
+      if (!unfinished) return void (await write());
+      await write().catch((error: unknown) => unfinished(step, error));
+    };
+    await after('subscriptions', () => this.#bump(tenantId));
+    await after('count', () => this.#count(tenantId, -1, `deleted:${id}`));
     return true;
   }
 

@@ -170,6 +170,40 @@ describe('a count write whose answer was lost', () => {
   });
 });
 
+describe('a delete whose place cannot be given back', () => {
+  it('answers the delete as done, the webhook being gone, and logs the place it kept, rather than fail into a 404 when tried again', async () => {
+    const t = await tenant(2);
+    const failing = documentClient(emulators.dynamo);
+    failing.middlewareStack.add(
+      (next) => async (args) => {
+        if (isCountWrite(-1)(JSON.stringify(args.input)))
+          throw Object.assign(new Error('DynamoDB is unavailable'), { name: 'InternalServerError' });
+        return next(args);
+      },
+      { step: 'build', name: 'failPlaceBack' },
+    );
+    const logged: Array<[string, unknown]> = [];
+    const webhooks = new WebhookStore({ client: failing, tableName: controlTable });
+    const deleting = new WebhookService({
+      webhooks,
+      tenants: { get: async (id: string) => (id === t.id ? t : undefined) },
+      send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: {
+        records: { forget: async () => 0 },
+        metrics: { count: () => {} },
+        logger: { info: () => {}, warn: () => {}, error: (message: string, fields: unknown) => void logged.push([message, fields]) },
+      } as unknown as WebhookServiceDeps['delivery'],
+    });
+    const created = await deleting.create(t.id, input(1));
+    await deleting.delete(t.id, created.id);
+    expect(await webhooks.get(t.id, created.id)).toBeUndefined();
+    expect(logged).toMatchObject([[expect.stringMatching(/place .* not given back/), { tenant: t.id, webhook: created.id }]]);
+    failing.destroy();
+  });
+});
+
 describe('a secret rotation whose answer was lost', () => {
   it('is answered as done, with the secret it stored, and rotates once: the secret it replaced signs for 24 h', async () => {
     const t = await tenant(1);
