@@ -1,8 +1,9 @@
 /**
  * Setting and lifting kill switches (SPEC §3 Admin). A switch is keyed by its
- * scope, so setting one again on the same scope replaces its action. Lifting one
- * wakes what it stopped: paused objects are rung (with a fresh read of the
- * switches), and held deliveries and gap markers are released.
+ * scope, so setting one again on the same scope replaces its action. Setting a
+ * drop rings the objects it stops, so that what a pause held there is discarded
+ * now. Lifting one wakes what it stopped: paused objects are rung (with a fresh
+ * read of the switches), and held deliveries and gap markers are released.
  */
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
@@ -36,7 +37,29 @@ export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Pr
   }
   const value: Switch = { id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() };
   await deps.switches.put(value);
+  if (value.action === 'drop') {
+    // A paused object stays scheduled with no doorbell in flight (lifting rings it), and its
+    // ingests ring nothing: a drop that replaced a pause on it, or that outranks its tenant's
+    // pause, would find its queue untouched until the reconciler took it for stuck, its
+    // held events delivered at the lift and new ones filling it towards the cap meanwhile.
+    // So ring it now, to read the switches afresh and drain what it holds. (A scheduled
+    // object that is not paused gets a second doorbell, which the lease makes harmless.)
+    const token = `drop-${value.id}-${deps.now()}`;
+    if (value.scope === 'resource') {
+      await deps.doorbell.ring({ tenantId: value.tenant, resource: value.target as string }, token, { fresh: true });
+    }
+    if (value.scope === 'tenant') {
+      const objects = (await listedObjects(deps, value.tenant)).filter(({ meta }) => meta.scheduled).map(({ key }) => key);
+      await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
+    }
+  }
   return value;
+}
+
+/** The tenant's objects listed in `by_schedule` (those with work, and recently idle ones), with their meta items. */
+async function listedObjects(deps: SwitchServiceDeps, tenant: string) {
+  const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === tenant);
+  return deps.queues.readMetas(listed);
 }
 
 export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<void> {
@@ -49,8 +72,7 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
   if (lifted.scope === 'tenant') {
     // The index also lists recently idle objects: ring only those with work, or with
     // dropped events still owed their gap marker (they stay listed until it goes out).
-    const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === lifted.tenant);
-    const objects = (await deps.queues.readMetas(listed))
+    const objects = (await listedObjects(deps, lifted.tenant))
       .filter(({ meta }) => meta.scheduled || meta.switchDropped > 0)
       .map(({ key }) => key);
     await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
