@@ -620,8 +620,11 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
   if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, now))) return 'stale';
-  // A paused webhook keeps holding; lifting the switch starts a new release.
-  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
+  // A paused webhook keeps holding; lifting the switch starts a new release. So does one
+  // under a drop: nothing goes to it while the drop is in force (a webhook pause lifted
+  // under a tenant drop, a probe's success), and its gap markers wait for the lift, one
+  // each, rather than go out now (and, sent under the drop, be dropped and counted again).
+  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
     // Left alone as the endpoint asked; the release goes on after (SQS delays a step 15 minutes at most: it looks again then).
     await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay((webhook.notBefore - now) / 1000).delaySeconds);

@@ -179,6 +179,70 @@ describe('kill switches', () => {
     await receiver.waitFor(() => okEvents('/switched').length === 1, 10_000);
   });
 
+  it('keeps holding under a tenant drop what a lifted webhook pause held, and sends no gap marker before the drop is lifted', async () => {
+    const tenant = await createTenant(sandbox, 'held-under-drop');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hud:1', url: `${receiver.url}/held-under-drop` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'hud:1', type: 'a.b', data: 'held' }]);
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (let i = 0; i < 50 && (await held()) !== 1; i++) await settle(100);
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: tenant.id, action: 'drop' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'hud:2', parents: ['hud:1'], type: 'a.b', data: 'dropped' }]);
+    await settle(1_000);
+
+    // The webhook's pause is lifted, but the tenant's drop still stops it: nothing goes out.
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await settle(2_500);
+    expect(receiver.deliveries('/held-under-drop')).toHaveLength(0);
+    expect(await held()).toBe(1);
+
+    // Lifted: what was held, then the marker for what was dropped.
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/held-under-drop').length === 2, 10_000);
+    expect(okEvents('/held-under-drop').map((e) => `${e.type} ${e.resource} ${JSON.stringify(e.data)}`)).toEqual([
+      'a.b hud:1 "held"',
+      'sluice.gap hud:2 {"dropped":1,"reason":"switch_drop"}',
+    ]);
+  });
+
+  it('sends the gap marker of a webhook drop once, at its lift, even when a release ran while the drop was in force', async () => {
+    const tenant = await createTenant(sandbox, 'one-marker');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'om:1', url: `${receiver.url}/one-marker` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    await publish(sandbox, tenant.key, [{ resource: 'om:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 1, 10_000);
+    // A tenant pause set and lifted meanwhile starts a release for each of the tenant's webhooks.
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: tenant.id, action: 'pause' },
+    });
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await settle(2_500);
+    expect(receiver.deliveries('/one-marker')).toHaveLength(0);
+    await publish(sandbox, tenant.key, [{ resource: 'om:1', type: 'a.b', data: 2 }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) >= droppedBefore + 2, 10_000);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/one-marker').length > 0, 10_000);
+    await settle(1_500);
+    // Two events dropped, and only they: no marker was sent (and dropped) under the switch.
+    expect(okEvents('/one-marker')).toMatchObject([{ type: 'sluice.gap', resource: 'om:1', data: { dropped: 2, reason: 'switch_drop' } }]);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(droppedBefore + 2);
+  });
+
   it('releases a delivery held under a pause by a worker whose cache still showed it after the lift, and what is held behind it, within seconds', async () => {
     const tenant = await createTenant(sandbox, 'stale-pause');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'sp:1', url: `${receiver.url}/stale-pause` });
