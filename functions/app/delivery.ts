@@ -23,6 +23,8 @@ import { type AttemptFailure, retryAfterSeconds, retryDelaySeconds, sqsDelay } f
 import type { SluiceConfig } from '../core/config.ts';
 import {
   deliveryBody,
+  eventCount,
+  gapCounts,
   gapMarkerDelivery,
   lostHeldCount,
   packHeld,
@@ -162,9 +164,13 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   if (action === 'drop') {
     // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
     for (const part of partsByResource(message)) {
-      await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', part.events.length, now, 'switch_drop');
+      for (const { reason, dropped } of gapCounts(part.events, 'switch_drop')) {
+        await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', dropped, now, reason);
+      }
     }
-    deps.metrics.count('EventsDropped', message.events.length, { reason: 'switch_drop' });
+    // A gap marker's events were counted when they were dropped.
+    const events = eventCount(message.events);
+    if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'switch_drop' });
     await expectLift(deps, webhook, now);
     return 'dropped';
   }
@@ -328,7 +334,9 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     return;
   }
   const resource = message.events[0]?.resource ?? '';
-  await deps.records.countOverflow(webhook.id, resource, message.events.length, now);
+  for (const { reason, dropped } of gapCounts(message.events, 'held_overflow')) {
+    await deps.records.countOverflow(webhook.id, resource, dropped, now, reason);
+  }
   // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
   if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
     deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'disabled_overflow' });

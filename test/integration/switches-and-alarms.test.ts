@@ -306,6 +306,40 @@ describe('kill switches', () => {
     expect(okEvents('/stale-drop')).toMatchObject([{ type: 'sluice.gap', resource: 'sd:1', data: { dropped: 1, reason: 'switch_drop' } }]);
   });
 
+  it('a gap marker that a webhook drop discards is counted for the events it stood for, and its own reason', async () => {
+    const tenant = await createTenant(sandbox, 'marker-dropped');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'md:1', url: `${receiver.url}/marker-dropped` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    // Markers an object's turns sent (a resource drop lifted, events past the retention period) reach the dropped webhook.
+    const marker = (id: string, dropped: number, reason: 'switch_drop' | 'retention') => ({
+      id,
+      resource: 'md:2',
+      type: 'sluice.gap' as const,
+      data: { dropped, reason },
+      created_at: new Date().toISOString(),
+    });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const message = {
+      deliveryId: 'msg_markerdropped',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [marker('evt_md1', 7, 'switch_drop'), marker('evt_md2', 3, 'retention')],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, message)).toBe('dropped');
+    // Their events were counted when they were dropped; a marker is not an event.
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(droppedBefore);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/marker-dropped').length === 2, 10_000);
+    const seen = okEvents('/marker-dropped').map((e) => `${e.resource} ${JSON.stringify(e.data)}`);
+    expect(seen.sort()).toEqual(['md:2 {"dropped":3,"reason":"retention"}', 'md:2 {"dropped":7,"reason":"switch_drop"}']);
+  });
+
   it('validates switches and answers 404 for unknown ones', async () => {
     const bad = await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { scope: 'galaxy', tenant: 'x', action: 'nap' } });
     expect(bad.status).toBe(400);
