@@ -3,7 +3,7 @@
  * and a cache that every stage reads them through: at most `ttlMs` old (≤ 10 s),
  * so a switch takes effect within seconds without a read per event.
  */
-import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Switch } from '../core/switches.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
@@ -19,8 +19,50 @@ export class SwitchStore {
     this.#table = options.tableName;
   }
 
-  async put(value: Switch): Promise<void> {
+  /**
+   * Sets a switch and returns it as stored. On a scope that already has a switch with
+   * the same action, only its reason changes: `created_at` says since when the action
+   * has been in force, so a retried PUT must not move it. Another action replaces it.
+   */
+  async set(value: Switch): Promise<Switch> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: PK, sk: value.id },
+          UpdateExpression:
+            'SET #id = :id, #scope = :scope, #tenant = :tenant, #action = :action, #reason = :reason, #created_at = if_not_exists(#created_at, :created_at)' +
+            (value.target === undefined ? '' : ', #target = :target'),
+          // The same action, or none yet: a different one is replaced below (created_at too).
+          ConditionExpression: 'attribute_not_exists(#pk) OR #action = :action',
+          ExpressionAttributeNames: names(
+            'pk',
+            'id',
+            'scope',
+            'tenant',
+            'action',
+            'reason',
+            'created_at',
+            ...(value.target === undefined ? [] : ['target']),
+          ),
+          ExpressionAttributeValues: {
+            ':id': value.id,
+            ':scope': value.scope,
+            ':tenant': value.tenant,
+            ':action': value.action,
+            ':reason': value.reason,
+            ':created_at': value.created_at,
+            ...(value.target !== undefined && { ':target': value.target }),
+          },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toSwitch(result.Attributes ?? {});
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
     await this.#client.send(new PutCommand({ TableName: this.#table, Item: { pk: PK, sk: value.id, ...value } }));
+    return value;
   }
 
   async list(): Promise<Switch[]> {
@@ -33,15 +75,7 @@ export class SwitchStore {
         ConsistentRead: true,
       }),
     );
-    return (result.Items ?? []).map((item) => ({
-      id: String(item.id),
-      scope: item.scope as Switch['scope'],
-      tenant: String(item.tenant),
-      target: item.target as string | undefined,
-      action: item.action as Switch['action'],
-      reason: String(item.reason ?? ''),
-      created_at: String(item.created_at),
-    }));
+    return (result.Items ?? []).map(toSwitch);
   }
 
   /** Removes a switch; returns it, or undefined when there was none. */
@@ -63,6 +97,18 @@ export class SwitchStore {
       throw error;
     }
   }
+}
+
+function toSwitch(item: Record<string, unknown>): Switch {
+  return {
+    id: String(item.id),
+    scope: item.scope as Switch['scope'],
+    tenant: String(item.tenant),
+    target: item.target as string | undefined,
+    action: item.action as Switch['action'],
+    reason: String(item.reason ?? ''),
+    created_at: String(item.created_at),
+  };
 }
 
 export interface SwitchReader {

@@ -35,8 +35,7 @@ export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Pr
   if (input.scope === 'webhook' && !(await deps.webhooks.get(input.tenant, input.target as string))) {
     throw new ApiError('not_found', `No webhook ${input.target} exists for tenant ${input.tenant}.`);
   }
-  const value: Switch = { id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() };
-  await deps.switches.put(value);
+  const value = await deps.switches.set({ id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() });
   if (value.action === 'drop') {
     // A paused object stays scheduled with no doorbell in flight (lifting rings it), and its
     // ingests ring nothing: a drop that replaced a pause on it, or that outranks its tenant's

@@ -340,6 +340,34 @@ describe('kill switches', () => {
     expect(seen.sort()).toEqual(['md:2 {"dropped":3,"reason":"retention"}', 'md:2 {"dropped":7,"reason":"switch_drop"}']);
   });
 
+  it('answers a PUT repeated on the same scope with the switch as it stands, and a new action with a new since', async () => {
+    const tenant = await createTenant(sandbox, 'put-again');
+    const put = (action: string, reason: string) =>
+      call(sandbox, 'PUT', '/v1/admin/switches', {
+        ...admin(),
+        body: { scope: 'resource', tenant: tenant.id, target: 'pa:1', action, reason },
+      });
+    const first = await put('pause', 'runaway writer');
+    expect(first.status).toBe(200);
+    await settle(20);
+    // A retried PUT (or another on-call setting the same) keeps when the pause began.
+    const again = await put('pause', 'runaway writer');
+    expect(again.body).toEqual(first.body);
+    await settle(20);
+    const reworded = await put('pause', 'still running away');
+    expect(reworded.body).toEqual({ ...first.body, reason: 'still running away' });
+    await settle(20);
+    // Another action replaces it: same switch, in force as a drop since now.
+    const drop = await put('drop', 'flood');
+    expect(drop.body).toMatchObject({ id: first.body.id, action: 'drop', reason: 'flood' });
+    expect(Date.parse(drop.body.created_at)).toBeGreaterThan(Date.parse(first.body.created_at));
+    const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.filter(
+      (s: { id: string }) => s.id === first.body.id,
+    );
+    expect(listed).toEqual([drop.body]);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${first.body.id}`, admin());
+  });
+
   it('validates switches and answers 404 for unknown ones', async () => {
     const bad = await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { scope: 'galaxy', tenant: 'x', action: 'nap' } });
     expect(bad.status).toBe(400);
