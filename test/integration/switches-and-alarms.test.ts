@@ -149,6 +149,25 @@ describe('kill switches', () => {
     expect(seen.sort()).toEqual(['a.b ptd:2 "kept"', 'sluice.gap ptd:1 {"dropped":1,"reason":"switch_drop"}']);
   });
 
+  it("a resource switch stops that resource's own events, not those of its children that reach its webhooks (as the README says)", async () => {
+    const tenant = await createTenant(sandbox, 'parent-switch');
+    await createWebhook(sandbox, tenant.key, { resource: 'ps:parent', url: `${receiver.url}/parent-switch` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'ps:parent', action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [
+      { resource: 'ps:parent', type: 'a.b', data: 'own' },
+      { resource: 'ps:child', parents: ['ps:parent'], type: 'a.b', data: 'child' },
+    ]);
+    await receiver.waitFor(() => okEvents('/parent-switch').length === 1, 5_000);
+    await settle(500);
+    expect(okEvents('/parent-switch').map((e) => e.data)).toEqual(['child']);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/parent-switch').length === 2, 10_000);
+  });
+
   it('pause on a webhook holds its deliveries until lifted; a tenant switch leaves other tenants alone', async () => {
     const a = await createTenant(sandbox, 'switched');
     const b = await createTenant(sandbox, 'bystander');
