@@ -120,14 +120,23 @@ export interface SwitchReader {
 /** No switches at all (tests of other mechanisms). */
 export const NO_SWITCHES: SwitchReader = { current: async () => [], refresh: async () => [] };
 
-/** Reads switches at most once per `ttlMs`; concurrent callers share one read. */
+/**
+ * Reads switches at most once per `ttlMs`; concurrent callers share one read. A
+ * refresh shares only a read sent after it was asked: one already under way may have
+ * been sent before the lift it is asked for, and would answer with the switch still on.
+ */
 export class CachedSwitches implements SwitchReader {
   readonly #store: Pick<SwitchStore, 'list'>;
   readonly #ttlMs: number;
   readonly #now: () => number;
   #value: readonly Switch[] = [];
   #loadedAt = Number.NEGATIVE_INFINITY;
+  /** The read under way, and the number of the last read whose answer is kept. */
   #loading: Promise<readonly Switch[]> | undefined;
+  #reads = 0;
+  #kept = 0;
+  /** The read that refreshes wait for: sent once the one under way has answered. */
+  #refreshing: Promise<readonly Switch[]> | undefined;
 
   constructor(store: Pick<SwitchStore, 'list'>, ttlMs: number, now: () => number = Date.now) {
     this.#store = store;
@@ -135,23 +144,38 @@ export class CachedSwitches implements SwitchReader {
     this.#now = now;
   }
 
-  async refresh(): Promise<readonly Switch[]> {
-    this.#loadedAt = Number.NEGATIVE_INFINITY;
-    return this.current();
+  refresh(): Promise<readonly Switch[]> {
+    this.#refreshing ??= (async () => {
+      await this.#loading?.catch(() => undefined);
+      // Sent now: after every refresh that joined this one was asked.
+      this.#refreshing = undefined;
+      return this.#load();
+    })();
+    return this.#refreshing;
   }
 
   async current(): Promise<readonly Switch[]> {
     if (this.#now() - this.#loadedAt < this.#ttlMs) return this.#value;
-    this.#loading ??= this.#store
+    return this.#loading ?? this.#load();
+  }
+
+  #load(): Promise<readonly Switch[]> {
+    const read = ++this.#reads;
+    const loading = this.#store
       .list()
       .then((value) => {
-        this.#value = value;
-        this.#loadedAt = this.#now();
+        // Reads may answer out of order: the cache keeps the latest sent.
+        if (read > this.#kept) {
+          this.#kept = read;
+          this.#value = value;
+          this.#loadedAt = this.#now();
+        }
         return value;
       })
       .finally(() => {
-        this.#loading = undefined;
+        if (this.#loading === loading) this.#loading = undefined;
       });
-    return this.#loading;
+    this.#loading = loading;
+    return loading;
   }
 }
