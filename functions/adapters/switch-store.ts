@@ -33,10 +33,12 @@ export class SwitchStore {
           UpdateExpression:
             'SET #id = :id, #scope = :scope, #tenant = :tenant, #action = :action, #reason = :reason, #created_at = if_not_exists(#created_at, :created_at)' +
             (value.target === undefined ? '' : ', #target = :target'),
-          // The same action, or none yet: a different one is replaced below (created_at too).
-          ConditionExpression: 'attribute_not_exists(#pk) OR #action = :action',
+          // The same action, or none yet: a different one, or one being lifted, is replaced
+          // below (created_at too, and the lift's mark, so that its end leaves this one).
+          ConditionExpression: 'attribute_not_exists(#pk) OR (#action = :action AND attribute_not_exists(#lifted_at))',
           ExpressionAttributeNames: names(
             'pk',
+            'lifted_at',
             'id',
             'scope',
             'tenant',
@@ -75,26 +77,51 @@ export class SwitchStore {
         ConsistentRead: true,
       }),
     );
-    return (result.Items ?? []).map(toSwitch);
+    // A switch being lifted is in force no more; its item stays until the lift has woken what it stopped.
+    return (result.Items ?? []).filter((item) => item.lifted_at === undefined).map(toSwitch);
   }
 
-  /** Removes a switch; returns it, or undefined when there was none. */
-  async delete(id: string): Promise<Switch | undefined> {
+  /**
+   * The first half of a lift: marks the switch lifted (every reader leaves it out
+   * from then on) and returns it, with the mark `endLift` takes; undefined when there
+   * is none. A switch already marked (a lift that failed before its end) is returned
+   * with its mark, so that the lift sent again wakes what it stopped and ends it.
+   */
+  async beginLift(id: string, now: number): Promise<{ lifted: Switch; mark: number } | undefined> {
     try {
       const result = await this.#client.send(
-        new DeleteCommand({
+        new UpdateCommand({
           TableName: this.#table,
           Key: { pk: PK, sk: id },
+          UpdateExpression: 'SET #lifted_at = if_not_exists(#lifted_at, :now)',
           ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names('pk'),
-          ReturnValues: 'ALL_OLD',
+          ExpressionAttributeNames: names('pk', 'lifted_at'),
+          ExpressionAttributeValues: { ':now': now },
+          ReturnValues: 'ALL_NEW',
         }),
       );
-      const item = result.Attributes;
-      return item ? (item as unknown as Switch) : undefined;
+      const item = result.Attributes ?? {};
+      return { lifted: toSwitch(item), mark: Number(item.lifted_at) };
     } catch (error) {
       if (isConditionFailure(error)) return undefined;
       throw error;
+    }
+  }
+
+  /** The end of a lift: removes the switch, unless it was set again meanwhile (which removed the mark). */
+  async endLift(id: string, mark: number): Promise<void> {
+    try {
+      await this.#client.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: { pk: PK, sk: id },
+          ConditionExpression: '#lifted_at = :mark',
+          ExpressionAttributeNames: names('lifted_at'),
+          ExpressionAttributeValues: { ':mark': mark },
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
     }
   }
 }

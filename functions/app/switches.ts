@@ -61,9 +61,17 @@ async function listedObjects(deps: SwitchServiceDeps, tenant: string) {
   return deps.queues.readMetas(listed);
 }
 
+/**
+ * Lifts a switch in two steps: marked lifted (out of force for every reader), then,
+ * once what it stopped has been woken, removed. A lift that fails in between (SQS or
+ * DynamoDB refusing a ring or a release) leaves the switch marked: the DELETE sent
+ * again finds it and wakes everything again, where a removed switch would answer 404
+ * and leave its objects and held deliveries waiting on nothing.
+ */
 export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<void> {
-  const lifted = await deps.switches.delete(id);
-  if (!lifted) throw new ApiError('not_found', `No switch ${id} is set.`);
+  const begun = await deps.switches.beginLift(id, deps.now());
+  if (!begun) throw new ApiError('not_found', `No switch ${id} is set.`);
+  const { lifted, mark } = begun;
   const token = `lift-${id}-${deps.now()}`;
   if (lifted.scope === 'resource') {
     await deps.doorbell.ring({ tenantId: lifted.tenant, resource: lifted.target as string }, token, { fresh: true });
@@ -83,4 +91,5 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
         ? await deps.webhooks.list(lifted.tenant)
         : [];
   for (const webhook of webhooks) if (webhook) await startRelease(deps.delivery, webhook);
+  await deps.switches.endLift(id, mark);
 }

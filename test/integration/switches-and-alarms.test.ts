@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { apiServices, deliveryDeps } from '../../functions/app/runtime.ts';
+import { liftSwitch } from '../../functions/app/switches.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -385,6 +386,35 @@ describe('kill switches', () => {
     );
     expect(listed).toEqual([drop.body]);
     await call(sandbox, 'DELETE', `/v1/admin/switches/${first.body.id}`, admin());
+  });
+
+  it('a lift that failed halfway (its ring refused) is finished by the DELETE sent again, not answered 404 with its objects left paused', async () => {
+    const tenant = await createTenant(sandbox, 'half-lifted');
+    await createWebhook(sandbox, tenant.key, { resource: 'hl:1', url: `${receiver.url}/half-lifted` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'hl:1', action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'hl:1', type: 'a.b', data: 'waiting' }]);
+    await settle(800);
+    // The API function's lift, with SQS refusing its ring: the request fails (500).
+    const services = apiServices(sandbox.wiring, {} as never, sandbox.notifier).switches;
+    const refusing = {
+      ...services,
+      doorbell: {
+        ring: async () => {
+          throw new Error('SQS is unavailable');
+        },
+      },
+    };
+    await expect(liftSwitch(refusing, pause.body.id)).rejects.toThrow('SQS is unavailable');
+    // On-call sends the DELETE again: it finishes the lift.
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin())).status).toBe(204);
+    await receiver.waitFor(() => okEvents('/half-lifted').length === 1, 10_000);
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin())).status).toBe(404);
+    const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data;
+    expect(listed.map((s: { id: string }) => s.id)).not.toContain(pause.body.id);
   });
 
   it('validates switches and answers 404 for unknown ones', async () => {
