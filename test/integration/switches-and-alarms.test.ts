@@ -417,6 +417,28 @@ describe('kill switches', () => {
     expect(listed.map((s: { id: string }) => s.id)).not.toContain(pause.body.id);
   });
 
+  it("holds a paused webhook's deliveries up to the held cap, and at the lift sends them, then a held_overflow marker for the rest (as the README says)", async () => {
+    const tenant = await createTenant(sandbox, 'paused-cap');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pc:1', url: `${receiver.url}/paused-cap` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause' },
+    });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const deps = { ...base, config: { ...base.config, heldPerWebhook: 1 } };
+    for (const n of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_pc${n}`, seq: n, resource: 'pc:1', data: n });
+      const message = { deliveryId: `msg_pc${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 };
+      expect(await handleDeliverMessage(deps, message)).toBe('held');
+    }
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/paused-cap').length === 2, 10_000);
+    expect(okEvents('/paused-cap').map((e) => `${e.type} ${JSON.stringify(e.data)}`)).toEqual([
+      'a.b 1',
+      'sluice.gap {"dropped":1,"reason":"held_overflow"}',
+    ]);
+  });
+
   it('validates switches and answers 404 for unknown ones', async () => {
     const bad = await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { scope: 'galaxy', tenant: 'x', action: 'nap' } });
     expect(bad.status).toBe(400);
