@@ -3,7 +3,7 @@
  * and a cache that every stage reads them through: at most `ttlMs` old (≤ 10 s),
  * so a switch takes effect within seconds without a read per event.
  */
-import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Switch } from '../core/switches.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
@@ -19,8 +19,52 @@ export class SwitchStore {
     this.#table = options.tableName;
   }
 
-  async put(value: Switch): Promise<void> {
+  /**
+   * Sets a switch and returns it as stored. On a scope that already has a switch with
+   * the same action, only its reason changes: `created_at` says since when the action
+   * has been in force, so a retried PUT must not move it. Another action replaces it.
+   */
+  async set(value: Switch): Promise<Switch> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: PK, sk: value.id },
+          UpdateExpression:
+            'SET #id = :id, #scope = :scope, #tenant = :tenant, #action = :action, #reason = :reason, #created_at = if_not_exists(#created_at, :created_at)' +
+            (value.target === undefined ? '' : ', #target = :target'),
+          // The same action, or none yet: a different one, or one being lifted, is replaced
+          // below (created_at too, and the lift's mark, so that its end leaves this one).
+          ConditionExpression: 'attribute_not_exists(#pk) OR (#action = :action AND attribute_not_exists(#lifted_at))',
+          ExpressionAttributeNames: names(
+            'pk',
+            'lifted_at',
+            'id',
+            'scope',
+            'tenant',
+            'action',
+            'reason',
+            'created_at',
+            ...(value.target === undefined ? [] : ['target']),
+          ),
+          ExpressionAttributeValues: {
+            ':id': value.id,
+            ':scope': value.scope,
+            ':tenant': value.tenant,
+            ':action': value.action,
+            ':reason': value.reason,
+            ':created_at': value.created_at,
+            ...(value.target !== undefined && { ':target': value.target }),
+          },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toSwitch(result.Attributes ?? {});
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
     await this.#client.send(new PutCommand({ TableName: this.#table, Item: { pk: PK, sk: value.id, ...value } }));
+    return value;
   }
 
   async list(): Promise<Switch[]> {
@@ -33,36 +77,65 @@ export class SwitchStore {
         ConsistentRead: true,
       }),
     );
-    return (result.Items ?? []).map((item) => ({
-      id: String(item.id),
-      scope: item.scope as Switch['scope'],
-      tenant: String(item.tenant),
-      target: item.target as string | undefined,
-      action: item.action as Switch['action'],
-      reason: String(item.reason ?? ''),
-      created_at: String(item.created_at),
-    }));
+    // A switch being lifted is in force no more; its item stays until the lift has woken what it stopped.
+    return (result.Items ?? []).filter((item) => item.lifted_at === undefined).map(toSwitch);
   }
 
-  /** Removes a switch; returns it, or undefined when there was none. */
-  async delete(id: string): Promise<Switch | undefined> {
+  /**
+   * The first half of a lift: marks the switch lifted (every reader leaves it out
+   * from then on) and returns it, with the mark `endLift` takes; undefined when there
+   * is none. A switch already marked (a lift that failed before its end) is returned
+   * with its mark, so that the lift sent again wakes what it stopped and ends it.
+   */
+  async beginLift(id: string, now: number): Promise<{ lifted: Switch; mark: number } | undefined> {
     try {
       const result = await this.#client.send(
-        new DeleteCommand({
+        new UpdateCommand({
           TableName: this.#table,
           Key: { pk: PK, sk: id },
+          UpdateExpression: 'SET #lifted_at = if_not_exists(#lifted_at, :now)',
           ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names('pk'),
-          ReturnValues: 'ALL_OLD',
+          ExpressionAttributeNames: names('pk', 'lifted_at'),
+          ExpressionAttributeValues: { ':now': now },
+          ReturnValues: 'ALL_NEW',
         }),
       );
-      const item = result.Attributes;
-      return item ? (item as unknown as Switch) : undefined;
+      const item = result.Attributes ?? {};
+      return { lifted: toSwitch(item), mark: Number(item.lifted_at) };
     } catch (error) {
       if (isConditionFailure(error)) return undefined;
       throw error;
     }
   }
+
+  /** The end of a lift: removes the switch, unless it was set again meanwhile (which removed the mark). */
+  async endLift(id: string, mark: number): Promise<void> {
+    try {
+      await this.#client.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: { pk: PK, sk: id },
+          ConditionExpression: '#lifted_at = :mark',
+          ExpressionAttributeNames: names('lifted_at'),
+          ExpressionAttributeValues: { ':mark': mark },
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
+  }
+}
+
+function toSwitch(item: Record<string, unknown>): Switch {
+  return {
+    id: String(item.id),
+    scope: item.scope as Switch['scope'],
+    tenant: String(item.tenant),
+    target: item.target as string | undefined,
+    action: item.action as Switch['action'],
+    reason: String(item.reason ?? ''),
+    created_at: String(item.created_at),
+  };
 }
 
 export interface SwitchReader {
@@ -74,14 +147,23 @@ export interface SwitchReader {
 /** No switches at all (tests of other mechanisms). */
 export const NO_SWITCHES: SwitchReader = { current: async () => [], refresh: async () => [] };
 
-/** Reads switches at most once per `ttlMs`; concurrent callers share one read. */
+/**
+ * Reads switches at most once per `ttlMs`; concurrent callers share one read. A
+ * refresh shares only a read sent after it was asked: one already under way may have
+ * been sent before the lift it is asked for, and would answer with the switch still on.
+ */
 export class CachedSwitches implements SwitchReader {
   readonly #store: Pick<SwitchStore, 'list'>;
   readonly #ttlMs: number;
   readonly #now: () => number;
   #value: readonly Switch[] = [];
   #loadedAt = Number.NEGATIVE_INFINITY;
+  /** The read under way, and the number of the last read whose answer is kept. */
   #loading: Promise<readonly Switch[]> | undefined;
+  #reads = 0;
+  #kept = 0;
+  /** The read that refreshes wait for: sent once the one under way has answered. */
+  #refreshing: Promise<readonly Switch[]> | undefined;
 
   constructor(store: Pick<SwitchStore, 'list'>, ttlMs: number, now: () => number = Date.now) {
     this.#store = store;
@@ -89,23 +171,38 @@ export class CachedSwitches implements SwitchReader {
     this.#now = now;
   }
 
-  async refresh(): Promise<readonly Switch[]> {
-    this.#loadedAt = Number.NEGATIVE_INFINITY;
-    return this.current();
+  refresh(): Promise<readonly Switch[]> {
+    this.#refreshing ??= (async () => {
+      await this.#loading?.catch(() => undefined);
+      // Sent now: after every refresh that joined this one was asked.
+      this.#refreshing = undefined;
+      return this.#load();
+    })();
+    return this.#refreshing;
   }
 
   async current(): Promise<readonly Switch[]> {
     if (this.#now() - this.#loadedAt < this.#ttlMs) return this.#value;
-    this.#loading ??= this.#store
+    return this.#loading ?? this.#load();
+  }
+
+  #load(): Promise<readonly Switch[]> {
+    const read = ++this.#reads;
+    const loading = this.#store
       .list()
       .then((value) => {
-        this.#value = value;
-        this.#loadedAt = this.#now();
+        // Reads may answer out of order: the cache keeps the latest sent.
+        if (read > this.#kept) {
+          this.#kept = read;
+          this.#value = value;
+          this.#loadedAt = this.#now();
+        }
         return value;
       })
       .finally(() => {
-        this.#loading = undefined;
+        if (this.#loading === loading) this.#loading = undefined;
       });
-    return this.#loading;
+    this.#loading = loading;
+    return loading;
   }
 }

@@ -23,6 +23,8 @@ import { type AttemptFailure, askedWaitSeconds, FREE_WAITS, retryDelaySeconds, s
 import type { SluiceConfig } from '../core/config.ts';
 import {
   deliveryBody,
+  eventCount,
+  gapCounts,
   gapMarkerDelivery,
   lostHeldCount,
   packHeld,
@@ -169,9 +171,13 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   if (action === 'drop') {
     // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
     for (const part of partsByResource(message)) {
-      await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', part.events.length, now, 'switch_drop');
+      for (const { reason, dropped } of gapCounts(part.events, 'switch_drop')) {
+        await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', dropped, now, reason);
+      }
     }
-    deps.metrics.count('EventsDropped', message.events.length, { reason: 'switch_drop' });
+    // A gap marker's events were counted when they were dropped.
+    const events = eventCount(message.events);
+    if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'switch_drop' });
     await expectLift(deps, webhook, now);
     return 'dropped';
   }
@@ -359,7 +365,9 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     return;
   }
   const resource = message.events[0]?.resource ?? '';
-  await deps.records.countOverflow(webhook.id, resource, message.events.length, now);
+  for (const { reason, dropped } of gapCounts(message.events, 'held_overflow')) {
+    await deps.records.countOverflow(webhook.id, resource, dropped, now, reason);
+  }
   // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
   if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
     deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'disabled_overflow' });
@@ -651,8 +659,11 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
   if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, now))) return 'stale';
-  // A paused webhook keeps holding; lifting the switch starts a new release.
-  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) === 'pause') return 'stale';
+  // A paused webhook keeps holding; lifting the switch starts a new release. So does one
+  // under a drop: nothing goes to it while the drop is in force (a webhook pause lifted
+  // under a tenant drop, a probe's success), and its gap markers wait for the lift, one
+  // each, rather than go out now (and, sent under the drop, be dropped and counted again).
+  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {
     // Left alone as the endpoint asked; the release goes on after (SQS delays a step 15 minutes at most: it looks again then).
     await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay((webhook.notBefore - now) / 1000).delaySeconds);

@@ -161,7 +161,15 @@ export class Distributor {
       const subscriptions = new TurnLookups(this.#lookups, key.tenantId, now);
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions, sink);
       const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
-      const action = actionForObject(switches, key.tenantId, key.resource);
+      let action = actionForObject(switches, key.tenantId, key.resource);
+      if (action === 'pause' && !options.freshSwitches) {
+        // A paused object stays scheduled with no doorbell, and only a lift rings it: a
+        // cache that still shows a pause lifted since (by up to switchCacheMs) would leave
+        // it so until the reconciler took it for stuck, minutes on. So a pause is read
+        // afresh before it is obeyed, once per ring of a paused object: ingests ring it
+        // no more while it waits, and the reconciler leaves it alone.
+        action = actionForObject(await this.#deps.switches.refresh(), key.tenantId, key.resource);
+      }
       if (action === 'pause') {
         // Paused: leave the events where they are. Lifting the switch rings again.
         await queues.finishTurn(key, meta.fence, now());

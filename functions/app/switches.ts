@@ -1,8 +1,9 @@
 /**
  * Setting and lifting kill switches (SPEC §3 Admin). A switch is keyed by its
- * scope, so setting one again on the same scope replaces its action. Lifting one
- * wakes what it stopped: paused objects are rung (with a fresh read of the
- * switches), and held deliveries and gap markers are released.
+ * scope, so setting one again on the same scope replaces its action. Setting a
+ * drop rings the objects it stops, so that what a pause held there is discarded
+ * now. Lifting one wakes what it stopped: paused objects are rung (with a fresh
+ * read of the switches), and held deliveries and gap markers are released.
  */
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
@@ -34,14 +35,43 @@ export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Pr
   if (input.scope === 'webhook' && !(await deps.webhooks.get(input.tenant, input.target as string))) {
     throw new ApiError('not_found', `No webhook ${input.target} exists for tenant ${input.tenant}.`);
   }
-  const value: Switch = { id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() };
-  await deps.switches.put(value);
+  const value = await deps.switches.set({ id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() });
+  if (value.action === 'drop') {
+    // A paused object stays scheduled with no doorbell in flight (lifting rings it), and its
+    // ingests ring nothing: a drop that replaced a pause on it, or that outranks its tenant's
+    // pause, would find its queue untouched until the reconciler took it for stuck, its
+    // held events delivered at the lift and new ones filling it towards the cap meanwhile.
+    // So ring it now, to read the switches afresh and drain what it holds. (A scheduled
+    // object that is not paused gets a second doorbell, which the lease makes harmless.)
+    const token = `drop-${value.id}-${deps.now()}`;
+    if (value.scope === 'resource') {
+      await deps.doorbell.ring({ tenantId: value.tenant, resource: value.target as string }, token, { fresh: true });
+    }
+    if (value.scope === 'tenant') {
+      const objects = (await listedObjects(deps, value.tenant)).filter(({ meta }) => meta.scheduled).map(({ key }) => key);
+      await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
+    }
+  }
   return value;
 }
 
+/** The tenant's objects listed in `by_schedule` (those with work, and recently idle ones), with their meta items. */
+async function listedObjects(deps: SwitchServiceDeps, tenant: string) {
+  const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === tenant);
+  return deps.queues.readMetas(listed);
+}
+
+/**
+ * Lifts a switch in two steps: marked lifted (out of force for every reader), then,
+ * once what it stopped has been woken, removed. A lift that fails in between (SQS or
+ * DynamoDB refusing a ring or a release) leaves the switch marked: the DELETE sent
+ * again finds it and wakes everything again, where a removed switch would answer 404
+ * and leave its objects and held deliveries waiting on nothing.
+ */
 export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<void> {
-  const lifted = await deps.switches.delete(id);
-  if (!lifted) throw new ApiError('not_found', `No switch ${id} is set.`);
+  const begun = await deps.switches.beginLift(id, deps.now());
+  if (!begun) throw new ApiError('not_found', `No switch ${id} is set.`);
+  const { lifted, mark } = begun;
   const token = `lift-${id}-${deps.now()}`;
   if (lifted.scope === 'resource') {
     await deps.doorbell.ring({ tenantId: lifted.tenant, resource: lifted.target as string }, token, { fresh: true });
@@ -49,8 +79,7 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
   if (lifted.scope === 'tenant') {
     // The index also lists recently idle objects: ring only those with work, or with
     // dropped events still owed their gap marker (they stay listed until it goes out).
-    const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === lifted.tenant);
-    const objects = (await deps.queues.readMetas(listed))
+    const objects = (await listedObjects(deps, lifted.tenant))
       .filter(({ meta }) => meta.scheduled || meta.switchDropped > 0)
       .map(({ key }) => key);
     await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
@@ -62,4 +91,5 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
         ? await deps.webhooks.list(lifted.tenant)
         : [];
   for (const webhook of webhooks) if (webhook) await startRelease(deps.delivery, webhook);
+  await deps.switches.endLift(id, mark);
 }

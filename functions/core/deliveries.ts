@@ -130,6 +130,34 @@ export function partsByResource(message: DeliveryMessage): DeliveryMessage[] {
 }
 
 /**
+ * What a delivery's events stand for when they are counted for gap markers instead of
+ * delivered (a drop switch, the held cap): each event one, under `reason`; a gap
+ * marker the events it already stands for, under its own reason, so that a marker
+ * discarded in its turn is not shrunk to one event in the marker that replaces it.
+ */
+export function gapCounts(
+  events: readonly (DeliveredEvent | GapMarker)[],
+  reason: GapMarker['data']['reason'],
+): Array<{ readonly reason: GapMarker['data']['reason']; readonly dropped: number }> {
+  const counts = new Map<GapMarker['data']['reason'], number>();
+  for (const event of events) {
+    const [as, n] = isGapMarker(event) ? [event.data.reason, event.data.dropped] : [reason, 1];
+    counts.set(as, (counts.get(as) ?? 0) + n);
+  }
+  return [...counts].map(([as, dropped]) => ({ reason: as, dropped }));
+}
+
+/** How many of a delivery's events are events, not gap markers (which stand for events already counted). */
+export function eventCount(events: readonly (DeliveredEvent | GapMarker)[]): number {
+  return events.filter((event) => !isGapMarker(event)).length;
+}
+
+/** A `sluice.gap` marker: sluice's own (the type is reserved), and it carries no seq. */
+function isGapMarker(event: DeliveredEvent | GapMarker): event is GapMarker {
+  return event.type === 'sluice.gap' && !('seq' in event);
+}
+
+/**
  * Groups held deliveries, in release order, into as few deliveries as the limits
  * allow: consecutive first attempts (never sent to the subscriber) share one, while a
  * delivery that was attempted before goes alone, under its own id. Release order is

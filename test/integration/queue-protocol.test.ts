@@ -589,6 +589,38 @@ describe('turns', () => {
     expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 3, reason: 'switch_drop' } }]);
   });
 
+  it('reads the switches afresh before it leaves an object paused: a cache that still shows a lifted pause does not strand its events', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    // This container read the switches while the pause was on; it has been lifted since
+    // (its lift rang the objects that were waiting then, not this one, rung after by its ingest).
+    const pause: Switch = {
+      id: 'sw_p',
+      scope: 'resource',
+      tenant: k.tenantId,
+      target: k.resource,
+      action: 'pause',
+      reason: '',
+      created_at: '',
+    };
+    const { sent, rings, ...deps } = recordingDistributorDeps();
+    const distributor = new Distributor({ ...deps, switches: { current: async () => [pause], refresh: async () => [] } });
+    expect(await distributor.runTurn(k, 'stale')).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual([1, 2]);
+
+    // A pause still in force leaves the object scheduled, for its lift to ring.
+    const held = key();
+    await publish(ingestDeps([]), held.tenantId, [input(held.resource, 1)]);
+    const inForce = { ...pause, target: held.resource };
+    const paused = new Distributor({ ...deps, switches: { current: async () => [inForce], refresh: async () => [inForce] } });
+    expect(await paused.runTurn(held, 'paused')).toMatchObject({ outcome: 'paused', distributed: 0 });
+    expect(await store.readMeta(held)).toMatchObject({ scheduled: true, depth: 1 });
+  });
+
   it('ends a turn on a quiet object with one write after the lease, and goes idle', async () => {
     const k = key();
     await publish(

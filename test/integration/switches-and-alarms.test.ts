@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { apiServices, deliveryDeps } from '../../functions/app/runtime.ts';
+import { liftSwitch } from '../../functions/app/switches.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -97,6 +98,77 @@ describe('kill switches', () => {
     expect(markers.sort()).toEqual(['sluice.gap item:1 1', 'sluice.gap item:2 2']);
   });
 
+  it('a drop set over a pause discards what the pause held, at once: nothing of it is delivered, and lifting sends one gap marker', async () => {
+    const tenant = await createTenant(sandbox, 'pause-then-drop');
+    await createWebhook(sandbox, tenant.key, { resource: 'pd:1', url: `${receiver.url}/pause-then-drop` });
+    const scope = { scope: 'resource', tenant: tenant.id, target: 'pd:1' };
+    await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { ...scope, action: 'pause' } });
+    await settle(700);
+    for (let i = 0; i < 3; i++) await publish(sandbox, tenant.key, [{ resource: 'pd:1', type: 'a.b', data: `paused ${i}` }]);
+    await settle(500);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+
+    // The same scope again, now drop: it replaces the pause, and the held events go with it.
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { ...scope, action: 'drop' } });
+    expect(drop.body).toMatchObject({ action: 'drop' });
+    // (Within seconds: the first one, kept on its object's meta item, is dropped 6 s after it came.)
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 3, 10_000);
+    for (let i = 0; i < 2; i++) await publish(sandbox, tenant.key, [{ resource: 'pd:1', type: 'a.b', data: `dropped ${i}` }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 5, 10_000);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/pause-then-drop').length > 0, 10_000);
+    await settle(1_000);
+    expect(okEvents('/pause-then-drop')).toMatchObject([{ type: 'sluice.gap', data: { dropped: 5, reason: 'switch_drop' } }]);
+  });
+
+  it("a resource drop set while its tenant is paused discards the resource's held events at once, and only those", async () => {
+    const tenant = await createTenant(sandbox, 'paused-tenant-drop');
+    await createWebhook(sandbox, tenant.key, { resource: 'ptd:group', url: `${receiver.url}/paused-tenant-drop` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: tenant.id, action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [
+      { resource: 'ptd:1', parents: ['ptd:group'], type: 'a.b', data: 'dropped' },
+      { resource: 'ptd:2', parents: ['ptd:group'], type: 'a.b', data: 'kept' },
+    ]);
+    await settle(500);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'ptd:1', action: 'drop' },
+    });
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 1, 10_000);
+    expect(okEvents('/paused-tenant-drop')).toHaveLength(0);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/paused-tenant-drop').length === 2, 10_000);
+    const seen = okEvents('/paused-tenant-drop').map((e) => `${e.type} ${e.resource} ${JSON.stringify(e.data)}`);
+    expect(seen.sort()).toEqual(['a.b ptd:2 "kept"', 'sluice.gap ptd:1 {"dropped":1,"reason":"switch_drop"}']);
+  });
+
+  it("a resource switch stops that resource's own events, not those of its children that reach its webhooks (as the README says)", async () => {
+    const tenant = await createTenant(sandbox, 'parent-switch');
+    await createWebhook(sandbox, tenant.key, { resource: 'ps:parent', url: `${receiver.url}/parent-switch` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'ps:parent', action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [
+      { resource: 'ps:parent', type: 'a.b', data: 'own' },
+      { resource: 'ps:child', parents: ['ps:parent'], type: 'a.b', data: 'child' },
+    ]);
+    await receiver.waitFor(() => okEvents('/parent-switch').length === 1, 5_000);
+    await settle(500);
+    expect(okEvents('/parent-switch').map((e) => e.data)).toEqual(['child']);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/parent-switch').length === 2, 10_000);
+  });
+
   it('pause on a webhook holds its deliveries until lifted; a tenant switch leaves other tenants alone', async () => {
     const a = await createTenant(sandbox, 'switched');
     const b = await createTenant(sandbox, 'bystander');
@@ -125,6 +197,70 @@ describe('kill switches', () => {
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hookA.id}`, { key: a.key })).body.health.held).toBe(1);
     await call(sandbox, 'DELETE', `/v1/admin/switches/${webhookSwitch.body.id}`, admin());
     await receiver.waitFor(() => okEvents('/switched').length === 1, 10_000);
+  });
+
+  it('keeps holding under a tenant drop what a lifted webhook pause held, and sends no gap marker before the drop is lifted', async () => {
+    const tenant = await createTenant(sandbox, 'held-under-drop');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hud:1', url: `${receiver.url}/held-under-drop` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'hud:1', type: 'a.b', data: 'held' }]);
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (let i = 0; i < 50 && (await held()) !== 1; i++) await settle(100);
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: tenant.id, action: 'drop' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'hud:2', parents: ['hud:1'], type: 'a.b', data: 'dropped' }]);
+    await settle(1_000);
+
+    // The webhook's pause is lifted, but the tenant's drop still stops it: nothing goes out.
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await settle(2_500);
+    expect(receiver.deliveries('/held-under-drop')).toHaveLength(0);
+    expect(await held()).toBe(1);
+
+    // Lifted: what was held, then the marker for what was dropped.
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/held-under-drop').length === 2, 10_000);
+    expect(okEvents('/held-under-drop').map((e) => `${e.type} ${e.resource} ${JSON.stringify(e.data)}`)).toEqual([
+      'a.b hud:1 "held"',
+      'sluice.gap hud:2 {"dropped":1,"reason":"switch_drop"}',
+    ]);
+  });
+
+  it('sends the gap marker of a webhook drop once, at its lift, even when a release ran while the drop was in force', async () => {
+    const tenant = await createTenant(sandbox, 'one-marker');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'om:1', url: `${receiver.url}/one-marker` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    await publish(sandbox, tenant.key, [{ resource: 'om:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 1, 10_000);
+    // A tenant pause set and lifted meanwhile starts a release for each of the tenant's webhooks.
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'tenant', tenant: tenant.id, action: 'pause' },
+    });
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await settle(2_500);
+    expect(receiver.deliveries('/one-marker')).toHaveLength(0);
+    await publish(sandbox, tenant.key, [{ resource: 'om:1', type: 'a.b', data: 2 }]);
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) >= droppedBefore + 2, 10_000);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/one-marker').length > 0, 10_000);
+    await settle(1_500);
+    // Two events dropped, and only they: no marker was sent (and dropped) under the switch.
+    expect(okEvents('/one-marker')).toMatchObject([{ type: 'sluice.gap', resource: 'om:1', data: { dropped: 2, reason: 'switch_drop' } }]);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(droppedBefore + 2);
   });
 
   it('releases a delivery held under a pause by a worker whose cache still showed it after the lift, and what is held behind it, within seconds', async () => {
@@ -188,6 +324,119 @@ describe('kill switches', () => {
 
     await receiver.waitFor(() => okEvents('/stale-drop').length === 1, 8_000);
     expect(okEvents('/stale-drop')).toMatchObject([{ type: 'sluice.gap', resource: 'sd:1', data: { dropped: 1, reason: 'switch_drop' } }]);
+  });
+
+  it('a gap marker that a webhook drop discards is counted for the events it stood for, and its own reason', async () => {
+    const tenant = await createTenant(sandbox, 'marker-dropped');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'md:1', url: `${receiver.url}/marker-dropped` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    // Markers an object's turns sent (a resource drop lifted, events past the retention period) reach the dropped webhook.
+    const marker = (id: string, dropped: number, reason: 'switch_drop' | 'retention') => ({
+      id,
+      resource: 'md:2',
+      type: 'sluice.gap' as const,
+      data: { dropped, reason },
+      created_at: new Date().toISOString(),
+    });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const message = {
+      deliveryId: 'msg_markerdropped',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [marker('evt_md1', 7, 'switch_drop'), marker('evt_md2', 3, 'retention')],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, message)).toBe('dropped');
+    // Their events were counted when they were dropped; a marker is not an event.
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(droppedBefore);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/marker-dropped').length === 2, 10_000);
+    const seen = okEvents('/marker-dropped').map((e) => `${e.resource} ${JSON.stringify(e.data)}`);
+    expect(seen.sort()).toEqual(['md:2 {"dropped":3,"reason":"retention"}', 'md:2 {"dropped":7,"reason":"switch_drop"}']);
+  });
+
+  it('answers a PUT repeated on the same scope with the switch as it stands, and a new action with a new since', async () => {
+    const tenant = await createTenant(sandbox, 'put-again');
+    const put = (action: string, reason: string) =>
+      call(sandbox, 'PUT', '/v1/admin/switches', {
+        ...admin(),
+        body: { scope: 'resource', tenant: tenant.id, target: 'pa:1', action, reason },
+      });
+    const first = await put('pause', 'runaway writer');
+    expect(first.status).toBe(200);
+    await settle(20);
+    // A retried PUT (or another on-call setting the same) keeps when the pause began.
+    const again = await put('pause', 'runaway writer');
+    expect(again.body).toEqual(first.body);
+    await settle(20);
+    const reworded = await put('pause', 'still running away');
+    expect(reworded.body).toEqual({ ...first.body, reason: 'still running away' });
+    await settle(20);
+    // Another action replaces it: same switch, in force as a drop since now.
+    const drop = await put('drop', 'flood');
+    expect(drop.body).toMatchObject({ id: first.body.id, action: 'drop', reason: 'flood' });
+    expect(Date.parse(drop.body.created_at)).toBeGreaterThan(Date.parse(first.body.created_at));
+    const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.filter(
+      (s: { id: string }) => s.id === first.body.id,
+    );
+    expect(listed).toEqual([drop.body]);
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${first.body.id}`, admin());
+  });
+
+  it('a lift that failed halfway (its ring refused) is finished by the DELETE sent again, not answered 404 with its objects left paused', async () => {
+    const tenant = await createTenant(sandbox, 'half-lifted');
+    await createWebhook(sandbox, tenant.key, { resource: 'hl:1', url: `${receiver.url}/half-lifted` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'hl:1', action: 'pause' },
+    });
+    await settle(700);
+    await publish(sandbox, tenant.key, [{ resource: 'hl:1', type: 'a.b', data: 'waiting' }]);
+    await settle(800);
+    // The API function's lift, with SQS refusing its ring: the request fails (500).
+    const services = apiServices(sandbox.wiring, {} as never, sandbox.notifier).switches;
+    const refusing = {
+      ...services,
+      doorbell: {
+        ring: async () => {
+          throw new Error('SQS is unavailable');
+        },
+      },
+    };
+    await expect(liftSwitch(refusing, pause.body.id)).rejects.toThrow('SQS is unavailable');
+    // On-call sends the DELETE again: it finishes the lift.
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin())).status).toBe(204);
+    await receiver.waitFor(() => okEvents('/half-lifted').length === 1, 10_000);
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin())).status).toBe(404);
+    const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data;
+    expect(listed.map((s: { id: string }) => s.id)).not.toContain(pause.body.id);
+  });
+
+  it("holds a paused webhook's deliveries up to the held cap, and at the lift sends them, then a held_overflow marker for the rest (as the README says)", async () => {
+    const tenant = await createTenant(sandbox, 'paused-cap');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pc:1', url: `${receiver.url}/paused-cap` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause' },
+    });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const deps = { ...base, config: { ...base.config, heldPerWebhook: 1 } };
+    for (const n of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_pc${n}`, seq: n, resource: 'pc:1', data: n });
+      const message = { deliveryId: `msg_pc${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 };
+      expect(await handleDeliverMessage(deps, message)).toBe('held');
+    }
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/paused-cap').length === 2, 10_000);
+    expect(okEvents('/paused-cap').map((e) => `${e.type} ${JSON.stringify(e.data)}`)).toEqual([
+      'a.b 1',
+      'sluice.gap {"dropped":1,"reason":"held_overflow"}',
+    ]);
   });
 
   it('validates switches and answers 404 for unknown ones', async () => {

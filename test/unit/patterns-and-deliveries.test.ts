@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { DeliveryOutbox } from '../../functions/app/delivery-outbox.ts';
 import {
   deliveryId,
+  eventCount,
+  gapCounts,
   gapMarkerDelivery,
   lostHeldCount,
   MAX_DELIVERY_BYTES,
@@ -189,6 +191,22 @@ describe('gap markers owed for counted events', () => {
     ]);
     expect(lostHeldCount({ resource: 'p:1', heldLost: { count: 5, sent: 5, at: 9_000 } })).toBeUndefined();
     expect(lostHeldCount({ resource: 'p:1' })).toBeUndefined();
+  });
+
+  it('counts a discarded delivery one per event, and a discarded marker for the events it stood for under its own reason', () => {
+    const [gap] = gapMarkerDelivery(webhook, count).events;
+    const retention = { ...gap, id: 'evt_r', data: { dropped: 2, reason: 'retention' as const } } as NonNullable<typeof gap>;
+    const events = [event(1, 't:1'), gap as NonNullable<typeof gap>, event(2, 't:1'), retention];
+    expect(gapCounts(events, 'switch_drop')).toEqual([
+      { reason: 'switch_drop', dropped: 6 },
+      { reason: 'retention', dropped: 2 },
+    ]);
+    expect(gapCounts(events, 'held_overflow')).toEqual([
+      { reason: 'held_overflow', dropped: 2 },
+      { reason: 'switch_drop', dropped: 4 },
+      { reason: 'retention', dropped: 2 },
+    ]);
+    expect(eventCount(events)).toBe(2);
   });
 
   it('has other ids when the count grew, was partly sent, or began again', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { liftRecheck, releasedSince } from '../../functions/core/switches.ts';
+import { CachedSwitches } from '../../functions/adapters/switch-store.ts';
+import { liftRecheck, releasedSince, type Switch } from '../../functions/core/switches.ts';
 
 describe('the recheck after a hold under a switch', () => {
   it('answers for every hold of its window of the switch cache, and runs a margin past its end', () => {
@@ -15,5 +16,55 @@ describe('the recheck after a hold under a switch', () => {
     expect(releasedSince(16_000, 15_000, 1_000)).toBe(false);
     expect(releasedSince(14_000, 15_000, 1_000)).toBe(false);
     expect(releasedSince(undefined, 15_000, 1_000)).toBe(false);
+  });
+});
+
+describe('the switch cache', () => {
+  const pause: Switch = { id: 'sw_p', scope: 'tenant', tenant: 'ten_a', target: undefined, action: 'pause', reason: '', created_at: '' };
+
+  /** A store whose reads answer when the test says, each with the switches as they were when it was sent. */
+  function slowStore() {
+    let stored: Switch[] = [pause];
+    const reads: Array<() => void> = [];
+    const store = {
+      list: () => {
+        const seen = [...stored];
+        return new Promise<Switch[]>((resolve) => reads.push(() => resolve(seen)));
+      },
+    };
+    const lift = () => {
+      stored = [];
+    };
+    return { store, reads, lift };
+  }
+
+  it('reads at most once per ttl, concurrent callers sharing one read', async () => {
+    let now = 0;
+    const { store, reads } = slowStore();
+    const cache = new CachedSwitches(store, 5_000, () => now);
+    const both = Promise.all([cache.current(), cache.current()]);
+    expect(reads).toHaveLength(1);
+    reads[0]?.();
+    expect(await both).toEqual([[pause], [pause]]);
+    now = 4_999;
+    expect(await cache.current()).toEqual([pause]);
+    expect(reads).toHaveLength(1);
+  });
+
+  it('refreshes with a read sent after it was asked, not one already under way from before a lift', async () => {
+    const { store, reads, lift } = slowStore();
+    const cache = new CachedSwitches(store, 5_000, () => 0);
+    // A turn's read is under way when the switch is lifted; the lift's ring asks for a fresh read.
+    const earlier = cache.current();
+    lift();
+    const fresh = Promise.all([cache.refresh(), cache.refresh()]);
+    reads.shift()?.();
+    expect(await earlier).toEqual([pause]);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    // One read for both refreshes, sent after the earlier one answered.
+    expect(reads).toHaveLength(1);
+    reads.shift()?.();
+    expect(await fresh).toEqual([[], []]);
+    expect(await cache.current()).toEqual([]);
   });
 });
