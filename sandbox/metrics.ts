@@ -63,6 +63,10 @@ export class InMemoryMetrics implements MetricsPort {
     this.record(sourceKey({ kind: 'sluice', name }), value);
   }
 
+  seconds(name: string, value: number): void {
+    this.record(sourceKey({ kind: 'sluice', name }), value);
+  }
+
   /** Records a data point of a source (a gauge or a count) at the current time. */
   record(key: string, value: number): void {
     const at = this.#now();

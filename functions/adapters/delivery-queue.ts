@@ -5,7 +5,21 @@ import { SendBatcher, sqsMessageBody } from './send-batcher.ts';
 
 /** Reads a deliver-queue message; throws on one that is malformed (it then goes to the dead-letter queue). */
 export function parseDeliverQueueMessage(body: string): DeliverQueueMessage {
-  const message = JSON.parse(body) as Record<string, unknown>;
+  return readDeliverQueueBody(body).message;
+}
+
+/**
+ * A deliver-queue message and when it was due: the time its send asked SQS to make it
+ * visible (epoch ms), which every send stamps on the body; undefined for a body sent
+ * without one. How late a delivery function received it after that is the queue's
+ * backlog alone, whatever delays the message waited out on purpose.
+ */
+export function readDeliverQueueBody(body: string): { message: DeliverQueueMessage; dueAt: number | undefined } {
+  const { dueAt, ...message } = JSON.parse(body) as Record<string, unknown>;
+  return { message: checkedMessage(message), dueAt: typeof dueAt === 'number' ? dueAt : undefined };
+}
+
+function checkedMessage(message: Record<string, unknown>): DeliverQueueMessage {
   if (typeof message.tenantId !== 'string' || typeof message.webhookId !== 'string') {
     throw new Error('A deliver-queue message names a tenant and a webhook');
   }
@@ -35,9 +49,10 @@ export class DeliveryQueue {
    * SendMessageBatch requests (see SendBatcher).
    */
   async send(messages: readonly DeliverQueueMessage[], delaySeconds = 0): Promise<void> {
+    const dueAt = Date.now() + delaySeconds * 1000;
     await this.#batcher.send(
       messages.map((message) => ({
-        MessageBody: sqsMessageBody(message),
+        MessageBody: sqsMessageBody({ ...message, dueAt }),
         MessageGroupId: message.tenantId,
         ...(delaySeconds > 0 && { DelaySeconds: delaySeconds }),
       })),

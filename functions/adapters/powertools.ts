@@ -5,6 +5,9 @@ import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 export function metricsPort(metrics: Metrics): MetricsPort {
   return {
+    seconds(name, value) {
+      metrics.addMetric(name, MetricUnit.Seconds, value);
+    },
     // Always the plain metric (what alarms watch), plus a dimensioned copy when
     // dimensions are given (what dashboards break down by).
     count(name, value = 1, dimensions) {

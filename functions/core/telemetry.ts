@@ -7,6 +7,8 @@
 
 export interface MetricsPort {
   count(name: string, value?: number, dimensions?: Readonly<Record<string, string>>): void;
+  /** A duration in seconds, one data point (an alarm on it takes the maximum); where a stage reports one. */
+  seconds?(name: string, value: number): void;
 }
 
 export interface LoggerPort {

@@ -7,20 +7,31 @@
  */
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { SQSRecord } from 'aws-lambda';
-import { parseDeliverQueueMessage } from '../adapters/delivery-queue.ts';
+import { readDeliverQueueBody } from '../adapters/delivery-queue.ts';
 import { type DeliveryDeps, handleDeliverMessage } from '../app/delivery.ts';
 import type { SqsHandler } from '../distributor/process.ts';
+
+/** The metric of how late a batch's latest message was received after it was due (delivery-backlog-age). */
+export const DELIVERY_QUEUE_LAG = 'DeliveryQueueLag';
 
 export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
   return async (event, context) => {
     const processor = new BatchProcessor(EventType.SQS);
-    return processPartialResponse(
+    const received = deps.now();
+    let lagMs: number | undefined;
+    const result = await processPartialResponse(
       event,
       async (record: SQSRecord) => {
-        await handleDeliverMessage(deps, parseDeliverQueueMessage(record.body));
+        const { message, dueAt } = readDeliverQueueBody(record.body);
+        if (dueAt !== undefined) lagMs = Math.max(lagMs ?? 0, received - dueAt);
+        await handleDeliverMessage(deps, message);
       },
       processor,
       { context, throwOnFullBatchFailure: false },
     );
+    // Not SQS's ApproximateAgeOfOldestMessage, which counts from the send: retries wait
+    // out delays of up to 15 minutes in the deliver queue on purpose.
+    if (lagMs !== undefined) deps.metrics.seconds?.(DELIVERY_QUEUE_LAG, Math.max(0, lagMs) / 1000);
+    return result;
   };
 }

@@ -239,6 +239,7 @@ export class Operations extends Construct {
             sluice('StuckObjectsRerung'),
           ]),
           graph('Deliver', [
+            sluice('DeliveryQueueLag', 'Maximum'),
             props.queues.Deliver.queue.metricApproximateAgeOfOldestMessage(),
             sluice('EventsDelivered'),
             sluice('DeliveryAttempts'),

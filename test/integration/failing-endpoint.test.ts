@@ -299,6 +299,7 @@ describe('failing endpoint', () => {
   });
 
   it('waits at least Retry-After (within bounds) after a 429', async () => {
+    const started = Date.now();
     const tenant = await createTenant(sandbox, 'throttled');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 't:1', url: `${receiver.url}/slow-down` });
     receiver.answer('/slow-down', { status: 429, headers: { 'retry-after': '2' } });
@@ -311,6 +312,10 @@ describe('failing endpoint', () => {
     const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
     expect(attempts.map((a: { status_code: number }) => a.status_code)).toEqual([200, 429]);
     expect(attempts[0].attempt).toBe(2);
+    // The 2 s the retry waited in the deliver queue on purpose is not lag (delivery-backlog-age).
+    const lags = sandbox.metrics.points('sluice:DeliveryQueueLag', started, Date.now() + 1);
+    expect(lags.length).toBeGreaterThan(0);
+    expect(Math.max(...lags)).toBeLessThan(1.5);
   });
 
   it('does not count an answer that asks to wait as a failure: more of them than quarantine takes leave the endpoint healthy', async () => {

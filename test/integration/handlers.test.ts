@@ -4,9 +4,11 @@
  * exactly as it is bundled for Lambda.
  */
 import { randomUUID } from 'node:crypto';
+import { CreateQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LambdaEvent } from 'hono/aws-lambda';
 import { describe, expect, it } from 'vitest';
+import { DeliveryQueue, readDeliverQueueBody } from '../../functions/adapters/delivery-queue.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -16,7 +18,7 @@ import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { ENV } from '../../functions/definitions/environment.ts';
 import { AUTHORIZER_ATTRIBUTES } from '../../functions/definitions/tables.ts';
-import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
+import { DELIVERY_QUEUE_LAG, makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
@@ -92,6 +94,43 @@ describe('delivery handler', () => {
     });
     const slowAttempts = await call(sandbox, 'GET', `/v1/webhooks/${slow.id}/attempts`, { key: tenant.key });
     expect(slowAttempts.body.data[0]).toMatchObject({ status_code: null, error: expect.stringMatching(/no answer/) });
+  });
+
+  it('reports how late the batch came after its messages were due, not how long ago they were sent', async () => {
+    const lags: number[] = [];
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const handler = makeDeliveryHandler({
+      ...deps,
+      metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
+    });
+    const now = Date.now();
+    // Sent long ago with a long delay, due just now; and one that was due 400 s ago (a backlog).
+    // Both are for a webhook that is gone, so nothing else happens to them.
+    const onTime = { ...delivery('wh_gone', 1), dueAt: now };
+    const late = { ...delivery('wh_gone', 2), dueAt: now - 400_000 };
+    await handler({ Records: [sqsRecord(onTime)] } as SQSEvent, context);
+    await handler({ Records: [sqsRecord(onTime), sqsRecord(late)] } as SQSEvent, context);
+    // A message without the stamp (sent before it existed) reports nothing.
+    await handler({ Records: [sqsRecord(delivery('wh_gone', 3))] } as SQSEvent, context);
+    expect(lags).toHaveLength(2);
+    expect(lags[0]).toBeLessThan(5);
+    expect(lags[1]).toBeGreaterThanOrEqual(400);
+    expect(lags[1]).toBeLessThan(405);
+  });
+
+  it('stamps every deliver-queue message with when it is due, and keeps the stamp out of the message it hands on', async () => {
+    // A queue of its own, so that no poller takes the message first.
+    const { QueueUrl } = await sandbox.wiring.sqs.send(new CreateQueueCommand({ QueueName: `stamp-${randomUUID()}` }));
+    const queue = new DeliveryQueue({ client: sandbox.wiring.sqs, queueUrl: QueueUrl as string });
+    const sent = delivery('wh_x', 1);
+    const before = Date.now();
+    await queue.send([sent], 1);
+    const sentBy = Date.now();
+    const received = await sandbox.wiring.sqs.send(new ReceiveMessageCommand({ QueueUrl, WaitTimeSeconds: 5 }));
+    const { message, dueAt } = readDeliverQueueBody(received.Messages?.[0]?.Body as string);
+    expect(dueAt).toBeGreaterThanOrEqual(before + 1_000);
+    expect(dueAt).toBeLessThanOrEqual(sentBy + 1_000);
+    expect(message).toEqual(sent);
   });
 
   it('reports a malformed record alone as failed', async () => {
