@@ -113,6 +113,16 @@ const SUCCESS_WRITE_INTERVAL_MS = 60_000;
 const RELEASE_PAGE = 100;
 /** How long a held count may find nothing held before it is taken as drifted (a hold's two writes take milliseconds). */
 const HELD_COUNT_SETTLE_MS = 30_000;
+/**
+ * How often a container logs that a webhook's deliveries go past its held cap: often
+ * enough that the window of an `events-rejected-or-dropped` alarm holds a line naming
+ * the webhook (its metric cannot), seldom enough that a flood past the cap is not a
+ * flood of logs.
+ */
+const OVERFLOW_LOG_INTERVAL_MS = 60_000;
+const OVERFLOW_LOG_MEMORY = 10_000;
+/** When this container last logged each webhook's overflow. */
+const overflowLoggedAt = new Map<string, number>();
 
 export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQueueMessage): Promise<DeliveryOutcome> {
   switch (message.kind) {
@@ -371,7 +381,20 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
   if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
     deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'disabled_overflow' });
-  } else deps.metrics.count('EventsHeldOverflow', message.events.length);
+    return;
+  }
+  deps.metrics.count('EventsHeldOverflow', message.events.length);
+  const loggedAt = overflowLoggedAt.get(webhook.id);
+  if (loggedAt === undefined || now - loggedAt >= OVERFLOW_LOG_INTERVAL_MS) {
+    if (overflowLoggedAt.size >= OVERFLOW_LOG_MEMORY && loggedAt === undefined) overflowLoggedAt.clear();
+    overflowLoggedAt.set(webhook.id, now);
+    deps.logger.warn('Deliveries past the held cap: counted for a gap marker, not held', {
+      ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
+      resource,
+      held_cap: deps.config.heldPerWebhook,
+      state: webhook.health.state,
+    });
+  }
 }
 
 /**

@@ -74,6 +74,32 @@ describe('held deliveries', () => {
   }, 40_000);
 });
 
+describe('deliveries past the held cap', () => {
+  it('are logged with the tenant, webhook and resource, once a minute per webhook, so on-call can find whose overflow pages', async () => {
+    const tenant = await createTenant(sandbox, 'overflow-log');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ol:0', url: `${receiver.url}/overflow-log` });
+    const admin = { key: sandbox.adminKey };
+    await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin,
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause', reason: 'test' },
+    });
+    const warned: Array<[string, unknown]> = [];
+    const deps = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      logger: { info: () => {}, warn: (message: string, fields: unknown) => void warned.push([message, fields]), error: () => {} },
+    };
+    // Four deliveries to a paused webhook whose cap is 2: two held, two past the cap.
+    for (let seq = 1; seq <= 4; seq++) {
+      const events = [deliveredEventFixture({ id: `evt_ol${seq}`, seq, resource: 'ol:1', parents: ['ol:0'] })];
+      await handleDeliverMessage(deps, { deliveryId: `msg_ol${seq}`, tenantId: tenant.id, webhookId: hook.id, events, attempt: 1 });
+    }
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBeGreaterThanOrEqual(2);
+    const overflow = warned.filter(([, fields]) => (fields as { webhook?: string }).webhook === hook.id);
+    expect(overflow).toHaveLength(1);
+    expect(overflow[0]?.[1]).toMatchObject({ tenant: tenant.id, webhook: hook.id, resource: 'ol:1', held_cap: 2 });
+  });
+});
+
 describe('merged deliveries held', () => {
   it('holds a delivery of several resources as one part per resource (one count for all), and releases them together, each in seq order', async () => {
     const tenant = await createTenant(sandbox, 'merged');
