@@ -192,6 +192,16 @@ describe('functions', () => {
     );
     expect(sluice({ reconcileIntervalSeconds: 120, canaryIntervalSeconds: 30 })).not.toThrow();
   });
+
+  it('gives the functions the intervals their schedules run at: a setting under a minute runs every minute', () => {
+    const stack = new Stack(new App({ context: NO_BUNDLING }), 'Minute');
+    new Sluice(stack, 'S', { config: { reconcileIntervalSeconds: 30, canaryIntervalSeconds: 20 } });
+    for (const fn of Object.values(Template.fromStack(stack).findResources('AWS::Lambda::Function'))) {
+      const config = fn.Properties.Environment?.Variables?.SLUICE_CONFIG;
+      if (config === undefined) continue;
+      expect(JSON.parse(config)).toMatchObject({ reconcileIntervalSeconds: 60, canaryIntervalSeconds: 60 });
+    }
+  });
 });
 
 describe('API', () => {
