@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LambdaEvent } from 'hono/aws-lambda';
 import { describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -156,6 +157,32 @@ describe('authorizer', () => {
       expect(refused.usageIdentifierKey, token).toBeUndefined();
       expect(refused.context ?? {}, token).toEqual({});
     }
+  });
+
+  it('allows a tenant key used right after its creation, though a replica that lags would not have it yet (a Deny is kept by API Gateway for a minute)', async () => {
+    // A client whose eventually consistent reads of key items come from a replica that
+    // has not seen the tenant's creation yet (DynamoDB's replicas usually catch up within
+    // a second); strongly consistent reads go to the emulator.
+    const lagging = documentClient(sandbox.emulators.dynamo);
+    lagging.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Key?: { pk?: unknown }; ConsistentRead?: boolean };
+        if (String(input.Key?.pk).startsWith('apikey#') && input.ConsistentRead !== true) {
+          return { output: { $metadata: {} }, response: {} } as Awaited<ReturnType<typeof next>>;
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'laggingReplica' },
+    );
+    const fresh = await createTenant(sandbox, 'just-created');
+    const authorizer = makeAuthorizerHandler({
+      adminKeyHash: async () => hashKey(sandbox.adminKey),
+      tenants: new TenantStore({ client: lagging, tableName: sandbox.wiring.controlTable }),
+      adminUsageKey: 'a',
+    });
+    const result = await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${fresh.key}`, methodArn });
+    expect(result.policyDocument.Statement[0]).toMatchObject({ Effect: 'Allow' });
+    expect(result.principalId).toBe(fresh.id);
   });
 
   it('counts and logs each refusal by the kind of key, never the key; a failed lookup is logged and thrown', async () => {
