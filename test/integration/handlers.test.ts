@@ -264,6 +264,49 @@ describe('authorizer', () => {
 });
 
 describe('Lambda entry files', () => {
+  it('the authorizer writes no warning for a key it allows (it counts no metric then): one per invocation would fill its logs', async () => {
+    Object.assign(process.env, {
+      [ENV.controlTable]: sandbox.wiring.controlTable,
+      [ENV.adminKeySecretArn]: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:admin',
+      [ENV.adminUsageKey]: 'admin-usage',
+      AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'sandbox',
+      AWS_SECRET_ACCESS_KEY: 'sandbox',
+      POWERTOOLS_LOG_LEVEL: 'SILENT',
+      POWERTOOLS_METRICS_NAMESPACE: 'Sluice',
+      POWERTOOLS_METRICS_DISABLED: 'false',
+    });
+    const { handler } = await import('../../functions/authorizer/handler.ts');
+    const written: string[] = [];
+    const stdout = process.stdout.write.bind(process.stdout);
+    const stderr = process.stderr.write.bind(process.stderr);
+    const record = (chunk: unknown) => {
+      written.push(String(chunk));
+      return true;
+    };
+    process.stdout.write = record as typeof process.stdout.write;
+    process.stderr.write = record as typeof process.stderr.write;
+    const authorize = (key: string) =>
+      handler({ type: 'TOKEN', authorizationToken: `Bearer ${key}`, methodArn: 'arn:aws:execute-api:us-east-1:1:abc/v1/GET/x' }, context);
+    let allowed: Awaited<ReturnType<typeof handler>>;
+    let refused: Awaited<ReturnType<typeof handler>>;
+    let writtenWhenAllowed: string;
+    try {
+      allowed = await authorize(tenant.key);
+      writtenWhenAllowed = written.join('');
+      refused = await authorize(`${tenant.key}x`);
+    } finally {
+      process.stdout.write = stdout;
+      process.stderr.write = stderr;
+    }
+    expect(allowed.policyDocument.Statement[0]).toMatchObject({ Effect: 'Allow' });
+    expect(writtenWhenAllowed).toBe('');
+    // A refusal is still counted (EMF on stdout).
+    expect(refused.policyDocument.Statement[0]).toMatchObject({ Effect: 'Deny' });
+    expect(written.join('')).toMatch(/"KeysRefused"/);
+  });
+
   it('serve API Gateway events: the API reads the caller from the authorizer context and rings the doorbell', async () => {
     Object.assign(process.env, {
       [ENV.eventsTable]: sandbox.wiring.eventsTable,
