@@ -75,7 +75,10 @@ export class TenantStore {
 
   /**
    * The authorizer's read: which tenant a key hash belongs to, and its usage-plan key.
-   * Both reads project only AUTHORIZER_ATTRIBUTES, all its role may read.
+   * Both reads project only AUTHORIZER_ATTRIBUTES, all its role may read. Both are
+   * strongly consistent: a key is used as soon as its tenant's creation answers, and a
+   * replica that has not seen it yet would have it refused with a Deny, which API
+   * Gateway keeps for its cache's time (a minute) whatever the next read would say.
    */
   async findByKeyHash(hash: string): Promise<Pick<Tenant, 'id' | 'usageKey'> | undefined> {
     const key = await this.#client.send(
@@ -84,6 +87,7 @@ export class TenantStore {
         Key: { pk: keyPk(hash), sk: KEY_SK },
         ProjectionExpression: '#tenant_id',
         ExpressionAttributeNames: names('tenant_id'),
+        ConsistentRead: true,
       }),
     );
     const tenantId = key.Item?.tenant_id;

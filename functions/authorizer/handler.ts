@@ -27,6 +27,8 @@ export const handler = async (event: APIGatewayTokenAuthorizerEvent, context: Co
   try {
     return await authorizer(event);
   } finally {
-    metrics.publishStoredMetrics();
+    // A key allowed counts nothing, and Powertools warns on every publish of no metrics:
+    // one warning per invocation would bury the authorizer's own logs.
+    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
   }
 };
