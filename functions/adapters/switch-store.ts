@@ -67,7 +67,13 @@ export class SwitchStore {
     return value;
   }
 
-  async list(): Promise<Switch[]> {
+  /**
+   * The switches in force. With `lifting`, also those a lift marked and has not ended
+   * (it failed halfway: the DELETE sent again finishes it), each with when that lift
+   * began, for on-call's list: they are in force no more, but what they stopped may
+   * not all have been woken yet.
+   */
+  async list(options: { lifting?: boolean } = {}): Promise<Array<Switch & { lift_started_at?: string }>> {
     const result = await this.#client.send(
       new QueryCommand({
         TableName: this.#table,
@@ -78,7 +84,12 @@ export class SwitchStore {
       }),
     );
     // A switch being lifted is in force no more; its item stays until the lift has woken what it stopped.
-    return (result.Items ?? []).filter((item) => item.lifted_at === undefined).map(toSwitch);
+    return (result.Items ?? [])
+      .filter((item) => options.lifting || item.lifted_at === undefined)
+      .map((item) => ({
+        ...toSwitch(item),
+        ...(item.lifted_at !== undefined && { lift_started_at: new Date(Number(item.lifted_at)).toISOString() }),
+      }));
   }
 
   /**

@@ -216,7 +216,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.get('/v1/admin/switches', async (c) => {
     requireAdmin(c);
-    return c.json({ data: await services.switches.switches.list() });
+    return c.json({ data: await services.switches.switches.list({ lifting: true }) });
   });
   app.delete('/v1/admin/switches/:id', async (c) => {
     requireAdmin(c);

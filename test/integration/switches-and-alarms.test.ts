@@ -409,6 +409,11 @@ describe('kill switches', () => {
       },
     };
     await expect(liftSwitch(refusing, pause.body.id)).rejects.toThrow('SQS is unavailable');
+    // On-call's list still shows it, as a lift begun and not ended.
+    const halfway = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.find(
+      (s: { id: string }) => s.id === pause.body.id,
+    );
+    expect(halfway).toMatchObject({ ...pause.body, lift_started_at: expect.any(String) });
     // On-call sends the DELETE again: it finishes the lift.
     expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin())).status).toBe(204);
     await receiver.waitFor(() => okEvents('/half-lifted').length === 1, 10_000);
