@@ -403,6 +403,60 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 
+  it('counts a held gap marker past the retention period as the events it stood for, under its own reason, not as one event', async () => {
+    const tenant = await createTenant(sandbox, 'held-marker-expired');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'xm:0', url: `${receiver.url}/held-marker-expired` });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // A drop switch's marker for 7 events, held (the endpoint was quarantined when it went out), then an event.
+    const marker: DeliveryMessage = {
+      deliveryId: 'msg_xm0',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        {
+          id: 'evt_xm0',
+          resource: 'xm:1',
+          type: 'sluice.gap',
+          data: { dropped: 7, reason: 'switch_drop' },
+          created_at: '2026-11-01T00:00:00.000Z',
+        },
+      ],
+      attempt: 1,
+    };
+    const event: DeliveryMessage = {
+      deliveryId: 'msg_xm1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_xm1', seq: 1, resource: 'xm:1', parents: ['xm:0'], data: 1 })],
+      attempt: 1,
+    };
+    for (const message of [marker, event]) expect(await holdDelivery(deps, message)).toEqual([true, true]);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
+    await startRelease(eightDaysOn, webhook);
+    const deliveries: unknown[] = [];
+    for (let step = 0; step < 5 && sent.length > 0; step++) {
+      const next = sent.splice(0);
+      deliveries.push(...next.filter((m) => (m as { kind?: string }).kind !== 'release'));
+      for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
+        expect(await handleDeliverMessage(eightDaysOn, release as DeliveryMessage)).toBe('released');
+      }
+    }
+    const markers = (deliveries as DeliveryMessage[]).flatMap((d) => d.events.map((e) => (e as { data: unknown }).data));
+    expect(markers).toEqual(
+      expect.arrayContaining([
+        { dropped: 7, reason: 'switch_drop' },
+        { dropped: 1, reason: 'retention' },
+      ]),
+    );
+    expect(markers).toHaveLength(2);
+    // Only the event outlived the retention period here; the marker's 7 were counted when they were dropped.
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('counts a held delivery past the retention period for its marker before removing it: a count that fails leaves it held', async () => {
     const tenant = await createTenant(sandbox, 'held-expired-once');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'xo:0', url: `${receiver.url}/held-expired-once` });
