@@ -368,10 +368,13 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   for (const { reason, dropped } of gapCounts(message.events, 'held_overflow')) {
     await deps.records.countOverflow(webhook.id, resource, dropped, now, reason);
   }
+  // A gap marker's events were counted when they were dropped: only events count here.
+  const events = eventCount(message.events);
+  if (events === 0) return;
   // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
   if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
-    deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'disabled_overflow' });
-  } else deps.metrics.count('EventsHeldOverflow', message.events.length);
+    deps.metrics.count('EventsDiscardedByOwner', events, { reason: 'disabled_overflow' });
+  } else deps.metrics.count('EventsHeldOverflow', events);
 }
 
 /**

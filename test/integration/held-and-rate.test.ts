@@ -72,6 +72,40 @@ describe('held deliveries', () => {
     expect(real.map((e) => e.seq)).toEqual([1, 2]);
     expect(delivered.indexOf(gap as (typeof delivered)[number])).toBe(delivered.length - 1);
   }, 40_000);
+
+  it('counts a gap marker past the cap for the events it stood for, and not as a held-overflow event (which pages)', async () => {
+    const tenant = await createTenant(sandbox, 'marker-overflow');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mo:0', url: `${receiver.url}/marker-overflow` });
+    const { deps } = later(0);
+    // The webhook holds as many as its cap (2 here): what comes next is held behind them, or counted.
+    for (const seq of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_mo${seq}`, seq, resource: 'mo:1', parents: ['mo:0'], data: seq });
+      expect(
+        await holdDelivery(deps, { deliveryId: `msg_mo${seq}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }, 2),
+      ).toEqual([true, true]);
+    }
+    const overflowBefore = sandbox.metrics.total('EventsHeldOverflow');
+    // A drop switch's marker for 7 events reaches it.
+    const marker: DeliveryMessage = {
+      deliveryId: 'msg_mo0',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        {
+          id: 'evt_mo0',
+          resource: 'mo:2',
+          type: 'sluice.gap',
+          data: { dropped: 7, reason: 'switch_drop' },
+          created_at: new Date().toISOString(),
+        },
+      ],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, marker)).toBe('held');
+    expect(await deps.records.owedGaps(hook.id, Date.now())).toMatchObject([{ resource: 'mo:2', reason: 'switch_drop', dropped: 7 }]);
+    // Its events were counted (EventsDropped) when they were dropped: no event overflowed here.
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
+  });
 });
 
 describe('merged deliveries held', () => {
