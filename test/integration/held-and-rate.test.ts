@@ -808,6 +808,46 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 
+  it('sends what an endpoint asked to wait for together again after the wait, as the next attempt of the same delivery, not one POST each', async () => {
+    const tenant = await createTenant(sandbox, 'release-waited-merged');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rm:0', url: `${receiver.url}/release-waited-merged` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Three held first attempts (at most 3 a step here, endpointRatePerSecond): released together, in one POST.
+    for (const n of [1, 2, 3]) {
+      const event = deliveredEventFixture({ id: `evt_rm${n}`, seq: n, resource: 'rm:1', parents: ['rm:0'], data: n });
+      expect(
+        await holdDelivery(base, { deliveryId: `msg_rm${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+      ).toEqual([true, true]);
+    }
+    let status = 429;
+    const posted: Array<{ id: string | undefined; data: number[] }> = [];
+    const { deps, sent } = later(0, async (request) => {
+      posted.push({ id: request.headers['webhook-id'], data: JSON.parse(request.body).events.map((e: { data: number }) => e.data) });
+      return { statusCode: status, durationMs: 1, error: undefined, retryAfter: status === 429 ? '1' : undefined, responseSnippet: '' };
+    });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    const [step] = sent.splice(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    status = 200;
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    // Asking to wait is no failure: the endpoint that asked gets the same one POST again, not three.
+    expect(posted.map((p) => p.data)).toEqual([
+      [1, 2, 3],
+      [1, 2, 3],
+    ]);
+    expect(posted[1]?.id).toBe(posted[0]?.id);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+    // The attempts log: the delivery's first attempt (429), then its second (200).
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts.filter((a: { delivery_id: string }) => a.delivery_id === posted[0]?.id)).toMatchObject([
+      { attempt: 2, status_code: 200 },
+      { attempt: 1, status_code: 429 },
+    ]);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });
