@@ -378,12 +378,15 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   for (const { reason, dropped } of gapCounts(message.events, 'held_overflow')) {
     await deps.records.countOverflow(webhook.id, resource, dropped, now, reason);
   }
+  // A gap marker's events were counted when they were dropped: only events count here.
+  const events = eventCount(message.events);
+  if (events === 0) return;
   // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
   if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
-    deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'disabled_overflow' });
+    deps.metrics.count('EventsDiscardedByOwner', events, { reason: 'disabled_overflow' });
     return;
   }
-  deps.metrics.count('EventsHeldOverflow', message.events.length);
+  deps.metrics.count('EventsHeldOverflow', events);
   const loggedAt = overflowLoggedAt.get(webhook.id);
   if (loggedAt === undefined || now - loggedAt >= OVERFLOW_LOG_INTERVAL_MS) {
     if (overflowLoggedAt.size >= OVERFLOW_LOG_MEMORY && loggedAt === undefined) overflowLoggedAt.clear();
@@ -865,15 +868,18 @@ async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: re
   for (const held of expired) {
     // Counted for its marker before it leaves the held store: a step that fails or dies
     // between the two runs again and counts it again (a marker that overstates), never
-    // not at all.
-    await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', held.message.events.length, now, 'retention');
+    // not at all. A held gap marker stands for its own count, under its own reason.
+    for (const { reason, dropped } of gapCounts(held.message.events, 'retention')) {
+      await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', dropped, now, reason);
+    }
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     removed += 1;
-    events += held.message.events.length;
+    // A gap marker's events were counted when they were dropped.
+    events += eventCount(held.message.events);
   }
   if (removed === 0) return;
   await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
-  deps.metrics.count('EventsDropped', events, { reason: 'retention' });
+  if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'retention' });
   deps.logger.warn('Held deliveries outlived the retention period', {
     tenant: webhook.tenantId,
     webhook: webhook.id,

@@ -8,13 +8,13 @@ import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { deliveryBody, pingEvent } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
-import { INITIAL_HEALTH } from '../core/health.ts';
+import { deliversTo, INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import { liveSecrets, SLUICE_VERSION, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders, generateSecret } from '../core/signing.ts';
 import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validation.ts';
-import { applyHealth, type DeliveryDeps } from './delivery.ts';
+import { applyHealth, type DeliveryDeps, startRelease } from './delivery.ts';
 
 export interface WebhookServiceDeps {
   readonly webhooks: WebhookStore;
@@ -146,6 +146,17 @@ export class WebhookService {
       current = await applyHealth(this.#deps.delivery, current, { type: 'reenabled', now });
     } else if (status === 'disabled' && current.status !== 'disabled') {
       current = await applyHealth(this.#deps.delivery, current, { type: 'disabled_by_owner', now });
+    } else if (
+      rest.url !== undefined &&
+      status === undefined &&
+      current.status === 'active' &&
+      deliversTo(current.health) &&
+      current.heldCount > 0
+    ) {
+      // Its release chain may be waiting (up to 15 minutes a step) for the Retry-After the
+      // old URL asked for, with every new delivery held behind it: a new chain (its token
+      // ends the old one) sends to the new URL now.
+      await startRelease(this.#deps.delivery, current);
     }
     return webhookDetailView((await this.#deps.webhooks.get(tenantId, id)) ?? current);
   }

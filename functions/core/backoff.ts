@@ -17,9 +17,8 @@ export interface RetryPolicy {
 export const RETRY_AFTER_MAX_SECONDS = 3_600;
 export const RETRY_AFTER_MIN_SECONDS = 1;
 /**
- * How many times one delivery (or one release chain, between its successful steps) may
- * be answered "wait" (429/503 with a readable Retry-After) without it counting as a
- * failed attempt. Past that the endpoint is taken at its answer, as failing: an endpoint
+ * How many times one delivery may be answered "wait" (429/503 with a readable
+ * Retry-After), in all its life, without it counting as a failed attempt. Past that the endpoint is taken at its answer, as failing: an endpoint
  * that asks every attempt to wait is quarantined like one that fails, rather than
  * keeping every delivery to it going round the deliver queue forever.
  */

@@ -158,10 +158,21 @@ function isGapMarker(event: DeliveredEvent | GapMarker): event is GapMarker {
 }
 
 /**
+ * What a held delivery's attempts so far were: none (`first`), only answers that asked
+ * to wait (`waited`: no failure, so nothing about its body was refused), or a failure.
+ */
+function heldKind(message: DeliveryMessage): 'first' | 'waited' | 'failed' {
+  if (message.attempt === 1) return 'first';
+  return message.attempt - (message.waited ?? 0) === 1 ? 'waited' : 'failed';
+}
+
+/**
  * Groups held deliveries, in release order, into as few deliveries as the limits
- * allow: consecutive first attempts (never sent to the subscriber) share one, while a
- * delivery that was attempted before goes alone, under its own id. Release order is
- * by resource, then seq, so each resource's events stay in order within a group.
+ * allow: consecutive first attempts (never sent to the subscriber) share one, and so do
+ * consecutive deliveries whose every attempt was answered "wait" (a merged release the
+ * endpoint asked to wait for goes again as one POST, not one per delivery), while a
+ * delivery that failed an attempt goes alone, under its own id. Release order is by
+ * resource, then seq, so each resource's events stay in order within a group.
  */
 export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[][] {
   const groups: DeliveryMessage[][] = [];
@@ -171,7 +182,8 @@ export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[
   for (const message of messages) {
     const size = message.events.reduce((sum, e) => sum + Buffer.byteLength(JSON.stringify(e)) + 1, 0);
     const fits = events + message.events.length <= MAX_EVENTS_PER_DELIVERY && bytes + size <= MAX_DELIVERY_BYTES;
-    const mergeable = message.attempt === 1 && group.every((m) => m.attempt === 1);
+    const kind = heldKind(message);
+    const mergeable = kind !== 'failed' && group.every((m) => heldKind(m) === kind);
     if (group.length > 0 && !(fits && mergeable)) {
       groups.push(group);
       group = [];
@@ -186,13 +198,21 @@ export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[
   return groups;
 }
 
-/** One delivery of a group from `packHeld`: the message itself when it is alone. */
+/**
+ * One delivery of a group from `packHeld`: the message itself when it is alone. A group
+ * of first attempts is a first attempt (logged with its events, for replay); a group that
+ * was answered "wait" is its deliveries' next attempt (their events were logged at their
+ * first), with the id of its events, which the same group had when it was answered.
+ */
 export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMessage {
   const [first] = group;
   if (!first) throw new Error('an empty group of held deliveries');
   if (group.length === 1) return first;
   const events = group.flatMap((m) => m.events);
-  return { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events, attempt: 1 };
+  const merged = { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events };
+  if (heldKind(first) === 'first') return { ...merged, attempt: 1 };
+  const attempt = Math.max(...group.map((m) => m.attempt));
+  return { ...merged, attempt, waited: attempt - 1 };
 }
 
 /**

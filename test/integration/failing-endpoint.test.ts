@@ -424,6 +424,28 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/moved-new').some((e) => e.data === 2), 10_000);
   });
 
+  it("releases at once to a new URL what a release held back for the old URL's Retry-After, and what is held behind it", async () => {
+    const tenant = await createTenant(sandbox, 'moved-held');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mh:0', url: `${receiver.url}/moved-held-old` });
+    const patch = (body: object) => call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body });
+    // Held while its owner disabled it; the old URL then asked to be left alone for an hour.
+    expect((await patch({ status: 'disabled' })).status).toBe(200);
+    await publish(sandbox, tenant.key, [{ resource: 'mh:0', type: 'a.b', data: 1 }]);
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    for (let i = 0; i < 50 && (await deps.webhooks.get(tenant.id, hook.id))?.heldCount !== 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 3_600_000);
+    // Re-enabled: its release waits for the Retry-After (a step delayed 15 minutes), and new deliveries are held behind it.
+    expect((await patch({ status: 'active' })).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await publish(sandbox, tenant.key, [{ resource: 'mh:0', type: 'a.b', data: 2 }]);
+
+    expect((await patch({ url: `${receiver.url}/moved-held-new` })).status).toBe(200);
+    await receiver.waitFor(() => okEvents('/moved-held-new').length === 2, 10_000);
+    expect(okEvents('/moved-held-new').map((e) => e.data)).toEqual([1, 2]);
+  });
+
   it('replays at most so many deliveries a request: a larger window is refused before anything is sent, naming where to split it', async () => {
     const tenant = await createTenant(sandbox, 'replay-window');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'rw:1', url: `${receiver.url}/replay-window` });

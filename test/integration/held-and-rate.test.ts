@@ -72,6 +72,40 @@ describe('held deliveries', () => {
     expect(real.map((e) => e.seq)).toEqual([1, 2]);
     expect(delivered.indexOf(gap as (typeof delivered)[number])).toBe(delivered.length - 1);
   }, 40_000);
+
+  it('counts a gap marker past the cap for the events it stood for, and not as a held-overflow event (which pages)', async () => {
+    const tenant = await createTenant(sandbox, 'marker-overflow');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mo:0', url: `${receiver.url}/marker-overflow` });
+    const { deps } = later(0);
+    // The webhook holds as many as its cap (2 here): what comes next is held behind them, or counted.
+    for (const seq of [1, 2]) {
+      const event = deliveredEventFixture({ id: `evt_mo${seq}`, seq, resource: 'mo:1', parents: ['mo:0'], data: seq });
+      expect(
+        await holdDelivery(deps, { deliveryId: `msg_mo${seq}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }, 2),
+      ).toEqual([true, true]);
+    }
+    const overflowBefore = sandbox.metrics.total('EventsHeldOverflow');
+    // A drop switch's marker for 7 events reaches it.
+    const marker: DeliveryMessage = {
+      deliveryId: 'msg_mo0',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        {
+          id: 'evt_mo0',
+          resource: 'mo:2',
+          type: 'sluice.gap',
+          data: { dropped: 7, reason: 'switch_drop' },
+          created_at: new Date().toISOString(),
+        },
+      ],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, marker)).toBe('held');
+    expect(await deps.records.owedGaps(hook.id, Date.now())).toMatchObject([{ resource: 'mo:2', reason: 'switch_drop', dropped: 7 }]);
+    // Its events were counted (EventsDropped) when they were dropped: no event overflowed here.
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
+  });
 });
 
 describe('deliveries past the held cap', () => {
@@ -429,6 +463,60 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 
+  it('counts a held gap marker past the retention period as the events it stood for, under its own reason, not as one event', async () => {
+    const tenant = await createTenant(sandbox, 'held-marker-expired');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'xm:0', url: `${receiver.url}/held-marker-expired` });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // A drop switch's marker for 7 events, held (the endpoint was quarantined when it went out), then an event.
+    const marker: DeliveryMessage = {
+      deliveryId: 'msg_xm0',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        {
+          id: 'evt_xm0',
+          resource: 'xm:1',
+          type: 'sluice.gap',
+          data: { dropped: 7, reason: 'switch_drop' },
+          created_at: '2026-11-01T00:00:00.000Z',
+        },
+      ],
+      attempt: 1,
+    };
+    const event: DeliveryMessage = {
+      deliveryId: 'msg_xm1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_xm1', seq: 1, resource: 'xm:1', parents: ['xm:0'], data: 1 })],
+      attempt: 1,
+    };
+    for (const message of [marker, event]) expect(await holdDelivery(deps, message)).toEqual([true, true]);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
+    await startRelease(eightDaysOn, webhook);
+    const deliveries: unknown[] = [];
+    for (let step = 0; step < 5 && sent.length > 0; step++) {
+      const next = sent.splice(0);
+      deliveries.push(...next.filter((m) => (m as { kind?: string }).kind !== 'release'));
+      for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
+        expect(await handleDeliverMessage(eightDaysOn, release as DeliveryMessage)).toBe('released');
+      }
+    }
+    const markers = (deliveries as DeliveryMessage[]).flatMap((d) => d.events.map((e) => (e as { data: unknown }).data));
+    expect(markers).toEqual(
+      expect.arrayContaining([
+        { dropped: 7, reason: 'switch_drop' },
+        { dropped: 1, reason: 'retention' },
+      ]),
+    );
+    expect(markers).toHaveLength(2);
+    // Only the event outlived the retention period here; the marker's 7 were counted when they were dropped.
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('counts a held delivery past the retention period for its marker before removing it: a count that fails leaves it held', async () => {
     const tenant = await createTenant(sandbox, 'held-expired-once');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'xo:0', url: `${receiver.url}/held-expired-once` });
@@ -744,6 +832,46 @@ describe('a release step', () => {
     expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
     expect(posted.slice(1).flat()).toEqual([1, 2]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
+  it('sends what an endpoint asked to wait for together again after the wait, as the next attempt of the same delivery, not one POST each', async () => {
+    const tenant = await createTenant(sandbox, 'release-waited-merged');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rm:0', url: `${receiver.url}/release-waited-merged` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Three held first attempts (at most 3 a step here, endpointRatePerSecond): released together, in one POST.
+    for (const n of [1, 2, 3]) {
+      const event = deliveredEventFixture({ id: `evt_rm${n}`, seq: n, resource: 'rm:1', parents: ['rm:0'], data: n });
+      expect(
+        await holdDelivery(base, { deliveryId: `msg_rm${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+      ).toEqual([true, true]);
+    }
+    let status = 429;
+    const posted: Array<{ id: string | undefined; data: number[] }> = [];
+    const { deps, sent } = later(0, async (request) => {
+      posted.push({ id: request.headers['webhook-id'], data: JSON.parse(request.body).events.map((e: { data: number }) => e.data) });
+      return { statusCode: status, durationMs: 1, error: undefined, retryAfter: status === 429 ? '1' : undefined, responseSnippet: '' };
+    });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    const [step] = sent.splice(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    status = 200;
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    // Asking to wait is no failure: the endpoint that asked gets the same one POST again, not three.
+    expect(posted.map((p) => p.data)).toEqual([
+      [1, 2, 3],
+      [1, 2, 3],
+    ]);
+    expect(posted[1]?.id).toBe(posted[0]?.id);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+    // The attempts log: the delivery's first attempt (429), then its second (200).
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts.filter((a: { delivery_id: string }) => a.delivery_id === posted[0]?.id)).toMatchObject([
+      { attempt: 2, status_code: 200 },
+      { attempt: 1, status_code: 429 },
+    ]);
   });
 
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {

@@ -157,6 +157,18 @@ describe('merged deliveries', () => {
     // Sent before: it keeps its id and attempt count, and nothing joins it.
     expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[4]);
   });
+
+  it('releases held deliveries answered only "wait" together again, as their next attempt, apart from first attempts and failed ones', () => {
+    const waited = (resource: string, attempt: number) => ({ ...message('wh_a', resource, [1]), attempt, waited: attempt - 1 });
+    const held = [waited('o:1', 2), waited('o:2', 3), message('wh_a', 'o:3', [1]), { ...waited('o:4', 3), waited: 1 }, waited('o:5', 2)];
+    const groups = packHeld(held);
+    expect(groups.map((g) => g.length)).toEqual([2, 1, 1, 1]);
+    const again = releaseDelivery(groups[0] as DeliveryMessage[]);
+    expect(again).toMatchObject({ attempt: 3, waited: 2 });
+    expect(again.deliveryId).toBe(deliveryId('wh_a', again.events));
+    // A failed attempt: alone, under its own id.
+    expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[3]);
+  });
 });
 
 describe('gap markers owed for counted events', () => {
