@@ -720,7 +720,14 @@ export class QueueStore {
     );
   }
 
-  /** Takes back the drop count a gap marker now stands for (only the lease holder may). */
+  /**
+   * Takes back the drop count a gap marker now stands for (only the lease holder may).
+   * The count must still be the one the marker stands for: only the holder adds to it,
+   * so it is, unless the SDK tried this write again after a first try that applied but
+   * whose answer was lost. Without that condition the second try would take the count
+   * back twice, below zero, and the next drops' marker would stand for too few events
+   * (or, the count still at or below zero, never go out).
+   */
   async clearSwitchDropped(key: ObjectKey, fence: number, count: number): Promise<void> {
     try {
       await this.#client.send(
@@ -728,14 +735,19 @@ export class QueueStore {
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression: 'ADD #switch_dropped :minus REMOVE #switch_dropped_parents',
-          ConditionExpression: '#fence = :fence',
+          ConditionExpression: '#fence = :fence AND #switch_dropped = :count',
           ExpressionAttributeNames: names('switch_dropped', 'switch_dropped_parents', 'fence'),
-          ExpressionAttributeValues: { ':minus': -count, ':fence': fence },
+          ExpressionAttributeValues: { ':minus': -count, ':fence': fence, ':count': count },
         }),
       );
     } catch (error) {
-      if (isConditionFailure(error)) throw new FencedOutError();
-      throw error;
+      if (!isConditionFailure(error)) throw error;
+      // Refused on a later try: the first one applied if the count is gone under our fence.
+      if (refusedOnRetry(error)) {
+        const meta = await this.readMeta(key);
+        if (meta?.fence === fence && meta.switchDropped === 0) return;
+      }
+      throw new FencedOutError();
     }
   }
 }

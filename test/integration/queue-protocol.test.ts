@@ -1087,6 +1087,59 @@ describe('quiet turns (no lease)', () => {
   });
 });
 
+describe('writes whose answer was lost (the SDK tried again after the first try had applied)', () => {
+  /** A queue store whose first try of each write that `matches` applies but loses its answer: the SDK tries again. */
+  function losingFirstAnswers(matches: (updateExpression: string) => boolean) {
+    const lossy = documentClient(emulators.dynamo);
+    const answered = new WeakSet<object>();
+    let lost = 0;
+    lossy.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        const input = args.input as { UpdateExpression?: string };
+        if (input.UpdateExpression !== undefined && matches(input.UpdateExpression) && !answered.has(args.input as object)) {
+          answered.add(args.input as object);
+          lost++;
+          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        }
+        return result;
+      },
+      { step: 'deserialize', name: 'loseFirstAnswer' },
+    );
+    return { queues: new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 }), lost: () => lost };
+  }
+
+  it('takes back a drop count once, though its write applied unanswered, so the next marker counts every dropped event', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2, 3].map((n) => input(k.resource, n)),
+    );
+    const { distributor: dropping } = droppingDistributor(k);
+    await dropping.runTurn(k, 'dropping', { freshSwitches: true });
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 3 });
+    // Lifted: the marker for 3 goes out, and the write that takes the count back loses its answer.
+    const { queues, lost } = losingFirstAnswers((update) => update.includes('ADD #switch_dropped :minus'));
+    const lifted = recordingDistributor({}, Date.now, queues);
+    await lifted.distributor.runTurn(k, 'lifted', { freshSwitches: true });
+    expect(lost()).toBe(1);
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 0 });
+    // Dropped again, and lifted again: the marker stands for the two events dropped since.
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [4, 5].map((n) => input(k.resource, n)),
+    );
+    await dropping.runTurn(k, 'dropping', { freshSwitches: true });
+    const again = recordingDistributor();
+    await again.distributor.runTurn(k, 'lifted', { freshSwitches: true });
+    expect(again.sent.flatMap((m) => m.events.map((e) => `${e.type}:${JSON.stringify(e.data)}`))).toEqual([
+      'sluice.gap:{"dropped":2,"reason":"switch_drop"}',
+    ]);
+  });
+});
+
 describe('per-object rate', () => {
   it('admits the burst, rejects the excess as rate_limited with Retry-After, and refills', async () => {
     const k = key();
