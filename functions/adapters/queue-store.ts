@@ -530,8 +530,16 @@ export class QueueStore {
         }),
       );
     } catch (error) {
-      if (isConditionFailure(error)) throw new FencedOutError();
-      throw error;
+      if (!isConditionFailure(error)) throw error;
+      // Refused on a later try: the first may have applied, its answer lost. Under a live
+      // lease only its holder moves the cursor, so a cursor where this commit put it, under
+      // this fence, is this commit's: the holder goes on and publishes the chunk, rather
+      // than leave it committed and unpublished until the reconciler finds the object.
+      if (refusedOnRetry(error)) {
+        const meta = await this.readMeta(key);
+        if (meta?.fence === fence && meta.cursor === next.cursor) return;
+      }
+      throw new FencedOutError();
     }
   }
 
@@ -633,6 +641,14 @@ export class QueueStore {
         return form.state;
       } catch (error) {
         if (!isConditionFailure(error)) throw error;
+        // Refused on a later try: a first try that applied, its answer lost, moved the
+        // cursor. Its state is the object's now: left pending, the caller must ring again
+        // (nobody else will), rather than take it for a fenced-out holder's refusal.
+        if (commit && refusedOnRetry(error)) {
+          const meta = await this.readMeta(key);
+          const ours = meta !== undefined && meta.cursor === commit.cursor && (!('fence' in guard) || meta.fence === guard.fence);
+          if (ours) return meta.scheduled ? 'pending' : 'idle';
+        }
       }
     }
     throw new FencedOutError();

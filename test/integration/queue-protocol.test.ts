@@ -1109,6 +1109,49 @@ describe('writes whose answer was lost (the SDK tried again after the first try 
     return { queues: new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 }), lost: () => lost };
   }
 
+  it('publishes a chunk whose commit applied unanswered, instead of leaving it to the reconciler', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      Array.from({ length: 100 }, (_, n) => input(k.resource, n)),
+    );
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      Array.from({ length: 50 }, (_, n) => input(k.resource, 100 + n)),
+    );
+    const { queues, lost } = losingFirstAnswers((update) => update.includes('#turn = :turn'));
+    const { distributor, seqs } = recordingDistributor({}, Date.now, queues);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 150 });
+    expect(lost()).toBe(1);
+    expect(seqs()).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 150, seq: 150, scheduled: false });
+  });
+
+  it('rings again when the write that committed its last chunk and left events pending applied unanswered', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const { queues: lossy, lost } = losingFirstAnswers((update) => update.includes('#turn_at = :now ADD #depth :consumed'));
+    let raced = false;
+    class RacingStore extends QueueStore {
+      override async commitLastChunk(...args: Parameters<QueueStore['commitLastChunk']>) {
+        if (!raced) {
+          raced = true;
+          await reserveSlots(k, 1, Date.now());
+        }
+        return lossy.commitLastChunk(...args);
+      }
+    }
+    const racing = new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 2 });
+    expect(lost()).toBe(1);
+    expect(seqs()).toEqual([1, 2]);
+    expect(rings).toHaveLength(1);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 2, seq: 2, scheduled: true });
+  });
+
   it('takes back a drop count once, though its write applied unanswered, so the next marker counts every dropped event', async () => {
     const k = key();
     await publish(
