@@ -63,6 +63,16 @@ const CHUNK_SIZE = 100;
 const STREAM_LATE_MS = STREAM_SETTLE_MS / 2;
 const STREAM_APPEND_TRIES = 3;
 const WAIT_FOR_INGEST_MS = 20;
+/**
+ * A chunk published before its commit keeps no record of which events it numbered: a
+ * holder that dies before the commit leaves the next one to plan it again, later. Had
+ * one of its events expired by then, the next holder would number the rest from that
+ * event's seq, so a seq already published would go to another event. A chunk with an
+ * event this close to its expiry is therefore committed first, with its plan's time
+ * (see TurnRecord.plannedAt), and published after. The next holder comes after the
+ * doorbell's visibility timeout or the reconciler's ring, within minutes.
+ */
+const EXPIRY_MARGIN_MS = 86_400_000;
 
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
@@ -230,7 +240,14 @@ export class Distributor {
         // Everything known at the lease is in this chunk, and the object is not being
         // written right now (its rate tat is behind the clock): publish, then commit
         // and end the turn in one write. Later events are found by that write.
-        const last = !dropping && readAll && !plan.waiting && plan.cursor >= meta.lastSlot && !((meta.tat ?? 0) > now());
+        // None of its events may expire before a holder that plans it again would come.
+        const last =
+          !dropping &&
+          readAll &&
+          !plan.waiting &&
+          plan.cursor >= meta.lastSlot &&
+          !((meta.tat ?? 0) > now()) &&
+          plan.take.every((item) => item.reservedAt + timing.retentionMs - plannedAt > EXPIRY_MARGIN_MS);
         if (last) {
           await this.#publish(key, events, lookups, sink);
           distributed += events.length;

@@ -567,6 +567,49 @@ describe('turns', () => {
     expect(sent.flatMap((m) => m.events.map((e) => `${(e.data as { n: number }).n}#${e.seq}`))).toEqual(['2#1', '3#2']);
   });
 
+  it('never gives a seq already published to another event when a holder dies before its last write and some of its events expire meanwhile', async () => {
+    const k = key();
+    const day = 86_400_000;
+    const t0 = Date.now();
+    // Slots 1-2 expire 20 s after t0 (a week-old backlog, a pause just lifted); slot 3 is new.
+    for (const [count, reservedAt] of [
+      [2, t0 - 7 * day + 20_000],
+      [1, t0],
+    ] as const) {
+      const r = await reserveSlots(k, count, reservedAt);
+      const events = Array.from({ length: count }, (_, i) => ({
+        id: `evt_${r.firstSlot + i}`,
+        slot: r.firstSlot + i,
+        input: input(k.resource, r.firstSlot + i),
+        createdAt: new Date(reservedAt).toISOString(),
+      }));
+      await store.writeEventsOf([{ key: k, events, reservedAt }]);
+    }
+    // A holder publishes the three events as seqs 1-3 and dies before its last write.
+    class DyingStore extends QueueStore {
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+      override async finishTurn(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const first = recordingDistributor({}, () => t0 + 1_000, dying);
+    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    // The next holder comes a minute later, once slots 1-2 have expired.
+    const next = recordingDistributor({}, () => t0 + 60_000);
+    await next.distributor.runTurn(k, 'next');
+    const seqOf = new Map<number, string>();
+    for (const e of [...first.sent, ...next.sent].flatMap((m) => m.events)) {
+      if (e.type === 'sluice.gap') continue;
+      expect(seqOf.get(e.seq) ?? e.id).toBe(e.id);
+      seqOf.set(e.seq, e.id);
+    }
+    expect(seqOf.size).toBe(3);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 3, seq: 3, scheduled: false });
+  });
+
   it('goes on after a holder died in the middle of a drop-switch turn, and marks what it dropped when the switch is lifted', async () => {
     const k = key();
     await publish(
