@@ -11,7 +11,7 @@ import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
-import { newId } from '../core/ids.ts';
+import { derivedId } from '../core/ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
 import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
@@ -190,6 +190,7 @@ export class Distributor {
         await this.#publishGapMarker(
           key,
           { dropped: meta.switchDropped, reason: 'switch_drop' },
+          meta.cursor,
           meta.switchDroppedParents,
           subscriptions,
           sink,
@@ -235,7 +236,7 @@ export class Distributor {
         // that dies in between leaves them to the next one (which marks them again). Under
         // a drop switch they are counted with the dropped ones, for the marker at its lift.
         if (plan.expired > 0 && !dropping) {
-          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, plan.expiredParents, lookups, sink);
+          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, cursor, plan.expiredParents, lookups, sink);
         }
         // Everything known at the lease is in this chunk, and the object is not being
         // written right now (its rate tat is behind the clock): publish, then commit
@@ -386,17 +387,25 @@ export class Distributor {
    * drop switch discarded them, or they outlived the retention period) to every
    * webhook and active stream on the resource or the events' parents, whatever
    * their type filters: a consumer must learn it missed something.
+   *
+   * The marker is sent before the write that stands for it (the commit, or taking back
+   * the drop count), so a holder that dies in between leaves the next one to send it
+   * again. Its ids derive from the object, the cursor it was sent at and what it says
+   * (as a released gap marker's do), so that copy has the same `evt_` and `msg_` ids,
+   * and a subscriber counts the events it stands for once.
    */
   async #publishGapMarker(
     key: ObjectKey,
     data: GapMarker['data'],
+    cursor: number,
     parents: readonly string[],
     lookups: TurnLookups,
     sink: DeliverySink,
   ): Promise<void> {
     const now = this.#deps.now();
+    const parts = [key.tenantId, key.resource, cursor, data.reason, data.dropped];
     const marker: GapMarker = {
-      id: newId('evt', now),
+      id: derivedId('evt', ...parts),
       resource: key.resource,
       type: 'sluice.gap',
       data,
@@ -410,7 +419,7 @@ export class Distributor {
     await this.#appendToStreams(key, [marker], [key.resource, ...parents], lookups);
     await sink.send(
       [...webhooks.values()].map((webhook) => ({
-        deliveryId: newId('msg', now),
+        deliveryId: derivedId('msg', webhook.id, ...parts),
         tenantId: key.tenantId,
         webhookId: webhook.id,
         events: [marker],

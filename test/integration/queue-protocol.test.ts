@@ -1749,6 +1749,30 @@ describe('retention', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
   });
 
+  it('sends a gap marker again under the same ids when its holder died before the write that follows it', async () => {
+    const k = key();
+    const t0 = Date.now();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    class DyingStore extends QueueStore {
+      override async commitChunk(): Promise<void> {
+        throw new Error('the holder died');
+      }
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const eightDays = 8 * 86_400_000;
+    const first = recordingDistributor({}, () => t0 + eightDays, dying);
+    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    const next = recordingDistributor({}, () => t0 + eightDays + 60_000);
+    expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle' });
+    // The same marker twice: a subscriber drops the copy by its ids, and counts two events lost, not four.
+    const ids = (sent: DeliveryMessage[]) => sent.map((m) => `${m.deliveryId}/${m.events.map((e) => e.id).join()}`);
+    expect(first.sent).toMatchObject([{ events: [{ type: 'sluice.gap', data: { dropped: 2 } }] }]);
+    expect(ids(next.sent)).toEqual(ids(first.sent));
+  });
+
   it('marks events TTL has already deleted as a retention gap, not as skipped slots, and delivers what came after in order', async () => {
     const k = key();
     const t0 = Date.now();
