@@ -530,8 +530,16 @@ export class QueueStore {
         }),
       );
     } catch (error) {
-      if (isConditionFailure(error)) throw new FencedOutError();
-      throw error;
+      if (!isConditionFailure(error)) throw error;
+      // Refused on a later try: the first may have applied, its answer lost. Under a live
+      // lease only its holder moves the cursor, so a cursor where this commit put it, under
+      // this fence, is this commit's: the holder goes on and publishes the chunk, rather
+      // than leave it committed and unpublished until the reconciler finds the object.
+      if (refusedOnRetry(error)) {
+        const meta = await this.readMeta(key);
+        if (meta?.fence === fence && meta.cursor === next.cursor) return;
+      }
+      throw new FencedOutError();
     }
   }
 
@@ -633,6 +641,14 @@ export class QueueStore {
         return form.state;
       } catch (error) {
         if (!isConditionFailure(error)) throw error;
+        // Refused on a later try: a first try that applied, its answer lost, moved the
+        // cursor. Its state is the object's now: left pending, the caller must ring again
+        // (nobody else will), rather than take it for a fenced-out holder's refusal.
+        if (commit && refusedOnRetry(error)) {
+          const meta = await this.readMeta(key);
+          const ours = meta !== undefined && meta.cursor === commit.cursor && (!('fence' in guard) || meta.fence === guard.fence);
+          if (ours) return meta.scheduled ? 'pending' : 'idle';
+        }
       }
     }
     throw new FencedOutError();
@@ -720,7 +736,14 @@ export class QueueStore {
     );
   }
 
-  /** Takes back the drop count a gap marker now stands for (only the lease holder may). */
+  /**
+   * Takes back the drop count a gap marker now stands for (only the lease holder may).
+   * The count must still be the one the marker stands for: only the holder adds to it,
+   * so it is, unless the SDK tried this write again after a first try that applied but
+   * whose answer was lost. Without that condition the second try would take the count
+   * back twice, below zero, and the next drops' marker would stand for too few events
+   * (or, the count still at or below zero, never go out).
+   */
   async clearSwitchDropped(key: ObjectKey, fence: number, count: number): Promise<void> {
     try {
       await this.#client.send(
@@ -728,14 +751,19 @@ export class QueueStore {
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression: 'ADD #switch_dropped :minus REMOVE #switch_dropped_parents',
-          ConditionExpression: '#fence = :fence',
+          ConditionExpression: '#fence = :fence AND #switch_dropped = :count',
           ExpressionAttributeNames: names('switch_dropped', 'switch_dropped_parents', 'fence'),
-          ExpressionAttributeValues: { ':minus': -count, ':fence': fence },
+          ExpressionAttributeValues: { ':minus': -count, ':fence': fence, ':count': count },
         }),
       );
     } catch (error) {
-      if (isConditionFailure(error)) throw new FencedOutError();
-      throw error;
+      if (!isConditionFailure(error)) throw error;
+      // Refused on a later try: the first one applied if the count is gone under our fence.
+      if (refusedOnRetry(error)) {
+        const meta = await this.readMeta(key);
+        if (meta?.fence === fence && meta.switchDropped === 0) return;
+      }
+      throw new FencedOutError();
     }
   }
 }

@@ -11,7 +11,7 @@ import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
-import { newId } from '../core/ids.ts';
+import { derivedId } from '../core/ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
 import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
@@ -63,6 +63,16 @@ const CHUNK_SIZE = 100;
 const STREAM_LATE_MS = STREAM_SETTLE_MS / 2;
 const STREAM_APPEND_TRIES = 3;
 const WAIT_FOR_INGEST_MS = 20;
+/**
+ * A chunk published before its commit keeps no record of which events it numbered: a
+ * holder that dies before the commit leaves the next one to plan it again, later. Had
+ * one of its events expired by then, the next holder would number the rest from that
+ * event's seq, so a seq already published would go to another event. A chunk with an
+ * event this close to its expiry is therefore committed first, with its plan's time
+ * (see TurnRecord.plannedAt), and published after. The next holder comes after the
+ * doorbell's visibility timeout or the reconciler's ring, within minutes.
+ */
+const EXPIRY_MARGIN_MS = 86_400_000;
 
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
@@ -180,6 +190,7 @@ export class Distributor {
         await this.#publishGapMarker(
           key,
           { dropped: meta.switchDropped, reason: 'switch_drop' },
+          meta.cursor,
           meta.switchDroppedParents,
           subscriptions,
           sink,
@@ -225,12 +236,19 @@ export class Distributor {
         // that dies in between leaves them to the next one (which marks them again). Under
         // a drop switch they are counted with the dropped ones, for the marker at its lift.
         if (plan.expired > 0 && !dropping) {
-          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, plan.expiredParents, lookups, sink);
+          await this.#publishGapMarker(key, { dropped: plan.expired, reason: 'retention' }, cursor, plan.expiredParents, lookups, sink);
         }
         // Everything known at the lease is in this chunk, and the object is not being
         // written right now (its rate tat is behind the clock): publish, then commit
         // and end the turn in one write. Later events are found by that write.
-        const last = !dropping && readAll && !plan.waiting && plan.cursor >= meta.lastSlot && !((meta.tat ?? 0) > now());
+        // None of its events may expire before a holder that plans it again would come.
+        const last =
+          !dropping &&
+          readAll &&
+          !plan.waiting &&
+          plan.cursor >= meta.lastSlot &&
+          !((meta.tat ?? 0) > now()) &&
+          plan.take.every((item) => item.reservedAt + timing.retentionMs - plannedAt > EXPIRY_MARGIN_MS);
         if (last) {
           await this.#publish(key, events, lookups, sink);
           distributed += events.length;
@@ -369,17 +387,25 @@ export class Distributor {
    * drop switch discarded them, or they outlived the retention period) to every
    * webhook and active stream on the resource or the events' parents, whatever
    * their type filters: a consumer must learn it missed something.
+   *
+   * The marker is sent before the write that stands for it (the commit, or taking back
+   * the drop count), so a holder that dies in between leaves the next one to send it
+   * again. Its ids derive from the object, the cursor it was sent at and what it says
+   * (as a released gap marker's do), so that copy has the same `evt_` and `msg_` ids,
+   * and a subscriber counts the events it stands for once.
    */
   async #publishGapMarker(
     key: ObjectKey,
     data: GapMarker['data'],
+    cursor: number,
     parents: readonly string[],
     lookups: TurnLookups,
     sink: DeliverySink,
   ): Promise<void> {
     const now = this.#deps.now();
+    const parts = [key.tenantId, key.resource, cursor, data.reason, data.dropped];
     const marker: GapMarker = {
-      id: newId('evt', now),
+      id: derivedId('evt', ...parts),
       resource: key.resource,
       type: 'sluice.gap',
       data,
@@ -393,7 +419,7 @@ export class Distributor {
     await this.#appendToStreams(key, [marker], [key.resource, ...parents], lookups);
     await sink.send(
       [...webhooks.values()].map((webhook) => ({
-        deliveryId: newId('msg', now),
+        deliveryId: derivedId('msg', webhook.id, ...parts),
         tenantId: key.tenantId,
         webhookId: webhook.id,
         events: [marker],

@@ -567,6 +567,49 @@ describe('turns', () => {
     expect(sent.flatMap((m) => m.events.map((e) => `${(e.data as { n: number }).n}#${e.seq}`))).toEqual(['2#1', '3#2']);
   });
 
+  it('never gives a seq already published to another event when a holder dies before its last write and some of its events expire meanwhile', async () => {
+    const k = key();
+    const day = 86_400_000;
+    const t0 = Date.now();
+    // Slots 1-2 expire 20 s after t0 (a week-old backlog, a pause just lifted); slot 3 is new.
+    for (const [count, reservedAt] of [
+      [2, t0 - 7 * day + 20_000],
+      [1, t0],
+    ] as const) {
+      const r = await reserveSlots(k, count, reservedAt);
+      const events = Array.from({ length: count }, (_, i) => ({
+        id: `evt_${r.firstSlot + i}`,
+        slot: r.firstSlot + i,
+        input: input(k.resource, r.firstSlot + i),
+        createdAt: new Date(reservedAt).toISOString(),
+      }));
+      await store.writeEventsOf([{ key: k, events, reservedAt }]);
+    }
+    // A holder publishes the three events as seqs 1-3 and dies before its last write.
+    class DyingStore extends QueueStore {
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+      override async finishTurn(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const first = recordingDistributor({}, () => t0 + 1_000, dying);
+    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    // The next holder comes a minute later, once slots 1-2 have expired.
+    const next = recordingDistributor({}, () => t0 + 60_000);
+    await next.distributor.runTurn(k, 'next');
+    const seqOf = new Map<number, string>();
+    for (const e of [...first.sent, ...next.sent].flatMap((m) => m.events)) {
+      if (e.type === 'sluice.gap') continue;
+      expect(seqOf.get(e.seq) ?? e.id).toBe(e.id);
+      seqOf.set(e.seq, e.id);
+    }
+    expect(seqOf.size).toBe(3);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 3, seq: 3, scheduled: false });
+  });
+
   it('goes on after a holder died in the middle of a drop-switch turn, and marks what it dropped when the switch is lifted', async () => {
     const k = key();
     await publish(
@@ -1084,6 +1127,102 @@ describe('quiet turns (no lease)', () => {
     expect(outcomes.filter((o) => o.outcome === 'fenced_out' || o.distributed === 0).length).toBe(1);
     expect(new Set(sent.flatMap((m) => m.events.map((e) => `${e.id}/${e.seq}`))).size).toBe(1);
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 1, seq: 1 });
+  });
+});
+
+describe('writes whose answer was lost (the SDK tried again after the first try had applied)', () => {
+  /** A queue store whose first try of each write that `matches` applies but loses its answer: the SDK tries again. */
+  function losingFirstAnswers(matches: (updateExpression: string) => boolean) {
+    const lossy = documentClient(emulators.dynamo);
+    const answered = new WeakSet<object>();
+    let lost = 0;
+    lossy.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        const input = args.input as { UpdateExpression?: string };
+        if (input.UpdateExpression !== undefined && matches(input.UpdateExpression) && !answered.has(args.input as object)) {
+          answered.add(args.input as object);
+          lost++;
+          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        }
+        return result;
+      },
+      { step: 'deserialize', name: 'loseFirstAnswer' },
+    );
+    return { queues: new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 }), lost: () => lost };
+  }
+
+  it('publishes a chunk whose commit applied unanswered, instead of leaving it to the reconciler', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      Array.from({ length: 100 }, (_, n) => input(k.resource, n)),
+    );
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      Array.from({ length: 50 }, (_, n) => input(k.resource, 100 + n)),
+    );
+    const { queues, lost } = losingFirstAnswers((update) => update.includes('#turn = :turn'));
+    const { distributor, seqs } = recordingDistributor({}, Date.now, queues);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 150 });
+    expect(lost()).toBe(1);
+    expect(seqs()).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 150, seq: 150, scheduled: false });
+  });
+
+  it('rings again when the write that committed its last chunk and left events pending applied unanswered', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const { queues: lossy, lost } = losingFirstAnswers((update) => update.includes('#turn_at = :now ADD #depth :consumed'));
+    let raced = false;
+    class RacingStore extends QueueStore {
+      override async commitLastChunk(...args: Parameters<QueueStore['commitLastChunk']>) {
+        if (!raced) {
+          raced = true;
+          await reserveSlots(k, 1, Date.now());
+        }
+        return lossy.commitLastChunk(...args);
+      }
+    }
+    const racing = new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 2 });
+    expect(lost()).toBe(1);
+    expect(seqs()).toEqual([1, 2]);
+    expect(rings).toHaveLength(1);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 2, seq: 2, scheduled: true });
+  });
+
+  it('takes back a drop count once, though its write applied unanswered, so the next marker counts every dropped event', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2, 3].map((n) => input(k.resource, n)),
+    );
+    const { distributor: dropping } = droppingDistributor(k);
+    await dropping.runTurn(k, 'dropping', { freshSwitches: true });
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 3 });
+    // Lifted: the marker for 3 goes out, and the write that takes the count back loses its answer.
+    const { queues, lost } = losingFirstAnswers((update) => update.includes('ADD #switch_dropped :minus'));
+    const lifted = recordingDistributor({}, Date.now, queues);
+    await lifted.distributor.runTurn(k, 'lifted', { freshSwitches: true });
+    expect(lost()).toBe(1);
+    expect(await store.readMeta(k)).toMatchObject({ switchDropped: 0 });
+    // Dropped again, and lifted again: the marker stands for the two events dropped since.
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [4, 5].map((n) => input(k.resource, n)),
+    );
+    await dropping.runTurn(k, 'dropping', { freshSwitches: true });
+    const again = recordingDistributor();
+    await again.distributor.runTurn(k, 'lifted', { freshSwitches: true });
+    expect(again.sent.flatMap((m) => m.events.map((e) => `${e.type}:${JSON.stringify(e.data)}`))).toEqual([
+      'sluice.gap:{"dropped":2,"reason":"switch_drop"}',
+    ]);
   });
 });
 
@@ -1608,6 +1747,30 @@ describe('retention', () => {
       [{ type: 'sluice.gap', resource: k.resource, data: { dropped: 2, reason: 'retention' } }],
     ]);
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 0 });
+  });
+
+  it('sends a gap marker again under the same ids when its holder died before the write that follows it', async () => {
+    const k = key();
+    const t0 = Date.now();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    class DyingStore extends QueueStore {
+      override async commitChunk(): Promise<void> {
+        throw new Error('the holder died');
+      }
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const eightDays = 8 * 86_400_000;
+    const first = recordingDistributor({}, () => t0 + eightDays, dying);
+    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    const next = recordingDistributor({}, () => t0 + eightDays + 60_000);
+    expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle' });
+    // The same marker twice: a subscriber drops the copy by its ids, and counts two events lost, not four.
+    const ids = (sent: DeliveryMessage[]) => sent.map((m) => `${m.deliveryId}/${m.events.map((e) => e.id).join()}`);
+    expect(first.sent).toMatchObject([{ events: [{ type: 'sluice.gap', data: { dropped: 2 } }] }]);
+    expect(ids(next.sent)).toEqual(ids(first.sent));
   });
 
   it('marks events TTL has already deleted as a retention gap, not as skipped slots, and delivers what came after in order', async () => {
