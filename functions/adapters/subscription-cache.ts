@@ -8,7 +8,10 @@
  * reads the version once, consistently, and uses what the cache holds for it:
  * one small read instead of a query and a read per resource and parent. Entries
  * also age out after `maxAgeMs`, in case a writer died between its write and the
- * bump.
+ * bump. The webhooks on a resource come from the `by_resource` index, which DynamoDB
+ * updates a little after the write (typically well under a second): a lookup made
+ * within INDEX_SETTLE_MS of the bump may miss the write, so it is kept only until
+ * then and made once more after, not for the whole `maxAgeMs`.
  */
 import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Webhook } from '../core/model.ts';
@@ -16,15 +19,18 @@ import { names } from './dynamo.ts';
 
 const versionKey = (tenantId: string) => ({ pk: `tenant#${tenantId}`, sk: 'subscriptions' });
 
+/** How long after a bump the `by_resource` index may still lag behind the write it follows. */
+export const INDEX_SETTLE_MS = 5_000;
+
 /** Bumps a tenant's subscriptions version: lookups cached under the old one are not used again. */
 export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: string, tenantId: string): Promise<void> {
   await client.send(
     new UpdateCommand({
       TableName: table,
       Key: versionKey(tenantId),
-      UpdateExpression: 'ADD #version :one',
-      ExpressionAttributeNames: names('version'),
-      ExpressionAttributeValues: { ':one': 1 },
+      UpdateExpression: 'SET #bumped_at = :now ADD #version :one',
+      ExpressionAttributeNames: names('version', 'bumped_at'),
+      ExpressionAttributeValues: { ':one': 1, ':now': Date.now() },
     }),
   );
 }
@@ -32,6 +38,8 @@ export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: s
 interface Entry<T> {
   readonly version: number;
   readonly at: number;
+  /** Kept no later than this (epoch ms): a lookup made while the index may still lag. */
+  readonly until: number;
   readonly value: Promise<T>;
 }
 
@@ -50,6 +58,8 @@ export class SubscriptionCache {
   readonly #webhooks = new Map<string, Entry<readonly Webhook[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
   readonly #versions = new Map<string, Promise<number>>();
+  /** When each tenant's version last read was bumped (epoch ms; 0 when unknown). */
+  readonly #bumpedAt = new Map<string, { version: number; at: number }>();
 
   constructor(options: {
     client: DynamoDBDocumentClient;
@@ -75,7 +85,12 @@ export class SubscriptionCache {
     if (!pending) {
       pending = this.#client
         .send(new GetCommand({ TableName: this.#table, Key: versionKey(tenantId), ConsistentRead: true }))
-        .then((result) => Number(result.Item?.version ?? 0))
+        .then((result) => {
+          const version = Number(result.Item?.version ?? 0);
+          if (this.#bumpedAt.size >= this.#maxEntries) this.#bumpedAt.clear();
+          this.#bumpedAt.set(tenantId, { version, at: Number(result.Item?.bumped_at ?? 0) });
+          return version;
+        })
         .finally(() => this.#versions.delete(tenantId));
       this.#versions.set(tenantId, pending);
     }
@@ -108,10 +123,12 @@ export class SubscriptionCache {
   ): Promise<T> {
     const key = `${tenantId}|${resource}`;
     const entry = map.get(key);
-    if (entry && entry.version === version && now - entry.at < this.#maxAgeMs) return entry.value;
+    if (entry && entry.version === version && now < entry.until) return entry.value;
     if (map.size >= this.#maxEntries) map.clear();
     const value = load();
-    map.set(key, { version, at: now, value });
+    const bumped = this.#bumpedAt.get(tenantId);
+    const settled = bumped && bumped.version === version ? bumped.at + INDEX_SETTLE_MS : 0;
+    map.set(key, { version, at: now, until: now < settled ? settled : now + this.#maxAgeMs, value });
     // A failed lookup is not kept.
     value.catch(() => {
       if (map.get(key)?.value === value) map.delete(key);

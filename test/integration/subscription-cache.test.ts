@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { account, instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
-import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
+import { INDEX_SETTLE_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
@@ -148,6 +148,34 @@ describe('stream state kept between turns', () => {
     expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 1 });
     await cache.version(tenant.id);
     expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 2 });
+  });
+});
+
+describe('an index that lags behind the write (as DynamoDB global secondary indexes do)', () => {
+  it('keeps a lookup made just after a bump only until the index has settled, then looks again', async () => {
+    const webhooks = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    // The index answers what it held before the write for its first query: a replica that lags.
+    let queries = 0;
+    const cache = new SubscriptionCache({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: {
+        onResource: async (t, r) => (queries++ === 0 ? [] : webhooks.onResource(t, r)),
+        streamExpiry: async () => undefined,
+      },
+    });
+    const hook = webhookFixture({ tenantId: tenant.id, resource: 'lag:1' });
+    await webhooks.put(hook);
+    const bumpedBy = Date.now();
+    const version = await cache.version(tenant.id);
+    expect(await cache.webhooksOn(tenant.id, 'lag:1', version, bumpedBy)).toEqual([]);
+    // Within the settle time the lookup is kept; after it, the same version looks again and sees the webhook.
+    expect(await cache.webhooksOn(tenant.id, 'lag:1', version, bumpedBy + 1_000)).toEqual([]);
+    const later = await cache.webhooksOn(tenant.id, 'lag:1', version, bumpedBy + INDEX_SETTLE_MS + 1);
+    expect(later.map((w) => w.id)).toEqual([hook.id]);
+    // Settled: kept from then on, for the cache's whole age.
+    expect(await cache.webhooksOn(tenant.id, 'lag:1', version, bumpedBy + 30_000)).toBe(later);
+    expect(queries).toBe(2);
   });
 });
 
