@@ -9,6 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import {
+  ChangeMessageVisibilityBatchCommand,
   DeleteMessageBatchCommand,
   type Message,
   ReceiveMessageCommand,
@@ -89,12 +90,20 @@ export class Poller {
     this.#loops = Array.from({ length: this.#options.pollers ?? 2 }, () => this.#loop());
   }
 
+  /**
+   * Stops receiving, lets the invocations under way end, then ends the receives still
+   * waiting. A receive is cut off only once nothing sends to the queue any more (stop
+   * the pollers in pipeline order, after whatever sends to their queues): the emulator
+   * hands a message that arrives to a waiting receive even when its caller has gone,
+   * and the message would then stay invisible for the visibility timeout, minutes after
+   * a restart. A receive that brings messages while stopping gives them back at once.
+   */
   async stop(): Promise<void> {
     this.#running = false;
-    this.#stopping.abort();
     this.#wake();
+    while (this.#invocations.size > 0) await Promise.all(this.#invocations);
+    this.#stopping.abort();
     await Promise.all(this.#loops);
-    await Promise.all(this.#invocations);
   }
 
   /**
@@ -144,7 +153,11 @@ export class Poller {
         const now = Date.now();
         const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
         this.#options.metrics?.record(`queue:${queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
-        if (messages.length === 0 || !this.#running) continue;
+        if (messages.length === 0) continue;
+        if (!this.#running) {
+          await this.#giveBack(messages);
+          continue;
+        }
         this.#options.onReceive?.(
           queue.definition.logicalName,
           messages.map((m) => ({ body: m.Body ?? '', sentAt: Number(m.Attributes?.SentTimestamp ?? now) })),
@@ -161,6 +174,17 @@ export class Poller {
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     }
+  }
+
+  /** Makes messages received while stopping visible again at once, for the next start. */
+  async #giveBack(messages: Message[]): Promise<void> {
+    const { client, queue } = this.#options;
+    await client.send(
+      new ChangeMessageVisibilityBatchCommand({
+        QueueUrl: queue.url,
+        Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle as string, VisibilityTimeout: 0 })),
+      }),
+    );
   }
 
   /** One invocation: the handler, then the deletes of what it did not report failed. */

@@ -242,7 +242,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       await api.stop();
       // With the API closed, a canary run ends at its next call of it.
       await scheduled.settled(10_000);
-      await Promise.all(pollers.map((p) => p.stop()));
+      // In pipeline order: the distributor's turns send to the deliver queue, whose
+      // poller takes them until those turns are done (poller.ts, stop).
+      for (const poller of pollers) await poller.stop();
       await emulators.stop();
     },
   };
