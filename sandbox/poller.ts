@@ -3,9 +3,10 @@
  * long-poll the queue and hand each batch to an invocation of the handler (the
  * event Lambda would send: SQS records with their attributes), up to the
  * function's maximum concurrency. A poller never waits for an invocation, so a
- * slow invocation holds its own concurrency and nothing else. When the handler
- * returns, what it did not report failed is deleted; failures come back after
- * the visibility timeout, as with Lambda.
+ * slow invocation holds its own concurrency and nothing else, and no longer than
+ * the function's timeout. When the handler returns, what it did not report failed
+ * is deleted; failures (a handler that throws or times out included) come back
+ * after the visibility timeout, as with Lambda.
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -62,6 +63,20 @@ function lambdaContext(functionName: string, timeoutSeconds: number): Context {
     fail: () => {},
     succeed: () => {},
   };
+}
+
+/**
+ * The handler's answer, or Lambda's timeout error once the function's timeout has
+ * passed. Lambda then stops the invocation: its concurrency is free and its batch
+ * is not deleted. Here the handler's promise cannot be stopped, so what it answers
+ * later is ignored.
+ */
+function endsAt<T>(invocation: Promise<T>, timeoutSeconds: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Task timed out after ${timeoutSeconds.toFixed(2)} seconds`)), timeoutSeconds * 1000);
+  });
+  return Promise.race([invocation, timedOut]).finally(() => clearTimeout(timer));
 }
 
 /** How long a receive waits for messages, as Lambda's pollers do (the longest SQS allows). */
@@ -206,10 +221,12 @@ export class Poller {
       let response: Awaited<ReturnType<SqsHandler>>;
       const started = performance.now();
       try {
-        response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+        const timeoutSeconds = queue.definition.consumerTimeoutSeconds;
+        response = await endsAt(handler(event, lambdaContext(functionName, timeoutSeconds)), timeoutSeconds);
         this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
       } catch (error) {
-        // A failed invocation, as Lambda's Errors metric counts it; SQS delivers the batch again.
+        // A failed invocation (or one past its timeout), as Lambda's Errors metric counts
+        // it; SQS delivers the batch again after the visibility timeout.
         if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
         throw error;
       }
