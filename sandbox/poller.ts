@@ -3,12 +3,14 @@
  * long-poll the queue and hand each batch to an invocation of the handler (the
  * event Lambda would send: SQS records with their attributes), up to the
  * function's maximum concurrency. A poller never waits for an invocation, so a
- * slow invocation holds its own concurrency and nothing else. When the handler
- * returns, what it did not report failed is deleted; failures come back after
- * the visibility timeout, as with Lambda.
+ * slow invocation holds its own concurrency and nothing else, and no longer than
+ * the function's timeout. When the handler returns, what it did not report failed
+ * is deleted; failures (a handler that throws or times out included) come back
+ * after the visibility timeout, as with Lambda.
  */
 import { randomUUID } from 'node:crypto';
 import {
+  ChangeMessageVisibilityBatchCommand,
   DeleteMessageBatchCommand,
   type Message,
   ReceiveMessageCommand,
@@ -63,6 +65,20 @@ function lambdaContext(functionName: string, timeoutSeconds: number): Context {
   };
 }
 
+/**
+ * The handler's answer, or Lambda's timeout error once the function's timeout has
+ * passed. Lambda then stops the invocation: its concurrency is free and its batch
+ * is not deleted. Here the handler's promise cannot be stopped, so what it answers
+ * later is ignored.
+ */
+function endsAt<T>(invocation: Promise<T>, timeoutSeconds: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Task timed out after ${timeoutSeconds.toFixed(2)} seconds`)), timeoutSeconds * 1000);
+  });
+  return Promise.race([invocation, timedOut]).finally(() => clearTimeout(timer));
+}
+
 /** How long a receive waits for messages, as Lambda's pollers do (the longest SQS allows). */
 export const LONG_POLL_SECONDS = 20;
 
@@ -89,12 +105,20 @@ export class Poller {
     this.#loops = Array.from({ length: this.#options.pollers ?? 2 }, () => this.#loop());
   }
 
+  /**
+   * Stops receiving, lets the invocations under way end, then ends the receives still
+   * waiting. A receive is cut off only once nothing sends to the queue any more (stop
+   * the pollers in pipeline order, after whatever sends to their queues): the emulator
+   * hands a message that arrives to a waiting receive even when its caller has gone,
+   * and the message would then stay invisible for the visibility timeout, minutes after
+   * a restart. A receive that brings messages while stopping gives them back at once.
+   */
   async stop(): Promise<void> {
     this.#running = false;
-    this.#stopping.abort();
     this.#wake();
+    while (this.#invocations.size > 0) await Promise.all(this.#invocations);
+    this.#stopping.abort();
     await Promise.all(this.#loops);
-    await Promise.all(this.#invocations);
   }
 
   /**
@@ -144,7 +168,11 @@ export class Poller {
         const now = Date.now();
         const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
         this.#options.metrics?.record(`queue:${queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
-        if (messages.length === 0 || !this.#running) continue;
+        if (messages.length === 0) continue;
+        if (!this.#running) {
+          await this.#giveBack(messages);
+          continue;
+        }
         this.#options.onReceive?.(
           queue.definition.logicalName,
           messages.map((m) => ({ body: m.Body ?? '', sentAt: Number(m.Attributes?.SentTimestamp ?? now) })),
@@ -161,6 +189,17 @@ export class Poller {
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     }
+  }
+
+  /** Makes messages received while stopping visible again at once, for the next start. */
+  async #giveBack(messages: Message[]): Promise<void> {
+    const { client, queue } = this.#options;
+    await client.send(
+      new ChangeMessageVisibilityBatchCommand({
+        QueueUrl: queue.url,
+        Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle as string, VisibilityTimeout: 0 })),
+      }),
+    );
   }
 
   /** One invocation: the handler, then the deletes of what it did not report failed. */
@@ -182,10 +221,12 @@ export class Poller {
       let response: Awaited<ReturnType<SqsHandler>>;
       const started = performance.now();
       try {
-        response = await handler(event, lambdaContext(functionName, queue.definition.consumerTimeoutSeconds));
+        const timeoutSeconds = queue.definition.consumerTimeoutSeconds;
+        response = await endsAt(handler(event, lambdaContext(functionName, timeoutSeconds)), timeoutSeconds);
         this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
       } catch (error) {
-        // A failed invocation, as Lambda's Errors metric counts it; SQS delivers the batch again.
+        // A failed invocation (or one past its timeout), as Lambda's Errors metric counts
+        // it; SQS delivers the batch again after the visibility timeout.
         if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
         throw error;
       }

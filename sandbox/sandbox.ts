@@ -29,7 +29,7 @@ import { createQueues, createTables, type Emulators, type SandboxQueue, startEmu
 import { InMemoryMetrics } from './metrics.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { Poller, type ReceiveObserver } from './poller.ts';
-import { InFlight, type SandboxThreadError } from './threads.ts';
+import { everyOneAtATime, InFlight, type SandboxThreadError } from './threads.ts';
 
 export interface SandboxOptions {
   /** API port; 0 picks a free one. */
@@ -182,7 +182,14 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       log.error('Reconciler run failed', { error });
       throw error;
     });
-  const timers = [setInterval(() => void runReconciler().catch(() => undefined), config.reconcileIntervalSeconds * 1000)];
+  // Each scheduled function runs one at a time (reserved concurrency 1 in AWS): a tick
+  // that finds the last run still going is throttled, as Lambda would.
+  const throttled = (fn: 'reconciler' | 'canary') => () => {
+    metrics.record(`function:${fn}:Throttles`, 1);
+    log.warn('A scheduled run was still under way at the next tick: throttled', { function: fn });
+  };
+  const schedules = [everyOneAtATime(config.reconcileIntervalSeconds * 1000, runReconciler, throttled('reconciler'))];
+  const timers: ReturnType<typeof setInterval>[] = [];
 
   // What CloudWatch would measure on the dead-letter queues.
   const monitor = setInterval(() => {
@@ -219,8 +226,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       log.error('Canary run failed', { error });
     });
   if (options.canary !== false) {
-    timers.push(setInterval(() => void runCanaryOnce(), config.canaryIntervalSeconds * 1000));
-    void runCanaryOnce();
+    schedules.push(everyOneAtATime(config.canaryIntervalSeconds * 1000, runCanaryOnce, throttled('canary'), { startNow: true }));
   }
 
   return {
@@ -239,10 +245,13 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       if (stopped) return;
       stopped = true;
       for (const timer of timers) clearInterval(timer);
+      for (const schedule of schedules) schedule.stop();
       await api.stop();
       // With the API closed, a canary run ends at its next call of it.
       await scheduled.settled(10_000);
-      await Promise.all(pollers.map((p) => p.stop()));
+      // In pipeline order: the distributor's turns send to the deliver queue, whose
+      // poller takes them until those turns are done (poller.ts, stop).
+      for (const poller of pollers) await poller.stop();
       await emulators.stop();
     },
   };

@@ -128,3 +128,34 @@ export async function settled(work: Iterable<Promise<unknown>>, maxMs: number): 
     clearTimeout(timer);
   }
 }
+
+/**
+ * Runs `run` every `intervalMs`, as EventBridge invokes a scheduled function whose
+ * reserved concurrency is 1: a tick that comes while a run is still under way starts
+ * no second run beside it (Lambda throttles that invocation), and is told to
+ * `onThrottle`. `startNow` runs it at once too. `stop` ends the ticks; a run under
+ * way goes on.
+ */
+export function everyOneAtATime(
+  intervalMs: number,
+  run: () => Promise<unknown>,
+  onThrottle: () => void,
+  options: { startNow?: boolean } = {},
+): { stop(): void } {
+  let running = false;
+  const tick = () => {
+    if (running) {
+      onThrottle();
+      return;
+    }
+    running = true;
+    void run()
+      .catch(() => undefined)
+      .finally(() => {
+        running = false;
+      });
+  };
+  const timer = setInterval(tick, intervalMs);
+  if (options.startNow) tick();
+  return { stop: () => clearInterval(timer) };
+}

@@ -64,7 +64,8 @@ async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
  * run that fails between the two leaves an unsaved tenant, and the next makes another
  * and keeps its key instead. An item saved with the key in it (before the key had a
  * store of its own) has it moved. Runs are one at a time (the function's reserved
- * concurrency is 1; the sandbox has one timer), so no other run writes the key meanwhile.
+ * concurrency is 1; the sandbox's schedule starts none while one is under way), so no
+ * other run writes the key meanwhile.
  */
 async function tenant(deps: CanaryDeps): Promise<{ state: CanaryTenant | CanaryState; apiKey: string }> {
   const saved = await deps.store.get();

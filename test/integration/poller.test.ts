@@ -1,6 +1,7 @@
 /**
  * The sandbox's event source mapping keeps to the function's maximum concurrency, as
- * Lambda's does, however many of its loops are receiving at once.
+ * Lambda's does, however many of its loops are receiving at once; and an invocation
+ * that runs past the function's timeout ends there, as in Lambda.
  */
 import { CreateQueueCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse } from 'aws-lambda';
@@ -9,6 +10,7 @@ import { sqsClient } from '../../functions/adapters/aws.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import { type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { InMemoryMetrics } from '../../sandbox/metrics.ts';
 import { Poller } from '../../sandbox/poller.ts';
 
 let emulators: Emulators;
@@ -53,5 +55,55 @@ describe('the sandbox poller', () => {
     await poller.stop();
     expect(handled.sort()).toEqual(['m0', 'm1', 'm2', 'm3']);
     expect(most).toBe(1);
+  }, 20_000);
+
+  it('ends an invocation that hangs at the function timeout: its slot goes on, its batch comes back after the visibility timeout, stopping waits no longer', async () => {
+    const client = sqsClient({ ...emulators.sqs });
+    const url = (await client.send(new CreateQueueCommand({ QueueName: 'poller-hang', Attributes: { VisibilityTimeout: '2' } })))
+      .QueueUrl as string;
+    const metrics = new InMemoryMetrics();
+    const handled: Array<{ body: string; receives: string | undefined }> = [];
+    let hung = false;
+    const poller = new Poller({
+      client,
+      queue: { definition: { ...DELIVER_QUEUE, batchSize: 1, consumerTimeoutSeconds: 1 }, url, deadLetterUrl: url },
+      handler: async (event): Promise<SQSBatchResponse> => {
+        const record = event.Records[0];
+        if (record?.body === 'hangs' && !hung) {
+          hung = true;
+          return new Promise<never>(() => undefined);
+        }
+        handled.push({ body: record?.body ?? '', receives: record?.attributes.ApproximateReceiveCount });
+        return { batchItemFailures: [] };
+      },
+      functionName: 'probe',
+      logger: NO_LOGS,
+      metrics,
+      fn: 'delivery',
+      concurrency: 1,
+      pollers: 1,
+    });
+    poller.start();
+    await client.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'hangs' }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await client.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'next' }));
+
+    const deadline = Date.now() + 10_000;
+    while (handled.length < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    // The one slot was given back at the timeout; the hung batch was not deleted, and came back.
+    expect(handled).toEqual([
+      { body: 'next', receives: '1' },
+      { body: 'hangs', receives: '2' },
+    ]);
+    // A timeout is an error of the function, as Lambda's Errors metric counts it.
+    expect(metrics.points('function:delivery:Errors', 0, Date.now() + 1)).toEqual([1]);
+
+    // An invocation hung again does not hold the stop.
+    hung = false;
+    await client.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'hangs' }));
+    while (!hung && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const stopping = Date.now();
+    await poller.stop();
+    expect(Date.now() - stopping).toBeLessThan(2_500);
   }, 20_000);
 });

@@ -1,12 +1,17 @@
 /**
  * Stopping the sandbox lets work under way end first: the API's requests being
- * handled, before their AWS clients are closed and the emulators stop.
+ * handled, before their AWS clients are closed and the emulators stop; and what was
+ * answered 202 is delivered after a restart on the same data directory.
  */
+import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startSandbox } from '../../sandbox/sandbox.ts';
-import { call, createTenant } from '../support/api.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { startReceiver } from '../support/receiver.ts';
 
 describe('sandbox stop', () => {
   it('waits for a request the API is still handling', async () => {
@@ -38,4 +43,29 @@ describe('sandbox stop', () => {
       await new Promise<void>((resolve) => slow.close(() => resolve()));
     }
   });
+
+  it('delivers an event answered 202 just before the stop at once after a restart on the same data directory', async () => {
+    const receiver = await startReceiver();
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-stop-'));
+    const adminKey = `ak_${'s'.repeat(43)}`;
+    const first = await startSandbox({ port: 0, dataDir, adminKey, canary: false });
+    let second: Awaited<ReturnType<typeof startSandbox>> | undefined;
+    try {
+      const { key } = await createTenant(first, 'restarted');
+      await createWebhook(first, key, { resource: 'doc:1', url: `${receiver.url}/hook` });
+      expect((await publish(first, key, [{ resource: 'doc:1', type: 'doc.saved', data: { n: 1 } }])).status).toBe(202);
+
+      // Stopped right after the 202, while the doorbell and the delivery are on their way.
+      await first.stop();
+      second = await startSandbox({ port: 0, dataDir, adminKey, canary: false });
+
+      // Within seconds, not after a queue's visibility timeout (2 to 3 minutes).
+      await receiver.waitFor(() => receiver.deliveries('/hook').length > 0, 15_000);
+      expect(receiver.events('/hook').filter((e) => e.type === 'doc.saved')).toMatchObject([{ seq: 1, data: { n: 1 } }]);
+    } finally {
+      await first.stop();
+      await second?.stop();
+      await receiver.close();
+    }
+  }, 30_000);
 });

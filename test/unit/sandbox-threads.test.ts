@@ -1,6 +1,14 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { firstMessage, InFlight, PendingAnswers, type SandboxThreadError, settled, watchThread } from '../../sandbox/threads.ts';
+import {
+  everyOneAtATime,
+  firstMessage,
+  InFlight,
+  PendingAnswers,
+  type SandboxThreadError,
+  settled,
+  watchThread,
+} from '../../sandbox/threads.ts';
 
 /** A real thread that says it is ready, then does `after` (CommonJS, run with eval). */
 function thread(after: string): Worker {
@@ -102,5 +110,36 @@ describe('questions to another thread', () => {
     finish();
     await pending;
     expect(await work.settled(100)).toBe(true);
+  });
+});
+
+describe('scheduled functions', () => {
+  it('never start a run while the last one is still under way: that tick is a throttle, as with a reserved concurrency of 1', async () => {
+    let running = 0;
+    let most = 0;
+    let runs = 0;
+    let throttles = 0;
+    const schedule = everyOneAtATime(
+      20,
+      async () => {
+        runs++;
+        running++;
+        most = Math.max(most, running);
+        // A slow run: several ticks long, and failing.
+        await new Promise((resolve) => setTimeout(resolve, 70));
+        running--;
+        throw new Error('slow and failed');
+      },
+      () => throttles++,
+      { startNow: true },
+    );
+    // The first run starts at once, not a tick later.
+    expect(runs).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    schedule.stop();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(most).toBe(1);
+    expect(runs).toBeGreaterThan(1);
+    expect(throttles).toBeGreaterThan(0);
   });
 });
