@@ -5,45 +5,20 @@
  * sit behind a token a reader already holds: the distributor writes it again at a
  * fresh position, so the stream still serves every event.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { documentClient } from '../../functions/adapters/aws.ts';
-import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
-import { QueueStore } from '../../functions/adapters/queue-store.ts';
-import { StreamStore } from '../../functions/adapters/stream-store.ts';
-import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
-import { Distributor } from '../../functions/app/distributor.ts';
+import { describe, expect, it } from 'vitest';
 import { publish } from '../../functions/app/ingest.ts';
 import { pollStream, STREAM_SETTLE_MS, type StreamDeps } from '../../functions/app/streams.ts';
-import { buildConfig } from '../../functions/core/config.ts';
 import type { DeliveredEvent } from '../../functions/core/model.ts';
-import { NO_LOGS } from '../../functions/core/telemetry.ts';
-import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { distributorAt, ingestAt, streamRig } from '../support/streams.ts';
 
-let emulators: Emulators;
-let queues: QueueStore;
-let streams: StreamStore;
-let idempotency: IdempotencyStore;
-
-beforeAll(async () => {
-  emulators = await startEmulators();
-  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  const client = documentClient(emulators.dynamo);
-  queues = new QueueStore({ client, tableName: tables.Events as string, retentionDays: 7 });
-  streams = new StreamStore({ client, controlTable: tables.Control as string, eventsTable: tables.Events as string, retentionDays: 7 });
-  idempotency = new IdempotencyStore({ client, tableName: tables.Events as string, retentionDays: 7, ingestGraceMs: 60_000 });
-});
-
-afterAll(async () => {
-  await emulators?.stop();
-});
+const rig = streamRig();
 
 describe('a stream append that lands late', () => {
   it('is written again at a fresh position, so a reader that moved past the first one still gets every event', async () => {
     let clock = Date.now();
     const now = () => clock;
     const k = { tenantId: 'ten_late', resource: 'doc:1' };
-    const reader: StreamDeps = { streams, retentionDays: 7, now };
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
     const poll = async (token: string | undefined) => {
       const page = await pollStream(reader, k.tenantId, k.resource, token);
       return page;
@@ -53,31 +28,16 @@ describe('a stream append that lands late', () => {
     let token = start.sync;
     let id = 0;
     await publish(
-      {
-        queues,
-        idempotency,
-        doorbell: { ring: async () => undefined },
-        config: buildConfig({}),
-        metrics: { count: () => undefined },
-        logger: NO_LOGS,
-        now,
-        newEventId: () => `evt_late${++id}`,
-      } as unknown as Parameters<typeof publish>[0],
+      ingestAt(rig, now, () => `evt_late${++id}`),
       k.tenantId,
       [1, 2].map((n) => ({ resource: k.resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined })),
     );
-
     // The first append is slow: before it lands, the consumer polls past its position.
     const counted: string[] = [];
     let appends = 0;
-    const distributor = new Distributor({
-      queues,
-      switches: NO_SWITCHES,
-      subscriptions: { onResource: async () => [] },
-      deliveries: { send: async () => undefined },
-      doorbell: { ring: async () => undefined },
+    const distributor = distributorAt(rig, now, {
       streams: {
-        active: (tenantId, resource, at) => streams.active(tenantId, resource, at),
+        active: (tenantId, resource, at) => rig.streams.active(tenantId, resource, at),
         append: async (tenantId, resource, entries, at) => {
           if (++appends === 1) {
             clock += STREAM_SETTLE_MS + 500;
@@ -85,14 +45,10 @@ describe('a stream append that lands late', () => {
             expect(passed).toMatchObject({ status: 200, data: [] });
             token = passed.sync;
           }
-          await streams.append(tenantId, resource, entries, at);
+          await rig.streams.append(tenantId, resource, entries, at);
         },
       },
-      config: buildConfig({}),
       metrics: { count: (name) => void counted.push(name) },
-      logger: NO_LOGS,
-      now,
-      sleep: async () => undefined,
     });
     expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle', distributed: 2 });
     expect(appends).toBe(2);

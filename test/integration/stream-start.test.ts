@@ -6,44 +6,16 @@
  * with its token or a distributor's lookup, whichever replica DynamoDB asks, and
  * after a first poll that failed halfway, for the poll tried again.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
-import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
-import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
-import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
-import { Distributor } from '../../functions/app/distributor.ts';
 import { publish } from '../../functions/app/ingest.ts';
 import { pollStream, STREAM_SETTLE_MS, type StreamDeps } from '../../functions/app/streams.ts';
-import { buildConfig } from '../../functions/core/config.ts';
 import type { DeliveredEvent } from '../../functions/core/model.ts';
-import { NO_LOGS } from '../../functions/core/telemetry.ts';
-import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { distributorAt, ingestAt, streamRig } from '../support/streams.ts';
 
-let emulators: Emulators;
-let client: ReturnType<typeof documentClient>;
-let control: string;
-let events: string;
-let queues: QueueStore;
-let streams: StreamStore;
-let idempotency: IdempotencyStore;
-
-beforeAll(async () => {
-  emulators = await startEmulators();
-  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  client = documentClient(emulators.dynamo);
-  control = tables.Control as string;
-  events = tables.Events as string;
-  queues = new QueueStore({ client, tableName: tables.Events as string, retentionDays: 7 });
-  streams = new StreamStore({ client, controlTable: control, eventsTable: tables.Events as string, retentionDays: 7 });
-  idempotency = new IdempotencyStore({ client, tableName: tables.Events as string, retentionDays: 7, ingestGraceMs: 60_000 });
-});
-
-afterAll(async () => {
-  await emulators?.stop();
-});
+const rig = streamRig();
 
 describe('a stream started while its resource is being drained', () => {
   it('gets every event the running turn distributes after the first poll is answered', async () => {
@@ -51,22 +23,12 @@ describe('a stream started while its resource is being drained', () => {
     const now = () => clock;
     const tenantId = 'ten_start';
     const child = { tenantId, resource: 'task:9' };
-    const reader: StreamDeps = { streams, retentionDays: 7, now };
-    const config = buildConfig({});
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
     let id = 0;
     // 250 events on a child of project:9: a turn of three chunks (100, 100, 50).
     for (let batch = 0; batch < 3; batch++) {
       await publish(
-        {
-          queues,
-          idempotency,
-          doorbell: { ring: async () => undefined },
-          config,
-          metrics: { count: () => undefined },
-          logger: NO_LOGS,
-          now,
-          newEventId: () => `evt_start${++id}`,
-        } as unknown as Parameters<typeof publish>[0],
+        ingestAt(rig, now, () => `evt_start${++id}`),
         tenantId,
         Array.from({ length: batch === 2 ? 50 : 100 }, (_, i) => ({
           resource: child.resource,
@@ -81,10 +43,7 @@ describe('a stream started while its resource is being drained', () => {
 
     // After the turn published its first chunk, a consumer starts a stream on the parent.
     let start: Awaited<ReturnType<typeof pollStream>> | undefined;
-    const distributor = new Distributor({
-      queues,
-      switches: NO_SWITCHES,
-      subscriptions: { onResource: async () => [] },
+    const distributor = distributorAt(rig, now, {
       deliveries: {
         send: async () => {
           if (start) return;
@@ -93,18 +52,11 @@ describe('a stream started while its resource is being drained', () => {
           clock += 10;
         },
       },
-      doorbell: { ring: async () => undefined },
-      streams,
       lookupCache: new SubscriptionCache({
-        client,
-        controlTable: control,
-        lookups: { onResource: async () => [], streamExpiry: (t, r) => streams.streamExpiry(t, r) },
+        client: rig.client,
+        controlTable: rig.control,
+        lookups: { onResource: async () => [], streamExpiry: (t, r) => rig.streams.streamExpiry(t, r) },
       }),
-      config,
-      metrics: { count: () => undefined },
-      logger: NO_LOGS,
-      now,
-      sleep: async () => undefined,
     });
     expect(await distributor.runTurn(child, 'w')).toMatchObject({ outcome: 'idle', distributed: 250 });
     expect(start?.status).toBe(412);
@@ -125,7 +77,7 @@ describe('a stream just started, read by DynamoDB replicas that lag', () => {
    * within a second); strongly consistent reads go to the emulator.
    */
   function laggingClient() {
-    const c = documentClient(emulators.dynamo);
+    const c = documentClient(rig.emulators.dynamo);
     c.middlewareStack.add(
       (next) => async (args) => {
         const input = args.input as { Key?: { pk?: unknown }; ConsistentRead?: boolean; UpdateExpression?: unknown };
@@ -144,43 +96,24 @@ describe('a stream just started, read by DynamoDB replicas that lag', () => {
     let clock = Date.now();
     const now = () => clock;
     const lagging = laggingClient();
-    const store = new StreamStore({ client: lagging, controlTable: control, eventsTable: events, retentionDays: 7 });
+    const store = new StreamStore({ client: lagging, controlTable: rig.control, eventsTable: rig.events, retentionDays: 7 });
     const tenantId = 'ten_lag';
     const reader: StreamDeps = { streams: store, retentionDays: 7, now };
     const start = await pollStream(reader, tenantId, 'doc:lag', undefined);
     expect(start.status).toBe(412);
 
     await publish(
-      {
-        queues,
-        idempotency,
-        doorbell: { ring: async () => undefined },
-        config: buildConfig({}),
-        metrics: { count: () => undefined },
-        logger: NO_LOGS,
-        now,
-        newEventId: () => 'evt_lag1',
-      } as unknown as Parameters<typeof publish>[0],
+      ingestAt(rig, now, () => 'evt_lag1'),
       tenantId,
       [{ resource: 'doc:lag', parents: [], type: 'a.b', data: 1, idempotencyKey: undefined }],
     );
-    const distributor = new Distributor({
-      queues,
-      switches: NO_SWITCHES,
-      subscriptions: { onResource: async () => [] },
-      deliveries: { send: async () => undefined },
-      doorbell: { ring: async () => undefined },
+    const distributor = distributorAt(rig, now, {
       streams: store,
       lookupCache: new SubscriptionCache({
         client: lagging,
-        controlTable: control,
+        controlTable: rig.control,
         lookups: { onResource: async () => [], streamExpiry: (t, r) => store.streamExpiry(t, r) },
       }),
-      config: buildConfig({}),
-      metrics: { count: () => undefined },
-      logger: NO_LOGS,
-      now,
-      sleep: async () => undefined,
     });
     expect(await distributor.runTurn({ tenantId, resource: 'doc:lag' }, 'w')).toMatchObject({ distributed: 1 });
 
@@ -197,7 +130,7 @@ describe('a stream whose first poll failed after creating it', () => {
     const tenantId = 'ten_retry';
     const k = { tenantId, resource: 'doc:retry' };
     // A client whose first bump of the subscriptions version fails, as DynamoDB erring on that one write would.
-    const flaky = documentClient(emulators.dynamo);
+    const flaky = documentClient(rig.emulators.dynamo);
     let bumps = 0;
     flaky.middlewareStack.add(
       (next) => async (args) => {
@@ -207,40 +140,21 @@ describe('a stream whose first poll failed after creating it', () => {
       },
       { step: 'initialize', name: 'failFirstBump' },
     );
-    const store = new StreamStore({ client: flaky, controlTable: control, eventsTable: events, retentionDays: 7 });
+    const store = new StreamStore({ client: flaky, controlTable: rig.control, eventsTable: rig.events, retentionDays: 7 });
     const reader: StreamDeps = { streams: store, retentionDays: 7, now };
     const accept = (n: number) =>
       publish(
-        {
-          queues,
-          idempotency,
-          doorbell: { ring: async () => undefined },
-          config: buildConfig({}),
-          metrics: { count: () => undefined },
-          logger: NO_LOGS,
-          now,
-          newEventId: () => `evt_retry${n}`,
-        } as unknown as Parameters<typeof publish>[0],
+        ingestAt(rig, now, () => `evt_retry${n}`),
         tenantId,
         [{ resource: k.resource, parents: [], type: 'a.b', data: n, idempotencyKey: undefined }],
       );
-    const distributor = new Distributor({
-      queues,
-      switches: NO_SWITCHES,
-      subscriptions: { onResource: async () => [] },
-      deliveries: { send: async () => undefined },
-      doorbell: { ring: async () => undefined },
+    const distributor = distributorAt(rig, now, {
       streams: store,
       lookupCache: new SubscriptionCache({
-        client,
-        controlTable: control,
+        client: rig.client,
+        controlTable: rig.control,
         lookups: { onResource: async () => [], streamExpiry: (t, r) => store.streamExpiry(t, r) },
       }),
-      config: buildConfig({}),
-      metrics: { count: () => undefined },
-      logger: NO_LOGS,
-      now,
-      sleep: async () => undefined,
     });
     // Before any stream: the distributor learns (and keeps) that there is none.
     await accept(1);
