@@ -19,6 +19,7 @@ import { deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../funct
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { keyKind } from '../functions/core/keys.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
+import { CANARY_TIMEOUT_SECONDS, reconcilerTimeoutSeconds } from '../functions/definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
@@ -183,12 +184,29 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       throw error;
     });
   // Each scheduled function runs one at a time (reserved concurrency 1 in AWS): a tick
-  // that finds the last run still going is throttled, as Lambda would.
-  const throttled = (fn: 'reconciler' | 'canary') => () => {
-    metrics.record(`function:${fn}:Throttles`, 1);
-    log.warn('A scheduled run was still under way at the next tick: throttled', { function: fn });
-  };
-  const schedules = [everyOneAtATime(config.reconcileIntervalSeconds * 1000, runReconciler, throttled('reconciler'))];
+  // that finds the last run still going is throttled, as Lambda would; and a run ends
+  // at its function's timeout, counted as an error, as Lambda ends it.
+  const schedule = (fn: 'reconciler' | 'canary', intervalSeconds: number, timeoutSeconds: number, run: () => Promise<unknown>) =>
+    everyOneAtATime(
+      intervalSeconds * 1000,
+      run,
+      () => {
+        metrics.record(`function:${fn}:Throttles`, 1);
+        log.warn('A scheduled run was still under way at the next tick: throttled', { function: fn });
+      },
+      {
+        // The canary runs at start too, so a fresh sandbox has its tenant and webhook at once.
+        startNow: fn === 'canary',
+        timeoutMs: timeoutSeconds * 1000,
+        onTimeout: () => {
+          metrics.record(`function:${fn}:Errors`, 1);
+          log.error(`A scheduled run timed out after ${timeoutSeconds} seconds`, { function: fn });
+        },
+      },
+    );
+  const schedules = [
+    schedule('reconciler', config.reconcileIntervalSeconds, reconcilerTimeoutSeconds(config.reconcileIntervalSeconds), runReconciler),
+  ];
   const timers: ReturnType<typeof setInterval>[] = [];
 
   // What CloudWatch would measure on the dead-letter queues.
@@ -226,7 +244,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       log.error('Canary run failed', { error });
     });
   if (options.canary !== false) {
-    schedules.push(everyOneAtATime(config.canaryIntervalSeconds * 1000, runCanaryOnce, throttled('canary'), { startNow: true }));
+    schedules.push(schedule('canary', config.canaryIntervalSeconds, CANARY_TIMEOUT_SECONDS, runCanaryOnce));
   }
 
   return {

@@ -133,27 +133,42 @@ export async function settled(work: Iterable<Promise<unknown>>, maxMs: number): 
  * Runs `run` every `intervalMs`, as EventBridge invokes a scheduled function whose
  * reserved concurrency is 1: a tick that comes while a run is still under way starts
  * no second run beside it (Lambda throttles that invocation), and is told to
- * `onThrottle`. `startNow` runs it at once too. `stop` ends the ticks; a run under
- * way goes on.
+ * `onThrottle`. `startNow` runs it at once too. A run still going after `timeoutMs`
+ * (the function's timeout) is ended there, as Lambda ends it, and told to
+ * `onTimeout`: the next tick starts a run again, where one run that never ended would
+ * have every later tick throttled for good. (Its promise cannot be stopped: what it
+ * does later is ignored.) `stop` ends the ticks; a run under way goes on.
  */
 export function everyOneAtATime(
   intervalMs: number,
   run: () => Promise<unknown>,
   onThrottle: () => void,
-  options: { startNow?: boolean } = {},
+  options: { startNow?: boolean; timeoutMs?: number; onTimeout?: () => void } = {},
 ): { stop(): void } {
-  let running = false;
+  let running: object | undefined;
   const tick = () => {
     if (running) {
       onThrottle();
       return;
     }
-    running = true;
+    const current = {};
+    running = current;
+    let timeout: ReturnType<typeof setTimeout> | undefined;
+    const end = () => {
+      clearTimeout(timeout);
+      if (running === current) running = undefined;
+    };
+    if (options.timeoutMs !== undefined) {
+      timeout = setTimeout(() => {
+        end();
+        options.onTimeout?.();
+      }, options.timeoutMs);
+      // A run that never ends must not keep the process alive once the sandbox has stopped.
+      timeout.unref();
+    }
     void run()
       .catch(() => undefined)
-      .finally(() => {
-        running = false;
-      });
+      .finally(end);
   };
   const timer = setInterval(tick, intervalMs);
   if (options.startNow) tick();

@@ -30,6 +30,17 @@ export const ENV = {
  */
 export const FUNCTION_MEMORY_MB = 512;
 
+/** The canary's timeout (s): a run makes a few API calls of at most 15 s each. */
+export const CANARY_TIMEOUT_SECONDS = 60;
+
+/**
+ * The reconciler's timeout (s): a run ends before the next (EventBridge runs it every
+ * minute at most often), and within 5 minutes.
+ */
+export function reconcilerTimeoutSeconds(reconcileIntervalSeconds: number): number {
+  return Math.min(300, Math.max(60, reconcileIntervalSeconds));
+}
+
 /** The functions of sluice and their entry files, relative to the repository root. */
 export const FUNCTION_ENTRIES = {
   api: 'functions/api/handler.ts',

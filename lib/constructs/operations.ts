@@ -39,7 +39,7 @@ import {
   METRICS_SERVICE,
   type MetricSource,
 } from '../../functions/definitions/alarms.ts';
-import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -119,7 +119,7 @@ export class Operations extends Construct {
     this.canary = new SluiceFunction(this, 'Canary', {
       entry: FUNCTION_ENTRIES.canary,
       config: props.config,
-      timeout: Duration.seconds(60),
+      timeout: Duration.seconds(CANARY_TIMEOUT_SECONDS),
       reservedConcurrentExecutions: 1,
     }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem', 'PutItem', 'UpdateItem'], leadingKeys: [CONTROL_PK.canary] });
     props.adminKeySecret.grantRead(this.canary.function);

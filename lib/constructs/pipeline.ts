@@ -11,7 +11,7 @@ import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
-import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
 import { BY_RESOURCE_INDEX, CONTROL_PK, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
@@ -53,8 +53,7 @@ export class Pipeline extends Construct {
     this.reconciler = new SluiceFunction(this, 'Reconciler', {
       entry: FUNCTION_ENTRIES.reconciler,
       config: props.config,
-      // A run ends before the next (EventBridge runs it every minute at most often).
-      timeout: Duration.seconds(Math.min(300, Math.max(60, props.config.reconcileIntervalSeconds))),
+      timeout: Duration.seconds(reconcilerTimeoutSeconds(props.config.reconcileIntervalSeconds)),
       reservedConcurrentExecutions: 1,
     })
       .bindTable(props.events, 'readWrite', ENV.eventsTable, [SCHEDULE_INDEX])

@@ -143,3 +143,28 @@ describe('scheduled functions', () => {
     expect(throttles).toBeGreaterThan(0);
   });
 });
+
+describe('a scheduled run that never ends', () => {
+  it('ends at the function timeout, as Lambda ends it: the next ticks run again instead of all being throttled', async () => {
+    let runs = 0;
+    let throttles = 0;
+    let timeouts = 0;
+    const schedule = everyOneAtATime(
+      20,
+      () => {
+        runs++;
+        // The first run hangs (a call that never answers); the later ones are quick.
+        return runs === 1 ? new Promise<never>(() => undefined) : Promise.resolve();
+      },
+      () => throttles++,
+      { startNow: true, timeoutMs: 70, onTimeout: () => timeouts++ },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    schedule.stop();
+    // Throttled only while the hung run was within its timeout, then counted as a timeout once.
+    expect(timeouts).toBe(1);
+    expect(throttles).toBeGreaterThan(0);
+    expect(throttles).toBeLessThan(5);
+    expect(runs).toBeGreaterThan(5);
+  });
+});
