@@ -153,11 +153,11 @@ function validate(props: SluiceProps): SluiceConfig {
     }
   }
   if (problems.length > 0 || !config) throw new ConfigError(problems);
-  return {
+  return Object.freeze({
     ...config,
     // What the schedules do with a setting under a minute: the functions reason from
     // the interval they really run at (the reconciler's re-ring lookback, say).
     reconcileIntervalSeconds: Math.max(60, config.reconcileIntervalSeconds),
     canaryIntervalSeconds: Math.max(60, config.canaryIntervalSeconds),
-  };
+  });
 }
