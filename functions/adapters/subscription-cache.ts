@@ -58,8 +58,11 @@ export class SubscriptionCache {
   readonly #webhooks = new Map<string, Entry<readonly Webhook[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
   readonly #versions = new Map<string, Promise<number>>();
-  /** When each tenant's version last read was bumped (epoch ms; 0 when unknown). */
-  readonly #bumpedAt = new Map<string, { version: number; at: number }>();
+  /**
+   * When each tenant's version last read was bumped (epoch ms, the writer's clock; 0 when
+   * unknown), and when this cache first used it (its own clock): the bump came before.
+   */
+  readonly #bumpedAt = new Map<string, { version: number; at: number; seenAt?: number }>();
 
   constructor(options: {
     client: DynamoDBDocumentClient;
@@ -87,8 +90,10 @@ export class SubscriptionCache {
         .send(new GetCommand({ TableName: this.#table, Key: versionKey(tenantId), ConsistentRead: true }))
         .then((result) => {
           const version = Number(result.Item?.version ?? 0);
-          if (this.#bumpedAt.size >= this.#maxEntries) this.#bumpedAt.clear();
-          this.#bumpedAt.set(tenantId, { version, at: Number(result.Item?.bumped_at ?? 0) });
+          if (this.#bumpedAt.get(tenantId)?.version !== version) {
+            if (this.#bumpedAt.size >= this.#maxEntries) this.#bumpedAt.clear();
+            this.#bumpedAt.set(tenantId, { version, at: Number(result.Item?.bumped_at ?? 0) });
+          }
           return version;
         })
         .finally(() => this.#versions.delete(tenantId));
@@ -127,7 +132,14 @@ export class SubscriptionCache {
     if (map.size >= this.#maxEntries) map.clear();
     const value = load();
     const bumped = this.#bumpedAt.get(tenantId);
-    const settled = bumped && bumped.version === version ? bumped.at + INDEX_SETTLE_MS : 0;
+    let settled = 0;
+    if (bumped && bumped.version === version) {
+      // The bump was read before this lookup, so it was made before this cache first used
+      // it, whatever the writer's clock says: a writer's clock that runs ahead must not keep
+      // a lookup that missed the write for as long as it is ahead (nor past `maxAgeMs`).
+      bumped.seenAt ??= now;
+      settled = Math.min(bumped.at, bumped.seenAt) + INDEX_SETTLE_MS;
+    }
     map.set(key, { version, at: now, until: now < settled ? settled : now + this.#maxAgeMs, value });
     // A failed lookup is not kept.
     value.catch(() => {

@@ -69,8 +69,9 @@ const WAIT_FOR_INGEST_MS = 20;
  * one of its events expired by then, the next holder would number the rest from that
  * event's seq, so a seq already published would go to another event. A chunk with an
  * event this close to its expiry is therefore committed first, with its plan's time
- * (see TurnRecord.plannedAt), and published after. The next holder comes after the
- * doorbell's visibility timeout or the reconciler's ring, within minutes.
+ * (see TurnRecord.plannedAt), and published after; a quiet turn, which publishes its
+ * event before its one write, leaves such an event to an ordinary turn. The next holder
+ * comes after the doorbell's visibility timeout or the reconciler's ring, within minutes.
  */
 const EXPIRY_MARGIN_MS = 86_400_000;
 
@@ -248,7 +249,7 @@ export class Distributor {
           !plan.waiting &&
           plan.cursor >= meta.lastSlot &&
           !((meta.tat ?? 0) > now()) &&
-          plan.take.every((item) => item.reservedAt + timing.retentionMs - plannedAt > EXPIRY_MARGIN_MS);
+          !plan.take.some((item) => this.#nearExpiry(item, plannedAt));
         if (last) {
           await this.#publish(key, events, lookups, sink);
           distributed += events.length;
@@ -350,7 +351,10 @@ export class Distributor {
       if (!meta || !inline || meta.lastSlot !== meta.cursor + 1 || !quietTurnAllowed(meta, now())) return undefined;
       at = { cursor: meta.cursor, seq: meta.seq, inline };
     }
-    if (at.inline.expired) return undefined;
+    // An event near its expiry is committed before it is published, which takes a turn
+    // with a lease (see EXPIRY_MARGIN_MS): published first, and its turn dead before the
+    // write, it could expire before the next turn, which would give its seq to the next event.
+    if (at.inline.expired || this.#nearExpiry(at.inline, now())) return undefined;
     const switches = freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
     if (actionForObject(switches, key.tenantId, key.resource) !== undefined) return undefined;
     const events = assignSeq([at.inline], at.seq).map(toDelivered);
@@ -358,6 +362,11 @@ export class Distributor {
     const state = await queues.commitQuiet(key, at.cursor, at.seq + 1, now());
     this.#deps.metrics.count('QuietTurns', 1, { read: at.inline === fromSnapshot ? 'none' : 'meta' });
     return this.#ended(key, `q${at.cursor + 1}`, state, 1);
+  }
+
+  /** Whether an event expires within EXPIRY_MARGIN_MS of `at`: it must be committed before it is published. */
+  #nearExpiry(item: Pick<PendingItem, 'reservedAt'>, at: number): boolean {
+    return item.reservedAt + this.#deps.config.retentionDays * 86_400_000 - at <= EXPIRY_MARGIN_MS;
   }
 
   /** After the turn's last write: idle, or ring again for the events that came meanwhile. */

@@ -23,7 +23,10 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
       event,
       async (record: SQSRecord) => {
         const { message, dueAt } = readDeliverQueueBody(record.body);
-        if (dueAt !== undefined) lagMs = Math.max(lagMs ?? 0, received - dueAt);
+        // A message received again came back after its visibility timeout, because an
+        // earlier receive failed (counted in Errors, or logged for the record): that wait
+        // is no backlog, and counted from its due time it would grow by 3 minutes a receive.
+        if (dueAt !== undefined && firstReceive(record)) lagMs = Math.max(lagMs ?? 0, received - dueAt);
         await handleDeliverMessage(deps, message);
       },
       processor,
@@ -34,4 +37,8 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
     if (lagMs !== undefined) deps.metrics.seconds?.(DELIVERY_QUEUE_LAG, Math.max(0, lagMs) / 1000);
     return result;
   };
+}
+
+function firstReceive(record: SQSRecord): boolean {
+  return Number(record.attributes?.ApproximateReceiveCount ?? 1) <= 1;
 }

@@ -119,6 +119,25 @@ describe('delivery handler', () => {
     expect(lags[1]).toBeLessThan(405);
   });
 
+  it('leaves out of the lag a message received again after a failed receive, which waited out its visibility timeout on purpose', async () => {
+    const lags: number[] = [];
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const handler = makeDeliveryHandler({
+      ...deps,
+      metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
+    });
+    // Due 400 s ago and first received then, on time; its handler failed (DynamoDB erring,
+    // an invocation that timed out) twice, and SQS hands it over again each visibility timeout.
+    const now = Date.now();
+    const again = sqsRecord({ ...delivery('wh_gone', 4), dueAt: now - 400_000 });
+    const record = { ...again, attributes: { ...again.attributes, ApproximateReceiveCount: '3' } };
+    await handler({ Records: [record] } as SQSEvent, context);
+    // Beside a message received for the first time, on time: the batch reports that one.
+    await handler({ Records: [record, sqsRecord({ ...delivery('wh_gone', 5), dueAt: now })] } as SQSEvent, context);
+    expect(lags).toHaveLength(1);
+    expect(lags[0]).toBeLessThan(5);
+  });
+
   it('stamps every deliver-queue message with when it is due, and keeps the stamp out of the message it hands on', async () => {
     // A queue of its own, so that no poller takes the message first.
     const { QueueUrl } = await sandbox.wiring.sqs.send(new CreateQueueCommand({ QueueName: `stamp-${randomUUID()}` }));

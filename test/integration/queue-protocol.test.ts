@@ -1050,6 +1050,36 @@ describe('quiet turns (no lease)', () => {
     expect(seqs()).toEqual([1, 2]);
   });
 
+  it('never gives a seq already published to another event when a quiet turn dies before its write and its event expires meanwhile', async () => {
+    const day = 86_400_000;
+    const t0 = Date.now();
+    // A quiet event kept on the meta item, which expires 20 s after t0 (its doorbell waited a week).
+    const k = await quietObject(key(), 1, -7 * day + 20_000);
+    // A turn publishes it as seq 1 and dies before its last write.
+    class DyingStore extends QueueStore {
+      override async commitQuiet(): Promise<'idle' | 'pending'> {
+        throw new Error('the turn died');
+      }
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the turn died');
+      }
+      override async finishTurn(): Promise<'idle' | 'pending'> {
+        throw new Error('the turn died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const first = recordingDistributor({}, () => t0 + 1_000, dying);
+    await expect(first.distributor.runTurn(k, 'dies', { quiet: true })).rejects.toThrow('the turn died');
+    // Another event comes; the next turn runs a minute later, once the first has expired.
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]);
+    const next = recordingDistributor({}, () => t0 + 60_000);
+    await next.distributor.runTurn(k, 'next');
+    const delivered = [...first.sent, ...next.sent].flatMap((m) => m.events).filter((e) => e.type !== 'sluice.gap');
+    // Event 1 was published as seq 1: event 2 may not be seq 1 too (a consumer drops it as a duplicate).
+    expect(delivered.map((e) => `${(e.data as { n: number }).n}#${e.seq}`)).toEqual(['1#1', '1#1', '2#2']);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2, scheduled: false });
+  });
+
   it('leaves an object with a live lease to its holder', async () => {
     const k = await quietObject();
     await store.acquireLease(k, 'holder', Date.now(), 30_000);

@@ -4,6 +4,7 @@
  * change a turn must see (a webhook created, disabled or deleted, a stream
  * started) is seen by the next event.
  */
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { account, instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
@@ -175,6 +176,39 @@ describe('an index that lags behind the write (as DynamoDB global secondary inde
     expect(later.map((w) => w.id)).toEqual([hook.id]);
     // Settled: kept from then on, for the cache's whole age.
     expect(await cache.webhooksOn(tenant.id, 'lag:1', version, bumpedBy + 30_000)).toBe(later);
+    expect(queries).toBe(2);
+  });
+  it("does not keep a lookup past the index's settle time for a bump whose writer's clock runs ahead", async () => {
+    const webhooks = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    let queries = 0;
+    const cache = new SubscriptionCache({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: {
+        onResource: async (t, r) => (queries++ === 0 ? [] : webhooks.onResource(t, r)),
+        streamExpiry: async () => undefined,
+      },
+    });
+    const hook = webhookFixture({ id: 'wh_0mx2skewzzzzzzzzzzz', tenantId: tenant.id, resource: 'skew:1' });
+    await webhooks.put(hook);
+    // The bump's writer runs 10 minutes ahead of this reader.
+    const now = Date.now();
+    await sandbox.wiring.dynamo.send(
+      new UpdateCommand({
+        TableName: sandbox.wiring.controlTable,
+        Key: { pk: `tenant#${tenant.id}`, sk: 'subscriptions' },
+        UpdateExpression: 'SET #bumped_at = :ahead',
+        ExpressionAttributeNames: { '#bumped_at': 'bumped_at' },
+        ExpressionAttributeValues: { ':ahead': now + 600_000 },
+      }),
+    );
+    const version = await cache.version(tenant.id);
+    expect(await cache.webhooksOn(tenant.id, 'skew:1', version, now)).toEqual([]);
+    // The bump came before this reader read its version: the index has settled 5 s after that.
+    const later = await cache.webhooksOn(tenant.id, 'skew:1', version, now + INDEX_SETTLE_MS + 1);
+    expect(later.map((w) => w.id)).toEqual([hook.id]);
+    // And is not asked again every 5 s while the writer's clock is ahead.
+    expect(await cache.webhooksOn(tenant.id, 'skew:1', version, now + 3 * INDEX_SETTLE_MS)).toBe(later);
     expect(queries).toBe(2);
   });
 });
