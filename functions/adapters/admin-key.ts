@@ -8,6 +8,22 @@ import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/clien
 /** How long a container keeps the admin key before reading the secret again. */
 export const ADMIN_KEY_MAX_AGE_MS = 5 * 60_000;
 
+/**
+ * The `token` field of the secret's value. A value that is not JSON is refused with a
+ * message of our own: JSON.parse's would quote the start of the value (the key itself,
+ * if the token was stored bare), and the authorizer logs the error.
+ */
+function tokenOf(value: string): string | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    throw new Error('The admin key secret is not JSON: store it as {"token":"…"}');
+  }
+  const token = (parsed as { token?: unknown } | null)?.token;
+  return typeof token === 'string' && token !== '' ? token : undefined;
+}
+
 export function adminKeyLoader(
   client: SecretsManagerClient,
   secretArn: string,
@@ -19,7 +35,7 @@ export function adminKeyLoader(
   let reading: Promise<string> | undefined;
   const read = async () => {
     const secret = await client.send(new GetSecretValueCommand({ SecretId: secretArn }));
-    const token = (JSON.parse(secret.SecretString ?? '{}') as { token?: string }).token;
+    const token = tokenOf(secret.SecretString ?? '{}');
     if (!token) throw new Error('The admin key secret has no token field');
     last = { key: `ak_${token}`, at: now() };
     return last.key;

@@ -137,21 +137,35 @@ export async function runCanary(deps: CanaryDeps): Promise<void> {
   deps.logger.info('Canary published', { tenant: state.tenantId });
 }
 
+type CanaryEvent = { type?: unknown; data?: { sent_at?: unknown } | null };
+
+/** The events of a body shaped as a delivery (`{"events":[{…}]}`), or undefined when it is not one. */
+function canaryEvents(body: string): CanaryEvent[] | undefined {
+  let payload: unknown;
+  try {
+    payload = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) return undefined;
+  const events = (payload as { events?: unknown }).events ?? [];
+  if (!Array.isArray(events)) return undefined;
+  if (!events.every((e) => typeof e === 'object' && e !== null && !Array.isArray(e))) return undefined;
+  return events as CanaryEvent[];
+}
+
 /** The canary receiver: verify, count, answer. Returns the HTTP status to answer with. */
 export async function receiveCanary(
   deps: Pick<CanaryDeps, 'store' | 'metrics' | 'logger' | 'now'>,
   headers: { id: string | undefined; timestamp: string | undefined; signature: string | undefined },
   body: string,
 ): Promise<number> {
+  const events = canaryEvents(body);
+  // Not a delivery: the receiver is public (a function URL), and a body that threw here
+  // would be a failed invocation, which pages on-call (canaryReceiver-errors).
+  if (!events) return 400;
   const state = await deps.store.get();
-  let payload: { events?: Array<{ type?: string; data?: { sent_at?: number } }> };
-  try {
-    payload = JSON.parse(body);
-  } catch {
-    return 400;
-  }
   // The verification ping arrives before the webhook is saved: accept it unverified, count nothing.
-  const events = payload.events ?? [];
   if (!state || !hasWebhook(state)) return events.every((e) => e.type === 'webhook.ping') ? 204 : 401;
   if (!verifySignature(state.secret, headers, body, Math.floor(deps.now() / 1000))) {
     deps.logger.warn('Canary receiver got a delivery with a bad signature');

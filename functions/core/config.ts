@@ -166,7 +166,8 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
 export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): SluiceConfig {
   const problems: string[] = [];
   for (const key of Object.keys(overrides)) {
-    if (!(key in RULES)) problems.push(`${key} is not a setting`);
+    // Own names only: `in` would take constructor, toString or __proto__ for settings.
+    if (!Object.hasOwn(RULES, key)) problems.push(`${key} is not a setting`);
   }
   const merged = { ...DEFAULT_CONFIG, ...overrides } as Record<string, unknown>;
   for (const [key, rule] of Object.entries(RULES)) {

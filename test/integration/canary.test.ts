@@ -43,6 +43,20 @@ const rawItem = async () =>
 const putItem = (state: Record<string, unknown>) =>
   sandbox.wiring.dynamo.send(new PutCommand({ TableName: sandbox.wiring.controlTable, Item: { pk: 'canary', sk: 'state', state } }));
 
+/** A POST to the sandbox's canary receiver, as anyone who knows its URL could send (it is public, behind a function URL in AWS). */
+const postToReceiver = (body: string, headers: Record<string, string> = {}) =>
+  fetch(`${sandbox.url}/sandbox/canary`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body });
+
+describe('the canary receiver', () => {
+  it('answers a body that is JSON but no delivery with 400, not a failed invocation (which pages), before the canary is set up', async () => {
+    const errors = sandbox.metrics.total('api:5XXError');
+    for (const body of ['null', '"text"', '{"events":"x"}', '{"events":[null]}', '{"events":[1]}']) {
+      expect((await postToReceiver(body)).status, body).toBe(400);
+    }
+    expect(sandbox.metrics.total('api:5XXError')).toBe(errors);
+  });
+});
+
 describe('the canary', () => {
   it('keeps the tenant it made when its webhook cannot be made yet, and makes the webhook on the next run', async () => {
     const { store, keys } = stores();
@@ -135,5 +149,19 @@ describe('the canary', () => {
     expect(fresh?.tenantId).not.toBe(state.tenantId);
     expect(await keys.get()).toMatch(/^sk_/);
     expect(await keys.get()).not.toBe(apiKey);
+  });
+});
+
+describe('the canary receiver, set up', () => {
+  it('answers a body that is JSON but no delivery with 400, signed or not', async () => {
+    const { deliveryHeaders } = await import('../../functions/core/signing.ts');
+    const state = await stores().store.get();
+    if (!state || !hasWebhook(state)) throw new Error('the canary has no webhook');
+    const errors = sandbox.metrics.total('api:5XXError');
+    expect((await postToReceiver('null')).status).toBe(400);
+    const body = '{"webhook":"wh_x","events":[null]}';
+    const signed = deliveryHeaders([state.secret], 'msg_odd', Math.floor(Date.now() / 1000), body, 'test');
+    expect((await postToReceiver(body, { ...signed })).status).toBe(400);
+    expect(sandbox.metrics.total('api:5XXError')).toBe(errors);
   });
 });

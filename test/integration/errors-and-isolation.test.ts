@@ -266,6 +266,33 @@ describe('tenant isolation', () => {
   });
 });
 
+describe('tenant isolation on every webhook route', () => {
+  it('answers another tenant’s webhook id with 404 on rotate-secret, attempts, replay and as a list cursor, changing nothing', async () => {
+    const hookA = await createWebhook(sandbox, a.key, { resource: 'routes:1', url: `${receiver.url}/routes/a` });
+    for (const [method, path, body] of [
+      ['POST', `/v1/webhooks/${hookA.id}/rotate-secret`, undefined],
+      ['GET', `/v1/webhooks/${hookA.id}/attempts`, undefined],
+      ['POST', `/v1/webhooks/${hookA.id}/replay`, { since: '2020-01-01T00:00:00Z' }],
+    ] as const) {
+      const answer = await call(sandbox, method, path, { key: b.key, ...(body && { body }) });
+      expectError(answer, 404, 'not_found');
+      expect(JSON.stringify(answer.body), path).not.toMatch(/whsec_/);
+    }
+    // As a cursor it names a place in B's own list only: none of A's webhooks is listed.
+    const listed = await call(sandbox, 'GET', `/v1/webhooks?after=${hookA.id}`, { key: b.key });
+    expect(listed.status).toBe(200);
+    expect(listed.body.data.map((w: { id: string }) => w.id)).not.toContain(hookA.id);
+    // A's secret was not rotated: deliveries still verify with the one it was given.
+    await publish(sandbox, a.key, [{ resource: 'routes:1', type: 'x.y', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/routes/a').length === 1);
+    const { Webhook } = await import('standardwebhooks');
+    const [delivery] = receiver.deliveries('/routes/a');
+    expect(() => new Webhook(hookA.secret.slice('whsec_'.length)).verify(delivery?.body ?? '', delivery?.headers ?? {})).not.toThrow();
+    expect(delivery?.headers['webhook-signature']?.split(' ')).toHaveLength(1);
+    await call(sandbox, 'DELETE', `/v1/webhooks/${hookA.id}`, { key: a.key });
+  });
+});
+
 describe('the authorizer failing (as API Gateway answers it)', () => {
   it('answers 500 internal when the key cannot be looked up, not 401 as if the key were wrong', async () => {
     // A sandbox of its own: its control table is removed under it.

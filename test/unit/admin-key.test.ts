@@ -12,6 +12,8 @@ let server: http.Server;
 let endpoint: string;
 let token = 'first';
 let failing = false;
+/** The secret's whole value as stored, when a test sets one that is not `{"token":…}`. */
+let rawSecret: string | undefined;
 let reads = 0;
 
 beforeAll(async () => {
@@ -25,7 +27,11 @@ beforeAll(async () => {
       }
       res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
       res.end(
-        JSON.stringify({ ARN: 'arn:aws:secretsmanager:us-east-1:1:secret:admin', Name: 'admin', SecretString: JSON.stringify({ token }) }),
+        JSON.stringify({
+          ARN: 'arn:aws:secretsmanager:us-east-1:1:secret:admin',
+          Name: 'admin',
+          SecretString: rawSecret ?? JSON.stringify({ token }),
+        }),
       );
     });
   });
@@ -79,5 +85,27 @@ describe('the admin key', () => {
     });
     await expect(adminKeyLoader(client, 'arn:aws:secretsmanager:us-east-1:1:secret:admin')()).rejects.toThrow();
     failing = false;
+  });
+
+  it('never puts any of the secret in the error of a value that is not JSON (the authorizer logs that error)', async () => {
+    const client = new SecretsManagerClient({
+      endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      maxAttempts: 1,
+    });
+    // An operator who put the token itself in the secret (or the whole key), not {"token":"…"}.
+    for (const value of ['TokenValueNotJson0123456789', 'ak_TokenValueNotJson0123456789', '{"token":"TokenValueNotJson0123456789"']) {
+      rawSecret = value;
+      const adminKey = adminKeyLoader(client, 'arn:aws:secretsmanager:us-east-1:1:secret:admin');
+      const error = await adminKey().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(error, value).toBeInstanceOf(Error);
+      expect(`${error?.message} ${error?.stack} ${JSON.stringify(error)}`, value).not.toMatch(/TokenValu/);
+      expect(error?.message).toMatch(/admin key secret/);
+    }
+    rawSecret = undefined;
   });
 });

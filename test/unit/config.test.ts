@@ -51,6 +51,13 @@ describe('config', () => {
     }
   });
 
+  it('refuses names that only an object’s prototype has, from cdk.json context as from anywhere (JSON keeps __proto__ as a key)', () => {
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
+      const overrides = JSON.parse(`{"${name}": {"allowPrivateTargets": true}}`) as Record<string, unknown>;
+      expect(() => buildConfig(overrides), name).toThrow(new RegExp(`${name} is not a setting`));
+    }
+  });
+
   it('checks relations between settings', () => {
     expect(() => buildConfig({ objectRatePerSecond: 300, objectBurst: 100 })).toThrow(/objectBurst/);
     expect(() => buildConfig({ leaseMs: 1_000 })).toThrow(/leaseMs/);
