@@ -23,6 +23,7 @@ export interface PublishOutcome {
   readonly results: EventResult[];
   /** 429 when every event was rejected for rate or queue limits. */
   readonly httpStatus: 202 | 429;
+  /** When any event was rejected for rate or queue limits: when to send it again. */
   readonly retryAfterSeconds: number | undefined;
 }
 
@@ -207,11 +208,13 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   deps.metrics.count('EventsAccepted', accepted);
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
-  const allLimited = results.every((r) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code));
+  const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
+  // Every event rejected for a limit is answered with when to send it again, in a 202
+  // that accepted others as much as in a 429: the per-event answer says to wait for it.
   return {
     results,
-    httpStatus: allLimited ? 429 : 202,
-    retryAfterSeconds: allLimited ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : undefined,
+    httpStatus: results.every(limited) ? 429 : 202,
+    retryAfterSeconds: results.some(limited) ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : undefined,
   };
 }
 

@@ -7,7 +7,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
@@ -1787,5 +1787,103 @@ describe('retention', () => {
     expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
     expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 3, reason: 'retention' } }]);
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 4 });
+  });
+});
+
+describe('ingest across containers and under failure', () => {
+  /** The ingest module as another API container has it: its own tat memory and reserve queue. */
+  async function otherContainer(): Promise<typeof publish> {
+    vi.resetModules();
+    return (await import('../../functions/app/ingest.ts')).publish;
+  }
+  const answersOf = (outcome: Awaited<ReturnType<typeof publish>>) =>
+    outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));
+
+  it('holds the per-object rate exactly when two containers race many requests for one object', async () => {
+    const k = key();
+    let now = 9_500_000;
+    const deps = { ...ingestDeps([], { objectRatePerSecond: 100, objectBurst: 200 }), now: () => now };
+    const publishers = [publish, await otherContainer()];
+    const twenty = (n: number) => Array.from({ length: 20 }, (_, i) => input(k.resource, n * 100 + i));
+    const race = async (requests: number) => {
+      const outcomes = await Promise.all(
+        Array.from({ length: requests }, (_, n) => (publishers[n % 2] as typeof publish)(deps, k.tenantId, twenty(n))),
+      );
+      for (const o of outcomes) {
+        // A request of 20 (under a step) enters whole or not at all; a refusal says when to come back.
+        expect(new Set(answersOf(o)).size).toBe(1);
+        if (o.httpStatus === 429) expect(o.retryAfterSeconds).toBeGreaterThan(0);
+      }
+      return outcomes.flatMap((o) => o.results).filter((r) => r.status === 'accepted').length;
+    };
+    expect(await race(16)).toBe(200);
+    now += 1_000;
+    expect(await race(16)).toBe(100);
+    now += 500;
+    expect(await race(16)).toBe(40);
+    expect((await store.readMeta(k))?.depth).toBe(340);
+  });
+
+  it('holds the queue cap exactly when two containers race, admitting each request in order', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 50 });
+    const publishers = [publish, await otherContainer()];
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, (_, n) =>
+        (publishers[n % 2] as typeof publish)(
+          deps,
+          k.tenantId,
+          [0, 1, 2].map((i) => input(k.resource, n * 10 + i)),
+        ),
+      ),
+    );
+    const answers = outcomes.map(answersOf);
+    expect(answers.flat().filter((a) => a === 'accepted')).toHaveLength(50);
+    for (const a of answers) {
+      const firstRejected = a.indexOf('queue_full');
+      if (firstRejected >= 0) expect(a.slice(firstRejected).every((x) => x === 'queue_full')).toBe(true);
+    }
+    expect((await store.readMeta(k))?.depth).toBe(50);
+  });
+
+  it('tells the producer when to send rejected events again, also when others of the request were accepted', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 2 });
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      [0, 1, 2].map((n) => input(k.resource, n)),
+    );
+    expect(answersOf(outcome)).toEqual(['accepted', 'accepted', 'queue_full']);
+    expect(outcome.httpStatus).toBe(202);
+    expect(outcome.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it("answers a request's events for several objects in input order", async () => {
+    const [a, b, full] = [key(), key(), key()];
+    const deps = ingestDeps([], { objectQueueCap: 2 });
+    await publish(deps, full.tenantId, [input(full.resource, 0), input(full.resource, 1)]);
+    const outcome = await publish(deps, a.tenantId, [
+      input(full.resource, 2),
+      input(a.resource, 3),
+      input(b.resource, 4),
+      input(a.resource, 5),
+      input(full.resource, 6),
+      input(a.resource, 7),
+      input(b.resource, 8),
+    ]);
+    expect(answersOf(outcome)).toEqual(['queue_full', 'accepted', 'accepted', 'accepted', 'queue_full', 'queue_full', 'accepted']);
+  });
+
+  it('accepts one of two concurrent requests with the same key, from two containers, and delivers the event once', async () => {
+    const k = key();
+    const deps = ingestDeps([]);
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `concurrent-${k.resource}` };
+    const publishers = [publish, await otherContainer()];
+    const outcomes = await Promise.all(publishers.map((p) => p(deps, k.tenantId, [keyed])));
+    expect(outcomes.map((o) => answersOf(o)[0]).sort()).toEqual(['accepted', 'conflict']);
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'w');
+    expect(sent.flatMap((m) => m.events)).toHaveLength(1);
   });
 });
