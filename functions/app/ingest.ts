@@ -321,19 +321,20 @@ async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unno
     toWrite.map(async (r) => {
       const events = failed ? r.events : r.events.filter((e) => unnoted.has(e.id));
       if (events.length === 0) return;
-      const written = await deps.queues
-        .voidSlots(
-          r.key,
-          events.map((e) => e.slot),
-          r.reservedAt,
-        )
-        // Not even the voids could be written: answered as not stored (a retry may
-        // duplicate, unless its idempotency key, left pending, tells it otherwise).
-        .catch(() => undefined);
-      for (const e of events) {
-        if (!written) unstored.set(e.id, 'unknown');
-        else if (!written.has(e.slot)) unstored.set(e.id, 'voided');
-      }
+      // Each slot settled for itself: one void refused (DynamoDB throttling it, say) must
+      // not leave the others unknown, least of all a slot found written, whose event is
+      // delivered and so must be answered accepted.
+      await Promise.all(
+        events.map(async (e) => {
+          const written = await deps.queues
+            .voidSlots(r.key, [e.slot], r.reservedAt)
+            // Not even the void could be written: answered as not stored (a retry may
+            // duplicate, unless its idempotency key, left pending, tells it otherwise).
+            .catch(() => undefined);
+          if (!written) unstored.set(e.id, 'unknown');
+          else if (!written.has(e.slot)) unstored.set(e.id, 'voided');
+        }),
+      );
     }),
   );
   return unstored;

@@ -1886,4 +1886,41 @@ describe('ingest across containers and under failure', () => {
     await distributor.runTurn(k, 'w');
     expect(sent.flatMap((m) => m.events)).toHaveLength(1);
   });
+
+  /** A client whose BatchWriteItem stores only its first item and then fails, and whose void of `throttledSlot` is throttled. */
+  function throttledHalf(throttledSlot: number) {
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { RequestItems?: Record<string, Array<unknown>>; Item?: Record<string, unknown> };
+        const throttled = () =>
+          Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), {
+            name: 'ThrottlingException',
+            $metadata: { attempts: 3 },
+          });
+        const items = input.RequestItems?.[eventsTable];
+        if (items) {
+          await next({ ...args, input: { RequestItems: { [eventsTable]: items.slice(0, 1) } } });
+          throw throttled();
+        }
+        if (input.Item?.void === true && input.Item.slot === throttledSlot) throw throttled();
+        return next(args);
+      },
+      { step: 'initialize', name: 'throttledHalf' },
+    );
+    return new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+  }
+
+  it('answers an event its write stored as accepted though the void of another slot was throttled', async () => {
+    const k = key();
+    const deps = { ...ingestDeps([]), queues: throttledHalf(2) } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, k.tenantId, [input(k.resource, 1), input(k.resource, 2), input(k.resource, 3)]);
+    // Slot 1 is stored (delivered): accepted. Slot 2 could be neither stored nor voided: not accepted. Slot 3 voided.
+    expect(answersOf(outcome)).toEqual(['accepted', 'internal', 'internal']);
+    // Past the ingest grace, the distributor skips the missing slot 2.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 1 });
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }]);
+  });
 });
