@@ -1923,4 +1923,42 @@ describe('ingest across containers and under failure', () => {
     expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
     expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }]);
   });
+
+  it('answers events as accepted when their reserve applied but the SDK gave up on its retries, kept on the meta item or not', async () => {
+    // The first try applies and its answer is lost; the SDK's later tries are throttled and it gives up.
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        if (String((args.input as { UpdateExpression?: string }).UpdateExpression).includes('ADD #depth :count, #last_slot :count')) {
+          throw Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), {
+            name: 'ThrottlingException',
+            $metadata: { attempts: 3 },
+          });
+        }
+        return result;
+      },
+      { step: 'initialize', name: 'appliedThenThrottled' },
+    );
+    const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+    for (const events of [1, 2]) {
+      const k = key();
+      const rings: string[] = [];
+      const deps = { ...ingestDeps(rings), queues } as Parameters<typeof publish>[0];
+      const outcome = await publish(
+        deps,
+        k.tenantId,
+        Array.from({ length: events }, (_, n) => input(k.resource, n)),
+      );
+      // Within the ingest grace, a turn delivers what was stored: nothing is left missing.
+      const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+      expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+      // Delivered, so answered accepted (and rung), not rate_limited: a producer would send them again.
+      expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual(
+        Array.from({ length: events }, (_, n) => ({ n })),
+      );
+      expect(answersOf(outcome)).toEqual(Array(events).fill('accepted'));
+      expect(rings).toHaveLength(1);
+    }
+  });
 });
