@@ -1875,6 +1875,24 @@ describe('ingest across containers and under failure', () => {
     expect(answersOf(outcome)).toEqual(['queue_full', 'accepted', 'accepted', 'accepted', 'queue_full', 'queue_full', 'accepted']);
   });
 
+  it('refuses a key used again for a different event, and never delivers either twice', async () => {
+    const k = key();
+    const deps = ingestDeps([]);
+    const keyed = { ...input(k.resource, 1), data: { n: 1, m: 2 }, idempotencyKey: `reuse-${k.resource}` };
+    const first = await publish(deps, k.tenantId, [keyed]);
+    expect(first.results[0]?.status).toBe('accepted');
+    // The same event again (its data's keys in another order are the same data): a duplicate.
+    const same = await publish(deps, k.tenantId, [{ ...keyed, data: { m: 2, n: 1 } }]);
+    expect(same.results[0]).toEqual({ id: (first.results[0] as { id: string }).id, status: 'duplicate' });
+    const different = await publish(deps, k.tenantId, [{ ...keyed, data: { n: 2, m: 2 } }]);
+    expect(different.results[0]).toMatchObject({ status: 'rejected', error: { code: 'invalid_request' } });
+    expect((different.results[0] as RejectedForTest).error.message).toMatch(/different event/);
+    expect(different.httpStatus).toBe(202);
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'w');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1, m: 2 }]);
+  });
+
   it('accepts one of two concurrent requests with the same key, from two containers, and delivers the event once', async () => {
     const k = key();
     const deps = ingestDeps([]);
@@ -1962,3 +1980,5 @@ describe('ingest across containers and under failure', () => {
     }
   });
 });
+
+type RejectedForTest = { status: 'rejected'; error: { code: string; message: string } };
