@@ -7,12 +7,35 @@
  * never got a slot, otherwise after the caller has found out whether its event was
  * stored in that slot (see `abandoned`).
  */
+import { createHash } from 'node:crypto';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { EventInput } from '../core/model.ts';
 import { applied, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 
 const SK = 'idem';
 // Tenant ids contain no '#', so the key after the second '#' is the producer's, verbatim.
 const keyPk = (tenantId: string, key: string) => `idem#${tenantId}#${key}`;
+
+/** JSON with every object's keys sorted: the same data however its producer ordered them. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * What a key's record remembers of its event (a hash of its resource, parents, type and
+ * data), so that a key sent again with another event is told apart from a retry.
+ */
+export function eventFingerprint(input: Pick<EventInput, 'resource' | 'parents' | 'type' | 'data'>): string {
+  return createHash('sha256')
+    .update(canonical([input.resource, input.parents, input.type, input.data]))
+    .digest('base64url')
+    .slice(0, 22);
+}
 
 /** Where a key's event was given a slot: its object's resource, the slot, and when it was reserved. */
 export interface KeyReservation {
@@ -23,15 +46,22 @@ export interface KeyReservation {
 
 export type Claim =
   | { readonly claimed: true }
-  | { readonly claimed: false; readonly eventId: string; readonly state: 'accepted' }
+  | (ClaimedBefore & { readonly state: 'accepted' })
   /** Claimed by another request within the ingest grace, which may still be accepting it. */
-  | { readonly claimed: false; readonly eventId: string; readonly state: 'pending' }
+  | (ClaimedBefore & { readonly state: 'pending' })
   /**
    * Pending with a slot reserved longer ago than the ingest grace: its request died (or
    * could not confirm) after reserving, perhaps after storing its event. The caller
    * finds out which (QueueStore.settleSlot), then confirms it or takes it over.
    */
-  | { readonly claimed: false; readonly eventId: string; readonly state: 'abandoned'; readonly reservation: KeyReservation };
+  | (ClaimedBefore & { readonly state: 'abandoned'; readonly reservation: KeyReservation });
+
+/** A key another event holds: its id, and its fingerprint (none on records written before fingerprints were kept). */
+interface ClaimedBefore {
+  readonly claimed: false;
+  readonly eventId: string;
+  readonly fingerprint?: string;
+}
 
 export class IdempotencyStore {
   readonly #client: DynamoDBDocumentClient;
@@ -53,12 +83,12 @@ export class IdempotencyStore {
    * named a slot (its ingest died before its event could be stored: see
    * `noteReservation`). A stale claim that did name one is answered `abandoned`.
    */
-  async claim(tenantId: string, key: string, eventId: string, now: number): Promise<Claim> {
+  async claim(tenantId: string, key: string, eventId: string, now: number, fingerprint?: string): Promise<Claim> {
     const claimed = await applied(
       this.#client.send(
         new PutCommand({
           TableName: this.#table,
-          Item: this.#pending(tenantId, key, eventId, now),
+          Item: this.#pending(tenantId, key, eventId, now, fingerprint),
           ConditionExpression:
             'attribute_not_exists(#pk) OR #expires_at_ms < :now OR (#state = :pending AND #claimed_at < :stale AND attribute_not_exists(#slot))',
           ExpressionAttributeNames: names('pk', 'expires_at_ms', 'state', 'claimed_at', 'slot'),
@@ -71,15 +101,19 @@ export class IdempotencyStore {
       new GetCommand({ TableName: this.#table, Key: { pk: keyPk(tenantId, key), sk: SK }, ConsistentRead: true }),
     );
     const item = existing.Item;
-    if (!item) return this.claim(tenantId, key, eventId, now);
-    const original = String(item.event_id);
-    if (item.state === 'accepted') return { claimed: false, eventId: original, state: 'accepted' };
+    if (!item) return this.claim(tenantId, key, eventId, now, fingerprint);
+    const before: ClaimedBefore = {
+      claimed: false,
+      eventId: String(item.event_id),
+      ...(typeof item.fingerprint === 'string' && { fingerprint: item.fingerprint }),
+    };
+    if (item.state === 'accepted') return { ...before, state: 'accepted' };
     // Judged, as the distributor judges a missing slot, from when the slot was reserved.
     if (item.slot !== undefined && Number(item.reserved_at) < now - this.#graceMs) {
       const reservation = { resource: String(item.resource), slot: Number(item.slot), reservedAt: Number(item.reserved_at) };
-      return { claimed: false, eventId: original, state: 'abandoned', reservation };
+      return { ...before, state: 'abandoned', reservation };
     }
-    return { claimed: false, eventId: original, state: 'pending' };
+    return { ...before, state: 'pending' };
   }
 
   /**
@@ -114,12 +148,19 @@ export class IdempotencyStore {
    * The condition, that the record is still the abandoned claim, admits one of
    * several retries that found it so at once; the others are answered by it.
    */
-  async takeOver(tenantId: string, key: string, abandonedEventId: string, eventId: string, now: number): Promise<boolean> {
+  async takeOver(
+    tenantId: string,
+    key: string,
+    abandonedEventId: string,
+    eventId: string,
+    now: number,
+    fingerprint?: string,
+  ): Promise<boolean> {
     return applied(
       this.#client.send(
         new PutCommand({
           TableName: this.#table,
-          Item: this.#pending(tenantId, key, eventId, now),
+          Item: this.#pending(tenantId, key, eventId, now, fingerprint),
           ConditionExpression: '#event_id = :abandoned AND #state = :pending',
           ExpressionAttributeNames: names('event_id', 'state'),
           ExpressionAttributeValues: { ':abandoned': abandonedEventId, ':pending': 'pending' },
@@ -128,11 +169,12 @@ export class IdempotencyStore {
     );
   }
 
-  #pending(tenantId: string, key: string, eventId: string, now: number): Record<string, unknown> {
+  #pending(tenantId: string, key: string, eventId: string, now: number, fingerprint: string | undefined): Record<string, unknown> {
     return {
       pk: keyPk(tenantId, key),
       sk: SK,
       event_id: eventId,
+      ...(fingerprint !== undefined && { fingerprint }),
       state: 'pending',
       claimed_at: now,
       expires_at_ms: now + this.#retentionMs,

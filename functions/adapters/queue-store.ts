@@ -281,27 +281,39 @@ export class QueueStore {
       };
     } catch (error) {
       // Refused on the SDK's second try or later: the first may have applied unanswered.
-      if (refusedOnRetry(error)) return this.#ownReservation(key, token, count, inline !== undefined);
-      if (!isConditionFailure(error)) throw error;
-      return undefined;
+      if (refusedOnRetry(error)) return this.#ownReservation(key, token, count, inline?.id);
+      if (isConditionFailure(error)) return undefined;
+      // Any other error may follow a try that applied: its answer lost, the SDK's later
+      // tries throttled or failed (or a 500 after the write). An event kept inline is then
+      // stored and will be delivered, and reserved slots would hold the object up for the
+      // ingest grace: the write is taken as made if the meta item says so.
+      const own = await this.#ownReservation(key, token, count, inline?.id).catch(() => undefined);
+      if (own) return own;
+      throw error;
     }
   }
 
   /**
    * The reservation a write with `token` made, if it is the last one on the meta item
-   * (no other reservation came since: its slots are the last `count`).
+   * (no other reservation came since: its slots are the last `count`); or, for an event
+   * kept inline, if the meta item still keeps it (then at cursor + 1; rung in case this
+   * write flipped the object, which a later reservation's mark hides).
    */
-  async #ownReservation(key: ObjectKey, token: string, count: number, inlined: boolean): Promise<Reservation | undefined> {
+  async #ownReservation(key: ObjectKey, token: string, count: number, inlineId: string | undefined): Promise<Reservation | undefined> {
     const item = await this.#metaItem(key);
-    if (!item || item.reserve_token !== token) return undefined;
+    if (!item) return undefined;
     const meta = toMeta(item);
-    return {
-      firstSlot: meta.lastSlot - count + 1,
-      inlined,
-      flipped: item.reserve_was_scheduled === false,
-      depth: meta.depth,
-      tat: meta.tat ?? 0,
-    };
+    if (item.reserve_token === token) {
+      return {
+        firstSlot: meta.lastSlot - count + 1,
+        inlined: inlineId !== undefined,
+        flipped: item.reserve_was_scheduled === false,
+        depth: meta.depth,
+        tat: meta.tat ?? 0,
+      };
+    }
+    if (inlineId === undefined || (item.inline as { id?: unknown } | undefined)?.id !== inlineId) return undefined;
+    return { firstSlot: meta.cursor + 1, inlined: true, flipped: true, depth: meta.depth, tat: meta.tat ?? 0 };
   }
 
   /** The inline event of a doorbell's snapshot, as the meta item would give it: at slot cursor + 1. */

@@ -5,7 +5,7 @@
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
-import type { IdempotencyStore } from '../adapters/idempotency-store.ts';
+import { eventFingerprint, type IdempotencyStore } from '../adapters/idempotency-store.ts';
 import { type AcceptedEvent, fitsInline, type QueueStore, type Reservation } from '../adapters/queue-store.ts';
 import { type AdmissionLimits, decideAdmission, type RejectReason } from '../core/admission.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -23,6 +23,7 @@ export interface PublishOutcome {
   readonly results: EventResult[];
   /** 429 when every event was rejected for rate or queue limits. */
   readonly httpStatus: 202 | 429;
+  /** When any event was rejected for rate or queue limits: when to send it again. */
   readonly retryAfterSeconds: number | undefined;
 }
 
@@ -76,6 +77,18 @@ function conflict(): EventResult {
 }
 
 /**
+ * A key sent again with another event (resource, parents, type or data not the same) is
+ * refused, as Stripe refuses a key reused with other parameters: answering it as a
+ * duplicate would tell the producer that an event was stored that never was.
+ */
+function reusedKey(): EventResult {
+  return rejected(
+    'invalid_request',
+    'This id (idempotency key) was already used for a different event within the retention period; send a new event with a new id.',
+  );
+}
+
+/**
  * Claims an event's idempotency key, or answers the event from the key's record: a
  * duplicate of the original event once that is stored, a conflict while another
  * request is accepting it. A claim abandoned after its event was given a slot (its
@@ -85,12 +98,16 @@ function conflict(): EventResult {
  * with the original id and this event is its duplicate, so a repeated key is never
  * delivered twice. Not stored (and now never to be): this event takes the key over.
  */
-async function claimKey(deps: IngestDeps, tenantId: string, key: string, eventId: string): Promise<EventResult | 'claimed'> {
+async function claimKey(deps: IngestDeps, tenantId: string, input: EventInput, eventId: string): Promise<EventResult | 'claimed'> {
+  const key = input.idempotencyKey as string;
+  const fingerprint = eventFingerprint(input);
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
-    const claim = await deps.idempotency.claim(tenantId, key, eventId, deps.now());
+    const claim = await deps.idempotency.claim(tenantId, key, eventId, deps.now(), fingerprint);
     if (claim.claimed) return 'claimed';
-    if (claim.state === 'accepted') return { id: claim.eventId, status: 'duplicate' };
-    if (claim.state === 'pending') return conflict();
+    // A record from before fingerprints were kept is taken for the same event.
+    const sameEvent = claim.fingerprint === undefined || claim.fingerprint === fingerprint;
+    if (claim.state === 'accepted') return sameEvent ? { id: claim.eventId, status: 'duplicate' } : reusedKey();
+    if (claim.state === 'pending') return sameEvent ? conflict() : reusedKey();
     const { resource, slot, reservedAt } = claim.reservation;
     const found = await deps.queues.settleSlot({ tenantId, resource }, slot, reservedAt);
     deps.logger.info('Settled an abandoned idempotency key', { tenant: tenantId, resource, slot, found });
@@ -99,9 +116,9 @@ async function claimKey(deps: IngestDeps, tenantId: string, key: string, eventId
       await deps.idempotency
         .confirm(tenantId, key, claim.eventId)
         .catch((error: unknown) => deps.logger.error('Idempotency record not settled', { tenant: tenantId, accepted: true, error }));
-      return { id: claim.eventId, status: 'duplicate' };
+      return sameEvent ? { id: claim.eventId, status: 'duplicate' } : reusedKey();
     }
-    if (await deps.idempotency.takeOver(tenantId, key, claim.eventId, eventId, deps.now())) return 'claimed';
+    if (await deps.idempotency.takeOver(tenantId, key, claim.eventId, eventId, deps.now(), fingerprint)) return 'claimed';
     // Another retry settled the key first: its record now answers this one.
   }
   return conflict();
@@ -124,7 +141,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     inputs.map(async (input, index) => {
       if (input.idempotencyKey !== undefined) {
         const eventId = deps.newEventId();
-        const claim = await claimKey(deps, tenantId, input.idempotencyKey, eventId).catch((error: unknown) => {
+        const claim = await claimKey(deps, tenantId, input, eventId).catch((error: unknown) => {
           // Its key could not be claimed: this event is not stored; the others go on.
           deps.logger.error('Idempotency claim failed', { tenant: tenantId, error });
           return notStored();
@@ -207,11 +224,13 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   deps.metrics.count('EventsAccepted', accepted);
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
-  const allLimited = results.every((r) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code));
+  const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
+  // Every event rejected for a limit is answered with when to send it again, in a 202
+  // that accepted others as much as in a 429: the per-event answer says to wait for it.
   return {
     results,
-    httpStatus: allLimited ? 429 : 202,
-    retryAfterSeconds: allLimited ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : undefined,
+    httpStatus: results.every(limited) ? 429 : 202,
+    retryAfterSeconds: results.some(limited) ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : undefined,
   };
 }
 
@@ -318,19 +337,20 @@ async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unno
     toWrite.map(async (r) => {
       const events = failed ? r.events : r.events.filter((e) => unnoted.has(e.id));
       if (events.length === 0) return;
-      const written = await deps.queues
-        .voidSlots(
-          r.key,
-          events.map((e) => e.slot),
-          r.reservedAt,
-        )
-        // Not even the voids could be written: answered as not stored (a retry may
-        // duplicate, unless its idempotency key, left pending, tells it otherwise).
-        .catch(() => undefined);
-      for (const e of events) {
-        if (!written) unstored.set(e.id, 'unknown');
-        else if (!written.has(e.slot)) unstored.set(e.id, 'voided');
-      }
+      // Each slot settled for itself: one void refused (DynamoDB throttling it, say) must
+      // not leave the others unknown, least of all a slot found written, whose event is
+      // delivered and so must be answered accepted.
+      await Promise.all(
+        events.map(async (e) => {
+          const written = await deps.queues
+            .voidSlots(r.key, [e.slot], r.reservedAt)
+            // Not even the void could be written: answered as not stored (a retry may
+            // duplicate, unless its idempotency key, left pending, tells it otherwise).
+            .catch(() => undefined);
+          if (!written) unstored.set(e.id, 'unknown');
+          else if (!written.has(e.slot)) unstored.set(e.id, 'voided');
+        }),
+      );
     }),
   );
   return unstored;

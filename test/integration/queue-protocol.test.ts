@@ -7,7 +7,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
@@ -1819,3 +1819,196 @@ describe('retention', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 4 });
   });
 });
+
+describe('ingest across containers and under failure', () => {
+  /** The ingest module as another API container has it: its own tat memory and reserve queue. */
+  async function otherContainer(): Promise<typeof publish> {
+    vi.resetModules();
+    return (await import('../../functions/app/ingest.ts')).publish;
+  }
+  const answersOf = (outcome: Awaited<ReturnType<typeof publish>>) =>
+    outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));
+
+  it('holds the per-object rate exactly when two containers race many requests for one object', async () => {
+    const k = key();
+    let now = 9_500_000;
+    const deps = { ...ingestDeps([], { objectRatePerSecond: 100, objectBurst: 200 }), now: () => now };
+    const publishers = [publish, await otherContainer()];
+    const twenty = (n: number) => Array.from({ length: 20 }, (_, i) => input(k.resource, n * 100 + i));
+    const race = async (requests: number) => {
+      const outcomes = await Promise.all(
+        Array.from({ length: requests }, (_, n) => (publishers[n % 2] as typeof publish)(deps, k.tenantId, twenty(n))),
+      );
+      for (const o of outcomes) {
+        // A request of 20 (under a step) enters whole or not at all; a refusal says when to come back.
+        expect(new Set(answersOf(o)).size).toBe(1);
+        if (o.httpStatus === 429) expect(o.retryAfterSeconds).toBeGreaterThan(0);
+      }
+      return outcomes.flatMap((o) => o.results).filter((r) => r.status === 'accepted').length;
+    };
+    expect(await race(16)).toBe(200);
+    now += 1_000;
+    expect(await race(16)).toBe(100);
+    now += 500;
+    expect(await race(16)).toBe(40);
+    expect((await store.readMeta(k))?.depth).toBe(340);
+  });
+
+  it('holds the queue cap exactly when two containers race, admitting each request in order', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 50 });
+    const publishers = [publish, await otherContainer()];
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, (_, n) =>
+        (publishers[n % 2] as typeof publish)(
+          deps,
+          k.tenantId,
+          [0, 1, 2].map((i) => input(k.resource, n * 10 + i)),
+        ),
+      ),
+    );
+    const answers = outcomes.map(answersOf);
+    expect(answers.flat().filter((a) => a === 'accepted')).toHaveLength(50);
+    for (const a of answers) {
+      const firstRejected = a.indexOf('queue_full');
+      if (firstRejected >= 0) expect(a.slice(firstRejected).every((x) => x === 'queue_full')).toBe(true);
+    }
+    expect((await store.readMeta(k))?.depth).toBe(50);
+  });
+
+  it('tells the producer when to send rejected events again, also when others of the request were accepted', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 2 });
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      [0, 1, 2].map((n) => input(k.resource, n)),
+    );
+    expect(answersOf(outcome)).toEqual(['accepted', 'accepted', 'queue_full']);
+    expect(outcome.httpStatus).toBe(202);
+    expect(outcome.retryAfterSeconds).toBeGreaterThan(0);
+  });
+
+  it("answers a request's events for several objects in input order", async () => {
+    const [a, b, full] = [key(), key(), key()];
+    const deps = ingestDeps([], { objectQueueCap: 2 });
+    await publish(deps, full.tenantId, [input(full.resource, 0), input(full.resource, 1)]);
+    const outcome = await publish(deps, a.tenantId, [
+      input(full.resource, 2),
+      input(a.resource, 3),
+      input(b.resource, 4),
+      input(a.resource, 5),
+      input(full.resource, 6),
+      input(a.resource, 7),
+      input(b.resource, 8),
+    ]);
+    expect(answersOf(outcome)).toEqual(['queue_full', 'accepted', 'accepted', 'accepted', 'queue_full', 'queue_full', 'accepted']);
+  });
+
+  it('refuses a key used again for a different event, and never delivers either twice', async () => {
+    const k = key();
+    const deps = ingestDeps([]);
+    const keyed = { ...input(k.resource, 1), data: { n: 1, m: 2 }, idempotencyKey: `reuse-${k.resource}` };
+    const first = await publish(deps, k.tenantId, [keyed]);
+    expect(first.results[0]?.status).toBe('accepted');
+    // The same event again (its data's keys in another order are the same data): a duplicate.
+    const same = await publish(deps, k.tenantId, [{ ...keyed, data: { m: 2, n: 1 } }]);
+    expect(same.results[0]).toEqual({ id: (first.results[0] as { id: string }).id, status: 'duplicate' });
+    const different = await publish(deps, k.tenantId, [{ ...keyed, data: { n: 2, m: 2 } }]);
+    expect(different.results[0]).toMatchObject({ status: 'rejected', error: { code: 'invalid_request' } });
+    expect((different.results[0] as RejectedForTest).error.message).toMatch(/different event/);
+    expect(different.httpStatus).toBe(202);
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'w');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1, m: 2 }]);
+  });
+
+  it('accepts one of two concurrent requests with the same key, from two containers, and delivers the event once', async () => {
+    const k = key();
+    const deps = ingestDeps([]);
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `concurrent-${k.resource}` };
+    const publishers = [publish, await otherContainer()];
+    const outcomes = await Promise.all(publishers.map((p) => p(deps, k.tenantId, [keyed])));
+    expect(outcomes.map((o) => answersOf(o)[0]).sort()).toEqual(['accepted', 'conflict']);
+    const { distributor, sent } = recordingDistributor();
+    await distributor.runTurn(k, 'w');
+    expect(sent.flatMap((m) => m.events)).toHaveLength(1);
+  });
+
+  /** A client whose BatchWriteItem stores only its first item and then fails, and whose void of `throttledSlot` is throttled. */
+  function throttledHalf(throttledSlot: number) {
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { RequestItems?: Record<string, Array<unknown>>; Item?: Record<string, unknown> };
+        const throttled = () =>
+          Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), {
+            name: 'ThrottlingException',
+            $metadata: { attempts: 3 },
+          });
+        const items = input.RequestItems?.[eventsTable];
+        if (items) {
+          await next({ ...args, input: { RequestItems: { [eventsTable]: items.slice(0, 1) } } });
+          throw throttled();
+        }
+        if (input.Item?.void === true && input.Item.slot === throttledSlot) throw throttled();
+        return next(args);
+      },
+      { step: 'initialize', name: 'throttledHalf' },
+    );
+    return new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+  }
+
+  it('answers an event its write stored as accepted though the void of another slot was throttled', async () => {
+    const k = key();
+    const deps = { ...ingestDeps([]), queues: throttledHalf(2) } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, k.tenantId, [input(k.resource, 1), input(k.resource, 2), input(k.resource, 3)]);
+    // Slot 1 is stored (delivered): accepted. Slot 2 could be neither stored nor voided: not accepted. Slot 3 voided.
+    expect(answersOf(outcome)).toEqual(['accepted', 'internal', 'internal']);
+    // Past the ingest grace, the distributor skips the missing slot 2.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 1 });
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual([{ n: 1 }]);
+  });
+
+  it('answers events as accepted when their reserve applied but the SDK gave up on its retries, kept on the meta item or not', async () => {
+    // The first try applies and its answer is lost; the SDK's later tries are throttled and it gives up.
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        if (String((args.input as { UpdateExpression?: string }).UpdateExpression).includes('ADD #depth :count, #last_slot :count')) {
+          throw Object.assign(new Error('Rate of requests exceeds the allowed throughput.'), {
+            name: 'ThrottlingException',
+            $metadata: { attempts: 3 },
+          });
+        }
+        return result;
+      },
+      { step: 'initialize', name: 'appliedThenThrottled' },
+    );
+    const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+    for (const events of [1, 2]) {
+      const k = key();
+      const rings: string[] = [];
+      const deps = { ...ingestDeps(rings), queues } as Parameters<typeof publish>[0];
+      const outcome = await publish(
+        deps,
+        k.tenantId,
+        Array.from({ length: events }, (_, n) => input(k.resource, n)),
+      );
+      // Within the ingest grace, a turn delivers what was stored: nothing is left missing.
+      const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+      expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+      // Delivered, so answered accepted (and rung), not rate_limited: a producer would send them again.
+      expect(sent.flatMap((m) => m.events.map((e) => (e as DeliveredEvent).data))).toEqual(
+        Array.from({ length: events }, (_, n) => ({ n })),
+      );
+      expect(answersOf(outcome)).toEqual(Array(events).fill('accepted'));
+      expect(rings).toHaveLength(1);
+    }
+  });
+});
+
+type RejectedForTest = { status: 'rejected'; error: { code: string; message: string } };
