@@ -146,6 +146,11 @@ export class WebhookService {
       current = await applyHealth(this.#deps.delivery, current, { type: 'reenabled', now });
     } else if (status === 'disabled' && current.status !== 'disabled') {
       current = await applyHealth(this.#deps.delivery, current, { type: 'disabled_by_owner', now });
+    } else if (rest.url !== undefined && status === undefined && current.status === 'active' && current.health.state === 'quarantined') {
+      // The new URL just answered its verification ping: a probe that succeeded. Waiting
+      // for the next probe (up to an hour apart, or the old URL's Retry-After) would keep
+      // holding deliveries to an endpoint known to answer.
+      current = await applyHealth(this.#deps.delivery, current, { type: 'probe_succeeded', now });
     } else if (
       rest.url !== undefined &&
       status === undefined &&

@@ -424,6 +424,29 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/moved-new').some((e) => e.data === 2), 10_000);
   });
 
+  it("takes a quarantined webhook's new URL answering its ping as a probe that succeeded: healthy at once, and what it held released", async () => {
+    const tenant = await createTenant(sandbox, 'moved-quarantined');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mq:0', url: `${receiver.url}/mq-old` });
+    receiver.answer('/mq-old', 500);
+    for (const n of [1, 2, 3]) await publish(sandbox, tenant.key, [{ resource: `mq:${n}`, parents: ['mq:0'], type: 'a.b', data: n }]);
+    let health = { state: 'healthy', held: 0 };
+    for (let i = 0; i < 100 && (health.state !== 'quarantined' || health.held < 1); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      health = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    }
+    expect(health.state).toBe('quarantined');
+
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: `${receiver.url}/mq-new` } });
+    expect(moved.status).toBe(200);
+    expect(moved.body.health.state).toBe('healthy');
+    await receiver.waitFor(() => okEvents('/mq-new').length === 3, 10_000);
+    expect(
+      okEvents('/mq-new')
+        .map((e) => e.data)
+        .sort(),
+    ).toEqual([1, 2, 3]);
+  });
+
   it("releases at once to a new URL what a release held back for the old URL's Retry-After, and what is held behind it", async () => {
     const tenant = await createTenant(sandbox, 'moved-held');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'mh:0', url: `${receiver.url}/moved-held-old` });
