@@ -130,7 +130,14 @@ export class StreamStore {
    */
   async streamExpiry(tenantId: string, resource: string): Promise<number | undefined> {
     const result = await this.#client.send(
-      new GetCommand({ TableName: this.#control, Key: { pk: streamPk(tenantId, resource), sk: 'stream' }, ConsistentRead: true }),
+      new GetCommand({
+        TableName: this.#control,
+        Key: { pk: streamPk(tenantId, resource), sk: 'stream' },
+        ConsistentRead: true,
+        // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
+        ProjectionExpression: '#expires_at_ms',
+        ExpressionAttributeNames: names('expires_at_ms'),
+      }),
     );
     return result.Item === undefined ? undefined : Number(result.Item.expires_at_ms ?? 0);
   }

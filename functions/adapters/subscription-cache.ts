@@ -14,7 +14,7 @@
  * then and made once more after, not for the whole `maxAgeMs`.
  */
 import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import type { Webhook } from '../core/model.ts';
+import type { Subscriber } from '../core/model.ts';
 import { names } from './dynamo.ts';
 
 const versionKey = (tenantId: string) => ({ pk: `tenant#${tenantId}`, sk: 'subscriptions' });
@@ -44,7 +44,7 @@ interface Entry<T> {
 }
 
 export interface SubscriptionLookups {
-  onResource(tenantId: string, resource: string): Promise<readonly Webhook[]>;
+  onResource(tenantId: string, resource: string): Promise<readonly Subscriber[]>;
   /** When the stream on the resource expires (epoch ms); undefined when there is none. */
   streamExpiry(tenantId: string, resource: string): Promise<number | undefined>;
 }
@@ -55,7 +55,7 @@ export class SubscriptionCache {
   readonly #lookups: SubscriptionLookups;
   readonly #maxAgeMs: number;
   readonly #maxEntries: number;
-  readonly #webhooks = new Map<string, Entry<readonly Webhook[]>>();
+  readonly #webhooks = new Map<string, Entry<readonly Subscriber[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
   readonly #versions = new Map<string, Promise<number>>();
   /**
@@ -87,7 +87,16 @@ export class SubscriptionCache {
     let pending = this.#versions.get(tenantId);
     if (!pending) {
       pending = this.#client
-        .send(new GetCommand({ TableName: this.#table, Key: versionKey(tenantId), ConsistentRead: true }))
+        .send(
+          new GetCommand({
+            TableName: this.#table,
+            Key: versionKey(tenantId),
+            ConsistentRead: true,
+            // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
+            ProjectionExpression: '#version, #bumped_at',
+            ExpressionAttributeNames: names('version', 'bumped_at'),
+          }),
+        )
         .then((result) => {
           const version = Number(result.Item?.version ?? 0);
           if (this.#bumpedAt.get(tenantId)?.version !== version) {
@@ -102,7 +111,7 @@ export class SubscriptionCache {
     return pending;
   }
 
-  webhooksOn(tenantId: string, resource: string, version: number, now: number): Promise<readonly Webhook[]> {
+  webhooksOn(tenantId: string, resource: string, version: number, now: number): Promise<readonly Subscriber[]> {
     return this.#cached(this.#webhooks, tenantId, resource, version, now, () => this.#lookups.onResource(tenantId, resource));
   }
 

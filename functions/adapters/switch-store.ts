@@ -78,7 +78,9 @@ export class SwitchStore {
       new QueryCommand({
         TableName: this.#table,
         KeyConditionExpression: '#pk = :pk',
-        ExpressionAttributeNames: names('pk'),
+        // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
+        ProjectionExpression: '#id, #scope, #tenant, #target, #action, #reason, #created_at, #lifted_at',
+        ExpressionAttributeNames: names('pk', 'id', 'scope', 'tenant', 'target', 'action', 'reason', 'created_at', 'lifted_at'),
         ExpressionAttributeValues: { ':pk': PK },
         ConsistentRead: true,
       }),

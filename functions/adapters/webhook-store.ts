@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
-import type { Webhook, WebhookStatus } from '../core/model.ts';
+import type { Subscriber, Webhook, WebhookStatus } from '../core/model.ts';
 import { BY_RESOURCE_INDEX } from '../definitions/tables.ts';
 import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
@@ -243,17 +243,33 @@ export class WebhookStore {
   }
 
   /** The webhooks subscribed to one resource of one tenant. */
-  async onResource(tenantId: string, resource: string): Promise<Webhook[]> {
-    const webhooks: Webhook[] = [];
+  /**
+   * What the distributor needs of the webhooks subscribed to one resource of one tenant,
+   * and no more (it may read nothing else: DISTRIBUTOR_CONTROL_ATTRIBUTES): not their
+   * secrets, URLs or health.
+   */
+  async onResource(tenantId: string, resource: string): Promise<Subscriber[]> {
+    const subscribers: Subscriber[] = [];
     const pages = queryPages(this.#client, {
       TableName: this.#table,
       IndexName: BY_RESOURCE_INDEX,
       KeyConditionExpression: '#gsi1pk = :key',
-      ExpressionAttributeNames: names('gsi1pk'),
+      ProjectionExpression: '#id, #tenant_id, #resource, #types, #status',
+      ExpressionAttributeNames: names('gsi1pk', 'id', 'tenant_id', 'resource', 'types', 'status'),
       ExpressionAttributeValues: { ':key': resourceKey(tenantId, resource) },
     });
-    for await (const result of pages) webhooks.push(...(result.Items ?? []).map(toWebhook));
-    return webhooks;
+    for await (const result of pages) {
+      for (const item of result.Items ?? []) {
+        subscribers.push({
+          id: String(item.id),
+          tenantId: String(item.tenant_id),
+          resource: String(item.resource),
+          types: (item.types as string[]) ?? [],
+          status: item.status as WebhookStatus,
+        });
+      }
+    }
+    return subscribers;
   }
 
   /**

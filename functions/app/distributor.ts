@@ -12,7 +12,7 @@ import type { SluiceConfig } from '../core/config.ts';
 import { deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { derivedId } from '../core/ids.ts';
-import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Webhook } from '../core/model.ts';
+import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Subscriber } from '../core/model.ts';
 import { streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
@@ -30,7 +30,7 @@ import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
 import { STREAM_SETTLE_MS } from './streams.ts';
 
 export interface SubscriptionSource {
-  onResource(tenantId: string, resource: string): Promise<readonly Webhook[]>;
+  onResource(tenantId: string, resource: string): Promise<readonly Subscriber[]>;
 }
 
 export interface DistributorDeps {
@@ -105,7 +105,7 @@ function uncachedLookups(deps: DistributorDeps): LookupSource {
  * subscriptions version is read once, at the first lookup.
  */
 class TurnLookups {
-  readonly #webhooks = new Map<string, Promise<readonly Webhook[]>>();
+  readonly #webhooks = new Map<string, Promise<readonly Subscriber[]>>();
   readonly #streams = new Map<string, Promise<boolean>>();
   readonly #source: LookupSource;
   readonly #tenantId: string;
@@ -118,7 +118,7 @@ class TurnLookups {
     this.#now = now;
   }
 
-  webhooksOn(resource: string): Promise<readonly Webhook[]> {
+  webhooksOn(resource: string): Promise<readonly Subscriber[]> {
     return this.#once(this.#webhooks, resource, (version) => this.#source.webhooksOn(this.#tenantId, resource, version, this.#now()));
   }
 
@@ -420,7 +420,7 @@ export class Distributor {
       data,
       created_at: new Date(now).toISOString(),
     };
-    const webhooks = new Map<string, Webhook>();
+    const webhooks = new Map<string, Subscriber>();
     for (const resource of [key.resource, ...parents]) {
       // A disabled webhook's marker is held with its deliveries, for when it is enabled again.
       for (const webhook of await lookups.webhooksOn(resource)) webhooks.set(webhook.id, webhook);
@@ -495,7 +495,7 @@ export class Distributor {
 
   async #publish(key: ObjectKey, events: readonly DeliveredEvent[], lookups: TurnLookups, sink: DeliverySink): Promise<void> {
     const resources = new Set(events.flatMap(subscribedResources));
-    const lists = new Map<string, readonly Webhook[]>();
+    const lists = new Map<string, readonly Subscriber[]>();
     await Promise.all(
       [...resources].map(async (resource) => {
         lists.set(resource, await lookups.webhooksOn(resource));

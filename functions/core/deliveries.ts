@@ -5,7 +5,7 @@
  */
 
 import { derivedId } from './ids.ts';
-import type { DeliveredEvent, DeliveryMessage, GapMarker, Webhook } from './model.ts';
+import type { DeliveredEvent, DeliveryMessage, GapMarker, Subscriber, Webhook } from './model.ts';
 import { anyTypeMatches } from './patterns.ts';
 
 export const MAX_EVENTS_PER_DELIVERY = 100;
@@ -20,12 +20,12 @@ export function subscribedResources(event: Pick<DeliveredEvent, 'resource' | 'pa
  * Whether a webhook should receive an event: whatever its status, since a disabled
  * webhook's deliveries are held (up to the cap) until it is enabled again, not lost.
  */
-export function webhookWants(webhook: Webhook, event: Pick<DeliveredEvent, 'type'>): boolean {
+export function webhookWants(webhook: Pick<Subscriber, 'types'>, event: Pick<DeliveredEvent, 'type'>): boolean {
   return anyTypeMatches(webhook.types, event.type);
 }
 
 export interface PlannedDelivery {
-  readonly webhook: Webhook;
+  readonly webhook: Subscriber;
   readonly events: readonly DeliveredEvent[];
 }
 
@@ -41,8 +41,11 @@ const ENVELOPE_BYTES = Buffer.byteLength(deliveryBody('wh_0000000000000000000', 
  * subscribed to one resource. Each webhook receives an event once, even when it is
  * subscribed to several of the event's resources.
  */
-export function planDeliveries(events: readonly DeliveredEvent[], webhooksOn: (resource: string) => readonly Webhook[]): PlannedDelivery[] {
-  const perWebhook = new Map<string, { webhook: Webhook; events: DeliveredEvent[] }>();
+export function planDeliveries(
+  events: readonly DeliveredEvent[],
+  webhooksOn: (resource: string) => readonly Subscriber[],
+): PlannedDelivery[] {
+  const perWebhook = new Map<string, { webhook: Subscriber; events: DeliveredEvent[] }>();
   for (const event of events) {
     const seen = new Set<string>();
     for (const resource of subscribedResources(event)) {

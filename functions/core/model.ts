@@ -100,6 +100,9 @@ export interface Tenant {
   readonly createdAt: string;
 }
 
+/** A webhook as the distributor sees it: whom an event goes to, and nothing it need not read (its secrets). */
+export type Subscriber = Pick<Webhook, 'id' | 'tenantId' | 'resource' | 'types' | 'status'>;
+
 /** A `sluice.gap` marker: stands for events that were dropped, with their count. */
 export interface GapMarker {
   readonly id: string;

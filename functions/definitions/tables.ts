@@ -97,4 +97,35 @@ export const CONTROL_PK = {
  * signing secrets, share the tenant's partition, which LeadingKeys alone cannot keep
  * them out of. Its reads name these in a projection (adapters/tenant-store.ts).
  */
+/**
+ * What the distributor may read of the control table. It signs nothing, so not the
+ * webhooks' signing secrets, which share their tenant's partition and are projected
+ * into the `by_resource` index it queries: every read it makes names its attributes
+ * in a projection, from these: a webhook's id, tenant, resource, types and status
+ * (webhook-store.ts `onResource`), the subscriptions version (subscription-cache.ts),
+ * a stream's expiry (stream-store.ts `streamExpiry`) and the kill switches
+ * (switch-store.ts `list`).
+ */
+export const DISTRIBUTOR_CONTROL_ATTRIBUTES = [
+  'pk',
+  'sk',
+  'gsi1pk',
+  'gsi1sk',
+  'id',
+  'tenant_id',
+  'resource',
+  'types',
+  'status',
+  'version',
+  'bumped_at',
+  'expires_at_ms',
+  'scope',
+  'tenant',
+  'target',
+  'action',
+  'reason',
+  'created_at',
+  'lifted_at',
+] as const;
+
 export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key'] as const;

@@ -13,7 +13,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
-import { BY_RESOURCE_INDEX, CONTROL_PK, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
+import { BY_RESOURCE_INDEX, CONTROL_PK, DISTRIBUTOR_CONTROL_ATTRIBUTES, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -39,7 +39,8 @@ export class Pipeline extends Construct {
       timeout: Duration.seconds(DISTRIBUTE_QUEUE.consumerTimeoutSeconds),
     })
       .bindTable(props.events, 'readWrite', ENV.eventsTable)
-      .bindTable(props.control, 'read', ENV.controlTable, [BY_RESOURCE_INDEX])
+      // Not the webhooks' signing secrets: only what it names in its reads.
+      .bindAttributes(props.control, ENV.controlTable, { attributes: DISTRIBUTOR_CONTROL_ATTRIBUTES, indexes: [BY_RESOURCE_INDEX] })
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     this.distributor.function.addEventSource(

@@ -35,6 +35,17 @@ export interface SluiceFunctionProps {
   readonly reservedConcurrentExecutions?: number;
 }
 
+/**
+ * Conditions that let a request read only these attributes: each must name them (a
+ * request without a projection asks for all attributes, Select ALL_ATTRIBUTES, and is refused).
+ */
+function onlyTheseAttributes(attributes: readonly string[]) {
+  return {
+    'ForAllValues:StringEquals': { 'dynamodb:Attributes': [...attributes] },
+    StringEqualsIfExists: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
+  };
+}
+
 /** What bindTable allows on a table. */
 const TABLE_ACTIONS = {
   read: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
@@ -131,15 +142,30 @@ export class SluiceFunction extends Construct {
       attributes?: readonly string[];
     },
   ): this {
-    const onlyAttributes = access.attributes && {
-      'ForAllValues:StringEquals': { 'dynamodb:Attributes': [...access.attributes] },
-      StringEqualsIfExists: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
-    };
+    const onlyAttributes = access.attributes && onlyTheseAttributes(access.attributes);
     this.function.addToRolePolicy(
       new PolicyStatement({
         actions: access.actions.map((action) => `dynamodb:${action}`),
         resources: [table.tableArn],
         conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': access.leadingKeys }, ...onlyAttributes },
+      }),
+    );
+    this.function.addEnvironment(envName, table.tableName);
+    return this;
+  }
+
+  /**
+   * GetItem and Query on the table and the named indexes, of only these attributes,
+   * which every request must name in a projection: for a function that reads items
+   * whose other attributes it must not see (the control table's webhook items hold
+   * signing secrets, projected into its index too).
+   */
+  bindAttributes(table: TableV2, envName: string, access: { attributes: readonly string[]; indexes?: readonly string[] }): this {
+    this.function.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['dynamodb:GetItem', 'dynamodb:Query'],
+        resources: [table.tableArn, ...(access.indexes ?? []).map((index) => `${table.tableArn}/index/${index}`)],
+        conditions: onlyTheseAttributes(access.attributes),
       }),
     );
     this.function.addEnvironment(envName, table.tableName);

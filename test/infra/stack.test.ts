@@ -15,7 +15,13 @@ import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, SQS_MAX_MESSAGE_BYTES } from '../../functions/definitions/queues.ts';
-import { BY_RESOURCE_INDEX, CONTROL_TABLE, EVENTS_TABLE, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
+import {
+  BY_RESOURCE_INDEX,
+  CONTROL_TABLE,
+  DISTRIBUTOR_CONTROL_ATTRIBUTES,
+  EVENTS_TABLE,
+  SCHEDULE_INDEX,
+} from '../../functions/definitions/tables.ts';
 import { Sluice } from '../../lib/sluice.ts';
 import { SluiceStack } from '../../lib/sluice-stack.ts';
 
@@ -521,6 +527,26 @@ describe('operations', () => {
       .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
       .filter((st) => st.Condition === undefined && JSON.stringify(st.Resource).includes(controlTable));
     expect(unscopedOnControl).toEqual([]);
+  });
+
+  it("lets the distributor read of the control table only the attributes it names, not the webhooks' signing secrets", () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const fnId = Object.keys(functions).find((id) => id.includes('Distributor')) as string;
+    const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+    const controlTable = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes('Control')) as string;
+    const onControl = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+      .filter((st) => JSON.stringify(st.Resource).includes(controlTable));
+    expect(onControl).toHaveLength(1);
+    expect(onControl[0]).toMatchObject({
+      Action: ['dynamodb:GetItem', 'dynamodb:Query'],
+      Condition: {
+        'ForAllValues:StringEquals': { 'dynamodb:Attributes': [...DISTRIBUTOR_CONTROL_ATTRIBUTES] },
+        StringEqualsIfExists: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
+      },
+    });
+    expect(DISTRIBUTOR_CONTROL_ATTRIBUTES).not.toContain('secrets');
   });
 
   it('lets each function query only the indexes its code queries, and use no DynamoDB action its code does not call', () => {

@@ -8,9 +8,15 @@ import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { account, instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
+import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { INDEX_SETTLE_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import { publish as ingest } from '../../functions/app/ingest.ts';
+import { distributor } from '../../functions/app/runtime.ts';
+import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
+import { DISTRIBUTOR_CONTROL_ATTRIBUTES } from '../../functions/definitions/tables.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { webhookFixture } from '../support/fixtures.ts';
@@ -210,6 +216,68 @@ describe('an index that lags behind the write (as DynamoDB global secondary inde
     // And is not asked again every 5 s while the writer's clock is ahead.
     expect(await cache.webhooksOn(tenant.id, 'skew:1', version, now + 3 * INDEX_SETTLE_MS)).toBe(later);
     expect(queries).toBe(2);
+  });
+});
+
+describe("the distributor's reads of the control table", () => {
+  it('each name their attributes, all of them among those its role may read, never the signing secrets', async () => {
+    const t = await createTenant(sandbox, 'projected');
+    await createWebhook(sandbox, t.key, { resource: 'proj:0', url: `${receiver.url}/projected` });
+    await call(sandbox, 'GET', '/v1/events?resource=proj:1', { key: t.key });
+    const other = await createTenant(sandbox, 'projected-switch');
+    const paused = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      key: sandbox.adminKey,
+      body: { scope: 'tenant', tenant: other.id, action: 'pause' },
+    });
+    // An event stored without a doorbell, for this distributor's turn alone.
+    const k = { tenantId: t.id, resource: 'proj:1' };
+    const { dynamo, eventsTable, config } = sandbox.wiring;
+    await ingest(
+      {
+        queues: new QueueStore({ client: dynamo, tableName: eventsTable, retentionDays: config.retentionDays }),
+        idempotency: new IdempotencyStore({
+          client: dynamo,
+          tableName: eventsTable,
+          retentionDays: config.retentionDays,
+          ingestGraceMs: 60_000,
+        }),
+        doorbell: { ring: async () => undefined },
+        config,
+        metrics: NO_METRICS,
+        logger: NO_LOGS,
+        now: Date.now,
+        newEventId: () => 'evt_projected',
+      },
+      t.id,
+      [{ resource: k.resource, parents: ['proj:0'], type: 'a.b', data: 1, idempotencyKey: undefined }],
+    );
+    const reads: Array<{ input: Record<string, unknown>; output: Record<string, unknown> }> = [];
+    const watched = documentClient(sandbox.emulators.dynamo);
+    watched.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        const input = args.input as Record<string, unknown>;
+        if (input.TableName === sandbox.wiring.controlTable) reads.push({ input, output: result.output as Record<string, unknown> });
+        return result;
+      },
+      { step: 'initialize', name: 'recordControlReads' },
+    );
+    const turn = distributor({ ...sandbox.wiring, dynamo: watched, sqs: sandbox.wiring.sqs });
+    expect(await turn.runTurn(k, 'projected')).toMatchObject({ distributed: 1 });
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${paused.body.id}`, { key: sandbox.adminKey });
+
+    // The webhooks on the resource and its parent, the subscriptions version, the stream and the switches.
+    expect(reads.some((r) => r.input.IndexName === 'by_resource')).toBe(true);
+    expect(reads.some((r) => String((r.input.Key as { pk?: string })?.pk).startsWith('stream#'))).toBe(true);
+    expect(reads.some((r) => (r.input.Key as { sk?: string })?.sk === 'subscriptions')).toBe(true);
+    expect(reads.some((r) => String((r.input.ExpressionAttributeValues as Record<string, string>)?.[':pk']) === 'switches')).toBe(true);
+    const allowed = new Set<string>(DISTRIBUTOR_CONTROL_ATTRIBUTES);
+    for (const { input, output } of reads) {
+      expect(input.ProjectionExpression, JSON.stringify(input)).toBeDefined();
+      const named = Object.values((input.ExpressionAttributeNames ?? {}) as Record<string, string>);
+      for (const name of named) expect(allowed.has(name), `${name} in ${JSON.stringify(input)}`).toBe(true);
+      expect(JSON.stringify(output)).not.toContain('whsec_');
+    }
   });
 });
 
