@@ -19,9 +19,11 @@ import type { DeliveryRecords, HeldDelivery } from '../adapters/delivery-records
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { type AttemptFailure, askedWaitSeconds, FREE_WAITS, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
+import { type AttemptFailure, askedWaitSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import {
+  afterFreeWait,
+  attemptsSpent,
   deliveryBody,
   eventCount,
   gapCounts,
@@ -31,6 +33,7 @@ import {
   partsByResource,
   pingEvent,
   releaseDelivery,
+  waitsFree,
 } from '../core/deliveries.ts';
 import { paceInterval } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
@@ -148,6 +151,23 @@ function dropForDeleted(deps: DeliveryDeps, message: DeliveryMessage): 'dropped'
   return 'dropped';
 }
 
+/**
+ * Counts one resource's events for gap markers instead of delivering them, each under
+ * `reason`; a gap marker among them under its own reason, for the events it stands for.
+ */
+async function countForGaps(
+  deps: DeliveryDeps,
+  webhookId: string,
+  message: Pick<DeliveryMessage, 'events'>,
+  reason: Parameters<typeof gapCounts>[1],
+  now: number,
+): Promise<void> {
+  const resource = message.events[0]?.resource ?? '';
+  for (const count of gapCounts(message.events, reason)) {
+    await deps.records.countOverflow(webhookId, resource, count.dropped, now, count.reason);
+  }
+}
+
 /** Whether the webhook was deleted since it was read (a consistent read). */
 async function deletedSince(deps: DeliveryDeps, webhook: Webhook): Promise<boolean> {
   return (await deps.webhooks.get(webhook.tenantId, webhook.id)) === undefined;
@@ -180,11 +200,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
   if (action === 'drop') {
     // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
-    for (const part of partsByResource(message)) {
-      for (const { reason, dropped } of gapCounts(part.events, 'switch_drop')) {
-        await deps.records.countOverflow(webhook.id, part.events[0]?.resource ?? '', dropped, now, reason);
-      }
-    }
+    for (const part of partsByResource(message)) await countForGaps(deps, webhook.id, part, 'switch_drop', now);
     // A gap marker's events were counted when they were dropped.
     const events = eventCount(message.events);
     if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'switch_drop' });
@@ -267,11 +283,6 @@ async function attempt(
   return result;
 }
 
-/** The attempts a delivery has spent of its retry budget: those the endpoint did not answer with a free wait. */
-function budgetSpent(message: DeliveryMessage): number {
-  return message.attempt - (message.waited ?? 0);
-}
-
 function failureOf(result: SendResult): AttemptFailure {
   if (result.statusCode === 429) return { kind: 'throttled', retryAfter: result.retryAfter };
   if (result.statusCode === 503) return { kind: 'status', retryAfter: result.retryAfter };
@@ -300,20 +311,19 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
     }
     case 'retry': {
       const asked = askedWaitSeconds(result.statusCode, result.retryAfter, now);
-      const waited = message.waited ?? 0;
-      if (asked !== undefined && waited < FREE_WAITS) {
+      if (asked !== undefined && waitsFree(message)) {
         // The endpoint asked to wait (`attempt` left it alone for that long): not a
         // failure, and none of the retry budget spent (SPEC §2: time throttled does not
         // use it up). This delivery goes again once the wait is over, as its next attempt.
         deps.metrics.count('DeliveriesDelayed', 1, { reason: 'retry_after' });
-        await later(deps, { ...message, attempt: message.attempt + 1, waited: waited + 1 }, asked);
+        await later(deps, afterFreeWait(message), asked);
         return 'throttled';
       }
       const updated = await applyHealth(deps, webhook, { type: 'failure', now, statusCode: result.statusCode, error: describe(result) });
       if (!deliversTo(updated.health)) return hold(deps, updated, { ...message, attempt: message.attempt + 1 });
       const wait = retryDelaySeconds(
         { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
-        budgetSpent(message),
+        attemptsSpent(message),
         failureOf(result),
         now,
         deps.random,
@@ -374,10 +384,7 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     dropForDeleted(deps, message);
     return;
   }
-  const resource = message.events[0]?.resource ?? '';
-  for (const { reason, dropped } of gapCounts(message.events, 'held_overflow')) {
-    await deps.records.countOverflow(webhook.id, resource, dropped, now, reason);
-  }
+  await countForGaps(deps, webhook.id, message, 'held_overflow', now);
   // A gap marker's events were counted when they were dropped: only events count here.
   const events = eventCount(message.events);
   if (events === 0) return;
@@ -393,7 +400,7 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     overflowLoggedAt.set(webhook.id, now);
     deps.logger.warn('Deliveries past the held cap: counted for a gap marker, not held', {
       ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
-      resource,
+      resource: message.events[0]?.resource ?? '',
       held_cap: deps.config.heldPerWebhook,
       state: webhook.health.state,
     });
@@ -722,13 +729,12 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
       continue;
     }
     const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
-    if (asked !== undefined && items.every((held) => (held.message.waited ?? 0) < FREE_WAITS)) {
+    if (asked !== undefined && items.every((held) => waitsFree(held.message))) {
       // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
       // each delivery sent, but no failure and none of their budgets spent. They stay
       // held as their next attempts, and the chain steps on once the wait is over.
       const webhookId = webhook.id;
-      const next = (m: DeliveryMessage) => ({ ...m, attempt: m.attempt + 1, waited: (m.waited ?? 0) + 1 });
-      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, next(held.message))));
+      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, afterFreeWait(held.message))));
       await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay(asked).delaySeconds);
       return 'released';
     }
@@ -835,7 +841,7 @@ async function spendHeldAttempt(
   for (const held of items) {
     const wait = retryDelaySeconds(
       { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 },
-      budgetSpent(held.message),
+      attemptsSpent(held.message),
       failureOf(result),
       now,
     );
@@ -869,9 +875,7 @@ async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: re
     // Counted for its marker before it leaves the held store: a step that fails or dies
     // between the two runs again and counts it again (a marker that overstates), never
     // not at all. A held gap marker stands for its own count, under its own reason.
-    for (const { reason, dropped } of gapCounts(held.message.events, 'retention')) {
-      await deps.records.countOverflow(webhook.id, held.message.events[0]?.resource ?? '', dropped, now, reason);
-    }
+    await countForGaps(deps, webhook.id, held.message, 'retention', now);
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     removed += 1;
     // A gap marker's events were counted when they were dropped.

@@ -4,6 +4,7 @@
  * 256 KiB each, per webhook, in seq order.
  */
 
+import { FREE_WAITS } from './backoff.ts';
 import { derivedId } from './ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, Subscriber, Webhook } from './model.ts';
 import { anyTypeMatches } from './patterns.ts';
@@ -161,12 +162,30 @@ function isGapMarker(event: DeliveredEvent | GapMarker): event is GapMarker {
 }
 
 /**
+ * The attempts a delivery has spent of its retry budget: all it made but those the
+ * endpoint answered with a free wait (FREE_WAITS, core/backoff.ts).
+ */
+export function attemptsSpent(message: Pick<DeliveryMessage, 'attempt' | 'waited'>): number {
+  return message.attempt - (message.waited ?? 0);
+}
+
+/** Whether an answer that asks this delivery to wait may still be a free one. */
+export function waitsFree(message: Pick<DeliveryMessage, 'waited'>): boolean {
+  return (message.waited ?? 0) < FREE_WAITS;
+}
+
+/** A delivery as its next attempt after an answer that asked it to wait, freely. */
+export function afterFreeWait<M extends DeliveryMessage>(message: M): M {
+  return { ...message, attempt: message.attempt + 1, waited: (message.waited ?? 0) + 1 };
+}
+
+/**
  * What a held delivery's attempts so far were: none (`first`), only answers that asked
  * to wait (`waited`: no failure, so nothing about its body was refused), or a failure.
  */
 function heldKind(message: DeliveryMessage): 'first' | 'waited' | 'failed' {
   if (message.attempt === 1) return 'first';
-  return message.attempt - (message.waited ?? 0) === 1 ? 'waited' : 'failed';
+  return attemptsSpent(message) === 1 ? 'waited' : 'failed';
 }
 
 /**
