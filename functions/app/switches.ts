@@ -13,6 +13,7 @@ import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { ApiError } from '../core/errors.ts';
 import { derivedId } from '../core/ids.ts';
 import type { Switch } from '../core/switches.ts';
+import type { QueueMeta } from '../core/turn.ts';
 import type { SwitchInput } from '../core/validation.ts';
 import { type DeliveryDeps, startRelease } from './delivery.ts';
 
@@ -43,22 +44,25 @@ export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Pr
     // held events delivered at the lift and new ones filling it towards the cap meanwhile.
     // So ring it now, to read the switches afresh and drain what it holds. (A scheduled
     // object that is not paused gets a second doorbell, which the lease makes harmless.)
-    const token = `drop-${value.id}-${deps.now()}`;
-    if (value.scope === 'resource') {
-      await deps.doorbell.ring({ tenantId: value.tenant, resource: value.target as string }, token, { fresh: true });
-    }
-    if (value.scope === 'tenant') {
-      const objects = (await listedObjects(deps, value.tenant)).filter(({ meta }) => meta.scheduled).map(({ key }) => key);
-      await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
-    }
+    await ringObjects(deps, value, `drop-${value.id}-${deps.now()}`, (meta) => meta.scheduled);
   }
   return value;
 }
 
-/** The tenant's objects listed in `by_schedule` (those with work, and recently idle ones), with their meta items. */
-async function listedObjects(deps: SwitchServiceDeps, tenant: string) {
-  const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === tenant);
-  return deps.queues.readMetas(listed);
+/**
+ * Rings the objects a switch stops, each reading the switches afresh: its resource, or
+ * those of its tenant's objects listed in `by_schedule` (those with work, and recently
+ * idle ones) whose meta item `wanted` picks. A webhook switch stops no object.
+ */
+async function ringObjects(deps: SwitchServiceDeps, value: Switch, token: string, wanted: (meta: QueueMeta) => boolean): Promise<void> {
+  if (value.scope === 'resource') {
+    await deps.doorbell.ring({ tenantId: value.tenant, resource: value.target as string }, token, { fresh: true });
+  }
+  if (value.scope === 'tenant') {
+    const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === value.tenant);
+    const objects = (await deps.queues.readMetas(listed)).filter(({ meta }) => wanted(meta)).map(({ key }) => key);
+    await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
+  }
 }
 
 /**
@@ -72,18 +76,9 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
   const begun = await deps.switches.beginLift(id, deps.now());
   if (!begun) throw new ApiError('not_found', `No switch ${id} is set.`);
   const { lifted, mark } = begun;
-  const token = `lift-${id}-${deps.now()}`;
-  if (lifted.scope === 'resource') {
-    await deps.doorbell.ring({ tenantId: lifted.tenant, resource: lifted.target as string }, token, { fresh: true });
-  }
-  if (lifted.scope === 'tenant') {
-    // The index also lists recently idle objects: ring only those with work, or with
-    // dropped events still owed their gap marker (they stay listed until it goes out).
-    const objects = (await listedObjects(deps, lifted.tenant))
-      .filter(({ meta }) => meta.scheduled || meta.switchDropped > 0)
-      .map(({ key }) => key);
-    await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
-  }
+  // The index also lists recently idle objects: ring only those with work, or with
+  // dropped events still owed their gap marker (they stay listed until it goes out).
+  await ringObjects(deps, lifted, `lift-${id}-${deps.now()}`, (meta) => meta.scheduled || meta.switchDropped > 0);
   const webhooks =
     lifted.scope === 'webhook'
       ? [await deps.webhooks.get(lifted.tenant, lifted.target as string)]
