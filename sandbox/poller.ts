@@ -23,6 +23,7 @@ import type { FunctionName } from '../functions/definitions/alarms.ts';
 import type { SqsHandler } from '../functions/distributor/process.ts';
 import type { SandboxQueue } from './emulators.ts';
 import type { InMemoryMetrics } from './metrics.ts';
+import { endsAt } from './threads.ts';
 
 export interface PollerOptions {
   readonly client: SQSClient;
@@ -63,20 +64,6 @@ function lambdaContext(functionName: string, timeoutSeconds: number): Context {
     fail: () => {},
     succeed: () => {},
   };
-}
-
-/**
- * The handler's answer, or Lambda's timeout error once the function's timeout has
- * passed. Lambda then stops the invocation: its concurrency is free and its batch
- * is not deleted. Here the handler's promise cannot be stopped, so what it answers
- * later is ignored.
- */
-function endsAt<T>(invocation: Promise<T>, timeoutSeconds: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Task timed out after ${timeoutSeconds.toFixed(2)} seconds`)), timeoutSeconds * 1000);
-  });
-  return Promise.race([invocation, timedOut]).finally(() => clearTimeout(timer));
 }
 
 /** How long a receive waits for messages, as Lambda's pollers do (the longest SQS allows). */

@@ -129,6 +129,28 @@ export async function settled(work: Iterable<Promise<unknown>>, maxMs: number): 
   }
 }
 
+/** Lambda's error for an invocation still running at its function's timeout. */
+export class TimedOut extends Error {
+  constructor(timeoutSeconds: number) {
+    super(`Task timed out after ${timeoutSeconds.toFixed(2)} seconds`);
+  }
+}
+
+/**
+ * The invocation's answer, or TimedOut once the function's timeout has passed. Lambda
+ * then stops the invocation: its concurrency is free (and an SQS batch is not deleted).
+ * Here its promise cannot be stopped, so what it answers later is ignored; the timer
+ * does not keep the process alive.
+ */
+export function endsAt<T>(invocation: Promise<T>, timeoutSeconds: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimedOut(timeoutSeconds)), timeoutSeconds * 1000);
+    timer.unref();
+  });
+  return Promise.race([invocation, timedOut]).finally(() => clearTimeout(timer));
+}
+
 /**
  * Runs `run` every `intervalMs`, as EventBridge invokes a scheduled function whose
  * reserved concurrency is 1: a tick that comes while a run is still under way starts
@@ -153,22 +175,14 @@ export function everyOneAtATime(
     }
     const current = {};
     running = current;
-    let timeout: ReturnType<typeof setTimeout> | undefined;
-    const end = () => {
-      clearTimeout(timeout);
-      if (running === current) running = undefined;
-    };
-    if (options.timeoutMs !== undefined) {
-      timeout = setTimeout(() => {
-        end();
-        options.onTimeout?.();
-      }, options.timeoutMs);
-      // A run that never ends must not keep the process alive once the sandbox has stopped.
-      timeout.unref();
-    }
-    void run()
-      .catch(() => undefined)
-      .finally(end);
+    const invocation = options.timeoutMs === undefined ? run() : endsAt(run(), options.timeoutMs / 1000);
+    void invocation
+      .catch((error: unknown) => {
+        if (error instanceof TimedOut) options.onTimeout?.();
+      })
+      .finally(() => {
+        if (running === current) running = undefined;
+      });
   };
   const timer = setInterval(tick, intervalMs);
   if (options.startNow) tick();
