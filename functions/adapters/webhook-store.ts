@@ -308,14 +308,14 @@ export class WebhookStore {
     }
   }
 
-  /** Deletes a webhook and gives its slot back to the tenant's count; false when there was none. */
   /**
-   * Deletes a webhook, then tells the distributors (the subscriptions version) and gives
-   * its place back. Once the item is deleted the webhook is gone whatever follows: given
-   * `unfinished`, a failure of the two steps after is handed to it, not thrown (a caller
-   * answering 500 would be tried again into a 404).
+   * Deletes a webhook, then tells the distributors (the subscriptions version, whose
+   * failure `#bump` outlives) and gives its place back; false when there was none. Once
+   * the item is deleted the webhook is gone whatever follows: given `placeKept`, a
+   * failure to give the place back is handed to it, not thrown (a caller answering 500
+   * would be tried again into a 404).
    */
-  async delete(tenantId: string, id: string, unfinished?: (step: 'subscriptions' | 'count', error: unknown) => void): Promise<boolean> {
+  async delete(tenantId: string, id: string, placeKept?: (error: unknown) => void): Promise<boolean> {
     try {
       await this.#client.send(
         new DeleteCommand({
@@ -338,12 +338,9 @@ export class WebhookStore {
         throw error;
       }
     }
-    const after = async (step: 'subscriptions' | 'count', write: () => Promise<unknown>) => {
-      if (!unfinished) return void (await write());
-      await write().catch((error: unknown) => unfinished(step, error));
-    };
-    await after('subscriptions', () => this.#bump(tenantId));
-    await after('count', () => this.#count(tenantId, -1, `deleted:${id}`));
+    await this.#bump(tenantId);
+    const givenBack = this.#count(tenantId, -1, `deleted:${id}`);
+    await (placeKept ? givenBack.catch(placeKept) : givenBack);
     return true;
   }
 

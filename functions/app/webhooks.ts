@@ -167,14 +167,13 @@ export class WebhookService {
   }
 
   async delete(tenantId: string, id: string): Promise<void> {
-    const unfinished = (step: 'subscriptions' | 'count', error: unknown) =>
-      this.#deps.delivery.logger.error(
-        step === 'count'
-          ? "Webhook deleted, but its place in the tenant's max_webhooks not given back"
-          : 'Webhook deleted, but distributors not told: they may send to it for up to a minute (dropped at delivery)',
-        { tenant: tenantId, webhook: id, error },
-      );
-    if (!(await this.#deps.webhooks.delete(tenantId, id, unfinished))) throw notFound(id);
+    const placeKept = (error: unknown) =>
+      this.#deps.delivery.logger.error("Webhook deleted, but its place in the tenant's max_webhooks not given back", {
+        tenant: tenantId,
+        webhook: id,
+        error,
+      });
+    if (!(await this.#deps.webhooks.delete(tenantId, id, placeKept))) throw notFound(id);
     // What it held goes with it, counted as deliveries in flight to it are.
     try {
       const dropped = await this.#deps.delivery.records.forget(id);
