@@ -37,7 +37,6 @@ export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: s
 
 interface Entry<T> {
   readonly version: number;
-  readonly at: number;
   /** Kept no later than this (epoch ms): a lookup made while the index may still lag. */
   readonly until: number;
   readonly value: Promise<T>;
@@ -112,7 +111,10 @@ export class SubscriptionCache {
   }
 
   webhooksOn(tenantId: string, resource: string, version: number, now: number): Promise<readonly Subscriber[]> {
-    return this.#cached(this.#webhooks, tenantId, resource, version, now, () => this.#lookups.onResource(tenantId, resource));
+    // From the index: a lookup made just after a bump may not have the write yet.
+    return this.#cached(this.#webhooks, tenantId, resource, version, now, () => this.#lookups.onResource(tenantId, resource), {
+      indexed: true,
+    });
   }
 
   async streamActive(tenantId: string, resource: string, version: number, now: number): Promise<boolean> {
@@ -134,6 +136,7 @@ export class SubscriptionCache {
     version: number,
     now: number,
     load: () => Promise<T>,
+    options: { indexed?: boolean } = {},
   ): Promise<T> {
     const key = `${tenantId}|${resource}`;
     const entry = map.get(key);
@@ -142,14 +145,14 @@ export class SubscriptionCache {
     const value = load();
     const bumped = this.#bumpedAt.get(tenantId);
     let settled = 0;
-    if (bumped && bumped.version === version) {
+    if (options.indexed && bumped && bumped.version === version) {
       // The bump was read before this lookup, so it was made before this cache first used
       // it, whatever the writer's clock says: a writer's clock that runs ahead must not keep
       // a lookup that missed the write for as long as it is ahead (nor past `maxAgeMs`).
       bumped.seenAt ??= now;
       settled = Math.min(bumped.at, bumped.seenAt) + INDEX_SETTLE_MS;
     }
-    map.set(key, { version, at: now, until: now < settled ? settled : now + this.#maxAgeMs, value });
+    map.set(key, { version, until: now < settled ? settled : now + this.#maxAgeMs, value });
     // A failed lookup is not kept.
     value.catch(() => {
       if (map.get(key)?.value === value) map.delete(key);
