@@ -12,6 +12,12 @@
  * updates a little after the write (typically well under a second): a lookup made
  * within INDEX_SETTLE_MS of the bump may miss the write, so it is kept only until
  * then and made once more after, not for the whole `maxAgeMs`.
+ *
+ * A turn that uses an entry in the last `refreshAheadMs` of its age still gets the
+ * entry, and the lookup is made again behind it (the handler waits for it before it
+ * returns: `refreshed`). Otherwise an active resource's turn would make its lookups
+ * before its deliveries once a minute, and the resources first looked up together
+ * (a burst of new objects, a cold start) would all do so in the same few seconds.
  */
 import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Subscriber } from '../core/model.ts';
@@ -21,6 +27,9 @@ const versionKey = (tenantId: string) => ({ pk: `tenant#${tenantId}`, sk: 'subsc
 
 /** How long after a bump the `by_resource` index may still lag behind the write it follows. */
 export const INDEX_SETTLE_MS = 5_000;
+
+/** How long before an entry ages out a turn that uses it has it looked up again, behind the turn. */
+export const REFRESH_AHEAD_MS = 15_000;
 
 /** Bumps a tenant's subscriptions version: lookups cached under the old one are not used again. */
 export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: string, tenantId: string): Promise<void> {
@@ -40,6 +49,11 @@ interface Entry<T> {
   /** Kept no later than this (epoch ms): a lookup made while the index may still lag. */
   readonly until: number;
   readonly value: Promise<T>;
+  /**
+   * From when (epoch ms) a turn that uses it has it looked up again, behind the turn;
+   * unset for a lookup kept only until the index settles, and once its refresh started.
+   */
+  refreshFrom?: number;
 }
 
 export interface SubscriptionLookups {
@@ -53,7 +67,10 @@ export class SubscriptionCache {
   readonly #table: string;
   readonly #lookups: SubscriptionLookups;
   readonly #maxAgeMs: number;
+  readonly #refreshAheadMs: number;
   readonly #maxEntries: number;
+  /** Refreshes under way, which `refreshed` waits for. */
+  readonly #refreshes = new Set<Promise<void>>();
   readonly #webhooks = new Map<string, Entry<readonly Subscriber[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
   readonly #versions = new Map<string, Promise<number>>();
@@ -68,12 +85,14 @@ export class SubscriptionCache {
     controlTable: string;
     lookups: SubscriptionLookups;
     maxAgeMs?: number;
+    refreshAheadMs?: number;
     maxEntries?: number;
   }) {
     this.#client = options.client;
     this.#table = options.controlTable;
     this.#lookups = options.lookups;
     this.#maxAgeMs = options.maxAgeMs ?? 60_000;
+    this.#refreshAheadMs = Math.min(options.refreshAheadMs ?? REFRESH_AHEAD_MS, this.#maxAgeMs);
     this.#maxEntries = options.maxEntries ?? 20_000;
   }
 
@@ -129,6 +148,14 @@ export class SubscriptionCache {
     return (expiry ?? 0) > now;
   }
 
+  /**
+   * Waits for the lookups made again behind the turns (see the class comment): Lambda
+   * freezes what is still under way when the handler returns.
+   */
+  async refreshed(): Promise<void> {
+    while (this.#refreshes.size > 0) await Promise.all(this.#refreshes);
+  }
+
   #cached<T>(
     map: Map<string, Entry<T>>,
     tenantId: string,
@@ -140,9 +167,52 @@ export class SubscriptionCache {
   ): Promise<T> {
     const key = `${tenantId}|${resource}`;
     const entry = map.get(key);
-    if (entry && entry.version === version && now < entry.until) return entry.value;
+    if (entry && entry.version === version && now < entry.until) {
+      if (entry.refreshFrom !== undefined && now >= entry.refreshFrom) this.#refresh(map, key, entry, tenantId, now, load, options);
+      return entry.value;
+    }
     if (map.size >= this.#maxEntries) map.clear();
     const value = load();
+    this.#keep(map, key, tenantId, version, now, value, options);
+    // A failed lookup is not kept.
+    value.catch(() => {
+      if (map.get(key)?.value === value) map.delete(key);
+    });
+    return value;
+  }
+
+  /** Looks an entry up again, once, behind the turn that used it; it replaces the entry unless a newer one did. */
+  #refresh<T>(
+    map: Map<string, Entry<T>>,
+    key: string,
+    entry: Entry<T>,
+    tenantId: string,
+    now: number,
+    load: () => Promise<T>,
+    options: { indexed?: boolean },
+  ): void {
+    entry.refreshFrom = undefined;
+    const value = load();
+    const done = value.then(
+      () => {
+        if (map.get(key) === entry) this.#keep(map, key, tenantId, entry.version, now, value, options);
+      },
+      // A failed refresh leaves the entry until it ages out; the next turn after that looks again.
+      () => undefined,
+    );
+    this.#refreshes.add(done);
+    void done.finally(() => this.#refreshes.delete(done));
+  }
+
+  #keep<T>(
+    map: Map<string, Entry<T>>,
+    key: string,
+    tenantId: string,
+    version: number,
+    now: number,
+    value: Promise<T>,
+    options: { indexed?: boolean },
+  ): void {
     const bumped = this.#bumpedAt.get(tenantId);
     let settled = 0;
     if (options.indexed && bumped && bumped.version === version) {
@@ -152,11 +222,11 @@ export class SubscriptionCache {
       bumped.seenAt ??= now;
       settled = Math.min(bumped.at, bumped.seenAt) + INDEX_SETTLE_MS;
     }
-    map.set(key, { version, until: now < settled ? settled : now + this.#maxAgeMs, value });
-    // A failed lookup is not kept.
-    value.catch(() => {
-      if (map.get(key)?.value === value) map.delete(key);
-    });
-    return value;
+    if (now < settled) {
+      map.set(key, { version, until: settled, value });
+      return;
+    }
+    const until = now + this.#maxAgeMs;
+    map.set(key, { version, until, value, refreshFrom: until - this.#refreshAheadMs });
   }
 }

@@ -88,7 +88,7 @@ function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
 }
 
 /** Where a turn's lookups come from: answers kept for a subscriptions version. */
-type LookupSource = Pick<SubscriptionCache, 'version' | 'webhooksOn' | 'streamActive'>;
+type LookupSource = Pick<SubscriptionCache, 'version' | 'webhooksOn' | 'streamActive' | 'refreshed'>;
 
 /** Without a cache: every turn asks the stores (and the version is always 0). */
 function uncachedLookups(deps: DistributorDeps): LookupSource {
@@ -96,6 +96,7 @@ function uncachedLookups(deps: DistributorDeps): LookupSource {
     version: async () => 0,
     webhooksOn: (tenantId, resource) => deps.subscriptions.onResource(tenantId, resource),
     streamActive: async (tenantId, resource, _version, now) => (deps.streams ? deps.streams.active(tenantId, resource, now) : false),
+    refreshed: async () => undefined,
   };
 }
 
@@ -144,6 +145,11 @@ export class Distributor {
   constructor(deps: DistributorDeps) {
     this.#deps = deps;
     this.#lookups = deps.lookupCache ?? uncachedLookups(deps);
+  }
+
+  /** Waits for the cached lookups being made again behind the turns (see SubscriptionCache). */
+  lookupsRefreshed(): Promise<void> {
+    return this.#lookups.refreshed();
   }
 
   /** An outbox for the turns of one invocation, which merges their deliveries per webhook. */

@@ -62,6 +62,9 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
         }),
       ),
     );
+    // Cached lookups that the turns used near the end of their age are being made again
+    // behind them; Lambda would freeze those calls halfway once this returns.
+    await distributor.lookupsRefreshed();
     return { batchItemFailures: responses.flatMap((r) => r.batchItemFailures) };
   };
 }

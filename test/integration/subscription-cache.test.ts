@@ -5,18 +5,20 @@
  * started) is seen by the next event.
  */
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { account, instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
-import { INDEX_SETTLE_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
+import { INDEX_SETTLE_MS, REFRESH_AHEAD_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { publish as ingest } from '../../functions/app/ingest.ts';
 import { distributor } from '../../functions/app/runtime.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { DISTRIBUTOR_CONTROL_ATTRIBUTES } from '../../functions/definitions/tables.ts';
+import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { webhookFixture } from '../support/fixtures.ts';
@@ -216,6 +218,166 @@ describe('an index that lags behind the write (as DynamoDB global secondary inde
     // And is not asked again every 5 s while the writer's clock is ahead.
     expect(await cache.webhooksOn(tenant.id, 'skew:1', version, now + 3 * INDEX_SETTLE_MS)).toBe(later);
     expect(queries).toBe(2);
+  });
+});
+
+describe('lookups near the end of their age', () => {
+  /** A cache whose webhook lookups are counted, and wait for `gate` once it is set. */
+  function gatedCache() {
+    const webhooks = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const state: { queries: number; gate?: Promise<void>; fail?: boolean } = { queries: 0 };
+    const cache = new SubscriptionCache({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: {
+        onResource: async (t, r) => {
+          state.queries++;
+          await state.gate;
+          if (state.fail) throw new Error('ProvisionedThroughputExceededException');
+          return webhooks.onResource(t, r);
+        },
+        streamExpiry: async () => undefined,
+      },
+    });
+    return { cache, webhooks, state };
+  }
+  /** Whether a promise is still pending after the emulators have had time to answer. */
+  async function pending(promise: Promise<unknown>): Promise<boolean> {
+    const waiting = Symbol('pending');
+    return (await Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve(waiting), 200))])) === waiting;
+  }
+
+  it('answers from the entry without waiting, looks again behind the turn, and keeps the new answer for a whole age', async () => {
+    const { cache, webhooks, state } = gatedCache();
+    const first = webhookFixture({ id: 'wh_0mx3aheadzzzzzzzzz1', tenantId: tenant.id, resource: 'ahead:1' });
+    await webhooks.put(first);
+    const version = await cache.version(tenant.id);
+    // Well after any bump of this tenant, so the lookup is kept for the whole age (60 s).
+    const t0 = Date.now() + 120_000;
+    const kept = cache.webhooksOn(tenant.id, 'ahead:1', version, t0);
+    expect((await kept).map((w) => w.id)).toEqual([first.id]);
+    // A second webhook whose writer died before its bump: only a fresh lookup finds it.
+    const second = webhookFixture({ id: 'wh_0mx3aheadzzzzzzzzz2', tenantId: tenant.id, resource: 'ahead:1' });
+    await webhooks.put(second);
+    expect(await cache.webhooksOn(tenant.id, 'ahead:1', version, t0 + 30_000)).toBe(await kept);
+    expect(state.queries).toBe(1);
+
+    // In the last REFRESH_AHEAD_MS of its age: the kept answer at once, while the lookup made again waits.
+    let open = () => {};
+    state.gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const late = t0 + 60_000 - REFRESH_AHEAD_MS + 1;
+    const answer = cache.webhooksOn(tenant.id, 'ahead:1', version, late);
+    expect(await pending(answer)).toBe(false);
+    expect(await answer).toBe(await kept);
+    // One lookup behind the turns, however many use the entry meanwhile.
+    await cache.webhooksOn(tenant.id, 'ahead:1', version, late + 1_000);
+    expect(state.queries).toBe(2);
+    const refreshed = cache.refreshed();
+    expect(await pending(refreshed)).toBe(true);
+    open();
+    await refreshed;
+
+    // Past the first lookup's age: the new answer, kept for a whole age from the second lookup.
+    const renewed = await cache.webhooksOn(tenant.id, 'ahead:1', version, t0 + 60_000 + 1);
+    expect(renewed.map((w) => w.id).sort()).toEqual([first.id, second.id]);
+    expect(await cache.webhooksOn(tenant.id, 'ahead:1', version, late + 40_000)).toBe(renewed);
+    expect(state.queries).toBe(2);
+  });
+
+  it('keeps the answer of a newer version over a refresh that ends after it, and an entry whose refresh failed until it ages out', async () => {
+    const { cache, state } = gatedCache();
+    const version = await cache.version(tenant.id);
+    const t0 = Date.now() + 120_000;
+    await cache.webhooksOn(tenant.id, 'ahead:2', version, t0);
+    let open = () => {};
+    state.gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const late = t0 + 60_000 - REFRESH_AHEAD_MS + 1;
+    await cache.webhooksOn(tenant.id, 'ahead:2', version, late);
+    // A bump: the next turn looks up under the new version while the refresh of the old one waits.
+    const newer = cache.webhooksOn(tenant.id, 'ahead:2', version + 1, late + 1);
+    open();
+    await cache.refreshed();
+    const answer = await newer;
+    expect(await cache.webhooksOn(tenant.id, 'ahead:2', version + 1, late + 2)).toBe(answer);
+    expect(state.queries).toBe(3);
+
+    // A refresh that fails leaves the entry as it was, and asks nothing more until it ages out.
+    state.gate = undefined;
+    state.fail = true;
+    const failingLate = late + 1 + 60_000 - REFRESH_AHEAD_MS + 1;
+    expect(await cache.webhooksOn(tenant.id, 'ahead:2', version + 1, failingLate)).toBe(answer);
+    await cache.refreshed();
+    expect(await cache.webhooksOn(tenant.id, 'ahead:2', version + 1, failingLate + 1_000)).toBe(answer);
+    expect(state.queries).toBe(4);
+    state.fail = false;
+    const aged = await cache.webhooksOn(tenant.id, 'ahead:2', version + 1, late + 1 + 60_000);
+    expect(aged).not.toBe(answer);
+    expect(state.queries).toBe(5);
+  });
+
+  it("ends the distributor's invocation only once the lookups made behind its turns are done, its turns ended before", async () => {
+    // A client whose webhook queries wait for a gate while one is set, as a slow index would.
+    let gate: Promise<void> | undefined;
+    let open = () => {};
+    const gated = documentClient(sandbox.emulators.dynamo);
+    gated.middlewareStack.add(
+      (next) => async (args) => {
+        if ((args.input as { IndexName?: string }).IndexName === 'by_resource') await gate;
+        return next(args);
+      },
+      { step: 'initialize', name: 'slowIndex' },
+    );
+    const { dynamo, eventsTable, config } = sandbox.wiring;
+    const queues = new QueueStore({ client: dynamo, tableName: eventsTable, retentionDays: config.retentionDays });
+    const k = { tenantId: tenant.id, resource: 'ahead:3' };
+    // Events stored without a doorbell, for this test's turns alone.
+    const store = (n: number) =>
+      ingest(
+        {
+          queues,
+          idempotency: new IdempotencyStore({
+            client: dynamo,
+            tableName: eventsTable,
+            retentionDays: config.retentionDays,
+            ingestGraceMs: 60_000,
+          }),
+          doorbell: { ring: async () => undefined },
+          config,
+          metrics: NO_METRICS,
+          logger: NO_LOGS,
+          now: Date.now,
+          newEventId: () => `evt_ahead${n}`,
+        },
+        tenant.id,
+        [{ resource: k.resource, parents: [], type: 'a.b', data: n, idempotencyKey: undefined }],
+      );
+    // Well after any bump of this tenant, so the first turn's lookups are kept for the whole age.
+    let clock = Date.now() + 120_000;
+    const handler = makeDistributorHandler(distributor({ ...sandbox.wiring, dynamo: gated, now: () => clock }), NO_LOGS);
+    const doorbell = {
+      Records: [
+        { messageId: 'm1', body: JSON.stringify({ tenant: k.tenantId, resource: k.resource }), attributes: { MessageGroupId: 'g' } },
+      ],
+    } as unknown as SQSEvent;
+    await store(1);
+    await handler(doorbell, {} as Context);
+
+    // Near the end of the lookups' age, the next turn uses them and has them made again behind it.
+    await store(2);
+    clock += 60_000 - REFRESH_AHEAD_MS + 1_000;
+    gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const invocation = handler(doorbell, {} as Context);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await queues.readMeta(k)).toMatchObject({ depth: 0, scheduled: false });
+    expect(await pending(invocation)).toBe(true);
+    open();
+    expect((await invocation).batchItemFailures).toEqual([]);
   });
 });
 
