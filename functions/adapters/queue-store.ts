@@ -371,10 +371,27 @@ export class QueueStore {
             }),
           ),
         );
-        if (!voided) written.add(slot);
+        // Refused: an item is there, but it may be a void, not the event: this void's own
+        // first try that applied unanswered (the SDK's second try is then refused), or
+        // another's. Taken for written, an event never stored would be answered accepted.
+        if (!voided && !(await this.#isVoid(key, slot))) written.add(slot);
       }),
     );
     return written;
+  }
+
+  /** Whether a slot's item is a void (strongly consistent). */
+  async #isVoid(key: ObjectKey, slot: number): Promise<boolean> {
+    const result = await this.#client.send(
+      new GetCommand({
+        TableName: this.#table,
+        Key: slotItemKey(key, slot),
+        ConsistentRead: true,
+        ProjectionExpression: '#void',
+        ExpressionAttributeNames: names('void'),
+      }),
+    );
+    return result.Item?.void === true;
   }
 
   /**
@@ -385,17 +402,7 @@ export class QueueStore {
    */
   async settleSlot(key: ObjectKey, slot: number, reservedAt: number): Promise<'stored' | 'unstored'> {
     const found = await this.voidSlots(key, [slot], reservedAt);
-    if (!found.has(slot)) return 'unstored';
-    const result = await this.#client.send(
-      new GetCommand({
-        TableName: this.#table,
-        Key: slotItemKey(key, slot),
-        ConsistentRead: true,
-        ProjectionExpression: '#void',
-        ExpressionAttributeNames: names('void'),
-      }),
-    );
-    return result.Item?.void === true ? 'unstored' : 'stored';
+    return found.has(slot) ? 'stored' : 'unstored';
   }
 
   /** The meta item, strongly consistent; `now` judges the expiry of an inline event. */

@@ -2011,4 +2011,55 @@ describe('ingest across containers and under failure', () => {
   });
 });
 
+describe('ingest writes whose answer was lost (the SDK tried again after the first try had applied)', () => {
+  /** A document client whose first try of each write that `matches` applies but loses its answer: the SDK tries again. */
+  function losingFirstAnswers(matches: (input: { ConditionExpression?: string; Item?: Record<string, unknown> }) => boolean) {
+    const lossy = documentClient(emulators.dynamo);
+    const answered = new WeakSet<object>();
+    let lost = 0;
+    lossy.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        if (matches(args.input as { ConditionExpression?: string }) && !answered.has(args.input as object)) {
+          answered.add(args.input as object);
+          lost++;
+          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        }
+        return result;
+      },
+      { step: 'deserialize', name: 'loseFirstAnswer' },
+    );
+    return { client: lossy, lost: () => lost };
+  }
+  const answersOf = (outcome: Awaited<ReturnType<typeof publish>>) =>
+    outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));
+
+  it('answers an event as not stored when the void of its slot applied unanswered, so its key is not confirmed for an event never delivered', async () => {
+    const k = key();
+    // The batched write fails; each void applies, but its answer is lost and the SDK's second try is refused.
+    const { client: lossy, lost } = losingFirstAnswers((i) => i.Item?.void !== undefined);
+    class FailingWrites extends QueueStore {
+      override async writeEventsOf(): Promise<void> {
+        throw new Error('InternalServerError');
+      }
+    }
+    const queues = new FailingWrites({ client: lossy, tableName: eventsTable, retentionDays: 7 });
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `void-lost-${k.resource}` };
+    const outcome = await publish({ ...ingestDeps([]), queues } as Parameters<typeof publish>[0], k.tenantId, [
+      keyed,
+      input(k.resource, 2),
+    ]);
+    expect(lost()).toBe(2);
+    // Taken for written, they were answered accepted (and the key confirmed): never delivered, and a retry a duplicate.
+    expect(answersOf(outcome)).toEqual(['internal', 'internal']);
+    const retry = await publish(ingestDeps([]), k.tenantId, [keyed]);
+    expect(answersOf(retry)).toEqual(['accepted']);
+    const { distributor, sent } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events.map((e) => `${e.id}:${JSON.stringify((e as DeliveredEvent).data)}`))).toEqual([
+      `${(retry.results[0] as { id: string }).id}:{"n":1}`,
+    ]);
+  });
+});
+
 type RejectedForTest = { status: 'rejected'; error: { code: string; message: string } };
