@@ -102,6 +102,10 @@ export class IdempotencyStore {
     );
     const item = existing.Item;
     if (!item) return this.claim(tenantId, key, eventId, now, fingerprint);
+    // Event ids are new for each claim, so a pending record with this one is this claim's
+    // own write: its first try applied and its answer was lost, and the SDK's second try
+    // was refused. Answered as another's, it would hold the key pending for the grace.
+    if (item.event_id === eventId && item.state === 'pending') return { claimed: true };
     const before: ClaimedBefore = {
       claimed: false,
       eventId: String(item.event_id),

@@ -2060,6 +2060,24 @@ describe('ingest writes whose answer was lost (the SDK tried again after the fir
       `${(retry.results[0] as { id: string }).id}:{"n":1}`,
     ]);
   });
+
+  it('takes its own claim of an idempotency key that applied unanswered as claimed, not as another request accepting it', async () => {
+    const k = key();
+    const { client: lossy, lost } = losingFirstAnswers((i) =>
+      String(i.ConditionExpression).startsWith('attribute_not_exists(#pk) OR #expires_at_ms'),
+    );
+    const idempotency = new IdempotencyStore({ client: lossy, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 });
+    const keyed = { ...input(k.resource, 1), idempotencyKey: `claim-lost-${k.resource}` };
+    const outcome = await publish({ ...ingestDeps([]), idempotency } as Parameters<typeof publish>[0], k.tenantId, [keyed]);
+    expect(lost()).toBe(1);
+    // Answered conflict, the key then stayed pending for the ingest grace: every retry within it was a conflict too.
+    expect(answersOf(outcome)).toEqual(['accepted']);
+    const again = await publish(ingestDeps([]), k.tenantId, [keyed]);
+    expect(again.results[0]).toEqual({ id: (outcome.results[0] as { id: string }).id, status: 'duplicate' });
+    const { distributor, sent } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent.flatMap((m) => m.events)).toHaveLength(1);
+  });
 });
 
 type RejectedForTest = { status: 'rejected'; error: { code: string; message: string } };
