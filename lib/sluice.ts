@@ -13,6 +13,7 @@ import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
+import { API_TIMEOUT_SECONDS } from '../functions/definitions/environment.ts';
 import { Api } from './constructs/api.ts';
 import { Delivery } from './constructs/delivery.ts';
 import { acknowledgeNag } from './constructs/nag.ts';
@@ -151,6 +152,12 @@ function validate(props: SluiceProps): SluiceConfig {
     if (seconds !== undefined && seconds > 60 && seconds % 60 !== 0) {
       problems.push(`${setting} must be a whole number of minutes in AWS (60, 120, …), or under 60 for every minute`);
     }
+  }
+  // The distributor skips a slot whose ingest has not written it after the grace, and a
+  // slow ingest's write after that would store an event no turn delivers: no ingest may
+  // outlive the grace.
+  if (config && config.ingestGraceMs <= API_TIMEOUT_SECONDS * 1000) {
+    problems.push(`ingestGraceMs must be more than the API function's timeout (${API_TIMEOUT_SECONDS * 1000} ms)`);
   }
   if (problems.length > 0 || !config) throw new ConfigError(problems);
   return Object.freeze({

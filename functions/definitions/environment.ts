@@ -30,6 +30,9 @@ export const ENV = {
  */
 export const FUNCTION_MEMORY_MB = 512;
 
+/** The API function's timeout (s): API Gateway answers 504 at 29 s whatever the function does. */
+export const API_TIMEOUT_SECONDS = 29;
+
 /** The canary's timeout (s): a run makes a few API calls of at most 15 s each. */
 export const CANARY_TIMEOUT_SECONDS = 60;
 

@@ -25,7 +25,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
-import { API_STAGE_NAME, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { API_STAGE_NAME, API_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -134,7 +134,11 @@ export class Api extends Construct {
     });
     this.restApi.deploymentStage.node.addDependency(executionLogs);
 
-    this.apiFunction = new SluiceFunction(this, 'Handler', { entry: FUNCTION_ENTRIES.api, config, timeout: Duration.seconds(29) })
+    this.apiFunction = new SluiceFunction(this, 'Handler', {
+      entry: FUNCTION_ENTRIES.api,
+      config,
+      timeout: Duration.seconds(API_TIMEOUT_SECONDS),
+    })
       .bindTable(props.events, 'readWrite', ENV.eventsTable, [SCHEDULE_INDEX])
       .bindTable(props.control, 'readWrite', ENV.controlTable)
       .bindQueue(props.distributeQueue, ENV.distributeQueueUrl)

@@ -199,6 +199,14 @@ describe('functions', () => {
     expect(sluice({ reconcileIntervalSeconds: 120, canaryIntervalSeconds: 30 })).not.toThrow();
   });
 
+  it("refuses an ingest grace an ingest can outlive: the API function's timeout bounds an ingest's two writes", () => {
+    const sluice = (ingestGraceMs: number) => () =>
+      new Sluice(new Stack(new App({ context: NO_BUNDLING }), 'Grace'), 'S', { config: { ingestGraceMs } });
+    expect(sluice(20_000)).toThrow(/ingestGraceMs must be more than the API function's timeout \(29000 ms\)/);
+    expect(sluice(29_000)).toThrow(/ingestGraceMs/);
+    expect(sluice(30_000)).not.toThrow();
+  });
+
   it('gives the functions the intervals their schedules run at: a setting under a minute runs every minute', () => {
     const stack = new Stack(new App({ context: NO_BUNDLING }), 'Minute');
     new Sluice(stack, 'S', { config: { reconcileIntervalSeconds: 30, canaryIntervalSeconds: 20 } });
