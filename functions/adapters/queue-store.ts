@@ -440,6 +440,15 @@ export class QueueStore {
       );
       return toMeta(result.Attributes ?? {}, now);
     } catch (error) {
+      // Refused on a later try: the first may have applied, its answer lost, and the lease
+      // refusing the retry is this holder's own. Taken for another's, the doorbell would be
+      // acknowledged with nobody to drain the object or ring it again until the reconciler
+      // found it stuck, minutes on. A lease with this owner and expiry is this take's: no
+      // other take sets them, and none can come while it is live.
+      if (refusedOnRetry(error)) {
+        const item = await this.#metaItem(key);
+        if (item?.lease_owner === owner && Number(item.lease_until) === now + leaseMs) return toMeta(item, now);
+      }
       if (isConditionFailure(error)) throw new LeaseHeldError();
       throw error;
     }

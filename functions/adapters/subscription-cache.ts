@@ -150,10 +150,13 @@ export class SubscriptionCache {
 
   /**
    * Waits for the lookups made again behind the turns (see the class comment): Lambda
-   * freezes what is still under way when the handler returns.
+   * freezes what is still under way when the handler returns. Only those under way now,
+   * which include all the caller's turns started: where invocations share a container
+   * (the sandbox), another's started later must not keep this one from returning, and
+   * its batch's doorbells from being deleted, for as long as some lookup is under way.
    */
   async refreshed(): Promise<void> {
-    while (this.#refreshes.size > 0) await Promise.all(this.#refreshes);
+    await Promise.all([...this.#refreshes]);
   }
 
   #cached<T>(

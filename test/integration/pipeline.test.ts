@@ -72,6 +72,18 @@ describe('publish to delivery', () => {
     ).toEqual([data, { n: 2, ...data }, { n: 3, ...data }]);
   });
 
+  it("delivers a full delivery's worth of data made of DEL characters (U+007F, one byte each), which SQS carries as it is", async () => {
+    await createWebhook(sandbox, tenant.key, { resource: 'del:1', url: `${receiver.url}/del` });
+    // Four events just under the data limit fit one delivery (256 KiB); escaped as \u007f,
+    // six bytes each, their deliver-queue message would pass SQS's 1 MiB and the object jam.
+    const data = '\u007f'.repeat(65_000);
+    const events = [1, 2, 3, 4].map(() => ({ resource: 'del:1', type: 'a.b', data }));
+    const published = await publish(sandbox, tenant.key, events);
+    expect(published.body.events.map((e: { status: string }) => e.status)).toEqual(['accepted', 'accepted', 'accepted', 'accepted']);
+    await receiver.waitFor(() => receiver.events('/del').length === 4, 10_000);
+    expect(receiver.events('/del').map((e) => [e.seq, e.data])).toEqual([1, 2, 3, 4].map((seq) => [seq, data]));
+  });
+
   it('verifies the endpoint with a signed webhook.ping before storing the webhook', async () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'task:ping', url: `${receiver.url}/ping-check` });
     const [ping] = receiver.received.filter((d) => d.path === '/ping-check');

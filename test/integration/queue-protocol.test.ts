@@ -1182,6 +1182,41 @@ describe('writes whose answer was lost (the SDK tried again after the first try 
     return { queues: new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 }), lost: () => lost };
   }
 
+  it('goes on with a lease whose take applied unanswered, instead of leaving the object to the reconciler', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const { queues, lost } = losingFirstAnswers((update) => update.includes('#lease_owner = :owner'));
+    const { distributor, seqs } = recordingDistributor({}, Date.now, queues);
+    // Taken as held by another, the doorbell would be acknowledged with no holder to ring
+    // again: the events would wait for the lease to expire and the reconciler's sweep.
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 2 });
+    expect(lost()).toBe(1);
+    expect(seqs()).toEqual([1, 2]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2, scheduled: false, fence: 1 });
+  });
+
+  it('leaves an object whose lease another holds to it, though its take was tried again', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    await store.acquireLease(k, 'holder', Date.now(), 30_000);
+    // The first try never reaches DynamoDB (a reset connection): the second is refused.
+    const flaky = documentClient(emulators.dynamo);
+    let reset = 0;
+    flaky.middlewareStack.add(
+      (next) => async (args) => {
+        if ((args.input as { UpdateExpression?: string }).UpdateExpression?.includes('#lease_owner = :owner') && reset++ === 0) {
+          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        }
+        return next(args);
+      },
+      { step: 'deserialize', name: 'resetFirstTry' },
+    );
+    const queues = new QueueStore({ client: flaky, tableName: eventsTable, retentionDays: 7 });
+    await expect(queues.acquireLease(k, 'other', Date.now(), 30_000)).rejects.toBeInstanceOf(LeaseHeldError);
+    expect(reset).toBe(2);
+    expect(await store.readMeta(k)).toMatchObject({ fence: 1, depth: 1 });
+  });
+
   it('publishes a chunk whose commit applied unanswered, instead of leaving it to the reconciler', async () => {
     const k = key();
     await publish(

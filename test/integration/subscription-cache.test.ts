@@ -319,6 +319,35 @@ describe('lookups near the end of their age', () => {
     expect(state.queries).toBe(5);
   });
 
+  it('waits only for the lookups under way when asked, not for those started later (by turns of another invocation sharing the container)', async () => {
+    const { cache, state } = gatedCache();
+    const version = await cache.version(tenant.id);
+    const t0 = Date.now() + 120_000;
+    await cache.webhooksOn(tenant.id, 'ahead:4', version, t0);
+    await cache.webhooksOn(tenant.id, 'ahead:5', version, t0);
+    const late = t0 + 60_000 - REFRESH_AHEAD_MS + 1;
+    // This invocation's turn has its lookup made again, and the invocation waits for it.
+    let openOwn = () => {};
+    state.gate = new Promise<void>((resolve) => {
+      openOwn = resolve;
+    });
+    await cache.webhooksOn(tenant.id, 'ahead:4', version, late);
+    const ownRefreshed = cache.refreshed();
+    // Meanwhile another invocation's turn starts a lookup that takes long (a throttled index).
+    let openOther = () => {};
+    state.gate = new Promise<void>((resolve) => {
+      openOther = resolve;
+    });
+    await cache.webhooksOn(tenant.id, 'ahead:5', version, late);
+    openOwn();
+    expect(await pending(ownRefreshed)).toBe(false);
+    const otherRefreshed = cache.refreshed();
+    expect(await pending(otherRefreshed)).toBe(true);
+    openOther();
+    await otherRefreshed;
+    expect(state.queries).toBe(4);
+  });
+
   it("ends the distributor's invocation only once the lookups made behind its turns are done, its turns ended before", async () => {
     // A client whose webhook queries wait for a gate while one is set, as a slow index would.
     let gate: Promise<void> | undefined;
