@@ -31,6 +31,14 @@ export const INDEX_SETTLE_MS = 5_000;
 /** How long before an entry ages out a turn that uses it has it looked up again, behind the turn. */
 export const REFRESH_AHEAD_MS = 15_000;
 
+/**
+ * How long an invocation waits for the lookups made behind its turns. A lookup takes
+ * milliseconds; one that hangs (the SDK's clients have no request timeout) must not
+ * hold the invocation, and its batch's doorbells, to the function's timeout for work
+ * that is only ahead of time: the entry is still good, and the next turn looks again.
+ */
+export const REFRESH_WAIT_MS = 2_000;
+
 /** Bumps a tenant's subscriptions version: lookups cached under the old one are not used again. */
 export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: string, tenantId: string): Promise<void> {
   await client.send(
@@ -68,6 +76,7 @@ export class SubscriptionCache {
   readonly #lookups: SubscriptionLookups;
   readonly #maxAgeMs: number;
   readonly #refreshAheadMs: number;
+  readonly #refreshWaitMs: number;
   readonly #maxEntries: number;
   /** Refreshes under way, which `refreshed` waits for. */
   readonly #refreshes = new Set<Promise<void>>();
@@ -86,6 +95,7 @@ export class SubscriptionCache {
     lookups: SubscriptionLookups;
     maxAgeMs?: number;
     refreshAheadMs?: number;
+    refreshWaitMs?: number;
     maxEntries?: number;
   }) {
     this.#client = options.client;
@@ -93,6 +103,7 @@ export class SubscriptionCache {
     this.#lookups = options.lookups;
     this.#maxAgeMs = options.maxAgeMs ?? 60_000;
     this.#refreshAheadMs = Math.min(options.refreshAheadMs ?? REFRESH_AHEAD_MS, this.#maxAgeMs);
+    this.#refreshWaitMs = options.refreshWaitMs ?? REFRESH_WAIT_MS;
     this.#maxEntries = options.maxEntries ?? 20_000;
   }
 
@@ -154,9 +165,15 @@ export class SubscriptionCache {
    * which include all the caller's turns started: where invocations share a container
    * (the sandbox), another's started later must not keep this one from returning, and
    * its batch's doorbells from being deleted, for as long as some lookup is under way.
+   * And at most `refreshWaitMs` (REFRESH_WAIT_MS).
    */
   async refreshed(): Promise<void> {
-    await Promise.all([...this.#refreshes]);
+    if (this.#refreshes.size === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#refreshWaitMs);
+    });
+    await Promise.race([Promise.all([...this.#refreshes]), waited]).finally(() => clearTimeout(timer));
   }
 
   #cached<T>(

@@ -223,7 +223,7 @@ describe('an index that lags behind the write (as DynamoDB global secondary inde
 
 describe('lookups near the end of their age', () => {
   /** A cache whose webhook lookups are counted, and wait for `gate` once it is set. */
-  function gatedCache() {
+  function gatedCache(options: { refreshWaitMs?: number } = {}) {
     const webhooks = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
     const state: { queries: number; gate?: Promise<void>; fail?: boolean } = { queries: 0 };
     const cache = new SubscriptionCache({
@@ -238,6 +238,7 @@ describe('lookups near the end of their age', () => {
         },
         streamExpiry: async () => undefined,
       },
+      ...options,
     });
     return { cache, webhooks, state };
   }
@@ -346,6 +347,20 @@ describe('lookups near the end of their age', () => {
     openOther();
     await otherRefreshed;
     expect(state.queries).toBe(4);
+  });
+
+  it('stops waiting for a lookup that hangs after refreshWaitMs: the entry is still good, and the next turn looks again', async () => {
+    const { cache, state } = gatedCache({ refreshWaitMs: 50 });
+    const version = await cache.version(tenant.id);
+    const t0 = Date.now() + 120_000;
+    const kept = await cache.webhooksOn(tenant.id, 'ahead:6', version, t0);
+    // A lookup that never answers, as a request without a timeout to a throttled index.
+    state.gate = new Promise<void>(() => {});
+    const late = t0 + 60_000 - REFRESH_AHEAD_MS + 1;
+    expect(await cache.webhooksOn(tenant.id, 'ahead:6', version, late)).toBe(kept);
+    expect(await pending(cache.refreshed())).toBe(false);
+    expect(await cache.webhooksOn(tenant.id, 'ahead:6', version, late + 1_000)).toBe(kept);
+    expect(state.queries).toBe(2);
   });
 
   it("ends the distributor's invocation only once the lookups made behind its turns are done, its turns ended before", async () => {
