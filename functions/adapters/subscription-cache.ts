@@ -35,7 +35,7 @@ export const REFRESH_AHEAD_MS = 15_000;
  * How long an invocation waits for the lookups made behind its turns. A lookup takes
  * milliseconds; one that hangs (the SDK's clients have no request timeout) must not
  * hold the invocation, and its batch's doorbells, to the function's timeout for work
- * that is only ahead of time: the entry is still good, and the next turn looks again.
+ * that is only ahead of time: the entry is still good until it ages out.
  */
 export const REFRESH_WAIT_MS = 2_000;
 
