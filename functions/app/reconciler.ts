@@ -67,7 +67,11 @@ export function isStuck(meta: QueueMeta, now: number, stuckAfterMs: number): boo
 export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> {
   const { queues, config, metrics, logger } = deps;
   const now = deps.now();
-  const listed = await queues.readMetas(await queues.scheduledObjects());
+  // Eventually consistent, for half the read units of a read of every listed object every
+  // sweep: what a stale answer can do is harmless. Unlisting and clearing a lease are
+  // conditional writes that check what they read; a ring of an object that just had its
+  // turn is a duplicate doorbell, which the lease makes harmless; the metrics are a second old.
+  const listed = await queues.readMetas(await queues.scheduledObjects(), { consistent: false });
   let unlisted = 0;
   for (const { key, meta } of listed) {
     if (!meta.scheduled && now - lastActive(meta) > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
@@ -130,7 +134,8 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
 /** The deepest object queues, deepest first, for `GET /v1/admin/queues`. */
 export async function deepestQueues(deps: Pick<ReconcilerDeps, 'queues' | 'now'>, limit: number): Promise<QueueView[]> {
   const now = deps.now();
-  const metas = await deps.queues.readMetas(await deps.queues.scheduledObjects());
+  // A view for on-call: a second old is as good (see reconcile).
+  const metas = await deps.queues.readMetas(await deps.queues.scheduledObjects(), { consistent: false });
   const top = metas
     .filter(({ meta }) => meta.scheduled || meta.depth > 0)
     .sort((a, b) => b.meta.depth - a.meta.depth)

@@ -1713,6 +1713,30 @@ describe('reconciler', () => {
     expect(await store.readMeta(k)).toMatchObject({ switchDropped: 0 });
   });
 
+  it('reads the listed objects eventually consistent (half the read units), where the switches read them strongly', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    const reads: boolean[] = [];
+    const c = documentClient(emulators.dynamo);
+    c.middlewareStack.add(
+      (next) => async (args) => {
+        const items = (args.input as { RequestItems?: Record<string, { ConsistentRead?: boolean }> }).RequestItems;
+        for (const table of Object.values(items ?? {})) reads.push(table.ConsistentRead === true);
+        return next(args);
+      },
+      { step: 'initialize', name: 'recordBatchReads' },
+    );
+    const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
+    const report = await reconcile({ ...reconcilerFor([], () => Date.now()), queues });
+    expect(report.scheduled).toBeGreaterThanOrEqual(1);
+    expect((await deepestQueues({ queues, now: Date.now }, 5)).map((q) => q.resource)).toContain(k.resource);
+    expect(reads.length).toBeGreaterThanOrEqual(2);
+    expect(reads.every((consistent) => !consistent)).toBe(true);
+    // The switches' rings pick objects by what they read: strongly, as before.
+    await queues.readMetas([k]);
+    expect(reads.at(-1)).toBe(true);
+  });
+
   it('keeps an idle object owing a gap marker listed past the linger, so a later sweep still finds it', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
