@@ -218,6 +218,12 @@ export class Poller {
         throw error;
       }
       const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+      // Lambda takes a response that names no message of the batch (an empty, missing or
+      // unknown id) for a failure of the whole batch, and deletes none of it.
+      const ids = new Set(records.map((r) => r.messageId));
+      if ([...failed].some((id) => typeof id !== 'string' || !ids.has(id))) {
+        throw new Error(`The batch response names a message that is not in the batch: ${JSON.stringify(response.batchItemFailures)}`);
+      }
       const done = records.filter((r) => !failed.has(r.messageId));
       if (done.length > 0) {
         await client.send(

@@ -1,7 +1,8 @@
 /**
  * The sandbox's event source mapping keeps to the function's maximum concurrency, as
  * Lambda's does, however many of its loops are receiving at once; and an invocation
- * that runs past the function's timeout ends there, as in Lambda.
+ * that runs past the function's timeout ends there, as in Lambda; and a batch response
+ * that names a message not in the batch fails the whole batch, as Lambda takes it.
  */
 import { CreateQueueCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse } from 'aws-lambda';
@@ -105,5 +106,38 @@ describe('the sandbox poller', () => {
     const stopping = Date.now();
     await poller.stop();
     expect(Date.now() - stopping).toBeLessThan(2_500);
+  }, 20_000);
+
+  it('deletes none of a batch whose response names a message not in it (empty, missing or unknown), as Lambda does', async () => {
+    const client = sqsClient({ ...emulators.sqs });
+    const url = (await client.send(new CreateQueueCommand({ QueueName: 'poller-bad-ids', Attributes: { VisibilityTimeout: '1' } })))
+      .QueueUrl as string;
+    const answers: SQSBatchResponse[] = [
+      { batchItemFailures: [{ itemIdentifier: 'not-in-this-batch' }] },
+      { batchItemFailures: [{ itemIdentifier: '' }] },
+      { batchItemFailures: [{ itemIdentifier: undefined as unknown as string }] },
+      { batchItemFailures: [] },
+    ];
+    const receives: Array<string | undefined> = [];
+    const poller = new Poller({
+      client,
+      queue: { definition: { ...DELIVER_QUEUE, batchSize: 1 }, url, deadLetterUrl: url },
+      handler: async (event): Promise<SQSBatchResponse> => {
+        receives.push(event.Records[0]?.attributes.ApproximateReceiveCount);
+        return answers[receives.length - 1] ?? { batchItemFailures: [] };
+      },
+      functionName: 'probe',
+      logger: NO_LOGS,
+      concurrency: 1,
+      pollers: 1,
+    });
+    poller.start();
+    await client.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'once' }));
+    const deadline = Date.now() + 15_000;
+    while (receives.length < 4 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    // Received again after each bad response; deleted after the good one.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await poller.stop();
+    expect(receives).toEqual(['1', '2', '3', '4']);
   }, 20_000);
 });
