@@ -25,6 +25,7 @@ import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
+import { enforceTableAccess } from './table-access.ts';
 import { InFlight } from './threads.ts';
 
 /** Everything the API needs that is plain data: what a thread can be started with. */
@@ -75,6 +76,9 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     return client;
   };
   const dynamo = observe(documentClient({ ...settings.dynamo, maxSockets: 256 }), 'dynamodb');
+  // This thread runs the API function (and the authorizer and canary receiver, which
+  // may do less): its calls are refused where the API function's role would refuse them.
+  enforceTableAccess(dynamo, { events: settings.eventsTable, control: settings.controlTable }, () => 'api');
   const sqs = observe(sqsClient({ ...settings.sqs, maxSockets: 64 }), 'sqs');
   const wiring: Wiring = {
     config,

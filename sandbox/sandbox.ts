@@ -30,6 +30,7 @@ import { createQueues, createTables, type Emulators, type SandboxQueue, startEmu
 import { InMemoryMetrics } from './metrics.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { Poller, type ReceiveObserver } from './poller.ts';
+import { asFunction, enforceTableAccess, runningAs } from './table-access.ts';
 import { everyOneAtATime, InFlight, type SandboxThreadError } from './threads.ts';
 
 export interface SandboxOptions {
@@ -102,6 +103,11 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
   const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
   const dynamo = instrument(documentClient({ ...emulators.dynamo, maxSockets: 256 }), 'dynamodb');
+  // Each function's calls are refused where its role would refuse them in AWS.
+  enforceTableAccess(dynamo, {
+    events: tableNames[EVENTS_TABLE.logicalName] as string,
+    control: tableNames[CONTROL_TABLE.logicalName] as string,
+  });
   const wiring: Wiring = {
     config,
     dynamo,
@@ -150,7 +156,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: distributeQueue,
-      handler: makeDistributorHandler(distributor(wiring), log),
+      handler: asFunction('distributor', makeDistributorHandler(distributor(wiring), log)),
       functionName: 'sluice-distributor',
       logger: log,
       metrics,
@@ -161,7 +167,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: deliverQueue,
-      handler: makeDeliveryHandler(deliveryDeps(wiring, notifier)),
+      handler: asFunction('delivery', makeDeliveryHandler(deliveryDeps(wiring, notifier))),
       functionName: 'sluice-delivery',
       logger: log,
       metrics,
@@ -178,7 +184,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // none of their writes is cut off halfway (dynalite can then wait on it for good).
   const scheduled = new InFlight();
   const runReconciler = () =>
-    scheduled.track(reconcile(reconciler)).catch((error: unknown) => {
+    scheduled.track(runningAs('reconciler', () => reconcile(reconciler))).catch((error: unknown) => {
       metrics.record('function:reconciler:Errors', 1);
       log.error('Reconciler run failed', { error });
       throw error;
@@ -238,7 +244,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     now: Date.now,
   };
   const runCanaryOnce = () =>
-    scheduled.track(runCanary(canary)).catch((error: unknown) => {
+    scheduled.track(runningAs('canary', () => runCanary(canary))).catch((error: unknown) => {
       if (stopped) return;
       metrics.record('function:canary:Errors', 1);
       log.error('Canary run failed', { error });

@@ -1,7 +1,8 @@
 /**
  * Table definitions, read by the CDK stack and by the sandbox, so that both create
- * the same keys and indexes.
+ * the same keys and indexes, and what each function may do to each table.
  */
+import type { FUNCTION_ENTRIES } from './environment.ts';
 
 export interface KeyAttribute {
   readonly name: string;
@@ -129,3 +130,50 @@ export const DISTRIBUTOR_CONTROL_ATTRIBUTES = [
 ] as const;
 
 export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key'] as const;
+
+/** A DynamoDB item operation, as the functions' code sends it (lib-dynamodb's commands). */
+export type TableAction = 'GetItem' | 'BatchGetItem' | 'Query' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'BatchWriteItem';
+
+export interface TableAccess {
+  /** The operations on the table's items. */
+  readonly actions: readonly TableAction[];
+  /** The indexes it queries. */
+  readonly indexes?: readonly string[];
+}
+
+/**
+ * What each function's code does to each table, and so all that its role allows
+ * (the stack grants these, with the conditions that narrow some of them to a few items
+ * or attributes; the sandbox refuses any other call of a function, as IAM would).
+ * No Scan, streams or transactions anywhere.
+ */
+export const TABLE_ACCESS = {
+  api: {
+    // Ingest (reserve, write, void and settle slots), idempotency records, the admin's
+    // queue listing (meta items in batches, the oldest pending event) and stream pages.
+    events: {
+      actions: ['GetItem', 'BatchGetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'],
+      indexes: [SCHEDULE_INDEX],
+    },
+    // Tenants, keys, webhooks, switches and streams; a deleted webhook's held deliveries
+    // go in batches. Nothing reads the control table in batches.
+    control: { actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'] },
+  },
+  authorizer: { control: { actions: ['GetItem'] } },
+  // Meta items read and updated (leases, commits), slots queried, and stream logs
+  // appended to in batches; of the control table, reads of what it names (see above).
+  distributor: {
+    events: { actions: ['GetItem', 'Query', 'UpdateItem', 'BatchWriteItem'] },
+    control: { actions: ['GetItem', 'Query'], indexes: [BY_RESOURCE_INDEX] },
+  },
+  // Webhooks, attempts, held deliveries, overflow counts, paces and dead letters, one item at a time.
+  delivery: { control: { actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem'] } },
+  // Listed objects' meta items read in batches, idle ones unlisted and stale leases
+  // cleared (updates); the kill switches.
+  reconciler: {
+    events: { actions: ['BatchGetItem', 'UpdateItem'], indexes: [SCHEDULE_INDEX] },
+    control: { actions: ['Query'] },
+  },
+  canary: { control: { actions: ['GetItem', 'PutItem', 'UpdateItem'] } },
+  canaryReceiver: { control: { actions: ['GetItem'] } },
+} as const satisfies { readonly [F in keyof typeof FUNCTION_ENTRIES]: { readonly events?: TableAccess; readonly control?: TableAccess } };

@@ -26,7 +26,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { API_STAGE_NAME, API_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
+import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -139,8 +139,8 @@ export class Api extends Construct {
       config,
       timeout: Duration.seconds(API_TIMEOUT_SECONDS),
     })
-      .bindTable(props.events, 'readWrite', ENV.eventsTable, [SCHEDULE_INDEX])
-      .bindTable(props.control, 'readWrite', ENV.controlTable)
+      .bindTable(props.events, TABLE_ACCESS.api.events, ENV.eventsTable)
+      .bindTable(props.control, TABLE_ACCESS.api.control, ENV.controlTable)
       .bindQueue(props.distributeQueue, ENV.distributeQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl)
       .bindTopic(props.webhookDisabledTopic, ENV.webhookDisabledTopicArn);
@@ -187,7 +187,7 @@ export class Api extends Construct {
       // A key's item, then its tenant's: reads by key, never a query or a scan, and
       // of the few attributes it needs (not the webhooks' secrets in the tenant's partition).
     }).bindItems(props.control, ENV.controlTable, {
-      actions: ['GetItem'],
+      ...TABLE_ACCESS.authorizer.control,
       leadingKeys: [`${CONTROL_PK.apiKey}*`, `${CONTROL_PK.tenant}*`],
       attributes: AUTHORIZER_ATTRIBUTES,
     });

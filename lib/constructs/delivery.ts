@@ -8,6 +8,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
+import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -35,7 +36,7 @@ export class Delivery extends Construct {
       config: props.config,
       timeout: Duration.seconds(DELIVER_QUEUE.consumerTimeoutSeconds),
     })
-      .bindTable(props.control, 'readWrite', ENV.controlTable)
+      .bindTable(props.control, TABLE_ACCESS.delivery.control, ENV.controlTable)
       .bindQueue(this.deliver.queue, ENV.deliverQueueUrl)
       .bindTopic(this.webhookDisabledTopic, ENV.webhookDisabledTopicArn);
     this.delivery.function.addEventSource(

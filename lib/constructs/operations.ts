@@ -40,7 +40,7 @@ import {
   type MetricSource,
 } from '../../functions/definitions/alarms.ts';
 import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { CONTROL_PK } from '../../functions/definitions/tables.ts';
+import { CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -114,14 +114,14 @@ export class Operations extends Construct {
       config: props.config,
       timeout: Duration.seconds(10),
       // Public (a function URL): it may read the canary's own item and nothing else.
-    }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem'], leadingKeys: [CONTROL_PK.canary] });
+    }).bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.canaryReceiver.control, leadingKeys: [CONTROL_PK.canary] });
     const receiverUrl = this.canaryReceiver.function.addFunctionUrl({ authType: FunctionUrlAuthType.NONE });
     this.canary = new SluiceFunction(this, 'Canary', {
       entry: FUNCTION_ENTRIES.canary,
       config: props.config,
       timeout: Duration.seconds(CANARY_TIMEOUT_SECONDS),
       reservedConcurrentExecutions: 1,
-    }).bindItems(props.control, ENV.controlTable, { actions: ['GetItem', 'PutItem', 'UpdateItem'], leadingKeys: [CONTROL_PK.canary] });
+    }).bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.canary.control, leadingKeys: [CONTROL_PK.canary] });
     props.adminKeySecret.grantRead(this.canary.function);
     this.canary.function.addEnvironment(ENV.adminKeySecretArn, props.adminKeySecret.secretArn);
     // The canary tenant's API key: the canary writes it once it has made its tenant, and

@@ -13,7 +13,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
-import { BY_RESOURCE_INDEX, CONTROL_PK, DISTRIBUTOR_CONTROL_ATTRIBUTES, SCHEDULE_INDEX } from '../../functions/definitions/tables.ts';
+import { CONTROL_PK, DISTRIBUTOR_CONTROL_ATTRIBUTES, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
@@ -38,9 +38,9 @@ export class Pipeline extends Construct {
       config: props.config,
       timeout: Duration.seconds(DISTRIBUTE_QUEUE.consumerTimeoutSeconds),
     })
-      .bindTable(props.events, 'readWrite', ENV.eventsTable)
+      .bindTable(props.events, TABLE_ACCESS.distributor.events, ENV.eventsTable)
       // Not the webhooks' signing secrets: only what it names in its reads.
-      .bindAttributes(props.control, ENV.controlTable, { attributes: DISTRIBUTOR_CONTROL_ATTRIBUTES, indexes: [BY_RESOURCE_INDEX] })
+      .bindAttributes(props.control, ENV.controlTable, { ...TABLE_ACCESS.distributor.control, attributes: DISTRIBUTOR_CONTROL_ATTRIBUTES })
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     this.distributor.function.addEventSource(
@@ -57,9 +57,9 @@ export class Pipeline extends Construct {
       timeout: Duration.seconds(reconcilerTimeoutSeconds(props.config.reconcileIntervalSeconds)),
       reservedConcurrentExecutions: 1,
     })
-      .bindTable(props.events, 'readWrite', ENV.eventsTable, [SCHEDULE_INDEX])
+      .bindTable(props.events, TABLE_ACCESS.reconciler.events, ENV.eventsTable)
       // The kill switches, and nothing else of the control table.
-      .bindItems(props.control, ENV.controlTable, { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] })
+      .bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.reconciler.control, leadingKeys: [CONTROL_PK.switches] })
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);
     new Rule(this, 'ReconcileSchedule', {
       description: 'Runs the sluice reconciler',

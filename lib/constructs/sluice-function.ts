@@ -18,6 +18,7 @@ import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
 import { METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
+import type { TableAccess } from '../../functions/definitions/tables.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -46,19 +47,7 @@ function onlyTheseAttributes(attributes: readonly string[]) {
   };
 }
 
-/** What bindTable allows on a table. */
-const TABLE_ACTIONS = {
-  read: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
-  readWrite: [
-    'dynamodb:GetItem',
-    'dynamodb:BatchGetItem',
-    'dynamodb:Query',
-    'dynamodb:PutItem',
-    'dynamodb:UpdateItem',
-    'dynamodb:DeleteItem',
-    'dynamodb:BatchWriteItem',
-  ],
-} as const;
+const dynamoActions = (access: Pick<TableAccess, 'actions'>) => access.actions.map((action) => `dynamodb:${action}`);
 
 export class SluiceFunction extends Construct {
   readonly function: NodejsFunction;
@@ -111,15 +100,15 @@ export class SluiceFunction extends Construct {
   }
 
   /**
-   * The item operations the functions' code calls (lib-dynamodb's commands), on the
-   * table, and Query on the named indexes only: no Scan, streams or transactions, and
+   * The item operations the function's code calls on the table (functions/definitions/
+   * tables.ts TABLE_ACCESS), and Query on the indexes it queries: no other action, and
    * no index a function does not query.
    */
-  bindTable(table: TableV2, access: 'read' | 'readWrite', envName: string, indexes: readonly string[] = []): this {
-    this.function.addToRolePolicy(new PolicyStatement({ actions: [...TABLE_ACTIONS[access]], resources: [table.tableArn] }));
-    if (indexes.length > 0) {
+  bindTable(table: TableV2, access: TableAccess, envName: string): this {
+    this.function.addToRolePolicy(new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn] }));
+    if (access.indexes && access.indexes.length > 0) {
       this.function.addToRolePolicy(
-        new PolicyStatement({ actions: ['dynamodb:Query'], resources: indexes.map((index) => `${table.tableArn}/index/${index}`) }),
+        new PolicyStatement({ actions: ['dynamodb:Query'], resources: access.indexes.map((index) => `${table.tableArn}/index/${index}`) }),
       );
     }
     this.function.addEnvironment(envName, table.tableName);
@@ -135,8 +124,7 @@ export class SluiceFunction extends Construct {
   bindItems(
     table: TableV2,
     envName: string,
-    access: {
-      actions: ReadonlyArray<'GetItem' | 'PutItem' | 'UpdateItem' | 'Query'>;
+    access: Pick<TableAccess, 'actions'> & {
       leadingKeys: string[];
       /** Only these attributes, which every request must name (a projection): @default any */
       attributes?: readonly string[];
@@ -145,7 +133,7 @@ export class SluiceFunction extends Construct {
     const onlyAttributes = access.attributes && onlyTheseAttributes(access.attributes);
     this.function.addToRolePolicy(
       new PolicyStatement({
-        actions: access.actions.map((action) => `dynamodb:${action}`),
+        actions: dynamoActions(access),
         resources: [table.tableArn],
         conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': access.leadingKeys }, ...onlyAttributes },
       }),
@@ -155,15 +143,15 @@ export class SluiceFunction extends Construct {
   }
 
   /**
-   * GetItem and Query on the table and the named indexes, of only these attributes,
+   * Its item operations on the table and the named indexes, of only these attributes,
    * which every request must name in a projection: for a function that reads items
    * whose other attributes it must not see (the control table's webhook items hold
    * signing secrets, projected into its index too).
    */
-  bindAttributes(table: TableV2, envName: string, access: { attributes: readonly string[]; indexes?: readonly string[] }): this {
+  bindAttributes(table: TableV2, envName: string, access: TableAccess & { attributes: readonly string[] }): this {
     this.function.addToRolePolicy(
       new PolicyStatement({
-        actions: ['dynamodb:GetItem', 'dynamodb:Query'],
+        actions: dynamoActions(access),
         resources: [table.tableArn, ...(access.indexes ?? []).map((index) => `${table.tableArn}/index/${index}`)],
         conditions: onlyTheseAttributes(access.attributes),
       }),

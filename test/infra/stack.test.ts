@@ -594,6 +594,58 @@ describe('operations', () => {
     }
   });
 
+  it('gives each function on each table exactly the DynamoDB actions its code calls there, nothing more', () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const tables = template.findResources('AWS::DynamoDB::GlobalTable');
+    const tableOf = (resource: unknown) => {
+      const text = JSON.stringify(resource);
+      const id = Object.keys(tables).find((t) => text.includes(t));
+      return `${id?.includes('Events') ? 'events' : 'control'}${text.includes('/index/') ? ' index' : ''}`;
+    };
+    // Every action a function's role allows, as `<table>[ index]: <action>`.
+    const allowed = (name: string) => {
+      const fnId = Object.keys(functions).find((id) => id.includes(name)) as string;
+      const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+      const found = new Set<string>();
+      for (const policy of Object.values(template.findResources('AWS::IAM::Policy'))) {
+        if (!(policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role)) continue;
+        for (const st of policy.Properties.PolicyDocument.Statement as Array<{ Action: string | string[]; Resource: unknown }>) {
+          const actions = (Array.isArray(st.Action) ? st.Action : [st.Action]).filter((a) => a.startsWith('dynamodb:'));
+          for (const resource of Array.isArray(st.Resource) ? st.Resource : [st.Resource]) {
+            for (const action of actions) found.add(`${tableOf(resource)}: ${action.slice('dynamodb:'.length)}`);
+          }
+        }
+      }
+      return [...found].sort();
+    };
+    const on = (table: string, actions: string[]) => actions.map((a) => `${table}: ${a}`);
+    // The reconciler lists scheduled objects (the index), reads their meta items in
+    // batches, unlists idle ones and clears stale leases (updates), and reads the
+    // switches: it never puts, deletes or batch-writes an item.
+    expect(allowed('Reconciler')).toEqual(
+      [...on('events', ['BatchGetItem', 'UpdateItem']), ...on('events index', ['Query']), ...on('control', ['Query'])].sort(),
+    );
+    // The distributor reads and updates meta items, queries slots, and appends to
+    // stream logs (batch writes): it never puts or deletes one item, nor batch-reads.
+    expect(allowed('Distributor')).toEqual(
+      [
+        ...on('events', ['BatchWriteItem', 'GetItem', 'Query', 'UpdateItem']),
+        ...on('control', ['GetItem', 'Query']),
+        ...on('control index', ['GetItem', 'Query']),
+      ].sort(),
+    );
+    // Nothing batch-reads the control table, and only a webhook's deletion (the API)
+    // batch-writes it, removing what was kept for the webhook.
+    expect(allowed('Delivery')).toEqual(on('control', ['DeleteItem', 'GetItem', 'PutItem', 'Query', 'UpdateItem']).sort());
+    expect(allowed('ApiHandler')).toEqual(
+      [
+        ...on('events', ['BatchGetItem', 'BatchWriteItem', 'DeleteItem', 'GetItem', 'PutItem', 'Query', 'UpdateItem']),
+        ...on('events index', ['Query']),
+        ...on('control', ['BatchWriteItem', 'DeleteItem', 'GetItem', 'PutItem', 'Query', 'UpdateItem']),
+      ].sort(),
+    );
+  });
+
   it('outputs what a deployer needs under the names the README gives them, and nothing the construct adds of its own', () => {
     expect(Object.keys(template.findOutputs('*')).sort()).toEqual([
       'AdminKeySecretArn',

@@ -1,0 +1,97 @@
+/**
+ * The functions' DynamoDB grants (functions/definitions/tables.ts TABLE_ACCESS), which
+ * the stack narrows to what each function's code calls: the sandbox refuses anything
+ * else a function sends, as IAM would, and the pipeline runs end to end within them.
+ */
+import { BatchGetCommand, BatchWriteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { describe, expect, it } from 'vitest';
+import type { ObservedCall } from '../../sandbox/observe.ts';
+import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
+import { runningAs } from '../../sandbox/table-access.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, startReceiver } from '../support/receiver.ts';
+
+const refused: ObservedCall[] = [];
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+async function withSandbox<T>(run: () => Promise<T>): Promise<T> {
+  [sandbox, receiver] = await Promise.all([
+    startSandbox({
+      port: 0,
+      config: { switchCacheMs: 500, canaryIntervalSeconds: 1 },
+      onCall: (observed) => {
+        if (observed.errorName === 'AccessDeniedException') refused.push(observed);
+      },
+    }),
+    startReceiver(),
+  ]);
+  try {
+    return await run();
+  } finally {
+    await sandbox.stop();
+    await receiver.close();
+  }
+}
+
+describe('table access in the sandbox', () => {
+  it('refuses a call the function’s role does not allow, and runs the pipeline within the grants', async () => {
+    await withSandbox(async () => {
+      const { dynamo, eventsTable, controlTable } = sandbox.wiring;
+      // The reconciler never writes a whole item, the delivery function never batch-writes,
+      // and nothing batch-reads the control table.
+      await expect(
+        runningAs('reconciler', () => dynamo.send(new PutCommand({ TableName: eventsTable, Item: { pk: 'x', sk: 'y' } }))),
+      ).rejects.toThrow(/reconciler function may not call dynamodb:PutItem on the events table/);
+      await expect(
+        runningAs('delivery', () =>
+          dynamo.send(new BatchWriteCommand({ RequestItems: { [controlTable]: [{ DeleteRequest: { Key: { pk: 'x', sk: 'y' } } }] } })),
+        ),
+      ).rejects.toThrow(/delivery function may not call dynamodb:BatchWriteItem on the control table/);
+      await expect(
+        runningAs('distributor', () =>
+          dynamo.send(new BatchGetCommand({ RequestItems: { [eventsTable]: { Keys: [{ pk: 'x', sk: 'y' }] } } })),
+        ),
+      ).rejects.toThrow(/distributor function may not call dynamodb:BatchGetItem on the events table/);
+      refused.length = 0;
+
+      // Every function at work: ingest, turns with a stream and a drop switch's gap
+      // marker, deliveries, a paused webhook's hold and release, a reconciler run, the canary.
+      const admin = { key: sandbox.adminKey };
+      const tenant = await createTenant(sandbox, 'granted');
+      const webhook = await createWebhook(sandbox, tenant.key, { resource: 'project:1', url: `${receiver.url}/granted` });
+      const stream = await call(sandbox, 'GET', '/v1/events?resource=project:1', { key: tenant.key });
+      expect(stream.status).toBe(412);
+      await publish(sandbox, tenant.key, [{ resource: 'task:1', parents: ['project:1'], type: 'task.changed', data: 1 }]);
+      await receiver.waitFor(() => receiver.acceptedEvents('/granted').length === 1);
+
+      const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+        ...admin,
+        body: { scope: 'resource', tenant: tenant.id, target: 'task:1', action: 'drop' },
+      });
+      const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+        ...admin,
+        body: { scope: 'webhook', tenant: tenant.id, target: webhook.id, action: 'pause' },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      await publish(sandbox, tenant.key, [{ resource: 'task:1', parents: ['project:1'], type: 'task.changed', data: 2 }]);
+      await publish(sandbox, tenant.key, [{ resource: 'task:2', parents: ['project:1'], type: 'task.changed', data: 3 }]);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sandbox.reconcile();
+      expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin)).status).toBe(204);
+      expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin)).status).toBe(204);
+      await receiver.waitFor(() => receiver.acceptedEvents('/granted').length === 3, 10_000);
+      // Resources are not ordered among themselves.
+      const types = (events: Array<{ type: string }>) => events.map((e) => e.type).sort();
+      expect(types(receiver.acceptedEvents('/granted'))).toEqual(['sluice.gap', 'task.changed', 'task.changed']);
+
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      const page = await call(sandbox, 'GET', `/v1/events?resource=project:1&sync=${stream.body.sync}`, { key: tenant.key });
+      expect(types(page.body.data)).toEqual(['sluice.gap', 'task.changed', 'task.changed']);
+      await sandbox.runCanary();
+      await sandbox.reconcile();
+
+      expect(refused.map((r) => `${r.command} ${JSON.stringify(r.input).slice(0, 200)}`)).toEqual([]);
+    });
+  });
+});
