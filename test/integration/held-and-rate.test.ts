@@ -1011,3 +1011,37 @@ describe('a webhook its owner disabled', () => {
     expect(okEvents('/owner-disabled').map((e) => (e.type === 'sluice.gap' ? 'gap' : e.data))).toEqual([1, 2, 'gap']);
   });
 });
+
+describe('a gap marker held behind events of its resource', () => {
+  it('is released after them, as it came: a subscriber that resyncs on the marker gets no older event after it', async () => {
+    const tenant = await createTenant(sandbox, 'marker-order');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mk:0', url: `${receiver.url}/marker-order` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const { deps } = later(0);
+    // An event of mk:1 is held; then the marker a lifted drop switch publishes for mk:1 (the events it dropped came after).
+    const event = deliveredEventFixture({ id: 'evt_mk1', seq: 1, resource: 'mk:1', parents: ['mk:0'], data: 1 });
+    expect(
+      await handleDeliverMessage(deps, { deliveryId: 'msg_mk1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+    ).toBe('held');
+    const marker: DeliveryMessage = {
+      deliveryId: 'msg_mkgap',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        {
+          id: 'evt_mkgap',
+          resource: 'mk:1',
+          type: 'sluice.gap',
+          data: { dropped: 5, reason: 'switch_drop' },
+          created_at: new Date().toISOString(),
+        },
+      ],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, marker)).toBe('held');
+
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    await receiver.waitFor(() => okEvents('/marker-order').length === 2, 10_000);
+    expect(okEvents('/marker-order').map((e) => (e.type === 'sluice.gap' ? 'gap' : e.seq))).toEqual([1, 'gap']);
+  });
+});
