@@ -57,9 +57,9 @@ function acceptedAt(message: DeliveryMessage): number {
   return times.length > 0 ? Math.min(...times) : 0;
 }
 
-function firstSeq(message: DeliveryMessage): number {
-  const first = message.events[0];
-  return first && 'seq' in first ? first.seq : 0;
+/** The seq of a delivery's first event that has one (a `sluice.gap` marker has none). */
+function firstSeq(message: DeliveryMessage): number | undefined {
+  return message.events.find((event) => 'seq' in event)?.seq;
 }
 
 interface Waiter<T> {
@@ -266,13 +266,14 @@ export class DeliveryRecords {
   async hold(message: DeliveryMessage, now: number): Promise<boolean> {
     const first = message.events[0];
     const resource = first?.resource ?? '';
+    const sk = await this.#heldSk(message, resource);
     return applied(
       this.#client.send(
         new PutCommand({
           TableName: this.#table,
           Item: {
             pk: heldPk(message.webhookId),
-            sk: `${resource}#${pad(firstSeq(message))}#${message.deliveryId}`,
+            sk,
             message: JSON.stringify(message),
             ...this.#expiry(now),
           },
@@ -281,6 +282,36 @@ export class DeliveryRecords {
         }),
       ),
     );
+  }
+
+  /**
+   * Where a held delivery goes in its resource's release order: at the seq of its first
+   * event. A delivery of `sluice.gap` markers alone has no seq; it goes after whatever
+   * its resource holds now, as it came: keyed at seq 0 it would be released before
+   * events held earlier, and a subscriber that fetches the resource's state on the
+   * marker would then be handed older events after it. ('~' sorts after the delivery
+   * ids of events at the same seq; a hold SQS delivers again finds the same key, unless
+   * more was held meanwhile, and then sends the marker twice, under the same ids.)
+   */
+  async #heldSk(message: DeliveryMessage, resource: string): Promise<string> {
+    const seq = firstSeq(message);
+    if (seq !== undefined) return `${resource}#${pad(seq)}#${message.deliveryId}`;
+    const prefix = `${resource}#`;
+    const result = await this.#client.send(
+      new QueryCommand({
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
+        ExpressionAttributeNames: names('pk', 'sk'),
+        ExpressionAttributeValues: { ':pk': heldPk(message.webhookId), ':prefix': prefix },
+        ScanIndexForward: false,
+        Limit: 1,
+        ConsistentRead: true,
+        ProjectionExpression: '#sk',
+      }),
+    );
+    const last = result.Items?.[0]?.sk;
+    const at = last === undefined ? pad(0) : String(last).slice(prefix.length).split('#')[0];
+    return `${prefix}${at}#~${message.deliveryId}`;
   }
 
   /**

@@ -472,14 +472,16 @@ export class WebhookStore {
   /**
    * A release chain ended (nothing held, no gap marker owed): its token is removed,
    * only while it is still this chain's, so a recheck can tell that no step of it is
-   * still sending (see delivery.ts `recheck`).
+   * still sending (see delivery.ts `recheck`). Refused too while a delivery is counted
+   * as held: one counted after the step looked must not be left with no chain (see
+   * `countHeld`). False when refused.
    */
   async endRelease(tenantId: string, id: string, token: string): Promise<boolean> {
     return this.#updateIf(tenantId, id, {
       UpdateExpression: 'REMOVE #release_token',
-      ConditionExpression: '#release_token = :token',
-      ExpressionAttributeNames: names('release_token'),
-      ExpressionAttributeValues: { ':token': token },
+      ConditionExpression: '#release_token = :token AND (attribute_not_exists(#held_count) OR #held_count <= :none)',
+      ExpressionAttributeNames: names('release_token', 'held_count'),
+      ExpressionAttributeValues: { ':token': token, ':none': 0 },
     });
   }
 
@@ -521,6 +523,34 @@ export class WebhookStore {
       ExpressionAttributeNames: names('held_count', 'pk'),
       ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':limit': cap - delta }) },
     });
+  }
+
+  /**
+   * Counts `n` deliveries into the held store within `cap`, and answers the webhook as
+   * this write left it (undefined when the cap refused it, or the webhook is gone). Its
+   * release token is read in the same write that counts: of a chain ending (`endRelease`,
+   * refused while anything is counted) and this count, whichever comes second sees the
+   * other, so a delivery counted as held is never left without a chain to release it.
+   */
+  async countHeld(tenantId: string, id: string, n: number, cap: number): Promise<Webhook | undefined> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'ADD #held_count :delta',
+          // Within the cap after the change: the count is at most cap - n before it.
+          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
+          ExpressionAttributeNames: names('held_count', 'pk'),
+          ExpressionAttributeValues: { ':delta': n, ':limit': cap - n },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes ? toWebhook(result.Attributes) : undefined;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
   }
 
   /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */

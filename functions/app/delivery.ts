@@ -78,6 +78,7 @@ export interface DeliveryDeps {
     | 'get'
     | 'saveHealth'
     | 'adjustHeld'
+    | 'countHeld'
     | 'resetHeld'
     | 'heldLostSent'
     | 'leaveAloneUntil'
@@ -210,7 +211,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
-    const outcome = await hold(deps, webhook, message);
+    const outcome = await hold(deps, webhook, message, action === 'pause');
     if (action === 'pause') await expectLift(deps, webhook, now);
     return outcome;
   }
@@ -349,32 +350,43 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
 /**
  * Holds a delivery in DynamoDB within the cap; past it, its events are counted for
  * a gap marker. A delivery with several resources' events is held as one part per
- * resource, since release goes per resource in seq order.
+ * resource, since release goes per resource in seq order. `underSwitch`: held by a
+ * pause, whose lift releases it.
  */
-async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<DeliveryOutcome> {
+async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, underSwitch = false): Promise<DeliveryOutcome> {
   const parts = partsByResource(message);
-  if (parts.length > 1 && (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, parts.length, deps.config.heldPerWebhook))) {
+  const counted =
+    parts.length > 1 ? await deps.webhooks.countHeld(webhook.tenantId, webhook.id, parts.length, deps.config.heldPerWebhook) : undefined;
+  if (counted) {
     // One count for all the parts; a part that was already held (SQS delivers at
     // least once) gives its place back, so the count always matches the held items.
     const now = deps.now();
     const fresh = await Promise.all(parts.map((part) => deps.records.hold(part, now)));
     const already = fresh.filter((f) => !f).length;
     if (already > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -already);
-    if (already < parts.length) deps.metrics.count('DeliveriesHeld', parts.length - already);
+    if (already < parts.length) {
+      deps.metrics.count('DeliveriesHeld', parts.length - already);
+      if (!underSwitch) await releaseIfNoChain(deps, counted, message);
+    }
     return 'held';
   }
   // One part, or too near the cap for all of them: part by part.
-  for (const part of parts) await holdPart(deps, webhook, part);
+  for (const part of parts) await holdPart(deps, webhook, part, underSwitch);
   return 'held';
 }
 
-async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage): Promise<void> {
+async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, underSwitch: boolean): Promise<void> {
   const now = deps.now();
   // The count goes up first (the cap is checked there); a delivery that was already
   // held gives its place back, so the count always matches the held items.
-  if (await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook)) {
-    if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
-    else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
+  const counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
+  if (counted) {
+    if (!(await deps.records.hold(message, now))) {
+      await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
+      return;
+    }
+    deps.metrics.count('DeliveriesHeld');
+    if (!underSwitch) await releaseIfNoChain(deps, counted, message);
     return;
   }
   // Refused for a webhook deleted since it was read (the count's write needs the webhook),
@@ -566,6 +578,22 @@ async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: De
   ) {
     deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
     deps.logger.warn('Release chain was lost; releasing again', context(message));
+  }
+}
+
+/**
+ * A delivery is held on what it read of the webhook before it was counted: something
+ * held, or the endpoint quarantined or disabled. If meanwhile the release chain ran out
+ * (its last step found nothing held and ended), or the endpoint recovered and its whole
+ * release ran, no chain would send this one: a lost chain is noticed only by a later
+ * delivery, 20 minutes on, and a quiet webhook may have none. The count's own write
+ * (`counted`) tells: an active endpoint that delivers, with no chain, gets one now.
+ */
+async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: DeliveryMessage): Promise<void> {
+  if (counted.releaseToken !== undefined || counted.status !== 'active' || !deliversTo(counted.health)) return;
+  if (await beginRelease(deps, counted, deps.now())) {
+    deps.metrics.count('ChainsRevived', 1, { chain: 'release_ended' });
+    deps.logger.info('Held after the release chain ended; releasing again', context(message));
   }
 }
 
@@ -793,7 +821,12 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     }
   }
   // The chain ends: its token goes, so a recheck knows no step of it is still sending.
-  await deps.webhooks.endRelease(webhook.tenantId, webhook.id, message.token);
+  // Not while a delivery is counted as held (one that read the webhook while this chain
+  // still held some, counted after this step looked): the chain goes on for it. (Refused
+  // because a newer chain took over, the step sent stops at its markReleaseStep.)
+  if (!(await deps.webhooks.endRelease(webhook.tenantId, webhook.id, message.token))) {
+    await deps.queue.send([{ ...message, emptySince: undefined }], 1);
+  }
   return 'released';
 }
 

@@ -1011,3 +1011,120 @@ describe('a webhook its owner disabled', () => {
     expect(okEvents('/owner-disabled').map((e) => (e.type === 'sluice.gap' ? 'gap' : e.data))).toEqual([1, 2, 'gap']);
   });
 });
+
+describe('a gap marker held behind events of its resource', () => {
+  it('is released after them, as it came: a subscriber that resyncs on the marker gets no older event after it', async () => {
+    const tenant = await createTenant(sandbox, 'marker-order');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mk:0', url: `${receiver.url}/marker-order` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const { deps } = later(0);
+    // An event of mk:1 is held; then the marker a lifted drop switch publishes for mk:1 (the events it dropped came after).
+    const event = deliveredEventFixture({ id: 'evt_mk1', seq: 1, resource: 'mk:1', parents: ['mk:0'], data: 1 });
+    expect(
+      await handleDeliverMessage(deps, { deliveryId: 'msg_mk1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+    ).toBe('held');
+    const marker: DeliveryMessage = {
+      deliveryId: 'msg_mkgap',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        {
+          id: 'evt_mkgap',
+          resource: 'mk:1',
+          type: 'sluice.gap',
+          data: { dropped: 5, reason: 'switch_drop' },
+          created_at: new Date().toISOString(),
+        },
+      ],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, marker)).toBe('held');
+
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    await receiver.waitFor(() => okEvents('/marker-order').length === 2, 10_000);
+    expect(okEvents('/marker-order').map((e) => (e.type === 'sluice.gap' ? 'gap' : e.seq))).toEqual([1, 'gap']);
+  });
+});
+
+describe('a delivery held behind a release chain as the chain ends', () => {
+  const message = (tenantId: string, webhookId: string, n: number): DeliveryMessage => ({
+    deliveryId: `msg_re${n}`,
+    tenantId,
+    webhookId,
+    events: [deliveredEventFixture({ id: `evt_re${n}`, seq: n, resource: 're:1', data: n })],
+    attempt: 1,
+  });
+  /** The webhook store of `deps`, with reads answered by `get`. */
+  const readingWith = (deps: ReturnType<typeof deliveryDeps>, get: WebhookStore['get']) => {
+    const store = deps.webhooks as WebhookStore;
+    return new Proxy(store, {
+      get: (target, property) => {
+        if (property === 'get') return get;
+        const value = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  };
+  /** Runs the release steps `sent` holds as the deliver queue would, until the chain asks for no more. */
+  const runChain = async (deps: ReturnType<typeof deliveryDeps>, sent: unknown[]) => {
+    for (let step = 0; step < 10; step++) {
+      const next = sent.splice(0).filter((m) => (m as { kind?: string }).kind === 'release');
+      if (next.length === 0) return;
+      for (const m of next) await handleDeliverMessage(deps, m as DeliveryMessage);
+    }
+  };
+
+  it('is released when it read the webhook while the chain still held deliveries and is counted after the chain ended', async () => {
+    const tenant = await createTenant(sandbox, 'release-ended');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 're:1', url: `${receiver.url}/release-ended` });
+    const { deps, sent } = later(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1))).toEqual([true, true]);
+    // What a delivery read before the chain released the first one: something held.
+    const before = await deps.webhooks.get(tenant.id, hook.id);
+    if (!before) throw new Error('no webhook');
+    await startRelease(deps, before);
+    await runChain(deps, sent);
+    await receiver.waitFor(() => okEvents('/release-ended').length === 1, 5_000);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBeUndefined();
+
+    // That delivery holds behind what it read, after the chain ended.
+    const stale = { ...deps, webhooks: readingWith(deps, async () => ({ ...before, releaseAt: Date.now() })) };
+    expect(await handleDeliverMessage(stale, message(tenant.id, hook.id, 2))).toBe('held');
+
+    await runChain(deps, sent);
+    await receiver.waitFor(() => okEvents('/release-ended').length === 2, 5_000);
+    expect(okEvents('/release-ended').map((e) => e.data)).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
+  it('keeps the chain going when a delivery is counted as held after its last step found nothing held', async () => {
+    const tenant = await createTenant(sandbox, 'release-ending');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 're:1', url: `${receiver.url}/release-ending` });
+    const { deps, sent } = later(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1))).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    // The first step sends what is held and asks for the next.
+    const [first] = sent.splice(0);
+    expect(await handleDeliverMessage(deps, first as DeliveryMessage)).toBe('released');
+    // The last step finds nothing held; right after it reads the webhook, another delivery is held.
+    let reads = 0;
+    const racing = {
+      ...deps,
+      webhooks: readingWith(deps, async (tenantId, id) => {
+        const read = await deps.webhooks.get(tenantId, id);
+        if (++reads === 2) await holdDelivery(deps, message(tenant.id, hook.id, 2));
+        return read;
+      }),
+    };
+    const [last] = sent.splice(0);
+    expect(await handleDeliverMessage(racing, last as DeliveryMessage)).toBe('released');
+    expect(reads).toBe(2);
+
+    await runChain(deps, sent);
+    await receiver.waitFor(() => okEvents('/release-ending').length === 2, 5_000);
+    expect(okEvents('/release-ending').map((e) => e.data)).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
