@@ -19,7 +19,7 @@ import type { DeliveryRecords, HeldDelivery } from '../adapters/delivery-records
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { type AttemptFailure, askedWaitSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
+import { type AttemptFailure, askedWaitSeconds, failingWaitSeconds, retryDelaySeconds, sqsDelay } from '../core/backoff.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import {
   afterFreeWait,
@@ -232,7 +232,10 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
       endpointSlot && (await deps.records.takeSendSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now));
     if (!tenantSlot) {
       deps.metrics.count('DeliveriesDelayed', 1, { reason: endpointSlot ? 'tenant_failing' : 'endpoint_failing' });
-      await later(deps, message, windowMs / 1000);
+      // Longer each time in a row, so a failing endpoint's backlog does not go round the
+      // shared deliver queue every interval; none of the retry budget is spent.
+      const waits = message.failingWaits ?? 0;
+      await later(deps, { ...message, failingWaits: waits + 1 }, failingWaitSeconds(windowMs, waits));
       return 'throttled';
     }
   } else {
@@ -247,8 +250,10 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
       return 'throttled';
     }
   }
-  const result = await attempt(deps, webhook, message);
-  return decide(deps, webhook, message, result);
+  // Its waits for a failing endpoint's attempt are over: a later one starts from the interval.
+  const attempted: DeliveryMessage = message.failingWaits === undefined ? message : { ...message, failingWaits: undefined };
+  const result = await attempt(deps, webhook, attempted);
+  return decide(deps, webhook, attempted, result);
 }
 
 /**

@@ -24,6 +24,23 @@ export const RETRY_AFTER_MIN_SECONDS = 1;
  */
 export const FREE_WAITS = 5;
 
+/** The longest a delivery to a failing endpoint waits before it asks again for the endpoint's one attempt. */
+export const FAILING_WAIT_MAX_SECONDS = 300;
+
+/**
+ * How long a delivery waits after finding its failing endpoint's attempt taken, the
+ * `waits + 1`-th time in a row: the attempt interval, doubled each time up to
+ * FAILING_WAIT_MAX_SECONDS (never less than the interval). An endpoint that fails
+ * often but never enough times in a row for quarantine stays failing for good, one
+ * attempt an interval; asking again every interval, its backlog would go round the
+ * shared deliver queue every interval (n deliveries, n reads, writes and re-sends an
+ * interval), for as long as it kept failing.
+ */
+export function failingWaitSeconds(intervalMs: number, waits: number): number {
+  const interval = intervalMs / 1000;
+  return Math.max(interval, Math.min(FAILING_WAIT_MAX_SECONDS, interval * 2 ** Math.min(waits, 30)));
+}
+
 /** SQS caps DelaySeconds at 15 minutes: longer waits are chained. */
 export const MAX_SQS_DELAY_SECONDS = 900;
 

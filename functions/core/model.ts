@@ -131,6 +131,11 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
   readonly notBefore?: number;
   /** When this attempt's share of the endpoint's rate lets it go (epoch ms; see core/endpoint-pace.ts). */
   readonly sendAt?: number;
+  /**
+   * How many times in a row it found its failing endpoint's attempt taken: each wait
+   * is twice the last (failingWaitSeconds, core/backoff.ts). Cleared when it is attempted.
+   */
+  readonly failingWaits?: number;
 }
 
 /** A probe of a quarantined endpoint, valid while the webhook's probe token matches. */

@@ -8,7 +8,7 @@ import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
-import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
 import { FREE_WAITS } from '../../functions/core/backoff.ts';
@@ -190,6 +190,56 @@ describe('failing endpoint', () => {
     // One attempt per 300 ms at most, however many deliveries wait: the rest were delayed.
     expect(attempts).toBeLessThanOrEqual(Math.ceil(elapsed / 300) + 1);
     expect(attempts).toBeLessThan(8);
+  });
+
+  it("makes a delivery that keeps finding its failing endpoint's attempt taken wait twice as long each time, until it is attempted", async () => {
+    const tenant = await createTenant(sandbox, 'backlog');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'b:0', url: `${receiver.url}/backlog` });
+    receiver.answer('/backlog', 500);
+    await publish(sandbox, tenant.key, [{ resource: 'b:1', parents: ['b:0'], type: 'a.b', data: 0 }]);
+    let state = '';
+    for (let i = 0; i < 50 && state !== 'failing'; i++) {
+      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.state;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(state).toBe('failing');
+    // An interval of 5 s that no retry of its has used yet; its one attempt is taken.
+    let at = Date.now() + 7_200_000;
+    const sent: Array<{ message: DeliveryMessage; delaySeconds: number | undefined }> = [];
+    const deps: DeliveryDeps = {
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      config: { ...sandbox.config, failingAttemptIntervalMs: 5_000, quarantineAfterFailures: 1_000 },
+      now: () => at,
+      queue: {
+        send: async (messages, delaySeconds) => void sent.push(...messages.map((m) => ({ message: m as DeliveryMessage, delaySeconds }))),
+      },
+    };
+    expect(await deps.records.takeSendSlot(hook.id, 1, 5_000, at)).toBe(true);
+    let message: DeliveryMessage = {
+      deliveryId: 'msg_backlog',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        { id: 'evt_backlog', seq: 2, resource: 'b:1', parents: ['b:0'], type: 'a.b', data: 1, created_at: new Date(at).toISOString() },
+      ],
+      attempt: 1,
+    };
+    for (const expected of [5, 10, 20, 40]) {
+      expect(await handleDeliverMessage(deps, message)).toBe('throttled');
+      const again = sent.at(-1);
+      expect(again?.delaySeconds).toBe(expected);
+      message = again?.message as DeliveryMessage;
+    }
+    expect(message.failingWaits).toBe(4);
+    expect(message.attempt).toBe(1);
+
+    // The next interval: attempted (and failed), and its retry starts its waits afresh.
+    at += 5_000;
+    const from = receiver.received.length;
+    expect(await handleDeliverMessage(deps, message)).toBe('retrying');
+    expect(receiver.received.slice(from).filter((d) => d.path === '/backlog')).toHaveLength(1);
+    expect(sent.at(-1)?.message).toMatchObject({ attempt: 2 });
+    expect(sent.at(-1)?.message.failingWaits).toBeUndefined();
   });
 
   it("caps the attempts to a tenant's failing endpoints together, so many hanging ones cannot hold every delivery worker", async () => {

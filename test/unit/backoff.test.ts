@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { parseRetryAfter, RETRY_AFTER_MAX_SECONDS, retryDelaySeconds, sqsDelay } from '../../functions/core/backoff.ts';
+import {
+  FAILING_WAIT_MAX_SECONDS,
+  failingWaitSeconds,
+  parseRetryAfter,
+  RETRY_AFTER_MAX_SECONDS,
+  retryDelaySeconds,
+  sqsDelay,
+} from '../../functions/core/backoff.ts';
 import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 
 const policy = { scheduleSeconds: DEFAULT_CONFIG.retryScheduleSeconds, jitter: 0.2 };
@@ -56,5 +63,18 @@ describe('retry schedule', () => {
     expect(sqsDelay(36_000)).toEqual({ delaySeconds: 900, remainingSeconds: 35_100 });
     expect(sqsDelay(42)).toEqual({ delaySeconds: 42, remainingSeconds: 0 });
     expect(sqsDelay(0)).toEqual({ delaySeconds: 0, remainingSeconds: 0 });
+  });
+});
+
+describe("waits for a failing endpoint's attempt", () => {
+  it('doubles each time in a row from the interval, up to five minutes', () => {
+    const waits = Array.from({ length: 9 }, (_, n) => failingWaitSeconds(5_000, n));
+    expect(waits).toEqual([5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    expect(FAILING_WAIT_MAX_SECONDS).toBe(300);
+    expect(failingWaitSeconds(5_000, 10_000)).toBe(300);
+  });
+  it('is never shorter than an interval set longer than the cap', () => {
+    expect(failingWaitSeconds(600_000, 0)).toBe(600);
+    expect(failingWaitSeconds(600_000, 4)).toBe(600);
   });
 });
