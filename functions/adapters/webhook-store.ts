@@ -84,6 +84,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     ...(item.release_at !== undefined && { releaseAt: Number(item.release_at) }),
     ...(item.notice_pending === true && { noticePending: true }),
     ...(item.not_before !== undefined && { notBefore: Number(item.not_before) }),
+    ...(item.slow_ms !== undefined && { slowMs: Number(item.slow_ms) }),
     createdAt: String(item.created_at),
     updatedAt: String(item.updated_at),
   };
@@ -274,7 +275,8 @@ export class WebhookStore {
 
   /**
    * Applies changes to an existing webhook; undefined when there is none. A new URL is
-   * another endpoint: the Retry-After the old one asked for (`not_before`) goes.
+   * another endpoint: the Retry-After the old one asked for (`not_before`) goes, and so
+   * does its slow answer time (`slow_ms`).
    */
   async update(tenantId: string, id: string, changes: WebhookChanges, now: string): Promise<Webhook | undefined> {
     const values: Record<string, unknown> = { ':now': now };
@@ -286,8 +288,8 @@ export class WebhookStore {
       attributeNames.push(field);
       values[`:${field}`] = value;
     }
-    const removes = changes.url === undefined ? '' : ' REMOVE #not_before';
-    if (removes) attributeNames.push('not_before');
+    const removes = changes.url === undefined ? '' : ' REMOVE #not_before, #slow_ms';
+    if (removes) attributeNames.push('not_before', 'slow_ms');
     try {
       const result = await this.#client.send(
         new UpdateCommand({
@@ -554,6 +556,16 @@ export class WebhookStore {
   }
 
   /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
+  /** Keeps how long the endpoint takes to answer while it is slow, or forgets it (undefined). */
+  async noteSlowAnswers(tenantId: string, id: string, slowMs: number | undefined): Promise<void> {
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: slowMs === undefined ? 'REMOVE #slow_ms' : 'SET #slow_ms = :ms',
+      ConditionExpression: 'attribute_exists(#pk)',
+      ExpressionAttributeNames: names('slow_ms', 'pk'),
+      ...(slowMs !== undefined && { ExpressionAttributeValues: { ':ms': slowMs } }),
+    });
+  }
+
   async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
     await this.#updateIf(tenantId, id, {
       UpdateExpression: 'SET #not_before = :until',

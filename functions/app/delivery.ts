@@ -35,7 +35,7 @@ import {
   releaseDelivery,
   waitsFree,
 } from '../core/deliveries.ts';
-import { paceInterval } from '../core/endpoint-pace.ts';
+import { paceIntervalFor, slowAfterAnswer, slowAnswerChanged } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -82,6 +82,7 @@ export interface DeliveryDeps {
     | 'resetHeld'
     | 'heldLostSent'
     | 'leaveAloneUntil'
+    | 'noteSlowAnswers'
     | 'claimNotice'
     | 'oweNoticeAgain'
     | 'markReleaseStep'
@@ -243,7 +244,8 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // endpoint's time once, and waits for it in the deliver queue if it is not now.
     // A share it was given is kept however late the deliver queue brings it back:
     // reserving again would put it behind every later one, and each share is taken once.
-    const sendAt = message.sendAt ?? (await deps.records.reserveSend(webhook.id, paceInterval(deps.config.endpointRatePerSecond), now));
+    const interval = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
+    const sendAt = message.sendAt ?? (await deps.records.reserveSend(webhook.id, interval, now));
     if (sendAt > now) {
       if (message.sendAt === undefined) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
       await later(deps, message, (sendAt - now) / 1000, sendAt);
@@ -284,6 +286,18 @@ async function attempt(
   if (message.attempt === 1 && !options.probe) await deps.records.logDelivery(message, now, record);
   else await deps.records.recordAttempt(webhook.id, record, now);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
+  // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts).
+  const slow = slowAfterAnswer(webhook.slowMs, result.durationMs);
+  if (slowAnswerChanged(webhook.slowMs, slow)) {
+    await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, slow);
+    if (webhook.slowMs === undefined) {
+      deps.logger.warn('Endpoint answers slowly: its deliveries now go at a pace set by its answer time', {
+        tenant: webhook.tenantId,
+        webhook: webhook.id,
+        answerMs: slow,
+      });
+    }
+  }
   const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, now);
   if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000);
   return result;

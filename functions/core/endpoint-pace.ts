@@ -8,6 +8,11 @@
  * Asking again every second instead made a backlog of n deliveries to an endpoint
  * over its rate cost n reservations and n re-sends a second, n²/2r in all: one
  * tenant's busy endpoint filling the shared deliver queue and its workers.
+ *
+ * A slow endpoint gets less: POSTs under way at once are its rate times its answer
+ * time (Little's law), each holding a delivery worker (and its invocation's batch)
+ * until it answers. One that answers in 9 s at 50 a second would hold 450 of them, so
+ * once it answers slowly its share is its answer time over MAX_IN_FLIGHT_PER_ENDPOINT.
  */
 
 /** How much of an endpoint's time may be used at once: its burst, a second's worth of its rate. */
@@ -18,11 +23,45 @@ export function paceInterval(ratePerSecond: number): number {
   return 1000 / ratePerSecond;
 }
 
+/** An answer that takes at least this long is slow: the endpoint's pace then follows its answer time. */
+export const SLOW_ANSWER_MS = 1_000;
+
+/** Most POSTs to one slow endpoint under way at once. */
+export const MAX_IN_FLIGHT_PER_ENDPOINT = 10;
+
+/**
+ * Milliseconds one POST takes of an endpoint's time: its rate's share, or, for an
+ * endpoint that answers slowly (`slowMs`), its answer time over MAX_IN_FLIGHT_PER_ENDPOINT.
+ */
+export function paceIntervalFor(ratePerSecond: number, slowMs: number | undefined): number {
+  return Math.max(paceInterval(ratePerSecond), (slowMs ?? 0) / MAX_IN_FLIGHT_PER_ENDPOINT);
+}
+
+/**
+ * The slow answer time to keep for an endpoint (undefined: none) after an answer that
+ * took `durationMs`, `kept` being the one kept so far. A slow answer's own time; a
+ * quicker one halves what was kept (gone under SLOW_ANSWER_MS), so that a lone quick
+ * answer does not give a slow endpoint its whole rate back at once.
+ */
+export function slowAfterAnswer(kept: number | undefined, durationMs: number): number | undefined {
+  if (durationMs >= SLOW_ANSWER_MS) return Math.round(durationMs);
+  if (kept === undefined) return undefined;
+  const halved = Math.round(kept / 2);
+  return halved >= SLOW_ANSWER_MS ? halved : undefined;
+}
+
+/** Whether the slow answer time kept is worth a write: it comes or goes, or moves by more than a quarter. */
+export function slowAnswerChanged(kept: number | undefined, next: number | undefined): boolean {
+  if (kept === undefined || next === undefined) return kept !== next;
+  return Math.abs(next - kept) > kept / 4;
+}
+
 /**
  * When a send whose share of the endpoint's time starts at `freeFrom` may go (at
  * most `now`: at once). GCRA's tolerance is the burst less one share, so a second's
  * worth of the rate goes at once and no more.
  */
 export function paceSendAt(freeFrom: number, now: number, intervalMs: number): number {
-  return Math.max(now, freeFrom - (PACE_BURST_MS - intervalMs));
+  // A share longer than the burst (a slow endpoint's) goes when it starts.
+  return Math.max(now, freeFrom - Math.max(0, PACE_BURST_MS - intervalMs));
 }

@@ -72,6 +72,11 @@ export interface Webhook {
   readonly releaseAt?: number;
   /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
   readonly notBefore?: number;
+  /**
+   * How long the endpoint takes to answer, while it answers slowly (ms; see
+   * slowAfterAnswer in core/endpoint-pace.ts): its pace follows it.
+   */
+  readonly slowMs?: number;
   /** Sluice disabled it and its owner's notice has not been sent yet (see `applyHealth`). */
   readonly noticePending?: boolean;
   readonly createdAt: string;

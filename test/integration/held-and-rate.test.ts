@@ -342,6 +342,58 @@ describe('per-endpoint rate', () => {
   });
 });
 
+describe('a slow endpoint', () => {
+  it('gets a share of its time that follows its answer time, so few of its POSTs are under way at once; a quick answer and a new URL give its rate back', async () => {
+    const tenant = await createTenant(sandbox, 'slow');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slowly` });
+    receiver.answer('/slowly', async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      return 200;
+    });
+    const message = (i: number): DeliveryMessage => ({
+      deliveryId: `msg_slow${i}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_slow${i}`, seq: i + 1, resource: 's:1', parents: ['s:0'], data: i })],
+      attempt: 1,
+    });
+    // 50 POSTs a second, and time enough for a 1.2 s answer.
+    const at = (offsetMs: number) => {
+      const { deps, sent } = later(offsetMs);
+      return { deps: { ...deps, config: { ...sandbox.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 5_000 } }, sent };
+    };
+    expect(await handleDeliverMessage(at(0).deps, message(0))).toBe('delivered');
+    const slowMs = (await at(0).deps.webhooks.get(tenant.id, hook.id))?.slowMs ?? 0;
+    expect(slowMs).toBeGreaterThanOrEqual(1_200);
+    expect(slowMs).toBeLessThan(2_000);
+
+    // Later, on a free endpoint: each POST takes slowMs / 10 of its time, not 20 ms, and a
+    // second's worth goes at once; the rest wait for their times, that far apart.
+    const { deps, sent } = at(3_600_000);
+    const outcomes = await Promise.all(Array.from({ length: 15 }, (_, i) => handleDeliverMessage(deps, message(i + 1))));
+    const share = slowMs / 10;
+    const atOnce = Math.floor((1_000 - share) / share) + 1;
+    expect(outcomes.filter((o) => o === 'delivered')).toHaveLength(atOnce);
+    const times = (sent as DeliveryMessage[]).map((m) => m.sendAt ?? Number.NaN).sort((a, b) => a - b);
+    expect(times).toHaveLength(15 - atOnce);
+    for (const [i, t] of times.slice(1).entries()) expect(t - (times[i] as number)).toBeCloseTo(share, 0);
+
+    // One quick answer halves what was kept: under a second, it is gone.
+    receiver.answer('/slowly', 200);
+    expect(await handleDeliverMessage(at(7_200_000).deps, message(20))).toBe('delivered');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+
+    // A new URL is another endpoint: what was kept of the old one goes.
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, 5_000);
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, {
+      key: tenant.key,
+      body: { url: `${receiver.url}/slowly-new` },
+    });
+    expect(patched.status).toBe(200);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+  }, 30_000);
+});
+
 /** Delivery deps at another time, with no switches, sending to a recorded queue (and to `send` if given). */
 function later(offsetMs: number, send?: ReturnType<typeof deliveryDeps>['send']) {
   const sent: unknown[] = [];

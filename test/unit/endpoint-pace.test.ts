@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { PACE_BURST_MS, paceInterval, paceSendAt } from '../../functions/core/endpoint-pace.ts';
+import {
+  MAX_IN_FLIGHT_PER_ENDPOINT,
+  PACE_BURST_MS,
+  paceInterval,
+  paceIntervalFor,
+  paceSendAt,
+  SLOW_ANSWER_MS,
+  slowAfterAnswer,
+  slowAnswerChanged,
+} from '../../functions/core/endpoint-pace.ts';
 
 describe("an endpoint's pace", () => {
   it('gives each POST 1000 / rate ms of the endpoint', () => {
@@ -21,5 +30,39 @@ describe("an endpoint's pace", () => {
     expect(paceSendAt(now + 60_000, now, 20)).toBe(now + 60_000 - PACE_BURST_MS + 20);
     // At one POST a second, nothing goes early: the burst is the one share.
     expect(paceSendAt(now + 1_000, now, 1_000)).toBe(now + 1_000);
+  });
+});
+
+describe("a slow endpoint's pace", () => {
+  it('takes its answer time over the POSTs it may have under way for each POST, when that is longer than its rate allows', () => {
+    expect(MAX_IN_FLIGHT_PER_ENDPOINT).toBe(10);
+    expect(paceIntervalFor(50, undefined)).toBe(20);
+    expect(paceIntervalFor(50, 9_000)).toBe(900);
+    expect(paceIntervalFor(50, 12_000)).toBe(1_200);
+    // A low rate already keeps fewer under way.
+    expect(paceIntervalFor(1, 3_000)).toBe(1_000);
+  });
+
+  it('sends a share longer than the burst when it starts, not later', () => {
+    const now = 1_000_000;
+    expect(paceSendAt(now + 2_400, now, 1_200)).toBe(now + 2_400);
+    expect(paceSendAt(now, now, 1_200)).toBe(now);
+  });
+
+  it("keeps a slow answer's time, halves it on a quicker answer, and forgets it under a second", () => {
+    expect(SLOW_ANSWER_MS).toBe(1_000);
+    expect(slowAfterAnswer(undefined, 300)).toBeUndefined();
+    expect(slowAfterAnswer(undefined, 1_000)).toBe(1_000);
+    expect(slowAfterAnswer(2_000, 9_000.4)).toBe(9_000);
+    expect(slowAfterAnswer(9_000, 200)).toBe(4_500);
+    expect(slowAfterAnswer(1_900, 200)).toBeUndefined();
+  });
+
+  it('is written when it comes, goes, or moves by more than a quarter', () => {
+    expect(slowAnswerChanged(undefined, undefined)).toBe(false);
+    expect(slowAnswerChanged(undefined, 1_200)).toBe(true);
+    expect(slowAnswerChanged(1_200, undefined)).toBe(true);
+    expect(slowAnswerChanged(1_200, 1_400)).toBe(false);
+    expect(slowAnswerChanged(1_200, 1_600)).toBe(true);
   });
 });
