@@ -90,6 +90,12 @@ function toWebhook(item: Record<string, unknown>): Webhook {
   };
 }
 
+/**
+ * How long a claim on an owed disable notice lasts: longer than a delivery invocation
+ * (30 s), in which the claimer publishes it, so that two never send it at once.
+ */
+export const NOTICE_CLAIM_MS = 60_000;
+
 export interface WebhookChanges {
   readonly status?: WebhookStatus;
   readonly url?: string;
@@ -438,6 +444,11 @@ export class WebhookStore {
         values[`:${attribute}`] = value;
       }
     }
+    // A notice owed anew, or no longer owed, starts with no claim on it.
+    if (extra.noticePending !== undefined) {
+      removes.push('#notice_claimed_until');
+      attributeNames.push('notice_claimed_until');
+    }
     try {
       await this.#client.send(
         new UpdateCommand({
@@ -488,25 +499,36 @@ export class WebhookStore {
   }
 
   /**
-   * Takes the owed disable notice to send it: true for exactly one caller, and only
-   * while the webhook is still disabled (one re-enabled meanwhile owes nothing).
+   * Takes the owed disable notice to send it, for NOTICE_CLAIM_MS: true for one caller
+   * at a time, and only while the webhook is still disabled (one re-enabled meanwhile
+   * owes nothing). The notice stays owed until `noticeSent`: a sender that dies before
+   * it lets the claim run out, and a later delivery or probe sends the notice again.
    */
-  async claimNotice(tenantId: string, id: string): Promise<boolean> {
+  async claimNotice(tenantId: string, id: string, now: number): Promise<boolean> {
     return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'REMOVE #notice_pending',
-      ConditionExpression: 'attribute_exists(#notice_pending) AND #status = :disabled',
-      ExpressionAttributeNames: names('notice_pending', 'status'),
-      ExpressionAttributeValues: { ':disabled': 'disabled' },
+      UpdateExpression: 'SET #notice_claimed_until = :until',
+      ConditionExpression:
+        'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
+      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'status'),
+      ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now },
     });
   }
 
-  /** A claimed notice could not be sent: it is owed again, if the webhook is still disabled. */
+  /** The claimed notice went out: nothing is owed. */
+  async noticeSent(tenantId: string, id: string): Promise<void> {
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: 'REMOVE #notice_pending, #notice_claimed_until',
+      ConditionExpression: 'attribute_exists(#pk)',
+      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'pk'),
+    });
+  }
+
+  /** A claimed notice could not be sent: the claim goes, and the next delivery or probe tries again. */
   async oweNoticeAgain(tenantId: string, id: string): Promise<void> {
     await this.#updateIf(tenantId, id, {
-      UpdateExpression: 'SET #notice_pending = :true',
-      ConditionExpression: '#status = :disabled',
-      ExpressionAttributeNames: names('notice_pending', 'status'),
-      ExpressionAttributeValues: { ':true': true, ':disabled': 'disabled' },
+      UpdateExpression: 'REMOVE #notice_claimed_until',
+      ConditionExpression: 'attribute_exists(#pk)',
+      ExpressionAttributeNames: names('notice_claimed_until', 'pk'),
     });
   }
 

@@ -84,6 +84,7 @@ export interface DeliveryDeps {
     | 'leaveAloneUntil'
     | 'noteSlowAnswers'
     | 'claimNotice'
+    | 'noticeSent'
     | 'oweNoticeAgain'
     | 'markReleaseStep'
     | 'endRelease'
@@ -522,15 +523,16 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
 
 /**
  * Tells the owner that sluice disabled their webhook. The notice is owed on the
- * webhook from the write that disabled it; whoever claims it sends it (one caller
- * only, and only while the webhook is still disabled), and a send that fails makes it
- * owed again, for the next delivery or probe to the webhook. A failure is counted and
+ * webhook from the write that disabled it until it is sent; whoever claims it sends it
+ * (one claimer at a time, for a minute, and only while the webhook is still disabled).
+ * A send that fails gives the claim up, and a sender that dies lets it run out: the
+ * next delivery or probe to the webhook sends it. A failure is counted and
  * logged, never thrown: holding the delivery matters more than the notice.
  */
 async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
   const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
   try {
-    if (!(await deps.webhooks.claimNotice(webhook.tenantId, webhook.id))) return;
+    if (!(await deps.webhooks.claimNotice(webhook.tenantId, webhook.id, now))) return;
   } catch (error) {
     deps.logger.error('Disable notice could not be claimed', { ...ctx, error });
     return;
@@ -549,7 +551,12 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
     deps.metrics.count('DisableNoticesFailed');
     deps.logger.error('Disable notice not sent; owed again', { ...ctx, error });
     await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id).catch(() => undefined);
+    return;
   }
+  // Sent: owed no more. Should this write fail, the claim runs out and the owner hears twice.
+  await deps.webhooks.noticeSent(webhook.tenantId, webhook.id).catch((error: unknown) => {
+    deps.logger.error('Disable notice sent, but not marked sent: it may go twice', { ...ctx, error });
+  });
 }
 
 /**

@@ -348,6 +348,44 @@ describe('failing endpoint', () => {
     expect((await deps.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
   });
 
+  it('sends the notice again once the claim of a sender that died before sending it has run out, and only then', async () => {
+    const tenant = await createTenant(sandbox, 'gone-claimed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gc:1', url: `${receiver.url}/claimed` });
+    receiver.answer('/claimed', 410);
+    const message = (n: number): DeliveryMessage => ({
+      deliveryId: `msg_gc${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_gc${n}`, seq: n, resource: 'gc:1', data: n })],
+      attempt: 1,
+    });
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    // The sender claims the notice, then dies in the publish (its invocation ended there).
+    let died = () => {};
+    const dying = deliveryDeps(sandbox.wiring, {
+      webhookDisabled: () =>
+        new Promise<void>(() => {
+          died();
+        }),
+    });
+    const dead = new Promise<void>((resolve) => {
+      died = resolve;
+    });
+    void handleDeliverMessage(dying, message(1));
+    await dead;
+    expect((await dying.webhooks.get(tenant.id, hook.id))?.noticePending).toBe(true);
+
+    // Within its claim, the next delivery sends nothing; after it, one does, once.
+    const at = (offsetMs: number) => ({ ...deliveryDeps(sandbox.wiring, sandbox.notifier), now: () => Date.now() + offsetMs });
+    expect(await handleDeliverMessage(at(0), message(2))).toBe('held');
+    expect(heard()).toEqual([]);
+    expect(await Promise.all([3, 4].map((n) => handleDeliverMessage(at(61_000), message(n))))).toEqual(['held', 'held']);
+    expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone' }]);
+    expect((await dying.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
+    expect(await handleDeliverMessage(at(200_000), message(5))).toBe('held');
+    expect(heard()).toHaveLength(1);
+  });
+
   it('waits at least Retry-After (within bounds) after a 429', async () => {
     const started = Date.now();
     const tenant = await createTenant(sandbox, 'throttled');
