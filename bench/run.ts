@@ -122,11 +122,15 @@ async function harness(config: Record<string, unknown> = {}) {
     const t = await api('POST', '/v1/admin/tenants', sandbox.adminKey, { name });
     return { id: String(t.id), key: String(t.api_key) };
   };
+  // The webhooks on each resource: a task's events must reach every one on their resources and parent.
+  const subscribed = new Map<string, string[]>();
   const webhook = async (key: string, resource: string, path: string) => {
     const w = await api('POST', '/v1/webhooks', key, { resource, url: `${receiverUrl}${path}` });
     await ask({ cmd: 'secrets', secrets: { [String(w.id)]: String(w.secret) } });
+    subscribed.set(resource, [...(subscribed.get(resource) ?? []), String(w.id)]);
     return String(w.id);
   };
+  const webhooksOf = (task: PublishTask) => [...new Set([task.parent, ...task.resources].flatMap((r) => subscribed.get(r) ?? []))];
   return {
     sandbox,
     counts,
@@ -150,7 +154,7 @@ async function harness(config: Record<string, unknown> = {}) {
       Promise.all(
         tasks.map(async (task) => {
           const result = task.flood ? await floodProcess(task) : await publishOnThread(task);
-          await ask({ cmd: 'accepted', label: task.label, events: result.accepted });
+          await ask({ cmd: 'accepted', label: task.label, events: result.accepted, webhooks: webhooksOf(task) });
           return result.stats;
         }),
       ),
