@@ -99,7 +99,10 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     return client;
   };
   const sqs = instrument(sqsClient({ ...emulators.sqs, maxSockets: 256 }), 'sqs');
-  const queues = await createQueues(sqs);
+  // What AWS does itself, not sluice's functions (CloudFormation creates the queues,
+  // CloudWatch reads their depth, at no request charge): on a client nobody counts.
+  const awsItself = sqsClient({ ...emulators.sqs });
+  const queues = await createQueues(awsItself);
   const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
   const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
   const dynamo = instrument(documentClient({ ...emulators.dynamo, maxSockets: 256 }), 'dynamodb');
@@ -220,7 +223,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // What CloudWatch would measure on the dead-letter queues.
   const monitor = setInterval(() => {
     for (const queue of Object.values(queues)) {
-      sqs
+      awsItself
         .send(new GetQueueAttributesCommand({ QueueUrl: queue.deadLetterUrl, AttributeNames: ['ApproximateNumberOfMessages'] }))
         .then((r) =>
           metrics.record(

@@ -19,6 +19,14 @@ withSandbox({ canary: false, alarmTimeScale: 0.01, onCall: (call) => account(cou
 });
 
 describe('benchmark accounting of the sandbox', () => {
+  it('counts no call that stands in for what AWS does itself: creating the queues, CloudWatch reading their depth', async () => {
+    // The monitor reads the dead-letter queues' depth every 100 ms here.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    expect(counts.calls.sqs?.CreateQueueCommand).toBeUndefined();
+    expect(counts.calls.sqs?.GetQueueAttributesCommand).toBeUndefined();
+  });
+
   it("counts the SNS publish of a webhook's disabled notice, as an SNS request and not an SQS one", async () => {
     const tenant = await createTenant(sandbox, 'notified');
     const webhook = await createWebhook(sandbox, tenant.key, { resource: 'doc:gone', url: `${receiver.url}/gone` });
