@@ -12,6 +12,7 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { PendingAnswers } from '../sandbox/threads.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
+import { watchAlarms } from './alarms.ts';
 import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
@@ -177,17 +178,6 @@ async function harness(config: Record<string, unknown> = {}) {
       await sandbox.stop();
     },
   };
-}
-
-/** Evaluates the alarms every second, as CloudWatch would, and keeps when each first went to ALARM. */
-function watchAlarms(sandbox: Sandbox) {
-  const fired: Array<{ name: string; at: number }> = [];
-  const timer = setInterval(() => {
-    for (const alarm of sandbox.alarms()) {
-      if (alarm.state === 'ALARM' && !fired.some((f) => f.name === alarm.name)) fired.push({ name: alarm.name, at: Date.now() });
-    }
-  }, 1_000);
-  return { fired, stop: () => clearInterval(timer) };
 }
 
 function latencies(report: Report, label: string, from = 0, to = Number.POSITIVE_INFINITY): number[] {
@@ -391,10 +381,11 @@ async function hotObject() {
     progress(
       `${(WARM_MS + BEFORE_MS) / 1000} s of baseline traffic, then ${STORM_MS / 1000} s more with one object written as fast as a client can, then ${PACED_MS / 1000} s with it written at its rate`,
     );
+    // Watched from before the calm traffic: an alarm it fires shows before the storm.
+    const alarmWatch = watchAlarms(() => h.sandbox.alarms());
     const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + STORM_MS + SETTLE_MS + PACED_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     const stormStart = Date.now();
-    const alarmWatch = watchAlarms(h.sandbox);
     let peak = 0;
     let sampling = true;
     const sampler = (async () => {
@@ -445,7 +436,7 @@ async function hotObject() {
     await before;
     const report = await h.drain(['calm', 'hot', 'paced'], 90_000);
     alarmWatch.stop();
-    const alarms = alarmWatch.fired.map((a) => ({ name: a.name, after_s: Math.round((a.at - stormStart) / 1000) }));
+    const alarms = alarmWatch.firedSince(stormStart);
     const windows: Windows<'before' | 'during' | 'paced'> = {
       before: [stormStart - BEFORE_MS, stormStart],
       during: [stormStart + 1_000, stormEnd],
