@@ -48,7 +48,7 @@ export interface CallCounts {
   sqsFifoRequests: number;
   /** SNS publishes, billed per 64 KiB chunk of payload. */
   snsRequests: number;
-  /** Lambda invocations and their summed duration, by function. */
+  /** Lambda invocations and their summed billed duration (each rounded up to the millisecond), by function. */
   readonly invocations: Record<string, { count: number; ms: number }>;
 }
 
@@ -400,9 +400,10 @@ export function instrument(counts: CallCounts, client: { middlewareStack: unknow
   observeCalls(client, service, (call) => account(counts, call));
 }
 
+/** Counts an invocation of `fn` that took `ms`: Lambda bills its duration rounded up to the millisecond. */
 export function recordInvocation(counts: CallCounts, fn: string, ms: number): void {
   counts.invocations[fn] ??= { count: 0, ms: 0 };
   const entry = counts.invocations[fn];
   entry.count += 1;
-  entry.ms += ms;
+  entry.ms += Math.ceil(ms);
 }

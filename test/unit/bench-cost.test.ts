@@ -15,6 +15,13 @@ describe('benchmark cost model', () => {
     expect(counts.invocations.api).toEqual({ count: 2, ms: 20 });
   });
 
+  it('bills each invocation its duration rounded up to the millisecond, as Lambda does', () => {
+    const counts = newCounts();
+    recordInvocation(counts, 'delivery', 0.3);
+    recordInvocation(counts, 'delivery', 4.01);
+    expect(counts.invocations.delivery).toEqual({ count: 2, ms: 1 + 5 });
+  });
+
   it('counts a window of a run: what was counted after a snapshot', () => {
     const counts = newCounts();
     counts.calls.dynamodb = { UpdateItemCommand: 3 };
