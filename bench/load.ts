@@ -54,6 +54,9 @@ export interface TaskStats {
   readonly accepted: number;
   readonly rejected: number;
   readonly status429: number;
+  /** When it sent its first request and had its last answer: the time it loaded the API (a thread or process starts a while after it is asked for). */
+  readonly startedAt: number;
+  readonly endedAt: number;
   /** The CPU priority the task ran at (see `floodCommand`). */
   readonly priority: 'normal' | 'idle' | 'nice 19';
   /** A flood's process: the CPU it used, all its threads. */
@@ -166,7 +169,11 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
     }
   };
   await Promise.all(Array.from({ length: task.concurrency }, worker));
-  return { stats: { label: task.label, requests, accepted: ok, rejected, status429, priority }, accepted: acceptedHere };
+  const endedAt = Date.now();
+  return {
+    stats: { label: task.label, requests, accepted: ok, rejected, status429, startedAt: started, endedAt, priority },
+    accepted: acceptedHere,
+  };
 }
 
 /** When the last of `webhooks` got `event`; null while one has not (or when it goes to none: a bench mistake, shown as lost). */

@@ -16,7 +16,7 @@ import { watchAlarms } from './alarms.ts';
 import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
-import type { PublishTask, Report, TaskResult } from './load.ts';
+import type { PublishTask, Report, TaskResult, TaskStats } from './load.ts';
 import { loopDelay } from './loop-delay.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 import { threadCpu } from './threads.ts';
@@ -216,6 +216,10 @@ const ratio = (a: number | null, b: number | null) => (a && b ? round2(a / b) : 
 /** The middle 90% of a label's p99 ratio between two windows, resampling whole requests (see interval.ts). */
 const ratioInterval = (report: Report, label: string, storm: readonly [number, number], calm: readonly [number, number]) =>
   p99RatioInterval(requestLatencies(report.events, label, ...storm), requestLatencies(report.events, label, ...calm));
+
+/** When a publishing task sent, from its first request to its last answer; `from`–`to` if it did not say. */
+const sent = (stats: TaskStats | undefined, from: number, to: number): readonly [number, number] =>
+  stats ? [stats.startedAt, stats.endedAt] : [from, to];
 
 /** A scenario's windows by name: each `[from, to]`. */
 type Windows<K extends string> = Record<K, readonly [from: number, to: number]>;
@@ -436,11 +440,16 @@ async function hotObject() {
     await before;
     const report = await h.drain(['calm', 'hot', 'paced'], 90_000);
     alarmWatch.stop();
-    const alarms = alarmWatch.firedSince(stormStart);
+    // The storm is the flood's sending, from its first request to its last answer, all of
+    // it (its onset too, often its worst moment); its process starts a while after it is
+    // asked for. The paced phase likewise.
+    const flood = sent(hotStats, stormStart, stormEnd);
+    const pacedSending = sent(pacedStats, pacedStart, pacedEnd);
+    const alarms = alarmWatch.firedSince(flood[0]);
     const windows: Windows<'before' | 'during' | 'paced'> = {
       before: [stormStart - BEFORE_MS, stormStart],
-      during: [stormStart + 1_000, stormEnd],
-      paced: [pacedStart + 1_000, pacedEnd],
+      during: flood,
+      paced: pacedSending,
     };
     const {
       before: calmBefore,
@@ -466,13 +475,13 @@ async function hotObject() {
         others_p99_ratio_interval: ratioInterval(report, 'calm', windows.paced, windows.before),
         others_p99_ms: calmPaced.p99,
         others_p50_ms: calmPaced.p50,
-        hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedEnd - pacedStart) / 1000)),
+        hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedSending[1] - pacedSending[0]) / 1000)),
         hot_accepted: pacedStats?.accepted ?? 0,
       },
       hot_peak_depth: peak,
       hot_accepted: hotStats?.accepted ?? 0,
       // The flood's strength: at or above the tenant's API throttle (500/s), all an API lets through.
-      hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((stormEnd - stormStart) / 1000)),
+      hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((flood[1] - flood[0]) / 1000)),
       hot_client_priority: hotStats?.priority ?? 'normal',
       // The flood's own process (all its threads), which the thread figures do not include.
       hot_client_cores: hotStats?.cpuSeconds !== undefined ? round2(hotStats.cpuSeconds / ((stormEnd - stormStart) / 1000)) : null,
@@ -539,8 +548,8 @@ async function failingEndpoint() {
     const report = await h.drain(['calm', 'failing'], 120_000);
     const windows: Windows<'before' | 'control' | 'during'> = {
       before: [controlStart - BEFORE_MS, controlStart],
-      control: [controlStart + 1_000, failStart],
-      during: [failStart + 1_000, failStart + STORM_MS],
+      control: [controlStart, failStart],
+      during: [failStart, failStart + STORM_MS],
     };
     const {
       before: calmBefore,

@@ -30,7 +30,8 @@ afterAll(async () => {
 });
 
 describe('the benchmark flood', () => {
-  it('runs in a process of its own at the lowest priority, and answers what it sent and the CPU it took', async () => {
+  it('runs in a process of its own at the lowest priority, and answers what it sent, when, and the CPU it took', async () => {
+    const before = Date.now();
     const result = await floodProcess({
       label: 'flood',
       apiUrl: url,
@@ -50,5 +51,9 @@ describe('the benchmark flood', () => {
     // chrt and nice are part of every Linux this runs on (util-linux, coreutils).
     expect(['idle', 'nice 19']).toContain(result.stats.priority);
     expect(result.stats.cpuSeconds).toBeGreaterThan(0);
+    // The storm is when it sent (its process starts a while after it is asked for).
+    expect(result.stats.startedAt).toBeGreaterThanOrEqual(before);
+    expect(result.stats.endedAt).toBeGreaterThanOrEqual((result.stats.startedAt ?? 0) + 300);
+    expect(result.stats.endedAt).toBeLessThanOrEqual(Date.now());
   });
 });
