@@ -52,7 +52,10 @@ export interface TaskStats {
   readonly label: string;
   readonly requests: number;
   readonly accepted: number;
+  /** Events the API refused: 429s, and events a 202 answered rejected. */
   readonly rejected: number;
+  /** Events of requests that failed: an error answer (a 5xx, say) or none at all. Not rejections: nothing said why. */
+  readonly failed: number;
   readonly status429: number;
   /** When it sent its first request and had its last answer: the time it loaded the API (a thread or process starts a while after it is asked for). */
   readonly startedAt: number;
@@ -130,6 +133,7 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
   let requests = 0;
   let ok = 0;
   let rejected = 0;
+  let failed = 0;
   let status429 = 0;
   let next = 0;
   const interval = task.requestsPerSecond > 0 ? 1000 / task.requestsPerSecond : 0;
@@ -155,23 +159,27 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
         const at = Date.now();
         const body = (await response.json()) as { events?: Array<{ id?: string; status: string }> };
         if (response.status === 429) status429++;
-        // A request refused as a whole (the tenant's API throttle) has no per-event results.
-        if (!body.events) rejected += task.eventsPerRequest;
         for (const e of body.events ?? []) {
           if (e.status === 'accepted' && e.id) {
             acceptedHere.push([e.id, at]);
             ok++;
           } else rejected++;
         }
+        // A request refused as a whole (the tenant's API throttle) has no per-event results;
+        // any other answer without them is the API failing, which a rejection would hide.
+        if (!body.events) {
+          if (response.status === 429) rejected += task.eventsPerRequest;
+          else failed += task.eventsPerRequest;
+        }
       } catch {
-        rejected += task.eventsPerRequest;
+        failed += task.eventsPerRequest;
       }
     }
   };
   await Promise.all(Array.from({ length: task.concurrency }, worker));
   const endedAt = Date.now();
   return {
-    stats: { label: task.label, requests, accepted: ok, rejected, status429, startedAt: started, endedAt, priority },
+    stats: { label: task.label, requests, accepted: ok, rejected, failed, status429, startedAt: started, endedAt, priority },
     accepted: acceptedHere,
   };
 }

@@ -486,6 +486,8 @@ async function hotObject() {
       // The flood's own process (all its threads), which the thread figures do not include.
       hot_client_cores: hotStats?.cpuSeconds !== undefined ? round2(hotStats.cpuSeconds / ((stormEnd - stormStart) / 1000)) : null,
       hot_rejected: hotStats?.rejected ?? 0,
+      // The flood's events whose request failed (an error answer, or none): the API failing, not refusing.
+      hot_failed: hotStats?.failed ?? 0,
       lost: report.events.filter((e) => e.receivedAt === null).length,
       alarms_fired: alarms,
       // Which calls the storm made: per tenant (meta items are keyed by tenant id).
@@ -681,7 +683,7 @@ const RUNNERS: Record<Scenario, () => Promise<Record<string, unknown>>> = {
 function summaryRow(scenario: Scenario, r: Record<string, unknown>): string {
   const pick: Record<Scenario, string[]> = {
     baseline: ['delivered_per_s', 'latency_ms', 'cost_per_million_usd', 'lost'],
-    'hot-object': ['others_p99_ratio', 'others_p99_ratio_interval', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'lost'],
+    'hot-object': ['others_p99_ratio', 'others_p99_ratio_interval', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'hot_failed', 'lost'],
     'failing-endpoint': [
       'others_p99_ratio',
       'others_p99_ratio_interval',

@@ -57,3 +57,55 @@ describe('the benchmark flood', () => {
     expect(result.stats.endedAt).toBeLessThanOrEqual(Date.now());
   });
 });
+
+describe('a publishing task', () => {
+  it('counts as rejected only what the API refused, and apart what failed: a 5xx, or no answer', async () => {
+    // An API stand-in that answers in turn: accepted, throttled (429), failing (500), or not at all.
+    const answered = { accepted: 0, throttled: 0, failed: 0, dropped: 0 };
+    let n = 0;
+    const api = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const turn = n++ % 4;
+        if (turn === 0) {
+          answered.accepted++;
+          res.writeHead(202, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ events: [0, 1, 2].map((i) => ({ id: `evt_${n}_${i}`, status: 'accepted' })) }));
+        } else if (turn === 1) {
+          answered.throttled++;
+          res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+          res.end(JSON.stringify({ error: { code: 'rate_limited', message: 'Too many requests for this key; slow down.' } }));
+        } else if (turn === 2) {
+          answered.failed++;
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: { code: 'internal', message: 'Something went wrong on our side; try again.' } }));
+        } else {
+          answered.dropped++;
+          req.socket.destroy();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    try {
+      const { stats } = await floodProcess({
+        label: 'mixed',
+        apiUrl: `http://127.0.0.1:${(api.address() as AddressInfo).port}`,
+        key: 'sk_test',
+        resources: ['doc:hot'],
+        parent: 'doc:root',
+        eventsPerRequest: 3,
+        requestsPerSecond: 0,
+        concurrency: 1,
+        durationMs: 300,
+        flood: true,
+      });
+
+      expect(answered.failed + answered.dropped).toBeGreaterThan(0);
+      expect(stats.accepted).toBe(answered.accepted * 3);
+      expect(stats.rejected).toBe(answered.throttled * 3);
+      expect(stats.failed).toBe((answered.failed + answered.dropped) * 3);
+    } finally {
+      await new Promise((resolve) => api.close(resolve));
+    }
+  });
+});
