@@ -46,7 +46,9 @@ export interface CallCounts {
   /** SQS requests, billed per 64 KiB chunk of payload. */
   sqsStandardRequests: number;
   sqsFifoRequests: number;
-  /** Lambda invocations and their summed duration, by function. */
+  /** SNS publishes, billed per 64 KiB chunk of payload. */
+  snsRequests: number;
+  /** Lambda invocations and their summed billed duration (each rounded up to the millisecond), by function. */
   readonly invocations: Record<string, { count: number; ms: number }>;
 }
 
@@ -60,6 +62,7 @@ export function newCounts(): CallCounts {
     indexShadow: new Map(),
     sqsStandardRequests: 0,
     sqsFifoRequests: 0,
+    snsRequests: 0,
     invocations: {},
   };
 }
@@ -81,6 +84,7 @@ export function countsSince(now: CallCounts, before: CallCounts): CallCounts {
     indexShadow: now.indexShadow,
     sqsStandardRequests: now.sqsStandardRequests - before.sqsStandardRequests,
     sqsFifoRequests: now.sqsFifoRequests - before.sqsFifoRequests,
+    snsRequests: now.snsRequests - before.snsRequests,
     invocations: Object.fromEntries(
       Object.entries(now.invocations).map(([fn, i]) => [
         fn,
@@ -329,6 +333,11 @@ function sqsRequests(counts: CallCounts, input: Input): void {
   else counts.sqsStandardRequests += requests;
 }
 
+/** An SNS publish: one request per started 64 KiB of its message (SNS's chunks, like SQS's). */
+function snsRequests(counts: CallCounts, input: Input): void {
+  counts.snsRequests += units(typeof input.Message === 'string' ? Buffer.byteLength(input.Message) : 0, 64 * 1024);
+}
+
 /** `UpdateItemCommand meta`, `QueryCommand index by_resource`: which items a call is for. */
 function countTarget(counts: CallCounts, command: string, input: Input): void {
   const key = (input.Key ?? input.Item ?? {}) as Record<string, unknown>;
@@ -382,7 +391,8 @@ export function account(counts: CallCounts, call: ObservedCall): void {
   if (service === 'dynamodb') {
     countTarget(counts, command, input);
     dynamoCapacity(counts, command, input, output);
-  } else sqsRequests(counts, input);
+  } else if (service === 'sns') snsRequests(counts, input);
+  else sqsRequests(counts, input);
 }
 
 /** Counts every call an SDK client makes. */
@@ -390,9 +400,10 @@ export function instrument(counts: CallCounts, client: { middlewareStack: unknow
   observeCalls(client, service, (call) => account(counts, call));
 }
 
+/** Counts an invocation of `fn` that took `ms`: Lambda bills its duration rounded up to the millisecond. */
 export function recordInvocation(counts: CallCounts, fn: string, ms: number): void {
   counts.invocations[fn] ??= { count: 0, ms: 0 };
   const entry = counts.invocations[fn];
   entry.count += 1;
-  entry.ms += ms;
+  entry.ms += Math.ceil(ms);
 }

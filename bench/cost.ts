@@ -44,6 +44,8 @@ export interface CostBreakdown {
   readonly lambda: number;
   readonly dynamodb: number;
   readonly sqs: number;
+  /** Webhook-disabled notices (SNS publishes). */
+  readonly sns: number;
   readonly total: number;
 }
 
@@ -77,12 +79,14 @@ export function costPerMillion(
   const sqs = perEvent(
     (counts.sqsStandardRequests / 1e6) * PRICES.sqsStandardPerMillion + (counts.sqsFifoRequests / 1e6) * PRICES.sqsFifoPerMillion,
   );
+  const sns = perEvent((counts.snsRequests / 1e6) * PRICES.snsPublishPerMillion);
   const round = (n: number) => Math.round(n * 1000) / 1000;
   return {
     api_gateway: round(api),
     lambda: round(lambda),
     dynamodb: round(dynamodb),
     sqs: round(sqs),
-    total: round(api + lambda + dynamodb + sqs),
+    sns: round(sns),
+    total: round(api + lambda + dynamodb + sqs + sns),
   };
 }

@@ -4,7 +4,9 @@
  * package, and each publishing task runs on a thread of its own (a flood in a
  * process of its own, see flood.ts), through the HTTP API. So a flood's requests
  * never delay the receivers' clocks or a calm producer's. Latency is from the
- * moment the API accepted an event (its 202 arrived) to the moment a receiver got it.
+ * moment the API accepted an event (its 202 arrived) to the moment a receiver got it:
+ * an event fanned out to several webhooks has arrived when the last of them got it,
+ * so a delivery lost to one webhook is not hidden by another's.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -31,7 +33,13 @@ export interface PublishTask {
 export type WorkerCommand =
   | { readonly cmd: 'secrets'; readonly secrets: Record<string, string> }
   | { readonly cmd: 'answer'; readonly path: string; readonly answer: number | 'hang' }
-  | { readonly cmd: 'accepted'; readonly label: string; readonly events: ReadonlyArray<readonly [string, number]> }
+  | {
+      readonly cmd: 'accepted';
+      readonly label: string;
+      readonly events: ReadonlyArray<readonly [string, number]>;
+      /** The webhooks the label's events are delivered to: each must receive every one of them. */
+      readonly webhooks: readonly string[];
+    }
   | { readonly cmd: 'report' };
 
 /** What a publishing thread answers when its task is done: its counts and every accepted event's id and time. */
@@ -44,8 +52,14 @@ export interface TaskStats {
   readonly label: string;
   readonly requests: number;
   readonly accepted: number;
+  /** Events the API refused: 429s, and events a 202 answered rejected. */
   readonly rejected: number;
+  /** Events of requests that failed: an error answer (a 5xx, say) or none at all. Not rejections: nothing said why. */
+  readonly failed: number;
   readonly status429: number;
+  /** When it sent its first request and had its last answer: the time it loaded the API (a thread or process starts a while after it is asked for). */
+  readonly startedAt: number;
+  readonly endedAt: number;
   /** The CPU priority the task ran at (see `floodCommand`). */
   readonly priority: 'normal' | 'idle' | 'nice 19';
   /** A flood's process: the CPU it used, all its threads. */
@@ -53,7 +67,7 @@ export interface TaskStats {
 }
 
 export interface Report {
-  /** Per accepted event: label, acceptance time, first arrival (or null). */
+  /** Per accepted event: label, acceptance time, arrival at the last of its webhooks (or null while one has not got it). */
   readonly events: Array<{ id: string; label: string; acceptedAt: number; receivedAt: number | null }>;
   readonly arrivals: Record<string, number>;
   readonly badSignatures: number;
@@ -72,8 +86,9 @@ const role = (floodTask ? { role: 'publisher', task: JSON.parse(floodTask) } : w
 
 const secrets = new Map<string, string>();
 const answers = new Map<string, number | 'hang'>();
-const accepted = new Map<string, { label: string; acceptedAt: number }>();
-const received = new Map<string, number>();
+const accepted = new Map<string, { label: string; acceptedAt: number; webhooks: readonly string[] }>();
+/** Per event, per webhook: its first arrival that the endpoint answered 2xx. */
+const received = new Map<string, Map<string, number>>();
 const arrivals: Record<string, number> = {};
 let badSignatures = 0;
 
@@ -93,7 +108,13 @@ function serveReceivers(): void {
         const secret = secrets.get(parsed.webhook);
         if (secret) {
           new Webhook(secret).verify(body, req.headers as Record<string, string>);
-          if (answer >= 200 && answer < 300) for (const e of parsed.events) if (!received.has(e.id)) received.set(e.id, now);
+          if (answer >= 200 && answer < 300) {
+            for (const e of parsed.events) {
+              const byWebhook = received.get(e.id) ?? new Map<string, number>();
+              if (!byWebhook.has(parsed.webhook)) byWebhook.set(parsed.webhook, now);
+              received.set(e.id, byWebhook);
+            }
+          }
         }
       } catch {
         badSignatures++;
@@ -112,6 +133,7 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
   let requests = 0;
   let ok = 0;
   let rejected = 0;
+  let failed = 0;
   let status429 = 0;
   let next = 0;
   const interval = task.requestsPerSecond > 0 ? 1000 / task.requestsPerSecond : 0;
@@ -137,21 +159,42 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
         const at = Date.now();
         const body = (await response.json()) as { events?: Array<{ id?: string; status: string }> };
         if (response.status === 429) status429++;
-        // A request refused as a whole (the tenant's API throttle) has no per-event results.
-        if (!body.events) rejected += task.eventsPerRequest;
         for (const e of body.events ?? []) {
           if (e.status === 'accepted' && e.id) {
             acceptedHere.push([e.id, at]);
             ok++;
           } else rejected++;
         }
+        // A request refused as a whole (the tenant's API throttle) has no per-event results;
+        // any other answer without them is the API failing, which a rejection would hide.
+        if (!body.events) {
+          if (response.status === 429) rejected += task.eventsPerRequest;
+          else failed += task.eventsPerRequest;
+        }
       } catch {
-        rejected += task.eventsPerRequest;
+        failed += task.eventsPerRequest;
       }
     }
   };
   await Promise.all(Array.from({ length: task.concurrency }, worker));
-  return { stats: { label: task.label, requests, accepted: ok, rejected, status429, priority }, accepted: acceptedHere };
+  const endedAt = Date.now();
+  return {
+    stats: { label: task.label, requests, accepted: ok, rejected, failed, status429, startedAt: started, endedAt, priority },
+    accepted: acceptedHere,
+  };
+}
+
+/** When the last of `webhooks` got `event`; null while one has not (or when it goes to none: a bench mistake, shown as lost). */
+function arrivedAt(event: string, webhooks: readonly string[]): number | null {
+  const byWebhook = received.get(event);
+  if (!byWebhook || webhooks.length === 0) return null;
+  let last = 0;
+  for (const webhook of webhooks) {
+    const at = byWebhook.get(webhook);
+    if (at === undefined) return null;
+    last = Math.max(last, at);
+  }
+  return last;
 }
 
 // Every command carries an id that its reply repeats: runs overlap, so replies come in any order.
@@ -169,7 +212,8 @@ function answerCommands(): void {
         reply({ cmd: 'ok' });
         break;
       case 'accepted':
-        for (const [event, acceptedAt] of command.events) accepted.set(event, { label: command.label, acceptedAt });
+        for (const [event, acceptedAt] of command.events)
+          accepted.set(event, { label: command.label, acceptedAt, webhooks: command.webhooks });
         reply({ cmd: 'ok' });
         break;
       case 'report': {
@@ -178,7 +222,7 @@ function answerCommands(): void {
             id: event,
             label: a.label,
             acceptedAt: a.acceptedAt,
-            receivedAt: received.get(event) ?? null,
+            receivedAt: arrivedAt(event, a.webhooks),
           })),
           arrivals: { ...arrivals },
           badSignatures,

@@ -12,10 +12,11 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { PendingAnswers } from '../sandbox/threads.ts';
 import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
+import { watchAlarms } from './alarms.ts';
 import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
-import type { PublishTask, Report, TaskResult } from './load.ts';
+import type { PublishTask, Report, TaskResult, TaskStats } from './load.ts';
 import { loopDelay } from './loop-delay.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 import { threadCpu } from './threads.ts';
@@ -122,11 +123,15 @@ async function harness(config: Record<string, unknown> = {}) {
     const t = await api('POST', '/v1/admin/tenants', sandbox.adminKey, { name });
     return { id: String(t.id), key: String(t.api_key) };
   };
+  // The webhooks on each resource: a task's events must reach every one on their resources and parent.
+  const subscribed = new Map<string, string[]>();
   const webhook = async (key: string, resource: string, path: string) => {
     const w = await api('POST', '/v1/webhooks', key, { resource, url: `${receiverUrl}${path}` });
     await ask({ cmd: 'secrets', secrets: { [String(w.id)]: String(w.secret) } });
+    subscribed.set(resource, [...(subscribed.get(resource) ?? []), String(w.id)]);
     return String(w.id);
   };
+  const webhooksOf = (task: PublishTask) => [...new Set([task.parent, ...task.resources].flatMap((r) => subscribed.get(r) ?? []))];
   return {
     sandbox,
     counts,
@@ -150,7 +155,7 @@ async function harness(config: Record<string, unknown> = {}) {
       Promise.all(
         tasks.map(async (task) => {
           const result = task.flood ? await floodProcess(task) : await publishOnThread(task);
-          await ask({ cmd: 'accepted', label: task.label, events: result.accepted });
+          await ask({ cmd: 'accepted', label: task.label, events: result.accepted, webhooks: webhooksOf(task) });
           return result.stats;
         }),
       ),
@@ -173,17 +178,6 @@ async function harness(config: Record<string, unknown> = {}) {
       await sandbox.stop();
     },
   };
-}
-
-/** Evaluates the alarms every second, as CloudWatch would, and keeps when each first went to ALARM. */
-function watchAlarms(sandbox: Sandbox) {
-  const fired: Array<{ name: string; at: number }> = [];
-  const timer = setInterval(() => {
-    for (const alarm of sandbox.alarms()) {
-      if (alarm.state === 'ALARM' && !fired.some((f) => f.name === alarm.name)) fired.push({ name: alarm.name, at: Date.now() });
-    }
-  }, 1_000);
-  return { fired, stop: () => clearInterval(timer) };
 }
 
 function latencies(report: Report, label: string, from = 0, to = Number.POSITIVE_INFINITY): number[] {
@@ -222,6 +216,10 @@ const ratio = (a: number | null, b: number | null) => (a && b ? round2(a / b) : 
 /** The middle 90% of a label's p99 ratio between two windows, resampling whole requests (see interval.ts). */
 const ratioInterval = (report: Report, label: string, storm: readonly [number, number], calm: readonly [number, number]) =>
   p99RatioInterval(requestLatencies(report.events, label, ...storm), requestLatencies(report.events, label, ...calm));
+
+/** When a publishing task sent, from its first request to its last answer; `from`–`to` if it did not say. */
+const sent = (stats: TaskStats | undefined, from: number, to: number): readonly [number, number] =>
+  stats ? [stats.startedAt, stats.endedAt] : [from, to];
 
 /** A scenario's windows by name: each `[from, to]`. */
 type Windows<K extends string> = Record<K, readonly [from: number, to: number]>;
@@ -387,10 +385,11 @@ async function hotObject() {
     progress(
       `${(WARM_MS + BEFORE_MS) / 1000} s of baseline traffic, then ${STORM_MS / 1000} s more with one object written as fast as a client can, then ${PACED_MS / 1000} s with it written at its rate`,
     );
+    // Watched from before the calm traffic: an alarm it fires shows before the storm.
+    const alarmWatch = watchAlarms(() => h.sandbox.alarms());
     const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + STORM_MS + SETTLE_MS + PACED_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     const stormStart = Date.now();
-    const alarmWatch = watchAlarms(h.sandbox);
     let peak = 0;
     let sampling = true;
     const sampler = (async () => {
@@ -441,11 +440,16 @@ async function hotObject() {
     await before;
     const report = await h.drain(['calm', 'hot', 'paced'], 90_000);
     alarmWatch.stop();
-    const alarms = alarmWatch.fired.map((a) => ({ name: a.name, after_s: Math.round((a.at - stormStart) / 1000) }));
+    // The storm is the flood's sending, from its first request to its last answer, all of
+    // it (its onset too, often its worst moment); its process starts a while after it is
+    // asked for. The paced phase likewise.
+    const flood = sent(hotStats, stormStart, stormEnd);
+    const pacedSending = sent(pacedStats, pacedStart, pacedEnd);
+    const alarms = alarmWatch.firedSince(flood[0]);
     const windows: Windows<'before' | 'during' | 'paced'> = {
       before: [stormStart - BEFORE_MS, stormStart],
-      during: [stormStart + 1_000, stormEnd],
-      paced: [pacedStart + 1_000, pacedEnd],
+      during: flood,
+      paced: pacedSending,
     };
     const {
       before: calmBefore,
@@ -471,17 +475,19 @@ async function hotObject() {
         others_p99_ratio_interval: ratioInterval(report, 'calm', windows.paced, windows.before),
         others_p99_ms: calmPaced.p99,
         others_p50_ms: calmPaced.p50,
-        hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedEnd - pacedStart) / 1000)),
+        hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedSending[1] - pacedSending[0]) / 1000)),
         hot_accepted: pacedStats?.accepted ?? 0,
       },
       hot_peak_depth: peak,
       hot_accepted: hotStats?.accepted ?? 0,
       // The flood's strength: at or above the tenant's API throttle (500/s), all an API lets through.
-      hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((stormEnd - stormStart) / 1000)),
+      hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((flood[1] - flood[0]) / 1000)),
       hot_client_priority: hotStats?.priority ?? 'normal',
       // The flood's own process (all its threads), which the thread figures do not include.
       hot_client_cores: hotStats?.cpuSeconds !== undefined ? round2(hotStats.cpuSeconds / ((stormEnd - stormStart) / 1000)) : null,
       hot_rejected: hotStats?.rejected ?? 0,
+      // The flood's events whose request failed (an error answer, or none): the API failing, not refusing.
+      hot_failed: hotStats?.failed ?? 0,
       lost: report.events.filter((e) => e.receivedAt === null).length,
       alarms_fired: alarms,
       // Which calls the storm made: per tenant (meta items are keyed by tenant id).
@@ -544,8 +550,8 @@ async function failingEndpoint() {
     const report = await h.drain(['calm', 'failing'], 120_000);
     const windows: Windows<'before' | 'control' | 'during'> = {
       before: [controlStart - BEFORE_MS, controlStart],
-      control: [controlStart + 1_000, failStart],
-      during: [failStart + 1_000, failStart + STORM_MS],
+      control: [controlStart, failStart],
+      during: [failStart, failStart + STORM_MS],
     };
     const {
       before: calmBefore,
@@ -677,7 +683,7 @@ const RUNNERS: Record<Scenario, () => Promise<Record<string, unknown>>> = {
 function summaryRow(scenario: Scenario, r: Record<string, unknown>): string {
   const pick: Record<Scenario, string[]> = {
     baseline: ['delivered_per_s', 'latency_ms', 'cost_per_million_usd', 'lost'],
-    'hot-object': ['others_p99_ratio', 'others_p99_ratio_interval', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'lost'],
+    'hot-object': ['others_p99_ratio', 'others_p99_ratio_interval', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'hot_failed', 'lost'],
     'failing-endpoint': [
       'others_p99_ratio',
       'others_p99_ratio_interval',

@@ -3,11 +3,16 @@
  * the stages of the pipeline from what the sandbox's event source mappings report.
  */
 
-/** The p-th percentile (nearest rank below), or null for no values. */
+/**
+ * The p-th percentile by nearest rank: the smallest value that at least p% of the
+ * values do not exceed (rank ⌈p/100 · n⌉), or null for no values. Of 100 values the
+ * p99 is the 99th, not the largest.
+ */
 export function percentile(values: number[], p: number): number | null {
   if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1] as number;
 }
 
 /**

@@ -9,7 +9,7 @@
  * thread that counts (see api-thread.ts).
  */
 
-export type ObservedService = 'dynamodb' | 'sqs';
+export type ObservedService = 'dynamodb' | 'sqs' | 'sns';
 
 export interface ObservedCall {
   readonly service: ObservedService;

@@ -11,7 +11,7 @@ import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { documentClient, sqsClient } from '../functions/adapters/aws.ts';
 import { TableCanaryKey } from '../functions/adapters/canary-key.ts';
 import { CanaryStore } from '../functions/adapters/canary-store.ts';
-import { RecordingNotifier } from '../functions/adapters/notifier.ts';
+import { RecordingNotifier, SnsNotifier } from '../functions/adapters/notifier.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { type CanaryDeps, runCanary } from '../functions/app/canary.ts';
 import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
@@ -28,8 +28,9 @@ import { AlarmEvaluator, type AlarmState } from './alarms.ts';
 import { startApiOnThread } from './api-thread.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulatorsOnThread } from './emulators.ts';
 import { InMemoryMetrics } from './metrics.ts';
-import { type CallObserver, observeCalls } from './observe.ts';
+import { type CallObserver, type ObservedService, observeCalls } from './observe.ts';
 import { Poller, type ReceiveObserver } from './poller.ts';
+import { localSnsClient, SANDBOX_WEBHOOK_DISABLED_TOPIC } from './sns.ts';
 import { asFunction, enforceTableAccess, runningAs } from './table-access.ts';
 import { everyOneAtATime, InFlight, type SandboxThreadError } from './threads.ts';
 
@@ -94,12 +95,15 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const onFailure = options.onFailure ?? ((error: SandboxThreadError) => log.error('A sandbox thread stopped', { error }));
   const emulators = await startEmulatorsOnThread(options.dataDir, onFailure);
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  const instrument = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
+  const instrument = <C extends { middlewareStack: unknown }>(client: C, service: ObservedService): C => {
     if (options.onCall) observeCalls(client, service, options.onCall);
     return client;
   };
   const sqs = instrument(sqsClient({ ...emulators.sqs, maxSockets: 256 }), 'sqs');
-  const queues = await createQueues(sqs);
+  // What AWS does itself, not sluice's functions (CloudFormation creates the queues,
+  // CloudWatch reads their depth, at no request charge): on a client nobody counts.
+  const awsItself = sqsClient({ ...emulators.sqs });
+  const queues = await createQueues(awsItself);
   const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
   const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
   const dynamo = instrument(documentClient({ ...emulators.dynamo, maxSockets: 256 }), 'dynamodb');
@@ -108,6 +112,13 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     events: tableNames[EVENTS_TABLE.logicalName] as string,
     control: tableNames[CONTROL_TABLE.logicalName] as string,
   });
+  // The functions publish notices through SNS's SDK client as in AWS (counted like every
+  // AWS call); the sandbox's SNS keeps them in `notifier`.
+  const sns = instrument(
+    localSnsClient((notice) => void notifier.webhookDisabled(notice)),
+    'sns',
+  );
+  const published = new SnsNotifier({ client: sns, topicArn: SANDBOX_WEBHOOK_DISABLED_TOPIC });
   const wiring: Wiring = {
     config,
     dynamo,
@@ -139,7 +150,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     },
     {
       metrics,
-      notice: (notice) => void notifier.webhookDisabled(notice),
+      notice: (notice) => void published.webhookDisabled(notice).catch((error: unknown) => log.error('Notice not kept', { error })),
       alarms: () => alarms.evaluate(),
       notices: () => notifier.notices,
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
@@ -167,7 +178,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: deliverQueue,
-      handler: asFunction('delivery', makeDeliveryHandler(deliveryDeps(wiring, notifier))),
+      handler: asFunction('delivery', makeDeliveryHandler(deliveryDeps(wiring, published))),
       functionName: 'sluice-delivery',
       logger: log,
       metrics,
@@ -218,7 +229,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // What CloudWatch would measure on the dead-letter queues.
   const monitor = setInterval(() => {
     for (const queue of Object.values(queues)) {
-      sqs
+      awsItself
         .send(new GetQueueAttributesCommand({ QueueUrl: queue.deadLetterUrl, AttributeNames: ['ApproximateNumberOfMessages'] }))
         .then((r) =>
           metrics.record(

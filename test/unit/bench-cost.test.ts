@@ -15,6 +15,13 @@ describe('benchmark cost model', () => {
     expect(counts.invocations.api).toEqual({ count: 2, ms: 20 });
   });
 
+  it('bills each invocation its duration rounded up to the millisecond, as Lambda does', () => {
+    const counts = newCounts();
+    recordInvocation(counts, 'delivery', 0.3);
+    recordInvocation(counts, 'delivery', 4.01);
+    expect(counts.invocations.delivery).toEqual({ count: 2, ms: 1 + 5 });
+  });
+
   it('counts a window of a run: what was counted after a snapshot', () => {
     const counts = newCounts();
     counts.calls.dynamodb = { UpdateItemCommand: 3 };
@@ -40,14 +47,17 @@ describe('benchmark cost model', () => {
     counts.rru = 2_000_000;
     counts.sqsStandardRequests = 1_000_000;
     counts.sqsFifoRequests = 200_000;
+    counts.snsRequests = 100_000;
     counts.invocations.delivery = { count: 100_000, ms: 100_000 * 20 };
     const cost = costPerMillion(counts, 1_000_000, 100_000, 0);
     expect(cost.api_gateway).toBeCloseTo(0.35, 3);
     expect(cost.dynamodb).toBeCloseTo(3 * PRICES.dynamoWruPerMillion + 2 * PRICES.dynamoRruPerMillion, 3);
     expect(cost.sqs).toBeCloseTo(0.4 + 0.1, 3);
+    // Webhook-disabled notices, published to SNS at $0.50 a million.
+    expect(cost.sns).toBeCloseTo(0.05, 3);
     // 100,000 invocations of 20 ms at 0.5 GB: $0.02 + 1,000 GB-s.
     expect(cost.lambda).toBeCloseTo(0.02 + 1_000 * PRICES.lambdaArmPerGbSecond, 3);
-    expect(cost.total).toBeCloseTo(cost.api_gateway + cost.lambda + cost.dynamodb + cost.sqs, 2);
+    expect(cost.total).toBeCloseTo(cost.api_gateway + cost.lambda + cost.dynamodb + cost.sqs + cost.sns, 2);
   });
 
   it("bills the functions' CPU as a 512 MB Lambda runs it: slower than the sandbox's whole core", () => {

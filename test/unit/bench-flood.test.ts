@@ -30,7 +30,8 @@ afterAll(async () => {
 });
 
 describe('the benchmark flood', () => {
-  it('runs in a process of its own at the lowest priority, and answers what it sent and the CPU it took', async () => {
+  it('runs in a process of its own at the lowest priority, and answers what it sent, when, and the CPU it took', async () => {
+    const before = Date.now();
     const result = await floodProcess({
       label: 'flood',
       apiUrl: url,
@@ -50,5 +51,61 @@ describe('the benchmark flood', () => {
     // chrt and nice are part of every Linux this runs on (util-linux, coreutils).
     expect(['idle', 'nice 19']).toContain(result.stats.priority);
     expect(result.stats.cpuSeconds).toBeGreaterThan(0);
+    // The storm is when it sent (its process starts a while after it is asked for).
+    expect(result.stats.startedAt).toBeGreaterThanOrEqual(before);
+    expect(result.stats.endedAt).toBeGreaterThanOrEqual((result.stats.startedAt ?? 0) + 300);
+    expect(result.stats.endedAt).toBeLessThanOrEqual(Date.now());
+  });
+});
+
+describe('a publishing task', () => {
+  it('counts as rejected only what the API refused, and apart what failed: a 5xx, or no answer', async () => {
+    // An API stand-in that answers in turn: accepted, throttled (429), failing (500), or not at all.
+    const answered = { accepted: 0, throttled: 0, failed: 0, dropped: 0 };
+    let n = 0;
+    const api = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const turn = n++ % 4;
+        if (turn === 0) {
+          answered.accepted++;
+          res.writeHead(202, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ events: [0, 1, 2].map((i) => ({ id: `evt_${n}_${i}`, status: 'accepted' })) }));
+        } else if (turn === 1) {
+          answered.throttled++;
+          res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+          res.end(JSON.stringify({ error: { code: 'rate_limited', message: 'Too many requests for this key; slow down.' } }));
+        } else if (turn === 2) {
+          answered.failed++;
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: { code: 'internal', message: 'Something went wrong on our side; try again.' } }));
+        } else {
+          answered.dropped++;
+          req.socket.destroy();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    try {
+      const { stats } = await floodProcess({
+        label: 'mixed',
+        apiUrl: `http://127.0.0.1:${(api.address() as AddressInfo).port}`,
+        key: 'sk_test',
+        resources: ['doc:hot'],
+        parent: 'doc:root',
+        eventsPerRequest: 3,
+        requestsPerSecond: 0,
+        concurrency: 1,
+        durationMs: 300,
+        flood: true,
+      });
+
+      expect(answered.failed + answered.dropped).toBeGreaterThan(0);
+      expect(stats.accepted).toBe(answered.accepted * 3);
+      expect(stats.rejected).toBe(answered.throttled * 3);
+      expect(stats.failed).toBe((answered.failed + answered.dropped) * 3);
+    } finally {
+      await new Promise((resolve) => api.close(resolve));
+    }
   });
 });

@@ -18,8 +18,8 @@ describe('p99 ratio interval', () => {
   });
 
   it("is wide when a window's p99 rests on one slow request", () => {
-    // 1 request of 100: its 10 events are the slowest 1%, so each resample's p99 is 100 ms
-    // when it draws that request and 20 ms when it does not.
+    // 1 request of 100: its 10 events are the slowest 1%, so a resample's p99 is 100 ms
+    // when it draws that request twice or more (about a quarter of them) and 20 ms otherwise.
     const window = [...requests(99, 20), ...requests(1, 100)];
     const interval = p99RatioInterval(window, window);
     expect(interval).toEqual({ low: 0.2, high: 5 });
