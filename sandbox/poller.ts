@@ -213,7 +213,9 @@ export class Poller {
         this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
       } catch (error) {
         // A failed invocation (or one past its timeout), as Lambda's Errors metric counts
-        // it; SQS delivers the batch again after the visibility timeout.
+        // it; SQS delivers the batch again after the visibility timeout. Lambda bills it
+        // all the same, for as long as it ran.
+        this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
         if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
         throw error;
       }

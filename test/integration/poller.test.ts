@@ -1,7 +1,7 @@
 /**
  * The sandbox's event source mapping keeps to the function's maximum concurrency, as
  * Lambda's does, however many of its loops are receiving at once; and an invocation
- * that runs past the function's timeout ends there, as in Lambda; and a batch response
+ * that runs past the function's timeout ends there (and is billed to it), as in Lambda; and a batch response
  * that names a message not in the batch fails the whole batch, as Lambda takes it.
  */
 import { CreateQueueCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
@@ -64,6 +64,7 @@ describe('the sandbox poller', () => {
       .QueueUrl as string;
     const metrics = new InMemoryMetrics();
     const handled: Array<{ body: string; receives: string | undefined }> = [];
+    const billed: number[] = [];
     let hung = false;
     const poller = new Poller({
       client,
@@ -83,6 +84,7 @@ describe('the sandbox poller', () => {
       fn: 'delivery',
       concurrency: 1,
       pollers: 1,
+      onInvocation: (_fn, ms) => void billed.push(ms),
     });
     poller.start();
     await client.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'hangs' }));
@@ -98,6 +100,9 @@ describe('the sandbox poller', () => {
     ]);
     // A timeout is an error of the function, as Lambda's Errors metric counts it.
     expect(metrics.points('function:delivery:Errors', 0, Date.now() + 1)).toEqual([1]);
+    // And is billed, as Lambda bills it, to its timeout; the two that answered too.
+    expect(billed).toHaveLength(3);
+    expect(billed.filter((ms) => ms >= 1_000)).toHaveLength(1);
 
     // An invocation hung again does not hold the stop.
     hung = false;
