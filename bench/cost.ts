@@ -1,9 +1,19 @@
 /**
- * Dollars per million delivered events at us-east-1 list prices. Prices are
- * AWS's public us-east-1 on-demand list prices as published on the service
- * pricing pages in 2025 (API Gateway REST first tier; Lambda arm64; DynamoDB
- * on-demand after the November 2024 reduction; SQS after the free tier), and do
- * not include free tiers, data transfer or CloudWatch.
+ * Dollars per million delivered events at us-east-1 list prices: AWS's public
+ * on-demand prices for US East (N. Virginia) as its pricing pages published them in
+ * 2025 (this machine has no internet to read them again), without free tiers, data
+ * transfer or CloudWatch:
+ * - API Gateway REST APIs, first 333 million requests a month: $3.50 a million
+ *   (https://aws.amazon.com/api-gateway/pricing/);
+ * - Lambda on arm64: $0.20 a million requests, $0.0000133334 a GB-second, first
+ *   tier (https://aws.amazon.com/lambda/pricing/);
+ * - DynamoDB on-demand, after the November 2024 reduction: $0.625 a million write
+ *   request units, $0.125 a million read request units
+ *   (https://aws.amazon.com/dynamodb/pricing/on-demand/);
+ * - SQS past the first million: $0.40 a million standard and $0.50 a million FIFO
+ *   requests, each 64 KB chunk of a payload one request
+ *   (https://aws.amazon.com/sqs/pricing/);
+ * - SNS publishes: $0.50 a million (https://aws.amazon.com/sns/pricing/).
  */
 import { FUNCTION_MEMORY_MB } from '../functions/definitions/environment.ts';
 import type { CallCounts } from './accounting.ts';
