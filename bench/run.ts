@@ -7,17 +7,16 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { PutItemCommand } from '@aws-sdk/client-dynamodb';
-import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { PendingAnswers } from '../sandbox/threads.ts';
-import { account, type CallCounts, countsSince, instrument, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
+import { account, type CallCounts, countsSince, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
 import { watchAlarms } from './alarms.ts';
 import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
 import type { PublishTask, Report, TaskResult, TaskStats } from './load.ts';
 import { loopDelay } from './loop-delay.ts';
+import { type RawOperation, rawRate } from './raw-rate.ts';
 import { firstTryTenant, percentile, type StageSample, stageSpread } from './stages.ts';
 import { threadCpu } from './threads.ts';
 
@@ -592,37 +591,29 @@ async function failingEndpoint() {
 async function ceiling() {
   const h = await harness();
   try {
-    progress('raw emulator rates: 5 s of PutItem and of SendMessage, 32 at a time, each after 2 s of warm-up');
-    const rate = async (op: () => Promise<unknown>) => {
-      let n = 0;
+    // One calling thread per core: one alone runs out of its core (the SDK's work per
+    // call is about twice the emulator's) while the emulators still have time to spare.
+    const callers = Math.max(1, os.availableParallelism());
+    progress(
+      `raw emulator rates: 5 s of PutItem and of SendMessage from ${callers} threads, 32 calls at a time each, after 2 s of warm-up`,
+    );
+    const rate = async (operation: RawOperation) => {
       // The pipeline meets emulators its warm-up has compiled: so do the raw rates.
       const start = Date.now() + 2_000;
       const end = start + 5_000;
-      await Promise.all(
-        Array.from({ length: 32 }, async () => {
-          while (Date.now() < end) {
-            await op();
-            if (Date.now() >= start) n++;
-          }
-        }),
-      );
-      // CPU per call: the calls are made from the main thread, and the emulators answer on theirs.
+      const n = await rawRate(operation, start, end, callers - 1);
+      // CPU per call: the callers' threads (this one and the raw callers), and the emulators'.
       const cores = h.cpu(start, end);
-      const perCall = (role: string) => (cores ? Math.round(((cores[role] ?? 0) * 5e6) / Math.max(1, n)) : null);
-      return { perSecond: Math.round(n / 5), cpuUsPerCall: { sdk_client: perCall('functions'), emulator: perCall('emulators') } };
+      const perCall = (roles: string[]) =>
+        cores ? Math.round((roles.reduce((sum, role) => sum + (cores[role] ?? 0), 0) * 5e6) / Math.max(1, n)) : null;
+      return {
+        perSecond: Math.round(n / 5),
+        cpuUsPerCall: { sdk_client: perCall(['functions', 'raw callers']), emulator: perCall(['emulators']) },
+      };
     };
-    const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
-    // Observed as the pipeline's clients are (its counts are thrown away), so both pay the same per call.
-    const raw = new DynamoDBClient({ ...h.sandbox.emulators.dynamo });
-    instrument(newCounts(), raw, 'dynamodb');
-    let i = 0;
     const rawRates = async () => ({
-      dynamodb: await rate(() =>
-        raw.send(new PutItemCommand({ TableName: h.sandbox.wiring.controlTable, Item: { pk: { S: `ceiling#${i++}` }, sk: { S: 'x' } } })),
-      ),
-      sqs: await rate(() =>
-        h.sandbox.wiring.sqs.send(new SendMessageCommand({ QueueUrl: h.sandbox.queues.Deliver?.deadLetterUrl, MessageBody: 'x' })),
-      ),
+      dynamodb: await rate({ service: 'dynamodb', client: h.sandbox.emulators.dynamo, table: h.sandbox.wiring.controlTable }),
+      sqs: await rate({ service: 'sqs', client: h.sandbox.emulators.sqs, queueUrl: h.sandbox.queues.Deliver?.deadLetterUrl as string }),
     });
     // The machine's speed drifts within minutes: the raw rates are measured before the
     // pipeline's run and again after it, and the higher of the two is what the emulators allow.

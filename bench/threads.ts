@@ -14,6 +14,7 @@ const ROLES: ReadonlyArray<readonly [prefix: string, role: string]> = [
   ['sluice-api', 'api'],
   ['sluice-emulator', 'emulators'],
   ['bench-receiver', 'receivers'],
+  ['raw-caller-', 'raw callers'],
   ['pub-', 'publisher '],
   ['V8Worker', 'v8 helpers'],
   ['DelayedTaskSche', 'v8 helpers'],
