@@ -48,6 +48,21 @@ function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
+/** A tenant with a webhook whose endpoint answers 500, once its first delivery has made it `failing`. */
+async function failingWebhook(name: string, path: string) {
+  const tenant = await createTenant(sandbox, name);
+  const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}${path}` });
+  receiver.answer(path, 500);
+  await publish(sandbox, tenant.key, [{ resource: `${name}:1`, parents: [`${name}:0`], type: 'a.b', data: 0 }]);
+  let state = '';
+  for (let i = 0; i < 50 && state !== 'failing'; i++) {
+    state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.state;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  expect(state).toBe('failing');
+  return { tenant, hook };
+}
+
 describe('failing endpoint', () => {
   it('is quarantined, sees only probes, does not slow others, and gets every held event in order once it recovers', async () => {
     const failing = await createTenant(sandbox, 'failing');
@@ -149,16 +164,7 @@ describe('failing endpoint', () => {
   }, 60_000);
 
   it('lets a failing endpoint have only one attempt per interval, delaying the rest', async () => {
-    const tenant = await createTenant(sandbox, 'flaky');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'f:0', url: `${receiver.url}/flaky` });
-    receiver.answer('/flaky', 500);
-    await publish(sandbox, tenant.key, [{ resource: 'f:1', parents: ['f:0'], type: 'a.b', data: 0 }]);
-    let state = '';
-    for (let i = 0; i < 50 && state !== 'failing'; i++) {
-      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.state;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    expect(state).toBe('failing');
+    const { tenant, hook } = await failingWebhook('f', '/flaky');
     const from = receiver.received.length;
     const delayed = sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_failing' });
     const started = Date.now();
@@ -193,16 +199,7 @@ describe('failing endpoint', () => {
   });
 
   it("makes a delivery that keeps finding its failing endpoint's attempt taken wait twice as long each time, until it is attempted", async () => {
-    const tenant = await createTenant(sandbox, 'backlog');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'b:0', url: `${receiver.url}/backlog` });
-    receiver.answer('/backlog', 500);
-    await publish(sandbox, tenant.key, [{ resource: 'b:1', parents: ['b:0'], type: 'a.b', data: 0 }]);
-    let state = '';
-    for (let i = 0; i < 50 && state !== 'failing'; i++) {
-      state = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.state;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    expect(state).toBe('failing');
+    const { tenant, hook } = await failingWebhook('b', '/backlog');
     // An interval of 5 s that no retry of its has used yet; its one attempt is taken.
     let at = Date.now() + 7_200_000;
     const sent: Array<{ message: DeliveryMessage; delaySeconds: number | undefined }> = [];

@@ -62,6 +62,30 @@ async function publishAndWait(resource: string, data: number, path: string, arri
   }
 }
 
+/** Stores an event without ringing its doorbell: for a test's own distributor turns, which the sandbox's do not take. */
+async function storeUnrung(tenantId: string, resource: string, parents: string[], data: number, eventId: string) {
+  const { dynamo, eventsTable, config } = sandbox.wiring;
+  await ingest(
+    {
+      queues: new QueueStore({ client: dynamo, tableName: eventsTable, retentionDays: config.retentionDays }),
+      idempotency: new IdempotencyStore({
+        client: dynamo,
+        tableName: eventsTable,
+        retentionDays: config.retentionDays,
+        ingestGraceMs: 60_000,
+      }),
+      doorbell: { ring: async () => undefined },
+      config,
+      metrics: NO_METRICS,
+      logger: NO_LOGS,
+      now: Date.now,
+      newEventId: () => eventId,
+    },
+    tenantId,
+    [{ resource, parents, type: 'a.b', data, idempotencyKey: undefined }],
+  );
+}
+
 describe('calls observed on every thread', () => {
   it('counts the calls the API makes on its own thread, as those of the functions on this one', async () => {
     const before = counts.calls.dynamodb?.PutItemCommand ?? 0;
@@ -378,27 +402,7 @@ describe('lookups near the end of their age', () => {
     const { dynamo, eventsTable, config } = sandbox.wiring;
     const queues = new QueueStore({ client: dynamo, tableName: eventsTable, retentionDays: config.retentionDays });
     const k = { tenantId: tenant.id, resource: 'ahead:3' };
-    // Events stored without a doorbell, for this test's turns alone.
-    const store = (n: number) =>
-      ingest(
-        {
-          queues,
-          idempotency: new IdempotencyStore({
-            client: dynamo,
-            tableName: eventsTable,
-            retentionDays: config.retentionDays,
-            ingestGraceMs: 60_000,
-          }),
-          doorbell: { ring: async () => undefined },
-          config,
-          metrics: NO_METRICS,
-          logger: NO_LOGS,
-          now: Date.now,
-          newEventId: () => `evt_ahead${n}`,
-        },
-        tenant.id,
-        [{ resource: k.resource, parents: [], type: 'a.b', data: n, idempotencyKey: undefined }],
-      );
+    const store = (n: number) => storeUnrung(tenant.id, k.resource, [], n, `evt_ahead${n}`);
     // Well after any bump of this tenant, so the first turn's lookups are kept for the whole age.
     let clock = Date.now() + 120_000;
     const handler = makeDistributorHandler(distributor({ ...sandbox.wiring, dynamo: gated, now: () => clock }), NO_LOGS);
@@ -437,26 +441,7 @@ describe("the distributor's reads of the control table", () => {
     });
     // An event stored without a doorbell, for this distributor's turn alone.
     const k = { tenantId: t.id, resource: 'proj:1' };
-    const { dynamo, eventsTable, config } = sandbox.wiring;
-    await ingest(
-      {
-        queues: new QueueStore({ client: dynamo, tableName: eventsTable, retentionDays: config.retentionDays }),
-        idempotency: new IdempotencyStore({
-          client: dynamo,
-          tableName: eventsTable,
-          retentionDays: config.retentionDays,
-          ingestGraceMs: 60_000,
-        }),
-        doorbell: { ring: async () => undefined },
-        config,
-        metrics: NO_METRICS,
-        logger: NO_LOGS,
-        now: Date.now,
-        newEventId: () => 'evt_projected',
-      },
-      t.id,
-      [{ resource: k.resource, parents: ['proj:0'], type: 'a.b', data: 1, idempotencyKey: undefined }],
-    );
+    await storeUnrung(t.id, k.resource, ['proj:0'], 1, 'evt_projected');
     const reads: Array<{ input: Record<string, unknown>; output: Record<string, unknown> }> = [];
     const watched = documentClient(sandbox.emulators.dynamo);
     watched.middlewareStack.add(
