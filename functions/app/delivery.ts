@@ -149,7 +149,9 @@ function context(m: { tenantId: string; webhookId: string; deliveryId?: string }
 
 /** A delivery to a webhook its owner deleted: the owner's doing, not an incident, so counted apart from what pages on-call. */
 function dropForDeleted(deps: DeliveryDeps, message: DeliveryMessage): 'dropped' {
-  deps.metrics.count('EventsDiscardedByOwner', message.events.length, { reason: 'webhook_deleted' });
+  // Events only: a gap marker's events were counted when they were dropped.
+  const events = eventCount(message.events);
+  if (events > 0) deps.metrics.count('EventsDiscardedByOwner', events, { reason: 'webhook_deleted' });
   deps.logger.info('Delivery dropped: webhook deleted', { ...context(message), events: message.events.length });
   return 'dropped';
 }
@@ -321,7 +323,8 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
   const now = deps.now();
   switch (decideAttempt(result.statusCode)) {
     case 'delivered':
-      deps.metrics.count('EventsDelivered', message.events.length);
+      // Events only: a gap marker stands for events counted when they were dropped.
+      deps.metrics.count('EventsDelivered', eventCount(message.events));
       await applyHealth(deps, webhook, { type: 'success', now });
       return 'delivered';
     case 'disable': {
@@ -355,7 +358,7 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         // Counted once: a last attempt that SQS delivers again finds its dead letter written.
         if (await deps.records.deadLetter(message, describe(result), now)) {
           deps.metrics.count('DeadLetters');
-          deps.metrics.count('EventsDeadLettered', message.events.length);
+          deps.metrics.count('EventsDeadLettered', eventCount(message.events));
           deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
         }
         return 'dead_lettered';
@@ -776,7 +779,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
       // Only what this release removed leaves the count (a release that ran twice removes nothing).
       const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
       if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
-      deps.metrics.count('EventsDelivered', delivery.events.length);
+      deps.metrics.count('EventsDelivered', eventCount(delivery.events));
       deps.metrics.count('DeliveriesReleased', items.length);
       // A step that failed made the endpoint failing; this success ends that, as any delivery's does.
       if (webhook.health.state === 'failing') webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
@@ -916,7 +919,7 @@ async function spendHeldAttempt(
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     deadLettered += 1;
     deps.metrics.count('DeadLetters');
-    deps.metrics.count('EventsDeadLettered', held.message.events.length);
+    deps.metrics.count('EventsDeadLettered', eventCount(held.message.events));
     deps.logger.warn('Held delivery dead-lettered after its last attempt', { ...context(held.message), attempt: held.message.attempt });
   }
   if (deadLettered > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -deadLettered);

@@ -383,6 +383,46 @@ describe('failing endpoint', () => {
     expect(heard()).toHaveLength(1);
   });
 
+  it('counts events as delivered, dead-lettered and discarded, not the gap markers that stand for events counted when dropped', async () => {
+    const tenant = await createTenant(sandbox, 'marker-counts');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mc:1', url: `${receiver.url}/marker-counts` });
+    receiver.answer('/marker-counts', 200);
+    const marker = {
+      id: 'gap_mc1',
+      resource: 'mc:1',
+      type: 'sluice.gap' as const,
+      data: { dropped: 40, reason: 'switch_drop' as const },
+      created_at: new Date().toISOString(),
+    };
+    const event = (n: number) => deliveredEventFixture({ id: `evt_mc${n}`, seq: n, resource: 'mc:1', data: n });
+    const message = (n: number, events: DeliveryMessage['events'], attempt = 1): DeliveryMessage => ({
+      deliveryId: `msg_mc${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events,
+      attempt,
+    });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const total = (name: string, dimensions?: Record<string, string>) => sandbox.metrics.total(name, dimensions);
+
+    const delivered = total('EventsDelivered');
+    expect(await handleDeliverMessage(deps, message(1, [event(1), marker]))).toBe('delivered');
+    expect(total('EventsDelivered') - delivered).toBe(1);
+
+    // The last attempt of a delivery of a marker alone fails: one dead letter, no event in it.
+    receiver.answer('/marker-counts', 500);
+    const [letters, deadLettered] = [total('DeadLetters'), total('EventsDeadLettered')];
+    expect(await handleDeliverMessage(deps, message(2, [marker], sandbox.config.retryScheduleSeconds.length))).toBe('dead_lettered');
+    expect(total('DeadLetters') - letters).toBe(1);
+    expect(total('EventsDeadLettered') - deadLettered).toBe(0);
+
+    // Deleted by its owner: the event in flight to it is discarded, the marker with it is not an event.
+    await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key });
+    const discarded = total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+    expect(await handleDeliverMessage(deps, message(3, [event(3), marker]))).toBe('dropped');
+    expect(total('EventsDiscardedByOwner', { reason: 'webhook_deleted' }) - discarded).toBe(1);
+  });
+
   it('waits at least Retry-After (within bounds) after a 429', async () => {
     const started = Date.now();
     const tenant = await createTenant(sandbox, 'throttled');
