@@ -133,6 +133,18 @@ export async function runCanary(deps: CanaryDeps): Promise<void> {
     deps.logger.error('Canary publish failed', { tenant: state.tenantId, status: published.status });
     return;
   }
+  // A 202 answers each event apart: one rejected (a storage failure, a full queue) was not published.
+  const result = (published.json.events as Array<{ status?: unknown; error?: { code?: unknown } }> | undefined)?.[0];
+  if (result?.status !== 'accepted' && result?.status !== 'duplicate') {
+    deps.metrics.count('CanaryPublishFailed');
+    deps.logger.error('Canary publish failed', {
+      tenant: state.tenantId,
+      status: published.status,
+      result: String(result?.status),
+      code: String(result?.error?.code),
+    });
+    return;
+  }
   deps.metrics.count('CanaryPublished');
   deps.logger.info('Canary published', { tenant: state.tenantId });
 }

@@ -3,6 +3,8 @@
  * the tenant the first one made, instead of making another (and its usage plan).
  * Its tenant's API key is kept apart from the item the public receiver reads.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { TableCanaryKey } from '../../functions/adapters/canary-key.ts';
@@ -92,6 +94,46 @@ describe('the canary', () => {
     await runCanary(deps(`${receiver.url}/canary-ready`));
     expect(await store.get()).toEqual(second);
     expect(await keys.get()).toBe(apiKey);
+  });
+
+  it('counts a publish whose 202 rejected its event (a storage failure) as failed, not as published', async () => {
+    // The sandbox's API behind a stand-in that answers the canary's publish as ingest
+    // answers when its write fails: 202, the event rejected `internal`.
+    const standIn = http.createServer(async (req, res) => {
+      const body = await new Promise<string>((resolve) => {
+        let text = '';
+        req.on('data', (chunk) => {
+          text += chunk;
+        });
+        req.on('end', () => resolve(text));
+      });
+      if (req.method === 'POST' && req.url === '/v1/events') {
+        res.writeHead(202, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ events: [{ status: 'rejected', error: { code: 'internal', message: 'try again' } }] }));
+        return;
+      }
+      const answer = await fetch(`${sandbox.url}${req.url}`, {
+        method: req.method ?? 'GET',
+        headers: { authorization: req.headers.authorization ?? '', 'content-type': 'application/json' },
+        ...(body && { body }),
+      });
+      res.writeHead(answer.status, { 'content-type': 'application/json' });
+      res.end(await answer.text());
+    });
+    await new Promise<void>((resolve) => standIn.listen(0, '127.0.0.1', resolve));
+    try {
+      const published = sandbox.metrics.total('CanaryPublished');
+      const failed = sandbox.metrics.total('CanaryPublishFailed');
+      const logged: Array<Record<string, unknown> | undefined> = [];
+      const logger = { ...NO_LOGS, error: (_: string, fields?: Record<string, unknown>) => void logged.push(fields) };
+      const { port } = standIn.address() as AddressInfo;
+      await runCanary({ ...deps(`${receiver.url}/canary-rejected`), apiUrl: `http://127.0.0.1:${port}`, logger });
+      expect(sandbox.metrics.total('CanaryPublished')).toBe(published);
+      expect(sandbox.metrics.total('CanaryPublishFailed')).toBe(failed + 1);
+      expect(logged).toContainEqual(expect.objectContaining({ result: 'rejected', code: 'internal' }));
+    } finally {
+      await new Promise((resolve) => standIn.close(resolve));
+    }
   });
 
   it('deletes a webhook an earlier run made but could not save, before it makes the one it keeps', async () => {
