@@ -78,7 +78,10 @@ export class SubscriptionCache {
   readonly #refreshAheadMs: number;
   readonly #refreshWaitMs: number;
   readonly #maxEntries: number;
-  /** Refreshes under way, which `refreshed` waits for. */
+  /**
+   * Refreshes under way, which `refreshed` waits for, each for at most `refreshWaitMs`
+   * from its start: it leaves this set when it ends or when that time is up.
+   */
   readonly #refreshes = new Set<Promise<void>>();
   readonly #webhooks = new Map<string, Entry<readonly Subscriber[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
@@ -165,15 +168,11 @@ export class SubscriptionCache {
    * which include all the caller's turns started: where invocations share a container
    * (the sandbox), another's started later must not keep this one from returning, and
    * its batch's doorbells from being deleted, for as long as some lookup is under way.
-   * And at most `refreshWaitMs` (REFRESH_WAIT_MS).
+   * And each at most `refreshWaitMs` (REFRESH_WAIT_MS) from its start, so a lookup that
+   * hangs is waited for by the invocation that started it, not by every later one.
    */
   async refreshed(): Promise<void> {
-    if (this.#refreshes.size === 0) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const waited = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#refreshWaitMs);
-    });
-    await Promise.race([Promise.all([...this.#refreshes]), waited]).finally(() => clearTimeout(timer));
+    await Promise.all([...this.#refreshes]);
   }
 
   #cached<T>(
@@ -220,8 +219,21 @@ export class SubscriptionCache {
       // A failed refresh leaves the entry until it ages out; the next turn after that looks again.
       () => undefined,
     );
-    this.#refreshes.add(done);
-    void done.finally(() => this.#refreshes.delete(done));
+    // Waited for until it ends or for `refreshWaitMs`, whichever is first. The time is
+    // counted from here, not from a `refreshed` call: one that hangs must not hold each
+    // later invocation of the container for `refreshWaitMs` again (a timer that came due
+    // while Lambda froze the container fires at the thaw, before the next turns end).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited: Promise<void> = Promise.race([
+      done,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.#refreshWaitMs);
+      }),
+    ]).finally(() => {
+      clearTimeout(timer);
+      this.#refreshes.delete(waited);
+    });
+    this.#refreshes.add(waited);
   }
 
   #keep<T>(

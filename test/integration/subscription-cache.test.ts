@@ -387,6 +387,21 @@ describe('lookups near the end of their age', () => {
     expect(state.queries).toBe(2);
   });
 
+  it('does not wait again, in later invocations, for a lookup that hung in an earlier one', async () => {
+    const { cache, state } = gatedCache({ refreshWaitMs: 1_000 });
+    const version = await cache.version(tenant.id);
+    const t0 = Date.now() + 120_000;
+    await cache.webhooksOn(tenant.id, 'ahead:7', version, t0);
+    // A lookup that never answers (a request without a timeout whose socket died, or one
+    // frozen halfway with its container): the invocation that started it waits refreshWaitMs.
+    state.gate = new Promise<void>(() => {});
+    await cache.webhooksOn(tenant.id, 'ahead:7', version, t0 + 60_000 - REFRESH_AHEAD_MS + 1);
+    await cache.refreshed();
+    // The next invocations of the container start no lookup behind their turns: they return at once.
+    expect(await pending(cache.refreshed())).toBe(false);
+    expect(await pending(cache.refreshed())).toBe(false);
+  });
+
   it("ends the distributor's invocation only once the lookups made behind its turns are done, its turns ended before", async () => {
     // A client whose webhook queries wait for a gate while one is set, as a slow index would.
     let gate: Promise<void> | undefined;
