@@ -52,9 +52,9 @@ export interface TaskStats {
   readonly label: string;
   readonly requests: number;
   readonly accepted: number;
-  /** Events the API refused: 429s, and events a 202 answered rejected. */
+  /** Events the API refused: 429s, and events a 202 answered rejected for a reason (rate_limited, queue_full). */
   readonly rejected: number;
-  /** Events of requests that failed: an error answer (a 5xx, say) or none at all. Not rejections: nothing said why. */
+  /** Events of requests that failed (an error answer, a 5xx say, or none at all), and events a 202 answered not stored (internal). Not rejections: no limit refused them. */
   readonly failed: number;
   readonly status429: number;
   /** When it sent its first request and had its last answer: the time it loaded the API (a thread or process starts a while after it is asked for). */
@@ -157,12 +157,16 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
           body: JSON.stringify({ events }),
         });
         const at = Date.now();
-        const body = (await response.json()) as { events?: Array<{ id?: string; status: string }> };
+        const body = (await response.json()) as { events?: Array<{ id?: string; status: string; error?: { code?: string } }> };
         if (response.status === 429) status429++;
         for (const e of body.events ?? []) {
           if (e.status === 'accepted' && e.id) {
             acceptedHere.push([e.id, at]);
             ok++;
+          } else if (e.status === 'rejected' && e.error?.code === 'internal') {
+            // Not stored (internal): the storage failing, which a 202 answers per event when
+            // others of the request were stored. A rejection would pass it for throttling.
+            failed++;
           } else rejected++;
         }
         // A request refused as a whole (the tenant's API throttle) has no per-event results;

@@ -485,7 +485,7 @@ async function hotObject() {
       // The flood's own process (all its threads), which the thread figures do not include.
       hot_client_cores: hotStats?.cpuSeconds !== undefined ? round2(hotStats.cpuSeconds / ((stormEnd - stormStart) / 1000)) : null,
       hot_rejected: hotStats?.rejected ?? 0,
-      // The flood's events whose request failed (an error answer, or none): the API failing, not refusing.
+      // The flood's events the API failed to store: its request failed (an error answer, or none), or a 202 answered them internal. Not refusals.
       hot_failed: hotStats?.failed ?? 0,
       lost: report.events.filter((e) => e.receivedAt === null).length,
       alarms_fired: alarms,

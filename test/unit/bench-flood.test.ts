@@ -59,14 +59,15 @@ describe('the benchmark flood', () => {
 });
 
 describe('a publishing task', () => {
-  it('counts as rejected only what the API refused, and apart what failed: a 5xx, or no answer', async () => {
-    // An API stand-in that answers in turn: accepted, throttled (429), failing (500), or not at all.
-    const answered = { accepted: 0, throttled: 0, failed: 0, dropped: 0 };
+  it('counts as rejected only what the API refused, and apart what failed: a 5xx, no answer, or an event a 202 could not store', async () => {
+    // An API stand-in that answers in turn: accepted, throttled (429), failing (500), not at
+    // all, or a 202 whose events were one refused for the resource's rate and two not stored.
+    const answered = { accepted: 0, throttled: 0, failed: 0, dropped: 0, partial: 0 };
     let n = 0;
     const api = http.createServer((req, res) => {
       req.resume();
       req.on('end', () => {
-        const turn = n++ % 4;
+        const turn = n++ % 5;
         if (turn === 0) {
           answered.accepted++;
           res.writeHead(202, { 'content-type': 'application/json' });
@@ -79,9 +80,18 @@ describe('a publishing task', () => {
           answered.failed++;
           res.writeHead(500, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ error: { code: 'internal', message: 'Something went wrong on our side; try again.' } }));
-        } else {
+        } else if (turn === 3) {
           answered.dropped++;
           req.socket.destroy();
+        } else {
+          answered.partial++;
+          res.writeHead(202, { 'content-type': 'application/json' });
+          const notStored = { status: 'rejected', error: { code: 'internal', message: 'The event could not be stored; send it again.' } };
+          const limited = {
+            status: 'rejected',
+            error: { code: 'rate_limited', message: 'This resource takes at most 100 events per second.' },
+          };
+          res.end(JSON.stringify({ events: [limited, notStored, notStored] }));
         }
       });
     });
@@ -100,10 +110,10 @@ describe('a publishing task', () => {
         flood: true,
       });
 
-      expect(answered.failed + answered.dropped).toBeGreaterThan(0);
+      expect(answered.partial).toBeGreaterThan(0);
       expect(stats.accepted).toBe(answered.accepted * 3);
-      expect(stats.rejected).toBe(answered.throttled * 3);
-      expect(stats.failed).toBe((answered.failed + answered.dropped) * 3);
+      expect(stats.rejected).toBe(answered.throttled * 3 + answered.partial);
+      expect(stats.failed).toBe((answered.failed + answered.dropped) * 3 + answered.partial * 2);
     } finally {
       await new Promise((resolve) => api.close(resolve));
     }
