@@ -155,8 +155,10 @@ function validate(props: SluiceProps): SluiceConfig {
   }
   // The distributor skips a slot whose ingest has not written it after the grace, and a
   // slow ingest's write after that would store an event no turn delivers: no ingest may
-  // outlive the grace.
-  if (config && config.ingestGraceMs <= API_TIMEOUT_SECONDS * 1000) {
+  // outlive the grace. Checked on the setting as given too, so it is listed with the other problems.
+  const givenGrace = (overrides as Record<string, unknown> | null)?.ingestGraceMs;
+  const graceMs = config?.ingestGraceMs ?? (typeof givenGrace === 'number' ? givenGrace : undefined);
+  if (graceMs !== undefined && graceMs <= API_TIMEOUT_SECONDS * 1000) {
     problems.push(`ingestGraceMs must be more than the API function's timeout (${API_TIMEOUT_SECONDS * 1000} ms)`);
   }
   if (problems.length > 0 || !config) throw new ConfigError(problems);

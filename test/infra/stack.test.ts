@@ -184,10 +184,12 @@ describe('functions', () => {
     expect(
       () =>
         new Sluice(stack, 'S', {
-          config: { objectQueueCap: 0, nope: 1, reconcileIntervalSeconds: 90 },
+          config: { objectQueueCap: 0, nope: 1, reconcileIntervalSeconds: 90, ingestGraceMs: 20_000 },
           tableRemovalPolicy: RemovalPolicy.SNAPSHOT,
         }),
-    ).toThrow(/(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)(?=.*reconcileIntervalSeconds must be a whole number of minutes)/);
+    ).toThrow(
+      /(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)(?=.*reconcileIntervalSeconds must be a whole number of minutes)(?=.*ingestGraceMs must be more)/,
+    );
   });
 
   it('refuses schedules EventBridge cannot run: intervals over a minute that are not whole minutes', () => {
