@@ -1,6 +1,6 @@
 /**
  * The ceiling's raw emulator rates, from as many calling threads as the machine has
- * cores. Each call costs its caller about twice the CPU it costs the emulator (the AWS
+ * cores. Each call costs its caller three to four times the CPU it costs the emulator (the AWS
  * SDK's serialising, signing and HTTP), so one calling thread runs out of its core
  * while the emulators still have time to spare: its rate is the caller's limit, not
  * the emulators'. The pipeline's callers (the functions, the API) are several threads

@@ -592,7 +592,7 @@ async function ceiling() {
   const h = await harness();
   try {
     // One calling thread per core: one alone runs out of its core (the SDK's work per
-    // call is about twice the emulator's) while the emulators still have time to spare.
+    // call is three to four times the emulator's) while the emulators still have time to spare.
     const callers = Math.max(1, os.availableParallelism());
     progress(
       `raw emulator rates: 5 s of PutItem and of SendMessage from ${callers} threads, 32 calls at a time each, after 2 s of warm-up`,
