@@ -25,7 +25,7 @@ import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
-import { enforceTableAccess } from './table-access.ts';
+import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
 import { InFlight } from './threads.ts';
 
 /** Everything the API needs that is plain data: what a thread can be started with. */
@@ -78,7 +78,9 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   const dynamo = observe(documentClient({ ...settings.dynamo, maxSockets: 256 }), 'dynamodb');
   // This thread runs the API function (and the authorizer and canary receiver, which
   // may do less): its calls are refused where the API function's role would refuse them.
-  enforceTableAccess(dynamo, { events: settings.eventsTable, control: settings.controlTable }, () => 'api');
+  // The authorizer and the canary's receiver are functions of their own, with narrower
+  // roles (see runningAs below); everything else on this thread is the API's.
+  enforceTableAccess(dynamo, { events: settings.eventsTable, control: settings.controlTable }, () => currentFunction() ?? 'api');
   const sqs = observe(sqsClient({ ...settings.sqs, maxSockets: 64 }), 'sqs');
   const wiring: Wiring = {
     config,
@@ -110,7 +112,9 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     let result = authorizerCache.get(header);
     if (!result || result.until < Date.now()) {
       try {
-        const answer = await authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN });
+        const answer = await runningAs('authorizer', () =>
+          authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN }),
+        );
         result = { ...answer, until: Date.now() + AUTHORIZER_CACHE_MS };
         if (authorizerCache.size > 10_000) authorizerCache.clear();
         authorizerCache.set(header, result);
@@ -164,10 +168,13 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     ports.flush?.();
   });
   outer.post('/sandbox/canary', async (c) => {
-    const status = await receiveCanary(
-      canaryReceiver,
-      { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
-      await c.req.text(),
+    const body = await c.req.text();
+    const status = await runningAs('canaryReceiver', () =>
+      receiveCanary(
+        canaryReceiver,
+        { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
+        body,
+      ),
     );
     return c.body(null, status as 204);
   });

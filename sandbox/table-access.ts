@@ -17,6 +17,11 @@ export function runningAs<T>(fn: FunctionName, run: () => T): T {
   return running.run(fn, run);
 }
 
+/** The function whose code is running (undefined outside any). */
+export function currentFunction(): FunctionName | undefined {
+  return running.getStore();
+}
+
 /** A handler whose every invocation runs as the function `fn`. */
 export function asFunction<A extends unknown[], R>(fn: FunctionName, handler: (...args: A) => R): (...args: A) => R {
   return (...args) => runningAs(fn, () => handler(...args));
