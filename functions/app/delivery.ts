@@ -527,37 +527,43 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
 /**
  * Tells the owner that sluice disabled their webhook. The notice is owed on the
  * webhook from the write that disabled it until it is sent; whoever claims it sends it
- * (one claimer at a time, for a minute, and only while the webhook is still disabled).
- * A send that fails gives the claim up, and a sender that dies lets it run out: the
- * next delivery or probe to the webhook sends it. A failure is counted and
- * logged, never thrown: holding the delivery matters more than the notice.
+ * (one claimer at a time, for a minute, and only while the webhook is still disabled),
+ * as the claim read it: the webhook may have been enabled and disabled again since
+ * `webhook` was read. A send that fails gives its claim up, and a sender that dies lets
+ * it run out: the next delivery or probe to the webhook sends it. Either ends only its
+ * own claim, so a late sender of an earlier disable's notice cannot take a later one's
+ * for sent. A failure is counted and logged, never thrown: holding the delivery matters
+ * more than the notice.
  */
 async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
   const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
+  let claimed: Awaited<ReturnType<DeliveryDeps['webhooks']['claimNotice']>>;
   try {
-    if (!(await deps.webhooks.claimNotice(webhook.tenantId, webhook.id, now))) return;
+    claimed = await deps.webhooks.claimNotice(webhook.tenantId, webhook.id, now);
   } catch (error) {
     deps.logger.error('Disable notice could not be claimed', { ...ctx, error });
     return;
   }
+  if (!claimed) return;
+  const { claim, webhook: disabled } = claimed;
   try {
     await deps.notifier.webhookDisabled({
       type: 'webhook.disabled',
-      tenant: webhook.tenantId,
-      webhook: webhook.id,
-      url: webhook.url,
-      reason: webhook.health.disabledReason ?? 'unknown',
-      last_error: webhook.health.lastFailure ?? null,
-      at: webhook.health.lastFailure?.at ?? new Date(now).toISOString(),
+      tenant: disabled.tenantId,
+      webhook: disabled.id,
+      url: disabled.url,
+      reason: disabled.health.disabledReason ?? 'unknown',
+      last_error: disabled.health.lastFailure ?? null,
+      at: disabled.health.lastFailure?.at ?? new Date(now).toISOString(),
     });
   } catch (error) {
     deps.metrics.count('DisableNoticesFailed');
     deps.logger.error('Disable notice not sent; owed again', { ...ctx, error });
-    await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id).catch(() => undefined);
+    await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id, claim).catch(() => undefined);
     return;
   }
   // Sent: owed no more. Should this write fail, the claim runs out and the owner hears twice.
-  await deps.webhooks.noticeSent(webhook.tenantId, webhook.id).catch((error: unknown) => {
+  await deps.webhooks.noticeSent(webhook.tenantId, webhook.id, claim).catch((error: unknown) => {
     deps.logger.error('Disable notice sent, but not marked sent: it may go twice', { ...ctx, error });
   });
 }
