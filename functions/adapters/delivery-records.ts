@@ -22,7 +22,7 @@ import {
   type QueryCommandOutput,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import type { OverflowCount } from '../core/deliveries.ts';
+import { eventCount, type OverflowCount } from '../core/deliveries.ts';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
@@ -655,7 +655,8 @@ export class DeliveryRecords {
   /**
    * Removes everything kept for a deleted webhook (best effort; TTL removes the
    * rest): its held deliveries and overflow counts, every page of them. Answers how
-   * many held events went with it.
+   * many held events went with it: events only, as a held `sluice.gap` marker stands
+   * for events counted when they were dropped.
    */
   async forget(webhookId: string): Promise<number> {
     let heldEvents = 0;
@@ -668,7 +669,7 @@ export class DeliveryRecords {
       for await (const page of pages) {
         const items = page.Items ?? [];
         if (pk === heldPk(webhookId)) {
-          for (const item of items) heldEvents += (JSON.parse(String(item.message)) as DeliveryMessage).events.length;
+          for (const item of items) heldEvents += eventCount((JSON.parse(String(item.message)) as DeliveryMessage).events);
         }
         const keys = items.map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } }));
         for (let i = 0; i < keys.length; i += 25) {

@@ -973,6 +973,31 @@ describe('deleting a webhook that holds deliveries', () => {
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
     expect(await records.heldPage(hook.id, 10, Date.now())).toEqual({ live: [], expired: [] });
   });
+
+  it('counts the events it held as discarded, not a held gap marker, whose events were counted when they were dropped', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-marker');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dm:0', url: `${receiver.url}/deleted-marker` });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const marker = {
+      id: 'evt_dm_gap',
+      resource: 'dm:0',
+      type: 'sluice.gap' as const,
+      data: { dropped: 40, reason: 'switch_drop' as const },
+      created_at: new Date().toISOString(),
+    };
+    const held = (n: number, events: DeliveryMessage['events']): DeliveryMessage => ({
+      deliveryId: `msg_dm${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events,
+      attempt: 1,
+    });
+    expect(await holdDelivery(deps, held(1, [deliveredEventFixture({ id: 'evt_dm1', seq: 1, resource: 'dm:0' })]))).toEqual([true, true]);
+    expect(await holdDelivery(deps, held(2, [marker]))).toEqual([true, true]);
+    const before = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(before + 1);
+  });
 });
 
 describe('deleting a webhook whose held deliveries cannot all be removed', () => {
