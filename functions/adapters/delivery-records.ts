@@ -16,6 +16,7 @@ import {
   BatchWriteCommand,
   DeleteCommand,
   type DynamoDBDocumentClient,
+  GetCommand,
   PutCommand,
   QueryCommand,
   type QueryCommandInput,
@@ -631,6 +632,30 @@ export class DeliveryRecords {
       this.#busyUntil.delete(webhookId);
     }
     throw new Error(`Could not reserve a send for webhook ${webhookId}`);
+  }
+
+  /**
+   * Gives the endpoint's time back: it is free from now. For an endpoint whose pace got
+   * quicker (a new URL, or one that answers quickly again after slow answers): its tat
+   * was moved on at the slow pace, by every share of its backlog, and would hold each
+   * new delivery behind them at that pace (see `paceGivenBack`).
+   */
+  async givePaceBack(webhookId: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: pacePk(webhookId), sk: 'pace' } }));
+    this.#busyUntil.delete(webhookId);
+  }
+
+  /**
+   * Whether the endpoint's time was given back (`givePaceBack`) since a share that lets
+   * a delivery go at `sendAt` was reserved. The tat only grows past every share it has
+   * given, so one before `sendAt` was reset since: a share taken now comes sooner.
+   */
+  async paceGivenBack(webhookId: string, sendAt: number): Promise<boolean> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#table, Key: { pk: pacePk(webhookId), sk: 'pace' }, ConsistentRead: true }),
+    );
+    const tat = result.Item?.tat;
+    return tat === undefined || Number(tat) < sendAt;
   }
 
   async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {

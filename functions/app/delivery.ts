@@ -180,24 +180,41 @@ async function deletedSince(deps: DeliveryDeps, webhook: Webhook): Promise<boole
 
 /**
  * Sends a message again after `waitSeconds`, chaining SQS delays for longer waits. A
- * delivery keeps a share of its endpoint's pace only when it is waiting for that
- * share (`sendAt`): any other wait (Retry-After, a failing endpoint, a retry) ends
- * with the endpoint in another state, and a share kept through it would go out
- * together with every other one kept so.
+ * delivery keeps a share of its endpoint's pace (`share`) only when it is waiting for
+ * that share: any other wait (Retry-After, a failing endpoint, a retry) ends with the
+ * endpoint in another state, and a share kept through it would go out together with
+ * every other one kept so.
  */
-async function later(deps: DeliveryDeps, message: DeliveryMessage | ProbeMessage, waitSeconds: number, sendAt?: number): Promise<void> {
+async function later(
+  deps: DeliveryDeps,
+  message: DeliveryMessage | ProbeMessage,
+  waitSeconds: number,
+  share?: { readonly sendAt: number; readonly paceMs: number | undefined },
+): Promise<void> {
   const { delaySeconds, remainingSeconds } = sqsDelay(waitSeconds);
   const notBefore = remainingSeconds > 0 ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
-  const again = message.kind === 'probe' ? message : { ...message, sendAt };
+  const again = message.kind === 'probe' ? message : { ...message, sendAt: share?.sendAt, paceMs: share?.paceMs };
   await deps.queue.send([{ ...again, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
+}
+
+/** The share of its endpoint's pace a delivery waits for, if that is what it waits for. */
+function keptShare(message: DeliveryMessage): { sendAt: number; paceMs: number | undefined } | undefined {
+  return message.sendAt === undefined ? undefined : { sendAt: message.sendAt, paceMs: message.paceMs };
 }
 
 async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
   if (message.notBefore !== undefined && message.notBefore > now) {
-    // A longer wait, chained: for a share of the pace too, if that is what it waits for.
-    await later(deps, message, (message.notBefore - now) / 1000, message.sendAt);
-    return 'waiting';
+    // A longer wait, chained: for a share of the pace too, if that is what it waits for,
+    // unless the endpoint's time was given back since (a new URL, or quick answers after
+    // slow ones): the share was reserved behind a backlog paced for slow answers, and one
+    // taken now comes sooner. It looks at each link of the chain (15 minutes at most).
+    const share = keptShare(message);
+    if (share === undefined || !(await deps.records.paceGivenBack(message.webhookId, share.sendAt))) {
+      await later(deps, message, (message.notBefore - now) / 1000, share);
+      return 'waiting';
+    }
+    return deliver(deps, { ...message, notBefore: undefined, sendAt: undefined, paceMs: undefined });
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook) return dropForDeleted(deps, message);
@@ -247,11 +264,16 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // endpoint's time once, and waits for it in the deliver queue if it is not now.
     // A share it was given is kept however late the deliver queue brings it back:
     // reserving again would put it behind every later one, and each share is taken once.
+    // A share reserved at a quicker pace than the endpoint's now is given up, though: the
+    // endpoint has answered slowly since, and a backlog given shares at its whole rate
+    // before the first slow answer came back would otherwise all go at that rate, each
+    // POST holding a delivery worker for as long as the endpoint takes to answer.
     const interval = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
-    const sendAt = message.sendAt ?? (await deps.records.reserveSend(webhook.id, interval, now));
-    if (sendAt > now) {
+    const kept = message.sendAt !== undefined && (message.paceMs ?? interval) >= interval ? keptShare(message) : undefined;
+    const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
+    if (share.sendAt > now) {
       if (message.sendAt === undefined) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
-      await later(deps, message, (sendAt - now) / 1000, sendAt);
+      await later(deps, message, (share.sendAt - now) / 1000, share);
       return 'throttled';
     }
   }
@@ -293,6 +315,9 @@ async function attempt(
   const slow = slowAfterAnswer(webhook.slowMs, result.durationMs);
   if (slowAnswerChanged(webhook.slowMs, slow)) {
     await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, slow);
+    // Slow no more: its whole rate back, for the deliveries of its backlog too, which took
+    // shares at the slow pace (each takes one again at its next look, see `deliver`).
+    if (slow === undefined) await deps.records.givePaceBack(webhook.id);
     if (webhook.slowMs === undefined) {
       deps.logger.warn('Endpoint answers slowly: its deliveries now go at a pace set by its answer time', {
         tenant: webhook.tenantId,
