@@ -599,7 +599,6 @@ export class WebhookStore {
     }
   }
 
-  /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
   /** Keeps how long the endpoint takes to answer while it is slow, or forgets it (undefined). */
   async noteSlowAnswers(tenantId: string, id: string, slowMs: number | undefined): Promise<void> {
     await this.#updateIf(tenantId, id, {
@@ -610,6 +609,7 @@ export class WebhookStore {
     });
   }
 
+  /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
   async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
     await this.#updateIf(tenantId, id, {
       UpdateExpression: 'SET #not_before = :until',
