@@ -549,13 +549,19 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
   throw new Error('Could not save the webhook health after repeated conflicts');
 }
 
+/** The token of a probe message sent for an owed notice only: no probe chain has it. */
+const NOTICE_AGAIN_TOKEN = 'notice';
+/** When an owed notice is tried again: past a claim's minute (NOTICE_CLAIM_MS), should its release have failed too. */
+const NOTICE_AGAIN_SECONDS = 90;
+
 /**
  * Tells the owner that sluice disabled their webhook. The notice is owed on the
  * webhook from the write that disabled it until it is sent; whoever claims it sends it
  * (one claimer at a time, for a minute, and only while the webhook is still disabled),
  * as the claim read it: the webhook may have been enabled and disabled again since
- * `webhook` was read. A send that fails gives its claim up, and a sender that dies lets
- * it run out: the next delivery or probe to the webhook sends it. Either ends only its
+ * `webhook` was read. A send that fails gives its claim up and sends a message that
+ * comes back to try again (or the next delivery to the webhook does); a sender that
+ * dies lets it run out, and SQS brings its message back to try again. Either ends only its
  * own claim, so a late sender of an earlier disable's notice cannot take a later one's
  * for sent. A failure is counted and logged, never thrown: holding the delivery matters
  * more than the notice.
@@ -585,6 +591,16 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
     deps.metrics.count('DisableNoticesFailed');
     deps.logger.error('Disable notice not sent; owed again', { ...ctx, error });
     await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id, claim).catch(() => undefined);
+    // A disabled webhook gets no probes, and a quiet one no deliveries either: a message
+    // comes back for the notice (a probe's, of a token no chain has: `probe` sends what is
+    // owed before it looks at its token), and, failing again, sends the next.
+    const again: ProbeMessage = { kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token: NOTICE_AGAIN_TOKEN };
+    await deps.queue.send([again], NOTICE_AGAIN_SECONDS).catch((sendError: unknown) => {
+      deps.logger.error('Disable notice owed, and nothing sent to try it again: the next delivery to the webhook sends it', {
+        ...ctx,
+        error: sendError,
+      });
+    });
     return;
   }
   // Sent: owed no more. Should this write fail, the claim runs out and the owner hears twice.
@@ -737,7 +753,8 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
     return 'waiting';
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
-  // A probe that disabled the webhook (quarantine expired) and could not tell the owner comes back here.
+  // An owed notice SNS could not take comes back here (see `tellOwner`), as does a probe
+  // that disabled the webhook (quarantine expired) and died before telling the owner.
   if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {

@@ -383,6 +383,45 @@ describe('failing endpoint', () => {
     expect(heard()).toHaveLength(1);
   });
 
+  it('sends the notice SNS could not take a little later, though nothing more comes to the disabled webhook', async () => {
+    const tenant = await createTenant(sandbox, 'gone-quiet');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gq:1', url: `${receiver.url}/quiet` });
+    receiver.answer('/quiet', 410);
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    const sent: Array<{ message: DeliverQueueMessage; delaySeconds: number | undefined }> = [];
+    const queue = {
+      send: async (messages: readonly DeliverQueueMessage[], delaySeconds?: number) =>
+        void sent.push(...messages.map((message) => ({ message, delaySeconds }))),
+    };
+    const snsDown: DeliveryDeps = {
+      ...deliveryDeps(sandbox.wiring, {
+        webhookDisabled: async () => {
+          throw new Error('SNS is unavailable');
+        },
+      }),
+      queue,
+    };
+    const only: DeliveryMessage = {
+      deliveryId: 'msg_gq1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_gq1', seq: 1, resource: 'gq:1', data: 1 })],
+      attempt: 1,
+    };
+    // Its last delivery disables it, and SNS cannot take the notice; no other delivery or probe will come.
+    expect(await handleDeliverMessage(snsDown, only)).toBe('disabled');
+    expect(heard()).toEqual([]);
+
+    // What the deliver queue brings back, once the claim given up has surely run out, tells the owner.
+    expect(sent.length).toBeGreaterThan(0);
+    for (const { delaySeconds } of sent) expect(delaySeconds).toBeGreaterThanOrEqual(60);
+    const back = { ...deliveryDeps(sandbox.wiring, sandbox.notifier), queue, now: () => Date.now() + 90_000 };
+    for (const { message } of sent.splice(0)) await handleDeliverMessage(back, message);
+    expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone' }]);
+    expect((await back.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
+    expect(sent).toEqual([]);
+  });
+
   it("keeps owing the notice of a second disable when the first disable's sender finishes after it: re-enabled and disabled again within its claim", async () => {
     const tenant = await createTenant(sandbox, 'gone-twice');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'gt:1', url: `${receiver.url}/twice` });
