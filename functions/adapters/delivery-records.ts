@@ -16,13 +16,14 @@ import {
   BatchWriteCommand,
   DeleteCommand,
   type DynamoDBDocumentClient,
+  GetCommand,
   PutCommand,
   QueryCommand,
   type QueryCommandInput,
   type QueryCommandOutput,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import type { OverflowCount } from '../core/deliveries.ts';
+import { eventCount, type OverflowCount } from '../core/deliveries.ts';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
@@ -633,6 +634,30 @@ export class DeliveryRecords {
     throw new Error(`Could not reserve a send for webhook ${webhookId}`);
   }
 
+  /**
+   * Gives the endpoint's time back: it is free from now. For an endpoint whose pace got
+   * quicker (a new URL, or one that answers quickly again after slow answers): its tat
+   * was moved on at the slow pace, by every share of its backlog, and would hold each
+   * new delivery behind them at that pace (see `paceGivenBack`).
+   */
+  async givePaceBack(webhookId: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: pacePk(webhookId), sk: 'pace' } }));
+    this.#busyUntil.delete(webhookId);
+  }
+
+  /**
+   * Whether the endpoint's time was given back (`givePaceBack`) since a share that lets
+   * a delivery go at `sendAt` was reserved. The tat only grows past every share it has
+   * given, so one before `sendAt` was reset since: a share taken now comes sooner.
+   */
+  async paceGivenBack(webhookId: string, sendAt: number): Promise<boolean> {
+    const result = await this.#client.send(
+      new GetCommand({ TableName: this.#table, Key: { pk: pacePk(webhookId), sk: 'pace' }, ConsistentRead: true }),
+    );
+    const tat = result.Item?.tat;
+    return tat === undefined || Number(tat) < sendAt;
+  }
+
   async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {
     return applied(
       this.#client.send(
@@ -655,7 +680,8 @@ export class DeliveryRecords {
   /**
    * Removes everything kept for a deleted webhook (best effort; TTL removes the
    * rest): its held deliveries and overflow counts, every page of them. Answers how
-   * many held events went with it.
+   * many held events went with it: events only, as a held `sluice.gap` marker stands
+   * for events counted when they were dropped.
    */
   async forget(webhookId: string): Promise<number> {
     let heldEvents = 0;
@@ -668,7 +694,7 @@ export class DeliveryRecords {
       for await (const page of pages) {
         const items = page.Items ?? [];
         if (pk === heldPk(webhookId)) {
-          for (const item of items) heldEvents += (JSON.parse(String(item.message)) as DeliveryMessage).events.length;
+          for (const item of items) heldEvents += eventCount((JSON.parse(String(item.message)) as DeliveryMessage).events);
         }
         const keys = items.map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } }));
         for (let i = 0; i < keys.length; i += 25) {

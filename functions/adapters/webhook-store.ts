@@ -21,7 +21,7 @@ import { bumpSubscriptions } from './subscription-cache.ts';
 const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
 const TENANT_SK = 'tenant';
 const webhookSk = (id: string) => `webhook#${id}`;
-/** A count write's own token (see WebhookStore #count). */
+/** A count write's own token (see WebhookStore #count), or a notice claim's (see claimNotice). */
 const newCountToken = () => randomBytes(9).toString('base64url');
 const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
 
@@ -446,8 +446,8 @@ export class WebhookStore {
     }
     // A notice owed anew, or no longer owed, starts with no claim on it.
     if (extra.noticePending !== undefined) {
-      removes.push('#notice_claimed_until');
-      attributeNames.push('notice_claimed_until');
+      removes.push('#notice_claimed_until', '#notice_claim');
+      attributeNames.push('notice_claimed_until', 'notice_claim');
     }
     try {
       await this.#client.send(
@@ -499,36 +499,58 @@ export class WebhookStore {
   }
 
   /**
-   * Takes the owed disable notice to send it, for NOTICE_CLAIM_MS: true for one caller
-   * at a time, and only while the webhook is still disabled (one re-enabled meanwhile
-   * owes nothing). The notice stays owed until `noticeSent`: a sender that dies before
-   * it lets the claim run out, and a later delivery or probe sends the notice again.
+   * Takes the owed disable notice to send it, for NOTICE_CLAIM_MS: answers the claim
+   * (its own token) and the webhook as the claim left it, for one caller at a time, and
+   * only while the webhook is still disabled (one re-enabled meanwhile owes nothing).
+   * The notice stays owed until `noticeSent`: a sender that dies before it lets the
+   * claim run out, and a later delivery or probe sends the notice again.
    */
-  async claimNotice(tenantId: string, id: string, now: number): Promise<boolean> {
-    return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'SET #notice_claimed_until = :until',
-      ConditionExpression:
-        'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
-      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'status'),
-      ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now },
+  async claimNotice(tenantId: string, id: string, now: number): Promise<{ claim: string; webhook: Webhook } | undefined> {
+    const claim = newCountToken();
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          UpdateExpression: 'SET #notice_claimed_until = :until, #notice_claim = :claim',
+          ConditionExpression:
+            'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
+          ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'notice_claim', 'status'),
+          ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now, ':claim': claim },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes ? { claim, webhook: toWebhook(result.Attributes) } : undefined;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * The notice claimed by `claim` went out: nothing is owed. Only under that claim: the
+   * webhook may have been enabled and disabled again since (a claim runs a minute), and
+   * the notice that disable owes must not pass for sent.
+   */
+  async noticeSent(tenantId: string, id: string, claim: string): Promise<void> {
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: 'REMOVE #notice_pending, #notice_claimed_until, #notice_claim',
+      ConditionExpression: '#notice_claim = :claim',
+      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'notice_claim'),
+      ExpressionAttributeValues: { ':claim': claim },
     });
   }
 
-  /** The claimed notice went out: nothing is owed. */
-  async noticeSent(tenantId: string, id: string): Promise<void> {
+  /**
+   * The notice claimed by `claim` could not be sent: the claim goes, and the next
+   * delivery or probe tries again. Only that claim: another sender's stays its own.
+   */
+  async oweNoticeAgain(tenantId: string, id: string, claim: string): Promise<void> {
     await this.#updateIf(tenantId, id, {
-      UpdateExpression: 'REMOVE #notice_pending, #notice_claimed_until',
-      ConditionExpression: 'attribute_exists(#pk)',
-      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'pk'),
-    });
-  }
-
-  /** A claimed notice could not be sent: the claim goes, and the next delivery or probe tries again. */
-  async oweNoticeAgain(tenantId: string, id: string): Promise<void> {
-    await this.#updateIf(tenantId, id, {
-      UpdateExpression: 'REMOVE #notice_claimed_until',
-      ConditionExpression: 'attribute_exists(#pk)',
-      ExpressionAttributeNames: names('notice_claimed_until', 'pk'),
+      UpdateExpression: 'REMOVE #notice_claimed_until, #notice_claim',
+      ConditionExpression: '#notice_claim = :claim',
+      ExpressionAttributeNames: names('notice_claimed_until', 'notice_claim'),
+      ExpressionAttributeValues: { ':claim': claim },
     });
   }
 
@@ -577,7 +599,6 @@ export class WebhookStore {
     }
   }
 
-  /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
   /** Keeps how long the endpoint takes to answer while it is slow, or forgets it (undefined). */
   async noteSlowAnswers(tenantId: string, id: string, slowMs: number | undefined): Promise<void> {
     await this.#updateIf(tenantId, id, {
@@ -588,6 +609,7 @@ export class WebhookStore {
     });
   }
 
+  /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
   async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
     await this.#updateIf(tenantId, id, {
       UpdateExpression: 'SET #not_before = :until',

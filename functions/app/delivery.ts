@@ -180,24 +180,41 @@ async function deletedSince(deps: DeliveryDeps, webhook: Webhook): Promise<boole
 
 /**
  * Sends a message again after `waitSeconds`, chaining SQS delays for longer waits. A
- * delivery keeps a share of its endpoint's pace only when it is waiting for that
- * share (`sendAt`): any other wait (Retry-After, a failing endpoint, a retry) ends
- * with the endpoint in another state, and a share kept through it would go out
- * together with every other one kept so.
+ * delivery keeps a share of its endpoint's pace (`share`) only when it is waiting for
+ * that share: any other wait (Retry-After, a failing endpoint, a retry) ends with the
+ * endpoint in another state, and a share kept through it would go out together with
+ * every other one kept so.
  */
-async function later(deps: DeliveryDeps, message: DeliveryMessage | ProbeMessage, waitSeconds: number, sendAt?: number): Promise<void> {
+async function later(
+  deps: DeliveryDeps,
+  message: DeliveryMessage | ProbeMessage,
+  waitSeconds: number,
+  share?: { readonly sendAt: number; readonly paceMs: number | undefined },
+): Promise<void> {
   const { delaySeconds, remainingSeconds } = sqsDelay(waitSeconds);
   const notBefore = remainingSeconds > 0 ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
-  const again = message.kind === 'probe' ? message : { ...message, sendAt };
+  const again = message.kind === 'probe' ? message : { ...message, sendAt: share?.sendAt, paceMs: share?.paceMs };
   await deps.queue.send([{ ...again, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
+}
+
+/** The share of its endpoint's pace a delivery waits for, if that is what it waits for. */
+function keptShare(message: DeliveryMessage): { sendAt: number; paceMs: number | undefined } | undefined {
+  return message.sendAt === undefined ? undefined : { sendAt: message.sendAt, paceMs: message.paceMs };
 }
 
 async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
   if (message.notBefore !== undefined && message.notBefore > now) {
-    // A longer wait, chained: for a share of the pace too, if that is what it waits for.
-    await later(deps, message, (message.notBefore - now) / 1000, message.sendAt);
-    return 'waiting';
+    // A longer wait, chained: for a share of the pace too, if that is what it waits for,
+    // unless the endpoint's time was given back since (a new URL, or quick answers after
+    // slow ones): the share was reserved behind a backlog paced for slow answers, and one
+    // taken now comes sooner. It looks at each link of the chain (15 minutes at most).
+    const share = keptShare(message);
+    if (share === undefined || !(await deps.records.paceGivenBack(message.webhookId, share.sendAt))) {
+      await later(deps, message, (message.notBefore - now) / 1000, share);
+      return 'waiting';
+    }
+    return deliver(deps, { ...message, notBefore: undefined, sendAt: undefined, paceMs: undefined });
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook) return dropForDeleted(deps, message);
@@ -247,11 +264,16 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // endpoint's time once, and waits for it in the deliver queue if it is not now.
     // A share it was given is kept however late the deliver queue brings it back:
     // reserving again would put it behind every later one, and each share is taken once.
+    // A share reserved at a quicker pace than the endpoint's now is given up, though: the
+    // endpoint has answered slowly since, and a backlog given shares at its whole rate
+    // before the first slow answer came back would otherwise all go at that rate, each
+    // POST holding a delivery worker for as long as the endpoint takes to answer.
     const interval = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
-    const sendAt = message.sendAt ?? (await deps.records.reserveSend(webhook.id, interval, now));
-    if (sendAt > now) {
+    const kept = message.sendAt !== undefined && (message.paceMs ?? interval) >= interval ? keptShare(message) : undefined;
+    const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
+    if (share.sendAt > now) {
       if (message.sendAt === undefined) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
-      await later(deps, message, (sendAt - now) / 1000, sendAt);
+      await later(deps, message, (share.sendAt - now) / 1000, share);
       return 'throttled';
     }
   }
@@ -293,6 +315,9 @@ async function attempt(
   const slow = slowAfterAnswer(webhook.slowMs, result.durationMs);
   if (slowAnswerChanged(webhook.slowMs, slow)) {
     await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, slow);
+    // Slow no more: its whole rate back, for the deliveries of its backlog too, which took
+    // shares at the slow pace (each takes one again at its next look, see `deliver`).
+    if (slow === undefined) await deps.records.givePaceBack(webhook.id);
     if (webhook.slowMs === undefined) {
       deps.logger.warn('Endpoint answers slowly: its deliveries now go at a pace set by its answer time', {
         tenant: webhook.tenantId,
@@ -524,40 +549,62 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
   throw new Error('Could not save the webhook health after repeated conflicts');
 }
 
+/** The token of a probe message sent for an owed notice only: no probe chain has it. */
+const NOTICE_AGAIN_TOKEN = 'notice';
+/** When an owed notice is tried again: past a claim's minute (NOTICE_CLAIM_MS), should its release have failed too. */
+const NOTICE_AGAIN_SECONDS = 90;
+
 /**
  * Tells the owner that sluice disabled their webhook. The notice is owed on the
  * webhook from the write that disabled it until it is sent; whoever claims it sends it
- * (one claimer at a time, for a minute, and only while the webhook is still disabled).
- * A send that fails gives the claim up, and a sender that dies lets it run out: the
- * next delivery or probe to the webhook sends it. A failure is counted and
- * logged, never thrown: holding the delivery matters more than the notice.
+ * (one claimer at a time, for a minute, and only while the webhook is still disabled),
+ * as the claim read it: the webhook may have been enabled and disabled again since
+ * `webhook` was read. A send that fails gives its claim up and sends a message that
+ * comes back to try again (or the next delivery to the webhook does); a sender that
+ * dies lets it run out, and SQS brings its message back to try again. Either ends only its
+ * own claim, so a late sender of an earlier disable's notice cannot take a later one's
+ * for sent. A failure is counted and logged, never thrown: holding the delivery matters
+ * more than the notice.
  */
 async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
   const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
+  let claimed: Awaited<ReturnType<DeliveryDeps['webhooks']['claimNotice']>>;
   try {
-    if (!(await deps.webhooks.claimNotice(webhook.tenantId, webhook.id, now))) return;
+    claimed = await deps.webhooks.claimNotice(webhook.tenantId, webhook.id, now);
   } catch (error) {
     deps.logger.error('Disable notice could not be claimed', { ...ctx, error });
     return;
   }
+  if (!claimed) return;
+  const { claim, webhook: disabled } = claimed;
   try {
     await deps.notifier.webhookDisabled({
       type: 'webhook.disabled',
-      tenant: webhook.tenantId,
-      webhook: webhook.id,
-      url: webhook.url,
-      reason: webhook.health.disabledReason ?? 'unknown',
-      last_error: webhook.health.lastFailure ?? null,
-      at: webhook.health.lastFailure?.at ?? new Date(now).toISOString(),
+      tenant: disabled.tenantId,
+      webhook: disabled.id,
+      url: disabled.url,
+      reason: disabled.health.disabledReason ?? 'unknown',
+      last_error: disabled.health.lastFailure ?? null,
+      at: disabled.health.lastFailure?.at ?? new Date(now).toISOString(),
     });
   } catch (error) {
     deps.metrics.count('DisableNoticesFailed');
     deps.logger.error('Disable notice not sent; owed again', { ...ctx, error });
-    await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id).catch(() => undefined);
+    await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id, claim).catch(() => undefined);
+    // A disabled webhook gets no probes, and a quiet one no deliveries either: a message
+    // comes back for the notice (a probe's, of a token no chain has: `probe` sends what is
+    // owed before it looks at its token), and, failing again, sends the next.
+    const again: ProbeMessage = { kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token: NOTICE_AGAIN_TOKEN };
+    await deps.queue.send([again], NOTICE_AGAIN_SECONDS).catch((sendError: unknown) => {
+      deps.logger.error('Disable notice owed, and nothing sent to try it again: the next delivery to the webhook sends it', {
+        ...ctx,
+        error: sendError,
+      });
+    });
     return;
   }
   // Sent: owed no more. Should this write fail, the claim runs out and the owner hears twice.
-  await deps.webhooks.noticeSent(webhook.tenantId, webhook.id).catch((error: unknown) => {
+  await deps.webhooks.noticeSent(webhook.tenantId, webhook.id, claim).catch((error: unknown) => {
     deps.logger.error('Disable notice sent, but not marked sent: it may go twice', { ...ctx, error });
   });
 }
@@ -706,7 +753,8 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
     return 'waiting';
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
-  // A probe that disabled the webhook (quarantine expired) and could not tell the owner comes back here.
+  // An owed notice SNS could not take comes back here (see `tellOwner`), as does a probe
+  // that disabled the webhook (quarantine expired) and died before telling the owner.
   if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.probeToken !== message.token || webhook.health.state !== 'quarantined') return 'stale';
   if (webhook.notBefore !== undefined && webhook.notBefore > now) {

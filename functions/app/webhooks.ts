@@ -138,6 +138,10 @@ export class WebhookService {
     // The same URL again is no change (no ping, and the endpoint's Retry-After stands).
     const rest = changes.url === current.url ? { ...changes, url: undefined } : changes;
     if (Object.values(rest).some((value) => value !== undefined)) {
+      // A new URL is another endpoint: its deliveries do not wait behind the shares of
+      // the old one's pace (slow answers may have spread them far ahead). Before the
+      // change, so that a failure here leaves the webhook as it was.
+      if (rest.url !== undefined) await this.#deps.delivery.records.givePaceBack(id);
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
       current = updated;

@@ -137,6 +137,12 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
   /** When this attempt's share of the endpoint's rate lets it go (epoch ms; see core/endpoint-pace.ts). */
   readonly sendAt?: number;
   /**
+   * How long that share is (ms): the endpoint's pace when it was reserved. A share
+   * reserved at a quicker pace than the endpoint's when it comes (it has answered
+   * slowly since) is given up for one at the slower pace.
+   */
+  readonly paceMs?: number;
+  /**
    * How many times in a row it found its failing endpoint's attempt taken: each wait
    * is twice the last (failingWaitSeconds, core/backoff.ts). Cleared when it is attempted.
    */

@@ -383,6 +383,99 @@ describe('failing endpoint', () => {
     expect(heard()).toHaveLength(1);
   });
 
+  it('sends the notice SNS could not take a little later, though nothing more comes to the disabled webhook', async () => {
+    const tenant = await createTenant(sandbox, 'gone-quiet');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gq:1', url: `${receiver.url}/quiet` });
+    receiver.answer('/quiet', 410);
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    const sent: Array<{ message: DeliverQueueMessage; delaySeconds: number | undefined }> = [];
+    const queue = {
+      send: async (messages: readonly DeliverQueueMessage[], delaySeconds?: number) =>
+        void sent.push(...messages.map((message) => ({ message, delaySeconds }))),
+    };
+    const snsDown: DeliveryDeps = {
+      ...deliveryDeps(sandbox.wiring, {
+        webhookDisabled: async () => {
+          throw new Error('SNS is unavailable');
+        },
+      }),
+      queue,
+    };
+    const only: DeliveryMessage = {
+      deliveryId: 'msg_gq1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_gq1', seq: 1, resource: 'gq:1', data: 1 })],
+      attempt: 1,
+    };
+    // Its last delivery disables it, and SNS cannot take the notice; no other delivery or probe will come.
+    expect(await handleDeliverMessage(snsDown, only)).toBe('disabled');
+    expect(heard()).toEqual([]);
+
+    // What the deliver queue brings back, once the claim given up has surely run out, tells the owner.
+    expect(sent.length).toBeGreaterThan(0);
+    for (const { delaySeconds } of sent) expect(delaySeconds).toBeGreaterThanOrEqual(60);
+    const back = { ...deliveryDeps(sandbox.wiring, sandbox.notifier), queue, now: () => Date.now() + 90_000 };
+    for (const { message } of sent.splice(0)) await handleDeliverMessage(back, message);
+    expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone' }]);
+    expect((await back.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
+    expect(sent).toEqual([]);
+  });
+
+  it("keeps owing the notice of a second disable when the first disable's sender finishes after it: re-enabled and disabled again within its claim", async () => {
+    const tenant = await createTenant(sandbox, 'gone-twice');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gt:1', url: `${receiver.url}/twice` });
+    receiver.answer('/twice', 410);
+    const message = (n: number): DeliveryMessage => ({
+      deliveryId: `msg_gt${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_gt${n}`, seq: n, resource: 'gt:1', data: n })],
+      attempt: 1,
+    });
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    // The first disable's sender claims its notice, and SNS takes it slowly.
+    let publishing = () => {};
+    let finish = () => {};
+    const slowSns = deliveryDeps(sandbox.wiring, {
+      webhookDisabled: (notice) =>
+        new Promise<void>((resolve) => {
+          finish = () => {
+            sandbox.notifier.notices.push(notice);
+            resolve();
+          };
+          publishing();
+        }),
+    });
+    const claimed = new Promise<void>((resolve) => {
+      publishing = resolve;
+    });
+    const first = handleDeliverMessage(slowSns, message(1));
+    await claimed;
+
+    // Meanwhile its owner enables it again (the first notice is owed no more), and it is
+    // disabled again, whose notice SNS cannot take: owed.
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    expect(patched.body.status).toBe('active');
+    const snsDown = deliveryDeps(sandbox.wiring, {
+      webhookDisabled: async () => {
+        throw new Error('SNS is unavailable');
+      },
+    });
+    expect(await handleDeliverMessage(snsDown, message(2))).toBe('disabled');
+    expect((await snsDown.webhooks.get(tenant.id, hook.id))?.noticePending).toBe(true);
+
+    // The first sender's publish returns: its notice went, but the second is still owed.
+    finish();
+    expect(await first).toBe('disabled');
+    expect(heard()).toHaveLength(1);
+    expect((await snsDown.webhooks.get(tenant.id, hook.id))?.noticePending).toBe(true);
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    expect(await handleDeliverMessage(deps, message(3))).toBe('held');
+    expect(heard()).toHaveLength(2);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
+  });
+
   it('counts events as delivered, dead-lettered and discarded, not the gap markers that stand for events counted when dropped', async () => {
     const tenant = await createTenant(sandbox, 'marker-counts');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'mc:1', url: `${receiver.url}/marker-counts` });

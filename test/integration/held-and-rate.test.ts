@@ -392,6 +392,87 @@ describe('a slow endpoint', () => {
     expect(patched.status).toBe(200);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
   }, 30_000);
+
+  /** Delivery deps `offsetMs` from now, at 50 POSTs a second per endpoint. */
+  const at = (offsetMs: number) => {
+    const { deps, sent } = later(offsetMs);
+    return { deps: { ...deps, config: { ...sandbox.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 5_000 } }, sent };
+  };
+  const paced = (tenantId: string, webhookId: string, name: string) => (i: number) =>
+    ({
+      deliveryId: `msg_${name}${i}`,
+      tenantId,
+      webhookId,
+      events: [deliveredEventFixture({ id: `evt_${name}${i}`, seq: i + 1, resource: `${name}:1`, parents: [`${name}:0`], data: i })],
+      attempt: 1,
+    }) satisfies DeliveryMessage;
+
+  it('takes a share again, at the slow pace, when one reserved at the whole rate comes after the endpoint answered slowly', async () => {
+    const tenant = await createTenant(sandbox, 'slowed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'sd:0', url: `${receiver.url}/slowed` });
+    const message = paced(tenant.id, hook.id, 'sd');
+    // A backlog reaches the endpoint at its whole rate: a second's burst is gone, and 20
+    // deliveries are given shares 20 ms apart.
+    const { deps, sent } = at(3_600_000);
+    await deps.records.reserveSend(hook.id, 1_000, deps.now());
+    const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => handleDeliverMessage(deps, message(i))));
+    expect(outcomes).toEqual(Array(20).fill('throttled'));
+    const waiting = sent.splice(0) as DeliveryMessage[];
+
+    // The first POSTs answer in 9 s: a tenth of that is a POST's share from now on.
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, 9_000);
+
+    // When their times come, they do not all go at once (each would hold a delivery
+    // worker for 9 s): each takes a share at the slow pace, 900 ms apart.
+    const from = receiver.received.length;
+    const { deps: due, sent: again } = at(3_601_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(due, m)))).toEqual(Array(20).fill('throttled'));
+    expect(receiver.received.slice(from).filter((d) => d.path === '/slowed')).toEqual([]);
+    const times = (again as DeliveryMessage[]).map((m) => m.sendAt ?? Number.NaN).sort((a, b) => a - b);
+    for (const [i, t] of times.slice(1).entries()) expect(t - (times[i] as number)).toBeCloseTo(900, 0);
+  });
+
+  it('gives the backlog paced for its slow answers the whole rate back once it answers quickly, at its next look', async () => {
+    const tenant = await createTenant(sandbox, 'sped-up');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'su:0', url: `${receiver.url}/sped-up` });
+    const message = paced(tenant.id, hook.id, 'su');
+    // The endpoint answered in 1.5 s, and its backlog took shares 20 minutes ahead.
+    const { deps, sent } = at(7_200_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, 1_500);
+    await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
+    expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
+    const waiting = sent.splice(0) as DeliveryMessage[];
+    expect(waiting.every((m) => m.notBefore !== undefined)).toBe(true);
+
+    // A delivery whose time has come is answered quickly: the endpoint is slow no more.
+    expect(await handleDeliverMessage(deps, { ...message(0), sendAt: deps.now() })).toBe('delivered');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+
+    // The backlog's next look, 15 minutes on (SQS's longest delay): it goes now, at the
+    // endpoint's whole rate, not 20 minutes on at the slow pace.
+    const { deps: next } = at(7_200_000 + 900_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('delivered'));
+  });
+
+  it('starts a new URL afresh: its deliveries do not wait behind the shares the old URL was paced to', async () => {
+    const tenant = await createTenant(sandbox, 'slow-moved');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'sm:0', url: `${receiver.url}/slow-old` });
+    const message = paced(tenant.id, hook.id, 'sm');
+    const { deps, sent } = at(10_800_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, 1_500);
+    await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
+    expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
+    const waiting = sent.splice(0) as DeliveryMessage[];
+
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: `${receiver.url}/slow-new` } });
+    expect(patched.status).toBe(200);
+
+    // A new delivery goes at once; the old URL's backlog at its next look.
+    expect(await handleDeliverMessage(deps, message(3))).toBe('delivered');
+    const { deps: next } = at(10_800_000 + 900_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(['delivered', 'delivered']);
+    expect(new Set(okEvents('/slow-new').map((e) => e.data))).toEqual(new Set([1, 2, 3]));
+  });
 });
 
 /** Delivery deps at another time, with no switches, sending to a recorded queue (and to `send` if given). */
@@ -972,6 +1053,31 @@ describe('deleting a webhook that holds deliveries', () => {
     expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(before + 2);
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
     expect(await records.heldPage(hook.id, 10, Date.now())).toEqual({ live: [], expired: [] });
+  });
+
+  it('counts the events it held as discarded, not a held gap marker, whose events were counted when they were dropped', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-marker');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dm:0', url: `${receiver.url}/deleted-marker` });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const marker = {
+      id: 'evt_dm_gap',
+      resource: 'dm:0',
+      type: 'sluice.gap' as const,
+      data: { dropped: 40, reason: 'switch_drop' as const },
+      created_at: new Date().toISOString(),
+    };
+    const held = (n: number, events: DeliveryMessage['events']): DeliveryMessage => ({
+      deliveryId: `msg_dm${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events,
+      attempt: 1,
+    });
+    expect(await holdDelivery(deps, held(1, [deliveredEventFixture({ id: 'evt_dm1', seq: 1, resource: 'dm:0' })]))).toEqual([true, true]);
+    expect(await holdDelivery(deps, held(2, [marker]))).toEqual([true, true]);
+    const before = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(before + 1);
   });
 });
 
