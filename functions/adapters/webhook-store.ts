@@ -189,6 +189,24 @@ export class WebhookStore {
     );
   }
 
+  /** A conditional update of one webhook's item: the webhook as it left it, or undefined when its condition refused it. */
+  async #updateAndRead(tenantId: string, id: string, input: Omit<UpdateCommandInput, 'TableName' | 'Key' | 'ReturnValues'>) {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
+          ...input,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes ? toWebhook(result.Attributes) : undefined;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
   /**
    * After a write that changes what distributors look up: see SubscriptionCache. The
    * write it follows stands either way: should the bump fail, cached lookups age out
@@ -296,24 +314,14 @@ export class WebhookStore {
     }
     const removes = changes.url === undefined ? '' : ' REMOVE #not_before, #slow_ms';
     if (removes) attributeNames.push('not_before', 'slow_ms');
-    try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: `SET ${sets.join(', ')}${removes}`,
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names(...attributeNames),
-          ExpressionAttributeValues: values,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      await this.#bump(tenantId);
-      return result.Attributes ? toWebhook(result.Attributes) : undefined;
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
+    const updated = await this.#updateAndRead(tenantId, id, {
+      UpdateExpression: `SET ${sets.join(', ')}${removes}`,
+      ConditionExpression: 'attribute_exists(#pk)',
+      ExpressionAttributeNames: names(...attributeNames),
+      ExpressionAttributeValues: values,
+    });
+    if (updated) await this.#bump(tenantId);
+    return updated;
   }
 
   /**
@@ -507,24 +515,14 @@ export class WebhookStore {
    */
   async claimNotice(tenantId: string, id: string, now: number): Promise<{ claim: string; webhook: Webhook } | undefined> {
     const claim = newCountToken();
-    try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'SET #notice_claimed_until = :until, #notice_claim = :claim',
-          ConditionExpression:
-            'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
-          ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'notice_claim', 'status'),
-          ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now, ':claim': claim },
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return result.Attributes ? { claim, webhook: toWebhook(result.Attributes) } : undefined;
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
+    const webhook = await this.#updateAndRead(tenantId, id, {
+      UpdateExpression: 'SET #notice_claimed_until = :until, #notice_claim = :claim',
+      ConditionExpression:
+        'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
+      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'notice_claim', 'status'),
+      ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now, ':claim': claim },
+    });
+    return webhook ? { claim, webhook } : undefined;
   }
 
   /**
@@ -555,19 +553,15 @@ export class WebhookStore {
   }
 
   /**
-   * Counts deliveries into or out of the held store. Going up is conditional on
-   * the cap, so concurrent holders cannot overshoot it; false means it is full.
+   * Moves the held count by `delta` without a cap: deliveries that left the held store,
+   * or a count given back. Counting deliveries in goes through `countHeld`, within the cap.
    */
-  async adjustHeld(tenantId: string, id: string, delta: number, cap?: number): Promise<boolean> {
+  async adjustHeld(tenantId: string, id: string, delta: number): Promise<boolean> {
     return this.#updateIf(tenantId, id, {
       UpdateExpression: 'ADD #held_count :delta',
-      // Within the cap after the change: the count is at most cap - delta before it.
-      ConditionExpression:
-        cap === undefined
-          ? 'attribute_exists(#pk)'
-          : 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
+      ConditionExpression: 'attribute_exists(#pk)',
       ExpressionAttributeNames: names('held_count', 'pk'),
-      ExpressionAttributeValues: { ':delta': delta, ...(cap !== undefined && { ':limit': cap - delta }) },
+      ExpressionAttributeValues: { ':delta': delta },
     });
   }
 
@@ -578,25 +572,14 @@ export class WebhookStore {
    * refused while anything is counted) and this count, whichever comes second sees the
    * other, so a delivery counted as held is never left without a chain to release it.
    */
-  async countHeld(tenantId: string, id: string, n: number, cap: number): Promise<Webhook | undefined> {
-    try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          UpdateExpression: 'ADD #held_count :delta',
-          // Within the cap after the change: the count is at most cap - n before it.
-          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
-          ExpressionAttributeNames: names('held_count', 'pk'),
-          ExpressionAttributeValues: { ':delta': n, ':limit': cap - n },
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return result.Attributes ? toWebhook(result.Attributes) : undefined;
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
+  countHeld(tenantId: string, id: string, n: number, cap: number): Promise<Webhook | undefined> {
+    return this.#updateAndRead(tenantId, id, {
+      UpdateExpression: 'ADD #held_count :delta',
+      // Within the cap after the change, so concurrent holders cannot overshoot it: the count is at most cap - n before it.
+      ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
+      ExpressionAttributeNames: names('held_count', 'pk'),
+      ExpressionAttributeValues: { ':delta': n, ':limit': cap - n },
+    });
   }
 
   /** Keeps how long the endpoint takes to answer while it is slow, or forgets it (undefined). */

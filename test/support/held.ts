@@ -11,6 +11,6 @@ export async function holdDelivery(
   message: DeliveryMessage,
   cap = 10,
 ): Promise<[counted: boolean, stored: boolean]> {
-  const counted = await deps.webhooks.adjustHeld(message.tenantId, message.webhookId, 1, cap);
+  const counted = (await deps.webhooks.countHeld(message.tenantId, message.webhookId, 1, cap)) !== undefined;
   return [counted, await deps.records.hold(message, Date.now())];
 }
