@@ -127,21 +127,18 @@ export async function runCanary(deps: CanaryDeps): Promise<void> {
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });
-  // The tenant id in every run's log: on-call looks for it among the switches (runbook canary-stale).
-  if (published.status !== 202) {
-    deps.metrics.count('CanaryPublishFailed');
-    deps.logger.error('Canary publish failed', { tenant: state.tenantId, status: published.status });
-    return;
-  }
   // A 202 answers each event apart: one rejected (a storage failure, a full queue) was not published.
-  const result = (published.json.events as Array<{ status?: unknown; error?: { code?: unknown } }> | undefined)?.[0];
+  const result =
+    published.status === 202
+      ? (published.json.events as Array<{ status?: unknown; error?: { code?: unknown } }> | undefined)?.[0]
+      : undefined;
+  // The tenant id in every run's log: on-call looks for it among the switches (runbook canary-stale).
   if (result?.status !== 'accepted' && result?.status !== 'duplicate') {
     deps.metrics.count('CanaryPublishFailed');
     deps.logger.error('Canary publish failed', {
       tenant: state.tenantId,
       status: published.status,
-      result: String(result?.status),
-      code: String(result?.error?.code),
+      ...(result && { result: String(result.status), code: String(result.error?.code) }),
     });
     return;
   }
