@@ -76,10 +76,9 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     return client;
   };
   const dynamo = observe(documentClient({ ...settings.dynamo, maxSockets: 256 }), 'dynamodb');
-  // This thread runs the API function (and the authorizer and canary receiver, which
-  // may do less): its calls are refused where the API function's role would refuse them.
-  // The authorizer and the canary's receiver are functions of their own, with narrower
-  // roles (see runningAs below); everything else on this thread is the API's.
+  // This thread runs the API function, and the authorizer and the canary's receiver,
+  // functions of their own with narrower roles (see runningAs below): each call is
+  // refused where its function's role would refuse it.
   enforceTableAccess(dynamo, { events: settings.eventsTable, control: settings.controlTable }, () => currentFunction() ?? 'api');
   const sqs = observe(sqsClient({ ...settings.sqs, maxSockets: 64 }), 'sqs');
   const wiring: Wiring = {
