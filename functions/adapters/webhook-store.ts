@@ -582,13 +582,32 @@ export class WebhookStore {
     });
   }
 
-  /** Keeps how long the endpoint takes to answer while it is slow, or forgets it (undefined). */
-  async noteSlowAnswers(tenantId: string, id: string, slowMs: number | undefined): Promise<void> {
+  /**
+   * Keeps how long the endpoint at `url` takes to answer while it is slow, or forgets it
+   * (undefined). Only while the webhook still has that URL: an answer from the old URL
+   * that comes back after a `PATCH` of it says nothing of the new one.
+   */
+  async noteSlowAnswers(tenantId: string, id: string, url: string, slowMs: number | undefined): Promise<void> {
     await this.#updateIf(tenantId, id, {
       UpdateExpression: slowMs === undefined ? 'REMOVE #slow_ms' : 'SET #slow_ms = :ms',
-      ConditionExpression: 'attribute_exists(#pk)',
-      ExpressionAttributeNames: names('slow_ms', 'pk'),
-      ...(slowMs !== undefined && { ExpressionAttributeValues: { ':ms': slowMs } }),
+      ConditionExpression: 'attribute_exists(#pk) AND #url = :url',
+      ExpressionAttributeNames: names('slow_ms', 'pk', 'url'),
+      ExpressionAttributeValues: { ':url': url, ...(slowMs !== undefined && { ':ms': slowMs }) },
+    });
+  }
+
+  /**
+   * The endpoint at `url` has left a POST unanswered for `waitedMs`: it is at least that
+   * slow. Raises the slow answer time kept, never lowers it (several POSTs waiting at once
+   * each note their own wait), and only while the webhook still has that URL. Whether it
+   * was raised.
+   */
+  noteUnanswered(tenantId: string, id: string, url: string, waitedMs: number): Promise<boolean> {
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #slow_ms = :ms',
+      ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND (attribute_not_exists(#slow_ms) OR #slow_ms < :ms)',
+      ExpressionAttributeNames: names('slow_ms', 'pk', 'url'),
+      ExpressionAttributeValues: { ':url': url, ':ms': waitedMs },
     });
   }
 

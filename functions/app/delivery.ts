@@ -35,7 +35,7 @@ import {
   releaseDelivery,
   waitsFree,
 } from '../core/deliveries.ts';
-import { paceIntervalFor, slowAfterAnswer, slowAnswerChanged } from '../core/endpoint-pace.ts';
+import { paceIntervalFor, slowAfterAnswer, slowAnswerChanged, unansweredNoteAfter } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -83,6 +83,7 @@ export interface DeliveryDeps {
     | 'heldLostSent'
     | 'leaveAloneUntil'
     | 'noteSlowAnswers'
+    | 'noteUnanswered'
     | 'claimNotice'
     | 'noticeSent'
     | 'oweNoticeAgain'
@@ -296,7 +297,14 @@ async function attempt(
   const now = deps.now();
   const body = deliveryBody(webhook.id, message.events);
   const headers = deliveryHeaders(liveSecrets(webhook, now), message.deliveryId, Math.floor(now / 1000), body, SLUICE_VERSION);
-  const result = await deps.send({ url: webhook.url, headers: { ...headers }, body, timeoutMs: deps.config.deliveryTimeoutMs });
+  const watch = watchUnanswered(deps, webhook);
+  let result: SendResult;
+  try {
+    result = await deps.send({ url: webhook.url, headers: { ...headers }, body, timeoutMs: deps.config.deliveryTimeoutMs });
+  } finally {
+    watch.stop();
+  }
+  const noted = await watch.noted();
   const record = {
     id: newId('att', now),
     delivery_id: message.deliveryId,
@@ -311,24 +319,68 @@ async function attempt(
   if (message.attempt === 1 && !options.probe) await deps.records.logDelivery(message, now, record);
   else await deps.records.recordAttempt(webhook.id, record, now);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
-  // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts).
-  const slow = slowAfterAnswer(webhook.slowMs, result.durationMs);
-  if (slowAnswerChanged(webhook.slowMs, slow)) {
-    await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, slow);
+  // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts), and the wait
+  // this POST was noted for while it went unanswered is kept already.
+  const kept = noted === undefined ? webhook.slowMs : Math.max(noted, webhook.slowMs ?? 0);
+  const slow = slowAfterAnswer(kept, result.durationMs);
+  if (slowAnswerChanged(kept, slow)) {
+    await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, webhook.url, slow);
     // Slow no more: its whole rate back, for the deliveries of its backlog too, which took
     // shares at the slow pace (each takes one again at its next look, see `deliver`).
     if (slow === undefined) await deps.records.givePaceBack(webhook.id);
-    if (webhook.slowMs === undefined) {
-      deps.logger.warn('Endpoint answers slowly: its deliveries now go at a pace set by its answer time', {
-        tenant: webhook.tenantId,
-        webhook: webhook.id,
-        answerMs: slow,
-      });
-    }
+    if (kept === undefined) logSlow(deps, webhook, { answerMs: slow });
   }
   const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, now);
   if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000);
   return result;
+}
+
+function logSlow(deps: DeliveryDeps, webhook: Webhook, how: { answerMs: number | undefined } | { unansweredMs: number }): void {
+  deps.logger.warn('Endpoint answers slowly: its deliveries now go at a pace set by its answer time', {
+    tenant: webhook.tenantId,
+    webhook: webhook.id,
+    ...how,
+  });
+}
+
+/**
+ * Watches a POST under way for an endpoint that has started to hang: unanswered after
+ * `unansweredNoteAfter`, and again after each doubling of that wait, the endpoint is
+ * noted as at least that slow, so that the deliveries after it take the slow pace at
+ * once rather than once this one times out. `noted` answers the longest wait it noted
+ * (undefined: none), after any write still under way; a write that fails is logged, and
+ * the answer notes the time again.
+ */
+function watchUnanswered(deps: DeliveryDeps, webhook: Webhook): { stop(): void; noted(): Promise<number | undefined> } {
+  let noted: number | undefined;
+  let writing: Promise<void> = Promise.resolve();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const noteAt = (waitMs: number, sinceMs: number) => {
+    timer = setTimeout(() => {
+      writing = writing.then(async () => {
+        try {
+          if (!(await deps.webhooks.noteUnanswered(webhook.tenantId, webhook.id, webhook.url, waitMs))) return;
+          noted = waitMs;
+          if (webhook.slowMs === undefined && waitMs === unansweredNoteAfter(undefined)) logSlow(deps, webhook, { unansweredMs: waitMs });
+        } catch (error) {
+          deps.logger.warn('Could not note an endpoint slow while its POST went unanswered', {
+            tenant: webhook.tenantId,
+            webhook: webhook.id,
+            error: String(error),
+          });
+        }
+      });
+      noteAt(2 * waitMs, waitMs);
+    }, waitMs - sinceMs);
+  };
+  noteAt(unansweredNoteAfter(webhook.slowMs), 0);
+  return {
+    stop: () => clearTimeout(timer),
+    noted: async () => {
+      await writing;
+      return noted;
+    },
+  };
 }
 
 function failureOf(result: SendResult): AttemptFailure {

@@ -50,6 +50,17 @@ export function slowAfterAnswer(kept: number | undefined, durationMs: number): n
   return halved >= SLOW_ANSWER_MS ? halved : undefined;
 }
 
+/**
+ * How long a POST may go unanswered before the endpoint is noted as at least that slow
+ * (`kept` being the slow answer time kept so far); each note after it comes at twice the
+ * wait of the one before. An endpoint that starts to hang then gets the slow pace within
+ * a second, not once its first POSTs time out: until then its whole rate's worth of
+ * POSTs a second would go on, each to hold a delivery worker for the whole timeout.
+ */
+export function unansweredNoteAfter(kept: number | undefined): number {
+  return Math.max(SLOW_ANSWER_MS, 2 * (kept ?? 0));
+}
+
 /** Whether the slow answer time kept is worth a write: it comes or goes, or moves by more than a quarter. */
 export function slowAnswerChanged(kept: number | undefined, next: number | undefined): boolean {
   if (kept === undefined || next === undefined) return kept !== next;

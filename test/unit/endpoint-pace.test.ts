@@ -8,6 +8,7 @@ import {
   SLOW_ANSWER_MS,
   slowAfterAnswer,
   slowAnswerChanged,
+  unansweredNoteAfter,
 } from '../../functions/core/endpoint-pace.ts';
 
 describe("an endpoint's pace", () => {
@@ -64,5 +65,12 @@ describe("a slow endpoint's pace", () => {
     expect(slowAnswerChanged(1_200, undefined)).toBe(true);
     expect(slowAnswerChanged(1_200, 1_400)).toBe(false);
     expect(slowAnswerChanged(1_200, 1_600)).toBe(true);
+  });
+
+  it('notes an unanswered POST after a second, or after twice the slow time kept: each note worth a write', () => {
+    expect(unansweredNoteAfter(undefined)).toBe(SLOW_ANSWER_MS);
+    expect(unansweredNoteAfter(300)).toBe(SLOW_ANSWER_MS);
+    expect(unansweredNoteAfter(1_500)).toBe(3_000);
+    expect(slowAnswerChanged(1_500, unansweredNoteAfter(1_500))).toBe(true);
   });
 });
