@@ -50,6 +50,9 @@ const TREAT_MISSING_DATA: { readonly [K in AlarmDefinition['missingData']]: Trea
   ignore: TreatMissingData.IGNORE,
 };
 
+/** Most canary receivers running at once (its URL is public; see the receiver below). */
+export const CANARY_RECEIVER_CONCURRENCY = 2;
+
 export interface OperationsProps {
   readonly config: SluiceConfig;
   readonly api: RestApi;
@@ -113,7 +116,11 @@ export class Operations extends Construct {
       entry: FUNCTION_ENTRIES.canaryReceiver,
       config: props.config,
       timeout: Duration.seconds(10),
-      // Public (a function URL): it may read the canary's own item and nothing else.
+      // Public (a function URL), so anyone may call it: a cap keeps a flood of calls from
+      // taking the account's concurrency from the pipeline's functions. The canary sends it
+      // one delivery a minute.
+      reservedConcurrentExecutions: CANARY_RECEIVER_CONCURRENCY,
+      // It may read the canary's own item and nothing else.
     }).bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.canaryReceiver.control, leadingKeys: [CONTROL_PK.canary] });
     const receiverUrl = this.canaryReceiver.function.addFunctionUrl({ authType: FunctionUrlAuthType.NONE });
     this.canary = new SluiceFunction(this, 'Canary', {

@@ -22,6 +22,7 @@ import {
   EVENTS_TABLE,
   SCHEDULE_INDEX,
 } from '../../functions/definitions/tables.ts';
+import { CANARY_RECEIVER_CONCURRENCY } from '../../lib/constructs/operations.ts';
 import { Sluice } from '../../lib/sluice.ts';
 import { SluiceStack } from '../../lib/sluice-stack.ts';
 
@@ -688,6 +689,9 @@ describe('operations', () => {
   it('runs the canary on a schedule, with its receiver behind a function URL', () => {
     template.resourceCountIs('AWS::Lambda::Url', 1);
     template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE' });
+    // Public, so capped: a flood of calls cannot take the account's concurrency.
+    const urlTarget = Object.values(template.findResources('AWS::Lambda::Url'))[0]?.Properties.TargetFunctionArn['Fn::GetAtt'][0];
+    expect(template.toJSON().Resources[urlTarget].Properties.ReservedConcurrentExecutions).toBe(CANARY_RECEIVER_CONCURRENCY);
     const canary = Object.values(template.findResources('AWS::Lambda::Function')).find(
       (fn) => fn.Properties.Environment.Variables.CANARY_RECEIVER_URL !== undefined,
     );
@@ -703,7 +707,7 @@ describe('operations', () => {
     const reserving = Object.entries(stack.sluice.functions).filter(
       ([, fn]) => resources[stack.getLogicalId(fn.node.defaultChild as CfnElement)].Properties.ReservedConcurrentExecutions !== undefined,
     );
-    expect(reserving.map(([name]) => name).sort()).toEqual(['canary', 'reconciler']);
+    expect(reserving.map(([name]) => name).sort()).toEqual(['canary', 'canaryReceiver', 'reconciler']);
     for (const [name] of reserving) expect(section, name).toContain(`\`${name}-throttles\``);
   });
 
