@@ -96,6 +96,19 @@ function toWebhook(item: Record<string, unknown>): Webhook {
  */
 export const NOTICE_CLAIM_MS = 60_000;
 
+/**
+ * How long a tenant's webhook count must go unwritten before it may be set right from
+ * the webhooks stored: longer than a create takes from taking its place to storing its
+ * webhook (at most the API's 29 s timeout).
+ */
+export const PLACES_SETTLE_MS = 60_000;
+
+/** A webhook count set right: what it counted, and the webhooks stored. */
+export interface PlacesRepaired {
+  readonly counted: number;
+  readonly stored: number;
+}
+
 export interface WebhookChanges {
   readonly status?: WebhookStatus;
   readonly url?: string;
@@ -108,20 +121,82 @@ export class WebhookStore {
   readonly #client: DynamoDBDocumentClient;
   readonly #table: string;
 
-  constructor(options: { client: DynamoDBDocumentClient; tableName: string }) {
+  readonly #now: () => number;
+
+  constructor(options: { client: DynamoDBDocumentClient; tableName: string; now?: () => number }) {
     this.#client = options.client;
     this.#table = options.tableName;
+    this.#now = options.now ?? Date.now;
   }
 
   /**
    * Takes one of the tenant's webhook places. The counter on the tenant item goes
    * up conditionally, so concurrent creates cannot overshoot `maxWebhooks`; a
    * caller that then fails to store its webhook gives the place back.
+   *
+   * A place not given back (a give-back that failed) would be lost for good, so a
+   * refusal first checks the count against the webhooks stored (`#repairPlaces`).
    */
-  async reservePlace(tenantId: string, maxWebhooks: number): Promise<void> {
-    if (!(await this.#count(tenantId, 1, newCountToken(), maxWebhooks))) {
-      throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
+  async reservePlace(tenantId: string, maxWebhooks: number): Promise<{ repaired?: PlacesRepaired }> {
+    if (await this.#count(tenantId, 1, newCountToken(), maxWebhooks)) return {};
+    const repaired = await this.#repairPlaces(tenantId);
+    if (repaired && (await this.#count(tenantId, 1, newCountToken(), maxWebhooks))) return { repaired };
+    throw new ApiError('limit_exceeded', `This tenant already has its limit of ${maxWebhooks} webhooks.`);
+  }
+
+  /**
+   * Sets the tenant's webhook count to the webhooks stored, when it counts more and no
+   * create or delete has written it for PLACES_SETTLE_MS: every create takes its place
+   * (a count write) before it stores its webhook, within the API's timeout, so none is
+   * then between the two, and the webhooks stored are all that should be counted. The
+   * write is refused if the count was written meanwhile. What it set right, if it did.
+   */
+  async #repairPlaces(tenantId: string): Promise<PlacesRepaired | undefined> {
+    const item = (
+      await this.#client.send(
+        new GetCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          ConsistentRead: true,
+          ProjectionExpression: '#webhook_count, #count_token, #count_at',
+          ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at'),
+        }),
+      )
+    ).Item;
+    if (!item || this.#now() - Number(item.count_at ?? 0) < PLACES_SETTLE_MS) return undefined;
+    let stored = 0;
+    for await (const page of queryPages(this.#client, {
+      TableName: this.#table,
+      KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :webhook)',
+      ExpressionAttributeNames: names('pk', 'sk'),
+      ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':webhook': webhookSk('') },
+      ConsistentRead: true,
+      Select: 'COUNT',
+    })) {
+      stored += page.Count ?? 0;
     }
+    const counted = Number(item.webhook_count ?? 0);
+    if (stored >= counted) return undefined;
+    const seen = item.count_token as string | undefined;
+    const set = await this.#updateTenant(tenantId, {
+      UpdateExpression: 'SET #webhook_count = :stored, #count_token = :token, #count_at = :now',
+      ConditionExpression: seen === undefined ? 'attribute_not_exists(#count_token)' : '#count_token = :seen',
+      ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at'),
+      ExpressionAttributeValues: {
+        ':stored': stored,
+        ':token': newCountToken(),
+        ':now': this.#now(),
+        ...(seen !== undefined && { ':seen': seen }),
+      },
+    });
+    return set ? { counted, stored } : undefined;
+  }
+
+  /** A conditional update of the tenant's item: whether its condition let it apply. */
+  #updateTenant(tenantId: string, input: Omit<UpdateCommandInput, 'TableName' | 'Key'>): Promise<boolean> {
+    return applied(
+      this.#client.send(new UpdateCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK }, ...input })),
+    );
   }
 
   /** Gives back a place reserved for a webhook that was not stored. */
@@ -377,13 +452,13 @@ export class WebhookStore {
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-          UpdateExpression: 'SET #count_token = :token ADD #webhook_count :delta',
+          UpdateExpression: 'SET #count_token = :token, #count_at = :now ADD #webhook_count :delta',
           // Within the cap after a +1, so concurrent creates cannot overshoot it.
           ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#count_token) OR #count_token <> :token)${
             max === undefined ? '' : ' AND #webhook_count < :max'
           }`,
-          ExpressionAttributeNames: names('webhook_count', 'count_token', 'pk'),
-          ExpressionAttributeValues: { ':delta': delta, ':token': token, ...(max !== undefined && { ':max': max }) },
+          ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at', 'pk'),
+          ExpressionAttributeValues: { ':delta': delta, ':token': token, ':now': this.#now(), ...(max !== undefined && { ':max': max }) },
         }),
       );
       return true;

@@ -104,12 +104,25 @@ export class WebhookService {
       createdAt: at,
       updatedAt: at,
     };
-    await webhooks.reservePlace(tenantId, tenant.limits.max_webhooks);
+    const { repaired } = await webhooks.reservePlace(tenantId, tenant.limits.max_webhooks);
+    if (repaired) {
+      this.#deps.delivery.logger.warn("The tenant's webhook count was more than its webhooks: set right", {
+        tenant: tenantId,
+        ...repaired,
+      });
+    }
     try {
       await this.#verify(webhook, webhook.url);
       await webhooks.put(webhook);
     } catch (error) {
-      await webhooks.releasePlace(tenantId);
+      // The answer is the create's own error (a 422 stays a 422); a place not given back
+      // is set right by the next create that finds the count full (see `reservePlace`).
+      await webhooks.releasePlace(tenantId).catch((releaseError: unknown) =>
+        this.#deps.delivery.logger.error("Webhook not stored, and its place in the tenant's max_webhooks not given back", {
+          tenant: tenantId,
+          error: releaseError,
+        }),
+      );
       throw error;
     }
     return { ...webhookView(webhook), secret: webhook.secrets[0] as string };

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
-import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import { PLACES_SETTLE_MS, WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
 import { liveSecrets, type Tenant } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
@@ -201,6 +201,78 @@ describe('a delete whose place cannot be given back', () => {
     expect(await webhooks.get(t.id, created.id)).toBeUndefined();
     expect(logged).toMatchObject([[expect.stringMatching(/place .* not given back/), { tenant: t.id, webhook: created.id }]]);
     failing.destroy();
+  });
+});
+
+describe('a place that was not given back', () => {
+  /** A service whose count writes fail while `failPlaces` is set, logging to `logged`. */
+  function failingService(t: Tenant, pingStatus: number, now: () => number = Date.now) {
+    const state = { failPlaces: false };
+    const failing = documentClient(emulators.dynamo);
+    failing.middlewareStack.add(
+      (next) => async (args) => {
+        if (state.failPlaces && isCountWrite(-1)(JSON.stringify(args.input)))
+          throw Object.assign(new Error('DynamoDB is unavailable'), { name: 'InternalServerError' });
+        return next(args);
+      },
+      { step: 'build', name: 'failPlaceBack' },
+    );
+    const logged: Array<[string, unknown]> = [];
+    const log = (message: string, fields: unknown) => void logged.push([message, fields]);
+    const webhooks = new WebhookStore({ client: failing, tableName: controlTable, now });
+    let answer = pingStatus;
+    const api = new WebhookService({
+      webhooks,
+      tenants: { get: async (id: string) => (id === t.id ? t : undefined) },
+      send: async () => ({ statusCode: answer, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
+      timeoutMs: 1_000,
+      now,
+      delivery: {
+        records: { forget: async () => 0 },
+        metrics: { count: () => {} },
+        logger: { info: () => {}, warn: log, error: log },
+      } as unknown as WebhookServiceDeps['delivery'],
+    });
+    return {
+      api,
+      state,
+      logged,
+      answer: (status: number) => {
+        answer = status;
+      },
+      destroy: () => failing.destroy(),
+    };
+  }
+
+  it('answers the create with its own error, and is set right by a create that finds the count full a minute later', async () => {
+    const t = await tenant(1);
+    let offset = 0;
+    const { api, state, logged, answer, destroy } = failingService(t, 500, () => Date.now() + offset);
+    // The endpoint refuses the ping, and the place cannot be given back.
+    state.failPlaces = true;
+    await expect(api.create(t.id, input(1))).rejects.toMatchObject({ code: 'endpoint_verification_failed' });
+    state.failPlaces = false;
+    expect(logged).toMatchObject([[expect.stringMatching(/not stored, and its place .* not given back/), { tenant: t.id }]]);
+    expect(await webhookCount(t.id)).toBe(1);
+
+    // At once, a create may still be between its place and its webhook: the count stands.
+    answer(200);
+    await expect(api.create(t.id, input(2))).rejects.toMatchObject({ code: 'limit_exceeded' });
+
+    // A minute on, no create can be: the count is the webhooks stored (none), and the place is taken.
+    offset = PLACES_SETTLE_MS;
+    const created = await api.create(t.id, input(3));
+    expect(created.id).toMatch(/^wh_/);
+    expect(await webhookCount(t.id)).toBe(1);
+    expect(logged.at(-1)).toMatchObject([
+      expect.stringMatching(/count was more than its webhooks/),
+      { tenant: t.id, counted: 1, stored: 0 },
+    ]);
+    // The limit still holds: one webhook is stored in the one place.
+    offset = 2 * PLACES_SETTLE_MS;
+    await expect(api.create(t.id, input(4))).rejects.toMatchObject({ code: 'limit_exceeded' });
+    expect(await webhookCount(t.id)).toBe(1);
+    destroy();
   });
 });
 
