@@ -407,6 +407,15 @@ export class WebhookStore {
    * would be tried again into a 404).
    */
   async delete(tenantId: string, id: string, placeKept?: (error: unknown) => void): Promise<boolean> {
+    // The count is marked written before the webhook goes: from then until its place is
+    // given back, the webhooks stored are one fewer than the count, rightly, and a create
+    // finding the count full must not take that for a place lost (see `#repairPlaces`).
+    await this.#updateTenant(tenantId, {
+      UpdateExpression: 'SET #count_token = :token, #count_at = :now',
+      ConditionExpression: 'attribute_exists(#pk)',
+      ExpressionAttributeNames: names('count_token', 'count_at', 'pk'),
+      ExpressionAttributeValues: { ':token': newCountToken(), ':now': this.#now() },
+    });
     try {
       await this.#client.send(
         new DeleteCommand({

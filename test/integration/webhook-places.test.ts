@@ -204,50 +204,50 @@ describe('a delete whose place cannot be given back', () => {
   });
 });
 
-describe('a place that was not given back', () => {
-  /** A service whose count writes fail while `failPlaces` is set, logging to `logged`. */
-  function failingService(t: Tenant, pingStatus: number, now: () => number = Date.now) {
-    const state = { failPlaces: false };
-    const failing = documentClient(emulators.dynamo);
-    failing.middlewareStack.add(
-      (next) => async (args) => {
-        if (state.failPlaces && isCountWrite(-1)(JSON.stringify(args.input)))
-          throw Object.assign(new Error('DynamoDB is unavailable'), { name: 'InternalServerError' });
-        return next(args);
-      },
-      { step: 'build', name: 'failPlaceBack' },
-    );
-    const logged: Array<[string, unknown]> = [];
-    const log = (message: string, fields: unknown) => void logged.push([message, fields]);
-    const webhooks = new WebhookStore({ client: failing, tableName: controlTable, now });
-    let answer = pingStatus;
-    const api = new WebhookService({
-      webhooks,
-      tenants: { get: async (id: string) => (id === t.id ? t : undefined) },
-      send: async () => ({ statusCode: answer, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
-      timeoutMs: 1_000,
-      now,
-      delivery: {
-        records: { forget: async () => 0 },
-        metrics: { count: () => {} },
-        logger: { info: () => {}, warn: log, error: log },
-      } as unknown as WebhookServiceDeps['delivery'],
-    });
-    return {
-      api,
-      state,
-      logged,
-      answer: (status: number) => {
-        answer = status;
-      },
-      destroy: () => failing.destroy(),
-    };
-  }
+/** A service whose −1 count writes fail while `failPlaces` is set, logging to `logged`. */
+function failingPlaces(t: Tenant, now: () => number = Date.now, pingStatus = 200) {
+  const state = { failPlaces: false };
+  const failing = documentClient(emulators.dynamo);
+  failing.middlewareStack.add(
+    (next) => async (args) => {
+      if (state.failPlaces && isCountWrite(-1)(JSON.stringify(args.input)))
+        throw Object.assign(new Error('DynamoDB is unavailable'), { name: 'InternalServerError' });
+      return next(args);
+    },
+    { step: 'build', name: 'failPlaceBack' },
+  );
+  const logged: Array<[string, unknown]> = [];
+  const log = (message: string, fields: unknown) => void logged.push([message, fields]);
+  const webhooks = new WebhookStore({ client: failing, tableName: controlTable, now });
+  let answer = pingStatus;
+  const api = new WebhookService({
+    webhooks,
+    tenants: { get: async (id: string) => (id === t.id ? t : undefined) },
+    send: async () => ({ statusCode: answer, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
+    timeoutMs: 1_000,
+    now,
+    delivery: {
+      records: { forget: async () => 0 },
+      metrics: { count: () => {} },
+      logger: { info: () => {}, warn: log, error: log },
+    } as unknown as WebhookServiceDeps['delivery'],
+  });
+  return {
+    api,
+    state,
+    logged,
+    answer: (status: number) => {
+      answer = status;
+    },
+    destroy: () => failing.destroy(),
+  };
+}
 
+describe('a place that was not given back', () => {
   it('answers the create with its own error, and is set right by a create that finds the count full a minute later', async () => {
     const t = await tenant(1);
     let offset = 0;
-    const { api, state, logged, answer, destroy } = failingService(t, 500, () => Date.now() + offset);
+    const { api, state, logged, answer, destroy } = failingPlaces(t, () => Date.now() + offset, 500);
     // The endpoint refuses the ping, and the place cannot be given back.
     state.failPlaces = true;
     await expect(api.create(t.id, input(1))).rejects.toMatchObject({ code: 'endpoint_verification_failed' });
@@ -273,6 +273,42 @@ describe('a place that was not given back', () => {
     await expect(api.create(t.id, input(4))).rejects.toMatchObject({ code: 'limit_exceeded' });
     expect(await webhookCount(t.id)).toBe(1);
     destroy();
+  });
+});
+
+describe('a create that finds the count full while a delete is giving its place back', () => {
+  it('leaves the count alone, so the limit holds once the delete is done', async () => {
+    const t = await tenant(2);
+    let offset = 0;
+    const now = () => Date.now() + offset;
+    const { service: setup } = service(t);
+    await setup.create(t.id, input(1));
+    const kept = await setup.create(t.id, input(2));
+    const creating = failingPlaces(t, now);
+    // The delete's webhook is gone; before its place is given back, a create comes, long
+    // after the count was last written by a create.
+    offset = 2 * PLACES_SETTLE_MS;
+    let during: Promise<unknown> | undefined;
+    const deleting = documentClient(emulators.dynamo);
+    deleting.middlewareStack.add(
+      (next) => async (args) => {
+        if (isCountWrite(-1)(JSON.stringify(args.input)) && !during) {
+          during = creating.api.create(t.id, input(3)).catch((error: unknown) => error);
+          await during;
+        }
+        return next(args);
+      },
+      { step: 'build', name: 'createDuringDelete' },
+    );
+    const first = (await new WebhookStore({ client: lossy, tableName: controlTable }).page(t.id, 10)).webhooks.find(
+      (w) => w.id !== kept.id,
+    );
+    expect(await new WebhookStore({ client: deleting, tableName: controlTable, now }).delete(t.id, first?.id as string)).toBe(true);
+    // The create was refused (the place was not back yet), and the count is the one webhook stored.
+    expect(await during).toMatchObject({ code: 'limit_exceeded' });
+    expect(await webhookCount(t.id)).toBe(1);
+    deleting.destroy();
+    creating.destroy();
   });
 });
 
