@@ -266,7 +266,17 @@ export interface ReplayWindow {
 export function validateReplay(body: Json): ReplayWindow {
   const problems: string[] = [];
   unknownFields(body, ['since', 'until'], '', problems);
-  const instant = (value: unknown) => (typeof value === 'string' && /^\d{4}-\d\d-\d\dT/.test(value) ? Date.parse(value) : Number.NaN);
+  // Date.parse rolls a day the month does not have into the next month (2026-02-30 is
+  // 2 March): such a date is refused, not turned into a window days away from the asked one.
+  const instant = (value: unknown) => {
+    const date = typeof value === 'string' ? /^(\d{4})-(\d\d)-(\d\d)T/.exec(value) : null;
+    if (!date) return Number.NaN;
+    const [year, month, day] = date.slice(1).map(Number) as [number, number, number];
+    // Day 0 of the next month is this month's last day (setUTCFullYear, unlike Date.UTC, keeps years 0–99).
+    const last = new Date(0);
+    last.setUTCFullYear(year, month, 0);
+    return day <= last.getUTCDate() ? Date.parse(value as string) : Number.NaN;
+  };
   const since = instant(body.since);
   if (Number.isNaN(since)) problems.push('since must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z');
   const until = body.until === undefined ? undefined : instant(body.until);

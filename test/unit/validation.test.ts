@@ -3,6 +3,7 @@ import { ValidationError } from '../../functions/core/errors.ts';
 import {
   parseJsonObject,
   validatePublish,
+  validateReplay,
   validateTenantCreate,
   validateWebhookCreate,
   validateWebhookPatch,
@@ -135,5 +136,24 @@ describe('tenant validation', () => {
     }
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { burst: 0 } }, defaults)).join()).toMatch(/burst/);
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { nope: 1 } }, defaults)).join()).toMatch(/nope/);
+  });
+});
+
+describe('replay validation', () => {
+  it('takes an ISO-8601 date-time, with or without until', () => {
+    expect(validateReplay({ since: '2026-11-22T10:00:00Z' })).toEqual({ since: Date.parse('2026-11-22T10:00:00Z'), until: undefined });
+    expect(validateReplay({ since: '2024-02-29T10:00:00+01:00', until: '2026-11-22T24:00:00Z' })).toEqual({
+      since: Date.parse('2024-02-29T09:00:00Z'),
+      until: Date.parse('2026-11-23T00:00:00Z'),
+    });
+  });
+
+  it('refuses a day its month does not have, which JavaScript would roll into the next month', () => {
+    // 2026-02-30 would replay from 2 March: days of events left out, and a 202 saying all is well.
+    expect(problems(() => validateReplay({ since: '2026-02-30T10:00:00Z' }))).toEqual([expect.stringMatching(/^since must be/)]);
+    expect(problems(() => validateReplay({ since: '2026-04-01T00:00:00Z', until: '2026-04-31T00:00:00Z' }))).toEqual([
+      expect.stringMatching(/^until must be/),
+    ]);
+    expect(problems(() => validateReplay({ since: '2025-02-29T00:00:00Z' }))).toHaveLength(1);
   });
 });
