@@ -141,6 +141,8 @@ class TurnLookups {
 export class Distributor {
   readonly #deps: DistributorDeps;
   readonly #lookups: LookupSource;
+  /** The last time a stream append was stamped with (see `#stamp`). */
+  #lastStamp = 0;
 
   constructor(deps: DistributorDeps) {
     this.#deps = deps;
@@ -473,7 +475,7 @@ export class Distributor {
         );
         if (onStream.length === 0) return;
         for (let attempt = 1; ; attempt++) {
-          const stampedAt = this.#deps.now();
+          const stampedAt = this.#stamp();
           const entries = onStream.map((event) => ({
             position: streamPosition(stampedAt, event.resource, 'seq' in event ? event.seq : 0),
             event,
@@ -487,6 +489,19 @@ export class Distributor {
         }
       }),
     );
+  }
+
+  /**
+   * The time to stamp a stream append with: the clock, but never the same millisecond
+   * twice. A gap marker's position has seq 0, so two markers of one object appended in
+   * one millisecond (a turn's switch_drop marker, then its first chunk's retention
+   * marker) would share a position, and the second would overwrite the first. One
+   * object's appends come from one turn, in one container, at a time: later ones get
+   * later stamps, in the order they were sent.
+   */
+  #stamp(): number {
+    this.#lastStamp = Math.max(this.#deps.now(), this.#lastStamp + 1);
+    return this.#lastStamp;
   }
 
   /** Publishes again a chunk a previous holder committed and may not have published. */

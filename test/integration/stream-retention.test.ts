@@ -4,6 +4,7 @@
  * everything that happened since, and one day later the token and the stream are
  * gone (412 with a fresh token).
  */
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { publish } from '../../functions/app/ingest.ts';
 import { pollStream, type StreamDeps } from '../../functions/app/streams.ts';
@@ -44,5 +45,47 @@ describe('a sync token', () => {
     // Nobody polls for another seven days: the stream expired, and its last token with it.
     clock += 7 * DAY + 1;
     expect((await pollStream(reader, k.tenantId, k.resource, late.sync)).status).toBe(412);
+  });
+});
+
+describe('gap markers written to a stream in the same millisecond', () => {
+  it('are all kept: a marker for dropped events and one for expired events, in one turn on a stopped clock', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const k = { tenantId: 'ten_twogaps', resource: 'doc:twogaps' };
+    // An event accepted eight days ago, never distributed: past the retention period.
+    await publish(
+      ingestAt(
+        rig,
+        () => clock - 8 * DAY,
+        () => 'evt_twogaps1',
+      ),
+      k.tenantId,
+      [{ resource: k.resource, parents: [], type: 'a.b', data: 1, idempotencyKey: undefined }],
+    );
+    // And three events dropped under a switch since lifted, counted for their marker.
+    await rig.client.send(
+      new UpdateCommand({
+        TableName: rig.events,
+        Key: { pk: `${k.tenantId}#${k.resource}`, sk: 'meta' },
+        UpdateExpression: 'SET #dropped = :three',
+        ExpressionAttributeNames: { '#dropped': 'switch_dropped' },
+        ExpressionAttributeValues: { ':three': 3 },
+      }),
+    );
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
+    const start = await pollStream(reader, k.tenantId, k.resource, undefined);
+    expect(start.status).toBe(412);
+
+    // One turn sends both markers; the clock does not move between them.
+    clock += 10_000;
+    await distributorAt(rig, now).runTurn(k, 'w');
+    clock += 5_000;
+    const page = await pollStream(reader, k.tenantId, k.resource, start.sync);
+    if (page.status !== 200) throw new Error(`poll answered ${page.status}`);
+    expect((page.data as Array<{ type: string; data: unknown }>).map((e) => [e.type, e.data])).toEqual([
+      ['sluice.gap', { dropped: 3, reason: 'switch_drop' }],
+      ['sluice.gap', { dropped: 1, reason: 'retention' }],
+    ]);
   });
 });
