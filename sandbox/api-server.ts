@@ -158,7 +158,9 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   outer.use('*', async (c, next) => {
     const started = performance.now();
     await handling.track(next());
-    if (c.res.status >= 500) ports.record('api:5XXError', 1);
+    // Not the sandbox's own routes: in AWS the canary receiver is a function URL of its
+    // own (its failures are that function's Errors) and the inbox does not exist.
+    if (c.res.status >= 500 && !c.req.path.startsWith('/sandbox/')) ports.record('api:5XXError', 1);
     // API Gateway answers what its authorizer or usage plan refuses itself: only the
     // rest invoke the API's Lambda (the authorizer's answers are cached, see above).
     const reachedLambda =
@@ -168,14 +170,22 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   });
   outer.post('/sandbox/canary', async (c) => {
     const body = await c.req.text();
-    const status = await runningAs('canaryReceiver', () =>
-      receiveCanary(
-        canaryReceiver,
-        { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
-        body,
-      ),
-    );
-    return c.body(null, status as 204);
+    try {
+      const status = await runningAs('canaryReceiver', () =>
+        receiveCanary(
+          canaryReceiver,
+          { id: c.req.header('webhook-id'), timestamp: c.req.header('webhook-timestamp'), signature: c.req.header('webhook-signature') },
+          body,
+        ),
+      );
+      return c.body(null, status as 204);
+    } catch (error) {
+      // A failed invocation of the receiver, which pages canaryReceiver-errors in AWS
+      // (its function URL answers 502), not ingest-5xx.
+      ports.record('function:canaryReceiver:Errors', 1);
+      log.error('Canary receiver failed', { error });
+      return c.body(null, 502);
+    }
   });
   outer.route('/', inboxRoutes());
   outer.get('/sandbox/notifications', async (c) => c.json({ data: await ports.notices() }));

@@ -51,11 +51,28 @@ const postToReceiver = (body: string, headers: Record<string, string> = {}) =>
 
 describe('the canary receiver', () => {
   it('answers a body that is JSON but no delivery with 400, not a failed invocation (which pages), before the canary is set up', async () => {
-    const errors = sandbox.metrics.total('api:5XXError');
+    // Points, not totals: a recorded source (not a count) has no total.
+    const failures = () => sandbox.metrics.points('function:canaryReceiver:Errors', 0, Number.MAX_SAFE_INTEGER).length;
+    const errors = failures();
     for (const body of ['null', '"text"', '{"events":"x"}', '{"events":[null]}', '{"events":[1]}']) {
       expect((await postToReceiver(body)).status, body).toBe(400);
     }
-    expect(sandbox.metrics.total('api:5XXError')).toBe(errors);
+    expect(failures()).toBe(errors);
+  });
+
+  it('counts its own failure as the canaryReceiver function’s error, as in AWS, not as an API 5xx (which pages ingest-5xx)', async () => {
+    // A saved state it cannot use (a secret that is no string) makes the receiver throw.
+    await putItem({ tenantId: 'ten_broken', webhookId: 'wh_broken', secret: 5 });
+    const points = (key: string) => sandbox.metrics.points(key, 0, Number.MAX_SAFE_INTEGER).length;
+    const [apiErrors, receiverErrors] = [points('api:5XXError'), points('function:canaryReceiver:Errors')];
+    try {
+      const headers = { 'webhook-id': 'msg_x', 'webhook-timestamp': String(Math.floor(Date.now() / 1000)), 'webhook-signature': 'v1,x' };
+      expect((await postToReceiver('{"events":[]}', headers)).status).toBeGreaterThanOrEqual(500);
+      expect(points('function:canaryReceiver:Errors')).toBe(receiverErrors + 1);
+      expect(points('api:5XXError')).toBe(apiErrors);
+    } finally {
+      await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary', sk: 'state' } }));
+    }
   });
 });
 
@@ -199,11 +216,12 @@ describe('the canary receiver, set up', () => {
     const { deliveryHeaders } = await import('../../functions/core/signing.ts');
     const state = await stores().store.get();
     if (!state || !hasWebhook(state)) throw new Error('the canary has no webhook');
-    const errors = sandbox.metrics.total('api:5XXError');
+    const failures = () => sandbox.metrics.points('function:canaryReceiver:Errors', 0, Number.MAX_SAFE_INTEGER).length;
+    const errors = failures();
     expect((await postToReceiver('null')).status).toBe(400);
     const body = '{"webhook":"wh_x","events":[null]}';
     const signed = deliveryHeaders([state.secret], 'msg_odd', Math.floor(Date.now() / 1000), body, 'test');
     expect((await postToReceiver(body, { ...signed })).status).toBe(400);
-    expect(sandbox.metrics.total('api:5XXError')).toBe(errors);
+    expect(failures()).toBe(errors);
   });
 });
