@@ -60,6 +60,25 @@ export class CanaryStore {
     }
   }
 
+  /** Forgets the canary's webhook (deleted by hand), if it is still the one saved: the next setup makes another. */
+  async forgetWebhook(webhookId: string): Promise<void> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: KEY,
+          UpdateExpression: 'REMOVE #state.#webhookId, #state.#secret',
+          ConditionExpression: '#state.#webhookId = :webhookId',
+          ExpressionAttributeNames: names('state', 'webhookId', 'secret'),
+          ExpressionAttributeValues: { ':webhookId': webhookId },
+        }),
+      );
+    } catch (error) {
+      // Another webhook is saved now: nothing to forget.
+      if (!isConditionFailure(error)) throw error;
+    }
+  }
+
   /**
    * Saves the canary's tenant, or its completed state over the tenant it was built
    * on, unless another run saved first; answers the state in force.

@@ -16,7 +16,7 @@ export const CANARY_TYPE = 'sluice_canary.tick';
 export const CANARY_ON_TIME_MS = 5 * 60_000;
 
 export interface CanaryDeps {
-  readonly store: Pick<CanaryStore, 'get' | 'save' | 'forgetKey'>;
+  readonly store: Pick<CanaryStore, 'get' | 'save' | 'forgetKey' | 'forgetWebhook'>;
   /** The canary tenant's API key, kept apart from the store's item (adapters/canary-key.ts). */
   readonly keys: CanaryKeyStore;
   /** The API's base URL, ending before `/v1`. */
@@ -31,7 +31,7 @@ export interface CanaryDeps {
 
 /** One call of the public API with a key; `body`, when given, is sent as JSON. */
 async function call(
-  method: 'GET' | 'POST' | 'DELETE',
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
   url: string,
   key: string,
   body?: unknown,
@@ -121,9 +121,41 @@ async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: st
   return { state: saved, apiKey };
 }
 
+/**
+ * Puts the canary's webhook back in service when it is not: its receiver failing 5
+ * times in a row (a broken deploy of it) quarantines it like any endpoint, and then
+ * only probes, up to an hour apart, would find the receiver working again (3 days on,
+ * nothing would: it is disabled), with canary-stale in alarm all the while. Its
+ * deliveries test the pipeline, not a customer's endpoint: every run asks for them again,
+ * which releases what it held. A webhook deleted by hand is forgotten, and made again.
+ * Answers whether the webhook is there.
+ */
+async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string): Promise<boolean> {
+  const url = `${deps.apiUrl}/v1/webhooks/${state.webhookId}`;
+  const found = await call('GET', url, apiKey);
+  if (found.status === 404) {
+    await deps.store.forgetWebhook(state.webhookId);
+    deps.logger.warn('Canary webhook is gone: making another', { tenant: state.tenantId, webhook: state.webhookId });
+    return false;
+  }
+  if (found.status !== 200) throw new Error(`Canary webhook lookup answered ${found.status}; the next run tries again`);
+  const health = found.json.health as { state?: unknown } | undefined;
+  if (found.json.status === 'active' && health?.state !== 'quarantined') return true;
+  const enabled = await call('PATCH', url, apiKey, { status: 'active' });
+  if (enabled.status !== 200) throw new Error(`Canary webhook re-enabling answered ${enabled.status}; the next run tries again`);
+  deps.logger.warn('Canary re-enabled its webhook', {
+    tenant: state.tenantId,
+    webhook: state.webhookId,
+    status: String(found.json.status),
+    state: String(health?.state),
+  });
+  return true;
+}
+
 /** One scheduled run: publish one synthetic event. */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
-  const { state, apiKey } = await setUp(deps);
+  let { state, apiKey } = await setUp(deps);
+  if (!(await keepWebhook(deps, state, apiKey))) ({ state, apiKey } = await setUp(deps));
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });

@@ -9,6 +9,7 @@ import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { TableCanaryKey } from '../../functions/adapters/canary-key.ts';
 import { CanaryStore, hasWebhook } from '../../functions/adapters/canary-store.ts';
+import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { type CanaryDeps, runCanary } from '../../functions/app/canary.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -185,6 +186,53 @@ describe('the canary', () => {
     expect(await keys.get()).toBe(apiKey);
     expect(await store.get()).toEqual(state);
     expect(JSON.stringify(await rawItem())).not.toContain(apiKey);
+    expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
+  });
+
+  it('re-enables its own webhook when it finds it disabled or quarantined, so the alarm clears once the receiver works', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const apiKey = await keys.get();
+    if (!state || !hasWebhook(state) || !apiKey) throw new Error('no canary state');
+    const health = async () => (await call(sandbox, 'GET', `/v1/webhooks/${state.webhookId}`, { key: apiKey })).body;
+    const logged: string[] = [];
+    const logger = { ...NO_LOGS, warn: (message: string) => void logged.push(message) };
+
+    // Disabled (by hand, or after 3 days quarantined): nothing else would bring it back.
+    expect((await call(sandbox, 'PATCH', `/v1/webhooks/${state.webhookId}`, { key: apiKey, body: { status: 'disabled' } })).status).toBe(
+      200,
+    );
+    await runCanary({ ...deps(`${receiver.url}/canary-ready`), logger });
+    expect(await health()).toMatchObject({ status: 'active', health: { state: 'healthy' } });
+
+    // Quarantined: its probes could be an hour apart.
+    const webhooks = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const webhook = await webhooks.get(state.tenantId, state.webhookId);
+    if (!webhook) throw new Error('no canary webhook');
+    const quarantined = { ...webhook.health, state: 'quarantined' as const, consecutiveFailures: 5, nextProbeAt: Date.now() + 3_600_000 };
+    expect(await webhooks.saveHealth(webhook, quarantined)).toBe(true);
+    await runCanary({ ...deps(`${receiver.url}/canary-ready`), logger });
+    expect(await health()).toMatchObject({ status: 'active', health: { state: 'healthy' } });
+    expect(logged.filter((m) => m === 'Canary re-enabled its webhook')).toHaveLength(2);
+
+    // Healthy: left as it is.
+    await runCanary({ ...deps(`${receiver.url}/canary-ready`), logger });
+    expect(logged).toHaveLength(2);
+  });
+
+  it('makes its webhook again when it was deleted by hand', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const apiKey = await keys.get();
+    if (!state || !hasWebhook(state) || !apiKey) throw new Error('no canary state');
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${state.webhookId}`, { key: apiKey })).status).toBe(204);
+
+    const published = sandbox.metrics.total('CanaryPublished');
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    const fresh = await store.get();
+    if (!fresh || !hasWebhook(fresh)) throw new Error('no canary webhook saved');
+    expect(fresh.webhookId).not.toBe(state.webhookId);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${fresh.webhookId}`, { key: apiKey })).status).toBe(200);
     expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
   });
 
