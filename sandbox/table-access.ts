@@ -3,12 +3,14 @@
  * AWS (an action on a table, or a query of an index, not in functions/definitions/
  * tables.ts TABLE_ACCESS) is refused here too, with AccessDeniedException, so that a
  * grant the stack narrowed to what the code calls is tried by every test that runs the
- * code. The conditions that narrow some grants further (leading keys, attributes) are
- * the stack tests' business.
+ * code. So is a grant's `leadingKeys` (IAM's `dynamodb:LeadingKeys`): a call on an item
+ * whose partition key matches none of them is refused. The conditions the stack adds
+ * of its own (the few items of the authorizer and the canary, attributes) are the stack
+ * tests' business.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { FunctionName } from '../functions/definitions/alarms.ts';
-import { TABLE_ACCESS, type TableAccess } from '../functions/definitions/tables.ts';
+import { TABLE_ACCESS, TABLES, type TableAccess } from '../functions/definitions/tables.ts';
 
 const running = new AsyncLocalStorage<FunctionName>();
 
@@ -25,6 +27,47 @@ export function currentFunction(): FunctionName | undefined {
 /** A handler whose every invocation runs as the function `fn`. */
 export function asFunction<A extends unknown[], R>(fn: FunctionName, handler: (...args: A) => R): (...args: A) => R {
   return (...args) => runningAs(fn, () => handler(...args));
+}
+
+/** IAM's StringLike: `*` matches any characters. */
+function like(value: string, pattern: string): boolean {
+  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
+  return new RegExp(`^${escaped}$`).test(value);
+}
+
+type Item = Record<string, unknown> | undefined;
+
+/**
+ * The partition keys a call reaches on one table (IAM's `dynamodb:LeadingKeys`), as
+ * strings; an entry that is not a string is one the call does not name (a query whose
+ * key condition cannot be read), which no leading key allows.
+ */
+function leadingKeys(action: string, input: Record<string, unknown>, table: string, partitionKey: string): unknown[] {
+  const batch = (input.RequestItems as Record<string, unknown> | undefined)?.[table];
+  switch (action) {
+    case 'GetItem':
+    case 'DeleteItem':
+    case 'UpdateItem':
+      return [(input.Key as Item)?.[partitionKey]];
+    case 'PutItem':
+      return [(input.Item as Item)?.[partitionKey]];
+    case 'BatchGetItem':
+      return ((batch as { Keys?: Item[] } | undefined)?.Keys ?? []).map((key) => key?.[partitionKey]);
+    case 'BatchWriteItem':
+      return ((batch as Array<{ PutRequest?: { Item?: Item }; DeleteRequest?: { Key?: Item } }> | undefined) ?? []).map(
+        (request) => (request.PutRequest?.Item ?? request.DeleteRequest?.Key)?.[partitionKey],
+      );
+    case 'Query': {
+      const names = (input.ExpressionAttributeNames as Record<string, string> | undefined) ?? {};
+      const values = (input.ExpressionAttributeValues as Record<string, unknown> | undefined) ?? {};
+      for (const [, name, value] of String(input.KeyConditionExpression ?? '').matchAll(/([#\w]+)\s*=\s*(:\w+)/g)) {
+        if ((names[name as string] ?? name) === partitionKey) return [values[value as string]];
+      }
+      return [undefined];
+    }
+    default:
+      return [undefined];
+  }
 }
 
 /** Why the role of `fn` refuses the call, or undefined when it allows it. */
@@ -49,6 +92,20 @@ export function refusal(
         : action === 'Query' && access.indexes?.includes(index));
     if (!allowed) {
       return `the ${fn} function may not call dynamodb:${action} on the ${table ?? name} table${index ? ` (index ${index})` : ''}: see TABLE_ACCESS in functions/definitions/tables.ts`;
+    }
+    if (access.leadingKeys) {
+      const definition = TABLES.find((t) => t.logicalName.toLowerCase() === table);
+      const partitionKey =
+        (index === undefined ? definition?.partitionKey : definition?.indexes.find((i) => i.indexName === index)?.partitionKey)?.name ??
+        'pk';
+      const patterns = access.leadingKeys;
+      const keys = leadingKeys(action, input, name, partitionKey);
+      const outside = keys.findIndex((key) => typeof key !== 'string' || !patterns.some((pattern) => like(key, pattern)));
+      if (outside >= 0) {
+        const key = keys[outside];
+        const which = typeof key === 'string' ? key : '(one it does not name)';
+        return `the ${fn} function may not reach the partition ${which} of the ${table} table: see TABLE_ACCESS in functions/definitions/tables.ts`;
+      }
     }
   }
   return undefined;

@@ -26,6 +26,7 @@ import {
 import { eventCount, type OverflowCount } from '../core/deliveries.ts';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
+import { CONTROL_PK } from '../definitions/tables.ts';
 import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
 
 export interface AttemptRecord {
@@ -44,13 +45,14 @@ export interface HeldDelivery {
 }
 
 const pad = (n: number, width = 15) => String(n).padStart(width, '0');
-const attemptsPk = (webhookId: string) => `attempts#${webhookId}`;
-const logPk = (webhookId: string) => `deliveries#${webhookId}`;
-const heldPk = (webhookId: string) => `held#${webhookId}`;
-const overflowPk = (webhookId: string) => `overflow#${webhookId}`;
-const deadPk = (webhookId: string) => `dead#${webhookId}`;
-const ratePk = (webhookId: string, windowMs: number, window: number) => `rate#${webhookId}#${windowMs}#${window}`;
-const pacePk = (webhookId: string) => `pace#${webhookId}`;
+// The delivery function's role may reach only these partitions (TABLE_ACCESS.delivery).
+const attemptsPk = (webhookId: string) => `${CONTROL_PK.attempts}${webhookId}`;
+const logPk = (webhookId: string) => `${CONTROL_PK.deliveries}${webhookId}`;
+const heldPk = (webhookId: string) => `${CONTROL_PK.held}${webhookId}`;
+const overflowPk = (webhookId: string) => `${CONTROL_PK.overflow}${webhookId}`;
+const deadPk = (webhookId: string) => `${CONTROL_PK.dead}${webhookId}`;
+const ratePk = (webhookId: string, windowMs: number, window: number) => `${CONTROL_PK.rate}${webhookId}#${windowMs}#${window}`;
+const pacePk = (webhookId: string) => `${CONTROL_PK.pace}${webhookId}`;
 
 /** When a delivery's oldest event was accepted (epoch ms; 0 when none says). */
 function acceptedAt(message: DeliveryMessage): number {

@@ -14,11 +14,11 @@ import {
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Subscriber, Webhook, WebhookStatus } from '../core/model.ts';
-import { BY_RESOURCE_INDEX } from '../definitions/tables.ts';
+import { BY_RESOURCE_INDEX, CONTROL_PK } from '../definitions/tables.ts';
 import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
-const tenantPk = (tenantId: string) => `tenant#${tenantId}`;
+const tenantPk = (tenantId: string) => `${CONTROL_PK.tenant}${tenantId}`;
 const TENANT_SK = 'tenant';
 const webhookSk = (id: string) => `webhook#${id}`;
 /** A count write's own token (see WebhookStore #count), or a notice claim's (see claimNotice). */

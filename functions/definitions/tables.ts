@@ -90,6 +90,14 @@ export const CONTROL_PK = {
   canaryKey: 'canary-key',
   /** Every kill switch, under one partition. */
   switches: 'switches',
+  /** `<kind>#<webhook id>`: what is kept per webhook (adapters/delivery-records.ts). */
+  attempts: 'attempts#',
+  deliveries: 'deliveries#',
+  held: 'held#',
+  overflow: 'overflow#',
+  dead: 'dead#',
+  rate: 'rate#',
+  pace: 'pace#',
 } as const;
 
 /**
@@ -139,6 +147,11 @@ export interface TableAccess {
   readonly actions: readonly TableAction[];
   /** The indexes it queries. */
   readonly indexes?: readonly string[];
+  /**
+   * Only items whose partition key matches one of these (`*` matches any characters),
+   * as IAM's `dynamodb:LeadingKeys`: @default any item of the table
+   */
+  readonly leadingKeys?: readonly string[];
 }
 
 /**
@@ -167,7 +180,24 @@ export const TABLE_ACCESS = {
     control: { actions: ['GetItem', 'Query'], indexes: [BY_RESOURCE_INDEX] },
   },
   // Webhooks, attempts, held deliveries, overflow counts, paces and dead letters, one item at a time.
-  delivery: { control: { actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem'] } },
+  // Only those partitions, and the switches: it POSTs to endpoints anyone may set up, and
+  // must not be able to write a tenant's API key item or read a stream or the canary's item.
+  delivery: {
+    control: {
+      actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem'],
+      leadingKeys: [
+        `${CONTROL_PK.tenant}*`,
+        `${CONTROL_PK.attempts}*`,
+        `${CONTROL_PK.deliveries}*`,
+        `${CONTROL_PK.held}*`,
+        `${CONTROL_PK.overflow}*`,
+        `${CONTROL_PK.dead}*`,
+        `${CONTROL_PK.rate}*`,
+        `${CONTROL_PK.pace}*`,
+        CONTROL_PK.switches,
+      ],
+    },
+  },
   // Listed objects' meta items read in batches, idle ones unlisted and stale leases
   // cleared (updates); the kill switches.
   reconciler: {

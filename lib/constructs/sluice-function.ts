@@ -102,13 +102,21 @@ export class SluiceFunction extends Construct {
   /**
    * The item operations the function's code calls on the table (functions/definitions/
    * tables.ts TABLE_ACCESS), and Query on the indexes it queries: no other action, and
-   * no index a function does not query.
+   * no index a function does not query; where the access names leading keys, only on
+   * items whose partition key matches one of them.
    */
   bindTable(table: TableV2, access: TableAccess, envName: string): this {
-    this.function.addToRolePolicy(new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn] }));
+    const conditions = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
+    this.function.addToRolePolicy(
+      new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn], ...(conditions && { conditions }) }),
+    );
     if (access.indexes && access.indexes.length > 0) {
       this.function.addToRolePolicy(
-        new PolicyStatement({ actions: ['dynamodb:Query'], resources: access.indexes.map((index) => `${table.tableArn}/index/${index}`) }),
+        new PolicyStatement({
+          actions: ['dynamodb:Query'],
+          resources: access.indexes.map((index) => `${table.tableArn}/index/${index}`),
+          ...(conditions && { conditions }),
+        }),
       );
     }
     this.function.addEnvironment(envName, table.tableName);

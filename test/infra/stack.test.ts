@@ -540,6 +540,33 @@ describe('operations', () => {
     expect(unscopedOnControl).toEqual([]);
   });
 
+  it("lets the delivery function, which talks to endpoints anyone can set up, reach only its own partitions of the control table: no tenant's API key, no stream, not the canary's item", () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const fnId = Object.keys(functions).find((id) => id.includes('Delivery')) as string;
+    const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+    const controlTable = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes('Control')) as string;
+    const onControl = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+      .filter((st) => JSON.stringify(st.Resource).includes(controlTable));
+    expect(onControl).toHaveLength(1);
+    const leadingKeys = (onControl[0]?.Condition as Record<string, Record<string, string[]>> | undefined)?.['ForAllValues:StringLike']?.[
+      'dynamodb:LeadingKeys'
+    ];
+    // Webhooks (and their tenant's subscriptions version), what is kept per webhook, and the switches.
+    expect(leadingKeys).toEqual([
+      'tenant#*',
+      'attempts#*',
+      'deliveries#*',
+      'held#*',
+      'overflow#*',
+      'dead#*',
+      'rate#*',
+      'pace#*',
+      'switches',
+    ]);
+  });
+
   it("lets the distributor read of the control table only the attributes it names, not the webhooks' signing secrets", () => {
     const functions = template.findResources('AWS::Lambda::Function');
     const fnId = Object.keys(functions).find((id) => id.includes('Distributor')) as string;

@@ -3,7 +3,7 @@
  * the stack narrows to what each function's code calls: the sandbox refuses anything
  * else a function sends, as IAM would, and the pipeline runs end to end within them.
  */
-import { BatchGetCommand, BatchWriteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, BatchWriteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import type { ObservedCall } from '../../sandbox/observe.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
@@ -53,6 +53,28 @@ describe('table access in the sandbox', () => {
           dynamo.send(new BatchGetCommand({ RequestItems: { [eventsTable]: { Keys: [{ pk: 'x', sk: 'y' }] } } })),
         ),
       ).rejects.toThrow(/distributor function may not call dynamodb:BatchGetItem on the events table/);
+      // The delivery function reaches only its own partitions of the control table: it
+      // could otherwise write a tenant's API key item, or read the canary's secret.
+      await expect(
+        runningAs('delivery', () =>
+          dynamo.send(new PutCommand({ TableName: controlTable, Item: { pk: 'apikey#0123', sk: 'key', tenant_id: 'ten_x' } })),
+        ),
+      ).rejects.toThrow(/delivery function may not reach the partition apikey#0123 of the control table/);
+      await expect(
+        runningAs('delivery', () => dynamo.send(new GetCommand({ TableName: controlTable, Key: { pk: 'canary', sk: 'canary' } }))),
+      ).rejects.toThrow(/delivery function may not reach the partition canary of the control table/);
+      await expect(
+        runningAs('delivery', () =>
+          dynamo.send(
+            new QueryCommand({
+              TableName: controlTable,
+              KeyConditionExpression: '#pk = :pk',
+              ExpressionAttributeNames: { '#pk': 'pk' },
+              ExpressionAttributeValues: { ':pk': 'stream#ten_x#task:1' },
+            }),
+          ),
+        ),
+      ).rejects.toThrow(/delivery function may not reach the partition stream#ten_x#task:1 of the control table/);
       refused.length = 0;
 
       // Every function at work: ingest, turns with a stream and a drop switch's gap
