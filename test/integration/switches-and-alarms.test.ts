@@ -5,10 +5,14 @@
  * alarm follows the canary's round trip.
  */
 import { describe, expect, it } from 'vitest';
+import { batchWrite } from '../../functions/adapters/dynamo.ts';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { apiServices, deliveryDeps } from '../../functions/app/runtime.ts';
 import { liftSwitch } from '../../functions/app/switches.ts';
+import { derivedId } from '../../functions/core/ids.ts';
+import type { Switch } from '../../functions/core/switches.ts';
+import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -442,6 +446,53 @@ describe('kill switches', () => {
       'a.b 1',
       'sluice.gap {"dropped":1,"reason":"held_overflow"}',
     ]);
+  });
+
+  it('obeys and lists every switch, though they take more than one page of a DynamoDB query (1 MB)', async () => {
+    const tenant = await createTenant(sandbox, 'many-switches');
+    // A resource whose switch id sorts late, after 1.2 MB of other switches (the longest
+    // targets and reasons) whose ids sort before it: a read of a query's first page leaves it out.
+    let resource = 'ms:0';
+    for (let n = 1; derivedId('sw', 'resource', tenant.id, resource) < 'sw_u'; n++) resource = `ms:${n}`;
+    const ours = derivedId('sw', 'resource', tenant.id, resource);
+    await createWebhook(sandbox, tenant.key, { resource, url: `${receiver.url}/many-switches` });
+    const other = 'ten_0000000000000000000';
+    const others: Switch[] = [];
+    for (let n = 0; others.length < 1_400; n++) {
+      const target = `flood:${n}:`.padEnd(200, 'x');
+      const id = derivedId('sw', 'resource', other, target);
+      if (id < ours)
+        others.push({ id, scope: 'resource', tenant: other, target, action: 'pause', reason: 'r'.repeat(500), created_at: '' });
+    }
+    const { dynamo, controlTable } = sandbox.wiring;
+    const key = (id: string) => ({ pk: CONTROL_PK.switches, sk: id });
+    await batchWrite(
+      dynamo,
+      controlTable,
+      others.map((s) => ({ PutRequest: { Item: { ...key(s.id), ...s } } })),
+    );
+    try {
+      const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+        ...admin(),
+        body: { scope: 'resource', tenant: tenant.id, target: resource, action: 'pause' },
+      });
+      expect(pause.body.id).toBe(ours);
+      const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.map((s: { id: string }) => s.id);
+      expect(listed).toHaveLength(others.length + 1);
+      expect(listed).toContain(ours);
+      await settle(700);
+      await publish(sandbox, tenant.key, [{ resource, type: 'a.b', data: 'paused' }]);
+      await settle(1_000);
+      expect(okEvents('/many-switches')).toHaveLength(0);
+      await call(sandbox, 'DELETE', `/v1/admin/switches/${ours}`, admin());
+      await receiver.waitFor(() => okEvents('/many-switches').length === 1, 10_000);
+    } finally {
+      await batchWrite(
+        dynamo,
+        controlTable,
+        others.map((s) => ({ DeleteRequest: { Key: key(s.id) } })),
+      );
+    }
   });
 
   it('validates switches and answers 404 for unknown ones', async () => {
