@@ -80,6 +80,37 @@ describe('kill switches', () => {
     expect(events[2]?.seq).toBe(6);
   });
 
+  it('drops events that name many parents nobody subscribes to, without growing the object past what DynamoDB stores (400 KB)', async () => {
+    const tenant = await createTenant(sandbox, 'many-parents');
+    await createWebhook(sandbox, tenant.key, { resource: 'mp:1', url: `${receiver.url}/many-parents` });
+    await createWebhook(sandbox, tenant.key, { resource: 'mp:parent', url: `${receiver.url}/many-parents-parent` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'mp:1', action: 'drop' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    // 200 events naming 20 parents each, all different and long (800 KB of names), one of them subscribed.
+    for (let r = 0; r < 2; r++) {
+      const events = Array.from({ length: 100 }, (_, i) => ({
+        resource: 'mp:1',
+        parents: Array.from({ length: 20 }, (_, p) =>
+          r === 0 && i === 0 && p === 0 ? 'mp:parent' : `mp:${r}:${i}:${p}:`.padEnd(200, 'x'),
+        ),
+        type: 'a.b',
+        data: i,
+      }));
+      expect((await publish(sandbox, tenant.key, events)).status).toBe(202);
+    }
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 200, 10_000);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/many-parents').length === 1 && okEvents('/many-parents-parent').length === 1, 10_000);
+    for (const path of ['/many-parents', '/many-parents-parent']) {
+      expect(okEvents(path)).toMatchObject([{ type: 'sluice.gap', resource: 'mp:1', data: { dropped: 200, reason: 'switch_drop' } }]);
+    }
+  });
+
   it("drop on a tenant: lifting it sends each dropped-on object's gap marker, though those objects went idle meanwhile", async () => {
     const tenant = await createTenant(sandbox, 'tenant-dropped');
     await createWebhook(sandbox, tenant.key, { resource: 'group:1', url: `${receiver.url}/tenant-dropped` });
