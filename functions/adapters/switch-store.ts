@@ -3,10 +3,10 @@
  * and a cache that every stage reads them through: at most `ttlMs` old (≤ 10 s),
  * so a switch takes effect within seconds without a read per event.
  */
-import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Switch } from '../core/switches.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { isConditionFailure, names } from './dynamo.ts';
+import { isConditionFailure, names, queryPages } from './dynamo.ts';
 
 const PK = CONTROL_PK.switches;
 
@@ -74,19 +74,21 @@ export class SwitchStore {
    * not all have been woken yet.
    */
   async list(options: { lifting?: boolean } = {}): Promise<Array<Switch & { lift_started_at?: string }>> {
-    const result = await this.#client.send(
-      new QueryCommand({
-        TableName: this.#table,
-        KeyConditionExpression: '#pk = :pk',
-        // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
-        ProjectionExpression: '#id, #scope, #tenant, #target, #action, #reason, #created_at, #lifted_at',
-        ExpressionAttributeNames: names('pk', 'id', 'scope', 'tenant', 'target', 'action', 'reason', 'created_at', 'lifted_at'),
-        ExpressionAttributeValues: { ':pk': PK },
-        ConsistentRead: true,
-      }),
-    );
+    // Every page: a query answers at most 1 MB (some 1,300 switches with long reasons), and
+    // a switch past the first page would be answered 200 and listed nowhere, nor obeyed.
+    const items: Record<string, unknown>[] = [];
+    const pages = queryPages(this.#client, {
+      TableName: this.#table,
+      KeyConditionExpression: '#pk = :pk',
+      // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
+      ProjectionExpression: '#id, #scope, #tenant, #target, #action, #reason, #created_at, #lifted_at',
+      ExpressionAttributeNames: names('pk', 'id', 'scope', 'tenant', 'target', 'action', 'reason', 'created_at', 'lifted_at'),
+      ExpressionAttributeValues: { ':pk': PK },
+      ConsistentRead: true,
+    });
+    for await (const page of pages) items.push(...(page.Items ?? []));
     // A switch being lifted is in force no more; its item stays until the lift has woken what it stopped.
-    return (result.Items ?? [])
+    return items
       .filter((item) => options.lifting || item.lifted_at === undefined)
       .map((item) => ({
         ...toSwitch(item),

@@ -271,18 +271,16 @@ export class Distributor {
           this.#countConsumed(key, plan, false);
           return this.#ended(key, `t${meta.fence}`, state, distributed);
         }
+        const droppedParents = dropping
+          ? await this.#subscribedParents(key, [...events.flatMap((e) => e.parents), ...plan.expiredParents], lookups)
+          : [];
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
           seq: seq + events.length,
           consumed,
           // A dropped chunk is not recorded as a turn: there is nothing to publish again.
           turn: dropping ? undefined : { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1, plannedAt },
-          ...(dropping && {
-            dropped: {
-              count: events.length + plan.expired,
-              parents: [...new Set([...events.flatMap((e) => e.parents), ...plan.expiredParents])],
-            },
-          }),
+          ...(dropping && { dropped: { count: events.length + plan.expired, parents: droppedParents } }),
           ...(inline && { inline }),
         });
         inline = undefined;
@@ -383,6 +381,24 @@ export class Distributor {
     await this.#deps.doorbell.ring(key, token);
     this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });
     return { outcome: 'rerung', distributed };
+  }
+
+  /**
+   * The parents of dropped events that have a subscriber (a webhook, or an active stream),
+   * kept on the meta item for the gap marker at the lift: those that had none when their
+   * events were dropped would not have received them. All of them, for a hot object whose
+   * events each name other parents, would grow the meta item (which every ingest writes,
+   * at a write unit per KB) to DynamoDB's 400 KB, where its drop commits fail.
+   */
+  async #subscribedParents(key: ObjectKey, parents: readonly string[], lookups: TurnLookups): Promise<string[]> {
+    const distinct = [...new Set(parents)].filter((parent) => parent !== key.resource);
+    const subscribed = await Promise.all(
+      distinct.map(
+        async (parent) =>
+          (await lookups.webhooksOn(parent)).length > 0 || (this.#deps.streams !== undefined && (await lookups.streamActive(parent))),
+      ),
+    );
+    return distinct.filter((_, i) => subscribed[i]);
   }
 
   /** Counts what a chunk consumed without delivering: expired, skipped, dropped by a switch (expired ones too, then). */

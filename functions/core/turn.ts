@@ -43,7 +43,7 @@ export interface QueueMeta {
   readonly leaseUntil: number | undefined;
   /** Events a drop switch discarded and no gap marker has stood for yet. */
   readonly switchDropped: number;
-  /** The parents of those events, so the marker reaches the same webhooks. */
+  /** The parents of those events that had a subscriber then, so the marker reaches the same webhooks and streams. */
   readonly switchDroppedParents: readonly string[];
   /**
    * An event kept on the meta item itself (see QueueStore.reserve): always the one

@@ -5,10 +5,14 @@
  * alarm follows the canary's round trip.
  */
 import { describe, expect, it } from 'vitest';
+import { batchWrite } from '../../functions/adapters/dynamo.ts';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { apiServices, deliveryDeps } from '../../functions/app/runtime.ts';
 import { liftSwitch } from '../../functions/app/switches.ts';
+import { derivedId } from '../../functions/core/ids.ts';
+import type { Switch } from '../../functions/core/switches.ts';
+import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -74,6 +78,37 @@ describe('kill switches', () => {
     expect(events[1]).toMatchObject({ resource: 'feed:1', data: { dropped: 4, reason: 'switch_drop' } });
     // The dropped events used seqs 2-5: the consumer sees the gap in seq, and the marker explains it.
     expect(events[2]?.seq).toBe(6);
+  });
+
+  it('drops events that name many parents nobody subscribes to, without growing the object past what DynamoDB stores (400 KB)', async () => {
+    const tenant = await createTenant(sandbox, 'many-parents');
+    await createWebhook(sandbox, tenant.key, { resource: 'mp:1', url: `${receiver.url}/many-parents` });
+    await createWebhook(sandbox, tenant.key, { resource: 'mp:parent', url: `${receiver.url}/many-parents-parent` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'mp:1', action: 'drop' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    // 200 events naming 20 parents each, all different and long (800 KB of names), one of them subscribed.
+    for (let r = 0; r < 2; r++) {
+      const events = Array.from({ length: 100 }, (_, i) => ({
+        resource: 'mp:1',
+        parents: Array.from({ length: 20 }, (_, p) =>
+          r === 0 && i === 0 && p === 0 ? 'mp:parent' : `mp:${r}:${i}:${p}:`.padEnd(200, 'x'),
+        ),
+        type: 'a.b',
+        data: i,
+      }));
+      expect((await publish(sandbox, tenant.key, events)).status).toBe(202);
+    }
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 200, 10_000);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/many-parents').length === 1 && okEvents('/many-parents-parent').length === 1, 10_000);
+    for (const path of ['/many-parents', '/many-parents-parent']) {
+      expect(okEvents(path)).toMatchObject([{ type: 'sluice.gap', resource: 'mp:1', data: { dropped: 200, reason: 'switch_drop' } }]);
+    }
   });
 
   it("drop on a tenant: lifting it sends each dropped-on object's gap marker, though those objects went idle meanwhile", async () => {
@@ -442,6 +477,53 @@ describe('kill switches', () => {
       'a.b 1',
       'sluice.gap {"dropped":1,"reason":"held_overflow"}',
     ]);
+  });
+
+  it('obeys and lists every switch, though they take more than one page of a DynamoDB query (1 MB)', async () => {
+    const tenant = await createTenant(sandbox, 'many-switches');
+    // A resource whose switch id sorts late, after 1.2 MB of other switches (the longest
+    // targets and reasons) whose ids sort before it: a read of a query's first page leaves it out.
+    let resource = 'ms:0';
+    for (let n = 1; derivedId('sw', 'resource', tenant.id, resource) < 'sw_u'; n++) resource = `ms:${n}`;
+    const ours = derivedId('sw', 'resource', tenant.id, resource);
+    await createWebhook(sandbox, tenant.key, { resource, url: `${receiver.url}/many-switches` });
+    const other = 'ten_0000000000000000000';
+    const others: Switch[] = [];
+    for (let n = 0; others.length < 1_400; n++) {
+      const target = `flood:${n}:`.padEnd(200, 'x');
+      const id = derivedId('sw', 'resource', other, target);
+      if (id < ours)
+        others.push({ id, scope: 'resource', tenant: other, target, action: 'pause', reason: 'r'.repeat(500), created_at: '' });
+    }
+    const { dynamo, controlTable } = sandbox.wiring;
+    const key = (id: string) => ({ pk: CONTROL_PK.switches, sk: id });
+    await batchWrite(
+      dynamo,
+      controlTable,
+      others.map((s) => ({ PutRequest: { Item: { ...key(s.id), ...s } } })),
+    );
+    try {
+      const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+        ...admin(),
+        body: { scope: 'resource', tenant: tenant.id, target: resource, action: 'pause' },
+      });
+      expect(pause.body.id).toBe(ours);
+      const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.map((s: { id: string }) => s.id);
+      expect(listed).toHaveLength(others.length + 1);
+      expect(listed).toContain(ours);
+      await settle(700);
+      await publish(sandbox, tenant.key, [{ resource, type: 'a.b', data: 'paused' }]);
+      await settle(1_000);
+      expect(okEvents('/many-switches')).toHaveLength(0);
+      await call(sandbox, 'DELETE', `/v1/admin/switches/${ours}`, admin());
+      await receiver.waitFor(() => okEvents('/many-switches').length === 1, 10_000);
+    } finally {
+      await batchWrite(
+        dynamo,
+        controlTable,
+        others.map((s) => ({ DeleteRequest: { Key: key(s.id) } })),
+      );
+    }
   });
 
   it('validates switches and answers 404 for unknown ones', async () => {
