@@ -203,6 +203,9 @@ export class CachedSwitches implements SwitchReader {
 
   #load(): Promise<readonly Switch[]> {
     const read = ++this.#reads;
+    // What a read answers is as old as the moment it was sent: a slow read (DynamoDB
+    // throttled, a cold connection) must not keep it for a whole ttl after it answers.
+    const sentAt = this.#now();
     const loading = this.#store
       .list()
       .then((value) => {
@@ -210,7 +213,7 @@ export class CachedSwitches implements SwitchReader {
         if (read > this.#kept) {
           this.#kept = read;
           this.#value = value;
-          this.#loadedAt = this.#now();
+          this.#loadedAt = sentAt;
         }
         return value;
       })

@@ -51,6 +51,24 @@ describe('the switch cache', () => {
     expect(reads).toHaveLength(1);
   });
 
+  it('ages what a slow read answered from when the read was sent, so nothing is kept longer than the ttl after it', async () => {
+    let now = 0;
+    const { store, reads, lift } = slowStore();
+    const cache = new CachedSwitches(store, 5_000, () => now);
+    const first = cache.current();
+    // The read takes 3 s to answer; the switch is lifted just after it was sent.
+    lift();
+    now = 3_000;
+    reads.shift()?.();
+    expect(await first).toEqual([pause]);
+    // 5 s after the read was sent, what it answered is too old: a new read is sent.
+    now = 5_000;
+    const second = cache.current();
+    expect(reads).toHaveLength(1);
+    reads.shift()?.();
+    expect(await second).toEqual([]);
+  });
+
   it('refreshes with a read sent after it was asked, not one already under way from before a lift', async () => {
     const { store, reads, lift } = slowStore();
     const cache = new CachedSwitches(store, 5_000, () => 0);
