@@ -155,11 +155,15 @@ function validate(props: SluiceProps): SluiceConfig {
   }
   // The distributor skips a slot whose ingest has not written it after the grace, and a
   // slow ingest's write after that would store an event no turn delivers: no ingest may
-  // outlive the grace. Checked on the setting as given too, so it is listed with the other problems.
+  // outlive the grace. The grace is counted from the reservation time of a later slot (or
+  // the meta item's last one), which is that ingest's clock reading before its reserving
+  // write: the write may come up to a timeout after it, an earlier slot's ingest reserved
+  // before that write, and its own writes may take up to a timeout more. So twice the
+  // timeout. Checked on the setting as given too, so it is listed with the other problems.
   const givenGrace = (overrides as Record<string, unknown> | null)?.ingestGraceMs;
   const graceMs = config?.ingestGraceMs ?? (typeof givenGrace === 'number' ? givenGrace : undefined);
-  if (graceMs !== undefined && graceMs <= API_TIMEOUT_SECONDS * 1000) {
-    problems.push(`ingestGraceMs must be more than the API function's timeout (${API_TIMEOUT_SECONDS * 1000} ms)`);
+  if (graceMs !== undefined && graceMs <= 2 * API_TIMEOUT_SECONDS * 1000) {
+    problems.push(`ingestGraceMs must be more than twice the API function's timeout (${2 * API_TIMEOUT_SECONDS * 1000} ms)`);
   }
   if (problems.length > 0 || !config) throw new ConfigError(problems);
   return Object.freeze({

@@ -114,7 +114,15 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
     }
     chunks.push(read.value);
   }
-  return parseJsonObject(new TextDecoder().decode(Buffer.concat(chunks, size)));
+  let text: string;
+  try {
+    // Fatal: JSON must be UTF-8 (RFC 8259); decoded leniently, a body in another encoding
+    // would be accepted with its bad bytes turned into U+FFFD, and delivered so.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks, size));
+  } catch {
+    throw new ApiError('invalid_request', 'The body must be JSON encoded as UTF-8.');
+  }
+  return parseJsonObject(text);
 }
 
 function tenantOf(c: Context<Env>): string {

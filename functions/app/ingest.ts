@@ -137,6 +137,8 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
 
   // Idempotency keys first: a repeated key is answered from its record and admitted nowhere.
   const claimed: Pending[] = [];
+  // DynamoDB refusing a claim or a reserve: the storage is failing (see the end).
+  const storageErrors: unknown[] = [];
   await Promise.all(
     inputs.map(async (input, index) => {
       if (input.idempotencyKey !== undefined) {
@@ -144,6 +146,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
         const claim = await claimKey(deps, tenantId, input, eventId).catch((error: unknown) => {
           // Its key could not be claimed: this event is not stored; the others go on.
           deps.logger.error('Idempotency claim failed', { tenant: tenantId, error });
+          storageErrors.push(error);
           return notStored();
         });
         if (claim === 'claimed') claimed.push({ index, input, eventId });
@@ -163,7 +166,6 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   }
   // Reserve on every object first, then store the events of all of them in one batched
   // write (not a write per object), then ring the doorbells of the objects this flipped.
-  const reserveErrors: unknown[] = [];
   const admissions = await Promise.all(
     [...byObject].map(async ([resource, pendings]) => ({
       pendings,
@@ -171,7 +173,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
       // the others go on to be written and rung, so none of them is left scheduled unrung.
       admission: await reserveObject(deps, { tenantId, resource }, pendings).catch((error: unknown) => {
         deps.logger.error('Reserve failed', { tenant: tenantId, resource, error });
-        reserveErrors.push(error);
+        storageErrors.push(error);
         return { outcome: { results: pendings.map(() => notStored()), retryAfterMs: 0 } };
       }),
     })),
@@ -205,9 +207,10 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
       await settle.catch((error: unknown) => deps.logger.error('Idempotency record not settled', { tenant: tenantId, accepted, error }));
     }),
   );
-  // Nothing stored and a reserve failed: the storage is failing, and the request is
-  // answered as a whole (500, what the ingest-5xx alarm watches), as before any write.
-  if (reserveErrors.length > 0 && results.every((r) => r.status === 'rejected')) throw reserveErrors[0];
+  // Nothing stored and a claim or a reserve failed: the storage is failing, and the request
+  // is answered as a whole (500, what the ingest-5xx alarm watches), as before any write.
+  // A 202 whose every event is internal would leave on-call unpaged.
+  if (storageErrors.length > 0 && results.every((r) => r.status === 'rejected')) throw storageErrors[0];
 
   // One data point per outcome and request, however many events it had.
   let accepted = 0;

@@ -159,6 +159,23 @@ describe('bad input', () => {
     const fine = '{"events":[{"resource":"n:1","type":"a.b","data":{"fine":1e308,"small":5e-324}}]}';
     expect((await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody: fine })).status).toBe(202);
   });
+
+  it('refuses a body that is not UTF-8 with a 400, rather than accept its data with the bad bytes replaced', async () => {
+    // "café" as Latin-1 (é is the lone byte 0xE9): JSON must be UTF-8 (RFC 8259). Decoded
+    // leniently, the subscriber would get "caf\uFFFD" for an event answered accepted.
+    const body = Buffer.concat([
+      Buffer.from('{"events":[{"resource":"latin1:1","type":"a.b","data":"caf'),
+      Buffer.from([0xe9]),
+      Buffer.from('"}]}'),
+    ]);
+    const answer = await fetch(`${sandbox.url}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${a.key}`, 'content-type': 'application/json' },
+      body,
+    });
+    expectError({ status: answer.status, headers: answer.headers, body: await answer.json() }, 400, 'invalid_request');
+    expect(await queues.readMeta({ tenantId: a.id, resource: 'latin1:1' })).toBeUndefined();
+  });
 });
 
 describe('GET /v1/admin/queues', () => {

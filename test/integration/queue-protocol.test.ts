@@ -382,6 +382,30 @@ describe('ingest', () => {
     expect(again.results).toMatchObject([{ status: 'duplicate' }]);
   });
 
+  it('fails a request as a whole (the API answers 500) when no idempotency key of it could be claimed and nothing was stored', async () => {
+    const k = key();
+    // DynamoDB failing every claim (the emulator cannot be made to), as it fails a reserve.
+    class FailingClaims extends IdempotencyStore {
+      override async claim(): ReturnType<IdempotencyStore['claim']> {
+        throw new Error('InternalServerError');
+      }
+    }
+    const rings: string[] = [];
+    const deps = {
+      ...ingestDeps(rings),
+      idempotency: new FailingClaims({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 }),
+    } as Parameters<typeof publish>[0];
+    // Answered 202 with every event internal, the ingest-5xx alarm never saw the storage failing.
+    await expect(
+      publish(deps, k.tenantId, [
+        { ...input(k.resource, 1), idempotencyKey: 'down-1' },
+        { ...input(k.resource, 2), idempotencyKey: 'down-2' },
+      ]),
+    ).rejects.toThrow('InternalServerError');
+    expect(await store.readMeta(k)).toBeUndefined();
+    expect(rings).toEqual([]);
+  });
+
   it('recognises its own reserve when the SDK retried it after the answer to an applied first try was lost', async () => {
     // The first try of each reserve reaches DynamoDB, but its answer is lost (the
     // connection resets): the SDK tries again, as it does for such errors.
