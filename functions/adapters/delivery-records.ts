@@ -50,6 +50,8 @@ const attemptsPk = (webhookId: string) => `${CONTROL_PK.attempts}${webhookId}`;
 const logPk = (webhookId: string) => `${CONTROL_PK.deliveries}${webhookId}`;
 const heldPk = (webhookId: string) => `${CONTROL_PK.held}${webhookId}`;
 const overflowPk = (webhookId: string) => `${CONTROL_PK.overflow}${webhookId}`;
+// Apart from the counts, which a release reads whole: which deliveries were counted (`countOverflowOnce`).
+const countedPk = (webhookId: string) => `${CONTROL_PK.overflow}${webhookId}#counted`;
 const deadPk = (webhookId: string) => `${CONTROL_PK.dead}${webhookId}`;
 const ratePk = (webhookId: string, windowMs: number, window: number) => `${CONTROL_PK.rate}${webhookId}#${windowMs}#${window}`;
 const pacePk = (webhookId: string) => `${CONTROL_PK.pace}${webhookId}`;
@@ -398,6 +400,32 @@ export class DeliveryRecords {
         ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + this.#retentionMs), ':now': now },
       }),
     );
+  }
+
+  /**
+   * `countOverflow` for one delivery's events of one resource and reason, once however
+   * often SQS hands the delivery back: a record that fails after its count (a later
+   * resource's count, or the recheck's send) is delivered again, and counting it again
+   * would make the gap marker over-report. The count goes first and then a receipt of
+   * it, which a delivery handed back finds: one that dies between the two counts twice
+   * (a marker that overstates, never a loss told to no one), as the count itself does
+   * when the SDK sends it again after an answer was lost. False when it was counted before.
+   */
+  async countOverflowOnce(
+    deliveryId: string,
+    webhookId: string,
+    resource: string,
+    dropped: number,
+    now: number,
+    reason: GapMarker['data']['reason'],
+  ): Promise<boolean> {
+    const key = { pk: countedPk(webhookId), sk: `${deliveryId}#${reason}#${resource}` };
+    const receipt = await this.#client.send(new GetCommand({ TableName: this.#table, Key: key, ConsistentRead: true }));
+    if (receipt.Item) return false;
+    await this.countOverflow(webhookId, resource, dropped, now, reason);
+    // Kept as long as SQS may hand the delivery back, well within the retention period.
+    await this.#client.send(new PutCommand({ TableName: this.#table, Item: { ...key, dropped, ...this.#expiry(now) } }));
+    return true;
   }
 
   /** The webhook's overflow counts that owe a gap marker (events counted that no sent marker stands for). */

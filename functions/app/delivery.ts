@@ -160,18 +160,25 @@ function dropForDeleted(deps: DeliveryDeps, message: DeliveryMessage): 'dropped'
 /**
  * Counts one resource's events for gap markers instead of delivering them, each under
  * `reason`; a gap marker among them under its own reason, for the events it stands for.
+ * Once per delivery, however often SQS hands it back (see `countOverflowOnce`). Answers
+ * how many of its events (not markers, counted when they were dropped) this call counted,
+ * for the metrics: none when an earlier receive of the delivery counted them.
  */
 async function countForGaps(
   deps: DeliveryDeps,
   webhookId: string,
-  message: Pick<DeliveryMessage, 'events'>,
+  message: Pick<DeliveryMessage, 'deliveryId' | 'events'>,
   reason: Parameters<typeof gapCounts>[1],
   now: number,
-): Promise<void> {
+): Promise<number> {
   const resource = message.events[0]?.resource ?? '';
+  let events = 0;
   for (const count of gapCounts(message.events, reason)) {
-    await deps.records.countOverflow(webhookId, resource, count.dropped, now, count.reason);
+    const counted = await deps.records.countOverflowOnce(message.deliveryId, webhookId, resource, count.dropped, now, count.reason);
+    // The events are all in the count of `reason` (with any marker of that reason).
+    if (counted && count.reason === reason) events = eventCount(message.events);
   }
+  return events;
 }
 
 /** Whether the webhook was deleted since it was read (a consistent read). */
@@ -223,9 +230,9 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
   if (action === 'drop') {
     // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
-    for (const part of partsByResource(message)) await countForGaps(deps, webhook.id, part, 'switch_drop', now);
-    // A gap marker's events were counted when they were dropped.
-    const events = eventCount(message.events);
+    let events = 0;
+    for (const part of partsByResource(message)) events += await countForGaps(deps, webhook.id, part, 'switch_drop', now);
+    // A gap marker's events were counted when they were dropped, and a delivery handed back by SQS when it was first.
     if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'switch_drop' });
     await expectLift(deps, webhook, now);
     return 'dropped';
@@ -496,9 +503,9 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     dropForDeleted(deps, message);
     return;
   }
-  await countForGaps(deps, webhook.id, message, 'held_overflow', now);
-  // A gap marker's events were counted when they were dropped: only events count here.
-  const events = eventCount(message.events);
+  // A gap marker's events were counted when they were dropped: only events count here,
+  // and only once (a delivery handed back by SQS was counted when it was first).
+  const events = await countForGaps(deps, webhook.id, message, 'held_overflow', now);
   if (events === 0) return;
   // Past the cap of a webhook its owner disabled: their choice, counted apart from what pages on-call.
   if (webhook.status === 'disabled' && webhook.health.disabledReason === 'by_owner') {
@@ -1034,9 +1041,10 @@ async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: re
   let removed = 0;
   let events = 0;
   for (const held of expired) {
-    // Counted for its marker before it leaves the held store: a step that fails or dies
-    // between the two runs again and counts it again (a marker that overstates), never
-    // not at all. A held gap marker stands for its own count, under its own reason.
+    // Counted for its marker before it leaves the held store: a step that fails between
+    // the two runs again and finds it counted, and one that dies in the count may count
+    // it again (a marker that overstates), never not at all. A held gap marker stands
+    // for its own count, under its own reason.
     await countForGaps(deps, webhook.id, held.message, 'retention', now);
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
     removed += 1;

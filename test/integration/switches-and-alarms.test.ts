@@ -5,6 +5,7 @@
  * alarm follows the canary's round trip.
  */
 import { describe, expect, it } from 'vitest';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { batchWrite } from '../../functions/adapters/dynamo.ts';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
@@ -359,6 +360,80 @@ describe('kill switches', () => {
 
     await receiver.waitFor(() => okEvents('/stale-drop').length === 1, 8_000);
     expect(okEvents('/stale-drop')).toMatchObject([{ type: 'sluice.gap', resource: 'sd:1', data: { dropped: 1, reason: 'switch_drop' } }]);
+  });
+
+  it('counts a dropped delivery once though SQS delivers it again: its recheck could not be sent after the count', async () => {
+    const tenant = await createTenant(sandbox, 'drop-again');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'da:1', url: `${receiver.url}/drop-again` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const message = {
+      deliveryId: 'msg_dropagain',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_dropagain', seq: 1, resource: 'da:1', data: 'dropped' })],
+      attempt: 1,
+    };
+    // The deliver queue refuses the recheck (throttled, the network): the record fails, and SQS delivers it again.
+    const refused = {
+      ...deps,
+      queue: {
+        send: async () => {
+          throw new Error('SQS unavailable');
+        },
+      },
+    };
+    await expect(handleDeliverMessage(refused, message)).rejects.toThrow('SQS unavailable');
+    expect(await handleDeliverMessage(deps, message)).toBe('dropped');
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(droppedBefore + 1);
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/drop-again').length > 0, 10_000);
+    await settle(500);
+    expect(okEvents('/drop-again')).toMatchObject([{ type: 'sluice.gap', resource: 'da:1', data: { dropped: 1, reason: 'switch_drop' } }]);
+  });
+
+  it("counts each resource of a dropped delivery once though SQS delivers it again: one resource's count was refused after another's", async () => {
+    const tenant = await createTenant(sandbox, 'drop-parts');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dp:0', url: `${receiver.url}/drop-parts` });
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'drop' },
+    });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const event = (n: number, resource: string) =>
+      deliveredEventFixture({ id: `evt_dropparts${n}`, seq: n, resource, parents: ['dp:0'], data: n });
+    const message = {
+      deliveryId: 'msg_dropparts',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [event(1, 'dp:1'), event(2, 'dp:1'), event(1, 'dp:2')],
+      attempt: 1,
+    };
+    // DynamoDB refuses the second resource's count once, after the first's applied.
+    class RefusingDp2Once extends DeliveryRecords {
+      refused = false;
+      override async countOverflow(...args: Parameters<DeliveryRecords['countOverflow']>): Promise<void> {
+        if (args[1] === 'dp:2' && !this.refused) {
+          this.refused = true;
+          throw new Error('ProvisionedThroughputExceededException');
+        }
+        return super.countOverflow(...args);
+      }
+    }
+    const records = new RefusingDp2Once({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    await expect(handleDeliverMessage({ ...deps, records }, message)).rejects.toThrow('ProvisionedThroughputExceededException');
+    expect(await handleDeliverMessage(deps, message)).toBe('dropped');
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    await receiver.waitFor(() => okEvents('/drop-parts').length === 2, 10_000);
+    await settle(500);
+    const seen = okEvents('/drop-parts').map((e) => `${e.resource} ${JSON.stringify(e.data)}`);
+    expect(seen.sort()).toEqual(['dp:1 {"dropped":2,"reason":"switch_drop"}', 'dp:2 {"dropped":1,"reason":"switch_drop"}']);
   });
 
   it('a gap marker that a webhook drop discards is counted for the events it stood for, and its own reason', async () => {
