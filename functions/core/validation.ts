@@ -29,11 +29,12 @@ const MAX_NAME = 200;
  * number no JSON double can hold (`1e400` parses as Infinity, which would be sent on as
  * `null`: the subscriber would not get what the producer was told was accepted).
  */
-function dataFault(value: unknown, max: number): 'too_deep' | 'not_finite' | undefined {
+function dataFault(value: unknown, max: number): 'too_deep' | 'not_finite' | 'inexact' | undefined {
   const stack: Array<[unknown, number]> = [[value, 0]];
   while (stack.length > 0) {
     const [current, depth] = stack.pop() as [unknown, number];
     if (typeof current === 'number' && !Number.isFinite(current)) return 'not_finite';
+    if (current instanceof InexactInteger) return 'inexact';
     if (current === null || typeof current !== 'object') continue;
     if (depth + 1 > max) return 'too_deep';
     for (const child of Object.values(current)) stack.push([child, depth + 1]);
@@ -62,10 +63,36 @@ function checkResource(value: unknown, field: string, problems: string[]): value
 }
 
 /** Parses a JSON body, rejecting anything that is not an object. */
+/**
+ * An integer in the body that a JSON double cannot keep exactly: past 2^53 most are
+ * rounded (12345678901234567890 parses as 12345678901234567000), and the subscriber
+ * would get a number the producer never sent. The parse leaves one of these in its
+ * place, for validation to refuse with the field that holds it.
+ */
+export class InexactInteger {
+  readonly source: string;
+  constructor(source: string) {
+    this.source = source;
+  }
+}
+
+/** A run of digits this long may be an integer a double rounds (2^53 has 16 digits); a body with none is parsed the quick way. */
+const LONG_DIGITS = /\d{16}/;
+
+/** JSON.parse's reviver, given each value's source text (ES2025): marks the integers a double rounds. */
+function markInexactIntegers(_key: string, value: unknown, context?: { source?: string }): unknown {
+  if (typeof value !== 'number' || Number.isSafeInteger(value) || !Number.isFinite(value)) return value;
+  const source = context?.source;
+  if (source === undefined || !/^-?\d+$/.test(source)) return value;
+  return BigInt(source) === BigInt(value) ? value : new InexactInteger(source);
+}
+
 export function parseJsonObject(text: string): Json {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    parsed = LONG_DIGITS.test(text)
+      ? JSON.parse(text, markInexactIntegers as (this: unknown, key: string, value: unknown) => unknown)
+      : JSON.parse(text);
   } catch {
     throw new ValidationError(['the body is not valid JSON']);
   }
@@ -111,6 +138,10 @@ export function validatePublish(body: Json): EventInput[] {
       problems.push(`${at}data must nest arrays and objects at most ${MAX_DATA_DEPTH} levels deep`);
     } else if (fault === 'not_finite') {
       problems.push(`${at}data must hold only numbers a JSON double can represent (at most about 1.8e308)`);
+    } else if (fault === 'inexact') {
+      problems.push(
+        `${at}data must hold only integers a JSON double keeps exactly (all up to 2^53 = 9007199254740992); send larger ones as strings`,
+      );
     } else if (Buffer.byteLength(JSON.stringify(event.data)) > MAX_DATA_BYTES) {
       problems.push(`${at}data must be at most ${MAX_DATA_BYTES} bytes serialized`);
     }

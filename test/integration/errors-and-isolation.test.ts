@@ -160,6 +160,23 @@ describe('bad input', () => {
     expect((await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody: fine })).status).toBe(202);
   });
 
+  it('refuses an integer in event data that a JSON double cannot hold exactly with a 400, rather than deliver another number', async () => {
+    // 12345678901234567890 parses as 12345678901234567000: the subscriber would get a
+    // number the producer never sent, for an event answered accepted.
+    const rawBody =
+      '{"events":[{"resource":"i:1","type":"a.b","data":{"id":12345678901234567890,"ok":"12345678901234567890"}},{"resource":"i:1","type":"a.b","data":[-9007199254740993]}]}';
+    const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody });
+    expectError(response, 400, 'invalid_request');
+    expect(response.body.error.message).toMatch(
+      /events\[0\]\.data must hold only integers a JSON double keeps exactly.*send larger ones as strings/,
+    );
+    expect(response.body.error.message).toMatch(/events\[1\]\.data must hold only integers/);
+    // Those it keeps exactly pass, however large: 2^53 - 1, 2^60, 1e21 (exact in a double), and any decimal.
+    const fine =
+      '{"events":[{"resource":"i:1","type":"a.b","data":{"max":9007199254740991,"p60":1152921504606846976,"e":1000000000000000000000,"f":0.12345678901234567890,"s":"12345678901234567890"}}]}';
+    expect((await call(sandbox, 'POST', '/v1/events', { key: a.key, rawBody: fine })).status).toBe(202);
+  });
+
   it('refuses a body that is not UTF-8 with a 400, rather than accept its data with the bad bytes replaced', async () => {
     // "café" as Latin-1 (é is the lone byte 0xE9): JSON must be UTF-8 (RFC 8259). Decoded
     // leniently, the subscriber would get "caf\uFFFD" for an event answered accepted.

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../functions/core/errors.ts';
 import {
+  InexactInteger,
   parseJsonObject,
   validatePublish,
   validateReplay,
@@ -81,6 +82,21 @@ describe('publish validation', () => {
     expect(() => parseJsonObject('{')).toThrow(/not valid JSON/);
     expect(() => parseJsonObject('[1]')).toThrow(/JSON object/);
     expect(parseJsonObject('{"a":1}')).toEqual({ a: 1 });
+  });
+});
+
+describe('parsing a body', () => {
+  it('keeps in place of an integer a double would round a mark that holds its text, and parses everything else as JSON.parse does', () => {
+    const parsed = parseJsonObject(
+      '{"a":12345678901234567891,"b":9007199254740993,"c":9007199254740992,"d":"12345678901234567891","e":1.25,"f":-0}',
+    );
+    expect(parsed.a).toEqual(new InexactInteger('12345678901234567891'));
+    expect(parsed.b).toEqual(new InexactInteger('9007199254740993'));
+    expect(parsed).toMatchObject({ c: 9007199254740992, d: '12345678901234567891', e: 1.25 });
+    expect(Object.is(parsed.f, -0)).toBe(true);
+    expect(problems(() => validatePublish({ events: [{ ...good, data: { n: parsed.a } }] }))).toEqual([
+      'events[0].data must hold only integers a JSON double keeps exactly (all up to 2^53 = 9007199254740992); send larger ones as strings',
+    ]);
   });
 });
 
