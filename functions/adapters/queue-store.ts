@@ -113,6 +113,7 @@ function toMeta(item: MetaItem, now?: number): QueueMeta {
     scheduledAt: optionalNumber(item.scheduled_at),
     turnAt: optionalNumber(item.turn_at),
     leaseUntil: optionalNumber(item.lease_until),
+    pausedAt: optionalNumber(item.paused_at),
     switchDropped: Number(item.switch_dropped ?? 0),
     switchDroppedParents: [...((item.switch_dropped_parents as Set<string> | undefined) ?? [])],
     inline: item.inline ? toPending({ ...(item.inline as Record<string, unknown>), slot: cursor + 1 }, now) : undefined,
@@ -608,10 +609,11 @@ export class QueueStore {
    * Ends a turn. If nothing is left (depth 0) the object goes idle in the same
    * write, so an ingest that reserves right after sees scheduled = false and rings.
    * If an ingest reserved in the meantime the condition fails, and the caller must
-   * ring again: the answer is 'pending'.
+   * ring again: the answer is 'pending'. A turn that leaves the object `paused` notes
+   * when on the meta item, in the same write (see QueueMeta.pausedAt).
    */
-  async finishTurn(key: ObjectKey, fence: number, now: number): Promise<'idle' | 'pending'> {
-    return this.#endTurn(key, { fence }, now);
+  async finishTurn(key: ObjectKey, fence: number, now: number, options: { paused?: boolean } = {}): Promise<'idle' | 'pending'> {
+    return this.#endTurn(key, { fence }, now, undefined, options.paused === true);
   }
 
   /**
@@ -624,6 +626,7 @@ export class QueueStore {
     guard: { fence: number } | { unleasedAt: number },
     now: number,
     commit?: { previousCursor: number; cursor: number; seq: number; consumed: number; removeInline: boolean },
+    paused = false,
   ): Promise<'idle' | 'pending'> {
     const commitSet = commit ? '#cursor = :cursor, #seq = :seq, ' : '';
     const commitAdd = commit ? ' ADD #depth :consumed' : '';
@@ -641,16 +644,18 @@ export class QueueStore {
       {
         state: 'idle' as const,
         // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
-        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at${commitRemove}`,
+        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #paused_at${commitRemove}`,
         condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
-        names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', ...guardNames],
+        names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'paused_at', ...guardNames],
         values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
       },
       {
         state: 'pending' as const,
-        update: `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`,
+        update: paused
+          ? `SET ${commitSet}#turn_at = :now, #paused_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`
+          : `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #paused_at${commitRemove}`,
         condition: `${guardCondition}${commitCondition}`,
-        names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', ...guardNames],
+        names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'paused_at', ...guardNames],
         values: { ...values, ':now': now },
       },
     ];
@@ -746,6 +751,26 @@ export class QueueStore {
             '#scheduled = :false AND #reserved_at = :seen AND (attribute_not_exists(#switch_dropped) OR #switch_dropped = :zero)',
           ExpressionAttributeNames: names('sched_shard', 'sched_key', 'scheduled', 'reserved_at', 'switch_dropped'),
           ExpressionAttributeValues: { ':false': false, ':seen': reservedAt, ':zero': 0 },
+        }),
+      ),
+    );
+  }
+
+  /**
+   * After the reconciler rang an object a turn had left paused (see QueueMeta.pausedAt):
+   * counts its time without a turn from now, if no turn came since the one seen, so that
+   * a lost ring is found stuck again at the usual spacings, not at every sweep.
+   */
+  async restartStuckClock(key: ObjectKey, pausedAt: number, now: number): Promise<boolean> {
+    return applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'SET #turn_at = :now REMOVE #paused_at',
+          ConditionExpression: '#paused_at = :seen',
+          ExpressionAttributeNames: names('turn_at', 'paused_at'),
+          ExpressionAttributeValues: { ':now': now, ':seen': pausedAt },
         }),
       ),
     );

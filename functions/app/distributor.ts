@@ -191,7 +191,7 @@ export class Distributor {
       }
       if (action === 'pause') {
         // Paused: leave the events where they are. Lifting the switch rings again.
-        await queues.finishTurn(key, meta.fence, now());
+        await queues.finishTurn(key, meta.fence, now(), { paused: true });
         this.#deps.metrics.count('TurnsPaused');
         return { outcome: 'paused', distributed };
       }

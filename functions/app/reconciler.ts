@@ -4,7 +4,8 @@
  * ingest died between its reserve and its send), clears long-expired leases,
  * reports the deepest queues so that on-call can find a hot object, and takes
  * objects idle for `INDEX_LINGER_MS` off the `by_schedule` index. It reads the kill
- * switches: a paused object is not stuck, and an idle object still owing a gap
+ * switches: a paused object is not stuck (but rung at once when found stuck after
+ * its pause is gone, its lift's ring lost), and an idle object still owing a gap
  * marker for dropped events is rung once no switch stops it (a lift whose ring was
  * lost, or a drop by a stage whose switch cache was a few seconds stale).
  */
@@ -103,6 +104,18 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     }
     // A paused object waits on purpose: lifting the switch rings it.
     if (isStuck(meta, now, config.stuckAfterMs) && actionForObject(switches, key.tenantId, key.resource) !== 'pause') {
+      if (meta.pausedAt !== undefined) {
+        // Its last turn found it paused and acknowledged its doorbell, and no pause stops it
+        // now: the ring of its lift (or of the drop that replaced the pause) was lost. Its
+        // time without a turn was spent paused, so the spacings below, counted from that
+        // turn, would ring it only at the next one, up to an hour on: ring it now, and count
+        // its time without a turn from this ring.
+        await deps.doorbell.ring(key, `p${meta.pausedAt}`);
+        await queues.restartStuckClock(key, meta.pausedAt, now);
+        rerung++;
+        logger.warn('Rang a stuck object no pause stops any more', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
+        continue;
+      }
       // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
       // goes idle), so ringing when unsure is safe; but not once a sweep. A ring falls
       // due at growing spacings (reringsDue), looked for over half again a sweep's

@@ -41,6 +41,11 @@ export interface QueueMeta {
   readonly turnAt: number | undefined;
   /** When the current lease expires (epoch ms), if there is one. */
   readonly leaseUntil: number | undefined;
+  /**
+   * When a turn last left the object paused (epoch ms), until a turn ends unpaused: its
+   * doorbell was acknowledged and only a lift rings it (see app/reconciler.ts).
+   */
+  readonly pausedAt: number | undefined;
   /** Events a drop switch discarded and no gap marker has stood for yet. */
   readonly switchDropped: number;
   /** The parents of those events that had a subscriber then, so the marker reaches the same webhooks and streams. */

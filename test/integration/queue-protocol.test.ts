@@ -1793,6 +1793,48 @@ describe('reconciler', () => {
     expect(lifted.filter((r) => r.startsWith(`${k.resource}:r`))).toHaveLength(1);
   });
 
+  it('rings an object paused for hours as soon as it is found stuck once no pause stops it, not at the next hourly spacing', async () => {
+    const k = key();
+    const t0 = Date.now();
+    const hours = 3 * 3_600_000;
+    // Written and paused three hours ago: its turn left it scheduled, for the lift to ring.
+    await publish({ ...ingestDeps([]), now: () => t0 - hours }, k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const pause: Switch = {
+      id: 'sw_p',
+      scope: 'resource',
+      tenant: k.tenantId,
+      target: k.resource,
+      action: 'pause',
+      reason: '',
+      created_at: '',
+    };
+    const { sent, rings: _, ...deps } = recordingDistributorDeps(store, {}, () => t0 - hours);
+    const paused = new Distributor({ ...deps, switches: { current: async () => [pause], refresh: async () => [pause] } });
+    expect(await paused.runTurn(k, 'paused')).toMatchObject({ outcome: 'paused' });
+    // Sweeps while it is paused leave it alone.
+    for (const at of [t0 - hours / 2, t0 - 60_000]) {
+      const whilePaused: string[] = [];
+      await reconcile(reconcilerFor(whilePaused, () => at, { stuckAfterMs: 90_000 }, [pause]));
+      expect(whilePaused.filter((r) => r.startsWith(`${k.resource}:`))).toEqual([]);
+    }
+    // Lifted at t0, and the lift's ring lost (its SQS send failed, or its list of the
+    // tenant's objects came back short): the next sweep rings it.
+    const rings: string[] = [];
+    await reconcile(reconcilerFor(rings, () => t0 + 60_000, { stuckAfterMs: 90_000 }));
+    const mine = rings.filter((r) => r.startsWith(`${k.resource}:`));
+    expect(mine).toHaveLength(1);
+    // Found stuck again, it is rung at the usual growing spacings from that ring, not once a sweep.
+    const later: string[] = [];
+    for (let minute = 2; minute <= 10; minute++) {
+      await reconcile(reconcilerFor(later, () => t0 + minute * 60_000, { stuckAfterMs: 90_000 }));
+    }
+    expect(new Set(later.filter((r) => r.startsWith(`${k.resource}:`))).size).toBeLessThanOrEqual(3);
+    const { distributor, seqs } = recordingDistributor();
+    expect(await distributor.runTurn(k, 'w', { freshSwitches: true })).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(seqs()).toEqual([1, 2]);
+    expect(sent).toEqual([]);
+  });
+
   it('clears a lease that expired long ago', async () => {
     const k = key();
     const t0 = Date.now();
