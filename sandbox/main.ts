@@ -2,8 +2,11 @@
 import { overridesFromEnv } from '../functions/core/config.ts';
 import { startSandbox, walkthrough } from './sandbox.ts';
 
+const port = Number(process.env.PORT || 8787);
+if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be a port number (0 to 65535), not ${process.env.PORT}.`);
+
 const sandbox = await startSandbox({
-  port: Number(process.env.PORT ?? 8787),
+  port,
   ...(process.env.SLUICE_ADMIN_KEY && { adminKey: process.env.SLUICE_ADMIN_KEY }),
   ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
   config: overridesFromEnv(process.env),
@@ -13,6 +16,13 @@ const sandbox = await startSandbox({
     console.error(`\n${error.message}\nsluice sandbox stopped; start it again with npm start.`);
     process.exit(1);
   },
+}).catch((error: unknown) => {
+  // What a first `npm start` most often meets: another sandbox (or anything) on the port.
+  // A sentence that says what to do, not a worker thread's stack trace.
+  if (error instanceof Error && /EADDRINUSE/.test(error.message)) {
+    fail(`Port ${port} is in use: stop what listens there, or start on another, e.g. PORT=8788 npm start.`);
+  }
+  throw error;
 });
 
 process.stdout.write(
@@ -45,4 +55,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       },
     );
   });
+}
+
+function fail(message: string): never {
+  console.error(`${message}\nsluice sandbox not started.`);
+  process.exit(1);
 }

@@ -127,7 +127,8 @@ async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: st
  * only probes, up to an hour apart, would find the receiver working again (3 days on,
  * nothing would: it is disabled), with canary-stale in alarm all the while. Its
  * deliveries test the pipeline, not a customer's endpoint: every run asks for them again,
- * which releases what it held. A webhook deleted by hand is forgotten, and made again.
+ * which releases what it held. A webhook deleted by hand is forgotten, and made again;
+one whose URL is not the receiver's any more is moved to it.
  * Answers whether the webhook is there.
  */
 async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string): Promise<boolean> {
@@ -140,14 +141,20 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
   }
   if (found.status !== 200) throw new Error(`Canary webhook lookup answered ${found.status}; the next run tries again`);
   const health = found.json.health as { state?: unknown } | undefined;
-  if (found.json.status === 'active' && health?.state !== 'quarantined') return true;
-  const enabled = await call('PATCH', url, apiKey, { status: 'active' });
+  // The receiver's URL can change under a kept webhook: a sandbox restarted on another
+  // PORT with the same SLUICE_DATA_DIR, a receiver function replaced (a new function
+  // URL). The old URL answers nothing, so the webhook is moved (its ping then goes to
+  // the new one, signed with the secret the receiver keeps).
+  const moved = found.json.url !== deps.receiverUrl;
+  if (found.json.status === 'active' && health?.state !== 'quarantined' && !moved) return true;
+  const enabled = await call('PATCH', url, apiKey, { status: 'active', ...(moved && { url: deps.receiverUrl }) });
   if (enabled.status !== 200) throw new Error(`Canary webhook re-enabling answered ${enabled.status}; the next run tries again`);
-  deps.logger.warn('Canary re-enabled its webhook', {
+  deps.logger.warn(moved ? 'Canary moved its webhook to its receiver' : 'Canary re-enabled its webhook', {
     tenant: state.tenantId,
     webhook: state.webhookId,
     status: String(found.json.status),
     state: String(health?.state),
+    ...(moved && { from: String(found.json.url), to: deps.receiverUrl }),
   });
   return true;
 }

@@ -220,6 +220,24 @@ describe('the canary', () => {
     expect(logged).toHaveLength(2);
   });
 
+  it('moves its webhook to the receiver URL it is given when the webhook has another (a sandbox restarted on another PORT)', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const apiKey = await keys.get();
+    if (!state || !hasWebhook(state) || !apiKey) throw new Error('no canary state');
+    const before = await call(sandbox, 'GET', `/v1/webhooks/${state.webhookId}`, { key: apiKey });
+    expect(before.body).toMatchObject({ url: `${receiver.url}/canary-ready` });
+
+    // The same data directory, the receiver now elsewhere: the old URL answers nothing.
+    await runCanary(deps(`${receiver.url}/canary-moved`));
+
+    const after = await call(sandbox, 'GET', `/v1/webhooks/${state.webhookId}`, { key: apiKey });
+    expect(after.body).toMatchObject({ url: `${receiver.url}/canary-moved`, status: 'active' });
+    await receiver.waitFor(() => receiver.events('/canary-moved').some((e) => e.type === 'sluice_canary.tick'), 10_000);
+    // Back where the other tests expect it.
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+  });
+
   it('makes its webhook again when it was deleted by hand', async () => {
     const { store, keys } = stores();
     const state = await store.get();

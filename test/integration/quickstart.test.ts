@@ -138,6 +138,27 @@ describe('npm start', () => {
   });
 });
 
+describe('npm start on a port in use', () => {
+  it('says in one line that the port is taken and how to pick another, and exits with status 1', async () => {
+    const { spawn } = await import('node:child_process');
+    const port = Number(new URL(sandbox.url).port);
+    const child = spawn(process.execPath, ['sandbox/main.ts'], {
+      env: { ...process.env, PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let errors = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      errors += chunk.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code).toBe(1);
+    expect(errors).toContain(`Port ${port} is in use`);
+    expect(errors).toContain('PORT=');
+    // A sentence, not a stack trace.
+    expect(errors).not.toMatch(/^\s+at /m);
+  }, 30_000);
+});
+
 describe('SLUICE_DATA_DIR', () => {
   it('keeps tenants and their throttles across a restart', async () => {
     const { mkdtempSync } = await import('node:fs');
