@@ -7,7 +7,10 @@
  */
 import type { CanaryKeyStore } from '../adapters/canary-key.ts';
 import { type CanaryState, type CanaryStore, type CanaryTenant, hasWebhook } from '../adapters/canary-store.ts';
-import { verifySignature } from '../core/signing.ts';
+import { deliveryBody, pingEvent } from '../core/deliveries.ts';
+import { newId } from '../core/ids.ts';
+import { SLUICE_VERSION } from '../core/model.ts';
+import { deliveryHeaders, verifySignature } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 export const CANARY_RESOURCE = 'sluice-canary';
@@ -147,6 +150,18 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
   // the new one, signed with the secret the receiver keeps).
   const moved = found.json.url !== deps.receiverUrl;
   if (found.json.status === 'active' && health?.state !== 'quarantined' && !moved) return true;
+  // Not while its receiver still fails: re-enabled, the webhook's held ticks would each
+  // use up their retries within minutes and end as dead letters (which page). A moved
+  // webhook's new URL is pinged by the PATCH itself.
+  if (!moved && !(await receiverAnswers(deps, state))) {
+    deps.logger.warn('Canary receiver does not answer: its webhook stays as it is', {
+      tenant: state.tenantId,
+      webhook: state.webhookId,
+      status: String(found.json.status),
+      state: String(health?.state),
+    });
+    return true;
+  }
   const enabled = await call('PATCH', url, apiKey, { status: 'active', ...(moved && { url: deps.receiverUrl }) });
   if (enabled.status !== 200) throw new Error(`Canary webhook re-enabling answered ${enabled.status}; the next run tries again`);
   deps.logger.warn(moved ? 'Canary moved its webhook to its receiver' : 'Canary re-enabled its webhook', {
@@ -157,6 +172,26 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
     ...(moved && { from: String(found.json.url), to: deps.receiverUrl }),
   });
   return true;
+}
+
+/** Whether the receiver answers a signed `webhook.ping`, as its webhook's next delivery would be signed, with a 2xx. */
+async function receiverAnswers(deps: CanaryDeps, state: CanaryState): Promise<boolean> {
+  const now = deps.now();
+  const body = deliveryBody(state.webhookId, [pingEvent(newId('evt', now), CANARY_RESOURCE, now)]);
+  const headers = deliveryHeaders([state.secret], newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
+  try {
+    const answer = await fetch(deps.receiverUrl, {
+      method: 'POST',
+      headers: { ...headers },
+      body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(10_000),
+    });
+    await answer.arrayBuffer();
+    return answer.status >= 200 && answer.status < 300;
+  } catch {
+    return false;
+  }
 }
 
 /** One scheduled run: publish one synthetic event. */

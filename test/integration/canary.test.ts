@@ -202,6 +202,13 @@ describe('the canary', () => {
     expect((await call(sandbox, 'PATCH', `/v1/webhooks/${state.webhookId}`, { key: apiKey, body: { status: 'disabled' } })).status).toBe(
       200,
     );
+    // Not while its receiver still fails: its ticks would use up their retries, to dead letters.
+    receiver.answer('/canary-ready', 500);
+    await runCanary({ ...deps(`${receiver.url}/canary-ready`), logger });
+    expect(await health()).toMatchObject({ status: 'disabled' });
+    expect(logged).toEqual(['Canary receiver does not answer: its webhook stays as it is']);
+    logged.splice(0);
+    receiver.answer('/canary-ready', 200);
     await runCanary({ ...deps(`${receiver.url}/canary-ready`), logger });
     expect(await health()).toMatchObject({ status: 'active', health: { state: 'healthy' } });
 
