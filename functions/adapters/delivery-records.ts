@@ -550,6 +550,57 @@ export class DeliveryRecords {
     );
   }
 
+  /**
+   * A page of a webhook's live dead letters, in the order their oldest events were
+   * accepted, after the one keyed `afterSk` (a page's `lastSk`): at most `limit`, and no
+   * more once `bytes` of their messages are read (the first is always taken). `more`
+   * tells whether any follow.
+   */
+  async deadLetterPage(
+    webhookId: string,
+    now: number,
+    limit: number,
+    options: { afterSk?: string; bytes?: number } = {},
+  ): Promise<{ letters: Array<{ sk: string; reason: string; message: DeliveryMessage }>; more: boolean; lastSk: string | undefined }> {
+    const letters: Array<{ sk: string; reason: string; message: DeliveryMessage }> = [];
+    let bytes = 0;
+    let more = false;
+    const full = () => letters.length >= limit || (options.bytes !== undefined && bytes >= options.bytes);
+    const pages = queryPages(
+      this.#client,
+      {
+        TableName: this.#table,
+        KeyConditionExpression: options.afterSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk > :after',
+        FilterExpression: '#expires_at_ms > :now',
+        ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.afterSk === undefined ? [] : ['sk'])),
+        ExpressionAttributeValues: {
+          ':pk': deadPk(webhookId),
+          ':now': now,
+          ...(options.afterSk !== undefined && { ':after': options.afterSk }),
+        },
+        Limit: limit + 1,
+      },
+      { more: () => !more },
+    );
+    for await (const page of pages) {
+      for (const item of page.Items ?? []) {
+        if (full()) {
+          more = true;
+          break;
+        }
+        const message = String(item.message);
+        bytes += Buffer.byteLength(message);
+        letters.push({ sk: String(item.sk), reason: String(item.reason), message: JSON.parse(message) });
+      }
+    }
+    return { letters, more, lastSk: letters.at(-1)?.sk };
+  }
+
+  /** Removes a dead letter (keyed `sk`, as `deadLetterPage` gives it) once it was sent again. */
+  async forgetDeadLetter(webhookId: string, sk: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: deadPk(webhookId), sk } }));
+  }
+
   /** A webhook's dead letters, in the order their oldest events were accepted. */
   async deadLetters(webhookId: string, now: number): Promise<Array<{ reason: string; message: DeliveryMessage }>> {
     const items = await this.#live(deadPk(webhookId), now);

@@ -202,6 +202,15 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     const window = validateReplay(await readJsonBody(c));
     return c.json({ events: await services.webhooks.replay(tenantId, pathId(c, 'wh'), window) }, 202);
   });
+  app.get('/v1/webhooks/:id/dead-letters', async (c) => {
+    const tenantId = tenantOf(c);
+    const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
+    return c.json(await services.webhooks.deadLetters(tenantId, pathId(c, 'wh'), limit, queryParam(c, 'after')));
+  });
+  app.post('/v1/webhooks/:id/dead-letters/replay', async (c) => {
+    const tenantId = tenantOf(c);
+    return c.json(await services.webhooks.replayDeadLetters(tenantId, pathId(c, 'wh')), 202);
+  });
   app.delete('/v1/webhooks/:id', async (c) => {
     await services.webhooks.delete(tenantOf(c), pathId(c, 'wh'));
     return c.body(null, 204);

@@ -6,7 +6,7 @@
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { deliveryBody, pingEvent } from '../core/deliveries.ts';
+import { deliveryBody, eventCount, pingEvent } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
 import { deliversTo, INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
@@ -36,6 +36,20 @@ const ROTATION_OVERLAP_MS = 24 * 3_600_000;
  * carries one signature per live secret. Past this, the oldest stops signing early.
  */
 export const MAX_PREVIOUS_SECRETS = 5;
+/** The `next` token of a page of dead letters: where the page after starts (opaque to callers). */
+function deadLetterCursor(sk: string): string {
+  return Buffer.from(sk).toString('base64url');
+}
+
+/** The dead letter key an `after` token names; a token that is not one is a 400. */
+function deadLetterCursorKey(after: string): string {
+  const sk = Buffer.from(after, 'base64url').toString();
+  if (!/^\d{15}#msg_[0-9a-z]{19}$/.test(sk)) {
+    throw new ApiError('invalid_request', 'after must be the next token of an earlier page of dead letters.');
+  }
+  return sk;
+}
+
 /** Most logged deliveries one replay request sends again (up to 100 events each). */
 export const MAX_REPLAY_DELIVERIES = 2_000;
 /**
@@ -275,6 +289,67 @@ export class WebhookService {
     const messages = batches.map((events) => ({ deliveryId: newId('msg', now), tenantId, webhookId: webhook.id, events, attempt: 1 }));
     await this.#deps.delivery.queue.send(messages);
     return batches.reduce((sum, events) => sum + events.length, 0);
+  }
+
+  /**
+   * A page of the webhook's dead letters (deliveries that used up their retries), in the
+   * order their oldest events were accepted: each with its events' ids and types (not
+   * their data, which a page of 100 could make too large to answer), `next` for the
+   * page after.
+   */
+  async deadLetters(tenantId: string, id: string, limit: number, after: string | undefined) {
+    const webhook = await this.#find(tenantId, id);
+    const page = await this.#deps.delivery.records.deadLetterPage(webhook.id, this.#deps.now(), limit, {
+      ...(after !== undefined && { afterSk: deadLetterCursorKey(after) }),
+    });
+    return {
+      data: page.letters.map(({ reason, message }) => ({
+        delivery_id: message.deliveryId,
+        attempts: message.attempt,
+        reason,
+        events: message.events.map((e) => ({
+          id: e.id,
+          ...('seq' in e && { seq: e.seq }),
+          resource: e.resource,
+          type: e.type,
+          created_at: e.created_at,
+        })),
+      })),
+      has_more: page.more,
+      ...(page.more && page.lastSk !== undefined && { next: deadLetterCursor(page.lastSk) }),
+    };
+  }
+
+  /**
+   * Sends every dead letter of the webhook again, oldest first, each as the delivery it
+   * was (its `msg_` id, so a subscriber that did take it can tell), with a new retry
+   * budget, and removes it once sent: a second call sends only what came since. At most
+   * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of them a call, as `replay`;
+   * `has_more` says to call again.
+   */
+  async replayDeadLetters(tenantId: string, id: string): Promise<{ deliveries: number; events: number; has_more: boolean }> {
+    const webhook = await this.#find(tenantId, id);
+    const { records, queue } = this.#deps.delivery;
+    const page = await records.deadLetterPage(webhook.id, this.#deps.now(), this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES, {
+      bytes: this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES,
+    });
+    const messages = page.letters.map(({ message }) => ({ ...message, attempt: 1 }));
+    // Sent before they are removed: a call that fails between sends some twice, never none.
+    await queue.send(
+      messages.map(({ deliveryId, tenantId: owner, webhookId, events, attempt }) => ({
+        deliveryId,
+        tenantId: owner,
+        webhookId,
+        events,
+        attempt,
+      })),
+    );
+    await Promise.all(page.letters.map(({ sk }) => records.forgetDeadLetter(webhook.id, sk)));
+    return {
+      deliveries: messages.length,
+      events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),
+      has_more: page.more,
+    };
   }
 
   async #find(tenantId: string, id: string): Promise<Webhook> {

@@ -7,7 +7,7 @@ import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -50,6 +50,69 @@ describe('dead letters', () => {
     expect(replay.body).toEqual({ events: 1 });
     await receiver.waitFor(() => receiver.acceptedEvents('/dead').length === 1, 10_000);
     expect(receiver.acceptedEvents('/dead')[0]).toMatchObject({ id: eventId, data: 'last words' });
+  });
+});
+
+describe('the dead letters API', () => {
+  it('lists a webhook’s dead letters page by page, and sends them all again, once, as the deliveries they were', async () => {
+    const tenant = await createTenant(sandbox, 'dead-api');
+    const other = await createTenant(sandbox, 'dead-api-other');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'da:1', url: `${receiver.url}/dead-api` });
+    receiver.answer('/dead-api', 500);
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    const ids: string[] = [];
+    for (const n of [1, 2, 3]) {
+      ids.push((await publish(sandbox, tenant.key, [{ resource: 'da:1', type: 'a.b', data: { n } }])).body.events[0].id as string);
+      // Each its own delivery: the next is published once this one's first attempt failed.
+      await receiver.waitFor(() => receiver.deliveries('/dead-api').some((d) => d.json.events?.[0]?.id === ids[n - 1]), 10_000);
+    }
+    await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= deadBefore + 3, 20_000);
+    const failed = new Set(receiver.deliveries('/dead-api').map((d) => d.headers['webhook-id']));
+
+    const path = `/v1/webhooks/${hook.id}/dead-letters`;
+    const first = await call(sandbox, 'GET', `${path}?limit=2`, { key: tenant.key });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ has_more: true, next: expect.any(String) });
+    const second = await call(sandbox, 'GET', `${path}?limit=2&after=${first.body.next}`, { key: tenant.key });
+    expect(second.body).toMatchObject({ has_more: false });
+    expect(second.body.next).toBeUndefined();
+    const letters = [...first.body.data, ...second.body.data];
+    // Oldest first; the events without their data, each delivery with its id and what ended it.
+    expect(letters.map((l: { events: Array<{ id: string }> }) => l.events.map((e) => e.id))).toEqual(ids.map((id) => [id]));
+    for (const letter of letters) {
+      expect(letter).toMatchObject({
+        attempts: 2,
+        reason: 'HTTP 500',
+        events: [{ seq: expect.any(Number), resource: 'da:1', type: 'a.b' }],
+      });
+      expect(letter.events[0].data).toBeUndefined();
+      expect(failed.has(letter.delivery_id)).toBe(true);
+    }
+    // Another tenant's webhook is not found; a made-up page token is refused.
+    expect((await call(sandbox, 'GET', path, { key: other.key })).status).toBe(404);
+    expect((await call(sandbox, 'POST', `${path}/replay`, { key: other.key })).status).toBe(404);
+    expectError(await call(sandbox, 'GET', `${path}?after=bm90LWEtdG9rZW4`, { key: tenant.key }), 400, 'invalid_request');
+
+    // Once the endpoint works: all of them again, each under its own msg_ id, and they are dead letters no more.
+    receiver.answer('/dead-api', 200);
+    const replayed = await call(sandbox, 'POST', `${path}/replay`, { key: tenant.key });
+    expect(replayed.status).toBe(202);
+    expect(replayed.body).toEqual({ deliveries: 3, events: 3, has_more: false });
+    await receiver.waitFor(() => receiver.acceptedEvents('/dead-api').length === 3, 10_000);
+    expect(
+      receiver
+        .acceptedEvents('/dead-api')
+        .map((e) => e.id)
+        .sort(),
+    ).toEqual([...ids].sort());
+    const ok = receiver.deliveries('/dead-api').filter((d) => d.answered === 200);
+    expect(new Set(ok.map((d) => d.headers['webhook-id']))).toEqual(new Set(letters.map((l: { delivery_id: string }) => l.delivery_id)));
+    expect((await call(sandbox, 'GET', path, { key: tenant.key })).body).toEqual({ data: [], has_more: false });
+    expect((await call(sandbox, 'POST', `${path}/replay`, { key: tenant.key })).body).toEqual({
+      deliveries: 0,
+      events: 0,
+      has_more: false,
+    });
   });
 });
 
