@@ -35,25 +35,31 @@ export class TenantStore {
    * names its key's hash (`key_hash`): the one key that works for it (see switchKey).
    */
   async create(tenant: Tenant, keyHash: string, provisioning: Record<string, string>): Promise<void> {
-    await this.#client.send(
-      new PutCommand({
-        TableName: this.#table,
-        Item: {
-          pk: tenantPk(tenant.id),
-          sk: TENANT_SK,
-          id: tenant.id,
-          name: tenant.name,
-          limits: tenant.limits,
-          usage_key: tenant.usageKey,
-          key_hash: keyHash,
-          provisioning,
-          webhook_count: 0,
-          created_at: tenant.createdAt,
-        },
-        ConditionExpression: 'attribute_not_exists(#pk)',
-        ExpressionAttributeNames: names('pk'),
-      }),
-    );
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: tenantPk(tenant.id),
+            sk: TENANT_SK,
+            id: tenant.id,
+            name: tenant.name,
+            limits: tenant.limits,
+            usage_key: tenant.usageKey,
+            key_hash: keyHash,
+            provisioning,
+            webhook_count: 0,
+            created_at: tenant.createdAt,
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      // The id is new and random: a refusal is this very write, sent again by the SDK
+      // after its first try applied and its answer was lost. Anything else is thrown.
+      if (!isConditionFailure(error) || (await this.keyHashOf(tenant.id)) !== keyHash) throw error;
+    }
     await this.putKey(keyHash, tenant.id);
   }
 

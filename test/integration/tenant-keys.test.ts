@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../../functions/adapters/usage-plans.ts';
-import { rotateTenantKey } from '../../functions/app/tenants.ts';
+import { createTenant as createTenantDirect, rotateTenantKey } from '../../functions/app/tenants.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -224,5 +224,20 @@ describe('a rotation that fails halfway or loses its answer', () => {
     const rotated = await rotateTenantKey(deps, tenant.id);
     expect(await works(rotated.api_key)).toBe(200);
     expect(await works(tenant.key)).toBe(401);
+  });
+});
+
+describe('a tenant creation whose write applied but whose retry was refused', () => {
+  it.each([
+    ['the tenant item', 'tenant#'],
+    ['the key item', 'apikey#'],
+  ])('%s sent again after it applied: the tenant is made, and its key works', async (_name, prefix) => {
+    const deps = tenantDeps(faultyClient((_c, input) => (isPutOf(prefix)(input) ? 'retry-applied' : undefined)));
+    const created = await createTenantDirect(deps, {
+      name: `retried-${prefix}`,
+      limits: { max_webhooks: 1, rate_per_second: 5, burst: 5 },
+    });
+    expect(await works(created.api_key)).toBe(200);
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${created.id}`, { key: sandbox.adminKey })).status).toBe(200);
   });
 });
