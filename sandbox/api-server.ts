@@ -23,6 +23,7 @@ import { ApiError } from '../functions/core/errors.ts';
 import { hashKey } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
+import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
@@ -41,6 +42,8 @@ export interface ApiSettings {
   readonly distributeQueueUrl: string;
   readonly deliverQueueUrl: string;
   readonly logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
+  /** @default AUTHORIZER_CACHE_SECONDS, as the stack sets API Gateway's cache */
+  readonly authorizerCacheMs?: number;
 }
 
 /** Where the API reports to, and what it asks the rest of the sandbox. */
@@ -65,11 +68,11 @@ export interface ApiServer {
 const ADMIN_USAGE_KEY = 'sandbox-admin';
 /** How long stopping waits for the requests being handled. */
 const STOP_WAIT_MS = 5_000;
-const AUTHORIZER_CACHE_MS = 60_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
 
 export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Promise<ApiServer> {
   const { config, adminKey, metrics } = { ...settings, ...ports };
+  const authorizerCacheMs = settings.authorizerCacheMs ?? AUTHORIZER_CACHE_SECONDS * 1000;
   const log = loggerPort(new Logger({ serviceName: 'sluice-sandbox-api', logLevel: settings.logLevel }));
   const observe = <C extends { middlewareStack: unknown }>(client: C, service: 'dynamodb' | 'sqs'): C => {
     if (ports.onCall) observeCalls(client, service, ports.onCall);
@@ -107,14 +110,14 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   const authenticate = async (c: Context): Promise<Principal | undefined> => {
     const header = c.req.header('authorization');
     if (header === undefined) return undefined;
-    // API Gateway caches a TOKEN authorizer's answer per token (60 s in the stack).
+    // API Gateway caches a TOKEN authorizer's answer per token (AUTHORIZER_CACHE_SECONDS in the stack).
     let result = authorizerCache.get(header);
     if (!result || result.until < Date.now()) {
       try {
         const answer = await runningAs('authorizer', () =>
           authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN }),
         );
-        result = { ...answer, until: Date.now() + AUTHORIZER_CACHE_MS };
+        result = { ...answer, until: Date.now() + authorizerCacheMs };
         if (authorizerCache.size > 10_000) authorizerCache.clear();
         authorizerCache.set(header, result);
       } catch (error) {

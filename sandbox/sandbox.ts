@@ -58,6 +58,8 @@ export interface SandboxOptions {
    * sandbox is then half alive (`npm start` exits). By default it is logged as an error.
    */
   readonly onFailure?: (error: SandboxThreadError) => void;
+  /** How long the API keeps an authorizer's answer (API Gateway's cache; tests shorten it). @default AUTHORIZER_CACHE_SECONDS */
+  readonly authorizerCacheMs?: number;
   /** Powertools log level for the functions; the sandbox is quiet by default. */
   readonly logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
 }
@@ -147,6 +149,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       distributeQueueUrl: wiring.distributeQueueUrl,
       deliverQueueUrl: wiring.deliverQueueUrl,
       logLevel: options.logLevel ?? 'WARN',
+      ...(options.authorizerCacheMs !== undefined && { authorizerCacheMs: options.authorizerCacheMs }),
     },
     {
       metrics,

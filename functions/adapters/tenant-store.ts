@@ -1,8 +1,8 @@
 /** Tenants and their API keys (stored as SHA-256 hashes only). */
-import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { names } from './dynamo.ts';
+import { isConditionFailure, names } from './dynamo.ts';
 
 const tenantPk = (id: string) => `${CONTROL_PK.tenant}${id}`;
 const TENANT_SK = 'tenant';
@@ -31,35 +31,125 @@ export class TenantStore {
   /**
    * Stores a tenant, then its key. The key item is written last: until it exists no
    * request can authenticate as the tenant, so a failure between the two writes
-   * leaves no usable half-tenant (the caller deletes the tenant item).
+   * leaves no usable half-tenant (the caller deletes the tenant item). The tenant item
+   * names its key's hash (`key_hash`): the one key that works for it (see switchKey).
    */
   async create(tenant: Tenant, keyHash: string, provisioning: Record<string, string>): Promise<void> {
-    await this.#client.send(
-      new PutCommand({
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: {
+            pk: tenantPk(tenant.id),
+            sk: TENANT_SK,
+            id: tenant.id,
+            name: tenant.name,
+            limits: tenant.limits,
+            usage_key: tenant.usageKey,
+            key_hash: keyHash,
+            provisioning,
+            webhook_count: 0,
+            created_at: tenant.createdAt,
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      // The id is new and random: a refusal is this very write, sent again by the SDK
+      // after its first try applied and its answer was lost. Anything else is thrown.
+      if (!isConditionFailure(error) || (await this.keyHashOf(tenant.id)) !== keyHash) throw error;
+    }
+    await this.putKey(keyHash, tenant.id);
+  }
+
+  /**
+   * Stores a key's item, naming its tenant. It lets the key in only while the tenant's
+   * item names the same hash (or names none: a tenant made before keys could be
+   * rotated). Its hash is of 32 random bytes: a refusal is this write's own first try,
+   * applied with its answer lost and sent again by the SDK.
+   */
+  async putKey(keyHash: string, tenantId: string): Promise<void> {
+    try {
+      await this.#client.send(
+        new PutCommand({
+          TableName: this.#table,
+          Item: { pk: keyPk(keyHash), sk: KEY_SK, tenant_id: tenantId },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: names('pk'),
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      const stored = await this.#client.send(
+        new GetCommand({ TableName: this.#table, Key: { pk: keyPk(keyHash), sk: KEY_SK }, ConsistentRead: true }),
+      );
+      if (stored.Item?.tenant_id !== tenantId) throw error;
+    }
+  }
+
+  /** Removes a key's item, if it is this tenant's (a key no longer named by its tenant lets nobody in: this is tidying). */
+  async deleteKey(keyHash: string, tenantId: string): Promise<void> {
+    try {
+      await this.#client.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: { pk: keyPk(keyHash), sk: KEY_SK },
+          ConditionExpression: '#tenant_id = :tenant',
+          ExpressionAttributeNames: names('tenant_id'),
+          ExpressionAttributeValues: { ':tenant': tenantId },
+        }),
+      );
+    } catch (error) {
+      // Gone already (a retried delete that applied): what was asked is done.
+      if (!isConditionFailure(error)) throw error;
+    }
+  }
+
+  /**
+   * The hash of the tenant's working key: undefined when there is no such tenant, null
+   * for a tenant made before keys could be rotated (its key item alone lets it in).
+   */
+  async keyHashOf(tenantId: string): Promise<string | null | undefined> {
+    const result = await this.#client.send(
+      new GetCommand({
         TableName: this.#table,
-        Item: {
-          pk: tenantPk(tenant.id),
-          sk: TENANT_SK,
-          id: tenant.id,
-          name: tenant.name,
-          limits: tenant.limits,
-          usage_key: tenant.usageKey,
-          provisioning,
-          webhook_count: 0,
-          created_at: tenant.createdAt,
-        },
-        ConditionExpression: 'attribute_not_exists(#pk)',
-        ExpressionAttributeNames: names('pk'),
+        Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+        ProjectionExpression: '#key_hash, #id',
+        ExpressionAttributeNames: names('key_hash', 'id'),
+        ConsistentRead: true,
       }),
     );
-    await this.#client.send(
-      new PutCommand({
-        TableName: this.#table,
-        Item: { pk: keyPk(keyHash), sk: KEY_SK, tenant_id: tenant.id },
-        ConditionExpression: 'attribute_not_exists(#pk)',
-        ExpressionAttributeNames: names('pk'),
-      }),
-    );
+    if (!result.Item) return undefined;
+    return typeof result.Item.key_hash === 'string' ? result.Item.key_hash : null;
+  }
+
+  /**
+   * Makes `to` the tenant's one working key, if `from` still is (null: the tenant names
+   * none yet). One conditional write, so the old key stops and the new one starts at the
+   * same moment (for the authorizer; API Gateway's cache may keep an old answer for its
+   * time), and two rotations at once cannot both win. Returns false when another
+   * rotation came first or the tenant is gone; a refusal of the SDK's retry of this very
+   * write, whose first try applied, is a success.
+   */
+  async switchKey(tenantId: string, from: string | null, to: string): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          UpdateExpression: 'SET #key_hash = :to',
+          ConditionExpression:
+            from === null ? 'attribute_exists(#pk) AND attribute_not_exists(#key_hash)' : 'attribute_exists(#pk) AND #key_hash = :from',
+          ExpressionAttributeNames: names('pk', 'key_hash'),
+          ExpressionAttributeValues: { ':to': to, ...(from !== null && { ':from': from }) },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+      return (await this.keyHashOf(tenantId)) === to;
+    }
   }
 
   async delete(tenantId: string): Promise<void> {
@@ -74,7 +164,8 @@ export class TenantStore {
   }
 
   /**
-   * The authorizer's read: which tenant a key hash belongs to, and its usage-plan key.
+   * The authorizer's read: which tenant a key hash belongs to, and its usage-plan key:
+   * none when the tenant's item names another key (it was rotated away).
    * Both reads project only AUTHORIZER_ATTRIBUTES, all its role may read. Both are
    * strongly consistent: a key is used as soon as its tenant's creation answers, and a
    * replica that has not seen it yet would have it refused with a Deny, which API
@@ -96,11 +187,15 @@ export class TenantStore {
       new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-        ProjectionExpression: '#id, #usage_key',
-        ExpressionAttributeNames: names('id', 'usage_key'),
+        ProjectionExpression: '#id, #usage_key, #key_hash',
+        ExpressionAttributeNames: names('id', 'usage_key', 'key_hash'),
         ConsistentRead: true,
       }),
     );
-    return tenant.Item ? { id: String(tenant.Item.id), usageKey: String(tenant.Item.usage_key) } : undefined;
+    if (!tenant.Item) return undefined;
+    // A tenant made before keys could be rotated names no key: its key item decides.
+    const current = tenant.Item.key_hash;
+    if (typeof current === 'string' && current !== hash) return undefined;
+    return { id: String(tenant.Item.id), usageKey: String(tenant.Item.usage_key) };
   }
 }

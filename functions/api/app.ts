@@ -8,7 +8,7 @@ import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues } from '../app/reconciler.ts';
 import { pollStream, type StreamDeps } from '../app/streams.ts';
 import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
-import { createTenant, type TenantServiceDeps } from '../app/tenants.ts';
+import { createTenant, getTenant, rotateTenantKey, type TenantServiceDeps } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
@@ -50,9 +50,11 @@ type Env = { Variables: { principal: Principal } };
  * The `{id}` of a webhook or switch route. Anything not shaped like one names
  * nothing: 404, however long it is (it never reaches a DynamoDB key).
  */
-function pathId(c: Context, prefix: 'wh' | 'sw'): string {
+const PATH_NOUN = { wh: 'webhook', sw: 'switch', ten: 'tenant' } as const;
+
+function pathId(c: Context, prefix: keyof typeof PATH_NOUN): string {
   const id = c.req.param('id') ?? '';
-  if (!isId(prefix, id)) throw new ApiError('not_found', `No ${prefix === 'wh' ? 'webhook' : 'switch'} has this id.`);
+  if (!isId(prefix, id)) throw new ApiError('not_found', `No ${PATH_NOUN[prefix]} has this id.`);
   return id;
 }
 
@@ -225,6 +227,14 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     };
     const input = validateTenantCreate(await readJsonBody(c), defaults);
     return c.json(await createTenant(services.tenants, input), 201);
+  });
+  app.get('/v1/admin/tenants/:id', async (c) => {
+    requireAdmin(c);
+    return c.json(await getTenant(services.tenants, pathId(c, 'ten')));
+  });
+  app.post('/v1/admin/tenants/:id/rotate-key', async (c) => {
+    requireAdmin(c);
+    return c.json(await rotateTenantKey(services.tenants, pathId(c, 'ten')));
   });
 
   app.put('/v1/admin/switches', async (c) => {

@@ -104,7 +104,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
       now,
       delivery,
     }),
-    tenants: { tenants, usagePlans, now },
+    tenants: { tenants, usagePlans, now, logger: w.logger },
     queues: { queues, now },
   };
 }

@@ -2,15 +2,18 @@
 
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
+import { ApiError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import { generateApiKey, hashKey } from '../core/keys.ts';
 import type { Tenant } from '../core/model.ts';
+import type { LoggerPort } from '../core/telemetry.ts';
 import type { TenantInput } from '../core/validation.ts';
 
 export interface TenantServiceDeps {
   readonly tenants: TenantStore;
   readonly usagePlans: UsagePlans;
   readonly now: () => number;
+  readonly logger?: LoggerPort;
 }
 
 export async function createTenant(deps: TenantServiceDeps, input: TenantInput) {
@@ -33,4 +36,53 @@ export async function createTenant(deps: TenantServiceDeps, input: TenantInput) 
     throw error;
   }
   return { id: tenant.id, name: tenant.name, limits: tenant.limits, api_key: apiKey, created_at: tenant.createdAt };
+}
+
+/** What an admin may see of a tenant: never a key, nor its hash. */
+export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenantId: string) {
+  const tenant = await deps.tenants.get(tenantId);
+  if (!tenant) throw new ApiError('not_found', 'No tenant has this id.');
+  return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
+}
+
+/**
+ * Replaces a tenant's API key (one that leaked): the tenant keeps everything else, its
+ * usage plan too (the plan's key is not the tenant's secret, only its throttle's name).
+ * The new key's item is written first, and works only once the tenant's item names its
+ * hash; that one conditional write is the rotation. So a rotation that fails before it
+ * leaves the old key working and no other, and one that fails after it has the new key
+ * working and the old one refused: never no key, never two (beyond API Gateway's cache).
+ */
+export async function rotateTenantKey(deps: TenantServiceDeps, tenantId: string): Promise<{ id: string; api_key: string }> {
+  const old = await deps.tenants.keyHashOf(tenantId);
+  if (old === undefined) throw new ApiError('not_found', 'No tenant has this id.');
+  const apiKey = generateApiKey('tenant');
+  const hash = hashKey(apiKey);
+  await deps.tenants.putKey(hash, tenantId);
+  let switched: boolean;
+  try {
+    switched = await deps.tenants.switchKey(tenantId, old, hash);
+  } catch (error) {
+    // The write may have applied with its answer lost: the new key is then the only one
+    // that works, and must stay. Its item goes only when the tenant is known not to name it.
+    const current = await deps.tenants.keyHashOf(tenantId).catch(() => hash);
+    if (current !== hash) {
+      await deps.tenants.deleteKey(hash, tenantId).catch(() => undefined);
+      throw error;
+    }
+    switched = true;
+  }
+  if (!switched) {
+    await deps.tenants.deleteKey(hash, tenantId).catch(() => undefined);
+    throw new ApiError('conflict', "The tenant's key was rotated by another request at the same time; rotate it again if you need a key.");
+  }
+  // The old key no longer lets anyone in (the tenant names another): removing its item
+  // is tidying, and a failure here must not report the rotation as failed. A tenant made
+  // before keys could be rotated did not name its key, whose item stays, refused.
+  if (old !== null) {
+    await deps.tenants.deleteKey(old, tenantId).catch((error: unknown) => {
+      deps.logger?.warn("A rotated-away key's item was not removed (it is refused all the same)", { tenant: tenantId, error });
+    });
+  }
+  return { id: tenantId, api_key: apiKey };
 }

@@ -33,6 +33,13 @@ export const FUNCTION_MEMORY_MB = 512;
 /** The API function's timeout (s): API Gateway answers 504 at 29 s whatever the function does. */
 export const API_TIMEOUT_SECONDS = 29;
 
+/**
+ * How long API Gateway keeps its TOKEN authorizer's answer for one Authorization
+ * header (the sandbox keeps it as long): a key refused, or rotated away, may still be
+ * allowed this long from the cache, and a refusal is kept as long.
+ */
+export const AUTHORIZER_CACHE_SECONDS = 60;
+
 /** The canary's timeout (s): a run makes a few API calls of at most 15 s each. */
 export const CANARY_TIMEOUT_SECONDS = 60;
 

@@ -101,12 +101,6 @@ export const CONTROL_PK = {
 } as const;
 
 /**
- * The only attributes the authorizer reads (a key's tenant id, then that tenant's id
- * and usage-plan key), and the only ones its role may: webhook items, with their
- * signing secrets, share the tenant's partition, which LeadingKeys alone cannot keep
- * them out of. Its reads name these in a projection (adapters/tenant-store.ts).
- */
-/**
  * What the distributor may read of the control table. It signs nothing, so not the
  * webhooks' signing secrets, which share their tenant's partition and are projected
  * into the `by_resource` index it queries: every read it makes names its attributes
@@ -137,7 +131,14 @@ export const DISTRIBUTOR_CONTROL_ATTRIBUTES = [
   'lifted_at',
 ] as const;
 
-export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key'] as const;
+/**
+ * The only attributes the authorizer reads (a key's tenant id, then that tenant's id,
+ * usage-plan key and the hash of its one working key), and the only ones its role may:
+ * webhook items, with their signing secrets, share the tenant's partition, which
+ * LeadingKeys alone cannot keep them out of. Its reads name these in a projection
+ * (adapters/tenant-store.ts).
+ */
+export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash'] as const;
 
 /** A DynamoDB item operation, as the functions' code sends it (lib-dynamodb's commands). */
 export type TableAction = 'GetItem' | 'BatchGetItem' | 'Query' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'BatchWriteItem';

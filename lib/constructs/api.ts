@@ -25,7 +25,13 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
-import { API_STAGE_NAME, API_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import {
+  API_STAGE_NAME,
+  API_TIMEOUT_SECONDS,
+  AUTHORIZER_CACHE_SECONDS,
+  ENV,
+  FUNCTION_ENTRIES,
+} from '../../functions/definitions/environment.ts';
 import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -199,7 +205,7 @@ export class Api extends Construct {
       identitySource: 'method.request.header.Authorization',
       // A header that cannot hold a key is refused (401) without invoking the authorizer.
       validationRegex: AUTHORIZATION_HEADER_PATTERN,
-      resultsCacheTtl: Duration.seconds(60),
+      resultsCacheTtl: Duration.seconds(AUTHORIZER_CACHE_SECONDS),
     });
 
     const integration = new LambdaIntegration(fn);

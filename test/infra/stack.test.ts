@@ -528,7 +528,7 @@ describe('operations', () => {
       {
         action: 'dynamodb:GetItem',
         leadingKeys: ['apikey#*', 'tenant#*'],
-        attributes: ['pk', 'sk', 'tenant_id', 'id', 'usage_key'],
+        attributes: ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash'],
         select: 'SPECIFIC_ATTRIBUTES',
       },
     ]);

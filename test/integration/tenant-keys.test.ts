@@ -1,0 +1,243 @@
+/**
+ * A tenant's API key can be replaced when it leaked: the new key works at once, the
+ * old one stops within the authorizer cache's time, and the tenant keeps everything
+ * else (webhooks, events, switches, its usage plan's throttle). A rotation or a
+ * creation that fails halfway, or whose write applied with its answer lost, never
+ * leaves the tenant without a working key, nor with two.
+ */
+import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { TenantStore } from '../../functions/adapters/tenant-store.ts';
+import { LocalUsagePlans } from '../../functions/adapters/usage-plans.ts';
+import { createTenant as createTenantDirect, rotateTenantKey } from '../../functions/app/tenants.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+/** The sandbox keeps an authorizer's answer this long (API Gateway's cache; a minute in the stack). */
+const CACHE_MS = 1_000;
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+withSandbox({ authorizerCacheMs: CACHE_MS }, (s, r) => {
+  [sandbox, receiver] = [s, r];
+});
+
+const rotate = (id: string, key = sandbox.adminKey) => call(sandbox, 'POST', `/v1/admin/tenants/${id}/rotate-key`, { key });
+const works = async (key: string) => (await call(sandbox, 'GET', '/v1/webhooks', { key })).status;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('POST /v1/admin/tenants/{id}/rotate-key', () => {
+  it('gives a new key that works at once; the old one stops within the cache time; the tenant keeps its webhooks, events and switches', async () => {
+    const tenant = await createTenant(sandbox, 'leaky');
+    const webhook = await createWebhook(sandbox, tenant.key, { resource: 'project:1', url: `${receiver.url}/leaky` });
+    expect(
+      (await publish(sandbox, tenant.key, [{ resource: 'task:1', parents: ['project:1'], type: 'task.changed', data: 1 }])).status,
+    ).toBe(202);
+    const paused = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      key: sandbox.adminKey,
+      body: { scope: 'resource', tenant: tenant.id, target: 'task:2', action: 'pause' },
+    });
+    expect(paused.status).toBe(200);
+
+    const rotated = await rotate(tenant.id);
+    expect(rotated.status).toBe(200);
+    expect(rotated.body).toEqual({ id: tenant.id, api_key: expect.stringMatching(/^sk_[A-Za-z0-9_-]{43}$/) });
+    const fresh = rotated.body.api_key as string;
+    expect(fresh).not.toBe(tenant.key);
+
+    // The new key sees the same tenant: its webhook, and events keep flowing to it.
+    const listed = await call(sandbox, 'GET', '/v1/webhooks', { key: fresh });
+    expect(listed.status).toBe(200);
+    expect(listed.body.data.map((w: { id: string }) => w.id)).toEqual([webhook.id]);
+    expect((await publish(sandbox, fresh, [{ resource: 'task:1', parents: ['project:1'], type: 'task.changed', data: 2 }])).status).toBe(
+      202,
+    );
+    await receiver.waitFor(() => receiver.deliveries('/leaky').flatMap((d) => d.json.events).length >= 2);
+    expect(receiver.deliveries('/leaky').flatMap((d) => d.json.events.map((e) => [e.data, e.seq]))).toEqual([
+      [1, 1],
+      [2, 2],
+    ]);
+    const switches = await call(sandbox, 'GET', '/v1/admin/switches', { key: sandbox.adminKey });
+    expect(switches.body.data).toContainEqual(expect.objectContaining({ id: paused.body.id, tenant: tenant.id }));
+
+    // The old key was used just now, so API Gateway (and the sandbox) may still allow it
+    // from its cache; past the cache's time it is refused.
+    await sleep(CACHE_MS + 200);
+    expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: tenant.key }), 401, 'unauthorized');
+    expect(await works(fresh)).toBe(200);
+  });
+
+  it('refuses a key at once when no answer for it is cached, and a second rotation stops the first one’s key', async () => {
+    const tenant = await createTenant(sandbox, 'twice');
+    const first = (await rotate(tenant.id)).body.api_key as string;
+    expect(await works(tenant.key)).toBe(401);
+    const second = (await rotate(tenant.id)).body.api_key as string;
+    expect(await works(second)).toBe(200);
+    await sleep(CACHE_MS + 200);
+    expect(await works(first)).toBe(401);
+    expect(await works(tenant.key)).toBe(401);
+  });
+
+  it('rotates the key of a tenant made before keys could be rotated (its item names no key): the old key stops', async () => {
+    const tenant = await createTenant(sandbox, 'older');
+    await sandbox.wiring.dynamo.send(
+      new UpdateCommand({
+        TableName: sandbox.wiring.controlTable,
+        Key: { pk: `tenant#${tenant.id}`, sk: 'tenant' },
+        UpdateExpression: 'REMOVE #key_hash',
+        ExpressionAttributeNames: { '#key_hash': 'key_hash' },
+      }),
+    );
+    const fresh = (await rotate(tenant.id)).body.api_key as string;
+    expect(await works(fresh)).toBe(200);
+    expect(await works(tenant.key)).toBe(401);
+  });
+
+  it('keeps the tenant’s usage-plan throttle', async () => {
+    const tenant = await createTenant(sandbox, 'slow', { rate_per_second: 1, burst: 1 });
+    const fresh = (await rotate(tenant.id)).body.api_key as string;
+    const answers = [await works(fresh), await works(fresh)];
+    expect(answers).toEqual([200, 429]);
+  });
+
+  it('answers 404 for no such tenant, 403 to a tenant key, and needs no body', async () => {
+    const tenant = await createTenant(sandbox, 'other');
+    expectError(await rotate('ten_0000000000000000000'), 404, 'not_found');
+    expectError(await rotate('ten_nope'), 404, 'not_found');
+    expectError(await rotate(`ten_${'a'.repeat(1_100)}`), 404, 'not_found');
+    expectError(await rotate(tenant.id, tenant.key), 403, 'forbidden');
+    expect(await works(tenant.key)).toBe(200);
+  });
+});
+
+describe('GET /v1/admin/tenants/{id}', () => {
+  it('shows the tenant, never a key; 404 for none; 403 to a tenant key', async () => {
+    const created = await call(sandbox, 'POST', '/v1/admin/tenants', {
+      key: sandbox.adminKey,
+      body: { name: 'shown', limits: { max_webhooks: 7 } },
+    });
+    const id = created.body.id as string;
+    const shown = await call(sandbox, 'GET', `/v1/admin/tenants/${id}`, { key: sandbox.adminKey });
+    expect(shown.status).toBe(200);
+    expect(shown.body).toEqual({
+      id,
+      name: 'shown',
+      limits: { max_webhooks: 7, rate_per_second: 500, burst: 1_000 },
+      created_at: created.body.created_at,
+    });
+    expect(JSON.stringify(shown.body)).not.toMatch(/sk_|key|hash/);
+    expectError(await call(sandbox, 'GET', '/v1/admin/tenants/ten_0000000000000000000', { key: sandbox.adminKey }), 404, 'not_found');
+    expectError(await call(sandbox, 'GET', `/v1/admin/tenants/${id}`, { key: created.body.api_key }), 403, 'forbidden');
+  });
+});
+
+/**
+ * A client on the sandbox's DynamoDB whose writes of one kind go wrong once, as a
+ * network does: `fault(input)` says what happens to a matching write.
+ */
+function faultyClient(match: (command: string, input: Record<string, unknown>) => 'lose-answer' | 'retry-applied' | 'fail' | undefined) {
+  const client = documentClient(sandbox.emulators.dynamo);
+  let fired = false;
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const command = String(context.commandName ?? '');
+      const mode = fired ? undefined : match(command, args.input as Record<string, unknown>);
+      if (mode === undefined) return next(args);
+      fired = true;
+      if (mode === 'fail') throw Object.assign(new Error('socket hang up'), { name: 'NetworkError' });
+      const applied = await next(args);
+      // The write applied; its answer never came back.
+      if (mode === 'lose-answer') throw Object.assign(new Error('socket hang up'), { name: 'NetworkError' });
+      // The SDK sent it again, and that second try is what the caller hears.
+      void applied;
+      return next(args);
+    },
+    { step: 'initialize', name: 'fault' },
+  );
+  return client;
+}
+
+const isUpdateOfKeyHash = (input: Record<string, unknown>) =>
+  String(input.UpdateExpression ?? '').length > 0 && Object.values(input.ExpressionAttributeNames ?? {}).includes('key_hash');
+const isPutOf = (prefix: string) => (input: Record<string, unknown>) =>
+  String((input.Item as Record<string, unknown> | undefined)?.pk ?? '').startsWith(prefix);
+
+function tenantDeps(client: DynamoDBDocumentClient) {
+  return { tenants: new TenantStore({ client, tableName: sandbox.wiring.controlTable }), usagePlans: new LocalUsagePlans(), now: Date.now };
+}
+
+describe('a rotation that fails halfway or loses its answer', () => {
+  it('a switch that applied but whose retry was refused (the SDK sent it again) is a rotation done', async () => {
+    const tenant = await createTenant(sandbox, 'retried');
+    const deps = tenantDeps(faultyClient((_c, input) => (isUpdateOfKeyHash(input) ? 'retry-applied' : undefined)));
+    const rotated = await rotateTenantKey(deps, tenant.id);
+    expect(await works(rotated.api_key)).toBe(200);
+    expect(await works(tenant.key)).toBe(401);
+  });
+
+  it('a switch that applied but whose answer was lost is a rotation done, not undone', async () => {
+    const tenant = await createTenant(sandbox, 'lost');
+    const deps = tenantDeps(faultyClient((_c, input) => (isUpdateOfKeyHash(input) ? 'lose-answer' : undefined)));
+    const rotated = await rotateTenantKey(deps, tenant.id);
+    expect(await works(rotated.api_key)).toBe(200);
+    expect(await works(tenant.key)).toBe(401);
+  });
+
+  it('a switch that failed leaves the old key working and the new one refused', async () => {
+    const tenant = await createTenant(sandbox, 'failed');
+    let attempted: string | undefined;
+    const deps = tenantDeps(
+      faultyClient((_c, input) => {
+        if (isPutOf('apikey#')(input)) attempted = String((input.Item as { pk: string }).pk);
+        return isUpdateOfKeyHash(input) ? 'fail' : undefined;
+      }),
+    );
+    await expect(rotateTenantKey(deps, tenant.id)).rejects.toThrow('socket hang up');
+    expect(await works(tenant.key)).toBe(200);
+    expect(attempted).toBeDefined();
+    // The new key's item is removed again: no key that nobody was given stays on the tenant.
+    const stray = await sandbox.wiring.dynamo.send(
+      new GetCommand({
+        TableName: sandbox.wiring.controlTable,
+        Key: { pk: attempted, sk: 'apikey' },
+        ConsistentRead: true,
+      }),
+    );
+    expect(stray.Item).toBeUndefined();
+  });
+
+  it('an old key whose item could not be deleted is refused all the same', async () => {
+    const tenant = await createTenant(sandbox, 'undeleted');
+    const deps = tenantDeps(faultyClient((command) => (/^Delete/.test(command) ? 'fail' : undefined)));
+    const rotated = await rotateTenantKey(deps, tenant.id);
+    expect(await works(rotated.api_key)).toBe(200);
+    expect(await works(tenant.key)).toBe(401);
+  });
+
+  it('a new key item whose put was sent again after it applied is the rotation’s own', async () => {
+    const tenant = await createTenant(sandbox, 'put-twice');
+    const deps = tenantDeps(faultyClient((_c, input) => (isPutOf('apikey#')(input) ? 'retry-applied' : undefined)));
+    const rotated = await rotateTenantKey(deps, tenant.id);
+    expect(await works(rotated.api_key)).toBe(200);
+    expect(await works(tenant.key)).toBe(401);
+  });
+});
+
+describe('a tenant creation whose write applied but whose retry was refused', () => {
+  it.each([
+    ['the tenant item', 'tenant#'],
+    ['the key item', 'apikey#'],
+  ])('%s sent again after it applied: the tenant is made, and its key works', async (_name, prefix) => {
+    const deps = tenantDeps(faultyClient((_c, input) => (isPutOf(prefix)(input) ? 'retry-applied' : undefined)));
+    const created = await createTenantDirect(deps, {
+      name: `retried-${prefix}`,
+      limits: { max_webhooks: 1, rate_per_second: 5, burst: 5 },
+    });
+    expect(await works(created.api_key)).toBe(200);
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${created.id}`, { key: sandbox.adminKey })).status).toBe(200);
+  });
+});
