@@ -382,6 +382,14 @@ describe('tables', () => {
     for (const table of Object.values(tables)) expect(table.DeletionPolicy).toBe('Retain');
   });
 
+  it('are all that a deleted stack keeps, with the account-wide API Gateway logging role (README, Deploy)', () => {
+    const kept = Object.entries(template.toJSON().Resources as Record<string, { Type: string; DeletionPolicy?: string }>)
+      .filter(([, resource]) => resource.DeletionPolicy === 'Retain')
+      .map(([, resource]) => resource.Type)
+      .sort();
+    expect(kept).toEqual(['AWS::ApiGateway::Account', 'AWS::DynamoDB::GlobalTable', 'AWS::DynamoDB::GlobalTable', 'AWS::IAM::Role']);
+  });
+
   it('go with the stack only when the deployer says so, and the construct takes a built config', () => {
     const app = new App({ context: NO_BUNDLING });
     const stack = new Stack(app, 'Disposable');
