@@ -2,7 +2,7 @@
  * `Sluice`: the whole of sluice as one construct. `new Sluice(this, 'Events', props)`
  * in any CDK app; the `Sluice` stack of bin/sluice.ts is that, with its outputs.
  */
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type { RestApi } from 'aws-cdk-lib/aws-apigateway';
 import type { Dashboard } from 'aws-cdk-lib/aws-cloudwatch';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
@@ -39,6 +39,12 @@ export interface SluiceProps {
 
 export class Sluice extends Construct {
   readonly config: SluiceConfig;
+  /**
+   * The `service` dimension of this deployment's metrics (namespace `Sluice`), which its
+   * alarms and dashboard watch: its stack's name and its path in the stack (`Sluice/Sluice`
+   * for the `Sluice` stack), so no other deployment in the account and region shares it.
+   */
+  readonly metricsService: string;
   readonly api: RestApi;
   readonly adminKeySecret: Secret;
   readonly eventsTable: TableV2;
@@ -65,18 +71,28 @@ export class Sluice extends Construct {
   constructor(scope: Construct, id: string, props: SluiceProps = {}) {
     super(scope, id);
     this.config = validate(props);
+    // Every deployment in an account and region emits into the one Sluice namespace: a
+    // service dimension shared by two (staging and production, say) would let one's
+    // canary keep the other's canary-stale alarm quiet. Stack names are unique in an
+    // account and region, construct paths in a stack.
+    const stack = Stack.of(this);
+    const path = this.node.scopes.slice(stack.node.scopes.length).map((scope) => scope.node.id);
+    this.metricsService = [stack.stackName, ...path].join('/');
+    const { metricsService } = this;
 
     // Tables hold customer data: kept unless the deployer says otherwise.
     const storage = new Storage(this, 'Storage', { removalPolicy: props.tableRemovalPolicy ?? RemovalPolicy.RETAIN });
-    const delivery = new Delivery(this, 'Delivery', { config: this.config, control: storage.control });
+    const delivery = new Delivery(this, 'Delivery', { config: this.config, metricsService, control: storage.control });
     const pipeline = new Pipeline(this, 'Pipeline', {
       config: this.config,
+      metricsService,
       events: storage.events,
       control: storage.control,
       deliverQueue: delivery.deliver.queue,
     });
     const api = new Api(this, 'Api', {
       config: this.config,
+      metricsService,
       events: storage.events,
       control: storage.control,
       distributeQueue: pipeline.distribute.queue,
@@ -86,6 +102,7 @@ export class Sluice extends Construct {
 
     const operations = new Operations(this, 'Operations', {
       config: this.config,
+      metricsService,
       api: api.restApi,
       control: storage.control,
       adminKeySecret: api.adminKeySecret,

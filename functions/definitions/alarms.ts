@@ -46,9 +46,12 @@ export function alarmDescription(alarm: AlarmDefinition): string {
   return `${alarm.title}: ${alarm.summary} Runbook: ${RUNBOOK_PATH}#${alarm.runbook}`;
 }
 
-/** The Sluice namespace and the one `service` dimension every function's metrics carry. */
+/**
+ * The namespace of every function's metrics. They carry one dimension, `service`, whose
+ * value is the deployment's own (lib/sluice.ts `metricsService`): two deployments in one
+ * account and region share the namespace, and their alarms must not read each other's.
+ */
 export const METRICS_NAMESPACE = 'Sluice';
-export const METRICS_SERVICE = 'sluice';
 
 const FUNCTIONS = Object.keys(FUNCTION_ENTRIES) as FunctionName[];
 

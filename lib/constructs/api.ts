@@ -38,6 +38,7 @@ import { SluiceFunction } from './sluice-function.ts';
 
 export interface ApiProps {
   readonly config: SluiceConfig;
+  readonly metricsService: string;
   readonly events: TableV2;
   readonly control: TableV2;
   readonly distributeQueue: IQueue;
@@ -143,6 +144,7 @@ export class Api extends Construct {
     this.apiFunction = new SluiceFunction(this, 'Handler', {
       entry: FUNCTION_ENTRIES.api,
       config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(API_TIMEOUT_SECONDS),
     })
       .bindTable(props.events, TABLE_ACCESS.api.events, ENV.eventsTable)
@@ -189,6 +191,7 @@ export class Api extends Construct {
     this.authorizerFunction = new SluiceFunction(this, 'Authorizer', {
       entry: FUNCTION_ENTRIES.authorizer,
       config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(10),
       // A key's item, then its tenant's: reads by key, never a query or a scan, and
       // of the few attributes it needs (not the webhooks' secrets in the tenant's partition).

@@ -14,6 +14,7 @@ import { SluiceFunction } from './sluice-function.ts';
 
 export interface DeliveryProps {
   readonly config: SluiceConfig;
+  readonly metricsService: string;
   readonly control: TableV2;
 }
 
@@ -34,6 +35,7 @@ export class Delivery extends Construct {
     this.delivery = new SluiceFunction(this, 'Delivery', {
       entry: FUNCTION_ENTRIES.delivery,
       config: props.config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(DELIVER_QUEUE.consumerTimeoutSeconds),
     })
       .bindTable(props.control, TABLE_ACCESS.delivery.control, ENV.controlTable)

@@ -36,7 +36,6 @@ import {
   alarmDescription,
   type FunctionName,
   METRICS_NAMESPACE,
-  METRICS_SERVICE,
   type MetricSource,
 } from '../../functions/definitions/alarms.ts';
 import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
@@ -55,6 +54,8 @@ export const CANARY_RECEIVER_CONCURRENCY = 2;
 
 export interface OperationsProps {
   readonly config: SluiceConfig;
+  /** The `service` dimension of this deployment's metrics, which its alarms and dashboard watch. */
+  readonly metricsService: string;
   readonly api: RestApi;
   readonly control: TableV2;
   readonly adminKeySecret: ISecret;
@@ -115,6 +116,7 @@ export class Operations extends Construct {
     this.canaryReceiver = new SluiceFunction(this, 'CanaryReceiver', {
       entry: FUNCTION_ENTRIES.canaryReceiver,
       config: props.config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(10),
       // Public (a function URL), so anyone may call it: a cap keeps a flood of calls from
       // taking the account's concurrency from the pipeline's functions. The canary sends it
@@ -126,6 +128,7 @@ export class Operations extends Construct {
     this.canary = new SluiceFunction(this, 'Canary', {
       entry: FUNCTION_ENTRIES.canary,
       config: props.config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(CANARY_TIMEOUT_SECONDS),
       reservedConcurrentExecutions: 1,
     }).bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.canary.control, leadingKeys: [CONTROL_PK.canary] });
@@ -166,7 +169,7 @@ export class Operations extends Construct {
           return new Metric({
             namespace: METRICS_NAMESPACE,
             metricName: source.name,
-            dimensionsMap: { service: METRICS_SERVICE },
+            dimensionsMap: { service: props.metricsService },
             ...options,
           });
         case 'queue': {
@@ -213,7 +216,7 @@ export class Operations extends Construct {
       new Metric({
         namespace: METRICS_NAMESPACE,
         metricName: name,
-        dimensionsMap: { service: METRICS_SERVICE },
+        dimensionsMap: { service: props.metricsService },
         statistic,
         period: Duration.minutes(1),
       });

@@ -19,6 +19,7 @@ import { SluiceFunction } from './sluice-function.ts';
 
 export interface PipelineProps {
   readonly config: SluiceConfig;
+  readonly metricsService: string;
   readonly events: TableV2;
   readonly control: TableV2;
   readonly deliverQueue: IQueue;
@@ -36,6 +37,7 @@ export class Pipeline extends Construct {
     this.distributor = new SluiceFunction(this, 'Distributor', {
       entry: FUNCTION_ENTRIES.distributor,
       config: props.config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(DISTRIBUTE_QUEUE.consumerTimeoutSeconds),
     })
       .bindTable(props.events, TABLE_ACCESS.distributor.events, ENV.eventsTable)
@@ -54,6 +56,7 @@ export class Pipeline extends Construct {
     this.reconciler = new SluiceFunction(this, 'Reconciler', {
       entry: FUNCTION_ENTRIES.reconciler,
       config: props.config,
+      metricsService: props.metricsService,
       timeout: Duration.seconds(reconcilerTimeoutSeconds(props.config.reconcileIntervalSeconds)),
       reservedConcurrentExecutions: 1,
     })

@@ -16,7 +16,7 @@ import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
-import { METRICS_NAMESPACE, METRICS_SERVICE } from '../../functions/definitions/alarms.ts';
+import { METRICS_NAMESPACE } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
 import type { TableAccess } from '../../functions/definitions/tables.ts';
 
@@ -26,6 +26,8 @@ export interface SluiceFunctionProps {
   /** Entry file, relative to the repository root (see functions/definitions/environment.ts). */
   readonly entry: string;
   readonly config: SluiceConfig;
+  /** The `service` dimension of its metrics: the deployment's own (Sluice `metricsService`). */
+  readonly metricsService: string;
   /** @default 30 seconds */
   readonly timeout?: Duration;
   /** @default FUNCTION_MEMORY_MB (512) */
@@ -82,8 +84,8 @@ export class SluiceFunction extends Construct {
       environment: {
         [CONFIG_ENV]: JSON.stringify(props.config),
         NODE_OPTIONS: '--enable-source-maps',
-        // One service name for every function: alarms watch metrics by {service}.
-        POWERTOOLS_SERVICE_NAME: METRICS_SERVICE,
+        // One service name for every function of a deployment: its alarms watch metrics by {service}.
+        POWERTOOLS_SERVICE_NAME: props.metricsService,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: 'INFO',
       },

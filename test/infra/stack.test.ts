@@ -382,6 +382,14 @@ describe('tables', () => {
     for (const table of Object.values(tables)) expect(table.DeletionPolicy).toBe('Retain');
   });
 
+  it('are all that a deleted stack keeps, with the account-wide API Gateway logging role (README, Deploy)', () => {
+    const kept = Object.entries(template.toJSON().Resources as Record<string, { Type: string; DeletionPolicy?: string }>)
+      .filter(([, resource]) => resource.DeletionPolicy === 'Retain')
+      .map(([, resource]) => resource.Type)
+      .sort();
+    expect(kept).toEqual(['AWS::ApiGateway::Account', 'AWS::DynamoDB::GlobalTable', 'AWS::DynamoDB::GlobalTable', 'AWS::IAM::Role']);
+  });
+
   it('go with the stack only when the deployer says so, and the construct takes a built config', () => {
     const app = new App({ context: NO_BUNDLING });
     const stack = new Stack(app, 'Disposable');
@@ -483,6 +491,43 @@ describe('operations', () => {
     const names = JSON.stringify(template.findResources('AWS::CloudWatch::Alarm')).match(/"ApiName","Value":"[^"]*"/g) ?? [];
     expect(names.length).toBeGreaterThan(0);
     expect(new Set(names)).toEqual(new Set([`"ApiName","Value":"${api?.Properties.Name}"`]));
+  });
+
+  it("watches each deployment's own metrics: two in one account and region do not answer each other's alarms", () => {
+    // Staging and production in one account, as two stacks or two constructs: their
+    // functions emit into the one Sluice namespace, so only the service dimension tells
+    // them apart. Were it shared, production's canary-stale would stay OK on staging's ticks.
+    const app = new App({ context: NO_BUNDLING });
+    const staging = new SluiceStack(app, 'SluiceStaging');
+    const production = new SluiceStack(app, 'SluiceProduction');
+    const embedding = new Stack(app, 'Platform');
+    new Sluice(embedding, 'Events');
+    new Sluice(embedding, 'AuditEvents');
+    const servicesOf = (template: Template, type: string) =>
+      new Set(
+        JSON.stringify(template.findResources(type))
+          .match(type === 'AWS::Lambda::Function' ? /"POWERTOOLS_SERVICE_NAME":"[^"]*"/g : /"Name":"service","Value":"[^"]*"/g)
+          ?.map((match) => match.replace(/^.*:"|"$/g, '')),
+      );
+    const deployments = [
+      ...[staging, production].map((stack) => Template.fromStack(stack)),
+      ...['Events', 'AuditEvents'].map((id) => {
+        // The two constructs' resources, one after the other, in one template.
+        const resources = Template.fromStack(embedding).toJSON().Resources as Record<string, unknown>;
+        return Template.fromJSON({
+          Resources: Object.fromEntries(Object.entries(resources).filter(([logicalId]) => logicalId.startsWith(id))),
+        });
+      }),
+    ];
+    const services = deployments.map((template) => {
+      const ofFunctions = servicesOf(template, 'AWS::Lambda::Function');
+      expect(ofFunctions.size).toBe(1);
+      // The alarms and the dashboard watch the service their own functions emit as.
+      expect(servicesOf(template, 'AWS::CloudWatch::Alarm')).toEqual(ofFunctions);
+      expect(JSON.stringify(template.findResources('AWS::CloudWatch::Dashboard'))).toContain(`\\"service\\",\\"${[...ofFunctions][0]}\\"`);
+      return [...ofFunctions][0];
+    });
+    expect(new Set(services).size).toBe(deployments.length);
   });
 
   it('pages on a stale canary even when nothing else reports: missing data breaches', () => {

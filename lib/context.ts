@@ -1,0 +1,40 @@
+/**
+ * The CDK app's config overrides, from the context key `sluice`: cdk.json's object
+ * (`"sluice": {"objectQueueCap": 5000}`), or `-c 'sluice={"objectQueueCap":5000}'`, which
+ * arrives as a string (and replaces cdk.json's object: the CLI does not merge them).
+ * Every mistake is reported at once, by name.
+ */
+import type { Construct } from 'constructs';
+import { DEFAULT_CONFIG } from '../functions/core/config.ts';
+import { ConfigError } from '../functions/core/errors.ts';
+
+export const CONTEXT_KEY = 'sluice';
+
+const EXAMPLE = `-c '${CONTEXT_KEY}={"objectQueueCap":5000}'`;
+
+export function overridesFromContext(scope: Construct): Readonly<Record<string, unknown>> {
+  const problems: string[] = [];
+  // `-c objectQueueCap=5000` or `-c sluice.objectQueueCap=5000` read naturally, and the
+  // app would never look at them: the deploy would quietly keep the default.
+  for (const key of Object.keys(scope.node.getAllContext())) {
+    const setting = key.startsWith(`${CONTEXT_KEY}.`) ? key.slice(CONTEXT_KEY.length + 1) : key;
+    if (Object.hasOwn(DEFAULT_CONFIG, setting)) {
+      problems.push(`${key} is a sluice setting: put it under the context key \`${CONTEXT_KEY}\` (${EXAMPLE}, or in cdk.json)`);
+    }
+  }
+  const value: unknown = scope.node.tryGetContext(CONTEXT_KEY);
+  let parsed: unknown = value ?? {};
+  if (typeof value === 'string') {
+    try {
+      parsed = JSON.parse(value);
+    } catch (error) {
+      problems.push(`The context value \`${CONTEXT_KEY}\` is not JSON (${(error as Error).message}): write ${EXAMPLE}`);
+      parsed = {};
+    }
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    problems.push(`The context value \`${CONTEXT_KEY}\` must be a JSON object of settings, as in ${EXAMPLE}`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return parsed as Record<string, unknown>;
+}
