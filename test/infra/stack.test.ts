@@ -39,6 +39,19 @@ const OVERRIDES = { objectQueueCap: 777, tenantRatePerSecond: 250, tenantBurst: 
 
 let template: Template;
 
+/** The IAM statements of the role of the function whose logical id contains `fnName`, on the table whose id contains `tableName`. */
+function statementsOnTable(fnName: string, tableName: string): Array<Record<string, unknown>> {
+  const functions = template.findResources('AWS::Lambda::Function');
+  const fnId = Object.keys(functions).find((id) => id.includes(fnName)) as string;
+  const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
+  const table = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes(tableName)) as string;
+  expect(table).toBeDefined();
+  return Object.values(template.findResources('AWS::IAM::Policy'))
+    .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
+    .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+    .filter((st) => JSON.stringify(st.Resource).includes(table));
+}
+
 beforeAll(() => {
   template = synth(OVERRIDES);
 });
@@ -580,25 +593,11 @@ describe('operations', () => {
     // The reconciler reads the kill switches, and nothing else of the control table.
     const reconciler = Object.keys(functions).find((id) => id.includes('Reconciler')) as string;
     expect(dynamoStatements(reconciler)).toContainEqual({ action: 'dynamodb:Query', leadingKeys: ['switches'] });
-    const controlTable = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes('Control')) as string;
-    expect(controlTable).toBeDefined();
-    const role = functions[reconciler]?.Properties.Role['Fn::GetAtt'][0];
-    const unscopedOnControl = Object.values(template.findResources('AWS::IAM::Policy'))
-      .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
-      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
-      .filter((st) => st.Condition === undefined && JSON.stringify(st.Resource).includes(controlTable));
-    expect(unscopedOnControl).toEqual([]);
+    expect(statementsOnTable('Reconciler', 'Control').filter((st) => st.Condition === undefined)).toEqual([]);
   });
 
   it("lets the delivery function, which talks to endpoints anyone can set up, reach only its own partitions of the control table: no tenant's API key, no stream, not the canary's item", () => {
-    const functions = template.findResources('AWS::Lambda::Function');
-    const fnId = Object.keys(functions).find((id) => id.includes('Delivery')) as string;
-    const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
-    const controlTable = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes('Control')) as string;
-    const onControl = Object.values(template.findResources('AWS::IAM::Policy'))
-      .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
-      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
-      .filter((st) => JSON.stringify(st.Resource).includes(controlTable));
+    const onControl = statementsOnTable('Delivery', 'Control');
     expect(onControl).toHaveLength(1);
     const leadingKeys = (onControl[0]?.Condition as Record<string, Record<string, string[]>> | undefined)?.['ForAllValues:StringLike']?.[
       'dynamodb:LeadingKeys'
@@ -618,14 +617,7 @@ describe('operations', () => {
   });
 
   it("lets the distributor read of the control table only the attributes it names, not the webhooks' signing secrets", () => {
-    const functions = template.findResources('AWS::Lambda::Function');
-    const fnId = Object.keys(functions).find((id) => id.includes('Distributor')) as string;
-    const role = functions[fnId]?.Properties.Role['Fn::GetAtt'][0];
-    const controlTable = Object.keys(template.findResources('AWS::DynamoDB::GlobalTable')).find((id) => id.includes('Control')) as string;
-    const onControl = Object.values(template.findResources('AWS::IAM::Policy'))
-      .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === role))
-      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
-      .filter((st) => JSON.stringify(st.Resource).includes(controlTable));
+    const onControl = statementsOnTable('Distributor', 'Control');
     expect(onControl).toHaveLength(1);
     expect(onControl[0]).toMatchObject({
       Action: ['dynamodb:GetItem', 'dynamodb:Query'],

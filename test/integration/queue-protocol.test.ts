@@ -129,6 +129,11 @@ afterAll(async () => {
   await emulators?.stop();
 });
 
+/** A pause switch on one object, as a stage's switch cache holds it. */
+function resourcePause(k: ObjectKey): Switch {
+  return { id: 'sw_p', scope: 'resource', tenant: k.tenantId, target: k.resource, action: 'pause', reason: '', created_at: '' };
+}
+
 describe('ingest', () => {
   it('rings the doorbell only when the object goes from idle to scheduled', async () => {
     const k = key();
@@ -665,15 +670,7 @@ describe('turns', () => {
     );
     // This container read the switches while the pause was on; it has been lifted since
     // (its lift rang the objects that were waiting then, not this one, rung after by its ingest).
-    const pause: Switch = {
-      id: 'sw_p',
-      scope: 'resource',
-      tenant: k.tenantId,
-      target: k.resource,
-      action: 'pause',
-      reason: '',
-      created_at: '',
-    };
+    const pause = resourcePause(k);
     const { sent, rings, ...deps } = recordingDistributorDeps();
     const distributor = new Distributor({ ...deps, switches: { current: async () => [pause], refresh: async () => [] } });
     expect(await distributor.runTurn(k, 'stale')).toMatchObject({ outcome: 'idle', distributed: 2 });
@@ -1799,15 +1796,7 @@ describe('reconciler', () => {
     const hours = 3 * 3_600_000;
     // Written and paused three hours ago: its turn left it scheduled, for the lift to ring.
     await publish({ ...ingestDeps([]), now: () => t0 - hours }, k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
-    const pause: Switch = {
-      id: 'sw_p',
-      scope: 'resource',
-      tenant: k.tenantId,
-      target: k.resource,
-      action: 'pause',
-      reason: '',
-      created_at: '',
-    };
+    const pause = resourcePause(k);
     const { sent, rings: _, ...deps } = recordingDistributorDeps(store, {}, () => t0 - hours);
     const paused = new Distributor({ ...deps, switches: { current: async () => [pause], refresh: async () => [pause] } });
     expect(await paused.runTurn(k, 'paused')).toMatchObject({ outcome: 'paused' });
