@@ -36,7 +36,7 @@ process.stdout.write(
     '',
     walkthrough(sandbox.url, sandbox.adminKey),
     '',
-    'Ctrl-C stops the sandbox.',
+    'Ctrl-C stops the sandbox (twice: at once).',
     '',
   ].join('\n'),
 );
@@ -44,7 +44,12 @@ process.stdout.write(
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) return;
+    if (stopping) {
+      // A second Ctrl-C: the stop waits for work under way (a delivery to an endpoint that
+      // hangs takes up to its timeout), and whoever presses again does not want to wait.
+      process.stdout.write('Stopping now, without waiting for work under way.\n');
+      process.exit(130);
+    }
     stopping = true;
     process.stdout.write('\nStopping sluice sandbox…\n');
     sandbox.stop().then(

@@ -138,6 +138,70 @@ describe('npm start', () => {
   });
 });
 
+describe('npm start, stopped twice', () => {
+  it('exits at once on a second Ctrl-C, without waiting for a delivery to an endpoint that hangs', async () => {
+    const { spawn } = await import('node:child_process');
+    const http = await import('node:http');
+    // An endpoint that answers its verification ping and then never answers a delivery.
+    const hanging = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => {
+        body += chunk.toString();
+      });
+      req.on('end', () => {
+        if (body.includes('webhook.ping')) res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const adminKey = `ak_${'h'.repeat(43)}`;
+    const child = spawn(process.execPath, ['sandbox/main.ts'], {
+      env: { ...process.env, PORT: '0', SLUICE_ADMIN_KEY: adminKey },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+      const deadline = Date.now() + 15_000;
+      while (!output.includes('Ctrl-C stops the sandbox') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const url = /sluice sandbox on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1] as string;
+      const post = async (path: string, key: string, body: unknown) =>
+        (
+          await fetch(`${url}${path}`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify(body),
+          })
+        ).json() as Promise<Record<string, string>>;
+      const tenantKey = String((await post('/v1/admin/tenants', adminKey, { name: 'stops-twice' })).api_key);
+      const { port } = hanging.address() as { port: number };
+      await post('/v1/webhooks', tenantKey, { resource: 'h:1', url: `http://127.0.0.1:${port}/hook` });
+      let delivering = false;
+      hanging.on('request', () => {
+        delivering = true;
+      });
+      await post('/v1/events', tenantKey, { events: [{ resource: 'h:1', type: 'a.b', data: 1 }] });
+      while (!delivering && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(delivering).toBe(true);
+
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGINT');
+      await new Promise((r) => setTimeout(r, 300));
+      const again = Date.now();
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+      // Well before the delivery's 10 s timeout, which the first stop waits for.
+      expect(Date.now() - again).toBeLessThan(3_000);
+      expect(output).toContain('Stopping now, without waiting');
+    } finally {
+      child.kill('SIGKILL');
+      hanging.closeAllConnections();
+      await new Promise((resolve) => hanging.close(resolve));
+    }
+  }, 40_000);
+});
+
 describe('npm start on a port in use', () => {
   it('says in one line that the port is taken and how to pick another, and exits with status 1', async () => {
     const { spawn } = await import('node:child_process');
