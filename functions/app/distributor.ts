@@ -62,7 +62,15 @@ const CHUNK_SIZE = 100;
  */
 const STREAM_LATE_MS = STREAM_SETTLE_MS / 2;
 const STREAM_APPEND_TRIES = 3;
+/**
+ * How long a turn waits for an ingest between its two writes (a slot reserved, its event
+ * not yet written): 20 ms, then twice as long each time in a row, up to MAX_WAIT_FOR_INGEST_MS.
+ * A write comes within milliseconds; one that has not come for a while most likely never
+ * will (its ingest died), and the slot is skipped after the ingest grace: a read every 20 ms
+ * until then was about a hundred reads a turn for nothing.
+ */
 const WAIT_FOR_INGEST_MS = 20;
+const MAX_WAIT_FOR_INGEST_MS = 320;
 /**
  * A chunk published before its commit keeps no record of which events it numbered: a
  * holder that dies before the commit leaves the next one to plan it again, later. Had
@@ -217,6 +225,7 @@ export class Distributor {
       let inline = meta.inline;
       let lookups = subscriptions;
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
+      let ingestWaits = 0;
       while (turnMayContinue(budget, distributed, startedAt, now())) {
         const holdMs = action === 'drop' ? snapshotHoldMs(inline, now(), ownSnapshot) : 0;
         if (holdMs > 0) {
@@ -235,9 +244,10 @@ export class Distributor {
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
           if (!plan.waiting) break;
           // An ingest is between its two writes: give it a moment within this turn.
-          await this.#deps.sleep(WAIT_FOR_INGEST_MS);
+          await this.#deps.sleep(Math.min(WAIT_FOR_INGEST_MS * 2 ** ingestWaits++, MAX_WAIT_FOR_INGEST_MS));
           continue;
         }
+        ingestWaits = 0;
         const events = assignSeq(plan.take, seq).map(toDelivered);
         const consumed = plan.take.length + plan.skipped + plan.expired;
         const dropping = action === 'drop';

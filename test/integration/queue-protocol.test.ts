@@ -856,6 +856,26 @@ describe('turns', () => {
     expect(seqs()).toEqual([1]);
   });
 
+  it('waits for an ingest that never writes its slot (it died) with pauses that grow, not a read every 20 ms for the whole turn', async () => {
+    const k = key();
+    await reserveSlots(k, 1, Date.now());
+    const pauses: number[] = [];
+    const { sent, rings, ...deps } = recordingDistributorDeps(store, { ingestGraceMs: 60_000 });
+    const distributor = new Distributor({
+      ...deps,
+      sleep: (ms) => {
+        pauses.push(ms);
+        return new Promise((resolve) => setTimeout(resolve, ms));
+      },
+    });
+    // The turn's 2 s run out with the slot still missing: the object is rung for a later turn.
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ distributed: 0 });
+    expect(sent).toEqual([]);
+    expect(pauses[0]).toBe(20);
+    expect(pauses.length).toBeLessThan(15);
+    expect(rings).toHaveLength(1);
+  });
+
   it('goes idle only when nothing is left, so a reservation racing the end of a turn is never stranded', async () => {
     const k = key();
     const rings: string[] = [];
