@@ -710,8 +710,12 @@ export class QueueStore {
    * Reads many meta items, 100 per request: strongly consistent unless `consistent` is
    * false, for half the read units where an answer up to a second old does no harm.
    */
-  async readMetas(keys: readonly ObjectKey[], options: { consistent?: boolean } = {}): Promise<Array<{ key: ObjectKey; meta: QueueMeta }>> {
+  async readMetas(
+    keys: readonly ObjectKey[],
+    options: { consistent?: boolean; complete?: boolean } = {},
+  ): Promise<Array<{ key: ObjectKey; meta: QueueMeta }>> {
     const found: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
+    let unread = 0;
     for (let i = 0; i < keys.length; i += 100) {
       let request: Record<string, unknown>[] = keys.slice(i, i + 100).map((k) => ({ pk: objectPk(k), sk: META_SK }));
       for (let attempt = 0; request.length > 0 && attempt < 6; attempt++) {
@@ -722,7 +726,11 @@ export class QueueStore {
         for (const item of result.Responses?.[this.#table] ?? []) found.push({ key: parseObjectPk(String(item.pk)), meta: toMeta(item) });
         request = (result.UnprocessedKeys?.[this.#table]?.Keys as Record<string, unknown>[] | undefined) ?? [];
       }
+      unread += request.length;
     }
+    // What DynamoDB still left unread (throttled) is left out; a caller that must see every
+    // object (a lift ringing them) asks for `complete`, and fails rather than miss some.
+    if (options.complete && unread > 0) throw new Error(`DynamoDB left ${unread} of ${keys.length} objects unread; try again`);
     return found;
   }
 

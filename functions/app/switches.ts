@@ -60,7 +60,9 @@ async function ringObjects(deps: SwitchServiceDeps, value: Switch, token: string
   }
   if (value.scope === 'tenant') {
     const listed = (await deps.queues.scheduledObjects()).filter((o) => o.tenantId === value.tenant);
-    const objects = (await deps.queues.readMetas(listed)).filter(({ meta }) => wanted(meta)).map(({ key }) => key);
+    // Every one of them, or the request fails (a lift is then sent again): one left unread
+    // would wait for the reconciler to find it stuck, minutes on.
+    const objects = (await deps.queues.readMetas(listed, { complete: true })).filter(({ meta }) => wanted(meta)).map(({ key }) => key);
     await Promise.all(objects.map((o) => deps.doorbell.ring(o, token, { fresh: true })));
   }
 }

@@ -889,6 +889,28 @@ describe('turns', () => {
   });
 });
 
+describe('reading many objects at once', () => {
+  it('leaves out what DynamoDB leaves unread (a sweep goes on), or fails when every object must be read (a lift rings them all)', async () => {
+    const keys = [key(), key()];
+    for (const k of keys) await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    // A table so throttled that every batch read leaves every key unprocessed.
+    const throttled = documentClient(emulators.dynamo);
+    throttled.middlewareStack.add(
+      (next) => async (args) => {
+        const request = (args.input as { RequestItems?: Record<string, { Keys: unknown[] }> }).RequestItems;
+        if (!request?.[eventsTable] || !('Keys' in (request[eventsTable] ?? {}))) return next(args);
+        return { response: {}, output: { Responses: { [eventsTable]: [] }, UnprocessedKeys: request, $metadata: {} } } as never;
+      },
+      { step: 'initialize', name: 'throttleBatchGets' },
+    );
+    const queues = new QueueStore({ client: throttled, tableName: eventsTable, retentionDays: 7 });
+    expect(await store.readMetas(keys)).toHaveLength(2);
+    expect(await queues.readMetas(keys)).toEqual([]);
+    await expect(queues.readMetas(keys, { complete: true })).rejects.toThrow(/left 2 of 2 objects unread/);
+    throttled.destroy();
+  });
+});
+
 describe('events kept on the meta item', () => {
   /** Ingest and distributor on one counted client. */
   it("stores a quiet object's single event in the reserving write, and drains it without reading slots", async () => {
