@@ -152,17 +152,7 @@ export class WebhookStore {
    * write is refused if the count was written meanwhile. What it set right, if it did.
    */
   async #repairPlaces(tenantId: string): Promise<PlacesRepaired | undefined> {
-    const item = (
-      await this.#client.send(
-        new GetCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-          ConsistentRead: true,
-          ProjectionExpression: '#webhook_count, #count_token, #count_at',
-          ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at'),
-        }),
-      )
-    ).Item;
+    const item = await this.#countState(tenantId);
     if (!item || this.#now() - Number(item.count_at ?? 0) < PLACES_SETTLE_MS) return undefined;
     let stored = 0;
     for await (const page of queryPages(this.#client, {
@@ -472,24 +462,24 @@ export class WebhookStore {
       );
       return true;
     } catch (error) {
-      if (refusedOnRetry(error) && (await this.#countToken(tenantId)) === token) return true;
+      if (refusedOnRetry(error) && (await this.#countState(tenantId))?.count_token === token) return true;
       if (isConditionFailure(error) && max !== undefined) return false;
       throw error;
     }
   }
 
-  /** The token of the last write to the tenant's webhook count. */
-  async #countToken(tenantId: string): Promise<string | undefined> {
+  /** The tenant's webhook count as its last write left it: the count, that write's token, and when it was (strongly consistent). */
+  async #countState(tenantId: string): Promise<Record<string, unknown> | undefined> {
     const result = await this.#client.send(
       new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
         ConsistentRead: true,
-        ProjectionExpression: '#count_token',
-        ExpressionAttributeNames: names('count_token'),
+        ProjectionExpression: '#webhook_count, #count_token, #count_at',
+        ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at'),
       }),
     );
-    return result.Item?.count_token as string | undefined;
+    return result.Item;
   }
 
   /**

@@ -333,17 +333,16 @@ export class WebhookService {
     const page = await records.deadLetterPage(webhook.id, this.#deps.now(), this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES, {
       bytes: this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES,
     });
-    const messages = page.letters.map(({ message }) => ({ ...message, attempt: 1 }));
+    // Each as the delivery it was, less what its last attempts left on it (waits, shares).
+    const messages = page.letters.map(({ message: { deliveryId, tenantId: owner, webhookId, events } }) => ({
+      deliveryId,
+      tenantId: owner,
+      webhookId,
+      events,
+      attempt: 1,
+    }));
     // Sent before they are removed: a call that fails between sends some twice, never none.
-    await queue.send(
-      messages.map(({ deliveryId, tenantId: owner, webhookId, events, attempt }) => ({
-        deliveryId,
-        tenantId: owner,
-        webhookId,
-        events,
-        attempt,
-      })),
-    );
+    await queue.send(messages);
     await Promise.all(page.letters.map(({ sk }) => records.forgetDeadLetter(webhook.id, sk)));
     return {
       deliveries: messages.length,
