@@ -23,6 +23,7 @@ import type { Switch } from '../../functions/core/switches.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { loseFirstAnswers } from '../support/faults.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
 let emulators: Emulators;
@@ -1227,22 +1228,8 @@ describe('writes whose answer was lost (the SDK tried again after the first try 
   /** A queue store whose first try of each write that `matches` applies but loses its answer: the SDK tries again. */
   function losingFirstAnswers(matches: (updateExpression: string) => boolean) {
     const lossy = documentClient(emulators.dynamo);
-    const answered = new WeakSet<object>();
-    let lost = 0;
-    lossy.middlewareStack.add(
-      (next) => async (args) => {
-        const result = await next(args);
-        const input = args.input as { UpdateExpression?: string };
-        if (input.UpdateExpression !== undefined && matches(input.UpdateExpression) && !answered.has(args.input as object)) {
-          answered.add(args.input as object);
-          lost++;
-          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-        }
-        return result;
-      },
-      { step: 'deserialize', name: 'loseFirstAnswer' },
-    );
-    return { queues: new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 }), lost: () => lost };
+    const lost = loseFirstAnswers(lossy, (i) => typeof i.UpdateExpression === 'string' && matches(i.UpdateExpression));
+    return { queues: new QueueStore({ client: lossy, tableName: eventsTable, retentionDays: 7 }), lost };
   }
 
   it('goes on with a lease whose take applied unanswered, instead of leaving the object to the reconciler', async () => {
@@ -2171,21 +2158,7 @@ describe('ingest writes whose answer was lost (the SDK tried again after the fir
   /** A document client whose first try of each write that `matches` applies but loses its answer: the SDK tries again. */
   function losingFirstAnswers(matches: (input: { ConditionExpression?: string; Item?: Record<string, unknown> }) => boolean) {
     const lossy = documentClient(emulators.dynamo);
-    const answered = new WeakSet<object>();
-    let lost = 0;
-    lossy.middlewareStack.add(
-      (next) => async (args) => {
-        const result = await next(args);
-        if (matches(args.input as { ConditionExpression?: string }) && !answered.has(args.input as object)) {
-          answered.add(args.input as object);
-          lost++;
-          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-        }
-        return result;
-      },
-      { step: 'deserialize', name: 'loseFirstAnswer' },
-    );
-    return { client: lossy, lost: () => lost };
+    return { client: lossy, lost: loseFirstAnswers(lossy, matches) };
   }
   const answersOf = (outcome: Awaited<ReturnType<typeof publish>>) =>
     outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));

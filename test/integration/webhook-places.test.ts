@@ -14,6 +14,7 @@ import { PLACES_SETTLE_MS, WebhookStore } from '../../functions/adapters/webhook
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
 import { liveSecrets, type Tenant } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { loseFirstAnswers } from '../support/faults.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
 let emulators: Emulators;
@@ -33,18 +34,7 @@ beforeAll(async () => {
   // The first try of the write `losing` picks reaches DynamoDB and applies, but its
   // answer is lost (the connection resets): the SDK tries again, as it does for such errors.
   lossy = documentClient(emulators.dynamo);
-  const answered = new WeakSet<object>();
-  lossy.middlewareStack.add(
-    (next) => async (args) => {
-      const result = await next(args);
-      if (losing?.(JSON.stringify(args.input)) && !answered.has(args.input as object)) {
-        answered.add(args.input as object);
-        throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-      }
-      return result;
-    },
-    { step: 'deserialize', name: 'loseFirstAnswer' },
-  );
+  loseFirstAnswers(lossy, (input) => losing?.(JSON.stringify(input)) ?? false);
 });
 
 afterEach(() => {
