@@ -7,10 +7,8 @@
  */
 import type { CanaryKeyStore } from '../adapters/canary-key.ts';
 import { type CanaryState, type CanaryStore, type CanaryTenant, hasWebhook } from '../adapters/canary-store.ts';
-import { deliveryBody, pingEvent } from '../core/deliveries.ts';
-import { newId } from '../core/ids.ts';
-import { SLUICE_VERSION } from '../core/model.ts';
-import { deliveryHeaders, verifySignature } from '../core/signing.ts';
+import { signedPing } from '../core/deliveries.ts';
+import { verifySignature } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
 export const CANARY_RESOURCE = 'sluice-canary';
@@ -176,9 +174,7 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
 
 /** Whether the receiver answers a signed `webhook.ping`, as its webhook's next delivery would be signed, with a 2xx. */
 async function receiverAnswers(deps: CanaryDeps, state: CanaryState): Promise<boolean> {
-  const now = deps.now();
-  const body = deliveryBody(state.webhookId, [pingEvent(newId('evt', now), CANARY_RESOURCE, now)]);
-  const headers = deliveryHeaders([state.secret], newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
+  const { body, headers } = signedPing(state.webhookId, CANARY_RESOURCE, [state.secret], deps.now());
   try {
     const answer = await fetch(deps.receiverUrl, {
       method: 'POST',

@@ -6,13 +6,13 @@
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
-import { deliveryBody, eventCount, pingEvent } from '../core/deliveries.ts';
+import { eventCount, signedPing } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
 import { deliversTo, INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
-import { liveSecrets, SLUICE_VERSION, type Webhook } from '../core/model.ts';
+import { liveSecrets, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
-import { deliveryHeaders, generateSecret } from '../core/signing.ts';
+import { generateSecret } from '../core/signing.ts';
 import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validation.ts';
 import { applyHealth, type DeliveryDeps, startRelease } from './delivery.ts';
 
@@ -360,10 +360,8 @@ export class WebhookService {
   /** Sends the signed `webhook.ping`; anything but a 2xx in time refuses the URL. */
   async #verify(webhook: Webhook, url: string): Promise<void> {
     const now = this.#deps.now();
-    const ping = pingEvent(newId('evt', now), webhook.resource, now);
-    const body = deliveryBody(webhook.id, [ping]);
     // Signed as deliveries are: a previous secret past its overlap no longer signs.
-    const headers = deliveryHeaders(liveSecrets(webhook, now), newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION);
+    const { body, headers } = signedPing(webhook.id, webhook.resource, liveSecrets(webhook, now), now);
     const result = await this.#deps.send({ url, headers: { ...headers }, body, timeoutMs: this.#deps.timeoutMs });
     if (result.error === 'forbidden_address' || result.error === 'https_required') {
       throw new ApiError(

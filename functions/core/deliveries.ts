@@ -5,9 +5,10 @@
  */
 
 import { FREE_WAITS } from './backoff.ts';
-import { derivedId } from './ids.ts';
-import type { DeliveredEvent, DeliveryMessage, GapMarker, Subscriber, Webhook } from './model.ts';
+import { derivedId, newId } from './ids.ts';
+import { type DeliveredEvent, type DeliveryMessage, type GapMarker, SLUICE_VERSION, type Subscriber, type Webhook } from './model.ts';
 import { anyTypeMatches } from './patterns.ts';
+import { deliveryHeaders, type SignedHeaders } from './signing.ts';
 
 export const MAX_EVENTS_PER_DELIVERY = 100;
 export const MAX_DELIVERY_BYTES = 256 * 1024;
@@ -300,6 +301,21 @@ export function gapMarkerDelivery(webhook: Pick<Webhook, 'id' | 'tenantId'>, cou
     ],
     attempt: 1,
   };
+}
+
+/**
+ * A `webhook.ping` ready to POST to a webhook's URL: its body, and its headers signed with
+ * `secrets` under a new `msg_` id, as a delivery's are (a URL's verification, the canary's
+ * check of its own receiver).
+ */
+export function signedPing(
+  webhookId: string,
+  resource: string,
+  secrets: readonly string[],
+  now: number,
+): { body: string; headers: SignedHeaders } {
+  const body = deliveryBody(webhookId, [pingEvent(newId('evt', now), resource, now)]);
+  return { body, headers: deliveryHeaders(secrets, newId('msg', now), Math.floor(now / 1000), body, SLUICE_VERSION) };
 }
 
 /** The signed `webhook.ping` sent to verify a URL (data {}) or to probe a quarantined endpoint (data {probe: true}). */
