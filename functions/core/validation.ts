@@ -294,13 +294,18 @@ export interface ReplayWindow {
   readonly until: number | undefined;
 }
 
+/** An ISO-8601 date-time with minutes at least, and its offset: its date's parts captured. */
+const ISO_INSTANT = /^(\d{4})-(\d\d)-(\d\d)T\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?(?:Z|[+-]\d\d:\d\d)$/i;
+
 export function validateReplay(body: Json): ReplayWindow {
   const problems: string[] = [];
   unknownFields(body, ['since', 'until'], '', problems);
-  // Date.parse rolls a day the month does not have into the next month (2026-02-30 is
-  // 2 March): such a date is refused, not turned into a window days away from the asked one.
+  // Only ISO-8601 with its offset: without one, Date.parse reads the time in the server's
+  // zone (UTC on Lambda, the laptop's in the sandbox), and beyond ISO it takes formats of
+  // its own. Date.parse also rolls a day the month does not have into the next month
+  // (2026-02-30 is 2 March): such a date is refused, not turned into a window days away.
   const instant = (value: unknown) => {
-    const date = typeof value === 'string' ? /^(\d{4})-(\d\d)-(\d\d)T/.exec(value) : null;
+    const date = typeof value === 'string' ? ISO_INSTANT.exec(value) : null;
     if (!date) return Number.NaN;
     const [year, month, day] = date.slice(1).map(Number) as [number, number, number];
     // Day 0 of the next month is this month's last day (setUTCFullYear, unlike Date.UTC, keeps years 0–99).
@@ -309,9 +314,10 @@ export function validateReplay(body: Json): ReplayWindow {
     return day <= last.getUTCDate() ? Date.parse(value as string) : Number.NaN;
   };
   const since = instant(body.since);
-  if (Number.isNaN(since)) problems.push('since must be an ISO-8601 date-time, e.g. 2026-11-22T10:00:00Z');
+  if (Number.isNaN(since)) problems.push('since must be an ISO-8601 date-time with its offset (Z or ±hh:mm), e.g. 2026-11-22T10:00:00Z');
   const until = body.until === undefined ? undefined : instant(body.until);
-  if (until !== undefined && Number.isNaN(until)) problems.push('until must be an ISO-8601 date-time, e.g. 2026-11-22T11:00:00Z');
+  if (until !== undefined && Number.isNaN(until))
+    problems.push('until must be an ISO-8601 date-time with its offset (Z or ±hh:mm), e.g. 2026-11-22T11:00:00Z');
   else if (until !== undefined && !Number.isNaN(since) && until <= since) problems.push('until must be later than since');
   if (problems.length > 0) throw new ValidationError(problems);
   return { since, until };

@@ -172,4 +172,23 @@ describe('replay validation', () => {
     ]);
     expect(problems(() => validateReplay({ since: '2025-02-29T00:00:00Z' }))).toHaveLength(1);
   });
+
+  it("refuses a date-time without its offset, which would be read in the server's time zone", () => {
+    // UTC on Lambda, the laptop's zone in the sandbox: the same request would replay another window.
+    expect(problems(() => validateReplay({ since: '2026-11-22T10:00:00' }))).toEqual([expect.stringMatching(/^since must .*offset/)]);
+    expect(problems(() => validateReplay({ since: '2026-11-22T10:00:00Z', until: '2026-11-22T11:00' }))).toEqual([
+      expect.stringMatching(/^until must .*offset/),
+    ]);
+    // What Date.parse would take besides ISO-8601 is refused too.
+    for (const since of ['2026-11-22T10:00:00 GMT', '2026-11-22T10:00:00Zjunk', '2026-11-22T10:00:00+0100', '2026-11-22T10Z']) {
+      expect(
+        problems(() => validateReplay({ since })),
+        since,
+      ).toHaveLength(1);
+    }
+    expect(validateReplay({ since: '2026-11-22T10:00Z', until: '2026-11-22T10:00:00.5-02:30' })).toEqual({
+      since: Date.parse('2026-11-22T10:00:00Z'),
+      until: Date.parse('2026-11-22T12:30:00.500Z'),
+    });
+  });
 });
