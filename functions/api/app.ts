@@ -100,7 +100,8 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
   const declared = Number(c.req.header('content-length') ?? '0');
   if (declared > MAX_BODY_BYTES) throw tooLarge();
   const type = c.req.header('content-type') ?? '';
-  if (!/^application\/json\b/i.test(type)) {
+  // JSON itself, with parameters or none: not a type that only begins like it (application/json-patch+json).
+  if (!/^application\/json\s*(?:;|$)/i.test(type)) {
     throw new ApiError('invalid_request', 'Send the body as JSON with content-type: application/json.');
   }
   const chunks: Uint8Array[] = [];

@@ -27,19 +27,36 @@ describe('bad input', () => {
   const good = { resource: 'task:1', type: 'task.changed', data: {} };
 
   it.each([
-    ['malformed JSON', { rawBody: '{"events": [' }, 400, 'invalid_request'],
-    ['a JSON array', { rawBody: '[]' }, 400, 'invalid_request'],
-    ['no events', { body: { events: [] } }, 400, 'invalid_request'],
-    ['101 events', { body: { events: Array.from({ length: 101 }, () => good) } }, 400, 'invalid_request'],
-    ['a bad resource', { body: { events: [{ ...good, resource: 'no spaces' }] } }, 400, 'invalid_request'],
-    ['a bad type', { body: { events: [{ ...good, type: 'Bad' }] } }, 400, 'invalid_request'],
-    ['missing data', { body: { events: [{ resource: 'task:1', type: 'a' }] } }, 400, 'invalid_request'],
-    ['data over 64 KiB', { body: { events: [{ ...good, data: 'x'.repeat(70_000) }] } }, 400, 'invalid_request'],
-    ['a body over 1 MiB', { rawBody: JSON.stringify({ events: [{ ...good, data: 'x'.repeat(1_100_000) }] }) }, 413, 'payload_too_large'],
-    ['a non-JSON content type', { rawBody: 'events=1', contentType: 'application/x-www-form-urlencoded' }, 400, 'invalid_request'],
-  ])('publishing %s → %i %s, nothing stored', async (_name, options, status, code) => {
+    ['malformed JSON', 400, 'invalid_request', { rawBody: '{"events": [' }],
+    ['a JSON array', 400, 'invalid_request', { rawBody: '[]' }],
+    ['no events', 400, 'invalid_request', { body: { events: [] } }],
+    ['101 events', 400, 'invalid_request', { body: { events: Array.from({ length: 101 }, () => good) } }],
+    ['a bad resource', 400, 'invalid_request', { body: { events: [{ ...good, resource: 'no spaces' }] } }],
+    ['a bad type', 400, 'invalid_request', { body: { events: [{ ...good, type: 'Bad' }] } }],
+    ['missing data', 400, 'invalid_request', { body: { events: [{ resource: 'task:1', type: 'a' }] } }],
+    ['data over 64 KiB', 400, 'invalid_request', { body: { events: [{ ...good, data: 'x'.repeat(70_000) }] } }],
+    ['a body over 1 MiB', 413, 'payload_too_large', { rawBody: JSON.stringify({ events: [{ ...good, data: 'x'.repeat(1_100_000) }] }) }],
+    ['a non-JSON content type', 400, 'invalid_request', { rawBody: 'events=1', contentType: 'application/x-www-form-urlencoded' }],
+    // A type that only begins like JSON's: a JSON Patch is not a body of events.
+    [
+      'a JSON Patch content type',
+      400,
+      'invalid_request',
+      { rawBody: JSON.stringify({ events: [good] }), contentType: 'application/json-patch+json' },
+    ],
+  ])('publishing %s → %i %s, nothing stored', async (_name, status, code, options) => {
     const response = await call(sandbox, 'POST', '/v1/events', { key: a.key, ...options });
     expectError(response, status, code);
+    expect(await queues.readMeta({ tenantId: a.id, resource: good.resource })).toBeUndefined();
+  });
+
+  it('takes JSON with parameters on its content type', async () => {
+    const response = await call(sandbox, 'POST', '/v1/events', {
+      key: a.key,
+      rawBody: JSON.stringify({ events: [{ ...good, resource: 'charset:1' }] }),
+      contentType: 'Application/JSON ; charset=utf-8',
+    });
+    expect(response.status).toBe(202);
   });
 
   it('refuses a body sent without a length (chunked) once it passes 1 MiB, without waiting for its end', async () => {
