@@ -149,6 +149,12 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.notFound(notFound);
 
+  // Hono answers a HEAD by running the GET route, and a GET can change things (the first
+  // poll of /v1/events starts a stream): so HEAD has no route but the health check's.
+  app.use('*', async (c, next) => {
+    if (c.req.method === 'HEAD' && c.req.path !== '/v1/health') return notFound(c);
+    await next();
+  });
   app.get('/v1/health', (c) => c.json({ status: 'ok' }));
 
   app.use('/v1/*', async (c, next) => {

@@ -187,6 +187,18 @@ describe('event streams', () => {
     expect(after.status).toBe(412);
   });
 
+  it('starts no stream for a HEAD, which HTTP says changes nothing', async () => {
+    // API Gateway's ANY method hands HEAD to the Lambda, and Hono runs a GET route for it.
+    const head = await call(sandbox, 'HEAD', '/v1/events?resource=head:1', { key: tenant.key });
+    expect(head.status).toBe(404);
+    expect(await streams.streamExpiry(tenant.id, 'head:1')).toBeUndefined();
+    // A GET still starts one.
+    expect((await poll('head:1')).status).toBe(412);
+    expect(await streams.streamExpiry(tenant.id, 'head:1')).toBeGreaterThan(Date.now());
+    // A load balancer's HEAD on the health check is still answered.
+    expect((await call(sandbox, 'HEAD', '/v1/health')).status).toBe(200);
+  });
+
   it('needs a valid resource', async () => {
     expect((await call(sandbox, 'GET', '/v1/events', { key: tenant.key })).status).toBe(400);
     expect((await poll('bad resource')).status).toBe(400);
