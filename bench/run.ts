@@ -11,6 +11,7 @@ import { type Sandbox, startSandbox } from '../sandbox/sandbox.ts';
 import { PendingAnswers } from '../sandbox/threads.ts';
 import { account, type CallCounts, countsSince, newCounts, recordInvocation, snapshotCounts } from './accounting.ts';
 import { watchAlarms } from './alarms.ts';
+import { startBystander } from './bystander.ts';
 import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
@@ -382,11 +383,12 @@ async function hotObject() {
     await h.webhook(calm.key, 'group:calm', '/calm');
     await h.webhook(hammer.key, 'doc:hot', '/hot');
     progress(
-      `${(WARM_MS + BEFORE_MS) / 1000} s of baseline traffic, then ${STORM_MS / 1000} s more with one object written as fast as a client can, then ${PACED_MS / 1000} s with it written at its rate`,
+      `${(WARM_MS + BEFORE_MS) / 1000} s of baseline traffic, then ${STORM_MS / 1000} s more with one object written as fast as a client can, ` +
+        `then ${PACED_MS / 1000} s with it written at its rate, then ${STORM_MS / 1000} s with the same flood sent to a bystander server instead`,
     );
     // Watched from before the calm traffic: an alarm it fires shows before the storm.
     const alarmWatch = watchAlarms(() => h.sandbox.alarms());
-    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + STORM_MS + SETTLE_MS + PACED_MS)]);
+    const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + STORM_MS + SETTLE_MS + PACED_MS + SETTLE_MS + STORM_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     const stormStart = Date.now();
     let peak = 0;
@@ -399,23 +401,26 @@ async function hotObject() {
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     })();
-    const [hotStats] = await h.run([
-      {
-        label: 'hot',
-        apiUrl: h.sandbox.url,
-        key: hammer.key,
-        resources: ['doc:hot'],
-        parent: 'doc:root',
-        eventsPerRequest: 50,
-        requestsPerSecond: 0,
-        concurrency: 4,
-        durationMs: STORM_MS,
-        flood: true,
-      },
-    ]);
+    const floodTask: PublishTask = {
+      label: 'hot',
+      apiUrl: h.sandbox.url,
+      key: hammer.key,
+      resources: ['doc:hot'],
+      parent: 'doc:root',
+      eventsPerRequest: 50,
+      requestsPerSecond: 0,
+      concurrency: 4,
+      durationMs: STORM_MS,
+      flood: true,
+    };
+    const [hotStats] = await h.run([floodTask]);
     const stormEnd = Date.now();
     sampling = false;
     await sampler;
+    // The storm is the flood's sending, from its first request to its last answer, all of
+    // it (its onset too, often its worst moment); its process starts a while after it is
+    // asked for. The paced phase and the bystander's likewise.
+    const flood = sent(hotStats, stormStart, stormEnd);
 
     // The same object at its full admitted rate from a client that does not flood: what
     // the hot object's accepted events cost the others, without the flood's requests.
@@ -436,31 +441,57 @@ async function hotObject() {
       },
     ]);
     const pacedEnd = Date.now();
+
+    // The machine's part: the same flood (process, priority, clients, requests, at the rate
+    // the storm sent them) sent to a server that is not sluice and refuses every request at
+    // once (bystander.ts). As fast as it could, it would send more than twice as many.
+    const floodRate = Math.round((hotStats?.requests ?? 0) / ((flood[1] - flood[0]) / 1000));
+    progress(`the same flood, ${floodRate} requests/s, sent to a bystander server that answers every request 429 at once`);
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    const bystander = await startBystander();
+    const bystanderStart = Date.now();
+    const [bystanderStats] = await h
+      .run([{ ...floodTask, label: 'bystander', apiUrl: bystander.url, requestsPerSecond: floodRate }])
+      .finally(() => bystander.stop());
+    const bystanderEnd = Date.now();
     await before;
     const report = await h.drain(['calm', 'hot', 'paced'], 90_000);
     alarmWatch.stop();
-    // The storm is the flood's sending, from its first request to its last answer, all of
-    // it (its onset too, often its worst moment); its process starts a while after it is
-    // asked for. The paced phase likewise.
-    const flood = sent(hotStats, stormStart, stormEnd);
     const pacedSending = sent(pacedStats, pacedStart, pacedEnd);
+    const bystanderSending = sent(bystanderStats, bystanderStart, bystanderEnd);
     const alarms = alarmWatch.firedSince(flood[0]);
-    const windows: Windows<'before' | 'during' | 'paced'> = {
+    const windows: Windows<'before' | 'during' | 'paced' | 'bystander'> = {
       before: [stormStart - BEFORE_MS, stormStart],
       during: flood,
       paced: pacedSending,
+      bystander: bystanderSending,
     };
     const {
       before: calmBefore,
       during: calmDuring,
       paced: calmPaced,
+      bystander: calmBystander,
     } = await perWindow(windows, (from, to) => spread(report, 'calm', from, to));
     return {
       others_p99_ratio: ratio(calmDuring.p99, calmBefore.p99),
       others_p99_ratio_interval: ratioInterval(report, 'calm', windows.during, windows.before),
       others_p99_ms: { before: calmBefore.p99, during: calmDuring.p99 },
       others_p50_ms: { before: calmBefore.p50, during: calmDuring.p50 },
-      others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, pacedEnd),
+      // What sluice's own handling of the flood cost the others: the storm against the same
+      // flood sent to the bystander; and what such a flood costs them on this machine whatever
+      // answers it (bystander ÷ before).
+      others_p99_ratio_vs_bystander: ratio(calmDuring.p99, calmBystander.p99),
+      others_p99_ratio_vs_bystander_interval: ratioInterval(report, 'calm', windows.during, windows.bystander),
+      bystander: {
+        others_p99_ratio: ratio(calmBystander.p99, calmBefore.p99),
+        others_p99_ratio_interval: ratioInterval(report, 'calm', windows.bystander, windows.before),
+        others_p99_ms: calmBystander.p99,
+        others_p50_ms: calmBystander.p50,
+        flood_requests_per_s: Math.round((bystanderStats?.requests ?? 0) / ((bystanderSending[1] - bystanderSending[0]) / 1000)),
+        flood_client_cores:
+          bystanderStats?.cpuSeconds !== undefined ? round2(bystanderStats.cpuSeconds / ((bystanderEnd - bystanderStart) / 1000)) : null,
+      },
+      others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, bystanderEnd),
       others_stages_ms: await perWindow(windows, (from, to) => stageSpread(h.stages, calm.id, from, to)),
       // Whether the AWS calls themselves slowed, as their callers saw them, and how much of a
       // DynamoDB call's time dynalite took from reading it to its answer's end.
@@ -674,7 +705,16 @@ const RUNNERS: Record<Scenario, () => Promise<Record<string, unknown>>> = {
 function summaryRow(scenario: Scenario, r: Record<string, unknown>): string {
   const pick: Record<Scenario, string[]> = {
     baseline: ['delivered_per_s', 'latency_ms', 'cost_per_million_usd', 'lost'],
-    'hot-object': ['others_p99_ratio', 'others_p99_ratio_interval', 'hot_peak_depth', 'hot_accepted', 'hot_rejected', 'hot_failed', 'lost'],
+    'hot-object': [
+      'others_p99_ratio',
+      'others_p99_ratio_interval',
+      'others_p99_ratio_vs_bystander',
+      'hot_peak_depth',
+      'hot_accepted',
+      'hot_rejected',
+      'hot_failed',
+      'lost',
+    ],
     'failing-endpoint': [
       'others_p99_ratio',
       'others_p99_ratio_interval',

@@ -14,6 +14,7 @@ const ROLES: ReadonlyArray<readonly [prefix: string, role: string]> = [
   ['sluice-api', 'api'],
   ['sluice-emulator', 'emulators'],
   ['bench-receiver', 'receivers'],
+  ['bench-bystander', 'bystander'],
   ['raw-caller-', 'raw callers'],
   ['pub-', 'publisher '],
   ['V8Worker', 'v8 helpers'],
