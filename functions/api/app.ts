@@ -93,17 +93,35 @@ export function notFound(c: Context): Response {
  * Reads a JSON object body, refusing bodies over 1 MiB by their declared length, and
  * else as they are read: a body sent without a length (chunked) is counted chunk by
  * chunk and refused as soon as it passes the limit, never buffered whole (API Gateway
- * stops at 10 MB; the sandbox has no such gate in front of it).
+ * stops at 10 MB; the sandbox has no such gate in front of it). A body with its length
+ * is read whole at once: no stream is made for it (the Node adapter reads the socket
+ * straight into one buffer), which costs a small request a fraction of the CPU.
  */
 async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
   const tooLarge = () => new ApiError('payload_too_large', `The body must be at most ${MAX_BODY_BYTES} bytes.`);
-  const declared = Number(c.req.header('content-length') ?? '0');
-  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  const length = c.req.header('content-length');
+  if (Number(length ?? '0') > MAX_BODY_BYTES) throw tooLarge();
   const type = c.req.header('content-type') ?? '';
   // JSON itself, with parameters or none: not a type that only begins like it (application/json-patch+json).
   if (!/^application\/json\s*(?:;|$)/i.test(type)) {
     throw new ApiError('invalid_request', 'Send the body as JSON with content-type: application/json.');
   }
+  const bytes = length !== undefined ? new Uint8Array(await c.req.raw.arrayBuffer()) : await readCounted(c, tooLarge);
+  // A declared length is the client's word: in Lambda the body is whatever API Gateway passed.
+  if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
+  let text: string;
+  try {
+    // Fatal: JSON must be UTF-8 (RFC 8259); decoded leniently, a body in another encoding
+    // would be accepted with its bad bytes turned into U+FFFD, and delivered so.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new ApiError('invalid_request', 'The body must be JSON encoded as UTF-8.');
+  }
+  return parseJsonObject(text);
+}
+
+/** A body without a declared length, read chunk by chunk and refused once it passes the limit. */
+async function readCounted(c: Context, tooLarge: () => ApiError): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = c.req.raw.body?.getReader();
@@ -117,15 +135,7 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
     }
     chunks.push(read.value);
   }
-  let text: string;
-  try {
-    // Fatal: JSON must be UTF-8 (RFC 8259); decoded leniently, a body in another encoding
-    // would be accepted with its bad bytes turned into U+FFFD, and delivered so.
-    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks, size));
-  } catch {
-    throw new ApiError('invalid_request', 'The body must be JSON encoded as UTF-8.');
-  }
-  return parseJsonObject(text);
+  return Buffer.concat(chunks, size);
 }
 
 function tenantOf(c: Context<Env>): string {
