@@ -107,7 +107,8 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
     throw new ApiError('invalid_request', 'Send the body as JSON with content-type: application/json.');
   }
   const bytes = length !== undefined ? new Uint8Array(await c.req.raw.arrayBuffer()) : await readCounted(c, tooLarge);
-  // A declared length is the client's word: in Lambda the body is whatever API Gateway passed.
+  // The declared length is the body's (Node's parser reads no further; hono's Lambda
+  // adapter sets it from the body API Gateway passed): checked again all the same.
   if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
   let text: string;
   try {

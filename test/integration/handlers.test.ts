@@ -417,5 +417,15 @@ describe('Lambda entry files', () => {
     };
     expect(anonymous.statusCode).toBe(401);
     expect(JSON.parse(anonymous.body).error.code).toBe('unauthorized');
+
+    // A body over 1 MiB is refused whatever length the client declared: API Gateway
+    // passes the client's content-length, which need not be the body's.
+    const padded = JSON.stringify({ events: [{ resource: 'lambda:2', type: 'a.b', data: 'x'.repeat(1_100_000) }] });
+    const understated = (await handler(
+      { ...event, headers: { 'content-type': 'application/json', 'content-length': '100' }, body: padded } as unknown as LambdaEvent,
+      context,
+    )) as { statusCode: number; body: string };
+    expect(understated.statusCode).toBe(413);
+    expect(JSON.parse(understated.body).error.code).toBe('payload_too_large');
   });
 });
