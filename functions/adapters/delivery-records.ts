@@ -601,12 +601,6 @@ export class DeliveryRecords {
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: deadPk(webhookId), sk } }));
   }
 
-  /** A webhook's dead letters, in the order their oldest events were accepted. */
-  async deadLetters(webhookId: string, now: number): Promise<Array<{ reason: string; message: DeliveryMessage }>> {
-    const items = await this.#live(deadPk(webhookId), now);
-    return items.map((item) => ({ reason: String(item.reason), message: JSON.parse(String(item.message)) }));
-  }
-
   /**
    * Takes one send from a budget of `limit` per `windowMs` for the current window
    * (a failing endpoint's attempts, or a tenant's failing endpoints' together); false

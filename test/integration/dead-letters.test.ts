@@ -39,7 +39,7 @@ describe('dead letters', () => {
     await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= 1, 15_000);
     expect(receiver.deliveries('/dead')).toHaveLength(2);
     const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    const [dead] = await records.deadLetters(hook.id, Date.now());
+    const [dead] = (await records.deadLetterPage(hook.id, Date.now(), 100)).letters;
     expect(dead).toMatchObject({ reason: 'HTTP 500', message: { webhookId: hook.id, attempt: 2 } });
     expect(dead?.message.events.map((e) => e.id)).toEqual([eventId]);
     const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
@@ -143,7 +143,7 @@ describe('a webhook deleted while its delivery’s last attempt waits for an ans
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore);
     expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(discardedBefore + 1);
     const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    expect(await records.deadLetters(hookId, Date.now())).toEqual([]);
+    expect((await records.deadLetterPage(hookId, Date.now(), 100)).letters).toEqual([]);
   });
 });
 
@@ -193,11 +193,11 @@ describe('a held delivery at its last attempt', () => {
     };
     await expect(handleDeliverMessage(failing, step as DeliverQueueMessage)).rejects.toThrow('ProvisionedThroughputExceededException');
     expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toHaveLength(1);
-    expect(await deps.records.deadLetters(hook.id, Date.now())).toEqual([]);
+    expect((await deps.records.deadLetterPage(hook.id, Date.now(), 100)).letters).toEqual([]);
     await expect(handleDeliverMessage(failing, step as DeliverQueueMessage)).rejects.toThrow('the function died');
     expect(await handleDeliverMessage(deps, step as DeliverQueueMessage)).toBe('released');
 
-    const dead = await deps.records.deadLetters(hook.id, Date.now());
+    const dead = (await deps.records.deadLetterPage(hook.id, Date.now(), 100)).letters;
     expect(dead.map((d) => d.message.events.map((e) => e.data))).toEqual([['last words']]);
     expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);

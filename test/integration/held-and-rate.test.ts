@@ -915,10 +915,12 @@ describe('a held delivery the endpoint always refuses', () => {
     receiver.answer('/poison', { status: 400, pings: 200 });
     expect((await patch('active')).status).toBe(200);
     const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
-    for (let i = 0; i < 300 && (await records.deadLetters(hook.id, Date.now())).length === 0; i++) {
+    for (let i = 0; i < 300 && (await records.deadLetterPage(hook.id, Date.now(), 100)).letters.length === 0; i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    expect((await records.deadLetters(hook.id, Date.now())).map((d) => d.message.events.map((e) => e.data))).toEqual([['poison']]);
+    expect((await records.deadLetterPage(hook.id, Date.now(), 100)).letters.map((d) => d.message.events.map((e) => e.data))).toEqual([
+      ['poison'],
+    ]);
     expect(await held()).toBe(0);
     receiver.answer('/poison', 200);
     await publish(sandbox, tenant.key, [{ resource: 'p:0', type: 'a.b', data: 'after' }]);
