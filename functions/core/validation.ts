@@ -62,7 +62,6 @@ function checkResource(value: unknown, field: string, problems: string[]): value
   return true;
 }
 
-/** Parses a JSON body, rejecting anything that is not an object. */
 /**
  * An integer in the body that a JSON double cannot keep exactly: past 2^53 most are
  * rounded (12345678901234567890 parses as 12345678901234567000), and the subscriber
@@ -87,6 +86,7 @@ function markInexactIntegers(_key: string, value: unknown, context?: { source?: 
   return BigInt(source) === BigInt(value) ? value : new InexactInteger(source);
 }
 
+/** Parses a JSON body, rejecting anything that is not an object. */
 export function parseJsonObject(text: string): Json {
   let parsed: unknown;
   try {
