@@ -29,10 +29,18 @@ export function asFunction<A extends unknown[], R>(fn: FunctionName, handler: (.
   return (...args) => runningAs(fn, () => handler(...args));
 }
 
+/** Each leading-key pattern as a RegExp, made once: every DynamoDB call of a function whose grant names them is checked. */
+const likePatterns = new Map<string, RegExp>();
+
 /** IAM's StringLike: `*` matches any characters. */
 function like(value: string, pattern: string): boolean {
-  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
-  return new RegExp(`^${escaped}$`).test(value);
+  let compiled = likePatterns.get(pattern);
+  if (!compiled) {
+    const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
+    compiled = new RegExp(`^${escaped}$`);
+    likePatterns.set(pattern, compiled);
+  }
+  return compiled.test(value);
 }
 
 type Item = Record<string, unknown> | undefined;
