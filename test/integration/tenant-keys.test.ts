@@ -171,17 +171,12 @@ function tenantDeps(client: DynamoDBDocumentClient) {
 }
 
 describe('a rotation that fails halfway or loses its answer', () => {
-  it('a switch that applied but whose retry was refused (the SDK sent it again) is a rotation done', async () => {
-    const tenant = await createTenant(sandbox, 'retried');
-    const deps = tenantDeps(faultyClient((_c, input) => (isUpdateOfKeyHash(input) ? 'retry-applied' : undefined)));
-    const rotated = await rotateTenantKey(deps, tenant.id);
-    expect(await works(rotated.api_key)).toBe(200);
-    expect(await works(tenant.key)).toBe(401);
-  });
-
-  it('a switch that applied but whose answer was lost is a rotation done, not undone', async () => {
-    const tenant = await createTenant(sandbox, 'lost');
-    const deps = tenantDeps(faultyClient((_c, input) => (isUpdateOfKeyHash(input) ? 'lose-answer' : undefined)));
+  it.each([
+    ['whose retry was refused (the SDK sent it again) is a rotation done', 'retry-applied'],
+    ['whose answer was lost is a rotation done, not undone', 'lose-answer'],
+  ] as const)('a switch that applied but %s', async (_how, fault) => {
+    const tenant = await createTenant(sandbox, fault);
+    const deps = tenantDeps(faultyClient((_c, input) => (isUpdateOfKeyHash(input) ? fault : undefined)));
     const rotated = await rotateTenantKey(deps, tenant.id);
     expect(await works(rotated.api_key)).toBe(200);
     expect(await works(tenant.key)).toBe(401);
