@@ -1,6 +1,9 @@
 /**
  * Sends one signed POST to a subscriber. Redirects are not followed, the whole
  * exchange is bounded by the timeout, and at most a few KiB of the answer is read.
+ * Connections are kept open between deliveries to the same host and port, as a
+ * browser or any HTTP client keeps them: a delivery then costs no TCP or TLS
+ * handshake. Every new connection is checked when it connects (below).
  */
 import dns from 'node:dns';
 import http from 'node:http';
@@ -28,6 +31,16 @@ export interface SendRequest {
 
 const MAX_RESPONSE_BYTES = 4 * 1024;
 
+/**
+ * How long an idle connection is kept. Below the 5 s after which a Node server
+ * closes one (most servers wait longer), so the subscriber rarely closes it first;
+ * a server that announces a shorter `Keep-Alive: timeout` is believed, less a second.
+ */
+const IDLE_CONNECTION_MS = 4_000;
+
+/** Errors by which a kept connection shows it was closed at the other end while idle. */
+const STALE_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
 export type Sender = (request: SendRequest) => Promise<SendResult>;
 
 type LookupFunction = typeof dns.lookup;
@@ -37,6 +50,8 @@ export interface SenderOptions {
   readonly allowPrivateTargets: boolean;
   /** DNS lookup to use; tests inject one. */
   readonly lookup?: LookupFunction;
+  /** The clock that tells how long the sender sat idle; tests inject one. */
+  readonly now?: () => number;
 }
 
 /**
@@ -75,12 +90,51 @@ function guardedLookup(lookup: LookupFunction): LookupFunction {
  * without a lookup) before the request.
  */
 export function makeSender(options: SenderOptions): Sender {
-  if (options.allowPrivateTargets) return (request) => send(request, undefined);
+  const pool = connectionPool(options.now ?? Date.now);
+  if (options.allowPrivateTargets) return (request) => pool.use((agents) => send(request, agents, undefined));
   const lookup = guardedLookup(options.lookup ?? dns.lookup);
   return async (request) => {
     const refusal = refuseTarget(request.url);
     if (refusal) return { statusCode: undefined, durationMs: 0, error: refusal, retryAfter: undefined, responseSnippet: '' };
-    return send(request, lookup);
+    return pool.use((agents) => send(request, agents, lookup));
+  };
+}
+
+/** One sender's pools of kept connections, one per scheme. */
+interface Agents {
+  readonly http: http.Agent;
+  readonly https: https.Agent;
+}
+
+/**
+ * The kept connections. A timer closes one idle for `IDLE_CONNECTION_MS`, but a
+ * Lambda environment is frozen between invocations and its timers do not run: so
+ * after a pause that long with no delivery in flight, every kept connection is
+ * closed before the next delivery, which connects afresh.
+ */
+function connectionPool(now: () => number) {
+  const open = (): Agents => ({
+    http: new http.Agent({ keepAlive: true, timeout: IDLE_CONNECTION_MS }),
+    https: new https.Agent({ keepAlive: true, timeout: IDLE_CONNECTION_MS }),
+  });
+  let agents = open();
+  let inFlight = 0;
+  let lastActive = now();
+  return {
+    async use<T>(sendWith: (agents: Agents) => Promise<T>): Promise<T> {
+      if (inFlight === 0 && now() - lastActive >= IDLE_CONNECTION_MS) {
+        agents.http.destroy();
+        agents.https.destroy();
+        agents = open();
+      }
+      inFlight++;
+      try {
+        return await sendWith(agents);
+      } finally {
+        inFlight--;
+        lastActive = now();
+      }
+    },
   };
 }
 
@@ -91,7 +145,7 @@ function refuseTarget(url: string): 'https_required' | 'forbidden_address' | und
   return checkTargetUrl(url, false) ? 'forbidden_address' : undefined;
 }
 
-function send(request: SendRequest, lookup: LookupFunction | undefined): Promise<SendResult> {
+function send(request: SendRequest, agents: Agents, lookup: LookupFunction | undefined): Promise<SendResult> {
   return new Promise((resolve) => {
     const started = performance.now();
     let settled = false;
@@ -99,55 +153,68 @@ function send(request: SendRequest, lookup: LookupFunction | undefined): Promise
     // is set must resolve as a failed attempt, not throw (the delivery would fail as
     // an unexpected error and SQS would deliver it again and again).
     let timer: NodeJS.Timeout | undefined;
+    let current: http.ClientRequest | undefined;
     const finish = (result: Omit<SendResult, 'durationMs'>) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       resolve({ ...result, durationMs: Math.round(performance.now() - started) });
     };
-    let req: http.ClientRequest;
-    try {
-      const url = new URL(request.url);
-      const transport = url.protocol === 'https:' ? https : http;
-      req = transport.request(url, {
-        method: 'POST',
-        headers: { ...request.headers, 'content-length': Buffer.byteLength(request.body) },
-        // No connection reuse: every delivery connects, and so is checked, afresh.
-        agent: false,
-        ...(lookup && { lookup }),
+    const post = () => {
+      let req: http.ClientRequest;
+      try {
+        const url = new URL(request.url);
+        const transport = url.protocol === 'https:' ? https : http;
+        req = transport.request(url, {
+          method: 'POST',
+          headers: { ...request.headers, 'content-length': Buffer.byteLength(request.body) },
+          agent: url.protocol === 'https:' ? agents.https : agents.http,
+          ...(lookup && { lookup }),
+        });
+      } catch {
+        finish({ statusCode: undefined, error: 'invalid url', retryAfter: undefined, responseSnippet: '' });
+        return;
+      }
+      current = req;
+      let answered = false;
+      req.on('error', (error: NodeJS.ErrnoException) => {
+        // A kept connection that the subscriber closed while it sat idle: nothing was
+        // answered on it, so the POST goes again on another one (a new connection,
+        // once the pool holds no more kept ones), still within the timeout.
+        if (req.reusedSocket && !answered && !settled && STALE_CONNECTION_ERRORS.has(error.code ?? '')) return post();
+        finish({ statusCode: undefined, error: error.code ?? 'connection error', retryAfter: undefined, responseSnippet: '' });
       });
-    } catch {
-      finish({ statusCode: undefined, error: 'invalid url', retryAfter: undefined, responseSnippet: '' });
-      return;
-    }
+      req.on('response', (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        let size = 0;
+        const done = () => {
+          const retryAfter = res.headers['retry-after'];
+          finish({
+            statusCode: res.statusCode,
+            error: undefined,
+            retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
+            responseSnippet: Buffer.concat(chunks).toString('utf8').slice(0, 200),
+          });
+        };
+        res.on('data', (chunk: Buffer) => {
+          if (size < MAX_RESPONSE_BYTES) chunks.push(chunk.subarray(0, MAX_RESPONSE_BYTES - size));
+          size += chunk.length;
+          if (size < MAX_RESPONSE_BYTES) return;
+          // Enough read: the rest is not, and its connection is closed rather than kept.
+          done();
+          res.destroy();
+        });
+        // An answer read to its end leaves its connection to the pool.
+        res.on('end', done);
+        res.on('error', done);
+      });
+      req.end(request.body);
+    };
     timer = setTimeout(() => {
       finish({ statusCode: undefined, error: `no answer within ${request.timeoutMs} ms`, retryAfter: undefined, responseSnippet: '' });
-      req.destroy();
+      current?.destroy();
     }, request.timeoutMs);
-    req.on('error', (error: NodeJS.ErrnoException) => {
-      finish({ statusCode: undefined, error: error.code ?? 'connection error', retryAfter: undefined, responseSnippet: '' });
-    });
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      const done = () => {
-        const retryAfter = res.headers['retry-after'];
-        finish({
-          statusCode: res.statusCode,
-          error: undefined,
-          retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
-          responseSnippet: Buffer.concat(chunks).toString('utf8').slice(0, 200),
-        });
-        res.destroy();
-      };
-      res.on('data', (chunk: Buffer) => {
-        if (size < MAX_RESPONSE_BYTES) chunks.push(chunk.subarray(0, MAX_RESPONSE_BYTES - size));
-        size += chunk.length;
-        if (size >= MAX_RESPONSE_BYTES) done();
-      });
-      res.on('end', done);
-      res.on('error', done);
-    });
-    req.end(request.body);
+    post();
   });
 }

@@ -75,7 +75,7 @@ describe('SSRF-safe targets', () => {
     expect(receiver.received).toHaveLength(0);
   });
 
-  it('looks the name up again for every delivery (no cached answer, no reused connection)', async () => {
+  it('looks the name up again for every connection it opens (no cached answer)', async () => {
     const lookup = fakeDns('10.0.0.5');
     const send = makeSender({ allowPrivateTargets: false, lookup });
 

@@ -1,0 +1,148 @@
+/**
+ * The sender keeps connections open between deliveries, against real local
+ * servers: one connection carries many deliveries, a kept connection that the
+ * subscriber closed while it sat idle costs no failed attempt, and a connection
+ * whose answer was cut short is not kept.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { makeSender } from '../../functions/adapters/webhook-sender.ts';
+
+const closers: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+/** Listens on a free loopback port; closed after the test, with the connections the sender keeps. */
+async function listen(server: net.Server): Promise<string> {
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  closers.push(
+    () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
+  );
+  const { port } = server.address() as net.AddressInfo;
+  return `http://127.0.0.1:${port}/hook`;
+}
+
+const request = (url: string) => ({ url, headers: { 'content-type': 'application/json' }, body: '{"n":1}', timeoutMs: 2_000 });
+
+/**
+ * A raw HTTP server that answers the first request on each connection and kept
+ * open, then resets the connection when another request comes on it: what a
+ * subscriber that closed an idle connection just as it was reused looks like.
+ */
+function oneRequestPerConnection(): { server: net.Server; connections: number; requests: number } {
+  const state = { server: net.createServer(), connections: 0, requests: 0 };
+  state.server.on('connection', (socket) => {
+    state.connections++;
+    let buffered = '';
+    let answered = 0;
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      for (;;) {
+        const headEnd = buffered.indexOf('\r\n\r\n');
+        if (headEnd < 0) return;
+        const length = Number(/content-length: *(\d+)/i.exec(buffered.slice(0, headEnd))?.[1] ?? 0);
+        if (buffered.length < headEnd + 4 + length) return;
+        buffered = buffered.slice(headEnd + 4 + length);
+        state.requests++;
+        if (answered++ > 0) {
+          socket.resetAndDestroy();
+          return;
+        }
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+      }
+    });
+  });
+  return state;
+}
+
+describe('webhook sender connections', () => {
+  it('sends deliveries to one host and port over one kept connection', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    let connections = 0;
+    server.on('connection', () => connections++);
+    const url = await listen(server);
+    const send = makeSender({ allowPrivateTargets: true });
+
+    const results = [];
+    for (let i = 0; i < 3; i++) results.push(await send(request(url)));
+
+    expect(results.map((r) => [r.statusCode, r.responseSnippet])).toEqual([
+      [200, 'ok'],
+      [200, 'ok'],
+      [200, 'ok'],
+    ]);
+    expect(connections).toBe(1);
+  });
+
+  it('connects afresh after a pause as long as the idle limit, when timers may not have run (a frozen Lambda)', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    let connections = 0;
+    server.on('connection', () => connections++);
+    const url = await listen(server);
+    let clock = 1_000_000;
+    const send = makeSender({ allowPrivateTargets: true, now: () => clock });
+
+    await send(request(url));
+    clock += 3_000;
+    await send(request(url));
+    expect(connections).toBe(1);
+    // The environment was frozen: the clock moved on, the kept connection's timer did not fire.
+    clock += 4_000;
+    const late = await send(request(url));
+
+    expect(late).toMatchObject({ statusCode: 200, error: undefined });
+    expect(connections).toBe(2);
+  });
+
+  it('posts again on a new connection when the subscriber reset a kept one, and the attempt succeeds', async () => {
+    const subscriber = oneRequestPerConnection();
+    const url = await listen(subscriber.server);
+    const send = makeSender({ allowPrivateTargets: true });
+
+    const first = await send(request(url));
+    const second = await send(request(url));
+
+    expect(first).toMatchObject({ statusCode: 200, error: undefined });
+    expect(second).toMatchObject({ statusCode: 200, error: undefined, responseSnippet: 'ok' });
+    // The second delivery went on the kept connection, was reset, and went again on a new one.
+    expect(subscriber.requests).toBe(3);
+    expect(subscriber.connections).toBe(2);
+  });
+
+  it('closes a connection whose answer was longer than it reads, rather than keeping it', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('x'.repeat(64 * 1024)));
+    });
+    let connections = 0;
+    server.on('connection', () => connections++);
+    const url = await listen(server);
+    const send = makeSender({ allowPrivateTargets: true });
+
+    const first = await send(request(url));
+    const second = await send(request(url));
+
+    expect(first.statusCode).toBe(200);
+    expect(first.responseSnippet).toBe('x'.repeat(200));
+    expect(second.statusCode).toBe(200);
+    expect(connections).toBe(2);
+  });
+});
