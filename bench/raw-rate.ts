@@ -6,12 +6,13 @@
  * the emulators'. The pipeline's callers (the functions, the API) are several threads
  * too. `rawRate` runs one loop on the calling thread and one on each extra worker
  * (this same file), all over the same seconds, and adds their calls up. Each client
- * is observed as the pipeline's are (with nothing counted), so a call costs the same.
+ * is built as the pipeline's are (`functions/adapters/aws.ts`) and observed as they
+ * are (with nothing counted), so a call costs its caller the same.
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
-import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import type { ClientOptions } from '../functions/adapters/aws.ts';
+import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { type ClientOptions, dynamoClient, sqsClient } from '../functions/adapters/aws.ts';
 import { observeCalls } from '../sandbox/observe.ts';
 
 /** One raw operation, as plain data a worker can be started with. */
@@ -37,13 +38,13 @@ async function loop(operation: RawOperation, start: number, end: number, prefix:
   const call =
     operation.service === 'dynamodb'
       ? (() => {
-          const client = new DynamoDBClient({ ...operation.client });
+          const client = dynamoClient(operation.client);
           observeCalls(client, 'dynamodb', () => {});
           return () =>
             client.send(new PutItemCommand({ TableName: operation.table, Item: { pk: { S: `ceiling#${prefix}${i++}` }, sk: { S: 'x' } } }));
         })()
       : (() => {
-          const client = new SQSClient({ ...operation.client });
+          const client = sqsClient(operation.client);
           observeCalls(client, 'sqs', () => {});
           return () => client.send(new SendMessageCommand({ QueueUrl: operation.queueUrl, MessageBody: 'x' }));
         })();

@@ -33,11 +33,14 @@ export function withoutSdkLogging<C extends { middlewareStack: { remove(name: st
   return client;
 }
 
-export function documentClient(options: ClientOptions = {}): DynamoDBDocumentClient {
+/** DynamoDB's low-level client, as the document client wraps it. */
+export function dynamoClient(options: ClientOptions = {}): DynamoDBClient {
   const { maxSockets: _, ...rest } = options;
-  return DynamoDBDocumentClient.from(withoutSdkLogging(new DynamoDBClient({ ...rest, ...requestHandler(options) })), {
-    marshallOptions: { removeUndefinedValues: true },
-  });
+  return withoutSdkLogging(new DynamoDBClient({ ...rest, ...requestHandler(options) }));
+}
+
+export function documentClient(options: ClientOptions = {}): DynamoDBDocumentClient {
+  return DynamoDBDocumentClient.from(dynamoClient(options), { marshallOptions: { removeUndefinedValues: true } });
 }
 
 export function sqsClient(options: ClientOptions = {}): SQSClient {
