@@ -67,49 +67,49 @@ function oneRequestPerConnection(): { server: net.Server; connections: number; r
   return state;
 }
 
+/** An HTTP server that answers every request 200 with `body`, counting the connections made to it. */
+async function answering(body: string): Promise<{ url: string; connections: number }> {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end(body));
+  });
+  const subscriber = { url: '', connections: 0 };
+  server.on('connection', () => subscriber.connections++);
+  subscriber.url = await listen(server);
+  return subscriber;
+}
+
 describe('webhook sender connections', () => {
   it('sends deliveries to one host and port over one kept connection', async () => {
-    const server = http.createServer((req, res) => {
-      req.resume();
-      req.on('end', () => res.end('ok'));
-    });
-    let connections = 0;
-    server.on('connection', () => connections++);
-    const url = await listen(server);
+    const subscriber = await answering('ok');
     const send = makeSender({ allowPrivateTargets: true });
 
     const results = [];
-    for (let i = 0; i < 3; i++) results.push(await send(request(url)));
+    for (let i = 0; i < 3; i++) results.push(await send(request(subscriber.url)));
 
     expect(results.map((r) => [r.statusCode, r.responseSnippet])).toEqual([
       [200, 'ok'],
       [200, 'ok'],
       [200, 'ok'],
     ]);
-    expect(connections).toBe(1);
+    expect(subscriber.connections).toBe(1);
   });
 
   it('connects afresh after a pause as long as the idle limit, when timers may not have run (a frozen Lambda)', async () => {
-    const server = http.createServer((req, res) => {
-      req.resume();
-      req.on('end', () => res.end('ok'));
-    });
-    let connections = 0;
-    server.on('connection', () => connections++);
-    const url = await listen(server);
+    const subscriber = await answering('ok');
     let clock = 1_000_000;
     const send = makeSender({ allowPrivateTargets: true, now: () => clock });
 
-    await send(request(url));
+    await send(request(subscriber.url));
     clock += 3_000;
-    await send(request(url));
-    expect(connections).toBe(1);
+    await send(request(subscriber.url));
+    expect(subscriber.connections).toBe(1);
     // The environment was frozen: the clock moved on, the kept connection's timer did not fire.
     clock += 4_000;
-    const late = await send(request(url));
+    const late = await send(request(subscriber.url));
 
     expect(late).toMatchObject({ statusCode: 200, error: undefined });
-    expect(connections).toBe(2);
+    expect(subscriber.connections).toBe(2);
   });
 
   it('posts again on a new connection when the subscriber reset a kept one, and the attempt succeeds', async () => {
@@ -128,21 +128,15 @@ describe('webhook sender connections', () => {
   });
 
   it('closes a connection whose answer was longer than it reads, rather than keeping it', async () => {
-    const server = http.createServer((req, res) => {
-      req.resume();
-      req.on('end', () => res.end('x'.repeat(64 * 1024)));
-    });
-    let connections = 0;
-    server.on('connection', () => connections++);
-    const url = await listen(server);
+    const subscriber = await answering('x'.repeat(64 * 1024));
     const send = makeSender({ allowPrivateTargets: true });
 
-    const first = await send(request(url));
-    const second = await send(request(url));
+    const first = await send(request(subscriber.url));
+    const second = await send(request(subscriber.url));
 
     expect(first.statusCode).toBe(200);
     expect(first.responseSnippet).toBe('x'.repeat(200));
     expect(second.statusCode).toBe(200);
-    expect(connections).toBe(2);
+    expect(subscriber.connections).toBe(2);
   });
 });
