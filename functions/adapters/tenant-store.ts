@@ -1,11 +1,9 @@
 /** Tenants and their API keys (stored as SHA-256 hashes only). */
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
-import { CONTROL_PK } from '../definitions/tables.ts';
+import { CONTROL_PK, TENANT_SK, tenantPk } from '../definitions/tables.ts';
 import { isConditionFailure, names } from './dynamo.ts';
 
-const tenantPk = (id: string) => `${CONTROL_PK.tenant}${id}`;
-const TENANT_SK = 'tenant';
 const keyPk = (hash: string) => `${CONTROL_PK.apiKey}${hash}`;
 const KEY_SK = 'apikey';
 

@@ -14,12 +14,10 @@ import {
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Subscriber, Webhook, WebhookStatus } from '../core/model.ts';
-import { BY_RESOURCE_INDEX, CONTROL_PK } from '../definitions/tables.ts';
+import { BY_RESOURCE_INDEX, TENANT_SK, tenantPk } from '../definitions/tables.ts';
 import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
-const tenantPk = (tenantId: string) => `${CONTROL_PK.tenant}${tenantId}`;
-const TENANT_SK = 'tenant';
 const webhookSk = (id: string) => `webhook#${id}`;
 /** A count write's own token (see WebhookStore #count), or a notice claim's (see claimNotice). */
 const newCountToken = () => randomBytes(9).toString('base64url');

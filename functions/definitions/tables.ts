@@ -100,6 +100,11 @@ export const CONTROL_PK = {
   pace: 'pace#',
 } as const;
 
+/** A tenant's partition in the control table: its tenant item, webhooks and subscriptions version. */
+export const tenantPk = (tenantId: string) => `${CONTROL_PK.tenant}${tenantId}`;
+/** The sort key of the tenant item itself. */
+export const TENANT_SK = 'tenant';
+
 /**
  * What the distributor may read of the control table. It signs nothing, so not the
  * webhooks' signing secrets, which share their tenant's partition and are projected
