@@ -4,7 +4,7 @@
  * the sandbox's own routes (canary receiver, inbox, notifications). It runs on a
  * thread of its own (api-thread.ts); what it reports goes through the ports given.
  */
-import type { Server } from 'node:http';
+import { createServer, type RequestListener, type Server, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
@@ -13,7 +13,7 @@ import { CanaryStore } from '../functions/adapters/canary-store.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
-import { createApi, notFound } from '../functions/api/app.ts';
+import { createApi, errorBody, notFound } from '../functions/api/app.ts';
 import { receiveCanary } from '../functions/app/canary.ts';
 import type { Notifier } from '../functions/app/delivery.ts';
 import { apiServices, type Wiring } from '../functions/app/runtime.ts';
@@ -24,6 +24,7 @@ import { hashKey } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
+import { denies, gatewayRefusal } from './gateway.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
@@ -69,6 +70,8 @@ const ADMIN_USAGE_KEY = 'sandbox-admin';
 /** How long stopping waits for the requests being handled. */
 const STOP_WAIT_MS = 5_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
+/** The usage plan's refusal, as the stack's gateway response words it. */
+const THROTTLED_MESSAGE = 'Too many requests for this key; slow down.';
 
 export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Promise<ApiServer> {
   const { config, adminKey, metrics } = { ...settings, ...ports };
@@ -106,13 +109,19 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     metrics,
     logger: log,
   });
-  const authorizerCache = new Map<string, Awaited<ReturnType<typeof authorizer>> & { until: number }>();
+  type Answer = Awaited<ReturnType<typeof authorizer>>;
+  const authorizerCache = new Map<string, Answer & { until: number }>();
+  // API Gateway caches a TOKEN authorizer's answer per token (AUTHORIZER_CACHE_SECONDS in the stack).
+  const cachedAnswer = (header: string, now: number) => {
+    const result = authorizerCache.get(header);
+    return result && result.until >= now ? result : undefined;
+  };
+  const tenantLimits = { rate: config.tenantRatePerSecond, burst: config.tenantBurst };
   const authenticate = async (c: Context): Promise<Principal | undefined> => {
     const header = c.req.header('authorization');
     if (header === undefined) return undefined;
-    // API Gateway caches a TOKEN authorizer's answer per token (AUTHORIZER_CACHE_SECONDS in the stack).
-    let result = authorizerCache.get(header);
-    if (!result || result.until < Date.now()) {
+    let result = cachedAnswer(header, Date.now());
+    if (!result) {
       try {
         const answer = await runningAs('authorizer', () =>
           authorizer({ type: 'TOKEN', authorizationToken: header, methodArn: TOKEN_AUTHORIZER_ARN }),
@@ -128,8 +137,7 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         throw new ApiError('internal', 'Something went wrong on our side; try again.');
       }
     }
-    // A Deny policy is the authorizer's refusal: API Gateway answers it 401 (ACCESS_DENIED).
-    if (result.policyDocument.Statement.some((statement) => statement.Effect === 'Deny')) return undefined;
+    if (denies(result)) return undefined;
     const context = result.context ?? {};
     const usageKey = result.usageIdentifierKey as string;
     if (context[AUTH_CONTEXT.principal] === 'tenant' && !usagePlans.knows(usageKey)) {
@@ -137,14 +145,21 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
       const tenant = await tenants.get(String(context[AUTH_CONTEXT.tenantId]));
       if (tenant) await usagePlans.provision(tenant);
     }
-    const wait = usagePlans.admit(usageKey, Date.now(), {
-      rate: config.tenantRatePerSecond,
-      burst: config.tenantBurst,
-    });
-    if (wait !== undefined) throw new ApiError('rate_limited', 'Too many requests for this key; slow down.', wait);
+    const wait = usagePlans.admit(usageKey, Date.now(), tenantLimits);
+    if (wait !== undefined) throw new ApiError('rate_limited', THROTTLED_MESSAGE, wait);
     if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
     return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
   };
+
+  const throttledBody = JSON.stringify(errorBody('rate_limited', THROTTLED_MESSAGE));
+  // API Gateway refuses a throttled key before anything of the API runs: so does the sandbox (gateway.ts).
+  const withGateway = (options: ServerOptions, listener: RequestListener) =>
+    createServer(options, (req, res) => {
+      const wait = gatewayRefusal(req, Date.now(), { cachedAnswer, usagePlans, tenantLimits });
+      if (wait === undefined) return listener(req, res);
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(wait) });
+      res.end(throttledBody);
+    });
 
   const canaryReceiver = {
     store: new CanaryStore({ client: dynamo, tableName: settings.controlTable }),
@@ -195,7 +210,10 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   outer.route('/', createApi({ ...apiServices(wiring, usagePlans, ports.notifier), alarms: ports.alarms }, authenticate));
 
   const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: outer.fetch, port: settings.port, hostname: settings.host }, () => resolve(s as Server));
+    const s = serve(
+      { fetch: outer.fetch, port: settings.port, hostname: settings.host, createServer: withGateway as typeof createServer },
+      () => resolve(s as Server),
+    );
   });
   return {
     port: (server.address() as AddressInfo).port,

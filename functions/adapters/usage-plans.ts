@@ -160,4 +160,11 @@ export class LocalUsagePlans implements UsagePlans {
     this.#buckets.set(usageKey, result.bucket);
     return result.ok ? undefined : Math.max(1, Math.ceil(result.retryAfterMs / 1000));
   }
+
+  /** The seconds a request would be told to wait now, or undefined when a token is there; takes nothing. */
+  refusal(usageKey: string, now: number, fallback: { rate: number; burst: number }): number | undefined {
+    const limits = this.#limits.get(usageKey) ?? fallback;
+    const result = take(this.#buckets.get(usageKey), 1, limits.rate, limits.burst, now);
+    return result.ok ? undefined : Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+  }
 }

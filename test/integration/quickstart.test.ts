@@ -114,6 +114,38 @@ describe('sandbox threads', () => {
     expect(statuses).toEqual([200, 200, 429, 429, 429]);
     expect(invocations.filter((fn) => fn === 'api').length - before).toBe(2);
   });
+
+  it("answers a throttled key alike whether the authorizer's answer was cached (before the app) or not (in it)", async () => {
+    const created = await fetch(`${sandbox.url}/v1/admin/tenants`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sandbox.adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'refusals', limits: { rate_per_second: 1, burst: 1 } }),
+    });
+    const { api_key: key } = (await created.json()) as { api_key: string };
+    const read = async (authorization: string) => {
+      const response = await fetch(`${sandbox.url}/v1/webhooks?limit=5`, { headers: { authorization } });
+      return {
+        status: response.status,
+        type: response.headers.get('content-type'),
+        retryAfter: response.headers.get('retry-after'),
+        body: await response.json(),
+      };
+    };
+
+    expect((await read(`Bearer ${key}`)).status).toBe(200);
+    // Its answer is cached for this header: refused before the app.
+    const beforeApp = await read(`Bearer ${key}`);
+    // Another spelling of the same key has no cached answer: the authorizer runs, and the app refuses it.
+    const inApp = await read(`bearer ${key}`);
+
+    expect(beforeApp).toEqual({
+      status: 429,
+      type: 'application/json',
+      retryAfter: '1',
+      body: { error: { code: 'rate_limited', message: 'Too many requests for this key; slow down.' } },
+    });
+    expect(inApp).toEqual(beforeApp);
+  });
 });
 
 describe('npm start', () => {
