@@ -23,7 +23,7 @@ import type { FunctionName } from '../functions/definitions/alarms.ts';
 import type { SqsHandler } from '../functions/distributor/process.ts';
 import type { SandboxQueue } from './emulators.ts';
 import type { InMemoryMetrics } from './metrics.ts';
-import { endsAt } from './threads.ts';
+import { endsAt, TimedOut } from './threads.ts';
 
 export interface PollerOptions {
   readonly client: SQSClient;
@@ -207,15 +207,19 @@ export class Poller {
     try {
       let response: Awaited<ReturnType<SqsHandler>>;
       const started = performance.now();
+      const timeoutSeconds = queue.definition.consumerTimeoutSeconds;
       try {
-        const timeoutSeconds = queue.definition.consumerTimeoutSeconds;
         response = await endsAt(handler(event, lambdaContext(functionName, timeoutSeconds)), timeoutSeconds);
         this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
       } catch (error) {
         // A failed invocation (or one past its timeout), as Lambda's Errors metric counts
         // it; SQS delivers the batch again after the visibility timeout. Lambda bills it
-        // all the same, for as long as it ran.
-        this.#options.onInvocation?.(this.#options.fn ?? functionName, performance.now() - started);
+        // all the same, for as long as it ran: a timed-out one for its whole timeout (the
+        // timer can fire a little early by this clock, when it was set late in a turn of
+        // the event loop).
+        const ran = performance.now() - started;
+        const billed = error instanceof TimedOut ? Math.max(ran, timeoutSeconds * 1000) : ran;
+        this.#options.onInvocation?.(this.#options.fn ?? functionName, billed);
         if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
         throw error;
       }
