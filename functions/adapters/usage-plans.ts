@@ -16,7 +16,7 @@ import {
 import { ApiError } from '../core/errors.ts';
 import type { Tenant } from '../core/model.ts';
 import { type LoggerPort, NO_LOGS } from '../core/telemetry.ts';
-import { type Bucket, take } from '../core/token-bucket.ts';
+import { type Bucket, type TakeResult, take } from '../core/token-bucket.ts';
 
 export interface UsagePlans {
   /** Creates the tenant's throttle; returns the ids needed to remove it. */
@@ -155,16 +155,24 @@ export class LocalUsagePlans implements UsagePlans {
 
   /** Takes one request's token; returns the seconds to wait when there is none. */
   admit(usageKey: string, now: number, fallback: { rate: number; burst: number }): number | undefined {
-    const limits = this.#limits.get(usageKey) ?? fallback;
-    const result = take(this.#buckets.get(usageKey), 1, limits.rate, limits.burst, now);
+    const result = this.#take(usageKey, now, fallback);
     this.#buckets.set(usageKey, result.bucket);
-    return result.ok ? undefined : Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+    return waitSeconds(result);
   }
 
   /** The seconds a request would be told to wait now, or undefined when a token is there; takes nothing. */
   refusal(usageKey: string, now: number, fallback: { rate: number; burst: number }): number | undefined {
-    const limits = this.#limits.get(usageKey) ?? fallback;
-    const result = take(this.#buckets.get(usageKey), 1, limits.rate, limits.burst, now);
-    return result.ok ? undefined : Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+    return waitSeconds(this.#take(usageKey, now, fallback));
   }
+
+  /** One request's token from the key's bucket as it would be now; the bucket is not changed. */
+  #take(usageKey: string, now: number, fallback: { rate: number; burst: number }): TakeResult {
+    const limits = this.#limits.get(usageKey) ?? fallback;
+    return take(this.#buckets.get(usageKey), 1, limits.rate, limits.burst, now);
+  }
+}
+
+/** What a usage plan's 429 says to wait, in whole seconds (at least 1), or undefined when the request may go. */
+function waitSeconds(result: TakeResult): number | undefined {
+  return result.ok ? undefined : Math.max(1, Math.ceil(result.retryAfterMs / 1000));
 }
