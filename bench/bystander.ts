@@ -13,14 +13,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { answerThrottled } from '../sandbox/gateway.ts';
 
 interface ThreadData {
   /** Tells this file, loaded on a worker, that it is the bystander's worker. */
   readonly sluiceBystander: true;
 }
-
-/** What a throttled request gets from API Gateway's usage plan in sluice (api-server.ts). */
-const THROTTLED = JSON.stringify({ error: { code: 'rate_limited', message: 'Too many requests for this key; slow down.' } });
 
 export interface Bystander {
   readonly url: string;
@@ -57,7 +55,8 @@ function serve(): void {
     req.resume();
     req.on('end', () => {
       requests++;
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' }).end(THROTTLED);
+      // What a throttled request gets from the sandbox's usage plan (sandbox/gateway.ts).
+      answerThrottled(res, 1);
     });
   });
   server.listen(0, '127.0.0.1', () => {

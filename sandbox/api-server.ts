@@ -13,7 +13,7 @@ import { CanaryStore } from '../functions/adapters/canary-store.ts';
 import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
-import { createApi, errorBody, notFound } from '../functions/api/app.ts';
+import { createApi, notFound } from '../functions/api/app.ts';
 import { receiveCanary } from '../functions/app/canary.ts';
 import type { Notifier } from '../functions/app/delivery.ts';
 import { apiServices, type Wiring } from '../functions/app/runtime.ts';
@@ -24,7 +24,7 @@ import { hashKey } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
-import { denies, gatewayRefusal } from './gateway.ts';
+import { answerThrottled, denies, gatewayRefusal, THROTTLED_MESSAGE } from './gateway.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
@@ -70,8 +70,6 @@ const ADMIN_USAGE_KEY = 'sandbox-admin';
 /** How long stopping waits for the requests being handled. */
 const STOP_WAIT_MS = 5_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
-/** The usage plan's refusal, as the stack's gateway response words it. */
-const THROTTLED_MESSAGE = 'Too many requests for this key; slow down.';
 
 export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Promise<ApiServer> {
   const { config, adminKey, metrics } = { ...settings, ...ports };
@@ -151,14 +149,12 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
   };
 
-  const throttledBody = JSON.stringify(errorBody('rate_limited', THROTTLED_MESSAGE));
   // API Gateway refuses a throttled key before anything of the API runs: so does the sandbox (gateway.ts).
   const withGateway = (options: ServerOptions, listener: RequestListener) =>
     createServer(options, (req, res) => {
       const wait = gatewayRefusal(req, Date.now(), { cachedAnswer, usagePlans, tenantLimits });
       if (wait === undefined) return listener(req, res);
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(wait) });
-      res.end(throttledBody);
+      answerThrottled(res, wait);
     });
 
   const canaryReceiver = {

@@ -5,10 +5,20 @@
  * thread that also runs the API function). Only the clear case is answered here:
  * everything else goes the whole way and meets the same checks in the app's order.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { APIGatewayAuthorizerResult } from 'aws-lambda';
 import type { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
+import { errorBody } from '../functions/api/app.ts';
 import { AUTH_CONTEXT } from '../functions/authorizer/process.ts';
+
+/** The usage plan's refusal, as the stack's gateway response words it. */
+export const THROTTLED_MESSAGE = 'Too many requests for this key; slow down.';
+const THROTTLED_BODY = JSON.stringify(errorBody('rate_limited', THROTTLED_MESSAGE));
+
+/** Answers a request as the usage plan's throttle does: 429, wait `waitSeconds`, the same body as the API's own refusal. */
+export function answerThrottled(res: ServerResponse, waitSeconds: number): void {
+  res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(waitSeconds) }).end(THROTTLED_BODY);
+}
 
 /** A Deny policy is the authorizer's refusal: API Gateway answers it 401 (ACCESS_DENIED). */
 export const denies = (answer: APIGatewayAuthorizerResult) =>
