@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Sandbox, startSandbox, walkthrough } from '../../sandbox/sandbox.ts';
+import { createTenant } from '../support/api.ts';
 
 let sandbox: Sandbox;
 const invocations: string[] = [];
@@ -96,12 +97,7 @@ describe('sandbox threads', () => {
   });
 
   it("counts an invocation of the API's Lambda only for requests API Gateway lets through", async () => {
-    const created = await fetch(`${sandbox.url}/v1/admin/tenants`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${sandbox.adminKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'gateway', limits: { rate_per_second: 1, burst: 2 } }),
-    });
-    const { api_key: key } = (await created.json()) as { api_key: string };
+    const { key } = await createTenant(sandbox, 'gateway', { rate_per_second: 1, burst: 2 });
     const before = invocations.filter((fn) => fn === 'api').length;
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -116,12 +112,7 @@ describe('sandbox threads', () => {
   });
 
   it("answers a throttled key alike whether the authorizer's answer was cached (before the app) or not (in it)", async () => {
-    const created = await fetch(`${sandbox.url}/v1/admin/tenants`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${sandbox.adminKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'refusals', limits: { rate_per_second: 1, burst: 1 } }),
-    });
-    const { api_key: key } = (await created.json()) as { api_key: string };
+    const { key } = await createTenant(sandbox, 'refusals', { rate_per_second: 1, burst: 1 });
     const read = async (authorization: string) => {
       const response = await fetch(`${sandbox.url}/v1/webhooks?limit=5`, { headers: { authorization } });
       return {
