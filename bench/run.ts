@@ -220,6 +220,12 @@ const ratioInterval = (report: Report, label: string, storm: readonly [number, n
 /** When a publishing task sent, from its first request to its last answer; `from`–`to` if it did not say. */
 const sent = (stats: TaskStats | undefined, from: number, to: number): readonly [number, number] =>
   stats ? [stats.startedAt, stats.endedAt] : [from, to];
+/** A publishing task's requests a second over the window it sent in. */
+const requestsPerSecond = (stats: TaskStats | undefined, [from, to]: readonly [number, number]) =>
+  Math.round((stats?.requests ?? 0) / ((to - from) / 1000));
+/** The cores a flood's process kept busy from `from` to `to`, when it told its CPU time. */
+const clientCores = (stats: TaskStats | undefined, from: number, to: number) =>
+  stats?.cpuSeconds !== undefined ? round2(stats.cpuSeconds / ((to - from) / 1000)) : null;
 
 /** A scenario's windows by name: each `[from, to]`. */
 type Windows<K extends string> = Record<K, readonly [from: number, to: number]>;
@@ -445,7 +451,7 @@ async function hotObject() {
     // The machine's part: the same flood (process, priority, clients, requests, at the rate
     // the storm sent them) sent to a server that is not sluice and refuses every request at
     // once (bystander.ts). As fast as it could, it would send more than twice as many.
-    const floodRate = Math.round((hotStats?.requests ?? 0) / ((flood[1] - flood[0]) / 1000));
+    const floodRate = requestsPerSecond(hotStats, flood);
     progress(`the same flood, ${floodRate} requests/s, sent to a bystander server that answers every request 429 at once`);
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const bystander = await startBystander();
@@ -487,9 +493,8 @@ async function hotObject() {
         others_p99_ratio_interval: ratioInterval(report, 'calm', windows.bystander, windows.before),
         others_p99_ms: calmBystander.p99,
         others_p50_ms: calmBystander.p50,
-        flood_requests_per_s: Math.round((bystanderStats?.requests ?? 0) / ((bystanderSending[1] - bystanderSending[0]) / 1000)),
-        flood_client_cores:
-          bystanderStats?.cpuSeconds !== undefined ? round2(bystanderStats.cpuSeconds / ((bystanderEnd - bystanderStart) / 1000)) : null,
+        flood_requests_per_s: requestsPerSecond(bystanderStats, bystanderSending),
+        flood_client_cores: clientCores(bystanderStats, bystanderStart, bystanderEnd),
       },
       others_p99_timeline: p99Timeline(report, 'calm', stormStart - BEFORE_MS, bystanderEnd),
       others_stages_ms: await perWindow(windows, (from, to) => stageSpread(h.stages, calm.id, from, to)),
@@ -505,16 +510,16 @@ async function hotObject() {
         others_p99_ratio_interval: ratioInterval(report, 'calm', windows.paced, windows.before),
         others_p99_ms: calmPaced.p99,
         others_p50_ms: calmPaced.p50,
-        hot_requests_per_s: Math.round((pacedStats?.requests ?? 0) / ((pacedSending[1] - pacedSending[0]) / 1000)),
+        hot_requests_per_s: requestsPerSecond(pacedStats, pacedSending),
         hot_accepted: pacedStats?.accepted ?? 0,
       },
       hot_peak_depth: peak,
       hot_accepted: hotStats?.accepted ?? 0,
       // The flood's strength: at or above the tenant's API throttle (500/s), all an API lets through.
-      hot_requests_per_s: Math.round((hotStats?.requests ?? 0) / ((flood[1] - flood[0]) / 1000)),
+      hot_requests_per_s: floodRate,
       hot_client_priority: hotStats?.priority ?? 'normal',
       // The flood's own process (all its threads), which the thread figures do not include.
-      hot_client_cores: hotStats?.cpuSeconds !== undefined ? round2(hotStats.cpuSeconds / ((stormEnd - stormStart) / 1000)) : null,
+      hot_client_cores: clientCores(hotStats, stormStart, stormEnd),
       hot_rejected: hotStats?.rejected ?? 0,
       // The flood's events the API failed to store: its request failed (an error answer, or none), or a 202 answered them internal. Not refusals.
       hot_failed: hotStats?.failed ?? 0,
