@@ -142,8 +142,10 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
     while (Date.now() < deadline) {
       const n = requests++;
       if (interval > 0) {
-        const due = started + n * interval;
-        if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+        // Read the clock once: `due` is fractional, so a second read a millisecond later
+        // could make the wait negative (Node warns and waits 1 ms).
+        const wait = started + n * interval - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
         if (Date.now() >= deadline) return;
       }
       const events = Array.from({ length: task.eventsPerRequest }, () => {
