@@ -23,6 +23,7 @@ import { ApiError } from '../functions/core/errors.ts';
 import { hashKey } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
+import { THROTTLED_REQUESTS_METRIC } from '../functions/definitions/alarms.ts';
 import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
 import { answerThrottled, denies, gatewayRefusal, THROTTLED_MESSAGE } from './gateway.ts';
 import { inboxRoutes } from './inbox.ts';
@@ -67,6 +68,8 @@ export interface ApiServer {
 }
 
 const ADMIN_USAGE_KEY = 'sandbox-admin';
+/** How long the usage plan's refusals are summed before they are reported (CloudWatch's periods are minutes). */
+export const THROTTLED_REPORT_MS = 250;
 /** How long stopping waits for the requests being handled. */
 const STOP_WAIT_MS = 5_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
@@ -115,6 +118,21 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     return result && result.until >= now ? result : undefined;
   };
   const tenantLimits = { rate: config.tenantRatePerSecond, burst: config.tenantBurst };
+  // The usage plan's refusals, which the access log's metric filter counts in AWS. A
+  // flood makes thousands a second: they are summed over THROTTLED_REPORT_MS and
+  // reported as one data point, not one report each to the metrics' thread.
+  let throttled = 0;
+  let throttledTimer: ReturnType<typeof setTimeout> | undefined;
+  const reportThrottled = () => {
+    clearTimeout(throttledTimer);
+    throttledTimer = undefined;
+    if (throttled > 0) metrics.count(THROTTLED_REQUESTS_METRIC, throttled);
+    throttled = 0;
+  };
+  const countThrottled = () => {
+    throttled++;
+    throttledTimer ??= setTimeout(reportThrottled, THROTTLED_REPORT_MS);
+  };
   const authenticate = async (c: Context): Promise<Principal | undefined> => {
     const header = c.req.header('authorization');
     if (header === undefined) return undefined;
@@ -144,7 +162,10 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
       if (tenant) await usagePlans.provision(tenant);
     }
     const wait = usagePlans.admit(usageKey, Date.now(), tenantLimits);
-    if (wait !== undefined) throw new ApiError('rate_limited', THROTTLED_MESSAGE, wait);
+    if (wait !== undefined) {
+      countThrottled();
+      throw new ApiError('rate_limited', THROTTLED_MESSAGE, wait);
+    }
     if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
     return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };
   };
@@ -154,6 +175,7 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     createServer(options, (req, res) => {
       const wait = gatewayRefusal(req, Date.now(), { cachedAnswer, usagePlans, tenantLimits });
       if (wait === undefined) return listener(req, res);
+      countThrottled();
       answerThrottled(res, wait);
     });
 
@@ -219,6 +241,8 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         server.closeAllConnections?.();
       });
       await handling.settled(STOP_WAIT_MS);
+      reportThrottled();
+      ports.flush?.();
       dynamo.destroy();
       sqs.destroy();
     },

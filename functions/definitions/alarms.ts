@@ -53,6 +53,13 @@ export function alarmDescription(alarm: AlarmDefinition): string {
  */
 export const METRICS_NAMESPACE = 'Sluice';
 
+/**
+ * Requests API Gateway refused for their key's throttle (its usage plan) or the
+ * account's, outside the health check: in AWS a metric filter on the API's access log
+ * counts them (lib/constructs/api.ts), in the sandbox its gateway does.
+ */
+export const THROTTLED_REQUESTS_METRIC = 'RequestsThrottled';
+
 const FUNCTIONS = Object.keys(FUNCTION_ENTRIES) as FunctionName[];
 
 /** A function's errors or throttles in 3 of the last 5 minutes. */
@@ -124,9 +131,12 @@ export const ALARMS: readonly AlarmDefinition[] = [
     name: 'events-rejected-or-dropped',
     runbook: 'events-rejected-or-dropped',
     title: 'Events rejected or dropped',
-    summary: "over 1,000 events in 5 minutes were rejected at ingest (rate, cap), dropped, or not held past a webhook's held cap.",
+    summary:
+      "over 1,000 events in 5 minutes were rejected at ingest (rate, cap, or a key's API throttle: each throttled request counts once), dropped, or not held past a webhook's held cap.",
     sources: [
       { kind: 'sluice', name: 'EventsRejected' },
+      // API Gateway refuses these before the API's Lambda, which never sees their events.
+      { kind: 'sluice', name: THROTTLED_REQUESTS_METRIC },
       { kind: 'sluice', name: 'EventsDropped' },
       { kind: 'sluice', name: 'EventsHeldOverflow' },
     ],

@@ -4,8 +4,9 @@
  * (`usageIdentifierKey`) so that each tenant's usage plan throttles it. Gateway
  * errors are shaped like sluice's own (`{"error":{"code","message"}}`).
  */
-import { Aws, Duration, Names, RemovalPolicy } from 'aws-cdk-lib';
+import { Aws, Duration, Names, RemovalPolicy, Token } from 'aws-cdk-lib';
 import {
+  AccessLogField,
   AccessLogFormat,
   ApiKey,
   ApiKeySourceType,
@@ -18,13 +19,14 @@ import {
 } from 'aws-cdk-lib/aws-apigateway';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
-import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { FilterPattern, LogGroup, MetricFilter, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
+import { METRICS_NAMESPACE, THROTTLED_REQUESTS_METRIC } from '../../functions/definitions/alarms.ts';
 import {
   API_STAGE_NAME,
   API_TIMEOUT_SECONDS,
@@ -47,15 +49,43 @@ export interface ApiProps {
   readonly webhookDisabledTopic: ITopic;
 }
 
+/** The public health check (SPEC §3), and the rate that keeps it from costing more than a check needs. */
+const HEALTH_PATH = 'v1/health';
+const HEALTH_RATE_PER_SECOND = 10;
+
+/**
+ * The access log's line: API Gateway's standard fields, plus why API Gateway answered
+ * itself (`responseType`, THROTTLED for a key's or the account's throttle), who the
+ * authorizer said was calling (`tenant`: a tenant's id, `admin` or `anonymous`) and
+ * the deployment, as its metrics name it (`service`), for the metric filter's dimension.
+ */
+function accessLogFormat(metricsService: string): AccessLogFormat {
+  // The format is a template of $context variables: a '$' in the value would be read as one.
+  if (!Token.isUnresolved(metricsService) && /[$"\\]/.test(metricsService)) {
+    throw new Error(`The metrics service name ${metricsService} cannot go in the API's access log: it holds $, " or \\.`);
+  }
+  return AccessLogFormat.custom(
+    JSON.stringify({
+      requestId: AccessLogField.contextRequestId(),
+      ip: AccessLogField.contextIdentitySourceIp(),
+      requestTime: AccessLogField.contextRequestTime(),
+      httpMethod: AccessLogField.contextHttpMethod(),
+      resourcePath: AccessLogField.contextResourcePath(),
+      status: AccessLogField.contextStatus(),
+      protocol: AccessLogField.contextProtocol(),
+      responseLength: AccessLogField.contextResponseLength(),
+      responseType: AccessLogField.contextErrorResponseType(),
+      tenant: AccessLogField.contextAuthorizerPrincipalId(),
+      service: metricsService,
+    }),
+  );
+}
+
 /**
  * API Gateway's own answers, in sluice's error shape: [type, status, code, message]. The two defaults give the
  * shape to every other type and keep each type's own status (a status set on them
  * would turn, say, an integration timeout's 504 into a 500).
  */
-/** The public health check (SPEC §3), and the rate that keeps it from costing more than a check needs. */
-const HEALTH_PATH = 'v1/health';
-const HEALTH_RATE_PER_SECOND = 10;
-
 const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string | undefined, string, string]> = [
   [ResponseType.UNAUTHORIZED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
   // The authorizer refuses a bad key with a Deny policy (functions/authorizer/process.ts).
@@ -109,7 +139,7 @@ export class Api extends Construct {
       deployOptions: {
         stageName: API_STAGE_NAME,
         accessLogDestination: new LogGroupLogDestination(accessLogs),
-        accessLogFormat: AccessLogFormat.jsonWithStandardFields(),
+        accessLogFormat: accessLogFormat(props.metricsService),
         loggingLevel: MethodLoggingLevel.ERROR,
         metricsEnabled: true,
         tracingEnabled: true,
@@ -124,6 +154,22 @@ export class Api extends Construct {
           },
         },
       },
+    });
+
+    // API Gateway refuses a throttled key before the API's Lambda, so no function counts
+    // those requests: the access log does (events-rejected-or-dropped adds them in).
+    new MetricFilter(this, 'ThrottledRequests', {
+      logGroup: accessLogs,
+      filterPattern: FilterPattern.all(
+        FilterPattern.stringValue('$.responseType', '=', 'THROTTLED'),
+        // The health check's own throttle keeps anonymous traffic down: nobody's events.
+        FilterPattern.stringValue('$.resourcePath', '!=', `/${HEALTH_PATH}`),
+        FilterPattern.stringValue('$.service', '=', props.metricsService),
+      ),
+      metricNamespace: METRICS_NAMESPACE,
+      metricName: THROTTLED_REQUESTS_METRIC,
+      metricValue: '1',
+      dimensions: { service: '$.service' },
     });
 
     // The construct adds no stack outputs of its own (RestApi makes one, `Endpoint`):

@@ -37,6 +37,7 @@ import {
   type FunctionName,
   METRICS_NAMESPACE,
   type MetricSource,
+  THROTTLED_REQUESTS_METRIC,
 } from '../../functions/definitions/alarms.ts';
 import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
@@ -235,6 +236,7 @@ export class Operations extends Construct {
             props.api.metricCount(),
             sluice('EventsAccepted'),
             sluice('EventsRejected'),
+            sluice(THROTTLED_REQUESTS_METRIC),
             sluice('EventsDropped'),
             props.api.metricServerError(),
           ]),

@@ -253,6 +253,45 @@ describe('API', () => {
     });
   });
 
+  it('counts from its access log the requests API Gateway throttles, which no function sees, for events-rejected-or-dropped', () => {
+    const [stageId, stage] = Object.entries(template.findResources('AWS::ApiGateway::Stage'))[0] ?? [];
+    expect(stageId).toBeDefined();
+    const format = JSON.parse(stage?.Properties.AccessLogSetting.Format) as Record<string, string>;
+    const service = format.service as string;
+    expect(service).toBe('Sluice/Sluice');
+    expect(format).toMatchObject({
+      responseType: '$context.error.responseType',
+      tenant: '$context.authorizer.principalId',
+      resourcePath: '$context.resourcePath',
+      status: '$context.status',
+    });
+    const filters = Object.values(template.findResources('AWS::Logs::MetricFilter'));
+    expect(filters).toHaveLength(1);
+    const filter = filters[0]?.Properties;
+    // On the stage's own access log group.
+    expect(stage?.Properties.AccessLogSetting.DestinationArn).toEqual({ 'Fn::GetAtt': [filter.LogGroupName.Ref, 'Arn'] });
+    expect(filter.FilterPattern).toContain('$.responseType = "THROTTLED"');
+    // The health check has a throttle of its own, against anonymous floods: not anyone's events.
+    expect(filter.FilterPattern).toContain('$.resourcePath != "/v1/health"');
+    expect(filter.MetricTransformations).toEqual([
+      {
+        MetricNamespace: 'Sluice',
+        MetricName: 'RequestsThrottled',
+        MetricValue: '1',
+        Dimensions: [{ Key: 'service', Value: '$.service' }],
+      },
+    ]);
+    const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+      String(a.Properties.AlarmDescription).startsWith('Events rejected or dropped'),
+    );
+    const watched = (alarm?.Properties.Metrics as Array<{ MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } } }>)
+      .flatMap((m) => (m.MetricStat ? [m.MetricStat.Metric] : []))
+      .find((m) => m.MetricName === 'RequestsThrottled');
+    expect(watched?.Dimensions).toEqual([{ Name: 'service', Value: service }]);
+    const dashboard = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]?.Properties.DashboardBody);
+    expect(dashboard).toContain('RequestsThrottled');
+  });
+
   it('makes the execution log group API Gateway would otherwise make itself, kept forever, before the stage can write to it', () => {
     const [groupId, group] = Object.entries(template.findResources('AWS::Logs::LogGroup')).find(([, g]) =>
       JSON.stringify(g.Properties.LogGroupName ?? '').includes('API-Gateway-Execution-Logs_'),
@@ -538,6 +577,10 @@ describe('operations', () => {
       // The alarms and the dashboard watch the service their own functions emit as.
       expect(servicesOf(template, 'AWS::CloudWatch::Alarm')).toEqual(ofFunctions);
       expect(JSON.stringify(template.findResources('AWS::CloudWatch::Dashboard'))).toContain(`\\"service\\",\\"${[...ofFunctions][0]}\\"`);
+      // The throttled requests its access log counts are its own too.
+      const [filter] = Object.values(template.findResources('AWS::Logs::MetricFilter'));
+      expect(filter?.Properties.FilterPattern).toContain(`$.service = "${[...ofFunctions][0]}"`);
+      expect(JSON.stringify(template.findResources('AWS::ApiGateway::Stage'))).toContain(`\\"service\\":\\"${[...ofFunctions][0]}\\"`);
       return [...ofFunctions][0];
     });
     expect(new Set(services).size).toBe(deployments.length);

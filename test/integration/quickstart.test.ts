@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { THROTTLED_REPORT_MS } from '../../sandbox/api-server.ts';
 import { type Sandbox, startSandbox, walkthrough } from '../../sandbox/sandbox.ts';
 import { createTenant } from '../support/api.ts';
 
@@ -136,6 +137,39 @@ describe('sandbox threads', () => {
       body: { error: { code: 'rate_limited', message: 'Too many requests for this key; slow down.' } },
     });
     expect(inApp).toEqual(beforeApp);
+  });
+
+  it('counts each request the usage plan refuses, before the app or in it, and pages for them as for rejected events', async () => {
+    const alarm = async () => {
+      const response = await fetch(`${sandbox.url}/v1/admin/alarms`, { headers: { authorization: `Bearer ${sandbox.adminKey}` } });
+      const { data } = (await response.json()) as { data: Array<{ name: string; state: string; value: number | null }> };
+      return data.find((a) => a.name === 'events-rejected-or-dropped');
+    };
+    expect((await alarm())?.state).toBe('OK');
+    const { key } = await createTenant(sandbox, 'throttled', { rate_per_second: 1, burst: 1 });
+    // The tests before refused requests too: their sum is reported by now.
+    await new Promise((resolve) => setTimeout(resolve, 2 * THROTTLED_REPORT_MS));
+    const before = sandbox.metrics.total('RequestsThrottled');
+    const statuses = new Map<number, number>();
+    const send = async (authorization: string) => {
+      const response = await fetch(`${sandbox.url}/v1/events`, {
+        method: 'POST',
+        headers: { authorization, 'content-type': 'application/json' },
+        body: JSON.stringify({ events: [{ resource: 'doc:1', type: 'doc.saved', data: {} }] }),
+      });
+      await response.arrayBuffer();
+      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+    };
+    // The first takes the burst's token; the spelling no answer is cached for is refused in the app.
+    await send(`Bearer ${key}`);
+    await send(`bearer ${key}`);
+    for (let round = 0; round < 20; round++) await Promise.all(Array.from({ length: 50 }, () => send(`Bearer ${key}`)));
+    const refused = statuses.get(429) ?? 0;
+    expect(refused).toBeGreaterThan(1_000);
+    // Summed for a quarter of a second before they reach the metrics.
+    await expect.poll(() => sandbox.metrics.total('RequestsThrottled') - before, { timeout: 5_000 }).toBe(refused);
+    // No event of theirs reached ingest, which counts rejected events: the throttle's own count pages.
+    await expect.poll(async () => (await alarm())?.state, { timeout: 5_000 }).toBe('ALARM');
   });
 });
 

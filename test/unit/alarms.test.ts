@@ -69,6 +69,21 @@ describe('sandbox alarm evaluation', () => {
     expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 1_100 });
   });
 
+  it('pages for requests API Gateway throttled, whose events ingest never saw, as for rejected events', () => {
+    let now = 8_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const state = () => evaluator.evaluate().find((a) => a.name === 'events-rejected-or-dropped');
+    now += 60_000;
+    metrics.count('RequestsThrottled', 700);
+    now += 1;
+    expect(state()?.state).toBe('OK');
+    metrics.count('EventsRejected', 200, { reason: 'rate_limited' });
+    metrics.count('RequestsThrottled', 101);
+    now += 1;
+    expect(state()).toMatchObject({ state: 'ALARM', value: 1_001 });
+  });
+
   it('pages for deliveries a full hold could not keep, and for endpoints sluice disabled, not for one its owner disabled', () => {
     let now = 7_000_000;
     const metrics = new InMemoryMetrics(() => now);
