@@ -150,6 +150,48 @@ export class TenantStore {
     }
   }
 
+  /**
+   * Changes a tenant's name or some of its limits (the others are kept); answers the
+   * tenant as it now is, with the ids of its throttle, or undefined when there is none.
+   */
+  async update(
+    tenantId: string,
+    change: { readonly name?: string; readonly limits?: Partial<TenantLimits> },
+  ): Promise<{ tenant: Tenant; provisioning: Record<string, string> } | undefined> {
+    const sets: string[] = [];
+    const values: Record<string, unknown> = {};
+    const attributes = ['pk'];
+    if (change.name !== undefined) {
+      sets.push('#name = :name');
+      values[':name'] = change.name;
+      attributes.push('name');
+    }
+    for (const [field, value] of Object.entries(change.limits ?? {})) {
+      // Field names come from validation (TenantLimits' keys): safe as placeholder names.
+      sets.push(`#limits.#${field} = :${field}`);
+      values[`:${field}`] = value;
+      attributes.push('limits', field);
+    }
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names(...new Set(attributes)),
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      const item = result.Attributes ?? {};
+      return { tenant: toTenant(item), provisioning: (item.provisioning as Record<string, string> | undefined) ?? {} };
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
   async delete(tenantId: string): Promise<void> {
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK } }));
   }

@@ -22,6 +22,8 @@ export interface UsagePlans {
   /** Creates the tenant's throttle; returns the ids needed to remove it. */
   provision(tenant: Tenant): Promise<Record<string, string>>;
   remove(provisioning: Record<string, string>): Promise<void>;
+  /** Sets the tenant's throttle to its limits as they now are. */
+  setThrottle(provisioning: Record<string, string>, tenant: Tenant): Promise<void>;
 }
 
 /**
@@ -83,6 +85,19 @@ export class ApiGatewayUsagePlans implements UsagePlans {
       await this.remove(ids).catch(() => undefined);
       throw quotaError(error);
     }
+  }
+
+  async setThrottle(provisioning: Record<string, string>, tenant: Tenant): Promise<void> {
+    if (!provisioning.usagePlanId) throw new Error(`Tenant ${tenant.id} has no usage plan on record`);
+    await this.#client.send(
+      new UpdateUsagePlanCommand({
+        usagePlanId: provisioning.usagePlanId,
+        patchOperations: [
+          { op: 'replace', path: '/throttle/rateLimit', value: String(tenant.limits.rate_per_second) },
+          { op: 'replace', path: '/throttle/burstLimit', value: String(tenant.limits.burst) },
+        ],
+      }),
+    );
   }
 
   /**
@@ -147,6 +162,10 @@ export class LocalUsagePlans implements UsagePlans {
 
   async remove(provisioning: Record<string, string>): Promise<void> {
     if (provisioning.usageKey) this.#limits.delete(provisioning.usageKey);
+  }
+
+  async setThrottle(_provisioning: Record<string, string>, tenant: Tenant): Promise<void> {
+    this.#limits.set(tenant.usageKey, { rate: tenant.limits.rate_per_second, burst: tenant.limits.burst });
   }
 
   knows(usageKey: string): boolean {

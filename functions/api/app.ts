@@ -8,7 +8,7 @@ import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues } from '../app/reconciler.ts';
 import { pollStream, type StreamDeps } from '../app/streams.ts';
 import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
-import { createTenant, getTenant, rotateTenantKey, type TenantServiceDeps } from '../app/tenants.ts';
+import { createTenant, getTenant, rotateTenantKey, type TenantServiceDeps, updateTenant } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
@@ -23,6 +23,7 @@ import {
   validateReplay,
   validateSwitch,
   validateTenantCreate,
+  validateTenantUpdate,
   validateWebhookCreate,
   validateWebhookPatch,
 } from '../core/validation.ts';
@@ -249,6 +250,11 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
     return c.json(await getTenant(services.tenants, pathId(c, 'ten')));
+  });
+  app.patch('/v1/admin/tenants/:id', async (c) => {
+    requireAdmin(c);
+    const tenantId = pathId(c, 'ten');
+    return c.json(await updateTenant(services.tenants, tenantId, validateTenantUpdate(await readJsonBody(c))));
   });
   app.post('/v1/admin/tenants/:id/rotate-key', async (c) => {
     requireAdmin(c);

@@ -7,7 +7,7 @@ import { newId } from '../core/ids.ts';
 import { generateApiKey, hashKey } from '../core/keys.ts';
 import type { Tenant } from '../core/model.ts';
 import type { LoggerPort } from '../core/telemetry.ts';
-import type { TenantInput } from '../core/validation.ts';
+import type { TenantChange, TenantInput } from '../core/validation.ts';
 
 export interface TenantServiceDeps {
   readonly tenants: TenantStore;
@@ -42,6 +42,30 @@ export async function createTenant(deps: TenantServiceDeps, input: TenantInput) 
 export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenantId: string) {
   const tenant = await deps.tenants.get(tenantId);
   if (!tenant) throw new ApiError('not_found', 'No tenant has this id.');
+  return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
+}
+
+/**
+ * Changes a tenant's name or limits. The tenant's item is written first, then its
+ * throttle (API Gateway's usage plan) is set from it: when that fails the answer says
+ * so, and the same request sent again sets it (a change is idempotent). A lower
+ * `max_webhooks` keeps the webhooks there are and refuses new ones past it.
+ */
+export async function updateTenant(deps: TenantServiceDeps, tenantId: string, change: TenantChange) {
+  const updated = await deps.tenants.update(tenantId, change);
+  if (!updated) throw new ApiError('not_found', 'No tenant has this id.');
+  const { tenant, provisioning } = updated;
+  if (change.limits?.rate_per_second !== undefined || change.limits?.burst !== undefined) {
+    try {
+      await deps.usagePlans.setThrottle(provisioning, tenant);
+    } catch (error) {
+      deps.logger?.error("A tenant's new limits are stored but its usage plan was not changed", { tenant: tenantId, error });
+      const throttled = error instanceof Error && error.name === 'TooManyRequestsException';
+      throw throttled
+        ? new ApiError('rate_limited', 'API Gateway is throttling changes to usage plans; send the same request again shortly.', 2)
+        : new ApiError('internal', "The tenant's limits are stored but its API throttle is not changed yet; send the same request again.");
+    }
+  }
   return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
 }
 

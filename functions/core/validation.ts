@@ -262,30 +262,68 @@ export interface TenantInput {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: these are what it finds
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 
-export function validateTenantCreate(body: Json, defaults: TenantLimits): TenantInput {
-  const problems: string[] = [];
-  unknownFields(body, ['name', 'limits'], '', problems);
-  if (typeof body.name !== 'string' || body.name.trim().length < 1 || body.name.length > MAX_NAME) {
+/** A tenant's limits, and the largest value each may take. */
+const LIMIT_BOUNDS: Record<keyof TenantLimits, number> = { max_webhooks: 10_000, rate_per_second: 10_000, burst: 5_000 };
+
+function checkTenantName(name: unknown, problems: string[]): void {
+  if (typeof name !== 'string' || name.trim().length < 1 || name.length > MAX_NAME) {
     problems.push(`name must be a string of 1 to ${MAX_NAME} characters`);
-  } else if (CONTROL_CHARACTERS.test(body.name)) {
+  } else if (CONTROL_CHARACTERS.test(name)) {
     problems.push('name must not contain control characters');
   }
-  const limits = body.limits ?? {};
+}
+
+/** Checks the limits given (all of them, or those present when `partial`); undefined when `limits` is not an object. */
+function checkTenantLimits(limits: unknown, partial: boolean, problems: string[]): Json | undefined {
   if (!isObject(limits)) {
     problems.push('limits must be an object');
-    throw new ValidationError(problems);
+    return undefined;
   }
-  unknownFields(limits, ['max_webhooks', 'rate_per_second', 'burst'], 'limits.', problems);
-  const merged = { ...defaults, ...limits } as Record<string, unknown>;
-  const bounds: Record<keyof TenantLimits, number> = { max_webhooks: 10_000, rate_per_second: 10_000, burst: 5_000 };
-  for (const [field, max] of Object.entries(bounds)) {
-    const v = merged[field];
+  unknownFields(limits, Object.keys(LIMIT_BOUNDS), 'limits.', problems);
+  for (const [field, max] of Object.entries(LIMIT_BOUNDS)) {
+    const v = limits[field];
+    if (partial && v === undefined) continue;
     if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) {
       problems.push(`limits.${field} must be an integer from 1 to ${max}`);
     }
   }
+  return limits;
+}
+
+export function validateTenantCreate(body: Json, defaults: TenantLimits): TenantInput {
+  const problems: string[] = [];
+  unknownFields(body, ['name', 'limits'], '', problems);
+  checkTenantName(body.name, problems);
+  const given = body.limits ?? {};
+  if (!isObject(given)) {
+    problems.push('limits must be an object');
+    throw new ValidationError(problems);
+  }
+  // What is not given is the deployment's default, which must fit the bounds too.
+  const limits = checkTenantLimits({ ...defaults, ...given }, false, problems);
   if (problems.length > 0) throw new ValidationError(problems);
-  return { name: (body.name as string).trim(), limits: merged as unknown as TenantLimits };
+  return { name: (body.name as string).trim(), limits: limits as unknown as TenantLimits };
+}
+
+/** A change to a tenant: its name, or any of its limits (the others are kept). */
+export interface TenantChange {
+  readonly name?: string;
+  readonly limits?: Partial<TenantLimits>;
+}
+
+export function validateTenantUpdate(body: Json): TenantChange {
+  const problems: string[] = [];
+  unknownFields(body, ['name', 'limits'], '', problems);
+  if (body.name === undefined && body.limits === undefined) problems.push('give name, limits or both');
+  if (body.name !== undefined) checkTenantName(body.name, problems);
+  const limits = body.limits === undefined ? undefined : checkTenantLimits(body.limits, true, problems);
+  if (limits !== undefined && Object.keys(limits).length === 0)
+    problems.push(`limits must give at least one of ${Object.keys(LIMIT_BOUNDS).join(', ')}`);
+  if (problems.length > 0) throw new ValidationError(problems);
+  return {
+    ...(body.name !== undefined && { name: (body.name as string).trim() }),
+    ...(limits !== undefined && { limits: limits as Partial<TenantLimits> }),
+  };
 }
 
 /** A replay's window (`{"since":"<ISO-8601>","until":…}`): epoch ms; `until` undefined for now. Reads filter out what is past retention. */

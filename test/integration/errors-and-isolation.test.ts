@@ -250,6 +250,74 @@ describe('per-tenant throttle (the usage plan API Gateway applies in AWS)', () =
   });
 });
 
+describe("changing a tenant's limits (PATCH /v1/admin/tenants/{id})", () => {
+  it('sets its throttle at once and keeps the limits not given; a lower max_webhooks refuses new webhooks, not the ones there', async () => {
+    const t = await createTenant(sandbox, 'growing', { rate_per_second: 1, burst: 1, max_webhooks: 2 });
+    const list = () => call(sandbox, 'GET', '/v1/webhooks', { key: t.key });
+    expect((await list()).status).toBe(200);
+    expectError(await list(), 429, 'rate_limited');
+
+    const raised = await call(sandbox, 'PATCH', `/v1/admin/tenants/${t.id}`, {
+      key: sandbox.adminKey,
+      body: { limits: { rate_per_second: 100, burst: 50 } },
+    });
+    expect(raised.status).toBe(200);
+    expect(raised.body).toEqual({
+      id: t.id,
+      name: 'growing',
+      limits: { rate_per_second: 100, burst: 50, max_webhooks: 2 },
+      created_at: expect.any(String),
+    });
+    // Its bucket keeps the tokens it had (none) and fills at the new rate: in 0.6 s, 50 of
+    // them at 100 a second, where the old plan would have had one.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const statuses = [];
+    for (let i = 0; i < 20; i++) statuses.push((await list()).status);
+    expect(statuses.every((status) => status === 200)).toBe(true);
+
+    await createWebhook(sandbox, t.key, { resource: 'g:1', url: `${receiver.url}/growing` });
+    await createWebhook(sandbox, t.key, { resource: 'g:2', url: `${receiver.url}/growing` });
+    const lowered = await call(sandbox, 'PATCH', `/v1/admin/tenants/${t.id}`, {
+      key: sandbox.adminKey,
+      body: { name: 'shrinking', limits: { max_webhooks: 1 } },
+    });
+    expect(lowered.body).toMatchObject({ name: 'shrinking', limits: { rate_per_second: 100, burst: 50, max_webhooks: 1 } });
+    expect((await list()).body.data).toHaveLength(2);
+    expectError(
+      await call(sandbox, 'POST', '/v1/webhooks', { key: t.key, body: { resource: 'g:3', url: `${receiver.url}/growing` } }),
+      422,
+      'limit_exceeded',
+    );
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${t.id}`, { key: sandbox.adminKey })).body).toEqual(lowered.body);
+  });
+
+  it.each([
+    ['no change', {}],
+    ['empty limits', { limits: {} }],
+    ['a limit past its bound', { limits: { burst: 5_001 } }],
+    ['a limit that is not an integer', { limits: { rate_per_second: 1.5 } }],
+    ['an unknown limit', { limits: { quota: 5 } }],
+    ['an unknown field', { plan: 'gold' }],
+    ['an empty name', { name: ' ' }],
+  ])('refuses %s with 400 and changes nothing', async (_name, body) => {
+    const t = await createTenant(sandbox, 'steady', { rate_per_second: 7, burst: 9, max_webhooks: 4 });
+    expectError(await call(sandbox, 'PATCH', `/v1/admin/tenants/${t.id}`, { key: sandbox.adminKey, body }), 400, 'invalid_request');
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${t.id}`, { key: sandbox.adminKey })).body).toMatchObject({
+      name: 'steady',
+      limits: { rate_per_second: 7, burst: 9, max_webhooks: 4 },
+    });
+  });
+
+  it('is the admin’s alone, and answers 404 for a tenant that does not exist', async () => {
+    const body = { limits: { rate_per_second: 10_000 } };
+    expectError(await call(sandbox, 'PATCH', `/v1/admin/tenants/${a.id}`, { key: a.key, body }), 403, 'forbidden');
+    expectError(await call(sandbox, 'PATCH', '/v1/admin/tenants/ten_nobody', { key: sandbox.adminKey, body }), 404, 'not_found');
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${a.id}`, { key: sandbox.adminKey })).body.limits.rate_per_second).not.toBe(
+      10_000,
+    );
+  });
+});
+
 describe('endpoint verification', () => {
   it.each([
     ['answers 500', 500],

@@ -10,7 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../../functions/adapters/usage-plans.ts';
-import { createTenant as createTenantDirect, rotateTenantKey } from '../../functions/app/tenants.ts';
+import { createTenant as createTenantDirect, rotateTenantKey, updateTenant } from '../../functions/app/tenants.ts';
+import { ApiError } from '../../functions/core/errors.ts';
+import type { Tenant } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -234,5 +236,58 @@ describe('a tenant creation whose write applied but whose retry was refused', ()
     });
     expect(await works(created.api_key)).toBe(200);
     expect((await call(sandbox, 'GET', `/v1/admin/tenants/${created.id}`, { key: sandbox.adminKey })).status).toBe(200);
+  });
+});
+
+describe('a change of limits whose usage plan could not be set', () => {
+  it.each([
+    ['throttled by API Gateway', 'TooManyRequestsException', 429, 'rate_limited'],
+    ['failing', 'InternalError', 500, 'internal'],
+  ])('%s: the limits are stored, the answer says to send it again, and sending it again sets the plan', async (_name, errorName, status, code) => {
+    const tenant = await createTenant(sandbox, `replan-${code}`, { rate_per_second: 3, burst: 3 });
+    const store = new TenantStore({ client: documentClient(sandbox.emulators.dynamo), tableName: sandbox.wiring.controlTable });
+    const plans = new LocalUsagePlans();
+    const set: number[] = [];
+    // API Gateway's answer to UpdateUsagePlan, which no emulator gives: the first call fails.
+    let failures = 1;
+    const usagePlans = {
+      provision: plans.provision.bind(plans),
+      remove: plans.remove.bind(plans),
+      setThrottle: async (provisioning: Record<string, string>, changed: Tenant) => {
+        if (failures-- > 0) throw Object.assign(new Error('usage plan not changed'), { name: errorName });
+        set.push(changed.limits.rate_per_second);
+        await plans.setThrottle(provisioning, changed);
+      },
+    };
+    const deps = { tenants: store, usagePlans, now: Date.now };
+    const change = { limits: { rate_per_second: 40 } };
+    const failed = await updateTenant(deps, tenant.id, change).catch((error: unknown) => error);
+    expect(failed).toBeInstanceOf(ApiError);
+    expect(failed).toMatchObject({ code, status });
+    expect((await store.get(tenant.id))?.limits).toEqual({ max_webhooks: 100, rate_per_second: 40, burst: 3 });
+    expect(set).toEqual([]);
+
+    expect(await updateTenant(deps, tenant.id, change)).toMatchObject({ limits: { rate_per_second: 40, burst: 3 } });
+    expect(set).toEqual([40]);
+  });
+
+  it('changes no usage plan for a new name or max_webhooks alone', async () => {
+    const tenant = await createTenant(sandbox, 'renamed');
+    const store = new TenantStore({ client: documentClient(sandbox.emulators.dynamo), tableName: sandbox.wiring.controlTable });
+    const plans = new LocalUsagePlans();
+    let calls = 0;
+    const usagePlans = {
+      provision: plans.provision.bind(plans),
+      remove: plans.remove.bind(plans),
+      setThrottle: async () => {
+        calls++;
+      },
+    };
+    const updated = await updateTenant({ tenants: store, usagePlans, now: Date.now }, tenant.id, {
+      name: 'acme 2',
+      limits: { max_webhooks: 7 },
+    });
+    expect(updated).toMatchObject({ name: 'acme 2', limits: { max_webhooks: 7 } });
+    expect(calls).toBe(0);
   });
 });

@@ -136,6 +136,19 @@ describe('API Gateway usage plans', () => {
     expect(logged[0]).not.toHaveProperty('apiKeyId');
   });
 
+  it("sets a tenant's throttle on its own usage plan, to the limits it now has", async () => {
+    patches = [];
+    calls.length = 0;
+    const raised = { ...tenant, limits: { ...tenant.limits, rate_per_second: 2_000, burst: 3_000 } };
+    await plans().setThrottle({ apiKeyId: 'key123', usagePlanId: 'plan123' }, raised);
+    expect(calls).toEqual(['PATCH /usageplans/plan123']);
+    expect(patches).toEqual([
+      { op: 'replace', path: '/throttle/rateLimit', value: '2000' },
+      { op: 'replace', path: '/throttle/burstLimit', value: '3000' },
+    ]);
+    await expect(plans().setThrottle({}, raised)).rejects.toThrow('has no usage plan on record');
+  });
+
   it("answers API Gateway's throttle on these calls as rate_limited (429) with a Retry-After", async () => {
     usagePlanAnswer = { status: 429, type: 'TooManyRequestsException' };
     const failed = await plans()
