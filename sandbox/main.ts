@@ -25,22 +25,8 @@ const sandbox = await startSandbox({
   throw error;
 });
 
-process.stdout.write(
-  [
-    '',
-    `sluice sandbox on ${sandbox.url}  (Node ${process.versions.node})`,
-    `admin key: ${sandbox.adminKey}`,
-    sandbox.config.allowPrivateTargets ? 'private and http:// webhook targets are allowed (sandbox).' : '',
-    '',
-    'Try it (paste into a shell):',
-    '',
-    walkthrough(sandbox.url, sandbox.adminKey),
-    '',
-    'Ctrl-C stops the sandbox (twice: at once).',
-    '',
-  ].join('\n'),
-);
-
+// Ctrl-C is handled before the banner that says so is printed: one pressed as soon as it
+// appears stops the sandbox cleanly, not by the signal's default.
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
@@ -61,6 +47,22 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     );
   });
 }
+
+process.stdout.write(
+  [
+    '',
+    `sluice sandbox on ${sandbox.url}  (Node ${process.versions.node})`,
+    `admin key: ${sandbox.adminKey}`,
+    sandbox.config.allowPrivateTargets ? 'private and http:// webhook targets are allowed (sandbox).' : '',
+    '',
+    'Try it (paste into a shell):',
+    '',
+    walkthrough(sandbox.url, sandbox.adminKey),
+    '',
+    'Ctrl-C stops the sandbox (twice: at once).',
+    '',
+  ].join('\n'),
+);
 
 function fail(message: string): never {
   console.error(`${message}\nsluice sandbox not started.`);
