@@ -45,6 +45,11 @@ export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenant
   return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
 }
 
+/** How many times a change sets the tenant's usage plan while other changes keep landing. */
+const MAX_THROTTLE_ROUNDS = 3;
+
+const sameThrottle = (a: Tenant, b: Tenant) => a.limits.rate_per_second === b.limits.rate_per_second && a.limits.burst === b.limits.burst;
+
 /**
  * Changes a tenant's name or limits. The tenant's item is written first, then its
  * throttle (API Gateway's usage plan) is set from it: when that fails the answer says
@@ -54,10 +59,18 @@ export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenant
 export async function updateTenant(deps: TenantServiceDeps, tenantId: string, change: TenantChange) {
   const updated = await deps.tenants.update(tenantId, change);
   if (!updated) throw new ApiError('not_found', 'No tenant has this id.');
-  const { tenant, provisioning } = updated;
+  const { provisioning } = updated;
+  let { tenant } = updated;
   if (change.limits?.rate_per_second !== undefined || change.limits?.burst !== undefined) {
     try {
-      await deps.usagePlans.setThrottle(provisioning, tenant);
+      // Two changes at once may set the plan in the other order than they wrote the item:
+      // the item is read again after each setting, until the plan has what it says.
+      for (let round = 0; round < MAX_THROTTLE_ROUNDS; round++) {
+        await deps.usagePlans.setThrottle(provisioning, tenant);
+        const now = await deps.tenants.get(tenantId);
+        if (!now || sameThrottle(now, tenant)) break;
+        tenant = now;
+      }
     } catch (error) {
       deps.logger?.error("A tenant's new limits are stored but its usage plan was not changed", { tenant: tenantId, error });
       const throttled = error instanceof Error && error.name === 'TooManyRequestsException';

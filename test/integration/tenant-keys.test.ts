@@ -291,3 +291,32 @@ describe('a change of limits whose usage plan could not be set', () => {
     expect(calls).toBe(0);
   });
 });
+
+describe('two changes of limits at once', () => {
+  it('leave the usage plan with the limits the tenant ends with, whichever sets the plan last', async () => {
+    const tenant = await createTenant(sandbox, 'raced', { rate_per_second: 3, burst: 3 });
+    const store = new TenantStore({ client: documentClient(sandbox.emulators.dynamo), tableName: sandbox.wiring.controlTable });
+    const plans = new LocalUsagePlans();
+    const set: number[] = [];
+    let raced = false;
+    const usagePlans = {
+      provision: plans.provision.bind(plans),
+      remove: plans.remove.bind(plans),
+      setThrottle: async (provisioning: Record<string, string>, changed: Tenant) => {
+        // Another change writes the item after this one did, and sets the plan before this one does.
+        if (!raced) {
+          raced = true;
+          const other = await store.update(tenant.id, { limits: { rate_per_second: 90 } });
+          set.push(other?.tenant.limits.rate_per_second ?? 0);
+        }
+        set.push(changed.limits.rate_per_second);
+        await plans.setThrottle(provisioning, changed);
+      },
+    };
+    const answer = await updateTenant({ tenants: store, usagePlans, now: Date.now }, tenant.id, { limits: { rate_per_second: 40 } });
+    // The plan was set to 40 after the other change's 90: set again from the item, which says 90.
+    expect(set).toEqual([90, 40, 90]);
+    expect(answer.limits.rate_per_second).toBe(90);
+    expect((await store.get(tenant.id))?.limits.rate_per_second).toBe(90);
+  });
+});
