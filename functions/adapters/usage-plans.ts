@@ -11,6 +11,7 @@ import {
   CreateUsagePlanKeyCommand,
   DeleteApiKeyCommand,
   DeleteUsagePlanCommand,
+  GetUsagePlansCommand,
   UpdateUsagePlanCommand,
 } from '@aws-sdk/client-api-gateway';
 import { ApiError } from '../core/errors.ts';
@@ -44,6 +45,12 @@ function quotaError(error: unknown): unknown {
   return error;
 }
 
+/** Whether the SDK sent this call more than once: an earlier try may have applied, its answer lost. */
+function retried(outcome: unknown): boolean {
+  const metadata = (outcome as { $metadata?: { attempts?: number } } | undefined)?.$metadata;
+  return (metadata?.attempts ?? 1) > 1;
+}
+
 /** Tries of a removal, and the first wait between them (doubling): API Gateway's throttle on these calls outlasts the SDK's own retries. */
 const REMOVE_ATTEMPTS = 4;
 const REMOVE_FIRST_WAIT_MS = 1_000;
@@ -64,27 +71,55 @@ export class ApiGatewayUsagePlans implements UsagePlans {
   }
 
   async provision(tenant: Tenant): Promise<Record<string, string>> {
+    const name = `sluice-${tenant.id}`;
     const key = await this.#client
-      .send(new CreateApiKeyCommand({ name: `sluice-${tenant.id}`, value: tenant.usageKey, enabled: true }))
+      .send(new CreateApiKeyCommand({ name, value: tenant.usageKey, enabled: true }))
       .catch((error: unknown) => {
+        // The key's value is new and random: refused as a duplicate, it is this very call's
+        // first try, applied with its answer lost; nothing here can name it to remove it.
+        if (error instanceof Error && error.name === 'ConflictException' && retried(error)) {
+          this.#logger.error('API key left behind after a lost answer; delete it', { apiKeyName: name, error });
+        }
         throw quotaError(error);
       });
     const ids: Record<string, string> = { apiKeyId: key.id ?? '' };
     try {
       const plan = await this.#client.send(
         new CreateUsagePlanCommand({
-          name: `sluice-${tenant.id}`,
+          name,
           apiStages: [{ apiId: this.#restApiId, stage: this.#stage }],
           throttle: { rateLimit: tenant.limits.rate_per_second, burstLimit: tenant.limits.burst },
         }),
       );
       ids.usagePlanId = plan.id ?? '';
-      await this.#client.send(new CreateUsagePlanKeyCommand({ usagePlanId: ids.usagePlanId, keyId: ids.apiKeyId, keyType: 'API_KEY' }));
+      // A try before this one may have made a plan whose answer was lost: one of the
+      // region's few usage plans (300 by default), left with no key. It goes.
+      if (retried(plan)) await this.#removePlansNamed(name, ids.usagePlanId);
+      await this.#client
+        .send(new CreateUsagePlanKeyCommand({ usagePlanId: ids.usagePlanId, keyId: ids.apiKeyId, keyType: 'API_KEY' }))
+        .catch((error: unknown) => {
+          // Already in the plan: this call's first try applied, its answer lost.
+          if (!(error instanceof Error && error.name === 'ConflictException' && retried(error))) throw error;
+        });
       return ids;
     } catch (error) {
       await this.remove(ids).catch(() => undefined);
+      // The plan's creation failed on a retry: its first try may have made one all the same.
+      if (ids.usagePlanId === undefined && retried(error)) await this.#removePlansNamed(name).catch(() => undefined);
       throw quotaError(error);
     }
+  }
+
+  /** Removes the usage plans named `name` but `keep` (a lost answer's plans: see provision). */
+  async #removePlansNamed(name: string, keep?: string): Promise<void> {
+    const found: string[] = [];
+    let position: string | undefined;
+    do {
+      const page = await this.#client.send(new GetUsagePlansCommand({ limit: 500, ...(position && { position }) }));
+      for (const plan of page.items ?? []) if (plan.name === name && plan.id && plan.id !== keep) found.push(plan.id);
+      position = page.position;
+    } while (position);
+    for (const usagePlanId of found) await this.remove({ usagePlanId });
   }
 
   async setThrottle(provisioning: Record<string, string>, tenant: Tenant): Promise<void> {

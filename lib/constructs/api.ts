@@ -212,6 +212,8 @@ export class Api extends Construct {
     fn.addToRolePolicy(
       new PolicyStatement({ actions: ['apigateway:DELETE'], resources: [apigatewayArn('/apikeys/*'), apigatewayArn('/usageplans/*')] }),
     );
+    // A creation whose answer was lost and sent again may have made a plan: listed (GET) to remove it.
+    fn.addToRolePolicy(new PolicyStatement({ actions: ['apigateway:GET'], resources: [apigatewayArn('/usageplans')] }));
     // Undoing a tenant whose creation failed: a usage plan's stage is removed (PATCH) before the plan.
     fn.addToRolePolicy(new PolicyStatement({ actions: ['apigateway:PATCH'], resources: [apigatewayArn('/usageplans/*')] }));
     for (const path of ['/usageplans/*/keys', '/apikeys/*', '/usageplans/*']) {

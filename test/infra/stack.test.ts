@@ -371,6 +371,8 @@ describe('API', () => {
     expect(granted).toEqual([
       { action: 'apigateway:POST', paths: ['::/apikeys', '::/usageplans', '::/usageplans/*/keys'] },
       { action: 'apigateway:DELETE', paths: ['::/apikeys/*', '::/usageplans/*'] },
+      // Listing the plans (a lost answer's plan to remove), never the keys, whose values GET would show.
+      { action: 'apigateway:GET', paths: ['::/usageplans'] },
       { action: 'apigateway:PATCH', paths: ['::/usageplans/*'] },
     ]);
   });

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ApiGatewayUsagePlans } from '../../functions/adapters/usage-plans.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { ApiError } from '../../functions/core/errors.ts';
@@ -20,6 +20,10 @@ let stageAttached = true;
 let patches: unknown[] = [];
 /** How many of the next requests of a kind ('PATCH', 'DELETE') API Gateway throttles. */
 const throttleNext: Record<string, number> = {};
+/** Requests (`METHOD /path`) API Gateway carries out, whose answers are then lost on the way back. */
+const loseAnswer: Record<string, number> = {};
+/** What those requests made: a plan (listed by GET /usageplans), or a key or plan key that a second try finds taken. */
+let lost: { plans: Array<{ id: string; name: string }>; key: boolean; planKey: boolean } = { plans: [], key: false, planKey: false };
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
@@ -32,6 +36,30 @@ beforeAll(async () => {
       if (req.method === 'PATCH') patches.push(...(JSON.parse(body) as { patchOperations: unknown[] }).patchOperations);
       const json = (status: number, body: unknown, type?: string) =>
         res.writeHead(status, { 'content-type': 'application/json', ...(type && { 'x-amzn-errortype': type }) }).end(JSON.stringify(body));
+      const route = `${req.method} ${req.url?.split('?')[0]}`;
+      if ((loseAnswer[route] ?? 0) > 0) {
+        loseAnswer[route] = (loseAnswer[route] ?? 0) - 1;
+        if (route === 'POST /usageplans') lost.plans.push({ id: `planLost${lost.plans.length}`, name: JSON.parse(body).name });
+        if (route === 'POST /apikeys') lost.key = true;
+        if (route.endsWith('/keys') && route !== 'POST /apikeys') lost.planKey = true;
+        req.socket.destroy();
+        return;
+      }
+      if (route === 'POST /apikeys' && lost.key) return json(409, { message: 'API Key already exists' }, 'ConflictException');
+      if (route === 'POST /usageplans/plan123/keys' && lost.planKey) {
+        return json(
+          409,
+          { message: 'Usage Plan plan123 cannot be added because API Key key123 is already associated' },
+          'ConflictException',
+        );
+      }
+      if (route === 'GET /usageplans') {
+        // plan123 exists once a POST /usageplans was answered with it.
+        const made = !usagePlanAnswer.type && calls.filter((c) => c === 'POST /usageplans').length > lost.plans.length;
+        const mine = made ? [{ id: 'plan123', name: `sluice-${tenant.id}` }] : [];
+        return json(200, { item: [...lost.plans, ...mine, { id: 'planOther', name: 'sluice-ten_other' }] });
+      }
+      if (req.method === 'PATCH' && req.url?.startsWith('/usageplans/planLost')) return json(200, { apiStages: [] });
       if ((throttleNext[req.method ?? ''] ?? 0) > 0) {
         throttleNext[req.method ?? ''] = (throttleNext[req.method ?? ''] ?? 0) - 1;
         return json(429, { message: 'Too Many Requests' }, 'TooManyRequestsException');
@@ -65,12 +93,12 @@ beforeAll(async () => {
 
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-function plans(logger?: LoggerPort) {
+function plans(logger?: LoggerPort, maxAttempts = 1) {
   const client = new APIGatewayClient({
     endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    maxAttempts: 1,
+    maxAttempts,
   });
   return new ApiGatewayUsagePlans({ client, restApiId: 'api123', stage: 'live', logger, removeFirstWaitMs: 5 });
 }
@@ -147,6 +175,64 @@ describe('API Gateway usage plans', () => {
       { op: 'replace', path: '/throttle/burstLimit', value: '3000' },
     ]);
     await expect(plans().setThrottle({}, raised)).rejects.toThrow('has no usage plan on record');
+  });
+
+  describe('when an answer is lost and the SDK sends the call again', () => {
+    const reset = () => {
+      usagePlanAnswer = { status: 201 };
+      stageAttached = true;
+      lost = { plans: [], key: false, planKey: false };
+      calls.length = 0;
+    };
+    afterEach(reset);
+
+    it('removes the usage plan the first try made, and keeps the one it answered', async () => {
+      reset();
+      loseAnswer['POST /usageplans'] = 1;
+      expect(await plans(undefined, 2).provision(tenant)).toEqual({ apiKeyId: 'key123', usagePlanId: 'plan123' });
+      expect(calls.map((c) => c.split('?')[0])).toEqual([
+        'POST /apikeys',
+        'POST /usageplans',
+        'POST /usageplans',
+        'GET /usageplans',
+        'PATCH /usageplans/planLost0',
+        'DELETE /usageplans/planLost0',
+        'POST /usageplans/plan123/keys',
+      ]);
+    });
+
+    it('removes the plan a first try made when the try sent again fails, and the key', async () => {
+      reset();
+      loseAnswer['POST /usageplans'] = 1;
+      usagePlanAnswer = { status: 429, type: 'LimitExceededException' };
+      await expect(plans(undefined, 2).provision(tenant)).rejects.toMatchObject({ code: 'limit_exceeded' });
+      expect(calls.map((c) => c.split('?')[0])).toEqual([
+        'POST /apikeys',
+        'POST /usageplans',
+        'POST /usageplans',
+        'DELETE /apikeys/key123',
+        'GET /usageplans',
+        'PATCH /usageplans/planLost0',
+        'DELETE /usageplans/planLost0',
+      ]);
+    });
+
+    it('takes the key already in the plan for done, and lists nothing when no try was sent again', async () => {
+      reset();
+      loseAnswer['POST /usageplans/plan123/keys'] = 1;
+      expect(await plans(undefined, 2).provision(tenant)).toEqual({ apiKeyId: 'key123', usagePlanId: 'plan123' });
+      expect(calls).toEqual(['POST /apikeys', 'POST /usageplans', 'POST /usageplans/plan123/keys', 'POST /usageplans/plan123/keys']);
+    });
+
+    it('names the API key a lost answer left, which nothing can look up to remove', async () => {
+      reset();
+      loseAnswer['POST /apikeys'] = 1;
+      const logged: Array<Record<string, unknown> | undefined> = [];
+      const logger = { ...NO_LOGS, error: (_: string, fields?: Record<string, unknown>) => void logged.push(fields) };
+      await expect(plans(logger, 2).provision(tenant)).rejects.toMatchObject({ name: 'ConflictException' });
+      expect(logged).toEqual([expect.objectContaining({ apiKeyName: `sluice-${tenant.id}` })]);
+      expect(calls).toEqual(['POST /apikeys', 'POST /apikeys']);
+    });
   });
 
   it("answers API Gateway's throttle on these calls as rate_limited (429) with a Retry-After", async () => {
