@@ -36,8 +36,8 @@ export interface GatewayDeps {
  * The seconds to wait that the usage plan's 429 names, when API Gateway would refuse
  * this request for its key's throttle; undefined to let the API's app answer it: no
  * cached answer for its one Authorization header, a Deny, a plan not loaded yet, a
- * token there now, or a request that meets no authorizer (a HEAD, the health check,
- * anything outside `/v1/`). Takes no token.
+ * token there now, or a request that meets no authorizer (the health check, anything
+ * outside `/v1/`). Takes no token.
  */
 export function gatewayRefusal(
   req: Pick<IncomingMessage, 'url' | 'method' | 'headersDistinct'>,
@@ -47,7 +47,7 @@ export function gatewayRefusal(
   const path = (req.url ?? '').split('?', 1)[0] ?? '';
   const headers = req.headersDistinct.authorization;
   const header = headers?.length === 1 ? headers[0] : undefined;
-  if (req.method === 'HEAD' || !path.startsWith('/v1/') || path === '/v1/health' || header === undefined) return undefined;
+  if (!path.startsWith('/v1/') || path === '/v1/health' || header === undefined) return undefined;
   const answer = deps.cachedAnswer(header, now);
   if (!answer || denies(answer)) return undefined;
   const usageKey = answer.usageIdentifierKey as string;

@@ -161,18 +161,21 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.notFound(notFound);
 
+  app.get('/v1/health', (c) => c.json({ status: 'ok' }));
+
+  app.use('/v1/*', async (c, next) => {
+    // API Gateway's authorizer guards every method of the API but the health check's, so
+    // a HEAD without a valid key is a 401 there before it is anything else.
+    if (c.req.path === '/v1/health') return next();
+    const principal = await authenticate(c);
+    if (!principal) throw new ApiError('unauthorized', 'Send a valid key as Authorization: Bearer <key>.');
+    c.set('principal', principal);
+    await next();
+  });
   // Hono answers a HEAD by running the GET route, and a GET can change things (the first
   // poll of /v1/events starts a stream): so HEAD has no route but the health check's.
   app.use('*', async (c, next) => {
     if (c.req.method === 'HEAD' && c.req.path !== '/v1/health') return notFound(c);
-    await next();
-  });
-  app.get('/v1/health', (c) => c.json({ status: 'ok' }));
-
-  app.use('/v1/*', async (c, next) => {
-    const principal = await authenticate(c);
-    if (!principal) throw new ApiError('unauthorized', 'Send a valid key as Authorization: Bearer <key>.');
-    c.set('principal', principal);
     await next();
   });
 

@@ -197,6 +197,10 @@ describe('event streams', () => {
     expect(await streams.streamExpiry(tenant.id, 'head:1')).toBeGreaterThan(Date.now());
     // A load balancer's HEAD on the health check is still answered.
     expect((await call(sandbox, 'HEAD', '/v1/health')).status).toBe(200);
+    // Without a valid key, API Gateway's authorizer refuses a HEAD before anything else.
+    expect((await call(sandbox, 'HEAD', '/v1/events?resource=head:1')).status).toBe(401);
+    expect((await call(sandbox, 'HEAD', '/v1/nothing-here', { key: 'sk_not_a_key' })).status).toBe(401);
+    expect((await call(sandbox, 'HEAD', '/v1/nothing-here', { key: tenant.key })).status).toBe(404);
   });
 
   it('needs a valid resource', async () => {
