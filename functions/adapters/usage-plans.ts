@@ -37,7 +37,7 @@ function quotaError(error: unknown): unknown {
   if (name === 'LimitExceededException') {
     return new ApiError(
       'limit_exceeded',
-      "API Gateway's quota of usage plans or API keys in this region is reached; raise it (Service Quotas) or delete tenants no longer used.",
+      "API Gateway's quota of usage plans or API keys in this region is reached; raise it in Service Quotas (sluice has no call that deletes a tenant).",
     );
   }
   if (name === 'TooManyRequestsException')
