@@ -159,7 +159,10 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     if (context[AUTH_CONTEXT.principal] === 'tenant' && !usagePlans.knows(usageKey)) {
       // A tenant from a persisted sandbox (SLUICE_DATA_DIR): its throttle lived in memory.
       const tenant = await tenants.get(String(context[AUTH_CONTEXT.tenantId]));
-      if (tenant) await usagePlans.provision(tenant);
+      // None, or being deleted: its usage plan is gone, and API Gateway refuses the key
+      // (INVALID_API_KEY) even on an authorizer's answer it still keeps.
+      if (!tenant) throw new ApiError('forbidden', 'This key has no usage plan.');
+      await usagePlans.provision(tenant);
     }
     const wait = usagePlans.admit(usageKey, Date.now(), tenantLimits);
     if (wait !== undefined) {

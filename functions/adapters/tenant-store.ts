@@ -105,7 +105,8 @@ export class TenantStore {
   }
 
   /**
-   * The hash of the tenant's working key: undefined when there is no such tenant, null
+   * The hash of the tenant's working key: undefined when there is no such tenant (or it
+   * is being deleted), null
    * for a tenant made before keys could be rotated (its key item alone lets it in).
    */
   async keyHashOf(tenantId: string): Promise<string | null | undefined> {
@@ -113,12 +114,12 @@ export class TenantStore {
       new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-        ProjectionExpression: '#key_hash, #id',
-        ExpressionAttributeNames: names('key_hash', 'id'),
+        ProjectionExpression: '#key_hash, #id, #deleting_at',
+        ExpressionAttributeNames: names('key_hash', 'id', 'deleting_at'),
         ConsistentRead: true,
       }),
     );
-    if (!result.Item) return undefined;
+    if (!result.Item || result.Item.deleting_at !== undefined) return undefined;
     return typeof result.Item.key_hash === 'string' ? result.Item.key_hash : null;
   }
 
@@ -178,8 +179,8 @@ export class TenantStore {
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
           UpdateExpression: `SET ${sets.join(', ')}`,
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names(...new Set(attributes)),
+          ConditionExpression: 'attribute_exists(#pk) AND attribute_not_exists(#deleting_at)',
+          ExpressionAttributeNames: names(...new Set([...attributes, 'deleting_at'])),
           ExpressionAttributeValues: values,
           ReturnValues: 'ALL_NEW',
         }),
@@ -196,11 +197,42 @@ export class TenantStore {
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK } }));
   }
 
+  /** The tenant, or undefined when there is none, or it is being deleted (see beginDeletion). */
   async get(tenantId: string): Promise<Tenant | undefined> {
     const result = await this.#client.send(
       new GetCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK }, ConsistentRead: true }),
     );
-    return result.Item ? toTenant(result.Item) : undefined;
+    return result.Item && result.Item.deleting_at === undefined ? toTenant(result.Item) : undefined;
+  }
+
+  /**
+   * Marks the tenant as being deleted (from then on, it is not found: `get`, `keyHashOf`
+   * and `update` answer as if it were gone) and answers what its deletion must undo: its
+   * key's hash and its throttle's ids. Undefined when there is no such tenant. Marking
+   * one already marked changes nothing: a deletion goes on where one before it stopped.
+   */
+  async beginDeletion(tenantId: string, now: number): Promise<{ keyHash?: string; provisioning: Record<string, string> } | undefined> {
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
+          UpdateExpression: 'SET #deleting_at = if_not_exists(#deleting_at, :now)',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names('pk', 'deleting_at'),
+          ExpressionAttributeValues: { ':now': now },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      const item = result.Attributes ?? {};
+      return {
+        ...(typeof item.key_hash === 'string' && { keyHash: item.key_hash }),
+        provisioning: (item.provisioning as Record<string, string> | undefined) ?? {},
+      };
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
   }
 
   /**

@@ -37,12 +37,17 @@ function quotaError(error: unknown): unknown {
   if (name === 'LimitExceededException') {
     return new ApiError(
       'limit_exceeded',
-      "API Gateway's quota of usage plans or API keys in this region is reached; raise it in Service Quotas (sluice has no call that deletes a tenant).",
+      "API Gateway's quota of usage plans or API keys in this region is reached; raise it in Service Quotas, or delete tenants no longer used (DELETE /v1/admin/tenants/{id}).",
     );
   }
   if (name === 'TooManyRequestsException')
     return new ApiError('rate_limited', 'Tenants are being created faster than API Gateway allows; retry shortly.', 2);
   return error;
+}
+
+/** A removal that finds nothing to remove has nothing left to do (a removal sent again: a tenant's deletion, say). */
+function goneAlready(error: unknown): void {
+  if (!(error instanceof Error && error.name === 'NotFoundException')) throw error;
 }
 
 /** Whether the SDK sent this call more than once: an earlier try may have applied, its answer lost. */
@@ -164,21 +169,23 @@ export class ApiGatewayUsagePlans implements UsagePlans {
       if (provisioning.usagePlanId && !done.has('usagePlanId')) {
         if (!done.has('apiStage')) {
           // API Gateway refuses to delete a usage plan that still has an API stage.
-          await this.#client.send(
-            new UpdateUsagePlanCommand({
-              usagePlanId: provisioning.usagePlanId,
-              patchOperations: [{ op: 'remove', path: '/apiStages', value: `${this.#restApiId}:${this.#stage}` }],
-            }),
-          );
+          await this.#client
+            .send(
+              new UpdateUsagePlanCommand({
+                usagePlanId: provisioning.usagePlanId,
+                patchOperations: [{ op: 'remove', path: '/apiStages', value: `${this.#restApiId}:${this.#stage}` }],
+              }),
+            )
+            .catch(goneAlready);
           done.add('apiStage');
         }
-        await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId }));
+        await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId })).catch(goneAlready);
         done.add('usagePlanId');
       }
     } finally {
       // The key goes even when its plan would not: a key left behind counts against the quota too.
       if (provisioning.apiKeyId && !done.has('apiKeyId')) {
-        await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId }));
+        await this.#client.send(new DeleteApiKeyCommand({ apiKey: provisioning.apiKeyId })).catch(goneAlready);
         done.add('apiKeyId');
       }
     }

@@ -8,7 +8,7 @@ import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues } from '../app/reconciler.ts';
 import { pollStream, type StreamDeps } from '../app/streams.ts';
 import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
-import { createTenant, getTenant, rotateTenantKey, type TenantServiceDeps, updateTenant } from '../app/tenants.ts';
+import { createTenant, deleteTenant, getTenant, rotateTenantKey, type TenantServiceDeps, updateTenant } from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
@@ -258,6 +258,12 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     requireAdmin(c);
     const tenantId = pathId(c, 'ten');
     return c.json(await updateTenant(services.tenants, tenantId, validateTenantUpdate(await readJsonBody(c))));
+  });
+  app.delete('/v1/admin/tenants/:id', async (c) => {
+    requireAdmin(c);
+    const tenantId = pathId(c, 'ten');
+    const done = await deleteTenant({ ...services.tenants, webhooks: services.webhooks }, tenantId);
+    return done === 'deleted' ? c.body(null, 204) : c.json({ id: tenantId, status: 'deleting' }, 202);
   });
   app.post('/v1/admin/tenants/:id/rotate-key', async (c) => {
     requireAdmin(c);

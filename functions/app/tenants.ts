@@ -8,6 +8,7 @@ import { generateApiKey, hashKey } from '../core/keys.ts';
 import type { Tenant } from '../core/model.ts';
 import type { LoggerPort } from '../core/telemetry.ts';
 import type { TenantChange, TenantInput } from '../core/validation.ts';
+import type { WebhookService } from './webhooks.ts';
 
 export interface TenantServiceDeps {
   readonly tenants: TenantStore;
@@ -80,6 +81,52 @@ export async function updateTenant(deps: TenantServiceDeps, tenantId: string, ch
     }
   }
   return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
+}
+
+/** What deleting a tenant needs besides the tenants: its webhooks' service, and how long one request may work. */
+export interface TenantDeletionDeps extends TenantServiceDeps {
+  readonly webhooks: {
+    list(tenantId: string, limit: number): Promise<{ readonly data: ReadonlyArray<{ readonly id: string }> }>;
+    delete: WebhookService['delete'];
+  };
+  /** @default DELETION_BUDGET_MS */
+  readonly deletionBudgetMs?: number;
+}
+
+/** How long one request deletes webhooks before it answers that the deletion goes on (API Gateway waits 29 s). */
+const DELETION_BUDGET_MS = 15_000;
+const DELETION_PAGE = 100;
+
+/**
+ * Deletes a tenant, in an order that shuts it out first: marked as being deleted (from
+ * then on it is not found: not listed, changed, rotated or given a webhook), its key's
+ * item gone (the authorizer refuses the key; API Gateway may keep an answer a minute),
+ * its usage plan and API key gone (which API Gateway checks on every request, a cached
+ * answer or not), then its webhooks with what they hold, and last its item. A tenant
+ * with more webhooks than one request has time for answers `deleting`: the same
+ * request sent again goes on. Its events, streams, dead letters and attempts expire
+ * with the retention period; switches naming it stay until lifted.
+ */
+export async function deleteTenant(deps: TenantDeletionDeps, tenantId: string): Promise<'deleted' | 'deleting'> {
+  const started = deps.now();
+  const deletion = await deps.tenants.beginDeletion(tenantId, started);
+  if (!deletion) throw new ApiError('not_found', 'No tenant has this id.');
+  if (deletion.keyHash) await deps.tenants.deleteKey(deletion.keyHash, tenantId);
+  await deps.usagePlans.remove(deletion.provisioning);
+  for (;;) {
+    const { data } = await deps.webhooks.list(tenantId, DELETION_PAGE);
+    if (data.length === 0) break;
+    for (const webhook of data) {
+      await deps.webhooks.delete(tenantId, webhook.id).catch((error: unknown) => {
+        // Deleted meanwhile by another request (the tenant's own, through a cached answer).
+        if (!(error instanceof ApiError && error.code === 'not_found')) throw error;
+      });
+      if (deps.now() - started >= (deps.deletionBudgetMs ?? DELETION_BUDGET_MS)) return 'deleting';
+    }
+  }
+  await deps.tenants.delete(tenantId);
+  deps.logger?.info('Tenant deleted', { tenant: tenantId });
+  return 'deleted';
 }
 
 /**

@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../../functions/adapters/usage-plans.ts';
-import { createTenant as createTenantDirect, rotateTenantKey, updateTenant } from '../../functions/app/tenants.ts';
+import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import { createTenant as createTenantDirect, deleteTenant, rotateTenantKey, updateTenant } from '../../functions/app/tenants.ts';
 import { ApiError } from '../../functions/core/errors.ts';
 import type { Tenant } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -318,5 +319,84 @@ describe('two changes of limits at once', () => {
     expect(set).toEqual([90, 40, 90]);
     expect(answer.limits.rate_per_second).toBe(90);
     expect((await store.get(tenant.id))?.limits.rate_per_second).toBe(90);
+  });
+});
+
+describe('DELETE /v1/admin/tenants/{id}', () => {
+  const remove = (id: string, key = sandbox.adminKey) => call(sandbox, 'DELETE', `/v1/admin/tenants/${id}`, { key });
+
+  it('shuts the tenant out at once, deletes its webhooks and itself, and is the admin’s alone', async () => {
+    const tenant = await createTenant(sandbox, 'leaving');
+    const other = await createTenant(sandbox, 'staying');
+    await createWebhook(sandbox, tenant.key, { resource: 'project:1', url: `${receiver.url}/leaving` });
+    await createWebhook(sandbox, tenant.key, { resource: 'project:2', url: `${receiver.url}/leaving` });
+    const otherHook = await createWebhook(sandbox, other.key, { resource: 'project:1', url: `${receiver.url}/staying` });
+    expect(
+      (await publish(sandbox, tenant.key, [{ resource: 'task:1', parents: ['project:1'], type: 'task.changed', data: 1 }])).status,
+    ).toBe(202);
+    await receiver.waitFor(() => receiver.deliveries('/leaving').flatMap((d) => d.json.events).length >= 1);
+    // Its key's answer is cached now, as API Gateway's would be.
+    expect(await works(tenant.key)).toBe(200);
+
+    expectError(await remove(tenant.id, tenant.key), 403, 'forbidden');
+    expect((await remove(tenant.id)).status).toBe(204);
+
+    // The cached answer meets no usage plan (API Gateway's INVALID_API_KEY); a fresh one, no key.
+    expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: tenant.key }), 403, 'forbidden');
+    const fresh = await fetch(`${sandbox.url}/v1/webhooks`, { headers: { authorization: `bearer ${tenant.key}` } });
+    expect(fresh.status).toBe(401);
+    await sleep(CACHE_MS + 100);
+    expect(await works(tenant.key)).toBe(401);
+
+    const store = new WebhookStore({ client: documentClient(sandbox.emulators.dynamo), tableName: sandbox.wiring.controlTable });
+    expect(await store.list(tenant.id)).toEqual([]);
+    expectError(await call(sandbox, 'GET', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey }), 404, 'not_found');
+    expectError(await remove(tenant.id), 404, 'not_found');
+    expectError(await rotate(tenant.id), 404, 'not_found');
+    // The other tenant is untouched.
+    expect((await call(sandbox, 'GET', '/v1/webhooks', { key: other.key })).body.data.map((w: { id: string }) => w.id)).toEqual([
+      otherHook.id,
+    ]);
+  });
+
+  it('goes on where a request out of time stopped; meanwhile the tenant is not found and gets nothing new', async () => {
+    const tenant = await createTenant(sandbox, 'big');
+    for (let i = 0; i < 3; i++) await createWebhook(sandbox, tenant.key, { resource: `big:${i}`, url: `${receiver.url}/big` });
+    const client = documentClient(sandbox.emulators.dynamo);
+    const store = new TenantStore({ client, tableName: sandbox.wiring.controlTable });
+    const webhooks = new WebhookStore({ client, tableName: sandbox.wiring.controlTable });
+    const service = {
+      list: async (tenantId: string, limit: number) => ({ data: (await webhooks.page(tenantId, limit)).webhooks }),
+      delete: async (tenantId: string, id: string) => {
+        await webhooks.delete(tenantId, id);
+      },
+    };
+    // A clock on which every webhook deleted uses up the request's time.
+    let now = 0;
+    const deps = { tenants: store, usagePlans: new LocalUsagePlans(), now: () => (now += 10), webhooks: service, deletionBudgetMs: 5 };
+
+    expect(await deleteTenant(deps, tenant.id)).toBe('deleting');
+    expect((await webhooks.list(tenant.id)).length).toBe(2);
+    expectError(await call(sandbox, 'GET', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey }), 404, 'not_found');
+    expectError(
+      await call(sandbox, 'PATCH', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey, body: { name: 'back' } }),
+      404,
+      'not_found',
+    );
+    expectError(await rotate(tenant.id), 404, 'not_found');
+    expectError(
+      await call(sandbox, 'PUT', '/v1/admin/switches', {
+        key: sandbox.adminKey,
+        body: { scope: 'tenant', tenant: tenant.id, action: 'pause' },
+      }),
+      404,
+      'not_found',
+    );
+
+    expect(await deleteTenant(deps, tenant.id)).toBe('deleting');
+    expect(await deleteTenant(deps, tenant.id)).toBe('deleting');
+    expect(await deleteTenant(deps, tenant.id)).toBe('deleted');
+    expect(await webhooks.list(tenant.id)).toEqual([]);
+    await expect(deleteTenant(deps, tenant.id)).rejects.toMatchObject({ code: 'not_found' });
   });
 });

@@ -83,6 +83,8 @@ beforeAll(async () => {
           'BadRequestException',
         );
       }
+      if (req.url?.endsWith('/gone'))
+        return json(404, { message: 'Invalid Usage Plan or API Key identifier specified' }, 'NotFoundException');
       if (req.method === 'DELETE') return res.writeHead(202).end();
       json(404, { message: 'no such route' }, 'NotFoundException');
     });
@@ -162,6 +164,12 @@ describe('API Gateway usage plans', () => {
     throttleNext.PATCH = 0;
     expect(logged).toEqual([expect.objectContaining({ usagePlanId: 'plan123' })]);
     expect(logged[0]).not.toHaveProperty('apiKeyId');
+  });
+
+  it('takes a plan or key that is gone already for removed (a removal sent again: a deletion that goes on)', async () => {
+    calls.length = 0;
+    await plans().remove({ apiKeyId: 'gone', usagePlanId: 'gone' });
+    expect(calls).toEqual(['PATCH /usageplans/gone', 'DELETE /usageplans/gone', 'DELETE /apikeys/gone']);
   });
 
   it("sets a tenant's throttle on its own usage plan, to the limits it now has", async () => {
