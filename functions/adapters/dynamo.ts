@@ -7,6 +7,7 @@ import {
   QueryCommand,
   type QueryCommandInput,
   type QueryCommandOutput,
+  UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 
 export function isConditionFailure(error: unknown): boolean {
@@ -88,6 +89,38 @@ export async function batchWrite(client: DynamoDBDocumentClient, tableName: stri
     }),
   );
   if (failure) throw failure.error;
+}
+
+/**
+ * Sets `attribute` to `now` on an existing item, unless it is set already, and answers
+ * the item as it then is; undefined when there is no item. The first half of a change
+ * in two steps (a lift, a deletion): sent again, it answers the first mark, and the
+ * second step goes on from it.
+ */
+export async function markOnce(
+  client: DynamoDBDocumentClient,
+  tableName: string,
+  key: Record<string, unknown>,
+  attribute: string,
+  now: number,
+): Promise<Record<string, unknown> | undefined> {
+  try {
+    const result = await client.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: key,
+        UpdateExpression: `SET #${attribute} = if_not_exists(#${attribute}, :now)`,
+        ConditionExpression: 'attribute_exists(#pk)',
+        ExpressionAttributeNames: names('pk', attribute),
+        ExpressionAttributeValues: { ':now': now },
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    return result.Attributes ?? {};
+  } catch (error) {
+    if (isConditionFailure(error)) return undefined;
+    throw error;
+  }
 }
 
 export function epochSeconds(ms: number): number {

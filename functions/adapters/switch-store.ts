@@ -6,7 +6,7 @@
 import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Switch } from '../core/switches.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { isConditionFailure, names, queryPages } from './dynamo.ts';
+import { isConditionFailure, markOnce, names, queryPages } from './dynamo.ts';
 
 const PK = CONTROL_PK.switches;
 
@@ -103,24 +103,8 @@ export class SwitchStore {
    * with its mark, so that the lift sent again wakes what it stopped and ends it.
    */
   async beginLift(id: string, now: number): Promise<{ lifted: Switch; mark: number } | undefined> {
-    try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: PK, sk: id },
-          UpdateExpression: 'SET #lifted_at = if_not_exists(#lifted_at, :now)',
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names('pk', 'lifted_at'),
-          ExpressionAttributeValues: { ':now': now },
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      const item = result.Attributes ?? {};
-      return { lifted: toSwitch(item), mark: Number(item.lifted_at) };
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
+    const item = await markOnce(this.#client, this.#table, { pk: PK, sk: id }, 'lifted_at', now);
+    return item && { lifted: toSwitch(item), mark: Number(item.lifted_at) };
   }
 
   /** The end of a lift: removes the switch, unless it was set again meanwhile (which removed the mark). */

@@ -2,7 +2,7 @@
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
 import { CONTROL_PK, TENANT_SK, tenantPk } from '../definitions/tables.ts';
-import { isConditionFailure, names } from './dynamo.ts';
+import { isConditionFailure, markOnce, names } from './dynamo.ts';
 
 const keyPk = (hash: string) => `${CONTROL_PK.apiKey}${hash}`;
 const KEY_SK = 'apikey';
@@ -212,27 +212,12 @@ export class TenantStore {
    * one already marked changes nothing: a deletion goes on where one before it stopped.
    */
   async beginDeletion(tenantId: string, now: number): Promise<{ keyHash?: string; provisioning: Record<string, string> } | undefined> {
-    try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-          UpdateExpression: 'SET #deleting_at = if_not_exists(#deleting_at, :now)',
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: names('pk', 'deleting_at'),
-          ExpressionAttributeValues: { ':now': now },
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      const item = result.Attributes ?? {};
-      return {
-        ...(typeof item.key_hash === 'string' && { keyHash: item.key_hash }),
-        provisioning: (item.provisioning as Record<string, string> | undefined) ?? {},
-      };
-    } catch (error) {
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
+    const item = await markOnce(this.#client, this.#table, { pk: tenantPk(tenantId), sk: TENANT_SK }, 'deleting_at', now);
+    if (!item) return undefined;
+    return {
+      ...(typeof item.key_hash === 'string' && { keyHash: item.key_hash }),
+      provisioning: (item.provisioning as Record<string, string> | undefined) ?? {},
+    };
   }
 
   /**
