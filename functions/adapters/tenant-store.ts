@@ -2,7 +2,7 @@
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
 import { CONTROL_PK, TENANT_SK, tenantPk } from '../definitions/tables.ts';
-import { isConditionFailure, markOnce, names } from './dynamo.ts';
+import { isConditionFailure, markOnce, names, queryPages } from './dynamo.ts';
 
 const keyPk = (hash: string) => `${CONTROL_PK.apiKey}${hash}`;
 const KEY_SK = 'apikey';
@@ -58,7 +58,43 @@ export class TenantStore {
       // after its first try applied and its answer was lost. Anything else is thrown.
       if (!isConditionFailure(error) || (await this.keyHashOf(tenant.id)) !== keyHash) throw error;
     }
+    await this.#putEntry(tenant);
     await this.putKey(keyHash, tenant.id);
+  }
+
+  /** The tenant's entry in the admin's list (written again as it is: a put sent twice is one). */
+  async #putEntry(tenant: Pick<Tenant, 'id' | 'name' | 'createdAt'>): Promise<void> {
+    await this.#client.send(
+      new PutCommand({
+        TableName: this.#table,
+        Item: { pk: CONTROL_PK.tenants, sk: tenant.id, id: tenant.id, name: tenant.name, created_at: tenant.createdAt },
+      }),
+    );
+  }
+
+  async #deleteEntry(tenantId: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: CONTROL_PK.tenants, sk: tenantId } }));
+  }
+
+  /** One page of the admin's list of tenants, oldest first, after the tenant `after` (which need not exist any more). */
+  async list(limit: number, after?: string): Promise<{ tenants: Array<Pick<Tenant, 'id' | 'name' | 'createdAt'>>; hasMore: boolean }> {
+    const items: Record<string, unknown>[] = [];
+    const pages = queryPages(
+      this.#client,
+      {
+        TableName: this.#table,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: names('pk'),
+        ExpressionAttributeValues: { ':pk': CONTROL_PK.tenants },
+        Limit: limit + 1,
+      },
+      { ...(after !== undefined && { startKey: { pk: CONTROL_PK.tenants, sk: after } }), more: () => items.length <= limit },
+    );
+    for await (const result of pages) items.push(...(result.Items ?? []));
+    return {
+      tenants: items.slice(0, limit).map((item) => ({ id: String(item.id), name: String(item.name), createdAt: String(item.created_at) })),
+      hasMore: items.length > limit,
+    };
   }
 
   /**
@@ -186,7 +222,9 @@ export class TenantStore {
         }),
       );
       const item = result.Attributes ?? {};
-      return { tenant: toTenant(item), provisioning: (item.provisioning as Record<string, string> | undefined) ?? {} };
+      const tenant = toTenant(item);
+      if (change.name !== undefined) await this.#putEntry(tenant);
+      return { tenant, provisioning: (item.provisioning as Record<string, string> | undefined) ?? {} };
     } catch (error) {
       if (isConditionFailure(error)) return undefined;
       throw error;
@@ -195,6 +233,7 @@ export class TenantStore {
 
   async delete(tenantId: string): Promise<void> {
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK } }));
+    await this.#deleteEntry(tenantId);
   }
 
   /** The tenant, or undefined when there is none, or it is being deleted (see beginDeletion). */
@@ -214,6 +253,8 @@ export class TenantStore {
   async beginDeletion(tenantId: string, now: number): Promise<{ keyHash?: string; provisioning: Record<string, string> } | undefined> {
     const item = await markOnce(this.#client, this.#table, { pk: tenantPk(tenantId), sk: TENANT_SK }, 'deleting_at', now);
     if (!item) return undefined;
+    // Not listed from now on, as it is not found.
+    await this.#deleteEntry(tenantId);
     return {
       ...(typeof item.key_hash === 'string' && { keyHash: item.key_hash }),
       provisioning: (item.provisioning as Record<string, string> | undefined) ?? {},

@@ -8,7 +8,15 @@ import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues } from '../app/reconciler.ts';
 import { pollStream, type StreamDeps } from '../app/streams.ts';
 import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
-import { createTenant, deleteTenant, getTenant, rotateTenantKey, type TenantServiceDeps, updateTenant } from '../app/tenants.ts';
+import {
+  createTenant,
+  deleteTenant,
+  getTenant,
+  listTenants,
+  rotateTenantKey,
+  type TenantServiceDeps,
+  updateTenant,
+} from '../app/tenants.ts';
 import type { WebhookService } from '../app/webhooks.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { ApiError, type ErrorCode, HTTP_STATUS } from '../core/errors.ts';
@@ -249,6 +257,13 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     };
     const input = validateTenantCreate(await readJsonBody(c), defaults);
     return c.json(await createTenant(services.tenants, input), 201);
+  });
+  app.get('/v1/admin/tenants', async (c) => {
+    requireAdmin(c);
+    const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
+    const after = queryParam(c, 'after');
+    if (after !== undefined && !isId('ten', after)) throw new ApiError('invalid_request', 'after must be a tenant id (ten_…).');
+    return c.json(await listTenants(services.tenants, limit, after));
   });
   app.get('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);

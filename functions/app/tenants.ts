@@ -39,6 +39,12 @@ export async function createTenant(deps: TenantServiceDeps, input: TenantInput) 
   return { id: tenant.id, name: tenant.name, limits: tenant.limits, api_key: apiKey, created_at: tenant.createdAt };
 }
 
+/** The admin's list of tenants, oldest first: `after` is the last id of the page before. */
+export async function listTenants(deps: Pick<TenantServiceDeps, 'tenants'>, limit: number, after?: string) {
+  const page = await deps.tenants.list(limit, after);
+  return { data: page.tenants.map((t) => ({ id: t.id, name: t.name, created_at: t.createdAt })), has_more: page.hasMore };
+}
+
 /** What an admin may see of a tenant: never a key, nor its hash. */
 export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenantId: string) {
   const tenant = await deps.tenants.get(tenantId);

@@ -90,6 +90,8 @@ export const CONTROL_PK = {
   canaryKey: 'canary-key',
   /** Every kill switch, under one partition. */
   switches: 'switches',
+  /** Every tenant's entry in the admin's list (id, name, created_at), under one partition, in id (creation) order. */
+  tenants: 'tenants',
   /** `<kind>#<webhook id>`: what is kept per webhook (adapters/delivery-records.ts). */
   attempts: 'attempts#',
   deliveries: 'deliveries#',

@@ -400,3 +400,43 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
     await expect(deleteTenant(deps, tenant.id)).rejects.toMatchObject({ code: 'not_found' });
   });
 });
+
+describe('GET /v1/admin/tenants', () => {
+  it('lists the tenants oldest first, a page at a time, with their names as they now are, and not those deleted', async () => {
+    const list = async (query = '') => (await call(sandbox, 'GET', `/v1/admin/tenants${query}`, { key: sandbox.adminKey })).body;
+    const all = async () => {
+      const tenants: Array<{ id: string; name: string; created_at: string }> = [];
+      for (let page = await list('?limit=100'); ; page = await list(`?limit=100&after=${tenants.at(-1)?.id}`)) {
+        tenants.push(...page.data);
+        if (!page.has_more) return tenants;
+      }
+    };
+    const [first, second, third] = [
+      await createTenant(sandbox, 'list-1'),
+      await createTenant(sandbox, 'list-2'),
+      await createTenant(sandbox, 'list-3'),
+    ];
+    const listed = (await all()).filter((t) => t.name.startsWith('list-'));
+    expect(listed.map((t) => [t.id, t.name])).toEqual([
+      [first.id, 'list-1'],
+      [second.id, 'list-2'],
+      [third.id, 'list-3'],
+    ]);
+    expect(listed[0]?.created_at).toMatch(/^\d{4}-\d\d-\d\dT/);
+
+    // A page of two, then the rest after the last of it.
+    const ids = (await all()).map((t) => t.id);
+    const page = await list(`?limit=2&after=${ids.at(-4)}`);
+    expect(page).toMatchObject({ has_more: true });
+    expect(page.data.map((t: { id: string }) => t.id)).toEqual(ids.slice(-3, -1));
+    expect((await list(`?limit=2&after=${ids.at(-2)}`)).data.map((t: { id: string }) => t.id)).toEqual(ids.slice(-1));
+
+    await call(sandbox, 'PATCH', `/v1/admin/tenants/${second.id}`, { key: sandbox.adminKey, body: { name: 'list-2b' } });
+    expect((await call(sandbox, 'DELETE', `/v1/admin/tenants/${third.id}`, { key: sandbox.adminKey })).status).toBe(204);
+    expect((await all()).filter((t) => t.name.startsWith('list-')).map((t) => t.name)).toEqual(['list-1', 'list-2b']);
+
+    expectError(await call(sandbox, 'GET', '/v1/admin/tenants', { key: first.key }), 403, 'forbidden');
+    expectError(await call(sandbox, 'GET', '/v1/admin/tenants?limit=0', { key: sandbox.adminKey }), 400, 'invalid_request');
+    expectError(await call(sandbox, 'GET', `/v1/admin/tenants?after=${'x'.repeat(2_000)}`, { key: sandbox.adminKey }), 400, 'invalid_request');
+  });
+});
