@@ -437,6 +437,10 @@ describe('GET /v1/admin/tenants', () => {
 
     expectError(await call(sandbox, 'GET', '/v1/admin/tenants', { key: first.key }), 403, 'forbidden');
     expectError(await call(sandbox, 'GET', '/v1/admin/tenants?limit=0', { key: sandbox.adminKey }), 400, 'invalid_request');
-    expectError(await call(sandbox, 'GET', `/v1/admin/tenants?after=${'x'.repeat(2_000)}`, { key: sandbox.adminKey }), 400, 'invalid_request');
+    expectError(
+      await call(sandbox, 'GET', `/v1/admin/tenants?after=${'x'.repeat(2_000)}`, { key: sandbox.adminKey }),
+      400,
+      'invalid_request',
+    );
   });
 });
