@@ -23,6 +23,15 @@ function requestHandler(options: ClientOptions) {
 }
 
 /**
+ * Whether the SDK sent a call (or a failed one) more than once. It tries a call again
+ * after a network error, even one that came after the first try had applied (its
+ * answer lost), so what the second try meets may be the first try's doing.
+ */
+export function sentAgain(outcome: unknown): boolean {
+  return ((outcome as { $metadata?: { attempts?: number } } | undefined)?.$metadata?.attempts ?? 1) > 1;
+}
+
+/**
  * Takes the SDK's logger middleware off a client. sluice gives the SDK no logger (it
  * logs its own calls' outcomes with Powertools), yet the middleware copies every
  * call's input and output through the SDK's sensitive-data filter for the no-op

@@ -9,18 +9,15 @@ import {
   type QueryCommandOutput,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
+import { sentAgain } from './aws.ts';
 
 export function isConditionFailure(error: unknown): boolean {
   return error instanceof ConditionalCheckFailedException || (error instanceof Error && error.name === 'ConditionalCheckFailedException');
 }
 
-/**
- * Whether a write was refused on the SDK's second try or later. The SDK tries a write
- * again after a network error, even one that came after the first try had applied (its
- * answer lost), so such a refusal may be of the write's own first try.
- */
+/** Whether a write was refused on the SDK's second try or later: maybe by its own first try (see `sentAgain`). */
 export function refusedOnRetry(error: unknown): boolean {
-  return isConditionFailure(error) && ((error as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1) > 1;
+  return isConditionFailure(error) && sentAgain(error);
 }
 
 /** Whether a conditional write applied: false when its condition refused it; any other error is thrown. */

@@ -18,6 +18,7 @@ import { ApiError } from '../core/errors.ts';
 import type { Tenant } from '../core/model.ts';
 import { type LoggerPort, NO_LOGS } from '../core/telemetry.ts';
 import { type Bucket, type TakeResult, take } from '../core/token-bucket.ts';
+import { sentAgain } from './aws.ts';
 
 export interface UsagePlans {
   /** Creates the tenant's throttle; returns the ids needed to remove it. */
@@ -50,10 +51,9 @@ function goneAlready(error: unknown): void {
   if (!(error instanceof Error && error.name === 'NotFoundException')) throw error;
 }
 
-/** Whether the SDK sent this call more than once: an earlier try may have applied, its answer lost. */
-function retried(outcome: unknown): boolean {
-  const metadata = (outcome as { $metadata?: { attempts?: number } } | undefined)?.$metadata;
-  return (metadata?.attempts ?? 1) > 1;
+/** A creation refused as a duplicate on the SDK's second try or later: maybe of its own first try (see `sentAgain`). */
+function conflictOnRetry(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ConflictException' && sentAgain(error);
 }
 
 /** Tries of a removal, and the first wait between them (doubling): API Gateway's throttle on these calls outlasts the SDK's own retries. */
@@ -82,7 +82,7 @@ export class ApiGatewayUsagePlans implements UsagePlans {
       .catch((error: unknown) => {
         // The key's value is new and random: refused as a duplicate, it is this very call's
         // first try, applied with its answer lost; nothing here can name it to remove it.
-        if (error instanceof Error && error.name === 'ConflictException' && retried(error)) {
+        if (conflictOnRetry(error)) {
           this.#logger.error('API key left behind after a lost answer; delete it', { apiKeyName: name, error });
         }
         throw quotaError(error);
@@ -99,18 +99,18 @@ export class ApiGatewayUsagePlans implements UsagePlans {
       ids.usagePlanId = plan.id ?? '';
       // A try before this one may have made a plan whose answer was lost: one of the
       // region's few usage plans (300 by default), left with no key. It goes.
-      if (retried(plan)) await this.#removePlansNamed(name, ids.usagePlanId);
+      if (sentAgain(plan)) await this.#removePlansNamed(name, ids.usagePlanId);
       await this.#client
         .send(new CreateUsagePlanKeyCommand({ usagePlanId: ids.usagePlanId, keyId: ids.apiKeyId, keyType: 'API_KEY' }))
         .catch((error: unknown) => {
           // Already in the plan: this call's first try applied, its answer lost.
-          if (!(error instanceof Error && error.name === 'ConflictException' && retried(error))) throw error;
+          if (!conflictOnRetry(error)) throw error;
         });
       return ids;
     } catch (error) {
       await this.remove(ids).catch(() => undefined);
       // The plan's creation failed on a retry: its first try may have made one all the same.
-      if (ids.usagePlanId === undefined && retried(error)) await this.#removePlansNamed(name).catch(() => undefined);
+      if (ids.usagePlanId === undefined && sentAgain(error)) await this.#removePlansNamed(name).catch(() => undefined);
       throw quotaError(error);
     }
   }
