@@ -46,10 +46,14 @@ export async function listTenants(deps: Pick<TenantServiceDeps, 'tenants'>, limi
 }
 
 /** What an admin may see of a tenant: never a key, nor its hash. */
+function tenantView(tenant: Tenant) {
+  return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
+}
+
 export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenantId: string) {
   const tenant = await deps.tenants.get(tenantId);
   if (!tenant) throw new ApiError('not_found', 'No tenant has this id.');
-  return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
+  return tenantView(tenant);
 }
 
 /** How many times a change sets the tenant's usage plan while other changes keep landing. */
@@ -86,7 +90,7 @@ export async function updateTenant(deps: TenantServiceDeps, tenantId: string, ch
         : new ApiError('internal', "The tenant's limits are stored but its API throttle is not changed yet; send the same request again.");
     }
   }
-  return { id: tenant.id, name: tenant.name, limits: tenant.limits, created_at: tenant.createdAt };
+  return tenantView(tenant);
 }
 
 /** What deleting a tenant needs besides the tenants: its webhooks' service, and how long one request may work. */
