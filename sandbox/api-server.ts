@@ -25,7 +25,8 @@ import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { THROTTLED_REQUESTS_METRIC } from '../functions/definitions/alarms.ts';
 import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
-import { answerThrottled, denies, gatewayRefusal, THROTTLED_MESSAGE } from './gateway.ts';
+import { GATEWAY_MESSAGES } from '../functions/definitions/gateway.ts';
+import { answerThrottled, denies, gatewayRefusal } from './gateway.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
@@ -161,13 +162,13 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
       const tenant = await tenants.get(String(context[AUTH_CONTEXT.tenantId]));
       // None, or being deleted: its usage plan is gone, and API Gateway refuses the key
       // (INVALID_API_KEY) even on an authorizer's answer it still keeps.
-      if (!tenant) throw new ApiError('forbidden', 'This key has no usage plan.');
+      if (!tenant) throw new ApiError('forbidden', GATEWAY_MESSAGES.noUsagePlan);
       await usagePlans.provision(tenant);
     }
     const wait = usagePlans.admit(usageKey, Date.now(), tenantLimits);
     if (wait !== undefined) {
       countThrottled();
-      throw new ApiError('rate_limited', THROTTLED_MESSAGE, wait);
+      throw new ApiError('rate_limited', GATEWAY_MESSAGES.throttled, wait);
     }
     if (context[AUTH_CONTEXT.principal] === 'admin') return { kind: 'admin' };
     return { kind: 'tenant', tenantId: String(context[AUTH_CONTEXT.tenantId]) };

@@ -10,10 +10,10 @@ import type { APIGatewayAuthorizerResult } from 'aws-lambda';
 import type { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
 import { errorBody } from '../functions/api/app.ts';
 import { AUTH_CONTEXT } from '../functions/authorizer/process.ts';
+import { GATEWAY_MESSAGES } from '../functions/definitions/gateway.ts';
 
 /** The usage plan's refusal, as the stack's gateway response words it. */
-export const THROTTLED_MESSAGE = 'Too many requests for this key; slow down.';
-const THROTTLED_BODY = JSON.stringify(errorBody('rate_limited', THROTTLED_MESSAGE));
+const THROTTLED_BODY = JSON.stringify(errorBody('rate_limited', GATEWAY_MESSAGES.throttled));
 
 /** Answers a request as the usage plan's throttle does: 429, wait `waitSeconds`, the same body as the API's own refusal. */
 export function answerThrottled(res: ServerResponse, waitSeconds: number): void {

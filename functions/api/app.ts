@@ -35,6 +35,7 @@ import {
   validateWebhookCreate,
   validateWebhookPatch,
 } from '../core/validation.ts';
+import { GATEWAY_MESSAGES } from '../definitions/gateway.ts';
 
 export interface ApiServices {
   readonly config: SluiceConfig;
@@ -176,7 +177,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     // a HEAD without a valid key is a 401 there before it is anything else.
     if (c.req.path === '/v1/health') return next();
     const principal = await authenticate(c);
-    if (!principal) throw new ApiError('unauthorized', 'Send a valid key as Authorization: Bearer <key>.');
+    if (!principal) throw new ApiError('unauthorized', GATEWAY_MESSAGES.unauthorized);
     c.set('principal', principal);
     await next();
   });

@@ -34,6 +34,7 @@ import {
   ENV,
   FUNCTION_ENTRIES,
 } from '../../functions/definitions/environment.ts';
+import { GATEWAY_MESSAGES } from '../../functions/definitions/gateway.ts';
 import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -87,12 +88,12 @@ function accessLogFormat(metricsService: string): AccessLogFormat {
  * would turn, say, an integration timeout's 504 into a 500).
  */
 const GATEWAY_ERRORS: ReadonlyArray<[ResponseType, string | undefined, string, string]> = [
-  [ResponseType.UNAUTHORIZED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
+  [ResponseType.UNAUTHORIZED, '401', 'unauthorized', GATEWAY_MESSAGES.unauthorized],
   // The authorizer refuses a bad key with a Deny policy (functions/authorizer/process.ts).
-  [ResponseType.ACCESS_DENIED, '401', 'unauthorized', 'Send a valid key as Authorization: Bearer <key>.'],
-  [ResponseType.INVALID_API_KEY, '403', 'forbidden', 'This key has no usage plan.'],
+  [ResponseType.ACCESS_DENIED, '401', 'unauthorized', GATEWAY_MESSAGES.unauthorized],
+  [ResponseType.INVALID_API_KEY, '403', 'forbidden', GATEWAY_MESSAGES.noUsagePlan],
   [ResponseType.MISSING_AUTHENTICATION_TOKEN, '404', 'not_found', 'There is no such route.'],
-  [ResponseType.THROTTLED, '429', 'rate_limited', 'Too many requests for this key; slow down.'],
+  [ResponseType.THROTTLED, '429', 'rate_limited', GATEWAY_MESSAGES.throttled],
   [ResponseType.QUOTA_EXCEEDED, '429', 'rate_limited', 'This key has used its quota; slow down.'],
   [ResponseType.REQUEST_TOO_LARGE, '413', 'payload_too_large', 'The body is too large.'],
   [ResponseType.DEFAULT_4XX, undefined, 'invalid_request', 'The request could not be accepted.'],
