@@ -351,7 +351,6 @@ export class QueueStore {
    * slots that were found written.
    */
   async voidSlots(key: ObjectKey, slots: readonly number[], reservedAt: number): Promise<Set<number>> {
-    const pk = objectPk(key);
     const written = new Set<number>();
     await Promise.all(
       slots.map(async (slot) => {
@@ -359,14 +358,7 @@ export class QueueStore {
           this.#client.send(
             new PutCommand({
               TableName: this.#table,
-              Item: {
-                pk,
-                sk: slotSk(slot),
-                slot,
-                void: true,
-                reserved_at: reservedAt,
-                expires_at: epochSeconds(reservedAt + this.#retentionMs),
-              },
+              Item: this.#voidItem(key, slot, reservedAt),
               ConditionExpression: 'attribute_not_exists(#pk)',
               ExpressionAttributeNames: names('pk'),
             }),
@@ -379,6 +371,41 @@ export class QueueStore {
       }),
     );
     return written;
+  }
+
+  /**
+   * The slots from `first` to `last` whose event is written (strongly consistent): for
+   * an ingest whose write failed, once none of its batches can still write.
+   */
+  async writtenSlots(key: ObjectKey, first: number, last: number): Promise<Set<number>> {
+    const written = new Set<number>();
+    const pages = queryPages(this.#client, {
+      TableName: this.#table,
+      KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
+      ExpressionAttributeNames: names('pk', 'sk', 'slot', 'void'),
+      ExpressionAttributeValues: { ':pk': objectPk(key), ':from': slotSk(first), ':to': slotSk(last) },
+      ProjectionExpression: '#slot, #void',
+      ConsistentRead: true,
+    });
+    for await (const result of pages) {
+      for (const item of result.Items ?? []) if (item.void !== true) written.add(Number(item.slot));
+    }
+    return written;
+  }
+
+  /**
+   * Voids a reserved slot whether or not its event was written: the event is withdrawn.
+   * Only for a slot behind one of its own request's slots that is still empty, so the
+   * distributor cannot have reached it (it waits at the empty slot, for up to the
+   * ingest grace).
+   */
+  async withdrawSlot(key: ObjectKey, slot: number, reservedAt: number): Promise<void> {
+    await this.#client.send(new PutCommand({ TableName: this.#table, Item: this.#voidItem(key, slot, reservedAt) }));
+  }
+
+  #voidItem(key: ObjectKey, slot: number, reservedAt: number): Record<string, unknown> {
+    const expiresAt = epochSeconds(reservedAt + this.#retentionMs);
+    return { pk: objectPk(key), sk: slotSk(slot), slot, void: true, reserved_at: reservedAt, expires_at: expiresAt };
   }
 
   /** Whether a slot's item is a void (strongly consistent). */

@@ -139,14 +139,17 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   const claimed: Pending[] = [];
   // DynamoDB refusing a claim or a reserve: the storage is failing (see the end).
   const storageErrors: unknown[] = [];
+  // By resource, the first event whose key could not be claimed.
+  const firstUnclaimed = new Map<string, number>();
   await Promise.all(
     inputs.map(async (input, index) => {
       if (input.idempotencyKey !== undefined) {
         const eventId = deps.newEventId();
         const claim = await claimKey(deps, tenantId, input, eventId).catch((error: unknown) => {
-          // Its key could not be claimed: this event is not stored; the others go on.
+          // Its key could not be claimed: this event is not stored; the other objects go on.
           deps.logger.error('Idempotency claim failed', { tenant: tenantId, error });
           storageErrors.push(error);
+          firstUnclaimed.set(input.resource, Math.min(index, firstUnclaimed.get(input.resource) ?? index));
           return notStored();
         });
         if (claim === 'claimed') claimed.push({ index, input, eventId });
@@ -160,6 +163,12 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
 
   const byObject = new Map<string, Pending[]>();
   for (const pending of claimed) {
+    // Sent again, the event not stored would come after its object's later events: they
+    // are not stored either (their keys are given back below), so the order holds.
+    if (pending.index > (firstUnclaimed.get(pending.input.resource) ?? inputs.length)) {
+      results[pending.index] = notStored();
+      continue;
+    }
     const list = byObject.get(pending.input.resource) ?? [];
     list.push(pending);
     byObject.set(pending.input.resource, list);
@@ -314,12 +323,10 @@ async function noteReservations(deps: IngestDeps, tenantId: string, reserved: re
 /**
  * Stores the reserved events that the reserving write did not keep on the meta item,
  * for all of a request's objects in one batched write, except those whose key could
- * not name their slot. If the write fails, the slots whose items were not written are
- * voided, so the distributor skips them now rather than after the grace period, and
- * those events are answered as not stored; so are the slots of the events left out.
- * Items that were written (another batch of the write succeeded) are left to be
- * delivered, and answered as accepted. The write fails only once none of its batches
- * can still write (see batchWrite), so no put lands on a slot after its void.
+ * not name their slot. The objects whose events were not all stored are settled (see
+ * settleObject), and the events not stored answered as such. The write fails only once
+ * none of its batches can still write (see batchWrite), so no put lands on a slot after
+ * its void.
  */
 async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unnoted: ReadonlySet<string>): Promise<Unstored> {
   const toWrite = reserved.filter((r) => !r.reservation.inlined && r.events.length > 0);
@@ -338,23 +345,64 @@ async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unno
   const unstored = new Map<string, 'voided' | 'unknown'>();
   await Promise.all(
     toWrite.map(async (r) => {
-      const events = failed ? r.events : r.events.filter((e) => unnoted.has(e.id));
-      if (events.length === 0) return;
-      // Each slot settled for itself: one void refused (DynamoDB throttling it, say) must
-      // not leave the others unknown, least of all a slot found written, whose event is
-      // delivered and so must be answered accepted.
-      await Promise.all(
-        events.map(async (e) => {
-          const written = await deps.queues
-            .voidSlots(r.key, [e.slot], r.reservedAt)
-            // Not even the void could be written: answered as not stored (a retry may
-            // duplicate, unless its idempotency key, left pending, tells it otherwise).
-            .catch(() => undefined);
-          if (!written) unstored.set(e.id, 'unknown');
-          else if (!written.has(e.slot)) unstored.set(e.id, 'voided');
-        }),
-      );
+      if (!failed && !r.events.some((e) => unnoted.has(e.id))) return;
+      // With the write done, every event was written but those left out; after a failure, read.
+      const written = failed
+        ? await deps.queues
+            .writtenSlots(r.key, r.reservation.firstSlot, r.reservation.firstSlot + r.events.length - 1)
+            .catch((error: unknown) => {
+              // Taken for none written: every event is then withdrawn or voided, as not stored.
+              deps.logger.error('Slots could not be read after a failed write', {
+                tenant: r.key.tenantId,
+                resource: r.key.resource,
+                error,
+              });
+              return new Set<number>();
+            })
+        : new Set(r.events.filter((e) => !unnoted.has(e.id)).map((e) => e.slot));
+      for (const [id, state] of await settleObject(deps, r, written)) unstored.set(id, state);
     }),
+  );
+  return unstored;
+}
+
+/**
+ * Settles the slots of an object whose events were not all stored, keeping the object's
+ * order. The events answered as not stored are sent again, and come after whatever of
+ * the object was accepted, so none of its later events in this request may be accepted:
+ * from the first slot left empty (the cut) on, every event is answered as not stored.
+ * The slots after the cut are voided first, their events withdrawn where they were
+ * written (the distributor waits at the empty cut, so it cannot have reached them), and
+ * the cut's own slot last, conditionally: a slot once written is never voided, and its
+ * event is answered accepted. A withdrawal that fails leaves its event to be delivered,
+ * so it is answered accepted, out of order only then.
+ */
+async function settleObject(deps: IngestDeps, r: Reserved, written: ReadonlySet<number>): Promise<Unstored> {
+  const unstored = new Map<string, 'voided' | 'unknown'>();
+  const cut = r.events.findIndex((e) => !written.has(e.slot));
+  if (cut < 0) return unstored;
+  const settle = async (e: AcceptedEvent, work: Promise<boolean>) => {
+    // Not even the void could be written: answered as not stored (a retry may
+    // duplicate, unless its idempotency key, left pending, tells it otherwise).
+    const voided = await work.catch(() => undefined);
+    if (voided === undefined) {
+      if (!written.has(e.slot)) unstored.set(e.id, 'unknown');
+    } else if (voided) unstored.set(e.id, 'voided');
+  };
+  // Each slot settled for itself: one void refused (DynamoDB throttling it, say) must
+  // not leave the others unknown.
+  await Promise.all(
+    r.events.slice(cut + 1).map((e) =>
+      settle(
+        e,
+        deps.queues.withdrawSlot(r.key, e.slot, r.reservedAt).then(() => true),
+      ),
+    ),
+  );
+  const first = r.events[cut] as AcceptedEvent;
+  await settle(
+    first,
+    deps.queues.voidSlots(r.key, [first.slot], r.reservedAt).then((found) => !found.has(first.slot)),
   );
   return unstored;
 }

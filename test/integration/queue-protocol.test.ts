@@ -291,25 +291,80 @@ describe('ingest', () => {
   }
 
   it("waits for a write's other batch still in flight before voiding, so what it stores is answered accepted and the rest is not delivered", async () => {
-    const k = key();
+    const [failing, late] = [key(), key()];
     let landed: Promise<unknown> = Promise.resolve();
-    // Slots 26..30: DynamoDB answers their batch 200 ms after the other batch failed.
+    // The second object's 5 events: DynamoDB answers their batch 200 ms after the first object's 25 failed.
     const queues = oneBatchFails(async (_items, send) => {
       landed = new Promise((resolve) => setTimeout(resolve, 200)).then(send);
       return landed;
     });
     const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, failing.tenantId, [
+      ...Array.from({ length: 25 }, (_, n) => input(failing.resource, n + 1)),
+      ...Array.from({ length: 5 }, (_, n) => input(late.resource, n + 26)),
+    ]);
+    await landed;
+    const first = await answeredAndDelivered(failing, { ...outcome, results: outcome.results.slice(0, 25) });
+    const second = await answeredAndDelivered(late, { ...outcome, results: outcome.results.slice(25) });
+    // Without waiting, the first object's voids and the read of the second's slots came
+    // first, its late puts landed after: answered internal ("send it again") and
+    // delivered all the same.
+    expect([...first.answers, ...second.answers]).toEqual([...Array(25).fill('internal'), ...Array(5).fill('accepted')]);
+    expect([...first.delivered, ...second.delivered]).toEqual([26, 27, 28, 29, 30]);
+  });
+
+  it("withdraws an object's events written behind one that was not, so sent again they keep their order", async () => {
+    const k = key();
+    // The write stores events 1 and 3 of the object's four, then fails (the emulator cannot be made to).
+    class GappedWrites extends QueueStore {
+      override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
+        const odd = (e: { input: EventInput }) => (e.input.data as { n: number }).n % 2 === 1;
+        await super.writeEventsOf(reservations.map((r) => ({ ...r, events: r.events.filter(odd) })));
+        throw new Error('InternalServerError');
+      }
+    }
+    const queues = new GappedWrites({ client, tableName: eventsTable, retentionDays: 7 });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
     const outcome = await publish(
       deps,
       k.tenantId,
-      Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
+      [1, 2, 3, 4].map((n) => input(k.resource, n)),
     );
-    await landed;
     const { answers, delivered } = await answeredAndDelivered(k, outcome);
-    // Without waiting, the voids of 26..30 came first and the late puts overwrote them:
-    // answered internal ("send it again") and delivered all the same.
-    expect(answers).toEqual([...Array(25).fill('internal'), ...Array(5).fill('accepted')]);
-    expect(delivered).toEqual([26, 27, 28, 29, 30]);
+    // Without the withdrawal, 3 was accepted and delivered before 2, sent again, could be.
+    expect(answers).toEqual(['accepted', 'internal', 'internal', 'internal']);
+    expect(delivered).toEqual([1]);
+    // The producer sends again what was not stored: the object's events arrive in order.
+    const again = await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [2, 3, 4].map((n) => input(k.resource, n)),
+    );
+    expect((await answeredAndDelivered(k, again)).delivered).toEqual([2, 3, 4]);
+  });
+
+  it('answers as accepted an event whose withdrawal failed, since it will be delivered', async () => {
+    const k = key();
+    class FailingWithdrawals extends QueueStore {
+      override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
+        await super.writeEventsOf(reservations.map((r) => ({ ...r, events: r.events.slice(1) })));
+        throw new Error('InternalServerError');
+      }
+      override async withdrawSlot(): Promise<void> {
+        throw new Error('InternalServerError');
+      }
+    }
+    const queues = new FailingWithdrawals({ client, tableName: eventsTable, retentionDays: 7 });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    const outcome = await publish(
+      deps,
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    const { answers, delivered } = await answeredAndDelivered(k, outcome);
+    // Answered internal, it would be delivered and then sent again: twice.
+    expect(answers).toEqual(['internal', 'accepted']);
+    expect(delivered).toEqual([2]);
   });
 
   it("stops retrying a write's unprocessed items once its other batch failed, so none lands after the voids", async () => {
@@ -364,7 +419,7 @@ describe('ingest', () => {
     expect(rings.some((r) => r.startsWith(`${k.resource}:`))).toBe(true);
   });
 
-  it("answers an event whose idempotency key could not be claimed as not stored, and the request's other events as accepted", async () => {
+  it("answers an event whose idempotency key could not be claimed as not stored, and its object's later events with it; other objects' as accepted", async () => {
     const k = key();
     const base = ingestDeps([]);
     class FailingClaims extends IdempotencyStore {
@@ -377,15 +432,60 @@ describe('ingest', () => {
       ...base,
       idempotency: new FailingClaims({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 }),
     } as Parameters<typeof publish>[0];
+    const other = key();
     const outcome = await publish(deps, k.tenantId, [
       { ...input(k.resource, 1), idempotencyKey: 'key-down' },
-      { ...input(k.resource, 2), idempotencyKey: 'key-up' },
-      input(k.resource, 3),
+      { ...input(other.resource, 2), idempotencyKey: 'key-up' },
+      input(other.resource, 3),
+      // The same object's later events are not stored either: sent again after them, the first would come last.
+      { ...input(k.resource, 4), idempotencyKey: 'key-after' },
+      input(k.resource, 5),
     ]);
-    expect(outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status))).toEqual(['internal', 'accepted', 'accepted']);
+    expect(outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status))).toEqual([
+      'internal',
+      'accepted',
+      'accepted',
+      'internal',
+      'internal',
+    ]);
+    expect(await store.readMeta(k)).toBeUndefined();
     // The claimed key was confirmed: sending it again is a duplicate.
-    const again = await publish(deps, k.tenantId, [{ ...input(k.resource, 2), idempotencyKey: 'key-up' }]);
+    const again = await publish(deps, k.tenantId, [{ ...input(other.resource, 2), idempotencyKey: 'key-up' }]);
     expect(again.results).toMatchObject([{ status: 'duplicate' }]);
+    // The key of the event left out was given back: sent again, it is accepted.
+    const later = await publish(deps, k.tenantId, [{ ...input(k.resource, 4), idempotencyKey: 'key-after' }]);
+    expect(later.results).toMatchObject([{ status: 'accepted' }]);
+  });
+
+  it("answers as not stored an event whose key could not name its slot, and the object's later events with it", async () => {
+    const k = key();
+    class FailingNotes extends IdempotencyStore {
+      override async noteReservation(
+        ...args: Parameters<IdempotencyStore['noteReservation']>
+      ): ReturnType<IdempotencyStore['noteReservation']> {
+        if (args[1] === 'note-down') throw new Error('InternalServerError');
+        return super.noteReservation(...args);
+      }
+    }
+    const deps = {
+      ...ingestDeps([]),
+      idempotency: new FailingNotes({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 }),
+    } as Parameters<typeof publish>[0];
+    const outcome = await publish(deps, k.tenantId, [
+      { ...input(k.resource, 1), idempotencyKey: 'note-1' },
+      { ...input(k.resource, 2), idempotencyKey: 'note-down' },
+      { ...input(k.resource, 3), idempotencyKey: 'note-3' },
+    ]);
+    const { answers, delivered } = await answeredAndDelivered(k, outcome);
+    // Without the cut, 3 was stored and delivered, and 2, sent again, came after it.
+    expect(answers).toEqual(['accepted', 'internal', 'internal']);
+    expect(delivered).toEqual([1]);
+    const again = await publish(ingestDeps([]), k.tenantId, [
+      { ...input(k.resource, 2), idempotencyKey: 'note-down' },
+      { ...input(k.resource, 3), idempotencyKey: 'note-3' },
+    ]);
+    expect(again.results).toMatchObject([{ status: 'accepted' }, { status: 'accepted' }]);
+    expect((await answeredAndDelivered(k, again)).delivered).toEqual([2, 3]);
   });
 
   it('fails a request as a whole (the API answers 500) when no idempotency key of it could be claimed and nothing was stored', async () => {
@@ -1606,10 +1706,14 @@ describe('idempotency keys whose ingest died half-way', () => {
     for (const landed of [true, false]) {
       const k = key();
       const keyed = { ...input(k.resource, 1), idempotencyKey: `unknown-${k.resource}` };
-      // The write fails (having stored the items or not), and so do the voids: whether the event is stored is unknown.
+      // The write fails (having stored the items or not), and so do the read of its slots and the
+      // voids: whether the event is stored is unknown.
       class UnsureWrites extends QueueStore {
         override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
           if (landed) await super.writeEventsOf(reservations);
+          throw new Error('InternalServerError');
+        }
+        override async writtenSlots(): Promise<Set<number>> {
           throw new Error('InternalServerError');
         }
         override async voidSlots(): Promise<Set<number>> {
