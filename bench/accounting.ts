@@ -139,11 +139,11 @@ const shadowId = (table: TableDefinition, key: Item) =>
  * How many writes an item's write makes on an index (AWS, "GSI.Writes"). An item is
  * in an index only while it has both of its key attributes (a sparse index leaves
  * the others out). Entering costs a put, leaving a delete, a new index key a delete
- * and a put. Staying under the same key costs one write on an ALL index, whose
- * entry holds every attribute, and none on a KEYS_ONLY one, whose entry holds only
- * keys that did not change.
+ * and a put. Staying under the same key costs nothing on a KEYS_ONLY index, whose
+ * entry holds only keys that did not change, and one write on an INCLUDE one when
+ * the write sets or removes one of the attributes it holds (`projectedTouched`).
  */
-function indexWrites(index: IndexDefinition, before: IndexKeyValues, after: IndexKeyValues | undefined): number {
+function indexWrites(index: IndexDefinition, before: IndexKeyValues, after: IndexKeyValues | undefined, projectedTouched: boolean): number {
   const entry = (values: IndexKeyValues | undefined) => {
     const pk = values?.[index.partitionKey.name];
     const sk = values?.[index.sortKey.name];
@@ -154,7 +154,20 @@ function indexWrites(index: IndexDefinition, before: IndexKeyValues, after: Inde
   if (!old && !now) return 0;
   if (!old || !now) return 1;
   if (!Object.is(old[0], now[0]) || !Object.is(old[1], now[1])) return 2;
-  return index.projection === 'ALL' ? 1 : 0;
+  return index.projection !== 'KEYS_ONLY' && projectedTouched ? 1 : 0;
+}
+
+/** Whether a write sets or removes one of the attributes an INCLUDE index holds besides its keys. */
+function touchesProjected(index: IndexDefinition, write: ItemWrite): boolean {
+  if (index.projection === 'KEYS_ONLY' || write === 'delete') return false;
+  const included = new Set(index.projection.include);
+  if ('put' in write) return Object.keys(write.put).some((name) => included.has(name));
+  const names = (write.update.ExpressionAttributeNames ?? {}) as Record<string, string>;
+  return updateActions(String(write.update.UpdateExpression ?? '')).some(({ clause, action }) => {
+    const path = clause === 'SET' ? action.slice(0, action.indexOf('=')) : clause === 'REMOVE' ? action : (action.split(/\s+/)[0] ?? '');
+    const root = path.split(/[.[]/, 1)[0]?.trim() ?? '';
+    return included.has(names[root] ?? root);
+  });
 }
 
 /** A value an update gives an index key attribute in a way not followed here: equal to no other value, so a change. */
@@ -230,10 +243,10 @@ type ItemWrite = { readonly put: Item } | { readonly update: Input } | 'delete';
 
 /**
  * Counts what one item's successful write costs on its table's indexes, and moves the
- * item's shadow to its new keys. A KEYS_ONLY entry is a few keys: 1 WRU a write. An
- * ALL entry is the whole item: `itemWru` a write, what the table write was billed.
+ * item's shadow to its new keys. An entry is a few keys and, in an INCLUDE index, a
+ * few short attributes: 1 WRU a write.
  */
-function countIndexWrites(counts: CallCounts, tableName: unknown, key: Item, write: ItemWrite, itemWru: number): void {
+function countIndexWrites(counts: CallCounts, tableName: unknown, key: Item, write: ItemWrite): void {
   const table = TABLES_BY_NAME.get(String(tableName));
   if (!table || table.indexes.length === 0) return;
   const id = shadowId(table, key);
@@ -241,7 +254,7 @@ function countIndexWrites(counts: CallCounts, tableName: unknown, key: Item, wri
   const after =
     write === 'delete' ? undefined : 'put' in write ? indexKeyValues(table, write.put) : keysAfterUpdate(table, before, write.update);
   for (const index of table.indexes) {
-    const wru = indexWrites(index, before, after) * (index.projection === 'ALL' ? itemWru : 1);
+    const wru = indexWrites(index, before, after, touchesProjected(index, write));
     if (wru === 0) continue;
     counts.wru += wru;
     counts.indexWru[index.indexName] = (counts.indexWru[index.indexName] ?? 0) + wru;
@@ -269,7 +282,7 @@ function dynamoCapacity(counts: CallCounts, command: string, input: Input, outpu
     case 'PutItemCommand': {
       const wru = reported ?? units(topLevel(input.Item), 1024);
       counts.wru += wru;
-      countIndexWrites(counts, input.TableName, input.Item as Item, { put: input.Item as Item }, wru);
+      countIndexWrites(counts, input.TableName, input.Item as Item, { put: input.Item as Item });
       break;
     }
     case 'UpdateItemCommand':
@@ -277,7 +290,7 @@ function dynamoCapacity(counts: CallCounts, command: string, input: Input, outpu
       // Without a report the item's size is not known: 1 WRU, right for an item under 1 KiB.
       const wru = reported ?? 1;
       counts.wru += wru;
-      countIndexWrites(counts, input.TableName, input.Key as Item, command === 'DeleteItemCommand' ? 'delete' : { update: input }, wru);
+      countIndexWrites(counts, input.TableName, input.Key as Item, command === 'DeleteItemCommand' ? 'delete' : { update: input });
       break;
     }
     case 'BatchWriteItemCommand': {
@@ -297,7 +310,7 @@ function dynamoCapacity(counts: CallCounts, command: string, input: Input, outpu
           // The report is per table, not per item: a deleted item's size is not known.
           const wru = item ? units(topLevel(item), 1024) : 1;
           sized += wru;
-          countIndexWrites(counts, tableName, item ?? request.DeleteRequest?.Key ?? {}, item ? { put: item } : 'delete', wru);
+          countIndexWrites(counts, tableName, item ?? request.DeleteRequest?.Key ?? {}, item ? { put: item } : 'delete');
         }
       }
       counts.wru += reported ?? sized;

@@ -14,7 +14,7 @@ import type { ClientOptions } from '../functions/adapters/aws.ts';
 import type { QueueDefinition } from '../functions/definitions/queues.ts';
 import { QUEUES, SQS_MAX_MESSAGE_BYTES } from '../functions/definitions/queues.ts';
 import type { TableDefinition } from '../functions/definitions/tables.ts';
-import { TABLES } from '../functions/definitions/tables.ts';
+import { projectionOf, TABLES } from '../functions/definitions/tables.ts';
 import { keepDynaliteParses } from './dynalite-parses.ts';
 import { firstMessage, PendingAnswers, type SandboxThreadError, settled, watchThread } from './threads.ts';
 
@@ -129,7 +129,7 @@ export async function createTables(client: DynamoDBClient): Promise<Record<strin
                 { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
                 { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
               ],
-              Projection: { ProjectionType: index.projection },
+              Projection: { ProjectionType: projectionOf(index).type, NonKeyAttributes: projectionOf(index).nonKeyAttributes },
             })),
           }),
         }),

@@ -13,8 +13,17 @@ export interface IndexDefinition {
   readonly indexName: string;
   readonly partitionKey: KeyAttribute;
   readonly sortKey: KeyAttribute;
-  /** KEYS_ONLY keeps an index from being written when only other attributes change. */
-  readonly projection: 'ALL' | 'KEYS_ONLY';
+  /**
+   * The attributes the index holds besides the keys: none (KEYS_ONLY), or only those
+   * its readers ask for. Either keeps the index from being written when only other
+   * attributes change, and keeps the rest out of it.
+   */
+  readonly projection: 'KEYS_ONLY' | { readonly include: readonly string[] };
+}
+
+/** DynamoDB's name for an index's projection, and the attributes an INCLUDE one adds to the keys. */
+export function projectionOf(index: IndexDefinition): { type: 'KEYS_ONLY' | 'INCLUDE'; nonKeyAttributes?: string[] } {
+  return index.projection === 'KEYS_ONLY' ? { type: 'KEYS_ONLY' } : { type: 'INCLUDE', nonKeyAttributes: [...index.projection.include] };
 }
 
 export interface TableDefinition {
@@ -57,7 +66,12 @@ export const EVENTS_TABLE: TableDefinition = {
   ],
 };
 
-/** Tenants, API keys and webhooks; `by_resource` finds the webhooks on a resource. */
+/**
+ * Tenants, API keys and webhooks; `by_resource` finds the webhooks on a resource, with
+ * what the distributor's fan-out reads of them (webhook-store.ts `onResource`): not
+ * their URLs or signing secrets, and not their health, so a failed attempt's update of
+ * a webhook's health writes the item alone.
+ */
 export const CONTROL_TABLE: TableDefinition = {
   logicalName: 'Control',
   partitionKey: { name: 'pk', type: 'S' },
@@ -68,7 +82,7 @@ export const CONTROL_TABLE: TableDefinition = {
       indexName: BY_RESOURCE_INDEX,
       partitionKey: { name: 'gsi1pk', type: 'S' },
       sortKey: { name: 'gsi1sk', type: 'S' },
-      projection: 'ALL',
+      projection: { include: ['id', 'tenant_id', 'resource', 'types', 'status'] },
     },
   ],
 };

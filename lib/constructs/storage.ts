@@ -3,7 +3,7 @@ import type { RemovalPolicy } from 'aws-cdk-lib';
 import { type Attribute, AttributeType, Billing, ProjectionType, TableEncryptionV2, TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { Construct } from 'constructs';
 import type { KeyAttribute, TableDefinition } from '../../functions/definitions/tables.ts';
-import { CONTROL_TABLE, EVENTS_TABLE } from '../../functions/definitions/tables.ts';
+import { CONTROL_TABLE, EVENTS_TABLE, projectionOf } from '../../functions/definitions/tables.ts';
 
 function attribute(key: KeyAttribute): Attribute {
   return { name: key.name, type: key.type === 'S' ? AttributeType.STRING : AttributeType.NUMBER };
@@ -22,7 +22,9 @@ export function tableFromDefinition(scope: Construct, definition: TableDefinitio
       indexName: index.indexName,
       partitionKey: attribute(index.partitionKey),
       sortKey: attribute(index.sortKey),
-      projectionType: index.projection === 'ALL' ? ProjectionType.ALL : ProjectionType.KEYS_ONLY,
+      ...(projectionOf(index).type === 'KEYS_ONLY'
+        ? { projectionType: ProjectionType.KEYS_ONLY }
+        : { projectionType: ProjectionType.INCLUDE, nonKeyAttributes: projectionOf(index).nonKeyAttributes }),
     })),
   });
 }

@@ -20,6 +20,7 @@ import {
   CONTROL_TABLE,
   DISTRIBUTOR_CONTROL_ATTRIBUTES,
   EVENTS_TABLE,
+  projectionOf,
   SCHEDULE_INDEX,
 } from '../../functions/definitions/tables.ts';
 import { CANARY_RECEIVER_CONCURRENCY } from '../../lib/constructs/operations.ts';
@@ -423,7 +424,10 @@ describe('tables', () => {
               { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
               { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
             ],
-            Projection: { ProjectionType: index.projection },
+            Projection: {
+              ProjectionType: projectionOf(index).type,
+              ...(projectionOf(index).nonKeyAttributes && { NonKeyAttributes: projectionOf(index).nonKeyAttributes }),
+            },
           }),
         ),
         SSESpecification: { SSEEnabled: true },

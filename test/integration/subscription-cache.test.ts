@@ -4,7 +4,7 @@
  * change a turn must see (a webhook created, disabled or deleted, a stream
  * started) is seen by the next event.
  */
-import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { account, instrument, newCounts } from '../../bench/accounting.ts';
@@ -17,8 +17,9 @@ import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { publish as ingest } from '../../functions/app/ingest.ts';
 import { distributor } from '../../functions/app/runtime.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
-import { DISTRIBUTOR_CONTROL_ATTRIBUTES } from '../../functions/definitions/tables.ts';
+import { BY_RESOURCE_INDEX, CONTROL_TABLE, DISTRIBUTOR_CONTROL_ATTRIBUTES } from '../../functions/definitions/tables.ts';
 import { makeDistributorHandler } from '../../functions/distributor/process.ts';
+import { sandboxTableName } from '../../sandbox/emulators.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { webhookFixture } from '../support/fixtures.ts';
@@ -94,6 +95,35 @@ describe('calls observed on every thread', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(counts.calls.dynamodb?.PutItemCommand ?? 0).toBeGreaterThanOrEqual(before + 2);
     expect(counts.wru).toBeGreaterThan(0);
+  });
+});
+
+describe('the by_resource index', () => {
+  it('holds what the fan-out reads of a webhook, not its URL, secret or health', async () => {
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'index:1', url: `${receiver.url}/index` });
+    // Asked for every attribute, as a reader without a projection would be answered.
+    const client = documentClient(sandbox.emulators.dynamo);
+    const { Items } = await client.send(
+      new QueryCommand({
+        TableName: sandboxTableName(CONTROL_TABLE),
+        IndexName: BY_RESOURCE_INDEX,
+        KeyConditionExpression: 'gsi1pk = :key',
+        ExpressionAttributeValues: { ':key': `${tenant.id}#index:1` },
+      }),
+    );
+    expect(Items).toHaveLength(1);
+    expect(Object.keys(Items?.[0] ?? {}).sort()).toEqual([
+      'gsi1pk',
+      'gsi1sk',
+      'id',
+      'pk',
+      'resource',
+      'sk',
+      'status',
+      'tenant_id',
+      'types',
+    ]);
+    expect(Items?.[0]?.id).toBe(hook.id);
   });
 });
 

@@ -228,7 +228,7 @@ describe('benchmark call accounting', () => {
     expect(counts.indexWru).toEqual({ by_schedule: 2 });
   });
 
-  it('bills an index write for any change to an item in an ALL index, sized by the item', async () => {
+  it('bills an index write for a change to an attribute an INCLUDE index holds, and none for the others', async () => {
     const { counts, client } = counted();
     const webhook = (id: string, body: string) => ({
       pk: 'ten_idx',
@@ -238,26 +238,31 @@ describe('benchmark call accounting', () => {
       status: 'active',
       body,
     });
-    const setStatus = (id: string) =>
+    const set = (id: string, name: string, value: string) =>
       new UpdateCommand({
         TableName: tableName,
         Key: { pk: 'ten_idx', sk: `wh#${id}` },
-        UpdateExpression: 'SET #status = :status',
-        ExpressionAttributeNames: { '#status': 'status' },
-        ExpressionAttributeValues: { ':status': 'disabled' },
+        UpdateExpression: 'SET #a = :v',
+        ExpressionAttributeNames: { '#a': name },
+        ExpressionAttributeValues: { ':v': value },
       });
 
     await client.send(new PutCommand({ TableName: tableName, Item: webhook('wh_small', 'small') }));
-    await client.send(setStatus('wh_small'));
+    await client.send(set('wh_small', 'status', 'disabled'));
     // A put into the index, then a write of the changed entry: 1 WRU each, on top of the table's.
     expect(counts.indexWru).toEqual({ by_resource: 2 });
     expect(counts.wru).toBe(4);
 
+    // The item is 1.5 KiB, its entry a few keys and short attributes: 1 WRU an index write.
     await client.send(new PutCommand({ TableName: tableName, Item: webhook('wh_big', 'x'.repeat(1500)) }));
-    await client.send(setStatus('wh_big'));
-    // The entry is the whole 1.5 KiB item: 2 WRU a write, on the index as on the table.
-    expect(counts.indexWru).toEqual({ by_resource: 2 + 4 });
-    expect(counts.wru).toBe(4 + 8);
+    await client.send(set('wh_big', 'status', 'disabled'));
+    expect(counts.indexWru).toEqual({ by_resource: 2 + 2 });
+    expect(counts.wru).toBe(4 + 2 + 2 + 2);
+
+    // An attribute the index does not hold (a webhook's health, say): the table alone.
+    await client.send(set('wh_small', 'last_failure', 'HTTP 500'));
+    expect(counts.indexWru).toEqual({ by_resource: 4 });
+    expect(counts.wru).toBe(10 + 1);
   });
 
   it('bills puts, batch writes and deletes on an index by how they move the item', async () => {
