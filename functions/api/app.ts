@@ -278,7 +278,11 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.delete('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
     const tenantId = pathId(c, 'ten');
-    const done = await deleteTenant({ ...services.tenants, webhooks: services.webhooks }, tenantId);
+    const switches = {
+      list: services.switches.switches.list.bind(services.switches.switches),
+      lift: (id: string) => liftSwitch(services.switches, id),
+    };
+    const done = await deleteTenant({ ...services.tenants, webhooks: services.webhooks, switches }, tenantId);
     return done === 'deleted' ? c.body(null, 204) : c.json({ id: tenantId, status: 'deleting' }, 202);
   });
   app.post('/v1/admin/tenants/:id/rotate-key', async (c) => {

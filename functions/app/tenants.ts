@@ -99,6 +99,11 @@ export interface TenantDeletionDeps extends TenantServiceDeps {
     list(tenantId: string, limit: number): Promise<{ readonly data: ReadonlyArray<{ readonly id: string }> }>;
     delete: WebhookService['delete'];
   };
+  /** The kill switches, each lifted as DELETE /v1/admin/switches/{id} lifts it. */
+  readonly switches: {
+    list(options: { lifting: true }): Promise<ReadonlyArray<{ readonly id: string; readonly tenant: string }>>;
+    lift(id: string): Promise<void>;
+  };
   /** @default DELETION_BUDGET_MS */
   readonly deletionBudgetMs?: number;
 }
@@ -114,8 +119,10 @@ const DELETION_PAGE = 100;
  * its usage plan and API key gone (which API Gateway checks on every request, a cached
  * answer or not), then its webhooks with what they hold, and last its item. A tenant
  * with more webhooks than one request has time for answers `deleting`: the same
- * request sent again goes on. Its events, streams, dead letters and attempts expire
- * with the retention period; switches naming it stay until lifted.
+ * request sent again goes on. Then the switches naming it are lifted: its paused
+ * objects are rung, and their queues drain to no webhook, where they would have stayed
+ * scheduled (and listed to the admin) until their events expired. Its events, streams,
+ * dead letters and attempts expire with the retention period.
  */
 export async function deleteTenant(deps: TenantDeletionDeps, tenantId: string): Promise<'deleted' | 'deleting'> {
   const started = deps.now();
@@ -133,6 +140,12 @@ export async function deleteTenant(deps: TenantDeletionDeps, tenantId: string): 
       });
       if (deps.now() - started >= (deps.deletionBudgetMs ?? DELETION_BUDGET_MS)) return 'deleting';
     }
+  }
+  for (const { id } of (await deps.switches.list({ lifting: true })).filter((s) => s.tenant === tenantId)) {
+    await deps.switches.lift(id).catch((error: unknown) => {
+      // Lifted meanwhile by another request.
+      if (!(error instanceof ApiError && error.code === 'not_found')) throw error;
+    });
   }
   await deps.tenants.delete(tenantId);
   deps.logger?.info('Tenant deleted', { tenant: tenantId });

@@ -25,7 +25,7 @@ const CACHE_MS = 1_000;
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-withSandbox({ authorizerCacheMs: CACHE_MS }, (s, r) => {
+withSandbox({ authorizerCacheMs: CACHE_MS, config: { switchCacheMs: 500 } }, (s, r) => {
   [sandbox, receiver] = [s, r];
 });
 
@@ -359,6 +359,43 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
     ]);
   });
 
+  it("lifts the tenant's switches, so its paused queues drain instead of waiting on it until they expire", async () => {
+    const tenant = await createTenant(sandbox, 'paused-leaving');
+    const other = await createTenant(sandbox, 'paused-staying');
+    await createWebhook(sandbox, tenant.key, { resource: 'project:9', url: `${receiver.url}/paused-leaving` });
+    const set = async (body: Record<string, string>) => {
+      const response = await call(sandbox, 'PUT', '/v1/admin/switches', { key: sandbox.adminKey, body: { ...body, reason: 'test' } });
+      expect(response.status).toBe(200);
+      return response.body.id as string;
+    };
+    await set({ scope: 'tenant', tenant: tenant.id, action: 'pause' });
+    await set({ scope: 'resource', tenant: tenant.id, target: 'task:8', action: 'drop' });
+    const kept = await set({ scope: 'resource', tenant: other.id, target: 'task:9', action: 'pause' });
+    // Every stage's switch cache has them now.
+    await sleep(600);
+    const event = { resource: 'task:9', parents: ['project:9'], type: 'task.changed', data: 1 };
+    expect((await publish(sandbox, tenant.key, [event, event])).status).toBe(202);
+    const queued = async () =>
+      (await call(sandbox, 'GET', '/v1/admin/queues?limit=100', { key: sandbox.adminKey })).body.data.filter(
+        (q: { tenant: string }) => q.tenant === tenant.id,
+      );
+    // Held by the pause: scheduled, with its events waiting.
+    await expect.poll(async () => (await queued()).map((q: { depth: number }) => q.depth), { timeout: 5_000 }).toEqual([2]);
+
+    expect((await remove(tenant.id)).status).toBe(204);
+    const listed = (await call(sandbox, 'GET', '/v1/admin/switches', { key: sandbox.adminKey })).body.data;
+    expect(listed.filter((s: { tenant: string }) => s.tenant === tenant.id)).toEqual([]);
+    expect(listed.map((s: { id: string }) => s.id)).toContain(kept);
+    // Rung at the lift, the queue drains to no webhook.
+    await expect.poll(async () => (await queued()).filter((q: { depth: number }) => q.depth > 0), { timeout: 10_000 }).toEqual([]);
+    expect(
+      receiver
+        .deliveries('/paused-leaving')
+        .flatMap((d) => d.json.events)
+        .filter((e) => e.type === 'task.changed'),
+    ).toEqual([]);
+  });
+
   it('goes on where a request out of time stopped; meanwhile the tenant is not found and gets nothing new', async () => {
     const tenant = await createTenant(sandbox, 'big');
     for (let i = 0; i < 3; i++) await createWebhook(sandbox, tenant.key, { resource: `big:${i}`, url: `${receiver.url}/big` });
@@ -373,7 +410,22 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
     };
     // A clock on which every webhook deleted uses up the request's time.
     let now = 0;
-    const deps = { tenants: store, usagePlans: new LocalUsagePlans(), now: () => (now += 10), webhooks: service, deletionBudgetMs: 5 };
+    const lifted: string[] = [];
+    const switches = {
+      list: async () => [
+        { id: 'sw_theirs', tenant: tenant.id },
+        { id: 'sw_others', tenant: 'ten_other' },
+      ],
+      lift: async (id: string) => void lifted.push(id),
+    };
+    const deps = {
+      tenants: store,
+      usagePlans: new LocalUsagePlans(),
+      now: () => (now += 10),
+      webhooks: service,
+      switches,
+      deletionBudgetMs: 5,
+    };
 
     expect(await deleteTenant(deps, tenant.id)).toBe('deleting');
     expect((await webhooks.list(tenant.id)).length).toBe(2);
@@ -395,7 +447,10 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
 
     expect(await deleteTenant(deps, tenant.id)).toBe('deleting');
     expect(await deleteTenant(deps, tenant.id)).toBe('deleting');
+    // Its switches are lifted once its webhooks are gone, and only its own.
+    expect(lifted).toEqual([]);
     expect(await deleteTenant(deps, tenant.id)).toBe('deleted');
+    expect(lifted).toEqual(['sw_theirs']);
     expect(await webhooks.list(tenant.id)).toEqual([]);
     await expect(deleteTenant(deps, tenant.id)).rejects.toMatchObject({ code: 'not_found' });
   });
