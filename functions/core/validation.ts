@@ -118,7 +118,8 @@ export function validatePublish(body: Json): EventInput[] {
     }
     unknownFields(event, ['resource', 'parents', 'type', 'data', 'id'], at, problems);
     checkResource(event.resource, `${at}resource`, problems);
-    const parents = event.parents ?? [];
+    // Left out means none; null is no list (as an id of null is no id), so it is refused.
+    const parents = event.parents === undefined ? [] : event.parents;
     if (!Array.isArray(parents) || parents.length > MAX_PARENTS) {
       problems.push(`${at}parents must be a list of at most ${MAX_PARENTS} resources`);
     } else {

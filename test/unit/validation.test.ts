@@ -51,6 +51,7 @@ describe('publish validation', () => {
     [{ events: [{ ...good, resource: 'has space' }] }, /resource must match/],
     [{ events: [{ ...good, resource: 'a'.repeat(201) }] }, /resource must match/],
     [{ events: [{ ...good, parents: ['ok', 'bad/slash'] }] }, /parents\[1\]/],
+    [{ events: [{ ...good, parents: null }] }, /parents must be a list/],
     [{ events: [{ ...good, type: 'Task.Changed' }] }, /type must match/],
     [{ events: [{ ...good, type: 'task..changed' }] }, /type must match/],
     [{ events: [{ ...good, type: 'sluice.gap' }] }, /reserved/],
