@@ -164,8 +164,7 @@ function touchesProjected(index: IndexDefinition, write: ItemWrite): boolean {
   if ('put' in write) return Object.keys(write.put).some((name) => included.has(name));
   const names = (write.update.ExpressionAttributeNames ?? {}) as Record<string, string>;
   return updateActions(String(write.update.UpdateExpression ?? '')).some(({ clause, action }) => {
-    const path = clause === 'SET' ? action.slice(0, action.indexOf('=')) : clause === 'REMOVE' ? action : (action.split(/\s+/)[0] ?? '');
-    const root = path.split(/[.[]/, 1)[0]?.trim() ?? '';
+    const root = actionPath(clause, action).split(/[.[]/, 1)[0]?.trim() ?? '';
     return included.has(names[root] ?? root);
   });
 }
@@ -176,6 +175,12 @@ const unknownValue = () => Symbol('changed by the update');
 const IF_NOT_EXISTS = /^if_not_exists\s*\(\s*([^,]+?)\s*,\s*(:\w+)\s*\)$/;
 /** A clause keyword, not part of a name (`#set`), a value (`:add`) or a path (`a.delete`). */
 const CLAUSE = /(?<![\w#:.])(SET|REMOVE|ADD|DELETE)(?!\w)/gi;
+
+/** The path an UpdateExpression's action writes: left of a SET's `=`, a REMOVE's whole, an ADD's or DELETE's first word. */
+function actionPath(clause: string, action: string): string {
+  if (clause === 'SET') return action.slice(0, action.indexOf('='));
+  return clause === 'REMOVE' ? action : (action.split(/\s+/)[0] ?? '');
+}
 
 /** The actions of an UpdateExpression, each with its clause: `SET #a = :v, #b = if_not_exists(#b, :w)` gives two SETs. */
 function updateActions(expression: string): Array<{ clause: string; action: string }> {
@@ -220,9 +225,8 @@ function keysAfterUpdate(table: TableDefinition, before: IndexKeyValues, input: 
   };
   const after: Record<string, unknown> = { ...before };
   for (const { clause, action } of updateActions(String(input.UpdateExpression ?? ''))) {
-    const at = action.indexOf('=');
-    const path = clause === 'SET' ? action.slice(0, at) : clause === 'REMOVE' ? action : (action.split(/\s+/)[0] ?? '');
-    const operand = clause === 'SET' ? action.slice(at + 1).trim() : '';
+    const path = actionPath(clause, action);
+    const operand = clause === 'SET' ? action.slice(action.indexOf('=') + 1).trim() : '';
     const { name, whole } = attribute(path);
     if (!indexed.has(name)) continue;
     if (clause === 'REMOVE' && whole) {
