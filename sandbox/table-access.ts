@@ -4,13 +4,15 @@
  * tables.ts TABLE_ACCESS) is refused here too, with AccessDeniedException, so that a
  * grant the stack narrowed to what the code calls is tried by every test that runs the
  * code. So is a grant's `leadingKeys` (IAM's `dynamodb:LeadingKeys`): a call on an item
- * whose partition key matches none of them is refused. The conditions the stack adds
- * of its own (the few items of the authorizer and the canary, attributes) are the stack
- * tests' business.
+ * whose partition key matches none of them is refused; and its `attributes` (IAM's
+ * `dynamodb:Attributes`, with `dynamodb:Select` SPECIFIC_ATTRIBUTES): a read that does
+ * not name what it wants in a projection, or names another attribute, and a write that
+ * names another, are refused. A code change that reads a webhook's secret in the
+ * distributor, say, then fails the tests, not the deployed function.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { FunctionName } from '../functions/definitions/alarms.ts';
-import { TABLE_ACCESS, TABLES, type TableAccess } from '../functions/definitions/tables.ts';
+import { CONTROL_PK, TABLE_ACCESS, TABLES, type TableAccess } from '../functions/definitions/tables.ts';
 
 const running = new AsyncLocalStorage<FunctionName>();
 
@@ -78,6 +80,54 @@ function leadingKeys(action: string, input: Record<string, unknown>, table: stri
   }
 }
 
+/**
+ * What the sandbox grants beyond TABLE_ACCESS: the canary's tenant key, which AWS keeps
+ * in a Secrets Manager secret of the canary's own, is an item here (adapters/canary-key.ts).
+ */
+const SANDBOX_ONLY_LEADING_KEYS: Partial<Record<FunctionName, readonly string[]>> = { canary: [CONTROL_PK.canaryKey] };
+
+const READS = new Set(['GetItem', 'BatchGetItem', 'Query', 'Scan']);
+
+/** The top-level attribute names a list of paths names (`#a.b, c[0]` names a's and c). */
+function pathRoots(paths: string, names: Record<string, string>): string[] {
+  return paths
+    .split(',')
+    .map((path) => path.trim().split(/[.[]/, 1)[0]?.trim() ?? '')
+    .filter((root) => root !== '')
+    .map((root) => names[root] ?? root);
+}
+
+/**
+ * Why a grant of only `allowed` attributes refuses the call on `table`, or undefined.
+ * A read must name its attributes (a projection; without one it asks for all of them);
+ * a write may name, in its item, key or expressions, only those.
+ */
+function attributeRefusal(action: string, input: Record<string, unknown>, table: string, allowed: readonly string[]): string | undefined {
+  const names = (input.ExpressionAttributeNames as Record<string, string> | undefined) ?? {};
+  let named: string[];
+  if (READS.has(action)) {
+    const request = action === 'BatchGetItem' ? ((input.RequestItems as Record<string, Record<string, unknown>>)[table] ?? {}) : input;
+    const requestNames = (request.ExpressionAttributeNames as Record<string, string> | undefined) ?? names;
+    const projection = request.ProjectionExpression as string | undefined;
+    const select = request.Select as string | undefined;
+    if (projection === undefined || (select !== undefined && select !== 'SPECIFIC_ATTRIBUTES')) return 'reads every attribute';
+    named = pathRoots(projection, requestNames);
+  } else {
+    const item = (input.Item ?? input.Key ?? {}) as Record<string, unknown>;
+    const batch =
+      action === 'BatchWriteItem'
+        ? ((input.RequestItems as Record<string, Array<Record<string, { Item?: object; Key?: object }>>>)[table] ?? [])
+        : [];
+    named = [
+      ...Object.keys(item),
+      ...batch.flatMap((request) => Object.keys(request.PutRequest?.Item ?? request.DeleteRequest?.Key ?? {})),
+      ...Object.values(names),
+    ];
+  }
+  const other = named.find((name) => !allowed.includes(name));
+  return other === undefined ? undefined : `names the attribute ${other}`;
+}
+
 /** Why the role of `fn` refuses the call, or undefined when it allows it. */
 export function refusal(
   fn: FunctionName,
@@ -106,7 +156,7 @@ export function refusal(
       const partitionKey =
         (index === undefined ? definition?.partitionKey : definition?.indexes.find((i) => i.indexName === index)?.partitionKey)?.name ??
         'pk';
-      const patterns = access.leadingKeys;
+      const patterns = [...access.leadingKeys, ...(SANDBOX_ONLY_LEADING_KEYS[fn] ?? [])];
       const keys = leadingKeys(action, input, name, partitionKey);
       const outside = keys.findIndex((key) => typeof key !== 'string' || !patterns.some((pattern) => like(key, pattern)));
       if (outside >= 0) {
@@ -114,6 +164,10 @@ export function refusal(
         const which = typeof key === 'string' ? key : '(one it does not name)';
         return `the ${fn} function may not reach the partition ${which} of the ${table} table: see TABLE_ACCESS in functions/definitions/tables.ts`;
       }
+    }
+    const attributes = access.attributes && attributeRefusal(action, input, name, access.attributes);
+    if (attributes) {
+      return `the ${fn} function may read or write only some attributes of the ${table} table, and this dynamodb:${action} ${attributes}: see TABLE_ACCESS in functions/definitions/tables.ts`;
     }
   }
   return undefined;

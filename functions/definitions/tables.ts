@@ -174,12 +174,19 @@ export interface TableAccess {
    * as IAM's `dynamodb:LeadingKeys`: @default any item of the table
    */
   readonly leadingKeys?: readonly string[];
+  /**
+   * Only these attributes, as IAM's `dynamodb:Attributes`: every read must name the
+   * ones it wants in a projection (one that asks for all of them is refused), and a
+   * write may name no other: @default any
+   */
+  readonly attributes?: readonly string[];
 }
 
 /**
  * What each function's code does to each table, and so all that its role allows
  * (the stack grants these, with the conditions that narrow some of them to a few items
- * or attributes; the sandbox refuses any other call of a function, as IAM would).
+ * or attributes; the sandbox refuses any other call of a function, those conditions
+ * included, as IAM would).
  * No Scan, streams or transactions anywhere.
  */
 export const TABLE_ACCESS = {
@@ -194,12 +201,17 @@ export const TABLE_ACCESS = {
     // go in batches. Nothing reads the control table in batches.
     control: { actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'] },
   },
-  authorizer: { control: { actions: ['GetItem'] } },
+  // A key's item, then its tenant's: reads by key, of the few attributes it needs (not
+  // the webhooks' secrets in the tenant's partition).
+  authorizer: {
+    control: { actions: ['GetItem'], leadingKeys: [`${CONTROL_PK.apiKey}*`, `${CONTROL_PK.tenant}*`], attributes: AUTHORIZER_ATTRIBUTES },
+  },
   // Meta items read and updated (leases, commits), slots queried, and stream logs
-  // appended to in batches; of the control table, reads of what it names (see above).
+  // appended to in batches; of the control table, reads of what it names (see above):
+  // not the webhooks' signing secrets.
   distributor: {
     events: { actions: ['GetItem', 'Query', 'UpdateItem', 'BatchWriteItem'] },
-    control: { actions: ['GetItem', 'Query'], indexes: [BY_RESOURCE_INDEX] },
+    control: { actions: ['GetItem', 'Query'], indexes: [BY_RESOURCE_INDEX], attributes: DISTRIBUTOR_CONTROL_ATTRIBUTES },
   },
   // Webhooks, attempts, held deliveries, overflow counts, paces and dead letters, one item at a time.
   // Only those partitions, and the switches: it POSTs to endpoints anyone may set up, and
@@ -221,11 +233,12 @@ export const TABLE_ACCESS = {
     },
   },
   // Listed objects' meta items read in batches, idle ones unlisted and stale leases
-  // cleared (updates); the kill switches.
+  // cleared (updates); the kill switches, and nothing else of the control table.
   reconciler: {
     events: { actions: ['BatchGetItem', 'UpdateItem'], indexes: [SCHEDULE_INDEX] },
-    control: { actions: ['Query'] },
+    control: { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
   },
-  canary: { control: { actions: ['GetItem', 'PutItem', 'UpdateItem'] } },
-  canaryReceiver: { control: { actions: ['GetItem'] } },
+  // Its own item (the public receiver only reads it).
+  canary: { control: { actions: ['GetItem', 'PutItem', 'UpdateItem'], leadingKeys: [CONTROL_PK.canary] } },
+  canaryReceiver: { control: { actions: ['GetItem'], leadingKeys: [CONTROL_PK.canary] } },
 } as const satisfies { readonly [F in keyof typeof FUNCTION_ENTRIES]: { readonly events?: TableAccess; readonly control?: TableAccess } };

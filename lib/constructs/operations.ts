@@ -124,7 +124,7 @@ export class Operations extends Construct {
       // one delivery a minute.
       reservedConcurrentExecutions: CANARY_RECEIVER_CONCURRENCY,
       // It may read the canary's own item and nothing else.
-    }).bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.canaryReceiver.control, leadingKeys: [CONTROL_PK.canary] });
+    }).bindItems(props.control, ENV.controlTable, TABLE_ACCESS.canaryReceiver.control);
     const receiverUrl = this.canaryReceiver.function.addFunctionUrl({ authType: FunctionUrlAuthType.NONE });
     this.canary = new SluiceFunction(this, 'Canary', {
       entry: FUNCTION_ENTRIES.canary,
@@ -132,7 +132,7 @@ export class Operations extends Construct {
       metricsService: props.metricsService,
       timeout: Duration.seconds(CANARY_TIMEOUT_SECONDS),
       reservedConcurrentExecutions: 1,
-    }).bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.canary.control, leadingKeys: [CONTROL_PK.canary] });
+    }).bindItems(props.control, ENV.controlTable, TABLE_ACCESS.canary.control);
     props.adminKeySecret.grantRead(this.canary.function);
     this.canary.function.addEnvironment(ENV.adminKeySecretArn, props.adminKeySecret.secretArn);
     // The canary tenant's API key: the canary writes it once it has made its tenant, and

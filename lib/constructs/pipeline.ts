@@ -42,7 +42,7 @@ export class Pipeline extends Construct {
     })
       .bindTable(props.events, TABLE_ACCESS.distributor.events, ENV.eventsTable)
       // Not the webhooks' signing secrets: only what it names in its reads.
-      .bindAttributes(props.control, ENV.controlTable, { ...TABLE_ACCESS.distributor.control, attributes: DISTRIBUTOR_CONTROL_ATTRIBUTES })
+      .bindAttributes(props.control, ENV.controlTable, TABLE_ACCESS.distributor.control)
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     this.distributor.function.addEventSource(
@@ -62,7 +62,7 @@ export class Pipeline extends Construct {
     })
       .bindTable(props.events, TABLE_ACCESS.reconciler.events, ENV.eventsTable)
       // The kill switches, and nothing else of the control table.
-      .bindItems(props.control, ENV.controlTable, { ...TABLE_ACCESS.reconciler.control, leadingKeys: [CONTROL_PK.switches] })
+      .bindItems(props.control, ENV.controlTable, TABLE_ACCESS.reconciler.control)
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);
     new Rule(this, 'ReconcileSchedule', {
       description: 'Runs the sluice reconciler',

@@ -108,6 +108,7 @@ export class SluiceFunction extends Construct {
    * items whose partition key matches one of them.
    */
   bindTable(table: TableV2, access: TableAccess, envName: string): this {
+    if (access.attributes) throw new Error('A grant of only some attributes goes through bindAttributes or bindItems.');
     const conditions = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
     this.function.addToRolePolicy(
       new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn], ...(conditions && { conditions }) }),
@@ -134,18 +135,14 @@ export class SluiceFunction extends Construct {
   bindItems(
     table: TableV2,
     envName: string,
-    access: Pick<TableAccess, 'actions'> & {
-      leadingKeys: string[];
-      /** Only these attributes, which every request must name (a projection): @default any */
-      attributes?: readonly string[];
-    },
+    access: Pick<TableAccess, 'actions' | 'attributes'> & { readonly leadingKeys: readonly string[] },
   ): this {
     const onlyAttributes = access.attributes && onlyTheseAttributes(access.attributes);
     this.function.addToRolePolicy(
       new PolicyStatement({
         actions: dynamoActions(access),
         resources: [table.tableArn],
-        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': access.leadingKeys }, ...onlyAttributes },
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] }, ...onlyAttributes },
       }),
     );
     this.function.addEnvironment(envName, table.tableName);
@@ -158,7 +155,7 @@ export class SluiceFunction extends Construct {
    * whose other attributes it must not see (the control table's webhook items hold
    * signing secrets, projected into its index too).
    */
-  bindAttributes(table: TableV2, envName: string, access: TableAccess & { attributes: readonly string[] }): this {
+  bindAttributes(table: TableV2, envName: string, access: TableAccess & { readonly attributes: readonly string[] }): this {
     this.function.addToRolePolicy(
       new PolicyStatement({
         actions: dynamoActions(access),

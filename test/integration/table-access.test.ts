@@ -75,6 +75,73 @@ describe('table access in the sandbox', () => {
           ),
         ),
       ).rejects.toThrow(/delivery function may not reach the partition stream#ten_x#task:1 of the control table/);
+      // The conditions the stack adds beyond actions: the distributor and the authorizer
+      // may read only the attributes they name (never a webhook's signing secret), the
+      // reconciler only the switches, the canary and its receiver only the canary's item.
+      const webhookItem = { pk: 'tenant#ten_x', sk: 'webhook#wh_x' };
+      await expect(
+        runningAs('distributor', () => dynamo.send(new GetCommand({ TableName: controlTable, Key: webhookItem }))),
+      ).rejects.toThrow(
+        /distributor function may read or write only some attributes of the control table, and this dynamodb:GetItem reads every attribute/,
+      );
+      await expect(
+        runningAs('distributor', () =>
+          dynamo.send(
+            new GetCommand({
+              TableName: controlTable,
+              Key: webhookItem,
+              ProjectionExpression: '#id, #secret',
+              ExpressionAttributeNames: { '#id': 'id', '#secret': 'secret' },
+            }),
+          ),
+        ),
+      ).rejects.toThrow(/dynamodb:GetItem names the attribute secret/);
+      await expect(
+        runningAs('distributor', () =>
+          dynamo.send(
+            new QueryCommand({
+              TableName: controlTable,
+              IndexName: 'by_resource',
+              KeyConditionExpression: '#k = :k',
+              ExpressionAttributeNames: { '#k': 'gsi1pk' },
+              ExpressionAttributeValues: { ':k': 'ten_x#task:1' },
+            }),
+          ),
+        ),
+      ).rejects.toThrow(/dynamodb:Query reads every attribute/);
+      await expect(
+        runningAs('authorizer', () =>
+          dynamo.send(new GetCommand({ TableName: controlTable, Key: webhookItem, ProjectionExpression: 'url' })),
+        ),
+      ).rejects.toThrow(
+        /authorizer function may read or write only some attributes of the control table, and this dynamodb:GetItem names the attribute url/,
+      );
+      await expect(
+        runningAs('authorizer', () =>
+          dynamo.send(new GetCommand({ TableName: controlTable, Key: { pk: 'canary', sk: 'state' }, ProjectionExpression: 'id' })),
+        ),
+      ).rejects.toThrow(/authorizer function may not reach the partition canary of the control table/);
+      await expect(
+        runningAs('reconciler', () =>
+          dynamo.send(
+            new QueryCommand({
+              TableName: controlTable,
+              KeyConditionExpression: 'pk = :pk',
+              ExpressionAttributeValues: { ':pk': 'tenant#ten_x' },
+            }),
+          ),
+        ),
+      ).rejects.toThrow(/reconciler function may not reach the partition tenant#ten_x of the control table/);
+      for (const fn of ['canary', 'canaryReceiver'] as const) {
+        await expect(runningAs(fn, () => dynamo.send(new GetCommand({ TableName: controlTable, Key: webhookItem })))).rejects.toThrow(
+          new RegExp(`${fn} function may not reach the partition tenant#ten_x of the control table`),
+        );
+      }
+      // The canary's key is an item in the sandbox (a secret of its own in AWS): its alone.
+      await runningAs('canary', () => dynamo.send(new GetCommand({ TableName: controlTable, Key: { pk: 'canary-key', sk: 'key' } })));
+      await expect(
+        runningAs('canaryReceiver', () => dynamo.send(new GetCommand({ TableName: controlTable, Key: { pk: 'canary-key', sk: 'key' } }))),
+      ).rejects.toThrow(/canaryReceiver function may not reach the partition canary-key/);
       refused.length = 0;
 
       // Every function at work: ingest, turns with a stream and a drop switch's gap
