@@ -35,7 +35,7 @@ import {
   FUNCTION_ENTRIES,
 } from '../../functions/definitions/environment.ts';
 import { GATEWAY_MESSAGES } from '../../functions/definitions/gateway.ts';
-import { AUTHORIZER_ATTRIBUTES, CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
+import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 

@@ -40,7 +40,7 @@ import {
   THROTTLED_REQUESTS_METRIC,
 } from '../../functions/definitions/alarms.ts';
 import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { CONTROL_PK, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
+import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
 

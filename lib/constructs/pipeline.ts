@@ -13,7 +13,7 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
-import { CONTROL_PK, DISTRIBUTOR_CONTROL_ATTRIBUTES, TABLE_ACCESS } from '../../functions/definitions/tables.ts';
+import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
 
