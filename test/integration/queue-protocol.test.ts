@@ -7,6 +7,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
@@ -584,6 +585,64 @@ describe('ingest', () => {
     expect(accepted).toBe(20);
     expect((await store.readMeta(k))?.depth).toBe(20);
     expect(await store.reserve(k, 1, { cap: 20, ratePerSecond: 1e6, burst: 1e6 }, Date.now(), false)).toBeUndefined();
+  });
+
+  it("delivers each object's events once and in the producer's order, whichever items of its requests' writes fail", async () => {
+    const request = fc.record({
+      objects: fc.array(fc.nat(1), { minLength: 1, maxLength: 8 }),
+      // Which of the request's items DynamoDB writes when its write fails.
+      written: fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }),
+      fails: fc.boolean(),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 6 }), async (requests) => {
+        const objects = [key(), key()];
+        let failing: { written: boolean[] } | undefined;
+        // The emulator cannot be made to fail part of a write: this store writes some items, then throws.
+        class PartlyWriting extends QueueStore {
+          override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]): Promise<void> {
+            if (!failing) return super.writeEventsOf(reservations);
+            let item = 0;
+            const { written } = failing;
+            await super.writeEventsOf(reservations.map((r) => ({ ...r, events: r.events.filter(() => written[item++ % 8]) })));
+            throw new Error('InternalServerError');
+          }
+        }
+        const deps = { ...ingestDeps([]), queues: new PartlyWriting({ client, tableName: eventsTable, retentionDays: 7 }) };
+        const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+        // The producer numbers each object's events and sends again, first and in order, what was not stored.
+        const made = [0, 0];
+        const owed: number[][] = [[], []];
+        const send = async (spec: { objects: number[] }) => {
+          const batch = spec.objects.map((o) => ({ o, n: owed[o]?.shift() ?? ++(made[o] as number) }));
+          const outcome = await publish(
+            deps as Parameters<typeof publish>[0],
+            objects[0]?.tenantId as string,
+            batch.map(({ o, n }) => input(objects[o]?.resource as string, n)),
+          );
+          outcome.results.forEach((result, i) => {
+            const { o, n } = batch[i] as { o: number; n: number };
+            if (result.status !== 'accepted') owed[o]?.push(n);
+          });
+          for (const list of owed) list.sort((a, b) => a - b);
+          for (const o of new Set(spec.objects)) expect((await distributor.runTurn(objects[o] as ObjectKey, 'w')).outcome).toBe('idle');
+        };
+        for (const r of requests) {
+          failing = r.fails ? { written: r.written } : undefined;
+          await send(r);
+        }
+        failing = undefined;
+        while (owed.some((list) => list.length > 0)) await send({ objects: owed.flatMap((list, o) => list.map(() => o)) });
+        const delivered = (k: ObjectKey) =>
+          sent.flatMap((m) =>
+            m.events.filter((e) => e.resource === k.resource).map((e) => ((e as DeliveredEvent).data as { n: number }).n),
+          );
+        objects.forEach((k, o) => {
+          expect(delivered(k)).toEqual(Array.from({ length: made[o] as number }, (_, i) => i + 1));
+        });
+      }),
+      { numRuns: 40, endOnFailure: true },
+    );
   });
 });
 
