@@ -587,12 +587,17 @@ describe('ingest', () => {
     expect(await store.reserve(k, 1, { cap: 20, ratePerSecond: 1e6, burst: 1e6 }, Date.now(), false)).toBeUndefined();
   });
 
-  it("delivers each object's events once and in the producer's order, whichever items of its requests' writes fail", async () => {
+  it("delivers each object's events once and in the producer's order, whichever of its requests' writes, claims or slot names fail", async () => {
+    const flags = fc.array(fc.boolean(), { minLength: 8, maxLength: 8 });
     const request = fc.record({
       objects: fc.array(fc.nat(1), { minLength: 1, maxLength: 8 }),
       // Which of the request's items DynamoDB writes when its write fails.
-      written: fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }),
+      written: flags,
       fails: fc.boolean(),
+      // Which events carry an idempotency key, and of those which keys' claim or naming of their slot fails.
+      keyed: flags,
+      claimDown: flags,
+      noteDown: flags,
     });
     await fc.assert(
       fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 6 }), async (requests) => {
@@ -608,30 +613,61 @@ describe('ingest', () => {
             throw new Error('InternalServerError');
           }
         }
-        const deps = { ...ingestDeps([]), queues: new PartlyWriting({ client, tableName: eventsTable, retentionDays: 7 }) };
+        const down = { claims: new Set<string>(), notes: new Set<string>() };
+        class FailingKeys extends IdempotencyStore {
+          override async claim(...args: Parameters<IdempotencyStore['claim']>): ReturnType<IdempotencyStore['claim']> {
+            if (down.claims.has(args[1])) throw new Error('InternalServerError');
+            return super.claim(...args);
+          }
+          override async noteReservation(
+            ...args: Parameters<IdempotencyStore['noteReservation']>
+          ): ReturnType<IdempotencyStore['noteReservation']> {
+            if (down.notes.has(args[1])) throw new Error('InternalServerError');
+            return super.noteReservation(...args);
+          }
+        }
+        const deps = {
+          ...ingestDeps([]),
+          queues: new PartlyWriting({ client, tableName: eventsTable, retentionDays: 7 }),
+          idempotency: new FailingKeys({ client, tableName: eventsTable, retentionDays: 7, ingestGraceMs: 60_000 }),
+        };
         const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
         // The producer numbers each object's events and sends again, first and in order, what was not stored.
         const made = [0, 0];
         const owed: number[][] = [[], []];
-        const send = async (spec: { objects: number[] }) => {
+        const send = async (spec: { objects: number[]; keyed?: boolean[]; claimDown?: boolean[]; noteDown?: boolean[] }) => {
           const batch = spec.objects.map((o) => ({ o, n: owed[o]?.shift() ?? ++(made[o] as number) }));
-          const outcome = await publish(
-            deps as Parameters<typeof publish>[0],
-            objects[0]?.tenantId as string,
-            batch.map(({ o, n }) => input(objects[o]?.resource as string, n)),
+          down.claims.clear();
+          down.notes.clear();
+          const inputs = batch.map(({ o, n }, i) => {
+            const resource = objects[o]?.resource as string;
+            if (!spec.keyed?.[i]) return input(resource, n);
+            // The same key each time the event is sent.
+            const idempotencyKey = `${resource}-${n}`;
+            if (spec.claimDown?.[i]) down.claims.add(idempotencyKey);
+            if (spec.noteDown?.[i]) down.notes.add(idempotencyKey);
+            return { ...input(resource, n), idempotencyKey };
+          });
+          const outcome = await publish(deps as Parameters<typeof publish>[0], objects[0]?.tenantId as string, inputs).catch(
+            // Nothing stored and a claim failed: the API answers 500, and the producer sends it all again.
+            () => ({ results: inputs.map(() => ({ status: 'rejected' as const })) }),
           );
           outcome.results.forEach((result, i) => {
             const { o, n } = batch[i] as { o: number; n: number };
             if (result.status !== 'accepted') owed[o]?.push(n);
           });
           for (const list of owed) list.sort((a, b) => a - b);
-          for (const o of new Set(spec.objects)) expect((await distributor.runTurn(objects[o] as ObjectKey, 'w')).outcome).toBe('idle');
+          for (const k of objects) {
+            // An object nothing was ever reserved on has no queue to take a turn on.
+            if (await store.readMeta(k)) expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+          }
         };
         for (const r of requests) {
           failing = r.fails ? { written: r.written } : undefined;
           await send(r);
         }
         failing = undefined;
+        down.claims.clear();
         while (owed.some((list) => list.length > 0)) await send({ objects: owed.flatMap((list, o) => list.map(() => o)) });
         const delivered = (k: ObjectKey) =>
           sent.flatMap((m) =>
