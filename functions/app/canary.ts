@@ -129,16 +129,17 @@ async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: st
  * nothing would: it is disabled), with canary-stale in alarm all the while. Its
  * deliveries test the pipeline, not a customer's endpoint: every run asks for them again,
  * which releases what it held. A webhook deleted by hand is forgotten, and made again;
-one whose URL is not the receiver's any more is moved to it.
- * Answers whether the webhook is there.
+ * one whose URL is not the receiver's any more is moved to it.
+ * Answers whether the webhook is there (`gone` when it is not), or that the key was refused.
  */
-async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string): Promise<boolean> {
+async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string): Promise<'kept' | 'gone' | 'key refused'> {
   const url = `${deps.apiUrl}/v1/webhooks/${state.webhookId}`;
   const found = await call('GET', url, apiKey);
+  if (found.status === 401) return 'key refused';
   if (found.status === 404) {
     await deps.store.forgetWebhook(state.webhookId);
     deps.logger.warn('Canary webhook is gone: making another', { tenant: state.tenantId, webhook: state.webhookId });
-    return false;
+    return 'gone';
   }
   if (found.status !== 200) throw new Error(`Canary webhook lookup answered ${found.status}; the next run tries again`);
   const health = found.json.health as { state?: unknown } | undefined;
@@ -147,7 +148,7 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
   // URL). The old URL answers nothing, so the webhook is moved (its ping then goes to
   // the new one, signed with the secret the receiver keeps).
   const moved = found.json.url !== deps.receiverUrl;
-  if (found.json.status === 'active' && health?.state !== 'quarantined' && !moved) return true;
+  if (found.json.status === 'active' && health?.state !== 'quarantined' && !moved) return 'kept';
   // Not while its receiver still fails: re-enabled, the webhook's held ticks would each
   // use up their retries within minutes and end as dead letters (which page). A moved
   // webhook's new URL is pinged by the PATCH itself.
@@ -158,7 +159,7 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
       status: String(found.json.status),
       state: String(health?.state),
     });
-    return true;
+    return 'kept';
   }
   const enabled = await call('PATCH', url, apiKey, { status: 'active', ...(moved && { url: deps.receiverUrl }) });
   if (enabled.status !== 200) throw new Error(`Canary webhook re-enabling answered ${enabled.status}; the next run tries again`);
@@ -169,7 +170,29 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
     state: String(health?.state),
     ...(moved && { from: String(found.json.url), to: deps.receiverUrl }),
   });
-  return true;
+  return 'kept';
+}
+
+/**
+ * Gives the canary's tenant a new API key when its own is refused: an admin rotated it
+ * (a key that leaked, say), and the new one went to the admin, not to the canary's key
+ * store. Rotating again makes a key only the canary knows; every earlier one stays
+ * refused. This run publishes nothing: a new key can take a while to work at API
+ * Gateway. A run that dies before keeping the key leaves it refused, and the next
+ * rotates again.
+ */
+async function renewKey(deps: CanaryDeps, tenantId: string): Promise<void> {
+  const rotated = await call('POST', `${deps.apiUrl}/v1/admin/tenants/${tenantId}/rotate-key`, await deps.adminKey());
+  if (rotated.status === 404) {
+    throw new Error(
+      `The canary's tenant ${tenantId} is gone: delete the control table's canary item (pk "canary") and the next run makes a new tenant`,
+    );
+  }
+  if (rotated.status !== 200) throw new Error(`Canary key rotation answered ${rotated.status}; the next run tries again`);
+  await deps.keys.put(String(rotated.json.api_key));
+  deps.logger.warn("Canary's API key was refused (rotated by an admin?): it rotated its tenant's key again and keeps the new one", {
+    tenant: tenantId,
+  });
 }
 
 /** Whether the receiver answers a signed `webhook.ping`, as its webhook's next delivery would be signed, with a 2xx. */
@@ -193,7 +216,12 @@ async function receiverAnswers(deps: CanaryDeps, state: CanaryState): Promise<bo
 /** One scheduled run: publish one synthetic event. */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
   let { state, apiKey } = await setUp(deps);
-  if (!(await keepWebhook(deps, state, apiKey))) ({ state, apiKey } = await setUp(deps));
+  const webhook = await keepWebhook(deps, state, apiKey);
+  if (webhook === 'key refused') {
+    deps.metrics.count('CanaryPublishFailed');
+    return renewKey(deps, state.tenantId);
+  }
+  if (webhook === 'gone') ({ state, apiKey } = await setUp(deps));
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });

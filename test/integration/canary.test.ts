@@ -20,7 +20,10 @@ import { withSandbox } from '../support/sandbox.ts';
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-withSandbox({ canary: false }, (s, r) => {
+/** How long the sandbox's API Gateway keeps an authorizer's answer here (a rotated key's old one works until then). */
+const AUTHORIZER_CACHE_MS = 300;
+
+withSandbox({ canary: false, authorizerCacheMs: AUTHORIZER_CACHE_MS }, (s, r) => {
   [sandbox, receiver] = [s, r];
 });
 
@@ -259,6 +262,47 @@ describe('the canary', () => {
     expect(fresh.webhookId).not.toBe(state.webhookId);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${fresh.webhookId}`, { key: apiKey })).status).toBe(200);
     expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
+  });
+
+  it('gives its tenant a new key when its own is refused (an admin rotated it), and publishes with it on the next run', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const oldKey = await keys.get();
+    if (!state || !hasWebhook(state) || !oldKey) throw new Error('no canary state');
+    // An admin rotates the canary's key (it leaked, say): the new key goes to the admin, not to the canary.
+    const rotated = await call(sandbox, 'POST', `/v1/admin/tenants/${state.tenantId}/rotate-key`, { key: sandbox.adminKey });
+    expect(rotated.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, AUTHORIZER_CACHE_MS + 100));
+    const published = sandbox.metrics.total('CanaryPublished');
+
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    const renewed = await keys.get();
+    expect(renewed).toMatch(/^sk_/);
+    expect(renewed).not.toBe(oldKey);
+    expect(renewed).not.toBe(rotated.body.api_key);
+    // The admin's key stops too: only the canary knows its tenant's key.
+    await new Promise((resolve) => setTimeout(resolve, AUTHORIZER_CACHE_MS + 100));
+    expect((await call(sandbox, 'GET', '/v1/webhooks', { key: rotated.body.api_key })).status).toBe(401);
+
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
+    // The same tenant and webhook, nothing made again.
+    expect(await store.get()).toEqual(state);
+  });
+
+  it('says what to do when its tenant is deleted', async () => {
+    const { store } = stores();
+    const state = await store.get();
+    if (!state) throw new Error('no canary state');
+    expect((await call(sandbox, 'DELETE', `/v1/admin/tenants/${state.tenantId}`, { key: sandbox.adminKey })).status).toBe(204);
+    await new Promise((resolve) => setTimeout(resolve, AUTHORIZER_CACHE_MS + 100));
+    await expect(runCanary(deps(`${receiver.url}/canary-ready`))).rejects.toThrow(
+      `The canary's tenant ${state.tenantId} is gone: delete the control table's canary item (pk "canary")`,
+    );
+    // The operator's way out, as for a lost key (below): the next run makes a new tenant.
+    await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary', sk: 'state' } }));
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    expect((await store.get())?.tenantId).not.toBe(state.tenantId);
   });
 
   it('says what to do when its tenant is saved but the key is gone, and makes nothing', async () => {
