@@ -85,13 +85,8 @@ async function tenant(deps: CanaryDeps): Promise<{ state: CanaryTenant | CanaryS
     deps.logger.info('Canary moved its API key out of the control table', { tenant: state.tenantId });
     return { state, apiKey: inItem };
   }
-  const apiKey = await deps.keys.get();
-  if (!apiKey) {
-    throw new Error(
-      `The canary's tenant ${state.tenantId} has no API key in the canary's key store: delete the control table's canary item (pk "canary") and the next run makes a new tenant`,
-    );
-  }
-  return { state, apiKey };
+  // Lost (a restored or recreated secret): its tenant is given a new key, as for a refused one.
+  return { state, apiKey: (await deps.keys.get()) ?? (await renewKey(deps, state.tenantId, 'lost')) };
 }
 
 /**
@@ -174,14 +169,13 @@ async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string)
 }
 
 /**
- * Gives the canary's tenant a new API key when its own is refused: an admin rotated it
- * (a key that leaked, say), and the new one went to the admin, not to the canary's key
- * store. Rotating again makes a key only the canary knows; every earlier one stays
- * refused. This run publishes nothing: a new key can take a while to work at API
- * Gateway. A run that dies before keeping the key leaves it refused, and the next
- * rotates again.
+ * Gives the canary's tenant a new API key when its own is refused (an admin rotated it,
+ * a key that leaked, say: the new one went to the admin, not to the canary's key store)
+ * or lost from the key store. Rotating makes a key only the canary knows; every earlier
+ * one stays refused. A run that dies before keeping the key leaves it refused, and the
+ * next rotates again.
  */
-async function renewKey(deps: CanaryDeps, tenantId: string): Promise<void> {
+async function renewKey(deps: CanaryDeps, tenantId: string, why: 'refused' | 'lost'): Promise<string> {
   const rotated = await call('POST', `${deps.apiUrl}/v1/admin/tenants/${tenantId}/rotate-key`, await deps.adminKey());
   if (rotated.status === 404) {
     throw new Error(
@@ -189,10 +183,15 @@ async function renewKey(deps: CanaryDeps, tenantId: string): Promise<void> {
     );
   }
   if (rotated.status !== 200) throw new Error(`Canary key rotation answered ${rotated.status}; the next run tries again`);
-  await deps.keys.put(String(rotated.json.api_key));
-  deps.logger.warn("Canary's API key was refused (rotated by an admin?): it rotated its tenant's key again and keeps the new one", {
-    tenant: tenantId,
-  });
+  const apiKey = String(rotated.json.api_key);
+  await deps.keys.put(apiKey);
+  deps.logger.warn(
+    why === 'refused'
+      ? "Canary's API key was refused (rotated by an admin?): it rotated its tenant's key again and keeps the new one"
+      : "Canary's API key was not in its key store: it rotated its tenant's key and keeps the new one",
+    { tenant: tenantId },
+  );
+  return apiKey;
 }
 
 /** Whether the receiver answers a signed `webhook.ping`, as its webhook's next delivery would be signed, with a 2xx. */
@@ -218,8 +217,10 @@ export async function runCanary(deps: CanaryDeps): Promise<void> {
   let { state, apiKey } = await setUp(deps);
   const webhook = await keepWebhook(deps, state, apiKey);
   if (webhook === 'key refused') {
+    // This run ends here; the next publishes with the new key.
     deps.metrics.count('CanaryPublishFailed');
-    return renewKey(deps, state.tenantId);
+    await renewKey(deps, state.tenantId, 'refused');
+    return;
   }
   if (webhook === 'gone') ({ state, apiKey } = await setUp(deps));
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
