@@ -33,6 +33,8 @@ export async function createTenant(deps: TenantServiceDeps, input: TenantInput) 
     await deps.tenants.create(tenant, hashKey(apiKey), provisioning);
   } catch (error) {
     await deps.tenants.delete(tenant.id).catch(() => undefined);
+    // The key item is written last: a write that applied but whose answer was lost left it.
+    await deps.tenants.deleteKey(hashKey(apiKey), tenant.id).catch(() => undefined);
     await deps.usagePlans.remove(provisioning).catch(() => undefined);
     throw error;
   }

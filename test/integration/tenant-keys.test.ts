@@ -240,6 +240,26 @@ describe('a tenant creation whose write applied but whose retry was refused', ()
   });
 });
 
+describe('a tenant creation that fails', () => {
+  it('leaves no key item behind when the key item applied but its answer was lost', async () => {
+    let keyPk: unknown;
+    const deps = tenantDeps(
+      faultyClient((_c, input) => {
+        if (!isPutOf('apikey#')(input)) return undefined;
+        keyPk = (input.Item as Record<string, unknown>).pk;
+        return 'lose-answer';
+      }),
+    );
+    await expect(createTenantDirect(deps, { name: 'lost-key', limits: { max_webhooks: 1, rate_per_second: 5, burst: 5 } })).rejects.toThrow(
+      'socket hang up',
+    );
+    expect(keyPk).toMatch(/^apikey#/);
+    const client = documentClient(sandbox.emulators.dynamo);
+    const found = await client.send(new GetCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: keyPk, sk: 'apikey' } }));
+    expect(found.Item).toBeUndefined();
+  });
+});
+
 describe('a change of limits whose usage plan could not be set', () => {
   it.each([
     ['throttled by API Gateway', 'TooManyRequestsException', 429, 'rate_limited'],
