@@ -174,9 +174,13 @@ export class TenantStore {
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
           UpdateExpression: 'SET #key_hash = :to',
+          // Not on a tenant being deleted: its deletion removed the key item it read, and
+          // would leave the new one behind, letting its holder in until the tenant is gone.
           ConditionExpression:
-            from === null ? 'attribute_exists(#pk) AND attribute_not_exists(#key_hash)' : 'attribute_exists(#pk) AND #key_hash = :from',
-          ExpressionAttributeNames: names('pk', 'key_hash'),
+            from === null
+              ? 'attribute_exists(#pk) AND attribute_not_exists(#deleting_at) AND attribute_not_exists(#key_hash)'
+              : 'attribute_exists(#pk) AND attribute_not_exists(#deleting_at) AND #key_hash = :from',
+          ExpressionAttributeNames: names('pk', 'key_hash', 'deleting_at'),
           ExpressionAttributeValues: { ':to': to, ...(from !== null && { ':from': from }) },
         }),
       );

@@ -183,6 +183,8 @@ export async function rotateTenantKey(deps: TenantServiceDeps, tenantId: string)
   }
   if (!switched) {
     await deps.tenants.deleteKey(hash, tenantId).catch(() => undefined);
+    // Deleted meanwhile: its deletion began after this rotation read the tenant.
+    if ((await deps.tenants.keyHashOf(tenantId)) === undefined) throw new ApiError('not_found', 'No tenant has this id.');
     throw new ApiError('conflict', "The tenant's key was rotated by another request at the same time; rotate it again if you need a key.");
   }
   // The old key no longer lets anyone in (the tenant names another): removing its item

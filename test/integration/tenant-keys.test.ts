@@ -260,6 +260,34 @@ describe('a tenant creation that fails', () => {
   });
 });
 
+describe('a rotation that races a deletion', () => {
+  it('is refused with 404 and leaves no key, when the deletion began between its read and its switch', async () => {
+    const tenant = await createTenant(sandbox, 'rotating-away');
+    const client = documentClient(sandbox.emulators.dynamo);
+    let newKeyHash: string | undefined;
+    // The deletion begins while the rotation is between its two writes.
+    class DeletedMeanwhile extends TenantStore {
+      override async putKey(keyHash: string, tenantId: string): Promise<void> {
+        await super.putKey(keyHash, tenantId);
+        newKeyHash = keyHash;
+        await this.beginDeletion(tenantId, Date.now());
+      }
+    }
+    const deps = {
+      tenants: new DeletedMeanwhile({ client, tableName: sandbox.wiring.controlTable }),
+      usagePlans: new LocalUsagePlans(),
+      now: Date.now,
+    };
+    await expect(rotateTenantKey(deps, tenant.id)).rejects.toMatchObject({ code: 'not_found' });
+    // Without the check, the tenant being deleted named the new key, whose item stayed.
+    const found = await client.send(
+      new GetCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `apikey#${newKeyHash}`, sk: 'apikey' } }),
+    );
+    expect(newKeyHash).toBeDefined();
+    expect(found.Item).toBeUndefined();
+  });
+});
+
 describe('a change of limits whose usage plan could not be set', () => {
   it.each([
     ['throttled by API Gateway', 'TooManyRequestsException', 429, 'rate_limited'],
