@@ -163,11 +163,11 @@ export class TenantStore {
    * Makes `to` the tenant's one working key, if `from` still is (null: the tenant names
    * none yet). One conditional write, so the old key stops and the new one starts at the
    * same moment (for the authorizer; API Gateway's cache may keep an old answer for its
-   * time), and two rotations at once cannot both win. Returns false when another
-   * rotation came first or the tenant is gone; a refusal of the SDK's retry of this very
-   * write, whose first try applied, is a success.
+   * time), and two rotations at once cannot both win. Answers `taken` when another
+   * rotation came first, `gone` when the tenant is (or is being deleted); a refusal of
+   * the SDK's retry of this very write, whose first try applied, is `switched`.
    */
-  async switchKey(tenantId: string, from: string | null, to: string): Promise<boolean> {
+  async switchKey(tenantId: string, from: string | null, to: string): Promise<'switched' | 'taken' | 'gone'> {
     try {
       await this.#client.send(
         new UpdateCommand({
@@ -184,10 +184,11 @@ export class TenantStore {
           ExpressionAttributeValues: { ':to': to, ...(from !== null && { ':from': from }) },
         }),
       );
-      return true;
+      return 'switched';
     } catch (error) {
       if (!isConditionFailure(error)) throw error;
-      return (await this.keyHashOf(tenantId)) === to;
+      const current = await this.keyHashOf(tenantId);
+      return current === undefined ? 'gone' : current === to ? 'switched' : 'taken';
     }
   }
 

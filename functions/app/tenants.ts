@@ -110,6 +110,11 @@ export interface TenantDeletionDeps extends TenantServiceDeps {
   readonly deletionBudgetMs?: number;
 }
 
+/** A step of a deletion that finds its thing gone (done meanwhile by another request) has nothing left to do. */
+function goneMeanwhile(error: unknown): void {
+  if (!(error instanceof ApiError && error.code === 'not_found')) throw error;
+}
+
 /** How long one request deletes webhooks before it answers that the deletion goes on (API Gateway waits 29 s). */
 const DELETION_BUDGET_MS = 15_000;
 const DELETION_PAGE = 100;
@@ -136,18 +141,14 @@ export async function deleteTenant(deps: TenantDeletionDeps, tenantId: string): 
     const { data } = await deps.webhooks.list(tenantId, DELETION_PAGE);
     if (data.length === 0) break;
     for (const webhook of data) {
-      await deps.webhooks.delete(tenantId, webhook.id).catch((error: unknown) => {
-        // Deleted meanwhile by another request (the tenant's own, through a cached answer).
-        if (!(error instanceof ApiError && error.code === 'not_found')) throw error;
-      });
+      // Deleted meanwhile by another request (the tenant's own, through a cached answer).
+      await deps.webhooks.delete(tenantId, webhook.id).catch(goneMeanwhile);
       if (deps.now() - started >= (deps.deletionBudgetMs ?? DELETION_BUDGET_MS)) return 'deleting';
     }
   }
   for (const { id } of (await deps.switches.list({ lifting: true })).filter((s) => s.tenant === tenantId)) {
-    await deps.switches.lift(id).catch((error: unknown) => {
-      // Lifted meanwhile by another request.
-      if (!(error instanceof ApiError && error.code === 'not_found')) throw error;
-    });
+    // Lifted meanwhile by another request.
+    await deps.switches.lift(id).catch(goneMeanwhile);
   }
   await deps.tenants.delete(tenantId);
   deps.logger?.info('Tenant deleted', { tenant: tenantId });
@@ -168,7 +169,7 @@ export async function rotateTenantKey(deps: TenantServiceDeps, tenantId: string)
   const apiKey = generateApiKey('tenant');
   const hash = hashKey(apiKey);
   await deps.tenants.putKey(hash, tenantId);
-  let switched: boolean;
+  let switched: Awaited<ReturnType<TenantStore['switchKey']>>;
   try {
     switched = await deps.tenants.switchKey(tenantId, old, hash);
   } catch (error) {
@@ -179,12 +180,12 @@ export async function rotateTenantKey(deps: TenantServiceDeps, tenantId: string)
       await deps.tenants.deleteKey(hash, tenantId).catch(() => undefined);
       throw error;
     }
-    switched = true;
+    switched = 'switched';
   }
-  if (!switched) {
+  if (switched !== 'switched') {
     await deps.tenants.deleteKey(hash, tenantId).catch(() => undefined);
     // Deleted meanwhile: its deletion began after this rotation read the tenant.
-    if ((await deps.tenants.keyHashOf(tenantId)) === undefined) throw new ApiError('not_found', 'No tenant has this id.');
+    if (switched === 'gone') throw new ApiError('not_found', 'No tenant has this id.');
     throw new ApiError('conflict', "The tenant's key was rotated by another request at the same time; rotate it again if you need a key.");
   }
   // The old key no longer lets anyone in (the tenant names another): removing its item
