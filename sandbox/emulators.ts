@@ -123,14 +123,17 @@ export async function createTables(client: DynamoDBClient): Promise<Record<strin
             { AttributeName: table.sortKey.name, KeyType: 'RANGE' },
           ],
           ...(table.indexes.length > 0 && {
-            GlobalSecondaryIndexes: table.indexes.map((index) => ({
-              IndexName: index.indexName,
-              KeySchema: [
-                { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
-                { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
-              ],
-              Projection: { ProjectionType: projectionOf(index).type, NonKeyAttributes: projectionOf(index).nonKeyAttributes },
-            })),
+            GlobalSecondaryIndexes: table.indexes.map((index) => {
+              const projection = projectionOf(index);
+              return {
+                IndexName: index.indexName,
+                KeySchema: [
+                  { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
+                  { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
+                ],
+                Projection: { ProjectionType: projection.type, NonKeyAttributes: projection.nonKeyAttributes },
+              };
+            }),
           }),
         }),
       );

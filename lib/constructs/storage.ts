@@ -18,14 +18,16 @@ export function tableFromDefinition(scope: Construct, definition: TableDefinitio
     pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
     timeToLiveAttribute: definition.ttlAttribute,
     removalPolicy,
-    globalSecondaryIndexes: definition.indexes.map((index) => ({
-      indexName: index.indexName,
-      partitionKey: attribute(index.partitionKey),
-      sortKey: attribute(index.sortKey),
-      ...(projectionOf(index).type === 'KEYS_ONLY'
-        ? { projectionType: ProjectionType.KEYS_ONLY }
-        : { projectionType: ProjectionType.INCLUDE, nonKeyAttributes: projectionOf(index).nonKeyAttributes }),
-    })),
+    globalSecondaryIndexes: definition.indexes.map((index) => {
+      const projection = projectionOf(index);
+      return {
+        indexName: index.indexName,
+        partitionKey: attribute(index.partitionKey),
+        sortKey: attribute(index.sortKey),
+        projectionType: projection.type === 'KEYS_ONLY' ? ProjectionType.KEYS_ONLY : ProjectionType.INCLUDE,
+        nonKeyAttributes: projection.nonKeyAttributes,
+      };
+    }),
   });
 }
 
