@@ -22,8 +22,11 @@ import {
   EVENTS_TABLE,
   projectionOf,
   SCHEDULE_INDEX,
+  TABLE_ACCESS,
 } from '../../functions/definitions/tables.ts';
 import { CANARY_RECEIVER_CONCURRENCY } from '../../lib/constructs/operations.ts';
+import { SluiceFunction } from '../../lib/constructs/sluice-function.ts';
+import { tableFromDefinition } from '../../lib/constructs/storage.ts';
 import { Sluice } from '../../lib/sluice.ts';
 import { SluiceStack } from '../../lib/sluice-stack.ts';
 
@@ -165,6 +168,13 @@ describe('functions', () => {
       expect(config).toEqual(buildConfig(OVERRIDES));
       expect(fn.Properties.Environment.Variables.POWERTOOLS_METRICS_NAMESPACE).toBe('Sluice');
     }
+  });
+
+  it('refuses a grant of only some attributes through bindTable, which would drop the attributes condition', () => {
+    const stack = new Stack(new App({ context: NO_BUNDLING }), 'Guard');
+    const table = tableFromDefinition(stack, CONTROL_TABLE, RemovalPolicy.DESTROY);
+    const fn = new SluiceFunction(stack, 'Fn', { entry: FUNCTION_ENTRIES.distributor, config: buildConfig({}), metricsService: 'guard' });
+    expect(() => fn.bindTable(table, TABLE_ACCESS.distributor.control, 'CONTROL')).toThrow(/bindAttributes or bindItems/);
   });
 
   it('may write logs only to their own log group: no AWS managed policy, whose log permissions cover every group', () => {
