@@ -1,29 +1,35 @@
 /** `npm start`: the sandbox on http://127.0.0.1:8787 (PORT), until Ctrl-C. */
 import { overridesFromEnv } from '../functions/core/config.ts';
-import { startSandbox, walkthrough } from './sandbox.ts';
+import { ConfigError } from '../functions/core/errors.ts';
+import { type Sandbox, startSandbox, walkthrough } from './sandbox.ts';
 
 const port = Number(process.env.PORT || 8787);
 if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be a port number (0 to 65535), not ${process.env.PORT}.`);
 
-const sandbox = await startSandbox({
-  port,
-  ...(process.env.SLUICE_ADMIN_KEY && { adminKey: process.env.SLUICE_ADMIN_KEY }),
-  ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
-  config: overridesFromEnv(process.env),
-  logLevel: (process.env.POWERTOOLS_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN',
-  // Half a sandbox answers nothing useful: say which thread stopped, and stop.
-  onFailure: (error) => {
-    console.error(`\n${error.message}\nsluice sandbox stopped; start it again with npm start.`);
-    process.exit(1);
-  },
-}).catch((error: unknown) => {
+let sandbox: Sandbox;
+try {
+  sandbox = await startSandbox({
+    port,
+    ...(process.env.SLUICE_ADMIN_KEY && { adminKey: process.env.SLUICE_ADMIN_KEY }),
+    ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
+    config: overridesFromEnv(process.env),
+    logLevel: (process.env.POWERTOOLS_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN',
+    // Half a sandbox answers nothing useful: say which thread stopped, and stop.
+    onFailure: (error) => {
+      console.error(`\n${error.message}\nsluice sandbox stopped; start it again with npm start.`);
+      process.exit(1);
+    },
+  });
+} catch (error) {
   // What a first `npm start` most often meets: another sandbox (or anything) on the port.
   // A sentence that says what to do, not a worker thread's stack trace.
   if (error instanceof Error && /EADDRINUSE/.test(error.message)) {
     fail(`Port ${port} is in use: stop what listens there, or start on another, e.g. PORT=8788 npm start.`);
   }
+  // A setting it was given that cannot be (SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why.
+  if (error instanceof ConfigError) fail(error.message);
   throw error;
-});
+}
 
 // Ctrl-C is handled before the banner that says so is printed: one pressed as soon as it
 // appears stops the sandbox cleanly, not by the signal's default.

@@ -17,6 +17,7 @@ import { type CanaryDeps, runCanary } from '../functions/app/canary.ts';
 import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
 import { deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
 import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
+import { ConfigError } from '../functions/core/errors.ts';
 import { keyKind } from '../functions/core/keys.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import { CANARY_TIMEOUT_SECONDS, reconcilerTimeoutSeconds } from '../functions/definitions/environment.ts';
@@ -86,7 +87,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const config = buildConfig({ ...options.config, allowPrivateTargets: true });
   const adminKey = options.adminKey ?? `ak_${randomBytes(32).toString('base64url')}`;
   if (keyKind(adminKey) !== 'admin') {
-    throw new Error('SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200 letters, digits, - or _');
+    throw new ConfigError(['SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200 letters, digits, - or _']);
   }
   const logger = new Logger({ serviceName: 'sluice-sandbox', logLevel: options.logLevel ?? 'WARN' });
   const log: LoggerPort = loggerPort(logger);

@@ -280,6 +280,33 @@ describe('npm start on a port in use', () => {
   }, 30_000);
 });
 
+describe('npm start with a setting that cannot be', () => {
+  it.each([
+    ['an admin key too short', { SLUICE_ADMIN_KEY: 'ak_short' }, 'SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200'],
+    ['a setting out of its bounds', { SLUICE_OBJECT_QUEUE_CAP: '-1' }, 'Invalid sluice configuration'],
+  ])(
+    '%s: says which and why in a sentence, and exits with status 1',
+    async (_name, env, message) => {
+      const { spawn } = await import('node:child_process');
+      const child = spawn(process.execPath, ['sandbox/main.ts'], {
+        env: { ...process.env, PORT: '0', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let errors = '';
+      child.stderr.on('data', (chunk: Buffer) => {
+        errors += chunk.toString();
+      });
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      expect(code).toBe(1);
+      expect(errors).toContain(message);
+      expect(errors).toContain('sluice sandbox not started.');
+      // A sentence, not a stack trace.
+      expect(errors).not.toMatch(/^\s+at /m);
+    },
+    30_000,
+  );
+});
+
 describe('SLUICE_DATA_DIR', () => {
   it('keeps tenants and their throttles across a restart', async () => {
     const { mkdtempSync } = await import('node:fs');
