@@ -259,19 +259,22 @@ describe('npm start, stopped twice', () => {
   }, 40_000);
 });
 
+/** `npm start` that is expected not to start: its exit status and what it printed to stderr. */
+async function failedStart(env: Record<string, string>): Promise<{ code: number | null; errors: string }> {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['sandbox/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let errors = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    errors += chunk.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  return { code, errors };
+}
+
 describe('npm start on a port in use', () => {
   it('says in one line that the port is taken and how to pick another, and exits with status 1', async () => {
-    const { spawn } = await import('node:child_process');
     const port = Number(new URL(sandbox.url).port);
-    const child = spawn(process.execPath, ['sandbox/main.ts'], {
-      env: { ...process.env, PORT: String(port) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let errors = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      errors += chunk.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const { code, errors } = await failedStart({ PORT: String(port) });
     expect(code).toBe(1);
     expect(errors).toContain(`Port ${port} is in use`);
     expect(errors).toContain('PORT=');
@@ -287,16 +290,7 @@ describe('npm start with a setting that cannot be', () => {
   ])(
     '%s: says which and why in a sentence, and exits with status 1',
     async (_name, env, message) => {
-      const { spawn } = await import('node:child_process');
-      const child = spawn(process.execPath, ['sandbox/main.ts'], {
-        env: { ...process.env, PORT: '0', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let errors = '';
-      child.stderr.on('data', (chunk: Buffer) => {
-        errors += chunk.toString();
-      });
-      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      const { code, errors } = await failedStart({ PORT: '0', ...env });
       expect(code).toBe(1);
       expect(errors).toContain(message);
       expect(errors).toContain('sluice sandbox not started.');
