@@ -154,6 +154,40 @@ function inlineRecord(event: PendingItem, retentionMs: number): Record<string, u
   };
 }
 
+/** How a turn's last write left the object: idle, or still scheduled with the lease released (ring again). */
+export type TurnEnd = 'idle' | 'pending';
+
+/** A turn that committed its chunk and keeps the lease, with the meta item as that write left it. */
+export interface StillHeld {
+  readonly held: QueueMeta;
+}
+
+/** What a turn's last write checks: a holder's fence, or for a quiet turn that no lease is held. */
+type TurnGuard = { readonly fence: number } | { readonly unleasedAt: number };
+
+/** The chunk a turn's last write commits: the cursor it read from, and where it leaves the cursor, seq and depth. */
+interface ChunkCommit {
+  readonly previousCursor: number;
+  readonly cursor: number;
+  readonly seq: number;
+  readonly consumed: number;
+  readonly removeInline: boolean;
+}
+
+/** One way a turn's last write may go, on its own condition, and what it answers when it applies. */
+interface EndForm<R> {
+  readonly update: string;
+  readonly condition: string;
+  readonly names: readonly string[];
+  readonly values: Record<string, unknown>;
+  /** Whether the write returns the item as it left it (for `answer`). */
+  readonly returnsItem?: boolean;
+  readonly answer: (item: Record<string, unknown> | undefined) => R;
+}
+
+/** How an applied end of a turn left an object: idle, or still scheduled (ring again). */
+const endedAs = (meta: QueueMeta): TurnEnd => (meta.scheduled ? 'pending' : 'idle');
+
 export interface QueueStoreOptions {
   readonly client: DynamoDBDocumentClient;
   readonly tableName: string;
@@ -605,6 +639,10 @@ export class QueueStore {
    * caller rings again). No turn record is kept: a holder that dies before this
    * write leaves the chunk uncommitted, and the next holder publishes the same
    * events with the same seqs and delivery ids again (at least once).
+   *
+   * With `keepLease`, a holder with time left goes on instead when events came
+   * meanwhile: the chunk is committed, the lease stays, and the answer is the meta
+   * item as that write left it (`held`), to plan the next chunk from.
    */
   async commitLastChunk(
     key: ObjectKey,
@@ -612,8 +650,14 @@ export class QueueStore {
     previousCursor: number,
     next: { cursor: number; seq: number; consumed: number; removeInline: boolean },
     now: number,
-  ): Promise<'idle' | 'pending'> {
-    return this.#endTurn(key, { fence }, now, { previousCursor, ...next });
+    options: { keepLease?: boolean } = {},
+  ): Promise<TurnEnd | StillHeld> {
+    const commit = { previousCursor, ...next };
+    const forms = this.#endForms({ fence }, now, commit);
+    if (!options.keepLease) return this.#endTurn(key, { fence }, now, commit, [forms.idle, forms.pending], endedAs);
+    // A lease still on the item under this holder's fence is this holder's, kept.
+    const heldAs = (meta: QueueMeta): TurnEnd | StillHeld => (meta.leaseUntil !== undefined ? { held: meta } : endedAs(meta));
+    return this.#endTurn<TurnEnd | StillHeld>(key, { fence }, now, commit, [forms.idle, forms.held], heldAs);
   }
 
   /**
@@ -622,14 +666,11 @@ export class QueueStore {
    * it was read and nobody holds the lease. If another holder got there first the
    * condition fails (FencedOutError); it published the same event with the same seq.
    */
-  async commitQuiet(key: ObjectKey, previousCursor: number, seq: number, now: number): Promise<'idle' | 'pending'> {
-    return this.#endTurn(key, { unleasedAt: now }, now, {
-      previousCursor,
-      cursor: previousCursor + 1,
-      seq,
-      consumed: 1,
-      removeInline: true,
-    });
+  async commitQuiet(key: ObjectKey, previousCursor: number, seq: number, now: number): Promise<TurnEnd> {
+    const guard = { unleasedAt: now };
+    const commit = { previousCursor, cursor: previousCursor + 1, seq, consumed: 1, removeInline: true };
+    const forms = this.#endForms(guard, now, commit);
+    return this.#endTurn(key, guard, now, commit, [forms.idle, forms.pending], endedAs);
   }
 
   /**
@@ -637,24 +678,21 @@ export class QueueStore {
    * write, so an ingest that reserves right after sees scheduled = false and rings.
    * If an ingest reserved in the meantime the condition fails, and the caller must
    * ring again: the answer is 'pending'. A turn that leaves the object `paused` notes
-   * when on the meta item, in the same write (see QueueMeta.pausedAt).
+   * when on the meta item, in the same write (see QueueMeta.pausedAt). A turn that
+   * knows events are left (`left`) releases the lease without trying for idle.
    */
-  async finishTurn(key: ObjectKey, fence: number, now: number, options: { paused?: boolean } = {}): Promise<'idle' | 'pending'> {
-    return this.#endTurn(key, { fence }, now, undefined, options.paused === true);
+  async finishTurn(key: ObjectKey, fence: number, now: number, options: { paused?: boolean; left?: boolean } = {}): Promise<TurnEnd> {
+    const forms = this.#endForms({ fence }, now, undefined, options.paused === true);
+    return this.#endTurn(key, { fence }, now, undefined, options.left ? [forms.pending] : [forms.idle, forms.pending], endedAs);
   }
 
   /**
-   * Ends a turn, committing its last chunk too when one is given: idle (off the
-   * `by_schedule` index) when that leaves nothing pending, otherwise still
-   * scheduled with the lease released. Fenced out when another holder has taken over.
+   * The ways a turn's last write may go, committing its last chunk too when one is
+   * given: `idle` (off the `by_schedule` index) when that leaves nothing pending;
+   * `pending`, still scheduled with the lease released (the caller rings again), or
+   * `held`, the chunk committed and the lease kept (the caller goes on).
    */
-  async #endTurn(
-    key: ObjectKey,
-    guard: { fence: number } | { unleasedAt: number },
-    now: number,
-    commit?: { previousCursor: number; cursor: number; seq: number; consumed: number; removeInline: boolean },
-    paused = false,
-  ): Promise<'idle' | 'pending'> {
+  #endForms(guard: TurnGuard, now: number, commit?: ChunkCommit, paused = false) {
     const commitSet = commit ? '#cursor = :cursor, #seq = :seq, ' : '';
     const commitAdd = commit ? ' ADD #depth :consumed' : '';
     const commitCondition = commit ? ' AND #cursor = :previous' : '';
@@ -667,28 +705,49 @@ export class QueueStore {
       ...('fence' in guard ? { ':fence': guard.fence } : { ':now': guard.unleasedAt }),
       ...(commit && { ':cursor': commit.cursor, ':seq': commit.seq, ':consumed': -commit.consumed, ':previous': commit.previousCursor }),
     };
-    const forms = [
-      {
-        state: 'idle' as const,
-        // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
-        update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #paused_at${commitRemove}`,
-        condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
-        names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'paused_at', ...guardNames],
-        values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
-      },
-      {
-        state: 'pending' as const,
-        update: paused
-          ? `SET ${commitSet}#turn_at = :now, #paused_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`
-          : `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #paused_at${commitRemove}`,
-        condition: `${guardCondition}${commitCondition}`,
-        names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'paused_at', ...guardNames],
-        values: { ...values, ':now': now },
-      },
-    ];
+    const idle: EndForm<TurnEnd> = {
+      // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
+      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #paused_at${commitRemove}`,
+      condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
+      names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'paused_at', ...guardNames],
+      values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
+      answer: () => 'idle',
+    };
+    const pending: EndForm<TurnEnd> = {
+      update: paused
+        ? `SET ${commitSet}#turn_at = :now, #paused_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`
+        : `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #paused_at${commitRemove}`,
+      condition: `${guardCondition}${commitCondition}`,
+      names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'paused_at', ...guardNames],
+      values: { ...values, ':now': now },
+      answer: () => 'pending',
+    };
+    const held: EndForm<StillHeld> = {
+      update: `SET #cursor = :cursor, #seq = :seq${commitAdd} REMOVE #turn${commitRemove}`,
+      condition: `${guardCondition}${commitCondition}`,
+      names: [...commitNames, 'depth', 'turn', ...guardNames],
+      values,
+      returnsItem: true,
+      answer: (item) => ({ held: toMeta(item ?? {}, now) }),
+    };
+    return { idle, pending, held };
+  }
+
+  /**
+   * Ends a turn with the first of `forms` whose condition holds. Fenced out when none
+   * does because another holder has taken over.
+   */
+  async #endTurn<R>(
+    key: ObjectKey,
+    guard: TurnGuard,
+    now: number,
+    commit: ChunkCommit | undefined,
+    forms: readonly EndForm<R>[],
+    ourState: (meta: QueueMeta) => R,
+  ): Promise<R> {
     for (const form of forms) {
       try {
-        await this.#client.send(
+        const result = await this.#client.send(
           new UpdateCommand({
             TableName: this.#table,
             Key: { pk: objectPk(key), sk: META_SK },
@@ -696,18 +755,19 @@ export class QueueStore {
             ConditionExpression: form.condition,
             ExpressionAttributeNames: names(...form.names),
             ExpressionAttributeValues: form.values,
+            ...(form.returnsItem && { ReturnValues: 'ALL_NEW' as const }),
           }),
         );
-        return form.state;
+        return form.answer(result.Attributes);
       } catch (error) {
         if (!isConditionFailure(error)) throw error;
         // Refused on a later try: a first try that applied, its answer lost, moved the
-        // cursor. Its state is the object's now: left pending, the caller must ring again
-        // (nobody else will), rather than take it for a fenced-out holder's refusal.
+        // cursor. Its state is the object's now (`ourState`): left pending, the caller must
+        // ring again (nobody else will), rather than take it for a fenced-out holder's refusal.
         if (commit && refusedOnRetry(error)) {
-          const meta = await this.readMeta(key);
+          const meta = await this.readMeta(key, now);
           const ours = meta !== undefined && meta.cursor === commit.cursor && (!('fence' in guard) || meta.fence === guard.fence);
-          if (ours) return meta.scheduled ? 'pending' : 'idle';
+          if (ours) return ourState(meta);
         }
       }
     }

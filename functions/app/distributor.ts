@@ -184,7 +184,8 @@ export class Distributor {
         const quiet = await this.#quietTurn(key, sink, options.freshSwitches === true, options.snapshot);
         if (quiet) return quiet;
       }
-      const meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
+      // The meta item as the lease read it, or as a commit that kept the lease left it.
+      let meta = await queues.acquireLease(key, owner, now(), config.leaseMs);
       const subscriptions = new TurnLookups(this.#lookups, key.tenantId, now);
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions, sink);
       const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
@@ -226,7 +227,16 @@ export class Distributor {
       let lookups = subscriptions;
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       let ingestWaits = 0;
-      while (turnMayContinue(budget, distributed, startedAt, now())) {
+      // Whether events are known to be left: the last chunk planned stopped short of them
+      // (more to read, a slot still being written), or the write that kept the lease
+      // found them. A turn out of time then ends pending without trying for idle.
+      let left = false;
+      // Set by the write that kept the lease: the events it found are planned even if the
+      // turn's time ran out during that write (ringing again instead would have cost only
+      // the release; now it would cost that write too).
+      let found = false;
+      while (found || turnMayContinue(budget, distributed, startedAt, now())) {
+        found = false;
         const holdMs = action === 'drop' ? snapshotHoldMs(inline, now(), ownSnapshot) : 0;
         if (holdMs > 0) {
           // A quiet doorbell queued behind this one may carry a snapshot of the inline
@@ -241,6 +251,7 @@ export class Distributor {
         const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
         const plannedAt = now();
         const plan = planChunk(items, { ...meta, cursor }, plannedAt, timing, limit, readAll);
+        left = plan.waiting || !readAll || plan.cursor < meta.lastSlot;
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
           if (!plan.waiting) break;
           // An ingest is between its two writes: give it a moment within this turn.
@@ -271,15 +282,25 @@ export class Distributor {
         if (last) {
           await this.#publish(key, events, lookups, sink);
           distributed += events.length;
+          // Events that came meanwhile fail the idle form of the write. A turn with time
+          // left then keeps its lease and goes on with them, where ringing again would
+          // cost a doorbell, an invocation and another lease.
           const state = await queues.commitLastChunk(
             key,
             meta.fence,
             cursor,
             { cursor: plan.cursor, seq: seq + events.length, consumed, removeInline: inline !== undefined },
             now(),
+            { keepLease: turnMayContinue(budget, distributed, startedAt, now()) },
           );
           this.#countConsumed(key, plan, false);
-          return this.#ended(key, `t${meta.fence}`, state, distributed);
+          if (typeof state === 'string') return this.#ended(key, `t${meta.fence}`, state, distributed);
+          meta = state.held;
+          ({ cursor, seq, inline } = meta);
+          left = true;
+          found = true;
+          lookups = new TurnLookups(this.#lookups, key.tenantId, now);
+          continue;
         }
         const droppedParents = dropping
           ? await this.#subscribedParents(key, [...events.flatMap((e) => e.parents), ...plan.expiredParents], lookups)
@@ -304,7 +325,7 @@ export class Distributor {
         // so the rest of the turn (up to turnMaxMs) must append to it too.
         lookups = new TurnLookups(this.#lookups, key.tenantId, now);
       }
-      return this.#ended(key, `t${meta.fence}`, await queues.finishTurn(key, meta.fence, now()), distributed);
+      return this.#ended(key, `t${meta.fence}`, await queues.finishTurn(key, meta.fence, now(), { left }), distributed);
     } catch (error) {
       if (error instanceof LeaseHeldError) {
         // Another holder is draining this object and will ring again if events remain.

@@ -64,6 +64,21 @@ function recordingDistributor(overrides: Record<string, unknown> = {}, now = Dat
   return { distributor, sent, rings, seqs };
 }
 
+/** A store whose first last-chunk write comes after `meanwhile` ran: an ingest between the lease and that write. */
+function racedStore(meanwhile: () => Promise<unknown>, queues: QueueStore = store) {
+  let raced = false;
+  class RacingStore extends QueueStore {
+    override async commitLastChunk(...args: Parameters<QueueStore['commitLastChunk']>) {
+      if (!raced) {
+        raced = true;
+        await meanwhile();
+      }
+      return queues.commitLastChunk(...args);
+    }
+  }
+  return new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
+}
+
 /** A distributor under a drop switch on `k`'s resource (its deliveries recorded, as `recordingDistributor`'s). */
 function droppingDistributor(
   k: ObjectKey,
@@ -897,21 +912,71 @@ describe('turns', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2, scheduled: false });
   });
 
-  it('rings again when an event arrives between the lease and the last write', async () => {
+  it('ends a turn out of time with events left behind in one write that keeps the object scheduled, and rings again', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2, 3].map((n) => input(k.resource, n)),
+    );
+    const { counts, queues } = counted();
+    const { distributor, seqs, rings } = recordingDistributor({ turnMaxEvents: 2 }, Date.now, queues);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 2 });
+    // The lease, one read, the chunk's commit and the write that releases the lease: no
+    // write for idle that the event left behind would refuse.
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 3, QueryCommand: 1 });
+    expect(rings).toHaveLength(1);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 2, seq: 2, scheduled: true, leaseUntil: undefined });
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 1 });
+    expect(seqs()).toEqual([1, 2, 3]);
+  });
+
+  it('goes on with an event that arrives between the lease and the last write, in the same turn and in order', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
-    let raced = false;
-    class RacingStore extends QueueStore {
-      override async commitLastChunk(...args: Parameters<QueueStore['commitLastChunk']>) {
-        if (!raced) {
-          raced = true;
-          await reserveSlots(k, 1, Date.now());
-        }
-        return super.commitLastChunk(...args);
-      }
-    }
-    const racing = new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const racing = racedStore(() => publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]));
     const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 2 });
+    expect(seqs()).toEqual([1, 2]);
+    // No doorbell, no second invocation, no second lease (each take raises the fence): the turn kept its lease.
+    expect(rings).toEqual([]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2, scheduled: false, fence: 1 });
+  });
+
+  it('goes on with the events its lease-keeping write found though the turn ran out of time during that write', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    // Event 2 comes, and the clock jumps past the turn's time, after the turn chose to keep its lease.
+    let late = 0;
+    const racing = racedStore(async () => {
+      await publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]);
+      late = 5_000;
+    });
+    const { distributor, rings, seqs } = recordingDistributor({}, () => Date.now() + late, racing);
+    // Releasing the lease now would cost the write that kept it for nothing.
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 2 });
+    expect(seqs()).toEqual([1, 2]);
+    expect(rings).toEqual([]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 2, scheduled: false, fence: 1 });
+  });
+
+  it('rings again for an event that arrives between the lease and the last write when the turn has no time left', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    const racing = racedStore(() => publish(ingestDeps([]), k.tenantId, [input(k.resource, 2)]));
+    const { distributor, rings, seqs } = recordingDistributor({ turnMaxEvents: 1 }, Date.now, racing);
+    expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'rerung', distributed: 1 });
+    expect(seqs()).toEqual([1]);
+    expect(rings).toHaveLength(1);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 1, scheduled: true });
+    expect((await store.readMeta(k))?.leaseUntil).toBeUndefined();
+  });
+
+  it('waits within its turn for an event reserved meanwhile, and rings again when its ingest has not written it by the end', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    const racing = racedStore(() => reserveSlots(k, 1, Date.now()));
+    const { distributor, rings, seqs } = recordingDistributor({ turnMaxMs: 300 }, Date.now, racing);
     expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'rerung', distributed: 1 });
     expect(seqs()).toEqual([1]);
     expect(rings).toHaveLength(1);
@@ -1486,23 +1551,38 @@ describe('writes whose answer was lost (the SDK tried again after the first try 
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
     const { queues: lossy, lost } = losingFirstAnswers((update) => update.includes('#turn_at = :now ADD #depth :consumed'));
-    let raced = false;
-    class RacingStore extends QueueStore {
-      override async commitLastChunk(...args: Parameters<QueueStore['commitLastChunk']>) {
-        if (!raced) {
-          raced = true;
-          await reserveSlots(k, 1, Date.now());
-        }
-        return lossy.commitLastChunk(...args);
-      }
-    }
-    const racing = new RacingStore({ client, tableName: eventsTable, retentionDays: 7 });
-    const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    const racing = racedStore(() => reserveSlots(k, 1, Date.now()), lossy);
+    // The turn's time is up once it has published (its clock jumps 5 s): it releases the lease in that write.
+    let late = 0;
+    const { sent, rings, ...deps } = recordingDistributorDeps(racing, {}, () => Date.now() + late);
+    const distributor = new Distributor({
+      ...deps,
+      deliveries: {
+        send: async (messages) => {
+          late = 5_000;
+          await deps.deliveries.send(messages);
+        },
+      },
+    });
     expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'rerung', distributed: 2 });
     expect(lost()).toBe(1);
-    expect(seqs()).toEqual([1, 2]);
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual([1, 2]);
     expect(rings).toHaveLength(1);
     expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 2, seq: 2, scheduled: true });
+  });
+
+  it('goes on with its lease when the write that committed its last chunk and kept the lease applied unanswered', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1), input(k.resource, 2)]);
+    const { queues: lossy, lost } = losingFirstAnswers((update) => update.includes('#seq = :seq ADD #depth :consumed REMOVE #turn'));
+    const racing = racedStore(() => publish(ingestDeps([]), k.tenantId, [input(k.resource, 3)]), lossy);
+    const { distributor, rings, seqs } = recordingDistributor({}, Date.now, racing);
+    // Taken for a fenced-out holder's refusal, the turn would end with event 3 left and nobody to ring.
+    expect(await distributor.runTurn(k, 'w')).toEqual({ outcome: 'idle', distributed: 3 });
+    expect(lost()).toBe(1);
+    expect(seqs()).toEqual([1, 2, 3]);
+    expect(rings).toEqual([]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 3, seq: 3, scheduled: false });
   });
 
   it('takes back a drop count once, though its write applied unanswered, so the next marker counts every dropped event', async () => {
