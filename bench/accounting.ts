@@ -126,10 +126,14 @@ type Item = Record<string, unknown>;
 /** The sandbox's tables by the physical name requests use. */
 const TABLES_BY_NAME = new Map<string, TableDefinition>(TABLES.map((table) => [sandboxTableName(table), table]));
 
-const indexKeyAttributes = (table: TableDefinition) => table.indexes.flatMap((index) => [index.partitionKey.name, index.sortKey.name]);
+/** Each table's index key attributes, worked out once. */
+const INDEX_KEYS = new Map<TableDefinition, ReadonlySet<string>>(
+  TABLES.map((table) => [table, new Set(table.indexes.flatMap((index) => [index.partitionKey.name, index.sortKey.name]))]),
+);
+const indexKeyAttributes = (table: TableDefinition): ReadonlySet<string> => INDEX_KEYS.get(table) ?? new Set();
 
 function indexKeyValues(table: TableDefinition, item: Item): IndexKeyValues {
-  return Object.fromEntries(indexKeyAttributes(table).flatMap((name) => (item[name] === undefined ? [] : [[name, item[name]]])));
+  return Object.fromEntries([...indexKeyAttributes(table)].flatMap((name) => (item[name] === undefined ? [] : [[name, item[name]]])));
 }
 
 const shadowId = (table: TableDefinition, key: Item) =>
@@ -163,10 +167,7 @@ function touchesProjected(index: IndexDefinition, write: ItemWrite): boolean {
   const included = new Set(index.projection.include);
   if ('put' in write) return Object.keys(write.put).some((name) => included.has(name));
   const names = (write.update.ExpressionAttributeNames ?? {}) as Record<string, string>;
-  return updateActions(String(write.update.UpdateExpression ?? '')).some(({ clause, action }) => {
-    const root = actionPath(clause, action).split(/[.[]/, 1)[0]?.trim() ?? '';
-    return included.has(names[root] ?? root);
-  });
+  return updateActions(String(write.update.UpdateExpression ?? '')).some(({ root }) => included.has(names[root] ?? root));
 }
 
 /** A value an update gives an index key attribute in a way not followed here: equal to no other value, so a change. */
@@ -176,19 +177,61 @@ const IF_NOT_EXISTS = /^if_not_exists\s*\(\s*([^,]+?)\s*,\s*(:\w+)\s*\)$/;
 /** A clause keyword, not part of a name (`#set`), a value (`:add`) or a path (`a.delete`). */
 const CLAUSE = /(?<![\w#:.])(SET|REMOVE|ADD|DELETE)(?!\w)/gi;
 
+/** A path's first name as the expression writes it (`#a` of `#a.b[0]`), and whether the path is that name alone. */
+function pathRoot(path: string): { root: string; whole: boolean } {
+  const root = path.split(/[.[]/, 1)[0]?.trim() ?? '';
+  return { root, whole: root === path.trim() };
+}
+
+/**
+ * One action of an UpdateExpression, parsed: its clause, the root of the path it writes,
+ * and for a SET what it assigns: a value (`:v`) or `if_not_exists(path, :v)`.
+ */
+interface UpdateAction {
+  readonly clause: string;
+  readonly root: string;
+  readonly whole: boolean;
+  readonly value?: string;
+  readonly ifNotExists?: { readonly root: string; readonly whole: boolean; readonly value: string };
+}
+
 /** The path an UpdateExpression's action writes: left of a SET's `=`, a REMOVE's whole, an ADD's or DELETE's first word. */
 function actionPath(clause: string, action: string): string {
   if (clause === 'SET') return action.slice(0, action.indexOf('='));
   return clause === 'REMOVE' ? action : (action.split(/\s+/)[0] ?? '');
 }
 
+function parseAction(clause: string, action: string): UpdateAction {
+  const { root, whole } = pathRoot(actionPath(clause, action));
+  if (clause !== 'SET' || !whole) return { clause, root, whole };
+  const operand = action.slice(action.indexOf('=') + 1).trim();
+  if (/^:\w+$/.test(operand)) return { clause, root, whole, value: operand };
+  const guarded = IF_NOT_EXISTS.exec(operand);
+  return guarded
+    ? { clause, root, whole, ifNotExists: { ...pathRoot(guarded[1] ?? ''), value: guarded[2] ?? '' } }
+    : { clause, root, whole };
+}
+
+/**
+ * The actions of each UpdateExpression, parsed once: the pipeline sends a few dozen
+ * expressions, each thousands of times, and parsing one every time cost the
+ * accounting most of its time per call.
+ */
+const parsedUpdates = new Map<string, readonly UpdateAction[]>();
+const PARSED_UPDATES_KEPT = 1_000;
+
 /** The actions of an UpdateExpression, each with its clause: `SET #a = :v, #b = if_not_exists(#b, :w)` gives two SETs. */
-function updateActions(expression: string): Array<{ clause: string; action: string }> {
+function updateActions(expression: string): readonly UpdateAction[] {
+  let actions = parsedUpdates.get(expression);
+  if (actions) return actions;
   const marks = [...expression.matchAll(CLAUSE)];
-  return marks.flatMap((mark, i) => {
+  actions = marks.flatMap((mark, i) => {
     const body = expression.slice(mark.index + mark[0].length, marks[i + 1]?.index);
-    return splitTopLevel(body).map((action) => ({ clause: mark[0].toUpperCase(), action }));
+    return splitTopLevel(body).map((action) => parseAction(mark[0].toUpperCase(), action));
   });
+  if (parsedUpdates.size >= PARSED_UPDATES_KEPT) parsedUpdates.clear();
+  parsedUpdates.set(expression, actions);
+  return actions;
 }
 
 /** Splits on the commas outside parentheses (a function's arguments stay together). */
@@ -216,27 +259,22 @@ function splitTopLevel(text: string): string[] {
  * Attributes the expression does not name keep their value.
  */
 function keysAfterUpdate(table: TableDefinition, before: IndexKeyValues, input: Input): IndexKeyValues {
-  const indexed = new Set(indexKeyAttributes(table));
+  const indexed = indexKeyAttributes(table);
   const names = (input.ExpressionAttributeNames ?? {}) as Record<string, string>;
   const values = (input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
-  const attribute = (path: string) => {
-    const root = path.split(/[.[]/, 1)[0]?.trim() ?? '';
-    return { name: names[root] ?? root, whole: root === path.trim() };
-  };
   const after: Record<string, unknown> = { ...before };
-  for (const { clause, action } of updateActions(String(input.UpdateExpression ?? ''))) {
-    const path = actionPath(clause, action);
-    const operand = clause === 'SET' ? action.slice(action.indexOf('=') + 1).trim() : '';
-    const { name, whole } = attribute(path);
+  for (const action of updateActions(String(input.UpdateExpression ?? ''))) {
+    const name = names[action.root] ?? action.root;
     if (!indexed.has(name)) continue;
-    if (clause === 'REMOVE' && whole) {
+    const guard = action.ifNotExists;
+    if (action.clause === 'REMOVE' && action.whole) {
       delete after[name];
-    } else if (clause === 'SET' && whole && /^:\w+$/.test(operand)) {
-      after[name] = values[operand];
+    } else if (action.value !== undefined) {
+      after[name] = values[action.value];
+    } else if (guard?.whole && (names[guard.root] ?? guard.root) === name) {
+      after[name] = before[name] ?? values[guard.value];
     } else {
-      const guarded = clause === 'SET' && whole ? IF_NOT_EXISTS.exec(operand) : null;
-      const target = guarded ? attribute(guarded[1] ?? '') : undefined;
-      after[name] = guarded && target?.whole && target.name === name ? (before[name] ?? values[guarded[2] ?? '']) : unknownValue();
+      after[name] = unknownValue();
     }
   }
   return after;
