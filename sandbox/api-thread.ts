@@ -28,7 +28,6 @@ type FromApi =
   | { readonly cmd: 'ready'; readonly port: number }
   | { readonly cmd: 'failed'; readonly message: string }
   | { readonly cmd: 'batch'; readonly reports: readonly Report[] }
-  | { readonly cmd: 'call'; readonly call: ObservedCall }
   | { readonly cmd: 'ask'; readonly id: number; readonly what: 'alarms' | 'notices' }
   | { readonly cmd: 'stopped' };
 
@@ -37,7 +36,8 @@ type Report =
   | { readonly cmd: 'count'; readonly name: string; readonly value: number; readonly dimensions?: Readonly<Record<string, string>> }
   | { readonly cmd: 'record'; readonly key: string; readonly value: number }
   | { readonly cmd: 'notice'; readonly notice: WebhookDisabledNotice }
-  | { readonly cmd: 'invocation'; readonly fn: string; readonly ms: number };
+  | { readonly cmd: 'invocation'; readonly fn: string; readonly ms: number }
+  | { readonly cmd: 'call'; readonly call: ObservedCall };
 
 type ToApi = { readonly cmd: 'answer'; readonly id: number; readonly data: unknown[] } | { readonly cmd: 'stop' };
 
@@ -82,6 +82,9 @@ export async function startApiOnThread(settings: ApiSettings, ports: ApiThreadPo
       case 'invocation':
         ports.onInvocation?.(report.fn, report.ms);
         break;
+      case 'call':
+        ports.onCall?.(report.call);
+        break;
     }
   };
   const port = await new Promise<number>((resolve, reject) => {
@@ -97,9 +100,6 @@ export async function startApiOnThread(settings: ApiSettings, ports: ApiThreadPo
           break;
         case 'batch':
           for (const report of message.reports) take(report);
-          break;
-        case 'call':
-          ports.onCall?.(message.call);
           break;
         case 'ask':
           send({ cmd: 'answer', id: message.id, data: message.what === 'alarms' ? ports.alarms() : ports.notices() });
@@ -155,7 +155,7 @@ async function serveOnThisThread(): Promise<void> {
       alarms: () => ask('alarms'),
       notices: () => ask('notices'),
       ...(invocations && { onInvocation: (fn: string, ms: number) => report({ cmd: 'invocation', fn, ms }) }),
-      ...(observe && { onCall: (call: ObservedCall) => post({ cmd: 'call', call }) }),
+      ...(observe && { onCall: (call: ObservedCall) => report({ cmd: 'call', call }) }),
     });
     parent.on('message', async (message: ToApi) => {
       if (message.cmd === 'answer') {
