@@ -648,7 +648,7 @@ export class QueueStore {
     key: ObjectKey,
     fence: number,
     previousCursor: number,
-    next: { cursor: number; seq: number; consumed: number; removeInline: boolean },
+    next: Omit<ChunkCommit, 'previousCursor'>,
     now: number,
     options: { keepLease?: boolean } = {},
   ): Promise<TurnEnd | StillHeld> {
