@@ -322,6 +322,9 @@ export class WebhookStore {
         KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
         ExpressionAttributeNames: names('pk', 'sk'),
         ExpressionAttributeValues: { ':pk': tenantPk(tenantId), ':prefix': webhookSk('') },
+        // A webhook stored just before is listed: a tenant's deletion must find one that
+        // a create stored as it began (the create, reading the tenant after, finds it going).
+        ConsistentRead: true,
         Limit: limit + 1,
       },
       { ...(after !== undefined && { startKey: { pk: tenantPk(tenantId), sk: webhookSk(after) } }), more: () => items.length <= limit },

@@ -139,7 +139,24 @@ export class WebhookService {
       );
       throw error;
     }
+    if (await this.#tenantGone(tenantId)) {
+      // Its deletion began while this webhook was being verified, and so may have found
+      // no webhook to delete: this one goes as that deletion would have taken it (the
+      // place it took went with the tenant's item).
+      await this.#discard(tenantId, webhook.id, () => undefined);
+      throw new ApiError('unauthorized', 'The API key does not belong to a tenant.');
+    }
     return { ...webhookView(webhook), secret: webhook.secrets[0] as string };
+  }
+
+  /** Whether the tenant is gone or being deleted, read again after a webhook is stored (a failed read: not known gone). */
+  async #tenantGone(tenantId: string): Promise<boolean> {
+    try {
+      return (await this.#deps.tenants.get(tenantId)) === undefined;
+    } catch (error) {
+      this.#deps.delivery.logger.warn('The tenant of a webhook just stored could not be read again', { tenant: tenantId, error });
+      return false;
+    }
   }
 
   /** A page of the tenant's webhooks, oldest first: `after` is the last id of the page before. */
@@ -204,7 +221,12 @@ export class WebhookService {
         webhook: id,
         error,
       });
-    if (!(await this.#deps.webhooks.delete(tenantId, id, placeKept))) throw notFound(id);
+    if (!(await this.#discard(tenantId, id, placeKept))) throw notFound(id);
+  }
+
+  /** Deletes a webhook and what it holds: false when there was none. */
+  async #discard(tenantId: string, id: string, placeKept: (error: unknown) => void): Promise<boolean> {
+    if (!(await this.#deps.webhooks.delete(tenantId, id, placeKept))) return false;
     // What it held goes with it, counted as deliveries in flight to it are.
     try {
       const dropped = await this.#deps.delivery.records.forget(id);
@@ -219,6 +241,7 @@ export class WebhookService {
         error,
       });
     }
+    return true;
   }
 
   /**

@@ -407,6 +407,25 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
     ]);
   });
 
+  it('leaves no webhook behind that was being verified while the tenant was deleted: the create is refused', async () => {
+    const tenant = await createTenant(sandbox, 'creating-leaving');
+    let deletion: number | undefined;
+    // The deletion runs, and ends, while the new webhook's ping waits for its answer.
+    receiver.answer('/creating-leaving', async ({ ping }) => {
+      if (ping) deletion = (await remove(tenant.id)).status;
+      return 200;
+    });
+    const created = await call(sandbox, 'POST', '/v1/webhooks', {
+      key: tenant.key,
+      body: { resource: 'project:1', url: `${receiver.url}/creating-leaving` },
+    });
+    expect(deletion).toBe(204);
+    expectError(created, 401, 'unauthorized');
+    const store = new WebhookStore({ client: documentClient(sandbox.emulators.dynamo), tableName: sandbox.wiring.controlTable });
+    expect(await store.list(tenant.id)).toEqual([]);
+    expectError(await call(sandbox, 'GET', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey }), 404, 'not_found');
+  });
+
   it("lifts the tenant's switches, so its paused queues drain instead of waiting on it until they expire", async () => {
     const tenant = await createTenant(sandbox, 'paused-leaving');
     const other = await createTenant(sandbox, 'paused-staying');
