@@ -903,7 +903,6 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
       return 'released';
     }
     // The endpoint failed again: count it; a new quarantine's probes will restart the release.
-    await spendHeldAttempt(deps, webhook, items, result, now);
     webhook = await applyHealth(
       deps,
       webhook,
@@ -911,6 +910,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
         ? { type: 'gone', now, statusCode: 410 }
         : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
     );
+    await spendHeldAttempt(deps, webhook, items, result, now);
     if (deliversTo(webhook.health)) {
       const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
       await deps.queue.send([message], Math.min(900, Math.max(1, wait)));
@@ -994,10 +994,16 @@ async function dropLostHeld(deps: DeliveryDeps, webhook: Webhook, actual: number
 }
 
 /**
- * A release attempt failed: it was an attempt of each of its held deliveries. Each
- * stays held as its next attempt (and goes out alone from then on: a merged body the
- * endpoint refused, e.g. too large, is not sent again), or is dead-lettered when that
- * was its last, so one delivery the endpoint always refuses cannot block the rest.
+ * A release attempt failed: it was an attempt of each of its held deliveries, as the
+ * endpoint's health now stands after it (`webhook`). Each one goes back to its retry
+ * schedule, as any failed delivery does, and the release goes on without it: held, it
+ * would be tried again at the release's next step, seconds later, and an endpoint that
+ * answers its probes but fails its deliveries would use up the whole schedule in a
+ * minute or two. It stays held as its next attempt only when this failure quarantined
+ * or disabled the endpoint (as a delivery failing then is held), and is dead-lettered
+ * when that was its last attempt, so one delivery the endpoint always refuses cannot
+ * block the rest. (From then on it goes out alone: a merged body the endpoint refused,
+ * e.g. too large, is not sent again.)
  */
 async function spendHeldAttempt(
   deps: DeliveryDeps,
@@ -1006,30 +1012,38 @@ async function spendHeldAttempt(
   result: SendResult,
   now: number,
 ): Promise<void> {
-  let deadLettered = 0;
+  let left = 0;
   for (const held of items) {
+    const next = { ...held.message, attempt: held.message.attempt + 1 };
     const wait = retryDelaySeconds(
-      { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 },
+      { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
       attemptsSpent(held.message),
       failureOf(result),
       now,
+      deps.random,
     );
-    if (wait !== undefined) {
-      await deps.records.holdAgain(webhook.id, held.sk, { ...held.message, attempt: held.message.attempt + 1 });
+    if (wait !== undefined && !deliversTo(webhook.health)) {
+      await deps.records.holdAgain(webhook.id, held.sk, next);
       continue;
     }
-    // Dead-lettered before it leaves the held store: a step that fails or dies between
-    // the two runs again, finds it still held, and finds its dead letter (keyed by the
-    // delivery) written; never neither.
-    await deps.records.deadLetter(held.message, describe(result), now);
+    // Queued for its next attempt, or dead-lettered, before it leaves the held store: a
+    // step that fails or dies between the two runs again and finds it still held, and
+    // queues it again (a duplicate, never none) or finds its dead letter (keyed by the
+    // delivery) written.
+    if (wait !== undefined) await later(deps, next, wait);
+    else await deps.records.deadLetter(held.message, describe(result), now);
     // Counted by the step whose removal applied (a step that ran twice removes nothing).
     if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
-    deadLettered += 1;
+    left += 1;
+    if (wait !== undefined) {
+      deps.metrics.count('DeliveriesRetried');
+      continue;
+    }
     deps.metrics.count('DeadLetters');
     deps.metrics.count('EventsDeadLettered', eventCount(held.message.events));
     deps.logger.warn('Held delivery dead-lettered after its last attempt', { ...context(held.message), attempt: held.message.attempt });
   }
-  if (deadLettered > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -deadLettered);
+  if (left > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -left);
 }
 
 /**

@@ -871,13 +871,20 @@ describe('failing endpoint', () => {
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
     await startRelease(deps, webhook);
-    // The first step's POST fails: the endpoint is failing (one failure of the three that quarantine).
+    // The first step's POST fails: the endpoint is failing (one failure of the three that
+    // quarantine), and the delivery it carried goes back to its retry schedule.
     expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
     expect((await deps.webhooks.get(tenant.id, hook.id))?.health).toMatchObject({ state: 'failing', consecutiveFailures: 1 });
-    // The next step gets both through: the endpoint is healthy again, its failures forgotten.
-    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
-    expect(answers).toEqual([]);
+    const [retry, step, ...none] = sent.splice(0) as DeliverQueueMessage[];
+    expect(retry).toMatchObject({ deliveryId: 'msg_rr1', attempt: 3 });
+    expect(step).toMatchObject({ kind: 'release' });
+    expect(none).toEqual([]);
+    // The next step gets the other through: the endpoint is healthy again, its failures forgotten.
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
     expect((await deps.webhooks.get(tenant.id, hook.id))?.health).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
+    // Then the retry, after its wait.
+    expect(await handleDeliverMessage(deps, retry as DeliveryMessage)).toBe('delivered');
+    expect(answers).toEqual([]);
   });
 
   it('starts no second release chain when a release step ends a failing state: each held delivery goes out once', async () => {
@@ -900,10 +907,12 @@ describe('failing endpoint', () => {
     if (!webhook) throw new Error('no webhook');
     await startRelease(base, webhook);
     const [first] = sent.splice(0) as ReleaseMessage[];
-    // The first step's POST fails: the endpoint is failing, and the step comes back later.
+    // The first step's POST fails: the endpoint is failing, the delivery it carried goes
+    // back to its retry schedule, and the step comes back later.
     receiver.answer('/release-once', 500);
     expect(await handleDeliverMessage(base, first as ReleaseMessage)).toBe('released');
-    const [again] = sent.splice(0) as ReleaseMessage[];
+    const [retry, again] = sent.splice(0) as [DeliveryMessage, ReleaseMessage];
+    expect(retry).toMatchObject({ deliveryId: 'msg_ro1', attempt: 3 });
     expect(again).toMatchObject({ kind: 'release', token: first?.token });
     receiver.answer('/release-once', 200);
     // The deliver queue runs any other release message at once, alongside the step (as a second worker would).
@@ -923,7 +932,9 @@ describe('failing endpoint', () => {
     await Promise.all(others);
 
     expect(others).toEqual([]);
-    expect(okEvents('/release-once').map((e) => e.seq)).toEqual([1, 2, 3]);
+    // The retry comes after its wait, behind the rest (as after any failure: `seq` tells).
+    expect(await handleDeliverMessage(base, retry)).toBe('delivered');
+    expect(okEvents('/release-once').map((e) => e.seq)).toEqual([2, 3, 1]);
     const after = await base.webhooks.get(tenant.id, hook.id);
     expect(after).toMatchObject({ heldCount: 0, releaseToken: first?.token, health: { state: 'healthy' } });
   });

@@ -9,6 +9,7 @@ import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
+import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -41,6 +42,16 @@ withSandbox(
 );
 
 const okEvents = (path: string) => receiver.acceptedEvents(path);
+
+/** The deployed defaults of the retry schedule, quarantine and probes. */
+const pick = (c: typeof DEFAULT_CONFIG) => ({
+  retryScheduleSeconds: c.retryScheduleSeconds,
+  quarantineAfterFailures: c.quarantineAfterFailures,
+  probeIntervalMinSeconds: c.probeIntervalMinSeconds,
+  probeIntervalMaxSeconds: c.probeIntervalMaxSeconds,
+  failingAttemptIntervalMs: c.failingAttemptIntervalMs,
+  deliveryTimeoutMs: c.deliveryTimeoutMs,
+});
 
 describe('held deliveries', () => {
   it('keeps at most the cap, and stands for the rest with one gap marker per resource, delivered after them', async () => {
@@ -929,6 +940,57 @@ describe('a held delivery the endpoint always refuses', () => {
     const refused = receiver.deliveries('/poison').filter((d) => d.answered === 400);
     expect(refused).toHaveLength(4);
   }, 40_000);
+});
+
+describe('a held delivery whose endpoint answers its probes but fails every delivery', () => {
+  it('waits out the retry schedule, as any failed delivery does, before it is dead-lettered', async () => {
+    const tenant = await createTenant(sandbox, 'flapping');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'fl:0', url: `${receiver.url}/flapping` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    let clock = Date.now();
+    const queued: Array<{ message: DeliveryMessage; at: number }> = [];
+    const attempts: number[] = [];
+    const deps: typeof base = {
+      ...base,
+      // The deployed defaults: the retry schedule of 8 attempts over about 27 h, quarantine after 5 failures.
+      config: { ...base.config, ...pick(DEFAULT_CONFIG), retryJitter: 0 },
+      now: () => clock,
+      switches: { current: async () => [], refresh: async () => [] },
+      queue: {
+        send: async (messages, delaySeconds) => {
+          for (const message of messages) queued.push({ message: message as DeliveryMessage, at: clock + (delaySeconds ?? 0) * 1000 });
+        },
+      },
+      // Its ping handler answers; its deliveries fail (the subscriber's database is down, say).
+      send: async (request) => {
+        const ping = request.body.includes('"webhook.ping"');
+        if (!ping) attempts.push(clock);
+        return { statusCode: ping ? 200 : 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+      },
+    } as typeof base;
+    const event = deliveredEventFixture({ id: 'evt_fl1', seq: 1, resource: 'fl:1', parents: ['fl:0'], data: 1 });
+    await holdDelivery(deps, { deliveryId: 'msg_fl1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const start = clock;
+    let dead = 0;
+    for (let i = 0; i < 3_000 && queued.length > 0 && dead === 0; i++) {
+      queued.sort((a, b) => a.at - b.at);
+      const next = queued.shift() as (typeof queued)[number];
+      clock = Math.max(clock, next.at);
+      await handleDeliverMessage(deps, next.message);
+      dead = (await deps.records.deadLetterPage(hook.id, clock, 10)).letters.length;
+    }
+    expect(dead).toBe(1);
+    // Each failed attempt waited as the schedule says, but the fifth: that failure
+    // quarantined the endpoint, and the delivery was held until the first probe got
+    // through (a minute), as any delivery failing then is. Before, each release step
+    // was its next attempt, seconds apart, and it was dead-lettered within two minutes.
+    const waits = attempts.slice(1).map((at, i) => Math.round((at - (attempts[i] as number)) / 1000));
+    expect(waits).toEqual([5, 300, 1_800, 7_200, DEFAULT_CONFIG.probeIntervalMinSeconds, 36_000, 36_000]);
+    expect((clock - start) / 3_600_000).toBeGreaterThan(22);
+  }, 60_000);
 });
 
 describe('a probe', () => {
