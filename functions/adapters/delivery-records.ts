@@ -76,6 +76,13 @@ interface Waiter<T> {
 const TAKE_LINGER_MS = 3;
 
 /**
+ * The gap markers one release step sends at most: a webhook can owe one per resource
+ * (tens of thousands, under a long drop or a held overflow), more than one step could
+ * queue or one DynamoDB page (1 MB) would hold.
+ */
+export const OWED_GAPS_PER_STEP = 100;
+
+/**
  * Asks made under one key within TAKE_LINGER_MS (the records of one invocation) share
  * one `answer` for all of them, which answers each in the order they asked.
  */
@@ -428,18 +435,31 @@ export class DeliveryRecords {
     return true;
   }
 
-  /** The webhook's overflow counts that owe a gap marker (events counted that no sent marker stands for). */
-  async owedGaps(webhookId: string, now: number): Promise<OverflowCount[]> {
-    const result = await this.#client.send(
-      new QueryCommand({
+  /**
+   * The webhook's overflow counts that owe a gap marker (events counted that no sent
+   * marker stands for), in key order: the first `limit` of them, or all if fewer (a
+   * release sends their markers a step at a time, and steps on while it got `limit`).
+   */
+  async owedGaps(webhookId: string, now: number, limit = OWED_GAPS_PER_STEP): Promise<OverflowCount[]> {
+    const owed: OverflowCount[] = [];
+    const pages = queryPages(
+      this.#client,
+      {
         TableName: this.#table,
         KeyConditionExpression: '#pk = :pk',
         ExpressionAttributeNames: names('pk'),
         ExpressionAttributeValues: { ':pk': overflowPk(webhookId) },
         ConsistentRead: true,
-      }),
+        Limit: limit,
+      },
+      { more: () => owed.length < limit },
     );
-    const items = await Promise.all((result.Items ?? []).map((item) => (item.since === undefined ? this.#stampSince(item, now) : item)));
+    for await (const page of pages) owed.push(...(await this.#owed(page.Items ?? [], now)));
+    return owed.slice(0, limit);
+  }
+
+  async #owed(found: readonly Record<string, unknown>[], now: number): Promise<OverflowCount[]> {
+    const items = await Promise.all(found.map((item) => (item.since === undefined ? this.#stampSince(item, now) : item)));
     return items
       .flatMap((item) => (item ? [item] : []))
       .map((item) => {

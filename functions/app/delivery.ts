@@ -15,7 +15,7 @@
  * `decide` is the one place that says what an attempt's result means.
  */
 
-import type { DeliveryRecords, HeldDelivery } from '../adapters/delivery-records.ts';
+import { type DeliveryRecords, type HeldDelivery, OWED_GAPS_PER_STEP } from '../adapters/delivery-records.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
@@ -950,8 +950,9 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([...owed, ...(lost ? [lost] : [])].map((count) => gapMarkerDelivery(webhook, count)));
     if (lost) await deps.webhooks.heldLostSent(webhook.tenantId, webhook.id, lost.dropped);
     const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
-    if (cleared.includes(false)) {
-      // A count grew while its marker was out: the next step sends a marker for the rest.
+    if (cleared.includes(false) || owed.length >= OWED_GAPS_PER_STEP) {
+      // A count grew while its marker was out, or more are owed than a step sends: the
+      // next step sends markers for the rest.
       await deps.queue.send([{ ...message, emptySince: undefined }], 1);
       return 'released';
     }

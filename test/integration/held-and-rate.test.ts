@@ -885,6 +885,35 @@ describe('the gap markers owed for counted events', () => {
   }
 });
 
+describe('a webhook that owes more gap markers than one step sends, or one DynamoDB page holds', () => {
+  it('gets every marker, a step at a time, before its release chain ends', async () => {
+    const tenant = await createTenant(sandbox, 'many-gaps');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'mg:0', url: `${receiver.url}/many-gaps` });
+    const { deps, sent } = later(0);
+    // One count per resource, with long ids: together past DynamoDB's 1 MB page.
+    const resources = Array.from({ length: 4_000 }, (_, i) => `mg:${String(i).padStart(5, '0')}:${'x'.repeat(180)}`);
+    const now = Date.now();
+    for (let i = 0; i < resources.length; i += 100) {
+      await Promise.all(resources.slice(i, i + 100).map((r) => deps.records.countOverflow(hook.id, r, 2, now, 'held_overflow')));
+    }
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const markers: DeliveryMessage[] = [];
+    let steps = 0;
+    for (let step = sent.splice(0)[0]; step; step = sent.splice(0).find((m) => (m as { kind?: string }).kind === 'release')) {
+      steps += 1;
+      expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+      markers.push(...(sent as DeliveryMessage[]).filter((m) => m.kind === undefined));
+    }
+    expect(new Set(markers.map((m) => m.events[0]?.resource))).toEqual(new Set(resources));
+    expect(markers.every((m) => m.events[0]?.type === 'sluice.gap')).toBe(true);
+    expect(steps).toBeGreaterThan(resources.length / 100);
+    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBeUndefined();
+  }, 60_000);
+});
+
 describe('an overflow count kept by an earlier version (no since)', () => {
   it('is stamped when first read, the same for every reader, so two steps that read it cannot take a count begun after it was cleared for it', async () => {
     const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
