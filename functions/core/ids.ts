@@ -5,8 +5,10 @@ export type IdPrefix = 'ten' | 'evt' | 'wh' | 'msg' | 'att' | 'sw';
 const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';
 
 /**
- * A prefixed id: a millisecond timestamp (so ids sort roughly by creation) and
- * 80 random bits, e.g. `evt_0mhkq3b1c_5k2x9d7f0a1b3c4e`.
+ * A prefixed id: a millisecond timestamp (so ids sort roughly by creation) and ten
+ * random base-36 characters, about 51 bits (each from a random byte, mod 36), e.g.
+ * `evt_0mwro18g09uu4p156s0`. Enough that two ids made in one millisecond do not meet;
+ * an id is a name, never a secret (keys and signing secrets have 256 random bits).
  */
 export function newId(prefix: IdPrefix, now: number = Date.now(), random: (n: number) => Buffer = randomBytes): string {
   const bytes = random(10);

@@ -223,7 +223,8 @@ export function validateWebhookCreate(body: Json, allowHttp: boolean): WebhookIn
   unknownFields(body, ['resource', 'url', 'types', 'description'], '', problems);
   checkResource(body.resource, 'resource', problems);
   checkUrl(body.url, allowHttp, problems);
-  const types = body.types ?? ['*'];
+  // Left out means every type; null is no list of types (as PATCH refuses it).
+  const types = body.types === undefined ? ['*'] : body.types;
   checkTypes(types, problems);
   checkDescription(body.description, problems);
   if (problems.length > 0) throw new ValidationError(problems);
@@ -295,7 +296,8 @@ export function validateTenantCreate(body: Json, defaults: TenantLimits): Tenant
   const problems: string[] = [];
   unknownFields(body, ['name', 'limits'], '', problems);
   checkTenantName(body.name, problems);
-  const given = body.limits ?? {};
+  // Left out means the defaults; null is no object of limits (as PATCH refuses it).
+  const given = body.limits === undefined ? {} : body.limits;
   if (!isObject(given)) {
     problems.push('limits must be an object');
     throw new ValidationError(problems);

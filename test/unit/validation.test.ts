@@ -121,6 +121,7 @@ describe('webhook validation', () => {
     [{ resource: 'p', url: 'not a url' }, /absolute URL/],
     [{ resource: 'p', url: 'https://user:pw@example.com' }, /credentials/],
     [{ resource: 'p', url: 'https://example.com', types: [] }, /types must be a list/],
+    [{ resource: 'p', url: 'https://example.com', types: null }, /types must be a list/],
     [{ resource: 'p', url: 'https://example.com', types: ['task.**'] }, /types\[0\]/],
     [{ url: 'https://example.com' }, /resource must match/],
     [{ resource: 'p', url: 'https://169.254.169.254/latest' }, /metadata/],
@@ -153,6 +154,7 @@ describe('tenant validation', () => {
     }
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { burst: 0 } }, defaults)).join()).toMatch(/burst/);
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { nope: 1 } }, defaults)).join()).toMatch(/nope/);
+    expect(problems(() => validateTenantCreate({ name: 'a', limits: null }, defaults)).join()).toMatch(/limits must be an object/);
   });
 });
 
