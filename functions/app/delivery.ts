@@ -631,7 +631,8 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
   try {
     claimed = await deps.webhooks.claimNotice(webhook.tenantId, webhook.id, now);
   } catch (error) {
-    deps.logger.error('Disable notice could not be claimed', { ...ctx, error });
+    deps.logger.error('Disable notice could not be claimed; owed still', { ...ctx, error });
+    await tellOwnerLater(deps, webhook);
     return;
   }
   if (!claimed) return;
@@ -650,21 +651,27 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
     deps.metrics.count('DisableNoticesFailed');
     deps.logger.error('Disable notice not sent; owed again', { ...ctx, error });
     await deps.webhooks.oweNoticeAgain(webhook.tenantId, webhook.id, claim).catch(() => undefined);
-    // A disabled webhook gets no probes, and a quiet one no deliveries either: a message
-    // comes back for the notice (a probe's, of a token no chain has: `probe` sends what is
-    // owed before it looks at its token), and, failing again, sends the next.
-    const again: ProbeMessage = { kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token: NOTICE_AGAIN_TOKEN };
-    await deps.queue.send([again], NOTICE_AGAIN_SECONDS).catch((sendError: unknown) => {
-      deps.logger.error('Disable notice owed, and nothing sent to try it again: the next delivery to the webhook sends it', {
-        ...ctx,
-        error: sendError,
-      });
-    });
+    await tellOwnerLater(deps, webhook);
     return;
   }
   // Sent: owed no more. Should this write fail, the claim runs out and the owner hears twice.
   await deps.webhooks.noticeSent(webhook.tenantId, webhook.id, claim).catch((error: unknown) => {
     deps.logger.error('Disable notice sent, but not marked sent: it may go twice', { ...ctx, error });
+  });
+}
+
+/**
+ * A disabled webhook gets no probes, and a quiet one no deliveries either: a message
+ * comes back for an owed notice (a probe's, of a token no chain has: `probe` sends what
+ * is owed before it looks at its token), and, failing again, sends the next.
+ */
+async function tellOwnerLater(deps: DeliveryDeps, webhook: Webhook): Promise<void> {
+  const again: ProbeMessage = { kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token: NOTICE_AGAIN_TOKEN };
+  await deps.queue.send([again], NOTICE_AGAIN_SECONDS).catch((error: unknown) => {
+    deps.logger.error('Disable notice owed, and nothing sent to try it again: the next delivery to the webhook sends it', {
+      ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
+      error,
+    });
   });
 }
 
@@ -852,6 +859,8 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
 async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
   let webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  // A step that disabled the webhook (a 410) and died before telling the owner comes back here.
+  if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.releaseToken !== message.token) return 'stale';
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.

@@ -422,6 +422,86 @@ describe('failing endpoint', () => {
     expect(sent).toEqual([]);
   });
 
+  it('sends the notice of a release step that disabled the webhook and died before telling the owner, when the step comes back', async () => {
+    const tenant = await createTenant(sandbox, 'gone-releasing');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gr:0', url: `${receiver.url}/gone-releasing` });
+    const event = deliveredEventFixture({ id: 'evt_gr1', seq: 1, resource: 'gr:1', parents: ['gr:0'], data: 1 });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    expect(
+      await holdDelivery(base, { deliveryId: 'msg_gr1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
+    ).toEqual([true, true]);
+    const sent: DeliverQueueMessage[] = [];
+    const queue = { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) };
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    // The step's POST is answered 410, which disables the webhook; its sender dies in the publish.
+    receiver.answer('/gone-releasing', 410);
+    let died = () => {};
+    const dead = new Promise<void>((resolve) => {
+      died = resolve;
+    });
+    const dying: DeliveryDeps = {
+      ...deliveryDeps(sandbox.wiring, { webhookDisabled: () => new Promise<void>(() => died()) }),
+      queue,
+      switches: { current: async () => [], refresh: async () => [] },
+    };
+    const webhook = await dying.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(dying, webhook);
+    const [step] = sent.splice(0) as ReleaseMessage[];
+    void handleDeliverMessage(dying, step as ReleaseMessage);
+    await dead;
+    expect((await dying.webhooks.get(tenant.id, hook.id))?.noticePending).toBe(true);
+
+    // SQS brings the step back once its invocation is over (and the claim with it): it tells the owner.
+    const back: DeliveryDeps = { ...base, queue, now: () => Date.now() + 61_000 };
+    expect(await handleDeliverMessage(back, step as ReleaseMessage)).toBe('stale');
+    expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone' }]);
+    expect((await back.webhooks.get(tenant.id, hook.id))?.noticePending).toBeUndefined();
+  });
+
+  it('tries an owed notice again a little later when its claim could not be written', async () => {
+    const tenant = await createTenant(sandbox, 'gone-unclaimed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gn:1', url: `${receiver.url}/gone-unclaimed` });
+    receiver.answer('/gone-unclaimed', 410);
+    const heard = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    const sent: Array<{ message: DeliverQueueMessage; delaySeconds: number | undefined }> = [];
+    const queue = {
+      send: async (messages: readonly DeliverQueueMessage[], delaySeconds?: number) =>
+        void sent.push(...messages.map((message) => ({ message, delaySeconds }))),
+    };
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const claimFails: DeliveryDeps = {
+      ...base,
+      queue,
+      // The store as it is, but its claim of the notice fails (DynamoDB throttled it, say).
+      webhooks: new Proxy(base.webhooks, {
+        get: (store, name) => {
+          if (name === 'claimNotice') {
+            return async () => {
+              throw Object.assign(new Error('Throughput exceeds the current capacity'), { name: 'ThrottlingException' });
+            };
+          }
+          const value = Reflect.get(store, name);
+          return typeof value === 'function' ? value.bind(store) : value;
+        },
+      }),
+    };
+    const only: DeliveryMessage = {
+      deliveryId: 'msg_gn1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_gn1', seq: 1, resource: 'gn:1', data: 1 })],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(claimFails, only)).toBe('disabled');
+    expect(heard()).toEqual([]);
+    // A message comes back for it; nothing else would come to the disabled, quiet webhook.
+    expect(sent.map(({ message, delaySeconds }) => [message.kind, delaySeconds])).toEqual([['probe', 90]]);
+    const back = { ...base, queue, now: () => Date.now() + 90_000 };
+    for (const { message } of sent.splice(0)) await handleDeliverMessage(back, message);
+    expect(heard()).toMatchObject([{ tenant: tenant.id, reason: 'gone' }]);
+  });
+
   it("keeps owing the notice of a second disable when the first disable's sender finishes after it: re-enabled and disabled again within its claim", async () => {
     const tenant = await createTenant(sandbox, 'gone-twice');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'gt:1', url: `${receiver.url}/twice` });
