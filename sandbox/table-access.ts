@@ -12,7 +12,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { FunctionName } from '../functions/definitions/alarms.ts';
-import { CONTROL_PK, TABLE_ACCESS, TABLES, type TableAccess } from '../functions/definitions/tables.ts';
+import { CONTROL_PK, grantsOf, TABLE_ACCESS, TABLES, type TableAccess, type TableGrant } from '../functions/definitions/tables.ts';
 
 const running = new AsyncLocalStorage<FunctionName>();
 
@@ -138,37 +138,54 @@ export function refusal(
   const action = command.replace(/Command$/, '');
   const requestItems = input.RequestItems as Record<string, unknown> | undefined;
   const names = requestItems ? Object.keys(requestItems) : [String(input.TableName)];
-  const grants: Partial<Record<'events' | 'control', TableAccess>> = TABLE_ACCESS[fn];
+  const grants: Partial<Record<'events' | 'control', TableGrant>> = TABLE_ACCESS[fn];
   for (const name of names) {
     const table = name === tables.events ? 'events' : name === tables.control ? 'control' : undefined;
-    const access = table && grants[table];
+    const given = table && grants[table];
     const index = input.IndexName as string | undefined;
-    const allowed =
-      access !== undefined &&
-      (index === undefined
-        ? (access.actions as readonly string[]).includes(action)
-        : action === 'Query' && access.indexes?.includes(index));
-    if (!allowed) {
-      return `the ${fn} function may not call dynamodb:${action} on the ${table ?? name} table${index ? ` (index ${index})` : ''}: see TABLE_ACCESS in functions/definitions/tables.ts`;
+    if (!table || given === undefined) return notCalled(fn, action, table ?? name, index);
+    // Allowed when one grant allows the whole call (as one IAM statement must); refused
+    // with the reason of the grant that came nearest (it allows the action, if one does).
+    const reasons = grantsOf(given).map((access) => grantRefusal(fn, table, name, access, action, index, input));
+    if (reasons.includes(undefined)) continue;
+    return reasons.find((reason) => reason !== notCalled(fn, action, table, index)) ?? reasons[0];
+  }
+  return undefined;
+}
+
+function notCalled(fn: FunctionName, action: string, table: string, index: string | undefined): string {
+  return `the ${fn} function may not call dynamodb:${action} on the ${table} table${index ? ` (index ${index})` : ''}: see TABLE_ACCESS in functions/definitions/tables.ts`;
+}
+
+/** Why one grant does not allow the call, or undefined when it does. */
+function grantRefusal(
+  fn: FunctionName,
+  table: 'events' | 'control',
+  name: string,
+  access: TableAccess,
+  action: string,
+  index: string | undefined,
+  input: Record<string, unknown>,
+): string | undefined {
+  const allowed =
+    index === undefined ? (access.actions as readonly string[]).includes(action) : action === 'Query' && access.indexes?.includes(index);
+  if (!allowed) return notCalled(fn, action, table, index);
+  if (access.leadingKeys) {
+    const definition = TABLES.find((t) => t.logicalName.toLowerCase() === table);
+    const partitionKey =
+      (index === undefined ? definition?.partitionKey : definition?.indexes.find((i) => i.indexName === index)?.partitionKey)?.name ?? 'pk';
+    const patterns = [...access.leadingKeys, ...(SANDBOX_ONLY_LEADING_KEYS[fn] ?? [])];
+    const keys = leadingKeys(action, input, name, partitionKey);
+    const outside = keys.findIndex((key) => typeof key !== 'string' || !patterns.some((pattern) => like(key, pattern)));
+    if (outside >= 0) {
+      const key = keys[outside];
+      const which = typeof key === 'string' ? key : '(one it does not name)';
+      return `the ${fn} function may not reach the partition ${which} of the ${table} table: see TABLE_ACCESS in functions/definitions/tables.ts`;
     }
-    if (access.leadingKeys) {
-      const definition = TABLES.find((t) => t.logicalName.toLowerCase() === table);
-      const partitionKey =
-        (index === undefined ? definition?.partitionKey : definition?.indexes.find((i) => i.indexName === index)?.partitionKey)?.name ??
-        'pk';
-      const patterns = [...access.leadingKeys, ...(SANDBOX_ONLY_LEADING_KEYS[fn] ?? [])];
-      const keys = leadingKeys(action, input, name, partitionKey);
-      const outside = keys.findIndex((key) => typeof key !== 'string' || !patterns.some((pattern) => like(key, pattern)));
-      if (outside >= 0) {
-        const key = keys[outside];
-        const which = typeof key === 'string' ? key : '(one it does not name)';
-        return `the ${fn} function may not reach the partition ${which} of the ${table} table: see TABLE_ACCESS in functions/definitions/tables.ts`;
-      }
-    }
-    const attributes = access.attributes && attributeRefusal(action, input, name, access.attributes);
-    if (attributes) {
-      return `the ${fn} function may read or write only some attributes of the ${table} table, and this dynamodb:${action} ${attributes}: see TABLE_ACCESS in functions/definitions/tables.ts`;
-    }
+  }
+  const attributes = access.attributes && attributeRefusal(action, input, name, access.attributes);
+  if (attributes) {
+    return `the ${fn} function may read or write only some attributes of the ${table} table, and this dynamodb:${action} ${attributes}: see TABLE_ACCESS in functions/definitions/tables.ts`;
   }
   return undefined;
 }

@@ -183,6 +183,17 @@ export interface TableAccess {
 }
 
 /**
+ * A function's grants on one table: one, or several that each allow their own actions
+ * on their own partitions (a call must fall within one of them, as an IAM request must
+ * within one statement).
+ */
+export type TableGrant = TableAccess | readonly TableAccess[];
+
+export function grantsOf(grant: TableGrant): readonly TableAccess[] {
+  return Array.isArray(grant) ? (grant as readonly TableAccess[]) : [grant as TableAccess];
+}
+
+/**
  * What each function's code does to each table, and so all that its role allows
  * (the stack grants these, with the conditions that narrow some of them to a few items
  * or attributes; the sandbox refuses any other call of a function, those conditions
@@ -216,21 +227,25 @@ export const TABLE_ACCESS = {
   // Webhooks, attempts, held deliveries, overflow counts, paces and dead letters, one item at a time.
   // Only those partitions, and the switches: it POSTs to endpoints anyone may set up, and
   // must not be able to write a tenant's API key item or read a stream or the canary's item.
+  // Of a tenant's partition it reads its webhooks and updates their state, never putting or
+  // deleting an item (the tenant's own, or a webhook); the switches it only reads.
   delivery: {
-    control: {
-      actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem'],
-      leadingKeys: [
-        `${CONTROL_PK.tenant}*`,
-        `${CONTROL_PK.attempts}*`,
-        `${CONTROL_PK.deliveries}*`,
-        `${CONTROL_PK.held}*`,
-        `${CONTROL_PK.overflow}*`,
-        `${CONTROL_PK.dead}*`,
-        `${CONTROL_PK.rate}*`,
-        `${CONTROL_PK.pace}*`,
-        CONTROL_PK.switches,
-      ],
-    },
+    control: [
+      { actions: ['GetItem', 'UpdateItem'], leadingKeys: [`${CONTROL_PK.tenant}*`] },
+      { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
+      {
+        actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem'],
+        leadingKeys: [
+          `${CONTROL_PK.attempts}*`,
+          `${CONTROL_PK.deliveries}*`,
+          `${CONTROL_PK.held}*`,
+          `${CONTROL_PK.overflow}*`,
+          `${CONTROL_PK.dead}*`,
+          `${CONTROL_PK.rate}*`,
+          `${CONTROL_PK.pace}*`,
+        ],
+      },
+    ],
   },
   // Listed objects' meta items read in batches, idle ones unlisted and stale leases
   // cleared (updates); the kill switches, and nothing else of the control table.
@@ -241,4 +256,4 @@ export const TABLE_ACCESS = {
   // Its own item (the public receiver only reads it).
   canary: { control: { actions: ['GetItem', 'PutItem', 'UpdateItem'], leadingKeys: [CONTROL_PK.canary] } },
   canaryReceiver: { control: { actions: ['GetItem'], leadingKeys: [CONTROL_PK.canary] } },
-} as const satisfies { readonly [F in keyof typeof FUNCTION_ENTRIES]: { readonly events?: TableAccess; readonly control?: TableAccess } };
+} as const satisfies { readonly [F in keyof typeof FUNCTION_ENTRIES]: { readonly events?: TableGrant; readonly control?: TableGrant } };

@@ -18,7 +18,7 @@ import { Construct } from 'constructs';
 import { CONFIG_ENV, type SluiceConfig } from '../../functions/core/config.ts';
 import { METRICS_NAMESPACE } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
-import type { TableAccess } from '../../functions/definitions/tables.ts';
+import { grantsOf, type TableAccess, type TableGrant } from '../../functions/definitions/tables.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -107,20 +107,23 @@ export class SluiceFunction extends Construct {
    * no index a function does not query; where the access names leading keys, only on
    * items whose partition key matches one of them.
    */
-  bindTable(table: TableV2, access: TableAccess, envName: string): this {
-    if (access.attributes) throw new Error('A grant of only some attributes goes through bindAttributes or bindItems.');
-    const conditions = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
-    this.function.addToRolePolicy(
-      new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn], ...(conditions && { conditions }) }),
-    );
-    if (access.indexes && access.indexes.length > 0) {
+  bindTable(table: TableV2, grant: TableGrant, envName: string): this {
+    // One statement per grant: a grant's actions only on its own partitions.
+    for (const access of grantsOf(grant)) {
+      if (access.attributes) throw new Error('A grant of only some attributes goes through bindAttributes or bindItems.');
+      const conditions = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
       this.function.addToRolePolicy(
-        new PolicyStatement({
-          actions: ['dynamodb:Query'],
-          resources: access.indexes.map((index) => `${table.tableArn}/index/${index}`),
-          ...(conditions && { conditions }),
-        }),
+        new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn], ...(conditions && { conditions }) }),
       );
+      if (access.indexes && access.indexes.length > 0) {
+        this.function.addToRolePolicy(
+          new PolicyStatement({
+            actions: ['dynamodb:Query'],
+            resources: access.indexes.map((index) => `${table.tableArn}/index/${index}`),
+            ...(conditions && { conditions }),
+          }),
+        );
+      }
     }
     this.function.addEnvironment(envName, table.tableName);
     return this;

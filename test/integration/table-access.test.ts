@@ -3,7 +3,15 @@
  * the stack narrows to what each function's code calls: the sandbox refuses anything
  * else a function sends, as IAM would, and the pipeline runs end to end within them.
  */
-import { BatchGetCommand, BatchWriteCommand, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  BatchGetCommand,
+  BatchWriteCommand,
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import type { ObservedCall } from '../../sandbox/observe.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
@@ -75,6 +83,32 @@ describe('table access in the sandbox', () => {
           ),
         ),
       ).rejects.toThrow(/delivery function may not reach the partition stream#ten_x#task:1 of the control table/);
+      // Of a tenant's partition it reads webhooks and updates their state: it can neither
+      // replace nor delete an item there (the tenant's, a webhook); the switches it only reads.
+      await expect(
+        runningAs('delivery', () => dynamo.send(new PutCommand({ TableName: controlTable, Item: { pk: 'tenant#ten_x', sk: 'tenant' } }))),
+      ).rejects.toThrow(/delivery function may not reach the partition tenant#ten_x of the control table/);
+      await expect(
+        runningAs('delivery', () =>
+          dynamo.send(new DeleteCommand({ TableName: controlTable, Key: { pk: 'tenant#ten_x', sk: 'webhook#wh_x' } })),
+        ),
+      ).rejects.toThrow(/delivery function may not reach the partition tenant#ten_x of the control table/);
+      await expect(
+        runningAs('delivery', () =>
+          dynamo.send(
+            new UpdateCommand({
+              TableName: controlTable,
+              Key: { pk: 'switches', sk: 'sw_x' },
+              UpdateExpression: 'SET lifted_at = :now',
+              ExpressionAttributeValues: { ':now': 1 },
+            }),
+          ),
+        ),
+      ).rejects.toThrow(/delivery function may not reach the partition switches of the control table/);
+      // What it does call there is allowed (the item need not exist).
+      await runningAs('delivery', () =>
+        dynamo.send(new GetCommand({ TableName: controlTable, Key: { pk: 'tenant#ten_x', sk: 'webhook#wh_x' } })),
+      );
       // The conditions the stack adds beyond actions: the distributor and the authorizer
       // may read only the attributes they name (never a webhook's signing secret), the
       // reconciler only the switches, the canary and its receiver only the canary's item.
