@@ -137,6 +137,7 @@ function toPending(item: Record<string, unknown>, now?: number): PendingItem {
     void: item.void === true,
     // TTL deletes late, so a read checks expiry itself.
     expired: now !== undefined && item.void !== true && Number(item.expires_at ?? Number.POSITIVE_INFINITY) * 1000 <= now,
+    ...(item.void !== true && item.expires_at !== undefined && { expiresAt: Number(item.expires_at) * 1000 }),
   };
 }
 

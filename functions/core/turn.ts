@@ -76,8 +76,10 @@ export interface PendingItem extends PendingEvent {
   readonly reservedAt: number;
   /** True for a slot whose ingest failed after reserving it: skip it at once. */
   readonly void: boolean;
-  /** True for an event past the retention period: it is dropped and counted, not delivered. */
+  /** True for an event past the retention period (as judged when read): it is dropped and counted, not delivered. */
   readonly expired: boolean;
+  /** When the event expires (epoch ms), if it was read with its expiry: a plan judges it again at its own time. */
+  readonly expiresAt?: number;
 }
 
 export interface ChunkPlan {
@@ -96,6 +98,16 @@ export interface ChunkPlan {
   readonly cursor: number;
   /** True when the chunk stopped at a slot whose ingest may still be writing it. */
   readonly waiting: boolean;
+}
+
+/**
+ * Whether an event is past the retention period at `now`. A plan judges its events at
+ * the time it records (TurnRecord.plannedAt), not when each was read (an inline event
+ * at the lease, the slots just before): a holder that publishes the chunk again judges
+ * them at that time, and must find what the plan found.
+ */
+function expiredAt(item: PendingItem, now: number): boolean {
+  return item.expiresAt === undefined ? item.expired : item.expiresAt <= now;
 }
 
 /**
@@ -134,7 +146,7 @@ export function planChunk(
       next = item.slot;
     }
     if (item.void) skipped += 1;
-    else if (item.expired) {
+    else if (expiredAt(item, now)) {
       expired += 1;
       for (const parent of item.parents) parents.add(parent);
     } else take.push(item);

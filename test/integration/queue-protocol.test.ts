@@ -850,6 +850,57 @@ describe('turns', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 3, seq: 3, scheduled: false });
   });
 
+  it('publishes a chunk again as it was planned when an event expired between the lease and the plan: none lost, no seq changed', async () => {
+    const k = key();
+    const day = 86_400_000;
+    // An event kept on the meta item that expires at E (a week old, a pause just lifted,
+    // say), and a newer one in a slot after it.
+    const E = Math.floor((Date.now() + 10_000) / 1000) * 1000;
+    const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+    const reservedAt = E - 7 * day;
+    const kept = await store.reserve(k, 1, limits, reservedAt, false, {
+      id: 'evt_kept',
+      input: input(k.resource, 1),
+      createdAt: new Date(reservedAt).toISOString(),
+    });
+    expect(kept?.inlined).toBe(true);
+    const later = await reserveSlots(k, 1, E - 1_000);
+    await store.writeEventsOf([
+      {
+        key: k,
+        events: [{ id: 'evt_slot', slot: later.firstSlot, input: input(k.resource, 2), createdAt: new Date(E - 1_000).toISOString() }],
+        reservedAt: E - 1_000,
+      },
+    ]);
+    // The first holder takes its lease just before E and plans just after it, then dies
+    // publishing (its chunk near expiry, it commits first, with a turn record, if it takes
+    // the kept event: judged at the lease, it would; judged at the plan, it has expired).
+    let calls = 0;
+    const attempted: DeliveredEvent[] = [];
+    const first = new Distributor({
+      ...recordingDistributorDeps(store, {}, () => (calls++ === 0 ? E - 1 : E + 1)),
+      deliveries: {
+        send: async (messages) => {
+          for (const m of messages) attempted.push(...(m.events as DeliveredEvent[]));
+          throw new Error('the holder died');
+        },
+      },
+    });
+    await expect(first.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    const next = recordingDistributor({}, () => E + 60_000);
+    await next.distributor.runTurn(k, 'next');
+    // Every event has one seq, whoever published it; the expired one is counted in a
+    // retention marker, not lost; and the meta item numbers what was published.
+    const seqs = new Map<string, Set<number>>();
+    for (const e of [...attempted, ...next.sent.flatMap((m) => m.events)]) {
+      if (e.type !== 'sluice.gap') seqs.set(e.id, (seqs.get(e.id) ?? new Set()).add(e.seq));
+    }
+    expect([...seqs]).toEqual([['evt_slot', new Set([1])]]);
+    const markers = next.sent.flatMap((m) => m.events).filter((e) => e.type === 'sluice.gap');
+    expect(markers.map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 2, seq: 1 });
+  });
+
   it('goes on after a holder died in the middle of a drop-switch turn, and marks what it dropped when the switch is lifted', async () => {
     const k = key();
     await publish(
