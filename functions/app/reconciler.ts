@@ -73,22 +73,43 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   // conditional writes that check what they read; a ring of an object that just had its
   // turn is a duplicate doorbell, which the lease makes harmless; the metrics are a second old.
   const listed = await queues.readMetas(await queues.scheduledObjects(), { consistent: false });
+  // One object whose write or ring fails (SQS or DynamoDB refusing it) must not keep the
+  // sweep from the others, nor its metrics from being reported: it is logged, the sweep
+  // goes on, and the invocation fails at its end (the function's error alarm), to be
+  // tried again by the next sweep.
+  let failed = 0;
+  const each = async (key: ObjectKey, work: () => Promise<void>) => {
+    try {
+      await work();
+    } catch (error) {
+      failed++;
+      logger.error('An object could not be reconciled; the next sweep tries again', {
+        tenant: key.tenantId,
+        resource: key.resource,
+        error,
+      });
+    }
+  };
   let unlisted = 0;
   for (const { key, meta } of listed) {
-    if (!meta.scheduled && now - lastActive(meta) > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
+    await each(key, async () => {
+      if (!meta.scheduled && now - lastActive(meta) > INDEX_LINGER_MS && (await queues.unlistIdle(key, meta.reservedAt))) unlisted++;
+    });
   }
   const switches = await deps.switches.list();
   let markersOwed = 0;
   for (const { key, meta } of listed) {
     if (meta.scheduled || meta.switchDropped === 0 || now - lastActive(meta) <= config.stuckAfterMs) continue;
     if (actionForObject(switches, key.tenantId, key.resource) !== undefined) continue;
-    // A fresh read of the switches in the turn, which then sends the marker.
-    await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });
-    markersOwed++;
-    logger.warn('Rang an idle object for the gap marker of its dropped events', {
-      tenant: key.tenantId,
-      resource: key.resource,
-      dropped: meta.switchDropped,
+    await each(key, async () => {
+      // A fresh read of the switches in the turn, which then sends the marker.
+      await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });
+      markersOwed++;
+      logger.warn('Rang an idle object for the gap marker of its dropped events', {
+        tenant: key.tenantId,
+        resource: key.resource,
+        dropped: meta.switchDropped,
+      });
     });
   }
   const metas = listed.filter(({ meta }) => meta.scheduled);
@@ -99,36 +120,11 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   for (const { key, meta } of metas) {
     maxDepth = Math.max(maxDepth, meta.depth);
     if (meta.depth > 0.8 * config.objectQueueCap) nearCap++;
-    if (meta.leaseUntil !== undefined && meta.leaseUntil + config.leaseMs < now) {
-      if (await queues.clearStaleLease(key, meta.leaseUntil)) leasesCleared++;
-    }
-    // A paused object waits on purpose: lifting the switch rings it.
-    if (isStuck(meta, now, config.stuckAfterMs) && actionForObject(switches, key.tenantId, key.resource) !== 'pause') {
-      if (meta.pausedAt !== undefined) {
-        // Its last turn found it paused and acknowledged its doorbell, and no pause stops it
-        // now: the ring of its lift (or of the drop that replaced the pause) was lost. Its
-        // time without a turn was spent paused, so the spacings below, counted from that
-        // turn, would ring it only at the next one, up to an hour on: ring it now, and count
-        // its time without a turn from this ring.
-        await deps.doorbell.ring(key, `p${meta.pausedAt}`);
-        await queues.restartStuckClock(key, meta.pausedAt, now);
-        rerung++;
-        logger.warn('Rang a stuck object no pause stops any more', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
-        continue;
-      }
-      // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
-      // goes idle), so ringing when unsure is safe; but not once a sweep. A ring falls
-      // due at growing spacings (reringsDue), looked for over half again a sweep's
-      // interval (a late sweep still finds it); its token collapses the sweeps that
-      // find the same one into one message.
-      const lastSign = Math.max(meta.scheduledAt ?? 0, meta.turnAt ?? 0);
-      const due = reringsDue(now - lastSign, config.stuckAfterMs);
-      const lookback = 1.5 * config.reconcileIntervalSeconds * 1000;
-      if (due === reringsDue(now - lastSign - lookback, config.stuckAfterMs)) continue;
-      await deps.doorbell.ring(key, `r${lastSign}.${due}`);
-      rerung++;
-      logger.warn('Re-rang a stuck object', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
-    }
+    await each(key, async () => {
+      const done = await reconcileScheduled(deps, key, meta, now, switches);
+      if (done.leaseCleared) leasesCleared++;
+      if (done.rerung) rerung++;
+    });
   }
   metrics.count('ScheduledObjects', metas.length);
   metrics.count('StuckObjectsRerung', rerung);
@@ -141,7 +137,50 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
       deepest: deepest.map(({ key, meta }) => ({ tenant: key.tenantId, resource: key.resource, depth: meta.depth })),
     });
   }
+  if (failed > 0) {
+    throw new Error(`${failed} of ${listed.length} listed objects could not be reconciled (logged); the next sweep tries again`);
+  }
   return { scheduled: metas.length, unlisted, rerung, markersOwed, leasesCleared, maxDepth, nearCap };
+}
+
+/** A scheduled object: its stale lease cleared, and rung when it is stuck. */
+async function reconcileScheduled(
+  deps: ReconcilerDeps,
+  key: ObjectKey,
+  meta: QueueMeta,
+  now: number,
+  switches: Awaited<ReturnType<ReconcilerDeps['switches']['list']>>,
+): Promise<{ leaseCleared: boolean; rerung: boolean }> {
+  const { queues, config, logger } = deps;
+  const leaseCleared =
+    meta.leaseUntil !== undefined && meta.leaseUntil + config.leaseMs < now && (await queues.clearStaleLease(key, meta.leaseUntil));
+  // A paused object waits on purpose: lifting the switch rings it.
+  if (isStuck(meta, now, config.stuckAfterMs) && actionForObject(switches, key.tenantId, key.resource) !== 'pause') {
+    if (meta.pausedAt !== undefined) {
+      // Its last turn found it paused and acknowledged its doorbell, and no pause stops it
+      // now: the ring of its lift (or of the drop that replaced the pause) was lost. Its
+      // time without a turn was spent paused, so the spacings below, counted from that
+      // turn, would ring it only at the next one, up to an hour on: ring it now, and count
+      // its time without a turn from this ring.
+      await deps.doorbell.ring(key, `p${meta.pausedAt}`);
+      await queues.restartStuckClock(key, meta.pausedAt, now);
+      logger.warn('Rang a stuck object no pause stops any more', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
+      return { leaseCleared, rerung: true };
+    }
+    // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
+    // goes idle), so ringing when unsure is safe; but not once a sweep. A ring falls
+    // due at growing spacings (reringsDue), looked for over half again a sweep's
+    // interval (a late sweep still finds it); its token collapses the sweeps that
+    // find the same one into one message.
+    const lastSign = Math.max(meta.scheduledAt ?? 0, meta.turnAt ?? 0);
+    const due = reringsDue(now - lastSign, config.stuckAfterMs);
+    const lookback = 1.5 * config.reconcileIntervalSeconds * 1000;
+    if (due === reringsDue(now - lastSign - lookback, config.stuckAfterMs)) return { leaseCleared, rerung: false };
+    await deps.doorbell.ring(key, `r${lastSign}.${due}`);
+    logger.warn('Re-rang a stuck object', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
+    return { leaseCleared, rerung: true };
+  }
+  return { leaseCleared, rerung: false };
 }
 
 /** The deepest object queues, deepest first, for `GET /v1/admin/queues`. */

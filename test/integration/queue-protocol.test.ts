@@ -2048,6 +2048,30 @@ describe('reconciler', () => {
     expect(after.filter((ring) => ring.startsWith(`${lost.resource}:`))).toEqual([]);
   });
 
+  it('goes on with the other objects when one cannot be rung, reports its metrics, and fails at the end (the error alarm)', async () => {
+    const [broken, other] = [key(), key()];
+    const t0 = Date.now();
+    // Both reserved and never rung: stuck.
+    await reserveSlots(broken, 1, t0);
+    await reserveSlots(other, 1, t0);
+    const rings: string[] = [];
+    const counted = new Map<string, number>();
+    const deps = {
+      ...reconcilerFor(rings, () => t0 + 5_000),
+      doorbell: {
+        ring: async (k: ObjectKey, token: string) => {
+          if (k.resource === broken.resource) throw Object.assign(new Error('SQS refused the send'), { name: 'KmsThrottled' });
+          rings.push(`${k.resource}:${token}`);
+        },
+      },
+      metrics: { count: (name: string, value = 1) => void counted.set(name, value) },
+    };
+    await expect(reconcile(deps)).rejects.toThrow(/1 of \d+ listed objects could not be reconciled/);
+    expect(rings.filter((ring) => ring.startsWith(`${other.resource}:r`))).toHaveLength(1);
+    expect(counted.get('ScheduledObjects')).toBeGreaterThanOrEqual(2);
+    expect(counted.get('StuckObjectsRerung')).toBe(rings.length);
+  });
+
   it('re-rings a stuck object at growing spacings, not once a sweep, while its doorbell may only be waiting in a backlog', async () => {
     const k = key();
     const t0 = Date.now();
