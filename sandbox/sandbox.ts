@@ -171,7 +171,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: distributeQueue,
-      handler: asFunction('distributor', makeDistributorHandler(distributor(wiring), log)),
+      handler: asFunction('distributor', makeDistributorHandler(distributor(wiring), log, wiring.metrics)),
       functionName: 'sluice-distributor',
       logger: log,
       metrics,

@@ -62,15 +62,27 @@ export const THROTTLED_REQUESTS_METRIC = 'RequestsThrottled';
 
 const FUNCTIONS = Object.keys(FUNCTION_ENTRIES) as FunctionName[];
 
-/** A function's errors or throttles in 3 of the last 5 minutes. */
+/**
+ * The queue-fed functions report a failed record to SQS alone (a partial batch
+ * response), which fails no invocation: Lambda's `Errors` never counts it. Each such
+ * record is counted in this metric, and its function's errors alarm adds it in.
+ */
+export const RECORD_FAILURE_METRICS = {
+  distributor: 'DistributorRecordsFailed',
+  delivery: 'DeliveryRecordsFailed',
+} as const satisfies Partial<Record<FunctionName, string>>;
+
+/** A function's errors (its failed invocations, and failed records) or throttles in 3 of the last 5 minutes. */
 function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: string): AlarmDefinition {
   const kind = metric.toLowerCase();
+  const records =
+    metric === 'Errors' && fn in RECORD_FAILURE_METRICS ? RECORD_FAILURE_METRICS[fn as keyof typeof RECORD_FAILURE_METRICS] : undefined;
   return {
     name: `${fn}-${kind}`,
     runbook: `function-${kind}`,
     title: `${fn} function ${kind}`,
-    summary: `the ${fn} function ${what} in 3 of the last 5 minutes.`,
-    sources: [{ kind: 'function', fn, name: metric }],
+    summary: `the ${fn} function ${records ? `${what} or records` : what} in 3 of the last 5 minutes.`,
+    sources: [{ kind: 'function', fn, name: metric }, ...(records ? [{ kind: 'sluice' as const, name: records }] : [])],
     statistic: 'Sum',
     periodSeconds: 60,
     evaluationPeriods: 5,

@@ -9,6 +9,7 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import type { SQSRecord } from 'aws-lambda';
 import { readDeliverQueueBody } from '../adapters/delivery-queue.ts';
 import { type DeliveryDeps, handleDeliverMessage } from '../app/delivery.ts';
+import { RECORD_FAILURE_METRICS } from '../definitions/alarms.ts';
 import type { SqsHandler } from '../distributor/process.ts';
 
 /** The metric of how late a batch's latest message was received after it was due (delivery-backlog-age). */
@@ -22,12 +23,27 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
     const result = await processPartialResponse(
       event,
       async (record: SQSRecord) => {
-        const { message, dueAt } = readDeliverQueueBody(record.body);
-        // A message received again came back after its visibility timeout, because an
-        // earlier receive failed (counted in Errors, or logged for the record): that wait
-        // is no backlog, and counted from its due time it would grow by 3 minutes a receive.
-        if (dueAt !== undefined && firstReceive(record)) lagMs = Math.max(lagMs ?? 0, received - dueAt);
-        await handleDeliverMessage(deps, message);
+        let about: Record<string, unknown> = {};
+        try {
+          const { message, dueAt } = readDeliverQueueBody(record.body);
+          about = { kind: message.kind ?? 'delivery', tenant: message.tenantId, webhook: message.webhookId };
+          // A message received again came back after its visibility timeout, because an
+          // earlier receive failed (its record counted and logged, below): that wait is no
+          // backlog, and counted from its due time it would grow by 3 minutes a receive.
+          if (dueAt !== undefined && firstReceive(record)) lagMs = Math.max(lagMs ?? 0, received - dueAt);
+          await handleDeliverMessage(deps, message);
+        } catch (error) {
+          // Reported to SQS alone, the record fails no invocation: Lambda's Errors would
+          // never see it. Counted for the delivery-errors alarm, and logged for on-call.
+          deps.metrics.count(RECORD_FAILURE_METRICS.delivery);
+          deps.logger.error('A deliver-queue record failed; SQS brings it back after its visibility timeout', {
+            ...about,
+            messageId: record.messageId,
+            receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 1),
+            error,
+          });
+          throw error;
+        }
       },
       processor,
       { context, throwOnFullBatchFailure: false },

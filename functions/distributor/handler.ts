@@ -24,6 +24,7 @@ const process_ = makeDistributorHandler(
     logger: log,
   }),
   log,
+  metricsPort(metrics),
 );
 
 export const handler = async (event: SQSEvent, context: Context) => {

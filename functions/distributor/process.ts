@@ -13,7 +13,8 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { parseDoorbell } from '../adapters/doorbell.ts';
 import type { Distributor } from '../app/distributor.ts';
 import { newLeaseOwner } from '../app/runtime.ts';
-import type { LoggerPort } from '../core/telemetry.ts';
+import { type LoggerPort, type MetricsPort, NO_METRICS } from '../core/telemetry.ts';
+import { RECORD_FAILURE_METRICS } from '../definitions/alarms.ts';
 
 export type SqsHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
 
@@ -29,7 +30,7 @@ export function byMessageGroup(records: readonly SQSRecord[]): SQSRecord[][] {
   return [...groups.values()];
 }
 
-export function makeDistributorHandler(distributor: Distributor, logger: LoggerPort): SqsHandler {
+export function makeDistributorHandler(distributor: Distributor, logger: LoggerPort, metrics: MetricsPort = NO_METRICS): SqsHandler {
   return async (event, context) => {
     const owner = newLeaseOwner();
     // The turns of this batch share one outbox, which merges their deliveries per webhook.
@@ -39,6 +40,22 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     // long turn would hold the other objects' FIFO groups: with company, turns are short.
     const shared = groups.length > 1;
     const recordHandler = async (record: SQSRecord) => {
+      try {
+        await turn(record);
+      } catch (error) {
+        // Reported to SQS alone, the record fails no invocation: Lambda's Errors would
+        // never see it. Counted for the distributor-errors alarm, and logged for on-call.
+        metrics.count(RECORD_FAILURE_METRICS.distributor);
+        logger.error('A doorbell record failed; SQS brings it back after its visibility timeout', {
+          messageId: record.messageId,
+          group: record.attributes?.MessageGroupId,
+          receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 1),
+          error,
+        });
+        throw error;
+      }
+    };
+    const turn = async (record: SQSRecord) => {
       const { fresh, quiet, snapshot, ...key } = parseDoorbell(record.body);
       // A doorbell received again (its invocation failed or timed out, perhaps after its
       // quiet turn committed) does not trust its snapshot: the turn reads the meta item,

@@ -602,6 +602,22 @@ describe('operations', () => {
     expect(new Set(services).size).toBe(deployments.length);
   });
 
+  it("adds the distributor's and delivery's failed records to their errors alarms: a partial batch response fails no invocation", () => {
+    for (const [title, records, fn] of [
+      ['distributor function errors', 'DistributorRecordsFailed', 'Distributor'],
+      ['delivery function errors', 'DeliveryRecordsFailed', 'Delivery'],
+    ] as const) {
+      const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+        String(a.Properties.AlarmDescription).startsWith(title),
+      );
+      const metrics = (alarm?.Properties.Metrics as Array<{ MetricStat?: { Metric: { Namespace: string; MetricName: string } } }>).flatMap(
+        (m) => (m.MetricStat ? [m.MetricStat.Metric] : []),
+      );
+      expect(metrics.map((m) => `${m.Namespace}/${m.MetricName}`)).toEqual(['AWS/Lambda/Errors', `Sluice/${records}`]);
+      expect(JSON.stringify(metrics[0])).toContain(fn);
+    }
+  });
+
   it('pages on a stale canary even when nothing else reports: missing data breaches', () => {
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
       String(a.Properties.AlarmDescription).startsWith('Canary stale'),

@@ -17,6 +17,7 @@ import { makeAuthorizerHandler } from '../../functions/authorizer/process.ts';
 import { CONFIG_ENV } from '../../functions/core/config.ts';
 import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
+import { RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
 import { ENV } from '../../functions/definitions/environment.ts';
 import { AUTHORIZER_ATTRIBUTES } from '../../functions/definitions/tables.ts';
 import { DELIVERY_QUEUE_LAG, makeDeliveryHandler } from '../../functions/delivery/process.ts';
@@ -158,6 +159,41 @@ describe('delivery handler', () => {
     const broken = { ...sqsRecord({}), body: '{not json' };
     const response = await handler({ Records: [broken] } as SQSEvent, context);
     expect(response.batchItemFailures).toEqual([{ itemIdentifier: broken.messageId }]);
+  });
+
+  it('counts and logs a record that failed, which fails no invocation (Lambda counts no error for it)', async () => {
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const counted: string[] = [];
+    const logged: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const deps = {
+      ...base,
+      // DynamoDB failing the webhook's read.
+      webhooks: new Proxy(base.webhooks, {
+        get: (store, name) =>
+          name === 'get'
+            ? async () => {
+                throw Object.assign(new Error('Internal server error'), { name: 'InternalServerError' });
+              }
+            : Reflect.get(store, name),
+      }),
+      metrics: { count: (name: string) => void counted.push(name) },
+      logger: { ...base.logger, error: (message: string, fields: Record<string, unknown> = {}) => void logged.push({ message, fields }) },
+    } as typeof base;
+    const record = sqsRecord(delivery('wh_0000000000000000001', 1));
+    const response = await makeDeliveryHandler(deps)({ Records: [record] } as SQSEvent, context);
+    expect(response.batchItemFailures).toEqual([{ itemIdentifier: record.messageId }]);
+    expect(counted).toContain(RECORD_FAILURE_METRICS.delivery);
+    expect(logged).toMatchObject([
+      {
+        message: expect.stringContaining('deliver-queue record failed'),
+        fields: {
+          messageId: record.messageId,
+          tenant: tenant.id,
+          webhook: 'wh_0000000000000000001',
+          error: { name: 'InternalServerError' },
+        },
+      },
+    ]);
   });
 
   it('disables a webhook whose endpoint answers 410, and drops deliveries to deleted webhooks with a count', async () => {

@@ -22,6 +22,7 @@ import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
+import { RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
 import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { loseFirstAnswers } from '../support/faults.ts';
@@ -1072,6 +1073,38 @@ describe('turns', () => {
       expect(events.filter((e) => e.resource === k.resource).map((e) => e.seq)).toEqual([1, 2]);
       expect(await store.readMeta(k)).toMatchObject({ depth: 0, scheduled: false });
     }
+  });
+
+  it('counts and logs a doorbell whose turn failed, which fails no invocation (Lambda counts no error for it)', async () => {
+    const [broken, fine] = [key(), key()];
+    await publish(ingestDeps([]), 'ten_test', [input(broken.resource, 1), input(fine.resource, 1)]);
+    // DynamoDB refuses the lease of one object.
+    class RefusingStore extends QueueStore {
+      override async acquireLease(...args: Parameters<QueueStore['acquireLease']>) {
+        if (args[0].resource === broken.resource) throw Object.assign(new Error('Internal server error'), { name: 'InternalServerError' });
+        return super.acquireLease(...args);
+      }
+    }
+    const { distributor } = recordingDistributor({}, Date.now, new RefusingStore({ client, tableName: eventsTable, retentionDays: 7 }));
+    const counted: string[] = [];
+    const logged: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const logger = { ...NO_LOGS, error: (message: string, fields: Record<string, unknown> = {}) => void logged.push({ message, fields }) };
+    const handler = makeDistributorHandler(distributor, logger, { count: (name) => void counted.push(name) });
+    const records = [broken, fine].map((k, i) => ({
+      messageId: `m${i}`,
+      body: JSON.stringify({ tenant: k.tenantId, resource: k.resource }),
+      attributes: { MessageGroupId: `${k.tenantId}#${k.resource}`, ApproximateReceiveCount: '2' },
+    }));
+    const response = await handler({ Records: records } as unknown as SQSEvent, {} as Context);
+    expect(response.batchItemFailures).toEqual([{ itemIdentifier: 'm0' }]);
+    expect(counted).toEqual([RECORD_FAILURE_METRICS.distributor]);
+    expect(logged).toMatchObject([
+      {
+        message: expect.stringContaining('doorbell record failed'),
+        fields: { messageId: 'm0', receiveCount: 2, error: { name: 'InternalServerError' } },
+      },
+    ]);
+    expect(await store.readMeta(fine)).toMatchObject({ depth: 0, scheduled: false });
   });
 
   it("ends a long turn early when other objects' doorbells share its batch, and rings again for the rest", async () => {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
+import { ALARMS, alarmDescription, RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { AlarmEvaluator } from '../../sandbox/alarms.ts';
 import { InMemoryMetrics } from '../../sandbox/metrics.ts';
@@ -98,6 +98,22 @@ describe('sandbox alarm evaluation', () => {
     metrics.count('WebhooksDisabled', 1, { reason: 'gone' });
     now += 1;
     expect(state('webhook-disabled')?.state).toBe('ALARM');
+  });
+
+  it('pages for failed distributor and delivery records, which fail no invocation (a partial batch response): 3 of 5 minutes', () => {
+    let now = 9_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const state = (name: string) => evaluator.evaluate().find((a) => a.name === name)?.state;
+    for (const [fn, metric] of Object.entries(RECORD_FAILURE_METRICS)) {
+      for (let minute = 0; minute < 3; minute++) {
+        now += 60_000;
+        metrics.count(metric);
+      }
+      now += 1;
+      expect(state(`${fn}-errors`)).toBe('ALARM');
+    }
+    expect(state('reconciler-errors')).toBe('OK');
   });
 
   it('keeps the near-cap alarm in its state between the reconciler reports it rests on, however far apart', () => {
