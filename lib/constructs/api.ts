@@ -53,6 +53,8 @@ export interface ApiProps {
 /** The public health check (SPEC §3), and the rate that keeps it from costing more than a check needs. */
 const HEALTH_PATH = 'v1/health';
 const HEALTH_RATE_PER_SECOND = 10;
+/** The health check's methods, public: GET, and HEAD for uptime checks. */
+const HEALTH_METHODS = ['GET', 'HEAD'] as const;
 
 /**
  * The access log's line: API Gateway's standard fields, plus why API Gateway answered
@@ -146,14 +148,17 @@ export class Api extends Construct {
         tracingEnabled: true,
         // The one public method invokes the API function with no key and no usage plan:
         // a throttle of its own keeps anonymous traffic from using the account's concurrency.
-        methodOptions: {
-          [`/${HEALTH_PATH}/GET`]: {
-            throttlingRateLimit: HEALTH_RATE_PER_SECOND,
-            throttlingBurstLimit: 2 * HEALTH_RATE_PER_SECOND,
-            loggingLevel: MethodLoggingLevel.ERROR,
-            metricsEnabled: true,
-          },
-        },
+        methodOptions: Object.fromEntries(
+          HEALTH_METHODS.map((method) => [
+            `/${HEALTH_PATH}/${method}`,
+            {
+              throttlingRateLimit: HEALTH_RATE_PER_SECOND,
+              throttlingBurstLimit: 2 * HEALTH_RATE_PER_SECOND,
+              loggingLevel: MethodLoggingLevel.ERROR,
+              metricsEnabled: true,
+            },
+          ]),
+        ),
       },
     });
 
@@ -257,9 +262,14 @@ export class Api extends Construct {
     });
 
     const integration = new LambdaIntegration(fn);
-    const health = this.restApi.root.resourceForPath(HEALTH_PATH).addMethod('GET', integration);
-    acknowledgeNag(health, 'AwsSolutions-APIG4', 'The health check is public by design (SPEC §3).');
-    acknowledgeNag(health, 'AwsSolutions-COG4', 'The health check is public by design (SPEC §3).');
+    // HEAD too, for uptime checks: API Gateway answers no method it is not given, and a
+    // HEAD elsewhere would reach the API's function only through the authorizer.
+    const healthResource = this.restApi.root.resourceForPath(HEALTH_PATH);
+    for (const method of HEALTH_METHODS) {
+      const health = healthResource.addMethod(method, integration);
+      acknowledgeNag(health, 'AwsSolutions-APIG4', 'The health check is public by design (SPEC §3).');
+      acknowledgeNag(health, 'AwsSolutions-COG4', 'The health check is public by design (SPEC §3).');
+    }
     // Every other path, only through the authorizer and a usage plan. The root has no
     // method, so `/` answers 404 like any unknown route.
     this.restApi.root.addResource('{proxy+}').addMethod('ANY', integration, { authorizer, apiKeyRequired: true });

@@ -317,16 +317,18 @@ describe('API', () => {
   it('keeps anonymous requests from invoking Lambda freely: headers that cannot hold a key never reach the authorizer, and the health check has a throttle', () => {
     template.hasResourceProperties('AWS::ApiGateway::Authorizer', { IdentityValidationExpression: AUTHORIZATION_HEADER_PATTERN });
     template.hasResourceProperties('AWS::ApiGateway::Stage', {
-      MethodSettings: Match.arrayWith([
-        Match.objectLike({ HttpMethod: 'GET', ResourcePath: '/~1v1~1health', ThrottlingRateLimit: 10, ThrottlingBurstLimit: 20 }),
-      ]),
+      MethodSettings: Match.arrayWith(
+        ['GET', 'HEAD'].map((method) =>
+          Match.objectLike({ HttpMethod: method, ResourcePath: '/~1v1~1health', ThrottlingRateLimit: 10, ThrottlingBurstLimit: 20 }),
+        ),
+      ),
     });
     // No other method has a stage throttle: it would be shared by every tenant.
     const stage = Object.values(template.findResources('AWS::ApiGateway::Stage'))[0];
     const throttled = (stage?.Properties.MethodSettings as Array<Record<string, unknown>>).filter(
       (m) => m.ThrottlingRateLimit !== undefined,
     );
-    expect(throttled).toHaveLength(1);
+    expect(throttled).toHaveLength(2);
   });
 
   it('guards every route but the health check with the authorizer and a usage plan key', () => {
@@ -336,10 +338,13 @@ describe('API', () => {
       ApiKeyRequired: true,
       AuthorizerId: Match.anyValue(),
     });
-    const health = template.findResources('AWS::ApiGateway::Method', { Properties: { HttpMethod: 'GET', AuthorizationType: 'NONE' } });
-    expect(Object.values(health)).toHaveLength(1);
-    expect(Object.values(health)[0]?.Properties.ApiKeyRequired).not.toBe(true);
-    template.resourceCountIs('AWS::ApiGateway::Method', 2);
+    // The health check, GET and HEAD (an uptime check's), with neither.
+    for (const method of ['GET', 'HEAD']) {
+      const health = template.findResources('AWS::ApiGateway::Method', { Properties: { HttpMethod: method, AuthorizationType: 'NONE' } });
+      expect(Object.values(health)).toHaveLength(1);
+      expect(Object.values(health)[0]?.Properties.ApiKeyRequired).not.toBe(true);
+    }
+    template.resourceCountIs('AWS::ApiGateway::Method', 3);
   });
 
   it('throttles the admin by a usage plan from the config, selected by the key the authorizer returns', () => {
