@@ -83,6 +83,12 @@ const TAKE_LINGER_MS = 3;
 export const OWED_GAPS_PER_STEP = 100;
 
 /**
+ * How long an overflow count outlives its last event: a drop or a disable may last
+ * longer than the retention period, and its marker is owed at its end.
+ */
+export const OVERFLOW_KEEP_MS = 366 * 86_400_000;
+
+/**
  * Asks made under one key within TAKE_LINGER_MS (the records of one invocation) share
  * one `answer` for all of them, which answers each in the order they asked.
  */
@@ -390,6 +396,10 @@ export class DeliveryRecords {
   /**
    * Counts events that were not delivered and not held (past the held cap, or
    * discarded by a drop switch), per reason and resource, for one gap marker each.
+   * A count is owed until its marker goes, which is when the switch is lifted or the
+   * webhook released, however long after: it is kept a year from its last event
+   * (OVERFLOW_KEEP_MS), not the retention period, and goes when its marker is sent (or
+   * its webhook is deleted).
    */
   async countOverflow(
     webhookId: string,
@@ -404,7 +414,7 @@ export class DeliveryRecords {
         Key: { pk: overflowPk(webhookId), sk: `${reason}#${resource}` },
         UpdateExpression: 'ADD #dropped :n SET #expires_at = :exp, #since = if_not_exists(#since, :now), #last_at = :now',
         ExpressionAttributeNames: names('dropped', 'expires_at', 'since', 'last_at'),
-        ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + this.#retentionMs), ':now': now },
+        ExpressionAttributeValues: { ':n': dropped, ':exp': epochSeconds(now + OVERFLOW_KEEP_MS), ':now': now },
       }),
     );
   }

@@ -190,12 +190,14 @@ export class Distributor {
       if (meta.turn) distributed += await this.#republish(key, meta.turn, subscriptions, sink);
       const switches = options.freshSwitches ? await this.#deps.switches.refresh() : await this.#deps.switches.current();
       let action = actionForObject(switches, key.tenantId, key.resource);
-      if (action === 'pause' && !options.freshSwitches) {
+      if ((action === 'pause' || action === 'drop') && !options.freshSwitches) {
         // A paused object stays scheduled with no doorbell, and only a lift rings it: a
         // cache that still shows a pause lifted since (by up to switchCacheMs) would leave
         // it so until the reconciler took it for stuck, minutes on. So a pause is read
         // afresh before it is obeyed, once per ring of a paused object: ingests ring it
-        // no more while it waits, and the reconciler leaves it alone.
+        // no more while it waits, and the reconciler leaves it alone. So is a drop: events
+        // dropped under one lifted since would leave the object idle owing their marker,
+        // which nothing but its next event or the reconciler would ring it for.
         action = actionForObject(await this.#deps.switches.refresh(), key.tenantId, key.resource);
       }
       if (action === 'pause') {
@@ -215,6 +217,9 @@ export class Distributor {
         );
         await queues.clearSwitchDropped(key, meta.fence, meta.switchDropped);
       }
+      // Looked up for a chunk published again or a marker, the answers are not kept for
+      // the first chunk: a stream started meanwhile collects from its 412 on (see below).
+      const looked = meta.turn !== undefined || (action === undefined && meta.switchDropped > 0);
       const startedAt = now();
       // A turn sharing its invocation with other objects ends sooner: their doorbells
       // are acknowledged only when the whole batch is done.
@@ -224,7 +229,7 @@ export class Distributor {
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
-      let lookups = subscriptions;
+      let lookups = looked ? new TurnLookups(this.#lookups, key.tenantId, now) : subscriptions;
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       let ingestWaits = 0;
       // Whether events are known to be left: the last chunk planned stopped short of them

@@ -914,6 +914,30 @@ describe('a webhook that owes more gap markers than one step sends, or one Dynam
   }, 60_000);
 });
 
+describe('an overflow count older than the retention period (a drop or a disable that lasted longer)', () => {
+  it('is still owed its marker: DynamoDB TTL does not take it', async () => {
+    const tenant = await createTenant(sandbox, 'long-drop');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ld:0', url: `${receiver.url}/long-drop` });
+    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const now = Date.now();
+    // Three deliveries dropped eight days ago, under a drop on the webhook still in force.
+    await records.countOverflow(hook.id, 'ld:1', 3, now - 8 * 86_400_000, 'switch_drop');
+    // What TTL would have deleted by now (dynalite has no TTL): every item of the partition past its expiry.
+    const { Items = [] } = await sandbox.wiring.dynamo.send(
+      new QueryCommand({
+        TableName: sandbox.wiring.controlTable,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': `overflow#${hook.id}` },
+      }),
+    );
+    for (const item of Items.filter((i) => Number(i.expires_at) * 1000 <= now)) {
+      await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: item.pk, sk: item.sk } }));
+    }
+    // The drop is lifted now: its marker is owed.
+    expect(await records.owedGaps(hook.id, now)).toMatchObject([{ resource: 'ld:1', reason: 'switch_drop', dropped: 3 }]);
+  });
+});
+
 describe('an overflow count kept by an earlier version (no since)', () => {
   it('is stamped when first read, the same for every reader, so two steps that read it cannot take a count begun after it was cleared for it', async () => {
     const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });

@@ -948,6 +948,21 @@ describe('turns', () => {
     expect(await store.readMeta(held)).toMatchObject({ scheduled: true, depth: 1 });
   });
 
+  it('reads the switches afresh before it drops: a cache that still shows a lifted drop does not leave a marker owed with nothing to ring for it', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    const lifted: Switch = { ...resourcePause(k), action: 'drop' };
+    const { sent, rings, ...deps } = recordingDistributorDeps();
+    const distributor = new Distributor({ ...deps, switches: { current: async () => [lifted], refresh: async () => [] } });
+    expect(await distributor.runTurn(k, 'stale')).toMatchObject({ outcome: 'idle', distributed: 2 });
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual([1, 2]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, scheduled: false, switchDropped: 0 });
+  });
+
   it('ends a turn on a quiet object with one write after the lease, and goes idle', async () => {
     const k = key();
     await publish(

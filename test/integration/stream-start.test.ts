@@ -13,6 +13,8 @@ import { SubscriptionCache } from '../../functions/adapters/subscription-cache.t
 import { publish } from '../../functions/app/ingest.ts';
 import { pollStream, STREAM_SETTLE_MS, type StreamDeps } from '../../functions/app/streams.ts';
 import type { DeliveredEvent } from '../../functions/core/model.ts';
+import type { Switch } from '../../functions/core/switches.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 import { distributorAt, ingestAt, streamRig } from '../support/streams.ts';
 
 const rig = streamRig();
@@ -67,6 +69,84 @@ describe('a stream started while its resource is being drained', () => {
     const page2 = page1.status === 200 ? await pollStream(reader, tenantId, 'project:9', page1.sync) : page1;
     const events = [page1, page2].flatMap((page) => (page.status === 200 ? (page.data as DeliveredEvent[]) : []));
     expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 150 }, (_, i) => i + 101));
+  });
+});
+
+describe('a stream started while a turn sends the gap marker of a lifted drop', () => {
+  it('gets the events the turn distributes after it: the turn looks its subscribers up again after the marker', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const tenantId = 'ten_start_marker';
+    const child = { tenantId, resource: 'task:7' };
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
+    let id = 0;
+    const events = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        resource: child.resource,
+        parents: ['project:7'],
+        type: 'a.b',
+        data: { i },
+        idempotencyKey: undefined,
+      }));
+    // A webhook on the parent: the dropped events' marker goes to it too, so the turn that
+    // sends the marker looks the parent up (no stream yet) before the first chunk.
+    const hook = webhookFixture({ id: 'wh_marker', tenantId, resource: 'project:7' });
+    const lookupCache = () =>
+      new SubscriptionCache({
+        client: rig.client,
+        controlTable: rig.control,
+        lookups: {
+          onResource: async (_t, resource) => (resource === 'project:7' ? [hook] : []),
+          streamExpiry: (t, r) => rig.streams.streamExpiry(t, r),
+        },
+      });
+    // Two events dropped under a drop on the object (their seqs used up, a marker owed).
+    const drop: Switch = {
+      id: 'sw_marker',
+      scope: 'resource',
+      tenant: tenantId,
+      target: child.resource,
+      action: 'drop',
+      reason: '',
+      created_at: '',
+    };
+    await publish(
+      ingestAt(rig, now, () => `evt_marker${++id}`),
+      tenantId,
+      events(2),
+    );
+    const dropping = distributorAt(rig, now, {
+      switches: { current: async () => [drop], refresh: async () => [drop] },
+      lookupCache: lookupCache(),
+    });
+    expect(await dropping.runTurn(child, 'drop')).toMatchObject({ outcome: 'idle' });
+    clock += 2_000;
+
+    // The drop is lifted; three more events. The next turn sends the marker first, and
+    // while it does, a consumer starts a stream on the parent.
+    await publish(
+      ingestAt(rig, now, () => `evt_marker${++id}`),
+      tenantId,
+      events(3),
+    );
+    let start: Awaited<ReturnType<typeof pollStream>> | undefined;
+    const distributor = distributorAt(rig, now, {
+      deliveries: {
+        send: async () => {
+          if (start) return;
+          clock += 10;
+          start = await pollStream(reader, tenantId, 'project:7', undefined);
+          clock += 10;
+        },
+      },
+      lookupCache: lookupCache(),
+    });
+    await distributor.runTurn(child, 'lifted');
+    expect(start?.status).toBe(412);
+    clock += STREAM_SETTLE_MS + 1;
+    const page = await pollStream(reader, tenantId, 'project:7', start?.sync);
+    const streamed = page.status === 200 ? (page.data as DeliveredEvent[]) : [];
+    expect(streamed.filter((e) => e.type !== 'sluice.gap').map((e) => e.seq)).toEqual([3, 4, 5]);
   });
 });
 
