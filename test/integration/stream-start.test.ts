@@ -12,12 +12,35 @@ import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
 import { publish } from '../../functions/app/ingest.ts';
 import { pollStream, STREAM_SETTLE_MS, type StreamDeps } from '../../functions/app/streams.ts';
-import type { DeliveredEvent } from '../../functions/core/model.ts';
+import type { DeliveredEvent, Subscriber } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 import { distributorAt, ingestAt, streamRig } from '../support/streams.ts';
 
 const rig = streamRig();
+
+/** The distributors' lookups, through the cache they use in AWS: `webhooks` on a resource, and the streams the rig keeps. */
+function lookupCache(webhooks: (resource: string) => Subscriber[] = () => []) {
+  return new SubscriptionCache({
+    client: rig.client,
+    controlTable: rig.control,
+    lookups: { onResource: async (_t, resource) => webhooks(resource), streamExpiry: (t, r) => rig.streams.streamExpiry(t, r) },
+  });
+}
+
+/** A deliveries port whose first send starts a stream on `resource` (its first poll answered), as a consumer would meanwhile. */
+function startingAStream(reader: StreamDeps, tenantId: string, resource: string, tick: (ms: number) => void) {
+  let start: Awaited<ReturnType<typeof pollStream>> | undefined;
+  return {
+    send: async () => {
+      if (start) return;
+      tick(10);
+      start = await pollStream(reader, tenantId, resource, undefined);
+      tick(10);
+    },
+    started: () => start,
+  };
+}
 
 describe('a stream started while its resource is being drained', () => {
   it('gets every event the running turn distributes after the first poll is answered', async () => {
@@ -44,23 +67,12 @@ describe('a stream started while its resource is being drained', () => {
     }
 
     // After the turn published its first chunk, a consumer starts a stream on the parent.
-    let start: Awaited<ReturnType<typeof pollStream>> | undefined;
-    const distributor = distributorAt(rig, now, {
-      deliveries: {
-        send: async () => {
-          if (start) return;
-          clock += 10;
-          start = await pollStream(reader, tenantId, 'project:9', undefined);
-          clock += 10;
-        },
-      },
-      lookupCache: new SubscriptionCache({
-        client: rig.client,
-        controlTable: rig.control,
-        lookups: { onResource: async () => [], streamExpiry: (t, r) => rig.streams.streamExpiry(t, r) },
-      }),
+    const stream = startingAStream(reader, tenantId, 'project:9', (ms) => {
+      clock += ms;
     });
+    const distributor = distributorAt(rig, now, { deliveries: stream, lookupCache: lookupCache() });
     expect(await distributor.runTurn(child, 'w')).toMatchObject({ outcome: 'idle', distributed: 250 });
+    const start = stream.started();
     expect(start?.status).toBe(412);
 
     // Everything distributed after that answer is in the stream: seq 101 to 250.
@@ -91,15 +103,7 @@ describe('a stream started while a turn sends the gap marker of a lifted drop', 
     // A webhook on the parent: the dropped events' marker goes to it too, so the turn that
     // sends the marker looks the parent up (no stream yet) before the first chunk.
     const hook = webhookFixture({ id: 'wh_marker', tenantId, resource: 'project:7' });
-    const lookupCache = () =>
-      new SubscriptionCache({
-        client: rig.client,
-        controlTable: rig.control,
-        lookups: {
-          onResource: async (_t, resource) => (resource === 'project:7' ? [hook] : []),
-          streamExpiry: (t, r) => rig.streams.streamExpiry(t, r),
-        },
-      });
+    const webhooks = (resource: string) => (resource === 'project:7' ? [hook] : []);
     // Two events dropped under a drop on the object (their seqs used up, a marker owed).
     const drop: Switch = {
       id: 'sw_marker',
@@ -117,7 +121,7 @@ describe('a stream started while a turn sends the gap marker of a lifted drop', 
     );
     const dropping = distributorAt(rig, now, {
       switches: { current: async () => [drop], refresh: async () => [drop] },
-      lookupCache: lookupCache(),
+      lookupCache: lookupCache(webhooks),
     });
     expect(await dropping.runTurn(child, 'drop')).toMatchObject({ outcome: 'idle' });
     clock += 2_000;
@@ -129,19 +133,12 @@ describe('a stream started while a turn sends the gap marker of a lifted drop', 
       tenantId,
       events(3),
     );
-    let start: Awaited<ReturnType<typeof pollStream>> | undefined;
-    const distributor = distributorAt(rig, now, {
-      deliveries: {
-        send: async () => {
-          if (start) return;
-          clock += 10;
-          start = await pollStream(reader, tenantId, 'project:7', undefined);
-          clock += 10;
-        },
-      },
-      lookupCache: lookupCache(),
+    const stream = startingAStream(reader, tenantId, 'project:7', (ms) => {
+      clock += ms;
     });
+    const distributor = distributorAt(rig, now, { deliveries: stream, lookupCache: lookupCache(webhooks) });
     await distributor.runTurn(child, 'lifted');
+    const start = stream.started();
     expect(start?.status).toBe(412);
     clock += STREAM_SETTLE_MS + 1;
     const page = await pollStream(reader, tenantId, 'project:7', start?.sync);
