@@ -486,7 +486,8 @@ export class WebhookStore {
   /**
    * Saves a health transition. The version check makes concurrent delivery
    * functions apply transitions one at a time: a writer that lost the race gets
-   * false, reads again and re-applies its event to the newer health.
+   * false, reads again and re-applies its event to the newer health. `url`: only while
+   * the webhook still has this URL (the one an attempt's answer came from).
    */
   async saveHealth(
     webhook: Webhook,
@@ -497,6 +498,7 @@ export class WebhookStore {
       releaseToken?: string | null;
       releaseAt?: number;
       noticePending?: true | null;
+      url?: string;
     } = {},
   ): Promise<boolean> {
     const sets = ['#health = :health', '#health_version = :next'];
@@ -507,6 +509,10 @@ export class WebhookStore {
       ':version': webhook.healthVersion,
     };
     const attributeNames = ['health', 'health_version', 'pk'];
+    if (extra.url !== undefined) {
+      values[':url'] = extra.url;
+      attributeNames.push('url');
+    }
     if (extra.status !== undefined) {
       sets.push('#status = :status');
       values[':status'] = extra.status;
@@ -538,7 +544,9 @@ export class WebhookStore {
           TableName: this.#table,
           Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
           UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
-          ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#health_version) OR #health_version = :version)',
+          ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#health_version) OR #health_version = :version)${
+            extra.url === undefined ? '' : ' AND #url = :url'
+          }`,
           ExpressionAttributeNames: names(...attributeNames),
           ExpressionAttributeValues: values,
         }),
@@ -687,12 +695,13 @@ export class WebhookStore {
   }
 
   /** Leaves the endpoint alone until `until` (epoch ms), unless it already is for longer. */
-  async leaveAloneUntil(tenantId: string, id: string, until: number): Promise<void> {
+  async leaveAloneUntil(tenantId: string, id: string, until: number, url: string): Promise<void> {
     await this.#updateIf(tenantId, id, {
       UpdateExpression: 'SET #not_before = :until',
-      ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#not_before) OR #not_before < :until)',
-      ExpressionAttributeNames: names('not_before', 'pk'),
-      ExpressionAttributeValues: { ':until': until },
+      // Only the URL that asked: a webhook moved to another meanwhile is another endpoint.
+      ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND (attribute_not_exists(#not_before) OR #not_before < :until)',
+      ExpressionAttributeNames: names('not_before', 'pk', 'url'),
+      ExpressionAttributeValues: { ':until': until, ':url': url },
     });
   }
 

@@ -338,7 +338,7 @@ async function attempt(
     if (kept === undefined) logSlow(deps, webhook, { answerMs: slow });
   }
   const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, now);
-  if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000);
+  if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000, webhook.url);
   return result;
 }
 
@@ -533,8 +533,12 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
  */
 export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: HealthEvent): Promise<Webhook> {
   const policy = deps.config;
+  // An endpoint's answer (or its silence) is about the URL it came from, `webhook`'s: one
+  // that comes after the owner moved the webhook to another URL is not the new URL's.
+  const answeredBy = ANSWERS.has(event.type) ? webhook.url : undefined;
   let current = webhook;
   for (let attempt = 0; attempt < 8; attempt++) {
+    if (answeredBy !== undefined && current.url !== answeredBy) return current;
     const before = current.health;
     const after = nextHealth(before, event, policy);
     if (after === before) return current;
@@ -565,6 +569,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       ...(probeToken !== undefined && { probeToken }),
       ...(releaseToken && { releaseToken, releaseAt: event.now }),
       ...(noticePending !== undefined && { noticePending }),
+      ...(answeredBy !== undefined && { url: answeredBy }),
     });
     if (!saved) {
       const fresh = await deps.webhooks.get(current.tenantId, current.id);
@@ -607,6 +612,9 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
   }
   throw new Error('Could not save the webhook health after repeated conflicts');
 }
+
+/** The health events that an endpoint's answer makes (the others are its owner's). */
+const ANSWERS: ReadonlySet<HealthEvent['type']> = new Set(['success', 'failure', 'gone', 'probe_succeeded', 'probe_failed']);
 
 /** The token of a probe message sent for an owed notice only: no probe chain has it. */
 const NOTICE_AGAIN_TOKEN = 'notice';

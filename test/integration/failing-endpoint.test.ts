@@ -756,7 +756,7 @@ describe('failing endpoint', () => {
     for (let i = 0; i < 50 && (await deps.webhooks.get(tenant.id, hook.id))?.heldCount !== 1; i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 3_600_000);
+    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 3_600_000, `${receiver.url}/moved-held-old`);
     // Re-enabled: its release waits for the Retry-After (a step delayed 15 minutes), and new deliveries are held behind it.
     expect((await patch({ status: 'active' })).status).toBe(200);
     await new Promise((resolve) => setTimeout(resolve, 500));

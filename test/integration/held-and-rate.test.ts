@@ -335,7 +335,7 @@ describe('per-endpoint rate', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'q:0', url: `${receiver.url}/paced-429` });
     const { deps, sent } = later(0);
     // The endpoint answered 429 with Retry-After: 30 to another delivery.
-    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
+    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000, `${receiver.url}/paced-429`);
     const paced: DeliveryMessage = {
       deliveryId: 'msg_q1',
       tenantId: tenant.id,
@@ -535,6 +535,45 @@ describe('a slow endpoint', () => {
     expect(await sending).toBe('delivered');
     expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
   }, 30_000);
+
+  it.each([
+    ['a 410', 410, undefined],
+    ['a 503 asking to wait an hour', 503, '3600'],
+    ['a 500 (a single failure quarantines here)', 500, undefined],
+  ])(
+    "leaves a new URL's health alone when the old URL answers %s after the change",
+    async (_, status, retryAfter) => {
+      const name = `old-${status}`;
+      const tenant = await createTenant(sandbox, name);
+      const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}/${name}` });
+      const { deps: base } = at(19_000_000);
+      // The POST under way to the old URL gets its answer only after the owner moved the webhook.
+      const deps = {
+        ...base,
+        send: async () => {
+          await new Promise((resolve) => setTimeout(resolve, 1_500));
+          return { statusCode: status, durationMs: 1_500, error: undefined, retryAfter, responseSnippet: '' };
+        },
+      } as typeof base;
+      const sending = handleDeliverMessage(deps, paced(tenant.id, hook.id, name)(0));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, {
+        key: tenant.key,
+        body: { url: `${receiver.url}/${name}-new` },
+      });
+      expect(moved.status).toBe(200);
+      await sending;
+      const webhook = await deps.webhooks.get(tenant.id, hook.id);
+      expect(webhook).toMatchObject({
+        status: 'active',
+        url: `${receiver.url}/${name}-new`,
+        health: { state: 'healthy', consecutiveFailures: 0 },
+      });
+      expect(webhook?.notBefore).toBeUndefined();
+      expect(webhook?.noticePending).toBeFalsy();
+    },
+    30_000,
+  );
 });
 
 /** Delivery deps at another time, with no switches, sending to a recorded queue (and to `send` if given). */
@@ -1061,7 +1100,7 @@ describe('a probe', () => {
     const quarantined = await applyHealth(deps, webhook, { type: 'failure', now: Date.now(), statusCode: 500, error: 'HTTP 500' });
     expect(quarantined.health.state).toBe('quarantined');
     const [probe] = sent.splice(0);
-    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
+    await deps.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000, `${receiver.url}/probe-left-alone`);
     expect(await handleDeliverMessage(deps, { ...(probe as object), notBefore: undefined } as unknown as DeliveryMessage)).toBe('waiting');
     expect(posted).toEqual([]);
     expect(sent).toMatchObject([{ kind: 'probe' }]);
@@ -1077,7 +1116,7 @@ describe('a release step', () => {
     expect(
       await holdDelivery(base, { deliveryId: 'msg_la1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 }),
     ).toEqual([true, true]);
-    await base.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000);
+    await base.webhooks.leaveAloneUntil(tenant.id, hook.id, Date.now() + 30_000, `${receiver.url}/release-left-alone`);
     const posted: unknown[] = [];
     const { deps, sent } = later(0, async (request) => {
       posted.push(request);
