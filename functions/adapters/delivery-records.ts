@@ -595,7 +595,9 @@ export class DeliveryRecords {
     const letters: Array<{ sk: string; reason: string; message: DeliveryMessage }> = [];
     let bytes = 0;
     let more = false;
-    const full = () => letters.length >= limit || (options.bytes !== undefined && bytes >= options.bytes);
+    // Within `bytes` with the next letter in it (the first one always: a letter is far smaller than any limit given).
+    const full = (size: number) =>
+      letters.length >= limit || (options.bytes !== undefined && letters.length > 0 && bytes + size > options.bytes);
     const pages = queryPages(
       this.#client,
       {
@@ -609,17 +611,21 @@ export class DeliveryRecords {
           ...(options.afterSk !== undefined && { ':after': options.afterSk }),
         },
         Limit: limit + 1,
+        // A replay that follows `has_more` at once must not read again letters the one
+        // before it sent and removed.
+        ConsistentRead: true,
       },
       { more: () => !more },
     );
     for await (const page of pages) {
       for (const item of page.Items ?? []) {
-        if (full()) {
+        const message = String(item.message);
+        const size = Buffer.byteLength(message);
+        if (full(size)) {
           more = true;
           break;
         }
-        const message = String(item.message);
-        bytes += Buffer.byteLength(message);
+        bytes += size;
         letters.push({ sk: String(item.sk), reason: String(item.reason), message: JSON.parse(message) });
       }
     }

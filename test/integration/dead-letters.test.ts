@@ -116,6 +116,33 @@ describe('the dead letters API', () => {
   });
 });
 
+describe('a page of dead letters for replay', () => {
+  it('holds no more than its bytes: the letter that would pass them waits for the next page', async () => {
+    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const webhookId = 'wh_0000000000000bytes1';
+    const now = Date.now();
+    for (const n of [1, 2, 3]) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_bytes${n}`,
+        tenantId: 'ten_bytes',
+        webhookId,
+        events: [deliveredEventFixture({ id: `evt_bytes${n}`, seq: n, resource: 'b:1', data: 'x'.repeat(400) })],
+        attempt: 8,
+      };
+      expect(await records.deadLetter(message, 'HTTP 500', now + n)).toBe(true);
+    }
+    const size = (letters: Array<{ message: DeliveryMessage }>) =>
+      letters.reduce((sum, l) => sum + Buffer.byteLength(JSON.stringify(l.message)), 0);
+    const page = await records.deadLetterPage(webhookId, now, 100, { bytes: 1_000 });
+    expect(page.letters.map((l) => l.message.deliveryId)).toEqual(['msg_bytes1']);
+    expect(size(page.letters)).toBeLessThanOrEqual(1_000);
+    expect(page.more).toBe(true);
+    // Room for two: two.
+    const two = await records.deadLetterPage(webhookId, now, 100, { bytes: 2 * size(page.letters) + 10 });
+    expect(two.letters).toHaveLength(2);
+  });
+});
+
 describe('a webhook deleted while its delivery’s last attempt waits for an answer', () => {
   it('writes no dead letter for it and pages nobody: the delivery is counted as discarded by its owner', async () => {
     const tenant = await createTenant(sandbox, 'deleted-at-last-attempt');
