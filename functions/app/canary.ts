@@ -49,9 +49,13 @@ async function call(
 
 const post = (url: string, key: string, body: unknown) => call('POST', url, key, body);
 
+/** The canary tenant's key was refused (an admin rotated it, say): the run gives it a new one and ends. */
+class KeyRefused extends Error {}
+
 /** Deletes the canary tenant's webhooks: before its one webhook is made, any there are orphans. */
 async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
   const listed = await call('GET', `${deps.apiUrl}/v1/webhooks`, apiKey);
+  if (listed.status === 401) throw new KeyRefused();
   if (listed.status !== 200) throw new Error(`Canary webhook listing answered ${listed.status}; the next run tries again`);
   for (const webhook of (listed.json.data as Array<{ id: string }> | undefined) ?? []) {
     const deleted = await call('DELETE', `${deps.apiUrl}/v1/webhooks/${webhook.id}`, apiKey);
@@ -95,8 +99,9 @@ async function tenant(deps: CanaryDeps): Promise<{ state: CanaryTenant | CanaryS
  * each time): its tenant, then its webhook. A new API key can take a while to work at
  * API Gateway: until it does, the webhook step fails and the next run tries again.
  */
-async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: string }> {
+async function setUp(deps: CanaryDeps, tenantIs: (tenantId: string) => void): Promise<{ state: CanaryState; apiKey: string }> {
   const { state, apiKey } = await tenant(deps);
+  tenantIs(state.tenantId);
   if (hasWebhook(state)) return { state, apiKey };
   // A webhook an earlier run made but could not save (its answer was lost) signs with a
   // secret nobody kept: the receiver would refuse it until it is disabled, which pages.
@@ -107,6 +112,7 @@ async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: st
     types: ['sluice_canary.*'],
     description: 'sluice canary',
   });
+  if (webhook.status === 401) throw new KeyRefused();
   if (webhook.status !== 201) throw new Error(`Canary webhook creation answered ${webhook.status}; the next run tries again`);
   const saved = await deps.store.save({
     tenantId: state.tenantId,
@@ -212,17 +218,30 @@ async function receiverAnswers(deps: CanaryDeps, state: CanaryState): Promise<bo
   }
 }
 
-/** One scheduled run: publish one synthetic event. */
+/**
+ * One scheduled run: publish one synthetic event. A run whose tenant key is refused, at
+ * any step, gives the tenant a new key and ends there.
+ */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
-  let { state, apiKey } = await setUp(deps);
-  const webhook = await keepWebhook(deps, state, apiKey);
-  if (webhook === 'key refused') {
-    // This run ends here; the next publishes with the new key.
+  let tenantId: string | undefined;
+  try {
+    await publishOnce(deps, (id) => {
+      tenantId = id;
+    });
+  } catch (error) {
+    if (!(error instanceof KeyRefused) || tenantId === undefined) throw error;
+    // Refused before or after its webhook was made: this run ends here; the next goes on with the new key.
     deps.metrics.count('CanaryPublishFailed');
-    await renewKey(deps, state.tenantId, 'refused');
-    return;
+    await renewKey(deps, tenantId, 'refused');
   }
-  if (webhook === 'gone') ({ state, apiKey } = await setUp(deps));
+}
+
+/** The run itself: its setup, its webhook kept in service, and the event. `tenantIs` hears which tenant it runs as. */
+async function publishOnce(deps: CanaryDeps, tenantIs: (tenantId: string) => void): Promise<void> {
+  let { state, apiKey } = await setUp(deps, tenantIs);
+  const webhook = await keepWebhook(deps, state, apiKey);
+  if (webhook === 'key refused') throw new KeyRefused();
+  if (webhook === 'gone') ({ state, apiKey } = await setUp(deps, tenantIs));
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });

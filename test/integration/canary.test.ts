@@ -290,6 +290,31 @@ describe('the canary', () => {
     expect(await store.get()).toEqual(state);
   });
 
+  it('gives its tenant a new key when its own is refused before its webhook was made, and makes the webhook on the next run', async () => {
+    const { store, keys } = stores();
+    const state = await store.get();
+    const oldKey = await keys.get();
+    if (!state || !oldKey) throw new Error('no canary state');
+    // Its webhook not made yet (its receiver was down, say), and then an admin rotates its key.
+    await putItem({ tenantId: state.tenantId });
+    const rotated = await call(sandbox, 'POST', `/v1/admin/tenants/${state.tenantId}/rotate-key`, { key: sandbox.adminKey });
+    expect(rotated.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, AUTHORIZER_CACHE_MS + 100));
+
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    const renewed = await keys.get();
+    expect(renewed).toMatch(/^sk_/);
+    expect(renewed).not.toBe(oldKey);
+    expect(renewed).not.toBe(rotated.body.api_key);
+
+    const published = sandbox.metrics.total('CanaryPublished');
+    await runCanary(deps(`${receiver.url}/canary-ready`));
+    expect(sandbox.metrics.total('CanaryPublished')).toBe(published + 1);
+    const saved = await store.get();
+    expect(saved?.tenantId).toBe(state.tenantId);
+    expect(saved && hasWebhook(saved)).toBe(true);
+  });
+
   it('says what to do when its tenant is deleted', async () => {
     const { store } = stores();
     const state = await store.get();
