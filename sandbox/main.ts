@@ -1,6 +1,7 @@
 /** `npm start`: the sandbox on http://127.0.0.1:8787 (PORT), until Ctrl-C. */
 import { overridesFromEnv } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
+import { DataDirInUseError } from './data-dir.ts';
 import { type Sandbox, startSandbox, walkthrough } from './sandbox.ts';
 
 const port = Number(process.env.PORT || 8787);
@@ -28,6 +29,8 @@ try {
   }
   // A setting it was given that cannot be (SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why.
   if (error instanceof ConfigError) fail(error.message);
+  // Another sandbox on the same SLUICE_DATA_DIR: which process, and what to do.
+  if (error instanceof DataDirInUseError) fail(error.message);
   throw error;
 }
 

@@ -27,6 +27,7 @@ import { makeDeliveryHandler } from '../functions/delivery/process.ts';
 import { makeDistributorHandler } from '../functions/distributor/process.ts';
 import { AlarmEvaluator, type AlarmState } from './alarms.ts';
 import { startApiOnThread } from './api-thread.ts';
+import { claimDataDir } from './data-dir.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulatorsOnThread } from './emulators.ts';
 import { InMemoryMetrics } from './metrics.ts';
 import { type CallObserver, type ObservedService, observeCalls } from './observe.ts';
@@ -96,7 +97,12 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const notifier = new RecordingNotifier();
 
   const onFailure = options.onFailure ?? ((error: SandboxThreadError) => log.error('A sandbox thread stopped', { error }));
-  const emulators = await startEmulatorsOnThread(options.dataDir, onFailure);
+  // One sandbox per data folder: another one on it is refused here, with its process named.
+  const releaseDataDir = options.dataDir ? claimDataDir(options.dataDir) : () => {};
+  const emulators = await startEmulatorsOnThread(options.dataDir, onFailure).catch((error: unknown) => {
+    releaseDataDir();
+    throw error;
+  });
   const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
   const instrument = <C extends { middlewareStack: unknown }>(client: C, service: ObservedService): C => {
     if (options.onCall) observeCalls(client, service, options.onCall);
@@ -292,6 +298,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       // poller takes them until those turns are done (poller.ts, stop).
       for (const poller of pollers) await poller.stop();
       await emulators.stop();
+      releaseDataDir();
     },
   };
 }

@@ -302,6 +302,24 @@ describe('npm start with a setting that cannot be', () => {
 });
 
 describe('SLUICE_DATA_DIR', () => {
+  it('is refused to a second sandbox while one runs on it, in a sentence that names the first; it is free again once that one stops', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-data-'));
+    const first = await startSandbox({ port: 0, dataDir });
+    try {
+      const { code, errors } = await failedStart({ PORT: '0', SLUICE_DATA_DIR: dataDir });
+      expect(code).toBe(1);
+      expect(errors).toContain(`${dataDir} is in use by another sandbox (process ${process.pid})`);
+      expect(errors).not.toMatch(/^\s+at /m);
+    } finally {
+      await first.stop();
+    }
+    const second = await startSandbox({ port: 0, dataDir });
+    await second.stop();
+  }, 40_000);
+
   it('keeps tenants and their throttles across a restart', async () => {
     const { mkdtempSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
