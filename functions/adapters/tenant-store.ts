@@ -268,7 +268,9 @@ export class TenantStore {
 
   /**
    * The authorizer's read: which tenant a key hash belongs to, and its usage-plan key:
-   * none when the tenant's item names another key (it was rotated away).
+   * none when the tenant's item names another key (it was rotated away), or when it is
+   * being deleted (a deletion whose next step failed leaves the key's item and usage
+   * plan, and the tenant must be shut out all the same).
    * Both reads project only AUTHORIZER_ATTRIBUTES, all its role may read. Both are
    * strongly consistent: a key is used as soon as its tenant's creation answers, and a
    * replica that has not seen it yet would have it refused with a Deny, which API
@@ -290,12 +292,12 @@ export class TenantStore {
       new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
-        ProjectionExpression: '#id, #usage_key, #key_hash',
-        ExpressionAttributeNames: names('id', 'usage_key', 'key_hash'),
+        ProjectionExpression: '#id, #usage_key, #key_hash, #deleting_at',
+        ExpressionAttributeNames: names('id', 'usage_key', 'key_hash', 'deleting_at'),
         ConsistentRead: true,
       }),
     );
-    if (!tenant.Item) return undefined;
+    if (!tenant.Item || tenant.Item.deleting_at !== undefined) return undefined;
     // A tenant made before keys could be rotated names no key: its key item decides.
     const current = tenant.Item.key_hash;
     if (typeof current === 'string' && current !== hash) return undefined;

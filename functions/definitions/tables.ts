@@ -154,12 +154,13 @@ export const DISTRIBUTOR_CONTROL_ATTRIBUTES = [
 
 /**
  * The only attributes the authorizer reads (a key's tenant id, then that tenant's id,
- * usage-plan key and the hash of its one working key), and the only ones its role may:
+ * usage-plan key, the hash of its one working key and whether it is being deleted), and
+ * the only ones its role may:
  * webhook items, with their signing secrets, share the tenant's partition, which
  * LeadingKeys alone cannot keep them out of. Its reads name these in a projection
  * (adapters/tenant-store.ts).
  */
-export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash'] as const;
+export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash', 'deleting_at'] as const;
 
 /** A DynamoDB item operation, as the functions' code sends it (lib-dynamodb's commands). */
 export type TableAction = 'GetItem' | 'BatchGetItem' | 'Query' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'BatchWriteItem';

@@ -666,7 +666,7 @@ describe('operations', () => {
       {
         action: 'dynamodb:GetItem',
         leadingKeys: ['apikey#*', 'tenant#*'],
-        attributes: ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash'],
+        attributes: ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash', 'deleting_at'],
         select: 'SPECIFIC_ATTRIBUTES',
       },
     ]);

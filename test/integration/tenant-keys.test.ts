@@ -463,6 +463,33 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
     ).toEqual([]);
   });
 
+  it('shuts the tenant out though the step after its mark failed (its key and usage plan still there): the authorizer refuses a tenant being deleted', async () => {
+    const tenant = await createTenant(sandbox, 'half-deleted');
+    expect(await works(tenant.key)).toBe(200);
+    // DynamoDB fails the deletion of the key's item: the request answers 500 after the mark.
+    class FailingKeyDelete extends TenantStore {
+      override async deleteKey(): Promise<void> {
+        throw Object.assign(new Error('Internal server error'), { name: 'InternalServerError' });
+      }
+    }
+    const client = documentClient(sandbox.emulators.dynamo);
+    const deps = {
+      tenants: new FailingKeyDelete({ client, tableName: sandbox.wiring.controlTable }),
+      usagePlans: new LocalUsagePlans(),
+      now: Date.now,
+      webhooks: { list: async () => ({ data: [] }), delete: async () => {} },
+      switches: { list: async () => [], lift: async () => {} },
+    };
+    await expect(deleteTenant(deps, tenant.id)).rejects.toThrow('Internal server error');
+    expectError(await call(sandbox, 'GET', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey }), 404, 'not_found');
+    // Past the authorizer's cache, its key is refused, as a deleted tenant's is.
+    await sleep(CACHE_MS + 100);
+    expect(await works(tenant.key)).toBe(401);
+    expect((await publish(sandbox, tenant.key, [{ resource: 'x:1', type: 'a.b', data: 1 }])).status).toBe(401);
+    // The DELETE sent again finishes it.
+    expect((await call(sandbox, 'DELETE', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey })).status).toBe(204);
+  });
+
   it('goes on where a request out of time stopped; meanwhile the tenant is not found and gets nothing new', async () => {
     const tenant = await createTenant(sandbox, 'big');
     for (let i = 0; i < 3; i++) await createWebhook(sandbox, tenant.key, { resource: `big:${i}`, url: `${receiver.url}/big` });
