@@ -370,6 +370,30 @@ describe('two changes of limits at once', () => {
   });
 });
 
+describe('changes of limits that keep landing', () => {
+  it('answer 409 when the usage plan may not have the limits the tenant ends with, after three settings', async () => {
+    const tenant = await createTenant(sandbox, 'churned', { rate_per_second: 3, burst: 3 });
+    const store = new TenantStore({ client: documentClient(sandbox.emulators.dynamo), tableName: sandbox.wiring.controlTable });
+    const plans = new LocalUsagePlans();
+    let rate = 100;
+    const usagePlans = {
+      provision: plans.provision.bind(plans),
+      remove: plans.remove.bind(plans),
+      // Each setting is followed by another change of the item, by other requests.
+      setThrottle: async (provisioning: Record<string, string>, changed: Tenant) => {
+        await plans.setThrottle(provisioning, changed);
+        await store.update(tenant.id, { limits: { rate_per_second: ++rate } });
+      },
+    };
+    await expect(
+      updateTenant({ tenants: store, usagePlans, now: Date.now }, tenant.id, { limits: { rate_per_second: 40 } }),
+    ).rejects.toMatchObject({
+      code: 'conflict',
+    });
+    expect(rate).toBe(103);
+  });
+});
+
 describe('DELETE /v1/admin/tenants/{id}', () => {
   const remove = (id: string, key = sandbox.adminKey) => call(sandbox, 'DELETE', `/v1/admin/tenants/${id}`, { key });
 
