@@ -51,6 +51,17 @@ function goneAlready(error: unknown): void {
   if (!(error instanceof Error && error.name === 'NotFoundException')) throw error;
 }
 
+/**
+ * The stage's removal from a plan refused because the plan has it no more (a deletion
+ * sent again after one that removed it and then failed): API Gateway may answer a stage
+ * it does not find with a BadRequest rather than a NotFound. Taken as done: should the
+ * plan still have the stage, its deletion, next, is refused and says so.
+ */
+function stageGoneAlready(error: unknown): void {
+  if (error instanceof Error && error.name === 'BadRequestException') return;
+  goneAlready(error);
+}
+
 /** A creation refused as a duplicate on the SDK's second try or later: maybe of its own first try (see `sentAgain`). */
 function conflictOnRetry(error: unknown): boolean {
   return error instanceof Error && error.name === 'ConflictException' && sentAgain(error);
@@ -176,7 +187,7 @@ export class ApiGatewayUsagePlans implements UsagePlans {
                 patchOperations: [{ op: 'remove', path: '/apiStages', value: `${this.#restApiId}:${this.#stage}` }],
               }),
             )
-            .catch(goneAlready);
+            .catch(stageGoneAlready);
           done.add('apiStage');
         }
         await this.#client.send(new DeleteUsagePlanCommand({ usagePlanId: provisioning.usagePlanId })).catch(goneAlready);

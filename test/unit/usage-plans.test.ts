@@ -60,6 +60,10 @@ beforeAll(async () => {
         return json(200, { item: [...lost.plans, ...mine, { id: 'planOther', name: 'sluice-ten_other' }] });
       }
       if (req.method === 'PATCH' && req.url?.startsWith('/usageplans/planLost')) return json(200, { apiStages: [] });
+      // A plan whose stage an earlier removal took off: removing it again is a bad request.
+      if (req.method === 'PATCH' && req.url === '/usageplans/unstaged') {
+        return json(400, { message: 'Invalid API Stage specified' }, 'BadRequestException');
+      }
       if ((throttleNext[req.method ?? ''] ?? 0) > 0) {
         throttleNext[req.method ?? ''] = (throttleNext[req.method ?? ''] ?? 0) - 1;
         return json(429, { message: 'Too Many Requests' }, 'TooManyRequestsException');
@@ -170,6 +174,12 @@ describe('API Gateway usage plans', () => {
     calls.length = 0;
     await plans().remove({ apiKeyId: 'gone', usagePlanId: 'gone' });
     expect(calls).toEqual(['PATCH /usageplans/gone', 'DELETE /usageplans/gone', 'DELETE /apikeys/gone']);
+  });
+
+  it('goes on to delete a plan whose stage an earlier removal took off (API Gateway refuses removing it again as a bad request)', async () => {
+    calls.length = 0;
+    await plans().remove({ apiKeyId: 'gone', usagePlanId: 'unstaged' });
+    expect(calls).toEqual(['PATCH /usageplans/unstaged', 'DELETE /usageplans/unstaged', 'DELETE /apikeys/gone']);
   });
 
   it("sets a tenant's throttle on its own usage plan, to the limits it now has", async () => {
