@@ -152,6 +152,8 @@ export class Operations extends Construct {
     this.canary.function.addEnvironment(ENV.canaryKeySecretArn, this.canaryKeySecret.secretArn);
     this.canary.function.addEnvironment(ENV.apiUrl, props.api.url);
     this.canary.function.addEnvironment(ENV.canaryReceiverUrl, receiverUrl.url);
+    // A failed run is tried by the next one (see the reconciler's in pipeline.ts): no Lambda retries.
+    this.canary.function.configureAsyncInvoke({ retryAttempts: 0 });
     new Rule(this, 'CanarySchedule', {
       description: 'Publishes the sluice canary event',
       schedule: Schedule.rate(Duration.seconds(Math.max(60, props.config.canaryIntervalSeconds))),

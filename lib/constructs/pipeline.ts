@@ -64,6 +64,10 @@ export class Pipeline extends Construct {
       // The kill switches, and nothing else of the control table.
       .bindItems(props.control, ENV.controlTable, TABLE_ACCESS.reconciler.control)
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);
+    // A failed sweep is tried by the next one, on the schedule: Lambda's own retries of an
+    // asynchronous invocation would run it again beside the schedule's, and with a
+    // concurrency of 1 be throttled, which pages.
+    this.reconciler.function.configureAsyncInvoke({ retryAttempts: 0 });
     new Rule(this, 'ReconcileSchedule', {
       description: 'Runs the sluice reconciler',
       schedule: Schedule.rate(Duration.seconds(Math.max(60, props.config.reconcileIntervalSeconds))),
