@@ -260,6 +260,17 @@ export class Api extends Construct {
       validationRegex: AUTHORIZATION_HEADER_PATTERN,
       resultsCacheTtl: Duration.seconds(AUTHORIZER_CACHE_SECONDS),
     });
+    // A change of the authorizer reaches the stage only with a new deployment: its settings
+    // are part of the deployment's identity (as the feature flag authorizerChangeDeploymentLogicalId,
+    // set in cdk.json, makes them; an app that embeds this construct may not set it).
+    this.restApi.latestDeployment?.addToLogicalId({
+      authorizer: {
+        identitySource: 'method.request.header.Authorization',
+        validationRegex: AUTHORIZATION_HEADER_PATTERN,
+        cacheSeconds: AUTHORIZER_CACHE_SECONDS,
+        handler: this.authorizerFunction.function.functionArn,
+      },
+    });
 
     const integration = new LambdaIntegration(fn);
     // HEAD too, for uptime checks: API Gateway answers no method it is not given, and a

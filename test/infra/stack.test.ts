@@ -213,6 +213,19 @@ describe('functions', () => {
     }
   });
 
+  it("deploys a change of the authorizer to the stage: cdk.json puts the authorizer's settings in the API deployment's identity", async () => {
+    const { readFileSync } = await import('node:fs');
+    const flag = '@aws-cdk/aws-apigateway:authorizerChangeDeploymentLogicalId';
+    const fromCdkJson = JSON.parse(readFileSync('cdk.json', 'utf8')).context as Record<string, unknown>;
+    const deploymentId = (context: Record<string, unknown>) => {
+      const stack = new Stack(new App({ context: { ...context, ...NO_BUNDLING } }), 'Flagged');
+      new Sluice(stack, 'S');
+      return Object.keys(Template.fromStack(stack).findResources('AWS::ApiGateway::Deployment'))[0];
+    };
+    expect(fromCdkJson[flag]).toBe(true);
+    expect(deploymentId(fromCdkJson)).not.toBe(deploymentId({ ...fromCdkJson, [flag]: false }));
+  });
+
   it('refuses an invalid config, listing every problem', () => {
     const app = new App({ context: NO_BUNDLING });
     const stack = new Stack(app, 'Bad');
