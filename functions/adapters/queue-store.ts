@@ -16,6 +16,8 @@ import { applied, batchWrite, epochSeconds, isConditionFailure, names, queryPage
 const META_SK = 'meta';
 const SLOT_PREFIX = 'e#';
 const SLOT_DIGITS = 15;
+/** How many BatchGetItem requests readMetas has under way at once. */
+const READ_METAS_AT_ONCE = 8;
 
 function objectPk(key: ObjectKey): string {
   // Resource ids cannot contain '#', so this key is unambiguous.
@@ -795,8 +797,10 @@ export class QueueStore {
   }
 
   /**
-   * Reads many meta items, 100 per request: strongly consistent unless `consistent` is
-   * false, for half the read units where an answer up to a second old does no harm.
+   * Reads many meta items, 100 per request and up to READ_METAS_AT_ONCE requests at a
+   * time (the reconciler reads every listed object each run): strongly consistent unless
+   * `consistent` is false, for half the read units where an answer up to a second old
+   * does no harm.
    */
   async readMetas(
     keys: readonly ObjectKey[],
@@ -804,8 +808,10 @@ export class QueueStore {
   ): Promise<Array<{ key: ObjectKey; meta: QueueMeta }>> {
     const found: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
     let unread = 0;
-    for (let i = 0; i < keys.length; i += 100) {
-      let request: Record<string, unknown>[] = keys.slice(i, i + 100).map((k) => ({ pk: objectPk(k), sk: META_SK }));
+    const batches: ObjectKey[][] = [];
+    for (let i = 0; i < keys.length; i += 100) batches.push(keys.slice(i, i + 100));
+    const readBatch = async (batch: readonly ObjectKey[]) => {
+      let request: Record<string, unknown>[] = batch.map((k) => ({ pk: objectPk(k), sk: META_SK }));
       for (let attempt = 0; request.length > 0 && attempt < 6; attempt++) {
         if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
         const result = await this.#client.send(
@@ -815,7 +821,8 @@ export class QueueStore {
         request = (result.UnprocessedKeys?.[this.#table]?.Keys as Record<string, unknown>[] | undefined) ?? [];
       }
       unread += request.length;
-    }
+    };
+    for (let i = 0; i < batches.length; i += READ_METAS_AT_ONCE) await Promise.all(batches.slice(i, i + READ_METAS_AT_ONCE).map(readBatch));
     // What DynamoDB still left unread (throttled) is left out; a caller that must see every
     // object (a lift ringing them) asks for `complete`, and fails rather than miss some.
     if (options.complete && unread > 0) throw new Error(`DynamoDB left ${unread} of ${keys.length} objects unread; try again`);

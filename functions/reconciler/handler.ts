@@ -24,7 +24,7 @@ const deps = reconcilerDeps({
 export const handler = async (_event: unknown, context: Context) => {
   logger.addContext(context);
   try {
-    const report = await reconcile(deps);
+    const report = await reconcile({ ...deps, timeLeftMs: () => context.getRemainingTimeInMillis() });
     logger.info('Reconciled', { ...report });
     return report;
   } finally {

@@ -16,7 +16,7 @@ import { INLINE_MAX_BYTES, QueueStore, type QuietSnapshot, slotItemKey } from '.
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { type EventResult, publish } from '../../functions/app/ingest.ts';
-import { deepestQueues, INDEX_LINGER_MS, reconcile } from '../../functions/app/reconciler.ts';
+import { deepestQueues, INDEX_LINGER_MS, RECONCILE_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
@@ -2179,6 +2179,31 @@ describe('reconciler', () => {
     // The switches' rings pick objects by what they read: strongly, as before.
     await queues.readMetas([k]);
     expect(reads.at(-1)).toBe(true);
+  });
+
+  it("re-rings and reports first, and unlists idle objects only while the run has time: what is left is the next run's", async () => {
+    const [idle, stuck] = [key(), key()];
+    const t0 = Date.now();
+    // An idle object, drained long ago; a stuck one, reserved and never rung.
+    await publish(ingestDeps([]), idle.tenantId, [input(idle.resource, 1)]);
+    await recordingDistributor().distributor.runTurn(idle, 'w');
+    const later = () => t0 + INDEX_LINGER_MS + 60_000;
+    await reserveSlots(stuck, 1, later() - 5_000);
+    const rings: string[] = [];
+    const counted = new Map<string, number>();
+    const outOfTime = {
+      ...reconcilerFor(rings, later),
+      metrics: { count: (name: string, value = 1) => void counted.set(name, value) },
+      timeLeftMs: () => RECONCILE_MARGIN_MS - 1,
+    };
+    const report = await reconcile(outOfTime);
+    expect(rings.filter((ring) => ring.startsWith(`${stuck.resource}:`))).toHaveLength(1);
+    expect(counted.get('StuckObjectsRerung')).toBe(report.rerung);
+    expect(report.unlisted).toBe(0);
+    expect((await store.scheduledObjects()).map((o) => o.resource)).toContain(idle.resource);
+    // A run with time takes it off the index.
+    expect((await reconcile(reconcilerFor([], later))).unlisted).toBeGreaterThanOrEqual(1);
+    expect((await store.scheduledObjects()).map((o) => o.resource)).not.toContain(idle.resource);
   });
 
   it('keeps an idle object owing a gap marker listed past the linger, so a later sweep still finds it', async () => {
