@@ -154,6 +154,8 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
     // an unexpected error and SQS would deliver it again and again).
     let timer: NodeJS.Timeout | undefined;
     let current: http.ClientRequest | undefined;
+    // The answer under way on `current` once its status line came: what the timer reports if the body is late.
+    let answer: (() => Omit<SendResult, 'durationMs'>) | undefined;
     const finish = (result: Omit<SendResult, 'durationMs'>) => {
       if (settled) return;
       settled = true;
@@ -176,6 +178,7 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
         return;
       }
       current = req;
+      answer = undefined;
       let answered = false;
       req.on('error', (error: NodeJS.ErrnoException) => {
         // A kept connection that the subscriber closed while it sat idle: nothing was
@@ -188,15 +191,16 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
         answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
-        const done = () => {
+        answer = () => {
           const retryAfter = res.headers['retry-after'];
-          finish({
+          return {
             statusCode: res.statusCode,
             error: undefined,
             retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
             responseSnippet: Buffer.concat(chunks).toString('utf8').slice(0, 200),
-          });
+          };
         };
+        const done = () => finish((answer as () => Omit<SendResult, 'durationMs'>)());
         res.on('data', (chunk: Buffer) => {
           if (size < MAX_RESPONSE_BYTES) chunks.push(chunk.subarray(0, MAX_RESPONSE_BYTES - size));
           size += chunk.length;
@@ -212,7 +216,14 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
       req.end(request.body);
     };
     timer = setTimeout(() => {
-      finish({ statusCode: undefined, error: `no answer within ${request.timeoutMs} ms`, retryAfter: undefined, responseSnippet: '' });
+      // An endpoint that sent its status in time answered, however slowly its body comes:
+      // a 2xx is a delivery, not a timeout to send again.
+      const sent = answer?.();
+      finish(
+        sent?.statusCode !== undefined
+          ? sent
+          : { statusCode: undefined, error: `no answer within ${request.timeoutMs} ms`, retryAfter: undefined, responseSnippet: '' },
+      );
       current?.destroy();
     }, request.timeoutMs);
     post();

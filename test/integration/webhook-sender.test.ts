@@ -140,3 +140,28 @@ describe('webhook sender connections', () => {
     expect(subscriber.connections).toBe(2);
   });
 });
+
+describe('webhook sender timeouts', () => {
+  it('takes a status sent in time for the answer, though the body after it is still coming at the timeout', async () => {
+    // 200 and the first bytes of its body at once; the rest never comes.
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('ab');
+      });
+    });
+    const url = await listen(server);
+    const send = makeSender({ allowPrivateTargets: true });
+    const result = await send({ ...request(url), timeoutMs: 500 });
+    expect(result).toMatchObject({ statusCode: 200, error: undefined, responseSnippet: 'ab' });
+  });
+
+  it('reports no answer when not even the status came within the timeout', async () => {
+    const server = http.createServer((req) => req.resume());
+    const url = await listen(server);
+    const send = makeSender({ allowPrivateTargets: true });
+    const result = await send({ ...request(url), timeoutMs: 300 });
+    expect(result).toMatchObject({ statusCode: undefined, error: 'no answer within 300 ms' });
+  });
+});
