@@ -75,15 +75,38 @@ export class InexactInteger {
   }
 }
 
-/** A run of digits this long may be an integer a double rounds (2^53 has 16 digits); a body with none is parsed the quick way. */
-const LONG_DIGITS = /\d{16}/;
+/**
+ * Sixteen significant digits, a decimal point among them or not, may be an integer a
+ * double rounds (2^53 has 16 digits); a body with none is parsed the quick way.
+ */
+const LONG_DIGITS = /\d(?:\.?\d){15}/;
 
-/** JSON.parse's reviver, given each value's source text (ES2025): marks the integers a double rounds. */
+/**
+ * The integer a JSON number's text stands for, however it is written (`12`, `12.0`,
+ * `1.2e1`), or undefined when it stands for no integer (or for one too large to matter:
+ * past 1e400 a double holds nothing finite).
+ */
+function integerOf(source: string): bigint | undefined {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(source);
+  if (!match) return undefined;
+  const [, sign = '', whole = '', fraction = '', exponent = '0'] = match;
+  const digits = whole + fraction;
+  const scale = Number(exponent) - fraction.length;
+  if (scale > 400) return undefined;
+  if (scale >= 0) return BigInt(sign + digits + '0'.repeat(scale));
+  const kept = digits.length + scale;
+  // The digits past the point must all be 0 for an integer.
+  if (/[^0]/.test(kept > 0 ? digits.slice(kept) : digits)) return undefined;
+  return BigInt(sign + (kept > 0 ? digits.slice(0, kept) : '0'));
+}
+
+/** JSON.parse's reviver, given each value's source text (ES2025): marks the integers a double rounds, however written. */
 function markInexactIntegers(_key: string, value: unknown, context?: { source?: string }): unknown {
   if (typeof value !== 'number' || Number.isSafeInteger(value) || !Number.isFinite(value)) return value;
   const source = context?.source;
-  if (source === undefined || !/^-?\d+$/.test(source)) return value;
-  return BigInt(source) === BigInt(value) ? value : new InexactInteger(source);
+  const exact = source === undefined ? undefined : integerOf(source);
+  if (exact === undefined || !Number.isInteger(value)) return value;
+  return exact === BigInt(value) ? value : new InexactInteger(source as string);
 }
 
 /** Parses a JSON body, rejecting anything that is not an object. */
@@ -93,7 +116,10 @@ export function parseJsonObject(text: string): Json {
     parsed = LONG_DIGITS.test(text)
       ? JSON.parse(text, markInexactIntegers as (this: unknown, key: string, value: unknown) => unknown)
       : JSON.parse(text);
-  } catch {
+  } catch (error) {
+    // The reviver recurses: a body nested thousands deep overflows it, where JSON.parse alone would not.
+    if (error instanceof RangeError)
+      throw new ValidationError([`the body must nest arrays and objects at most ${MAX_DATA_DEPTH} levels deep`]);
     throw new ValidationError(['the body is not valid JSON']);
   }
   if (!isObject(parsed)) throw new ValidationError(['the body must be a JSON object']);

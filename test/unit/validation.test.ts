@@ -99,6 +99,23 @@ describe('parsing a body', () => {
       'events[0].data must hold only integers a JSON double keeps exactly (all up to 2^53 = 9007199254740992); send larger ones as strings',
     ]);
   });
+
+  it('marks an integer a double would round however it is written: with a fraction of zeros, or an exponent', () => {
+    const parsed = parseJsonObject(
+      '{"a":12345678901234567890.0,"b":1.2345678901234567890e19,"c":9007199254740993e0,"d":9.007199254740993e15,"e":1.0e21,"f":12345678901234567.5,"g":1e400}',
+    );
+    expect(parsed.a).toEqual(new InexactInteger('12345678901234567890.0'));
+    expect(parsed.b).toEqual(new InexactInteger('1.2345678901234567890e19'));
+    expect(parsed.c).toEqual(new InexactInteger('9007199254740993e0'));
+    expect(parsed.d).toEqual(new InexactInteger('9.007199254740993e15'));
+    // Exact in a double (1e21), or no integer at all (the double rounds 12345678901234567.5 to 12345678901234568): as JSON.parse gives them.
+    expect(parsed).toMatchObject({ e: 1e21, f: 12345678901234568, g: Number.POSITIVE_INFINITY });
+  });
+
+  it('says a body nested thousands deep is too deep, not that it is not JSON', () => {
+    const deep = `{"id":"1234567890123456","data":${'['.repeat(5_000)}${']'.repeat(5_000)}}`;
+    expect(problems(() => parseJsonObject(deep))).toEqual(['the body must nest arrays and objects at most 32 levels deep']);
+  });
 });
 
 describe('webhook validation', () => {
