@@ -116,7 +116,15 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
   if (!/^application\/json\s*(?:;|$)/i.test(type)) {
     throw new ApiError('invalid_request', 'Send the body as JSON with content-type: application/json.');
   }
-  const bytes = length !== undefined ? new Uint8Array(await c.req.raw.arrayBuffer()) : await readCounted(c, tooLarge);
+  let bytes: Uint8Array;
+  try {
+    bytes = length !== undefined ? new Uint8Array(await c.req.raw.arrayBuffer()) : await readCounted(c, tooLarge);
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    // The client stopped sending (its connection closed mid-body): its own trouble, no
+    // server error (which would page as ingest-5xx). In AWS API Gateway has the whole body first.
+    throw new ApiError('invalid_request', 'The request body ended before all of it came; send it again.');
+  }
   // The declared length is the body's (Node's parser reads no further; hono's Lambda
   // adapter sets it from the body API Gateway passed): checked again all the same.
   if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();

@@ -3,6 +3,7 @@
  * tenant can never see, change or receive another's webhooks or events.
  */
 import http from 'node:http';
+import net from 'node:net';
 import { DeleteTableCommand } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
@@ -86,6 +87,27 @@ describe('bad input', () => {
       setTimeout(() => reject(new Error('no answer before the body ended')), 5_000).unref();
     });
     expectError({ status: answer.status, headers: new Headers(), body: JSON.parse(answer.body) }, 413, 'payload_too_large');
+  });
+
+  it("answers a body whose client hung up before the end of it as the client's trouble, not a server error that pages", async () => {
+    const errors = () => sandbox.metrics.points('api:5XXError', 0, Number.MAX_SAFE_INTEGER).length;
+    const before = errors();
+    const url = new URL(sandbox.url);
+    // 11 of the 1,000 bytes it declares, and the connection closed.
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(Number(url.port), url.hostname, () => {
+        socket.write(
+          `POST /v1/events HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${a.key}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"events":[`,
+          () => {
+            socket.destroy();
+            resolve();
+          },
+        );
+      });
+      socket.on('error', reject);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(errors()).toBe(before);
   });
 
   it('stores nothing from a request with one bad event among good ones', async () => {
