@@ -50,12 +50,18 @@ async function call(
 const post = (url: string, key: string, body: unknown) => call('POST', url, key, body);
 
 /** The canary tenant's key was refused (an admin rotated it, say): the run gives it a new one and ends. */
-class KeyRefused extends Error {}
+class KeyRefused extends Error {
+  readonly tenantId: string;
+  constructor(tenantId: string) {
+    super(`The canary tenant ${tenantId}'s API key was refused`);
+    this.tenantId = tenantId;
+  }
+}
 
 /** Deletes the canary tenant's webhooks: before its one webhook is made, any there are orphans. */
-async function deleteOrphans(deps: CanaryDeps, apiKey: string): Promise<void> {
+async function deleteOrphans(deps: CanaryDeps, tenantId: string, apiKey: string): Promise<void> {
   const listed = await call('GET', `${deps.apiUrl}/v1/webhooks`, apiKey);
-  if (listed.status === 401) throw new KeyRefused();
+  if (listed.status === 401) throw new KeyRefused(tenantId);
   if (listed.status !== 200) throw new Error(`Canary webhook listing answered ${listed.status}; the next run tries again`);
   for (const webhook of (listed.json.data as Array<{ id: string }> | undefined) ?? []) {
     const deleted = await call('DELETE', `${deps.apiUrl}/v1/webhooks/${webhook.id}`, apiKey);
@@ -99,20 +105,19 @@ async function tenant(deps: CanaryDeps): Promise<{ state: CanaryTenant | CanaryS
  * each time): its tenant, then its webhook. A new API key can take a while to work at
  * API Gateway: until it does, the webhook step fails and the next run tries again.
  */
-async function setUp(deps: CanaryDeps, tenantIs: (tenantId: string) => void): Promise<{ state: CanaryState; apiKey: string }> {
+async function setUp(deps: CanaryDeps): Promise<{ state: CanaryState; apiKey: string }> {
   const { state, apiKey } = await tenant(deps);
-  tenantIs(state.tenantId);
   if (hasWebhook(state)) return { state, apiKey };
   // A webhook an earlier run made but could not save (its answer was lost) signs with a
   // secret nobody kept: the receiver would refuse it until it is disabled, which pages.
-  await deleteOrphans(deps, apiKey);
+  await deleteOrphans(deps, state.tenantId, apiKey);
   const webhook = await post(`${deps.apiUrl}/v1/webhooks`, apiKey, {
     resource: CANARY_RESOURCE,
     url: deps.receiverUrl,
     types: ['sluice_canary.*'],
     description: 'sluice canary',
   });
-  if (webhook.status === 401) throw new KeyRefused();
+  if (webhook.status === 401) throw new KeyRefused(state.tenantId);
   if (webhook.status !== 201) throw new Error(`Canary webhook creation answered ${webhook.status}; the next run tries again`);
   const saved = await deps.store.save({
     tenantId: state.tenantId,
@@ -131,12 +136,12 @@ async function setUp(deps: CanaryDeps, tenantIs: (tenantId: string) => void): Pr
  * deliveries test the pipeline, not a customer's endpoint: every run asks for them again,
  * which releases what it held. A webhook deleted by hand is forgotten, and made again;
  * one whose URL is not the receiver's any more is moved to it.
- * Answers whether the webhook is there (`gone` when it is not), or that the key was refused.
+ * Answers whether the webhook is there (`gone` when it is not); a refused key is KeyRefused.
  */
-async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string): Promise<'kept' | 'gone' | 'key refused'> {
+async function keepWebhook(deps: CanaryDeps, state: CanaryState, apiKey: string): Promise<'kept' | 'gone'> {
   const url = `${deps.apiUrl}/v1/webhooks/${state.webhookId}`;
   const found = await call('GET', url, apiKey);
-  if (found.status === 401) return 'key refused';
+  if (found.status === 401) throw new KeyRefused(state.tenantId);
   if (found.status === 404) {
     await deps.store.forgetWebhook(state.webhookId);
     deps.logger.warn('Canary webhook is gone: making another', { tenant: state.tenantId, webhook: state.webhookId });
@@ -223,25 +228,20 @@ async function receiverAnswers(deps: CanaryDeps, state: CanaryState): Promise<bo
  * any step, gives the tenant a new key and ends there.
  */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
-  let tenantId: string | undefined;
   try {
-    await publishOnce(deps, (id) => {
-      tenantId = id;
-    });
+    await publishOnce(deps);
   } catch (error) {
-    if (!(error instanceof KeyRefused) || tenantId === undefined) throw error;
+    if (!(error instanceof KeyRefused)) throw error;
     // Refused before or after its webhook was made: this run ends here; the next goes on with the new key.
     deps.metrics.count('CanaryPublishFailed');
-    await renewKey(deps, tenantId, 'refused');
+    await renewKey(deps, error.tenantId, 'refused');
   }
 }
 
-/** The run itself: its setup, its webhook kept in service, and the event. `tenantIs` hears which tenant it runs as. */
-async function publishOnce(deps: CanaryDeps, tenantIs: (tenantId: string) => void): Promise<void> {
-  let { state, apiKey } = await setUp(deps, tenantIs);
-  const webhook = await keepWebhook(deps, state, apiKey);
-  if (webhook === 'key refused') throw new KeyRefused();
-  if (webhook === 'gone') ({ state, apiKey } = await setUp(deps, tenantIs));
+/** The run itself: its setup, its webhook kept in service, and the event. */
+async function publishOnce(deps: CanaryDeps): Promise<void> {
+  let { state, apiKey } = await setUp(deps);
+  if ((await keepWebhook(deps, state, apiKey)) === 'gone') ({ state, apiKey } = await setUp(deps));
   const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
     events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
   });

@@ -58,9 +58,6 @@ export async function getTenant(deps: Pick<TenantServiceDeps, 'tenants'>, tenant
   return tenantView(tenant);
 }
 
-/** Thrown inside updateTenant when its rounds ran out with the tenant's limits still changing. */
-class LimitsStillChanging extends Error {}
-
 /** How many times a change sets the tenant's usage plan while other changes keep landing. */
 const MAX_THROTTLE_ROUNDS = 3;
 
@@ -78,30 +75,29 @@ export async function updateTenant(deps: TenantServiceDeps, tenantId: string, ch
   const { provisioning } = updated;
   let { tenant } = updated;
   if (change.limits?.rate_per_second !== undefined || change.limits?.burst !== undefined) {
+    let settled = false;
     try {
       // Two changes at once may set the plan in the other order than they wrote the item:
       // the item is read again after each setting, until the plan has what it says.
-      let settled = false;
       for (let round = 0; round < MAX_THROTTLE_ROUNDS && !settled; round++) {
         await deps.usagePlans.setThrottle(provisioning, tenant);
         const now = await deps.tenants.get(tenantId);
         settled = !now || sameThrottle(now, tenant);
         if (!settled && now) tenant = now;
       }
-      // Changes kept landing: the plan may have any of them. Said so, never answered as done.
-      if (!settled) throw new LimitsStillChanging();
     } catch (error) {
-      if (error instanceof LimitsStillChanging) {
-        throw new ApiError(
-          'conflict',
-          "Other changes of this tenant's limits kept landing while its API throttle was set; its limits are stored, send the same request again to set the throttle from them.",
-        );
-      }
       deps.logger?.error("A tenant's new limits are stored but its usage plan was not changed", { tenant: tenantId, error });
       const throttled = error instanceof Error && error.name === 'TooManyRequestsException';
       throw throttled
         ? new ApiError('rate_limited', 'API Gateway is throttling changes to usage plans; send the same request again shortly.', 2)
         : new ApiError('internal', "The tenant's limits are stored but its API throttle is not changed yet; send the same request again.");
+    }
+    // Changes kept landing: the plan may have any of them. Said so, never answered as done.
+    if (!settled) {
+      throw new ApiError(
+        'conflict',
+        "Other changes of this tenant's limits kept landing while its API throttle was set; its limits are stored, send the same request again to set the throttle from them.",
+      );
     }
   }
   return tenantView(tenant);
