@@ -191,7 +191,7 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
         answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
-        answer = () => {
+        const reply = () => {
           const retryAfter = res.headers['retry-after'];
           return {
             statusCode: res.statusCode,
@@ -200,7 +200,8 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
             responseSnippet: Buffer.concat(chunks).toString('utf8').slice(0, 200),
           };
         };
-        const done = () => finish((answer as () => Omit<SendResult, 'durationMs'>)());
+        answer = reply;
+        const done = () => finish(reply());
         res.on('data', (chunk: Buffer) => {
           if (size < MAX_RESPONSE_BYTES) chunks.push(chunk.subarray(0, MAX_RESPONSE_BYTES - size));
           size += chunk.length;

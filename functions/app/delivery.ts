@@ -429,13 +429,7 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
       }
       const updated = await applyHealth(deps, webhook, { type: 'failure', now, statusCode: result.statusCode, error: describe(result) });
       if (!deliversTo(updated.health)) return hold(deps, updated, { ...message, attempt: message.attempt + 1 });
-      const wait = retryDelaySeconds(
-        { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
-        attemptsSpent(message),
-        failureOf(result),
-        now,
-        deps.random,
-      );
+      const wait = nextAttemptWait(deps, message, result, now);
       if (wait === undefined) {
         // Deleted while this attempt waited for its answer: no dead letter (nor a page) for a webhook that is gone.
         if (await deletedSince(deps, webhook)) return dropForDeleted(deps, message);
@@ -452,6 +446,17 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
       return 'retrying';
     }
   }
+}
+
+/** How long a delivery waits after this failed attempt (the retry schedule), or undefined after its last. */
+function nextAttemptWait(deps: DeliveryDeps, message: DeliveryMessage, result: SendResult, now: number): number | undefined {
+  return retryDelaySeconds(
+    { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
+    attemptsSpent(message),
+    failureOf(result),
+    now,
+    deps.random,
+  );
 }
 
 /**
@@ -1033,13 +1038,7 @@ async function spendHeldAttempt(
   let left = 0;
   for (const held of items) {
     const next = { ...held.message, attempt: held.message.attempt + 1 };
-    const wait = retryDelaySeconds(
-      { scheduleSeconds: deps.config.retryScheduleSeconds, jitter: deps.config.retryJitter },
-      attemptsSpent(held.message),
-      failureOf(result),
-      now,
-      deps.random,
-    );
+    const wait = nextAttemptWait(deps, held.message, result, now);
     if (wait !== undefined && !deliversTo(webhook.health)) {
       await deps.records.holdAgain(webhook.id, held.sk, next);
       continue;
