@@ -86,7 +86,7 @@ export const OWED_GAPS_PER_STEP = 100;
  * How long an overflow count outlives its last event: a drop or a disable may last
  * longer than the retention period, and its marker is owed at its end.
  */
-export const OVERFLOW_KEEP_MS = 366 * 86_400_000;
+const OVERFLOW_KEEP_MS = 366 * 86_400_000;
 
 /**
  * Asks made under one key within TAKE_LINGER_MS (the records of one invocation) share
