@@ -333,10 +333,11 @@ export class DeliveryRecords {
   }
 
   /**
-   * The first `limit` held items in release order: the live ones, and apart those
-   * past the retention period (TTL deletes late), which the caller removes and counts.
+   * The first `limit` held items in release order (fewer when they pass DynamoDB's 1 MB
+   * page): the live ones, and apart those past the retention period (TTL deletes late),
+   * which the caller removes and counts; `more` when items past the page are held.
    */
-  async heldPage(webhookId: string, limit: number, now: number): Promise<{ live: HeldDelivery[]; expired: HeldDelivery[] }> {
+  async heldPage(webhookId: string, limit: number, now: number): Promise<{ live: HeldDelivery[]; expired: HeldDelivery[]; more: boolean }> {
     const result = await this.#client.send(
       new QueryCommand({
         TableName: this.#table,
@@ -347,7 +348,7 @@ export class DeliveryRecords {
         Limit: limit,
       }),
     );
-    const page = { live: [] as HeldDelivery[], expired: [] as HeldDelivery[] };
+    const page = { live: [] as HeldDelivery[], expired: [] as HeldDelivery[], more: result.LastEvaluatedKey !== undefined };
     for (const item of result.Items ?? []) {
       const held = { sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage };
       (Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now ? page.live : page.expired).push(held);

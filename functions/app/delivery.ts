@@ -117,7 +117,8 @@ export type DeliveryOutcome =
 
 /** How often a healthy endpoint's last success time is written at most. */
 const SUCCESS_WRITE_INTERVAL_MS = 60_000;
-const RELEASE_PAGE = 100;
+/** Held items a release step reads at once (DynamoDB's 1 MB page may give fewer). */
+const RELEASE_PAGE = 500;
 /** How long a held count may find nothing held before it is taken as drifted (a hold's two writes take milliseconds). */
 const HELD_COUNT_SETTLE_MS = 30_000;
 /**
@@ -888,59 +889,74 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay((webhook.notBefore - now) / 1000).delaySeconds);
     return 'released';
   }
-  const page = await deps.records.heldPage(webhook.id, Math.min(RELEASE_PAGE, deps.config.endpointRatePerSecond), now);
-  if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now);
   // Held first attempts go out together, up to a delivery's limits (a backlog of
   // one-event parts would otherwise take a POST each); each resource keeps its order.
-  let offset = 0;
+  // The endpoint's rate caps a step's POSTs, not its parts: a step capped at a page of
+  // parts could not keep up with a webhook on a parent whose children change faster
+  // than that, whose new deliveries are held behind the release until it ends, and
+  // would fill the held cap (and drop into gap markers) with the endpoint healthy.
+  let posts = 0;
+  let stepped = false;
   const startedAt = deps.now();
-  for (const group of packHeld(page.live.map((held) => held.message))) {
-    // A step sends while it is young, so even an endpoint answering each POST just
-    // before the timeout cannot keep it past the function's own timeout; the rest of
-    // the page stays held for the next step.
-    if (deps.now() - startedAt >= deps.config.deliveryTimeoutMs) break;
-    const items = page.live.slice(offset, offset + group.length);
-    offset += group.length;
-    const delivery = releaseDelivery(group);
-    const result = await attempt(deps, webhook, delivery);
-    if (decideAttempt(result.statusCode) === 'delivered') {
-      const webhookId = webhook.id;
-      // Only what this release removed leaves the count (a release that ran twice removes nothing).
-      const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
-      if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
-      deps.metrics.count('EventsDelivered', eventCount(delivery.events));
-      deps.metrics.count('DeliveriesReleased', items.length);
-      // A step that failed made the endpoint failing; this success ends that, as any delivery's does.
-      if (webhook.health.state === 'failing') webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
-      continue;
-    }
-    const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
-    if (asked !== undefined && items.every((held) => waitsFree(held.message))) {
-      // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
-      // each delivery sent, but no failure and none of their budgets spent. They stay
-      // held as their next attempts, and the chain steps on once the wait is over.
-      const webhookId = webhook.id;
-      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, afterFreeWait(held.message))));
-      await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay(asked).delaySeconds);
+  const young = () => deps.now() - startedAt < deps.config.deliveryTimeoutMs;
+  for (let more = true; more && posts < deps.config.endpointRatePerSecond && young(); ) {
+    const page = await deps.records.heldPage(webhook.id, RELEASE_PAGE, now);
+    if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now);
+    if (page.live.length > 0 || page.expired.length > 0) stepped = true;
+    more = page.more && page.live.length + page.expired.length > 0;
+    let offset = 0;
+    for (const group of packHeld(page.live.map((held) => held.message))) {
+      // A step sends while it is young, so even an endpoint answering each POST just
+      // before the timeout cannot keep it past the function's own timeout; the rest
+      // stays held for the next step, as does what is past the endpoint's rate.
+      if (posts >= deps.config.endpointRatePerSecond || !young()) {
+        more = false;
+        break;
+      }
+      const items = page.live.slice(offset, offset + group.length);
+      offset += group.length;
+      posts += 1;
+      const delivery = releaseDelivery(group);
+      const result = await attempt(deps, webhook, delivery);
+      if (decideAttempt(result.statusCode) === 'delivered') {
+        const webhookId = webhook.id;
+        // Only what this release removed leaves the count (a release that ran twice removes nothing).
+        const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
+        if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
+        deps.metrics.count('EventsDelivered', eventCount(delivery.events));
+        deps.metrics.count('DeliveriesReleased', items.length);
+        // A step that failed made the endpoint failing; this success ends that, as any delivery's does.
+        if (webhook.health.state === 'failing') webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
+        continue;
+      }
+      const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
+      if (asked !== undefined && items.every((held) => waitsFree(held.message))) {
+        // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
+        // each delivery sent, but no failure and none of their budgets spent. They stay
+        // held as their next attempts, and the chain steps on once the wait is over.
+        const webhookId = webhook.id;
+        await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, afterFreeWait(held.message))));
+        await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay(asked).delaySeconds);
+        return 'released';
+      }
+      // The endpoint failed again: count it; a new quarantine's probes will restart the release.
+      webhook = await applyHealth(
+        deps,
+        webhook,
+        result.statusCode === 410
+          ? { type: 'gone', now, statusCode: 410 }
+          : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
+      );
+      await spendHeldAttempt(deps, webhook, items, result, now);
+      if (deliversTo(webhook.health)) {
+        const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
+        await deps.queue.send([message], Math.min(900, Math.max(1, wait)));
+      }
       return 'released';
     }
-    // The endpoint failed again: count it; a new quarantine's probes will restart the release.
-    webhook = await applyHealth(
-      deps,
-      webhook,
-      result.statusCode === 410
-        ? { type: 'gone', now, statusCode: 410 }
-        : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
-    );
-    await spendHeldAttempt(deps, webhook, items, result, now);
-    if (deliversTo(webhook.health)) {
-      const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
-      await deps.queue.send([message], Math.min(900, Math.max(1, wait)));
-    }
-    return 'released';
   }
-  if (page.live.length > 0 || page.expired.length > 0) {
-    // The next page a second later: at most one page per second per endpoint.
+  if (stepped) {
+    // The next step a second later: at most a second's POSTs per second per endpoint.
     await deps.queue.send([{ ...message, emptySince: undefined }], 1);
     return 'released';
   }
