@@ -138,6 +138,7 @@ export function validatePublish(body: Json): EventInput[] {
   const keysSeen = new Set<string>();
   events.forEach((event: unknown, index) => {
     const at = `events[${index}].`;
+    const problemsBefore = problems.length;
     if (!isObject(event)) {
       problems.push(`events[${index}] must be an object`);
       return;
@@ -179,6 +180,8 @@ export function validatePublish(body: Json): EventInput[] {
       if (keysSeen.has(key)) problems.push(`${at}id repeats an id earlier in this request`);
       keysSeen.add(key);
     }
+    // An event with a problem is not built (its fields may not even be iterable): the request is refused.
+    if (problems.length > problemsBefore) return;
     inputs.push({
       resource: event.resource as string,
       // Each parent once, and not the resource itself (its own subscribers get the event already).

@@ -34,6 +34,8 @@ describe('bad input', () => {
     ['101 events', 400, 'invalid_request', { body: { events: Array.from({ length: 101 }, () => good) } }],
     ['a bad resource', 400, 'invalid_request', { body: { events: [{ ...good, resource: 'no spaces' }] } }],
     ['a bad type', 400, 'invalid_request', { body: { events: [{ ...good, type: 'Bad' }] } }],
+    ['parents that are a number', 400, 'invalid_request', { body: { events: [{ ...good, parents: 5 }] } }],
+    ['parents that are an object', 400, 'invalid_request', { body: { events: [{ ...good, parents: { p: 'project:7' } }] } }],
     ['missing data', 400, 'invalid_request', { body: { events: [{ resource: 'task:1', type: 'a' }] } }],
     ['data over 64 KiB', 400, 'invalid_request', { body: { events: [{ ...good, data: 'x'.repeat(70_000) }] } }],
     ['a body over 1 MiB', 413, 'payload_too_large', { rawBody: JSON.stringify({ events: [{ ...good, data: 'x'.repeat(1_100_000) }] }) }],

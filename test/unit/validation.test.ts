@@ -52,6 +52,10 @@ describe('publish validation', () => {
     [{ events: [{ ...good, resource: 'a'.repeat(201) }] }, /resource must match/],
     [{ events: [{ ...good, parents: ['ok', 'bad/slash'] }] }, /parents\[1\]/],
     [{ events: [{ ...good, parents: null }] }, /parents must be a list/],
+    // Not iterable: once turned into a 500 while the request's input was built anyway.
+    [{ events: [{ ...good, parents: 5 }] }, /parents must be a list/],
+    [{ events: [{ ...good, parents: { p: 'project:7' } }] }, /parents must be a list/],
+    [{ events: [{ ...good, parents: true }] }, /parents must be a list/],
     [{ events: [{ ...good, type: 'Task.Changed' }] }, /type must match/],
     [{ events: [{ ...good, type: 'task..changed' }] }, /type must match/],
     [{ events: [{ ...good, type: 'sluice.gap' }] }, /reserved/],
