@@ -83,13 +83,14 @@ export function chunkEvents<E>(events: readonly E[]): E[][] {
 }
 
 /**
- * A delivery id derived from its webhook and events: the same when the same events
- * are published again (a crashed holder's chunk), so the subscriber sees one `msg_` id.
+ * A delivery id derived from its webhook and every one of its events, in order: the
+ * same when the same events are published again (a crashed holder's chunk), so the
+ * subscriber sees one `msg_` id, and different for any other events. (The first and
+ * last alone do not tell apart merges of several objects' turns: A, B, C and, after
+ * A's and C's commits failed, A, D, C.)
  */
 export function deliveryId(webhookId: string, events: readonly { id: string }[]): string {
-  const first = events[0]?.id ?? '';
-  const last = events.at(-1)?.id ?? '';
-  return derivedId('msg', webhookId, first, last, events.length);
+  return derivedId('msg', webhookId, ...events.map((event) => event.id));
 }
 
 /**

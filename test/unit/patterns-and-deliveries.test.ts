@@ -108,6 +108,16 @@ describe('merged deliveries', () => {
     expect(a?.deliveryId).toBe(deliveryId('wh_a', a?.events ?? []));
   });
 
+  it('gives merges of different events different ids, even with the same first and last events and count', () => {
+    // Turns A, B, C merged; A's and C's published again beside a new turn D's (their commits failed).
+    const [first] = mergeDeliveries([message('wh_a', 'a', [1]), message('wh_a', 'b', [1]), message('wh_a', 'c', [1])]);
+    const [second] = mergeDeliveries([message('wh_a', 'a', [1]), message('wh_a', 'd', [1]), message('wh_a', 'c', [1])]);
+    expect(second?.deliveryId).not.toBe(first?.deliveryId);
+    // The same events give the same id (a republished merge, a release answered "wait").
+    const [again] = mergeDeliveries([message('wh_a', 'a', [1]), message('wh_a', 'b', [1]), message('wh_a', 'c', [1])]);
+    expect(again?.deliveryId).toBe(first?.deliveryId);
+  });
+
   it('splits a merge past 100 events into deliveries within the limits', () => {
     const merged = mergeDeliveries([
       message(
