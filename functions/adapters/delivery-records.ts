@@ -39,6 +39,14 @@ export interface AttemptRecord {
   readonly at: string;
 }
 
+/** A dead letter as a page gives it: `replayedAt` when a replay's delivery wrote it (see `deadLetter`). */
+export interface DeadLetter {
+  readonly sk: string;
+  readonly reason: string;
+  readonly message: DeliveryMessage;
+  readonly replayedAt: number | undefined;
+}
+
 export interface HeldDelivery {
   readonly sk: string;
   readonly message: DeliveryMessage;
@@ -560,9 +568,13 @@ export class DeliveryRecords {
    * Keeps a delivery past its last attempt as a dead letter; false when it already was
    * one. Its key is the delivery's (the time its oldest event was accepted, then its
    * id), not the time of the write, so that a step run again after a crash (SQS
-   * delivers it again) finds the dead letter it wrote instead of writing a second.
+   * delivers it again) finds the dead letter it wrote instead of writing a second. A
+   * delivery a dead-letter replay sent again replaces the letter it was sent from,
+   * which that replay may not have removed yet (see `forgetDeadLetter`), and is kept
+   * with its replay's time (`replayed_at`), so that the replay does not remove it.
    */
   async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<boolean> {
+    const replayedAt = message.replayedAt;
     return applied(
       this.#client.send(
         new PutCommand({
@@ -572,10 +584,17 @@ export class DeliveryRecords {
             sk: `${pad(acceptedAt(message))}#${message.deliveryId}`,
             reason,
             message: JSON.stringify(message),
+            ...(replayedAt !== undefined && { replayed_at: replayedAt }),
             ...this.#expiry(now),
           },
-          ConditionExpression: 'attribute_not_exists(#pk)',
-          ExpressionAttributeNames: names('pk'),
+          ...(replayedAt === undefined
+            ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: names('pk') }
+            : {
+                // Written by this delivery before (a step run again): not again.
+                ConditionExpression: 'attribute_not_exists(#pk) OR attribute_not_exists(#replayed_at) OR #replayed_at < :replayed_at',
+                ExpressionAttributeNames: names('pk', 'replayed_at'),
+                ExpressionAttributeValues: { ':replayed_at': replayedAt },
+              }),
         }),
       ),
     );
@@ -592,8 +611,8 @@ export class DeliveryRecords {
     now: number,
     limit: number,
     options: { afterSk?: string; bytes?: number } = {},
-  ): Promise<{ letters: Array<{ sk: string; reason: string; message: DeliveryMessage }>; more: boolean; lastSk: string | undefined }> {
-    const letters: Array<{ sk: string; reason: string; message: DeliveryMessage }> = [];
+  ): Promise<{ letters: DeadLetter[]; more: boolean; lastSk: string | undefined }> {
+    const letters: DeadLetter[] = [];
     let bytes = 0;
     let more = false;
     // Within `bytes` with the next letter in it (the first one always: a letter is far smaller than any limit given).
@@ -627,15 +646,30 @@ export class DeliveryRecords {
           break;
         }
         bytes += size;
-        letters.push({ sk: String(item.sk), reason: String(item.reason), message: JSON.parse(message) });
+        const replayedAt = item.replayed_at === undefined ? undefined : Number(item.replayed_at);
+        letters.push({ sk: String(item.sk), reason: String(item.reason), message: JSON.parse(message), replayedAt });
       }
     }
     return { letters, more, lastSk: letters.at(-1)?.sk };
   }
 
-  /** Removes a dead letter (keyed `sk`, as `deadLetterPage` gives it) once it was sent again. */
-  async forgetDeadLetter(webhookId: string, sk: string): Promise<void> {
-    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: deadPk(webhookId), sk } }));
+  /**
+   * Removes a dead letter (keyed `sk`, as `deadLetterPage` gives it) once it was sent
+   * again: only the one read (`replayedAt` as the page gave it), not one its delivery,
+   * sent again and failed again meanwhile, wrote in its place.
+   */
+  async forgetDeadLetter(webhookId: string, sk: string, replayedAt: number | undefined): Promise<void> {
+    await applied(
+      this.#client.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: { pk: deadPk(webhookId), sk },
+          ConditionExpression: replayedAt === undefined ? 'attribute_not_exists(#replayed_at)' : '#replayed_at = :replayed_at',
+          ExpressionAttributeNames: names('replayed_at'),
+          ...(replayedAt !== undefined && { ExpressionAttributeValues: { ':replayed_at': replayedAt } }),
+        }),
+      ),
+    );
   }
 
   /**

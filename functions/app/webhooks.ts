@@ -356,17 +356,21 @@ export class WebhookService {
     const page = await records.deadLetterPage(webhook.id, this.#deps.now(), this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES, {
       bytes: this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES,
     });
-    // Each as the delivery it was, less what its last attempts left on it (waits, shares).
+    // Each as the delivery it was, less what its last attempts left on it (waits, shares),
+    // and marked as this replay's, so that its dead letter, should it fail again before
+    // the one it was sent from is removed, replaces that one, which is then left.
+    const replayedAt = this.#deps.now();
     const messages = page.letters.map(({ message: { deliveryId, tenantId: owner, webhookId, events } }) => ({
       deliveryId,
       tenantId: owner,
       webhookId,
       events,
       attempt: 1,
+      replayedAt,
     }));
     // Sent before they are removed: a call that fails between sends some twice, never none.
     await queue.send(messages);
-    await Promise.all(page.letters.map(({ sk }) => records.forgetDeadLetter(webhook.id, sk)));
+    await Promise.all(page.letters.map((letter) => records.forgetDeadLetter(webhook.id, letter.sk, letter.replayedAt)));
     return {
       deliveries: messages.length,
       events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),

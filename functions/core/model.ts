@@ -147,6 +147,12 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
    * is twice the last (failingWaitSeconds, core/backoff.ts). Cleared when it is attempted.
    */
   readonly failingWaits?: number;
+  /**
+   * When a dead-letter replay sent it again (epoch ms): its own dead letter, should it
+   * become one again, replaces the one it was sent from (same key), which that replay
+   * removes only if it is still the one it read.
+   */
+  readonly replayedAt?: number;
 }
 
 /** A probe of a quarantined endpoint, valid while the webhook's probe token matches. */

@@ -5,6 +5,10 @@
 import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import { makeSender } from '../../functions/adapters/webhook-sender.ts';
+import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { WebhookService } from '../../functions/app/webhooks.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
@@ -113,6 +117,51 @@ describe('the dead letters API', () => {
       events: 0,
       has_more: false,
     });
+  });
+});
+
+describe('a dead-letter replay whose delivery fails again before the replay removes its letter', () => {
+  it('keeps the new dead letter: the replay removes only the letter it read', async () => {
+    const tenant = await createTenant(sandbox, 'dead-again');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dg:1', url: `${receiver.url}/dead-again` });
+    receiver.answer('/dead-again', 500);
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    const published = await publish(sandbox, tenant.key, [{ resource: 'dg:1', type: 'a.b', data: 'again' }]);
+    const eventId = published.body.events[0].id as string;
+    await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= deadBefore + 1, 15_000);
+
+    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const records = delivery.records;
+    // The replay's removal comes late: after the delivery it sent failed both attempts again.
+    const late = new Proxy(records, {
+      get(target, property) {
+        const value = Reflect.get(target, property);
+        if (property !== 'forgetDeadLetter') return typeof value === 'function' ? value.bind(target) : value;
+        return async (...args: Parameters<DeliveryRecords['forgetDeadLetter']>) => {
+          await receiver.waitFor(() => receiver.deliveries('/dead-again').length >= 4, 15_000);
+          await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= deadBefore + 2, 3_000).catch(() => undefined);
+          return target.forgetDeadLetter(...args);
+        };
+      },
+    });
+    const webhooks = new WebhookService({
+      webhooks: delivery.webhooks as WebhookStore,
+      tenants: { get: async () => undefined },
+      send: makeSender({ allowPrivateTargets: true }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: { ...delivery, records: late },
+    });
+    expect(await webhooks.replayDeadLetters(tenant.id, hook.id)).toMatchObject({ deliveries: 1, events: 1 });
+
+    const { letters } = await records.deadLetterPage(hook.id, Date.now(), 10);
+    expect(letters.map((l) => l.message.events.map((e) => e.id))).toEqual([[eventId]]);
+    expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 2);
+    // A later replay sends it again and removes it.
+    receiver.answer('/dead-again', 200);
+    expect(await webhooks.replayDeadLetters(tenant.id, hook.id)).toMatchObject({ deliveries: 1 });
+    await receiver.waitFor(() => receiver.acceptedEvents('/dead-again').length === 1, 10_000);
+    expect((await records.deadLetterPage(hook.id, Date.now(), 10)).letters).toEqual([]);
   });
 });
 
