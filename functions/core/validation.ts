@@ -221,6 +221,13 @@ function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void 
     problems.push('url must be an absolute URL');
     return;
   }
+  // The URL parser drops these (leading and trailing spaces, tabs and newlines anywhere):
+  // the webhook would then show one URL and be sent to another.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this looks for
+  if (/[\u0000-\u0020\u007f]/.test(value)) {
+    problems.push('url must not contain spaces or control characters (encode a space as %20)');
+    return;
+  }
   const schemes = allowHttp ? ['https:', 'http:'] : ['https:'];
   if (!schemes.includes(url.protocol)) problems.push(`url must use ${allowHttp ? 'http or https' : 'https'}`);
   if (url.username || url.password) problems.push('url must not contain credentials');

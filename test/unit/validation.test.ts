@@ -141,6 +141,10 @@ describe('webhook validation', () => {
     [{ resource: 'p', url: 'ftp://x' }, /url must use/],
     [{ resource: 'p', url: 'not a url' }, /absolute URL/],
     [{ resource: 'p', url: 'https://user:pw@example.com' }, /credentials/],
+    // The URL parser drops these, so the webhook would show one URL and be sent to another.
+    [{ resource: 'p', url: ' https://example.com/hook' }, /spaces or control characters/],
+    [{ resource: 'p', url: 'https://example.com/ho\tok' }, /spaces or control characters/],
+    [{ resource: 'p', url: 'https://example.com/hook\n' }, /spaces or control characters/],
     [{ resource: 'p', url: 'https://example.com', types: [] }, /types must be a list/],
     [{ resource: 'p', url: 'https://example.com', types: null }, /types must be a list/],
     [{ resource: 'p', url: 'https://example.com', types: ['task.**'] }, /types\[0\]/],
