@@ -20,6 +20,7 @@ import {
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import type { FunctionName } from '../functions/definitions/alarms.ts';
+import { FUNCTION_MEMORY_MB } from '../functions/definitions/environment.ts';
 import type { SqsHandler } from '../functions/distributor/process.ts';
 import type { SandboxQueue } from './emulators.ts';
 import type { InMemoryMetrics } from './metrics.ts';
@@ -55,7 +56,7 @@ function lambdaContext(functionName: string, timeoutSeconds: number): Context {
     functionName,
     functionVersion: '$LATEST',
     invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
-    memoryLimitInMB: '512',
+    memoryLimitInMB: String(FUNCTION_MEMORY_MB),
     awsRequestId: randomUUID(),
     logGroupName: `/aws/lambda/${functionName}`,
     logStreamName: 'sandbox',
