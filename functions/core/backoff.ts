@@ -1,6 +1,7 @@
 /**
  * The retry schedule (SPEC §4) as data: `schedule[n]` is the wait before attempt
- * n + 1, so attempt 1 goes at once and the schedule's length is the retry budget.
+ * n + 1. Attempt 1 goes at once, so `schedule[0]` is never read (config.ts refuses a
+ * schedule that does not start with 0) and the schedule's length is the retry budget.
  * Waits get ±jitter; timeouts and 429s are penalised (the next wait doubles);
  * `Retry-After` on 429/503 is honoured within bounds. An answer that asks to wait
  * (429/503 with a readable `Retry-After`) is not a failure, up to FREE_WAITS times

@@ -44,7 +44,11 @@ export interface SluiceConfig {
   readonly canaryIntervalSeconds: number;
   /** How long a subscriber has to answer one delivery. */
   readonly deliveryTimeoutMs: number;
-  /** Delay before each retry, in seconds; its length is the retry budget. */
+  /**
+   * When each attempt of a delivery goes, in seconds. The first entry is the first
+   * attempt, which always goes at once, so it must be 0; each later entry is the wait
+   * before the next retry. Its length is the number of attempts (the retry budget).
+   */
   readonly retryScheduleSeconds: readonly number[];
   /** Relative jitter applied to each retry delay (0.2 = ±20 %). */
   readonly retryJitter: number;
@@ -116,10 +120,18 @@ const positiveInt =
 const nonNegativeInt: Rule = (v) => (Number.isInteger(v) && (v as number) >= 0 ? undefined : 'must be an integer ≥ 0');
 const fraction: Rule = (v) => (typeof v === 'number' && v >= 0 && v < 1 ? undefined : 'must be a number in [0, 1)');
 const bool: Rule = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
-const schedule: Rule = (v) =>
-  Array.isArray(v) && v.length >= 1 && v.every((s) => Number.isInteger(s) && s >= 0)
-    ? undefined
-    : 'must be a non-empty list of whole seconds ≥ 0';
+const schedule: Rule = (v) => {
+  if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isInteger(s) && s >= 0)) {
+    return 'must be a non-empty list of whole seconds ≥ 0';
+  }
+  // The delivery stage reads entry n as the wait before attempt n + 1 (backoff.ts), and
+  // sends attempt 1 at once: a first entry of 60 would be dropped without a word, and
+  // with it one attempt of those the deployer counted.
+  if (v[0] !== 0) {
+    return 'must start with 0: the first entry is the first attempt, which always goes at once, and each later entry is the wait in seconds before the next retry (e.g. [0, 60, 300, 3600] for 4 attempts)';
+  }
+  return undefined;
+};
 
 /** Time a function keeps for its own writes after the longest work its config allows. */
 const FUNCTION_MARGIN_MS = 5_000;

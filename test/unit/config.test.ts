@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { retryDelaySeconds } from '../../functions/core/backoff.ts';
 import { buildConfig, configFromEnvironment, DEFAULT_CONFIG, overridesFromEnv } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
 
@@ -55,6 +56,22 @@ describe('config', () => {
     for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
       const overrides = JSON.parse(`{"${name}": {"allowPrivateTargets": true}}`) as Record<string, unknown>;
       expect(() => buildConfig(overrides), name).toThrow(new RegExp(`${name} is not a setting`));
+    }
+  });
+
+  it('refuses a retry schedule whose first entry is not 0: that entry is the first attempt, which always goes at once', () => {
+    // The delivery stage's waits after each failed attempt: the schedule's later entries, then none (dead letter).
+    const waits = (scheduleSeconds: readonly number[]) =>
+      Array.from({ length: scheduleSeconds.length }, (_, n) =>
+        retryDelaySeconds({ scheduleSeconds, jitter: 0 }, n + 1, { kind: 'status' }, Date.now()),
+      );
+    const { retryScheduleSeconds } = buildConfig({ retryScheduleSeconds: [0, 60, 300, 3_600] });
+    expect(waits(retryScheduleSeconds)).toEqual([60, 300, 3_600, undefined]);
+    // [60, 300, 3600] would be 3 attempts, the 60 never waited; [3600], one attempt and no retry.
+    for (const retryScheduleSeconds of [[60, 300, 3_600], [3_600]]) {
+      expect(() => buildConfig({ retryScheduleSeconds }), String(retryScheduleSeconds)).toThrow(
+        /retryScheduleSeconds must start with 0: the first entry is the first attempt, which always goes at once, and each later entry is the wait in seconds before the next retry/,
+      );
     }
   });
 
