@@ -47,7 +47,8 @@ export interface SluiceConfig {
   /**
    * When each attempt of a delivery goes, in seconds. The first entry is the first
    * attempt, which always goes at once, so it must be 0; each later entry is the wait
-   * before the next retry. Its length is the number of attempts (the retry budget).
+   * before the next retry. Its length is the number of attempts (the retry budget), at
+   * most RETRY_SCHEDULE_MAX_ATTEMPTS; no wait is longer than the retention period.
    */
   readonly retryScheduleSeconds: readonly number[];
   /** Relative jitter applied to each retry delay (0.2 = ±20 %). */
@@ -120,6 +121,15 @@ const positiveInt =
 const nonNegativeInt: Rule = (v) => (Number.isInteger(v) && (v as number) >= 0 ? undefined : 'must be an integer ≥ 0');
 const fraction: Rule = (v) => (typeof v === 'number' && v >= 0 && v < 1 ? undefined : 'must be a number in [0, 1)');
 const bool: Rule = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
+/**
+ * Most attempts a retry schedule may give a delivery: 12 times the default's 8, and
+ * with waits of up to the retention period, far longer than any delivery is worth
+ * trying. The whole config travels in each function's environment (SLUICE_CONFIG),
+ * which Lambda limits to 4 KB with its other variables: an unbounded schedule would
+ * pass synth and fail the deploy partway.
+ */
+export const RETRY_SCHEDULE_MAX_ATTEMPTS = 100;
+
 const schedule: Rule = (v) => {
   if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isInteger(s) && s >= 0)) {
     return 'must be a non-empty list of whole seconds ≥ 0';
@@ -129,6 +139,9 @@ const schedule: Rule = (v) => {
   // with it one attempt of those the deployer counted.
   if (v[0] !== 0) {
     return 'must start with 0: the first entry is the first attempt, which always goes at once, and each later entry is the wait in seconds before the next retry (e.g. [0, 60, 300, 3600] for 4 attempts)';
+  }
+  if (v.length > RETRY_SCHEDULE_MAX_ATTEMPTS) {
+    return `must have at most ${RETRY_SCHEDULE_MAX_ATTEMPTS} entries (attempts), not ${v.length}: the config travels in each function's environment, which Lambda limits to 4 KB`;
   }
   return undefined;
 };
@@ -192,6 +205,14 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
     if (c.tenantBurst < c.tenantRatePerSecond) problems.push('tenantBurst must be ≥ tenantRatePerSecond');
     if (c.probeIntervalMaxSeconds < c.probeIntervalMinSeconds) problems.push('probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds');
     if (c.leaseMs <= c.turnMaxMs) problems.push('leaseMs must be greater than turnMaxMs');
+    // A longer wait would outlast the record of the attempt before it (attempts are kept
+    // for the retention period); and with the waits bounded, so is the schedule's size.
+    const retentionSeconds = c.retentionDays * 86_400;
+    if (c.retryScheduleSeconds.some((wait) => wait > retentionSeconds)) {
+      problems.push(
+        `retryScheduleSeconds must wait at most the retention period before a retry (retentionDays × 86400 = ${retentionSeconds} s)`,
+      );
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...c, retryScheduleSeconds: Object.freeze([...c.retryScheduleSeconds]) });

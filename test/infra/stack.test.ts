@@ -10,7 +10,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildConfig } from '../../functions/core/config.ts';
+import { buildConfig, DEFAULT_CONFIG, RETRY_SCHEDULE_MAX_ATTEMPTS } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
@@ -168,6 +168,40 @@ describe('functions', () => {
       expect(config).toEqual(buildConfig(OVERRIDES));
       expect(fn.Properties.Environment.Variables.POWERTOOLS_METRICS_NAMESPACE).toBe('Sluice');
     }
+  });
+
+  it("fit Lambda's 4 KB of environment variables with the largest config synth lets through", () => {
+    // Larger than any config buildConfig accepts: every number as long as a number can be,
+    // the retry schedule at its most attempts, each of the longest wait (365 days' retention).
+    const largest = Object.fromEntries(
+      Object.entries(DEFAULT_CONFIG).map(([key, value]) => [
+        key,
+        key === 'retryScheduleSeconds'
+          ? Array.from({ length: RETRY_SCHEDULE_MAX_ATTEMPTS }, () => 365 * 86_400)
+          : typeof value === 'number'
+            ? Number.MAX_SAFE_INTEGER
+            : value,
+      ]),
+    );
+    for (const [id, fn] of Object.entries(template.findResources('AWS::Lambda::Function'))) {
+      const variables = fn.Properties.Environment.Variables as Record<string, unknown>;
+      // What CloudFormation fills in at deploy (a table name, a queue URL, an ARN, the API's
+      // URL) counted at 256 characters: for a stack named Sluice none takes 130.
+      const deployed = Object.fromEntries(
+        Object.entries(variables).map(([name, value]) => [
+          name,
+          name === 'SLUICE_CONFIG' ? JSON.stringify(largest) : typeof value === 'string' ? value : 'x'.repeat(256),
+        ]),
+      );
+      // Lambda measures the variables as one JSON object (its error quotes "String measured: {…}").
+      expect(Buffer.byteLength(JSON.stringify(deployed)), id).toBeLessThanOrEqual(4_096);
+    }
+    // One attempt more is refused at synth, before CloudFormation could fail partway.
+    const longer = () =>
+      new Sluice(new Stack(new App({ context: NO_BUNDLING }), 'Long'), 'S', {
+        config: { retryScheduleSeconds: Array.from({ length: RETRY_SCHEDULE_MAX_ATTEMPTS + 1 }, () => 0) },
+      });
+    expect(longer).toThrow(/retryScheduleSeconds must have at most 100 entries/);
   });
 
   it('refuses a grant of only some attributes through bindTable, which would drop the attributes condition', () => {

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { retryDelaySeconds } from '../../functions/core/backoff.ts';
-import { buildConfig, configFromEnvironment, DEFAULT_CONFIG, overridesFromEnv } from '../../functions/core/config.ts';
+import {
+  buildConfig,
+  configFromEnvironment,
+  DEFAULT_CONFIG,
+  overridesFromEnv,
+  RETRY_SCHEDULE_MAX_ATTEMPTS,
+} from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
 
 describe('config', () => {
@@ -73,6 +79,23 @@ describe('config', () => {
         /retryScheduleSeconds must start with 0: the first entry is the first attempt, which always goes at once, and each later entry is the wait in seconds before the next retry/,
       );
     }
+  });
+
+  it('bounds the retry schedule: at most 100 attempts, no wait longer than the retention period', () => {
+    const attempts = (n: number, wait = 36_000) => [0, ...Array.from({ length: n - 1 }, () => wait)];
+    expect(RETRY_SCHEDULE_MAX_ATTEMPTS).toBe(100);
+    expect(buildConfig({ retryScheduleSeconds: attempts(100) }).retryScheduleSeconds).toHaveLength(100);
+    expect(() => buildConfig({ retryScheduleSeconds: attempts(101) })).toThrow(
+      /retryScheduleSeconds must have at most 100 entries \(attempts\), not 101/,
+    );
+    // The 700 entries that once passed synth and made SLUICE_CONFIG too big to deploy.
+    expect(() => buildConfig({ retryScheduleSeconds: attempts(700) })).toThrow(/at most 100 entries/);
+    // Waits up to the retention period (7 days by default), and longer with a longer retention.
+    expect(() => buildConfig({ retryScheduleSeconds: [0, 7 * 86_400] })).not.toThrow();
+    expect(() => buildConfig({ retryScheduleSeconds: [0, 7 * 86_400 + 1] })).toThrow(
+      /retryScheduleSeconds must wait at most the retention period before a retry \(retentionDays × 86400 = 604800 s\)/,
+    );
+    expect(() => buildConfig({ retryScheduleSeconds: [0, 7 * 86_400 + 1], retentionDays: 8 })).not.toThrow();
   });
 
   it('checks relations between settings', () => {
