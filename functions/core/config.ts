@@ -132,7 +132,8 @@ export const RETRY_SCHEDULE_MAX_ATTEMPTS = 100;
 
 const schedule: Rule = (v) => {
   if (!Array.isArray(v) || v.length === 0 || !v.every((s) => Number.isInteger(s) && s >= 0)) {
-    return 'must be a non-empty list of whole seconds ≥ 0';
+    // From a SLUICE_* variable, `0,5,300` is not JSON and arrives as that string.
+    return "must be a non-empty list of whole seconds ≥ 0, written as JSON: [0,5,300] (SLUICE_RETRY_SCHEDULE_SECONDS='[0,5,300]' in the sandbox)";
   }
   // The delivery stage reads entry n as the wait before attempt n + 1 (backoff.ts), and
   // sends attempt 1 at once: a first entry of 60 would be dropped without a word, and

@@ -123,6 +123,15 @@ describe('config', () => {
     expect(overrides).toEqual({ objectQueueCap: 500, allowPrivateTargets: true });
   });
 
+  it('reads a list from a SLUICE_* variable as JSON, and says so to one written otherwise', () => {
+    expect(buildConfig(overridesFromEnv({ SLUICE_RETRY_SCHEDULE_SECONDS: '[0,5,300]' })).retryScheduleSeconds).toEqual([0, 5, 300]);
+    for (const written of ['0,5,300', '0 5 300', '5']) {
+      expect(() => buildConfig(overridesFromEnv({ SLUICE_RETRY_SCHEDULE_SECONDS: written })), written).toThrow(
+        /retryScheduleSeconds must be a non-empty list of whole seconds ≥ 0, written as JSON: \[0,5,300\] \(SLUICE_RETRY_SCHEDULE_SECONDS='\[0,5,300\]' in the sandbox\)/,
+      );
+    }
+  });
+
   it('refuses a SLUICE_* variable that names no setting, with the other problems, and leaves the sandbox its own', () => {
     const env = { SLUICE_OBJECT_QUEUE_CAPS: '5', SLUICE_OBJECT_BURST: 'abc', SLUICE_ADMIN_KEY: 'ak_x', SLUICE_DATA_DIR: '/tmp/d' };
     expect(() => buildConfig(overridesFromEnv(env))).toThrow(/(?=.*SLUICE_OBJECT_QUEUE_CAPS is not a setting)(?=.*objectBurst)/);
