@@ -2,11 +2,12 @@
  * The CDK app's config overrides, from the context key `sluice`: cdk.json's object
  * (`"sluice": {"objectQueueCap": 5000}`), or `-c 'sluice={"objectQueueCap":5000}'`, which
  * arrives as a string (and replaces cdk.json's object: the CLI does not merge them).
- * Every mistake is reported at once, by name.
+ * Every mistake is reported at once, by name: those met here travel with the overrides
+ * (withProblems), and `Sluice` (buildConfig) lists them with the settings' own, so a bad
+ * setting under `sluice` is not left for the next synth.
  */
 import type { Construct } from 'constructs';
-import { DEFAULT_CONFIG } from '../functions/core/config.ts';
-import { ConfigError } from '../functions/core/errors.ts';
+import { DEFAULT_CONFIG, withProblems } from '../functions/core/config.ts';
 
 export const CONTEXT_KEY = 'sluice';
 
@@ -34,7 +35,7 @@ export function overridesFromContext(scope: Construct): Readonly<Record<string, 
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     problems.push(`The context value \`${CONTEXT_KEY}\` must be a JSON object of settings, as in ${EXAMPLE}`);
+    parsed = {};
   }
-  if (problems.length > 0) throw new ConfigError(problems);
-  return parsed as Record<string, unknown>;
+  return withProblems(parsed as Record<string, unknown>, problems);
 }

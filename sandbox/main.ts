@@ -1,11 +1,14 @@
 /** `npm start`: the sandbox on http://127.0.0.1:8787 (PORT), until Ctrl-C. */
-import { overridesFromEnv } from '../functions/core/config.ts';
+import { overridesFromEnv, withProblems } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { DataDirInUseError } from './data-dir.ts';
 import { type Sandbox, startSandbox, walkthrough } from './sandbox.ts';
 
 const port = Number(process.env.PORT || 8787);
-if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`PORT must be a port number (0 to 65535), not ${process.env.PORT}.`);
+// A bad PORT is listed with the settings' problems (startSandbox checks them all before it
+// listens on anything), not reported alone and the rest only at the next start.
+const portProblems =
+  Number.isInteger(port) && port >= 0 && port <= 65_535 ? [] : [`PORT must be a port number (0 to 65535), not ${process.env.PORT}`];
 
 let sandbox: Sandbox;
 try {
@@ -13,7 +16,7 @@ try {
     port,
     ...(process.env.SLUICE_ADMIN_KEY && { adminKey: process.env.SLUICE_ADMIN_KEY }),
     ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
-    config: overridesFromEnv(process.env),
+    config: withProblems(overridesFromEnv(process.env), portProblems),
     logLevel: (process.env.POWERTOOLS_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN',
     // Half a sandbox answers nothing useful: say which thread stopped, and stop.
     onFailure: (error) => {
@@ -27,7 +30,7 @@ try {
   if (error instanceof Error && /EADDRINUSE/.test(error.message)) {
     fail(`Port ${port} is in use: stop what listens there, or start on another, e.g. PORT=8788 npm start.`);
   }
-  // A setting it was given that cannot be (SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why.
+  // Settings it was given that cannot be (PORT, SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why, all at once.
   if (error instanceof ConfigError) fail(error.message);
   // Another sandbox on the same SLUICE_DATA_DIR: which process, and what to do.
   if (error instanceof DataDirInUseError) fail(error.message);

@@ -16,8 +16,7 @@ import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { type CanaryDeps, runCanary } from '../functions/app/canary.ts';
 import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
 import { deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
-import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
-import { ConfigError } from '../functions/core/errors.ts';
+import { buildConfig, problemsReading, type SluiceConfig, withProblems } from '../functions/core/config.ts';
 import { keyKind } from '../functions/core/keys.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import { CANARY_TIMEOUT_SECONDS, reconcilerTimeoutSeconds } from '../functions/definitions/environment.ts';
@@ -85,11 +84,13 @@ export interface Sandbox {
 }
 
 export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
-  const config = buildConfig({ ...options.config, allowPrivateTargets: true });
   const adminKey = options.adminKey ?? `ak_${randomBytes(32).toString('base64url')}`;
-  if (keyKind(adminKey) !== 'admin') {
-    throw new ConfigError(['SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200 letters, digits, - or _']);
-  }
+  const adminKeyProblems =
+    keyKind(adminKey) === 'admin' ? [] : ['SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200 letters, digits, - or _'];
+  // One ConfigError lists them all: what the caller met reading its settings (main.ts's
+  // PORT), the admin key's problem and the settings' own.
+  const overrides = { ...options.config, allowPrivateTargets: true };
+  const config = buildConfig(withProblems(overrides, [...problemsReading(options.config ?? {}), ...adminKeyProblems]));
   const logger = new Logger({ serviceName: 'sluice-sandbox', logLevel: options.logLevel ?? 'WARN' });
   const log: LoggerPort = loggerPort(logger);
   const metrics = new InMemoryMetrics();

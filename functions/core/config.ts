@@ -188,7 +188,31 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   allowPrivateTargets: bool,
 };
 
-/** Merges overrides onto the defaults, checks every setting and freezes the result. */
+/**
+ * Problems met while reading overrides, before their settings can be checked: a setting
+ * given as a context key of its own, a `sluice` context value that is not JSON, the
+ * sandbox's PORT or SLUICE_ADMIN_KEY. They travel with the overrides, and buildConfig
+ * lists them with the settings' own: one synth or start shows every problem, not one
+ * stage's at a time.
+ */
+const PROBLEMS_READING = new WeakMap<object, readonly string[]>();
+
+/** A copy of the overrides that carries these problems, after any the overrides carry already. */
+export function withProblems(overrides: Readonly<Record<string, unknown>>, problems: readonly string[]): Readonly<Record<string, unknown>> {
+  const copy = { ...overrides };
+  PROBLEMS_READING.set(copy, [...problemsReading(overrides), ...problems]);
+  return copy;
+}
+
+/** The problems the overrides carry (withProblems); none for plain ones. */
+export function problemsReading(overrides: object): readonly string[] {
+  return PROBLEMS_READING.get(overrides) ?? [];
+}
+
+/**
+ * Merges overrides onto the defaults, checks every setting and freezes the result. The
+ * problems the overrides carry (withProblems) are listed first, with those found here.
+ */
 export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): SluiceConfig {
   const problems: string[] = [];
   for (const key of Object.keys(overrides)) {
@@ -215,6 +239,9 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
       );
     }
   }
+  // First, and only now: a problem met reading the overrides does not keep the settings
+  // from being checked against each other above.
+  problems.unshift(...problemsReading(overrides));
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...c, retryScheduleSeconds: Object.freeze([...c.retryScheduleSeconds]) });
 }

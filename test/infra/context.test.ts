@@ -3,11 +3,18 @@
  * or `-c 'sluice={…}'`, which arrives as a string. A mistake is refused by name, not
  * left to a JSON parser's stack trace or, worse, ignored.
  */
-import { App } from 'aws-cdk-lib';
+import { App, Stack } from 'aws-cdk-lib';
 import { describe, expect, it } from 'vitest';
 import { overridesFromContext } from '../../lib/context.ts';
+import { Sluice } from '../../lib/sluice.ts';
 
 const appWith = (context: Record<string, unknown>) => new App({ context });
+
+/** What bin/sluice.ts does with the context: the synth a deployer runs. */
+const synth = (context: Record<string, unknown>) => () => {
+  const app = appWith(context);
+  return new Sluice(new Stack(app, 'S'), 'E', { config: overridesFromContext(app) });
+};
 
 describe('config overrides from context', () => {
   it('takes the sluice object of cdk.json, and the JSON string that -c gives', () => {
@@ -17,19 +24,29 @@ describe('config overrides from context', () => {
   });
 
   it('refuses a -c value that is not JSON, naming the context key and the form it takes', () => {
-    expect(() => overridesFromContext(appWith({ sluice: '{objectQueueCap:5000}' }))).toThrow(
+    expect(synth({ sluice: '{objectQueueCap:5000}' })).toThrow(
       /The context value `sluice` is not JSON .*-c 'sluice=\{"objectQueueCap":5000\}'/,
     );
-    expect(() => overridesFromContext(appWith({ sluice: '[1]' }))).toThrow(/`sluice` must be a JSON object/);
+    expect(synth({ sluice: '[1]' })).toThrow(/`sluice` must be a JSON object/);
   });
 
   it('refuses a setting given as a context key of its own, which would be ignored, listing every one', () => {
     // `cdk deploy -c objectQueueCap=5000` (or `-c sluice.retentionDays=3`) reads naturally,
     // and would deploy the default.
-    expect(() =>
-      overridesFromContext(appWith({ sluice: { leaseMs: 40_000 }, objectQueueCap: '5000', 'sluice.retentionDays': '3' })),
-    ).toThrow(
+    expect(synth({ sluice: { leaseMs: 40_000 }, objectQueueCap: '5000', 'sluice.retentionDays': '3' })).toThrow(
       /(?=.*objectQueueCap is a sluice setting)(?=.*sluice\.retentionDays is a sluice setting)(?=.*under the context key `sluice`)/s,
+    );
+  });
+
+  it('lists a stray context key with the problems of the settings under `sluice`, in one synth', () => {
+    // Reported apart, a deployer who moved objectQueueCap under `sluice` would meet the
+    // other two only at the next synth.
+    expect(synth({ objectQueueCap: '5000', sluice: { retryJitter: 2, leaseMs: -1 } })).toThrow(
+      /(?=.*objectQueueCap is a sluice setting)(?=.*retryJitter must be)(?=.*leaseMs must be)/s,
+    );
+    // And with the construct's own checks (a schedule EventBridge cannot run).
+    expect(synth({ 'sluice.leaseMs': '1', sluice: '{"reconcileIntervalSeconds":90}' })).toThrow(
+      /(?=.*sluice\.leaseMs is a sluice setting)(?=.*reconcileIntervalSeconds must be a whole number of minutes)/s,
     );
   });
 });

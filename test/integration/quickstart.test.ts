@@ -299,6 +299,21 @@ describe('npm start with a setting that cannot be', () => {
     },
     30_000,
   );
+
+  it('lists a bad PORT, a bad SLUICE_ADMIN_KEY and a bad setting in one sentence, not one a start', async () => {
+    const { code, errors } = await failedStart({ PORT: 'x', SLUICE_ADMIN_KEY: 'ak_short', SLUICE_OBJECT_QUEUE_CAP: '-1' });
+    expect(code).toBe(1);
+    expect(errors).toMatch(
+      /(?=.*PORT must be a port number \(0 to 65535\), not x)(?=.*SLUICE_ADMIN_KEY must be ak_)(?=.*objectQueueCap must be)/,
+    );
+    expect(errors).toContain('sluice sandbox not started.');
+    expect(errors).not.toMatch(/^\s+at /m);
+  }, 30_000);
+
+  it('is refused by startSandbox with the admin key and the settings in one ConfigError', async () => {
+    const started = startSandbox({ port: 0, adminKey: 'ak_short', config: { objectQueueCap: 0 } });
+    await expect(started).rejects.toThrow(/(?=.*objectQueueCap must be)(?=.*SLUICE_ADMIN_KEY must be ak_)/);
+  });
 });
 
 describe('SLUICE_DATA_DIR', () => {

@@ -5,7 +5,9 @@ import {
   configFromEnvironment,
   DEFAULT_CONFIG,
   overridesFromEnv,
+  problemsReading,
   RETRY_SCHEDULE_MAX_ATTEMPTS,
+  withProblems,
 } from '../../functions/core/config.ts';
 import { ConfigError } from '../../functions/core/errors.ts';
 
@@ -56,6 +58,27 @@ describe('config', () => {
       expect(problems.join('\n')).toMatch(/colour is not a setting/);
       expect(problems.join('\n')).toMatch(/objectQueueCap must be an integer/);
     }
+  });
+
+  it('lists the problems met reading the overrides first, with the settings’ own, and nothing else of them', () => {
+    const read = withProblems(withProblems({ objectQueueCap: 0 }, ['PORT must be a port number']), ['SLUICE_ADMIN_KEY must be ak_…']);
+    expect(read).toEqual({ objectQueueCap: 0 });
+    expect(problemsReading(read)).toEqual(['PORT must be a port number', 'SLUICE_ADMIN_KEY must be ak_…']);
+    try {
+      buildConfig(read);
+      expect.unreachable();
+    } catch (error) {
+      expect((error as ConfigError).problems).toEqual([
+        'PORT must be a port number',
+        'SLUICE_ADMIN_KEY must be ak_…',
+        'objectQueueCap must be an integer from 1 to 10000000',
+      ]);
+    }
+    // Settings that pass are still checked against each other with a reading problem beside them.
+    expect(() => buildConfig(withProblems({ leaseMs: 1_000 }, ['PORT must be a port number']))).toThrow(
+      /(?=.*PORT)(?=.*leaseMs must be greater)/,
+    );
+    expect(() => buildConfig(withProblems({}, []))).not.toThrow();
   });
 
   it('refuses names that only an object’s prototype has, from cdk.json context as from anywhere (JSON keeps __proto__ as a key)', () => {
