@@ -45,54 +45,112 @@ export type Sender = (request: SendRequest) => Promise<SendResult>;
 
 type LookupFunction = typeof dns.lookup;
 
+/** What the sender asks of a DNS resolver: `dns.promises.Resolver` has it. */
+export type WebhookResolver = Pick<dns.promises.Resolver, 'resolve4' | 'resolve6'>;
+
+/**
+ * How long the resolver waits for a nameserver's answer before it asks again, and how
+ * many times it asks: a name whose nameserver never answers fails after 2 to 4 s
+ * (c-ares adapts each wait to the nameserver's answer times), well within a
+ * delivery's 10 s, and a lost packet is asked again.
+ */
+const RESOLVE_TRY_MS = 1_000;
+const RESOLVE_TRIES = 2;
+
+/**
+ * The resolver for webhook hosts where private targets are not allowed: c-ares, which
+ * asks the nameservers itself from the event loop. dns.lookup instead runs
+ * getaddrinfo on one of libuv's 4 threadpool threads and holds it until the system
+ * resolver gives up, whatever the attempt's timeout: a tenant whose nameserver never
+ * answers would take all 4, and every other tenant's new connections, and the AWS
+ * SDK's, would wait behind it. A query given up here holds nothing.
+ */
+export function webhookResolver(): dns.promises.Resolver {
+  return new dns.promises.Resolver({ timeout: RESOLVE_TRY_MS, tries: RESOLVE_TRIES });
+}
+
 export interface SenderOptions {
   /** Allow http:// and private, loopback and link-local targets (the sandbox). */
   readonly allowPrivateTargets: boolean;
-  /** DNS lookup to use; tests inject one. */
-  readonly lookup?: LookupFunction;
+  /**
+   * Resolves webhook hosts; tests hand it one that asks a DNS server of their own.
+   * @default webhookResolver() where private targets are not allowed; in the sandbox,
+   * dns.lookup, which also reads /etc/hosts (localhost and the like)
+   */
+  readonly resolver?: WebhookResolver;
   /** The clock that tells how long the sender sat idle; tests inject one. */
   readonly now?: () => number;
 }
 
 /**
- * A lookup that refuses forbidden addresses. It runs on every connection, so a
- * name that resolved to a public address at creation and to a private one now
- * (DNS rebinding) is refused now.
+ * The lookup a sender connects with: it asks the resolver for the host's IPv4 and
+ * IPv6 addresses (one family when the connection names one) and, with `checked`,
+ * refuses them all if any is forbidden. It runs on every connection, so a name that
+ * resolved to a public address at creation and to a private one now (DNS rebinding)
+ * is refused now; and the connection is made only to addresses it answered, so only
+ * to checked ones. It answers as dns.lookup does: every address when asked for `all`
+ * (as Node's connections, which try each family in turn, ask), else the first. IPv4
+ * comes first, so is tried first: most Lambda functions have no IPv6 route.
  */
-function guardedLookup(lookup: LookupFunction): LookupFunction {
-  const guarded = (hostname: string, options: unknown, callback: unknown) => {
+export function webhookLookup(resolver: WebhookResolver, checked: boolean): LookupFunction {
+  const lookup = (hostname: string, options: unknown, callback: unknown) => {
     const cb = (typeof options === 'function' ? options : callback) as (
       error: NodeJS.ErrnoException | null,
       address: string | dns.LookupAddress[],
       family?: number,
     ) => void;
     const opts = (typeof options === 'object' && options !== null ? options : {}) as dns.LookupOptions;
-    lookup(hostname, { ...opts, all: true }, (error, addresses) => {
-      if (error) return cb(error, []);
-      const list = addresses as dns.LookupAddress[];
-      if (list.length === 0 || list.some((a) => isForbiddenAddress(a.address))) {
-        const refused: NodeJS.ErrnoException = new Error(`${hostname} resolves to a forbidden address`);
-        refused.code = 'forbidden_address';
-        return cb(refused, []);
-      }
-      if (opts.all) return cb(null, list);
-      const first = list[0] as dns.LookupAddress;
-      return cb(null, first.address, first.family);
-    });
+    resolveAddresses(resolver, hostname, opts.family).then(
+      (list) => {
+        if (checked && list.some((a) => isForbiddenAddress(a.address))) {
+          const refused: NodeJS.ErrnoException = new Error(`${hostname} resolves to a forbidden address`);
+          refused.code = 'forbidden_address';
+          return cb(refused, []);
+        }
+        if (opts.all) return cb(null, list);
+        const first = list[0] as dns.LookupAddress;
+        return cb(null, first.address, first.family);
+      },
+      (error: NodeJS.ErrnoException) => cb(error, []),
+    );
   };
-  return guarded as unknown as LookupFunction;
+  return lookup as unknown as LookupFunction;
+}
+
+/**
+ * A host's addresses of the family asked for, or of both. A family without any
+ * (ENODATA) or whose query failed is left out; with no address at all, the error
+ * that says most (a timeout or a refusal rather than "no such record").
+ */
+async function resolveAddresses(
+  resolver: WebhookResolver,
+  hostname: string,
+  family: dns.LookupOptions['family'],
+): Promise<dns.LookupAddress[]> {
+  const families: readonly (4 | 6)[] = family === 4 || family === 'IPv4' ? [4] : family === 6 || family === 'IPv6' ? [6] : [4, 6];
+  const answers = await Promise.allSettled(families.map((f) => (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname))));
+  const list = answers.flatMap((answer, i) =>
+    answer.status === 'fulfilled' ? answer.value.map((address) => ({ address, family: families[i] as 4 | 6 })) : [],
+  );
+  if (list.length > 0) return list;
+  const errors = answers.flatMap((answer) => (answer.status === 'rejected' ? [answer.reason as NodeJS.ErrnoException] : []));
+  const noAddress: NodeJS.ErrnoException = Object.assign(new Error(`${hostname} has no address`), { code: dns.NODATA });
+  throw errors.find((error) => error.code !== dns.NODATA) ?? errors[0] ?? noAddress;
 }
 
 /**
  * A sender for the deployment's policy. With private targets not allowed, a URL
  * must be https and name a public host; a name's addresses are checked by the
- * guarded lookup at every connection, a literal address (which Node connects to
- * without a lookup) before the request.
+ * lookup at every connection, a literal address (which Node connects to without a
+ * lookup) before the request.
  */
 export function makeSender(options: SenderOptions): Sender {
   const pool = connectionPool(options.now ?? Date.now);
-  if (options.allowPrivateTargets) return (request) => pool.use((agents) => send(request, agents, undefined));
-  const lookup = guardedLookup(options.lookup ?? dns.lookup);
+  if (options.allowPrivateTargets) {
+    const lookup = options.resolver && webhookLookup(options.resolver, false);
+    return (request) => pool.use((agents) => send(request, agents, lookup));
+  }
+  const lookup = webhookLookup(options.resolver ?? webhookResolver(), true);
   return async (request) => {
     const refusal = refuseTarget(request.url);
     if (refusal) return { statusCode: undefined, durationMs: 0, error: refusal, retryAfter: undefined, responseSnippet: '' };

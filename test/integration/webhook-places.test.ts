@@ -9,11 +9,12 @@ import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
-import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
+import { makeSender, type SendResult, webhookResolver } from '../../functions/adapters/webhook-sender.ts';
 import { PLACES_SETTLE_MS, WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
 import { liveSecrets, type Tenant } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { startDnsServer } from '../support/dns-server.ts';
 import { loseFirstAnswers } from '../support/faults.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
@@ -327,20 +328,25 @@ describe('a PATCH of the URL', () => {
     const { webhooks, service: webhooksApi } = service(t);
     const created = await webhooksApi.create(t.id, input(1));
     // A deployment without allowPrivateTargets, whose DNS answers the new name with a private address.
-    const lookup = ((_host: string, _options: unknown, callback: (e: null, a: unknown) => void) =>
-      callback(null, [{ address: '10.0.0.5', family: 4 }])) as unknown as Parameters<typeof makeSender>[0]['lookup'];
+    const nameserver = await startDnsServer((name) => (name === 'inside.example.test' ? { A: ['10.0.0.5'] } : undefined));
+    const resolver = webhookResolver();
+    resolver.setServers([nameserver.address]);
     const strict = new WebhookService({
       webhooks,
       tenants: { get: async () => t },
-      send: makeSender({ allowPrivateTargets: false, lookup }),
+      send: makeSender({ allowPrivateTargets: false, resolver }),
       timeoutMs: 1_000,
       now: Date.now,
       delivery: {} as WebhookServiceDeps['delivery'],
     });
 
-    await expect(strict.update(t.id, created.id, { url: 'https://inside.example.test/hook', status: 'active' })).rejects.toMatchObject({
-      code: 'invalid_request',
-    });
-    expect((await webhooks.get(t.id, created.id))?.url).toBe(created.url);
+    try {
+      await expect(strict.update(t.id, created.id, { url: 'https://inside.example.test/hook', status: 'active' })).rejects.toMatchObject({
+        code: 'invalid_request',
+      });
+      expect((await webhooks.get(t.id, created.id))?.url).toBe(created.url);
+    } finally {
+      await nameserver.close();
+    }
   });
 });
