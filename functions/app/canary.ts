@@ -1,17 +1,22 @@
 /**
- * The canary (SPEC §5): on a schedule it publishes one synthetic event, through
- * the public API, to an internal tenant whose webhook is sluice's own receiver.
- * The receiver verifies the signature and counts `CanaryDelivered`; the
- * "canary stale" alarm fires when none has arrived end to end in 5 minutes, so it
- * pages even when every other metric is silent.
+ * The canary (SPEC §5): on a schedule it publishes two synthetic events (ticks),
+ * through the public API, to an internal tenant whose webhook is sluice's own
+ * receiver: one for each way an event goes through the pipeline (see canaryTicks).
+ * The receiver verifies the signature and counts `CanaryDelivered` once both ticks of
+ * a run have arrived; the "canary stale" alarm fires when no run has arrived end to
+ * end in 5 minutes, so it pages even when every other metric is silent, and when only
+ * one of the two paths is stuck (lease contention, say, which nothing else reports).
  */
 import type { CanaryKeyStore } from '../adapters/canary-key.ts';
-import { type CanaryState, type CanaryStore, type CanaryTenant, hasWebhook } from '../adapters/canary-store.ts';
+import { type CanaryPath, type CanaryState, type CanaryStore, type CanaryTenant, hasWebhook } from '../adapters/canary-store.ts';
 import { signedPing } from '../core/deliveries.ts';
 import { verifySignature } from '../core/signing.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
+/** The resource of the canary's webhook, and of its quiet tick. */
 export const CANARY_RESOURCE = 'sluice-canary';
+/** The resource of its leased tick, a child of CANARY_RESOURCE (so the one webhook gets it). */
+export const CANARY_LEASED_RESOURCE = 'sluice-canary:leased';
 export const CANARY_TYPE = 'sluice_canary.tick';
 /** A tick counts as delivered when it arrived within this long of being sent (the canary-stale alarm's period). */
 export const CANARY_ON_TIME_MS = 5 * 60_000;
@@ -238,25 +243,53 @@ export async function runCanary(deps: CanaryDeps): Promise<void> {
   }
 }
 
-/** The run itself: its setup, its webhook kept in service, and the event. */
+/**
+ * A run's two ticks, in one request, each on an object of its own so that neither
+ * changes the other's path:
+ * - `quiet`: one small event with no id, alone on an idle object. Ingest keeps it on the
+ *   object's meta item and rings a quiet doorbell; the distributor publishes it in a
+ *   quiet turn, with no lease, no slot and no commit.
+ * - `leased`: an event with an id (an idempotency key), which ingest never keeps inline:
+ *   it is written to its slot, and the turn that publishes it takes the object's lease,
+ *   reads the slots and commits. A lease nobody can take (the hot-object incident's
+ *   failure) stops it, and only it.
+ * The leased tick names the quiet one's resource as its parent, so the canary's one
+ * webhook gets both. The id is the run's own: no later run repeats it.
+ */
+function canaryTicks(sentAt: number): unknown[] {
+  const data = (path: CanaryPath) => ({ sent_at: sentAt, path });
+  return [
+    { resource: CANARY_RESOURCE, type: CANARY_TYPE, data: data('quiet') },
+    {
+      resource: CANARY_LEASED_RESOURCE,
+      parents: [CANARY_RESOURCE],
+      type: CANARY_TYPE,
+      data: data('leased'),
+      id: `sluice-canary-${sentAt}`,
+    },
+  ];
+}
+
+type PublishResult = { status?: unknown; error?: { code?: unknown } };
+
+/** The run itself: its setup, its webhook kept in service, and its ticks. */
 async function publishOnce(deps: CanaryDeps): Promise<void> {
   let { state, apiKey } = await setUp(deps);
   if ((await keepWebhook(deps, state, apiKey)) === 'gone') ({ state, apiKey } = await setUp(deps));
-  const published = await post(`${deps.apiUrl}/v1/events`, apiKey, {
-    events: [{ resource: CANARY_RESOURCE, type: CANARY_TYPE, data: { sent_at: deps.now() } }],
-  });
-  // A 202 answers each event apart: one rejected (a storage failure, a full queue) was not published.
-  const result =
-    published.status === 202
-      ? (published.json.events as Array<{ status?: unknown; error?: { code?: unknown } }> | undefined)?.[0]
-      : undefined;
+  const ticks = canaryTicks(deps.now());
+  const published = await post(`${deps.apiUrl}/v1/events`, apiKey, { events: ticks });
+  // A 202 answers each event apart: one rejected (a storage failure, a full queue) was
+  // not published, and without it no run of the canary's can arrive whole.
+  const results = published.status === 202 ? ((published.json.events as PublishResult[] | undefined) ?? []) : [];
+  const failed = ticks.findIndex((_, i) => results[i]?.status !== 'accepted' && results[i]?.status !== 'duplicate');
   // The tenant id in every run's log: on-call looks for it among the switches (runbook canary-stale).
-  if (result?.status !== 'accepted' && result?.status !== 'duplicate') {
+  if (failed >= 0) {
+    const result = results[failed];
     deps.metrics.count('CanaryPublishFailed');
     deps.logger.error('Canary publish failed', {
       tenant: state.tenantId,
       status: published.status,
-      ...(result && { result: String(result.status), code: String(result.error?.code) }),
+      ...(result && { tick: failed === 0 ? 'quiet' : 'leased', result: String(result.status), code: String(result.error?.code) }),
     });
     return;
   }
@@ -264,7 +297,7 @@ async function publishOnce(deps: CanaryDeps): Promise<void> {
   deps.logger.info('Canary published', { tenant: state.tenantId });
 }
 
-type CanaryEvent = { type?: unknown; data?: { sent_at?: unknown } | null };
+type CanaryEvent = { type?: unknown; data?: { sent_at?: unknown; path?: unknown } | null };
 
 /** The events of a body shaped as a delivery (`{"events":[{…}]}`), or undefined when it is not one. */
 function canaryEvents(body: string): CanaryEvent[] | undefined {
@@ -281,9 +314,9 @@ function canaryEvents(body: string): CanaryEvent[] | undefined {
   return events as CanaryEvent[];
 }
 
-/** The canary receiver: verify, count, answer. Returns the HTTP status to answer with. */
+/** The canary receiver: verify, note, count, answer. Returns the HTTP status to answer with. */
 export async function receiveCanary(
-  deps: Pick<CanaryDeps, 'store' | 'metrics' | 'logger' | 'now'>,
+  deps: { readonly store: Pick<CanaryStore, 'get' | 'noteArrival'> } & Pick<CanaryDeps, 'metrics' | 'logger' | 'now'>,
   headers: { id: string | undefined; timestamp: string | undefined; signature: string | undefined },
   body: string,
 ): Promise<number> {
@@ -298,15 +331,28 @@ export async function receiveCanary(
     deps.logger.warn('Canary receiver got a delivery with a bad signature');
     return 401;
   }
-  // Only a tick that made the round trip within the alarm's period counts as delivered:
-  // a pipeline running uniformly late must still turn canary-stale to ALARM.
+  // Only a tick that made the round trip within the alarm's period counts: a pipeline
+  // running uniformly late must still turn canary-stale to ALARM.
   const ticks = events.filter((e) => e.type === CANARY_TYPE);
   const now = deps.now();
-  const onTime = ticks.filter((e) => typeof e.data?.sent_at === 'number' && now - e.data.sent_at <= CANARY_ON_TIME_MS).length;
-  if (onTime > 0) deps.metrics.count('CanaryDelivered', onTime);
-  if (ticks.length > onTime) {
-    deps.metrics.count('CanaryLate', ticks.length - onTime);
-    deps.logger.warn('Canary tick arrived late', { late: ticks.length - onTime });
+  let late = 0;
+  for (const tick of ticks) {
+    const sentAt = tick.data?.sent_at;
+    if (typeof sentAt !== 'number' || now - sentAt > CANARY_ON_TIME_MS) {
+      late++;
+      continue;
+    }
+    // A tick with no path (sent by an earlier version, which had only the quiet one) proves one path alone.
+    const path = tick.data?.path;
+    if (path !== 'quiet' && path !== 'leased') continue;
+    deps.metrics.count('CanaryTicks', 1, { path });
+    // A run is delivered once both its ticks are: one path stuck (every lease refused,
+    // say) must turn canary-stale to ALARM while the other still delivers.
+    if (await deps.store.noteArrival(path, sentAt)) deps.metrics.count('CanaryDelivered');
+  }
+  if (late > 0) {
+    deps.metrics.count('CanaryLate', late);
+    deps.logger.warn('Canary tick arrived late', { late });
   }
   return 204;
 }

@@ -100,6 +100,8 @@ export const CONTROL_PK = {
   tenant: 'tenant#',
   /** The canary's own tenant and webhook (its tenant's API key is in a secret of its own). */
   canary: 'canary',
+  /** The latest tick of each of the canary's two paths that reached its receiver (adapters/canary-store.ts). */
+  canaryArrivals: 'canary-arrivals',
   /** The sandbox only: the canary's API key, which AWS keeps in Secrets Manager (adapters/canary-key.ts). */
   canaryKey: 'canary-key',
   /** Every kill switch, under one partition. */
@@ -254,7 +256,13 @@ export const TABLE_ACCESS = {
     events: { actions: ['BatchGetItem', 'UpdateItem'], indexes: [SCHEDULE_INDEX] },
     control: { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
   },
-  // Its own item (the public receiver only reads it).
+  // Its own item. The public receiver only reads it (the webhook's secret is in it), and
+  // updates an item of its own: which of the canary's ticks arrived (after verifying them).
   canary: { control: { actions: ['GetItem', 'PutItem', 'UpdateItem'], leadingKeys: [CONTROL_PK.canary] } },
-  canaryReceiver: { control: { actions: ['GetItem'], leadingKeys: [CONTROL_PK.canary] } },
+  canaryReceiver: {
+    control: [
+      { actions: ['GetItem'], leadingKeys: [CONTROL_PK.canary] },
+      { actions: ['UpdateItem'], leadingKeys: [CONTROL_PK.canaryArrivals] },
+    ],
+  },
 } as const satisfies { readonly [F in keyof typeof FUNCTION_ENTRIES]: { readonly events?: TableGrant; readonly control?: TableGrant } };

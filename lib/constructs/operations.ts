@@ -121,10 +121,11 @@ export class Operations extends Construct {
       timeout: Duration.seconds(10),
       // Public (a function URL), so anyone may call it: a cap keeps a flood of calls from
       // taking the account's concurrency from the pipeline's functions. The canary sends it
-      // one delivery a minute.
+      // two ticks a minute, in one delivery or two.
       reservedConcurrentExecutions: CANARY_RECEIVER_CONCURRENCY,
-      // It may read the canary's own item and nothing else.
-    }).bindItems(props.control, ENV.controlTable, TABLE_ACCESS.canaryReceiver.control);
+      // It may read the canary's own item and update the one where it notes arrived ticks,
+      // nothing else.
+    }).bindTable(props.control, TABLE_ACCESS.canaryReceiver.control, ENV.controlTable);
     const receiverUrl = this.canaryReceiver.function.addFunctionUrl({ authType: FunctionUrlAuthType.NONE });
     this.canary = new SluiceFunction(this, 'Canary', {
       entry: FUNCTION_ENTRIES.canary,

@@ -714,7 +714,11 @@ describe('operations', () => {
           };
         });
     };
-    expect(dynamoStatements(urlTarget)).toEqual([{ action: 'dynamodb:GetItem', leadingKeys: ['canary'] }]);
+    // It reads the canary's item (the webhook's secret) and writes only where it notes the ticks that arrived.
+    expect(dynamoStatements(urlTarget)).toEqual([
+      { action: 'dynamodb:GetItem', leadingKeys: ['canary'] },
+      { action: 'dynamodb:UpdateItem', leadingKeys: ['canary-arrivals'] },
+    ]);
     expect(dynamoStatements(idWhere((v) => v.CANARY_RECEIVER_URL !== undefined))).toEqual([
       { action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], leadingKeys: ['canary'] },
     ]);

@@ -176,6 +176,19 @@ describe('table access in the sandbox', () => {
       await expect(
         runningAs('canaryReceiver', () => dynamo.send(new GetCommand({ TableName: controlTable, Key: { pk: 'canary-key', sk: 'key' } }))),
       ).rejects.toThrow(/canaryReceiver function may not reach the partition canary-key/);
+      // The public receiver writes only where it notes the ticks that arrived, not the item with the webhook's secret.
+      const write = (pk: string) =>
+        new UpdateCommand({
+          TableName: controlTable,
+          Key: { pk, sk: 'state' },
+          UpdateExpression: 'SET #x = :x',
+          ExpressionAttributeNames: { '#x': 'x' },
+          ExpressionAttributeValues: { ':x': 1 },
+        });
+      await expect(runningAs('canaryReceiver', () => dynamo.send(write('canary')))).rejects.toThrow(
+        /canaryReceiver function may not reach the partition canary of the control table/,
+      );
+      await runningAs('canaryReceiver', () => dynamo.send(write('canary-arrivals')));
       refused.length = 0;
 
       // Every function at work: ingest, turns with a stream and a drop switch's gap

@@ -1,7 +1,8 @@
 /**
- * Network faults on a real client, against the real emulators: what a lost answer does
- * to a write that applied.
+ * Faults on a real client, against the real emulators: what a lost answer does to a
+ * write that applied; leases that nobody can take.
  */
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 
 /**
@@ -26,4 +27,27 @@ export function loseFirstAnswers(client: DynamoDBDocumentClient, matches: (input
     { step: 'deserialize', name: 'loseFirstAnswer' },
   );
   return () => lost;
+}
+
+/**
+ * Refuses every take of an object's lease, as DynamoDB refuses one while another holder's
+ * lease is live (a ConditionalCheckFailedException), without sending it: as if every
+ * object had a holder that never let go. Every ordinary turn then ends `lease_held`, and
+ * only quiet turns (which take no lease) still publish. Answers a function that ends the
+ * fault.
+ */
+export function refuseLeases(client: DynamoDBDocumentClient): () => void {
+  const name = 'refuseLeases';
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const update = (args.input as { UpdateExpression?: unknown }).UpdateExpression;
+      // The lease's take is the one write that sets its owner (adapters/queue-store.ts, acquireLease).
+      if (typeof update === 'string' && update.startsWith('SET #lease_owner = :owner')) {
+        throw new ConditionalCheckFailedException({ message: 'The conditional request failed', $metadata: {} });
+      }
+      return next(args);
+    },
+    { step: 'initialize', name },
+  );
+  return () => void client.middlewareStack.remove(name);
 }

@@ -1,0 +1,73 @@
+/**
+ * The canary covers both ways an event goes through the pipeline: a run counts as
+ * delivered (`CanaryDelivered`, what canary-stale reads) only once its quiet tick
+ * (kept inline, published without a lease) and its leased tick (a slot, a lease, a
+ * commit) have both reached its receiver. Lease contention, which the quiet path never
+ * meets, must keep the count at nothing. A sandbox of its own: no tick of another
+ * file's runs arrives here late.
+ */
+import { describe, expect, it } from 'vitest';
+import { CanaryStore, hasWebhook } from '../../functions/adapters/canary-store.ts';
+import { Doorbell } from '../../functions/adapters/doorbell.ts';
+import { CANARY_LEASED_RESOURCE } from '../../functions/app/canary.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { refuseLeases } from '../support/faults.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+// Runs only when a test asks (sandbox.runCanary), to its own receiver, as in AWS.
+withSandbox({ canary: false }, (s, r) => {
+  [sandbox, receiver] = [s, r];
+});
+
+const total = (name: string, dimensions?: Record<string, string>) => sandbox.metrics.total(name, dimensions);
+const until = (predicate: () => boolean) => receiver.waitFor(predicate, 10_000);
+/**
+ * Ingest keeps an event on its object's meta item (the quiet path) only when it wrote
+ * none there in the last second: the canary's runs are a minute apart, these are not.
+ */
+const idle = () => new Promise((resolve) => setTimeout(resolve, 1_100));
+
+describe("the canary's two paths", () => {
+  it('counts a run as delivered only once its leased tick arrived too: with every lease refused, its quiet tick alone counts nothing', async () => {
+    // Both paths working: the run is delivered once, its quiet tick by a quiet turn.
+    await sandbox.runCanary();
+    await until(() => total('CanaryDelivered') === 1 && total('QuietTurns') === 1);
+    expect(total('LeaseConflicts')).toBe(0);
+
+    // Every lease refused, as in the hot-object incident: the quiet tick still arrives,
+    // the leased one waits on its object, and the run is not counted.
+    const endFault = refuseLeases(sandbox.wiring.dynamo);
+    try {
+      const events = total('EventsDelivered');
+      await idle();
+      await sandbox.runCanary();
+      await until(() => total('EventsDelivered') > events && total('QuietTurns') === 2);
+      // Time for anything else under way to arrive.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(total('CanaryDelivered')).toBe(1);
+      expect(total('EventsDelivered')).toBe(events + 1);
+      expect(total('LeaseConflicts')).toBeGreaterThan(0);
+      expect(total('CanaryTicks', { path: 'quiet' })).toBe(2);
+      expect(total('CanaryTicks', { path: 'leased' })).toBe(1);
+    } finally {
+      endFault();
+    }
+
+    // Leases again: its object rung (as the reconciler rings one stuck), the leased tick
+    // arrives and completes its run; the next run is delivered as the first was.
+    const state = await new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }).get();
+    if (!state || !hasWebhook(state)) throw new Error('no canary state');
+    const doorbell = new Doorbell({ client: sandbox.wiring.sqs, queueUrl: sandbox.wiring.distributeQueueUrl });
+    await doorbell.ring({ tenantId: state.tenantId, resource: CANARY_LEASED_RESOURCE }, 'stuck');
+    await until(() => total('CanaryDelivered') === 2);
+    await idle();
+    await sandbox.runCanary();
+    await until(() => total('CanaryDelivered') === 3);
+    expect(total('CanaryTicks', { path: 'quiet' })).toBe(3);
+    expect(total('CanaryTicks', { path: 'leased' })).toBe(3);
+  });
+});
