@@ -216,13 +216,14 @@ export class Operations extends Construct {
       this.alarms[definition.name] = alarm;
     }
 
-    const sluice = (name: string, statistic = 'Sum') =>
+    const sluice = (name: string, statistic = 'Sum', dimensions: Record<string, string> = {}) =>
       new Metric({
         namespace: METRICS_NAMESPACE,
         metricName: name,
-        dimensionsMap: { service: props.metricsService },
+        dimensionsMap: { service: props.metricsService, ...dimensions },
         statistic,
         period: Duration.minutes(1),
+        ...(Object.keys(dimensions).length > 0 && { label: `${name} ${Object.values(dimensions).join(' ')}` }),
       });
     const graph = (title: string, left: IMetric[]) => new GraphWidget({ title, left, width: 4, height: 6 });
     this.dashboard = new Dashboard(this, 'Dashboard', {
@@ -274,6 +275,9 @@ export class Operations extends Construct {
             props.queues.Deliver.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
             props.queues.Distribute.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
             sluice('CanaryDelivered'),
+            // Which of a run's two ticks arrive: one path stuck shows here (runbook canary-stale).
+            sluice('CanaryTicks', 'Sum', { path: 'quiet' }),
+            sluice('CanaryTicks', 'Sum', { path: 'leased' }),
             sluice('CanaryLate'),
           ]),
         ],
