@@ -1,11 +1,13 @@
 /**
- * Evaluates the alarm definitions against the sandbox's metrics the way
- * CloudWatch does: per period, the statistic over the period's data points (the
+ * Evaluates the alarm definitions of the sandbox's config against its metrics the
+ * way CloudWatch does: per period, the statistic over the period's data points (the
  * sources added together), compared with the threshold; ALARM when
  * `datapointsToAlarm` of the last `evaluationPeriods` periods breach. `timeScale`
- * shrinks every period (tests use it to see a 5-minute alarm in seconds).
+ * shrinks every period (tests use it to see a 5-minute alarm in seconds) but those of
+ * the alarms that follow a schedule: the sandbox runs its schedules in real time.
  */
-import { ALARMS, type AlarmDefinition } from '../functions/definitions/alarms.ts';
+import type { SluiceConfig } from '../functions/core/config.ts';
+import { type AlarmDefinition, alarmDefinitions } from '../functions/definitions/alarms.ts';
 import { type InMemoryMetrics, sourceKey } from './metrics.ts';
 
 export type AlarmStateValue = 'OK' | 'ALARM';
@@ -22,13 +24,15 @@ export interface AlarmState {
 
 export class AlarmEvaluator {
   readonly #metrics: InMemoryMetrics;
+  readonly #alarms: readonly AlarmDefinition[];
   readonly #now: () => number;
   readonly #timeScale: number;
   readonly #states = new Map<string, { state: AlarmStateValue; since: number }>();
   readonly #startedAt: number;
 
-  constructor(metrics: InMemoryMetrics, options: { now?: () => number; timeScale?: number } = {}) {
+  constructor(metrics: InMemoryMetrics, config: SluiceConfig, options: { now?: () => number; timeScale?: number } = {}) {
     this.#metrics = metrics;
+    this.#alarms = alarmDefinitions(config);
     this.#now = options.now ?? Date.now;
     this.#timeScale = options.timeScale ?? 1;
     this.#startedAt = this.#now();
@@ -36,7 +40,7 @@ export class AlarmEvaluator {
 
   evaluate(): AlarmState[] {
     const now = this.#now();
-    return ALARMS.map((alarm) => {
+    return this.#alarms.map((alarm) => {
       const { breaching, value, judged } = this.#assess(alarm, now);
       const previous = this.#states.get(alarm.name);
       // With no data at all, an alarm that ignores missing data keeps its state.
@@ -58,7 +62,7 @@ export class AlarmEvaluator {
 
   /** `judged` is false when no period had data. */
   #assess(alarm: AlarmDefinition, now: number): { breaching: boolean; value: number | null; judged: boolean } {
-    const period = alarm.periodSeconds * 1000 * this.#timeScale;
+    const period = alarm.periodSeconds * 1000 * (alarm.schedule ? 1 : this.#timeScale);
     let breaches = 0;
     let latest: number | null = null;
     let judged = false;
@@ -88,7 +92,12 @@ export class AlarmEvaluator {
     for (const source of alarm.sources) {
       const points = this.#metrics.points(sourceKey(source), from, to);
       if (points.length === 0) continue;
-      const value = alarm.statistic === 'Sum' ? points.reduce((a, b) => a + b, 0) : Math.max(...points);
+      const value =
+        alarm.statistic === 'Sum'
+          ? points.reduce((a, b) => a + b, 0)
+          : alarm.statistic === 'SampleCount'
+            ? points.length
+            : Math.max(...points);
       total = (total ?? 0) + value;
     }
     return total;

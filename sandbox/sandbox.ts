@@ -143,7 +143,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   let stopped = false;
   const alarmTimeScale = options.alarmTimeScale ?? 1;
-  const alarms = new AlarmEvaluator(metrics, { timeScale: alarmTimeScale });
+  const alarms = new AlarmEvaluator(metrics, config, { timeScale: alarmTimeScale });
   const api = await startApiOnThread(
     {
       config,

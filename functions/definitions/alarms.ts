@@ -1,9 +1,11 @@
 /**
- * Every alarm of sluice, as data (SPEC §5). The CDK stack turns each into a
- * CloudWatch alarm that notifies the on-call SNS topic; the sandbox evaluates the
- * same definitions against its own metrics and serves their states at
- * `GET /v1/admin/alarms`. Each description names its section of docs/runbooks.md.
+ * Every alarm of sluice, as data (SPEC §5), built from the config by
+ * `alarmDefinitions` (the scheduled functions' alarms follow their intervals). The
+ * CDK stack turns each into a CloudWatch alarm that notifies the on-call SNS topic;
+ * the sandbox evaluates the same definitions against its own metrics and serves their
+ * states at `GET /v1/admin/alarms`. Each description names its section of docs/runbooks.md.
  */
+import type { SluiceConfig } from '../core/config.ts';
 import { FUNCTION_ENTRIES } from './environment.ts';
 
 /** Where a metric comes from; the stack maps each source to the real resource. */
@@ -16,6 +18,13 @@ export type MetricSource =
 export type QueueMetricName = 'ApproximateAgeOfOldestMessage' | 'ApproximateNumberOfMessagesVisible';
 export type FunctionName = keyof typeof FUNCTION_ENTRIES;
 
+/** The functions a schedule runs (EventBridge in AWS, a timer in the sandbox), and the setting of how often. */
+export const SCHEDULED_FUNCTIONS = {
+  reconciler: 'reconcileIntervalSeconds',
+  canary: 'canaryIntervalSeconds',
+} as const satisfies Partial<Record<FunctionName, keyof SluiceConfig>>;
+export type ScheduledFunction = keyof typeof SCHEDULED_FUNCTIONS;
+
 export interface AlarmDefinition {
   /** Stable id. */
   readonly name: string;
@@ -25,7 +34,8 @@ export interface AlarmDefinition {
   readonly summary: string;
   /** Several sources are added together (metric math) before the comparison. */
   readonly sources: readonly MetricSource[];
-  readonly statistic: 'Sum' | 'Maximum';
+  /** `SampleCount`: how many data points, whatever their values (a run that reported at all). */
+  readonly statistic: 'Sum' | 'Maximum' | 'SampleCount';
   readonly periodSeconds: number;
   readonly evaluationPeriods: number;
   readonly datapointsToAlarm: number;
@@ -37,6 +47,12 @@ export interface AlarmDefinition {
    * alarm keeps its state until the next report).
    */
   readonly missingData: 'notBreaching' | 'breaching' | 'ignore';
+  /**
+   * Set on an alarm whose period is a scheduled function's interval: each period holds
+   * one of its runs. The sandbox runs its schedules in real time, so its time scale,
+   * which shrinks every other alarm's periods, leaves these as they are.
+   */
+  readonly schedule?: ScheduledFunction;
 }
 
 export const RUNBOOK_PATH = 'docs/runbooks.md';
@@ -72,6 +88,102 @@ export const RECORD_FAILURE_METRICS = {
   delivery: 'DeliveryRecordsFailed',
 } as const satisfies Partial<Record<FunctionName, string>>;
 
+/**
+ * Each function's errors and throttles alarms: the scheduled functions' follow their
+ * interval (scheduledFunctionAlarm), the others' are read over minutes (functionAlarm).
+ */
+function functionAlarms(config: SluiceConfig): AlarmDefinition[] {
+  return FUNCTIONS.flatMap((fn) => {
+    if (fn in SCHEDULED_FUNCTIONS) {
+      const interval = config[SCHEDULED_FUNCTIONS[fn as ScheduledFunction]];
+      return [
+        scheduledFunctionAlarm(fn as ScheduledFunction, 'Errors', 'failed', interval),
+        scheduledFunctionAlarm(fn as ScheduledFunction, 'Throttles', 'was throttled', interval),
+      ];
+    }
+    return [functionAlarm(fn, 'Errors', 'failed invocations'), functionAlarm(fn, 'Throttles', 'was throttled')];
+  });
+}
+
+/**
+ * The period of an alarm on a scheduled function: its interval, at least a minute
+ * (EventBridge runs a shorter one every minute, and a minute is CloudWatch's shortest
+ * standard period).
+ */
+function scheduledPeriodSeconds(intervalSeconds: number): number {
+  return Math.max(60, intervalSeconds);
+}
+
+/** `1 minute`, `5 minutes`, `90 s`. */
+function span(seconds: number): string {
+  return seconds % 60 === 0 ? `${seconds / 60} minute${seconds === 60 ? '' : 's'}` : `${seconds} s`;
+}
+
+/** `one a minute`, `one every 5 minutes`. */
+function onceEvery(seconds: number): string {
+  return seconds === 60 ? 'one a minute' : `one every ${span(seconds)}`;
+}
+
+/**
+ * A scheduled function's errors or throttles. It runs once an interval and is not
+ * retried (pipeline.ts, operations.ts), so on one-minute periods a function that fails
+ * every run breaches one minute per interval: at 180 s two minutes in five, and a
+ * "3 of 5 minutes" alarm never fires. Here each period is one interval, a run each; the
+ * alarm looks at enough of them to span 5 minutes (N) and fires when min(3, N) of them
+ * breach: at the default minute 3 of the last 5, as for the other functions; at 2
+ * minutes each of the last 3 runs, at 3 or 4 each of the last 2, and from 5 minutes on
+ * the last run alone. A function that fails every run always pages.
+ */
+function scheduledFunctionAlarm(
+  fn: ScheduledFunction,
+  metric: 'Errors' | 'Throttles',
+  what: string,
+  intervalSeconds: number,
+): AlarmDefinition {
+  const periodSeconds = scheduledPeriodSeconds(intervalSeconds);
+  const runs = Math.ceil(300 / periodSeconds);
+  const breaching = Math.min(3, runs);
+  const which = breaching < runs ? `${breaching} of its last ${runs} runs` : runs === 1 ? 'its last run' : `each of its last ${runs} runs`;
+  return {
+    ...functionAlarm(fn, metric, what),
+    summary: `the ${fn} function ${what} in ${which} (${onceEvery(periodSeconds)}).`,
+    periodSeconds,
+    evaluationPeriods: runs,
+    datapointsToAlarm: breaching,
+    schedule: fn,
+  };
+}
+
+/** How many of the reconciler's intervals may pass without a report before reconciler-stale fires. */
+export const RECONCILER_STALE_INTERVALS = 3;
+
+/**
+ * The reconciler's heartbeat: each run that gets through its sweep reports
+ * `ScheduledObjects` (0 when nothing is listed), so no data point for
+ * RECONCILER_STALE_INTERVALS intervals means no run did: its schedule is disabled or
+ * gone, or every run fails before it reports (`reconciler-errors` fires too). Missing
+ * data breaches. Three intervals, not one: a run lost now and then, or one slower than
+ * the one before, leaves an interval without a report and must not page.
+ */
+function reconcilerStale(intervalSeconds: number): AlarmDefinition {
+  const periodSeconds = scheduledPeriodSeconds(intervalSeconds);
+  return {
+    name: 'reconciler-stale',
+    runbook: 'reconciler-stale',
+    title: 'Reconciler stale',
+    summary: `no reconciler run has reported a sweep in the last ${span(RECONCILER_STALE_INTERVALS * periodSeconds)} (${RECONCILER_STALE_INTERVALS} of its intervals).`,
+    sources: [{ kind: 'sluice', name: 'ScheduledObjects' }],
+    statistic: 'SampleCount',
+    periodSeconds,
+    evaluationPeriods: RECONCILER_STALE_INTERVALS,
+    datapointsToAlarm: RECONCILER_STALE_INTERVALS,
+    threshold: 1,
+    comparison: 'LessThanThreshold',
+    missingData: 'breaching',
+    schedule: 'reconciler',
+  };
+}
+
 /** A function's errors (its failed invocations, and failed records) or throttles in 3 of the last 5 minutes. */
 function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: string): AlarmDefinition {
   const kind = metric.toLowerCase();
@@ -93,7 +205,8 @@ function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: s
   };
 }
 
-export const ALARMS: readonly AlarmDefinition[] = [
+/** The alarms no setting changes. */
+const FIXED_ALARMS: readonly AlarmDefinition[] = [
   {
     name: 'canary-stale',
     runbook: 'canary-stale',
@@ -174,7 +287,8 @@ export const ALARMS: readonly AlarmDefinition[] = [
     comparison: 'GreaterThanThreshold',
     // Only the reconciler reports it, every reconcileIntervalSeconds (60 by default, up
     // to an hour): between its reports the alarm keeps what the last one said, rather
-    // than clear a minute later and page again at the next report.
+    // than clear a minute later and page again at the next report. Runs that fail before
+    // they report leave it as it was: reconciler-errors and reconciler-stale page for them.
     missingData: 'ignore',
   },
   {
@@ -223,5 +337,12 @@ export const ALARMS: readonly AlarmDefinition[] = [
     comparison: 'GreaterThanThreshold',
     missingData: 'notBreaching',
   },
-  ...FUNCTIONS.flatMap((fn) => [functionAlarm(fn, 'Errors', 'failed invocations'), functionAlarm(fn, 'Throttles', 'was throttled')]),
 ];
+
+/**
+ * Every alarm of a deployment with this config (the stack's, whose intervals are at
+ * least a minute; the sandbox's): the stack creates them, the sandbox evaluates them.
+ */
+export function alarmDefinitions(config: SluiceConfig): readonly AlarmDefinition[] {
+  return Object.freeze([...FIXED_ALARMS, reconcilerStale(config.reconcileIntervalSeconds), ...functionAlarms(config)]);
+}

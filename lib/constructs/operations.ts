@@ -31,8 +31,8 @@ import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import {
-  ALARMS,
   type AlarmDefinition,
+  alarmDefinitions,
   alarmDescription,
   type FunctionName,
   METRICS_NAMESPACE,
@@ -188,7 +188,7 @@ export class Operations extends Construct {
     };
 
     this.alarms = {};
-    for (const definition of ALARMS) {
+    for (const definition of alarmDefinitions(props.config)) {
       const metrics = definition.sources.map((source) => metricOf(source, definition));
       const metric =
         metrics.length === 1

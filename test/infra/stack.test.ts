@@ -12,7 +12,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, DEFAULT_CONFIG, RETRY_SCHEDULE_MAX_ATTEMPTS } from '../../functions/core/config.ts';
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
-import { ALARMS, alarmDescription } from '../../functions/definitions/alarms.ts';
+import { alarmDefinitions, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, SQS_MAX_MESSAGE_BYTES } from '../../functions/definitions/queues.ts';
 import {
@@ -571,9 +571,11 @@ describe('webhook-disabled notices', () => {
 describe('operations', () => {
   it('has every alarm of the definitions, with its threshold, description and the on-call topic as action', () => {
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
-    expect(alarms).toHaveLength(ALARMS.length);
+    // The template's config: OVERRIDES on the defaults (every interval a minute).
+    const definitions = alarmDefinitions(buildConfig(OVERRIDES));
+    expect(alarms).toHaveLength(definitions.length);
     const [topicId] = Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }));
-    for (const definition of ALARMS) {
+    for (const definition of definitions) {
       const alarm = alarms.find((a) => a.Properties.AlarmDescription === alarmDescription(definition));
       expect(alarm, definition.name).toBeDefined();
       expect(alarm?.Properties).toMatchObject({
@@ -585,6 +587,36 @@ describe('operations', () => {
         OKActions: [{ Ref: topicId }],
       });
     }
+  });
+
+  it("builds the scheduled functions' alarms from their intervals, and a heartbeat that pages when the reconciler does not run", () => {
+    const slow = synth({ reconcileIntervalSeconds: 300, canaryIntervalSeconds: 240 });
+    const alarms = Object.values(slow.findResources('AWS::CloudWatch::Alarm'));
+    const definitions = alarmDefinitions(buildConfig({ reconcileIntervalSeconds: 300, canaryIntervalSeconds: 240 }));
+    expect(alarms).toHaveLength(definitions.length);
+    const alarm = (name: string) => {
+      const definition = definitions.find((d) => d.name === name);
+      return alarms.find((a) => a.Properties.AlarmDescription === alarmDescription(definition as (typeof definitions)[number]))?.Properties;
+    };
+    // One run every 5 minutes: each period is one run, and a failed run pages.
+    for (const name of ['reconciler-errors', 'reconciler-throttles']) {
+      expect(alarm(name), name).toMatchObject({ Period: 300, EvaluationPeriods: 1, DatapointsToAlarm: 1, Statistic: 'Sum' });
+    }
+    // One every 4 minutes: each of the last 2 runs.
+    expect(alarm('canary-errors')).toMatchObject({ Period: 240, EvaluationPeriods: 2, DatapointsToAlarm: 2 });
+    // The other functions are still read over minutes.
+    expect(alarm('distributor-throttles')).toMatchObject({ Period: 60, EvaluationPeriods: 5, DatapointsToAlarm: 3 });
+    expect(alarm('reconciler-stale')).toMatchObject({
+      MetricName: 'ScheduledObjects',
+      Namespace: 'Sluice',
+      Statistic: 'SampleCount',
+      Period: 300,
+      EvaluationPeriods: 3,
+      DatapointsToAlarm: 3,
+      Threshold: 1,
+      ComparisonOperator: 'LessThanThreshold',
+      TreatMissingData: 'breaching',
+    });
   });
 
   it("lets CloudWatch's alarms publish to the on-call topic: its own key and its policy allow them", () => {

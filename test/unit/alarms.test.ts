@@ -1,11 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ALARMS, alarmDescription, RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import { alarmDefinitions, alarmDescription, RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
 import { AlarmEvaluator } from '../../sandbox/alarms.ts';
 import { InMemoryMetrics } from '../../sandbox/metrics.ts';
 
 const runbooks = readFileSync('docs/runbooks.md', 'utf8');
+const config = buildConfig();
+const ALARMS = alarmDefinitions(config);
 
 describe('alarm definitions', () => {
   it('cover every alarm SPEC §5 asks for, and each function’s errors and throttles', () => {
@@ -22,6 +25,8 @@ describe('alarm definitions', () => {
     ]) {
       expect(names).toContain(required);
     }
+    // The reconciler's heartbeat: its errors alarm cannot see a reconciler that does not run.
+    expect(names).toContain('reconciler-stale');
     for (const fn of Object.keys(FUNCTION_ENTRIES)) {
       expect(names).toContain(`${fn}-errors`);
       expect(names).toContain(`${fn}-throttles`);
@@ -41,7 +46,7 @@ describe('sandbox alarm evaluation', () => {
   it('judges each period like CloudWatch: statistic, threshold, datapoints to alarm, missing data', () => {
     let now = 1_000_000;
     const metrics = new InMemoryMetrics(() => now);
-    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
     const state = (name: string) => evaluator.evaluate().find((a) => a.name === name);
     // Nothing is judged before the sandbox started.
     expect(state('canary-stale')?.state).toBe('OK');
@@ -72,7 +77,7 @@ describe('sandbox alarm evaluation', () => {
   it('pages for requests API Gateway throttled, whose events ingest never saw, as for rejected events', () => {
     let now = 8_000_000;
     const metrics = new InMemoryMetrics(() => now);
-    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
     const state = () => evaluator.evaluate().find((a) => a.name === 'events-rejected-or-dropped');
     now += 60_000;
     metrics.count('RequestsThrottled', 700);
@@ -87,7 +92,7 @@ describe('sandbox alarm evaluation', () => {
   it('pages for deliveries a full hold could not keep, and for endpoints sluice disabled, not for one its owner disabled', () => {
     let now = 7_000_000;
     const metrics = new InMemoryMetrics(() => now);
-    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
     const state = (name: string) => evaluator.evaluate().find((a) => a.name === name);
     now += 60_000;
     metrics.count('EventsHeldOverflow', 1_500);
@@ -103,7 +108,7 @@ describe('sandbox alarm evaluation', () => {
   it('pages for failed distributor and delivery records, which fail no invocation (a partial batch response): 3 of 5 minutes', () => {
     let now = 9_000_000;
     const metrics = new InMemoryMetrics(() => now);
-    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
     const state = (name: string) => evaluator.evaluate().find((a) => a.name === name)?.state;
     for (const [fn, metric] of Object.entries(RECORD_FAILURE_METRICS)) {
       for (let minute = 0; minute < 3; minute++) {
@@ -119,7 +124,7 @@ describe('sandbox alarm evaluation', () => {
   it('keeps the near-cap alarm in its state between the reconciler reports it rests on, however far apart', () => {
     let now = 9_000_000;
     const metrics = new InMemoryMetrics(() => now);
-    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
     const state = () => evaluator.evaluate().find((a) => a.name === 'object-queue-near-cap')?.state;
     // A reconciler every 5 minutes: one report of an object near its cap.
     metrics.count('ObjectsNearCap', 1);
@@ -141,7 +146,7 @@ describe('sandbox alarm evaluation', () => {
   it('alarms on what the first minutes of a sandbox hold, without judging the missing data before it started', () => {
     let now = 5_000_000;
     const metrics = new InMemoryMetrics(() => now);
-    const evaluator = new AlarmEvaluator(metrics, { now: () => now });
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
     const state = (name: string) => evaluator.evaluate().find((a) => a.name === name);
     now += 20_000;
     metrics.count('EventsRejected', 5_000);
@@ -149,6 +154,94 @@ describe('sandbox alarm evaluation', () => {
     // 20 s into a 5-minute period: its data is already over the threshold.
     expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 5_000 });
     expect(state('canary-stale')?.state).toBe('OK');
+  });
+});
+
+describe('the scheduled functions’ alarms, at every interval the config allows', () => {
+  /** Runs a scheduled function every `interval` s for `hours`, 30 s into each interval; answers every state each alarm took. */
+  function everyRun(overrides: Record<string, unknown>, interval: number, run: (metrics: InMemoryMetrics) => void, hours = 2) {
+    let now = 1_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, buildConfig(overrides), { now: () => now });
+    const states = new Set<string>();
+    for (let t = 0; t < hours * 3_600; t += 10) {
+      now = 1_000_000 + t * 1000;
+      if (t % interval === 30) run(metrics);
+      for (const a of evaluator.evaluate()) states.add(`${a.name}=${a.state}`);
+    }
+    return [...states];
+  }
+
+  for (const interval of [60, 120, 180, 240, 300, 600, 3_600]) {
+    it(`pages for a reconciler that fails every run, every ${interval} s, and not for one that reports every run`, () => {
+      const failing = everyRun({ reconcileIntervalSeconds: interval }, interval, (m) => m.record('function:reconciler:Errors', 1), 3);
+      expect(failing).toContain('reconciler-errors=ALARM');
+      const throttled = everyRun({ reconcileIntervalSeconds: interval }, interval, (m) => m.record('function:reconciler:Throttles', 1), 3);
+      expect(throttled).toContain('reconciler-throttles=ALARM');
+      // A sweep that went through (0 objects listed is a report too): none of its alarms pages.
+      const fine = everyRun({ reconcileIntervalSeconds: interval }, interval, (m) => m.count('ScheduledObjects', 0), 3);
+      expect(fine.filter((s) => s.startsWith('reconciler-') && s.endsWith('=ALARM'))).toEqual([]);
+    });
+  }
+
+  for (const interval of [60, 180, 240]) {
+    it(`pages for a canary that fails every run, every ${interval} s`, () => {
+      const states = everyRun({ canaryIntervalSeconds: interval }, interval, (m) => m.record('function:canary:Errors', 1));
+      expect(states).toContain('canary-errors=ALARM');
+    });
+  }
+
+  it('keeps 3 of the last 5 minutes at the default interval: two failed runs do not page', () => {
+    let now = 2_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
+    const state = () => evaluator.evaluate().find((a) => a.name === 'reconciler-errors')?.state;
+    for (const minute of [0, 1, 2, 3, 4]) {
+      now = 2_000_000 + minute * 60_000 + 30_000;
+      if (minute === 1 || minute === 3) metrics.record('function:reconciler:Errors', 1);
+      expect(state(), `minute ${minute}`).toBe('OK');
+    }
+  });
+
+  it('pages when the reconciler stops reporting (its schedule disabled) for 3 intervals, and clears at its next report', () => {
+    for (const interval of [60, 300]) {
+      let now = 3_000_000;
+      const metrics = new InMemoryMetrics(() => now);
+      const evaluator = new AlarmEvaluator(metrics, buildConfig({ reconcileIntervalSeconds: interval }), { now: () => now });
+      const state = () => evaluator.evaluate().find((a) => a.name === 'reconciler-stale')?.state;
+      // An hour of runs, one a little slower than the next now and then, and one lost.
+      for (let run = 1; run <= 3_600 / interval; run++) {
+        now = 3_000_000 + run * interval * 1000 + (run % 3) * 20_000;
+        if (run !== 5) metrics.count('ScheduledObjects', 0);
+        expect(state(), `${interval} s, run ${run}`).toBe('OK');
+        now += interval * 1000 - 1;
+        expect(state(), `${interval} s, before run ${run + 1}`).toBe('OK');
+      }
+      // The schedule is disabled: no run reports.
+      const lastReport = now;
+      while (state() === 'OK') now += 10_000;
+      expect((now - lastReport) / 1000, `${interval} s`).toBeGreaterThan(2 * interval);
+      expect((now - lastReport) / 1000, `${interval} s`).toBeLessThanOrEqual(4 * interval);
+      metrics.count('ScheduledObjects', 3);
+      now += 1;
+      expect(state()).toBe('OK');
+    }
+  });
+
+  it("leaves the scheduled functions' periods as they are under the sandbox's time scale: its schedules run in real time", () => {
+    let now = 4_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    // 100 times faster: canary-stale looks at the last 3 s; the reconciler still runs once a minute.
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now, timeScale: 0.01 });
+    const state = (name: string) => evaluator.evaluate().find((a) => a.name === name)?.state;
+    for (let minute = 1; minute <= 10; minute++) {
+      now = 4_000_000 + minute * 60_000;
+      metrics.count('ScheduledObjects', 0);
+      metrics.count('CanaryDelivered');
+      now += 59_000;
+      expect(state('reconciler-stale'), `minute ${minute}`).toBe('OK');
+      expect(state('canary-stale'), `minute ${minute}`).toBe('ALARM');
+    }
   });
 });
 
