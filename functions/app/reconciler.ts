@@ -27,15 +27,42 @@ export interface ReconcilerDeps {
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
   readonly now: () => number;
-  /** How long the run has left (Lambda's remaining time): unlisting idle objects, last, stops short of it. */
+  /**
+   * How long the run has left (Lambda's remaining time): its rings stop RING_MARGIN_MS
+   * short of it, and unlisting idle objects, last, RECONCILE_MARGIN_MS short.
+   */
   readonly timeLeftMs?: () => number;
 }
 
 /** The time a run keeps for its last writes and its metrics after it stops unlisting idle objects. */
 export const RECONCILE_MARGIN_MS = 10_000;
 
-/** How many idle objects a run unlists at once. */
-const UNLIST_CONCURRENCY = 16;
+/**
+ * The time a run keeps for its metrics after it stops ringing stuck objects: less than
+ * RECONCILE_MARGIN_MS, since rings come first and unlisting can wait for the next run.
+ */
+export const RING_MARGIN_MS = 5_000;
+
+/**
+ * How many objects a run works on at once (rings, lease clearing, unlisting). Rings
+ * made together share the doorbell's SendMessageBatch requests (up to 10 each); one
+ * at a time, each would wait out the batcher's linger and an SQS round trip alone.
+ */
+const RECONCILE_CONCURRENCY = 16;
+
+/**
+ * Works on the items RECONCILE_CONCURRENCY at a time, in order, while `hasTime()`;
+ * answers how many it started (the rest are left for the next run).
+ */
+async function eachAtOnce<T>(items: readonly T[], hasTime: () => boolean, work: (item: T) => Promise<void>): Promise<number> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: RECONCILE_CONCURRENCY }, async () => {
+      while (next < items.length && hasTime()) await work(items[next++] as T);
+    }),
+  );
+  return next;
+}
 
 export interface QueueView {
   readonly tenant: string;
@@ -99,11 +126,23 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     }
   };
   const switches = await deps.switches.list();
+  const timeLeft = () => deps.timeLeftMs?.() ?? Number.POSITIVE_INFINITY;
+  // Rings first, RECONCILE_CONCURRENCY objects at once (so that they share SendMessageBatch
+  // requests), while the run has time to report its metrics after them: after a mass
+  // loss of doorbells thousands of objects are stuck. Those left are a later run's: the
+  // next one's if it still finds their ring due (its lookback, see reconcileScheduled),
+  // else at their next spacing.
+  const hasTimeToRing = () => timeLeft() > RING_MARGIN_MS;
   let markersOwed = 0;
-  for (const { key, meta } of listed) {
-    if (meta.scheduled || meta.switchDropped === 0 || now - lastActive(meta) <= config.stuckAfterMs) continue;
-    if (actionForObject(switches, key.tenantId, key.resource) !== undefined) continue;
-    await each(key, async () => {
+  const owing = listed.filter(
+    ({ key, meta }) =>
+      !meta.scheduled &&
+      meta.switchDropped > 0 &&
+      now - lastActive(meta) > config.stuckAfterMs &&
+      actionForObject(switches, key.tenantId, key.resource) === undefined,
+  );
+  const owingDone = await eachAtOnce(owing, hasTimeToRing, ({ key, meta }) =>
+    each(key, async () => {
       // A fresh read of the switches in the turn, which then sends the marker.
       await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });
       markersOwed++;
@@ -112,40 +151,40 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
         resource: key.resource,
         dropped: meta.switchDropped,
       });
-    });
-  }
+    }),
+  );
   const metas = listed.filter(({ meta }) => meta.scheduled);
   let rerung = 0;
   let leasesCleared = 0;
   let maxDepth = 0;
   let nearCap = 0;
-  for (const { key, meta } of metas) {
+  for (const { meta } of metas) {
     maxDepth = Math.max(maxDepth, meta.depth);
     if (meta.depth > 0.8 * config.objectQueueCap) nearCap++;
-    await each(key, async () => {
+  }
+  const scheduledDone = await eachAtOnce(metas, hasTimeToRing, ({ key, meta }) =>
+    each(key, async () => {
       const done = await reconcileScheduled(deps, key, meta, now, switches);
       if (done.leaseCleared) leasesCleared++;
       if (done.rerung) rerung++;
-    });
-  }
+    }),
+  );
+  const unrung = owing.length - owingDone + metas.length - scheduledDone;
+  if (unrung > 0) logger.warn('Listed objects left for the next sweep to ring or clear: out of time', { left: unrung });
   // Last, the idle objects that have lingered long enough are taken off the index, as
-  // many at once as UNLIST_CONCURRENCY and while the run has time: on a busy deployment
+  // many at once as RECONCILE_CONCURRENCY and while the run has time: on a busy deployment
   // the index lists every object active in the last 10 minutes, tens of thousands, and
   // the re-rings and the metrics above must not wait behind them. What is left over is
   // unlisted by the next run.
   const idle = listed.filter(({ meta }) => !meta.scheduled && now - lastActive(meta) > INDEX_LINGER_MS);
   let unlisted = 0;
-  let next = 0;
-  const hasTime = () => (deps.timeLeftMs?.() ?? Number.POSITIVE_INFINITY) > RECONCILE_MARGIN_MS;
-  await Promise.all(
-    Array.from({ length: UNLIST_CONCURRENCY }, async () => {
-      while (next < idle.length && hasTime()) {
-        const { key, meta } = idle[next++] as (typeof idle)[number];
-        await each(key, async () => {
-          if (await queues.unlistIdle(key, meta.reservedAt)) unlisted++;
-        });
-      }
-    }),
+  const next = await eachAtOnce(
+    idle,
+    () => timeLeft() > RECONCILE_MARGIN_MS,
+    ({ key, meta }) =>
+      each(key, async () => {
+        if (await queues.unlistIdle(key, meta.reservedAt)) unlisted++;
+      }),
   );
   if (next < idle.length) logger.info('Idle objects left listed for the next sweep: out of time', { left: idle.length - next });
   metrics.count('ScheduledObjects', metas.length);

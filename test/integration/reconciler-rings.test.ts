@@ -1,0 +1,125 @@
+/**
+ * The reconciler after a mass loss of doorbells, against the embedded DynamoDB and
+ * SQS with the real doorbell: it rings many stuck objects together, so that their
+ * rings share SendMessageBatch requests, and within its time budget.
+ */
+
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { instrument, newCounts } from '../../bench/accounting.ts';
+import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
+import { Doorbell } from '../../functions/adapters/doorbell.ts';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { type ReconcilerDeps, RING_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import type { ObjectKey } from '../../functions/core/model.ts';
+import { NO_LOGS } from '../../functions/core/telemetry.ts';
+import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
+import { createQueues, createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+
+const STUCK = 400;
+
+let emulators: Emulators;
+let store: QueueStore;
+let queueUrl: string;
+
+// Emulators of its own for each test: the objects one leaves stuck are not the next one's.
+beforeEach(async () => {
+  emulators = await startEmulators();
+  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: tables.Events as string, retentionDays: 7 });
+  queueUrl = (await createQueues(sqsClient(emulators.sqs)))[DISTRIBUTE_QUEUE.logicalName]?.url as string;
+});
+
+afterEach(async () => {
+  await emulators?.stop();
+});
+
+/** Doorbells waiting in the distribute queue. */
+async function doorbellsQueued(): Promise<number> {
+  const { Attributes } = await sqsClient(emulators.sqs).send(
+    new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages'] }),
+  );
+  return Number(Attributes?.ApproximateNumberOfMessages);
+}
+
+/** `count` objects, each with one slot reserved at `at` and never rung: their ingest died before its ring. */
+async function stuckObjects(count: number, at: number): Promise<ObjectKey[]> {
+  const keys = Array.from({ length: count }, (_, i) => ({ tenantId: 'ten_stuck', resource: `obj:${i}` }));
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  for (let i = 0; i < keys.length; i += 25) {
+    await Promise.all(
+      keys.slice(i, i + 25).map(async (k) => {
+        if (!(await store.reserve(k, 1, limits, at, false))) throw new Error('reservation refused');
+      }),
+    );
+  }
+  return keys;
+}
+
+/** A reconciler with the real doorbell on the distribute queue, its SQS calls counted. */
+function reconcilerAt(now: number, overrides: Partial<ReconcilerDeps> = {}) {
+  const counts = newCounts();
+  const sqs = sqsClient(emulators.sqs);
+  instrument(counts, sqs, 'sqs');
+  const metrics = new Map<string, number>();
+  const deps: ReconcilerDeps = {
+    queues: store,
+    doorbell: new Doorbell({ client: sqs, queueUrl }),
+    switches: { list: async () => [] },
+    config: buildConfig(),
+    metrics: { count: (name, value = 1) => void metrics.set(name, value) },
+    logger: NO_LOGS,
+    now: () => now,
+    ...overrides,
+  };
+  const batches = () => counts.calls.sqs?.SendMessageBatchCommand ?? 0;
+  return { deps, metrics, batches };
+}
+
+describe('reconciler after a mass loss of doorbells', () => {
+  it(`rings ${STUCK} stuck objects together, so that their rings share SendMessageBatch requests`, async () => {
+    const t0 = Date.now();
+    // Reserved 100 s ago and never rung: stuck (stuckAfterMs is 90 s).
+    await stuckObjects(STUCK, t0 - 100_000);
+    const { deps, metrics, batches } = reconcilerAt(t0);
+
+    const report = await reconcile(deps);
+
+    expect(report.rerung).toBe(STUCK);
+    expect(metrics.get('StuckObjectsRerung')).toBe(STUCK);
+    expect(await doorbellsQueued()).toBe(STUCK);
+    // Up to 10 rings a request: one at a time, each ring was a request of its own (400).
+    expect(batches()).toBeLessThanOrEqual(STUCK / 4);
+  });
+
+  it('stops ringing when the run has only the time to report left, reports, and the next run rings the rest', async () => {
+    const t0 = Date.now();
+    await stuckObjects(STUCK, t0 - 100_000);
+    // The run's time runs out after its first 100 rings.
+    let rings = 0;
+    const doorbell = new Doorbell({ client: sqsClient(emulators.sqs), queueUrl });
+    const { deps, metrics } = reconcilerAt(t0, {
+      doorbell: {
+        ring: (...args: Parameters<Doorbell['ring']>) => {
+          rings++;
+          return doorbell.ring(...args);
+        },
+      },
+      timeLeftMs: () => (rings < 100 ? 60_000 : RING_MARGIN_MS - 1),
+    });
+
+    const first = await reconcile(deps);
+
+    expect(first.rerung).toBeGreaterThanOrEqual(100);
+    expect(first.rerung).toBeLessThan(STUCK);
+    expect(metrics.get('ScheduledObjects')).toBe(STUCK);
+    expect(metrics.get('StuckObjectsRerung')).toBe(first.rerung);
+    expect(await doorbellsQueued()).toBe(first.rerung);
+    // A minute later, the next run (with time) rings the others; a ring of one already
+    // rung carries the same token, and SQS keeps one message of the two.
+    await reconcile(reconcilerAt(t0 + 60_000).deps);
+    expect(await doorbellsQueued()).toBe(STUCK);
+  });
+});
