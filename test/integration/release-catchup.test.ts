@@ -57,6 +57,10 @@ describe('a release after a quarantine', () => {
     expect(state).toBe('healthy');
     // Long enough for a release of 50 parts a second to fill the cap of 300 (inflow 100 a second).
     await sleep(12_000);
+    // Caught up (a step sent everything held), the deliveries that keep coming are not held.
+    const heldBefore = sandbox.metrics.total('DeliveriesHeld');
+    await sleep(3_000);
+    expect(sandbox.metrics.total('DeliveriesHeld')).toBe(heldBefore);
     running = false;
     await publisher;
     for (let i = 0; i < 120 && (await health()).held > 0; i++) await sleep(500);
