@@ -128,14 +128,51 @@ async function resolveAddresses(
   family: dns.LookupOptions['family'],
 ): Promise<dns.LookupAddress[]> {
   const families: readonly (4 | 6)[] = family === 4 || family === 'IPv4' ? [4] : family === 6 || family === 'IPv6' ? [6] : [4, 6];
-  const answers = await Promise.allSettled(families.map((f) => (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname))));
+  const answers = await settledWithGrace(families.map((f) => (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname))));
   const list = answers.flatMap((answer, i) =>
-    answer.status === 'fulfilled' ? answer.value.map((address) => ({ address, family: families[i] as 4 | 6 })) : [],
+    answer?.status === 'fulfilled' ? answer.value.map((address) => ({ address, family: families[i] as 4 | 6 })) : [],
   );
   if (list.length > 0) return list;
-  const errors = answers.flatMap((answer) => (answer.status === 'rejected' ? [answer.reason as NodeJS.ErrnoException] : []));
+  const errors = answers.flatMap((answer) => (answer?.status === 'rejected' ? [answer.reason as NodeJS.ErrnoException] : []));
   const noAddress: NodeJS.ErrnoException = Object.assign(new Error(`${hostname} has no address`), { code: dns.NODATA });
   throw errors.find((error) => error.code !== dns.NODATA) ?? errors[0] ?? noAddress;
+}
+
+/**
+ * How long the other family's query may go on once one family has answered with
+ * addresses: some nameservers drop AAAA queries, and a connection must not wait out the
+ * resolver's tries (2 to 4 s) for them. Only addresses that were answered are checked
+ * and connected to, so one left out is never connected to.
+ */
+const OTHER_FAMILY_GRACE_MS = 200;
+
+/**
+ * Each query's outcome, as Promise.allSettled gives it, but once one has answered with
+ * addresses, the others get OTHER_FAMILY_GRACE_MS more: those still unanswered then are
+ * left out (undefined).
+ */
+function settledWithGrace<T>(queries: readonly Promise<readonly T[]>[]): Promise<Array<PromiseSettledResult<readonly T[]> | undefined>> {
+  return new Promise((resolve) => {
+    const results: Array<PromiseSettledResult<readonly T[]> | undefined> = queries.map(() => undefined);
+    let pending = queries.length;
+    let grace: NodeJS.Timeout | undefined;
+    const settle = (i: number, result: PromiseSettledResult<readonly T[]>) => {
+      results[i] = result;
+      pending -= 1;
+      if (pending === 0) {
+        clearTimeout(grace);
+        resolve(results);
+      } else if (result.status === 'fulfilled' && result.value.length > 0 && grace === undefined) {
+        grace = setTimeout(() => resolve([...results]), OTHER_FAMILY_GRACE_MS);
+      }
+    };
+    queries.forEach((query, i) => {
+      query.then(
+        (value) => settle(i, { status: 'fulfilled', value }),
+        (reason: unknown) => settle(i, { status: 'rejected', reason }),
+      );
+    });
+  });
 }
 
 /**

@@ -23,6 +23,9 @@ const ZONE: Record<string, ReturnType<DnsZone>> = {
   'mixed.example.test': { A: ['93.184.216.34', '127.0.0.1'] },
   'mixed-family.example.test': { A: ['93.184.216.34'], AAAA: ['fd00::1'] },
   'fast-bystander.test': { A: ['127.0.0.1'] },
+  // A nameserver that answers A but drops AAAA queries (some do).
+  'no-aaaa.example.test': { A: ['93.184.216.34'], AAAA: 'hang' },
+  'no-aaaa-private.example.test': { A: ['10.0.0.1'], AAAA: 'hang' },
 };
 
 beforeAll(async () => {
@@ -155,6 +158,20 @@ describe('resolving webhook hosts', () => {
     expect(one).toEqual({ error: null, address: '93.184.216.34', family: 4 });
     expect(v6).toEqual({ error: null, address: '2606:2800:220:1:248:1893:25c8:1946', family: 6 });
     expect(missing.error?.code).toBe('ENOTFOUND');
+  });
+
+  it('does not wait out a family whose queries go unanswered once the other has answered', async () => {
+    const lookup = webhookLookup(resolver(), true);
+
+    const started = performance.now();
+    const all = await lookUp(lookup, 'no-aaaa.example.test', { all: true });
+    const took = performance.now() - started;
+    const refused = await lookUp(lookup, 'no-aaaa-private.example.test', { all: true });
+
+    // The A answer, after a short grace for the AAAA one, not the resolver's 2 to 4 s.
+    expect(all).toEqual({ error: null, address: [{ address: '93.184.216.34', family: 4 }], family: undefined });
+    expect(took).toBeLessThan(1_000);
+    expect(refused.error?.code).toBe('forbidden_address');
   });
 
   it("resolves and sends to a bystander's host at once while lookups of names whose nameserver never answers are in flight", async () => {

@@ -8,9 +8,10 @@
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 
+/** A name's addresses of each type, or 'hang' for a type its nameserver never answers. */
 export interface DnsRecords {
-  readonly A?: readonly string[];
-  readonly AAAA?: readonly string[];
+  readonly A?: readonly string[] | 'hang';
+  readonly AAAA?: readonly string[] | 'hang';
 }
 
 /** A name's records, 'hang' to never answer it, undefined for no such name. */
@@ -65,7 +66,9 @@ function answer(query: Buffer, zone: DnsZone): { name: string; reply: Buffer | u
   const { name, type, end } = readQuestion(query);
   const records = zone(name);
   if (records === 'hang') return { name, reply: undefined };
-  const addresses = (type === TYPE_A ? records?.A : type === TYPE_AAAA ? records?.AAAA : undefined) ?? [];
+  const asked = type === TYPE_A ? records?.A : type === TYPE_AAAA ? records?.AAAA : undefined;
+  if (asked === 'hang') return { name, reply: undefined };
+  const addresses = asked ?? [];
   const header = Buffer.alloc(12);
   query.copy(header, 0, 0, 2);
   // A response (QR), authoritative (AA), recursion desired as asked and available; NXDOMAIN for an unknown name.
