@@ -5,10 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
-import { makeSender } from '../../functions/adapters/webhook-sender.ts';
-import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
-import { WebhookService } from '../../functions/app/webhooks.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
@@ -16,6 +13,7 @@ import { deliveredEventFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { webhookService } from '../support/services.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -144,14 +142,7 @@ describe('a dead-letter replay whose delivery fails again before the replay remo
         };
       },
     });
-    const webhooks = new WebhookService({
-      webhooks: delivery.webhooks as WebhookStore,
-      tenants: { get: async () => undefined },
-      send: makeSender({ allowPrivateTargets: true }),
-      timeoutMs: 1_000,
-      now: Date.now,
-      delivery: { ...delivery, records: late },
-    });
+    const webhooks = webhookService(sandbox, { delivery: { records: late } });
     expect(await webhooks.replayDeadLetters(tenant.id, hook.id)).toMatchObject({ deliveries: 1, events: 1 });
 
     const { letters } = await records.deadLetterPage(hook.id, Date.now(), 10);

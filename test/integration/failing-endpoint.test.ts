@@ -6,11 +6,9 @@
  */
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { makeSender, type SendResult } from '../../functions/adapters/webhook-sender.ts';
-import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
 import { type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
-import { WebhookService } from '../../functions/app/webhooks.ts';
 import { FREE_WAITS } from '../../functions/core/backoff.ts';
 import type { DeliverQueueMessage, DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -19,6 +17,7 @@ import { deliveredEventFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { webhookService } from '../support/services.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -775,16 +774,10 @@ describe('failing endpoint', () => {
       await publish(sandbox, tenant.key, [{ resource: 'rw:1', type: 'a.b', data: n }]);
       await receiver.waitFor(() => okEvents('/replay-window').length === n);
     }
-    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const sent: unknown[] = [];
-    const webhooks = new WebhookService({
-      webhooks: delivery.webhooks as WebhookStore,
-      tenants: { get: async () => undefined },
-      send: makeSender({ allowPrivateTargets: true }),
-      timeoutMs: 1_000,
-      now: Date.now,
-      delivery: { ...delivery, queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) } } as typeof delivery,
-      maxReplayDeliveries: 2,
+    const webhooks = webhookService(sandbox, {
+      delivery: { queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) } },
+      service: { maxReplayDeliveries: 2 },
     });
     const refused = await webhooks.replay(tenant.id, hook.id, { since, until: undefined }).catch((error: unknown) => error);
     expect(refused).toMatchObject({ code: 'limit_exceeded' });
@@ -830,20 +823,11 @@ describe('failing endpoint', () => {
       await publish(sandbox, tenant.key, [{ resource: 'rb:1', type: 'a.b', data: 'x'.repeat(1_000 * n) }]);
       await receiver.waitFor(() => okEvents('/replay-bytes').length === n);
     }
-    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const sent: DeliveryMessage[] = [];
-    const webhooks = new WebhookService({
-      webhooks: delivery.webhooks as WebhookStore,
-      tenants: { get: async () => undefined },
-      send: makeSender({ allowPrivateTargets: true }),
-      timeoutMs: 1_000,
-      now: Date.now,
-      delivery: {
-        ...delivery,
-        queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) },
-      },
+    const webhooks = webhookService(sandbox, {
+      delivery: { queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) } },
       // Room for the first two deliveries' events (about 1 and 2 KB), not for the third's as well.
-      maxReplayBytes: 5_000,
+      service: { maxReplayBytes: 5_000 },
     });
     const refused = await webhooks.replay(tenant.id, hook.id, { since, until: undefined }).catch((error: unknown) => error);
     expect(refused).toMatchObject({ code: 'limit_exceeded' });

@@ -1,0 +1,27 @@
+/**
+ * The API's webhook service over the sandbox's own stores, with some of its delivery
+ * dependencies or options replaced: how tests reach a failure between two of its writes.
+ */
+
+import { makeSender } from '../../functions/adapters/webhook-sender.ts';
+import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
+import type { DeliveryDeps } from '../../functions/app/delivery.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+
+export function webhookService(
+  sandbox: Sandbox,
+  overrides: { readonly delivery?: Partial<DeliveryDeps>; readonly service?: Partial<Omit<WebhookServiceDeps, 'delivery'>> } = {},
+): WebhookService {
+  const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+  return new WebhookService({
+    webhooks: delivery.webhooks as WebhookStore,
+    tenants: { get: async () => undefined },
+    send: makeSender({ allowPrivateTargets: true }),
+    timeoutMs: 1_000,
+    now: Date.now,
+    ...overrides.service,
+    delivery: { ...delivery, ...overrides.delivery },
+  });
+}
