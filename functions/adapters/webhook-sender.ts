@@ -8,6 +8,7 @@
 import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
+import os from 'node:os';
 import { checkTargetUrl, isForbiddenAddress } from '../core/ssrf.ts';
 
 export interface SendResult {
@@ -83,8 +84,22 @@ export interface SenderOptions {
 }
 
 /**
+ * Whether this machine has an IPv6 address to connect from (neither loopback nor
+ * link-local), as getaddrinfo's ADDRCONFIG asks. A Lambda function outside a dual-stack
+ * VPC has none: given IPv6 addresses as well, Node's connection tries each family in
+ * turn and gives the first attempt only 250 ms (`autoSelectFamilyAttemptTimeout`), so a
+ * far-away endpoint, or one lost SYN, would fail every new connection.
+ */
+export function hasIpv6Address(): boolean {
+  return Object.values(os.networkInterfaces()).some((addresses) =>
+    (addresses ?? []).some((a) => a.family === 'IPv6' && !a.internal && !a.address.toLowerCase().startsWith('fe80:')),
+  );
+}
+
+/**
  * The lookup a sender connects with: it asks the resolver for the host's IPv4 and
- * IPv6 addresses (one family when the connection names one) and, with `checked`,
+ * IPv6 addresses (one family when the connection names one, and IPv4 alone, unless
+ * the host has none, on a machine with no IPv6 address: `ipv6`) and, with `checked`,
  * refuses them all if any is forbidden. It runs on every connection, so a name that
  * resolved to a public address at creation and to a private one now (DNS rebinding)
  * is refused now; and the connection is made only to addresses it answered, so only
@@ -92,7 +107,7 @@ export interface SenderOptions {
  * (as Node's connections, which try each family in turn, ask), else the first. IPv4
  * comes first, so is tried first: most Lambda functions have no IPv6 route.
  */
-export function webhookLookup(resolver: WebhookResolver, checked: boolean): LookupFunction {
+export function webhookLookup(resolver: WebhookResolver, checked: boolean, ipv6 = hasIpv6Address()): LookupFunction {
   const lookup = (hostname: string, options: unknown, callback: unknown) => {
     const cb = (typeof options === 'function' ? options : callback) as (
       error: NodeJS.ErrnoException | null,
@@ -100,7 +115,7 @@ export function webhookLookup(resolver: WebhookResolver, checked: boolean): Look
       family?: number,
     ) => void;
     const opts = (typeof options === 'object' && options !== null ? options : {}) as dns.LookupOptions;
-    resolveAddresses(resolver, hostname, opts.family).then(
+    resolveAddresses(resolver, hostname, opts.family, ipv6).then(
       (list) => {
         if (checked && list.some((a) => isForbiddenAddress(a.address))) {
           const refused: NodeJS.ErrnoException = new Error(`${hostname} resolves to a forbidden address`);
@@ -118,15 +133,26 @@ export function webhookLookup(resolver: WebhookResolver, checked: boolean): Look
 }
 
 /**
- * A host's addresses of the family asked for, or of both. A family without any
- * (ENODATA) or whose query failed is left out; with no address at all, the error
- * that says most (a timeout or a refusal rather than "no such record").
+ * A host's addresses of the family asked for, or of both (IPv4 alone on a machine with
+ * no IPv6 address, unless the host has no IPv4 one). A family without any (ENODATA) or
+ * whose query failed is left out; with no address at all, the error that says most (a
+ * timeout or a refusal rather than "no such record").
  */
 async function resolveAddresses(
   resolver: WebhookResolver,
   hostname: string,
   family: dns.LookupOptions['family'],
+  ipv6: boolean,
 ): Promise<dns.LookupAddress[]> {
+  if (!ipv6 && (family === undefined || family === 0)) {
+    try {
+      return await resolveAddresses(resolver, hostname, 4, ipv6);
+    } catch (error) {
+      // A name with no IPv4 address at all: its IPv6 ones (connecting will say there is no route).
+      if ((error as NodeJS.ErrnoException).code !== dns.NODATA) throw error;
+      return resolveAddresses(resolver, hostname, 6, ipv6);
+    }
+  }
   const families: readonly (4 | 6)[] = family === 4 || family === 'IPv4' ? [4] : family === 6 || family === 'IPv6' ? [6] : [4, 6];
   const answers = await settledWithGrace(families.map((f) => (f === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname))));
   const list = answers.flatMap((answer, i) =>

@@ -140,7 +140,7 @@ describe('resolving webhook hosts', () => {
     );
 
   it('answers a public name as dns.lookup does: every address when asked for all, IPv4 first; else the first; or one family', async () => {
-    const lookup = webhookLookup(resolver(), true);
+    const lookup = webhookLookup(resolver(), true, true);
 
     const all = await lookUp(lookup, 'public.example.test', { all: true, hints: dns.ADDRCONFIG });
     const one = await lookUp(lookup, 'public.example.test', { hints: dns.ADDRCONFIG });
@@ -160,8 +160,24 @@ describe('resolving webhook hosts', () => {
     expect(missing.error?.code).toBe('ENOTFOUND');
   });
 
+  it('asks for IPv4 alone on a machine with no IPv6 address, as getaddrinfo does, and for IPv6 only when a host has no IPv4', async () => {
+    // On such a machine (a Lambda function outside a dual-stack VPC), a connection given
+    // both families gives its IPv4 attempt 250 ms before it tries IPv6, which has no route.
+    const lookup = webhookLookup(resolver(), true, false);
+    const queriedBefore = nameserver.queries('public.example.test');
+
+    const all = await lookUp(lookup, 'public.example.test', { all: true });
+    const v6only = await lookUp(lookup, 'loopback6.example.test', { all: true });
+    const missing = await lookUp(lookup, 'nowhere.example.test', { all: true });
+
+    expect(all).toEqual({ error: null, address: [{ address: '93.184.216.34', family: 4 }], family: undefined });
+    expect(nameserver.queries('public.example.test') - queriedBefore).toBe(1);
+    expect(v6only.error?.code).toBe('forbidden_address');
+    expect(missing.error?.code).toBe('ENOTFOUND');
+  });
+
   it('does not wait out a family whose queries go unanswered once the other has answered', async () => {
-    const lookup = webhookLookup(resolver(), true);
+    const lookup = webhookLookup(resolver(), true, true);
 
     const started = performance.now();
     const all = await lookUp(lookup, 'no-aaaa.example.test', { all: true });
