@@ -908,7 +908,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   const young = () => deps.now() - startedAt < deps.config.deliveryTimeoutMs;
   for (let more = true; more && posts < deps.config.endpointRatePerSecond && young(); ) {
     const page = await deps.records.heldPage(webhook.id, RELEASE_PAGE, now);
-    if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now);
+    if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now, young);
     if (page.live.length > 0 || page.expired.length > 0) stepped = true;
     more = page.more && page.live.length + page.expired.length > 0;
     let offset = 0;
@@ -1091,10 +1091,19 @@ async function spendHeldAttempt(
  * the held count, counted, and each resource's share stands in a `sluice.gap`
  * marker (reason `retention`), sent at the end of the release.
  */
-async function dropExpiredHeld(deps: DeliveryDeps, webhook: Webhook, expired: readonly HeldDelivery[], now: number): Promise<void> {
+async function dropExpiredHeld(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  expired: readonly HeldDelivery[],
+  now: number,
+  young: () => boolean,
+): Promise<void> {
   let removed = 0;
   let events = 0;
   for (const held of expired) {
+    // Four writes each, one after another: a page of them could take a step past the
+    // function's timeout. The rest stay held for the next step, which finds them first.
+    if (!young()) break;
     // Counted for its marker before it leaves the held store: a step that fails between
     // the two runs again and finds it counted, and one that dies in the count may count
     // it again (a marker that overstates), never not at all. A held gap marker stands

@@ -697,6 +697,45 @@ describe('held deliveries that outlive the retention period, and a held count th
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 
+  it("drops held deliveries past the retention period within a step's time: the rest wait for the next step", async () => {
+    const tenant = await createTenant(sandbox, 'held-expired-slow');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'xs:0', url: `${receiver.url}/held-expired-slow` });
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    for (const seq of [1, 2, 3, 4, 5]) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_xs${seq}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [deliveredEventFixture({ id: `evt_xs${seq}`, seq, resource: 'xs:1', parents: ['xs:0'], data: seq })],
+        attempt: 1,
+      };
+      expect(await holdDelivery(deps, message)).toEqual([true, true]);
+    }
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const { deps: eightDaysOn, sent } = later(8 * 86_400_000);
+    await startRelease(eightDaysOn, webhook);
+    // A slow DynamoDB: each look at the clock finds 150 ms more gone (the step has 400 ms, deliveryTimeoutMs).
+    let clock = Date.now() + 8 * 86_400_000;
+    const slow = { ...eightDaysOn, now: () => (clock += 150) };
+    const [step] = sent.splice(0);
+    expect(await handleDeliverMessage(slow, step as DeliveryMessage)).toBe('released');
+    const left = (await deps.webhooks.get(tenant.id, hook.id))?.heldCount ?? 0;
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThan(5);
+    // The steps after it drop the rest, and one marker stands for all five.
+    const deliveries: unknown[] = [];
+    for (let n = 0; n < 10 && sent.length > 0; n++) {
+      const next = sent.splice(0);
+      deliveries.push(...next.filter((m) => (m as { kind?: string }).kind !== 'release'));
+      for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
+        await handleDeliverMessage(slow, release as DeliveryMessage);
+      }
+    }
+    expect(deliveries).toMatchObject([{ events: [{ type: 'sluice.gap', resource: 'xs:1', data: { dropped: 5, reason: 'retention' } }] }]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('counts a held gap marker past the retention period as the events it stood for, under its own reason, not as one event', async () => {
     const tenant = await createTenant(sandbox, 'held-marker-expired');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'xm:0', url: `${receiver.url}/held-marker-expired` });
