@@ -59,6 +59,8 @@ const app = createApi(services, async (c) => principalFromGateway(c));
 const serve = handle(app);
 
 export const handler: typeof serve = async (event, context) => {
+  // Each log line names its invocation (function_request_id), as the other functions' do.
+  if (context) logger.addContext(context as unknown as Parameters<typeof logger.addContext>[0]);
   try {
     return await serve(event, context);
   } finally {

@@ -1,6 +1,6 @@
 /** Lambda entry for the canary receiver, behind a function URL: the canary webhook's endpoint. */
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import type { APIGatewayProxyResultV2, LambdaFunctionURLEvent } from 'aws-lambda';
+import type { APIGatewayProxyResultV2, Context, LambdaFunctionURLEvent } from 'aws-lambda';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
 import { CanaryStore } from '../adapters/canary-store.ts';
 import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
@@ -16,7 +16,8 @@ const deps = {
   now: Date.now,
 };
 
-export const handler = async (event: LambdaFunctionURLEvent): Promise<APIGatewayProxyResultV2> => {
+export const handler = async (event: LambdaFunctionURLEvent, context: Context): Promise<APIGatewayProxyResultV2> => {
+  logger.addContext(context);
   try {
     const body = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
     const header = (name: string) => event.headers[name];
