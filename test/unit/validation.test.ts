@@ -59,6 +59,8 @@ describe('publish validation', () => {
     [{ events: [{ ...good, type: 'Task.Changed' }] }, /type must match/],
     [{ events: [{ ...good, type: 'task..changed' }] }, /type must match/],
     [{ events: [{ ...good, type: 'sluice.gap' }] }, /reserved/],
+    // A type that matches the pattern but is too long is told so, not told to match it.
+    [{ events: [{ ...good, type: 'a'.repeat(201) }] }, /type must be at most 200 characters/],
     [{ events: [{ resource: 'a', type: 'a' }] }, /data is required/],
     [{ events: [{ ...good, data: 'x'.repeat(64 * 1024) }] }, /at most 65536 bytes/],
     [{ events: [{ ...good, id: '' }] }, /id must be/],
@@ -148,6 +150,7 @@ describe('webhook validation', () => {
     [{ resource: 'p', url: 'https://example.com', types: [] }, /types must be a list/],
     [{ resource: 'p', url: 'https://example.com', types: null }, /types must be a list/],
     [{ resource: 'p', url: 'https://example.com', types: ['task.**'] }, /types\[0\]/],
+    [{ resource: 'p', url: 'https://example.com', types: [`${'a'.repeat(200)}.*`] }, /types\[0\] must be at most 200 characters/],
     [{ url: 'https://example.com' }, /resource must match/],
     [{ resource: 'p', url: 'https://169.254.169.254/latest' }, /metadata/],
     [{ resource: 'p', url: 'https://localhost/x' }, /localhost/],
