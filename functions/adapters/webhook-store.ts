@@ -499,6 +499,8 @@ export class WebhookStore {
       releaseAt?: number;
       noticePending?: true | null;
       url?: string;
+      /** With `status`: when it changed (ISO 8601), the webhook's `updated_at`. */
+      updatedAt?: string;
     } = {},
   ): Promise<boolean> {
     const sets = ['#health = :health', '#health_version = :next'];
@@ -517,6 +519,11 @@ export class WebhookStore {
       sets.push('#status = :status');
       values[':status'] = extra.status;
       attributeNames.push('status');
+      if (extra.updatedAt !== undefined) {
+        sets.push('#updated_at = :updated_at');
+        values[':updated_at'] = extra.updatedAt;
+        attributeNames.push('updated_at');
+      }
     }
     for (const [field, attribute] of [
       ['probeToken', 'probe_token'],

@@ -571,7 +571,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
     const noticePending =
       disables && after.disabledReason !== 'by_owner' ? true : current.noticePending && after.state !== 'disabled' ? null : undefined;
     const saved = await deps.webhooks.saveHealth(current, after, {
-      ...(status && { status }),
+      ...(status && { status, updatedAt: new Date(event.now).toISOString() }),
       ...(probeToken !== undefined && { probeToken }),
       ...(releaseToken && { releaseToken, releaseAt: event.now }),
       ...(noticePending !== undefined && { noticePending }),
@@ -587,7 +587,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       ...current,
       health: after,
       healthVersion: current.healthVersion + 1,
-      ...(status && { status }),
+      ...(status && { status, updatedAt: new Date(event.now).toISOString() }),
       ...(probeToken && { probeToken }),
       ...(releaseToken && { releaseToken }),
       noticePending: noticePending === true,

@@ -287,6 +287,23 @@ describe('failing endpoint', () => {
     expect(sandbox.metrics.total('DeliveriesDelayed', { reason: 'tenant_failing' }) - delayed).toBe(2);
   });
 
+  it("moves a webhook's updated_at when its owner disables or re-enables it", async () => {
+    const tenant = await createTenant(sandbox, 'status-updated');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'su:0', url: `${receiver.url}/status-updated` });
+    const patch = (body: object) => call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body });
+    const created = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.updated_at as string;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const disabled = (await patch({ status: 'disabled' })).body;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const enabled = (await patch({ status: 'active' })).body;
+
+    expect(disabled.status).toBe('disabled');
+    expect(Date.parse(disabled.updated_at)).toBeGreaterThan(Date.parse(created));
+    expect(enabled.status).toBe('active');
+    expect(Date.parse(enabled.updated_at)).toBeGreaterThan(Date.parse(disabled.updated_at));
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.updated_at).toBe(enabled.updated_at);
+  });
+
   it('disables a webhook at once on 410 and tells its owner', async () => {
     const tenant = await createTenant(sandbox, 'gone');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'g:1', url: `${receiver.url}/gone` });
