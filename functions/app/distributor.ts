@@ -242,7 +242,10 @@ export class Distributor {
       let found = false;
       while (found || turnMayContinue(budget, distributed, startedAt, now())) {
         found = false;
-        const holdMs = action === 'drop' ? snapshotHoldMs(inline, now(), ownSnapshot) : 0;
+        // Only while the object owes no marker: ingest hands out no snapshot while it does,
+        // and a drop's commit takes the inline event with it, so an inline event beside a
+        // marker owed was reserved after that commit, and has no snapshot to wait out.
+        const holdMs = action === 'drop' && meta.switchDropped === 0 ? snapshotHoldMs(inline, now(), ownSnapshot) : 0;
         if (holdMs > 0) {
           // A quiet doorbell queued behind this one may carry a snapshot of the inline
           // event, and its turn (its container may already see the switch lifted) would
