@@ -351,18 +351,44 @@ async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unno
         ? await deps.queues
             .writtenSlots(r.key, r.reservation.firstSlot, r.reservation.firstSlot + r.events.length - 1)
             .catch((error: unknown) => {
-              // Taken for none written: every event is then withdrawn or voided, as not stored.
               deps.logger.error('Slots could not be read after a failed write', {
                 tenant: r.key.tenantId,
                 resource: r.key.resource,
                 error,
               });
-              return new Set<number>();
+              return undefined;
             })
         : new Set(r.events.filter((e) => !unnoted.has(e.id)).map((e) => e.slot));
-      for (const [id, state] of await settleObject(deps, r, written)) unstored.set(id, state);
+      const settled = written === undefined ? await settleUnread(deps, r) : await settleObject(deps, r, written);
+      for (const [id, state] of settled) unstored.set(id, state);
     }),
   );
+  return unstored;
+}
+
+/**
+ * Settles the slots of an object whose written slots could not be read. Withdrawing is
+ * safe only behind a slot known to be empty (where the distributor waits), and none is
+ * known: a turn under way may have published any written one. So each slot is voided
+ * only if it is still empty (conditionally), and a written one is answered accepted, even
+ * if an earlier one of the request was not stored (its event, sent again, then comes
+ * after it: out of order, as when a withdrawal fails). Not even that could be written:
+ * every event is unknown (answered as not stored; its idempotency key, left pending,
+ * keeps a retry from delivering it twice).
+ */
+async function settleUnread(deps: IngestDeps, r: Reserved): Promise<Unstored> {
+  const unstored = new Map<string, 'voided' | 'unknown'>();
+  const found = await deps.queues
+    .voidSlots(
+      r.key,
+      r.events.map((e) => e.slot),
+      r.reservedAt,
+    )
+    .catch(() => undefined);
+  for (const e of r.events) {
+    if (found === undefined) unstored.set(e.id, 'unknown');
+    else if (!found.has(e.slot)) unstored.set(e.id, 'voided');
+  }
   return unstored;
 }
 

@@ -1,0 +1,103 @@
+/**
+ * An ingest whose slot write partly failed, and whose read of the written slots failed
+ * too, must not withdraw (and answer as not stored) events a running turn may already
+ * have delivered: the same idempotency key would then be delivered twice.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import { Distributor } from '../../functions/app/distributor.ts';
+import { publish } from '../../functions/app/ingest.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import type { DeliveredEvent, EventInput, ObjectKey } from '../../functions/core/model.ts';
+import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
+import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { webhookFixture } from '../support/fixtures.ts';
+
+let emulators: Emulators;
+let client: ReturnType<typeof documentClient>;
+let table: string;
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  table = tables.Events as string;
+  client = documentClient(emulators.dynamo);
+});
+
+afterAll(async () => {
+  await emulators?.stop();
+});
+
+const throttled = (message: string) => Object.assign(new Error(message), { name: 'ProvisionedThroughputExceededException' });
+
+it('never answers "not stored" (and gives back the key of) an event that may have been delivered', async () => {
+  const key: ObjectKey = { tenantId: 'ten_w', resource: 'obj:1' };
+  const config = buildConfig({ objectRatePerSecond: 100_000, objectBurst: 100_000, turnMaxMs: 200 });
+  const delivered: DeliveredEvent[] = [];
+  const plain = new QueueStore({ client, tableName: table, retentionDays: 7 });
+  const distributor = new Distributor({
+    queues: plain,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void delivered.push(...messages.flatMap((m) => m.events as DeliveredEvent[])) },
+    doorbell: { ring: async () => undefined },
+    config,
+    metrics: NO_METRICS,
+    logger: NO_LOGS,
+    now: Date.now,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  });
+  // The first 25-item batch of slots lands, the second fails; reading the written slots
+  // fails too, while the turn of an earlier request's doorbell runs and delivers them.
+  class Faulty extends QueueStore {
+    override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]) {
+      const [r] = reservations;
+      if (!r) return;
+      await super.writeEventsOf([{ ...r, events: r.events.slice(0, 25) }]);
+      throw throttled('BatchWrite left 5 items unprocessed');
+    }
+    override async writtenSlots(): Promise<Set<number>> {
+      await distributor.runTurn(key, 'running-turn');
+      throw throttled('Throughput exceeds the current capacity');
+    }
+  }
+  let id = 0;
+  const deps = {
+    queues: new Faulty({ client, tableName: table, retentionDays: 7 }),
+    idempotency: new IdempotencyStore({ client, tableName: table, retentionDays: 7, ingestGraceMs: 60_000 }),
+    doorbell: { ring: async () => undefined },
+    config,
+    metrics: NO_METRICS,
+    logger: NO_LOGS,
+    now: Date.now,
+    newEventId: () => `evt_${++id}`,
+  } as unknown as Parameters<typeof publish>[0];
+  const inputs: EventInput[] = Array.from({ length: 30 }, (_, n) => ({
+    resource: key.resource,
+    parents: [],
+    type: 'a.b',
+    data: { n: n + 1 },
+    idempotencyKey: `key-${n + 1}`,
+  }));
+  const earlier = await publish({ ...deps, queues: plain }, key.tenantId, [
+    { resource: key.resource, parents: [], type: 'a.b', data: { n: 0 }, idempotencyKey: undefined },
+  ]);
+  expect(earlier.results[0]?.status).toBe('accepted');
+
+  const outcome = await publish(deps, key.tenantId, inputs);
+
+  const answers = outcome.results.map((r) => r.status);
+  const deliveredN = new Set(delivered.map((e) => (e.data as { n: number }).n));
+  const notStoredYetDelivered = answers.flatMap((a, i) => (a !== 'accepted' && deliveredN.has(i + 1) ? [i + 1] : []));
+  expect(notStoredYetDelivered).toEqual([]);
+  // The 25 written are accepted (delivered or not yet), the 5 never written are not.
+  expect(answers.slice(0, 25).every((a) => a === 'accepted')).toBe(true);
+  expect(answers.slice(25).every((a) => a !== 'accepted')).toBe(true);
+  // A retry with their keys finds them stored: nothing is delivered twice.
+  const again = await publish({ ...deps, queues: plain }, key.tenantId, inputs.slice(1, 3));
+  expect(again.results.map((r) => r.status)).toEqual(['duplicate', 'duplicate']);
+});
