@@ -2,7 +2,7 @@
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
 import { CONTROL_PK, TENANT_SK, tenantPk } from '../definitions/tables.ts';
-import { isConditionFailure, markOnce, names, queryPages } from './dynamo.ts';
+import { applied, isConditionFailure, markOnce, names, queryPages } from './dynamo.ts';
 
 const keyPk = (hash: string) => `${CONTROL_PK.apiKey}${hash}`;
 const KEY_SK = 'apikey';
@@ -69,6 +69,22 @@ export class TenantStore {
         TableName: this.#table,
         Item: { pk: CONTROL_PK.tenants, sk: tenant.id, id: tenant.id, name: tenant.name, created_at: tenant.createdAt },
       }),
+    );
+  }
+
+  /** The new name on the tenant's entry, only while it has one: a deletion that removed it meanwhile is not undone. */
+  async #renameEntry(tenant: Pick<Tenant, 'id' | 'name'>): Promise<void> {
+    await applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: CONTROL_PK.tenants, sk: tenant.id },
+          UpdateExpression: 'SET #name = :name',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: names('name', 'pk'),
+          ExpressionAttributeValues: { ':name': tenant.name },
+        }),
+      ),
     );
   }
 
@@ -228,7 +244,7 @@ export class TenantStore {
       );
       const item = result.Attributes ?? {};
       const tenant = toTenant(item);
-      if (change.name !== undefined) await this.#putEntry(tenant);
+      if (change.name !== undefined) await this.#renameEntry(tenant);
       return { tenant, provisioning: (item.provisioning as Record<string, string> | undefined) ?? {} };
     } catch (error) {
       if (isConditionFailure(error)) return undefined;
@@ -257,7 +273,12 @@ export class TenantStore {
    */
   async beginDeletion(tenantId: string, now: number): Promise<{ keyHash?: string; provisioning: Record<string, string> } | undefined> {
     const item = await markOnce(this.#client, this.#table, { pk: tenantPk(tenantId), sk: TENANT_SK }, 'deleting_at', now);
-    if (!item) return undefined;
+    if (!item) {
+      // None, but maybe still listed: a list entry a failed creation's cleanup left, or a
+      // rename's write of it that came after a deletion had removed it.
+      await this.#deleteEntry(tenantId);
+      return undefined;
+    }
     // Not listed from now on, as it is not found.
     await this.#deleteEntry(tenantId);
     return {
