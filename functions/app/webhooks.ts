@@ -31,6 +31,9 @@ export interface WebhookServiceDeps {
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+
+/** URL verifications (pings) one tenant may start per ping timeout: so about as many at once, at most twice that. */
+export const VERIFICATIONS_PER_TENANT = 20;
 /**
  * Most replaced secrets that keep signing at once (each for its own 24 h): a delivery
  * carries one signature per live secret. Past this, the oldest stops signing early.
@@ -387,6 +390,17 @@ export class WebhookService {
   /** Sends the signed `webhook.ping`; anything but a 2xx in time refuses the URL. */
   async #verify(webhook: Webhook, url: string): Promise<void> {
     const now = this.#deps.now();
+    // Each ping may hold its request (an API invocation) for the whole timeout: a tenant
+    // sending URL changes to an endpoint that never answers would otherwise hold as many
+    // as its throttle lets through, out of the concurrency every tenant's requests share.
+    const { records } = this.#deps.delivery;
+    if (!(await records.takeSendSlot(`verify:${webhook.tenantId}`, VERIFICATIONS_PER_TENANT, this.#deps.timeoutMs, now))) {
+      throw new ApiError(
+        'rate_limited',
+        `At most ${VERIFICATIONS_PER_TENANT} webhook URLs of a tenant are verified in ${this.#deps.timeoutMs / 1000} s; send again shortly.`,
+        Math.ceil(this.#deps.timeoutMs / 1000),
+      );
+    }
     // Signed as deliveries are: a previous secret past its overlap no longer signs.
     const { body, headers } = signedPing(webhook.id, webhook.resource, liveSecrets(webhook, now), now);
     const result = await this.#deps.send({ url, headers: { ...headers }, body, timeoutMs: this.#deps.timeoutMs });

@@ -8,6 +8,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { makeSender, type SendResult, webhookResolver } from '../../functions/adapters/webhook-sender.ts';
 import { PLACES_SETTLE_MS, WebhookStore } from '../../functions/adapters/webhook-store.ts';
@@ -67,6 +68,12 @@ async function webhookCount(tenantId: string): Promise<number> {
   return Number(result.Item?.webhook_count);
 }
 
+/** The delivery records the service's URL verifications take their budget from (the real store). */
+function verifications(): Pick<DeliveryRecords, 'takeSendSlot'> {
+  const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+  return { takeSendSlot: (...args) => records.takeSendSlot(...args) };
+}
+
 /** The webhook service over the lossy client; endpoints answer the ping with `pingStatus`. */
 function service(t: Tenant, pingStatus = 200) {
   const webhooks = new WebhookStore({ client: lossy, tableName: controlTable });
@@ -77,7 +84,7 @@ function service(t: Tenant, pingStatus = 200) {
     send: async () => answer,
     timeoutMs: 1_000,
     now: Date.now,
-    delivery: {} as WebhookServiceDeps['delivery'],
+    delivery: { records: verifications() } as unknown as WebhookServiceDeps['delivery'],
   };
   return { webhooks, service: new WebhookService(deps) };
 }
@@ -182,7 +189,7 @@ describe('a delete whose place cannot be given back', () => {
       timeoutMs: 1_000,
       now: Date.now,
       delivery: {
-        records: { forget: async () => 0 },
+        records: { forget: async () => 0, ...verifications() },
         metrics: { count: () => {} },
         logger: { info: () => {}, warn: () => {}, error: (message: string, fields: unknown) => void logged.push([message, fields]) },
       } as unknown as WebhookServiceDeps['delivery'],
@@ -218,7 +225,7 @@ function failingPlaces(t: Tenant, now: () => number = Date.now, pingStatus = 200
     timeoutMs: 1_000,
     now,
     delivery: {
-      records: { forget: async () => 0 },
+      records: { forget: async () => 0, ...verifications() },
       metrics: { count: () => {} },
       logger: { info: () => {}, warn: log, error: log },
     } as unknown as WebhookServiceDeps['delivery'],
@@ -337,7 +344,7 @@ describe('a PATCH of the URL', () => {
       send: makeSender({ allowPrivateTargets: false, resolver }),
       timeoutMs: 1_000,
       now: Date.now,
-      delivery: {} as WebhookServiceDeps['delivery'],
+      delivery: { records: verifications() } as unknown as WebhookServiceDeps['delivery'],
     });
 
     try {
