@@ -86,6 +86,8 @@ export class SubscriptionCache {
   readonly #refreshes = new Set<Promise<void>>();
   readonly #webhooks = new Map<string, Entry<readonly Subscriber[]>>();
   readonly #streams = new Map<string, Entry<number | undefined>>();
+  /** When each stream's expiry was last read (epoch ms): one already past then is not read again (see streamActive). */
+  readonly #streamsReadAt = new Map<string, number>();
   readonly #versions = new Map<string, Promise<number>>();
   /**
    * When each tenant's version last read was bumped (epoch ms, the writer's clock; 0 when
@@ -152,14 +154,20 @@ export class SubscriptionCache {
   }
 
   async streamActive(tenantId: string, resource: string, version: number, now: number): Promise<boolean> {
-    // Polls push a stream's expiry out without a bump: an expiry kept from an
-    // earlier turn that has passed since is read again.
-    const kept = this.#streams.get(`${tenantId}|${resource}`);
+    // Polls push a stream's expiry out without a bump: an expiry kept from an earlier
+    // turn that has passed since is read again. Not one already past when it was read:
+    // that stream had expired, and comes back only with a bump (a poll that starts it
+    // anew), so reading it again on every turn of its resource would find the same.
+    const key = `${tenantId}|${resource}`;
+    const kept = this.#streams.get(key);
     const keptExpiry = kept ? await kept.value.catch(() => undefined) : undefined;
-    if (keptExpiry !== undefined && keptExpiry <= now) this.#streams.delete(`${tenantId}|${resource}`);
-    const expiry = await this.#cached(this.#streams, tenantId, resource, version, now, () =>
-      this.#lookups.streamExpiry(tenantId, resource),
-    );
+    const readAt = this.#streamsReadAt.get(key) ?? Number.NEGATIVE_INFINITY;
+    if (keptExpiry !== undefined && keptExpiry <= now && keptExpiry > readAt) this.#streams.delete(key);
+    const expiry = await this.#cached(this.#streams, tenantId, resource, version, now, () => {
+      if (this.#streamsReadAt.size >= this.#maxEntries) this.#streamsReadAt.clear();
+      this.#streamsReadAt.set(key, now);
+      return this.#lookups.streamExpiry(tenantId, resource);
+    });
     return (expiry ?? 0) > now;
   }
 
