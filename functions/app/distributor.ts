@@ -21,9 +21,11 @@ import {
   type PendingItem,
   planChunk,
   quietTurnAllowed,
+  skippedRanges,
   snapshotHoldMs,
   snapshotTrusted,
   type TurnRecord,
+  takenSlots,
   turnMayContinue,
 } from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
@@ -318,7 +320,15 @@ export class Distributor {
           seq: seq + events.length,
           consumed,
           // A dropped chunk is not recorded as a turn: there is nothing to publish again.
-          turn: dropping ? undefined : { fromSlot: cursor + 1, toSlot: plan.cursor, firstSeq: seq + 1, plannedAt },
+          turn: dropping
+            ? undefined
+            : {
+                fromSlot: cursor + 1,
+                toSlot: plan.cursor,
+                firstSeq: seq + 1,
+                plannedAt,
+                skipped: skippedRanges(cursor + 1, plan.cursor, plan.take),
+              },
           ...(dropping && { dropped: { count: events.length + plan.expired, parents: droppedParents } }),
           ...(inline && { inline }),
         });
@@ -561,10 +571,39 @@ export class Distributor {
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
   async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups, sink: DeliverySink): Promise<number> {
-    // The chunk's events as planned: not its void slots, nor those expired when it was planned.
-    const items = (await this.#deps.queues.readTurn(key, turn)).filter((item) => !item.void && !item.expired);
-    const events = assignSeq(items, turn.firstSeq - 1).map(toDelivered);
+    const items = await this.#deps.queues.readTurn(key, turn);
+    if (turn.skipped === undefined) {
+      // A record from before the plan's skipped slots were kept: its events as planned,
+      // not its void slots, nor those expired when it was planned.
+      const events = assignSeq(
+        items.filter((item) => !item.void && !item.expired),
+        turn.firstSeq - 1,
+      ).map(toDelivered);
+      await this.#publish(key, events, lookups, sink);
+      this.#deps.metrics.count('ChunksRepublished');
+      return events.length;
+    }
+    // Each slot the plan took, with the seq the plan gave it by its place. One whose item
+    // is gone expired after the plan and was deleted by DynamoDB's TTL: its seq is a hole,
+    // announced by a gap marker (every copy of it, from each republish, has one id).
+    const bySlot = new Map(items.filter((item) => !item.void).map((item) => [item.slot, item]));
+    const events: DeliveredEvent[] = [];
+    let gone = 0;
+    for (const [index, slot] of takenSlots(turn).entries()) {
+      const item = bySlot.get(slot);
+      if (item) events.push(toDelivered({ ...item, seq: turn.firstSeq + index }));
+      else gone += 1;
+    }
     await this.#publish(key, events, lookups, sink);
+    if (gone > 0) {
+      this.#deps.metrics.count('EventsDropped', gone, { reason: 'retention' });
+      this.#deps.logger.warn('Events of a chunk published again were gone (past the retention period)', {
+        tenant: key.tenantId,
+        resource: key.resource,
+        events: gone,
+      });
+      await this.#publishGapMarker(key, { dropped: gone, reason: 'retention' }, turn.toSlot, [], lookups, sink);
+    }
     this.#deps.metrics.count('ChunksRepublished');
     return events.length;
   }

@@ -69,6 +69,36 @@ export interface TurnRecord {
    * time, so the same events get the same seqs however late that is.
    */
   readonly plannedAt?: number;
+  /**
+   * The slots of fromSlot..toSlot the plan gave no seq (void, missing, expired), as
+   * inclusive ranges, nearly always none: publishing the chunk again gives each other
+   * slot its planned seq by its place, so an item DynamoDB's TTL deleted meanwhile (an
+   * event that expired after the plan) is a hole its gap marker announces, not a shift
+   * of every later seq. Absent on records written before it was kept.
+   */
+  readonly skipped?: ReadonlyArray<readonly [number, number]>;
+}
+
+/** The slots of fromSlot..toSlot not among `taken`, as inclusive ranges (see TurnRecord.skipped). */
+export function skippedRanges(fromSlot: number, toSlot: number, taken: readonly { slot: number }[]): Array<[number, number]> {
+  const slots = new Set(taken.map((item) => item.slot));
+  const ranges: Array<[number, number]> = [];
+  for (let slot = fromSlot; slot <= toSlot; slot++) {
+    if (slots.has(slot)) continue;
+    const last = ranges.at(-1);
+    if (last && last[1] === slot - 1) last[1] = slot;
+    else ranges.push([slot, slot]);
+  }
+  return ranges;
+}
+
+/** The slots of a turn record that were given seqs, in order (its fromSlot..toSlot less the skipped ones). */
+export function takenSlots(turn: Pick<TurnRecord, 'fromSlot' | 'toSlot' | 'skipped'>): number[] {
+  const slots: number[] = [];
+  for (let slot = turn.fromSlot; slot <= turn.toSlot; slot++) {
+    if (!(turn.skipped ?? []).some(([from, to]) => slot >= from && slot <= to)) slots.push(slot);
+  }
+  return slots;
 }
 
 export interface PendingItem extends PendingEvent {

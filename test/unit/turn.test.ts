@@ -7,8 +7,10 @@ import {
   quietTurnAllowed,
   reringsDue,
   SNAPSHOT_TRUST_MS,
+  skippedRanges,
   snapshotHoldMs,
   snapshotTrusted,
+  takenSlots,
   turnMayContinue,
 } from '../../functions/core/turn.ts';
 
@@ -172,5 +174,26 @@ describe('re-rings of a stuck object', () => {
     expect(due(5_760)).toBe(7);
     expect(due(5_760 + 3_599)).toBe(7);
     expect(due(5_760 + 3_600)).toBe(8);
+  });
+});
+
+describe('the slots a turn record took', () => {
+  it('keeps the slots not taken as ranges, and gives back the taken ones in order', () => {
+    const taken = [1, 2, 5, 6, 9].map((slot) => ({ slot }));
+    const skipped = skippedRanges(1, 10, taken);
+    expect(skipped).toEqual([
+      [3, 4],
+      [7, 8],
+      [10, 10],
+    ]);
+    expect(takenSlots({ fromSlot: 1, toSlot: 10, skipped })).toEqual([1, 2, 5, 6, 9]);
+    expect(
+      skippedRanges(
+        4,
+        6,
+        [4, 5, 6].map((slot) => ({ slot })),
+      ),
+    ).toEqual([]);
+    expect(takenSlots({ fromSlot: 4, toSlot: 6, skipped: [] })).toEqual([4, 5, 6]);
   });
 });

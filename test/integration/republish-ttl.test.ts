@@ -1,0 +1,94 @@
+/**
+ * A chunk published again after its holder died gives each event the seq its plan gave,
+ * even when an event expired after the plan and DynamoDB's TTL deleted its item: that
+ * seq is a hole a `sluice.gap` marker announces, not a shift of every later seq.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { QueueStore, slotItemKey } from '../../functions/adapters/queue-store.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import { Distributor } from '../../functions/app/distributor.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import type { DeliveredEvent, GapMarker, ObjectKey } from '../../functions/core/model.ts';
+import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
+import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { webhookFixture } from '../support/fixtures.ts';
+
+let emulators: Emulators;
+let store: QueueStore;
+let client: ReturnType<typeof documentClient>;
+let table: string;
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  table = tables.Events as string;
+  client = documentClient(emulators.dynamo);
+  store = new QueueStore({ client, tableName: table, retentionDays: 7 });
+});
+
+afterAll(async () => {
+  await emulators?.stop();
+});
+
+type Sent = DeliveredEvent | GapMarker;
+
+function distributor(now: () => number, send: (events: Sent[]) => void) {
+  return new Distributor({
+    queues: store,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: 'ten_ttl' })] },
+    deliveries: { send: async (messages) => send(messages.flatMap((m) => m.events as Sent[])) },
+    doorbell: { ring: async () => undefined },
+    config: buildConfig({}),
+    metrics: NO_METRICS,
+    logger: NO_LOGS,
+    now,
+    sleep: async () => undefined,
+  });
+}
+
+it('keeps each event its planned seq, and marks the one TTL deleted, when a chunk is published again', async () => {
+  const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:1' };
+  const day = 86_400_000;
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  // Slot 1 fresh; slot 2 expiring 10 s after t0 (a week-old backlog, a pause just lifted); slot 3 fresh.
+  const reservedAts = [t0 - 1_000, t0 - 7 * day + 10_000, t0 - 500];
+  const reservation = await store.reserve(key, 3, limits, t0 - 1_000, false);
+  if (!reservation) throw new Error('refused');
+  for (const [i, reservedAt] of reservedAts.entries()) {
+    const event = {
+      id: `evt_${i + 1}`,
+      slot: reservation.firstSlot + i,
+      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
+      createdAt: new Date(reservedAt).toISOString(),
+    };
+    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
+  }
+  // The first holder plans slots 1-3 at t0 (all live; slot 2 near its expiry, so the
+  // chunk is committed first, with a turn record) and dies publishing.
+  const first = distributor(
+    () => t0,
+    () => {
+      throw new Error('the holder died');
+    },
+  );
+  await expect(first.runTurn(key, 'dies')).rejects.toThrow('the holder died');
+  expect(await store.readMeta(key)).toMatchObject({ cursor: 3, seq: 3, turn: { fromSlot: 1, toSlot: 3, firstSeq: 1 } });
+  // Slot 2 expired 10 s after t0; DynamoDB's TTL deletes its item.
+  await client.send(new DeleteCommand({ TableName: table, Key: slotItemKey(key, 2) }));
+
+  // Its doorbell comes back after the visibility timeout: the next holder publishes the chunk again.
+  const sent: Sent[] = [];
+  await distributor(
+    () => t0 + 130_000,
+    (events) => void sent.push(...events),
+  ).runTurn(key, 'next');
+
+  const delivered = sent.filter((e): e is DeliveredEvent => e.type !== 'sluice.gap').map((e) => `${e.id}#${e.seq}`);
+  expect(delivered).toEqual(['evt_1#1', 'evt_3#3']);
+  expect(sent.filter((e) => e.type === 'sluice.gap')).toMatchObject([{ resource: 'obj:1', data: { dropped: 1, reason: 'retention' } }]);
+});
