@@ -3,9 +3,7 @@
  * too, must not withdraw (and answer as not stored) events a running turn may already
  * have delivered: the same idempotency key would then be delivered twice.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { documentClient } from '../../functions/adapters/aws.ts';
+import { expect, it } from 'vitest';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
@@ -14,23 +12,10 @@ import { publish } from '../../functions/app/ingest.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import type { DeliveredEvent, EventInput, ObjectKey } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
-import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { withEventsTable } from '../support/events-table.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
-let emulators: Emulators;
-let client: ReturnType<typeof documentClient>;
-let table: string;
-
-beforeAll(async () => {
-  emulators = await startEmulators();
-  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  table = tables.Events as string;
-  client = documentClient(emulators.dynamo);
-});
-
-afterAll(async () => {
-  await emulators?.stop();
-});
+const events = withEventsTable();
 
 const throttled = (message: string) => Object.assign(new Error(message), { name: 'ProvisionedThroughputExceededException' });
 
@@ -38,7 +23,7 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
   const key: ObjectKey = { tenantId: 'ten_w', resource: 'obj:1' };
   const config = buildConfig({ objectRatePerSecond: 100_000, objectBurst: 100_000, turnMaxMs: 200 });
   const delivered: DeliveredEvent[] = [];
-  const plain = new QueueStore({ client, tableName: table, retentionDays: 7 });
+  const plain = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 7 });
   const distributor = new Distributor({
     queues: plain,
     switches: NO_SWITCHES,
@@ -67,8 +52,8 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
   }
   let id = 0;
   const deps = {
-    queues: new Faulty({ client, tableName: table, retentionDays: 7 }),
-    idempotency: new IdempotencyStore({ client, tableName: table, retentionDays: 7, ingestGraceMs: 60_000 }),
+    queues: new Faulty({ client: events.client, tableName: events.table, retentionDays: 7 }),
+    idempotency: new IdempotencyStore({ client: events.client, tableName: events.table, retentionDays: 7, ingestGraceMs: 60_000 }),
     doorbell: { ring: async () => undefined },
     config,
     metrics: NO_METRICS,

@@ -3,34 +3,22 @@
  * even when an event expired after the plan and DynamoDB's TTL deleted its item: that
  * seq is a hole a `sluice.gap` marker announces, not a shift of every later seq.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { documentClient } from '../../functions/adapters/aws.ts';
+import { beforeAll, expect, it } from 'vitest';
 import { QueueStore, slotItemKey } from '../../functions/adapters/queue-store.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { Distributor } from '../../functions/app/distributor.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import type { DeliveredEvent, GapMarker, ObjectKey } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
-import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { withEventsTable } from '../support/events-table.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 
-let emulators: Emulators;
+const events = withEventsTable();
 let store: QueueStore;
-let client: ReturnType<typeof documentClient>;
-let table: string;
 
-beforeAll(async () => {
-  emulators = await startEmulators();
-  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  table = tables.Events as string;
-  client = documentClient(emulators.dynamo);
-  store = new QueueStore({ client, tableName: table, retentionDays: 7 });
-});
-
-afterAll(async () => {
-  await emulators?.stop();
+beforeAll(() => {
+  store = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 7 });
 });
 
 type Sent = DeliveredEvent | GapMarker;
@@ -79,7 +67,7 @@ it('keeps each event its planned seq, and marks the one TTL deleted, when a chun
   await expect(first.runTurn(key, 'dies')).rejects.toThrow('the holder died');
   expect(await store.readMeta(key)).toMatchObject({ cursor: 3, seq: 3, turn: { fromSlot: 1, toSlot: 3, firstSeq: 1 } });
   // Slot 2 expired 10 s after t0; DynamoDB's TTL deletes its item.
-  await client.send(new DeleteCommand({ TableName: table, Key: slotItemKey(key, 2) }));
+  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, 2) }));
 
   // Its doorbell comes back after the visibility timeout: the next holder publishes the chunk again.
   const sent: Sent[] = [];
