@@ -225,7 +225,10 @@ export class Operations extends Construct {
         period: Duration.minutes(1),
         ...(Object.keys(dimensions).length > 0 && { label: `${name} ${Object.values(dimensions).join(' ')}` }),
       });
-    const graph = (title: string, left: IMetric[]) => new GraphWidget({ title, left, width: 4, height: 6 });
+    // One period for every metric of a graph: AWS's own (API Gateway, SQS) default to
+    // 5 minutes, and drawn beside sluice's per-minute counts they would read five times
+    // as large, and a short burst spread over five minutes.
+    const graph = (title: string, left: IMetric[]) => new GraphWidget({ title, left, width: 4, height: 6, period: Duration.minutes(1) });
     this.dashboard = new Dashboard(this, 'Dashboard', {
       widgets: [
         [

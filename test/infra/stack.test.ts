@@ -965,4 +965,16 @@ describe('operations', () => {
     // Deliveries waiting on an endpoint's rate, a failing endpoint or a tenant's failing endpoints.
     expect(body).toContain('DeliveriesDelayed');
   });
+
+  it("draws every graph's metrics on one period, a minute: AWS's own (API Gateway, SQS) as sluice's", () => {
+    const dashboard = Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0];
+    const parts = dashboard?.Properties.DashboardBody['Fn::Join'][1] as unknown[];
+    // Tokens (queue names, the API's name) stand in as one string each.
+    const body = JSON.parse(parts.map((part) => (typeof part === 'string' ? part : 'X')).join(''));
+    const graphs = (body.widgets as Array<{ type: string; properties: { title?: string; period?: number } }>).filter(
+      (widget) => widget.type === 'metric',
+    );
+    expect(graphs.length).toBeGreaterThan(0);
+    for (const graph of graphs) expect(graph.properties.period, graph.properties.title).toBe(60);
+  });
 });
