@@ -277,13 +277,15 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
     let current: http.ClientRequest | undefined;
     // The answer under way on `current` once its status line came: what the timer reports if the body is late.
     let answer: (() => Omit<SendResult, 'durationMs'>) | undefined;
+    // Whether the POST went again after a kept connection failed: once at most.
+    let resent = false;
     const finish = (result: Omit<SendResult, 'durationMs'>) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       resolve({ ...result, durationMs: Math.round(performance.now() - started) });
     };
-    const post = () => {
+    const post = (fresh = false) => {
       let req: http.ClientRequest;
       try {
         const url = new URL(request.url);
@@ -291,7 +293,8 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
         req = transport.request(url, {
           method: 'POST',
           headers: { ...request.headers, 'content-length': Buffer.byteLength(request.body) },
-          agent: url.protocol === 'https:' ? agents.https : agents.http,
+          // A POST sent again goes on a new connection of its own, not another kept one.
+          agent: fresh ? false : url.protocol === 'https:' ? agents.https : agents.http,
           ...(lookup && { lookup }),
         });
       } catch {
@@ -302,10 +305,18 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
       answer = undefined;
       let answered = false;
       req.on('error', (error: NodeJS.ErrnoException) => {
+        // A status that came is the answer, whatever breaks after it (a reset before the
+        // body ends, bytes past it): Node reports the request's error before the answer's.
+        const sent = answer?.();
+        if (sent?.statusCode !== undefined) return finish(sent);
         // A kept connection that the subscriber closed while it sat idle: nothing was
-        // answered on it, so the POST goes again on another one (a new connection,
-        // once the pool holds no more kept ones), still within the timeout.
-        if (req.reusedSocket && !answered && !settled && STALE_CONNECTION_ERRORS.has(error.code ?? '')) return post();
+        // answered on it, so the POST goes again, once, on a new connection, still within
+        // the timeout. Once: a subscriber that read it and then reset the connection (a
+        // worker dying on it) must not get it again on every connection the pool keeps.
+        if (!resent && req.reusedSocket && !answered && !settled && STALE_CONNECTION_ERRORS.has(error.code ?? '')) {
+          resent = true;
+          return post(true);
+        }
         finish({ statusCode: undefined, error: error.code ?? 'connection error', retryAfter: undefined, responseSnippet: '' });
       });
       req.on('response', (res) => {

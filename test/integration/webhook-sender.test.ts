@@ -165,3 +165,79 @@ describe('webhook sender timeouts', () => {
     expect(result).toMatchObject({ statusCode: undefined, error: 'no answer within 300 ms' });
   });
 });
+
+/** A raw server that calls `answer` with the socket once each whole request has been read. */
+function rawAnswering(answer: (socket: net.Socket) => void): { server: net.Server; requests: number } {
+  const state = { server: net.createServer(), requests: 0 };
+  state.server.on('connection', (socket) => {
+    let buffered = '';
+    socket.on('error', () => {});
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      const headEnd = buffered.indexOf('\r\n\r\n');
+      if (headEnd < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(buffered.slice(0, headEnd))?.[1] ?? 0);
+      if (buffered.length < headEnd + 4 + length) return;
+      buffered = buffered.slice(headEnd + 4 + length);
+      state.requests++;
+      answer(socket);
+    });
+  });
+  return state;
+}
+
+describe('webhook sender answers that break', () => {
+  it('takes a status that came as the answer when the connection is reset before its body ends', async () => {
+    const delivered = rawAnswering((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nreceived');
+      setTimeout(() => socket.resetAndDestroy(), 200);
+    });
+    const waiting = rawAnswering((socket) => {
+      socket.write('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 600\r\nContent-Length: 100\r\n\r\nslow down');
+      setTimeout(() => socket.resetAndDestroy(), 200);
+    });
+    const send = makeSender({ allowPrivateTargets: true });
+
+    const ok = await send(request(await listen(delivered.server)));
+    const asked = await send(request(await listen(waiting.server)));
+
+    expect(ok).toMatchObject({ statusCode: 200, error: undefined });
+    expect(delivered.requests).toBe(1);
+    expect(asked).toMatchObject({ statusCode: 429, retryAfter: '600' });
+  });
+
+  it('takes a 204 as delivered though its server wrote a body after it', async () => {
+    const sloppy = rawAnswering((socket) => socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok'));
+    const result = await makeSender({ allowPrivateTargets: true })(request(await listen(sloppy.server)));
+    expect(result).toMatchObject({ statusCode: 204 });
+  });
+
+  it('sends a POST again once at most when a kept connection fails: a subscriber that reads it and resets gets it twice, not once per kept connection', async () => {
+    let crashing = false;
+    const received: string[] = [];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk) => {
+        body += chunk;
+      });
+      req.on('end', () => {
+        received.push(`${req.headers['webhook-id']} ${body}`);
+        // A worker that takes the delivery, then dies on it: its connection is reset.
+        if (crashing) req.socket.resetAndDestroy();
+        else setTimeout(() => res.end('ok'), 50);
+      });
+    });
+    const url = await listen(server);
+    const send = makeSender({ allowPrivateTargets: true });
+    const post = (id: string) => send({ url, headers: { 'webhook-id': id }, body: `{"delivery":"${id}"}`, timeoutMs: 5_000 });
+    // Six deliveries at once leave six kept connections in the pool.
+    await Promise.all(['msg_a', 'msg_b', 'msg_c', 'msg_d', 'msg_e', 'msg_f'].map(post));
+    received.length = 0;
+    crashing = true;
+
+    const result = await post('msg_x');
+
+    expect(result).toMatchObject({ statusCode: undefined, error: 'ECONNRESET' });
+    expect(received).toHaveLength(2);
+  });
+});
