@@ -45,26 +45,34 @@ function oneRequestPerConnection(): { server: net.Server; connections: number; r
   const state = { server: net.createServer(), connections: 0, requests: 0 };
   state.server.on('connection', (socket) => {
     state.connections++;
-    let buffered = '';
     let answered = 0;
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString('latin1');
-      for (;;) {
-        const headEnd = buffered.indexOf('\r\n\r\n');
-        if (headEnd < 0) return;
-        const length = Number(/content-length: *(\d+)/i.exec(buffered.slice(0, headEnd))?.[1] ?? 0);
-        if (buffered.length < headEnd + 4 + length) return;
-        buffered = buffered.slice(headEnd + 4 + length);
-        state.requests++;
-        if (answered++ > 0) {
-          socket.resetAndDestroy();
-          return;
-        }
-        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+    eachRequest(socket, () => {
+      state.requests++;
+      if (answered++ > 0) {
+        socket.resetAndDestroy();
+        return false;
       }
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+      return true;
     });
   });
   return state;
+}
+
+/** Calls `handle` for each whole request that comes on a raw connection (bodies by Content-Length); `false` reads no more. */
+function eachRequest(socket: net.Socket, handle: () => boolean): void {
+  let buffered = '';
+  socket.on('data', (chunk) => {
+    buffered += chunk.toString('latin1');
+    for (;;) {
+      const headEnd = buffered.indexOf('\r\n\r\n');
+      if (headEnd < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(buffered.slice(0, headEnd))?.[1] ?? 0);
+      if (buffered.length < headEnd + 4 + length) return;
+      buffered = buffered.slice(headEnd + 4 + length);
+      if (!handle()) return;
+    }
+  });
 }
 
 /** An HTTP server that answers every request 200 with `body`, counting the connections made to it. */
@@ -170,17 +178,11 @@ describe('webhook sender timeouts', () => {
 function rawAnswering(answer: (socket: net.Socket) => void): { server: net.Server; requests: number } {
   const state = { server: net.createServer(), requests: 0 };
   state.server.on('connection', (socket) => {
-    let buffered = '';
     socket.on('error', () => {});
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString('latin1');
-      const headEnd = buffered.indexOf('\r\n\r\n');
-      if (headEnd < 0) return;
-      const length = Number(/content-length: *(\d+)/i.exec(buffered.slice(0, headEnd))?.[1] ?? 0);
-      if (buffered.length < headEnd + 4 + length) return;
-      buffered = buffered.slice(headEnd + 4 + length);
+    eachRequest(socket, () => {
       state.requests++;
       answer(socket);
+      return true;
     });
   });
   return state;
