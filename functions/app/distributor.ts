@@ -18,6 +18,7 @@ import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import {
   assignSeq,
+  chunkAgain,
   type PendingItem,
   planChunk,
   quietTurnAllowed,
@@ -25,7 +26,6 @@ import {
   snapshotHoldMs,
   snapshotTrusted,
   type TurnRecord,
-  takenSlots,
   turnMayContinue,
 } from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
@@ -571,30 +571,11 @@ export class Distributor {
 
   /** Publishes again a chunk a previous holder committed and may not have published. */
   async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups, sink: DeliverySink): Promise<number> {
-    const items = await this.#deps.queues.readTurn(key, turn);
-    if (turn.skipped === undefined) {
-      // A record from before the plan's skipped slots were kept: its events as planned,
-      // not its void slots, nor those expired when it was planned.
-      const events = assignSeq(
-        items.filter((item) => !item.void && !item.expired),
-        turn.firstSeq - 1,
-      ).map(toDelivered);
-      await this.#publish(key, events, lookups, sink);
-      this.#deps.metrics.count('ChunksRepublished');
-      return events.length;
-    }
-    // Each slot the plan took, with the seq the plan gave it by its place. One whose item
-    // is gone expired after the plan and was deleted by DynamoDB's TTL: its seq is a hole,
-    // announced by a gap marker (every copy of it, from each republish, has one id).
-    const bySlot = new Map(items.filter((item) => !item.void).map((item) => [item.slot, item]));
-    const events: DeliveredEvent[] = [];
-    let gone = 0;
-    for (const [index, slot] of takenSlots(turn).entries()) {
-      const item = bySlot.get(slot);
-      if (item) events.push(toDelivered({ ...item, seq: turn.firstSeq + index }));
-      else gone += 1;
-    }
-    await this.#publish(key, events, lookups, sink);
+    // Each event with the seq its plan gave it. One whose item is gone expired after the
+    // plan and was deleted by DynamoDB's TTL: its seq is a hole, announced by a gap marker
+    // (every copy of it, from each republish, has one id).
+    const { events, gone } = chunkAgain(await this.#deps.queues.readTurn(key, turn), turn);
+    await this.#publish(key, events.map(toDelivered), lookups, sink);
     if (gone > 0) {
       this.#deps.metrics.count('EventsDropped', gone, { reason: 'retention' });
       this.#deps.logger.warn('Events of a chunk published again were gone (past the retention period)', {

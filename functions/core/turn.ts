@@ -101,6 +101,37 @@ export function takenSlots(turn: Pick<TurnRecord, 'fromSlot' | 'toSlot' | 'skipp
   return slots;
 }
 
+/**
+ * A committed chunk's events as its plan numbered them, from its slots' items read again,
+ * and how many slots the plan took have no item any more (an event that expired after the
+ * plan, its item deleted by DynamoDB's TTL): their seqs are holes. A record from before the
+ * skipped slots were kept numbers its items as a plan would: not the void ones, nor those
+ * expired when it was planned.
+ */
+export function chunkAgain<T extends PendingItem>(
+  items: readonly T[],
+  turn: TurnRecord,
+): { events: (T & { seq: number })[]; gone: number } {
+  if (turn.skipped === undefined) {
+    return {
+      events: assignSeq(
+        items.filter((item) => !item.void && !item.expired),
+        turn.firstSeq - 1,
+      ),
+      gone: 0,
+    };
+  }
+  const bySlot = new Map(items.filter((item) => !item.void).map((item) => [item.slot, item]));
+  const events: (T & { seq: number })[] = [];
+  let gone = 0;
+  for (const [index, slot] of takenSlots(turn).entries()) {
+    const item = bySlot.get(slot);
+    if (item) events.push({ ...item, seq: turn.firstSeq + index });
+    else gone += 1;
+  }
+  return { events, gone };
+}
+
 export interface PendingItem extends PendingEvent {
   /** When the ingest that wrote this item had its slot reserved (epoch ms). */
   readonly reservedAt: number;
