@@ -303,7 +303,6 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
       }
       current = req;
       answer = undefined;
-      let answered = false;
       req.on('error', (error: NodeJS.ErrnoException) => {
         // A status that came is the answer, whatever breaks after it (a reset before the
         // body ends, bytes past it): Node reports the request's error before the answer's.
@@ -313,14 +312,13 @@ function send(request: SendRequest, agents: Agents, lookup: LookupFunction | und
         // answered on it, so the POST goes again, once, on a new connection, still within
         // the timeout. Once: a subscriber that read it and then reset the connection (a
         // worker dying on it) must not get it again on every connection the pool keeps.
-        if (!resent && req.reusedSocket && !answered && !settled && STALE_CONNECTION_ERRORS.has(error.code ?? '')) {
+        if (!resent && req.reusedSocket && !settled && STALE_CONNECTION_ERRORS.has(error.code ?? '')) {
           resent = true;
           return post(true);
         }
         finish({ statusCode: undefined, error: error.code ?? 'connection error', retryAfter: undefined, responseSnippet: '' });
       });
       req.on('response', (res) => {
-        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         const reply = () => {
