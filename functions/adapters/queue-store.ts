@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '../core/admission.ts';
+import { eachAtOnce } from '../core/at-once.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { scheduleShard } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
@@ -822,7 +823,7 @@ export class QueueStore {
       }
       unread += request.length;
     };
-    for (let i = 0; i < batches.length; i += READ_METAS_AT_ONCE) await Promise.all(batches.slice(i, i + READ_METAS_AT_ONCE).map(readBatch));
+    await eachAtOnce(batches, READ_METAS_AT_ONCE, readBatch);
     // What DynamoDB still left unread (throttled) is left out; a caller that must see every
     // object (a lift ringing them) asks for `complete`, and fails rather than miss some.
     if (options.complete && unread > 0) throw new Error(`DynamoDB left ${unread} of ${keys.length} objects unread; try again`);

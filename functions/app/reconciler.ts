@@ -13,6 +13,7 @@
 import type { Doorbell } from '../adapters/doorbell.ts';
 import type { QueueStore } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
+import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
@@ -49,20 +50,6 @@ export const RING_MARGIN_MS = 5_000;
  * at a time, each would wait out the batcher's linger and an SQS round trip alone.
  */
 const RECONCILE_CONCURRENCY = 16;
-
-/**
- * Works on the items RECONCILE_CONCURRENCY at a time, in order, while `hasTime()`;
- * answers how many it started (the rest are left for the next run).
- */
-async function eachAtOnce<T>(items: readonly T[], hasTime: () => boolean, work: (item: T) => Promise<void>): Promise<number> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: RECONCILE_CONCURRENCY }, async () => {
-      while (next < items.length && hasTime()) await work(items[next++] as T);
-    }),
-  );
-  return next;
-}
 
 export interface QueueView {
   readonly tenant: string;
@@ -141,17 +128,21 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
       now - lastActive(meta) > config.stuckAfterMs &&
       actionForObject(switches, key.tenantId, key.resource) === undefined,
   );
-  const owingDone = await eachAtOnce(owing, hasTimeToRing, ({ key, meta }) =>
-    each(key, async () => {
-      // A fresh read of the switches in the turn, which then sends the marker.
-      await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });
-      markersOwed++;
-      logger.warn('Rang an idle object for the gap marker of its dropped events', {
-        tenant: key.tenantId,
-        resource: key.resource,
-        dropped: meta.switchDropped,
-      });
-    }),
+  const owingDone = await eachAtOnce(
+    owing,
+    RECONCILE_CONCURRENCY,
+    ({ key, meta }) =>
+      each(key, async () => {
+        // A fresh read of the switches in the turn, which then sends the marker.
+        await deps.doorbell.ring(key, `g${Math.floor(now / config.stuckAfterMs)}`, { fresh: true });
+        markersOwed++;
+        logger.warn('Rang an idle object for the gap marker of its dropped events', {
+          tenant: key.tenantId,
+          resource: key.resource,
+          dropped: meta.switchDropped,
+        });
+      }),
+    hasTimeToRing,
   );
   const metas = listed.filter(({ meta }) => meta.scheduled);
   let rerung = 0;
@@ -162,12 +153,16 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     maxDepth = Math.max(maxDepth, meta.depth);
     if (meta.depth > 0.8 * config.objectQueueCap) nearCap++;
   }
-  const scheduledDone = await eachAtOnce(metas, hasTimeToRing, ({ key, meta }) =>
-    each(key, async () => {
-      const done = await reconcileScheduled(deps, key, meta, now, switches);
-      if (done.leaseCleared) leasesCleared++;
-      if (done.rerung) rerung++;
-    }),
+  const scheduledDone = await eachAtOnce(
+    metas,
+    RECONCILE_CONCURRENCY,
+    ({ key, meta }) =>
+      each(key, async () => {
+        const done = await reconcileScheduled(deps, key, meta, now, switches);
+        if (done.leaseCleared) leasesCleared++;
+        if (done.rerung) rerung++;
+      }),
+    hasTimeToRing,
   );
   const unrung = owing.length - owingDone + metas.length - scheduledDone;
   if (unrung > 0) logger.warn('Listed objects left for the next sweep to ring or clear: out of time', { left: unrung });
@@ -180,11 +175,12 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   let unlisted = 0;
   const next = await eachAtOnce(
     idle,
-    () => timeLeft() > RECONCILE_MARGIN_MS,
+    RECONCILE_CONCURRENCY,
     ({ key, meta }) =>
       each(key, async () => {
         if (await queues.unlistIdle(key, meta.reservedAt)) unlisted++;
       }),
+    () => timeLeft() > RECONCILE_MARGIN_MS,
   );
   if (next < idle.length) logger.info('Idle objects left listed for the next sweep: out of time', { left: idle.length - next });
   metrics.count('ScheduledObjects', metas.length);
