@@ -229,7 +229,7 @@ async function receiverAnswers(deps: CanaryDeps, state: CanaryState): Promise<bo
 }
 
 /**
- * One scheduled run: publish one synthetic event. A run whose tenant key is refused, at
+ * One scheduled run: publish the run's two ticks. A run whose tenant key is refused, at
  * any step, gives the tenant a new key and ends there.
  */
 export async function runCanary(deps: CanaryDeps): Promise<void> {
