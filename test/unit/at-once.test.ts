@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { eachAtOnce } from '../../functions/core/at-once.ts';
 
-const tick = () => new Promise((resolve) => setTimeout(resolve, 1));
+const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 1));
 
 describe('eachAtOnce', () => {
   it('works on every item, at most `limit` at once, starting them in order', async () => {
