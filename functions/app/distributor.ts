@@ -472,20 +472,20 @@ export class Distributor {
    *
    * The marker is sent before the write that stands for it (the commit, or taking back
    * the drop count), so a holder that dies in between leaves the next one to send it
-   * again. Its ids derive from the object, the cursor it was sent at and what it says
-   * (as a released gap marker's do), so that copy has the same `evt_` and `msg_` ids,
-   * and a subscriber counts the events it stands for once.
+   * again. Its ids derive from the object, where it was sent (the cursor, or the chunk
+   * published again) and what it says (as a released gap marker's do), so that copy has
+   * the same `evt_` and `msg_` ids, and a subscriber counts the events it stands for once.
    */
   async #publishGapMarker(
     key: ObjectKey,
     data: GapMarker['data'],
-    cursor: number,
+    at: number | string,
     parents: readonly string[],
     lookups: TurnLookups,
     sink: DeliverySink,
   ): Promise<void> {
     const now = this.#deps.now();
-    const parts = [key.tenantId, key.resource, cursor, data.reason, data.dropped];
+    const parts = [key.tenantId, key.resource, at, data.reason, data.dropped];
     const marker: GapMarker = {
       id: derivedId('evt', ...parts),
       resource: key.resource,
@@ -573,7 +573,10 @@ export class Distributor {
   async #republish(key: ObjectKey, turn: TurnRecord, lookups: TurnLookups, sink: DeliverySink): Promise<number> {
     // Each event with the seq its plan gave it. One whose item is gone expired after the
     // plan and was deleted by DynamoDB's TTL: its seq is a hole, announced by a gap marker
-    // (every copy of it, from each republish, has one id).
+    // (every copy of it, from each republish, has one id). Its place names the chunk, not
+    // a cursor: the next chunk's marker of events expired when it is planned is sent at
+    // the cursor this chunk ends at, and may count as many; with one id, a subscriber
+    // would take the second for a copy of the first, and never learn of its events.
     const { events, gone } = chunkAgain(await this.#deps.queues.readTurn(key, turn), turn);
     await this.#publish(key, events.map(toDelivered), lookups, sink);
     if (gone > 0) {
@@ -583,7 +586,7 @@ export class Distributor {
         resource: key.resource,
         events: gone,
       });
-      await this.#publishGapMarker(key, { dropped: gone, reason: 'retention' }, turn.toSlot, [], lookups, sink);
+      await this.#publishGapMarker(key, { dropped: gone, reason: 'retention' }, `chunk ${turn.fromSlot}-${turn.toSlot}`, [], lookups, sink);
     }
     this.#deps.metrics.count('ChunksRepublished');
     return events.length;

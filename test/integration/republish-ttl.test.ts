@@ -80,3 +80,56 @@ it('keeps each event its planned seq, and marks the one TTL deleted, when a chun
   expect(delivered).toEqual(['evt_1#1', 'evt_3#3']);
   expect(sent.filter((e) => e.type === 'sluice.gap')).toMatchObject([{ resource: 'obj:1', data: { dropped: 1, reason: 'retention' } }]);
 });
+
+it("gives the marker of a republished chunk an id of its own, not that of the next chunk's marker", async () => {
+  const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:2' };
+  const day = 86_400_000;
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const write = async (slot: number, n: number, reservedAt: number) =>
+    store.writeEventsOf([
+      {
+        key,
+        events: [
+          {
+            id: `evt_${n}`,
+            slot,
+            input: { resource: key.resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined },
+            createdAt: new Date(reservedAt).toISOString(),
+          },
+        ],
+        reservedAt,
+      },
+    ]);
+  // Slot 1 fresh, slot 2 expiring 10 s after t0: the chunk is committed first, with a turn record.
+  const reservation = await store.reserve(key, 2, limits, t0 - 1_000, false);
+  if (!reservation) throw new Error('refused');
+  await write(reservation.firstSlot, 1, t0 - 1_000);
+  await write(reservation.firstSlot + 1, 2, t0 - 7 * day + 10_000);
+  await expect(
+    distributor(
+      () => t0,
+      () => {
+        throw new Error('the holder died');
+      },
+    ).runTurn(key, 'dies'),
+  ).rejects.toThrow('the holder died');
+  expect(await store.readMeta(key)).toMatchObject({ cursor: 2, turn: { fromSlot: 1, toSlot: 2 } });
+  // Meanwhile slot 3 was written (its event from the same old backlog, expiring 20 s after t0),
+  // and slot 2's item is deleted by the TTL.
+  const later = await store.reserve(key, 1, limits, t0, false);
+  if (!later) throw new Error('refused');
+  await write(later.firstSlot, 3, t0 - 7 * day + 20_000);
+  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, 2) }));
+
+  const sent: Sent[] = [];
+  await distributor(
+    () => t0 + 130_000,
+    (events) => void sent.push(...events),
+  ).runTurn(key, 'next');
+
+  // Two events lost, each announced: the republished chunk's (slot 2) and the next chunk's (slot 3).
+  const markers = sent.filter((e): e is GapMarker => e.type === 'sluice.gap');
+  expect(markers.map((m) => m.data.dropped)).toEqual([1, 1]);
+  expect(new Set(markers.map((m) => m.id)).size).toBe(2);
+});
