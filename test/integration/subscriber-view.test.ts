@@ -1,0 +1,52 @@
+/**
+ * What a subscriber sees of one resource's events when a delivery fails (README "What a
+ * subscriber receives"): checked by a real receiver that verifies every signature.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { createTenant, createWebhook, publish } from '../support/api.ts';
+import { type Receiver, verifyDelivery } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+withSandbox(
+  {
+    config: {
+      retryScheduleSeconds: [0, 1],
+      retryJitter: 0,
+      quarantineAfterFailures: 3,
+      deliveryTimeoutMs: 400,
+      failingAttemptIntervalMs: 300,
+    },
+  },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
+
+/** Answers the first `failures` deliveries (not pings) 500, then 200. */
+function failFirst(failures: number) {
+  let seen = 0;
+  return async ({ ping }: { ping: boolean }) => (ping || ++seen > failures ? 200 : 500);
+}
+
+describe('a delivery that fails', () => {
+  it('may arrive after a later delivery of its resource: a failing endpoint is not held, so its retry comes behind', async () => {
+    const tenant = await createTenant(sandbox, 'retry-order');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ro:1', url: `${receiver.url}/retry-order` });
+    receiver.answer('/retry-order', failFirst(1));
+
+    await publish(sandbox, tenant.key, [{ resource: 'ro:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/retry-order').length === 1);
+    await publish(sandbox, tenant.key, [{ resource: 'ro:1', type: 'a.b', data: 2 }]);
+    await receiver.waitFor(() => receiver.acceptedEvents('/retry-order').length === 2);
+
+    // seq 2 came first, then the retry of seq 1 (the same webhook-id as its first attempt).
+    expect(receiver.acceptedEvents('/retry-order').map((e) => e.seq)).toEqual([2, 1]);
+    const [first, , retry] = receiver.deliveries('/retry-order');
+    expect(retry?.headers['webhook-id']).toBe(first?.headers['webhook-id']);
+    for (const delivery of receiver.deliveries('/retry-order')) expect(verifyDelivery(hook.secret, delivery)).toBeTruthy();
+  });
+});
