@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { createTenant, createWebhook, publish } from '../support/api.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -48,5 +48,23 @@ describe('a delivery that fails', () => {
     const [first, , retry] = receiver.deliveries('/retry-order');
     expect(retry?.headers['webhook-id']).toBe(first?.headers['webhook-id']);
     for (const delivery of receiver.deliveries('/retry-order')) expect(verifyDelivery(hook.secret, delivery)).toBeTruthy();
+  });
+
+  it('is dead-lettered without a gap marker: the hole it leaves in seq is told by the dead-letters list, not by sluice.gap', async () => {
+    const tenant = await createTenant(sandbox, 'dead-hole');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dh:1', url: `${receiver.url}/dead-hole` });
+    // Both attempts of the first delivery fail: two failures, fewer than quarantine takes.
+    receiver.answer('/dead-hole', failFirst(2));
+
+    await publish(sandbox, tenant.key, [{ resource: 'dh:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/dead-hole').length === 2);
+    await publish(sandbox, tenant.key, [{ resource: 'dh:1', type: 'a.b', data: 2 }]);
+    await receiver.waitFor(() => receiver.acceptedEvents('/dead-hole').length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+
+    // The webhook gets everything of its resource, and saw seq 2 only: no marker stands for seq 1.
+    expect(receiver.acceptedEvents('/dead-hole').map((e) => [e.type, e.seq])).toEqual([['a.b', 2]]);
+    const letters = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/dead-letters`, { key: tenant.key })).body.data;
+    expect(letters.flatMap((l: { events: Array<{ seq: number }> }) => l.events.map((e) => e.seq))).toEqual([1]);
   });
 });
