@@ -118,6 +118,15 @@ describe('merged deliveries', () => {
     expect(again?.deliveryId).toBe(first?.deliveryId);
   });
 
+  it("sends a chunk published again, alone, under another webhook-id than the merge it first went out in (README: drop duplicates by the events' id)", () => {
+    const [merged] = mergeDeliveries([message('wh_a', 'a', [1, 2]), message('wh_a', 'b', [1])]);
+    // a's turn died before its commit; the next holder publishes its chunk again, with no other turn beside it.
+    const [alone] = mergeDeliveries([message('wh_a', 'a', [1, 2])]);
+    expect(alone?.events.map((e) => e.id)).toEqual(['a#1', 'a#2']);
+    expect(merged?.events.map((e) => e.id).slice(0, 2)).toEqual(['a#1', 'a#2']);
+    expect(alone?.deliveryId).not.toBe(merged?.deliveryId);
+  });
+
   it('splits a merge past 100 events into deliveries within the limits', () => {
     const merged = mergeDeliveries([
       message(
