@@ -920,6 +920,15 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
         more = false;
         break;
       }
+      if (posts > 0) {
+        // Each POST with the webhook as it is now, not as the step found it (a step may
+        // go on for the delivery timeout): a secret rotated meanwhile signs it too, as
+        // every delivery after a rotation is signed, and one the owner disabled, or whose
+        // release another chain took over (a new URL starts one), gets no more of this step.
+        const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
+        if (!fresh || fresh.releaseToken !== message.token || fresh.status !== 'active' || !deliversTo(fresh.health)) return 'stale';
+        webhook = fresh;
+      }
       const items = page.live.slice(offset, offset + group.length);
       offset += group.length;
       posts += 1;

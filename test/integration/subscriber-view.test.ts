@@ -17,6 +17,8 @@ withSandbox(
       retryScheduleSeconds: [0, 1],
       retryJitter: 0,
       quarantineAfterFailures: 3,
+      probeIntervalMinSeconds: 1,
+      probeIntervalMaxSeconds: 2,
       deliveryTimeoutMs: 400,
       failingAttemptIntervalMs: 300,
     },
@@ -66,5 +68,66 @@ describe('a delivery that fails', () => {
     expect(receiver.acceptedEvents('/dead-hole').map((e) => [e.type, e.seq])).toEqual([['a.b', 2]]);
     const letters = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/dead-letters`, { key: tenant.key })).body.data;
     expect(letters.flatMap((l: { events: Array<{ seq: number }> }) => l.events.map((e) => e.seq))).toEqual([1]);
+  });
+});
+
+/** A webhook quarantined with `count` deliveries of one resource held, each to go alone (each failed once). */
+async function quarantinedWith(name: string, path: string, count: number) {
+  const tenant = await createTenant(sandbox, name);
+  const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}${path}` });
+  receiver.answer(path, 500);
+  for (let n = 1; n <= count; n++) {
+    await publish(sandbox, tenant.key, [{ resource: `${name}:1`, parents: [`${name}:0`], type: 'a.b', data: n }]);
+    // One delivery each: a turn of its own, attempted alone.
+    await receiver.waitFor(() => receiver.deliveries(path).length >= Math.min(n, 3));
+  }
+  let health = { state: '', held: 0 };
+  for (let i = 0; i < 100 && (health.state !== 'quarantined' || health.held < count); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    health = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+  }
+  expect(health).toMatchObject({ state: 'quarantined', held: count });
+  return { tenant, hook };
+}
+
+describe('a release step', () => {
+  it('signs each POST it sends after a rotation with the new secret too, as every delivery after a rotation is', async () => {
+    const { tenant, hook } = await quarantinedWith('rotated-mid-step', '/rotated-mid-step', 4);
+    // The endpoint recovers; as the release's first POST comes, its owner rotates the secret.
+    let rotated: { secret: string; at: number } | undefined;
+    receiver.answer('/rotated-mid-step', async ({ ping }) => {
+      if (!ping && rotated === undefined) {
+        const answer = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: tenant.key });
+        rotated = { secret: answer.body.secret, at: Date.now() };
+      }
+      return 200;
+    });
+    await receiver.waitFor(() => receiver.acceptedEvents('/rotated-mid-step').length === 4, 15_000);
+
+    // Every POST after the rotation's answer verifies with the new secret, and with the old one.
+    const after = receiver.deliveries('/rotated-mid-step').filter((d) => d.at > (rotated?.at ?? 0));
+    expect(after.length).toBeGreaterThan(0);
+    for (const delivery of after) {
+      expect(verifyDelivery(rotated?.secret ?? '', delivery)).toBeTruthy();
+      expect(verifyDelivery(hook.secret, delivery)).toBeTruthy();
+    }
+  });
+
+  it('sends nothing more once its owner disabled the webhook: what is left stays held', async () => {
+    const { tenant, hook } = await quarantinedWith('disabled-mid-step', '/disabled-mid-step', 4);
+    let disabledAt: number | undefined;
+    receiver.answer('/disabled-mid-step', async ({ ping }) => {
+      if (!ping && disabledAt === undefined) {
+        await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+        disabledAt = Date.now();
+      }
+      return 200;
+    });
+    await receiver.waitFor(() => disabledAt !== undefined, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+
+    expect(receiver.received.filter((d) => d.path === '/disabled-mid-step' && d.at > (disabledAt ?? 0))).toEqual([]);
+    const health = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    expect(health).toMatchObject({ state: 'disabled', held: 3 });
   });
 });
