@@ -62,6 +62,12 @@ export const MAX_REPLAY_DELIVERIES = 2_000;
  */
 export const MAX_REPLAY_BYTES = 16 * 1024 * 1024;
 
+/**
+ * The most a page of webhooks takes in the API function's answer, which is at most 6 MB
+ * (the body is a JSON string in it, so each quote and backslash is escaped again).
+ */
+export const MAX_LIST_BYTES = 4 * 1024 * 1024;
+
 /** A webhook as the API shows it: never its secrets. */
 export function webhookView(webhook: Webhook) {
   return {
@@ -162,10 +168,24 @@ export class WebhookService {
     }
   }
 
-  /** A page of the tenant's webhooks, oldest first: `after` is the last id of the page before. */
+  /**
+   * A page of the tenant's webhooks, oldest first: `after` is the last id of the page
+   * before. At most `limit`, and only as many as fit in MAX_LIST_BYTES: 500 of the
+   * largest webhooks (a 2,000-character URL, 50 types of 200) would be over 6 MB, past
+   * what one Lambda answer may hold, and every such page would be a 502.
+   */
   async list(tenantId: string, limit: number, after?: string) {
     const page = await this.#deps.webhooks.page(tenantId, limit, after);
-    return { data: page.webhooks.map(webhookView), has_more: page.hasMore };
+    const data: ReturnType<typeof webhookView>[] = [];
+    let bytes = 0;
+    for (const webhook of page.webhooks) {
+      const view = webhookView(webhook);
+      // Counted as the answer carries it: escaped a second time, in the answer's body string.
+      bytes += Buffer.byteLength(JSON.stringify(JSON.stringify(view)));
+      if (data.length > 0 && bytes > MAX_LIST_BYTES) return { data, has_more: true };
+      data.push(view);
+    }
+    return { data, has_more: page.hasMore };
   }
 
   async get(tenantId: string, id: string) {
