@@ -231,8 +231,12 @@ export class Api extends Construct {
     }
 
     // The admin's own usage plan. Its key value is not a secret: the authorizer
-    // authenticates; this key only selects the admin's throttle.
-    const adminUsageKeyValue = `sluice-admin-${Names.uniqueId(this)}`.padEnd(20, '0').slice(0, 128);
+    // authenticates; this key only selects the admin's throttle. API Gateway refuses a key
+    // value that another key of the account and region has (409), so it names the stack by
+    // its name, as the API's name does: two deployments of one app under two stack names
+    // (staging and production) have the same construct paths. For a stack named as its
+    // construct (`Sluice`), the value is the one its path alone gave.
+    const adminUsageKeyValue = `sluice-admin-${Names.uniqueResourceName(this, { maxLength: 115 })}`.padEnd(20, '0').slice(0, 128);
     const adminApiKey = new ApiKey(this, 'AdminUsageKey', { value: adminUsageKeyValue, description: 'Selects the admin usage plan' });
     const adminPlan = this.restApi.addUsagePlan('AdminPlan', {
       description: 'Throttle for requests made with the admin key',

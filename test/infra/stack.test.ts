@@ -422,6 +422,23 @@ describe('API', () => {
     });
   });
 
+  it("gives each deployment's admin usage key a value of its own: API Gateway refuses a value another key of the region has", () => {
+    // Staging and production from one app definition, told apart by stack name (a stage
+    // from context, say): the same construct paths under two stack names in one account.
+    const adminKeyValueOf = (stackName: string) => {
+      const app = new App({ context: NO_BUNDLING });
+      const stack = new SluiceStack(app, 'Sluice', { stackName });
+      const [key] = Object.values(Template.fromStack(stack).findResources('AWS::ApiGateway::ApiKey'));
+      return key?.Properties.Value as string;
+    };
+    const staging = adminKeyValueOf('sluice-staging');
+    const production = adminKeyValueOf('sluice-production');
+    expect(staging).not.toBe(production);
+    // The `Sluice` stack keeps the value it was deployed with: a new value replaces the key.
+    expect(adminKeyValueOf('Sluice')).toBe(template.toJSON().Resources[logicalIdOf('AWS::ApiGateway::ApiKey', {})].Properties.Value);
+    expect(adminKeyValueOf('Sluice')).toBe('sluice-admin-SluiceApi8D9E45B1');
+  });
+
   it('keeps the admin key in a generated secret: 48 characters under the field token', () => {
     template.hasResourceProperties('AWS::SecretsManager::Secret', {
       GenerateSecretString: { SecretStringTemplate: '{}', GenerateStringKey: 'token', ExcludePunctuation: true, PasswordLength: 48 },
