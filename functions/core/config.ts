@@ -283,9 +283,17 @@ function parseEnvValue(raw: string): unknown {
   }
 }
 
-/** Reads the config a function was deployed with (the CDK stack serializes it into SLUICE_CONFIG). */
+/**
+ * Reads the config a function was deployed with (the CDK stack serializes it into
+ * SLUICE_CONFIG). A setting this code does not know is left out: CloudFormation updates
+ * a function's code and its environment in two steps, so a cold start between them, or
+ * during a failed deploy's rollback, runs one version's code with the other's
+ * SLUICE_CONFIG, which may hold a setting added or removed since (the synth that wrote it
+ * checked every setting it names). The settings this code knows are checked as ever.
+ */
 export function configFromEnvironment(env: Readonly<Record<string, string | undefined>>): SluiceConfig {
   const raw = env[CONFIG_ENV];
   if (raw === undefined) throw new ConfigError([`${CONFIG_ENV} is not set`]);
-  return buildConfig(JSON.parse(raw) as Record<string, unknown>);
+  const written = JSON.parse(raw) as Record<string, unknown>;
+  return buildConfig(Object.fromEntries(Object.entries(written).filter(([key]) => Object.hasOwn(RULES, key))));
 }

@@ -166,4 +166,15 @@ describe('config', () => {
     expect(configFromEnvironment({ SLUICE_CONFIG: JSON.stringify(c) })).toEqual(c);
     expect(() => configFromEnvironment({})).toThrow(/SLUICE_CONFIG/);
   });
+
+  it('starts on a SLUICE_CONFIG of another version of the stack: a setting this code does not know is left out', () => {
+    // CloudFormation updates a function's code and its environment in two steps, and a
+    // cold start between them (or during the rollback of a failed deploy) runs one
+    // version's code with the other's SLUICE_CONFIG: a setting added (or removed) by one
+    // of them must not keep the function from starting.
+    const written = { ...buildConfig({ turnMaxEvents: 42 }), settingOfAnotherVersion: 7 };
+    expect(configFromEnvironment({ SLUICE_CONFIG: JSON.stringify(written) })).toEqual(buildConfig({ turnMaxEvents: 42 }));
+    // A known setting is still checked: synth checked it, and a bad value is not a version's.
+    expect(() => configFromEnvironment({ SLUICE_CONFIG: JSON.stringify({ turnMaxEvents: 0 }) })).toThrow(/turnMaxEvents/);
+  });
 });
