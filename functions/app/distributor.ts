@@ -231,6 +231,8 @@ export class Distributor {
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
+      // The earliest the slots after the cursor can have been reserved (see planChunk).
+      let floorAt = meta.scheduledAt;
       let lookups = looked ? new TurnLookups(this.#lookups, key.tenantId, now) : subscriptions;
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       let ingestWaits = 0;
@@ -260,7 +262,7 @@ export class Distributor {
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
         const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
         const plannedAt = now();
-        const plan = planChunk(items, { ...meta, cursor }, plannedAt, timing, limit, readAll);
+        const plan = planChunk(items, { ...meta, cursor, scheduledAt: floorAt }, plannedAt, timing, limit, readAll);
         left = plan.waiting || !readAll || plan.cursor < meta.lastSlot;
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
           if (!plan.waiting) break;
@@ -307,6 +309,7 @@ export class Distributor {
           if (typeof state === 'string') return this.#ended(key, `t${meta.fence}`, state, distributed);
           meta = state.held;
           ({ cursor, seq, inline } = meta);
+          floorAt = plan.floorAt;
           left = true;
           found = true;
           lookups = new TurnLookups(this.#lookups, key.tenantId, now);
@@ -336,6 +339,7 @@ export class Distributor {
         this.#countConsumed(key, plan, dropping);
         if (!dropping) await this.#publish(key, events, lookups, sink);
         cursor = plan.cursor;
+        floorAt = plan.floorAt;
         seq += events.length;
         distributed += events.length;
         // The next chunk looks up again, from a fresh subscriptions version: a stream

@@ -12,8 +12,9 @@
  *   the slot is skipped. Its producer never got a 202, so nothing accepted is lost.
  * - Each taken event gets the next `seq`; the distributor is the only writer of seq.
  * - An event past the retention period is consumed without a seq and stands in a
- *   `sluice.gap` marker (reason `retention`), as do missing slots reserved longer ago
- *   than the retention period: DynamoDB's TTL may have deleted their items.
+ *   `sluice.gap` marker (reason `retention`), as do missing slots that may have been
+ *   reserved longer ago than the retention period: DynamoDB's TTL may have deleted
+ *   their items (see `planChunk`).
  */
 import type { PendingEvent } from './model.ts';
 
@@ -157,9 +158,16 @@ export interface ChunkPlan {
   readonly expiredParents: readonly string[];
   /** The cursor after this chunk. */
   readonly cursor: number;
+  /**
+   * The earliest the slots after `cursor` can have been reserved (epoch ms), when known:
+   * the next chunk's plan starts from it (see `planChunk`).
+   */
+  readonly floorAt: number | undefined;
   /** True when the chunk stopped at a slot whose ingest may still be writing it. */
   readonly waiting: boolean;
 }
+
+
 
 /**
  * Whether an event is past the retention period at `now`. A plan judges its events at
@@ -175,10 +183,23 @@ function expiredAt(item: PendingItem, now: number): boolean {
  * Plans one chunk from the items read after `meta.cursor` (sorted by slot).
  * Takes at most `limit` events. `readAll` says the read reached the end of the
  * queue, so reserved slots beyond the last item really have no item yet.
+ *
+ * A run of missing slots, once its ingests must be gone, is either slots whose ingest
+ * died before writing (its producer got no 202: skipped) or accepted events DynamoDB's
+ * TTL deleted (expired, and announced). Slots are reserved in order, so the run was
+ * reserved after the slot before it and before the item after it. It is counted as
+ * expired when either bound says it may be past the retention period: the item after
+ * it, or the earliest any pending slot can have been reserved (`scheduledAt`, when the
+ * object last went from idle to scheduled; it goes idle only with nothing pending), or
+ * the last slot this turn consumed. Without the earlier bound, an object paused longer
+ * than the retention period while its producer kept publishing lost its oldest events
+ * to TTL with no marker: the item after them was young. A dead ingest's slot in such an
+ * old backlog is announced as expired too (a marker that counts one more), never the
+ * other way round.
  */
 export function planChunk(
   items: readonly PendingItem[],
-  meta: Pick<QueueMeta, 'cursor' | 'lastSlot' | 'reservedAt'>,
+  meta: Pick<QueueMeta, 'cursor' | 'lastSlot' | 'reservedAt' | 'scheduledAt'>,
   now: number,
   timing: { readonly ingestGraceMs: number; readonly retentionMs: number },
   limit: number,
@@ -189,11 +210,27 @@ export function planChunk(
   let expired = 0;
   const parents = new Set<string>();
   let next = meta.cursor + 1;
-  const plan = (waiting: boolean): ChunkPlan => ({ take, skipped, expired, expiredParents: [...parents], cursor: next - 1, waiting });
-  // Slots with no item, reserved at or before `reservedAt`: an ingest that died (its
-  // producer got no 202), or, past the retention period, accepted events TTL deleted.
+  // The earliest the slot at `next` can have been reserved, when known.
+  let floorAt = meta.scheduledAt;
+  const plan = (waiting: boolean): ChunkPlan => ({
+    take,
+    skipped,
+    expired,
+    expiredParents: [...parents],
+    cursor: next - 1,
+    floorAt,
+    waiting,
+  });
+  // Slots with no item, reserved after `floorAt` and at or before `reservedAt`: an
+  // ingest that died (its producer got no 202), or accepted events TTL may have deleted.
   const missing = (count: number, reservedAt: number) => {
-    if (now - reservedAt > timing.retentionMs) expired += count;
+    // An ingest stamps its reservation before its write takes the slot, and in another
+    // container with a clock of its own: a later slot's stamp may precede an earlier
+    // one's by up to the grace (seconds of clocks apart fall well within it).
+    const mayBeGone =
+      now - reservedAt > timing.retentionMs ||
+      (floorAt !== undefined && now - (floorAt - timing.ingestGraceMs) > timing.retentionMs);
+    if (mayBeGone) expired += count;
     else skipped += count;
   };
   for (const item of items) {
@@ -212,12 +249,14 @@ export function planChunk(
       for (const parent of item.parents) parents.add(parent);
     } else take.push(item);
     next += 1;
+    floorAt = Math.max(floorAt ?? item.reservedAt, item.reservedAt);
   }
   if (readAll && take.length < limit && next <= meta.lastSlot && items.every((item) => item.slot < next)) {
     // Reserved slots at the tail with no item yet.
     if (now - meta.reservedAt <= timing.ingestGraceMs) return plan(true);
     missing(meta.lastSlot - next + 1, meta.reservedAt);
     next = meta.lastSlot + 1;
+    floorAt = Math.max(floorAt ?? meta.reservedAt, meta.reservedAt);
   }
   return plan(false);
 }

@@ -2377,7 +2377,10 @@ describe('retention', () => {
     await reserveSlots(k, 1, t0 + eightDays);
     const { distributor, sent } = recordingDistributor({}, () => t0 + eightDays + 61_000);
     expect(await distributor.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
-    expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 3, reason: 'retention' } }]);
+    // Slot 4, with no item, was reserved some time after slot 3 (8 days ago) and before
+    // the last reservation: it may be an accepted event TTL deleted too, so it is counted
+    // with them (a marker that overstates, rather than an event lost untold).
+    expect(sent.flatMap((m) => m.events)).toMatchObject([{ type: 'sluice.gap', data: { dropped: 4, reason: 'retention' } }]);
     expect(await store.readMeta(k)).toMatchObject({ depth: 0, cursor: 4 });
   });
 });

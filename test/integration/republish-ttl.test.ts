@@ -133,3 +133,43 @@ it("gives the marker of a republished chunk an id of its own, not that of the ne
   expect(markers.map((m) => m.data.dropped)).toEqual([1, 1]);
   expect(new Set(markers.map((m) => m.id)).size).toBe(2);
 });
+
+it('announces accepted events TTL deleted from a backlog kept past the retention period, though the events after them are young', async () => {
+  // An object paused for eight days while its producer kept publishing: the events of its
+  // first day outlived the retention period and DynamoDB's TTL deleted them; those of the
+  // last day are still there when the pause is lifted.
+  const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:3' };
+  const day = 86_400_000;
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const publish = async (n: number, reservedAt: number) => {
+    const reservation = await store.reserve(key, 1, limits, reservedAt, false);
+    if (!reservation) throw new Error('refused');
+    await store.writeEventsOf([
+      {
+        key,
+        events: [
+          {
+            id: `evt_${n}`,
+            slot: reservation.firstSlot,
+            input: { resource: key.resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined },
+            createdAt: new Date(reservedAt).toISOString(),
+          },
+        ],
+        reservedAt,
+      },
+    ]);
+  };
+  for (const n of [1, 2, 3]) await publish(n, t0 - 8 * day + n * 1_000);
+  for (const n of [4, 5]) await publish(n, t0 - day + n * 1_000);
+  for (const slot of [1, 2, 3]) await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slot) }));
+
+  const sent: Sent[] = [];
+  await distributor(
+    () => t0,
+    (events) => void sent.push(...events),
+  ).runTurn(key, 'lifted');
+
+  expect(sent.filter((e): e is DeliveredEvent => e.type !== 'sluice.gap').map((e) => `${e.id}#${e.seq}`)).toEqual(['evt_4#1', 'evt_5#2']);
+  expect(sent.filter((e) => e.type === 'sluice.gap')).toMatchObject([{ resource: 'obj:3', data: { dropped: 3, reason: 'retention' } }]);
+});

@@ -32,7 +32,13 @@ const item = (slot: number, reservedAt = NOW - 10, isVoid = false, expired = fal
   expired,
 });
 
-const meta = (cursor: number, lastSlot: number, reservedAt = NOW - 10) => ({ cursor, lastSlot, reservedAt });
+// Scheduled (gone from idle) before any of its pending slots was reserved.
+const meta = (cursor: number, lastSlot: number, reservedAt = NOW - 10, scheduledAt: number | undefined = NOW - GRACE - 1_000) => ({
+  cursor,
+  lastSlot,
+  reservedAt,
+  scheduledAt,
+});
 
 describe('planChunk', () => {
   it('takes the contiguous slots after the cursor', () => {
@@ -90,6 +96,33 @@ describe('planChunk', () => {
     expect(between.take.map((i) => i.slot)).toEqual([5]);
     const tail = planChunk([], meta(0, 3, old), NOW, TIMING, 100, true);
     expect(tail).toMatchObject({ cursor: 3, expired: 3, skipped: 0 });
+  });
+
+  it('counts missing slots as expired when the object has been scheduled longer than the retention period, though the item after them is young', () => {
+    // Paused for eight days while its producer kept publishing: TTL deleted the oldest
+    // accepted events; the first left was reserved a day ago.
+    const scheduledAt = NOW - RETENTION - 3_600_000;
+    const plan = planChunk([item(4, NOW - 86_400_000), item(5)], meta(0, 5, NOW - 10, scheduledAt), NOW, TIMING, 100, true);
+    expect(plan).toMatchObject({ cursor: 5, expired: 3, skipped: 0 });
+    expect(plan.take.map((i) => i.slot)).toEqual([4, 5]);
+    const tail = planChunk([], meta(0, 3, NOW - GRACE - 1, scheduledAt), NOW, TIMING, 100, true);
+    expect(tail).toMatchObject({ cursor: 3, expired: 3, skipped: 0 });
+  });
+
+  it('skips a dead ingest’s slot in an old backlog once a slot after the old ones was consumed (reserved later than it)', () => {
+    const scheduledAt = NOW - RETENTION - 3_600_000;
+    const plan = planChunk(
+      [item(1, NOW - 3_600_000), item(3, NOW - GRACE - 1)],
+      meta(0, 3, NOW - GRACE - 1, scheduledAt),
+      NOW,
+      TIMING,
+      100,
+      true,
+    );
+    expect(plan).toMatchObject({ cursor: 3, expired: 0, skipped: 1, floorAt: NOW - GRACE - 1 });
+    // The next chunk starts from what this one consumed, not from when the object was scheduled.
+    const next = planChunk([item(5, NOW - GRACE - 1)], meta(3, 5, NOW - GRACE - 1, plan.floorAt), NOW, TIMING, 100, true);
+    expect(next).toMatchObject({ cursor: 5, expired: 0, skipped: 1 });
   });
 
   it('waits for reserved tail slots with no item yet, then skips them after the grace', () => {

@@ -1,0 +1,69 @@
+/**
+ * An object's queue that waited past the retention period (a pause lifted after a week):
+ * its oldest events expired and DynamoDB's TTL deleted their items, while later ones
+ * are still live. A missing slot is judged by the reservation of the item after it,
+ * which is only an upper bound of its own: one reserved more than the retention period
+ * ago may be an accepted event TTL deleted, and must be counted and announced by a
+ * `sluice.gap` marker (reason `retention`), never skipped as an ingest that died.
+ */
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
+import { beforeAll, expect, it } from 'vitest';
+import { QueueStore, slotItemKey } from '../../functions/adapters/queue-store.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import { Distributor } from '../../functions/app/distributor.ts';
+import { buildConfig } from '../../functions/core/config.ts';
+import type { DeliveredEvent, GapMarker, ObjectKey } from '../../functions/core/model.ts';
+import { NO_LOGS } from '../../functions/core/telemetry.ts';
+import { withEventsTable } from '../support/events-table.ts';
+import { webhookFixture } from '../support/fixtures.ts';
+
+const events = withEventsTable();
+let store: QueueStore;
+
+beforeAll(() => {
+  store = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 7 });
+});
+
+type Sent = DeliveredEvent | GapMarker;
+
+it('announces a TTL-deleted event before a live one as lost to retention, not as a slot no ingest wrote', async () => {
+  const key: ObjectKey = { tenantId: 'ten_ttl2', resource: 'obj:1' };
+  const day = 86_400_000;
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  // Under a pause, slot 1 was accepted 8 days ago (expired since, and its item deleted
+  // by TTL), slot 2 six days ago.
+  const slots: number[] = [];
+  for (const [i, reservedAt] of [t0 - 8 * day, t0 - 6 * day].entries()) {
+    const reservation = await store.reserve(key, 1, limits, reservedAt, false);
+    if (!reservation) throw new Error('refused');
+    slots.push(reservation.firstSlot);
+    const event = {
+      id: `evt_${i + 1}`,
+      slot: reservation.firstSlot,
+      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
+      createdAt: new Date(reservedAt).toISOString(),
+    };
+    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
+  }
+  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slots[0] ?? 0) }));
+
+  const sent: Sent[] = [];
+  const counted: Array<[string, number, unknown]> = [];
+  await new Distributor({
+    queues: store,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
+    doorbell: { ring: async () => undefined },
+    config: buildConfig({}),
+    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
+    logger: NO_LOGS,
+    now: () => t0,
+    sleep: async () => undefined,
+  }).runTurn(key, 'lifted');
+
+  expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_2']);
+  expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
+  expect(counted).toContainEqual(['EventsDropped', 1, { reason: 'retention' }]);
+});
