@@ -13,7 +13,7 @@ import { deliveryId, planDeliveries, subscribedResources } from '../core/deliver
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { derivedId } from '../core/ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Subscriber } from '../core/model.ts';
-import { streamPosition } from '../core/stream-token.ts';
+import { STREAM_LATE_MS, streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import {
@@ -29,7 +29,6 @@ import {
   turnMayContinue,
 } from '../core/turn.ts';
 import { DeliveryOutbox, type DeliverySink } from './delivery-outbox.ts';
-import { STREAM_SETTLE_MS } from './streams.ts';
 
 export interface SubscriptionSource {
   onResource(tenantId: string, resource: string): Promise<readonly Subscriber[]>;
@@ -57,12 +56,6 @@ export type TurnOutcome =
   | { readonly outcome: 'lease_held' | 'fenced_out' | 'paused'; readonly distributed: number };
 
 const CHUNK_SIZE = 100;
-/**
- * An append that took this long may have landed after a reader passed its position:
- * half the settle window, the other half a margin for the clocks of the distributor's
- * and the API's instances.
- */
-const STREAM_LATE_MS = STREAM_SETTLE_MS / 2;
 const STREAM_APPEND_TRIES = 3;
 /**
  * How long a turn waits for an ingest between its two writes (a slot reserved, its event
@@ -520,7 +513,8 @@ export class Distributor {
    * the same event objects, with the same seq, as the webhooks.
    *
    * An entry's position is the time it was stamped, and a reader serves positions up
-   * to STREAM_SETTLE_MS before its own clock: an entry that lands later than that
+   * to STREAM_SETTLE_MS before its own clock, which may be up to STREAM_CLOCKS_APART_MS
+   * ahead of this one: an entry that lands later than the rest of that window
    * (throttled batches retried, a stalled container) may be behind a token already,
    * and would never be read. So an append that took STREAM_LATE_MS or more is written
    * again at a fresh position (readers that saw the first copy see the same seq twice,

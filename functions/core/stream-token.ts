@@ -6,10 +6,23 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
- * A page never reaches closer than this to now: a distributor may write a
- * position a moment after computing it, and a reader must not have moved past it.
+ * How long after stamping a position a distributor's append may land: one that took
+ * longer is written again at a fresh position (app/distributor.ts).
  */
-export const STREAM_SETTLE_MS = 2_000;
+export const STREAM_LATE_MS = 1_000;
+
+/**
+ * How far apart the clocks of two instances (a distributor's, the API's) may be: Lambda's
+ * are NTP-synced but not equal, a second or two apart.
+ */
+export const STREAM_CLOCKS_APART_MS = 2_000;
+
+/**
+ * A page never reaches closer than this to now: a distributor may write a position a
+ * moment after computing it (up to STREAM_LATE_MS), on a clock behind the reader's (up
+ * to STREAM_CLOCKS_APART_MS), and a reader must not have moved past it.
+ */
+export const STREAM_SETTLE_MS = STREAM_LATE_MS + STREAM_CLOCKS_APART_MS;
 
 export interface StreamPosition {
   readonly tenantId: string;

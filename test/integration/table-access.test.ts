@@ -13,6 +13,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { STREAM_SETTLE_MS } from '../../functions/core/stream-token.ts';
 import type { ObservedCall } from '../../sandbox/observe.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { runningAs } from '../../sandbox/table-access.ts';
@@ -221,7 +222,8 @@ describe('table access in the sandbox', () => {
       const types = (events: Array<{ type: string }>) => events.map((e) => e.type).sort();
       expect(types(receiver.acceptedEvents('/granted'))).toEqual(['sluice.gap', 'task.changed', 'task.changed']);
 
-      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      // Once the stream's newest entries have settled (a page stops that short of now).
+      await new Promise((resolve) => setTimeout(resolve, STREAM_SETTLE_MS + 500));
       const page = await call(sandbox, 'GET', `/v1/events?resource=project:1&sync=${stream.body.sync}`, { key: tenant.key });
       expect(types(page.body.data)).toEqual(['sluice.gap', 'task.changed', 'task.changed']);
       await sandbox.runCanary();
