@@ -304,8 +304,11 @@ export function quietTurnAllowed(meta: Pick<QueueMeta, 'turn' | 'switchDropped' 
  * quiet path keeps its cost of one write and no read; one received later reads.
  */
 export const SNAPSHOT_TRUST_MS = 5_000;
-/** How far apart two containers' clocks may be, given to the drop turn's side of that window. */
-const CLOCK_SKEW_MS = 1_000;
+/**
+ * How far apart two containers' clocks may be (NTP-synced, not equal: a second or two),
+ * given to the drop turn's side of that window.
+ */
+const CLOCK_SKEW_MS = 2_000;
 
 /** Whether a quiet doorbell's snapshot of an event reserved at `reservedAt` may stand in for the meta item at `now`. */
 export function snapshotTrusted(reservedAt: number, now: number): boolean {
