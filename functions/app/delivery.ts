@@ -312,6 +312,9 @@ async function attempt(
   } finally {
     watch.stop();
   }
+  // A wait in seconds (Retry-After) counts from the answer that asks for it, not from
+  // when the POST began: an endpoint that took 8 s to answer "wait 5 s" gets its 5 s.
+  const answeredAt = deps.now();
   const noted = await watch.noted();
   const record = {
     id: newId('att', now),
@@ -338,8 +341,10 @@ async function attempt(
     if (slow === undefined) await deps.records.givePaceBack(webhook.id);
     if (kept === undefined) logSlow(deps, webhook, { answerMs: slow });
   }
-  const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, now);
-  if (askedSeconds !== undefined) await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, now + askedSeconds * 1000, webhook.url);
+  const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, answeredAt);
+  if (askedSeconds !== undefined) {
+    await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, answeredAt + askedSeconds * 1000, webhook.url);
+  }
   return result;
 }
 
