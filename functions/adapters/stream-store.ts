@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveredEvent, GapMarker } from '../core/model.ts';
-import { STREAM_SETTLE_MS } from '../core/stream-token.ts';
+import { STREAM_CLOCKS_APART_MS, STREAM_SETTLE_MS } from '../core/stream-token.ts';
 import { batchWrite, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
@@ -81,19 +81,22 @@ export class StreamStore {
     };
     let announced = false;
     try {
-      // The stream is alive: only its expiry moves.
+      // The stream is alive: only its expiry moves. Not one within the clocks' margin of
+      // its expiry: a distributor whose clock is ahead may have found it expired already,
+      // and reads an expiry that had passed when read again only after a bump.
       const alive = await this.#client.send(
         new UpdateCommand({
           ...update,
-          ConditionExpression: '#expires_at_ms > :now',
+          ConditionExpression: '#expires_at_ms > :soon',
+          ExpressionAttributeValues: { ...update.ExpressionAttributeValues, ':soon': now + STREAM_CLOCKS_APART_MS },
           ReturnValues: 'ALL_OLD',
         }),
       );
       announced = alive.Attributes?.announced === true;
     } catch (error) {
       if (!isConditionFailure(error)) throw error;
-      // New, or expired: a new life, not announced yet (in the same write, so that a
-      // failure below leaves it marked as such).
+      // New, expired or about to: a new life, not announced yet (in the same write, so
+      // that a failure below leaves it marked as such).
       await this.#client.send(
         new UpdateCommand({
           ...update,
