@@ -58,6 +58,14 @@ export type TurnOutcome =
 const CHUNK_SIZE = 100;
 const STREAM_APPEND_TRIES = 3;
 /**
+ * The most bytes of events one stream write stamps at once. A stream's log is one
+ * partition, which DynamoDB writes at about 1 MB a second, shared by every turn that
+ * appends to the stream: a chunk of large events written under one stamp took longer
+ * than STREAM_LATE_MS by its size alone, was written again, as late, and failed its
+ * turn (its webhooks' deliveries too) until the load fell.
+ */
+const STREAM_PIECE_BYTES = 128 * 1024;
+/**
  * How long a turn waits for an ingest between its two writes (a slot reserved, its event
  * not yet written): 20 ms, then twice as long each time in a row, up to MAX_WAIT_FOR_INGEST_MS.
  * A write comes within milliseconds; one that has not come for a while most likely never
@@ -519,7 +527,10 @@ export class Distributor {
    * and would never be read. So an append that took STREAM_LATE_MS or more is written
    * again at a fresh position (readers that saw the first copy see the same seq twice,
    * which streams allow), and one that keeps landing late fails the turn, which is
-   * then published again, rather than let a stream miss events.
+   * then published again, rather than let a stream miss events. An append goes in
+   * pieces of at most STREAM_PIECE_BYTES, one after the other, each stamped as it is
+   * written and written again before the next if it landed late: a piece's time is
+   * that of its own bytes, and the stream's order holds.
    */
   async #appendToStreams(
     key: ObjectKey,
@@ -536,19 +547,20 @@ export class Distributor {
           // A gap marker names no parents: it goes to every stream it was sent for.
           (e) => e.resource === resource || !('parents' in e) || e.parents.includes(resource),
         );
-        if (onStream.length === 0) return;
-        for (let attempt = 1; ; attempt++) {
-          const stampedAt = this.#stamp();
-          const entries = onStream.map((event) => ({
-            position: streamPosition(stampedAt, event.resource, 'seq' in event ? event.seq : 0),
-            event,
-          }));
-          await streams.append(key.tenantId, resource, entries, stampedAt);
-          const tookMs = this.#deps.now() - stampedAt;
-          if (tookMs < STREAM_LATE_MS) return;
-          this.#deps.metrics.count('StreamAppendsLate');
-          this.#deps.logger.warn('Stream append landed late; appending again', { tenant: key.tenantId, resource, tookMs, attempt });
-          if (attempt === STREAM_APPEND_TRIES) throw new Error(`Stream append for ${resource} landed late ${attempt} times`);
+        for (const piece of piecesOf(onStream, STREAM_PIECE_BYTES)) {
+          for (let attempt = 1; ; attempt++) {
+            const stampedAt = this.#stamp();
+            const entries = piece.map((event) => ({
+              position: streamPosition(stampedAt, event.resource, 'seq' in event ? event.seq : 0),
+              event,
+            }));
+            await streams.append(key.tenantId, resource, entries, stampedAt);
+            const tookMs = this.#deps.now() - stampedAt;
+            if (tookMs < STREAM_LATE_MS) break;
+            this.#deps.metrics.count('StreamAppendsLate');
+            this.#deps.logger.warn('Stream append landed late; appending again', { tenant: key.tenantId, resource, tookMs, attempt });
+            if (attempt === STREAM_APPEND_TRIES) throw new Error(`Stream append for ${resource} landed late ${attempt} times`);
+          }
         }
       }),
     );
@@ -611,4 +623,23 @@ export class Distributor {
     this.#deps.metrics.count('EventsDistributed', events.length);
     this.#deps.metrics.count('DeliveriesQueued', messages.length);
   }
+}
+
+/** Events in order, cut into runs of at most `maxBytes` of JSON each (an event larger alone is a run of its own). */
+function piecesOf<T>(events: readonly T[], maxBytes: number): T[][] {
+  const pieces: T[][] = [];
+  let piece: T[] = [];
+  let bytes = 0;
+  for (const event of events) {
+    const size = Buffer.byteLength(JSON.stringify(event));
+    if (piece.length > 0 && bytes + size > maxBytes) {
+      pieces.push(piece);
+      piece = [];
+      bytes = 0;
+    }
+    piece.push(event);
+    bytes += size;
+  }
+  if (piece.length > 0) pieces.push(piece);
+  return pieces;
 }

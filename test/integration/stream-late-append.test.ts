@@ -65,3 +65,61 @@ describe('a stream append that lands late', () => {
     ]);
   });
 });
+
+describe('appends of large events to a busy stream', () => {
+  it('go in pieces stamped as each is written, so a chunk’s size alone never lands it late and fails the turn', async () => {
+    let clock = Date.now();
+    const now = () => clock;
+    const tenantId = 'ten_big';
+    const parent = 'folder:1';
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
+    const start = await pollStream(reader, tenantId, parent, undefined);
+    let token = start.sync;
+    // Two children of one parent with a stream, each with a request of 15 events of 60 KiB
+    // (a chunk of about 900 KiB, as much as a turn reads at once).
+    const children = ['doc:a', 'doc:b'];
+    let id = 0;
+    const data = 'x'.repeat(60 * 1024);
+    for (const resource of children) {
+      await publish(
+        ingestAt(rig, now, () => `evt_big${++id}`),
+        tenantId,
+        Array.from({ length: 15 }, () => ({ resource, parents: [parent], type: 'a.b', data, idempotencyKey: undefined })),
+      );
+    }
+    // A stream's log is one partition, written at about 1 MB a second by everyone who
+    // appends to it: each append takes the time of its bytes, on a clock both turns share.
+    const counted: string[] = [];
+    const distributor = distributorAt(rig, now, {
+      streams: {
+        active: (t, resource, at) => rig.streams.active(t, resource, at),
+        append: async (t, resource, entries, at) => {
+          clock += Buffer.byteLength(JSON.stringify(entries)) / 1024;
+          await rig.streams.append(t, resource, entries, at);
+        },
+      },
+      metrics: { count: (name) => void counted.push(name) },
+    });
+    const outcomes = await Promise.all(children.map((resource) => distributor.runTurn({ tenantId, resource }, 'w')));
+    expect(outcomes).toMatchObject([
+      { outcome: 'idle', distributed: 15 },
+      { outcome: 'idle', distributed: 15 },
+    ]);
+    expect(counted).not.toContain('StreamAppendsLate');
+
+    // The stream has every event once, each child's in seq order.
+    clock += STREAM_SETTLE_MS + 1;
+    const read: DeliveredEvent[] = [];
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await pollStream(reader, tenantId, parent, token);
+      expect(page.status).toBe(200);
+      const events = (page as { data: DeliveredEvent[] }).data;
+      read.push(...events);
+      token = page.sync;
+      if (!(page as { has_more: boolean }).has_more) break;
+    }
+    for (const resource of children) {
+      expect(read.filter((e) => e.resource === resource).map((e) => e.seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    }
+  });
+});
