@@ -21,6 +21,16 @@ export function metricsPort(metrics: Metrics): MetricsPort {
   };
 }
 
+/**
+ * Publishes what an invocation counted, and nothing when it counted nothing: Powertools
+ * writes a warning on every publish of no metrics, and one per invocation (every stream
+ * poll and read of the API, every idle doorbell, every call to the canary's public
+ * receiver) would fill a function's logs, and bury its own warnings, at CloudWatch Logs' price.
+ */
+export function publishMetrics(metrics: Metrics): void {
+  if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+}
+
 export function loggerPort(logger: Logger): LoggerPort {
   return {
     info: (message, fields) => logger.info(message, { ...fields }),

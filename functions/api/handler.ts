@@ -10,7 +10,7 @@ import type { Context } from 'hono';
 import { handle, type LambdaEvent } from 'hono/aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
 import { SnsNotifier } from '../adapters/notifier.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { ApiGatewayUsagePlans } from '../adapters/usage-plans.ts';
 import { apiServices } from '../app/runtime.ts';
 import { AUTH_CONTEXT } from '../authorizer/process.ts';
@@ -64,6 +64,6 @@ export const handler: typeof serve = async (event, context) => {
   try {
     return await serve(event, context);
   } finally {
-    metrics.publishStoredMetrics();
+    publishMetrics(metrics);
   }
 };

@@ -4,7 +4,7 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { APIGatewayTokenAuthorizerEvent, Context } from 'aws-lambda';
 import { adminKeyLoader } from '../adapters/admin-key.ts';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import { hashKey } from '../core/keys.ts';
 import { ENV } from '../definitions/environment.ts';
@@ -27,8 +27,7 @@ export const handler = async (event: APIGatewayTokenAuthorizerEvent, context: Co
   try {
     return await authorizer(event);
   } finally {
-    // A key allowed counts nothing, and Powertools warns on every publish of no metrics:
-    // one warning per invocation would bury the authorizer's own logs.
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+    // A key allowed counts nothing (see publishMetrics).
+    publishMetrics(metrics);
   }
 };

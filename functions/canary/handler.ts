@@ -7,7 +7,7 @@ import { adminKeyLoader } from '../adapters/admin-key.ts';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
 import { SecretCanaryKey } from '../adapters/canary-key.ts';
 import { CanaryStore } from '../adapters/canary-store.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { runCanary } from '../app/canary.ts';
 import { ENV } from '../definitions/environment.ts';
 
@@ -30,6 +30,6 @@ export const handler = async (_event: unknown, context: Context) => {
   try {
     await runCanary(deps);
   } finally {
-    metrics.publishStoredMetrics();
+    publishMetrics(metrics);
   }
 };

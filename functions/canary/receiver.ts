@@ -3,7 +3,7 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { APIGatewayProxyResultV2, Context, LambdaFunctionURLEvent } from 'aws-lambda';
 import { documentClient, requireEnv } from '../adapters/aws.ts';
 import { CanaryStore } from '../adapters/canary-store.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { receiveCanary } from '../app/canary.ts';
 import { ENV } from '../definitions/environment.ts';
 
@@ -28,6 +28,6 @@ export const handler = async (event: LambdaFunctionURLEvent, context: Context): 
     );
     return { statusCode };
   } finally {
-    metrics.publishStoredMetrics();
+    publishMetrics(metrics);
   }
 };

@@ -5,7 +5,7 @@ import { SNSClient } from '@aws-sdk/client-sns';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
 import { SnsNotifier } from '../adapters/notifier.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { deliveryDeps } from '../app/runtime.ts';
 import { configFromEnvironment } from '../core/config.ts';
 import { ENV } from '../definitions/environment.ts';
@@ -33,6 +33,6 @@ export const handler = async (event: SQSEvent, context: Context) => {
   try {
     return await process_(event, context);
   } finally {
-    metrics.publishStoredMetrics();
+    publishMetrics(metrics);
   }
 };

@@ -2,7 +2,7 @@
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { distributor } from '../app/runtime.ts';
 import { configFromEnvironment } from '../core/config.ts';
 import { ENV } from '../definitions/environment.ts';
@@ -32,6 +32,6 @@ export const handler = async (event: SQSEvent, context: Context) => {
   try {
     return await process_(event, context);
   } finally {
-    metrics.publishStoredMetrics();
+    publishMetrics(metrics);
   }
 };

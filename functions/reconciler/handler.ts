@@ -2,7 +2,7 @@
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Context } from 'aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
-import { Logger, loggerPort, metricsPort } from '../adapters/powertools.ts';
+import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { reconcile } from '../app/reconciler.ts';
 import { reconcilerDeps } from '../app/runtime.ts';
 import { configFromEnvironment } from '../core/config.ts';
@@ -28,6 +28,6 @@ export const handler = async (_event: unknown, context: Context) => {
     logger.info('Reconciled', { ...report });
     return report;
   } finally {
-    metrics.publishStoredMetrics();
+    publishMetrics(metrics);
   }
 };

@@ -464,4 +464,60 @@ describe('Lambda entry files', () => {
     expect(understated.statusCode).toBe(413);
     expect(JSON.parse(understated.body).error.code).toBe('payload_too_large');
   });
+
+  it('the API writes no warning for a request that counts no metric (a stream poll, a read): one per request would fill its logs', async () => {
+    Object.assign(process.env, {
+      [ENV.eventsTable]: sandbox.wiring.eventsTable,
+      [ENV.controlTable]: sandbox.wiring.controlTable,
+      [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
+      [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
+      [ENV.restApiId]: 'abc123',
+      [ENV.apiStage]: 'v1',
+      [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
+      [CONFIG_ENV]: JSON.stringify(sandbox.config),
+      AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
+      AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'sandbox',
+      AWS_SECRET_ACCESS_KEY: 'sandbox',
+      POWERTOOLS_LOG_LEVEL: 'SILENT',
+      POWERTOOLS_METRICS_NAMESPACE: 'Sluice',
+    });
+    const { handler } = await import('../../functions/api/handler.ts');
+    const get = (path: string) =>
+      ({
+        httpMethod: 'GET',
+        path,
+        resource: '/{proxy+}',
+        headers: {},
+        multiValueHeaders: {},
+        queryStringParameters: null,
+        multiValueQueryStringParameters: null,
+        pathParameters: { proxy: path.slice(1) },
+        stageVariables: null,
+        isBase64Encoded: false,
+        body: null,
+        requestContext: { authorizer: { principal: 'tenant', tenantId: tenant.id }, httpMethod: 'GET', path: `/v1${path}`, stage: 'v1' },
+      }) as unknown as LambdaEvent;
+    const written: string[] = [];
+    const stdout = process.stdout.write.bind(process.stdout);
+    const stderr = process.stderr.write.bind(process.stderr);
+    const record = (chunk: unknown) => {
+      written.push(String(chunk));
+      return true;
+    };
+    process.stdout.write = record as typeof process.stdout.write;
+    process.stderr.write = record as typeof process.stderr.write;
+    let statuses: number[];
+    try {
+      statuses = [];
+      for (const path of ['/v1/health', '/v1/webhooks'])
+        statuses.push(((await handler(get(path), context)) as { statusCode: number }).statusCode);
+    } finally {
+      process.stdout.write = stdout;
+      process.stderr.write = stderr;
+    }
+    expect(statuses).toEqual([200, 200]);
+    expect(written.join('')).toBe('');
+  });
 });
