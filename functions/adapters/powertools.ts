@@ -3,31 +3,57 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 
+interface DimensionedCount {
+  readonly name: string;
+  readonly dimensions: Readonly<Record<string, string>>;
+  value: number;
+}
+
+/**
+ * The dimensioned counts of each Metrics instance's invocation, by metric and dimensions,
+ * until `publishMetrics` writes them. A dimension set of its own needs an EMF document of
+ * its own (Powertools' singleMetric), and written at each count that is a log line per
+ * delivery attempt, per delayed delivery, per turn: summed here, an invocation writes one
+ * per metric and dimension values, however many records its batch had.
+ */
+const dimensionedCounts = new WeakMap<Metrics, Map<string, DimensionedCount>>();
+
 export function metricsPort(metrics: Metrics): MetricsPort {
   return {
     seconds(name, value) {
       metrics.addMetric(name, MetricUnit.Seconds, value);
     },
     // Always the plain metric (what alarms watch), plus a dimensioned copy when
-    // dimensions are given (what dashboards break down by).
+    // dimensions are given (what dashboards break down by), written by publishMetrics.
     count(name, value = 1, dimensions) {
       metrics.addMetric(name, MetricUnit.Count, value);
       if (dimensions && Object.keys(dimensions).length > 0) {
-        const single = metrics.singleMetric();
-        for (const [dimension, dimensionValue] of Object.entries(dimensions)) single.addDimension(dimension, dimensionValue);
-        single.addMetric(name, MetricUnit.Count, value);
+        const counts = dimensionedCounts.get(metrics) ?? new Map<string, DimensionedCount>();
+        dimensionedCounts.set(metrics, counts);
+        const key = JSON.stringify([name, Object.entries(dimensions).sort(([a], [b]) => a.localeCompare(b))]);
+        const counted = counts.get(key);
+        if (counted) counted.value += value;
+        else counts.set(key, { name, dimensions: { ...dimensions }, value });
       }
     },
   };
 }
 
 /**
- * Publishes what an invocation counted, and nothing when it counted nothing: Powertools
+ * Publishes what an invocation counted (its dimensioned counts summed, see
+ * dimensionedCounts), and nothing when it counted nothing: Powertools
  * writes a warning on every publish of no metrics, and one per invocation (every stream
  * poll and read of the API, every idle doorbell, every call to the canary's public
  * receiver) would fill a function's logs, and bury its own warnings, at CloudWatch Logs' price.
  */
 export function publishMetrics(metrics: Metrics): void {
+  const counts = dimensionedCounts.get(metrics);
+  dimensionedCounts.delete(metrics);
+  for (const { name, dimensions, value } of counts?.values() ?? []) {
+    const single = metrics.singleMetric();
+    for (const [dimension, dimensionValue] of Object.entries(dimensions)) single.addDimension(dimension, dimensionValue);
+    single.addMetric(name, MetricUnit.Count, value);
+  }
   if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
 }
 
