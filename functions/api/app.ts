@@ -173,7 +173,10 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.onError((error, c) => {
     if (error instanceof ApiError) return respondError(c, error);
-    services.logger.error('Unhandled error in API', { error, path: c.req.path, method: c.req.method });
+    // The caller, if the request got that far: on-call reads who is failing (ingest-5xx) from this line.
+    const principal = c.get('principal') as Principal | undefined;
+    const caller = principal?.kind === 'tenant' ? { tenant: principal.tenantId } : principal ? { principal: principal.kind } : {};
+    services.logger.error('Unhandled error in API', { error, path: c.req.path, method: c.req.method, ...caller });
     return respondError(c, new ApiError('internal', 'Something went wrong on our side; try again.'));
   });
   app.notFound(notFound);
