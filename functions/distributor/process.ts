@@ -30,6 +30,16 @@ export function byMessageGroup(records: readonly SQSRecord[]): SQSRecord[][] {
   return [...groups.values()];
 }
 
+/** The tenant and resource a doorbell names, for a log line; nothing when its body cannot be read. */
+function objectOf(record: SQSRecord): { tenant?: string; resource?: string } {
+  try {
+    const { tenantId, resource } = parseDoorbell(record.body);
+    return { tenant: tenantId, resource };
+  } catch {
+    return {};
+  }
+}
+
 export function makeDistributorHandler(distributor: Distributor, logger: LoggerPort, metrics: MetricsPort = NO_METRICS): SqsHandler {
   return async (event, context) => {
     const owner = newLeaseOwner();
@@ -44,9 +54,11 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
         await turn(record);
       } catch (error) {
         // Reported to SQS alone, the record fails no invocation: Lambda's Errors would
-        // never see it. Counted for the distributor-errors alarm, and logged for on-call.
+        // never see it. Counted for the distributor-errors alarm, and logged for on-call,
+        // with its object when the body names one (the group id is a hash: it names nobody).
         metrics.count(RECORD_FAILURE_METRICS.distributor);
         logger.error('A doorbell record failed; SQS brings it back after its visibility timeout', {
+          ...objectOf(record),
           messageId: record.messageId,
           group: record.attributes?.MessageGroupId,
           receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 1),

@@ -19,6 +19,7 @@ import { type EventResult, publish } from '../../functions/app/ingest.ts';
 import { deepestQueues, INDEX_LINGER_MS, RECONCILE_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError, LeaseHeldError } from '../../functions/core/errors.ts';
+import { objectGroupId } from '../../functions/core/keys.ts';
 import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
@@ -1108,15 +1109,23 @@ describe('turns', () => {
     const records = [broken, fine].map((k, i) => ({
       messageId: `m${i}`,
       body: JSON.stringify({ tenant: k.tenantId, resource: k.resource }),
-      attributes: { MessageGroupId: `${k.tenantId}#${k.resource}`, ApproximateReceiveCount: '2' },
+      // The group id as the doorbell sends it: a hash, which names nobody to on-call.
+      attributes: { MessageGroupId: objectGroupId(k), ApproximateReceiveCount: '2' },
     }));
     const response = await handler({ Records: records } as unknown as SQSEvent, {} as Context);
     expect(response.batchItemFailures).toEqual([{ itemIdentifier: 'm0' }]);
     expect(counted).toEqual([RECORD_FAILURE_METRICS.distributor]);
+    // The line names the object whose turn failed, as the deliver-queue's names its webhook.
     expect(logged).toMatchObject([
       {
         message: expect.stringContaining('doorbell record failed'),
-        fields: { messageId: 'm0', receiveCount: 2, error: { name: 'InternalServerError' } },
+        fields: {
+          tenant: broken.tenantId,
+          resource: broken.resource,
+          messageId: 'm0',
+          receiveCount: 2,
+          error: { name: 'InternalServerError' },
+        },
       },
     ]);
     expect(await store.readMeta(fine)).toMatchObject({ depth: 0, scheduled: false });
