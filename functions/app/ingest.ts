@@ -72,6 +72,47 @@ function limitRejection(reason: RejectReason, config: SluiceConfig): EventResult
 
 const MAX_CLAIM_ATTEMPTS = 3;
 
+/**
+ * How often a container logs that an object's events are refused for its rate or queue
+ * cap. The metric that pages (EventsRejected, events-rejected-or-dropped) cannot name
+ * the object, and a rate-limited object's queue stays shallow, so the deepest queues need
+ * not show it: a line names it, at most once a minute per object, since a line per
+ * request would be a flood of logs in the very flood it reports. Each line counts the
+ * refusals since the one before.
+ */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
+const REFUSAL_LOG_MEMORY = 10_000;
+interface Refusals {
+  loggedAt: number | undefined;
+  rate_limited: number;
+  queue_full: number;
+}
+/** Per object, when this container last logged its refusals and how many came since. */
+const refusals = new Map<string, Refusals>();
+
+function noteRefusals(deps: IngestDeps, key: ObjectKey, counts: Readonly<Record<'rate_limited' | 'queue_full', number>>): void {
+  const objectKey = `${key.tenantId}#${key.resource}`;
+  let tally = refusals.get(objectKey);
+  if (!tally) {
+    if (refusals.size >= REFUSAL_LOG_MEMORY) refusals.clear();
+    tally = { loggedAt: undefined, rate_limited: 0, queue_full: 0 };
+    refusals.set(objectKey, tally);
+  }
+  tally.rate_limited += counts.rate_limited;
+  tally.queue_full += counts.queue_full;
+  const now = deps.now();
+  if (tally.loggedAt !== undefined && now - tally.loggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+  deps.logger.warn("Events refused for their object's rate or queue cap", {
+    tenant: key.tenantId,
+    resource: key.resource,
+    rate_limited: tally.rate_limited,
+    queue_full: tally.queue_full,
+    rate_per_second: deps.config.objectRatePerSecond,
+    queue_cap: deps.config.objectQueueCap,
+  });
+  Object.assign(tally, { loggedAt: now, rate_limited: 0, queue_full: 0 });
+}
+
 function conflict(): EventResult {
   return rejected('conflict', 'An event with this id is being accepted by another request; send it again shortly.');
 }
@@ -237,6 +278,16 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
   const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
+  // The objects whose events were refused for a limit, named now and then in the log (see noteRefusals).
+  const limitedBy = new Map<string, { rate_limited: number; queue_full: number }>();
+  inputs.forEach((input, index) => {
+    const r = results[index] as EventResult;
+    if (!limited(r)) return;
+    const counts = limitedBy.get(input.resource) ?? { rate_limited: 0, queue_full: 0 };
+    counts[(r as RejectedResult).error.code as 'rate_limited' | 'queue_full']++;
+    limitedBy.set(input.resource, counts);
+  });
+  for (const [resource, counts] of limitedBy) noteRefusals(deps, { tenantId, resource }, counts);
   // Every event rejected for a limit is answered with when to send it again, in a 202
   // that accepted others as much as in a 429: the per-event answer says to wait for it.
   return {

@@ -1,0 +1,66 @@
+/**
+ * The hot-object incident as on-call sees it: the alarm that pages
+ * (events-rejected-or-dropped) counts refusals by reason only, so the log names the
+ * refused object, and does so a few times, not once per request of the flood.
+ */
+import { describe, expect, it } from 'vitest';
+import { publish } from '../../functions/app/ingest.ts';
+import { apiServices } from '../../functions/app/runtime.ts';
+import type { LoggerPort } from '../../functions/core/telemetry.ts';
+import { validatePublish } from '../../functions/core/validation.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { createTenant } from '../support/api.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+withSandbox({}, (s) => {
+  sandbox = s;
+});
+
+describe('refusals in the log', () => {
+  it('names an object refused for its rate once a minute, with how many of its events were refused since', async () => {
+    // Prepare: ingest as the API runs it, with a log that keeps its lines and a clock of the test's.
+    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const note = (message: string, fields?: Readonly<Record<string, unknown>>) => void lines.push({ message, fields: { ...fields } });
+    const logger: LoggerPort = { info: note, warn: note, error: note };
+    let clock = Date.now();
+    const { ingest } = apiServices({ ...sandbox.wiring, logger, now: () => clock }, {} as never, sandbox.notifier);
+    const tenant = await createTenant(sandbox, 'hammer');
+    const flood = async (requests: number) => {
+      let refused = 0;
+      for (let i = 0; i < requests; i++) {
+        const events = validatePublish({
+          events: Array.from({ length: 50 }, (_, k) => ({ resource: 'doc:hot', type: 'doc.edited', data: k })),
+        });
+        const outcome = await publish(ingest, tenant.id, events);
+        refused += outcome.results.filter((r) => r.status === 'rejected').length;
+      }
+      return refused;
+    };
+    const refusalLines = () => lines.filter((l) => l.message.startsWith('Events refused'));
+
+    // Act: a flood of 40 requests within a second (its burst is 200 events: 4 requests).
+    const refusedFirst = await flood(40);
+
+    // Assert: one line, naming the object.
+    expect(refusedFirst).toBeGreaterThan(1_000);
+    expect(refusalLines()).toHaveLength(1);
+    const first = refusalLines()[0]?.fields ?? {};
+    expect(first).toMatchObject({ tenant: tenant.id, resource: 'doc:hot', queue_full: 0 });
+
+    // Act: a minute later, the flood goes on.
+    clock += 61_000;
+    const refusedLater = await flood(10);
+
+    // Assert: a second line, counting every refusal since the first.
+    expect(refusalLines()).toHaveLength(2);
+    const second = refusalLines()[1]?.fields ?? {};
+    expect(second).toMatchObject({ tenant: tenant.id, resource: 'doc:hot' });
+    // The first line came with the first refused request (50 events); the second counts the
+    // rest of the first flood and the later flood's first refused request (its first 200
+    // events, a minute's tokens, were accepted).
+    expect(first.rate_limited).toBe(50);
+    expect(refusedLater).toBe(300);
+    expect(second.rate_limited).toBe(refusedFirst - 50 + 50);
+  });
+});
