@@ -598,9 +598,11 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       noticePending: noticePending === true,
     };
     const ctx = { tenant: current.tenantId, webhook: current.id, from: before.state, to: after.state };
+    // What the endpoint last answered: on-call's admin key cannot read the webhook's health.
+    const failures = { consecutive_failures: after.consecutiveFailures, last_failure: after.lastFailure ?? null };
     if (entersQuarantine && probeToken) {
       deps.metrics.count('WebhooksQuarantined');
-      deps.logger.warn('Endpoint quarantined', ctx);
+      deps.logger.warn('Endpoint quarantined', { ...ctx, ...failures });
       await later(
         deps,
         { kind: 'probe', tenantId: current.tenantId, webhookId: current.id, token: probeToken },
@@ -616,7 +618,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       // The webhook-disabled alarm pages when sluice disables an endpoint, not when its owner does.
       if (after.disabledReason === 'by_owner') deps.metrics.count('WebhooksDisabledByOwner');
       else deps.metrics.count('WebhooksDisabled', 1, { reason: after.disabledReason ?? 'unknown' });
-      deps.logger.warn('Webhook disabled', { ...ctx, reason: after.disabledReason });
+      deps.logger.warn('Webhook disabled', { ...ctx, reason: after.disabledReason, ...failures });
       if (noticePending === true) await tellOwner(deps, updated, event.now);
     }
     return updated;
