@@ -21,10 +21,10 @@
  */
 import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Subscriber } from '../core/model.ts';
-import { tenantPk } from '../definitions/tables.ts';
+import { SUBSCRIPTIONS_SK, tenantPk } from '../definitions/tables.ts';
 import { names } from './dynamo.ts';
 
-const versionKey = (tenantId: string) => ({ pk: tenantPk(tenantId), sk: 'subscriptions' });
+const versionKey = (tenantId: string) => ({ pk: tenantPk(tenantId), sk: SUBSCRIPTIONS_SK });
 
 /** How long after a bump the `by_resource` index may still lag behind the write it follows. */
 export const INDEX_SETTLE_MS = 5_000;

@@ -1,7 +1,7 @@
 /** Tenants and their API keys (stored as SHA-256 hashes only). */
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Tenant, TenantLimits } from '../core/model.ts';
-import { CONTROL_PK, TENANT_SK, tenantPk } from '../definitions/tables.ts';
+import { CONTROL_PK, SUBSCRIPTIONS_SK, TENANT_SK, tenantPk } from '../definitions/tables.ts';
 import { applied, isConditionFailure, markOnce, names, queryPages } from './dynamo.ts';
 
 const keyPk = (hash: string) => `${CONTROL_PK.apiKey}${hash}`;
@@ -252,7 +252,13 @@ export class TenantStore {
     }
   }
 
+  /**
+   * Deletes the tenant's item and what else its partition keeps once its webhooks are
+   * gone: its subscriptions version, which no TTL removes and no API reaches after this.
+   * The version goes first, so that a deletion that fails in between is sent again.
+   */
   async delete(tenantId: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: SUBSCRIPTIONS_SK } }));
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: TENANT_SK } }));
     await this.#deleteEntry(tenantId);
   }

@@ -122,6 +122,8 @@ export const CONTROL_PK = {
 export const tenantPk = (tenantId: string) => `${CONTROL_PK.tenant}${tenantId}`;
 /** The sort key of the tenant item itself. */
 export const TENANT_SK = 'tenant';
+/** The sort key of a tenant's subscriptions version (adapters/subscription-cache.ts), in the tenant's partition. */
+export const SUBSCRIPTIONS_SK = 'subscriptions';
 
 /**
  * What the distributor may read of the control table. It signs nothing, so not the

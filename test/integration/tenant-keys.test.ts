@@ -5,7 +5,7 @@
  * creation that fails halfway, or whose write applied with its answer lost, never
  * leaves the tenant without a working key, nor with two.
  */
-import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
@@ -429,6 +429,27 @@ describe('DELETE /v1/admin/tenants/{id}', () => {
     expect((await call(sandbox, 'GET', '/v1/webhooks', { key: other.key })).body.data.map((w: { id: string }) => w.id)).toEqual([
       otherHook.id,
     ]);
+  });
+
+  it("leaves nothing in the tenant's partition: the subscriptions version its webhooks bumped goes too", async () => {
+    const tenant = await createTenant(sandbox, 'leaving-nothing');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'project:1', url: `${receiver.url}/leaving-nothing` });
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+    await createWebhook(sandbox, tenant.key, { resource: 'project:2', url: `${receiver.url}/leaving-nothing` });
+
+    expect((await remove(tenant.id)).status).toBe(204);
+
+    // Nothing in it expires (TTL), and no API reaches a deleted tenant's partition: what stayed would stay for good.
+    const left = await documentClient(sandbox.emulators.dynamo).send(
+      new QueryCommand({
+        TableName: sandbox.wiring.controlTable,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+        ExpressionAttributeValues: { ':pk': `tenant#${tenant.id}` },
+        ConsistentRead: true,
+      }),
+    );
+    expect(left.Items?.map((item) => item.sk)).toEqual([]);
   });
 
   it('leaves no webhook behind that was being verified while the tenant was deleted: the create is refused', async () => {
