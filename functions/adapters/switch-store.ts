@@ -107,6 +107,14 @@ export class SwitchStore {
     return item && { lifted: toSwitch(item), mark: Number(item.lifted_at) };
   }
 
+  /**
+   * Removes a switch whose target is gone (a deleted webhook's): there is nothing left
+   * for it to stop, nor for a lift to wake.
+   */
+  async forget(id: string): Promise<void> {
+    await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: PK, sk: id } }));
+  }
+
   /** The end of a lift: removes the switch, unless it was set again meanwhile (which removed the mark). */
   async endLift(id: string, mark: number): Promise<void> {
     try {

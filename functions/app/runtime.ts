@@ -73,10 +73,11 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
   const { queues, idempotency, webhooks, tenants } = stores(w);
   const delivery = deliveryDeps(w, notifier);
   const doorbell = new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl });
+  const switches = new SwitchStore({ client: w.dynamo, tableName: w.controlTable });
   return {
     streams: { streams: streamStore(w), retentionDays: w.config.retentionDays, now },
     switches: {
-      switches: new SwitchStore({ client: w.dynamo, tableName: w.controlTable }),
+      switches,
       queues,
       doorbell,
       webhooks,
@@ -103,6 +104,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
       timeoutMs: w.config.deliveryTimeoutMs,
       now,
       delivery,
+      switches,
     }),
     tenants: { tenants, usagePlans, now, logger: w.logger },
     queues: { queues, now },

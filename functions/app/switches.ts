@@ -27,7 +27,8 @@ export interface SwitchServiceDeps {
   readonly now: () => number;
 }
 
-function switchId(input: Pick<SwitchInput, 'scope' | 'tenant' | 'target'>): string {
+/** A switch's id: one per scope, so setting one again on the same scope replaces it. */
+export function switchId(input: Pick<SwitchInput, 'scope' | 'tenant' | 'target'>): string {
   return derivedId('sw', input.scope, input.tenant, input.target ?? '');
 }
 

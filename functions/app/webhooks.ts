@@ -3,6 +3,7 @@
  * `webhook.ping`; the secret is shown once.
  */
 
+import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
@@ -15,6 +16,7 @@ import { decideAttempt } from '../core/outcome.ts';
 import { generateSecret } from '../core/signing.ts';
 import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validation.ts';
 import { applyHealth, type DeliveryDeps, startRelease } from './delivery.ts';
+import { switchId } from './switches.ts';
 
 export interface WebhookServiceDeps {
   readonly webhooks: WebhookStore;
@@ -22,6 +24,11 @@ export interface WebhookServiceDeps {
   readonly send: Sender;
   readonly timeoutMs: number;
   readonly now: () => number;
+  /**
+   * The kill switches, to remove a deleted webhook's own (scope `webhook`).
+   * @default none: a deleted webhook's switch stays until an admin lifts it
+   */
+  readonly switches?: Pick<SwitchStore, 'forget'>;
   /** The delivery stage's dependencies: health transitions, records and the deliver queue. */
   readonly delivery: DeliveryDeps;
   /** Most logged deliveries one replay sends again (MAX_REPLAY_DELIVERIES). */
@@ -264,6 +271,15 @@ export class WebhookService {
         error,
       });
     }
+    // Its switch stops nothing any more, and no TTL removes it: every stage would read it,
+    // and on-call see it in force, until an admin lifted it. A webhook id is never reused.
+    await this.#deps.switches?.forget(switchId({ scope: 'webhook', tenant: tenantId, target: id })).catch((error: unknown) =>
+      this.#deps.delivery.logger.error("A deleted webhook's switch not removed; DELETE /v1/admin/switches/{id} lifts it", {
+        tenant: tenantId,
+        webhook: id,
+        error,
+      }),
+    );
     return true;
   }
 

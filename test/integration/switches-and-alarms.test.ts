@@ -606,6 +606,27 @@ describe('kill switches', () => {
     }
   });
 
+  it("goes with the webhook it names: a deleted webhook's switch is neither listed in force nor read by every stage for good", async () => {
+    const tenant = await createTenant(sandbox, 'switched-deleted');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'sd:1', url: `${receiver.url}/switched-deleted` });
+    const other = await createWebhook(sandbox, tenant.key, { resource: 'sd:2', url: `${receiver.url}/switched-deleted` });
+    const set = async (target: string) =>
+      (
+        await call(sandbox, 'PUT', '/v1/admin/switches', {
+          ...admin(),
+          body: { scope: 'webhook', tenant: tenant.id, target, action: 'pause', reason: 'test' },
+        })
+      ).body.id as string;
+    const [gone, kept] = [await set(hook.id), await set(other.id)];
+
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+
+    const listed = (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.map((s: { id: string }) => s.id);
+    expect(listed).not.toContain(gone);
+    expect(listed).toContain(kept);
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${kept}`, admin())).status).toBe(204);
+  });
+
   it('validates switches and answers 404 for unknown ones', async () => {
     const bad = await call(sandbox, 'PUT', '/v1/admin/switches', { ...admin(), body: { scope: 'galaxy', tenant: 'x', action: 'nap' } });
     expect(bad.status).toBe(400);
