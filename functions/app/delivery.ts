@@ -948,8 +948,10 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
         if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
         deps.metrics.count('EventsDelivered', eventCount(delivery.events));
         deps.metrics.count('DeliveriesReleased', items.length);
-        // A step that failed made the endpoint failing; this success ends that, as any delivery's does.
-        if (webhook.health.state === 'failing') webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
+        // A success, as any delivery's: it ends a failing state a failed step made, and notes when
+        // the endpoint last took a delivery (at most once a minute), which after a re-enable only
+        // release steps may show for a while.
+        webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
         continue;
       }
       const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());

@@ -304,6 +304,27 @@ describe('failing endpoint', () => {
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.updated_at).toBe(enabled.updated_at);
   });
 
+  it('shows when the endpoint last took a delivery after a re-enable whose release sent all it held', async () => {
+    const tenant = await createTenant(sandbox, 'released-success');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rs:0', url: `${receiver.url}/released-success` });
+    const patch = (body: object) => call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body });
+    const health = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    await patch({ status: 'disabled' });
+    await publish(sandbox, tenant.key, [{ resource: 'rs:0', type: 'a.b', data: 1 }]);
+    await publish(sandbox, tenant.key, [{ resource: 'rs:0', type: 'a.b', data: 2 }]);
+    await expect.poll(async () => (await health()).held, { timeout: 5_000 }).toBe(2);
+
+    const enabledAt = Date.now();
+    await patch({ status: 'active' });
+    await receiver.waitFor(() => okEvents('/released-success').length === 2, 10_000);
+
+    // Its release delivered both: health says so, as it does after any delivery (within a minute).
+    await expect
+      .poll(async () => Date.parse((await health()).last_success_at ?? '') || 0, { timeout: 3_000 })
+      .toBeGreaterThanOrEqual(enabledAt);
+    expect(await health()).toMatchObject({ state: 'healthy', held: 0 });
+  });
+
   it('disables a webhook at once on 410 and tells its owner', async () => {
     const tenant = await createTenant(sandbox, 'gone');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'g:1', url: `${receiver.url}/gone` });
