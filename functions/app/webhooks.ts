@@ -220,6 +220,12 @@ export class WebhookService {
       if (!updated) throw notFound(id);
       current = updated;
     }
+    if (rest.url !== undefined && status !== 'disabled' && current.status === 'active' && current.health.state === 'failing') {
+      // The new URL just answered its verification ping: a success. The old URL's failures
+      // are not the new one's, which would otherwise be quarantined after fewer failures of
+      // its own, and get one attempt an interval until a delivery to it succeeded.
+      current = await applyHealth(this.#deps.delivery, current, { type: 'success', now });
+    }
     if (status === 'active' && (current.status !== 'active' || current.health.state !== 'healthy' || current.heldCount > 0)) {
       current = await applyHealth(this.#deps.delivery, current, { type: 'reenabled', now });
     } else if (status === 'disabled' && current.status !== 'disabled') {

@@ -759,6 +759,16 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/moved-new').some((e) => e.data === 2), 10_000);
   });
 
+  it("takes a failing webhook's new URL answering its ping as a success: healthy at once, not carrying the old URL's failures", async () => {
+    const { tenant, hook } = await failingWebhook('moved-failing', '/mf-old');
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: `${receiver.url}/mf-new` } });
+    expect(moved.status).toBe(200);
+    // The old URL's failures are not the new URL's: carried over, they would quarantine it after fewer of
+    // its own, and ration its deliveries as a failing endpoint's (one attempt an interval) until one succeeds.
+    expect(moved.body.health).toMatchObject({ state: 'healthy', consecutive_failures: 0 });
+    await receiver.waitFor(() => okEvents('/mf-new').some((e) => e.data === 0), 10_000);
+  });
+
   it("takes a quarantined webhook's new URL answering its ping as a probe that succeeded: healthy at once, and what it held released", async () => {
     const tenant = await createTenant(sandbox, 'moved-quarantined');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'mq:0', url: `${receiver.url}/mq-old` });
