@@ -2217,10 +2217,13 @@ describe('reconciler', () => {
 
   it('keeps an idle object owing a gap marker listed past the linger, so a later sweep still finds it', async () => {
     const k = key();
-    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    // Accepted long enough ago that no quiet doorbell's snapshot of it is trusted: the drop
+    // turn drops it at once and leaves the object idle, owing the marker.
+    await publish({ ...ingestDeps([]), now: () => Date.now() - 10_000 }, k.tenantId, [input(k.resource, 1)]);
     const { drop, distributor: dropping } = droppingDistributor(k);
-    await dropping.runTurn(k, 'w');
+    expect(await dropping.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
     const meta = await store.readMeta(k);
+    expect(meta).toMatchObject({ scheduled: false, switchDropped: 1 });
     expect(await store.unlistIdle(k, meta?.reservedAt ?? 0)).toBe(false);
     await reconcile(reconcilerFor([], () => Date.now() + INDEX_LINGER_MS + 60_000, {}, [drop]));
     expect((await store.scheduledObjects()).map((o) => o.resource)).toContain(k.resource);
