@@ -2225,8 +2225,13 @@ describe('reconciler', () => {
     const meta = await store.readMeta(k);
     expect(meta).toMatchObject({ scheduled: false, switchDropped: 1 });
     expect(await store.unlistIdle(k, meta?.reservedAt ?? 0)).toBe(false);
-    await reconcile(reconcilerFor([], () => Date.now() + INDEX_LINGER_MS + 60_000, {}, [drop]));
+    const later = Date.now() + INDEX_LINGER_MS + 60_000;
+    await reconcile(reconcilerFor([], () => later, {}, [drop]));
     expect((await store.scheduledObjects()).map((o) => o.resource)).toContain(k.resource);
+    // Lifted (its lift's ring lost): a later sweep rings it for its marker, though one event is all it owes.
+    const rings: string[] = [];
+    await reconcile(reconcilerFor(rings, () => later));
+    expect(rings).toContain(`${k.resource}:g${Math.floor(later / 1_000)}`);
   });
 
   it('leaves a paused object alone: it is waiting, not stuck', async () => {
