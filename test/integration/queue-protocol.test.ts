@@ -2234,6 +2234,19 @@ describe('reconciler', () => {
     expect(rings).toContain(`${k.resource}:g${Math.floor(later / 1_000)}`);
   });
 
+  it('counts an object over 80 % of its cap as near its cap (the object-queue-near-cap alarm)', async () => {
+    const k = key();
+    const cap = 1_000_000;
+    // Depth only: a reservation of 850,000 slots, none written (no other object is that deep).
+    expect(await store.reserve(k, 850_000, { cap, ratePerSecond: 1e9, burst: 1e9 }, Date.now(), false)).toBeDefined();
+    try {
+      const report = await reconcile(reconcilerFor([], () => Date.now(), { objectQueueCap: cap }));
+      expect(report.nearCap).toBe(1);
+    } finally {
+      await client.send(new DeleteCommand({ TableName: eventsTable, Key: { pk: `${k.tenantId}#${k.resource}`, sk: 'meta' } }));
+    }
+  });
+
   it('leaves a paused object alone: it is waiting, not stuck', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
