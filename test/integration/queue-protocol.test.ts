@@ -2247,6 +2247,17 @@ describe('reconciler', () => {
     }
   });
 
+  it('clears only the stale lease it saw: a lease taken since is left to its holder', async () => {
+    const k = key();
+    const t0 = Date.now();
+    await reserveSlots(k, 1, t0);
+    await store.acquireLease(k, 'dead', t0 - 100_000, 1_000);
+    const seen = (await store.readMeta(k))?.leaseUntil ?? 0;
+    await store.acquireLease(k, 'live', t0, 60_000);
+    expect(await store.clearStaleLease(k, seen)).toBe(false);
+    expect(await store.readMeta(k)).toMatchObject({ leaseUntil: t0 + 60_000 });
+  });
+
   it('leaves a paused object alone: it is waiting, not stuck', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
