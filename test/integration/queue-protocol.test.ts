@@ -2258,6 +2258,14 @@ describe('reconciler', () => {
     expect(await store.readMeta(k)).toMatchObject({ leaseUntil: t0 + 60_000 });
   });
 
+  it("counts an event past the retention period that a drop turn consumes for the drop's gap marker", async () => {
+    const k = key();
+    await publish({ ...ingestDeps([]), now: () => Date.now() - 8 * 86_400_000 }, k.tenantId, [input(k.resource, 1)]);
+    const { distributor: dropping } = droppingDistributor(k);
+    expect(await dropping.runTurn(k, 'w')).toMatchObject({ outcome: 'idle' });
+    expect(await store.readMeta(k)).toMatchObject({ scheduled: false, switchDropped: 1 });
+  });
+
   it('leaves a paused object alone: it is waiting, not stuck', async () => {
     const k = key();
     await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
