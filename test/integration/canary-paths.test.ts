@@ -9,7 +9,10 @@
 import { describe, expect, it } from 'vitest';
 import { CanaryStore, hasWebhook } from '../../functions/adapters/canary-store.ts';
 import { Doorbell } from '../../functions/adapters/doorbell.ts';
-import { CANARY_LEASED_RESOURCE } from '../../functions/app/canary.ts';
+import { CANARY_LEASED_RESOURCE, CANARY_ON_TIME_MS, CANARY_TYPE, receiveCanary } from '../../functions/app/canary.ts';
+import { deliveryBody } from '../../functions/core/deliveries.ts';
+import { signatureHeader } from '../../functions/core/signing.ts';
+import { NO_LOGS } from '../../functions/core/telemetry.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { refuseLeases } from '../support/faults.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -69,5 +72,31 @@ describe("the canary's two paths", () => {
     await until(() => total('CanaryDelivered') === 3);
     expect(total('CanaryTicks', { path: 'quiet' })).toBe(3);
     expect(total('CanaryTicks', { path: 'leased' })).toBe(3);
+  });
+
+  it('counts a run whose ticks took longer than the alarm period as late, not delivered, so a uniformly late pipeline pages', async () => {
+    const store = new CanaryStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const state = await store.get();
+    if (!state || !hasWebhook(state)) throw new Error('no canary state');
+    // The receiver's clock ten minutes on: a run sent after every earlier one, received just past the period.
+    const now = Date.now() + 10 * 60_000;
+    const sentAt = now - CANARY_ON_TIME_MS - 1_000;
+    const ticks = (['quiet', 'leased'] as const).map((path, i) => ({
+      id: `evt_late${i}`,
+      seq: 1,
+      resource: path,
+      parents: [],
+      type: CANARY_TYPE,
+      data: { sent_at: sentAt, path },
+      created_at: new Date(sentAt).toISOString(),
+    }));
+    const body = deliveryBody(state.webhookId, ticks);
+    const at = Math.floor(now / 1000);
+    const headers = { id: 'msg_late', timestamp: String(at), signature: signatureHeader([state.secret], 'msg_late', at, body) };
+    const [delivered, late] = [total('CanaryDelivered'), total('CanaryLate')];
+    const deps = { store, metrics: sandbox.metrics, logger: NO_LOGS, now: () => now };
+    expect(await receiveCanary(deps, headers, body)).toBe(204);
+    expect(total('CanaryDelivered')).toBe(delivered);
+    expect(total('CanaryLate')).toBe(late + 2);
   });
 });
