@@ -351,6 +351,41 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/gone').length === 1, 10_000);
   });
 
+  it('disables a webhook quarantined for longer than disableAfterQuarantineSeconds and tells its owner', async () => {
+    const tenant = await createTenant(sandbox, 'quarantine-expired');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'qe:1', url: `${receiver.url}/quarantine-expired` });
+    receiver.answer('/quarantine-expired', 500);
+    const sent: DeliverQueueMessage[] = [];
+    const at = (offsetMs: number): DeliveryDeps => ({
+      ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+      queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) },
+      now: () => Date.now() + offsetMs,
+    });
+    // Three failed deliveries (one attempt per failing interval) quarantine it.
+    for (const n of [1, 2, 3]) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_qe${n}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [deliveredEventFixture({ id: `evt_qe${n}`, seq: n, resource: 'qe:1', data: n })],
+        attempt: 1,
+      };
+      await handleDeliverMessage(at(n * 1_000), message);
+    }
+    expect((await at(0).webhooks.get(tenant.id, hook.id))?.health.state).toBe('quarantined');
+    const probe = sent.find((m) => m.kind === 'probe');
+    if (!probe) throw new Error('no probe');
+    // Its probe fails once the quarantine has lasted past the limit (3 days by default): on-call is paged, the owner told.
+    const paged = sandbox.metrics.total('WebhooksDisabled', { reason: 'quarantine_expired' });
+    expect(await handleDeliverMessage(at(3 * 86_400_000 + 10_000), probe)).toBe('probed');
+    expect(sandbox.metrics.total('WebhooksDisabled', { reason: 'quarantine_expired' })).toBe(paged + 1);
+    const detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
+    expect(detail).toMatchObject({ status: 'disabled', health: { state: 'disabled' } });
+    expect(sandbox.notifier.notices.filter((n) => n.webhook === hook.id)).toMatchObject([
+      { tenant: tenant.id, reason: 'quarantine_expired', url: `${receiver.url}/quarantine-expired`, last_error: { status_code: 500 } },
+    ]);
+  });
+
   it("owes the owner the notice when it cannot be sent, and sends it with the webhook's next deliveries, once", async () => {
     const tenant = await createTenant(sandbox, 'gone-unheard');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'gu:1', url: `${receiver.url}/unheard` });
