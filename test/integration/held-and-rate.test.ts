@@ -1253,6 +1253,47 @@ describe('a release step', () => {
     ]);
   });
 
+  it("sends at most the endpoint's rate of POSTs a step, and leaves the rest, in order, to the next step a second later", async () => {
+    const tenant = await createTenant(sandbox, 'paced-release');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pr:0', url: `${receiver.url}/paced-release` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Five held retries: each goes alone (a failed delivery is not merged), one POST each.
+    for (const n of [1, 2, 3, 4, 5]) {
+      const event = deliveredEventFixture({ id: `evt_pr${n}`, seq: n, resource: 'pr:1', parents: ['pr:0'], data: n });
+      expect(
+        await holdDelivery(base, { deliveryId: `msg_pr${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 }),
+      ).toEqual([true, true]);
+    }
+    const posted: number[] = [];
+    const quick: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      posted.push(JSON.parse(request.body).events[0].data);
+      return { statusCode: 200, durationMs: 5, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent } = later(0, quick);
+    const delays: Array<number | undefined> = [];
+    const deps = {
+      ...recorded,
+      queue: {
+        send: async (messages: readonly unknown[], delaySeconds?: number) => {
+          sent.push(...messages);
+          delays.push(delaySeconds);
+        },
+      },
+    } as typeof recorded;
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    delays.splice(0);
+    // endpointRatePerSecond is 3 here.
+    expect(await handleDeliverMessage(deps, release as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([1, 2, 3]);
+    expect(sent).toMatchObject([{ kind: 'release' }]);
+    expect(delays).toEqual([1]);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });
