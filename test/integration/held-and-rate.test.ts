@@ -321,6 +321,8 @@ describe('per-endpoint rate', () => {
     const waiting = sent.splice(0) as DeliveryMessage[];
     const times = waiting.map((m) => m.sendAt ?? Number.NaN).sort((a, b) => a - b);
     expect(times.slice(1).map((t, i) => Math.round(t - (times[i] as number)))).toEqual(Array(6).fill(333));
+    // Waiting for the endpoint's time is no attempt: none of their retry budget is spent.
+    expect(waiting.map((m) => m.attempt)).toEqual(Array(7).fill(1));
 
     // Back when their times have come, even five minutes late (a slow deliver queue),
     // they go without asking for another.
