@@ -349,9 +349,10 @@ describe('per-endpoint rate', () => {
 
     expect(await handleDeliverMessage(deps, paced)).toBe('throttled');
 
-    // It waits for the endpoint, and reserves a share again when it comes back.
+    // It waits for the endpoint, and reserves a share again when it comes back; the wait is no attempt (none of its retry budget).
     expect(sent).toHaveLength(1);
     expect((sent[0] as DeliveryMessage).sendAt).toBeUndefined();
+    expect((sent[0] as DeliveryMessage).attempt).toBe(1);
   });
 });
 
