@@ -11,6 +11,7 @@
  *   per-window send counters for the attempts a failing endpoint may have.
  */
 
+import { randomUUID } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import {
   BatchWriteCommand,
@@ -18,6 +19,7 @@ import {
   type DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
+  type PutCommandInput,
   QueryCommand,
   type QueryCommandInput,
   type QueryCommandOutput,
@@ -27,7 +29,7 @@ import { eventCount, type OverflowCount } from '../core/deliveries.ts';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
+import { applied, epochSeconds, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 
 export interface AttemptRecord {
   readonly id: string;
@@ -293,21 +295,45 @@ export class DeliveryRecords {
     const first = message.events[0];
     const resource = first?.resource ?? '';
     const sk = await this.#heldSk(message, resource);
-    return applied(
-      this.#client.send(
-        new PutCommand({
-          TableName: this.#table,
-          Item: {
-            pk: heldPk(message.webhookId),
-            sk,
-            message: JSON.stringify(message),
-            ...this.#expiry(now),
-          },
-          ConditionExpression: 'attribute_not_exists(#pk)',
-          ExpressionAttributeNames: names('pk'),
-        }),
-      ),
-    );
+    return this.#putOnce({
+      TableName: this.#table,
+      Item: { pk: heldPk(message.webhookId), sk, message: JSON.stringify(message), ...this.#expiry(now) },
+      ConditionExpression: 'attribute_not_exists(#pk)',
+      ExpressionAttributeNames: names('pk'),
+    });
+  }
+
+  /**
+   * A put whose condition refuses an item written before (a delivery held by an earlier
+   * receive of its message): whether this call wrote it.
+   * The item carries a token of this call's, so that a try the SDK sent again after the
+   * first applied and lost its answer, refused by the first's item, is told from a
+   * refusal by an earlier receive's: taken for one, the hold would give its place in the
+   * held count back (the delivery held, uncounted: a release chain could end with it
+   * still held, and nothing would send it).
+   */
+  async #putOnce(input: Omit<PutCommandInput, 'Item'> & { Item: Record<string, unknown> }): Promise<boolean> {
+    const token = randomUUID();
+    try {
+      await this.#client.send(new PutCommand({ ...input, Item: { ...input.Item, written_by: token } }));
+      return true;
+    } catch (error) {
+      if (refusedOnRetry(error)) {
+        const key = { pk: input.Item.pk, sk: input.Item.sk };
+        const found = await this.#client.send(
+          new GetCommand({
+            TableName: this.#table,
+            Key: key,
+            ConsistentRead: true,
+            ProjectionExpression: '#written_by',
+            ExpressionAttributeNames: names('written_by'),
+          }),
+        );
+        if (found.Item?.written_by === token) return true;
+      }
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
   }
 
   /**

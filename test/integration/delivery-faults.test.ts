@@ -1,0 +1,121 @@
+/**
+ * The delivery stage under injected faults: a DynamoDB write that applies but whose
+ * answer is lost (the SDK tries it again), at each step whose outcome is counted.
+ * Every delivery still ends delivered, held or dead-lettered, and counted so.
+ */
+import { describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
+import { type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
+import { CONTROL_PK } from '../../functions/definitions/tables.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook } from '../support/api.ts';
+import { loseFirstAnswers } from '../support/faults.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+withSandbox(
+  {
+    canary: false,
+    // Two attempts a second apart, and no quarantine in the way.
+    config: { retryScheduleSeconds: [0, 1], retryJitter: 0, quarantineAfterFailures: 100, failingAttemptIntervalMs: 100 },
+  },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
+
+/** Whether a write puts an item into one of a webhook's partitions of this kind. */
+const putsInto = (kind: string) => (input: Record<string, unknown>) => {
+  // Marshalled by the time the answer comes: `{ S: … }`.
+  const pk = (input.Item as { pk?: { S?: string } } | undefined)?.pk?.S;
+  return pk?.startsWith(kind) === true;
+};
+
+/**
+ * The delivery function's dependencies over a client whose first try of each write
+ * `matches` picks applies and loses its answer; its deliver-queue messages recorded.
+ */
+function lossyDeps(matches: (input: Record<string, unknown>) => boolean) {
+  const lossy = documentClient(sandbox.emulators.dynamo);
+  const lost = loseFirstAnswers(lossy, matches);
+  const sent: DeliverQueueMessage[] = [];
+  const deps: DeliveryDeps = {
+    ...deliveryDeps({ ...sandbox.wiring, dynamo: lossy }, sandbox.notifier),
+    switches: NO_SWITCHES,
+    queue: { send: async (messages) => void sent.push(...messages) },
+  };
+  return { deps, lost, sent };
+}
+
+/** Handles every recorded deliver-queue message, and those they send, at once (their delays left out). */
+async function drain(deps: DeliveryDeps, sent: DeliverQueueMessage[]): Promise<void> {
+  for (let message = sent.shift(); message; message = sent.shift()) await handleDeliverMessage(deps, message);
+}
+
+const delivery = (tenantId: string, webhookId: string, name: string, seq: number, attempt = 1): DeliveryMessage => ({
+  deliveryId: `msg_${name}${'0'.repeat(20)}`.slice(0, 26),
+  tenantId,
+  webhookId,
+  attempt,
+  events: [deliveredEventFixture({ id: `evt_${name}`, seq, resource: `${name}:1`, data: name })],
+});
+
+describe('a hold whose write applied but whose answer was lost', () => {
+  it('keeps the delivery in the held count: the count matches what is held', async () => {
+    const tenant = await createTenant(sandbox, 'hold-lost');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'holdlost:1', url: `${receiver.url}/hold-lost` });
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const { deps, lost } = lossyDeps(putsInto(CONTROL_PK.held));
+
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'holdlost', 1))).toBe('held');
+
+    expect(lost()).toBe(1);
+    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toHaveLength(1);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
+  });
+
+  it('is released when its release chain ended meanwhile, not left held with no chain and no count until it expires', async () => {
+    const tenant = await createTenant(sandbox, 'hold-lost-ended');
+    const path = '/hold-lost-ended';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'holdended:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    const { deps, sent } = lossyDeps(putsInto(CONTROL_PK.held));
+    // A delivery held behind a release under way (an endpoint that recovered, say).
+    const earlier = delivery(tenant.id, hook.id, 'holdended', 1);
+    expect(await holdDelivery(deliveryDeps(sandbox.wiring, sandbox.notifier), earlier)).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    // The next delivery reads the webhook while that one is held, so it is held behind it;
+    // the chain sends the earlier one and ends before this one is counted.
+    const later = { ...delivery(tenant.id, hook.id, 'holdended', 2), events: [{ ...earlier.events[0], id: 'evt_holdended2', seq: 2 }] };
+    const racing: DeliveryDeps = {
+      ...deps,
+      webhooks: new Proxy(deps.webhooks, {
+        get(target, property) {
+          const value = Reflect.get(target, property);
+          if (property !== 'countHeld') return typeof value === 'function' ? value.bind(target) : value;
+          const countHeld: DeliveryDeps['webhooks']['countHeld'] = async (...args) => {
+            await drain(deps, sent);
+            return target.countHeld(...args);
+          };
+          return countHeld;
+        },
+      }),
+    };
+    expect(await handleDeliverMessage(racing, later as DeliveryMessage)).toBe('held');
+    await drain(deps, sent);
+
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_holdended', 'evt_holdended2']);
+    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toEqual([]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
