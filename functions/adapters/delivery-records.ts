@@ -304,13 +304,14 @@ export class DeliveryRecords {
   }
 
   /**
-   * A put whose condition refuses an item written before (a delivery held by an earlier
-   * receive of its message): whether this call wrote it.
+   * A put whose condition refuses an item written before (a delivery held, or
+   * dead-lettered, by an earlier receive of its message): whether this call wrote it.
    * The item carries a token of this call's, so that a try the SDK sent again after the
    * first applied and lost its answer, refused by the first's item, is told from a
    * refusal by an earlier receive's: taken for one, the hold would give its place in the
    * held count back (the delivery held, uncounted: a release chain could end with it
-   * still held, and nothing would send it).
+   * still held, and nothing would send it), and the dead letter would be counted by no
+   * one (`DeadLetters` is what pages on-call).
    */
   async #putOnce(input: Omit<PutCommandInput, 'Item'> & { Item: Record<string, unknown> }): Promise<boolean> {
     const token = randomUUID();
@@ -601,29 +602,25 @@ export class DeliveryRecords {
    */
   async deadLetter(message: DeliveryMessage, reason: string, now: number): Promise<boolean> {
     const replayedAt = message.replayedAt;
-    return applied(
-      this.#client.send(
-        new PutCommand({
-          TableName: this.#table,
-          Item: {
-            pk: deadPk(message.webhookId),
-            sk: `${pad(acceptedAt(message))}#${message.deliveryId}`,
-            reason,
-            message: JSON.stringify(message),
-            ...(replayedAt !== undefined && { replayed_at: replayedAt }),
-            ...this.#expiry(now),
-          },
-          ...(replayedAt === undefined
-            ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: names('pk') }
-            : {
-                // Written by this delivery before (a step run again): not again.
-                ConditionExpression: 'attribute_not_exists(#pk) OR attribute_not_exists(#replayed_at) OR #replayed_at < :replayed_at',
-                ExpressionAttributeNames: names('pk', 'replayed_at'),
-                ExpressionAttributeValues: { ':replayed_at': replayedAt },
-              }),
-        }),
-      ),
-    );
+    return this.#putOnce({
+      TableName: this.#table,
+      Item: {
+        pk: deadPk(message.webhookId),
+        sk: `${pad(acceptedAt(message))}#${message.deliveryId}`,
+        reason,
+        message: JSON.stringify(message),
+        ...(replayedAt !== undefined && { replayed_at: replayedAt }),
+        ...this.#expiry(now),
+      },
+      ...(replayedAt === undefined
+        ? { ConditionExpression: 'attribute_not_exists(#pk)', ExpressionAttributeNames: names('pk') }
+        : {
+            // Written by this delivery before (a step run again): not again.
+            ConditionExpression: 'attribute_not_exists(#pk) OR attribute_not_exists(#replayed_at) OR #replayed_at < :replayed_at',
+            ExpressionAttributeNames: names('pk', 'replayed_at'),
+            ExpressionAttributeValues: { ':replayed_at': replayedAt },
+          }),
+    });
   }
 
   /**

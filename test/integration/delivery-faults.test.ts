@@ -68,6 +68,39 @@ const delivery = (tenantId: string, webhookId: string, name: string, seq: number
   events: [deliveredEventFixture({ id: `evt_${name}`, seq, resource: `${name}:1`, data: name })],
 });
 
+describe('a dead letter whose write applied but whose answer was lost', () => {
+  it('is counted (DeadLetters pages on-call): the SDK’s second try, refused by the first, is not taken for an earlier run’s', async () => {
+    const tenant = await createTenant(sandbox, 'dead-lost');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'deadlost:1', url: `${receiver.url}/dead-lost` });
+    receiver.answer('/dead-lost', 500);
+    const { deps, lost } = lossyDeps(putsInto(CONTROL_PK.dead));
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    const eventsBefore = sandbox.metrics.total('EventsDeadLettered');
+
+    // Its last attempt (the schedule here gives two) fails.
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'deadlost', 1, 2))).toBe('dead_lettered');
+
+    expect(lost()).toBe(1);
+    expect((await deps.records.deadLetterPage(hook.id, Date.now(), 10)).letters).toHaveLength(1);
+    expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
+    expect(sandbox.metrics.total('EventsDeadLettered')).toBe(eventsBefore + 1);
+  });
+
+  it('is still counted once when SQS hands the delivery back after the letter was counted', async () => {
+    const tenant = await createTenant(sandbox, 'dead-twice');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'deadtwice:1', url: `${receiver.url}/dead-twice` });
+    receiver.answer('/dead-twice', 500);
+    const { deps } = lossyDeps(() => false);
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    const message = delivery(tenant.id, hook.id, 'deadtwice', 1, 2);
+
+    expect(await handleDeliverMessage(deps, message)).toBe('dead_lettered');
+    expect(await handleDeliverMessage(deps, message)).toBe('dead_lettered');
+
+    expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
+  });
+});
+
 describe('a hold whose write applied but whose answer was lost', () => {
   it('keeps the delivery in the held count: the count matches what is held', async () => {
     const tenant = await createTenant(sandbox, 'hold-lost');
