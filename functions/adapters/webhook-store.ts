@@ -647,12 +647,7 @@ export class WebhookStore {
    * or a count given back. Counting deliveries in goes through `countHeld`, within the cap.
    */
   async adjustHeld(tenantId: string, id: string, delta: number): Promise<boolean> {
-    return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'ADD #held_count :delta',
-      ConditionExpression: 'attribute_exists(#pk)',
-      ExpressionAttributeNames: names('held_count', 'pk'),
-      ExpressionAttributeValues: { ':delta': delta },
-    });
+    return (await this.#moveHeld(tenantId, id, delta)) !== undefined;
   }
 
   /**
@@ -663,13 +658,55 @@ export class WebhookStore {
    * other, so a delivery counted as held is never left without a chain to release it.
    */
   countHeld(tenantId: string, id: string, n: number, cap: number): Promise<Webhook | undefined> {
-    return this.#updateAndRead(tenantId, id, {
-      UpdateExpression: 'ADD #held_count :delta',
-      // Within the cap after the change, so concurrent holders cannot overshoot it: the count is at most cap - n before it.
-      ConditionExpression: 'attribute_exists(#pk) AND (attribute_not_exists(#held_count) OR #held_count <= :limit)',
-      ExpressionAttributeNames: names('held_count', 'pk'),
-      ExpressionAttributeValues: { ':delta': n, ':limit': cap - n },
-    });
+    // Within the cap after the change, so concurrent holders cannot overshoot it: the count is at most cap - n before it.
+    return this.#moveHeld(tenantId, id, n, { condition: '(attribute_not_exists(#held_count) OR #held_count <= :limit)', limit: cap - n });
+  }
+
+  /**
+   * Moves the held count by `delta` (within `cap`'s condition, if given), and answers the
+   * webhook as the write left it; undefined when refused. An ADD is not idempotent, and
+   * the SDK sends a write again when its first try's answer is lost, even if that try
+   * applied: so the write leaves a token of its own on the item and is refused where that
+   * token already is. A refusal on a retry whose token is read back was the first try's
+   * doing, which applied. Without it the count drifted for good: up (a delivery counted
+   * twice, whose release then found the count never emptied: every new delivery held
+   * behind nothing, and a gap marker telling the subscriber of a loss that never was) or
+   * down (below what is held, where nothing sets it right, and a chain may end with
+   * deliveries still held). Only the last write's token is kept: another hold or release
+   * landing between the lost answer and the retry hides it, and the retry applies again
+   * (rarer by far: the SDK tries again within a few hundred milliseconds).
+   */
+  async #moveHeld(
+    tenantId: string,
+    id: string,
+    delta: number,
+    cap?: { readonly condition: string; readonly limit: number },
+  ): Promise<Webhook | undefined> {
+    const key = { pk: tenantPk(tenantId), sk: webhookSk(id) };
+    const token = newCountToken();
+    try {
+      const result = await this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: key,
+          UpdateExpression: 'SET #held_token = :token ADD #held_count :delta',
+          ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#held_token) OR #held_token <> :token)${
+            cap === undefined ? '' : ` AND ${cap.condition}`
+          }`,
+          ExpressionAttributeNames: names('held_count', 'held_token', 'pk'),
+          ExpressionAttributeValues: { ':delta': delta, ':token': token, ...(cap !== undefined && { ':limit': cap.limit }) },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return result.Attributes ? toWebhook(result.Attributes) : undefined;
+    } catch (error) {
+      if (refusedOnRetry(error)) {
+        const found = await this.#client.send(new GetCommand({ TableName: this.#table, Key: key, ConsistentRead: true }));
+        if (found.Item?.held_token === token) return toWebhook(found.Item);
+      }
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
   }
 
   /**

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
-import { type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { applyHealth, type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import { CONTROL_PK } from '../../functions/definitions/tables.ts';
@@ -150,5 +150,69 @@ describe('a hold whose write applied but whose answer was lost', () => {
     expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_holdended', 'evt_holdended2']);
     expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
+
+/** Whether a write moves a webhook's held count by a delta of this sign (marshalled by the time the answer comes). */
+const movesHeldCount = (sign: 1 | -1) => (input: Record<string, unknown>) => {
+  if (typeof input.UpdateExpression !== 'string' || !input.UpdateExpression.endsWith('ADD #held_count :delta')) return false;
+  const delta = Number((input.ExpressionAttributeValues as Record<string, { N?: string }> | undefined)?.[':delta']?.N);
+  return Math.sign(delta) === sign;
+};
+
+describe('a held count whose write applied but whose answer was lost', () => {
+  it('counts a hold once: the count does not outlast what is held, and no gap marker says a delivery was lost', async () => {
+    const tenant = await createTenant(sandbox, 'count-lost');
+    const path = '/count-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'countlost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const { deps, lost, sent } = lossyDeps(movesHeldCount(1));
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
+
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'countlost', 1))).toBe('held');
+    expect(lost()).toBe(1);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
+
+    // Re-enabled: the release sends it, and its steps go on while anything is counted as
+    // held (a clock that moves on past the count's settling time at each step).
+    let skew = 0;
+    const later = { ...deps, now: () => Date.now() + skew };
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await applyHealth(later, webhook, { type: 'reenabled', now: Date.now() });
+    for (let steps = 0, message = sent.shift(); message && steps < 20; steps++, message = sent.shift()) {
+      await handleDeliverMessage(later, message);
+      skew += 31_000;
+    }
+
+    expect(receiver.acceptedEvents(path).map((e) => e.type)).toEqual(['a.b']);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
+  it('takes released deliveries out of the count once: the count does not go below what is held', async () => {
+    const tenant = await createTenant(sandbox, 'uncount-lost');
+    const path = '/uncount-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'uncountlost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    const real = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    for (const seq of [1, 2]) {
+      const held = { ...delivery(tenant.id, hook.id, 'uncountlost', seq), deliveryId: `msg_uncountlost${seq}000000000000` };
+      expect(await holdDelivery(real, { ...held, events: [{ ...held.events[0], id: `evt_uncountlost${seq}` } as never] })).toEqual([
+        true,
+        true,
+      ]);
+    }
+    const { deps, lost, sent } = lossyDeps(movesHeldCount(-1));
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+
+    await startRelease(deps, webhook);
+    await drain(deps, sent);
+
+    expect(lost()).toBeGreaterThan(0);
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_uncountlost1', 'evt_uncountlost2']);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 });
