@@ -29,6 +29,7 @@ import { eventCount, type OverflowCount } from '../core/deliveries.ts';
 import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
+import { sentAgain } from './aws.ts';
 import { applied, epochSeconds, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 
 export interface AttemptRecord {
@@ -421,12 +422,20 @@ export class DeliveryRecords {
     );
   }
 
-  /** Removes a held item; false when it was already gone (a release that ran twice). */
+  /**
+   * Removes a held item; false when it was already gone (a release that ran twice). A
+   * removal the SDK sent again finds nothing to return when its first try applied and
+   * lost its answer: that try's removal is this call's, and taken for another step's it
+   * would leave the delivery in the held count (and a dead letter uncounted), which the
+   * release then took for one lost to retention, with a gap marker for a loss that never
+   * was. (Two steps of one release removing the same item at once, one of them sent
+   * again, may both count it: the count then runs one below what is held.)
+   */
   async removeHeld(webhookId: string, sk: string): Promise<boolean> {
     const result = await this.#client.send(
       new DeleteCommand({ TableName: this.#table, Key: { pk: heldPk(webhookId), sk }, ReturnValues: 'ALL_OLD' }),
     );
-    return result.Attributes !== undefined;
+    return result.Attributes !== undefined || sentAgain(result);
   }
 
   /**

@@ -216,3 +216,63 @@ describe('a held count whose write applied but whose answer was lost', () => {
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
   });
 });
+
+/** Whether a write deletes a held delivery (marshalled by the time the answer comes). */
+const removesHeld = (input: Record<string, unknown>) =>
+  input.UpdateExpression === undefined &&
+  input.Item === undefined &&
+  String((input.Key as { pk?: { S?: string } } | undefined)?.pk?.S ?? '').startsWith(CONTROL_PK.held);
+
+describe('a held delivery whose removal applied but whose answer was lost', () => {
+  it('leaves the count when released, so no gap marker tells the subscriber of a loss that never was', async () => {
+    const tenant = await createTenant(sandbox, 'remove-lost');
+    const path = '/remove-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'removelost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    expect(await holdDelivery(deliveryDeps(sandbox.wiring, sandbox.notifier), delivery(tenant.id, hook.id, 'removelost', 1))).toEqual([
+      true,
+      true,
+    ]);
+    const { deps, lost, sent } = lossyDeps(removesHeld);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
+    let skew = 0;
+    const later = { ...deps, now: () => Date.now() + skew };
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+
+    await startRelease(later, webhook);
+    for (let steps = 0, message = sent.shift(); message && steps < 20; steps++, message = sent.shift()) {
+      await handleDeliverMessage(later, message);
+      skew += 31_000;
+    }
+
+    expect(lost()).toBe(1);
+    expect(receiver.acceptedEvents(path).map((e) => e.type)).toEqual(['a.b']);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
+  it('is counted as a dead letter at its last attempt (DeadLetters pages on-call), and leaves the count', async () => {
+    const tenant = await createTenant(sandbox, 'remove-lost-dead');
+    const path = '/remove-lost-dead';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'removedead:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 500);
+    // Held at its last attempt (the schedule here gives two).
+    const message = delivery(tenant.id, hook.id, 'removedead', 1, 2);
+    expect(await holdDelivery(deliveryDeps(sandbox.wiring, sandbox.notifier), message)).toEqual([true, true]);
+    const { deps, lost, sent } = lossyDeps(removesHeld);
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+
+    await startRelease(deps, webhook);
+    const step = sent.shift();
+    if (!step) throw new Error('no release step');
+    expect(await handleDeliverMessage(deps, step)).toBe('released');
+
+    expect(lost()).toBe(1);
+    expect((await deps.records.deadLetterPage(hook.id, Date.now(), 10)).letters).toHaveLength(1);
+    expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
