@@ -231,10 +231,14 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
   const action = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id);
   if (action === 'drop') {
     // Discarded and counted per resource; one gap marker each stands for them when the switch is lifted.
-    let events = 0;
-    for (const part of partsByResource(message)) events += await countForGaps(deps, webhook.id, part, 'switch_drop', now);
-    // A gap marker's events were counted when they were dropped, and a delivery handed back by SQS when it was first.
-    if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'switch_drop' });
+    for (const part of partsByResource(message)) {
+      // A gap marker's events were counted when they were dropped, and a resource's events
+      // of a delivery handed back by SQS when it was first: in the metric as soon as their
+      // count is kept, since one handed back after a later resource's count failed finds
+      // this one's receipt and counts nothing again.
+      const events = await countForGaps(deps, webhook.id, part, 'switch_drop', now);
+      if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'switch_drop' });
+    }
     await expectLift(deps, webhook, now);
     return 'dropped';
   }

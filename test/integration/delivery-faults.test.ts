@@ -5,10 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { applyHealth, type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
+import type { Switch } from '../../functions/core/switches.ts';
 import { CONTROL_PK } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
@@ -274,5 +276,48 @@ describe('a held delivery whose removal applied but whose answer was lost', () =
     expect((await deps.records.deadLetterPage(hook.id, Date.now(), 10)).letters).toHaveLength(1);
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
+
+describe('a delivery of several resources dropped by a switch, whose record fails after a first resource was counted', () => {
+  it('counts every dropped event in EventsDropped once, though SQS hands it back and the first count’s receipt is found', async () => {
+    const tenant = await createTenant(sandbox, 'drop-parts');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dropparts', url: `${receiver.url}/drop-parts` });
+    const drop: Switch = {
+      id: 'sw_dropparts',
+      scope: 'webhook',
+      tenant: tenant.id,
+      target: hook.id,
+      action: 'drop',
+      reason: 'test',
+      created_at: new Date().toISOString(),
+    };
+    const { deps } = lossyDeps(() => false);
+    // DynamoDB refuses the second resource's count once (throttled, past the SDK's tries).
+    class Failing extends DeliveryRecords {
+      counts = 0;
+      override async countOverflowOnce(...args: Parameters<DeliveryRecords['countOverflowOnce']>): Promise<boolean> {
+        if (++this.counts === 2) throw new Error('ProvisionedThroughputExceededException');
+        return super.countOverflowOnce(...args);
+      }
+    }
+    const dropping: DeliveryDeps = {
+      ...deps,
+      records: new Failing({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 }),
+      switches: { current: async () => [drop], refresh: async () => [drop] },
+    };
+    const merged: DeliveryMessage = {
+      ...delivery(tenant.id, hook.id, 'dropparts', 1),
+      events: [
+        deliveredEventFixture({ id: 'evt_droppartsa', seq: 1, resource: 'dropparts:a', parents: ['dropparts'] }),
+        deliveredEventFixture({ id: 'evt_droppartsb', seq: 1, resource: 'dropparts:b', parents: ['dropparts'] }),
+      ],
+    };
+    const before = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+
+    await expect(handleDeliverMessage(dropping, merged)).rejects.toThrow('ProvisionedThroughputExceededException');
+    expect(await handleDeliverMessage(dropping, merged)).toBe('dropped');
+
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(before + 2);
   });
 });
