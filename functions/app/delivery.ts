@@ -486,10 +486,9 @@ async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessa
     const fresh = await Promise.all(parts.map((part) => deps.records.hold(part, now)));
     const already = fresh.filter((f) => !f).length;
     if (already > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -already);
-    if (already < parts.length) {
-      deps.metrics.count('DeliveriesHeld', parts.length - already);
-      if (!underSwitch) await releaseIfNoChain(deps, counted, message);
-    }
+    if (already < parts.length) deps.metrics.count('DeliveriesHeld', parts.length - already);
+    // Held before too: see holdPart.
+    if (!underSwitch) await releaseIfNoChain(deps, counted, message);
     return 'held';
   }
   // One part, or too near the cap for all of them: part by part.
@@ -503,11 +502,12 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   // held gives its place back, so the count always matches the held items.
   const counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
   if (counted) {
-    if (!(await deps.records.hold(message, now))) {
-      await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
-      return;
-    }
-    deps.metrics.count('DeliveriesHeld');
+    if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
+    else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
+    // Also when it was held before: SQS hands a delivery back when its record failed after
+    // the hold, before it saw to a chain (a pause's recheck SQS refused, say, under a
+    // switch lifted meanwhile). The lift's release may have ended before that hold, and
+    // nothing else would send it: a later delivery's hold, if one ever comes.
     if (!underSwitch) await releaseIfNoChain(deps, counted, message);
     return;
   }

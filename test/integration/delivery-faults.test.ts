@@ -321,3 +321,47 @@ describe('a delivery of several resources dropped by a switch, whose record fail
     expect(sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' })).toBe(before + 2);
   });
 });
+
+describe('a delivery held under a pause already lifted (a stale switch cache), whose recheck could not be sent', () => {
+  it('is released when SQS hands it back, not left held with no chain to send it', async () => {
+    const tenant = await createTenant(sandbox, 'recheck-lost');
+    const path = '/recheck-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rechecklost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    const pause: Switch = {
+      id: 'sw_rechecklost',
+      scope: 'webhook',
+      tenant: tenant.id,
+      target: hook.id,
+      action: 'pause',
+      reason: 'test',
+      created_at: new Date().toISOString(),
+    };
+    const { deps, sent } = lossyDeps(() => false);
+    // The lift's release: it finds nothing held, and ends.
+    const lifted = await deps.webhooks.get(tenant.id, hook.id);
+    if (!lifted) throw new Error('no webhook');
+    await startRelease(deps, lifted);
+    await drain(deps, sent);
+    // The worker's cache still shows the pause, and SQS refuses the recheck that would have found it lifted.
+    const stale: DeliveryDeps = {
+      ...deps,
+      switches: { current: async () => [pause], refresh: async () => [] },
+      queue: {
+        send: async (messages, delaySeconds) => {
+          if (messages.some((m) => m.kind === 'recheck')) throw new Error('SQS unavailable');
+          return deps.queue.send(messages, delaySeconds);
+        },
+      },
+    };
+    const message = delivery(tenant.id, hook.id, 'rechecklost', 1);
+    await expect(handleDeliverMessage(stale, message)).rejects.toThrow('SQS unavailable');
+
+    // SQS hands the record back after its visibility timeout; the cache is fresh by then.
+    await handleDeliverMessage(deps, message);
+    await drain(deps, sent);
+
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_rechecklost']);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
