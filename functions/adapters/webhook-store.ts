@@ -503,14 +503,17 @@ export class WebhookStore {
       updatedAt?: string;
     } = {},
   ): Promise<boolean> {
-    const sets = ['#health = :health', '#health_version = :next'];
+    // A token of this write's own: see the refusal below.
+    const token = newCountToken();
+    const sets = ['#health = :health', '#health_version = :next', '#health_token = :health_token'];
     const removes: string[] = [];
     const values: Record<string, unknown> = {
       ':health': JSON.parse(JSON.stringify(fromHealth(health))),
       ':next': webhook.healthVersion + 1,
       ':version': webhook.healthVersion,
+      ':health_token': token,
     };
-    const attributeNames = ['health', 'health_version', 'pk'];
+    const attributeNames = ['health', 'health_version', 'health_token', 'pk'];
     if (extra.url !== undefined) {
       values[':url'] = extra.url;
       attributeNames.push('url');
@@ -558,12 +561,33 @@ export class WebhookStore {
           ExpressionAttributeValues: values,
         }),
       );
-      if (extra.status !== undefined && extra.status !== webhook.status) await this.#bump(webhook.tenantId);
-      return true;
     } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
+      // Refused on the SDK's second try, by the version its first try moved (it applied,
+      // its answer lost) if the token read back is this write's: taken for another
+      // writer's, the caller would apply its event again on top of its own (a failure
+      // counted twice) and, finding the transition made, never act on it (no probe sent
+      // on entering quarantine, no release on leaving it, no disable notice).
+      if (!refusedOnRetry(error) || (await this.#healthToken(webhook)) !== token) {
+        if (isConditionFailure(error)) return false;
+        throw error;
+      }
     }
+    if (extra.status !== undefined && extra.status !== webhook.status) await this.#bump(webhook.tenantId);
+    return true;
+  }
+
+  /** The token of the last health write of a webhook (strongly consistent). */
+  async #healthToken(webhook: Webhook): Promise<unknown> {
+    const result = await this.#client.send(
+      new GetCommand({
+        TableName: this.#table,
+        Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+        ConsistentRead: true,
+        ProjectionExpression: '#health_token',
+        ExpressionAttributeNames: names('health_token'),
+      }),
+    );
+    return result.Item?.health_token;
   }
 
   /**

@@ -365,3 +365,60 @@ describe('a delivery held under a pause already lifted (a stale switch cache), w
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 });
+
+/** Picks only the first write `matches` picks. */
+const firstOnly = (matches: (input: Record<string, unknown>) => boolean) => {
+  let picked = false;
+  return (input: Record<string, unknown>) => !picked && matches(input) && (picked = true);
+};
+
+/** Whether a write saves a webhook's health. */
+const savesHealth = (input: Record<string, unknown>) =>
+  typeof input.UpdateExpression === 'string' && input.UpdateExpression.startsWith('SET #health = :health');
+
+describe('a health change whose write applied but whose answer was lost', () => {
+  it('acts on its transition: a probe that succeeded starts the release of what the endpoint held', async () => {
+    const tenant = await createTenant(sandbox, 'health-lost');
+    const path = '/health-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'healthlost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    const real = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Quarantined, with a delivery held and a probe due.
+    const webhook = await real.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const now = Date.now();
+    const quarantined = {
+      ...webhook.health,
+      state: 'quarantined' as const,
+      consecutiveFailures: 5,
+      quarantinedAt: now,
+      probeIntervalSeconds: 60,
+      nextProbeAt: now,
+    };
+    expect(await real.webhooks.saveHealth(webhook, quarantined, { probeToken: 'msg_healthlostprobe' })).toBe(true);
+    expect(await holdDelivery(real, delivery(tenant.id, hook.id, 'healthlost', 1))).toEqual([true, true]);
+    const { deps, lost, sent } = lossyDeps(firstOnly(savesHealth));
+
+    expect(await handleDeliverMessage(deps, { kind: 'probe', tenantId: tenant.id, webhookId: hook.id, token: 'msg_healthlostprobe' })).toBe(
+      'probed',
+    );
+    await drain(deps, sent);
+
+    expect(lost()).toBe(1);
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_healthlost']);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
+  it('counts a failure once: a failing endpoint is not moved towards quarantine twice for one attempt', async () => {
+    const tenant = await createTenant(sandbox, 'failure-lost');
+    const path = '/failure-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'failurelost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 500);
+    const { deps, lost } = lossyDeps(firstOnly(savesHealth));
+
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'failurelost', 1))).toBe('retrying');
+
+    expect(lost()).toBe(1);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.consecutive_failures).toBe(1);
+  });
+});
