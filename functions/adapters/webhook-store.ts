@@ -252,19 +252,28 @@ export class WebhookStore {
     );
   }
 
-  /** A conditional update of one webhook's item: the webhook as it left it, or undefined when its condition refused it. */
-  async #updateAndRead(tenantId: string, id: string, input: Omit<UpdateCommandInput, 'TableName' | 'Key' | 'ReturnValues'>) {
+  /**
+   * A conditional update of one webhook's item: the webhook as it left it, or undefined
+   * when its condition refused it. `mine`: an attribute the update sets to a token of its
+   * own, which its condition refuses where it already is; a refusal on the SDK's second
+   * try that finds the token read back was the first try's doing (it applied, its answer
+   * lost), and answers the webhook as it is.
+   */
+  async #updateAndRead(
+    tenantId: string,
+    id: string,
+    input: Omit<UpdateCommandInput, 'TableName' | 'Key' | 'ReturnValues'>,
+    mine?: { readonly attribute: string; readonly token: string },
+  ) {
+    const key = { pk: tenantPk(tenantId), sk: webhookSk(id) };
     try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
-          ...input,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
+      const result = await this.#client.send(new UpdateCommand({ TableName: this.#table, Key: key, ...input, ReturnValues: 'ALL_NEW' }));
       return result.Attributes ? toWebhook(result.Attributes) : undefined;
     } catch (error) {
+      if (mine !== undefined && refusedOnRetry(error)) {
+        const found = await this.#client.send(new GetCommand({ TableName: this.#table, Key: key, ConsistentRead: true }));
+        if (found.Item !== undefined && found.Item[mine.attribute] === mine.token) return toWebhook(found.Item);
+      }
       if (isConditionFailure(error)) return undefined;
       throw error;
     }
@@ -629,13 +638,21 @@ export class WebhookStore {
    */
   async claimNotice(tenantId: string, id: string, now: number): Promise<{ claim: string; webhook: Webhook } | undefined> {
     const claim = newCountToken();
-    const webhook = await this.#updateAndRead(tenantId, id, {
-      UpdateExpression: 'SET #notice_claimed_until = :until, #notice_claim = :claim',
-      ConditionExpression:
-        'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
-      ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'notice_claim', 'status'),
-      ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now, ':claim': claim },
-    });
+    // A claim whose answer was lost is ours (refused on the retry by its own claimed_until):
+    // taken for another sender's, nobody would send the notice (that sender's message
+    // would not come back for it).
+    const webhook = await this.#updateAndRead(
+      tenantId,
+      id,
+      {
+        UpdateExpression: 'SET #notice_claimed_until = :until, #notice_claim = :claim',
+        ConditionExpression:
+          'attribute_exists(#notice_pending) AND #status = :disabled AND (attribute_not_exists(#notice_claimed_until) OR #notice_claimed_until < :now)',
+        ExpressionAttributeNames: names('notice_pending', 'notice_claimed_until', 'notice_claim', 'status'),
+        ExpressionAttributeValues: { ':disabled': 'disabled', ':until': now + NOTICE_CLAIM_MS, ':now': now, ':claim': claim },
+      },
+      { attribute: 'notice_claim', token: claim },
+    );
     return webhook ? { claim, webhook } : undefined;
   }
 

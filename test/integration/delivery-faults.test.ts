@@ -422,3 +422,22 @@ describe('a health change whose write applied but whose answer was lost', () => 
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.consecutive_failures).toBe(1);
   });
 });
+
+describe('a disable notice whose claim applied but whose answer was lost', () => {
+  it('is sent: the claim refused on the SDK’s second try is taken as the first try’s, not as another sender’s', async () => {
+    const tenant = await createTenant(sandbox, 'claim-lost');
+    const path = '/claim-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'claimlost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 410);
+    const claims = (input: Record<string, unknown>) =>
+      typeof input.UpdateExpression === 'string' && input.UpdateExpression.includes('#notice_claim = :claim');
+    const { deps, lost, sent } = lossyDeps(firstOnly(claims));
+
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'claimlost', 1))).toBe('disabled');
+    // Nothing more comes to the disabled webhook: what was sent meanwhile is all there is.
+    await drain(deps, sent);
+
+    expect(lost()).toBe(1);
+    expect(sandbox.notifier.notices.filter((n) => n.webhook === hook.id)).toHaveLength(1);
+  });
+});
