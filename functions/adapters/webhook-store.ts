@@ -798,12 +798,22 @@ export class WebhookStore {
    */
   async resetHeld(tenantId: string, id: string, seen: number, actual: number, now: number): Promise<boolean> {
     const lost = seen - actual;
-    return this.#updateIf(tenantId, id, {
-      UpdateExpression: lost > 0 ? 'SET #held_count = :actual, #held_lost_at = :now ADD #held_lost :lost' : 'SET #held_count = :actual',
-      ConditionExpression: '#held_count = :seen',
-      ExpressionAttributeNames: names('held_count', ...(lost > 0 ? ['held_lost', 'held_lost_at'] : [])),
-      ExpressionAttributeValues: { ':actual': actual, ':seen': seen, ...(lost > 0 && { ':lost': lost, ':now': now }) },
-    });
+    const token = newCountToken();
+    // With a token of its own (as each change of the count has, see `#moveHeld`): a reset
+    // whose answer was lost is refused on the SDK's second try by the count it set, and is
+    // still this caller's to count, or the loss it noted would be counted by no one.
+    const reset = await this.#updateAndRead(
+      tenantId,
+      id,
+      {
+        UpdateExpression: `SET #held_count = :actual, #held_token = :token${lost > 0 ? ', #held_lost_at = :now ADD #held_lost :lost' : ''}`,
+        ConditionExpression: '#held_count = :seen',
+        ExpressionAttributeNames: names('held_count', 'held_token', ...(lost > 0 ? ['held_lost', 'held_lost_at'] : [])),
+        ExpressionAttributeValues: { ':actual': actual, ':seen': seen, ':token': token, ...(lost > 0 && { ':lost': lost, ':now': now }) },
+      },
+      { attribute: 'held_token', token },
+    );
+    return reset !== undefined;
   }
 
   /**

@@ -441,3 +441,33 @@ describe('a disable notice whose claim applied but whose answer was lost', () =>
     expect(sandbox.notifier.notices.filter((n) => n.webhook === hook.id)).toHaveLength(1);
   });
 });
+
+describe('a drifted held count whose reset applied but whose answer was lost', () => {
+  it('counts what it found gone in EventsDropped, as the gap marker it owes says', async () => {
+    const tenant = await createTenant(sandbox, 'reset-lost');
+    const path = '/reset-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'resetlost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    // Counted as held, but the delivery is gone (DynamoDB's TTL took it past the retention period).
+    const real = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    expect(await real.webhooks.countHeld(tenant.id, hook.id, 1, 10)).toBeDefined();
+    const resets = (input: Record<string, unknown>) =>
+      typeof input.UpdateExpression === 'string' && input.UpdateExpression.includes('#held_count = :actual');
+    const { deps, lost, sent } = lossyDeps(firstOnly(resets));
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
+    let skew = 0;
+    const later = { ...deps, now: () => Date.now() + skew };
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+
+    await startRelease(later, webhook);
+    for (let steps = 0, message = sent.shift(); message && steps < 20; steps++, message = sent.shift()) {
+      await handleDeliverMessage(later, message);
+      skew += 31_000;
+    }
+
+    expect(lost()).toBe(1);
+    expect(receiver.acceptedEvents(path).map((e) => e.type)).toEqual(['sluice.gap']);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
+  });
+});
