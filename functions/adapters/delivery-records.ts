@@ -836,23 +836,51 @@ export class DeliveryRecords {
     return tat === undefined || Number(tat) < sendAt;
   }
 
+  /**
+   * Takes `count` sends of a window's budget. With a token of its own, which the condition
+   * refuses where it already is: a take whose answer was lost, refused on the SDK's second
+   * try (by its own token, or by the budget it used up), finds its token and is still
+   * its caller's. Taken for another's, a recheck's window (`takeOnce`) would have been
+   * taken by no one that sends it, and the delivery held under a switch lifted meanwhile
+   * would wait for a later delivery's hold, if one ever came.
+   */
   async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {
-    return applied(
-      this.#client.send(
+    const key = { pk: ratePk(webhookId, windowMs, window), sk: 'rate' };
+    const token = randomUUID();
+    try {
+      await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
-          Key: { pk: ratePk(webhookId, windowMs, window), sk: 'rate' },
-          UpdateExpression: 'ADD #sent :count SET #expires_at = :exp',
-          ConditionExpression: 'attribute_not_exists(#sent) OR #sent <= :room',
-          ExpressionAttributeNames: names('sent', 'expires_at'),
+          Key: key,
+          UpdateExpression: 'ADD #sent :count SET #expires_at = :exp, #take_token = :token',
+          ConditionExpression:
+            '(attribute_not_exists(#sent) OR #sent <= :room) AND (attribute_not_exists(#take_token) OR #take_token <> :token)',
+          ExpressionAttributeNames: names('sent', 'expires_at', 'take_token'),
           ExpressionAttributeValues: {
             ':count': count,
             ':room': limit - count,
+            ':token': token,
             ':exp': Math.floor((window * windowMs) / 1000) + Math.ceil(windowMs / 1000) + 120,
           },
         }),
-      ),
-    );
+      );
+      return true;
+    } catch (error) {
+      if (refusedOnRetry(error)) {
+        const found = await this.#client.send(
+          new GetCommand({
+            TableName: this.#table,
+            Key: key,
+            ConsistentRead: true,
+            ProjectionExpression: '#take_token',
+            ExpressionAttributeNames: names('take_token'),
+          }),
+        );
+        if (found.Item?.take_token === token) return true;
+      }
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
   }
 
   /**

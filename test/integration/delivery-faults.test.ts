@@ -471,3 +471,37 @@ describe('a drifted held count whose reset applied but whose answer was lost', (
     expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore + 1);
   });
 });
+
+describe('a recheck whose window was taken by a write that applied but whose answer was lost', () => {
+  it('is sent: a delivery held under a pause already lifted (a stale switch cache) is released', async () => {
+    const tenant = await createTenant(sandbox, 'take-lost');
+    const path = '/take-lost';
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'takelost:1', url: `${receiver.url}${path}` });
+    receiver.answer(path, 200);
+    const pause: Switch = {
+      id: 'sw_takelost',
+      scope: 'webhook',
+      tenant: tenant.id,
+      target: hook.id,
+      action: 'pause',
+      reason: 'test',
+      created_at: new Date().toISOString(),
+    };
+    const takes = (input: Record<string, unknown>) =>
+      String((input.Key as { pk?: { S?: string } } | undefined)?.pk?.S ?? '').startsWith(`${CONTROL_PK.rate}recheck:`);
+    const { deps, lost, sent } = lossyDeps(firstOnly(takes));
+    // The lift's release: it finds nothing held, and ends.
+    const lifted = await deps.webhooks.get(tenant.id, hook.id);
+    if (!lifted) throw new Error('no webhook');
+    await startRelease(deps, lifted);
+    await drain(deps, sent);
+    // The worker's cache still shows the pause.
+    const stale: DeliveryDeps = { ...deps, switches: { current: async () => [pause], refresh: async () => [] } };
+
+    expect(await handleDeliverMessage(stale, delivery(tenant.id, hook.id, 'takelost', 1))).toBe('held');
+    await drain(deps, sent);
+
+    expect(lost()).toBe(1);
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_takelost']);
+  });
+});
