@@ -167,8 +167,6 @@ export interface ChunkPlan {
   readonly waiting: boolean;
 }
 
-
-
 /**
  * Whether an event is past the retention period at `now`. A plan judges its events at
  * the time it records (TurnRecord.plannedAt), not when each was read (an inline event
@@ -228,8 +226,7 @@ export function planChunk(
     // container with a clock of its own: a later slot's stamp may precede an earlier
     // one's by up to the grace (seconds of clocks apart fall well within it).
     const mayBeGone =
-      now - reservedAt > timing.retentionMs ||
-      (floorAt !== undefined && now - (floorAt - timing.ingestGraceMs) > timing.retentionMs);
+      now - reservedAt > timing.retentionMs || (floorAt !== undefined && now - (floorAt - timing.ingestGraceMs) > timing.retentionMs);
     if (mayBeGone) expired += count;
     else skipped += count;
   };

@@ -369,7 +369,11 @@ describe('a delivery held under a pause already lifted (a stale switch cache), w
 /** Picks only the first write `matches` picks. */
 const firstOnly = (matches: (input: Record<string, unknown>) => boolean) => {
   let picked = false;
-  return (input: Record<string, unknown>) => !picked && matches(input) && (picked = true);
+  return (input: Record<string, unknown>) => {
+    if (picked || !matches(input)) return false;
+    picked = true;
+    return true;
+  };
 };
 
 /** Whether a write saves a webhook's health. */
