@@ -13,12 +13,12 @@ import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { publish } from '../../functions/app/ingest.ts';
 import { buildConfig } from '../../functions/core/config.ts';
-import { INITIAL_HEALTH } from '../../functions/core/health.ts';
 import { newId } from '../../functions/core/ids.ts';
 import type { ObjectKey } from '../../functions/core/model.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
 import { createQueues, createTables, startEmulatorsOnThread } from '../../sandbox/emulators.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 
 /** Doorbells of one invocation (a batch holds up to 10): five such turns were past the heap. */
 const OBJECTS = 5;
@@ -36,24 +36,17 @@ describe('a batch of turns fanning 64 KiB events out to a tenant’s 100 webhook
       const webhooks = new WebhookStore({ client, tableName: tables.Control as string });
       const at = new Date().toISOString();
       for (let i = 0; i < WEBHOOKS; i++) {
-        await webhooks.put({
-          id: newId('wh', Date.now()),
-          tenantId: TENANT,
-          resource: 'project:7',
-          url: 'https://example.com/hook',
-          types: ['*'],
-          description: '',
-          status: 'active',
-          secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'],
-          previousSecretsExpireAt: [],
-          health: INITIAL_HEALTH,
-          healthVersion: 0,
-          heldCount: 0,
-          probeToken: undefined,
-          releaseToken: undefined,
-          createdAt: at,
-          updatedAt: at,
-        });
+        await webhooks.put(
+          webhookFixture({
+            id: newId('wh', Date.now()),
+            tenantId: TENANT,
+            resource: 'project:7',
+            url: 'https://example.com/hook',
+            secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'],
+            createdAt: at,
+            updatedAt: at,
+          }),
+        );
       }
       const store = new QueueStore({ client, tableName: tables.Events as string, retentionDays: 7 });
       const config = buildConfig({});

@@ -4,10 +4,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
-import { INITIAL_HEALTH } from '../../functions/core/health.ts';
 import { newId } from '../../functions/core/ids.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant } from '../support/api.ts';
+import { webhookFixture } from '../support/fixtures.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
 /** A Lambda function's synchronous answer, the whole JSON of it, is at most 6 MB. */
@@ -32,24 +32,19 @@ describe('a page of the largest webhooks', () => {
         Array.from({ length: 25 }, async () => {
           const id = newId('wh', Date.now());
           ids.push(id);
-          await store.put({
-            id,
-            tenantId: tenant.id,
-            resource: 'r'.repeat(200),
-            url: `https://example.com/${'p'.repeat(1_980)}`,
-            types,
-            description: 'é'.repeat(500),
-            status: 'active',
-            secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'],
-            previousSecretsExpireAt: [],
-            health: INITIAL_HEALTH,
-            healthVersion: 0,
-            heldCount: 0,
-            probeToken: undefined,
-            releaseToken: undefined,
-            createdAt: at,
-            updatedAt: at,
-          });
+          await store.put(
+            webhookFixture({
+              id,
+              tenantId: tenant.id,
+              resource: 'r'.repeat(200),
+              url: `https://example.com/${'p'.repeat(1_980)}`,
+              types,
+              description: 'é'.repeat(500),
+              secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'],
+              createdAt: at,
+              updatedAt: at,
+            }),
+          );
         }),
       );
     }
