@@ -62,6 +62,31 @@ async function drain(deps: DeliveryDeps, sent: DeliverQueueMessage[]): Promise<v
   for (let message = sent.shift(); message; message = sent.shift()) await handleDeliverMessage(deps, message);
 }
 
+/**
+ * A new tenant's webhook on `resource` whose pause was just lifted: the lift's release
+ * found nothing held and ended. Answers the pause too, which a stale cache still shows.
+ */
+async function webhookPauseLifted(name: string, resource: string, deps: DeliveryDeps, sent: DeliverQueueMessage[]) {
+  const tenant = await createTenant(sandbox, name);
+  const path = `/${name}`;
+  const hook = await createWebhook(sandbox, tenant.key, { resource, url: `${receiver.url}${path}` });
+  receiver.answer(path, 200);
+  const pause: Switch = {
+    id: `sw_${name.replaceAll('-', '')}`,
+    scope: 'webhook',
+    tenant: tenant.id,
+    target: hook.id,
+    action: 'pause',
+    reason: 'test',
+    created_at: new Date().toISOString(),
+  };
+  const lifted = await deps.webhooks.get(tenant.id, hook.id);
+  if (!lifted) throw new Error('no webhook');
+  await startRelease(deps, lifted);
+  await drain(deps, sent);
+  return { tenant, hook, path, pause };
+}
+
 const delivery = (tenantId: string, webhookId: string, name: string, seq: number, attempt = 1): DeliveryMessage => ({
   deliveryId: `msg_${name}${'0'.repeat(20)}`.slice(0, 26),
   tenantId,
@@ -324,25 +349,8 @@ describe('a delivery of several resources dropped by a switch, whose record fail
 
 describe('a delivery held under a pause already lifted (a stale switch cache), whose recheck could not be sent', () => {
   it('is released when SQS hands it back, not left held with no chain to send it', async () => {
-    const tenant = await createTenant(sandbox, 'recheck-lost');
-    const path = '/recheck-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rechecklost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
-    const pause: Switch = {
-      id: 'sw_rechecklost',
-      scope: 'webhook',
-      tenant: tenant.id,
-      target: hook.id,
-      action: 'pause',
-      reason: 'test',
-      created_at: new Date().toISOString(),
-    };
     const { deps, sent } = lossyDeps(() => false);
-    // The lift's release: it finds nothing held, and ends.
-    const lifted = await deps.webhooks.get(tenant.id, hook.id);
-    if (!lifted) throw new Error('no webhook');
-    await startRelease(deps, lifted);
-    await drain(deps, sent);
+    const { tenant, hook, path, pause } = await webhookPauseLifted('recheck-lost', 'rechecklost:1', deps, sent);
     // The worker's cache still shows the pause, and SQS refuses the recheck that would have found it lifted.
     const stale: DeliveryDeps = {
       ...deps,
@@ -478,27 +486,10 @@ describe('a drifted held count whose reset applied but whose answer was lost', (
 
 describe('a recheck whose window was taken by a write that applied but whose answer was lost', () => {
   it('is sent: a delivery held under a pause already lifted (a stale switch cache) is released', async () => {
-    const tenant = await createTenant(sandbox, 'take-lost');
-    const path = '/take-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'takelost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
-    const pause: Switch = {
-      id: 'sw_takelost',
-      scope: 'webhook',
-      tenant: tenant.id,
-      target: hook.id,
-      action: 'pause',
-      reason: 'test',
-      created_at: new Date().toISOString(),
-    };
     const takes = (input: Record<string, unknown>) =>
       String((input.Key as { pk?: { S?: string } } | undefined)?.pk?.S ?? '').startsWith(`${CONTROL_PK.rate}recheck:`);
     const { deps, lost, sent } = lossyDeps(firstOnly(takes));
-    // The lift's release: it finds nothing held, and ends.
-    const lifted = await deps.webhooks.get(tenant.id, hook.id);
-    if (!lifted) throw new Error('no webhook');
-    await startRelease(deps, lifted);
-    await drain(deps, sent);
+    const { tenant, hook, path, pause } = await webhookPauseLifted('take-lost', 'takelost:1', deps, sent);
     // The worker's cache still shows the pause.
     const stale: DeliveryDeps = { ...deps, switches: { current: async () => [pause], refresh: async () => [] } };
 
