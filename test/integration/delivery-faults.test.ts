@@ -62,15 +62,34 @@ async function drain(deps: DeliveryDeps, sent: DeliverQueueMessage[]): Promise<v
   for (let message = sent.shift(); message; message = sent.shift()) await handleDeliverMessage(deps, message);
 }
 
+/** A new tenant with a webhook on `resource` whose endpoint (the receiver's `/name`) answers 200. */
+async function answeringWebhook(name: string, resource: string) {
+  const tenant = await createTenant(sandbox, name);
+  const path = `/${name}`;
+  const hook = await createWebhook(sandbox, tenant.key, { resource, url: `${receiver.url}${path}` });
+  receiver.answer(path, 200);
+  return { tenant, path, hook };
+}
+
+/** Starts the webhook's release and runs its steps (at most 20), each 31 s after the one before. */
+async function releaseAsTimePasses(deps: DeliveryDeps, sent: DeliverQueueMessage[], tenantId: string, webhookId: string) {
+  let skew = 0;
+  const later = { ...deps, now: () => Date.now() + skew };
+  const webhook = await deps.webhooks.get(tenantId, webhookId);
+  if (!webhook) throw new Error('no webhook');
+  await startRelease(later, webhook);
+  for (let steps = 0, message = sent.shift(); message && steps < 20; steps++, message = sent.shift()) {
+    await handleDeliverMessage(later, message);
+    skew += 31_000;
+  }
+}
+
 /**
  * A new tenant's webhook on `resource` whose pause was just lifted: the lift's release
  * found nothing held and ended. Answers the pause too, which a stale cache still shows.
  */
 async function webhookPauseLifted(name: string, resource: string, deps: DeliveryDeps, sent: DeliverQueueMessage[]) {
-  const tenant = await createTenant(sandbox, name);
-  const path = `/${name}`;
-  const hook = await createWebhook(sandbox, tenant.key, { resource, url: `${receiver.url}${path}` });
-  receiver.answer(path, 200);
+  const { tenant, path, hook } = await answeringWebhook(name, resource);
   const pause: Switch = {
     id: `sw_${name.replaceAll('-', '')}`,
     scope: 'webhook',
@@ -143,10 +162,7 @@ describe('a hold whose write applied but whose answer was lost', () => {
   });
 
   it('is released when its release chain ended meanwhile, not left held with no chain and no count until it expires', async () => {
-    const tenant = await createTenant(sandbox, 'hold-lost-ended');
-    const path = '/hold-lost-ended';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'holdended:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
+    const { tenant, path, hook } = await answeringWebhook('hold-lost-ended', 'holdended:1');
     const { deps, sent } = lossyDeps(putsInto(CONTROL_PK.held));
     // A delivery held behind a release under way (an endpoint that recovered, say).
     const earlier = delivery(tenant.id, hook.id, 'holdended', 1);
@@ -189,10 +205,7 @@ const movesHeldCount = (sign: 1 | -1) => (input: Record<string, unknown>) => {
 
 describe('a held count whose write applied but whose answer was lost', () => {
   it('counts a hold once: the count does not outlast what is held, and no gap marker says a delivery was lost', async () => {
-    const tenant = await createTenant(sandbox, 'count-lost');
-    const path = '/count-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'countlost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
+    const { tenant, path, hook } = await answeringWebhook('count-lost', 'countlost:1');
     await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
     const { deps, lost, sent } = lossyDeps(movesHeldCount(1));
     const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
@@ -219,10 +232,7 @@ describe('a held count whose write applied but whose answer was lost', () => {
   });
 
   it('takes released deliveries out of the count once: the count does not go below what is held', async () => {
-    const tenant = await createTenant(sandbox, 'uncount-lost');
-    const path = '/uncount-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'uncountlost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
+    const { tenant, path, hook } = await answeringWebhook('uncount-lost', 'uncountlost:1');
     const real = deliveryDeps(sandbox.wiring, sandbox.notifier);
     for (const seq of [1, 2]) {
       const held = { ...delivery(tenant.id, hook.id, 'uncountlost', seq), deliveryId: `msg_uncountlost${seq}000000000000` };
@@ -252,26 +262,14 @@ const removesHeld = (input: Record<string, unknown>) =>
 
 describe('a held delivery whose removal applied but whose answer was lost', () => {
   it('leaves the count when released, so no gap marker tells the subscriber of a loss that never was', async () => {
-    const tenant = await createTenant(sandbox, 'remove-lost');
-    const path = '/remove-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'removelost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
+    const { tenant, path, hook } = await answeringWebhook('remove-lost', 'removelost:1');
     expect(await holdDelivery(deliveryDeps(sandbox.wiring, sandbox.notifier), delivery(tenant.id, hook.id, 'removelost', 1))).toEqual([
       true,
       true,
     ]);
     const { deps, lost, sent } = lossyDeps(removesHeld);
     const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
-    let skew = 0;
-    const later = { ...deps, now: () => Date.now() + skew };
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
-
-    await startRelease(later, webhook);
-    for (let steps = 0, message = sent.shift(); message && steps < 20; steps++, message = sent.shift()) {
-      await handleDeliverMessage(later, message);
-      skew += 31_000;
-    }
+    await releaseAsTimePasses(deps, sent, tenant.id, hook.id);
 
     expect(lost()).toBe(1);
     expect(receiver.acceptedEvents(path).map((e) => e.type)).toEqual(['a.b']);
@@ -390,10 +388,7 @@ const savesHealth = (input: Record<string, unknown>) =>
 
 describe('a health change whose write applied but whose answer was lost', () => {
   it('acts on its transition: a probe that succeeded starts the release of what the endpoint held', async () => {
-    const tenant = await createTenant(sandbox, 'health-lost');
-    const path = '/health-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'healthlost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
+    const { tenant, path, hook } = await answeringWebhook('health-lost', 'healthlost:1');
     const real = deliveryDeps(sandbox.wiring, sandbox.notifier);
     // Quarantined, with a delivery held and a probe due.
     const webhook = await real.webhooks.get(tenant.id, hook.id);
@@ -456,10 +451,7 @@ describe('a disable notice whose claim applied but whose answer was lost', () =>
 
 describe('a drifted held count whose reset applied but whose answer was lost', () => {
   it('counts what it found gone in EventsDropped, as the gap marker it owes says', async () => {
-    const tenant = await createTenant(sandbox, 'reset-lost');
-    const path = '/reset-lost';
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'resetlost:1', url: `${receiver.url}${path}` });
-    receiver.answer(path, 200);
+    const { tenant, path, hook } = await answeringWebhook('reset-lost', 'resetlost:1');
     // Counted as held, but the delivery is gone (DynamoDB's TTL took it past the retention period).
     const real = deliveryDeps(sandbox.wiring, sandbox.notifier);
     expect(await real.webhooks.countHeld(tenant.id, hook.id, 1, 10)).toBeDefined();
@@ -467,16 +459,7 @@ describe('a drifted held count whose reset applied but whose answer was lost', (
       typeof input.UpdateExpression === 'string' && input.UpdateExpression.includes('#held_count = :actual');
     const { deps, lost, sent } = lossyDeps(firstOnly(resets));
     const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
-    let skew = 0;
-    const later = { ...deps, now: () => Date.now() + skew };
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
-
-    await startRelease(later, webhook);
-    for (let steps = 0, message = sent.shift(); message && steps < 20; steps++, message = sent.shift()) {
-      await handleDeliverMessage(later, message);
-      skew += 31_000;
-    }
+    await releaseAsTimePasses(deps, sent, tenant.id, hook.id);
 
     expect(lost()).toBe(1);
     expect(receiver.acceptedEvents(path).map((e) => e.type)).toEqual(['sluice.gap']);
