@@ -62,6 +62,26 @@ function delivery(webhookId: string, n: number): DeliveryMessage {
   };
 }
 
+/** The environment the API function is deployed with, its AWS clients pointed at the sandbox's emulators. */
+function apiEnvironment(): Record<string, string | undefined> {
+  return {
+    [ENV.eventsTable]: sandbox.wiring.eventsTable,
+    [ENV.controlTable]: sandbox.wiring.controlTable,
+    [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
+    [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
+    [ENV.restApiId]: 'abc123',
+    [ENV.apiStage]: 'v1',
+    [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
+    [CONFIG_ENV]: JSON.stringify(sandbox.config),
+    AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
+    AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'sandbox',
+    AWS_SECRET_ACCESS_KEY: 'sandbox',
+    POWERTOOLS_LOG_LEVEL: 'SILENT',
+  };
+}
+
 withSandbox({ config: { deliveryTimeoutMs: 500 } }, async (s, r) => {
   [sandbox, receiver] = [s, r];
   tenant = await createTenant(sandbox);
@@ -402,23 +422,7 @@ describe('Lambda entry files', () => {
   });
 
   it('serve API Gateway events: the API reads the caller from the authorizer context and rings the doorbell', async () => {
-    Object.assign(process.env, {
-      [ENV.eventsTable]: sandbox.wiring.eventsTable,
-      [ENV.controlTable]: sandbox.wiring.controlTable,
-      [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
-      [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
-      [ENV.restApiId]: 'abc123',
-      [ENV.apiStage]: 'v1',
-      [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
-      [CONFIG_ENV]: JSON.stringify(sandbox.config),
-      AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
-      AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
-      AWS_REGION: 'us-east-1',
-      AWS_ACCESS_KEY_ID: 'sandbox',
-      AWS_SECRET_ACCESS_KEY: 'sandbox',
-      POWERTOOLS_LOG_LEVEL: 'SILENT',
-      POWERTOOLS_METRICS_DISABLED: 'true',
-    });
+    Object.assign(process.env, apiEnvironment(), { POWERTOOLS_METRICS_DISABLED: 'true' });
     const { handler } = await import('../../functions/api/handler.ts');
     const event = {
       httpMethod: 'POST',
@@ -466,23 +470,7 @@ describe('Lambda entry files', () => {
   });
 
   it('the API writes no warning for a request that counts no metric (a stream poll, a read): one per request would fill its logs', async () => {
-    Object.assign(process.env, {
-      [ENV.eventsTable]: sandbox.wiring.eventsTable,
-      [ENV.controlTable]: sandbox.wiring.controlTable,
-      [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
-      [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
-      [ENV.restApiId]: 'abc123',
-      [ENV.apiStage]: 'v1',
-      [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
-      [CONFIG_ENV]: JSON.stringify(sandbox.config),
-      AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
-      AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
-      AWS_REGION: 'us-east-1',
-      AWS_ACCESS_KEY_ID: 'sandbox',
-      AWS_SECRET_ACCESS_KEY: 'sandbox',
-      POWERTOOLS_LOG_LEVEL: 'SILENT',
-      POWERTOOLS_METRICS_NAMESPACE: 'Sluice',
-    });
+    Object.assign(process.env, apiEnvironment(), { POWERTOOLS_METRICS_NAMESPACE: 'Sluice' });
     const { handler } = await import('../../functions/api/handler.ts');
     const get = (path: string) =>
       ({
