@@ -22,6 +22,14 @@ const ZONE: Record<string, ReturnType<DnsZone>> = {
   'mapped.example.test': { AAAA: ['::ffff:127.0.0.1'] },
   'mixed.example.test': { A: ['93.184.216.34', '127.0.0.1'] },
   'mixed-family.example.test': { A: ['93.184.216.34'], AAAA: ['fd00::1'] },
+  'cgnat.example.test': { A: ['100.64.0.1'] },
+  'unspecified.example.test': { A: ['0.0.0.0'] },
+  'metadata6.example.test': { AAAA: ['fd00:ec2::254'] },
+  'compatible.example.test': { AAAA: ['::127.0.0.1'] },
+  'nat64.example.test': { AAAA: ['64:ff9b::a9fe:a9fe'] },
+  'nat64-local.example.test': { AAAA: ['64:ff9b:1::a00:1'] },
+  'six-to-four.example.test': { AAAA: ['2002:7f00:1::1'] },
+  'teredo.example.test': { AAAA: ['2001:0:4136:e378:8000:63bf:3fff:fdd2'] },
   'fast-bystander.test': { A: ['127.0.0.1'] },
   // A nameserver that answers A but drops AAAA queries (some do).
   'no-aaaa.example.test': { A: ['93.184.216.34'], AAAA: 'hang' },
@@ -81,6 +89,14 @@ describe('SSRF-safe targets', () => {
       'mapped.example.test', // AAAA ::ffff:127.0.0.1
       'mixed.example.test', // A 93.184.216.34 and 127.0.0.1
       'mixed-family.example.test', // A 93.184.216.34, AAAA fd00::1
+      'cgnat.example.test', // A 100.64.0.1
+      'unspecified.example.test', // A 0.0.0.0, which connects to this host
+      'metadata6.example.test', // AAAA fd00:ec2::254
+      'compatible.example.test', // AAAA ::127.0.0.1
+      'nat64.example.test', // AAAA 64:ff9b::169.254.169.254
+      'nat64-local.example.test', // AAAA 64:ff9b:1::10.0.0.1
+      'six-to-four.example.test', // AAAA 2002:7f00:1:: (127.0.0.1 inside)
+      'teredo.example.test', // AAAA 2001:0::/32
     ];
     for (const name of names) {
       // Prepare: the name is sent to at the local receiver's port, so without the check a loopback answer would connect there.
@@ -129,6 +145,20 @@ describe('SSRF-safe targets', () => {
 
     expect(result).toMatchObject({ statusCode: 200, error: undefined });
     expect(receiver.received.map((d) => d.path)).toEqual(['/allowed']);
+  });
+
+  it('does not follow a redirect: the 3xx is the answer, and where it points gets nothing', async () => {
+    // Prepare: the sandbox's policy, so the local receiver can answer at all; a redirect
+    // to a private address would otherwise be a way around the check of the URL's own.
+    const send = makeSender({ allowPrivateTargets: true });
+    receiver.answer('/moved', { status: 307, headers: { location: `${receiver.url}/redirected` } });
+
+    // Act
+    const result = await send(request(`${receiver.url}/moved`));
+
+    // Assert
+    expect(result).toMatchObject({ statusCode: 307, error: undefined });
+    expect(receiver.received.map((d) => d.path)).not.toContain('/redirected');
   });
 });
 
