@@ -11,9 +11,8 @@ import type { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { Topic } from 'aws-cdk-lib/aws-sns';
 import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { buildConfig, type SluiceConfig } from '../functions/core/config.ts';
+import { buildConfig, ingestGraceProblem, type SluiceConfig } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
-import { API_TIMEOUT_SECONDS } from '../functions/definitions/environment.ts';
 import { Api } from './constructs/api.ts';
 import { Delivery } from './constructs/delivery.ts';
 import { acknowledgeNag } from './constructs/nag.ts';
@@ -170,18 +169,9 @@ function validate(props: SluiceProps): SluiceConfig {
       problems.push(`${setting} must be a whole number of minutes in AWS (60, 120, …), or under 60 for every minute`);
     }
   }
-  // The distributor skips a slot whose ingest has not written it after the grace, and a
-  // slow ingest's write after that would store an event no turn delivers: no ingest may
-  // outlive the grace. The grace is counted from the reservation time of a later slot (or
-  // the meta item's last one), which is that ingest's clock reading before its reserving
-  // write: the write may come up to a timeout after it, an earlier slot's ingest reserved
-  // before that write, and its own writes may take up to a timeout more. So twice the
-  // timeout. Checked on the setting as given too, so it is listed with the other problems.
-  const givenGrace = (overrides as Record<string, unknown> | null)?.ingestGraceMs;
-  const graceMs = config?.ingestGraceMs ?? (typeof givenGrace === 'number' ? givenGrace : undefined);
-  if (graceMs !== undefined && graceMs <= 2 * API_TIMEOUT_SECONDS * 1000) {
-    problems.push(`ingestGraceMs must be more than twice the API function's timeout (${2 * API_TIMEOUT_SECONDS * 1000} ms)`);
-  }
+  // An ingest that outlives the grace stores an event no turn delivers (see ingestGraceProblem).
+  const graceProblem = ingestGraceProblem(config, (overrides as Record<string, unknown> | null)?.ingestGraceMs);
+  if (graceProblem) problems.push(graceProblem);
   if (problems.length > 0 || !config) throw new ConfigError(problems);
   return Object.freeze({
     ...config,

@@ -16,7 +16,7 @@ import { Logger, loggerPort } from '../functions/adapters/powertools.ts';
 import { type CanaryDeps, runCanary } from '../functions/app/canary.ts';
 import { type ReconcileReport, reconcile } from '../functions/app/reconciler.ts';
 import { deliveryDeps, distributor, reconcilerDeps, type Wiring } from '../functions/app/runtime.ts';
-import { buildConfig, problemsReading, type SluiceConfig, withProblems } from '../functions/core/config.ts';
+import { buildConfig, ingestGraceProblem, problemsReading, type SluiceConfig, withProblems } from '../functions/core/config.ts';
 import { keyKind } from '../functions/core/keys.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import { CANARY_TIMEOUT_SECONDS, reconcilerTimeoutSeconds } from '../functions/definitions/environment.ts';
@@ -87,10 +87,15 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const adminKey = options.adminKey ?? `ak_${randomBytes(32).toString('base64url')}`;
   const adminKeyProblems =
     keyKind(adminKey) === 'admin' ? [] : ['SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200 letters, digits, - or _'];
+  // The sandbox runs the API function as AWS does, and as there an ingest that outlives
+  // the grace stores an event no turn delivers, answered accepted (see ingestGraceProblem).
+  const graceProblem = ingestGraceProblem(undefined, options.config?.ingestGraceMs);
   // One ConfigError lists them all: what the caller met reading its settings (main.ts's
   // PORT), the admin key's problem and the settings' own.
   const overrides = { ...options.config, allowPrivateTargets: true };
-  const config = buildConfig(withProblems(overrides, [...problemsReading(options.config ?? {}), ...adminKeyProblems]));
+  const config = buildConfig(
+    withProblems(overrides, [...problemsReading(options.config ?? {}), ...adminKeyProblems, ...(graceProblem ? [graceProblem] : [])]),
+  );
   const logger = new Logger({ serviceName: 'sluice-sandbox', logLevel: options.logLevel ?? 'WARN' });
   const log: LoggerPort = loggerPort(logger);
   const metrics = new InMemoryMetrics();

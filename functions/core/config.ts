@@ -5,6 +5,7 @@
  * Every violation is reported at once, and the result is frozen.
  */
 
+import { API_TIMEOUT_SECONDS } from '../definitions/environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../definitions/queues.ts';
 import { ConfigError } from './errors.ts';
 
@@ -244,6 +245,26 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
   problems.unshift(...problemsReading(overrides));
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...c, retryScheduleSeconds: Object.freeze([...c.retryScheduleSeconds]) });
+}
+
+/**
+ * What a deployment that runs the API function (the stack, the sandbox) says of an
+ * ingest grace too short for it, or undefined. The distributor skips a slot whose ingest
+ * has not written it after the grace, and a slow ingest's write after that would store
+ * an event no turn delivers, answered `accepted`: no ingest may outlive the grace. The
+ * grace is counted from the reservation time of a later slot (or the meta item's last
+ * one), which is that ingest's clock reading before its reserving write: the write may
+ * come up to a timeout after it, an earlier slot's ingest reserved before that write,
+ * and its own writes may take up to a timeout more. So twice the timeout. Checked on
+ * the setting as given too (`given`), so it is listed with the other problems.
+ * buildConfig leaves it alone: the stores' own tests run a distributor with a grace
+ * of milliseconds and no API function.
+ */
+export function ingestGraceProblem(config: SluiceConfig | undefined, given: unknown): string | undefined {
+  const graceMs = config?.ingestGraceMs ?? (typeof given === 'number' ? given : undefined);
+  return graceMs !== undefined && graceMs <= 2 * API_TIMEOUT_SECONDS * 1000
+    ? `ingestGraceMs must be more than twice the API function's timeout (${2 * API_TIMEOUT_SECONDS * 1000} ms)`
+    : undefined;
 }
 
 const ENV_PREFIX = 'SLUICE_';

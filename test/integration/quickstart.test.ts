@@ -314,6 +314,19 @@ describe('npm start with a setting that cannot be', () => {
     const started = startSandbox({ port: 0, adminKey: 'ak_short', config: { objectQueueCap: 0 } });
     await expect(started).rejects.toThrow(/(?=.*objectQueueCap must be)(?=.*SLUICE_ADMIN_KEY must be ak_)/);
   });
+
+  it('refuses an ingest grace an ingest can outlive, as the stack does: with 1 ms, a request of many events lost some it answered accepted', async () => {
+    for (const ingestGraceMs of [1, 58_000]) {
+      await expect(startSandbox({ port: 0, config: { ingestGraceMs } }), String(ingestGraceMs)).rejects.toThrow(
+        /ingestGraceMs must be more than twice the API function's timeout \(58000 ms\)/,
+      );
+    }
+    const { code, errors } = await failedStart({ PORT: '0', SLUICE_INGEST_GRACE_MS: '1', SLUICE_OBJECT_QUEUE_CAP: '0' });
+    expect(code).toBe(1);
+    expect(errors).toMatch(/(?=.*ingestGraceMs must be more than twice)(?=.*objectQueueCap must be)/);
+    const started = await startSandbox({ port: 0, config: { ingestGraceMs: 58_001 } });
+    await started.stop();
+  }, 30_000);
 });
 
 describe('SLUICE_DATA_DIR', () => {
