@@ -35,6 +35,17 @@ export interface CanaryDeps {
   readonly now: () => number;
 }
 
+/**
+ * How many times a call refused by its key's throttle (429) is sent again, each after
+ * the Retry-After it was answered (at most THROTTLED_WAIT_MAX_SECONDS). The canary's
+ * tenant has the deployment's default throttle (tenantRatePerSecond, tenantBurst): with
+ * a burst of 1, every run's second call (its ticks, after the look at its webhook)
+ * came within the same second as its first and was refused, so no run ever published,
+ * and canary-stale and the canary's errors alarm paged for good.
+ */
+const THROTTLED_RETRIES = 3;
+const THROTTLED_WAIT_MAX_SECONDS = 5;
+
 /** One call of the public API with a key; `body`, when given, is sent as JSON. */
 async function call(
   method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
@@ -42,14 +53,22 @@ async function call(
   key: string,
   body?: unknown,
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(url, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-    ...(body !== undefined && { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(15_000),
-  });
-  const text = await response.text();
-  return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  for (let retries = 0; ; retries++) {
+    const response = await fetch(url, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(15_000),
+    });
+    const text = await response.text();
+    if (response.status === 429 && retries < THROTTLED_RETRIES) {
+      const asked = Number(response.headers.get('retry-after'));
+      const seconds = Number.isFinite(asked) && asked >= 1 ? Math.min(asked, THROTTLED_WAIT_MAX_SECONDS) : 1;
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      continue;
+    }
+    return { status: response.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  }
 }
 
 const post = (url: string, key: string, body: unknown) => call('POST', url, key, body);
