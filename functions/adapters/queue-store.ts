@@ -117,6 +117,7 @@ function toMeta(item: MetaItem, now?: number): QueueMeta {
     turnAt: optionalNumber(item.turn_at),
     leaseUntil: optionalNumber(item.lease_until),
     pausedAt: optionalNumber(item.paused_at),
+    ...(item.rerung !== undefined && { rerung: String(item.rerung) }),
     switchDropped: Number(item.switch_dropped ?? 0),
     switchDroppedParents: [...((item.switch_dropped_parents as Set<string> | undefined) ?? [])],
     inline: item.inline ? toPending({ ...(item.inline as Record<string, unknown>), slot: cursor + 1 }, now) : undefined,
@@ -711,9 +712,20 @@ export class QueueStore {
     };
     const idle: EndForm<TurnEnd> = {
       // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
-      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #paused_at${commitRemove}`,
+      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #paused_at, #rerung${commitRemove}`,
       condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
-      names: [...commitNames, 'scheduled', 'depth', 'lease_owner', 'lease_until', 'turn', 'scheduled_at', 'paused_at', ...guardNames],
+      names: [
+        ...commitNames,
+        'scheduled',
+        'depth',
+        'lease_owner',
+        'lease_until',
+        'turn',
+        'scheduled_at',
+        'paused_at',
+        'rerung',
+        ...guardNames,
+      ],
       values: { ...values, ':false': false, ':pending': commit?.consumed ?? 0 },
       answer: () => 'idle',
     };
@@ -875,6 +887,26 @@ export class QueueStore {
           ConditionExpression: '#paused_at = :seen',
           ExpressionAttributeNames: names('turn_at', 'paused_at'),
           ExpressionAttributeValues: { ':now': now, ':seen': pausedAt },
+        }),
+      ),
+    );
+  }
+
+  /**
+   * Notes the re-ring the reconciler just sent a stuck object (QueueMeta.rerung), while
+   * it is still scheduled: the next run then sends the next one at its spacing, and a
+   * ring a run had no time for is still owed to the next run, however late it comes.
+   */
+  async noteRerung(key: ObjectKey, rerung: string): Promise<boolean> {
+    return applied(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: objectPk(key), sk: META_SK },
+          UpdateExpression: 'SET #rerung = :rerung',
+          ConditionExpression: '#scheduled = :true',
+          ExpressionAttributeNames: names('rerung', 'scheduled'),
+          ExpressionAttributeValues: { ':rerung': rerung, ':true': true },
         }),
       ),
     );

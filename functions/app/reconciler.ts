@@ -116,9 +116,8 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   const timeLeft = () => deps.timeLeftMs?.() ?? Number.POSITIVE_INFINITY;
   // Rings first, RECONCILE_CONCURRENCY objects at once (so that they share SendMessageBatch
   // requests), while the run has time to report its metrics after them: after a mass
-  // loss of doorbells thousands of objects are stuck. Those left are a later run's: the
-  // next one's if it still finds their ring due (its lookback, see reconcileScheduled),
-  // else at their next spacing.
+  // loss of doorbells thousands of objects are stuck. Those left are the next run's (see
+  // reconcileScheduled).
   const hasTimeToRing = () => timeLeft() > RING_MARGIN_MS;
   let markersOwed = 0;
   const owing = listed.filter(
@@ -226,14 +225,17 @@ async function reconcileScheduled(
     }
     // A duplicate doorbell is harmless (the lease admits one holder; an empty turn
     // goes idle), so ringing when unsure is safe; but not once a sweep. A ring falls
-    // due at growing spacings (reringsDue), looked for over half again a sweep's
-    // interval (a late sweep still finds it); its token collapses the sweeps that
-    // find the same one into one message.
+    // due at growing spacings (reringsDue), and the one sent is noted on the object,
+    // so that it is sent once, by whichever run first has the time: after a mass loss
+    // of doorbells a run that runs out of time leaves the rest to the next run, where
+    // a lookback of a run or two left them waiting for their next spacing (up to an
+    // hour), most runs ringing nothing. Its token also collapses at SQS a second ring
+    // of the same one (a run whose note failed).
     const lastSign = Math.max(meta.scheduledAt ?? 0, meta.turnAt ?? 0);
-    const due = reringsDue(now - lastSign, config.stuckAfterMs);
-    const lookback = 1.5 * config.reconcileIntervalSeconds * 1000;
-    if (due === reringsDue(now - lastSign - lookback, config.stuckAfterMs)) return { leaseCleared, rerung: false };
-    await deps.doorbell.ring(key, `r${lastSign}.${due}`);
+    const rerung = `${lastSign}.${reringsDue(now - lastSign, config.stuckAfterMs)}`;
+    if (meta.rerung === rerung) return { leaseCleared, rerung: false };
+    await deps.doorbell.ring(key, `r${rerung}`);
+    await queues.noteRerung(key, rerung);
     logger.warn('Re-rang a stuck object', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
     return { leaseCleared, rerung: true };
   }

@@ -47,6 +47,11 @@ export interface QueueMeta {
    * doorbell was acknowledged and only a lift rings it (see app/reconciler.ts).
    */
   readonly pausedAt: number | undefined;
+  /**
+   * The last re-ring the reconciler sent for this stuck spell (`<last sign>.<rings due>`,
+   * see app/reconciler.ts), so that one a run had no time for is sent by the next.
+   */
+  readonly rerung?: string;
   /** Events a drop switch discarded and no gap marker has stood for yet. */
   readonly switchDropped: number;
   /** The parents of those events that had a subscriber then, so the marker reaches the same webhooks and streams. */

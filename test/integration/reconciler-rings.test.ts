@@ -122,4 +122,42 @@ describe('reconciler after a mass loss of doorbells', () => {
     await reconcile(reconcilerAt(t0 + 60_000).deps);
     expect(await doorbellsQueued()).toBe(STUCK);
   });
+
+  it('rings in each run what the runs before had no time for, however many runs that takes', async () => {
+    const t0 = Date.now();
+    await stuckObjects(STUCK, t0);
+    // The distributor is healthy (only the doorbells were lost): a rung object has its turn and drains.
+    const rung = new Set<string>();
+    const queues = new Proxy(store, {
+      get: (target, name) =>
+        name === 'readMetas'
+          ? async (...args: Parameters<QueueStore['readMetas']>) =>
+              (await target.readMetas(...args)).filter(({ key }) => !rung.has(key.resource))
+          : Reflect.get(target, name, target).bind(target),
+    });
+    const doorbell = new Doorbell({ client: sqsClient(emulators.sqs), queueUrl });
+    const ringsPerRun: number[] = [];
+    // Runs a minute apart from 100 s after the loss (stuckAfterMs is 90 s), each with time for 80 rings.
+    for (let run = 0; run < 6; run++) {
+      let rings = 0;
+      const { deps } = reconcilerAt(t0 + 100_000 + run * 60_000, {
+        queues,
+        doorbell: {
+          ring: async (key: ObjectKey, ...rest: unknown[]) => {
+            rings++;
+            await doorbell.ring(key, ...(rest as [string]));
+            rung.add(key.resource);
+          },
+        },
+        timeLeftMs: () => (rings < 80 ? 60_000 : RING_MARGIN_MS - 1),
+      });
+      await reconcile(deps);
+      ringsPerRun.push(rings);
+    }
+
+    // Five runs ring all 400: the fourth and fifth found their rings no longer within
+    // a lookback of the run before, and rang nothing until the 6-minute spacing.
+    expect(ringsPerRun).toEqual([80, 80, 80, 80, 80, 0]);
+    expect(await doorbellsQueued()).toBe(STUCK);
+  });
 });
