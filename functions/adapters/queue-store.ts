@@ -817,7 +817,7 @@ export class QueueStore {
    */
   async readMetas(
     keys: readonly ObjectKey[],
-    options: { consistent?: boolean; complete?: boolean } = {},
+    options: { consistent?: boolean; complete?: boolean; onUnread?: (count: number) => void } = {},
   ): Promise<Array<{ key: ObjectKey; meta: QueueMeta }>> {
     const found: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
     let unread = 0;
@@ -836,9 +836,11 @@ export class QueueStore {
       unread += request.length;
     };
     await eachAtOnce(batches, READ_METAS_AT_ONCE, readBatch);
-    // What DynamoDB still left unread (throttled) is left out; a caller that must see every
-    // object (a lift ringing them) asks for `complete`, and fails rather than miss some.
+    // What DynamoDB still left unread (throttled) is left out, and counted to `onUnread`; a
+    // caller that must see every object (a lift ringing them) asks for `complete`, and fails
+    // rather than miss some.
     if (options.complete && unread > 0) throw new Error(`DynamoDB left ${unread} of ${keys.length} objects unread; try again`);
+    if (unread > 0) options.onUnread?.(unread);
     return found;
   }
 

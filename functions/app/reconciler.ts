@@ -94,7 +94,16 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   // sweep: what a stale answer can do is harmless. Unlisting and clearing a lease are
   // conditional writes that check what they read; a ring of an object that just had its
   // turn is a duplicate doorbell, which the lease makes harmless; the metrics are a second old.
-  const listed = await queues.readMetas(await queues.scheduledObjects(), { consistent: false });
+  // Objects DynamoDB left unread (throttled) are not reconciled by this run: like an object
+  // whose write failed, they fail the invocation at its end, for the next sweep to read.
+  let unread = 0;
+  const listed = await queues.readMetas(await queues.scheduledObjects(), {
+    consistent: false,
+    onUnread: (count) => {
+      unread = count;
+    },
+  });
+  if (unread > 0) logger.error('Listed objects left unread (DynamoDB throttled the reads); the next sweep reads them', { unread });
   // One object whose write or ring fails (SQS or DynamoDB refusing it) must not keep the
   // sweep from the others, nor its metrics from being reported: it is logged, the sweep
   // goes on, and the invocation fails at its end (the function's error alarm), to be
@@ -185,16 +194,21 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   metrics.count('ScheduledObjects', metas.length);
   metrics.count('StuckObjectsRerung', rerung);
   metrics.count('StaleLeasesCleared', leasesCleared);
-  metrics.count('MaxObjectDepth', maxDepth);
-  metrics.count('ObjectsNearCap', nearCap);
+  // A run that left objects unread knows a lower bound of these: the one it missed may be the
+  // deepest (a hot object). It reports an object near its cap, but not that none is, which
+  // would clear object-queue-near-cap; the alarm keeps what the last complete run said.
+  if (unread === 0) metrics.count('MaxObjectDepth', maxDepth);
+  if (unread === 0 || nearCap > 0) metrics.count('ObjectsNearCap', nearCap);
   const deepest = [...metas].sort((a, b) => b.meta.depth - a.meta.depth).slice(0, 5);
   if (deepest.length > 0 && (deepest[0]?.meta.depth ?? 0) > 0) {
     logger.info('Deepest object queues', {
       deepest: deepest.map(({ key, meta }) => ({ tenant: key.tenantId, resource: key.resource, depth: meta.depth })),
     });
   }
-  if (failed > 0) {
-    throw new Error(`${failed} of ${listed.length} listed objects could not be reconciled (logged); the next sweep tries again`);
+  if (failed > 0 || unread > 0) {
+    throw new Error(
+      `${failed + unread} of ${listed.length + unread} listed objects could not be reconciled (logged); the next sweep tries again`,
+    );
   }
   return { scheduled: metas.length, unlisted, rerung, markersOwed, leasesCleared, maxDepth, nearCap };
 }

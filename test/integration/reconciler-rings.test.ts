@@ -23,12 +23,14 @@ const STUCK = 400;
 let emulators: Emulators;
 let store: QueueStore;
 let queueUrl: string;
+let eventsTable: string;
 
 // Emulators of its own for each test: the objects one leaves stuck are not the next one's.
 beforeEach(async () => {
   emulators = await startEmulators();
   const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: tables.Events as string, retentionDays: 7 });
+  eventsTable = tables.Events as string;
+  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: eventsTable, retentionDays: 7 });
   queueUrl = (await createQueues(sqsClient(emulators.sqs)))[DISTRIBUTE_QUEUE.logicalName]?.url as string;
 });
 
@@ -159,5 +161,58 @@ describe('reconciler after a mass loss of doorbells', () => {
     // a lookback of the run before, and rang nothing until the 6-minute spacing.
     expect(ringsPerRun).toEqual([80, 80, 80, 80, 80, 0]);
     expect(await doorbellsQueued()).toBe(STUCK);
+  });
+
+  it('fails a run that DynamoDB left objects unread, without reporting that no object is near its cap (the unread one may be)', async () => {
+    const t0 = Date.now();
+    // A hot object at 9 of its cap of 10, and three others.
+    const hot = { tenantId: 'ten_hot', resource: 'obj:hot' };
+    await store.reserve(hot, 9, { cap: 10, ratePerSecond: 1e6, burst: 1e6 }, t0, false);
+    await stuckObjects(3, t0);
+    // DynamoDB throttles the reads of the hot object's partition: its key comes back unprocessed every time.
+    const hotPk = `${hot.tenantId}#${hot.resource}`;
+    const throttled = documentClient(emulators.dynamo);
+    throttled.middlewareStack.add(
+      (next) => async (args) => {
+        const request = (args.input as { RequestItems?: Record<string, { Keys: Array<{ pk: unknown }> }> }).RequestItems?.[eventsTable];
+        if (!request) return next(args);
+        const isHot = (k: { pk: unknown }) => k.pk === hotPk || (k.pk as { S?: string } | undefined)?.S === hotPk;
+        const left = request.Keys.filter(isHot);
+        const rest = request.Keys.filter((k) => !isHot(k));
+        if (rest.length === 0) {
+          return {
+            response: {},
+            output: { Responses: { [eventsTable]: [] }, UnprocessedKeys: { [eventsTable]: request }, $metadata: {} },
+          } as never;
+        }
+        const result = (await next({ ...args, input: { ...args.input, RequestItems: { [eventsTable]: { ...request, Keys: rest } } } })) as {
+          output: { UnprocessedKeys?: Record<string, unknown> };
+        };
+        if (left.length > 0) result.output.UnprocessedKeys = { [eventsTable]: { ...request, Keys: left } };
+        return result as never;
+      },
+      { step: 'initialize', name: 'throttleHotReads' },
+    );
+    const errors: string[] = [];
+    const config = buildConfig({ objectQueueCap: 10 });
+    const { deps, metrics } = reconcilerAt(t0, {
+      queues: new QueueStore({ client: throttled, tableName: eventsTable, retentionDays: 7 }),
+      config,
+      logger: { ...NO_LOGS, error: (message) => void errors.push(message) },
+    });
+
+    await expect(reconcile(deps)).rejects.toThrow(/1 of 4 listed objects could not be reconciled/);
+
+    expect(errors).toEqual([expect.stringMatching(/left unread/)]);
+    // The heartbeat, of what it read; not "no object near its cap", which would clear the alarm.
+    expect(metrics.get('ScheduledObjects')).toBe(3);
+    expect(metrics.has('ObjectsNearCap')).toBe(false);
+    expect(metrics.has('MaxObjectDepth')).toBe(false);
+    // A run that reads every object reports the hot one.
+    const unthrottled = reconcilerAt(t0, { config });
+    await reconcile(unthrottled.deps);
+    expect(unthrottled.metrics.get('ObjectsNearCap')).toBe(1);
+    expect(unthrottled.metrics.get('MaxObjectDepth')).toBe(9);
+    throttled.destroy();
   });
 });
