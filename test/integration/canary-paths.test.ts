@@ -38,7 +38,9 @@ describe("the canary's two paths", () => {
   it('counts a run as delivered only once its leased tick arrived too: with every lease refused, its quiet tick alone counts nothing', async () => {
     // Both paths working: the run is delivered once, its quiet tick by a quiet turn.
     await sandbox.runCanary();
-    await until(() => total('CanaryDelivered') === 1 && total('QuietTurns') === 1);
+    // The receiver counts the run as the ticks arrive; the delivery function counts
+    // its two events once their POSTs are answered, a moment later.
+    await until(() => total('CanaryDelivered') === 1 && total('QuietTurns') === 1 && total('EventsDelivered') === 2);
     expect(total('LeaseConflicts')).toBe(0);
 
     // Every lease refused, as in the hot-object incident: the quiet tick still arrives,
