@@ -158,7 +158,9 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   objectRatePerSecond: positiveInt(100_000),
   objectBurst: positiveInt(1_000_000),
   objectQueueCap: positiveInt(10_000_000),
-  tenantRatePerSecond: positiveInt(10_000),
+  // At most the burst's bound: the burst must be at least the rate (a usage plan's burst
+  // is API Gateway's token bucket, 5,000 at most in an account by default).
+  tenantRatePerSecond: positiveInt(5_000),
   tenantBurst: positiveInt(5_000),
   maxWebhooksPerTenant: positiveInt(10_000),
   turnMaxEvents: positiveInt(10_000),

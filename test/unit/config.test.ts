@@ -126,6 +126,13 @@ describe('config', () => {
     expect(() => buildConfig({ leaseMs: 1_000 })).toThrow(/leaseMs/);
   });
 
+  it("bounds a tenant's default rate by what its burst may be (5,000, API Gateway's burst), as the burst must be at least the rate", () => {
+    expect(buildConfig({ tenantRatePerSecond: 5_000, tenantBurst: 5_000 }).tenantRatePerSecond).toBe(5_000);
+    expect(() => buildConfig({ tenantRatePerSecond: 6_000, tenantBurst: 5_000 })).toThrow(
+      /tenantRatePerSecond must be an integer from 1 to 5000/,
+    );
+  });
+
   it('keeps the canary interval within the canary-stale alarm period (a tick in every 5 minutes)', () => {
     expect(buildConfig({ canaryIntervalSeconds: 240 }).canaryIntervalSeconds).toBe(240);
     expect(() => buildConfig({ canaryIntervalSeconds: 241 })).toThrow(/canaryIntervalSeconds/);
