@@ -1,6 +1,6 @@
 /**
  * A stream entry's position is the time the distributor stamped it, and a reader
- * serves positions up to 2 s before its own clock (SPEC §3 Event streams). An append
+ * serves positions up to 3 s before its own clock (SPEC §3 Event streams). An append
  * that lands later than that (throttled batches retried, a stalled container) could
  * sit behind a token a reader already holds: the distributor writes it again at a
  * fresh position, so the stream still serves every event.

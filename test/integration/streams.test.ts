@@ -66,7 +66,7 @@ describe('event streams', () => {
       );
     }
     await publish(sandbox, tenant.key, [{ resource: 'elsewhere:1', type: 'x.y', data: 'not ours' }]);
-    // Let everything be distributed and settle (a page stops 2 s short of now).
+    // Let everything be distributed and settle (a page stops 3 s short of now).
     await new Promise((resolve) => setTimeout(resolve, 3_000));
 
     const { events, pages } = await drain('project:1', start.body.sync, 151);
