@@ -30,7 +30,7 @@ import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { sentAgain } from './aws.ts';
-import { applied, epochSeconds, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
+import { applied, appliedOwn, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
 
 export interface AttemptRecord {
   readonly id: string;
@@ -316,26 +316,13 @@ export class DeliveryRecords {
    */
   async #putOnce(input: Omit<PutCommandInput, 'Item'> & { Item: Record<string, unknown> }): Promise<boolean> {
     const token = randomUUID();
-    try {
-      await this.#client.send(new PutCommand({ ...input, Item: { ...input.Item, written_by: token } }));
-      return true;
-    } catch (error) {
-      if (refusedOnRetry(error)) {
-        const key = { pk: input.Item.pk, sk: input.Item.sk };
-        const found = await this.#client.send(
-          new GetCommand({
-            TableName: this.#table,
-            Key: key,
-            ConsistentRead: true,
-            ProjectionExpression: '#written_by',
-            ExpressionAttributeNames: names('written_by'),
-          }),
-        );
-        if (found.Item?.written_by === token) return true;
-      }
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return appliedOwn(this.#client.send(new PutCommand({ ...input, Item: { ...input.Item, written_by: token } })), {
+      client: this.#client,
+      table: this.#table,
+      key: { pk: input.Item.pk, sk: input.Item.sk },
+      attribute: 'written_by',
+      token,
+    });
   }
 
   /**
@@ -847,8 +834,8 @@ export class DeliveryRecords {
   async #take(webhookId: string, limit: number, windowMs: number, window: number, count: number): Promise<boolean> {
     const key = { pk: ratePk(webhookId, windowMs, window), sk: 'rate' };
     const token = randomUUID();
-    try {
-      await this.#client.send(
+    return appliedOwn(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: key,
@@ -863,24 +850,9 @@ export class DeliveryRecords {
             ':exp': Math.floor((window * windowMs) / 1000) + Math.ceil(windowMs / 1000) + 120,
           },
         }),
-      );
-      return true;
-    } catch (error) {
-      if (refusedOnRetry(error)) {
-        const found = await this.#client.send(
-          new GetCommand({
-            TableName: this.#table,
-            Key: key,
-            ConsistentRead: true,
-            ProjectionExpression: '#take_token',
-            ExpressionAttributeNames: names('take_token'),
-          }),
-        );
-        if (found.Item?.take_token === token) return true;
-      }
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+      ),
+      { client: this.#client, table: this.#table, key, attribute: 'take_token', token },
+    );
   }
 
   /**

@@ -4,6 +4,7 @@ import {
   BatchWriteCommand,
   type BatchWriteCommandInput,
   type DynamoDBDocumentClient,
+  GetCommand,
   QueryCommand,
   type QueryCommandInput,
   type QueryCommandOutput,
@@ -26,6 +27,38 @@ export async function applied(write: Promise<unknown>): Promise<boolean> {
     await write;
     return true;
   } catch (error) {
+    if (isConditionFailure(error)) return false;
+    throw error;
+  }
+}
+
+/**
+ * Whether a conditional write that leaves `mark.token` in `mark.attribute` of its item
+ * applied, as `applied`, but for one case: refused on the SDK's second try or later, it
+ * may have been refused by its own first try, which applied and lost its answer (the
+ * condition refuses an item as that try left it). A consistent read of the attribute
+ * tells: the token read back is this write's, which applied.
+ */
+export async function appliedOwn(
+  write: Promise<unknown>,
+  mark: { client: DynamoDBDocumentClient; table: string; key: Record<string, unknown>; attribute: string; token: string },
+): Promise<boolean> {
+  try {
+    await write;
+    return true;
+  } catch (error) {
+    if (refusedOnRetry(error)) {
+      const found = await mark.client.send(
+        new GetCommand({
+          TableName: mark.table,
+          Key: mark.key,
+          ConsistentRead: true,
+          ProjectionExpression: '#attribute',
+          ExpressionAttributeNames: { '#attribute': mark.attribute },
+        }),
+      );
+      if (found.Item?.[mark.attribute] === mark.token) return true;
+    }
     if (isConditionFailure(error)) return false;
     throw error;
   }

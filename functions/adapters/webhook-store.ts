@@ -15,7 +15,7 @@ import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Subscriber, Webhook, WebhookStatus } from '../core/model.ts';
 import { BY_RESOURCE_INDEX, TENANT_SK, tenantPk } from '../definitions/tables.ts';
-import { applied, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
+import { applied, appliedOwn, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
 const webhookSk = (id: string) => `webhook#${id}`;
@@ -557,11 +557,18 @@ export class WebhookStore {
       removes.push('#notice_claimed_until', '#notice_claim');
       attributeNames.push('notice_claimed_until', 'notice_claim');
     }
-    try {
-      await this.#client.send(
+    const key = { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) };
+    // Refused on the SDK's second try, by the version its first try moved (it applied,
+    // its answer lost), the write is still this caller's if the token read back is this
+    // write's: taken for another writer's, the caller would apply its event again on top
+    // of its own (a failure counted twice) and, finding the transition made, never act
+    // on it (no probe sent on entering quarantine, no release on leaving it, no disable
+    // notice).
+    const saved = await appliedOwn(
+      this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
-          Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
+          Key: key,
           UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
           ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#health_version) OR #health_version = :version)${
             extra.url === undefined ? '' : ' AND #url = :url'
@@ -569,34 +576,12 @@ export class WebhookStore {
           ExpressionAttributeNames: names(...attributeNames),
           ExpressionAttributeValues: values,
         }),
-      );
-    } catch (error) {
-      // Refused on the SDK's second try, by the version its first try moved (it applied,
-      // its answer lost) if the token read back is this write's: taken for another
-      // writer's, the caller would apply its event again on top of its own (a failure
-      // counted twice) and, finding the transition made, never act on it (no probe sent
-      // on entering quarantine, no release on leaving it, no disable notice).
-      if (!refusedOnRetry(error) || (await this.#healthToken(webhook)) !== token) {
-        if (isConditionFailure(error)) return false;
-        throw error;
-      }
-    }
+      ),
+      { client: this.#client, table: this.#table, key, attribute: 'health_token', token },
+    );
+    if (!saved) return false;
     if (extra.status !== undefined && extra.status !== webhook.status) await this.#bump(webhook.tenantId);
     return true;
-  }
-
-  /** The token of the last health write of a webhook (strongly consistent). */
-  async #healthToken(webhook: Webhook): Promise<unknown> {
-    const result = await this.#client.send(
-      new GetCommand({
-        TableName: this.#table,
-        Key: { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) },
-        ConsistentRead: true,
-        ProjectionExpression: '#health_token',
-        ExpressionAttributeNames: names('health_token'),
-      }),
-    );
-    return result.Item?.health_token;
   }
 
   /**
@@ -723,31 +708,20 @@ export class WebhookStore {
     delta: number,
     cap?: { readonly condition: string; readonly limit: number },
   ): Promise<Webhook | undefined> {
-    const key = { pk: tenantPk(tenantId), sk: webhookSk(id) };
     const token = newCountToken();
-    try {
-      const result = await this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: key,
-          UpdateExpression: 'SET #held_token = :token ADD #held_count :delta',
-          ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#held_token) OR #held_token <> :token)${
-            cap === undefined ? '' : ` AND ${cap.condition}`
-          }`,
-          ExpressionAttributeNames: names('held_count', 'held_token', 'pk'),
-          ExpressionAttributeValues: { ':delta': delta, ':token': token, ...(cap !== undefined && { ':limit': cap.limit }) },
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return result.Attributes ? toWebhook(result.Attributes) : undefined;
-    } catch (error) {
-      if (refusedOnRetry(error)) {
-        const found = await this.#client.send(new GetCommand({ TableName: this.#table, Key: key, ConsistentRead: true }));
-        if (found.Item?.held_token === token) return toWebhook(found.Item);
-      }
-      if (isConditionFailure(error)) return undefined;
-      throw error;
-    }
+    return this.#updateAndRead(
+      tenantId,
+      id,
+      {
+        UpdateExpression: 'SET #held_token = :token ADD #held_count :delta',
+        ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#held_token) OR #held_token <> :token)${
+          cap === undefined ? '' : ` AND ${cap.condition}`
+        }`,
+        ExpressionAttributeNames: names('held_count', 'held_token', 'pk'),
+        ExpressionAttributeValues: { ':delta': delta, ':token': token, ...(cap !== undefined && { ':limit': cap.limit }) },
+      },
+      { attribute: 'held_token', token },
+    );
   }
 
   /**
