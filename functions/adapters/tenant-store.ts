@@ -279,14 +279,11 @@ export class TenantStore {
    */
   async beginDeletion(tenantId: string, now: number): Promise<{ keyHash?: string; provisioning: Record<string, string> } | undefined> {
     const item = await markOnce(this.#client, this.#table, { pk: tenantPk(tenantId), sk: TENANT_SK }, 'deleting_at', now);
-    if (!item) {
-      // None, but maybe still listed: a list entry a failed creation's cleanup left, or a
-      // rename's write of it that came after a deletion had removed it.
-      await this.#deleteEntry(tenantId);
-      return undefined;
-    }
-    // Not listed from now on, as it is not found.
+    // Not listed from now on, as it is not found; and with no tenant, maybe still listed:
+    // a list entry a failed creation's cleanup left, or a rename's write of it that came
+    // after a deletion had removed it.
     await this.#deleteEntry(tenantId);
+    if (!item) return undefined;
     return {
       ...(typeof item.key_hash === 'string' && { keyHash: item.key_hash }),
       provisioning: (item.provisioning as Record<string, string> | undefined) ?? {},
