@@ -9,7 +9,7 @@ import type { StreamStore } from '../adapters/stream-store.ts';
 import type { SubscriptionCache } from '../adapters/subscription-cache.ts';
 import type { SwitchReader } from '../adapters/switch-store.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
+import { chunkByBytes, deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { derivedId } from '../core/ids.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Subscriber } from '../core/model.ts';
@@ -547,7 +547,7 @@ export class Distributor {
           // A gap marker names no parents: it goes to every stream it was sent for.
           (e) => e.resource === resource || !('parents' in e) || e.parents.includes(resource),
         );
-        for (const piece of piecesOf(onStream, STREAM_PIECE_BYTES)) {
+        for (const piece of chunkByBytes(onStream, { maxBytes: STREAM_PIECE_BYTES })) {
           for (let attempt = 1; ; attempt++) {
             const stampedAt = this.#stamp();
             const entries = piece.map((event) => ({
@@ -623,23 +623,4 @@ export class Distributor {
     this.#deps.metrics.count('EventsDistributed', events.length);
     this.#deps.metrics.count('DeliveriesQueued', messages.length);
   }
-}
-
-/** Events in order, cut into runs of at most `maxBytes` of JSON each (an event larger alone is a run of its own). */
-function piecesOf<T>(events: readonly T[], maxBytes: number): T[][] {
-  const pieces: T[][] = [];
-  let piece: T[] = [];
-  let bytes = 0;
-  for (const event of events) {
-    const size = Buffer.byteLength(JSON.stringify(event));
-    if (piece.length > 0 && bytes + size > maxBytes) {
-      pieces.push(piece);
-      piece = [];
-      bytes = 0;
-    }
-    piece.push(event);
-    bytes += size;
-  }
-  if (piece.length > 0) pieces.push(piece);
-  return pieces;
 }

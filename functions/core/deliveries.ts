@@ -65,15 +65,34 @@ export function planDeliveries(
 
 /** Splits a webhook's events, in order, into deliveries of at most 100 events and 256 KiB. */
 export function chunkEvents<E>(events: readonly E[]): E[][] {
+  return chunkByBytes(events, {
+    maxBytes: MAX_DELIVERY_BYTES,
+    maxEvents: MAX_EVENTS_PER_DELIVERY,
+    baseBytes: ENVELOPE_BYTES,
+    // The comma between two events in the delivery's list.
+    perEventBytes: 1,
+  });
+}
+
+/**
+ * Cuts events, in order, into runs of at most `maxEvents` whose JSON (each event's, plus
+ * `perEventBytes`, plus `baseBytes` once a run) is at most `maxBytes`; an event larger
+ * alone is a run of its own.
+ */
+export function chunkByBytes<E>(
+  events: readonly E[],
+  limits: { readonly maxBytes: number; readonly maxEvents?: number; readonly baseBytes?: number; readonly perEventBytes?: number },
+): E[][] {
+  const { maxBytes, maxEvents = Number.POSITIVE_INFINITY, baseBytes = 0, perEventBytes = 0 } = limits;
   const chunks: E[][] = [];
   let chunk: E[] = [];
-  let bytes = ENVELOPE_BYTES;
+  let bytes = baseBytes;
   for (const event of events) {
-    const size = Buffer.byteLength(JSON.stringify(event)) + 1;
-    if (chunk.length > 0 && (chunk.length >= MAX_EVENTS_PER_DELIVERY || bytes + size > MAX_DELIVERY_BYTES)) {
+    const size = Buffer.byteLength(JSON.stringify(event)) + perEventBytes;
+    if (chunk.length > 0 && (chunk.length >= maxEvents || bytes + size > maxBytes)) {
       chunks.push(chunk);
       chunk = [];
-      bytes = ENVELOPE_BYTES;
+      bytes = baseBytes;
     }
     chunk.push(event);
     bytes += size;
