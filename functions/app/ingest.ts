@@ -266,27 +266,26 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   let accepted = 0;
   let duplicates = 0;
   const rejectedBy = new Map<string, number>();
-  for (const r of results) {
+  // The objects whose events were refused for a limit, named now and then in the log (see noteRefusals).
+  const limitedBy = new Map<string, { rate_limited: number; queue_full: number }>();
+  results.forEach((r, index) => {
     if (r.status === 'accepted') accepted++;
     else if (r.status === 'duplicate') duplicates++;
     else {
       const code = (r as RejectedResult).error.code;
       rejectedBy.set(code, (rejectedBy.get(code) ?? 0) + 1);
+      if (LIMIT_CODES.has(code)) {
+        const resource = (inputs[index] as EventInput).resource;
+        const counts = limitedBy.get(resource) ?? { rate_limited: 0, queue_full: 0 };
+        counts[code as 'rate_limited' | 'queue_full']++;
+        limitedBy.set(resource, counts);
+      }
     }
-  }
+  });
   deps.metrics.count('EventsAccepted', accepted);
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
   const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
-  // The objects whose events were refused for a limit, named now and then in the log (see noteRefusals).
-  const limitedBy = new Map<string, { rate_limited: number; queue_full: number }>();
-  inputs.forEach((input, index) => {
-    const r = results[index] as EventResult;
-    if (!limited(r)) return;
-    const counts = limitedBy.get(input.resource) ?? { rate_limited: 0, queue_full: 0 };
-    counts[(r as RejectedResult).error.code as 'rate_limited' | 'queue_full']++;
-    limitedBy.set(input.resource, counts);
-  });
   for (const [resource, counts] of limitedBy) noteRefusals(deps, { tenantId, resource }, counts);
   // Every event rejected for a limit is answered with when to send it again, in a 202
   // that accepted others as much as in a 429: the per-event answer says to wait for it.
