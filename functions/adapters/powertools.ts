@@ -18,6 +18,18 @@ interface DimensionedCount {
  */
 const dimensionedCounts = new WeakMap<Metrics, Map<string, DimensionedCount>>();
 
+/**
+ * Counts written the moment they are counted, not when the invocation ends: each pages
+ * on its own (dead-letters, events-rejected-or-dropped, webhook-disabled), and each
+ * follows a write the record's second run finds done and does not count again (a dead
+ * letter's key, a drop's receipt, a held count's overflow, a webhook's disabled state).
+ * Counted at the end, Lambda killing the invocation after the write (its timeout, out
+ * of memory) lost the page for good. They are rare, so the extra EMF line costs little;
+ * `EventsRejected`, which a flood counts on every request, is left to the end (an API
+ * invocation is one request, and the write it follows is a refusal, done again on retry).
+ */
+const PUBLISHED_AT_ONCE: ReadonlySet<string> = new Set(['DeadLetters', 'EventsDropped', 'EventsHeldOverflow', 'WebhooksDisabled']);
+
 export function metricsPort(metrics: Metrics): MetricsPort {
   return {
     seconds(name, value) {
@@ -27,6 +39,7 @@ export function metricsPort(metrics: Metrics): MetricsPort {
     // dimensions are given (what dashboards break down by), written by publishMetrics.
     count(name, value = 1, dimensions) {
       metrics.addMetric(name, MetricUnit.Count, value);
+      if (PUBLISHED_AT_ONCE.has(name)) metrics.publishStoredMetrics();
       if (dimensions && Object.keys(dimensions).length > 0) {
         const counts = dimensionedCounts.get(metrics) ?? new Map<string, DimensionedCount>();
         dimensionedCounts.set(metrics, counts);

@@ -47,4 +47,40 @@ describe('Powertools metrics port', () => {
     // Nothing is left for the next invocation.
     expect(emitted(() => publishMetrics(metrics))).toEqual([]);
   });
+
+  it('writes a count that pages on its own when it is counted, so a killed invocation still pages; the rest at the end', () => {
+    // Prepare: a delivery invocation that counted attempts, then wrote a dead letter.
+    const metrics = new Metrics({ namespace: 'Sluice', serviceName: 'Sluice/Test' });
+    const port = metricsPort(metrics);
+
+    // Act: Lambda kills the invocation after the dead letter's count (its end never comes).
+    const beforeTheEnd = emitted(() => {
+      port.count('DeliveryAttempts', 1, { result: 'failed' });
+      port.count('DeadLetters');
+    });
+    const atTheEnd = emitted(() => {
+      port.count('EventsDelivered', 3);
+      publishMetrics(metrics);
+    });
+
+    // Assert: the dead letter (and what was counted before it) is out before the end; nothing twice.
+    expect(beforeTheEnd.map((d) => [d.DeadLetters, d.DeliveryAttempts])).toEqual([[1, 1]]);
+    expect(atTheEnd.map((d) => [d.DeadLetters, d.EventsDelivered, d.DeliveryAttempts, d.result])).toEqual([
+      [undefined, undefined, 1, 'failed'],
+      [undefined, 3, undefined, undefined],
+    ]);
+  });
+
+  it('leaves a flood of rejections to the end of the invocation: one EMF document, not one per count', () => {
+    const metrics = new Metrics({ namespace: 'Sluice', serviceName: 'Sluice/Test' });
+    const port = metricsPort(metrics);
+
+    const beforeTheEnd = emitted(() => {
+      for (let i = 0; i < 5; i++) port.count('EventsRejected', 1);
+    });
+    const atTheEnd = emitted(() => publishMetrics(metrics));
+
+    expect(beforeTheEnd).toEqual([]);
+    expect(atTheEnd.map((d) => d.EventsRejected)).toEqual([[1, 1, 1, 1, 1]]);
+  });
 });
