@@ -27,7 +27,16 @@ function wholeApi(methodArn: string): string {
 export interface AuthorizerDeps extends AuthorizeDeps {
   readonly metrics?: MetricsPort;
   readonly logger?: LoggerPort;
+  readonly now?: () => number;
 }
+
+/**
+ * How often a container logs the keys it refused. Each refusal is counted
+ * (`KeysRefused`, by kind); a line per refusal would let a caller cycling random keys,
+ * each a new invocation that API Gateway's cache cannot answer, buy log volume at
+ * CloudWatch Logs' price, and say nothing the count does not.
+ */
+export const REFUSED_LOG_INTERVAL_MS = 60_000;
 
 /** What a refused header held, for logs and metrics: never the key itself. */
 function refusedKind(header: string): 'admin' | 'tenant' | 'malformed' {
@@ -36,7 +45,10 @@ function refusedKind(header: string): 'admin' | 'tenant' | 'malformed' {
 }
 
 export function makeAuthorizerHandler(deps: AuthorizerDeps): AuthorizerHandler {
-  const { metrics = NO_METRICS, logger = NO_LOGS } = deps;
+  const { metrics = NO_METRICS, logger = NO_LOGS, now = Date.now } = deps;
+  // Refusals since this container's last line about them, by kind; the first is logged at once.
+  let refused: Record<string, number> = {};
+  let loggedAt = Number.NEGATIVE_INFINITY;
   return async (event) => {
     let result: Awaited<ReturnType<typeof authorize>>;
     try {
@@ -50,7 +62,12 @@ export function makeAuthorizerHandler(deps: AuthorizerDeps): AuthorizerHandler {
       // API Gateway keeps this answer for its cache's time: one count per key and minute.
       const kind = refusedKind(event.authorizationToken);
       metrics.count('KeysRefused', 1, { kind });
-      logger.info('Key refused', { kind });
+      refused[kind] = (refused[kind] ?? 0) + 1;
+      if (now() - loggedAt >= REFUSED_LOG_INTERVAL_MS) {
+        logger.info('Keys refused', { refused_by_kind: refused });
+        refused = {};
+        loggedAt = now();
+      }
       return {
         principalId: 'anonymous',
         policyDocument: {

@@ -13,7 +13,7 @@ import { DeliveryQueue, readDeliverQueueBody } from '../../functions/adapters/de
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
-import { makeAuthorizerHandler } from '../../functions/authorizer/process.ts';
+import { makeAuthorizerHandler, REFUSED_LOG_INTERVAL_MS } from '../../functions/authorizer/process.ts';
 import { CONFIG_ENV } from '../../functions/core/config.ts';
 import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
@@ -299,7 +299,7 @@ describe('authorizer', () => {
     expect(result.principalId).toBe(fresh.id);
   });
 
-  it('counts and logs each refusal by the kind of key, never the key; a failed lookup is logged and thrown', async () => {
+  it('counts each refusal by the kind of key and logs them once a minute, never the key; a failed lookup is logged and thrown', async () => {
     const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
     const counted: Array<[string, number | undefined, unknown]> = [];
     const logged: Array<[string, string, unknown]> = [];
@@ -309,24 +309,32 @@ describe('authorizer', () => {
       error: (message: string, fields?: unknown) => void logged.push(['error', message, fields]),
     };
     const metrics = { count: (name: string, value?: number, dimensions?: unknown) => void counted.push([name, value, dimensions]) };
+    let clock = 1_000_000;
     const authorizer = makeAuthorizerHandler({
       adminKeyHash: async () => hashKey(sandbox.adminKey),
       tenants,
       adminUsageKey: 'a',
       metrics,
       logger,
+      now: () => clock,
     });
     const wrongTenantKey = `${tenant.key}x`;
-    for (const token of ['Bearer nope', `Bearer ${wrongTenantKey}`, `Bearer ak_${'x'.repeat(43)}`]) {
+    const refusedTokens = ['Bearer nope', `Bearer ${wrongTenantKey}`, `Bearer ak_${'x'.repeat(43)}`];
+    for (const token of [...refusedTokens, ...refusedTokens]) {
       await authorizer({ type: 'TOKEN', authorizationToken: token, methodArn });
+      clock += 5_000;
     }
     await authorizer({ type: 'TOKEN', authorizationToken: `Bearer ${tenant.key}`, methodArn });
-    expect(counted).toEqual([
-      ['KeysRefused', 1, { kind: 'malformed' }],
-      ['KeysRefused', 1, { kind: 'tenant' }],
-      ['KeysRefused', 1, { kind: 'admin' }],
+    clock += REFUSED_LOG_INTERVAL_MS;
+    await authorizer({ type: 'TOKEN', authorizationToken: 'Bearer nope', methodArn });
+    expect(counted).toEqual(
+      [...Array(2).fill(['malformed', 'tenant', 'admin']).flat(), 'malformed'].map((kind) => ['KeysRefused', 1, { kind }]),
+    );
+    // One line at the first refusal, then one a minute with what was refused since.
+    expect(logged).toEqual([
+      ['info', 'Keys refused', { refused_by_kind: { malformed: 1 } }],
+      ['info', 'Keys refused', { refused_by_kind: { tenant: 2, admin: 2, malformed: 2 } }],
     ]);
-    expect(logged.map(([level, message]) => `${level} ${message}`)).toEqual(['info Key refused', 'info Key refused', 'info Key refused']);
     expect(JSON.stringify(logged)).not.toContain(wrongTenantKey);
 
     const broken = makeAuthorizerHandler({
