@@ -761,13 +761,21 @@ async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: De
  * (its last step found nothing held and ended), or the endpoint recovered and its whole
  * release ran, no chain would send this one: a lost chain is noticed only by a later
  * delivery, 20 minutes on, and a quiet webhook may have none. The count's own write
- * (`counted`) tells: an active endpoint that delivers, with no chain, gets one now.
+ * (`counted`) tells: an active endpoint that delivers, with no chain, gets one now. The
+ * chain's start is conditional on the health that write read: another container's
+ * answer may change the health in between (a success written a minute after the last, a
+ * failure), and then the webhook is read again and looked at anew, as `startRelease`
+ * does; given up on that refusal, nothing would send this delivery.
  */
 async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: DeliveryMessage): Promise<void> {
-  if (counted.releaseToken !== undefined || counted.status !== 'active' || !deliversTo(counted.health)) return;
-  if (await beginRelease(deps, counted, deps.now())) {
-    deps.metrics.count('ChainsRevived', 1, { chain: 'release_ended' });
-    deps.logger.info('Held after the release chain ended; releasing again', context(message));
+  for (let attempt = 0, current: Webhook | undefined = counted; current && attempt < 5; attempt++) {
+    if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return;
+    if (await beginRelease(deps, current, deps.now())) {
+      deps.metrics.count('ChainsRevived', 1, { chain: 'release_ended' });
+      deps.logger.info('Held after the release chain ended; releasing again', context(message));
+      return;
+    }
+    current = await deps.webhooks.get(current.tenantId, current.id);
   }
 }
 

@@ -1545,6 +1545,48 @@ describe('a delivery held behind a release chain as the chain ends', () => {
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 
+  it('is released when another container changes the endpoint health between its count and the start of its chain', async () => {
+    const tenant = await createTenant(sandbox, 'release-raced');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 're:1', url: `${receiver.url}/release-raced` });
+    const { deps, sent } = later(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1))).toEqual([true, true]);
+    const before = await deps.webhooks.get(tenant.id, hook.id);
+    if (!before) throw new Error('no webhook');
+    await startRelease(deps, before);
+    await runChain(deps, sent);
+    await receiver.waitFor(() => okEvents('/release-raced').length === 1, 5_000);
+
+    // A second container's delivery succeeds a minute after the last success was written:
+    // its health write lands just after this container counts its delivery as held.
+    const other = later(61_000).deps;
+    const store = deps.webhooks as WebhookStore;
+    // Its first read is from before the chain released the first delivery: something held.
+    let reads = 0;
+    const reading: WebhookStore['get'] = async (tenantId, id) =>
+      ++reads === 1 ? { ...before, releaseAt: Date.now() } : store.get(tenantId, id);
+    const racing = {
+      ...deps,
+      webhooks: new Proxy(readingWith(deps, reading), {
+        get: (target, property) => {
+          if (property !== 'countHeld') return Reflect.get(target, property);
+          return async (...args: Parameters<WebhookStore['countHeld']>) => {
+            const counted = await store.countHeld(...args);
+            const seen = await other.webhooks.get(tenant.id, hook.id);
+            if (!seen) throw new Error('no webhook');
+            expect((await applyHealth(other, seen, { type: 'success', now: other.now() })).healthVersion).toBe(seen.healthVersion + 1);
+            return counted;
+          };
+        },
+      }),
+    };
+    expect(await handleDeliverMessage(racing, message(tenant.id, hook.id, 2))).toBe('held');
+
+    await runChain(deps, sent);
+    await receiver.waitFor(() => okEvents('/release-raced').length === 2, 5_000);
+    expect(okEvents('/release-raced').map((e) => e.data)).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('keeps the chain going when a delivery is counted as held after its last step found nothing held', async () => {
     const tenant = await createTenant(sandbox, 'release-ending');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 're:1', url: `${receiver.url}/release-ending` });
