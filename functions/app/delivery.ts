@@ -726,33 +726,48 @@ export const CHAIN_LOST_AFTER_MS = 20 * 60_000;
  * probe that waits for the endpoint's Retry-After is not overdue before it ends.
  */
 async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, now: number): Promise<void> {
-  const { health } = webhook;
-  if (webhook.status !== 'active') return;
   const accepted = Math.min(...message.events.map((e) => Date.parse(e.created_at)).filter(Number.isFinite));
   const lostAfter = CHAIN_LOST_AFTER_MS + (Number.isFinite(accepted) ? Math.max(0, now - accepted) : 0);
+  // Each start is conditional on the health read: refused because another container's
+  // answer changed it meanwhile (a success written a minute after the last, a failure),
+  // the webhook is read again and looked at anew; given up on that refusal, this delivery
+  // would wait for a later one to notice the lost chain, and a quiet webhook's for good.
+  // A reviver that got there first left a chain on time, which the look anew finds.
+  for (let attempt = 0, current: Webhook | undefined = webhook; current && attempt < 5; attempt++) {
+    if ((await reviveChainOnce(deps, current, message, now, lostAfter)) !== 'refused') return;
+    current = await deps.webhooks.get(current.tenantId, current.id);
+  }
+}
+
+/** Starts a chain that `webhook` shows lost (see reviveLostChain); 'refused' when its health changed since it was read. */
+async function reviveChainOnce(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  message: DeliveryMessage,
+  now: number,
+  lostAfter: number,
+): Promise<'none' | 'revived' | 'refused'> {
+  const { health } = webhook;
+  if (webhook.status !== 'active') return 'none';
   if (health.state === 'quarantined' && health.nextProbeAt !== undefined) {
     const due = Math.max(health.nextProbeAt, webhook.notBefore ?? 0);
-    if (now - due <= lostAfter) return;
+    if (now - due <= lostAfter) return 'none';
     const token = newId('msg', now);
     const interval = health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds;
     // Conditional on the health this read: of concurrent revivers, one starts a chain.
-    if (await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token })) {
-      deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
-      deps.logger.warn('Probe chain was lost; probing again', context(message));
-      await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
-    }
-    return;
+    if (!(await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token })))
+      return 'refused';
+    deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
+    deps.logger.warn('Probe chain was lost; probing again', context(message));
+    await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
+    return 'revived';
   }
   // Once: of concurrent revivers, the one whose write applies starts the chain.
-  if (
-    deliversTo(health) &&
-    webhook.heldCount > 0 &&
-    now - (webhook.releaseAt ?? 0) > lostAfter &&
-    (await beginRelease(deps, webhook, now))
-  ) {
-    deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
-    deps.logger.warn('Release chain was lost; releasing again', context(message));
-  }
+  if (!deliversTo(health) || webhook.heldCount <= 0 || now - (webhook.releaseAt ?? 0) <= lostAfter) return 'none';
+  if (!(await beginRelease(deps, webhook, now))) return 'refused';
+  deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
+  deps.logger.warn('Release chain was lost; releasing again', context(message));
+  return 'revived';
 }
 
 /**

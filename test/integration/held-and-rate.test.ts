@@ -663,6 +663,65 @@ describe('a chain of probes or release steps that was lost', () => {
   });
 });
 
+describe('a lost release chain noticed as another container changes the endpoint health', () => {
+  it('is started again all the same: the start refused by that write is tried on the webhook read again', async () => {
+    const tenant = await createTenant(sandbox, 'lost-raced');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lx:1', url: `${receiver.url}/lost-raced` });
+    const { deps, sent } = later(0);
+    const message = (n: number): DeliveryMessage => ({
+      deliveryId: `msg_lx${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_lx${n}`, seq: n, resource: 'lx:1', data: n })],
+      attempt: 1,
+    });
+    // One delivery held, for a release chain whose message was lost (it never took a step).
+    expect(await holdDelivery(deps, message(1))).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_lost', releaseAt: Date.now() - 21 * 60_000 })).toBe(
+      true,
+    );
+    // A second container's delivery succeeds a minute after the last success was written:
+    // its health write lands just before this container's start of a new chain.
+    const other = later(61_000).deps;
+    const store = deps.webhooks as WebhookStore;
+    let raced = false;
+    const racing = {
+      ...deps,
+      webhooks: new Proxy(store, {
+        get: (target, property) => {
+          const value = Reflect.get(target, property);
+          if (property !== 'saveHealth') return typeof value === 'function' ? value.bind(target) : value;
+          return async (...args: Parameters<WebhookStore['saveHealth']>) => {
+            if (!raced) {
+              raced = true;
+              const seen = await other.webhooks.get(tenant.id, hook.id);
+              if (!seen) throw new Error('no webhook');
+              expect((await applyHealth(other, seen, { type: 'success', now: other.now() })).healthVersion).toBe(seen.healthVersion + 1);
+            }
+            return store.saveHealth(...args);
+          };
+        },
+      }),
+    };
+
+    expect(await handleDeliverMessage(racing, message(2))).toBe('held');
+    expect(raced).toBe(true);
+
+    const release = sent.splice(0).filter((m) => (m as { kind?: string }).kind === 'release');
+    expect(release).toMatchObject([{ kind: 'release', webhookId: hook.id }]);
+    let next: unknown[] = release;
+    for (let step = 0; step < 5 && next.length > 0; step++) {
+      for (const m of next) await handleDeliverMessage(deps, m as DeliveryMessage);
+      next = sent.splice(0).filter((m) => (m as { kind?: string }).kind === 'release');
+    }
+    await receiver.waitFor(() => okEvents('/lost-raced').length === 2, 5_000);
+    expect(okEvents('/lost-raced').map((e) => e.data)).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+});
+
 describe('held deliveries that outlive the retention period, and a held count that drifted', () => {
   it('drops held deliveries past the retention period from the count, and a retention gap marker stands for them', async () => {
     const tenant = await createTenant(sandbox, 'held-expired');
