@@ -163,25 +163,30 @@ export class DeliveryRecords {
 
   /**
    * The unexpired items of one partition (TTL deletes late, so reads check expiry),
-   * optionally from a sort key on, newest first, or only one page of `limit`.
+   * optionally from a sort key on, newest first, at least `limit` of them (or all there
+   * are; a caller keeps the first `limit`), and only the attributes `projection` names.
+   * DynamoDB stops a query's page at 1 MB of items read, whatever its Limit: a partition
+   * of large items (a delivery's logged events) gives fewer than `limit` a page, and the
+   * pages after it are read until there are enough.
    */
   async #live(
     pk: string,
     now: number,
-    options: { fromSk?: string; newestFirst?: boolean; limit?: number } = {},
+    options: { fromSk?: string; newestFirst?: boolean; limit?: number; projection?: readonly string[] } = {},
   ): Promise<Record<string, unknown>[]> {
     const items: Record<string, unknown>[] = [];
+    const { limit, projection } = options;
     const pages = this.#pages(
       {
         KeyConditionExpression: options.fromSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk >= :from',
         FilterExpression: '#expires_at_ms > :now',
-        ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.fromSk === undefined ? [] : ['sk'])),
+        ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.fromSk === undefined ? [] : ['sk']), ...(projection ?? [])),
         ExpressionAttributeValues: { ':pk': pk, ':now': now, ...(options.fromSk !== undefined && { ':from': options.fromSk }) },
         ScanIndexForward: !options.newestFirst,
-        ...(options.limit !== undefined && { Limit: options.limit }),
+        ...(limit !== undefined && { Limit: limit }),
+        ...(projection !== undefined && { ProjectionExpression: projection.map((name) => `#${name}`).join(', ') }),
       },
-      // `limit` asks for one page only.
-      () => options.limit === undefined,
+      () => limit === undefined || items.length < limit,
     );
     for await (const page of pages) items.push(...(page.Items ?? []));
     return items;
@@ -192,9 +197,11 @@ export class DeliveryRecords {
    * delivery's first attempt is kept on its log item.
    */
   async attempts(webhookId: string, limit: number, now: number): Promise<AttemptRecord[]> {
+    // A log item also keeps its delivery's events (up to 256 KiB): only its first attempt is read out.
+    const projection = ['sk', 'id', 'delivery_id', 'attempt', 'status_code', 'duration_ms', 'error', 'at'];
     const [later, first] = await Promise.all([
       this.#live(attemptsPk(webhookId), now, { newestFirst: true, limit }),
-      this.#live(logPk(webhookId), now, { newestFirst: true, limit }),
+      this.#live(logPk(webhookId), now, { newestFirst: true, limit, projection }),
     ]);
     const items = [...later, ...first.filter((item) => item.attempt !== undefined)]
       .sort((a, b) => String(b.sk).localeCompare(String(a.sk)))
