@@ -74,43 +74,57 @@ const MAX_CLAIM_ATTEMPTS = 3;
 
 /**
  * How often a container logs that an object's events are refused for its rate or queue
- * cap. The metric that pages (EventsRejected, events-rejected-or-dropped) cannot name
- * the object, and a rate-limited object's queue stays shallow, so the deepest queues need
- * not show it: a line names it, at most once a minute per object, since a line per
- * request would be a flood of logs in the very flood it reports. Each line counts the
- * refusals since the one before.
+ * cap, or for their idempotency key. The metric that pages (EventsRejected,
+ * events-rejected-or-dropped) cannot name the object, a rate-limited object's queue stays
+ * shallow, so the deepest queues need not show it, and a request whose events are refused
+ * for their key is answered 202 like any other: a line names it, at most once a minute per
+ * object, since a line per request would be a flood of logs in the very flood it reports.
+ * Each line counts the refusals since the one before.
  */
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 const REFUSAL_LOG_MEMORY = 10_000;
+/** The refusals a line reports, by the codes it counts. */
+const REFUSAL_LINES = {
+  limit: { message: "Events refused for their object's rate or queue cap", codes: ['rate_limited', 'queue_full'] },
+  // A producer's bug (a key used again for another event, or sent by two requests at once):
+  // its tenant is the one to tell.
+  key: {
+    message: 'Events refused for their idempotency key (used for another event, or being accepted by another request)',
+    codes: ['invalid_request', 'conflict'],
+  },
+} as const;
+type RefusalLine = keyof typeof REFUSAL_LINES;
+/** The line, if any, that reports an event refused with this code. */
+const REFUSAL_LINE_OF: ReadonlyMap<string, RefusalLine> = new Map(
+  (Object.keys(REFUSAL_LINES) as RefusalLine[]).flatMap((line) => REFUSAL_LINES[line].codes.map((code) => [code, line] as const)),
+);
 interface Refusals {
   loggedAt: number | undefined;
-  rate_limited: number;
-  queue_full: number;
+  counts: Record<string, number>;
 }
-/** Per object, when this container last logged its refusals and how many came since. */
+/** Per line and object, when this container last logged its refusals and how many came since. */
 const refusals = new Map<string, Refusals>();
 
-function noteRefusals(deps: IngestDeps, key: ObjectKey, counts: Readonly<Record<'rate_limited' | 'queue_full', number>>): void {
-  const objectKey = `${key.tenantId}#${key.resource}`;
+function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): void {
+  const objectKey = `${line}#${key.tenantId}#${key.resource}`;
+  const { message, codes } = REFUSAL_LINES[line];
   let tally = refusals.get(objectKey);
   if (!tally) {
     if (refusals.size >= REFUSAL_LOG_MEMORY) refusals.clear();
-    tally = { loggedAt: undefined, rate_limited: 0, queue_full: 0 };
+    tally = { loggedAt: undefined, counts: Object.fromEntries(codes.map((code) => [code, 0])) };
     refusals.set(objectKey, tally);
   }
-  tally.rate_limited += counts.rate_limited;
-  tally.queue_full += counts.queue_full;
+  for (const code of codes) tally.counts[code] = (tally.counts[code] ?? 0) + (counts[code] ?? 0);
   const now = deps.now();
   if (tally.loggedAt !== undefined && now - tally.loggedAt < REFUSAL_LOG_INTERVAL_MS) return;
-  deps.logger.warn("Events refused for their object's rate or queue cap", {
+  deps.logger.warn(message, {
     tenant: key.tenantId,
     resource: key.resource,
-    rate_limited: tally.rate_limited,
-    queue_full: tally.queue_full,
-    rate_per_second: deps.config.objectRatePerSecond,
-    queue_cap: deps.config.objectQueueCap,
+    ...tally.counts,
+    ...(line === 'limit' && { rate_per_second: deps.config.objectRatePerSecond, queue_cap: deps.config.objectQueueCap }),
   });
-  Object.assign(tally, { loggedAt: now, rate_limited: 0, queue_full: 0 });
+  tally.loggedAt = now;
+  tally.counts = Object.fromEntries(codes.map((code) => [code, 0]));
 }
 
 function conflict(): EventResult {
@@ -266,19 +280,20 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   let accepted = 0;
   let duplicates = 0;
   const rejectedBy = new Map<string, number>();
-  // The objects whose events were refused for a limit, named now and then in the log (see noteRefusals).
-  const limitedBy = new Map<string, { rate_limited: number; queue_full: number }>();
+  // The objects whose events were refused for a limit or their key, named now and then in the log (see noteRefusals).
+  const refusedBy = new Map<string, { line: RefusalLine; resource: string; counts: Record<string, number> }>();
   results.forEach((r, index) => {
     if (r.status === 'accepted') accepted++;
     else if (r.status === 'duplicate') duplicates++;
     else {
       const code = (r as RejectedResult).error.code;
       rejectedBy.set(code, (rejectedBy.get(code) ?? 0) + 1);
-      if (LIMIT_CODES.has(code)) {
+      const line = REFUSAL_LINE_OF.get(code);
+      if (line) {
         const resource = (inputs[index] as EventInput).resource;
-        const counts = limitedBy.get(resource) ?? { rate_limited: 0, queue_full: 0 };
-        counts[code as 'rate_limited' | 'queue_full']++;
-        limitedBy.set(resource, counts);
+        const refused = refusedBy.get(`${line}#${resource}`) ?? { line, resource, counts: {} };
+        refused.counts[code] = (refused.counts[code] ?? 0) + 1;
+        refusedBy.set(`${line}#${resource}`, refused);
       }
     }
   });
@@ -286,7 +301,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
   const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
-  for (const [resource, counts] of limitedBy) noteRefusals(deps, { tenantId, resource }, counts);
+  for (const { line, resource, counts } of refusedBy.values()) noteRefusals(deps, line, { tenantId, resource }, counts);
   // Every event rejected for a limit is answered with when to send it again, in a 202
   // that accepted others as much as in a 429: the per-event answer says to wait for it.
   return {

@@ -37,7 +37,7 @@ describe('refusals in the log', () => {
       }
       return refused;
     };
-    const refusalLines = () => lines.filter((l) => l.message.startsWith('Events refused'));
+    const refusalLines = () => lines.filter((l) => l.message.startsWith("Events refused for their object's"));
 
     // Act: a flood of 40 requests within a second (its burst is 200 events: 4 requests).
     const refusedFirst = await flood(40);
@@ -62,5 +62,37 @@ describe('refusals in the log', () => {
     expect(first.rate_limited).toBe(50);
     expect(refusedLater).toBe(300);
     expect(second.rate_limited).toBe(refusedFirst - 50 + 50);
+  });
+
+  it('names the object whose events are refused for an idempotency key used for another event, once a minute', async () => {
+    // Prepare: a producer whose bug reuses one key for every change of its object (the key
+    // is the resource id): EventsRejected counts them by reason only, and each request,
+    // answered 202, is like any other in the API's access log.
+    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const note = (message: string, fields?: Readonly<Record<string, unknown>>) => void lines.push({ message, fields: { ...fields } });
+    const logger: LoggerPort = { info: note, warn: note, error: note };
+    let clock = Date.now();
+    const { ingest } = apiServices({ ...sandbox.wiring, logger, now: () => clock }, {} as never, sandbox.notifier);
+    const tenant = await createTenant(sandbox, 'reuser');
+    const change = (n: number) => validatePublish({ events: [{ resource: 'order:42', type: 'order.changed', data: n, id: 'order:42' }] });
+    expect((await publish(ingest, tenant.id, change(0))).results[0]?.status).toBe('accepted');
+
+    // Act: 20 more changes under the same key.
+    const codes: string[] = [];
+    for (let n = 1; n <= 20; n++) {
+      const [result] = (await publish(ingest, tenant.id, change(n))).results;
+      codes.push(result?.status === 'rejected' ? result.error.code : String(result?.status));
+    }
+    clock += 61_000;
+    const [later] = (await publish(ingest, tenant.id, change(21))).results;
+
+    // Assert: every one refused, and the log names the tenant and resource, once and again a minute later.
+    expect(new Set(codes)).toEqual(new Set(['invalid_request']));
+    expect(later).toMatchObject({ status: 'rejected', error: { code: 'invalid_request' } });
+    const keyLines = lines.filter((l) => l.message.startsWith('Events refused for their idempotency key'));
+    expect(keyLines.map((l) => l.fields)).toEqual([
+      expect.objectContaining({ tenant: tenant.id, resource: 'order:42', invalid_request: 1, conflict: 0 }),
+      expect.objectContaining({ tenant: tenant.id, resource: 'order:42', invalid_request: 20, conflict: 0 }),
+    ]);
   });
 });
