@@ -44,7 +44,7 @@ export class AlarmEvaluator {
       const { breaching, value, judged } = this.#assess(alarm, now);
       const previous = this.#states.get(alarm.name);
       // With no data at all, an alarm that ignores missing data keeps its state.
-      const kept = !judged && alarm.missingData === 'ignore' ? previous?.state : undefined;
+      const kept = !judged && alarm.missingData === 'ignore' ? this.#stateOfLastData(alarm, now, previous?.state) : undefined;
       const next: AlarmStateValue = kept ?? (breaching ? 'ALARM' : 'OK');
       if (!previous || previous.state !== next) this.#states.set(alarm.name, { state: next, since: now });
       const current = this.#states.get(alarm.name) as { state: AlarmStateValue; since: number };
@@ -60,9 +60,29 @@ export class AlarmEvaluator {
     });
   }
 
+  /**
+   * The state an alarm that ignores missing data kept when its last data went: CloudWatch
+   * judges every minute, so it is what the last period that held data said; the sandbox
+   * judges only when asked, and the state it last saw may be older than that data (a
+   * reconciler's report of no object near its cap that came, and went out of the period,
+   * between two looks) or there may be none (a report of one that nobody looked at in
+   * its minute). Without data kept at all, the state stays as it was.
+   */
+  #stateOfLastData(alarm: AlarmDefinition, now: number, previous: AlarmStateValue | undefined): AlarmStateValue | undefined {
+    const times = alarm.sources.map((source) => this.#metrics.latestBefore(sourceKey(source), now));
+    const last = Math.max(...times.map((t) => t ?? Number.NEGATIVE_INFINITY));
+    if (!Number.isFinite(last)) return previous;
+    // The last period that held data ends a period after its last data point.
+    return this.#assess(alarm, last + this.#periodMs(alarm)).breaching ? 'ALARM' : 'OK';
+  }
+
+  #periodMs(alarm: AlarmDefinition): number {
+    return alarm.periodSeconds * 1000 * (alarm.schedule ? 1 : this.#timeScale);
+  }
+
   /** `judged` is false when no period had data. */
   #assess(alarm: AlarmDefinition, now: number): { breaching: boolean; value: number | null; judged: boolean } {
-    const period = alarm.periodSeconds * 1000 * (alarm.schedule ? 1 : this.#timeScale);
+    const period = this.#periodMs(alarm);
     let breaches = 0;
     let latest: number | null = null;
     let judged = false;

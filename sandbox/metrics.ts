@@ -100,6 +100,14 @@ export class InMemoryMetrics implements MetricsPort {
     return out;
   }
 
+  /** The time of a key's latest data point before `to`; undefined when it has none kept. */
+  latestBefore(key: string, to: number): number | undefined {
+    const series = this.#series.get(key);
+    if (!series) return undefined;
+    const index = lowerBound(series.at, to) - 1;
+    return index >= 0 ? series.at[index] : undefined;
+  }
+
   /** The total of a counter since start, over all dimension values unless some are given. */
   total(name: string, dimensions?: Readonly<Record<string, string>>): number {
     return this.#totals.get(dimensions ? dimensionKey(name, dimensions) : name) ?? 0;

@@ -143,6 +143,23 @@ describe('sandbox alarm evaluation', () => {
     expect(state()).toBe('OK');
   });
 
+  it("keeps the near-cap alarm in the state of the reconciler's last report, though nobody asked in the minute after it", () => {
+    // CloudWatch judges every minute; the sandbox judges when GET /v1/admin/alarms asks.
+    let now = 9_500_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, buildConfig({ reconcileIntervalSeconds: 300 }), { now: () => now });
+    const state = () => evaluator.evaluate().find((a) => a.name === 'object-queue-near-cap')?.state;
+    // A report of an object near its cap, first looked at two minutes later: it pages.
+    metrics.count('ObjectsNearCap', 1);
+    now += 120_000;
+    expect(state()).toBe('ALARM');
+    // The next report says none is; on-call looks two minutes after it: it has cleared.
+    now += 180_000;
+    metrics.count('ObjectsNearCap', 0);
+    now += 120_000;
+    expect(state()).toBe('OK');
+  });
+
   it('alarms on what the first minutes of a sandbox hold, without judging the missing data before it started', () => {
     let now = 5_000_000;
     const metrics = new InMemoryMetrics(() => now);
