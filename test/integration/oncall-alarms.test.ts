@@ -1,0 +1,129 @@
+/**
+ * The alarms as on-call meets them, in the sandbox: each condition made to happen, the
+ * alarm firing and clearing, and its runbook's steps (docs/runbooks.md) followed as written.
+ */
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { describe, expect, it } from 'vitest';
+import { sqsMessageBody } from '../../functions/adapters/send-batcher.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+// Alarm periods shrunk 100×: a 5-minute period is 3 s. One attempt a delivery, then a dead letter.
+withSandbox(
+  { canary: false, alarmTimeScale: 0.01, config: { retryScheduleSeconds: [0], objectQueueCap: 20, switchCacheMs: 500 } },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
+
+const admin = () => ({ key: sandbox.adminKey });
+
+async function alarmState(name: string): Promise<string> {
+  const response = await call(sandbox, 'GET', '/v1/admin/alarms', admin());
+  return response.body.data.find((a: { name: string }) => a.name === name)?.state;
+}
+
+/** Polls the alarm until it is in `state`; answers how long that took (ms). */
+async function until(name: string, state: 'OK' | 'ALARM', timeoutMs = 15_000): Promise<number> {
+  const started = Date.now();
+  while ((await alarmState(name)) !== state) {
+    if (Date.now() - started > timeoutMs) throw new Error(`${name} not ${state} after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return Date.now() - started;
+}
+
+describe('alarms, made to fire in the sandbox and followed through their runbooks', () => {
+  it('webhook-disabled fires for a 410, its owner is told, and it clears after its period', async () => {
+    const tenant = await createTenant(sandbox, 'gone');
+    receiver.answer('/gone', { status: 410, pings: 200 });
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:1', url: `${receiver.url}/gone` });
+    expect(await alarmState('webhook-disabled')).toBe('OK');
+
+    await publish(sandbox, tenant.key, [{ resource: 'doc:1', type: 'doc.changed', data: {} }]);
+
+    await until('webhook-disabled', 'ALARM');
+    const notices = (await call(sandbox, 'GET', '/sandbox/notifications')).body;
+    expect(JSON.stringify(notices)).toContain(hook.id);
+    const health = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    expect(health).toMatchObject({ state: 'disabled', last_failure: { status_code: 410 } });
+    await until('webhook-disabled', 'OK');
+  }, 30_000);
+
+  it('dead-letters fires for a delivery that used up its retries; the runbook lists it, replays it, and the alarm clears', async () => {
+    const tenant = await createTenant(sandbox, 'failing');
+    receiver.answer('/failing', { status: 500, pings: 200 });
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:2', url: `${receiver.url}/failing` });
+
+    await publish(sandbox, tenant.key, [{ resource: 'doc:2', type: 'doc.changed', data: { n: 1 } }]);
+
+    await until('dead-letters', 'ALARM');
+    const letters = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/dead-letters`, { key: tenant.key });
+    expect(letters.body.data).toHaveLength(1);
+    receiver.answer('/failing', 200);
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/dead-letters/replay`, { key: tenant.key });
+    expect(replay.body).toMatchObject({ deliveries: 1, events: 1 });
+    await receiver.waitFor(() => receiver.acceptedEvents('/failing').length === 1, 10_000);
+    await until('dead-letters', 'OK');
+  }, 30_000);
+
+  it('delivery-backlog-age fires for deliveries received over 5 minutes after they were due, in 2 of 3 periods, and clears', async () => {
+    const tenant = await createTenant(sandbox, 'late');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:4', url: `${receiver.url}/late` });
+    // As if the deliver queue had held them for 400 s past their due time.
+    const late = (n: number) =>
+      sandbox.wiring.sqs.send(
+        new SendMessageCommand({
+          QueueUrl: sandbox.wiring.deliverQueueUrl,
+          MessageGroupId: tenant.id,
+          MessageBody: sqsMessageBody({
+            deliveryId: `msg_late${n}`,
+            tenantId: tenant.id,
+            webhookId: hook.id,
+            events: [deliveredEventFixture({ id: `evt_late${n}`, seq: n, resource: 'doc:4' })],
+            attempt: 1,
+            dueAt: Date.now() - 400_000,
+          }),
+        }),
+      );
+
+    await late(1);
+    await receiver.waitFor(() => receiver.acceptedEvents('/late').length === 1, 10_000);
+    expect(await alarmState('delivery-backlog-age')).toBe('OK');
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await late(2);
+    await receiver.waitFor(() => receiver.acceptedEvents('/late').length === 2, 10_000);
+
+    await until('delivery-backlog-age', 'ALARM', 2_000);
+    await until('delivery-backlog-age', 'OK');
+  }, 30_000);
+
+  it('object-queue-near-cap fires at the reconciler report of a paused object past 80 % of its cap, and clears at the report after it drained', async () => {
+    const tenant = await createTenant(sandbox, 'deep');
+    await createWebhook(sandbox, tenant.key, { resource: 'doc:3', url: `${receiver.url}/deep` });
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'doc:3', action: 'pause', reason: 'test' },
+    });
+    expect(pause.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const events = Array.from({ length: 17 }, (_, n) => ({ resource: 'doc:3', type: 'doc.changed', data: { n } }));
+    expect((await publish(sandbox, tenant.key, events)).status).toBe(202);
+
+    await sandbox.reconcile();
+    await until('object-queue-near-cap', 'ALARM');
+    const queues = (await call(sandbox, 'GET', '/v1/admin/queues?limit=20', admin())).body.data;
+    expect(queues[0]).toMatchObject({ tenant: tenant.id, resource: 'doc:3', depth: 17 });
+
+    await call(sandbox, 'DELETE', `/v1/admin/switches/${pause.body.id}`, admin());
+    await receiver.waitFor(() => receiver.acceptedEvents('/deep').length === 17, 15_000);
+    await sandbox.reconcile();
+    await until('object-queue-near-cap', 'OK');
+  }, 40_000);
+});
