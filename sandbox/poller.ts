@@ -79,6 +79,15 @@ export class Poller {
   /** Loops whose receive is under way: each holds a slot for the batch it may bring. */
   #receiving = 0;
   #waiting: Array<() => void> = [];
+  /**
+   * Messages received and not deleted, by id: in flight, or back in the queue after a
+   * failed receive, waiting out the visibility timeout. SQS's ApproximateAgeOfOldestMessage
+   * counts them (the oldest message not deleted), so the age measured here does too: a
+   * doorbell every receive fails is minutes old between its receives, not an empty queue.
+   * `goneAt`: when one received for the last time its redrive policy allows moves to the
+   * dead-letter queue (it would be visible again then).
+   */
+  readonly #undeleted = new Map<string, { readonly sentAt: number; goneAt?: number }>();
 
   constructor(options: PollerOptions) {
     this.#options = options;
@@ -154,8 +163,8 @@ export class Poller {
         }
         const messages = received.Messages ?? [];
         const now = Date.now();
-        const oldest = Math.max(0, ...messages.map((m) => now - Number(m.Attributes?.SentTimestamp ?? now)));
-        this.#options.metrics?.record(`queue:${queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
+        for (const m of messages) this.#undeleted.set(m.MessageId as string, { sentAt: Number(m.Attributes?.SentTimestamp ?? now) });
+        this.recordAge(now);
         if (messages.length === 0) continue;
         if (!this.#running) {
           await this.#giveBack(messages);
@@ -175,6 +184,31 @@ export class Poller {
         if (!this.#running) return;
         logger.error('Poller iteration failed', { function: functionName, error });
         await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  }
+
+  /**
+   * Records the age of the oldest message this mapping has seen and not deleted (in
+   * flight, or waiting to be received again), as CloudWatch measures the queue's: at each
+   * receive, and when the sandbox's monitor asks (a receive can wait 20 s for nothing).
+   */
+  recordAge(now = Date.now()): void {
+    let oldest = 0;
+    for (const [id, message] of this.#undeleted) {
+      if (message.goneAt !== undefined && message.goneAt <= now) this.#undeleted.delete(id);
+      else oldest = Math.max(oldest, now - message.sentAt);
+    }
+    this.#options.metrics?.record(`queue:${this.#options.queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
+  }
+
+  /** Notes records SQS keeps after this receive (failed, or their invocation did): each comes back, or goes to the dead-letter queue. */
+  #kept(records: readonly SQSRecord[]): void {
+    const { definition } = this.#options.queue;
+    for (const record of records) {
+      const message = this.#undeleted.get(record.messageId);
+      if (message && Number(record.attributes?.ApproximateReceiveCount ?? 1) >= definition.maxReceiveCount) {
+        message.goneAt = Date.now() + definition.visibilityTimeoutSeconds * 1000;
       }
     }
   }
@@ -222,6 +256,7 @@ export class Poller {
         const billed = error instanceof TimedOut ? Math.max(ran, timeoutSeconds * 1000) : ran;
         this.#options.onInvocation?.(this.#options.fn ?? functionName, billed);
         if (this.#options.fn) this.#options.metrics?.record(`function:${this.#options.fn}:Errors`, 1);
+        this.#kept(records);
         throw error;
       }
       const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
@@ -232,6 +267,7 @@ export class Poller {
         throw new Error(`The batch response names a message that is not in the batch: ${JSON.stringify(response.batchItemFailures)}`);
       }
       const done = records.filter((r) => !failed.has(r.messageId));
+      this.#kept(records.filter((r) => failed.has(r.messageId)));
       if (done.length > 0) {
         await client.send(
           new DeleteMessageBatchCommand({
@@ -239,6 +275,7 @@ export class Poller {
             Entries: done.map((r, i) => ({ Id: String(i), ReceiptHandle: r.receiptHandle })),
           }),
         );
+        for (const record of done) this.#undeleted.delete(record.messageId);
       }
     } catch (error) {
       if (!this.#running) return;

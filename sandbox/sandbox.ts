@@ -242,8 +242,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   ];
   const timers: ReturnType<typeof setInterval>[] = [];
 
-  // What CloudWatch would measure on the dead-letter queues.
+  // What CloudWatch would measure on the dead-letter queues, and the queues' age between receives.
   const monitor = setInterval(() => {
+    for (const poller of pollers) poller.recordAge();
     for (const queue of Object.values(queues)) {
       awsItself
         .send(new GetQueueAttributesCommand({ QueueUrl: queue.deadLetterUrl, AttributeNames: ['ApproximateNumberOfMessages'] }))
