@@ -192,7 +192,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
 
   // Idempotency keys first: a repeated key is answered from its record and admitted nowhere.
   const claimed: Pending[] = [];
-  // DynamoDB refusing a claim or a reserve: the storage is failing (see the end).
+  // DynamoDB refusing a claim, a reserve or a write of events: the storage is failing (see the end).
   const storageErrors: unknown[] = [];
   // By resource, the first event whose key could not be claimed.
   const firstUnclaimed = new Map<string, number>();
@@ -243,7 +243,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
     })),
   );
   const reserved = admissions.flatMap(({ admission }) => ('reservation' in admission ? [admission] : []));
-  const unstored = await storeEvents(deps, reserved, await noteReservations(deps, tenantId, reserved));
+  const unstored = await storeEvents(deps, reserved, await noteReservations(deps, tenantId, reserved, storageErrors), storageErrors);
   const outcomes = await Promise.all(
     admissions.map(({ admission }) => ('reservation' in admission ? finishObject(deps, admission, unstored) : admission.outcome)),
   );
@@ -271,9 +271,10 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
       await settle.catch((error: unknown) => deps.logger.error('Idempotency record not settled', { tenant: tenantId, accepted, error }));
     }),
   );
-  // Nothing stored and a claim or a reserve failed: the storage is failing, and the request
-  // is answered as a whole (500, what the ingest-5xx alarm watches), as before any write.
-  // A 202 whose every event is internal would leave on-call unpaged.
+  // Nothing stored and a claim, a reserve or the write of the reserved events failed: the
+  // storage is failing, and the request is answered as a whole (500, what the ingest-5xx
+  // alarm watches), as before any write. A 202 whose every event is internal would leave
+  // on-call unpaged.
   if (storageErrors.length > 0 && results.every((r) => r.status === 'rejected')) throw storageErrors[0];
 
   // One data point per outcome and request, however many events it had.
@@ -366,7 +367,12 @@ type Unstored = ReadonlyMap<string, 'voided' | 'unknown'>;
  * it before its slot could be named.) Answers the events whose slot could not be
  * named: they must not be stored.
  */
-async function noteReservations(deps: IngestDeps, tenantId: string, reserved: readonly Reserved[]): Promise<ReadonlySet<string>> {
+async function noteReservations(
+  deps: IngestDeps,
+  tenantId: string,
+  reserved: readonly Reserved[],
+  storageErrors: unknown[],
+): Promise<ReadonlySet<string>> {
   const unnoted = new Set<string>();
   await Promise.all(
     reserved.flatMap((r) =>
@@ -376,6 +382,7 @@ async function noteReservations(deps: IngestDeps, tenantId: string, reserved: re
         const reservation = { resource: r.key.resource, slot: event.slot, reservedAt: r.reservedAt };
         const noted = await deps.idempotency.noteReservation(tenantId, key, event.id, reservation).catch((error: unknown) => {
           deps.logger.error('Idempotency record could not name its slot', { tenant: tenantId, resource: r.key.resource, error });
+          storageErrors.push(error);
           return false;
         });
         if (!noted) unnoted.add(event.id);
@@ -393,7 +400,12 @@ async function noteReservations(deps: IngestDeps, tenantId: string, reserved: re
  * none of its batches can still write (see batchWrite), so no put lands on a slot after
  * its void.
  */
-async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unnoted: ReadonlySet<string>): Promise<Unstored> {
+async function storeEvents(
+  deps: IngestDeps,
+  reserved: readonly Reserved[],
+  unnoted: ReadonlySet<string>,
+  storageErrors: unknown[],
+): Promise<Unstored> {
   const toWrite = reserved.filter((r) => !r.reservation.inlined && r.events.length > 0);
   const writes = toWrite
     .map((r) => ({ key: r.key, events: r.events.filter((e) => !unnoted.has(e.id)), reservedAt: r.reservedAt }))
@@ -404,6 +416,7 @@ async function storeEvents(deps: IngestDeps, reserved: readonly Reserved[], unno
       await deps.queues.writeEventsOf(writes);
     } catch (error) {
       deps.logger.error('Event write failed after reservation', { tenant: writes[0]?.key.tenantId, objects: writes.length, error });
+      storageErrors.push(error);
       failed = true;
     }
   }

@@ -396,16 +396,18 @@ describe('ingest', () => {
       return retried;
     });
     const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
-    const outcome = await publish(
-      deps,
-      k.tenantId,
-      Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
-    );
+    // None of its events stored: the request fails as a whole (500).
+    await expect(
+      publish(
+        deps,
+        k.tenantId,
+        Array.from({ length: 30 }, (_, n) => input(k.resource, n + 1)),
+      ),
+    ).rejects.toThrow('Throughput exceeded');
     await new Promise((resolve) => setTimeout(resolve, 200));
     await retried;
-    const { answers, delivered } = await answeredAndDelivered(k, outcome);
-    // Retried, they landed after the voids and were delivered, though answered internal.
-    expect(answers).toEqual(Array(30).fill('internal'));
+    const { delivered } = await answeredAndDelivered(k, { results: [], httpStatus: 202, retryAfterSeconds: undefined });
+    // Retried, they landed after the voids and were delivered, though the request failed.
     expect(delivered).toEqual([]);
     expect(tries).toBe(1);
   });
@@ -528,6 +530,24 @@ describe('ingest', () => {
     ).rejects.toThrow('InternalServerError');
     expect(await store.readMeta(k)).toBeUndefined();
     expect(rings).toEqual([]);
+  });
+
+  it('fails a request as a whole (the API answers 500) when none of its events could be written after their reserve', async () => {
+    const k = key();
+    // DynamoDB failing the batched write (the emulator cannot be made to): the reserve went through.
+    class FailingWrites extends QueueStore {
+      override async writeEventsOf(): Promise<void> {
+        throw new Error('InternalServerError');
+      }
+    }
+    const queues = new FailingWrites({ client, tableName: eventsTable, retentionDays: 7 });
+    const deps = { ...ingestDeps([]), queues } as Parameters<typeof publish>[0];
+    // Answered 202 with every event internal, the ingest-5xx alarm never saw the storage failing.
+    await expect(publish(deps, k.tenantId, [input(k.resource, 1), input(k.resource, 2)])).rejects.toThrow('InternalServerError');
+    // Nothing of it is delivered: its slots were voided.
+    const { distributor, sent } = recordingDistributor({ ingestGraceMs: 60_000 });
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect(sent).toEqual([]);
   });
 
   it('recognises its own reserve when the SDK retried it after the answer to an applied first try was lost', async () => {
@@ -1996,8 +2016,8 @@ describe('idempotency keys whose ingest died half-way', () => {
         }
       }
       const queues = new UnsureWrites({ client, tableName: eventsTable, retentionDays: 7 });
-      const first = await publish(keyedDeps({ queues }), k.tenantId, [keyed]);
-      expect(first.results[0]).toMatchObject({ error: { code: 'internal' } });
+      // Its one event not stored: the request fails as a whole (500).
+      await expect(publish(keyedDeps({ queues }), k.tenantId, [keyed])).rejects.toThrow('InternalServerError');
       // "Send it again": too soon, the key is still the first request's.
       expect((await publish(keyedDeps(), k.tenantId, [keyed])).results[0]).toMatchObject({ error: { code: 'conflict' } });
       const retry = await publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed]);
@@ -2027,7 +2047,7 @@ describe('idempotency keys whose ingest died half-way', () => {
       }
     }
     const queues = new DiesBeforeWriting({ client, tableName: eventsTable, retentionDays: 7 });
-    await publish(keyedDeps({ queues }), k.tenantId, [keyed]);
+    await expect(publish(keyedDeps({ queues }), k.tenantId, [keyed])).rejects.toThrow('the Lambda died here');
     const retries = await Promise.all([0, 1].map(() => publish(keyedDeps({}, 2 * GRACE_MS), k.tenantId, [keyed])));
     const answers = retries.map((r) => r.results[0] as EventResult);
     expect(answers.map((a) => (a.status === 'rejected' ? a.error.code : a.status)).sort()).toEqual(['accepted', 'conflict']);
@@ -2645,13 +2665,12 @@ describe('ingest writes whose answer was lost (the SDK tried again after the fir
     }
     const queues = new FailingWrites({ client: lossy, tableName: eventsTable, retentionDays: 7 });
     const keyed = { ...input(k.resource, 1), idempotencyKey: `void-lost-${k.resource}` };
-    const outcome = await publish({ ...ingestDeps([]), queues } as Parameters<typeof publish>[0], k.tenantId, [
-      keyed,
-      input(k.resource, 2),
-    ]);
+    // Taken for written, they were answered accepted (and the key confirmed): never delivered,
+    // and a retry a duplicate. Neither stored, the request fails as a whole (500).
+    await expect(
+      publish({ ...ingestDeps([]), queues } as Parameters<typeof publish>[0], k.tenantId, [keyed, input(k.resource, 2)]),
+    ).rejects.toThrow('InternalServerError');
     expect(lost()).toBe(2);
-    // Taken for written, they were answered accepted (and the key confirmed): never delivered, and a retry a duplicate.
-    expect(answersOf(outcome)).toEqual(['internal', 'internal']);
     const retry = await publish(ingestDeps([]), k.tenantId, [keyed]);
     expect(answersOf(retry)).toEqual(['accepted']);
     const { distributor, sent } = recordingDistributor();
