@@ -270,6 +270,7 @@ export class Operations extends Construct {
             sluice('DeliveriesHeld'),
             sluice('EventsHeldOverflow'),
             sluice('EventsDiscardedByOwner'),
+            sluice('EventsDiscardedWhileDisabled'),
             sluice('DeliveriesDelayed'),
             sluice('Probes'),
           ]),

@@ -84,6 +84,36 @@ describe('held deliveries', () => {
     expect(delivered.indexOf(gap as (typeof delivered)[number])).toBe(delivered.length - 1);
   }, 40_000);
 
+  it('counts what a webhook sluice disabled cannot hold apart from what pages (webhook-disabled paged once), with a gap marker for it', async () => {
+    const tenant = await createTenant(sandbox, 'gone-overflow');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'go:1', url: `${receiver.url}/gone-overflow` });
+    receiver.answer('/gone-overflow', 410);
+    // The first event's 410 disables the webhook (sluice's doing, not its owner's); it and the next are held.
+    await publish(sandbox, tenant.key, [{ resource: 'go:1', type: 'a.b', data: 0 }]);
+    let status = '';
+    for (let i = 0; i < 50 && status !== 'disabled'; i++) {
+      status = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.status;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(status).toBe('disabled');
+    const overflowBefore = sandbox.metrics.total('EventsHeldOverflow');
+    for (let i = 1; i <= 5; i++) {
+      await publish(sandbox, tenant.key, [{ resource: 'go:1', type: 'a.b', data: i }]);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDiscardedWhileDisabled') >= 4, 10_000);
+    expect(sandbox.metrics.total('EventsDiscardedWhileDisabled')).toBe(4);
+    expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
+
+    // Its owner's endpoint works again and they enable it: what it held, then the marker for the rest.
+    receiver.answer('/gone-overflow', 200);
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } });
+    await receiver.waitFor(() => okEvents('/gone-overflow').some((e) => e.type === 'sluice.gap'), 15_000);
+    const delivered = okEvents('/gone-overflow');
+    expect(delivered.filter((e) => e.type === 'a.b').map((e) => e.seq)).toEqual([1, 2]);
+    expect(delivered.at(-1)).toMatchObject({ type: 'sluice.gap', resource: 'go:1', data: { dropped: 4, reason: 'held_overflow' } });
+  }, 40_000);
+
   it('counts a gap marker past the cap for the events it stood for, and not as a held-overflow event (which pages)', async () => {
     const tenant = await createTenant(sandbox, 'marker-overflow');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'mo:0', url: `${receiver.url}/marker-overflow` });
