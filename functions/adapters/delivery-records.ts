@@ -386,6 +386,30 @@ export class DeliveryRecords {
     return page;
   }
 
+  /**
+   * Held items past the retention period that TTL has not deleted yet, in release order,
+   * read page by page while `more()` says so (a full cap of large deliveries is more than
+   * one invocation should read).
+   */
+  async expiredHeld(webhookId: string, now: number, more: () => boolean): Promise<HeldDelivery[]> {
+    const expired: HeldDelivery[] = [];
+    const pages = this.#pages(
+      {
+        KeyConditionExpression: '#pk = :pk',
+        FilterExpression: '#expires_at_ms <= :now',
+        ExpressionAttributeNames: names('pk', 'expires_at_ms'),
+        ExpressionAttributeValues: { ':pk': heldPk(webhookId), ':now': now },
+        ConsistentRead: true,
+      },
+      more,
+    );
+    for await (const page of pages) {
+      for (const item of page.Items ?? [])
+        expired.push({ sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage });
+    }
+    return expired;
+  }
+
   /** Held items in the webhook's partition, expired ones too (TTL may not have deleted them yet). */
   async heldItemCount(webhookId: string): Promise<number> {
     let count = 0;

@@ -500,7 +500,10 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
   const now = deps.now();
   // The count goes up first (the cap is checked there); a delivery that was already
   // held gives its place back, so the count always matches the held items.
-  const counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
+  let counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
+  if (!counted && (await pruneExpiredHeld(deps, webhook, now))) {
+    counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
+  }
   if (counted) {
     if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
     else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
@@ -1140,10 +1143,32 @@ async function spendHeldAttempt(
   if (left > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -left);
 }
 
+/** How often, at most, a webhook whose held cap is full looks for held deliveries past the retention period (see pruneExpiredHeld). */
+export const HELD_PRUNE_INTERVAL_MS = 10 * 60_000;
+
+/**
+ * Frees the places of held deliveries past the retention period, for a delivery the held
+ * cap refused: a place is otherwise freed only by a release, so a webhook that held its
+ * cap for longer than the retention period (disabled, or quarantined, for over 7 days)
+ * held nothing it could still send, yet turned every new delivery into a gap marker's
+ * count until its owner enabled it. Once every 10 minutes per webhook at most (a full cap
+ * of live deliveries is read for nothing), for at most half a delivery's timeout (it
+ * follows a record's attempt, and the delivery function's timeout allows two). Answers
+ * whether any place was freed. In AWS, TTL may delete an expired item before this finds it: its
+ * place stays taken until a release finds the count drifted (dropLostHeld).
+ */
+async function pruneExpiredHeld(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<boolean> {
+  if (!(await deps.records.takeOnce(`prune:${webhook.id}`, HELD_PRUNE_INTERVAL_MS, now))) return false;
+  const startedAt = deps.now();
+  const young = () => deps.now() - startedAt < deps.config.deliveryTimeoutMs / 2;
+  const expired = await deps.records.expiredHeld(webhook.id, now, young);
+  return (await dropExpiredHeld(deps, webhook, expired, now, young)) > 0;
+}
+
 /**
  * Held deliveries that outlived the retention period: not delivered. Removed from
  * the held count, counted, and each resource's share stands in a `sluice.gap`
- * marker (reason `retention`), sent at the end of the release.
+ * marker (reason `retention`), sent at the end of the release. Answers how many it removed.
  */
 async function dropExpiredHeld(
   deps: DeliveryDeps,
@@ -1151,7 +1176,7 @@ async function dropExpiredHeld(
   expired: readonly HeldDelivery[],
   now: number,
   young: () => boolean,
-): Promise<void> {
+): Promise<number> {
   let removed = 0;
   let events = 0;
   for (const held of expired) {
@@ -1168,7 +1193,7 @@ async function dropExpiredHeld(
     // A gap marker's events were counted when they were dropped.
     events += eventCount(held.message.events);
   }
-  if (removed === 0) return;
+  if (removed === 0) return 0;
   await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
   if (events > 0) deps.metrics.count('EventsDropped', events, { reason: 'retention' });
   deps.logger.warn('Held deliveries outlived the retention period', {
@@ -1177,4 +1202,5 @@ async function dropExpiredHeld(
     deliveries: removed,
     events,
   });
+  return removed;
 }

@@ -114,6 +114,46 @@ describe('held deliveries', () => {
     expect(delivered.at(-1)).toMatchObject({ type: 'sluice.gap', resource: 'go:1', data: { dropped: 4, reason: 'held_overflow' } });
   }, 40_000);
 
+  it('frees the places of held deliveries past the retention period for what comes next, with a retention marker for them', async () => {
+    const tenant = await createTenant(sandbox, 'expired-held');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'eh:1', url: `${receiver.url}/expired-held` });
+    // Its owner disabled it: what comes is held, up to its cap (2 here).
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const { deps } = later(0);
+    const message = (n: number): DeliveryMessage => ({
+      deliveryId: `msg_eh${n}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_eh${n}`, seq: n, resource: 'eh:1' })],
+      attempt: 1,
+    });
+    // The cap filled 8 days ago: both held deliveries are past the retention period (7 days), not yet deleted by TTL.
+    const eightDaysAgo = Date.now() - 8 * 86_400_000;
+    for (const n of [1, 2]) {
+      expect(await deps.webhooks.countHeld(tenant.id, hook.id, 1, 2)).toBeDefined();
+      expect(await deps.records.hold(message(n), eightDaysAgo)).toBe(true);
+    }
+    const droppedBefore = sandbox.metrics.total('EventsDropped');
+    const discardedBefore = sandbox.metrics.total('EventsDiscardedByOwner');
+
+    // Act: three deliveries come.
+    for (const n of [3, 4, 5]) expect(await handleDeliverMessage(deps, message(n))).toBe('held');
+
+    // Assert: the two expired ones made way for two new ones, counted for a retention marker; the third found the cap full of live ones.
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(2);
+    const held = await deps.records.heldPage(hook.id, 10, Date.now());
+    expect(held.live.map((h) => h.message.deliveryId)).toEqual(['msg_eh3', 'msg_eh4']);
+    expect(held.expired).toEqual([]);
+    expect(sandbox.metrics.total('EventsDropped') - droppedBefore).toBe(2);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner') - discardedBefore).toBe(1);
+    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ resource: 'eh:1', reason: 'retention', dropped: 2 }),
+        expect.objectContaining({ resource: 'eh:1', reason: 'held_overflow', dropped: 1 }),
+      ]),
+    );
+  });
+
   it('counts a gap marker past the cap for the events it stood for, and not as a held-overflow event (which pages)', async () => {
     const tenant = await createTenant(sandbox, 'marker-overflow');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'mo:0', url: `${receiver.url}/marker-overflow` });
