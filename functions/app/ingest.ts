@@ -271,10 +271,12 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
       await settle.catch((error: unknown) => deps.logger.error('Idempotency record not settled', { tenant: tenantId, accepted, error }));
     }),
   );
-  // Nothing stored and a claim, a reserve or the write of the reserved events failed: the
-  // storage is failing, and the request is answered as a whole (500, what the ingest-5xx
-  // alarm watches), as before any write. A 202 whose every event is internal would leave
-  // on-call unpaged.
+  // Nothing answered stored and a claim, a reserve or the write of the reserved events
+  // failed: the storage is failing, and the request is answered as a whole (500, what the
+  // ingest-5xx alarm watches), as before any write. A 202 whose every event is internal
+  // would leave on-call unpaged. (An event left `unknown`, its write failed and neither its
+  // read nor its void going through, may be stored and delivered: its key, left pending,
+  // answers a retry.)
   if (storageErrors.length > 0 && results.every((r) => r.status === 'rejected')) throw storageErrors[0];
 
   // One data point per outcome and request, however many events it had.

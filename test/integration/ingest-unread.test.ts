@@ -86,3 +86,73 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
   const again = await publish({ ...deps, queues: plain }, key.tenantId, inputs.slice(1, 3));
   expect(again.results.map((r) => r.status)).toEqual(['duplicate', 'duplicate']);
 });
+
+it('fails a request whose write, read of the written slots and voids all failed as a whole, though what it wrote is delivered (its keys answer a retry duplicate)', async () => {
+  const key: ObjectKey = { tenantId: 'ten_w', resource: 'obj:2' };
+  const config = buildConfig({ objectRatePerSecond: 100_000, objectBurst: 100_000, turnMaxMs: 200 });
+  const delivered: DeliveredEvent[] = [];
+  const plain = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 7 });
+  const distributor = new Distributor({
+    queues: plain,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_two', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void delivered.push(...messages.flatMap((m) => m.events as DeliveredEvent[])) },
+    doorbell: { ring: async () => undefined },
+    config,
+    metrics: NO_METRICS,
+    logger: NO_LOGS,
+    now: Date.now,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  });
+  // DynamoDB failing: the first 25-item batch lands, the second fails; then neither the
+  // read of the written slots nor their voids go through.
+  class Failing extends QueueStore {
+    override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]) {
+      const [r] = reservations;
+      if (!r) return;
+      await super.writeEventsOf([{ ...r, events: r.events.slice(0, 25) }]);
+      throw throttled('BatchWrite left 5 items unprocessed');
+    }
+    override async writtenSlots(): Promise<Set<number>> {
+      throw throttled('Throughput exceeds the current capacity');
+    }
+    override async voidSlots(): Promise<Set<number>> {
+      throw throttled('Throughput exceeds the current capacity');
+    }
+  }
+  let id = 100;
+  const deps = (now: () => number = Date.now) =>
+    ({
+      queues: plain,
+      idempotency: new IdempotencyStore({ client: events.client, tableName: events.table, retentionDays: 7, ingestGraceMs: 60_000 }),
+      doorbell: { ring: async () => undefined },
+      config,
+      metrics: NO_METRICS,
+      logger: NO_LOGS,
+      now,
+      newEventId: () => `evt_${++id}`,
+    }) as unknown as Parameters<typeof publish>[0];
+  const inputs: EventInput[] = Array.from({ length: 30 }, (_, n) => ({
+    resource: key.resource,
+    parents: [],
+    type: 'a.b',
+    data: { n: n + 1 },
+    idempotencyKey: `unsure-${n + 1}`,
+  }));
+
+  // Every event answered not stored: the request fails as a whole (500).
+  await expect(
+    publish({ ...deps(), queues: new Failing({ client: events.client, tableName: events.table, retentionDays: 7 }) }, key.tenantId, inputs),
+  ).rejects.toThrow('BatchWrite left 5 items unprocessed');
+
+  // What it wrote is delivered all the same: "nothing of it stored or delivered" is not so.
+  await distributor.runTurn(key, 'turn');
+  expect(delivered.map((e) => (e.data as { n: number }).n)).toEqual(Array.from({ length: 25 }, (_, n) => n + 1));
+  // Sent again with their keys past the ingest grace, those are answered duplicate, the rest accepted: none twice.
+  const retry = await publish(
+    deps(() => Date.now() + 2 * 60_000),
+    key.tenantId,
+    inputs,
+  );
+  expect(retry.results.map((r) => r.status)).toEqual([...Array(25).fill('duplicate'), ...Array(5).fill('accepted')]);
+});
