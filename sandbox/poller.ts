@@ -84,6 +84,9 @@ export class Poller {
    * failed receive, waiting out the visibility timeout. SQS's ApproximateAgeOfOldestMessage
    * counts them (the oldest message not deleted), so the age measured here does too: a
    * doorbell every receive fails is minutes old between its receives, not an empty queue.
+   * (AWS documents one exception the sandbox does not follow: a message received many
+   * times and never deleted, a poison pill, is left out of the metric until it is: in AWS
+   * such a doorbell shows in DistributorRecordsFailed, and distributor-backlog-age need not fire.)
    * `goneAt`: when one received for the last time its redrive policy allows moves to the
    * dead-letter queue (it would be visible again then).
    */
