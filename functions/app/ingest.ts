@@ -74,23 +74,26 @@ const MAX_CLAIM_ATTEMPTS = 3;
 
 /**
  * How often a container logs that an object's events are refused for its rate or queue
- * cap, or for their idempotency key. The metric that pages (EventsRejected,
+ * cap, or a tenant's events for their idempotency key. The metric that pages (EventsRejected,
  * events-rejected-or-dropped) cannot name the object, a rate-limited object's queue stays
  * shallow, so the deepest queues need not show it, and a request whose events are refused
  * for their key is answered 202 like any other: a line names it, at most once a minute per
- * object, since a line per request would be a flood of logs in the very flood it reports.
- * Each line counts the refusals since the one before.
+ * object (per tenant for a key), since a line per request would be a flood of logs in the
+ * very flood it reports. Each line counts the refusals since the one before.
  */
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 const REFUSAL_LOG_MEMORY = 10_000;
 /** The refusals a line reports, by the codes it counts. */
 const REFUSAL_LINES = {
-  limit: { message: "Events refused for their object's rate or queue cap", codes: ['rate_limited', 'queue_full'] },
+  limit: { message: "Events refused for their object's rate or queue cap", codes: ['rate_limited', 'queue_full'], perTenant: false },
   // A producer's bug (a key used again for another event, or sent by two requests at once):
-  // its tenant is the one to tell.
+  // its tenant is the one to tell, once a minute whatever the objects. Per object, a
+  // producer sending one id for every event (`undefined`, say), each request another
+  // object's change, had a line per request; the line names the object it was written for.
   key: {
     message: 'Events refused for their idempotency key (used for another event, or being accepted by another request)',
     codes: ['invalid_request', 'conflict'],
+    perTenant: true,
   },
 } as const;
 type RefusalLine = keyof typeof REFUSAL_LINES;
@@ -102,17 +105,17 @@ interface Refusals {
   loggedAt: number | undefined;
   counts: Record<string, number>;
 }
-/** Per line and object, when this container last logged its refusals and how many came since. */
+/** Per line and object (or tenant), when this container last logged its refusals and how many came since. */
 const refusals = new Map<string, Refusals>();
 
 function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): void {
-  const objectKey = `${line}#${key.tenantId}#${key.resource}`;
-  const { message, codes } = REFUSAL_LINES[line];
-  let tally = refusals.get(objectKey);
+  const { message, codes, perTenant } = REFUSAL_LINES[line];
+  const tallyKey = perTenant ? `${line}#${key.tenantId}` : `${line}#${key.tenantId}#${key.resource}`;
+  let tally = refusals.get(tallyKey);
   if (!tally) {
     if (refusals.size >= REFUSAL_LOG_MEMORY) refusals.clear();
     tally = { loggedAt: undefined, counts: Object.fromEntries(codes.map((code) => [code, 0])) };
-    refusals.set(objectKey, tally);
+    refusals.set(tallyKey, tally);
   }
   for (const code of codes) tally.counts[code] = (tally.counts[code] ?? 0) + (counts[code] ?? 0);
   const now = deps.now();

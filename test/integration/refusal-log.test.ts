@@ -96,3 +96,35 @@ describe('refusals in the log', () => {
     ]);
   });
 });
+
+describe('refusals for an idempotency key in the log', () => {
+  it('name a tenant whose producer sends one id for the events of every object once a minute, not once per object', async () => {
+    // Prepare: a producer whose bug sends the same id ("undefined") for every event, each
+    // request a change of another object: all but the first are refused for the key.
+    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const note = (message: string, fields?: Readonly<Record<string, unknown>>) => void lines.push({ message, fields: { ...fields } });
+    const logger: LoggerPort = { info: note, warn: note, error: note };
+    let clock = Date.now();
+    const { ingest } = apiServices({ ...sandbox.wiring, logger, now: () => clock }, {} as never, sandbox.notifier);
+    const tenant = await createTenant(sandbox, 'one-id');
+    const change = (n: number) =>
+      validatePublish({ events: [{ resource: `order:${n}`, type: 'order.changed', data: n, id: 'undefined' }] });
+
+    // Act: 100 changes of 100 objects within a minute, then one more a minute later.
+    const codes = new Set<string>();
+    for (let n = 0; n <= 100; n++) {
+      const [result] = (await publish(ingest, tenant.id, change(n))).results;
+      if (n > 0) codes.add(result?.status === 'rejected' ? result.error.code : String(result?.status));
+    }
+    clock += 61_000;
+    await publish(ingest, tenant.id, change(101));
+
+    // Assert: a line per object would be a line per request (100 a minute); the tenant is named once, and again a minute later.
+    expect(codes).toEqual(new Set(['invalid_request']));
+    const keyLines = lines.filter((l) => l.message.startsWith('Events refused for their idempotency key'));
+    expect(keyLines.map((l) => l.fields)).toEqual([
+      expect.objectContaining({ tenant: tenant.id, resource: 'order:1', invalid_request: 1, conflict: 0 }),
+      expect.objectContaining({ tenant: tenant.id, resource: 'order:101', invalid_request: 100, conflict: 0 }),
+    ]);
+  });
+});
