@@ -46,6 +46,9 @@ export interface PollerOptions {
   readonly onReceive?: ReceiveObserver;
 }
 
+/** Receives after which SQS leaves a message not deleted out of ApproximateAgeOfOldestMessage (see Poller's #undeleted). */
+export const POISON_RECEIVES = 3;
+
 /** A batch as received: the queue (its logical name), and each message's body and time sent. */
 export type ReceiveObserver = (queue: string, messages: ReadonlyArray<{ body: string; sentAt: number }>, receivedAt: number) => void;
 
@@ -84,13 +87,14 @@ export class Poller {
    * failed receive, waiting out the visibility timeout. SQS's ApproximateAgeOfOldestMessage
    * counts them (the oldest message not deleted), so the age measured here does too: a
    * doorbell every receive fails is minutes old between its receives, not an empty queue.
-   * (AWS documents one exception the sandbox does not follow: a message received many
-   * times and never deleted, a poison pill, is left out of the metric until it is: in AWS
-   * such a doorbell shows in DistributorRecordsFailed, and distributor-backlog-age need not fire.)
+   * Except as AWS documents: a message received POISON_RECEIVES times and still not
+   * deleted, a poison pill, goes to the back of the queue and out of the metric, which
+   * then shows the next oldest; such a doorbell shows in DistributorRecordsFailed, and
+   * distributor-backlog-age need not fire for it.
    * `goneAt`: when one received for the last time its redrive policy allows moves to the
    * dead-letter queue (it would be visible again then).
    */
-  readonly #undeleted = new Map<string, { readonly sentAt: number; goneAt?: number }>();
+  readonly #undeleted = new Map<string, { readonly sentAt: number; readonly receives: number; goneAt?: number }>();
 
   constructor(options: PollerOptions) {
     this.#options = options;
@@ -166,7 +170,10 @@ export class Poller {
         }
         const messages = received.Messages ?? [];
         const now = Date.now();
-        for (const m of messages) this.#undeleted.set(m.MessageId as string, { sentAt: Number(m.Attributes?.SentTimestamp ?? now) });
+        for (const m of messages) {
+          const receives = Number(m.Attributes?.ApproximateReceiveCount ?? 1);
+          this.#undeleted.set(m.MessageId as string, { sentAt: Number(m.Attributes?.SentTimestamp ?? now), receives });
+        }
         this.recordAge(now);
         if (messages.length === 0) continue;
         if (!this.#running) {
@@ -200,7 +207,7 @@ export class Poller {
     let oldest = 0;
     for (const [id, message] of this.#undeleted) {
       if (message.goneAt !== undefined && message.goneAt <= now) this.#undeleted.delete(id);
-      else oldest = Math.max(oldest, now - message.sentAt);
+      else if (message.receives < POISON_RECEIVES) oldest = Math.max(oldest, now - message.sentAt);
     }
     this.#options.metrics?.record(`queue:${this.#options.queue.definition.logicalName}:ApproximateAgeOfOldestMessage`, oldest / 1000);
   }

@@ -145,4 +145,46 @@ describe('the sandbox poller', () => {
     await poller.stop();
     expect(receives).toEqual(['1', '2', '3', '4']);
   }, 20_000);
+
+  it('counts a message not deleted in the queue age until SQS would take it for a poison pill (3 receives), as AWS documents', async () => {
+    const client = sqsClient({ ...emulators.sqs });
+    const url = (await client.send(new CreateQueueCommand({ QueueName: 'poller-poison', Attributes: { VisibilityTimeout: '1' } })))
+      .QueueUrl as string;
+    const metrics = new InMemoryMetrics();
+    const receives: number[] = [];
+    const key = `queue:${DELIVER_QUEUE.logicalName}:ApproximateAgeOfOldestMessage`;
+    const ageAfter: number[] = [];
+    const poller = new Poller({
+      client,
+      queue: { definition: { ...DELIVER_QUEUE, batchSize: 1 }, url, deadLetterUrl: url },
+      // Fails its one record every time, as a handler fails a poison message.
+      handler: async (event): Promise<SQSBatchResponse> => {
+        const record = event.Records[0];
+        receives.push(Number(record?.attributes.ApproximateReceiveCount));
+        return { batchItemFailures: [{ itemIdentifier: record?.messageId ?? '' }] };
+      },
+      functionName: 'poison',
+      logger: NO_LOGS,
+      metrics,
+    });
+    await client.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'poison' }));
+    poller.start();
+    const deadline = Date.now() + 15_000;
+    for (let seen = 0; seen < 3 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      if (receives.length > seen) {
+        seen = receives.length;
+        // Between receives, as the monitor measures it.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        poller.recordAge();
+        ageAfter.push(Math.max(...metrics.points(key, Date.now() - 1, Date.now() + 1)));
+      }
+    }
+    await poller.stop();
+    expect(receives.slice(0, 3)).toEqual([1, 2, 3]);
+    // Counted while waiting out its first two visibility timeouts; left out after its third receive.
+    expect(ageAfter[0]).toBeGreaterThan(0);
+    expect(ageAfter[1]).toBeGreaterThan(ageAfter[0] as number);
+    expect(ageAfter[2]).toBe(0);
+  }, 20_000);
 });
