@@ -49,7 +49,12 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     await publish(sandbox, tenant.key, [{ resource: 'doc:1', type: 'doc.changed', data: {} }]);
 
     await until('webhook-disabled', 'ALARM');
-    const notices = (await call(sandbox, 'GET', '/sandbox/notifications')).body;
+    // The disable is counted in its write's step, and the notice published just after it.
+    let notices: unknown;
+    for (const started = Date.now(); !JSON.stringify(notices ?? '').includes(hook.id) && Date.now() - started < 5_000; ) {
+      notices = (await call(sandbox, 'GET', '/sandbox/notifications')).body;
+      if (!JSON.stringify(notices).includes(hook.id)) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     expect(JSON.stringify(notices)).toContain(hook.id);
     const health = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
     expect(health).toMatchObject({ state: 'disabled', last_failure: { status_code: 410 } });
