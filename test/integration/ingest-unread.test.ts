@@ -19,15 +19,19 @@ const events = withEventsTable();
 
 const throttled = (message: string) => Object.assign(new Error(message), { name: 'ProvisionedThroughputExceededException' });
 
-it('never answers "not stored" (and gives back the key of) an event that may have been delivered', async () => {
-  const key: ObjectKey = { tenantId: 'ten_w', resource: 'obj:1' };
+/**
+ * One object's queue as a turn sees it (no faults), with a distributor whose deliveries to
+ * the object's one webhook are recorded, and the ingest's dependencies around `queues`.
+ */
+function objectQueue(resource: string, webhookId: string) {
+  const key: ObjectKey = { tenantId: 'ten_w', resource };
   const config = buildConfig({ objectRatePerSecond: 100_000, objectBurst: 100_000, turnMaxMs: 200 });
   const delivered: DeliveredEvent[] = [];
   const plain = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 7 });
   const distributor = new Distributor({
     queues: plain,
     switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    subscriptions: { onResource: async () => [webhookFixture({ id: webhookId, tenantId: key.tenantId })] },
     deliveries: { send: async (messages) => void delivered.push(...messages.flatMap((m) => m.events as DeliveredEvent[])) },
     doorbell: { ring: async () => undefined },
     config,
@@ -36,6 +40,32 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
     now: Date.now,
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   });
+  let id = 0;
+  const ingest = (queues: QueueStore, now: () => number = Date.now) =>
+    ({
+      queues,
+      idempotency: new IdempotencyStore({ client: events.client, tableName: events.table, retentionDays: 7, ingestGraceMs: 60_000 }),
+      doorbell: { ring: async () => undefined },
+      config,
+      metrics: NO_METRICS,
+      logger: NO_LOGS,
+      now,
+      newEventId: () => `evt_${webhookId}_${++id}`,
+    }) as unknown as Parameters<typeof publish>[0];
+  /** 30 events on the object, each with an idempotency key of its own. */
+  const keyed = (prefix: string): EventInput[] =>
+    Array.from({ length: 30 }, (_, n) => ({
+      resource,
+      parents: [],
+      type: 'a.b',
+      data: { n: n + 1 },
+      idempotencyKey: `${prefix}-${n + 1}`,
+    }));
+  return { key, delivered, plain, distributor, ingest, keyed };
+}
+
+it('never answers "not stored" (and gives back the key of) an event that may have been delivered', async () => {
+  const { key, delivered, plain, distributor, ingest, keyed } = objectQueue('obj:1', 'wh_one');
   // The first 25-item batch of slots lands, the second fails; reading the written slots
   // fails too, while the turn of an earlier request's doorbell runs and delivers them.
   class Faulty extends QueueStore {
@@ -50,24 +80,8 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
       throw throttled('Throughput exceeds the current capacity');
     }
   }
-  let id = 0;
-  const deps = {
-    queues: new Faulty({ client: events.client, tableName: events.table, retentionDays: 7 }),
-    idempotency: new IdempotencyStore({ client: events.client, tableName: events.table, retentionDays: 7, ingestGraceMs: 60_000 }),
-    doorbell: { ring: async () => undefined },
-    config,
-    metrics: NO_METRICS,
-    logger: NO_LOGS,
-    now: Date.now,
-    newEventId: () => `evt_${++id}`,
-  } as unknown as Parameters<typeof publish>[0];
-  const inputs: EventInput[] = Array.from({ length: 30 }, (_, n) => ({
-    resource: key.resource,
-    parents: [],
-    type: 'a.b',
-    data: { n: n + 1 },
-    idempotencyKey: `key-${n + 1}`,
-  }));
+  const deps = ingest(new Faulty({ client: events.client, tableName: events.table, retentionDays: 7 }));
+  const inputs = keyed('key');
   const earlier = await publish({ ...deps, queues: plain }, key.tenantId, [
     { resource: key.resource, parents: [], type: 'a.b', data: { n: 0 }, idempotencyKey: undefined },
   ]);
@@ -88,22 +102,7 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
 });
 
 it('fails a request whose write, read of the written slots and voids all failed as a whole, though what it wrote is delivered (its keys answer a retry duplicate)', async () => {
-  const key: ObjectKey = { tenantId: 'ten_w', resource: 'obj:2' };
-  const config = buildConfig({ objectRatePerSecond: 100_000, objectBurst: 100_000, turnMaxMs: 200 });
-  const delivered: DeliveredEvent[] = [];
-  const plain = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 7 });
-  const distributor = new Distributor({
-    queues: plain,
-    switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_two', tenantId: key.tenantId })] },
-    deliveries: { send: async (messages) => void delivered.push(...messages.flatMap((m) => m.events as DeliveredEvent[])) },
-    doorbell: { ring: async () => undefined },
-    config,
-    metrics: NO_METRICS,
-    logger: NO_LOGS,
-    now: Date.now,
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-  });
+  const { key, delivered, plain, distributor, ingest, keyed } = objectQueue('obj:2', 'wh_two');
   // DynamoDB failing: the first 25-item batch lands, the second fails; then neither the
   // read of the written slots nor their voids go through.
   class Failing extends QueueStore {
@@ -120,29 +119,11 @@ it('fails a request whose write, read of the written slots and voids all failed 
       throw throttled('Throughput exceeds the current capacity');
     }
   }
-  let id = 100;
-  const deps = (now: () => number = Date.now) =>
-    ({
-      queues: plain,
-      idempotency: new IdempotencyStore({ client: events.client, tableName: events.table, retentionDays: 7, ingestGraceMs: 60_000 }),
-      doorbell: { ring: async () => undefined },
-      config,
-      metrics: NO_METRICS,
-      logger: NO_LOGS,
-      now,
-      newEventId: () => `evt_${++id}`,
-    }) as unknown as Parameters<typeof publish>[0];
-  const inputs: EventInput[] = Array.from({ length: 30 }, (_, n) => ({
-    resource: key.resource,
-    parents: [],
-    type: 'a.b',
-    data: { n: n + 1 },
-    idempotencyKey: `unsure-${n + 1}`,
-  }));
+  const inputs = keyed('unsure');
 
   // Every event answered not stored: the request fails as a whole (500).
   await expect(
-    publish({ ...deps(), queues: new Failing({ client: events.client, tableName: events.table, retentionDays: 7 }) }, key.tenantId, inputs),
+    publish(ingest(new Failing({ client: events.client, tableName: events.table, retentionDays: 7 })), key.tenantId, inputs),
   ).rejects.toThrow('BatchWrite left 5 items unprocessed');
 
   // What it wrote is delivered all the same: "nothing of it stored or delivered" is not so.
@@ -150,7 +131,7 @@ it('fails a request whose write, read of the written slots and voids all failed 
   expect(delivered.map((e) => (e.data as { n: number }).n)).toEqual(Array.from({ length: 25 }, (_, n) => n + 1));
   // Sent again with their keys past the ingest grace, those are answered duplicate, the rest accepted: none twice.
   const retry = await publish(
-    deps(() => Date.now() + 2 * 60_000),
+    ingest(plain, () => Date.now() + 2 * 60_000),
     key.tenantId,
     inputs,
   );
