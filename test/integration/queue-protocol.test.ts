@@ -407,7 +407,7 @@ describe('ingest', () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     await retried;
     const { delivered } = await answeredAndDelivered(k, { results: [], httpStatus: 202, retryAfterSeconds: undefined });
-    // Retried, they landed after the voids and were delivered, though the request failed.
+    // Not retried once the other batch failed: nothing landed after the voids, and nothing is delivered.
     expect(delivered).toEqual([]);
     expect(tries).toBe(1);
   });
