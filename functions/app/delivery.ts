@@ -51,7 +51,7 @@ import {
 import { decideAttempt } from '../core/outcome.ts';
 import { deliveryHeaders } from '../core/signing.ts';
 import { actionForWebhook, liftRecheck, releasedSince, releaseStepEndsBy } from '../core/switches.ts';
-import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+import { type LoggerPort, LogTally, type MetricsPort } from '../core/telemetry.ts';
 
 /** Tells a webhook's owner it was disabled (SNS in AWS). */
 export interface Notifier {
@@ -128,9 +128,8 @@ const HELD_COUNT_SETTLE_MS = 30_000;
  * flood of logs.
  */
 const OVERFLOW_LOG_INTERVAL_MS = 60_000;
-const OVERFLOW_LOG_MEMORY = 10_000;
 /** When this container last logged each webhook's overflow. */
-const overflowLoggedAt = new Map<string, number>();
+const overflowLog = new LogTally(OVERFLOW_LOG_INTERVAL_MS);
 
 export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQueueMessage): Promise<DeliveryOutcome> {
   switch (message.kind) {
@@ -540,10 +539,7 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     return;
   }
   deps.metrics.count('EventsHeldOverflow', events);
-  const loggedAt = overflowLoggedAt.get(webhook.id);
-  if (loggedAt === undefined || now - loggedAt >= OVERFLOW_LOG_INTERVAL_MS) {
-    if (overflowLoggedAt.size >= OVERFLOW_LOG_MEMORY && loggedAt === undefined) overflowLoggedAt.clear();
-    overflowLoggedAt.set(webhook.id, now);
+  if (overflowLog.note(webhook.id, now)) {
     deps.logger.warn('Deliveries past the held cap: counted for a gap marker, not held', {
       ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
       resource: message.events[0]?.resource ?? '',

@@ -10,7 +10,7 @@ import { type AcceptedEvent, fitsInline, type QueueStore, type Reservation } fro
 import { type AdmissionLimits, decideAdmission, type RejectReason } from '../core/admission.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
-import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
+import { type LoggerPort, LogTally, type MetricsPort } from '../core/telemetry.ts';
 
 export interface RejectedResult {
   readonly status: 'rejected';
@@ -82,7 +82,6 @@ const MAX_CLAIM_ATTEMPTS = 3;
  * very flood it reports. Each line counts the refusals since the one before.
  */
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
-const REFUSAL_LOG_MEMORY = 10_000;
 /** The refusals a line reports, by the codes it counts. */
 const REFUSAL_LINES = {
   limit: { message: "Events refused for their object's rate or queue cap", codes: ['rate_limited', 'queue_full'], perTenant: false },
@@ -101,33 +100,21 @@ type RefusalLine = keyof typeof REFUSAL_LINES;
 const REFUSAL_LINE_OF: ReadonlyMap<string, RefusalLine> = new Map(
   (Object.keys(REFUSAL_LINES) as RefusalLine[]).flatMap((line) => REFUSAL_LINES[line].codes.map((code) => [code, line] as const)),
 );
-interface Refusals {
-  loggedAt: number | undefined;
-  counts: Record<string, number>;
-}
-/** Per line and object (or tenant), when this container last logged its refusals and how many came since. */
-const refusals = new Map<string, Refusals>();
+/** Per line and object (or tenant), the refusals since this container's last line about them. */
+const refusals = new LogTally(REFUSAL_LOG_INTERVAL_MS);
 
 function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): void {
   const { message, codes, perTenant } = REFUSAL_LINES[line];
   const tallyKey = perTenant ? `${line}#${key.tenantId}` : `${line}#${key.tenantId}#${key.resource}`;
-  let tally = refusals.get(tallyKey);
-  if (!tally) {
-    if (refusals.size >= REFUSAL_LOG_MEMORY) refusals.clear();
-    tally = { loggedAt: undefined, counts: Object.fromEntries(codes.map((code) => [code, 0])) };
-    refusals.set(tallyKey, tally);
-  }
-  for (const code of codes) tally.counts[code] = (tally.counts[code] ?? 0) + (counts[code] ?? 0);
-  const now = deps.now();
-  if (tally.loggedAt !== undefined && now - tally.loggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+  // Every code the line reports, 0 too.
+  const due = refusals.note(tallyKey, deps.now(), Object.fromEntries(codes.map((code) => [code, counts[code] ?? 0])));
+  if (!due) return;
   deps.logger.warn(message, {
     tenant: key.tenantId,
     resource: key.resource,
-    ...tally.counts,
+    ...due,
     ...(line === 'limit' && { rate_per_second: deps.config.objectRatePerSecond, queue_cap: deps.config.objectQueueCap }),
   });
-  tally.loggedAt = now;
-  tally.counts = Object.fromEntries(codes.map((code) => [code, 0]));
 }
 
 function conflict(): EventResult {

@@ -11,7 +11,7 @@
 import type { APIGatewayAuthorizerResult, APIGatewayTokenAuthorizerEvent } from 'aws-lambda';
 import { type AuthorizeDeps, authorize } from '../app/authorize.ts';
 import { bearerToken, keyKind } from '../core/keys.ts';
-import { type LoggerPort, type MetricsPort, NO_LOGS, NO_METRICS } from '../core/telemetry.ts';
+import { type LoggerPort, LogTally, type MetricsPort, NO_LOGS, NO_METRICS } from '../core/telemetry.ts';
 
 export type AuthorizerHandler = (event: APIGatewayTokenAuthorizerEvent) => Promise<APIGatewayAuthorizerResult>;
 
@@ -47,8 +47,7 @@ function refusedKind(header: string): 'admin' | 'tenant' | 'malformed' {
 export function makeAuthorizerHandler(deps: AuthorizerDeps): AuthorizerHandler {
   const { metrics = NO_METRICS, logger = NO_LOGS, now = Date.now } = deps;
   // Refusals since this container's last line about them, by kind; the first is logged at once.
-  let refused: Record<string, number> = {};
-  let loggedAt = Number.NEGATIVE_INFINITY;
+  const refused = new LogTally(REFUSED_LOG_INTERVAL_MS);
   return async (event) => {
     let result: Awaited<ReturnType<typeof authorize>>;
     try {
@@ -62,12 +61,8 @@ export function makeAuthorizerHandler(deps: AuthorizerDeps): AuthorizerHandler {
       // API Gateway keeps this answer for its cache's time: one count per key and minute.
       const kind = refusedKind(event.authorizationToken);
       metrics.count('KeysRefused', 1, { kind });
-      refused[kind] = (refused[kind] ?? 0) + 1;
-      if (now() - loggedAt >= REFUSED_LOG_INTERVAL_MS) {
-        logger.info('Keys refused', { refused_by_kind: refused });
-        refused = {};
-        loggedAt = now();
-      }
+      const due = refused.note('keys', now(), { [kind]: 1 });
+      if (due) logger.info('Keys refused', { refused_by_kind: due });
       return {
         principalId: 'anonymous',
         policyDocument: {
