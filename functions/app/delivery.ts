@@ -741,41 +741,37 @@ async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: De
   // the webhook is read again and looked at anew; given up on that refusal, this delivery
   // would wait for a later one to notice the lost chain, and a quiet webhook's for good.
   // A reviver that got there first left a chain on time, which the look anew finds.
-  for (let attempt = 0, current: Webhook | undefined = webhook; current && attempt < 5; attempt++) {
-    if ((await reviveChainOnce(deps, current, message, now, lostAfter)) !== 'refused') return;
-    current = await deps.webhooks.get(current.tenantId, current.id);
-  }
+  await onFreshWebhook(deps, webhook, (current) => reviveChainOnce(deps, current, message, now, lostAfter));
 }
 
-/** Starts a chain that `webhook` shows lost (see reviveLostChain); 'refused' when its health changed since it was read. */
+/** Starts a chain that `webhook` shows lost (see reviveLostChain); false when its health changed since it was read. */
 async function reviveChainOnce(
   deps: DeliveryDeps,
   webhook: Webhook,
   message: DeliveryMessage,
   now: number,
   lostAfter: number,
-): Promise<'none' | 'revived' | 'refused'> {
+): Promise<boolean> {
   const { health } = webhook;
-  if (webhook.status !== 'active') return 'none';
+  if (webhook.status !== 'active') return true;
   if (health.state === 'quarantined' && health.nextProbeAt !== undefined) {
     const due = Math.max(health.nextProbeAt, webhook.notBefore ?? 0);
-    if (now - due <= lostAfter) return 'none';
+    if (now - due <= lostAfter) return true;
     const token = newId('msg', now);
     const interval = health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds;
     // Conditional on the health this read: of concurrent revivers, one starts a chain.
-    if (!(await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token })))
-      return 'refused';
+    if (!(await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token }))) return false;
     deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
     deps.logger.warn('Probe chain was lost; probing again', context(message));
     await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
-    return 'revived';
+    return true;
   }
   // Once: of concurrent revivers, the one whose write applies starts the chain.
-  if (!deliversTo(health) || webhook.heldCount <= 0 || now - (webhook.releaseAt ?? 0) <= lostAfter) return 'none';
-  if (!(await beginRelease(deps, webhook, now))) return 'refused';
+  if (!deliversTo(health) || webhook.heldCount <= 0 || now - (webhook.releaseAt ?? 0) <= lostAfter) return true;
+  if (!(await beginRelease(deps, webhook, now))) return false;
   deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
   deps.logger.warn('Release chain was lost; releasing again', context(message));
-  return 'revived';
+  return true;
 }
 
 /**
@@ -791,15 +787,13 @@ async function reviveChainOnce(
  * does; given up on that refusal, nothing would send this delivery.
  */
 async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: DeliveryMessage): Promise<void> {
-  for (let attempt = 0, current: Webhook | undefined = counted; current && attempt < 5; attempt++) {
-    if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return;
-    if (await beginRelease(deps, current, deps.now())) {
-      deps.metrics.count('ChainsRevived', 1, { chain: 'release_ended' });
-      deps.logger.info('Held after the release chain ended; releasing again', context(message));
-      return;
-    }
-    current = await deps.webhooks.get(current.tenantId, current.id);
-  }
+  await onFreshWebhook(deps, counted, async (current) => {
+    if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return true;
+    if (!(await beginRelease(deps, current, deps.now()))) return false;
+    deps.metrics.count('ChainsRevived', 1, { chain: 'release_ended' });
+    deps.logger.info('Held after the release chain ended; releasing again', context(message));
+    return true;
+  });
 }
 
 /**
@@ -815,8 +809,17 @@ async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number): 
 
 /** Starts releasing what a webhook holds (and its gap markers), e.g. when a switch is lifted. */
 export async function startRelease(deps: DeliveryDeps, webhook: Webhook): Promise<void> {
+  await onFreshWebhook(deps, webhook, (current) => beginRelease(deps, current, deps.now()));
+}
+
+/**
+ * Runs `act` on the webhook as read, and again on the webhook read afresh each time it
+ * answers false (its write, conditional on the health it read, was refused: another
+ * container's answer changed it meanwhile), up to 5 times, until the webhook is gone.
+ */
+async function onFreshWebhook(deps: DeliveryDeps, webhook: Webhook, act: (current: Webhook) => Promise<boolean>): Promise<void> {
   for (let attempt = 0, current: Webhook | undefined = webhook; current && attempt < 5; attempt++) {
-    if (await beginRelease(deps, current, deps.now())) return;
+    if (await act(current)) return;
     current = await deps.webhooks.get(current.tenantId, current.id);
   }
 }
