@@ -126,6 +126,11 @@ function gathered<T>(groups: Map<string, Array<Waiter<T>>>, key: string, answer:
   });
 }
 
+/** A held item as a release reads it: its place in the release order and its delivery. */
+function heldDelivery(item: Record<string, unknown>): HeldDelivery {
+  return { sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage };
+}
+
 export class DeliveryRecords {
   readonly #takes = new Map<string, Array<Waiter<boolean>>>();
   readonly #paces = new Map<string, Array<Waiter<number>>>();
@@ -380,7 +385,7 @@ export class DeliveryRecords {
     );
     const page = { live: [] as HeldDelivery[], expired: [] as HeldDelivery[], more: result.LastEvaluatedKey !== undefined };
     for (const item of result.Items ?? []) {
-      const held = { sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage };
+      const held = heldDelivery(item);
       (Number(item.expires_at_ms ?? Number.POSITIVE_INFINITY) > now ? page.live : page.expired).push(held);
     }
     return page;
@@ -404,8 +409,7 @@ export class DeliveryRecords {
       more,
     );
     for await (const page of pages) {
-      for (const item of page.Items ?? [])
-        expired.push({ sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage });
+      for (const item of page.Items ?? []) expired.push(heldDelivery(item));
     }
     return expired;
   }
