@@ -385,6 +385,30 @@ describe('authorizer', () => {
   });
 });
 
+/**
+ * Runs `act` with everything written to stdout and stderr (where Powertools writes its
+ * logs and EMF metrics) kept rather than shown: answers what `act` answered and what was
+ * written; `soFar` tells what was written until then.
+ */
+async function capturingOutput<T>(act: (soFar: () => string) => Promise<T>): Promise<{ result: T; output: string }> {
+  const written: string[] = [];
+  const stdout = process.stdout.write.bind(process.stdout);
+  const stderr = process.stderr.write.bind(process.stderr);
+  const record = (chunk: unknown) => {
+    written.push(String(chunk));
+    return true;
+  };
+  process.stdout.write = record as typeof process.stdout.write;
+  process.stderr.write = record as typeof process.stderr.write;
+  try {
+    const result = await act(() => written.join(''));
+    return { result, output: written.join('') };
+  } finally {
+    process.stdout.write = stdout;
+    process.stderr.write = stderr;
+  }
+}
+
 describe('Lambda entry files', () => {
   it('the authorizer writes no warning for a key it allows (it counts no metric then): one per invocation would fill its logs', async () => {
     Object.assign(process.env, {
@@ -400,33 +424,18 @@ describe('Lambda entry files', () => {
       POWERTOOLS_METRICS_DISABLED: 'false',
     });
     const { handler } = await import('../../functions/authorizer/handler.ts');
-    const written: string[] = [];
-    const stdout = process.stdout.write.bind(process.stdout);
-    const stderr = process.stderr.write.bind(process.stderr);
-    const record = (chunk: unknown) => {
-      written.push(String(chunk));
-      return true;
-    };
-    process.stdout.write = record as typeof process.stdout.write;
-    process.stderr.write = record as typeof process.stderr.write;
     const authorize = (key: string) =>
       handler({ type: 'TOKEN', authorizationToken: `Bearer ${key}`, methodArn: 'arn:aws:execute-api:us-east-1:1:abc/v1/GET/x' }, context);
-    let allowed: Awaited<ReturnType<typeof handler>>;
-    let refused: Awaited<ReturnType<typeof handler>>;
-    let writtenWhenAllowed: string;
-    try {
-      allowed = await authorize(tenant.key);
-      writtenWhenAllowed = written.join('');
-      refused = await authorize(`${tenant.key}x`);
-    } finally {
-      process.stdout.write = stdout;
-      process.stderr.write = stderr;
-    }
-    expect(allowed.policyDocument.Statement[0]).toMatchObject({ Effect: 'Allow' });
-    expect(writtenWhenAllowed).toBe('');
+    const { result, output } = await capturingOutput(async (soFar) => {
+      const allowed = await authorize(tenant.key);
+      const writtenWhenAllowed = soFar();
+      return { allowed, writtenWhenAllowed, refused: await authorize(`${tenant.key}x`) };
+    });
+    expect(result.allowed.policyDocument.Statement[0]).toMatchObject({ Effect: 'Allow' });
+    expect(result.writtenWhenAllowed).toBe('');
     // A refusal is still counted (EMF on stdout).
-    expect(refused.policyDocument.Statement[0]).toMatchObject({ Effect: 'Deny' });
-    expect(written.join('')).toMatch(/"KeysRefused"/);
+    expect(result.refused.policyDocument.Statement[0]).toMatchObject({ Effect: 'Deny' });
+    expect(output).toMatch(/"KeysRefused"/);
   });
 
   it('serve API Gateway events: the API reads the caller from the authorizer context and rings the doorbell', async () => {
@@ -495,25 +504,13 @@ describe('Lambda entry files', () => {
         body: null,
         requestContext: { authorizer: { principal: 'tenant', tenantId: tenant.id }, httpMethod: 'GET', path: `/v1${path}`, stage: 'v1' },
       }) as unknown as LambdaEvent;
-    const written: string[] = [];
-    const stdout = process.stdout.write.bind(process.stdout);
-    const stderr = process.stderr.write.bind(process.stderr);
-    const record = (chunk: unknown) => {
-      written.push(String(chunk));
-      return true;
-    };
-    process.stdout.write = record as typeof process.stdout.write;
-    process.stderr.write = record as typeof process.stderr.write;
-    let statuses: number[];
-    try {
-      statuses = [];
+    const { result: statuses, output } = await capturingOutput(async () => {
+      const answered: number[] = [];
       for (const path of ['/v1/health', '/v1/webhooks'])
-        statuses.push(((await handler(get(path), context)) as { statusCode: number }).statusCode);
-    } finally {
-      process.stdout.write = stdout;
-      process.stderr.write = stderr;
-    }
+        answered.push(((await handler(get(path), context)) as { statusCode: number }).statusCode);
+      return answered;
+    });
     expect(statuses).toEqual([200, 200]);
-    expect(written.join('')).toBe('');
+    expect(output).toBe('');
   });
 });
