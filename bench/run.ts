@@ -87,7 +87,7 @@ async function harness(config: Record<string, unknown> = {}) {
         const tenant = firstTryTenant(queue, m.body);
         if (tenant)
           stages.push({
-            stage: queue === 'Distribute' ? 'doorbell_wait' : 'delivery_wait',
+            stage: queue.startsWith('Distribute') ? 'doorbell_wait' : 'delivery_wait',
             tenant,
             at: receivedAt,
             ms: receivedAt - m.sentAt,

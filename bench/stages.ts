@@ -35,7 +35,7 @@ export interface StageSample {
 export function firstTryTenant(queue: string, body: string): string | undefined {
   try {
     const message = JSON.parse(body) as { tenant?: string; tenantId?: string; kind?: string; attempt?: number; notBefore?: number };
-    if (queue === 'Distribute') return message.tenant;
+    if (queue.startsWith('Distribute')) return message.tenant; // either lane of doorbells
     const firstTry = (message.kind ?? 'delivery') === 'delivery' && message.attempt === 1 && message.notBefore === undefined;
     return firstTry ? message.tenantId : undefined;
   } catch {

@@ -50,6 +50,9 @@ export class Sluice extends Construct {
   readonly controlTable: TableV2;
   readonly distributeQueue: Queue;
   readonly distributeDeadLetterQueue: Queue;
+  /** The doorbells of a tenant ringing many objects at once (functions/core/lanes.ts). */
+  readonly distributeBulkQueue: Queue;
+  readonly distributeBulkDeadLetterQueue: Queue;
   readonly deliverQueue: Queue;
   readonly deliverDeadLetterQueue: Queue;
   /** Subscribe webhook owners (or a relay to them) to hear when a webhook is disabled. */
@@ -95,6 +98,7 @@ export class Sluice extends Construct {
       events: storage.events,
       control: storage.control,
       distributeQueue: pipeline.distribute.queue,
+      distributeBulkQueue: pipeline.distributeBulk.queue,
       deliverQueue: delivery.deliver.queue,
       webhookDisabledTopic: delivery.webhookDisabledTopic,
     });
@@ -105,7 +109,7 @@ export class Sluice extends Construct {
       api: api.restApi,
       control: storage.control,
       adminKeySecret: api.adminKeySecret,
-      queues: { Distribute: pipeline.distribute, Deliver: delivery.deliver },
+      queues: { Distribute: pipeline.distribute, DistributeBulk: pipeline.distributeBulk, Deliver: delivery.deliver },
       functions: {
         api: api.apiFunction.function,
         authorizer: api.authorizerFunction.function,
@@ -123,6 +127,8 @@ export class Sluice extends Construct {
     this.controlTable = storage.control;
     this.distributeQueue = pipeline.distribute.queue;
     this.distributeDeadLetterQueue = pipeline.distribute.deadLetterQueue;
+    this.distributeBulkQueue = pipeline.distributeBulk.queue;
+    this.distributeBulkDeadLetterQueue = pipeline.distributeBulk.deadLetterQueue;
     this.deliverQueue = delivery.deliver.queue;
     this.deliverDeadLetterQueue = delivery.deliver.deadLetterQueue;
     this.webhookDisabledTopic = delivery.webhookDisabledTopic;

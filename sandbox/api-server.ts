@@ -43,6 +43,7 @@ export interface ApiSettings {
   readonly eventsTable: string;
   readonly controlTable: string;
   readonly distributeQueueUrl: string;
+  readonly distributeBulkQueueUrl: string;
   readonly deliverQueueUrl: string;
   readonly logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'SILENT';
   /** @default AUTHORIZER_CACHE_SECONDS, as the stack sets API Gateway's cache */
@@ -96,6 +97,7 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
     eventsTable: settings.eventsTable,
     controlTable: settings.controlTable,
     distributeQueueUrl: settings.distributeQueueUrl,
+    distributeBulkQueueUrl: settings.distributeBulkQueueUrl,
     deliverQueueUrl: settings.deliverQueueUrl,
     metrics,
     logger: log,

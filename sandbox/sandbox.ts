@@ -20,7 +20,7 @@ import { buildConfig, ingestGraceProblem, problemsReading, type SluiceConfig, wi
 import { keyKind } from '../functions/core/keys.ts';
 import type { LoggerPort } from '../functions/core/telemetry.ts';
 import { CANARY_TIMEOUT_SECONDS, reconcilerTimeoutSeconds } from '../functions/definitions/environment.ts';
-import { DELIVER_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
+import { DELIVER_QUEUE, DISTRIBUTE_BULK_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
 import { makeDistributorHandler } from '../functions/distributor/process.ts';
@@ -120,6 +120,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const awsItself = sqsClient({ ...emulators.sqs });
   const queues = await createQueues(awsItself);
   const distributeQueue = queues[DISTRIBUTE_QUEUE.logicalName] as SandboxQueue;
+  const distributeBulkQueue = queues[DISTRIBUTE_BULK_QUEUE.logicalName] as SandboxQueue;
   const deliverQueue = queues[DELIVER_QUEUE.logicalName] as SandboxQueue;
   const dynamo = instrument(documentClient({ ...emulators.dynamo, maxSockets: 256 }), 'dynamodb');
   // Each function's calls are refused where its role would refuse them in AWS.
@@ -141,6 +142,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     eventsTable: tableNames[EVENTS_TABLE.logicalName] as string,
     controlTable: tableNames[CONTROL_TABLE.logicalName] as string,
     distributeQueueUrl: distributeQueue.url,
+    distributeBulkQueueUrl: distributeBulkQueue.url,
     deliverQueueUrl: deliverQueue.url,
     metrics,
     logger: log,
@@ -160,6 +162,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       eventsTable: wiring.eventsTable,
       controlTable: wiring.controlTable,
       distributeQueueUrl: wiring.distributeQueueUrl,
+      distributeBulkQueueUrl: wiring.distributeBulkQueueUrl,
       deliverQueueUrl: wiring.deliverQueueUrl,
       logLevel: options.logLevel ?? 'WARN',
       ...(options.authorizerCacheMs !== undefined && { authorizerCacheMs: options.authorizerCacheMs }),
@@ -178,19 +181,24 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   // Lambda's event source mappings: invocations up to each function's maximum
   // concurrency (they all share this thread and its CPU).
+  // The distributor's two event source mappings (the main and the bulk lane) invoke one function.
+  const distributorHandler = asFunction('distributor', makeDistributorHandler(distributor(wiring), log, wiring.metrics));
   const pollers = [
     // Each poller has a client of its own, so its long polls never queue the sends.
-    new Poller({
-      client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
-      queue: distributeQueue,
-      handler: asFunction('distributor', makeDistributorHandler(distributor(wiring), log, wiring.metrics)),
-      functionName: 'sluice-distributor',
-      logger: log,
-      metrics,
-      fn: 'distributor',
-      ...(options.onInvocation && { onInvocation: options.onInvocation }),
-      ...(options.onReceive && { onReceive: options.onReceive }),
-    }),
+    ...[distributeQueue, distributeBulkQueue].map(
+      (queue) =>
+        new Poller({
+          client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
+          queue,
+          handler: distributorHandler,
+          functionName: 'sluice-distributor',
+          logger: log,
+          metrics,
+          fn: 'distributor',
+          ...(options.onInvocation && { onInvocation: options.onInvocation }),
+          ...(options.onReceive && { onReceive: options.onReceive }),
+        }),
+    ),
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
       queue: deliverQueue,

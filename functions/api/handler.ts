@@ -30,6 +30,7 @@ const services = apiServices(
     eventsTable: requireEnv(ENV.eventsTable),
     controlTable: requireEnv(ENV.controlTable),
     distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
+    distributeBulkQueueUrl: requireEnv(ENV.distributeBulkQueueUrl),
     deliverQueueUrl: requireEnv(ENV.deliverQueueUrl),
     metrics: metricsPort(metrics),
     logger: loggerPort(logger),

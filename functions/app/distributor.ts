@@ -12,6 +12,7 @@ import type { SluiceConfig } from '../core/config.ts';
 import { chunkByBytes, deliveryId, planDeliveries, subscribedResources } from '../core/deliveries.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { derivedId } from '../core/ids.ts';
+import type { Lane } from '../core/lanes.ts';
 import type { DeliveredEvent, DeliveryMessage, GapMarker, ObjectKey, PendingEvent, Subscriber } from '../core/model.ts';
 import { STREAM_LATE_MS, streamPosition } from '../core/stream-token.ts';
 import { actionForObject } from '../core/switches.ts';
@@ -177,14 +178,24 @@ export class Distributor {
   async runTurn(
     key: ObjectKey,
     owner: string,
-    options: { freshSwitches?: boolean; quiet?: boolean; snapshot?: QuietSnapshot; outbox?: DeliverySink; shared?: boolean } = {},
+    options: {
+      freshSwitches?: boolean;
+      quiet?: boolean;
+      snapshot?: QuietSnapshot;
+      outbox?: DeliverySink;
+      shared?: boolean;
+      lane?: Lane;
+    } = {},
   ): Promise<TurnOutcome> {
     const { queues, config, now } = this.#deps;
+    // A turn that rings again rings in its doorbell's lane: a tenant's objects in the bulk
+    // lane stay there, and an object never has doorbells in both lanes from its turns.
+    const lane = options.lane ?? 'main';
     const sink = options.outbox ?? this.#deps.deliveries;
     let distributed = 0;
     try {
       if (options.quiet) {
-        const quiet = await this.#quietTurn(key, sink, options.freshSwitches === true, options.snapshot);
+        const quiet = await this.#quietTurn(key, sink, options.freshSwitches === true, options.snapshot, lane);
         if (quiet) return quiet;
       }
       // The meta item as the lease read it, or as a commit that kept the lease left it.
@@ -307,7 +318,7 @@ export class Distributor {
             { keepLease: turnMayContinue(budget, distributed, startedAt, now()) },
           );
           this.#countConsumed(key, plan, false);
-          if (typeof state === 'string') return this.#ended(key, `t${meta.fence}`, state, distributed);
+          if (typeof state === 'string') return this.#ended(key, `t${meta.fence}`, state, distributed, lane);
           meta = state.held;
           ({ cursor, seq, inline } = meta);
           floorAt = plan.floorAt;
@@ -348,7 +359,7 @@ export class Distributor {
         // so the rest of the turn (up to turnMaxMs) must append to it too.
         lookups = new TurnLookups(this.#lookups, key.tenantId, now);
       }
-      return this.#ended(key, `t${meta.fence}`, await queues.finishTurn(key, meta.fence, now(), { left }), distributed);
+      return this.#ended(key, `t${meta.fence}`, await queues.finishTurn(key, meta.fence, now(), { left }), distributed, lane);
     } catch (error) {
       if (error instanceof LeaseHeldError) {
         // Another holder is draining this object and will ring again if events remain.
@@ -393,6 +404,7 @@ export class Distributor {
     sink: DeliverySink,
     freshSwitches: boolean,
     snapshot: QuietSnapshot | undefined,
+    lane: Lane,
   ): Promise<TurnOutcome | undefined> {
     const { queues, now } = this.#deps;
     // The ingest's write saw the meta item as the read would (only a turn moves the
@@ -421,7 +433,7 @@ export class Distributor {
     await this.#publish(key, events, new TurnLookups(this.#lookups, key.tenantId, now), sink);
     const state = await queues.commitQuiet(key, at.cursor, at.seq + 1, now());
     this.#deps.metrics.count('QuietTurns', 1, { read: at.inline === fromSnapshot ? 'none' : 'meta' });
-    return this.#ended(key, `q${at.cursor + 1}`, state, 1);
+    return this.#ended(key, `q${at.cursor + 1}`, state, 1, lane);
   }
 
   /** Whether an event expires within EXPIRY_MARGIN_MS of `at`: it must be committed before it is published. */
@@ -430,9 +442,9 @@ export class Distributor {
   }
 
   /** After the turn's last write: idle, or ring again for the events that came meanwhile. */
-  async #ended(key: ObjectKey, token: string, state: 'idle' | 'pending', distributed: number): Promise<TurnOutcome> {
+  async #ended(key: ObjectKey, token: string, state: 'idle' | 'pending', distributed: number, lane: Lane): Promise<TurnOutcome> {
     if (state === 'idle') return { outcome: 'idle', distributed };
-    await this.#deps.doorbell.ring(key, token);
+    await this.#deps.doorbell.ring(key, token, { lane });
     this.#deps.metrics.count('DoorbellsRung', 1, { by: 'distributor' });
     return { outcome: 'rerung', distributed };
   }

@@ -15,6 +15,7 @@ import type { QueueStore } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
+import type { Lane } from '../core/lanes.ts';
 import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
@@ -161,12 +162,22 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     maxDepth = Math.max(maxDepth, meta.depth);
     if (meta.depth > 0.8 * config.objectQueueCap) nearCap++;
   }
+  // A tenant with more stuck objects than one second's rings in the main lane (a flood of
+  // new objects waiting in the bulk lane, or a mass loss of doorbells) is rung in the bulk
+  // lane (core/lanes.ts) from the first of them: its rings would otherwise take the main
+  // lane's share before its container's count moved them, each run.
+  const stuckByTenant = new Map<string, number>();
+  for (const { key, meta } of metas) {
+    if (isStuck(meta, now, config.stuckAfterMs)) stuckByTenant.set(key.tenantId, (stuckByTenant.get(key.tenantId) ?? 0) + 1);
+  }
+  const laneOf = (tenantId: string): Lane | undefined =>
+    (stuckByTenant.get(tenantId) ?? 0) > config.bulkLaneAfterRingsPerSecond ? 'bulk' : undefined;
   const scheduledDone = await eachAtOnce(
     metas,
     RECONCILE_CONCURRENCY,
     ({ key, meta }) =>
       each(key, async () => {
-        const done = await reconcileScheduled(deps, key, meta, now, switches);
+        const done = await reconcileScheduled(deps, key, meta, now, switches, laneOf(key.tenantId));
         if (done.leaseCleared) leasesCleared++;
         if (done.rerung) rerung++;
       }),
@@ -220,6 +231,7 @@ async function reconcileScheduled(
   meta: QueueMeta,
   now: number,
   switches: Awaited<ReturnType<ReconcilerDeps['switches']['list']>>,
+  lane: Lane | undefined,
 ): Promise<{ leaseCleared: boolean; rerung: boolean }> {
   const { queues, config, logger } = deps;
   const leaseCleared =
@@ -232,7 +244,7 @@ async function reconcileScheduled(
       // time without a turn was spent paused, so the spacings below, counted from that
       // turn, would ring it only at the next one, up to an hour on: ring it now, and count
       // its time without a turn from this ring.
-      await deps.doorbell.ring(key, `p${meta.pausedAt}`);
+      await deps.doorbell.ring(key, `p${meta.pausedAt}`, { ...(lane && { lane }) });
       await queues.restartStuckClock(key, meta.pausedAt, now);
       logger.warn('Rang a stuck object no pause stops any more', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
       return { leaseCleared, rerung: true };
@@ -248,7 +260,7 @@ async function reconcileScheduled(
     const lastSign = Math.max(meta.scheduledAt ?? 0, meta.turnAt ?? 0);
     const rerung = `${lastSign}.${reringsDue(now - lastSign, config.stuckAfterMs)}`;
     if (meta.rerung === rerung) return { leaseCleared, rerung: false };
-    await deps.doorbell.ring(key, `r${rerung}`);
+    await deps.doorbell.ring(key, `r${rerung}`, { ...(lane && { lane }) });
     await queues.noteRerung(key, rerung);
     logger.warn('Re-rang a stuck object', { tenant: key.tenantId, resource: key.resource, depth: meta.depth });
     return { leaseCleared, rerung: true };

@@ -21,6 +21,7 @@ import { WebhookStore } from '../adapters/webhook-store.ts';
 import type { ApiServices } from '../api/app.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { newId } from '../core/ids.ts';
+import { DoorbellLanes } from '../core/lanes.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import type { DeliveryDeps, Notifier } from './delivery.ts';
 import { Distributor } from './distributor.ts';
@@ -34,11 +35,29 @@ export interface Wiring {
   readonly eventsTable: string;
   readonly controlTable: string;
   readonly distributeQueueUrl: string;
+  /** The doorbells' bulk lane (core/lanes.ts). */
+  readonly distributeBulkQueueUrl: string;
   readonly deliverQueueUrl: string;
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
   readonly now?: () => number;
   readonly send?: Sender;
+}
+
+/** The doorbell, with the lanes this container keeps for its rings (core/lanes.ts). */
+function doorbell(
+  w: Pick<Wiring, 'sqs' | 'distributeQueueUrl' | 'distributeBulkQueueUrl' | 'config' | 'metrics' | 'logger' | 'now'>,
+): Doorbell {
+  return new Doorbell({
+    client: w.sqs,
+    queueUrl: w.distributeQueueUrl,
+    bulk: {
+      queueUrl: w.distributeBulkQueueUrl,
+      lanes: new DoorbellLanes({ ringsPerSecond: w.config.bulkLaneAfterRingsPerSecond, now: w.now ?? Date.now }),
+      metrics: w.metrics,
+      logger: w.logger,
+    },
+  });
 }
 
 function switchReader(w: Pick<Wiring, 'dynamo' | 'controlTable' | 'config' | 'now'>): CachedSwitches {
@@ -72,14 +91,14 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
   const now = w.now ?? Date.now;
   const { queues, idempotency, webhooks, tenants } = stores(w);
   const delivery = deliveryDeps(w, notifier);
-  const doorbell = new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl });
+  const bell = doorbell(w);
   const switches = new SwitchStore({ client: w.dynamo, tableName: w.controlTable });
   return {
     streams: { streams: streamStore(w), retentionDays: w.config.retentionDays, now },
     switches: {
       switches,
       queues,
-      doorbell,
+      doorbell: bell,
       webhooks,
       tenants,
       delivery,
@@ -90,7 +109,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
     ingest: {
       queues,
       idempotency,
-      doorbell,
+      doorbell: bell,
       config: w.config,
       metrics: w.metrics,
       logger: w.logger,
@@ -125,7 +144,7 @@ export function distributor(w: Wiring): Distributor {
       lookups: { onResource: (t, r) => webhooks.onResource(t, r), streamExpiry: (t, r) => streams.streamExpiry(t, r) },
     }),
     deliveries: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
-    doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+    doorbell: doorbell(w),
     config: w.config,
     metrics: w.metrics,
     logger: w.logger,
@@ -157,11 +176,23 @@ export function newLeaseOwner(): string {
 }
 
 export function reconcilerDeps(
-  w: Pick<Wiring, 'config' | 'dynamo' | 'sqs' | 'eventsTable' | 'controlTable' | 'distributeQueueUrl' | 'metrics' | 'logger' | 'now'>,
+  w: Pick<
+    Wiring,
+    | 'config'
+    | 'dynamo'
+    | 'sqs'
+    | 'eventsTable'
+    | 'controlTable'
+    | 'distributeQueueUrl'
+    | 'distributeBulkQueueUrl'
+    | 'metrics'
+    | 'logger'
+    | 'now'
+  >,
 ): ReconcilerDeps {
   return {
     queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
-    doorbell: new Doorbell({ client: w.sqs, queueUrl: w.distributeQueueUrl }),
+    doorbell: doorbell(w),
     switches: new SwitchStore({ client: w.dynamo, tableName: w.controlTable }),
     config: w.config,
     metrics: w.metrics,

@@ -33,6 +33,12 @@ export interface SluiceConfig {
   readonly sharedTurnMaxMs: number;
   /** How long an object's lease is valid after it is taken. */
   readonly leaseMs: number;
+  /**
+   * Objects one tenant may ring in one second, in one container, before its doorbells
+   * go to the bulk lane (core/lanes.ts), so that its flood of new objects waits behind
+   * itself, not in front of every other tenant's doorbells.
+   */
+  readonly bulkLaneAfterRingsPerSecond: number;
   /** How long an ingest may take between reserving a slot and writing its event. */
   readonly ingestGraceMs: number;
   /** How often the reconciler runs (a schedule in AWS, a timer in the sandbox). */
@@ -93,6 +99,7 @@ export const DEFAULT_CONFIG: SluiceConfig = Object.freeze({
   turnMaxMs: 2_000,
   sharedTurnMaxMs: 250,
   leaseMs: 30_000,
+  bulkLaneAfterRingsPerSecond: 100,
   ingestGraceMs: 60_000,
   reconcileIntervalSeconds: 60,
   stuckAfterMs: 90_000,
@@ -170,6 +177,7 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   turnMaxMs: positiveInt(MAX_TURN_MS),
   sharedTurnMaxMs: positiveInt(MAX_TURN_MS),
   leaseMs: positiveInt(900_000),
+  bulkLaneAfterRingsPerSecond: positiveInt(1_000_000),
   ingestGraceMs: positiveInt(900_000),
   reconcileIntervalSeconds: positiveInt(3_600),
   stuckAfterMs: positiveInt(3_600_000),

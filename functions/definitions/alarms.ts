@@ -11,7 +11,12 @@ import { FUNCTION_ENTRIES } from './environment.ts';
 /** Where a metric comes from; the stack maps each source to the real resource. */
 export type MetricSource =
   | { readonly kind: 'sluice'; readonly name: string }
-  | { readonly kind: 'queue'; readonly queue: 'Distribute' | 'Deliver'; readonly deadLetters: boolean; readonly name: QueueMetricName }
+  | {
+      readonly kind: 'queue';
+      readonly queue: 'Distribute' | 'DistributeBulk' | 'Deliver';
+      readonly deadLetters: boolean;
+      readonly name: QueueMetricName;
+    }
   | { readonly kind: 'function'; readonly fn: FunctionName; readonly name: 'Errors' | 'Throttles' }
   | { readonly kind: 'api'; readonly name: '5XXError' };
 
@@ -236,6 +241,21 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     missingData: 'notBreaching',
   },
   {
+    name: 'bulk-distributor-backlog-age',
+    runbook: 'bulk-distributor-backlog-age',
+    title: 'Bulk-lane distributor backlog age',
+    summary:
+      'the oldest doorbell in the bulk lane (tenants ringing many objects at once) has waited over 15 minutes: their events are that late.',
+    sources: [{ kind: 'queue', queue: 'DistributeBulk', deadLetters: false, name: 'ApproximateAgeOfOldestMessage' }],
+    statistic: 'Maximum',
+    periodSeconds: 60,
+    evaluationPeriods: 3,
+    datapointsToAlarm: 2,
+    threshold: 900,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
     name: 'delivery-backlog-age',
     runbook: 'delivery-backlog-age',
     title: 'Delivery backlog age',
@@ -299,6 +319,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     sources: [
       { kind: 'sluice', name: 'DeadLetters' },
       { kind: 'queue', queue: 'Distribute', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
+      { kind: 'queue', queue: 'DistributeBulk', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
       { kind: 'queue', queue: 'Deliver', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
     ],
     statistic: 'Maximum',

@@ -7,6 +7,8 @@ export const ENV = {
   eventsTable: 'EVENTS_TABLE',
   controlTable: 'CONTROL_TABLE',
   distributeQueueUrl: 'DISTRIBUTE_QUEUE_URL',
+  /** The doorbells' bulk lane (core/lanes.ts). */
+  distributeBulkQueueUrl: 'DISTRIBUTE_BULK_QUEUE_URL',
   deliverQueueUrl: 'DELIVER_QUEUE_URL',
   /** Secrets Manager secret whose JSON field `token` is the admin key without its `ak_` prefix. */
   adminKeySecretArn: 'ADMIN_KEY_SECRET_ARN',

@@ -49,6 +49,16 @@ export const DISTRIBUTE_QUEUE: QueueDefinition = {
   consumerTimeoutSeconds: 20,
 };
 
+/**
+ * The doorbells of a tenant ringing more objects a second than one container lets
+ * into the main lane (core/lanes.ts): the same queue, with distributors of its own,
+ * so that its backlog is never in front of other tenants' doorbells.
+ */
+export const DISTRIBUTE_BULK_QUEUE: QueueDefinition = {
+  ...DISTRIBUTE_QUEUE,
+  logicalName: 'DistributeBulk',
+};
+
 /** Deliveries ready to send; standard queue, MessageGroupId = tenant (fair queues). */
 export const DELIVER_QUEUE: QueueDefinition = {
   logicalName: 'Deliver',
@@ -61,4 +71,4 @@ export const DELIVER_QUEUE: QueueDefinition = {
   consumerTimeoutSeconds: 30,
 };
 
-export const QUEUES = [DISTRIBUTE_QUEUE, DELIVER_QUEUE] as const;
+export const QUEUES = [DISTRIBUTE_QUEUE, DISTRIBUTE_BULK_QUEUE, DELIVER_QUEUE] as const;

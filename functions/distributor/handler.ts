@@ -19,6 +19,7 @@ const process_ = makeDistributorHandler(
     eventsTable: requireEnv(ENV.eventsTable),
     controlTable: requireEnv(ENV.controlTable),
     distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
+    distributeBulkQueueUrl: requireEnv(ENV.distributeBulkQueueUrl),
     deliverQueueUrl: requireEnv(ENV.deliverQueueUrl),
     metrics: metricsPort(metrics),
     logger: log,

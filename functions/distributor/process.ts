@@ -68,7 +68,7 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
       }
     };
     const turn = async (record: SQSRecord) => {
-      const { fresh, quiet, snapshot, ...key } = parseDoorbell(record.body);
+      const { fresh, quiet, snapshot, lane, ...key } = parseDoorbell(record.body);
       // A doorbell received again (its invocation failed or timed out, perhaps after its
       // quiet turn committed) does not trust its snapshot: the turn reads the meta item,
       // so a committed event is not published twice. (The turn itself trusts one only
@@ -76,7 +76,7 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
       const trusted = snapshot && record.attributes?.ApproximateReceiveCount === '1' ? { snapshot } : {};
       outbox.join(key.tenantId);
       const result = await distributor
-        .runTurn(key, owner, { freshSwitches: fresh, quiet, ...trusted, outbox, shared })
+        .runTurn(key, owner, { freshSwitches: fresh, quiet, ...trusted, outbox, shared, lane })
         .finally(() => outbox.leave(key.tenantId));
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });

@@ -17,6 +17,7 @@ const deps = reconcilerDeps({
   eventsTable: requireEnv(ENV.eventsTable),
   controlTable: requireEnv(ENV.controlTable),
   distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
+  distributeBulkQueueUrl: requireEnv(ENV.distributeBulkQueueUrl),
   metrics: metricsPort(metrics),
   logger: loggerPort(logger),
 });

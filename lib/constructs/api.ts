@@ -45,6 +45,8 @@ export interface ApiProps {
   readonly events: TableV2;
   readonly control: TableV2;
   readonly distributeQueue: IQueue;
+  /** The doorbells' bulk lane (functions/core/lanes.ts). */
+  readonly distributeBulkQueue: IQueue;
   /** For replay and re-enabling (which releases held deliveries). */
   readonly deliverQueue: IQueue;
   readonly webhookDisabledTopic: ITopic;
@@ -202,6 +204,7 @@ export class Api extends Construct {
       .bindTable(props.events, TABLE_ACCESS.api.events, ENV.eventsTable)
       .bindTable(props.control, TABLE_ACCESS.api.control, ENV.controlTable)
       .bindQueue(props.distributeQueue, ENV.distributeQueueUrl)
+      .bindQueue(props.distributeBulkQueue, ENV.distributeBulkQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl)
       .bindTopic(props.webhookDisabledTopic, ENV.webhookDisabledTopicArn);
     const fn = this.apiFunction.function;

@@ -62,6 +62,7 @@ export interface OperationsProps {
   readonly adminKeySecret: ISecret;
   readonly queues: {
     readonly Distribute: { readonly queue: Queue; readonly deadLetterQueue: Queue };
+    readonly DistributeBulk: { readonly queue: Queue; readonly deadLetterQueue: Queue };
     readonly Deliver: { readonly queue: Queue; readonly deadLetterQueue: Queue };
   };
   /** Every function but the canary's own two. */
@@ -254,6 +255,8 @@ export class Operations extends Construct {
           ]),
           graph('Distribute', [
             props.queues.Distribute.queue.metricApproximateAgeOfOldestMessage(),
+            props.queues.DistributeBulk.queue.metricApproximateAgeOfOldestMessage({ label: 'Bulk lane: age of the oldest doorbell' }),
+            sluice('BulkLaneDoorbells'),
             sluice('EventsDistributed'),
             sluice('StuckObjectsRerung'),
           ]),
@@ -278,6 +281,9 @@ export class Operations extends Construct {
             sluice('DeadLetters'),
             props.queues.Deliver.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
             props.queues.Distribute.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
+            props.queues.DistributeBulk.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+              label: 'Bulk lane: dead-lettered doorbells',
+            }),
             sluice('CanaryDelivered'),
             // Which of a run's two ticks arrive: one path stuck shows here (runbook canary-stale).
             sluice('CanaryTicks', 'Sum', { path: 'quiet' }),

@@ -12,7 +12,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds } from '../../functions/definitions/environment.ts';
-import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
+import { DISTRIBUTE_BULK_QUEUE, DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
 import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -27,12 +27,15 @@ export interface PipelineProps {
 
 export class Pipeline extends Construct {
   readonly distribute: QueueWithDeadLetters;
+  /** The doorbells' bulk lane (functions/core/lanes.ts): the same function drains it with its own concurrency. */
+  readonly distributeBulk: QueueWithDeadLetters;
   readonly distributor: SluiceFunction;
   readonly reconciler: SluiceFunction;
 
   constructor(scope: Construct, id: string, props: PipelineProps) {
     super(scope, id);
     this.distribute = new QueueWithDeadLetters(this, 'Distribute', DISTRIBUTE_QUEUE);
+    this.distributeBulk = new QueueWithDeadLetters(this, 'DistributeBulk', DISTRIBUTE_BULK_QUEUE);
 
     this.distributor = new SluiceFunction(this, 'Distributor', {
       entry: FUNCTION_ENTRIES.distributor,
@@ -44,14 +47,22 @@ export class Pipeline extends Construct {
       // Not the webhooks' signing secrets: only what it names in its reads.
       .bindAttributes(props.control, ENV.controlTable, TABLE_ACCESS.distributor.control)
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
+      .bindQueue(this.distributeBulk.queue, ENV.distributeBulkQueueUrl)
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
-    this.distributor.function.addEventSource(
-      new SqsEventSource(this.distribute.queue, {
-        batchSize: DISTRIBUTE_QUEUE.batchSize,
-        reportBatchItemFailures: true,
-        maxConcurrency: DISTRIBUTE_QUEUE.maxConcurrency,
-      }),
-    );
+    // One mapping per lane, each with its own maximum concurrency: a flood in the bulk
+    // lane takes none of the main lane's invocations.
+    for (const [lane, definition] of [
+      [this.distribute, DISTRIBUTE_QUEUE],
+      [this.distributeBulk, DISTRIBUTE_BULK_QUEUE],
+    ] as const) {
+      this.distributor.function.addEventSource(
+        new SqsEventSource(lane.queue, {
+          batchSize: definition.batchSize,
+          reportBatchItemFailures: true,
+          maxConcurrency: definition.maxConcurrency,
+        }),
+      );
+    }
 
     this.reconciler = new SluiceFunction(this, 'Reconciler', {
       entry: FUNCTION_ENTRIES.reconciler,
@@ -63,7 +74,8 @@ export class Pipeline extends Construct {
       .bindTable(props.events, TABLE_ACCESS.reconciler.events, ENV.eventsTable)
       // The kill switches, and nothing else of the control table.
       .bindItems(props.control, ENV.controlTable, TABLE_ACCESS.reconciler.control)
-      .bindQueue(this.distribute.queue, ENV.distributeQueueUrl);
+      .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
+      .bindQueue(this.distributeBulk.queue, ENV.distributeBulkQueueUrl);
     // A failed sweep is tried by the next one, on the schedule: Lambda's own retries of an
     // asynchronous invocation would run it again beside the schedule's, and with a
     // concurrency of 1 be throttled, which pages.

@@ -14,7 +14,14 @@ import { buildConfig, DEFAULT_CONFIG, RETRY_SCHEDULE_MAX_ATTEMPTS } from '../../
 import { AUTHORIZATION_HEADER_PATTERN } from '../../functions/core/keys.ts';
 import { alarmDefinitions, alarmDescription } from '../../functions/definitions/alarms.ts';
 import { API_STAGE_NAME, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
-import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, SQS_MAX_MESSAGE_BYTES } from '../../functions/definitions/queues.ts';
+import {
+  DELIVER_QUEUE,
+  DISTRIBUTE_BULK_QUEUE,
+  DISTRIBUTE_QUEUE,
+  QUEUES,
+  type QueueDefinition,
+  SQS_MAX_MESSAGE_BYTES,
+} from '../../functions/definitions/queues.ts';
 import {
   BY_RESOURCE_INDEX,
   CONTROL_TABLE,
@@ -66,35 +73,36 @@ function logicalIdOf(type: string, props: Record<string, unknown>): string {
   return ids[0] as string;
 }
 
-function queueByFifo(fifo: boolean) {
-  const queues = template.findResources('AWS::SQS::Queue', {
-    Properties: { RedrivePolicy: Match.anyValue(), ...(fifo ? { FifoQueue: true } : {}) },
-  });
-  const entries = Object.entries(queues).filter(([, q]) => Boolean(q.Properties.FifoQueue) === fifo);
-  expect(entries).toHaveLength(1);
+/** A queue of the pipeline (not a dead-letter queue) by its definition's logical name. */
+function queueOf(definition: QueueDefinition): [string, { Properties: Record<string, unknown> }] {
+  const queues = template.findResources('AWS::SQS::Queue', { Properties: { RedrivePolicy: Match.anyValue() } });
+  const entries = Object.entries(queues).filter(([id]) => new RegExp(`${definition.logicalName}Queue[0-9A-F]{8}$`).test(id));
+  expect(entries, definition.logicalName).toHaveLength(1);
   return entries[0] as [string, { Properties: Record<string, unknown> }];
 }
 
 describe('queues', () => {
-  it('rings doorbells on a FIFO queue with a FIFO dead-letter queue', () => {
-    const [, distribute] = queueByFifo(true);
-    expect(distribute.Properties).toMatchObject({
-      FifoQueue: true,
-      ContentBasedDeduplication: false,
-      // High throughput: per message group (object), not 300 calls/s for the queue.
-      DeduplicationScope: 'messageGroup',
-      FifoThroughputLimit: 'perMessageGroupId',
-      VisibilityTimeout: DISTRIBUTE_QUEUE.visibilityTimeoutSeconds,
-      RedrivePolicy: { maxReceiveCount: DISTRIBUTE_QUEUE.maxReceiveCount },
-    });
-    const dlqId = (distribute.Properties.RedrivePolicy as { deadLetterTargetArn: { 'Fn::GetAtt': string[] } }).deadLetterTargetArn[
-      'Fn::GetAtt'
-    ][0];
-    expect(template.toJSON().Resources[dlqId as string].Properties.FifoQueue).toBe(true);
+  it('rings doorbells on two FIFO queues, the main and the bulk lane, each with a FIFO dead-letter queue', () => {
+    for (const definition of [DISTRIBUTE_QUEUE, DISTRIBUTE_BULK_QUEUE]) {
+      const [, distribute] = queueOf(definition);
+      expect(distribute.Properties).toMatchObject({
+        FifoQueue: true,
+        ContentBasedDeduplication: false,
+        // High throughput: per message group (object), not 300 calls/s for the queue.
+        DeduplicationScope: 'messageGroup',
+        FifoThroughputLimit: 'perMessageGroupId',
+        VisibilityTimeout: definition.visibilityTimeoutSeconds,
+        RedrivePolicy: { maxReceiveCount: definition.maxReceiveCount },
+      });
+      const dlqId = (distribute.Properties.RedrivePolicy as { deadLetterTargetArn: { 'Fn::GetAtt': string[] } }).deadLetterTargetArn[
+        'Fn::GetAtt'
+      ][0];
+      expect(template.toJSON().Resources[dlqId as string].Properties.FifoQueue).toBe(true);
+    }
   });
 
   it('sends deliveries through a standard queue with its own dead-letter queue', () => {
-    const [, deliver] = queueByFifo(false);
+    const [, deliver] = queueOf(DELIVER_QUEUE);
     expect(deliver.Properties).toMatchObject({
       VisibilityTimeout: DELIVER_QUEUE.visibilityTimeoutSeconds,
       RedrivePolicy: { maxReceiveCount: DELIVER_QUEUE.maxReceiveCount },
@@ -103,13 +111,13 @@ describe('queues', () => {
 
   it("takes SQS's largest messages on every queue (a delivery's ASCII-escaped body can pass 256 KiB)", () => {
     const queues = Object.values(template.findResources('AWS::SQS::Queue'));
-    expect(queues).toHaveLength(4);
+    expect(queues).toHaveLength(2 * QUEUES.length);
     for (const queue of queues) expect(queue.Properties.MaximumMessageSize).toBe(SQS_MAX_MESSAGE_BYTES);
   });
 
   it('encrypts every queue and refuses non-TLS access', () => {
     const queues = template.findResources('AWS::SQS::Queue');
-    expect(Object.keys(queues)).toHaveLength(4);
+    expect(Object.keys(queues)).toHaveLength(2 * QUEUES.length);
     for (const q of Object.values(queues)) expect(q.Properties.SqsManagedSseEnabled).toBe(true);
     template.resourcePropertiesCountIs(
       'AWS::SQS::QueuePolicy',
@@ -118,28 +126,28 @@ describe('queues', () => {
           Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
         },
       },
-      4,
+      2 * QUEUES.length,
     );
   });
 
-  it('consumes both queues with partial batch responses, the defined batch size and a concurrency cap', () => {
-    for (const definition of [DISTRIBUTE_QUEUE, DELIVER_QUEUE]) {
+  it('consumes every queue with partial batch responses, the defined batch size and a concurrency cap', () => {
+    for (const definition of QUEUES) {
       template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
         FunctionResponseTypes: ['ReportBatchItemFailures'],
         BatchSize: definition.batchSize,
         ScalingConfig: { MaximumConcurrency: definition.maxConcurrency },
       });
     }
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', QUEUES.length);
   });
 
-  it('feeds the FIFO queue to the distributor and the deliver queue to the delivery function, each timing out before its visibility', () => {
-    const [distributeId] = queueByFifo(true);
-    const [deliverId] = queueByFifo(false);
-    for (const [queueId, definition, entry] of [
-      [distributeId, DISTRIBUTE_QUEUE, 'distributor'],
-      [deliverId, DELIVER_QUEUE, 'delivery'],
+  it('feeds both FIFO lanes to the distributor and the deliver queue to the delivery function, each timing out before its visibility', () => {
+    for (const [definition, entry] of [
+      [DISTRIBUTE_QUEUE, 'distributor'],
+      [DISTRIBUTE_BULK_QUEUE, 'distributor'],
+      [DELIVER_QUEUE, 'delivery'],
     ] as const) {
+      const [queueId] = queueOf(definition);
       const [mapping] = Object.values(
         template.findResources('AWS::Lambda::EventSourceMapping', {
           Properties: { EventSourceArn: { 'Fn::GetAtt': [queueId, 'Arn'] } },
@@ -185,12 +193,18 @@ describe('functions', () => {
     );
     for (const [id, fn] of Object.entries(template.findResources('AWS::Lambda::Function'))) {
       const variables = fn.Properties.Environment.Variables as Record<string, unknown>;
-      // What CloudFormation fills in at deploy (a table name, a queue URL, an ARN, the API's
-      // URL) counted at 256 characters: for a stack named Sluice none takes 130.
+      // What CloudFormation fills in at deploy (a table name, an ARN, the API's URL) counted
+      // at 256 characters: for a stack named Sluice none takes 130. A queue URL at 160: it is
+      // https://sqs.<region>.amazonaws.com[.cn]/<account>/<name>, and a queue's name is at
+      // most 80 characters.
       const deployed = Object.fromEntries(
         Object.entries(variables).map(([name, value]) => [
           name,
-          name === 'SLUICE_CONFIG' ? JSON.stringify(largest) : typeof value === 'string' ? value : 'x'.repeat(256),
+          name === 'SLUICE_CONFIG'
+            ? JSON.stringify(largest)
+            : typeof value === 'string'
+              ? value
+              : 'x'.repeat(name.endsWith('_QUEUE_URL') ? 160 : 256),
         ]),
       );
       // Lambda measures the variables as one JSON object (its error quotes "String measured: {…}").

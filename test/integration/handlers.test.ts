@@ -68,6 +68,7 @@ function apiEnvironment(): Record<string, string | undefined> {
     [ENV.eventsTable]: sandbox.wiring.eventsTable,
     [ENV.controlTable]: sandbox.wiring.controlTable,
     [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
+    [ENV.distributeBulkQueueUrl]: sandbox.queues.DistributeBulk?.url,
     [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
     [ENV.restApiId]: 'abc123',
     [ENV.apiStage]: 'v1',

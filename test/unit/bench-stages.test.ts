@@ -13,6 +13,7 @@ describe('benchmark stages', () => {
 
   it("names a doorbell's tenant and a first attempt's, but not what waits on purpose", () => {
     expect(firstTryTenant('Distribute', JSON.stringify({ tenant: 'ten_a', resource: 'r:1' }))).toBe('ten_a');
+    expect(firstTryTenant('DistributeBulk', JSON.stringify({ tenant: 'ten_c', resource: 'r:1', bulk: true }))).toBe('ten_c');
     const delivery = { deliveryId: 'msg_1', tenantId: 'ten_b', webhookId: 'wh_1', events: [], attempt: 1 };
     expect(firstTryTenant('Deliver', JSON.stringify(delivery))).toBe('ten_b');
     expect(firstTryTenant('Deliver', JSON.stringify({ ...delivery, attempt: 2 }))).toBeUndefined();
