@@ -256,9 +256,9 @@ export class Api extends Construct {
       timeout: Duration.seconds(10),
       // A key's item, then its tenant's: reads by key, never a query or a scan, and
       // of the few attributes it needs (not the webhooks' secrets in the tenant's partition).
-    }).bindItems(props.control, ENV.controlTable, TABLE_ACCESS.authorizer.control);
-    this.adminKeySecret.grantRead(this.authorizerFunction.function);
-    this.authorizerFunction.function.addEnvironment(ENV.adminKeySecretArn, this.adminKeySecret.secretArn);
+    })
+      .bindItems(props.control, ENV.controlTable, TABLE_ACCESS.authorizer.control)
+      .bindSecret(this.adminKeySecret, ENV.adminKeySecretArn);
     this.authorizerFunction.function.addEnvironment(ENV.adminUsageKey, adminUsageKeyValue);
     const authorizer = new TokenAuthorizer(this, 'TokenAuthorizer', {
       handler: this.authorizerFunction.function,

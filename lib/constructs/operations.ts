@@ -134,9 +134,9 @@ export class Operations extends Construct {
       metricsService: props.metricsService,
       timeout: Duration.seconds(CANARY_TIMEOUT_SECONDS),
       reservedConcurrentExecutions: 1,
-    }).bindItems(props.control, ENV.controlTable, TABLE_ACCESS.canary.control);
-    props.adminKeySecret.grantRead(this.canary.function);
-    this.canary.function.addEnvironment(ENV.adminKeySecretArn, props.adminKeySecret.secretArn);
+    })
+      .bindItems(props.control, ENV.controlTable, TABLE_ACCESS.canary.control)
+      .bindSecret(props.adminKeySecret, ENV.adminKeySecretArn);
     // The canary tenant's API key: the canary writes it once it has made its tenant, and
     // only the canary may read it (not the public receiver, which reads the canary's item).
     this.canaryKeySecret = new Secret(this, 'CanaryKey', {
@@ -147,11 +147,7 @@ export class Operations extends Construct {
       'AwsSolutions-SMG4',
       "The value is a sluice tenant API key that the canary itself creates and writes; Secrets Manager's rotation cannot make one.",
     );
-    this.canaryKeySecret.grantRead(this.canary.function);
-    this.canary.function.addToRolePolicy(
-      new PolicyStatement({ actions: ['secretsmanager:PutSecretValue'], resources: [this.canaryKeySecret.secretArn] }),
-    );
-    this.canary.function.addEnvironment(ENV.canaryKeySecretArn, this.canaryKeySecret.secretArn);
+    this.canary.bindSecret(this.canaryKeySecret, ENV.canaryKeySecretArn, { write: true });
     this.canary.function.addEnvironment(ENV.apiUrl, props.api.url);
     this.canary.function.addEnvironment(ENV.canaryReceiverUrl, receiverUrl.url);
     // A failed run is tried by the next one (see the reconciler's in pipeline.ts): no Lambda retries.

@@ -1,8 +1,8 @@
 /**
  * One construct that owns every Lambda default of sluice: Node.js 24 on arm64,
  * bundled by esbuild as ESM with source maps, an explicit log group with
- * retention, Powertools settings and the whole config. `bindTable`, `bindItems` and
- * `bindQueue` grant access and set the environment variable in one call.
+ * retention, Powertools settings and the whole config. `bindTable`, `bindItems`,
+ * `bindQueue` and `bindSecret` grant access and set the environment variable in one call.
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,7 @@ import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
@@ -176,9 +177,27 @@ export class SluiceFunction extends Construct {
     return this;
   }
 
+  /**
+   * Sends to the queue (SendMessage and SendMessageBatch, both `sqs:SendMessage`), by the
+   * URL the environment gives: not CDK's grantSendMessages, which adds GetQueueAttributes
+   * and GetQueueUrl, which no code calls. The queues are encrypted with SQS's own key, so
+   * no KMS permission is needed.
+   */
   bindQueue(queue: IQueue, envName: string): this {
-    queue.grantSendMessages(this.function);
+    this.function.addToRolePolicy(new PolicyStatement({ actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
     this.function.addEnvironment(envName, queue.queueUrl);
+    return this;
+  }
+
+  /**
+   * Reads the secret's value (and, with `write`, puts a new one), by the ARN the
+   * environment gives: not CDK's grantRead, which adds DescribeSecret, which no code
+   * calls. The secrets are encrypted with Secrets Manager's own key (no KMS grant).
+   */
+  bindSecret(secret: ISecret, envName: string, options: { readonly write?: boolean } = {}): this {
+    const actions = ['secretsmanager:GetSecretValue', ...(options.write ? ['secretsmanager:PutSecretValue'] : [])];
+    this.function.addToRolePolicy(new PolicyStatement({ actions, resources: [secret.secretArn] }));
+    this.function.addEnvironment(envName, secret.secretArn);
     return this;
   }
 }

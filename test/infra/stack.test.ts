@@ -246,6 +246,32 @@ describe('functions', () => {
     }
   });
 
+  it('may only send to the queues it sends to and only get (the canary also put) the secrets it reads: no call its code does not make', () => {
+    const functions = Object.values(template.findResources('AWS::Lambda::Function'));
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
+    // What Lambda's event source mappings need to consume a queue is the mapping's, not the code's.
+    const consume = ['sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage'];
+    for (const fn of functions) {
+      const roleId = fn.Properties.Role['Fn::GetAtt'][0] as string;
+      const statements = policies
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === roleId))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>);
+      for (const st of statements) {
+        const actions = [st.Action].flat() as string[];
+        if (actions.some((a) => a.startsWith('sqs:')) && !actions.includes('sqs:ReceiveMessage')) {
+          expect(actions, roleId).toEqual(['sqs:SendMessage']);
+        }
+        if (actions.includes('sqs:ReceiveMessage')) expect([...actions].sort(), roleId).toEqual(consume);
+        if (actions.some((a) => a.startsWith('secretsmanager:'))) {
+          expect(
+            actions.filter((a) => a !== 'secretsmanager:PutSecretValue'),
+            roleId,
+          ).toEqual(['secretsmanager:GetSecretValue']);
+        }
+      }
+    }
+  });
+
   it('runs the reconciler on a schedule, one at a time', () => {
     template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
     template.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 1 });
@@ -947,7 +973,6 @@ describe('operations', () => {
     expect(functions[canary]?.Properties.Environment.Variables.CANARY_KEY_SECRET_ARN).toEqual({ Ref: canaryKey });
     const onCanaryKey = secretStatements(canary).filter((st) => JSON.stringify(st.Resource) === JSON.stringify({ Ref: canaryKey }));
     expect(onCanaryKey.flatMap((st) => [st.Action].flat()).sort()).toEqual([
-      'secretsmanager:DescribeSecret',
       'secretsmanager:GetSecretValue',
       'secretsmanager:PutSecretValue',
     ]);
