@@ -64,7 +64,9 @@ export class StreamStore {
   }
 
   /**
-   * Records a poll: creates the stream if needed and pushes its expiry out. A
+   * Records a poll: creates the stream if needed and pushes its expiry out, to the
+   * retention period and the clocks' margin after the poll (the API takes a stream
+   * for expired that margin before its record says: see `expired`). A
    * stream that is new, or was expired, bumps the tenant's subscriptions version
    * so that distributors stop using a cached "no stream here"; `announced` records
    * that the bump went through, so that a poll tried again after a bump that failed
@@ -72,18 +74,20 @@ export class StreamStore {
    */
   async touch(tenantId: string, resource: string, now: number): Promise<void> {
     const key = { pk: streamPk(tenantId, resource), sk: 'stream' };
+    const expiresAt = now + this.#retentionMs + STREAM_CLOCKS_APART_MS;
     const update = {
       TableName: this.#control,
       Key: key,
       UpdateExpression: 'SET #created_at = if_not_exists(#created_at, :now), #polled_at = :now, #expires_at_ms = :exp, #expires_at = :ttl',
       ExpressionAttributeNames: names('created_at', 'polled_at', 'expires_at_ms', 'expires_at'),
-      ExpressionAttributeValues: { ':now': now, ':exp': now + this.#retentionMs, ':ttl': epochSeconds(now + this.#retentionMs) },
+      ExpressionAttributeValues: { ':now': now, ':exp': expiresAt, ':ttl': epochSeconds(expiresAt) },
     };
     let announced = false;
     try {
       // The stream is alive: only its expiry moves. Not one within the clocks' margin of
       // its expiry: a distributor whose clock is ahead may have found it expired already,
-      // and reads an expiry that had passed when read again only after a bump.
+      // and reads an expiry that had passed when read again only after a bump (and the
+      // poll is answered 412, see `expired`).
       const alive = await this.#client.send(
         new UpdateCommand({
           ...update,
@@ -119,7 +123,18 @@ export class StreamStore {
     );
   }
 
-  /** Whether someone polls a stream on this resource (and it has not expired). */
+  /**
+   * Whether the stream on this resource expired, as a poll must take it: a clocks' margin
+   * before its record's expiry. A distributor whose clock is that much ahead finds it
+   * expired then and appends none of its events: a poll answered 200 after that would
+   * move the consumer's token past them. So such a poll starts the stream anew (412), as
+   * `touch` does (a new life, announced to the distributors).
+   */
+  async expired(tenantId: string, resource: string, now: number): Promise<boolean> {
+    return ((await this.streamExpiry(tenantId, resource)) ?? 0) <= now + STREAM_CLOCKS_APART_MS;
+  }
+
+  /** Whether someone polls a stream on this resource (and it has not expired), for a distributor. */
   async active(tenantId: string, resource: string, now: number): Promise<boolean> {
     return ((await this.streamExpiry(tenantId, resource)) ?? 0) > now;
   }

@@ -22,7 +22,7 @@ export type PollResult =
 export async function pollStream(deps: StreamDeps, tenantId: string, resource: string, token: string | undefined): Promise<PollResult> {
   const now = deps.now();
   const key = await deps.streams.tokenKey();
-  const wasActive = await deps.streams.active(tenantId, resource, now);
+  const wasActive = !(await deps.streams.expired(tenantId, resource, now));
   await deps.streams.touch(tenantId, resource, now);
   const fresh = () => encodeSyncToken(key, { tenantId, resource, position: positionAt(now - STREAM_SETTLE_MS), issuedAt: now });
   if (token === undefined || token === '') return { status: 412, sync: fresh(), reason: 'Start the stream with this sync token.' };
