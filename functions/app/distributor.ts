@@ -563,7 +563,10 @@ export class Distributor {
           for (let attempt = 1; ; attempt++) {
             const stampedAt = this.#stamp();
             const entries = piece.map((event) => ({
-              position: streamPosition(stampedAt, event.resource, 'seq' in event ? event.seq : 0),
+              position:
+                'seq' in event
+                  ? streamPosition(stampedAt, event.resource, event.seq)
+                  : streamPosition(stampedAt, event.resource, 0, event.id),
               event,
             }));
             await streams.append(key.tenantId, resource, entries, stampedAt);
@@ -580,11 +583,11 @@ export class Distributor {
 
   /**
    * The time to stamp a stream append with: the clock, but never the same millisecond
-   * twice. A gap marker's position has seq 0, so two markers of one object appended in
-   * one millisecond (a turn's switch_drop marker, then its first chunk's retention
-   * marker) would share a position, and the second would overwrite the first. One
-   * object's appends come from one turn, in one container, at a time: later ones get
-   * later stamps, in the order they were sent.
+   * twice. Gap markers have seq 0 and are told apart by their ids, not by the order they
+   * were sent: two markers of one object appended in one millisecond (a turn's
+   * switch_drop marker, then its first chunk's retention marker) would be read in the
+   * order of their ids. One object's appends come from one turn at a time: within its
+   * container, later ones get later stamps, in the order they were sent.
    */
   #stamp(): number {
     this.#lastStamp = Math.max(this.#deps.now(), this.#lastStamp + 1);

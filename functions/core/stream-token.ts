@@ -60,9 +60,16 @@ export function decodeSyncToken(key: Buffer, token: string, tenantId: string, re
 
 const pad = (n: number, width: number) => String(Math.max(0, Math.floor(n))).padStart(width, '0');
 
-/** A position for an event: ordered by distribution time, then source resource and seq. */
-export function streamPosition(distributedAt: number, resource: string, seq: number): string {
-  return `${pad(distributedAt, 15)}#${resource}#${pad(seq, 12)}`;
+/**
+ * A position for an event: ordered by distribution time, then source resource and seq.
+ * A gap marker, outside its resource's seq (0), adds its id: successive turns of one
+ * object may run in two containers, on clocks up to STREAM_CLOCKS_APART_MS apart, so
+ * two of its markers may be stamped with the same millisecond, and with one position
+ * the later write would replace the earlier marker.
+ */
+export function streamPosition(distributedAt: number, resource: string, seq: number, markerId?: string): string {
+  const position = `${pad(distributedAt, 15)}#${resource}#${pad(seq, 12)}`;
+  return markerId === undefined ? position : `${position}#${markerId}`;
 }
 
 /** The position just before anything distributed at or after `at`. */

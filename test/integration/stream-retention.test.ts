@@ -88,4 +88,46 @@ describe('gap markers written to a stream in the same millisecond', () => {
       ['sluice.gap', { dropped: 1, reason: 'retention' }],
     ]);
   });
+
+  it('are all kept when two containers send them for one object in the same millisecond of their clocks', async () => {
+    // Successive turns of an object may run in two containers, whose clocks may be up to
+    // 2 s apart: each container keeps its own stamps apart, not the other's.
+    let clock = Date.now();
+    const now = () => clock;
+    const k = { tenantId: 'ten_twocontainers', resource: 'doc:twocontainers' };
+    const owe = (dropped: number) =>
+      rig.client.send(
+        new UpdateCommand({
+          TableName: rig.events,
+          Key: { pk: `${k.tenantId}#${k.resource}`, sk: 'meta' },
+          UpdateExpression: 'SET #dropped = :dropped',
+          ExpressionAttributeNames: { '#dropped': 'switch_dropped' },
+          ExpressionAttributeValues: { ':dropped': dropped },
+        }),
+      );
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
+    const start = await pollStream(reader, k.tenantId, k.resource, undefined);
+
+    // Three events dropped under a switch since lifted: one container's turn sends their
+    // marker. Two more dropped under the next drop: another container's turn sends theirs,
+    // its clock reading the same millisecond.
+    clock += 10_000;
+    await owe(3);
+    await distributorAt(rig, now).runTurn(k, 'first');
+    await owe(2);
+    await distributorAt(rig, now).runTurn(k, 'second');
+
+    // Both are in the stream (in the order of their ids: their clocks cannot tell which came first).
+    clock += 5_000;
+    const page = await pollStream(reader, k.tenantId, k.resource, start.sync);
+    if (page.status !== 200) throw new Error(`poll answered ${page.status}`);
+    const markers = (page.data as Array<{ type: string; data: { dropped: number } }>).map((e) => [e.type, e.data]);
+    expect(markers).toHaveLength(2);
+    expect(markers).toEqual(
+      expect.arrayContaining([
+        ['sluice.gap', { dropped: 3, reason: 'switch_drop' }],
+        ['sluice.gap', { dropped: 2, reason: 'switch_drop' }],
+      ]),
+    );
+  });
 });
