@@ -297,7 +297,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
 
 /**
  * Signs, sends and logs one attempt. A delivery's first attempt is logged with
- * the delivery itself (its events, for replay), in one write.
+ * the delivery itself (its events, for replay), in one write; a replay's is not.
  */
 async function attempt(
   deps: DeliveryDeps,
@@ -330,7 +330,8 @@ async function attempt(
       (result.statusCode !== undefined && (result.statusCode < 200 || result.statusCode > 299) ? `HTTP ${result.statusCode}` : null),
     at: new Date(now).toISOString(),
   };
-  if (message.attempt === 1 && !options.probe) await deps.records.logDelivery(message, now, record);
+  // A replay's delivery: its events are in the log at their first delivery already.
+  if (message.attempt === 1 && !options.probe && !message.replay) await deps.records.logDelivery(message, now, record);
   else await deps.records.recordAttempt(webhook.id, record, now);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
   // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts), and the wait

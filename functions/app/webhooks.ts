@@ -354,7 +354,15 @@ export class WebhookService {
     const batches = logged.deliveries
       .map((events) => events.filter((e) => !seen.has(e.id) && seen.add(e.id)))
       .filter((events) => events.length > 0);
-    const messages = batches.map((events) => ({ deliveryId: newId('msg', now), tenantId, webhookId: webhook.id, events, attempt: 1 }));
+    // Marked as a replay's: logged again, they would be in every later window too (see `replay` in the model).
+    const messages = batches.map((events) => ({
+      deliveryId: newId('msg', now),
+      tenantId,
+      webhookId: webhook.id,
+      events,
+      attempt: 1,
+      replay: true,
+    }));
     await this.#deps.delivery.queue.send(messages);
     return batches.reduce((sum, events) => sum + events.length, 0);
   }
@@ -412,6 +420,7 @@ export class WebhookService {
       events,
       attempt: 1,
       replayedAt,
+      replay: true,
     }));
     // Sent before they are removed: a call that fails between sends some twice, never none.
     await queue.send(messages);

@@ -201,17 +201,19 @@ export function afterFreeWait<M extends DeliveryMessage>(message: M): M {
 }
 
 /**
- * What a held delivery's attempts so far were: none (`first`), only answers that asked
- * to wait (`waited`: no failure, so nothing about its body was refused), or a failure.
+ * What a held delivery's attempts so far were: none (`first`, or `replay` for a replay's,
+ * whose events were logged at their first delivery), only answers that asked to wait
+ * (`waited`: no failure, so nothing about its body was refused), or a failure.
  */
-function heldKind(message: DeliveryMessage): 'first' | 'waited' | 'failed' {
-  if (message.attempt === 1) return 'first';
+function heldKind(message: DeliveryMessage): 'first' | 'replay' | 'waited' | 'failed' {
+  if (message.attempt === 1) return message.replay ? 'replay' : 'first';
   return attemptsSpent(message) === 1 ? 'waited' : 'failed';
 }
 
 /**
  * Groups held deliveries, in release order, into as few deliveries as the limits
- * allow: consecutive first attempts (never sent to the subscriber) share one, and so do
+ * allow: consecutive first attempts (never sent to the subscriber) share one, a replay's
+ * apart from others (so that only these are logged), and so do
  * consecutive deliveries whose every attempt was answered "wait" (a merged release the
  * endpoint asked to wait for goes again as one POST, not one per delivery), while a
  * delivery that failed an attempt goes alone, under its own id. Release order is by
@@ -243,9 +245,10 @@ export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[
 
 /**
  * One delivery of a group from `packHeld`: the message itself when it is alone. A group
- * of first attempts is a first attempt (logged with its events, for replay); a group that
- * was answered "wait" is its deliveries' next attempt (their events were logged at their
- * first), with the id of its events, which the same group had when it was answered.
+ * of first attempts is a first attempt (logged with its events, for replay), and one of a
+ * replay's first attempts a replay's (not logged again); a group that was answered "wait"
+ * is its deliveries' next attempt (their events were logged at their first), with the id
+ * of its events, which the same group had when it was answered.
  */
 export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMessage {
   const [first] = group;
@@ -253,7 +256,9 @@ export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMess
   if (group.length === 1) return first;
   const events = group.flatMap((m) => m.events);
   const merged = { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events };
-  if (heldKind(first) === 'first') return { ...merged, attempt: 1 };
+  const kind = heldKind(first);
+  if (kind === 'first') return { ...merged, attempt: 1 };
+  if (kind === 'replay') return { ...merged, attempt: 1, replay: true };
   const attempt = Math.max(...group.map((m) => m.attempt));
   return { ...merged, attempt, waited: attempt - 1 };
 }

@@ -153,6 +153,13 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
    * removes only if it is still the one it read.
    */
   readonly replayedAt?: number;
+  /**
+   * Sent again by a replay (of a window, or of dead letters): its events were logged at
+   * their delivery's first attempt, so its own attempts are recorded as attempts only. Logged
+   * again, each replay would add its events to the windows after it, and a later replay of
+   * such a window would send them (and log them) once more.
+   */
+  readonly replay?: boolean;
 }
 
 /** A probe of a quarantined endpoint, valid while the webhook's probe token matches. */

@@ -952,6 +952,32 @@ describe('failing endpoint', () => {
     expect(bad.status).toBe(400);
   });
 
+  it("keeps each event in the replay log at its first delivery: a replay's own deliveries are attempts, not logged again", async () => {
+    const tenant = await createTenant(sandbox, 'replay-again');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ra:1', url: `${receiver.url}/replay-again` });
+    const since = new Date(Date.now() - 1_000).toISOString();
+    await publish(
+      sandbox,
+      tenant.key,
+      [1, 2, 3].map((n) => ({ resource: 'ra:1', type: 'a.b', data: n })),
+    );
+    await receiver.waitFor(() => okEvents('/replay-again').length === 3);
+    const replayedAt = new Date().toISOString();
+    const replay = (body: Record<string, string>) => call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, { key: tenant.key, body });
+    expect((await replay({ since })).body).toEqual({ events: 3 });
+    await receiver.waitFor(() => okEvents('/replay-again').length === 6);
+    const replayedDelivery = ok('/replay-again').at(-1)?.headers['webhook-id'];
+
+    // Nothing was delivered for the first time since the replay: a window from then holds nothing.
+    expect((await replay({ since: replayedAt })).body).toEqual({ events: 0 });
+    // The replay's attempt is listed all the same.
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts).toContainEqual(expect.objectContaining({ delivery_id: replayedDelivery, attempt: 1, status_code: 200 }));
+    // Replays do not pile up in the log: the window still holds one delivery, within a limit of one.
+    const webhooks = webhookService(sandbox, { service: { maxReplayDeliveries: 1 } });
+    expect(await webhooks.replay(tenant.id, hook.id, { since: Date.parse(since), until: undefined })).toBe(3);
+  });
+
   it('keeps signing with every secret a rotation replaced for its own 24 h, when the secret is rotated again within them', async () => {
     const tenant = await createTenant(sandbox, 'rotated-twice');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:2', url: `${receiver.url}/rotated-twice` });

@@ -188,6 +188,15 @@ describe('merged deliveries', () => {
     // A failed attempt: alone, under its own id.
     expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[3]);
   });
+
+  it("releases a replay's held deliveries together as a replay's, apart from first attempts, so that only those are logged", () => {
+    const replayed = (resource: string) => ({ ...message('wh_a', resource, [1]), replay: true });
+    const held = [replayed('o:1'), replayed('o:2'), message('wh_a', 'o:3', [1]), message('wh_a', 'o:4', [1]), replayed('o:5')];
+    const groups = packHeld(held);
+    expect(groups.map((g) => g.length)).toEqual([2, 2, 1]);
+    expect(releaseDelivery(groups[0] as DeliveryMessage[])).toMatchObject({ attempt: 1, replay: true });
+    expect(releaseDelivery(groups[1] as DeliveryMessage[]).replay).toBeUndefined();
+  });
 });
 
 describe('gap markers owed for counted events', () => {
