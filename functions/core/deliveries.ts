@@ -203,9 +203,12 @@ export function afterFreeWait<M extends DeliveryMessage>(message: M): M {
 /**
  * What a held delivery's attempts so far were: none (`first`, or `replay` for a replay's,
  * whose events were logged at their first delivery), only answers that asked to wait
- * (`waited`: no failure, so nothing about its body was refused), or a failure.
+ * (`waited`: no failure, so nothing about its body was refused), or a failure. A dead
+ * letter sent again failed a whole schedule before: it goes alone, as the delivery it was
+ * (its `msg_` id, by which a subscriber that did take it can tell).
  */
 function heldKind(message: DeliveryMessage): 'first' | 'replay' | 'waited' | 'failed' {
+  if (message.replayedAt !== undefined) return 'failed';
   if (message.attempt === 1) return message.replay ? 'replay' : 'first';
   return attemptsSpent(message) === 1 ? 'waited' : 'failed';
 }
@@ -216,7 +219,7 @@ function heldKind(message: DeliveryMessage): 'first' | 'replay' | 'waited' | 'fa
  * apart from others (so that only these are logged), and so do
  * consecutive deliveries whose every attempt was answered "wait" (a merged release the
  * endpoint asked to wait for goes again as one POST, not one per delivery), while a
- * delivery that failed an attempt goes alone, under its own id. Release order is by
+ * delivery that failed an attempt (or a dead letter sent again) goes alone, under its own id. Release order is by
  * resource, then seq, so each resource's events stay in order within a group.
  */
 export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[][] {

@@ -292,3 +292,37 @@ describe('holding', () => {
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
   });
 });
+
+describe('a dead-letter replay to a webhook that holds its deliveries', () => {
+  it('sends each dead letter as the delivery it was once it is released: its own msg_ id, not merged with the others', async () => {
+    const tenant = await createTenant(sandbox, 'dead-held');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dh:1', url: `${receiver.url}/dead-held` });
+    receiver.answer('/dead-held', 500);
+    const deadBefore = sandbox.metrics.total('DeadLetters');
+    for (const n of [1, 2]) {
+      await publish(sandbox, tenant.key, [{ resource: 'dh:1', type: 'a.b', data: n }]);
+      await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= deadBefore + n, 15_000);
+    }
+    const path = `/v1/webhooks/${hook.id}/dead-letters`;
+    const letters = (await call(sandbox, 'GET', path, { key: tenant.key })).body.data as Array<{ delivery_id: string }>;
+    expect(letters).toHaveLength(2);
+
+    // Its owner disabled it while fixing the endpoint: the replay's deliveries are held, and released on re-enabling.
+    expect((await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } })).status).toBe(200);
+    expect((await call(sandbox, 'POST', `${path}/replay`, { key: tenant.key })).body).toMatchObject({ deliveries: 2 });
+    let held = 0;
+    for (let i = 0; i < 100 && held < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      held = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    }
+    expect(held).toBe(2);
+    receiver.answer('/dead-held', 200);
+    expect((await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'active' } })).status).toBe(200);
+    await receiver.waitFor(() => receiver.acceptedEvents('/dead-held').length === 2, 10_000);
+    const ids = receiver
+      .accepted('/dead-held')
+      .filter((d) => d.json.events?.[0]?.type === 'a.b')
+      .map((d) => d.headers['webhook-id']);
+    expect(ids.sort()).toEqual(letters.map((l) => l.delivery_id).sort());
+  });
+});

@@ -197,6 +197,14 @@ describe('merged deliveries', () => {
     expect(releaseDelivery(groups[0] as DeliveryMessage[])).toMatchObject({ attempt: 1, replay: true });
     expect(releaseDelivery(groups[1] as DeliveryMessage[]).replay).toBeUndefined();
   });
+
+  it('releases a dead letter sent again alone, as the delivery it was (its own msg_ id)', () => {
+    const letter = (resource: string) => ({ ...message('wh_a', resource, [1]), replay: true, replayedAt: 1 });
+    const held = [letter('o:1'), letter('o:2'), message('wh_a', 'o:3', [1])];
+    const groups = packHeld(held);
+    expect(groups.map((g) => g.length)).toEqual([1, 1, 1]);
+    expect(releaseDelivery(groups[0] as DeliveryMessage[])).toBe(held[0]);
+  });
 });
 
 describe('gap markers owed for counted events', () => {
