@@ -7,6 +7,13 @@
  * parallel: a long turn for a hot object never holds up the other objects in the
  * same batch, while within a group order is kept and a failure skips the rest of
  * that group only (partial batch response).
+ *
+ * SQS hands over as many of a group's messages at once as it can: an object may have
+ * several doorbells in one batch (a turn's ring, and the reconciler's copies of one that
+ * waited in a backlog). Once a turn of the object rings it again, that doorbell waits
+ * behind the batch's, so the group's later doorbells are acknowledged without a turn:
+ * each ran a whole turn before, one after the other, and a few of them at a long
+ * turnMaxMs outlasted the function's timeout, which gives the whole batch back.
  */
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
@@ -49,9 +56,10 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
     // Lambda deletes a batch's messages when the invocation returns, so one object's
     // long turn would hold the other objects' FIFO groups: with company, turns are short.
     const shared = groups.length > 1;
-    const recordHandler = async (record: SQSRecord) => {
+    /** Runs a doorbell's turn; answers whether it rang the object again. */
+    const recordHandler = async (record: SQSRecord): Promise<boolean> => {
       try {
-        await turn(record);
+        return await turn(record);
       } catch (error) {
         // Reported to SQS alone, the record fails no invocation: Lambda's Errors would
         // never see it. Counted for the distributor-errors alarm, and logged for on-call,
@@ -81,15 +89,22 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
       if (result.outcome !== 'idle') {
         logger.info('Turn ended', { tenant: key.tenantId, resource: key.resource, ...result });
       }
+      return result.outcome === 'rerung';
     };
     const responses = await Promise.all(
-      groups.map((records) =>
-        processPartialResponse({ Records: records }, recordHandler, new SqsFifoPartialProcessorAsync(), {
+      groups.map((records) => {
+        // Set once a turn rang the object again: its later doorbells here need no turn.
+        // Not after any other end: an idle object's next doorbell may be its only one.
+        let rungBehind = false;
+        const groupHandler = async (record: SQSRecord) => {
+          if (!rungBehind) rungBehind = await recordHandler(record);
+        };
+        return processPartialResponse({ Records: records }, groupHandler, new SqsFifoPartialProcessorAsync(), {
           context,
           skipGroupOnError: true,
           throwOnFullBatchFailure: false,
-        }),
-      ),
+        });
+      }),
     );
     // Cached lookups that the turns used near the end of their age are being made again
     // behind them; Lambda would freeze those calls halfway once this returns.

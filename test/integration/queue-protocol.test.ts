@@ -1208,6 +1208,86 @@ describe('turns', () => {
     expect(await store.readMeta(hot)).toMatchObject({ depth: 0, scheduled: false });
   });
 
+  it("runs one object's turns in one invocation until one rings it again: its later doorbells in the batch wait behind that ring", async () => {
+    // SQS hands a FIFO group's messages over together, as many as it can (the sandbox's
+    // emulator one a receive): the object's doorbell, a turn's ring and the reconciler's
+    // copies of a doorbell that waited in a backlog. Each ran a whole turn, one after the
+    // other, so four at the largest turnMaxMs (7.5 s) took 30 s, past the distributor's
+    // 20 s timeout, and Lambda gave the whole batch back.
+    const hot = key();
+    const deps = ingestDeps([]);
+    for (let b = 0; b < 8; b++) {
+      await publish(
+        deps,
+        hot.tenantId,
+        Array.from({ length: 100 }, (_, i) => input(hot.resource, b * 100 + i)),
+      );
+    }
+    const sent: DeliveryMessage<DeliveredEvent>[] = [];
+    const rings: string[] = [];
+    const turnMaxMs = 150;
+    // Publishing takes 40 ms here, so a chunk of 100 events takes at least that.
+    const slow = new Distributor({
+      ...recordingDistributorDeps(),
+      deliveries: {
+        send: async (messages) => {
+          await new Promise((resolve) => setTimeout(resolve, 40));
+          sent.push(...(messages as DeliveryMessage<DeliveredEvent>[]));
+        },
+      },
+      doorbell: { ring: async (k, token) => void rings.push(`${k.resource}:${token}`) },
+      config: buildConfig({ turnMaxMs }),
+    });
+    const handler = makeDistributorHandler(slow, NO_LOGS);
+    const doorbells = (n: number) => ({
+      Records: Array.from({ length: n }, (_, i) => ({
+        messageId: `m${i}`,
+        body: JSON.stringify({ tenant: hot.tenantId, resource: hot.resource }),
+        attributes: { MessageGroupId: `${hot.tenantId}#${hot.resource}`, ApproximateReceiveCount: '1' },
+      })),
+    });
+    const response = await handler(doorbells(4) as unknown as SQSEvent, {} as Context);
+    expect(response.batchItemFailures).toEqual([]);
+    // One turn, which rang the object again, not four one after the other.
+    expect(rings).toEqual([expect.stringContaining(`${hot.resource}:t`)]);
+    // The ring it left drains the rest, in order, nothing lost.
+    for (let i = 0; i < 20 && (await store.readMeta(hot))?.scheduled; i++) {
+      await handler(doorbells(1) as unknown as SQSEvent, {} as Context);
+    }
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual(Array.from({ length: 800 }, (_, i) => i + 1));
+    expect(await store.readMeta(hot)).toMatchObject({ depth: 0, scheduled: false });
+  });
+
+  it("runs a turn for each doorbell of an object in one invocation while none rang it again: an idle object's doorbell is its only one", async () => {
+    const k = key();
+    const rings: string[] = [];
+    const deps = ingestDeps(rings);
+    await publish(deps, k.tenantId, [input(k.resource, 1)]);
+    const { distributor, sent } = recordingDistributor();
+    const handler = makeDistributorHandler(distributor, NO_LOGS);
+    // The first doorbell's turn leaves the object idle; an event written then rings it
+    // again, and that doorbell (here, the batch's second) must still run its turn.
+    let written = false;
+    const record = (i: number) => ({
+      messageId: `m${i}`,
+      body: JSON.stringify({ tenant: k.tenantId, resource: k.resource }),
+      attributes: { MessageGroupId: `${k.tenantId}#${k.resource}`, ApproximateReceiveCount: '1' },
+    });
+    const records = [record(0), record(1)];
+    const original = distributor.runTurn.bind(distributor);
+    distributor.runTurn = async (...args) => {
+      const result = await original(...args);
+      if (!written) {
+        written = true;
+        await publish(deps, k.tenantId, [input(k.resource, 2)]);
+      }
+      return result;
+    };
+    await handler({ Records: records } as unknown as SQSEvent, {} as Context);
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual([1, 2]);
+    expect(await store.readMeta(k)).toMatchObject({ depth: 0, scheduled: false });
+  });
+
   it('skips a slot abandoned by a dead ingest after the grace period, without losing later events', async () => {
     const k = key();
     const old = Date.now() - 120_000;
