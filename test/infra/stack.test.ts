@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { App, type CfnElement, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Queue } from 'aws-cdk-lib/aws-sqs';
+import { CURRENTLY_RECOMMENDED_FLAGS } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig, DEFAULT_CONFIG, RETRY_SCHEDULE_MAX_ATTEMPTS } from '../../functions/core/config.ts';
@@ -596,6 +597,23 @@ describe('cdk-nag', () => {
     new SluiceStack(app, 'Sluice');
     Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
     expect(() => app.synth()).not.toThrow();
+  });
+
+  it("finds nothing unacknowledged either in an app `cdk init` made, with CDK's recommended feature flags on", () => {
+    // A platform team's own app (SPEC §1) turns every recommended flag on. One of them
+    // (@aws-cdk/aws-kms:applyImportedAliasPermissionsToPrincipal) turns a grant through an
+    // imported key alias, the webhook-disabled topic's alias/aws/sns, into KMS actions on
+    // every key of the account, which AwsSolutions-IAM5 refuses: synth failed there.
+    const app = new App({ context: { ...NO_BUNDLING, ...CURRENTLY_RECOMMENDED_FLAGS } });
+    const stack = new Stack(app, 'Platform');
+    new Sluice(stack, 'Events');
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+    expect(() => app.synth()).not.toThrow();
+    // The AWS-managed SNS key lets SNS use it for any caller of the account: a publisher needs sns:Publish alone.
+    const statements = Object.values(Template.fromStack(stack).findResources('AWS::IAM::Policy')).flatMap(
+      (policy) => policy.Properties.PolicyDocument.Statement as Array<{ Action: string | string[] }>,
+    );
+    expect(statements.flatMap((st) => [st.Action].flat()).filter((action) => action.startsWith('kms:'))).toEqual([]);
   });
 
   it('does fail synth on an unacknowledged finding', () => {
