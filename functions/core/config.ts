@@ -231,24 +231,35 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
     if (!Object.hasOwn(RULES, key)) problems.push(`${key} is not a setting`);
   }
   const merged = { ...DEFAULT_CONFIG, ...overrides } as Record<string, unknown>;
+  const invalid = new Set<string>();
   for (const [key, rule] of Object.entries(RULES)) {
     const problem = rule(merged[key]);
-    if (problem) problems.push(`${key} ${problem}`);
+    if (problem) {
+      problems.push(`${key} ${problem}`);
+      invalid.add(key);
+    }
   }
   const c = merged as unknown as SluiceConfig;
-  if (problems.length === 0) {
-    if (c.objectBurst < c.objectRatePerSecond) problems.push('objectBurst must be ≥ objectRatePerSecond');
-    if (c.tenantBurst < c.tenantRatePerSecond) problems.push('tenantBurst must be ≥ tenantRatePerSecond');
-    if (c.probeIntervalMaxSeconds < c.probeIntervalMinSeconds) problems.push('probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds');
-    if (c.leaseMs <= c.turnMaxMs) problems.push('leaseMs must be greater than turnMaxMs');
-    // A longer wait would outlast the record of the attempt before it (attempts are kept
-    // for the retention period); and with the waits bounded, so is the schedule's size.
-    const retentionSeconds = c.retentionDays * 86_400;
-    if (c.retryScheduleSeconds.some((wait) => wait > retentionSeconds)) {
-      problems.push(
-        `retryScheduleSeconds must wait at most the retention period before a retry (retentionDays × 86400 = ${retentionSeconds} s)`,
-      );
-    }
+  // Each relation is checked once its own settings pass, whatever the others do: one
+  // synth lists every problem, not those of the settings alone and the rest next time.
+  const both = (...keys: (keyof SluiceConfig)[]) => keys.every((key) => !invalid.has(key));
+  if (both('objectBurst', 'objectRatePerSecond') && c.objectBurst < c.objectRatePerSecond) {
+    problems.push('objectBurst must be ≥ objectRatePerSecond');
+  }
+  if (both('tenantBurst', 'tenantRatePerSecond') && c.tenantBurst < c.tenantRatePerSecond) {
+    problems.push('tenantBurst must be ≥ tenantRatePerSecond');
+  }
+  if (both('probeIntervalMaxSeconds', 'probeIntervalMinSeconds') && c.probeIntervalMaxSeconds < c.probeIntervalMinSeconds) {
+    problems.push('probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds');
+  }
+  if (both('leaseMs', 'turnMaxMs') && c.leaseMs <= c.turnMaxMs) problems.push('leaseMs must be greater than turnMaxMs');
+  // A longer wait would outlast the record of the attempt before it (attempts are kept
+  // for the retention period); and with the waits bounded, so is the schedule's size.
+  const retentionSeconds = c.retentionDays * 86_400;
+  if (both('retryScheduleSeconds', 'retentionDays') && c.retryScheduleSeconds.some((wait) => wait > retentionSeconds)) {
+    problems.push(
+      `retryScheduleSeconds must wait at most the retention period before a retry (retentionDays × 86400 = ${retentionSeconds} s)`,
+    );
   }
   // First, and only now: a problem met reading the overrides does not keep the settings
   // from being checked against each other above.

@@ -126,6 +126,34 @@ describe('config', () => {
     expect(() => buildConfig({ leaseMs: 1_000 })).toThrow(/leaseMs/);
   });
 
+  it('checks relations between settings that pass beside a setting that does not, in one go', () => {
+    // A deployer who fixed objectQueueCap would otherwise meet the other four at the next synth.
+    try {
+      buildConfig({
+        objectQueueCap: -1,
+        objectRatePerSecond: 300,
+        objectBurst: 100,
+        leaseMs: 1_000,
+        probeIntervalMinSeconds: 600,
+        probeIntervalMaxSeconds: 60,
+        retryScheduleSeconds: [0, 8 * 86_400],
+      });
+      expect.unreachable();
+    } catch (error) {
+      expect((error as ConfigError).problems).toEqual([
+        'objectQueueCap must be an integer from 1 to 10000000',
+        'objectBurst must be ≥ objectRatePerSecond',
+        'probeIntervalMaxSeconds must be ≥ probeIntervalMinSeconds',
+        'leaseMs must be greater than turnMaxMs',
+        'retryScheduleSeconds must wait at most the retention period before a retry (retentionDays × 86400 = 604800 s)',
+      ]);
+    }
+    // A relation with a setting that fails its own rule is not judged: its own problem says it.
+    expect(() => buildConfig({ objectRatePerSecond: 200_000, objectBurst: 150_000 })).toThrow(
+      /^(?!.*objectBurst must be).*objectRatePerSecond must be an integer/s,
+    );
+  });
+
   it("bounds a tenant's default rate by what its burst may be (5,000, API Gateway's burst), as the burst must be at least the rate", () => {
     expect(buildConfig({ tenantRatePerSecond: 5_000, tenantBurst: 5_000 }).tenantRatePerSecond).toBe(5_000);
     expect(() => buildConfig({ tenantRatePerSecond: 6_000, tenantBurst: 5_000 })).toThrow(
