@@ -24,7 +24,8 @@ export interface SluiceProps {
   /**
    * Overrides of the settings in functions/core/config.ts (SPEC §4 defaults), or a
    * whole config built with `buildConfig`.
-   * Every setting is checked; all problems are reported at once.
+   * Every setting is checked; all problems are reported at once. A setting given as
+   * undefined keeps its default.
    * @default {} (the defaults)
    */
   readonly config?: Partial<SluiceConfig> | Readonly<Record<string, unknown>>;

@@ -230,7 +230,11 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
     // Own names only: `in` would take constructor, toString or __proto__ for settings.
     if (!Object.hasOwn(RULES, key)) problems.push(`${key} is not a setting`);
   }
-  const merged = { ...DEFAULT_CONFIG, ...overrides } as Record<string, unknown>;
+  // A setting given as undefined is not given (the construct's `config: { objectQueueCap:
+  // cap }` with cap unset, which Partial<SluiceConfig> allows): its default stands, as for
+  // any CDK prop. JSON (cdk.json, -c, SLUICE_*) cannot say undefined.
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
+  const merged = { ...DEFAULT_CONFIG, ...given } as Record<string, unknown>;
   const invalid = new Set<string>();
   for (const [key, rule] of Object.entries(RULES)) {
     const problem = rule(merged[key]);

@@ -337,6 +337,21 @@ describe('functions', () => {
     expect(sluice(58_001)).not.toThrow();
   });
 
+  it('takes a setting the props give as undefined for one not given: its default, as for any other CDK prop', () => {
+    // `config: { objectQueueCap: cap }`, with cap read from somewhere that had none:
+    // Partial<SluiceConfig> lets it through tsc, and synth refused the default it meant.
+    const cap: number | undefined = undefined;
+    const stack = new Stack(new App({ context: NO_BUNDLING }), 'Unset');
+    expect(() => new Sluice(stack, 'S', { config: { objectQueueCap: cap, retentionDays: 3 } })).not.toThrow();
+    for (const fn of Object.values(Template.fromStack(stack).findResources('AWS::Lambda::Function'))) {
+      expect(JSON.parse(fn.Properties.Environment.Variables.SLUICE_CONFIG)).toMatchObject({ objectQueueCap: 10_000, retentionDays: 3 });
+    }
+    // A name that is no setting is still refused, whatever its value.
+    expect(() => new Sluice(new Stack(new App({ context: NO_BUNDLING }), 'Typo'), 'S', { config: { objectQueueCapp: undefined } })).toThrow(
+      /objectQueueCapp is not a setting/,
+    );
+  });
+
   it('gives the functions the intervals their schedules run at: a setting under a minute runs every minute', () => {
     const stack = new Stack(new App({ context: NO_BUNDLING }), 'Minute');
     new Sluice(stack, 'S', { config: { reconcileIntervalSeconds: 30, canaryIntervalSeconds: 20 } });
