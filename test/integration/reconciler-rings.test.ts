@@ -163,6 +163,21 @@ describe('reconciler after a mass loss of doorbells', () => {
     expect(await doorbellsQueued()).toBe(STUCK);
   });
 
+  it('rings at the first run after an outage of its schedule an object whose spacing fell due meanwhile, not at its next one', async () => {
+    const t0 = Date.now();
+    await stuckObjects(1, t0);
+    // Rung at 100 s and 4 minutes (its 90 s and 3-minute spacings); then no run for 25 minutes.
+    expect((await reconcile(reconcilerAt(t0 + 100_000).deps)).rerung).toBe(1);
+    expect((await reconcile(reconcilerAt(t0 + 240_000).deps)).rerung).toBe(1);
+
+    // Back at 29 minutes: its 6, 12 and 24-minute spacings fell due in the outage, its next is at 48.
+    const back = await reconcile(reconcilerAt(t0 + 29 * 60_000).deps);
+
+    expect(back.rerung).toBe(1);
+    // The run after rings it no more until that next spacing.
+    expect((await reconcile(reconcilerAt(t0 + 30 * 60_000).deps)).rerung).toBe(0);
+  });
+
   it('fails a run that DynamoDB left objects unread, without reporting that no object is near its cap (the unread one may be)', async () => {
     const t0 = Date.now();
     // A hot object at 9 of its cap of 10, and three others.
