@@ -10,12 +10,21 @@ import type { QueueStore } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
+import { eachAtOnce } from '../core/at-once.ts';
 import { ApiError } from '../core/errors.ts';
 import { derivedId } from '../core/ids.ts';
 import type { Switch } from '../core/switches.ts';
 import type { QueueMeta } from '../core/turn.ts';
 import type { SwitchInput } from '../core/validation.ts';
 import { type DeliveryDeps, startRelease } from './delivery.ts';
+
+/**
+ * Releases a lift starts at once: a tenant's webhooks (up to 10,000) started one after
+ * the other took some 20 ms each, so a lift of a tenant with a couple of thousand ran
+ * past the API's 29 s, and the DELETE sent again started over from the first webhook and
+ * never reached the last ones. Started together, their queue sends also share batches.
+ */
+const RELEASES_AT_ONCE = 16;
 
 export interface SwitchServiceDeps {
   readonly switches: SwitchStore;
@@ -88,6 +97,10 @@ export async function liftSwitch(deps: SwitchServiceDeps, id: string): Promise<v
       : lifted.scope === 'tenant'
         ? await deps.webhooks.list(lifted.tenant)
         : [];
-  for (const webhook of webhooks) if (webhook) await startRelease(deps.delivery, webhook);
+  await eachAtOnce(
+    webhooks.flatMap((webhook) => (webhook ? [webhook] : [])),
+    RELEASES_AT_ONCE,
+    (webhook) => startRelease(deps.delivery, webhook),
+  );
   await deps.switches.endLift(id, mark);
 }
