@@ -108,8 +108,8 @@ export class SwitchStore {
   }
 
   /**
-   * Removes a switch whose target is gone (a deleted webhook's): there is nothing left
-   * for it to stop, nor for a lift to wake.
+   * Removes a switch whose target is gone (a deleted webhook's, or one set as its tenant
+   * or webhook was being deleted): there is nothing left for it to stop, nor for a lift to wake.
    */
   async forget(id: string): Promise<void> {
     await this.#client.send(new DeleteCommand({ TableName: this.#table, Key: { pk: PK, sk: id } }));

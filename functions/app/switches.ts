@@ -41,12 +41,28 @@ export function switchId(input: Pick<SwitchInput, 'scope' | 'tenant' | 'target'>
   return derivedId('sw', input.scope, input.tenant, input.target ?? '');
 }
 
-export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Promise<Switch> {
-  if (!(await deps.tenants.get(input.tenant))) throw new ApiError('not_found', `No tenant ${input.tenant} exists.`);
+/** Why a switch cannot be set: its tenant, or its webhook, is not there (or being deleted). */
+async function missingTarget(deps: SwitchServiceDeps, input: SwitchInput): Promise<ApiError | undefined> {
+  if (!(await deps.tenants.get(input.tenant))) return new ApiError('not_found', `No tenant ${input.tenant} exists.`);
   if (input.scope === 'webhook' && !(await deps.webhooks.get(input.tenant, input.target as string))) {
-    throw new ApiError('not_found', `No webhook ${input.target} exists for tenant ${input.tenant}.`);
+    return new ApiError('not_found', `No webhook ${input.target} exists for tenant ${input.tenant}.`);
   }
+  return undefined;
+}
+
+export async function setSwitch(deps: SwitchServiceDeps, input: SwitchInput): Promise<Switch> {
+  const missing = await missingTarget(deps, input);
+  if (missing) throw missing;
   const value = await deps.switches.set({ id: switchId(input), ...input, created_at: new Date(deps.now()).toISOString() });
+  // A webhook's deletion removes its switch, and a tenant's lifts the switches naming it,
+  // each once: one deleted between the look above and the write would leave this switch
+  // listed in force and read by every stage for good. Looked at again after the write, a
+  // target gone meanwhile takes the switch with it (its deletion, if later, removes it too).
+  const gone = await missingTarget(deps, input);
+  if (gone) {
+    await deps.switches.forget(value.id);
+    throw gone;
+  }
   if (value.action === 'drop') {
     // A paused object stays scheduled with no doorbell in flight (lifting rings it), and its
     // ingests ring nothing: a drop that replaced a pause on it, or that outranks its tenant's

@@ -10,7 +10,7 @@ import { batchWrite } from '../../functions/adapters/dynamo.ts';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { apiServices, deliveryDeps } from '../../functions/app/runtime.ts';
-import { liftSwitch } from '../../functions/app/switches.ts';
+import { liftSwitch, setSwitch, switchId } from '../../functions/app/switches.ts';
 import { derivedId } from '../../functions/core/ids.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { CONTROL_PK } from '../../functions/definitions/tables.ts';
@@ -625,6 +625,45 @@ describe('kill switches', () => {
     expect(listed).not.toContain(gone);
     expect(listed).toContain(kept);
     expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${kept}`, admin())).status).toBe(204);
+  });
+
+  it('keeps no switch set on a webhook or tenant deleted between its look and its write: answered 404, and not listed in force', async () => {
+    const services = apiServices(sandbox.wiring, {} as never, sandbox.notifier).switches;
+    const listed = async () => (await call(sandbox, 'GET', '/v1/admin/switches', admin())).body.data.map((s: { id: string }) => s.id);
+
+    // The webhook is found, then its owner deletes it (and its switches) before the switch is written.
+    const tenant = await createTenant(sandbox, 'deleted-as-switched');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'das:1', url: `${receiver.url}/deleted-as-switched` });
+    const webhookDeleted = {
+      ...services,
+      webhooks: {
+        list: (tenantId: string) => services.webhooks.list(tenantId),
+        get: async (tenantId: string, id: string) => {
+          const found = await services.webhooks.get(tenantId, id);
+          if (found) expect((await call(sandbox, 'DELETE', `/v1/webhooks/${id}`, { key: tenant.key })).status).toBe(204);
+          return found;
+        },
+      },
+    };
+    const onWebhook = { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause', reason: '' } as const;
+    await expect(setSwitch(webhookDeleted, onWebhook)).rejects.toMatchObject({ code: 'not_found' });
+    expect(await listed()).not.toContain(switchId(onWebhook));
+
+    // The tenant is found, then deleted (its switches lifted) before the switch is written.
+    const doomed = await createTenant(sandbox, 'deleted-as-switched-tenant');
+    const tenantDeleted = {
+      ...services,
+      tenants: {
+        get: async (id: string) => {
+          const found = await services.tenants.get(id);
+          if (found) expect((await call(sandbox, 'DELETE', `/v1/admin/tenants/${id}`, admin())).status).toBe(204);
+          return found;
+        },
+      },
+    };
+    const onTenant = { scope: 'tenant', tenant: doomed.id, target: undefined, action: 'pause', reason: '' } as const;
+    await expect(setSwitch(tenantDeleted, onTenant)).rejects.toMatchObject({ code: 'not_found' });
+    expect(await listed()).not.toContain(switchId(onTenant));
   });
 
   it('validates switches and answers 404 for unknown ones', async () => {
