@@ -16,7 +16,14 @@ export interface DataPoint {
 const KEEP_MS = 3_600_000;
 
 /** The key a metric source is recorded under (see functions/definitions/alarms.ts). */
-export function sourceKey(source: { kind: string; name: string; queue?: string; deadLetters?: boolean; fn?: string }): string {
+export function sourceKey(source: {
+  kind: string;
+  name: string;
+  queue?: string;
+  deadLetters?: boolean;
+  fn?: string;
+  dimensions?: Readonly<Record<string, string>>;
+}): string {
   switch (source.kind) {
     case 'queue':
       return `queue:${source.queue}${source.deadLetters ? ':dlq' : ''}:${source.name}`;
@@ -25,7 +32,7 @@ export function sourceKey(source: { kind: string; name: string; queue?: string; 
     case 'api':
       return `api:${source.name}`;
     default:
-      return `sluice:${source.name}`;
+      return `sluice:${source.dimensions && Object.keys(source.dimensions).length > 0 ? dimensionKey(source.name, source.dimensions) : source.name}`;
   }
 }
 
@@ -59,8 +66,12 @@ export class InMemoryMetrics implements MetricsPort {
 
   count(name: string, value = 1, dimensions?: Readonly<Record<string, string>>): void {
     this.#add(name, value);
-    if (dimensions && Object.keys(dimensions).length > 0) this.#add(dimensionKey(name, dimensions), value);
     this.record(sourceKey({ kind: 'sluice', name }), value);
+    if (dimensions && Object.keys(dimensions).length > 0) {
+      // Its dimensioned copy too, as Powertools publishes it: an alarm may read one reason alone.
+      this.#add(dimensionKey(name, dimensions), value);
+      this.record(sourceKey({ kind: 'sluice', name, dimensions }), value);
+    }
   }
 
   seconds(name: string, value: number): void {

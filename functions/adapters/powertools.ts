@@ -41,6 +41,12 @@ export function metricsPort(metrics: Metrics): MetricsPort {
       metrics.addMetric(name, MetricUnit.Count, value);
       if (PUBLISHED_AT_ONCE.has(name)) metrics.publishStoredMetrics();
       if (dimensions && Object.keys(dimensions).length > 0) {
+        if (PUBLISHED_AT_ONCE.has(name)) {
+          // Its dimensioned copy out at once too: an alarm may read one reason alone
+          // (events-rejected-or-dropped reads EventsDropped's retention drops).
+          publishDimensioned(metrics, { name, dimensions, value });
+          return;
+        }
         const counts = dimensionedCounts.get(metrics) ?? new Map<string, DimensionedCount>();
         dimensionedCounts.set(metrics, counts);
         const key = JSON.stringify([name, Object.entries(dimensions).sort(([a], [b]) => a.localeCompare(b))]);
@@ -62,12 +68,15 @@ export function metricsPort(metrics: Metrics): MetricsPort {
 export function publishMetrics(metrics: Metrics): void {
   const counts = dimensionedCounts.get(metrics);
   dimensionedCounts.delete(metrics);
-  for (const { name, dimensions, value } of counts?.values() ?? []) {
-    const single = metrics.singleMetric();
-    for (const [dimension, dimensionValue] of Object.entries(dimensions)) single.addDimension(dimension, dimensionValue);
-    single.addMetric(name, MetricUnit.Count, value);
-  }
+  for (const count of counts?.values() ?? []) publishDimensioned(metrics, count);
   if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+}
+
+/** Writes one dimensioned count as an EMF document of its own (Powertools writes a single metric at once). */
+function publishDimensioned(metrics: Metrics, { name, dimensions, value }: DimensionedCount): void {
+  const single = metrics.singleMetric();
+  for (const [dimension, dimensionValue] of Object.entries(dimensions)) single.addDimension(dimension, dimensionValue);
+  single.addMetric(name, MetricUnit.Count, value);
 }
 
 export function loggerPort(logger: Logger): LoggerPort {

@@ -10,7 +10,7 @@ import { FUNCTION_ENTRIES } from './environment.ts';
 
 /** Where a metric comes from; the stack maps each source to the real resource. */
 export type MetricSource =
-  | { readonly kind: 'sluice'; readonly name: string }
+  | { readonly kind: 'sluice'; readonly name: string; readonly dimensions?: Readonly<Record<string, string>> }
   | {
       readonly kind: 'queue';
       readonly queue: 'Distribute' | 'DistributeBulk' | 'Deliver';
@@ -282,7 +282,11 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
       { kind: 'sluice', name: 'EventsRejected' },
       // API Gateway refuses these before the API's Lambda, which never sees their events.
       { kind: 'sluice', name: THROTTLED_REQUESTS_METRIC },
-      { kind: 'sluice', name: 'EventsDropped' },
+      // Not what a drop switch discards (reason switch_drop): on-call set it, and counting
+      // it here would keep the alarm in ALARM for as long as the switch is on (a runaway
+      // writer dropped at 100 events a second), where no new cause would page. It is on
+      // the dashboard, and its gap marker tells the subscribers.
+      { kind: 'sluice', name: 'EventsDropped', dimensions: { reason: 'retention' } },
       { kind: 'sluice', name: 'EventsHeldOverflow' },
     ],
     statistic: 'Sum',

@@ -170,7 +170,7 @@ export class Operations extends Construct {
           return new Metric({
             namespace: METRICS_NAMESPACE,
             metricName: source.name,
-            dimensionsMap: { service: props.metricsService },
+            dimensionsMap: { service: props.metricsService, ...source.dimensions },
             ...options,
           });
         case 'queue': {

@@ -416,6 +416,20 @@ describe('API', () => {
     expect(dashboard).toContain('RequestsThrottled');
   });
 
+  it("pages for events dropped past retention, not for what on-call's own drop switch discards", () => {
+    const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+      String(a.Properties.AlarmDescription).startsWith('Events rejected or dropped'),
+    );
+    const dropped = (
+      alarm?.Properties.Metrics as Array<{ MetricStat?: { Metric: { MetricName: string; Dimensions: Array<{ Name: string }> } } }>
+    )
+      .flatMap((m) => (m.MetricStat ? [m.MetricStat.Metric] : []))
+      .filter((m) => m.MetricName === 'EventsDropped');
+    expect(dropped).toHaveLength(1);
+    expect(dropped[0]?.Dimensions).toEqual(expect.arrayContaining([{ Name: 'reason', Value: 'retention' }]));
+    expect(dropped[0]?.Dimensions.map((d) => d.Name).sort()).toEqual(['reason', 'service']);
+  });
+
   it('makes the execution log group API Gateway would otherwise make itself, kept forever, before the stage can write to it', () => {
     const [groupId, group] = Object.entries(template.findResources('AWS::Logs::LogGroup')).find(([, g]) =>
       JSON.stringify(g.Properties.LogGroupName ?? '').includes('API-Gateway-Execution-Logs_'),

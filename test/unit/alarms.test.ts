@@ -69,9 +69,24 @@ describe('sandbox alarm evaluation', () => {
 
     // Sources add up: rejected plus dropped over the threshold.
     metrics.count('EventsRejected', 600);
-    metrics.count('EventsDropped', 500);
+    metrics.count('EventsDropped', 500, { reason: 'retention' });
     now += 1;
     expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 1_100 });
+  });
+
+  it("pages for events lost to retention, not for those on-call's own drop switch discards", () => {
+    let now = 9_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
+    const state = () => evaluator.evaluate().find((a) => a.name === 'events-rejected-or-dropped');
+    now += 60_000;
+    // A runaway writer dropped at its full rate for 5 minutes.
+    metrics.count('EventsDropped', 30_000, { reason: 'switch_drop' });
+    now += 1;
+    expect(state()?.state).toBe('OK');
+    metrics.count('EventsDropped', 1_001, { reason: 'retention' });
+    now += 1;
+    expect(state()).toMatchObject({ state: 'ALARM', value: 1_001 });
   });
 
   it('pages for requests API Gateway throttled, whose events ingest never saw, as for rejected events', () => {

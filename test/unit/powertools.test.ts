@@ -71,6 +71,22 @@ describe('Powertools metrics port', () => {
     ]);
   });
 
+  it("writes a paging count's dimensioned copy when it is counted too: an alarm reads EventsDropped's retention drops alone", () => {
+    const metrics = new Metrics({ namespace: 'Sluice', serviceName: 'Sluice/Test' });
+    const port = metricsPort(metrics);
+
+    // Act: the invocation is killed after the drop's count.
+    const beforeTheEnd = emitted(() => port.count('EventsDropped', 7, { reason: 'retention' }));
+    const atTheEnd = emitted(() => publishMetrics(metrics));
+
+    // Assert: both the plain count and its copy by reason are out before the end; nothing twice.
+    expect(beforeTheEnd.map((d) => [d._aws.CloudWatchMetrics[0]?.Dimensions, d.EventsDropped, d.reason])).toEqual([
+      [[['service']], 7, undefined],
+      [[['service', 'reason']], 7, 'retention'],
+    ]);
+    expect(atTheEnd).toEqual([]);
+  });
+
   it('leaves a flood of rejections to the end of the invocation: one EMF document, not one per count', () => {
     const metrics = new Metrics({ namespace: 'Sluice', serviceName: 'Sluice/Test' });
     const port = metricsPort(metrics);
