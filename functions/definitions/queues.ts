@@ -36,7 +36,8 @@ export const SQS_MAX_MESSAGE_BYTES = 1_048_576;
 
 /**
  * The doorbells: one message group per object, so one distributor at a time per
- * object. Ingest rings only on idle → scheduled, so a group holds one or two messages.
+ * object in this queue (the bulk lane's is another: the lease admits one turn of the
+ * two). Ingest rings only on idle → scheduled, so a group holds one or two messages.
  */
 export const DISTRIBUTE_QUEUE: QueueDefinition = {
   logicalName: 'Distribute',
