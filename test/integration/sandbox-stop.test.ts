@@ -68,4 +68,42 @@ describe('sandbox stop', () => {
       await receiver.close();
     }
   }, 30_000);
+
+  it("delivers a flooding tenant's doorbells that a receive brought during the stop at once after a restart on the same data directory", async () => {
+    const receiver = await startReceiver();
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-stop-'));
+    const adminKey = `ak_${'b'.repeat(43)}`;
+    // A low bulkLaneAfterRingsPerSecond puts the flood in the bulk lane, whose poller is
+    // still receiving batches of it when the stop comes.
+    const settings = { port: 0, dataDir, adminKey, canary: false, config: { bulkLaneAfterRingsPerSecond: 5 } };
+    const first = await startSandbox(settings);
+    let second: Awaited<ReturnType<typeof startSandbox>> | undefined;
+    try {
+      const { key } = await createTenant(first, 'flooding');
+      await createWebhook(first, key, { resource: 'project:f', url: `${receiver.url}/flood` });
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, r) =>
+          publish(
+            first,
+            key,
+            Array.from({ length: 100 }, (_, i) => ({ resource: `obj:${r}-${i}`, parents: ['project:f'], type: 'x.y', data: {} })),
+          ),
+        ),
+      );
+      for (const answer of answers) expect(answer.status).toBe(202);
+
+      await first.stop();
+      second = await startSandbox(settings);
+
+      // Within seconds, not after the bulk lane's visibility timeout (2 minutes): the
+      // batches given back at the stop are visible again.
+      const objects = () => new Set(receiver.events('/flood').map((e) => e.resource)).size;
+      await receiver.waitFor(() => objects() === 2_000, 40_000).catch(() => undefined);
+      expect(objects()).toBe(2_000);
+    } finally {
+      await first.stop();
+      await second?.stop();
+      await receiver.close();
+    }
+  }, 120_000);
 });
