@@ -23,7 +23,7 @@ import { CANARY_TIMEOUT_SECONDS, reconcilerTimeoutSeconds } from '../functions/d
 import { DELIVER_QUEUE, DISTRIBUTE_BULK_QUEUE, DISTRIBUTE_QUEUE } from '../functions/definitions/queues.ts';
 import { CONTROL_TABLE, EVENTS_TABLE } from '../functions/definitions/tables.ts';
 import { makeDeliveryHandler } from '../functions/delivery/process.ts';
-import { makeDistributorHandler } from '../functions/distributor/process.ts';
+import { makeDistributorHandler, type SqsHandler } from '../functions/distributor/process.ts';
 import { AlarmEvaluator, type AlarmState } from './alarms.ts';
 import { startApiOnThread } from './api-thread.ts';
 import { claimDataDir } from './data-dir.ts';
@@ -180,36 +180,26 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const url = `http://${options.host ?? '127.0.0.1'}:${api.port}`;
 
   // Lambda's event source mappings: invocations up to each function's maximum
-  // concurrency (they all share this thread and its CPU).
-  // The distributor's two event source mappings (the main and the bulk lane) invoke one function.
-  const distributorHandler = asFunction('distributor', makeDistributorHandler(distributor(wiring), log, wiring.metrics));
-  const pollers = [
-    // Each poller has a client of its own, so its long polls never queue the sends.
-    ...[distributeQueue, distributeBulkQueue].map(
-      (queue) =>
-        new Poller({
-          client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
-          queue,
-          handler: distributorHandler,
-          functionName: 'sluice-distributor',
-          logger: log,
-          metrics,
-          fn: 'distributor',
-          ...(options.onInvocation && { onInvocation: options.onInvocation }),
-          ...(options.onReceive && { onReceive: options.onReceive }),
-        }),
-    ),
+  // concurrency (they all share this thread and its CPU). Each poller has a client of
+  // its own, so its long polls never queue the sends.
+  const mapping = (queue: SandboxQueue, fn: 'distributor' | 'delivery', handler: SqsHandler) =>
     new Poller({
       client: instrument(sqsClient({ ...emulators.sqs, maxSockets: 64 }), 'sqs'),
-      queue: deliverQueue,
-      handler: asFunction('delivery', makeDeliveryHandler(deliveryDeps(wiring, published))),
-      functionName: 'sluice-delivery',
+      queue,
+      handler,
+      functionName: `sluice-${fn}`,
       logger: log,
       metrics,
-      fn: 'delivery',
+      fn,
       ...(options.onInvocation && { onInvocation: options.onInvocation }),
       ...(options.onReceive && { onReceive: options.onReceive }),
-    }),
+    });
+  // The distributor's two mappings (the main and the bulk lane) invoke one function.
+  const distributorHandler = asFunction('distributor', makeDistributorHandler(distributor(wiring), log, wiring.metrics));
+  const pollers = [
+    mapping(distributeQueue, 'distributor', distributorHandler),
+    mapping(distributeBulkQueue, 'distributor', distributorHandler),
+    mapping(deliverQueue, 'delivery', asFunction('delivery', makeDeliveryHandler(deliveryDeps(wiring, published)))),
   ];
   for (const poller of pollers) poller.start();
 
