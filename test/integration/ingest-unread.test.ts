@@ -19,6 +19,16 @@ const events = withEventsTable();
 
 const throttled = (message: string) => Object.assign(new Error(message), { name: 'ProvisionedThroughputExceededException' });
 
+/** A queue store whose batched write of a request's events lands its first 25-item batch only, then fails. */
+class FirstBatchOnly extends QueueStore {
+  override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]) {
+    const [r] = reservations;
+    if (!r) return;
+    await super.writeEventsOf([{ ...r, events: r.events.slice(0, 25) }]);
+    throw throttled('BatchWrite left 5 items unprocessed');
+  }
+}
+
 /**
  * One object's queue as a turn sees it (no faults), with a distributor whose deliveries to
  * the object's one webhook are recorded, and the ingest's dependencies around `queues`.
@@ -68,13 +78,7 @@ it('never answers "not stored" (and gives back the key of) an event that may hav
   const { key, delivered, plain, distributor, ingest, keyed } = objectQueue('obj:1', 'wh_one');
   // The first 25-item batch of slots lands, the second fails; reading the written slots
   // fails too, while the turn of an earlier request's doorbell runs and delivers them.
-  class Faulty extends QueueStore {
-    override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]) {
-      const [r] = reservations;
-      if (!r) return;
-      await super.writeEventsOf([{ ...r, events: r.events.slice(0, 25) }]);
-      throw throttled('BatchWrite left 5 items unprocessed');
-    }
+  class Faulty extends FirstBatchOnly {
     override async writtenSlots(): Promise<Set<number>> {
       await distributor.runTurn(key, 'running-turn');
       throw throttled('Throughput exceeds the current capacity');
@@ -105,13 +109,7 @@ it('fails a request whose write, read of the written slots and voids all failed 
   const { key, delivered, plain, distributor, ingest, keyed } = objectQueue('obj:2', 'wh_two');
   // DynamoDB failing: the first 25-item batch lands, the second fails; then neither the
   // read of the written slots nor their voids go through.
-  class Failing extends QueueStore {
-    override async writeEventsOf(reservations: Parameters<QueueStore['writeEventsOf']>[0]) {
-      const [r] = reservations;
-      if (!r) return;
-      await super.writeEventsOf([{ ...r, events: r.events.slice(0, 25) }]);
-      throw throttled('BatchWrite left 5 items unprocessed');
-    }
+  class Failing extends FirstBatchOnly {
     override async writtenSlots(): Promise<Set<number>> {
       throw throttled('Throughput exceeds the current capacity');
     }
