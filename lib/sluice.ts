@@ -101,7 +101,6 @@ export class Sluice extends Construct {
       distributeQueue: pipeline.distribute.queue,
       distributeBulkQueue: pipeline.distributeBulk.queue,
       deliverQueue: delivery.deliver.queue,
-      webhookDisabledTopic: delivery.webhookDisabledTopic,
     });
 
     const operations = new Operations(this, 'Operations', {

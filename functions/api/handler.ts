@@ -5,14 +5,12 @@
 
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { APIGatewayClient } from '@aws-sdk/client-api-gateway';
-import { SNSClient } from '@aws-sdk/client-sns';
 import type { Context } from 'hono';
 import { handle, type LambdaEvent } from 'hono/aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
-import { SnsNotifier } from '../adapters/notifier.ts';
 import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { ApiGatewayUsagePlans } from '../adapters/usage-plans.ts';
-import { apiServices } from '../app/runtime.ts';
+import { API_SENDS_NO_NOTICES, apiServices } from '../app/runtime.ts';
 import { AUTH_CONTEXT } from '../authorizer/process.ts';
 import { configFromEnvironment } from '../core/config.ts';
 import type { Principal } from '../core/model.ts';
@@ -41,7 +39,7 @@ const services = apiServices(
     stage: requireEnv(ENV.apiStage),
     logger: loggerPort(logger),
   }),
-  new SnsNotifier({ client: new SNSClient({}), topicArn: requireEnv(ENV.webhookDisabledTopicArn) }),
+  API_SENDS_NO_NOTICES,
 );
 
 function principalFromGateway(c: Context): Principal | undefined {

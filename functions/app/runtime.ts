@@ -87,6 +87,19 @@ function stores(w: Wiring) {
   };
 }
 
+/**
+ * The API's notifier. The webhook-disabled notice goes out when sluice disables a webhook
+ * for its endpoint's failures, which only the delivery function does; the API's health
+ * changes (an owner's enable, disable or test) owe none. So the API function is not granted
+ * `sns:Publish`, and should a notice ever fall to it, this fails as a failed publish does:
+ * counted, logged, and owed still, for the delivery function to send.
+ */
+export const API_SENDS_NO_NOTICES: Notifier = {
+  async webhookDisabled() {
+    throw new Error('The API function sends no webhook-disabled notices; the delivery function does');
+  },
+};
+
 export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifier): ApiServices {
   const now = w.now ?? Date.now;
   const { queues, idempotency, webhooks, tenants } = stores(w);

@@ -21,7 +21,6 @@ import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { FilterPattern, LogGroup, MetricFilter, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
-import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
@@ -49,7 +48,6 @@ export interface ApiProps {
   readonly distributeBulkQueue: IQueue;
   /** For replay and re-enabling (which releases held deliveries). */
   readonly deliverQueue: IQueue;
-  readonly webhookDisabledTopic: ITopic;
 }
 
 /** The public health check (SPEC §3), and the rate that keeps it from costing more than a check needs. */
@@ -205,8 +203,7 @@ export class Api extends Construct {
       .bindTable(props.control, TABLE_ACCESS.api.control, ENV.controlTable)
       .bindQueue(props.distributeQueue, ENV.distributeQueueUrl)
       .bindQueue(props.distributeBulkQueue, ENV.distributeBulkQueueUrl)
-      .bindQueue(props.deliverQueue, ENV.deliverQueueUrl)
-      .bindTopic(props.webhookDisabledTopic, ENV.webhookDisabledTopicArn);
+      .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     const fn = this.apiFunction.function;
     fn.addEnvironment(ENV.restApiId, this.restApi.restApiId);
     fn.addEnvironment(ENV.apiStage, API_STAGE_NAME);
