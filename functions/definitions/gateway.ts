@@ -11,3 +11,10 @@ export const GATEWAY_MESSAGES = {
   /** A key past its usage plan's throttle (429). */
   throttled: 'Too many requests for this key; slow down.',
 } as const;
+
+/**
+ * The request content types API Gateway passes the API function as bytes (base64)
+ * rather than as text it decoded: all of them, so that the API reads every body's
+ * bytes as the sandbox does (functions/api/app.ts refuses a body not in UTF-8).
+ */
+export const API_BINARY_MEDIA_TYPES: readonly string[] = ['*/*'];

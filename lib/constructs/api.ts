@@ -33,7 +33,7 @@ import {
   ENV,
   FUNCTION_ENTRIES,
 } from '../../functions/definitions/environment.ts';
-import { GATEWAY_MESSAGES } from '../../functions/definitions/gateway.ts';
+import { API_BINARY_MEDIA_TYPES, GATEWAY_MESSAGES } from '../../functions/definitions/gateway.ts';
 import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -138,6 +138,11 @@ export class Api extends Construct {
       restApiName: Names.uniqueResourceName(this, { maxLength: 128 }),
       description: 'sluice: events in, webhooks out',
       apiKeySourceType: ApiKeySourceType.AUTHORIZER,
+      // Every body reaches the API function as its bytes (base64, which hono/aws-lambda
+      // decodes), so that one not in UTF-8 is refused (400) as in the sandbox. As text,
+      // API Gateway would decode it itself, each byte it cannot read made U+FFFD: accepted
+      // and delivered so (a Windows-1252 "café" as "caf\uFFFD").
+      binaryMediaTypes: [...API_BINARY_MEDIA_TYPES],
       cloudWatchRole: true,
       deployOptions: {
         stageName: API_STAGE_NAME,
@@ -267,7 +272,9 @@ export class Api extends Construct {
     // A change of the authorizer reaches the stage only with a new deployment: its settings
     // are part of the deployment's identity (as the feature flag authorizerChangeDeploymentLogicalId,
     // set in cdk.json, makes them; an app that embeds this construct may not set it).
+    // The binary media types too: a stage takes them only from a new deployment.
     this.restApi.latestDeployment?.addToLogicalId({
+      binaryMediaTypes: API_BINARY_MEDIA_TYPES,
       authorizer: {
         identitySource: 'method.request.header.Authorization',
         validationRegex: AUTHORIZATION_HEADER_PATTERN,

@@ -371,6 +371,8 @@ describe('API', () => {
       IdentitySource: 'method.request.header.Authorization',
     });
     template.hasResourceProperties('AWS::ApiGateway::Authorizer', { AuthorizerResultTtlInSeconds: 60 });
+    // Every body reaches the API function as its bytes, which it refuses unless they are UTF-8.
+    template.hasResourceProperties('AWS::ApiGateway::RestApi', { BinaryMediaTypes: ['*/*'] });
     template.hasResourceProperties('AWS::ApiGateway::Stage', {
       StageName: API_STAGE_NAME,
       AccessLogSetting: { DestinationArn: Match.anyValue(), Format: Match.anyValue() },

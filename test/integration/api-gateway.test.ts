@@ -1,0 +1,98 @@
+/**
+ * The API function as API Gateway invokes it in a deployed stack: REST API proxy
+ * events shaped by the synthesized RestApi (its binary media types), the caller in
+ * the authorizer's context, answered as the sandbox answers the same request.
+ */
+import type { Context } from 'aws-lambda';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { CONFIG_ENV } from '../../functions/core/config.ts';
+import { ENV } from '../../functions/definitions/environment.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant } from '../support/api.ts';
+import { type Caller, deployedBinaryMediaTypes, type GatewayRequest, gatewayEvent } from '../support/gateway-events.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let tenant: { id: string; key: string };
+let binaryMediaTypes: string[];
+const context = { functionName: 'api', awsRequestId: 'r', getRemainingTimeInMillis: () => 29_000 } as unknown as Context;
+
+withSandbox({}, async (s) => {
+  sandbox = s;
+  tenant = await createTenant(sandbox);
+});
+
+beforeAll(() => {
+  binaryMediaTypes = deployedBinaryMediaTypes();
+}, 60_000);
+
+/** The API function's entry file, with the environment the stack gives it, its clients pointed at the sandbox's emulators. */
+async function apiHandler() {
+  Object.assign(process.env, {
+    [ENV.eventsTable]: sandbox.wiring.eventsTable,
+    [ENV.controlTable]: sandbox.wiring.controlTable,
+    [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
+    [ENV.distributeBulkQueueUrl]: sandbox.queues.DistributeBulk?.url,
+    [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
+    [ENV.restApiId]: 'abc123',
+    [ENV.apiStage]: 'live',
+    [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
+    [CONFIG_ENV]: JSON.stringify(sandbox.config),
+    AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
+    AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'sandbox',
+    AWS_SECRET_ACCESS_KEY: 'sandbox',
+    POWERTOOLS_LOG_LEVEL: 'SILENT',
+    POWERTOOLS_METRICS_DISABLED: 'true',
+  });
+  return (await import('../../functions/api/handler.ts')).handler;
+}
+
+async function throughGateway(request: GatewayRequest, caller: Caller): Promise<{ status: number; body: unknown }> {
+  const handler = await apiHandler();
+  const result = (await handler(gatewayEvent(request, caller, binaryMediaTypes), context)) as { statusCode: number; body: string };
+  return { status: result.statusCode, body: result.body ? JSON.parse(result.body) : undefined };
+}
+
+/** A JSON body in Windows-1252 (or Latin-1): "café" with é as the one byte 0xE9, which UTF-8 cannot read. */
+function latin1(json: string): Uint8Array {
+  return Buffer.from(json, 'latin1');
+}
+
+describe('the API behind API Gateway', () => {
+  it('refuses a body not in UTF-8, as the sandbox does, rather than accept and deliver it with U+FFFD for the bytes API Gateway could not read', async () => {
+    const json = JSON.stringify({ events: [{ resource: 'enc:1', type: 'a.b', data: { name: 'café' } }] });
+    const headers = [['Content-Type', 'application/json']] as const;
+
+    const sandboxAnswer = await call(sandbox, 'POST', '/v1/events', { key: tenant.key, rawBody: json, contentType: 'application/json' });
+    expect(sandboxAnswer.status).toBe(202); // The same JSON in UTF-8 is fine.
+    const inSandbox = await fetch(`${sandbox.url}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.key}`, 'content-type': 'application/json' },
+      body: latin1(json.replace('enc:1', 'enc:2')),
+    });
+    expect(inSandbox.status).toBe(400);
+
+    const inAws = await throughGateway(
+      { method: 'POST', path: '/v1/events', headers, body: latin1(json.replace('enc:1', 'enc:3')) },
+      { principal: 'tenant', tenantId: tenant.id },
+    );
+    expect(inAws).toEqual({ status: 400, body: await inSandbox.json() });
+    const queues = new QueueStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.eventsTable, retentionDays: 7 });
+    expect(await queues.readMeta({ tenantId: tenant.id, resource: 'enc:3' })).toBeUndefined();
+  });
+
+  it('stores a UTF-8 body byte for byte: the event published through API Gateway is the one the sandbox is sent again (duplicate, not a different event)', async () => {
+    const event = { resource: 'enc:4', type: 'a.b', data: { name: 'café ☕ \u{1F600}' }, id: 'same-bytes-1' };
+    const json = JSON.stringify({ events: [event] });
+    const inAws = await throughGateway(
+      { method: 'POST', path: '/v1/events', headers: [['Content-Type', 'application/json; charset=utf-8']], body: Buffer.from(json) },
+      { principal: 'tenant', tenantId: tenant.id },
+    );
+    expect(inAws).toMatchObject({ status: 202, body: { events: [{ status: 'accepted' }] } });
+    const again = await call(sandbox, 'POST', '/v1/events', { key: tenant.key, rawBody: json });
+    expect(again.body.events[0]).toEqual({ id: (inAws.body as { events: Array<{ id: string }> }).events[0]?.id, status: 'duplicate' });
+  });
+});
