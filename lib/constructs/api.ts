@@ -59,8 +59,11 @@ const HEALTH_METHODS = ['GET', 'HEAD'] as const;
 /**
  * The access log's line: API Gateway's standard fields, plus why API Gateway answered
  * itself (`responseType`, THROTTLED for a key's or the account's throttle), who the
- * authorizer said was calling (`tenant`: a tenant's id, `admin` or `anonymous`) and
- * the deployment, as its metrics name it (`service`), for the metric filter's dimension.
+ * authorizer said was calling (`tenant`: a tenant's id, `admin` or `anonymous`), what
+ * Lambda itself answered API Gateway's invoke (`integrationStatus`, `integrationError`: a
+ * body too large for Lambda's 6 MB invoke limit gets a 500 from API Gateway without reaching the
+ * API function) and the deployment, as its metrics name it (`service`), for the metric
+ * filter's dimension.
  */
 function accessLogFormat(metricsService: string): AccessLogFormat {
   // The format is a template of $context variables: a '$' in the value would be read as one.
@@ -78,6 +81,8 @@ function accessLogFormat(metricsService: string): AccessLogFormat {
       protocol: AccessLogField.contextProtocol(),
       responseLength: AccessLogField.contextResponseLength(),
       responseType: AccessLogField.contextErrorResponseType(),
+      integrationStatus: AccessLogField.contextIntegrationStatus(),
+      integrationError: AccessLogField.contextIntegrationErrorMessage(),
       tenant: AccessLogField.contextAuthorizerPrincipalId(),
       service: metricsService,
     }),

@@ -390,6 +390,9 @@ describe('API', () => {
       tenant: '$context.authorizer.principalId',
       resourcePath: '$context.resourcePath',
       status: '$context.status',
+      // A 500 that never reached the API function (a body past Lambda's invoke limit) says so.
+      integrationStatus: '$context.integrationStatus',
+      integrationError: '$context.integrationErrorMessage',
     });
     const filters = Object.values(template.findResources('AWS::Logs::MetricFilter'));
     expect(filters).toHaveLength(1);
