@@ -14,7 +14,6 @@
 import { randomUUID } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import {
-  BatchWriteCommand,
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
@@ -30,7 +29,7 @@ import { paceSendAt } from '../core/endpoint-pace.ts';
 import type { DeliveryMessage, GapMarker } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { sentAgain } from './aws.ts';
-import { applied, appliedOwn, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
+import { applied, appliedOwn, batchWrite, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
 
 export interface AttemptRecord {
   readonly id: string;
@@ -891,8 +890,9 @@ export class DeliveryRecords {
   }
 
   /**
-   * Removes everything kept for a deleted webhook (best effort; TTL removes the
-   * rest): its held deliveries and overflow counts, every page of them. Answers how
+   * Removes everything kept for a deleted webhook: its held deliveries and overflow
+   * counts, every page of them, throwing if DynamoDB still left some unprocessed after
+   * a few tries (TTL removes those, late). Answers how
    * many held events went with it: events only, as a held `sluice.gap` marker stands
    * for events counted when they were dropped.
    */
@@ -909,10 +909,13 @@ export class DeliveryRecords {
         if (pk === heldPk(webhookId)) {
           for (const item of items) heldEvents += eventCount((JSON.parse(String(item.message)) as DeliveryMessage).events);
         }
-        const keys = items.map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } }));
-        for (let i = 0; i < keys.length; i += 25) {
-          await this.#client.send(new BatchWriteCommand({ RequestItems: { [this.#table]: keys.slice(i, i + 25) } }));
-        }
+        // What DynamoDB leaves unprocessed (a throttled partition) is sent again: left, a
+        // deleted webhook's held events would stay a week, its overflow counts a year.
+        await batchWrite(
+          this.#client,
+          this.#table,
+          items.map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } })),
+        );
       }
     }
     return heldEvents;

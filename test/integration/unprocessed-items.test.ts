@@ -1,0 +1,85 @@
+/**
+ * DynamoDB's BatchWriteItem may leave some of its requests unprocessed (UnprocessedItems)
+ * when a partition is past its throughput, and answers 200 all the same; the embedded
+ * emulator never does. Here a client does what AWS may: its first batched write applies
+ * only part of what it was sent and hands the rest back.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { BatchWriteCommandInput, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { documentClient } from '../../functions/adapters/aws.ts';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
+import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+
+let emulators: Emulators;
+let controlTable: string;
+
+beforeAll(async () => {
+  emulators = await startEmulators();
+  controlTable = (await createTables(new DynamoDBClient({ ...emulators.dynamo }))).Control as string;
+});
+afterAll(async () => {
+  await emulators.stop();
+});
+
+/**
+ * Makes the first `times` batched writes apply only their first `applied` requests and
+ * answer the rest as UnprocessedItems, as DynamoDB does when it throttles some of them.
+ */
+function processSomeOnly(client: DynamoDBDocumentClient, applied: number, times = 1): void {
+  let left = times;
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const input = args.input as BatchWriteCommandInput;
+      if (left === 0 || !input.RequestItems) return next(args);
+      left--;
+      const [table, requests] = Object.entries(input.RequestItems)[0] as [
+        string,
+        NonNullable<BatchWriteCommandInput['RequestItems']>[string],
+      ];
+      const result = await next({ ...args, input: { ...input, RequestItems: { [table]: requests.slice(0, applied) } } });
+      const rest = requests.slice(applied);
+      (result.output as { UnprocessedItems?: unknown }).UnprocessedItems = rest.length > 0 ? { [table]: rest } : {};
+      return result;
+    },
+    { step: 'initialize', name: 'processSomeOnly' },
+  );
+}
+
+function held(webhookId: string, n: number): DeliveryMessage {
+  return {
+    deliveryId: `msg_unprocessed${String(n).padStart(4, '0')}`,
+    tenantId: 'ten_unprocessed',
+    webhookId,
+    events: [
+      {
+        id: `evt_unprocessed${n}`,
+        seq: n,
+        resource: 'task:1',
+        parents: [],
+        type: 'a.b',
+        data: { n },
+        created_at: new Date().toISOString(),
+      },
+    ],
+    attempt: 1,
+  };
+}
+
+describe('a batched write DynamoDB only partly processes', () => {
+  it('removes every held delivery and overflow count of a deleted webhook, retrying what DynamoDB left unprocessed', async () => {
+    const client = documentClient({ ...emulators.dynamo });
+    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const webhookId = 'wh_unprocessed';
+    for (let n = 1; n <= 30; n++) expect(await records.hold(held(webhookId, n), Date.now())).toBe(true);
+    await records.countOverflow(webhookId, 'task:1', 5, Date.now());
+    expect(await records.heldItemCount(webhookId)).toBe(30);
+
+    processSomeOnly(client, 10, 2);
+    expect(await records.forget(webhookId)).toBe(30);
+
+    expect(await records.heldItemCount(webhookId)).toBe(0);
+    expect(await records.owedGaps(webhookId, Date.now())).toEqual([]);
+  });
+});
