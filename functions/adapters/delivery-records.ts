@@ -903,6 +903,9 @@ export class DeliveryRecords {
         KeyConditionExpression: '#pk = :pk',
         ExpressionAttributeNames: names('pk'),
         ExpressionAttributeValues: { ':pk': pk },
+        // A delivery held (or counted) in the second before the deletion is removed too:
+        // a replica that had not seen it yet would leave it a week (a count, a year).
+        ConsistentRead: true,
       });
       for await (const page of pages) {
         const items = page.Items ?? [];
