@@ -3,6 +3,7 @@
  * `webhook.ping`; the secret is shown once.
  */
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
@@ -38,6 +39,13 @@ export interface WebhookServiceDeps {
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+
+/**
+ * The most a webhook's creation, or a change of its types, waits for the `by_resource`
+ * index to show it before answering (see `#untilIndexed`). DynamoDB updates an index a
+ * little after the write, usually well under a second.
+ */
+export const INDEX_WAIT_MS = 3_000;
 
 /** URL verifications (pings) one tenant may start per ping timeout: so about as many at once, at most twice that. */
 export const VERIFICATIONS_PER_TENANT = 20;
@@ -162,6 +170,7 @@ export class WebhookService {
       await this.#discard(tenantId, webhook.id, () => undefined);
       throw new ApiError('unauthorized', 'The API key does not belong to a tenant.');
     }
+    await this.#untilIndexed(webhook);
     return { ...webhookView(webhook), secret: webhook.secrets[0] as string };
   }
 
@@ -219,6 +228,7 @@ export class WebhookService {
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
       current = updated;
+      if (rest.types !== undefined) await this.#untilIndexed(current);
     }
     if (rest.url !== undefined && status !== 'disabled' && current.status === 'active' && current.health.state === 'failing') {
       // The new URL just answered its verification ping: a success. The old URL's failures
@@ -439,6 +449,37 @@ export class WebhookService {
   }
 
   /** Sends the signed `webhook.ping`; anything but a 2xx in time refuses the URL. */
+  /**
+   * Waits, at most INDEX_WAIT_MS, until the `by_resource` index that the distributor's
+   * fan-out reads shows the webhook as just stored, with its types. DynamoDB updates an
+   * index a little after the write it follows: an event published as soon as the API
+   * answered would otherwise be fanned out without the webhook (or by its old types) and
+   * never reach it. Past the wait, or when the index cannot be read, the answer goes
+   * anyway (the webhook is stored; the index shows it soon) and the wait is logged.
+   */
+  async #untilIndexed(webhook: Pick<Webhook, 'tenantId' | 'id' | 'resource' | 'types'>): Promise<void> {
+    const started = performance.now();
+    const ctx = { tenant: webhook.tenantId, webhook: webhook.id };
+    const types = JSON.stringify(webhook.types);
+    try {
+      for (let pause = 20; ; pause = Math.min(2 * pause, 200)) {
+        const listed = await this.#deps.webhooks.onResource(webhook.tenantId, webhook.resource);
+        if (listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === types)) return;
+        const waited = performance.now() - started;
+        if (waited >= INDEX_WAIT_MS) {
+          this.#deps.delivery.logger.warn('The webhook index did not show a webhook in time: events published now may miss it', {
+            ...ctx,
+            waited_ms: Math.round(waited),
+          });
+          return;
+        }
+        await sleep(Math.min(pause, INDEX_WAIT_MS - waited));
+      }
+    } catch (error) {
+      this.#deps.delivery.logger.warn('The webhook index could not be read to see a webhook in it', { ...ctx, error });
+    }
+  }
+
   async #verify(webhook: Webhook, url: string): Promise<void> {
     const now = this.#deps.now();
     // Each ping may hold its request (an API invocation) for the whole timeout: a tenant

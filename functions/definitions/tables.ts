@@ -214,8 +214,9 @@ export const TABLE_ACCESS = {
       indexes: [SCHEDULE_INDEX],
     },
     // Tenants, keys, webhooks, switches and streams; a deleted webhook's held deliveries
-    // go in batches. Nothing reads the control table in batches.
-    control: { actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'] },
+    // go in batches. Nothing reads the control table in batches. A webhook created or
+    // given new types is looked for in `by_resource` before the answer (app/webhooks.ts).
+    control: { actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'], indexes: [BY_RESOURCE_INDEX] },
   },
   // A key's item, then its tenant's: reads by key, of the few attributes it needs (not
   // the webhooks' secrets in the tenant's partition).
