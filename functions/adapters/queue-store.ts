@@ -19,6 +19,9 @@ const SLOT_PREFIX = 'e#';
 const SLOT_DIGITS = 15;
 /** How many BatchGetItem requests readMetas has under way at once. */
 const READ_METAS_AT_ONCE = 8;
+/** Meta items per BatchGetItem request of `readMetas` (DynamoDB's most). */
+export const METAS_PER_READ = 100;
+const ALL_SHARDS = Array.from({ length: SCHEDULE_SHARDS }, (_, shard) => shard);
 
 function objectPk(key: ObjectKey): string {
   // Resource ids cannot contain '#', so this key is unambiguous.
@@ -792,11 +795,12 @@ export class QueueStore {
 
   /**
    * The objects listed in the `by_schedule` index (eventually consistent): every
-   * scheduled object, and idle ones the reconciler has not unlisted yet.
+   * scheduled object, and idle ones the reconciler has not unlisted yet; of the given
+   * shards only (0 to SCHEDULE_SHARDS - 1), or of all.
    */
-  async scheduledObjects(): Promise<ObjectKey[]> {
+  async scheduledObjects(shards: readonly number[] = ALL_SHARDS): Promise<ObjectKey[]> {
     const keys: ObjectKey[] = [];
-    for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
+    for (const shard of shards) {
       const pages = queryPages(this.#client, {
         TableName: this.#table,
         IndexName: SCHEDULE_INDEX,
@@ -822,7 +826,7 @@ export class QueueStore {
     const found: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
     let unread = 0;
     const batches: ObjectKey[][] = [];
-    for (let i = 0; i < keys.length; i += 100) batches.push(keys.slice(i, i + 100));
+    for (let i = 0; i < keys.length; i += METAS_PER_READ) batches.push(keys.slice(i, i + METAS_PER_READ));
     const readBatch = async (batch: readonly ObjectKey[]) => {
       let request: Record<string, unknown>[] = batch.map((k) => ({ pk: objectPk(k), sk: META_SK }));
       for (let attempt = 0; request.length > 0 && attempt < 6; attempt++) {

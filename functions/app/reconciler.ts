@@ -11,7 +11,7 @@
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
-import type { QueueStore } from '../adapters/queue-store.ts';
+import { METAS_PER_READ, type QueueStore } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -20,6 +20,7 @@ import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { type QueueMeta, reringsDue } from '../core/turn.ts';
+import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
 
 export interface ReconcilerDeps {
   readonly queues: QueueStore;
@@ -98,13 +99,20 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   // Objects DynamoDB left unread (throttled) are not reconciled by this run: like an object
   // whose write failed, they fail the invocation at its end, for the next sweep to read.
   let unread = 0;
-  const listed = await queues.readMetas(await queues.scheduledObjects(), {
-    consistent: false,
-    onUnread: (count) => {
-      unread = count;
-    },
+  const timeLeft = () => deps.timeLeftMs?.() ?? Number.POSITIVE_INFINITY;
+  const { listed, shardsRead } = await readListed(deps, now, timeLeft, (count) => {
+    unread += count;
   });
   if (unread > 0) logger.error('Listed objects left unread (DynamoDB throttled the reads); the next sweep reads them', { unread });
+  // Not an error: the objects left are read by the next runs, which start further on.
+  const partial = shardsRead < SCHEDULE_SHARDS;
+  if (partial) {
+    logger.warn('Index shards left for the next sweeps to read: the index lists more objects than one run has the time to read', {
+      shardsRead,
+      shards: SCHEDULE_SHARDS,
+      read: listed.length,
+    });
+  }
   // One object whose write or ring fails (SQS or DynamoDB refusing it) must not keep the
   // sweep from the others, nor its metrics from being reported: it is logged, the sweep
   // goes on, and the invocation fails at its end (the function's error alarm), to be
@@ -123,7 +131,6 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     }
   };
   const switches = await deps.switches.list();
-  const timeLeft = () => deps.timeLeftMs?.() ?? Number.POSITIVE_INFINITY;
   // Rings first, RECONCILE_CONCURRENCY objects at once (so that they share SendMessageBatch
   // requests), while the run has time to report its metrics after them: after a mass
   // loss of doorbells thousands of objects are stuck. Those left are the next run's (see
@@ -208,8 +215,10 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   // A run that left objects unread knows a lower bound of these: the one it missed may be the
   // deepest (a hot object). It reports an object near its cap, but not that none is, which
   // would clear object-queue-near-cap; the alarm keeps what the last complete run said.
-  if (unread === 0) metrics.count('MaxObjectDepth', maxDepth);
-  if (unread === 0 || nearCap > 0) metrics.count('ObjectsNearCap', nearCap);
+  // So does a run that read only some shards of the index (`partial`).
+  const complete = unread === 0 && !partial;
+  if (complete) metrics.count('MaxObjectDepth', maxDepth);
+  if (complete || nearCap > 0) metrics.count('ObjectsNearCap', nearCap);
   const deepest = [...metas].sort((a, b) => b.meta.depth - a.meta.depth).slice(0, 5);
   if (deepest.length > 0 && (deepest[0]?.meta.depth ?? 0) > 0) {
     logger.info('Deepest object queues', {
@@ -222,6 +231,43 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     );
   }
   return { scheduled: metas.length, unlisted, rerung, markersOwed, leasesCleared, maxDepth, nearCap };
+}
+
+/**
+ * The listed objects a run reads, shard of the `by_schedule` index by shard, from one
+ * that moves on by a shard each interval, while the run has more than half its time
+ * (less RING_MARGIN_MS) left: the rest is for ringing and unlisting what it read.
+ * Every listed object's meta item is read each run, so the reads grow with the index
+ * (every object active in the last 10 minutes: some 13 s a run for 100,000 in AWS, see
+ * README), and a run that read the whole of a larger one before anything else would
+ * reach its timeout (60 s) before it rang or unlisted a single object, run after run:
+ * stuck objects would stay stuck, and the index, which only this unlisting shrinks,
+ * would never shrink. At least one shard is read. Meta items are read in full batches
+ * as keys come, so a run that reads every shard makes the requests one read of all makes.
+ */
+async function readListed(
+  deps: ReconcilerDeps,
+  now: number,
+  timeLeft: () => number,
+  onUnread: (count: number) => void,
+): Promise<{ listed: Array<{ key: ObjectKey; meta: QueueMeta }>; shardsRead: number }> {
+  const start = timeLeft();
+  const stopAt = RING_MARGIN_MS + (start - RING_MARGIN_MS) / 2;
+  const hasTimeToRead = () => !Number.isFinite(start) || timeLeft() > stopAt;
+  const first = Math.floor(now / (deps.config.reconcileIntervalSeconds * 1000)) % SCHEDULE_SHARDS;
+  const listed: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
+  const keys: ObjectKey[] = [];
+  const read = async (count: number) => {
+    if (count > 0) listed.push(...(await deps.queues.readMetas(keys.splice(0, count), { consistent: false, onUnread })));
+  };
+  let shardsRead = 0;
+  while (shardsRead < SCHEDULE_SHARDS && (shardsRead === 0 || hasTimeToRead())) {
+    keys.push(...(await deps.queues.scheduledObjects([(first + shardsRead) % SCHEDULE_SHARDS])));
+    shardsRead++;
+    await read(keys.length - (keys.length % METAS_PER_READ));
+  }
+  await read(keys.length);
+  return { listed, shardsRead };
 }
 
 /** A scheduled object: its stale lease cleared, and rung when it is stuck. */
