@@ -1,0 +1,85 @@
+/**
+ * What a tenant reads of a webhook's past keeps to the retention period (SPEC §4: events,
+ * dead letters and attempts 7 days), though DynamoDB's TTL deletes late and the sandbox's
+ * emulator never does (SPEC §2: reads ignore items whose expiry has passed): an attempt,
+ * a logged delivery or a dead letter written more than 7 days ago is neither listed nor
+ * sent again, beside one written now that is.
+ */
+import { describe, expect, it } from 'vitest';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+withSandbox({ canary: false }, (s, r) => {
+  [sandbox, receiver] = [s, r];
+});
+
+const DAY_MS = 86_400_000;
+
+describe('reads of a webhook past the retention period', () => {
+  it("leave out the attempts, logged deliveries and dead letters written over 7 days ago, which DynamoDB's TTL has not deleted yet", async () => {
+    // Prepare: a webhook with one of each written 8 days ago (expired a day ago, still
+    // stored), and one of each written now.
+    const tenant = await createTenant(sandbox, 'retention-reads');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'kept:0', url: `${receiver.url}/retention-reads` });
+    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    const now = Date.now();
+    const old = now - 8 * DAY_MS;
+    for (const [name, at] of [
+      ['old', old],
+      ['new', now],
+    ] as const) {
+      const event = deliveredEventFixture({
+        id: `evt_retention${name}`,
+        seq: name === 'old' ? 1 : 2,
+        resource: 'kept:1',
+        parents: ['kept:0'],
+        created_at: new Date(at).toISOString(),
+      });
+      const message: DeliveryMessage = { deliveryId: `msg_${name}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 };
+      const attempt = (n: number) => ({
+        id: `att_${name}${n}`,
+        delivery_id: message.deliveryId,
+        attempt: n,
+        status_code: 500,
+        duration_ms: 1,
+        error: 'HTTP 500',
+        at: new Date(at + n).toISOString(),
+      });
+      await records.logDelivery(message, at, attempt(1));
+      await records.recordAttempt(hook.id, attempt(2), at + 2);
+      expect(await records.deadLetter({ ...message, deliveryId: `msg_${name}dead`, attempt: 8 }, 'HTTP 500', at + 3)).toBe(true);
+    }
+
+    // Act: read the attempts and the dead letters, and replay the whole 9 days.
+    const attempts = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key });
+    const deadLetters = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/dead-letters`, { key: tenant.key });
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: new Date(now - 9 * DAY_MS).toISOString() },
+    });
+
+    // Assert: only what was written now (the ping's attempt, not logged, aside).
+    expect(attempts.status).toBe(200);
+    expect(attempts.body.data.map((a: { id: string }) => a.id)).toEqual(['att_new2', 'att_new1']);
+    expect(deadLetters.status).toBe(200);
+    expect(deadLetters.body.data.map((d: { delivery_id: string }) => d.delivery_id)).toEqual(['msg_newdead']);
+    expect(replay.status).toBe(202);
+    expect(replay.body).toEqual({ events: 1 });
+    await receiver.waitFor(() => receiver.acceptedEvents('/retention-reads').some((e) => e.id === 'evt_retentionnew'));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(
+      receiver
+        .acceptedEvents('/retention-reads')
+        .filter((e) => e.type === 'a.b')
+        .map((e) => e.id),
+    ).toEqual(['evt_retentionnew']);
+  });
+});
