@@ -148,6 +148,20 @@ function context(m: { tenantId: string; webhookId: string; deliveryId?: string }
   return { tenant: m.tenantId, webhook: m.webhookId, ...(m.deliveryId && { delivery: m.deliveryId }) };
 }
 
+/**
+ * A dead letter's log fields: its delivery, and the ids of its events and their resources.
+ * On-call is paged for it with the admin key, which cannot list a tenant's dead letters,
+ * and tells the tenant from this line which events of which resources it did not get.
+ */
+function deadLetterContext(message: DeliveryMessage) {
+  return {
+    ...context(message),
+    attempt: message.attempt,
+    events: message.events.map((e) => e.id),
+    resources: [...new Set(message.events.map((e) => e.resource))],
+  };
+}
+
 /** A delivery to a webhook its owner deleted: the owner's doing, not an incident, so counted apart from what pages on-call. */
 function dropForDeleted(deps: DeliveryDeps, message: DeliveryMessage): 'dropped' {
   // Events only: a gap marker's events were counted when they were dropped.
@@ -447,7 +461,7 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         if (await deps.records.deadLetter(message, describe(result), now)) {
           deps.metrics.count('DeadLetters');
           deps.metrics.count('EventsDeadLettered', eventCount(message.events));
-          deps.logger.warn('Delivery dead-lettered after its last attempt', { ...context(message), attempt: message.attempt });
+          deps.logger.warn('Delivery dead-lettered after its last attempt', deadLetterContext(message));
         }
         return 'dead_lettered';
       }
@@ -1138,7 +1152,7 @@ async function spendHeldAttempt(
     }
     deps.metrics.count('DeadLetters');
     deps.metrics.count('EventsDeadLettered', eventCount(held.message.events));
-    deps.logger.warn('Held delivery dead-lettered after its last attempt', { ...context(held.message), attempt: held.message.attempt });
+    deps.logger.warn('Held delivery dead-lettered after its last attempt', deadLetterContext(held.message));
   }
   if (left > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -left);
 }

@@ -326,3 +326,40 @@ describe('a dead-letter replay to a webhook that holds its deliveries', () => {
     expect(ids.sort()).toEqual(letters.map((l) => l.delivery_id).sort());
   });
 });
+
+describe('what on-call reads of a dead letter', () => {
+  it("names the delivery's events and their resources in the log line, which the admin key cannot list", async () => {
+    // Prepare: the delivery stage with a log that keeps its lines, and an endpoint that fails.
+    const { handleDeliverMessage } = await import('../../functions/app/delivery.ts');
+    const tenant = await createTenant(sandbox, 'dead-logged');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dl:0', url: `${receiver.url}/dead-logged` });
+    receiver.answer('/dead-logged', 500);
+    const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const note = (message: string, fields?: Readonly<Record<string, unknown>>) => void lines.push({ message, fields: { ...fields } });
+    const deps = { ...deliveryDeps(sandbox.wiring, sandbox.notifier), logger: { info: note, warn: note, error: note } };
+    const message: DeliveryMessage = {
+      deliveryId: 'msg_deadlogged0000000',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      // The schedule's last attempt (two in this file's config).
+      attempt: 2,
+      events: [
+        deliveredEventFixture({ id: 'evt_deadlogged1', seq: 4, resource: 'dl:1', parents: ['dl:0'] }),
+        deliveredEventFixture({ id: 'evt_deadlogged2', seq: 9, resource: 'dl:2', parents: ['dl:0'] }),
+      ],
+    };
+
+    // Act
+    expect(await handleDeliverMessage(deps, message)).toBe('dead_lettered');
+
+    // Assert: the line says which events of which resources the tenant did not get.
+    expect(lines.find((l) => l.message === 'Delivery dead-lettered after its last attempt')?.fields).toMatchObject({
+      tenant: tenant.id,
+      webhook: hook.id,
+      delivery: message.deliveryId,
+      attempt: 2,
+      events: ['evt_deadlogged1', 'evt_deadlogged2'],
+      resources: ['dl:1', 'dl:2'],
+    });
+  });
+});
