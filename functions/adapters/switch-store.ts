@@ -3,6 +3,7 @@
  * and a cache that every stage reads them through: at most `ttlMs` old (≤ 10 s),
  * so a switch takes effect within seconds without a read per event.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteCommand, type DynamoDBDocumentClient, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Switch } from '../core/switches.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
@@ -155,9 +156,22 @@ export interface SwitchReader {
 export const NO_SWITCHES: SwitchReader = { current: async () => [], refresh: async () => [] };
 
 /**
+ * The least time between a container's reads of the switches when refreshes follow each
+ * other. Every turn of a paused or dropped object refreshes (see the distributor), and
+ * all the switches are one partition, which DynamoDB serves at most 3,000 strongly
+ * consistent reads a second: back to back, one a round trip (a few ms) from each of the
+ * distributor's 40 containers, the turns of one tenant put under a switch would pass
+ * that, and every stage's reads of the switches would be throttled, every tenant's turns
+ * and deliveries failing with them, just as on-call set the switch. Spaced so, at most 10
+ * a second from each container; the turns asking meanwhile share the read sent next.
+ */
+export const REFRESH_SPACING_MS = 100;
+
+/**
  * Reads switches at most once per `ttlMs`; concurrent callers share one read. A
  * refresh shares only a read sent after it was asked: one already under way may have
  * been sent before the lift it is asked for, and would answer with the switch still on.
+ * It is sent REFRESH_SPACING_MS after the read before it at the earliest.
  */
 export class CachedSwitches implements SwitchReader {
   readonly #store: Pick<SwitchStore, 'list'>;
@@ -171,6 +185,8 @@ export class CachedSwitches implements SwitchReader {
   #kept = 0;
   /** The read that refreshes wait for: sent once the one under way has answered. */
   #refreshing: Promise<readonly Switch[]> | undefined;
+  /** When the last read was sent (performance.now(), for REFRESH_SPACING_MS). */
+  #lastSentAt = Number.NEGATIVE_INFINITY;
 
   constructor(store: Pick<SwitchStore, 'list'>, ttlMs: number, now: () => number = Date.now) {
     this.#store = store;
@@ -181,6 +197,8 @@ export class CachedSwitches implements SwitchReader {
   refresh(): Promise<readonly Switch[]> {
     this.#refreshing ??= (async () => {
       await this.#loading?.catch(() => undefined);
+      const wait = this.#lastSentAt + REFRESH_SPACING_MS - performance.now();
+      if (wait > 0) await sleep(Math.min(wait, REFRESH_SPACING_MS));
       // Sent now: after every refresh that joined this one was asked.
       this.#refreshing = undefined;
       return this.#load();
@@ -198,6 +216,7 @@ export class CachedSwitches implements SwitchReader {
     // What a read answers is as old as the moment it was sent: a slow read (DynamoDB
     // throttled, a cold connection) must not keep it for a whole ttl after it answers.
     const sentAt = this.#now();
+    this.#lastSentAt = performance.now();
     const loading = this.#store
       .list()
       .then((value) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CachedSwitches } from '../../functions/adapters/switch-store.ts';
+import { CachedSwitches, REFRESH_SPACING_MS } from '../../functions/adapters/switch-store.ts';
 import { liftRecheck, releasedSince, type Switch } from '../../functions/core/switches.ts';
 
 describe('the recheck after a hold under a switch', () => {
@@ -78,11 +78,38 @@ describe('the switch cache', () => {
     const fresh = Promise.all([cache.refresh(), cache.refresh()]);
     reads.shift()?.();
     expect(await earlier).toEqual([pause]);
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await new Promise((resolve) => setTimeout(resolve, REFRESH_SPACING_MS + 20));
     // One read for both refreshes, sent after the earlier one answered.
     expect(reads).toHaveLength(1);
     reads.shift()?.();
     expect(await fresh).toEqual([[], []]);
     expect(await cache.current()).toEqual([]);
+  });
+
+  it("spaces a container's refreshes REFRESH_SPACING_MS apart, the turns asking meanwhile sharing the next read", async () => {
+    // Every turn of a paused tenant's objects refreshes: 20 at once, each turn after
+    // turn for 1 s, against a store that answers in a millisecond.
+    let reads = 0;
+    const store = {
+      list: async () => {
+        reads++;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        return [pause];
+      },
+    };
+    const cache = new CachedSwitches(store, 5_000);
+    const until = performance.now() + 1_000;
+    let refreshes = 0;
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        while (performance.now() < until) {
+          expect(await cache.refresh()).toEqual([pause]);
+          refreshes++;
+        }
+      }),
+    );
+    // Back to back, one read a round trip: some hundreds.
+    expect(reads).toBeLessThanOrEqual(1_000 / REFRESH_SPACING_MS + 2);
+    expect(refreshes).toBeGreaterThanOrEqual(20 * (reads - 1));
   });
 });
