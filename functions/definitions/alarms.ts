@@ -7,6 +7,7 @@
  */
 import type { SluiceConfig } from '../core/config.ts';
 import { FUNCTION_ENTRIES } from './environment.ts';
+import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, type QueueDefinition } from './queues.ts';
 
 /** Where a metric comes from; the stack maps each source to the real resource. */
 export type MetricSource =
@@ -189,20 +190,45 @@ function reconcilerStale(intervalSeconds: number): AlarmDefinition {
   };
 }
 
-/** A function's errors (its failed invocations, and failed records) or throttles in 3 of the last 5 minutes. */
+/** The queue each record-failure metric's function reads (the bulk lane's has the main lane's timeout). */
+const RECORD_QUEUES: { readonly [K in keyof typeof RECORD_FAILURE_METRICS]: QueueDefinition } = {
+  distributor: DISTRIBUTE_QUEUE,
+  delivery: DELIVER_QUEUE,
+};
+
+/**
+ * How many one-minute periods a queue-fed function's errors alarm looks at: at least 5,
+ * and enough to hold three receives of one record that fails at every one. SQS gives
+ * such a record back a visibility timeout after each receive (a second or so more each
+ * time), so its third failure comes over 2 × the timeout after its first: 4 minutes and
+ * a little for the distributor (120 s), 6 for delivery (180 s), spread over one minute
+ * more when the first came late in its minute. With 5 periods, a delivery record failing
+ * at every receive failed in at most 2 of them, and only dead-letters paged, once SQS had
+ * given it up after 8 receives (some 24 minutes).
+ */
+function recordFailureWindowMinutes(queue: QueueDefinition): number {
+  return Math.max(5, Math.floor((2 * queue.visibilityTimeoutSeconds + 61) / 60) + 1);
+}
+
+/**
+ * A function's errors (its failed invocations, and failed records) or throttles in 3 of
+ * the last 5 minutes; a queue-fed function's errors over a longer window, when its
+ * queue's visibility timeout needs one (recordFailureWindowMinutes).
+ */
 function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: string): AlarmDefinition {
   const kind = metric.toLowerCase();
-  const records =
-    metric === 'Errors' && fn in RECORD_FAILURE_METRICS ? RECORD_FAILURE_METRICS[fn as keyof typeof RECORD_FAILURE_METRICS] : undefined;
+  const recordsOf = metric === 'Errors' && fn in RECORD_FAILURE_METRICS ? (fn as keyof typeof RECORD_FAILURE_METRICS) : undefined;
+  const records = recordsOf && RECORD_FAILURE_METRICS[recordsOf];
+  const minutes = recordsOf ? recordFailureWindowMinutes(RECORD_QUEUES[recordsOf]) : 5;
   return {
     name: `${fn}-${kind}`,
     runbook: `function-${kind}`,
     title: `${fn} function ${kind}`,
-    summary: `the ${fn} function ${records ? `${what} or records` : what} in 3 of the last 5 minutes.`,
+    summary: `the ${fn} function ${records ? `${what} or records` : what} in 3 of the last ${minutes} minutes.`,
     sources: [{ kind: 'function', fn, name: metric }, ...(records ? [{ kind: 'sluice' as const, name: records }] : [])],
     statistic: 'Sum',
     periodSeconds: 60,
-    evaluationPeriods: 5,
+    evaluationPeriods: minutes,
     datapointsToAlarm: 3,
     threshold: 0,
     comparison: 'GreaterThanThreshold',

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { buildConfig } from '../../functions/core/config.ts';
 import { alarmDefinitions, alarmDescription, RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
 import { FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, type QueueDefinition } from '../../functions/definitions/queues.ts';
 import { AlarmEvaluator } from '../../sandbox/alarms.ts';
 import { InMemoryMetrics } from '../../sandbox/metrics.ts';
 
@@ -135,6 +136,40 @@ describe('sandbox alarm evaluation', () => {
     }
     expect(state('reconciler-errors')).toBe('OK');
   });
+
+  // A record that fails at every receive comes back when its queue's visibility timeout
+  // has passed (a partial batch response deletes nothing), a second or so later each
+  // time (the poll that takes it, the failing try), until SQS dead-letters it. CloudWatch
+  // judges one-minute periods on whole minutes: the alarm is looked at on each.
+  const QUEUE_OF: Record<keyof typeof RECORD_FAILURE_METRICS, QueueDefinition> = {
+    distributor: DISTRIBUTE_QUEUE,
+    delivery: DELIVER_QUEUE,
+  };
+  for (const [fn, metric] of Object.entries(RECORD_FAILURE_METRICS) as Array<[keyof typeof RECORD_FAILURE_METRICS, string]>) {
+    const queue = QUEUE_OF[fn];
+    it(`pages for one ${fn} record that fails at every receive (back every ${queue.visibilityTimeoutSeconds} s), before SQS dead-letters it`, () => {
+      for (let second = 0; second < 60; second += 7) {
+        const start = 60_000_000;
+        let now = start;
+        const metrics = new InMemoryMetrics(() => now);
+        const evaluator = new AlarmEvaluator(metrics, config, { now: () => now });
+        const receives = Array.from(
+          { length: queue.maxReceiveCount },
+          (_, k) => start + second * 1000 + k * (queue.visibilityTimeoutSeconds + 1) * 1000,
+        );
+        let paged = false;
+        for (let minute = 1; !paged && start + minute * 60_000 <= (receives.at(-1) as number) + 60_000; minute++) {
+          for (const at of receives.filter((t) => t >= start + (minute - 1) * 60_000 && t < start + minute * 60_000)) {
+            now = at;
+            metrics.count(metric);
+          }
+          now = start + minute * 60_000;
+          paged = evaluator.evaluate().find((a) => a.name === `${fn}-errors`)?.state === 'ALARM';
+        }
+        expect(paged, `first receive at second ${second} of its minute`).toBe(true);
+      }
+    });
+  }
 
   it('keeps the near-cap alarm in its state between the reconciler reports it rests on, however far apart', () => {
     let now = 9_000_000;
