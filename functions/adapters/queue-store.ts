@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { type AdmissionLimits, advanceTat, emissionInterval, tatLimit } from '../core/admission.ts';
+import { type AdmissionLimits, advanceTat, emissionInterval, type RejectReason, tatLimit } from '../core/admission.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
 import { scheduleShard } from '../core/keys.ts';
@@ -15,6 +15,8 @@ import { SCHEDULE_INDEX, SCHEDULE_SHARDS } from '../definitions/tables.ts';
 import { applied, batchWrite, epochSeconds, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 
 const META_SK = 'meta';
+/** Beside the meta item: the object's counts of events refused for its rate or queue cap. */
+const REJECTED_SK = 'rejected';
 const SLOT_PREFIX = 'e#';
 const SLOT_DIGITS = 15;
 /** How many BatchGetItem requests readMetas has under way at once. */
@@ -77,6 +79,14 @@ export interface AcceptedEvent {
 }
 
 type MetaItem = Record<string, unknown>;
+
+/** An object's events refused for its limits, as the API's containers counted them (see QueueStore.noteRejected). */
+export interface RejectedCounts {
+  readonly rate_limited: number;
+  readonly queue_full: number;
+  /** When the last of them was counted (ISO 8601). */
+  readonly last_at: string;
+}
 
 /**
  * The largest event (type, parents and data, serialized) kept on an idle object's
@@ -916,6 +926,37 @@ export class QueueStore {
         }),
       ),
     );
+  }
+
+  /**
+   * Adds to the object's counts of events refused for its rate or its queue cap (SPEC §2:
+   * the object's reject counters). On an item of their own beside the meta item, not on
+   * it: the meta item is written twice for every event, billed by its size in 1 KB steps.
+   * Kept for the retention period after the last refusal counted.
+   */
+  async noteRejected(key: ObjectKey, counts: Readonly<Partial<Record<RejectReason, number>>>, now: number): Promise<void> {
+    await this.#client.send(
+      new UpdateCommand({
+        TableName: this.#table,
+        Key: { pk: objectPk(key), sk: REJECTED_SK },
+        UpdateExpression: 'ADD #rate_limited :rate, #queue_full :full SET #last_at = :at, #expires_at = :expires',
+        ExpressionAttributeNames: names('rate_limited', 'queue_full', 'last_at', 'expires_at'),
+        ExpressionAttributeValues: {
+          ':rate': counts.rate_limited ?? 0,
+          ':full': counts.queue_full ?? 0,
+          ':at': new Date(now).toISOString(),
+          ':expires': epochSeconds(now + this.#retentionMs),
+        },
+      }),
+    );
+  }
+
+  /** The object's counts of refused events (see noteRejected); undefined when none are kept. */
+  async rejectedCounts(key: ObjectKey, now: number): Promise<RejectedCounts | undefined> {
+    const { Item } = await this.#client.send(new GetCommand({ TableName: this.#table, Key: { pk: objectPk(key), sk: REJECTED_SK } }));
+    // DynamoDB's TTL deletes late.
+    if (!Item || Number(Item.expires_at ?? 0) * 1000 <= now) return undefined;
+    return { rate_limited: Number(Item.rate_limited ?? 0), queue_full: Number(Item.queue_full ?? 0), last_at: String(Item.last_at) };
   }
 
   /** Removes a lease that expired long ago, if it is still the one that was seen. */

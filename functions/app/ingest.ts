@@ -103,7 +103,7 @@ const REFUSAL_LINE_OF: ReadonlyMap<string, RefusalLine> = new Map(
 /** Per line and object (or tenant), the refusals since this container's last line about them. */
 const refusals = new LogTally(REFUSAL_LOG_INTERVAL_MS);
 
-function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): void {
+async function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): Promise<void> {
   const { message, codes, perTenant } = REFUSAL_LINES[line];
   const tallyKey = perTenant ? `${line}#${key.tenantId}` : `${line}#${key.tenantId}#${key.resource}`;
   // Every code the line reports, 0 too.
@@ -115,6 +115,14 @@ function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, count
     ...due,
     ...(line === 'limit' && { rate_per_second: deps.config.objectRatePerSecond, queue_cap: deps.config.objectQueueCap }),
   });
+  if (line !== 'limit') return;
+  // The same counts go to the object's reject counters, which GET /v1/admin/queues shows:
+  // a write per object and container a minute, not one per refused request in a flood.
+  await deps.queues
+    .noteRejected(key, due, deps.now())
+    .catch((error: unknown) =>
+      deps.logger.warn("An object's reject counters not updated", { tenant: key.tenantId, resource: key.resource, error }),
+    );
 }
 
 function conflict(): EventResult {
@@ -294,7 +302,7 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
   const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
-  for (const { line, resource, counts } of refusedBy.values()) noteRefusals(deps, line, { tenantId, resource }, counts);
+  await Promise.all([...refusedBy.values()].map(({ line, resource, counts }) => noteRefusals(deps, line, { tenantId, resource }, counts)));
   // Every event rejected for a limit is answered with when to send it again, in a 202
   // that accepted others as much as in a 429: the per-event answer says to wait for it.
   return {

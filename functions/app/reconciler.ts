@@ -11,7 +11,7 @@
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
-import { METAS_PER_READ, type QueueStore } from '../adapters/queue-store.ts';
+import { METAS_PER_READ, type QueueStore, type RejectedCounts } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
@@ -59,6 +59,12 @@ export interface QueueView {
   readonly depth: number;
   readonly oldest_age_s: number | null;
   readonly scheduled: boolean;
+  /**
+   * Its events refused for its rate or queue cap, as the API's containers counted them
+   * (each at most a minute behind), and when the last was; null when none were in the
+   * retention period.
+   */
+  readonly rejected: RejectedCounts | null;
 }
 
 /** How long an idle object stays listed in `by_schedule` after its last reservation or turn. */
@@ -325,13 +331,17 @@ export async function deepestQueues(deps: Pick<ReconcilerDeps, 'queues' | 'now'>
     .slice(0, limit);
   return Promise.all(
     top.map(async ({ key, meta }: { key: ObjectKey; meta: QueueMeta }) => {
-      const oldest = meta.depth > 0 ? await deps.queues.oldestPendingAt(key, meta) : undefined;
+      const [oldest, rejected] = await Promise.all([
+        meta.depth > 0 ? deps.queues.oldestPendingAt(key, meta) : undefined,
+        deps.queues.rejectedCounts(key, now),
+      ]);
       return {
         tenant: key.tenantId,
         resource: key.resource,
         depth: meta.depth,
         oldest_age_s: oldest === undefined ? null : Math.max(0, Math.round((now - oldest) / 1000)),
         scheduled: meta.scheduled,
+        rejected: rejected ?? null,
       };
     }),
   );

@@ -247,7 +247,7 @@ describe('GET /v1/admin/queues', () => {
     expect(response.status).toBe(200);
     expect(Array.isArray(response.body.data)).toBe(true);
     for (const row of response.body.data) {
-      expect(Object.keys(row).sort()).toEqual(['depth', 'oldest_age_s', 'resource', 'scheduled', 'tenant']);
+      expect(Object.keys(row).sort()).toEqual(['depth', 'oldest_age_s', 'rejected', 'resource', 'scheduled', 'tenant']);
     }
     expectError(await call(sandbox, 'GET', '/v1/admin/queues', { key: a.key }), 403, 'forbidden');
     expectError(await call(sandbox, 'GET', '/v1/admin/queues?limit=0', { key: sandbox.adminKey }), 400, 'invalid_request');
