@@ -20,6 +20,7 @@ import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { type QueueMeta, reringsDue } from '../core/turn.ts';
+import { reconcileScheduleSeconds } from '../definitions/environment.ts';
 import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
 
 export interface ReconcilerDeps {
@@ -241,7 +242,7 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
 
 /**
  * The listed objects a run reads, shard of the `by_schedule` index by shard, from one
- * that moves on by a shard each interval, while the run has more than half its time
+ * that moves on by a shard each interval (a minute at the least, as AWS runs it), while the run has more than half its time
  * (less RING_MARGIN_MS) left: the rest is for ringing and unlisting what it read.
  * Every listed object's meta item is read each run, so the reads grow with the index
  * (every object active in the last 10 minutes: some 13 s a run for 100,000 in AWS, see
@@ -260,7 +261,10 @@ async function readListed(
   const start = timeLeft();
   const stopAt = RING_MARGIN_MS + (start - RING_MARGIN_MS) / 2;
   const hasTimeToRead = () => !Number.isFinite(start) || timeLeft() > stopAt;
-  const first = Math.floor(now / (deps.config.reconcileIntervalSeconds * 1000)) % SCHEDULE_SHARDS;
+  // One shard on per run in AWS, where runs are a minute apart at the least: counted in
+  // intervals shorter than that, each run would start some shards on from the one before
+  // (two at 30 s), and a shard that never came first would never be read.
+  const first = Math.floor(now / (reconcileScheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % SCHEDULE_SHARDS;
   const listed: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
   const keys: ObjectKey[] = [];
   const read = async (count: number) => {

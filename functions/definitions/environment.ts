@@ -46,6 +46,14 @@ export const AUTHORIZER_CACHE_SECONDS = 60;
 export const CANARY_TIMEOUT_SECONDS = 60;
 
 /**
+ * How often the reconciler runs in AWS (s): its schedule's rate, which is a minute at
+ * the least (EventBridge's), whatever shorter `reconcileIntervalSeconds` asks for.
+ */
+export function reconcileScheduleSeconds(reconcileIntervalSeconds: number): number {
+  return Math.max(60, reconcileIntervalSeconds);
+}
+
+/**
  * The reconciler's timeout (s): a run ends before the next (EventBridge runs it every
  * minute at most often), and within 5 minutes.
  */

@@ -60,6 +60,16 @@ async function stuckObjects(count: number, at: number): Promise<ObjectKey[]> {
   return keys;
 }
 
+/** A queue store on the emulator that tells `onShards` which shards of the index each read of it reads. */
+function shardReads(on: Emulators, tableName: string, onShards: (shards: readonly number[]) => void): QueueStore {
+  return new (class extends QueueStore {
+    override async scheduledObjects(shards?: readonly number[]) {
+      onShards(shards ?? []);
+      return super.scheduledObjects(shards);
+    }
+  })({ client: documentClient(on.dynamo), tableName, retentionDays: 7 });
+}
+
 /** A reconciler with the real doorbell on the distribute queue, its SQS calls counted. */
 function reconcilerAt(now: number, overrides: Partial<ReconcilerDeps> = {}) {
   const counts = newCounts();
@@ -207,6 +217,26 @@ describe('reconciler after a mass loss of doorbells', () => {
     expect(ringsPerRun[0]).toBeGreaterThan(0);
     expect(ringsPerRun[0]).toBeLessThan(STUCK);
     expect(rung.size).toBe(STUCK);
+  });
+
+  it('starts its runs at every shard in turn when its interval is under a minute, which AWS runs once a minute (README)', async () => {
+    // A run with the time to read one shard only, as with a large index. At a 30 s
+    // interval, runs a minute apart (EventBridge's least rate) started two shards on from
+    // the one before, and a shard that never came first was never read.
+    const t0 = 1_000 * 60_000;
+    const config = buildConfig({ reconcileIntervalSeconds: 30 });
+    const read = new Set<number>();
+    for (let run = 0; run < 16; run++) {
+      let spent = 0;
+      const queues = shardReads(emulators, eventsTable, (shards) => {
+        for (const shard of shards) read.add(shard);
+        spent = 60_000;
+      });
+      const { deps } = reconcilerAt(t0 + run * 60_000, { config, queues, timeLeftMs: () => 60_000 - spent });
+      await reconcile(deps);
+    }
+
+    expect([...read].sort((a, b) => a - b)).toEqual(Array.from({ length: 16 }, (_, shard) => shard));
   });
 
   it('rings at the first run after an outage of its schedule an object whose spacing fell due meanwhile, not at its next one', async () => {
