@@ -38,7 +38,7 @@ export interface IngestDeps {
   readonly newEventId: () => string;
 }
 
-const LIMIT_CODES = new Set(['rate_limited', 'queue_full']);
+const LIMIT_CODES: ReadonlySet<RejectReason> = new Set(['rate_limited', 'queue_full']);
 const MAX_RESERVE_ATTEMPTS = 4;
 /** DynamoDB's answers when one object's partition is written past its throughput. */
 const STORAGE_THROTTLES = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded']);
@@ -103,7 +103,7 @@ const REFUSAL_LINE_OF: ReadonlyMap<string, RefusalLine> = new Map(
 /** Per line and object (or tenant), the refusals since this container's last line about them. */
 const refusals = new LogTally(REFUSAL_LOG_INTERVAL_MS);
 
-async function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): Promise<void> {
+function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey, counts: Readonly<Record<string, number>>): void {
   const { message, codes, perTenant } = REFUSAL_LINES[line];
   const tallyKey = perTenant ? `${line}#${key.tenantId}` : `${line}#${key.tenantId}#${key.resource}`;
   // Every code the line reports, 0 too.
@@ -115,14 +115,54 @@ async function noteRefusals(deps: IngestDeps, line: RefusalLine, key: ObjectKey,
     ...due,
     ...(line === 'limit' && { rate_per_second: deps.config.objectRatePerSecond, queue_cap: deps.config.objectQueueCap }),
   });
-  if (line !== 'limit') return;
-  // The same counts go to the object's reject counters, which GET /v1/admin/queues shows:
-  // a write per object and container a minute, not one per refused request in a flood.
-  await deps.queues
-    .noteRejected(key, due, deps.now())
-    .catch((error: unknown) =>
-      deps.logger.warn("An object's reject counters not updated", { tenant: key.tenantId, resource: key.resource, error }),
-    );
+}
+
+/**
+ * How often a container adds what it refused of an object's events to the object's reject
+ * counters (QueueStore.noteRejected, shown by GET /v1/admin/queues): at most once a second
+ * per object, so that a flood of refused requests costs the object's partition a write a
+ * second from each container, not one a request.
+ */
+const REJECT_COUNT_INTERVAL_MS = 1_000;
+/** Per object, what this container refused and has not added to its counters yet, and when it last did. */
+const unwrittenRejects = new Map<string, { counts: Record<RejectReason, number>; writtenAt: number }>();
+
+/**
+ * Adds `refused` (none: only what is owed) to what the container owes the object's reject
+ * counters, and writes what it owes once a second has passed since its last write. Called
+ * for every object of a request, refused or not, so that the refusals of an object's last
+ * second in this container are written with its next request here. A failed write is owed
+ * still; what a container owes when it ends is lost (EventsRejected counts it all).
+ */
+async function countRejected(deps: IngestDeps, key: ObjectKey, refused: Readonly<Record<string, number>> | undefined): Promise<void> {
+  const name = `${key.tenantId}#${key.resource}`;
+  let owed = unwrittenRejects.get(name);
+  if (!owed) {
+    if (!refused) return;
+    if (unwrittenRejects.size >= 10_000) unwrittenRejects.clear();
+    owed = { counts: { rate_limited: 0, queue_full: 0 }, writtenAt: Number.NEGATIVE_INFINITY };
+    unwrittenRejects.set(name, owed);
+  }
+  for (const reason of LIMIT_CODES) owed.counts[reason] += refused?.[reason] ?? 0;
+  const now = deps.now();
+  if (now - owed.writtenAt < REJECT_COUNT_INTERVAL_MS) return;
+  const counts = owed.counts;
+  if (counts.rate_limited + counts.queue_full === 0) {
+    unwrittenRejects.delete(name);
+    return;
+  }
+  owed.counts = { rate_limited: 0, queue_full: 0 };
+  owed.writtenAt = now;
+  try {
+    await deps.queues.noteRejected(key, counts, now);
+  } catch (error) {
+    for (const reason of LIMIT_CODES) owed.counts[reason] += counts[reason];
+    deps.logger.warn("An object's reject counters not updated; added with its next write", {
+      tenant: key.tenantId,
+      resource: key.resource,
+      error,
+    });
+  }
 }
 
 function conflict(): EventResult {
@@ -301,8 +341,12 @@ export async function publish(deps: IngestDeps, tenantId: string, inputs: readon
   deps.metrics.count('EventsAccepted', accepted);
   if (duplicates > 0) deps.metrics.count('EventsDuplicate', duplicates);
   for (const [reason, n] of rejectedBy) deps.metrics.count('EventsRejected', n, { reason });
-  const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code);
-  await Promise.all([...refusedBy.values()].map(({ line, resource, counts }) => noteRefusals(deps, line, { tenantId, resource }, counts)));
+  const limited = (r: EventResult) => r.status === 'rejected' && LIMIT_CODES.has((r as RejectedResult).error.code as RejectReason);
+  for (const { line, resource, counts } of refusedBy.values()) noteRefusals(deps, line, { tenantId, resource }, counts);
+  const resources = new Set(inputs.map((input) => input.resource));
+  await Promise.all(
+    [...resources].map((resource) => countRejected(deps, { tenantId, resource }, refusedBy.get(`limit#${resource}`)?.counts)),
+  );
   // Every event rejected for a limit is answered with when to send it again, in a 202
   // that accepted others as much as in a 429: the per-event answer says to wait for it.
   return {

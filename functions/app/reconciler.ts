@@ -62,7 +62,7 @@ export interface QueueView {
   readonly scheduled: boolean;
   /**
    * Its events refused for its rate or queue cap, as the API's containers counted them
-   * (each at most a minute behind), and when the last was; null when none were in the
+   * (each about a second behind: see ingest's countRejected), and when the last was; null when none were in the
    * retention period.
    */
   readonly rejected: RejectedCounts | null;
