@@ -80,6 +80,20 @@ export interface AcceptedEvent {
 
 type MetaItem = Record<string, unknown>;
 
+/** What a reconciler run found in one shard of the `by_schedule` index (see noteShardSummaries). */
+export interface ShardSummary {
+  /** Objects above 80 % of their cap. */
+  readonly nearCap: number;
+  readonly maxDepth: number;
+  /** Objects with events waiting or a turn due. */
+  readonly scheduled: number;
+  /** When the run noted it (epoch ms). */
+  readonly at: number;
+}
+
+/** The reconciler's item of shard summaries: in no object's partition, and in no index. */
+const SHARD_SUMMARIES_KEY = { pk: 'reconciler', sk: 'shards' } as const;
+
 /** An object's events refused for its limits, as the API's containers counted them (see QueueStore.noteRejected). */
 export interface RejectedCounts {
   readonly rate_limited: number;
@@ -957,6 +971,45 @@ export class QueueStore {
     // DynamoDB's TTL deletes late.
     if (!Item || Number(Item.expires_at ?? 0) * 1000 <= now) return undefined;
     return { rate_limited: Number(Item.rate_limited ?? 0), queue_full: Number(Item.queue_full ?? 0), last_at: String(Item.last_at) };
+  }
+
+  /**
+   * Notes what a reconciler run found in the `by_schedule` shards it read, and answers
+   * what the runs noted for every shard (each with when it was noted): one item, so that
+   * runs that read only some shards of a large index still report the whole of it.
+   */
+  async noteShardSummaries(read: ReadonlyMap<number, Omit<ShardSummary, 'at'>>, now: number): Promise<Map<number, ShardSummary>> {
+    const values: Record<string, unknown> = {};
+    const attributeNames: Record<string, string> = {};
+    for (const [shard, summary] of read) {
+      attributeNames[`#s${shard}`] = `shard_${shard}`;
+      values[`:s${shard}`] = { ...summary, at: now };
+    }
+    const noted = new Map<number, ShardSummary>();
+    if (read.size === 0) return noted;
+    const { Attributes } = await this.#client.send(
+      new UpdateCommand({
+        TableName: this.#table,
+        Key: SHARD_SUMMARIES_KEY,
+        UpdateExpression: `SET ${Object.keys(attributeNames)
+          .map((name) => `${name} = :${name.slice(1)}`)
+          .join(', ')}`,
+        ExpressionAttributeNames: attributeNames,
+        ExpressionAttributeValues: values,
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
+      const summary = Attributes?.[`shard_${shard}`] as Record<string, unknown> | undefined;
+      if (!summary) continue;
+      noted.set(shard, {
+        nearCap: Number(summary.nearCap ?? 0),
+        maxDepth: Number(summary.maxDepth ?? 0),
+        scheduled: Number(summary.scheduled ?? 0),
+        at: Number(summary.at ?? 0),
+      });
+    }
+    return noted;
   }
 
   /** Removes a lease that expired long ago, if it is still the one that was seen. */

@@ -11,10 +11,11 @@
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
-import { METAS_PER_READ, type QueueStore, type RejectedCounts } from '../adapters/queue-store.ts';
+import { METAS_PER_READ, type QueueStore, type RejectedCounts, type ShardSummary } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
+import { scheduleShard } from '../core/keys.ts';
 import type { Lane } from '../core/lanes.ts';
 import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
@@ -107,7 +108,7 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   // whose write failed, they fail the invocation at its end, for the next sweep to read.
   let unread = 0;
   const timeLeft = () => deps.timeLeftMs?.() ?? Number.POSITIVE_INFINITY;
-  const { listed, shardsRead } = await readListed(deps, now, timeLeft, (count) => {
+  const { listed, shardsRead, shards } = await readListed(deps, now, timeLeft, (count) => {
     unread += count;
   });
   if (unread > 0) logger.error('Listed objects left unread (DynamoDB throttled the reads); the next sweep reads them', { unread });
@@ -216,16 +217,19 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
     () => timeLeft() > RECONCILE_MARGIN_MS,
   );
   if (next < idle.length) logger.info('Idle objects left listed for the next sweep: out of time', { left: idle.length - next });
-  metrics.count('ScheduledObjects', metas.length);
+  // What the index holds: this run's findings with what the last runs noted of the shards
+  // it did not read (all of it, from a run that read every shard).
+  const whole = unread === 0 ? await wholeIndex(deps, shards, metas, now) : undefined;
+  metrics.count('ScheduledObjects', whole?.scheduled ?? metas.length);
   metrics.count('StuckObjectsRerung', rerung);
   metrics.count('StaleLeasesCleared', leasesCleared);
   // A run that left objects unread knows a lower bound of these: the one it missed may be the
   // deepest (a hot object). It reports an object near its cap, but not that none is, which
   // would clear object-queue-near-cap; the alarm keeps what the last complete run said.
-  // So does a run that read only some shards of the index (`partial`).
-  const complete = unread === 0 && !partial;
-  if (complete) metrics.count('MaxObjectDepth', maxDepth);
-  if (complete || nearCap > 0) metrics.count('ObjectsNearCap', nearCap);
+  // So does a run that read only some shards of the index, while some shard it did not
+  // read has not been read in the last rotation of the shards.
+  if (whole) metrics.count('MaxObjectDepth', whole.maxDepth);
+  if (whole || nearCap > 0) metrics.count('ObjectsNearCap', whole?.nearCap ?? nearCap);
   const deepest = [...metas].sort((a, b) => b.meta.depth - a.meta.depth).slice(0, 5);
   if (deepest.length > 0 && (deepest[0]?.meta.depth ?? 0) > 0) {
     logger.info('Deepest object queues', {
@@ -257,7 +261,7 @@ async function readListed(
   now: number,
   timeLeft: () => number,
   onUnread: (count: number) => void,
-): Promise<{ listed: Array<{ key: ObjectKey; meta: QueueMeta }>; shardsRead: number }> {
+): Promise<{ listed: Array<{ key: ObjectKey; meta: QueueMeta }>; shardsRead: number; shards: number[] }> {
   const start = timeLeft();
   const stopAt = RING_MARGIN_MS + (start - RING_MARGIN_MS) / 2;
   const hasTimeToRead = () => !Number.isFinite(start) || timeLeft() > stopAt;
@@ -277,7 +281,47 @@ async function readListed(
     await read(keys.length - (keys.length % METAS_PER_READ));
   }
   await read(keys.length);
-  return { listed, shardsRead };
+  return { listed, shardsRead, shards: Array.from({ length: shardsRead }, (_, n) => (first + n) % SCHEDULE_SHARDS) };
+}
+
+/**
+ * The index as a whole, from what this run read of its shards (noted for the runs after it)
+ * and what the runs before it noted of the others, when each of those was read within one
+ * rotation of the shards (SCHEDULE_SHARDS runs, and one more); undefined when one was not,
+ * or the note could not be made. Without it, a large index, of which every run reads only
+ * some shards, would never again report MaxObjectDepth, nor clear object-queue-near-cap.
+ */
+async function wholeIndex(
+  deps: ReconcilerDeps,
+  shards: readonly number[],
+  metas: ReadonlyArray<{ key: ObjectKey; meta: QueueMeta }>,
+  now: number,
+): Promise<{ nearCap: number; maxDepth: number; scheduled: number } | undefined> {
+  const read = new Map(shards.map((shard) => [shard, { nearCap: 0, maxDepth: 0, scheduled: 0 }]));
+  for (const { key, meta } of metas) {
+    const found = read.get(Number(scheduleShard(key, SCHEDULE_SHARDS).slice(1)));
+    if (!found) continue;
+    found.scheduled++;
+    found.maxDepth = Math.max(found.maxDepth, meta.depth);
+    if (meta.depth > 0.8 * deps.config.objectQueueCap) found.nearCap++;
+  }
+  let noted: Map<number, ShardSummary>;
+  try {
+    noted = await deps.queues.noteShardSummaries(read, now);
+  } catch (error) {
+    deps.logger.warn("The index shards' summaries could not be noted; metrics of the shards read only", { error });
+    return undefined;
+  }
+  const since = now - (SCHEDULE_SHARDS + 1) * reconcileScheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000;
+  const whole = { nearCap: 0, maxDepth: 0, scheduled: 0 };
+  for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
+    const summary = noted.get(shard);
+    if (!summary || summary.at < since) return undefined;
+    whole.nearCap += summary.nearCap;
+    whole.maxDepth = Math.max(whole.maxDepth, summary.maxDepth);
+    whole.scheduled += summary.scheduled;
+  }
+  return whole;
 }
 
 /** A scheduled object: its stale lease cleared, and rung when it is stuck. */

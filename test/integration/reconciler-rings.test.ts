@@ -6,6 +6,7 @@
 
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
@@ -305,5 +306,45 @@ describe('reconciler after a mass loss of doorbells', () => {
     expect(unthrottled.metrics.get('ObjectsNearCap')).toBe(1);
     expect(unthrottled.metrics.get('MaxObjectDepth')).toBe(9);
     throttled.destroy();
+  });
+
+  it('reports the whole index from runs that each read one shard, and clears object-queue-near-cap once a near-cap object drained', async () => {
+    const t0 = 1_000 * 60_000;
+    const hot = { tenantId: 'ten_hot', resource: 'obj:hot' };
+    await store.reserve(hot, 9, { cap: 10, ratePerSecond: 1e6, burst: 1e6 }, t0, false);
+    const config = buildConfig({ objectQueueCap: 10 });
+    const reports: Array<{ nearCap: number | undefined; maxDepth: number | undefined }> = [];
+    for (let run = 0; run < 34; run++) {
+      if (run === 17) {
+        // Drained: its meta item now says depth 0.
+        await documentClient(emulators.dynamo).send(
+          new UpdateCommand({
+            TableName: eventsTable,
+            Key: { pk: 'ten_hot#obj:hot', sk: 'meta' },
+            UpdateExpression: 'SET #d = :z',
+            ExpressionAttributeNames: { '#d': 'depth' },
+            ExpressionAttributeValues: { ':z': 0 },
+          }),
+        );
+      }
+      // Time for one shard a run: the index is too large for more.
+      let spent = 0;
+      const queues = shardReads(emulators, eventsTable, () => {
+        spent = 60_000;
+      });
+      const { deps, metrics } = reconcilerAt(t0 + run * 60_000, { config, queues, timeLeftMs: () => 60_000 - spent });
+      await reconcile(deps);
+      reports.push({ nearCap: metrics.get('ObjectsNearCap'), maxDepth: metrics.get('MaxObjectDepth') });
+    }
+    // Until every shard has been read once, only the run that read the hot object's shard reports it.
+    expect(reports.slice(0, 15).every((r) => r.maxDepth === undefined)).toBe(true);
+    expect(reports.slice(0, 15).filter((r) => r.nearCap === 1)).toHaveLength(1);
+    // Then every run reports the whole index: the hot object, until a run reads its shard drained.
+    expect(reports[15]).toEqual({ nearCap: 1, maxDepth: 9 });
+    expect(reports[16]).toEqual({ nearCap: 1, maxDepth: 9 });
+    expect(reports.slice(-2)).toEqual([
+      { nearCap: 0, maxDepth: 0 },
+      { nearCap: 0, maxDepth: 0 },
+    ]);
   });
 });
