@@ -38,7 +38,7 @@ import { tableFromDefinition } from '../../lib/constructs/storage.ts';
 import { Sluice } from '../../lib/sluice.ts';
 import { SluiceStack } from '../../lib/sluice-stack.ts';
 
-// Bundling is not under test here: it is exercised by `npm run synth` in CI.
+// Bundling is not under test here: test/integration/bundles.test.ts builds and runs the bundles.
 const NO_BUNDLING = { 'aws:cdk:bundling-stacks': [] };
 
 function synth(config: Record<string, unknown> = {}): Template {
