@@ -6,10 +6,9 @@
 import type { Context } from 'aws-lambda';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
-import { CONFIG_ENV } from '../../functions/core/config.ts';
-import { ENV } from '../../functions/definitions/environment.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant } from '../support/api.ts';
+import { deployedEnvironment } from '../support/function-env.ts';
 import { type Caller, deployedBinaryMediaTypes, type GatewayRequest, gatewayEvent } from '../support/gateway-events.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -29,24 +28,7 @@ beforeAll(() => {
 
 /** The API function's entry file, with the environment the stack gives it, its clients pointed at the sandbox's emulators. */
 async function apiHandler() {
-  Object.assign(process.env, {
-    [ENV.eventsTable]: sandbox.wiring.eventsTable,
-    [ENV.controlTable]: sandbox.wiring.controlTable,
-    [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
-    [ENV.distributeBulkQueueUrl]: sandbox.queues.DistributeBulk?.url,
-    [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
-    [ENV.restApiId]: 'abc123',
-    [ENV.apiStage]: 'live',
-    [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
-    [CONFIG_ENV]: JSON.stringify(sandbox.config),
-    AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
-    AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'sandbox',
-    AWS_SECRET_ACCESS_KEY: 'sandbox',
-    POWERTOOLS_LOG_LEVEL: 'SILENT',
-    POWERTOOLS_METRICS_DISABLED: 'true',
-  });
+  Object.assign(process.env, deployedEnvironment(sandbox, 'live'), { POWERTOOLS_METRICS_DISABLED: 'true' });
   return (await import('../../functions/api/handler.ts')).handler;
 }
 

@@ -9,8 +9,8 @@ import type { DynamoDBDocumentClient, QueryCommandInput } from '@aws-sdk/lib-dyn
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
-import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { deliveryFixture } from '../support/fixtures.ts';
 
 const RETENTION_DAYS = 7;
 const REPLICA_LAG_MS = 1_000;
@@ -47,18 +47,6 @@ function staleReplica(client: DynamoDBDocumentClient, lagMs: number): void {
   );
 }
 
-function held(webhookId: string, n: number): DeliveryMessage {
-  return {
-    deliveryId: `msg_replica${String(n).padStart(4, '0')}`,
-    tenantId: 'ten_replica',
-    webhookId,
-    events: [
-      { id: `evt_replica${n}`, seq: n, resource: 'task:1', parents: [], type: 'a.b', data: { n }, created_at: new Date().toISOString() },
-    ],
-    attempt: 1,
-  };
-}
-
 describe('reads from a replica a second behind', () => {
   it('removes the deliveries a webhook held up to the moment it was deleted', async () => {
     const client = documentClient({ ...emulators.dynamo });
@@ -66,7 +54,7 @@ describe('reads from a replica a second behind', () => {
     const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: RETENTION_DAYS });
     const webhookId = 'wh_replica';
     // Held while the webhook was disabled, the last of them just before its owner deleted it.
-    for (let n = 1; n <= 3; n++) expect(await records.hold(held(webhookId, n), Date.now())).toBe(true);
+    for (let n = 1; n <= 3; n++) expect(await records.hold(deliveryFixture('replica', webhookId, n), Date.now())).toBe(true);
 
     expect(await records.forget(webhookId)).toBe(3);
 

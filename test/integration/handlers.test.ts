@@ -14,7 +14,6 @@ import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { makeAuthorizerHandler, REFUSED_LOG_INTERVAL_MS } from '../../functions/authorizer/process.ts';
-import { CONFIG_ENV } from '../../functions/core/config.ts';
 import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
@@ -23,6 +22,7 @@ import { AUTHORIZER_ATTRIBUTES } from '../../functions/definitions/tables.ts';
 import { DELIVERY_QUEUE_LAG, makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
+import { deployedEnvironment } from '../support/function-env.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -59,27 +59,6 @@ function delivery(webhookId: string, n: number): DeliveryMessage {
     webhookId,
     attempt: 1,
     events: [{ id: `evt_${n}`, seq: n, resource: 'h:1', parents: [], type: 'a.b', data: { n }, created_at: new Date().toISOString() }],
-  };
-}
-
-/** The environment the API function is deployed with, its AWS clients pointed at the sandbox's emulators. */
-function apiEnvironment(): Record<string, string | undefined> {
-  return {
-    [ENV.eventsTable]: sandbox.wiring.eventsTable,
-    [ENV.controlTable]: sandbox.wiring.controlTable,
-    [ENV.distributeQueueUrl]: sandbox.queues.Distribute?.url,
-    [ENV.distributeBulkQueueUrl]: sandbox.queues.DistributeBulk?.url,
-    [ENV.deliverQueueUrl]: sandbox.queues.Deliver?.url,
-    [ENV.restApiId]: 'abc123',
-    [ENV.apiStage]: 'v1',
-    [ENV.webhookDisabledTopicArn]: 'arn:aws:sns:us-east-1:000000000000:disabled',
-    [CONFIG_ENV]: JSON.stringify(sandbox.config),
-    AWS_ENDPOINT_URL_DYNAMODB: sandbox.emulators.dynamo.endpoint,
-    AWS_ENDPOINT_URL_SQS: sandbox.emulators.sqs.endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'sandbox',
-    AWS_SECRET_ACCESS_KEY: 'sandbox',
-    POWERTOOLS_LOG_LEVEL: 'SILENT',
   };
 }
 
@@ -440,7 +419,7 @@ describe('Lambda entry files', () => {
   });
 
   it('serve API Gateway events: the API reads the caller from the authorizer context and rings the doorbell', async () => {
-    Object.assign(process.env, apiEnvironment(), { POWERTOOLS_METRICS_DISABLED: 'true' });
+    Object.assign(process.env, deployedEnvironment(sandbox, 'v1'), { POWERTOOLS_METRICS_DISABLED: 'true' });
     const { handler } = await import('../../functions/api/handler.ts');
     const event = {
       httpMethod: 'POST',
@@ -488,7 +467,7 @@ describe('Lambda entry files', () => {
   });
 
   it('the API writes no warning for a request that counts no metric (a stream poll, a read): one per request would fill its logs', async () => {
-    Object.assign(process.env, apiEnvironment(), { POWERTOOLS_METRICS_NAMESPACE: 'Sluice' });
+    Object.assign(process.env, deployedEnvironment(sandbox, 'v1'), { POWERTOOLS_METRICS_NAMESPACE: 'Sluice' });
     const { handler } = await import('../../functions/api/handler.ts');
     const get = (path: string) =>
       ({

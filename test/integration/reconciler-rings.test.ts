@@ -71,6 +71,16 @@ function shardReads(on: Emulators, tableName: string, onShards: (shards: readonl
   })({ client: documentClient(on.dynamo), tableName, retentionDays: 7 });
 }
 
+/** The doorbell, telling `onRing` of each object it rings. */
+function ringing(doorbell: Doorbell, onRing: (key: ObjectKey) => void): Pick<Doorbell, 'ring'> {
+  return {
+    ring: async (key: ObjectKey, ...rest: unknown[]) => {
+      onRing(key);
+      await doorbell.ring(key, ...(rest as [string]));
+    },
+  };
+}
+
 /** A reconciler with the real doorbell on the distribute queue, its SQS calls counted. */
 function reconcilerAt(now: number, overrides: Partial<ReconcilerDeps> = {}) {
   const counts = newCounts();
@@ -155,13 +165,10 @@ describe('reconciler after a mass loss of doorbells', () => {
       let rings = 0;
       const { deps } = reconcilerAt(t0 + 100_000 + run * 60_000, {
         queues,
-        doorbell: {
-          ring: async (key: ObjectKey, ...rest: unknown[]) => {
-            rings++;
-            await doorbell.ring(key, ...(rest as [string]));
-            rung.add(key.resource);
-          },
-        },
+        doorbell: ringing(doorbell, (key) => {
+          rings++;
+          rung.add(key.resource);
+        }),
         timeLeftMs: () => (rings < 80 ? 60_000 : RING_MARGIN_MS - 1),
       });
       await reconcile(deps);
@@ -200,13 +207,10 @@ describe('reconciler after a mass loss of doorbells', () => {
       let rings = 0;
       const { deps } = reconcilerAt(t0 + run * 60_000, {
         queues,
-        doorbell: {
-          ring: async (key: ObjectKey, ...rest: unknown[]) => {
-            rings++;
-            await doorbell.ring(key, ...(rest as [string]));
-            rung.add(key.resource);
-          },
-        },
+        doorbell: ringing(doorbell, (key) => {
+          rings++;
+          rung.add(key.resource);
+        }),
         timeLeftMs: () => 60_000 - spent,
       });
       await reconcile(deps).catch(() => undefined);

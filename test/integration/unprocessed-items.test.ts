@@ -9,8 +9,8 @@ import type { BatchWriteCommandInput, DynamoDBDocumentClient } from '@aws-sdk/li
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
-import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { deliveryFixture } from '../support/fixtures.ts';
 
 let emulators: Emulators;
 let controlTable: string;
@@ -47,32 +47,12 @@ function processSomeOnly(client: DynamoDBDocumentClient, applied: number, times 
   );
 }
 
-function held(webhookId: string, n: number): DeliveryMessage {
-  return {
-    deliveryId: `msg_unprocessed${String(n).padStart(4, '0')}`,
-    tenantId: 'ten_unprocessed',
-    webhookId,
-    events: [
-      {
-        id: `evt_unprocessed${n}`,
-        seq: n,
-        resource: 'task:1',
-        parents: [],
-        type: 'a.b',
-        data: { n },
-        created_at: new Date().toISOString(),
-      },
-    ],
-    attempt: 1,
-  };
-}
-
 describe('a batched write DynamoDB only partly processes', () => {
   it('removes every held delivery and overflow count of a deleted webhook, retrying what DynamoDB left unprocessed', async () => {
     const client = documentClient({ ...emulators.dynamo });
     const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
     const webhookId = 'wh_unprocessed';
-    for (let n = 1; n <= 30; n++) expect(await records.hold(held(webhookId, n), Date.now())).toBe(true);
+    for (let n = 1; n <= 30; n++) expect(await records.hold(deliveryFixture('unprocessed', webhookId, n), Date.now())).toBe(true);
     await records.countOverflow(webhookId, 'task:1', 5, Date.now());
     expect(await records.heldItemCount(webhookId)).toBe(30);
 

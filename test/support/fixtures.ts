@@ -1,6 +1,6 @@
 /** Record factories for tests. */
 import { INITIAL_HEALTH } from '../../functions/core/health.ts';
-import type { DeliveredEvent, Webhook } from '../../functions/core/model.ts';
+import type { DeliveredEvent, DeliveryMessage, Webhook } from '../../functions/core/model.ts';
 
 export function webhookFixture(overrides: Partial<Webhook> = {}): Webhook {
   return {
@@ -29,4 +29,15 @@ export function deliveredEventFixture(
   overrides: Partial<DeliveredEvent> & Pick<DeliveredEvent, 'id' | 'seq' | 'resource'>,
 ): DeliveredEvent {
   return { parents: [], type: 'a.b', data: {}, created_at: new Date().toISOString(), ...overrides };
+}
+
+/** The n-th delivery of one event on `task:1` (seq n) for a webhook, its ids marked with `label`: what a webhook holds. */
+export function deliveryFixture(label: string, webhookId: string, n: number): DeliveryMessage {
+  return {
+    deliveryId: `msg_${label}${String(n).padStart(4, '0')}`,
+    tenantId: `ten_${label}`,
+    webhookId,
+    events: [deliveredEventFixture({ id: `evt_${label}${n}`, seq: n, resource: 'task:1', data: { n } })],
+    attempt: 1,
+  };
 }
