@@ -273,6 +273,9 @@ export class DeliveryRecords {
         KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :from AND :to',
         FilterExpression: '#expires_at_ms > :now',
         ExpressionAttributeNames: names('pk', 'sk', 'expires_at_ms'),
+        // A replay up to now must send what was delivered a moment ago, which a replica
+        // may not have yet (a replay is rare: its reads at twice the units).
+        ConsistentRead: true,
         // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
         ExpressionAttributeValues: {
           ':pk': logPk(webhookId),

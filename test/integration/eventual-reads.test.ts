@@ -60,4 +60,28 @@ describe('reads from a replica a second behind', () => {
 
     expect(await records.heldItemCount(webhookId)).toBe(0);
   });
+
+  it('replays, in a window up to now, the deliveries logged a moment ago', async () => {
+    const client = documentClient({ ...emulators.dynamo });
+    staleReplica(client, REPLICA_LAG_MS);
+    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: RETENTION_DAYS });
+    const webhookId = 'wh_replay_now';
+    const now = Date.now();
+    const delivered = deliveryFixture('replaynow', webhookId, 1);
+    const attempt = {
+      id: 'att_1',
+      delivery_id: delivered.deliveryId,
+      attempt: 1,
+      status_code: 200,
+      duration_ms: 5,
+      error: null,
+      at: new Date(now).toISOString(),
+    };
+    await records.logDelivery(delivered, now, attempt);
+
+    const window = { since: now - 60_000, until: now + 1 };
+    const { deliveries } = await records.logged(webhookId, window, now, { deliveries: 10, bytes: 1_000_000 });
+
+    expect(deliveries.map((events) => events.map((e) => e.id))).toEqual([['evt_replaynow1']]);
+  });
 });
