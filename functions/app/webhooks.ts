@@ -460,11 +460,19 @@ export class WebhookService {
   async #untilIndexed(webhook: Pick<Webhook, 'tenantId' | 'id' | 'resource' | 'types'>): Promise<void> {
     const started = performance.now();
     const ctx = { tenant: webhook.tenantId, webhook: webhook.id };
-    const types = JSON.stringify(webhook.types);
+    let types = JSON.stringify(webhook.types);
     try {
       for (let pause = 20; ; pause = Math.min(2 * pause, 200)) {
         const listed = await this.#deps.webhooks.onResource(webhook.tenantId, webhook.resource);
         if (listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === types)) return;
+        if (pause > 20) {
+          // Not yet: the webhook as stored now, which another change (or its deletion) may
+          // have overtaken since this one was written. Its index entry is what to wait for.
+          const stored = await this.#deps.webhooks.get(webhook.tenantId, webhook.id);
+          if (!stored) return;
+          types = JSON.stringify(stored.types);
+          if (listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === types)) return;
+        }
         const waited = performance.now() - started;
         if (waited >= INDEX_WAIT_MS) {
           this.#deps.delivery.logger.warn('The webhook index did not show a webhook in time: events published now may miss it', {

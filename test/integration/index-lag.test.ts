@@ -96,6 +96,27 @@ describe('a by_resource index that lags behind the webhook write, as in AWS', ()
     expect(receiver.events('/lag-patch').map((e) => e.type)).toEqual(['task.created', 'task.changed']);
   });
 
+  it("answers two PATCHes of a webhook's types at once as soon as the index shows the last of them, and a deleted webhook's at once", async () => {
+    const hook = await webhooks.create(tenant.id, { resource: 'lag:4', url: `${receiver.url}/lag-race`, types: ['a.*'], description: '' });
+    const warned = warnings.length;
+    const started = performance.now();
+    const timed = async (types: string[]) => {
+      await webhooks.update(tenant.id, hook.id, { types });
+      return performance.now() - started;
+    };
+    const took = await Promise.all([timed(['b.*']), timed(['c.*'])]);
+    // Each waits out the index's lag, not INDEX_WAIT_MS for types another PATCH replaced.
+    expect(Math.max(...took)).toBeLessThan(INDEX_WAIT_MS - 1_000);
+    expect(warnings.slice(warned)).toEqual([]);
+
+    const gone = await webhooks.create(tenant.id, { resource: 'lag:5', url: `${receiver.url}/lag-gone`, types: ['a.*'], description: '' });
+    const patching = performance.now();
+    const patched = webhooks.update(tenant.id, gone.id, { types: ['b.*'] });
+    await webhooks.delete(tenant.id, gone.id);
+    await patched.catch(() => undefined);
+    expect(performance.now() - patching).toBeLessThan(INDEX_WAIT_MS - 1_000);
+  });
+
   it('answers after INDEX_WAIT_MS at most, and says so, when the index is slower still', async () => {
     lag = INDEX_WAIT_MS + 2_000;
     try {
