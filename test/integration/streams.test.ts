@@ -57,6 +57,7 @@ describe('event streams', () => {
     expect(start.status).toBe(412);
     expect(start.body).toMatchObject({ sync: expect.any(String), error: { code: 'invalid_request', message: expect.any(String) } });
 
+    const distributed = sandbox.metrics.total('EventsDistributed');
     await publish(sandbox, tenant.key, [{ resource: 'project:1', type: 'project.renamed', data: 'p' }]);
     for (let r = 0; r < 3; r++) {
       await publish(
@@ -66,8 +67,11 @@ describe('event streams', () => {
       );
     }
     await publish(sandbox, tenant.key, [{ resource: 'elsewhere:1', type: 'x.y', data: 'not ours' }]);
-    // Let everything be distributed and settle (a page stops 3 s short of now).
-    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    // Let everything be distributed (appended to the streams first), then settle: a page
+    // stops 3 s short of now. A fixed 3 s from the publish cut the first page short on a
+    // busy machine, where the distributor took a moment more.
+    await receiver.waitFor(() => sandbox.metrics.total('EventsDistributed') >= distributed + 152, 20_000);
+    await new Promise((resolve) => setTimeout(resolve, 3_100));
 
     const { events, pages } = await drain('project:1', start.body.sync, 151);
     expect(events).toHaveLength(151);
