@@ -448,7 +448,6 @@ export class WebhookService {
     return webhook;
   }
 
-  /** Sends the signed `webhook.ping`; anything but a 2xx in time refuses the URL. */
   /**
    * Waits, at most INDEX_WAIT_MS, until the `by_resource` index that the distributor's
    * fan-out reads shows the webhook as just stored, with its types. DynamoDB updates an
@@ -460,18 +459,17 @@ export class WebhookService {
   async #untilIndexed(webhook: Pick<Webhook, 'tenantId' | 'id' | 'resource' | 'types'>): Promise<void> {
     const started = performance.now();
     const ctx = { tenant: webhook.tenantId, webhook: webhook.id };
-    let types = JSON.stringify(webhook.types);
     try {
       for (let pause = 20; ; pause = Math.min(2 * pause, 200)) {
         const listed = await this.#deps.webhooks.onResource(webhook.tenantId, webhook.resource);
-        if (listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === types)) return;
+        const shows = (types: readonly string[]) =>
+          listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === JSON.stringify(types));
+        if (shows(webhook.types)) return;
         if (pause > 20) {
           // Not yet: the webhook as stored now, which another change (or its deletion) may
           // have overtaken since this one was written. Its index entry is what to wait for.
           const stored = await this.#deps.webhooks.get(webhook.tenantId, webhook.id);
-          if (!stored) return;
-          types = JSON.stringify(stored.types);
-          if (listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === types)) return;
+          if (!stored || shows(stored.types)) return;
         }
         const waited = performance.now() - started;
         if (waited >= INDEX_WAIT_MS) {
@@ -488,6 +486,7 @@ export class WebhookService {
     }
   }
 
+  /** Sends the signed `webhook.ping`; anything but a 2xx in time refuses the URL. */
   async #verify(webhook: Webhook, url: string): Promise<void> {
     const now = this.#deps.now();
     // Each ping may hold its request (an API invocation) for the whole timeout: a tenant
