@@ -8,7 +8,7 @@ import { BatchGetCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, Q
 import { type AdmissionLimits, advanceTat, emissionInterval, type RejectReason, tatLimit } from '../core/admission.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import { FencedOutError, LeaseHeldError } from '../core/errors.ts';
-import { scheduleShard } from '../core/keys.ts';
+import { scheduleShard, scheduleShardKey } from '../core/keys.ts';
 import type { EventInput, ObjectKey } from '../core/model.ts';
 import { type PendingItem, type QueueMeta, quietTurnAllowed, type TurnRecord } from '../core/turn.ts';
 import { SCHEDULE_INDEX, SCHEDULE_SHARDS } from '../definitions/tables.ts';
@@ -830,7 +830,7 @@ export class QueueStore {
         IndexName: SCHEDULE_INDEX,
         KeyConditionExpression: '#sched_shard = :shard',
         ExpressionAttributeNames: names('sched_shard'),
-        ExpressionAttributeValues: { ':shard': `s${shard}` },
+        ExpressionAttributeValues: { ':shard': scheduleShardKey(shard) },
       });
       for await (const result of pages) for (const item of result.Items ?? []) keys.push(parseObjectPk(String(item.pk)));
     }
@@ -979,14 +979,14 @@ export class QueueStore {
    * runs that read only some shards of a large index still report the whole of it.
    */
   async noteShardSummaries(read: ReadonlyMap<number, Omit<ShardSummary, 'at'>>, now: number): Promise<Map<number, ShardSummary>> {
+    const noted = new Map<number, ShardSummary>();
+    if (read.size === 0) return noted;
     const values: Record<string, unknown> = {};
     const attributeNames: Record<string, string> = {};
     for (const [shard, summary] of read) {
       attributeNames[`#s${shard}`] = `shard_${shard}`;
       values[`:s${shard}`] = { ...summary, at: now };
     }
-    const noted = new Map<number, ShardSummary>();
-    if (read.size === 0) return noted;
     const { Attributes } = await this.#client.send(
       new UpdateCommand({
         TableName: this.#table,

@@ -15,7 +15,7 @@ import { METAS_PER_READ, type QueueStore, type RejectedCounts, type ShardSummary
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
-import { scheduleShard } from '../core/keys.ts';
+import { scheduleShardNumber } from '../core/keys.ts';
 import type { Lane } from '../core/lanes.ts';
 import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
@@ -299,7 +299,7 @@ async function wholeIndex(
 ): Promise<{ nearCap: number; maxDepth: number; scheduled: number } | undefined> {
   const read = new Map(shards.map((shard) => [shard, { nearCap: 0, maxDepth: 0, scheduled: 0 }]));
   for (const { key, meta } of metas) {
-    const found = read.get(Number(scheduleShard(key, SCHEDULE_SHARDS).slice(1)));
+    const found = read.get(scheduleShardNumber(key, SCHEDULE_SHARDS));
     if (!found) continue;
     found.scheduled++;
     found.maxDepth = Math.max(found.maxDepth, meta.depth);

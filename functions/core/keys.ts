@@ -49,8 +49,18 @@ export function bearerToken(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
-/** Which `by_schedule` index shard an object's meta item is listed under. */
-export function scheduleShard(key: ObjectKey, shards: number): string {
+/** Which `by_schedule` index shard an object's meta item is listed under: 0 to `shards` - 1. */
+export function scheduleShardNumber(key: ObjectKey, shards: number): number {
   const digest = createHash('sha256').update(`${key.tenantId}\n${key.resource}`).digest();
-  return `s${digest.readUInt16BE(0) % shards}`;
+  return digest.readUInt16BE(0) % shards;
+}
+
+/** A shard as the index's partition key names it. */
+export function scheduleShardKey(shard: number): string {
+  return `s${shard}`;
+}
+
+/** The shard an object's meta item is listed under, as the index's partition key names it. */
+export function scheduleShard(key: ObjectKey, shards: number): string {
+  return scheduleShardKey(scheduleShardNumber(key, shards));
 }
