@@ -1,13 +1,13 @@
 /**
  * The artifact `cdk deploy` uploads, not the TypeScript the other tests run: each
  * function's esbuild bundle, made by synthesizing the stack with bundling, loaded in a
- * fresh Node process as Lambda's runtime loads it (`index.handler` of an .mjs, the
- * AWS SDK resolvable and nothing else of node_modules), with the environment the
- * template gives it, its AWS clients pointed at the sandbox's emulators, and called
- * with one event of the shape Lambda sends.
+ * fresh Node process as Lambda's runtime loads it (`index.handler` of an .mjs, with
+ * no node_modules beside it: a bundle carries its own AWS SDK), with the environment
+ * the template gives it, its AWS clients pointed at the sandbox's emulators, and
+ * called with one event of the shape Lambda sends.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +47,10 @@ writeFileSync(process.env.RESULT_FILE, JSON.stringify(outcome ?? { result: null 
 process.exit(0);
 `;
 
+/** What a bundle may carry besides sluice's own code: its runtime dependencies, the AWS SDK among them. */
+const RUNTIME_DEPENDENCY =
+  /node_modules\/(@aws-lambda-powertools|@aws\/lambda-invoke-store|hono|@aws-sdk|@smithy|@aws-crypto|tslib|fast-xml-parser|strnum|mnemonist|obliterator)\//;
+
 interface Bundled {
   readonly dir: string;
   readonly environment: Record<string, unknown>;
@@ -61,10 +65,9 @@ const bundles = new Map<string, Bundled>();
 const queues: Record<string, string> = {};
 
 beforeAll(async () => {
-  // Where Lambda's runtime puts the SDK, the bundles find it: node_modules/@aws-sdk above them, and nothing else.
+  // No node_modules above the bundles: not even the AWS SDK, which Lambda's runtime has
+  // but which would then be the runtime's version, not the one the tests ran.
   outdir = await mkdtemp(join(tmpdir(), 'sluice-bundles-'));
-  await mkdir(join(outdir, 'node_modules'));
-  await symlink(join(REPO_ROOT, 'node_modules', '@aws-sdk'), join(outdir, 'node_modules', '@aws-sdk'));
   await writeFile(join(outdir, 'runtime.mjs'), RUNTIME);
   const app = new App({ outdir: join(outdir, 'cdk.out') });
   new SluiceStack(app, 'Sluice', { config: { allowPrivateTargets: true } });
@@ -189,13 +192,18 @@ describe('the bundles cdk deploy uploads', () => {
     expect(bundles.size).toBe(7);
     for (const [id, bundled] of bundles) {
       const { size } = await stat(join(bundled.dir, 'index.mjs'));
-      expect(size, id).toBeLessThan(1_000_000);
+      expect(size, id).toBeLessThan(750_000);
       const map = JSON.parse(await readFile(join(bundled.dir, 'index.mjs.map'), 'utf8')) as { sources: string[] };
-      const outside = map.sources.filter(
-        (source) =>
-          !/(^|\/)functions\//.test(source) && !/node_modules\/(@aws-lambda-powertools|@aws\/lambda-invoke-store|hono)\//.test(source),
-      );
+      const outside = map.sources.filter((source) => !/(^|\/)functions\//.test(source) && !RUNTIME_DEPENDENCY.test(source));
       expect(outside, id).toEqual([]);
+      // The SDK clients it carries are the lockfile's, as each client names its version in its user agent.
+      const code = await readFile(join(bundled.dir, 'index.mjs'), 'utf8');
+      const clients = new Set(map.sources.flatMap((source) => /node_modules\/@aws-sdk\/(client-[a-z-]+)\//.exec(source)?.[1] ?? []));
+      expect(clients, id).toContain('client-dynamodb');
+      for (const client of clients) {
+        const { version } = JSON.parse(await readFile(join(REPO_ROOT, 'node_modules', '@aws-sdk', client, 'package.json'), 'utf8'));
+        expect(code, `${id} ${client}`).toContain(`name:"@aws-sdk/${client}",version:"${version}"`);
+      }
     }
   });
 
