@@ -1095,6 +1095,43 @@ describe('turns', () => {
     expect(next.sent.map((m) => m.deliveryId)).toEqual(first.sent.map((m) => m.deliveryId));
   });
 
+  it('publishes the events of a holder that died before its last write again under another delivery id when more of its object came meanwhile', async () => {
+    const k = key();
+    const deps = ingestDeps([]);
+    await publish(
+      deps,
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    class DyingStore extends QueueStore {
+      override async commitLastChunk(): Promise<'idle' | 'pending'> {
+        throw new Error('the holder died');
+      }
+    }
+    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const first = recordingDistributor({ leaseMs: 500, turnMaxMs: 400 }, Date.now, dying);
+    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    // A third event comes before the next holder: it plans the three as one chunk.
+    await publish(deps, k.tenantId, [input(k.resource, 3)]);
+    const next = recordingDistributor({}, () => Date.now() + 1_000);
+    expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 3 });
+    // The same events with the same seqs (README: drop duplicates by the events' id), under another webhook-id.
+    expect(first.sent.map((m) => m.events.map((e) => [e.id, e.seq]))).toEqual([
+      [
+        ['evt_1', 1],
+        ['evt_2', 2],
+      ],
+    ]);
+    expect(next.sent.map((m) => m.events.map((e) => [e.id, e.seq]))).toEqual([
+      [
+        ['evt_1', 1],
+        ['evt_2', 2],
+        ['evt_3', 3],
+      ],
+    ]);
+    expect(next.sent[0]?.deliveryId).not.toBe(first.sent[0]?.deliveryId);
+  });
+
   it("merges the deliveries of one invocation's turns to one webhook into one delivery, and every object goes idle", async () => {
     const keys = Array.from({ length: 10 }, () => key());
     const deps = ingestDeps([]);
