@@ -252,12 +252,18 @@ export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[
  * replay's first attempts a replay's (not logged again); a group that was answered "wait"
  * is its deliveries' next attempt (their events were logged at their first), with the id
  * of its events, which the same group had when it was answered.
+ *
+ * Each event goes once: two held deliveries may carry the same events (a distributor that
+ * died between publishing its object's last events and its commit, whose next holder
+ * published them again with the events that came meanwhile, under another id), and
+ * merged as they are they would be one POST of seqs 1, 2, 3, 1, 2.
  */
 export function releaseDelivery(group: readonly DeliveryMessage[]): DeliveryMessage {
   const [first] = group;
   if (!first) throw new Error('an empty group of held deliveries');
   if (group.length === 1) return first;
-  const events = group.flatMap((m) => m.events);
+  const seen = new Set<string>();
+  const events = group.flatMap((m) => m.events).filter((event) => !seen.has(event.id) && seen.add(event.id));
   const merged = { deliveryId: deliveryId(first.webhookId, events), tenantId: first.tenantId, webhookId: first.webhookId, events };
   const kind = heldKind(first);
   if (kind === 'first') return { ...merged, attempt: 1 };

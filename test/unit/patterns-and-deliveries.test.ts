@@ -177,6 +177,13 @@ describe('merged deliveries', () => {
     expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[4]);
   });
 
+  it('releases the same events held twice (under two delivery ids) once, in seq order', () => {
+    const held = [message('wh_a', 'o:1', [1, 2, 3]), message('wh_a', 'o:1', [1, 2]), message('wh_a', 'o:1', [4])];
+    const merged = releaseDelivery(packHeld(held)[0] as DeliveryMessage[]);
+    expect(merged.events.map((e) => e.id)).toEqual(['o:1#1', 'o:1#2', 'o:1#3', 'o:1#4']);
+    expect(merged.deliveryId).toBe(deliveryId('wh_a', merged.events));
+  });
+
   it('releases held deliveries answered only "wait" together again, as their next attempt, apart from first attempts and failed ones', () => {
     const waited = (resource: string, attempt: number) => ({ ...message('wh_a', resource, [1]), attempt, waited: attempt - 1 });
     const held = [waited('o:1', 2), waited('o:2', 3), message('wh_a', 'o:3', [1]), { ...waited('o:4', 3), waited: 1 }, waited('o:5', 2)];
