@@ -261,10 +261,10 @@ export class DeliveryRecords {
     window: { since: number; until: number },
     now: number,
     limit: { readonly deliveries: number; readonly bytes: number },
-  ): Promise<{ deliveries: Array<DeliveryMessage['events']>; more: boolean; nextAt: number | undefined }> {
+  ): Promise<{ deliveries: Array<DeliveryMessage['events']>; bytes: number; more: boolean; nextAt: number | undefined }> {
     // Nothing is logged before 1970, and a padded negative time no longer sorts by time
     // (a window there would be a reversed BETWEEN, which DynamoDB refuses).
-    if (window.until <= 0) return { deliveries: [], more: false, nextAt: undefined };
+    if (window.until <= 0) return { deliveries: [], bytes: 0, more: false, nextAt: undefined };
     const deliveries: Array<DeliveryMessage['events']> = [];
     let bytes = 0;
     let nextAt: number | undefined;
@@ -299,7 +299,7 @@ export class DeliveryRecords {
       }
       if (nextAt !== undefined) break;
     }
-    return { deliveries, more: nextAt !== undefined, nextAt };
+    return { deliveries, bytes, more: nextAt !== undefined, nextAt };
   }
 
   /**
@@ -744,6 +744,57 @@ export class DeliveryRecords {
       for (let i = 0; i < count; i++) granted.push(await this.#take(webhookId, limit, windowMs, window, 1));
       return granted;
     });
+  }
+
+  /**
+   * Takes up to `want` units of a budget of `limit` per `windowMs` for `key` (a webhook's
+   * replays), as many as the current window has left: answers how many it got (0 when
+   * the window's are spent) and the window, for `adjustBudget`. Each take is one
+   * conditional write, so callers at once never take more than the window holds between
+   * them.
+   */
+  async takeBudget(key: string, want: number, limit: number, windowMs: number, now: number): Promise<{ taken: number; window: number }> {
+    const window = Math.floor(now / windowMs);
+    for (let tries = 0; tries < 5; tries++) {
+      const counted = await this.#client.send(
+        new GetCommand({
+          TableName: this.#table,
+          Key: { pk: ratePk(key, windowMs, window), sk: 'rate' },
+          ConsistentRead: true,
+          ProjectionExpression: '#sent',
+          ExpressionAttributeNames: names('sent'),
+        }),
+      );
+      const room = limit - Number(counted.Item?.sent ?? 0);
+      if (room <= 0) return { taken: 0, window };
+      const taken = Math.min(want, room);
+      if (await this.#take(key, limit, windowMs, window, taken)) return { taken, window };
+      // Another caller took some of the room meanwhile: read what is left again.
+    }
+    return { taken: 0, window };
+  }
+
+  /**
+   * Adds `count` (less than 0 gives units back) to what `takeBudget` counted for `key`
+   * in `window`: what a caller used, once it knows, against what it took.
+   */
+  async adjustBudget(key: string, windowMs: number, window: number, count: number): Promise<void> {
+    if (count === 0) return;
+    await this.#client
+      .send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: { pk: ratePk(key, windowMs, window), sk: 'rate' },
+          UpdateExpression: 'ADD #sent :count',
+          // Only a window's item still kept: one whose expiry has removed it needs no correction.
+          ConditionExpression: 'attribute_exists(#sent)',
+          ExpressionAttributeNames: names('sent'),
+          ExpressionAttributeValues: { ':count': count },
+        }),
+      )
+      .catch((error: unknown) => {
+        if (!isConditionFailure(error)) throw error;
+      });
   }
 
   /**

@@ -36,6 +36,21 @@ export interface WebhookServiceDeps {
   readonly maxReplayDeliveries?: number;
   /** Most bytes of events (JSON) one replay sends again (MAX_REPLAY_BYTES). */
   readonly maxReplayBytes?: number;
+  /**
+   * What one webhook's replays may read and send again in a window (`replayBudget`).
+   * @default the most one replay sends, per the time its endpoint takes them at its rate
+   */
+  readonly replayBudget?: ReplayBudget;
+}
+
+/**
+ * What one webhook's replays together may read and send again per `windowMs`: `units`,
+ * each replay counting its deliveries or its events' bytes in REPLAY_UNIT_BYTES,
+ * whichever is more.
+ */
+export interface ReplayBudget {
+  readonly units: number;
+  readonly windowMs: number;
 }
 
 const ROTATION_OVERLAP_MS = 24 * 3_600_000;
@@ -76,6 +91,20 @@ export const MAX_REPLAY_DELIVERIES = 2_000;
  * (512 MB) and what it can send to SQS within its 29 s.
  */
 export const MAX_REPLAY_BYTES = 16 * 1024 * 1024;
+/** The events' bytes that count as one delivery of a webhook's replay budget: a largest replay's bytes per its deliveries. */
+export const REPLAY_UNIT_BYTES = MAX_REPLAY_BYTES / MAX_REPLAY_DELIVERIES;
+
+/**
+ * A webhook's replay budget by default: a largest replay (MAX_REPLAY_DELIVERIES) per the
+ * time its endpoint takes that many at its rate (40 s at 50 a second). Each replay's
+ * deliveries go to the shared deliver queue at once, and each call reads its window
+ * from the log: unbudgeted, a tenant could send one replay after another (500 a second
+ * at its default throttle, 1,000,000 deliveries a second) far past what its endpoints
+ * take, filling the queue every tenant's deliveries wait in.
+ */
+export function defaultReplayBudget(endpointRatePerSecond: number): ReplayBudget {
+  return { units: MAX_REPLAY_DELIVERIES, windowMs: Math.ceil((MAX_REPLAY_DELIVERIES / endpointRatePerSecond) * 1000) };
+}
 
 /**
  * The most a page of webhooks takes in the API function's answer, which is at most 6 MB
@@ -335,7 +364,8 @@ export class WebhookService {
    * Sends again every event logged for the webhook in the window, once each. At most
    * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of events a request, so a
    * replay ends well within the API's timeout and memory; a larger window is refused
-   * before anything is sent, naming where to split it.
+   * before anything is sent, naming where to split it. A webhook's replays together
+   * take from its replay budget (429 once it is spent).
    */
   async replay(tenantId: string, id: string, window: ReplayWindow): Promise<number> {
     const webhook = await this.#find(tenantId, id);
@@ -347,10 +377,36 @@ export class WebhookService {
     }
     const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
     const maxBytes = this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES;
-    const logged = await this.#deps.delivery.records.logged(webhook.id, { since: window.since, until }, now, {
-      deliveries: max,
-      bytes: maxBytes,
-    });
+    const { records } = this.#deps.delivery;
+    // The webhook's budget is taken before the log is read, as much of it as one replay
+    // may use, and what the replay did not read is given back after: calls at once
+    // share the window's budget rather than each see it unspent.
+    const budget = this.#deps.replayBudget ?? defaultReplayBudget(this.#deps.delivery.config.endpointRatePerSecond);
+    const budgetKey = `replay:${webhook.id}`;
+    const whole = Math.min(max, budget.units);
+    const grant = await records.takeBudget(budgetKey, whole, budget.units, budget.windowMs, now);
+    const waitSeconds = Math.ceil((budget.windowMs - (now % budget.windowMs)) / 1000);
+    const spent = () =>
+      new ApiError(
+        'rate_limited',
+        `A webhook's replays read and send at most ${budget.units} deliveries in ${budget.windowMs / 1000} s (about what its endpoint takes at its rate), and this one's are spent for now; send again in ${waitSeconds} s.`,
+        waitSeconds,
+      );
+    if (grant.taken === 0) throw spent();
+    let used = grant.taken;
+    let logged: Awaited<ReturnType<typeof records.logged>>;
+    try {
+      logged = await records.logged(webhook.id, { since: window.since, until }, now, {
+        deliveries: grant.taken,
+        bytes: grant.taken >= whole ? maxBytes : Math.min(maxBytes, grant.taken * REPLAY_UNIT_BYTES),
+      });
+      // What was read counts, sent or not (a window refused below was read all the same).
+      used = Math.max(logged.deliveries.length, Math.ceil(logged.bytes / REPLAY_UNIT_BYTES));
+    } finally {
+      await records.adjustBudget(budgetKey, budget.windowMs, grant.window, used - grant.taken);
+    }
+    // A window larger than what is left of the budget waits for the next, not split.
+    if (logged.more && grant.taken < whole) throw spent();
     if (logged.more) {
       const split = new Date(logged.nextAt ?? until).toISOString();
       const size = maxBytes >= 1024 * 1024 ? `${Math.floor(maxBytes / (1024 * 1024))} MiB` : `${maxBytes} bytes`;

@@ -1,0 +1,119 @@
+/**
+ * A webhook's replays are budgeted: each sends its window's deliveries to the deliver
+ * queue every tenant's deliveries share, and reads them from the log first, so a tenant
+ * replaying one window after another, within its API throttle, would fill the queue far
+ * past what its endpoints take and hold up every other tenant's deliveries.
+ */
+import { describe, expect, it } from 'vitest';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { MAX_REPLAY_DELIVERIES } from '../../functions/app/webhooks.ts';
+import type { DeliveryMessage } from '../../functions/core/model.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveryFixture } from '../support/fixtures.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+import { webhookService } from '../support/services.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+withSandbox({ canary: false }, (s, r) => {
+  [sandbox, receiver] = [s, r];
+});
+
+/** Logs `count` deliveries of one event each for the webhook, as delivered a minute ago. */
+async function logDeliveries(tenantId: string, webhookId: string, count: number): Promise<number> {
+  const { records } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+  const from = Date.now() - 60_000;
+  for (let i = 0; i < count; i += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, count - i) }, (_, j) => {
+        const n = i + j + 1;
+        const message = { ...deliveryFixture(`rp${webhookId.slice(-6)}`, webhookId, n), tenantId };
+        const at = new Date(from + n).toISOString();
+        return records.logDelivery(message, from + n, {
+          id: `att_${n}`,
+          delivery_id: message.deliveryId,
+          attempt: 1,
+          status_code: 200,
+          duration_ms: 1,
+          error: null,
+          at,
+        });
+      }),
+    );
+  }
+  return from;
+}
+
+/** How long one event of the bystander takes from its publish to its webhook. */
+async function bystanderLatency(key: string): Promise<number> {
+  const before = receiver.acceptedEvents('/bystander').length;
+  const started = Date.now();
+  await publish(sandbox, key, [{ resource: 'b:1', type: 'a.b', data: started }]);
+  await receiver.waitFor(() => receiver.acceptedEvents('/bystander').length > before, 60_000);
+  return Date.now() - started;
+}
+
+describe('a tenant replaying one window after another', () => {
+  it('sends at most its webhook’s budget of deliveries, the rest refused with 429 and Retry-After, and another tenant’s deliveries keep their pace', async () => {
+    const replayer = await createTenant(sandbox, 'replayer');
+    const hook = await createWebhook(sandbox, replayer.key, { resource: 'r:1', url: `${receiver.url}/replayer` });
+    const bystander = await createTenant(sandbox, 'bystander');
+    await createWebhook(sandbox, bystander.key, { resource: 'b:1', url: `${receiver.url}/bystander` });
+    const from = await logDeliveries(replayer.id, hook.id, MAX_REPLAY_DELIVERIES);
+    const calm = await bystanderLatency(bystander.key);
+
+    // 25 replays of the whole window, 5 at a time: 50,000 deliveries unbudgeted.
+    const answers = [];
+    for (let round = 0; round < 5; round++) {
+      const body = { since: new Date(from - 1_000).toISOString() };
+      const path = `/v1/webhooks/${hook.id}/replay`;
+      answers.push(...(await Promise.all(Array.from({ length: 5 }, () => call(sandbox, 'POST', path, { key: replayer.key, body })))));
+    }
+    const storm = await bystanderLatency(bystander.key);
+
+    const sent = answers.filter((a) => a.status === 202).reduce((sum, a) => sum + a.body.events, 0);
+    // A budget per window of 40 s: the calls may straddle two windows.
+    expect(sent).toBeGreaterThanOrEqual(MAX_REPLAY_DELIVERIES);
+    expect(sent).toBeLessThanOrEqual(2 * MAX_REPLAY_DELIVERIES);
+    const refused = answers.filter((a) => a.status === 429);
+    expect(refused.length).toBeGreaterThanOrEqual(23);
+    for (const answer of refused) {
+      expect(answer.body.error.code).toBe('rate_limited');
+      expect(Number(answer.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    // Unbudgeted, the bystander's event waited 13 s behind the replays (79 ms calm).
+    expect(storm).toBeLessThan(calm + 5_000);
+  }, 120_000);
+
+  it('shares the budget among replays sent at once, gives back what a replay did not read, and has it again in the next window', async () => {
+    const tenant = await createTenant(sandbox, 'replay-budget');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rb:1', url: `${receiver.url}/replay-budget` });
+    const other = await createWebhook(sandbox, tenant.key, { resource: 'rb:2', url: `${receiver.url}/replay-budget-2` });
+    const from = await logDeliveries(tenant.id, hook.id, 3);
+    await logDeliveries(tenant.id, other.id, 3);
+    const sent: DeliveryMessage[] = [];
+    const webhooks = webhookService(sandbox, {
+      delivery: { queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) } },
+      service: { replayBudget: { units: 4, windowMs: 3_000 } },
+    });
+    // Early in a window, so that the ten replays share one.
+    await new Promise((resolve) => setTimeout(resolve, 3_000 - (Date.now() % 3_000) + 50));
+    const window = { since: from - 1_000, until: undefined };
+
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => webhooks.replay(tenant.id, hook.id, window).catch((e: unknown) => e)),
+    );
+
+    // The first takes 4, reads 3 and gives 1 back; the one left is not enough for the window.
+    expect(answers.filter((a) => a === 3)).toHaveLength(1);
+    expect(answers.filter((a) => a !== 3).every((a) => (a as { code?: string }).code === 'rate_limited')).toBe(true);
+    expect(sent.flatMap((m) => m.events)).toHaveLength(3);
+    // Another webhook's budget is its own.
+    expect(await webhooks.replay(tenant.id, other.id, window)).toBe(3);
+    // The next window has the whole budget again.
+    await new Promise((resolve) => setTimeout(resolve, 3_000 - (Date.now() % 3_000) + 50));
+    expect(await webhooks.replay(tenant.id, hook.id, window)).toBe(3);
+  }, 30_000);
+});
