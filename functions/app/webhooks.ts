@@ -107,6 +107,14 @@ export function defaultReplayBudget(endpointRatePerSecond: number): ReplayBudget
 }
 
 /**
+ * The most bytes of dead letters (their deliveries' JSON) a page of them reads: what one
+ * DynamoDB query reads. A page shows only its letters' event ids and types, but reads
+ * each letter whole (up to 256 KiB of events), consistently: 100 of the largest would
+ * be 25 MiB and 6,400 read units a request, in the table every tenant's authorizer reads.
+ */
+export const DEAD_LETTER_PAGE_BYTES = 1024 * 1024;
+
+/**
  * The most a page of webhooks takes in the API function's answer, which is at most 6 MB
  * (the body is a JSON string in it, so each quote and backslash is escaped again).
  */
@@ -437,11 +445,12 @@ export class WebhookService {
    * A page of the webhook's dead letters (deliveries that used up their retries), in the
    * order their oldest events were accepted: each with its events' ids and types (not
    * their data, which a page of 100 could make too large to answer), `next` for the
-   * page after.
+   * page after: at most `limit` of them, and fewer once DEAD_LETTER_PAGE_BYTES are read.
    */
   async deadLetters(tenantId: string, id: string, limit: number, after: string | undefined) {
     const webhook = await this.#find(tenantId, id);
     const page = await this.#deps.delivery.records.deadLetterPage(webhook.id, this.#deps.now(), limit, {
+      bytes: DEAD_LETTER_PAGE_BYTES,
       ...(after !== undefined && { afterSk: deadLetterCursorKey(after) }),
     });
     return {

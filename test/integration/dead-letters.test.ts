@@ -363,3 +363,39 @@ describe('what on-call reads of a dead letter', () => {
     });
   });
 });
+
+describe('a page of dead letters listed', () => {
+  it('reads at most what one DynamoDB query reads, however large the letters: the rest are on the next pages', async () => {
+    const tenant = await createTenant(sandbox, 'large-letters');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'll:1', url: `${receiver.url}/large-letters` });
+    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const now = Date.now();
+    // Twelve letters of 200 KB of events each (a delivery holds up to 256 KiB): 2.4 MB.
+    for (let n = 1; n <= 12; n++) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_large${String(n).padStart(14, '0')}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [deliveredEventFixture({ id: `evt_large${n}`, seq: n, resource: 'll:1', data: 'x'.repeat(200_000) })],
+        attempt: 8,
+      };
+      expect(await records.deadLetter(message, 'HTTP 500', now + n)).toBe(true);
+    }
+    const path = `/v1/webhooks/${hook.id}/dead-letters`;
+
+    const pages: Array<Array<{ delivery_id: string }>> = [];
+    let after: string | undefined;
+    do {
+      const page = await call(sandbox, 'GET', `${path}?limit=100${after === undefined ? '' : `&after=${after}`}`, { key: tenant.key });
+      expect(page.status).toBe(200);
+      pages.push(page.body.data);
+      after = page.body.has_more ? page.body.next : undefined;
+    } while (after !== undefined && pages.length < 20);
+
+    // At most 1 MiB of letters a page (each 200 KB): 5 of them, and every letter once over the pages.
+    expect(Math.max(...pages.map((p) => p.length))).toBeLessThanOrEqual(5);
+    expect(pages.flat().map((l) => l.delivery_id)).toEqual(
+      Array.from({ length: 12 }, (_, i) => `msg_large${String(i + 1).padStart(14, '0')}`),
+    );
+  });
+});
