@@ -4,9 +4,12 @@
  * then stop on "Database is closed", which says nothing of the other one.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 export class DataDirInUseError extends Error {}
+
+/** The folders this process has claimed and not released (resolved paths). */
+const claimed = new Set<string>();
 
 /** Whether a process with this id is running (one of another user's counts). */
 function running(pid: number): boolean {
@@ -22,10 +25,16 @@ function running(pid: number): boolean {
 /**
  * Claims `dataDir` for this process, or throws DataDirInUseError naming the process that
  * has it. A claim left by a sandbox that did not stop (its process is gone) is taken
- * over. Answers the release, which is also made when the process exits.
+ * over, and so is one that names this very process without its having claimed the
+ * folder: a sandbox killed hard in a container (SIGKILL, out of memory) left its id,
+ * and the container started again gives the same id to the same process (node is
+ * process 1, or the same few after npm), which refused itself as "another sandbox"
+ * at every start until the file was deleted by hand. Answers the release, which is
+ * also made when the process exits.
  */
 export function claimDataDir(dataDir: string): () => void {
   mkdirSync(dataDir, { recursive: true });
+  const folder = resolve(dataDir);
   const file = join(dataDir, 'sandbox.pid');
   for (;;) {
     try {
@@ -34,7 +43,8 @@ export function claimDataDir(dataDir: string): () => void {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       const holder = Number(readFileSync(file, 'utf8'));
-      if (running(holder)) {
+      const ours = holder === process.pid;
+      if (ours ? claimed.has(folder) : running(holder)) {
         throw new DataDirInUseError(
           `${dataDir} is in use by another sandbox (process ${holder}): stop it, or set SLUICE_DATA_DIR to another folder.`,
         );
@@ -42,10 +52,12 @@ export function claimDataDir(dataDir: string): () => void {
       rmSync(file, { force: true });
     }
   }
+  claimed.add(folder);
   let released = false;
   const release = () => {
     if (released) return;
     released = true;
+    claimed.delete(folder);
     rmSync(file, { force: true });
   };
   process.once('exit', release);
