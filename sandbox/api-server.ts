@@ -30,7 +30,7 @@ import { answerThrottled, denies, gatewayRefusal } from './gateway.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
-import { InFlight } from './threads.ts';
+import { InFlight, settled } from './threads.ts';
 
 /** Everything the API needs that is plain data: what a thread can be started with. */
 export interface ApiSettings {
@@ -74,6 +74,8 @@ const ADMIN_USAGE_KEY = 'sandbox-admin';
 export const THROTTLED_REPORT_MS = 250;
 /** How long stopping waits for the requests being handled. */
 const STOP_WAIT_MS = 5_000;
+/** And then for their answers to go out. */
+const ANSWER_WAIT_MS = 1_000;
 const TOKEN_AUTHORIZER_ARN = 'arn:aws:execute-api:us-east-1:000000000000:sandbox/v1/ANY/';
 
 export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Promise<ApiServer> {
@@ -177,8 +179,12 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   };
 
   // API Gateway refuses a throttled key before anything of the API runs: so does the sandbox (gateway.ts).
+  // Set by stop: a request that comes after it, on a connection kept alive, is not
+  // started (its connection is closed, as one that came a moment later would be refused).
+  let stopping = false;
   const withGateway = (options: ServerOptions, listener: RequestListener) =>
     createServer(options, (req, res) => {
+      if (stopping) return void req.socket.destroy();
       const wait = gatewayRefusal(req, Date.now(), { cachedAnswer, usagePlans, tenantLimits });
       if (wait === undefined) return listener(req, res);
       countThrottled();
@@ -242,11 +248,21 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   return {
     port: (server.address() as AddressInfo).port,
     async stop() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections?.();
-      });
+      // No new connections; those between requests close now, the others once their
+      // request is answered. Not all at once: a request under way still did its work (a
+      // tenant made, events accepted) but its caller, its connection closed under it,
+      // took it for failed and asked again (the canary made another tenant at each stop
+      // during its first run, and a producer without idempotency keys sent its events twice).
+      stopping = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await handling.settled(STOP_WAIT_MS);
+      // Each answer is written just after its request is handled: its connection is
+      // then idle, and closed; one that is not by ANSWER_WAIT_MS is closed anyway.
+      const idle = setInterval(() => server.closeIdleConnections(), 10);
+      await settled([closed], ANSWER_WAIT_MS);
+      clearInterval(idle);
+      server.closeAllConnections();
+      await closed;
       reportThrottled();
       ports.flush?.();
       dynamo.destroy();
