@@ -7,7 +7,14 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
-import { CreateQueueCommand, GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import {
+  CreateQueueCommand,
+  GetQueueAttributesCommand,
+  GetQueueUrlCommand,
+  QueueNameExists,
+  SetQueueAttributesCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
 import dynalite from 'dynalite';
 import { startFauxqs } from 'fauxqs';
 import type { ClientOptions } from '../functions/adapters/aws.ts';
@@ -161,37 +168,47 @@ export interface SandboxQueue {
   readonly deadLetterUrl: string;
 }
 
+/**
+ * Makes a queue with these attributes, or gives them to the one of this name a
+ * persisted sandbox (SLUICE_DATA_DIR) already has, as CloudFormation updates a queue in
+ * place: a folder from an earlier checkout, whose queues had other attributes (a
+ * visibility timeout before d6a5454), was refused at every start with QueueNameExists.
+ * Whether a queue is FIFO cannot change, and never has.
+ */
+async function ensureQueue(client: SQSClient, name: string, attributes: Record<string, string>): Promise<string> {
+  try {
+    const made = await client.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }));
+    return made.QueueUrl as string;
+  } catch (error) {
+    // The SDK's class, or the emulator's name for it (AWS.SimpleQueueService.QueueNameExists).
+    if (!(error instanceof QueueNameExists || /QueueNameExists$/.test((error as Error).name))) throw error;
+    const { QueueUrl } = await client.send(new GetQueueUrlCommand({ QueueName: name }));
+    const { FifoQueue: _, ...changeable } = attributes;
+    await client.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: changeable }));
+    return QueueUrl as string;
+  }
+}
+
 export async function createQueues(client: SQSClient): Promise<Record<string, SandboxQueue>> {
   const queues: Record<string, SandboxQueue> = {};
   for (const definition of QUEUES) {
     const suffix = definition.fifo ? '.fifo' : '';
     const base = `sluice-${definition.logicalName.toLowerCase()}`;
-    const fifo = definition.fifo ? { FifoQueue: 'true', ContentBasedDeduplication: 'false' } : {};
-    const dlq = await client.send(
-      new CreateQueueCommand({
-        QueueName: `${base}-dlq${suffix}`,
-        Attributes: {
-          ...fifo,
-          MessageRetentionPeriod: String(definition.retentionSeconds),
-          MaximumMessageSize: String(SQS_MAX_MESSAGE_BYTES),
-        },
-      }),
-    );
-    const dlqUrl = dlq.QueueUrl as string;
+    const fifo: Record<string, string> = definition.fifo ? { FifoQueue: 'true', ContentBasedDeduplication: 'false' } : {};
+    const dlqUrl = await ensureQueue(client, `${base}-dlq${suffix}`, {
+      ...fifo,
+      MessageRetentionPeriod: String(definition.retentionSeconds),
+      MaximumMessageSize: String(SQS_MAX_MESSAGE_BYTES),
+    });
     const { Attributes } = await client.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }));
-    const queue = await client.send(
-      new CreateQueueCommand({
-        QueueName: `${base}${suffix}`,
-        Attributes: {
-          ...fifo,
-          VisibilityTimeout: String(definition.visibilityTimeoutSeconds),
-          MessageRetentionPeriod: String(definition.retentionSeconds),
-          MaximumMessageSize: String(SQS_MAX_MESSAGE_BYTES),
-          RedrivePolicy: JSON.stringify({ deadLetterTargetArn: Attributes?.QueueArn, maxReceiveCount: definition.maxReceiveCount }),
-        },
-      }),
-    );
-    queues[definition.logicalName] = { definition, url: queue.QueueUrl as string, deadLetterUrl: dlqUrl };
+    const url = await ensureQueue(client, `${base}${suffix}`, {
+      ...fifo,
+      VisibilityTimeout: String(definition.visibilityTimeoutSeconds),
+      MessageRetentionPeriod: String(definition.retentionSeconds),
+      MaximumMessageSize: String(SQS_MAX_MESSAGE_BYTES),
+      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: Attributes?.QueueArn, maxReceiveCount: definition.maxReceiveCount }),
+    });
+    queues[definition.logicalName] = { definition, url, deadLetterUrl: dlqUrl };
   }
   return queues;
 }
