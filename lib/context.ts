@@ -17,10 +17,19 @@ export function overridesFromContext(scope: Construct): Readonly<Record<string, 
   const problems: string[] = [];
   // `-c objectQueueCap=5000` or `-c sluice.objectQueueCap=5000` read naturally, and the
   // app would never look at them: the deploy would quietly keep the default.
-  for (const key of Object.keys(scope.node.getAllContext())) {
+  for (const [key, value] of Object.entries(scope.node.getAllContext())) {
     const setting = key.startsWith(`${CONTEXT_KEY}.`) ? key.slice(CONTEXT_KEY.length + 1) : key;
     if (Object.hasOwn(DEFAULT_CONFIG, setting)) {
       problems.push(`${key} is a sluice setting: put it under the context key \`${CONTEXT_KEY}\` (${EXAMPLE}, or in cdk.json)`);
+    }
+    // So would settings under a key that is not `sluice` (`"Sluice": {…}` in cdk.json,
+    // `-c 'sluice_config={…}'`). Only an object that names a setting is taken for one: the
+    // context holds the CDK's own keys too (feature flags, lookups).
+    const named = key === CONTEXT_KEY ? [] : settingsNamedBy(value);
+    if (named.length > 0) {
+      problems.push(
+        `The context key \`${key}\` holds sluice settings (${named.join(', ')}): put them under the context key \`${CONTEXT_KEY}\` (${EXAMPLE}, or in cdk.json)`,
+      );
     }
   }
   const value: unknown = scope.node.tryGetContext(CONTEXT_KEY);
@@ -38,4 +47,18 @@ export function overridesFromContext(scope: Construct): Readonly<Record<string, 
     parsed = {};
   }
   return withProblems(parsed as Record<string, unknown>, problems);
+}
+
+/** The setting names an object (or a JSON string of one, as `-c` gives it) has for keys. */
+function settingsNamedBy(value: unknown): string[] {
+  let object = value;
+  if (typeof value === 'string') {
+    try {
+      object = JSON.parse(value);
+    } catch {
+      return [];
+    }
+  }
+  if (typeof object !== 'object' || object === null || Array.isArray(object)) return [];
+  return Object.keys(object).filter((name) => Object.hasOwn(DEFAULT_CONFIG, name));
 }

@@ -3,6 +3,7 @@
  * or `-c 'sluice={…}'`, which arrives as a string. A mistake is refused by name, not
  * left to a JSON parser's stack trace or, worse, ignored.
  */
+import { readFileSync } from 'node:fs';
 import { App, Stack } from 'aws-cdk-lib';
 import { describe, expect, it } from 'vitest';
 import { overridesFromContext } from '../../lib/context.ts';
@@ -48,5 +49,19 @@ describe('config overrides from context', () => {
     expect(synth({ 'sluice.leaseMs': '1', sluice: '{"reconcileIntervalSeconds":90}' })).toThrow(
       /(?=.*sluice\.leaseMs is a sluice setting)(?=.*reconcileIntervalSeconds must be a whole number of minutes)/s,
     );
+  });
+
+  it('refuses settings under a context key that is not `sluice` (a misspelling, another case), which would be ignored', () => {
+    // `"Sluice": {…}` in cdk.json, or `-c 'sluice_config={…}'`, reads as meant, and the
+    // deploy would quietly keep every default.
+    expect(synth({ Sluice: { objectQueueCap: 5000 } })).toThrow(
+      /The context key `Sluice` holds sluice settings \(objectQueueCap\): put them under the context key `sluice`/,
+    );
+    expect(synth({ sluiceConfig: '{"retentionDays":3,"leaseMs":40000}', sluice: { objectQueueCap: 0 } })).toThrow(
+      /(?=.*`sluiceConfig` holds sluice settings \(retentionDays, leaseMs\))(?=.*objectQueueCap must be)/s,
+    );
+    // What else a CDK app's context holds (feature flags, cdk.json's own keys) is left alone.
+    const cdkJson = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8')) as { context: Record<string, unknown> };
+    expect(synth({ ...cdkJson.context, 'availability-zones:account=1:region=r': ['a', 'b'], other: { colour: 'blue' } })).not.toThrow();
   });
 });
