@@ -141,6 +141,7 @@ function toMeta(item: MetaItem, now?: number): QueueMeta {
     turn: item.turn as TurnRecord | undefined,
     tat: optionalNumber(item.tat),
     scheduledAt: optionalNumber(item.scheduled_at),
+    ...(item.scheduled_retention_ms !== undefined && { scheduledRetentionMs: Number(item.scheduled_retention_ms) }),
     turnAt: optionalNumber(item.turn_at),
     leaseUntil: optionalNumber(item.lease_until),
     pausedAt: optionalNumber(item.paused_at),
@@ -295,6 +296,7 @@ export class QueueStore {
           UpdateExpression:
             `SET ${rate.set}, #scheduled = :true, #reserved_at = :now, #tenant = :tenant, #resource = :resource, ` +
             '#sched_shard = :shard, #sched_key = :pk, #scheduled_at = if_not_exists(#scheduled_at, :now), ' +
+            '#scheduled_retention_ms = if_not_exists(#scheduled_retention_ms, :retention_ms), ' +
             `#cursor = if_not_exists(#cursor, :zero), #seq = if_not_exists(#seq, :zero), #fence = if_not_exists(#fence, :zero)${keep.set}, ` +
             '#reserve_token = :token, #reserve_was_scheduled = if_not_exists(#scheduled, :false) ' +
             'ADD #depth :count, #last_slot :count',
@@ -308,6 +310,7 @@ export class QueueStore {
             'sched_shard',
             'sched_key',
             'scheduled_at',
+            'scheduled_retention_ms',
             'cursor',
             'seq',
             'fence',
@@ -321,6 +324,7 @@ export class QueueStore {
             ...rate.values,
             ...keep.values,
             ':token': token,
+            ':retention_ms': this.#retentionMs,
             ':false': false,
             ':shard': scheduleShard(key, SCHEDULE_SHARDS),
             ':pk': objectPk(key),
@@ -739,7 +743,7 @@ export class QueueStore {
     };
     const idle: EndForm<TurnEnd> = {
       // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
-      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #paused_at, #rerung${commitRemove}`,
+      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #scheduled_retention_ms, #paused_at, #rerung${commitRemove}`,
       condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
       names: [
         ...commitNames,
@@ -749,6 +753,7 @@ export class QueueStore {
         'lease_until',
         'turn',
         'scheduled_at',
+        'scheduled_retention_ms',
         'paused_at',
         'rerung',
         ...guardNames,

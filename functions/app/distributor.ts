@@ -22,6 +22,7 @@ import {
   chunkAgain,
   type PendingItem,
   planChunk,
+  type QueueMeta,
   quietTurnAllowed,
   skippedRanges,
   snapshotHoldMs,
@@ -86,6 +87,20 @@ const MAX_WAIT_FOR_INGEST_MS = 320;
  * comes after the doorbell's visibility timeout or the reconciler's ring, within minutes.
  */
 const EXPIRY_MARGIN_MS = 86_400_000;
+
+/**
+ * The retention period a turn judges its missing slots by (planChunk: TTL may have
+ * deleted them): the shorter of this config's and the one the ingest that scheduled the
+ * object wrote its events with. An item keeps the TTL it was written with, so after
+ * retentionDays was raised (a paused backlog given more time), DynamoDB still deletes
+ * the events written before at the old period's end; judged by the new one, their slots
+ * passed for slots no ingest wrote, and the accepted events were consumed with no gap
+ * marker. A slot an ingest left empty, in a backlog older than the shorter period, is
+ * announced with them (a marker that counts one more, never one fewer).
+ */
+function missingRetentionMs(meta: Pick<QueueMeta, 'scheduledRetentionMs'>, retentionDays: number): number {
+  return Math.min(retentionDays * 86_400_000, meta.scheduledRetentionMs ?? Number.POSITIVE_INFINITY);
+}
 
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
@@ -239,7 +254,7 @@ export class Distributor {
       // are acknowledged only when the whole batch is done.
       const maxMs = options.shared ? Math.min(config.sharedTurnMaxMs, config.turnMaxMs) : config.turnMaxMs;
       const budget = { maxEvents: config.turnMaxEvents, maxMs };
-      const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs: config.retentionDays * 86_400_000 };
+      const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs: missingRetentionMs(meta, config.retentionDays) };
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;

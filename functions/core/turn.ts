@@ -38,6 +38,12 @@ export interface QueueMeta {
   readonly tat: number | undefined;
   /** When the object last went from idle to scheduled (epoch ms), while scheduled. */
   readonly scheduledAt: number | undefined;
+  /**
+   * The retention period (ms) of the ingest that scheduled the object, while scheduled:
+   * its pending events were written with that TTL, or another if the period was changed
+   * since (see the distributor's `missingRetentionMs`).
+   */
+  readonly scheduledRetentionMs?: number;
   /** When a distributor last took the lease or rang again (epoch ms). */
   readonly turnAt: number | undefined;
   /** When the current lease expires (epoch ms), if there is one. */

@@ -67,3 +67,46 @@ it('announces a TTL-deleted event before a live one as lost to retention, not as
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
   expect(counted).toContainEqual(['EventsDropped', 1, { reason: 'retention' }]);
 });
+
+it('announces an event TTL deleted under the retention period it was accepted with, after the period was raised', async () => {
+  // The platform team raised retentionDays from 7 to 14 while the object waited (paused):
+  // its items keep the TTL they were written with, and DynamoDB deletes the oldest at 7
+  // days. Judged by the new 14 days, its missing slot passed for one no ingest wrote.
+  const key: ObjectKey = { tenantId: 'ten_ttl3', resource: 'obj:1' };
+  const day = 86_400_000;
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const slots: number[] = [];
+  for (const [i, reservedAt] of [t0 - 8 * day, t0 - 6 * day].entries()) {
+    const reservation = await store.reserve(key, 1, limits, reservedAt, false);
+    if (!reservation) throw new Error('refused');
+    slots.push(reservation.firstSlot);
+    const event = {
+      id: `evt_${i + 1}`,
+      slot: reservation.firstSlot,
+      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
+      createdAt: new Date(reservedAt).toISOString(),
+    };
+    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
+  }
+  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slots[0] ?? 0) }));
+
+  const sent: Sent[] = [];
+  const counted: Array<[string, number, unknown]> = [];
+  await new Distributor({
+    queues: new QueueStore({ client: events.client, tableName: events.table, retentionDays: 14 }),
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
+    doorbell: { ring: async () => undefined },
+    config: buildConfig({ retentionDays: 14 }),
+    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
+    logger: NO_LOGS,
+    now: () => t0,
+    sleep: async () => undefined,
+  }).runTurn(key, 'lifted');
+
+  expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_2']);
+  expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
+  expect(counted).toContainEqual(['EventsDropped', 1, { reason: 'retention' }]);
+});
