@@ -452,8 +452,11 @@ export class Distributor {
   }
 
   /** Whether an event expires within EXPIRY_MARGIN_MS of `at`: it must be committed before it is published. */
-  #nearExpiry(item: Pick<PendingItem, 'reservedAt'>, at: number): boolean {
-    return item.reservedAt + this.#deps.config.retentionDays * 86_400_000 - at <= EXPIRY_MARGIN_MS;
+  #nearExpiry(item: Pick<PendingItem, 'reservedAt' | 'expiresAt'>, at: number): boolean {
+    // By the expiry the item was written with (its TTL), when it has one: an event accepted
+    // before retentionDays was raised still expires at the old period's end.
+    const expiresAt = item.expiresAt ?? item.reservedAt + this.#deps.config.retentionDays * 86_400_000;
+    return expiresAt - at <= EXPIRY_MARGIN_MS;
   }
 
   /** After the turn's last write: idle, or ring again for the events that came meanwhile. */

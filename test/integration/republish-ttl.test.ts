@@ -23,14 +23,14 @@ beforeAll(() => {
 
 type Sent = DeliveredEvent | GapMarker;
 
-function distributor(now: () => number, send: (events: Sent[]) => void) {
+function distributor(now: () => number, send: (events: Sent[]) => void, config = buildConfig({})) {
   return new Distributor({
     queues: store,
     switches: NO_SWITCHES,
     subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: 'ten_ttl' })] },
     deliveries: { send: async (messages) => send(messages.flatMap((m) => m.events as Sent[])) },
     doorbell: { ring: async () => undefined },
-    config: buildConfig({}),
+    config,
     metrics: NO_METRICS,
     logger: NO_LOGS,
     now,
@@ -172,4 +172,52 @@ it('announces accepted events TTL deleted from a backlog kept past the retention
 
   expect(sent.filter((e): e is DeliveredEvent => e.type !== 'sluice.gap').map((e) => `${e.id}#${e.seq}`)).toEqual(['evt_4#1', 'evt_5#2']);
   expect(sent.filter((e) => e.type === 'sluice.gap')).toMatchObject([{ resource: 'obj:3', data: { dropped: 3, reason: 'retention' } }]);
+});
+
+it('gives no seq to two events when an event nears the TTL it was written with, after retentionDays was raised', async () => {
+  // Written under a retention of 7 days, slot 2 expires 10 s after t0; the distributors now
+  // run with 14. Judged by 14 days, it was not near its expiry: the chunk was published
+  // before its commit, and the holder that died in between left the next one to number
+  // the chunk afresh, without the event TTL had deleted meanwhile.
+  const raised = buildConfig({ retentionDays: 14 });
+  const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:4' };
+  const day = 86_400_000;
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const reservedAts = [t0 - 1_000, t0 - 7 * day + 10_000, t0 - 500];
+  const reservation = await store.reserve(key, 3, limits, t0 - 1_000, false);
+  if (!reservation) throw new Error('refused');
+  for (const [i, reservedAt] of reservedAts.entries()) {
+    const event = {
+      id: `evt_${i + 1}`,
+      slot: reservation.firstSlot + i,
+      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
+      createdAt: new Date(reservedAt).toISOString(),
+    };
+    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
+  }
+  // The first holder's deliveries reach the deliver queue; it dies before its last write.
+  const sent: Sent[] = [];
+  const first = distributor(
+    () => t0,
+    (events) => {
+      sent.push(...events);
+      throw new Error('the holder died');
+    },
+    raised,
+  );
+  await expect(first.runTurn(key, 'dies')).rejects.toThrow('the holder died');
+  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, 2) }));
+  await distributor(
+    () => t0 + 130_000,
+    (events) => void sent.push(...events),
+    raised,
+  ).runTurn(key, 'next');
+
+  // A consumer drops a seq it has seen: one seq given to two events loses the second.
+  const idOfSeq = new Map<number, Set<string>>();
+  const delivered = sent.filter((e): e is DeliveredEvent => e.type !== 'sluice.gap');
+  for (const e of delivered) idOfSeq.set(e.seq, new Set([...(idOfSeq.get(e.seq) ?? []), e.id]));
+  expect([...idOfSeq].filter(([, ids]) => ids.size > 1)).toEqual([]);
+  expect(delivered.map((e) => e.id)).toContain('evt_3');
 });
