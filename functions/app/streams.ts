@@ -24,13 +24,20 @@ export async function pollStream(deps: StreamDeps, tenantId: string, resource: s
   const key = await deps.streams.tokenKey();
   const wasActive = !(await deps.streams.expired(tenantId, resource, now));
   await deps.streams.touch(tenantId, resource, now);
-  const fresh = () => encodeSyncToken(key, { tenantId, resource, position: positionAt(now - STREAM_SETTLE_MS), issuedAt: now });
+  const retentionMs = deps.retentionDays * 86_400_000;
+  const fresh = () =>
+    encodeSyncToken(key, { tenantId, resource, position: positionAt(now - STREAM_SETTLE_MS), issuedAt: now, retentionMs });
   if (token === undefined || token === '') return { status: 412, sync: fresh(), reason: 'Start the stream with this sync token.' };
   const position = decodeSyncToken(key, token, tenantId, resource);
   if (!position) return { status: 412, sync: fresh(), reason: 'The sync token is not valid for this stream; start again with this one.' };
   // A token's position is the settle time before it was issued: it stays valid for the
-  // whole retention period after that (the stream log keeps entries as much longer).
-  if (now - positionTime(position.position) > deps.retentionDays * 86_400_000 + STREAM_SETTLE_MS) {
+  // whole retention period after that (the stream log keeps entries as much longer). An
+  // entry keeps the period it was appended with: after retentionDays was raised, those
+  // appended before still go at the old period's end, and a 200 from a token past them
+  // would skip them without a word. So a token keeps the shortest period since its stream
+  // was started (`kept`), and passes it on; a stream started after the change has the new one.
+  const kept = Math.min(retentionMs, position.retentionMs ?? retentionMs);
+  if (now - positionTime(position.position) > kept + STREAM_SETTLE_MS) {
     return { status: 412, sync: fresh(), reason: 'The sync token is older than the retention period; start again with this one.' };
   }
   if (!wasActive) {
@@ -49,7 +56,7 @@ export async function pollStream(deps: StreamDeps, tenantId: string, resource: s
   return {
     status: 200,
     data: entries.map((e) => e.event),
-    sync: encodeSyncToken(key, { tenantId, resource, position: next, issuedAt: now }),
+    sync: encodeSyncToken(key, { tenantId, resource, position: next, issuedAt: now, retentionMs: kept }),
     has_more: more,
   };
 }

@@ -31,11 +31,23 @@ export interface StreamPosition {
   readonly position: string;
   /** When the token was issued (epoch ms). */
   readonly issuedAt: number;
+  /**
+   * The retention period (ms) the stream entries after `position` may have been kept
+   * for: the one in force when the token's stream was started, or a shorter one since
+   * (app/streams.ts). Undefined in a token issued before tokens carried it.
+   */
+  readonly retentionMs?: number;
 }
 
 export function encodeSyncToken(key: Buffer, position: StreamPosition): string {
   const payload = Buffer.from(
-    JSON.stringify({ t: position.tenantId, r: position.resource, p: position.position, i: position.issuedAt }),
+    JSON.stringify({
+      t: position.tenantId,
+      r: position.resource,
+      p: position.position,
+      i: position.issuedAt,
+      ...(position.retentionMs !== undefined && { k: position.retentionMs }),
+    }),
   ).toString('base64url');
   const mac = createHmac('sha256', key).update(payload).digest('base64url');
   return `${payload}.${mac}`;
@@ -48,14 +60,14 @@ export function decodeSyncToken(key: Buffer, token: string, tenantId: string, re
   const expected = createHmac('sha256', key).update(payload).digest();
   const given = Buffer.from(mac, 'base64url');
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-  let parsed: { t?: unknown; r?: unknown; p?: unknown; i?: unknown };
+  let parsed: { t?: unknown; r?: unknown; p?: unknown; i?: unknown; k?: unknown };
   try {
     parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
   } catch {
     return undefined;
   }
   if (parsed.t !== tenantId || parsed.r !== resource || typeof parsed.p !== 'string' || typeof parsed.i !== 'number') return undefined;
-  return { tenantId, resource, position: parsed.p, issuedAt: parsed.i };
+  return { tenantId, resource, position: parsed.p, issuedAt: parsed.i, ...(typeof parsed.k === 'number' && { retentionMs: parsed.k }) };
 }
 
 const pad = (n: number, width: number) => String(Math.max(0, Math.floor(n))).padStart(width, '0');

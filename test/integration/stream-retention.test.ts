@@ -48,6 +48,39 @@ describe('a sync token', () => {
   });
 });
 
+describe('a sync token after retentionDays was raised', () => {
+  it('is refused once older than the retention period its stream entries were written with', async () => {
+    // The stream log keeps each entry for the period in force when it was appended: after
+    // the period was raised from 7 days to 14, a token from 8 days ago is past entries TTL
+    // has deleted, and a 200 from it would skip them without a word.
+    let clock = Date.now();
+    const now = () => clock;
+    const k = { tenantId: 'ten_raised', resource: 'doc:raised' };
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
+    const start = await pollStream(reader, k.tenantId, k.resource, undefined);
+    clock += 10_000;
+    await publish(
+      ingestAt(rig, now, () => 'evt_raised1'),
+      k.tenantId,
+      [{ resource: k.resource, parents: [], type: 'a.b', data: 1, idempotencyKey: undefined }],
+    );
+    expect(await distributorAt(rig, now).runTurn(k, 'w')).toMatchObject({ distributed: 1 });
+    clock += 1_500;
+    // The consumer's checkpoint: a token from before the event (still settling).
+    const checkpoint = await pollStream(reader, k.tenantId, k.resource, start.sync);
+    expect(checkpoint).toMatchObject({ status: 200, data: [] });
+    // Six days on the stream is polled (it stays alive), the event read but not checkpointed.
+    clock += 6 * DAY;
+    expect(await pollStream(reader, k.tenantId, k.resource, checkpoint.sync)).toMatchObject({ data: [{ id: 'evt_raised1' }] });
+
+    // retentionDays is raised to 14; two days later the consumer resumes from its checkpoint.
+    clock += 2 * DAY;
+    const raised: StreamDeps = { streams: rig.streams, retentionDays: 14, now };
+    const resumed = await pollStream(raised, k.tenantId, k.resource, checkpoint.sync);
+    expect(resumed).toMatchObject({ status: 412 });
+  });
+});
+
 describe('gap markers written to a stream in the same millisecond', () => {
   it('are all kept: a marker for dropped events and one for expired events, in one turn on a stopped clock', async () => {
     let clock = Date.now();
