@@ -26,15 +26,17 @@ beforeAll(() => {
 
 type Sent = DeliveredEvent | GapMarker;
 
-it('announces a TTL-deleted event before a live one as lost to retention, not as a slot no ingest wrote', async () => {
-  const key: ObjectKey = { tenantId: 'ten_ttl2', resource: 'obj:1' };
-  const day = 86_400_000;
-  const t0 = Date.now();
+const DAY_MS = 86_400_000;
+
+/**
+ * Under a pause, an event accepted 8 days before `t0` (its item deleted since by TTL, as
+ * at a 7-day retention) and one 6 days before; then one lifted turn of a distributor at
+ * `retentionDays`: what it sent and counted.
+ */
+async function liftedAfterTtl(key: ObjectKey, t0: number, retentionDays: number) {
   const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
-  // Under a pause, slot 1 was accepted 8 days ago (expired since, and its item deleted
-  // by TTL), slot 2 six days ago.
   const slots: number[] = [];
-  for (const [i, reservedAt] of [t0 - 8 * day, t0 - 6 * day].entries()) {
+  for (const [i, reservedAt] of [t0 - 8 * DAY_MS, t0 - 6 * DAY_MS].entries()) {
     const reservation = await store.reserve(key, 1, limits, reservedAt, false);
     if (!reservation) throw new Error('refused');
     slots.push(reservation.firstSlot);
@@ -51,17 +53,22 @@ it('announces a TTL-deleted event before a live one as lost to retention, not as
   const sent: Sent[] = [];
   const counted: Array<[string, number, unknown]> = [];
   await new Distributor({
-    queues: store,
+    queues: new QueueStore({ client: events.client, tableName: events.table, retentionDays }),
     switches: NO_SWITCHES,
     subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
     deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
     doorbell: { ring: async () => undefined },
-    config: buildConfig({}),
+    config: buildConfig({ retentionDays }),
     metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
     logger: NO_LOGS,
     now: () => t0,
     sleep: async () => undefined,
   }).runTurn(key, 'lifted');
+  return { sent, counted };
+}
+
+it('announces a TTL-deleted event before a live one as lost to retention, not as a slot no ingest wrote', async () => {
+  const { sent, counted } = await liftedAfterTtl({ tenantId: 'ten_ttl2', resource: 'obj:1' }, Date.now(), 7);
 
   expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_2']);
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
@@ -72,39 +79,7 @@ it('announces an event TTL deleted under the retention period it was accepted wi
   // The platform team raised retentionDays from 7 to 14 while the object waited (paused):
   // its items keep the TTL they were written with, and DynamoDB deletes the oldest at 7
   // days. Judged by the new 14 days, its missing slot passed for one no ingest wrote.
-  const key: ObjectKey = { tenantId: 'ten_ttl3', resource: 'obj:1' };
-  const day = 86_400_000;
-  const t0 = Date.now();
-  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
-  const slots: number[] = [];
-  for (const [i, reservedAt] of [t0 - 8 * day, t0 - 6 * day].entries()) {
-    const reservation = await store.reserve(key, 1, limits, reservedAt, false);
-    if (!reservation) throw new Error('refused');
-    slots.push(reservation.firstSlot);
-    const event = {
-      id: `evt_${i + 1}`,
-      slot: reservation.firstSlot,
-      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
-      createdAt: new Date(reservedAt).toISOString(),
-    };
-    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
-  }
-  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slots[0] ?? 0) }));
-
-  const sent: Sent[] = [];
-  const counted: Array<[string, number, unknown]> = [];
-  await new Distributor({
-    queues: new QueueStore({ client: events.client, tableName: events.table, retentionDays: 14 }),
-    switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
-    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
-    doorbell: { ring: async () => undefined },
-    config: buildConfig({ retentionDays: 14 }),
-    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
-    logger: NO_LOGS,
-    now: () => t0,
-    sleep: async () => undefined,
-  }).runTurn(key, 'lifted');
+  const { sent, counted } = await liftedAfterTtl({ tenantId: 'ten_ttl3', resource: 'obj:1' }, Date.now(), 14);
 
   expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_2']);
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);

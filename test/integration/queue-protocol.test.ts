@@ -1074,13 +1074,8 @@ describe('turns', () => {
     expect(await store.readMeta(k)).toMatchObject({ depth: 1, cursor: 1, scheduled: true });
   });
 
-  it('publishes the same seqs and delivery ids again when a holder dies between publishing and its last write', async () => {
-    const k = key();
-    await publish(
-      ingestDeps([]),
-      k.tenantId,
-      [1, 2].map((n) => input(k.resource, n)),
-    );
+  /** A holder of `k` that publishes its turn and dies before its last write: what it sent. */
+  async function diesBeforeLastWrite(k: ObjectKey) {
     class DyingStore extends QueueStore {
       override async commitLastChunk(): Promise<'idle' | 'pending'> {
         throw new Error('the holder died');
@@ -1089,6 +1084,17 @@ describe('turns', () => {
     const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
     const first = recordingDistributor({ leaseMs: 500, turnMaxMs: 400 }, Date.now, dying);
     await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    return first;
+  }
+
+  it('publishes the same seqs and delivery ids again when a holder dies between publishing and its last write', async () => {
+    const k = key();
+    await publish(
+      ingestDeps([]),
+      k.tenantId,
+      [1, 2].map((n) => input(k.resource, n)),
+    );
+    const first = await diesBeforeLastWrite(k);
     const next = recordingDistributor({}, () => Date.now() + 1_000);
     expect(await next.distributor.runTurn(k, 'next')).toMatchObject({ outcome: 'idle', distributed: 2 });
     expect(next.seqs()).toEqual(first.seqs());
@@ -1103,14 +1109,7 @@ describe('turns', () => {
       k.tenantId,
       [1, 2].map((n) => input(k.resource, n)),
     );
-    class DyingStore extends QueueStore {
-      override async commitLastChunk(): Promise<'idle' | 'pending'> {
-        throw new Error('the holder died');
-      }
-    }
-    const dying = new DyingStore({ client, tableName: eventsTable, retentionDays: 7 });
-    const first = recordingDistributor({ leaseMs: 500, turnMaxMs: 400 }, Date.now, dying);
-    await expect(first.distributor.runTurn(k, 'dies')).rejects.toThrow('the holder died');
+    const first = await diesBeforeLastWrite(k);
     // A third event comes before the next holder: it plans the three as one chunk.
     await publish(deps, k.tenantId, [input(k.resource, 3)]);
     const next = recordingDistributor({}, () => Date.now() + 1_000);

@@ -38,14 +38,13 @@ function distributor(now: () => number, send: (events: Sent[]) => void, config =
   });
 }
 
-it('keeps each event its planned seq, and marks the one TTL deleted, when a chunk is published again', async () => {
-  const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:1' };
-  const day = 86_400_000;
-  const t0 = Date.now();
-  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
-  // Slot 1 fresh; slot 2 expiring 10 s after t0 (a week-old backlog, a pause just lifted); slot 3 fresh.
-  const reservedAts = [t0 - 1_000, t0 - 7 * day + 10_000, t0 - 500];
-  const reservation = await store.reserve(key, 3, limits, t0 - 1_000, false);
+/**
+ * Three events in one reservation of `key`, written under a 7-day retention: slot 1
+ * fresh, slot 2 expiring 10 s after `t0` (a week-old backlog, a pause just lifted), slot 3 fresh.
+ */
+async function queueOneNearExpiry(key: ObjectKey, t0: number): Promise<void> {
+  const reservedAts = [t0 - 1_000, t0 - 7 * 86_400_000 + 10_000, t0 - 500];
+  const reservation = await store.reserve(key, 3, { cap: 100, ratePerSecond: 1e6, burst: 1e6 }, t0 - 1_000, false);
   if (!reservation) throw new Error('refused');
   for (const [i, reservedAt] of reservedAts.entries()) {
     const event = {
@@ -56,6 +55,12 @@ it('keeps each event its planned seq, and marks the one TTL deleted, when a chun
     };
     await store.writeEventsOf([{ key, events: [event], reservedAt }]);
   }
+}
+
+it('keeps each event its planned seq, and marks the one TTL deleted, when a chunk is published again', async () => {
+  const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:1' };
+  const t0 = Date.now();
+  await queueOneNearExpiry(key, t0);
   // The first holder plans slots 1-3 at t0 (all live; slot 2 near its expiry, so the
   // chunk is committed first, with a turn record) and dies publishing.
   const first = distributor(
@@ -181,21 +186,8 @@ it('gives no seq to two events when an event nears the TTL it was written with, 
   // the chunk afresh, without the event TTL had deleted meanwhile.
   const raised = buildConfig({ retentionDays: 14 });
   const key: ObjectKey = { tenantId: 'ten_ttl', resource: 'obj:4' };
-  const day = 86_400_000;
   const t0 = Date.now();
-  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
-  const reservedAts = [t0 - 1_000, t0 - 7 * day + 10_000, t0 - 500];
-  const reservation = await store.reserve(key, 3, limits, t0 - 1_000, false);
-  if (!reservation) throw new Error('refused');
-  for (const [i, reservedAt] of reservedAts.entries()) {
-    const event = {
-      id: `evt_${i + 1}`,
-      slot: reservation.firstSlot + i,
-      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
-      createdAt: new Date(reservedAt).toISOString(),
-    };
-    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
-  }
+  await queueOneNearExpiry(key, t0);
   // The first holder's deliveries reach the deliver queue; it dies before its last write.
   const sent: Sent[] = [];
   const first = distributor(
