@@ -102,6 +102,22 @@ function missingRetentionMs(meta: Pick<QueueMeta, 'scheduledRetentionMs'>, reten
   return Math.min(retentionDays * 86_400_000, meta.scheduledRetentionMs ?? Number.POSITIVE_INFINITY);
 }
 
+/**
+ * The shortest retention period the items read were written with (each one's TTL less
+ * its reservation, to the minute), which a turn judges missing slots by too: a meta item
+ * written before it kept `scheduled_retention_ms` (or given it by an ingest after the
+ * period was raised) names the new period for a backlog whose events were written with
+ * the old one, and its events deleted at the old period's end went unannounced.
+ */
+function writtenRetentionMs(items: readonly PendingItem[]): number {
+  let shortest = Number.POSITIVE_INFINITY;
+  for (const item of items) {
+    if (item.void || item.expiresAt === undefined) continue;
+    shortest = Math.min(shortest, Math.round((item.expiresAt - item.reservedAt) / 60_000) * 60_000);
+  }
+  return shortest;
+}
+
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
     id: event.id,
@@ -254,7 +270,7 @@ export class Distributor {
       // are acknowledged only when the whole batch is done.
       const maxMs = options.shared ? Math.min(config.sharedTurnMaxMs, config.turnMaxMs) : config.turnMaxMs;
       const budget = { maxEvents: config.turnMaxEvents, maxMs };
-      const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs: missingRetentionMs(meta, config.retentionDays) };
+      let retentionMs = missingRetentionMs(meta, config.retentionDays);
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
@@ -289,6 +305,8 @@ export class Distributor {
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
         const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
         const plannedAt = now();
+        retentionMs = Math.min(retentionMs, writtenRetentionMs(items));
+        const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs };
         const plan = planChunk(items, { ...meta, cursor, scheduledAt: floorAt }, plannedAt, timing, limit, readAll);
         left = plan.waiting || !readAll || plan.cursor < meta.lastSlot;
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
