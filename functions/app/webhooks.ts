@@ -401,7 +401,10 @@ export class WebhookService {
         waitSeconds,
       );
     if (grant.taken === 0) throw spent();
-    let used = grant.taken;
+    // A read that failed (DynamoDB throttled it, say) sent nothing: its take is given
+    // back, or the caller's next try would be refused for the rest of the window after a
+    // replay that never happened.
+    let used = 0;
     let logged: Awaited<ReturnType<typeof records.logged>>;
     try {
       logged = await records.logged(webhook.id, { since: window.since, until }, now, {
@@ -411,7 +414,15 @@ export class WebhookService {
       // What was read counts, sent or not (a window refused below was read all the same).
       used = Math.max(logged.deliveries.length, Math.ceil(logged.bytes / REPLAY_UNIT_BYTES));
     } finally {
-      await records.adjustBudget(budgetKey, budget.windowMs, grant.window, used - grant.taken);
+      // A correction that fails leaves the whole take counted, never less than was read:
+      // the replay goes on, where failing it after its read would also refuse its retry.
+      await records.adjustBudget(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
+        this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
+          tenant: tenantId,
+          webhook: webhook.id,
+          error,
+        }),
+      );
     }
     // A window larger than what is left of the budget waits for the next, not split.
     if (logged.more && grant.taken < whole) throw spent();

@@ -5,6 +5,7 @@
  * past what its endpoints take and hold up every other tenant's deliveries.
  */
 import { describe, expect, it } from 'vitest';
+import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { MAX_REPLAY_DELIVERIES } from '../../functions/app/webhooks.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
@@ -115,5 +116,42 @@ describe('a tenant replaying one window after another', () => {
     // The next window has the whole budget again.
     await new Promise((resolve) => setTimeout(resolve, 3_000 - (Date.now() % 3_000) + 50));
     expect(await webhooks.replay(tenant.id, hook.id, window)).toBe(3);
+  }, 30_000);
+
+  it('gives back what a replay took when its log read failed, and sends a replay whose budget was not corrected', async () => {
+    const tenant = await createTenant(sandbox, 'replay-fails');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rf:1', url: `${receiver.url}/replay-fails` });
+    const from = await logDeliveries(tenant.id, hook.id, 2);
+    const failing = { logged: 1, adjustBudget: 0 };
+    class FailingRecords extends DeliveryRecords {
+      override async logged(...args: Parameters<DeliveryRecords['logged']>) {
+        if (failing.logged-- > 0) throw new Error('ProvisionedThroughputExceededException');
+        return super.logged(...args);
+      }
+      override async adjustBudget(...args: Parameters<DeliveryRecords['adjustBudget']>) {
+        if (failing.adjustBudget-- > 0) throw new Error('ProvisionedThroughputExceededException');
+        return super.adjustBudget(...args);
+      }
+    }
+    const records = new FailingRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const sent: DeliveryMessage[] = [];
+    const webhooks = webhookService(sandbox, {
+      delivery: { records, queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) } },
+      service: { replayBudget: { units: 4, windowMs: 10_000 } },
+    });
+    // Early in a window, so that the replays share one.
+    await new Promise((resolve) => setTimeout(resolve, 10_000 - (Date.now() % 10_000) + 50));
+    const window = { since: from - 1_000, until: undefined };
+
+    // The read fails: nothing sent, and the budget not spent on it (its retry was refused
+    // with 429 until the window's end).
+    await expect(webhooks.replay(tenant.id, hook.id, window)).rejects.toThrow('ProvisionedThroughputExceededException');
+    expect(await webhooks.replay(tenant.id, hook.id, window)).toBe(2);
+    // The correction fails: the replay is sent all the same (it failed after its read),
+    // and its whole take of 2 stays counted.
+    failing.adjustBudget = 1;
+    expect(await webhooks.replay(tenant.id, hook.id, { since: from - 1_000, until: from + 2 })).toBe(1);
+    expect(sent.flatMap((m) => m.events)).toHaveLength(3);
+    await expect(webhooks.replay(tenant.id, hook.id, window)).rejects.toMatchObject({ code: 'rate_limited' });
   }, 30_000);
 });
