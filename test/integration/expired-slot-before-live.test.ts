@@ -31,9 +31,9 @@ const DAY_MS = 86_400_000;
 /**
  * Under a pause, an event accepted 8 days before `t0` (its item deleted since by TTL, as
  * at a 7-day retention) and one 6 days before; then one lifted turn of a distributor at
- * `retentionDays`: what it sent and counted.
+ * `retentionDays` (after `beforeTurn`): what it sent and counted.
  */
-async function liftedAfterTtl(key: ObjectKey, t0: number, retentionDays: number) {
+async function liftedAfterTtl(key: ObjectKey, t0: number, retentionDays: number, beforeTurn?: () => Promise<void>) {
   const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
   const slots: number[] = [];
   for (const [i, reservedAt] of [t0 - 8 * DAY_MS, t0 - 6 * DAY_MS].entries()) {
@@ -49,6 +49,7 @@ async function liftedAfterTtl(key: ObjectKey, t0: number, retentionDays: number)
     await store.writeEventsOf([{ key, events: [event], reservedAt }]);
   }
   await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slots[0] ?? 0) }));
+  await beforeTurn?.();
 
   const sent: Sent[] = [];
   const counted: Array<[string, number, unknown]> = [];
@@ -92,62 +93,24 @@ it('announces an event TTL deleted under the period it was accepted with, also w
   // until the next event's ingest gave it the new one, and judged by 14 days the slot
   // TTL deleted at 7 passed for one no ingest wrote.
   const key: ObjectKey = { tenantId: 'ten_ttl9', resource: 'obj:1' };
-  const day = 86_400_000;
   const t0 = Date.now();
-  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
-  const slots: number[] = [];
-  for (const [i, reservedAt] of [t0 - 8 * day, t0 - 6 * day].entries()) {
-    const reservation = await store.reserve(key, 1, limits, reservedAt, false);
-    if (!reservation) throw new Error('refused');
-    slots.push(reservation.firstSlot);
-    const event = {
-      id: `evt_${i + 1}`,
-      slot: reservation.firstSlot,
-      input: { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined },
-      createdAt: new Date(reservedAt).toISOString(),
-    };
-    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
-  }
-  await events.client.send(
-    new UpdateCommand({
-      TableName: events.table,
-      Key: { pk: `${key.tenantId}#${key.resource}`, sk: 'meta' },
-      UpdateExpression: 'REMOVE scheduled_retention_ms',
-    }),
-  );
-  await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slots[0] ?? 0) }));
-  const raised = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 14 });
-  const after = await raised.reserve(key, 1, limits, t0 - day, false);
-  if (!after) throw new Error('refused');
-  await raised.writeEventsOf([
-    {
-      key,
-      events: [
-        {
-          id: 'evt_3',
-          slot: after.firstSlot,
-          input: { resource: key.resource, parents: [], type: 'a.b', data: { n: 3 }, idempotencyKey: undefined },
-          createdAt: new Date(t0 - day).toISOString(),
-        },
-      ],
-      reservedAt: t0 - day,
-    },
-  ]);
-
-  const sent: Sent[] = [];
-  const counted: Array<[string, number, unknown]> = [];
-  await new Distributor({
-    queues: raised,
-    switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
-    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
-    doorbell: { ring: async () => undefined },
-    config: buildConfig({ retentionDays: 14 }),
-    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
-    logger: NO_LOGS,
-    now: () => t0,
-    sleep: async () => undefined,
-  }).runTurn(key, 'lifted');
+  const { sent, counted } = await liftedAfterTtl(key, t0, 14, async () => {
+    await events.client.send(
+      new UpdateCommand({
+        TableName: events.table,
+        Key: { pk: `${key.tenantId}#${key.resource}`, sk: 'meta' },
+        UpdateExpression: 'REMOVE scheduled_retention_ms',
+      }),
+    );
+    const raised = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 14 });
+    const reservedAt = t0 - DAY_MS;
+    const after = await raised.reserve(key, 1, { cap: 100, ratePerSecond: 1e6, burst: 1e6 }, reservedAt, false);
+    if (!after) throw new Error('refused');
+    const input = { resource: key.resource, parents: [], type: 'a.b', data: { n: 3 }, idempotencyKey: undefined };
+    await raised.writeEventsOf([
+      { key, events: [{ id: 'evt_3', slot: after.firstSlot, input, createdAt: new Date(reservedAt).toISOString() }], reservedAt },
+    ]);
+  });
 
   expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_2', 'evt_3']);
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
