@@ -67,8 +67,13 @@ export class Sluice extends Construct {
     readonly canary: NodejsFunction;
     readonly canaryReceiver: NodejsFunction;
   };
-  /** Every alarm notifies this topic: subscribe on-call (email, PagerDuty, chat). */
+  /** The alarms that page notify this topic: subscribe on-call (PagerDuty, say). */
   readonly onCallTopic: Topic;
+  /**
+   * The alarms about one tenant's producer or endpoint (`severity: 'ticket'`) notify this
+   * topic: subscribe a queue read in working hours (email, chat, a ticket system).
+   */
+  readonly ticketTopic: Topic;
   readonly dashboard: Dashboard;
 
   constructor(scope: Construct, id: string, props: SluiceProps = {}) {
@@ -119,6 +124,7 @@ export class Sluice extends Construct {
       },
     });
     this.onCallTopic = operations.onCallTopic;
+    this.ticketTopic = operations.ticketTopic;
     this.dashboard = operations.dashboard;
 
     this.api = api.restApi;

@@ -7,7 +7,7 @@
  * the alarms that follow a schedule: the sandbox runs its schedules in real time.
  */
 import type { SluiceConfig } from '../functions/core/config.ts';
-import { type AlarmDefinition, alarmDefinitions } from '../functions/definitions/alarms.ts';
+import { type AlarmDefinition, type AlarmSeverity, alarmDefinitions } from '../functions/definitions/alarms.ts';
 import { type InMemoryMetrics, sourceKey } from './metrics.ts';
 
 export type AlarmStateValue = 'OK' | 'ALARM';
@@ -15,6 +15,8 @@ export type AlarmStateValue = 'OK' | 'ALARM';
 export interface AlarmState {
   readonly name: string;
   readonly title: string;
+  /** Whom it calls: on-call (`page`) or the tickets topic (`ticket`). */
+  readonly severity: AlarmSeverity;
   readonly state: AlarmStateValue;
   readonly since: string;
   readonly value: number | null;
@@ -51,6 +53,7 @@ export class AlarmEvaluator {
       return {
         name: alarm.name,
         title: alarm.title,
+        severity: alarm.severity,
         state: current.state,
         since: new Date(current.since).toISOString(),
         value,

@@ -31,9 +31,19 @@ export const SCHEDULED_FUNCTIONS = {
 } as const satisfies Partial<Record<FunctionName, keyof SluiceConfig>>;
 export type ScheduledFunction = keyof typeof SCHEDULED_FUNCTIONS;
 
+/**
+ * Whom an alarm calls. `page`: on-call, at any hour, through the on-call topic: the
+ * platform fails, or may lose or hold up events, for every tenant, and only its
+ * operators can act. `ticket`: the tickets topic, read in working hours: what one
+ * tenant's producer or endpoint does, which sluice contains by itself (its 429s, its
+ * quarantine and hold, its disable notice), where the action is to tell that tenant.
+ */
+export type AlarmSeverity = 'page' | 'ticket';
+
 export interface AlarmDefinition {
   /** Stable id. */
   readonly name: string;
+  readonly severity: AlarmSeverity;
   /** Its section of docs/runbooks.md (a `## <runbook>` heading). */
   readonly runbook: string;
   readonly title: string;
@@ -175,6 +185,7 @@ function reconcilerStale(intervalSeconds: number): AlarmDefinition {
   const periodSeconds = scheduledPeriodSeconds(intervalSeconds);
   return {
     name: 'reconciler-stale',
+    severity: 'page',
     runbook: 'reconciler-stale',
     title: 'Reconciler stale',
     summary: `no reconciler run has reported a sweep in the last ${span(RECONCILER_STALE_INTERVALS * periodSeconds)} (${RECONCILER_STALE_INTERVALS} of its intervals).`,
@@ -222,6 +233,7 @@ function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: s
   const minutes = recordsOf ? recordFailureWindowMinutes(RECORD_QUEUES[recordsOf]) : 5;
   return {
     name: `${fn}-${kind}`,
+    severity: 'page',
     runbook: `function-${kind}`,
     title: `${fn} function ${kind}`,
     summary: `the ${fn} function ${records ? `${what} or records` : what} in 3 of the last ${minutes} minutes.`,
@@ -240,6 +252,7 @@ function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: s
 const FIXED_ALARMS: readonly AlarmDefinition[] = [
   {
     name: 'canary-stale',
+    severity: 'page',
     runbook: 'canary-stale',
     title: 'Canary stale',
     summary: 'no synthetic canary event has been delivered end to end in 5 minutes.',
@@ -254,6 +267,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'distributor-backlog-age',
+    severity: 'page',
     runbook: 'distributor-backlog-age',
     title: 'Distributor backlog age',
     summary: 'the oldest doorbell has waited over 2 minutes for a distributor.',
@@ -268,6 +282,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'bulk-distributor-backlog-age',
+    severity: 'page',
     runbook: 'bulk-distributor-backlog-age',
     title: 'Bulk-lane distributor backlog age',
     summary:
@@ -283,6 +298,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'delivery-backlog-age',
+    severity: 'page',
     runbook: 'delivery-backlog-age',
     title: 'Delivery backlog age',
     summary: 'a delivery reached a delivery function over 5 minutes after it was due.',
@@ -300,6 +316,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'events-rejected-or-dropped',
+    severity: 'page',
     runbook: 'events-rejected-or-dropped',
     title: 'Events rejected or dropped',
     summary:
@@ -325,6 +342,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'object-queue-near-cap',
+    severity: 'page',
     runbook: 'object-queue-near-cap',
     title: 'Object queue near its cap',
     summary: 'an object queue holds over 80 % of objectQueueCap events.',
@@ -343,6 +361,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'dead-letters',
+    severity: 'page',
     runbook: 'dead-letters',
     title: 'Dead letters',
     summary: 'a delivery used up its retries, or a queue message landed in a dead-letter queue.',
@@ -362,6 +381,10 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'webhook-disabled',
+    // One tenant's endpoint: its owner was told (SNS), its deliveries are held, and the
+    // runbook's action is none unless the tenant asks. A platform fault that fails every
+    // endpoint pages long before any is disabled: canary-stale within 5 minutes.
+    severity: 'ticket',
     runbook: 'webhook-disabled',
     title: 'Webhook disabled',
     summary: 'sluice disabled a webhook (it answered 410, or stayed quarantined too long).',
@@ -376,6 +399,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'ingest-5xx',
+    severity: 'page',
     runbook: 'ingest-5xx',
     title: 'Ingest 5xx',
     summary: 'the API answered over 5 server errors in 5 minutes.',

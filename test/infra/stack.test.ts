@@ -680,13 +680,19 @@ describe('webhook-disabled notices', () => {
 });
 
 describe('operations', () => {
-  it('has every alarm of the definitions, with its threshold, description and the on-call topic as action', () => {
+  it('has every alarm of the definitions, with its threshold, description and its severity’s topic as action (on-call, or tickets)', () => {
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
     // The template's config: OVERRIDES on the defaults (every interval a minute).
     const definitions = alarmDefinitions(buildConfig(OVERRIDES));
     expect(alarms).toHaveLength(definitions.length);
-    const [topicId] = Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }));
+    const topicOf = (displayName: string) =>
+      Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: displayName } }));
+    const [onCall] = topicOf('sluice on-call');
+    const [tickets] = topicOf('sluice tickets');
+    expect(tickets).toBeDefined();
+    expect(definitions.filter((d) => d.severity === 'ticket').length).toBeGreaterThan(0);
     for (const definition of definitions) {
+      const topicId = definition.severity === 'page' ? onCall : tickets;
       const alarm = alarms.find((a) => a.Properties.AlarmDescription === alarmDescription(definition));
       expect(alarm, definition.name).toBeDefined();
       expect(alarm?.Properties).toMatchObject({
@@ -730,8 +736,11 @@ describe('operations', () => {
     });
   });
 
-  it("lets CloudWatch's alarms publish to the on-call topic: its own key and its policy allow them", () => {
-    const [, topic] = Object.entries(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }))[0] as [
+  it.each([
+    'sluice on-call',
+    'sluice tickets',
+  ])("lets CloudWatch's alarms publish to the topic %s: its own key and its policy allow them", (displayName) => {
+    const [topicId, topic] = Object.entries(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: displayName } }))[0] as [
       string,
       { Properties: { KmsMasterKeyId: unknown } },
     ];
@@ -749,6 +758,7 @@ describe('operations', () => {
       ]),
     );
     template.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      Topics: [{ Ref: topicId }],
       PolicyDocument: {
         Statement: Match.arrayWith([
           Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
@@ -1009,6 +1019,7 @@ describe('operations', () => {
       'AdminKeySecretArn',
       'ApiUrl',
       'OnCallTopicArn',
+      'TicketTopicArn',
       'WebhookDisabledTopicArn',
     ]);
   });

@@ -29,6 +29,11 @@ async function alarmState(name: string): Promise<string> {
   return response.body.data.find((a: { name: string }) => a.name === name)?.state;
 }
 
+/** The alarms that page in ALARM, but canary-stale: this sandbox runs no canary. */
+function paging(alarms: Array<{ name: string; state: string; severity: string }>): string[] {
+  return alarms.filter((a) => a.state === 'ALARM' && a.severity === 'page' && a.name !== 'canary-stale').map((a) => a.name);
+}
+
 /** Polls the alarm until it is in `state`; answers how long that took (ms). */
 async function until(name: string, state: 'OK' | 'ALARM', timeoutMs = 15_000): Promise<number> {
   const started = Date.now();
@@ -49,6 +54,10 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     await publish(sandbox, tenant.key, [{ resource: 'doc:1', type: 'doc.changed', data: {} }]);
 
     await until('webhook-disabled', 'ALARM');
+    // A customer's endpoint: a ticket for working hours, not a page.
+    const alarms = (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data;
+    expect(alarms.find((a: { name: string }) => a.name === 'webhook-disabled')).toMatchObject({ severity: 'ticket' });
+    expect(paging(alarms)).toEqual([]);
     // The disable is counted in its write's step, and the notice published just after it.
     let notices: unknown;
     for (const started = Date.now(); !JSON.stringify(notices ?? '').includes(hook.id) && Date.now() - started < 5_000; ) {

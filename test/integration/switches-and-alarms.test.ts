@@ -692,7 +692,7 @@ describe('alarms and the canary', () => {
       expect.arrayContaining(['canary-stale', 'distributor-backlog-age', 'dead-letters', 'ingest-5xx', 'delivery-errors']),
     );
     for (const a of response.body.data) {
-      expect(Object.keys(a).sort()).toEqual(['name', 'runbook', 'since', 'state', 'threshold', 'title', 'value']);
+      expect(Object.keys(a).sort()).toEqual(['name', 'runbook', 'severity', 'since', 'state', 'threshold', 'title', 'value']);
     }
     const tenant = await createTenant(sandbox, 'nosy');
     expect((await call(sandbox, 'GET', '/v1/admin/alarms', { key: tenant.key })).status).toBe(403);

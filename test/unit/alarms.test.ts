@@ -39,6 +39,8 @@ describe('alarm definitions', () => {
     for (const alarm of ALARMS) {
       expect(alarmDescription(alarm)).toContain(`docs/runbooks.md#${alarm.runbook}`);
       expect(runbooks).toMatch(new RegExp(`^## ${alarm.runbook}$`, 'm'));
+      // Its section says whom it calls.
+      expect(runbooks, alarm.name).toMatch(new RegExp(`^## ${alarm.runbook}\\n\\n\\*\\*Calls:\\*\\* a ${alarm.severity}\\b`, 'm'));
     }
   });
 });
@@ -221,6 +223,38 @@ describe('sandbox alarm evaluation', () => {
     // 20 s into a 5-minute period: its data is already over the threshold.
     expect(state('events-rejected-or-dropped')).toMatchObject({ state: 'ALARM', value: 5_000 });
     expect(state('canary-stale')?.state).toBe('OK');
+  });
+});
+
+describe('who an alarm calls: on-call for the platform, a ticket for what one tenant does', () => {
+  /** A fresh evaluator a minute into its run; `paging` answers the alarms in ALARM that page, `ticketed` those that file a ticket. */
+  function watch(overrides: Record<string, unknown> = {}) {
+    let now = 20_000_000;
+    const metrics = new InMemoryMetrics(() => now);
+    const evaluator = new AlarmEvaluator(metrics, buildConfig(overrides), { now: () => now });
+    now += 60_000;
+    const firing = (severity: string) =>
+      evaluator
+        .evaluate()
+        .filter((a) => a.state === 'ALARM' && a.severity === severity && a.name !== 'canary-stale' && a.name !== 'reconciler-stale')
+        .map((a) => a.name);
+    return {
+      metrics,
+      advance: (ms: number) => {
+        now += ms;
+      },
+      paging: () => firing('page'),
+      ticketed: () => firing('ticket'),
+    };
+  }
+
+  it("files a ticket, and wakes nobody, for a customer's endpoint that answered 410 or stayed quarantined for 3 days", () => {
+    const { metrics, advance, paging, ticketed } = watch();
+    metrics.count('WebhooksDisabled', 1, { reason: 'gone' });
+    metrics.count('WebhooksDisabled', 1, { reason: 'quarantine_expired' });
+    advance(1);
+    expect(ticketed()).toEqual(['webhook-disabled']);
+    expect(paging()).toEqual([]);
   });
 });
 
