@@ -364,14 +364,35 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     severity: 'page',
     runbook: 'dead-letters',
     title: 'Dead letters',
-    summary: 'a delivery used up its retries, or a queue message landed in a dead-letter queue.',
+    summary: 'a queue message landed in a dead-letter queue: a doorbell or delivery message that failed at every receive.',
+    // A message sluice itself failed on (a bug, a message it cannot read): it pages. A
+    // delivery whose endpoint refused it through the whole retry schedule is a customer's
+    // endpoint, and files a ticket (deliveries-dead-lettered): the two together are
+    // SPEC §5's "any dead letter".
     sources: [
-      { kind: 'sluice', name: 'DeadLetters' },
       { kind: 'queue', queue: 'Distribute', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
       { kind: 'queue', queue: 'DistributeBulk', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
       { kind: 'queue', queue: 'Deliver', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
     ],
     statistic: 'Maximum',
+    periodSeconds: 300,
+    evaluationPeriods: 1,
+    datapointsToAlarm: 1,
+    threshold: 0,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
+    name: 'deliveries-dead-lettered',
+    // One tenant's endpoint refused a delivery at each attempt of its schedule (about 28
+    // hours): the action is to tell the tenant which events, which can wait for the day.
+    // A platform fault that fails every delivery pages within minutes (canary-stale).
+    severity: 'ticket',
+    runbook: 'deliveries-dead-lettered',
+    title: 'Deliveries dead-lettered',
+    summary: 'a delivery used up its retries: its endpoint refused it at every attempt of the schedule.',
+    sources: [{ kind: 'sluice', name: 'DeadLetters' }],
+    statistic: 'Sum',
     periodSeconds: 300,
     evaluationPeriods: 1,
     datapointsToAlarm: 1,

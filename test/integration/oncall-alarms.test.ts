@@ -70,21 +70,25 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     await until('webhook-disabled', 'OK');
   }, 30_000);
 
-  it('dead-letters fires for a delivery that used up its retries; the runbook lists it, replays it, and the alarm clears', async () => {
+  it('deliveries-dead-lettered files a ticket for a delivery that used up its retries; the runbook lists it, replays it, and the alarm clears', async () => {
     const tenant = await createTenant(sandbox, 'failing');
     receiver.answer('/failing', { status: 500, pings: 200 });
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:2', url: `${receiver.url}/failing` });
 
     await publish(sandbox, tenant.key, [{ resource: 'doc:2', type: 'doc.changed', data: { n: 1 } }]);
 
-    await until('dead-letters', 'ALARM');
+    await until('deliveries-dead-lettered', 'ALARM');
+    // A customer's endpoint: nothing pages for it.
+    const alarms = (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data;
+    expect(alarms.find((a: { name: string }) => a.name === 'deliveries-dead-lettered')).toMatchObject({ severity: 'ticket' });
+    expect(paging(alarms)).toEqual([]);
     const letters = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/dead-letters`, { key: tenant.key });
     expect(letters.body.data).toHaveLength(1);
     receiver.answer('/failing', 200);
     const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/dead-letters/replay`, { key: tenant.key });
     expect(replay.body).toMatchObject({ deliveries: 1, events: 1 });
     await receiver.waitFor(() => receiver.acceptedEvents('/failing').length === 1, 10_000);
-    await until('dead-letters', 'OK');
+    await until('deliveries-dead-lettered', 'OK');
   }, 30_000);
 
   it('delivery-backlog-age fires for deliveries received over 5 minutes after they were due, in 2 of 3 periods, and clears', async () => {

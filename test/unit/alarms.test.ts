@@ -21,6 +21,7 @@ describe('alarm definitions', () => {
       'events-rejected-or-dropped',
       'object-queue-near-cap',
       'dead-letters',
+      'deliveries-dead-lettered',
       'webhook-disabled',
       'ingest-5xx',
     ]) {
@@ -255,6 +256,19 @@ describe('who an alarm calls: on-call for the platform, a ticket for what one te
     advance(1);
     expect(ticketed()).toEqual(['webhook-disabled']);
     expect(paging()).toEqual([]);
+  });
+
+  it("files a ticket for a customer's delivery its endpoint refused through the whole retry schedule, and pages for a message in a dead-letter queue", () => {
+    const { metrics, advance, paging, ticketed } = watch();
+    // An endpoint that fails three answers in four, never five in a row: about a day on, its deliveries dead-letter.
+    metrics.count('DeadLetters');
+    advance(1);
+    expect(ticketed()).toEqual(['deliveries-dead-lettered']);
+    expect(paging()).toEqual([]);
+    // A doorbell the distributor failed at every receive: sluice's own fault.
+    metrics.record('queue:Distribute:dlq:ApproximateNumberOfMessagesVisible', 1);
+    advance(1);
+    expect(paging()).toEqual(['dead-letters']);
   });
 });
 
