@@ -19,8 +19,8 @@ interface DimensionedCount {
 const dimensionedCounts = new WeakMap<Metrics, Map<string, DimensionedCount>>();
 
 /**
- * Counts written the moment they are counted, not when the invocation ends: each pages
- * on its own (dead-letters, events-rejected-or-dropped, webhook-disabled), and each
+ * Counts written the moment they are counted, not when the invocation ends: each alarms
+ * on its own (deliveries-dead-lettered, events-rejected-or-dropped, webhook-disabled), and each
  * follows a write the record's second run finds done and does not count again (a dead
  * letter's key, a drop's receipt, a held count's overflow, a webhook's disabled state).
  * Counted at the end, Lambda killing the invocation after the write (its timeout, out

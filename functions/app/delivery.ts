@@ -545,9 +545,9 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     return;
   }
   // Past the cap of a webhook sluice disabled (its endpoint answered 410, or stayed
-  // quarantined for days): webhook-disabled paged once and its owner was told; what follows
-  // is the consequence that page already announced. Counted as EventsHeldOverflow, a busy
-  // resource's would page events-rejected-or-dropped for as long as its producer writes,
+  // quarantined for days): webhook-disabled alarmed once and its owner was told; what follows
+  // is the consequence that alarm already announced. Counted as EventsHeldOverflow, a busy
+  // resource's would hold events-rejected-or-dropped in alarm for as long as its producer writes,
   // for days, and on-call has no lever on it (a pause or a drop switch pages the same).
   if (webhook.status === 'disabled') {
     deps.metrics.count('EventsDiscardedWhileDisabled', events, { reason: webhook.health.disabledReason ?? 'unknown' });

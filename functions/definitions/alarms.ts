@@ -316,7 +316,14 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'events-rejected-or-dropped',
-    severity: 'page',
+    // One tenant's producer past its object's rate or cap or its own throttle (each
+    // refused with a 429, which it was told to retry later), or its endpoint past the
+    // held cap: sluice contains it by itself, and the action is to tell the tenant. It
+    // paged on-call for every app whose retry loop ran past its limits for five minutes.
+    // Sluice's own failures page elsewhere: events refused `internal` in ingest-5xx, a
+    // distributor that lets events outlive the retention period in its backlog alarms
+    // and errors, days before the first is dropped.
+    severity: 'ticket',
     runbook: 'events-rejected-or-dropped',
     title: 'Events rejected or dropped',
     summary:
@@ -423,8 +430,15 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     severity: 'page',
     runbook: 'ingest-5xx',
     title: 'Ingest 5xx',
-    summary: 'the API answered over 5 server errors in 5 minutes.',
-    sources: [{ kind: 'api', name: '5XXError' }],
+    summary:
+      'the API answered over 5 server errors in 5 minutes, each 5xx and each event a 202 refused as `internal` (it could not be stored).',
+    sources: [
+      { kind: 'api', name: '5XXError' },
+      // A request some of whose events could not be stored is answered 202, the others
+      // accepted: those events are sluice's failure as much as a 500 is, and the ticket
+      // that events-rejected-or-dropped files for producers past their limits would not page for them.
+      { kind: 'sluice', name: 'EventsRejected', dimensions: { reason: 'internal' } },
+    ],
     statistic: 'Sum',
     periodSeconds: 300,
     evaluationPeriods: 1,

@@ -139,10 +139,10 @@ describe('sandbox threads', () => {
     expect(inApp).toEqual(beforeApp);
   });
 
-  it('counts each request the usage plan refuses, before the app or in it, and pages for them as for rejected events', async () => {
+  it('counts each request the usage plan refuses, before the app or in it, and files a ticket for them as for rejected events, waking nobody', async () => {
     const alarm = async () => {
       const response = await fetch(`${sandbox.url}/v1/admin/alarms`, { headers: { authorization: `Bearer ${sandbox.adminKey}` } });
-      const { data } = (await response.json()) as { data: Array<{ name: string; state: string; value: number | null }> };
+      const { data } = (await response.json()) as { data: Array<{ name: string; state: string; severity: string; value: number | null }> };
       return data.find((a) => a.name === 'events-rejected-or-dropped');
     };
     expect((await alarm())?.state).toBe('OK');
@@ -168,8 +168,10 @@ describe('sandbox threads', () => {
     expect(refused).toBeGreaterThan(1_000);
     // Summed for a quarter of a second before they reach the metrics.
     await expect.poll(() => sandbox.metrics.total('RequestsThrottled') - before, { timeout: 5_000 }).toBe(refused);
-    // No event of theirs reached ingest, which counts rejected events: the throttle's own count pages.
+    // No event of theirs reached ingest, which counts rejected events: the throttle's own count
+    // alarms, as a ticket: one tenant's app retrying past its own throttle is its owner's to fix.
     await expect.poll(async () => (await alarm())?.state, { timeout: 5_000 }).toBe('ALARM');
+    expect((await alarm())?.severity).toBe('ticket');
   });
 });
 

@@ -270,6 +270,21 @@ describe('who an alarm calls: on-call for the platform, a ticket for what one te
     advance(1);
     expect(paging()).toEqual(['dead-letters']);
   });
+
+  it("files a ticket for one tenant's app retrying past its object's rate or its own throttle, and pages for events refused for sluice's own failure", () => {
+    const { metrics, advance, paging, ticketed } = watch();
+    // A producer retrying at once on each 429, for five minutes: twice the object's rate.
+    metrics.count('EventsRejected', 30_000, { reason: 'rate_limited' });
+    metrics.count('EventsRejected', 5_000, { reason: 'queue_full' });
+    metrics.count('RequestsThrottled', 1_500);
+    advance(1);
+    expect(ticketed()).toEqual(['events-rejected-or-dropped']);
+    expect(paging()).toEqual([]);
+    // Events a 202 refused as `internal` (storage failed): sluice's fault, as a 500 is.
+    metrics.count('EventsRejected', 6, { reason: 'internal' });
+    advance(1);
+    expect(paging()).toEqual(['ingest-5xx']);
+  });
 });
 
 describe('the scheduled functions’ alarms, at every interval the config allows', () => {
