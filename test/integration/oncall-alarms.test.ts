@@ -136,6 +136,10 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
 
     await sandbox.reconcile();
     await until('object-queue-near-cap', 'ALARM');
+    // An object on-call paused: a ticket, and nothing pages for it.
+    const alarms = (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data;
+    expect(alarms.find((a: { name: string }) => a.name === 'object-queue-near-cap')).toMatchObject({ severity: 'ticket' });
+    expect(paging(alarms)).toEqual([]);
     const queues = (await call(sandbox, 'GET', '/v1/admin/queues?limit=20', admin())).body.data;
     expect(queues[0]).toMatchObject({ tenant: tenant.id, resource: 'doc:3', depth: 17 });
 

@@ -285,6 +285,19 @@ describe('who an alarm calls: on-call for the platform, a ticket for what one te
     advance(1);
     expect(paging()).toEqual(['ingest-5xx']);
   });
+
+  it("files a ticket for one tenant's object past 80 % of its cap: a burst that drains a minute later, or an object on-call paused", () => {
+    const { metrics, advance, paging, ticketed } = watch();
+    // The reconciler's run finds the burst at its peak; the next, a minute on, finds it drained.
+    metrics.count('ObjectsNearCap', 1);
+    advance(1);
+    expect(ticketed()).toEqual(['object-queue-near-cap']);
+    expect(paging()).toEqual([]);
+    advance(60_000);
+    metrics.count('ObjectsNearCap', 0);
+    advance(1);
+    expect(ticketed()).toEqual([]);
+  });
 });
 
 describe('the scheduled functions’ alarms, at every interval the config allows', () => {
