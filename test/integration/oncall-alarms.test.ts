@@ -45,6 +45,30 @@ async function until(name: string, state: 'OK' | 'ALARM', timeoutMs = 15_000): P
 }
 
 describe('alarms, made to fire in the sandbox and followed through their runbooks', () => {
+  it("wakes nobody for customers' own doings: an app retrying past its object's limits, an endpoint answering 500, a webhook deleted with held deliveries", async () => {
+    const tenant = await createTenant(sandbox, 'ordinary');
+    // An endpoint that answers its ping, then 500 to everything: each delivery dead-letters
+    // after its one attempt (this sandbox's schedule), and the fifth failure quarantines it.
+    receiver.answer('/down', { status: 500, pings: 200 });
+    const down = await createWebhook(sandbox, tenant.key, { resource: 'doc:10', url: `${receiver.url}/down` });
+    for (let n = 0; n < 8; n++) await publish(sandbox, tenant.key, [{ resource: 'doc:10', type: 'doc.changed', data: { n } }]);
+    await until('deliveries-dead-lettered', 'ALARM');
+    // An app that sends again at once on each 429: far past its object's rate and cap.
+    const batch = Array.from({ length: 100 }, (_, n) => ({ resource: 'doc:11', type: 'doc.changed', data: { n } }));
+    for (let round = 0; round < 12; round++) await Promise.all([publish(sandbox, tenant.key, batch), publish(sandbox, tenant.key, batch)]);
+    await until('events-rejected-or-dropped', 'ALARM');
+    // Its owner deletes the webhook that holds its deliveries.
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${down.id}`, { key: tenant.key })).status).toBe(204);
+
+    const alarms = (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data;
+    const firing = (severity: string) =>
+      alarms
+        .filter((a: { state: string; severity: string }) => a.state === 'ALARM' && a.severity === severity)
+        .map((a: { name: string }) => a.name);
+    expect(firing('ticket')).toEqual(expect.arrayContaining(['deliveries-dead-lettered', 'events-rejected-or-dropped']));
+    expect(paging(alarms)).toEqual([]);
+  }, 40_000);
+
   it('webhook-disabled fires for a 410, its owner is told, and it clears after its period', async () => {
     const tenant = await createTenant(sandbox, 'gone');
     receiver.answer('/gone', { status: 410, pings: 200 });
