@@ -18,9 +18,11 @@ export class SluiceStack extends Stack {
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
     this.sluice = new Sluice(this, 'Sluice', { config: props.config ?? {} });
-    const { onCallTopic, ticketTopic, api, webhookDisabledTopic, adminKeySecret } = this.sluice;
-    new CfnOutput(this, 'OnCallTopicArn', { value: onCallTopic.topicArn, description: 'SNS: the sluice alarms that page' });
-    new CfnOutput(this, 'TicketTopicArn', { value: ticketTopic.topicArn, description: "SNS: the sluice alarms about one tenant's doing" });
+    const { onCallTopic, api, webhookDisabledTopic, adminKeySecret } = this.sluice;
+    new CfnOutput(this, 'OnCallTopicArn', {
+      value: onCallTopic.topicArn,
+      description: 'SNS: every sluice alarm, its description starting PAGE or TICKET',
+    });
     new CfnOutput(this, 'ApiUrl', { value: api.url, description: 'Base URL; routes start with v1/' });
     new CfnOutput(this, 'WebhookDisabledTopicArn', { value: webhookDisabledTopic.topicArn, description: 'SNS: a webhook was disabled' });
     new CfnOutput(this, 'AdminKeySecretArn', {

@@ -67,13 +67,12 @@ export class Sluice extends Construct {
     readonly canary: NodejsFunction;
     readonly canaryReceiver: NodejsFunction;
   };
-  /** The alarms that page notify this topic: subscribe on-call (PagerDuty, say). */
-  readonly onCallTopic: Topic;
   /**
-   * The alarms about one tenant's producer or endpoint (`severity: 'ticket'`) notify this
-   * topic: subscribe a queue read in working hours (email, chat, a ticket system).
+   * Every alarm notifies this topic: subscribe on-call's pager with a filter on the
+   * descriptions that start `PAGE` (README → Deploy), and a queue read in working hours
+   * (email, chat, a ticket system) with one on `TICKET`, or without a filter.
    */
-  readonly ticketTopic: Topic;
+  readonly onCallTopic: Topic;
   readonly dashboard: Dashboard;
 
   constructor(scope: Construct, id: string, props: SluiceProps = {}) {
@@ -124,7 +123,6 @@ export class Sluice extends Construct {
       },
     });
     this.onCallTopic = operations.onCallTopic;
-    this.ticketTopic = operations.ticketTopic;
     this.dashboard = operations.dashboard;
 
     this.api = api.restApi;

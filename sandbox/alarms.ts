@@ -15,7 +15,7 @@ export type AlarmStateValue = 'OK' | 'ALARM';
 export interface AlarmState {
   readonly name: string;
   readonly title: string;
-  /** Whom it calls: on-call (`page`) or the tickets topic (`ticket`). */
+  /** Whom it calls: on-call at any hour (`page`) or in working hours (`ticket`). */
   readonly severity: AlarmSeverity;
   readonly state: AlarmStateValue;
   readonly since: string;

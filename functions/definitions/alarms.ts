@@ -32,13 +32,18 @@ export const SCHEDULED_FUNCTIONS = {
 export type ScheduledFunction = keyof typeof SCHEDULED_FUNCTIONS;
 
 /**
- * Whom an alarm calls. `page`: on-call, at any hour, through the on-call topic: the
- * platform fails, or may lose or hold up events, for every tenant, and only its
- * operators can act. `ticket`: the tickets topic, read in working hours: what one
- * tenant's producer or endpoint does, which sluice contains by itself (its 429s, its
- * quarantine and hold, its disable notice), where the action is to tell that tenant.
+ * Whom an alarm calls. `page`: on-call, at any hour: the platform fails, or may lose or
+ * hold up events, for every tenant, and only its operators can act. `ticket`: working
+ * hours: what one tenant's producer or endpoint does, which sluice contains by itself
+ * (its 429s, its quarantine and hold, its disable notice), where the action is to tell
+ * that tenant. Every alarm notifies the one on-call topic (SPEC §5); its description
+ * starts with its severity's label (SEVERITY_LABEL), which a subscription's filter
+ * policy on the message body matches (README → Deploy), so a pager takes only pages.
  */
 export type AlarmSeverity = 'page' | 'ticket';
+
+/** What an alarm's description starts with, by severity: the prefix a pager's subscription filters on. */
+export const SEVERITY_LABEL: Readonly<Record<AlarmSeverity, string>> = { page: 'PAGE', ticket: 'TICKET' };
 
 export interface AlarmDefinition {
   /** Stable id. */
@@ -73,9 +78,9 @@ export interface AlarmDefinition {
 
 export const RUNBOOK_PATH = 'docs/runbooks.md';
 
-/** The alarm's description as CloudWatch shows it: what it means and where the runbook is. */
+/** The alarm's description as CloudWatch shows it: its severity, what it means and where the runbook is. */
 export function alarmDescription(alarm: AlarmDefinition): string {
-  return `${alarm.title}: ${alarm.summary} Runbook: ${RUNBOOK_PATH}#${alarm.runbook}`;
+  return `${SEVERITY_LABEL[alarm.severity]} ${alarm.title}: ${alarm.summary} Runbook: ${RUNBOOK_PATH}#${alarm.runbook}`;
 }
 
 /**

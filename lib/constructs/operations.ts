@@ -1,6 +1,6 @@
 /**
- * What pages on-call and what they look at (SPEC §5): the on-call SNS topic, the
- * tickets topic (alarms about one tenant's doing), one CloudWatch alarm per definition in functions/definitions/alarms.ts, the canary
+ * What pages on-call and what they look at (SPEC §5): the on-call SNS topic, one
+ * CloudWatch alarm per definition in functions/definitions/alarms.ts, the canary
  * (a scheduled sender and a receiver behind a function URL), and one dashboard
  * showing the pipeline left to right.
  */
@@ -70,10 +70,8 @@ export interface OperationsProps {
 }
 
 export class Operations extends Construct {
-  /** The alarms that page: the platform fails for everyone, or may. */
+  /** Every alarm notifies it, pages and tickets (see AlarmSeverity). */
   readonly onCallTopic: Topic;
-  /** The alarms about one tenant's producer or endpoint, for working hours. */
-  readonly ticketTopic: Topic;
   readonly alarms: Record<string, Alarm>;
   readonly dashboard: Dashboard;
   readonly canary: SluiceFunction;
@@ -92,7 +90,7 @@ export class Operations extends Construct {
       ArnLike: { 'aws:SourceArn': `arn:${stack.partition}:cloudwatch:${stack.region}:${stack.account}:alarm:*` },
     };
     const onCallKey = new Key(this, 'OnCallKey', {
-      description: 'sluice: encrypts the on-call and tickets topics, which CloudWatch alarms publish to',
+      description: 'sluice: encrypts the on-call topic, which CloudWatch alarms publish to',
       enableKeyRotation: true,
       // It encrypts only notifications in flight: nothing kept needs it once the stack is gone.
       removalPolicy: RemovalPolicy.DESTROY,
@@ -105,21 +103,16 @@ export class Operations extends Construct {
         conditions: fromOwnAlarms,
       }),
     );
-    const alarmTopic = (id: string, displayName: string) => {
-      const topic = new Topic(this, id, { displayName, enforceSSL: true, masterKey: onCallKey });
-      // The TLS-only policy replaces the topic's default one, which let the account's services publish.
-      topic.addToResourcePolicy(
-        new PolicyStatement({
-          principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
-          actions: ['sns:Publish'],
-          resources: [topic.topicArn],
-          conditions: fromOwnAlarms,
-        }),
-      );
-      return topic;
-    };
-    this.onCallTopic = alarmTopic('OnCall', 'sluice on-call');
-    this.ticketTopic = alarmTopic('Tickets', 'sluice tickets');
+    this.onCallTopic = new Topic(this, 'OnCall', { displayName: 'sluice on-call', enforceSSL: true, masterKey: onCallKey });
+    // The TLS-only policy replaces the topic's default one, which let the account's services publish.
+    this.onCallTopic.addToResourcePolicy(
+      new PolicyStatement({
+        principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.onCallTopic.topicArn],
+        conditions: fromOwnAlarms,
+      }),
+    );
 
     // The canary: a receiver behind a function URL (the canary webhook's https endpoint,
     // verifying every signature), and a sender that publishes through the public API.
@@ -216,9 +209,9 @@ export class Operations extends Construct {
         treatMissingData: TREAT_MISSING_DATA[definition.missingData],
         alarmDescription: alarmDescription(definition),
       });
-      const topic = definition.severity === 'page' ? this.onCallTopic : this.ticketTopic;
-      alarm.addAlarmAction(new SnsAction(topic));
-      alarm.addOkAction(new SnsAction(topic));
+      // Pages and tickets alike (SPEC §5): the description's first word tells them apart.
+      alarm.addAlarmAction(new SnsAction(this.onCallTopic));
+      alarm.addOkAction(new SnsAction(this.onCallTopic));
       this.alarms[definition.name] = alarm;
     }
 

@@ -411,7 +411,7 @@ describe('API', () => {
       },
     ]);
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
-      String(a.Properties.AlarmDescription).startsWith('Events rejected or dropped'),
+      String(a.Properties.AlarmDescription).startsWith('TICKET Events rejected or dropped'),
     );
     const watched = (alarm?.Properties.Metrics as Array<{ MetricStat?: { Metric: { MetricName: string; Dimensions: unknown } } }>)
       .flatMap((m) => (m.MetricStat ? [m.MetricStat.Metric] : []))
@@ -423,7 +423,7 @@ describe('API', () => {
 
   it("pages for events dropped past retention, not for what on-call's own drop switch discards", () => {
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
-      String(a.Properties.AlarmDescription).startsWith('Events rejected or dropped'),
+      String(a.Properties.AlarmDescription).startsWith('TICKET Events rejected or dropped'),
     );
     const dropped = (
       alarm?.Properties.Metrics as Array<{ MetricStat?: { Metric: { MetricName: string; Dimensions: Array<{ Name: string }> } } }>
@@ -680,21 +680,22 @@ describe('webhook-disabled notices', () => {
 });
 
 describe('operations', () => {
-  it('has every alarm of the definitions, with its threshold, description and its severity’s topic as action (on-call, or tickets)', () => {
+  it('has every alarm of the definitions, with its threshold, its description led by its severity, and the on-call topic as action', () => {
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
     // The template's config: OVERRIDES on the defaults (every interval a minute).
     const definitions = alarmDefinitions(buildConfig(OVERRIDES));
     expect(alarms).toHaveLength(definitions.length);
-    const topicOf = (displayName: string) =>
-      Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: displayName } }));
-    const [onCall] = topicOf('sluice on-call');
-    const [tickets] = topicOf('sluice tickets');
-    expect(tickets).toBeDefined();
+    const topics = Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }));
+    expect(topics).toHaveLength(1);
+    const [topicId] = topics;
     expect(definitions.filter((d) => d.severity === 'ticket').length).toBeGreaterThan(0);
     for (const definition of definitions) {
-      const topicId = definition.severity === 'page' ? onCall : tickets;
       const alarm = alarms.find((a) => a.Properties.AlarmDescription === alarmDescription(definition));
       expect(alarm, definition.name).toBeDefined();
+      // What a pager's subscription filters on (README → Deploy): the description's first word.
+      expect(alarm?.Properties.AlarmDescription.split(' ')[0], definition.name).toBe(definition.severity === 'page' ? 'PAGE' : 'TICKET');
+      // CloudWatch's most for a description.
+      expect(alarm?.Properties.AlarmDescription.length, definition.name).toBeLessThanOrEqual(1024);
       expect(alarm?.Properties).toMatchObject({
         Threshold: definition.threshold,
         EvaluationPeriods: definition.evaluationPeriods,
@@ -736,14 +737,10 @@ describe('operations', () => {
     });
   });
 
-  it.each([
-    'sluice on-call',
-    'sluice tickets',
-  ])("lets CloudWatch's alarms publish to the topic %s: its own key and its policy allow them", (displayName) => {
-    const [topicId, topic] = Object.entries(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: displayName } }))[0] as [
-      string,
-      { Properties: { KmsMasterKeyId: unknown } },
-    ];
+  it("lets CloudWatch's alarms publish to the on-call topic: its own key and its policy allow them", () => {
+    const [topicId, topic] = Object.entries(
+      template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }),
+    )[0] as [string, { Properties: { KmsMasterKeyId: unknown } }];
     // Not the AWS-managed alias/aws/sns, whose policy CloudWatch cannot be given.
     expect(topic.Properties.KmsMasterKeyId).toMatchObject({ 'Fn::GetAtt': [expect.any(String), 'Arn'] });
     const keyId = (topic.Properties.KmsMasterKeyId as { 'Fn::GetAtt': [string] })['Fn::GetAtt'][0];
@@ -823,7 +820,7 @@ describe('operations', () => {
       ['delivery function errors', 'DeliveryRecordsFailed', 'Delivery'],
     ] as const) {
       const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
-        String(a.Properties.AlarmDescription).startsWith(title),
+        String(a.Properties.AlarmDescription).startsWith(`PAGE ${title}`),
       );
       const metrics = (alarm?.Properties.Metrics as Array<{ MetricStat?: { Metric: { Namespace: string; MetricName: string } } }>).flatMap(
         (m) => (m.MetricStat ? [m.MetricStat.Metric] : []),
@@ -835,7 +832,7 @@ describe('operations', () => {
 
   it('pages on a stale canary even when nothing else reports: missing data breaches', () => {
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
-      String(a.Properties.AlarmDescription).startsWith('Canary stale'),
+      String(a.Properties.AlarmDescription).startsWith('PAGE Canary stale'),
     );
     expect(alarm?.Properties).toMatchObject({
       MetricName: 'CanaryDelivered',
@@ -1019,7 +1016,6 @@ describe('operations', () => {
       'AdminKeySecretArn',
       'ApiUrl',
       'OnCallTopicArn',
-      'TicketTopicArn',
       'WebhookDisabledTopicArn',
     ]);
   });
