@@ -49,6 +49,7 @@ import {
   type Webhook,
 } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
+import { redactedUrl } from '../core/redact.ts';
 import { deliveryHeaders } from '../core/signing.ts';
 import { actionForWebhook, liftRecheck, releasedSince, releaseStepEndsBy } from '../core/switches.ts';
 import { type LoggerPort, LogTally, type MetricsPort } from '../core/telemetry.ts';
@@ -697,7 +698,8 @@ async function tellOwner(deps: DeliveryDeps, webhook: Webhook, now: number): Pro
       type: 'webhook.disabled',
       tenant: disabled.tenantId,
       webhook: disabled.id,
-      url: disabled.url,
+      // The topic's subscribers (a relay, a chat integration) are not all the owner.
+      url: redactedUrl(disabled.url),
       reason: disabled.health.disabledReason ?? 'unknown',
       last_error: disabled.health.lastFailure ?? null,
       at: disabled.health.lastFailure?.at ?? new Date(now).toISOString(),

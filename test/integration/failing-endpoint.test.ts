@@ -351,6 +351,25 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/gone').length === 1, 10_000);
   });
 
+  it("tells the owner of a webhook it disabled the URL without its query's values: the topic's subscribers are not all the owner", async () => {
+    // Prepare: an endpoint that takes its token in the query string, as many do.
+    const tenant = await createTenant(sandbox, 'gone-token');
+    const url = `${receiver.url}/gone-token?token=tok_s3cr3t&v=2`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'gt:1', url });
+    receiver.answer('/gone-token', 410);
+
+    // Act
+    await publish(sandbox, tenant.key, [{ resource: 'gt:1', type: 'a.b', data: 1 }]);
+    await receiver.waitFor(() => sandbox.notifier.notices.some((n) => n.webhook === hook.id), 10_000);
+
+    // Assert: the notice names the endpoint (host, path, the query's names), not its token.
+    const notice = sandbox.notifier.notices.find((n) => n.webhook === hook.id);
+    expect(notice).toMatchObject({ tenant: tenant.id, reason: 'gone', url: `${receiver.url}/gone-token?token=redacted&v=redacted` });
+    expect(JSON.stringify(notice)).not.toContain('tok_s3cr3t');
+    // The owner's own API still shows the URL as given.
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.url).toBe(url);
+  });
+
   it('disables a webhook quarantined for longer than disableAfterQuarantineSeconds and tells its owner', async () => {
     const tenant = await createTenant(sandbox, 'quarantine-expired');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'qe:1', url: `${receiver.url}/quarantine-expired` });
