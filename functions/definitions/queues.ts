@@ -73,3 +73,12 @@ export const DELIVER_QUEUE: QueueDefinition = {
 };
 
 export const QUEUES = [DISTRIBUTE_QUEUE, DISTRIBUTE_BULK_QUEUE, DELIVER_QUEUE] as const;
+
+/**
+ * What SQS does with a record of `queue` that fails at its `receiveCount`th receive: gives
+ * it back after the visibility timeout, or, at maxReceiveCount, moves it to the queue's
+ * dead-letter queue, where nothing reads it until on-call redrives it.
+ */
+export function afterFailedReceive(queue: QueueDefinition, receiveCount: number): 'again' | 'dead_letter_queue' {
+  return receiveCount >= queue.maxReceiveCount ? 'dead_letter_queue' : 'again';
+}

@@ -10,6 +10,7 @@ import type { SQSRecord } from 'aws-lambda';
 import { readDeliverQueueBody } from '../adapters/delivery-queue.ts';
 import { type DeliveryDeps, handleDeliverMessage } from '../app/delivery.ts';
 import { RECORD_FAILURE_METRICS } from '../definitions/alarms.ts';
+import { afterFailedReceive, DELIVER_QUEUE } from '../definitions/queues.ts';
 import type { SqsHandler } from '../distributor/process.ts';
 
 /** The metric of how late a batch's latest message was received after it was due (delivery-backlog-age). */
@@ -36,12 +37,14 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
           // Reported to SQS alone, the record fails no invocation: Lambda's Errors would
           // never see it. Counted for the delivery-errors alarm, and logged for on-call.
           deps.metrics.count(RECORD_FAILURE_METRICS.delivery);
-          deps.logger.error('A deliver-queue record failed; SQS brings it back after its visibility timeout', {
-            ...about,
-            messageId: record.messageId,
-            receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 1),
-            error,
-          });
+          const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? 1);
+          const last = afterFailedReceive(DELIVER_QUEUE, receiveCount) === 'dead_letter_queue';
+          deps.logger.error(
+            last
+              ? 'A deliver-queue record failed at its last receive; SQS moves it to the dead-letter queue, where it waits for a redrive'
+              : 'A deliver-queue record failed; SQS brings it back after its visibility timeout',
+            { ...about, messageId: record.messageId, receiveCount, ...(last && { deadLettered: true }), error },
+          );
           throw error;
         }
       },

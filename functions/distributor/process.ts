@@ -22,6 +22,7 @@ import type { Distributor } from '../app/distributor.ts';
 import { newLeaseOwner } from '../app/runtime.ts';
 import { type LoggerPort, type MetricsPort, NO_METRICS } from '../core/telemetry.ts';
 import { RECORD_FAILURE_METRICS } from '../definitions/alarms.ts';
+import { afterFailedReceive, DISTRIBUTE_QUEUE } from '../definitions/queues.ts';
 
 export type SqsHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse>;
 
@@ -65,13 +66,22 @@ export function makeDistributorHandler(distributor: Distributor, logger: LoggerP
         // never see it. Counted for the distributor-errors alarm, and logged for on-call,
         // with its object when the body names one (the group id is a hash: it names nobody).
         metrics.count(RECORD_FAILURE_METRICS.distributor);
-        logger.error('A doorbell record failed; SQS brings it back after its visibility timeout', {
-          ...objectOf(record),
-          messageId: record.messageId,
-          group: record.attributes?.MessageGroupId,
-          receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 1),
-          error,
-        });
+        const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? 1);
+        // Both lanes' queues dead-letter at the same count (DISTRIBUTE_BULK_QUEUE is the main one's copy).
+        const last = afterFailedReceive(DISTRIBUTE_QUEUE, receiveCount) === 'dead_letter_queue';
+        logger.error(
+          last
+            ? 'A doorbell record failed at its last receive; SQS moves it to the dead-letter queue, and its object waits for the reconciler'
+            : 'A doorbell record failed; SQS brings it back after its visibility timeout',
+          {
+            ...objectOf(record),
+            messageId: record.messageId,
+            group: record.attributes?.MessageGroupId,
+            receiveCount,
+            ...(last && { deadLettered: true }),
+            error,
+          },
+        );
         throw error;
       }
     };

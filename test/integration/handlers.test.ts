@@ -18,6 +18,7 @@ import { hashKey } from '../../functions/core/keys.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
 import { ENV } from '../../functions/definitions/environment.ts';
+import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import { AUTHORIZER_ATTRIBUTES } from '../../functions/definitions/tables.ts';
 import { DELIVERY_QUEUE_LAG, makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -193,6 +194,27 @@ describe('delivery handler', () => {
           error: { name: 'InternalServerError' },
         },
       },
+    ]);
+  });
+
+  it('says when a failed record is at its last receive, which SQS moves to the dead-letter queue instead of giving back', async () => {
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const logged: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const deps = {
+      ...base,
+      metrics: { count: () => undefined },
+      logger: { ...base.logger, error: (message: string, fields: Record<string, unknown> = {}) => void logged.push({ message, fields }) },
+    } as typeof base;
+    // A body no delivery can read fails at every receive: the 7th comes back, the 8th (maxReceiveCount) does not.
+    const at = (count: number) => {
+      const record = sqsRecord({ tenantId: tenant.id, webhookId: 'wh_0000000000000000002' });
+      return { ...record, attributes: { ...record.attributes, ApproximateReceiveCount: String(count) } };
+    };
+    await makeDeliveryHandler(deps)({ Records: [at(DELIVER_QUEUE.maxReceiveCount - 1)] } as SQSEvent, context);
+    await makeDeliveryHandler(deps)({ Records: [at(DELIVER_QUEUE.maxReceiveCount)] } as SQSEvent, context);
+    expect(logged.map((line) => [line.message, line.fields.receiveCount, line.fields.deadLettered])).toEqual([
+      ['A deliver-queue record failed; SQS brings it back after its visibility timeout', 7, undefined],
+      [expect.stringContaining('at its last receive; SQS moves it to the dead-letter queue'), 8, true],
     ]);
   });
 

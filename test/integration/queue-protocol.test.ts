@@ -24,6 +24,7 @@ import type { DeliveredEvent, DeliveryMessage, EventInput, ObjectKey, Webhook } 
 import type { Switch } from '../../functions/core/switches.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { RECORD_FAILURE_METRICS } from '../../functions/definitions/alarms.ts';
+import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
 import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { loseFirstAnswers } from '../support/faults.ts';
@@ -1196,6 +1197,22 @@ describe('turns', () => {
       },
     ]);
     expect(await store.readMeta(fine)).toMatchObject({ depth: 0, scheduled: false });
+  });
+
+  it('says when a failed doorbell is at its last receive, which SQS moves to the dead-letter queue instead of giving back', async () => {
+    const { distributor } = recordingDistributor({});
+    const logged: Array<{ message: string; fields: Record<string, unknown> }> = [];
+    const logger = { ...NO_LOGS, error: (message: string, fields: Record<string, unknown> = {}) => void logged.push({ message, fields }) };
+    const handler = makeDistributorHandler(distributor, logger);
+    // A body no turn can read fails at every receive: the 9th comes back, the 10th (maxReceiveCount) does not.
+    for (const count of [DISTRIBUTE_QUEUE.maxReceiveCount - 1, DISTRIBUTE_QUEUE.maxReceiveCount]) {
+      const record = { messageId: `m${count}`, body: '{}', attributes: { MessageGroupId: 'g', ApproximateReceiveCount: String(count) } };
+      await handler({ Records: [record] } as unknown as SQSEvent, {} as Context);
+    }
+    expect(logged.map((line) => [line.message, line.fields.receiveCount, line.fields.deadLettered])).toEqual([
+      ['A doorbell record failed; SQS brings it back after its visibility timeout', 9, undefined],
+      [expect.stringContaining('at its last receive; SQS moves it to the dead-letter queue'), 10, true],
+    ]);
   });
 
   it("ends a long turn early when other objects' doorbells share its batch, and rings again for the rest", async () => {
