@@ -351,10 +351,10 @@ describe('failing endpoint', () => {
     await receiver.waitFor(() => okEvents('/gone').length === 1, 10_000);
   });
 
-  it("tells the owner of a webhook it disabled the URL without its query's values: the topic's subscribers are not all the owner", async () => {
-    // Prepare: an endpoint that takes its token in the query string, as many do.
+  it("tells the owner of a webhook it disabled the URL without its path or its query's values: the topic's subscribers are not all the owner", async () => {
+    // Prepare: an endpoint that takes its token in its path (Slack, Discord) and in its query string, as many do.
     const tenant = await createTenant(sandbox, 'gone-token');
-    const url = `${receiver.url}/gone-token?token=tok_s3cr3t&v=2`;
+    const url = `${receiver.url}/gone-token/tok_p4th?token=tok_s3cr3t&v=2`;
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'gt:1', url });
     receiver.answer('/gone-token', 410);
 
@@ -362,10 +362,11 @@ describe('failing endpoint', () => {
     await publish(sandbox, tenant.key, [{ resource: 'gt:1', type: 'a.b', data: 1 }]);
     await receiver.waitFor(() => sandbox.notifier.notices.some((n) => n.webhook === hook.id), 10_000);
 
-    // Assert: the notice names the endpoint (host, path, the query's names), not its token.
+    // Assert: the notice names the endpoint (host, the query's names), not its tokens.
     const notice = sandbox.notifier.notices.find((n) => n.webhook === hook.id);
-    expect(notice).toMatchObject({ tenant: tenant.id, reason: 'gone', url: `${receiver.url}/gone-token?token=redacted&v=redacted` });
+    expect(notice).toMatchObject({ tenant: tenant.id, reason: 'gone', url: `${receiver.url}/redacted?token=redacted&v=redacted` });
     expect(JSON.stringify(notice)).not.toContain('tok_s3cr3t');
+    expect(JSON.stringify(notice)).not.toContain('tok_p4th');
     // The owner's own API still shows the URL as given.
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.url).toBe(url);
   });
