@@ -102,22 +102,6 @@ function missingRetentionMs(meta: Pick<QueueMeta, 'scheduledRetentionMs'>, reten
   return Math.min(retentionDays * 86_400_000, meta.scheduledRetentionMs ?? Number.POSITIVE_INFINITY);
 }
 
-/**
- * The shortest retention period the items read were written with (each one's TTL less
- * its reservation, to the minute), which a turn judges missing slots by too: a meta item
- * written before it kept `scheduled_retention_ms` (or given it by an ingest after the
- * period was raised) names the new period for a backlog whose events were written with
- * the old one, and its events deleted at the old period's end went unannounced.
- */
-function writtenRetentionMs(items: readonly PendingItem[]): number {
-  let shortest = Number.POSITIVE_INFINITY;
-  for (const item of items) {
-    if (item.void || item.expiresAt === undefined) continue;
-    shortest = Math.min(shortest, Math.round((item.expiresAt - item.reservedAt) / 60_000) * 60_000);
-  }
-  return shortest;
-}
-
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
     id: event.id,
@@ -270,7 +254,10 @@ export class Distributor {
       // are acknowledged only when the whole batch is done.
       const maxMs = options.shared ? Math.min(config.sharedTurnMaxMs, config.turnMaxMs) : config.turnMaxMs;
       const budget = { maxEvents: config.turnMaxEvents, maxMs };
-      let retentionMs = missingRetentionMs(meta, config.retentionDays);
+      const retentionMs = missingRetentionMs(meta, config.retentionDays);
+      // The period the last item a chunk consumed was written with: the next chunk's
+      // missing slots at its start came after it (see planChunk).
+      let beforeWrittenMs: number | undefined;
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
@@ -305,8 +292,7 @@ export class Distributor {
         const limit = Math.min(CHUNK_SIZE, config.turnMaxEvents - distributed);
         const { items, readAll } = await this.#pending(key, cursor, meta.lastSlot, inline, limit);
         const plannedAt = now();
-        retentionMs = Math.min(retentionMs, writtenRetentionMs(items));
-        const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs };
+        const timing = { ingestGraceMs: config.ingestGraceMs, retentionMs, beforeWrittenMs };
         const plan = planChunk(items, { ...meta, cursor, scheduledAt: floorAt }, plannedAt, timing, limit, readAll);
         left = plan.waiting || !readAll || plan.cursor < meta.lastSlot;
         if (plan.take.length === 0 && plan.skipped === 0 && plan.expired === 0) {
@@ -355,6 +341,7 @@ export class Distributor {
           meta = state.held;
           ({ cursor, seq, inline } = meta);
           floorAt = plan.floorAt;
+          beforeWrittenMs = plan.lastWrittenMs;
           left = true;
           found = true;
           lookups = new TurnLookups(this.#lookups, key.tenantId, now);
@@ -385,6 +372,7 @@ export class Distributor {
         if (!dropping) await this.#publish(key, events, lookups, sink);
         cursor = plan.cursor;
         floorAt = plan.floorAt;
+        beforeWrittenMs = plan.lastWrittenMs;
         seq += events.length;
         distributed += events.length;
         // The next chunk looks up again, from a fresh subscriptions version: a stream

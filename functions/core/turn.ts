@@ -176,6 +176,22 @@ export interface ChunkPlan {
   readonly floorAt: number | undefined;
   /** True when the chunk stopped at a slot whose ingest may still be writing it. */
   readonly waiting: boolean;
+  /**
+   * The retention period the last item this chunk consumed was written with (see
+   * `writtenRetentionMs`), when known: the next chunk judges a missing run at its start by it.
+   */
+  readonly lastWrittenMs: number | undefined;
+}
+
+/**
+ * The retention period an item was written with: its TTL less its reservation, to the
+ * minute (its TTL is kept in whole seconds). Undefined for a void or an item read
+ * without its expiry. A deploy that changed `retentionDays` leaves the items written
+ * before it with the period they were written with, which DynamoDB's TTL keeps to.
+ */
+export function writtenRetentionMs(item: PendingItem | undefined): number | undefined {
+  if (item === undefined || item.void || item.expiresAt === undefined) return undefined;
+  return Math.round((item.expiresAt - item.reservedAt) / 60_000) * 60_000;
 }
 
 /**
@@ -210,7 +226,7 @@ export function planChunk(
   items: readonly PendingItem[],
   meta: Pick<QueueMeta, 'cursor' | 'lastSlot' | 'reservedAt' | 'scheduledAt'>,
   now: number,
-  timing: { readonly ingestGraceMs: number; readonly retentionMs: number },
+  timing: { readonly ingestGraceMs: number; readonly retentionMs: number; readonly beforeWrittenMs?: number | undefined },
   limit: number,
   readAll: boolean,
 ): ChunkPlan {
@@ -221,6 +237,11 @@ export function planChunk(
   let next = meta.cursor + 1;
   // The earliest the slot at `next` can have been reserved, when known.
   let floorAt = meta.scheduledAt;
+  // The retention period the item before `next` was written with, when known.
+  let beforeMs = timing.beforeWrittenMs;
+  // Not known (that item was consumed by an earlier turn): the shortest period of the
+  // items read stands in for it, as the one that may have been written before them.
+  const shortestRead = Math.min(...items.map((item) => writtenRetentionMs(item) ?? Number.POSITIVE_INFINITY));
   const plan = (waiting: boolean): ChunkPlan => ({
     take,
     skipped,
@@ -229,15 +250,23 @@ export function planChunk(
     cursor: next - 1,
     floorAt,
     waiting,
+    lastWrittenMs: beforeMs,
   });
-  // Slots with no item, reserved after `floorAt` and at or before `reservedAt`: an
-  // ingest that died (its producer got no 202), or accepted events TTL may have deleted.
-  const missing = (count: number, reservedAt: number) => {
+  // Slots with no item, reserved after `floorAt` and at or before `reservedAt` (that of
+  // `after`, the item after them, if any): an ingest that died (its producer got no
+  // 202), or accepted events TTL may have deleted. Judged by the shortest of the turn's
+  // period and those the items on either side were written with: slots are reserved in
+  // order, so theirs were written under one of those (a deploy that raised the period
+  // left a backlog written with the old). Not by the period of an item further on: a
+  // slot no ingest wrote between items kept 7 days, before an item of a day's period
+  // (the period lowered for a while, then raised back), would be announced as events
+  // TTL deleted.
+  const missing = (count: number, reservedAt: number, after: PendingItem | undefined) => {
+    const retentionMs = Math.min(timing.retentionMs, beforeMs ?? shortestRead, writtenRetentionMs(after) ?? Number.POSITIVE_INFINITY);
     // An ingest stamps its reservation before its write takes the slot, and in another
     // container with a clock of its own: a later slot's stamp may precede an earlier
     // one's by up to the grace (seconds of clocks apart fall well within it).
-    const mayBeGone =
-      now - reservedAt > timing.retentionMs || (floorAt !== undefined && now - (floorAt - timing.ingestGraceMs) > timing.retentionMs);
+    const mayBeGone = now - reservedAt > retentionMs || (floorAt !== undefined && now - (floorAt - timing.ingestGraceMs) > retentionMs);
     if (mayBeGone) expired += count;
     else skipped += count;
   };
@@ -248,7 +277,7 @@ export function planChunk(
       // Slots next..item.slot-1 were reserved before this item's slot. If this item's
       // reservation is older than the grace, theirs is too: their ingests are gone.
       if (now - item.reservedAt <= timing.ingestGraceMs) return plan(true);
-      missing(item.slot - next, item.reservedAt);
+      missing(item.slot - next, item.reservedAt, item);
       next = item.slot;
     }
     if (item.void) skipped += 1;
@@ -258,11 +287,13 @@ export function planChunk(
     } else take.push(item);
     next += 1;
     floorAt = Math.max(floorAt ?? item.reservedAt, item.reservedAt);
+    // A void names no period: the one before it still bounds the slots after it.
+    beforeMs = writtenRetentionMs(item) ?? beforeMs;
   }
   if (readAll && take.length < limit && next <= meta.lastSlot && items.every((item) => item.slot < next)) {
     // Reserved slots at the tail with no item yet.
     if (now - meta.reservedAt <= timing.ingestGraceMs) return plan(true);
-    missing(meta.lastSlot - next + 1, meta.reservedAt);
+    missing(meta.lastSlot - next + 1, meta.reservedAt, undefined);
     next = meta.lastSlot + 1;
     floorAt = Math.max(floorAt ?? meta.reservedAt, meta.reservedAt);
   }

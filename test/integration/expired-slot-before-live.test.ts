@@ -116,3 +116,46 @@ it('announces an event TTL deleted under the period it was accepted with, also w
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
   expect(counted).toContainEqual(['EventsDropped', 1, { reason: 'retention' }]);
 });
+
+it('skips a slot no ingest wrote among events kept 7 days, though a later event of the chunk was written under a shorter period', async () => {
+  // retentionDays was lowered to 1 for a while, then set back to 7: an ingest that died 3
+  // days ago left its slot empty between two events written for 7 days, and an event of
+  // the lowered period's came 12 hours ago. The empty slot's neighbours say it was
+  // reserved under 7 days: no event of it can have been TTL deleted.
+  const key: ObjectKey = { tenantId: 'ten_ttl10', resource: 'obj:1' };
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const lowered = new QueueStore({ client: events.client, tableName: events.table, retentionDays: 1 });
+  const plan: Array<[number, QueueStore | undefined]> = [
+    [t0 - 3 * DAY_MS, store],
+    [t0 - 3 * DAY_MS + 60_000, undefined],
+    [t0 - 3 * DAY_MS + 120_000, store],
+    [t0 - DAY_MS / 2, lowered],
+  ];
+  for (const [i, [reservedAt, writer]] of plan.entries()) {
+    const reservation = await (writer ?? store).reserve(key, 1, limits, reservedAt, false);
+    if (!reservation) throw new Error('refused');
+    const input = { resource: key.resource, parents: [], type: 'a.b', data: { n: i + 1 }, idempotencyKey: undefined };
+    const event = { id: `evt_${i + 1}`, slot: reservation.firstSlot, input, createdAt: new Date(reservedAt).toISOString() };
+    await writer?.writeEventsOf([{ key, events: [event], reservedAt }]);
+  }
+
+  const sent: Sent[] = [];
+  const counted: Array<[string, number, unknown]> = [];
+  await new Distributor({
+    queues: store,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
+    doorbell: { ring: async () => undefined },
+    config: buildConfig({ retentionDays: 7 }),
+    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
+    logger: NO_LOGS,
+    now: () => t0,
+    sleep: async () => undefined,
+  }).runTurn(key, 'turn');
+
+  expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_1', 'evt_3', 'evt_4']);
+  expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([]);
+  expect(counted.filter(([name]) => name === 'EventsDropped')).toEqual([]);
+});

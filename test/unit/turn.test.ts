@@ -98,6 +98,41 @@ describe('planChunk', () => {
     expect(tail).toMatchObject({ cursor: 3, expired: 3, skipped: 0 });
   });
 
+  it('judges missing slots by the periods the items on either side were written with, not by an item further on', () => {
+    // Kept 7 days around the missing slot, a day's period (lowered for a while) after them.
+    const DAY = 86_400_000;
+    const written = (slot: number, reservedAt: number, days: number): PendingItem => ({
+      ...item(slot, reservedAt),
+      expiresAt: reservedAt + days * DAY,
+    });
+    const items = [written(1, NOW - 3 * DAY, 7), written(3, NOW - 3 * DAY + 60_000, 7), written(4, NOW - DAY / 2, 1)];
+    const between = planChunk(items, meta(0, 4, NOW - DAY / 2, NOW - 3 * DAY), NOW, TIMING, 100, true);
+    expect(between).toMatchObject({ cursor: 4, skipped: 1, expired: 0, lastWrittenMs: DAY });
+    // Its first missing slots after the chunk before it, whose last item was kept a day: deleted by TTL.
+    const after = planChunk(
+      [written(3, NOW - 3 * DAY + 60_000, 7)],
+      meta(1, 3, NOW - 3 * DAY + 60_000, NOW - 3 * DAY),
+      NOW,
+      {
+        ...TIMING,
+        beforeWrittenMs: DAY,
+      },
+      100,
+      true,
+    );
+    expect(after).toMatchObject({ cursor: 3, skipped: 0, expired: 1 });
+    // The item before them consumed by an earlier turn: the shortest period read stands in for it.
+    const unknown = planChunk(
+      [written(3, NOW - 3 * DAY + 60_000, 7), written(4, NOW - DAY / 2, 1)],
+      meta(1, 4, NOW - DAY / 2, NOW - 3 * DAY),
+      NOW,
+      TIMING,
+      100,
+      true,
+    );
+    expect(unknown).toMatchObject({ cursor: 4, skipped: 0, expired: 1 });
+  });
+
   it('counts missing slots as expired when the object has been scheduled longer than the retention period, though the item after them is young', () => {
     // Paused for eight days while its producer kept publishing: TTL deleted the oldest
     // accepted events; the first left was reserved a day ago.
