@@ -441,13 +441,19 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     runbook: 'ingest-5xx',
     title: 'Ingest 5xx',
     summary:
-      'the API answered over 5 server errors in 5 minutes, each 5xx and each event a 202 refused as `internal` (it could not be stored).',
+      "the API answered over 5 server errors in 5 minutes, each 5xx, each event a 202 refused as `internal` (it could not be stored) and each object's reserving write DynamoDB throttled (answered 429).",
     sources: [
       { kind: 'api', name: '5XXError' },
       // A request some of whose events could not be stored is answered 202, the others
       // accepted: those events are sluice's failure as much as a 500 is, and the ticket
       // that events-rejected-or-dropped files for producers past their limits would not page for them.
       { kind: 'sluice', name: 'EventsRejected', dimensions: { reason: 'internal' } },
+      // The events table past its throughput refuses the reserving write, and the events
+      // are answered 429 rate_limited, which events-rejected-or-dropped only files a ticket
+      // for, with producers past their own limits: the table throttled for every tenant
+      // (its quota, on-demand's doubling, the account's) refused every tenant's events,
+      // and paged no one.
+      { kind: 'sluice', name: 'StorageThrottled' },
     ],
     statistic: 'Sum',
     periodSeconds: 300,
