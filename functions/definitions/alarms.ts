@@ -254,6 +254,17 @@ function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: s
 }
 
 /** The alarms no setting changes. */
+/** How an alarm on a count of single occurrences judges it: any at all in 5 minutes; none counted is none. */
+const ANY_IN_FIVE_MINUTES = {
+  statistic: 'Sum',
+  periodSeconds: 300,
+  evaluationPeriods: 1,
+  datapointsToAlarm: 1,
+  threshold: 0,
+  comparison: 'GreaterThanThreshold',
+  missingData: 'notBreaching',
+} as const satisfies Partial<AlarmDefinition>;
+
 const FIXED_ALARMS: readonly AlarmDefinition[] = [
   {
     name: 'canary-stale',
@@ -409,13 +420,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     title: 'Deliveries dead-lettered',
     summary: 'a delivery used up its retries: its endpoint refused it at every attempt of the schedule.',
     sources: [{ kind: 'sluice', name: 'DeadLetters' }],
-    statistic: 'Sum',
-    periodSeconds: 300,
-    evaluationPeriods: 1,
-    datapointsToAlarm: 1,
-    threshold: 0,
-    comparison: 'GreaterThanThreshold',
-    missingData: 'notBreaching',
+    ...ANY_IN_FIVE_MINUTES,
   },
   {
     name: 'webhook-disabled',
@@ -427,13 +432,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     title: 'Webhook disabled',
     summary: 'sluice disabled a webhook (it answered 410, or stayed quarantined too long).',
     sources: [{ kind: 'sluice', name: 'WebhooksDisabled' }],
-    statistic: 'Sum',
-    periodSeconds: 300,
-    evaluationPeriods: 1,
-    datapointsToAlarm: 1,
-    threshold: 0,
-    comparison: 'GreaterThanThreshold',
-    missingData: 'notBreaching',
+    ...ANY_IN_FIVE_MINUTES,
   },
   {
     name: 'ingest-5xx',
