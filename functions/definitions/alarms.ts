@@ -253,7 +253,6 @@ function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: s
   };
 }
 
-/** The alarms no setting changes. */
 /** How an alarm on a count of single occurrences judges it: any at all in 5 minutes; none counted is none. */
 const ANY_IN_FIVE_MINUTES = {
   statistic: 'Sum',
@@ -265,6 +264,7 @@ const ANY_IN_FIVE_MINUTES = {
   missingData: 'notBreaching',
 } as const satisfies Partial<AlarmDefinition>;
 
+/** The alarms no setting changes. */
 const FIXED_ALARMS: readonly AlarmDefinition[] = [
   {
     name: 'canary-stale',
