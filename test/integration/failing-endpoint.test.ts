@@ -342,7 +342,7 @@ describe('failing endpoint', () => {
     expect(sandbox.notifier.notices.find((n) => n.webhook === hook.id)).toMatchObject({
       tenant: tenant.id,
       reason: 'gone',
-      url: `${receiver.url}/gone`,
+      url: `${receiver.url}/redacted`,
     });
     // Re-enabling releases what was held.
     receiver.answer('/gone', 200);
@@ -402,7 +402,7 @@ describe('failing endpoint', () => {
     const detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
     expect(detail).toMatchObject({ status: 'disabled', health: { state: 'disabled' } });
     expect(sandbox.notifier.notices.filter((n) => n.webhook === hook.id)).toMatchObject([
-      { tenant: tenant.id, reason: 'quarantine_expired', url: `${receiver.url}/quarantine-expired`, last_error: { status_code: 500 } },
+      { tenant: tenant.id, reason: 'quarantine_expired', url: `${receiver.url}/redacted`, last_error: { status_code: 500 } },
     ]);
   });
 
