@@ -4,27 +4,17 @@
  * table as it is. Here a client reads as AWS may: a query that is not strongly
  * consistent misses what was written within the last REPLICA_LAG_MS.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient, QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
-import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { withEventsTable } from '../support/events-table.ts';
 import { deliveryFixture } from '../support/fixtures.ts';
 
 const RETENTION_DAYS = 7;
 const REPLICA_LAG_MS = 1_000;
 
-let emulators: Emulators;
-let controlTable: string;
-
-beforeAll(async () => {
-  emulators = await startEmulators();
-  controlTable = (await createTables(new DynamoDBClient({ ...emulators.dynamo }))).Control as string;
-});
-afterAll(async () => {
-  await emulators.stop();
-});
+const tables = withEventsTable();
 
 /**
  * Leaves out of every query that is not strongly consistent the items written within
@@ -49,9 +39,9 @@ function staleReplica(client: DynamoDBDocumentClient, lagMs: number): void {
 
 describe('reads from a replica a second behind', () => {
   it('removes the deliveries a webhook held up to the moment it was deleted', async () => {
-    const client = documentClient({ ...emulators.dynamo });
+    const client = documentClient({ ...tables.emulators.dynamo });
     staleReplica(client, REPLICA_LAG_MS);
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: RETENTION_DAYS });
+    const records = new DeliveryRecords({ client, tableName: tables.controlTable, retentionDays: RETENTION_DAYS });
     const webhookId = 'wh_replica';
     // Held while the webhook was disabled, the last of them just before its owner deleted it.
     for (let n = 1; n <= 3; n++) expect(await records.hold(deliveryFixture('replica', webhookId, n), Date.now())).toBe(true);
@@ -62,9 +52,9 @@ describe('reads from a replica a second behind', () => {
   });
 
   it('replays, in a window up to now, the deliveries logged a moment ago', async () => {
-    const client = documentClient({ ...emulators.dynamo });
+    const client = documentClient({ ...tables.emulators.dynamo });
     staleReplica(client, REPLICA_LAG_MS);
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: RETENTION_DAYS });
+    const records = new DeliveryRecords({ client, tableName: tables.controlTable, retentionDays: RETENTION_DAYS });
     const webhookId = 'wh_replay_now';
     const now = Date.now();
     const delivered = deliveryFixture('replaynow', webhookId, 1);

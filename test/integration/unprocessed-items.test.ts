@@ -4,24 +4,14 @@
  * emulator never does. Here a client does what AWS may: its first batched write applies
  * only part of what it was sent and hands the rest back.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { BatchWriteCommandInput, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
-import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { withEventsTable } from '../support/events-table.ts';
 import { deliveryFixture } from '../support/fixtures.ts';
 
-let emulators: Emulators;
-let controlTable: string;
-
-beforeAll(async () => {
-  emulators = await startEmulators();
-  controlTable = (await createTables(new DynamoDBClient({ ...emulators.dynamo }))).Control as string;
-});
-afterAll(async () => {
-  await emulators.stop();
-});
+const tables = withEventsTable();
 
 /**
  * Makes the first `times` batched writes apply only their first `applied` requests and
@@ -49,8 +39,8 @@ function processSomeOnly(client: DynamoDBDocumentClient, applied: number, times 
 
 describe('a batched write DynamoDB only partly processes', () => {
   it('removes every held delivery and overflow count of a deleted webhook, retrying what DynamoDB left unprocessed', async () => {
-    const client = documentClient({ ...emulators.dynamo });
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const client = documentClient({ ...tables.emulators.dynamo });
+    const records = new DeliveryRecords({ client, tableName: tables.controlTable, retentionDays: 7 });
     const webhookId = 'wh_unprocessed';
     for (let n = 1; n <= 30; n++) expect(await records.hold(deliveryFixture('unprocessed', webhookId, n), Date.now())).toBe(true);
     await records.countOverflow(webhookId, 'task:1', 5, Date.now());

@@ -14,6 +14,8 @@ export interface EventsTable {
   client: DynamoDBDocumentClient;
   /** The Events table's name. */
   table: string;
+  /** The Control table's name. */
+  controlTable: string;
 }
 
 /** Starts the emulators before the file's tests and stops them after; the fields are set once started. */
@@ -23,6 +25,7 @@ export function withEventsTable(): EventsTable {
     events.emulators = await startEmulators();
     const tables = await createTables(new DynamoDBClient({ ...events.emulators.dynamo }));
     events.table = tables.Events as string;
+    events.controlTable = tables.Control as string;
     events.client = documentClient(events.emulators.dynamo);
   });
   afterAll(async () => {
