@@ -253,7 +253,7 @@ function functionAlarm(fn: FunctionName, metric: 'Errors' | 'Throttles', what: s
   };
 }
 
-/** How an alarm on a count of single occurrences judges it: any at all in 5 minutes; none counted is none. */
+/** How an alarm on single occurrences judges them: any at all in 5 minutes; no data is none. */
 const ANY_IN_FIVE_MINUTES = {
   statistic: 'Sum',
   periodSeconds: 300,
@@ -402,13 +402,9 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
       { kind: 'queue', queue: 'DistributeBulk', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
       { kind: 'queue', queue: 'Deliver', deadLetters: true, name: 'ApproximateNumberOfMessagesVisible' },
     ],
+    // A depth, not a count: any message there at any time of the 5 minutes.
+    ...ANY_IN_FIVE_MINUTES,
     statistic: 'Maximum',
-    periodSeconds: 300,
-    evaluationPeriods: 1,
-    datapointsToAlarm: 1,
-    threshold: 0,
-    comparison: 'GreaterThanThreshold',
-    missingData: 'notBreaching',
   },
   {
     name: 'deliveries-dead-lettered',
