@@ -171,12 +171,9 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   const metas = listed.filter(({ meta }) => meta.scheduled);
   let rerung = 0;
   let leasesCleared = 0;
-  let maxDepth = 0;
-  let nearCap = 0;
-  for (const { meta } of metas) {
-    maxDepth = Math.max(maxDepth, meta.depth);
-    if (meta.depth > 0.8 * config.objectQueueCap) nearCap++;
-  }
+  const depths = emptyTally();
+  for (const { meta } of metas) countObject(depths, meta.depth, config.objectQueueCap);
+  const { maxDepth, nearCap } = depths;
   // A tenant with more stuck objects than one second's rings in the main lane (a flood of
   // new objects waiting in the bulk lane, or a mass loss of doorbells) is rung in the bulk
   // lane (core/lanes.ts) from the first of them: its rings would otherwise take the main
@@ -296,14 +293,11 @@ async function wholeIndex(
   shards: readonly number[],
   metas: ReadonlyArray<{ key: ObjectKey; meta: QueueMeta }>,
   now: number,
-): Promise<{ nearCap: number; maxDepth: number; scheduled: number } | undefined> {
-  const read = new Map(shards.map((shard) => [shard, { nearCap: 0, maxDepth: 0, scheduled: 0 }]));
+): Promise<DepthTally | undefined> {
+  const read = new Map(shards.map((shard) => [shard, emptyTally()]));
   for (const { key, meta } of metas) {
     const found = read.get(scheduleShardNumber(key, SCHEDULE_SHARDS));
-    if (!found) continue;
-    found.scheduled++;
-    found.maxDepth = Math.max(found.maxDepth, meta.depth);
-    if (meta.depth > 0.8 * deps.config.objectQueueCap) found.nearCap++;
+    if (found) countObject(found, meta.depth, deps.config.objectQueueCap);
   }
   let noted: Map<number, ShardSummary>;
   try {
@@ -313,7 +307,7 @@ async function wholeIndex(
     return undefined;
   }
   const since = now - (SCHEDULE_SHARDS + 1) * reconcileScheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000;
-  const whole = { nearCap: 0, maxDepth: 0, scheduled: 0 };
+  const whole = emptyTally();
   for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
     const summary = noted.get(shard);
     if (!summary || summary.at < since) return undefined;
@@ -322,6 +316,20 @@ async function wholeIndex(
     whole.scheduled += summary.scheduled;
   }
   return whole;
+}
+
+/** Scheduled objects counted: how many, the deepest's depth, and how many are above 80 % of their cap. */
+type DepthTally = { -readonly [K in keyof Omit<ShardSummary, 'at'>]: ShardSummary[K] };
+
+function emptyTally(): DepthTally {
+  return { nearCap: 0, maxDepth: 0, scheduled: 0 };
+}
+
+/** Counts one scheduled object of `depth` in `tally`. */
+function countObject(tally: DepthTally, depth: number, cap: number): void {
+  tally.scheduled++;
+  tally.maxDepth = Math.max(tally.maxDepth, depth);
+  if (depth > 0.8 * cap) tally.nearCap++;
 }
 
 /** A scheduled object: its stale lease cleared, and rung when it is stuck. */
