@@ -13,6 +13,7 @@ import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { buildConfig, ingestGraceProblem, type SluiceConfig } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
+import { scheduleSeconds } from '../functions/definitions/environment.ts';
 import { Api } from './constructs/api.ts';
 import { Delivery } from './constructs/delivery.ts';
 import { acknowledgeNag } from './constructs/nag.ts';
@@ -187,7 +188,7 @@ function validate(props: SluiceProps): SluiceConfig {
     ...config,
     // What the schedules do with a setting under a minute: the functions reason from
     // the interval they really run at (the reconciler's re-ring lookback, say).
-    reconcileIntervalSeconds: Math.max(60, config.reconcileIntervalSeconds),
-    canaryIntervalSeconds: Math.max(60, config.canaryIntervalSeconds),
+    reconcileIntervalSeconds: scheduleSeconds(config.reconcileIntervalSeconds),
+    canaryIntervalSeconds: scheduleSeconds(config.canaryIntervalSeconds),
   });
 }

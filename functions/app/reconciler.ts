@@ -21,7 +21,7 @@ import type { ObjectKey } from '../core/model.ts';
 import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { type QueueMeta, reringsDue } from '../core/turn.ts';
-import { reconcileScheduleSeconds } from '../definitions/environment.ts';
+import { scheduleSeconds } from '../definitions/environment.ts';
 import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
 
 export interface ReconcilerDeps {
@@ -265,7 +265,7 @@ async function readListed(
   // One shard on per run in AWS, where runs are a minute apart at the least: counted in
   // intervals shorter than that, each run would start some shards on from the one before
   // (two at 30 s), and a shard that never came first would never be read.
-  const first = Math.floor(now / (reconcileScheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % SCHEDULE_SHARDS;
+  const first = Math.floor(now / (scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % SCHEDULE_SHARDS;
   const listed: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
   const keys: ObjectKey[] = [];
   const read = async (count: number) => {
@@ -306,7 +306,7 @@ async function wholeIndex(
     deps.logger.warn("The index shards' summaries could not be noted; metrics of the shards read only", { error });
     return undefined;
   }
-  const since = now - (SCHEDULE_SHARDS + 1) * reconcileScheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000;
+  const since = now - (SCHEDULE_SHARDS + 1) * scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000;
   const whole = emptyTally();
   for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
     const summary = noted.get(shard);

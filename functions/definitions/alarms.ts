@@ -6,7 +6,7 @@
  * states at `GET /v1/admin/alarms`. Each description names its section of docs/runbooks.md.
  */
 import type { SluiceConfig } from '../core/config.ts';
-import { FUNCTION_ENTRIES } from './environment.ts';
+import { FUNCTION_ENTRIES, scheduleSeconds } from './environment.ts';
 import { DELIVER_QUEUE, DISTRIBUTE_QUEUE, type QueueDefinition } from './queues.ts';
 
 /** Where a metric comes from; the stack maps each source to the real resource. */
@@ -126,15 +126,6 @@ function functionAlarms(config: SluiceConfig): AlarmDefinition[] {
   });
 }
 
-/**
- * The period of an alarm on a scheduled function: its interval, at least a minute
- * (EventBridge runs a shorter one every minute, and a minute is CloudWatch's shortest
- * standard period).
- */
-function scheduledPeriodSeconds(intervalSeconds: number): number {
-  return Math.max(60, intervalSeconds);
-}
-
 /** `1 minute`, `5 minutes`, `90 s`. */
 function span(seconds: number): string {
   return seconds % 60 === 0 ? `${seconds / 60} minute${seconds === 60 ? '' : 's'}` : `${seconds} s`;
@@ -161,7 +152,8 @@ function scheduledFunctionAlarm(
   what: string,
   intervalSeconds: number,
 ): AlarmDefinition {
-  const periodSeconds = scheduledPeriodSeconds(intervalSeconds);
+  // One run a period: the interval it really runs at (also CloudWatch's shortest standard period, a minute, at the least).
+  const periodSeconds = scheduleSeconds(intervalSeconds);
   const runs = Math.ceil(300 / periodSeconds);
   const breaching = Math.min(3, runs);
   const which = breaching < runs ? `${breaching} of its last ${runs} runs` : runs === 1 ? 'its last run' : `each of its last ${runs} runs`;
@@ -187,7 +179,8 @@ export const RECONCILER_STALE_INTERVALS = 3;
  * the one before, leaves an interval without a report and must not page.
  */
 function reconcilerStale(intervalSeconds: number): AlarmDefinition {
-  const periodSeconds = scheduledPeriodSeconds(intervalSeconds);
+  // One run a period, as in scheduledFunctionAlarm.
+  const periodSeconds = scheduleSeconds(intervalSeconds);
   return {
     name: 'reconciler-stale',
     severity: 'page',

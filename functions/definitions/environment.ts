@@ -46,11 +46,12 @@ export const AUTHORIZER_CACHE_SECONDS = 60;
 export const CANARY_TIMEOUT_SECONDS = 60;
 
 /**
- * How often the reconciler runs in AWS (s): its schedule's rate, which is a minute at
- * the least (EventBridge's), whatever shorter `reconcileIntervalSeconds` asks for.
+ * How often a scheduled function (the reconciler, the canary) runs in AWS (s): its
+ * schedule's rate, which is a minute at the least (EventBridge's), whatever shorter
+ * interval the config asks for.
  */
-export function reconcileScheduleSeconds(reconcileIntervalSeconds: number): number {
-  return Math.max(60, reconcileIntervalSeconds);
+export function scheduleSeconds(intervalSeconds: number): number {
+  return Math.max(60, intervalSeconds);
 }
 
 /**
@@ -58,7 +59,7 @@ export function reconcileScheduleSeconds(reconcileIntervalSeconds: number): numb
  * minute at most often), and within 5 minutes.
  */
 export function reconcilerTimeoutSeconds(reconcileIntervalSeconds: number): number {
-  return Math.min(300, Math.max(60, reconcileIntervalSeconds));
+  return Math.min(300, scheduleSeconds(reconcileIntervalSeconds));
 }
 
 /** The functions of sluice and their entry files, relative to the repository root. */

@@ -39,7 +39,7 @@ import {
   type MetricSource,
   THROTTLED_REQUESTS_METRIC,
 } from '../../functions/definitions/alarms.ts';
-import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES } from '../../functions/definitions/environment.ts';
+import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES, scheduleSeconds } from '../../functions/definitions/environment.ts';
 import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { acknowledgeNag } from './nag.ts';
 import { SluiceFunction } from './sluice-function.ts';
@@ -155,7 +155,7 @@ export class Operations extends Construct {
     this.canary.function.configureAsyncInvoke({ retryAttempts: 0 });
     new Rule(this, 'CanarySchedule', {
       description: 'Publishes the sluice canary event',
-      schedule: Schedule.rate(Duration.seconds(Math.max(60, props.config.canaryIntervalSeconds))),
+      schedule: Schedule.rate(Duration.seconds(scheduleSeconds(props.config.canaryIntervalSeconds))),
       targets: [new LambdaFunction(this.canary.function)],
     });
 

@@ -11,7 +11,7 @@ import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
-import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds, reconcileScheduleSeconds } from '../../functions/definitions/environment.ts';
+import { ENV, FUNCTION_ENTRIES, reconcilerTimeoutSeconds, scheduleSeconds } from '../../functions/definitions/environment.ts';
 import { DISTRIBUTE_BULK_QUEUE, DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
 import { TABLE_ACCESS } from '../../functions/definitions/tables.ts';
 import { QueueWithDeadLetters } from './queues.ts';
@@ -82,7 +82,7 @@ export class Pipeline extends Construct {
     this.reconciler.function.configureAsyncInvoke({ retryAttempts: 0 });
     new Rule(this, 'ReconcileSchedule', {
       description: 'Runs the sluice reconciler',
-      schedule: Schedule.rate(Duration.seconds(reconcileScheduleSeconds(props.config.reconcileIntervalSeconds))),
+      schedule: Schedule.rate(Duration.seconds(scheduleSeconds(props.config.reconcileIntervalSeconds))),
       targets: [new LambdaFunction(this.reconciler.function)],
     });
   }
