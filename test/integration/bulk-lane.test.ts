@@ -27,14 +27,19 @@ import { createTenant, createWebhook, publish as publishThroughApi } from '../su
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
-describe('a tenant writing thousands of distinct objects at once', () => {
+describe('a tenant writing hundreds of distinct objects in a second', () => {
   let sandbox: Sandbox;
   let receiver: Receiver;
   /** The doorbells the distributor received, by lane, each as its tenant, in the order received. */
   const received: Record<string, string[]> = { Distribute: [], DistributeBulk: [] };
+  // A fifth of the default threshold, and a fifth of the objects. Each object's event is
+  // a POST to the test's receiver, which answers on the thread the sandbox's functions
+  // run on: 2,000 of them on a loaded 2-core machine made that thread answer in seconds,
+  // and sluice rightly paced the endpoint as slow (core/endpoint-pace.ts).
   withSandbox(
     {
       canary: false,
+      config: { bulkLaneAfterRingsPerSecond: 20 },
       onReceive: (queue, messages) => {
         for (const m of messages) received[queue]?.push(JSON.parse(m.body).tenant);
       },
@@ -49,10 +54,10 @@ describe('a tenant writing thousands of distinct objects at once', () => {
     await createWebhook(sandbox, noisy.key, { resource: 'project:noisy', url: `${receiver.url}/noisy` });
     await createWebhook(sandbox, calm.key, { resource: 'calm:1', url: `${receiver.url}/calm` });
 
-    // 2,000 objects, one event each: 20 requests of 100 events within a second or two
+    // 400 objects, one event each: 4 requests of 100 events within a second or two
     // (well inside the default throttle of 500 requests a second).
     const answers = await Promise.all(
-      Array.from({ length: 20 }, (_, r) =>
+      Array.from({ length: 4 }, (_, r) =>
         publishThroughApi(
           sandbox,
           noisy.key,
@@ -63,21 +68,21 @@ describe('a tenant writing thousands of distinct objects at once', () => {
     for (const answer of answers) expect(answer.status).toBe(202);
     expect((await publishThroughApi(sandbox, calm.key, [{ resource: 'calm:1', type: 'x.y', data: 'calm' }])).status).toBe(202);
     await receiver.waitFor(() => receiver.events('/calm').length === 1, 60_000);
-    await receiver.waitFor(() => receiver.events('/noisy').length >= 2_000, 120_000);
+    await receiver.waitFor(() => receiver.events('/noisy').length >= 400, 120_000);
 
-    // In one FIFO queue the calm tenant's doorbell came after all 2,000 of the noisy
+    // In one FIFO queue the calm tenant's doorbell came after all 400 of the noisy
     // tenant's. In the main lane it comes after at most the few the main lane took before
-    // the noisy tenant's rings (100 in a second) moved to the bulk lane, where the rest went.
+    // the noisy tenant's rings (20 in a second) moved to the bulk lane, where the rest went.
     const main = received.Distribute as string[];
     const bulk = received.DistributeBulk as string[];
     expect(main.filter((t) => t === calm.id)).toHaveLength(1);
-    expect(main.indexOf(calm.id)).toBeLessThan(500);
-    expect(bulk.filter((t) => t === noisy.id).length).toBeGreaterThanOrEqual(1_500);
+    expect(main.indexOf(calm.id)).toBeLessThan(100);
+    expect(bulk.filter((t) => t === noisy.id).length).toBeGreaterThanOrEqual(300);
     expect(bulk).not.toContain(calm.id);
-    expect(sandbox.metrics.total('BulkLaneDoorbells')).toBeGreaterThanOrEqual(1_500);
+    expect(sandbox.metrics.total('BulkLaneDoorbells')).toBeGreaterThanOrEqual(300);
     const noisyEvents = receiver.events('/noisy');
-    expect(noisyEvents).toHaveLength(2_000);
-    expect(new Set(noisyEvents.map((e) => e.resource)).size).toBe(2_000);
+    expect(noisyEvents).toHaveLength(400);
+    expect(new Set(noisyEvents.map((e) => e.resource)).size).toBe(400);
     expect(noisyEvents.every((e) => e.seq === 1)).toBe(true);
   }, 240_000);
 });
