@@ -35,7 +35,7 @@ import {
   releaseDelivery,
   waitsFree,
 } from '../core/deliveries.ts';
-import { paceIntervalFor, slowAfterAnswer, slowAnswerChanged, unansweredNoteAfter } from '../core/endpoint-pace.ts';
+import { paceIntervalFor, paceLookSeconds, slowAfterAnswer, slowAnswerChanged, unansweredNoteAfter } from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -214,8 +214,9 @@ async function later(
   waitSeconds: number,
   share?: { readonly sendAt: number; readonly paceMs: number | undefined },
 ): Promise<void> {
-  const { delaySeconds, remainingSeconds } = sqsDelay(waitSeconds);
-  const notBefore = remainingSeconds > 0 ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
+  // A wait for a share looks again sooner (core/endpoint-pace.ts `paceLookSeconds`).
+  const { delaySeconds } = sqsDelay(share === undefined ? waitSeconds : paceLookSeconds(waitSeconds));
+  const notBefore = Math.ceil(waitSeconds) > delaySeconds ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
   const again = message.kind === 'probe' ? message : { ...message, sendAt: share?.sendAt, paceMs: share?.paceMs };
   await deps.queue.send([{ ...again, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
 }
@@ -231,7 +232,8 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // A longer wait, chained: for a share of the pace too, if that is what it waits for,
     // unless the endpoint's time was given back since (a new URL, or quick answers after
     // slow ones): the share was reserved behind a backlog paced for slow answers, and one
-    // taken now comes sooner. It looks at each link of the chain (15 minutes at most).
+    // taken now comes sooner. It looks at each link of the chain (half the wait left, for
+    // a share: core/endpoint-pace.ts `paceLookSeconds`).
     const share = keptShare(message);
     if (share === undefined || !(await deps.records.paceGivenBack(message.webhookId, share.sendAt))) {
       await later(deps, message, (message.notBefore - now) / 1000, share);

@@ -15,6 +15,8 @@
  * once it answers slowly its share is its answer time over MAX_IN_FLIGHT_PER_ENDPOINT.
  */
 
+import { MAX_SQS_DELAY_SECONDS } from './backoff.ts';
+
 /** How much of an endpoint's time may be used at once: its burst, a second's worth of its rate. */
 export const PACE_BURST_MS = 1_000;
 
@@ -75,4 +77,22 @@ export function slowAnswerChanged(kept: number | undefined, next: number | undef
 export function paceSendAt(freeFrom: number, now: number, intervalMs: number): number {
   // A share longer than the burst (a slow endpoint's) goes when it starts.
   return Math.max(now, freeFrom - Math.max(0, PACE_BURST_MS - intervalMs));
+}
+
+/** The shortest wait between two looks of a delivery waiting for its share; a wait this long or less is one. */
+export const PACE_LOOK_MIN_SECONDS = 60;
+
+/**
+ * How long a delivery that waits `waitSeconds` for its share of the endpoint's time
+ * waits before it looks again: half the wait (a minute at least, SQS's longest delay at
+ * most), or all of a wait of a minute or less. At each look it takes a new share if the
+ * endpoint's time was given back since (slow no more, or a new URL). A backlog given
+ * shares at a slow pace during an endpoint's slow moment (a receiver's cold start)
+ * then comes back within half of what it still had to wait, not all of it; each
+ * delivery looks about log₂(wait / 1 min) more times, where looking every minute would
+ * send a long-slow endpoint's whole backlog round the shared deliver queue every minute.
+ */
+export function paceLookSeconds(waitSeconds: number): number {
+  if (waitSeconds <= PACE_LOOK_MIN_SECONDS) return waitSeconds;
+  return Math.min(MAX_SQS_DELAY_SECONDS, Math.max(PACE_LOOK_MIN_SECONDS, waitSeconds / 2));
 }

@@ -480,8 +480,8 @@ describe('a slow endpoint', () => {
 
   /** Delivery deps `offsetMs` from now, at 50 POSTs a second per endpoint. */
   const at = (offsetMs: number) => {
-    const { deps, sent } = later(offsetMs);
-    return { deps: { ...deps, config: { ...sandbox.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 5_000 } }, sent };
+    const { deps, sent, delays } = later(offsetMs);
+    return { deps: { ...deps, config: { ...sandbox.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 5_000 } }, sent, delays };
   };
   const paced = (tenantId: string, webhookId: string, name: string) => (i: number) =>
     ({
@@ -522,21 +522,46 @@ describe('a slow endpoint', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'su:0', url: `${receiver.url}/sped-up` });
     const message = paced(tenant.id, hook.id, 'su');
     // The endpoint answered in 1.5 s, and its backlog took shares 20 minutes ahead.
-    const { deps, sent } = at(7_200_000);
+    const { deps, sent, delays } = at(7_200_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/sped-up`, 1_500);
     await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
     expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
     const waiting = sent.splice(0) as DeliveryMessage[];
     expect(waiting.every((m) => m.notBefore !== undefined)).toBe(true);
+    // Each looks again after half its wait, 10 minutes, not after SQS's longest delay.
+    for (const delay of delays) expect(delay).toBeOneOf([600, 601]);
 
     // A delivery whose time has come is answered quickly: the endpoint is slow no more.
     expect(await handleDeliverMessage(deps, { ...message(0), sendAt: deps.now() })).toBe('delivered');
     expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
 
-    // The backlog's next look, 15 minutes on (SQS's longest delay): it goes now, at the
-    // endpoint's whole rate, not 20 minutes on at the slow pace.
-    const { deps: next } = at(7_200_000 + 900_000);
+    // The backlog's next look, 10 minutes on: it goes now, at the endpoint's whole rate,
+    // not 20 minutes on at the slow pace.
+    const { deps: next } = at(7_200_000 + 601_000);
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('delivered'));
+  });
+
+  it('gives a backlog paced during a slow moment (a cold start) its rate back within a minute of quick answers', async () => {
+    const tenant = await createTenant(sandbox, 'cold-start');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'cs:0', url: `${receiver.url}/cold-start` });
+    const message = paced(tenant.id, hook.id, 'cs');
+    // The first POST took 3 s to answer, and the deliveries that came meanwhile took
+    // shares 300 ms apart, the last of them 2 minutes ahead.
+    const { deps, sent, delays } = at(14_400_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/cold-start`, 3_000);
+    await deps.records.reserveSend(hook.id, 120_000, deps.now());
+    expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
+    const waiting = sent.splice(0) as DeliveryMessage[];
+    expect(delays).toEqual([60, 60]);
+
+    // Quick answers since: slow no more (3 s halved twice is under a second).
+    for (const i of [10, 11]) expect(await handleDeliverMessage(deps, { ...message(i), sendAt: deps.now() })).toBe('delivered');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+
+    // A minute on they look, and go: not at their shares, a minute later still.
+    const { deps: next } = at(14_400_000 + 61_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(['delivered', 'delivered']);
+    expect(new Set(okEvents('/cold-start').map((e) => e.data))).toEqual(new Set([1, 2, 10, 11]));
   });
 
   it('starts a new URL afresh: its deliveries do not wait behind the shares the old URL was paced to', async () => {
@@ -652,14 +677,21 @@ describe('a slow endpoint', () => {
 /** Delivery deps at another time, with no switches, sending to a recorded queue (and to `send` if given). */
 function later(offsetMs: number, send?: ReturnType<typeof deliveryDeps>['send']) {
   const sent: unknown[] = [];
+  /** Each message's SQS delay, in the order of `sent`. */
+  const delays: number[] = [];
   const deps = {
     ...deliveryDeps(sandbox.wiring, sandbox.notifier),
     now: () => Date.now() + offsetMs,
     switches: { current: async () => [], refresh: async () => [] },
-    queue: { send: async (messages: readonly unknown[]) => void sent.push(...messages) },
+    queue: {
+      send: async (messages: readonly unknown[], delaySeconds = 0) => {
+        sent.push(...messages);
+        delays.push(...messages.map(() => delaySeconds));
+      },
+    },
     ...(send && { send }),
   } as unknown as ReturnType<typeof deliveryDeps>;
-  return { deps, sent };
+  return { deps, sent, delays };
 }
 
 describe('a chain of probes or release steps that was lost', () => {

@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import {
   MAX_IN_FLIGHT_PER_ENDPOINT,
   PACE_BURST_MS,
+  PACE_LOOK_MIN_SECONDS,
   paceInterval,
   paceIntervalFor,
+  paceLookSeconds,
   paceSendAt,
   SLOW_ANSWER_MS,
   slowAfterAnswer,
@@ -72,5 +74,17 @@ describe("a slow endpoint's pace", () => {
     expect(unansweredNoteAfter(300)).toBe(SLOW_ANSWER_MS);
     expect(unansweredNoteAfter(1_500)).toBe(3_000);
     expect(slowAnswerChanged(1_500, unansweredNoteAfter(1_500))).toBe(true);
+  });
+
+  it('has a delivery waiting for its share look again after half its wait, a minute at least and 15 minutes at most', () => {
+    expect(PACE_LOOK_MIN_SECONDS).toBe(60);
+    expect([paceLookSeconds(0.3), paceLookSeconds(45), paceLookSeconds(60)]).toEqual([0.3, 45, 60]);
+    expect([paceLookSeconds(61), paceLookSeconds(120), paceLookSeconds(121)]).toEqual([60, 60, 60.5]);
+    expect([paceLookSeconds(1_200), paceLookSeconds(1_800), paceLookSeconds(86_400)]).toEqual([600, 900, 900]);
+    // A wait of 15 minutes takes five looks (450, 225, 112.5, 60, 52.5 s) where one
+    // delay would do; one of a day takes 96 delays of 15 minutes either way, and these four.
+    let looks = 0;
+    for (let left = 900; left > 0; looks++) left -= paceLookSeconds(left);
+    expect(looks).toBe(5);
   });
 });
