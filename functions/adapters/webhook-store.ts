@@ -725,16 +725,33 @@ export class WebhookStore {
   }
 
   /**
-   * Keeps how long the endpoint at `url` takes to answer while it is slow, or forgets it
-   * (undefined). Only while the webhook still has that URL: an answer from the old URL
-   * that comes back after a `PATCH` of it says nothing of the new one.
+   * Keeps how long the endpoint at `url` takes to answer while it is slow. Only while the
+   * webhook still has that URL: an answer from the old URL that comes back after a `PATCH`
+   * of it says nothing of the new one.
    */
-  async noteSlowAnswers(tenantId: string, id: string, url: string, slowMs: number | undefined): Promise<void> {
+  async noteSlowAnswers(tenantId: string, id: string, url: string, slowMs: number): Promise<void> {
     await this.#updateIf(tenantId, id, {
-      UpdateExpression: slowMs === undefined ? 'REMOVE #slow_ms' : 'SET #slow_ms = :ms',
+      UpdateExpression: 'SET #slow_ms = :ms',
       ConditionExpression: 'attribute_exists(#pk) AND #url = :url',
       ExpressionAttributeNames: names('slow_ms', 'pk', 'url'),
-      ExpressionAttributeValues: { ':url': url, ...(slowMs !== undefined && { ':ms': slowMs }) },
+      ExpressionAttributeValues: { ':url': url, ':ms': slowMs },
+    });
+  }
+
+  /**
+   * Forgets the slow answer time kept for the endpoint at `url`, after a quick answer to a
+   * POST sent when it was `seenMs`: whether this call forgot it, and so gives the
+   * endpoint's time back (`DeliveryRecords.givePaceBack`). Not for an old URL's answer after
+   * a `PATCH`; nor a second time, for another quick answer to a POST sent as slowly (its
+   * time given back again would be taken from the deliveries that took the whole rate
+   * since); nor a slower time noted since by another POST, which the endpoint has still.
+   */
+  forgetSlowAnswers(tenantId: string, id: string, url: string, seenMs: number): Promise<boolean> {
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'REMOVE #slow_ms',
+      ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND #slow_ms <= :seen',
+      ExpressionAttributeNames: names('slow_ms', 'pk', 'url'),
+      ExpressionAttributeValues: { ':url': url, ':seen': seenMs },
     });
   }
 

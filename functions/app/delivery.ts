@@ -84,6 +84,7 @@ export interface DeliveryDeps {
     | 'heldLostSent'
     | 'leaveAloneUntil'
     | 'noteSlowAnswers'
+    | 'forgetSlowAnswers'
     | 'noteUnanswered'
     | 'claimNotice'
     | 'noticeSent'
@@ -355,12 +356,16 @@ async function attempt(
   // this POST was noted for while it went unanswered is kept already.
   const kept = noted === undefined ? webhook.slowMs : Math.max(noted, webhook.slowMs ?? 0);
   const slow = slowAfterAnswer(kept, result.durationMs);
-  if (slowAnswerChanged(kept, slow)) {
+  if (slow !== undefined && slowAnswerChanged(kept, slow)) {
     await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, webhook.url, slow);
-    // Slow no more: its whole rate back, for the deliveries of its backlog too, which took
-    // shares at the slow pace (each takes one again at its next look, see `deliver`).
-    if (slow === undefined) await deps.records.givePaceBack(webhook.id);
     if (kept === undefined) logSlow(deps, webhook, { answerMs: slow });
+  } else if (slow === undefined && kept !== undefined) {
+    // Slow no more: its whole rate back, for the deliveries of its backlog too, which took
+    // shares at the slow pace (each takes one again at its next look, see `deliver`). Only
+    // by the answer that forgot the slowness: another quick answer to a POST sent while it
+    // was slow would give back the time deliveries took at the whole rate since, and an
+    // old URL's, the new URL's time.
+    if (await deps.webhooks.forgetSlowAnswers(webhook.tenantId, webhook.id, webhook.url, kept)) await deps.records.givePaceBack(webhook.id);
   }
   const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, answeredAt);
   if (askedSeconds !== undefined) {

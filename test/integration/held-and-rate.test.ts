@@ -5,6 +5,7 @@
 import { BatchWriteCommand, DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { applyHealth, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -633,6 +634,69 @@ describe('a slow endpoint', () => {
     expect(await sending).toBe('delivered');
     expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
   }, 30_000);
+  /** A sender whose answers (each `durationMs` long, as the sender reports) come when the test lets them. */
+  const gatedSend = (answer: Partial<SendResult> = {}) => {
+    const gates: Array<() => void> = [];
+    const send = async () => {
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return { statusCode: 200, durationMs: 40, error: undefined, retryAfter: undefined, responseSnippet: '', ...answer };
+    };
+    /** Lets the `n`th POST sent (from 0) have its answer, once it was sent. */
+    const answer_ = async (n: number) => {
+      while (gates[n] === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+      gates[n]?.();
+    };
+    return { send, answer: answer_ };
+  };
+
+  it("keeps a new URL's pace when the old URL answers quickly after the change: the old URL's quick answer gives none of the new one's time back", async () => {
+    const tenant = await createTenant(sandbox, 'quick-behind');
+    const oldUrl = `${receiver.url}/quick-behind`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'qb:0', url: oldUrl });
+    const { deps: base } = at(20_000_000);
+    await base.webhooks.noteSlowAnswers(tenant.id, hook.id, oldUrl, 1_500);
+    const gated = gatedSend();
+    const deps = { ...base, send: gated.send } as typeof base;
+    const message = paced(tenant.id, hook.id, 'qb');
+    const sending = handleDeliverMessage(deps, message(0));
+
+    // While that POST to the old URL is under way, the owner moves the webhook; the new
+    // URL answers in 5 s, and its backlog has taken a minute of its time at that pace.
+    const newUrl = `${receiver.url}/quick-behind-new`;
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: newUrl } });
+    expect(moved.status).toBe(200);
+    await base.webhooks.noteSlowAnswers(tenant.id, hook.id, newUrl, 5_000);
+    await base.records.reserveSend(hook.id, 60_000, base.now());
+
+    // The old URL answers quickly: that says nothing of the new one, slow as it was.
+    await gated.answer(0);
+    expect(await sending).toBe('delivered');
+    expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBe(5_000);
+    // A new delivery waits behind the new URL's backlog, not at once beside it.
+    expect(await handleDeliverMessage(base, message(1))).toBe('throttled');
+  });
+
+  it('gives its time back once when quick answers end its slowness together: not again after deliveries took the whole rate', async () => {
+    const tenant = await createTenant(sandbox, 'quick-together');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'qt:0', url: `${receiver.url}/quick-together` });
+    const { deps: base } = at(21_000_000);
+    await base.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/quick-together`, 1_500);
+    const gated = gatedSend();
+    const deps = { ...base, send: gated.send } as typeof base;
+    const message = paced(tenant.id, hook.id, 'qt');
+    // Two POSTs under way together, each sent while the endpoint was slow.
+    const [first, second] = [handleDeliverMessage(deps, message(0)), handleDeliverMessage(deps, message(1))];
+    await gated.answer(0);
+    expect(await first).toBe('delivered');
+    expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+
+    // Its whole rate is back, and deliveries have taken a minute of its time at it since.
+    await base.records.reserveSend(hook.id, 60_000, base.now());
+    // The second quick answer was sent while the endpoint was slow too: its time is not given back again.
+    await gated.answer(1);
+    expect(await second).toBe('delivered');
+    expect(await handleDeliverMessage(base, message(2))).toBe('throttled');
+  });
 
   it.each([
     ['a 410', 410, undefined],
