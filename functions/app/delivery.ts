@@ -355,7 +355,7 @@ async function attempt(
   // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts), and the wait
   // this POST was noted for while it went unanswered is kept already.
   const kept = noted === undefined ? webhook.slowMs : Math.max(noted, webhook.slowMs ?? 0);
-  const slow = slowAfterAnswer(kept, result.durationMs);
+  const slow = slowAfterAnswer(kept, result.durationMs, decideAttempt(result.statusCode) === 'delivered');
   if (slow !== undefined && slowAnswerChanged(kept, slow)) {
     await deps.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, webhook.url, slow);
     if (kept === undefined) logSlow(deps, webhook, { answerMs: slow });

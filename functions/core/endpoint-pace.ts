@@ -41,13 +41,17 @@ export function paceIntervalFor(ratePerSecond: number, slowMs: number | undefine
 
 /**
  * The slow answer time to keep for an endpoint (undefined: none) after an answer that
- * took `durationMs`, `kept` being the one kept so far. A slow answer's own time; a
- * quicker one halves what was kept (gone under SLOW_ANSWER_MS), so that a lone quick
- * answer does not give a slow endpoint its whole rate back at once.
+ * took `durationMs`, `kept` being the one kept so far, `took` whether the answer took the
+ * delivery (a 2xx). A slow answer's own time, whatever it said (it held a delivery worker
+ * that long); a quicker one that took the delivery halves what was kept (gone under
+ * SLOW_ANSWER_MS), so that a lone quick answer does not give a slow endpoint its whole
+ * rate back at once. A quick answer that took nothing (a 429 or 503 asking to wait, a
+ * quick 500, a refused connection) leaves it: how quickly an endpoint sheds or refuses
+ * says nothing of how long it takes over a delivery.
  */
-export function slowAfterAnswer(kept: number | undefined, durationMs: number): number | undefined {
+export function slowAfterAnswer(kept: number | undefined, durationMs: number, took: boolean): number | undefined {
   if (durationMs >= SLOW_ANSWER_MS) return Math.round(durationMs);
-  if (kept === undefined) return undefined;
+  if (kept === undefined || !took) return kept;
   const halved = Math.round(kept / 2);
   return halved >= SLOW_ANSWER_MS ? halved : undefined;
 }

@@ -699,6 +699,31 @@ describe('a slow endpoint', () => {
   });
 
   it.each([
+    ['a 503 asking it to wait', { statusCode: 503, retryAfter: '5' }],
+    ['a 429 asking it to wait', { statusCode: 429, retryAfter: '5' }],
+    ['a 500', { statusCode: 500 }],
+    ['a connection refused', { statusCode: undefined, error: 'connection refused' }],
+  ])('keeps its slowness through a quick answer that takes no delivery (%s): it says nothing of how long a delivery takes', async (_, answer) => {
+    const name = `quick-${answer.statusCode ?? 'refused'}`;
+    const tenant = await createTenant(sandbox, name);
+    const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}/${name}` });
+    const { deps: base } = at(22_000_000);
+    await base.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/${name}`, 1_500);
+    await base.records.reserveSend(hook.id, 60_000, base.now());
+    const gated = gatedSend({ durationMs: 30, ...answer });
+    const deps = { ...base, send: gated.send } as typeof base;
+
+    // A delivery whose time has come gets the quick answer.
+    const sending = handleDeliverMessage(deps, { ...paced(tenant.id, hook.id, name)(0), sendAt: base.now() });
+    await gated.answer(0);
+    await sending;
+
+    // Still slow, and its backlog keeps its times: none of it goes at the whole rate.
+    expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBe(1_500);
+    expect(await base.records.paceGivenBack(hook.id, base.now() + 30_000)).toBe(false);
+  });
+
+  it.each([
     ['a 410', 410, undefined],
     ['a 503 asking to wait an hour', 503, '3600'],
     ['a 500 (a single failure quarantines here)', 500, undefined],

@@ -54,11 +54,18 @@ describe("a slow endpoint's pace", () => {
 
   it("keeps a slow answer's time, halves it on a quicker answer, and forgets it under a second", () => {
     expect(SLOW_ANSWER_MS).toBe(1_000);
-    expect(slowAfterAnswer(undefined, 300)).toBeUndefined();
-    expect(slowAfterAnswer(undefined, 1_000)).toBe(1_000);
-    expect(slowAfterAnswer(2_000, 9_000.4)).toBe(9_000);
-    expect(slowAfterAnswer(9_000, 200)).toBe(4_500);
-    expect(slowAfterAnswer(1_900, 200)).toBeUndefined();
+    expect(slowAfterAnswer(undefined, 300, true)).toBeUndefined();
+    expect(slowAfterAnswer(undefined, 1_000, true)).toBe(1_000);
+    expect(slowAfterAnswer(2_000, 9_000.4, true)).toBe(9_000);
+    expect(slowAfterAnswer(9_000, 200, true)).toBe(4_500);
+    expect(slowAfterAnswer(1_900, 200, true)).toBeUndefined();
+  });
+
+  it('keeps its slowness through quick answers that take no delivery, and takes a slow one whatever it says', () => {
+    expect(slowAfterAnswer(9_000, 30, false)).toBe(9_000);
+    expect(slowAfterAnswer(1_900, 30, false)).toBe(1_900);
+    expect(slowAfterAnswer(undefined, 30, false)).toBeUndefined();
+    expect(slowAfterAnswer(2_000, 9_000, false)).toBe(9_000);
   });
 
   it('is written when it comes, goes, or moves by more than a quarter', () => {
