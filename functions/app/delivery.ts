@@ -217,7 +217,11 @@ async function later(
 ): Promise<void> {
   // A wait for a share looks again sooner (core/endpoint-pace.ts `paceLookSeconds`).
   const { delaySeconds } = sqsDelay(share === undefined ? waitSeconds : paceLookSeconds(waitSeconds));
-  const notBefore = Math.ceil(waitSeconds) > delaySeconds ? deps.now() + Math.ceil(waitSeconds) * 1000 : undefined;
+  // The end of the wait to the millisecond, not rounded up to a whole second from now: each
+  // link of a chain ends where the one before it would, however late SQS brought it, where
+  // rounding put each up to a second later than the last (the five looks of a 15-minute
+  // wait for a share, up to five seconds after it). Its last link's delay is rounded up.
+  const notBefore = Math.ceil(waitSeconds) > delaySeconds ? deps.now() + waitSeconds * 1000 : undefined;
   const again = message.kind === 'probe' ? message : { ...message, sendAt: share?.sendAt, paceMs: share?.paceMs };
   await deps.queue.send([{ ...again, ...(notBefore !== undefined ? { notBefore } : { notBefore: undefined }) }], delaySeconds);
 }

@@ -425,6 +425,40 @@ describe('per-endpoint rate', () => {
     expect((sent[0] as DeliveryMessage).sendAt).toBeUndefined();
     expect((sent[0] as DeliveryMessage).attempt).toBe(1);
   });
+
+  it('keeps a delivery waiting for its time to that time through every look of its wait, however late SQS brings each look', async () => {
+    const tenant = await createTenant(sandbox, 'paced-looks');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pl:0', url: `${receiver.url}/paced-looks` });
+    const { deps } = later(30_000_000);
+    // A delivery was given a time 15 minutes ahead, behind a backlog at the endpoint's rate.
+    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const sendAt = deps.now() + 900_000;
+    let message: DeliveryMessage = {
+      deliveryId: 'msg_pl1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_pl1', seq: 1, resource: 'pl:1', parents: ['pl:0'], data: 1 })],
+      attempt: 1,
+      sendAt,
+      paceMs: 1000 / 3,
+    };
+
+    // It looks again after half of its wait each time (five times in all), and SQS brings
+    // each look back 0.4 s after its delay.
+    let arrives = deps.now();
+    for (let looks = 0; ; looks++) {
+      expect(looks).toBeLessThanOrEqual(5);
+      const step = later(arrives - Date.now());
+      if ((await handleDeliverMessage(step.deps, message)) === 'delivered') break;
+      message = step.sent[0] as DeliveryMessage;
+      arrives += (step.delays[0] ?? 0) * 1000 + 400;
+    }
+
+    // It goes within a second (SQS delays are whole seconds) and the last look's 0.4 s of
+    // its time: a look that came late does not put the ones after it later still.
+    expect(arrives - sendAt).toBeGreaterThanOrEqual(0);
+    expect(arrives - sendAt).toBeLessThan(1_400);
+  });
 });
 
 describe('a slow endpoint', () => {
