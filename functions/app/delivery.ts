@@ -240,7 +240,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     // taken now comes sooner. It looks at each link of the chain (half the wait left, for
     // a share: core/endpoint-pace.ts `paceLookSeconds`).
     const share = keptShare(message);
-    if (share === undefined || !(await deps.records.paceGivenBack(message.webhookId, share.sendAt))) {
+    if (share === undefined || !(await deps.records.paceGivenBack(message.webhookId, share.sendAt, now))) {
       await later(deps, message, (message.notBefore - now) / 1000, share);
       return 'waiting';
     }

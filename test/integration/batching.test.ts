@@ -133,4 +133,29 @@ describe("an endpoint's pace", () => {
     expect(await a.reserveSend('wh_two', 100, now + 4_000)).toBe(now + 4_000);
     expect(await b.reserveSend('wh_two', 100, now + 4_000)).toBe(now + 4_000);
   });
+
+  it("reads the endpoint's pace once a second in a container for the looks of its waiting deliveries, not once a look, and sees it given back", async () => {
+    const counts = newCounts();
+    const client = documentClient({ ...emulators.dynamo });
+    instrument(counts, client, 'dynamodb');
+    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const other = new DeliveryRecords({ client: documentClient({ ...emulators.dynamo }), tableName: controlTable, retentionDays: 7 });
+    const now = 9_000_000;
+    // A slow endpoint's backlog has its time taken for the next hour.
+    await records.reserveSend('wh_looks', 3_600_000, now);
+
+    // A minute on, 30 of its deliveries look in one second, some together, some after.
+    const first = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => records.paceGivenBack('wh_looks', now + 120_000 + i, now + 60_000)),
+    );
+    const after = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => records.paceGivenBack('wh_looks', now + 120_000 + i, now + 60_000 + 100 * i)),
+    );
+
+    expect([...first, ...after]).toEqual(Array(30).fill(false));
+    expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1, GetItemCommand: 1 });
+    // Another container gives the endpoint's time back (it answers quickly again): looks a second on see it.
+    await other.givePaceBack('wh_looks');
+    expect(await records.paceGivenBack('wh_looks', now + 120_000, now + 61_000)).toBe(true);
+  });
 });

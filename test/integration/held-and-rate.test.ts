@@ -754,7 +754,7 @@ describe('a slow endpoint', () => {
 
     // Still slow, and its backlog keeps its times: none of it goes at the whole rate.
     expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBe(1_500);
-    expect(await base.records.paceGivenBack(hook.id, base.now() + 30_000)).toBe(false);
+    expect(await base.records.paceGivenBack(hook.id, base.now() + 30_000, base.now())).toBe(false);
   });
 
   it.each([
