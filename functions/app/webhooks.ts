@@ -259,9 +259,12 @@ export class WebhookService {
     const rest = changes.url === current.url ? { ...changes, url: undefined } : changes;
     if (Object.values(rest).some((value) => value !== undefined)) {
       // A new URL is another endpoint: its deliveries do not wait behind the shares of
-      // the old one's pace (slow answers may have spread them far ahead). Before the
-      // change, so that a failure here leaves the webhook as it was.
-      if (rest.url !== undefined) await this.#deps.delivery.records.givePaceBack(id);
+      // the old one's slow pace (slow answers may have spread them far ahead). Only a slow
+      // one's: the shares of an endpoint paced at its whole rate are the new URL's pace as
+      // well (its backlog goes there at them), and given back, new deliveries would go
+      // beside them at the whole rate again, twice the rate for up to a minute. Before
+      // the change, so that a failure here leaves the webhook as it was.
+      if (rest.url !== undefined && current.slowMs !== undefined) await this.#deps.delivery.records.givePaceBack(id);
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
       current = updated;

@@ -426,6 +426,31 @@ describe('per-endpoint rate', () => {
     expect((sent[0] as DeliveryMessage).attempt).toBe(1);
   });
 
+  it('keeps the pace of an endpoint that was not slow through a new URL: its backlog and new deliveries do not go together at twice its rate', async () => {
+    const tenant = await createTenant(sandbox, 'over-rate-moved');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'om:0', url: `${receiver.url}/over-rate` });
+    const message = (i: number): DeliveryMessage => ({
+      deliveryId: `msg_om${i}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: `evt_om${i}`, seq: i + 1, resource: 'om:1', parents: ['om:0'], data: i })],
+      attempt: 1,
+    });
+    const { deps } = later(32_000_000);
+    // 30 deliveries at 3 a second: 3 go, and 27 wait with times up to 9 s ahead.
+    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => handleDeliverMessage(deps, message(i))));
+    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(27);
+
+    const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, {
+      key: tenant.key,
+      body: { url: `${receiver.url}/over-rate-new` },
+    });
+    expect(moved.status).toBe(200);
+
+    // The backlog goes to the new URL at its times: a new delivery waits behind it, not beside it.
+    expect(await handleDeliverMessage(deps, message(30))).toBe('throttled');
+  });
+
   it('keeps a delivery waiting for its time to that time through every look of its wait, however late SQS brings each look', async () => {
     const tenant = await createTenant(sandbox, 'paced-looks');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'pl:0', url: `${receiver.url}/paced-looks` });
