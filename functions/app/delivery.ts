@@ -231,7 +231,11 @@ function keptShare(message: DeliveryMessage): { sendAt: number; paceMs: number |
   return message.sendAt === undefined ? undefined : { sendAt: message.sendAt, paceMs: message.paceMs };
 }
 
-async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<DeliveryOutcome> {
+/**
+ * `delayCounted`: the delivery was counted as delayed for the endpoint's rate when it was
+ * first given a share, and takes another only because the endpoint's time was given back.
+ */
+async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounted = false): Promise<DeliveryOutcome> {
   const now = deps.now();
   if (message.notBefore !== undefined && message.notBefore > now) {
     // A longer wait, chained: for a share of the pace too, if that is what it waits for,
@@ -244,7 +248,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
       await later(deps, message, (message.notBefore - now) / 1000, share);
       return 'waiting';
     }
-    return deliver(deps, { ...message, notBefore: undefined, sendAt: undefined, paceMs: undefined });
+    return deliver(deps, { ...message, notBefore: undefined, sendAt: undefined, paceMs: undefined }, true);
   }
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook) return dropForDeleted(deps, message);
@@ -306,7 +310,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage): Promise<De
     const kept = message.sendAt !== undefined && (message.paceMs ?? interval) >= interval ? keptShare(message) : undefined;
     const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
     if (share.sendAt > now) {
-      if (message.sendAt === undefined) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
+      if (message.sendAt === undefined && !delayCounted) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
       await later(deps, message, (share.sendAt - now) / 1000, share);
       return 'throttled';
     }

@@ -601,6 +601,29 @@ describe('a slow endpoint', () => {
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('delivered'));
   });
 
+  it('counts a delivery that takes a new time at its look, after the time was given back, as delayed once, not again', async () => {
+    const tenant = await createTenant(sandbox, 'recounted');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rc:0', url: `${receiver.url}/recounted` });
+    const message = paced(tenant.id, hook.id, 'rc');
+    const { deps, sent } = at(23_000_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/recounted`, 3_000);
+    await deps.records.reserveSend(hook.id, 600_000, deps.now());
+    const delayed = () => sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_rate' });
+    const before = delayed();
+    expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
+    expect(delayed() - before).toBe(2);
+    const waiting = sent.splice(0) as DeliveryMessage[];
+
+    // Quick again: its time given back, and new deliveries have taken the next seven minutes of it since.
+    for (const i of [10, 11]) expect(await handleDeliverMessage(deps, { ...message(i), sendAt: deps.now() })).toBe('delivered');
+    await deps.records.reserveSend(hook.id, 420_000, deps.now());
+
+    // At their looks, five minutes on, they take new times two minutes later: the same delays, counted once.
+    const { deps: next } = at(23_000_000 + 300_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(['throttled', 'throttled']);
+    expect(delayed() - before).toBe(2);
+  });
+
   it('gives a backlog paced during a slow moment (a cold start) its rate back within a minute of quick answers', async () => {
     const tenant = await createTenant(sandbox, 'cold-start');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'cs:0', url: `${receiver.url}/cold-start` });
