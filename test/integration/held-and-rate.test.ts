@@ -556,10 +556,11 @@ describe('a slow endpoint', () => {
     const tenant = await createTenant(sandbox, 'slowed');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'sd:0', url: `${receiver.url}/slowed` });
     const message = paced(tenant.id, hook.id, 'sd');
-    // A backlog reaches the endpoint at its whole rate: a second's burst is gone, and 20
-    // deliveries are given shares 20 ms apart.
+    // A backlog reaches the endpoint at its whole rate: two seconds of its time are taken
+    // (the first share after a second's would come 20 ms on, which a loaded machine takes
+    // to get to it), and 20 deliveries are given shares 20 ms apart, from a second on.
     const { deps, sent } = at(3_600_000);
-    await deps.records.reserveSend(hook.id, 1_000, deps.now());
+    await deps.records.reserveSend(hook.id, 2_000, deps.now());
     const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => handleDeliverMessage(deps, message(i))));
     expect(outcomes).toEqual(Array(20).fill('throttled'));
     const waiting = sent.splice(0) as DeliveryMessage[];
@@ -567,10 +568,11 @@ describe('a slow endpoint', () => {
     // The first POSTs answer in 9 s: a tenth of that is a POST's share from now on.
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/slowed`, 9_000);
 
-    // When their times come, they do not all go at once (each would hold a delivery
-    // worker for 9 s): each takes a share at the slow pace, 900 ms apart.
+    // When their times come (the last 1.4 s on), they do not all go at once (each would
+    // hold a delivery worker for 9 s): each takes a share at the slow pace, 900 ms apart,
+    // the first 2.3 s on.
     const from = receiver.received.length;
-    const { deps: due, sent: again } = at(3_601_000);
+    const { deps: due, sent: again } = at(3_601_500);
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(due, m)))).toEqual(Array(20).fill('throttled'));
     expect(receiver.received.slice(from).filter((d) => d.path === '/slowed')).toEqual([]);
     const times = (again as DeliveryMessage[]).map((m) => m.sendAt ?? Number.NaN).sort((a, b) => a - b);
