@@ -35,7 +35,15 @@ import {
   releaseDelivery,
   waitsFree,
 } from '../core/deliveries.ts';
-import { paceIntervalFor, paceLookSeconds, slowAfterAnswer, slowAnswerChanged, unansweredNoteAfter } from '../core/endpoint-pace.ts';
+import {
+  PACE_FAR_AHEAD_MS,
+  pacedFarAhead,
+  paceIntervalFor,
+  paceLookSeconds,
+  slowAfterAnswer,
+  slowAnswerChanged,
+  unansweredNoteAfter,
+} from '../core/endpoint-pace.ts';
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
@@ -132,6 +140,12 @@ const HELD_COUNT_SETTLE_MS = 30_000;
 const OVERFLOW_LOG_INTERVAL_MS = 60_000;
 /** When this container last logged each webhook's overflow. */
 const overflowLog = new LogTally(OVERFLOW_LOG_INTERVAL_MS);
+/**
+ * When this container last logged each webhook's deliveries given shares far ahead, and
+ * how many since: once a minute, as for overflow, so the window of the
+ * `endpoint-backlog-far-ahead` alarm holds a line naming the webhook.
+ */
+const farAheadLog = new LogTally(OVERFLOW_LOG_INTERVAL_MS);
 
 export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQueueMessage): Promise<DeliveryOutcome> {
   switch (message.kind) {
@@ -311,6 +325,9 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
     if (share.sendAt > now) {
       if (message.sendAt === undefined && !delayCounted) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
+      // A share taken now, not one kept, nor one taken again because the time was given
+      // back (the endpoint answers quickly again; its backlog is counted once, as above).
+      if (kept === undefined && !delayCounted) noteFarAhead(deps, webhook, share.sendAt - now, interval, now);
       await later(deps, message, (share.sendAt - now) / 1000, share);
       return 'throttled';
     }
@@ -319,6 +336,28 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
   const attempted: DeliveryMessage = message.failingWaits === undefined ? message : { ...message, failingWaits: undefined };
   const result = await attempt(deps, webhook, attempted);
   return decide(deps, webhook, attempted, result);
+}
+
+/**
+ * A delivery given a share of its endpoint's time far ahead (core/endpoint-pace.ts
+ * `pacedFarAhead`): the endpoint's backlog outgrows its pace, and its subscriber gets
+ * events that late. Nothing fails, so nothing else tells anyone: it is counted
+ * (`DeliveriesPacedFarAhead`, no webhook in it: alarm `endpoint-backlog-far-ahead`), and
+ * logged with the tenant and webhook at most once a minute per webhook and container,
+ * with how many this container gave far shares since its last line.
+ */
+function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number, paceMs: number, now: number): void {
+  if (!pacedFarAhead(waitMs)) return;
+  deps.metrics.count('DeliveriesPacedFarAhead');
+  const due = farAheadLog.note(webhook.id, now, { deliveries: 1 });
+  if (!due) return;
+  deps.logger.warn(`Deliveries wait over ${PACE_FAR_AHEAD_MS / 60_000} minutes for their endpoint's pace: its backlog outgrows it`, {
+    ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
+    waitSeconds: Math.round(waitMs / 1000),
+    paceMs: Math.round(paceMs),
+    answerMs: webhook.slowMs,
+    ...due,
+  });
 }
 
 /**

@@ -100,3 +100,20 @@ export function paceLookSeconds(waitSeconds: number): number {
   if (waitSeconds <= PACE_LOOK_MIN_SECONDS) return waitSeconds;
   return Math.min(MAX_SQS_DELAY_SECONDS, Math.max(PACE_LOOK_MIN_SECONDS, waitSeconds / 2));
 }
+
+/**
+ * A delivery given a share of its endpoint's time more than this far ahead waits far: its
+ * endpoint's deliveries come faster than its pace (a slow endpoint's, or its whole rate)
+ * lets them go, and its backlog has grown past what it clears in a moment. SQS's longest
+ * delay: a wait past it goes round the shared deliver queue more than once (a chain of
+ * looks), and a subscriber gets its events that late, three times the lateness at which
+ * `delivery-backlog-age` pages for the platform. A receiver's slow moment (a cold start)
+ * books a minute or two ahead; one that answers in 9 s at 50 deliveries a second books
+ * past this within 20 s, and a day ahead within an hour.
+ */
+export const PACE_FAR_AHEAD_MS = MAX_SQS_DELAY_SECONDS * 1000;
+
+/** Whether a share of the endpoint's time `waitMs` from now is far ahead (more than PACE_FAR_AHEAD_MS). */
+export function pacedFarAhead(waitMs: number): boolean {
+  return waitMs > PACE_FAR_AHEAD_MS;
+}

@@ -626,6 +626,68 @@ describe('a slow endpoint', () => {
     expect(delayed() - before).toBe(2);
   });
 
+  it('counts deliveries given shares over 15 minutes ahead and names their webhook once a minute; not those a slow moment books minutes ahead, nor a share kept or taken again', async () => {
+    const tenant = await createTenant(sandbox, 'far-ahead');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'fa:0', url: `${receiver.url}/far-ahead` });
+    const message = paced(tenant.id, hook.id, 'fa');
+    const warned: Array<[string, Record<string, unknown>]> = [];
+    const logger = {
+      info: () => {},
+      warn: (line: string, fields?: Record<string, unknown>) => void warned.push([line, fields ?? {}]),
+      error: () => {},
+    };
+    const watched = (offsetMs: number) => {
+      const step = at(offsetMs);
+      return { ...step, deps: { ...step.deps, logger } };
+    };
+    const far = () => sandbox.metrics.total('DeliveriesPacedFarAhead');
+    const lines = () => warned.filter(([line]) => line.startsWith('Deliveries wait over 15 minutes'));
+    const before = far();
+    // A slow moment: answers of 3 s (shares 300 ms apart), its time booked two minutes ahead.
+    const { deps, sent } = watched(28_800_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/far-ahead`, 3_000);
+    await deps.records.reserveSend(hook.id, 120_000, deps.now());
+    expect(await handleDeliverMessage(deps, message(1))).toBe('throttled');
+    expect(far() - before).toBe(0);
+    expect(lines()).toEqual([]);
+
+    // Its backlog has grown 15 minutes more: each delivery now waits 17 minutes.
+    await deps.records.reserveSend(hook.id, 900_000, deps.now());
+    expect(await Promise.all([2, 3, 4].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
+    expect(far() - before).toBe(3);
+    // One line for the webhook in the minute, the first delivery's.
+    expect(lines()).toEqual([
+      [expect.any(String), expect.objectContaining({ tenant: tenant.id, webhook: hook.id, answerMs: 3_000, paceMs: 300, deliveries: 1 })],
+    ]);
+    expect(lines()[0]?.[1].waitSeconds).toBeGreaterThan(900);
+    const waiting = (sent.splice(0) as DeliveryMessage[]).filter((m) => m.sendAt !== undefined && m.sendAt - deps.now() > 900_000);
+    expect(waiting).toHaveLength(3);
+
+    // A minute on, another: a line again, with the deliveries since the last one.
+    const { deps: minute } = watched(28_800_000 + 61_000);
+    expect(await handleDeliverMessage(minute, message(5))).toBe('throttled');
+    expect(far() - before).toBe(4);
+    expect(lines()).toHaveLength(2);
+    expect(lines()[1]?.[1]).toMatchObject({ webhook: hook.id, deliveries: 3 });
+
+    // At their looks the waiting keep their shares: not counted again.
+    const { deps: look } = watched(28_800_000 + 62_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(look, m)))).toEqual(Array(3).fill('waiting'));
+    expect(far() - before).toBe(4);
+
+    // Quick again (3 s halved twice): its time is given back, and deliveries since have
+    // taken 16.5 minutes of it at its whole rate (not past the waiting shares, 17 minutes
+    // on). Those waiting take new shares at their next look, over 15 minutes ahead still,
+    // but they were counted when first given one.
+    for (const i of [10, 11]) expect(await handleDeliverMessage(deps, { ...message(i), sendAt: deps.now() })).toBe('delivered');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+    await deps.records.reserveSend(hook.id, 990_000, deps.now());
+    const { deps: next, sent: again } = watched(28_800_000 + 63_000);
+    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('throttled'));
+    expect((again as DeliveryMessage[]).every((m) => (m.sendAt ?? 0) - next.now() > 900_000)).toBe(true);
+    expect(far() - before).toBe(4);
+  });
+
   it('gives a backlog paced during a slow moment (a cold start) its rate back within a minute of quick answers', async () => {
     const tenant = await createTenant(sandbox, 'cold-start');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'cs:0', url: `${receiver.url}/cold-start` });

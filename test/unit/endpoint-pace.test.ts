@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   MAX_IN_FLIGHT_PER_ENDPOINT,
   PACE_BURST_MS,
+  PACE_FAR_AHEAD_MS,
   PACE_LOOK_MIN_SECONDS,
+  pacedFarAhead,
   paceInterval,
   paceIntervalFor,
   paceLookSeconds,
@@ -93,5 +95,16 @@ describe("a slow endpoint's pace", () => {
     let looks = 0;
     for (let left = 900; left > 0; looks++) left -= paceLookSeconds(left);
     expect(looks).toBe(5);
+  });
+
+  it("calls a share far ahead past SQS's longest delay, 15 minutes: not a slow moment's minutes, but what a slow endpoint's backlog reaches within seconds", () => {
+    expect(PACE_FAR_AHEAD_MS).toBe(900_000);
+    expect([pacedFarAhead(120_000), pacedFarAhead(900_000), pacedFarAhead(900_001)]).toEqual([false, false, true]);
+    // 50 deliveries a second to an endpoint answering in 9 s: each second books 45 s of its
+    // time and frees one, so the shares are past 15 minutes ahead after about 20 s.
+    const interval = paceIntervalFor(50, 9_000);
+    const bookedAfter = (seconds: number) => seconds * (50 * interval - 1_000);
+    expect(pacedFarAhead(bookedAfter(20))).toBe(false);
+    expect(pacedFarAhead(bookedAfter(21))).toBe(true);
   });
 });
