@@ -412,6 +412,31 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     ...ANY_IN_FIVE_MINUTES,
   },
   {
+    name: 'endpoint-backlog-far-ahead',
+    // One tenant's endpoint, slow (or over its rate) for what its deliveries bring: its
+    // backlog waits in the deliver queue for times over 15 minutes ahead, and nothing
+    // fails, so nothing else tells anyone (delivery-backlog-age sees each delivery as it
+    // falls due). The action is to tell that tenant, which can wait for the day. The
+    // backlog costs the shared deliver queue a send per delivery every 15 minutes; once
+    // that delays other tenants' deliveries, delivery-backlog-age pages.
+    severity: 'ticket',
+    runbook: 'endpoint-backlog-far-ahead',
+    title: 'Endpoint backlog far ahead',
+    summary:
+      "deliveries were given times over 15 minutes ahead of their endpoint's pace in each of the last 5 minutes: an endpoint slower than its deliveries come, its backlog growing.",
+    sources: [{ kind: 'sluice', name: 'DeliveriesPacedFarAhead' }],
+    statistic: 'Sum',
+    // In every minute of five, not any one: a slow moment of a busy endpoint (50 a second
+    // to 9 s answers books past 15 minutes within 20 s) stops booking far once it answers
+    // quickly again, and its backlog takes its times back within 15 minutes by itself.
+    periodSeconds: 60,
+    evaluationPeriods: 5,
+    datapointsToAlarm: 5,
+    threshold: 0,
+    comparison: 'GreaterThanThreshold',
+    missingData: 'notBreaching',
+  },
+  {
     name: 'webhook-disabled',
     // One tenant's endpoint: its owner was told (SNS), its deliveries are held, and the
     // runbook's action is none unless the tenant asks. A platform fault that fails every

@@ -273,6 +273,7 @@ export class Operations extends Construct {
             sluice('EventsDiscardedByOwner'),
             sluice('EventsDiscardedWhileDisabled'),
             sluice('DeliveriesDelayed'),
+            sluice('DeliveriesPacedFarAhead'),
             sluice('Probes'),
           ]),
           graph('Dead letters and canary', [

@@ -830,6 +830,28 @@ describe('operations', () => {
     }
   });
 
+  it("files a ticket to the on-call topic when an endpoint's deliveries are given times over 15 minutes ahead in each of 5 minutes", () => {
+    const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+      String(a.Properties.AlarmDescription).startsWith('TICKET Endpoint backlog far ahead'),
+    );
+    const [topicId] = Object.keys(template.findResources('AWS::SNS::Topic', { Properties: { DisplayName: 'sluice on-call' } }));
+    expect(alarm?.Properties).toMatchObject({
+      MetricName: 'DeliveriesPacedFarAhead',
+      Namespace: 'Sluice',
+      Statistic: 'Sum',
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 0,
+      Period: 60,
+      EvaluationPeriods: 5,
+      DatapointsToAlarm: 5,
+      TreatMissingData: 'notBreaching',
+      AlarmActions: [{ Ref: topicId }],
+    });
+    expect(alarm?.Properties.AlarmDescription).toContain('docs/runbooks.md#endpoint-backlog-far-ahead');
+    // Its deployment's own metric, and no webhook, tenant or other dimension beside it.
+    expect((alarm?.Properties.Dimensions as Array<{ Name: string }>).map((d) => d.Name)).toEqual(['service']);
+  });
+
   it('pages on a stale canary even when nothing else reports: missing data breaches', () => {
     const alarm = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
       String(a.Properties.AlarmDescription).startsWith('PAGE Canary stale'),

@@ -5,6 +5,7 @@
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { describe, expect, it } from 'vitest';
 import { sqsMessageBody } from '../../functions/adapters/send-batcher.ts';
+import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -145,6 +146,84 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     await until('delivery-backlog-age', 'ALARM', 2_000);
     await until('delivery-backlog-age', 'OK');
   }, 30_000);
+
+  it("files no ticket for a slow moment (a receiver's cold start): its burst waits seconds for the slow pace, never 15 minutes", async () => {
+    const tenant = await createTenant(sandbox, 'cold');
+    // The receiver answers in 2 s for its first 5 seconds (the ping at once), then at once.
+    let slowUntil = Number.POSITIVE_INFINITY;
+    receiver.answer('/cold', async ({ ping }) => {
+      if (!ping && Date.now() < slowUntil) await new Promise((resolve) => setTimeout(resolve, 2_000));
+      return 200;
+    });
+    await createWebhook(sandbox, tenant.key, { resource: 'cold:0', url: `${receiver.url}/cold` });
+    const event = (n: number) => ({ resource: `cold:${n}`, parents: ['cold:0'], type: 'doc.changed', data: { n } });
+    const delayed = () => sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_rate' });
+    const [delayedBefore, farBefore] = [delayed(), sandbox.metrics.total('DeliveriesPacedFarAhead')];
+    slowUntil = Date.now() + 5_000;
+    await publish(sandbox, tenant.key, [event(0)]);
+    await receiver.waitFor(() => receiver.acceptedEvents('/cold').length === 1, 10_000);
+
+    // Deliveries come faster than it takes them while it is slow (a POST takes 200 ms of
+    // its time): 25, one every 80 ms (one at a time, not merged into one delivery).
+    for (let n = 1; n <= 25; n++) {
+      await publish(sandbox, tenant.key, [event(n)]);
+      await new Promise((resolve) => setTimeout(resolve, 80));
+    }
+    await receiver.waitFor(() => receiver.acceptedEvents('/cold').length === 26, 30_000);
+
+    // They waited for the slow pace, seconds each, and none over 15 minutes.
+    expect(delayed() - delayedBefore).toBeGreaterThan(0);
+    expect(sandbox.metrics.total('DeliveriesPacedFarAhead') - farBefore).toBe(0);
+    expect(await alarmState('endpoint-backlog-far-ahead')).toBe('OK');
+  }, 45_000);
+
+  it('endpoint-backlog-far-ahead files a ticket for a slow endpoint whose deliveries wait over 15 minutes; a pause on its webhook, as the runbook says, clears it', async () => {
+    const tenant = await createTenant(sandbox, 'far');
+    receiver.answer('/far', async ({ ping }) => {
+      if (!ping) await new Promise((resolve) => setTimeout(resolve, 1_200));
+      return 200;
+    });
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'far:0', url: `${receiver.url}/far` });
+    const event = (n: number) => ({ resource: `far:${n}`, parents: ['far:0'], type: 'doc.changed', data: { n } });
+    // Its first delivery answers in 1.2 s: slow, a POST takes 120 ms of its time from now on.
+    await publish(sandbox, tenant.key, [event(0)]);
+    await receiver.waitFor(() => receiver.acceptedEvents('/far').length === 1, 10_000);
+    // Its time is taken 20 minutes ahead, as the backlog of the deliveries that came
+    // faster than that for the last hours would have it.
+    const { records } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    await records.reserveSend(hook.id, 20 * 60_000, Date.now());
+    const farBefore = sandbox.metrics.total('DeliveriesPacedFarAhead');
+
+    // Its deliveries keep coming: each given a time 20 minutes ahead, in every period of five.
+    let n = 1;
+    const publishing = async (until: () => Promise<boolean>) => {
+      for (const started = Date.now(); !(await until()); n++) {
+        if (Date.now() - started > 30_000) throw new Error('the alarm did not change state in 30 s');
+        await publish(sandbox, tenant.key, [event(n)]);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    await publishing(async () => (await alarmState('endpoint-backlog-far-ahead')) === 'ALARM');
+    expect(sandbox.metrics.total('DeliveriesPacedFarAhead') - farBefore).toBeGreaterThanOrEqual(5);
+    // One tenant's endpoint: a ticket, and nothing pages for it.
+    const alarms = (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data;
+    expect(alarms.find((a: { name: string }) => a.name === 'endpoint-backlog-far-ahead')).toMatchObject({ severity: 'ticket' });
+    expect(paging(alarms)).toEqual([]);
+    expect(receiver.acceptedEvents('/far')).toHaveLength(1);
+
+    // The runbook's lever until the tenant fixes it: a pause on the webhook holds what comes, and the alarm clears.
+    const pause = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'webhook', tenant: tenant.id, target: hook.id, action: 'pause', reason: 'endpoint far behind' },
+    });
+    expect(pause.status).toBe(200);
+    await publishing(async () => (await alarmState('endpoint-backlog-far-ahead')) === 'OK');
+    const held = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held;
+    for (const started = Date.now(); (await held()) === 0 && Date.now() - started < 10_000; ) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await held()).toBeGreaterThan(0);
+  }, 60_000);
 
   it('object-queue-near-cap fires at the reconciler report of a paused object past 80 % of its cap, and clears at the report after it drained', async () => {
     const tenant = await createTenant(sandbox, 'deep');

@@ -286,6 +286,34 @@ describe('who an alarm calls: on-call for the platform, a ticket for what one te
     expect(paging()).toEqual(['ingest-5xx']);
   });
 
+  it("files a ticket for one tenant's endpoint whose deliveries are given times over 15 minutes ahead in each of 5 minutes, not for a slow moment of a minute or two", () => {
+    const { metrics, advance, paging, ticketed } = watch();
+    // A busy endpoint slow for half a minute: its deliveries booked far ahead for two
+    // minutes, until its quick answers gave its time back.
+    for (let minute = 0; minute < 2; minute++) {
+      metrics.count('DeliveriesPacedFarAhead', 2_500);
+      advance(60_000);
+    }
+    for (let minute = 0; minute < 4; minute++) {
+      advance(60_000);
+      expect(ticketed()).toEqual([]);
+    }
+    // 50 deliveries a second to an endpoint answering in 9 s, which stays slow: every
+    // delivery from the 20th second on waits over 15 minutes, in every minute.
+    for (let minute = 0; minute < 4; minute++) {
+      metrics.count('DeliveriesPacedFarAhead', 3_000);
+      advance(60_000);
+      expect(ticketed()).toEqual([]);
+    }
+    metrics.count('DeliveriesPacedFarAhead', 3_000);
+    advance(1);
+    expect(ticketed()).toEqual(['endpoint-backlog-far-ahead']);
+    expect(paging()).toEqual([]);
+    // Paused by on-call, or quick again: no new far times, and it clears a minute on.
+    advance(60_000);
+    expect(ticketed()).toEqual([]);
+  });
+
   it("files a ticket for one tenant's object past 80 % of its cap: a burst that drains a minute later, or an object on-call paused", () => {
     const { metrics, advance, paging, ticketed } = watch();
     // The reconciler's run finds the burst at its peak; the next, a minute on, finds it drained.
