@@ -149,27 +149,27 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
 
   it("files no ticket for a slow moment (a receiver's cold start): its burst waits seconds for the slow pace, never 15 minutes", async () => {
     const tenant = await createTenant(sandbox, 'cold');
-    // The receiver answers in 2 s for its first 5 seconds (the ping at once), then at once.
+    // The receiver answers in 3 s for its first 6 seconds (the ping at once), then at once.
     let slowUntil = Number.POSITIVE_INFINITY;
     receiver.answer('/cold', async ({ ping }) => {
-      if (!ping && Date.now() < slowUntil) await new Promise((resolve) => setTimeout(resolve, 2_000));
+      if (!ping && Date.now() < slowUntil) await new Promise((resolve) => setTimeout(resolve, 3_000));
       return 200;
     });
     await createWebhook(sandbox, tenant.key, { resource: 'cold:0', url: `${receiver.url}/cold` });
     const event = (n: number) => ({ resource: `cold:${n}`, parents: ['cold:0'], type: 'doc.changed', data: { n } });
     const delayed = () => sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_rate' });
     const [delayedBefore, farBefore] = [delayed(), sandbox.metrics.total('DeliveriesPacedFarAhead')];
-    slowUntil = Date.now() + 5_000;
+    slowUntil = Date.now() + 6_000;
     await publish(sandbox, tenant.key, [event(0)]);
     await receiver.waitFor(() => receiver.acceptedEvents('/cold').length === 1, 10_000);
 
-    // Deliveries come faster than it takes them while it is slow (a POST takes 200 ms of
-    // its time): 25, one every 80 ms (one at a time, not merged into one delivery).
-    for (let n = 1; n <= 25; n++) {
+    // Deliveries come faster than it takes them while it is slow (a POST takes 300 ms of
+    // its time): 30, one every 50 ms (one at a time, so that few are merged into one delivery).
+    for (let n = 1; n <= 30; n++) {
       await publish(sandbox, tenant.key, [event(n)]);
-      await new Promise((resolve) => setTimeout(resolve, 80));
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await receiver.waitFor(() => receiver.acceptedEvents('/cold').length === 26, 30_000);
+    await receiver.waitFor(() => receiver.acceptedEvents('/cold').length === 31, 30_000);
 
     // They waited for the slow pace, seconds each, and none over 15 minutes.
     expect(delayed() - delayedBefore).toBeGreaterThan(0);
