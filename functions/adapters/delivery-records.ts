@@ -969,13 +969,19 @@ export class DeliveryRecords {
   }
 
   /**
-   * Removes everything kept for a deleted webhook: its held deliveries and overflow
-   * counts, every page of them, throwing if DynamoDB still left some unprocessed after
-   * a few tries (TTL removes those, late). Answers how
+   * Removes everything kept for a deleted webhook: its endpoint's pace, and its held
+   * deliveries and overflow counts, every page of them, throwing if DynamoDB still left
+   * some unprocessed after a few tries (TTL removes those, late). Answers how
    * many held events went with it: events only, as a held `sluice.gap` marker stands
    * for events counted when they were dropped.
+   *
+   * The pace first: deliveries waiting for shares of it look at it (`paceGivenBack`),
+   * and finding it gone they are dropped at their next look, 15 minutes at most, where
+   * they went round the shared deliver queue until their times (a slow endpoint's
+   * backlog, days ahead) to be dropped only then.
    */
   async forget(webhookId: string): Promise<number> {
+    await this.givePaceBack(webhookId);
     let heldEvents = 0;
     for (const pk of [heldPk(webhookId), overflowPk(webhookId)]) {
       const pages = this.#pages({

@@ -1830,6 +1830,38 @@ describe('a webhook deleted while a delivery to it waits for its answer', () => 
   });
 });
 
+describe("a webhook deleted while its deliveries wait for their shares of a slow endpoint's pace", () => {
+  it('drops them at their next look, not after going round the deliver queue until their times, days ahead', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-paced');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dp:0', url: `${receiver.url}/deleted-paced` });
+    const { deps, sent } = later(40_000_000);
+    // A slow endpoint whose backlog has taken its time for the next two days.
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/deleted-paced`, 9_000);
+    await deps.records.reserveSend(hook.id, 2 * 86_400_000, deps.now());
+    const message: DeliveryMessage = {
+      deliveryId: 'msg_dp1',
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [deliveredEventFixture({ id: 'evt_dp1', seq: 1, resource: 'dp:1', parents: ['dp:0'], data: 1 })],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage(deps, message)).toBe('throttled');
+    const [waiting] = sent.splice(0) as DeliveryMessage[];
+    expect(waiting?.notBefore).toBeDefined();
+    const discarded = () => sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+    const before = discarded();
+
+    // Its owner deletes the webhook (the endpoint will never keep up).
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+
+    // At its next look, 15 minutes on, it is dropped and counted, not sent round again.
+    const { deps: look, sent: again } = later(40_000_000 + 901_000);
+    expect(await handleDeliverMessage(look, waiting as DeliveryMessage)).toBe('dropped');
+    expect(again).toEqual([]);
+    expect(discarded() - before).toBe(1);
+  });
+});
+
 describe('a webhook its owner disabled', () => {
   it('holds up to the cap and counts the rest as discarded by its owner, which pages nobody, and a gap marker stands for them', async () => {
     const tenant = await createTenant(sandbox, 'owner-disabled');
