@@ -263,8 +263,13 @@ export class WebhookService {
       // one's: the shares of an endpoint paced at its whole rate are the new URL's pace as
       // well (its backlog goes there at them), and given back, new deliveries would go
       // beside them at the whole rate again, twice the rate for up to a minute. Before
-      // the change, so that a failure here leaves the webhook as it was.
-      if (rest.url !== undefined && current.slowMs !== undefined) await this.#deps.delivery.records.givePaceBack(id);
+      // the change, so that a failure here leaves the webhook as it was. Slow as it is
+      // now, read again: the new URL's verification ping can take seconds (up to the
+      // delivery timeout), in which the old one may have turned slow and its backlog
+      // taken minutes of its time at the slow pace, or turned quick and had it given back.
+      if (rest.url !== undefined && (await this.#deps.webhooks.get(tenantId, id))?.slowMs !== undefined) {
+        await this.#deps.delivery.records.givePaceBack(id);
+      }
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
       current = updated;

@@ -731,6 +731,31 @@ describe('a slow endpoint', () => {
     expect(new Set(okEvents('/slow-new').map((e) => e.data))).toEqual(new Set([1, 2, 3]));
   });
 
+  it('starts a new URL afresh when the old one turned slow while the new one answered its verification ping', async () => {
+    const tenant = await createTenant(sandbox, 'slowed-moving');
+    const oldUrl = `${receiver.url}/slowed-moving`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'smv:0', url: oldUrl });
+    const message = paced(tenant.id, hook.id, 'smv');
+    const { deps } = at(11_700_000);
+    // While the new URL answers its ping, the old one turns slow (9 s answers) and its
+    // backlog takes ten minutes of its time at the slow pace.
+    receiver.answer('/slowed-moving-new', async ({ ping }) => {
+      if (ping) {
+        await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, oldUrl, 9_000);
+        await deps.records.reserveSend(hook.id, 600_000, deps.now());
+      }
+      return 200;
+    });
+    const patched = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, {
+      key: tenant.key,
+      body: { url: `${receiver.url}/slowed-moving-new` },
+    });
+    expect(patched.status).toBe(200);
+
+    // The new URL does not wait behind the old one's slow backlog: a new delivery goes at once.
+    expect(await handleDeliverMessage(deps, message(1))).toBe('delivered');
+  });
+
   it('takes the slow pace once a POST has gone a second unanswered, not once it times out, so an endpoint that starts to hang holds few workers', async () => {
     const tenant = await createTenant(sandbox, 'hangs');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'hg:0', url: `${receiver.url}/hangs` });
