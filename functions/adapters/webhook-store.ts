@@ -745,14 +745,29 @@ export class WebhookStore {
    * a `PATCH`; nor a second time, for another quick answer to a POST sent as slowly (its
    * time given back again would be taken from the deliveries that took the whole rate
    * since); nor a slower time noted since by another POST, which the endpoint has still.
+   *
+   * It leaves a token of its own (`slow_forgotten`): refused on the SDK's second try by its
+   * own first (it applied, its answer lost), it is still the write that forgot, read back
+   * by the token. Taken for another's, the time would never be given back: no later
+   * answer finds a slowness to forget, and the endpoint, quick again, would have its new
+   * deliveries wait behind the slow backlog's shares, days of it for a long-slow one.
    */
   forgetSlowAnswers(tenantId: string, id: string, url: string, seenMs: number): Promise<boolean> {
-    return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'REMOVE #slow_ms',
-      ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND #slow_ms <= :seen',
-      ExpressionAttributeNames: names('slow_ms', 'pk', 'url'),
-      ExpressionAttributeValues: { ':url': url, ':seen': seenMs },
-    });
+    const key = { pk: tenantPk(tenantId), sk: webhookSk(id) };
+    const token = newCountToken();
+    return appliedOwn(
+      this.#client.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: key,
+          UpdateExpression: 'SET #slow_forgotten = :token REMOVE #slow_ms',
+          ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND #slow_ms <= :seen',
+          ExpressionAttributeNames: names('slow_forgotten', 'slow_ms', 'pk', 'url'),
+          ExpressionAttributeValues: { ':url': url, ':seen': seenMs, ':token': token },
+        }),
+      ),
+      { client: this.#client, table: this.#table, key, attribute: 'slow_forgotten', token },
+    );
   }
 
   /**

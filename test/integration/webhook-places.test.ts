@@ -119,6 +119,24 @@ describe('a webhook write whose answer was lost', () => {
   });
 });
 
+describe('a write forgetting a slow endpoint whose answer was lost', () => {
+  it("answers that it forgot the slowness when the SDK's second try was refused by its own first, so the endpoint's time is given back", async () => {
+    const t = await tenant(2);
+    const { webhooks } = service(t);
+    const hook = webhookFixture({ id: 'wh_0forgot', tenantId: t.id });
+    await webhooks.put(hook);
+    await webhooks.noteSlowAnswers(t.id, hook.id, hook.url, 1_500);
+    losing = (write) => write.includes('REMOVE #slow_ms');
+
+    // The quick answer that ends its slowness: the first try applies, its answer is lost.
+    expect(await webhooks.forgetSlowAnswers(t.id, hook.id, hook.url, 1_500)).toBe(true);
+    expect((await webhooks.get(t.id, hook.id))?.slowMs).toBeUndefined();
+    // Another quick answer to a POST sent as slowly did not forget it: its time is not given back twice.
+    losing = undefined;
+    expect(await webhooks.forgetSlowAnswers(t.id, hook.id, hook.url, 1_500)).toBe(false);
+  });
+});
+
 describe('a count write whose answer was lost', () => {
   it('takes the last place when its reserve was tried again', async () => {
     const t = await tenant(2);
