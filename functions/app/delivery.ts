@@ -36,6 +36,7 @@ import {
   waitsFree,
 } from '../core/deliveries.ts';
 import {
+  keepsShare,
   PACE_FAR_AHEAD_MS,
   pacedFarAhead,
   paceIntervalFor,
@@ -316,12 +317,14 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // endpoint's time once, and waits for it in the deliver queue if it is not now.
     // A share it was given is kept however late the deliver queue brings it back:
     // reserving again would put it behind every later one, and each share is taken once.
-    // A share reserved at a quicker pace than the endpoint's now is given up, though: the
-    // endpoint has answered slowly since, and a backlog given shares at its whole rate
-    // before the first slow answer came back would otherwise all go at that rate, each
-    // POST holding a delivery worker for as long as the endpoint takes to answer.
+    // Of shares reserved at a quicker pace than the endpoint's now, only a part is kept,
+    // though (core/endpoint-pace.ts `keepsShare`): the endpoint has answered more slowly
+    // since, and a backlog given shares at its whole rate before the first slow answer
+    // came back would otherwise all go at that rate, each POST holding a delivery worker
+    // for as long as the endpoint takes to answer; the rest take shares again.
     const interval = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
-    const kept = message.sendAt !== undefined && (message.paceMs ?? interval) >= interval ? keptShare(message) : undefined;
+    const kept =
+      message.sendAt !== undefined && keepsShare(message.deliveryId, message.paceMs ?? interval, interval) ? keptShare(message) : undefined;
     const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
     if (share.sendAt > now) {
       if (message.sendAt === undefined && !delayCounted) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });

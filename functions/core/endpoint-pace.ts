@@ -15,6 +15,7 @@
  * once it answers slowly its share is its answer time over MAX_IN_FLIGHT_PER_ENDPOINT.
  */
 
+import { createHash } from 'node:crypto';
 import { MAX_SQS_DELAY_SECONDS } from './backoff.ts';
 
 /** How much of an endpoint's time may be used at once: its burst, a second's worth of its rate. */
@@ -116,4 +117,22 @@ export const PACE_FAR_AHEAD_MS = MAX_SQS_DELAY_SECONDS * 1000;
 /** Whether a share of the endpoint's time `waitMs` from now is far ahead (more than PACE_FAR_AHEAD_MS). */
 export function pacedFarAhead(waitMs: number): boolean {
   return waitMs > PACE_FAR_AHEAD_MS;
+}
+
+/**
+ * Whether a delivery keeps the share of its endpoint's time it was given at `paceMs` a
+ * POST, now that each POST takes `intervalMs`. A share given at the endpoint's pace now,
+ * or a slower one, is kept. Of those given at a quicker pace (the endpoint answers more
+ * slowly since), a part `paceMs / intervalMs` is kept, chosen by the delivery's id, and
+ * the rest take new shares behind the endpoint's backlog: the shares kept then come at
+ * the endpoint's pace now. Giving them all up stopped the endpoint's POSTs for as long as
+ * its backlog (each delivery coming due took a share behind it, hours ahead for an
+ * endpoint slow for hours that answered a quarter more slowly); keeping them all let its
+ * POSTs under way grow by intervalMs / paceMs (450 for a second's burst at the whole rate
+ * to an endpoint that turns out to answer in 9 s). By the id, not at random, so that a
+ * delivery looked at twice is judged the same.
+ */
+export function keepsShare(deliveryId: string, paceMs: number, intervalMs: number): boolean {
+  if (paceMs >= intervalMs) return true;
+  return createHash('sha256').update(deliveryId).digest().readUInt32BE(0) / 2 ** 32 < paceMs / intervalMs;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  keepsShare,
   MAX_IN_FLIGHT_PER_ENDPOINT,
   PACE_BURST_MS,
   PACE_FAR_AHEAD_MS,
@@ -106,5 +107,16 @@ describe("a slow endpoint's pace", () => {
     const bookedAfter = (seconds: number) => seconds * (50 * interval - 1_000);
     expect(pacedFarAhead(bookedAfter(20))).toBe(false);
     expect(pacedFarAhead(bookedAfter(21))).toBe(true);
+  });
+
+  it('keeps a share given at the pace now or a slower one, and of those given at a quicker one the part the pace now allows, by id', () => {
+    const ids = Array.from({ length: 4_000 }, (_, i) => `msg_${i}`);
+    expect(ids.every((id) => keepsShare(id, 900, 900) && keepsShare(id, 1_200, 900))).toBe(true);
+    const kept = ids.filter((id) => keepsShare(id, 900, 1_200)).length / ids.length;
+    expect(kept).toBeGreaterThan(0.72);
+    expect(kept).toBeLessThan(0.78);
+    expect(ids.filter((id) => keepsShare(id, 20, 900)).length / ids.length).toBeLessThan(0.04);
+    // The same delivery is judged the same each time it is looked at.
+    expect(ids.map((id) => keepsShare(id, 900, 1_200))).toEqual(ids.map((id) => keepsShare(id, 900, 1_200)));
   });
 });
