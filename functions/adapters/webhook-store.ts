@@ -245,11 +245,21 @@ export class WebhookStore {
     return (result.Item?.secrets as string[] | undefined)?.[0];
   }
 
-  /** A conditional update of one webhook's item: whether its condition let it apply. */
-  #updateIf(tenantId: string, id: string, input: Omit<UpdateCommandInput, 'TableName' | 'Key'>): Promise<boolean> {
-    return applied(
-      this.#client.send(new UpdateCommand({ TableName: this.#table, Key: { pk: tenantPk(tenantId), sk: webhookSk(id) }, ...input })),
-    );
+  /**
+   * A conditional update of one webhook's item: whether its condition let it apply.
+   * `mine`: an attribute the update sets to a token of its own; a refusal on the SDK's
+   * second try that finds the token read back was the first try's doing (it applied, its
+   * answer lost), and answers true (`appliedOwn`).
+   */
+  #updateIf(
+    tenantId: string,
+    id: string,
+    input: Omit<UpdateCommandInput, 'TableName' | 'Key'>,
+    mine?: { readonly attribute: string; readonly token: string },
+  ): Promise<boolean> {
+    const key = { pk: tenantPk(tenantId), sk: webhookSk(id) };
+    const write = this.#client.send(new UpdateCommand({ TableName: this.#table, Key: key, ...input }));
+    return mine === undefined ? applied(write) : appliedOwn(write, { client: this.#client, table: this.#table, key, ...mine });
   }
 
   /**
@@ -557,27 +567,24 @@ export class WebhookStore {
       removes.push('#notice_claimed_until', '#notice_claim');
       attributeNames.push('notice_claimed_until', 'notice_claim');
     }
-    const key = { pk: tenantPk(webhook.tenantId), sk: webhookSk(webhook.id) };
     // Refused on the SDK's second try, by the version its first try moved (it applied,
     // its answer lost), the write is still this caller's if the token read back is this
     // write's: taken for another writer's, the caller would apply its event again on top
     // of its own (a failure counted twice) and, finding the transition made, never act
     // on it (no probe sent on entering quarantine, no release on leaving it, no disable
     // notice).
-    const saved = await appliedOwn(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: key,
-          UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
-          ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#health_version) OR #health_version = :version)${
-            extra.url === undefined ? '' : ' AND #url = :url'
-          }`,
-          ExpressionAttributeNames: names(...attributeNames),
-          ExpressionAttributeValues: values,
-        }),
-      ),
-      { client: this.#client, table: this.#table, key, attribute: 'health_token', token },
+    const saved = await this.#updateIf(
+      webhook.tenantId,
+      webhook.id,
+      {
+        UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
+        ConditionExpression: `attribute_exists(#pk) AND (attribute_not_exists(#health_version) OR #health_version = :version)${
+          extra.url === undefined ? '' : ' AND #url = :url'
+        }`,
+        ExpressionAttributeNames: names(...attributeNames),
+        ExpressionAttributeValues: values,
+      },
+      { attribute: 'health_token', token },
     );
     if (!saved) return false;
     if (extra.status !== undefined && extra.status !== webhook.status) await this.#bump(webhook.tenantId);
@@ -753,20 +760,17 @@ export class WebhookStore {
    * deliveries wait behind the slow backlog's shares, days of it for a long-slow one.
    */
   forgetSlowAnswers(tenantId: string, id: string, url: string, seenMs: number): Promise<boolean> {
-    const key = { pk: tenantPk(tenantId), sk: webhookSk(id) };
     const token = newCountToken();
-    return appliedOwn(
-      this.#client.send(
-        new UpdateCommand({
-          TableName: this.#table,
-          Key: key,
-          UpdateExpression: 'SET #slow_forgotten = :token REMOVE #slow_ms',
-          ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND #slow_ms <= :seen',
-          ExpressionAttributeNames: names('slow_forgotten', 'slow_ms', 'pk', 'url'),
-          ExpressionAttributeValues: { ':url': url, ':seen': seenMs, ':token': token },
-        }),
-      ),
-      { client: this.#client, table: this.#table, key, attribute: 'slow_forgotten', token },
+    return this.#updateIf(
+      tenantId,
+      id,
+      {
+        UpdateExpression: 'SET #slow_forgotten = :token REMOVE #slow_ms',
+        ConditionExpression: 'attribute_exists(#pk) AND #url = :url AND #slow_ms <= :seen',
+        ExpressionAttributeNames: names('slow_forgotten', 'slow_ms', 'pk', 'url'),
+        ExpressionAttributeValues: { ':url': url, ':seen': seenMs, ':token': token },
+      },
+      { attribute: 'slow_forgotten', token },
     );
   }
 
