@@ -36,6 +36,7 @@ import {
   waitsFree,
 } from '../core/deliveries.ts';
 import {
+  holdsBehindPace,
   keepsShare,
   PACE_FAR_AHEAD_MS,
   pacedFarAhead,
@@ -282,9 +283,17 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     await expectLift(deps, webhook, now);
     return 'dropped';
   }
-  if (action === 'pause' || webhook.status !== 'active' || !deliversTo(webhook.health) || webhook.heldCount > 0) {
+  const delivers = action === undefined && webhook.status === 'active' && deliversTo(webhook.health);
+  // A slow endpoint's delivery that took its share of the endpoint's time before its
+  // backlog was held (see `holdBehindPace`) goes at that share: the held ones are newer,
+  // and the chain that releases them waits until the shares given before it are used.
+  const bookedBeforeHold = message.sendAt !== undefined && webhook.slowMs !== undefined;
+  if (!delivers || (webhook.heldCount > 0 && !bookedBeforeHold)) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
+    // Behind a slow endpoint's held backlog: it waits far too (see `noteFarAhead`).
+    if (delivers && webhook.slowMs !== undefined)
+      noteFarAhead(deps, webhook, undefined, paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs), now);
     const outcome = await hold(deps, webhook, message, action === 'pause');
     if (action === 'pause') await expectLift(deps, webhook, now);
     return outcome;
@@ -326,6 +335,9 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     const kept =
       message.sendAt !== undefined && keepsShare(message.deliveryId, message.paceMs ?? interval, interval) ? keptShare(message) : undefined;
     const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
+    if (kept === undefined && holdsBehindPace(share.sendAt - now, webhook.slowMs)) {
+      return holdBehindPace(deps, webhook, message, share.sendAt, interval, now);
+    }
     if (share.sendAt > now) {
       if (message.sendAt === undefined && !delayCounted) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
       // A share taken now, not one kept, nor one taken again because the time was given
@@ -343,24 +355,58 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
 
 /**
  * A delivery given a share of its endpoint's time far ahead (core/endpoint-pace.ts
- * `pacedFarAhead`): the endpoint's backlog outgrows its pace, and its subscriber gets
- * events that late. Nothing fails, so nothing else tells anyone: it is counted
- * (`DeliveriesPacedFarAhead`, no webhook in it: alarm `endpoint-backlog-far-ahead`), and
- * logged with the tenant and webhook at most once a minute per webhook and container,
- * with how many this container gave far shares since its last line.
+ * `pacedFarAhead`), or held behind a slow endpoint's backlog (`waitMs` undefined, see
+ * `holdBehindPace`): the endpoint's backlog outgrows its pace, and its subscriber gets
+ * events that late. Nothing fails, so nothing else tells anyone until the held cap is
+ * passed: it is counted (`DeliveriesPacedFarAhead`, no webhook in it: alarm
+ * `endpoint-backlog-far-ahead`), and logged with the tenant and webhook at most once a
+ * minute per webhook and container, with how many this container gave far shares or
+ * held so since its last line.
  */
-function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number, paceMs: number, now: number): void {
-  if (!pacedFarAhead(waitMs)) return;
+function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number | undefined, paceMs: number, now: number): void {
+  if (waitMs !== undefined && !pacedFarAhead(waitMs)) return;
   deps.metrics.count('DeliveriesPacedFarAhead');
   const due = farAheadLog.note(webhook.id, now, { deliveries: 1 });
   if (!due) return;
   deps.logger.warn(`Deliveries wait over ${PACE_FAR_AHEAD_MS / 60_000} minutes for their endpoint's pace: its backlog outgrows it`, {
     ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
-    waitSeconds: Math.round(waitMs / 1000),
+    ...(waitMs !== undefined && { waitSeconds: Math.round(waitMs / 1000) }),
     paceMs: Math.round(paceMs),
     answerMs: webhook.slowMs,
+    held: webhook.heldCount,
     ...due,
   });
+}
+
+/**
+ * A slow endpoint's delivery whose share of the endpoint's time would be far ahead
+ * (core/endpoint-pace.ts `holdsBehindPace`) is held in DynamoDB instead, as a
+ * quarantined endpoint's are: capped at `heldPerWebhook` (past it, counted for a gap
+ * marker, in `EventsHeldOverflow`), where waiting in the deliver queue
+ * nothing bounded it. Every delivery after it is held too, while anything is; those given
+ * shares before it still go at their shares (see `deliver`). The chain that releases the
+ * held ones starts now but sends from `sendAt`, this delivery's share, once the shares
+ * given before it are used, so that the endpoint gets no more than its pace and each
+ * resource's events come in order; sooner if the endpoint's time is given back (it
+ * answers quickly again). It releases them in order, packed (up to 100 events a POST),
+ * a POST at a time, and ends when nothing is held: deliveries then take shares again.
+ */
+async function holdBehindPace(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  message: DeliveryMessage,
+  sendAt: number,
+  paceMs: number,
+  now: number,
+): Promise<DeliveryOutcome> {
+  noteFarAhead(deps, webhook, sendAt - now, paceMs, now);
+  // Before the hold, so that the hold finds the chain (see `releaseIfNoChain`). Of
+  // concurrent starters each may start one; the last token's is the one that steps.
+  await onFreshWebhook(deps, webhook, async (current) => {
+    if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return true;
+    return beginRelease(deps, current, deps.now(), sendAt);
+  });
+  return hold(deps, webhook, { ...message, sendAt: undefined, paceMs: undefined, notBefore: undefined });
 }
 
 /**
@@ -618,6 +664,8 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
       resource: message.events[0]?.resource ?? '',
       held_cap: deps.config.heldPerWebhook,
       state: webhook.health.state,
+      // A healthy endpoint's held backlog is a slow one's (see `holdBehindPace`).
+      ...(webhook.slowMs !== undefined && { answerMs: webhook.slowMs }),
     });
   }
 }
@@ -874,10 +922,12 @@ async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: D
  * Starts a release chain on the webhook as read, with a token of its own (which ends
  * any older chain); false, starting nothing, when the webhook's health changed since.
  */
-async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<boolean> {
+async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number, notBefore?: number): Promise<boolean> {
   const token = newId('msg', now);
   if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt: now }))) return false;
-  await deps.queue.send([{ kind: 'release', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
+  const step = { kind: 'release' as const, tenantId: webhook.tenantId, webhookId: webhook.id, token };
+  if (notBefore === undefined || notBefore <= now) await deps.queue.send([step]);
+  else await deps.queue.send([{ ...step, notBefore }], sqsDelay(paceLookSeconds((notBefore - now) / 1000)).delaySeconds);
   return true;
 }
 
@@ -1005,6 +1055,17 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
   if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, now))) return 'stale';
+  if (
+    message.notBefore !== undefined &&
+    message.notBefore > now &&
+    !(await deps.records.paceGivenBack(webhook.id, message.notBefore, now))
+  ) {
+    // A chain for a slow endpoint's backlog (see `holdBehindPace`): the shares given before
+    // it are not all used yet. It looks again as a delivery waiting for its share does,
+    // and goes at once if the endpoint's time was given back (it answers quickly again).
+    await deps.queue.send([message], sqsDelay(paceLookSeconds((message.notBefore - now) / 1000)).delaySeconds);
+    return 'released';
+  }
   // A paused webhook keeps holding; lifting the switch starts a new release. So does one
   // under a drop: nothing goes to it while the drop is in force (a webhook pause lifted
   // under a tenant drop, a probe's success), and its gap markers wait for the lift, one

@@ -120,6 +120,22 @@ export function pacedFarAhead(waitMs: number): boolean {
 }
 
 /**
+ * Whether a delivery given a share `waitMs` ahead of an endpoint that answers in `slowMs`
+ * (undefined: quickly) is held in DynamoDB instead of waiting for it in the deliver queue.
+ * A slow endpoint's, far ahead: its backlog outgrows its pace, and left in the deliver
+ * queue it has no bound (at 50 deliveries a second to one answering in 9 s, 704,000 after
+ * four hours, each going round the shared queue every 15 minutes until its time, a week
+ * ahead). Held, it is capped (`heldPerWebhook`; past it, a gap marker) and released in
+ * order, packed into POSTs of up to 100 events, once the shares given before it are used.
+ * Not a quick endpoint's that gets more than its whole rate: its backlog grows only by
+ * what comes over 50 POSTs a second, and held for the 15 minutes of shares before the
+ * release, a little over its rate would be past the cap.
+ */
+export function holdsBehindPace(waitMs: number, slowMs: number | undefined): boolean {
+  return slowMs !== undefined && pacedFarAhead(waitMs);
+}
+
+/**
  * Whether a delivery keeps the share of its endpoint's time it was given at `paceMs` a
  * POST, now that each POST takes `intervalMs`. A share given at the endpoint's pace now,
  * or a slower one, is kept. Of those given at a quicker pace (the endpoint answers more

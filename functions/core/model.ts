@@ -179,6 +179,12 @@ export interface ReleaseMessage {
   readonly token: string;
   /** Since when (epoch ms) the webhook has counted held deliveries but none could be found. */
   readonly emptySince?: number;
+  /**
+   * When the chain's first step may send (epoch ms): a chain started for a slow endpoint's
+   * backlog (see `holdBehindPace` in app/delivery.ts) waits for the share of the endpoint's
+   * time it was given, after every delivery given a share before it.
+   */
+  readonly notBefore?: number;
 }
 
 /**

@@ -12,7 +12,7 @@ import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
 import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
-import type { DeliveryMessage } from '../../functions/core/model.ts';
+import type { DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -543,6 +543,11 @@ describe('a slow endpoint', () => {
     const { deps, sent, delays } = later(offsetMs);
     return { deps: { ...deps, config: { ...sandbox.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 5_000 } }, sent, delays };
   };
+  /** As `at`, with room for 100 held deliveries a webhook (the cap here is 2). */
+  const roomy = (offsetMs: number) => {
+    const step = at(offsetMs);
+    return { ...step, deps: { ...step.deps, config: { ...step.deps.config, heldPerWebhook: 100 } } };
+  };
   const paced = (tenantId: string, webhookId: string, name: string) => (i: number) =>
     ({
       deliveryId: `msg_${name}${i}`,
@@ -622,23 +627,24 @@ describe('a slow endpoint', () => {
     const tenant = await createTenant(sandbox, 'sped-up');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'su:0', url: `${receiver.url}/sped-up` });
     const message = paced(tenant.id, hook.id, 'su');
-    // The endpoint answered in 1.5 s, and its backlog took shares 20 minutes ahead.
+    // The endpoint answered in 1.5 s, and its backlog took shares 14 minutes ahead (past
+    // 15 minutes it would be held: see 'holds a slow endpoint's deliveries ...').
     const { deps, sent, delays } = at(7_200_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/sped-up`, 1_500);
-    await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
+    await deps.records.reserveSend(hook.id, 840_000, deps.now());
     expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
     const waiting = sent.splice(0) as DeliveryMessage[];
     expect(waiting.every((m) => m.notBefore !== undefined)).toBe(true);
-    // Each looks again after half its wait, 10 minutes, not after SQS's longest delay.
-    for (const delay of delays) expect(delay).toBeOneOf([600, 601]);
+    // Each looks again after half its wait, 7 minutes, not after SQS's longest delay.
+    for (const delay of delays) expect(delay).toBeOneOf([420, 421]);
 
     // A delivery whose time has come is answered quickly: the endpoint is slow no more.
     expect(await handleDeliverMessage(deps, { ...message(0), sendAt: deps.now() })).toBe('delivered');
     expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
 
-    // The backlog's next look, 10 minutes on: it goes now, at the endpoint's whole rate,
-    // not 20 minutes on at the slow pace.
-    const { deps: next } = at(7_200_000 + 601_000);
+    // The backlog's next look, 7 minutes on: it goes now, at the endpoint's whole rate,
+    // not 14 minutes on at the slow pace.
+    const { deps: next } = at(7_200_000 + 421_000);
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('delivered'));
   });
 
@@ -665,7 +671,7 @@ describe('a slow endpoint', () => {
     expect(delayed() - before).toBe(2);
   });
 
-  it('counts deliveries given shares over 15 minutes ahead and names their webhook once a minute; not those a slow moment books minutes ahead, nor a share kept or taken again', async () => {
+  it("counts a slow endpoint's deliveries held past 15 minutes ahead and names their webhook once a minute; not those a slow moment books minutes ahead", async () => {
     const tenant = await createTenant(sandbox, 'far-ahead');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'fa:0', url: `${receiver.url}/far-ahead` });
     const message = paced(tenant.id, hook.id, 'fa');
@@ -676,55 +682,148 @@ describe('a slow endpoint', () => {
       error: () => {},
     };
     const watched = (offsetMs: number) => {
-      const step = at(offsetMs);
+      const step = roomy(offsetMs);
       return { ...step, deps: { ...step.deps, logger } };
     };
     const far = () => sandbox.metrics.total('DeliveriesPacedFarAhead');
     const lines = () => warned.filter(([line]) => line.startsWith('Deliveries wait over 15 minutes'));
     const before = far();
     // A slow moment: answers of 3 s (shares 300 ms apart), its time booked two minutes ahead.
-    const { deps, sent } = watched(28_800_000);
+    const { deps } = watched(28_800_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/far-ahead`, 3_000);
     await deps.records.reserveSend(hook.id, 120_000, deps.now());
     expect(await handleDeliverMessage(deps, message(1))).toBe('throttled');
     expect(far() - before).toBe(0);
     expect(lines()).toEqual([]);
 
-    // Its backlog has grown 15 minutes more: each delivery now waits 17 minutes.
+    // Its backlog has grown 15 minutes more: each delivery would wait 17 minutes, and is
+    // held instead; the first for its share that far ahead, the others behind it.
     await deps.records.reserveSend(hook.id, 900_000, deps.now());
-    expect(await Promise.all([2, 3, 4].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
+    for (const i of [2, 3, 4]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     expect(far() - before).toBe(3);
     // One line for the webhook in the minute, the first delivery's.
     expect(lines()).toEqual([
-      [expect.any(String), expect.objectContaining({ tenant: tenant.id, webhook: hook.id, answerMs: 3_000, paceMs: 300, deliveries: 1 })],
+      [
+        expect.any(String),
+        expect.objectContaining({ tenant: tenant.id, webhook: hook.id, answerMs: 3_000, paceMs: 300, held: 0, deliveries: 1 }),
+      ],
     ]);
     expect(lines()[0]?.[1].waitSeconds).toBeGreaterThan(900);
+
+    // A minute on, another: a line again, with the deliveries since the last one and how many are held.
+    const { deps: minute } = watched(28_800_000 + 61_000);
+    expect(await handleDeliverMessage(minute, message(5))).toBe('held');
+    expect(far() - before).toBe(4);
+    expect(lines()).toHaveLength(2);
+    expect(lines()[1]?.[1]).toMatchObject({ webhook: hook.id, deliveries: 3, held: 3 });
+    expect(lines()[1]?.[1].waitSeconds).toBeUndefined();
+  });
+
+  it('counts deliveries to a quick endpoint given shares over 15 minutes ahead once, not at their looks, nor when they take new ones after its time was given back', async () => {
+    const tenant = await createTenant(sandbox, 'far-quick');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'fq:0', url: `${receiver.url}/far-quick` });
+    const message = paced(tenant.id, hook.id, 'fq');
+    const far = () => sandbox.metrics.total('DeliveriesPacedFarAhead');
+    const before = far();
+    // More than its whole rate for long: its time is taken 17 minutes ahead. They wait for it (not held).
+    const { deps, sent } = roomy(32_400_000);
+    await deps.records.reserveSend(hook.id, 1_020_000, deps.now());
+    expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
+    expect(far() - before).toBe(3);
     const waiting = (sent.splice(0) as DeliveryMessage[]).filter((m) => m.sendAt !== undefined && m.sendAt - deps.now() > 900_000);
     expect(waiting).toHaveLength(3);
 
-    // A minute on, another: a line again, with the deliveries since the last one.
-    const { deps: minute } = watched(28_800_000 + 61_000);
-    expect(await handleDeliverMessage(minute, message(5))).toBe('throttled');
-    expect(far() - before).toBe(4);
-    expect(lines()).toHaveLength(2);
-    expect(lines()[1]?.[1]).toMatchObject({ webhook: hook.id, deliveries: 3 });
-
     // At their looks the waiting keep their shares: not counted again.
-    const { deps: look } = watched(28_800_000 + 62_000);
+    const { deps: look } = roomy(32_400_000 + 62_000);
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(look, m)))).toEqual(Array(3).fill('waiting'));
-    expect(far() - before).toBe(4);
+    expect(far() - before).toBe(3);
 
-    // Quick again (3 s halved twice): its time is given back, and deliveries since have
-    // taken 16.5 minutes of it at its whole rate (not past the waiting shares, 17 minutes
-    // on). Those waiting take new shares at their next look, over 15 minutes ahead still,
+    // Its time is given back (a new URL, say), and deliveries since have taken 16.5 minutes
+    // of it. Those waiting take new shares at their next look, over 15 minutes ahead still,
     // but they were counted when first given one.
-    for (const i of [10, 11]) expect(await handleDeliverMessage(deps, { ...message(i), sendAt: deps.now() })).toBe('delivered');
-    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+    await deps.records.givePaceBack(hook.id);
     await deps.records.reserveSend(hook.id, 990_000, deps.now());
-    const { deps: next, sent: again } = watched(28_800_000 + 63_000);
+    const { deps: next, sent: again } = roomy(32_400_000 + 63_000);
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('throttled'));
     expect((again as DeliveryMessage[]).every((m) => (m.sendAt ?? 0) - next.now() > 900_000)).toBe(true);
-    expect(far() - before).toBe(4);
+    expect(far() - before).toBe(3);
+  });
+
+  it("holds a slow endpoint's deliveries whose shares would be over 15 minutes ahead, and releases them in order, packed, once the shares given before them are used", async () => {
+    const tenant = await createTenant(sandbox, 'held-slow');
+    const url = `${receiver.url}/held-slow`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hs:0', url });
+    const message = paced(tenant.id, hook.id, 'hs');
+    const { deps, sent, delays } = roomy(36_000_000);
+    // Answers of 3 s, and its time taken for the next 15 minutes (a second more); a delivery given its share 10 minutes on before.
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
+    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const booked: DeliveryMessage = { ...message(0), sendAt: deps.now() + 600_000, paceMs: 300 };
+
+    // New deliveries are held in DynamoDB, not sent round the deliver queue for shares past 15 minutes.
+    for (const i of [1, 2, 3]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
+    const health = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    expect(await health()).toMatchObject({ state: 'healthy', held: 3 });
+    // One release chain, whose first step waits for the first held delivery's share, after
+    // every share given before it: it looks again at half that wait, as a waiting delivery does.
+    expect(sent).toHaveLength(1);
+    const [release] = sent as ReleaseMessage[];
+    expect(release).toMatchObject({ kind: 'release', webhookId: hook.id });
+    expect((release?.notBefore ?? 0) - deps.now()).toBeGreaterThan(900_000);
+    expect(delays[0]).toBeOneOf([450, 451]);
+
+    // Its look, 7.5 minutes on: the shares before it are not all used, so it sends nothing and looks again.
+    const { deps: look, sent: looked, delays: lookDelays } = roomy(36_000_000 + 451_000);
+    expect(await handleDeliverMessage(look, release as ReleaseMessage)).toBe('released');
+    expect(looked).toEqual([release]);
+    expect(lookDelays[0]).toBeOneOf([225, 226]);
+    expect(okEvents('/held-slow')).toEqual([]);
+
+    // The delivery given its share before goes at it, though deliveries are held behind it.
+    const { deps: due } = roomy(36_000_000 + 600_000);
+    expect(await handleDeliverMessage(due, booked)).toBe('delivered');
+
+    // At the held delivery's share, the chain sends what is held: in order, in one POST.
+    const { deps: time, sent: stepped } = roomy(36_000_000 + 901_000);
+    expect(await handleDeliverMessage(time, release as ReleaseMessage)).toBe('released');
+    expect(okEvents('/held-slow').map((e) => e.data)).toEqual([0, 1, 2, 3]);
+    // Two POSTs besides the ping: the delivery given its share before, and the three held together.
+    const posts = receiver.received.filter((r) => r.path === '/held-slow' && r.json.events[0]?.type !== 'webhook.ping');
+    expect(posts.map((r) => r.json.events.length)).toEqual([1, 3]);
+    expect(await health()).toMatchObject({ held: 0 });
+    // Its next step finds nothing held and ends the chain: new deliveries take shares again.
+    const { deps: after } = roomy(36_000_000 + 902_000);
+    expect(await handleDeliverMessage(after, stepped[0] as ReleaseMessage)).toBe('released');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBeUndefined();
+    expect(await handleDeliverMessage(after, message(4))).toBe('delivered');
+  });
+
+  it("counts a slow endpoint's deliveries past the held cap for a gap marker, sent after what was held, where nothing bounded its backlog", async () => {
+    const tenant = await createTenant(sandbox, 'held-slow-cap');
+    const url = `${receiver.url}/held-slow-cap`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hc:0', url });
+    const message = paced(tenant.id, hook.id, 'hc');
+    const overflow = () => sandbox.metrics.total('EventsHeldOverflow');
+    const before = overflow();
+    // The cap is 2 here; answers of 9 s, and its time taken for the next 20 minutes.
+    const { deps, sent } = at(39_600_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 9_000);
+    await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
+    for (const i of [1, 2, 3, 4]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
+    expect(overflow() - before).toBe(2);
+    const [release] = sent as ReleaseMessage[];
+
+    // Quick again: its time given back, the chain goes at its next look, a minute on (its
+    // first look comes at half its wait, but a look that finds the time given back goes).
+    const { deps: look, sent: stepped } = at(39_600_000 + 601_000);
+    await look.records.givePaceBack(hook.id);
+    expect(await handleDeliverMessage(look, release as ReleaseMessage)).toBe('released');
+    expect(okEvents('/held-slow-cap').map((e) => e.data)).toEqual([1, 2]);
+    // Then the marker for the two past the cap.
+    const { deps: next, sent: marked } = at(39_600_000 + 602_000);
+    expect(await handleDeliverMessage(next, stepped[0] as ReleaseMessage)).toBe('released');
+    const marker = (marked as DeliveryMessage[]).find((m) => m.events?.[0]?.type === 'sluice.gap');
+    expect(marker?.events[0]).toMatchObject({ resource: 'hc:1', data: { dropped: 2, reason: 'held_overflow' } });
   });
 
   it('gives a backlog paced during a slow moment (a cold start) its rate back within a minute of quick answers', async () => {
@@ -756,7 +855,7 @@ describe('a slow endpoint', () => {
     const message = paced(tenant.id, hook.id, 'sm');
     const { deps, sent } = at(10_800_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/slow-old`, 1_500);
-    await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
+    await deps.records.reserveSend(hook.id, 840_000, deps.now());
     expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
     const waiting = sent.splice(0) as DeliveryMessage[];
 
@@ -1894,13 +1993,13 @@ describe('a webhook deleted while a delivery to it waits for its answer', () => 
   });
 });
 
-describe("a webhook deleted while its deliveries wait for their shares of a slow endpoint's pace", () => {
+describe("a webhook deleted while its deliveries wait for their shares of an endpoint's pace", () => {
   it('drops them at their next look, not after going round the deliver queue until their times, days ahead', async () => {
     const tenant = await createTenant(sandbox, 'deleted-paced');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'dp:0', url: `${receiver.url}/deleted-paced` });
     const { deps, sent } = later(40_000_000);
-    // A slow endpoint whose backlog has taken its time for the next two days.
-    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/deleted-paced`, 9_000);
+    // An endpoint that gets more than its whole rate, whose backlog has taken its time for
+    // the next two days (a slow endpoint's would be held: see 'holds a slow endpoint's deliveries ...').
     await deps.records.reserveSend(hook.id, 2 * 86_400_000, deps.now());
     const message: DeliveryMessage = {
       deliveryId: 'msg_dp1',

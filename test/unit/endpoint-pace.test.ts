@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  holdsBehindPace,
   keepsShare,
   MAX_IN_FLIGHT_PER_ENDPOINT,
   PACE_BURST_MS,
@@ -107,6 +108,15 @@ describe("a slow endpoint's pace", () => {
     const bookedAfter = (seconds: number) => seconds * (50 * interval - 1_000);
     expect(pacedFarAhead(bookedAfter(20))).toBe(false);
     expect(pacedFarAhead(bookedAfter(21))).toBe(true);
+  });
+
+  it("holds a slow endpoint's delivery rather than give it a share far ahead; a quick endpoint's waits for its share however far", () => {
+    expect([holdsBehindPace(900_001, 1_200), holdsBehindPace(900_000, 1_200), holdsBehindPace(120_000, 9_000)]).toEqual([
+      true,
+      false,
+      false,
+    ]);
+    expect(holdsBehindPace(86_400_000, undefined)).toBe(false);
   });
 
   it('keeps a share given at the pace now or a slower one, and of those given at a quicker one the part the pace now allows, by id', () => {
