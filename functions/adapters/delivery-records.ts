@@ -918,6 +918,23 @@ export class DeliveryRecords {
    * at the delivery's next look instead.
    */
   async paceGivenBack(webhookId: string, sendAt: number, now: number): Promise<boolean> {
+    const tat = await this.#seenTat(webhookId, now);
+    return tat === undefined || tat < sendAt;
+  }
+
+  /**
+   * When the endpoint's time is next free (epoch ms; at most `now`, or undefined: free now),
+   * as this container read it within PACE_SEEN_MS, without taking any of it: whether a
+   * slow endpoint's delivery would get a share far ahead, and is held instead (see
+   * core/endpoint-pace.ts `holdsBehindPace`). Up to a second old: a share given meanwhile
+   * moves it on by one POST's share, a time given back in that second is seen a second on.
+   */
+  async paceFreeAt(webhookId: string, now: number): Promise<number | undefined> {
+    return this.#seenTat(webhookId, now);
+  }
+
+  /** The endpoint's tat as this container read it within PACE_SEEN_MS (see `paceGivenBack`), read now if not. */
+  async #seenTat(webhookId: string, now: number): Promise<number | undefined> {
     let seen = this.#paceSeen.get(webhookId);
     if (seen === undefined || now < seen.at || now - seen.at >= PACE_SEEN_MS) {
       const read = this.#client
@@ -932,8 +949,7 @@ export class DeliveryRecords {
         if (this.#paceSeen.get(webhookId) === fresh) this.#paceSeen.delete(webhookId);
       });
     }
-    const tat = await seen.tat;
-    return tat === undefined || tat < sendAt;
+    return seen.tat;
   }
 
   /**

@@ -334,10 +334,14 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     const interval = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
     const kept =
       message.sendAt !== undefined && keepsShare(message.deliveryId, message.paceMs ?? interval, interval) ? keptShare(message) : undefined;
-    const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
-    if (kept === undefined && holdsBehindPace(share.sendAt - now, webhook.slowMs)) {
-      return holdBehindPace(deps, webhook, message, share.sendAt, interval, now);
+    if (kept === undefined && webhook.slowMs !== undefined) {
+      // Before a share is taken: one taken and then not used would move the endpoint's
+      // time on for nothing, and hold the next deliveries behind a backlog that is not there.
+      const freeAt = await deps.records.paceFreeAt(webhook.id, now);
+      if (freeAt !== undefined && holdsBehindPace(freeAt - now, webhook.slowMs))
+        return holdBehindPace(deps, webhook, message, freeAt, interval, now);
     }
+    const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
     if (share.sendAt > now) {
       if (message.sendAt === undefined && !delayCounted) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
       // A share taken now, not one kept, nor one taken again because the time was given
@@ -379,14 +383,13 @@ function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number | und
 }
 
 /**
- * A slow endpoint's delivery whose share of the endpoint's time would be far ahead
- * (core/endpoint-pace.ts `holdsBehindPace`) is held in DynamoDB instead, as a
- * quarantined endpoint's are: capped at `heldPerWebhook` (past it, counted for a gap
+ * A slow endpoint's delivery whose share of the endpoint's time would be far ahead, at
+ * `freeAt` (core/endpoint-pace.ts `holdsBehindPace`), is held in DynamoDB instead, taking
+ * no share, as a quarantined endpoint's are: capped at `heldPerWebhook` (past it, counted for a gap
  * marker, in `EventsHeldOverflow`), where waiting in the deliver queue
  * nothing bounded it. Every delivery after it is held too, while anything is; those given
  * shares before it still go at their shares (see `deliver`). The chain that releases the
- * held ones starts now but sends from `sendAt`, this delivery's share, once the shares
- * given before it are used, so that the endpoint gets no more than its pace and each
+ * held ones starts now but sends from `freeAt`, once the shares given before it are used, so that the endpoint gets no more than its pace and each
  * resource's events come in order; sooner if the endpoint's time is given back (it
  * answers quickly again). It releases them in order, packed (up to 100 events a POST),
  * a POST at a time, and ends when nothing is held: deliveries then take shares again.
@@ -395,16 +398,16 @@ async function holdBehindPace(
   deps: DeliveryDeps,
   webhook: Webhook,
   message: DeliveryMessage,
-  sendAt: number,
+  freeAt: number,
   paceMs: number,
   now: number,
 ): Promise<DeliveryOutcome> {
-  noteFarAhead(deps, webhook, sendAt - now, paceMs, now);
+  noteFarAhead(deps, webhook, freeAt - now, paceMs, now);
   // Before the hold, so that the hold finds the chain (see `releaseIfNoChain`). Of
   // concurrent starters each may start one; the last token's is the one that steps.
   await onFreshWebhook(deps, webhook, async (current) => {
     if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return true;
-    return beginRelease(deps, current, deps.now(), sendAt);
+    return beginRelease(deps, current, deps.now(), freeAt);
   });
   return hold(deps, webhook, { ...message, sendAt: undefined, paceMs: undefined, notBefore: undefined });
 }
