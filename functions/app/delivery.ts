@@ -385,14 +385,15 @@ function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number | und
 /**
  * A slow endpoint's delivery whose share of the endpoint's time would be far ahead, at
  * `freeAt` (core/endpoint-pace.ts `holdsBehindPace`), is held in DynamoDB instead, taking
- * no share, as a quarantined endpoint's are: capped at `heldPerWebhook` (past it, counted for a gap
- * marker, in `EventsHeldOverflow`), where waiting in the deliver queue
- * nothing bounded it. Every delivery after it is held too, while anything is; those given
- * shares before it still go at their shares (see `deliver`). The chain that releases the
- * held ones starts now but sends from `freeAt`, once the shares given before it are used, so that the endpoint gets no more than its pace and each
- * resource's events come in order; sooner if the endpoint's time is given back (it
- * answers quickly again). It releases them in order, packed (up to 100 events a POST),
- * a POST at a time, and ends when nothing is held: deliveries then take shares again.
+ * no share, as a quarantined endpoint's are: capped at `heldPerWebhook` (past it, counted
+ * for a gap marker, in `EventsHeldOverflow`), where waiting in the deliver queue nothing
+ * bounded it. Every delivery after it is held too, while anything is; those given shares
+ * before it still go at their shares (see `deliver`). The chain that releases the held
+ * ones starts now but sends from `freeAt`, once the shares given before it are used, so
+ * that the endpoint gets no more than its pace and each resource's events come in order;
+ * sooner if the endpoint's time is given back (it answers quickly again). It releases
+ * them in order, packed (up to 100 events a POST), a POST at a time, and ends when nothing
+ * is held: deliveries then take shares again.
  */
 async function holdBehindPace(
   deps: DeliveryDeps,
