@@ -291,9 +291,17 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
   if (!delivers || (webhook.heldCount > 0 && !bookedBeforeHold)) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
-    // Behind a slow endpoint's held backlog: it waits far too (see `noteFarAhead`).
-    if (delivers && webhook.slowMs !== undefined)
-      noteFarAhead(deps, webhook, undefined, paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs), now);
+    // Behind a slow endpoint's held backlog: it waits far too while the endpoint's time is
+    // taken that far ahead (see `noteFarAhead`). Not for being held alone: a release chain
+    // ends only at a step that finds nothing held, so with deliveries coming every few
+    // seconds it holds each for a step (one POST, seconds) and goes on; each counted, a
+    // slow endpoint that keeps up would keep the ticket filed once it held anything (a
+    // quarantine, a pause, a backlog whose time came).
+    if (delivers && webhook.slowMs !== undefined) {
+      const freeAt = await deps.records.paceFreeAt(webhook.id, now);
+      const paceMs = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
+      if (freeAt !== undefined) noteFarAhead(deps, webhook, freeAt - now, paceMs, now);
+    }
     const outcome = await hold(deps, webhook, message, action === 'pause');
     if (action === 'pause') await expectLift(deps, webhook, now);
     return outcome;
@@ -359,22 +367,22 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
 
 /**
  * A delivery given a share of its endpoint's time far ahead (core/endpoint-pace.ts
- * `pacedFarAhead`), or held behind a slow endpoint's backlog (`waitMs` undefined, see
- * `holdBehindPace`): the endpoint's backlog outgrows its pace, and its subscriber gets
- * events that late. Nothing fails, so nothing else tells anyone until the held cap is
- * passed: it is counted (`DeliveriesPacedFarAhead`, no webhook in it: alarm
- * `endpoint-backlog-far-ahead`), and logged with the tenant and webhook at most once a
- * minute per webhook and container, with how many this container gave far shares or
- * held so since its last line.
+ * `pacedFarAhead`), or held behind a slow endpoint's backlog while its time is taken that
+ * far ahead (`waitMs`, from when it is next free; see `holdBehindPace`): the endpoint's
+ * backlog outgrows its pace, and its subscriber gets events that late. Nothing fails, so
+ * nothing else tells anyone until the held cap is passed: it is counted
+ * (`DeliveriesPacedFarAhead`, no webhook in it: alarm `endpoint-backlog-far-ahead`), and
+ * logged with the tenant and webhook at most once a minute per webhook and container,
+ * with how many this container gave far shares or held so since its last line.
  */
-function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number | undefined, paceMs: number, now: number): void {
-  if (waitMs !== undefined && !pacedFarAhead(waitMs)) return;
+function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number, paceMs: number, now: number): void {
+  if (!pacedFarAhead(waitMs)) return;
   deps.metrics.count('DeliveriesPacedFarAhead');
   const due = farAheadLog.note(webhook.id, now, { deliveries: 1 });
   if (!due) return;
   deps.logger.warn(`Deliveries wait over ${PACE_FAR_AHEAD_MS / 60_000} minutes for their endpoint's pace: its backlog outgrows it`, {
     ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
-    ...(waitMs !== undefined && { waitSeconds: Math.round(waitMs / 1000) }),
+    waitSeconds: Math.round(waitMs / 1000),
     paceMs: Math.round(paceMs),
     answerMs: webhook.slowMs,
     held: webhook.heldCount,

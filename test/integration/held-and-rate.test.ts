@@ -718,7 +718,39 @@ describe('a slow endpoint', () => {
     expect(far() - before).toBe(4);
     expect(lines()).toHaveLength(2);
     expect(lines()[1]?.[1]).toMatchObject({ webhook: hook.id, deliveries: 3, held: 3 });
-    expect(lines()[1]?.[1].waitSeconds).toBeUndefined();
+    expect(lines()[1]?.[1].waitSeconds).toBeGreaterThan(900);
+  });
+
+  it("counts no delivery held behind a slow endpoint's release while its time is free: a release goes on while deliveries keep coming, and one that keeps up files no ticket", async () => {
+    const tenant = await createTenant(sandbox, 'held-free');
+    const url = `${receiver.url}/held-free`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hf:0', url });
+    const message = paced(tenant.id, hook.id, 'hf');
+    const far = () => sandbox.metrics.total('DeliveriesPacedFarAhead');
+    const before = far();
+    // Answers of 3 s, then a failure that quarantines it (a single one does here): what comes is held.
+    const { deps, sent } = roomy(43_200_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
+    const webhook = async () => (await deps.webhooks.get(tenant.id, hook.id)) as NonNullable<Awaited<ReturnType<typeof deps.webhooks.get>>>;
+    await applyHealth(deps, await webhook(), { type: 'failure', now: deps.now(), statusCode: 500, error: 'HTTP 500' });
+    expect((await webhook()).health.state).toBe('quarantined');
+    expect(await handleDeliverMessage(deps, message(1))).toBe('held');
+
+    // Its probe succeeds: the release starts, and a delivery that comes before its step is
+    // held behind it, seconds, not 15 minutes: the endpoint's time is free.
+    await applyHealth(deps, await webhook(), { type: 'probe_succeeded', now: deps.now() });
+    expect(sent.filter((m) => (m as ReleaseMessage).kind === 'release')).toHaveLength(1);
+    expect(await handleDeliverMessage(deps, message(2))).toBe('held');
+    expect(far() - before).toBe(0);
+
+    // A backlog held for its time over 15 minutes ahead is counted until that time, not after.
+    const { deps: busy } = roomy(43_200_000 + 1_000);
+    await busy.records.reserveSend(hook.id, 901_000, busy.now());
+    expect(await handleDeliverMessage(busy, message(3))).toBe('held');
+    expect(far() - before).toBe(1);
+    const { deps: due } = roomy(43_200_000 + 903_000);
+    expect(await handleDeliverMessage(due, message(4))).toBe('held');
+    expect(far() - before).toBe(1);
   });
 
   it('counts deliveries to a quick endpoint given shares over 15 minutes ahead once, not at their looks, nor when they take new ones after its time was given back', async () => {
