@@ -413,7 +413,8 @@ async function holdBehindPace(
 ): Promise<DeliveryOutcome> {
   noteFarAhead(deps, webhook, freeAt - now, paceMs, now);
   // Before the hold, so that the hold finds the chain (see `releaseIfNoChain`). Of
-  // concurrent starters each may start one; the last token's is the one that steps.
+  // concurrent starters one starts it: the start is conditional on the health read, and
+  // the others read the webhook again and find its token.
   await onFreshWebhook(deps, webhook, async (current) => {
     if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return true;
     return beginRelease(deps, current, deps.now(), freeAt);

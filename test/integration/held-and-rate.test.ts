@@ -840,6 +840,56 @@ describe('a slow endpoint', () => {
     expect(await handleDeliverMessage(after, message(4))).toBe('delivered');
   });
 
+  it("starts one release chain for a slow endpoint's deliveries held together, and takes it for alive while it waits hours for their time", async () => {
+    const tenant = await createTenant(sandbox, 'held-wait');
+    const url = `${receiver.url}/held-wait`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hw:0', url });
+    const revived = () => sandbox.metrics.total('ChainsRevived');
+    const before = revived();
+    // Answers of 3 s, and its time taken two hours ahead (a backlog booked at its whole rate before it turned slow).
+    const start = 46_800_000;
+    const { deps, sent } = roomy(start);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
+    await deps.records.reserveSend(hook.id, 7_200_000, deps.now());
+    /** A delivery whose event was accepted `offsetMs` on, as the deliver queue brings it then. */
+    const message = (i: number, offsetMs: number): DeliveryMessage => ({
+      ...paced(tenant.id, hook.id, 'hw')(i),
+      events: [
+        deliveredEventFixture({
+          id: `evt_hw${i}`,
+          seq: i + 1,
+          resource: 'hw:1',
+          data: i,
+          created_at: new Date(Date.now() + start + offsetMs).toISOString(),
+        }),
+      ],
+    });
+
+    // Three at once, each finding nothing held: one chain (its start is conditional on the
+    // health read; the others read the webhook again and find its token).
+    expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i, 0))))).toEqual(['held', 'held', 'held']);
+    const chains = sent as ReleaseMessage[];
+    expect(chains).toHaveLength(1);
+    const token = (await deps.webhooks.get(tenant.id, hook.id))?.releaseToken;
+    expect(chains[0]?.token).toBe(token);
+
+    // It looks every 15 minutes (SQS's longest delay), each look a step of a live chain.
+    let step = chains[0] as ReleaseMessage;
+    for (const look of [1, 2, 3]) {
+      const { deps: at, sent: again } = roomy(start + look * 901_000);
+      expect(await handleDeliverMessage(at, step)).toBe('released');
+      expect(again).toHaveLength(1);
+      step = again[0] as ReleaseMessage;
+    }
+    // 45 minutes on, past CHAIN_LOST_AFTER_MS, a new delivery held behind it does not take it for lost.
+    const { deps: later45, sent: none } = roomy(start + 2_710_000);
+    expect(await handleDeliverMessage(later45, message(4, 2_710_000))).toBe('held');
+    expect(none).toEqual([]);
+    expect(revived() - before).toBe(0);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBe(token);
+    expect(okEvents('/held-wait')).toEqual([]);
+  });
+
   it("counts a slow endpoint's deliveries past the held cap for a gap marker, sent after what was held, where nothing bounded its backlog", async () => {
     const tenant = await createTenant(sandbox, 'held-slow-cap');
     const url = `${receiver.url}/held-slow-cap`;
