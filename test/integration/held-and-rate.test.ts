@@ -898,11 +898,21 @@ describe('a slow endpoint', () => {
     const overflow = () => sandbox.metrics.total('EventsHeldOverflow');
     const before = overflow();
     // The cap is 2 here; answers of 9 s, and its time taken for the next 20 minutes.
-    const { deps, sent } = at(39_600_000);
+    const warned: Array<[string, Record<string, unknown>]> = [];
+    const logger = {
+      info: () => {},
+      warn: (line: string, fields?: Record<string, unknown>) => void warned.push([line, fields ?? {}]),
+      error: () => {},
+    };
+    const { deps: quiet, sent } = at(39_600_000);
+    const deps = { ...quiet, logger };
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 9_000);
     await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
     for (const i of [1, 2, 3, 4]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     expect(overflow() - before).toBe(2);
+    // Its overflow's line tells on-call it is a slow endpoint's backlog, not a quarantine's (see the runbook).
+    const past = warned.filter(([line]) => line.startsWith('Deliveries past the held cap')).map(([, fields]) => fields);
+    expect(past).toEqual([expect.objectContaining({ webhook: hook.id, state: 'healthy', answerMs: 9_000 })]);
     const [release] = sent as ReleaseMessage[];
 
     // Quick again: its time given back, the chain goes at its next look, a minute on (its
