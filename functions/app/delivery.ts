@@ -1075,7 +1075,8 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   ) {
     // A chain for a slow endpoint's backlog (see `holdBehindPace`): the shares given before
     // it are not all used yet. It looks again as a delivery waiting for its share does,
-    // and goes at once if the endpoint's time was given back (it answers quickly again).
+    // and goes at the look that finds the endpoint's time given back (it answers quickly
+    // again; a new URL starts a new chain at once, see WebhookService.update).
     await deps.queue.send([message], sqsDelay(paceLookSeconds((message.notBefore - now) / 1000)).delaySeconds);
     return 'released';
   }
