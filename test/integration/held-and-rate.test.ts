@@ -840,6 +840,18 @@ describe('a slow endpoint', () => {
     expect(await handleDeliverMessage(after, message(4))).toBe('delivered');
   });
 
+  it("holds a quick endpoint's delivery given its share before, behind what the webhook holds: only a slow endpoint's backlog chain waits for those shares", async () => {
+    const tenant = await createTenant(sandbox, 'held-quick');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hq:0', url: `${receiver.url}/held-quick` });
+    const message = paced(tenant.id, hook.id, 'hq');
+    const { deps } = roomy(50_400_000);
+    // Something held (for a quarantine it recovered from, say): its release sends at once, in order, with this one among them.
+    expect(await holdDelivery(deps, message(2), 100)).toEqual([true, true]);
+    const booked: DeliveryMessage = { ...message(1), sendAt: deps.now(), paceMs: 20 };
+    expect(await handleDeliverMessage(deps, booked)).toBe('held');
+    expect(okEvents('/held-quick')).toEqual([]);
+  });
+
   it("starts one release chain for a slow endpoint's deliveries held together, and takes it for alive while it waits hours for their time", async () => {
     const tenant = await createTenant(sandbox, 'held-wait');
     const url = `${receiver.url}/held-wait`;
