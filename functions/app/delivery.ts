@@ -423,6 +423,39 @@ async function holdBehindPace(
 }
 
 /**
+ * The endpoint's time was given back (it answers quickly again) while its webhook holds
+ * deliveries (`webhook` as the attempt's delivery read it). A chain waiting for the shares
+ * given before a slow backlog was held (see `holdBehindPace`) would send them only at its
+ * next look, up to 15 minutes on, and every delivery meanwhile is held behind them, past
+ * the held cap into gap markers, to an endpoint that takes them quickly now. A new chain
+ * sends them at once (its token ends the waiting one). Not while a step of the chain may
+ * still be sending (it began within a step's longest time): the new chain would send that
+ * page again, and a chain stepping that often is releasing already. A failure is logged,
+ * not thrown: the POST was made, and failing its delivery would make it again; the
+ * waiting chain's next look sends them, or, if the new token was saved and its step not
+ * sent, a chain revived for a delivery held behind them (see `reviveLostChain`).
+ */
+async function releaseGivenBack(deps: DeliveryDeps, webhook: Webhook): Promise<void> {
+  if (webhook.heldCount <= 0) return;
+  try {
+    const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
+    if (!fresh) return;
+    await onFreshWebhook(deps, fresh, async (current) => {
+      if (current.releaseToken === undefined || current.heldCount <= 0) return true;
+      if (current.status !== 'active' || !deliversTo(current.health)) return true;
+      const now = deps.now();
+      if (releaseStepEndsBy(current.releaseAt, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) > now) return true;
+      return beginRelease(deps, current, now);
+    });
+  } catch (error) {
+    deps.logger.warn("Endpoint's time given back, and its held deliveries not released at once", {
+      ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
+      error: String(error),
+    });
+  }
+}
+
+/**
  * Signs, sends and logs one attempt. A delivery's first attempt is logged with
  * the delivery itself (its events, for replay), in one write; a replay's is not.
  */
@@ -474,7 +507,10 @@ async function attempt(
     // by the answer that forgot the slowness: another quick answer to a POST sent while it
     // was slow would give back the time deliveries took at the whole rate since, and an
     // old URL's, the new URL's time.
-    if (await deps.webhooks.forgetSlowAnswers(webhook.tenantId, webhook.id, webhook.url, kept)) await deps.records.givePaceBack(webhook.id);
+    if (await deps.webhooks.forgetSlowAnswers(webhook.tenantId, webhook.id, webhook.url, kept)) {
+      await deps.records.givePaceBack(webhook.id);
+      await releaseGivenBack(deps, webhook);
+    }
   }
   const askedSeconds = askedWaitSeconds(result.statusCode, result.retryAfter, answeredAt);
   if (askedSeconds !== undefined) {
@@ -1075,8 +1111,9 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   ) {
     // A chain for a slow endpoint's backlog (see `holdBehindPace`): the shares given before
     // it are not all used yet. It looks again as a delivery waiting for its share does,
-    // and goes at the look that finds the endpoint's time given back (it answers quickly
-    // again; a new URL starts a new chain at once, see WebhookService.update).
+    // and goes at the look that finds the endpoint's time given back: the quick answer that
+    // gives it back starts a new chain at once (see `releaseGivenBack`), as a new URL does,
+    // unless a step of this one may have been under way; this look is for that.
     await deps.queue.send([message], sqsDelay(paceLookSeconds((message.notBefore - now) / 1000)).delaySeconds);
     return 'released';
   }

@@ -840,6 +840,38 @@ describe('a slow endpoint', () => {
     expect(await handleDeliverMessage(after, message(4))).toBe('delivered');
   });
 
+  it("releases a slow endpoint's held backlog as soon as it answers quickly again, not at its chain's next look, minutes on", async () => {
+    const tenant = await createTenant(sandbox, 'held-back');
+    const url = `${receiver.url}/held-back`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hb:0', url });
+    const message = paced(tenant.id, hook.id, 'hb');
+    // Answers of 1.5 s (one quick answer halves that under a second), and its time taken
+    // for the next 15 minutes: new deliveries are held, and a chain waits for that time.
+    const start = 54_000_000;
+    const { deps, sent } = roomy(start);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
+    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    for (const i of [1, 2]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
+    const [waiting] = sent as ReleaseMessage[];
+    expect((waiting?.notBefore ?? 0) - deps.now()).toBeGreaterThan(900_000);
+
+    // A minute on, a delivery given its share before goes, and is answered quickly: the
+    // endpoint's time is given back, and a new chain starts, to send what is held now.
+    receiver.answer('/held-back', 200);
+    const { deps: due, sent: started } = roomy(start + 60_000);
+    expect(await handleDeliverMessage(due, { ...message(0), sendAt: due.now(), paceMs: 150 })).toBe('delivered');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+    const chains = started as ReleaseMessage[];
+    expect(chains).toEqual([expect.objectContaining({ kind: 'release', webhookId: hook.id })]);
+    expect(chains[0]?.notBefore).toBeUndefined();
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBe(chains[0]?.token);
+    const { deps: step } = roomy(start + 61_000);
+    expect(await handleDeliverMessage(step, chains[0] as ReleaseMessage)).toBe('released');
+    expect(okEvents('/held-back').map((e) => e.data)).toEqual([0, 1, 2]);
+    // The waiting chain's next look finds another chain's token, and ends.
+    expect(await handleDeliverMessage(step, waiting as ReleaseMessage)).toBe('stale');
+  });
+
   it("holds a quick endpoint's delivery given its share before, behind what the webhook holds: only a slow endpoint's backlog chain waits for those shares", async () => {
     const tenant = await createTenant(sandbox, 'held-quick');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'hq:0', url: `${receiver.url}/held-quick` });
