@@ -872,6 +872,38 @@ describe('a slow endpoint', () => {
     expect(await handleDeliverMessage(step, waiting as ReleaseMessage)).toBe('stale');
   });
 
+  it("releases a slow endpoint's held backlog when it recovers from a quarantine entered while the backlog's chain waited, and that chain ends", async () => {
+    const tenant = await createTenant(sandbox, 'held-quar');
+    const url = `${receiver.url}/held-quar`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hk:0', url });
+    const message = paced(tenant.id, hook.id, 'hk');
+    const start = 57_600_000;
+    const { deps, sent } = roomy(start);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
+    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    for (const i of [1, 2]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
+    const [waiting] = sent.splice(0) as ReleaseMessage[];
+
+    // Quarantined (a single failure does here) a minute on, and its probe succeeds a minute after.
+    const webhook = async () => (await deps.webhooks.get(tenant.id, hook.id)) as NonNullable<Awaited<ReturnType<typeof deps.webhooks.get>>>;
+    const { deps: failed } = roomy(start + 60_000);
+    await applyHealth(failed, await webhook(), { type: 'failure', now: failed.now(), statusCode: 500, error: 'HTTP 500' });
+    expect(await handleDeliverMessage(failed, message(3))).toBe('held');
+    const { deps: probed, sent: recovered } = roomy(start + 120_000);
+    await applyHealth(probed, await webhook(), { type: 'probe_succeeded', now: probed.now() });
+    const [release] = recovered as ReleaseMessage[];
+    expect(release?.notBefore).toBeUndefined();
+
+    // Its release sends what is held at once, in order, the backlog's and the quarantine's together.
+    receiver.answer('/held-quar', 200);
+    expect(await handleDeliverMessage(probed, release as ReleaseMessage)).toBe('released');
+    expect(okEvents('/held-quar').map((e) => e.data)).toEqual([1, 2, 3]);
+    // The chain that waited for the backlog's time looks again, and ends.
+    const { deps: look, sent: again } = roomy(start + 451_000);
+    expect(await handleDeliverMessage(look, waiting as ReleaseMessage)).toBe('stale');
+    expect(again).toEqual([]);
+  });
+
   it("holds a quick endpoint's delivery given its share before, behind what the webhook holds: only a slow endpoint's backlog chain waits for those shares", async () => {
     const tenant = await createTenant(sandbox, 'held-quick');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'hq:0', url: `${receiver.url}/held-quick` });
