@@ -61,7 +61,7 @@ import {
 import { decideAttempt } from '../core/outcome.ts';
 import { redactedUrl } from '../core/redact.ts';
 import { deliveryHeaders } from '../core/signing.ts';
-import { actionForWebhook, liftRecheck, releasedSince, releaseStepEndsBy } from '../core/switches.ts';
+import { actionForWebhook, liftRecheck, releasedSince, releaseLookAt, releaseStepEndsBy } from '../core/switches.ts';
 import { type LoggerPort, LogTally, type MetricsPort } from '../core/telemetry.ts';
 
 /** Tells a webhook's owner it was disabled (SNS in AWS). */
@@ -430,7 +430,9 @@ async function holdBehindPace(
  * the held cap into gap markers, to an endpoint that takes them quickly now. A new chain
  * sends them at once (its token ends the waiting one). Not while a step of the chain may
  * still be sending (it began within a step's longest time): the new chain would send that
- * page again, and a chain stepping that often is releasing already. A failure is logged,
+ * page again, and a chain stepping that often is releasing already. A chain's start and
+ * its looks while it waits send nothing, and are noted as steps already ended (see
+ * `release`), so they keep no new chain off. A failure is logged,
  * not thrown: the POST was made, and failing its delivery would make it again; the
  * waiting chain's next look sends them, or, if the new token was saved and its step not
  * sent, a chain revived for a delivery held behind them (see `reviveLostChain`).
@@ -973,9 +975,13 @@ async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: D
  */
 async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number, notBefore?: number): Promise<boolean> {
   const token = newId('msg', now);
-  if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt: now }))) return false;
+  const waits = notBefore !== undefined && notBefore > now;
+  // A chain that waits for its time sends nothing now: noted as a step already ended, so
+  // that the quick answer that gives the time back starts a new one (see `releaseGivenBack`).
+  const releaseAt = waits ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
+  if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt }))) return false;
   const step = { kind: 'release' as const, tenantId: webhook.tenantId, webhookId: webhook.id, token };
-  if (notBefore === undefined || notBefore <= now) await deps.queue.send([step]);
+  if (!waits) await deps.queue.send([step]);
   else await deps.queue.send([{ ...step, notBefore }], sqsDelay(paceLookSeconds((notBefore - now) / 1000)).delaySeconds);
   return true;
 }
@@ -1102,18 +1108,19 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.releaseToken !== message.token) return 'stale';
   if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  // A chain for a slow endpoint's backlog (see `holdBehindPace`) whose shares given before
+  // it are not all used yet: it looks again as a delivery waiting for its share does, and
+  // goes at the look that finds the endpoint's time given back. The quick answer that gives
+  // it back starts a new chain at once (see `releaseGivenBack`), as a new URL does, unless
+  // a step of this one may be sending; a look sends nothing, so it is noted as a step that
+  // has ended already, where noted as begun now it kept that start off for a step's
+  // longest time after each look, and the backlog waited for the next look, minutes on.
+  const looks =
+    message.notBefore !== undefined && message.notBefore > now && !(await deps.records.paceGivenBack(webhook.id, message.notBefore, now));
+  const stepAt = looks ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
-  if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, now))) return 'stale';
-  if (
-    message.notBefore !== undefined &&
-    message.notBefore > now &&
-    !(await deps.records.paceGivenBack(webhook.id, message.notBefore, now))
-  ) {
-    // A chain for a slow endpoint's backlog (see `holdBehindPace`): the shares given before
-    // it are not all used yet. It looks again as a delivery waiting for its share does,
-    // and goes at the look that finds the endpoint's time given back: the quick answer that
-    // gives it back starts a new chain at once (see `releaseGivenBack`), as a new URL does,
-    // unless a step of this one may have been under way; this look is for that.
+  if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, stepAt))) return 'stale';
+  if (looks && message.notBefore !== undefined) {
     await deps.queue.send([message], sqsDelay(paceLookSeconds((message.notBefore - now) / 1000)).delaySeconds);
     return 'released';
   }

@@ -68,7 +68,11 @@ export interface Webhook {
   readonly probeToken: string | undefined;
   /** Only the release chain carrying this token may release held deliveries. */
   readonly releaseToken: string | undefined;
-  /** When the release chain last started or took a step (epoch ms): how a lost chain is noticed. */
+  /**
+   * When the release chain last started or took a step (epoch ms): how a lost chain is
+   * noticed. A start or a look that sends nothing (a chain waiting for its time) is noted
+   * as a step already ended (core/switches.ts `releaseLookAt`).
+   */
   readonly releaseAt?: number;
   /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
   readonly notBefore?: number;

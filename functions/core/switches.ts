@@ -66,3 +66,12 @@ export function releasedSince(releaseAt: number | undefined, heldBefore: number,
 export function releaseStepEndsBy(releaseAt: number | undefined, deliveryTimeoutMs: number, marginMs: number): number {
   return (releaseAt ?? 0) + 2 * deliveryTimeoutMs + marginMs;
 }
+
+/**
+ * When a release step that sends nothing at `now` (a chain that waits for its time: its
+ * start, its looks) is noted as begun: as one that has surely ended by now (see
+ * `releaseStepEndsBy`), so that nothing waits for it to end.
+ */
+export function releaseLookAt(now: number, deliveryTimeoutMs: number, marginMs: number): number {
+  return now - 2 * deliveryTimeoutMs - marginMs;
+}

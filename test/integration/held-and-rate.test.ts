@@ -872,6 +872,60 @@ describe('a slow endpoint', () => {
     expect(await handleDeliverMessage(step, waiting as ReleaseMessage)).toBe('stale');
   });
 
+  it("releases a slow endpoint's held backlog at once when it answers quickly just after its chain's look, which sent nothing", async () => {
+    const tenant = await createTenant(sandbox, 'held-look');
+    const url = `${receiver.url}/held-look`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hl:0', url });
+    const message = paced(tenant.id, hook.id, 'hl');
+    const start = 61_200_000;
+    const { deps, sent } = roomy(start);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
+    await deps.records.reserveSend(hook.id, 1_801_000, deps.now());
+    expect(await handleDeliverMessage(deps, message(1))).toBe('held');
+    const [waiting] = sent as ReleaseMessage[];
+    // Its look, 15 minutes on: the time is not given back, it looks again (and notes the step).
+    const { deps: look, sent: looked } = roomy(start + 900_000);
+    expect(await handleDeliverMessage(look, waiting as ReleaseMessage)).toBe('released');
+    expect(looked).toHaveLength(1);
+    expect(await handleDeliverMessage(look, message(2))).toBe('held');
+
+    // Two seconds after that look (within a step's longest time, 11 s here), a delivery
+    // given its share before is answered quickly: a new chain sends what is held now, not
+    // the waiting chain's next look, 7.5 minutes on, with everything meanwhile held.
+    receiver.answer('/held-look', 200);
+    const { deps: due, sent: started } = roomy(start + 902_000);
+    expect(await handleDeliverMessage(due, { ...message(0), sendAt: due.now(), paceMs: 150 })).toBe('delivered');
+    const chains = (started as ReleaseMessage[]).filter((m) => m.kind === 'release');
+    expect(chains).toHaveLength(1);
+    expect(chains[0]?.notBefore).toBeUndefined();
+    const { deps: step } = roomy(start + 903_000);
+    expect(await handleDeliverMessage(step, chains[0] as ReleaseMessage)).toBe('released');
+    expect(okEvents('/held-look').map((e) => e.data)).toEqual([0, 1, 2]);
+  });
+
+  it("releases a slow endpoint's held backlog at once when it answers quickly just after the first hold started its chain", async () => {
+    const tenant = await createTenant(sandbox, 'held-soon');
+    const url = `${receiver.url}/held-soon`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hn:0', url });
+    const message = paced(tenant.id, hook.id, 'hn');
+    const start = 64_800_000;
+    const { deps } = roomy(start);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
+    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    expect(await handleDeliverMessage(deps, message(1))).toBe('held');
+
+    // A second on, a delivery given its share before is answered quickly: the chain that
+    // began a second ago sends nothing until its look, so a new one starts and sends it.
+    receiver.answer('/held-soon', 200);
+    const { deps: due, sent: started } = roomy(start + 1_000);
+    expect(await handleDeliverMessage(due, { ...message(0), sendAt: due.now(), paceMs: 150 })).toBe('delivered');
+    const chains = (started as ReleaseMessage[]).filter((m) => m.kind === 'release');
+    expect(chains).toHaveLength(1);
+    const { deps: step } = roomy(start + 2_000);
+    expect(await handleDeliverMessage(step, chains[0] as ReleaseMessage)).toBe('released');
+    expect(okEvents('/held-soon').map((e) => e.data)).toEqual([0, 1]);
+  });
+
   it("releases a slow endpoint's held backlog when it recovers from a quarantine entered while the backlog's chain waited, and that chain ends", async () => {
     const tenant = await createTenant(sandbox, 'held-quar');
     const url = `${receiver.url}/held-quar`;

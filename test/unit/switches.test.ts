@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CachedSwitches, REFRESH_SPACING_MS } from '../../functions/adapters/switch-store.ts';
-import { liftRecheck, releasedSince, type Switch } from '../../functions/core/switches.ts';
+import { liftRecheck, releasedSince, releaseLookAt, releaseStepEndsBy, type Switch } from '../../functions/core/switches.ts';
 
 describe('the recheck after a hold under a switch', () => {
   it('answers for every hold of its window of the switch cache, and runs a margin past its end', () => {
@@ -16,6 +16,11 @@ describe('the recheck after a hold under a switch', () => {
     expect(releasedSince(16_000, 15_000, 1_000)).toBe(false);
     expect(releasedSince(14_000, 15_000, 1_000)).toBe(false);
     expect(releasedSince(undefined, 15_000, 1_000)).toBe(false);
+  });
+
+  it('notes a release step that sends nothing (a wait for its time) as one that has ended by now', () => {
+    expect(releaseStepEndsBy(releaseLookAt(100_000, 5_000, 1_000), 5_000, 1_000)).toBe(100_000);
+    expect(releaseStepEndsBy(100_000, 5_000, 1_000)).toBe(111_000);
   });
 });
 
