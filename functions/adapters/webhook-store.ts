@@ -80,6 +80,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     probeToken: item.probe_token as string | undefined,
     releaseToken: item.release_token as string | undefined,
     ...(item.release_at !== undefined && { releaseAt: Number(item.release_at) }),
+    ...(item.release_not_before !== undefined && { releaseNotBefore: Number(item.release_not_before) }),
     ...(item.notice_pending === true && { noticePending: true }),
     ...(item.not_before !== undefined && { notBefore: Number(item.not_before) }),
     ...(item.slow_ms !== undefined && { slowMs: Number(item.slow_ms) }),
@@ -516,6 +517,7 @@ export class WebhookStore {
       probeToken?: string | null;
       releaseToken?: string | null;
       releaseAt?: number;
+      releaseNotBefore?: number | null;
       noticePending?: true | null;
       url?: string;
       /** With `status`: when it changed (ISO 8601), the webhook's `updated_at`. */
@@ -552,6 +554,7 @@ export class WebhookStore {
       ['releaseToken', 'release_token'],
       ['noticePending', 'notice_pending'],
       ['releaseAt', 'release_at'],
+      ['releaseNotBefore', 'release_not_before'],
     ] as const) {
       const value = extra[field];
       if (value === undefined) continue;
@@ -614,9 +617,9 @@ export class WebhookStore {
    */
   async endRelease(tenantId: string, id: string, token: string): Promise<boolean> {
     return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'REMOVE #release_token',
+      UpdateExpression: 'REMOVE #release_token, #release_not_before',
       ConditionExpression: '#release_token = :token AND (attribute_not_exists(#held_count) OR #held_count <= :none)',
-      ExpressionAttributeNames: names('release_token', 'held_count'),
+      ExpressionAttributeNames: names('release_token', 'release_not_before', 'held_count'),
       ExpressionAttributeValues: { ':token': token, ':none': 0 },
     });
   }

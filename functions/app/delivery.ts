@@ -287,7 +287,13 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
   // A slow endpoint's delivery that took its share of the endpoint's time before its
   // backlog was held (see `holdBehindPace`) goes at that share: the held ones are newer,
   // and the chain that releases them waits until the shares given before it are used.
-  const bookedBeforeHold = message.sendAt !== undefined && webhook.slowMs !== undefined;
+  // Not one behind what a quarantine or a pause held, whose chain waits for no share:
+  // deliveries whose shares came due meanwhile, older than this one, are among those.
+  const bookedBeforeHold =
+    message.sendAt !== undefined &&
+    webhook.slowMs !== undefined &&
+    webhook.releaseNotBefore !== undefined &&
+    message.sendAt <= webhook.releaseNotBefore;
   if (!delivers || (webhook.heldCount > 0 && !bookedBeforeHold)) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
@@ -762,7 +768,7 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
     const saved = await deps.webhooks.saveHealth(current, after, {
       ...(status && { status, updatedAt: new Date(event.now).toISOString() }),
       ...(probeToken !== undefined && { probeToken }),
-      ...(releaseToken && { releaseToken, releaseAt: event.now }),
+      ...(releaseToken && { releaseToken, releaseAt: event.now, releaseNotBefore: null }),
       ...(noticePending !== undefined && { noticePending }),
       ...(answeredBy !== undefined && { url: answeredBy }),
     });
@@ -979,7 +985,8 @@ async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number, n
   // A chain that waits for its time sends nothing now: noted as a step already ended, so
   // that the quick answer that gives the time back starts a new one (see `releaseGivenBack`).
   const releaseAt = waits ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
-  if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt }))) return false;
+  const releaseNotBefore = waits ? notBefore : null;
+  if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt, releaseNotBefore }))) return false;
   const step = { kind: 'release' as const, tenantId: webhook.tenantId, webhookId: webhook.id, token };
   if (!waits) await deps.queue.send([step]);
   else await deps.queue.send([{ ...step, notBefore }], sqsDelay(paceLookSeconds((notBefore - now) / 1000)).delaySeconds);

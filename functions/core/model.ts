@@ -74,6 +74,13 @@ export interface Webhook {
    * as a step already ended (core/switches.ts `releaseLookAt`).
    */
   readonly releaseAt?: number;
+  /**
+   * Until when (epoch ms) the release chain waits for the shares of the endpoint's time
+   * given before a slow endpoint's backlog was held (app/delivery.ts `holdBehindPace`):
+   * deliveries given those shares go at them, past what is held. Absent for any other
+   * chain (a quarantine's, a pause's), behind whose held deliveries every one waits.
+   */
+  readonly releaseNotBefore?: number;
   /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
   readonly notBefore?: number;
   /**

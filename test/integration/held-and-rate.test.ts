@@ -970,6 +970,22 @@ describe('a slow endpoint', () => {
     expect(okEvents('/held-quick')).toEqual([]);
   });
 
+  it("holds a slow endpoint's delivery given its share before, behind what a pause or a quarantine held: only its backlog's chain waits for those shares", async () => {
+    const tenant = await createTenant(sandbox, 'held-slow-paused');
+    const url = `${receiver.url}/held-slow-paused`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hp:0', url });
+    const message = paced(tenant.id, hook.id, 'hp');
+    const { deps } = roomy(50_400_000);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
+    // Held under a pause, its share come due then (its release, on the lift, sends at once):
+    // one given its share after it, come due once the pause is lifted, waits behind it.
+    expect(await holdDelivery(deps, { ...message(1), sendAt: deps.now() - 60_000, paceMs: 150 }, 100)).toEqual([true, true]);
+    await startRelease(deps, (await deps.webhooks.get(tenant.id, hook.id)) as NonNullable<Awaited<ReturnType<typeof deps.webhooks.get>>>);
+    const booked: DeliveryMessage = { ...message(2), sendAt: deps.now(), paceMs: 150 };
+    expect(await handleDeliverMessage(deps, booked)).toBe('held');
+    expect(okEvents('/held-slow-paused')).toEqual([]);
+  });
+
   it("starts one release chain for a slow endpoint's deliveries held together, and takes it for alive while it waits hours for their time", async () => {
     const tenant = await createTenant(sandbox, 'held-wait');
     const url = `${receiver.url}/held-wait`;
