@@ -926,6 +926,29 @@ describe('a slow endpoint', () => {
     expect(okEvents('/held-soon').map((e) => e.data)).toEqual([0, 1]);
   });
 
+  it("starts no new chain for the quick answer to a release step's own POST, which gives the time back: the new chain would send that step's page again", async () => {
+    const tenant = await createTenant(sandbox, 'held-own');
+    const url = `${receiver.url}/held-own`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ho:0', url });
+    const message = paced(tenant.id, hook.id, 'ho');
+    const start = 68_400_000;
+    const { deps, sent } = roomy(start);
+    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
+    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    for (const i of [1, 2]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
+    const [waiting] = sent as ReleaseMessage[];
+
+    // Its time come, the chain sends what is held; the quick answer to that POST gives the
+    // endpoint's time back while the step is still sending, and the chain goes on alone.
+    receiver.answer('/held-own', 200);
+    const { deps: time, sent: stepped } = roomy(start + 902_000);
+    expect(await handleDeliverMessage(time, waiting as ReleaseMessage)).toBe('released');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
+    expect(okEvents('/held-own').map((e) => e.data)).toEqual([1, 2]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBe(waiting?.token);
+    expect((stepped as ReleaseMessage[]).map((m) => m.token)).toEqual([waiting?.token]);
+  });
+
   it("releases a slow endpoint's held backlog when it recovers from a quarantine entered while the backlog's chain waited, and that chain ends", async () => {
     const tenant = await createTenant(sandbox, 'held-quar');
     const url = `${receiver.url}/held-quar`;
