@@ -297,16 +297,18 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
   if (!delivers || (webhook.heldCount > 0 && !bookedBeforeHold)) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
-    // Behind a slow endpoint's held backlog: it waits far too while the endpoint's time is
-    // taken that far ahead (see `noteFarAhead`). Not for being held alone: a release chain
-    // ends only at a step that finds nothing held, so with deliveries coming every few
-    // seconds it holds each for a step (one POST, seconds) and goes on; each counted, a
-    // slow endpoint that keeps up would keep the ticket filed once it held anything (a
-    // quarantine, a pause, a backlog whose time came).
-    if (delivers && webhook.slowMs !== undefined) {
-      const freeAt = await deps.records.paceFreeAt(webhook.id, now);
+    // Behind a slow endpoint's held backlog whose chain waits for a time that far ahead: it
+    // waits far too (see `noteFarAhead`). Not for being held alone: a release chain ends
+    // only at a step that finds nothing held, so with deliveries coming every few seconds
+    // it holds each for a step (one POST, seconds) and goes on; each counted, a slow
+    // endpoint that keeps up would keep the ticket filed once it held anything (a
+    // quarantine, a pause, a backlog whose time came). Nor behind a chain that waits for
+    // nothing (a quarantine's, a pause's), whatever the endpoint's time: it goes at the
+    // chain's next POST. The chain's wait is on the webhook as read: no read of the pace
+    // item, whose failure would fail the hold for a count.
+    if (delivers && webhook.slowMs !== undefined && webhook.releaseNotBefore !== undefined) {
       const paceMs = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
-      if (freeAt !== undefined) noteFarAhead(deps, webhook, freeAt - now, paceMs, now);
+      noteFarAhead(deps, webhook, webhook.releaseNotBefore - now, paceMs, now);
     }
     const outcome = await hold(deps, webhook, message, action === 'pause');
     if (action === 'pause') await expectLift(deps, webhook, now);

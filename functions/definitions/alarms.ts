@@ -424,7 +424,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     runbook: 'endpoint-backlog-far-ahead',
     title: 'Endpoint backlog far ahead',
     summary:
-      "deliveries were given times over 15 minutes ahead of their endpoint's pace, or held while its time was taken that far ahead, in each of the last 5 minutes: an endpoint slower than its deliveries come, its backlog growing.",
+      "deliveries were given times over 15 minutes ahead of their endpoint's pace, or held while their release waited for a time that far ahead, in each of the last 5 minutes: an endpoint slower than its deliveries come, its backlog growing.",
     sources: [{ kind: 'sluice', name: 'DeliveriesPacedFarAhead' }],
     statistic: 'Sum',
     // In every minute of five, not any one: a slow moment of a busy endpoint (50 a second
