@@ -130,7 +130,7 @@ function heldDelivery(item: Record<string, unknown>): HeldDelivery {
   return { sk: String(item.sk), message: JSON.parse(String(item.message)) as DeliveryMessage };
 }
 
-/** How long a container answers `paceGivenBack` from the endpoint's tat it last read. */
+/** How long a container answers `paceFreeAt` and `paceGivenBack` from the endpoint's tat it last read. */
 const PACE_SEEN_MS = 1_000;
 
 export class DeliveryRecords {
@@ -138,7 +138,7 @@ export class DeliveryRecords {
   readonly #paces = new Map<string, Array<Waiter<number>>>();
   /** Endpoints whose time was last seen reserved beyond now, and until when: their next reservation tries the busy write first. */
   readonly #busyUntil = new Map<string, number>();
-  /** Each endpoint's tat as this container last read it for `paceGivenBack`, and when (epoch ms). */
+  /** Each endpoint's tat as this container last read it (`paceFreeAt`), and when (epoch ms). */
   readonly #paceSeen = new Map<string, { readonly at: number; readonly tat: Promise<number | undefined> }>();
   /** Per key, the last window this container saw taken by `takeOnce` (by itself or another). */
   readonly #takenWindows = new Map<string, number>();
@@ -918,7 +918,7 @@ export class DeliveryRecords {
    * at the delivery's next look instead.
    */
   async paceGivenBack(webhookId: string, sendAt: number, now: number): Promise<boolean> {
-    const tat = await this.#seenTat(webhookId, now);
+    const tat = await this.paceFreeAt(webhookId, now);
     return tat === undefined || tat < sendAt;
   }
 
@@ -930,11 +930,6 @@ export class DeliveryRecords {
    * moves it on by one POST's share, a time given back in that second is seen a second on.
    */
   async paceFreeAt(webhookId: string, now: number): Promise<number | undefined> {
-    return this.#seenTat(webhookId, now);
-  }
-
-  /** The endpoint's tat as this container read it within PACE_SEEN_MS (see `paceGivenBack`), read now if not. */
-  async #seenTat(webhookId: string, now: number): Promise<number | undefined> {
     let seen = this.#paceSeen.get(webhookId);
     if (seen === undefined || now < seen.at || now - seen.at >= PACE_SEEN_MS) {
       const read = this.#client

@@ -375,8 +375,9 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
 
 /**
  * A delivery given a share of its endpoint's time far ahead (core/endpoint-pace.ts
- * `pacedFarAhead`), or held behind a slow endpoint's backlog while its time is taken that
- * far ahead (`waitMs`, from when it is next free; see `holdBehindPace`): the endpoint's
+ * `pacedFarAhead`), or held behind a slow endpoint's backlog whose release waits that far
+ * ahead (`waitMs`: to the endpoint's next free time, or to the chain's `releaseNotBefore`;
+ * see `holdBehindPace`): the endpoint's
  * backlog outgrows its pace, and its subscriber gets events that late. Nothing fails, so
  * nothing else tells anyone until the held cap is passed: it is counted
  * (`DeliveriesPacedFarAhead`, no webhook in it: alarm `endpoint-backlog-far-ahead`), and
@@ -423,10 +424,7 @@ async function holdBehindPace(
   // Before the hold, so that the hold finds the chain (see `releaseIfNoChain`). Of
   // concurrent starters one starts it: the start is conditional on the health read, and
   // the others read the webhook again and find its token.
-  await onFreshWebhook(deps, webhook, async (current) => {
-    if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return true;
-    return beginRelease(deps, current, deps.now(), freeAt);
-  });
+  await onFreshWebhook(deps, webhook, async (current) => !needsChain(current) || beginRelease(deps, current, deps.now(), freeAt));
   return hold(deps, webhook, { ...message, sendAt: undefined, paceMs: undefined, notBefore: undefined });
 }
 
@@ -967,14 +965,24 @@ async function reviveChainOnce(
  * failure), and then the webhook is read again and looked at anew, as `startRelease`
  * does; given up on that refusal, nothing would send this delivery.
  */
+/** Whether a webhook that holds deliveries needs a release chain started: it has none, and its endpoint takes deliveries. */
+function needsChain(webhook: Webhook): boolean {
+  return webhook.releaseToken === undefined && webhook.status === 'active' && deliversTo(webhook.health);
+}
+
 async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: DeliveryMessage): Promise<void> {
   await onFreshWebhook(deps, counted, async (current) => {
-    if (current.releaseToken !== undefined || current.status !== 'active' || !deliversTo(current.health)) return true;
+    if (!needsChain(current)) return true;
     if (!(await beginRelease(deps, current, deps.now()))) return false;
     deps.metrics.count('ChainsRevived', 1, { chain: 'release_ended' });
     deps.logger.info('Held after the release chain ended; releasing again', context(message));
     return true;
   });
+}
+
+/** The SQS delay of a waiting release chain's next look at its time `notBefore` (core/endpoint-pace.ts `paceLookSeconds`). */
+function lookDelaySeconds(notBefore: number, now: number): number {
+  return sqsDelay(paceLookSeconds((notBefore - now) / 1000)).delaySeconds;
 }
 
 /**
@@ -991,7 +999,7 @@ async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: number, n
   if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt, releaseNotBefore }))) return false;
   const step = { kind: 'release' as const, tenantId: webhook.tenantId, webhookId: webhook.id, token };
   if (!waits) await deps.queue.send([step]);
-  else await deps.queue.send([{ ...step, notBefore }], sqsDelay(paceLookSeconds((notBefore - now) / 1000)).delaySeconds);
+  else await deps.queue.send([{ ...step, notBefore }], lookDelaySeconds(notBefore, now));
   return true;
 }
 
@@ -1130,7 +1138,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
   if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, stepAt))) return 'stale';
   if (looks && message.notBefore !== undefined) {
-    await deps.queue.send([message], sqsDelay(paceLookSeconds((message.notBefore - now) / 1000)).delaySeconds);
+    await deps.queue.send([message], lookDelaySeconds(message.notBefore, now));
     return 'released';
   }
   // A paused webhook keeps holding; lifting the switch starts a new release. So does one
