@@ -557,6 +557,21 @@ describe('a slow endpoint', () => {
       attempt: 1,
     }) satisfies DeliveryMessage;
 
+  /**
+   * A webhook on a new tenant `name` (resources `prefix:…`) whose endpoint answers in
+   * `answerMs`, with its time taken for the next 15 minutes and a second, as seen
+   * `offsetMs` from now: a delivery that has no share yet is held behind that.
+   */
+  const slowBacklog = async (name: string, prefix: string, answerMs: number, offsetMs: number) => {
+    const tenant = await createTenant(sandbox, name);
+    const url = `${receiver.url}/${name}`;
+    const hook = await createWebhook(sandbox, tenant.key, { resource: `${prefix}:0`, url });
+    const step = roomy(offsetMs);
+    await step.deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, answerMs);
+    await step.deps.records.reserveSend(hook.id, 901_000, step.deps.now());
+    return { ...step, tenant, url, hook, message: paced(tenant.id, hook.id, prefix) };
+  };
+
   it('takes a share again, at the slow pace, when one reserved at the whole rate comes after the endpoint answered slowly', async () => {
     const tenant = await createTenant(sandbox, 'slowed');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'sd:0', url: `${receiver.url}/slowed` });
@@ -787,14 +802,8 @@ describe('a slow endpoint', () => {
   });
 
   it("holds a slow endpoint's deliveries whose shares would be over 15 minutes ahead, and releases them in order, packed, once the shares given before them are used", async () => {
-    const tenant = await createTenant(sandbox, 'held-slow');
-    const url = `${receiver.url}/held-slow`;
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hs:0', url });
-    const message = paced(tenant.id, hook.id, 'hs');
-    const { deps, sent, delays } = roomy(36_000_000);
     // Answers of 3 s, and its time taken for the next 15 minutes (a second more); a delivery given its share 10 minutes on before.
-    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
-    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const { tenant, hook, message, deps, sent, delays } = await slowBacklog('held-slow', 'hs', 3_000, 36_000_000);
     const booked: DeliveryMessage = { ...message(0), sendAt: deps.now() + 600_000, paceMs: 300 };
 
     const tat = async () => {
@@ -844,16 +853,10 @@ describe('a slow endpoint', () => {
   });
 
   it("releases a slow endpoint's held backlog as soon as it answers quickly again, not at its chain's next look, minutes on", async () => {
-    const tenant = await createTenant(sandbox, 'held-back');
-    const url = `${receiver.url}/held-back`;
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hb:0', url });
-    const message = paced(tenant.id, hook.id, 'hb');
     // Answers of 1.5 s (one quick answer halves that under a second), and its time taken
     // for the next 15 minutes: new deliveries are held, and a chain waits for that time.
     const start = 54_000_000;
-    const { deps, sent } = roomy(start);
-    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
-    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const { tenant, hook, message, deps, sent } = await slowBacklog('held-back', 'hb', 1_500, start);
     for (const i of [1, 2]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     const [waiting] = sent as ReleaseMessage[];
     expect((waiting?.notBefore ?? 0) - deps.now()).toBeGreaterThan(900_000);
@@ -907,14 +910,8 @@ describe('a slow endpoint', () => {
   });
 
   it("releases a slow endpoint's held backlog at once when it answers quickly just after the first hold started its chain", async () => {
-    const tenant = await createTenant(sandbox, 'held-soon');
-    const url = `${receiver.url}/held-soon`;
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hn:0', url });
-    const message = paced(tenant.id, hook.id, 'hn');
     const start = 64_800_000;
-    const { deps } = roomy(start);
-    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
-    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const { message, deps } = await slowBacklog('held-soon', 'hn', 1_500, start);
     expect(await handleDeliverMessage(deps, message(1))).toBe('held');
 
     // A second on, a delivery given its share before is answered quickly: the chain that
@@ -930,14 +927,8 @@ describe('a slow endpoint', () => {
   });
 
   it("starts no new chain for the quick answer to a release step's own POST, which gives the time back: the new chain would send that step's page again", async () => {
-    const tenant = await createTenant(sandbox, 'held-own');
-    const url = `${receiver.url}/held-own`;
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'ho:0', url });
-    const message = paced(tenant.id, hook.id, 'ho');
     const start = 68_400_000;
-    const { deps, sent } = roomy(start);
-    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
-    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const { tenant, hook, message, deps, sent } = await slowBacklog('held-own', 'ho', 1_500, start);
     for (const i of [1, 2]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     const [waiting] = sent as ReleaseMessage[];
 
@@ -953,14 +944,8 @@ describe('a slow endpoint', () => {
   });
 
   it("releases a slow endpoint's held backlog when it recovers from a quarantine entered while the backlog's chain waited, and that chain ends", async () => {
-    const tenant = await createTenant(sandbox, 'held-quar');
-    const url = `${receiver.url}/held-quar`;
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hk:0', url });
-    const message = paced(tenant.id, hook.id, 'hk');
     const start = 57_600_000;
-    const { deps, sent } = roomy(start);
-    await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
-    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    const { tenant, hook, message, deps, sent } = await slowBacklog('held-quar', 'hk', 3_000, start);
     for (const i of [1, 2]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     const [waiting] = sent.splice(0) as ReleaseMessage[];
 
