@@ -33,11 +33,13 @@ import {
   partsByResource,
   pingEvent,
   releaseDelivery,
+  releaseLanes,
   waitsFree,
 } from '../core/deliveries.ts';
 import {
   holdsBehindPace,
   keepsShare,
+  MAX_IN_FLIGHT_PER_ENDPOINT,
   PACE_FAR_AHEAD_MS,
   pacedFarAhead,
   paceIntervalFor,
@@ -409,8 +411,8 @@ function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number, pace
  * ones starts now but sends from `freeAt`, once the shares given before it are used, so
  * that the endpoint gets no more than its pace and each resource's events come in order;
  * sooner if the endpoint's time is given back (it answers quickly again). It releases
- * them in order, packed (up to 100 events a POST), a POST at a time, and ends when nothing
- * is held: deliveries then take shares again.
+ * them in order, packed (up to 100 events a POST), up to MAX_IN_FLIGHT_PER_ENDPOINT POSTs
+ * at once (see `releaseLanes`), and ends when nothing is held: deliveries then take shares again.
  */
 async function holdBehindPace(
   deps: DeliveryDeps,
@@ -1120,7 +1122,7 @@ async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<Deliver
 
 async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
-  let webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   // A step that disabled the webhook (a 410) and died before telling the owner comes back here.
   if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.releaseToken !== message.token) return 'stale';
@@ -1157,76 +1159,35 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // parts could not keep up with a webhook on a parent whose children change faster
   // than that, whose new deliveries are held behind the release until it ends, and
   // would fill the held cap (and drop into gap markers) with the endpoint healthy.
-  let posts = 0;
+  // Groups of different resources go in lanes at once (core/deliveries.ts `releaseLanes`).
+  const step: ReleaseStep = { posts: 0, startedAt: deps.now(), webhook };
   let stepped = false;
-  const startedAt = deps.now();
-  const young = () => deps.now() - startedAt < deps.config.deliveryTimeoutMs;
-  for (let more = true; more && posts < deps.config.endpointRatePerSecond && young(); ) {
+  for (let more = true; more && !step.stop && step.posts < deps.config.endpointRatePerSecond && releaseYoung(deps, step); ) {
     const page = await deps.records.heldPage(webhook.id, RELEASE_PAGE, now);
-    if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now, young);
+    if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now, () => releaseYoung(deps, step));
     if (page.live.length > 0 || page.expired.length > 0) stepped = true;
     more = page.more && page.live.length + page.expired.length > 0;
     let offset = 0;
-    for (const group of packHeld(page.live.map((held) => held.message))) {
-      // A step sends while it is young, so even an endpoint answering each POST just
-      // before the timeout cannot keep it past the function's own timeout; the rest
-      // stays held for the next step, as does what is past the endpoint's rate.
-      if (posts >= deps.config.endpointRatePerSecond || !young()) {
-        more = false;
-        break;
-      }
-      if (posts > 0) {
-        // Each POST with the webhook as it is now, not as the step found it (a step may
-        // go on for the delivery timeout): a secret rotated meanwhile signs it too, as
-        // every delivery after a rotation is signed, and one the owner disabled, or whose
-        // release another chain took over (a new URL starts one), gets no more of this step.
-        const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
-        if (!fresh || fresh.releaseToken !== message.token || fresh.status !== 'active' || !deliversTo(fresh.health)) return 'stale';
-        webhook = fresh;
-      }
-      const items = page.live.slice(offset, offset + group.length);
+    const groups = packHeld(page.live.map((held) => held.message)).map((group) => {
       offset += group.length;
-      posts += 1;
-      const delivery = releaseDelivery(group);
-      const result = await attempt(deps, webhook, delivery);
-      if (decideAttempt(result.statusCode) === 'delivered') {
-        const webhookId = webhook.id;
-        // Only what this release removed leaves the count (a release that ran twice removes nothing).
-        const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
-        if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
-        deps.metrics.count('EventsDelivered', eventCount(delivery.events));
-        deps.metrics.count('DeliveriesReleased', items.length);
-        // A success, as any delivery's: it ends a failing state a failed step made, and notes when
-        // the endpoint last took a delivery (at most once a minute), which after a re-enable only
-        // release steps may show for a while.
-        webhook = await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
-        continue;
-      }
-      const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
-      if (asked !== undefined && items.every((held) => waitsFree(held.message))) {
-        // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
-        // each delivery sent, but no failure and none of their budgets spent. They stay
-        // held as their next attempts, and the chain steps on once the wait is over.
-        const webhookId = webhook.id;
-        await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, afterFreeWait(held.message))));
-        await deps.queue.send([{ ...message, emptySince: undefined }], sqsDelay(asked).delaySeconds);
-        return 'released';
-      }
-      // The endpoint failed again: count it; a new quarantine's probes will restart the release.
-      webhook = await applyHealth(
-        deps,
-        webhook,
-        result.statusCode === 410
-          ? { type: 'gone', now, statusCode: 410 }
-          : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
-      );
-      await spendHeldAttempt(deps, webhook, items, result, now);
-      if (deliversTo(webhook.health)) {
-        const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
-        await deps.queue.send([message], Math.min(900, Math.max(1, wait)));
-      }
-      return 'released';
-    }
+      return page.live.slice(offset - group.length, offset);
+    });
+    const lanes = releaseLanes(groups, (held) => held.message.events[0]?.resource ?? '', MAX_IN_FLIGHT_PER_ENDPOINT);
+    const ends = await Promise.allSettled(lanes.map((lane) => releaseLane(deps, message, step, lane, now)));
+    const thrown = ends.find((end) => end.status === 'rejected');
+    if (thrown) throw thrown.reason;
+    // What a lane left unsent stays held, before anything of its resources on the next page.
+    if (ends.some((end) => end.status === 'fulfilled' && !end.value)) more = false;
+  }
+  const stop = step.stop;
+  if (stop?.kind === 'stale') return 'stale';
+  if (stop?.kind === 'failed') {
+    if (deliversTo(stop.webhook.health)) await deps.queue.send([message], stop.delaySeconds);
+    return 'released';
+  }
+  if (stop?.kind === 'wait') {
+    await deps.queue.send([{ ...message, emptySince: undefined }], stop.delaySeconds);
+    return 'released';
   }
   if (stepped) {
     // The next step a second later: at most a second's POSTs per second per endpoint.
@@ -1276,6 +1237,117 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([{ ...message, emptySince: undefined }], 1);
   }
   return 'released';
+}
+
+/** A release step under way: its lanes share its POSTs (at most the endpoint's rate), its time, and how it stops. */
+interface ReleaseStep {
+  posts: number;
+  readonly startedAt: number;
+  /** The webhook as the step read it, for its first POST. */
+  readonly webhook: Webhook;
+  stop?: ReleaseStop;
+}
+
+/**
+ * Why a release step stopped before it sent what it read: another chain took over, or the
+ * webhook is disabled or no longer delivers (`stale`: the step sends nothing more and its
+ * chain ends here); the endpoint asked to wait (`wait`, the next step after it); or a POST
+ * failed (`failed`, the next step after a retry's wait if the endpoint still takes
+ * deliveries, with the webhook as that failure left it).
+ */
+type ReleaseStop =
+  | { readonly kind: 'stale' }
+  | { readonly kind: 'wait'; readonly delaySeconds: number }
+  | { readonly kind: 'failed'; readonly webhook: Webhook; readonly delaySeconds: number };
+
+const STOP_RANK = { wait: 1, failed: 2, stale: 3 } as const;
+
+/** Notes why a step stops: of its lanes' reasons, the gravest (stale, then failed, then wait), the longest wait, the latest failure. */
+function stopStep(step: ReleaseStep, stop: ReleaseStop): void {
+  const was = step.stop;
+  if (was === undefined || STOP_RANK[stop.kind] > STOP_RANK[was.kind]) step.stop = stop;
+  else if (stop.kind === 'failed' && was.kind === 'failed') step.stop = stop;
+  else if (stop.kind === 'wait' && was.kind === 'wait' && stop.delaySeconds > was.delaySeconds) step.stop = stop;
+}
+
+/**
+ * Whether a release step may still begin a POST: so even an endpoint answering each POST
+ * just before the timeout cannot keep it past the function's own timeout.
+ */
+function releaseYoung(deps: DeliveryDeps, step: ReleaseStep): boolean {
+  return deps.now() - step.startedAt < deps.config.deliveryTimeoutMs;
+}
+
+/**
+ * Sends one lane of a release step (see `releaseLanes`), a group a POST, one after
+ * another; true when it sent them all. It stops at the first group it does not send,
+ * which stays held with the rest of the lane: the step is past the endpoint's rate or its
+ * time, another lane stopped it, or this lane's POST was not taken (`stopStep`).
+ */
+async function releaseLane(
+  deps: DeliveryDeps,
+  message: ReleaseMessage,
+  step: ReleaseStep,
+  lane: readonly (readonly HeldDelivery[])[],
+  now: number,
+): Promise<boolean> {
+  for (const items of lane) {
+    if (step.stop || step.posts >= deps.config.endpointRatePerSecond || !releaseYoung(deps, step)) return false;
+    // Counted before the read below, so that the lanes together keep to the rate.
+    const first = step.posts === 0;
+    step.posts += 1;
+    let webhook = step.webhook;
+    if (!first) {
+      // Each POST with the webhook as it is now, not as the step found it (a step may
+      // go on for the delivery timeout): a secret rotated meanwhile signs it too, as
+      // every delivery after a rotation is signed, and one the owner disabled, or whose
+      // release another chain took over (a new URL starts one), gets no more of this step.
+      const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
+      if (!fresh || fresh.releaseToken !== message.token || fresh.status !== 'active' || !deliversTo(fresh.health)) {
+        stopStep(step, { kind: 'stale' });
+        return false;
+      }
+      webhook = fresh;
+    }
+    const delivery = releaseDelivery(items.map((held) => held.message));
+    const result = await attempt(deps, webhook, delivery);
+    if (decideAttempt(result.statusCode) === 'delivered') {
+      const webhookId = webhook.id;
+      // Only what this release removed leaves the count (a release that ran twice removes nothing).
+      const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
+      if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
+      deps.metrics.count('EventsDelivered', eventCount(delivery.events));
+      deps.metrics.count('DeliveriesReleased', items.length);
+      // A success, as any delivery's: it ends a failing state a failed step made, and notes when
+      // the endpoint last took a delivery (at most once a minute), which after a re-enable only
+      // release steps may show for a while.
+      await applyHealth(deps, webhook, { type: 'success', now: deps.now() });
+      continue;
+    }
+    const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
+    if (asked !== undefined && items.every((held) => waitsFree(held.message))) {
+      // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
+      // each delivery sent, but no failure and none of their budgets spent. They stay
+      // held as their next attempts, and the chain steps on once the wait is over.
+      const webhookId = webhook.id;
+      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, afterFreeWait(held.message))));
+      stopStep(step, { kind: 'wait', delaySeconds: sqsDelay(asked).delaySeconds });
+      return false;
+    }
+    // The endpoint failed again: count it; a new quarantine's probes will restart the release.
+    const failed = await applyHealth(
+      deps,
+      webhook,
+      result.statusCode === 410
+        ? { type: 'gone', now, statusCode: 410 }
+        : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
+    );
+    await spendHeldAttempt(deps, failed, items, result, now);
+    const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
+    stopStep(step, { kind: 'failed', webhook: failed, delaySeconds: Math.min(900, Math.max(1, wait)) });
+    return false;
+  }
+  return true;
 }
 
 /**

@@ -247,6 +247,47 @@ export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[
 }
 
 /**
+ * A release step's groups (from `packHeld`, in release order) as at most `lanes` lanes,
+ * each sent one POST after another while the lanes go at once. Groups that share a
+ * resource (`resourceOf` each held item) are in one lane, in release order, so each
+ * resource's events still come in order; a lane stops at the first group it does not
+ * send, and the rest stay held for the next step, which reads them first. A lane takes
+ * the next set of linked groups when it has the fewest groups so far. Sent one after
+ * another, a backlog of many resources went no faster than one POST at a time: up to 100
+ * events per answer time, where the endpoint's pace lets MAX_IN_FLIGHT_PER_ENDPOINT
+ * POSTs be under way.
+ */
+export function releaseLanes<T>(groups: readonly (readonly T[])[], resourceOf: (item: T) => string, lanes: number): T[][][] {
+  // Linked groups (a resource in both) by union-find over their indexes.
+  const parent = groups.map((_, i) => i);
+  const root = (i: number): number => {
+    let at = i;
+    while (parent[at] !== at) at = parent[at] ?? at;
+    return at;
+  };
+  const firstWith = new Map<string, number>();
+  groups.forEach((group, i) => {
+    for (const item of group) {
+      const resource = resourceOf(item);
+      const seen = firstWith.get(resource);
+      if (seen === undefined) firstWith.set(resource, i);
+      else parent[root(i)] = root(seen);
+    }
+  });
+  const linked = new Map<number, T[][]>();
+  groups.forEach((group, i) => {
+    const key = root(i);
+    linked.set(key, [...(linked.get(key) ?? []), [...group]]);
+  });
+  const out: T[][][] = Array.from({ length: Math.max(1, Math.min(lanes, linked.size)) }, () => []);
+  for (const set of linked.values()) {
+    const lane = out.reduce((least, candidate) => (candidate.length < least.length ? candidate : least));
+    lane.push(...set);
+  }
+  return out.filter((lane) => lane.length > 0);
+}
+
+/**
  * One delivery of a group from `packHeld`: the message itself when it is alone. A group
  * of first attempts is a first attempt (logged with its events, for replay), and one of a
  * replay's first attempts a replay's (not logged again); a group that was answered "wait"

@@ -2115,6 +2115,93 @@ describe('a release step', () => {
     expect(posted).toEqual([1, 2, 3, 4, 5]);
   });
 
+  /** Holds `perResource` retries (each goes alone) on each of `resources` resources of a new webhook; answers its deps and the webhook. */
+  async function heldRetries(name: string, resources: number, perResource: number) {
+    const tenant = await createTenant(sandbox, name);
+    const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}/${name}` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    for (let r = 1; r <= resources; r++) {
+      for (let n = 1; n <= perResource; n++) {
+        const event = deliveredEventFixture({ id: `evt_${name}${r}x${n}`, seq: n, resource: `${name}:${r}`, parents: [`${name}:0`] });
+        const message = { deliveryId: `msg_${name}${r}x${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 2 };
+        expect(await holdDelivery(base, message, 100)).toEqual([true, true]);
+      }
+    }
+    const webhook = await base.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    return { base, webhook };
+  }
+
+  it("sends different resources' held deliveries at once, up to 10 POSTs under way, each resource's in order", async () => {
+    const { webhook } = await heldRetries('lanes', 12, 2);
+    const posted: string[] = [];
+    let underWay = 0;
+    let most = 0;
+    const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      underWay += 1;
+      most = Math.max(most, underWay);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      underWay -= 1;
+      posted.push(JSON.parse(request.body).events[0].id);
+      return { statusCode: 200, durationMs: 40, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent } = later(0, send);
+    const deps = { ...recorded, config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000 } };
+    await startRelease(deps, webhook);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(most).toBe(10);
+    expect(posted).toHaveLength(24);
+    for (let r = 1; r <= 12; r++) {
+      expect(posted.indexOf(`evt_lanes${r}x1`)).toBeLessThan(posted.indexOf(`evt_lanes${r}x2`));
+    }
+    expect(sent).toMatchObject([{ kind: 'release' }]);
+  });
+
+  it("keeps its lanes together to the endpoint's rate of POSTs a step", async () => {
+    const { webhook } = await heldRetries('lanerate', 12, 1);
+    const posted: string[] = [];
+    const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      posted.push(JSON.parse(request.body).events[0].id);
+      return { statusCode: 200, durationMs: 20, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent } = later(0, send);
+    const deps = { ...recorded, config: { ...recorded.config, endpointRatePerSecond: 4, deliveryTimeoutMs: 2_000 } };
+    await startRelease(deps, webhook);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(posted).toHaveLength(4);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(posted).toHaveLength(8);
+  });
+
+  it('starts no POST in any lane once one failed, and steps on once, after the retry wait', async () => {
+    const { webhook } = await heldRetries('lanefail', 3, 2);
+    const posted: string[] = [];
+    const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      const id: string = JSON.parse(request.body).events[0].id;
+      posted.push(id);
+      if (id === 'evt_lanefail2x1') return { statusCode: 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { statusCode: 200, durationMs: 50, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent, delays } = later(0, send);
+    const deps = {
+      ...recorded,
+      config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000, quarantineAfterFailures: 5 },
+    };
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    delays.splice(0);
+    expect(await handleDeliverMessage(deps, release as DeliveryMessage)).toBe('released');
+    // The three lanes' first POSTs went at once; the failure stopped the other two lanes' second ones.
+    expect(posted.sort()).toEqual(['evt_lanefail1x1', 'evt_lanefail2x1', 'evt_lanefail3x1']);
+    expect(sent.filter((m) => (m as { kind?: string }).kind === 'release')).toHaveLength(1);
+    // After the retry's wait (schedule [0, 1, 1, 1]: 1 s).
+    expect(delays[sent.findIndex((m) => (m as { kind?: string }).kind === 'release')]).toBe(1);
+    // The failed delivery goes back to its retry schedule; each resource's second delivery stays held.
+    expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.heldCount).toBe(3);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });

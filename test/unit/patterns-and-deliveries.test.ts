@@ -12,6 +12,7 @@ import {
   partsByResource,
   planDeliveries,
   releaseDelivery,
+  releaseLanes,
   subscribedResources,
 } from '../../functions/core/deliveries.ts';
 import type { DeliveredEvent, DeliveryMessage, Webhook } from '../../functions/core/model.ts';
@@ -211,6 +212,34 @@ describe('merged deliveries', () => {
     const groups = packHeld(held);
     expect(groups.map((g) => g.length)).toEqual([1, 1, 1]);
     expect(releaseDelivery(groups[0] as DeliveryMessage[])).toBe(held[0]);
+  });
+});
+
+describe('the lanes of a release step', () => {
+  const resource = (item: string) => item.split('#')[0] ?? '';
+
+  it('puts groups that share a resource in one lane, in release order, and spreads the others over the lanes', () => {
+    const groups = [['a#1', 'a#2'], ['a#3', 'b#1'], ['b#2'], ['c#1'], ['d#1'], ['d#2'], ['e#1']];
+    const lanes = releaseLanes(groups, resource, 3);
+    expect(lanes).toEqual([
+      [['a#1', 'a#2'], ['a#3', 'b#1'], ['b#2']],
+      [['c#1'], ['e#1']],
+      [['d#1'], ['d#2']],
+    ]);
+  });
+
+  it('links groups through any resource they share, not only neighbours', () => {
+    const lanes = releaseLanes([['a#1'], ['b#1'], ['c#1', 'a#2'], ['b#2']], resource, 10);
+    expect(lanes).toEqual([
+      [['a#1'], ['c#1', 'a#2']],
+      [['b#1'], ['b#2']],
+    ]);
+  });
+
+  it('uses no more lanes than it is given or than it has sets of linked groups, and none for nothing', () => {
+    expect(releaseLanes([['a#1'], ['a#2'], ['a#3']], resource, 10)).toEqual([[['a#1'], ['a#2'], ['a#3']]]);
+    expect(releaseLanes([['a#1'], ['b#1'], ['c#1']], resource, 1)).toEqual([[['a#1'], ['b#1'], ['c#1']]]);
+    expect(releaseLanes([], resource, 10)).toEqual([]);
   });
 });
 
