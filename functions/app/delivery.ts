@@ -286,16 +286,13 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     return 'dropped';
   }
   const delivers = action === undefined && webhook.status === 'active' && deliversTo(webhook.health);
-  // A slow endpoint's delivery that took its share of the endpoint's time before its
-  // backlog was held (see `holdBehindPace`) goes at that share: the held ones are newer,
-  // and the chain that releases them waits until the shares given before it are used.
+  // A delivery that took its share of the endpoint's time before its backlog was held
+  // (see `holdBehindPace`) goes at that share: the held ones are newer, and the chain that
+  // releases them waits until the shares given before it are used (`releaseNotBefore`).
   // Not one behind what a quarantine or a pause held, whose chain waits for no share:
   // deliveries whose shares came due meanwhile, older than this one, are among those.
   const bookedBeforeHold =
-    message.sendAt !== undefined &&
-    webhook.slowMs !== undefined &&
-    webhook.releaseNotBefore !== undefined &&
-    message.sendAt <= webhook.releaseNotBefore;
+    message.sendAt !== undefined && webhook.releaseNotBefore !== undefined && message.sendAt <= webhook.releaseNotBefore;
   if (!delivers || (webhook.heldCount > 0 && !bookedBeforeHold)) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
@@ -308,7 +305,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // nothing (a quarantine's, a pause's), whatever the endpoint's time: it goes at the
     // chain's next POST. The chain's wait is on the webhook as read: no read of the pace
     // item, whose failure would fail the hold for a count.
-    if (delivers && webhook.slowMs !== undefined && webhook.releaseNotBefore !== undefined) {
+    if (delivers && webhook.releaseNotBefore !== undefined) {
       const paceMs = paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs);
       noteFarAhead(deps, webhook, webhook.releaseNotBefore - now, paceMs, now);
     }
@@ -360,6 +357,12 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
         return holdBehindPace(deps, webhook, message, freeAt, interval, now);
     }
     const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
+    // A quick endpoint's share is taken before it is known to be far: the time is not read
+    // first, as a slow one's is, for every delivery to pay a read for the rare backlog. The
+    // release chain takes this share instead, for the first POST of what is held.
+    if (kept === undefined && webhook.slowMs === undefined && holdsBehindPace(share.sendAt - now, undefined)) {
+      return holdBehindPace(deps, webhook, message, share.sendAt, interval, now);
+    }
     if (share.sendAt > now) {
       if (message.sendAt === undefined && !delayCounted) deps.metrics.count('DeliveriesDelayed', 1, { reason: 'endpoint_rate' });
       // A share taken now, not one kept, nor one taken again because the time was given
@@ -402,9 +405,10 @@ function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number, pace
 }
 
 /**
- * A slow endpoint's delivery whose share of the endpoint's time would be far ahead, at
- * `freeAt` (core/endpoint-pace.ts `holdsBehindPace`), is held in DynamoDB instead, taking
- * no share, as a quarantined endpoint's are: capped at `heldPerWebhook` (past it, counted
+ * A delivery whose share of the endpoint's time would be too far ahead, at `freeAt`
+ * (core/endpoint-pace.ts `holdsBehindPace`), is held in DynamoDB instead, as a quarantined
+ * endpoint's are: a slow endpoint's taking no share, a quick one's giving the share it
+ * took (at `freeAt`) to the chain's first POST. Capped at `heldPerWebhook` (past it, counted
  * for a gap marker, in `EventsHeldOverflow`), where waiting in the deliver queue nothing
  * bounded it. Every delivery after it is held too, while anything is; those given shares
  * before it still go at their shares (see `deliver`). The chain that releases the held

@@ -120,19 +120,32 @@ export function pacedFarAhead(waitMs: number): boolean {
 }
 
 /**
+ * How far ahead a quick endpoint's share may be before its deliveries are held instead: 5
+ * seconds of its time (250 POSTs at 50 a second), past the second's burst that goes at once.
+ */
+export const QUICK_HOLD_AHEAD_MS = 5_000;
+
+/**
  * Whether a delivery given a share `waitMs` ahead of an endpoint that answers in `slowMs`
  * (undefined: quickly) is held in DynamoDB instead of waiting for it in the deliver queue.
- * A slow endpoint's, far ahead: its backlog outgrows its pace, and left in the deliver
- * queue it has no bound (at 50 deliveries a second to one answering in 9 s, 704,000 after
- * four hours, each going round the shared queue every 15 minutes until its time, a week
- * ahead). Held, it is capped (`heldPerWebhook`; past it, a gap marker) and released in
- * order, packed into POSTs of up to 100 events, once the shares given before it are used.
- * Not a quick endpoint's that gets more than its whole rate: its backlog grows only by
- * what comes over 50 POSTs a second, and held for the 15 minutes of shares before the
- * release, a little over its rate would be past the cap.
+ * Held, its backlog is capped (`heldPerWebhook`; past it, a gap marker) and released in
+ * order, once the shares given before it are used, packed into POSTs of up to 100 events,
+ * up to 10 at once; left in the deliver queue, nothing bounded it.
+ *
+ * A quick endpoint's past QUICK_HOLD_AHEAD_MS: it gets more than its whole rate. A
+ * delivery a POST, one tenant at its default throttle (500 events a second) on objects of
+ * its own sent 500 deliveries a second to a webhook that takes 50: 450 more a second
+ * waited, 1.6 million after an hour, each going round the shared queue every 15 minutes
+ * for a time hours ahead. Released packed, they go in 5 POSTs a second; held for the 5
+ * seconds before the release, a burst of 1,000 a second holds half the cap.
+ *
+ * A slow endpoint's past PACE_FAR_AHEAD_MS (15 minutes, SQS's longest delay): at 50
+ * deliveries a second to one answering in 9 s, 704,000 waited after four hours, their times
+ * a week ahead. Its slow moments (a cold start) book a minute or two, which its shares,
+ * given back when it answers quickly again, clear without a chain.
  */
 export function holdsBehindPace(waitMs: number, slowMs: number | undefined): boolean {
-  return slowMs !== undefined && pacedFarAhead(waitMs);
+  return slowMs === undefined ? waitMs > QUICK_HOLD_AHEAD_MS : pacedFarAhead(waitMs);
 }
 
 /**

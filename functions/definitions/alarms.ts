@@ -413,18 +413,17 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
   },
   {
     name: 'endpoint-backlog-far-ahead',
-    // One tenant's endpoint, slow (or over its rate) for what its deliveries bring: its
-    // backlog waits for times over 15 minutes ahead, a quick endpoint's in the deliver
-    // queue and a slow one's held in DynamoDB, and nothing fails, so nothing else tells
-    // anyone until a slow one's passes the held cap (delivery-backlog-age sees each
-    // delivery as it falls due). The action is to tell that tenant, which can wait for the
-    // day. A quick endpoint's backlog costs the shared deliver queue a send per delivery
-    // every 15 minutes; once that delays other tenants' deliveries, delivery-backlog-age pages.
+    // One tenant's endpoint, slow for what its deliveries bring: its backlog is held in
+    // DynamoDB behind times over 15 minutes ahead, and nothing fails, so nothing else
+    // tells anyone until it passes the held cap (delivery-backlog-age sees each delivery
+    // as it falls due). The action is to tell that tenant, which can wait for the day. A
+    // quick endpoint over its rate is held behind 5 seconds of its time at most: only one
+    // whose time a version before this one took further ahead files this.
     severity: 'ticket',
     runbook: 'endpoint-backlog-far-ahead',
     title: 'Endpoint backlog far ahead',
     summary:
-      "deliveries were given times over 15 minutes ahead of their endpoint's pace, or held while their release waited for a time that far ahead, in each of the last 5 minutes: an endpoint slower than its deliveries come, its backlog growing.",
+      "deliveries were held while their release waited for a time over 15 minutes ahead of their endpoint's pace, or given a time that far ahead, in each of the last 5 minutes: an endpoint slower than its deliveries come, its backlog growing.",
     sources: [{ kind: 'sluice', name: 'DeliveriesPacedFarAhead' }],
     statistic: 'Sum',
     // In every minute of five, not any one: a slow moment of a busy endpoint (50 a second

@@ -437,9 +437,9 @@ describe('per-endpoint rate', () => {
       attempt: 1,
     });
     const { deps } = later(32_000_000);
-    // 30 deliveries at 3 a second: 3 go, and 27 wait with times up to 9 s ahead.
-    const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => handleDeliverMessage(deps, message(i))));
-    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(27);
+    // 15 deliveries at 3 a second: 3 go, and 12 wait with times up to 4 s ahead.
+    const outcomes = await Promise.all(Array.from({ length: 15 }, (_, i) => handleDeliverMessage(deps, message(i))));
+    expect(outcomes.filter((o) => o === 'throttled')).toHaveLength(12);
 
     const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, {
       key: tenant.key,
@@ -448,7 +448,7 @@ describe('per-endpoint rate', () => {
     expect(moved.status).toBe(200);
 
     // The backlog goes to the new URL at its times: a new delivery waits behind it, not beside it.
-    expect(await handleDeliverMessage(deps, message(30))).toBe('throttled');
+    expect(await handleDeliverMessage(deps, message(15))).toBe('throttled');
   });
 
   it('keeps a delivery waiting for its time to that time through every look of its wait, however late SQS brings each look', async () => {
@@ -676,11 +676,11 @@ describe('a slow endpoint', () => {
     expect(delayed() - before).toBe(2);
     const waiting = sent.splice(0) as DeliveryMessage[];
 
-    // Quick again: its time given back, and new deliveries have taken the next seven minutes of it since.
+    // Quick again: its time given back, and new deliveries have taken the next five minutes and 3 s of it since.
     for (const i of [10, 11]) expect(await handleDeliverMessage(deps, { ...message(i), sendAt: deps.now() })).toBe('delivered');
-    await deps.records.reserveSend(hook.id, 420_000, deps.now());
+    await deps.records.reserveSend(hook.id, 303_000, deps.now());
 
-    // At their looks, five minutes on, they take new times two minutes later: the same delays, counted once.
+    // At their looks, five minutes on, they take new times about 3 s later: the same delays, counted once.
     const { deps: next } = at(23_000_000 + 300_000);
     expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(['throttled', 'throttled']);
     expect(delayed() - before).toBe(2);
@@ -771,34 +771,69 @@ describe('a slow endpoint', () => {
     expect(far() - before).toBe(0);
   });
 
-  it('counts deliveries to a quick endpoint given shares over 15 minutes ahead once, not at their looks, nor when they take new ones after its time was given back', async () => {
+  it("counts a quick endpoint's deliveries held behind its time taken over 15 minutes ahead once each; not those given shares before, which go at them", async () => {
     const tenant = await createTenant(sandbox, 'far-quick');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'fq:0', url: `${receiver.url}/far-quick` });
     const message = paced(tenant.id, hook.id, 'fq');
     const far = () => sandbox.metrics.total('DeliveriesPacedFarAhead');
     const before = far();
-    // More than its whole rate for long: its time is taken 17 minutes ahead. They wait for it (not held).
+    // Its time taken 17 minutes ahead (by a version that held no quick endpoint's backlog),
+    // and three deliveries given shares in it before.
     const { deps, sent } = roomy(32_400_000);
     await deps.records.reserveSend(hook.id, 1_020_000, deps.now());
-    expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
+    const booked = [1, 2, 3].map((i) => ({ ...message(i), sendAt: deps.now() + 1_000_000 + i, paceMs: 20 }));
+    // New deliveries are held, behind a chain that waits for that time: each counted once.
+    for (const i of [4, 5, 6]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     expect(far() - before).toBe(3);
-    const waiting = (sent.splice(0) as DeliveryMessage[]).filter((m) => m.sendAt !== undefined && m.sendAt - deps.now() > 900_000);
-    expect(waiting).toHaveLength(3);
+    expect(sent as ReleaseMessage[]).toMatchObject([{ kind: 'release' }]);
+    expect(((sent[0] as ReleaseMessage).notBefore ?? 0) - deps.now()).toBeGreaterThan(1_000_000);
 
-    // At their looks the waiting keep their shares: not counted again.
+    // Those given shares before go at them, not behind what is held, and are not counted.
     const { deps: look } = roomy(32_400_000 + 62_000);
-    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(look, m)))).toEqual(Array(3).fill('waiting'));
+    expect(await Promise.all(booked.map((m) => handleDeliverMessage(look, m)))).toEqual(Array(3).fill('throttled'));
     expect(far() - before).toBe(3);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(3);
+  });
 
-    // Its time is given back (a new URL, say), and deliveries since have taken 16.5 minutes
-    // of it. Those waiting take new shares at their next look, over 15 minutes ahead still,
-    // but they were counted when first given one.
-    await deps.records.givePaceBack(hook.id);
-    await deps.records.reserveSend(hook.id, 990_000, deps.now());
-    const { deps: next, sent: again } = roomy(32_400_000 + 63_000);
-    expect(await Promise.all(waiting.map((m) => handleDeliverMessage(next, m)))).toEqual(Array(3).fill('throttled'));
-    expect((again as DeliveryMessage[]).every((m) => (m.sendAt ?? 0) - next.now() > 900_000)).toBe(true);
-    expect(far() - before).toBe(3);
+  it("holds a quick endpoint's deliveries whose shares would be over 5 seconds ahead, and releases them packed at the first held one's share, after those given before", async () => {
+    const tenant = await createTenant(sandbox, 'held-quick-rate');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hr:0', url: `${receiver.url}/held-quick-rate` });
+    const message = paced(tenant.id, hook.id, 'hr');
+    const delayed = () => sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_rate' });
+    const start = 33_000_000;
+    const { deps, sent, delays } = roomy(start);
+    // More than its whole rate (50 POSTs a second): its time taken for the next 5.9 s.
+    await deps.records.reserveSend(hook.id, 5_900, deps.now());
+    const delayedBefore = delayed();
+    // A delivery's share comes under 5 s ahead (less its second's burst): it waits for it.
+    expect(await handleDeliverMessage(deps, message(0))).toBe('throttled');
+    const [booked] = sent.splice(0) as DeliveryMessage[];
+    expect((booked?.sendAt ?? 0) - deps.now()).toBeGreaterThan(4_500);
+    delays.splice(0);
+    // Deliveries at its whole rate meanwhile take 200 ms more: the next share would be past 5 s.
+    await deps.records.reserveSend(hook.id, 200, deps.now());
+    for (const i of [1, 2, 3]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
+    expect(delayed() - delayedBefore).toBe(1);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health).toMatchObject({
+      state: 'healthy',
+      held: 3,
+    });
+    // One chain, whose first step waits for the share the first held delivery took: after the one given before.
+    expect(sent).toHaveLength(1);
+    const release = sent[0] as ReleaseMessage;
+    expect(release).toMatchObject({ kind: 'release', webhookId: hook.id });
+    expect(release.notBefore).toBeGreaterThan(booked?.sendAt ?? Number.POSITIVE_INFINITY);
+    expect(delays[0]).toBeGreaterThanOrEqual(5);
+    expect(delays[0]).toBeLessThanOrEqual(6);
+
+    // The one given its share before goes at it, though deliveries are held behind it.
+    const { deps: due } = roomy(start + ((booked?.sendAt ?? 0) - deps.now()));
+    expect(await handleDeliverMessage(due, booked as DeliveryMessage)).toBe('delivered');
+    // At the held one's share, the chain sends what is held: in order, in one POST.
+    const { deps: time } = roomy(start + ((release.notBefore ?? 0) - deps.now()) + 10);
+    expect(await handleDeliverMessage(time, release)).toBe('released');
+    const posts = receiver.received.filter((r) => r.path === '/held-quick-rate' && r.json.events[0]?.type !== 'webhook.ping');
+    expect(posts.map((r) => r.json.events.map((e) => e.data))).toEqual([[0], [1, 2, 3]]);
   });
 
   it("holds a slow endpoint's deliveries whose shares would be over 15 minutes ahead, and releases them in order, packed, once the shares given before them are used", async () => {
@@ -969,7 +1004,7 @@ describe('a slow endpoint', () => {
     expect(again).toEqual([]);
   });
 
-  it("holds a quick endpoint's delivery given its share before, behind what the webhook holds: only a slow endpoint's backlog chain waits for those shares", async () => {
+  it("holds a quick endpoint's delivery given its share before, behind what a quarantine held: only a backlog's chain waits for those shares", async () => {
     const tenant = await createTenant(sandbox, 'held-quick');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'hq:0', url: `${receiver.url}/held-quick` });
     const message = paced(tenant.id, hook.id, 'hq');
@@ -1258,8 +1293,8 @@ describe('a slow endpoint', () => {
     expect(await first).toBe('delivered');
     expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
 
-    // Its whole rate is back, and deliveries have taken a minute of its time at it since.
-    await base.records.reserveSend(hook.id, 60_000, base.now());
+    // Its whole rate is back, and deliveries have taken four seconds of its time at it since.
+    await base.records.reserveSend(hook.id, 4_000, base.now());
     // The second quick answer was sent while the endpoint was slow too: its time is not given back again.
     await gated.answer(1);
     expect(await second).toBe('delivered');
@@ -2344,8 +2379,9 @@ describe("a webhook deleted while its deliveries wait for their shares of an end
     const tenant = await createTenant(sandbox, 'deleted-paced');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'dp:0', url: `${receiver.url}/deleted-paced` });
     const { deps, sent } = later(40_000_000);
-    // An endpoint that gets more than its whole rate, whose backlog has taken its time for
-    // the next two days (a slow endpoint's would be held: see 'holds a slow endpoint's deliveries ...').
+    // A delivery given its share two days ahead, behind a backlog that had taken its
+    // endpoint's time that far (as a version that held no quick endpoint's backlog gave it:
+    // now one past 5 s is held, see 'holds a quick endpoint's deliveries ...').
     await deps.records.reserveSend(hook.id, 2 * 86_400_000, deps.now());
     const message: DeliveryMessage = {
       deliveryId: 'msg_dp1',
@@ -2353,6 +2389,7 @@ describe("a webhook deleted while its deliveries wait for their shares of an end
       webhookId: hook.id,
       events: [deliveredEventFixture({ id: 'evt_dp1', seq: 1, resource: 'dp:1', parents: ['dp:0'], data: 1 })],
       attempt: 1,
+      sendAt: deps.now() + 2 * 86_400_000 - 1_000,
     };
     expect(await handleDeliverMessage(deps, message)).toBe('throttled');
     const [waiting] = sent.splice(0) as DeliveryMessage[];

@@ -11,6 +11,7 @@ import {
   paceIntervalFor,
   paceLookSeconds,
   paceSendAt,
+  QUICK_HOLD_AHEAD_MS,
   SLOW_ANSWER_MS,
   slowAfterAnswer,
   slowAnswerChanged,
@@ -110,13 +111,18 @@ describe("a slow endpoint's pace", () => {
     expect(pacedFarAhead(bookedAfter(21))).toBe(true);
   });
 
-  it("holds a slow endpoint's delivery rather than give it a share far ahead; a quick endpoint's waits for its share however far", () => {
+  it("holds a slow endpoint's delivery rather than give it a share over 15 minutes ahead, and a quick endpoint's one over 5 seconds ahead", () => {
     expect([holdsBehindPace(900_001, 1_200), holdsBehindPace(900_000, 1_200), holdsBehindPace(120_000, 9_000)]).toEqual([
       true,
       false,
       false,
     ]);
-    expect(holdsBehindPace(86_400_000, undefined)).toBe(false);
+    expect([holdsBehindPace(5_001, undefined), holdsBehindPace(5_000, undefined), holdsBehindPace(PACE_BURST_MS, undefined)]).toEqual([
+      true,
+      false,
+      false,
+    ]);
+    expect(holdsBehindPace(QUICK_HOLD_AHEAD_MS + 1, undefined)).toBe(true);
   });
 
   it('keeps a share given at the pace now or a slower one, and of those given at a quicker one the part the pace now allows, by id', () => {
