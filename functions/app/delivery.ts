@@ -1334,7 +1334,9 @@ async function releaseLane(
       // each delivery sent, but no failure and none of their budgets spent. They stay
       // held as their next attempts, and the chain steps on once the wait is over.
       const webhookId = webhook.id;
-      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, afterFreeWait(held.message))));
+      // Each noted with the delivery it was in, so that it goes again as that one (`packHeld`).
+      const waitedIn = delivery.deliveryId;
+      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, { ...afterFreeWait(held.message), waitedIn })));
       stopStep(step, { kind: 'wait', delaySeconds: sqsDelay(asked).delaySeconds });
       return false;
     }

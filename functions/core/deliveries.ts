@@ -217,8 +217,10 @@ function heldKind(message: DeliveryMessage): 'first' | 'replay' | 'waited' | 'fa
  * Groups held deliveries, in release order, into as few deliveries as the limits
  * allow: consecutive first attempts (never sent to the subscriber) share one, a replay's
  * apart from others (so that only these are logged), and so do
- * consecutive deliveries whose every attempt was answered "wait" (a merged release the
- * endpoint asked to wait for goes again as one POST, not one per delivery), while a
+ * consecutive deliveries whose every attempt was answered "wait" in the same delivery
+ * (`waitedIn`: a merged release the endpoint asked to wait for goes again as one POST, not
+ * one per delivery, and as that delivery, not merged with another asked to wait in the
+ * same step, which its removed neighbours left next to it), while a
  * delivery that failed an attempt (or a dead letter sent again) goes alone, under its own id. Release order is by
  * resource, then seq, so each resource's events stay in order within a group.
  */
@@ -231,7 +233,7 @@ export function packHeld(messages: readonly DeliveryMessage[]): DeliveryMessage[
     const size = message.events.reduce((sum, e) => sum + Buffer.byteLength(JSON.stringify(e)) + 1, 0);
     const fits = events + message.events.length <= MAX_EVENTS_PER_DELIVERY && bytes + size <= MAX_DELIVERY_BYTES;
     const kind = heldKind(message);
-    const mergeable = kind !== 'failed' && group.every((m) => heldKind(m) === kind);
+    const mergeable = kind !== 'failed' && group.every((m) => heldKind(m) === kind && m.waitedIn === message.waitedIn);
     if (group.length > 0 && !(fits && mergeable)) {
       groups.push(group);
       group = [];

@@ -143,6 +143,13 @@ export interface DeliveryMessage<E extends DeliveredEvent | GapMarker = Delivere
    * the retry budget, which counts `attempt - waited` attempts.
    */
   readonly waited?: number;
+  /**
+   * The delivery (its id, the POST's `webhook-id`) a release step sent it in when the
+   * endpoint answered "wait": held again, it goes again in that delivery only, with the
+   * same events, as its next attempt (see `packHeld`), not merged with another one asked
+   * to wait that a release step's other lane sent at the same time.
+   */
+  readonly waitedIn?: string;
   /** Not to be attempted before this time (epoch ms): waits longer than SQS's 15 minutes are chained. */
   readonly notBefore?: number;
   /** When this attempt's share of the endpoint's rate lets it go (epoch ms; see core/endpoint-pace.ts). */

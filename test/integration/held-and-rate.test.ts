@@ -2237,6 +2237,46 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.heldCount).toBe(3);
   });
 
+  it('sends what two lanes were asked to wait for again as the deliveries they were, each under its webhook-id, not merged into one', async () => {
+    const tenant = await createTenant(sandbox, 'lanewait');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lw:0', url: `${receiver.url}/lanewait` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // In release order: a first attempt, a retry (which goes alone, between them), a first attempt: three POSTs, three lanes.
+    for (const [r, attempt] of [
+      [1, 1],
+      [2, 2],
+      [3, 1],
+    ] as const) {
+      const event = deliveredEventFixture({ id: `evt_lw${r}`, seq: 1, resource: `lw:${r}`, parents: ['lw:0'] });
+      const message = { deliveryId: `msg_lw${r}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt };
+      expect(await holdDelivery(base, message, 100)).toEqual([true, true]);
+    }
+    let waits = true;
+    const posted: Array<{ id: string | undefined; events: string[] }> = [];
+    const { deps, sent } = later(0, async (request) => {
+      const events: string[] = JSON.parse(request.body).events.map((e: { id: string }) => e.id);
+      posted.push({ id: request.headers['webhook-id'], events });
+      // Answered after the three are under way: the retry is taken, the first attempts are asked to wait.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const wait = waits && !events.includes('evt_lw2');
+      return { statusCode: wait ? 429 : 200, durationMs: 100, error: undefined, retryAfter: wait ? '1' : undefined, responseSnippet: '' };
+    });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    const asked = posted.splice(0).filter((p) => !p.events.includes('evt_lw2'));
+    expect(asked.map((p) => p.events).sort()).toEqual([['evt_lw1'], ['evt_lw3']]);
+    const [step] = sent.splice(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    waits = false;
+    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    // The retry went; the two asked to wait are next to each other now, yet each goes as the delivery it was.
+    const byEvents = (list: typeof posted) => [...list].sort((a, b) => (a.events[0] ?? '').localeCompare(b.events[0] ?? ''));
+    expect(byEvents(posted)).toEqual(byEvents(asked));
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });

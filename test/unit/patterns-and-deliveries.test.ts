@@ -197,6 +197,15 @@ describe('merged deliveries', () => {
     expect(releaseDelivery(groups[2] as DeliveryMessage[])).toBe(held[3]);
   });
 
+  it('releases held deliveries answered "wait" in different deliveries apart, each group as the delivery it was', () => {
+    const waited = (resource: string, waitedIn: string) => ({ ...message('wh_a', resource, [1]), attempt: 2, waited: 1, waitedIn });
+    const held = [waited('o:1', 'msg_x'), waited('o:2', 'msg_x'), waited('o:3', 'msg_y'), waited('o:4', 'msg_y')];
+    expect(packHeld(held).map((g) => g.map((m) => m.waitedIn))).toEqual([
+      ['msg_x', 'msg_x'],
+      ['msg_y', 'msg_y'],
+    ]);
+  });
+
   it("releases a replay's held deliveries together as a replay's, apart from first attempts, so that only those are logged", () => {
     const replayed = (resource: string) => ({ ...message('wh_a', resource, [1]), replay: true });
     const held = [replayed('o:1'), replayed('o:2'), message('wh_a', 'o:3', [1]), message('wh_a', 'o:4', [1]), replayed('o:5')];
