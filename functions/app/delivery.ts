@@ -1311,6 +1311,8 @@ async function releaseLane(
         stopStep(step, { kind: 'stale' });
         return false;
       }
+      // Another lane's POST may have failed or been asked to wait while this one read.
+      if (step.stop) return false;
       webhook = fresh;
     }
     const delivery = releaseDelivery(items.map((held) => held.message));

@@ -2237,6 +2237,43 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.heldCount).toBe(3);
   });
 
+  it('starts no POST in a lane that was reading the webhook when another lane failed', async () => {
+    const { webhook } = await heldRetries('lanereadfail', 2, 1);
+    const posted: string[] = [];
+    const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      posted.push(JSON.parse(request.body).events[0].id);
+      return { statusCode: 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent } = later(0, send);
+    // The second lane's read of the webhook (before its first POST) answers after the first lane's POST failed.
+    let slowReads = false;
+    const store = recorded.webhooks;
+    const webhooks = new Proxy(store, {
+      get(target, key) {
+        if (key === 'get' && slowReads) {
+          return async (...args: Parameters<WebhookStore['get']>) => {
+            await new Promise((resolve) => setTimeout(resolve, 1_000));
+            return target.get(...args);
+          };
+        }
+        const value = Reflect.get(target, key);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const deps = {
+      ...recorded,
+      webhooks,
+      config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000, quarantineAfterFailures: 5 },
+    };
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    const step = handleDeliverMessage(deps, release as DeliveryMessage);
+    slowReads = true;
+    expect(await step).toBe('released');
+    expect(posted).toEqual(['evt_lanereadfail1x1']);
+    expect(sent.filter((m) => (m as { kind?: string }).kind === 'release')).toHaveLength(1);
+  });
+
   it('sends what two lanes were asked to wait for again as the deliveries they were, each under its webhook-id, not merged into one', async () => {
     const tenant = await createTenant(sandbox, 'lanewait');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'lw:0', url: `${receiver.url}/lanewait` });
