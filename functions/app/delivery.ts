@@ -429,9 +429,29 @@ async function holdBehindPace(
   noteFarAhead(deps, webhook, freeAt - now, paceMs, now);
   // Before the hold, so that the hold finds the chain (see `releaseIfNoChain`). Of
   // concurrent starters one starts it: the start is conditional on the health read, and
-  // the others read the webhook again and find its token.
-  await onFreshWebhook(deps, webhook, async (current) => !needsChain(current) || beginRelease(deps, current, deps.now(), freeAt));
+  // the others read the webhook again and find its token. Also when the chain found holds
+  // nothing and waits for no time as late (its last step sent all it held, and its next,
+  // within a second, would end it): that step would send this one at once, before the
+  // deliveries given shares before it (a quick endpoint's burst right after a release
+  // drained takes 5 seconds of shares in a moment), over the endpoint's rate and out of
+  // each resource's order. The new chain's token ends it.
+  await onFreshWebhook(
+    deps,
+    webhook,
+    async (current) => !(needsChain(current) || drainedChainEarlier(current, freeAt)) || beginRelease(deps, current, deps.now(), freeAt),
+  );
   return hold(deps, webhook, { ...message, sendAt: undefined, paceMs: undefined, notBefore: undefined });
+}
+
+/** Whether a webhook's release chain holds nothing, on an endpoint that takes deliveries, and waits for no time as late as `freeAt`. */
+function drainedChainEarlier(webhook: Webhook, freeAt: number): boolean {
+  return (
+    webhook.releaseToken !== undefined &&
+    webhook.heldCount <= 0 &&
+    webhook.status === 'active' &&
+    deliversTo(webhook.health) &&
+    (webhook.releaseNotBefore === undefined || webhook.releaseNotBefore < freeAt)
+  );
 }
 
 /**

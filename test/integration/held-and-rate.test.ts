@@ -836,6 +836,37 @@ describe('a slow endpoint', () => {
     expect(posts.map((r) => r.json.events.map((e) => e.data))).toEqual([[0], [1, 2, 3]]);
   });
 
+  it("holds a quick endpoint's delivery past 5 seconds behind a new chain that waits for its share, when the chain it found holds nothing, not behind that chain's next step", async () => {
+    const tenant = await createTenant(sandbox, 'held-quick-drained');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'hd:0', url: `${receiver.url}/held-quick-drained` });
+    const message = paced(tenant.id, hook.id, 'hd');
+    const start = 34_000_000;
+    const { deps, sent } = roomy(start);
+    // A release chain that has sent everything it held (a step comes, which will end it).
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    const [drained] = sent.splice(0) as ReleaseMessage[];
+    // Meanwhile deliveries take the endpoint's time again, over its whole rate: one waits for its share, 4.9 s on.
+    await deps.records.reserveSend(hook.id, 5_900, deps.now());
+    expect(await handleDeliverMessage(deps, message(0))).toBe('throttled');
+    const [booked] = sent.splice(0) as DeliveryMessage[];
+    await deps.records.reserveSend(hook.id, 200, deps.now());
+    expect(await handleDeliverMessage(deps, message(1))).toBe('held');
+    // Held behind a chain that waits for its share, after the one given before.
+    const release = sent.find((m) => (m as ReleaseMessage).kind === 'release') as ReleaseMessage | undefined;
+    expect(release?.notBefore).toBeGreaterThan(booked?.sendAt ?? Number.POSITIVE_INFINITY);
+    // The drained chain's step sends nothing: the held one does not go before the one given its share before it.
+    const posts = () => receiver.received.filter((r) => r.path === '/held-quick-drained' && r.json.events[0]?.type !== 'webhook.ping');
+    await handleDeliverMessage(deps, drained as ReleaseMessage);
+    expect(posts()).toHaveLength(0);
+    const { deps: due } = roomy(start + ((booked?.sendAt ?? 0) - deps.now()));
+    expect(await handleDeliverMessage(due, booked as DeliveryMessage)).toBe('delivered');
+    const { deps: time } = roomy(start + ((release?.notBefore ?? 0) - deps.now()) + 10);
+    expect(await handleDeliverMessage(time, release as ReleaseMessage)).toBe('released');
+    expect(posts().map((r) => r.json.events.map((e) => e.data))).toEqual([[0], [1]]);
+  });
+
   it("holds a slow endpoint's deliveries whose shares would be over 15 minutes ahead, and releases them in order, packed, once the shares given before them are used", async () => {
     // Answers of 3 s, and its time taken for the next 15 minutes (a second more); a delivery given its share 10 minutes on before.
     const { tenant, hook, message, deps, sent, delays } = await slowBacklog('held-slow', 'hs', 3_000, 36_000_000);
