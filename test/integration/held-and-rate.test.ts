@@ -2268,6 +2268,53 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.heldCount).toBe(3);
   });
 
+  it('steps on once, after the wait asked, when one lane is asked to wait while the others are taken', async () => {
+    const { webhook } = await heldRetries('lanewaitok', 3, 2);
+    const posted: string[] = [];
+    const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      const id: string = JSON.parse(request.body).events[0].id;
+      posted.push(id);
+      if (id === 'evt_lanewaitok2x1') return { statusCode: 429, durationMs: 1, error: undefined, retryAfter: '3', responseSnippet: '' };
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return { statusCode: 200, durationMs: 300, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent, delays } = later(0, send);
+    const deps = { ...recorded, config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000 } };
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    delays.splice(0);
+    expect(await handleDeliverMessage(deps, release as DeliveryMessage)).toBe('released');
+    // The lanes' first POSTs went at once; the others' were taken, and no lane started another.
+    expect(posted.sort()).toEqual(['evt_lanewaitok1x1', 'evt_lanewaitok2x1', 'evt_lanewaitok3x1']);
+    expect(sent).toMatchObject([{ kind: 'release', token: (release as ReleaseMessage).token }]);
+    expect(delays).toEqual([3]);
+    // The one asked to wait is held again (its next attempt, no failure), with each resource's second.
+    expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.heldCount).toBe(4);
+    expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.health).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
+  });
+
+  it('waits for every lane before it fails a step one of its lanes threw in, and steps on by SQS handing the step back', async () => {
+    const { webhook } = await heldRetries('lanethrow', 3, 1);
+    const posted: string[] = [];
+    const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
+      const id: string = JSON.parse(request.body).events[0].id;
+      if (id === 'evt_lanethrow2x1') throw new Error('boom');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      posted.push(id);
+      return { statusCode: 200, durationMs: 300, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent } = later(0, send);
+    const deps = { ...recorded, config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000 } };
+    await startRelease(deps, webhook);
+    const [release] = sent.splice(0);
+    await expect(handleDeliverMessage(deps, release as DeliveryMessage)).rejects.toThrow('boom');
+    // The other lanes had finished: their POSTs taken and their deliveries no longer held.
+    expect(posted.sort()).toEqual(['evt_lanethrow1x1', 'evt_lanethrow3x1']);
+    expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.heldCount).toBe(1);
+    // No next step of its own: the step handed back is the chain's one next step.
+    expect(sent).toEqual([]);
+  });
+
   it('starts no POST in a lane that was reading the webhook when another lane failed', async () => {
     const { webhook } = await heldRetries('lanereadfail', 2, 1);
     const posted: string[] = [];
