@@ -1203,6 +1203,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     // What a lane left unsent stays held, before anything of its resources on the next page.
     if (ends.some((end) => end.status === 'fulfilled' && !end.value)) more = false;
   }
+  await takeReleaseShares(deps, webhook, step.posts, now);
   const stop = step.stop;
   if (stop?.kind === 'stale') return 'stale';
   if (stop?.kind === 'failed') {
@@ -1261,6 +1262,28 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
     await deps.queue.send([{ ...message, emptySince: undefined }], 1);
   }
   return 'released';
+}
+
+/**
+ * A release step's POSTs take their shares of the endpoint's time after them, as a
+ * delivery's POST takes its share: deliveries that go once the chain has ended wait
+ * behind them, where they took the endpoint's whole burst on top of the step's POSTs (a
+ * quick endpoint's last step of 50 POSTs and then 50 deliveries at once, a slow one's 10
+ * POSTs under way and then 10 more). One write a step; a failure is logged, not thrown:
+ * the POSTs were made, and the step run again would not make them again, but its next
+ * step would wait for SQS to bring this one back.
+ */
+async function takeReleaseShares(deps: DeliveryDeps, webhook: Webhook, posts: number, now: number): Promise<void> {
+  if (posts <= 0) return;
+  try {
+    await deps.records.reserveSend(webhook.id, posts * paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs), now);
+  } catch (error) {
+    deps.logger.warn("A release step's POSTs took no share of the endpoint's time", {
+      ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
+      posts,
+      error: String(error),
+    });
+  }
 }
 
 /** A release step under way: its lanes share its POSTs (at most the endpoint's rate), its time, and how it stops. */

@@ -2392,6 +2392,25 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 
+  it("takes its POSTs' shares of the endpoint's time: a delivery after the chain ends waits behind them, not beside them with the whole burst", async () => {
+    const { webhook } = await heldRetries('laneshares', 4, 1);
+    const send: ReturnType<typeof deliveryDeps>['send'] = async () => ({
+      statusCode: 200,
+      durationMs: 5,
+      error: undefined,
+      retryAfter: undefined,
+      responseSnippet: '',
+    });
+    const { deps, sent } = later(0, send);
+    await startRelease(deps, webhook);
+    const before = Date.now();
+    // endpointRatePerSecond is 3 here: the step sends 3 POSTs, a second of the endpoint's time.
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    const { deps: fresh } = later(0, send);
+    const freeAt = await fresh.records.paceFreeAt(webhook.id, Date.now());
+    expect(freeAt).toBeGreaterThanOrEqual(before + 1_000 - 5);
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });
