@@ -42,6 +42,7 @@ import {
   MAX_IN_FLIGHT_PER_ENDPOINT,
   PACE_FAR_AHEAD_MS,
   pacedFarAhead,
+  paceInterval,
   paceIntervalFor,
   paceLookSeconds,
   slowAfterAnswer,
@@ -1265,18 +1266,22 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
 }
 
 /**
- * A release step's POSTs take their shares of the endpoint's time after them, as a
+ * A release step's POSTs take their shares of the endpoint's rate after them, as a
  * delivery's POST takes its share: deliveries that go once the chain has ended wait
  * behind them, where they took the endpoint's whole burst on top of the step's POSTs (a
- * quick endpoint's last step of 50 POSTs and then 50 deliveries at once, a slow one's 10
- * POSTs under way and then 10 more). One write a step; a failure is logged, not thrown:
- * the POSTs were made, and the step run again would not make them again, but its next
- * step would wait for SQS to bring this one back.
+ * quick endpoint's last step of 50 POSTs and then 50 deliveries at once). At the rate's
+ * share, not a slow endpoint's longer one: the step's POSTs have all been answered by
+ * now (its 10 lanes kept a slow one's under way to its pace), and a slow share taken
+ * for a step on which the endpoint answered quickly, its time given back meanwhile, put
+ * the time of an endpoint quick again up to 50 slow shares ahead (7.5 s at 1.5 s answers),
+ * and held its next deliveries behind them (`holdsBehindPace`). One write a step; a
+ * failure is logged, not thrown: the POSTs were made, and the step run again would not
+ * make them again, but its next step would wait for SQS to bring this one back.
  */
 async function takeReleaseShares(deps: DeliveryDeps, webhook: Webhook, posts: number, now: number): Promise<void> {
   if (posts <= 0) return;
   try {
-    await deps.records.reserveSend(webhook.id, posts * paceIntervalFor(deps.config.endpointRatePerSecond, webhook.slowMs), now);
+    await deps.records.reserveSend(webhook.id, posts * paceInterval(deps.config.endpointRatePerSecond), now);
   } catch (error) {
     deps.logger.warn("A release step's POSTs took no share of the endpoint's time", {
       ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),

@@ -2411,6 +2411,39 @@ describe('a release step', () => {
     expect(freeAt).toBeGreaterThanOrEqual(before + 1_000 - 5);
   });
 
+  it("takes its POSTs' shares at the endpoint's rate, not at a slow pace it lost during the step: its next delivery is not held", async () => {
+    const { base, webhook } = await heldRetries('givenshares', 10, 5);
+    // Noted slow (1.5 s: 150 ms of its time a POST), it answers quickly now: the step's
+    // first answer forgets the slowness and gives its time back, and the step sends 50 POSTs.
+    await base.webhooks.noteSlowAnswers(webhook.tenantId, webhook.id, webhook.url, 1_500);
+    const slowed = await base.webhooks.get(webhook.tenantId, webhook.id);
+    if (!slowed) throw new Error('no webhook');
+    let posts = 0;
+    const send: ReturnType<typeof deliveryDeps>['send'] = async () => {
+      posts += 1;
+      return { statusCode: 200, durationMs: 5, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    };
+    const { deps: recorded, sent } = later(0, send);
+    const deps = { ...recorded, config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000 } };
+    await startRelease(deps, slowed);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(posts).toBe(50);
+    expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.slowMs).toBeUndefined();
+    // 50 POSTs at 50 a second: a second of its time, where at 150 ms each they took 7.5 s.
+    const { deps: fresh } = later(0, send);
+    const freeAt = (await fresh.records.paceFreeAt(webhook.id, Date.now())) ?? 0;
+    expect(freeAt).toBeLessThan(Date.now() + 1_500);
+    // A new delivery to the quick endpoint goes, not held behind 7.5 s of a pace it lost.
+    const next: DeliveryMessage = {
+      deliveryId: 'msg_givenshares_next',
+      tenantId: webhook.tenantId,
+      webhookId: webhook.id,
+      events: [deliveredEventFixture({ id: 'evt_givenshares_next', seq: 1, resource: 'givenshares:99' })],
+      attempt: 1,
+    };
+    expect(await handleDeliverMessage({ ...deps, now: () => Date.now() }, next)).not.toBe('held');
+  });
+
   it('starts no POST once it is older than the delivery timeout, and leaves the rest of its page for the next step', async () => {
     const tenant = await createTenant(sandbox, 'slow-release');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 's:0', url: `${receiver.url}/slow-release` });
