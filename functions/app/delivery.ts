@@ -1345,7 +1345,9 @@ async function releaseLane(
 ): Promise<boolean> {
   for (const items of lane) {
     if (step.stop || step.posts >= deps.config.endpointRatePerSecond || !releaseYoung(deps, step)) return false;
-    // Counted before the read below, so that the lanes together keep to the rate.
+    // Counted before the read below, so that the lanes together keep to the rate; given
+    // back if the read stops this lane before its POST, which then takes no share of the
+    // endpoint's rate (`takeReleaseShares`).
     const first = step.posts === 0;
     step.posts += 1;
     let webhook = step.webhook;
@@ -1356,11 +1358,15 @@ async function releaseLane(
       // release another chain took over (a new URL starts one), gets no more of this step.
       const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
       if (!fresh || fresh.releaseToken !== message.token || fresh.status !== 'active' || !deliversTo(fresh.health)) {
+        step.posts -= 1;
         stopStep(step, { kind: 'stale' });
         return false;
       }
       // Another lane's POST may have failed or been asked to wait while this one read.
-      if (step.stop) return false;
+      if (step.stop) {
+        step.posts -= 1;
+        return false;
+      }
       webhook = fresh;
     }
     const delivery = releaseDelivery(items.map((held) => held.message));

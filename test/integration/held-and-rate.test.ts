@@ -2315,7 +2315,7 @@ describe('a release step', () => {
     expect(sent).toEqual([]);
   });
 
-  it('starts no POST in a lane that was reading the webhook when another lane failed', async () => {
+  it("starts no POST in a lane that was reading the webhook when another lane failed, and takes no share of the endpoint's rate for it", async () => {
     const { webhook } = await heldRetries('lanereadfail', 2, 1);
     const posted: string[] = [];
     const send: ReturnType<typeof deliveryDeps>['send'] = async (request) => {
@@ -2338,9 +2338,12 @@ describe('a release step', () => {
         return typeof value === 'function' ? value.bind(target) : value;
       },
     });
+    // One clock for the whole step, so that the shares it takes end at a known time.
+    const at = Date.now();
     const deps = {
       ...recorded,
       webhooks,
+      now: () => at,
       config: { ...recorded.config, endpointRatePerSecond: 50, deliveryTimeoutMs: 2_000, quarantineAfterFailures: 5 },
     };
     await startRelease(deps, webhook);
@@ -2350,6 +2353,8 @@ describe('a release step', () => {
     expect(await step).toBe('released');
     expect(posted).toEqual(['evt_lanereadfail1x1']);
     expect(sent.filter((m) => (m as { kind?: string }).kind === 'release')).toHaveLength(1);
+    // One POST, one share (20 ms at 50 a second), not one for the lane that made none.
+    expect(await later(0).deps.records.paceFreeAt(webhook.id, at)).toBe(at + 20);
   });
 
   it('sends what two lanes were asked to wait for again as the deliveries they were, each under its webhook-id, not merged into one', async () => {
