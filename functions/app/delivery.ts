@@ -360,7 +360,8 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
     // A quick endpoint's share is taken before it is known to be far: the time is not read
     // first, as a slow one's is, for every delivery to pay a read for the rare backlog. The
-    // release chain takes this share instead, for the first POST of what is held.
+    // release chain waits for this share, then its steps' POSTs take shares of their own
+    // (`takeReleaseShares`): this one goes unused, a POST's share, once a backlog.
     if (kept === undefined && webhook.slowMs === undefined && holdsBehindPace(share.sendAt - now, undefined)) {
       return holdBehindPace(deps, webhook, message, share.sendAt, interval, now);
     }
@@ -408,8 +409,8 @@ function noteFarAhead(deps: DeliveryDeps, webhook: Webhook, waitMs: number, pace
 /**
  * A delivery whose share of the endpoint's time would be too far ahead, at `freeAt`
  * (core/endpoint-pace.ts `holdsBehindPace`), is held in DynamoDB instead, as a quarantined
- * endpoint's are: a slow endpoint's taking no share, a quick one's giving the share it
- * took (at `freeAt`) to the chain's first POST. Capped at `heldPerWebhook` (past it, counted
+ * endpoint's are: a slow endpoint's taking no share, a quick one's leaving the share it
+ * took (at `freeAt`) unused, the chain waiting for it. Capped at `heldPerWebhook` (past it, counted
  * for a gap marker, in `EventsHeldOverflow`), where waiting in the deliver queue nothing
  * bounded it. Every delivery after it is held too, while anything is; those given shares
  * before it still go at their shares (see `deliver`). The chain that releases the held
