@@ -286,7 +286,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     await expectLift(deps, webhook, now);
     return 'dropped';
   }
-  const delivers = action === undefined && webhook.status === 'active' && deliversTo(webhook.health);
+  const delivers = action === undefined && takesDeliveries(webhook);
   // A delivery that took its share of the endpoint's time before its backlog was held
   // (see `holdBehindPace`) goes at that share: the held ones are newer, and the chain that
   // releases them waits until the shares given before it are used (`releaseNotBefore`).
@@ -297,9 +297,9 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
   if (!delivers || (webhook.heldCount > 0 && !bookedBeforeHold)) {
     // Quarantined, disabled, or still releasing older held deliveries: keep order by holding.
     if (action !== 'pause') await reviveLostChain(deps, webhook, message, now);
-    // Behind a slow endpoint's held backlog whose chain waits for a time that far ahead: it
-    // waits far too (see `noteFarAhead`). Not for being held alone: a release chain ends
-    // only at a step that finds nothing held, so with deliveries coming every few seconds
+    // Behind a held backlog whose chain waits for a time that far ahead: it waits far too
+    // (see `noteFarAhead`). Not for being held alone: a release chain ends only at a step
+    // that finds nothing held, so with deliveries coming every few seconds
     // it holds each for a step (one POST, seconds) and goes on; each counted, a slow
     // endpoint that keeps up would keep the ticket filed once it held anything (a
     // quarantine, a pause, a backlog whose time came). Nor behind a chain that waits for
@@ -450,8 +450,7 @@ function drainedChainEarlier(webhook: Webhook, freeAt: number): boolean {
   return (
     webhook.releaseToken !== undefined &&
     webhook.heldCount <= 0 &&
-    webhook.status === 'active' &&
-    deliversTo(webhook.health) &&
+    takesDeliveries(webhook) &&
     (webhook.releaseNotBefore === undefined || webhook.releaseNotBefore < freeAt)
   );
 }
@@ -478,7 +477,7 @@ async function releaseGivenBack(deps: DeliveryDeps, webhook: Webhook): Promise<v
     if (!fresh) return;
     await onFreshWebhook(deps, fresh, async (current) => {
       if (current.releaseToken === undefined || current.heldCount <= 0) return true;
-      if (current.status !== 'active' || !deliversTo(current.health)) return true;
+      if (!takesDeliveries(current)) return true;
       const now = deps.now();
       if (releaseStepEndsBy(current.releaseAt, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) > now) return true;
       return beginRelease(deps, current, now);
@@ -993,9 +992,14 @@ async function reviveChainOnce(
  * failure), and then the webhook is read again and looked at anew, as `startRelease`
  * does; given up on that refusal, nothing would send this delivery.
  */
+/** Whether a webhook's endpoint is sent deliveries: the webhook is active, and its endpoint healthy or failing (not quarantined). */
+function takesDeliveries(webhook: Webhook): boolean {
+  return webhook.status === 'active' && deliversTo(webhook.health);
+}
+
 /** Whether a webhook that holds deliveries needs a release chain started: it has none, and its endpoint takes deliveries. */
 function needsChain(webhook: Webhook): boolean {
-  return webhook.releaseToken === undefined && webhook.status === 'active' && deliversTo(webhook.health);
+  return webhook.releaseToken === undefined && takesDeliveries(webhook);
 }
 
 async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: DeliveryMessage): Promise<void> {
@@ -1083,7 +1087,7 @@ async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<Del
   // Still in force: lifting it starts the release.
   if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) return 'stale';
   // Quarantined or disabled: a probe's success, or re-enabling, starts the release.
-  if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
+  if (!takesDeliveries(webhook)) return 'stale';
   // A release step that began after the holds saw them, and its chain goes on while anything is held or owed.
   if (releasedSince(webhook.releaseAt, message.heldBefore, RECHECK_MARGIN_MS)) return 'stale';
   // A chain that has not ended (an ended one removes its token), whose latest step began
@@ -1152,9 +1156,9 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // A step that disabled the webhook (a 410) and died before telling the owner comes back here.
   if (webhook?.noticePending) await tellOwner(deps, webhook, now);
   if (!webhook || webhook.releaseToken !== message.token) return 'stale';
-  if (webhook.status !== 'active' || !deliversTo(webhook.health)) return 'stale';
-  // A chain for a slow endpoint's backlog (see `holdBehindPace`) whose shares given before
-  // it are not all used yet: it looks again as a delivery waiting for its share does, and
+  if (!takesDeliveries(webhook)) return 'stale';
+  // A chain for an endpoint's backlog held behind its pace (see `holdBehindPace`) whose
+  // shares given before it are not all used yet: it looks again as a delivery waiting for its share does, and
   // goes at the look that finds the endpoint's time given back. The quick answer that gives
   // it back starts a new chain at once (see `releaseGivenBack`), as a new URL does, unless
   // a step of this one may be sending; a look sends nothing, so it is noted as a step that
@@ -1358,7 +1362,7 @@ async function releaseLane(
       // every delivery after a rotation is signed, and one the owner disabled, or whose
       // release another chain took over (a new URL starts one), gets no more of this step.
       const fresh = await deps.webhooks.get(webhook.tenantId, webhook.id);
-      if (!fresh || fresh.releaseToken !== message.token || fresh.status !== 'active' || !deliversTo(fresh.health)) {
+      if (!fresh || fresh.releaseToken !== message.token || !takesDeliveries(fresh)) {
         step.posts -= 1;
         stopStep(step, { kind: 'stale' });
         return false;
