@@ -279,7 +279,9 @@ export function releaseLanes<T>(groups: readonly (readonly T[])[], resourceOf: (
   const linked = new Map<number, T[][]>();
   groups.forEach((group, i) => {
     const key = root(i);
-    linked.set(key, [...(linked.get(key) ?? []), [...group]]);
+    const set = linked.get(key) ?? [];
+    set.push([...group]);
+    linked.set(key, set);
   });
   const out: T[][][] = Array.from({ length: Math.max(1, Math.min(lanes, linked.size)) }, () => []);
   for (const set of linked.values()) {

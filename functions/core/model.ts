@@ -76,7 +76,7 @@ export interface Webhook {
   readonly releaseAt?: number;
   /**
    * Until when (epoch ms) the release chain waits for the shares of the endpoint's time
-   * given before a slow endpoint's backlog was held (app/delivery.ts `holdBehindPace`):
+   * given before its backlog was held behind its pace (app/delivery.ts `holdBehindPace`):
    * deliveries given those shares go at them, past what is held. Absent for any other
    * chain (a quarantine's, a pause's), behind whose held deliveries every one waits.
    */
