@@ -6,7 +6,18 @@ import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
+import {
+  type AttributeValue,
+  BatchWriteItemCommand,
+  CreateTableCommand,
+  DeleteTableCommand,
+  DescribeTableCommand,
+  type DynamoDBClient,
+  ResourceInUseException,
+  ResourceNotFoundException,
+  ScanCommand,
+  type WriteRequest,
+} from '@aws-sdk/client-dynamodb';
 import {
   CreateQueueCommand,
   GetQueueAttributesCommand,
@@ -117,40 +128,86 @@ export async function createTables(client: DynamoDBClient): Promise<Record<strin
   for (const table of TABLES) {
     const name = sandboxTableName(table);
     names[table.logicalName] = name;
-    const keys = [table.partitionKey, table.sortKey, ...table.indexes.flatMap((i) => [i.partitionKey, i.sortKey])];
-    const attributes = [...new Map(keys.map((k) => [k.name, { AttributeName: k.name, AttributeType: k.type }])).values()];
     try {
-      await client.send(
-        new CreateTableCommand({
-          TableName: name,
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: attributes,
-          KeySchema: [
-            { AttributeName: table.partitionKey.name, KeyType: 'HASH' },
-            { AttributeName: table.sortKey.name, KeyType: 'RANGE' },
-          ],
-          ...(table.indexes.length > 0 && {
-            GlobalSecondaryIndexes: table.indexes.map((index) => {
-              const projection = projectionOf(index);
-              return {
-                IndexName: index.indexName,
-                KeySchema: [
-                  { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
-                  { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
-                ],
-                Projection: { ProjectionType: projection.type, NonKeyAttributes: projection.nonKeyAttributes },
-              };
-            }),
-          }),
-        }),
-      );
+      await createTable(client, name, table);
     } catch (error) {
       // A persisted sandbox (SLUICE_DATA_DIR) already has its tables.
       if (!(error instanceof ResourceInUseException)) throw error;
+      await addMissingIndexes(client, name, table);
     }
     await waitForActive(client, name);
   }
   return names;
+}
+
+async function createTable(client: DynamoDBClient, name: string, table: TableDefinition): Promise<void> {
+  const keys = [table.partitionKey, table.sortKey, ...table.indexes.flatMap((i) => [i.partitionKey, i.sortKey])];
+  const attributes = [...new Map(keys.map((k) => [k.name, { AttributeName: k.name, AttributeType: k.type }])).values()];
+  await client.send(
+    new CreateTableCommand({
+      TableName: name,
+      BillingMode: 'PAY_PER_REQUEST',
+      AttributeDefinitions: attributes,
+      KeySchema: [
+        { AttributeName: table.partitionKey.name, KeyType: 'HASH' },
+        { AttributeName: table.sortKey.name, KeyType: 'RANGE' },
+      ],
+      ...(table.indexes.length > 0 && {
+        GlobalSecondaryIndexes: table.indexes.map((index) => {
+          const projection = projectionOf(index);
+          return {
+            IndexName: index.indexName,
+            KeySchema: [
+              { AttributeName: index.partitionKey.name, KeyType: 'HASH' },
+              { AttributeName: index.sortKey.name, KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: projection.type, NonKeyAttributes: projection.nonKeyAttributes },
+          };
+        }),
+      }),
+    }),
+  );
+}
+
+/**
+ * Gives a persisted sandbox's table (a folder from an earlier checkout) the indexes
+ * this checkout defines, as `cdk deploy` adds one to a table in AWS, which then fills
+ * it from the items there. dynalite cannot add an index to a table: the table is made
+ * again, with its items written back, which fills the new index as AWS's backfill does.
+ */
+async function addMissingIndexes(client: DynamoDBClient, name: string, table: TableDefinition): Promise<void> {
+  await waitForActive(client, name);
+  const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+  const has = new Set((Table?.GlobalSecondaryIndexes ?? []).map((index) => index.IndexName));
+  const missing = table.indexes.filter((index) => !has.has(index.indexName)).map((index) => index.indexName);
+  if (missing.length === 0) return;
+  console.warn(`Table ${name} from an earlier checkout lacks the index ${missing.join(', ')}: making it again with its items`);
+  const items: Array<Record<string, AttributeValue>> = [];
+  let startKey: Record<string, AttributeValue> | undefined;
+  do {
+    const page = await client.send(new ScanCommand({ TableName: name, ExclusiveStartKey: startKey }));
+    items.push(...(page.Items ?? []));
+    startKey = page.LastEvaluatedKey;
+  } while (startKey);
+  await client.send(new DeleteTableCommand({ TableName: name }));
+  for (let i = 0; i < 100; i++) {
+    try {
+      await client.send(new DescribeTableCommand({ TableName: name }));
+    } catch (error) {
+      if (error instanceof ResourceNotFoundException) break;
+      throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await createTable(client, name, table);
+  await waitForActive(client, name);
+  for (let at = 0; at < items.length; at += 25) {
+    let requests: WriteRequest[] = items.slice(at, at + 25).map((Item) => ({ PutRequest: { Item } }));
+    while (requests.length > 0) {
+      const { UnprocessedItems } = await client.send(new BatchWriteItemCommand({ RequestItems: { [name]: requests } }));
+      requests = UnprocessedItems?.[name] ?? [];
+    }
+  }
 }
 
 async function waitForActive(client: DynamoDBClient, name: string): Promise<void> {

@@ -27,6 +27,10 @@ function checkedMessage(message: Record<string, unknown>): DeliverQueueMessage {
     if (typeof message.heldBefore !== 'number') throw new Error('A recheck message says which holds it answers for');
     return message as unknown as DeliverQueueMessage;
   }
+  if (message.kind === 'check') {
+    if (typeof message.sentAt !== 'number') throw new Error('A check message says when it was sent');
+    return message as unknown as DeliverQueueMessage;
+  }
   if (message.kind === 'probe' || message.kind === 'release') {
     if (typeof message.token !== 'string') throw new Error(`A ${message.kind} message carries a token`);
     return message as unknown as DeliverQueueMessage;

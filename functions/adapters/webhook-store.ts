@@ -2,7 +2,7 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -14,11 +14,24 @@ import {
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
 import type { Subscriber, Webhook, WebhookStatus } from '../core/model.ts';
-import { BY_RESOURCE_INDEX, TENANT_SK, tenantPk } from '../definitions/tables.ts';
+import {
+  BY_RESOURCE_INDEX,
+  CHAIN_SHARD_PREFIX,
+  CHAIN_SHARDS,
+  CHAINS_INDEX,
+  CONTROL_PK,
+  TENANT_SK,
+  tenantPk,
+} from '../definitions/tables.ts';
 import { applied, appliedOwn, isConditionFailure, names, queryPages, refusedOnRetry } from './dynamo.ts';
 import { bumpSubscriptions } from './subscription-cache.ts';
 
 const webhookSk = (id: string) => `webhook#${id}`;
+
+/** The `by_chain` shard a webhook is listed under, as the index's partition key names it. */
+export function chainShard(webhookId: string): string {
+  return `${CHAIN_SHARD_PREFIX}${createHash('sha256').update(webhookId).digest().readUInt16BE(0) % CHAIN_SHARDS}`;
+}
 /** A count write's own token (see WebhookStore #count), or a notice claim's (see claimNotice). */
 const newCountToken = () => randomBytes(9).toString('base64url');
 const resourceKey = (tenantId: string, resource: string) => `${tenantId}#${resource}`;
@@ -549,6 +562,18 @@ export class WebhookStore {
         attributeNames.push('updated_at');
       }
     }
+    // A chain started, or a notice owed, lists the webhook in `by_chain`, where the
+    // reconciler finds it and has it checked for a lost chain (delivery.ts `check`), so
+    // a chain whose message was lost (a purged deliver queue, a send that failed after
+    // this write) is started again though no delivery comes. In the same write, so that
+    // nothing has a chain and is not listed; an unlist (`unlistUnwatched`) is refused
+    // while a chain or a notice is there.
+    if ([extra.probeToken, extra.releaseToken, extra.noticePending].some((value) => value !== undefined && value !== null)) {
+      sets.push('#chain_shard = :chain_shard', '#chain_sk = :chain_sk');
+      values[':chain_shard'] = chainShard(webhook.id);
+      values[':chain_sk'] = webhook.id;
+      attributeNames.push('chain_shard', 'chain_sk');
+    }
     for (const [field, attribute] of [
       ['probeToken', 'probe_token'],
       ['releaseToken', 'release_token'],
@@ -592,6 +617,23 @@ export class WebhookStore {
     if (!saved) return false;
     if (extra.status !== undefined && extra.status !== webhook.status) await this.#bump(webhook.tenantId);
     return true;
+  }
+
+  /**
+   * Takes a webhook off `by_chain` once nothing there is to watch: it owes no notice, and
+   * it is not active or has no chain (a chain that ended, a disabled webhook's). Refused,
+   * false, where a chain started or a notice came owed since it was read: their writes
+   * list it again, so whichever comes last, a webhook with a chain stays listed.
+   */
+  async unlistUnwatched(tenantId: string, id: string): Promise<boolean> {
+    return this.#updateIf(tenantId, id, {
+      UpdateExpression: 'REMOVE #chain_shard, #chain_sk',
+      ConditionExpression:
+        'attribute_exists(#chain_shard) AND attribute_not_exists(#notice_pending) AND ' +
+        '(#status <> :active OR (attribute_not_exists(#probe_token) AND attribute_not_exists(#release_token)))',
+      ExpressionAttributeNames: names('chain_shard', 'chain_sk', 'notice_pending', 'status', 'probe_token', 'release_token'),
+      ExpressionAttributeValues: { ':active': 'active' },
+    });
   }
 
   /**
@@ -878,5 +920,45 @@ export class WebhookStore {
       if (isConditionFailure(error)) return false;
       throw error;
     }
+  }
+}
+
+/** A webhook `by_chain` lists: the reconciler has each checked for a lost chain (delivery.ts `check`). */
+export interface WatchedWebhook {
+  readonly tenantId: string;
+  readonly webhookId: string;
+}
+
+/**
+ * The reconciler's view of `by_chain`: the keys of the webhooks one shard lists, nothing
+ * else (the index holds keys only, so not a webhook's URL or secrets).
+ */
+export class WatchedWebhooks {
+  readonly #client: DynamoDBDocumentClient;
+  readonly #table: string;
+
+  constructor(options: { client: DynamoDBDocumentClient; tableName: string }) {
+    this.#client = options.client;
+    this.#table = options.tableName;
+  }
+
+  /** The webhooks listed under `shard` (0 to CHAIN_SHARDS - 1), read to the end. */
+  async list(shard: number): Promise<WatchedWebhook[]> {
+    const found: WatchedWebhook[] = [];
+    for await (const page of queryPages(this.#client, {
+      TableName: this.#table,
+      IndexName: CHAINS_INDEX,
+      KeyConditionExpression: '#chain_shard = :shard',
+      ExpressionAttributeNames: names('chain_shard'),
+      ExpressionAttributeValues: { ':shard': `${CHAIN_SHARD_PREFIX}${shard}` },
+    })) {
+      for (const item of page.Items ?? []) {
+        const pk = String(item.pk);
+        const sk = String(item.sk);
+        if (!pk.startsWith(CONTROL_PK.tenant) || !sk.startsWith(webhookSk(''))) continue;
+        found.push({ tenantId: pk.slice(CONTROL_PK.tenant.length), webhookId: sk.slice(webhookSk('').length) });
+      }
+    }
+    return found;
   }
 }

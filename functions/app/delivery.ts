@@ -52,6 +52,7 @@ import {
 import { deliversTo, type Health, type HealthEvent, nextHealth, startsRelease } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
 import {
+  type CheckMessage,
   type DeliverQueueMessage,
   type DeliveryMessage,
   liveSecrets,
@@ -104,6 +105,7 @@ export interface DeliveryDeps {
     | 'oweNoticeAgain'
     | 'markReleaseStep'
     | 'endRelease'
+    | 'unlistUnwatched'
   >;
   readonly records: DeliveryRecords;
   readonly queue: DeliverQueuePort;
@@ -128,6 +130,7 @@ export type DeliveryOutcome =
   | 'dropped'
   | 'probed'
   | 'released'
+  | 'checked'
   | 'stale';
 
 /** How often a healthy endpoint's last success time is written at most. */
@@ -160,6 +163,8 @@ export async function handleDeliverMessage(deps: DeliveryDeps, message: DeliverQ
       return release(deps, message);
     case 'recheck':
       return recheck(deps, message);
+    case 'check':
+      return check(deps, message);
     default:
       return deliver(deps, message);
   }
@@ -947,14 +952,47 @@ async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: De
   // the webhook is read again and looked at anew; given up on that refusal, this delivery
   // would wait for a later one to notice the lost chain, and a quiet webhook's for good.
   // A reviver that got there first left a chain on time, which the look anew finds.
-  await onFreshWebhook(deps, webhook, (current) => reviveChainOnce(deps, current, message, now, lostAfter));
+  await onFreshWebhook(deps, webhook, (current) => reviveChainOnce(deps, current, context(message), now, lostAfter));
 }
 
-/** Starts a chain that `webhook` shows lost (see reviveLostChain); false when its health changed since it was read. */
+/**
+ * The reconciler's check of a webhook `by_chain` lists (webhook-store.ts `saveHealth`
+ * lists every webhook a chain starts on, or that comes to owe a disable notice). A chain
+ * lost with no delivery coming to notice it (see reviveLostChain) is started again here:
+ * a quiet quarantined webhook would otherwise never be probed again, nor disabled, nor
+ * its owner told, and what a lost release chain held would wait for the webhook's next
+ * delivery, its gap markers with it. Lost means overdue by CHAIN_LOST_AFTER_MS more than
+ * this check waited in the deliver queue: a queue that runs late makes the chains in it
+ * late too. A switch in force stops a release on purpose; its lift starts one (`recheck`).
+ * A notice still owed is sent. A webhook left with nothing to watch is unlisted.
+ */
+async function check(deps: DeliveryDeps, message: CheckMessage): Promise<DeliveryOutcome> {
+  const now = deps.now();
+  const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  // A deleted webhook's item, and with it its listing, is gone: a check sent before that finds nothing.
+  if (!webhook) return 'stale';
+  if (webhook.noticePending) await tellOwner(deps, webhook, now);
+  const chained = webhook.status === 'active' && (webhook.probeToken !== undefined || webhook.releaseToken !== undefined);
+  if (!chained && !webhook.noticePending) {
+    await deps.webhooks.unlistUnwatched(webhook.tenantId, webhook.id);
+    return 'checked';
+  }
+  if (!chained || actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id) !== undefined) return 'checked';
+  const lostAfter = CHAIN_LOST_AFTER_MS + Math.max(0, now - message.sentAt);
+  await onFreshWebhook(deps, webhook, (current) => reviveChainOnce(deps, current, context(message), now, lostAfter));
+  return 'checked';
+}
+
+/**
+ * Starts a chain that `webhook` shows lost (see reviveLostChain and `check`): a probe
+ * chain overdue, or a release chain gone without a step, where something is held or a
+ * chain was under way (one that owed only gap markers); false when its health changed
+ * since it was read.
+ */
 async function reviveChainOnce(
   deps: DeliveryDeps,
   webhook: Webhook,
-  message: DeliveryMessage,
+  ctx: ReturnType<typeof context>,
   now: number,
   lostAfter: number,
 ): Promise<boolean> {
@@ -968,15 +1006,16 @@ async function reviveChainOnce(
     // Conditional on the health this read: of concurrent revivers, one starts a chain.
     if (!(await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token }))) return false;
     deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
-    deps.logger.warn('Probe chain was lost; probing again', context(message));
+    deps.logger.warn('Probe chain was lost; probing again', ctx);
     await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
     return true;
   }
   // Once: of concurrent revivers, the one whose write applies starts the chain.
-  if (!deliversTo(health) || webhook.heldCount <= 0 || now - (webhook.releaseAt ?? 0) <= lostAfter) return true;
+  const releases = webhook.heldCount > 0 || webhook.releaseToken !== undefined;
+  if (!deliversTo(health) || !releases || now - (webhook.releaseAt ?? 0) <= lostAfter) return true;
   if (!(await beginRelease(deps, webhook, now))) return false;
   deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
-  deps.logger.warn('Release chain was lost; releasing again', context(message));
+  deps.logger.warn('Release chain was lost; releasing again', ctx);
   return true;
 }
 

@@ -13,6 +13,7 @@
 import type { Doorbell } from '../adapters/doorbell.ts';
 import { METAS_PER_READ, type QueueStore, type RejectedCounts, type ShardSummary } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
+import type { WatchedWebhooks } from '../adapters/webhook-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { scheduleShardNumber } from '../core/keys.ts';
@@ -22,7 +23,8 @@ import { actionForObject } from '../core/switches.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { type QueueMeta, reringsDue } from '../core/turn.ts';
 import { scheduleSeconds } from '../definitions/environment.ts';
-import { SCHEDULE_SHARDS } from '../definitions/tables.ts';
+import { CHAIN_SHARDS, SCHEDULE_SHARDS } from '../definitions/tables.ts';
+import type { DeliverQueuePort } from './delivery.ts';
 
 export interface ReconcilerDeps {
   readonly queues: QueueStore;
@@ -32,6 +34,13 @@ export interface ReconcilerDeps {
   readonly metrics: MetricsPort;
   readonly logger: LoggerPort;
   readonly now: () => number;
+  /**
+   * The webhooks `by_chain` lists, and the deliver queue: each run sends a check of every
+   * webhook one shard lists (a shard on per run), which the delivery function makes
+   * (app/delivery.ts `check`: a lost probe or release chain started again, an owed
+   * notice sent). Absent where only the sweep of objects is under test.
+   */
+  readonly chains?: { readonly watched: Pick<WatchedWebhooks, 'list'>; readonly checks: DeliverQueuePort };
   /**
    * How long the run has left (Lambda's remaining time): its rings stop RING_MARGIN_MS
    * short of it, and unlisting idle objects, last, RECONCILE_MARGIN_MS short.
@@ -79,6 +88,8 @@ export interface ReconcileReport {
   readonly rerung: number;
   /** Idle objects rung for the gap marker of their dropped events. */
   readonly markersOwed: number;
+  /** Webhooks `by_chain` lists sent a check (see ReconcilerDeps `chains`). */
+  readonly webhooksChecked: number;
   readonly leasesCleared: number;
   readonly maxDepth: number;
   readonly nearCap: number;
@@ -197,6 +208,15 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   );
   const unrung = owing.length - owingDone + metas.length - scheduledDone;
   if (unrung > 0) logger.warn('Listed objects left for the next sweep to ring or clear: out of time', { left: unrung });
+  let webhooksChecked = 0;
+  if (deps.chains && hasTimeToRing()) {
+    try {
+      webhooksChecked = await sendChecks(deps, deps.chains, now, hasTimeToRing);
+    } catch (error) {
+      failed++;
+      logger.error('Webhooks listed for a lost chain were not all sent a check; the next sweep of their shard sends them', { error });
+    }
+  }
   // Last, the idle objects that have lingered long enough are taken off the index, as
   // many at once as RECONCILE_CONCURRENCY and while the run has time: on a busy deployment
   // the index lists every object active in the last 10 minutes, tens of thousands, and
@@ -220,6 +240,7 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   metrics.count('ScheduledObjects', whole?.scheduled ?? metas.length);
   metrics.count('StuckObjectsRerung', rerung);
   metrics.count('StaleLeasesCleared', leasesCleared);
+  if (deps.chains) metrics.count('WebhooksChecked', webhooksChecked);
   // A run that left objects unread knows a lower bound of these: the one it missed may be the
   // deepest (a hot object). It reports an object near its cap, but not that none is, which
   // would clear object-queue-near-cap; the alarm keeps what the last complete run said.
@@ -238,7 +259,37 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
       `${failed + unread} of ${listed.length + unread} listed objects could not be reconciled (logged); the next sweep tries again`,
     );
   }
-  return { scheduled: metas.length, unlisted, rerung, markersOwed, leasesCleared, maxDepth, nearCap };
+  return { scheduled: metas.length, unlisted, rerung, markersOwed, webhooksChecked, leasesCleared, maxDepth, nearCap };
+}
+
+/** Checks sent in one go: they share SendMessageBatch requests, and the run's time is looked at between them. */
+const CHECKS_AT_ONCE = 100;
+
+/**
+ * Sends a check of every webhook that one shard of `by_chain` lists, a shard on per run
+ * (counted in intervals, as the `by_schedule` shards are): each listed webhook is checked
+ * every CHAIN_SHARDS runs, five minutes apart in AWS, against a chain counted lost after
+ * 20 (CHAIN_LOST_AFTER_MS). Answers how many were sent; stops while the run has time.
+ */
+async function sendChecks(
+  deps: ReconcilerDeps,
+  chains: NonNullable<ReconcilerDeps['chains']>,
+  now: number,
+  hasTime: () => boolean,
+): Promise<number> {
+  const shard = Math.floor(now / (scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % CHAIN_SHARDS;
+  const listed = await chains.watched.list(shard);
+  let sent = 0;
+  for (let at = 0; at < listed.length && hasTime(); at += CHECKS_AT_ONCE) {
+    const checks = listed
+      .slice(at, at + CHECKS_AT_ONCE)
+      .map(({ tenantId, webhookId }) => ({ kind: 'check' as const, tenantId, webhookId, sentAt: now }));
+    await chains.checks.send(checks);
+    sent += checks.length;
+  }
+  if (sent < listed.length)
+    deps.logger.warn('Webhooks left unchecked for the next sweep of their shard: out of time', { left: listed.length - sent });
+  return sent;
 }
 
 /**

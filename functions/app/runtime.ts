@@ -17,7 +17,7 @@ import { CachedSwitches, SwitchStore } from '../adapters/switch-store.ts';
 import { TenantStore } from '../adapters/tenant-store.ts';
 import type { UsagePlans } from '../adapters/usage-plans.ts';
 import { makeSender, type Sender } from '../adapters/webhook-sender.ts';
-import { WebhookStore } from '../adapters/webhook-store.ts';
+import { WatchedWebhooks, WebhookStore } from '../adapters/webhook-store.ts';
 import type { ApiServices } from '../api/app.ts';
 import type { SluiceConfig } from '../core/config.ts';
 import { newId } from '../core/ids.ts';
@@ -198,6 +198,7 @@ export function reconcilerDeps(
     | 'controlTable'
     | 'distributeQueueUrl'
     | 'distributeBulkQueueUrl'
+    | 'deliverQueueUrl'
     | 'metrics'
     | 'logger'
     | 'now'
@@ -207,6 +208,10 @@ export function reconcilerDeps(
     queues: new QueueStore({ client: w.dynamo, tableName: w.eventsTable, retentionDays: w.config.retentionDays }),
     doorbell: doorbell(w),
     switches: new SwitchStore({ client: w.dynamo, tableName: w.controlTable }),
+    chains: {
+      watched: new WatchedWebhooks({ client: w.dynamo, tableName: w.controlTable }),
+      checks: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
+    },
     config: w.config,
     metrics: w.metrics,
     logger: w.logger,

@@ -218,7 +218,19 @@ export interface RecheckMessage {
   readonly heldBefore: number;
 }
 
-export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage | RecheckMessage;
+/**
+ * The reconciler's check of a webhook `by_chain` lists (see app/delivery.ts `check`):
+ * whether its probe or release chain was lost, and whether a disable notice is owed.
+ */
+export interface CheckMessage {
+  readonly kind: 'check';
+  readonly tenantId: string;
+  readonly webhookId: string;
+  /** When the reconciler sent it (epoch ms): how late it comes is how late the deliver queue runs. */
+  readonly sentAt: number;
+}
+
+export type DeliverQueueMessage = DeliveryMessage | ProbeMessage | ReleaseMessage | RecheckMessage | CheckMessage;
 
 /** Who is calling the API, as the authorizer decided. */
 export type Principal = { readonly kind: 'admin' } | { readonly kind: 'tenant'; readonly tenantId: string };

@@ -50,6 +50,15 @@ export const SCHEDULE_SHARDS = 16;
 /** The index of scheduled objects on the events table, and that of webhooks by resource on the control table. */
 export const SCHEDULE_INDEX = 'by_schedule';
 export const BY_RESOURCE_INDEX = 'by_resource';
+/**
+ * The index of webhooks watched for a lost chain, on the control table (see webhook-store.ts
+ * `saveHealth`): sparse, keys only, in CHAIN_SHARDS partitions the reconciler reads one a run.
+ */
+export const CHAINS_INDEX = 'by_chain';
+/** Shards of `by_chain`: the reconciler reads one a run, so each listed webhook is checked every CHAIN_SHARDS runs. */
+export const CHAIN_SHARDS = 5;
+/** The partition key of a `by_chain` shard, the prefix the reconciler's role may query. */
+export const CHAIN_SHARD_PREFIX = 'chain#';
 
 export const EVENTS_TABLE: TableDefinition = {
   logicalName: 'Events',
@@ -83,6 +92,12 @@ export const CONTROL_TABLE: TableDefinition = {
       partitionKey: { name: 'gsi1pk', type: 'S' },
       sortKey: { name: 'gsi1sk', type: 'S' },
       projection: { include: ['id', 'tenant_id', 'resource', 'types', 'status'] },
+    },
+    {
+      indexName: CHAINS_INDEX,
+      partitionKey: { name: 'chain_shard', type: 'S' },
+      sortKey: { name: 'chain_sk', type: 'S' },
+      projection: 'KEYS_ONLY',
     },
   ],
 };
@@ -254,10 +269,14 @@ export const TABLE_ACCESS = {
     ],
   },
   // Listed objects' meta items read in batches, idle ones unlisted and stale leases
-  // cleared (updates); the kill switches, and nothing else of the control table.
+  // cleared (updates); of the control table, the kill switches and the keys of the
+  // webhooks `by_chain` lists (it reads no webhook: the delivery function checks each).
   reconciler: {
     events: { actions: ['BatchGetItem', 'UpdateItem'], indexes: [SCHEDULE_INDEX] },
-    control: { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
+    control: [
+      { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
+      { actions: [], indexes: [CHAINS_INDEX], leadingKeys: [`${CHAIN_SHARD_PREFIX}*`] },
+    ],
   },
   // Its own item. The public receiver only reads it (the webhook's secret is in it), and
   // updates an item of its own: which of the canary's ticks arrived (after verifying them).

@@ -18,6 +18,7 @@ const deps = reconcilerDeps({
   controlTable: requireEnv(ENV.controlTable),
   distributeQueueUrl: requireEnv(ENV.distributeQueueUrl),
   distributeBulkQueueUrl: requireEnv(ENV.distributeBulkQueueUrl),
+  deliverQueueUrl: requireEnv(ENV.deliverQueueUrl),
   metrics: metricsPort(metrics),
   logger: loggerPort(logger),
 });

@@ -72,10 +72,12 @@ export class Pipeline extends Construct {
       reservedConcurrentExecutions: 1,
     })
       .bindTable(props.events, TABLE_ACCESS.reconciler.events, ENV.eventsTable)
-      // The kill switches, and nothing else of the control table.
-      .bindItems(props.control, ENV.controlTable, TABLE_ACCESS.reconciler.control)
+      // The kill switches and the keys `by_chain` lists, nothing else of the control table.
+      .bindTable(props.control, TABLE_ACCESS.reconciler.control, ENV.controlTable)
       .bindQueue(this.distribute.queue, ENV.distributeQueueUrl)
-      .bindQueue(this.distributeBulk.queue, ENV.distributeBulkQueueUrl);
+      .bindQueue(this.distributeBulk.queue, ENV.distributeBulkQueueUrl)
+      // A check of each webhook `by_chain` lists, which the delivery function makes.
+      .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     // A failed sweep is tried by the next one, on the schedule: Lambda's own retries of an
     // asynchronous invocation would run it again beside the schedule's, and with a
     // concurrency of 1 be throttled, which pages.

@@ -118,9 +118,12 @@ export class SluiceFunction extends Construct {
     for (const access of grantsOf(grant)) {
       if (access.attributes) throw new Error('A grant of only some attributes goes through bindAttributes or bindItems.');
       const conditions = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
-      this.function.addToRolePolicy(
-        new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn], ...(conditions && { conditions }) }),
-      );
+      // A grant of an index alone (a keys-only one) allows nothing on the table's items.
+      if (access.actions.length > 0) {
+        this.function.addToRolePolicy(
+          new PolicyStatement({ actions: dynamoActions(access), resources: [table.tableArn], ...(conditions && { conditions }) }),
+        );
+      }
       if (access.indexes && access.indexes.length > 0) {
         this.function.addToRolePolicy(
           new PolicyStatement({

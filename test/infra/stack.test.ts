@@ -25,6 +25,7 @@ import {
 } from '../../functions/definitions/queues.ts';
 import {
   BY_RESOURCE_INDEX,
+  CHAINS_INDEX,
   CONTROL_TABLE,
   DISTRIBUTOR_CONTROL_ATTRIBUTES,
   EVENTS_TABLE,
@@ -903,10 +904,13 @@ describe('operations', () => {
         select: 'SPECIFIC_ATTRIBUTES',
       },
     ]);
-    // The reconciler reads the kill switches, and nothing else of the control table.
+    // The reconciler reads the kill switches and the keys `by_chain` lists (a keys-only
+    // index: no webhook's URL or secret), and nothing else of the control table.
     const reconciler = Object.keys(functions).find((id) => id.includes('Reconciler')) as string;
     expect(dynamoStatements(reconciler)).toContainEqual({ action: 'dynamodb:Query', leadingKeys: ['switches'] });
+    expect(dynamoStatements(reconciler)).toContainEqual({ action: 'dynamodb:Query', leadingKeys: ['chain#*'] });
     expect(statementsOnTable('Reconciler', 'Control').filter((st) => st.Condition === undefined)).toEqual([]);
+    expect(CONTROL_TABLE.indexes.find((index) => index.indexName === CHAINS_INDEX)?.projection).toBe('KEYS_ONLY');
   });
 
   it("lets the delivery function, which talks to endpoints anyone can set up, reach only its own partitions of the control table: no tenant's API key, no stream, not the canary's item", () => {
@@ -963,7 +967,8 @@ describe('operations', () => {
         .map((resource) => `${resource.includes(tableOf('Events')) ? 'events' : 'control'}/${/\/index\/([^"]+)"/.exec(resource)?.[1]}`);
     expect(indexesOf('Delivery')).toEqual([]);
     expect(indexesOf('Distributor')).toEqual([`control/${BY_RESOURCE_INDEX}`]);
-    expect(indexesOf('Reconciler')).toEqual([`events/${SCHEDULE_INDEX}`]);
+    // Scheduled objects, and the webhooks watched for a lost chain.
+    expect(indexesOf('Reconciler').sort()).toEqual([`control/${CHAINS_INDEX}`, `events/${SCHEDULE_INDEX}`]);
     // The API looks for a webhook it just stored or changed in the distributor's index (app/webhooks.ts).
     expect(indexesOf('ApiHandler').sort()).toEqual([`control/${BY_RESOURCE_INDEX}`, `events/${SCHEDULE_INDEX}`]);
     const actions = new Set(
@@ -1006,10 +1011,16 @@ describe('operations', () => {
     };
     const on = (table: string, actions: string[]) => actions.map((a) => `${table}: ${a}`);
     // The reconciler lists scheduled objects (the index), reads their meta items in
-    // batches, unlists idle ones and clears stale leases (updates), and reads the
-    // switches: it never puts, deletes or batch-writes an item.
+    // batches, unlists idle ones and clears stale leases (updates), reads the switches
+    // and lists the webhooks watched for a lost chain (an index): it never puts, deletes
+    // or batch-writes an item, nor reads or writes a webhook.
     expect(allowed('Reconciler')).toEqual(
-      [...on('events', ['BatchGetItem', 'UpdateItem']), ...on('events index', ['Query']), ...on('control', ['Query'])].sort(),
+      [
+        ...on('events', ['BatchGetItem', 'UpdateItem']),
+        ...on('events index', ['Query']),
+        ...on('control', ['Query']),
+        ...on('control index', ['Query']),
+      ].sort(),
     );
     // The distributor reads and updates meta items, queries slots, and appends to
     // stream logs (batch writes): it never puts or deletes one item, nor batch-reads.

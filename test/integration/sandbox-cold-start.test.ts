@@ -2,17 +2,22 @@
  * A sandbox started on a SLUICE_DATA_DIR of an earlier run: one that an earlier sandbox
  * did not stop cleanly (killed, out of memory, its container stopped hard) is taken
  * over, one that another sandbox of this process still has is refused, and one whose
- * queues an earlier checkout made is brought to this checkout's queue settings.
+ * queues and tables an earlier checkout made is brought to this checkout's queue
+ * settings and indexes.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetQueueAttributesCommand, SetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { sqsClient } from '../../functions/adapters/aws.ts';
+import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
+import { WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
+import { BY_RESOURCE_INDEX, CHAINS_INDEX, CONTROL_TABLE } from '../../functions/definitions/tables.ts';
 import { DataDirInUseError } from '../../sandbox/data-dir.ts';
-import { createQueues, startEmulators } from '../../sandbox/emulators.ts';
+import { createQueues, createTables, sandboxTableName, startEmulators } from '../../sandbox/emulators.ts';
 import { startSandbox } from '../../sandbox/sandbox.ts';
 
 describe('a sandbox on the data folder of one that did not stop', () => {
@@ -58,6 +63,58 @@ describe('a sandbox on the data folder of an earlier checkout', () => {
       expect(attributes.Attributes?.VisibilityTimeout).toBe(String(DELIVER_QUEUE.visibilityTimeoutSeconds));
     } finally {
       await sandbox.stop();
+    }
+  });
+
+  it('gives a table an earlier version made the indexes this version defines, its items kept and indexed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-tables-'));
+    // The control table as a checkout before `by_chain` made it, with a webhook item on it.
+    const earlier = await startEmulators(dataDir);
+    const name = sandboxTableName(CONTROL_TABLE);
+    const dynamo = new DynamoDBClient({ ...earlier.dynamo });
+    await dynamo.send(
+      new CreateTableCommand({
+        TableName: name,
+        BillingMode: 'PAY_PER_REQUEST',
+        AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk'].map((AttributeName) => ({ AttributeName, AttributeType: 'S' as const })),
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        GlobalSecondaryIndexes: [
+          {
+            IndexName: BY_RESOURCE_INDEX,
+            KeySchema: [
+              { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+              { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'ALL' },
+          },
+        ],
+      }),
+    );
+    const item = { pk: 'tenant#ten_old', sk: 'webhook#wh_old', chain_shard: 'chain#0', chain_sk: 'wh_old', url: 'https://example.com/old' };
+    await documentClient(earlier.dynamo).send(new PutCommand({ TableName: name, Item: item }));
+    dynamo.destroy();
+    await earlier.stop();
+
+    const again = await startEmulators(dataDir);
+    try {
+      const client = new DynamoDBClient({ ...again.dynamo });
+      await createTables(client);
+      const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+      expect((Table?.GlobalSecondaryIndexes ?? []).map((index) => index.IndexName).sort()).toEqual(
+        [BY_RESOURCE_INDEX, CHAINS_INDEX].sort(),
+      );
+      const documents = documentClient(again.dynamo);
+      expect((await documents.send(new GetCommand({ TableName: name, Key: { pk: item.pk, sk: item.sk } }))).Item).toEqual(item);
+      // Indexed as AWS's backfill of a new index would.
+      expect(await new WatchedWebhooks({ client: documents, tableName: name }).list(0)).toEqual([
+        { tenantId: 'ten_old', webhookId: 'wh_old' },
+      ]);
+      client.destroy();
+    } finally {
+      await again.stop();
     }
   });
 });

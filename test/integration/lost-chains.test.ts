@@ -1,0 +1,297 @@
+/**
+ * A probe or release chain lost with no delivery coming to notice it (a purged deliver
+ * queue, a send that failed after its state was saved): the reconciler sends a check of
+ * every webhook `by_chain` lists, and the delivery function starts the chain again. Real
+ * DynamoDB index, real deliver queue, real receiver; only the clocks of the reconciler's
+ * run and of the check are moved past CHAIN_LOST_AFTER_MS.
+ */
+import { GetQueueAttributesCommand, PurgeQueueCommand } from '@aws-sdk/client-sqs';
+import { describe, expect, it } from 'vitest';
+import { sqsClient } from '../../functions/adapters/aws.ts';
+import { chainShard, WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
+import { CHAIN_LOST_AFTER_MS, handleDeliverMessage } from '../../functions/app/delivery.ts';
+import { reconcile } from '../../functions/app/reconciler.ts';
+import { deliveryDeps, reconcilerDeps } from '../../functions/app/runtime.ts';
+import type { CheckMessage, DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
+import { scheduleSeconds } from '../../functions/definitions/environment.ts';
+import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
+import { CHAIN_SHARD_PREFIX, CHAIN_SHARDS } from '../../functions/definitions/tables.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
+import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
+import type { Receiver } from '../support/receiver.ts';
+import { withSandbox } from '../support/sandbox.ts';
+
+let sandbox: Sandbox;
+let receiver: Receiver;
+
+withSandbox(
+  {
+    canary: false,
+    // A quick quarantine and probe: two failures quarantine, a probe every 2 s. The
+    // reconciler runs when a test says (an hour apart on its own): a scheduled run's
+    // checks, at the real time, would race the ones these tests send.
+    config: { quarantineAfterFailures: 2, probeIntervalMinSeconds: 2, probeIntervalMaxSeconds: 2, reconcileIntervalSeconds: 3_600 },
+  },
+  (s, r) => {
+    [sandbox, receiver] = [s, r];
+  },
+);
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Delivery deps `offsetMs` from now, sending to the sandbox's deliver queue, or to `sent` when given. */
+function deliveryAt(offsetMs: number, sent?: DeliverQueueMessage[]) {
+  const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+  return {
+    ...deps,
+    now: () => Date.now() + offsetMs,
+    ...(sent && { queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) } }),
+  };
+}
+
+/** A time at least `offsetMs` from now at which the reconciler's run reads the `by_chain` shard `webhookId` is listed under. */
+function runReading(webhookId: string, offsetMs: number): number {
+  const interval = scheduleSeconds(sandbox.config.reconcileIntervalSeconds) * 1000;
+  const shard = Number(chainShard(webhookId).slice(CHAIN_SHARD_PREFIX.length));
+  let run = Math.ceil((Date.now() + offsetMs) / interval);
+  run += (shard - (run % CHAIN_SHARDS) + CHAIN_SHARDS) % CHAIN_SHARDS;
+  return run * interval + 1_000;
+}
+
+/** The checks a reconciler run at `at` sends (kept here, not sent). */
+async function checksSentAt(at: number): Promise<CheckMessage[]> {
+  const checks: CheckMessage[] = [];
+  const deps = reconcilerDeps({ ...sandbox.wiring, now: () => at });
+  const report = await reconcile({
+    ...deps,
+    chains: {
+      watched: new WatchedWebhooks({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }),
+      checks: { send: async (messages) => void checks.push(...(messages as CheckMessage[])) },
+    },
+  });
+  expect(report.webhooksChecked).toBe(checks.length);
+  return checks;
+}
+
+async function listed(webhookId: string): Promise<boolean> {
+  const watched = new WatchedWebhooks({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+  const shard = Number(chainShard(webhookId).slice(CHAIN_SHARD_PREFIX.length));
+  return (await watched.list(shard)).some((w) => w.webhookId === webhookId);
+}
+
+async function delayed(): Promise<number> {
+  const { Attributes } = await sqsClient(sandbox.emulators.sqs).send(
+    new GetQueueAttributesCommand({
+      QueueUrl: sandbox.queues[DELIVER_QUEUE.logicalName]?.url,
+      AttributeNames: ['ApproximateNumberOfMessagesDelayed'],
+    }),
+  );
+  return Number(Attributes?.ApproximateNumberOfMessagesDelayed);
+}
+
+const message = (tenantId: string, webhookId: string, n: number, resource: string): DeliveryMessage => ({
+  deliveryId: `msg_${resource.replace(':', '')}${n}`,
+  tenantId,
+  webhookId,
+  events: [deliveredEventFixture({ id: `evt_${resource.replace(':', '')}${n}`, seq: n, resource, data: n })],
+  attempt: 1,
+});
+
+describe('a quiet quarantined webhook whose probe chain was purged', () => {
+  it("is probed again after the reconciler's check finds the chain overdue, recovers and releases what it held", async () => {
+    const tenant = await createTenant(sandbox, 'purged-probe');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pp:1', url: `${receiver.url}/purged-probe` });
+    const health = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
+    receiver.answer('/purged-probe', 500);
+    const accepted = (await publish(sandbox, tenant.key, [{ resource: 'pp:1', type: 'doc.changed', data: 1 }])).body.events[0].id;
+    let state = '';
+    for (let i = 0; i < 200 && state !== 'quarantined'; i++, await sleep(100)) state = (await health()).state;
+    expect(state).toBe('quarantined');
+    expect(await listed(hook.id)).toBe(true);
+
+    // The probe waits out its delay in the deliver queue: the purge takes it.
+    for (let i = 0; i < 100 && (await delayed()) === 0; i++) await sleep(20);
+    await sqsClient(sandbox.emulators.sqs).send(new PurgeQueueCommand({ QueueUrl: sandbox.queues[DELIVER_QUEUE.logicalName]?.url }));
+    receiver.answer('/purged-probe', 200);
+    await sleep(4_000);
+    expect((await health()).state).toBe('quarantined');
+    expect(receiver.probes('/purged-probe')).toEqual([]);
+
+    // Its shard's next check before the chain is overdue: nothing is started.
+    const before = sandbox.metrics.total('ChainsRevived');
+    const early = await checksSentAt(runReading(hook.id, 0));
+    const ours = early.filter((c) => c.webhookId === hook.id);
+    expect(ours).toHaveLength(1);
+    expect(await handleDeliverMessage(deliveryAt(0), ours[0] as CheckMessage)).toBe('checked');
+    expect(sandbox.metrics.total('ChainsRevived')).toBe(before);
+
+    // A run of its shard more than CHAIN_LOST_AFTER_MS on: the check starts a probe chain,
+    // whose probe the sandbox's delivery function sends; the endpoint answers, the webhook
+    // recovers, and its held delivery goes.
+    const at = runReading(hook.id, CHAIN_LOST_AFTER_MS + 60_000);
+    const [check, ...others] = (await checksSentAt(at)).filter((c) => c.webhookId === hook.id);
+    expect(others).toEqual([]);
+    expect(check).toMatchObject({ kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: at });
+    expect(await handleDeliverMessage(deliveryAt(at - Date.now()), check as CheckMessage)).toBe('checked');
+    expect(sandbox.metrics.total('ChainsRevived')).toBe(before + 1);
+    await receiver.waitFor(() => receiver.acceptedEvents('/purged-probe').some((e) => e.id === accepted), 15_000);
+    expect(receiver.probes('/purged-probe')).toHaveLength(1);
+    for (let i = 0; i < 100 && ((await health()).state !== 'healthy' || (await health()).held > 0); i++) await sleep(100);
+    expect(await health()).toMatchObject({ state: 'healthy', held: 0 });
+  }, 60_000);
+});
+
+describe("the delivery function's check of a listed webhook", () => {
+  it('starts a release chain lost with deliveries held, once overdue by more than the check itself waited in the deliver queue', async () => {
+    const tenant = await createTenant(sandbox, 'lost-release-check');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lc:1', url: `${receiver.url}/lost-release-check` });
+    const deps = deliveryAt(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'lc:1'))).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // A release chain that took its last step 30 minutes ago; its message was lost.
+    const releaseAt = Date.now() - 30 * 60_000;
+    expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_lost', releaseAt })).toBe(true);
+    expect(await listed(hook.id)).toBe(true);
+
+    // A check that itself waited 15 minutes in the queue: the chain may only be late with it.
+    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() - 15 * 60_000 };
+    const sent: DeliverQueueMessage[] = [];
+    expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
+    expect(sent).toEqual([]);
+
+    // One that came at once: the chain is lost, and a new one releases what it held.
+    expect(await handleDeliverMessage(deliveryAt(0), { ...check, sentAt: Date.now() })).toBe('checked');
+    await receiver.waitFor(() => receiver.acceptedEvents('/lost-release-check').length === 1, 10_000);
+    for (let i = 0; i < 100 && (await deps.webhooks.get(tenant.id, hook.id))?.releaseToken !== undefined; i++) await sleep(100);
+    // The chain ended: the next check finds nothing to watch, and takes the webhook off the index.
+    expect(await listed(hook.id)).toBe(true);
+    expect(await handleDeliverMessage(deliveryAt(0), { ...check, sentAt: Date.now() })).toBe('checked');
+    expect(await listed(hook.id)).toBe(false);
+  }, 30_000);
+
+  it('starts nothing for a webhook a switch holds, which its lift releases', async () => {
+    const tenant = await createTenant(sandbox, 'paused-check');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pc:1', url: `${receiver.url}/paused-check` });
+    const deps = deliveryAt(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'pc:1'))).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(
+      await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_paused', releaseAt: Date.now() - 30 * 60_000 }),
+    ).toBe(true);
+    const pause = {
+      id: 'sw_check',
+      scope: 'webhook' as const,
+      tenant: tenant.id,
+      target: hook.id,
+      action: 'pause' as const,
+      reason: 'test',
+      created_at: new Date().toISOString(),
+    };
+    const sent: DeliverQueueMessage[] = [];
+    const paused = { ...deliveryAt(0, sent), switches: { current: async () => [pause], refresh: async () => [pause] } };
+    expect(await handleDeliverMessage(paused, { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() })).toBe(
+      'checked',
+    );
+    expect(sent).toEqual([]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBe('msg_paused');
+    // Still listed: the lift's release, or a check after it, moves it on.
+    expect(await listed(hook.id)).toBe(true);
+  });
+
+  it('sends a disable notice still owed, then unlists the disabled webhook', async () => {
+    const tenant = await createTenant(sandbox, 'owed-notice');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'on:1', url: `${receiver.url}/owed-notice` });
+    const deps = deliveryAt(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // Disabled by sluice, its notice owed; the message that would have sent it was lost.
+    const disabled = { ...webhook.health, state: 'disabled' as const, disabledReason: 'quarantine_expired' };
+    expect(await deps.webhooks.saveHealth(webhook, disabled, { status: 'disabled', noticePending: true })).toBe(true);
+    expect(await listed(hook.id)).toBe(true);
+    const notices = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
+    expect(notices()).toEqual([]);
+
+    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    expect(await handleDeliverMessage(deps, check)).toBe('checked');
+    expect(notices()).toMatchObject([{ type: 'webhook.disabled', webhook: hook.id, reason: 'quarantine_expired' }]);
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.noticePending).toBeFalsy();
+    expect(await listed(hook.id)).toBe(true);
+    expect(await handleDeliverMessage(deps, { ...check, sentAt: Date.now() })).toBe('checked');
+    expect(await listed(hook.id)).toBe(false);
+    expect(notices()).toHaveLength(1);
+  });
+
+  it('leaves a deleted webhook alone: its listing went with its item', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-check');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dc:1', url: `${receiver.url}/deleted-check` });
+    const deps = deliveryAt(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_gone', releaseAt: Date.now() })).toBe(true);
+    expect(await listed(hook.id)).toBe(true);
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+    expect(await listed(hook.id)).toBe(false);
+    expect(await handleDeliverMessage(deps, { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() })).toBe('stale');
+  });
+});
+
+describe("the reconciler's checks", () => {
+  it("are sent for the webhooks of the run's shard only, each in one shard", async () => {
+    const tenant = await createTenant(sandbox, 'shards');
+    const deps = deliveryAt(0);
+    const hooks = [];
+    for (let i = 0; i < 12; i++) {
+      const hook = await createWebhook(sandbox, tenant.key, { resource: `sh:${i}`, url: `${receiver.url}/shards` });
+      const webhook = await deps.webhooks.get(tenant.id, hook.id);
+      if (!webhook) throw new Error('no webhook');
+      expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: `msg_sh${i}`, releaseAt: Date.now() })).toBe(true);
+      hooks.push(hook.id);
+    }
+    const interval = scheduleSeconds(sandbox.config.reconcileIntervalSeconds) * 1000;
+    const base = Math.ceil(Date.now() / interval / CHAIN_SHARDS) * CHAIN_SHARDS * interval + 1_000;
+    const seen = new Map<string, number>();
+    for (let run = 0; run < CHAIN_SHARDS; run++) {
+      for (const check of await checksSentAt(base + run * interval)) {
+        if (!hooks.includes(check.webhookId)) continue;
+        expect(seen.has(check.webhookId)).toBe(false);
+        seen.set(check.webhookId, run);
+        expect(chainShard(check.webhookId)).toBe(`${CHAIN_SHARD_PREFIX}${run}`);
+      }
+    }
+    expect([...seen.keys()].sort()).toEqual([...hooks].sort());
+    // Twelve webhooks spread over more than one shard.
+    expect(new Set(seen.values()).size).toBeGreaterThan(1);
+  });
+
+  it("are sent by the sandbox's own run, within what the reconciler's role allows, for the webhooks its shard lists", async () => {
+    const tenant = await createTenant(sandbox, 'own-run');
+    const deps = deliveryAt(0);
+    const interval = scheduleSeconds(sandbox.config.reconcileIntervalSeconds) * 1000;
+    const shardNow = () => Math.floor(Date.now() / interval) % CHAIN_SHARDS;
+    // Webhooks with chains until one is listed in the shard a run now reads.
+    let ours: string | undefined;
+    for (let i = 0; i < 60 && ours === undefined; i++) {
+      const hook = await createWebhook(sandbox, tenant.key, { resource: `or:${i}`, url: `${receiver.url}/own-run` });
+      const webhook = await deps.webhooks.get(tenant.id, hook.id);
+      if (!webhook) throw new Error('no webhook');
+      expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: `msg_or${i}`, releaseAt: Date.now() })).toBe(true);
+      if (chainShard(hook.id) === `${CHAIN_SHARD_PREFIX}${shardNow()}`) ours = hook.id;
+    }
+    expect(ours).toBeDefined();
+    const errors = sandbox.metrics.total('function:reconciler:Errors');
+    const checked = sandbox.metrics.total('WebhooksChecked');
+    const shard = shardNow();
+    const report = await sandbox.reconcile();
+    expect(sandbox.metrics.total('function:reconciler:Errors')).toBe(errors);
+    if (shardNow() === shard) {
+      const watched = new WatchedWebhooks({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+      expect(report.webhooksChecked).toBe((await watched.list(shard)).length);
+      expect(report.webhooksChecked).toBeGreaterThanOrEqual(1);
+    }
+    expect(sandbox.metrics.total('WebhooksChecked')).toBe(checked + report.webhooksChecked);
+  });
+});
