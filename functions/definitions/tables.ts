@@ -275,7 +275,9 @@ export const TABLE_ACCESS = {
     events: { actions: ['BatchGetItem', 'UpdateItem'], indexes: [SCHEDULE_INDEX] },
     control: [
       { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
-      { actions: [], indexes: [CHAINS_INDEX], leadingKeys: [`${CHAIN_SHARD_PREFIX}*`] },
+      // Keys only (no webhook's URL or secret); no leading-keys condition, which IAM
+      // would apply to the index's own partition key, where this could not be verified.
+      { actions: [], indexes: [CHAINS_INDEX] },
     ],
   },
   // Its own item. The public receiver only reads it (the webhook's secret is in it), and
