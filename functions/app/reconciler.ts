@@ -209,11 +209,12 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   const unrung = owing.length - owingDone + metas.length - scheduledDone;
   if (unrung > 0) logger.warn('Listed objects left for the next sweep to ring or clear: out of time', { left: unrung });
   let webhooksChecked = 0;
+  let checksFailed = false;
   if (deps.chains && hasTimeToRing()) {
     try {
       webhooksChecked = await sendChecks(deps, deps.chains, now, hasTimeToRing);
     } catch (error) {
-      failed++;
+      checksFailed = true;
       logger.error('Webhooks listed for a lost chain were not all sent a check; the next sweep of their shard sends them', { error });
     }
   }
@@ -256,10 +257,10 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
       deepest: deepest.map(({ key, meta }) => ({ tenant: key.tenantId, resource: key.resource, depth: meta.depth })),
     });
   }
-  if (failed > 0 || unread > 0) {
-    throw new Error(
-      `${failed + unread} of ${listed.length + unread} listed objects could not be reconciled (logged); the next sweep tries again`,
-    );
+  if (failed > 0 || unread > 0 || checksFailed) {
+    const objects = failed + unread > 0 ? `${failed + unread} of ${listed.length + unread} listed objects could not be reconciled` : '';
+    const checks = checksFailed ? "the checks of a shard's watched webhooks were not all sent" : '';
+    throw new Error(`${[objects, checks].filter(Boolean).join('; ')} (logged); the next sweep tries again`);
   }
   return { scheduled: metas.length, unlisted, rerung, markersOwed, webhooksChecked, leasesCleared, maxDepth, nearCap };
 }

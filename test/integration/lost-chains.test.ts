@@ -267,6 +267,31 @@ describe("the reconciler's checks", () => {
     expect(new Set(seen.values()).size).toBeGreaterThan(1);
   });
 
+  it("that SQS refuses fail the run, for the function's error alarm, after the sweep of objects", async () => {
+    const tenant = await createTenant(sandbox, 'refused-checks');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rc:1', url: `${receiver.url}/refused-checks` });
+    const deps = deliveryAt(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_rc', releaseAt: Date.now() })).toBe(true);
+    const at = runReading(hook.id, 0);
+    const errors: string[] = [];
+    const run = reconcile({
+      ...reconcilerDeps({ ...sandbox.wiring, now: () => at }),
+      logger: { info: () => {}, warn: () => {}, error: (line: string) => void errors.push(line) },
+      chains: {
+        watched: new WatchedWebhooks({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }),
+        checks: {
+          send: async () => {
+            throw new Error('SQS refused the batch');
+          },
+        },
+      },
+    });
+    await expect(run).rejects.toThrow(/^the checks of a shard's watched webhooks were not all sent \(logged\)/);
+    expect(errors).toEqual([expect.stringMatching(/^Webhooks listed for a lost chain were not all sent a check/)]);
+  });
+
   it("are sent by the sandbox's own run, within what the reconciler's role allows, for the webhooks its shard lists", async () => {
     const tenant = await createTenant(sandbox, 'own-run');
     const deps = deliveryAt(0);
