@@ -963,7 +963,8 @@ async function reviveLostChain(deps: DeliveryDeps, webhook: Webhook, message: De
  * its owner told, and what a lost release chain held would wait for the webhook's next
  * delivery, its gap markers with it. Lost means overdue by CHAIN_LOST_AFTER_MS more than
  * this check waited in the deliver queue: a queue that runs late makes the chains in it
- * late too. A switch in force stops a release on purpose; its lift starts one (`recheck`).
+ * late too. A switch in force stops a release on purpose (its lift starts one: `recheck`),
+ * not a probe chain.
  * A notice still owed is sent. A webhook left with nothing to watch is unlisted.
  */
 async function check(deps: DeliveryDeps, message: CheckMessage): Promise<DeliveryOutcome> {
@@ -977,9 +978,13 @@ async function check(deps: DeliveryDeps, message: CheckMessage): Promise<Deliver
     await deps.webhooks.unlistUnwatched(webhook.tenantId, webhook.id);
     return 'checked';
   }
-  if (!chained || actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id) !== undefined) return 'checked';
+  if (!chained) return 'checked';
+  // A switch stops a release, not a probe chain (`probe` reads no switch): a probe chain
+  // lost under a pause is started again all the same, or a quiet quarantined webhook
+  // would go unprobed, and undisabled, for as long as the switch lasts.
+  const releases = actionForWebhook(await deps.switches.current(), webhook.tenantId, webhook.id) === undefined;
   const lostAfter = CHAIN_LOST_AFTER_MS + Math.max(0, now - message.sentAt);
-  await onFreshWebhook(deps, webhook, (current) => reviveChainOnce(deps, current, context(message), now, lostAfter));
+  await onFreshWebhook(deps, webhook, (current) => reviveChainOnce(deps, current, context(message), now, lostAfter, releases));
   return 'checked';
 }
 
@@ -987,7 +992,8 @@ async function check(deps: DeliveryDeps, message: CheckMessage): Promise<Deliver
  * Starts a chain that `webhook` shows lost (see reviveLostChain and `check`): a probe
  * chain overdue, or a release chain gone without a step, where something is held or a
  * chain was under way (one that owed only gap markers); false when its health changed
- * since it was read.
+ * since it was read. `releases` false: a release chain is not started (a switch in force
+ * stops one on purpose), a probe chain still is.
  */
 async function reviveChainOnce(
   deps: DeliveryDeps,
@@ -995,6 +1001,7 @@ async function reviveChainOnce(
   ctx: ReturnType<typeof context>,
   now: number,
   lostAfter: number,
+  releases = true,
 ): Promise<boolean> {
   const { health } = webhook;
   if (webhook.status !== 'active') return true;
@@ -1011,8 +1018,8 @@ async function reviveChainOnce(
     return true;
   }
   // Once: of concurrent revivers, the one whose write applies starts the chain.
-  const releases = webhook.heldCount > 0 || webhook.releaseToken !== undefined;
-  if (!deliversTo(health) || !releases || now - (webhook.releaseAt ?? 0) <= lostAfter) return true;
+  const releasing = webhook.heldCount > 0 || webhook.releaseToken !== undefined;
+  if (!releases || !deliversTo(health) || !releasing || now - (webhook.releaseAt ?? 0) <= lostAfter) return true;
   if (!(await beginRelease(deps, webhook, now))) return false;
   deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
   deps.logger.warn('Release chain was lost; releasing again', ctx);

@@ -202,6 +202,41 @@ describe("the delivery function's check of a listed webhook", () => {
     expect(await listed(hook.id)).toBe(true);
   });
 
+  it('starts a probe chain lost under a switch: a switch stops releases, not probes', async () => {
+    const tenant = await createTenant(sandbox, 'paused-probe');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pq:1', url: `${receiver.url}/paused-probe` });
+    const deps = deliveryAt(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // Quarantined, its probe due 30 minutes ago; the message carrying it was lost.
+    const due = Date.now() - 30 * 60_000;
+    const quarantined = {
+      ...webhook.health,
+      state: 'quarantined' as const,
+      consecutiveFailures: 2,
+      quarantinedAt: due - 2_000,
+      probeIntervalSeconds: 2,
+      nextProbeAt: due,
+    };
+    expect(await deps.webhooks.saveHealth(webhook, quarantined, { probeToken: 'msg_paused_probe' })).toBe(true);
+    const pause = {
+      id: 'sw_probe',
+      scope: 'webhook' as const,
+      tenant: tenant.id,
+      target: hook.id,
+      action: 'pause' as const,
+      reason: 'test',
+      created_at: new Date().toISOString(),
+    };
+    const sent: DeliverQueueMessage[] = [];
+    const paused = { ...deliveryAt(0, sent), switches: { current: async () => [pause], refresh: async () => [pause] } };
+    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    expect(await handleDeliverMessage(paused, check)).toBe('checked');
+    const token = (await deps.webhooks.get(tenant.id, hook.id))?.probeToken;
+    expect(token).not.toBe('msg_paused_probe');
+    expect(sent).toEqual([{ kind: 'probe', tenantId: tenant.id, webhookId: hook.id, token }]);
+  });
+
   it('sends a disable notice still owed, then unlists the disabled webhook', async () => {
     const tenant = await createTenant(sandbox, 'owed-notice');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'on:1', url: `${receiver.url}/owed-notice` });
