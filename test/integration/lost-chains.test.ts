@@ -172,6 +172,26 @@ describe("the delivery function's check of a listed webhook", () => {
     expect(await listed(hook.id)).toBe(false);
   }, 30_000);
 
+  it('starts a release chain lost with nothing held, which still had its token (gap markers owed): else listed for good', async () => {
+    const tenant = await createTenant(sandbox, 'lost-markers');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lm:1', url: `${receiver.url}/lost-markers` });
+    const deps = deliveryAt(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(webhook.heldCount).toBe(0);
+    // A chain whose last step, 30 minutes ago, released all it held; its message, which
+    // would have sent the gap markers and ended it, was lost.
+    expect(
+      await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_markers', releaseAt: Date.now() - 30 * 60_000 }),
+    ).toBe(true);
+    const sent: DeliverQueueMessage[] = [];
+    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
+    const token = (await deps.webhooks.get(tenant.id, hook.id))?.releaseToken;
+    expect(token).not.toBe('msg_markers');
+    expect(sent).toEqual([{ kind: 'release', tenantId: tenant.id, webhookId: hook.id, token }]);
+  });
+
   it('starts nothing for a webhook a switch holds, which its lift releases', async () => {
     const tenant = await createTenant(sandbox, 'paused-check');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'pc:1', url: `${receiver.url}/paused-check` });
