@@ -567,8 +567,18 @@ export class WebhookStore {
     // a chain whose message was lost (a purged deliver queue, a send that failed after
     // this write) is started again though no delivery comes. In the same write, so that
     // nothing has a chain and is not listed; an unlist (`unlistUnwatched`) is refused
-    // while a chain or a notice is there.
-    if ([extra.probeToken, extra.releaseToken, extra.noticePending].some((value) => value !== undefined && value !== null)) {
+    // while a chain or a notice is there. Also a write that leaves a chain or a notice
+    // the webhook had, as read: one started before the version with `by_chain`, which is
+    // listed by no start, is so listed by its next health write (each probe's), where it
+    // waited for the next chain's start, and a lost probe chain of a webhook quarantined
+    // at the upgrade was never started again.
+    const starts = [extra.probeToken, extra.releaseToken, extra.noticePending].some((value) => value !== undefined && value !== null);
+    const keeps =
+      (webhook.noticePending === true && extra.noticePending === undefined) ||
+      ((extra.status ?? webhook.status) === 'active' &&
+        ((webhook.probeToken !== undefined && extra.probeToken === undefined) ||
+          (webhook.releaseToken !== undefined && extra.releaseToken === undefined)));
+    if (starts || keeps) {
       sets.push('#chain_shard = :chain_shard', '#chain_sk = :chain_sk');
       values[':chain_shard'] = chainShard(webhook.id);
       values[':chain_sk'] = webhook.id;
@@ -642,11 +652,14 @@ export class WebhookStore {
    * (a newer token) has taken over: this one must stop.
    */
   async markReleaseStep(tenantId: string, id: string, token: string, now: number): Promise<boolean> {
+    // Listed in `by_chain` too, as its start listed it (see `saveHealth`): a chain started
+    // before the version with the index is so listed by its next step. The same keys
+    // again change nothing in the index.
     return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'SET #release_at = :now',
+      UpdateExpression: 'SET #release_at = :now, #chain_shard = :chain_shard, #chain_sk = :chain_sk',
       ConditionExpression: '#release_token = :token',
-      ExpressionAttributeNames: names('release_at', 'release_token'),
-      ExpressionAttributeValues: { ':now': now, ':token': token },
+      ExpressionAttributeNames: names('release_at', 'release_token', 'chain_shard', 'chain_sk'),
+      ExpressionAttributeValues: { ':now': now, ':token': token, ':chain_shard': chainShard(id), ':chain_sk': id },
     });
   }
 

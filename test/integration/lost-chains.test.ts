@@ -6,6 +6,7 @@
  * run and of the check are moved past CHAIN_LOST_AFTER_MS.
  */
 import { GetQueueAttributesCommand, PurgeQueueCommand } from '@aws-sdk/client-sqs';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { sqsClient } from '../../functions/adapters/aws.ts';
 import { chainShard, WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
@@ -15,7 +16,7 @@ import { deliveryDeps, reconcilerDeps } from '../../functions/app/runtime.ts';
 import type { CheckMessage, DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import { scheduleSeconds } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
-import { CHAIN_SHARD_PREFIX, CHAIN_SHARDS } from '../../functions/definitions/tables.ts';
+import { CHAIN_SHARD_PREFIX, CHAIN_SHARDS, tenantPk } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -291,6 +292,60 @@ describe("the delivery function's check of a listed webhook", () => {
     expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
     expect(await listed(hook.id)).toBe(false);
     expect(await handleDeliverMessage(deps, { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() })).toBe('stale');
+  });
+});
+
+/** Takes the webhook off `by_chain` behind the code's back, as a chain started before the version with the index left it. */
+async function unlistAsBefore(tenantId: string, webhookId: string): Promise<void> {
+  await sandbox.wiring.dynamo.send(
+    new UpdateCommand({
+      TableName: sandbox.wiring.controlTable,
+      Key: { pk: tenantPk(tenantId), sk: `webhook#${webhookId}` },
+      UpdateExpression: 'REMOVE chain_shard, chain_sk',
+    }),
+  );
+  expect(await listed(webhookId)).toBe(false);
+}
+
+describe('a chain started before the version with `by_chain`', () => {
+  it("is listed by its next probe's health write", async () => {
+    const tenant = await createTenant(sandbox, 'old-probe');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'op:1', url: `${receiver.url}/old-probe` });
+    const deps = deliveryAt(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const now = Date.now();
+    const quarantined = {
+      ...webhook.health,
+      state: 'quarantined' as const,
+      consecutiveFailures: 2,
+      quarantinedAt: now - 2_000,
+      probeIntervalSeconds: 2,
+      nextProbeAt: now,
+    };
+    expect(await deps.webhooks.saveHealth(webhook, quarantined, { probeToken: 'msg_old_probe' })).toBe(true);
+    await unlistAsBefore(tenant.id, hook.id);
+    receiver.answer('/old-probe', 500);
+    const sent: DeliverQueueMessage[] = [];
+    const probe: DeliverQueueMessage = { kind: 'probe', tenantId: tenant.id, webhookId: hook.id, token: 'msg_old_probe' };
+    expect(await handleDeliverMessage(deliveryAt(0, sent), probe)).toBe('probed');
+    expect(sent).toEqual([probe]);
+    expect(await listed(hook.id)).toBe(true);
+  });
+
+  it('is listed by its next release step', async () => {
+    const tenant = await createTenant(sandbox, 'old-release');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'or:1', url: `${receiver.url}/old-release` });
+    const deps = deliveryAt(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'or:1'))).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_old_release', releaseAt: Date.now() })).toBe(true);
+    await unlistAsBefore(tenant.id, hook.id);
+    const sent: DeliverQueueMessage[] = [];
+    const step: DeliverQueueMessage = { kind: 'release', tenantId: tenant.id, webhookId: hook.id, token: 'msg_old_release' };
+    expect(await handleDeliverMessage(deliveryAt(0, sent), step)).toBe('released');
+    expect(await listed(hook.id)).toBe(true);
   });
 });
 
