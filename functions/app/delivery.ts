@@ -1020,7 +1020,11 @@ async function reviveChainOnce(
   // Once: of concurrent revivers, the one whose write applies starts the chain.
   const releasing = webhook.heldCount > 0 || webhook.releaseToken !== undefined;
   if (!releases || !deliversTo(health) || !releasing || now - (webhook.releaseAt ?? 0) <= lostAfter) return true;
-  if (!(await beginRelease(deps, webhook, now))) return false;
+  // A chain that waited for the end of the shares given before its backlog was held
+  // (`releaseNotBefore`, see `holdBehindPace`) is started again waiting for it too: started
+  // at once, it sent the backlog beside the deliveries given those shares, over the
+  // endpoint's pace and ahead of older events of the same resources.
+  if (!(await beginRelease(deps, webhook, now, webhook.releaseNotBefore))) return false;
   deps.metrics.count('ChainsRevived', 1, { chain: 'release' });
   deps.logger.warn('Release chain was lost; releasing again', ctx);
   return true;

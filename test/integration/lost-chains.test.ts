@@ -193,6 +193,36 @@ describe("the delivery function's check of a listed webhook", () => {
     expect(sent).toEqual([{ kind: 'release', tenantId: tenant.id, webhookId: hook.id, token }]);
   });
 
+  it("starts a lost release chain that waited for its endpoint's time waiting for it still", async () => {
+    const tenant = await createTenant(sandbox, 'lost-waiting');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lw:1', url: `${receiver.url}/lost-waiting` });
+    const deps = deliveryAt(0);
+    expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'lw:1'))).toEqual([true, true]);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    // A chain held behind its endpoint's pace, whose shares given before it run an hour
+    // on; its last look was 30 minutes ago, and its message was lost.
+    const releaseNotBefore = Date.now() + 60 * 60_000;
+    expect(
+      await deps.webhooks.saveHealth(webhook, webhook.health, {
+        releaseToken: 'msg_waiting',
+        releaseAt: Date.now() - 30 * 60_000,
+        releaseNotBefore,
+      }),
+    ).toBe(true);
+    const sent: DeliverQueueMessage[] = [];
+    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
+    const revived = await deps.webhooks.get(tenant.id, hook.id);
+    expect(revived?.releaseToken).not.toBe('msg_waiting');
+    // The new chain waits for those shares too: the deliveries given them go first, at the endpoint's pace.
+    expect(revived?.releaseNotBefore).toBe(releaseNotBefore);
+    expect(sent).toEqual([
+      { kind: 'release', tenantId: tenant.id, webhookId: hook.id, token: revived?.releaseToken, notBefore: releaseNotBefore },
+    ]);
+    expect(receiver.acceptedEvents('/lost-waiting')).toEqual([]);
+  });
+
   it('starts nothing for a webhook a switch holds, which its lift releases', async () => {
     const tenant = await createTenant(sandbox, 'paused-check');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'pc:1', url: `${receiver.url}/paused-check` });
