@@ -210,7 +210,9 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   if (unrung > 0) logger.warn('Listed objects left for the next sweep to ring or clear: out of time', { left: unrung });
   let webhooksChecked = 0;
   let checksFailed = false;
-  if (deps.chains && hasTimeToRing()) {
+  if (deps.chains && !hasTimeToRing()) {
+    logger.warn("The webhooks of this run's by_chain shard left unchecked for its next sweep: out of time");
+  } else if (deps.chains) {
     try {
       webhooksChecked = await sendChecks(deps, deps.chains, now, hasTimeToRing);
     } catch (error) {

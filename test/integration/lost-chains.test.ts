@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { sqsClient } from '../../functions/adapters/aws.ts';
 import { chainShard, WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
 import { CHAIN_LOST_AFTER_MS, handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { reconcile } from '../../functions/app/reconciler.ts';
+import { RING_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { deliveryDeps, reconcilerDeps } from '../../functions/app/runtime.ts';
 import type { CheckMessage, DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import { scheduleSeconds } from '../../functions/definitions/environment.ts';
@@ -430,6 +430,23 @@ describe("the reconciler's checks", () => {
     });
     await expect(run).rejects.toThrow(/^the checks of a shard's watched webhooks were not all sent \(logged\)/);
     expect(errors).toEqual([expect.stringMatching(/^Webhooks listed for a lost chain were not all sent a check/)]);
+  });
+
+  it('wait for the next sweep of their shard when the run has no time left for them, and say so', async () => {
+    const warned: string[] = [];
+    const sent: unknown[] = [];
+    const report = await reconcile({
+      ...reconcilerDeps(sandbox.wiring),
+      logger: { info: () => {}, warn: (line: string) => void warned.push(line), error: () => {} },
+      chains: {
+        watched: new WatchedWebhooks({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable }),
+        checks: { send: async (messages) => void sent.push(...messages) },
+      },
+      timeLeftMs: () => RING_MARGIN_MS - 1,
+    });
+    expect(report.webhooksChecked).toBe(0);
+    expect(sent).toEqual([]);
+    expect(warned).toContain("The webhooks of this run's by_chain shard left unchecked for its next sweep: out of time");
   });
 
   it("are sent by the sandbox's own run, within what the reconciler's role allows, for the webhooks its shard lists", async () => {
