@@ -974,11 +974,11 @@ async function check(deps: DeliveryDeps, message: CheckMessage): Promise<Deliver
   if (!webhook) return 'stale';
   if (webhook.noticePending) await tellOwner(deps, webhook, now);
   const chained = webhook.status === 'active' && (webhook.probeToken !== undefined || webhook.releaseToken !== undefined);
-  if (!chained && !webhook.noticePending) {
-    await deps.webhooks.unlistUnwatched(webhook.tenantId, webhook.id);
+  if (!chained) {
+    // A notice just sent is unlisted by the next check, which reads it sent.
+    if (!webhook.noticePending) await deps.webhooks.unlistUnwatched(webhook.tenantId, webhook.id);
     return 'checked';
   }
-  if (!chained) return 'checked';
   // A switch stops a release, not a probe chain (`probe` reads no switch): a probe chain
   // lost under a pause is started again all the same, or a quiet quarantined webhook
   // would go unprobed, and undisabled, for as long as the switch lasts.
