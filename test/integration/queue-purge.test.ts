@@ -100,7 +100,9 @@ describe('the deliver queue purged while a delivery waits for its retry', () => 
 });
 
 describe('the deliver queue purged while a webhook is quarantined', () => {
-  it('takes its probes for 20 minutes; re-enabling the webhook with its tenant key releases what it holds at once', { timeout: 90_000 }, async () => {
+  it('takes its probes for 20 minutes; re-enabling the webhook with its tenant key releases what it holds at once', {
+    timeout: 90_000,
+  }, async () => {
     const tenant = await createTenant(sandbox, 'purged');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:1', url: `${receiver.url}/purged` });
     const health = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
