@@ -13,7 +13,8 @@ import { chainShard, WatchedWebhooks } from '../../functions/adapters/webhook-st
 import { CHAIN_LOST_AFTER_MS, handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { RING_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { deliveryDeps, reconcilerDeps } from '../../functions/app/runtime.ts';
-import type { CheckMessage, DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
+import type { CheckMessage, DeliverQueueMessage, DeliveryMessage, Webhook } from '../../functions/core/model.ts';
+import type { Switch } from '../../functions/core/switches.ts';
 import { scheduleSeconds } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import { CHAIN_SHARD_PREFIX, CHAIN_SHARDS, tenantPk } from '../../functions/definitions/tables.ts';
@@ -50,6 +51,34 @@ function deliveryAt(offsetMs: number, sent?: DeliverQueueMessage[]) {
     now: () => Date.now() + offsetMs,
     ...(sent && { queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) } }),
   };
+}
+
+/** Delivery deps, sending to `sent`, under a pause switch on the webhook. */
+function pausedAt(tenantId: string, webhookId: string, sent: DeliverQueueMessage[]) {
+  const pause: Switch = {
+    id: `sw_${webhookId}`,
+    scope: 'webhook',
+    tenant: tenantId,
+    target: webhookId,
+    action: 'pause',
+    reason: 'test',
+    created_at: new Date().toISOString(),
+  };
+  return { ...deliveryAt(0, sent), switches: { current: async () => [pause], refresh: async () => [pause] } };
+}
+
+/** A new tenant `name` and its webhook on `resource`, whose endpoint is the receiver's path `/name`. */
+async function newWebhook(name: string, resource: string) {
+  const tenant = await createTenant(sandbox, name);
+  const hook = await createWebhook(sandbox, tenant.key, { resource, url: `${receiver.url}/${name}` });
+  return { tenant, hook };
+}
+
+/** The webhook as the delivery function reads it. */
+async function read(tenantId: string, webhookId: string): Promise<Webhook> {
+  const webhook = await deliveryAt(0).webhooks.get(tenantId, webhookId);
+  if (!webhook) throw new Error('no webhook');
+  return webhook;
 }
 
 /** A time at least `offsetMs` from now at which the reconciler's run reads the `by_chain` shard `webhookId` is listed under. */
@@ -102,8 +131,7 @@ const message = (tenantId: string, webhookId: string, n: number, resource: strin
 
 describe('a quiet quarantined webhook whose probe chain was purged', () => {
   it("is probed again after the reconciler's check finds the chain overdue, recovers and releases what it held", async () => {
-    const tenant = await createTenant(sandbox, 'purged-probe');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pp:1', url: `${receiver.url}/purged-probe` });
+    const { tenant, hook } = await newWebhook('purged-probe', 'pp:1');
     const health = async () => (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health;
     receiver.answer('/purged-probe', 500);
     const accepted = (await publish(sandbox, tenant.key, [{ resource: 'pp:1', type: 'doc.changed', data: 1 }])).body.events[0].id;
@@ -146,12 +174,10 @@ describe('a quiet quarantined webhook whose probe chain was purged', () => {
 
 describe("the delivery function's check of a listed webhook", () => {
   it('starts a release chain lost with deliveries held, once overdue by more than the check itself waited in the deliver queue', async () => {
-    const tenant = await createTenant(sandbox, 'lost-release-check');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lc:1', url: `${receiver.url}/lost-release-check` });
+    const { tenant, hook } = await newWebhook('lost-release-check', 'lc:1');
     const deps = deliveryAt(0);
     expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'lc:1'))).toEqual([true, true]);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     // A release chain that took its last step 30 minutes ago; its message was lost.
     const releaseAt = Date.now() - 30 * 60_000;
     expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_lost', releaseAt })).toBe(true);
@@ -174,11 +200,9 @@ describe("the delivery function's check of a listed webhook", () => {
   }, 30_000);
 
   it('starts a release chain lost with nothing held, which still had its token (gap markers owed): else listed for good', async () => {
-    const tenant = await createTenant(sandbox, 'lost-markers');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lm:1', url: `${receiver.url}/lost-markers` });
+    const { tenant, hook } = await newWebhook('lost-markers', 'lm:1');
     const deps = deliveryAt(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     expect(webhook.heldCount).toBe(0);
     // A chain whose last step, 30 minutes ago, released all it held; its message, which
     // would have sent the gap markers and ended it, was lost.
@@ -194,12 +218,10 @@ describe("the delivery function's check of a listed webhook", () => {
   });
 
   it("starts a lost release chain that waited for its endpoint's time waiting for it still", async () => {
-    const tenant = await createTenant(sandbox, 'lost-waiting');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lw:1', url: `${receiver.url}/lost-waiting` });
+    const { tenant, hook } = await newWebhook('lost-waiting', 'lw:1');
     const deps = deliveryAt(0);
     expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'lw:1'))).toEqual([true, true]);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     // A chain held behind its endpoint's pace, whose shares given before it run an hour
     // on; its last look was 30 minutes ago, and its message was lost.
     const releaseNotBefore = Date.now() + 60 * 60_000;
@@ -224,26 +246,15 @@ describe("the delivery function's check of a listed webhook", () => {
   });
 
   it('starts nothing for a webhook a switch holds, which its lift releases', async () => {
-    const tenant = await createTenant(sandbox, 'paused-check');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pc:1', url: `${receiver.url}/paused-check` });
+    const { tenant, hook } = await newWebhook('paused-check', 'pc:1');
     const deps = deliveryAt(0);
     expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'pc:1'))).toEqual([true, true]);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     expect(
       await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_paused', releaseAt: Date.now() - 30 * 60_000 }),
     ).toBe(true);
-    const pause = {
-      id: 'sw_check',
-      scope: 'webhook' as const,
-      tenant: tenant.id,
-      target: hook.id,
-      action: 'pause' as const,
-      reason: 'test',
-      created_at: new Date().toISOString(),
-    };
     const sent: DeliverQueueMessage[] = [];
-    const paused = { ...deliveryAt(0, sent), switches: { current: async () => [pause], refresh: async () => [pause] } };
+    const paused = pausedAt(tenant.id, hook.id, sent);
     expect(await handleDeliverMessage(paused, { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() })).toBe(
       'checked',
     );
@@ -254,11 +265,9 @@ describe("the delivery function's check of a listed webhook", () => {
   });
 
   it('starts a probe chain lost under a switch: a switch stops releases, not probes', async () => {
-    const tenant = await createTenant(sandbox, 'paused-probe');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pq:1', url: `${receiver.url}/paused-probe` });
+    const { tenant, hook } = await newWebhook('paused-probe', 'pq:1');
     const deps = deliveryAt(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     // Quarantined, its probe due 30 minutes ago; the message carrying it was lost.
     const due = Date.now() - 30 * 60_000;
     const quarantined = {
@@ -270,17 +279,8 @@ describe("the delivery function's check of a listed webhook", () => {
       nextProbeAt: due,
     };
     expect(await deps.webhooks.saveHealth(webhook, quarantined, { probeToken: 'msg_paused_probe' })).toBe(true);
-    const pause = {
-      id: 'sw_probe',
-      scope: 'webhook' as const,
-      tenant: tenant.id,
-      target: hook.id,
-      action: 'pause' as const,
-      reason: 'test',
-      created_at: new Date().toISOString(),
-    };
     const sent: DeliverQueueMessage[] = [];
-    const paused = { ...deliveryAt(0, sent), switches: { current: async () => [pause], refresh: async () => [pause] } };
+    const paused = pausedAt(tenant.id, hook.id, sent);
     const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
     expect(await handleDeliverMessage(paused, check)).toBe('checked');
     const token = (await deps.webhooks.get(tenant.id, hook.id))?.probeToken;
@@ -289,11 +289,9 @@ describe("the delivery function's check of a listed webhook", () => {
   });
 
   it('sends a disable notice still owed, then unlists the disabled webhook', async () => {
-    const tenant = await createTenant(sandbox, 'owed-notice');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'on:1', url: `${receiver.url}/owed-notice` });
+    const { tenant, hook } = await newWebhook('owed-notice', 'on:1');
     const deps = deliveryAt(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     // Disabled by sluice, its notice owed; the message that would have sent it was lost.
     const disabled = { ...webhook.health, state: 'disabled' as const, disabledReason: 'quarantine_expired' };
     expect(await deps.webhooks.saveHealth(webhook, disabled, { status: 'disabled', noticePending: true })).toBe(true);
@@ -312,11 +310,9 @@ describe("the delivery function's check of a listed webhook", () => {
   });
 
   it('leaves a deleted webhook alone: its listing went with its item', async () => {
-    const tenant = await createTenant(sandbox, 'deleted-check');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dc:1', url: `${receiver.url}/deleted-check` });
+    const { tenant, hook } = await newWebhook('deleted-check', 'dc:1');
     const deps = deliveryAt(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_gone', releaseAt: Date.now() })).toBe(true);
     expect(await listed(hook.id)).toBe(true);
     expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
@@ -339,11 +335,9 @@ async function unlistAsBefore(tenantId: string, webhookId: string): Promise<void
 
 describe('a chain started before the version with `by_chain`', () => {
   it("is listed by its next probe's health write", async () => {
-    const tenant = await createTenant(sandbox, 'old-probe');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'op:1', url: `${receiver.url}/old-probe` });
+    const { tenant, hook } = await newWebhook('old-probe', 'op:1');
     const deps = deliveryAt(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     const now = Date.now();
     const quarantined = {
       ...webhook.health,
@@ -364,12 +358,10 @@ describe('a chain started before the version with `by_chain`', () => {
   });
 
   it('is listed by its next release step', async () => {
-    const tenant = await createTenant(sandbox, 'old-release');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'or:1', url: `${receiver.url}/old-release` });
+    const { tenant, hook } = await newWebhook('old-release', 'or:1');
     const deps = deliveryAt(0);
     expect(await holdDelivery(deps, message(tenant.id, hook.id, 1, 'or:1'))).toEqual([true, true]);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_old_release', releaseAt: Date.now() })).toBe(true);
     await unlistAsBefore(tenant.id, hook.id);
     const sent: DeliverQueueMessage[] = [];
@@ -386,8 +378,7 @@ describe("the reconciler's checks", () => {
     const hooks = [];
     for (let i = 0; i < 12; i++) {
       const hook = await createWebhook(sandbox, tenant.key, { resource: `sh:${i}`, url: `${receiver.url}/shards` });
-      const webhook = await deps.webhooks.get(tenant.id, hook.id);
-      if (!webhook) throw new Error('no webhook');
+      const webhook = await read(tenant.id, hook.id);
       expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: `msg_sh${i}`, releaseAt: Date.now() })).toBe(true);
       hooks.push(hook.id);
     }
@@ -408,11 +399,9 @@ describe("the reconciler's checks", () => {
   });
 
   it("that SQS refuses fail the run, for the function's error alarm, after the sweep of objects", async () => {
-    const tenant = await createTenant(sandbox, 'refused-checks');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rc:1', url: `${receiver.url}/refused-checks` });
+    const { tenant, hook } = await newWebhook('refused-checks', 'rc:1');
     const deps = deliveryAt(0);
-    const webhook = await deps.webhooks.get(tenant.id, hook.id);
-    if (!webhook) throw new Error('no webhook');
+    const webhook = await read(tenant.id, hook.id);
     expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_rc', releaseAt: Date.now() })).toBe(true);
     const at = runReading(hook.id, 0);
     const errors: string[] = [];
@@ -458,8 +447,7 @@ describe("the reconciler's checks", () => {
     let ours: string | undefined;
     for (let i = 0; i < 60 && ours === undefined; i++) {
       const hook = await createWebhook(sandbox, tenant.key, { resource: `or:${i}`, url: `${receiver.url}/own-run` });
-      const webhook = await deps.webhooks.get(tenant.id, hook.id);
-      if (!webhook) throw new Error('no webhook');
+      const webhook = await read(tenant.id, hook.id);
       expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: `msg_or${i}`, releaseAt: Date.now() })).toBe(true);
       if (chainShard(hook.id) === `${CHAIN_SHARD_PREFIX}${shardNow()}`) ours = hook.id;
     }
