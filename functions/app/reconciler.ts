@@ -213,12 +213,9 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   if (deps.chains && !hasTimeToRing()) {
     logger.warn("The webhooks of this run's by_chain shard left unchecked for its next sweep: out of time");
   } else if (deps.chains) {
-    try {
-      webhooksChecked = await sendChecks(deps, deps.chains, now, hasTimeToRing);
-    } catch (error) {
-      checksFailed = true;
-      logger.error('Webhooks listed for a lost chain were not all sent a check; the next sweep of their shard sends them', { error });
-    }
+    const checks = await sendChecks(deps, deps.chains, now, hasTimeToRing);
+    webhooksChecked = checks.sent;
+    checksFailed = checks.failed;
   }
   // Last, the idle objects that have lingered long enough are taken off the index, as
   // many at once as RECONCILE_CONCURRENCY and while the run has time: on a busy deployment
@@ -274,27 +271,38 @@ const CHECKS_AT_ONCE = 100;
  * Sends a check of every webhook that one shard of `by_chain` lists, a shard on per run
  * (counted in intervals, as the `by_schedule` shards are): each listed webhook is checked
  * every CHAIN_SHARDS runs, five minutes apart in AWS, against a chain counted lost after
- * 20 (CHAIN_LOST_AFTER_MS). Answers how many were sent; stops while the run has time.
+ * 20 (CHAIN_LOST_AFTER_MS). Stops while the run has time, and at a read or send that
+ * fails (logged: the run then fails at its end, and the next sweep of the shard sends
+ * them). Answers how many were sent, those before a failure too, and whether one failed.
  */
 async function sendChecks(
   deps: ReconcilerDeps,
   chains: NonNullable<ReconcilerDeps['chains']>,
   now: number,
   hasTime: () => boolean,
-): Promise<number> {
+): Promise<{ sent: number; failed: boolean }> {
   const shard = Math.floor(now / (scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % CHAIN_SHARDS;
-  const listed = await chains.watched.list(shard);
   let sent = 0;
-  for (let at = 0; at < listed.length && hasTime(); at += CHECKS_AT_ONCE) {
-    const checks = listed
-      .slice(at, at + CHECKS_AT_ONCE)
-      .map(({ tenantId, webhookId }) => ({ kind: 'check' as const, tenantId, webhookId, sentAt: now }));
-    await chains.checks.send(checks);
-    sent += checks.length;
+  try {
+    const listed = await chains.watched.list(shard);
+    for (let at = 0; at < listed.length && hasTime(); at += CHECKS_AT_ONCE) {
+      const checks = listed
+        .slice(at, at + CHECKS_AT_ONCE)
+        .map(({ tenantId, webhookId }) => ({ kind: 'check' as const, tenantId, webhookId, sentAt: now }));
+      await chains.checks.send(checks);
+      sent += checks.length;
+    }
+    if (sent < listed.length) {
+      deps.logger.warn('Webhooks left unchecked for the next sweep of their shard: out of time', { left: listed.length - sent });
+    }
+    return { sent, failed: false };
+  } catch (error) {
+    deps.logger.error('Webhooks listed for a lost chain were not all sent a check; the next sweep of their shard sends them', {
+      sent,
+      error,
+    });
+    return { sent, failed: true };
   }
-  if (sent < listed.length)
-    deps.logger.warn('Webhooks left unchecked for the next sweep of their shard: out of time', { left: listed.length - sent });
-  return sent;
 }
 
 /**

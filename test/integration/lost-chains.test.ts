@@ -421,6 +421,35 @@ describe("the reconciler's checks", () => {
     expect(errors).toEqual([expect.stringMatching(/^Webhooks listed for a lost chain were not all sent a check/)]);
   });
 
+  it('sent before SQS refused one batch are counted, and the rest left for the next sweep', async () => {
+    // 150 listed webhooks (as the index would answer): a batch of 100 goes, the next is refused.
+    const listed = Array.from({ length: 150 }, (_, i) => ({ tenantId: 'ten_many', webhookId: `wh_many${i}` }));
+    const sent: unknown[] = [];
+    const errors: Array<Record<string, unknown>> = [];
+    const before = sandbox.metrics.total('WebhooksChecked');
+    const run = reconcile({
+      ...reconcilerDeps(sandbox.wiring),
+      logger: {
+        info: () => {},
+        warn: () => {},
+        error: (_line: string, fields?: Record<string, unknown>) => void errors.push(fields ?? {}),
+      },
+      chains: {
+        watched: { list: async () => listed },
+        checks: {
+          send: async (messages) => {
+            if (sent.length > 0) throw new Error('SQS refused the batch');
+            sent.push(...messages);
+          },
+        },
+      },
+    });
+    await expect(run).rejects.toThrow(/checks of a shard's watched webhooks were not all sent/);
+    expect(sent).toHaveLength(100);
+    expect(sandbox.metrics.total('WebhooksChecked') - before).toBe(100);
+    expect(errors).toEqual([expect.objectContaining({ sent: 100 })]);
+  });
+
   it('wait for the next sweep of their shard when the run has no time left for them, and say so', async () => {
     const warned: string[] = [];
     const sent: unknown[] = [];
