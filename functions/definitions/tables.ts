@@ -57,7 +57,7 @@ export const BY_RESOURCE_INDEX = 'by_resource';
 export const CHAINS_INDEX = 'by_chain';
 /** Shards of `by_chain`: the reconciler reads one a run, so each listed webhook is checked every CHAIN_SHARDS runs. */
 export const CHAIN_SHARDS = 5;
-/** The partition key of a `by_chain` shard, the prefix the reconciler's role may query. */
+/** The prefix of a `by_chain` shard's partition key (`chain#0` to `chain#4`). */
 export const CHAIN_SHARD_PREFIX = 'chain#';
 
 export const EVENTS_TABLE: TableDefinition = {
