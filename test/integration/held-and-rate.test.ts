@@ -15,7 +15,7 @@ import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { deliveredEventFixture } from '../support/fixtures.ts';
+import { deliveredEventFixture, resourceDeliveryFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
@@ -1418,13 +1418,7 @@ function later(offsetMs: number, send?: ReturnType<typeof deliveryDeps>['send'])
 }
 
 describe('a chain of probes or release steps that was lost', () => {
-  const message = (tenantId: string, webhookId: string, n: number, resource: string): DeliveryMessage => ({
-    deliveryId: `msg_${resource.replace(':', '')}${n}`,
-    tenantId,
-    webhookId,
-    events: [deliveredEventFixture({ id: `evt_${resource.replace(':', '')}${n}`, seq: n, resource, data: n })],
-    attempt: 1,
-  });
+  const message = resourceDeliveryFixture;
 
   it('is noticed by a delivery held behind it: a quarantined webhook whose probe is long overdue is probed again', async () => {
     const tenant = await createTenant(sandbox, 'lost-probes');

@@ -13,14 +13,14 @@ import { chainShard, WatchedWebhooks } from '../../functions/adapters/webhook-st
 import { CHAIN_LOST_AFTER_MS, handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { RING_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { deliveryDeps, reconcilerDeps } from '../../functions/app/runtime.ts';
-import type { CheckMessage, DeliverQueueMessage, DeliveryMessage, Webhook } from '../../functions/core/model.ts';
+import type { CheckMessage, DeliverQueueMessage, Webhook } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { scheduleSeconds } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import { CHAIN_SHARD_PREFIX, CHAIN_SHARDS, tenantPk } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
-import { deliveredEventFixture } from '../support/fixtures.ts';
+import { resourceDeliveryFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
@@ -121,13 +121,7 @@ async function delayed(): Promise<number> {
   return Number(Attributes?.ApproximateNumberOfMessagesDelayed);
 }
 
-const message = (tenantId: string, webhookId: string, n: number, resource: string): DeliveryMessage => ({
-  deliveryId: `msg_${resource.replace(':', '')}${n}`,
-  tenantId,
-  webhookId,
-  events: [deliveredEventFixture({ id: `evt_${resource.replace(':', '')}${n}`, seq: n, resource, data: n })],
-  attempt: 1,
-});
+const message = resourceDeliveryFixture;
 
 describe('a quiet quarantined webhook whose probe chain was purged', () => {
   it("is probed again after the reconciler's check finds the chain overdue, recovers and releases what it held", async () => {

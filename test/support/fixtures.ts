@@ -41,3 +41,15 @@ export function deliveryFixture(label: string, webhookId: string, n: number): De
     attempt: 1,
   };
 }
+
+/** A first attempt of one event on `resource` (seq n, data n) for a tenant's webhook, its ids made of the resource and n. */
+export function resourceDeliveryFixture(tenantId: string, webhookId: string, n: number, resource: string): DeliveryMessage {
+  const label = resource.replace(':', '');
+  return {
+    deliveryId: `msg_${label}${n}`,
+    tenantId,
+    webhookId,
+    events: [deliveredEventFixture({ id: `evt_${label}${n}`, seq: n, resource, data: n })],
+    attempt: 1,
+  };
+}
