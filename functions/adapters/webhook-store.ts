@@ -2,7 +2,7 @@
  * Webhooks, in the control table under their tenant, indexed by resource
  * (`by_resource`) so the distributor finds the subscriptions of a resource.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -13,6 +13,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { ApiError } from '../core/errors.ts';
 import { type Health, INITIAL_HEALTH, type LastFailure } from '../core/health.ts';
+import { shardNumber } from '../core/keys.ts';
 import type { Subscriber, Webhook, WebhookStatus } from '../core/model.ts';
 import {
   BY_RESOURCE_INDEX,
@@ -28,9 +29,14 @@ import { bumpSubscriptions } from './subscription-cache.ts';
 
 const webhookSk = (id: string) => `webhook#${id}`;
 
+/** A `by_chain` shard (0 to CHAIN_SHARDS - 1) as the index's partition key names it. */
+export function chainShardKey(shard: number): string {
+  return `${CHAIN_SHARD_PREFIX}${shard}`;
+}
+
 /** The `by_chain` shard a webhook is listed under, as the index's partition key names it. */
 export function chainShard(webhookId: string): string {
-  return `${CHAIN_SHARD_PREFIX}${createHash('sha256').update(webhookId).digest().readUInt16BE(0) % CHAIN_SHARDS}`;
+  return chainShardKey(shardNumber(webhookId, CHAIN_SHARDS));
 }
 /** A count write's own token (see WebhookStore #count), or a notice claim's (see claimNotice). */
 const newCountToken = () => randomBytes(9).toString('base64url');
@@ -963,7 +969,7 @@ export class WatchedWebhooks {
       IndexName: CHAINS_INDEX,
       KeyConditionExpression: '#chain_shard = :shard',
       ExpressionAttributeNames: names('chain_shard'),
-      ExpressionAttributeValues: { ':shard': `${CHAIN_SHARD_PREFIX}${shard}` },
+      ExpressionAttributeValues: { ':shard': chainShardKey(shard) },
     })) {
       for (const item of page.Items ?? []) {
         const pk = String(item.pk);

@@ -49,10 +49,14 @@ export function bearerToken(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
+/** Which of `shards` shards (0 to `shards` - 1) a text is put in: a hash, spread evenly, the same everywhere. */
+export function shardNumber(text: string, shards: number): number {
+  return createHash('sha256').update(text).digest().readUInt16BE(0) % shards;
+}
+
 /** Which `by_schedule` index shard an object's meta item is listed under: 0 to `shards` - 1. */
 export function scheduleShardNumber(key: ObjectKey, shards: number): number {
-  const digest = createHash('sha256').update(`${key.tenantId}\n${key.resource}`).digest();
-  return digest.readUInt16BE(0) % shards;
+  return shardNumber(`${key.tenantId}\n${key.resource}`, shards);
 }
 
 /** A shard as the index's partition key names it. */

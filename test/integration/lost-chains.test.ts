@@ -9,15 +9,16 @@ import { GetQueueAttributesCommand, PurgeQueueCommand } from '@aws-sdk/client-sq
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { sqsClient } from '../../functions/adapters/aws.ts';
-import { chainShard, WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
+import { chainShard, chainShardKey, WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
 import { CHAIN_LOST_AFTER_MS, handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { RING_MARGIN_MS, reconcile } from '../../functions/app/reconciler.ts';
 import { deliveryDeps, reconcilerDeps } from '../../functions/app/runtime.ts';
+import { shardNumber } from '../../functions/core/keys.ts';
 import type { CheckMessage, DeliverQueueMessage, Webhook } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { scheduleSeconds } from '../../functions/definitions/environment.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
-import { CHAIN_SHARD_PREFIX, CHAIN_SHARDS, tenantPk } from '../../functions/definitions/tables.ts';
+import { CHAIN_SHARDS, tenantPk } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { resourceDeliveryFixture } from '../support/fixtures.ts';
@@ -84,7 +85,7 @@ async function read(tenantId: string, webhookId: string): Promise<Webhook> {
 /** A time at least `offsetMs` from now at which the reconciler's run reads the `by_chain` shard `webhookId` is listed under. */
 function runReading(webhookId: string, offsetMs: number): number {
   const interval = scheduleSeconds(sandbox.config.reconcileIntervalSeconds) * 1000;
-  const shard = Number(chainShard(webhookId).slice(CHAIN_SHARD_PREFIX.length));
+  const shard = shardNumber(webhookId, CHAIN_SHARDS);
   let run = Math.ceil((Date.now() + offsetMs) / interval);
   run += (shard - (run % CHAIN_SHARDS) + CHAIN_SHARDS) % CHAIN_SHARDS;
   return run * interval + 1_000;
@@ -107,7 +108,7 @@ async function checksSentAt(at: number): Promise<CheckMessage[]> {
 
 async function listed(webhookId: string): Promise<boolean> {
   const watched = new WatchedWebhooks({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
-  const shard = Number(chainShard(webhookId).slice(CHAIN_SHARD_PREFIX.length));
+  const shard = shardNumber(webhookId, CHAIN_SHARDS);
   return (await watched.list(shard)).some((w) => w.webhookId === webhookId);
 }
 
@@ -384,7 +385,7 @@ describe("the reconciler's checks", () => {
         if (!hooks.includes(check.webhookId)) continue;
         expect(seen.has(check.webhookId)).toBe(false);
         seen.set(check.webhookId, run);
-        expect(chainShard(check.webhookId)).toBe(`${CHAIN_SHARD_PREFIX}${run}`);
+        expect(chainShard(check.webhookId)).toBe(chainShardKey(run));
       }
     }
     expect([...seen.keys()].sort()).toEqual([...hooks].sort());
@@ -472,7 +473,7 @@ describe("the reconciler's checks", () => {
       const hook = await createWebhook(sandbox, tenant.key, { resource: `or:${i}`, url: `${receiver.url}/own-run` });
       const webhook = await read(tenant.id, hook.id);
       expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: `msg_or${i}`, releaseAt: Date.now() })).toBe(true);
-      if (chainShard(hook.id) === `${CHAIN_SHARD_PREFIX}${shardNow()}`) ours = hook.id;
+      if (chainShard(hook.id) === chainShardKey(shardNow())) ours = hook.id;
     }
     expect(ours).toBeDefined();
     const errors = sandbox.metrics.total('function:reconciler:Errors');
