@@ -264,6 +264,21 @@ export async function reconcile(deps: ReconcilerDeps): Promise<ReconcileReport> 
   return { scheduled: metas.length, unlisted, rerung, markersOwed, webhooksChecked, leasesCleared, maxDepth, nearCap };
 }
 
+/** How far apart the reconciler's runs are (ms): a minute at the least, as AWS runs it. */
+function runIntervalMs(config: SluiceConfig): number {
+  return scheduleSeconds(config.reconcileIntervalSeconds) * 1000;
+}
+
+/**
+ * The number of the run interval `now` falls in: the index shards a run reads move on by
+ * one each interval (`by_schedule`'s first shard, `by_chain`'s one), counted in intervals
+ * of a minute at the least, as AWS runs it: counted in shorter ones, each run would start
+ * some shards on from the one before (two at 30 s), and a shard never first would never be read.
+ */
+function runNumber(config: SluiceConfig, now: number): number {
+  return Math.floor(now / runIntervalMs(config));
+}
+
 /** Checks sent in one go: they share SendMessageBatch requests, and the run's time is looked at between them. */
 const CHECKS_AT_ONCE = 100;
 
@@ -281,7 +296,7 @@ async function sendChecks(
   now: number,
   hasTime: () => boolean,
 ): Promise<{ sent: number; failed: boolean }> {
-  const shard = Math.floor(now / (scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % CHAIN_SHARDS;
+  const shard = runNumber(deps.config, now) % CHAIN_SHARDS;
   let sent = 0;
   try {
     const listed = await chains.watched.list(shard);
@@ -326,10 +341,8 @@ async function readListed(
   const start = timeLeft();
   const stopAt = RING_MARGIN_MS + (start - RING_MARGIN_MS) / 2;
   const hasTimeToRead = () => !Number.isFinite(start) || timeLeft() > stopAt;
-  // One shard on per run in AWS, where runs are a minute apart at the least: counted in
-  // intervals shorter than that, each run would start some shards on from the one before
-  // (two at 30 s), and a shard that never came first would never be read.
-  const first = Math.floor(now / (scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000)) % SCHEDULE_SHARDS;
+  // One shard on per run (see `runNumber`).
+  const first = runNumber(deps.config, now) % SCHEDULE_SHARDS;
   const listed: Array<{ key: ObjectKey; meta: QueueMeta }> = [];
   const keys: ObjectKey[] = [];
   const read = async (count: number) => {
@@ -370,7 +383,7 @@ async function wholeIndex(
     deps.logger.warn("The index shards' summaries could not be noted; metrics of the shards read only", { error });
     return undefined;
   }
-  const since = now - (SCHEDULE_SHARDS + 1) * scheduleSeconds(deps.config.reconcileIntervalSeconds) * 1000;
+  const since = now - (SCHEDULE_SHARDS + 1) * runIntervalMs(deps.config);
   const whole = emptyTally();
   for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
     const summary = noted.get(shard);
