@@ -1030,18 +1030,6 @@ async function reviveChainOnce(
   return true;
 }
 
-/**
- * A delivery is held on what it read of the webhook before it was counted: something
- * held, or the endpoint quarantined or disabled. If meanwhile the release chain ran out
- * (its last step found nothing held and ended), or the endpoint recovered and its whole
- * release ran, no chain would send this one: a lost chain is noticed only by a later
- * delivery, 20 minutes on, and a quiet webhook may have none. The count's own write
- * (`counted`) tells: an active endpoint that delivers, with no chain, gets one now. The
- * chain's start is conditional on the health that write read: another container's
- * answer may change the health in between (a success written a minute after the last, a
- * failure), and then the webhook is read again and looked at anew, as `startRelease`
- * does; given up on that refusal, nothing would send this delivery.
- */
 /** Whether a webhook's endpoint is sent deliveries: the webhook is active, and its endpoint healthy or failing (not quarantined). */
 function takesDeliveries(webhook: Webhook): boolean {
   return webhook.status === 'active' && deliversTo(webhook.health);
@@ -1052,6 +1040,18 @@ function needsChain(webhook: Webhook): boolean {
   return webhook.releaseToken === undefined && takesDeliveries(webhook);
 }
 
+/**
+ * A delivery is held on what it read of the webhook before it was counted: something
+ * held, or the endpoint quarantined or disabled. If meanwhile the release chain ran out
+ * (its last step found nothing held and ended), or the endpoint recovered and its whole
+ * release ran, no chain would send this one: with no chain (its token gone), nothing but a later
+ * delivery would notice, not even the reconciler's `check`, and a quiet webhook may have none. The count's own write
+ * (`counted`) tells: an active endpoint that delivers, with no chain, gets one now. The
+ * chain's start is conditional on the health that write read: another container's
+ * answer may change the health in between (a success written a minute after the last, a
+ * failure), and then the webhook is read again and looked at anew, as `startRelease`
+ * does; given up on that refusal, nothing would send this delivery.
+ */
 async function releaseIfNoChain(deps: DeliveryDeps, counted: Webhook, message: DeliveryMessage): Promise<void> {
   await onFreshWebhook(deps, counted, async (current) => {
     if (!needsChain(current)) return true;
