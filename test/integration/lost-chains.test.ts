@@ -68,6 +68,11 @@ function pausedAt(tenantId: string, webhookId: string, sent: DeliverQueueMessage
   return { ...deliveryAt(0, sent), switches: { current: async () => [pause], refresh: async () => [pause] } };
 }
 
+/** The reconciler's check of a webhook, sent at `sentAt` (now unless given). */
+function checkOf(tenantId: string, webhookId: string, sentAt = Date.now()): CheckMessage {
+  return { kind: 'check', tenantId, webhookId, sentAt };
+}
+
 /** A new tenant `name` and its webhook on `resource`, whose endpoint is the receiver's path `/name`. */
 async function newWebhook(name: string, resource: string) {
   const tenant = await createTenant(sandbox, name);
@@ -179,7 +184,7 @@ describe("the delivery function's check of a listed webhook", () => {
     expect(await listed(hook.id)).toBe(true);
 
     // A check that itself waited 15 minutes in the queue: the chain may only be late with it.
-    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() - 15 * 60_000 };
+    const check = checkOf(tenant.id, hook.id, Date.now() - 15 * 60_000);
     const sent: DeliverQueueMessage[] = [];
     expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
     expect(sent).toEqual([]);
@@ -205,7 +210,7 @@ describe("the delivery function's check of a listed webhook", () => {
       await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: 'msg_markers', releaseAt: Date.now() - 30 * 60_000 }),
     ).toBe(true);
     const sent: DeliverQueueMessage[] = [];
-    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    const check = checkOf(tenant.id, hook.id);
     expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
     const token = (await deps.webhooks.get(tenant.id, hook.id))?.releaseToken;
     expect(token).not.toBe('msg_markers');
@@ -228,7 +233,7 @@ describe("the delivery function's check of a listed webhook", () => {
       }),
     ).toBe(true);
     const sent: DeliverQueueMessage[] = [];
-    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    const check = checkOf(tenant.id, hook.id);
     expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
     const revived = await deps.webhooks.get(tenant.id, hook.id);
     expect(revived?.releaseToken).not.toBe('msg_waiting');
@@ -250,9 +255,7 @@ describe("the delivery function's check of a listed webhook", () => {
     ).toBe(true);
     const sent: DeliverQueueMessage[] = [];
     const paused = pausedAt(tenant.id, hook.id, sent);
-    expect(await handleDeliverMessage(paused, { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() })).toBe(
-      'checked',
-    );
+    expect(await handleDeliverMessage(paused, checkOf(tenant.id, hook.id))).toBe('checked');
     expect(sent).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBe('msg_paused');
     // Still listed: the lift's release, or a check after it, moves it on.
@@ -276,7 +279,7 @@ describe("the delivery function's check of a listed webhook", () => {
     expect(await deps.webhooks.saveHealth(webhook, quarantined, { probeToken: 'msg_paused_probe' })).toBe(true);
     const sent: DeliverQueueMessage[] = [];
     const paused = pausedAt(tenant.id, hook.id, sent);
-    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    const check = checkOf(tenant.id, hook.id);
     expect(await handleDeliverMessage(paused, check)).toBe('checked');
     const token = (await deps.webhooks.get(tenant.id, hook.id))?.probeToken;
     expect(token).not.toBe('msg_paused_probe');
@@ -294,7 +297,7 @@ describe("the delivery function's check of a listed webhook", () => {
     const notices = () => sandbox.notifier.notices.filter((n) => n.webhook === hook.id);
     expect(notices()).toEqual([]);
 
-    const check: CheckMessage = { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() };
+    const check = checkOf(tenant.id, hook.id);
     expect(await handleDeliverMessage(deps, check)).toBe('checked');
     expect(notices()).toMatchObject([{ type: 'webhook.disabled', webhook: hook.id, reason: 'quarantine_expired' }]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.noticePending).toBeFalsy();
@@ -312,7 +315,7 @@ describe("the delivery function's check of a listed webhook", () => {
     expect(await listed(hook.id)).toBe(true);
     expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
     expect(await listed(hook.id)).toBe(false);
-    expect(await handleDeliverMessage(deps, { kind: 'check', tenantId: tenant.id, webhookId: hook.id, sentAt: Date.now() })).toBe('stale');
+    expect(await handleDeliverMessage(deps, checkOf(tenant.id, hook.id))).toBe('stale');
   });
 });
 
