@@ -135,7 +135,7 @@ export async function createTables(client: DynamoDBClient): Promise<Record<strin
       if (!(error instanceof ResourceInUseException)) throw error;
       await addMissingIndexes(client, name, table);
     }
-    await waitForActive(client, name);
+    await waitForTable(client, name, 'active');
   }
   return names;
 }
@@ -176,7 +176,7 @@ async function createTable(client: DynamoDBClient, name: string, table: TableDef
  * again, with its items written back, which fills the new index as AWS's backfill does.
  */
 async function addMissingIndexes(client: DynamoDBClient, name: string, table: TableDefinition): Promise<void> {
-  await waitForActive(client, name);
+  await waitForTable(client, name, 'active');
   const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
   const has = new Set((Table?.GlobalSecondaryIndexes ?? []).map((index) => index.IndexName));
   const missing = table.indexes.filter((index) => !has.has(index.indexName)).map((index) => index.indexName);
@@ -190,17 +190,9 @@ async function addMissingIndexes(client: DynamoDBClient, name: string, table: Ta
     startKey = page.LastEvaluatedKey;
   } while (startKey);
   await client.send(new DeleteTableCommand({ TableName: name }));
-  for (let i = 0; i < 100; i++) {
-    try {
-      await client.send(new DescribeTableCommand({ TableName: name }));
-    } catch (error) {
-      if (error instanceof ResourceNotFoundException) break;
-      throw error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await waitForTable(client, name, 'gone');
   await createTable(client, name, table);
-  await waitForActive(client, name);
+  await waitForTable(client, name, 'active');
   for (let at = 0; at < items.length; at += 25) {
     let requests: WriteRequest[] = items.slice(at, at + 25).map((Item) => ({ PutRequest: { Item } }));
     while (requests.length > 0) {
@@ -210,13 +202,19 @@ async function addMissingIndexes(client: DynamoDBClient, name: string, table: Ta
   }
 }
 
-async function waitForActive(client: DynamoDBClient, name: string): Promise<void> {
+/** Waits (2 s at most) until the table is active, or gone. */
+async function waitForTable(client: DynamoDBClient, name: string, until: 'active' | 'gone'): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
-    if (Table?.TableStatus === 'ACTIVE') return;
+    try {
+      const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+      if (until === 'active' && Table?.TableStatus === 'ACTIVE') return;
+    } catch (error) {
+      if (!(until === 'gone' && error instanceof ResourceNotFoundException)) throw error;
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  throw new Error(`Table ${name} did not become active`);
+  throw new Error(`Table ${name} did not become ${until}`);
 }
 
 export interface SandboxQueue {
