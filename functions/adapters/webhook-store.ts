@@ -103,6 +103,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     ...(item.notice_pending === true && { noticePending: true }),
     ...(item.not_before !== undefined && { notBefore: Number(item.not_before) }),
     ...(item.slow_ms !== undefined && { slowMs: Number(item.slow_ms) }),
+    ...(item.rate_per_second !== undefined && { ratePerSecond: Number(item.rate_per_second) }),
     createdAt: String(item.created_at),
     updatedAt: String(item.updated_at),
   };
@@ -132,6 +133,8 @@ export interface WebhookChanges {
   readonly url?: string;
   readonly types?: readonly string[];
   readonly description?: string;
+  /** null: removed, back to the deployment's rate. */
+  readonly ratePerSecond?: number | null;
 }
 
 export class WebhookStore {
@@ -229,6 +232,7 @@ export class WebhookStore {
             url: webhook.url,
             types: [...webhook.types],
             description: webhook.description,
+            ...(webhook.ratePerSecond !== undefined && { rate_per_second: webhook.ratePerSecond }),
             status: webhook.status,
             secrets: [...webhook.secrets],
             health: fromHealth(webhook.health),
@@ -411,14 +415,24 @@ export class WebhookStore {
     const values: Record<string, unknown> = { ':now': now };
     const sets = ['#updated_at = :now'];
     const attributeNames = ['updated_at', 'pk'];
-    for (const [field, value] of Object.entries(changes)) {
+    const removed: string[] = [];
+    const { ratePerSecond, ...fields } = changes;
+    const attributes = { ...fields, ...(ratePerSecond !== undefined && { rate_per_second: ratePerSecond }) };
+    for (const [field, value] of Object.entries(attributes)) {
       if (value === undefined) continue;
-      sets.push(`#${field} = :${field}`);
       attributeNames.push(field);
+      if (value === null) {
+        removed.push(`#${field}`);
+        continue;
+      }
+      sets.push(`#${field} = :${field}`);
       values[`:${field}`] = value;
     }
-    const removes = changes.url === undefined ? '' : ' REMOVE #not_before, #slow_ms';
-    if (removes) attributeNames.push('not_before', 'slow_ms');
+    if (changes.url !== undefined) {
+      removed.push('#not_before', '#slow_ms');
+      attributeNames.push('not_before', 'slow_ms');
+    }
+    const removes = removed.length > 0 ? ` REMOVE ${removed.join(', ')}` : '';
     const updated = await this.#updateAndRead(tenantId, id, {
       UpdateExpression: `SET ${sets.join(', ')}${removes}`,
       ConditionExpression: 'attribute_exists(#pk)',

@@ -169,7 +169,7 @@ function requireAdmin(c: Context<Env>): void {
 
 export function createApi(services: ApiServices, authenticate: Authenticate): Hono<Env> {
   const app = new Hono<Env>();
-  const allowHttp = services.config.allowPrivateTargets;
+  const webhookRules = { allowHttp: services.config.allowPrivateTargets, maxRatePerSecond: services.config.endpointRatePerSecond };
 
   app.onError((error, c) => {
     if (error instanceof ApiError) return respondError(c, error);
@@ -220,7 +220,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.post('/v1/webhooks', async (c) => {
     const tenantId = tenantOf(c);
-    const input = validateWebhookCreate(await readJsonBody(c), allowHttp);
+    const input = validateWebhookCreate(await readJsonBody(c), webhookRules);
     return c.json(await services.webhooks.create(tenantId, input), 201);
   });
   app.get('/v1/webhooks', async (c) => {
@@ -232,7 +232,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), pathId(c, 'wh'))));
   app.patch('/v1/webhooks/:id', async (c) => {
     const tenantId = tenantOf(c);
-    const patch = validateWebhookPatch(await readJsonBody(c), allowHttp);
+    const patch = validateWebhookPatch(await readJsonBody(c), webhookRules);
     return c.json(await services.webhooks.update(tenantId, pathId(c, 'wh'), patch));
   });
   app.post('/v1/webhooks/:id/rotate-secret', async (c) => c.json(await services.webhooks.rotateSecret(tenantOf(c), pathId(c, 'wh'))));

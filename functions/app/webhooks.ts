@@ -129,6 +129,8 @@ export function webhookView(webhook: Webhook) {
     types: webhook.types,
     description: webhook.description,
     status: webhook.status,
+    // null: the deployment's endpointRatePerSecond.
+    rate_per_second: webhook.ratePerSecond ?? null,
     created_at: webhook.createdAt,
     updated_at: webhook.updatedAt,
   };
@@ -168,6 +170,7 @@ export class WebhookService {
       url: input.url,
       types: input.types,
       description: input.description,
+      ...(input.ratePerSecond !== undefined && { ratePerSecond: input.ratePerSecond }),
       status: 'active',
       secrets: [generateSecret()],
       previousSecretsExpireAt: [],

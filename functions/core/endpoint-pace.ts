@@ -21,6 +21,16 @@ import { MAX_SQS_DELAY_SECONDS } from './backoff.ts';
 /** How much of an endpoint's time may be used at once: its burst, a second's worth of its rate. */
 export const PACE_BURST_MS = 1_000;
 
+/**
+ * The POSTs a second an endpoint gets: the deployment's `endpointRatePerSecond`, or less
+ * where its webhook asks for less (`rate_per_second`, for a receiver that cannot take
+ * the deployment's rate). Never more: the deployment's rate is what its operators sized
+ * the delivery workers and the shared deliver queue for.
+ */
+export function endpointRate(deploymentRate: number, webhookRate: number | undefined): number {
+  return webhookRate === undefined ? deploymentRate : Math.min(deploymentRate, webhookRate);
+}
+
 /** Milliseconds one POST takes of an endpoint's time at `ratePerSecond`. */
 export function paceInterval(ratePerSecond: number): number {
   return 1000 / ratePerSecond;

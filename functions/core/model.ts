@@ -84,6 +84,11 @@ export interface Webhook {
   /** The endpoint asked (429/503 `Retry-After`) to be left alone until then (epoch ms). */
   readonly notBefore?: number;
   /**
+   * POSTs a second its owner asked for (`rate_per_second`), below the deployment's
+   * `endpointRatePerSecond`; absent: the deployment's (core/endpoint-pace.ts `endpointRate`).
+   */
+  readonly ratePerSecond?: number;
+  /**
    * How long the endpoint takes to answer, while it answers slowly (ms; see
    * slowAfterAnswer in core/endpoint-pace.ts): its pace follows it.
    */

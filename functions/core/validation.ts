@@ -202,6 +202,8 @@ export interface WebhookInput {
   readonly url: string;
   readonly types: readonly string[];
   readonly description: string;
+  /** POSTs a second the endpoint asks for; absent: the deployment's. */
+  readonly ratePerSecond?: number;
 }
 
 export interface WebhookPatch {
@@ -209,6 +211,16 @@ export interface WebhookPatch {
   readonly url?: string;
   readonly types?: readonly string[];
   readonly description?: string;
+  /** null: back to the deployment's rate. */
+  readonly ratePerSecond?: number | null;
+}
+
+/** What a webhook may be given in this deployment. */
+export interface WebhookRules {
+  /** `allowPrivateTargets`: plain http and private addresses too. */
+  readonly allowHttp: boolean;
+  /** `endpointRatePerSecond`: the most a webhook's `rate_per_second` may be. */
+  readonly maxRatePerSecond: number;
 }
 
 function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void {
@@ -252,46 +264,60 @@ function checkTypes(value: unknown, problems: string[]): void {
   });
 }
 
+/** A webhook's `rate_per_second`: null (or left out) is the deployment's rate. */
+function checkRate(value: unknown, max: number, problems: string[]): void {
+  if (value === undefined || value === null) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    problems.push(
+      `rate_per_second must be a whole number of POSTs a second from 1 to ${max} (this deployment's endpointRatePerSecond), or null for that rate`,
+    );
+  }
+}
+
 function checkDescription(value: unknown, problems: string[]): void {
   if (value !== undefined && (typeof value !== 'string' || value.length > MAX_DESCRIPTION)) {
     problems.push(`description must be a string of at most ${MAX_DESCRIPTION} characters`);
   }
 }
 
-export function validateWebhookCreate(body: Json, allowHttp: boolean): WebhookInput {
+export function validateWebhookCreate(body: Json, rules: WebhookRules): WebhookInput {
   const problems: string[] = [];
-  unknownFields(body, ['resource', 'url', 'types', 'description'], '', problems);
+  unknownFields(body, ['resource', 'url', 'types', 'description', 'rate_per_second'], '', problems);
   checkResource(body.resource, 'resource', problems);
-  checkUrl(body.url, allowHttp, problems);
+  checkUrl(body.url, rules.allowHttp, problems);
   // Left out means every type; null is no list of types (as PATCH refuses it).
   const types = body.types === undefined ? ['*'] : body.types;
   checkTypes(types, problems);
   checkDescription(body.description, problems);
+  checkRate(body.rate_per_second, rules.maxRatePerSecond, problems);
   if (problems.length > 0) throw new ValidationError(problems);
   return {
     resource: body.resource as string,
     url: body.url as string,
     types: [...new Set(types as string[])],
     description: (body.description as string | undefined) ?? '',
+    ...(typeof body.rate_per_second === 'number' && { ratePerSecond: body.rate_per_second }),
   };
 }
 
-export function validateWebhookPatch(body: Json, allowHttp: boolean): WebhookPatch {
+export function validateWebhookPatch(body: Json, rules: WebhookRules): WebhookPatch {
   const problems: string[] = [];
-  unknownFields(body, ['status', 'url', 'types', 'description'], '', problems);
-  if (Object.keys(body).length === 0) problems.push('give at least one of status, url, types, description');
+  unknownFields(body, ['status', 'url', 'types', 'description', 'rate_per_second'], '', problems);
+  if (Object.keys(body).length === 0) problems.push('give at least one of status, url, types, description, rate_per_second');
   if (body.status !== undefined && body.status !== 'active' && body.status !== 'disabled') {
     problems.push('status must be active or disabled');
   }
-  if (body.url !== undefined) checkUrl(body.url, allowHttp, problems);
+  if (body.url !== undefined) checkUrl(body.url, rules.allowHttp, problems);
   if (body.types !== undefined) checkTypes(body.types, problems);
   checkDescription(body.description, problems);
+  checkRate(body.rate_per_second, rules.maxRatePerSecond, problems);
   if (problems.length > 0) throw new ValidationError(problems);
   return {
     ...(body.status !== undefined && { status: body.status as WebhookStatus }),
     ...(body.url !== undefined && { url: body.url as string }),
     ...(body.types !== undefined && { types: [...new Set(body.types as string[])] }),
     ...(body.description !== undefined && { description: body.description as string }),
+    ...(body.rate_per_second !== undefined && { ratePerSecond: body.rate_per_second as number | null }),
   };
 }
 

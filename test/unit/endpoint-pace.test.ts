@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  endpointRate,
   holdsBehindPace,
   keepsShare,
   MAX_IN_FLIGHT_PER_ENDPOINT,
@@ -21,6 +22,10 @@ import {
 describe("an endpoint's pace", () => {
   it('gives each POST 1000 / rate ms of the endpoint', () => {
     expect([paceInterval(50), paceInterval(4), paceInterval(1)]).toEqual([20, 250, 1000]);
+  });
+
+  it("is the deployment's rate, or less where the webhook asks for less, never more", () => {
+    expect([endpointRate(50, undefined), endpointRate(50, 5), endpointRate(50, 50), endpointRate(20, 50)]).toEqual([50, 5, 50, 20]);
   });
 
   it("sends a second's worth of the rate at once and no more, then each send one share after the one before", () => {

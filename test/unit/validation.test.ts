@@ -125,8 +125,11 @@ describe('parsing a body', () => {
 });
 
 describe('webhook validation', () => {
+  const https = { allowHttp: false, maxRatePerSecond: 50 };
+  const http = { allowHttp: true, maxRatePerSecond: 50 };
+
   it('accepts https and defaults types to everything', () => {
-    expect(validateWebhookCreate({ resource: 'project:7', url: 'https://hooks.example.com/x' }, false)).toEqual({
+    expect(validateWebhookCreate({ resource: 'project:7', url: 'https://hooks.example.com/x' }, https)).toEqual({
       resource: 'project:7',
       url: 'https://hooks.example.com/x',
       types: ['*'],
@@ -135,8 +138,8 @@ describe('webhook validation', () => {
   });
 
   it('refuses plain http unless private targets are allowed', () => {
-    expect(problems(() => validateWebhookCreate({ resource: 'p', url: 'http://example.com' }, false)).join()).toMatch(/https/);
-    expect(validateWebhookCreate({ resource: 'p', url: 'http://127.0.0.1:9/x' }, true).url).toBe('http://127.0.0.1:9/x');
+    expect(problems(() => validateWebhookCreate({ resource: 'p', url: 'http://example.com' }, https)).join()).toMatch(/https/);
+    expect(validateWebhookCreate({ resource: 'p', url: 'http://127.0.0.1:9/x' }, http).url).toBe('http://127.0.0.1:9/x');
   });
 
   it.each([
@@ -155,13 +158,29 @@ describe('webhook validation', () => {
     [{ resource: 'p', url: 'https://169.254.169.254/latest' }, /metadata/],
     [{ resource: 'p', url: 'https://localhost/x' }, /localhost/],
   ])('rejects %j', (body, message) => {
-    expect(problems(() => validateWebhookCreate(body, false)).join('\n')).toMatch(message);
+    expect(problems(() => validateWebhookCreate(body, https)).join('\n')).toMatch(message);
   });
 
   it('patches only known fields, at least one', () => {
-    expect(validateWebhookPatch({ status: 'disabled' }, false)).toEqual({ status: 'disabled' });
-    expect(problems(() => validateWebhookPatch({}, false)).join()).toMatch(/at least one/);
-    expect(problems(() => validateWebhookPatch({ status: 'paused' }, false)).join()).toMatch(/status/);
+    expect(validateWebhookPatch({ status: 'disabled' }, https)).toEqual({ status: 'disabled' });
+    expect(problems(() => validateWebhookPatch({}, https)).join()).toMatch(/at least one/);
+    expect(problems(() => validateWebhookPatch({ status: 'paused' }, https)).join()).toMatch(/status/);
+  });
+
+  it("takes a rate for the endpoint up to the deployment's, and null for the deployment's", () => {
+    const hook = { resource: 'p', url: 'https://example.com/hook' };
+    expect(validateWebhookCreate({ ...hook, rate_per_second: 5 }, https).ratePerSecond).toBe(5);
+    expect(validateWebhookCreate({ ...hook, rate_per_second: 50 }, https).ratePerSecond).toBe(50);
+    expect(validateWebhookCreate({ ...hook, rate_per_second: null }, https)).not.toHaveProperty('ratePerSecond');
+    expect(validateWebhookPatch({ rate_per_second: 1 }, https)).toEqual({ ratePerSecond: 1 });
+    expect(validateWebhookPatch({ rate_per_second: null }, https)).toEqual({ ratePerSecond: null });
+    for (const rate of [0, -1, 51, 2.5, '5', true, {}]) {
+      const message = /rate_per_second must be a whole number of POSTs a second from 1 to 50/;
+      expect(problems(() => validateWebhookCreate({ ...hook, rate_per_second: rate }, https)).join(), JSON.stringify(rate)).toMatch(
+        message,
+      );
+      expect(problems(() => validateWebhookPatch({ rate_per_second: rate }, https)).join(), JSON.stringify(rate)).toMatch(message);
+    }
   });
 });
 
