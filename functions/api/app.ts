@@ -224,10 +224,11 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     return c.json(await services.webhooks.create(tenantId, input), 201);
   });
   app.get('/v1/webhooks', async (c) => {
+    const tenantId = tenantOf(c);
     const limit = boundedInt(queryParam(c, 'limit'), 100, 1, 500, 'limit');
     const after = queryParam(c, 'after');
     if (after !== undefined && !isId('wh', after)) throw new ApiError('invalid_request', 'after must be a webhook id (wh_…).');
-    return c.json(await services.webhooks.list(tenantOf(c), limit, after));
+    return c.json(await services.webhooks.list(tenantId, limit, after));
   });
   app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), pathId(c, 'wh'))));
   app.patch('/v1/webhooks/:id', async (c) => {

@@ -137,6 +137,10 @@ describe('bad input', () => {
   it('keeps admin routes for the admin key and tenant routes for tenant keys (403)', async () => {
     expectError(await call(sandbox, 'POST', '/v1/admin/tenants', { key: a.key, body: { name: 'x' } }), 403, 'forbidden');
     expectError(await call(sandbox, 'GET', '/v1/webhooks', { key: sandbox.adminKey }), 403, 'forbidden');
+    // The key is judged before the query: the admin key learns nothing of a tenant route's parameters.
+    for (const query of ['?limit=0', '?after=zzz', '?limit=5&limit=6']) {
+      expectError(await call(sandbox, 'GET', `/v1/webhooks${query}`, { key: sandbox.adminKey }), 403, 'forbidden');
+    }
   });
 
   it('refuses a query parameter given twice, rather than pick one', async () => {
