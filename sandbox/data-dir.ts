@@ -33,7 +33,8 @@ function running(pid: number): boolean {
  * also made when the process exits.
  */
 export function claimDataDir(dataDir: string): () => void {
-  mkdirSync(dataDir, { recursive: true });
+  // Owner only: it holds webhooks' signing secrets and the sandbox canary's tenant key.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const folder = resolve(dataDir);
   const file = join(dataDir, 'sandbox.pid');
   for (;;) {

@@ -73,7 +73,7 @@ class ServiceTimes {
 }
 
 export async function startEmulators(dataDir?: string): Promise<Emulators> {
-  if (dataDir) mkdirSync(join(dataDir, 'sqs'), { recursive: true });
+  if (dataDir) mkdirSync(join(dataDir, 'sqs'), { recursive: true, mode: 0o700 });
   // dynalite's own parses of expressions were a third of its time on the reserving write.
   keepDynaliteParses();
   const dynamoServer = dynalite({

@@ -5,7 +5,7 @@
  * queues and tables an earlier checkout made is brought to this checkout's queue
  * settings and indexes.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -39,6 +39,15 @@ describe('a sandbox on the data folder of one that did not stop', () => {
     } finally {
       await first.stop();
     }
+  });
+});
+
+describe('a new data folder', () => {
+  it("is made for its owner alone: it holds webhooks' signing secrets and the canary tenant's key", async () => {
+    const dataDir = join(mkdtempSync(join(tmpdir(), 'sluice-mode-')), 'data');
+    const sandbox = await startSandbox({ port: 0, dataDir, canary: false });
+    await sandbox.stop();
+    for (const folder of [dataDir, join(dataDir, 'sqs')]) expect(statSync(folder).mode & 0o777, folder).toBe(0o700);
   });
 });
 
