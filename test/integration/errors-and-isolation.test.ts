@@ -414,12 +414,14 @@ describe('tenant isolation', () => {
 });
 
 describe('tenant isolation on every webhook route', () => {
-  it('answers another tenant’s webhook id with 404 on rotate-secret, attempts, replay and as a list cursor, changing nothing', async () => {
+  it('answers another tenant’s webhook id with 404 on rotate-secret, attempts, replay, dead letters and as a list cursor, changing nothing', async () => {
     const hookA = await createWebhook(sandbox, a.key, { resource: 'routes:1', url: `${receiver.url}/routes/a` });
     for (const [method, path, body] of [
       ['POST', `/v1/webhooks/${hookA.id}/rotate-secret`, undefined],
       ['GET', `/v1/webhooks/${hookA.id}/attempts`, undefined],
       ['POST', `/v1/webhooks/${hookA.id}/replay`, { since: '2020-01-01T00:00:00Z' }],
+      ['GET', `/v1/webhooks/${hookA.id}/dead-letters`, undefined],
+      ['POST', `/v1/webhooks/${hookA.id}/dead-letters/replay`, undefined],
     ] as const) {
       const answer = await call(sandbox, method, path, { key: b.key, ...(body && { body }) });
       expectError(answer, 404, 'not_found');
