@@ -9,6 +9,7 @@ import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { eventCount, signedPing } from '../core/deliveries.ts';
+import { endpointRate } from '../core/endpoint-pace.ts';
 import { ApiError } from '../core/errors.ts';
 import { deliversTo, INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
@@ -400,7 +401,10 @@ export class WebhookService {
     // The webhook's budget is taken before the log is read, as much of it as one replay
     // may use, and what the replay did not read is given back after: calls at once
     // share the window's budget rather than each see it unspent.
-    const budget = this.#deps.replayBudget ?? defaultReplayBudget(this.#deps.delivery.config.endpointRatePerSecond);
+    // At the webhook's own rate where its owner set one: what it releases of a held
+    // backlog keeps up with what its replays send.
+    const rate = endpointRate(this.#deps.delivery.config.endpointRatePerSecond, webhook.ratePerSecond);
+    const budget = this.#deps.replayBudget ?? defaultReplayBudget(rate);
     const budgetKey = `replay:${webhook.id}`;
     const whole = Math.min(max, budget.units);
     const grant = await records.takeBudget(budgetKey, whole, budget.units, budget.windowMs, now);

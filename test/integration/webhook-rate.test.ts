@@ -155,4 +155,20 @@ describe("a webhook's rate", () => {
     expect((await base.records.paceFreeAt(hook.id, Date.now())) ?? 0).toBeGreaterThanOrEqual(before + 1_000 - 5);
     expect(sent).toMatchObject([{ kind: 'release' }]);
   });
+
+  it("gives the webhook's replays a budget at its rate: 2,000 deliveries per 80 s at 25 a second", async () => {
+    const { tenant, hook } = await webhookWith('ratereplay', { rate_per_second: 25 });
+    const { records } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // The window's 2,000 spent already, as by earlier replays.
+    expect((await records.takeBudget(`replay:${hook.id}`, 2_000, 2_000, 80_000, Date.now())).taken).toBe(2_000);
+
+    const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+      key: tenant.key,
+      body: { since: new Date(Date.now() - 60_000).toISOString() },
+    });
+
+    expectError(replay, 429, 'rate_limited');
+    expect(replay.body.error.message).toMatch(/at most 2000 deliveries in 80 s/);
+    expect(Number(replay.headers.get('retry-after'))).toBeLessThanOrEqual(80);
+  });
 });
