@@ -8,7 +8,7 @@ import { handleDeliverMessage, startRelease } from '../../functions/app/delivery
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { call, createTenant, expectError } from '../support/api.ts';
+import { call, createTenant, expectError, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -96,6 +96,22 @@ describe("a webhook's rate", () => {
     expect(listed.body.data.map((w: { id: string }) => w.id)).toEqual([hook.id]);
     expect(listed.body.data[0].rate_per_second).toBe(3);
   });
+
+  it('spreads the deliveries of a webhook at 3 a second over seconds, end to end, where the deployment allows 50', async () => {
+    const { tenant } = await webhookWith('rateflow', { rate_per_second: 3 });
+    const started = Date.now();
+    // One request each, apart: events that reach one distributor invocation together
+    // would be merged into one delivery, and this is about many deliveries.
+    for (let i = 0; i < 9; i++) {
+      await publish(sandbox, tenant.key, [{ resource: `rateflow:${i + 1}`, parents: ['rateflow:0'], type: 'a.b', data: i }]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await receiver.waitFor(() => receiver.acceptedEvents('/rateflow').length === 9, 20_000);
+    const arrivals = receiver.received.filter((d) => d.path === '/rateflow' && d.answered === 200).map((d) => d.at - started);
+    expect(arrivals.length).toBeGreaterThanOrEqual(7);
+    // 3 a second and a second's burst: seven or more POSTs take two seconds or more.
+    expect(Math.max(...arrivals)).toBeGreaterThanOrEqual(1_900);
+  }, 30_000);
 
   it("gives each delivery a share of the endpoint's time at the webhook's rate, not the deployment's", async () => {
     const { tenant, hook } = await webhookWith('ratepace', { rate_per_second: 2 });
