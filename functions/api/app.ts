@@ -27,6 +27,7 @@ import {
   MAX_BODY_BYTES,
   parseJsonObject,
   RESOURCE_PATTERN,
+  validateNoFields,
   validatePublish,
   validateReplay,
   validateSwitch,
@@ -139,6 +140,18 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
   return parseJsonObject(text);
 }
 
+/**
+ * The body of a route that takes none: there may be none (no length, or 0), and one sent
+ * is read as any body is and may hold no field, as no route takes a field it does not
+ * know. Ignored, `{"key":"whsec_…"}` (the secret Svix's rotation sets) would rotate the
+ * secret to one the caller never chose, and answer 200 as if it had been set.
+ */
+async function readNoBody(c: Context): Promise<void> {
+  const length = c.req.header('content-length');
+  if (c.req.header('transfer-encoding') === undefined && (length === undefined || length === '0')) return;
+  validateNoFields(await readJsonBody(c));
+}
+
 /** A body without a declared length, read chunk by chunk and refused once it passes the limit. */
 async function readCounted(c: Context, tooLarge: () => ApiError): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
@@ -236,7 +249,11 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     const patch = validateWebhookPatch(await readJsonBody(c), webhookRules);
     return c.json(await services.webhooks.update(tenantId, pathId(c, 'wh'), patch));
   });
-  app.post('/v1/webhooks/:id/rotate-secret', async (c) => c.json(await services.webhooks.rotateSecret(tenantOf(c), pathId(c, 'wh'))));
+  app.post('/v1/webhooks/:id/rotate-secret', async (c) => {
+    const tenantId = tenantOf(c);
+    await readNoBody(c);
+    return c.json(await services.webhooks.rotateSecret(tenantId, pathId(c, 'wh')));
+  });
   app.get('/v1/webhooks/:id/attempts', async (c) => {
     const tenantId = tenantOf(c);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
@@ -254,6 +271,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.post('/v1/webhooks/:id/dead-letters/replay', async (c) => {
     const tenantId = tenantOf(c);
+    await readNoBody(c);
     return c.json(await services.webhooks.replayDeadLetters(tenantId, pathId(c, 'wh')), 202);
   });
   app.delete('/v1/webhooks/:id', async (c) => {
@@ -299,6 +317,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.post('/v1/admin/tenants/:id/rotate-key', async (c) => {
     requireAdmin(c);
+    await readNoBody(c);
     return c.json(await rotateTenantKey(services.tenants, pathId(c, 'ten')));
   });
 

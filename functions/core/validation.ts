@@ -404,6 +404,13 @@ export interface ReplayWindow {
 /** An ISO-8601 date-time with minutes at least, and its offset: its date's parts captured. */
 const ISO_INSTANT = /^(\d{4})-(\d\d)-(\d\d)T\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?(?:Z|[+-]\d\d:\d\d)$/i;
 
+/** The body of a route that takes no fields (rotate-secret, dead-letters/replay, rotate-key): `{}` at most. */
+export function validateNoFields(body: Json): void {
+  const problems: string[] = [];
+  unknownFields(body, [], '', problems);
+  if (problems.length > 0) throw new ValidationError(problems);
+}
+
 export function validateReplay(body: Json): ReplayWindow {
   const problems: string[] = [];
   unknownFields(body, ['since', 'until'], '', problems);

@@ -53,6 +53,31 @@ describe('bad input', () => {
     expect(await queues.readMeta({ tenantId: a.id, resource: good.resource })).toBeUndefined();
   });
 
+  it('refuses a field on a route that takes none (rotate-secret, dead-letters/replay) with 400, changing nothing', async () => {
+    const hook = await createWebhook(sandbox, b.key, { resource: 'nobody:1', url: `${receiver.url}/nobody` });
+    for (const path of [`/v1/webhooks/${hook.id}/rotate-secret`, `/v1/webhooks/${hook.id}/dead-letters/replay`]) {
+      // As Svix's rotation takes the secret to set: ignored, it would rotate to another one.
+      expectError(
+        await call(sandbox, 'POST', path, { key: b.key, body: { key: 'whsec_bWluZW1pbmVtaW5lbWluZW1pbmVtaW5l' } }),
+        400,
+        'invalid_request',
+      );
+      expectError(await call(sandbox, 'POST', path, { key: b.key, rawBody: 'key=1', contentType: 'text/plain' }), 400, 'invalid_request');
+    }
+    // Still a secret the webhook was given: deliveries verify with it alone.
+    await publish(sandbox, b.key, [{ resource: 'nobody:1', type: 'x.y', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/nobody').length === 1);
+    const { Webhook } = await import('standardwebhooks');
+    const [delivery] = receiver.deliveries('/nobody');
+    expect(() => new Webhook(hook.secret.slice('whsec_'.length)).verify(delivery?.body ?? '', delivery?.headers ?? {})).not.toThrow();
+    expect(delivery?.headers['webhook-signature']?.split(' ')).toHaveLength(1);
+    // With no body, or an empty object, they work as before.
+    expect((await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: b.key })).status).toBe(200);
+    expect((await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/rotate-secret`, { key: b.key, body: {} })).status).toBe(200);
+    expect((await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/dead-letters/replay`, { key: b.key })).status).toBe(202);
+    await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: b.key });
+  });
+
   it('takes JSON with parameters on its content type', async () => {
     const response = await call(sandbox, 'POST', '/v1/events', {
       key: a.key,
