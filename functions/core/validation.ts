@@ -223,6 +223,13 @@ export interface WebhookRules {
   readonly maxRatePerSecond: number;
 }
 
+/**
+ * Half of a UTF-16 surrogate pair alone: JSON can carry it (`"\ud800"`), UTF-8 cannot, and
+ * DynamoDB stores strings as UTF-8, so free text holding one would be refused there (a
+ * 500) or stored changed. Events' `data` is stored as JSON text, escapes and all.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void {
   if (typeof value !== 'string' || value.length > MAX_URL) {
     problems.push(`url must be a string of at most ${MAX_URL} characters`);
@@ -240,6 +247,10 @@ function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void 
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this looks for
   if (/[\u0000-\u0020\u007f]/.test(value)) {
     problems.push('url must not contain spaces or control characters (encode a space as %20)');
+    return;
+  }
+  if (LONE_SURROGATE.test(value)) {
+    problems.push('url must be valid Unicode (it holds half of a surrogate pair)');
     return;
   }
   const schemes = allowHttp ? ['https:', 'http:'] : ['https:'];
@@ -277,6 +288,8 @@ function checkRate(value: unknown, max: number, problems: string[]): void {
 function checkDescription(value: unknown, problems: string[]): void {
   if (value !== undefined && (typeof value !== 'string' || value.length > MAX_DESCRIPTION)) {
     problems.push(`description must be a string of at most ${MAX_DESCRIPTION} characters`);
+  } else if (typeof value === 'string' && LONE_SURROGATE.test(value)) {
+    problems.push('description must be valid Unicode (it holds half of a surrogate pair)');
   }
 }
 
@@ -338,6 +351,8 @@ function checkTenantName(name: unknown, problems: string[]): void {
     problems.push(`name must be a string of 1 to ${MAX_NAME} characters`);
   } else if (CONTROL_CHARACTERS.test(name)) {
     problems.push('name must not contain control characters');
+  } else if (LONE_SURROGATE.test(name)) {
+    problems.push('name must be valid Unicode (it holds half of a surrogate pair)');
   }
 }
 
@@ -454,6 +469,8 @@ export function validateSwitch(body: Json): SwitchInput {
   if (body.action !== 'pause' && body.action !== 'drop') problems.push('action must be pause or drop');
   if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.length > 500)) {
     problems.push('reason must be a string of at most 500 characters');
+  } else if (typeof body.reason === 'string' && LONE_SURROGATE.test(body.reason)) {
+    problems.push('reason must be valid Unicode (it holds half of a surrogate pair)');
   }
   if (scope === 'tenant' && body.target !== undefined) problems.push('target must be omitted for scope tenant');
   if (scope === 'resource') checkResource(body.target, 'target', problems);

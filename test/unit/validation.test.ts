@@ -5,6 +5,7 @@ import {
   parseJsonObject,
   validatePublish,
   validateReplay,
+  validateSwitch,
   validateTenantCreate,
   validateWebhookCreate,
   validateWebhookPatch,
@@ -167,6 +168,18 @@ describe('webhook validation', () => {
     expect(problems(() => validateWebhookPatch({ status: 'paused' }, https)).join()).toMatch(/status/);
   });
 
+  it('refuses a description or url holding half of a surrogate pair, which DynamoDB (UTF-8) cannot store as given; a whole pair is fine', () => {
+    const hook = { resource: 'p', url: 'https://example.com/hook' };
+    expect(problems(() => validateWebhookCreate({ ...hook, description: 'a\ud800b' }, https))).toEqual([
+      'description must be valid Unicode (it holds half of a surrogate pair)',
+    ]);
+    expect(problems(() => validateWebhookPatch({ description: '\udc00' }, https)).join()).toMatch(/valid Unicode/);
+    expect(problems(() => validateWebhookCreate({ ...hook, url: 'https://example.com/\ud800' }, https))).toEqual([
+      'url must be valid Unicode (it holds half of a surrogate pair)',
+    ]);
+    expect(validateWebhookCreate({ ...hook, description: 'ship it \u{1f680}' }, https).description).toBe('ship it \u{1f680}');
+  });
+
   it("takes a rate for the endpoint up to the deployment's, and null for the deployment's", () => {
     const hook = { resource: 'p', url: 'https://example.com/hook' };
     expect(validateWebhookCreate({ ...hook, rate_per_second: 5 }, https).ratePerSecond).toBe(5);
@@ -199,9 +212,22 @@ describe('tenant validation', () => {
     for (const name of ['\u0000', 'two\nlines', 'bell\u0007', 'c1\u0085']) {
       expect(problems(() => validateTenantCreate({ name }, defaults)).join(), JSON.stringify(name)).toMatch(/control characters/);
     }
+    expect(problems(() => validateTenantCreate({ name: 'acme\ud83d' }, defaults))).toEqual([
+      'name must be valid Unicode (it holds half of a surrogate pair)',
+    ]);
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { burst: 0 } }, defaults)).join()).toMatch(/burst/);
     expect(problems(() => validateTenantCreate({ name: 'a', limits: { nope: 1 } }, defaults)).join()).toMatch(/nope/);
     expect(problems(() => validateTenantCreate({ name: 'a', limits: null }, defaults)).join()).toMatch(/limits must be an object/);
+  });
+});
+
+describe('switch validation', () => {
+  it('refuses a reason holding half of a surrogate pair', () => {
+    const body = { scope: 'tenant', tenant: 'ten_0123456789abcdefghi', action: 'pause' };
+    expect(validateSwitch({ ...body, reason: 'incident \u{1f525}' }).reason).toBe('incident \u{1f525}');
+    expect(problems(() => validateSwitch({ ...body, reason: 'incident \ud83d' }))).toEqual([
+      'reason must be valid Unicode (it holds half of a surrogate pair)',
+    ]);
   });
 });
 
