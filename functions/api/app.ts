@@ -86,6 +86,18 @@ function queryParam(c: Context, name: string): string | undefined {
   return values?.[0];
 }
 
+/**
+ * Refuses a query parameter the route does not take, as a body's unknown field is
+ * refused: ignored, a misspelt `limt=5` would be answered with a page of the default
+ * size, and `after` on a route that does not page with the first page, as if asked for.
+ */
+function onlyQuery(c: Context, names: readonly string[]): void {
+  const unknown = Object.keys(c.req.queries()).filter((name) => !names.includes(name));
+  if (unknown.length === 0) return;
+  const what = unknown.length === 1 ? `${unknown[0]} is not a query parameter` : `${unknown.join(', ')} are not query parameters`;
+  throw new ApiError('invalid_request', `${what} of this route (it takes ${names.join(' and ')}).`);
+}
+
 function boundedInt(raw: string | undefined, fallback: number, min: number, max: number, name: string): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
@@ -222,6 +234,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.get('/v1/events', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, ['resource', 'sync']);
     const resource = queryParam(c, 'resource');
     if (resource === undefined || !RESOURCE_PATTERN.test(resource)) {
       throw new ApiError('invalid_request', `resource must be given and match ${RESOURCE_PATTERN.source}.`);
@@ -238,6 +251,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.get('/v1/webhooks', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, ['limit', 'after']);
     const limit = boundedInt(queryParam(c, 'limit'), 100, 1, 500, 'limit');
     const after = queryParam(c, 'after');
     if (after !== undefined && !isId('wh', after)) throw new ApiError('invalid_request', 'after must be a webhook id (wh_…).');
@@ -256,6 +270,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.get('/v1/webhooks/:id/attempts', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, ['limit']);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     return c.json({ data: await services.webhooks.attempts(tenantId, pathId(c, 'wh'), limit) });
   });
@@ -266,6 +281,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.get('/v1/webhooks/:id/dead-letters', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, ['limit', 'after']);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     return c.json(await services.webhooks.deadLetters(tenantId, pathId(c, 'wh'), limit, queryParam(c, 'after')));
   });
@@ -291,6 +307,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.get('/v1/admin/tenants', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, ['limit', 'after']);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     const after = queryParam(c, 'after');
     if (after !== undefined && !isId('ten', after)) throw new ApiError('invalid_request', 'after must be a tenant id (ten_…).');
@@ -344,6 +361,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.get('/v1/admin/queues', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, ['limit']);
     const limit = boundedInt(queryParam(c, 'limit'), 20, 1, 100, 'limit');
     return c.json({ data: await deepestQueues(services.queues, limit) });
   });

@@ -178,6 +178,28 @@ describe('bad input', () => {
     }
   });
 
+  it('refuses a query parameter the route does not take, naming it and those it takes, rather than answer as if it were not there', async () => {
+    const tenant = await createTenant(sandbox, 'unknown-query');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'uq:1', url: `${receiver.url}/unknown-query` });
+    for (const [path, message] of [
+      ['/v1/webhooks?limt=5', /limt is not a query parameter of this route \(it takes limit and after\)/],
+      [`/v1/webhooks/${hook.id}/attempts?after=att_x`, /after is not a query parameter of this route \(it takes limit\)/],
+      [`/v1/webhooks/${hook.id}/dead-letters?limit=5&cursor=x`, /cursor is not a query parameter/],
+      ['/v1/events?resource=uq:1&token=x&page=2', /token, page are not query parameters of this route \(it takes resource and sync\)/],
+      ['/v1/admin/queues?top=5', /top is not a query parameter/],
+      ['/v1/admin/tenants?limit=5&offset=5', /offset is not a query parameter/],
+    ] as const) {
+      const key = path.startsWith('/v1/admin') ? sandbox.adminKey : tenant.key;
+      const answer = await call(sandbox, 'GET', path, { key });
+      expectError(answer, 400, 'invalid_request');
+      expect(answer.body.error.message, path).toMatch(message);
+    }
+    // Those it takes still go.
+    expect((await call(sandbox, 'GET', '/v1/webhooks?limit=5', { key: tenant.key })).status).toBe(200);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts?limit=5`, { key: tenant.key })).status).toBe(200);
+    expect((await call(sandbox, 'GET', '/v1/admin/queues?limit=5', { key: sandbox.adminKey })).status).toBe(200);
+  });
+
   it('validates tenant creation', async () => {
     const response = await call(sandbox, 'POST', '/v1/admin/tenants', { key: sandbox.adminKey, body: { name: '', limits: { burst: -1 } } });
     expectError(response, 400, 'invalid_request');
