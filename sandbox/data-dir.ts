@@ -6,7 +6,24 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-export class DataDirInUseError extends Error {}
+/** A data folder the sandbox cannot use: said in a sentence, as a bad setting is. */
+export class DataDirError extends Error {}
+
+export class DataDirInUseError extends DataDirError {}
+
+/** Why the folder cannot be made or written, in the words of someone choosing another. */
+function unusable(dataDir: string, error: unknown): DataDirError {
+  const code = (error as NodeJS.ErrnoException).code;
+  const why =
+    code === 'EEXIST'
+      ? 'it is a file, not a folder'
+      : code === 'ENOTDIR'
+        ? 'a part of its path is a file, not a folder'
+        : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+          ? 'this user may not write there'
+          : (error as Error).message;
+  return new DataDirError(`SLUICE_DATA_DIR ${dataDir} cannot be used: ${why}. Set it to a folder this user may write, or leave it unset.`);
+}
 
 /** The folders this process has claimed and not released (resolved paths). */
 const claimed = new Set<string>();
@@ -24,7 +41,8 @@ function running(pid: number): boolean {
 
 /**
  * Claims `dataDir` for this process, or throws DataDirInUseError naming the process that
- * has it. A claim left by a sandbox that did not stop (its process is gone) is taken
+ * has it (a DataDirError if the folder cannot be made or written: a file of that name,
+ * say). A claim left by a sandbox that did not stop (its process is gone) is taken
  * over, and so is one that names this very process without its having claimed the
  * folder: a sandbox killed hard in a container (SIGKILL, out of memory) left its id,
  * and the container started again gives the same id to the same process (node is
@@ -33,8 +51,12 @@ function running(pid: number): boolean {
  * also made when the process exits.
  */
 export function claimDataDir(dataDir: string): () => void {
-  // Owner only: it holds webhooks' signing secrets and the sandbox canary's tenant key.
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    // Owner only: it holds webhooks' signing secrets and the sandbox canary's tenant key.
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw unusable(dataDir, error);
+  }
   const folder = resolve(dataDir);
   const file = join(dataDir, 'sandbox.pid');
   for (;;) {
@@ -42,7 +64,7 @@ export function claimDataDir(dataDir: string): () => void {
       writeFileSync(file, String(process.pid), { flag: 'wx' });
       break;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw unusable(dataDir, error);
       const holder = Number(readFileSync(file, 'utf8'));
       const ours = holder === process.pid;
       if (ours ? claimed.has(folder) : running(holder)) {

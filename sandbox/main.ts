@@ -1,7 +1,7 @@
 /** `npm start`: the sandbox on http://127.0.0.1:8787 (PORT), until Ctrl-C. */
 import { overridesFromEnv, withProblems } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
-import { DataDirInUseError } from './data-dir.ts';
+import { DataDirError } from './data-dir.ts';
 import { type Sandbox, startSandbox, walkthrough } from './sandbox.ts';
 
 const port = Number(process.env.PORT || 8787);
@@ -32,8 +32,8 @@ try {
   }
   // Settings it was given that cannot be (PORT, SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why, all at once.
   if (error instanceof ConfigError) fail(error.message);
-  // Another sandbox on the same SLUICE_DATA_DIR: which process, and what to do.
-  if (error instanceof DataDirInUseError) fail(error.message);
+  // Another sandbox on the same SLUICE_DATA_DIR (which process), or one that is a file: what to do.
+  if (error instanceof DataDirError) fail(error.message);
   throw error;
 }
 

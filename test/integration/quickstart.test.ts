@@ -373,6 +373,21 @@ describe('SLUICE_DATA_DIR', () => {
     await second.stop();
   }, 40_000);
 
+  it('that names a file, or a folder under one, is refused in a sentence that says so, not a stack trace', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const file = join(mkdtempSync(join(tmpdir(), 'sluice-data-')), 'state.json');
+    writeFileSync(file, '{}');
+    for (const dataDir of [file, join(file, 'sub')]) {
+      const { code, errors } = await failedStart({ PORT: '0', SLUICE_DATA_DIR: dataDir });
+      expect(code, dataDir).toBe(1);
+      expect(errors, dataDir).toContain(`SLUICE_DATA_DIR ${dataDir} cannot be used`);
+      expect(errors, dataDir).toContain('sluice sandbox not started.');
+      expect(errors, dataDir).not.toMatch(/^\s+at /m);
+    }
+  }, 40_000);
+
   it('keeps tenants and their throttles across a restart', async () => {
     const { mkdtempSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
