@@ -10,14 +10,23 @@ const port = Number(process.env.PORT || 8787);
 const portProblems =
   Number.isInteger(port) && port >= 0 && port <= 65_535 ? [] : [`PORT must be a port number (0 to 65535), not ${process.env.PORT}`];
 
+// Powertools takes a level it does not know for INFO, without a word: louder than the
+// default, where whoever set it wanted something else. Any case, as Powertools reads it.
+const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR', 'SILENT'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+const logLevel = (process.env.POWERTOOLS_LOG_LEVEL || 'WARN').toUpperCase();
+const logLevelProblems = (LOG_LEVELS as readonly string[]).includes(logLevel)
+  ? []
+  : [`POWERTOOLS_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not ${process.env.POWERTOOLS_LOG_LEVEL}`];
+
 let sandbox: Sandbox;
 try {
   sandbox = await startSandbox({
     port,
     ...(process.env.SLUICE_ADMIN_KEY && { adminKey: process.env.SLUICE_ADMIN_KEY }),
     ...(process.env.SLUICE_DATA_DIR && { dataDir: process.env.SLUICE_DATA_DIR }),
-    config: withProblems(overridesFromEnv(process.env), portProblems),
-    logLevel: (process.env.POWERTOOLS_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN',
+    config: withProblems(overridesFromEnv(process.env), [...portProblems, ...logLevelProblems]),
+    logLevel: logLevel as LogLevel,
     // Half a sandbox answers nothing useful: say which thread stopped, and stop.
     onFailure: (error) => {
       console.error(`\n${error.message}\nsluice sandbox stopped; start it again with npm start.`);
@@ -30,7 +39,7 @@ try {
   if (error instanceof Error && /EADDRINUSE/.test(error.message)) {
     fail(`Port ${port} is in use: stop what listens there, or start on another, e.g. PORT=8788 npm start.`);
   }
-  // Settings it was given that cannot be (PORT, SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why, all at once.
+  // Settings it was given that cannot be (PORT, POWERTOOLS_LOG_LEVEL, SLUICE_ADMIN_KEY, a SLUICE_<SETTING>): which, and why, all at once.
   if (error instanceof ConfigError) fail(error.message);
   // Another sandbox on the same SLUICE_DATA_DIR (which process), or one that is a file: what to do.
   if (error instanceof DataDirError) fail(error.message);

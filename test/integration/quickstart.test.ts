@@ -312,6 +312,8 @@ describe('npm start with a setting that cannot be', () => {
   it.each([
     ['an admin key too short', { SLUICE_ADMIN_KEY: 'ak_short' }, 'SLUICE_ADMIN_KEY must be ak_ followed by 20 to 200'],
     ['a setting out of its bounds', { SLUICE_OBJECT_QUEUE_CAP: '-1' }, 'Invalid sluice configuration'],
+    // Powertools takes a level it does not know for INFO: louder than the default, without a word.
+    ['a log level that is none', { POWERTOOLS_LOG_LEVEL: 'verbose' }, 'POWERTOOLS_LOG_LEVEL must be one of'],
   ])(
     '%s: says which and why in a sentence, and exits with status 1',
     async (_name, env, message) => {
