@@ -11,7 +11,7 @@ import type { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import type { Topic } from 'aws-cdk-lib/aws-sns';
 import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { buildConfig, ingestGraceProblem, type SluiceConfig } from '../functions/core/config.ts';
+import { buildConfig, ingestGraceProblem, type SluiceConfig, withinBounds } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { scheduleSeconds } from '../functions/definitions/environment.ts';
 import { Api } from './constructs/api.ts';
@@ -173,9 +173,10 @@ function validate(props: SluiceProps): SluiceConfig {
   if (props.tableRemovalPolicy === RemovalPolicy.SNAPSHOT) problems.push('tableRemovalPolicy SNAPSHOT is not supported by DynamoDB tables');
   // EventBridge schedules run in whole minutes: under one, they run every minute.
   for (const setting of ['reconcileIntervalSeconds', 'canaryIntervalSeconds'] as const) {
-    // Checked on the setting as given too, so it is listed with the other problems.
+    // Checked on the setting as given too, so it is listed with the other problems (if
+    // within its own bounds: one outside them is listed already).
     const given = (overrides as Record<string, unknown> | null)?.[setting];
-    const seconds = config?.[setting] ?? (typeof given === 'number' ? given : undefined);
+    const seconds = config?.[setting] ?? (typeof given === 'number' && withinBounds(setting, given) ? given : undefined);
     if (seconds !== undefined && seconds > 60 && seconds % 60 !== 0) {
       problems.push(`${setting} must be a whole number of minutes in AWS (60, 120, …), or under 60 for every minute`);
     }

@@ -200,6 +200,15 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
 };
 
 /**
+ * Whether `value` passes the rule of `setting` on its own (a known setting only). A rule
+ * between settings judges a value as given only if it does: one out of its own bounds is
+ * listed once, not again for rules it was never going to meet.
+ */
+export function withinBounds(setting: string, value: unknown): boolean {
+  return Object.hasOwn(RULES, setting) && RULES[setting as keyof SluiceConfig](value) === undefined;
+}
+
+/**
  * Problems met while reading overrides, before their settings can be checked: a setting
  * given as a context key of its own, a `sluice` context value that is not JSON, the
  * sandbox's PORT or SLUICE_ADMIN_KEY. They travel with the overrides, and buildConfig
@@ -281,12 +290,13 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
  * one), which is that ingest's clock reading before its reserving write: the write may
  * come up to a timeout after it, an earlier slot's ingest reserved before that write,
  * and its own writes may take up to a timeout more. So twice the timeout. Checked on
- * the setting as given too (`given`), so it is listed with the other problems.
+ * the setting as given too (`given`), so it is listed with the other problems, if it is
+ * within its own bounds (one outside them is listed by buildConfig).
  * buildConfig leaves it alone: the stores' own tests run a distributor with a grace
  * of milliseconds and no API function.
  */
 export function ingestGraceProblem(config: SluiceConfig | undefined, given: unknown): string | undefined {
-  const graceMs = config?.ingestGraceMs ?? (typeof given === 'number' ? given : undefined);
+  const graceMs = config?.ingestGraceMs ?? (typeof given === 'number' && withinBounds('ingestGraceMs', given) ? given : undefined);
   return graceMs !== undefined && graceMs <= 2 * API_TIMEOUT_SECONDS * 1000
     ? `ingestGraceMs must be more than twice the API function's timeout (${2 * API_TIMEOUT_SECONDS * 1000} ms)`
     : undefined;

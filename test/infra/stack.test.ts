@@ -325,6 +325,21 @@ describe('functions', () => {
     expect(sluice({ reconcileIntervalSeconds: 120, canaryIntervalSeconds: 30 })).not.toThrow();
   });
 
+  it('names a setting outside its own bounds once, not again for the rules its value was never going to meet', () => {
+    const app = new App({ context: NO_BUNDLING });
+    let message = '';
+    try {
+      new Sluice(new Stack(app, 'Once'), 'S', {
+        config: { reconcileIntervalSeconds: 3_700, canaryIntervalSeconds: 61.5, ingestGraceMs: 0 },
+      });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    for (const setting of ['reconcileIntervalSeconds', 'canaryIntervalSeconds', 'ingestGraceMs']) {
+      expect(message.split(`${setting} must`).length - 1, `${setting} in: ${message}`).toBe(1);
+    }
+  });
+
   it("refuses an ingest grace an ingest can outlive: twice the API function's timeout bounds an ingest's writes", () => {
     const sluice = (ingestGraceMs: number) => () =>
       new Sluice(new Stack(new App({ context: NO_BUNDLING }), 'Grace'), 'S', { config: { ingestGraceMs } });
