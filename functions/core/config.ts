@@ -230,6 +230,17 @@ export function problemsReading(overrides: object): readonly string[] {
 }
 
 /**
+ * `, not the string "…"` for a value given as a string, where every setting is a number,
+ * a list or a boolean: one in range reads as if the range were the problem (`.2` or
+ * `+5000` in a SLUICE_* variable, which are not JSON and arrive as written; `"5000"` in cdk.json).
+ */
+function asString(value: unknown): string {
+  if (typeof value !== 'string') return '';
+  const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+  return `, not the string ${JSON.stringify(shown)}`;
+}
+
+/**
  * Merges overrides onto the defaults, checks every setting and freezes the result. The
  * problems the overrides carry (withProblems) are listed first, with those found here.
  */
@@ -248,7 +259,7 @@ export function buildConfig(overrides: Readonly<Record<string, unknown>> = {}): 
   for (const [key, rule] of Object.entries(RULES)) {
     const problem = rule(merged[key]);
     if (problem) {
-      problems.push(`${key} ${problem}`);
+      problems.push(`${key} ${problem}${asString(merged[key])}`);
       invalid.add(key);
     }
   }

@@ -190,6 +190,20 @@ describe('config', () => {
     }
   });
 
+  it('says a value that should be a number or a list was given as a string, which a setting in range otherwise looks like', () => {
+    // `.2` and `+5000` are not JSON: the variable arrives as that string, and "must be a
+    // number in [0, 1)" read as if 0.2 were out of range. So does "5000" in cdk.json.
+    expect(() => buildConfig(overridesFromEnv({ SLUICE_RETRY_JITTER: '.2' }))).toThrow(
+      /retryJitter must be a number in \[0, 1\), not the string "\.2"/,
+    );
+    expect(() => buildConfig(overridesFromEnv({ SLUICE_OBJECT_QUEUE_CAP: '+5000' }))).toThrow(
+      /objectQueueCap must be .*, not the string "\+5000"/,
+    );
+    expect(() => buildConfig({ objectQueueCap: '5000' })).toThrow(/objectQueueCap must be .*, not the string "5000"/);
+    // A number out of range is said as before.
+    expect(() => buildConfig({ objectQueueCap: 0 })).toThrow(/objectQueueCap must be an integer from 1 to 10000000$/);
+  });
+
   it('refuses a SLUICE_* variable that names no setting, with the other problems, and leaves the sandbox its own', () => {
     const env = { SLUICE_OBJECT_QUEUE_CAPS: '5', SLUICE_OBJECT_BURST: 'abc', SLUICE_ADMIN_KEY: 'ak_x', SLUICE_DATA_DIR: '/tmp/d' };
     expect(() => buildConfig(overridesFromEnv(env))).toThrow(/(?=.*SLUICE_OBJECT_QUEUE_CAPS is not a setting)(?=.*objectBurst)/);
