@@ -3,6 +3,7 @@
  * with the tables and queues created from the same definitions the CDK stack uses.
  */
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -72,8 +73,33 @@ class ServiceTimes {
   }
 }
 
+/**
+ * Opens the DynamoDB store of a data folder and closes it again, or throws a sentence that
+ * names the folder and what to do. dynalite opens it on its own, without a word if it
+ * cannot (a store cut short or damaged), and the sandbox then stopped at its first
+ * request: "The sandbox's emulator thread stopped: Database is closed", which starting
+ * again met again. The store is dynalite's own LevelDB (its `level`, not one of ours).
+ */
+async function openableStore(dataDir: string, path: string): Promise<void> {
+  const fromDynalite = createRequire(createRequire(import.meta.url).resolve('dynalite'));
+  const { Level } = fromDynalite('level') as {
+    Level: new (path: string) => { open(): Promise<void>; close(): Promise<void> };
+  };
+  const store = new Level(path);
+  try {
+    await store.open();
+  } catch (error) {
+    const cause = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;
+    throw new Error(
+      `SLUICE_DATA_DIR ${dataDir} cannot be used: its DynamoDB store (${path}) does not open (${cause}). Move the folder aside, or delete it, to start with an empty one.`,
+    );
+  }
+  await store.close();
+}
+
 export async function startEmulators(dataDir?: string): Promise<Emulators> {
   if (dataDir) mkdirSync(join(dataDir, 'sqs'), { recursive: true, mode: 0o700 });
+  if (dataDir) await openableStore(dataDir, join(dataDir, 'dynamodb'));
   // dynalite's own parses of expressions were a third of its time on the reserving write.
   keepDynaliteParses();
   const dynamoServer = dynalite({

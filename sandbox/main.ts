@@ -3,6 +3,7 @@ import { overridesFromEnv, withProblems } from '../functions/core/config.ts';
 import { ConfigError } from '../functions/core/errors.ts';
 import { DataDirError } from './data-dir.ts';
 import { type Sandbox, startSandbox, walkthrough } from './sandbox.ts';
+import { SandboxThreadError } from './threads.ts';
 
 const port = Number(process.env.PORT || 8787);
 // A bad PORT is listed with the settings' problems (startSandbox checks them all before it
@@ -43,6 +44,8 @@ try {
   if (error instanceof ConfigError) fail(error.message);
   // Another sandbox on the same SLUICE_DATA_DIR (which process), or one that is a file: what to do.
   if (error instanceof DataDirError) fail(error.message);
+  // A thread that could not start (the emulators on a data folder whose store does not open): its sentence.
+  if (error instanceof SandboxThreadError) fail(error.message);
   throw error;
 }
 

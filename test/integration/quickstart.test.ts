@@ -390,6 +390,21 @@ describe('SLUICE_DATA_DIR', () => {
     }
   }, 40_000);
 
+  it('whose DynamoDB store does not open is refused at the start, saying so and what to do, not as a thread that stopped', async () => {
+    const { mkdirSync, mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-data-'));
+    // A LevelDB whose CURRENT names a manifest that is not there (a copy cut short, say).
+    mkdirSync(join(dataDir, 'dynamodb'));
+    writeFileSync(join(dataDir, 'dynamodb', 'CURRENT'), 'MANIFEST-000009\n');
+    const { code, errors } = await failedStart({ PORT: '0', SLUICE_DATA_DIR: dataDir });
+    expect(code).toBe(1);
+    expect(errors).toContain(`SLUICE_DATA_DIR ${dataDir} cannot be used: its DynamoDB store`);
+    expect(errors).toContain('sluice sandbox not started.');
+    expect(errors).not.toMatch(/^\s+at /m);
+  }, 40_000);
+
   it('keeps tenants and their throttles across a restart', async () => {
     const { mkdtempSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
