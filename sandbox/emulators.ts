@@ -119,7 +119,18 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
     const started = performance.now();
     response.once('finish', () => dynamoTimes.add(at, performance.now() - started));
   });
-  const sqsServer = await startFauxqs({ port: 0, host: '127.0.0.1', logger: false, ...(dataDir && { dataDir: join(dataDir, 'sqs') }) });
+  const sqsServer = await startFauxqs({
+    port: 0,
+    host: '127.0.0.1',
+    logger: false,
+    ...(dataDir && { dataDir: join(dataDir, 'sqs') }),
+  }).catch((error: unknown) => {
+    // Its SQLite file damaged, or not one: said with the folder, as the DynamoDB store's is.
+    if (!dataDir) throw error;
+    throw new Error(
+      `SLUICE_DATA_DIR ${dataDir} cannot be used: its SQS store (${join(dataDir, 'sqs')}) does not open (${(error as Error).message}). Move the folder aside, or delete it, to start with an empty one.`,
+    );
+  });
   const common = { region: EMULATOR_REGION, credentials: EMULATOR_CREDENTIALS };
   return {
     dynamo: { ...common, endpoint: `http://127.0.0.1:${dynamoPort}` },

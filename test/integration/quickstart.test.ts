@@ -405,6 +405,20 @@ describe('SLUICE_DATA_DIR', () => {
     expect(errors).not.toMatch(/^\s+at /m);
   }, 40_000);
 
+  it('whose SQS store is not a database is refused at the start, naming the folder and what to do', async () => {
+    const { mkdirSync, mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-data-'));
+    mkdirSync(join(dataDir, 'sqs'));
+    writeFileSync(join(dataDir, 'sqs', 'fauxqs.db'), 'not a database');
+    const { code, errors } = await failedStart({ PORT: '0', SLUICE_DATA_DIR: dataDir });
+    expect(code).toBe(1);
+    expect(errors).toContain(`SLUICE_DATA_DIR ${dataDir} cannot be used: its SQS store`);
+    expect(errors).toContain('sluice sandbox not started.');
+    expect(errors).not.toMatch(/^\s+at /m);
+  }, 40_000);
+
   it('keeps tenants and their throttles across a restart', async () => {
     const { mkdtempSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
