@@ -154,6 +154,8 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
         // The authorizer refuses a key with a Deny policy (below), so a throw is the
         // authorizer failing (its key lookup, say), which API Gateway answers 500
         // (AUTHORIZER_FAILURE) and counts in 5XXError: a valid key is not told it is wrong.
+        // Lambda counts the throw in the authorizer's Errors (authorizer-errors).
+        ports.record('function:authorizer:Errors', 1);
         log.error('Authorizer failed', { error });
         throw new ApiError('internal', 'Something went wrong on our side; try again.');
       }

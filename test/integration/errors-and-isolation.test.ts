@@ -504,4 +504,27 @@ describe('the authorizer failing (as API Gateway answers it)', () => {
       await broken.stop();
     }
   });
+
+  it("counts each failure in the authorizer function's Errors: authorizer-errors fires, as the ingest-5xx runbook says", async () => {
+    // Alarm periods shrunk 100×: authorizer-errors' 3 of 5 minutes are 3 of 5 periods of 0.6 s.
+    const broken = await startSandbox({ port: 0, canary: false, alarmTimeScale: 0.01 });
+    try {
+      const tenant = await createTenant(broken, 'lookup');
+      await broken.wiring.dynamo.send(new DeleteTableCommand({ TableName: broken.wiring.controlTable }));
+
+      // Every keyed request fails at its key's lookup, for 4 periods.
+      for (const started = Date.now(); Date.now() - started < 2_600; ) {
+        expectError(await call(broken, 'GET', '/v1/webhooks', { key: tenant.key }), 500, 'internal');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+
+      // Assert: the admin key needs no lookup, and on-call sees both alarms the runbook names.
+      const alarms = (await call(broken, 'GET', '/v1/admin/alarms', { key: broken.adminKey })).body.data;
+      const state = (name: string) => alarms.find((a: { name: string }) => a.name === name)?.state;
+      expect(state('ingest-5xx')).toBe('ALARM');
+      expect(state('authorizer-errors')).toBe('ALARM');
+    } finally {
+      await broken.stop();
+    }
+  });
 });
