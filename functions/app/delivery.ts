@@ -754,8 +754,9 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
       resource: message.events[0]?.resource ?? '',
       held_cap: deps.config.heldPerWebhook,
       state: webhook.health.state,
-      // A healthy endpoint's held backlog is a slow one's (see `holdBehindPace`).
+      // A healthy endpoint's held backlog is a slow one's (see `holdBehindPace`), or a pause's.
       ...(webhook.slowMs !== undefined && { answerMs: webhook.slowMs }),
+      ...(underSwitch && { switch: 'pause' }),
     });
   }
 }

@@ -213,6 +213,8 @@ describe('deliveries past the held cap', () => {
     const overflow = warned.filter(([, fields]) => (fields as { webhook?: string }).webhook === hook.id);
     expect(overflow).toHaveLength(1);
     expect(overflow[0]?.[1]).toMatchObject({ tenant: tenant.id, webhook: hook.id, resource: 'ol:1', held_cap: 2 });
+    // Its endpoint is healthy: the line says a pause holds it, not that it is sent more than its rate (see the runbook).
+    expect(overflow[0]?.[1]).toMatchObject({ state: 'healthy', switch: 'pause' });
   });
 });
 
