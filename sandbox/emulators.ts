@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, type ListenOptions, Server } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
@@ -119,12 +119,9 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
     const started = performance.now();
     response.once('finish', () => dynamoTimes.add(at, performance.now() - started));
   });
-  const sqsServer = await startFauxqs({
-    port: 0,
-    host: '127.0.0.1',
-    logger: false,
-    ...(dataDir && { dataDir: join(dataDir, 'sqs') }),
-  }).catch((error: unknown) => {
+  const sqsServer = await onLoopback(() =>
+    startFauxqs({ port: 0, host: '127.0.0.1', logger: false, ...(dataDir && { dataDir: join(dataDir, 'sqs') }) }),
+  ).catch((error: unknown) => {
     // Its SQLite file damaged, or not one: said with the folder, as the DynamoDB store's is.
     if (!dataDir) throw error;
     throw new Error(
@@ -153,6 +150,29 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
       );
     },
   };
+}
+
+/**
+ * Runs `start` with every server it starts listening on 127.0.0.1 where it asked for
+ * every address. fauxqs takes `host` only for the queue URLs it makes and listens on
+ * 0.0.0.0: its queues, which hold every tenant's events and deliveries, were open to
+ * anyone on the network, who could read them or send a delivery the sandbox would sign
+ * with the webhook's secret and POST.
+ */
+async function onLoopback<T>(start: () => Promise<T>): Promise<T> {
+  const listen = Server.prototype.listen;
+  Server.prototype.listen = function (this: Server, ...args: unknown[]) {
+    const [options] = args;
+    if (typeof options === 'object' && options !== null && (options as ListenOptions).host === '0.0.0.0') {
+      args[0] = { ...options, host: '127.0.0.1' };
+    }
+    return (listen as (...a: unknown[]) => Server).apply(this, args);
+  } as typeof listen;
+  try {
+    return await start();
+  } finally {
+    Server.prototype.listen = listen;
+  }
 }
 
 /** The physical table name the sandbox gives a definition. */
