@@ -66,7 +66,7 @@ export class AlarmEvaluator {
   /**
    * The state an alarm that ignores missing data kept when its last data went: CloudWatch
    * judges every minute, so it is what the last period that held data said; the sandbox
-   * judges only when asked, and the state it last saw may be older than that data (a
+   * judges every 10 s (times its time scale) and when asked, and the state it last saw may be older than that data (a
    * reconciler's report of no object near its cap that came, and went out of the period,
    * between two looks) or there may be none (a report of one that nobody looked at in
    * its minute). Without data kept at all, the state stays as it was.

@@ -242,6 +242,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   // What CloudWatch would measure on the dead-letter queues, and the queues' age between receives.
   const monitor = setInterval(() => {
+    // The alarms judged as CloudWatch judges them, on a clock, not only when someone asks:
+    // each state's `since` is then when it began, not the first look at it after.
+    alarms.evaluate();
     for (const poller of pollers) poller.recordAge();
     for (const queue of Object.values(queues)) {
       awsItself

@@ -95,6 +95,33 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     await until('webhook-disabled', 'OK');
   }, 30_000);
 
+  it('says since when an alarm fired, not since the first look at it after', async () => {
+    const tenant = await createTenant(sandbox, 'gone-unwatched');
+    receiver.answer('/gone-unwatched', { status: 410, pings: 200 });
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:4', url: `${receiver.url}/gone-unwatched` });
+    expect(await alarmState('webhook-disabled')).toBe('OK');
+
+    // Disabled while nobody looks at the alarms; on-call looks 2 s later.
+    await publish(sandbox, tenant.key, [{ resource: 'doc:4', type: 'doc.changed', data: {} }]);
+    let disabledAt: number | undefined;
+    for (const started = Date.now(); disabledAt === undefined && Date.now() - started < 10_000; ) {
+      const notices = (await call(sandbox, 'GET', '/sandbox/notifications')).body.data as Array<{ webhook: string; at: string }>;
+      const notice = notices.find((n) => n.webhook === hook.id);
+      if (notice) disabledAt = Date.parse(notice.at);
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(disabledAt).toBeDefined();
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+
+    const alarm = (await call(sandbox, 'GET', '/v1/admin/alarms', admin())).body.data.find(
+      (a: { name: string }) => a.name === 'webhook-disabled',
+    );
+    expect(alarm.state).toBe('ALARM');
+    // Within the monitor's look (10 s × the time scale) of the disable, as CloudWatch's minute evaluations.
+    expect(Date.parse(alarm.since) - (disabledAt as number)).toBeLessThan(1_000);
+    await until('webhook-disabled', 'OK');
+  }, 30_000);
+
   it('deliveries-dead-lettered files a ticket for a delivery that used up its retries; the runbook lists it, replays it, and the alarm clears', async () => {
     const tenant = await createTenant(sandbox, 'failing');
     receiver.answer('/failing', { status: 500, pings: 200 });
