@@ -6,6 +6,7 @@
  * (withProblems), and `Sluice` (buildConfig) lists them with the settings' own, so a bad
  * setting under `sluice` is not left for the next synth.
  */
+import { RemovalPolicy } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
 import { DEFAULT_CONFIG, withProblems } from '../functions/core/config.ts';
 
@@ -61,4 +62,41 @@ function settingsNamedBy(value: unknown): string[] {
   }
   if (typeof object !== 'object' || object === null || Array.isArray(object)) return [];
   return Object.keys(object).filter((name) => Object.hasOwn(DEFAULT_CONFIG, name));
+}
+
+/** Context keys for the deploy's own choices, which are not settings of the functions. */
+export const TABLE_REMOVAL_KEY = `${CONTEXT_KEY}:tableRemovalPolicy`;
+export const CLOUDWATCH_ROLE_KEY = `${CONTEXT_KEY}:apiGatewayCloudWatchRole`;
+
+/** The `Sluice` props a deployer of the `Sluice` stack chooses in context, and what was wrong with them. */
+export interface DeployChoices {
+  readonly tableRemovalPolicy?: RemovalPolicy;
+  readonly apiGatewayCloudWatchRole?: boolean;
+  readonly problems: readonly string[];
+}
+
+/**
+ * The props of `Sluice` that `npx cdk deploy` of the stack would otherwise fix in code:
+ * `-c sluice:tableRemovalPolicy=destroy` for a test deployment whose tables go with it,
+ * `-c sluice:apiGatewayCloudWatchRole=false` where another stack sets API Gateway's
+ * account-wide CloudWatch role. Values from `-c` arrive as strings, from cdk.json as JSON.
+ */
+export function deployChoicesFromContext(scope: Construct): DeployChoices {
+  const problems: string[] = [];
+  const removal: unknown = scope.node.tryGetContext(TABLE_REMOVAL_KEY);
+  const removalPolicies: Record<string, RemovalPolicy> = { retain: RemovalPolicy.RETAIN, destroy: RemovalPolicy.DESTROY };
+  const tableRemovalPolicy = typeof removal === 'string' ? removalPolicies[removal.toLowerCase()] : undefined;
+  if (removal !== undefined && tableRemovalPolicy === undefined) {
+    problems.push(`The context value \`${TABLE_REMOVAL_KEY}\` must be retain or destroy, not ${JSON.stringify(removal)}`);
+  }
+  const role: unknown = scope.node.tryGetContext(CLOUDWATCH_ROLE_KEY);
+  const apiGatewayCloudWatchRole = role === true || role === 'true' ? true : role === false || role === 'false' ? false : undefined;
+  if (role !== undefined && apiGatewayCloudWatchRole === undefined) {
+    problems.push(`The context value \`${CLOUDWATCH_ROLE_KEY}\` must be true or false, not ${JSON.stringify(role)}`);
+  }
+  return {
+    ...(tableRemovalPolicy !== undefined && { tableRemovalPolicy }),
+    ...(apiGatewayCloudWatchRole !== undefined && { apiGatewayCloudWatchRole }),
+    problems,
+  };
 }

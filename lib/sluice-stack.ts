@@ -5,9 +5,11 @@
  */
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
-import { Sluice } from './sluice.ts';
+import { withProblems } from '../functions/core/config.ts';
+import { deployChoicesFromContext, overridesFromContext } from './context.ts';
+import { Sluice, type SluiceProps } from './sluice.ts';
 
-export interface SluiceStackProps extends StackProps {
+export interface SluiceStackProps extends StackProps, Pick<SluiceProps, 'tableRemovalPolicy' | 'apiGatewayCloudWatchRole'> {
   /** Config overrides (cdk.json context `sluice`). @default {} */
   readonly config?: Readonly<Record<string, unknown>>;
 }
@@ -17,7 +19,11 @@ export class SluiceStack extends Stack {
 
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
-    this.sluice = new Sluice(this, 'Sluice', { config: props.config ?? {} });
+    this.sluice = new Sluice(this, 'Sluice', {
+      config: props.config ?? {},
+      ...(props.tableRemovalPolicy !== undefined && { tableRemovalPolicy: props.tableRemovalPolicy }),
+      ...(props.apiGatewayCloudWatchRole !== undefined && { apiGatewayCloudWatchRole: props.apiGatewayCloudWatchRole }),
+    });
     const { onCallTopic, api, webhookDisabledTopic, adminKeySecret } = this.sluice;
     new CfnOutput(this, 'OnCallTopicArn', {
       value: onCallTopic.topicArn,
@@ -30,4 +36,14 @@ export class SluiceStack extends Stack {
       description: 'The admin key is ak_ followed by this secret’s token field',
     });
   }
+}
+
+/**
+ * The stack `npx cdk deploy` deploys (bin/sluice.ts), made from the app's context: the
+ * settings under `sluice`, and the deploy's own choices, whose problems are listed with
+ * the settings' in one message.
+ */
+export function stackFromContext(app: Construct, id: string, props: StackProps = {}): SluiceStack {
+  const { problems, ...choices } = deployChoicesFromContext(app);
+  return new SluiceStack(app, id, { ...props, config: withProblems(overridesFromContext(app), problems), ...choices });
 }

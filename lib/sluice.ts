@@ -36,6 +36,15 @@ export interface SluiceProps {
    * @default RemovalPolicy.RETAIN
    */
   readonly tableRemovalPolicy?: RemovalPolicy;
+  /**
+   * Whether this construct sets API Gateway's CloudWatch role for its account and region
+   * (`AWS::ApiGateway::Account`), which the API stage's access and error logs need. The
+   * setting is one per account and region: leave it to one stack, and give false to every
+   * other that would set it too (a second Sluice, or an account whose platform stack
+   * sets it already), or each deploy takes it from the last.
+   * @default true
+   */
+  readonly apiGatewayCloudWatchRole?: boolean;
 }
 
 export class Sluice extends Construct {
@@ -106,6 +115,7 @@ export class Sluice extends Construct {
       distributeQueue: pipeline.distribute.queue,
       distributeBulkQueue: pipeline.distributeBulk.queue,
       deliverQueue: delivery.deliver.queue,
+      cloudWatchRole: props.apiGatewayCloudWatchRole ?? true,
     });
 
     const operations = new Operations(this, 'Operations', {
@@ -171,6 +181,9 @@ function validate(props: SluiceProps): SluiceConfig {
     }
   }
   if (props.tableRemovalPolicy === RemovalPolicy.SNAPSHOT) problems.push('tableRemovalPolicy SNAPSHOT is not supported by DynamoDB tables');
+  if (props.apiGatewayCloudWatchRole !== undefined && typeof props.apiGatewayCloudWatchRole !== 'boolean') {
+    problems.push('apiGatewayCloudWatchRole must be true or false');
+  }
   // EventBridge schedules run in whole minutes: under one, they run every minute.
   for (const setting of ['reconcileIntervalSeconds', 'canaryIntervalSeconds'] as const) {
     // Checked on the setting as given too, so it is listed with the other problems (if

@@ -48,6 +48,8 @@ export interface ApiProps {
   readonly distributeBulkQueue: IQueue;
   /** For replay and re-enabling (which releases held deliveries). */
   readonly deliverQueue: IQueue;
+  /** Whether to set API Gateway's account-wide CloudWatch role (see `SluiceProps.apiGatewayCloudWatchRole`). */
+  readonly cloudWatchRole: boolean;
 }
 
 /** The public health check (SPEC §3), and the rate that keeps it from costing more than a check needs. */
@@ -148,7 +150,7 @@ export class Api extends Construct {
       // API Gateway would decode it itself, each byte it cannot read made U+FFFD: accepted
       // and delivered so (a Windows-1252 "café" as "caf\uFFFD").
       binaryMediaTypes: [...API_BINARY_MEDIA_TYPES],
-      cloudWatchRole: true,
+      cloudWatchRole: props.cloudWatchRole,
       deployOptions: {
         stageName: API_STAGE_NAME,
         accessLogDestination: new LogGroupLogDestination(accessLogs),

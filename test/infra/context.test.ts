@@ -5,9 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { App, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
-import { overridesFromContext } from '../../lib/context.ts';
+import { CLOUDWATCH_ROLE_KEY, overridesFromContext, TABLE_REMOVAL_KEY } from '../../lib/context.ts';
 import { Sluice } from '../../lib/sluice.ts';
+import { stackFromContext } from '../../lib/sluice-stack.ts';
 
 const appWith = (context: Record<string, unknown>) => new App({ context });
 
@@ -63,5 +65,38 @@ describe('config overrides from context', () => {
     // What else a CDK app's context holds (feature flags, cdk.json's own keys) is left alone.
     const cdkJson = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8')) as { context: Record<string, unknown> };
     expect(synth({ ...cdkJson.context, 'availability-zones:account=1:region=r': ['a', 'b'], other: { colour: 'blue' } })).not.toThrow();
+  });
+});
+
+describe("the deploy's own choices from context", () => {
+  /** The stack bin/sluice.ts makes, bundling skipped, as a template. */
+  const stackWith = (context: Record<string, unknown>) => {
+    const app = appWith({ ...context, 'aws:cdk:bundling-stacks': [] });
+    return Template.fromStack(stackFromContext(app, 'Sluice'));
+  };
+  const tablePolicies = (template: Template) =>
+    Object.values(template.findResources('AWS::DynamoDB::GlobalTable')).map((table) => table.DeletionPolicy);
+
+  it('keeps the tables and sets the CloudWatch role of API Gateway by default', () => {
+    const template = stackWith({});
+    expect(tablePolicies(template)).toEqual(['Retain', 'Retain']);
+    template.resourceCountIs('AWS::ApiGateway::Account', 1);
+  });
+
+  it('deletes the tables with the stack for sluice:tableRemovalPolicy destroy, from cdk.json or -c', () => {
+    expect(tablePolicies(stackWith({ [TABLE_REMOVAL_KEY]: 'destroy' }))).toEqual(['Delete', 'Delete']);
+    expect(tablePolicies(stackWith({ [TABLE_REMOVAL_KEY]: 'RETAIN' }))).toEqual(['Retain', 'Retain']);
+  });
+
+  it('leaves the account-wide CloudWatch role of API Gateway to another stack for sluice:apiGatewayCloudWatchRole false', () => {
+    stackWith({ [CLOUDWATCH_ROLE_KEY]: false }).resourceCountIs('AWS::ApiGateway::Account', 0);
+    // As -c gives it: a string.
+    stackWith({ [CLOUDWATCH_ROLE_KEY]: 'false' }).resourceCountIs('AWS::ApiGateway::Account', 0);
+  });
+
+  it('refuses a value it does not know, listed with the settings’ problems in one message', () => {
+    expect(() => stackWith({ [TABLE_REMOVAL_KEY]: 'snapshot', [CLOUDWATCH_ROLE_KEY]: 'no', sluice: { leaseMs: -1 } })).toThrow(
+      /(?=.*`sluice:tableRemovalPolicy` must be retain or destroy, not "snapshot")(?=.*`sluice:apiGatewayCloudWatchRole` must be true or false, not "no")(?=.*leaseMs must be)/s,
+    );
   });
 });
