@@ -3,6 +3,7 @@
  * or throws one ValidationError that lists every problem, so a client can fix a
  * request in one round trip. Nothing is stored before validation passes.
  */
+import { isIP } from 'node:net';
 import { ValidationError } from './errors.ts';
 import type { EventInput, TenantLimits, WebhookStatus } from './model.ts';
 import { checkTargetUrl } from './ssrf.ts';
@@ -230,6 +231,20 @@ export interface WebhookRules {
  */
 const LONE_SURROGATE = /\p{Cs}/u;
 
+/**
+ * A URL's host as the URL parser leaves it (lower case, IDNA names in punycode): an IP
+ * literal, or a DNS name, with one trailing dot at most. The parser takes empty labels
+ * (`example..com`, `localhost..`), which no resolver does: a webhook made with one would
+ * fail its ping as unverifiable (422) rather than as the bad input it is.
+ */
+function isHostName(host: string): boolean {
+  if (host.startsWith('[') || isIP(host) !== 0) return true;
+  const name = host.endsWith('.') ? host.slice(0, -1) : host;
+  return (
+    name.length >= 1 && name.length <= 253 && name.split('.').every((label) => /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/.test(label))
+  );
+}
+
 function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void {
   if (typeof value !== 'string' || value.length > MAX_URL) {
     problems.push(`url must be a string of at most ${MAX_URL} characters`);
@@ -254,7 +269,12 @@ function checkUrl(value: unknown, allowHttp: boolean, problems: string[]): void 
     return;
   }
   const schemes = allowHttp ? ['https:', 'http:'] : ['https:'];
-  if (!schemes.includes(url.protocol)) problems.push(`url must use ${allowHttp ? 'http or https' : 'https'}`);
+  if (!schemes.includes(url.protocol)) {
+    problems.push(`url must use ${allowHttp ? 'http or https' : 'https'}`);
+  } else if (!isHostName(url.hostname)) {
+    problems.push('url must name its host by an IP address or a DNS name (labels of 1 to 63 letters, digits, - or _, between single dots)');
+    return;
+  }
   if (url.username || url.password) problems.push('url must not contain credentials');
   const target = checkTargetUrl(value, allowHttp);
   if (target && !problems.some((p) => p.startsWith('url must use'))) problems.push(target);

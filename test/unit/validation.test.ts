@@ -138,6 +138,18 @@ describe('webhook validation', () => {
     });
   });
 
+  it('takes a host named by a DNS name (a trailing dot, an underscore, an IDNA name) or an IP literal', () => {
+    for (const url of [
+      'https://hooks.example.com./x',
+      'https://my_hooks.example.com/x',
+      'https://bücher.example/x',
+      'https://[2606:4700::1111]/x',
+      'https://1.1.1.1/x',
+    ]) {
+      expect(validateWebhookCreate({ resource: 'p', url }, https).url, url).toBe(url);
+    }
+  });
+
   it('refuses plain http unless private targets are allowed', () => {
     expect(problems(() => validateWebhookCreate({ resource: 'p', url: 'http://example.com' }, https)).join()).toMatch(/https/);
     expect(validateWebhookCreate({ resource: 'p', url: 'http://127.0.0.1:9/x' }, http).url).toBe('http://127.0.0.1:9/x');
@@ -158,6 +170,11 @@ describe('webhook validation', () => {
     [{ url: 'https://example.com' }, /resource must match/],
     [{ resource: 'p', url: 'https://169.254.169.254/latest' }, /metadata/],
     [{ resource: 'p', url: 'https://localhost/x' }, /localhost/],
+    // The URL parser takes empty labels, which no resolver does: bad input, not an endpoint that failed its ping.
+    [{ resource: 'p', url: 'https://localhost../x' }, /url must name its host by an IP address or a DNS name/],
+    [{ resource: 'p', url: 'https://hooks..example.com/x' }, /url must name its host/],
+    [{ resource: 'p', url: 'https://.example.com/x' }, /url must name its host/],
+    [{ resource: 'p', url: `https://${'a'.repeat(64)}.example.com/x` }, /url must name its host/],
   ])('rejects %j', (body, message) => {
     expect(problems(() => validateWebhookCreate(body, https)).join('\n')).toMatch(message);
   });
