@@ -40,6 +40,33 @@ function running(pid: number): boolean {
 }
 
 /**
+ * When a process started, as Linux counts it (clock ticks after boot, field 22 of its
+ * /proc stat, read after the name, which may hold spaces); undefined where there is no
+ * /proc (macOS) or no such process. A process id is given again to another process once
+ * its own has ended: its start time tells the two apart.
+ */
+function startedAt(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the process a claim names still holds it: it runs, and, where the claim and
+ * the system both give its start time, it is the process that started then, not one
+ * given its id since (in a container started again, the old sandbox's id may be npm's
+ * or a shell's now, which would hold the folder for good).
+ */
+function holds(pid: number, start: string | undefined): boolean {
+  if (!running(pid)) return false;
+  const now = start === undefined ? undefined : startedAt(pid);
+  return now === undefined || now === start;
+}
+
+/**
  * Claims `dataDir` for this process, or throws DataDirInUseError naming the process that
  * has it (a DataDirError if the folder cannot be made or written: a file of that name,
  * say). A claim left by a sandbox that did not stop (its process is gone) is taken
@@ -61,13 +88,15 @@ export function claimDataDir(dataDir: string): () => void {
   const file = join(dataDir, 'sandbox.pid');
   for (;;) {
     try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      writeFileSync(file, `${process.pid} ${startedAt(process.pid) ?? ''}`.trim(), { flag: 'wx' });
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw unusable(dataDir, error);
-      const holder = Number(readFileSync(file, 'utf8'));
+      // "<pid> <start time>"; a sandbox of an earlier checkout wrote the id alone.
+      const [id, start] = readFileSync(file, 'utf8').trim().split(/\s+/);
+      const holder = Number(id);
       const ours = holder === process.pid;
-      if (ours ? claimed.has(folder) : running(holder)) {
+      if (ours ? claimed.has(folder) : holds(holder, start)) {
         throw new DataDirInUseError(
           `${dataDir} is in use by another sandbox (process ${holder}): stop it, or set SLUICE_DATA_DIR to another folder.`,
         );

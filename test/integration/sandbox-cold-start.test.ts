@@ -5,7 +5,8 @@
  * queues and tables an earlier checkout made is brought to this checkout's queue
  * settings and indexes.
  */
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -29,6 +30,26 @@ describe('a sandbox on the data folder of one that did not stop', () => {
 
     const sandbox = await startSandbox({ port: 0, dataDir, canary: false });
     await sandbox.stop();
+  });
+
+  it('starts when the folder names a process that runs but started after the claim, as a container gives the old id to npm or a shell', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-pid-'));
+    const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    try {
+      const pid = other.pid as number;
+      const started = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[19];
+      // The claim of a sandbox that started at another time, under the id this process has now.
+      writeFileSync(join(dataDir, 'sandbox.pid'), `${pid} ${Number(started) - 100}`);
+      const sandbox = await startSandbox({ port: 0, dataDir, canary: false });
+      await sandbox.stop();
+      // The claim of that very process (and one of an earlier checkout, the id alone) holds.
+      for (const claim of [`${pid} ${started}`, `${pid}`]) {
+        writeFileSync(join(dataDir, 'sandbox.pid'), claim);
+        await expect(startSandbox({ port: 0, dataDir, canary: false }), claim).rejects.toThrow(DataDirInUseError);
+      }
+    } finally {
+      other.kill();
+    }
   });
 
   it('is still refused while another sandbox of this process has the folder', async () => {
