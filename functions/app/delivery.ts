@@ -313,7 +313,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // chain's next POST. The chain's wait is on the webhook as read: no read of the pace
     // item, whose failure would fail the hold for a count.
     if (delivers && webhook.releaseNotBefore !== undefined) {
-      const paceMs = paceIntervalFor(rateOf(deps, webhook), webhook.slowMs);
+      const paceMs = paceIntervalFor(endpointRateOf(deps, webhook), webhook.slowMs);
       noteFarAhead(deps, webhook, webhook.releaseNotBefore - now, paceMs, now);
     }
     const outcome = await hold(deps, webhook, message, action === 'pause');
@@ -353,7 +353,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // since, and a backlog given shares at its whole rate before the first slow answer
     // came back would otherwise all go at that rate, each POST holding a delivery worker
     // for as long as the endpoint takes to answer; the rest take shares again.
-    const interval = paceIntervalFor(rateOf(deps, webhook), webhook.slowMs);
+    const interval = paceIntervalFor(endpointRateOf(deps, webhook), webhook.slowMs);
     const kept =
       message.sendAt !== undefined && keepsShare(message.deliveryId, message.paceMs ?? interval, interval) ? keptShare(message) : undefined;
     if (kept === undefined && webhook.slowMs !== undefined) {
@@ -1244,7 +1244,7 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   // Groups of different resources go in lanes at once (core/deliveries.ts `releaseLanes`).
   const step: ReleaseStep = { posts: 0, startedAt: deps.now(), webhook };
   let stepped = false;
-  for (let more = true; more && !step.stop && step.posts < rateOf(deps, webhook) && releaseYoung(deps, step); ) {
+  for (let more = true; more && !step.stop && step.posts < endpointRateOf(deps, webhook) && releaseYoung(deps, step); ) {
     const page = await deps.records.heldPage(webhook.id, RELEASE_PAGE, now);
     if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now, () => releaseYoung(deps, step));
     if (page.live.length > 0 || page.expired.length > 0) stepped = true;
@@ -1322,8 +1322,8 @@ async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<Del
   return 'released';
 }
 
-/** The POSTs a second the webhook's endpoint gets (core/endpoint-pace.ts `endpointRate`). */
-function rateOf(deps: DeliveryDeps, webhook: Webhook): number {
+/** The POSTs a second the webhook's endpoint gets (core/endpoint-pace.ts `endpointRate`): its pace, its release steps', its replays'. */
+export function endpointRateOf(deps: Pick<DeliveryDeps, 'config'>, webhook: Webhook): number {
   return endpointRate(deps.config.endpointRatePerSecond, webhook.ratePerSecond);
 }
 
@@ -1343,7 +1343,7 @@ function rateOf(deps: DeliveryDeps, webhook: Webhook): number {
 async function takeReleaseShares(deps: DeliveryDeps, webhook: Webhook, posts: number, now: number): Promise<void> {
   if (posts <= 0) return;
   try {
-    await deps.records.reserveSend(webhook.id, posts * paceInterval(rateOf(deps, webhook)), now);
+    await deps.records.reserveSend(webhook.id, posts * paceInterval(endpointRateOf(deps, webhook)), now);
   } catch (error) {
     deps.logger.warn("A release step's POSTs took no share of the endpoint's time", {
       ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
@@ -1406,7 +1406,7 @@ async function releaseLane(
   now: number,
 ): Promise<boolean> {
   for (const items of lane) {
-    if (step.stop || step.posts >= rateOf(deps, step.webhook) || !releaseYoung(deps, step)) return false;
+    if (step.stop || step.posts >= endpointRateOf(deps, step.webhook) || !releaseYoung(deps, step)) return false;
     // Counted before the read below, so that the lanes together keep to the rate; given
     // back if the read stops this lane before its POST, which then takes no share of the
     // endpoint's rate (`takeReleaseShares`).

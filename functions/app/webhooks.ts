@@ -9,7 +9,6 @@ import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { eventCount, signedPing } from '../core/deliveries.ts';
-import { endpointRate } from '../core/endpoint-pace.ts';
 import { ApiError } from '../core/errors.ts';
 import { deliversTo, INITIAL_HEALTH } from '../core/health.ts';
 import { newId } from '../core/ids.ts';
@@ -17,7 +16,7 @@ import { liveSecrets, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { generateSecret } from '../core/signing.ts';
 import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validation.ts';
-import { applyHealth, type DeliveryDeps, startRelease } from './delivery.ts';
+import { applyHealth, type DeliveryDeps, endpointRateOf, startRelease } from './delivery.ts';
 import { switchId } from './switches.ts';
 
 export interface WebhookServiceDeps {
@@ -403,8 +402,7 @@ export class WebhookService {
     // share the window's budget rather than each see it unspent.
     // At the webhook's own rate where its owner set one: what it releases of a held
     // backlog keeps up with what its replays send.
-    const rate = endpointRate(this.#deps.delivery.config.endpointRatePerSecond, webhook.ratePerSecond);
-    const budget = this.#deps.replayBudget ?? defaultReplayBudget(rate);
+    const budget = this.#deps.replayBudget ?? defaultReplayBudget(endpointRateOf(this.#deps.delivery, webhook));
     const budgetKey = `replay:${webhook.id}`;
     const whole = Math.min(max, budget.units);
     const grant = await records.takeBudget(budgetKey, whole, budget.units, budget.windowMs, now);
