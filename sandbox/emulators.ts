@@ -73,6 +73,13 @@ class ServiceTimes {
   }
 }
 
+/** A data folder's store that does not open: which, why, and what to do. */
+function unopenable(dataDir: string, store: 'DynamoDB' | 'SQS', path: string, cause: string): Error {
+  return new Error(
+    `SLUICE_DATA_DIR ${dataDir} cannot be used: its ${store} store (${path}) does not open (${cause}). Move the folder aside, or delete it, to start with an empty one.`,
+  );
+}
+
 /**
  * Opens the DynamoDB store of a data folder and closes it again, or throws a sentence that
  * names the folder and what to do. dynalite opens it on its own, without a word if it
@@ -89,10 +96,7 @@ async function openableStore(dataDir: string, path: string): Promise<void> {
   try {
     await store.open();
   } catch (error) {
-    const cause = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;
-    throw new Error(
-      `SLUICE_DATA_DIR ${dataDir} cannot be used: its DynamoDB store (${path}) does not open (${cause}). Move the folder aside, or delete it, to start with an empty one.`,
-    );
+    throw unopenable(dataDir, 'DynamoDB', path, (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message);
   }
   await store.close();
 }
@@ -124,9 +128,7 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
   ).catch((error: unknown) => {
     // Its SQLite file damaged, or not one: said with the folder, as the DynamoDB store's is.
     if (!dataDir) throw error;
-    throw new Error(
-      `SLUICE_DATA_DIR ${dataDir} cannot be used: its SQS store (${join(dataDir, 'sqs')}) does not open (${(error as Error).message}). Move the folder aside, or delete it, to start with an empty one.`,
-    );
+    throw unopenable(dataDir, 'SQS', join(dataDir, 'sqs'), (error as Error).message);
   });
   const common = { region: EMULATOR_REGION, credentials: EMULATOR_CREDENTIALS };
   return {
