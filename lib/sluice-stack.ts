@@ -19,11 +19,8 @@ export class SluiceStack extends Stack {
 
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
-    this.sluice = new Sluice(this, 'Sluice', {
-      config: props.config ?? {},
-      ...(props.tableRemovalPolicy !== undefined && { tableRemovalPolicy: props.tableRemovalPolicy }),
-      ...(props.apiGatewayCloudWatchRole !== undefined && { apiGatewayCloudWatchRole: props.apiGatewayCloudWatchRole }),
-    });
+    const { config = {}, tableRemovalPolicy, apiGatewayCloudWatchRole } = props;
+    this.sluice = new Sluice(this, 'Sluice', { config, tableRemovalPolicy, apiGatewayCloudWatchRole });
     const { onCallTopic, api, webhookDisabledTopic, adminKeySecret } = this.sluice;
     new CfnOutput(this, 'OnCallTopicArn', {
       value: onCallTopic.topicArn,
