@@ -310,9 +310,11 @@ describe('functions', () => {
         new Sluice(stack, 'S', {
           config: { objectQueueCap: 0, nope: 1, reconcileIntervalSeconds: 90, ingestGraceMs: 20_000 },
           tableRemovalPolicy: RemovalPolicy.SNAPSHOT,
+          // As a JavaScript app could pass it.
+          apiGatewayCloudWatchRole: 'no' as unknown as boolean,
         }),
     ).toThrow(
-      /(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)(?=.*reconcileIntervalSeconds must be a whole number of minutes)(?=.*ingestGraceMs must be more)/,
+      /(?=.*objectQueueCap)(?=.*nope)(?=.*tableRemovalPolicy)(?=.*apiGatewayCloudWatchRole must be true or false)(?=.*reconcileIntervalSeconds must be a whole number of minutes)(?=.*ingestGraceMs must be more)/,
     );
   });
 
