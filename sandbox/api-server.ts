@@ -15,7 +15,7 @@ import { TenantStore } from '../functions/adapters/tenant-store.ts';
 import { LocalUsagePlans } from '../functions/adapters/usage-plans.ts';
 import { createApi, notFound } from '../functions/api/app.ts';
 import { receiveCanary } from '../functions/app/canary.ts';
-import type { Notifier } from '../functions/app/delivery.ts';
+import type { Notifier } from '../functions/app/delivery/deps.ts';
 import { apiServices, type Wiring } from '../functions/app/runtime.ts';
 import { AUTH_CONTEXT, makeAuthorizerHandler } from '../functions/authorizer/process.ts';
 import type { SluiceConfig } from '../functions/core/config.ts';

@@ -10,7 +10,7 @@
  * for alarm states and notices, which live with the metrics.
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import type { WebhookDisabledNotice } from '../functions/app/delivery.ts';
+import type { WebhookDisabledNotice } from '../functions/app/delivery/deps.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
 import { type ApiSettings, startApiServer } from './api-server.ts';
 import type { CallObserver, ObservedCall } from './observe.ts';

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { withoutSdkLogging } from '../functions/adapters/aws.ts';
-import type { WebhookDisabledNotice } from '../functions/app/delivery.ts';
+import type { WebhookDisabledNotice } from '../functions/app/delivery/deps.ts';
 
 /** The "webhook disabled" topic's ARN in the sandbox (in AWS, the stack's topic). */
 export const SANDBOX_WEBHOOK_DISABLED_TOPIC = 'arn:aws:sns:us-east-1:000000000000:sluice-webhook-disabled';

@@ -1,6 +1,6 @@
 /** Telling a webhook's owner it was disabled: an SNS message in AWS, a list in the sandbox. */
 import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
-import type { Notifier, WebhookDisabledNotice } from '../app/delivery.ts';
+import type { Notifier, WebhookDisabledNotice } from '../app/delivery/deps.ts';
 
 export class SnsNotifier implements Notifier {
   readonly #client: SNSClient;

@@ -583,7 +583,7 @@ export class WebhookStore {
       }
     }
     // A chain started, or a notice owed, lists the webhook in `by_chain`, where the
-    // reconciler finds it and has it checked for a lost chain (delivery.ts `check`), so
+    // reconciler finds it and has it checked for a lost chain (app/delivery/chains.ts `check`), so
     // a chain whose message was lost (a purged deliver queue, a send that failed after
     // this write) is started again though no delivery comes. In the same write, so that
     // nothing has a chain and is not listed; an unlist (`unlistUnwatched`) is refused
@@ -686,7 +686,7 @@ export class WebhookStore {
   /**
    * A release chain ended (nothing held, no gap marker owed): its token is removed,
    * only while it is still this chain's, so a recheck can tell that no step of it is
-   * still sending (see delivery.ts `recheck`). Refused too while a delivery is counted
+   * still sending (see app/delivery/chains.ts `recheck`). Refused too while a delivery is counted
    * as held: one counted after the step looked must not be left with no chain (see
    * `countHeld`). False when refused.
    */
@@ -956,7 +956,7 @@ export class WebhookStore {
   }
 }
 
-/** A webhook `by_chain` lists: the reconciler has each checked for a lost chain (delivery.ts `check`). */
+/** A webhook `by_chain` lists: the reconciler has each checked for a lost chain (app/delivery/chains.ts `check`). */
 export interface WatchedWebhook {
   readonly tenantId: string;
   readonly webhookId: string;

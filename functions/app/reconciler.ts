@@ -24,7 +24,7 @@ import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
 import { type QueueMeta, reringsDue } from '../core/turn.ts';
 import { scheduleSeconds } from '../definitions/environment.ts';
 import { CHAIN_SHARDS, SCHEDULE_SHARDS } from '../definitions/tables.ts';
-import type { DeliverQueuePort } from './delivery.ts';
+import type { DeliverQueuePort } from './delivery/deps.ts';
 
 export interface ReconcilerDeps {
   readonly queues: QueueStore;
@@ -37,7 +37,7 @@ export interface ReconcilerDeps {
   /**
    * The webhooks `by_chain` lists, and the deliver queue: each run sends a check of every
    * webhook one shard lists (a shard on per run), which the delivery function makes
-   * (app/delivery.ts `check`: a lost probe or release chain started again, an owed
+   * (app/delivery/chains.ts `check`: a lost probe or release chain started again, an owed
    * notice sent). Absent where only the sweep of objects is under test.
    */
   readonly chains?: { readonly watched: Pick<WatchedWebhooks, 'list'>; readonly checks: DeliverQueuePort };

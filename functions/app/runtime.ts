@@ -23,7 +23,7 @@ import type { SluiceConfig } from '../core/config.ts';
 import { newId } from '../core/ids.ts';
 import { DoorbellLanes } from '../core/lanes.ts';
 import type { LoggerPort, MetricsPort } from '../core/telemetry.ts';
-import type { DeliveryDeps, Notifier } from './delivery.ts';
+import type { DeliveryDeps, Notifier } from './delivery/deps.ts';
 import { Distributor } from './distributor.ts';
 import type { ReconcilerDeps } from './reconciler.ts';
 import { WebhookService } from './webhooks.ts';

@@ -16,7 +16,8 @@ import { derivedId } from '../core/ids.ts';
 import type { Switch } from '../core/switches.ts';
 import type { QueueMeta } from '../core/turn.ts';
 import type { SwitchInput } from '../core/validation.ts';
-import { type DeliveryDeps, startRelease } from './delivery.ts';
+import { startRelease } from './delivery/chains.ts';
+import type { DeliveryDeps } from './delivery/deps.ts';
 
 /**
  * Releases a lift starts at once: a tenant's webhooks (up to 10,000) started one after

@@ -16,7 +16,9 @@ import { liveSecrets, type Webhook } from '../core/model.ts';
 import { decideAttempt } from '../core/outcome.ts';
 import { generateSecret } from '../core/signing.ts';
 import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validation.ts';
-import { applyHealth, type DeliveryDeps, endpointRateOf, startRelease } from './delivery.ts';
+import { startRelease } from './delivery/chains.ts';
+import { type DeliveryDeps, endpointRateOf } from './delivery/deps.ts';
+import { applyHealth } from './delivery/health.ts';
 import { switchId } from './switches.ts';
 
 export interface WebhookServiceDeps {

@@ -224,7 +224,7 @@ export interface RecheckMessage {
 }
 
 /**
- * The reconciler's check of a webhook `by_chain` lists (see app/delivery.ts `check`):
+ * The reconciler's check of a webhook `by_chain` lists (see app/delivery/chains.ts `check`):
  * whether its probe or release chain was lost, and whether a disable notice is owed.
  */
 export interface CheckMessage {

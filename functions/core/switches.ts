@@ -43,7 +43,7 @@ function strongest(matching: readonly Switch[]): SwitchAction | undefined {
  * The recheck a delivery held (or dropped) under a switch at `now` asks for, when it is
  * the first of its window of `windowMs` (the switch cache's age): it answers for every
  * hold of that window (`heldBefore`, its end), and runs `marginMs` past it, so that it
- * reads the held store after them. See app/delivery.ts `expectLift`.
+ * reads the held store after them. See app/delivery/chains.ts `expectLift`.
  */
 export function liftRecheck(now: number, windowMs: number, marginMs: number): { heldBefore: number; delaySeconds: number } {
   const heldBefore = (Math.floor(now / windowMs) + 1) * windowMs;

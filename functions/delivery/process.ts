@@ -8,7 +8,8 @@
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { SQSRecord } from 'aws-lambda';
 import { readDeliverQueueBody } from '../adapters/delivery-queue.ts';
-import { type DeliveryDeps, handleDeliverMessage } from '../app/delivery.ts';
+import type { DeliveryDeps } from '../app/delivery/deps.ts';
+import { handleDeliverMessage } from '../app/delivery.ts';
 import { RECORD_FAILURE_METRICS } from '../definitions/alarms.ts';
 import { afterFailedReceive, DELIVER_QUEUE } from '../definitions/queues.ts';
 import type { SqsHandler } from '../distributor/process.ts';

@@ -220,7 +220,8 @@ describe('a held delivery at its last attempt', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'hl:1', url: `${receiver.url}/held-last` });
     receiver.answer('/held-last', 500);
     const { deliveryDeps } = await import('../../functions/app/runtime.ts');
-    const { handleDeliverMessage, startRelease } = await import('../../functions/app/delivery.ts');
+    const { handleDeliverMessage } = await import('../../functions/app/delivery.ts');
+    const { startRelease } = await import('../../functions/app/delivery/chains.ts');
     const sent: DeliverQueueMessage[] = [];
     const deps = {
       ...deliveryDeps(sandbox.wiring, sandbox.notifier),

@@ -7,7 +7,9 @@
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
-import { type DeliveryDeps, handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { startRelease } from '../../functions/app/delivery/chains.ts';
+import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { FREE_WAITS } from '../../functions/core/backoff.ts';
 import type { DeliverQueueMessage, DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';

@@ -4,7 +4,8 @@
  * it again (a duplicate) after the queue's visibility timeout.
  */
 import { describe, expect, it } from 'vitest';
-import { type DeliveryDeps, handleDeliverMessage } from '../../functions/app/delivery.ts';
+import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';

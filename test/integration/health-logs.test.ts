@@ -4,7 +4,7 @@
  * itself says what the endpoint last answered.
  */
 import { describe, expect, it } from 'vitest';
-import { applyHealth } from '../../functions/app/delivery.ts';
+import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { LoggerPort } from '../../functions/core/telemetry.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';

@@ -5,7 +5,8 @@
  * subscriber cannot tell for duplicates.
  */
 import { describe, expect, it } from 'vitest';
-import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { startRelease } from '../../functions/app/delivery/chains.ts';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';

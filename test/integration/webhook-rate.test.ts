@@ -4,7 +4,8 @@
  * both for its deliveries as they come and for the steps of a release.
  */
 import { describe, expect, it } from 'vitest';
-import { handleDeliverMessage, startRelease } from '../../functions/app/delivery.ts';
+import { startRelease } from '../../functions/app/delivery/chains.ts';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';

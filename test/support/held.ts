@@ -1,5 +1,5 @@
 /** Deliveries held for a webhook, as a test sets them up. */
-import type { DeliveryDeps } from '../../functions/app/delivery.ts';
+import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 
 /**

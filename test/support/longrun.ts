@@ -4,7 +4,8 @@
  * sandbox's and a receiver's). How the long-run tests replay the failing-endpoint incident.
  */
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { type DeliveryDeps, handleDeliverMessage } from '../../functions/app/delivery.ts';
+import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
+import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';

@@ -5,7 +5,7 @@
 
 import { makeSender } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
-import type { DeliveryDeps } from '../../functions/app/delivery.ts';
+import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
