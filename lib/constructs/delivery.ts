@@ -37,6 +37,8 @@ export class Delivery extends Construct {
       config: props.config,
       metricsService: props.metricsService,
       timeout: Duration.seconds(DELIVER_QUEUE.consumerTimeoutSeconds),
+      // Retries, probes, releases and long waits go round the deliver queue, a hop each.
+      sendsToItsOwnQueue: true,
     })
       .bindTable(props.control, TABLE_ACCESS.delivery.control, ENV.controlTable)
       .bindQueue(this.deliver.queue, ENV.deliverQueueUrl)

@@ -42,6 +42,8 @@ export class Pipeline extends Construct {
       config: props.config,
       metricsService: props.metricsService,
       timeout: Duration.seconds(DISTRIBUTE_QUEUE.consumerTimeoutSeconds),
+      // A turn that leaves events behind rings its object again, in the lane it came from.
+      sendsToItsOwnQueue: true,
     })
       .bindTable(props.events, TABLE_ACCESS.distributor.events, ENV.eventsTable)
       // Not the webhooks' signing secrets: only what it names in its reads.

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import type { TableV2 } from 'aws-cdk-lib/aws-dynamodb';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
-import { Architecture, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { Architecture, LoggingFormat, RecursiveLoop, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
@@ -37,6 +37,17 @@ export interface SluiceFunctionProps {
   readonly logRetention?: RetentionDays;
   /** Caps this function's concurrency. @default no reserved concurrency */
   readonly reservedConcurrentExecutions?: number;
+  /**
+   * The function sends to a queue that invokes it: a turn rings its object again, a
+   * delivery's retry, probe, release or wait past 15 minutes goes round the deliver queue.
+   * Lambda's recursive loop detection, on by default, counts one message's lineage through
+   * such a loop and stops it at the 17th invocation, moving the message to the dead-letter
+   * queue (https://docs.aws.amazon.com/lambda/latest/dg/invocation-recursion.html); the
+   * sandbox has no such thing. sluice's own bounds end each chain (a turn goes idle, a
+   * schedule runs out), so Lambda is told to let them run.
+   * @default false (Lambda's default: such a chain is stopped)
+   */
+  readonly sendsToItsOwnQueue?: boolean;
 }
 
 /**
@@ -82,6 +93,7 @@ export class SluiceFunction extends Construct {
       logGroup: this.logGroup,
       loggingFormat: LoggingFormat.JSON,
       ...(props.reservedConcurrentExecutions !== undefined && { reservedConcurrentExecutions: props.reservedConcurrentExecutions }),
+      ...(props.sendsToItsOwnQueue && { recursiveLoop: RecursiveLoop.ALLOW }),
       environment: {
         [CONFIG_ENV]: JSON.stringify(props.config),
         NODE_OPTIONS: '--enable-source-maps',

@@ -164,6 +164,35 @@ describe('queues', () => {
       expect(definition.visibilityTimeoutSeconds).toBeGreaterThanOrEqual(6 * fn.Properties.Timeout);
     }
   });
+
+  it("lets Lambda invoke a function from a queue it sends to past 16 times: its recursive loop detection would cut a turn's or a delivery's chain", () => {
+    // Lambda counts, in the trace header SQS carries, how often one message's lineage
+    // invoked a function, and by default stops the 17th time, moving the message to the
+    // dead-letter queue (https://docs.aws.amazon.com/lambda/latest/dg/invocation-recursion.html).
+    // A hot object's turns ring it again one after the other, and a delivery's retries,
+    // probes, releases and waits past 15 minutes go round the deliver queue: all of them
+    // many more times than that. Each function fed by a queue it may send to allows it.
+    const functions = template.findResources('AWS::Lambda::Function');
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
+    const looping = new Set<string>();
+    for (const mapping of Object.values(template.findResources('AWS::Lambda::EventSourceMapping'))) {
+      const functionId = mapping.Properties.FunctionName.Ref as string;
+      const roleId = functions[functionId]?.Properties.Role['Fn::GetAtt'][0] as string;
+      const sends = policies
+        .filter((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).some((r) => r.Ref === roleId))
+        .flatMap((policy) => policy.Properties.PolicyDocument.Statement as Array<Record<string, unknown>>)
+        .filter((st) => st.Action === 'sqs:SendMessage')
+        .flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
+      if (sends.some((queue) => JSON.stringify(queue) === JSON.stringify(mapping.Properties.EventSourceArn))) looping.add(functionId);
+    }
+    expect([...looping].map((id) => id.replace(/Function[0-9A-F]{8}$/, '')).sort()).toEqual([
+      'SluiceDelivery',
+      'SluicePipelineDistributor',
+    ]);
+    for (const [id, fn] of Object.entries(functions)) {
+      expect(fn.Properties.RecursiveLoop, id).toBe(looping.has(id) ? 'Allow' : undefined);
+    }
+  });
 });
 
 describe('functions', () => {
