@@ -54,6 +54,22 @@ function principalFromGateway(c: Context): Principal | undefined {
   return undefined;
 }
 
+/**
+ * The event with the path the API's routes name (`/v1/events`), made from the API Gateway
+ * resource the request matched and its path parameters rather than taken from `path`:
+ * behind a custom domain whose base path mapping puts the stage under a base path
+ * (`https://api.example.com/events/v1/events`), `path` starts with that base path
+ * (`/events/v1/events`) and no route would match it. The resource (`/{proxy+}`,
+ * `/v1/health`) is the same whichever URL the client called. API Gateway passes path
+ * parameters decoded: each segment is encoded again, as a path's are.
+ */
+function withRoutePath<L extends LambdaEvent>(event: L): L {
+  if (!('resource' in event) || typeof event.resource !== 'string' || !('httpMethod' in event)) return event;
+  const parameters: Record<string, string | undefined> = event.pathParameters ?? {};
+  const encoded = (value: string) => value.split('/').map(encodeURIComponent).join('/');
+  return { ...event, path: event.resource.replace(/\{([^}+]+)\+?\}/g, (_, name: string) => encoded(parameters[name] ?? '')) };
+}
+
 const app = createApi(services, async (c) => principalFromGateway(c));
 const serve = handle(app);
 
@@ -61,7 +77,7 @@ export const handler: typeof serve = async (event, context) => {
   // Each log line names its invocation (function_request_id), as the other functions' do.
   if (context) logger.addContext(context as unknown as Parameters<typeof logger.addContext>[0]);
   try {
-    return await serve(event, context);
+    return await serve(withRoutePath(event), context);
   } finally {
     publishMetrics(metrics);
   }

@@ -77,4 +77,20 @@ describe('the API behind API Gateway', () => {
     const again = await call(sandbox, 'POST', '/v1/events', { key: tenant.key, rawBody: json });
     expect(again.body.events[0]).toEqual({ id: (inAws.body as { events: Array<{ id: string }> }).events[0]?.id, status: 'duplicate' });
   });
+
+  it('routes a request made through a custom domain whose base path mapping puts the stage under a base path, whose path API Gateway starts with it', async () => {
+    const caller = { principal: 'tenant', tenantId: tenant.id } as const;
+    const webhooks = await call(sandbox, 'GET', '/v1/webhooks', { key: tenant.key });
+    expect(webhooks.status).toBe(200);
+
+    // https://api.example.com/events/v1/webhooks: path "/events/v1/webhooks", proxy "v1/webhooks".
+    expect(await throughGateway({ method: 'GET', path: '/v1/webhooks', basePath: 'events' }, caller)).toEqual({
+      status: 200,
+      body: webhooks.body,
+    });
+    const health = { method: 'GET', path: '/v1/health', basePath: 'events' } as const;
+    expect(await throughGateway(health, caller)).toEqual({ status: 200, body: { status: 'ok' } });
+    const unknownWebhook = await throughGateway({ method: 'GET', path: '/v1/webhooks/wh_nope', basePath: 'events' }, caller);
+    expect(unknownWebhook).toMatchObject({ status: 404, body: { error: { code: 'not_found', message: 'No webhook has this id.' } } });
+  });
 });

@@ -1,6 +1,7 @@
 /**
  * Requests as API Gateway (REST API, Lambda proxy integration) hands them to the API
- * function: the `path` after the stage as the client sent it, query values decoded
+ * function: the resource they matched, the `path` as the client sent it after the stage
+ * (behind a custom domain, from the base path on), query values decoded
  * (each repeated one in `multiValueQueryStringParameters`), every header in `headers`
  * and `multiValueHeaders`, the authorizer's context as strings beside its principalId,
  * and the body as the RestApi's binary media types have it passed: its bytes in base64,
@@ -19,6 +20,18 @@ export interface GatewayRequest {
   readonly query?: ReadonlyArray<readonly [string, string]>;
   readonly headers?: ReadonlyArray<readonly [string, string]>;
   readonly body?: Uint8Array;
+  /**
+   * Called through a custom domain whose base path mapping puts the stage under this base
+   * path (`events`): `https://api.example.com/events/v1/…`. API Gateway then starts `path`
+   * (and `requestContext.path`) with it, with no stage; the resource and path parameters
+   * are as through the API's own URL.
+   */
+  readonly basePath?: string;
+}
+
+/** The stack's resource a request matches: the public health check's own, or the proxy behind the authorizer. */
+function resourceOf(request: GatewayRequest): string {
+  return request.path === '/v1/health' && ['GET', 'HEAD'].includes(request.method) ? '/v1/health' : '/{proxy+}';
 }
 
 /** What the authorizer's answer puts in `requestContext.authorizer`. */
@@ -47,7 +60,9 @@ function valuesByName(pairs: ReadonlyArray<readonly [string, string]>): Record<s
 }
 
 export function gatewayEvent(request: GatewayRequest, caller: Caller, binaryMediaTypes: readonly string[]): LambdaEvent {
-  const host = 'abc123.execute-api.us-east-1.amazonaws.com';
+  const host = request.basePath === undefined ? 'abc123.execute-api.us-east-1.amazonaws.com' : 'api.example.com';
+  const resource = resourceOf(request);
+  const path = request.basePath === undefined ? request.path : `/${request.basePath}${request.path}`;
   const sent: Array<readonly [string, string]> = [['Host', host], ['X-Forwarded-Proto', 'https'], ...(request.headers ?? [])];
   const headers = Object.fromEntries(sent);
   const multiValueHeaders = valuesByName(sent);
@@ -58,30 +73,30 @@ export function gatewayEvent(request: GatewayRequest, caller: Caller, binaryMedi
   const asBytes = request.body !== undefined && passedAsBytes(contentType, binaryMediaTypes);
   const body = request.body === undefined ? null : Buffer.from(request.body).toString(asBytes ? 'base64' : 'utf8');
   return {
-    resource: '/{proxy+}',
-    path: request.path,
+    resource,
+    path,
     httpMethod: request.method,
     headers,
     multiValueHeaders,
     queryStringParameters: query,
     multiValueQueryStringParameters: multiValueQuery,
-    pathParameters: { proxy: request.path.slice(1) },
+    pathParameters: resource === '/{proxy+}' ? { proxy: request.path.slice(1) } : null,
     stageVariables: null,
     requestContext: {
       accountId: '123456789012',
       apiId: 'abc123',
       domainName: host,
-      domainPrefix: 'abc123',
+      domainPrefix: host.split('.')[0],
       extendedRequestId: 'e',
       httpMethod: request.method,
       identity: { sourceIp: '192.0.2.1', userAgent: 'test' },
-      path: `/${API_STAGE_NAME}${request.path}`,
+      path: request.basePath === undefined ? `/${API_STAGE_NAME}${request.path}` : path,
       protocol: 'HTTP/1.1',
       requestId: 'r',
       requestTime: '01/Dec/2026:00:00:00 +0000',
       requestTimeEpoch: Date.now(),
       resourceId: 'p',
-      resourcePath: '/{proxy+}',
+      resourcePath: resource,
       stage: API_STAGE_NAME,
       authorizer: { principalId: caller.principal === 'tenant' ? caller.tenantId : 'admin', integrationLatency: 12, ...caller },
     },
