@@ -1131,6 +1131,19 @@ describe('operations', () => {
   it('runs the canary on a schedule, with its receiver behind a function URL', () => {
     template.resourceCountIs('AWS::Lambda::Url', 1);
     template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE' });
+    // Both permissions a public function URL needs: lambda:InvokeFunctionUrl alone no longer
+    // lets a caller through one made since October 2025, which also needs lambda:InvokeFunction
+    // through the URL (https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html).
+    const publicPermissions = Object.values(template.findResources('AWS::Lambda::Permission'))
+      .filter((permission) => permission.Properties.Principal === '*')
+      .map(({ Properties: { FunctionName: _, ...rest } }) => rest);
+    expect(publicPermissions).toEqual(
+      expect.arrayContaining([
+        { Action: 'lambda:InvokeFunctionUrl', FunctionUrlAuthType: 'NONE', Principal: '*' },
+        { Action: 'lambda:InvokeFunction', InvokedViaFunctionUrl: true, Principal: '*' },
+      ]),
+    );
+    expect(publicPermissions).toHaveLength(2);
     // Public, so capped: a flood of calls cannot take the account's concurrency.
     const urlTarget = Object.values(template.findResources('AWS::Lambda::Url'))[0]?.Properties.TargetFunctionArn['Fn::GetAtt'][0];
     expect(template.toJSON().Resources[urlTarget].Properties.ReservedConcurrentExecutions).toBe(CANARY_RECEIVER_CONCURRENCY);
