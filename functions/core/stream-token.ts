@@ -57,8 +57,11 @@ export function encodeSyncToken(key: Buffer, position: StreamPosition): string {
 export function decodeSyncToken(key: Buffer, token: string, tenantId: string, resource: string): StreamPosition | undefined {
   const [payload, mac, extra] = token.split('.');
   if (!payload || !mac || extra !== undefined) return undefined;
-  const expected = createHmac('sha256', key).update(payload).digest();
-  const given = Buffer.from(mac, 'base64url');
+  // Compared as the text handed out, not as decoded bytes: Node's base64 decoder skips
+  // characters outside the alphabet and the last character's 2 spare bits, so a changed
+  // token (`…c` as `…d`, `==` or `~` appended) decoded to the same MAC and was accepted.
+  const expected = Buffer.from(createHmac('sha256', key).update(payload).digest('base64url'));
+  const given = Buffer.from(mac);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   let parsed: { t?: unknown; r?: unknown; p?: unknown; i?: unknown; k?: unknown };
   try {
