@@ -188,6 +188,9 @@ export class StreamStore {
    * Entries after `after` and at or before `until`, in order, at most `limit`. When
    * there are more, `resumeAfter` is where the next page starts: after the last entry
    * given, or after the last item read when DynamoDB cut the read short (1 MB a read).
+   * That cut is the page's bound in bytes, and it is kept: 100 events of 64 KiB would be
+   * a 6.6 MB page, past the 6 MB a Lambda function may answer (API Gateway's 502, in AWS
+   * only), where a page of 1 MB stays within it even escaped again in Lambda's response.
    */
   async read(
     tenantId: string,
