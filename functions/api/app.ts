@@ -78,7 +78,6 @@ function respondError(c: Context, error: ApiError): Response {
   return c.json(errorBody(error.code, error.message), HTTP_STATUS[error.code] as 400);
 }
 
-/** A whole-number query parameter within bounds, or the default when absent. */
 /** A query parameter given at most once: `?resource=a&resource=b` names no one resource. */
 function queryParam(c: Context, name: string): string | undefined {
   const values = c.req.queries(name);
@@ -98,6 +97,7 @@ function onlyQuery(c: Context, names: readonly string[]): void {
   throw new ApiError('invalid_request', `${what} of this route (it takes ${names.join(' and ')}).`);
 }
 
+/** A whole-number query parameter within bounds, or the default when absent. */
 function boundedInt(raw: string | undefined, fallback: number, min: number, max: number, name: string): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
