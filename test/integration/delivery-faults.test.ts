@@ -486,3 +486,58 @@ describe('a recheck whose window was taken by a write that applied but whose ans
     expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_takelost']);
   });
 });
+
+/**
+ * A client whose writes into a webhook's partitions of `kind` DynamoDB throttles (the
+ * SDK's own tries spent), as it does a partition past its 1,000 write units a second.
+ */
+function throttledDeps(kind: string) {
+  const client = documentClient(sandbox.emulators.dynamo);
+  let throttled = 0;
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const pk = (args.input as { Item?: { pk?: string } }).Item?.pk;
+      if (typeof pk === 'string' && pk.startsWith(kind)) {
+        throttled++;
+        throw Object.assign(new Error('The level of configured provisioned throughput for the table was exceeded.'), {
+          name: 'ProvisionedThroughputExceededException',
+          $metadata: { attempts: 3 },
+        });
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'partitionThrottled' },
+  );
+  const sent: DeliverQueueMessage[] = [];
+  const deps: DeliveryDeps = {
+    ...deliveryDeps({ ...sandbox.wiring, dynamo: client }, sandbox.notifier),
+    switches: NO_SWITCHES,
+    queue: { send: async (messages) => void sent.push(...messages) },
+  };
+  return { deps, sent, throttled: () => throttled };
+}
+
+describe("an attempt whose log write DynamoDB throttles (the webhook's log partition past its write units)", () => {
+  it('is delivered once and counted, not failed for SQS to hand back and POST again', async () => {
+    const { tenant, path, hook } = await answeringWebhook('log-throttled', 'logthrottled:1');
+    const { deps, throttled } = throttledDeps(CONTROL_PK.deliveries);
+    const failedBefore = sandbox.metrics.total('AttemptLogsFailed');
+
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'logthrottled', 1))).toBe('delivered');
+
+    expect(throttled()).toBe(1);
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_logthrottled']);
+    expect(sandbox.metrics.total('AttemptLogsFailed')).toBe(failedBefore + 1);
+  });
+
+  it('is delivered once when it is a later attempt, whose own item is throttled', async () => {
+    const { tenant, path, hook } = await answeringWebhook('attempt-throttled', 'attemptthrottled:1');
+    const { deps, throttled } = throttledDeps(CONTROL_PK.attempts);
+
+    // Its second attempt: logged in an item of its own, not on the delivery's log item.
+    expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'attemptthrottled', 1, 2))).toBe('delivered');
+
+    expect(throttled()).toBe(1);
+    expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_attemptthrottled']);
+  });
+});

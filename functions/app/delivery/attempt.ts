@@ -11,6 +11,7 @@ import { newId } from '../../core/ids.ts';
 import { type DeliveryMessage, liveSecrets, SLUICE_VERSION, type Webhook } from '../../core/model.ts';
 import { decideAttempt } from '../../core/outcome.ts';
 import { deliveryHeaders } from '../../core/signing.ts';
+import { LogTally } from '../../core/telemetry.ts';
 import { releaseGivenBack } from './chains.ts';
 import type { DeliveryDeps } from './deps.ts';
 
@@ -50,8 +51,11 @@ export async function attempt(
     at: new Date(now).toISOString(),
   };
   // A replay's delivery: its events are in the log at their first delivery already.
-  if (message.attempt === 1 && !options.probe && !message.replay) await deps.records.logDelivery(message, now, record);
-  else await deps.records.recordAttempt(webhook.id, record, now);
+  const logged =
+    message.attempt === 1 && !options.probe && !message.replay
+      ? deps.records.logDelivery(message, now, record)
+      : deps.records.recordAttempt(webhook.id, record, now);
+  await keptOrCounted(deps, webhook, logged);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
   // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts), and the wait
   // this POST was noted for while it went unanswered is kept already.
@@ -76,6 +80,46 @@ export async function attempt(
     await deps.webhooks.leaveAloneUntil(webhook.tenantId, webhook.id, answeredAt + askedSeconds * 1000, webhook.url);
   }
   return result;
+}
+
+/**
+ * When this container last logged each webhook's attempts left out of its log, and how
+ * many since: once a minute, so a throttled partition is not also a flood of log lines.
+ */
+const unloggedLog = new LogTally(60_000);
+
+/**
+ * Waits for the write that logs an attempt, made after its POST: one that fails is
+ * counted (`AttemptLogsFailed`) and logged, not thrown. The endpoint has the delivery
+ * whatever the write does, and a failed record would have SQS hand it back after the
+ * visibility timeout to be POSTed again, up to maxReceiveCount times, then moved to the
+ * dead-letter queue: a delivered delivery paging on-call. The log of a webhook's
+ * deliveries is one partition (`deliveries#<webhook>`), written in time order, which
+ * DynamoDB serves at most 1,000 write units a second however it splits: at the
+ * endpoint's rate (50 POSTs a second) a delivery's compressed events over about 20 KB
+ * pass it, and the throttled writes would otherwise turn every throttled second of
+ * deliveries into duplicates, each holding its message in flight for 3 minutes.
+ * What is left out is the attempt's line in `GET …/attempts` and, for a first attempt,
+ * the delivery in a later replay.
+ */
+async function keptOrCounted(deps: DeliveryDeps, webhook: Webhook, write: Promise<void>): Promise<void> {
+  try {
+    await write;
+  } catch (error) {
+    deps.metrics.count('AttemptLogsFailed');
+    const due = unloggedLog.note(webhook.id, deps.now(), { attempts: 1 });
+    if (due) {
+      deps.logger.error(
+        "An attempt was made but not logged (DynamoDB refused the log's write): it is missing from the attempts and replay",
+        {
+          tenant: webhook.tenantId,
+          webhook: webhook.id,
+          ...due,
+          error,
+        },
+      );
+    }
+  }
 }
 
 function logSlow(deps: DeliveryDeps, webhook: Webhook, how: { answerMs: number | undefined } | { unansweredMs: number }): void {
