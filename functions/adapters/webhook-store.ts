@@ -93,6 +93,7 @@ function toWebhook(item: Record<string, unknown>): Webhook {
     health: toHealth(item.health as Record<string, unknown> | undefined),
     healthVersion: Number(item.health_version ?? 0),
     heldCount: Number(item.held_count ?? 0),
+    ...(item.held_since !== undefined && { heldSince: Number(item.held_since) }),
     ...(item.held_lost !== undefined && {
       heldLost: { count: Number(item.held_lost), sent: Number(item.held_lost_sent ?? 0), at: Number(item.held_lost_at ?? 0) },
     }),
@@ -692,9 +693,10 @@ export class WebhookStore {
    */
   async endRelease(tenantId: string, id: string, token: string): Promise<boolean> {
     return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'REMOVE #release_token, #release_not_before',
+      // Nothing is held: the next hold notes when holding began again (`noteHeldSince`).
+      UpdateExpression: 'REMOVE #release_token, #release_not_before, #held_since',
       ConditionExpression: '#release_token = :token AND (attribute_not_exists(#held_count) OR #held_count <= :none)',
-      ExpressionAttributeNames: names('release_token', 'release_not_before', 'held_count'),
+      ExpressionAttributeNames: names('release_token', 'release_not_before', 'held_count', 'held_since'),
       ExpressionAttributeValues: { ':token': token, ':none': 0 },
     });
   }
@@ -771,6 +773,24 @@ export class WebhookStore {
   countHeld(tenantId: string, id: string, n: number, cap: number): Promise<Webhook | undefined> {
     // Within the cap after the change, so concurrent holders cannot overshoot it: the count is at most cap - n before it.
     return this.#moveHeld(tenantId, id, n, { condition: '(attribute_not_exists(#held_count) OR #held_count <= :limit)', limit: cap - n });
+  }
+
+  /**
+   * Notes when the webhook began to hold (`Webhook.heldSince`), after a `countHeld` that
+   * found nothing counted: not if a time is noted already (one left by a count that came
+   * back to nothing without its release ending keeps the earlier time, which judges
+   * nothing held since as younger than it is), nor once nothing is counted again. A write
+   * of its own, not part of the count's: the count cannot tell in the same write whether
+   * it started from nothing, and a time set by the first hold after this was kept, on a
+   * webhook holding older deliveries, would pass those off as young.
+   */
+  async noteHeldSince(tenantId: string, id: string, since: number): Promise<void> {
+    await this.#updateIf(tenantId, id, {
+      UpdateExpression: 'SET #held_since = :since',
+      ConditionExpression: 'attribute_not_exists(#held_since) AND #held_count > :none',
+      ExpressionAttributeNames: names('held_since', 'held_count'),
+      ExpressionAttributeValues: { ':since': since, ':none': 0 },
+    });
   }
 
   /**
@@ -882,10 +902,14 @@ export class WebhookStore {
    * Sets the held count to what is really held (`actual`), if it is still the drifted
    * value that was seen. What it counted beyond that is added to the held deliveries
    * lost (`heldLost`) in the same write, so that of concurrent callers one counts them,
-   * and none can set the count without noting the loss.
+   * and none can set the count without noting the loss; not with `noteLost` false, for a
+   * count that went above what is held with nothing lost (app/delivery/release.ts
+   * `dropLostHeld`). Set to nothing, it forgets when holding began (`noteHeldSince`).
    */
-  async resetHeld(tenantId: string, id: string, seen: number, actual: number, now: number): Promise<boolean> {
-    const lost = seen - actual;
+  async resetHeld(tenantId: string, id: string, seen: number, actual: number, now: number, noteLost = true): Promise<boolean> {
+    const lost = noteLost ? seen - actual : 0;
+    // Nothing held: the next hold notes when holding began again (`noteHeldSince`).
+    const since = actual <= 0 ? ' REMOVE #held_since' : '';
     const token = newCountToken();
     // With a token of its own (as each change of the count has, see `#moveHeld`): a reset
     // whose answer was lost is refused on the SDK's second try by the count it set, and is
@@ -894,9 +918,14 @@ export class WebhookStore {
       tenantId,
       id,
       {
-        UpdateExpression: `SET #held_count = :actual, #held_token = :token${lost > 0 ? ', #held_lost_at = :now ADD #held_lost :lost' : ''}`,
+        UpdateExpression: `SET #held_count = :actual, #held_token = :token${lost > 0 ? ', #held_lost_at = :now ADD #held_lost :lost' : ''}${since}`,
         ConditionExpression: '#held_count = :seen',
-        ExpressionAttributeNames: names('held_count', 'held_token', ...(lost > 0 ? ['held_lost', 'held_lost_at'] : [])),
+        ExpressionAttributeNames: names(
+          'held_count',
+          'held_token',
+          ...(lost > 0 ? ['held_lost', 'held_lost_at'] : []),
+          ...(since ? ['held_since'] : []),
+        ),
         ExpressionAttributeValues: { ':actual': actual, ':seen': seen, ':token': token, ...(lost > 0 && { ':lost': lost, ':now': now }) },
       },
       { attribute: 'held_token', token },

@@ -64,6 +64,14 @@ export interface Webhook {
    * `sluice.gap` marker stands for, and when the last were found gone (epoch ms).
    */
   readonly heldLost?: { readonly count: number; readonly sent: number; readonly at: number };
+  /**
+   * When the webhook began to hold what it holds (epoch ms): noted by the hold that found
+   * nothing counted, removed when its release ends. Nothing it holds was held before, so
+   * none of it can have expired (and been deleted by DynamoDB's TTL) until a retention
+   * period after it. Absent on a webhook holding since before it was kept, or whose note
+   * failed: a held count above what is held is then taken for TTL's doing, as before.
+   */
+  readonly heldSince?: number;
   /** Only the probe chain carrying this token may probe (one chain per quarantine). */
   readonly probeToken: string | undefined;
   /** Only the release chain carrying this token may release held deliveries. */

@@ -4,7 +4,9 @@ import type { DeliveryMessage } from '../../functions/core/model.ts';
 
 /**
  * Holds a delivery as the delivery function does: counts it on the webhook within
- * `cap`, then stores it. Answers whether the count and the store each applied.
+ * `cap`, then stores it. Answers whether the count and the store each applied. It notes
+ * no `heldSince`, as for a webhook holding since before that was kept: a count above
+ * what is held is then taken for held items DynamoDB's TTL removed.
  */
 export async function holdDelivery(
   deps: Pick<DeliveryDeps, 'webhooks' | 'records'>,

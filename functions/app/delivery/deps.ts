@@ -41,6 +41,7 @@ export interface DeliveryDeps {
     | 'saveHealth'
     | 'adjustHeld'
     | 'countHeld'
+    | 'noteHeldSince'
     | 'resetHeld'
     | 'heldLostSent'
     | 'leaveAloneUntil'

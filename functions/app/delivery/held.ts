@@ -54,12 +54,11 @@ export async function countForGaps(
  */
 export async function hold(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, underSwitch = false): Promise<DeliveryOutcome> {
   const parts = partsByResource(message);
-  const counted =
-    parts.length > 1 ? await deps.webhooks.countHeld(webhook.tenantId, webhook.id, parts.length, deps.config.heldPerWebhook) : undefined;
+  const now = deps.now();
+  const counted = parts.length > 1 ? await countHeld(deps, webhook, parts.length, now) : undefined;
   if (counted) {
     // One count for all the parts; a part that was already held (SQS delivers at
     // least once) gives its place back, so the count always matches the held items.
-    const now = deps.now();
     const fresh = await Promise.all(parts.map((part) => deps.records.hold(part, now)));
     const already = fresh.filter((f) => !f).length;
     if (already > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -already);
@@ -73,13 +72,37 @@ export async function hold(deps: DeliveryDeps, webhook: Webhook, message: Delive
   return 'held';
 }
 
+/**
+ * Counts `n` deliveries, held at `now`, into the webhook's held count within the cap
+ * (`WebhookStore.countHeld`), answering the webhook as the count left it. The count that
+ * started from nothing notes when holding began (`Webhook.heldSince`): none of what the
+ * webhook then holds can expire before a retention period after it, so a release that
+ * finds the count above what is held sooner knows DynamoDB's TTL did not remove the rest
+ * (release.ts `dropLostHeld`). A note that fails is logged, not thrown: a hold failed
+ * after its count would be counted again when SQS hands it back, and without the note a
+ * count above what is held is judged as before.
+ */
+async function countHeld(deps: DeliveryDeps, webhook: Webhook, n: number, now: number): Promise<Webhook | undefined> {
+  const counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, n, deps.config.heldPerWebhook);
+  if (counted === undefined || counted.heldCount !== n || counted.heldSince !== undefined) return counted;
+  try {
+    await deps.webhooks.noteHeldSince(webhook.tenantId, webhook.id, now);
+  } catch (error) {
+    deps.logger.warn('Could not note when a webhook began to hold deliveries', {
+      ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
+      error: String(error),
+    });
+  }
+  return counted;
+}
+
 async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, underSwitch: boolean): Promise<void> {
   const now = deps.now();
   // The count goes up first (the cap is checked there); a delivery that was already
   // held gives its place back, so the count always matches the held items.
-  let counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
+  let counted = await countHeld(deps, webhook, 1, now);
   if (!counted && (await pruneExpiredHeld(deps, webhook, now))) {
-    counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, 1, deps.config.heldPerWebhook);
+    counted = await countHeld(deps, webhook, 1, now);
   }
   if (counted) {
     if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');

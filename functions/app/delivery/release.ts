@@ -312,20 +312,45 @@ async function releaseLane(
 }
 
 /**
+ * The shortest retention period a deployment can have (`retentionDays` is at least 1): no
+ * held item expires sooner after it was held, whatever the period was when it was held.
+ */
+const SHORTEST_RETENTION_MS = 86_400_000;
+
+/**
  * A held count that found nothing held for HELD_COUNT_SETTLE_MS has drifted: it is set
  * to what is held, so deliveries stop being held behind nothing. What it counted beyond
  * that went without a release: DynamoDB's TTL deletes held items past the retention
  * period (of a webhook disabled or quarantined for longer) before a release reads them
  * (`dropExpiredHeld` counts those it finds). So they are counted as dropped for
  * `retention`, and noted on the webhook in the reset's own write (one caller counts
- * them), for a `sluice.gap` marker like other retention drops. A count that went up
- * twice for one hold (its item write failed, and SQS held it again), or whose decrement
- * died with its step, drifts the same way and is told the same: a marker that
- * overstates, rather than a loss told to no one. Answers the webhook as it is now.
+ * them), for a `sluice.gap` marker like other retention drops.
+ *
+ * Unless the webhook began to hold less than the shortest retention period ago
+ * (`heldSince`): then nothing it holds can have expired, and the count is above what is
+ * held because a delivery function died between a hold's count and its write (SQS held
+ * it again, counted twice) or between a release's removal and the count's decrement.
+ * Nothing was lost: the count is set right and counted apart (`HeldCountsCorrected`), with
+ * no marker to tell a subscriber of a loss that never was, nor a drop to page on-call.
+ * Without `heldSince` (holding since before it was kept, or its note failed) such a count
+ * is told as a retention drop: a marker that overstates, rather than a loss told to no
+ * one. Answers the webhook as it is now.
  */
 async function dropLostHeld(deps: DeliveryDeps, webhook: Webhook, actual: number, now: number): Promise<Webhook> {
   const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
   const lost = webhook.heldCount - actual;
+  const young = webhook.heldSince !== undefined && now - webhook.heldSince < SHORTEST_RETENTION_MS;
+  if (young) {
+    if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now, false)) && lost > 0) {
+      deps.metrics.count('HeldCountsCorrected', lost);
+      deps.logger.info('Held count above what is held, set right: a delivery function died between two writes of a hold or a release', {
+        ...ctx,
+        counted: webhook.heldCount,
+        held: actual,
+      });
+    }
+    return (await deps.webhooks.get(webhook.tenantId, webhook.id)) ?? webhook;
+  }
   if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now)) && lost > 0) {
     // Deliveries, not events: what each held went with it (one event or more).
     deps.metrics.count('EventsDropped', lost, { reason: 'retention' });
