@@ -151,8 +151,9 @@ export class Operations extends Construct {
     this.canary.bindSecret(this.canaryKeySecret, ENV.canaryKeySecretArn, { write: true });
     this.canary.function.addEnvironment(ENV.apiUrl, props.api.url);
     this.canary.function.addEnvironment(ENV.canaryReceiverUrl, receiverUrl.url);
-    // A failed run is tried by the next one (see the reconciler's in pipeline.ts): no Lambda retries.
-    this.canary.function.configureAsyncInvoke({ retryAttempts: 0 });
+    // A failed run is tried by the next one (see the reconciler's in pipeline.ts): no Lambda
+    // retries, and a run throttled behind the one still going kept a minute at most.
+    this.canary.function.configureAsyncInvoke({ retryAttempts: 0, maxEventAge: Duration.seconds(60) });
     new Rule(this, 'CanarySchedule', {
       description: 'Publishes the sluice canary event',
       schedule: Schedule.rate(Duration.seconds(scheduleSeconds(props.config.canaryIntervalSeconds))),

@@ -82,8 +82,12 @@ export class Pipeline extends Construct {
       .bindQueue(props.deliverQueue, ENV.deliverQueueUrl);
     // A failed sweep is tried by the next one, on the schedule: Lambda's own retries of an
     // asynchronous invocation would run it again beside the schedule's, and with a
-    // concurrency of 1 be throttled, which pages.
-    this.reconciler.function.configureAsyncInvoke({ retryAttempts: 0 });
+    // concurrency of 1 be throttled, which pages. A run throttled behind one still going
+    // is not a failure to Lambda, which keeps such an event and tries it again for up to
+    // its maximum age (6 hours unless set), each try throttled while the runs overlap, then
+    // a run of an old schedule: kept a minute at most, the shortest Lambda allows.
+    // https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html
+    this.reconciler.function.configureAsyncInvoke({ retryAttempts: 0, maxEventAge: Duration.seconds(60) });
     new Rule(this, 'ReconcileSchedule', {
       description: 'Runs the sluice reconciler',
       schedule: Schedule.rate(Duration.seconds(scheduleSeconds(props.config.reconcileIntervalSeconds))),

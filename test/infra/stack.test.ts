@@ -308,13 +308,16 @@ describe('functions', () => {
     template.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 1 });
   });
 
-  it('has Lambda retry no failed run of the reconciler or the canary: the next scheduled run is the retry (one at a time, a retry beside it would be throttled)', () => {
+  it('has Lambda retry no failed run of the reconciler or the canary, nor keep a throttled one past a minute: the next scheduled run is the retry (one at a time, a retry beside it would be throttled)', () => {
     const functions = template.findResources('AWS::Lambda::Function');
     const invokeConfigs = Object.values(template.findResources('AWS::Lambda::EventInvokeConfig'));
     for (const name of ['Reconciler', 'Canary']) {
       const id = Object.keys(functions).find((key) => key.includes(name) && !key.includes('Receiver')) as string;
       const config = invokeConfigs.find((c) => JSON.stringify(c.Properties.FunctionName).includes(id));
       expect(config?.Properties.MaximumRetryAttempts, name).toBe(0);
+      // A run throttled behind the one still going is not a failed run: Lambda keeps such
+      // an event and tries it again for up to its maximum age, 6 hours unless set.
+      expect(config?.Properties.MaximumEventAgeInSeconds, name).toBe(60);
     }
   });
 
