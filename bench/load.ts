@@ -129,7 +129,10 @@ function serveReceivers(): void {
 
 async function runTask(task: PublishTask, priority: TaskStats['priority']): Promise<TaskResult> {
   const acceptedHere: Array<[string, number]> = [];
-  const deadline = Date.now() + task.durationMs;
+  // One clock reading for both: a deadline read a millisecond before `started` ended the
+  // task before `started + durationMs`, and its stats said it sent for less than it was asked.
+  const started = Date.now();
+  const deadline = started + task.durationMs;
   let requests = 0;
   let ok = 0;
   let rejected = 0;
@@ -137,7 +140,6 @@ async function runTask(task: PublishTask, priority: TaskStats['priority']): Prom
   let status429 = 0;
   let next = 0;
   const interval = task.requestsPerSecond > 0 ? 1000 / task.requestsPerSecond : 0;
-  const started = Date.now();
   const worker = async () => {
     while (Date.now() < deadline) {
       const n = requests++;
