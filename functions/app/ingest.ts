@@ -628,8 +628,10 @@ async function reserveOn(
   });
   if (knownTat !== undefined) {
     // The tat this container last saw can only be behind the real one, so when it
-    // already leaves too few tokens, there are too few: refuse without DynamoDB.
-    const local = decideAdmission({ depth: 0, tat: knownTat }, want, limits, now);
+    // already leaves too few tokens, there are too few: refuse without DynamoDB. It
+    // knows nothing of the depth, so it judges the rate alone: the reserving write
+    // checks the cap, and a refusal for room must say queue_full, not rate_limited.
+    const local = decideAdmission({ depth: 0, tat: knownTat }, want, { ...limits, cap: Number.POSITIVE_INFINITY }, now);
     if (local.admit === 0) {
       deps.metrics.count('RejectedLocally', pendings.length);
       return refuseAll('rate_limited', local.retryAfterMs);

@@ -223,6 +223,22 @@ describe('ingest', () => {
     expect((await store.readMeta(k))?.depth).toBe(3);
   });
 
+  it('answers queue_full, not rate_limited, for what a drained queue has no room for, once the container knows its rate', async () => {
+    const k = key();
+    const deps = ingestDeps([], { objectQueueCap: 5 });
+    const codes = (outcome: Awaited<ReturnType<typeof publish>>) =>
+      outcome.results.map((r) => (r.status === 'rejected' ? r.error.code : r.status));
+    const seven = () => [0, 1, 2, 3, 4, 5, 6].map((n) => input(k.resource, n));
+    const fits = ['accepted', 'accepted', 'accepted', 'accepted', 'accepted', 'queue_full', 'queue_full'];
+    expect(codes(await publish(deps, k.tenantId, seven()))).toEqual(fits);
+    const { distributor } = recordingDistributor();
+    expect((await distributor.runTurn(k, 'w')).outcome).toBe('idle');
+    expect((await store.readMeta(k))?.depth).toBe(0);
+
+    // The object is far inside its rate (100,000/s): only the cap holds the last two back.
+    expect(codes(await publish(deps, k.tenantId, seven()))).toEqual(fits);
+  });
+
   it("stores a request's events for all its objects in one batched write", async () => {
     const [a, b, c] = [key(), key(), key()];
     const { counts, queues } = counted();
