@@ -1169,6 +1169,29 @@ describe('operations', () => {
     for (const [name] of reserving) expect(section, name).toContain(`\`${name}-throttles\``);
   });
 
+  it('has, for each logical id start the runbooks look a resource up by, exactly one resource of the Sluice stack', () => {
+    const resources = Template.fromStack(new SluiceStack(new App({ context: NO_BUNDLING }), 'Sluice')).toJSON().Resources as Record<
+      string,
+      { Type: string }
+    >;
+    const runbooks = readFileSync('docs/runbooks.md', 'utf8');
+    // The table's rows and the command's example: `SluiceApiHandlerLogs`, 'SluiceApiHandlerLogs'.
+    const prefixes = [...runbooks.matchAll(/\| `(Sluice\w+)`|starts_with\(LogicalResourceId, '(Sluice\w+)'\)/g)].map((m) => m[1] ?? m[2]);
+    expect(prefixes.length).toBeGreaterThan(10);
+    for (const prefix of prefixes.filter((p) => p !== 'SluiceOperationsAlarm')) {
+      expect(
+        Object.keys(resources).filter((id) => id.startsWith(prefix as string)),
+        prefix,
+      ).toHaveLength(1);
+    }
+    // Each alarm by its name without dashes.
+    for (const alarm of alarmDefinitions(buildConfig())) {
+      const ids = Object.keys(resources).filter((id) => id.startsWith(`SluiceOperationsAlarm${alarm.name.replaceAll('-', '')}`));
+      expect(ids, alarm.name).toHaveLength(1);
+      expect(resources[ids[0] as string]?.Type).toBe('AWS::CloudWatch::Alarm');
+    }
+  });
+
   it('has one dashboard, the pipeline left to right', () => {
     const dashboards = Object.values(template.findResources('AWS::CloudWatch::Dashboard'));
     expect(dashboards).toHaveLength(1);
