@@ -337,28 +337,21 @@ const SHORTEST_RETENTION_MS = 86_400_000;
  * one. Answers the webhook as it is now.
  */
 async function dropLostHeld(deps: DeliveryDeps, webhook: Webhook, actual: number, now: number): Promise<Webhook> {
-  const ctx = context({ tenantId: webhook.tenantId, webhookId: webhook.id });
   const lost = webhook.heldCount - actual;
   const young = webhook.heldSince !== undefined && now - webhook.heldSince < SHORTEST_RETENTION_MS;
-  if (young) {
-    if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now, false)) && lost > 0) {
+  if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now, !young)) && lost > 0) {
+    const fields = { ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }), counted: webhook.heldCount, held: actual };
+    if (young) {
       deps.metrics.count('HeldCountsCorrected', lost);
-      deps.logger.info('Held count above what is held, set right: a delivery function died between two writes of a hold or a release', {
-        ...ctx,
-        counted: webhook.heldCount,
-        held: actual,
-      });
+      deps.logger.info(
+        'Held count above what is held, set right: a delivery function died between two writes of a hold or a release',
+        fields,
+      );
+    } else {
+      // Deliveries, not events: what each held went with it (one event or more).
+      deps.metrics.count('EventsDropped', lost, { reason: 'retention' });
+      deps.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', fields);
     }
-    return (await deps.webhooks.get(webhook.tenantId, webhook.id)) ?? webhook;
-  }
-  if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now)) && lost > 0) {
-    // Deliveries, not events: what each held went with it (one event or more).
-    deps.metrics.count('EventsDropped', lost, { reason: 'retention' });
-    deps.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', {
-      ...ctx,
-      counted: webhook.heldCount,
-      held: actual,
-    });
   }
   return (await deps.webhooks.get(webhook.tenantId, webhook.id)) ?? webhook;
 }
