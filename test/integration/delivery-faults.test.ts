@@ -6,7 +6,6 @@
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
-import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { startRelease } from '../../functions/app/delivery/chains.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
@@ -22,6 +21,7 @@ import { deliveredEventFixture } from '../support/fixtures.ts';
 import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { deliveryDepsOver } from '../support/services.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -51,13 +51,7 @@ const putsInto = (kind: string) => (input: Record<string, unknown>) => {
 function lossyDeps(matches: (input: Record<string, unknown>) => boolean) {
   const lossy = documentClient(sandbox.emulators.dynamo);
   const lost = loseFirstAnswers(lossy, matches);
-  const sent: DeliverQueueMessage[] = [];
-  const deps: DeliveryDeps = {
-    ...deliveryDeps({ ...sandbox.wiring, dynamo: lossy }, sandbox.notifier),
-    switches: NO_SWITCHES,
-    queue: { send: async (messages) => void sent.push(...messages) },
-  };
-  return { deps, lost, sent };
+  return { ...deliveryDepsOver(sandbox, lossy), lost };
 }
 
 /** Handles every recorded deliver-queue message, and those they send, at once (their delays left out). */
@@ -508,13 +502,7 @@ function throttledDeps(kind: string) {
     },
     { step: 'initialize', name: 'partitionThrottled' },
   );
-  const sent: DeliverQueueMessage[] = [];
-  const deps: DeliveryDeps = {
-    ...deliveryDeps({ ...sandbox.wiring, dynamo: client }, sandbox.notifier),
-    switches: NO_SWITCHES,
-    queue: { send: async (messages) => void sent.push(...messages) },
-  };
-  return { deps, sent, throttled: () => throttled };
+  return { ...deliveryDepsOver(sandbox, client), throttled: () => throttled };
 }
 
 describe("an attempt whose log write DynamoDB throttles (the webhook's log partition past its write units)", () => {

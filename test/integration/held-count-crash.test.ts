@@ -9,11 +9,9 @@
 import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
-import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import { tenantPk } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -21,6 +19,7 @@ import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { deliveryDepsOver } from '../support/services.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -56,13 +55,7 @@ function functionDeps(dies: (input: Record<string, unknown>) => boolean = () => 
     },
     { step: 'initialize', name: 'dies' },
   );
-  const sent: DeliverQueueMessage[] = [];
-  const deps: DeliveryDeps = {
-    ...deliveryDeps({ ...sandbox.wiring, dynamo: client }, sandbox.notifier),
-    switches: NO_SWITCHES,
-    queue: { send: async (messages) => void sent.push(...messages) },
-  };
-  return { deps, sent };
+  return deliveryDepsOver(sandbox, client);
 }
 
 function delivery(tenantId: string, webhookId: string, name: string): DeliveryMessage {

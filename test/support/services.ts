@@ -3,11 +3,14 @@
  * dependencies or options replaced: how tests reach a failure between two of its writes.
  */
 
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
 import { makeSender } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { WebhookService, type WebhookServiceDeps } from '../../functions/app/webhooks.ts';
+import type { DeliverQueueMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 
 export function webhookService(
@@ -24,4 +27,18 @@ export function webhookService(
     ...overrides.service,
     delivery: { ...delivery, ...overrides.delivery },
   });
+}
+
+/**
+ * The delivery function's dependencies over `client` (one a test has put a fault in), with
+ * no kill switch in force and every deliver-queue message it sends kept in `sent`, not sent.
+ */
+export function deliveryDepsOver(sandbox: Sandbox, client: DynamoDBDocumentClient): { deps: DeliveryDeps; sent: DeliverQueueMessage[] } {
+  const sent: DeliverQueueMessage[] = [];
+  const deps: DeliveryDeps = {
+    ...deliveryDeps({ ...sandbox.wiring, dynamo: client }, sandbox.notifier),
+    switches: NO_SWITCHES,
+    queue: { send: async (messages) => void sent.push(...messages) },
+  };
+  return { deps, sent };
 }
