@@ -1192,6 +1192,56 @@ describe('operations', () => {
     }
   });
 
+  it('keeps the logical ids of everything that holds state, so a deploy of a new version updates it in place', () => {
+    // CloudFormation replaces a resource whose logical id changes: renaming or moving a
+    // construct would make new tables (the old ones, retained, left orphaned with every
+    // tenant, webhook and queued event), new queues (the old ones' doorbells and
+    // deliveries never read again), a new API (every tenant's key and usage plan, which
+    // sluice makes at run time on the old one's stage, no longer admitted), new topics
+    // (the pager's and the owners' subscriptions gone) and new secrets (a new admin key).
+    // A change here needs a migration written down in README's Deploy section first.
+    const resources = Template.fromStack(new SluiceStack(new App({ context: NO_BUNDLING }), 'Sluice')).toJSON().Resources as Record<
+      string,
+      { Type: string }
+    >;
+    const stateful = [
+      'AWS::DynamoDB::GlobalTable',
+      'AWS::SQS::Queue',
+      'AWS::SNS::Topic',
+      'AWS::KMS::Key',
+      'AWS::SecretsManager::Secret',
+      'AWS::ApiGateway::RestApi',
+      'AWS::ApiGateway::Stage',
+      'AWS::ApiGateway::ApiKey',
+      'AWS::ApiGateway::UsagePlan',
+      'AWS::Lambda::Url',
+    ];
+    const ids = Object.entries(resources)
+      .filter(([, resource]) => stateful.includes(resource.Type))
+      .map(([id, resource]) => `${resource.Type} ${id}`)
+      .sort();
+    expect(ids).toEqual([
+      'AWS::ApiGateway::ApiKey SluiceApiAdminUsageKey61912818',
+      'AWS::ApiGateway::RestApi SluiceApiRestF5DD7016',
+      'AWS::ApiGateway::Stage SluiceApiRestDeploymentStagelive15464C1C',
+      'AWS::ApiGateway::UsagePlan SluiceApiRestAdminPlan92D535FF',
+      'AWS::DynamoDB::GlobalTable SluiceStorageControl7BEE3382',
+      'AWS::DynamoDB::GlobalTable SluiceStorageEventsCAC8A578',
+      'AWS::KMS::Key SluiceOperationsOnCallKey28C2807A',
+      'AWS::Lambda::Url SluiceOperationsCanaryReceiverFunctionFunctionUrl9C55DC22',
+      'AWS::SNS::Topic SluiceDeliveryWebhookDisabled7B6B0E65',
+      'AWS::SNS::Topic SluiceOperationsOnCallD62B8FB0',
+      'AWS::SQS::Queue SluiceDeliveryDeliverDeadLettersC85BFC8B',
+      'AWS::SQS::Queue SluiceDeliveryDeliverQueue393E6059',
+      'AWS::SQS::Queue SluicePipelineDistributeBulkDeadLetters54E4A8E2',
+      'AWS::SQS::Queue SluicePipelineDistributeBulkQueueF5C00978',
+      'AWS::SQS::Queue SluicePipelineDistributeDeadLetters5D4CA27A',
+      'AWS::SQS::Queue SluicePipelineDistributeQueueCB5AF621',
+      'AWS::SecretsManager::Secret SluiceApiAdminKey141705D9',
+      'AWS::SecretsManager::Secret SluiceOperationsCanaryKey9EBDB68F',
+    ]);
+  });
+
   it('has one dashboard, the pipeline left to right', () => {
     const dashboards = Object.values(template.findResources('AWS::CloudWatch::Dashboard'));
     expect(dashboards).toHaveLength(1);
