@@ -89,7 +89,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // taken now comes sooner. It looks at each link of the chain (half the wait left, for
     // a share: core/endpoint-pace.ts `paceLookSeconds`).
     const share = keptShare(message);
-    if (share === undefined || !(await deps.records.paceGivenBack(message.webhookId, share.sendAt, now))) {
+    if (share === undefined || !(await deps.paces.givenBack(message.webhookId, share.sendAt, now))) {
       await later(deps, message, (message.notBefore - now) / 1000, share);
       return 'waiting';
     }
@@ -152,9 +152,9 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // endpoint cannot hold many delivery workers before quarantine, and a tenant's
     // failing endpoints together a few, so that many hanging ones cannot either.
     const windowMs = deps.config.failingAttemptIntervalMs;
-    const endpointSlot = await deps.records.takeSendSlot(webhook.id, 1, windowMs, now);
+    const endpointSlot = await deps.sendBudgets.takeSlot(webhook.id, 1, windowMs, now);
     const tenantSlot =
-      endpointSlot && (await deps.records.takeSendSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now));
+      endpointSlot && (await deps.sendBudgets.takeSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now));
     if (!tenantSlot) {
       deps.metrics.count('DeliveriesDelayed', 1, { reason: endpointSlot ? 'tenant_failing' : 'endpoint_failing' });
       // Longer each time in a row, so a failing endpoint's backlog does not go round the
@@ -179,11 +179,11 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     if (kept === undefined && webhook.slowMs !== undefined) {
       // Before a share is taken: one taken and then not used would move the endpoint's
       // time on for nothing, and hold the next deliveries behind a backlog that is not there.
-      const freeAt = await deps.records.paceFreeAt(webhook.id, now);
+      const freeAt = await deps.paces.freeAt(webhook.id, now);
       if (freeAt !== undefined && holdsBehindPace(freeAt - now, webhook.slowMs))
         return holdBehindPace(deps, webhook, message, freeAt, interval, now);
     }
-    const share = kept ?? { sendAt: await deps.records.reserveSend(webhook.id, interval, now), paceMs: interval };
+    const share = kept ?? { sendAt: await deps.paces.reserve(webhook.id, interval, now), paceMs: interval };
     // A quick endpoint's share is taken before it is known to be far: the time is not read
     // first, as a slow one's is, for every delivery to pay a read for the rare backlog. The
     // release chain waits for this share, then its steps' POSTs take shares of their own
@@ -313,7 +313,7 @@ async function decide(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMes
         // Deleted while this attempt waited for its answer: no dead letter (nor a page) for a webhook that is gone.
         if (await deletedSince(deps, webhook)) return dropForDeleted(deps, message);
         // Counted once: a last attempt that SQS delivers again finds its dead letter written.
-        if (await deps.records.deadLetter(message, describe(result), now)) {
+        if (await deps.deadLetters.add(message, describe(result), now)) {
           deps.metrics.count('DeadLetters');
           deps.metrics.count('EventsDeadLettered', eventCount(message.events));
           deps.logger.warn('Delivery dead-lettered after its last attempt', deadLetterContext(message));

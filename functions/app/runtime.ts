@@ -6,11 +6,16 @@
 import { randomUUID } from 'node:crypto';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DeadLetters } from '../adapters/dead-letters.ts';
+import { DeliveryLog } from '../adapters/delivery-log.ts';
 import { DeliveryQueue } from '../adapters/delivery-queue.ts';
-import { DeliveryRecords } from '../adapters/delivery-records.ts';
 import { Doorbell } from '../adapters/doorbell.ts';
+import { GapCounts } from '../adapters/gap-counts.ts';
+import { HeldDeliveries } from '../adapters/held-deliveries.ts';
 import { IdempotencyStore } from '../adapters/idempotency-store.ts';
+import { PaceStore } from '../adapters/pace-store.ts';
 import { QueueStore } from '../adapters/queue-store.ts';
+import { SendBudgets } from '../adapters/send-budgets.ts';
 import { StreamStore } from '../adapters/stream-store.ts';
 import { SubscriptionCache } from '../adapters/subscription-cache.ts';
 import { CachedSwitches, SwitchStore } from '../adapters/switch-store.ts';
@@ -166,13 +171,29 @@ export function distributor(w: Wiring): Distributor {
   });
 }
 
+/**
+ * The delivery stage's stores of what it keeps per webhook in the control table
+ * (adapters/webhook-items.ts). Built once a container, as each groups the asks of one
+ * invocation (and keeps what it last read) in maps of its own.
+ */
+export function deliveryStores(options: { client: DynamoDBDocumentClient; tableName: string; retentionDays: number }) {
+  return {
+    deliveryLog: new DeliveryLog(options),
+    held: new HeldDeliveries(options),
+    gaps: new GapCounts(options),
+    deadLetters: new DeadLetters(options),
+    sendBudgets: new SendBudgets(options),
+    paces: new PaceStore(options),
+  };
+}
+
 export function deliveryDeps(
   w: Pick<Wiring, 'config' | 'dynamo' | 'sqs' | 'controlTable' | 'deliverQueueUrl' | 'metrics' | 'logger' | 'now' | 'send'>,
   notifier: Notifier,
 ): DeliveryDeps {
   return {
     webhooks: new WebhookStore({ client: w.dynamo, tableName: w.controlTable }),
-    records: new DeliveryRecords({ client: w.dynamo, tableName: w.controlTable, retentionDays: w.config.retentionDays }),
+    ...deliveryStores({ client: w.dynamo, tableName: w.controlTable, retentionDays: w.config.retentionDays }),
     queue: new DeliveryQueue({ client: w.sqs, queueUrl: w.deliverQueueUrl }),
     notifier,
     switches: switchReader(w),

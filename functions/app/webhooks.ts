@@ -32,7 +32,7 @@ export interface WebhookServiceDeps {
    * @default none: a deleted webhook's switch stays until an admin lifts it
    */
   readonly switches?: Pick<SwitchStore, 'forget'>;
-  /** The delivery stage's dependencies: health transitions, records and the deliver queue. */
+  /** The delivery stage's dependencies: health transitions, its stores and the deliver queue. */
   readonly delivery: DeliveryDeps;
   /** Most logged deliveries one replay sends again (MAX_REPLAY_DELIVERIES). */
   readonly maxReplayDeliveries?: number;
@@ -151,6 +151,25 @@ export function webhookDetailView(webhook: Webhook) {
       held: webhook.heldCount,
     },
   };
+}
+
+/**
+ * Removes everything kept for a deleted webhook: its endpoint's pace, and its held
+ * deliveries and overflow counts, every page of them, throwing if DynamoDB still left
+ * some unprocessed after a few tries (TTL removes those, late). Answers how
+ * many held events went with it: events only, as a held `sluice.gap` marker stands
+ * for events counted when they were dropped.
+ *
+ * The pace first: deliveries waiting for shares of it look at it (`PaceStore.givenBack`),
+ * and finding it gone they are dropped at their next look, 15 minutes at most, where
+ * they went round the shared deliver queue until their times (a slow endpoint's
+ * backlog, days ahead) to be dropped only then.
+ */
+export async function forgetWebhook(stores: Pick<DeliveryDeps, 'paces' | 'held' | 'gaps'>, webhookId: string): Promise<number> {
+  await stores.paces.giveBack(webhookId);
+  const heldEvents = await stores.held.forget(webhookId);
+  await stores.gaps.forget(webhookId);
+  return heldEvents;
 }
 
 export class WebhookService {
@@ -273,7 +292,7 @@ export class WebhookService {
       // delivery timeout), in which the old one may have turned slow and its backlog
       // taken minutes of its time at the slow pace, or turned quick and had it given back.
       if (rest.url !== undefined && (await this.#deps.webhooks.get(tenantId, id))?.slowMs !== undefined) {
-        await this.#deps.delivery.records.givePaceBack(id);
+        await this.#deps.delivery.paces.giveBack(id);
       }
       const updated = await this.#deps.webhooks.update(tenantId, id, rest, new Date(now).toISOString());
       if (!updated) throw notFound(id);
@@ -325,7 +344,7 @@ export class WebhookService {
     if (!(await this.#deps.webhooks.delete(tenantId, id, placeKept))) return false;
     // What it held goes with it, counted as deliveries in flight to it are.
     try {
-      const dropped = await this.#deps.delivery.records.forget(id);
+      const dropped = await forgetWebhook(this.#deps.delivery, id);
       if (dropped > 0) this.#deps.delivery.metrics.count('EventsDiscardedByOwner', dropped, { reason: 'webhook_deleted' });
     } catch (error) {
       // The webhook is gone all the same, and so answered: a 500 would be tried again
@@ -378,7 +397,7 @@ export class WebhookService {
 
   async attempts(tenantId: string, id: string, limit: number) {
     await this.#find(tenantId, id);
-    return this.#deps.delivery.records.attempts(id, limit, this.#deps.now());
+    return this.#deps.delivery.deliveryLog.attempts(id, limit, this.#deps.now());
   }
 
   /**
@@ -398,7 +417,7 @@ export class WebhookService {
     }
     const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
     const maxBytes = this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES;
-    const { records } = this.#deps.delivery;
+    const { sendBudgets, deliveryLog } = this.#deps.delivery;
     // The webhook's budget is taken before the log is read, as much of it as one replay
     // may use, and what the replay did not read is given back after: calls at once
     // share the window's budget rather than each see it unspent.
@@ -407,7 +426,7 @@ export class WebhookService {
     const budget = this.#deps.replayBudget ?? defaultReplayBudget(endpointRateOf(this.#deps.delivery, webhook));
     const budgetKey = `replay:${webhook.id}`;
     const whole = Math.min(max, budget.units);
-    const grant = await records.takeBudget(budgetKey, whole, budget.units, budget.windowMs, now);
+    const grant = await sendBudgets.takeUpTo(budgetKey, whole, budget.units, budget.windowMs, now);
     const waitSeconds = Math.ceil((budget.windowMs - (now % budget.windowMs)) / 1000);
     const spent = () =>
       new ApiError(
@@ -420,9 +439,9 @@ export class WebhookService {
     // back, or the caller's next try would be refused for the rest of the window after a
     // replay that never happened.
     let used = 0;
-    let logged: Awaited<ReturnType<typeof records.logged>>;
+    let logged: Awaited<ReturnType<typeof deliveryLog.logged>>;
     try {
-      logged = await records.logged(webhook.id, { since: window.since, until }, now, {
+      logged = await deliveryLog.logged(webhook.id, { since: window.since, until }, now, {
         deliveries: grant.taken,
         bytes: grant.taken >= whole ? maxBytes : Math.min(maxBytes, grant.taken * REPLAY_UNIT_BYTES),
       });
@@ -431,7 +450,7 @@ export class WebhookService {
     } finally {
       // A correction that fails leaves the whole take counted, never less than was read:
       // the replay goes on, where failing it after its read would also refuse its retry.
-      await records.adjustBudget(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
+      await sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
         this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
           tenant: tenantId,
           webhook: webhook.id,
@@ -475,7 +494,7 @@ export class WebhookService {
    */
   async deadLetters(tenantId: string, id: string, limit: number, after: string | undefined) {
     const webhook = await this.#find(tenantId, id);
-    const page = await this.#deps.delivery.records.deadLetterPage(webhook.id, this.#deps.now(), limit, {
+    const page = await this.#deps.delivery.deadLetters.page(webhook.id, this.#deps.now(), limit, {
       bytes: DEAD_LETTER_PAGE_BYTES,
       ...(after !== undefined && { afterSk: deadLetterCursorKey(after) }),
     });
@@ -506,8 +525,8 @@ export class WebhookService {
    */
   async replayDeadLetters(tenantId: string, id: string): Promise<{ deliveries: number; events: number; has_more: boolean }> {
     const webhook = await this.#find(tenantId, id);
-    const { records, queue } = this.#deps.delivery;
-    const page = await records.deadLetterPage(webhook.id, this.#deps.now(), this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES, {
+    const { deadLetters, queue } = this.#deps.delivery;
+    const page = await deadLetters.page(webhook.id, this.#deps.now(), this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES, {
       bytes: this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES,
     });
     // Each as the delivery it was, less what its last attempts left on it (waits, shares),
@@ -525,7 +544,7 @@ export class WebhookService {
     }));
     // Sent before they are removed: a call that fails between sends some twice, never none.
     await queue.send(messages);
-    await Promise.all(page.letters.map((letter) => records.forgetDeadLetter(webhook.id, letter.sk, letter.replayedAt)));
+    await Promise.all(page.letters.map((letter) => deadLetters.remove(webhook.id, letter.sk, letter.replayedAt)));
     return {
       deliveries: messages.length,
       events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),
@@ -583,8 +602,8 @@ export class WebhookService {
     // Each ping may hold its request (an API invocation) for the whole timeout: a tenant
     // sending URL changes to an endpoint that never answers would otherwise hold as many
     // as its throttle lets through, out of the concurrency every tenant's requests share.
-    const { records } = this.#deps.delivery;
-    if (!(await records.takeSendSlot(`verify:${webhook.tenantId}`, VERIFICATIONS_PER_TENANT, this.#deps.timeoutMs, now))) {
+    const { sendBudgets } = this.#deps.delivery;
+    if (!(await sendBudgets.takeSlot(`verify:${webhook.tenantId}`, VERIFICATIONS_PER_TENANT, this.#deps.timeoutMs, now))) {
       throw new ApiError(
         'rate_limited',
         `At most ${VERIFICATIONS_PER_TENANT} webhook URLs of a tenant are verified in ${this.#deps.timeoutMs / 1000} s; send again shortly.`,

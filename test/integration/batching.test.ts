@@ -9,8 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
 import { DeliveryQueue } from '../../functions/adapters/delivery-queue.ts';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { Doorbell, parseDoorbell } from '../../functions/adapters/doorbell.ts';
+import { PaceStore } from '../../functions/adapters/pace-store.ts';
+import { SendBudgets } from '../../functions/adapters/send-budgets.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import { createQueues, createTables, type Emulators, type SandboxQueue, startEmulators } from '../../sandbox/emulators.ts';
 
@@ -78,23 +79,23 @@ describe('per-endpoint send slots', () => {
     const counts = newCounts();
     const client = documentClient({ ...emulators.dynamo });
     instrument(counts, client, 'dynamodb');
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const budgets = new SendBudgets({ client, tableName: controlTable });
     const now = 5_000_000;
-    const granted = await Promise.all(Array.from({ length: 8 }, () => records.takeSendSlot('wh_slots', 10, 1000, now)));
+    const granted = await Promise.all(Array.from({ length: 8 }, () => budgets.takeSlot('wh_slots', 10, 1000, now)));
     expect(granted).toEqual(Array(8).fill(true));
     expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1 });
   });
 
   it('never grants more than the limit: past it, takes go one by one and the rest are refused', async () => {
     const client = documentClient({ ...emulators.dynamo });
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const budgets = new SendBudgets({ client, tableName: controlTable });
     const now = 6_000_000;
-    const first = await Promise.all(Array.from({ length: 6 }, () => records.takeSendSlot('wh_full', 10, 1000, now)));
-    const second = await Promise.all(Array.from({ length: 6 }, () => records.takeSendSlot('wh_full', 10, 1000, now)));
+    const first = await Promise.all(Array.from({ length: 6 }, () => budgets.takeSlot('wh_full', 10, 1000, now)));
+    const second = await Promise.all(Array.from({ length: 6 }, () => budgets.takeSlot('wh_full', 10, 1000, now)));
     expect(first.filter(Boolean)).toHaveLength(6);
     expect(second.filter(Boolean)).toHaveLength(4);
     // The next window has its own budget.
-    expect(await records.takeSendSlot('wh_full', 10, 1000, now + 1000)).toBe(true);
+    expect(await budgets.takeSlot('wh_full', 10, 1000, now + 1000)).toBe(true);
   });
 });
 
@@ -103,11 +104,11 @@ describe("an endpoint's pace", () => {
     const counts = newCounts();
     const client = documentClient({ ...emulators.dynamo });
     instrument(counts, client, 'dynamodb');
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
+    const paces = new PaceStore({ client, tableName: controlTable, retentionDays: 7 });
     const now = 7_000_000;
 
     // 10 POSTs/s: 100 ms each, and a second's worth (the burst) may go now.
-    const sendAt = await Promise.all(Array.from({ length: 14 }, () => records.reserveSend('wh_pace', 100, now)));
+    const sendAt = await Promise.all(Array.from({ length: 14 }, () => paces.reserve('wh_pace', 100, now)));
 
     expect(sendAt).toEqual([...Array(10).fill(now), now + 100, now + 200, now + 300, now + 400]);
     expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1 });
@@ -115,14 +116,11 @@ describe("an endpoint's pace", () => {
 
   it('never gives two containers the same share, and starts again from now once the endpoint is free', async () => {
     const client = documentClient({ ...emulators.dynamo });
-    const [a, b] = [1, 2].map(() => new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 })) as [
-      DeliveryRecords,
-      DeliveryRecords,
-    ];
+    const [a, b] = [1, 2].map(() => new PaceStore({ client, tableName: controlTable, retentionDays: 7 })) as [PaceStore, PaceStore];
     const now = 8_000_000;
 
     const sendAt = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => ((i % 2 === 0 ? a : b) as DeliveryRecords).reserveSend('wh_two', 100, now)),
+      Array.from({ length: 40 }, (_, i) => ((i % 2 === 0 ? a : b) as PaceStore).reserve('wh_two', 100, now)),
     );
 
     // 40 shares of 100 ms from now, 10 of them at once, the rest one each 100 ms apart.
@@ -130,32 +128,30 @@ describe("an endpoint's pace", () => {
     expect(sendAt.filter((t) => t === now)).toHaveLength(10);
     expect(waiting).toEqual(Array.from({ length: 30 }, (_, i) => now + 100 * (i + 1)));
     // Four seconds on, the endpoint's time is free again.
-    expect(await a.reserveSend('wh_two', 100, now + 4_000)).toBe(now + 4_000);
-    expect(await b.reserveSend('wh_two', 100, now + 4_000)).toBe(now + 4_000);
+    expect(await a.reserve('wh_two', 100, now + 4_000)).toBe(now + 4_000);
+    expect(await b.reserve('wh_two', 100, now + 4_000)).toBe(now + 4_000);
   });
 
   it("reads the endpoint's pace once a second in a container for the looks of its waiting deliveries, not once a look, and sees it given back", async () => {
     const counts = newCounts();
     const client = documentClient({ ...emulators.dynamo });
     instrument(counts, client, 'dynamodb');
-    const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
-    const other = new DeliveryRecords({ client: documentClient({ ...emulators.dynamo }), tableName: controlTable, retentionDays: 7 });
+    const paces = new PaceStore({ client, tableName: controlTable, retentionDays: 7 });
+    const other = new PaceStore({ client: documentClient({ ...emulators.dynamo }), tableName: controlTable, retentionDays: 7 });
     const now = 9_000_000;
     // A slow endpoint's backlog has its time taken for the next hour.
-    await records.reserveSend('wh_looks', 3_600_000, now);
+    await paces.reserve('wh_looks', 3_600_000, now);
 
     // A minute on, 30 of its deliveries look in one second, some together, some after.
-    const first = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => records.paceGivenBack('wh_looks', now + 120_000 + i, now + 60_000)),
-    );
+    const first = await Promise.all(Array.from({ length: 20 }, (_, i) => paces.givenBack('wh_looks', now + 120_000 + i, now + 60_000)));
     const after = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => records.paceGivenBack('wh_looks', now + 120_000 + i, now + 60_000 + 100 * i)),
+      Array.from({ length: 10 }, (_, i) => paces.givenBack('wh_looks', now + 120_000 + i, now + 60_000 + 100 * i)),
     );
 
     expect([...first, ...after]).toEqual(Array(30).fill(false));
     expect(counts.calls.dynamodb).toEqual({ UpdateItemCommand: 1, GetItemCommand: 1 });
     // Another container gives the endpoint's time back (it answers quickly again): looks a second on see it.
-    await other.givePaceBack('wh_looks');
-    expect(await records.paceGivenBack('wh_looks', now + 120_000, now + 61_000)).toBe(true);
+    await other.giveBack('wh_looks');
+    expect(await paces.givenBack('wh_looks', now + 120_000, now + 61_000)).toBe(true);
   });
 });

@@ -3,9 +3,10 @@
  * kept in DynamoDB, counted, and delivered again by a replay once the endpoint works.
  */
 import { describe, expect, it } from 'vitest';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { DeadLetters } from '../../functions/adapters/dead-letters.ts';
+import { HeldDeliveries } from '../../functions/adapters/held-deliveries.ts';
 import { NO_SWITCHES } from '../../functions/adapters/switch-store.ts';
-import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, expectError, publish } from '../support/api.ts';
@@ -40,8 +41,8 @@ describe('dead letters', () => {
 
     await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= 1, 15_000);
     expect(receiver.deliveries('/dead')).toHaveLength(2);
-    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    const [dead] = (await records.deadLetterPage(hook.id, Date.now(), 100)).letters;
+    const deadLetters = new DeadLetters({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const [dead] = (await deadLetters.page(hook.id, Date.now(), 100)).letters;
     expect(dead).toMatchObject({ reason: 'HTTP 500', message: { webhookId: hook.id, attempt: 2 } });
     expect(dead?.message.events.map((e) => e.id)).toEqual([eventId]);
     const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
@@ -129,36 +130,36 @@ describe('a dead-letter replay whose delivery fails again before the replay remo
     await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= deadBefore + 1, 15_000);
 
     const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    const records = delivery.records;
+    const deadLetters = delivery.deadLetters;
     // The replay's removal comes late: after the delivery it sent failed both attempts again.
-    const late = new Proxy(records, {
+    const late = new Proxy(deadLetters, {
       get(target, property) {
         const value = Reflect.get(target, property);
-        if (property !== 'forgetDeadLetter') return typeof value === 'function' ? value.bind(target) : value;
-        return async (...args: Parameters<DeliveryRecords['forgetDeadLetter']>) => {
+        if (property !== 'remove') return typeof value === 'function' ? value.bind(target) : value;
+        return async (...args: Parameters<DeadLetters['remove']>) => {
           await receiver.waitFor(() => receiver.deliveries('/dead-again').length >= 4, 15_000);
           await receiver.waitFor(() => sandbox.metrics.total('DeadLetters') >= deadBefore + 2, 3_000).catch(() => undefined);
-          return target.forgetDeadLetter(...args);
+          return target.remove(...args);
         };
       },
     });
-    const webhooks = webhookService(sandbox, { delivery: { records: late } });
+    const webhooks = webhookService(sandbox, { delivery: { deadLetters: late } });
     expect(await webhooks.replayDeadLetters(tenant.id, hook.id)).toMatchObject({ deliveries: 1, events: 1 });
 
-    const { letters } = await records.deadLetterPage(hook.id, Date.now(), 10);
+    const { letters } = await deadLetters.page(hook.id, Date.now(), 10);
     expect(letters.map((l) => l.message.events.map((e) => e.id))).toEqual([[eventId]]);
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 2);
     // A later replay sends it again and removes it.
     receiver.answer('/dead-again', 200);
     expect(await webhooks.replayDeadLetters(tenant.id, hook.id)).toMatchObject({ deliveries: 1 });
     await receiver.waitFor(() => receiver.acceptedEvents('/dead-again').length === 1, 10_000);
-    expect((await records.deadLetterPage(hook.id, Date.now(), 10)).letters).toEqual([]);
+    expect((await deadLetters.page(hook.id, Date.now(), 10)).letters).toEqual([]);
   });
 });
 
 describe('a page of dead letters for replay', () => {
   it('holds no more than its bytes: the letter that would pass them waits for the next page', async () => {
-    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const deadLetters = new DeadLetters({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
     const webhookId = 'wh_0000000000000bytes1';
     const now = Date.now();
     for (const n of [1, 2, 3]) {
@@ -169,16 +170,16 @@ describe('a page of dead letters for replay', () => {
         events: [deliveredEventFixture({ id: `evt_bytes${n}`, seq: n, resource: 'b:1', data: 'x'.repeat(400) })],
         attempt: 8,
       };
-      expect(await records.deadLetter(message, 'HTTP 500', now + n)).toBe(true);
+      expect(await deadLetters.add(message, 'HTTP 500', now + n)).toBe(true);
     }
     const size = (letters: Array<{ message: DeliveryMessage }>) =>
       letters.reduce((sum, l) => sum + Buffer.byteLength(JSON.stringify(l.message)), 0);
-    const page = await records.deadLetterPage(webhookId, now, 100, { bytes: 1_000 });
+    const page = await deadLetters.page(webhookId, now, 100, { bytes: 1_000 });
     expect(page.letters.map((l) => l.message.deliveryId)).toEqual(['msg_bytes1']);
     expect(size(page.letters)).toBeLessThanOrEqual(1_000);
     expect(page.more).toBe(true);
     // Room for two: two.
-    const two = await records.deadLetterPage(webhookId, now, 100, { bytes: 2 * size(page.letters) + 10 });
+    const two = await deadLetters.page(webhookId, now, 100, { bytes: 2 * size(page.letters) + 10 });
     expect(two.letters).toHaveLength(2);
   });
 });
@@ -209,8 +210,8 @@ describe('a webhook deleted while its delivery’s last attempt waits for an ans
     expect(attempts).toBe(2);
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore);
     expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(discardedBefore + 1);
-    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    expect((await records.deadLetterPage(hookId, Date.now(), 100)).letters).toEqual([]);
+    const deadLetters = new DeadLetters({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    expect((await deadLetters.page(hookId, Date.now(), 100)).letters).toEqual([]);
   });
 });
 
@@ -244,30 +245,35 @@ describe('a held delivery at its last attempt', () => {
     const deadBefore = sandbox.metrics.total('DeadLetters');
     // DynamoDB refuses the dead letter once (throttled), then the function dies once
     // after writing it: each time the step fails, and SQS delivers it again.
-    class Failing extends DeliveryRecords {
-      failures = ['dead letter', 'removal'];
-      override async deadLetter(...args: Parameters<DeliveryRecords['deadLetter']>): Promise<boolean> {
-        if (this.failures[0] === 'dead letter' && this.failures.shift()) throw new Error('ProvisionedThroughputExceededException');
-        return super.deadLetter(...args);
-      }
-      override async removeHeld(...args: Parameters<DeliveryRecords['removeHeld']>): Promise<boolean> {
-        if (this.failures[0] === 'removal' && this.failures.shift()) throw new Error('the function died');
-        return super.removeHeld(...args);
+    const failures = ['dead letter', 'removal'];
+    class FailingDeadLetters extends DeadLetters {
+      override async add(...args: Parameters<DeadLetters['add']>): Promise<boolean> {
+        if (failures[0] === 'dead letter' && failures.shift()) throw new Error('ProvisionedThroughputExceededException');
+        return super.add(...args);
       }
     }
+    class FailingHeld extends HeldDeliveries {
+      override async remove(...args: Parameters<HeldDeliveries['remove']>): Promise<boolean> {
+        if (failures[0] === 'removal' && failures.shift()) throw new Error('the function died');
+        return super.remove(...args);
+      }
+    }
+    const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
     const failing = {
       ...deps,
-      records: new Failing({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 }),
+      ...deliveryStores(options),
+      deadLetters: new FailingDeadLetters(options),
+      held: new FailingHeld(options),
     };
     await expect(handleDeliverMessage(failing, step as DeliverQueueMessage)).rejects.toThrow('ProvisionedThroughputExceededException');
-    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toHaveLength(1);
-    expect((await deps.records.deadLetterPage(hook.id, Date.now(), 100)).letters).toEqual([]);
+    expect((await deps.held.page(hook.id, 10, Date.now())).live).toHaveLength(1);
+    expect((await deps.deadLetters.page(hook.id, Date.now(), 100)).letters).toEqual([]);
     await expect(handleDeliverMessage(failing, step as DeliverQueueMessage)).rejects.toThrow('the function died');
     expect(await handleDeliverMessage(deps, step as DeliverQueueMessage)).toBe('released');
 
-    const dead = (await deps.records.deadLetterPage(hook.id, Date.now(), 100)).letters;
+    const dead = (await deps.deadLetters.page(hook.id, Date.now(), 100)).letters;
     expect(dead.map((d) => d.message.events.map((e) => e.data))).toEqual([['last words']]);
-    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toEqual([]);
+    expect((await deps.held.page(hook.id, 10, Date.now())).live).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
   });
@@ -369,7 +375,7 @@ describe('a page of dead letters listed', () => {
   it('reads at most what one DynamoDB query reads, however large the letters: the rest are on the next pages', async () => {
     const tenant = await createTenant(sandbox, 'large-letters');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'll:1', url: `${receiver.url}/large-letters` });
-    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const deadLetters = new DeadLetters({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
     const now = Date.now();
     // Twelve letters of 200 KB of events each (a delivery holds up to 256 KiB): 2.4 MB.
     for (let n = 1; n <= 12; n++) {
@@ -380,7 +386,7 @@ describe('a page of dead letters listed', () => {
         events: [deliveredEventFixture({ id: `evt_large${n}`, seq: n, resource: 'll:1', data: 'x'.repeat(200_000) })],
         attempt: 8,
       };
-      expect(await records.deadLetter(message, 'HTTP 500', now + n)).toBe(true);
+      expect(await deadLetters.add(message, 'HTTP 500', now + n)).toBe(true);
     }
     const path = `/v1/webhooks/${hook.id}/dead-letters`;
 

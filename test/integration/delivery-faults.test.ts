@@ -5,12 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { GapCounts } from '../../functions/adapters/gap-counts.ts';
 import { startRelease } from '../../functions/app/delivery/chains.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import { CONTROL_PK } from '../../functions/definitions/tables.ts';
@@ -124,7 +124,7 @@ describe('a dead letter whose write applied but whose answer was lost', () => {
     expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'deadlost', 1, 2))).toBe('dead_lettered');
 
     expect(lost()).toBe(1);
-    expect((await deps.records.deadLetterPage(hook.id, Date.now(), 10)).letters).toHaveLength(1);
+    expect((await deps.deadLetters.page(hook.id, Date.now(), 10)).letters).toHaveLength(1);
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
     expect(sandbox.metrics.total('EventsDeadLettered')).toBe(eventsBefore + 1);
   });
@@ -154,7 +154,7 @@ describe('a hold whose write applied but whose answer was lost', () => {
     expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, 'holdlost', 1))).toBe('held');
 
     expect(lost()).toBe(1);
-    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toHaveLength(1);
+    expect((await deps.held.page(hook.id, 10, Date.now())).live).toHaveLength(1);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(1);
   });
 
@@ -188,7 +188,7 @@ describe('a hold whose write applied but whose answer was lost', () => {
     await drain(deps, sent);
 
     expect(receiver.acceptedEvents(path).map((e) => e.id)).toEqual(['evt_holdended', 'evt_holdended2']);
-    expect((await deps.records.heldPage(hook.id, 10, Date.now())).live).toEqual([]);
+    expect((await deps.held.page(hook.id, 10, Date.now())).live).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 });
@@ -293,7 +293,7 @@ describe('a held delivery whose removal applied but whose answer was lost', () =
     expect(await handleDeliverMessage(deps, step)).toBe('released');
 
     expect(lost()).toBe(1);
-    expect((await deps.records.deadLetterPage(hook.id, Date.now(), 10)).letters).toHaveLength(1);
+    expect((await deps.deadLetters.page(hook.id, Date.now(), 10)).letters).toHaveLength(1);
     expect(sandbox.metrics.total('DeadLetters')).toBe(deadBefore + 1);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
@@ -314,16 +314,18 @@ describe('a delivery of several resources dropped by a switch, whose record fail
     };
     const { deps } = lossyDeps(() => false);
     // DynamoDB refuses the second resource's count once (throttled, past the SDK's tries).
-    class Failing extends DeliveryRecords {
+    class Failing extends GapCounts {
       counts = 0;
-      override async countOverflowOnce(...args: Parameters<DeliveryRecords['countOverflowOnce']>): Promise<boolean> {
+      override async countOnce(...args: Parameters<GapCounts['countOnce']>): Promise<boolean> {
         if (++this.counts === 2) throw new Error('ProvisionedThroughputExceededException');
-        return super.countOverflowOnce(...args);
+        return super.countOnce(...args);
       }
     }
+    const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
     const dropping: DeliveryDeps = {
       ...deps,
-      records: new Failing({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 }),
+      ...deliveryStores(options),
+      gaps: new Failing(options),
       switches: { current: async () => [drop], refresh: async () => [drop] },
     };
     const merged: DeliveryMessage = {

@@ -7,7 +7,9 @@
 import type { DynamoDBDocumentClient, QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { DeliveryLog } from '../../functions/adapters/delivery-log.ts';
+import { deliveryStores } from '../../functions/app/runtime.ts';
+import { forgetWebhook } from '../../functions/app/webhooks.ts';
 import { withEventsTable } from '../support/events-table.ts';
 import { deliveryFixture } from '../support/fixtures.ts';
 
@@ -41,20 +43,20 @@ describe('reads from a replica a second behind', () => {
   it('removes the deliveries a webhook held up to the moment it was deleted', async () => {
     const client = documentClient({ ...tables.emulators.dynamo });
     staleReplica(client, REPLICA_LAG_MS);
-    const records = new DeliveryRecords({ client, tableName: tables.controlTable, retentionDays: RETENTION_DAYS });
+    const stores = deliveryStores({ client, tableName: tables.controlTable, retentionDays: RETENTION_DAYS });
     const webhookId = 'wh_replica';
     // Held while the webhook was disabled, the last of them just before its owner deleted it.
-    for (let n = 1; n <= 3; n++) expect(await records.hold(deliveryFixture('replica', webhookId, n), Date.now())).toBe(true);
+    for (let n = 1; n <= 3; n++) expect(await stores.held.hold(deliveryFixture('replica', webhookId, n), Date.now())).toBe(true);
 
-    expect(await records.forget(webhookId)).toBe(3);
+    expect(await forgetWebhook(stores, webhookId)).toBe(3);
 
-    expect(await records.heldItemCount(webhookId)).toBe(0);
+    expect(await stores.held.count(webhookId)).toBe(0);
   });
 
   it('replays, in a window up to now, the deliveries logged a moment ago', async () => {
     const client = documentClient({ ...tables.emulators.dynamo });
     staleReplica(client, REPLICA_LAG_MS);
-    const records = new DeliveryRecords({ client, tableName: tables.controlTable, retentionDays: RETENTION_DAYS });
+    const log = new DeliveryLog({ client, tableName: tables.controlTable, retentionDays: RETENTION_DAYS });
     const webhookId = 'wh_replay_now';
     const now = Date.now();
     const delivered = deliveryFixture('replaynow', webhookId, 1);
@@ -67,10 +69,10 @@ describe('reads from a replica a second behind', () => {
       error: null,
       at: new Date(now).toISOString(),
     };
-    await records.logDelivery(delivered, now, attempt);
+    await log.add(delivered, now, attempt);
 
     const window = { since: now - 60_000, until: now + 1 };
-    const { deliveries } = await records.logged(webhookId, window, now, { deliveries: 10, bytes: 1_000_000 });
+    const { deliveries } = await log.logged(webhookId, window, now, { deliveries: 10, bytes: 1_000_000 });
 
     expect(deliveries.map((events) => events.map((e) => e.id))).toEqual([['evt_replaynow1']]);
   });

@@ -212,7 +212,7 @@ describe('failing endpoint', () => {
         send: async (messages, delaySeconds) => void sent.push(...messages.map((m) => ({ message: m as DeliveryMessage, delaySeconds }))),
       },
     };
-    expect(await deps.records.takeSendSlot(hook.id, 1, 5_000, at)).toBe(true);
+    expect(await deps.sendBudgets.takeSlot(hook.id, 1, 5_000, at)).toBe(true);
     let message: DeliveryMessage = {
       deliveryId: 'msg_backlog',
       tenantId: tenant.id,

@@ -4,13 +4,13 @@
  */
 import { BatchWriteCommand, DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { GapCounts } from '../../functions/adapters/gap-counts.ts';
 import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { startRelease } from '../../functions/app/delivery/chains.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
 import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
@@ -134,7 +134,7 @@ describe('held deliveries', () => {
     const eightDaysAgo = Date.now() - 8 * 86_400_000;
     for (const n of [1, 2]) {
       expect(await deps.webhooks.countHeld(tenant.id, hook.id, 1, 2)).toBeDefined();
-      expect(await deps.records.hold(message(n), eightDaysAgo)).toBe(true);
+      expect(await deps.held.hold(message(n), eightDaysAgo)).toBe(true);
     }
     const droppedBefore = sandbox.metrics.total('EventsDropped');
     const discardedBefore = sandbox.metrics.total('EventsDiscardedByOwner');
@@ -144,12 +144,12 @@ describe('held deliveries', () => {
 
     // Assert: the two expired ones made way for two new ones, counted for a retention marker; the third found the cap full of live ones.
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(2);
-    const held = await deps.records.heldPage(hook.id, 10, Date.now());
+    const held = await deps.held.page(hook.id, 10, Date.now());
     expect(held.live.map((h) => h.message.deliveryId)).toEqual(['msg_eh3', 'msg_eh4']);
     expect(held.expired).toEqual([]);
     expect(sandbox.metrics.total('EventsDropped') - droppedBefore).toBe(2);
     expect(sandbox.metrics.total('EventsDiscardedByOwner') - discardedBefore).toBe(1);
-    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual(
+    expect(await deps.gaps.owed(hook.id, Date.now())).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ resource: 'eh:1', reason: 'retention', dropped: 2 }),
         expect.objectContaining({ resource: 'eh:1', reason: 'held_overflow', dropped: 1 }),
@@ -186,7 +186,7 @@ describe('held deliveries', () => {
       attempt: 1,
     };
     expect(await handleDeliverMessage(deps, marker)).toBe('held');
-    expect(await deps.records.owedGaps(hook.id, Date.now())).toMatchObject([{ resource: 'mo:2', reason: 'switch_drop', dropped: 7 }]);
+    expect(await deps.gaps.owed(hook.id, Date.now())).toMatchObject([{ resource: 'mo:2', reason: 'switch_drop', dropped: 7 }]);
     // Its events were counted (EventsDropped) when they were dropped: no event overflowed here.
     expect(sandbox.metrics.total('EventsHeldOverflow')).toBe(overflowBefore);
   });
@@ -238,7 +238,7 @@ describe('merged deliveries held', () => {
     ]);
     const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
     expect(await handleDeliverMessage(deps, merged as DeliveryMessage)).toBe('held');
-    const held = (await deps.records.heldPage(hook.id, 10, Date.now())).live;
+    const held = (await deps.held.page(hook.id, 10, Date.now())).live;
     expect(held.map((h) => h.message.events.map((e) => `${e.resource}/${'seq' in e ? e.seq : 0}`))).toEqual([
       ['m:1/1'],
       ['m:2/1', 'm:2/2'],
@@ -266,17 +266,17 @@ describe('replay after a release was sent twice', () => {
   it('replays each logged event once, even when two logged deliveries share it', async () => {
     const tenant = await createTenant(sandbox, 'relogged');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'r:0', url: `${receiver.url}/relogged` });
-    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    const { deliveryLog } = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const event = (n: number) => deliveredEventFixture({ id: `evt_relogged${n}`, seq: n, resource: 'r:1', parents: ['r:0'] });
     const since = Date.now();
     const attempt = { id: 'att_x', delivery_id: 'msg_x', attempt: 1, status_code: 500, duration_ms: 1, error: 'HTTP 500', at: '' };
     // A release that failed after it was logged, then went out again with one more event.
-    await records.logDelivery(
+    await deliveryLog.add(
       { deliveryId: 'msg_one', tenantId: tenant.id, webhookId: hook.id, events: [event(1), event(2)], attempt: 1 },
       since + 1,
       attempt,
     );
-    await records.logDelivery(
+    await deliveryLog.add(
       { deliveryId: 'msg_two', tenantId: tenant.id, webhookId: hook.id, events: [event(1), event(2), event(3)], attempt: 1 },
       since + 2,
       attempt,
@@ -300,7 +300,7 @@ describe('the replay log', () => {
   it("keeps a delivery's events compressed, and replays them and those of items logged before it was", async () => {
     const tenant = await createTenant(sandbox, 'compressed');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'z:0', url: `${receiver.url}/compressed` });
-    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    const { deliveryLog } = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const event = (n: number) =>
       deliveredEventFixture({
         id: `evt_compressed${n}`,
@@ -312,7 +312,7 @@ describe('the replay log', () => {
     const since = Date.now();
     const attempt = { id: 'att_z', delivery_id: 'msg_z', attempt: 1, status_code: 200, duration_ms: 1, error: null, at: '' };
     const events = Array.from({ length: 20 }, (_, i) => event(i + 1));
-    await records.logDelivery({ deliveryId: 'msg_z', tenantId: tenant.id, webhookId: hook.id, events, attempt: 1 }, since + 1, attempt);
+    await deliveryLog.add({ deliveryId: 'msg_z', tenantId: tenant.id, webhookId: hook.id, events, attempt: 1 }, since + 1, attempt);
     // An item as the log wrote it before: its events as JSON text.
     await sandbox.wiring.dynamo.send(
       new PutCommand({
@@ -460,7 +460,7 @@ describe('per-endpoint rate', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'pl:0', url: `${receiver.url}/paced-looks` });
     const { deps } = later(30_000_000);
     // A delivery was given a time 15 minutes ahead, behind a backlog at the endpoint's rate.
-    await deps.records.reserveSend(hook.id, 901_000, deps.now());
+    await deps.paces.reserve(hook.id, 901_000, deps.now());
     const sendAt = deps.now() + 900_000;
     let message: DeliveryMessage = {
       deliveryId: 'msg_pl1',
@@ -572,7 +572,7 @@ describe('a slow endpoint', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: `${prefix}:0`, url });
     const step = roomy(offsetMs);
     await step.deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, answerMs);
-    await step.deps.records.reserveSend(hook.id, 901_000, step.deps.now());
+    await step.deps.paces.reserve(hook.id, 901_000, step.deps.now());
     return { ...step, tenant, url, hook, message: paced(tenant.id, hook.id, prefix) };
   };
 
@@ -584,7 +584,7 @@ describe('a slow endpoint', () => {
     // (the first share after a second's would come 20 ms on, which a loaded machine takes
     // to get to it), and 20 deliveries are given shares 20 ms apart, from a second on.
     const { deps, sent } = at(3_600_000);
-    await deps.records.reserveSend(hook.id, 2_000, deps.now());
+    await deps.paces.reserve(hook.id, 2_000, deps.now());
     const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => handleDeliverMessage(deps, message(i))));
     expect(outcomes).toEqual(Array(20).fill('throttled'));
     const waiting = sent.splice(0) as DeliveryMessage[];
@@ -616,7 +616,7 @@ describe('a slow endpoint', () => {
     // second on (as the hours-long backlog of an endpoint slow for hours would, far on).
     const { deps, sent } = at(18_000_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/slower`, 9_000);
-    await deps.records.reserveSend(hook.id, 2_000, deps.now());
+    await deps.paces.reserve(hook.id, 2_000, deps.now());
     expect(await Promise.all(Array.from({ length: 30 }, (_, i) => handleDeliverMessage(deps, message(i))))).toEqual(
       Array(30).fill('throttled'),
     );
@@ -650,7 +650,7 @@ describe('a slow endpoint', () => {
     // 15 minutes it would be held: see 'holds a slow endpoint's deliveries ...').
     const { deps, sent, delays } = at(7_200_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/sped-up`, 1_500);
-    await deps.records.reserveSend(hook.id, 840_000, deps.now());
+    await deps.paces.reserve(hook.id, 840_000, deps.now());
     expect(await Promise.all([1, 2, 3].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(Array(3).fill('throttled'));
     const waiting = sent.splice(0) as DeliveryMessage[];
     expect(waiting.every((m) => m.notBefore !== undefined)).toBe(true);
@@ -673,7 +673,7 @@ describe('a slow endpoint', () => {
     const message = paced(tenant.id, hook.id, 'rc');
     const { deps, sent } = at(23_000_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/recounted`, 3_000);
-    await deps.records.reserveSend(hook.id, 600_000, deps.now());
+    await deps.paces.reserve(hook.id, 600_000, deps.now());
     const delayed = () => sandbox.metrics.total('DeliveriesDelayed', { reason: 'endpoint_rate' });
     const before = delayed();
     expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
@@ -682,7 +682,7 @@ describe('a slow endpoint', () => {
 
     // Quick again: its time given back, and new deliveries have taken the next five minutes and 3 s of it since.
     for (const i of [10, 11]) expect(await handleDeliverMessage(deps, { ...message(i), sendAt: deps.now() })).toBe('delivered');
-    await deps.records.reserveSend(hook.id, 303_000, deps.now());
+    await deps.paces.reserve(hook.id, 303_000, deps.now());
 
     // At their looks, five minutes on, they take new times about 3 s later: the same delays, counted once.
     const { deps: next } = at(23_000_000 + 300_000);
@@ -710,7 +710,7 @@ describe('a slow endpoint', () => {
     // A slow moment: answers of 3 s (shares 300 ms apart), its time booked two minutes ahead.
     const { deps } = watched(28_800_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/far-ahead`, 3_000);
-    await deps.records.reserveSend(hook.id, 120_000, deps.now());
+    await deps.paces.reserve(hook.id, 120_000, deps.now());
     expect(await handleDeliverMessage(deps, message(1))).toBe('throttled');
     expect(far() - before).toBe(0);
     expect(lines()).toEqual([]);
@@ -718,7 +718,7 @@ describe('a slow endpoint', () => {
     // Its backlog has grown 15 minutes more: each delivery would wait 17 minutes, and is
     // held instead; the first for its share that far ahead, the others behind it. (A
     // second on: a container looks at the endpoint's time as it read it within a second.)
-    await deps.records.reserveSend(hook.id, 900_000, deps.now());
+    await deps.paces.reserve(hook.id, 900_000, deps.now());
     const { deps: grown } = watched(28_800_000 + 1_000);
     for (const i of [2, 3, 4]) expect(await handleDeliverMessage(grown, message(i))).toBe('held');
     expect(far() - before).toBe(3);
@@ -770,7 +770,7 @@ describe('a slow endpoint', () => {
     // Nor while its time is taken over 15 minutes ahead: the recovery's chain waits for no
     // time, and sends it at its next POST.
     const { deps: busy } = roomy(43_200_000 + 1_000);
-    await busy.records.reserveSend(hook.id, 901_000, busy.now());
+    await busy.paces.reserve(hook.id, 901_000, busy.now());
     expect(await handleDeliverMessage(busy, message(3))).toBe('held');
     expect(far() - before).toBe(0);
   });
@@ -784,7 +784,7 @@ describe('a slow endpoint', () => {
     // Its time taken 17 minutes ahead (by a version that held no quick endpoint's backlog),
     // and three deliveries given shares in it before.
     const { deps, sent } = roomy(32_400_000);
-    await deps.records.reserveSend(hook.id, 1_020_000, deps.now());
+    await deps.paces.reserve(hook.id, 1_020_000, deps.now());
     const booked = [1, 2, 3].map((i) => ({ ...message(i), sendAt: deps.now() + 1_000_000 + i, paceMs: 20 }));
     // New deliveries are held, behind a chain that waits for that time: each counted once.
     for (const i of [4, 5, 6]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
@@ -807,7 +807,7 @@ describe('a slow endpoint', () => {
     const start = 33_000_000;
     const { deps, sent, delays } = roomy(start);
     // More than its whole rate (50 POSTs a second): its time taken for the next 5.9 s.
-    await deps.records.reserveSend(hook.id, 5_900, deps.now());
+    await deps.paces.reserve(hook.id, 5_900, deps.now());
     const delayedBefore = delayed();
     // A delivery's share comes under 5 s ahead (less its second's burst): it waits for it.
     expect(await handleDeliverMessage(deps, message(0))).toBe('throttled');
@@ -815,7 +815,7 @@ describe('a slow endpoint', () => {
     expect((booked?.sendAt ?? 0) - deps.now()).toBeGreaterThan(4_500);
     delays.splice(0);
     // Deliveries at its whole rate meanwhile take 200 ms more: the next share would be past 5 s.
-    await deps.records.reserveSend(hook.id, 200, deps.now());
+    await deps.paces.reserve(hook.id, 200, deps.now());
     for (const i of [1, 2, 3]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     expect(delayed() - delayedBefore).toBe(1);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health).toMatchObject({
@@ -852,10 +852,10 @@ describe('a slow endpoint', () => {
     await startRelease(deps, webhook);
     const [drained] = sent.splice(0) as ReleaseMessage[];
     // Meanwhile deliveries take the endpoint's time again, over its whole rate: one waits for its share, 4.9 s on.
-    await deps.records.reserveSend(hook.id, 5_900, deps.now());
+    await deps.paces.reserve(hook.id, 5_900, deps.now());
     expect(await handleDeliverMessage(deps, message(0))).toBe('throttled');
     const [booked] = sent.splice(0) as DeliveryMessage[];
-    await deps.records.reserveSend(hook.id, 200, deps.now());
+    await deps.paces.reserve(hook.id, 200, deps.now());
     expect(await handleDeliverMessage(deps, message(1))).toBe('held');
     // Held behind a chain that waits for its share, after the one given before.
     const release = sent.find((m) => (m as ReleaseMessage).kind === 'release') as ReleaseMessage | undefined;
@@ -878,7 +878,7 @@ describe('a slow endpoint', () => {
 
     const tat = async () => {
       const { deps: fresh } = roomy(36_000_000);
-      return fresh.records.paceFreeAt(hook.id, fresh.now());
+      return fresh.paces.freeAt(hook.id, fresh.now());
     };
     const tatBefore = await tat();
 
@@ -956,7 +956,7 @@ describe('a slow endpoint', () => {
     const start = 61_200_000;
     const { deps, sent } = roomy(start);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 1_500);
-    await deps.records.reserveSend(hook.id, 1_801_000, deps.now());
+    await deps.paces.reserve(hook.id, 1_801_000, deps.now());
     expect(await handleDeliverMessage(deps, message(1))).toBe('held');
     const [waiting] = sent as ReleaseMessage[];
     // Its look, 15 minutes on: the time is not given back, it looks again (and notes the step).
@@ -1077,7 +1077,7 @@ describe('a slow endpoint', () => {
     const start = 46_800_000;
     const { deps, sent } = roomy(start);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 3_000);
-    await deps.records.reserveSend(hook.id, 7_200_000, deps.now());
+    await deps.paces.reserve(hook.id, 7_200_000, deps.now());
     /** A delivery whose event was accepted `offsetMs` on, as the deliver queue brings it then. */
     const message = (i: number, offsetMs: number): DeliveryMessage => ({
       ...paced(tenant.id, hook.id, 'hw')(i),
@@ -1134,7 +1134,7 @@ describe('a slow endpoint', () => {
     const { deps: quiet, sent } = at(39_600_000);
     const deps = { ...quiet, logger };
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, url, 9_000);
-    await deps.records.reserveSend(hook.id, 1_200_000, deps.now());
+    await deps.paces.reserve(hook.id, 1_200_000, deps.now());
     for (const i of [1, 2, 3, 4]) expect(await handleDeliverMessage(deps, message(i))).toBe('held');
     expect(overflow() - before).toBe(2);
     // Its overflow's line tells on-call it is a slow endpoint's backlog, not a quarantine's (see the runbook).
@@ -1145,7 +1145,7 @@ describe('a slow endpoint', () => {
     // Quick again: its time given back, the chain goes at its next look, a minute on (its
     // first look comes at half its wait, but a look that finds the time given back goes).
     const { deps: look, sent: stepped } = at(39_600_000 + 601_000);
-    await look.records.givePaceBack(hook.id);
+    await look.paces.giveBack(hook.id);
     expect(await handleDeliverMessage(look, release as ReleaseMessage)).toBe('released');
     expect(okEvents('/held-slow-cap').map((e) => e.data)).toEqual([1, 2]);
     // Then the marker for the two past the cap.
@@ -1163,7 +1163,7 @@ describe('a slow endpoint', () => {
     // shares 300 ms apart, the last of them 2 minutes ahead.
     const { deps, sent, delays } = at(14_400_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/cold-start`, 3_000);
-    await deps.records.reserveSend(hook.id, 120_000, deps.now());
+    await deps.paces.reserve(hook.id, 120_000, deps.now());
     expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
     const waiting = sent.splice(0) as DeliveryMessage[];
     expect(delays).toEqual([60, 60]);
@@ -1184,7 +1184,7 @@ describe('a slow endpoint', () => {
     const message = paced(tenant.id, hook.id, 'sm');
     const { deps, sent } = at(10_800_000);
     await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/slow-old`, 1_500);
-    await deps.records.reserveSend(hook.id, 840_000, deps.now());
+    await deps.paces.reserve(hook.id, 840_000, deps.now());
     expect(await Promise.all([1, 2].map((i) => handleDeliverMessage(deps, message(i))))).toEqual(['throttled', 'throttled']);
     const waiting = sent.splice(0) as DeliveryMessage[];
 
@@ -1209,7 +1209,7 @@ describe('a slow endpoint', () => {
     receiver.answer('/slowed-moving-new', async ({ ping }) => {
       if (ping) {
         await deps.webhooks.noteSlowAnswers(tenant.id, hook.id, oldUrl, 9_000);
-        await deps.records.reserveSend(hook.id, 600_000, deps.now());
+        await deps.paces.reserve(hook.id, 600_000, deps.now());
       }
       return 200;
     });
@@ -1304,7 +1304,7 @@ describe('a slow endpoint', () => {
     const moved = await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { url: newUrl } });
     expect(moved.status).toBe(200);
     await base.webhooks.noteSlowAnswers(tenant.id, hook.id, newUrl, 5_000);
-    await base.records.reserveSend(hook.id, 60_000, base.now());
+    await base.paces.reserve(hook.id, 60_000, base.now());
 
     // The old URL answers quickly: that says nothing of the new one, slow as it was.
     await gated.answer(0);
@@ -1329,7 +1329,7 @@ describe('a slow endpoint', () => {
     expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBeUndefined();
 
     // Its whole rate is back, and deliveries have taken four seconds of its time at it since.
-    await base.records.reserveSend(hook.id, 4_000, base.now());
+    await base.paces.reserve(hook.id, 4_000, base.now());
     // The second quick answer was sent while the endpoint was slow too: its time is not given back again.
     await gated.answer(1);
     expect(await second).toBe('delivered');
@@ -1347,7 +1347,7 @@ describe('a slow endpoint', () => {
     const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}/${name}` });
     const { deps: base } = at(22_000_000);
     await base.webhooks.noteSlowAnswers(tenant.id, hook.id, `${receiver.url}/${name}`, 1_500);
-    await base.records.reserveSend(hook.id, 60_000, base.now());
+    await base.paces.reserve(hook.id, 60_000, base.now());
     const gated = gatedSend({ durationMs: 30, ...answer });
     const deps = { ...base, send: gated.send } as typeof base;
 
@@ -1358,7 +1358,7 @@ describe('a slow endpoint', () => {
 
     // Still slow, and its backlog keeps its times: none of it goes at the whole rate.
     expect((await base.webhooks.get(tenant.id, hook.id))?.slowMs).toBe(1_500);
-    expect(await base.records.paceGivenBack(hook.id, base.now() + 30_000, base.now())).toBe(false);
+    expect(await base.paces.givenBack(hook.id, base.now() + 30_000, base.now())).toBe(false);
   });
 
   it.each([
@@ -1693,18 +1693,19 @@ describe('held deliveries that outlive the retention period, and a held count th
     await startRelease(eightDaysOn, webhook);
     const [step] = sent.splice(0);
     // DynamoDB refuses the count once: the step fails, and SQS delivers it again.
-    class FailingOnce extends DeliveryRecords {
+    class FailingOnce extends GapCounts {
       failed = false;
-      override async countOverflow(...args: Parameters<DeliveryRecords['countOverflow']>): Promise<void> {
+      override async count(...args: Parameters<GapCounts['count']>): Promise<void> {
         if (!this.failed) {
           this.failed = true;
           throw new Error('InternalServerError');
         }
-        return super.countOverflow(...args);
+        return super.count(...args);
       }
     }
-    const records = new FailingOnce({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    await expect(handleDeliverMessage({ ...eightDaysOn, records }, step as DeliveryMessage)).rejects.toThrow('InternalServerError');
+    const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
+    const stores = { ...deliveryStores(options), gaps: new FailingOnce(options) };
+    await expect(handleDeliverMessage({ ...eightDaysOn, ...stores }, step as DeliveryMessage)).rejects.toThrow('InternalServerError');
     expect(await handleDeliverMessage(eightDaysOn, step as DeliveryMessage)).toBe('released');
     const next = sent.splice(0);
     for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
@@ -1727,7 +1728,7 @@ describe('held deliveries that outlive the retention period, and a held count th
       ).toEqual([true, true]);
     }
     // DynamoDB's TTL deletes the first held item (past the retention period) before any release reads it.
-    const [gone] = (await deps.records.heldPage(hook.id, 10, Date.now())).live;
+    const [gone] = (await deps.held.page(hook.id, 10, Date.now())).live;
     await sandbox.wiring.dynamo.send(
       new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),
     );
@@ -1770,7 +1771,7 @@ describe('the gap markers owed for counted events', () => {
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
     // Four events a drop switch discarded; the switch is lifted.
-    await deps.records.countOverflow(hook.id, 'go:1', 4, Date.now(), 'switch_drop');
+    await deps.gaps.count(hook.id, 'go:1', 4, Date.now(), 'switch_drop');
     await startRelease(deps, webhook);
     const [step] = sent.splice(0) as DeliveryMessage[];
     // The deliver queue refuses the marker (throttled, the network): the step fails, and SQS delivers it again.
@@ -1784,13 +1785,14 @@ describe('the gap markers owed for counted events', () => {
     };
     await expect(handleDeliverMessage(refused, step as DeliveryMessage)).rejects.toThrow('SQS unavailable');
     // This time the function dies once the marker is sent, before its count is cleared.
-    class DyingAfterTheSend extends DeliveryRecords {
-      override async gapSent(): Promise<boolean> {
+    class DyingAfterTheSend extends GapCounts {
+      override async markerSent(): Promise<boolean> {
         throw new Error('the function died');
       }
     }
-    const records = new DyingAfterTheSend({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    await expect(handleDeliverMessage({ ...deps, records }, step as DeliveryMessage)).rejects.toThrow('the function died');
+    const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
+    const stores = { ...deliveryStores(options), gaps: new DyingAfterTheSend(options) };
+    await expect(handleDeliverMessage({ ...deps, ...stores }, step as DeliveryMessage)).rejects.toThrow('the function died');
     expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
 
     // Sent twice, as the same delivery: the subscriber sees one webhook-id twice, and can drop the second.
@@ -1813,7 +1815,7 @@ describe('the gap markers owed for counted events', () => {
       const { deps, sent } = later(0);
       const webhook = await deps.webhooks.get(tenant.id, hook.id);
       if (!webhook) throw new Error('no webhook');
-      if (keptBy === 'this version') await deps.records.countOverflow(hook.id, 'gg:1', 3, Date.now(), 'switch_drop');
+      if (keptBy === 'this version') await deps.gaps.count(hook.id, 'gg:1', 3, Date.now(), 'switch_drop');
       else {
         const item = { pk: `overflow#${hook.id}`, sk: 'switch_drop#gg:1', dropped: 3, expires_at: Math.floor(Date.now() / 1000) + 86_400 };
         await sandbox.wiring.dynamo.send(new PutCommand({ TableName: sandbox.wiring.controlTable, Item: item }));
@@ -1826,7 +1828,7 @@ describe('the gap markers owed for counted events', () => {
         queue: {
           send: async (messages: readonly unknown[]) => {
             if (messages.some((m) => (m as { kind?: string }).kind === undefined)) {
-              await deps.records.countOverflow(hook.id, 'gg:1', 2, Date.now(), 'switch_drop');
+              await deps.gaps.count(hook.id, 'gg:1', 2, Date.now(), 'switch_drop');
             }
             await deps.queue.send(messages as DeliveryMessage[]);
           },
@@ -1843,7 +1845,7 @@ describe('the gap markers owed for counted events', () => {
       expect(second).toMatchObject({ events: [{ type: 'sluice.gap', resource: 'gg:1', data: { dropped: 2, reason: 'switch_drop' } }] });
       expect(second?.deliveryId).not.toBe(first?.deliveryId);
       expect(rest).toEqual([]);
-      expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
+      expect(await deps.gaps.owed(hook.id, Date.now())).toEqual([]);
     });
   }
 });
@@ -1857,7 +1859,7 @@ describe('a webhook that owes more gap markers than one step sends, or one Dynam
     const resources = Array.from({ length: 4_000 }, (_, i) => `mg:${String(i).padStart(5, '0')}:${'x'.repeat(180)}`);
     const now = Date.now();
     for (let i = 0; i < resources.length; i += 100) {
-      await Promise.all(resources.slice(i, i + 100).map((r) => deps.records.countOverflow(hook.id, r, 2, now, 'held_overflow')));
+      await Promise.all(resources.slice(i, i + 100).map((r) => deps.gaps.count(hook.id, r, 2, now, 'held_overflow')));
     }
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
@@ -1872,7 +1874,7 @@ describe('a webhook that owes more gap markers than one step sends, or one Dynam
     expect(new Set(markers.map((m) => m.events[0]?.resource))).toEqual(new Set(resources));
     expect(markers.every((m) => m.events[0]?.type === 'sluice.gap')).toBe(true);
     expect(steps).toBeGreaterThan(resources.length / 100);
-    expect(await deps.records.owedGaps(hook.id, Date.now())).toEqual([]);
+    expect(await deps.gaps.owed(hook.id, Date.now())).toEqual([]);
     expect((await deps.webhooks.get(tenant.id, hook.id))?.releaseToken).toBeUndefined();
   }, 60_000);
 });
@@ -1881,10 +1883,10 @@ describe('an overflow count older than the retention period (a drop or a disable
   it('is still owed its marker: DynamoDB TTL does not take it', async () => {
     const tenant = await createTenant(sandbox, 'long-drop');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'ld:0', url: `${receiver.url}/long-drop` });
-    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const gaps = new GapCounts({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
     const now = Date.now();
     // Three deliveries dropped eight days ago, under a drop on the webhook still in force.
-    await records.countOverflow(hook.id, 'ld:1', 3, now - 8 * 86_400_000, 'switch_drop');
+    await gaps.count(hook.id, 'ld:1', 3, now - 8 * 86_400_000, 'switch_drop');
     // What TTL would have deleted by now (dynalite has no TTL): every item of the partition past its expiry.
     const { Items = [] } = await sandbox.wiring.dynamo.send(
       new QueryCommand({
@@ -1897,13 +1899,13 @@ describe('an overflow count older than the retention period (a drop or a disable
       await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: item.pk, sk: item.sk } }));
     }
     // The drop is lifted now: its marker is owed.
-    expect(await records.owedGaps(hook.id, now)).toMatchObject([{ resource: 'ld:1', reason: 'switch_drop', dropped: 3 }]);
+    expect(await gaps.owed(hook.id, now)).toMatchObject([{ resource: 'ld:1', reason: 'switch_drop', dropped: 3 }]);
   });
 });
 
 describe('an overflow count kept by an earlier version (no since)', () => {
   it('is stamped when first read, the same for every reader, so two steps that read it cannot take a count begun after it was cleared for it', async () => {
-    const records = new DeliveryRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const gaps = new GapCounts({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
     for (const [hook, old, later] of [
       ['wh_legacy0000000000001', 5, 2],
       // A new count as large as the old one: the second step's clear must not take it either.
@@ -1912,17 +1914,17 @@ describe('an overflow count kept by an earlier version (no since)', () => {
       const item = { pk: `overflow#${hook}`, sk: 'switch_drop#r:1', dropped: old, expires_at: Math.floor(Date.now() / 1000) + 86_400 };
       await sandbox.wiring.dynamo.send(new PutCommand({ TableName: sandbox.wiring.controlTable, Item: item }));
       // Two release steps at once (an SQS duplicate, or a replaced chain's step) read it.
-      const [first] = await records.owedGaps(hook, Date.now());
-      const [second] = await records.owedGaps(hook, Date.now() + 1);
+      const [first] = await gaps.owed(hook, Date.now());
+      const [second] = await gaps.owed(hook, Date.now() + 1);
       expect(first?.since).toBeGreaterThan(0);
       expect(second).toEqual(first);
       // The first sends its marker and clears the count; then events are counted again (a stale switch cache).
-      expect(await records.gapSent(hook, first as NonNullable<typeof first>)).toBe(true);
+      expect(await gaps.markerSent(hook, first as NonNullable<typeof first>)).toBe(true);
       await new Promise((resolve) => setTimeout(resolve, 5));
-      await records.countOverflow(hook, 'r:1', later, Date.now(), 'switch_drop');
+      await gaps.count(hook, 'r:1', later, Date.now(), 'switch_drop');
       // The second step's marker stood for the old count only: the new count still owes its own.
-      expect(await records.gapSent(hook, second as NonNullable<typeof second>)).toBe(false);
-      expect(await records.owedGaps(hook, Date.now())).toMatchObject([{ dropped: later, sent: 0 }]);
+      expect(await gaps.markerSent(hook, second as NonNullable<typeof second>)).toBe(false);
+      expect(await gaps.owed(hook, Date.now())).toMatchObject([{ dropped: later, sent: 0 }]);
     }
   });
 });
@@ -1941,11 +1943,11 @@ describe('a held delivery the endpoint always refuses', () => {
     // Every real delivery is refused (as a body it cannot parse would be); probes succeed.
     receiver.answer('/poison', { status: 400, pings: 200 });
     expect((await patch('active')).status).toBe(200);
-    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
-    for (let i = 0; i < 300 && (await records.deadLetterPage(hook.id, Date.now(), 100)).letters.length === 0; i++) {
+    const { deadLetters } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    for (let i = 0; i < 300 && (await deadLetters.page(hook.id, Date.now(), 100)).letters.length === 0; i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    expect((await records.deadLetterPage(hook.id, Date.now(), 100)).letters.map((d) => d.message.events.map((e) => e.data))).toEqual([
+    expect((await deadLetters.page(hook.id, Date.now(), 100)).letters.map((d) => d.message.events.map((e) => e.data))).toEqual([
       ['poison'],
     ]);
     expect(await held()).toBe(0);
@@ -1996,7 +1998,7 @@ describe('a held delivery whose endpoint answers its probes but fails every deli
       const next = queued.shift() as (typeof queued)[number];
       clock = Math.max(clock, next.at);
       await handleDeliverMessage(deps, next.message);
-      dead = (await deps.records.deadLetterPage(hook.id, clock, 10)).letters.length;
+      dead = (await deps.deadLetters.page(hook.id, clock, 10)).letters.length;
     }
     expect(dead).toBe(1);
     // Each failed attempt waited as the schedule says, but the fifth: that failure
@@ -2083,7 +2085,7 @@ describe('a release step', () => {
     const after = await deps.webhooks.get(tenant.id, hook.id);
     expect(after?.health).toMatchObject({ state: 'healthy', consecutiveFailures: 0 });
     expect(after?.heldCount).toBe(2);
-    const held = (await deps.records.heldPage(hook.id, 10, Date.now())).live.map((h) => h.message);
+    const held = (await deps.held.page(hook.id, 10, Date.now())).live.map((h) => h.message);
     expect(held).toMatchObject([
       { deliveryId: 'msg_rw1', attempt: 2, waited: 1 },
       { deliveryId: 'msg_rw2', attempt: 2, waited: 1 },
@@ -2352,7 +2354,7 @@ describe('a release step', () => {
     expect(posted).toEqual(['evt_lanereadfail1x1']);
     expect(sent.filter((m) => (m as { kind?: string }).kind === 'release')).toHaveLength(1);
     // One POST, one share (20 ms at 50 a second), not one for the lane that made none.
-    expect(await later(0).deps.records.paceFreeAt(webhook.id, at)).toBe(at + 20);
+    expect(await later(0).deps.paces.freeAt(webhook.id, at)).toBe(at + 20);
   });
 
   it('sends what two lanes were asked to wait for again as the deliveries they were, each under its webhook-id, not merged into one', async () => {
@@ -2410,7 +2412,7 @@ describe('a release step', () => {
     // endpointRatePerSecond is 3 here: the step sends 3 POSTs, a second of the endpoint's time.
     expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
     const { deps: fresh } = later(0, send);
-    const freeAt = await fresh.records.paceFreeAt(webhook.id, Date.now());
+    const freeAt = await fresh.paces.freeAt(webhook.id, Date.now());
     expect(freeAt).toBeGreaterThanOrEqual(before + 1_000 - 5);
   });
 
@@ -2434,7 +2436,7 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(webhook.tenantId, webhook.id))?.slowMs).toBeUndefined();
     // 50 POSTs at 50 a second: a second of its time, where at 150 ms each they took 7.5 s.
     const { deps: fresh } = later(0, send);
-    const freeAt = (await fresh.records.paceFreeAt(webhook.id, Date.now())) ?? 0;
+    const freeAt = (await fresh.paces.freeAt(webhook.id, Date.now())) ?? 0;
     expect(freeAt).toBeLessThan(Date.now() + 1_500);
     // A new delivery to the quick endpoint goes, not held behind 7.5 s of a pace it lost.
     const next: DeliveryMessage = {
@@ -2491,8 +2493,8 @@ describe('deleting a webhook that holds deliveries', () => {
     const before = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
     expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
     expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' })).toBe(before + 2);
-    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
-    expect(await records.heldPage(hook.id, 10, Date.now())).toMatchObject({ live: [], expired: [] });
+    const stores = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    expect(await stores.held.page(hook.id, 10, Date.now())).toMatchObject({ live: [], expired: [] });
   });
 
   it('counts the events it held as discarded, not a held gap marker, whose events were counted when they were dropped', async () => {
@@ -2538,14 +2540,14 @@ describe('deleting a webhook whose held deliveries cannot all be removed', () =>
           : dynamo.send(command as never),
     } as typeof dynamo;
     const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    const records = new DeliveryRecords({ client: failingBatches, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const stores = deliveryStores({ client: failingBatches, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
     const service = new WebhookService({
       webhooks: delivery.webhooks as WebhookStore,
       tenants: { get: async () => undefined },
       send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
       timeoutMs: 1_000,
       now: Date.now,
-      delivery: { ...delivery, records },
+      delivery: { ...delivery, ...stores },
     });
 
     await service.delete(tenant.id, hook.id);
@@ -2592,7 +2594,7 @@ describe("a webhook deleted while its deliveries wait for their shares of an end
     // A delivery given its share two days ahead, behind a backlog that had taken its
     // endpoint's time that far (as a version that held no quick endpoint's backlog gave it:
     // now one past 5 s is held, see 'holds a quick endpoint's deliveries ...').
-    await deps.records.reserveSend(hook.id, 2 * 86_400_000, deps.now());
+    await deps.paces.reserve(hook.id, 2 * 86_400_000, deps.now());
     const message: DeliveryMessage = {
       deliveryId: 'msg_dp1',
       tenantId: tenant.id,

@@ -158,7 +158,7 @@ describe('a held count left above what is held by a delivery function that died'
         ExpressionAttributeValues: { ':since': Date.now() - 2 * DAY_MS },
       }),
     );
-    const [gone] = (await deps.records.heldPage(hook.id, 10, Date.now())).live;
+    const [gone] = (await deps.held.page(hook.id, 10, Date.now())).live;
     await sandbox.wiring.dynamo.send(
       new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),
     );

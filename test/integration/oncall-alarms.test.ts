@@ -217,8 +217,8 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     await receiver.waitFor(() => receiver.acceptedEvents('/far').length === 1, 10_000);
     // Its time is taken 20 minutes ahead, as the backlog of the deliveries that came
     // faster than that for the last hours would have it.
-    const { records } = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    await records.reserveSend(hook.id, 20 * 60_000, Date.now());
+    const { paces } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    await paces.reserve(hook.id, 20 * 60_000, Date.now());
     const farBefore = sandbox.metrics.total('DeliveriesPacedFarAhead');
 
     // Its deliveries keep coming: each held (in DynamoDB, under the held cap) rather than

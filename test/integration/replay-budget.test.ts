@@ -5,7 +5,8 @@
  * past what its endpoints take and hold up every other tenant's deliveries.
  */
 import { describe, expect, it } from 'vitest';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { DeliveryLog } from '../../functions/adapters/delivery-log.ts';
+import { SendBudgets } from '../../functions/adapters/send-budgets.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { MAX_REPLAY_DELIVERIES } from '../../functions/app/webhooks.ts';
 import type { ApiError } from '../../functions/core/errors.ts';
@@ -25,7 +26,7 @@ withSandbox({ canary: false }, (s, r) => {
 
 /** Logs `count` deliveries of one event each for the webhook, as delivered a minute ago. */
 async function logDeliveries(tenantId: string, webhookId: string, count: number): Promise<number> {
-  const { records } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+  const { deliveryLog } = deliveryDeps(sandbox.wiring, sandbox.notifier);
   const from = Date.now() - 60_000;
   for (let i = 0; i < count; i += 50) {
     await Promise.all(
@@ -33,7 +34,7 @@ async function logDeliveries(tenantId: string, webhookId: string, count: number)
         const n = i + j + 1;
         const message = { ...deliveryFixture(`rp${webhookId.slice(-6)}`, webhookId, n), tenantId };
         const at = new Date(from + n).toISOString();
-        return records.logDelivery(message, from + n, {
+        return deliveryLog.add(message, from + n, {
           id: `att_${n}`,
           delivery_id: message.deliveryId,
           attempt: 1,
@@ -133,21 +134,28 @@ describe('a tenant replaying one window after another', () => {
     const tenant = await createTenant(sandbox, 'replay-fails');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'rf:1', url: `${receiver.url}/replay-fails` });
     const from = await logDeliveries(tenant.id, hook.id, 2);
-    const failing = { logged: 1, adjustBudget: 0 };
-    class FailingRecords extends DeliveryRecords {
-      override async logged(...args: Parameters<DeliveryRecords['logged']>) {
+    const failing = { logged: 1, adjust: 0 };
+    class FailingLog extends DeliveryLog {
+      override async logged(...args: Parameters<DeliveryLog['logged']>) {
         if (failing.logged-- > 0) throw new Error('ProvisionedThroughputExceededException');
         return super.logged(...args);
       }
-      override async adjustBudget(...args: Parameters<DeliveryRecords['adjustBudget']>) {
-        if (failing.adjustBudget-- > 0) throw new Error('ProvisionedThroughputExceededException');
-        return super.adjustBudget(...args);
+    }
+    class FailingBudgets extends SendBudgets {
+      override async adjust(...args: Parameters<SendBudgets['adjust']>) {
+        if (failing.adjust-- > 0) throw new Error('ProvisionedThroughputExceededException');
+        return super.adjust(...args);
       }
     }
-    const records = new FailingRecords({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
+    const [deliveryLog, sendBudgets] = [new FailingLog(options), new FailingBudgets(options)];
     const sent: DeliveryMessage[] = [];
     const webhooks = webhookService(sandbox, {
-      delivery: { records, queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) } },
+      delivery: {
+        deliveryLog,
+        sendBudgets,
+        queue: { send: async (messages: readonly unknown[]) => void sent.push(...(messages as DeliveryMessage[])) },
+      },
       service: { replayBudget: { units: 4, windowMs: 10_000 } },
     });
     // Early in a window, so that the replays share one.
@@ -160,7 +168,7 @@ describe('a tenant replaying one window after another', () => {
     expect(await webhooks.replay(tenant.id, hook.id, window)).toBe(2);
     // The correction fails: the replay is sent all the same (it failed after its read),
     // and its whole take of 2 stays counted.
-    failing.adjustBudget = 1;
+    failing.adjust = 1;
     expect(await webhooks.replay(tenant.id, hook.id, { since: from - 1_000, until: from + 2 })).toBe(1);
     expect(sent.flatMap((m) => m.events)).toHaveLength(3);
     await expect(webhooks.replay(tenant.id, hook.id, window)).rejects.toMatchObject({ code: 'rate_limited' });

@@ -29,7 +29,7 @@ describe('reads of a webhook past the retention period', () => {
     // stored), and one of each written now.
     const tenant = await createTenant(sandbox, 'retention-reads');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'kept:0', url: `${receiver.url}/retention-reads` });
-    const records = deliveryDeps(sandbox.wiring, sandbox.notifier).records;
+    const stores = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const now = Date.now();
     const old = now - 8 * DAY_MS;
     for (const [name, at] of [
@@ -53,9 +53,9 @@ describe('reads of a webhook past the retention period', () => {
         error: 'HTTP 500',
         at: new Date(at + n).toISOString(),
       });
-      await records.logDelivery(message, at, attempt(1));
-      await records.recordAttempt(hook.id, attempt(2), at + 2);
-      expect(await records.deadLetter({ ...message, deliveryId: `msg_${name}dead`, attempt: 8 }, 'HTTP 500', at + 3)).toBe(true);
+      await stores.deliveryLog.add(message, at, attempt(1));
+      await stores.deliveryLog.recordAttempt(hook.id, attempt(2), at + 2);
+      expect(await stores.deadLetters.add({ ...message, deliveryId: `msg_${name}dead`, attempt: 8 }, 'HTTP 500', at + 3)).toBe(true);
     }
 
     // Act: read the attempts and the dead letters, and replay the whole 9 days.

@@ -5,11 +5,11 @@
  * alarm follows the canary's round trip.
  */
 import { describe, expect, it } from 'vitest';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
 import { batchWrite } from '../../functions/adapters/dynamo.ts';
+import { GapCounts } from '../../functions/adapters/gap-counts.ts';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
-import { apiServices, deliveryDeps } from '../../functions/app/runtime.ts';
+import { apiServices, deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
 import { liftSwitch, setSwitch, switchId } from '../../functions/app/switches.ts';
 import { derivedId } from '../../functions/core/ids.ts';
 import type { Switch } from '../../functions/core/switches.ts';
@@ -421,18 +421,19 @@ describe('kill switches', () => {
       attempt: 1,
     };
     // DynamoDB refuses the second resource's count once, after the first's applied.
-    class RefusingDp2Once extends DeliveryRecords {
+    class RefusingDp2Once extends GapCounts {
       refused = false;
-      override async countOverflow(...args: Parameters<DeliveryRecords['countOverflow']>): Promise<void> {
+      override async count(...args: Parameters<GapCounts['count']>): Promise<void> {
         if (args[1] === 'dp:2' && !this.refused) {
           this.refused = true;
           throw new Error('ProvisionedThroughputExceededException');
         }
-        return super.countOverflow(...args);
+        return super.count(...args);
       }
     }
-    const records = new RefusingDp2Once({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    await expect(handleDeliverMessage({ ...deps, records }, message)).rejects.toThrow('ProvisionedThroughputExceededException');
+    const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
+    const stores = { ...deliveryStores(options), gaps: new RefusingDp2Once(options) };
+    await expect(handleDeliverMessage({ ...deps, ...stores }, message)).rejects.toThrow('ProvisionedThroughputExceededException');
     expect(await handleDeliverMessage(deps, message)).toBe('dropped');
 
     await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());

@@ -7,7 +7,8 @@
 import type { BatchWriteCommandInput, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { deliveryStores } from '../../functions/app/runtime.ts';
+import { forgetWebhook } from '../../functions/app/webhooks.ts';
 import { withEventsTable } from '../support/events-table.ts';
 import { deliveryFixture } from '../support/fixtures.ts';
 
@@ -40,16 +41,16 @@ function processSomeOnly(client: DynamoDBDocumentClient, applied: number, times 
 describe('a batched write DynamoDB only partly processes', () => {
   it('removes every held delivery and overflow count of a deleted webhook, retrying what DynamoDB left unprocessed', async () => {
     const client = documentClient({ ...tables.emulators.dynamo });
-    const records = new DeliveryRecords({ client, tableName: tables.controlTable, retentionDays: 7 });
+    const stores = deliveryStores({ client, tableName: tables.controlTable, retentionDays: 7 });
     const webhookId = 'wh_unprocessed';
-    for (let n = 1; n <= 30; n++) expect(await records.hold(deliveryFixture('unprocessed', webhookId, n), Date.now())).toBe(true);
-    await records.countOverflow(webhookId, 'task:1', 5, Date.now());
-    expect(await records.heldItemCount(webhookId)).toBe(30);
+    for (let n = 1; n <= 30; n++) expect(await stores.held.hold(deliveryFixture('unprocessed', webhookId, n), Date.now())).toBe(true);
+    await stores.gaps.count(webhookId, 'task:1', 5, Date.now());
+    expect(await stores.held.count(webhookId)).toBe(30);
 
     processSomeOnly(client, 10, 2);
-    expect(await records.forget(webhookId)).toBe(30);
+    expect(await forgetWebhook(stores, webhookId)).toBe(30);
 
-    expect(await records.heldItemCount(webhookId)).toBe(0);
-    expect(await records.owedGaps(webhookId, Date.now())).toEqual([]);
+    expect(await stores.held.count(webhookId)).toBe(0);
+    expect(await stores.gaps.owed(webhookId, Date.now())).toEqual([]);
   });
 });

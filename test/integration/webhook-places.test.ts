@@ -8,7 +8,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
-import { DeliveryRecords } from '../../functions/adapters/delivery-records.ts';
+import { SendBudgets } from '../../functions/adapters/send-budgets.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { makeSender, type SendResult, webhookResolver } from '../../functions/adapters/webhook-sender.ts';
 import { PLACES_SETTLE_MS, WebhookStore } from '../../functions/adapters/webhook-store.ts';
@@ -68,11 +68,14 @@ async function webhookCount(tenantId: string): Promise<number> {
   return Number(result.Item?.webhook_count);
 }
 
-/** The delivery records the service's URL verifications take their budget from (the real store). */
-function verifications(): Pick<DeliveryRecords, 'takeSendSlot'> {
-  const records = new DeliveryRecords({ client, tableName: controlTable, retentionDays: 7 });
-  return { takeSendSlot: (...args) => records.takeSendSlot(...args) };
+/** The delivery store the service's URL verifications take their budget from (the real store). */
+function verifications(): { sendBudgets: Pick<SendBudgets, 'takeSlot'> } {
+  const budgets = new SendBudgets({ client, tableName: controlTable });
+  return { sendBudgets: { takeSlot: (...args) => budgets.takeSlot(...args) } };
 }
+
+/** What a deleted webhook's delivery stores forget: nothing (see `forgetWebhook`). */
+const forgetsNothing = { paces: { giveBack: async () => {} }, held: { forget: async () => 0 }, gaps: { forget: async () => {} } };
 
 /** The webhook service over the lossy client; endpoints answer the ping with `pingStatus`. */
 function service(t: Tenant, pingStatus = 200) {
@@ -84,7 +87,7 @@ function service(t: Tenant, pingStatus = 200) {
     send: async () => answer,
     timeoutMs: 1_000,
     now: Date.now,
-    delivery: { records: verifications() } as unknown as WebhookServiceDeps['delivery'],
+    delivery: verifications() as unknown as WebhookServiceDeps['delivery'],
   };
   return { webhooks, service: new WebhookService(deps) };
 }
@@ -207,7 +210,8 @@ describe('a delete whose place cannot be given back', () => {
       timeoutMs: 1_000,
       now: Date.now,
       delivery: {
-        records: { forget: async () => 0, ...verifications() },
+        ...forgetsNothing,
+        ...verifications(),
         metrics: { count: () => {} },
         logger: { info: () => {}, warn: () => {}, error: (message: string, fields: unknown) => void logged.push([message, fields]) },
       } as unknown as WebhookServiceDeps['delivery'],
@@ -243,7 +247,8 @@ function failingPlaces(t: Tenant, now: () => number = Date.now, pingStatus = 200
     timeoutMs: 1_000,
     now,
     delivery: {
-      records: { forget: async () => 0, ...verifications() },
+      ...forgetsNothing,
+      ...verifications(),
       metrics: { count: () => {} },
       logger: { info: () => {}, warn: log, error: log },
     } as unknown as WebhookServiceDeps['delivery'],
@@ -362,7 +367,7 @@ describe('a PATCH of the URL', () => {
       send: makeSender({ allowPrivateTargets: false, resolver }),
       timeoutMs: 1_000,
       now: Date.now,
-      delivery: { records: verifications() } as unknown as WebhookServiceDeps['delivery'],
+      delivery: verifications() as unknown as WebhookServiceDeps['delivery'],
     });
 
     try {

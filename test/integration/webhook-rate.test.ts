@@ -169,15 +169,15 @@ describe("a webhook's rate", () => {
     expect(posts).toBe(2);
     expect((await base.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(4);
     // Two POSTs at 2 a second: a second of the endpoint's time.
-    expect((await base.records.paceFreeAt(hook.id, Date.now())) ?? 0).toBeGreaterThanOrEqual(before + 1_000 - 5);
+    expect((await base.paces.freeAt(hook.id, Date.now())) ?? 0).toBeGreaterThanOrEqual(before + 1_000 - 5);
     expect(sent).toMatchObject([{ kind: 'release' }]);
   });
 
   it("gives the webhook's replays a budget at its rate: 2,000 deliveries per 80 s at 25 a second", async () => {
     const { tenant, hook } = await webhookWith('ratereplay', { rate_per_second: 25 });
-    const { records } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const { sendBudgets } = deliveryDeps(sandbox.wiring, sandbox.notifier);
     // The window's 2,000 spent already, as by earlier replays.
-    expect((await records.takeBudget(`replay:${hook.id}`, 2_000, 2_000, 80_000, Date.now())).taken).toBe(2_000);
+    expect((await sendBudgets.takeUpTo(`replay:${hook.id}`, 2_000, 2_000, 80_000, Date.now())).taken).toBe(2_000);
 
     const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
       key: tenant.key,

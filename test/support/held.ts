@@ -9,10 +9,10 @@ import type { DeliveryMessage } from '../../functions/core/model.ts';
  * what is held is then taken for held items DynamoDB's TTL removed.
  */
 export async function holdDelivery(
-  deps: Pick<DeliveryDeps, 'webhooks' | 'records'>,
+  deps: Pick<DeliveryDeps, 'webhooks' | 'held'>,
   message: DeliveryMessage,
   cap = 10,
 ): Promise<[counted: boolean, stored: boolean]> {
   const counted = (await deps.webhooks.countHeld(message.tenantId, message.webhookId, 1, cap)) !== undefined;
-  return [counted, await deps.records.hold(message, Date.now())];
+  return [counted, await deps.held.hold(message, Date.now())];
 }

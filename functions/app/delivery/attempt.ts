@@ -53,8 +53,8 @@ export async function attempt(
   // A replay's delivery: its events are in the log at their first delivery already.
   const logged =
     message.attempt === 1 && !options.probe && !message.replay
-      ? deps.records.logDelivery(message, now, record)
-      : deps.records.recordAttempt(webhook.id, record, now);
+      ? deps.deliveryLog.add(message, now, record)
+      : deps.deliveryLog.recordAttempt(webhook.id, record, now);
   await keptOrCounted(deps, webhook, logged);
   deps.metrics.count('DeliveryAttempts', 1, { result: decideAttempt(result.statusCode) });
   // A slow endpoint's pace follows its answer time (core/endpoint-pace.ts), and the wait
@@ -71,7 +71,7 @@ export async function attempt(
     // was slow would give back the time deliveries took at the whole rate since, and an
     // old URL's, the new URL's time.
     if (await deps.webhooks.forgetSlowAnswers(webhook.tenantId, webhook.id, webhook.url, kept)) {
-      await deps.records.givePaceBack(webhook.id);
+      await deps.paces.giveBack(webhook.id);
       await releaseGivenBack(deps, webhook);
     }
   }

@@ -237,7 +237,7 @@ export const RECHECK_MARGIN_MS = 1_000;
  */
 export async function expectLift(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<void> {
   const windowMs = deps.config.switchCacheMs;
-  if (!(await deps.records.takeOnce(`recheck:${webhook.id}`, windowMs, now))) return;
+  if (!(await deps.sendBudgets.takeOnce(`recheck:${webhook.id}`, windowMs, now))) return;
   // Past every hold of this window: the holds that found it taken are answered for too.
   const { heldBefore, delaySeconds } = liftRecheck(now, windowMs, RECHECK_MARGIN_MS);
   await deps.queue.send([{ kind: 'recheck', tenantId: webhook.tenantId, webhookId: webhook.id, heldBefore }], delaySeconds);

@@ -3,7 +3,12 @@
  * and the small helpers every part of it shares: log context, waits through SQS
  * delays, the retry schedule's next wait, and which webhooks take deliveries.
  */
-import type { DeliveryRecords } from '../../adapters/delivery-records.ts';
+import type { DeadLetters } from '../../adapters/dead-letters.ts';
+import type { DeliveryLog } from '../../adapters/delivery-log.ts';
+import type { GapCounts } from '../../adapters/gap-counts.ts';
+import type { HeldDeliveries } from '../../adapters/held-deliveries.ts';
+import type { PaceStore } from '../../adapters/pace-store.ts';
+import type { SendBudgets } from '../../adapters/send-budgets.ts';
 import type { SwitchReader } from '../../adapters/switch-store.ts';
 import type { Sender, SendResult } from '../../adapters/webhook-sender.ts';
 import type { WebhookStore } from '../../adapters/webhook-store.ts';
@@ -55,7 +60,12 @@ export interface DeliveryDeps {
     | 'endRelease'
     | 'unlistUnwatched'
   >;
-  readonly records: DeliveryRecords;
+  readonly deliveryLog: DeliveryLog;
+  readonly held: HeldDeliveries;
+  readonly gaps: GapCounts;
+  readonly deadLetters: DeadLetters;
+  readonly sendBudgets: SendBudgets;
+  readonly paces: PaceStore;
   readonly queue: DeliverQueuePort;
   readonly notifier: Notifier;
   readonly switches: SwitchReader;

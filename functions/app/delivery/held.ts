@@ -4,7 +4,7 @@
  * drop switch or the retention period discards them, their events are counted for the
  * `sluice.gap` marker each resource gets.
  */
-import type { HeldDelivery } from '../../adapters/delivery-records.ts';
+import type { HeldDelivery } from '../../adapters/held-deliveries.ts';
 import { eventCount, gapCounts, partsByResource } from '../../core/deliveries.ts';
 import type { DeliveryMessage, Webhook } from '../../core/model.ts';
 import { LogTally } from '../../core/telemetry.ts';
@@ -25,7 +25,7 @@ const overflowLog = new LogTally(OVERFLOW_LOG_INTERVAL_MS);
 /**
  * Counts one resource's events for gap markers instead of delivering them, each under
  * `reason`; a gap marker among them under its own reason, for the events it stands for.
- * Once per delivery, however often SQS hands it back (see `countOverflowOnce`). Answers
+ * Once per delivery, however often SQS hands it back (see `GapCounts.countOnce`). Answers
  * how many of its events (not markers, counted when they were dropped) this call counted,
  * for the metrics: none when an earlier receive of the delivery counted them.
  */
@@ -39,7 +39,7 @@ export async function countForGaps(
   const resource = message.events[0]?.resource ?? '';
   let events = 0;
   for (const count of gapCounts(message.events, reason)) {
-    const counted = await deps.records.countOverflowOnce(message.deliveryId, webhookId, resource, count.dropped, now, count.reason);
+    const counted = await deps.gaps.countOnce(message.deliveryId, webhookId, resource, count.dropped, now, count.reason);
     // The events are all in the count of `reason` (with any marker of that reason).
     if (counted && count.reason === reason) events = eventCount(message.events);
   }
@@ -59,7 +59,7 @@ export async function hold(deps: DeliveryDeps, webhook: Webhook, message: Delive
   if (counted) {
     // One count for all the parts; a part that was already held (SQS delivers at
     // least once) gives its place back, so the count always matches the held items.
-    const fresh = await Promise.all(parts.map((part) => deps.records.hold(part, now)));
+    const fresh = await Promise.all(parts.map((part) => deps.held.hold(part, now)));
     const already = fresh.filter((f) => !f).length;
     if (already > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -already);
     if (already < parts.length) deps.metrics.count('DeliveriesHeld', parts.length - already);
@@ -105,7 +105,7 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     counted = await countHeld(deps, webhook, 1, now);
   }
   if (counted) {
-    if (await deps.records.hold(message, now)) deps.metrics.count('DeliveriesHeld');
+    if (await deps.held.hold(message, now)) deps.metrics.count('DeliveriesHeld');
     else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
     // Also when it was held before: SQS hands a delivery back when its record failed after
     // the hold, before it saw to a chain (a pause's recheck SQS refused, say, under a
@@ -168,10 +168,10 @@ export const HELD_PRUNE_INTERVAL_MS = 10 * 60_000;
  * place stays taken until a release finds the count drifted (dropLostHeld).
  */
 async function pruneExpiredHeld(deps: DeliveryDeps, webhook: Webhook, now: number): Promise<boolean> {
-  if (!(await deps.records.takeOnce(`prune:${webhook.id}`, HELD_PRUNE_INTERVAL_MS, now))) return false;
+  if (!(await deps.sendBudgets.takeOnce(`prune:${webhook.id}`, HELD_PRUNE_INTERVAL_MS, now))) return false;
   const startedAt = deps.now();
   const young = () => deps.now() - startedAt < deps.config.deliveryTimeoutMs / 2;
-  const expired = await deps.records.expiredHeld(webhook.id, now, young);
+  const expired = await deps.held.expired(webhook.id, now, young);
   return (await dropExpiredHeld(deps, webhook, expired, now, young)) > 0;
 }
 
@@ -198,7 +198,7 @@ export async function dropExpiredHeld(
     // it again (a marker that overstates), never not at all. A held gap marker stands
     // for its own count, under its own reason.
     await countForGaps(deps, webhook.id, held.message, 'retention', now);
-    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
+    if (!(await deps.held.remove(webhook.id, held.sk))) continue;
     removed += 1;
     // A gap marker's events were counted when they were dropped.
     events += eventCount(held.message.events);

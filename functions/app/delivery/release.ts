@@ -3,7 +3,8 @@
  * in order, packed, in lanes per resource, at most the endpoint's rate a step, one step
  * a second; then the gap markers owed; then the chain ends.
  */
-import { type HeldDelivery, OWED_GAPS_PER_STEP } from '../../adapters/delivery-records.ts';
+import { OWED_GAPS_PER_STEP } from '../../adapters/gap-counts.ts';
+import type { HeldDelivery } from '../../adapters/held-deliveries.ts';
 import type { SendResult } from '../../adapters/webhook-sender.ts';
 import { askedWaitSeconds, retryDelaySeconds, sqsDelay } from '../../core/backoff.ts';
 import {
@@ -59,7 +60,7 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
   // has ended already, where noted as begun now it kept that start off for a step's
   // longest time after each look, and the backlog waited for the next look, minutes on.
   const looks =
-    message.notBefore !== undefined && message.notBefore > now && !(await deps.records.paceGivenBack(webhook.id, message.notBefore, now));
+    message.notBefore !== undefined && message.notBefore > now && !(await deps.paces.givenBack(webhook.id, message.notBefore, now));
   const stepAt = looks ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
   if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, stepAt))) return 'stale';
@@ -87,7 +88,7 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
   const step: ReleaseStep = { posts: 0, startedAt: deps.now(), webhook };
   let stepped = false;
   for (let more = true; more && !step.stop && step.posts < endpointRateOf(deps, webhook) && releaseYoung(deps, step); ) {
-    const page = await deps.records.heldPage(webhook.id, RELEASE_PAGE, now);
+    const page = await deps.held.page(webhook.id, RELEASE_PAGE, now);
     if (page.expired.length > 0) await dropExpiredHeld(deps, webhook, page.expired, now, () => releaseYoung(deps, step));
     if (page.live.length > 0 || page.expired.length > 0) stepped = true;
     more = page.more && page.live.length + page.expired.length > 0;
@@ -129,7 +130,7 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
       await deps.queue.send([{ ...message, emptySince }], 1);
       return 'released';
     }
-    const actual = await deps.records.heldItemCount(webhook.id);
+    const actual = await deps.held.count(webhook.id);
     fresh = await dropLostHeld(deps, fresh, actual, now);
     if (actual > 0) {
       await deps.queue.send([{ ...message, emptySince: undefined }], 1);
@@ -138,7 +139,7 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
   }
   // Nothing is held: the gap markers last, after every held delivery they follow.
   const lost = lostHeldCount(fresh);
-  const owed = await deps.records.owedGaps(webhook.id, now);
+  const owed = await deps.gaps.owed(webhook.id, now);
   if (owed.length > 0 || lost) {
     // Each marker is sent before its count is cleared, with ids derived from the count:
     // a step that fails or dies in between leaves the count, and runs again (SQS
@@ -146,7 +147,7 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
     // tell by its webhook-id, never none.
     await deps.queue.send([...owed, ...(lost ? [lost] : [])].map((count) => gapMarkerDelivery(webhook, count)));
     if (lost) await deps.webhooks.heldLostSent(webhook.tenantId, webhook.id, lost.dropped);
-    const cleared = await Promise.all(owed.map((count) => deps.records.gapSent(webhook.id, count)));
+    const cleared = await Promise.all(owed.map((count) => deps.gaps.markerSent(webhook.id, count)));
     if (cleared.includes(false) || owed.length >= OWED_GAPS_PER_STEP) {
       // A count grew while its marker was out, or more are owed than a step sends: the
       // next step sends markers for the rest.
@@ -180,7 +181,7 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
 async function takeReleaseShares(deps: DeliveryDeps, webhook: Webhook, posts: number, now: number): Promise<void> {
   if (posts <= 0) return;
   try {
-    await deps.records.reserveSend(webhook.id, posts * paceInterval(endpointRateOf(deps, webhook)), now);
+    await deps.paces.reserve(webhook.id, posts * paceInterval(endpointRateOf(deps, webhook)), now);
   } catch (error) {
     deps.logger.warn("A release step's POSTs took no share of the endpoint's time", {
       ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
@@ -273,7 +274,7 @@ async function releaseLane(
     if (decideAttempt(result.statusCode) === 'delivered') {
       const webhookId = webhook.id;
       // Only what this release removed leaves the count (a release that ran twice removes nothing).
-      const removed = (await Promise.all(items.map((held) => deps.records.removeHeld(webhookId, held.sk)))).filter(Boolean).length;
+      const removed = (await Promise.all(items.map((held) => deps.held.remove(webhookId, held.sk)))).filter(Boolean).length;
       if (removed > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -removed);
       deps.metrics.count('EventsDelivered', eventCount(delivery.events));
       deps.metrics.count('DeliveriesReleased', items.length);
@@ -291,7 +292,7 @@ async function releaseLane(
       const webhookId = webhook.id;
       // Each noted with the delivery it was in, so that it goes again as that one (`packHeld`).
       const waitedIn = delivery.deliveryId;
-      await Promise.all(items.map((held) => deps.records.holdAgain(webhookId, held.sk, { ...afterFreeWait(held.message), waitedIn })));
+      await Promise.all(items.map((held) => deps.held.holdAgain(webhookId, held.sk, { ...afterFreeWait(held.message), waitedIn })));
       stopStep(step, { kind: 'wait', delaySeconds: sqsDelay(asked).delaySeconds });
       return false;
     }
@@ -380,7 +381,7 @@ async function spendHeldAttempt(
     const next = { ...held.message, attempt: held.message.attempt + 1 };
     const wait = nextAttemptWait(deps, held.message, result, now);
     if (wait !== undefined && !deliversTo(webhook.health)) {
-      await deps.records.holdAgain(webhook.id, held.sk, next);
+      await deps.held.holdAgain(webhook.id, held.sk, next);
       continue;
     }
     // Queued for its next attempt, or dead-lettered, before it leaves the held store: a
@@ -388,9 +389,9 @@ async function spendHeldAttempt(
     // queues it again (a duplicate, never none) or finds its dead letter (keyed by the
     // delivery) written.
     if (wait !== undefined) await later(deps, next, wait);
-    else await deps.records.deadLetter(held.message, describe(result), now);
+    else await deps.deadLetters.add(held.message, describe(result), now);
     // Counted by the step whose removal applied (a step that ran twice removes nothing).
-    if (!(await deps.records.removeHeld(webhook.id, held.sk))) continue;
+    if (!(await deps.held.remove(webhook.id, held.sk))) continue;
     left += 1;
     if (wait !== undefined) {
       deps.metrics.count('DeliveriesRetried');
