@@ -846,7 +846,7 @@ export class WebhookStore {
   /**
    * Forgets the slow answer time kept for the endpoint at `url`, after a quick answer to a
    * POST sent when it was `seenMs`: whether this call forgot it, and so gives the
-   * endpoint's time back (`DeliveryRecords.givePaceBack`). Not for an old URL's answer after
+   * endpoint's time back (`PaceStore.giveBack`). Not for an old URL's answer after
    * a `PATCH`; nor a second time, for another quick answer to a POST sent as slowly (its
    * time given back again would be taken from the deliveries that took the whole rate
    * since); nor a slower time noted since by another POST, which the endpoint has still.

@@ -123,7 +123,7 @@ export const CONTROL_PK = {
   switches: 'switches',
   /** Every tenant's entry in the admin's list (id, name, created_at), under one partition, in id (creation) order. */
   tenants: 'tenants',
-  /** `<kind>#<webhook id>`: what is kept per webhook (adapters/delivery-records.ts). */
+  /** `<kind>#<webhook id>`: what the delivery stage keeps per webhook (adapters/webhook-items.ts and its stores). */
   attempts: 'attempts#',
   deliveries: 'deliveries#',
   held: 'held#',
