@@ -1,6 +1,7 @@
 /**
- * What the delivery stage keeps in the control table, each under its webhook and
- * with the retention period as TTL (reads check expiry too), one store a kind:
+ * What the delivery stage keeps in the control table, each under its webhook, with a
+ * TTL (the retention period for most; a year for the overflow counts, which outlast a
+ * long drop; a send budget's window for its count), one store a kind:
  *
  * - attempts and the delivery log (delivery-log.ts);
  * - held deliveries (held-deliveries.ts), and the counts of what overflowed them, each
@@ -61,8 +62,8 @@ export function gathered<T>(groups: Map<string, Array<Waiter<T>>>, key: string, 
 
 /**
  * A store of one kind of item of the control table that the delivery stage keeps per
- * webhook, with the retention period as TTL: its client, the table, and the helpers its
- * kind shares with the others.
+ * webhook: its client, the table, and the helpers its kind shares with the others (an
+ * expiry a retention period away among them).
  */
 export abstract class WebhookItems {
   protected readonly client: DynamoDBDocumentClient;
