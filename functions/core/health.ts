@@ -81,7 +81,9 @@ function disabled(health: Health, reason: string): Health {
 export function nextHealth(health: Health, event: HealthEvent, policy: HealthPolicy): Health {
   switch (event.type) {
     case 'gone':
-      return disabled({ ...health, lastFailure: failure(event.now, event.statusCode, 'gone') }, 'gone');
+      // The failure as every other is shown (and as its attempt is logged): the reason
+      // the webhook is disabled says "gone" already.
+      return disabled({ ...health, lastFailure: failure(event.now, event.statusCode, `HTTP ${event.statusCode}`) }, 'gone');
     case 'disabled_by_owner':
       return disabled(health, 'by_owner');
     case 'reenabled':

@@ -340,11 +340,15 @@ describe('failing endpoint', () => {
       detail = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body;
     }
     expect(detail.status).toBe('disabled');
-    expect(detail.health).toMatchObject({ state: 'disabled', last_failure: { status_code: 410 }, held: 1 });
+    expect(detail.health).toMatchObject({ state: 'disabled', last_failure: { status_code: 410, error: 'HTTP 410' }, held: 1 });
+    // The health's last failure, the attempt and the owner's notice say the same of the 410.
+    const attempts = (await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key })).body.data;
+    expect(attempts[0]).toMatchObject({ status_code: 410, error: detail.health.last_failure.error });
     expect(sandbox.notifier.notices.find((n) => n.webhook === hook.id)).toMatchObject({
       tenant: tenant.id,
       reason: 'gone',
       url: `${receiver.url}/redacted`,
+      last_error: { status_code: 410, error: 'HTTP 410' },
     });
     // Re-enabling releases what was held.
     receiver.answer('/gone', 200);

@@ -63,6 +63,8 @@ describe('endpoint health', () => {
       expect(nextHealth(from, { type: 'gone', now: T, statusCode: 410 }, policy)).toMatchObject({
         state: 'disabled',
         disabledReason: 'gone',
+        // As the attempt's error and every other failure's: the reason says "gone".
+        lastFailure: { status_code: 410, error: 'HTTP 410' },
       });
     }
   });
