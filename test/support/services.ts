@@ -42,3 +42,26 @@ export function deliveryDepsOver(sandbox: Sandbox, client: DynamoDBDocumentClien
   };
   return { deps, sent };
 }
+
+/**
+ * The delivery function's dependencies as they would run `offsetMs` from now, with no kill
+ * switch in force, every deliver-queue message kept in `sent` (and its SQS delay in
+ * `delays`, in the same order) rather than sent, and its POSTs made by `send` if given.
+ */
+export function deliveryDepsAt(sandbox: Sandbox, offsetMs: number, send?: DeliveryDeps['send']) {
+  const sent: unknown[] = [];
+  const delays: number[] = [];
+  const deps = {
+    ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+    now: () => Date.now() + offsetMs,
+    switches: NO_SWITCHES,
+    queue: {
+      send: async (messages: readonly unknown[], delaySeconds = 0) => {
+        sent.push(...messages);
+        delays.push(...messages.map(() => delaySeconds));
+      },
+    },
+    ...(send && { send }),
+  } as unknown as DeliveryDeps;
+  return { deps, sent, delays };
+}
