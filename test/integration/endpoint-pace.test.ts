@@ -14,7 +14,7 @@ import type { DeliveryMessage, ReleaseMessage } from '../../functions/core/model
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
-import { holdDelivery } from '../support/held.ts';
+import { holdDelivery, QUICK_HOLDS } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 import { deliveryDepsAt } from '../support/services.ts';
@@ -22,24 +22,9 @@ import { deliveryDepsAt } from '../support/services.ts';
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-withSandbox(
-  {
-    config: {
-      retryScheduleSeconds: [0, 1, 1, 1],
-      retryJitter: 0,
-      quarantineAfterFailures: 1,
-      probeIntervalMinSeconds: 1,
-      probeIntervalMaxSeconds: 1,
-      heldPerWebhook: 2,
-      endpointRatePerSecond: 3,
-      deliveryTimeoutMs: 400,
-      failingAttemptIntervalMs: 300,
-    },
-  },
-  (s, r) => {
-    [sandbox, receiver] = [s, r];
-  },
-);
+withSandbox({ config: QUICK_HOLDS }, (s, r) => {
+  [sandbox, receiver] = [s, r];
+});
 
 const okEvents = (path: string) => receiver.acceptedEvents(path);
 /** Delivery deps at another time (see deliveryDepsAt). */

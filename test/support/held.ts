@@ -16,3 +16,20 @@ export async function holdDelivery(
   const counted = (await deps.webhooks.countHeld(message.tenantId, message.webhookId, 1, cap)) !== undefined;
   return [counted, await deps.held.hold(message, Date.now())];
 }
+
+/**
+ * Sandbox settings under which holding, releasing and pacing show within seconds: one
+ * failure quarantines, probes every second, a cap of two held deliveries, three POSTs a
+ * second per endpoint, and a 400 ms delivery timeout.
+ */
+export const QUICK_HOLDS = {
+  retryScheduleSeconds: [0, 1, 1, 1],
+  retryJitter: 0,
+  quarantineAfterFailures: 1,
+  probeIntervalMinSeconds: 1,
+  probeIntervalMaxSeconds: 1,
+  heldPerWebhook: 2,
+  endpointRatePerSecond: 3,
+  deliveryTimeoutMs: 400,
+  failingAttemptIntervalMs: 300,
+};
