@@ -6,7 +6,7 @@
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveryMessage } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { applied, names, queryPages } from './dynamo.ts';
+import { applied, names } from './dynamo.ts';
 import { pad, WebhookItems } from './webhook-items.ts';
 
 /** A dead letter as a page gives it: `replayedAt` when a replay's delivery wrote it (see `DeadLetters.add`). */
@@ -77,10 +77,8 @@ export class DeadLetters extends WebhookItems {
     // Within `bytes` with the next letter in it (the first one always: a letter is far smaller than any limit given).
     const full = (size: number) =>
       letters.length >= limit || (options.bytes !== undefined && letters.length > 0 && bytes + size > options.bytes);
-    const pages = queryPages(
-      this.client,
+    const pages = this.pages(
       {
-        TableName: this.table,
         KeyConditionExpression: options.afterSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk > :after',
         FilterExpression: '#expires_at_ms > :now',
         ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.afterSk === undefined ? [] : ['sk'])),
@@ -94,7 +92,7 @@ export class DeadLetters extends WebhookItems {
         // before it sent and removed.
         ConsistentRead: true,
       },
-      { more: () => !more },
+      () => !more,
     );
     for await (const page of pages) {
       for (const item of page.Items ?? []) {

@@ -8,7 +8,7 @@ import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/l
 import type { OverflowCount } from '../core/deliveries.ts';
 import type { GapMarker } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { applied, epochSeconds, isConditionFailure, names, queryPages } from './dynamo.ts';
+import { applied, epochSeconds, isConditionFailure, names } from './dynamo.ts';
 import { WebhookItems } from './webhook-items.ts';
 
 // Partitions the delivery function's role may reach (TABLE_ACCESS.delivery).
@@ -89,17 +89,15 @@ export class GapCounts extends WebhookItems {
    */
   async owed(webhookId: string, now: number, limit = OWED_GAPS_PER_STEP): Promise<OverflowCount[]> {
     const owed: OverflowCount[] = [];
-    const pages = queryPages(
-      this.client,
+    const pages = this.pages(
       {
-        TableName: this.table,
         KeyConditionExpression: '#pk = :pk',
         ExpressionAttributeNames: names('pk'),
         ExpressionAttributeValues: { ':pk': overflowPk(webhookId) },
         ConsistentRead: true,
         Limit: limit,
       },
-      { more: () => owed.length < limit },
+      () => owed.length < limit,
     );
     for await (const page of pages) owed.push(...(await this.#owed(page.Items ?? [], now)));
     return owed.slice(0, limit);
