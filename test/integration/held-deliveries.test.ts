@@ -16,7 +16,7 @@ import { deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
 import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
-import type { DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
+import type { DeliverQueueMessage, DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture, resourceDeliveryFixture } from '../support/fixtures.ts';
@@ -1084,7 +1084,7 @@ describe('a release step', () => {
     const deps = {
       ...recorded,
       queue: {
-        send: async (messages: readonly unknown[], delaySeconds?: number) => {
+        send: async (messages: readonly DeliverQueueMessage[], delaySeconds?: number) => {
           sent.push(...messages);
           delays.push(delaySeconds);
         },

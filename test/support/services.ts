@@ -30,38 +30,28 @@ export function webhookService(
 }
 
 /**
- * The delivery function's dependencies over `client` (one a test has put a fault in), with
- * no kill switch in force and every deliver-queue message it sends kept in `sent`, not sent.
+ * `deps` with no kill switch in force and every deliver-queue message they send kept in
+ * `sent` (its SQS delay in `delays`, in the same order), not sent.
  */
-export function deliveryDepsOver(sandbox: Sandbox, client: DynamoDBDocumentClient): { deps: DeliveryDeps; sent: DeliverQueueMessage[] } {
+function keepingSends(deps: DeliveryDeps): { deps: DeliveryDeps; sent: DeliverQueueMessage[]; delays: number[] } {
   const sent: DeliverQueueMessage[] = [];
-  const deps: DeliveryDeps = {
-    ...deliveryDeps({ ...sandbox.wiring, dynamo: client }, sandbox.notifier),
-    switches: NO_SWITCHES,
-    queue: { send: async (messages) => void sent.push(...messages) },
+  const delays: number[] = [];
+  const send = async (messages: readonly DeliverQueueMessage[], delaySeconds = 0) => {
+    sent.push(...messages);
+    delays.push(...messages.map(() => delaySeconds));
   };
-  return { deps, sent };
+  return { deps: { ...deps, switches: NO_SWITCHES, queue: { send } }, sent, delays };
+}
+
+/** The delivery function's dependencies over `client` (one a test has put a fault in), keeping its sends (`keepingSends`). */
+export function deliveryDepsOver(sandbox: Sandbox, client: DynamoDBDocumentClient) {
+  return keepingSends(deliveryDeps({ ...sandbox.wiring, dynamo: client }, sandbox.notifier));
 }
 
 /**
- * The delivery function's dependencies as they would run `offsetMs` from now, with no kill
- * switch in force, every deliver-queue message kept in `sent` (and its SQS delay in
- * `delays`, in the same order) rather than sent, and its POSTs made by `send` if given.
+ * The delivery function's dependencies as they would run `offsetMs` from now, keeping its
+ * sends (`keepingSends`), and making its POSTs by `send` if given.
  */
 export function deliveryDepsAt(sandbox: Sandbox, offsetMs: number, send?: DeliveryDeps['send']) {
-  const sent: unknown[] = [];
-  const delays: number[] = [];
-  const deps = {
-    ...deliveryDeps(sandbox.wiring, sandbox.notifier),
-    now: () => Date.now() + offsetMs,
-    switches: NO_SWITCHES,
-    queue: {
-      send: async (messages: readonly unknown[], delaySeconds = 0) => {
-        sent.push(...messages);
-        delays.push(...messages.map(() => delaySeconds));
-      },
-    },
-    ...(send && { send }),
-  } as unknown as DeliveryDeps;
-  return { deps, sent, delays };
+  return keepingSends({ ...deliveryDeps(sandbox.wiring, sandbox.notifier), now: () => Date.now() + offsetMs, ...(send && { send }) });
 }
