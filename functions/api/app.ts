@@ -89,13 +89,20 @@ function queryParam(c: Context, name: string): string | undefined {
  * Refuses a query parameter the route does not take, as a body's unknown field is
  * refused: ignored, a misspelt `limt=5` would be answered with a page of the default
  * size, and `after` on a route that does not page with the first page, as if asked for.
+ * Every route but the health check says what it takes, none (`[]`) included: ignored
+ * there, `GET /v1/admin/switches?tenant=ten_…` answered every tenant's switches as if
+ * filtered, and `DELETE /v1/webhooks/{id}?dry_run=true` deleted the webhook.
  */
 function onlyQuery(c: Context, names: readonly string[]): void {
   const unknown = Object.keys(c.req.queries()).filter((name) => !names.includes(name));
   if (unknown.length === 0) return;
   const what = unknown.length === 1 ? `${unknown[0]} is not a query parameter` : `${unknown.join(', ')} are not query parameters`;
-  throw new ApiError('invalid_request', `${what} of this route (it takes ${names.join(' and ')}).`);
+  const takes = names.length === 0 ? 'none' : names.join(' and ');
+  throw new ApiError('invalid_request', `${what} of this route (it takes ${takes}).`);
 }
+
+/** The query parameters of a route that takes none. Each route checks them after the key, which is judged first. */
+const NO_QUERY: readonly string[] = [];
 
 /** A whole-number query parameter within bounds, or the default when absent. */
 function boundedInt(raw: string | undefined, fallback: number, min: number, max: number, name: string): number {
@@ -226,6 +233,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.post('/v1/events', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
     const inputs = validatePublish(await readJsonBody(c));
     const outcome = await publish(services.ingest, tenantId, inputs);
     if (outcome.retryAfterSeconds !== undefined) c.header('Retry-After', String(outcome.retryAfterSeconds));
@@ -246,6 +254,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
 
   app.post('/v1/webhooks', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
     const input = validateWebhookCreate(await readJsonBody(c), webhookRules);
     return c.json(await services.webhooks.create(tenantId, input), 201);
   });
@@ -257,14 +266,20 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     if (after !== undefined && !isId('wh', after)) throw new ApiError('invalid_request', 'after must be a webhook id (wh_…).');
     return c.json(await services.webhooks.list(tenantId, limit, after));
   });
-  app.get('/v1/webhooks/:id', async (c) => c.json(await services.webhooks.get(tenantOf(c), pathId(c, 'wh'))));
+  app.get('/v1/webhooks/:id', async (c) => {
+    const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
+    return c.json(await services.webhooks.get(tenantId, pathId(c, 'wh')));
+  });
   app.patch('/v1/webhooks/:id', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
     const patch = validateWebhookPatch(await readJsonBody(c), webhookRules);
     return c.json(await services.webhooks.update(tenantId, pathId(c, 'wh'), patch));
   });
   app.post('/v1/webhooks/:id/rotate-secret', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
     await readNoBody(c);
     return c.json(await services.webhooks.rotateSecret(tenantId, pathId(c, 'wh')));
   });
@@ -276,6 +291,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.post('/v1/webhooks/:id/replay', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
     const window = validateReplay(await readJsonBody(c));
     return c.json({ events: await services.webhooks.replay(tenantId, pathId(c, 'wh'), window) }, 202);
   });
@@ -287,16 +303,20 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.post('/v1/webhooks/:id/dead-letters/replay', async (c) => {
     const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
     await readNoBody(c);
     return c.json(await services.webhooks.replayDeadLetters(tenantId, pathId(c, 'wh')), 202);
   });
   app.delete('/v1/webhooks/:id', async (c) => {
-    await services.webhooks.delete(tenantOf(c), pathId(c, 'wh'));
+    const tenantId = tenantOf(c);
+    onlyQuery(c, NO_QUERY);
+    await services.webhooks.delete(tenantId, pathId(c, 'wh'));
     return c.body(null, 204);
   });
 
   app.post('/v1/admin/tenants', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     const defaults = {
       max_webhooks: services.config.maxWebhooksPerTenant,
       rate_per_second: services.config.tenantRatePerSecond,
@@ -315,15 +335,18 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.get('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     return c.json(await getTenant(services.tenants, pathId(c, 'ten')));
   });
   app.patch('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     const tenantId = pathId(c, 'ten');
     return c.json(await updateTenant(services.tenants, tenantId, validateTenantUpdate(await readJsonBody(c))));
   });
   app.delete('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     const tenantId = pathId(c, 'ten');
     const switches = {
       list: services.switches.switches.list.bind(services.switches.switches),
@@ -334,25 +357,30 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   });
   app.post('/v1/admin/tenants/:id/rotate-key', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     await readNoBody(c);
     return c.json(await rotateTenantKey(services.tenants, pathId(c, 'ten')));
   });
 
   app.put('/v1/admin/switches', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     return c.json(await setSwitch(services.switches, validateSwitch(await readJsonBody(c))));
   });
   app.get('/v1/admin/switches', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     return c.json({ data: await services.switches.switches.list({ lifting: true }) });
   });
   app.delete('/v1/admin/switches/:id', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     await liftSwitch(services.switches, pathId(c, 'sw'));
     return c.body(null, 204);
   });
   app.get('/v1/admin/alarms', async (c) => {
     requireAdmin(c);
+    onlyQuery(c, NO_QUERY);
     if (!services.alarms) {
       throw new ApiError('not_found', 'Alarm states are in CloudWatch in a deployed stack; this route exists in the sandbox.');
     }

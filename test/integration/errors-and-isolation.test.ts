@@ -200,6 +200,59 @@ describe('bad input', () => {
     expect((await call(sandbox, 'GET', '/v1/admin/queues?limit=5', { key: sandbox.adminKey })).status).toBe(200);
   });
 
+  it('refuses a query parameter on a route that takes none, doing nothing, rather than act as if it were not there', async () => {
+    const tenant = await createTenant(sandbox, 'no-query');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'nq:1', url: `${receiver.url}/no-query` });
+    const doomed = await createTenant(sandbox, 'no-query-doomed');
+    const switchBody = { scope: 'resource', tenant: tenant.id, target: 'nq:2', action: 'pause' };
+    const event = { resource: 'nq:3', type: 'a.b', data: 1 };
+    for (const [method, path, body] of [
+      // Ignored, each of these did what the request without its query would have done.
+      ['POST', '/v1/events?dry_run=true', { events: [event] }],
+      ['POST', '/v1/webhooks?dry_run=true', { resource: 'nq:4', url: `${receiver.url}/no-query` }],
+      ['GET', `/v1/webhooks/${hook.id}?include=secret`, undefined],
+      ['PATCH', `/v1/webhooks/${hook.id}?dry_run=true`, { status: 'disabled' }],
+      ['POST', `/v1/webhooks/${hook.id}/rotate-secret?dry_run=true`, undefined],
+      ['POST', `/v1/webhooks/${hook.id}/replay?since=2020-01-01T00:00:00Z`, { since: '2020-01-01T00:00:00Z' }],
+      ['POST', `/v1/webhooks/${hook.id}/dead-letters/replay?limit=1`, undefined],
+      ['DELETE', `/v1/webhooks/${hook.id}?dry_run=true`, undefined],
+      ['POST', '/v1/admin/tenants?dry_run=true', { name: 'no-query-new' }],
+      ['GET', `/v1/admin/tenants/${tenant.id}?x=1`, undefined],
+      ['PATCH', `/v1/admin/tenants/${tenant.id}?dry_run=true`, { name: 'renamed' }],
+      ['POST', `/v1/admin/tenants/${tenant.id}/rotate-key?dry_run=true`, undefined],
+      ['DELETE', `/v1/admin/tenants/${doomed.id}?dry_run=true`, undefined],
+      ['PUT', '/v1/admin/switches?dry_run=true', switchBody],
+      // Answered with every switch, as if filtered to the tenant's.
+      ['GET', `/v1/admin/switches?tenant=${tenant.id}`, undefined],
+      ['DELETE', '/v1/admin/switches/sw_aaaaaaaaaaaaaaaaaaa?dry_run=true', undefined],
+      ['GET', '/v1/admin/alarms?state=ALARM', undefined],
+    ] as const) {
+      const key = path.startsWith('/v1/admin') ? sandbox.adminKey : tenant.key;
+      const answer = await call(sandbox, method, path, { key, ...(body && { body }) });
+      expectError(answer, 400, 'invalid_request');
+      expect(answer.body.error.message, `${method} ${path}`).toMatch(/is not a query parameter of this route \(it takes none\)/);
+    }
+    // Nothing of any of them happened.
+    expect(await queues.readMeta({ tenantId: tenant.id, resource: event.resource })).toBeUndefined();
+    const listed = await call(sandbox, 'GET', '/v1/webhooks', { key: tenant.key });
+    expect(listed.body.data.map((w: { id: string; status: string }) => [w.id, w.status])).toEqual([[hook.id, 'active']]);
+    const shown = await call(sandbox, 'GET', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey });
+    expect(shown.body.name).toBe('no-query');
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${doomed.id}`, { key: sandbox.adminKey })).status).toBe(200);
+    const switches = await call(sandbox, 'GET', '/v1/admin/switches', { key: sandbox.adminKey });
+    expect(switches.body.data.filter((s: { tenant: string }) => s.tenant === tenant.id)).toEqual([]);
+    const tenants = await call(sandbox, 'GET', '/v1/admin/tenants?limit=100', { key: sandbox.adminKey });
+    expect(tenants.body.data.map((t: { name: string }) => t.name)).not.toContain('no-query-new');
+    // The secret was not rotated: deliveries still verify with the one the webhook was given.
+    await publish(sandbox, tenant.key, [{ resource: 'nq:1', type: 'x.y', data: 1 }]);
+    await receiver.waitFor(() => receiver.deliveries('/no-query').length === 1);
+    const { Webhook } = await import('standardwebhooks');
+    const [delivery] = receiver.deliveries('/no-query');
+    expect(() => new Webhook(hook.secret.slice('whsec_'.length)).verify(delivery?.body ?? '', delivery?.headers ?? {})).not.toThrow();
+    expect(delivery?.headers['webhook-signature']?.split(' ')).toHaveLength(1);
+    await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key });
+  });
+
   it('validates tenant creation', async () => {
     const response = await call(sandbox, 'POST', '/v1/admin/tenants', { key: sandbox.adminKey, body: { name: '', limits: { burst: -1 } } });
     expectError(response, 400, 'invalid_request');
