@@ -1023,6 +1023,41 @@ describe('a release step', () => {
     expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
   });
 
+  it('spends none of the attempts of a delivery with free waits left when the POST it shares with one that has none is asked to wait', async () => {
+    const tenant = await createTenant(sandbox, 'release-waits-mixed');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'wm:0', url: `${receiver.url}/release-waits-mixed` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // Two held deliveries whose every attempt was answered "wait", released together in
+    // one POST: the first has had all its free waits, the second one of them.
+    for (const [n, attempt, waited] of [
+      [1, 6, 5],
+      [2, 2, 1],
+    ] as const) {
+      const event = deliveredEventFixture({ id: `evt_wm${n}`, seq: 1, resource: `wm:${n}`, parents: ['wm:0'], data: n });
+      const message = { deliveryId: `msg_wm${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt, waited };
+      expect(await holdDelivery(base, message)).toEqual([true, true]);
+    }
+    const posted: number[][] = [];
+    const { deps, sent } = later(0, async (request) => {
+      posted.push(JSON.parse(request.body).events.map((e: { data: number }) => e.data));
+      return { statusCode: 429, durationMs: 1, error: undefined, retryAfter: '1', responseSnippet: '' };
+    });
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    await startRelease(deps, webhook);
+    expect(await handleDeliverMessage(deps, sent.splice(0)[0] as DeliveryMessage)).toBe('released');
+    expect(posted).toEqual([[1, 2]]);
+    // The answer is the first one's sixth "wait": a failed attempt of it. For the second it
+    // is its second, which spends nothing: held or sent on, it has spent one attempt, as before.
+    const held = (await deps.held.page(hook.id, 10, Date.now())).live.map((h) => h.message);
+    const queued = sent.filter((m): m is DeliveryMessage => m.kind === undefined || m.kind === 'delivery');
+    const second = [...held, ...queued].filter((m) => m.deliveryId === 'msg_wm2');
+    expect(second).toHaveLength(1);
+    expect(second[0]).toMatchObject({ attempt: 3, waited: 2 });
+    const first = [...held, ...queued].filter((m) => m.deliveryId === 'msg_wm1');
+    expect(first).toMatchObject([{ attempt: 7, waited: 5 }]);
+  });
+
   it('sends what an endpoint asked to wait for together again after the wait, as the next attempt of the same delivery, not one POST each', async () => {
     const tenant = await createTenant(sandbox, 'release-waited-merged');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'rm:0', url: `${receiver.url}/release-waited-merged` });

@@ -285,14 +285,21 @@ async function releaseLane(
       continue;
     }
     const asked = askedWaitSeconds(result.statusCode, result.retryAfter, deps.now());
-    if (asked !== undefined && items.every((held) => waitsFree(held.message))) {
-      // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
-      // each delivery sent, but no failure and none of their budgets spent. They stay
-      // held as their next attempts, and the chain steps on once the wait is over.
+    // The endpoint asked to wait (`attempt` left it alone for that long): an attempt of
+    // each delivery sent, but no failure and none of its budget spent for each that has
+    // free waits left (FREE_WAITS). They stay held as their next attempts, and the chain
+    // steps on once the wait is over. A POST may also carry deliveries whose free waits
+    // are spent (held deliveries answered "wait" apart, then merged): the answer is a
+    // failure of those alone, below, as it would have been sent to each alone; charged to
+    // all, it spent the budget of the others for an answer that asked them to wait.
+    const waiting = asked === undefined ? [] : items.filter((held) => waitsFree(held.message));
+    if (waiting.length > 0) {
       const webhookId = webhook.id;
       // Each noted with the delivery it was in, so that it goes again as that one (`packHeld`).
       const waitedIn = delivery.deliveryId;
-      await Promise.all(items.map((held) => deps.held.holdAgain(webhookId, held.sk, { ...afterFreeWait(held.message), waitedIn })));
+      await Promise.all(waiting.map((held) => deps.held.holdAgain(webhookId, held.sk, { ...afterFreeWait(held.message), waitedIn })));
+    }
+    if (asked !== undefined && waiting.length === items.length) {
       stopStep(step, { kind: 'wait', delaySeconds: sqsDelay(asked).delaySeconds });
       return false;
     }
@@ -304,7 +311,8 @@ async function releaseLane(
         ? { type: 'gone', now, statusCode: 410 }
         : { type: 'failure', now, statusCode: result.statusCode, error: describe(result) },
     );
-    await spendHeldAttempt(deps, failed, items, result, now);
+    const refused = items.filter((held) => !waiting.includes(held));
+    await spendHeldAttempt(deps, failed, refused, result, now);
     const wait = retryDelaySeconds({ scheduleSeconds: deps.config.retryScheduleSeconds, jitter: 0 }, 1, failureOf(result), now) ?? 5;
     stopStep(step, { kind: 'failed', webhook: failed, delaySeconds: Math.min(900, Math.max(1, wait)) });
     return false;
