@@ -141,6 +141,7 @@ function toMeta(item: MetaItem, now?: number): QueueMeta {
     turn: item.turn as TurnRecord | undefined,
     tat: optionalNumber(item.tat),
     scheduledAt: optionalNumber(item.scheduled_at),
+    ...(item.floor_at !== undefined && { floorAt: Number(item.floor_at) }),
     ...(item.scheduled_retention_ms !== undefined && { scheduledRetentionMs: Number(item.scheduled_retention_ms) }),
     turnAt: optionalNumber(item.turn_at),
     leaseUntil: optionalNumber(item.lease_until),
@@ -205,6 +206,8 @@ interface ChunkCommit {
   readonly seq: number;
   readonly consumed: number;
   readonly removeInline: boolean;
+  /** The earliest the slots after `cursor` can have been reserved, when known (QueueMeta.floorAt). */
+  readonly floorAt?: number | undefined;
 }
 
 /** One way a turn's last write may go, on its own condition, and what it answers when it applies. */
@@ -615,6 +618,8 @@ export class QueueStore {
       dropped?: { count: number; parents: readonly string[] };
       /** The meta item's inline event, which this chunk consumes: removed here, and kept in the turn record. */
       inline?: PendingItem;
+      /** The earliest the slots after the chunk can have been reserved, when known (QueueMeta.floorAt). */
+      floorAt?: number | undefined;
     },
   ): Promise<void> {
     // Events a drop switch discards are counted in the same write that consumes them.
@@ -622,13 +627,14 @@ export class QueueStore {
     const parents = dropped && dropped.parents.length > 0 ? dropped.parents : undefined;
     const turn = next.turn && next.inline ? { ...next.turn, inline: inlineRecord(next.inline, this.#retentionMs) } : next.turn;
     const removed = [...(turn ? [] : ['#turn']), ...(next.inline ? ['#inline'] : [])];
+    const floor = next.floorAt !== undefined;
     try {
       await this.#client.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: { pk: objectPk(key), sk: META_SK },
           UpdateExpression:
-            `SET #cursor = :cursor, #seq = :seq${turn ? ', #turn = :turn' : ''} ADD #depth :consumed` +
+            `SET #cursor = :cursor, #seq = :seq${turn ? ', #turn = :turn' : ''}${floor ? ', #floor_at = :floor_at' : ''} ADD #depth :consumed` +
             (dropped ? ', #switch_dropped :dropped' : '') +
             (parents ? ', #switch_dropped_parents :parents' : '') +
             (removed.length > 0 ? ` REMOVE ${removed.join(', ')}` : ''),
@@ -642,11 +648,13 @@ export class QueueStore {
             ...(dropped ? ['switch_dropped'] : []),
             ...(parents ? ['switch_dropped_parents'] : []),
             ...(next.inline ? ['inline'] : []),
+            ...(floor ? ['floor_at'] : []),
           ),
           ExpressionAttributeValues: {
             ':cursor': next.cursor,
             ':seq': next.seq,
             ...(turn && { ':turn': turn }),
+            ...(floor && { ':floor_at': next.floorAt }),
             ':consumed': -next.consumed,
             ':fence': fence,
             ':previous': previousCursor,
@@ -734,6 +742,12 @@ export class QueueStore {
     const commitCondition = commit ? ' AND #cursor = :previous' : '';
     const commitRemove = commit?.removeInline ? ', #inline' : '';
     const commitNames = commit ? ['cursor', 'seq', ...(commit.removeInline ? ['inline'] : [])] : [];
+    // A turn that goes on (pending, held) leaves the next one its floor (QueueMeta.floorAt);
+    // idle, nothing is pending, and the next reservation's `scheduled_at` bounds what comes.
+    const floor =
+      commit?.floorAt !== undefined
+        ? { set: '#floor_at = :floor_at, ', names: ['floor_at'], values: { ':floor_at': commit.floorAt } }
+        : { set: '', names: [], values: {} };
     // A holder's writes check its fence; a quiet turn's, that no lease is held.
     const guardCondition = 'fence' in guard ? '#fence = :fence' : '(attribute_not_exists(#lease_until) OR #lease_until <= :now)';
     const guardNames = 'fence' in guard ? ['fence'] : ['lease_until'];
@@ -743,7 +757,7 @@ export class QueueStore {
     };
     const idle: EndForm<TurnEnd> = {
       // The object stays listed in `by_schedule` (see unlistIdle): no index write per quiet event.
-      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #scheduled_retention_ms, #paused_at, #rerung${commitRemove}`,
+      update: `SET ${commitSet}#scheduled = :false${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #scheduled_at, #scheduled_retention_ms, #floor_at, #paused_at, #rerung${commitRemove}`,
       condition: `${guardCondition}${commitCondition} AND #depth <= :pending`,
       names: [
         ...commitNames,
@@ -754,6 +768,7 @@ export class QueueStore {
         'turn',
         'scheduled_at',
         'scheduled_retention_ms',
+        'floor_at',
         'paused_at',
         'rerung',
         ...guardNames,
@@ -763,18 +778,28 @@ export class QueueStore {
     };
     const pending: EndForm<TurnEnd> = {
       update: paused
-        ? `SET ${commitSet}#turn_at = :now, #paused_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`
-        : `SET ${commitSet}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #paused_at${commitRemove}`,
+        ? `SET ${commitSet}${floor.set}#turn_at = :now, #paused_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn${commitRemove}`
+        : `SET ${commitSet}${floor.set}#turn_at = :now${commitAdd} REMOVE #lease_owner, #lease_until, #turn, #paused_at${commitRemove}`,
       condition: `${guardCondition}${commitCondition}`,
-      names: [...commitNames, ...(commit ? ['depth'] : []), 'turn_at', 'lease_owner', 'lease_until', 'turn', 'paused_at', ...guardNames],
-      values: { ...values, ':now': now },
+      names: [
+        ...commitNames,
+        ...(commit ? ['depth'] : []),
+        'turn_at',
+        'lease_owner',
+        'lease_until',
+        'turn',
+        'paused_at',
+        ...floor.names,
+        ...guardNames,
+      ],
+      values: { ...values, ...floor.values, ':now': now },
       answer: () => 'pending',
     };
     const held: EndForm<StillHeld> = {
-      update: `SET #cursor = :cursor, #seq = :seq${commitAdd} REMOVE #turn${commitRemove}`,
+      update: `SET ${floor.set}#cursor = :cursor, #seq = :seq${commitAdd} REMOVE #turn${commitRemove}`,
       condition: `${guardCondition}${commitCondition}`,
-      names: [...commitNames, 'depth', 'turn', ...guardNames],
-      values,
+      names: [...commitNames, 'depth', 'turn', ...floor.names, ...guardNames],
+      values: { ...values, ...floor.values },
       returnsItem: true,
       answer: (item) => ({ held: toMeta(item ?? {}, now) }),
     };

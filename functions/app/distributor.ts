@@ -102,6 +102,11 @@ function missingRetentionMs(meta: Pick<QueueMeta, 'scheduledRetentionMs'>, reten
   return Math.min(retentionDays * 86_400_000, meta.scheduledRetentionMs ?? Number.POSITIVE_INFINITY);
 }
 
+/** The later of two times, either of which may be unknown. */
+function laterOf(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
+}
+
 function toDelivered(event: PendingEvent & { seq: number }): DeliveredEvent {
   return {
     id: event.id,
@@ -261,8 +266,12 @@ export class Distributor {
       let { cursor, seq } = meta;
       // An event kept on the meta item is the one at cursor + 1: the first chunk starts with it.
       let inline = meta.inline;
-      // The earliest the slots after the cursor can have been reserved (see planChunk).
-      let floorAt = meta.scheduledAt;
+      // The earliest the slots after the cursor can have been reserved (see planChunk): when
+      // the object was scheduled, or, later, the last slot a turn before this one consumed.
+      // By `scheduledAt` alone, a turn that starts at a slot an earlier one stopped at (its
+      // ingest between its writes, then dead) judged it by when a long pause began, and
+      // announced it as an event TTL may have deleted.
+      let floorAt = laterOf(meta.scheduledAt, meta.floorAt);
       let lookups = looked ? new TurnLookups(this.#lookups, key.tenantId, now) : subscriptions;
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       let ingestWaits = 0;
@@ -332,7 +341,7 @@ export class Distributor {
             key,
             meta.fence,
             cursor,
-            { cursor: plan.cursor, seq: seq + events.length, consumed, removeInline: inline !== undefined },
+            { cursor: plan.cursor, seq: seq + events.length, consumed, removeInline: inline !== undefined, floorAt: plan.floorAt },
             now(),
             { keepLease: turnMayContinue(budget, distributed, startedAt, now()) },
           );
@@ -366,6 +375,7 @@ export class Distributor {
               },
           ...(dropping && { dropped: { count: events.length + plan.expired, parents: droppedParents } }),
           ...(inline && { inline }),
+          floorAt: plan.floorAt,
         });
         inline = undefined;
         this.#countConsumed(key, plan, dropping);

@@ -39,6 +39,12 @@ export interface QueueMeta {
   /** When the object last went from idle to scheduled (epoch ms), while scheduled. */
   readonly scheduledAt: number | undefined;
   /**
+   * The earliest the slots after `cursor` can have been reserved (epoch ms), as the turn
+   * that last moved the cursor knew it (ChunkPlan.floorAt: the last slot it consumed),
+   * while scheduled: the next turn's plan starts from it, not from `scheduledAt` alone.
+   */
+  readonly floorAt?: number;
+  /**
    * The retention period (ms) of the ingest that scheduled the object, while scheduled:
    * its pending events were written with that TTL, or another if the period was changed
    * since (see the distributor's `missingRetentionMs`).
@@ -216,11 +222,12 @@ function expiredAt(item: PendingItem, now: number): boolean {
  * expired when either bound says it may be past the retention period: the item after
  * it, or the earliest any pending slot can have been reserved (`scheduledAt`, when the
  * object last went from idle to scheduled; it goes idle only with nothing pending), or
- * the last slot this turn consumed. Without the earlier bound, an object paused longer
- * than the retention period while its producer kept publishing lost its oldest events
- * to TTL with no marker: the item after them was young. A dead ingest's slot in such an
- * old backlog is announced as expired too (a marker that counts one more), never the
- * other way round.
+ * the last slot a turn consumed (this one's, or the one the last turn committed: the
+ * caller passes the later as `scheduledAt`). Without the earlier bound, an object paused
+ * longer than the retention period while its producer kept publishing lost its oldest
+ * events to TTL with no marker: the item after them was young. A dead ingest's slot in
+ * such an old backlog is announced as expired too (a marker that counts one more), never
+ * the other way round.
  */
 export function planChunk(
   items: readonly PendingItem[],

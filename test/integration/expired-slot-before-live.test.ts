@@ -159,3 +159,64 @@ it('skips a slot no ingest wrote among events kept 7 days, though a later event 
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([]);
   expect(counted.filter(([name]) => name === 'EventsDropped')).toEqual([]);
 });
+
+it('skips a slot no ingest wrote that an earlier turn of a long-scheduled object stopped at, though its object was scheduled over the retention period ago', async () => {
+  // The object was paused for 8 days, then lifted: the turn that drains it announces its
+  // oldest event (TTL deleted, or expired) and goes on to one accepted a day ago, then
+  // stops at the slot after it, reserved with it by an ingest that then died. The object
+  // stays scheduled (each turn waits for that slot and rings again), so the turn that
+  // skips the slot once its ingest must be gone starts there, with nothing of its own
+  // consumed before it: judged by when the object was scheduled, 8 days ago, the slot
+  // passed for an event TTL may have deleted. It was reserved after the event a day old:
+  // nothing of it can have expired.
+  const key: ObjectKey = { tenantId: 'ten_ttl11', resource: 'obj:1' };
+  const t0 = Date.now();
+  const limits = { cap: 100, ratePerSecond: 1e6, burst: 1e6 };
+  const accept = async (n: number, reservedAt: number, written = true) => {
+    const reservation = (await store.reserve(key, 1, limits, reservedAt, false)) ?? (await store.reserve(key, 1, limits, reservedAt, true));
+    if (!reservation) throw new Error('refused');
+    if (!written) return;
+    const input = { resource: key.resource, parents: [], type: 'a.b', data: { n }, idempotencyKey: undefined };
+    const event = { id: `evt_${n}`, slot: reservation.firstSlot, input, createdAt: new Date(reservedAt).toISOString() };
+    await store.writeEventsOf([{ key, events: [event], reservedAt }]);
+  };
+  const lifted = t0 - DAY_MS;
+  await accept(1, t0 - 8 * DAY_MS);
+  await accept(2, lifted);
+  // Its ingest died between its two writes.
+  await accept(3, lifted, false);
+
+  let clock = lifted + 1_000;
+  const sent: Sent[] = [];
+  const counted: Array<[string, number, unknown]> = [];
+  const distributor = new Distributor({
+    queues: store,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
+    doorbell: { ring: async () => undefined },
+    config: buildConfig({ retentionDays: 7 }),
+    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
+    logger: NO_LOGS,
+    now: () => clock,
+    sleep: async (ms) => {
+      clock += ms;
+    },
+  });
+  // The turn after the lift: the 8-day-old event announced, the day-old one delivered,
+  // and the empty slot waited for until the turn's time is up.
+  expect((await distributor.runTurn(key, 'lifted')).outcome).toBe('rerung');
+  expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([{ dropped: 1, reason: 'retention' }]);
+  expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_2']);
+
+  await accept(4, lifted + 10_000);
+  clock = lifted + 10 * 60_000;
+  sent.length = 0;
+  counted.length = 0;
+  expect((await distributor.runTurn(key, 'later')).outcome).toBe('idle');
+
+  expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_4']);
+  expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([]);
+  expect(counted.filter(([name]) => name === 'EventsDropped')).toEqual([]);
+  expect(counted).toContainEqual(['SlotsSkipped', 1, undefined]);
+});
