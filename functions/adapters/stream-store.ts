@@ -164,9 +164,16 @@ export class StreamStore {
    * Appends to the stream log. Entries are kept for the retention period plus the
    * settle time: a token, whose position is that long before it was issued, is valid
    * for the whole retention period, and everything after its position must still be there.
+   *
+   * Reads leave an entry out from its expiry in ms, on the API's clock; DynamoDB's TTL
+   * deletes it once the whole seconds of `expires_at` have passed, on AWS's clock. So
+   * that second is rounded up, and taken that far (STREAM_CLOCKS_APART_MS) later: rounded
+   * down, on a clock ahead, TTL could delete entries up to 3 s before their expiry, and a
+   * token in its last seconds would be answered 200 without them.
    */
   async append(tenantId: string, resource: string, entries: readonly StreamEntry[], now: number): Promise<void> {
     const expiresAt = now + this.#retentionMs + STREAM_SETTLE_MS;
+    const ttl = Math.ceil((expiresAt + STREAM_CLOCKS_APART_MS) / 1000);
     await batchWrite(
       this.#client,
       this.#events,
@@ -177,7 +184,7 @@ export class StreamStore {
             sk: entry.position,
             event: JSON.stringify(entry.event),
             expires_at_ms: expiresAt,
-            expires_at: epochSeconds(expiresAt),
+            expires_at: ttl,
           },
         },
       })),

@@ -4,10 +4,11 @@
  * everything that happened since, and one day later the token and the stream are
  * gone (412 with a fresh token).
  */
-import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { publish } from '../../functions/app/ingest.ts';
 import { pollStream, type StreamDeps } from '../../functions/app/streams.ts';
+import { STREAM_CLOCKS_APART_MS } from '../../functions/core/stream-token.ts';
 import { distributorAt, ingestAt, streamRig } from '../support/streams.ts';
 
 const DAY = 86_400_000;
@@ -45,6 +46,55 @@ describe('a sync token', () => {
     // Nobody polls for another seven days: the stream expired, and its last token with it.
     clock += 7 * DAY + 1;
     expect((await pollStream(reader, k.tenantId, k.resource, late.sync)).status).toBe(412);
+  });
+});
+
+describe('a sync token in the last seconds of its retention period', () => {
+  it("still finds the events after it, though DynamoDB's TTL may delete items on its own clock", async () => {
+    // TTL deletes an item once the whole seconds of its `expires_at` have passed on AWS's
+    // clock, which may be ahead of the API's (STREAM_CLOCKS_APART_MS). An entry's TTL is
+    // as late as its own expiry, which the token's validity is measured against, or later.
+    const t0 = Math.floor(Date.now() / 1000) * 1000 + 999;
+    let clock = t0 - 10_000;
+    const now = () => clock;
+    const k = { tenantId: 'ten_lastsecond', resource: 'doc:lastsecond' };
+    const reader: StreamDeps = { streams: rig.streams, retentionDays: 7, now };
+    const start = await pollStream(reader, k.tenantId, k.resource, undefined);
+    expect(start.status).toBe(412);
+    // An event distributed at t0, a millisecond short of a whole second (its entry's expiry too).
+    clock = t0;
+    await publish(
+      ingestAt(rig, now, () => 'evt_lastsecond1'),
+      k.tenantId,
+      [{ resource: k.resource, parents: [], type: 'a.b', data: 1, idempotencyKey: undefined }],
+    );
+    expect(await distributorAt(rig, now).runTurn(k, 'w')).toMatchObject({ distributed: 1 });
+    // Polled a millisecond before it settles: the token stops just short of it.
+    clock = t0 + 2_999;
+    const checkpoint = await pollStream(reader, k.tenantId, k.resource, start.sync);
+    expect(checkpoint).toMatchObject({ status: 200, data: [] });
+
+    // The consumer comes back half a second before its token's retention period ends,
+    // when AWS's clock may read up to STREAM_CLOCKS_APART_MS more, and TTL has deleted
+    // every item it may.
+    clock = t0 + 7 * DAY + 2_500;
+    const awsNow = clock + STREAM_CLOCKS_APART_MS;
+    const log = await rig.client.send(
+      new QueryCommand({
+        TableName: rig.events,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+        ExpressionAttributeValues: { ':pk': `slog#${k.tenantId}#${k.resource}` },
+      }),
+    );
+    expect(log.Items).toHaveLength(1);
+    for (const item of log.Items ?? []) {
+      if (Number(item.expires_at) * 1000 < awsNow) {
+        await rig.client.send(new DeleteCommand({ TableName: rig.events, Key: { pk: item.pk, sk: item.sk } }));
+      }
+    }
+    const resumed = await pollStream(reader, k.tenantId, k.resource, checkpoint.sync);
+    expect(resumed).toMatchObject({ status: 200, data: [{ id: 'evt_lastsecond1' }] });
   });
 });
 
