@@ -13,6 +13,7 @@ import { account, type CallCounts, countsSince, newCounts, recordInvocation, sna
 import { watchAlarms } from './alarms.ts';
 import { startBystander } from './bystander.ts';
 import { ALTERNATIVES, costPerMillion, endpointWaitPer100MsPerMillion } from './cost.ts';
+import { sampleDepth } from './depth.ts';
 import { floodProcess } from './flood.ts';
 import { p99RatioInterval, requestLatencies } from './interval.ts';
 import type { PublishTask, Report, TaskResult, TaskStats } from './load.ts';
@@ -397,16 +398,7 @@ async function hotObject() {
     const before = h.run([steady(h, calm.key, 'calm', WARM_MS + BEFORE_MS + STORM_MS + SETTLE_MS + PACED_MS + SETTLE_MS + STORM_MS)]);
     await new Promise((resolve) => setTimeout(resolve, WARM_MS + BEFORE_MS));
     const stormStart = Date.now();
-    let peak = 0;
-    let sampling = true;
-    const sampler = (async () => {
-      const { QueueStore } = await import('../functions/adapters/queue-store.ts');
-      const q = new QueueStore({ client: h.sandbox.wiring.dynamo, tableName: h.sandbox.wiring.eventsTable, retentionDays: 7 });
-      while (sampling) {
-        peak = Math.max(peak, (await q.readMeta({ tenantId: hammer.id, resource: 'doc:hot' }))?.depth ?? 0);
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-    })();
+    const depth = sampleDepth(h.sandbox, { tenantId: hammer.id, resource: 'doc:hot' });
     const floodTask: PublishTask = {
       label: 'hot',
       apiUrl: h.sandbox.url,
@@ -421,8 +413,7 @@ async function hotObject() {
     };
     const [hotStats] = await h.run([floodTask]);
     const stormEnd = Date.now();
-    sampling = false;
-    await sampler;
+    const peak = await depth.stop();
     // The storm is the flood's sending, from its first request to its last answer, all of
     // it (its onset too, often its worst moment); its process starts a while after it is
     // asked for. The paced phase and the bystander's likewise.

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { account, newCounts } from '../../bench/accounting.ts';
+import { sampleDepth } from '../../bench/depth.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { createTenant, createWebhook, publish } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -44,5 +45,19 @@ describe('benchmark accounting of the sandbox', () => {
       .filter(([op]) => !op.includes('not billed'))
       .reduce((a, [, n]) => a + n, 0);
     expect(counts.sqsStandardRequests + counts.sqsFifoRequests - sqsBefore).toBeLessThanOrEqual(sqsCalls - sqsCallsBefore);
+  });
+
+  it("counts none of the bench's own reads of the hot object's depth: they are not the pipeline's", async () => {
+    const tenant = await createTenant(sandbox, 'sampled');
+    const from = Date.now();
+
+    const depth = sampleDepth(sandbox, { tenantId: tenant.id, resource: 'doc:hot' }, 20);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const peak = await depth.stop();
+
+    // dynalite answered the reads (a dozen or so), and the accounting saw none of them.
+    expect(peak).toBe(0);
+    expect((await sandbox.emulators.dynamoServiceTimes(from, Date.now() + 1)).length).toBeGreaterThanOrEqual(5);
+    expect(counts.dynamoTargets[`GetItem ${tenant.id}/meta`]).toBeUndefined();
   });
 });
