@@ -43,7 +43,7 @@ export interface CallCounts {
   readonly indexWru: Record<string, number>;
   /** The index keys each indexed item has now, by table and key: what a write moves it from. */
   readonly indexShadow: Map<string, IndexKeyValues>;
-  /** SQS requests, billed per 64 KiB chunk of payload. */
+  /** SQS requests, billed per 64 KiB chunk of payload (sent, or received). */
   sqsStandardRequests: number;
   sqsFifoRequests: number;
   /** SNS publishes, billed per 64 KiB chunk of payload. */
@@ -379,9 +379,16 @@ function dynamoCapacity(counts: CallCounts, command: string, input: Input, outpu
   }
 }
 
-function sqsRequests(counts: CallCounts, input: Input): void {
+/**
+ * An SQS request: one per started 64 KiB of its payload, the messages it sends or,
+ * for a receive, those it returns (a delivery carries its events, so ten of them can
+ * be several chunks); a request without a payload is one.
+ */
+function sqsRequests(counts: CallCounts, input: Input, output: Output): void {
   const url = String(input.QueueUrl ?? '');
-  const bodies = [input.MessageBody, ...((input.Entries as Array<{ MessageBody?: string }> | undefined) ?? []).map((e) => e.MessageBody)];
+  const received = ((output?.Messages as Array<{ Body?: string }> | undefined) ?? []).map((m) => m.Body);
+  const sent = [input.MessageBody, ...((input.Entries as Array<{ MessageBody?: string }> | undefined) ?? []).map((e) => e.MessageBody)];
+  const bodies = [...sent, ...received];
   const bytes = bodies.reduce((sum: number, b) => sum + (typeof b === 'string' ? Buffer.byteLength(b) : 0), 0);
   const requests = units(bytes, 64 * 1024);
   if (url.endsWith('.fifo')) counts.sqsFifoRequests += requests;
@@ -447,7 +454,7 @@ export function account(counts: CallCounts, call: ObservedCall): void {
     countTarget(counts, command, input);
     dynamoCapacity(counts, command, input, output);
   } else if (service === 'sns') snsRequests(counts, input);
-  else sqsRequests(counts, input);
+  else sqsRequests(counts, input, output);
 }
 
 /** Counts every call an SDK client makes. */

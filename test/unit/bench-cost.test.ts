@@ -1,7 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { countsSince, instrument, itemSize, newCounts, recordInvocation, snapshotCounts } from '../../bench/accounting.ts';
+import { account, countsSince, instrument, itemSize, newCounts, recordInvocation, snapshotCounts } from '../../bench/accounting.ts';
 import { costPerMillion, endpointWaitPer100MsPerMillion, LAMBDA_MB_PER_VCPU, PRICES } from '../../bench/cost.ts';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { FUNCTION_MEMORY_MB } from '../../functions/definitions/environment.ts';
@@ -70,6 +70,38 @@ describe('benchmark cost model', () => {
     const gbSeconds = (2_000 + 500 * (LAMBDA_MB_PER_VCPU / FUNCTION_MEMORY_MB - 1)) * 0.5;
     expect(cost.lambda).toBeCloseTo(0.02 + gbSeconds * PRICES.lambdaArmPerGbSecond, 3);
     expect(cost.lambda).toBeGreaterThan(costPerMillion(counts, 1_000_000, 0, 0).lambda);
+  });
+});
+
+describe('benchmark SQS accounting', () => {
+  const receive = (queueUrl: string, bodies: string[], elapsedMs = 5) =>
+    ({
+      service: 'sqs',
+      command: 'ReceiveMessageCommand',
+      input: { QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 20 },
+      output: { Messages: bodies.map((Body, i) => ({ MessageId: String(i), Body })) },
+      elapsedMs,
+    }) as const;
+
+  it('bills a receive per started 64 KiB of the messages it returned, as a send is billed for those it sent', () => {
+    const counts = newCounts();
+    const delivery = 'x'.repeat(20 * 1024);
+
+    // Ten deliveries of 20 KiB each (events carried inline): 200 KiB, four chunks.
+    account(
+      counts,
+      receive(
+        'http://sqs/000000000000/deliver',
+        Array.from({ length: 10 }, () => delivery),
+      ),
+    );
+    account(counts, receive('http://sqs/000000000000/distribute.fifo', ['{"tenant":"ten_1"}']));
+    // An empty receive at the end of its wait: one request.
+    account(counts, receive('http://sqs/000000000000/deliver', [], 20_000));
+
+    expect(counts.sqsStandardRequests).toBe(4 + 1);
+    expect(counts.sqsFifoRequests).toBe(1);
+    expect(counts.calls.sqs).toEqual({ ReceiveMessageCommand: 3 });
   });
 });
 
