@@ -15,12 +15,20 @@ interface Reading {
 /** Delays of at least this many ms count as stalls. */
 const STALL_MS = 20;
 
+/**
+ * How often the monitor looks (ms). Node's histogram records the whole time between
+ * two of its looks, this wait included (an idle thread reads about 10 ms), so a
+ * reading is that time less this.
+ */
+const RESOLUTION_MS = 10;
+
 export function loopDelay(intervalMs = 1_000) {
-  const histogram = monitorEventLoopDelay({ resolution: 10 });
+  const histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   histogram.enable();
   const readings: Reading[] = [];
   const timer = setInterval(() => {
-    readings.push({ at: Date.now(), maxMs: histogram.max / 1e6 });
+    // A reset histogram that recorded nothing reads 0; nothing was late then either.
+    readings.push({ at: Date.now(), maxMs: Math.max(0, histogram.max / 1e6 - RESOLUTION_MS) });
     histogram.reset();
   }, intervalMs);
   timer.unref();
