@@ -1,8 +1,9 @@
 /**
  * Dollars per million delivered events at us-east-1 list prices: AWS's public
  * on-demand prices for US East (N. Virginia) as its pricing pages published them in
- * 2025 (this machine has no internet to read them again), without free tiers, data
- * transfer or CloudWatch:
+ * 2025, read again on 2026-12-02 in stored copies of those pages and in articles dated
+ * 2025 (this machine has no internet to read the live pages), which found no change;
+ * without free tiers, data transfer or CloudWatch:
  * - API Gateway REST APIs, first 333 million requests a month: $3.50 a million
  *   (https://aws.amazon.com/api-gateway/pricing/);
  * - Lambda on arm64: $0.20 a million requests, $0.0000133334 a GB-second, first
