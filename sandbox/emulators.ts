@@ -2,10 +2,11 @@
  * The embedded emulators: dynalite (DynamoDB) and fauxqs (SQS), on loopback ports,
  * with the tables and queues created from the same definitions the CDK stack uses.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { type AddressInfo, type ListenOptions, Server } from 'node:net';
 import { join } from 'node:path';
+import { deserialize, serialize } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import {
   type AttributeValue,
@@ -182,19 +183,33 @@ export function sandboxTableName(definition: TableDefinition): string {
   return `sluice-${definition.logicalName.toLowerCase()}`;
 }
 
-export async function createTables(client: DynamoDBClient): Promise<Record<string, string>> {
+/**
+ * Makes the tables, or gives those a persisted sandbox already has the indexes this
+ * checkout defines. `dataDir` is the data folder the emulators keep them in, where a
+ * table being made again keeps a copy of its items until they are all written back.
+ */
+export async function createTables(client: DynamoDBClient, options: { dataDir?: string } = {}): Promise<Record<string, string>> {
   const names: Record<string, string> = {};
   for (const table of TABLES) {
     const name = sandboxTableName(table);
     names[table.logicalName] = name;
+    const copy = options.dataDir ? join(options.dataDir, `${name}.remaking`) : undefined;
     try {
       await createTable(client, name, table);
     } catch (error) {
       // A persisted sandbox (SLUICE_DATA_DIR) already has its tables.
       if (!(error instanceof ResourceInUseException)) throw error;
-      await addMissingIndexes(client, name, table);
+      await addMissingIndexes(client, name, table, copy);
     }
     await waitForTable(client, name, 'active');
+    // A start that died while it made this table again (killed, or a Ctrl-C, which the
+    // sandbox handles only once it has started) left the table without some of its
+    // items, or gone: they are written back from the copy it made before the deletion.
+    if (copy && existsSync(copy)) {
+      console.warn(`Table ${name} was being made again when the sandbox stopped: writing its items back`);
+      await writeItems(client, name, deserialize(readFileSync(copy)) as Array<Record<string, AttributeValue>>);
+      rmSync(copy);
+    }
   }
   return names;
 }
@@ -234,7 +249,7 @@ async function createTable(client: DynamoDBClient, name: string, table: TableDef
  * it from the items there. dynalite cannot add an index to a table: the table is made
  * again, with its items written back, which fills the new index as AWS's backfill does.
  */
-async function addMissingIndexes(client: DynamoDBClient, name: string, table: TableDefinition): Promise<void> {
+async function addMissingIndexes(client: DynamoDBClient, name: string, table: TableDefinition, copy: string | undefined): Promise<void> {
   await waitForTable(client, name, 'active');
   const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
   const has = new Set((Table?.GlobalSecondaryIndexes ?? []).map((index) => index.IndexName));
@@ -248,10 +263,24 @@ async function addMissingIndexes(client: DynamoDBClient, name: string, table: Ta
     items.push(...(page.Items ?? []));
     startKey = page.LastEvaluatedKey;
   } while (startKey);
+  // Kept in the data folder until every item is written back (see createTables): a start
+  // killed between the deletion and the last write lost the items not yet written, for
+  // good. Written whole and then renamed, so that a copy that exists is complete.
+  if (copy) {
+    // Owner only, as the folder: it holds webhooks' signing secrets and tenants' key hashes.
+    writeFileSync(`${copy}.partial`, serialize(items), { mode: 0o600 });
+    renameSync(`${copy}.partial`, copy);
+  }
   await client.send(new DeleteTableCommand({ TableName: name }));
   await waitForTable(client, name, 'gone');
   await createTable(client, name, table);
   await waitForTable(client, name, 'active');
+  await writeItems(client, name, items);
+  if (copy) rmSync(copy);
+}
+
+/** Puts `items` in the table, 25 to a batched write, each batch's unprocessed ones again. */
+async function writeItems(client: DynamoDBClient, name: string, items: ReadonlyArray<Record<string, AttributeValue>>): Promise<void> {
   for (let at = 0; at < items.length; at += 25) {
     let requests: WriteRequest[] = items.slice(at, at + 25).map((Item) => ({ PutRequest: { Item } }));
     while (requests.length > 0) {

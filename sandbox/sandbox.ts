@@ -109,7 +109,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     releaseDataDir();
     throw error;
   });
-  const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
+  const tableNames = await createTables(new DynamoDBClient({ ...emulators.dynamo }), {
+    ...(options.dataDir && { dataDir: options.dataDir }),
+  });
   const instrument = <C extends { middlewareStack: unknown }>(client: C, service: ObservedService): C => {
     if (options.onCall) observeCalls(client, service, options.onCall);
     return client;

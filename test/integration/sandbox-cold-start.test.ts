@@ -11,15 +11,44 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetQueueAttributesCommand, SetQueueAttributesCommand } from '@aws-sdk/client-sqs';
-import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
 import { WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import { BY_RESOURCE_INDEX, CHAINS_INDEX, CONTROL_TABLE } from '../../functions/definitions/tables.ts';
 import { DataDirInUseError } from '../../sandbox/data-dir.ts';
-import { createQueues, createTables, sandboxTableName, startEmulators } from '../../sandbox/emulators.ts';
+import { createQueues, createTables, type Emulators, sandboxTableName, startEmulators } from '../../sandbox/emulators.ts';
 import { startSandbox } from '../../sandbox/sandbox.ts';
+
+/** The control table as a checkout before `by_chain` made it (no CHAINS_INDEX), empty; answers its name. */
+async function earlierControlTable(emulators: Emulators): Promise<string> {
+  const name = sandboxTableName(CONTROL_TABLE);
+  const dynamo = new DynamoDBClient({ ...emulators.dynamo });
+  await dynamo.send(
+    new CreateTableCommand({
+      TableName: name,
+      BillingMode: 'PAY_PER_REQUEST',
+      AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk'].map((AttributeName) => ({ AttributeName, AttributeType: 'S' as const })),
+      KeySchema: [
+        { AttributeName: 'pk', KeyType: 'HASH' },
+        { AttributeName: 'sk', KeyType: 'RANGE' },
+      ],
+      GlobalSecondaryIndexes: [
+        {
+          IndexName: BY_RESOURCE_INDEX,
+          KeySchema: [
+            { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+            { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        },
+      ],
+    }),
+  );
+  dynamo.destroy();
+  return name;
+}
 
 describe('a sandbox on the data folder of one that did not stop', () => {
   it('starts when the folder names its own process id, as a container restarted after a hard stop gives the same process the same id', async () => {
@@ -100,32 +129,9 @@ describe('a sandbox on the data folder of an earlier checkout', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'sluice-tables-'));
     // The control table as a checkout before `by_chain` made it, with a webhook item on it.
     const earlier = await startEmulators(dataDir);
-    const name = sandboxTableName(CONTROL_TABLE);
-    const dynamo = new DynamoDBClient({ ...earlier.dynamo });
-    await dynamo.send(
-      new CreateTableCommand({
-        TableName: name,
-        BillingMode: 'PAY_PER_REQUEST',
-        AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk'].map((AttributeName) => ({ AttributeName, AttributeType: 'S' as const })),
-        KeySchema: [
-          { AttributeName: 'pk', KeyType: 'HASH' },
-          { AttributeName: 'sk', KeyType: 'RANGE' },
-        ],
-        GlobalSecondaryIndexes: [
-          {
-            IndexName: BY_RESOURCE_INDEX,
-            KeySchema: [
-              { AttributeName: 'gsi1pk', KeyType: 'HASH' },
-              { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
-            ],
-            Projection: { ProjectionType: 'ALL' },
-          },
-        ],
-      }),
-    );
+    const name = await earlierControlTable(earlier);
     const item = { pk: 'tenant#ten_old', sk: 'webhook#wh_old', chain_shard: 'chain#0', chain_sk: 'wh_old', url: 'https://example.com/old' };
     await documentClient(earlier.dynamo).send(new PutCommand({ TableName: name, Item: item }));
-    dynamo.destroy();
     await earlier.stop();
 
     const again = await startEmulators(dataDir);
@@ -143,6 +149,60 @@ describe('a sandbox on the data folder of an earlier checkout', () => {
         { tenantId: 'ten_old', webhookId: 'wh_old' },
       ]);
       client.destroy();
+    } finally {
+      await again.stop();
+    }
+  });
+
+  it('keeps the items of a table it was making again when it died (Ctrl-C or kill -9 during the start), and writes them back at the next start', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-remake-'));
+    const earlier = await startEmulators(dataDir);
+    const name = await earlierControlTable(earlier);
+    // Two batched writes' worth, so that the write-back can stop between them.
+    const items = Array.from({ length: 30 }, (_, i) => ({
+      pk: `tenant#ten_${i}`,
+      sk: 'tenant',
+      name: `tenant ${i}`,
+      bytes: new Uint8Array([i, 255]),
+    }));
+    const earlierDocuments = documentClient(earlier.dynamo);
+    for (const item of items) await earlierDocuments.send(new PutCommand({ TableName: name, Item: item }));
+    earlierDocuments.destroy();
+    await earlier.stop();
+
+    // A start that stops for good after the table was made again and its first 25 items
+    // written back: its process killed there (a Ctrl-C during the start, which takes a
+    // while on a large table, is one: the sandbox handles Ctrl-C only once it has started).
+    const dying = await startEmulators(dataDir);
+    const client = new DynamoDBClient({ ...dying.dynamo });
+    let writes = 0;
+    const killed = new Promise<void>((resolve) => {
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (context.commandName === 'BatchWriteItemCommand' && ++writes === 2) {
+            resolve();
+            return new Promise<never>(() => {});
+          }
+          return next(args);
+        },
+        { step: 'initialize', name: 'killedAtTheSecondWriteBack' },
+      );
+    });
+    void createTables(client, { dataDir });
+    await killed;
+    client.destroy();
+    await dying.stop();
+
+    const again = await startEmulators(dataDir);
+    try {
+      await createTables(new DynamoDBClient({ ...again.dynamo }), { dataDir });
+      const documents = documentClient(again.dynamo);
+      const found = await documents.send(new ScanCommand({ TableName: name }));
+      expect(found.Items?.length).toBe(items.length);
+      expect(await documents.send(new GetCommand({ TableName: name, Key: { pk: 'tenant#ten_29', sk: 'tenant' } }))).toMatchObject({
+        Item: items[29],
+      });
+      documents.destroy();
     } finally {
       await again.stop();
     }
