@@ -210,12 +210,22 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   // Scheduled runs under way: stopping lets them end before it stops the emulators, so
   // none of their writes is cut off halfway (dynalite can then wait on it for good).
   const scheduled = new InFlight();
-  const runReconciler = () =>
-    scheduled.track(runningAs('reconciler', () => reconcile(reconciler))).catch((error: unknown) => {
-      metrics.record('function:reconciler:Errors', 1);
-      log.error('Reconciler run failed', { error });
-      throw error;
-    });
+  const reconcilerTimeoutMs = reconcilerTimeoutSeconds(config.reconcileIntervalSeconds) * 1000;
+  const runReconciler = () => {
+    // The time the run has left, as the function reads it from Lambda's context
+    // (functions/reconciler/handler.ts): without it a run read every shard of the index
+    // before it rang or reported, and over a large one it outlasted its timeout (an error,
+    // reconciler-errors paging, and the next run beside it) where AWS's stops reading at
+    // half its time, rings what it read and reports.
+    const deadline = Date.now() + reconcilerTimeoutMs;
+    return scheduled
+      .track(runningAs('reconciler', () => reconcile({ ...reconciler, timeLeftMs: () => deadline - Date.now() })))
+      .catch((error: unknown) => {
+        metrics.record('function:reconciler:Errors', 1);
+        log.error('Reconciler run failed', { error });
+        throw error;
+      });
+  };
   // Each scheduled function runs one at a time (reserved concurrency 1 in AWS): a tick
   // that finds the last run still going is throttled, as Lambda would; and a run ends
   // at its function's timeout, counted as an error, as Lambda ends it.
@@ -237,9 +247,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         },
       },
     );
-  const schedules = [
-    schedule('reconciler', config.reconcileIntervalSeconds, reconcilerTimeoutSeconds(config.reconcileIntervalSeconds), runReconciler),
-  ];
+  const schedules = [schedule('reconciler', config.reconcileIntervalSeconds, reconcilerTimeoutMs / 1000, runReconciler)];
   const timers: ReturnType<typeof setInterval>[] = [];
 
   // What CloudWatch would measure on the dead-letter queues, and the queues' age between receives.
