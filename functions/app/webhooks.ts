@@ -421,19 +421,9 @@ export class WebhookService {
     // The webhook's budget is taken before the log is read, as much of it as one replay
     // may use, and what the replay did not read is given back after: calls at once
     // share the window's budget rather than each see it unspent.
-    // At the webhook's own rate where its owner set one: what it releases of a held
-    // backlog keeps up with what its replays send.
-    const budget = this.#deps.replayBudget ?? defaultReplayBudget(endpointRateOf(this.#deps.delivery, webhook));
-    const budgetKey = `replay:${webhook.id}`;
+    const { budget, budgetKey, spent } = this.#replayBudget(webhook, now);
     const whole = Math.min(max, budget.units);
     const grant = await sendBudgets.takeUpTo(budgetKey, whole, budget.units, budget.windowMs, now);
-    const waitSeconds = Math.ceil((budget.windowMs - (now % budget.windowMs)) / 1000);
-    const spent = () =>
-      new ApiError(
-        'rate_limited',
-        `A webhook's replays read and send at most ${budget.units} deliveries in ${budget.windowMs / 1000} s (about what its endpoint takes at its rate), and this one's are spent for now; send again in ${waitSeconds} s.`,
-        waitSeconds,
-      );
     if (grant.taken === 0) throw spent();
     // A read that failed (DynamoDB throttled it, say) sent nothing: its take is given
     // back, or the caller's next try would be refused for the rest of the window after a
@@ -520,36 +510,81 @@ export class WebhookService {
    * Sends every dead letter of the webhook again, oldest first, each as the delivery it
    * was (its `msg_` id, so a subscriber that did take it can tell), with a new retry
    * budget, and removes it once sent: a second call sends only what came since. At most
-   * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of them a call, as `replay`;
-   * `has_more` says to call again.
+   * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of them a call, as `replay`,
+   * and from the same budget (429 once it is spent); `has_more` says to call again.
    */
   async replayDeadLetters(tenantId: string, id: string): Promise<{ deliveries: number; events: number; has_more: boolean }> {
     const webhook = await this.#find(tenantId, id);
-    const { deadLetters, queue } = this.#deps.delivery;
-    const page = await deadLetters.page(webhook.id, this.#deps.now(), this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES, {
-      bytes: this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES,
-    });
-    // Each as the delivery it was, less what its last attempts left on it (waits, shares),
-    // and marked as this replay's, so that its dead letter, should it fail again before
-    // the one it was sent from is removed, replaces that one, which is then left.
-    const replayedAt = this.#deps.now();
-    const messages = page.letters.map(({ message: { deliveryId, tenantId: owner, webhookId, events } }) => ({
-      deliveryId,
-      tenantId: owner,
-      webhookId,
-      events,
-      attempt: 1,
-      replayedAt,
-      replay: true,
-    }));
-    // Sent before they are removed: a call that fails between sends some twice, never none.
-    await queue.send(messages);
-    await Promise.all(page.letters.map((letter) => deadLetters.remove(webhook.id, letter.sk, letter.replayedAt)));
-    return {
-      deliveries: messages.length,
-      events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),
-      has_more: page.more,
-    };
+    const now = this.#deps.now();
+    const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
+    const maxBytes = this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES;
+    const { deadLetters, queue, sendBudgets } = this.#deps.delivery;
+    // From the webhook's replay budget, as a replay of a window: each call sends up to
+    // 2,000 deliveries to the deliver queue every tenant's deliveries wait in. All of the
+    // window's budget that is left is taken, and held until the letters read are sent
+    // and removed: a letter stays a dead letter until its replay removes it, so a second
+    // call sent meanwhile read and sent the same letters again (four at once sent each
+    // four times), where it is now refused (429) until the first has removed them.
+    const { budget, budgetKey, spent } = this.#replayBudget(webhook, now);
+    const grant = await sendBudgets.takeUpTo(budgetKey, budget.units, budget.units, budget.windowMs, now);
+    if (grant.taken === 0) throw spent();
+    let used = 0;
+    try {
+      const limit = Math.min(max, grant.taken);
+      const page = await deadLetters.page(webhook.id, now, limit, {
+        bytes: grant.taken >= max ? maxBytes : Math.min(maxBytes, grant.taken * REPLAY_UNIT_BYTES),
+      });
+      // What was read counts, sent or not, as a replay's read does.
+      const bytes = page.letters.reduce((sum, letter) => sum + Buffer.byteLength(JSON.stringify(letter.message)), 0);
+      used = Math.max(page.letters.length, Math.ceil(bytes / REPLAY_UNIT_BYTES));
+      // Each as the delivery it was, less what its last attempts left on it (waits, shares),
+      // and marked as this replay's, so that its dead letter, should it fail again before
+      // the one it was sent from is removed, replaces that one, which is then left.
+      const replayedAt = this.#deps.now();
+      const messages = page.letters.map(({ message: { deliveryId, tenantId: owner, webhookId, events } }) => ({
+        deliveryId,
+        tenantId: owner,
+        webhookId,
+        events,
+        attempt: 1,
+        replayedAt,
+        replay: true,
+      }));
+      // Sent before they are removed: a call that fails between sends some twice, never none.
+      await queue.send(messages);
+      await Promise.all(page.letters.map((letter) => deadLetters.remove(webhook.id, letter.sk, letter.replayedAt)));
+      return {
+        deliveries: messages.length,
+        events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),
+        has_more: page.more,
+      };
+    } finally {
+      // Only once the letters are removed (or the call failed): what was not read goes back.
+      await sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
+        this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
+          tenant: tenantId,
+          webhook: webhook.id,
+          error,
+        }),
+      );
+    }
+  }
+
+  /**
+   * The webhook's replay budget (shared by its replays of windows and of dead letters),
+   * its key, and the refusal once it is spent. At the webhook's own rate where its owner
+   * set one: what it releases of a held backlog keeps up with what its replays send.
+   */
+  #replayBudget(webhook: Webhook, now: number) {
+    const budget = this.#deps.replayBudget ?? defaultReplayBudget(endpointRateOf(this.#deps.delivery, webhook));
+    const waitSeconds = Math.ceil((budget.windowMs - (now % budget.windowMs)) / 1000);
+    const spent = () =>
+      new ApiError(
+        'rate_limited',
+        `A webhook's replays read and send at most ${budget.units} deliveries in ${budget.windowMs / 1000} s (about what its endpoint takes at its rate), and this one's are spent for now; send again in ${waitSeconds} s.`,
+        waitSeconds,
+      );
+    return { budget, budgetKey: `replay:${webhook.id}`, spent };
   }
 
   async #find(tenantId: string, id: string): Promise<Webhook> {

@@ -406,3 +406,40 @@ describe('a page of dead letters listed', () => {
     );
   });
 });
+
+describe('dead-letter replays of one webhook sent at once', () => {
+  it('send each dead letter once between them: one replays the letters, the others find them taken', async () => {
+    const tenant = await createTenant(sandbox, 'dead-at-once');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'do:1', url: `${receiver.url}/dead-at-once` });
+    const deadLetters = new DeadLetters({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const now = Date.now();
+    const ids = [1, 2, 3].map((n) => `msg_deadatonce${String(n).padStart(10, '0')}`);
+    for (const [i, deliveryId] of ids.entries()) {
+      const message: DeliveryMessage = {
+        deliveryId,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [deliveredEventFixture({ id: `evt_deadatonce${i}`, seq: i + 1, resource: 'do:1' })],
+        attempt: 8,
+      };
+      expect(await deadLetters.add(message, 'HTTP 500', now + i)).toBe(true);
+    }
+    const path = `/v1/webhooks/${hook.id}/dead-letters/replay`;
+
+    const answers = await Promise.all(Array.from({ length: 4 }, () => call(sandbox, 'POST', path, { key: tenant.key })));
+
+    // Each letter goes once: the replays answered 202 sent three between them, and a
+    // replay refused while another held the webhook's replay budget says when to try again.
+    const replayed = answers.filter((a) => a.status === 202);
+    expect(replayed.reduce((sum, a) => sum + a.body.deliveries, 0)).toBe(3);
+    for (const refused of answers.filter((a) => a.status !== 202)) {
+      expectError(refused, 429, 'rate_limited');
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    await receiver.waitFor(() => receiver.deliveries('/dead-at-once').length >= 3, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const sent = receiver.deliveries('/dead-at-once');
+    expect(sent.map((d) => d.headers['webhook-id']).sort()).toEqual(ids);
+    expect((await deadLetters.page(hook.id, Date.now(), 10)).letters).toEqual([]);
+  });
+});
