@@ -325,6 +325,15 @@ export class WebhookStore {
   }
 
   /**
+   * Bumps the tenant's subscriptions version again once the `by_resource` index shows a
+   * webhook's write (app/webhooks.ts `#untilIndexed`): lookups made between the write's
+   * own bump and then are not used again. Its failure is outlived as `#bump`'s is.
+   */
+  async indexShows(tenantId: string): Promise<void> {
+    await this.#bump(tenantId);
+  }
+
+  /**
    * A consistent read of one webhook. Reads of the same webhook that overlap in
    * time (the records of one delivery invocation) share one request.
    */

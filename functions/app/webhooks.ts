@@ -609,12 +609,19 @@ export class WebhookService {
         const listed = await this.#deps.webhooks.onResource(webhook.tenantId, webhook.resource);
         const shows = (types: readonly string[]) =>
           listed.some((s) => s.id === webhook.id && JSON.stringify(s.types) === JSON.stringify(types));
-        if (shows(webhook.types)) return;
+        // Shown: the subscriptions version is bumped again before the answer. A distributor
+        // turn that looked the resource up between the write's bump and now (a busy
+        // resource's next turn, most likely) had the index without the webhook, or with its
+        // old types, and keeps that lookup until the index settles, seconds after the first
+        // bump (SubscriptionCache, INDEX_SETTLE_MS): events published after this answer
+        // missed the webhook meanwhile. Of an older version now, that lookup is not used again.
+        if (shows(webhook.types)) return await this.#deps.webhooks.indexShows(webhook.tenantId);
         if (pause > 20) {
           // Not yet: the webhook as stored now, which another change (or its deletion) may
           // have overtaken since this one was written. Its index entry is what to wait for.
           const stored = await this.#deps.webhooks.get(webhook.tenantId, webhook.id);
-          if (!stored || shows(stored.types)) return;
+          if (!stored) return;
+          if (shows(stored.types)) return await this.#deps.webhooks.indexShows(webhook.tenantId);
         }
         const waited = performance.now() - started;
         if (waited >= INDEX_WAIT_MS) {

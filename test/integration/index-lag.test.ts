@@ -79,6 +79,29 @@ describe('a by_resource index that lags behind the webhook write, as in AWS', ()
     expect(receiver.deliveries('/lag-new')[0]?.json.webhook).toBe(hook.id);
   });
 
+  it('delivers an event published as soon as its webhook was created on a busy resource, whose turns looked it up during the lag', async () => {
+    // Events on the resource all along: its turns look it up again after the create's
+    // write, while the index does not show the webhook yet.
+    let busy = true;
+    const traffic = (async () => {
+      while (busy) {
+        await publish(sandbox, tenant.key, [{ resource: 'lag:busy', type: 'task.ticked', data: {} }]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await webhooks.create(tenant.id, { resource: 'lag:busy', url: `${receiver.url}/lag-busy`, types: ['task.created'], description: '' });
+      const published = await publish(sandbox, tenant.key, [{ resource: 'lag:busy', type: 'task.created', data: {} }]);
+      expect(published.body.events[0].status).toBe('accepted');
+      await receiver.waitFor(() => receiver.events('/lag-busy').length > 0, 8_000).catch(() => undefined);
+      expect(receiver.events('/lag-busy').map((e) => e.id)).toEqual([published.body.events[0].id]);
+    } finally {
+      busy = false;
+      await traffic;
+    }
+  });
+
   it('delivers an event of a type a PATCH has just added to the webhook', async () => {
     const hook = await webhooks.create(tenant.id, {
       resource: 'lag:2',

@@ -13,6 +13,7 @@ import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts'
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { INDEX_SETTLE_MS, REFRESH_AHEAD_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
+import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { publish as ingest } from '../../functions/app/ingest.ts';
 import { distributor } from '../../functions/app/runtime.ts';
@@ -24,6 +25,7 @@ import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { webhookFixture } from '../support/fixtures.ts';
 import { type Receiver, startReceiver } from '../support/receiver.ts';
+import { webhookService } from '../support/services.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -272,6 +274,52 @@ describe('an index that lags behind the write (as DynamoDB global secondary inde
     // And is not asked again every 5 s while the writer's clock is ahead.
     expect(await cache.webhooksOn(tenant.id, 'skew:1', version, now + 3 * INDEX_SETTLE_MS)).toBe(later);
     expect(queries).toBe(2);
+  });
+});
+
+describe('a webhook created while its resource is busy and the index lags', () => {
+  it('reaches an event published after the 201, though a turn looked its resource up between the write and the index showing it', async () => {
+    const store = new WebhookStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    // The by_resource index as a lagging replica answers it: as it was before the write,
+    // until the test lets it show the webhook (`shows`). The API's wait and the
+    // distributor's lookups read the same index.
+    let shows = false;
+    let polled: () => void = () => undefined;
+    const firstPoll = new Promise<void>((resolve) => {
+      polled = resolve;
+    });
+    const index = async (tenantId: string, resource: string) => {
+      if (shows) return store.onResource(tenantId, resource);
+      polled();
+      return [];
+    };
+    const lagging = new Proxy(store, {
+      get(target, property) {
+        if (property === 'onResource') return index;
+        const value = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const tenants = new TenantStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const webhooks = webhookService(sandbox, { service: { webhooks: lagging, tenants } });
+    const cache = new SubscriptionCache({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: { onResource: index, streamExpiry: async () => undefined },
+    });
+
+    const creating = webhooks.create(tenant.id, { resource: 'busy:1', url: `${receiver.url}/busy`, types: ['*'], description: '' });
+    // Stored, and its API waiting for the index: a turn of the busy resource looks it up now.
+    await firstPoll;
+    const during = await cache.version(tenant.id);
+    expect(await cache.webhooksOn(tenant.id, 'busy:1', during, Date.now())).toEqual([]);
+    shows = true;
+    const created = await creating;
+
+    // An event published after the 201: its turn must find the webhook.
+    const after = await cache.version(tenant.id);
+    const found = await cache.webhooksOn(tenant.id, 'busy:1', after, Date.now());
+    expect(found.map((w) => w.id)).toEqual([created.id]);
   });
 });
 
