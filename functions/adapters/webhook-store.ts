@@ -176,6 +176,21 @@ export class WebhookStore {
   async #repairPlaces(tenantId: string): Promise<PlacesRepaired | undefined> {
     const item = await this.#countState(tenantId);
     if (!item || this.#now() - Number(item.count_at ?? 0) < PLACES_SETTLE_MS) return undefined;
+    // At most one check per PLACES_SETTLE_MS, claimed before the count (of concurrent
+    // refusals, one counts): the count reads every webhook of the tenant whole (up to
+    // 10,000 of up to 12 KB, 30,000 read units), and a refusal writes nothing, so a client
+    // retrying its create at the limit (as fast as its throttle, 500 a second) counted
+    // them all on every refusal, in the partition its deliveries and its key read.
+    const checked = item.count_checked_at as number | undefined;
+    if (checked !== undefined && this.#now() - Number(checked) < PLACES_SETTLE_MS) return undefined;
+    const claimed = await this.#updateTenant(tenantId, {
+      UpdateExpression: 'SET #count_checked_at = :now',
+      // Never over a tenant deleted since the read: an update would make its item again.
+      ConditionExpression: `attribute_exists(#pk) AND ${checked === undefined ? 'attribute_not_exists(#count_checked_at)' : '#count_checked_at = :checked'}`,
+      ExpressionAttributeNames: names('pk', 'count_checked_at'),
+      ExpressionAttributeValues: { ':now': this.#now(), ...(checked !== undefined && { ':checked': checked }) },
+    });
+    if (!claimed) return undefined;
     let stored = 0;
     for await (const page of queryPages(this.#client, {
       TableName: this.#table,
@@ -532,15 +547,19 @@ export class WebhookStore {
     }
   }
 
-  /** The tenant's webhook count as its last write left it: the count, that write's token, and when it was (strongly consistent). */
+  /**
+   * The tenant's webhook count as its last write left it: the count, that write's token,
+   * when it was, and when the count was last checked against the webhooks stored
+   * (strongly consistent).
+   */
   async #countState(tenantId: string): Promise<Record<string, unknown> | undefined> {
     const result = await this.#client.send(
       new GetCommand({
         TableName: this.#table,
         Key: { pk: tenantPk(tenantId), sk: TENANT_SK },
         ConsistentRead: true,
-        ProjectionExpression: '#webhook_count, #count_token, #count_at',
-        ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at'),
+        ProjectionExpression: '#webhook_count, #count_token, #count_at, #count_checked_at',
+        ExpressionAttributeNames: names('webhook_count', 'count_token', 'count_at', 'count_checked_at'),
       }),
     );
     return result.Item;

@@ -5,7 +5,7 @@
  * never refused and never applied twice.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { SendBudgets } from '../../functions/adapters/send-budgets.ts';
@@ -294,6 +294,41 @@ describe('a place that was not given back', () => {
     await expect(api.create(t.id, input(4))).rejects.toMatchObject({ code: 'limit_exceeded' });
     expect(await webhookCount(t.id)).toBe(1);
     destroy();
+  });
+});
+
+describe('creates refused at a full count, one after another', () => {
+  it('count the webhooks stored at most once a minute between them, not each, and a lost place is still set right', async () => {
+    const t = await tenant(2);
+    const { service: setup } = service(t);
+    const first = await setup.create(t.id, input(1));
+    await setup.create(t.id, input(2));
+    // Each query that counts the tenant's webhooks reads every one of them, whole.
+    let counts = 0;
+    const counting = documentClient(emulators.dynamo);
+    counting.middlewareStack.add(
+      (next) => async (args) => {
+        if ((args.input as { Select?: string }).Select === 'COUNT') counts++;
+        return next(args);
+      },
+      { step: 'initialize', name: 'countCounts' },
+    );
+    let offset = PLACES_SETTLE_MS;
+    const store = new WebhookStore({ client: counting, tableName: controlTable, now: () => Date.now() + offset });
+
+    // A minute after the count was written, a client retrying its create at the limit.
+    for (let n = 0; n < 10; n++) await expect(store.reservePlace(t.id, 2)).rejects.toMatchObject({ code: 'limit_exceeded' });
+    expect(counts).toBe(1);
+
+    // A place lost (a webhook gone whose place was not given back) is found by the check a minute on.
+    await client.send(new DeleteCommand({ TableName: controlTable, Key: { pk: `tenant#${t.id}`, sk: `webhook#${first.id}` } }));
+    await expect(store.reservePlace(t.id, 2)).rejects.toMatchObject({ code: 'limit_exceeded' });
+    expect(counts).toBe(1);
+    offset = 2 * PLACES_SETTLE_MS + 1_000;
+    expect(await store.reservePlace(t.id, 2)).toEqual({ repaired: { counted: 2, stored: 1 } });
+    expect(counts).toBe(2);
+    expect(await webhookCount(t.id)).toBe(2);
+    counting.destroy();
   });
 });
 
