@@ -3,10 +3,11 @@
  * webhook, with the retention period as TTL (reads check expiry too).
  */
 
-import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
+import { randomUUID } from 'node:crypto';
+import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveryMessage } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
-import { applied, names } from './dynamo.ts';
+import { applied, appliedOwn, epochSeconds, names } from './dynamo.ts';
 import { pad, WebhookItems } from './webhook-items.ts';
 
 /** A dead letter as a page gives it: `replayedAt` when a replay's delivery wrote it (see `DeadLetters.add`). */
@@ -19,6 +20,14 @@ export interface DeadLetter {
 
 // A partition the delivery function's role may reach (TABLE_ACCESS.delivery).
 const deadPk = (webhookId: string) => `${CONTROL_PK.dead}${webhookId}`;
+// Apart from the letters' partition, which a page reads whole.
+const replayHoldKey = (webhookId: string) => ({ pk: `${deadPk(webhookId)}#replaying`, sk: 'replaying' });
+
+/**
+ * The longest one replay holds a webhook's dead letters (`holdForReplay`): past the API's
+ * 29 s, in which it sends and removes them, so that one that died lets the next in after.
+ */
+export const REPLAY_HOLD_MS = 60_000;
 
 /** When a delivery's oldest event was accepted (epoch ms; 0 when none says). */
 function acceptedAt(message: DeliveryMessage): number {
@@ -108,6 +117,53 @@ export class DeadLetters extends WebhookItems {
       }
     }
     return { letters, more, lastSk: letters.at(-1)?.sk };
+  }
+
+  /**
+   * Holds the webhook's dead letters for one replay, until `releaseReplayHold` or for
+   * REPLAY_HOLD_MS: its token, or undefined while another replay holds them. A letter
+   * stays until the replay that read it has sent and removed it, so two replays at once
+   * read and sent the same letters. (A hold whose answer was lost, refused on the SDK's
+   * second try by its own first, is still this caller's.)
+   */
+  async holdForReplay(webhookId: string, now: number): Promise<string | undefined> {
+    const token = randomUUID();
+    const key = replayHoldKey(webhookId);
+    const held = await appliedOwn(
+      this.client.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: key,
+          UpdateExpression: 'SET #token = :token, #until = :until, #expires_at = :expires_at',
+          ConditionExpression: 'attribute_not_exists(#until) OR #until < :now',
+          ExpressionAttributeNames: names('token', 'until', 'expires_at'),
+          // TTL removes a hold its replay did not release (one that died), a day on.
+          ExpressionAttributeValues: {
+            ':token': token,
+            ':until': now + REPLAY_HOLD_MS,
+            ':now': now,
+            ':expires_at': epochSeconds(now + REPLAY_HOLD_MS + 86_400_000),
+          },
+        }),
+      ),
+      { client: this.client, table: this.table, key, attribute: 'token', token },
+    );
+    return held ? token : undefined;
+  }
+
+  /** Ends the hold `token` names (not another replay's, should this one have outlived its hold). */
+  async releaseReplayHold(webhookId: string, token: string): Promise<void> {
+    await applied(
+      this.client.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: replayHoldKey(webhookId),
+          ConditionExpression: '#token = :token',
+          ExpressionAttributeNames: names('token'),
+          ExpressionAttributeValues: { ':token': token },
+        }),
+      ),
+    );
   }
 
   /**

@@ -96,6 +96,9 @@ export const MAX_REPLAY_BYTES = 16 * 1024 * 1024;
 /** The events' bytes that count as one delivery of a webhook's replay budget: a largest replay's bytes per its deliveries. */
 export const REPLAY_UNIT_BYTES = MAX_REPLAY_BYTES / MAX_REPLAY_DELIVERIES;
 
+/** The Retry-After of a dead-letter replay refused while another of the same webhook is under way (it takes seconds). */
+export const REPLAY_UNDER_WAY_RETRY_SECONDS = 5;
+
 /**
  * A webhook's replay budget by default: a largest replay (MAX_REPLAY_DELIVERIES) per the
  * time its endpoint takes that many at its rate (40 s at 50 a second). Each replay's
@@ -511,7 +514,8 @@ export class WebhookService {
    * was (its `msg_` id, so a subscriber that did take it can tell), with a new retry
    * budget, and removes it once sent: a second call sends only what came since. At most
    * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of them a call, as `replay`,
-   * and from the same budget (429 once it is spent); `has_more` says to call again.
+   * and from the same budget (429 once it is spent); one at a time per webhook (429
+   * while another is under way); `has_more` says to call again.
    */
   async replayDeadLetters(tenantId: string, id: string): Promise<{ deliveries: number; events: number; has_more: boolean }> {
     const webhook = await this.#find(tenantId, id);
@@ -519,53 +523,74 @@ export class WebhookService {
     const max = this.#deps.maxReplayDeliveries ?? MAX_REPLAY_DELIVERIES;
     const maxBytes = this.#deps.maxReplayBytes ?? MAX_REPLAY_BYTES;
     const { deadLetters, queue, sendBudgets } = this.#deps.delivery;
-    // From the webhook's replay budget, as a replay of a window: each call sends up to
-    // 2,000 deliveries to the deliver queue every tenant's deliveries wait in. All of the
-    // window's budget that is left is taken, and held until the letters read are sent
-    // and removed: a letter stays a dead letter until its replay removes it, so a second
-    // call sent meanwhile read and sent the same letters again (four at once sent each
-    // four times), where it is now refused (429) until the first has removed them.
-    const { budget, budgetKey, spent } = this.#replayBudget(webhook, now);
-    const grant = await sendBudgets.takeUpTo(budgetKey, budget.units, budget.units, budget.windowMs, now);
-    if (grant.taken === 0) throw spent();
-    let used = 0;
+    // One replay of a webhook's dead letters at a time: a letter stays a dead letter until
+    // the replay that read it has sent and removed it, so replays sent at once each read
+    // and sent the same letters (four at once sent each four times).
+    const hold = await deadLetters.holdForReplay(webhook.id, now);
+    if (hold === undefined) {
+      throw new ApiError(
+        'rate_limited',
+        "Another replay of this webhook's dead letters is under way; send again once it has answered.",
+        REPLAY_UNDER_WAY_RETRY_SECONDS,
+      );
+    }
     try {
-      const limit = Math.min(max, grant.taken);
-      const page = await deadLetters.page(webhook.id, now, limit, {
-        bytes: grant.taken >= max ? maxBytes : Math.min(maxBytes, grant.taken * REPLAY_UNIT_BYTES),
-      });
-      // What was read counts, sent or not, as a replay's read does.
-      const bytes = page.letters.reduce((sum, letter) => sum + Buffer.byteLength(JSON.stringify(letter.message)), 0);
-      used = Math.max(page.letters.length, Math.ceil(bytes / REPLAY_UNIT_BYTES));
-      // Each as the delivery it was, less what its last attempts left on it (waits, shares),
-      // and marked as this replay's, so that its dead letter, should it fail again before
-      // the one it was sent from is removed, replaces that one, which is then left.
-      const replayedAt = this.#deps.now();
-      const messages = page.letters.map(({ message: { deliveryId, tenantId: owner, webhookId, events } }) => ({
-        deliveryId,
-        tenantId: owner,
-        webhookId,
-        events,
-        attempt: 1,
-        replayedAt,
-        replay: true,
-      }));
-      // Sent before they are removed: a call that fails between sends some twice, never none.
-      await queue.send(messages);
-      await Promise.all(page.letters.map((letter) => deadLetters.remove(webhook.id, letter.sk, letter.replayedAt)));
-      return {
-        deliveries: messages.length,
-        events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),
-        has_more: page.more,
-      };
+      // From the webhook's replay budget, as a replay of a window is: each call sends up
+      // to 2,000 deliveries to the deliver queue every tenant's deliveries wait in, and
+      // calls one after another, following has_more, did so as fast as the throttle allowed.
+      const { budget, budgetKey, spent } = this.#replayBudget(webhook, now);
+      const whole = Math.min(max, budget.units);
+      const grant = await sendBudgets.takeUpTo(budgetKey, whole, budget.units, budget.windowMs, now);
+      if (grant.taken === 0) throw spent();
+      let used = 0;
+      try {
+        const page = await deadLetters.page(webhook.id, now, grant.taken, {
+          bytes: grant.taken >= whole ? maxBytes : Math.min(maxBytes, grant.taken * REPLAY_UNIT_BYTES),
+        });
+        // What was read counts, sent or not, as a replay's read does.
+        const bytes = page.letters.reduce((sum, letter) => sum + Buffer.byteLength(JSON.stringify(letter.message)), 0);
+        used = Math.max(page.letters.length, Math.ceil(bytes / REPLAY_UNIT_BYTES));
+        // Each as the delivery it was, less what its last attempts left on it (waits, shares),
+        // and marked as this replay's, so that its dead letter, should it fail again before
+        // the one it was sent from is removed, replaces that one, which is then left.
+        const replayedAt = this.#deps.now();
+        const messages = page.letters.map(({ message: { deliveryId, tenantId: owner, webhookId, events } }) => ({
+          deliveryId,
+          tenantId: owner,
+          webhookId,
+          events,
+          attempt: 1,
+          replayedAt,
+          replay: true,
+        }));
+        // Sent before they are removed: a call that fails between sends some twice, never none.
+        await queue.send(messages);
+        await Promise.all(page.letters.map((letter) => deadLetters.remove(webhook.id, letter.sk, letter.replayedAt)));
+        return {
+          deliveries: messages.length,
+          events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),
+          has_more: page.more,
+        };
+      } finally {
+        await sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
+          this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
+            tenant: tenantId,
+            webhook: webhook.id,
+            error,
+          }),
+        );
+      }
     } finally {
-      // Only once the letters are removed (or the call failed): what was not read goes back.
-      await sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
-        this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
-          tenant: tenantId,
-          webhook: webhook.id,
-          error,
-        }),
+      // Only once its letters are removed. Left (DynamoDB failing), it runs out after REPLAY_HOLD_MS.
+      await deadLetters.releaseReplayHold(webhook.id, hold).catch((error: unknown) =>
+        this.#deps.delivery.logger.warn(
+          "A webhook's dead letters were not released by their replay: the next replay waits up to a minute",
+          {
+            tenant: tenantId,
+            webhook: webhook.id,
+            error,
+          },
+        ),
       );
     }
   }

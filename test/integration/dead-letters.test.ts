@@ -443,3 +443,52 @@ describe('dead-letter replays of one webhook sent at once', () => {
     expect((await deadLetters.page(hook.id, Date.now(), 10)).letters).toEqual([]);
   });
 });
+
+describe('a dead-letter replay still sending when its replay budget’s window ends', () => {
+  it('holds its letters until it has removed them: a replay in the next window is refused, not sent the same letters', async () => {
+    const tenant = await createTenant(sandbox, 'dead-next-window');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dn:1', url: `${receiver.url}/dead-next-window` });
+    const deadLetters = new DeadLetters({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const now = Date.now();
+    for (const n of [1, 2, 3]) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_deadnextwindow${String(n).padStart(6, '0')}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [deliveredEventFixture({ id: `evt_deadnextwindow${n}`, seq: n, resource: 'dn:1' })],
+        attempt: 8,
+      };
+      expect(await deadLetters.add(message, 'HTTP 500', now + n)).toBe(true);
+    }
+    // The first replay's sends take until `open`; its budget's window is a second long.
+    let sends = 0;
+    let open: () => void = () => undefined;
+    const opened = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const sent: DeliverQueueMessage[] = [];
+    const webhooks = webhookService(sandbox, {
+      service: { replayBudget: { units: 2_000, windowMs: 1_000 } },
+      delivery: {
+        queue: {
+          send: async (messages: readonly DeliverQueueMessage[]) => {
+            if (sends++ === 0) await opened;
+            sent.push(...messages);
+          },
+        },
+      },
+    });
+
+    const first = webhooks.replayDeadLetters(tenant.id, hook.id);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const second = await webhooks.replayDeadLetters(tenant.id, hook.id).catch((error: unknown) => error);
+    open();
+
+    expect(await first).toMatchObject({ deliveries: 3 });
+    expect(second).toMatchObject({ code: 'rate_limited', retryAfterSeconds: expect.any(Number) });
+    expect(new Set(sent.map((m) => (m as DeliveryMessage).deliveryId)).size).toBe(3);
+    expect(sent).toHaveLength(3);
+    // Done, it lets the next one in: nothing is left to send.
+    expect(await webhooks.replayDeadLetters(tenant.id, hook.id)).toMatchObject({ deliveries: 0 });
+  });
+});
