@@ -424,7 +424,7 @@ export class WebhookService {
     // The webhook's budget is taken before the log is read, as much of it as one replay
     // may use, and what the replay did not read is given back after: calls at once
     // share the window's budget rather than each see it unspent.
-    const { budget, budgetKey, spent } = this.#replayBudget(webhook, now);
+    const { budget, budgetKey, spent, settle } = this.#replayBudget(webhook, now);
     const whole = Math.min(max, budget.units);
     const grant = await sendBudgets.takeUpTo(budgetKey, whole, budget.units, budget.windowMs, now);
     if (grant.taken === 0) throw spent();
@@ -441,15 +441,7 @@ export class WebhookService {
       // What was read counts, sent or not (a window refused below was read all the same).
       used = Math.max(logged.deliveries.length, Math.ceil(logged.bytes / REPLAY_UNIT_BYTES));
     } finally {
-      // A correction that fails leaves the whole take counted, never less than was read:
-      // the replay goes on, where failing it after its read would also refuse its retry.
-      await sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
-        this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
-          tenant: tenantId,
-          webhook: webhook.id,
-          error,
-        }),
-      );
+      await settle(grant, used);
     }
     // A window larger than what is left of the budget waits for the next, not split.
     if (logged.more && grant.taken < whole) throw spent();
@@ -538,7 +530,7 @@ export class WebhookService {
       // From the webhook's replay budget, as a replay of a window is: each call sends up
       // to 2,000 deliveries to the deliver queue every tenant's deliveries wait in, and
       // calls one after another, following has_more, did so as fast as the throttle allowed.
-      const { budget, budgetKey, spent } = this.#replayBudget(webhook, now);
+      const { budget, budgetKey, spent, settle } = this.#replayBudget(webhook, now);
       const whole = Math.min(max, budget.units);
       const grant = await sendBudgets.takeUpTo(budgetKey, whole, budget.units, budget.windowMs, now);
       if (grant.taken === 0) throw spent();
@@ -572,13 +564,7 @@ export class WebhookService {
           has_more: page.more,
         };
       } finally {
-        await sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
-          this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
-            tenant: tenantId,
-            webhook: webhook.id,
-            error,
-          }),
-        );
+        await settle(grant, used);
       }
     } finally {
       // Only once its letters are removed. Left (DynamoDB failing), it runs out after REPLAY_HOLD_MS.
@@ -597,8 +583,9 @@ export class WebhookService {
 
   /**
    * The webhook's replay budget (shared by its replays of windows and of dead letters),
-   * its key, and the refusal once it is spent. At the webhook's own rate where its owner
-   * set one: what it releases of a held backlog keeps up with what its replays send.
+   * its key, the refusal once it is spent, and `settle`, which gives back what a replay
+   * took and did not use. At the webhook's own rate where its owner set one: what it
+   * releases of a held backlog keeps up with what its replays send.
    */
   #replayBudget(webhook: Webhook, now: number) {
     const budget = this.#deps.replayBudget ?? defaultReplayBudget(endpointRateOf(this.#deps.delivery, webhook));
@@ -609,7 +596,19 @@ export class WebhookService {
         `A webhook's replays read and send at most ${budget.units} deliveries in ${budget.windowMs / 1000} s (about what its endpoint takes at its rate), and this one's are spent for now; send again in ${waitSeconds} s.`,
         waitSeconds,
       );
-    return { budget, budgetKey: `replay:${webhook.id}`, spent };
+    const budgetKey = `replay:${webhook.id}`;
+    // Gives back what a replay took and did not use. A correction that fails leaves the
+    // whole take counted, never less than was read: the replay goes on, where failing it
+    // after its read would also refuse its retry.
+    const settle = (grant: { taken: number; window: number }, used: number) =>
+      this.#deps.delivery.sendBudgets.adjust(budgetKey, budget.windowMs, grant.window, used - grant.taken).catch((error: unknown) =>
+        this.#deps.delivery.logger.warn("A webhook's replay budget was not corrected: its window counts the whole take", {
+          tenant: webhook.tenantId,
+          webhook: webhook.id,
+          error,
+        }),
+      );
+    return { budget, budgetKey, spent, settle };
   }
 
   async #find(tenantId: string, id: string): Promise<Webhook> {
