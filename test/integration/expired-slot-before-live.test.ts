@@ -29,6 +29,35 @@ type Sent = DeliveredEvent | GapMarker;
 const DAY_MS = 86_400_000;
 
 /**
+ * A distributor of `key`'s object over `queues`, at `retentionDays`, whose deliveries'
+ * events and metrics are kept (`sent`, `counted`), on the clock `now` (its waits pass
+ * at once, moving the clock when `sleep` is given).
+ */
+function recordingDistributor(
+  queues: QueueStore,
+  key: ObjectKey,
+  retentionDays: number,
+  now: () => number,
+  sleep: (ms: number) => void = () => undefined,
+) {
+  const sent: Sent[] = [];
+  const counted: Array<[string, number, unknown]> = [];
+  const distributor = new Distributor({
+    queues,
+    switches: NO_SWITCHES,
+    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
+    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
+    doorbell: { ring: async () => undefined },
+    config: buildConfig({ retentionDays }),
+    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
+    logger: NO_LOGS,
+    now,
+    sleep: async (ms) => sleep(ms),
+  });
+  return { distributor, sent, counted };
+}
+
+/**
  * Under a pause, an event accepted 8 days before `t0` (its item deleted since by TTL, as
  * at a 7-day retention) and one 6 days before; then one lifted turn of a distributor at
  * `retentionDays` (after `beforeTurn`): what it sent and counted.
@@ -51,20 +80,9 @@ async function liftedAfterTtl(key: ObjectKey, t0: number, retentionDays: number,
   await events.client.send(new DeleteCommand({ TableName: events.table, Key: slotItemKey(key, slots[0] ?? 0) }));
   await beforeTurn?.();
 
-  const sent: Sent[] = [];
-  const counted: Array<[string, number, unknown]> = [];
-  await new Distributor({
-    queues: new QueueStore({ client: events.client, tableName: events.table, retentionDays }),
-    switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
-    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
-    doorbell: { ring: async () => undefined },
-    config: buildConfig({ retentionDays }),
-    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
-    logger: NO_LOGS,
-    now: () => t0,
-    sleep: async () => undefined,
-  }).runTurn(key, 'lifted');
+  const queues = new QueueStore({ client: events.client, tableName: events.table, retentionDays });
+  const { distributor, sent, counted } = recordingDistributor(queues, key, retentionDays, () => t0);
+  await distributor.runTurn(key, 'lifted');
   return { sent, counted };
 }
 
@@ -140,20 +158,8 @@ it('skips a slot no ingest wrote among events kept 7 days, though a later event 
     await writer?.writeEventsOf([{ key, events: [event], reservedAt }]);
   }
 
-  const sent: Sent[] = [];
-  const counted: Array<[string, number, unknown]> = [];
-  await new Distributor({
-    queues: store,
-    switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
-    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
-    doorbell: { ring: async () => undefined },
-    config: buildConfig({ retentionDays: 7 }),
-    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
-    logger: NO_LOGS,
-    now: () => t0,
-    sleep: async () => undefined,
-  }).runTurn(key, 'turn');
+  const { distributor, sent, counted } = recordingDistributor(store, key, 7, () => t0);
+  await distributor.runTurn(key, 'turn');
 
   expect(sent.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)).toEqual(['evt_1', 'evt_3', 'evt_4']);
   expect(sent.filter((e) => e.type === 'sluice.gap').map((e) => e.data)).toEqual([]);
@@ -187,22 +193,15 @@ it('skips a slot no ingest wrote that an earlier turn of a long-scheduled object
   await accept(3, lifted, false);
 
   let clock = lifted + 1_000;
-  const sent: Sent[] = [];
-  const counted: Array<[string, number, unknown]> = [];
-  const distributor = new Distributor({
-    queues: store,
-    switches: NO_SWITCHES,
-    subscriptions: { onResource: async () => [webhookFixture({ id: 'wh_one', tenantId: key.tenantId })] },
-    deliveries: { send: async (messages) => void sent.push(...messages.flatMap((m) => m.events as Sent[])) },
-    doorbell: { ring: async () => undefined },
-    config: buildConfig({ retentionDays: 7 }),
-    metrics: { count: (name, n = 1, dims) => void counted.push([name, n, dims]) },
-    logger: NO_LOGS,
-    now: () => clock,
-    sleep: async (ms) => {
+  const { distributor, sent, counted } = recordingDistributor(
+    store,
+    key,
+    7,
+    () => clock,
+    (ms) => {
       clock += ms;
     },
-  });
+  );
   // The turn after the lift: the 8-day-old event announced, the day-old one delivered,
   // and the empty slot waited for until the turn's time is up.
   expect((await distributor.runTurn(key, 'lifted')).outcome).toBe('rerung');
