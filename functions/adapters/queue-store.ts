@@ -87,12 +87,49 @@ export interface ShardSummary {
   readonly maxDepth: number;
   /** Objects with events waiting or a turn due. */
   readonly scheduled: number;
+  /**
+   * The shard's deepest objects with events waiting, deepest first, at most
+   * SHARD_DEEPEST: candidates for `GET /v1/admin/queues`, which reads their depth afresh
+   * (a depth here is as old as the run). Empty when the shard lists none.
+   */
+  readonly deepest: ReadonlyArray<{ readonly key: ObjectKey; readonly depth: number }>;
   /** When the run noted it (epoch ms). */
   readonly at: number;
 }
 
+/**
+ * How many of a shard's deepest objects its summary names. The summaries' item is
+ * written every reconciler run (an UpdateItem bills the whole item, 1 KB a write unit),
+ * so each is kept short: an object as `[pk, depth]`, some 60 bytes for a 20-character
+ * resource (at most about 240, for a 200-character one), 5 to a shard, 16 shards: some
+ * 5 KB, 5 more write units a run (at most about 19) while objects wait in every shard,
+ * and none when none do. Five a shard are 80 candidates for a view of 20.
+ */
+export const SHARD_DEEPEST = 5;
+
 /** The reconciler's item of shard summaries: in no object's partition, and in no index. */
 const SHARD_SUMMARIES_KEY = { pk: 'reconciler', sk: 'shards' } as const;
+
+/** The shards' summaries as the item keeps them; a summary noted before they named their deepest objects names none. */
+function toShardSummaries(item: Record<string, unknown> | undefined): Map<number, ShardSummary> {
+  const noted = new Map<number, ShardSummary>();
+  for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
+    const summary = item?.[`shard_${shard}`] as Record<string, unknown> | undefined;
+    if (!summary) continue;
+    const deepest = (Array.isArray(summary.deepest) ? (summary.deepest as unknown[][]) : []).map(([pk, depth]) => ({
+      key: parseObjectPk(String(pk)),
+      depth: Number(depth ?? 0),
+    }));
+    noted.set(shard, {
+      nearCap: Number(summary.nearCap ?? 0),
+      maxDepth: Number(summary.maxDepth ?? 0),
+      scheduled: Number(summary.scheduled ?? 0),
+      deepest,
+      at: Number(summary.at ?? 0),
+    });
+  }
+  return noted;
+}
 
 /** An object's events refused for its limits, as the API's containers counted them (see QueueStore.noteRejected). */
 export interface RejectedCounts {
@@ -1009,13 +1046,13 @@ export class QueueStore {
    * runs that read only some shards of a large index still report the whole of it.
    */
   async noteShardSummaries(read: ReadonlyMap<number, Omit<ShardSummary, 'at'>>, now: number): Promise<Map<number, ShardSummary>> {
-    const noted = new Map<number, ShardSummary>();
-    if (read.size === 0) return noted;
+    if (read.size === 0) return new Map();
     const values: Record<string, unknown> = {};
     const attributeNames: Record<string, string> = {};
     for (const [shard, summary] of read) {
       attributeNames[`#s${shard}`] = `shard_${shard}`;
-      values[`:s${shard}`] = { ...summary, at: now };
+      const deepest = summary.deepest.slice(0, SHARD_DEEPEST).map(({ key, depth }) => [objectPk(key), depth]);
+      values[`:s${shard}`] = { ...summary, deepest, at: now };
     }
     const { Attributes } = await this.#client.send(
       new UpdateCommand({
@@ -1029,17 +1066,13 @@ export class QueueStore {
         ReturnValues: 'ALL_NEW',
       }),
     );
-    for (let shard = 0; shard < SCHEDULE_SHARDS; shard++) {
-      const summary = Attributes?.[`shard_${shard}`] as Record<string, unknown> | undefined;
-      if (!summary) continue;
-      noted.set(shard, {
-        nearCap: Number(summary.nearCap ?? 0),
-        maxDepth: Number(summary.maxDepth ?? 0),
-        scheduled: Number(summary.scheduled ?? 0),
-        at: Number(summary.at ?? 0),
-      });
-    }
-    return noted;
+    return toShardSummaries(Attributes);
+  }
+
+  /** What the reconciler's runs noted for every shard (see noteShardSummaries): one read, eventually consistent. */
+  async shardSummaries(): Promise<Map<number, ShardSummary>> {
+    const { Item } = await this.#client.send(new GetCommand({ TableName: this.#table, Key: SHARD_SUMMARIES_KEY }));
+    return toShardSummaries(Item);
   }
 
   /** Removes a lease that expired long ago, if it is still the one that was seen. */

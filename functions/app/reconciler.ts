@@ -11,7 +11,7 @@
  */
 
 import type { Doorbell } from '../adapters/doorbell.ts';
-import { METAS_PER_READ, type QueueStore, type RejectedCounts, type ShardSummary } from '../adapters/queue-store.ts';
+import { METAS_PER_READ, type QueueStore, type RejectedCounts, SHARD_DEEPEST, type ShardSummary } from '../adapters/queue-store.ts';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { WatchedWebhooks } from '../adapters/webhook-store.ts';
 import { eachAtOnce } from '../core/at-once.ts';
@@ -371,11 +371,15 @@ async function wholeIndex(
   metas: ReadonlyArray<{ key: ObjectKey; meta: QueueMeta }>,
   now: number,
 ): Promise<DepthTally | undefined> {
-  const read = new Map(shards.map((shard) => [shard, emptyTally()]));
+  const read = new Map(shards.map((shard) => [shard, { ...emptyTally(), deepest: [] as Array<{ key: ObjectKey; depth: number }> }]));
   for (const { key, meta } of metas) {
     const found = read.get(scheduleShardNumber(key, SCHEDULE_SHARDS));
-    if (found) countObject(found, meta.depth, deps.config.objectQueueCap);
+    if (!found) continue;
+    countObject(found, meta.depth, deps.config.objectQueueCap);
+    if (meta.depth > 0) found.deepest.push({ key, depth: meta.depth });
   }
+  // Each shard's deepest, for the view of the deepest queues to read first (see deepestQueues).
+  for (const summary of read.values()) summary.deepest = summary.deepest.sort((a, b) => b.depth - a.depth).slice(0, SHARD_DEEPEST);
   let noted: Map<number, ShardSummary>;
   try {
     noted = await deps.queues.noteShardSummaries(read, now);
@@ -396,7 +400,7 @@ async function wholeIndex(
 }
 
 /** Scheduled objects counted: how many, the deepest's depth, and how many are above 80 % of their cap. */
-type DepthTally = { -readonly [K in keyof Omit<ShardSummary, 'at'>]: ShardSummary[K] };
+type DepthTally = { -readonly [K in keyof Omit<ShardSummary, 'at' | 'deepest'>]: ShardSummary[K] };
 
 function emptyTally(): DepthTally {
   return { nearCap: 0, maxDepth: 0, scheduled: 0 };

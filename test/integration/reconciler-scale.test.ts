@@ -89,6 +89,8 @@ describe('reconciler with many listed objects', () => {
     // Nothing of the objects is written: the one write is the run's note of the shards' summaries.
     expect(counts.calls.dynamodb?.UpdateItemCommand).toBe(1);
     expect(counts.dynamoTargets['UpdateItem reconciler/shards']).toBe(1);
-    expect(counts.wru).toBeLessThanOrEqual(2);
+    // Most of it the five deepest objects it names of each shard (80 here, each `[pk, depth]`:
+    // see SHARD_DEEPEST), for GET /v1/admin/queues; a note of shards with nothing waiting is one.
+    expect(counts.wru).toBeLessThanOrEqual(4);
   }, 600_000);
 });
