@@ -885,6 +885,26 @@ export class QueueStore {
   }
 
   /**
+   * The objects listed in one shard of the `by_schedule` index (eventually consistent), a
+   * page of at most `pageSize` at a time, each saying whether more follow: for a reader
+   * that must stop on time (`GET /v1/admin/queues`), where the shard may list hundreds of
+   * thousands. It reads the next page only when asked for it.
+   */
+  async *listedPages(shard: number, pageSize: number): AsyncGenerator<{ keys: ObjectKey[]; more: boolean }> {
+    const pages = queryPages(this.#client, {
+      TableName: this.#table,
+      IndexName: SCHEDULE_INDEX,
+      KeyConditionExpression: '#sched_shard = :shard',
+      ExpressionAttributeNames: names('sched_shard'),
+      ExpressionAttributeValues: { ':shard': scheduleShardKey(shard) },
+      Limit: pageSize,
+    });
+    for await (const result of pages) {
+      yield { keys: (result.Items ?? []).map((item) => parseObjectPk(String(item.pk))), more: result.LastEvaluatedKey !== undefined };
+    }
+  }
+
+  /**
    * The objects listed in the `by_schedule` index (eventually consistent): every
    * scheduled object, and idle ones the reconciler has not unlisted yet; of the given
    * shards only (0 to SCHEDULE_SHARDS - 1), or of all.

@@ -5,7 +5,7 @@
  */
 import { type Context, Hono } from 'hono';
 import { type IngestDeps, publish } from '../app/ingest.ts';
-import { deepestQueues } from '../app/reconciler.ts';
+import { deepestQueues, queuesViewTimeLeft } from '../app/reconciler.ts';
 import { pollStream, type StreamDeps } from '../app/streams.ts';
 import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
 import {
@@ -49,6 +49,12 @@ export interface ApiServices {
   readonly alarms?: () => unknown[] | Promise<unknown[]>;
   /** For `GET /v1/admin/queues`. */
   readonly queues: Parameters<typeof deepestQueues>[0];
+  /**
+   * How long the invocation serving a request has left (Lambda's remaining time, in ms),
+   * for the routes that stop on time (`GET /v1/admin/queues`); absent in the sandbox,
+   * where no invocation ends.
+   */
+  readonly invocationLeftMs?: (c: Context) => (() => number) | undefined;
   readonly logger: LoggerPort;
 }
 
@@ -391,7 +397,8 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     requireAdmin(c);
     onlyQuery(c, ['limit']);
     const limit = boundedInt(queryParam(c, 'limit'), 20, 1, 100, 'limit');
-    return c.json({ data: await deepestQueues(services.queues, limit) });
+    // Real time, as Lambda's remaining time is: the budget is against API Gateway's 29 s.
+    return c.json(await deepestQueues(services.queues, limit, queuesViewTimeLeft(Date.now, services.invocationLeftMs?.(c))));
   });
 
   return app;

@@ -70,7 +70,14 @@ function withRoutePath<L extends LambdaEvent>(event: L): L {
   return { ...event, path: event.resource.replace(/\{([^}+]+)\+?\}/g, (_, name: string) => encoded(parameters[name] ?? '')) };
 }
 
-const app = createApi(services, async (c) => principalFromGateway(c));
+/** The remaining time of the invocation serving the request, which hono/aws-lambda passes as `lambdaContext`. */
+function invocationLeftMs(c: Context): (() => number) | undefined {
+  const context = (c.env as { lambdaContext?: { getRemainingTimeInMillis?: () => number } } | undefined)?.lambdaContext;
+  const remaining = context?.getRemainingTimeInMillis;
+  return remaining ? () => remaining.call(context) : undefined;
+}
+
+const app = createApi({ ...services, invocationLeftMs }, async (c) => principalFromGateway(c));
 const serve = handle(app);
 
 export const handler: typeof serve = async (event, context) => {

@@ -457,29 +457,153 @@ async function reconcileScheduled(
   return { leaseCleared, rerung: false };
 }
 
-/** The deepest object queues, deepest first, for `GET /v1/admin/queues`. */
-export async function deepestQueues(deps: Pick<ReconcilerDeps, 'queues' | 'now'>, limit: number): Promise<QueueView[]> {
+/**
+ * The most a view of the deepest queues takes, from its start: well inside API
+ * Gateway's 29 s, after which the caller gets a 504 and nothing of what was read.
+ */
+export const QUEUES_VIEW_BUDGET_MS = 15_000;
+
+/**
+ * The time a view keeps after it stops reading the index: for the reads of its answer's
+ * objects (their oldest event and refusals) and the response, and for a page's reads
+ * still under way (a page is left out when they are not done when the time comes).
+ */
+export const QUEUES_VIEW_MARGIN_MS = 5_000;
+
+/**
+ * Listed objects a page of a shard holds for the view: the view looks at its time
+ * between pages, and a page's meta items are 5 BatchGetItem requests.
+ */
+const QUEUES_VIEW_PAGE = 500;
+
+/** `GET /v1/admin/queues`'s answer (README, The deepest object queues). */
+export interface QueuesAnswer {
+  readonly data: QueueView[];
+  /**
+   * Whether every listed object was read in time: when not, `data` is the deepest of
+   * those that were and of the shards' deepest as the reconciler's last runs saw them.
+   */
+  readonly complete: boolean;
+  /** When not complete: how many listed objects the view read. */
+  readonly objects_read?: number;
+  /**
+   * When not complete: how many objects are scheduled, as the reconciler's last runs
+   * counted them in each shard; null when a shard has no count noted.
+   */
+  readonly objects_scheduled?: number | null;
+}
+
+/**
+ * How long a view of the queues has left, in ms of `clock`: QUEUES_VIEW_BUDGET_MS from
+ * now, or what the invocation serving it has left (Lambda's remaining time) when that
+ * is less. In the sandbox no invocation ends, and the budget alone bounds it.
+ */
+export function queuesViewTimeLeft(clock: () => number, invocationLeftMs?: () => number): () => number {
+  const startedAt = clock();
+  return () => Math.min(QUEUES_VIEW_BUDGET_MS - (clock() - startedAt), invocationLeftMs?.() ?? Number.POSITIVE_INFINITY);
+}
+
+type Listed = { key: ObjectKey; meta: QueueMeta };
+
+/**
+ * The deepest object queues, deepest first, for `GET /v1/admin/queues`, read while
+ * `timeLeftMs` (real ms) is more than QUEUES_VIEW_MARGIN_MS. The index lists every
+ * object active in the last 10 minutes, and in a flood of new objects (README, A tenant
+ * writing many objects at once) millions: a view that read them all ran past API
+ * Gateway's 29 s (a 504), during the very incident it is for, at half a read unit an object.
+ * So it first reads the objects the reconciler's last runs found deepest in each shard
+ * (their summaries, one read), then the shards page by page, all shards at once, keeping
+ * the deepest `limit` of what it read; it answers when its time is up, with pages still
+ * under way left out, and says it is not complete. Every depth is read afresh, never
+ * taken from a summary.
+ */
+export async function deepestQueues(
+  deps: Pick<ReconcilerDeps, 'queues' | 'now'>,
+  limit: number,
+  timeLeftMs: () => number,
+): Promise<QueuesAnswer> {
+  const hasTime = () => timeLeftMs() > QUEUES_VIEW_MARGIN_MS;
+  const idOf = (key: ObjectKey) => `${key.tenantId}\n${key.resource}`;
+  const top = new Map<string, Listed>();
+  let stopped = false;
+  let complete = true;
+  let objectsRead = 0;
+  let summaries = new Map<number, ShardSummary>();
+  // Kept while the view reads: what a read ends after its time is up is left out, so
+  // that the answer is the same as what was counted.
+  const keep = (found: readonly Listed[]) => {
+    if (stopped) return false;
+    for (const listed of found) if (listed.meta.scheduled || listed.meta.depth > 0) top.set(idOf(listed.key), listed);
+    if (top.size > limit) {
+      const deepest = [...top].sort(([, a], [, b]) => b.meta.depth - a.meta.depth);
+      for (const [id] of deepest.slice(limit)) top.delete(id);
+    }
+    return true;
+  };
+  // Objects DynamoDB left unread (throttled) are not in the answer: it is not complete.
+  const onUnread = () => {
+    complete = false;
+  };
+  const read = async () => {
+    summaries = await deps.queues.shardSummaries();
+    const candidates = new Map<string, ObjectKey>();
+    for (const summary of summaries.values()) for (const { key } of summary.deepest) candidates.set(idOf(key), key);
+    // A view for on-call: a second old is as good (see reconcile).
+    keep(await deps.queues.readMetas([...candidates.values()], { consistent: false, onUnread }));
+    await Promise.all(
+      Array.from({ length: SCHEDULE_SHARDS }, async (_, shard) => {
+        for await (const { keys, more } of deps.queues.listedPages(shard, QUEUES_VIEW_PAGE)) {
+          if (!hasTime()) {
+            complete = false;
+            return;
+          }
+          // The candidates were read already.
+          const fresh = keys.filter((key) => !candidates.has(idOf(key)));
+          if (keep(await deps.queues.readMetas(fresh, { consistent: false, onUnread }))) objectsRead += keys.length;
+          if (more && !hasTime()) {
+            complete = false;
+            return;
+          }
+        }
+      }),
+    );
+  };
+  // The reads under way when the time is up are not waited for: one that DynamoDB
+  // throttles and the SDK retries may take seconds more.
+  const reading = read();
+  reading.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const timeUp = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, timeLeftMs() - QUEUES_VIEW_MARGIN_MS));
+  });
+  try {
+    await Promise.race([reading, timeUp.then(() => (complete = false))]);
+  } finally {
+    stopped = true;
+    clearTimeout(timer);
+  }
   const now = deps.now();
-  // A view for on-call: a second old is as good (see reconcile).
-  const metas = await deps.queues.readMetas(await deps.queues.scheduledObjects(), { consistent: false });
-  const top = metas
-    .filter(({ meta }) => meta.scheduled || meta.depth > 0)
-    .sort((a, b) => b.meta.depth - a.meta.depth)
-    .slice(0, limit);
-  return Promise.all(
-    top.map(async ({ key, meta }: { key: ObjectKey; meta: QueueMeta }) => {
-      const [oldest, rejected] = await Promise.all([
-        meta.depth > 0 ? deps.queues.oldestPendingAt(key, meta) : undefined,
-        deps.queues.rejectedCounts(key, now),
-      ]);
-      return {
-        tenant: key.tenantId,
-        resource: key.resource,
-        depth: meta.depth,
-        oldest_age_s: oldest === undefined ? null : Math.max(0, Math.round((now - oldest) / 1000)),
-        scheduled: meta.scheduled,
-        rejected: rejected ?? null,
-      };
-    }),
+  const data = await Promise.all(
+    [...top.values()]
+      .sort((a, b) => b.meta.depth - a.meta.depth)
+      .slice(0, limit)
+      .map(async ({ key, meta }) => {
+        const [oldest, rejected] = await Promise.all([
+          meta.depth > 0 ? deps.queues.oldestPendingAt(key, meta) : undefined,
+          deps.queues.rejectedCounts(key, now),
+        ]);
+        return {
+          tenant: key.tenantId,
+          resource: key.resource,
+          depth: meta.depth,
+          oldest_age_s: oldest === undefined ? null : Math.max(0, Math.round((now - oldest) / 1000)),
+          scheduled: meta.scheduled,
+          rejected: rejected ?? null,
+        };
+      }),
   );
+  if (complete) return { data, complete };
+  const counted = [...summaries.values()];
+  const objectsScheduled = counted.length === SCHEDULE_SHARDS ? counted.reduce((sum, { scheduled }) => sum + scheduled, 0) : null;
+  return { data, complete, objects_read: objectsRead, objects_scheduled: objectsScheduled };
 }

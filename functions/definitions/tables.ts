@@ -223,7 +223,8 @@ export function grantsOf(grant: TableGrant): readonly TableAccess[] {
 export const TABLE_ACCESS = {
   api: {
     // Ingest (reserve, write, void and settle slots), idempotency records, the admin's
-    // queue listing (meta items in batches, the oldest pending event) and stream pages.
+    // queue listing (meta items in batches, the oldest pending event, the reconciler's
+    // summaries of the index's shards) and stream pages.
     events: {
       actions: ['GetItem', 'BatchGetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'BatchWriteItem'],
       indexes: [SCHEDULE_INDEX],

@@ -6,6 +6,7 @@
 import type { Context } from 'aws-lambda';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
+import { QUEUES_VIEW_MARGIN_MS } from '../../functions/app/reconciler.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant } from '../support/api.ts';
 import { deployedEnvironment } from '../support/function-env.ts';
@@ -32,9 +33,13 @@ async function apiHandler() {
   return (await import('../../functions/api/handler.ts')).handler;
 }
 
-async function throughGateway(request: GatewayRequest, caller: Caller): Promise<{ status: number; body: unknown }> {
+async function throughGateway(
+  request: GatewayRequest,
+  caller: Caller,
+  invocation: Context = context,
+): Promise<{ status: number; body: unknown }> {
   const handler = await apiHandler();
-  const result = (await handler(gatewayEvent(request, caller, binaryMediaTypes), context)) as { statusCode: number; body: string };
+  const result = (await handler(gatewayEvent(request, caller, binaryMediaTypes), invocation)) as { statusCode: number; body: string };
   return { status: result.statusCode, body: result.body ? JSON.parse(result.body) : undefined };
 }
 
@@ -92,5 +97,21 @@ describe('the API behind API Gateway', () => {
     expect(await throughGateway(health, caller)).toEqual({ status: 200, body: { status: 'ok' } });
     const unknownWebhook = await throughGateway({ method: 'GET', path: '/v1/webhooks/wh_nope', basePath: 'events' }, caller);
     expect(unknownWebhook).toMatchObject({ status: 404, body: { error: { code: 'not_found', message: 'No webhook has this id.' } } });
+  });
+
+  it('reads the deepest queues for the time the invocation has left (Lambda’s remaining time), not past it', async () => {
+    expect(
+      (await call(sandbox, 'POST', '/v1/events', { key: tenant.key, body: { events: [{ resource: 'view:1', type: 'a.b', data: 1 }] } }))
+        .status,
+    ).toBe(202);
+    const request = { method: 'GET', path: '/v1/admin/queues', query: [['limit', '5']] as const };
+
+    const withTime = await throughGateway(request, { principal: 'admin' });
+    // An invocation with no more than the margin the view keeps for its answer reads no page of the index.
+    const late = { ...context, getRemainingTimeInMillis: () => QUEUES_VIEW_MARGIN_MS } as Context;
+    const outOfTime = await throughGateway(request, { principal: 'admin' }, late);
+
+    expect(withTime).toMatchObject({ status: 200, body: { complete: true } });
+    expect(outOfTime).toMatchObject({ status: 200, body: { complete: false, objects_read: 0 } });
   });
 });

@@ -2368,7 +2368,7 @@ describe('reconciler', () => {
     const queues = new QueueStore({ client: c, tableName: eventsTable, retentionDays: 7 });
     const report = await reconcile({ ...reconcilerFor([], () => Date.now()), queues });
     expect(report.scheduled).toBeGreaterThanOrEqual(1);
-    expect((await deepestQueues({ queues, now: Date.now }, 10_000)).map((q) => q.resource)).toContain(k.resource);
+    expect((await deepestQueues({ queues, now: Date.now }, 10_000, () => 60_000)).data.map((q) => q.resource)).toContain(k.resource);
     expect(reads.length).toBeGreaterThanOrEqual(2);
     expect(reads.every((consistent) => !consistent)).toBe(true);
     // The switches' rings pick objects by what they read: strongly, as before.
@@ -2525,7 +2525,8 @@ describe('reconciler', () => {
       deep.tenantId,
       Array.from({ length: 200 }, (_, n) => input(deep.resource, n)),
     );
-    const views = await deepestQueues({ queues: store, now: () => t0 + 3_000 }, 3);
+    const { data: views, complete } = await deepestQueues({ queues: store, now: () => t0 + 3_000 }, 3, () => 60_000);
+    expect(complete).toBe(true);
     expect(views[0]).toMatchObject({ tenant: 'ten_deep', resource: 'deep:1', depth: 200, scheduled: true });
     expect(views[0]?.oldest_age_s).toBeGreaterThanOrEqual(2);
     expect(views.length).toBeLessThanOrEqual(3);

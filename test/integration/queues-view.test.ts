@@ -1,6 +1,9 @@
 /**
- * The reconciler's summaries of the `by_schedule` shards name each shard's deepest
- * objects. Against the embedded DynamoDB and SQS.
+ * `GET /v1/admin/queues` over a `by_schedule` index larger than it can read in its time
+ * (README, The deepest object queues): it answers within its budget, says it is not
+ * complete, and still names the deepest objects the reconciler's last run found, whose
+ * summaries name each shard's deepest. Against the embedded DynamoDB and SQS, with a
+ * shard's reads made slow on the real client.
  */
 
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -9,13 +12,13 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
 import { Doorbell } from '../../functions/adapters/doorbell.ts';
 import { QueueStore, SHARD_DEEPEST } from '../../functions/adapters/queue-store.ts';
-import { reconcile } from '../../functions/app/reconciler.ts';
+import { deepestQueues, QUEUES_VIEW_MARGIN_MS, queuesViewTimeLeft, reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
-import { scheduleShardNumber } from '../../functions/core/keys.ts';
+import { scheduleShardKey, scheduleShardNumber } from '../../functions/core/keys.ts';
 import type { ObjectKey } from '../../functions/core/model.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
 import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
-import { SCHEDULE_SHARDS } from '../../functions/definitions/tables.ts';
+import { SCHEDULE_INDEX, SCHEDULE_SHARDS } from '../../functions/definitions/tables.ts';
 import { createQueues, createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 
 const LIMITS = { cap: 1_000, ratePerSecond: 1e6, burst: 1e6 };
@@ -105,5 +108,87 @@ describe("the shards' summaries", () => {
     const after = await store.shardSummaries();
     expect(after.get(3)?.deepest).toEqual([]);
     expect(after.get(9)?.deepest).toEqual([one]);
+  });
+});
+
+describe('GET /v1/admin/queues (deepestQueues)', () => {
+  it('answers within its budget over an index it cannot read in time, not complete, with the deep object a summary named', async () => {
+    const t0 = Date.now();
+    const slowShard = 5;
+    const deep = keysInShard(slowShard, 1, 'deep')[0] as ObjectKey;
+    const others = Array.from({ length: 64 }, (_, i) => ({ tenantId: 'ten_view', resource: `obj:${i}` })).filter(
+      (key) => scheduleShardNumber(key, SCHEDULE_SHARDS) !== slowShard,
+    );
+    await withDepths([{ key: deep, depth: 50 }, ...others.map((key, n) => ({ key, depth: 1 + (n % 3) }))], t0);
+    await runReconciler(t0 + 1_000);
+    // It deepens after the run: the view must show its depth now, not the summary's.
+    await withDepths([{ key: deep, depth: 30 }], t0 + 2_000);
+
+    // The deep object's shard is one the view cannot read in its time: each page of it
+    // takes 4 s (a shard of a large index, read page by page, takes longer still).
+    const client = documentClient(emulators.dynamo);
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { IndexName?: string; ExpressionAttributeValues?: Record<string, unknown> };
+        if (input.IndexName === SCHEDULE_INDEX && input.ExpressionAttributeValues?.[':shard'] === scheduleShardKey(slowShard)) {
+          await new Promise((resolve) => setTimeout(resolve, 4_000));
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'slowShard' },
+    );
+    const queues = new QueueStore({ client, tableName: eventsTable, retentionDays: 7 });
+    // The invocation has a second to read in, beyond the margin it keeps (Lambda's remaining time).
+    const started = Date.now();
+    const deadline = started + QUEUES_VIEW_MARGIN_MS + 1_000;
+
+    const answer = await deepestQueues(
+      { queues, now: Date.now },
+      3,
+      queuesViewTimeLeft(Date.now, () => deadline - Date.now()),
+    );
+    const took = Date.now() - started;
+
+    expect(took).toBeLessThan(2_500);
+    expect(answer.complete).toBe(false);
+    expect(answer.objects_read).toBe(others.length);
+    expect(answer.objects_scheduled).toBe(others.length + 1);
+    expect(answer.data).toHaveLength(3);
+    expect(answer.data[0]).toMatchObject({ tenant: deep.tenantId, resource: deep.resource, depth: 80, scheduled: true });
+    expect(answer.data.slice(1).map((q) => q.depth)).toEqual([3, 3]);
+    // Once, though both the summary and (had it come in time) its shard list it.
+    expect(answer.data.filter((q) => q.resource === deep.resource)).toHaveLength(1);
+    // The slow page still under way ends before the emulators stop.
+    await new Promise((resolve) => setTimeout(resolve, 4_000 - (Date.now() - started)));
+  });
+
+  it('is complete on an index it reads in time, with the answer a read of every listed object gives', async () => {
+    const t0 = Date.now();
+    const objects = Array.from({ length: 80 }, (_, i) => ({
+      key: { tenantId: 'ten_view', resource: `obj:${i}` },
+      depth: 1 + ((i * 7) % 23),
+    }));
+    await withDepths(objects, t0);
+    await runReconciler(t0 + 1_000);
+    // Deeper than the run saw, and one the run never saw: both read afresh.
+    await withDepths([{ key: objects[0]?.key as ObjectKey, depth: 40 }], t0 + 2_000);
+    const late = { key: { tenantId: 'ten_view', resource: 'late:1' }, depth: 30 };
+    await withDepths([late], t0 + 2_000);
+
+    const answer = await deepestQueues({ queues: store, now: () => t0 + 3_000 }, 10, queuesViewTimeLeft(Date.now));
+
+    const every = await store.readMetas(await store.scheduledObjects());
+    const expected = every
+      .sort((a, b) => b.meta.depth - a.meta.depth)
+      .slice(0, 10)
+      .map(({ meta }) => meta.depth);
+    expect(answer).toMatchObject({ complete: true });
+    expect(answer).not.toHaveProperty('objects_read');
+    expect(answer.data.map((q) => q.depth)).toEqual(expected);
+    expect(answer.data.slice(0, 2).map((q) => [q.resource, q.depth])).toEqual([
+      ['obj:0', 41],
+      ['late:1', 30],
+    ]);
+    expect(new Set(answer.data.map((q) => q.resource)).size).toBe(10);
   });
 });
