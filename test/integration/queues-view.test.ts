@@ -125,22 +125,23 @@ describe('GET /v1/admin/queues (deepestQueues)', () => {
     await withDepths([{ key: deep, depth: 30 }], t0 + 2_000);
 
     // The deep object's shard is one the view cannot read in its time: each page of it
-    // takes 4 s (a shard of a large index, read page by page, takes longer still).
+    // takes 6 s (a shard of a large index, read page by page, takes longer still).
     const client = documentClient(emulators.dynamo);
     client.middlewareStack.add(
       (next) => async (args) => {
         const input = args.input as { IndexName?: string; ExpressionAttributeValues?: Record<string, unknown> };
         if (input.IndexName === SCHEDULE_INDEX && input.ExpressionAttributeValues?.[':shard'] === scheduleShardKey(slowShard)) {
-          await new Promise((resolve) => setTimeout(resolve, 4_000));
+          await new Promise((resolve) => setTimeout(resolve, 6_000));
         }
         return next(args);
       },
       { step: 'initialize', name: 'slowShard' },
     );
     const queues = new QueueStore({ client, tableName: eventsTable, retentionDays: 7 });
-    // The invocation has a second to read in, beyond the margin it keeps (Lambda's remaining time).
+    // The invocation has two seconds to read in, beyond the margin it keeps (Lambda's
+    // remaining time): enough for the other shards on a loaded machine.
     const started = Date.now();
-    const deadline = started + QUEUES_VIEW_MARGIN_MS + 1_000;
+    const deadline = started + QUEUES_VIEW_MARGIN_MS + 2_000;
 
     const answer = await deepestQueues(
       { queues, now: Date.now },
@@ -149,7 +150,8 @@ describe('GET /v1/admin/queues (deepestQueues)', () => {
     );
     const took = Date.now() - started;
 
-    expect(took).toBeLessThan(2_500);
+    // It answered without waiting for the slow shard's page.
+    expect(took).toBeLessThan(5_000);
     expect(answer.complete).toBe(false);
     expect(answer.objects_read).toBe(others.length);
     expect(answer.objects_scheduled).toBe(others.length + 1);
@@ -159,7 +161,7 @@ describe('GET /v1/admin/queues (deepestQueues)', () => {
     // Once, though both the summary and (had it come in time) its shard list it.
     expect(answer.data.filter((q) => q.resource === deep.resource)).toHaveLength(1);
     // The slow page still under way ends before the emulators stop.
-    await new Promise((resolve) => setTimeout(resolve, 4_000 - (Date.now() - started)));
+    await new Promise((resolve) => setTimeout(resolve, 6_000 - (Date.now() - started)));
   });
 
   it('is complete on an index it reads in time, with the answer a read of every listed object gives', async () => {
