@@ -886,18 +886,18 @@ export class QueueStore {
 
   /**
    * The objects listed in one shard of the `by_schedule` index (eventually consistent), a
-   * page of at most `pageSize` at a time, each saying whether more follow: for a reader
-   * that must stop on time (`GET /v1/admin/queues`), where the shard may list hundreds of
-   * thousands. It reads the next page only when asked for it.
+   * page at a time (of at most `pageSize`, or what one query reads), each saying whether
+   * more follow: for a reader that must stop on time (`GET /v1/admin/queues`), where the
+   * shard may list hundreds of thousands. It reads the next page only when asked for it.
    */
-  async *listedPages(shard: number, pageSize: number): AsyncGenerator<{ keys: ObjectKey[]; more: boolean }> {
+  async *listedPages(shard: number, pageSize?: number): AsyncGenerator<{ keys: ObjectKey[]; more: boolean }> {
     const pages = queryPages(this.#client, {
       TableName: this.#table,
       IndexName: SCHEDULE_INDEX,
       KeyConditionExpression: '#sched_shard = :shard',
       ExpressionAttributeNames: names('sched_shard'),
       ExpressionAttributeValues: { ':shard': scheduleShardKey(shard) },
-      Limit: pageSize,
+      ...(pageSize !== undefined && { Limit: pageSize }),
     });
     for await (const result of pages) {
       yield { keys: (result.Items ?? []).map((item) => parseObjectPk(String(item.pk))), more: result.LastEvaluatedKey !== undefined };
@@ -911,16 +911,7 @@ export class QueueStore {
    */
   async scheduledObjects(shards: readonly number[] = ALL_SHARDS): Promise<ObjectKey[]> {
     const keys: ObjectKey[] = [];
-    for (const shard of shards) {
-      const pages = queryPages(this.#client, {
-        TableName: this.#table,
-        IndexName: SCHEDULE_INDEX,
-        KeyConditionExpression: '#sched_shard = :shard',
-        ExpressionAttributeNames: names('sched_shard'),
-        ExpressionAttributeValues: { ':shard': scheduleShardKey(shard) },
-      });
-      for await (const result of pages) for (const item of result.Items ?? []) keys.push(parseObjectPk(String(item.pk)));
-    }
+    for (const shard of shards) for await (const page of this.listedPages(shard)) keys.push(...page.keys);
     return keys;
   }
 
