@@ -6,9 +6,8 @@
  * shard's reads made slow on the real client.
  */
 
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
 import { Doorbell } from '../../functions/adapters/doorbell.ts';
 import { QueueStore, SHARD_DEEPEST } from '../../functions/adapters/queue-store.ts';
@@ -17,35 +16,24 @@ import { buildConfig } from '../../functions/core/config.ts';
 import { scheduleShardKey, scheduleShardNumber } from '../../functions/core/keys.ts';
 import type { ObjectKey } from '../../functions/core/model.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
-import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
 import { SCHEDULE_INDEX, SCHEDULE_SHARDS } from '../../functions/definitions/tables.ts';
-import { createQueues, createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import { withEmulatorsPerTest } from '../support/events-table.ts';
 
 const LIMITS = { cap: 1_000, ratePerSecond: 1e6, burst: 1e6 };
 
-let emulators: Emulators;
-let eventsTable: string;
-let queueUrl: string;
+// Emulators of its own for each test: one's objects are not the next one's index.
+const each = withEmulatorsPerTest();
 let store: QueueStore;
 
-// Emulators of its own for each test: one's objects are not the next one's index.
-beforeEach(async () => {
-  emulators = await startEmulators();
-  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  eventsTable = tables.Events as string;
-  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: eventsTable, retentionDays: 7 });
-  queueUrl = (await createQueues(sqsClient(emulators.sqs)))[DISTRIBUTE_QUEUE.logicalName]?.url as string;
-}, 60_000);
-
-afterEach(async () => {
-  await emulators?.stop();
+beforeEach(() => {
+  store = new QueueStore({ client: each.client, tableName: each.table, retentionDays: 7 });
 });
 
 /** A run of the reconciler at `now`, reading every shard. */
 async function runReconciler(now: number): Promise<void> {
   await reconcile({
     queues: store,
-    doorbell: new Doorbell({ client: sqsClient(emulators.sqs), queueUrl }),
+    doorbell: new Doorbell({ client: sqsClient(each.emulators.sqs), queueUrl: each.distributeQueueUrl }),
     switches: { list: async () => [] },
     config: buildConfig(),
     metrics: { count: () => undefined },
@@ -93,9 +81,9 @@ describe("the shards' summaries", () => {
 
     // Shard 3's objects go idle (their turns took their events): still listed, nothing waiting.
     for (const { key } of many) {
-      await documentClient(emulators.dynamo).send(
+      await documentClient(each.emulators.dynamo).send(
         new UpdateCommand({
-          TableName: eventsTable,
+          TableName: each.table,
           Key: { pk: `${key.tenantId}#${key.resource}`, sk: 'meta' },
           UpdateExpression: 'SET #s = :f, #d = :z, #t = :at',
           ExpressionAttributeNames: { '#s': 'scheduled', '#d': 'depth', '#t': 'turn_at' },
@@ -126,7 +114,7 @@ describe('GET /v1/admin/queues (deepestQueues)', () => {
 
     // The deep object's shard is one the view cannot read in its time: each page of it
     // takes 6 s (a shard of a large index, read page by page, takes longer still).
-    const client = documentClient(emulators.dynamo);
+    const client = documentClient(each.emulators.dynamo);
     client.middlewareStack.add(
       (next) => async (args) => {
         const input = args.input as { IndexName?: string; ExpressionAttributeValues?: Record<string, unknown> };
@@ -137,7 +125,7 @@ describe('GET /v1/admin/queues (deepestQueues)', () => {
       },
       { step: 'initialize', name: 'slowShard' },
     );
-    const queues = new QueueStore({ client, tableName: eventsTable, retentionDays: 7 });
+    const queues = new QueueStore({ client, tableName: each.table, retentionDays: 7 });
     // The invocation has two seconds to read in, beyond the margin it keeps (Lambda's
     // remaining time): enough for the other shards on a loaded machine.
     const started = Date.now();

@@ -4,10 +4,9 @@
  * rings share SendMessageBatch requests, and within its time budget.
  */
 
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { instrument, newCounts } from '../../bench/accounting.ts';
 import { documentClient, sqsClient } from '../../functions/adapters/aws.ts';
 import { Doorbell } from '../../functions/adapters/doorbell.ts';
@@ -16,33 +15,23 @@ import { type ReconcilerDeps, RING_MARGIN_MS, reconcile } from '../../functions/
 import { buildConfig } from '../../functions/core/config.ts';
 import type { ObjectKey } from '../../functions/core/model.ts';
 import { NO_LOGS } from '../../functions/core/telemetry.ts';
-import { DISTRIBUTE_QUEUE } from '../../functions/definitions/queues.ts';
-import { createQueues, createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
+import type { Emulators } from '../../sandbox/emulators.ts';
+import { withEmulatorsPerTest } from '../support/events-table.ts';
 
 const STUCK = 400;
 
-let emulators: Emulators;
-let store: QueueStore;
-let queueUrl: string;
-let eventsTable: string;
-
 // Emulators of its own for each test: the objects one leaves stuck are not the next one's.
-beforeEach(async () => {
-  emulators = await startEmulators();
-  const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
-  eventsTable = tables.Events as string;
-  store = new QueueStore({ client: documentClient(emulators.dynamo), tableName: eventsTable, retentionDays: 7 });
-  queueUrl = (await createQueues(sqsClient(emulators.sqs)))[DISTRIBUTE_QUEUE.logicalName]?.url as string;
-});
+const each = withEmulatorsPerTest();
+let store: QueueStore;
 
-afterEach(async () => {
-  await emulators?.stop();
+beforeEach(() => {
+  store = new QueueStore({ client: each.client, tableName: each.table, retentionDays: 7 });
 });
 
 /** Doorbells waiting in the distribute queue. */
 async function doorbellsQueued(): Promise<number> {
-  const { Attributes } = await sqsClient(emulators.sqs).send(
-    new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages'] }),
+  const { Attributes } = await sqsClient(each.emulators.sqs).send(
+    new GetQueueAttributesCommand({ QueueUrl: each.distributeQueueUrl, AttributeNames: ['ApproximateNumberOfMessages'] }),
   );
   return Number(Attributes?.ApproximateNumberOfMessages);
 }
@@ -84,12 +73,12 @@ function ringing(doorbell: Doorbell, onRing: (key: ObjectKey) => void): Pick<Doo
 /** A reconciler with the real doorbell on the distribute queue, its SQS calls counted. */
 function reconcilerAt(now: number, overrides: Partial<ReconcilerDeps> = {}) {
   const counts = newCounts();
-  const sqs = sqsClient(emulators.sqs);
+  const sqs = sqsClient(each.emulators.sqs);
   instrument(counts, sqs, 'sqs');
   const metrics = new Map<string, number>();
   const deps: ReconcilerDeps = {
     queues: store,
-    doorbell: new Doorbell({ client: sqs, queueUrl }),
+    doorbell: new Doorbell({ client: sqs, queueUrl: each.distributeQueueUrl }),
     switches: { list: async () => [] },
     config: buildConfig(),
     metrics: { count: (name, value = 1) => void metrics.set(name, value) },
@@ -122,7 +111,7 @@ describe('reconciler after a mass loss of doorbells', () => {
     await stuckObjects(STUCK, t0 - 100_000);
     // The run's time runs out after its first 100 rings.
     let rings = 0;
-    const doorbell = new Doorbell({ client: sqsClient(emulators.sqs), queueUrl });
+    const doorbell = new Doorbell({ client: sqsClient(each.emulators.sqs), queueUrl: each.distributeQueueUrl });
     const { deps, metrics } = reconcilerAt(t0, {
       doorbell: {
         ring: (...args: Parameters<Doorbell['ring']>) => {
@@ -158,7 +147,7 @@ describe('reconciler after a mass loss of doorbells', () => {
               (await target.readMetas(...args)).filter(({ key }) => !rung.has(key.resource))
           : Reflect.get(target, name, target).bind(target),
     });
-    const doorbell = new Doorbell({ client: sqsClient(emulators.sqs), queueUrl });
+    const doorbell = new Doorbell({ client: sqsClient(each.emulators.sqs), queueUrl: each.distributeQueueUrl });
     const ringsPerRun: number[] = [];
     // Runs a minute apart from 100 s after the loss (stuckAfterMs is 90 s), each with time for 80 rings.
     for (let run = 0; run < 6; run++) {
@@ -188,7 +177,7 @@ describe('reconciler after a mass loss of doorbells', () => {
     // 460,000 objects listed in AWS, where README measures 13 s a run for 100,000, the
     // reads of the whole index (16 queries and 4 batches, 60 s) would leave none to ring.
     let spent = 0;
-    const slow = documentClient(emulators.dynamo);
+    const slow = documentClient(each.emulators.dynamo);
     slow.middlewareStack.add(
       (next) => async (args) => {
         const input = args.input as { IndexName?: string; RequestItems?: unknown };
@@ -197,8 +186,8 @@ describe('reconciler after a mass loss of doorbells', () => {
       },
       { step: 'initialize' },
     );
-    const queues = new QueueStore({ client: slow, tableName: eventsTable, retentionDays: 7 });
-    const doorbell = new Doorbell({ client: sqsClient(emulators.sqs), queueUrl });
+    const queues = new QueueStore({ client: slow, tableName: each.table, retentionDays: 7 });
+    const doorbell = new Doorbell({ client: sqsClient(each.emulators.sqs), queueUrl: each.distributeQueueUrl });
     const rung = new Set<string>();
     const ringsPerRun: number[] = [];
     // Runs a minute apart, each with its 60 s.
@@ -233,7 +222,7 @@ describe('reconciler after a mass loss of doorbells', () => {
     const read = new Set<number>();
     for (let run = 0; run < 16; run++) {
       let spent = 0;
-      const queues = shardReads(emulators, eventsTable, (shards) => {
+      const queues = shardReads(each.emulators, each.table, (shards) => {
         for (const shard of shards) read.add(shard);
         spent = 60_000;
       });
@@ -267,10 +256,10 @@ describe('reconciler after a mass loss of doorbells', () => {
     await stuckObjects(3, t0);
     // DynamoDB throttles the reads of the hot object's partition: its key comes back unprocessed every time.
     const hotPk = `${hot.tenantId}#${hot.resource}`;
-    const throttled = documentClient(emulators.dynamo);
+    const throttled = documentClient(each.emulators.dynamo);
     throttled.middlewareStack.add(
       (next) => async (args) => {
-        const request = (args.input as { RequestItems?: Record<string, { Keys: Array<{ pk: unknown }> }> }).RequestItems?.[eventsTable];
+        const request = (args.input as { RequestItems?: Record<string, { Keys: Array<{ pk: unknown }> }> }).RequestItems?.[each.table];
         if (!request) return next(args);
         const isHot = (k: { pk: unknown }) => k.pk === hotPk || (k.pk as { S?: string } | undefined)?.S === hotPk;
         const left = request.Keys.filter(isHot);
@@ -278,13 +267,13 @@ describe('reconciler after a mass loss of doorbells', () => {
         if (rest.length === 0) {
           return {
             response: {},
-            output: { Responses: { [eventsTable]: [] }, UnprocessedKeys: { [eventsTable]: request }, $metadata: {} },
+            output: { Responses: { [each.table]: [] }, UnprocessedKeys: { [each.table]: request }, $metadata: {} },
           } as never;
         }
-        const result = (await next({ ...args, input: { ...args.input, RequestItems: { [eventsTable]: { ...request, Keys: rest } } } })) as {
+        const result = (await next({ ...args, input: { ...args.input, RequestItems: { [each.table]: { ...request, Keys: rest } } } })) as {
           output: { UnprocessedKeys?: Record<string, unknown> };
         };
-        if (left.length > 0) result.output.UnprocessedKeys = { [eventsTable]: { ...request, Keys: left } };
+        if (left.length > 0) result.output.UnprocessedKeys = { [each.table]: { ...request, Keys: left } };
         return result as never;
       },
       { step: 'initialize', name: 'throttleHotReads' },
@@ -292,7 +281,7 @@ describe('reconciler after a mass loss of doorbells', () => {
     const errors: string[] = [];
     const config = buildConfig({ objectQueueCap: 10 });
     const { deps, metrics } = reconcilerAt(t0, {
-      queues: new QueueStore({ client: throttled, tableName: eventsTable, retentionDays: 7 }),
+      queues: new QueueStore({ client: throttled, tableName: each.table, retentionDays: 7 }),
       config,
       logger: { ...NO_LOGS, error: (message) => void errors.push(message) },
     });
@@ -321,9 +310,9 @@ describe('reconciler after a mass loss of doorbells', () => {
     for (let run = 0; run < 34; run++) {
       if (run === 17) {
         // Drained: its meta item now says depth 0.
-        await documentClient(emulators.dynamo).send(
+        await documentClient(each.emulators.dynamo).send(
           new UpdateCommand({
-            TableName: eventsTable,
+            TableName: each.table,
             Key: { pk: 'ten_hot#obj:hot', sk: 'meta' },
             UpdateExpression: 'SET #d = :z',
             ExpressionAttributeNames: { '#d': 'depth' },
@@ -333,7 +322,7 @@ describe('reconciler after a mass loss of doorbells', () => {
       }
       // Time for one shard a run: the index is too large for more.
       let spent = 0;
-      const queues = shardReads(emulators, eventsTable, () => {
+      const queues = shardReads(each.emulators, each.table, () => {
         spent = 60_000;
       });
       const { deps, metrics } = reconcilerAt(t0 + run * 60_000, { config, queues, timeLeftMs: () => 60_000 - spent });
