@@ -889,14 +889,20 @@ export class QueueStore {
    * page at a time (of at most `pageSize`, or what one query reads), each saying whether
    * more follow: for a reader that must stop on time (`GET /v1/admin/queues`), where the
    * shard may list hundreds of thousands. It reads the next page only when asked for it.
+   * With `tenantId`, only that tenant's objects, and only they are read: the index's sort
+   * key is the object's partition key, which starts with its tenant's id.
    */
-  async *listedPages(shard: number, pageSize?: number): AsyncGenerator<{ keys: ObjectKey[]; more: boolean }> {
+  async *listedPages(shard: number, pageSize?: number, tenantId?: string): AsyncGenerator<{ keys: ObjectKey[]; more: boolean }> {
     const pages = queryPages(this.#client, {
       TableName: this.#table,
       IndexName: SCHEDULE_INDEX,
-      KeyConditionExpression: '#sched_shard = :shard',
-      ExpressionAttributeNames: names('sched_shard'),
-      ExpressionAttributeValues: { ':shard': scheduleShardKey(shard) },
+      KeyConditionExpression: `#sched_shard = :shard${tenantId === undefined ? '' : ' AND begins_with(#sched_key, :tenant)'}`,
+      ExpressionAttributeNames: names('sched_shard', ...(tenantId === undefined ? [] : ['sched_key'])),
+      ExpressionAttributeValues: {
+        ':shard': scheduleShardKey(shard),
+        // The '#' that ends a tenant's id in the key: `ten_a` is no prefix of `ten_ab#…`'s objects.
+        ...(tenantId !== undefined && { ':tenant': objectPk({ tenantId, resource: '' }) }),
+      },
       ...(pageSize !== undefined && { Limit: pageSize }),
     });
     for await (const result of pages) {

@@ -7,7 +7,7 @@ import { type Context, Hono } from 'hono';
 import { type IngestDeps, publish } from '../app/ingest.ts';
 import { deepestQueues, queuesViewTimeLeft } from '../app/reconciler.ts';
 import { pollStream, type StreamDeps } from '../app/streams.ts';
-import { liftSwitch, type SwitchServiceDeps, setSwitch } from '../app/switches.ts';
+import { liftSwitch, type SwitchServiceDeps, setSwitch, switchRingsTimeLeft } from '../app/switches.ts';
 import {
   createTenant,
   deleteTenant,
@@ -51,7 +51,7 @@ export interface ApiServices {
   readonly queues: Parameters<typeof deepestQueues>[0];
   /**
    * How long the invocation serving a request has left (Lambda's remaining time, in ms),
-   * for the routes that stop on time (`GET /v1/admin/queues`); absent in the sandbox,
+   * for the routes that stop on time (`GET /v1/admin/queues`, the switches' rings); absent in the sandbox,
    * where no invocation ends.
    */
   readonly invocationLeftMs?: (c: Context) => (() => number) | undefined;
@@ -356,7 +356,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
     const tenantId = pathId(c, 'ten');
     const switches = {
       list: services.switches.switches.list.bind(services.switches.switches),
-      lift: (id: string) => liftSwitch(services.switches, id),
+      lift: (id: string) => liftSwitch(services.switches, id, switchRingsTimeLeft(Date.now, services.invocationLeftMs?.(c))),
     };
     const done = await deleteTenant({ ...services.tenants, webhooks: services.webhooks, switches }, tenantId);
     return done === 'deleted' ? c.body(null, 204) : c.json({ id: tenantId, status: 'deleting' }, 202);
@@ -371,7 +371,9 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.put('/v1/admin/switches', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
-    return c.json(await setSwitch(services.switches, validateSwitch(await readJsonBody(c))));
+    const input = validateSwitch(await readJsonBody(c));
+    // Real time, as Lambda's remaining time is: the budget is against API Gateway's 29 s.
+    return c.json(await setSwitch(services.switches, input, switchRingsTimeLeft(Date.now, services.invocationLeftMs?.(c))));
   });
   app.get('/v1/admin/switches', async (c) => {
     requireAdmin(c);
@@ -381,7 +383,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.delete('/v1/admin/switches/:id', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
-    await liftSwitch(services.switches, pathId(c, 'sw'));
+    await liftSwitch(services.switches, pathId(c, 'sw'), switchRingsTimeLeft(Date.now, services.invocationLeftMs?.(c)));
     return c.body(null, 204);
   });
   app.get('/v1/admin/alarms', async (c) => {

@@ -121,6 +121,7 @@ export function apiServices(w: Wiring, usagePlans: UsagePlans, notifier: Notifie
       tenants,
       delivery,
       now,
+      logger: w.logger,
     },
     config: w.config,
     logger: w.logger,
