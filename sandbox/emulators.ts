@@ -2,7 +2,7 @@
  * The embedded emulators: dynalite (DynamoDB) and fauxqs (SQS), on loopback ports,
  * with the tables and queues created from the same definitions the CDK stack uses.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { type AddressInfo, type ListenOptions, Server } from 'node:net';
 import { join } from 'node:path';
@@ -102,8 +102,20 @@ async function openableStore(dataDir: string, path: string): Promise<void> {
   await store.close();
 }
 
+/**
+ * Makes a store's folder in the data folder, for its owner alone, and sets one already
+ * there so: the stores hold webhooks' signing secrets and the canary tenant's key. The
+ * data folder's own mode is the user's (it may be any folder, made with `mkdir data`
+ * and readable by others); a store's, made by DynamoDB's store itself, or by an earlier
+ * checkout, would be too.
+ */
+function ownerOnly(folder: string): void {
+  mkdirSync(folder, { recursive: true, mode: 0o700 });
+  chmodSync(folder, 0o700);
+}
+
 export async function startEmulators(dataDir?: string): Promise<Emulators> {
-  if (dataDir) mkdirSync(join(dataDir, 'sqs'), { recursive: true, mode: 0o700 });
+  if (dataDir) for (const store of ['sqs', 'dynamodb']) ownerOnly(join(dataDir, store));
   if (dataDir) await openableStore(dataDir, join(dataDir, 'dynamodb'));
   // dynalite's own parses of expressions were a third of its time on the reserving write.
   keepDynaliteParses();

@@ -6,7 +6,7 @@
  * settings and indexes.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -98,6 +98,22 @@ describe('a new data folder', () => {
     const sandbox = await startSandbox({ port: 0, dataDir, canary: false });
     await sandbox.stop();
     for (const folder of [dataDir, join(dataDir, 'sqs')]) expect(statSync(folder).mode & 0o777, folder).toBe(0o700);
+  });
+
+  it('keeps its stores for its owner alone in a folder made beforehand that others may read (mkdir data): they hold the same secrets', async () => {
+    // Empty, and with an earlier checkout's stores, made before they were kept for their owner.
+    for (const earlier of [[], ['dynamodb', 'sqs']]) {
+      const dataDir = join(mkdtempSync(join(tmpdir(), 'sluice-mode-')), 'data');
+      for (const folder of [dataDir, ...earlier.map((store) => join(dataDir, store))]) {
+        mkdirSync(folder);
+        chmodSync(folder, 0o755);
+      }
+      const sandbox = await startSandbox({ port: 0, dataDir, canary: false });
+      await sandbox.stop();
+      // The folder itself is the user's to set (it may be any folder); the stores in it are sluice's.
+      expect(statSync(dataDir).mode & 0o777).toBe(0o755);
+      for (const store of ['dynamodb', 'sqs']) expect(statSync(join(dataDir, store)).mode & 0o777, `${store} ${earlier}`).toBe(0o700);
+    }
   });
 });
 
