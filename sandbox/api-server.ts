@@ -27,7 +27,7 @@ import { THROTTLED_REQUESTS_METRIC } from '../functions/definitions/alarms.ts';
 import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
 import { GATEWAY_MESSAGES } from '../functions/definitions/gateway.ts';
 import { answerThrottled, denies, gatewayRefusal } from './gateway.ts';
-import { addressedHere, answerMisaddressed } from './hosts.ts';
+import { addressedHere, answerMisaddressed, sentFromHere } from './hosts.ts';
 import { inboxRoutes } from './inbox.ts';
 import { type CallObserver, observeCalls } from './observe.ts';
 import { currentFunction, enforceTableAccess, runningAs } from './table-access.ts';
@@ -188,8 +188,10 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   const withGateway = (options: ServerOptions, listener: RequestListener) =>
     createServer(options, (req, res) => {
       if (stopping) return void req.socket.destroy();
-      // Before anything is read or counted: a rebound name gets nothing (hosts.ts).
-      if (!addressedHere(req.headers.host, settings.host)) return answerMisaddressed(res);
+      // Before anything is read or counted: a rebound name, or another site's page, gets nothing (hosts.ts).
+      if (!addressedHere(req.headers.host, settings.host) || !sentFromHere(req.headers.origin, settings.host)) {
+        return answerMisaddressed(res);
+      }
       const wait = gatewayRefusal(req, Date.now(), { cachedAnswer, usagePlans, tenantLimits });
       if (wait === undefined) return listener(req, res);
       countThrottled();

@@ -15,10 +15,11 @@ withSandbox({ canary: false }, (started) => {
 });
 
 /** A request to the sandbox with the Host header a browser would send for `host`. */
-function request(method: string, path: string, host: string, body?: string): Promise<{ status: number; text: string }> {
+function request(method: string, path: string, host: string, body?: string, origin?: string): Promise<{ status: number; text: string }> {
   const { port } = new URL(sandbox.url);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers: { host } }, (res) => {
+    const headers = { host, ...(origin !== undefined && { origin }) };
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
@@ -53,5 +54,21 @@ describe('the Host a request names', () => {
     }
     const after = await request('GET', '/sandbox/inbox/demo', `127.0.0.1:${port}`);
     expect(JSON.parse(after.text).data).toHaveLength(1);
+  });
+
+  it("refuses a request a page of another site sends it (its Origin), which a browser sends without the page's reading the answer", async () => {
+    const { port } = new URL(sandbox.url);
+    const here = `127.0.0.1:${port}`;
+    // A form on any site may POST to the sandbox by its address: the entry would be in the inbox as a delivery.
+    for (const origin of ['https://attacker.example', 'http://203.0.113.5', 'null']) {
+      const forged = await request('POST', '/sandbox/inbox/forms', here, 'forged=1', origin);
+      expect(forged.status, origin).toBe(403);
+    }
+    for (const origin of [`http://127.0.0.1:${port}`, 'http://localhost:3000', `http://[::1]:${port}`]) {
+      expect((await request('POST', '/sandbox/inbox/forms', here, '{"from":"a local page"}', origin)).status, origin).toBe(204);
+    }
+    const kept = JSON.parse((await request('GET', '/sandbox/inbox/forms', here)).text).data;
+    expect(kept).toHaveLength(3);
+    expect(JSON.stringify(kept)).not.toContain('forged');
   });
 });
