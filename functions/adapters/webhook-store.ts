@@ -804,19 +804,31 @@ export class WebhookStore {
   }
 
   /**
-   * Notes when the webhook began to hold (`Webhook.heldSince`), after a `countHeld` that
-   * found nothing counted: not if a time is noted already (one left by a count that came
-   * back to nothing without its release ending keeps the earlier time, which judges
-   * nothing held since as younger than it is), nor once nothing is counted again. A write
-   * of its own, not part of the count's: the count cannot tell in the same write whether
-   * it started from nothing, and a time set by the first hold after this was kept, on a
-   * webhook holding older deliveries, would pass those off as young.
+   * Notes when the webhook began to hold (`Webhook.heldSince`): `before` a hold's count,
+   * while nothing is counted, or after a `countHeld` that found nothing counted. Not if a
+   * time is noted already (one left by a count that came back to nothing without its
+   * release ending, or by a note whose count never came, keeps the earlier time, which
+   * judges what is held since as older than it is: a drifted count told as a retention
+   * loss, never a loss told as drift). A write of its own, not part of the count's: the
+   * count cannot tell in the same write whether it started from nothing, and a time set by
+   * a hold on a webhook holding older deliveries (counted before this was kept) would pass
+   * those off as young.
+   *
+   * Before the count, so that a function that dies between the count and the note (SQS
+   * then hands the delivery back, and it is counted again: a count that did not start
+   * from nothing notes no time) does not leave the webhook holding with no time noted,
+   * its drifted count told as deliveries TTL removed: a `retention` gap marker for a loss
+   * that never was, and a page. After it as well, for a hold that read the webhook
+   * holding and found it emptied by the time it counted.
    */
-  async noteHeldSince(tenantId: string, id: string, since: number): Promise<void> {
+  async noteHeldSince(tenantId: string, id: string, since: number, options: { readonly before?: boolean } = {}): Promise<void> {
     await this.#updateIf(tenantId, id, {
       UpdateExpression: 'SET #held_since = :since',
-      ConditionExpression: 'attribute_not_exists(#held_since) AND #held_count > :none',
-      ExpressionAttributeNames: names('held_since', 'held_count'),
+      // Before the count: only on a webhook that exists (an update would make one) and counts nothing.
+      ConditionExpression: options.before
+        ? 'attribute_exists(#pk) AND attribute_not_exists(#held_since) AND (attribute_not_exists(#held_count) OR #held_count <= :none)'
+        : 'attribute_not_exists(#held_since) AND #held_count > :none',
+      ExpressionAttributeNames: names('held_since', 'held_count', ...(options.before ? ['pk'] : [])),
       ExpressionAttributeValues: { ':since': since, ':none': 0 },
     });
   }

@@ -34,20 +34,27 @@ const decrementsHeldCount = (input: Record<string, unknown>) =>
   typeof input.UpdateExpression === 'string' &&
   input.UpdateExpression.includes('ADD #held_count :delta') &&
   Number((input.ExpressionAttributeValues as Record<string, number> | undefined)?.[':delta']) < 0;
+/** A DynamoDB write that moves the held count up (a hold's count). */
+const incrementsHeldCount = (input: Record<string, unknown>) =>
+  typeof input.UpdateExpression === 'string' &&
+  input.UpdateExpression.includes('ADD #held_count :delta') &&
+  Number((input.ExpressionAttributeValues as Record<string, number> | undefined)?.[':delta']) > 0;
 /** A DynamoDB write of a held item. */
 const writesHeldItem = (input: Record<string, unknown>) =>
   String((input.Item as { pk?: string } | undefined)?.pk ?? '').startsWith('held#');
 
 /**
  * The delivery function's deps, on a client of its own whose process dies (the request is
- * never sent) at the first write `dies` picks; every message it sends is kept in `sent`.
+ * never sent, nor any after it) at the first write `dies` picks; every message it sends is
+ * kept in `sent`.
  */
 function functionDeps(dies: (input: Record<string, unknown>) => boolean = () => false) {
   const client = documentClient(sandbox.emulators.dynamo);
   let died = false;
   client.middlewareStack.add(
     (next) => async (args) => {
-      if (!died && dies(args.input as Record<string, unknown>)) {
+      // Dead, it sends nothing more.
+      if (died || dies(args.input as Record<string, unknown>)) {
         died = true;
         throw new Error('the function died');
       }
@@ -142,6 +149,35 @@ describe('a held count left above what is held by a delivery function that died'
     expect(receiver.acceptedEvents('/crashhold').map((e) => e.id)).toEqual(['evt_crashhold']);
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
     expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore);
+  });
+
+  it("between the first hold's count and the note of when holding began: set right, with no retention marker nor drop", async () => {
+    // Arrange: the function dies at the first write after the webhook's first count
+    // (before the held item, and before the note of when the webhook began to hold).
+    const { tenant, hook } = await heldWebhook('crashnote');
+    const message = delivery(tenant.id, hook.id, 'crashnote');
+    let counted = false;
+    const afterFirstCount = (input: Record<string, unknown>) => {
+      if (counted) return true;
+      counted = incrementsHeldCount(input);
+      return false;
+    };
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'retention' });
+    const correctedBefore = sandbox.metrics.total('HeldCountsCorrected');
+
+    // Act: SQS hands the delivery back after the visibility timeout, and it is held (counted again).
+    await expect(handleDeliverMessage(functionDeps(afterFirstCount).deps, message)).rejects.toThrow('the function died');
+    const { deps, sent } = functionDeps();
+    expect(await handleDeliverMessage(deps, message)).toBe('held');
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(2);
+    await reenable(deps, tenant.id, hook.id);
+    await runRelease(deps, sent);
+
+    // Assert: the event once and no gap marker: nothing was lost, and nobody is paged for a loss.
+    expect(receiver.acceptedEvents('/crashnote').map((e) => e.id)).toEqual(['evt_crashnote']);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).body.health.held).toBe(0);
+    expect(sandbox.metrics.total('EventsDropped', { reason: 'retention' })).toBe(droppedBefore);
+    expect(sandbox.metrics.total('HeldCountsCorrected')).toBe(correctedBefore + 1);
   });
 
   it('on a webhook holding for longer than the shortest retention period: told as held deliveries TTL removed', async () => {

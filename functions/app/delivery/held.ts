@@ -74,26 +74,34 @@ export async function hold(deps: DeliveryDeps, webhook: Webhook, message: Delive
 
 /**
  * Counts `n` deliveries, held at `now`, into the webhook's held count within the cap
- * (`WebhookStore.countHeld`), answering the webhook as the count left it. The count that
- * started from nothing notes when holding began (`Webhook.heldSince`): none of what the
+ * (`WebhookStore.countHeld`), answering the webhook as the count left it. A hold that
+ * starts from nothing notes when holding began (`Webhook.heldSince`): none of what the
  * webhook then holds can expire before a retention period after it, so a release that
  * finds the count above what is held sooner knows DynamoDB's TTL did not remove the rest
- * (release.ts `dropLostHeld`). A note that fails is logged, not thrown: a hold failed
- * after its count would be counted again when SQS hands it back, and without the note a
- * count above what is held is judged as before.
+ * (release.ts `dropLostHeld`). Noted before the count, when the webhook as read holds
+ * nothing, so that a function that dies after the count (SQS hands the delivery back, and
+ * it is counted twice) leaves the time noted; and after it, when the count started from
+ * nothing all the same. A note that fails is logged, not thrown: a hold failed after its
+ * count would be counted again when SQS hands it back, and without the note a count above
+ * what is held is judged as before.
  */
 async function countHeld(deps: DeliveryDeps, webhook: Webhook, n: number, now: number): Promise<Webhook | undefined> {
+  if (webhook.heldCount <= 0 && webhook.heldSince === undefined) await noteHeldSince(deps, webhook, now, true);
   const counted = await deps.webhooks.countHeld(webhook.tenantId, webhook.id, n, deps.config.heldPerWebhook);
   if (counted === undefined || counted.heldCount !== n || counted.heldSince !== undefined) return counted;
+  await noteHeldSince(deps, webhook, now, false);
+  return counted;
+}
+
+async function noteHeldSince(deps: DeliveryDeps, webhook: Webhook, now: number, before: boolean): Promise<void> {
   try {
-    await deps.webhooks.noteHeldSince(webhook.tenantId, webhook.id, now);
+    await deps.webhooks.noteHeldSince(webhook.tenantId, webhook.id, now, { before });
   } catch (error) {
     deps.logger.warn('Could not note when a webhook began to hold deliveries', {
       ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }),
       error: String(error),
     });
   }
-  return counted;
 }
 
 async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryMessage, underSwitch: boolean): Promise<void> {
