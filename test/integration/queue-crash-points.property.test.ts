@@ -246,24 +246,30 @@ async function execute(commands: readonly Command[]): Promise<void> {
     switch (command.kind) {
       case 'ingest': {
         const key = keys[command.object] as ObjectKey;
-        point.arm(command.fault);
-        try {
-          const outcome = await publish(
-            ingest,
-            tenantId,
-            Array.from({ length: command.count }, (_, i) => ({
-              resource: key.resource,
-              parents: [],
-              type: 'p.t',
-              data: i,
-              idempotencyKey: command.keyed ? `k${++keysSent}` : undefined,
-            })),
-          );
-          for (const r of outcome.results) if (r.status === 'accepted') accepted.set(r.id, key.resource);
-        } catch {
-          // The producer got no 202: none of its events counts as accepted.
+        const inputs = Array.from({ length: command.count }, (_, i) => {
+          const idempotencyKey = command.keyed ? `k${++keysSent}` : undefined;
+          return { resource: key.resource, parents: [], type: 'p.t', data: idempotencyKey ?? i, idempotencyKey };
+        });
+        // A producer whose request with idempotency keys died, or was answered internal or
+        // conflict for some of them, sends it again (after the ingest grace, when a key's
+        // claim left pending by a dead request is settled); without keys it gives up.
+        for (let tries = 0; tries < 3; tries++) {
+          point.arm(tries === 0 ? command.fault : undefined);
+          let again = false;
+          try {
+            const outcome = await publish(ingest, tenantId, inputs);
+            for (const r of outcome.results) {
+              if (r.status === 'accepted') accepted.set(r.id, key.resource);
+              else if (r.status === 'rejected' && ['internal', 'conflict'].includes(r.error.code)) again = true;
+            }
+          } catch {
+            // The producer got no 202: none of its events counts as accepted.
+            again = true;
+          }
+          point.arm(undefined);
+          if (!again || !command.keyed) break;
+          clock += config.ingestGraceMs + 1;
         }
-        point.arm(undefined);
         break;
       }
       case 'turn':
@@ -327,6 +333,14 @@ async function execute(commands: readonly Command[]): Promise<void> {
     const known = seqOf.get(event.id);
     if (known !== undefined) expect(event.seq, `seq of ${event.id}`).toBe(known);
     seqOf.set(event.id, event.seq);
+  }
+  // A key sent again is answered with its first event's id, and that event is the only one distributed for it.
+  const idOfKey = new Map<string, string>();
+  for (const event of delivered) {
+    if (typeof event.data !== 'string') continue;
+    const first = idOfKey.get(event.data) ?? event.id;
+    expect(event.id, `event of key ${event.data}`).toBe(first);
+    idOfKey.set(event.data, first);
   }
   for (const resource of OBJECTS) {
     // A marker sent again (its holder died before the write that stands for it) has the same id.
