@@ -108,6 +108,7 @@ async function rig(point: CrashPoint, config: Partial<DeliveryDeps['config']> = 
     now: () => Date.now() + skew,
     switches: { current: async () => [...switches], refresh: async () => [...switches] },
     queue: { send: (messages, delaySeconds) => point.around(() => over.deps.queue.send(messages, delaySeconds)) },
+    notifier: { webhookDisabled: (notice) => point.around(() => over.deps.notifier.webhookDisabled(notice)) },
   };
   const deliveries = [
     delivery(tenant.id, hook.id, `${name}a`, [`${name}:1`]),
@@ -170,6 +171,7 @@ async function rig(point: CrashPoint, config: Partial<DeliveryDeps['config']> = 
       received: new Set(accepted.filter((e) => e.type !== 'sluice.gap').map((e) => e.id)),
       sentIds: deliveries.flatMap((d) => d.events.map((e) => e.id)),
       markers: [...new Map(accepted.filter((e) => e.type === 'sluice.gap').map((e) => [e.id, e])).values()],
+      notified: sandbox.notifier.notices.some((notice) => notice.webhook === hook.id),
       deadLetters: (await deps.deadLetters.page(hook.id, deps.now(), 100)).letters.flatMap((l) => l.message.events.map((e) => e.id)),
     };
   };
@@ -224,6 +226,24 @@ async function quarantinedThenRecovered(at?: number, mode: Mode = 'dieBefore') {
   // Until only probes are left: the endpoint is quarantined and everything else held.
   await r.drain((queued) => queued.every((m) => m.kind === 'probe'));
   recovered = true;
+  await r.drain();
+  await r.reconcilerChecks();
+  return r.outcome();
+}
+
+/**
+ * An endpoint answering 410: the webhook disabled (its owner told), its deliveries held;
+ * then the owner fixes the endpoint and re-enables it (the API's PATCH): the release.
+ */
+async function goneThenReenabled(at?: number, mode: Mode = 'dieBefore') {
+  const point = new CrashPoint(at, mode);
+  const r = await rig(point);
+  let fixed = false;
+  receiver.answer(`/${r.name}`, async () => (fixed ? 200 : 410));
+  r.queue.push(...r.deliveries);
+  await r.drain();
+  fixed = true;
+  await r.untilAnswered(() => r.service.update(r.tenant.id, r.hook.id, { status: 'active' }));
   await r.drain();
   await r.reconcilerChecks();
   return r.outcome();
@@ -301,6 +321,16 @@ describe('the delivery function dying at any call out', () => {
   it('a quarantine and its recovery: every event received, no gap marker, nothing left held', async () => {
     const { calls, failures } = await sweep(quarantinedThenRecovered, (run) =>
       run.sentIds.some((id) => !run.received.has(id)) || run.markers.length > 0 || leftHeld(run) ? describeRun(run) : undefined,
+    );
+    expect(calls).toBeGreaterThan(10);
+    expect(failures).toEqual([]);
+  }, 600_000);
+
+  it('an endpoint gone (410) and re-enabled: its owner told, every event received, no gap marker, nothing left held', async () => {
+    const { calls, failures } = await sweep(goneThenReenabled, (run) =>
+      !run.notified || run.sentIds.some((id) => !run.received.has(id)) || run.markers.length > 0 || leftHeld(run)
+        ? `notified ${run.notified}, ${describeRun(run)}`
+        : undefined,
     );
     expect(calls).toBeGreaterThan(10);
     expect(failures).toEqual([]);
