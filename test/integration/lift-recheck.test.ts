@@ -5,9 +5,11 @@
  * subscriber cannot tell for duplicates.
  */
 import { describe, expect, it } from 'vitest';
+import { SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { startRelease } from '../../functions/app/delivery/chains.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { switchId } from '../../functions/app/switches.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { Switch } from '../../functions/core/switches.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -98,4 +100,53 @@ describe('a recheck after a lift', () => {
     // The chain ended, and said so: a later recheck need not wait for a step of it.
     expect(await deps.webhooks.get(tenant.id, hook.id)).toMatchObject({ heldCount: 0, releaseToken: undefined });
   }, 30_000);
+});
+
+describe('a lift that dies after marking its switch lifted', () => {
+  for (const action of ['pause', 'drop'] as const) {
+    it(`leaves no quiet webhook's ${action === 'pause' ? 'held deliveries' : 'gap marker'} waiting for the DELETE to be sent again`, async () => {
+      // Arrange: a webhook switch; one delivery held (or dropped and counted) under it, the
+      // recheck it asked for made while the switch is still in force; no more deliveries come.
+      const name = `lift-dies-${action}`;
+      const tenant = await createTenant(sandbox, name);
+      const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}/${name}` });
+      receiver.answer(`/${name}`, 200);
+      const switches = new SwitchStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+      const input = { scope: 'webhook' as const, tenant: tenant.id, target: hook.id, action, reason: 'incident' };
+      await switches.set({ id: switchId(input), ...input, created_at: new Date().toISOString() });
+      const queued: DeliverQueueMessage[] = [];
+      let skew = 0;
+      const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+      const deps: typeof base = {
+        ...base,
+        now: () => Date.now() + skew,
+        switches: { current: () => switches.list(), refresh: () => switches.list() },
+        queue: { send: async (messages) => void queued.push(...messages) },
+      };
+      const delivery: DeliveryMessage = {
+        deliveryId: `msg_${name}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [deliveredEventFixture({ id: `evt_${name}`, seq: 1, resource: `${name}:1` })],
+        attempt: 1,
+      };
+      expect(await handleDeliverMessage(deps, delivery)).toBe(action === 'pause' ? 'held' : 'dropped');
+      skew += 5_000;
+      for (const message of queued.splice(0)) expect(await handleDeliverMessage(deps, message)).toBe('stale');
+
+      // Act: the lift marks the switch lifted and dies (its Lambda killed) before it starts
+      // the webhook's release. Then the deliver queue hands out what it holds, as time passes.
+      await switches.beginLift(switchId(input), deps.now());
+      for (let steps = 0; steps < 20 && queued.length > 0; steps++) {
+        skew += 15 * 60_000;
+        await handleDeliverMessage(deps, queued.shift() as DeliverQueueMessage);
+      }
+
+      // Assert: the held event went out (the drop's gap marker), and nothing is held.
+      const events = receiver.acceptedEvents(`/${name}`);
+      if (action === 'pause') expect(events.map((e) => e.id)).toEqual([`evt_${name}`]);
+      else expect(events).toMatchObject([{ type: 'sluice.gap', data: { dropped: 1, reason: 'switch_drop' } }]);
+      expect((await deps.webhooks.get(tenant.id, hook.id))?.heldCount).toBe(0);
+    });
+  }
 });

@@ -243,11 +243,32 @@ export async function expectLift(deps: DeliveryDeps, webhook: Webhook, now: numb
   await deps.queue.send([{ kind: 'recheck', tenantId: webhook.tenantId, webhookId: webhook.id, heldBefore }], delaySeconds);
 }
 
+/**
+ * How often a webhook that held (or dropped) deliveries under a switch still in force is
+ * rechecked: SQS's longest delay. The lift starts its release; but a lift that died after
+ * marking the switch lifted (out of force for every reader) and before it started the
+ * releases (its Lambda killed, DynamoDB or SQS failing it) leaves them to the DELETE sent
+ * again. Not sent again, a webhook that gets no more deliveries kept what it held (and
+ * owed its drop's gap markers) until the retention period removed them, counted by no one:
+ * the reconciler rings a paused object once no pause stops it, but no webhook. So a recheck
+ * that finds the switch still in force looks again this much later, one per webhook and
+ * window, until the switch is gone: then it starts the release as for a cache's late hold.
+ */
+export const SWITCH_WATCH_MS = 15 * 60_000;
+
 export async function recheck(deps: DeliveryDeps, message: RecheckMessage): Promise<DeliveryOutcome> {
   const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
   if (!webhook) return 'stale';
-  // Still in force: lifting it starts the release.
-  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) return 'stale';
+  if (actionForWebhook(await deps.switches.refresh(), webhook.tenantId, webhook.id) !== undefined) {
+    // Still in force: lifting it starts the release, and this looks again in case the lift dies first.
+    const now = deps.now();
+    if (await deps.sendBudgets.takeOnce(`switch-watch:${webhook.id}`, SWITCH_WATCH_MS, now)) {
+      // Answering for what was held before now: a lift comes after, and its release steps after that.
+      const watch: RecheckMessage = { kind: 'recheck', tenantId: webhook.tenantId, webhookId: webhook.id, heldBefore: now };
+      await deps.queue.send([watch], sqsDelay(SWITCH_WATCH_MS / 1000).delaySeconds);
+    }
+    return 'stale';
+  }
   // Quarantined or disabled: a probe's success, or re-enabling, starts the release.
   if (!takesDeliveries(webhook)) return 'stale';
   // A release step that began after the holds saw them, and its chain goes on while anything is held or owed.
