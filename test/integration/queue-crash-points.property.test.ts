@@ -49,6 +49,7 @@ interface Fault {
 type Command =
   | { kind: 'ingest'; object: number; count: number; keyed: boolean; fault?: Fault }
   | { kind: 'turn'; object: number; pick: number; duplicate: boolean; fault?: Fault }
+  | { kind: 'race'; object: number; fault?: Fault }
   | { kind: 'advance'; ms: number }
   | { kind: 'reconcile'; fault?: Fault }
   | { kind: 'switch'; object: number; action: SwitchAction | 'lift' };
@@ -80,6 +81,7 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 8_000 }) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('race' as const), object: fc.nat(1), fault: faultArb }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('reconcile' as const), fault: faultArb }) },
   {
     weight: 1,
@@ -243,12 +245,12 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
 
   const ringFresh = (key: ObjectKey) => void doorbells.get(key.resource)?.push({ token: `switch-${clock}`, quiet: false, fresh: true });
 
-  const turn = async (object: number, pick: number, duplicate: boolean) => {
+  const turn = async (object: number, pick: number, duplicate: boolean, given?: Ring) => {
     const key = keys[object] as ObjectKey;
     const queue = doorbells.get(key.resource) as Ring[];
-    if (queue.length === 0) return;
-    const index = pick % queue.length;
-    const [ring] = queue.splice(index, 1) as [Ring];
+    if (!given && queue.length === 0) return;
+    const index = pick % Math.max(1, queue.length);
+    const [ring] = given ? [given] : (queue.splice(index, 1) as [Ring]);
     try {
       await distributor.runTurn(key, `holder-${clock}-${Math.random()}`, {
         quiet: ring.quiet,
@@ -298,6 +300,19 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
         await turn(command.object, command.pick, command.duplicate);
         point.arm(undefined);
         break;
+      case 'race': {
+        // Two turns of one object at once: its next two doorbells (a ring in each lane), or its
+        // next one and a copy of it (SQS handing it out again to another worker while the first
+        // one's turn still runs: received again, it trusts no snapshot).
+        const queue = doorbells.get((keys[command.object] as ObjectKey).resource) as Ring[];
+        const first = queue.shift();
+        if (!first) break;
+        const second = queue.shift() ?? { token: first.token, quiet: first.quiet, fresh: first.fresh === true };
+        point.arm(command.fault);
+        await Promise.all([turn(command.object, 0, false, first), turn(command.object, 0, false, second)]);
+        point.arm(undefined);
+        break;
+      }
       case 'advance':
         clock += command.ms;
         break;
