@@ -190,8 +190,11 @@ export class GapCounts extends WebhookItems {
     return false;
   }
 
-  /** Removes the webhook's counts, every page of them (see `removeAll`), for a deleted webhook (see `forgetWebhook`, app/webhooks.ts). */
-  async forget(webhookId: string): Promise<void> {
-    await this.removeAll(overflowPk(webhookId));
+  /**
+   * Removes the webhook's counts, every page of them (see `removeAll`) while `more` says
+   * so, for a deleted webhook (see `forgetWebhook`, app/webhooks.ts): whether every page went.
+   */
+  async forget(webhookId: string, more?: () => boolean): Promise<boolean> {
+    return this.removeAll(overflowPk(webhookId), undefined, more);
   }
 }

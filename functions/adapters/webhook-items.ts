@@ -112,17 +112,26 @@ export abstract class WebhookItems {
   /**
    * Removes every item of a partition (a deleted webhook's), every page of them, throwing
    * if DynamoDB still left some unprocessed after a few tries (TTL removes those, late).
-   * `seen` is shown each page's items before they go.
+   * `seen` is shown each page's items before they go. With `more`, asked after each page,
+   * it stops when that says so; answers whether it removed every page.
    */
-  protected async removeAll(pk: string, seen?: (items: Record<string, unknown>[]) => void): Promise<void> {
-    const pages = this.pages({
-      KeyConditionExpression: '#pk = :pk',
-      ExpressionAttributeNames: names('pk'),
-      ExpressionAttributeValues: { ':pk': pk },
-      // A delivery held (or counted) in the second before the deletion is removed too:
-      // a replica that had not seen it yet would leave it a week (a count, a year).
-      ConsistentRead: true,
-    });
+  protected async removeAll(pk: string, seen?: (items: Record<string, unknown>[]) => void, more?: () => boolean): Promise<boolean> {
+    let done = true;
+    const pages = this.pages(
+      {
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: names('pk'),
+        ExpressionAttributeValues: { ':pk': pk },
+        // A delivery held (or counted) in the second before the deletion is removed too:
+        // a replica that had not seen it yet would leave it a week (a count, a year).
+        ConsistentRead: true,
+      },
+      more &&
+        (() => {
+          done = more();
+          return done;
+        }),
+    );
     for await (const page of pages) {
       const items = page.Items ?? [];
       seen?.(items);
@@ -134,5 +143,6 @@ export abstract class WebhookItems {
         items.map((item) => ({ DeleteRequest: { Key: { pk: item.pk, sk: item.sk } } })),
       );
     }
+    return done;
   }
 }

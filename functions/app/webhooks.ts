@@ -43,6 +43,8 @@ export interface WebhookServiceDeps {
    * @default the most one replay sends, per the time its endpoint takes them at its rate
    */
   readonly replayBudget?: ReplayBudget;
+  /** @default FORGET_BUDGET_MS */
+  readonly forgetBudgetMs?: number;
 }
 
 /**
@@ -158,22 +160,38 @@ export function webhookDetailView(webhook: Webhook) {
 
 /**
  * Removes everything kept for a deleted webhook: its endpoint's pace, and its held
- * deliveries and overflow counts, every page of them, throwing if DynamoDB still left
- * some unprocessed after a few tries (TTL removes those, late). Answers how
- * many held events went with it: events only, as a held `sluice.gap` marker stands
- * for events counted when they were dropped.
+ * deliveries and overflow counts, every page of them while `more` (asked after each
+ * page) says so, throwing if DynamoDB still left some unprocessed after a few tries
+ * (TTL removes those, late). Answers how many held events went with it, and whether
+ * every page went: events only, as a held `sluice.gap` marker stands for events counted
+ * when they were dropped.
  *
  * The pace first: deliveries waiting for shares of it look at it (`PaceStore.givenBack`),
  * and finding it gone they are dropped at their next look, 15 minutes at most, where
  * they went round the shared deliver queue until their times (a slow endpoint's
  * backlog, days ahead) to be dropped only then.
  */
-export async function forgetWebhook(stores: Pick<DeliveryDeps, 'paces' | 'held' | 'gaps'>, webhookId: string): Promise<number> {
+export async function forgetWebhook(
+  stores: Pick<DeliveryDeps, 'paces' | 'held' | 'gaps'>,
+  webhookId: string,
+  more?: () => boolean,
+): Promise<{ events: number; complete: boolean }> {
   await stores.paces.giveBack(webhookId);
-  const heldEvents = await stores.held.forget(webhookId);
-  await stores.gaps.forget(webhookId);
-  return heldEvents;
+  const held = await stores.held.forget(webhookId, more);
+  const counts = await stores.gaps.forget(webhookId, more);
+  return { events: held.events, complete: held.complete && counts };
 }
+
+/**
+ * How long a webhook's deletion removes what it held before it answers, leaving the rest
+ * to expire with the retention period. A full held cap of large deliveries (10,000 of up
+ * to 256 KiB, gigabytes in one partition, its deletes throttled at its 1,000 WCU a
+ * second) took minutes: the DELETE ran past API Gateway's 29 s into a 504 (the webhook
+ * gone, so the one sent again answered 404), and the deletion's later steps (removing
+ * its kill switch, which no TTL removes) never ran. A tenant's deletion deletes its
+ * webhooks one after the other within its own 15 s, each within this.
+ */
+export const FORGET_BUDGET_MS = 5_000;
 
 export class WebhookService {
   readonly #deps: WebhookServiceDeps;
@@ -347,8 +365,21 @@ export class WebhookService {
     if (!(await this.#deps.webhooks.delete(tenantId, id, placeKept))) return false;
     // What it held goes with it, counted as deliveries in flight to it are.
     try {
-      const dropped = await forgetWebhook(this.#deps.delivery, id);
-      if (dropped > 0) this.#deps.delivery.metrics.count('EventsDiscardedByOwner', dropped, { reason: 'webhook_deleted' });
+      const started = this.#deps.now();
+      const budget = this.#deps.forgetBudgetMs ?? FORGET_BUDGET_MS;
+      const forgotten = await forgetWebhook(this.#deps.delivery, id, () => this.#deps.now() - started < budget);
+      if (forgotten.events > 0) {
+        this.#deps.delivery.metrics.count('EventsDiscardedByOwner', forgotten.events, { reason: 'webhook_deleted' });
+      }
+      if (!forgotten.complete) {
+        // Nothing releases what a deleted webhook held, so nothing is sent: only its
+        // storage lasts, a week at most, and no count of events discarded covers it.
+        this.#deps.delivery.logger.warn('Held deliveries of a deleted webhook left to expire with the retention period: out of time', {
+          tenant: tenantId,
+          webhook: id,
+          removedEvents: forgotten.events,
+        });
+      }
     } catch (error) {
       // The webhook is gone all the same, and so answered: a 500 would be tried again
       // into a 404. Nothing releases what a deleted webhook held; the rest of it

@@ -7,12 +7,14 @@
 import { BatchWriteCommand, DeleteCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { GapCounts } from '../../functions/adapters/gap-counts.ts';
+import { SwitchStore } from '../../functions/adapters/switch-store.ts';
 import type { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { startRelease } from '../../functions/app/delivery/chains.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
+import { switchId } from '../../functions/app/switches.ts';
 import { WebhookService } from '../../functions/app/webhooks.ts';
 import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
@@ -1511,6 +1513,70 @@ describe('deleting a webhook whose held deliveries cannot all be removed', () =>
     await service.delete(tenant.id, hook.id);
 
     expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(404);
+  });
+});
+
+describe('deleting a webhook that holds more than one request has time to remove', () => {
+  it('answers within its time, its switch removed, and leaves the rest of what it held to expire', async () => {
+    const tenant = await createTenant(sandbox, 'deleted-holding-much');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dh:0', url: `${receiver.url}/deleted-holding-much` });
+    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    // 30 deliveries of three 60 KB events: some 5.4 MB held, six of DynamoDB's 1 MB pages.
+    const large = 'x'.repeat(60_000);
+    for (let n = 1; n <= 30; n++) {
+      const events = [0, 1, 2].map((i) =>
+        deliveredEventFixture({ id: `evt_dh${n}_${i}`, seq: 3 * n + i, resource: 'dh:0', data: { large } }),
+      );
+      const message = { deliveryId: `msg_dh${String(n).padStart(3, '0')}`, tenantId: tenant.id, webhookId: hook.id, events, attempt: 1 };
+      expect(await holdDelivery(delivery, message, 100)).toEqual([true, true]);
+    }
+    const switches = new SwitchStore({ client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable });
+    const switchInput = { scope: 'webhook' as const, tenant: tenant.id, target: hook.id };
+    await switches.set({
+      id: switchId(switchInput),
+      ...switchInput,
+      action: 'pause',
+      reason: 'test',
+      created_at: new Date().toISOString(),
+    });
+    // Each page of the held partition takes 700 ms to read, as a throttled one of large items does.
+    const dynamo = sandbox.wiring.dynamo;
+    const heldPartition = (command: unknown) =>
+      command instanceof QueryCommand &&
+      String(command.input.ExpressionAttributeValues?.[':pk']).endsWith(hook.id) &&
+      String(command.input.ExpressionAttributeValues?.[':pk']).startsWith('held');
+    const slowReads = {
+      send: async (command: unknown) => {
+        if (heldPartition(command)) await new Promise((resolve) => setTimeout(resolve, 700));
+        return dynamo.send(command as never);
+      },
+    } as unknown as typeof dynamo;
+    const stores = deliveryStores({ client: slowReads, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+    const service = new WebhookService({
+      webhooks: delivery.webhooks as WebhookStore,
+      tenants: { get: async () => undefined },
+      send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
+      timeoutMs: 1_000,
+      now: Date.now,
+      delivery: { ...delivery, ...stores },
+      switches,
+      forgetBudgetMs: 300,
+    });
+    const before = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+
+    const started = Date.now();
+    await service.delete(tenant.id, hook.id);
+    const took = Date.now() - started;
+
+    // Six pages at 700 ms each took over 4 s; the first page, read in the 300 ms, is removed.
+    expect(took).toBeLessThan(2_500);
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(404);
+    expect((await switches.list({ lifting: true })).filter((s) => s.target === hook.id)).toEqual([]);
+    const discarded = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' }) - before;
+    expect(discarded).toBeGreaterThan(0);
+    const left = await delivery.held.count(hook.id);
+    expect(left).toBeGreaterThan(0);
+    expect(discarded + 3 * left).toBe(90);
   });
 });
 
