@@ -58,6 +58,16 @@ export type TurnOutcome =
   | { readonly outcome: 'lease_held' | 'fenced_out' | 'paused'; readonly distributed: number };
 
 const CHUNK_SIZE = 100;
+
+/**
+ * The most parents an object keeps, while a drop switch discards its events, for the
+ * gap marker at the lift (see `#subscribedParents`): some 40 KB of names at most on the
+ * meta item, which every ingest writes. Without a bound, events naming thousands of
+ * parents each with a stream (a poll starts one) grew it past DynamoDB's 400 KB: every
+ * drop commit failed, and the object's turn with it, doorbell after doorbell, its
+ * events neither dropped nor delivered. Parents past it get no marker (logged).
+ */
+export const MAX_DROPPED_PARENTS = 200;
 const STREAM_APPEND_TRIES = 3;
 /**
  * The most bytes of events one stream write stamps at once. A stream's log is one
@@ -273,6 +283,8 @@ export class Distributor {
       // announced it as an event TTL may have deleted.
       let floorAt = laterOf(meta.scheduledAt, meta.floorAt);
       let lookups = looked ? new TurnLookups(this.#lookups, key.tenantId, now) : subscriptions;
+      // The parents kept for the drop's gap marker (only this lease's holder adds to them).
+      const keptParents = new Set(meta.switchDroppedParents);
       const ownSnapshot = options.snapshot ? String(options.snapshot.stored.id) : undefined;
       let ingestWaits = 0;
       // Whether events are known to be left: the last chunk planned stopped short of them
@@ -357,7 +369,11 @@ export class Distributor {
           continue;
         }
         const droppedParents = dropping
-          ? await this.#subscribedParents(key, [...events.flatMap((e) => e.parents), ...plan.expiredParents], lookups)
+          ? this.#keptForMarker(
+              key,
+              keptParents,
+              await this.#subscribedParents(key, [...events.flatMap((e) => e.parents), ...plan.expiredParents], lookups),
+            )
           : [];
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
@@ -499,6 +515,33 @@ export class Distributor {
       ),
     );
     return distinct.filter((_, i) => subscribed[i]);
+  }
+
+  /**
+   * Of a dropped chunk's subscribed parents, those not kept yet, while the object keeps
+   * fewer than MAX_DROPPED_PARENTS; added to `kept`. The others get no gap marker: logged.
+   */
+  #keptForMarker(key: ObjectKey, kept: Set<string>, parents: readonly string[]): string[] {
+    const added: string[] = [];
+    let left = 0;
+    for (const parent of parents) {
+      if (kept.has(parent)) continue;
+      if (kept.size >= MAX_DROPPED_PARENTS) {
+        left++;
+        continue;
+      }
+      kept.add(parent);
+      added.push(parent);
+    }
+    if (left > 0) {
+      this.#deps.logger.warn("Parents of dropped events left out of the drop's gap marker: the object keeps no more", {
+        tenant: key.tenantId,
+        resource: key.resource,
+        left,
+        kept: MAX_DROPPED_PARENTS,
+      });
+    }
+    return added;
   }
 
   /** Counts what a chunk consumed without delivering: expired, skipped, dropped by a switch (expired ones too, then). */

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { batchWrite } from '../../functions/adapters/dynamo.ts';
 import { GapCounts } from '../../functions/adapters/gap-counts.ts';
+import { StreamStore } from '../../functions/adapters/stream-store.ts';
 import { CachedSwitches, SwitchStore } from '../../functions/adapters/switch-store.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { apiServices, deliveryDeps, deliveryStores } from '../../functions/app/runtime.ts';
@@ -117,6 +118,46 @@ describe('kill switches', () => {
       expect(okEvents(path)).toMatchObject([{ type: 'sluice.gap', resource: 'mp:1', data: { dropped: 200, reason: 'switch_drop' } }]);
     }
   }, 120_000);
+
+  it('drops events that name more parents with a stream than the object can keep for its gap marker, and goes on dropping', async () => {
+    const tenant = await createTenant(sandbox, 'streamed-parents');
+    await createWebhook(sandbox, tenant.key, { resource: 'sp:1', url: `${receiver.url}/streamed-parents` });
+    // 2,400 parents, each with an active stream (polled once), 200 characters long: some 480 KB of names.
+    const parents = Array.from({ length: 2_400 }, (_, i) => `sp:${i}:`.padEnd(200, 'x'));
+    const streams = new StreamStore({
+      client: sandbox.wiring.dynamo,
+      controlTable: sandbox.wiring.controlTable,
+      eventsTable: sandbox.wiring.eventsTable,
+      retentionDays: sandbox.wiring.config.retentionDays,
+    });
+    for (let at = 0; at < parents.length; at += 100) {
+      await Promise.all(parents.slice(at, at + 100).map((parent) => streams.touch(tenant.id, parent, Date.now())));
+    }
+    const drop = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      ...admin(),
+      body: { scope: 'resource', tenant: tenant.id, target: 'sp:1', action: 'drop' },
+    });
+    await settle(700);
+    const droppedBefore = sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' });
+    for (let r = 0; r < 2; r++) {
+      const events = Array.from({ length: 60 }, (_, i) => ({
+        resource: 'sp:1',
+        parents: parents.slice((r * 60 + i) * 20, (r * 60 + i + 1) * 20),
+        type: 'a.b',
+        data: i,
+      }));
+      expect((await publish(sandbox, tenant.key, events)).status).toBe(202);
+    }
+    try {
+      await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 120, 20_000);
+    } finally {
+      await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
+    }
+    await receiver.waitFor(() => okEvents('/streamed-parents').length === 1, 10_000);
+    expect(okEvents('/streamed-parents')).toMatchObject([
+      { type: 'sluice.gap', resource: 'sp:1', data: { dropped: 120, reason: 'switch_drop' } },
+    ]);
+  }, 60_000);
 
   it("drop on a tenant: lifting it sends each dropped-on object's gap marker, though those objects went idle meanwhile", async () => {
     const tenant = await createTenant(sandbox, 'tenant-dropped');
