@@ -52,12 +52,17 @@ export class DeliveryLog extends WebhookItems {
   ): Promise<Record<string, unknown>[]> {
     const items: Record<string, unknown>[] = [];
     const { limit, projection } = options;
+    // Keys are the padded time the item was written: nothing before the retention period is
+    // live, and a webhook with fewer live items than `limit` would have every page of its
+    // expired ones (days of them, TTL lagging) read for nothing.
+    const live = pad(this.liveSince(now));
+    const from = options.fromSk !== undefined && options.fromSk > live ? options.fromSk : live;
     const pages = this.pages(
       {
-        KeyConditionExpression: options.fromSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk >= :from',
+        KeyConditionExpression: '#pk = :pk AND #sk >= :from',
         FilterExpression: '#expires_at_ms > :now',
-        ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.fromSk === undefined ? [] : ['sk']), ...(projection ?? [])),
-        ExpressionAttributeValues: { ':pk': pk, ':now': now, ...(options.fromSk !== undefined && { ':from': options.fromSk }) },
+        ExpressionAttributeNames: names('pk', 'expires_at_ms', 'sk', ...(projection ?? [])),
+        ExpressionAttributeValues: { ':pk': pk, ':now': now, ':from': from },
         ScanIndexForward: !options.newestFirst,
         ...(limit !== undefined && { Limit: limit }),
         ...(projection !== undefined && { ProjectionExpression: projection.map((name) => `#${name}`).join(', ') }),
@@ -134,9 +139,12 @@ export class DeliveryLog extends WebhookItems {
     now: number,
     limit: { readonly deliveries: number; readonly bytes: number },
   ): Promise<{ deliveries: Array<DeliveryMessage['events']>; bytes: number; more: boolean; nextAt: number | undefined }> {
-    // Nothing is logged before 1970, and a padded negative time no longer sorts by time
-    // (a window there would be a reversed BETWEEN, which DynamoDB refuses).
-    if (window.until <= 0) return { deliveries: [], bytes: 0, more: false, nextAt: undefined };
+    // Nothing logged before the retention period is live: a window from further back reads
+    // from there, not through every page of what expired (TTL deletes days late). Nothing
+    // is logged before 1970 either, and a padded negative time no longer sorts by time.
+    const since = Math.max(window.since, this.liveSince(now));
+    // A window that ends before that has nothing (it would be a reversed BETWEEN, which DynamoDB refuses).
+    if (window.until <= since) return { deliveries: [], bytes: 0, more: false, nextAt: undefined };
     const deliveries: Array<DeliveryMessage['events']> = [];
     let bytes = 0;
     let nextAt: number | undefined;
@@ -151,7 +159,7 @@ export class DeliveryLog extends WebhookItems {
         // Log keys are the padded time, then '#' and the delivery id: '~' sorts after all of them.
         ExpressionAttributeValues: {
           ':pk': logPk(webhookId),
-          ':from': pad(Math.max(0, window.since)),
+          ':from': pad(since),
           ':to': `${pad(window.until - 1)}~`,
           ':now': now,
         },

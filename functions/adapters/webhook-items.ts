@@ -80,6 +80,16 @@ export abstract class WebhookItems {
     return { expires_at: epochSeconds(now + this.#retentionMs), expires_at_ms: now + this.#retentionMs };
   }
 
+  /**
+   * The earliest time (epoch ms) an item keyed by the time it was written (and given its
+   * expiry then) can have been written and not have expired at `now`. A read of such
+   * items starts its key range there: TTL deletes days late, and a range from further
+   * back reads, page by 1 MB page, what the filter on expiry then throws away.
+   */
+  protected liveSince(now: number): number {
+    return Math.max(0, now - this.#retentionMs);
+  }
+
   /** The pages of a query of this table (see `queryPages`). */
   protected pages(
     input: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>,

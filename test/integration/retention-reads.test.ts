@@ -5,9 +5,11 @@
  * a logged delivery or a dead letter written more than 7 days ago is neither listed nor
  * sent again, beside one written now that is.
  */
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
+import type { CallObserver } from '../../sandbox/observe.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -17,7 +19,10 @@ import { withSandbox } from '../support/sandbox.ts';
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-withSandbox({ canary: false }, (s, r) => {
+/** What a test watches of the sandbox's calls to DynamoDB, while it is set. */
+let observe: CallObserver | undefined;
+
+withSandbox({ canary: false, onCall: (call) => observe?.(call) }, (s, r) => {
   [sandbox, receiver] = [s, r];
 });
 
@@ -81,5 +86,75 @@ describe('reads of a webhook past the retention period', () => {
         .filter((e) => e.type === 'a.b')
         .map((e) => e.id),
     ).toEqual(['evt_retentionnew']);
+  });
+});
+
+describe("reads of a webhook's log while DynamoDB's TTL lags behind", () => {
+  it('read only the retention period of it: the attempts list and a replay of a window back past it do not page through what expired', async () => {
+    // Prepare: 400 deliveries logged 8 days ago (expired a day ago, still stored, as TTL
+    // leaves them for days), each with 40 KB of events that do not compress: some 16 MB,
+    // sixteen of DynamoDB's 1 MB pages; and one logged now.
+    const tenant = await createTenant(sandbox, 'retention-lag');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'lag:0', url: `${receiver.url}/retention-lag` });
+    const stores = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const now = Date.now();
+    const logged = (name: string, at: number, data: string) => {
+      const event = deliveredEventFixture({
+        id: `evt_lag${name}`,
+        seq: 1,
+        resource: 'lag:0',
+        data,
+        created_at: new Date(at).toISOString(),
+      });
+      const message: DeliveryMessage = {
+        deliveryId: `msg_lag${name}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        events: [event],
+        attempt: 1,
+      };
+      const attempt = {
+        id: `att_lag${name}`,
+        delivery_id: message.deliveryId,
+        attempt: 1,
+        status_code: 200,
+        duration_ms: 1,
+        error: null,
+        at: new Date(at).toISOString(),
+      };
+      return stores.deliveryLog.add(message, at, attempt);
+    };
+    for (let n = 0; n < 400; n += 40) {
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) => logged(`old${n + i}`, now - 8 * DAY_MS + n + i, randomBytes(30_000).toString('base64'))),
+      );
+    }
+    await logged('new', now, 'x');
+    // What the API reads of the webhook's log: each query of its partition is a page.
+    let pages = 0;
+    const logPartition = `deliveries#${hook.id}`;
+    observe = (call) => {
+      // A query's native input names the partition it reads.
+      if (call.command === 'QueryCommand' && JSON.stringify(call.input).includes(`"${logPartition}"`)) pages++;
+    };
+    try {
+      // Act
+      const attempts = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}/attempts`, { key: tenant.key });
+      const attemptPages = pages;
+      const replay = await call(sandbox, 'POST', `/v1/webhooks/${hook.id}/replay`, {
+        key: tenant.key,
+        body: { since: new Date(now - 9 * DAY_MS).toISOString() },
+      });
+      const replayPages = pages - attemptPages;
+
+      // Assert: what was logged now, read in a page each.
+      expect(attempts.status).toBe(200);
+      expect(attempts.body.data.map((a: { id: string }) => a.id)).toContain('att_lagnew');
+      expect(replay.status).toBe(202);
+      expect(replay.body).toEqual({ events: 1 });
+      expect([attemptPages, replayPages]).toEqual([1, 1]);
+    } finally {
+      observe = undefined;
+    }
   });
 });
