@@ -373,7 +373,8 @@ export class WebhookService {
       }
       if (!forgotten.complete) {
         // Nothing releases what a deleted webhook held, so nothing is sent: only its
-        // storage lasts, a week at most, and no count of events discarded covers it.
+        // storage lasts (held deliveries a week at most, overflow counts a year), and no
+        // count of events discarded covers what was left.
         this.#deps.delivery.logger.warn('Held deliveries of a deleted webhook left to expire with the retention period: out of time', {
           tenant: tenantId,
           webhook: id,
