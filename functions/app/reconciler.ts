@@ -46,7 +46,15 @@ export interface ReconcilerDeps {
    * short of it, and unlisting idle objects, last, RECONCILE_MARGIN_MS short.
    */
   readonly timeLeftMs?: () => number;
+  /** @default LISTED_PAGE */
+  readonly listedPageSize?: number;
 }
+
+/**
+ * The most keys of the `by_schedule` index a run reads before it looks at its time again
+ * (a query of keys alone: about 100 KB).
+ */
+const LISTED_PAGE = 1_000;
 
 /** The time a run keeps for its last writes and its metrics after it stops unlisting idle objects. */
 export const RECONCILE_MARGIN_MS = 10_000;
@@ -329,8 +337,14 @@ async function sendChecks(
  * README), and a run that read the whole of a larger one before anything else would
  * reach its timeout (60 s) before it rang or unlisted a single object, run after run:
  * stuck objects would stay stuck, and the index, which only this unlisting shrinks,
- * would never shrink. At least one shard is read. Meta items are read in full batches
- * as keys come, so a run that reads every shard makes the requests one read of all makes.
+ * would never shrink. The same holds within a shard: a flood of new objects (one tenant
+ * at its throttle writes 50,000 a second) lists millions, a 16th of them more than one
+ * run reads (some 230,000 in its 30 s), so a shard is read a page of LISTED_PAGE keys at
+ * a time while there is time, and a run that stops within one reads the rest of it
+ * another time (its head, unlisted meanwhile, no longer in the way). At least one page
+ * is read. Only the shards read whole are returned in `shards` (their summaries are
+ * noted for the whole index). Meta items are read in full batches as keys come, so a
+ * run that reads every shard makes the requests one read of all makes.
  */
 async function readListed(
   deps: ReconcilerDeps,
@@ -349,10 +363,19 @@ async function readListed(
     if (count > 0) listed.push(...(await deps.queues.readMetas(keys.splice(0, count), { consistent: false, onUnread })));
   };
   let shardsRead = 0;
-  while (shardsRead < SCHEDULE_SHARDS && (shardsRead === 0 || hasTimeToRead())) {
-    keys.push(...(await deps.queues.scheduledObjects([(first + shardsRead) % SCHEDULE_SHARDS])));
-    shardsRead++;
-    await read(keys.length - (keys.length % METAS_PER_READ));
+  let outOfTime = false;
+  while (shardsRead < SCHEDULE_SHARDS && !outOfTime) {
+    let whole = true;
+    for await (const page of deps.queues.listedPages((first + shardsRead) % SCHEDULE_SHARDS, deps.listedPageSize ?? LISTED_PAGE)) {
+      keys.push(...page.keys);
+      await read(keys.length - (keys.length % METAS_PER_READ));
+      if (!hasTimeToRead()) {
+        outOfTime = true;
+        whole = !page.more;
+        break;
+      }
+    }
+    if (whole) shardsRead++;
   }
   await read(keys.length);
   return { listed, shardsRead, shards: Array.from({ length: shardsRead }, (_, n) => (first + n) % SCHEDULE_SHARDS) };

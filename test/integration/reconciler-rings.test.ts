@@ -50,12 +50,14 @@ async function stuckObjects(count: number, at: number): Promise<ObjectKey[]> {
   return keys;
 }
 
-/** A queue store on the emulator that tells `onShards` which shards of the index each read of it reads. */
+/** A queue store on the emulator that tells `onShards` which shard of the index each page read of it reads. */
 function shardReads(on: Emulators, tableName: string, onShards: (shards: readonly number[]) => void): QueueStore {
   return new (class extends QueueStore {
-    override async scheduledObjects(shards?: readonly number[]) {
-      onShards(shards ?? []);
-      return super.scheduledObjects(shards);
+    override async *listedPages(shard: number, pageSize?: number, tenantId?: string) {
+      for await (const page of super.listedPages(shard, pageSize, tenantId)) {
+        onShards([shard]);
+        yield page;
+      }
     }
   })({ client: documentClient(on.dynamo), tableName, retentionDays: 7 });
 }
@@ -211,6 +213,25 @@ describe('reconciler after a mass loss of doorbells', () => {
     expect(ringsPerRun[0]).toBeGreaterThan(0);
     expect(ringsPerRun[0]).toBeLessThan(STUCK);
     expect(rung.size).toBe(STUCK);
+  });
+
+  it('stops reading a shard that lists more than its time allows, a page at a time, and rings what it read', async () => {
+    // A flood of new objects lists millions, a shard more than one run reads in its time:
+    // here 400 stuck objects (some 25 a shard) read 5 keys a page, the run's reading time
+    // up after its first page. Reading whole shards, the run read all of the first
+    // shard's before it looked at its time, as one of millions it would past its timeout.
+    const t0 = Date.now();
+    await stuckObjects(STUCK, t0 - 100_000);
+    let pages = 0;
+    const queues = shardReads(each.emulators, each.table, () => {
+      pages++;
+    });
+    const { deps } = reconcilerAt(t0, { queues, listedPageSize: 5, timeLeftMs: () => (pages === 0 ? 60_000 : RING_MARGIN_MS * 2) });
+
+    const report = await reconcile(deps);
+
+    expect(pages).toBe(1);
+    expect(report.rerung).toBe(5);
   });
 
   it('starts its runs at every shard in turn when its interval is under a minute, which AWS runs once a minute (README)', async () => {
