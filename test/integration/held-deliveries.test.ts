@@ -1483,6 +1483,28 @@ describe('deleting a webhook that holds deliveries', () => {
   });
 });
 
+/**
+ * The webhook service of the sandbox's stores, but with its delivery stores (held
+ * deliveries, overflow counts) going through `client`, which a test has fail or slow
+ * down; every ping answered.
+ */
+function webhookServiceOver(
+  client: typeof sandbox.wiring.dynamo,
+  more: Partial<ConstructorParameters<typeof WebhookService>[0]> = {},
+): WebhookService {
+  const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
+  const stores = deliveryStores({ client, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
+  return new WebhookService({
+    webhooks: delivery.webhooks as WebhookStore,
+    tenants: { get: async () => undefined },
+    send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
+    timeoutMs: 1_000,
+    now: Date.now,
+    delivery: { ...delivery, ...stores },
+    ...more,
+  });
+}
+
 describe('deleting a webhook whose held deliveries cannot all be removed', () => {
   it('is done all the same (not a 500 a retry turns into a 404): the webhook is gone and what it held is left to expire', async () => {
     const tenant = await createTenant(sandbox, 'deleted-cleanup-fails');
@@ -1499,16 +1521,7 @@ describe('deleting a webhook whose held deliveries cannot all be removed', () =>
           ? Promise.reject(new Error('ProvisionedThroughputExceededException'))
           : dynamo.send(command as never),
     } as typeof dynamo;
-    const delivery = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    const stores = deliveryStores({ client: failingBatches, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    const service = new WebhookService({
-      webhooks: delivery.webhooks as WebhookStore,
-      tenants: { get: async () => undefined },
-      send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
-      timeoutMs: 1_000,
-      now: Date.now,
-      delivery: { ...delivery, ...stores },
-    });
+    const service = webhookServiceOver(failingBatches);
 
     await service.delete(tenant.id, hook.id);
 
@@ -1551,17 +1564,7 @@ describe('deleting a webhook that holds more than one request has time to remove
         return dynamo.send(command as never);
       },
     } as unknown as typeof dynamo;
-    const stores = deliveryStores({ client: slowReads, tableName: sandbox.wiring.controlTable, retentionDays: 7 });
-    const service = new WebhookService({
-      webhooks: delivery.webhooks as WebhookStore,
-      tenants: { get: async () => undefined },
-      send: async () => ({ statusCode: 200, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' }),
-      timeoutMs: 1_000,
-      now: Date.now,
-      delivery: { ...delivery, ...stores },
-      switches,
-      forgetBudgetMs: 300,
-    });
+    const service = webhookServiceOver(slowReads, { switches, forgetBudgetMs: 300 });
     const before = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
 
     const started = Date.now();

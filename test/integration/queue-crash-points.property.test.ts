@@ -24,6 +24,7 @@ import type { Switch, SwitchAction } from '../../functions/core/switches.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
+import { expectFirstSentInSeqOrder, expectOneEventPerSeq } from '../support/seqs.ts';
 
 const CAP = 12;
 const OBJECTS = ['a:1', 'b:2'];
@@ -395,20 +396,9 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     if (rig === week) expect(distinct + dropped, `seqs of ${resource} distributed or counted`).toBe(given);
     expect(given, `seqs of ${resource}`).toBeGreaterThanOrEqual(distinct);
     expect(given, `seqs of ${resource}`).toBeLessThanOrEqual(distinct + dropped);
-    const bySeq = new Map<number, string>();
-    for (const e of ofObject) {
-      const other = bySeq.get(e.seq);
-      if (other !== undefined) expect(other, `seq ${e.seq} of ${resource}`).toBe(e.id);
-      bySeq.set(e.seq, e.id);
-    }
+    const bySeq = expectOneEventPerSeq(ofObject, ` of ${resource}`);
     if (dropped === 0) expect([...bySeq.keys()].sort((x, y) => x - y)).toEqual(Array.from({ length: bySeq.size }, (_, i) => i + 1));
-    const firstSeen: number[] = [];
-    const seen = new Set<number>();
-    for (const e of ofObject) {
-      if (!seen.has(e.seq)) firstSeen.push(e.seq);
-      seen.add(e.seq);
-    }
-    expect(firstSeen).toEqual([...firstSeen].sort((x, y) => x - y));
+    expectFirstSentInSeqOrder(ofObject);
   }
 }
 

@@ -22,6 +22,7 @@ import type { DeliveredEvent, ObjectKey, Webhook } from '../../functions/core/mo
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
+import { expectFirstSentInSeqOrder, expectOneEventPerSeq } from '../support/seqs.ts';
 
 const CAP = 12;
 const OBJECTS = ['a:1', 'b:2'];
@@ -234,21 +235,10 @@ async function execute(commands: readonly Command[]): Promise<void> {
     const ofObject = delivered.filter((e) => e.resource === resource);
     const count = [...accepted.values()].filter((r) => r === resource).length;
     // Seqs are 1..N with no gaps, one event each …
-    const bySeq = new Map<number, string>();
-    for (const e of ofObject) {
-      const other = bySeq.get(e.seq);
-      if (other !== undefined) expect(other).toBe(e.id);
-      bySeq.set(e.seq, e.id);
-    }
+    const bySeq = expectOneEventPerSeq(ofObject);
     expect([...bySeq.keys()].sort((x, y) => x - y)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
     // … and first distributed in increasing seq order (a republished chunk repeats, never reorders).
-    const firstSeen: number[] = [];
-    const seen = new Set<number>();
-    for (const e of ofObject) {
-      if (!seen.has(e.seq)) firstSeen.push(e.seq);
-      seen.add(e.seq);
-    }
-    expect(firstSeen).toEqual([...firstSeen].sort((x, y) => x - y));
+    expectFirstSentInSeqOrder(ofObject);
   }
 }
 
