@@ -21,23 +21,20 @@ import { reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import type { DeliveredEvent, GapMarker, ObjectKey, Webhook } from '../../functions/core/model.ts';
 import type { Switch, SwitchAction } from '../../functions/core/switches.ts';
-import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
-import { expectFirstSentInSeqOrder, expectOneEventPerSeq } from '../support/seqs.ts';
+import {
+  expectFirstSentInSeqOrder,
+  expectOneEventPerSeq,
+  expectOneSeqPerEvent,
+  PROTOCOL_OBJECTS,
+  PROTOCOL_SETTINGS,
+  protocolDeps,
+  quiesce,
+} from '../support/queue-protocol.ts';
 
-const CAP = 12;
-const OBJECTS = ['a:1', 'b:2'];
-const SHORT = {
-  objectQueueCap: CAP,
-  objectRatePerSecond: 100_000,
-  objectBurst: 100_000,
-  turnMaxEvents: 5,
-  leaseMs: 5_000,
-  turnMaxMs: 1_000,
-  stuckAfterMs: 6_000,
-  ingestGraceMs: 2_000,
-};
+const OBJECTS = PROTOCOL_OBJECTS;
+
 const everything: Webhook = webhookFixture({ id: 'wh_all' });
 
 /** How a command's Nth call out fails: the command dies there (before or after the call applied), or that call alone fails. */
@@ -171,9 +168,14 @@ beforeAll(async () => {
     { step: 'deserialize', name: 'faultPoint' },
   );
   const rigOf = (retentionDays: number): Rig => ({
-    config: buildConfig({ ...SHORT, retentionDays }),
+    config: buildConfig({ ...PROTOCOL_SETTINGS, retentionDays }),
     store: new QueueStore({ client, tableName: tables.Events as string, retentionDays }),
-    idempotency: new IdempotencyStore({ client, tableName: tables.Events as string, retentionDays, ingestGraceMs: SHORT.ingestGraceMs }),
+    idempotency: new IdempotencyStore({
+      client,
+      tableName: tables.Events as string,
+      retentionDays,
+      ingestGraceMs: PROTOCOL_SETTINGS.ingestGraceMs,
+    }),
   });
   week = rigOf(7);
   twoDays = rigOf(2);
@@ -187,8 +189,6 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   const { config, store, idempotency } = rig;
   const tenantId = `ten_crash${++run}`;
   const keys: ObjectKey[] = OBJECTS.map((resource) => ({ tenantId, resource }));
-  let clock = Date.now();
-  const now = () => clock;
   type Ring = { token: string; quiet: boolean; snapshot?: QuietSnapshot; fresh?: boolean };
   const doorbells = new Map<string, Ring[]>(OBJECTS.map((r) => [r, []]));
   let rings = 0;
@@ -205,6 +205,9 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   // Resource switches, set and lifted as the API does (a drop or a lift rings the object to read them afresh).
   const switches = new Map<string, Switch>();
   const switchList = async () => [...switches.values()];
+  let keysSent = 0;
+  const deps = protocolDeps({ store, idempotency, config, doorbell, run, switches: switchList });
+  const { now, advance } = deps;
   const distributor = new Distributor({
     queues: store,
     switches: { current: switchList, refresh: switchList },
@@ -220,31 +223,12 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
           }
         }),
     },
-    doorbell,
-    config,
-    metrics: NO_METRICS,
-    logger: NO_LOGS,
-    now,
-    sleep: async (ms) => {
-      clock += ms;
-    },
+    ...deps.turn,
   });
-  let ids = 0;
-  let keysSent = 0;
-  const ingest = {
-    queues: store,
-    idempotency,
-    doorbell,
-    config,
-    metrics: NO_METRICS,
-    logger: NO_LOGS,
-    now,
-    newEventId: () => `evt_${run}_${++ids}`,
-  };
+  const { ingest, reconciler } = deps;
   const accepted = new Map<string, string>(); // event id → resource
-  const reconciler = { queues: store, doorbell, switches: { list: switchList }, config, metrics: NO_METRICS, logger: NO_LOGS, now };
 
-  const ringFresh = (key: ObjectKey) => void doorbells.get(key.resource)?.push({ token: `switch-${clock}`, quiet: false, fresh: true });
+  const ringFresh = (key: ObjectKey) => void doorbells.get(key.resource)?.push({ token: `switch-${now()}`, quiet: false, fresh: true });
 
   const turn = async (object: number, pick: number, duplicate: boolean, given?: Ring) => {
     const key = keys[object] as ObjectKey;
@@ -253,7 +237,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     const index = pick % Math.max(1, queue.length);
     const [ring] = given ? [given] : (queue.splice(index, 1) as [Ring]);
     try {
-      await distributor.runTurn(key, `holder-${clock}-${Math.random()}`, {
+      await distributor.runTurn(key, `holder-${now()}-${Math.random()}`, {
         quiet: ring.quiet,
         freshSwitches: ring.fresh === true,
         ...(ring.snapshot && { snapshot: ring.snapshot }),
@@ -292,7 +276,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
           }
           point.arm(undefined);
           if (!again || !command.keyed) break;
-          clock += config.ingestGraceMs + 1;
+          advance(config.ingestGraceMs + 1);
         }
         break;
       }
@@ -315,7 +299,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
         break;
       }
       case 'advance':
-        clock += command.ms;
+        advance(command.ms);
         break;
       case 'switch': {
         const key = keys[command.object] as ObjectKey;
@@ -330,7 +314,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
             target: key.resource,
             action: command.action,
             reason: 'test',
-            created_at: new Date(clock).toISOString(),
+            created_at: new Date(now()).toISOString(),
           });
           if (command.action !== 'drop') break;
         }
@@ -348,15 +332,15 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   // Every switch lifted, as on-call would: its object rung.
   for (const s of switches.values()) ringFresh({ tenantId, resource: s.target as string });
   switches.clear();
-  for (let round = 0; round < 30; round++) {
-    clock += config.stuckAfterMs + config.leaseMs + config.ingestGraceMs + 1;
-    await reconcile(reconciler);
-    for (let guard = 0; guard < 200 && [...doorbells.values()].some((q) => q.length > 0); guard++) {
-      for (let o = 0; o < keys.length; o++) await turn(o, 0, false);
-    }
-    const metas = await Promise.all(keys.map((k) => store.readMeta(k)));
-    if (metas.every((m) => !m || (m.depth === 0 && !m.scheduled))) break;
-  }
+  await quiesce({
+    store,
+    keys,
+    step: config.stuckAfterMs + config.leaseMs + config.ingestGraceMs + 1,
+    advance,
+    reconcile: () => reconcile(reconciler),
+    ringing: () => [...doorbells.values()].some((q) => q.length > 0),
+    serve: (o) => turn(o, 0, false),
+  });
 
   for (const key of keys) {
     const meta = await store.readMeta(key);
@@ -364,13 +348,8 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     expect(meta?.scheduled ?? false, `scheduled of ${key.resource}`).toBe(false);
     expect(meta?.switchDropped ?? 0, `drop count of ${key.resource} owing its marker`).toBe(0);
   }
-  const seqOf = new Map<string, number>();
-  for (const event of delivered) {
-    expect(event.id.startsWith(`evt_${run}_`)).toBe(true);
-    const known = seqOf.get(event.id);
-    if (known !== undefined) expect(event.seq, `seq of ${event.id}`).toBe(known);
-    seqOf.set(event.id, event.seq);
-  }
+  for (const event of delivered) expect(event.id.startsWith(`evt_${run}_`)).toBe(true);
+  const seqOf = expectOneSeqPerEvent(delivered);
   // A key sent again is answered with its first event's id, and that event is the only one distributed for it.
   const idOfKey = new Map<string, string>();
   for (const event of delivered) {

@@ -19,23 +19,21 @@ import { reconcile } from '../../functions/app/reconciler.ts';
 import { buildConfig } from '../../functions/core/config.ts';
 import { FencedOutError } from '../../functions/core/errors.ts';
 import type { DeliveredEvent, ObjectKey, Webhook } from '../../functions/core/model.ts';
-import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
 import { createTables, type Emulators, startEmulators } from '../../sandbox/emulators.ts';
 import { webhookFixture } from '../support/fixtures.ts';
-import { expectFirstSentInSeqOrder, expectOneEventPerSeq } from '../support/seqs.ts';
+import {
+  expectFirstSentInSeqOrder,
+  expectOneEventPerSeq,
+  expectOneSeqPerEvent,
+  PROTOCOL_OBJECTS,
+  PROTOCOL_SETTINGS,
+  protocolDeps,
+  quiesce,
+} from '../support/queue-protocol.ts';
 
-const CAP = 12;
-const OBJECTS = ['a:1', 'b:2'];
-const config = buildConfig({
-  objectQueueCap: CAP,
-  objectRatePerSecond: 100_000,
-  objectBurst: 100_000,
-  turnMaxEvents: 5,
-  leaseMs: 5_000,
-  turnMaxMs: 1_000,
-  stuckAfterMs: 6_000,
-  ingestGraceMs: 2_000,
-});
+const CAP = PROTOCOL_SETTINGS.objectQueueCap;
+const OBJECTS = PROTOCOL_OBJECTS;
+const config = buildConfig(PROTOCOL_SETTINGS);
 const everything: Webhook = webhookFixture({ id: 'wh_all' });
 
 type Command =
@@ -78,8 +76,6 @@ afterAll(async () => {
 async function execute(commands: readonly Command[]): Promise<void> {
   const tenantId = `ten_run${++run}`;
   const keys: ObjectKey[] = OBJECTS.map((resource) => ({ tenantId, resource }));
-  let clock = Date.now();
-  const now = () => clock;
   // The simulated distribute queue: doorbells per object, in send order.
   type Ring = { token: string; quiet: boolean; snapshot?: QuietSnapshot };
   const doorbells = new Map<string, Ring[]>(OBJECTS.map((r) => [r, []]));
@@ -93,6 +89,8 @@ async function execute(commands: readonly Command[]): Promise<void> {
   };
   const delivered: DeliveredEvent[] = [];
   let crashNextPublish = false;
+  const deps = protocolDeps({ store, idempotency, config, doorbell, run, switches: async () => [] });
+  const { now, advance } = deps;
   const distributor = new Distributor({
     queues: store,
     switches: NO_SWITCHES,
@@ -106,28 +104,10 @@ async function execute(commands: readonly Command[]): Promise<void> {
         for (const m of messages) delivered.push(...(m.events as DeliveredEvent[]));
       },
     },
-    doorbell,
-    config,
-    metrics: NO_METRICS,
-    logger: NO_LOGS,
-    now,
-    sleep: async (ms) => {
-      clock += ms;
-    },
+    ...deps.turn,
   });
-  let ids = 0;
-  const ingest = {
-    queues: store,
-    idempotency,
-    doorbell,
-    config,
-    metrics: NO_METRICS,
-    logger: NO_LOGS,
-    now,
-    newEventId: () => `evt_${run}_${++ids}`,
-  };
+  const { ingest, reconciler } = deps;
   const accepted = new Map<string, string>(); // event id → resource
-  const reconciler = { queues: store, doorbell, switches: { list: async () => [] }, config, metrics: NO_METRICS, logger: NO_LOGS, now };
 
   const turn = async (object: number, pick: number, duplicate: boolean) => {
     const key = keys[object] as ObjectKey;
@@ -137,7 +117,7 @@ async function execute(commands: readonly Command[]): Promise<void> {
     const [ring] = queue.splice(index, 1) as [Ring];
     try {
       // A doorbell an ingest rang with `quiet` may be served without a lease.
-      await distributor.runTurn(key, `holder-${clock}-${Math.random()}`, {
+      await distributor.runTurn(key, `holder-${now()}-${Math.random()}`, {
         quiet: ring.quiet,
         ...(ring.snapshot && { snapshot: ring.snapshot }),
       });
@@ -190,13 +170,13 @@ async function execute(commands: readonly Command[]): Promise<void> {
             turn: { fromSlot: before.cursor + 1, toSlot: before.cursor + 1, firstSeq: before.seq + 1 },
           }),
         ).rejects.toBeInstanceOf(FencedOutError);
-        await expect(store.finishTurn(key, staleFence, clock)).rejects.toBeInstanceOf(FencedOutError);
+        await expect(store.finishTurn(key, staleFence, now())).rejects.toBeInstanceOf(FencedOutError);
         const after = await store.readMeta(key);
         expect(after).toEqual(before);
         break;
       }
       case 'advance':
-        clock += command.ms;
+        advance(command.ms);
         break;
       case 'reconcile':
         await reconcile(reconciler);
@@ -206,15 +186,15 @@ async function execute(commands: readonly Command[]): Promise<void> {
 
   // Quiesce: time passes (leases expire, abandoned slots age out), the reconciler
   // runs, and every doorbell is delivered, until nothing is scheduled.
-  for (let round = 0; round < 30; round++) {
-    clock += config.stuckAfterMs + config.leaseMs + 1;
-    await reconcile(reconciler);
-    for (let guard = 0; guard < 200 && [...doorbells.values()].some((q) => q.length > 0); guard++) {
-      for (let o = 0; o < keys.length; o++) await turn(o, 0, false);
-    }
-    const metas = await Promise.all(keys.map((k) => store.readMeta(k)));
-    if (metas.every((m) => !m || (m.depth === 0 && !m.scheduled))) break;
-  }
+  await quiesce({
+    store,
+    keys,
+    step: config.stuckAfterMs + config.leaseMs + 1,
+    advance,
+    reconcile: () => reconcile(reconciler),
+    ringing: () => [...doorbells.values()].some((q) => q.length > 0),
+    serve: (o) => turn(o, 0, false),
+  });
 
   // No object is left scheduled, or with events.
   for (const key of keys) {
@@ -223,13 +203,8 @@ async function execute(commands: readonly Command[]): Promise<void> {
     expect(meta?.scheduled ?? false).toBe(false);
   }
   // Every accepted event was distributed, nothing else was, and each has one seq.
-  const seqOf = new Map<string, number>();
-  for (const event of delivered) {
-    expect(accepted.has(event.id)).toBe(true);
-    const known = seqOf.get(event.id);
-    if (known !== undefined) expect(event.seq).toBe(known);
-    seqOf.set(event.id, event.seq);
-  }
+  for (const event of delivered) expect(accepted.has(event.id)).toBe(true);
+  const seqOf = expectOneSeqPerEvent(delivered);
   expect(new Set(seqOf.keys())).toEqual(new Set(accepted.keys()));
   for (const resource of OBJECTS) {
     const ofObject = delivered.filter((e) => e.resource === resource);
