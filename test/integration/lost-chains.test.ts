@@ -467,13 +467,15 @@ describe("the reconciler's checks", () => {
   });
 
   it("are sent by the sandbox's own run, within what the reconciler's role allows, for the webhooks its shard lists", async () => {
-    const tenant = await createTenant(sandbox, 'own-run');
     const deps = deliveryAt(0);
     const interval = scheduleSeconds(sandbox.config.reconcileIntervalSeconds) * 1000;
     const shardNow = () => Math.floor(Date.now() / interval) % CHAIN_SHARDS;
-    // Webhooks with chains until one is listed in the shard a run now reads.
+    // Webhooks with chains until one is listed in the shard a run now reads: a new tenant
+    // for every 15 (a tenant's webhook URLs are verified 20 in 10 s at most).
     let ours: string | undefined;
+    let tenant = await createTenant(sandbox, 'own-run');
     for (let i = 0; i < 60 && ours === undefined; i++) {
+      if (i > 0 && i % 15 === 0) tenant = await createTenant(sandbox, `own-run-${i}`);
       const hook = await createWebhook(sandbox, tenant.key, { resource: `or:${i}`, url: `${receiver.url}/own-run` });
       const webhook = await read(tenant.id, hook.id);
       expect(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: `msg_or${i}`, releaseAt: Date.now() })).toBe(true);
