@@ -4,7 +4,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveryMessage } from '../core/model.ts';
 import { CONTROL_PK } from '../definitions/tables.ts';
 import { applied, appliedOwn, epochSeconds, names } from './dynamo.ts';
@@ -17,6 +17,17 @@ export interface DeadLetter {
   readonly message: DeliveryMessage;
   readonly replayedAt: number | undefined;
 }
+
+/**
+ * The most bytes of letters past the retention period one page reads past before it
+ * ends (at the end of the query page that passes it): four of DynamoDB's 1 MB query
+ * pages, some 1,000 read units and a few hundred milliseconds.
+ */
+export const DEAD_LETTER_EXPIRED_BYTES = 4 * 1024 * 1024;
+/** The most items a query of a page reads past its letters, once it has passed expired ones (DynamoDB's 1 MB bounds it too). */
+const EXPIRED_READ_LIMIT = 1_000;
+/** Expired letters a replay removes at once. */
+const REMOVE_AT_ONCE = 25;
 
 // A partition the delivery function's role may reach (TABLE_ACCESS.delivery).
 const deadPk = (webhookId: string) => `${CONTROL_PK.dead}${webhookId}`;
@@ -73,40 +84,60 @@ export class DeadLetters extends WebhookItems {
    * accepted, after the one keyed `afterSk` (a page's `lastSk`): at most `limit`, and no
    * more once `bytes` of their messages are read (the first is always taken). `more`
    * tells whether any follow.
+   *
+   * Letters past the retention period that TTL has not deleted yet (it deletes days
+   * late) are passed over, and their keys given apart in `expired` (a replay removes them): since a
+   * letter's key is its events' accepted time, not its write's, and a replay's delivery
+   * that fails again writes its letter anew under its old key, no key range leaves them
+   * out. Once the page has passed `expiredBytes` of them (DEAD_LETTER_EXPIRED_BYTES) it
+   * ends there, short or empty, with `more` and a `lastSk` past them: a webhook whose
+   * letters of months ago TTL still keeps is read a bounded stretch a call, where a
+   * page read through all of them in one call, past the API's 29 s.
    */
   async page(
     webhookId: string,
     now: number,
     limit: number,
-    options: { afterSk?: string; bytes?: number } = {},
-  ): Promise<{ letters: DeadLetter[]; more: boolean; lastSk: string | undefined }> {
+    options: { afterSk?: string; bytes?: number; expiredBytes?: number } = {},
+  ): Promise<{ letters: DeadLetter[]; expired: string[]; more: boolean; lastSk: string | undefined }> {
     const letters: DeadLetter[] = [];
+    const expired: string[] = [];
+    const expiredBudget = options.expiredBytes ?? DEAD_LETTER_EXPIRED_BYTES;
     let bytes = 0;
+    let expiredBytes = 0;
     let more = false;
+    let lastSk: string | undefined;
     // Within `bytes` with the next letter in it (the first one always: a letter is far smaller than any limit given).
     const full = (size: number) =>
       letters.length >= limit || (options.bytes !== undefined && letters.length > 0 && bytes + size > options.bytes);
-    const pages = this.pages(
-      {
-        KeyConditionExpression: options.afterSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk > :after',
-        FilterExpression: '#expires_at_ms > :now',
-        ExpressionAttributeNames: names('pk', 'expires_at_ms', ...(options.afterSk === undefined ? [] : ['sk'])),
-        ExpressionAttributeValues: {
-          ':pk': deadPk(webhookId),
-          ':now': now,
-          ...(options.afterSk !== undefined && { ':after': options.afterSk }),
-        },
-        Limit: limit + 1,
-        // A replay that follows `has_more` at once must not read again letters the one
-        // before it sent and removed.
-        ConsistentRead: true,
-      },
-      () => !more,
-    );
-    for await (const page of pages) {
-      for (const item of page.Items ?? []) {
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.client.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: options.afterSk === undefined ? '#pk = :pk' : '#pk = :pk AND #sk > :after',
+          ExpressionAttributeNames: names('pk', ...(options.afterSk === undefined ? [] : ['sk'])),
+          ExpressionAttributeValues: {
+            ':pk': deadPk(webhookId),
+            ...(options.afterSk !== undefined && { ':after': options.afterSk }),
+          },
+          // One more than the page holds (to tell `more`), and more once expired letters were passed.
+          Limit: limit + 1 + Math.min(expired.length, EXPIRED_READ_LIMIT),
+          // A replay that follows `has_more` at once must not read again letters the one
+          // before it sent and removed.
+          ConsistentRead: true,
+          ...(startKey && { ExclusiveStartKey: startKey }),
+        }),
+      );
+      for (const item of result.Items ?? []) {
         const message = String(item.message);
         const size = Buffer.byteLength(message);
+        if (Number(item.expires_at_ms) <= now) {
+          expired.push(String(item.sk));
+          expiredBytes += size;
+          lastSk = String(item.sk);
+          continue;
+        }
         if (full(size)) {
           more = true;
           break;
@@ -114,9 +145,38 @@ export class DeadLetters extends WebhookItems {
         bytes += size;
         const replayedAt = item.replayed_at === undefined ? undefined : Number(item.replayed_at);
         letters.push({ sk: String(item.sk), reason: String(item.reason), message: JSON.parse(message), replayedAt });
+        lastSk = String(item.sk);
       }
+      startKey = result.LastEvaluatedKey;
+      // Past its budget of expired letters the page ends where it is (a full query page read).
+      if (!more && startKey !== undefined && expiredBytes >= expiredBudget) more = true;
+    } while (!more && startKey !== undefined);
+    return { letters, expired, more, lastSk };
+  }
+
+  /**
+   * Removes dead letters a page passed over as past the retention period (what TTL
+   * would, late): only while still expired, not one a replay's delivery that failed
+   * again wrote anew under the same key meanwhile.
+   */
+  async removeExpired(webhookId: string, keys: readonly string[], now: number): Promise<void> {
+    for (let i = 0; i < keys.length; i += REMOVE_AT_ONCE) {
+      await Promise.all(
+        keys.slice(i, i + REMOVE_AT_ONCE).map((sk) =>
+          applied(
+            this.client.send(
+              new DeleteCommand({
+                TableName: this.table,
+                Key: { pk: deadPk(webhookId), sk },
+                ConditionExpression: '#expires_at_ms <= :now',
+                ExpressionAttributeNames: names('expires_at_ms'),
+                ExpressionAttributeValues: { ':now': now },
+              }),
+            ),
+          ),
+        ),
+      );
     }
-    return { letters, more, lastSk: letters.at(-1)?.sk };
   }
 
   /**

@@ -507,7 +507,9 @@ export class WebhookService {
    * A page of the webhook's dead letters (deliveries that used up their retries), in the
    * order their oldest events were accepted: each with its events' ids and types (not
    * their data, which a page of 100 could make too large to answer), `next` for the
-   * page after: at most `limit` of them, and fewer once DEAD_LETTER_PAGE_BYTES are read.
+   * page after: at most `limit` of them, and fewer once DEAD_LETTER_PAGE_BYTES are read,
+   * or once it has passed DEAD_LETTER_EXPIRED_BYTES of letters past the retention period
+   * that TTL has not deleted yet (then short, even empty, with `next` past them).
    */
   async deadLetters(tenantId: string, id: string, limit: number, after: string | undefined) {
     const webhook = await this.#find(tenantId, id);
@@ -539,7 +541,9 @@ export class WebhookService {
    * budget, and removes it once sent: a second call sends only what came since. At most
    * MAX_REPLAY_DELIVERIES deliveries and MAX_REPLAY_BYTES of them a call, as `replay`,
    * and from the same budget (429 once it is spent); one at a time per webhook (429
-   * while another is under way); `has_more` says to call again.
+   * while another is under way); `has_more` says to call again. Letters past the
+   * retention period that TTL has not deleted yet are removed as a call passes them, up
+   * to DEAD_LETTER_EXPIRED_BYTES of them a call (which may then send none, with `has_more`).
    */
   async replayDeadLetters(tenantId: string, id: string): Promise<{ deliveries: number; events: number; has_more: boolean }> {
     const webhook = await this.#find(tenantId, id);
@@ -590,6 +594,9 @@ export class WebhookService {
         // Sent before they are removed: a call that fails between sends some twice, never none.
         await queue.send(messages);
         await Promise.all(page.letters.map((letter) => deadLetters.remove(webhook.id, letter.sk, letter.replayedAt)));
+        // And what it passed over as past the retention period, which TTL deletes days
+        // late: the next call, which reads from the first letter again, reads on past them.
+        await deadLetters.removeExpired(webhook.id, page.expired, now);
         return {
           deliveries: messages.length,
           events: messages.reduce((sum, m) => sum + eventCount(m.events), 0),

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { newId } from '../../functions/core/ids.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { CallObserver } from '../../sandbox/observe.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
@@ -156,5 +157,115 @@ describe("reads of a webhook's log while DynamoDB's TTL lags behind", () => {
     } finally {
       observe = undefined;
     }
+  });
+});
+
+describe("a webhook's dead letters while DynamoDB's TTL lags behind", () => {
+  /**
+   * A webhook with 400 dead letters written 8 days ago (expired a day ago, still stored),
+   * each with 40 KB of events that do not compress: some 16 MB, sixteen of DynamoDB's
+   * 1 MB pages. Among them, keyed by its events' accepted time as they are, one a
+   * replay's delivery failed again with just now; and one written now. Returns the
+   * webhook, its tenant's key and the two live letters' ids, oldest first.
+   */
+  async function lettersPastRetention(name: string) {
+    const tenant = await createTenant(sandbox, name);
+    const hook = await createWebhook(sandbox, tenant.key, { resource: `${name}:0`, url: `${receiver.url}/${name}` });
+    const { deadLetters } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const now = Date.now();
+    const old = now - 8 * DAY_MS;
+    const letter = (acceptedAt: number, data: string, replayedAt?: number): DeliveryMessage => ({
+      deliveryId: newId('msg', acceptedAt),
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        deliveredEventFixture({
+          id: newId('evt', acceptedAt),
+          seq: 1,
+          resource: `${name}:0`,
+          data,
+          created_at: new Date(acceptedAt).toISOString(),
+        }),
+      ],
+      attempt: 8,
+      ...(replayedAt !== undefined && { replayedAt }),
+    });
+    for (let n = 0; n < 400; n += 40) {
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          deadLetters.add(letter(old + n + i, randomBytes(30_000).toString('base64')), 'HTTP 500', old + n + i + 1),
+        ),
+      );
+    }
+    const failedAgain = letter(old + 200, 'again', now);
+    const latest = letter(now, 'latest');
+    expect(await deadLetters.add(failedAgain, 'HTTP 500', now)).toBe(true);
+    expect(await deadLetters.add(latest, 'HTTP 500', now)).toBe(true);
+    return { tenant, hook, live: [failedAgain.deliveryId, latest.deliveryId] };
+  }
+
+  /** Counts the queries of `hook`'s dead letters while `act` runs, and each call's. */
+  async function queriesOf<T>(hook: { id: string }, act: () => Promise<T>): Promise<{ result: T; queries: number }> {
+    let queries = 0;
+    const partition = `dead#${hook.id}`;
+    observe = (call) => {
+      if (call.command === 'QueryCommand' && JSON.stringify(call.input).includes(`"${partition}"`)) queries++;
+    };
+    try {
+      return { result: await act(), queries };
+    } finally {
+      observe = undefined;
+    }
+  }
+
+  it('are listed a bounded stretch a page: pages past the expired ones come short or empty, with next, until the live ones', async () => {
+    // Prepare
+    const { tenant, hook, live } = await lettersPastRetention('dead-lag');
+    const path = `/v1/webhooks/${hook.id}/dead-letters`;
+
+    // Act: follow next to the end.
+    const pages: Array<{ ids: string[]; queries: number }> = [];
+    let after: string | undefined;
+    do {
+      const { result: page, queries } = await queriesOf(hook, () =>
+        call(sandbox, 'GET', `${path}?limit=100${after === undefined ? '' : `&after=${after}`}`, { key: tenant.key }),
+      );
+      expect(page.status).toBe(200);
+      pages.push({ ids: page.body.data.map((l: { delivery_id: string }) => l.delivery_id), queries });
+      after = page.body.has_more ? page.body.next : undefined;
+    } while (after !== undefined && pages.length < 20);
+
+    // Assert: the two live letters, once, in order; no page read past some 5 MB of
+    // expired ones (one query page past DEAD_LETTER_EXPIRED_BYTES), where the first read all 16.
+    expect(Math.max(...pages.map((p) => p.queries))).toBeLessThanOrEqual(6);
+    expect(pages.flatMap((p) => p.ids)).toEqual(live);
+    expect(pages.length).toBeGreaterThan(1);
+  });
+
+  it('are sent again by replays that each read a bounded stretch and remove the expired letters they passed', async () => {
+    // Prepare
+    const { tenant, hook, live } = await lettersPastRetention('dead-lag-replay');
+    const path = `/v1/webhooks/${hook.id}/dead-letters/replay`;
+
+    // Act: replay until nothing is left.
+    const calls: Array<{ deliveries: number; queries: number }> = [];
+    let more = true;
+    while (more && calls.length < 20) {
+      const { result: replay, queries } = await queriesOf(hook, () => call(sandbox, 'POST', path, { key: tenant.key }));
+      expect(replay.status).toBe(202);
+      calls.push({ deliveries: replay.body.deliveries, queries });
+      more = replay.body.has_more;
+    }
+    await receiver.waitFor(() => receiver.acceptedEvents('/dead-lag-replay').length === 2, 10_000);
+
+    // Assert: the two live letters sent, each once; no replay read past some 5 MB of
+    // expired letters; and none is left, expired or not.
+    expect(Math.max(...calls.map((c) => c.queries))).toBeLessThanOrEqual(6);
+    expect(calls.reduce((sum, c) => sum + c.deliveries, 0)).toBe(2);
+    expect(calls.length).toBeGreaterThan(1);
+    expect(receiver.deliveries('/dead-lag-replay').map((d) => [d.answered, d.headers['webhook-id']])).toEqual(live.map((id) => [200, id]));
+    const { deadLetters } = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const left = await deadLetters.page(hook.id, 0, 1_000);
+    expect(left.letters).toEqual([]);
   });
 });
