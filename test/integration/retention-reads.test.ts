@@ -6,16 +6,19 @@
  * sent again, beside one written now that is.
  */
 import { randomBytes } from 'node:crypto';
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { DeadLetters } from '../../functions/adapters/dead-letters.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
 import { newId } from '../../functions/core/ids.ts';
-import type { DeliveryMessage } from '../../functions/core/model.ts';
+import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
 import type { CallObserver } from '../../sandbox/observe.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { webhookService } from '../support/services.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -267,5 +270,51 @@ describe("a webhook's dead letters while DynamoDB's TTL lags behind", () => {
     const { deadLetters } = deliveryDeps(sandbox.wiring, sandbox.notifier);
     const left = await deadLetters.page(hook.id, 0, 1_000);
     expect(left.letters).toEqual([]);
+  });
+});
+
+describe('a dead-letter replay whose removal of expired letters fails', () => {
+  it('answers what it sent all the same (not a 500 over deliveries already sent), leaving the expired letters for the next', async () => {
+    // Prepare: three letters past the retention period, then one live; DynamoDB fails
+    // every removal of an expired one (after the SDK's own retries).
+    const tenant = await createTenant(sandbox, 'dead-lag-fails');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'dlf:0', url: `${receiver.url}/dead-lag-fails` });
+    const now = Date.now();
+    const letter = (acceptedAt: number): DeliveryMessage => ({
+      deliveryId: newId('msg', acceptedAt),
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      events: [
+        deliveredEventFixture({ id: newId('evt', acceptedAt), seq: 1, resource: 'dlf:0', created_at: new Date(acceptedAt).toISOString() }),
+      ],
+      attempt: 8,
+    });
+    const dynamo = sandbox.wiring.dynamo;
+    const stores = { client: dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
+    for (const at of [now - 8 * DAY_MS, now - 8 * DAY_MS + 1, now - 8 * DAY_MS + 2, now]) {
+      expect(await new DeadLetters(stores).add(letter(at), 'HTTP 500', at)).toBe(true);
+    }
+    const failingExpiredRemovals = {
+      send: (command: unknown) =>
+        command instanceof DeleteCommand && String(command.input.ConditionExpression).includes('expires_at_ms')
+          ? Promise.reject(new Error('ProvisionedThroughputExceededException'))
+          : dynamo.send(command as never),
+    } as typeof dynamo;
+    const sent: DeliverQueueMessage[] = [];
+    const service = webhookService(sandbox, {
+      delivery: {
+        deadLetters: new DeadLetters({ ...stores, client: failingExpiredRemovals }),
+        queue: { send: async (messages: readonly DeliverQueueMessage[]) => void sent.push(...messages) },
+      },
+    });
+
+    // Act
+    const replay = await service.replayDeadLetters(tenant.id, hook.id);
+
+    // Assert: the live letter sent and removed; the expired ones still stored.
+    expect(replay).toEqual({ deliveries: 1, events: 1, has_more: false });
+    expect(sent).toHaveLength(1);
+    const left = await new DeadLetters(stores).page(hook.id, 0, 100);
+    expect(left.letters).toHaveLength(3);
   });
 });
