@@ -78,7 +78,8 @@ export class InexactInteger {
 
 /**
  * Sixteen significant digits, a decimal point among them or not, may be an integer a
- * double rounds (2^53 has 16 digits); a body with none is parsed the quick way.
+ * double rounds (2^53 has 16 digits); a body with none is parsed the quick way, since a
+ * number of at most 15 significant digits is delivered as written (a double keeps 15).
  */
 const LONG_DIGITS = /\d(?:\.?\d){15}/;
 
@@ -101,13 +102,21 @@ function integerOf(source: string): bigint | undefined {
   return BigInt(sign + (kept > 0 ? digits.slice(0, kept) : '0'));
 }
 
-/** JSON.parse's reviver, given each value's source text (ES2025): marks the integers a double rounds, however written. */
+/**
+ * JSON.parse's reviver, given each value's source text (ES2025): marks the integers a
+ * double rounds, however written: those the double neither holds exactly (2^60 it does)
+ * nor is delivered as (JSON.stringify writes the double's shortest form). `1e23` and
+ * `8.08113891772845e+83`, as a producer's JSON.stringify writes such doubles, are no
+ * double's exact value but are delivered as written, so they pass: judged by the exact
+ * value alone, they were refused only when something else in the body had 16 digits in
+ * a row (LONG_DIGITS, which turns this reviver on), and accepted otherwise.
+ */
 function markInexactIntegers(_key: string, value: unknown, context?: { source?: string }): unknown {
   if (typeof value !== 'number' || Number.isSafeInteger(value) || !Number.isFinite(value)) return value;
   const source = context?.source;
   const exact = source === undefined ? undefined : integerOf(source);
   if (exact === undefined || !Number.isInteger(value)) return value;
-  return exact === BigInt(value) ? value : new InexactInteger(source as string);
+  return exact === BigInt(value) || exact === integerOf(String(value)) ? value : new InexactInteger(source as string);
 }
 
 /** Parses a JSON body, rejecting anything that is not an object. */

@@ -119,6 +119,21 @@ describe('parsing a body', () => {
     expect(parsed).toMatchObject({ e: 1e21, f: 12345678901234568, g: Number.POSITIVE_INFINITY });
   });
 
+  it('judges a number by what it is delivered as, not by the digits elsewhere in the body', () => {
+    // 1e23 and 8.08113891772845e+83 are integers no double holds exactly, but each is the
+    // double's own shortest form (what JSON.stringify writes): delivered as written. Before,
+    // they were refused only when some other value of the body had 16 digits in a row.
+    const data = '{"a":1e23,"b":8.08113891772845e+83,"c":-3.2e25}';
+    const alone = `{"events":[{"resource":"n:1","type":"a.b","data":${data}}]}`;
+    const beside = `{"events":[{"resource":"n:1","type":"a.b","data":${data}},{"resource":"n:2","type":"a.b","data":"1234567890123456"}]}`;
+    expect(validatePublish(parseJsonObject(alone))[0]?.data).toEqual({ a: 1e23, b: 8.08113891772845e83, c: -3.2e25 });
+    expect(validatePublish(parseJsonObject(beside))[0]?.data).toEqual({ a: 1e23, b: 8.08113891772845e83, c: -3.2e25 });
+    // Written otherwise, the same doubles would be delivered as another number: refused, 16 digits or not.
+    const rounded = parseJsonObject('{"a":100000000000000000000001,"b":1.0000000000000000000001e23}');
+    expect(rounded.a).toEqual(new InexactInteger('100000000000000000000001'));
+    expect(rounded.b).toEqual(new InexactInteger('1.0000000000000000000001e23'));
+  });
+
   it('says a body nested thousands deep is too deep, not that it is not JSON', () => {
     const deep = `{"id":"1234567890123456","data":${'['.repeat(5_000)}${']'.repeat(5_000)}}`;
     expect(problems(() => parseJsonObject(deep))).toEqual(['the body must nest arrays and objects at most 32 levels deep']);
