@@ -245,12 +245,44 @@ interface EventSent {
 }
 
 /** Every valid event names the stream's resource, or is on it. */
-function withParent(event: EventBase, id: string | undefined): EventSent {
-  return {
-    ...event,
-    ...(event.resource !== STREAM && { parents: [STREAM] }),
-    ...(id !== undefined && { id }),
-  };
+function withParent(event: EventBase, id: string | undefined, noisyParents = false): EventSent {
+  // Noisy: the parent twice and the resource itself among them, which reach each subscriber once.
+  const parents = noisyParents ? [STREAM, event.resource, STREAM] : event.resource !== STREAM ? [STREAM] : undefined;
+  return { ...event, ...(parents && { parents }), ...(id !== undefined && { id }) };
+}
+
+/** The parents an event is delivered with: each once, not its own resource. */
+function deliveredParents(event: EventSent): string[] {
+  return [...new Set(event.parents ?? [])].filter((parent) => parent !== event.resource);
+}
+
+/** JSON with every object's keys sorted. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Two events are the same (README: a key sent again with it is a duplicate) whatever the order of keys in data, or repeated parents. */
+function sameEvent(a: EventSent, b: EventSent): boolean {
+  const form = (e: EventSent) => canonical([e.resource, deliveredParents(e), e.type, e.data]);
+  return form(a) === form(b);
+}
+
+/** The same data with every object's keys in reverse order. */
+function reordered(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(reordered);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value)
+        .reverse()
+        .map(([k, v]) => [k, reordered(v)]),
+    );
+  }
+  return value;
 }
 
 // ---------------------------------------------------------------------------
@@ -326,7 +358,7 @@ type BatchFault =
   | 'chunkedTooLarge';
 
 type Command =
-  | { kind: 'publish'; events: Array<{ event: EventBase; keyed: boolean }>; chunked: boolean }
+  | { kind: 'publish'; events: Array<{ event: EventBase; keyed: boolean; noisy: boolean }>; chunked: boolean }
   | {
       kind: 'publishBad';
       events: EventBase[];
@@ -334,7 +366,7 @@ type Command =
       mutation: Mutation;
     }
   | { kind: 'publishBatchBad'; fault: BatchFault; events: EventBase[] }
-  | { kind: 'republish'; pick: number; sameData: boolean }
+  | { kind: 'republish'; pick: number; sameData: boolean; noisy: boolean }
   | { kind: 'retryRefused'; pick: number }
   | { kind: 'createWebhook'; body: Record<string, unknown>; verifies: boolean }
   | { kind: 'createWebhookBad'; body: Record<string, unknown>; raw?: string }
@@ -354,6 +386,7 @@ type Command =
   | { kind: 'tenantReads'; path: string }
   | { kind: 'rotateKeyBad'; body: unknown; query: string }
   | { kind: 'deleteTenant'; pick: number }
+  | { kind: 'publishEdge'; edge: 'data' | 'body' | 'hundred'; over: boolean }
   | { kind: 'rotateKey'; pick: number }
   | { kind: 'health'; head: boolean; query: string; authorization: string | null }
   | { kind: 'putSwitch'; scope: 'resource' | 'webhook' | 'tenant'; pick: number; action: 'pause' | 'drop'; reason?: string }
@@ -463,7 +496,7 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     arbitrary: fc.record({
       kind: fc.constant('publish' as const),
       chunked: fc.boolean(),
-      events: fc.array(fc.record({ event: eventArb, keyed: fc.boolean() }), { minLength: 1, maxLength: 5 }),
+      events: fc.array(fc.record({ event: eventArb, keyed: fc.boolean(), noisy: fc.boolean() }), { minLength: 1, maxLength: 5 }),
     }),
   },
   {
@@ -495,7 +528,7 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       events: smallEvents,
     }),
   },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('republish' as const), pick, sameData: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('republish' as const), pick, sameData: fc.boolean(), noisy: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('retryRefused' as const), pick }) },
   {
     weight: 3,
@@ -814,6 +847,14 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deleteTenant' as const), pick }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('publishEdge' as const),
+      edge: fc.constantFrom('data' as const, 'body' as const, 'hundred' as const),
+      over: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('rotateKey' as const), pick }) },
   {
     weight: 1,
@@ -995,7 +1036,7 @@ async function publishValid(run: Run, events: EventSent[], chunked = false): Pro
   events.forEach((event, i) => {
     const result = answer.json.events[i];
     const before = event.id === undefined ? undefined : run.keys.get(event.id);
-    if (before && JSON.stringify(before.event) === JSON.stringify(event)) {
+    if (before && sameEvent(before.event, event)) {
       expect(result, `event ${i}`).toEqual({ id: before.id, status: 'duplicate' });
     } else if (before) {
       expect(result.status, `event ${i}`).toBe('rejected');
@@ -1064,7 +1105,7 @@ async function execute(run: Run, command: Command): Promise<void> {
     case 'publish': {
       await publishValid(
         run,
-        command.events.map(({ event, keyed }) => withParent(event, keyed ? freshKey(run) : undefined)),
+        command.events.map(({ event, keyed, noisy }) => withParent(event, keyed ? freshKey(run) : undefined, noisy)),
         command.chunked,
       );
       return;
@@ -1114,11 +1155,42 @@ async function execute(run: Run, command: Command): Promise<void> {
       await expectRefused(run, `publish ${command.fault}`, answer, status, code, events);
       return;
     }
+    case 'publishEdge': {
+      // Exactly at a limit is accepted; one byte (or one event) past it is refused, and stores nothing.
+      const MIB = 1024 * 1024;
+      let events: EventSent[];
+      if (command.edge === 'data') {
+        // 64 KiB serialized, in 3-byte characters: the limit is bytes, not characters.
+        const euros = '€'.repeat(21_000);
+        const fill = 64 * 1024 - 2 - Buffer.byteLength(euros) + (command.over ? 1 : 0);
+        events = [{ resource: 'task:1', parents: [STREAM], type: 'task.changed', data: euros + 'x'.repeat(fill) }];
+      } else if (command.edge === 'body') {
+        const big = (data: string): EventSent => ({ resource: STREAM, type: 'project.renamed', data });
+        events = Array.from({ length: 17 }, () => big('y'.repeat(60_000)));
+        const size = Buffer.byteLength(JSON.stringify({ events: [...events, big('')] }));
+        events.push(big('z'.repeat(MIB - size + (command.over ? 1 : 0))));
+      } else {
+        events = Array.from({ length: command.over ? 101 : 100 }, (_, i) =>
+          withParent({ resource: RESOURCES[i % RESOURCES.length] as string, type: 'task.changed', data: i }, undefined),
+        );
+      }
+      if (!command.over) return publishValid(run, events);
+      const answer = await call(run, `publish past ${command.edge}`, 'POST', '/v1/events', { key: T.key, json: { events } });
+      return expectError(
+        `publish past ${command.edge}`,
+        answer,
+        command.edge === 'body' ? 413 : 400,
+        command.edge === 'body' ? 'payload_too_large' : 'invalid_request',
+      );
+    }
     case 'republish': {
       const entries = [...run.keys.values()];
       const before = pickOf(entries, command.pick);
       if (!before) return;
-      const event = command.sameData ? before.event : { ...before.event, data: { changed: run.keyCount } };
+      // The same event with its data's keys in another order (and noisy parents) is the same event.
+      const same = { ...before.event, data: reordered(before.event.data) };
+      const resent = command.noisy ? { ...same, parents: [STREAM, before.event.resource, STREAM] } : same;
+      const event = command.sameData ? resent : { ...before.event, data: { changed: run.keyCount } };
       await publishValid(run, [event]);
       return;
     }
@@ -1572,7 +1644,7 @@ describe('the HTTP API under fuzzed input', () => {
         const { resource, parents, type, data } = seen.get(id) ?? {};
         expect({ resource, parents, type, data }, `run ${run.n} ${id}`).toEqual({
           resource: sent.resource,
-          parents: sent.parents ?? [],
+          parents: deliveredParents(sent),
           type: sent.type,
           data: JSON.parse(JSON.stringify(sent.data)),
         });
