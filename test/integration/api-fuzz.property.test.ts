@@ -375,7 +375,7 @@ type Command =
   | { kind: 'deleteWebhook'; pick: number; query?: string }
   | { kind: 'webhookPathBad'; method: string; suffix: string; id: string; body?: unknown }
   | { kind: 'webhookReads'; pick: number; read: string; query: string; body?: unknown }
-  | { kind: 'replay'; pick: number; body: unknown; valid: boolean }
+  | { kind: 'replay'; pick: number; body: unknown; valid: boolean; future?: boolean }
   | { kind: 'stream'; query: string }
   | { kind: 'auth'; route: number; authorization: string | null; adminOnTenant: boolean; head: boolean }
   | { kind: 'noRoute'; method: string; path: string; head: boolean }
@@ -386,6 +386,7 @@ type Command =
   | { kind: 'tenantReads'; path: string }
   | { kind: 'rotateKeyBad'; body: unknown; query: string }
   | { kind: 'deleteTenant'; pick: number }
+  | { kind: 'wrongMethod'; route: number; method: string }
   | { kind: 'publishEdge'; edge: 'data' | 'body' | 'hundred'; over: boolean }
   | { kind: 'rotateKey'; pick: number }
   | { kind: 'health'; head: boolean; query: string; authorization: string | null }
@@ -651,6 +652,8 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
         valid: false,
       })),
       pick.map((p) => ({ kind: 'replay' as const, pick: p, body: { since: '2026-01-01T00:00:00Z', extra: 1 }, valid: false })),
+      // Well-formed, but no window: since is not earlier than now (a 400 once the webhook is found).
+      pick.map((p) => ({ kind: 'replay' as const, pick: p, body: { since: '2099-01-01T00:00:00+01:00' }, valid: false, future: true })),
       pick.map((p) => ({ kind: 'replay' as const, pick: p, body: {}, valid: false })),
       pick.map((p) => ({ kind: 'replay' as const, pick: p, body: { since: new Date(Date.now() - 60_000).toISOString() }, valid: true })),
     ),
@@ -847,6 +850,14 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deleteTenant' as const), pick }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('wrongMethod' as const),
+      route: fc.nat(routeTemplates.length - 1),
+      method: fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'),
+    }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -1183,6 +1194,19 @@ async function execute(run: Run, command: Command): Promise<void> {
         command.edge === 'body' ? 'payload_too_large' : 'invalid_request',
       );
     }
+    case 'wrongMethod': {
+      // A route's path with a method it does not take: no such route (404), with the right key.
+      const route = routeTemplates[command.route] as (typeof routeTemplates)[number];
+      const pattern = route.path.split('?')[0] as string;
+      if (routeTemplates.some((r) => r.method === command.method && r.path.split('?')[0] === pattern)) return;
+      const path = pattern
+        .replace('{wh}', run.webhooks[0]?.id ?? otherWebhook)
+        .replace('{ten}', T.id)
+        .replace('{sw}', 'sw_0000000000000000000');
+      const key = route.admin ? sandbox.adminKey : T.key;
+      const answer = await call(run, 'wrong method', command.method, path, { key, ...(command.method !== 'GET' && { json: {} }) });
+      return expectError(`${command.method} ${pattern}`, answer, 404, 'not_found');
+    }
     case 'republish': {
       const entries = [...run.keys.values()];
       const before = pickOf(entries, command.pick);
@@ -1326,6 +1350,7 @@ async function execute(run: Run, command: Command): Promise<void> {
       const id = webhook?.id ?? otherWebhook;
       const request: Request = typeof command.body === 'string' ? { raw: command.body } : { json: command.body };
       const answer = await call(run, 'replay', 'POST', `/v1/webhooks/${id}/replay`, { key: T.key, ...request });
+      if (command.future && !webhook) return expectError('replay of another tenant', answer, 404, 'not_found');
       if (!command.valid) return expectError(`replay ${JSON.stringify(command.body).slice(0, 200)}`, answer, 400, 'invalid_request');
       if (!webhook) return expectError('replay of another tenant', answer, 404, 'not_found');
       if (answer.status === 429) return expectError('replay', answer, 429, 'rate_limited');
