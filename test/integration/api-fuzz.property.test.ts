@@ -29,7 +29,7 @@ import { withSandbox } from '../support/sandbox.ts';
  * to 90 s beside the rest of the suite. To hunt, FUZZ_RUNS=2000 (FUZZ_SEED replays a
  * failure's seed, FUZZ_STATS=1 prints how many answers of each kind came back).
  */
-const NUM_RUNS = Number(process.env.FUZZ_RUNS ?? 120);
+const NUM_RUNS = Number(process.env.FUZZ_RUNS ?? 150);
 const MAX_COMMANDS = 30;
 const MAX_WEBHOOKS = 3;
 /** Every run's events name this parent (or are on it), so its stream sees all of them. */
@@ -386,6 +386,9 @@ type Command =
   | { kind: 'tenantReads'; path: string }
   | { kind: 'rotateKeyBad'; body: unknown; query: string }
   | { kind: 'deleteTenant'; pick: number }
+  | { kind: 'concurrentCreates'; count: number }
+  | { kind: 'concurrentKey'; event: EventBase; count: number }
+  | { kind: 'raceDeletePatch'; pick: number }
   | { kind: 'wrongMethod'; route: number; method: string }
   | { kind: 'publishEdge'; edge: 'data' | 'body' | 'hundred'; over: boolean }
   | { kind: 'rotateKey'; pick: number }
@@ -850,6 +853,12 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deleteTenant' as const), pick }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('concurrentCreates' as const), count: fc.integer({ min: 2, max: 4 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('concurrentKey' as const), event: eventArb, count: fc.integer({ min: 2, max: 4 }) }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('raceDeletePatch' as const), pick }) },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -1206,6 +1215,76 @@ async function execute(run: Run, command: Command): Promise<void> {
       const key = route.admin ? sandbox.adminKey : T.key;
       const answer = await call(run, 'wrong method', command.method, path, { key, ...(command.method !== 'GET' && { json: {} }) });
       return expectError(`${command.method} ${pattern}`, answer, 404, 'not_found');
+    }
+    case 'concurrentCreates': {
+      // Creates at once, near the tenant's max_webhooks: never more webhooks than places.
+      const free = Math.max(0, T.limits.max_webhooks - run.webhooks.length);
+      const bodies = Array.from({ length: command.count }, () => ({ resource: 'team:9', url: webhookUrl(run, true) }));
+      const answers = await Promise.all(
+        bodies.map((body) => call(run, 'create at once', 'POST', '/v1/webhooks', { key: T.key, json: body })),
+      );
+      for (const _ of bodies) run.pings.push(Date.now());
+      const created = answers.filter((a) => a.status === 201);
+      const full = answers.filter((a) => a.json?.error?.code === 'limit_exceeded').length;
+      const throttled = answers.filter((a) => a.json?.error?.code === 'rate_limited').length;
+      expect(created.length + full + throttled, 'every answer 201, 422 limit_exceeded or 429 rate_limited').toBe(command.count);
+      expect(created.length).toBeLessThanOrEqual(free);
+      // A create refused for the ping budget held a place a moment: others may have found the count full meanwhile.
+      if (throttled === 0) expect(created.length).toBe(Math.min(free, command.count));
+      for (const answer of created) {
+        const body = bodies.find((b) => b.url === answer.json.url) as { resource: string; url: string };
+        run.webhooks.push({ id: answer.json.id, ...body, types: ['*'], description: '', status: 'active', rate_per_second: null });
+      }
+      // Listed oldest first: ids are time-ordered.
+      run.webhooks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      return;
+    }
+    case 'concurrentKey': {
+      // One key sent by several requests at once: one event accepted, the others duplicates of it or told to retry (conflict).
+      const event = withParent(command.event, freshKey(run));
+      const answers = await Promise.all(
+        Array.from({ length: command.count }, () =>
+          call(run, 'same key at once', 'POST', '/v1/events', { key: T.key, json: { events: [event] } }),
+        ),
+      );
+      const results = answers.map((a) => {
+        expect(a.status, a.text).toBe(202);
+        return a.json.events[0];
+      });
+      const accepted = results.filter((r) => r.status === 'accepted');
+      expect(accepted, JSON.stringify(results)).toHaveLength(1);
+      const id = accepted[0].id;
+      for (const r of results) {
+        if (r.status === 'accepted') continue;
+        if (r.status === 'duplicate') expect(r.id).toBe(id);
+        else expect(r, JSON.stringify(results)).toMatchObject({ status: 'rejected', error: { code: 'conflict' } });
+      }
+      run.accepted.set(id, event);
+      run.keys.set(event.id as string, { event, id });
+      return;
+    }
+    case 'raceDeletePatch': {
+      const webhook = pickOf(run.webhooks, command.pick);
+      if (!webhook) return;
+      const [deleted, patched] = await Promise.all([
+        call(run, 'delete racing a patch', 'DELETE', `/v1/webhooks/${webhook.id}`, { key: T.key }),
+        call(run, 'patch racing a delete', 'PATCH', `/v1/webhooks/${webhook.id}`, {
+          key: T.key,
+          json: { description: 'raced', types: ['task.*'] },
+        }),
+      ]);
+      expect(deleted.status, deleted.text).toBe(204);
+      expect([200, 404], patched.text).toContain(patched.status);
+      run.webhooks.splice(run.webhooks.indexOf(webhook), 1);
+      for (const [id, sw] of run.switches) if (sw.scope === 'webhook' && sw.target === webhook.id) run.switches.delete(id);
+      // Gone for good: no patch brought back a piece of it.
+      expectError(
+        'the deleted webhook',
+        await call(run, 'get deleted', 'GET', `/v1/webhooks/${webhook.id}`, { key: T.key }),
+        404,
+        'not_found',
+      );
+      return;
     }
     case 'republish': {
       const entries = [...run.keys.values()];
