@@ -386,6 +386,7 @@ type Command =
   | { kind: 'tenantReads'; path: string }
   | { kind: 'rotateKeyBad'; body: unknown; query: string }
   | { kind: 'deleteTenant'; pick: number }
+  | { kind: 'extraWebhook'; pick: number; switched: boolean }
   | { kind: 'concurrentCreates'; count: number }
   | { kind: 'concurrentKey'; event: EventBase; count: number }
   | { kind: 'raceDeletePatch'; pick: number }
@@ -853,6 +854,7 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deleteTenant' as const), pick }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('extraWebhook' as const), pick, switched: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('concurrentCreates' as const), count: fc.integer({ min: 2, max: 4 }) }) },
   {
     weight: 1,
@@ -1286,6 +1288,22 @@ async function execute(run: Run, command: Command): Promise<void> {
       );
       return;
     }
+    case 'extraWebhook': {
+      // Something for a tenant's deletion to clear away: a webhook, maybe switched.
+      const tenant = pickOf(run.extraTenants, command.pick);
+      if (!tenant || pingBudgetUsed(run) || tenant.limits.max_webhooks < 1) return;
+      usedKeys.add(tenant.key);
+      const url = webhookUrl(run, true);
+      const created = await call(run, 'extra webhook', 'POST', '/v1/webhooks', { key: tenant.key, json: { resource: 'x:1', url } });
+      if (created.status === 422 || created.status === 429) return;
+      expect(created.status, created.text).toBe(201);
+      if (!command.switched) return;
+      const body = { scope: 'webhook', tenant: tenant.id, target: created.json.id, action: 'pause' };
+      const set = await call(run, 'put switch', 'PUT', '/v1/admin/switches', { key: sandbox.adminKey, json: body });
+      expect(set.status, set.text).toBe(200);
+      run.switches.set(set.json.id, { ...body, reason: '', id: set.json.id });
+      return;
+    }
     case 'republish': {
       const entries = [...run.keys.values()];
       const before = pickOf(entries, command.pick);
@@ -1568,6 +1586,27 @@ async function execute(run: Run, command: Command): Promise<void> {
       }
       const answer = await call(run, 'delete tenant', 'DELETE', `/v1/admin/tenants/${tenant.id}`, { key: sandbox.adminKey });
       expect(answer.status, answer.text).toBe(204);
+      // Gone whole: not shown, changed, rotated or switched; its key refused (401, or 403 on an answer API Gateway kept).
+      const admin = { key: sandbox.adminKey };
+      expectError(
+        'deleted tenant',
+        await call(run, 'get deleted tenant', 'GET', `/v1/admin/tenants/${tenant.id}`, admin),
+        404,
+        'not_found',
+      );
+      const rename = { ...admin, json: { name: 'back' } };
+      expectError(
+        'deleted tenant',
+        await call(run, 'patch deleted tenant', 'PATCH', `/v1/admin/tenants/${tenant.id}`, rename),
+        404,
+        'not_found',
+      );
+      const rotate = await call(run, 'rotate deleted tenant', 'POST', `/v1/admin/tenants/${tenant.id}/rotate-key`, admin);
+      expectError('deleted tenant', rotate, 404, 'not_found');
+      const pause = { ...admin, json: { scope: 'tenant', tenant: tenant.id, action: 'pause' } };
+      expectError('deleted tenant', await call(run, 'switch deleted tenant', 'PUT', '/v1/admin/switches', pause), 404, 'not_found');
+      const used = await call(run, 'deleted tenant key', 'GET', '/v1/webhooks', { key: tenant.key });
+      expect([401, 403], used.text).toContain(used.status);
       run.extraTenants.splice(run.extraTenants.indexOf(tenant), 1);
       liveTenants.delete(tenant.id);
       for (const [id, sw] of run.switches) if (sw.tenant === tenant.id) run.switches.delete(id);
