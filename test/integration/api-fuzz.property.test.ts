@@ -25,11 +25,11 @@ import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
 /**
- * Runs of the property: about 30 s of calls on a quiet machine (some 25 calls a run), 60
+ * Runs of the property: about 30 s of calls on a quiet machine (some 30 calls a run), 60
  * to 90 s beside the rest of the suite. To hunt, FUZZ_RUNS=2000 (FUZZ_SEED replays a
  * failure's seed, FUZZ_STATS=1 prints how many answers of each kind came back).
  */
-const NUM_RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+const NUM_RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 const MAX_COMMANDS = 30;
 const MAX_WEBHOOKS = 3;
 /** Every run's events name this parent (or are on it), so its stream sees all of them. */
@@ -1403,8 +1403,8 @@ async function execute(run: Run, command: Command): Promise<void> {
         key: T.key,
         ...(command.body !== undefined && { json: command.body }),
       });
-      // Any refusal is fine (a body a route does not take may be judged before the id): never a success.
-      expect(answer.status, answer.text).toBeGreaterThanOrEqual(400);
+      // No such webhook, or no such route (404); or a body the route does not take, judged before the id (400).
+      expect([400, 404], answer.text).toContain(answer.status);
       return;
     }
     case 'webhookReads': {
