@@ -34,7 +34,8 @@ import { withSandbox } from '../support/sandbox.ts';
 let sandbox: Sandbox;
 let receiver: Receiver;
 
-withSandbox({ canary: false, logLevel: 'ERROR' }, (s, r) => {
+// FANOUT_CONFIG='{"turnMaxEvents":2}' runs it on other settings: the promises hold on any.
+withSandbox({ canary: false, logLevel: 'ERROR', config: JSON.parse(process.env.FANOUT_CONFIG ?? '{}') }, (s, r) => {
   [sandbox, receiver] = [s, r];
 });
 
@@ -58,6 +59,10 @@ interface HookSpec {
   readonly resource: string;
   /** Left out: the default, `*`. */
   readonly types: readonly string[] | undefined;
+  /** Its `rate_per_second`; left out: the deployment's. A low one holds a backlog and releases it packed. */
+  readonly rate: number | undefined;
+  /** Its endpoint answers its first delivery 500: retried under the same `webhook-id`. */
+  readonly failFirst: boolean;
 }
 interface EventSpec {
   readonly resource: string;
@@ -74,7 +79,10 @@ type Step =
   | { readonly kind: 'disable'; readonly pick: number }
   | { readonly kind: 'enable'; readonly pick: number }
   | { readonly kind: 'stream'; readonly tenant: number; readonly resource: string }
-  | { readonly kind: 'settle' };
+  | { readonly kind: 'settle' }
+  | { readonly kind: 'burst'; readonly events: readonly (readonly EventSpec[])[] }
+  | { readonly kind: 'race'; readonly tenant: number; readonly events: readonly EventSpec[]; readonly change: Change };
+type Change = Extract<Step, { kind: 'create' | 'patch' | 'delete' | 'disable' | 'enable' | 'stream' }>;
 interface Scenario {
   readonly tenants: number;
   readonly hooks: readonly HookSpec[];
@@ -84,7 +92,13 @@ interface Scenario {
 
 const resourceArb = fc.constantFrom(...RESOURCES);
 const typesArb = fc.uniqueArray(fc.constantFrom(...PATTERNS), { minLength: 1, maxLength: 2 });
-const hookArb = fc.record({ tenant: fc.nat(2), resource: resourceArb, types: fc.option(typesArb, { nil: undefined, freq: 3 }) });
+const hookArb = fc.record({
+  tenant: fc.nat(2),
+  resource: resourceArb,
+  types: fc.option(typesArb, { nil: undefined, freq: 3 }),
+  rate: fc.option(fc.constantFrom(1, 2), { nil: undefined, freq: 5 }),
+  failFirst: fc.nat(7).map((n) => n === 0),
+});
 // Parents may repeat, or name the event's own resource: the event still reaches each subscriber once.
 const eventArb = fc.record({
   resource: resourceArb,
@@ -92,15 +106,23 @@ const eventArb = fc.record({
   type: fc.constantFrom(...TYPES),
   keyed: fc.boolean(),
 });
+const batchArb = fc.oneof(
+  { weight: 9, arbitrary: fc.array(eventArb, { minLength: 1, maxLength: 8 }) },
+  // Now and then a large one: a webhook on a parent gets more than a delivery's 100.
+  { weight: 1, arbitrary: fc.array(eventArb, { minLength: 60, maxLength: 100 }) },
+);
+const changeArb: fc.Arbitrary<Change> = fc.oneof(
+  fc.record({ kind: fc.constant('create' as const), hook: hookArb }),
+  fc.record({ kind: fc.constant('patch' as const), pick: fc.nat(), types: typesArb }),
+  fc.record({ kind: fc.constant('delete' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('disable' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('enable' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('stream' as const), tenant: fc.nat(2), resource: resourceArb }),
+);
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  {
-    weight: 6,
-    arbitrary: fc.record({
-      kind: fc.constant('publish' as const),
-      tenant: fc.nat(2),
-      events: fc.array(eventArb, { minLength: 1, maxLength: 8 }),
-    }),
-  },
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('publish' as const), tenant: fc.nat(2), events: batchArb }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('burst' as const), events: fc.array(batchArb, { minLength: 3, maxLength: 3 }) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('race' as const), tenant: fc.nat(2), events: batchArb, change: changeArb }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('resend' as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('create' as const), hook: hookArb }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('patch' as const), pick: fc.nat(), types: typesArb }) },
@@ -268,10 +290,19 @@ async function execute(
   const createHook = async (spec: HookSpec) => {
     const tenant = tenantOf(spec.tenant);
     const label = `h${hooks.length}`;
-    const path = `${prefix}${label}`;
+    const path = `${prefix}${label}/in`;
+    if (spec.failFirst) {
+      let answered = 0;
+      receiver.answer(path, async ({ ping }) => (ping || answered++ > 0 ? 200 : 500));
+    }
     const response = await call(sandbox, 'POST', '/v1/webhooks', {
       key: tenants[tenant]?.key,
-      body: { resource: spec.resource, url: `${receiver.url}${path}`, ...(spec.types && { types: spec.types }) },
+      body: {
+        resource: spec.resource,
+        url: `${receiver.url}${path}`,
+        ...(spec.types && { types: spec.types }),
+        ...(spec.rate && { rate_per_second: spec.rate }),
+      },
     });
     expect(response.status, JSON.stringify(response.body)).toBe(201);
     expect(response.body).toMatchObject({ resource: spec.resource, types: spec.types ?? ['*'], status: 'active' });
@@ -308,6 +339,8 @@ async function execute(
     streams.push({ tenant, resource, startedAt: epoch, sync: start.body.sync });
   };
   const publishEvents = async (tenant: number, specs: readonly EventSpec[]) => {
+    // A change answered while this request is under way may or may not apply to its events.
+    const publishedAt = epoch;
     const bodies = specs.map((spec) => {
       const n = ++eventNumber;
       if (spec.keyed) keysUsed[tenant] = (keysUsed[tenant] ?? 0) + 1;
@@ -338,7 +371,7 @@ async function execute(
         parents: [...new Set(body.parents ?? [])].filter((p) => p !== body.resource),
         type: body.type,
         data: body.data,
-        publishedAt: epoch,
+        publishedAt,
         settledAt: undefined,
       });
       if (body.id) keyed.push({ tenant, key: body.id, body, id: result.id });
@@ -360,7 +393,7 @@ async function execute(
   for (const stream of scenario.streams) await startStream(stream.tenant, stream.resource);
 
   // Act: the steps, in order.
-  for (const step of scenario.steps) {
+  const perform = async (step: Step): Promise<void> => {
     switch (step.kind) {
       case 'publish':
         await publishEvents(tenantOf(step.tenant), step.events);
@@ -417,8 +450,17 @@ async function execute(
       case 'settle':
         await settle();
         break;
+      case 'burst':
+        // Every tenant publishes at once (one request each: a resource's seqs follow its tenant's requests).
+        await Promise.all(step.events.slice(0, scenario.tenants).map((events, tenant) => publishEvents(tenant, events)));
+        break;
+      case 'race':
+        // A change and a publish under way together.
+        await Promise.all([publishEvents(tenantOf(step.tenant), step.events), perform(step.change)]);
+        break;
     }
-  }
+  };
+  for (const step of scenario.steps) await perform(step);
   // What disabled webhooks hold is released once they are active again.
   for (const hook of liveHooks()) if (hook.disabledNow) await setStatus(hook, 'active');
   await settle();
@@ -449,7 +491,8 @@ async function execute(
   let pairs = 0;
   for (const hook of hooks) {
     const received: ReceivedDelivery[] = receiver.received.filter((d) => d.path === hook.path);
-    const firstWebhookId = new Map<string, string>();
+    // Each event's delivery that the endpoint took (answered 2xx), by its webhook-id.
+    const taken = new Map<string, string>();
     for (const delivery of received) {
       const where = `webhook ${hook.label} (${hook.id}, tenant ${hook.tenant}, on ${hook.resource})`;
       // Every POST, the creation's ping too, verifies with the webhook's secret.
@@ -488,21 +531,42 @@ async function execute(
           verdict,
           `${where} got ${JSON.stringify(seen)} (published in epoch ${event.publishedAt}, settled ${event.settledAt})`,
         ).not.toBe('never');
-        // At most once per webhook: a copy only as a retry of the same delivery.
-        const earlier = firstWebhookId.get(seen.id);
-        if (earlier !== undefined)
-          expect(delivery.headers['webhook-id'], `${where}: ${seen.id} again under another webhook-id`).toBe(earlier);
-        else {
-          firstWebhookId.set(seen.id, delivery.headers['webhook-id'] as string);
+        // At most once per webhook once taken: a copy after that only as the same delivery
+        // again (same webhook-id). Before, a failed attempt's events may come again under
+        // another id (README: a held delivery tried again alone after a merged release failed).
+        const earlier = taken.get(seen.id);
+        if (earlier !== undefined) {
+          expect(delivery.headers['webhook-id'], `${where}: ${seen.id} taken, then again under another webhook-id`).toBe(earlier);
+        } else if (delivery.answered >= 200 && delivery.answered < 300) {
+          taken.set(seen.id, delivery.headers['webhook-id'] as string);
           pairs++;
         }
       }
     }
     for (const event of events) {
       if (webhookVerdict(hook, event, epoch) === 'must') {
-        expect(firstWebhookId.has(event.id), `webhook ${hook.label} (on ${hook.resource}) missed ${JSON.stringify(event)}`).toBe(true);
+        expect(taken.has(event.id), `webhook ${hook.label} (on ${hook.resource}) missed ${JSON.stringify(event)}`).toBe(true);
       }
     }
+  }
+
+  // Each webhook left is healthy, holds nothing, and lists what it is now.
+  for (const hook of liveHooks()) {
+    const shown = await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenants[hook.tenant]?.key });
+    expect(shown.status).toBe(200);
+    expect(shown.body).toMatchObject({
+      id: hook.id,
+      resource: hook.resource,
+      types: typesAt(hook, epoch),
+      status: 'active',
+      health: { state: 'healthy', consecutive_failures: 0, held: 0 },
+    });
+    const failed = receiver.received.some((d) => d.path === hook.path && d.answered === 500);
+    expect(shown.body.health.last_failure).toEqual(failed ? expect.objectContaining({ status_code: 500 }) : null);
+    expect(shown.body.secret).toBeUndefined();
+    // Another tenant does not see it.
+    const other = tenants[(hook.tenant + 1) % tenants.length]?.key;
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: other })).status).toBe(404);
   }
 
   // The streams: wait past the 3 s a page stops short of now, then read each to its end.
@@ -545,7 +609,6 @@ async function execute(
     }
   }
 
-  // Nothing was dropped, held, dead-lettered or retried along the way.
   return { hooks: hooks.length, events: events.length, deliveries, pairs, streamed };
 }
 
@@ -556,7 +619,6 @@ describe('fan-out, filtering and sequencing (model-based, through the sandbox)',
       const before = {
         dropped: sandbox.metrics.total('EventsDropped'),
         dead: sandbox.metrics.total('DeadLetters'),
-        retried: sandbox.metrics.total('DeliveriesRetried'),
       };
       const totals = { runs: 0, hooks: 0, events: 0, deliveries: 0, pairs: 0, streamed: 0 };
       await fc.assert(
@@ -569,12 +631,17 @@ describe('fan-out, filtering and sequencing (model-based, through the sandbox)',
           totals.pairs += done.pairs;
           totals.streamed += done.streamed;
         }),
-        { numRuns: RUNS, endOnFailure: true },
+        {
+          numRuns: RUNS,
+          endOnFailure: true,
+          // FANOUT_SEED and FANOUT_PATH replay a failure fast-check reported.
+          ...(process.env.FANOUT_SEED && { seed: Number(process.env.FANOUT_SEED) }),
+          ...(process.env.FANOUT_PATH && { path: process.env.FANOUT_PATH }),
+        },
       );
-      // Under answers that are all 200: nothing dropped, dead-lettered or retried.
+      // Nothing dropped or dead-lettered: a failed first attempt is retried, and goes.
       expect(sandbox.metrics.total('EventsDropped')).toBe(before.dropped);
       expect(sandbox.metrics.total('DeadLetters')).toBe(before.dead);
-      expect(sandbox.metrics.total('DeliveriesRetried')).toBe(before.retried);
       // The runs did test something: events, deliveries and streamed events.
       expect(totals.events).toBeGreaterThan(0);
       expect(totals.deliveries).toBeGreaterThan(0);
