@@ -175,7 +175,7 @@ interface ModelStream {
 type Verdict = 'must' | 'may' | 'never';
 
 /** Runs of the property: FANOUT_RUNS=200 to hunt for a failure for longer. */
-const RUNS = Number(process.env.FANOUT_RUNS ?? 12);
+const RUNS = Number(process.env.FANOUT_RUNS ?? 10);
 let run = 0;
 const sqs = () => sqsClient({ ...sandbox.emulators.sqs });
 
@@ -380,7 +380,7 @@ async function execute(
   const mustArrive = () =>
     hooks.every((hook) => {
       if (hook.disabledNow) return true;
-      const got = new Set(receiver.deliveries(hook.path).flatMap((d) => d.json.events.map((e) => e.id)));
+      const got = new Set(receiver.acceptedEvents(hook.path).map((e) => e.id));
       return events.every((event) => webhookVerdict(hook, event, epoch) !== 'must' || got.has(event.id));
     });
   const settle = async () => {
@@ -642,10 +642,9 @@ describe('fan-out, filtering and sequencing (model-based, through the sandbox)',
       // Nothing dropped or dead-lettered: a failed first attempt is retried, and goes.
       expect(sandbox.metrics.total('EventsDropped')).toBe(before.dropped);
       expect(sandbox.metrics.total('DeadLetters')).toBe(before.dead);
-      // The runs did test something: events, deliveries and streamed events.
-      expect(totals.events).toBeGreaterThan(0);
-      expect(totals.deliveries).toBeGreaterThan(0);
-      console.log(`fan-out model: ${JSON.stringify(totals)}`);
+      // The runs did test something: events that webhooks took.
+      expect(totals.events, JSON.stringify(totals)).toBeGreaterThan(0);
+      expect(totals.pairs, JSON.stringify(totals)).toBeGreaterThan(0);
     },
     60_000 + RUNS * 20_000,
   );
