@@ -19,6 +19,7 @@
  * before its deliveries once a minute, and the resources first looked up together
  * (a burst of new objects, a cold start) would all do so in the same few seconds.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type DynamoDBDocumentClient, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Subscriber } from '../core/model.ts';
 import { SUBSCRIPTIONS_SK, tenantPk } from '../definitions/tables.ts';
@@ -40,7 +41,19 @@ export const REFRESH_AHEAD_MS = 15_000;
  */
 export const REFRESH_WAIT_MS = 2_000;
 
-/** Bumps a tenant's subscriptions version: lookups cached under the old one are not used again. */
+/**
+ * How long after a version read was sent another turn may share it instead of reading
+ * again. A bump waits as long after its write before it returns, so a turn that starts
+ * after a change was answered never shares a read sent before the change was written
+ * (one held up by the network or the SDK's retries would otherwise hand it the old
+ * version, and with it lookups that miss the change).
+ */
+export const SHARED_READ_MS = 25;
+
+/**
+ * Bumps a tenant's subscriptions version: lookups cached under the old one are not used
+ * again by turns that start once it returns (SHARED_READ_MS after the write).
+ */
 export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: string, tenantId: string): Promise<void> {
   await client.send(
     new UpdateCommand({
@@ -51,6 +64,7 @@ export async function bumpSubscriptions(client: DynamoDBDocumentClient, table: s
       ExpressionAttributeValues: { ':one': 1, ':now': Date.now() },
     }),
   );
+  await sleep(SHARED_READ_MS);
 }
 
 interface Entry<T> {
@@ -88,7 +102,8 @@ export class SubscriptionCache {
   readonly #streams = new Map<string, Entry<number | undefined>>();
   /** When each stream's expiry was last read (epoch ms): one already past then is not read again (see streamActive). */
   readonly #streamsReadAt = new Map<string, number>();
-  readonly #versions = new Map<string, Promise<number>>();
+  /** Version reads in flight, and when each was sent (performance.now()). */
+  readonly #versions = new Map<string, { readonly read: Promise<number>; readonly sentAt: number }>();
   /**
    * When each tenant's version last read was bumped (epoch ms, the writer's clock; 0 when
    * unknown), and when this cache first used it (its own clock): the bump came before.
@@ -115,35 +130,41 @@ export class SubscriptionCache {
 
   /**
    * The tenant's subscriptions version, read consistently (0 before the first bump).
-   * Turns that start together (one invocation's batch) share a read in flight:
-   * an answer a few milliseconds old is within the `by_resource` index's own lag.
+   * Turns that start together (one invocation's batch) share a read in flight, if it
+   * was sent at most SHARED_READ_MS ago: a bump waits that long before its change is
+   * answered, so the read they share came after any change answered before they started.
    */
   version(tenantId: string): Promise<number> {
-    let pending = this.#versions.get(tenantId);
-    if (!pending) {
-      pending = this.#client
-        .send(
-          new GetCommand({
-            TableName: this.#table,
-            Key: versionKey(tenantId),
-            ConsistentRead: true,
-            // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
-            ProjectionExpression: '#version, #bumped_at',
-            ExpressionAttributeNames: names('version', 'bumped_at'),
-          }),
-        )
-        .then((result) => {
-          const version = Number(result.Item?.version ?? 0);
-          if (this.#bumpedAt.get(tenantId)?.version !== version) {
-            if (this.#bumpedAt.size >= this.#maxEntries) this.#bumpedAt.clear();
-            this.#bumpedAt.set(tenantId, { version, at: Number(result.Item?.bumped_at ?? 0) });
-          }
-          return version;
-        })
-        .finally(() => this.#versions.delete(tenantId));
-      this.#versions.set(tenantId, pending);
-    }
-    return pending;
+    const now = performance.now();
+    const inFlight = this.#versions.get(tenantId);
+    if (inFlight && now - inFlight.sentAt <= SHARED_READ_MS) return inFlight.read;
+    const read: Promise<number> = this.#client
+      .send(
+        new GetCommand({
+          TableName: this.#table,
+          Key: versionKey(tenantId),
+          ConsistentRead: true,
+          // The distributor may read only what it names (DISTRIBUTOR_CONTROL_ATTRIBUTES).
+          ProjectionExpression: '#version, #bumped_at',
+          ExpressionAttributeNames: names('version', 'bumped_at'),
+        }),
+      )
+      .then((result) => {
+        const version = Number(result.Item?.version ?? 0);
+        // Reads may overlap (one sent over SHARED_READ_MS after another): an older one
+        // that answers last must not replace what a newer one learnt of the last bump.
+        const known = this.#bumpedAt.get(tenantId);
+        if (!known || version > known.version) {
+          if (this.#bumpedAt.size >= this.#maxEntries) this.#bumpedAt.clear();
+          this.#bumpedAt.set(tenantId, { version, at: Number(result.Item?.bumped_at ?? 0) });
+        }
+        return version;
+      })
+      .finally(() => {
+        if (this.#versions.get(tenantId)?.read === read) this.#versions.delete(tenantId);
+      });
+    this.#versions.set(tenantId, { read, sentAt: now });
+    return read;
   }
 
   webhooksOn(tenantId: string, resource: string, version: number, now: number): Promise<readonly Subscriber[]> {

@@ -12,13 +12,13 @@ import { documentClient } from '../../functions/adapters/aws.ts';
 import { IdempotencyStore } from '../../functions/adapters/idempotency-store.ts';
 import { QueueStore } from '../../functions/adapters/queue-store.ts';
 import { StreamStore } from '../../functions/adapters/stream-store.ts';
-import { INDEX_SETTLE_MS, REFRESH_AHEAD_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
+import { bumpSubscriptions, INDEX_SETTLE_MS, REFRESH_AHEAD_MS, SubscriptionCache } from '../../functions/adapters/subscription-cache.ts';
 import { TenantStore } from '../../functions/adapters/tenant-store.ts';
 import { WebhookStore } from '../../functions/adapters/webhook-store.ts';
 import { publish as ingest } from '../../functions/app/ingest.ts';
 import { distributor } from '../../functions/app/runtime.ts';
 import { NO_LOGS, NO_METRICS } from '../../functions/core/telemetry.ts';
-import { BY_RESOURCE_INDEX, CONTROL_TABLE, DISTRIBUTOR_CONTROL_ATTRIBUTES } from '../../functions/definitions/tables.ts';
+import { BY_RESOURCE_INDEX, CONTROL_TABLE, DISTRIBUTOR_CONTROL_ATTRIBUTES, SUBSCRIPTIONS_SK } from '../../functions/definitions/tables.ts';
 import { makeDistributorHandler } from '../../functions/distributor/process.ts';
 import { sandboxTableName } from '../../sandbox/emulators.ts';
 import { type Sandbox, startSandbox } from '../../sandbox/sandbox.ts';
@@ -213,6 +213,66 @@ describe('stream state kept between turns', () => {
     expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 1 });
     await cache.version(tenant.id);
     expect(counted.calls.dynamodb).toEqual({ GetItemCommand: 2 });
+  });
+});
+
+describe('a version read held up in flight', () => {
+  it('is not shared with a turn that starts after a change was answered, though it is still waiting for its answer', async () => {
+    const client = documentClient({ ...sandbox.emulators.dynamo });
+    // The first version read reaches DynamoDB and is answered there, but its answer
+    // comes back late (a slow network, or the SDK's retries): `answered` tells when
+    // DynamoDB has read it, `release` lets its answer through.
+    let answered: () => void = () => undefined;
+    const read = new Promise<void>((resolve) => {
+      answered = resolve;
+    });
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let held = false;
+    let looked = 0;
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        const input = args.input as { Key?: unknown };
+        if (!held && JSON.stringify(input.Key ?? {}).includes(SUBSCRIPTIONS_SK)) {
+          held = true;
+          answered();
+          await released;
+        }
+        return result;
+      },
+      { step: 'deserialize', name: 'holdFirstVersionAnswer' },
+    );
+    const cache = new SubscriptionCache({
+      client,
+      controlTable: sandbox.wiring.controlTable,
+      lookups: {
+        onResource: async () => {
+          looked++;
+          return [];
+        },
+        streamExpiry: async () => undefined,
+      },
+    });
+
+    const early = cache.version(tenant.id);
+    await read;
+    // A webhook change, answered while that read's answer is still on its way.
+    await bumpSubscriptions(sandbox.wiring.dynamo, sandbox.wiring.controlTable, tenant.id);
+    const late = await cache.version(tenant.id);
+    // The held read answers last, with the version before the change.
+    release();
+    expect(late).toBe((await early) + 1);
+
+    // What the late read learnt of the bump stands: a lookup made under the new version
+    // within the index's settle time is kept only until then (as if the index might still
+    // lag), not for a minute.
+    const now = Date.now();
+    await cache.webhooksOn(tenant.id, 'held:1', late, now);
+    await cache.webhooksOn(tenant.id, 'held:1', late, now + INDEX_SETTLE_MS + 1);
+    expect(looked).toBe(2);
   });
 });
 
