@@ -26,8 +26,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { call, createTenant, createWebhook } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
+import { publishOnTree, RESOURCES, reaches } from '../support/resource-tree.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
@@ -37,13 +38,6 @@ withSandbox({ canary: false, logLevel: 'ERROR' }, (s, r) => {
   [sandbox, receiver] = [s, r];
 });
 
-const TREE: Readonly<Record<string, readonly string[]>> = {
-  'task:1': ['project:1'],
-  'task:2': ['project:1'],
-  'project:1': [],
-  'doc:1': [],
-};
-const RESOURCES = Object.keys(TREE);
 const STREAMED = ['project:1', 'task:1'] as const;
 /** A page stops 3 s short of now (README): a little more, for the sandbox's threads. */
 const PAGE_LAG_MS = 3_500;
@@ -158,17 +152,10 @@ describe('event streams, paged (model-based)', () => {
 
         for (const step of steps) {
           if (step.kind === 'publish') {
-            const events = Array.from({ length: step.count }, (_, n) => ({
-              resource: step.resource,
-              ...(TREE[step.resource]?.length ? { parents: TREE[step.resource] } : {}),
-              type: 'item.changed',
-              data: step.large ? { n, pad: 'x'.repeat(60_000) } : { n },
-            }));
-            const answer = await publish(sandbox, tenants[step.tenant]?.key as string, events);
-            expect(answer.status, JSON.stringify(answer.body).slice(0, 500)).toBe(202);
-            for (const result of answer.body.events as Array<{ id?: string; status: string }>) {
-              if (result.status === 'accepted') accepted.push({ tenant: step.tenant, resource: step.resource, id: result.id as string });
-            }
+            const ids = await publishOnTree(sandbox, tenants[step.tenant]?.key as string, step.resource, step.count, (n) =>
+              step.large ? { n, pad: 'x'.repeat(60_000) } : { n },
+            );
+            for (const id of ids) accepted.push({ tenant: step.tenant, resource: step.resource, id });
             log.push(`publish t${step.tenant} ${step.resource} ×${step.count}${step.large ? ' (large)' : ''}`);
           } else if (step.kind === 'page') {
             const stream = streamOf(step.tenant, step.stream);
@@ -203,7 +190,7 @@ describe('event streams, paged (model-based)', () => {
 
         // Quiet: each webhook has every event it is owed, then a page's 3 s lag passes.
         const owed = (tenant: number, resource: string) =>
-          accepted.filter((event) => event.tenant === tenant && (event.resource === resource || TREE[event.resource]?.includes(resource)));
+          accepted.filter((event) => event.tenant === tenant && reaches(event.resource, resource));
         const delivered = (tenant: number, resource: string) =>
           new Map(receiver.acceptedEvents(hookPath(tenant, resource)).map((event) => [event.id, event]));
         await receiver.waitFor(

@@ -30,8 +30,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
-import { call, createTenant, createWebhook, publish } from '../support/api.ts';
+import { call, createTenant, createWebhook } from '../support/api.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
+import { publishOnTree, RESOURCES, reaches } from '../support/resource-tree.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
 let sandbox: Sandbox;
@@ -45,13 +46,6 @@ withSandbox({ canary: false, logLevel: 'ERROR', config: { switchCacheMs: SWITCH_
 });
 
 /** Each resource with the parents its events always name. */
-const TREE: Readonly<Record<string, readonly string[]>> = {
-  'task:1': ['project:1'],
-  'task:2': ['project:1'],
-  'project:1': [],
-  'doc:1': [],
-};
-const RESOURCES = Object.keys(TREE);
 const HOOKED = ['project:1', 'task:1', 'doc:1'] as const;
 
 type Scope =
@@ -118,7 +112,7 @@ interface Accepted {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const admin = () => ({ key: sandbox.adminKey });
-const gets = (hook: Hook, resource: string) => hook.resource === resource || TREE[resource]?.includes(hook.resource) === true;
+const gets = (hook: Hook, resource: string) => reaches(resource, hook.resource);
 
 /** What one webhook got of one resource: distinct events delivered, and the events its markers count. */
 interface Tally {
@@ -220,17 +214,8 @@ describe('kill switches and gap markers (model-based)', () => {
 
         for (const step of steps) {
           if (step.kind === 'publish') {
-            const events = Array.from({ length: step.count }, (_, n) => ({
-              resource: step.resource,
-              ...(TREE[step.resource]?.length ? { parents: TREE[step.resource] } : {}),
-              type: 'item.changed',
-              data: { run, n },
-            }));
-            const answer = await publish(sandbox, tenants[step.tenant]?.key as string, events);
-            expect(answer.status, JSON.stringify(answer.body)).toBe(202);
-            for (const result of answer.body.events as Array<{ id?: string; status: string }>) {
-              if (result.status === 'accepted') accepted.push({ tenant: step.tenant, resource: step.resource, id: result.id as string });
-            }
+            const ids = await publishOnTree(sandbox, tenants[step.tenant]?.key as string, step.resource, step.count, (n) => ({ run, n }));
+            for (const id of ids) accepted.push({ tenant: step.tenant, resource: step.resource, id });
             log.push(`publish t${step.tenant} ${step.resource} ×${step.count}`);
           } else if (step.kind === 'set') {
             const tenant = tenants[step.tenant] as { id: string };
