@@ -303,7 +303,7 @@ async function writeItems(client: DynamoDBClient, name: string, items: ReadonlyA
 }
 
 /** Waits (2 s at most) until the table is active, or gone. */
-async function waitForTable(client: DynamoDBClient, name: string, until: 'active' | 'gone'): Promise<void> {
+export async function waitForTable(client: DynamoDBClient, name: string, until: 'active' | 'gone'): Promise<void> {
   for (let i = 0; i < 100; i++) {
     try {
       const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));

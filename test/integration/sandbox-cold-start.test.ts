@@ -18,7 +18,7 @@ import { WatchedWebhooks } from '../../functions/adapters/webhook-store.ts';
 import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import { BY_RESOURCE_INDEX, CHAINS_INDEX, CONTROL_TABLE } from '../../functions/definitions/tables.ts';
 import { DataDirInUseError } from '../../sandbox/data-dir.ts';
-import { createQueues, createTables, type Emulators, sandboxTableName, startEmulators } from '../../sandbox/emulators.ts';
+import { createQueues, createTables, type Emulators, sandboxTableName, startEmulators, waitForTable } from '../../sandbox/emulators.ts';
 import { startSandbox } from '../../sandbox/sandbox.ts';
 
 /** The control table as a checkout before `by_chain` made it (no CHAINS_INDEX), empty; answers its name. */
@@ -46,6 +46,9 @@ async function earlierControlTable(emulators: Emulators): Promise<string> {
       ],
     }),
   );
+  // dynalite answers a create with the table still CREATING, and refuses writes to it
+  // until then (as AWS does): on a loaded machine the first put came too soon.
+  await waitForTable(dynamo, name, 'active');
   dynamo.destroy();
   return name;
 }
