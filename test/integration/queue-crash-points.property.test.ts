@@ -2,12 +2,17 @@
  * The per-object queue protocol with a crash at any step, against the embedded
  * DynamoDB: each command (an ingest, a turn, a reconciler run) may die at its Nth call
  * out (a DynamoDB request, before it is sent or after it applied; a doorbell ring; a
- * delivery send), or have that one call fail and go on (a throttled request). Then,
- * with no more faults, time passes and the doorbells and the reconciler run until
- * nothing is scheduled. Every event answered accepted is distributed, nothing is
- * distributed that no ingest sent, and each object's seqs are 1..N, one event each,
- * first distributed in order. The real ingest, distributor and reconciler code runs;
- * only the two queues around them are simulated in memory.
+ * delivery send), or have that one call fail and go on: unsent (a throttled request),
+ * applied but answered an error, or applied with its answer lost, so that the SDK sends
+ * it again. Then, with no more faults, time passes and the doorbells and the reconciler
+ * run until nothing is scheduled. Every event answered accepted is distributed, nothing
+ * is distributed that no ingest sent, and each object's seqs are 1..N, one event each,
+ * first distributed in order. The producer sends again what README says to (events
+ * answered internal or conflict, a request with no answer), keys or not: what it meant
+ * once is distributed once, only if it was answered stored, and in the order it meant,
+ * unless a request that carried it died. The real ingest, distributor and reconciler
+ * code runs; only the two queues around them are simulated in memory. CRASH_RUNS (150
+ * a property by default, about 20 s) to hunt.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import fc from 'fast-check';
@@ -37,8 +42,14 @@ const OBJECTS = PROTOCOL_OBJECTS;
 
 const everything: Webhook = webhookFixture({ id: 'wh_all' });
 
-/** How a command's Nth call out fails: the command dies there (before or after the call applied), or that call alone fails. */
-type FaultMode = 'dieBefore' | 'dieAfter' | 'failOne';
+/**
+ * How a command's Nth call out fails: the command dies there (before or after the call
+ * applied); that call alone fails unsent (a throttle past the SDK's retries); it applies
+ * but answers an error no one tries again (a 500 after the write, or the SDK's later
+ * tries throttled); or it applies and its answer is lost, so that the SDK (or, for a
+ * simulated queue, the caller) sends it again.
+ */
+type FaultMode = 'dieBefore' | 'dieAfter' | 'failOne' | 'failAfter' | 'loseAnswer';
 interface Fault {
   readonly at: number;
   readonly mode: FaultMode;
@@ -53,7 +64,11 @@ type Command =
   | { kind: 'switch'; object: number; action: SwitchAction | 'lift' };
 
 const faultArb: fc.Arbitrary<Fault | undefined> = fc.option(
-  fc.record({ at: fc.integer({ min: 1, max: 12 }), mode: fc.constantFrom<FaultMode>('dieBefore', 'dieAfter', 'failOne') }),
+  fc.record({
+    // Mostly among a command's first calls, which every command makes.
+    at: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 12 })),
+    mode: fc.constantFrom<FaultMode>('dieBefore', 'dieAfter', 'failOne', 'failAfter', 'loseAnswer'),
+  }),
   { nil: undefined, freq: 2 },
 );
 
@@ -63,7 +78,8 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     arbitrary: fc.record({
       kind: fc.constant('ingest' as const),
       object: fc.nat(1),
-      count: fc.integer({ min: 1, max: 6 }),
+      // One event as often as not: an idle object's one event is kept on its meta item.
+      count: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 6 })),
       keyed: fc.boolean(),
       fault: faultArb,
     }),
@@ -124,17 +140,31 @@ class FaultPoint {
     if (this.#fault.mode === 'failOne') throw new Error('this call failed');
   }
 
-  /** After a call out applied: dies here if so armed. */
+  /** Whether the command under way has died (its producer gets no answer). */
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** Whether the call out that just applied loses its answer, to be sent again. */
+  losesAnswer(): boolean {
+    return this.#fault?.mode === 'loseAnswer' && this.#fault.at === this.#calls && !this.#dead;
+  }
+
+  /** After a call out applied: dies here, or answers an error, if so armed. */
   after(): void {
-    if (this.#fault?.mode === 'dieAfter' && this.#fault.at === this.#calls && !this.#dead) {
+    if (this.#fault?.at !== this.#calls || this.#dead) return;
+    if (this.#fault.mode === 'dieAfter') {
       this.#dead = true;
       throw new Error('crashed after the call applied');
     }
+    if (this.#fault.mode === 'failAfter') throw new Error('this call applied, but answered an error');
   }
 
+  /** A call to a simulated queue: one whose answer is lost is sent again, as the SQS SDK would. */
   async around<T>(call: () => Promise<T>): Promise<T> {
     this.before();
     const result = await call();
+    if (this.losesAnswer()) return call();
     this.after();
     return result;
   }
@@ -157,11 +187,14 @@ beforeAll(async () => {
   const tables = await createTables(new DynamoDBClient({ ...emulators.dynamo }));
   const client = documentClient(emulators.dynamo);
   // Every DynamoDB request passes the fault point, before it is sent and after it applied
-  // (its answer then lost to a dead caller: a plain error, which the SDK does not retry).
+  // (its answer then lost to a dead caller, or an error: plain ones, which the SDK does not
+  // retry; or lost on the way, a reset connection, which the SDK does: its next try passes
+  // the point as a call of its own).
   client.middlewareStack.add(
     (next) => async (args) => {
       point.before();
       const result = await next(args);
+      if (point.losesAnswer()) throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
       point.after();
       return result;
     },
@@ -189,6 +222,12 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   const { config, store, idempotency } = rig;
   const tenantId = `ten_crash${++run}`;
   const keys: ObjectKey[] = OBJECTS.map((resource) => ({ tenantId, resource }));
+  // The objects a turn of which failed or died; those with no turn that ended since (but
+  // for lease_held and paused, which send nothing again); and those a pause kept so
+  // while days passed.
+  const failedTurns = new Set<string>();
+  const unfinished = new Set<string>();
+  const pausedUnfinished = new Set<string>();
   type Ring = { token: string; quiet: boolean; snapshot?: QuietSnapshot; fresh?: boolean };
   const doorbells = new Map<string, Ring[]>(OBJECTS.map((r) => [r, []]));
   let rings = 0;
@@ -205,7 +244,10 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   // Resource switches, set and lifted as the API does (a drop or a lift rings the object to read them afresh).
   const switches = new Map<string, Switch>();
   const switchList = async () => [...switches.values()];
-  let keysSent = 0;
+  // Each event the producer means to publish, by its number (its `data`, and its key's): its
+  // resource, whether a fault killed a request that carried it, whether it was answered
+  // stored (accepted, or a duplicate of a key's event).
+  const meant: { resource: string; keyed: boolean; died: boolean; stored: boolean }[] = [];
   const deps = protocolDeps({ store, idempotency, config, doorbell, run, switches: switchList });
   const { now, advance } = deps;
   const distributor = new Distributor({
@@ -237,13 +279,16 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     const index = pick % Math.max(1, queue.length);
     const [ring] = given ? [given] : (queue.splice(index, 1) as [Ring]);
     try {
-      await distributor.runTurn(key, `holder-${now()}-${Math.random()}`, {
+      const { outcome } = await distributor.runTurn(key, `holder-${now()}-${Math.random()}`, {
         quiet: ring.quiet,
         freshSwitches: ring.fresh === true,
         ...(ring.snapshot && { snapshot: ring.snapshot }),
       });
+      if (outcome !== 'lease_held' && outcome !== 'paused') unfinished.delete(key.resource);
     } catch {
       // The invocation failed or died: SQS delivers this doorbell again (received again, it carries no trusted snapshot).
+      failedTurns.add(key.resource);
+      unfinished.add(key.resource);
       queue.unshift({ token: ring.token, quiet: ring.quiet, fresh: ring.fresh === true });
       return;
     }
@@ -254,29 +299,36 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     switch (command.kind) {
       case 'ingest': {
         const key = keys[command.object] as ObjectKey;
-        const inputs = Array.from({ length: command.count }, (_, i) => {
-          const idempotencyKey = command.keyed ? `k${++keysSent}` : undefined;
-          return { resource: key.resource, parents: [], type: 'p.t', data: idempotencyKey ?? i, idempotencyKey };
+        let inputs = Array.from({ length: command.count }, () => {
+          const n = meant.push({ resource: key.resource, keyed: command.keyed, died: false, stored: false }) - 1;
+          return { resource: key.resource, parents: [], type: 'p.t', data: { n }, idempotencyKey: command.keyed ? `k${n}` : undefined };
         });
-        // A producer whose request with idempotency keys died, or was answered internal or
-        // conflict for some of them, sends it again (after the ingest grace, when a key's
-        // claim left pending by a dead request is settled); without keys it gives up.
-        for (let tries = 0; tries < 3; tries++) {
+        // A producer as README has it: it sends again, in their order, the events answered
+        // internal or conflict (after the ingest grace, when a key's claim left pending by a
+        // dead request is settled), and all of them when it got no answer (a 500, or the
+        // function died: with no key, those it stored are then stored twice).
+        for (let tries = 0; tries < 3 && inputs.length > 0; tries++) {
           point.arm(tries === 0 ? command.fault : undefined);
-          let again = false;
+          let again: typeof inputs = [];
           try {
             const outcome = await publish(ingest, tenantId, inputs);
-            for (const r of outcome.results) {
+            outcome.results.forEach((r, i) => {
+              const input = inputs[i] as (typeof inputs)[number];
               if (r.status === 'accepted') accepted.set(r.id, key.resource);
-              else if (r.status === 'rejected' && ['internal', 'conflict'].includes(r.error.code)) again = true;
-            }
+              if (r.status !== 'rejected') (meant[input.data.n] as (typeof meant)[number]).stored = true;
+              else if (['internal', 'conflict'].includes(r.error.code)) again.push(input);
+            });
           } catch {
             // The producer got no 202: none of its events counts as accepted.
-            again = true;
+            again = inputs;
+          }
+          if (point.dead) {
+            for (const input of inputs) (meant[input.data.n] as (typeof meant)[number]).died = true;
+            again = inputs;
           }
           point.arm(undefined);
-          if (!again || !command.keyed) break;
-          advance(config.ingestGraceMs + 1);
+          inputs = again;
+          if (command.keyed) advance(config.ingestGraceMs + 1);
         }
         break;
       }
@@ -299,6 +351,25 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
         break;
       }
       case 'advance':
+        // Hours do not pass on a turn that failed: within minutes, SQS hands its doorbell out
+        // again (after the dead holder's lease) or the reconciler rings the object, and its
+        // next turn sends again what it sent before its commit. The distributor counts on it
+        // (see EXPIRY_MARGIN_MS): a day later, an event it sent could have expired, and its
+        // seq would go to the next event. A whole day's outage is not what this models; a
+        // pause that outlasts the retention period after such a turn is (README, Not covered).
+        if (command.ms >= 3_600_000) {
+          for (let o = 0; o < keys.length; o++) {
+            const resource = (keys[o] as ObjectKey).resource;
+            const queue = doorbells.get(resource) as Ring[];
+            for (let round = 0; round < 5 && unfinished.has(resource); round++) {
+              if (switches.get(`sw_${resource}`)?.action === 'pause') break;
+              advance(config.stuckAfterMs + config.leaseMs + 1);
+              await reconcile(reconciler).catch(() => undefined);
+              for (let guard = 0; guard < 20 && queue.length > 0 && unfinished.has(resource); guard++) await turn(o, 0, false);
+            }
+            if (unfinished.has(resource)) pausedUnfinished.add(resource);
+          }
+        }
         advance(command.ms);
         break;
       case 'switch': {
@@ -350,13 +421,21 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   }
   for (const event of delivered) expect(event.id.startsWith(`evt_${run}_`)).toBe(true);
   const seqOf = expectOneSeqPerEvent(delivered);
-  // A key sent again is answered with its first event's id, and that event is the only one distributed for it.
-  const idOfKey = new Map<string, string>();
+  const numberOf = (event: DeliveredEvent) => (event.data as { n: number }).n;
+  // One event is distributed for what the producer meant to publish once: always for a key
+  // sent again (it is answered with its first event's id), and without a key unless a
+  // request that carried it died (README: a request answered 500, or events answered
+  // internal, stored nothing, unless DynamoDB failed twice). And none that was not
+  // answered stored, unless such a request died.
+  const idOf = new Map<number, string>();
   for (const event of delivered) {
-    if (typeof event.data !== 'string') continue;
-    const first = idOfKey.get(event.data) ?? event.id;
-    expect(event.id, `event of key ${event.data}`).toBe(first);
-    idOfKey.set(event.data, first);
+    const n = numberOf(event);
+    const { keyed, died, stored } = meant[n] as (typeof meant)[number];
+    const what = `${keyed ? 'keyed' : 'keyless'} event ${n} of ${event.resource}`;
+    if (!died) expect(stored, `${what} distributed, but answered not stored`).toBe(true);
+    const first = idOf.get(n) ?? event.id;
+    if (keyed || !died) expect(event.id, `${what} distributed as two events`).toBe(first);
+    idOf.set(n, first);
   }
   for (const resource of OBJECTS) {
     // A marker sent again (its holder died before the write that stands for it) has the same id.
@@ -372,14 +451,30 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     // expire, a marker also counts events given no seq (expired before a chunk numbered them).
     const given = (await store.readMeta({ tenantId, resource }))?.seq ?? 0;
     const distinct = new Set(ofObject.map((e) => e.id)).size;
-    if (rig === week) expect(distinct + dropped, `seqs of ${resource} distributed or counted`).toBe(given);
-    expect(given, `seqs of ${resource}`).toBeGreaterThanOrEqual(distinct);
+    // Exactly: unless a turn of the object failed, which may have sent events on before its
+    // commit: the next turn cannot tell, and under a drop counts them too (README, under the
+    // drop window: a marker may count too many, never too few).
+    if (rig === week && !failedTurns.has(resource)) expect(distinct + dropped, `seqs of ${resource} distributed or counted`).toBe(given);
+    if (!pausedUnfinished.has(resource)) expect(given, `seqs of ${resource}`).toBeGreaterThanOrEqual(distinct);
     expect(given, `seqs of ${resource}`).toBeLessThanOrEqual(distinct + dropped);
     const bySeq = expectOneEventPerSeq(ofObject, ` of ${resource}`);
     if (dropped === 0) expect([...bySeq.keys()].sort((x, y) => x - y)).toEqual(Array.from({ length: bySeq.size }, (_, i) => i + 1));
     expectFirstSentInSeqOrder(ofObject);
+    // Distributed in the order the producer meant them, its resends included (README: events
+    // answered internal are withdrawn, so that sending them again in their order keeps it),
+    // apart from those of a request that died.
+    const numbers = [...new Map([...ofObject].sort((a, b) => a.seq - b.seq).map((e) => [numberOf(e), e.seq])).keys()];
+    const kept = numbers.filter((n) => !meant[n]?.died);
+    expect(kept, `the events of ${resource}, by seq, in the order the producer meant them`).toEqual([...kept].sort((x, y) => x - y));
   }
 }
+
+/** CRASH_SEED and CRASH_PATH replay a failure (shrunk, then: it stops at the first failure otherwise). */
+const HUNT = {
+  numRuns: Number(process.env.CRASH_RUNS ?? 150),
+  endOnFailure: process.env.CRASH_SEED === undefined,
+  ...(process.env.CRASH_SEED !== undefined && { seed: Number(process.env.CRASH_SEED), path: process.env.CRASH_PATH }),
+};
 
 describe('queue protocol with a crash at any step (property-based, against dynalite)', () => {
   it('distributes every accepted event once per seq, in order, and leaves nothing stranded', async () => {
@@ -387,7 +482,7 @@ describe('queue protocol with a crash at any step (property-based, against dynal
       fc.asyncProperty(fc.array(commandArb, { minLength: 5, maxLength: 30 }), async (commands) => {
         await execute(commands, week);
       }),
-      { numRuns: Number(process.env.CRASH_RUNS ?? 60), endOnFailure: true },
+      HUNT,
     );
   }, 300_000);
 
@@ -396,7 +491,7 @@ describe('queue protocol with a crash at any step (property-based, against dynal
       fc.asyncProperty(fc.array(longCommandArb, { minLength: 5, maxLength: 30 }), async (commands) => {
         await execute(commands, twoDays);
       }),
-      { numRuns: Number(process.env.CRASH_RUNS ?? 60), endOnFailure: true },
+      HUNT,
     );
   }, 300_000);
 });
