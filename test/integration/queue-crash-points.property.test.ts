@@ -8,11 +8,12 @@
  * run until nothing is scheduled. Every event answered accepted is distributed, nothing
  * is distributed that no ingest sent, and each object's seqs are 1..N, one event each,
  * first distributed in order. The producer sends again what README says to (events
- * answered internal or conflict, a request with no answer), keys or not: what it meant
+ * answered internal or conflict, a request with no answer, and, with the object's next
+ * events, those refused for its cap or rate), keys or not: what it meant
  * once is distributed once, only if it was answered stored, and in the order it meant,
  * unless a request that carried it died. The real ingest, distributor and reconciler
  * code runs; only the two queues around them are simulated in memory. CRASH_RUNS (150
- * a property by default, about 20 s) to hunt.
+ * a property by default, about 20 s each) to hunt.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import fc from 'fast-check';
@@ -248,6 +249,11 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
   // resource, whether a fault killed a request that carried it, whether it was answered
   // stored (accepted, or a duplicate of a key's event).
   const meant: { resource: string; keyed: boolean; died: boolean; stored: boolean }[] = [];
+  // By object, the events it refused for its cap or rate, to be sent again.
+  const refused = new Map<
+    string,
+    { resource: string; parents: never[]; type: string; data: { n: number }; idempotencyKey: string | undefined }[]
+  >();
   const deps = protocolDeps({ store, idempotency, config, doorbell, run, switches: switchList });
   const { now, advance } = deps;
   const distributor = new Distributor({
@@ -299,17 +305,25 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     switch (command.kind) {
       case 'ingest': {
         const key = keys[command.object] as ObjectKey;
-        let inputs = Array.from({ length: command.count }, () => {
-          const n = meant.push({ resource: key.resource, keyed: command.keyed, died: false, stored: false }) - 1;
-          return { resource: key.resource, parents: [], type: 'p.t', data: { n }, idempotencyKey: command.keyed ? `k${n}` : undefined };
-        });
+        // What the object refused for its cap or rate before goes first, then the new events.
+        let inputs = [
+          ...(refused.get(key.resource) ?? []),
+          ...Array.from({ length: command.count }, () => {
+            const n = meant.push({ resource: key.resource, keyed: command.keyed, died: false, stored: false }) - 1;
+            return { resource: key.resource, parents: [], type: 'p.t', data: { n }, idempotencyKey: command.keyed ? `k${n}` : undefined };
+          }),
+        ];
+        refused.delete(key.resource);
+        const later: typeof inputs = [];
         // A producer as README has it: it sends again, in their order, the events answered
         // internal or conflict (after the ingest grace, when a key's claim left pending by a
         // dead request is settled), and all of them when it got no answer (a 500, or the
-        // function died: with no key, those it stored are then stored twice).
+        // function died: with no key, those it stored are then stored twice); those refused
+        // for the object's cap or rate, after its Retry-After (here: with its next events).
         for (let tries = 0; tries < 3 && inputs.length > 0; tries++) {
           point.arm(tries === 0 ? command.fault : undefined);
           let again: typeof inputs = [];
+          const limited: typeof inputs = [];
           try {
             const outcome = await publish(ingest, tenantId, inputs);
             outcome.results.forEach((r, i) => {
@@ -317,6 +331,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
               if (r.status === 'accepted') accepted.set(r.id, key.resource);
               if (r.status !== 'rejected') (meant[input.data.n] as (typeof meant)[number]).stored = true;
               else if (['internal', 'conflict'].includes(r.error.code)) again.push(input);
+              else if (['queue_full', 'rate_limited'].includes(r.error.code)) limited.push(input);
             });
           } catch {
             // The producer got no 202: none of its events counts as accepted.
@@ -325,11 +340,17 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
           if (point.dead) {
             for (const input of inputs) (meant[input.data.n] as (typeof meant)[number]).died = true;
             again = inputs;
-          }
+          } else if (again !== inputs) later.push(...limited);
           point.arm(undefined);
+          const keyed = inputs.some((input) => input.idempotencyKey !== undefined);
           inputs = again;
-          if (command.keyed) advance(config.ingestGraceMs + 1);
+          if (keyed) advance(config.ingestGraceMs + 1);
         }
+        if (later.length > 0)
+          refused.set(
+            key.resource,
+            later.sort((a, b) => a.data.n - b.data.n),
+          );
         break;
       }
       case 'turn':
