@@ -148,8 +148,10 @@ describe('kill switches', () => {
       }));
       expect((await publish(sandbox, tenant.key, events)).status).toBe(202);
     }
+    // Each of the 2,400 parents is looked up once: seconds alone, and past 20 s once in CI
+    // beside the other test files (as the test above).
     try {
-      await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 120, 20_000);
+      await receiver.waitFor(() => sandbox.metrics.total('EventsDropped', { reason: 'switch_drop' }) === droppedBefore + 120, 90_000);
     } finally {
       await call(sandbox, 'DELETE', `/v1/admin/switches/${drop.body.id}`, admin());
     }
@@ -157,7 +159,7 @@ describe('kill switches', () => {
     expect(okEvents('/streamed-parents')).toMatchObject([
       { type: 'sluice.gap', resource: 'sp:1', data: { dropped: 120, reason: 'switch_drop' } },
     ]);
-  }, 60_000);
+  }, 120_000);
 
   it("drop on a tenant: lifting it sends each dropped-on object's gap marker, though those objects went idle meanwhile", async () => {
     const tenant = await createTenant(sandbox, 'tenant-dropped');
