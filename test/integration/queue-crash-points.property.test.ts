@@ -353,7 +353,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
           if (point.dead) {
             for (const input of inputs) meaning(input).died = true;
             again = inputs;
-          } else if (again !== inputs) later.push(...limited);
+          } else later.push(...limited);
           point.arm(undefined);
           const keyed = inputs.some((input) => input.idempotencyKey !== undefined);
           inputs = again;
@@ -499,7 +499,7 @@ async function execute(commands: readonly Command[], rig: Rig): Promise<void> {
     // Distributed in the order the producer meant them, its resends included (README: events
     // answered internal are withdrawn, so that sending them again in their order keeps it),
     // apart from those of a request that died.
-    const numbers = [...new Map([...ofObject].sort((a, b) => a.seq - b.seq).map((e) => [numberOf(e), e.seq])).keys()];
+    const numbers = [...new Set([...ofObject].sort((a, b) => a.seq - b.seq).map(numberOf))];
     const kept = numbers.filter((n) => !meant[n]?.died);
     expect(kept, `the events of ${resource}, by seq, in the order the producer meant them`).toEqual([...kept].sort((x, y) => x - y));
   }
