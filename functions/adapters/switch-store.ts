@@ -181,6 +181,8 @@ export class CachedSwitches implements SwitchReader {
   #loadedAt = Number.NEGATIVE_INFINITY;
   /** The read under way, and the number of the last read whose answer is kept. */
   #loading: Promise<readonly Switch[]> | undefined;
+  /** When the read under way was sent (by `now`). */
+  #loadingSentAt = Number.NEGATIVE_INFINITY;
   #reads = 0;
   #kept = 0;
   /** The read that refreshes wait for: sent once the one under way has answered. */
@@ -207,8 +209,13 @@ export class CachedSwitches implements SwitchReader {
   }
 
   async current(): Promise<readonly Switch[]> {
-    if (this.#now() - this.#loadedAt < this.#ttlMs) return this.#value;
-    return this.#loading ?? this.#load();
+    const now = this.#now();
+    if (now - this.#loadedAt < this.#ttlMs) return this.#value;
+    // A read under way is shared only while what it answers would still be fresh: one
+    // sent more than a ttl ago (a slow read, on a busy container) may have been sent
+    // before a switch was set, and would let that switch go unobeyed past switchCacheMs.
+    if (this.#loading !== undefined && now - this.#loadingSentAt < this.#ttlMs) return this.#loading;
+    return this.#load();
   }
 
   #load(): Promise<readonly Switch[]> {
@@ -216,6 +223,7 @@ export class CachedSwitches implements SwitchReader {
     // What a read answers is as old as the moment it was sent: a slow read (DynamoDB
     // throttled, a cold connection) must not keep it for a whole ttl after it answers.
     const sentAt = this.#now();
+    this.#loadingSentAt = sentAt;
     this.#lastSentAt = performance.now();
     const loading = this.#store
       .list()

@@ -74,6 +74,28 @@ describe('the switch cache', () => {
     expect(await second).toEqual([]);
   });
 
+  it('does not share a read under way that was sent more than a ttl ago: it may have been sent before a switch was set', async () => {
+    let now = 0;
+    const { store, reads, lift } = slowStore();
+    const cache = new CachedSwitches(store, 5_000, () => now);
+    // A read is sent at 0 and answers only 6 s on (a busy container); the pause is lifted meanwhile.
+    const slow = cache.current();
+    lift();
+    now = 4_999;
+    expect(reads).toHaveLength(1);
+    const shared = cache.current();
+    expect(reads).toHaveLength(1);
+    now = 5_000;
+    const later = cache.current();
+    expect(reads).toHaveLength(2);
+    reads.shift()?.();
+    expect(await slow).toEqual([pause]);
+    expect(await shared).toEqual([pause]);
+    reads.shift()?.();
+    expect(await later).toEqual([]);
+    expect(await cache.current()).toEqual([]);
+  });
+
   it('refreshes with a read sent after it was asked, not one already under way from before a lift', async () => {
     const { store, reads, lift } = slowStore();
     const cache = new CachedSwitches(store, 5_000, () => 0);
