@@ -61,13 +61,15 @@ const CHUNK_SIZE = 100;
 
 /**
  * The most parents an object keeps, while a drop switch discards its events, for the
- * gap marker at the lift (see `#subscribedParents`): some 40 KB of names at most on the
+ * gap marker at the lift (see `#keepForMarker`): some 40 KB of names at most on the
  * meta item, which every ingest writes. Without a bound, events naming thousands of
  * parents each with a stream (a poll starts one) grew it past DynamoDB's 400 KB: every
  * drop commit failed, and the object's turn with it, doorbell after doorbell, its
  * events neither dropped nor delivered. Parents past it get no marker (logged).
  */
 export const MAX_DROPPED_PARENTS = 200;
+/** How many parents of a dropped chunk are looked up at once (see `#keepForMarker`). */
+const DROP_LOOKUP_SLICE = 100;
 const STREAM_APPEND_TRIES = 3;
 /**
  * The most bytes of events one stream write stamps at once. A stream's log is one
@@ -369,11 +371,7 @@ export class Distributor {
           continue;
         }
         const droppedParents = dropping
-          ? this.#keptForMarker(
-              key,
-              keptParents,
-              await this.#subscribedParents(key, [...events.flatMap((e) => e.parents), ...plan.expiredParents], lookups),
-            )
+          ? await this.#keepForMarker(key, keptParents, [...events.flatMap((e) => e.parents), ...plan.expiredParents], lookups)
           : [];
         await queues.commitChunk(key, meta.fence, cursor, {
           cursor: plan.cursor,
@@ -500,44 +498,49 @@ export class Distributor {
   }
 
   /**
-   * The parents of dropped events that have a subscriber (a webhook, or an active stream),
-   * kept on the meta item for the gap marker at the lift: those that had none when their
+   * Of a dropped chunk's parents, those with a subscriber (a webhook, or an active
+   * stream) not kept yet, added to `kept` while the object keeps fewer than
+   * MAX_DROPPED_PARENTS, for the gap marker at the lift: those that had none when their
    * events were dropped would not have received them. All of them, for a hot object whose
    * events each name other parents, would grow the meta item (which every ingest writes,
    * at a write unit per KB) to DynamoDB's 400 KB, where its drop commits fail.
+   *
+   * Looked up DROP_LOOKUP_SLICE at a time, in the order the events name them, and no more
+   * once the object keeps its most: a flood dropped by on-call, its events each naming
+   * new parents, then costs each chunk no lookups, where it cost a read or two per
+   * parent (2,000 for a chunk naming 20 each) for names it could not keep. The parents
+   * not kept get no gap marker: logged.
    */
-  async #subscribedParents(key: ObjectKey, parents: readonly string[], lookups: TurnLookups): Promise<string[]> {
-    const distinct = [...new Set(parents)].filter((parent) => parent !== key.resource);
-    const subscribed = await Promise.all(
-      distinct.map(
-        async (parent) =>
-          (await lookups.webhooksOn(parent)).length > 0 || (this.#deps.streams !== undefined && (await lookups.streamActive(parent))),
-      ),
-    );
-    return distinct.filter((_, i) => subscribed[i]);
-  }
-
-  /**
-   * Of a dropped chunk's subscribed parents, those not kept yet, while the object keeps
-   * fewer than MAX_DROPPED_PARENTS; added to `kept`. The others get no gap marker: logged.
-   */
-  #keptForMarker(key: ObjectKey, kept: Set<string>, parents: readonly string[]): string[] {
+  async #keepForMarker(key: ObjectKey, kept: Set<string>, parents: readonly string[], lookups: TurnLookups): Promise<string[]> {
+    const candidates = [...new Set(parents)].filter((parent) => parent !== key.resource && !kept.has(parent));
     const added: string[] = [];
+    let looked = 0;
     let left = 0;
-    for (const parent of parents) {
-      if (kept.has(parent)) continue;
-      if (kept.size >= MAX_DROPPED_PARENTS) {
-        left++;
-        continue;
-      }
-      kept.add(parent);
-      added.push(parent);
+    while (looked < candidates.length && kept.size < MAX_DROPPED_PARENTS) {
+      const slice = candidates.slice(looked, looked + DROP_LOOKUP_SLICE);
+      looked += slice.length;
+      const subscribed = await Promise.all(
+        slice.map(
+          async (parent) =>
+            (await lookups.webhooksOn(parent)).length > 0 || (this.#deps.streams !== undefined && (await lookups.streamActive(parent))),
+        ),
+      );
+      slice.forEach((parent, i) => {
+        if (!subscribed[i]) return;
+        if (kept.size < MAX_DROPPED_PARENTS) {
+          kept.add(parent);
+          added.push(parent);
+        } else left++;
+      });
     }
-    if (left > 0) {
+    const unlooked = candidates.length - looked;
+    if (left > 0 || unlooked > 0) {
       this.#deps.logger.warn("Parents of dropped events left out of the drop's gap marker: the object keeps no more", {
         tenant: key.tenantId,
         resource: key.resource,
+        // With a subscriber, and parents not looked up (some may have none).
         left,
+        unlooked,
         kept: MAX_DROPPED_PARENTS,
       });
     }
