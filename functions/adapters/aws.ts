@@ -17,9 +17,28 @@ export interface ClientOptions {
   readonly maxSockets?: number;
 }
 
+/**
+ * How long one try of a DynamoDB, SQS or SNS call may take in AWS before the SDK gives
+ * it up and tries again (it retries a TimeoutError as it does a reset connection).
+ * Without them a call whose connection hangs (a kept-alive socket gone dead while its
+ * container was frozen, say) waits for the SDK's socket timeouts, 5 minutes for DynamoDB
+ * and 15 for SQS: past every function's timeout. A distributor that times out holds its
+ * batch's objects for the distribute queue's visibility timeout (120 s), and an ingest
+ * keeps its producer until API Gateway answers 504 at 29 s. These services answer in
+ * milliseconds, so a try still unanswered after 3 s is taken for lost, and three tries
+ * fit in the shortest function timeout, the distributor's 20 s. A retried write may
+ * meet what its first try did: the stores read such an outcome by `sentAgain`.
+ */
+export const AWS_CALL_TIMEOUTS = { connectionTimeout: 1_000, requestTimeout: 3_000, throwOnRequestTimeout: true } as const;
+
+/**
+ * The emulators get no timeouts: on a busy machine (two cores running a test suite)
+ * they sometimes answer after seconds, where a retry would only add to their load.
+ */
 function requestHandler(options: ClientOptions) {
-  if (options.maxSockets === undefined) return {};
-  return { requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: options.maxSockets }) } };
+  const timeouts = options.endpoint === undefined ? AWS_CALL_TIMEOUTS : undefined;
+  if (options.maxSockets === undefined) return timeouts ? { requestHandler: { ...timeouts } } : {};
+  return { requestHandler: { ...timeouts, httpAgent: new http.Agent({ keepAlive: true, maxSockets: options.maxSockets }) } };
 }
 
 /**

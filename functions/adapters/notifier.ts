@@ -1,6 +1,12 @@
 /** Telling a webhook's owner it was disabled: an SNS message in AWS, a list in the sandbox. */
-import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
+import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import type { Notifier, WebhookDisabledNotice } from '../app/delivery/deps.ts';
+import { AWS_CALL_TIMEOUTS, withoutSdkLogging } from './aws.ts';
+
+/** SNS's client for the delivery function in AWS, with the same timeouts as the other clients. */
+export function snsClient(): SNSClient {
+  return withoutSdkLogging(new SNSClient({ requestHandler: { ...AWS_CALL_TIMEOUTS } }));
+}
 
 export class SnsNotifier implements Notifier {
   readonly #client: SNSClient;

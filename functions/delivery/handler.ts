@@ -1,10 +1,9 @@
 /** Lambda entry for delivery: clients and settings are built once per cold start. */
 
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { SNSClient } from '@aws-sdk/client-sns';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { documentClient, requireEnv, sqsClient } from '../adapters/aws.ts';
-import { SnsNotifier } from '../adapters/notifier.ts';
+import { SnsNotifier, snsClient } from '../adapters/notifier.ts';
 import { Logger, loggerPort, metricsPort, publishMetrics } from '../adapters/powertools.ts';
 import { deliveryDeps } from '../app/runtime.ts';
 import { configFromEnvironment } from '../core/config.ts';
@@ -24,7 +23,7 @@ const process_ = makeDeliveryHandler(
       metrics: metricsPort(metrics),
       logger: loggerPort(logger),
     },
-    new SnsNotifier({ client: new SNSClient({}), topicArn: requireEnv(ENV.webhookDisabledTopicArn) }),
+    new SnsNotifier({ client: snsClient(), topicArn: requireEnv(ENV.webhookDisabledTopicArn) }),
   ),
 );
 
