@@ -54,6 +54,8 @@ function toHealth(raw: Record<string, unknown> | undefined): Health {
     probeIntervalSeconds: n(raw.probe_interval_s),
     nextProbeAt: n(raw.next_probe_at),
     disabledReason: raw.disabled_reason as string | undefined,
+    troubleSince: n(raw.trouble_since),
+    troubleProbeSeconds: n(raw.trouble_probe_s),
   };
 }
 
@@ -67,6 +69,8 @@ function fromHealth(health: Health): Record<string, unknown> {
     probe_interval_s: health.probeIntervalSeconds,
     next_probe_at: health.nextProbeAt,
     disabled_reason: health.disabledReason,
+    trouble_since: health.troubleSince,
+    trouble_probe_s: health.troubleProbeSeconds,
   };
 }
 

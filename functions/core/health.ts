@@ -9,6 +9,17 @@
  * A quarantined endpoint gets probes only, on an interval that doubles from the
  * minimum to the maximum; real deliveries are held. Re-enabling (PATCH active)
  * returns any state to healthy.
+ *
+ * A probe's success ends a quarantine, but only a real delivery's ends the trouble:
+ * an endpoint that answers pings and fails its deliveries (a handler that crashes on
+ * real events, a database down behind a healthy front) is quarantined again by the
+ * released deliveries a minute later. Across such a run of quarantines the endpoint
+ * keeps when its trouble began (`troubleSince`), so it is disabled (and its owner
+ * told) once that is `disableAfterQuarantineSeconds` ago, and its probes go on
+ * doubling from where the last quarantine's stood, so that each round of released
+ * attempts comes later than the one before. Without them each quarantine started the
+ * clock and the probes afresh: such an endpoint was never disabled, and its probes
+ * and releases came every minute for ever.
  */
 
 export type HealthState = 'healthy' | 'failing' | 'quarantined' | 'disabled';
@@ -30,6 +41,10 @@ export interface Health {
   readonly nextProbeAt: number | undefined;
   /** Why it is disabled: 'gone' (410), 'quarantine_expired' or 'by_owner'. */
   readonly disabledReason: string | undefined;
+  /** When its first quarantine since a delivery last succeeded began (a probe's success does not end it). */
+  readonly troubleSince?: number | undefined;
+  /** The probe interval its last quarantine reached, while `troubleSince` is set: the next one doubles it. */
+  readonly troubleProbeSeconds?: number | undefined;
 }
 
 export interface HealthPolicy {
@@ -75,7 +90,14 @@ function disabled(health: Health, reason: string): Health {
     probeIntervalSeconds: undefined,
     nextProbeAt: undefined,
     disabledReason: reason,
+    troubleSince: undefined,
+    troubleProbeSeconds: undefined,
   };
+}
+
+/** Since when an endpoint in quarantine has been in trouble: counted towards disabling it. */
+function troubleStart(health: Health, now: number): number {
+  return health.troubleSince ?? health.quarantinedAt ?? now;
 }
 
 export function nextHealth(health: Health, event: HealthEvent, policy: HealthPolicy): Health {
@@ -98,22 +120,39 @@ export function nextHealth(health: Health, event: HealthEvent, policy: HealthPol
       if (consecutiveFailures < policy.quarantineAfterFailures) {
         return { ...health, state: 'failing', consecutiveFailures, lastFailure };
       }
+      // In trouble since an earlier quarantine that only a probe ended: past the limit, disabled now.
+      const troubleSince = health.troubleSince ?? event.now;
+      if (event.now - troubleSince >= policy.disableAfterQuarantineSeconds * 1000) {
+        return disabled({ ...health, consecutiveFailures, lastFailure }, 'quarantine_expired');
+      }
+      const probeIntervalSeconds =
+        health.troubleProbeSeconds === undefined
+          ? policy.probeIntervalMinSeconds
+          : Math.min(policy.probeIntervalMaxSeconds, health.troubleProbeSeconds * 2);
       return {
         ...health,
         state: 'quarantined',
         consecutiveFailures,
         lastFailure,
         quarantinedAt: event.now,
-        probeIntervalSeconds: policy.probeIntervalMinSeconds,
-        nextProbeAt: event.now + policy.probeIntervalMinSeconds * 1000,
+        probeIntervalSeconds,
+        nextProbeAt: event.now + probeIntervalSeconds * 1000,
+        troubleSince,
+        troubleProbeSeconds: undefined,
       };
     }
     case 'probe_succeeded':
-      return health.state === 'quarantined' ? recovered(health, event.now) : health;
+      if (health.state !== 'quarantined') return health;
+      // Deliveries go out again, but the trouble is not over until one of them succeeds.
+      return {
+        ...recovered(health, event.now),
+        troubleSince: troubleStart(health, event.now),
+        troubleProbeSeconds: health.probeIntervalSeconds ?? policy.probeIntervalMinSeconds,
+      };
     case 'probe_failed': {
       if (health.state !== 'quarantined') return health;
       const lastFailure = failure(event.now, event.statusCode, event.error);
-      const since = event.now - (health.quarantinedAt ?? event.now);
+      const since = event.now - troubleStart(health, event.now);
       if (since >= policy.disableAfterQuarantineSeconds * 1000) {
         return disabled({ ...health, lastFailure, consecutiveFailures: health.consecutiveFailures + 1 }, 'quarantine_expired');
       }

@@ -936,6 +936,102 @@ describe('a held delivery whose endpoint answers its probes but fails every deli
   }, 60_000);
 });
 
+describe('an endpoint that answers its probes but fails every delivery, under steady traffic', () => {
+  it('is quarantined again and again with probes further apart each time, and disabled (its owner told) 3 days after its first quarantine', async () => {
+    const tenant = await createTenant(sandbox, 'flapping-steady');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'fs:0', url: `${receiver.url}/flapping-steady` });
+    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    let clock = Date.now();
+    const start = clock;
+    const queued: Array<{ message: DeliveryMessage; at: number }> = [];
+    const deps: typeof base = {
+      ...base,
+      // The deployed defaults, and their 3 days of quarantine before a disable.
+      config: {
+        ...base.config,
+        ...pick(DEFAULT_CONFIG),
+        disableAfterQuarantineSeconds: DEFAULT_CONFIG.disableAfterQuarantineSeconds,
+        retryJitter: 0,
+      },
+      now: () => clock,
+      switches: { current: async () => [], refresh: async () => [] },
+      queue: {
+        send: async (messages, delaySeconds) => {
+          for (const message of messages) queued.push({ message: message as DeliveryMessage, at: clock + (delaySeconds ?? 0) * 1000 });
+        },
+      },
+      // Its ping handler answers; every real delivery fails (a handler that crashes on real events, say).
+      send: async (request) => {
+        const ping = request.body.includes('"webhook.ping"');
+        return { statusCode: ping ? 200 : 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+      },
+    } as typeof base;
+    // A new delivery every 30 minutes, over 6 resources.
+    let n = 0;
+    const publishOne = () => {
+      n += 1;
+      const event = deliveredEventFixture({ id: `evt_fs${n}`, seq: n, resource: `fs:${n % 6}`, parents: ['fs:0'], data: n });
+      queued.push({
+        message: { deliveryId: `msg_fs${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 },
+        at: clock,
+      });
+    };
+    let nextPublish = clock;
+    // The first probe interval of each quarantine (s).
+    const firstProbes: number[] = [];
+    let state = 'healthy';
+    const horizon = start + 4 * 86_400_000;
+    for (let i = 0; i < 20_000 && clock < horizon && state !== 'disabled'; i++) {
+      queued.sort((a, b) => a.at - b.at);
+      const head = queued[0];
+      if (!head || head.at > nextPublish) {
+        clock = Math.max(clock, nextPublish);
+        publishOne();
+        nextPublish += 30 * 60_000;
+        continue;
+      }
+      queued.shift();
+      clock = Math.max(clock, head.at);
+      await handleDeliverMessage(deps, head.message);
+      const health = (await deps.webhooks.get(tenant.id, hook.id))?.health;
+      if (health?.state === 'quarantined' && state !== 'quarantined') firstProbes.push(health.probeIntervalSeconds as number);
+      state = health?.state ?? 'gone';
+    }
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    expect(webhook).toMatchObject({ status: 'disabled', health: { state: 'disabled', disabledReason: 'quarantine_expired' } });
+    // Disabled at the first failure that quarantined it again past its 3 days (the next
+    // round of released deliveries, within an hour's probe interval of them).
+    const days = (clock - start) / 86_400_000;
+    expect(days).toBeGreaterThanOrEqual(3);
+    expect(days).toBeLessThan(3 + 1.5 / 24);
+    expect(sandbox.notifier.notices.filter((notice) => notice.webhook === hook.id)).toMatchObject([
+      { type: 'webhook.disabled', reason: 'quarantine_expired' },
+    ]);
+    // Each quarantine's probes start where the one before left off: 1, 2, 4 … 60 minutes,
+    // then hourly. Before, every quarantine probed after a minute again, and a probe's
+    // success started the 3 days afresh: hundreds of quarantines a day, never disabled.
+    expect(firstProbes.slice(0, 8)).toEqual([60, 120, 240, 480, 960, 1_920, 3_600, 3_600]);
+    expect(firstProbes.length).toBeGreaterThan(50);
+    expect(firstProbes.length).toBeLessThan(100);
+  }, 120_000);
+
+  it('ends its trouble at the first delivery that succeeds after a probe did, even within the minute a success is otherwise not written', async () => {
+    const tenant = await createTenant(sandbox, 'flapping-ends');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'fe:0', url: `${receiver.url}/flapping-ends` });
+    const { deps } = later(0);
+    const webhook = await deps.webhooks.get(tenant.id, hook.id);
+    if (!webhook) throw new Error('no webhook');
+    const now = Date.now();
+    // One failure quarantines it here (quarantineAfterFailures: 1).
+    const quarantined = await applyHealth(deps, webhook, { type: 'failure', now, statusCode: 500, error: 'HTTP 500' });
+    await applyHealth(deps, quarantined, { type: 'probe_succeeded', now: now + 1_000 });
+    const probed = await deps.webhooks.get(tenant.id, hook.id);
+    expect(probed?.health).toMatchObject({ state: 'healthy', troubleSince: now });
+    await applyHealth(deps, probed as NonNullable<typeof probed>, { type: 'success', now: now + 2_000 });
+    expect((await deps.webhooks.get(tenant.id, hook.id))?.health).toMatchObject({ state: 'healthy', troubleSince: undefined });
+  });
+});
+
 describe('a probe', () => {
   it('waits while the quarantined endpoint asked to be left alone (Retry-After), without probing', async () => {
     const tenant = await createTenant(sandbox, 'probe-left-alone');

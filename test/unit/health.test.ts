@@ -85,6 +85,48 @@ describe('endpoint health', () => {
   });
 });
 
+describe('an endpoint whose probes succeed but whose deliveries fail (quarantined again and again)', () => {
+  const probeOk = (now: number): HealthEvent => ({ type: 'probe_succeeded', now });
+  const quarantineAt = (now: number, from: Health) => run([fail(now), fail(now), fail(now)], from);
+
+  it('keeps when its trouble began across quarantines, and its probes double from where the last quarantine left them', () => {
+    let h = quarantineAt(T, INITIAL_HEALTH);
+    h = run([{ type: 'probe_failed', now: T + 60_000, statusCode: 500, error: 'HTTP 500' }], h); // its probes now 120 s apart
+    h = run([probeOk(T + 180_000)], h);
+    expect(h).toMatchObject({ state: 'healthy', troubleSince: T, troubleProbeSeconds: 120, quarantinedAt: undefined });
+    expect(deliversTo(h)).toBe(true);
+    h = quarantineAt(T + 200_000, h);
+    expect(h).toMatchObject({ state: 'quarantined', quarantinedAt: T + 200_000, troubleSince: T, probeIntervalSeconds: 240 });
+    h = quarantineAt(T + 500_000, run([probeOk(T + 440_000)], h));
+    // Doubled up to the maximum, and no further.
+    expect(h).toMatchObject({ troubleSince: T, probeIntervalSeconds: 300 });
+  });
+
+  it('is disabled by the failure that quarantines it again once its trouble is older than the limit', () => {
+    let h = quarantineAt(T, INITIAL_HEALTH);
+    h = quarantineAt(T + 3_599_000, run([probeOk(T + 3_000_000)], h));
+    expect(h.state).toBe('quarantined');
+    h = quarantineAt(T + 3_600_000, run([probeOk(T + 3_599_500)], h));
+    expect(h).toMatchObject({ state: 'disabled', disabledReason: 'quarantine_expired', troubleSince: undefined });
+  });
+
+  it('counts a failed probe past the limit from when its trouble began, not from the last quarantine', () => {
+    let h = quarantineAt(T, INITIAL_HEALTH);
+    h = quarantineAt(T + 3_000_000, run([probeOk(T + 60_000)], h));
+    h = run([{ type: 'probe_failed', now: T + 3_600_000, statusCode: 503, error: 'HTTP 503' }], h);
+    expect(h).toMatchObject({ state: 'disabled', disabledReason: 'quarantine_expired' });
+  });
+
+  it('ends its trouble at a delivery’s success: its next quarantine starts the clock and the probes afresh', () => {
+    let h = quarantineAt(T, INITIAL_HEALTH);
+    h = run([probeOk(T + 60_000), { type: 'success', now: T + 61_000 }], h);
+    expect(h.troubleSince).toBeUndefined();
+    expect(h.troubleProbeSeconds).toBeUndefined();
+    h = quarantineAt(T + 3_700_000, h);
+    expect(h).toMatchObject({ state: 'quarantined', troubleSince: T + 3_700_000, probeIntervalSeconds: 60 });
+  });
+});
+
 describe('what starts a release of held deliveries', () => {
   const quarantined = run([fail(), fail(), fail()]);
   const disabled = run([{ type: 'disabled_by_owner', now: T }]);

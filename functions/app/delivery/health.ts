@@ -32,6 +32,8 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       event.type === 'success' &&
       before.state === 'healthy' &&
       before.consecutiveFailures === 0 &&
+      // The first delivery to succeed after a probe's ends the endpoint's trouble: written.
+      before.troubleSince === undefined &&
       before.lastSuccessAt !== undefined &&
       event.now - Date.parse(before.lastSuccessAt) < SUCCESS_WRITE_INTERVAL_MS;
     if (quietSuccess) return current;
