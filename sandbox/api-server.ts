@@ -23,7 +23,7 @@ import { ApiError } from '../functions/core/errors.ts';
 import { hashKey } from '../functions/core/keys.ts';
 import type { Principal } from '../functions/core/model.ts';
 import type { MetricsPort } from '../functions/core/telemetry.ts';
-import { THROTTLED_REQUESTS_METRIC } from '../functions/definitions/alarms.ts';
+import { API_SERVER_ERRORS_METRIC, THROTTLED_REQUESTS_METRIC } from '../functions/definitions/alarms.ts';
 import { AUTHORIZER_CACHE_SECONDS } from '../functions/definitions/environment.ts';
 import { GATEWAY_MESSAGES } from '../functions/definitions/gateway.ts';
 import { answerThrottled, denies, gatewayRefusal } from './gateway.ts';
@@ -209,13 +209,14 @@ export async function startApiServer(settings: ApiSettings, ports: ApiPorts): Pr
   // Requests still being handled: stopping waits for them before it closes their AWS
   // clients, so no write is cut off halfway (dynalite can then wait on it for good).
   const handling = new InFlight();
-  // What API Gateway's 5XXError metric would count.
+  // What API Gateway's 5XXError metric would count (ApiServerErrors: no body here is too
+  // large for a Lambda invoke, since the sandbox refuses past 1 MiB as it reads).
   outer.use('*', async (c, next) => {
     const started = performance.now();
     await handling.track(next());
     // Not the sandbox's own routes: in AWS the canary receiver is a function URL of its
     // own (its failures are that function's Errors) and the inbox does not exist.
-    if (c.res.status >= 500 && !c.req.path.startsWith('/sandbox/')) ports.record('api:5XXError', 1);
+    if (c.res.status >= 500 && !c.req.path.startsWith('/sandbox/')) metrics.count(API_SERVER_ERRORS_METRIC);
     // API Gateway answers what its authorizer or usage plan refuses itself: only the
     // rest invoke the API's Lambda (the authorizer's answers are cached, see above).
     const reachedLambda =

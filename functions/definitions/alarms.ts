@@ -18,8 +18,7 @@ export type MetricSource =
       readonly deadLetters: boolean;
       readonly name: QueueMetricName;
     }
-  | { readonly kind: 'function'; readonly fn: FunctionName; readonly name: 'Errors' | 'Throttles' }
-  | { readonly kind: 'api'; readonly name: '5XXError' };
+  | { readonly kind: 'function'; readonly fn: FunctionName; readonly name: 'Errors' | 'Throttles' };
 
 export type QueueMetricName = 'ApproximateAgeOfOldestMessage' | 'ApproximateNumberOfMessagesVisible';
 export type FunctionName = keyof typeof FUNCTION_ENTRIES;
@@ -96,6 +95,20 @@ export const METRICS_NAMESPACE = 'Sluice';
  * counts them (lib/constructs/api.ts), in the sandbox its gateway does.
  */
 export const THROTTLED_REQUESTS_METRIC = 'RequestsThrottled';
+
+/**
+ * The API's 5xx answers that are sluice's to fix: API Gateway's 5XXError less the
+ * requests Lambda refused as too large (an access log line whose `integrationStatus` is
+ * 413: a body past about 4.7 MB, over Lambda's 6 MB invoke limit once API Gateway has
+ * base64-encoded it). Those are a producer's mistake, told in the runbook, and counted
+ * in REQUESTS_TOO_LARGE_METRIC; in 5XXError any tenant could page on-call with six
+ * oversized requests. In AWS a metric filter on the access log counts them, in the
+ * sandbox its gateway does.
+ */
+export const API_SERVER_ERRORS_METRIC = 'ApiServerErrors';
+
+/** Requests Lambda refused as too large to invoke the API function with (see API_SERVER_ERRORS_METRIC): AWS only. */
+export const REQUESTS_TOO_LARGE_METRIC = 'RequestsTooLarge';
 
 const FUNCTIONS = Object.keys(FUNCTION_ENTRIES) as FunctionName[];
 
@@ -341,6 +354,8 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
       { kind: 'sluice', name: 'EventsRejected' },
       // API Gateway refuses these before the API's Lambda, which never sees their events.
       { kind: 'sluice', name: THROTTLED_REQUESTS_METRIC },
+      // So are bodies too large for Lambda's invoke (answered 500 by API Gateway, not paged).
+      { kind: 'sluice', name: REQUESTS_TOO_LARGE_METRIC },
       // Not what a drop switch discards (reason switch_drop): on-call set it, and counting
       // it here would keep the alarm in ALARM for as long as the switch is on (a runaway
       // writer dropped at 100 events a second), where no new cause would page. It is on
@@ -456,7 +471,7 @@ const FIXED_ALARMS: readonly AlarmDefinition[] = [
     summary:
       "the API answered over 5 server errors in 5 minutes, each 5xx, each event a 202 refused as `internal` (it could not be stored) and each object's reserving write DynamoDB throttled (answered 429).",
     sources: [
-      { kind: 'api', name: '5XXError' },
+      { kind: 'sluice', name: API_SERVER_ERRORS_METRIC },
       // A request some of whose events could not be stored is answered 202, the others
       // accepted: those events are sluice's failure as much as a 500 is, and the ticket
       // that events-rejected-or-dropped files for producers past their limits would not page for them.

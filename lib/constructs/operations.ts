@@ -32,11 +32,13 @@ import { Construct } from 'constructs';
 import type { SluiceConfig } from '../../functions/core/config.ts';
 import {
   type AlarmDefinition,
+  API_SERVER_ERRORS_METRIC,
   alarmDefinitions,
   alarmDescription,
   type FunctionName,
   METRICS_NAMESPACE,
   type MetricSource,
+  REQUESTS_TOO_LARGE_METRIC,
   THROTTLED_REQUESTS_METRIC,
 } from '../../functions/definitions/alarms.ts';
 import { CANARY_TIMEOUT_SECONDS, ENV, FUNCTION_ENTRIES, scheduleSeconds } from '../../functions/definitions/environment.ts';
@@ -181,8 +183,6 @@ export class Operations extends Construct {
         }
         case 'function':
           return source.name === 'Errors' ? functions[source.fn].metricErrors(options) : functions[source.fn].metricThrottles(options);
-        case 'api':
-          return props.api.metricServerError(options);
       }
     };
 
@@ -244,7 +244,10 @@ export class Operations extends Construct {
             sluice('EventsAccepted'),
             sluice('EventsRejected'),
             sluice(THROTTLED_REQUESTS_METRIC),
+            sluice(REQUESTS_TOO_LARGE_METRIC),
             sluice('EventsDropped'),
+            sluice(API_SERVER_ERRORS_METRIC),
+            // API Gateway's own count: ApiServerErrors and the too-large requests.
             props.api.metricServerError(),
           ]),
           graph('Per-object queues', [

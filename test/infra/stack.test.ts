@@ -83,6 +83,15 @@ function queueOf(definition: QueueDefinition): [string, { Properties: Record<str
   return entries[0] as [string, { Properties: Record<string, unknown> }];
 }
 
+/** The properties of the access log's metric filter that makes `metricName`. */
+function filterOf(template: Template, metricName: string): Record<string, unknown> & { FilterPattern: unknown } {
+  const filter = Object.values(template.findResources('AWS::Logs::MetricFilter')).find(
+    (f) => f.Properties.MetricTransformations?.[0]?.MetricName === metricName,
+  );
+  if (!filter) throw new Error(`no metric filter makes ${metricName}`);
+  return filter.Properties;
+}
+
 describe('queues', () => {
   it('rings doorbells on two FIFO queues, the main and the bulk lane, each with a FIFO dead-letter queue', () => {
     for (const definition of [DISTRIBUTE_QUEUE, DISTRIBUTE_BULK_QUEUE]) {
@@ -444,11 +453,11 @@ describe('API', () => {
       integrationStatus: '$context.integrationStatus',
       integrationError: '$context.integrationErrorMessage',
     });
-    const filters = Object.values(template.findResources('AWS::Logs::MetricFilter'));
-    expect(filters).toHaveLength(1);
-    const filter = filters[0]?.Properties;
+    const filter = filterOf(template, 'RequestsThrottled');
     // On the stage's own access log group.
-    expect(stage?.Properties.AccessLogSetting.DestinationArn).toEqual({ 'Fn::GetAtt': [filter.LogGroupName.Ref, 'Arn'] });
+    expect(stage?.Properties.AccessLogSetting.DestinationArn).toEqual({
+      'Fn::GetAtt': [(filter.LogGroupName as { Ref: string }).Ref, 'Arn'],
+    });
     expect(filter.FilterPattern).toContain('$.responseType = "THROTTLED"');
     // The health check has a throttle of its own, against anonymous floods: not anyone's events.
     expect(filter.FilterPattern).toContain('$.resourcePath != "/v1/health"');
@@ -469,6 +478,30 @@ describe('API', () => {
     expect(watched?.Dimensions).toEqual([{ Name: 'service', Value: service }]);
     const dashboard = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]?.Properties.DashboardBody);
     expect(dashboard).toContain('RequestsThrottled');
+  });
+
+  it("pages for the API's 5xx but not for bodies too large for Lambda's invoke (a producer's mistake, a ticket), counted from the access log", () => {
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
+    const watchedBy = (title: string) =>
+      (
+        alarms.find((a) => String(a.Properties.AlarmDescription).startsWith(title))?.Properties.Metrics as Array<{
+          MetricStat?: { Metric: { Namespace: string; MetricName: string } };
+        }>
+      ).flatMap((m) => (m.MetricStat ? [`${m.MetricStat.Metric.Namespace}/${m.MetricStat.Metric.MetricName}`] : []));
+    expect(watchedBy('PAGE Ingest 5xx')).toContain('Sluice/ApiServerErrors');
+    expect(watchedBy('PAGE Ingest 5xx')).not.toContain('AWS/ApiGateway/5XXError');
+    expect(watchedBy('TICKET Events rejected or dropped')).toContain('Sluice/RequestsTooLarge');
+    // Every 5xx of the API's but those Lambda refused to invoke it with as too large (its 413).
+    const errors = filterOf(template, 'ApiServerErrors').FilterPattern as string;
+    expect(errors).toContain('$.status = %5[0-9][0-9]%');
+    expect(errors).toContain('$.integrationStatus != "413"');
+    const tooLarge = filterOf(template, 'RequestsTooLarge').FilterPattern as string;
+    expect(tooLarge).toContain('$.status = %5[0-9][0-9]%');
+    expect(tooLarge).toContain('$.integrationStatus = "413"');
+    // API Gateway's own count stays on the dashboard.
+    const dashboard = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]?.Properties.DashboardBody);
+    expect(dashboard).toContain('ApiServerErrors');
+    expect(dashboard).toContain('5XXError');
   });
 
   it("pages for events dropped past retention, not for what on-call's own drop switch discards", () => {
@@ -815,12 +848,14 @@ describe('operations', () => {
     });
   });
 
-  it("watches this API's 5XX errors by a name no other API in the account has", () => {
+  it("draws this API's own metrics by a name no other API in the account has (its alarms read its access log's)", () => {
     const [api] = Object.values(template.findResources('AWS::ApiGateway::RestApi')) as Array<{ Properties: { Name: string } }>;
     expect(api?.Properties.Name).toMatch(/^Sluice.+/);
-    const names = JSON.stringify(template.findResources('AWS::CloudWatch::Alarm')).match(/"ApiName","Value":"[^"]*"/g) ?? [];
+    const body = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]?.Properties.DashboardBody);
+    const names = body.match(/ApiName\\",\\"[^\\]*/g) ?? [];
     expect(names.length).toBeGreaterThan(0);
-    expect(new Set(names)).toEqual(new Set([`"ApiName","Value":"${api?.Properties.Name}"`]));
+    expect(new Set(names)).toEqual(new Set([`ApiName\\",\\"${api?.Properties.Name}`]));
+    expect(JSON.stringify(template.findResources('AWS::CloudWatch::Alarm'))).not.toContain('ApiName');
   });
 
   it("watches each deployment's own metrics: two in one account and region do not answer each other's alarms", () => {
@@ -855,9 +890,10 @@ describe('operations', () => {
       // The alarms and the dashboard watch the service their own functions emit as.
       expect(servicesOf(template, 'AWS::CloudWatch::Alarm')).toEqual(ofFunctions);
       expect(JSON.stringify(template.findResources('AWS::CloudWatch::Dashboard'))).toContain(`\\"service\\",\\"${[...ofFunctions][0]}\\"`);
-      // The throttled requests its access log counts are its own too.
-      const [filter] = Object.values(template.findResources('AWS::Logs::MetricFilter'));
-      expect(filter?.Properties.FilterPattern).toContain(`$.service = "${[...ofFunctions][0]}"`);
+      // What its access log counts (throttled requests, 5xx) is its own too.
+      const filters = Object.values(template.findResources('AWS::Logs::MetricFilter'));
+      expect(filters).toHaveLength(3);
+      for (const filter of filters) expect(filter.Properties.FilterPattern).toContain(`$.service = "${[...ofFunctions][0]}"`);
       expect(JSON.stringify(template.findResources('AWS::ApiGateway::Stage'))).toContain(`\\"service\\":\\"${[...ofFunctions][0]}\\"`);
       return [...ofFunctions][0];
     });

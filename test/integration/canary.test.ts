@@ -68,12 +68,12 @@ describe('the canary receiver', () => {
     // A saved state it cannot use (a secret that is no string) makes the receiver throw.
     await putItem({ tenantId: 'ten_broken', webhookId: 'wh_broken', secret: 5 });
     const points = (key: string) => sandbox.metrics.points(key, 0, Number.MAX_SAFE_INTEGER).length;
-    const [apiErrors, receiverErrors] = [points('api:5XXError'), points('function:canaryReceiver:Errors')];
+    const [apiErrors, receiverErrors] = [points('sluice:ApiServerErrors'), points('function:canaryReceiver:Errors')];
     try {
       const headers = { 'webhook-id': 'msg_x', 'webhook-timestamp': String(Math.floor(Date.now() / 1000)), 'webhook-signature': 'v1,x' };
       expect((await postToReceiver('{"events":[]}', headers)).status).toBeGreaterThanOrEqual(500);
       expect(points('function:canaryReceiver:Errors')).toBe(receiverErrors + 1);
-      expect(points('api:5XXError')).toBe(apiErrors);
+      expect(points('sluice:ApiServerErrors')).toBe(apiErrors);
     } finally {
       await sandbox.wiring.dynamo.send(new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: 'canary', sk: 'state' } }));
     }

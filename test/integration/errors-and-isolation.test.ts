@@ -117,7 +117,7 @@ describe('bad input', () => {
   });
 
   it("answers a body whose client hung up before the end of it as the client's trouble, not a server error that pages", async () => {
-    const errors = () => sandbox.metrics.points('api:5XXError', 0, Number.MAX_SAFE_INTEGER).length;
+    const errors = () => sandbox.metrics.points('sluice:ApiServerErrors', 0, Number.MAX_SAFE_INTEGER).length;
     const before = errors();
     const url = new URL(sandbox.url);
     // 11 of the 1,000 bytes it declares, and the connection closed.

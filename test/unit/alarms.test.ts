@@ -430,10 +430,10 @@ describe('sandbox metrics', () => {
     expect(metrics.points('sluice:Nothing', 0, now)).toEqual([]);
     // A clock moved back (as tests do) still finds its points.
     now = 5_000;
-    metrics.record('api:5XXError', 1);
+    metrics.record('sluice:ApiServerErrors', 1);
     now = 40_000;
-    metrics.record('api:5XXError', 2);
-    expect(metrics.points('api:5XXError', 0, 10_000)).toEqual([1]);
+    metrics.record('sluice:ApiServerErrors', 2);
+    expect(metrics.points('sluice:ApiServerErrors', 0, 10_000)).toEqual([1]);
     expect(metrics.total('EventsAccepted')).toBe(5_000);
   });
 });
