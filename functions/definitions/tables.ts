@@ -181,6 +181,45 @@ export const DISTRIBUTOR_CONTROL_ATTRIBUTES = [
  */
 export const AUTHORIZER_ATTRIBUTES = ['pk', 'sk', 'tenant_id', 'id', 'usage_key', 'key_hash', 'deleting_at'] as const;
 
+/**
+ * The only attributes the delivery function may write in a tenant's partition: its
+ * webhooks' state (health, probe and release chains, disable notices, held counts, a
+ * slow endpoint's pace) and the tenant's subscriptions version. LeadingKeys cannot keep
+ * it off the tenant's own item in the same partition, whose key hash, usage key, limits
+ * and deletion mark must stay the API's to write: the function that POSTs to endpoints
+ * anyone may set up should not be able to revive a tenant being deleted, or unset its key.
+ */
+export const DELIVERY_WEBHOOK_ATTRIBUTES = [
+  'pk',
+  'sk',
+  'health',
+  'health_version',
+  'health_token',
+  'status',
+  'updated_at',
+  'url',
+  'chain_shard',
+  'chain_sk',
+  'probe_token',
+  'release_token',
+  'release_at',
+  'release_not_before',
+  'notice_pending',
+  'notice_claimed_until',
+  'notice_claim',
+  'held_count',
+  'held_token',
+  'held_since',
+  'held_lost',
+  'held_lost_at',
+  'held_lost_sent',
+  'slow_ms',
+  'slow_forgotten',
+  'not_before',
+  'version',
+  'bumped_at',
+] as const;
+
 /** A DynamoDB item operation, as the functions' code sends it (lib-dynamodb's commands). */
 export type TableAction = 'GetItem' | 'BatchGetItem' | 'Query' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'BatchWriteItem';
 
@@ -249,11 +288,13 @@ export const TABLE_ACCESS = {
   // Webhooks, attempts, held deliveries, overflow counts, paces and dead letters, one item at a time.
   // Only those partitions, and the switches: it POSTs to endpoints anyone may set up, and
   // must not be able to write a tenant's API key item or read a stream or the canary's item.
-  // Of a tenant's partition it reads its webhooks and updates their state, never putting or
-  // deleting an item (the tenant's own, or a webhook); the switches it only reads.
+  // Of a tenant's partition it reads its webhooks and updates their state (only those
+  // attributes), never putting or deleting an item (the tenant's own, or a webhook); the
+  // switches it only reads.
   delivery: {
     control: [
-      { actions: ['GetItem', 'UpdateItem'], leadingKeys: [`${CONTROL_PK.tenant}*`] },
+      { actions: ['GetItem'], leadingKeys: [`${CONTROL_PK.tenant}*`] },
+      { actions: ['UpdateItem'], leadingKeys: [`${CONTROL_PK.tenant}*`], attributes: DELIVERY_WEBHOOK_ATTRIBUTES },
       { actions: ['Query'], leadingKeys: [CONTROL_PK.switches] },
       {
         actions: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem'],

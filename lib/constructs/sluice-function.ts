@@ -123,13 +123,15 @@ export class SluiceFunction extends Construct {
    * The item operations the function's code calls on the table (functions/definitions/
    * tables.ts TABLE_ACCESS), and Query on the indexes it queries: no other action, and
    * no index a function does not query; where the access names leading keys, only on
-   * items whose partition key matches one of them.
+   * items whose partition key matches one of them, and where it names attributes, only
+   * those (a write that names another is refused).
    */
   bindTable(table: TableV2, grant: TableGrant, envName: string): this {
     // One statement per grant: a grant's actions only on its own partitions.
     for (const access of grantsOf(grant)) {
-      if (access.attributes) throw new Error('A grant of only some attributes goes through bindAttributes or bindItems.');
-      const conditions = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
+      if (access.attributes && access.indexes) throw new Error('A grant of only some attributes of an index goes through bindAttributes.');
+      const keys = access.leadingKeys && { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] } };
+      const conditions = (keys || access.attributes) && { ...keys, ...(access.attributes && onlyTheseAttributes(access.attributes)) };
       // A grant of an index alone (a keys-only one) allows nothing on the table's items.
       if (access.actions.length > 0) {
         this.function.addToRolePolicy(

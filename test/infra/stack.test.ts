@@ -27,6 +27,7 @@ import {
   BY_RESOURCE_INDEX,
   CHAINS_INDEX,
   CONTROL_TABLE,
+  DELIVERY_WEBHOOK_ATTRIBUTES,
   DISTRIBUTOR_CONTROL_ATTRIBUTES,
   EVENTS_TABLE,
   projectionOf,
@@ -258,11 +259,11 @@ describe('functions', () => {
     expect(longer).toThrow(/retryScheduleSeconds must have at most 100 entries/);
   });
 
-  it('refuses a grant of only some attributes through bindTable, which would drop the attributes condition', () => {
+  it('refuses a grant of only some attributes of an index through bindTable, which would leave the index unconditioned', () => {
     const stack = new Stack(new App({ context: NO_BUNDLING }), 'Guard');
     const table = tableFromDefinition(stack, CONTROL_TABLE, RemovalPolicy.DESTROY);
     const fn = new SluiceFunction(stack, 'Fn', { entry: FUNCTION_ENTRIES.distributor, config: buildConfig({}), metricsService: 'guard' });
-    expect(() => fn.bindTable(table, TABLE_ACCESS.distributor.control, 'CONTROL')).toThrow(/bindAttributes or bindItems/);
+    expect(() => fn.bindTable(table, TABLE_ACCESS.distributor.control, 'CONTROL')).toThrow(/bindAttributes/);
   });
 
   it('may write logs only to their own log group: no AWS managed policy, whose log permissions cover every group', () => {
@@ -1001,15 +1002,20 @@ describe('operations', () => {
   });
 
   it("lets the delivery function, which talks to endpoints anyone can set up, reach only its own partitions of the control table: no tenant's API key, no stream, not the canary's item", () => {
-    const onControl = statementsOnTable('Delivery', 'Control').map((st) => ({
-      action: st.Action,
-      leadingKeys: (st.Condition as Record<string, Record<string, string[]>> | undefined)?.['ForAllValues:StringLike']?.[
-        'dynamodb:LeadingKeys'
-      ],
-    }));
+    const onControl = statementsOnTable('Delivery', 'Control').map((st) => {
+      const condition = st.Condition as Record<string, Record<string, string[]>> | undefined;
+      const attributes = condition?.['ForAllValues:StringEquals']?.['dynamodb:Attributes'];
+      return {
+        action: st.Action,
+        leadingKeys: condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'],
+        ...(attributes && { attributes }),
+      };
+    });
     expect(onControl).toEqual([
-      // Webhooks (and their tenant's subscriptions version): read and updated, never put or deleted.
-      { action: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], leadingKeys: ['tenant#*'] },
+      // Webhooks (and their tenant's subscriptions version): read, and their state updated,
+      // never put or deleted; not the tenant item's key hash, usage key, limits or deletion mark.
+      { action: 'dynamodb:GetItem', leadingKeys: ['tenant#*'] },
+      { action: 'dynamodb:UpdateItem', leadingKeys: ['tenant#*'], attributes: [...DELIVERY_WEBHOOK_ATTRIBUTES] },
       // The switches: read.
       { action: 'dynamodb:Query', leadingKeys: ['switches'] },
       // What is kept per webhook.
@@ -1031,6 +1037,9 @@ describe('operations', () => {
       },
     });
     expect(DISTRIBUTOR_CONTROL_ATTRIBUTES).not.toContain('secrets');
+    for (const tenantOnly of ['key_hash', 'usage_key', 'limits', 'deleting_at', 'webhook_count', 'secrets']) {
+      expect(DELIVERY_WEBHOOK_ATTRIBUTES).not.toContain(tenantOnly);
+    }
   });
 
   it('lets each function query only the indexes its code queries, and use no DynamoDB action its code does not call', () => {
