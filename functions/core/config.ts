@@ -182,8 +182,10 @@ const RULES: { readonly [K in keyof SluiceConfig]: Rule } = {
   reconcileIntervalSeconds: positiveInt(3_600),
   stuckAfterMs: positiveInt(3_600_000),
   switchCacheMs: positiveInt(10_000),
-  // At most 4 minutes: canary-stale needs a tick in every 5-minute period.
-  canaryIntervalSeconds: positiveInt(240),
+  // At most 2 minutes: canary-stale pages when 5 minutes pass without a delivered tick, so
+  // it tolerates (300 − interval) s of change in the canary's end-to-end latency from one
+  // run to the next; at 4 minutes a run delivered at once and the next a minute late paged.
+  canaryIntervalSeconds: positiveInt(120),
   deliveryTimeoutMs: positiveInt(MAX_DELIVERY_TIMEOUT_MS),
   retryScheduleSeconds: schedule,
   retryJitter: fraction,

@@ -162,8 +162,8 @@ describe('config', () => {
   });
 
   it('keeps the canary interval within the canary-stale alarm period (a tick in every 5 minutes)', () => {
-    expect(buildConfig({ canaryIntervalSeconds: 240 }).canaryIntervalSeconds).toBe(240);
-    expect(() => buildConfig({ canaryIntervalSeconds: 241 })).toThrow(/canaryIntervalSeconds/);
+    expect(buildConfig({ canaryIntervalSeconds: 120 }).canaryIntervalSeconds).toBe(120);
+    expect(() => buildConfig({ canaryIntervalSeconds: 121 })).toThrow(/canaryIntervalSeconds/);
   });
 
   it("keeps a turn and a release step inside their functions' timeouts (20 s and 30 s), with 5 s to spare", () => {
