@@ -792,9 +792,9 @@ describe('operations', () => {
   });
 
   it("builds the scheduled functions' alarms from their intervals, and a heartbeat that pages when the reconciler does not run", () => {
-    const slow = synth({ reconcileIntervalSeconds: 300, canaryIntervalSeconds: 240 });
+    const slow = synth({ reconcileIntervalSeconds: 300, canaryIntervalSeconds: 120 });
     const alarms = Object.values(slow.findResources('AWS::CloudWatch::Alarm'));
-    const definitions = alarmDefinitions(buildConfig({ reconcileIntervalSeconds: 300, canaryIntervalSeconds: 240 }));
+    const definitions = alarmDefinitions(buildConfig({ reconcileIntervalSeconds: 300, canaryIntervalSeconds: 120 }));
     expect(alarms).toHaveLength(definitions.length);
     const alarm = (name: string) => {
       const definition = definitions.find((d) => d.name === name);
@@ -804,8 +804,8 @@ describe('operations', () => {
     for (const name of ['reconciler-errors', 'reconciler-throttles']) {
       expect(alarm(name), name).toMatchObject({ Period: 300, EvaluationPeriods: 1, DatapointsToAlarm: 1, Statistic: 'Sum' });
     }
-    // One every 4 minutes: each of the last 2 runs.
-    expect(alarm('canary-errors')).toMatchObject({ Period: 240, EvaluationPeriods: 2, DatapointsToAlarm: 2 });
+    // One every 2 minutes: each of the last 3 runs.
+    expect(alarm('canary-errors')).toMatchObject({ Period: 120, EvaluationPeriods: 3, DatapointsToAlarm: 3 });
     // The other functions are still read over minutes.
     expect(alarm('distributor-throttles')).toMatchObject({ Period: 60, EvaluationPeriods: 5, DatapointsToAlarm: 3 });
     expect(alarm('reconciler-stale')).toMatchObject({
