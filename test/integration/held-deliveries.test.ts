@@ -885,45 +885,59 @@ describe('a held delivery the endpoint always refuses', () => {
   }, 40_000);
 });
 
+/**
+ * The delivery function's dependencies on a simulated clock, for an endpoint that
+ * answers its probes and fails every real delivery (its ping handler answers; a handler
+ * that crashes on real events, or its database is down): the deliver queue is `queued`,
+ * whose messages `next` hands over in the order of when they are due, moving the clock.
+ */
+function probesOnlySucceed(config: Partial<typeof DEFAULT_CONFIG>, onDelivery: (at: number) => void = () => undefined) {
+  const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
+  const sim = { clock: Date.now(), queued: [] as Array<{ message: DeliveryMessage; at: number }> };
+  const deps: typeof base = {
+    ...base,
+    config: { ...base.config, ...pick(DEFAULT_CONFIG), retryJitter: 0, ...config },
+    now: () => sim.clock,
+    switches: { current: async () => [], refresh: async () => [] },
+    queue: {
+      send: async (messages, delaySeconds) => {
+        for (const message of messages)
+          sim.queued.push({ message: message as DeliveryMessage, at: sim.clock + (delaySeconds ?? 0) * 1000 });
+      },
+    },
+    send: async (request) => {
+      const ping = request.body.includes('"webhook.ping"');
+      if (!ping) onDelivery(sim.clock);
+      return { statusCode: ping ? 200 : 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
+    },
+  } as typeof base;
+  /** The message due first, the clock moved to when it is due; undefined once none is queued. */
+  const next = () => {
+    sim.queued.sort((a, b) => a.at - b.at);
+    const head = sim.queued.shift();
+    if (head) sim.clock = Math.max(sim.clock, head.at);
+    return head?.message;
+  };
+  return { deps, sim, next };
+}
+
 describe('a held delivery whose endpoint answers its probes but fails every delivery', () => {
   it('waits out the retry schedule, as any failed delivery does, before it is dead-lettered', async () => {
     const tenant = await createTenant(sandbox, 'flapping');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'fl:0', url: `${receiver.url}/flapping` });
-    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    let clock = Date.now();
-    const queued: Array<{ message: DeliveryMessage; at: number }> = [];
     const attempts: number[] = [];
-    const deps: typeof base = {
-      ...base,
-      // The deployed defaults: the retry schedule of 8 attempts over about 27 h, quarantine after 5 failures.
-      config: { ...base.config, ...pick(DEFAULT_CONFIG), retryJitter: 0 },
-      now: () => clock,
-      switches: { current: async () => [], refresh: async () => [] },
-      queue: {
-        send: async (messages, delaySeconds) => {
-          for (const message of messages) queued.push({ message: message as DeliveryMessage, at: clock + (delaySeconds ?? 0) * 1000 });
-        },
-      },
-      // Its ping handler answers; its deliveries fail (the subscriber's database is down, say).
-      send: async (request) => {
-        const ping = request.body.includes('"webhook.ping"');
-        if (!ping) attempts.push(clock);
-        return { statusCode: ping ? 200 : 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
-      },
-    } as typeof base;
+    // The deployed defaults: the retry schedule of 8 attempts over about 27 h, quarantine after 5 failures.
+    const { deps, sim, next } = probesOnlySucceed({}, (at) => attempts.push(at));
     const event = deliveredEventFixture({ id: 'evt_fl1', seq: 1, resource: 'fl:1', parents: ['fl:0'], data: 1 });
     await holdDelivery(deps, { deliveryId: 'msg_fl1', tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 });
     const webhook = await deps.webhooks.get(tenant.id, hook.id);
     if (!webhook) throw new Error('no webhook');
     await startRelease(deps, webhook);
-    const start = clock;
+    const start = sim.clock;
     let dead = 0;
-    for (let i = 0; i < 3_000 && queued.length > 0 && dead === 0; i++) {
-      queued.sort((a, b) => a.at - b.at);
-      const next = queued.shift() as (typeof queued)[number];
-      clock = Math.max(clock, next.at);
-      await handleDeliverMessage(deps, next.message);
-      dead = (await deps.deadLetters.page(hook.id, clock, 10)).letters.length;
+    for (let i = 0, message = next(); i < 3_000 && message && dead === 0; i++, message = next()) {
+      await handleDeliverMessage(deps, message);
+      dead = (await deps.deadLetters.page(hook.id, sim.clock, 10)).letters.length;
     }
     expect(dead).toBe(1);
     // Each failed attempt waited as the schedule says, but the fifth: that failure
@@ -932,7 +946,7 @@ describe('a held delivery whose endpoint answers its probes but fails every deli
     // was its next attempt, seconds apart, and it was dead-lettered within two minutes.
     const waits = attempts.slice(1).map((at, i) => Math.round((at - (attempts[i] as number)) / 1000));
     expect(waits).toEqual([5, 300, 1_800, 7_200, DEFAULT_CONFIG.probeIntervalMinSeconds, 36_000, 36_000]);
-    expect((clock - start) / 3_600_000).toBeGreaterThan(22);
+    expect((sim.clock - start) / 3_600_000).toBeGreaterThan(22);
   }, 60_000);
 });
 
@@ -940,59 +954,32 @@ describe('an endpoint that answers its probes but fails every delivery, under st
   it('is quarantined again and again with probes further apart each time, and disabled (its owner told) 3 days after its first quarantine', async () => {
     const tenant = await createTenant(sandbox, 'flapping-steady');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'fs:0', url: `${receiver.url}/flapping-steady` });
-    const base = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    let clock = Date.now();
-    const start = clock;
-    const queued: Array<{ message: DeliveryMessage; at: number }> = [];
-    const deps: typeof base = {
-      ...base,
-      // The deployed defaults, and their 3 days of quarantine before a disable.
-      config: {
-        ...base.config,
-        ...pick(DEFAULT_CONFIG),
-        disableAfterQuarantineSeconds: DEFAULT_CONFIG.disableAfterQuarantineSeconds,
-        retryJitter: 0,
-      },
-      now: () => clock,
-      switches: { current: async () => [], refresh: async () => [] },
-      queue: {
-        send: async (messages, delaySeconds) => {
-          for (const message of messages) queued.push({ message: message as DeliveryMessage, at: clock + (delaySeconds ?? 0) * 1000 });
-        },
-      },
-      // Its ping handler answers; every real delivery fails (a handler that crashes on real events, say).
-      send: async (request) => {
-        const ping = request.body.includes('"webhook.ping"');
-        return { statusCode: ping ? 200 : 500, durationMs: 1, error: undefined, retryAfter: undefined, responseSnippet: '' };
-      },
-    } as typeof base;
+    // The deployed defaults, and their 3 days of quarantine before a disable.
+    const { deps, sim, next } = probesOnlySucceed({ disableAfterQuarantineSeconds: DEFAULT_CONFIG.disableAfterQuarantineSeconds });
+    const start = sim.clock;
     // A new delivery every 30 minutes, over 6 resources.
     let n = 0;
     const publishOne = () => {
       n += 1;
       const event = deliveredEventFixture({ id: `evt_fs${n}`, seq: n, resource: `fs:${n % 6}`, parents: ['fs:0'], data: n });
-      queued.push({
+      sim.queued.push({
         message: { deliveryId: `msg_fs${n}`, tenantId: tenant.id, webhookId: hook.id, events: [event], attempt: 1 },
-        at: clock,
+        at: sim.clock,
       });
     };
-    let nextPublish = clock;
+    let nextPublish = sim.clock;
     // The first probe interval of each quarantine (s).
     const firstProbes: number[] = [];
     let state = 'healthy';
     const horizon = start + 4 * 86_400_000;
-    for (let i = 0; i < 20_000 && clock < horizon && state !== 'disabled'; i++) {
-      queued.sort((a, b) => a.at - b.at);
-      const head = queued[0];
-      if (!head || head.at > nextPublish) {
-        clock = Math.max(clock, nextPublish);
+    for (let i = 0; i < 20_000 && sim.clock < horizon && state !== 'disabled'; i++) {
+      if (!sim.queued.some((queued) => queued.at <= nextPublish)) {
+        sim.clock = Math.max(sim.clock, nextPublish);
         publishOne();
         nextPublish += 30 * 60_000;
         continue;
       }
-      queued.shift();
-      clock = Math.max(clock, head.at);
-      await handleDeliverMessage(deps, head.message);
+      await handleDeliverMessage(deps, next() as DeliveryMessage);
       const health = (await deps.webhooks.get(tenant.id, hook.id))?.health;
       if (health?.state === 'quarantined' && state !== 'quarantined') firstProbes.push(health.probeIntervalSeconds as number);
       state = health?.state ?? 'gone';
@@ -1001,7 +988,7 @@ describe('an endpoint that answers its probes but fails every delivery, under st
     expect(webhook).toMatchObject({ status: 'disabled', health: { state: 'disabled', disabledReason: 'quarantine_expired' } });
     // Disabled at the first failure that quarantined it again past its 3 days (the next
     // round of released deliveries, within an hour's probe interval of them).
-    const days = (clock - start) / 86_400_000;
+    const days = (sim.clock - start) / 86_400_000;
     expect(days).toBeGreaterThanOrEqual(3);
     expect(days).toBeLessThan(3 + 1.5 / 24);
     expect(sandbox.notifier.notices.filter((notice) => notice.webhook === hook.id)).toMatchObject([
