@@ -248,8 +248,15 @@ export class Distributor {
       }
       if (action === 'pause') {
         // Paused: leave the events where they are. Lifting the switch rings again.
-        await queues.finishTurn(key, meta.fence, now(), { paused: true });
+        const end = await queues.finishTurn(key, meta.fence, now(), { paused: true });
         this.#deps.metrics.count('TurnsPaused');
+        // A lift between the read above and that write rang the object, and that ring's turn
+        // may have found this lease held and ended (one in the other lane, which FIFO does
+        // not put behind this one): with nobody to ring it, the object would wait for the
+        // reconciler. Read once more; lifted, ring it.
+        if (end === 'pending' && actionForObject(await this.#deps.switches.refresh(), key.tenantId, key.resource) !== 'pause') {
+          return this.#ended(key, `t${meta.fence}`, 'pending', distributed, lane);
+        }
         return { outcome: 'paused', distributed };
       }
       if (action === undefined && meta.switchDropped > 0) {

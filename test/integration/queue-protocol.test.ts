@@ -995,6 +995,27 @@ describe('turns', () => {
     const paused = new Distributor({ ...deps, switches: { current: async () => [inForce], refresh: async () => [inForce] } });
     expect(await paused.runTurn(held, 'paused')).toMatchObject({ outcome: 'paused', distributed: 0 });
     expect(await store.readMeta(held)).toMatchObject({ scheduled: true, depth: 1 });
+    expect(rings).toEqual([]);
+  });
+
+  it('rings an object it left paused when the pause was lifted meanwhile: the lift rang while this turn held the lease', async () => {
+    const k = key();
+    await publish(ingestDeps([]), k.tenantId, [input(k.resource, 1)]);
+    // The pause is in force when the turn reads it, and lifted before its paused end is
+    // written: the lift's ring found this turn's lease (in the other lane) and was let go.
+    const pause = resourcePause(k);
+    let reads = 0;
+    const { sent, rings, ...deps } = recordingDistributorDeps();
+    const distributor = new Distributor({
+      ...deps,
+      switches: { current: async () => [pause], refresh: async () => (reads++ === 0 ? [pause] : []) },
+    });
+    expect(await distributor.runTurn(k, 'lifted')).toMatchObject({ outcome: 'rerung', distributed: 0 });
+    expect(rings).toHaveLength(1);
+    expect(await store.readMeta(k)).toMatchObject({ scheduled: true, depth: 1 });
+    // Its ring's turn delivers it.
+    expect(await new Distributor({ ...deps, switches: NO_SWITCHES }).runTurn(k, 'next')).toMatchObject({ distributed: 1 });
+    expect(sent.flatMap((m) => m.events.map((e) => e.seq))).toEqual([1]);
   });
 
   it('reads the switches afresh before it drops: a cache that still shows a lifted drop does not leave a marker owed with nothing to ring for it', async () => {
