@@ -120,9 +120,10 @@ export function nextHealth(health: Health, event: HealthEvent, policy: HealthPol
       if (consecutiveFailures < policy.quarantineAfterFailures) {
         return { ...health, state: 'failing', consecutiveFailures, lastFailure };
       }
-      // In trouble since an earlier quarantine that only a probe ended: past the limit, disabled now.
+      // In trouble since an earlier quarantine that only a probe ended: past the limit, disabled
+      // now. (A first quarantine is judged by its failed probes, as it always was.)
       const troubleSince = health.troubleSince ?? event.now;
-      if (event.now - troubleSince >= policy.disableAfterQuarantineSeconds * 1000) {
+      if (health.troubleSince !== undefined && event.now - troubleSince >= policy.disableAfterQuarantineSeconds * 1000) {
         return disabled({ ...health, consecutiveFailures, lastFailure }, 'quarantine_expired');
       }
       const probeIntervalSeconds =

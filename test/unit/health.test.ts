@@ -110,6 +110,11 @@ describe('an endpoint whose probes succeed but whose deliveries fail (quarantine
     expect(h).toMatchObject({ state: 'disabled', disabledReason: 'quarantine_expired', troubleSince: undefined });
   });
 
+  it('quarantines (and probes) on a first quarantine even with no time allowed in quarantine: its probe decides', () => {
+    const h = [fail(), fail(), fail()].reduce((x, e) => nextHealth(x, e, { ...policy, disableAfterQuarantineSeconds: 0 }), INITIAL_HEALTH);
+    expect(h).toMatchObject({ state: 'quarantined', troubleSince: T });
+  });
+
   it('counts a failed probe past the limit from when its trouble began, not from the last quarantine', () => {
     let h = quarantineAt(T, INITIAL_HEALTH);
     h = quarantineAt(T + 3_000_000, run([probeOk(T + 60_000)], h));
