@@ -95,6 +95,13 @@ function disabled(health: Health, reason: string): Health {
   };
 }
 
+/**
+ * How soon after a probe's success a new quarantine goes on with the same trouble: a day.
+ * An endpoint that fails its released deliveries is quarantined again within minutes, or
+ * hours at a slow webhook's pace; one quiet for longer starts its 3 days afresh.
+ */
+export const TROUBLE_RESUMES_WITHIN_MS = 24 * 3_600_000;
+
 /** Since when an endpoint in quarantine has been in trouble: counted towards disabling it. */
 function troubleStart(health: Health, now: number): number {
   return health.troubleSince ?? health.quarantinedAt ?? now;
@@ -120,14 +127,20 @@ export function nextHealth(health: Health, event: HealthEvent, policy: HealthPol
       if (consecutiveFailures < policy.quarantineAfterFailures) {
         return { ...health, state: 'failing', consecutiveFailures, lastFailure };
       }
-      // In trouble since an earlier quarantine that only a probe ended: past the limit, disabled
-      // now. (A first quarantine is judged by its failed probes, as it always was.)
-      const troubleSince = health.troubleSince ?? event.now;
-      if (health.troubleSince !== undefined && event.now - troubleSince >= policy.disableAfterQuarantineSeconds * 1000) {
+      // In trouble since an earlier quarantine that only a probe ended, within a day of that
+      // probe: past the limit, disabled now. (A first quarantine is judged by its failed
+      // probes, as it always was; so is one that comes a day or more after a probe's success,
+      // whose endpoint had too little traffic since to tell either way.)
+      const resumes =
+        health.troubleSince !== undefined &&
+        health.lastSuccessAt !== undefined &&
+        event.now - Date.parse(health.lastSuccessAt) < TROUBLE_RESUMES_WITHIN_MS;
+      const troubleSince = resumes ? (health.troubleSince as number) : event.now;
+      if (resumes && event.now - troubleSince >= policy.disableAfterQuarantineSeconds * 1000) {
         return disabled({ ...health, consecutiveFailures, lastFailure }, 'quarantine_expired');
       }
       const probeIntervalSeconds =
-        health.troubleProbeSeconds === undefined
+        !resumes || health.troubleProbeSeconds === undefined
           ? policy.probeIntervalMinSeconds
           : Math.min(policy.probeIntervalMaxSeconds, health.troubleProbeSeconds * 2);
       return {

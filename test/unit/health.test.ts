@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { deliversTo, type Health, type HealthEvent, INITIAL_HEALTH, nextHealth, startsRelease } from '../../functions/core/health.ts';
+import {
+  deliversTo,
+  type Health,
+  type HealthEvent,
+  INITIAL_HEALTH,
+  nextHealth,
+  startsRelease,
+  TROUBLE_RESUMES_WITHIN_MS,
+} from '../../functions/core/health.ts';
 
 const policy = {
   quarantineAfterFailures: 3,
@@ -113,6 +121,25 @@ describe('an endpoint whose probes succeed but whose deliveries fail (quarantine
   it('quarantines (and probes) on a first quarantine even with no time allowed in quarantine: its probe decides', () => {
     const h = [fail(), fail(), fail()].reduce((x, e) => nextHealth(x, e, { ...policy, disableAfterQuarantineSeconds: 0 }), INITIAL_HEALTH);
     expect(h).toMatchObject({ state: 'quarantined', troubleSince: T });
+  });
+
+  it('starts afresh a quarantine that comes a day or more after the probe that ended the last one (too little traffic to tell)', () => {
+    // Three days in quarantine before a disable, as deployed.
+    const patient = { ...policy, disableAfterQuarantineSeconds: 3 * 86_400 };
+    const apply = (events: HealthEvent[], from: Health) => events.reduce((h, e) => nextHealth(h, e, patient), from);
+    const recoveredAt = T + 60_000;
+    const h = apply([probeOk(recoveredAt)], apply([fail(T), fail(T), fail(T)], INITIAL_HEALTH));
+    const later = recoveredAt + TROUBLE_RESUMES_WITHIN_MS;
+    expect(apply([fail(later), fail(later), fail(later)], h)).toMatchObject({
+      state: 'quarantined',
+      troubleSince: later,
+      probeIntervalSeconds: 60,
+    });
+    expect(apply([fail(later - 1), fail(later - 1), fail(later - 1)], h)).toMatchObject({
+      state: 'quarantined',
+      troubleSince: T,
+      probeIntervalSeconds: 120,
+    });
   });
 
   it('counts a failed probe past the limit from when its trouble began, not from the last quarantine', () => {
