@@ -156,23 +156,15 @@ export class SluiceFunction extends Construct {
    * Only these item operations, and only on items whose partition key matches one of
    * `leadingKeys` (`*` matches any characters): no Scan, no index. For a
    * function that reads a few known items of the control table, which also holds
-   * every tenant's webhook signing secrets.
+   * every tenant's webhook signing secrets: `bindTable`'s statement, whose leading keys
+   * this one's type requires.
    */
   bindItems(
     table: TableV2,
     envName: string,
     access: Pick<TableAccess, 'actions' | 'attributes'> & { readonly leadingKeys: readonly string[] },
   ): this {
-    const onlyAttributes = access.attributes && onlyTheseAttributes(access.attributes);
-    this.function.addToRolePolicy(
-      new PolicyStatement({
-        actions: dynamoActions(access),
-        resources: [table.tableArn],
-        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [...access.leadingKeys] }, ...onlyAttributes },
-      }),
-    );
-    this.function.addEnvironment(envName, table.tableName);
-    return this;
+    return this.bindTable(table, access, envName);
   }
 
   /**
