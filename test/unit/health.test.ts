@@ -18,8 +18,8 @@ const policy = {
 const T = 1_000_000;
 const fail = (now = T): HealthEvent => ({ type: 'failure', now, statusCode: 500, error: 'HTTP 500' });
 
-function run(events: HealthEvent[], from: Health = INITIAL_HEALTH): Health {
-  return events.reduce((h, e) => nextHealth(h, e, policy), from);
+function run(events: HealthEvent[], from: Health = INITIAL_HEALTH, under = policy): Health {
+  return events.reduce((h, e) => nextHealth(h, e, under), from);
 }
 
 describe('endpoint health', () => {
@@ -119,14 +119,14 @@ describe('an endpoint whose probes succeed but whose deliveries fail (quarantine
   });
 
   it('quarantines (and probes) on a first quarantine even with no time allowed in quarantine: its probe decides', () => {
-    const h = [fail(), fail(), fail()].reduce((x, e) => nextHealth(x, e, { ...policy, disableAfterQuarantineSeconds: 0 }), INITIAL_HEALTH);
+    const h = run([fail(), fail(), fail()], INITIAL_HEALTH, { ...policy, disableAfterQuarantineSeconds: 0 });
     expect(h).toMatchObject({ state: 'quarantined', troubleSince: T });
   });
 
   it('starts afresh a quarantine that comes a day or more after the probe that ended the last one (too little traffic to tell)', () => {
     // Three days in quarantine before a disable, as deployed.
     const patient = { ...policy, disableAfterQuarantineSeconds: 3 * 86_400 };
-    const apply = (events: HealthEvent[], from: Health) => events.reduce((h, e) => nextHealth(h, e, patient), from);
+    const apply = (events: HealthEvent[], from: Health) => run(events, from, patient);
     const recoveredAt = T + 60_000;
     const h = apply([probeOk(recoveredAt)], apply([fail(T), fail(T), fail(T)], INITIAL_HEALTH));
     const later = recoveredAt + TROUBLE_RESUMES_WITHIN_MS;
