@@ -3,6 +3,7 @@
  * with the tables and queues created from the same definitions the CDK stack uses.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { Server as HttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { type AddressInfo, type ListenOptions, Server } from 'node:net';
 import { join } from 'node:path';
@@ -125,6 +126,7 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
     updateTableMs: 0,
     ...(dataDir && { path: join(dataDir, 'dynamodb') }),
   });
+  callersOfThisMachineOnly(dynamoServer);
   await new Promise<void>((resolve, reject) => {
     dynamoServer.once('error', reject);
     dynamoServer.listen(0, '127.0.0.1', () => resolve());
@@ -172,7 +174,8 @@ export async function startEmulators(dataDir?: string): Promise<Emulators> {
  * every address. fauxqs takes `host` only for the queue URLs it makes and listens on
  * 0.0.0.0: its queues, which hold every tenant's events and deliveries, were open to
  * anyone on the network, who could read them or send a delivery the sandbox would sign
- * with the webhook's secret and POST.
+ * with the webhook's secret and POST. Its HTTP servers answer only this machine's
+ * callers (`callersOfThisMachineOnly`).
  */
 async function onLoopback<T>(start: () => Promise<T>): Promise<T> {
   const listen = Server.prototype.listen;
@@ -181,6 +184,7 @@ async function onLoopback<T>(start: () => Promise<T>): Promise<T> {
     if (typeof options === 'object' && options !== null && (options as ListenOptions).host === '0.0.0.0') {
       args[0] = { ...options, host: '127.0.0.1' };
     }
+    if (this instanceof HttpServer) callersOfThisMachineOnly(this);
     return (listen as (...a: unknown[]) => Server).apply(this, args);
   } as typeof listen;
   try {
@@ -188,6 +192,34 @@ async function onLoopback<T>(start: () => Promise<T>): Promise<T> {
   } finally {
     Server.prototype.listen = listen;
   }
+}
+
+type RequestListener = (request: IncomingMessage, response: ServerResponse) => void;
+
+/**
+ * Makes an emulator's HTTP server refuse, before the emulator reads them, the requests a
+ * web page open in a browser on this machine could make: those with an `Origin` header,
+ * and those naming a host other than the loopback address it listens on (a page's own
+ * name, resolved to 127.0.0.1 by DNS rebinding). Listening on loopback keeps other
+ * machines out, not the pages this one shows: dynalite answers any page's preflight
+ * with `Access-Control-Allow-Origin: *` and checks no signature, so a page that found
+ * its port could read the control table (every webhook's signing secret, the canary's
+ * key) and write it. The SDK's clients send no `Origin`, and name the endpoint they
+ * were given, `127.0.0.1:<port>` (`localhost` is taken too).
+ */
+function callersOfThisMachineOnly(server: HttpServer): void {
+  const listeners = server.listeners('request') as RequestListener[];
+  server.removeAllListeners('request');
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const { port } = server.address() as AddressInfo;
+    const host = request.headers.host;
+    if (request.headers.origin !== undefined || (host !== `127.0.0.1:${port}` && host !== `localhost:${port}`)) {
+      response.writeHead(403, { 'content-type': 'text/plain' });
+      response.end('This emulator answers only the sandbox (no web page, and http://127.0.0.1:<port>).\n');
+      return;
+    }
+    for (const listener of listeners) listener.call(server, request, response);
+  });
 }
 
 /** The physical table name the sandbox gives a definition. */
