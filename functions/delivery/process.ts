@@ -32,7 +32,10 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
           // A message received again came back after its visibility timeout, because an
           // earlier receive failed (its record counted and logged, below): that wait is no
           // backlog, and counted from its due time it would grow by 3 minutes a receive.
-          if (dueAt !== undefined && firstReceive(record)) lagMs = Math.max(lagMs ?? 0, received - dueAt);
+          // A message redriven from the dead-letter queue is a new message to SQS (a new
+          // id, its receive count and send time anew) with its old due time: it is late
+          // from the redrive, not from when it was first due (a redrive paged otherwise).
+          if (dueAt !== undefined && firstReceive(record)) lagMs = Math.max(lagMs ?? 0, received - Math.max(dueAt, sentAt(record)));
           await handleDeliverMessage(deps, message);
         } catch (error) {
           // Reported to SQS alone, the record fails no invocation: Lambda's Errors would
@@ -57,6 +60,12 @@ export function makeDeliveryHandler(deps: DeliveryDeps): SqsHandler {
     if (lagMs !== undefined) deps.metrics.seconds?.(DELIVERY_QUEUE_LAG, Math.max(0, lagMs) / 1000);
     return result;
   };
+}
+
+/** When SQS took the message in (0 if it does not say). */
+function sentAt(record: SQSRecord): number {
+  const sent = Number(record.attributes?.SentTimestamp);
+  return Number.isFinite(sent) ? sent : 0;
 }
 
 function firstReceive(record: SQSRecord): boolean {

@@ -140,6 +140,24 @@ describe('delivery handler', () => {
     expect(lags[0]).toBeLessThan(5);
   });
 
+  it('counts a message redriven from the dead-letter queue late from the redrive, not from its old due time', async () => {
+    const lags: number[] = [];
+    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
+    const handler = makeDeliveryHandler({
+      ...deps,
+      metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
+    });
+    // Due an hour ago, dead-lettered, and redriven 2 s ago: SQS gives it a new send time
+    // and receive count, and it is received for the first time again.
+    const now = Date.now();
+    const redriven = sqsRecord({ ...delivery('wh_gone', 6), dueAt: now - 3_600_000 });
+    const record = { ...redriven, attributes: { ...redriven.attributes, SentTimestamp: String(now - 2_000) } };
+    await handler({ Records: [record] } as SQSEvent, context);
+    expect(lags).toHaveLength(1);
+    expect(lags[0]).toBeGreaterThanOrEqual(2);
+    expect(lags[0]).toBeLessThan(7);
+  });
+
   it('stamps every deliver-queue message with when it is due, and keeps the stamp out of the message it hands on', async () => {
     // A queue of its own, so that no poller takes the message first.
     const { QueueUrl } = await sandbox.wiring.sqs.send(new CreateQueueCommand({ QueueName: `stamp-${randomUUID()}` }));
