@@ -39,7 +39,9 @@ async function stallingServer(stall: number, answer: (request: http.IncomingMess
 /** Passes a request on to `target` as it came, and its answer back. */
 function forwardTo(target: string) {
   return (request: http.IncomingMessage, body: Buffer, response: http.ServerResponse) => {
-    const onward = http.request(new URL(request.url ?? '/', target), { method: request.method, headers: request.headers }, (answer) => {
+    // Named as the emulator's own host: the emulators answer no other (sandbox/emulators.ts).
+    const headers = { ...request.headers, host: new URL(target).host };
+    const onward = http.request(new URL(request.url ?? '/', target), { method: request.method, headers }, (answer) => {
       response.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(response);
     });
