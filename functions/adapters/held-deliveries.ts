@@ -174,18 +174,20 @@ export class HeldDeliveries extends WebhookItems {
   /**
    * Removes the webhook's held deliveries, every page of them (see `removeAll`) while
    * `more` says so, for a deleted webhook (see `forgetWebhook`, app/webhooks.ts): answers
-   * how many held events went with them, and whether any page was left. Events only, as
+   * how many held events and deliveries went with them, and whether any page was left. Events only, as
    * a held `sluice.gap` marker stands for events counted when they were dropped.
    */
-  async forget(webhookId: string, more?: () => boolean): Promise<{ events: number; complete: boolean }> {
+  async forget(webhookId: string, more?: () => boolean): Promise<{ events: number; deliveries: number; complete: boolean }> {
     let events = 0;
+    let deliveries = 0;
     const complete = await this.removeAll(
       heldPk(webhookId),
       (items) => {
+        deliveries += items.length;
         for (const item of items) events += eventCount((JSON.parse(String(item.message)) as DeliveryMessage).events);
       },
       more,
     );
-    return { events, complete };
+    return { events, deliveries, complete };
   }
 }

@@ -142,6 +142,12 @@ export interface WebhookChanges {
   readonly ratePerSecond?: number | null;
 }
 
+/** What a deleted webhook's item counted as held: how many deliveries, and since when. */
+export interface HeldCount {
+  readonly count: number;
+  readonly since?: number;
+}
+
 export class WebhookStore {
   readonly #reading = new Map<string, Promise<Webhook | undefined>>();
   readonly #client: DynamoDBDocumentClient;
@@ -479,7 +485,11 @@ export class WebhookStore {
    * failure to give the place back is handed to it, not thrown (a caller answering 500
    * would be tried again into a 404).
    */
-  async delete(tenantId: string, id: string, placeKept?: (error: unknown) => void): Promise<boolean> {
+  /**
+   * Deletes the webhook: false when there was none, otherwise what its item counted as
+   * held (`undefined` where a retry found it gone, its first try's answer lost).
+   */
+  async delete(tenantId: string, id: string, placeKept?: (error: unknown) => void): Promise<false | { held: HeldCount | undefined }> {
     // The count is marked written before the webhook goes: from then until its place is
     // given back, the webhooks stored are one fewer than the count, rightly, and a create
     // finding the count full must not take that for a place lost (see `#repairPlaces`).
@@ -489,16 +499,24 @@ export class WebhookStore {
       ExpressionAttributeNames: names('count_token', 'count_at', 'pk'),
       ExpressionAttributeValues: { ':token': newCountToken(), ':now': this.#now() },
     });
+    let held: HeldCount | undefined;
     try {
-      await this.#client.send(
+      const { Attributes: old } = await this.#client.send(
         new DeleteCommand({
           TableName: this.#table,
           Key: { pk: tenantPk(tenantId), sk: webhookSk(id) },
           // Of concurrent deletes, one gives the place back.
           ConditionExpression: 'attribute_exists(#pk)',
           ExpressionAttributeNames: names('pk'),
+          ReturnValues: 'ALL_OLD',
         }),
       );
+      if (old) {
+        held = {
+          count: Number(old.held_count ?? 0),
+          ...(old.held_since !== undefined && { since: Number(old.held_since) }),
+        };
+      }
     } catch (error) {
       // Refused on a retry: the webhook is gone, most likely by this delete's own first
       // try, its answer lost. It is counted as deleted here: answered 404 it would keep
@@ -514,7 +532,7 @@ export class WebhookStore {
     await this.#bump(tenantId);
     const givenBack = this.#count(tenantId, -1, `deleted:${id}`);
     await (placeKept ? givenBack.catch(placeKept) : givenBack);
-    return true;
+    return { held };
   }
 
   /**

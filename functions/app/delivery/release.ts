@@ -324,7 +324,7 @@ async function releaseLane(
  * The shortest retention period a deployment can have (`retentionDays` is at least 1): no
  * held item expires sooner after it was held, whatever the period was when it was held.
  */
-const SHORTEST_RETENTION_MS = 86_400_000;
+export const SHORTEST_RETENTION_MS = 86_400_000;
 
 /**
  * A held count that found nothing held for HELD_COUNT_SETTLE_MS has drifted: it is set
