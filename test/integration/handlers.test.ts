@@ -53,6 +53,16 @@ function sqsRecord(body: unknown, groupId?: string): SQSRecord {
   } as SQSRecord;
 }
 
+/** A delivery handler over the sandbox's stores, and the DeliveryQueueLag values it reports. */
+function lagReporting() {
+  const lags: number[] = [];
+  const handler = makeDeliveryHandler({
+    ...deliveryDeps(sandbox.wiring, sandbox.notifier),
+    metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
+  });
+  return { handler, lags };
+}
+
 function delivery(webhookId: string, n: number): DeliveryMessage {
   return {
     deliveryId: `msg_${String(n).padStart(19, '0')}`,
@@ -100,12 +110,7 @@ describe('delivery handler', () => {
   });
 
   it('reports how late the batch came after its messages were due, not how long ago they were sent', async () => {
-    const lags: number[] = [];
-    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    const handler = makeDeliveryHandler({
-      ...deps,
-      metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
-    });
+    const { handler, lags } = lagReporting();
     const now = Date.now();
     // Sent long ago with a long delay, due just now; and one that was due 400 s ago (a backlog).
     // Both are for a webhook that is gone, so nothing else happens to them.
@@ -122,12 +127,7 @@ describe('delivery handler', () => {
   });
 
   it('leaves out of the lag a message received again after a failed receive, which waited out its visibility timeout on purpose', async () => {
-    const lags: number[] = [];
-    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    const handler = makeDeliveryHandler({
-      ...deps,
-      metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
-    });
+    const { handler, lags } = lagReporting();
     // Due 400 s ago and first received then, on time; its handler failed (DynamoDB erring,
     // an invocation that timed out) twice, and SQS hands it over again each visibility timeout.
     const now = Date.now();
@@ -141,12 +141,7 @@ describe('delivery handler', () => {
   });
 
   it('counts a message redriven from the dead-letter queue late from the redrive, not from its old due time', async () => {
-    const lags: number[] = [];
-    const deps = deliveryDeps(sandbox.wiring, sandbox.notifier);
-    const handler = makeDeliveryHandler({
-      ...deps,
-      metrics: { count: () => {}, seconds: (name: string, value: number) => void (name === DELIVERY_QUEUE_LAG && lags.push(value)) },
-    });
+    const { handler, lags } = lagReporting();
     // Due an hour ago, dead-lettered, and redriven 2 s ago: SQS gives it a new send time
     // and receive count, and it is received for the first time again.
     const now = Date.now();

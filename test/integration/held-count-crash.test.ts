@@ -6,17 +6,17 @@
  * removed by when the webhook began to hold (`heldSince`), and sets it right without a
  * retention gap marker or a drop that pages on-call.
  */
-import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
-import { tenantPk } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
+import { setHeldSince } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 import { deliveryDepsOver } from '../support/services.ts';
@@ -185,15 +185,7 @@ describe('a held count left above what is held by a delivery function that died'
     const { tenant, hook } = await heldWebhook('crashold');
     const { deps, sent } = functionDeps();
     for (const name of ['crashold', 'crashold2']) expect(await handleDeliverMessage(deps, delivery(tenant.id, hook.id, name))).toBe('held');
-    await sandbox.wiring.dynamo.send(
-      new UpdateCommand({
-        TableName: sandbox.wiring.controlTable,
-        Key: { pk: tenantPk(tenant.id), sk: `webhook#${hook.id}` },
-        UpdateExpression: 'SET #since = :since',
-        ExpressionAttributeNames: { '#since': 'held_since' },
-        ExpressionAttributeValues: { ':since': Date.now() - 2 * DAY_MS },
-      }),
-    );
+    await setHeldSince(sandbox, tenant.id, hook.id, Date.now() - 2 * DAY_MS);
     const [gone] = (await deps.held.page(hook.id, 10, Date.now())).live;
     await sandbox.wiring.dynamo.send(
       new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),

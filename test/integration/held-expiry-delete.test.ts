@@ -5,15 +5,15 @@
  * release counts held deliveries it finds gone (`dropLostHeld`). A count held less than a
  * day is a hold that died between its two writes, not a loss, and is not counted.
  */
-import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { documentClient } from '../../functions/adapters/aws.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
-import { tenantPk } from '../../functions/definitions/tables.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
+import { setHeldSince } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 import { deliveryDepsOver } from '../support/services.ts';
@@ -49,15 +49,7 @@ describe('a deleted webhook whose held deliveries outlived the retention period'
     expect(sandbox.metrics.total('DeliveriesHeld')).toBe(heldBefore + 1);
 
     // Later: the webhook has held since then, and its held item is gone (TTL, or a hold that died).
-    await sandbox.wiring.dynamo.send(
-      new UpdateCommand({
-        TableName: sandbox.wiring.controlTable,
-        Key: { pk: tenantPk(tenant.id), sk: `webhook#${hook.id}` },
-        UpdateExpression: 'SET #since = :since',
-        ExpressionAttributeNames: { '#since': 'held_since' },
-        ExpressionAttributeValues: { ':since': Date.now() - heldForMs },
-      }),
-    );
+    await setHeldSince(sandbox, tenant.id, hook.id, Date.now() - heldForMs);
     const [gone] = (await deps.held.page(hook.id, 10, Date.now())).live;
     await sandbox.wiring.dynamo.send(
       new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),

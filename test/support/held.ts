@@ -1,6 +1,9 @@
 /** Deliveries held for a webhook, as a test sets them up. */
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
+import { tenantPk } from '../../functions/definitions/tables.ts';
+import type { Sandbox } from '../../sandbox/sandbox.ts';
 
 /**
  * Holds a delivery as the delivery function does: counts it on the webhook within
@@ -33,3 +36,16 @@ export const QUICK_HOLDS = {
   deliveryTimeoutMs: 400,
   failingAttemptIntervalMs: 300,
 };
+
+/** Sets when the webhook began to hold deliveries (`held_since`), as if it had held since `at`. */
+export async function setHeldSince(sandbox: Sandbox, tenantId: string, webhookId: string, at: number): Promise<void> {
+  await sandbox.wiring.dynamo.send(
+    new UpdateCommand({
+      TableName: sandbox.wiring.controlTable,
+      Key: { pk: tenantPk(tenantId), sk: `webhook#${webhookId}` },
+      UpdateExpression: 'SET #since = :since',
+      ExpressionAttributeNames: { '#since': 'held_since' },
+      ExpressionAttributeValues: { ':since': at },
+    }),
+  );
+}
