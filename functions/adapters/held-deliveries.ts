@@ -174,8 +174,9 @@ export class HeldDeliveries extends WebhookItems {
   /**
    * Removes the webhook's held deliveries, every page of them (see `removeAll`) while
    * `more` says so, for a deleted webhook (see `forgetWebhook`, app/webhooks.ts): answers
-   * how many held events and deliveries went with them, and whether any page was left. Events only, as
-   * a held `sluice.gap` marker stands for events counted when they were dropped.
+   * how many held deliveries and events went with them, and whether any page was left.
+   * Events only, as a held `sluice.gap` marker stands for events counted when they were
+   * dropped; deliveries all, markers too, as the webhook's held count counts them.
    */
   async forget(webhookId: string, more?: () => boolean): Promise<{ events: number; deliveries: number; complete: boolean }> {
     let events = 0;

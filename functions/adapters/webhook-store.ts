@@ -480,14 +480,11 @@ export class WebhookStore {
 
   /**
    * Deletes a webhook, then tells the distributors (the subscriptions version, whose
-   * failure `#bump` outlives) and gives its place back; false when there was none. Once
-   * the item is deleted the webhook is gone whatever follows: given `placeKept`, a
-   * failure to give the place back is handed to it, not thrown (a caller answering 500
-   * would be tried again into a 404).
-   */
-  /**
-   * Deletes the webhook: false when there was none, otherwise what its item counted as
-   * held (`undefined` where a retry found it gone, its first try's answer lost).
+   * failure `#bump` outlives) and gives its place back. Answers false when there was
+   * none, otherwise what its item counted as held (`undefined` where a retry found it
+   * gone, its first try's answer lost). Once the item is deleted the webhook is gone
+   * whatever follows: given `placeKept`, a failure to give the place back is handed to
+   * it, not thrown (a caller answering 500 would be tried again into a 404).
    */
   async delete(tenantId: string, id: string, placeKept?: (error: unknown) => void): Promise<false | { held: HeldCount | undefined }> {
     // The count is marked written before the webhook goes: from then until its place is
