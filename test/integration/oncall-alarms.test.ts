@@ -2,15 +2,18 @@
  * The alarms as on-call meets them, in the sandbox: each condition made to happen, the
  * alarm firing and clearing, and its runbook's steps (docs/runbooks.md) followed as written.
  */
-import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { sqsMessageBody } from '../../functions/adapters/send-batcher.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
+import { makeDeliveryHandler } from '../../functions/delivery/process.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+
+const LAMBDA_CONTEXT = { functionName: 'delivery', awsRequestId: 'r', getRemainingTimeInMillis: () => 10_000 } as unknown as Context;
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -146,22 +149,37 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
   it('delivery-backlog-age fires for deliveries received over 5 minutes after they were due, in 2 of 3 periods, and clears', async () => {
     const tenant = await createTenant(sandbox, 'late');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'doc:4', url: `${receiver.url}/late` });
-    // As if the deliver queue had held them for 400 s past their due time.
-    const late = (n: number) =>
-      sandbox.wiring.sqs.send(
-        new SendMessageCommand({
-          QueueUrl: sandbox.wiring.deliverQueueUrl,
-          MessageGroupId: tenant.id,
-          MessageBody: sqsMessageBody({
-            deliveryId: `msg_late${n}`,
-            tenantId: tenant.id,
-            webhookId: hook.id,
-            events: [deliveredEventFixture({ id: `evt_late${n}`, seq: n, resource: 'doc:4' })],
-            attempt: 1,
-            dueAt: Date.now() - 400_000,
-          }),
+    // Received 400 s past their due time, as SQS hands over a message sent 700 s ago with
+    // a 300 s delay: given to the sandbox's delivery function as Lambda's poller gives it.
+    // (A message sent now with an old due time is a dead-letter redrive, late from now.)
+    const delivery = makeDeliveryHandler(deliveryDeps(sandbox.wiring, sandbox.notifier));
+    const late = (n: number) => {
+      const now = Date.now();
+      const record = {
+        messageId: `late${n}`,
+        receiptHandle: `late${n}`,
+        body: sqsMessageBody({
+          deliveryId: `msg_late${n}`,
+          tenantId: tenant.id,
+          webhookId: hook.id,
+          events: [deliveredEventFixture({ id: `evt_late${n}`, seq: n, resource: 'doc:4' })],
+          attempt: 1,
+          dueAt: now - 400_000,
         }),
-      );
+        attributes: {
+          ApproximateReceiveCount: '1',
+          SentTimestamp: String(now - 700_000),
+          SenderId: 's',
+          ApproximateFirstReceiveTimestamp: String(now),
+        },
+        messageAttributes: {},
+        md5OfBody: '',
+        eventSource: 'aws:sqs',
+        eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:deliver',
+        awsRegion: 'us-east-1',
+      } as SQSRecord;
+      return delivery({ Records: [record] } as SQSEvent, LAMBDA_CONTEXT);
+    };
 
     await late(1);
     await receiver.waitFor(() => receiver.acceptedEvents('/late').length === 1, 10_000);
