@@ -48,7 +48,7 @@ describe('reads from a replica a second behind', () => {
     // Held while the webhook was disabled, the last of them just before its owner deleted it.
     for (let n = 1; n <= 3; n++) expect(await stores.held.hold(deliveryFixture('replica', webhookId, n), Date.now())).toBe(true);
 
-    expect(await forgetWebhook(stores, webhookId)).toEqual({ events: 3, complete: true });
+    expect(await forgetWebhook(stores, webhookId)).toEqual({ events: 3, deliveries: 3, complete: true });
 
     expect(await stores.held.count(webhookId)).toBe(0);
   });

@@ -48,7 +48,7 @@ describe('a batched write DynamoDB only partly processes', () => {
     expect(await stores.held.count(webhookId)).toBe(30);
 
     processSomeOnly(client, 10, 2);
-    expect(await forgetWebhook(stores, webhookId)).toEqual({ events: 30, complete: true });
+    expect(await forgetWebhook(stores, webhookId)).toEqual({ events: 30, deliveries: 30, complete: true });
 
     expect(await stores.held.count(webhookId)).toBe(0);
     expect(await stores.gaps.owed(webhookId, Date.now())).toEqual([]);
