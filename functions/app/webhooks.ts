@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { SwitchStore } from '../adapters/switch-store.ts';
 import type { TenantStore } from '../adapters/tenant-store.ts';
 import type { Sender } from '../adapters/webhook-sender.ts';
-import type { HeldCount, WebhookStore } from '../adapters/webhook-store.ts';
+import type { WebhookStore } from '../adapters/webhook-store.ts';
 import { eventCount, signedPing } from '../core/deliveries.ts';
 import { ApiError } from '../core/errors.ts';
 import { deliversTo, INITIAL_HEALTH } from '../core/health.ts';
@@ -19,7 +19,7 @@ import type { ReplayWindow, WebhookInput, WebhookPatch } from '../core/validatio
 import { startRelease } from './delivery/chains.ts';
 import { type DeliveryDeps, endpointRateOf } from './delivery/deps.ts';
 import { applyHealth } from './delivery/health.ts';
-import { SHORTEST_RETENTION_MS } from './delivery/release.ts';
+import { countHeldGone, heldCountDrifted } from './delivery/release.ts';
 import { switchId } from './switches.ts';
 
 export interface WebhookServiceDeps {
@@ -361,26 +361,6 @@ export class WebhookService {
     if (!(await this.#discard(tenantId, id, placeKept))) throw notFound(id);
   }
 
-  /**
-   * Counts what a deleted webhook's item counted as held and its deletion did not find:
-   * deliveries that outlived the retention period (TTL removed them) on a webhook no
-   * release read again (disabled, and never enabled), which only a release counted
-   * (`dropLostHeld`). Counted as it does: deliveries, not events, as dropped for
-   * `retention`. A count held less than a day (no held item expires sooner) is a hold
-   * or release that died between its two writes, not a loss, and is not counted.
-   */
-  #countExpiredHeld(tenantId: string, id: string, held: HeldCount | undefined, removed: number, now: number): void {
-    const lost = (held?.count ?? 0) - removed;
-    if (lost <= 0 || held?.since === undefined || now - held.since < SHORTEST_RETENTION_MS) return;
-    this.#deps.delivery.metrics.count('EventsDropped', lost, { reason: 'retention' });
-    this.#deps.delivery.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', {
-      tenant: tenantId,
-      webhook: id,
-      counted: held.count,
-      held: removed,
-    });
-  }
-
   /** Deletes a webhook and what it holds: false when there was none. */
   async #discard(tenantId: string, id: string, placeKept: (error: unknown) => void): Promise<boolean> {
     const deleted = await this.#deps.webhooks.delete(tenantId, id, placeKept);
@@ -393,7 +373,13 @@ export class WebhookService {
       if (forgotten.events > 0) {
         this.#deps.delivery.metrics.count('EventsDiscardedByOwner', forgotten.events, { reason: 'webhook_deleted' });
       }
-      if (forgotten.complete) this.#countExpiredHeld(tenantId, id, deleted.held, forgotten.deliveries, started);
+      // Held deliveries its item counted and the deletion did not find: TTL removed them,
+      // on a webhook no release read again (disabled, and never enabled), which only a
+      // release counted. Counted as a release counts them (`dropLostHeld`).
+      const { held } = deleted;
+      if (forgotten.complete && held && held.count > forgotten.deliveries && !heldCountDrifted(held.since, started)) {
+        countHeldGone(this.#deps.delivery, { tenantId, webhookId: id }, held.count, forgotten.deliveries);
+      }
       if (!forgotten.complete) {
         // Nothing releases what a deleted webhook held, so nothing is sent: only its
         // storage lasts (held deliveries a week at most, overflow counts a year), and no

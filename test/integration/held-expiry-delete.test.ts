@@ -3,7 +3,8 @@
  * period, TTL removes it, and its owner then deletes the webhook. It was counted once,
  * as held; its end, gone unsent, is counted too: as dropped for `retention`, as a
  * release counts held deliveries it finds gone (`dropLostHeld`). A count held less than a
- * day is a hold that died between its two writes, not a loss, and is not counted.
+ * day is a hold that died between its two writes, not a loss, and is not counted; one
+ * held since a time not known is counted, as a release counts it.
  */
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
@@ -31,6 +32,8 @@ describe('a deleted webhook whose held deliveries outlived the retention period'
     { heldFor: '8 days', heldForMs: 8 * DAY_MS, dropped: 1 },
     // Less than a day: no held item expires that soon; a hold died between its writes.
     { heldFor: 'an hour', heldForMs: 3_600_000, dropped: 0 },
+    // Not known (holding since before it was kept): taken for a loss, as a release takes it.
+    { heldFor: 'a time not known', heldForMs: undefined, dropped: 1 },
   ])('counts them as dropped for retention (held for $heldFor: $dropped)', async ({ heldForMs, dropped: expected }) => {
     const tenant = await createTenant(sandbox, 'heldexp');
     const hook = await createWebhook(sandbox, tenant.key, { resource: 'heldexp:0', url: `${receiver.url}/heldexp` });
@@ -49,7 +52,7 @@ describe('a deleted webhook whose held deliveries outlived the retention period'
     expect(sandbox.metrics.total('DeliveriesHeld')).toBe(heldBefore + 1);
 
     // Later: the webhook has held since then, and its held item is gone (TTL, or a hold that died).
-    await setHeldSince(sandbox, tenant.id, hook.id, Date.now() - heldForMs);
+    await setHeldSince(sandbox, tenant.id, hook.id, heldForMs === undefined ? undefined : Date.now() - heldForMs);
     const [gone] = (await deps.held.page(hook.id, 10, Date.now())).live;
     await sandbox.wiring.dynamo.send(
       new DeleteCommand({ TableName: sandbox.wiring.controlTable, Key: { pk: `held#${hook.id}`, sk: gone?.sk } }),

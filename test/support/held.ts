@@ -37,15 +37,18 @@ export const QUICK_HOLDS = {
   failingAttemptIntervalMs: 300,
 };
 
-/** Sets when the webhook began to hold deliveries (`held_since`), as if it had held since `at`. */
-export async function setHeldSince(sandbox: Sandbox, tenantId: string, webhookId: string, at: number): Promise<void> {
+/**
+ * Sets when the webhook began to hold deliveries (`held_since`), as if it had held since
+ * `at`; `undefined` removes it, as for a webhook holding since before it was kept.
+ */
+export async function setHeldSince(sandbox: Sandbox, tenantId: string, webhookId: string, at: number | undefined): Promise<void> {
   await sandbox.wiring.dynamo.send(
     new UpdateCommand({
       TableName: sandbox.wiring.controlTable,
       Key: { pk: tenantPk(tenantId), sk: `webhook#${webhookId}` },
-      UpdateExpression: 'SET #since = :since',
+      UpdateExpression: at === undefined ? 'REMOVE #since' : 'SET #since = :since',
       ExpressionAttributeNames: { '#since': 'held_since' },
-      ExpressionAttributeValues: { ':since': at },
+      ...(at !== undefined && { ExpressionAttributeValues: { ':since': at } }),
     }),
   );
 }

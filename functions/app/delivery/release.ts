@@ -324,7 +324,7 @@ async function releaseLane(
  * The shortest retention period a deployment can have (`retentionDays` is at least 1): no
  * held item expires sooner after it was held, whatever the period was when it was held.
  */
-export const SHORTEST_RETENTION_MS = 86_400_000;
+const SHORTEST_RETENTION_MS = 86_400_000;
 
 /**
  * A held count that found nothing held for HELD_COUNT_SETTLE_MS has drifted: it is set
@@ -347,22 +347,50 @@ export const SHORTEST_RETENTION_MS = 86_400_000;
  */
 async function dropLostHeld(deps: DeliveryDeps, webhook: Webhook, actual: number, now: number): Promise<Webhook> {
   const lost = webhook.heldCount - actual;
-  const young = webhook.heldSince !== undefined && now - webhook.heldSince < SHORTEST_RETENTION_MS;
+  const young = heldCountDrifted(webhook.heldSince, now);
   if ((await deps.webhooks.resetHeld(webhook.tenantId, webhook.id, webhook.heldCount, actual, now, !young)) && lost > 0) {
-    const fields = { ...context({ tenantId: webhook.tenantId, webhookId: webhook.id }), counted: webhook.heldCount, held: actual };
+    const ids = { tenantId: webhook.tenantId, webhookId: webhook.id };
     if (young) {
       deps.metrics.count('HeldCountsCorrected', lost);
-      deps.logger.info(
-        'Held count above what is held, set right: a delivery function died between two writes of a hold or a release',
-        fields,
-      );
+      deps.logger.info('Held count above what is held, set right: a delivery function died between two writes of a hold or a release', {
+        ...context(ids),
+        counted: webhook.heldCount,
+        held: actual,
+      });
     } else {
-      // Deliveries, not events: what each held went with it (one event or more).
-      deps.metrics.count('EventsDropped', lost, { reason: 'retention' });
-      deps.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', fields);
+      countHeldGone(deps, ids, webhook.heldCount, actual);
     }
   }
   return (await deps.webhooks.get(webhook.tenantId, webhook.id)) ?? webhook;
+}
+
+/**
+ * Whether a webhook's held count above what is held is a delivery function that died
+ * between two writes (no loss), judged by when the webhook began to hold (`heldSince`):
+ * less than a day ago, and no held item expires that soon. Without it, or held longer,
+ * the count is of held deliveries that TTL removed (see `dropLostHeld`).
+ */
+export function heldCountDrifted(heldSince: number | undefined, now: number): boolean {
+  return heldSince !== undefined && now - heldSince < SHORTEST_RETENTION_MS;
+}
+
+/**
+ * Counts the held deliveries a webhook's count shows (`counted`) and its storage lacks
+ * (`held` are there) as dropped for `retention`: deliveries, not events, as what each
+ * held went with it (one event or more).
+ */
+export function countHeldGone(
+  deps: Pick<DeliveryDeps, 'metrics' | 'logger'>,
+  ids: { tenantId: string; webhookId: string },
+  counted: number,
+  held: number,
+): void {
+  deps.metrics.count('EventsDropped', counted - held, { reason: 'retention' });
+  deps.logger.warn('Held deliveries gone without a release (past the retention period); counted as dropped', {
+    ...context(ids),
+    counted,
+    held,
+  });
 }
 
 /**
