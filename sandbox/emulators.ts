@@ -210,10 +210,14 @@ type RequestListener = (request: IncomingMessage, response: ServerResponse) => v
 function callersOfThisMachineOnly(server: HttpServer): void {
   const listeners = server.listeners('request') as RequestListener[];
   server.removeAllListeners('request');
-  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+  // Known once it listens (its port chosen then), not looked up for every request.
+  let hosts: ReadonlySet<string> = new Set();
+  server.once('listening', () => {
     const { port } = server.address() as AddressInfo;
-    const host = request.headers.host;
-    if (request.headers.origin !== undefined || (host !== `127.0.0.1:${port}` && host !== `localhost:${port}`)) {
+    hosts = new Set([`127.0.0.1:${port}`, `localhost:${port}`]);
+  });
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    if (request.headers.origin !== undefined || !hosts.has(request.headers.host ?? '')) {
       response.writeHead(403, { 'content-type': 'text/plain' });
       response.end('This emulator answers only the sandbox (no web page, and http://127.0.0.1:<port>).\n');
       return;
