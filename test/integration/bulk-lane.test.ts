@@ -26,6 +26,7 @@ import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { createTenant, createWebhook, publish as publishThroughApi } from '../support/api.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { sqsRecord } from '../support/sqs-events.ts';
 
 describe('a tenant writing hundreds of distinct objects in a second', () => {
   let sandbox: Sandbox;
@@ -168,17 +169,8 @@ describe('rings that keep or choose their lane', () => {
     await published('ten_lanes', 'doc:bulk', 8);
     await published('ten_lanes', 'doc:main', 8);
     const handler = makeDistributorHandler(distributor(wiring), NO_LOGS);
-    const record = (resource: string, bulk: boolean, id: string) => ({
-      messageId: id,
-      receiptHandle: id,
-      body: JSON.stringify({ tenant: 'ten_lanes', resource, ...(bulk && { bulk: true }) }),
-      attributes: { MessageGroupId: `g-${resource}`, ApproximateReceiveCount: '1' },
-      messageAttributes: {},
-      md5OfBody: '',
-      eventSource: 'aws:sqs',
-      eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:any',
-      awsRegion: 'us-east-1',
-    });
+    const record = (resource: string, bulk: boolean, id: string) =>
+      sqsRecord(JSON.stringify({ tenant: 'ten_lanes', resource, ...(bulk && { bulk: true }) }), { MessageGroupId: `g-${resource}` }, id);
     const event = { Records: [record('doc:bulk', true, 'm1'), record('doc:main', false, 'm2')] } as unknown as SQSEvent;
 
     expect(await handler(event, {} as Context)).toEqual({ batchItemFailures: [] });

@@ -26,6 +26,7 @@ import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deployedEnvironment } from '../support/function-env.ts';
 import { type Receiver, verifyDelivery } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { sqsRecord as recordOf } from '../support/sqs-events.ts';
 
 let sandbox: Sandbox;
 let receiver: Receiver;
@@ -33,24 +34,9 @@ let tenant: { id: string; key: string };
 
 const context = { functionName: 'test', awsRequestId: 'r', getRemainingTimeInMillis: () => 10_000 } as unknown as Context;
 
+/** A record of `body` as JSON, of the FIFO group `groupId` if given. */
 function sqsRecord(body: unknown, groupId?: string): SQSRecord {
-  return {
-    messageId: randomUUID(),
-    receiptHandle: 'rh',
-    body: JSON.stringify(body),
-    attributes: {
-      ApproximateReceiveCount: '1',
-      SentTimestamp: '0',
-      SenderId: 's',
-      ApproximateFirstReceiveTimestamp: '0',
-      ...(groupId && { MessageGroupId: groupId }),
-    },
-    messageAttributes: {},
-    md5OfBody: '',
-    eventSource: 'aws:sqs',
-    eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:q',
-    awsRegion: 'us-east-1',
-  } as SQSRecord;
+  return recordOf(JSON.stringify(body), groupId ? { MessageGroupId: groupId } : {});
 }
 
 /** A delivery handler over the sandbox's stores, and the DeliveryQueueLag values it reports. */

@@ -2,7 +2,7 @@
  * The alarms as on-call meets them, in the sandbox: each condition made to happen, the
  * alarm firing and clearing, and its runbook's steps (docs/runbooks.md) followed as written.
  */
-import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { Context, SQSEvent } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { sqsMessageBody } from '../../functions/adapters/send-batcher.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
@@ -12,6 +12,7 @@ import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
+import { sqsRecord } from '../support/sqs-events.ts';
 
 const LAMBDA_CONTEXT = { functionName: 'delivery', awsRequestId: 'r', getRemainingTimeInMillis: () => 10_000 } as unknown as Context;
 
@@ -155,10 +156,8 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
     const delivery = makeDeliveryHandler(deliveryDeps(sandbox.wiring, sandbox.notifier));
     const late = (n: number) => {
       const now = Date.now();
-      const record = {
-        messageId: `late${n}`,
-        receiptHandle: `late${n}`,
-        body: sqsMessageBody({
+      const record = sqsRecord(
+        sqsMessageBody({
           deliveryId: `msg_late${n}`,
           tenantId: tenant.id,
           webhookId: hook.id,
@@ -166,18 +165,8 @@ describe('alarms, made to fire in the sandbox and followed through their runbook
           attempt: 1,
           dueAt: now - 400_000,
         }),
-        attributes: {
-          ApproximateReceiveCount: '1',
-          SentTimestamp: String(now - 700_000),
-          SenderId: 's',
-          ApproximateFirstReceiveTimestamp: String(now),
-        },
-        messageAttributes: {},
-        md5OfBody: '',
-        eventSource: 'aws:sqs',
-        eventSourceARN: 'arn:aws:sqs:us-east-1:000000000000:deliver',
-        awsRegion: 'us-east-1',
-      } as SQSRecord;
+        { SentTimestamp: String(now - 700_000), ApproximateFirstReceiveTimestamp: String(now) },
+      );
       return delivery({ Records: [record] } as SQSEvent, LAMBDA_CONTEXT);
     };
 
