@@ -37,15 +37,21 @@ export class HeldDeliveries extends WebhookItems {
    * was already held (SQS delivers at least once): the caller must not count it twice.
    */
   async hold(message: DeliveryMessage, now: number): Promise<boolean> {
+    return (await this.holdAt(message, now)) !== undefined;
+  }
+
+  /** `hold`, answering where the delivery is held (its key, for `remove`), or undefined when it was already held. */
+  async holdAt(message: DeliveryMessage, now: number): Promise<string | undefined> {
     const first = message.events[0];
     const resource = first?.resource ?? '';
     const sk = await this.#heldSk(message, resource);
-    return this.putOnce({
+    const stored = await this.putOnce({
       TableName: this.table,
       Item: { pk: heldPk(message.webhookId), sk, message: JSON.stringify(message), ...this.expiry(now) },
       ConditionExpression: 'attribute_not_exists(#pk)',
       ExpressionAttributeNames: names('pk'),
     });
+    return stored ? sk : undefined;
   }
 
   /**

@@ -5,6 +5,9 @@
  * release counts held deliveries it finds gone (`dropLostHeld`). A count held less than a
  * day is a hold that died between its two writes, not a loss, and is not counted; one
  * held since a time not known is counted, as a release counts it.
+ *
+ * A delivery being held while its webhook is deleted (counted on the webhook before the
+ * deletion, stored after it looked) is not left behind, held for nobody and counted nowhere.
  */
 import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
@@ -13,6 +16,7 @@ import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
+import { beforeFirstWrite } from '../support/faults.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
 import { setHeldSince } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
@@ -67,5 +71,53 @@ describe('a deleted webhook whose held deliveries outlived the retention period'
     expect(sandbox.metrics.total('EventsDropped') - dropped).toBe(expected);
     expect(sandbox.metrics.total('EventsDiscardedByOwner') - discarded).toBe(0);
     expect(receiver.acceptedEvents('/heldexp')).toHaveLength(0);
+  });
+});
+
+describe('a webhook deleted between the count of a hold and its store', () => {
+  it.each([
+    { resources: 1, path: 'one part' },
+    { resources: 2, path: 'one part per resource, counted together' },
+  ])('leaves nothing held and counts the events as discarded by their owner ($path)', async ({ resources }) => {
+    const tenant = await createTenant(sandbox, 'heldrace');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'heldrace:0', url: `${receiver.url}/heldrace` });
+    receiver.answer('/heldrace', 200);
+    await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
+    const client = documentClient(sandbox.emulators.dynamo);
+    // The owner deletes the webhook after the hold counted the delivery on it, before the
+    // held item is stored: the deletion removes what is held by then, which is nothing.
+    const deleted = beforeFirstWrite(
+      client,
+      (input) => String((input.Item as { pk?: unknown } | undefined)?.pk ?? '').startsWith('held#'),
+      async () => {
+        expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+      },
+    );
+    const { deps } = deliveryDepsOver(sandbox, client);
+    const message: DeliveryMessage = {
+      deliveryId: `msg_heldrace${resources}`,
+      tenantId: tenant.id,
+      webhookId: hook.id,
+      attempt: 1,
+      events: Array.from({ length: resources }, (_, i) =>
+        deliveredEventFixture({
+          id: `evt_heldrace${resources}_${i}`,
+          seq: 1,
+          resource: `heldrace:${i + 1}`,
+          parents: ['heldrace:0'],
+          data: i,
+        }),
+      ),
+    };
+    const discarded = sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' });
+    const dropped = sandbox.metrics.total('EventsDropped');
+
+    await handleDeliverMessage(deps, message);
+
+    expect(deleted()).toBe(true);
+    // Nothing is left held for a webhook that is gone, and its events are counted once.
+    expect(await deps.held.count(hook.id)).toBe(0);
+    expect(sandbox.metrics.total('EventsDiscardedByOwner', { reason: 'webhook_deleted' }) - discarded).toBe(resources);
+    expect(sandbox.metrics.total('EventsDropped') - dropped).toBe(0);
   });
 });

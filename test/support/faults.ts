@@ -51,3 +51,26 @@ export function refuseLeases(client: DynamoDBDocumentClient): () => void {
   );
   return () => void client.middlewareStack.remove(name);
 }
+
+/**
+ * Runs `before` once, just ahead of the first write that `matches` picks, and then sends
+ * that write: another actor's step landing between two of a function's writes.
+ */
+export function beforeFirstWrite(
+  client: DynamoDBDocumentClient,
+  matches: (input: Record<string, unknown>) => boolean,
+  before: () => Promise<void>,
+): () => boolean {
+  let ran = false;
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      if (!ran && matches(args.input as Record<string, unknown>)) {
+        ran = true;
+        await before();
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'beforeFirstWrite' },
+  );
+  return () => ran;
+}

@@ -59,10 +59,12 @@ export async function hold(deps: DeliveryDeps, webhook: Webhook, message: Delive
   if (counted) {
     // One count for all the parts; a part that was already held (SQS delivers at
     // least once) gives its place back, so the count always matches the held items.
-    const fresh = await Promise.all(parts.map((part) => deps.held.hold(part, now)));
-    const already = fresh.filter((f) => !f).length;
+    const keys = await Promise.all(parts.map((part) => deps.held.holdAt(part, now)));
+    const fresh = parts.flatMap((part, i) => (keys[i] === undefined ? [] : [{ part, sk: keys[i] }]));
+    if (await removedForDeleted(deps, webhook, fresh)) return 'dropped';
+    const already = parts.length - fresh.length;
     if (already > 0) await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -already);
-    if (already < parts.length) deps.metrics.count('DeliveriesHeld', parts.length - already);
+    if (fresh.length > 0) deps.metrics.count('DeliveriesHeld', fresh.length);
     // Held before too: see holdPart.
     if (!underSwitch) await releaseIfNoChain(deps, counted, message);
     return 'held';
@@ -113,7 +115,9 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
     counted = await countHeld(deps, webhook, 1, now);
   }
   if (counted) {
-    if (await deps.held.hold(message, now)) deps.metrics.count('DeliveriesHeld');
+    const sk = await deps.held.holdAt(message, now);
+    if (sk !== undefined && (await removedForDeleted(deps, webhook, [{ part: message, sk }]))) return;
+    if (sk !== undefined) deps.metrics.count('DeliveriesHeld');
     else await deps.webhooks.adjustHeld(webhook.tenantId, webhook.id, -1);
     // Also when it was held before: SQS hands a delivery back when its record failed after
     // the hold, before it saw to a chain (a pause's recheck SQS refused, say, under a
@@ -159,6 +163,28 @@ async function holdPart(deps: DeliveryDeps, webhook: Webhook, message: DeliveryM
       ...(underSwitch && { switch: 'pause' }),
     });
   }
+}
+
+/**
+ * Whether the webhook was deleted while deliveries to it were being held, after their
+ * count on its item and before their store (`fresh`: the parts this hold stored, with
+ * their keys). The deletion removed what was held when it looked, which left these out:
+ * no release would ever read them, and their events, counted nowhere, would go with
+ * their TTL. Removed now, each counted as a deleted webhook's delivery is; a part the
+ * deletion did find is gone already (`remove` answers false), counted by the deletion.
+ * One consistent read for each hold that stored something, a path of endpoints that
+ * cannot take their deliveries.
+ */
+async function removedForDeleted(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  fresh: readonly { readonly part: DeliveryMessage; readonly sk: string }[],
+): Promise<boolean> {
+  if (fresh.length === 0 || !(await deletedSince(deps, webhook))) return false;
+  for (const { part, sk } of fresh) {
+    if (await deps.held.remove(webhook.id, sk)) dropForDeleted(deps, part);
+  }
+  return true;
 }
 
 /** How often, at most, a webhook whose held cap is full looks for held deliveries past the retention period (see pruneExpiredHeld). */
