@@ -169,11 +169,17 @@ async function readJsonBody(c: Context): Promise<Record<string, unknown>> {
  * The body of a route that takes none: there may be none (no length, or 0), and one sent
  * is read as any body is and may hold no field, as no route takes a field it does not
  * know. Ignored, `{"key":"whsec_…"}` (the secret Svix's rotation sets) would rotate the
- * secret to one the caller never chose, and answer 200 as if it had been set.
+ * secret to one the caller never chose, and answer 200 as if it had been set, and
+ * `{"dry_run":true}` on a DELETE deleted for good. A GET's body is refused whatever it
+ * holds: a web Request (both the Node server's and the Lambda adapter's) carries none for
+ * a GET, so it cannot be read, and `{"limit":5}` there is not the query's `limit`.
  */
 async function readNoBody(c: Context): Promise<void> {
   const length = c.req.header('content-length');
   if (c.req.header('transfer-encoding') === undefined && (length === undefined || length === '0')) return;
+  if (c.req.method === 'GET') {
+    throw new ApiError('invalid_request', 'A GET takes no body: its parameters, if it has any, go in the query string.');
+  }
   validateNoFields(await readJsonBody(c));
 }
 
@@ -249,6 +255,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/events', async (c) => {
     const tenantId = tenantOf(c);
     onlyQuery(c, ['resource', 'sync']);
+    await readNoBody(c);
     const resource = queryParam(c, 'resource');
     if (resource === undefined || !RESOURCE_PATTERN.test(resource)) {
       throw new ApiError('invalid_request', `resource must be given and match ${RESOURCE_PATTERN.source}.`);
@@ -267,6 +274,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/webhooks', async (c) => {
     const tenantId = tenantOf(c);
     onlyQuery(c, ['limit', 'after']);
+    await readNoBody(c);
     const limit = boundedInt(queryParam(c, 'limit'), 100, 1, 500, 'limit');
     const after = queryParam(c, 'after');
     if (after !== undefined && !isId('wh', after)) throw new ApiError('invalid_request', 'after must be a webhook id (wh_…).');
@@ -275,6 +283,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/webhooks/:id', async (c) => {
     const tenantId = tenantOf(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     return c.json(await services.webhooks.get(tenantId, pathId(c, 'wh')));
   });
   app.patch('/v1/webhooks/:id', async (c) => {
@@ -292,6 +301,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/webhooks/:id/attempts', async (c) => {
     const tenantId = tenantOf(c);
     onlyQuery(c, ['limit']);
+    await readNoBody(c);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     return c.json({ data: await services.webhooks.attempts(tenantId, pathId(c, 'wh'), limit) });
   });
@@ -304,6 +314,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/webhooks/:id/dead-letters', async (c) => {
     const tenantId = tenantOf(c);
     onlyQuery(c, ['limit', 'after']);
+    await readNoBody(c);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     return c.json(await services.webhooks.deadLetters(tenantId, pathId(c, 'wh'), limit, queryParam(c, 'after')));
   });
@@ -316,6 +327,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.delete('/v1/webhooks/:id', async (c) => {
     const tenantId = tenantOf(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     await services.webhooks.delete(tenantId, pathId(c, 'wh'));
     return c.body(null, 204);
   });
@@ -334,6 +346,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/admin/tenants', async (c) => {
     requireAdmin(c);
     onlyQuery(c, ['limit', 'after']);
+    await readNoBody(c);
     const limit = boundedInt(queryParam(c, 'limit'), 50, 1, 100, 'limit');
     const after = queryParam(c, 'after');
     if (after !== undefined && !isId('ten', after)) throw new ApiError('invalid_request', 'after must be a tenant id (ten_…).');
@@ -342,6 +355,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     return c.json(await getTenant(services.tenants, pathId(c, 'ten')));
   });
   app.patch('/v1/admin/tenants/:id', async (c) => {
@@ -353,6 +367,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.delete('/v1/admin/tenants/:id', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     const tenantId = pathId(c, 'ten');
     const switches = {
       list: services.switches.switches.list.bind(services.switches.switches),
@@ -378,17 +393,20 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/admin/switches', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     return c.json({ data: await services.switches.switches.list({ lifting: true }) });
   });
   app.delete('/v1/admin/switches/:id', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     await liftSwitch(services.switches, pathId(c, 'sw'), switchRingsTimeLeft(Date.now, services.invocationLeftMs?.(c)));
     return c.body(null, 204);
   });
   app.get('/v1/admin/alarms', async (c) => {
     requireAdmin(c);
     onlyQuery(c, NO_QUERY);
+    await readNoBody(c);
     if (!services.alarms) {
       throw new ApiError('not_found', 'Alarm states are in CloudWatch in a deployed stack; this route exists in the sandbox.');
     }
@@ -398,6 +416,7 @@ export function createApi(services: ApiServices, authenticate: Authenticate): Ho
   app.get('/v1/admin/queues', async (c) => {
     requireAdmin(c);
     onlyQuery(c, ['limit']);
+    await readNoBody(c);
     const limit = boundedInt(queryParam(c, 'limit'), 20, 1, 100, 'limit');
     // Real time, as Lambda's remaining time is: the budget is against API Gateway's 29 s.
     return c.json(await deepestQueues(services.queues, limit, queuesViewTimeLeft(Date.now, services.invocationLeftMs?.(c))));

@@ -78,6 +78,59 @@ describe('bad input', () => {
     await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: b.key });
   });
 
+  it('refuses a field in the body of a DELETE, and any body of a GET, with 400, deleting nothing, where the body went unread', async () => {
+    const tenant = await createTenant(sandbox, 'no-body');
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'nb:1', url: `${receiver.url}/no-body` });
+    const doomed = await createTenant(sandbox, 'no-body-doomed');
+    const admin = sandbox.adminKey;
+    const set = await call(sandbox, 'PUT', '/v1/admin/switches', {
+      key: admin,
+      body: { scope: 'resource', tenant: tenant.id, target: 'nb:2', action: 'pause' },
+    });
+    expect(set.status).toBe(200);
+    for (const [path, key] of [
+      [`/v1/webhooks/${hook.id}`, tenant.key],
+      [`/v1/admin/switches/${set.body.id}`, admin],
+      [`/v1/admin/tenants/${doomed.id}`, admin],
+    ] as const) {
+      // Ignored, each was deleted for good: a caller's `dry_run` did nothing of the sort.
+      expectError(await call(sandbox, 'DELETE', path, { key, body: { dry_run: true } }), 400, 'invalid_request');
+    }
+    expect((await call(sandbox, 'GET', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(200);
+    expect((await call(sandbox, 'GET', `/v1/admin/tenants/${doomed.id}`, { key: admin })).status).toBe(200);
+    const switches = await call(sandbox, 'GET', '/v1/admin/switches', { key: admin });
+    expect(switches.body.data.map((s: { id: string }) => s.id)).toContain(set.body.id);
+    // A GET's body too (fetch sends none with a GET; node:http does): a `limit` there is not the query's.
+    const get = (body: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const request = http.request(`${sandbox.url}/v1/webhooks`, {
+          method: 'GET',
+          headers: { authorization: `Bearer ${tenant.key}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        });
+        request.on('response', (response) => {
+          let text = '';
+          response.on('data', (chunk) => {
+            text += chunk;
+          });
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
+        });
+        request.on('error', reject);
+        request.end(body);
+      });
+    for (const body of ['{"limit":1}', '{}']) {
+      const refused = await get(body);
+      expect(refused.status).toBe(400);
+      expect(JSON.parse(refused.body).error).toMatchObject({
+        code: 'invalid_request',
+        message: expect.stringMatching(/GET takes no body/),
+      });
+    }
+    // No body, as before; a DELETE's may be an empty object.
+    expect((await get('')).status).toBe(200);
+    expect((await call(sandbox, 'DELETE', `/v1/admin/switches/${set.body.id}`, { key: admin, body: {} })).status).toBe(204);
+    expect((await call(sandbox, 'DELETE', `/v1/webhooks/${hook.id}`, { key: tenant.key })).status).toBe(204);
+  });
+
   it('takes JSON with parameters on its content type', async () => {
     const response = await call(sandbox, 'POST', '/v1/events', {
       key: a.key,
