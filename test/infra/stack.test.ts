@@ -1220,12 +1220,16 @@ describe('operations', () => {
       { Type: string }
     >;
     const runbooks = readFileSync('docs/runbooks.md', 'utf8');
-    // The table's rows and the command's example: `SluiceApiHandlerLogs`, 'SluiceApiHandlerLogs'.
-    const prefixes = [...runbooks.matchAll(/\| `(Sluice\w+)`|starts_with\(LogicalResourceId, '(Sluice\w+)'\)/g)].map((m) => m[1] ?? m[2]);
-    expect(prefixes.length).toBeGreaterThan(10);
-    for (const prefix of prefixes.filter((p) => p !== 'SluiceOperationsAlarm')) {
+    // The table's rows and the commands' examples: `SluiceApiHandlerLogs`, 'SluiceApiHandlerLogs',
+    // and a function's, which names its type too (its event-invoke settings start alike).
+    const lookups = [
+      ...runbooks.matchAll(/\| `(Sluice\w+)`|(?:ResourceType=='([\w:]+)' && )?starts_with\(LogicalResourceId, '(Sluice\w+)'\)/g),
+    ].map((m) => ({ prefix: (m[1] ?? m[3]) as string, type: m[2] }));
+    expect(lookups.length).toBeGreaterThan(10);
+    expect(lookups).toContainEqual({ prefix: 'SluicePipelineReconcilerFunction', type: 'AWS::Lambda::Function' });
+    for (const { prefix, type } of lookups.filter((l) => l.prefix !== 'SluiceOperationsAlarm')) {
       expect(
-        Object.keys(resources).filter((id) => id.startsWith(prefix as string)),
+        Object.entries(resources).filter(([id, resource]) => id.startsWith(prefix) && (type === undefined || resource.Type === type)),
         prefix,
       ).toHaveLength(1);
     }
