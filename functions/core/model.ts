@@ -200,6 +200,15 @@ export interface ProbeMessage {
   readonly webhookId: string;
   readonly token: string;
   readonly notBefore?: number;
+  /**
+   * The round it probes: the webhook's `health.nextProbeAt` when it was sent, which each
+   * probe's answer moves on. A copy SQS hands over again (standard queues deliver at
+   * least once) finds its round probed and ends, where it probed again and sent a second
+   * next probe, two chains from then on. Absent on probes sent before it was kept.
+   */
+  readonly dueAt?: number;
+  /** How many times in a row it found its tenant's budget for failing endpoints spent (see `probe`). */
+  readonly tenantWaits?: number;
 }
 
 /** A step of releasing a recovered endpoint's held deliveries, valid while the release token matches. */

@@ -282,9 +282,11 @@ describe("the delivery function's check of a listed webhook", () => {
     const paused = pausedAt(tenant.id, hook.id, sent);
     const check = checkOf(tenant.id, hook.id);
     expect(await handleDeliverMessage(paused, check)).toBe('checked');
-    const token = (await deps.webhooks.get(tenant.id, hook.id))?.probeToken;
+    const revived = await deps.webhooks.get(tenant.id, hook.id);
+    const token = revived?.probeToken;
     expect(token).not.toBe('msg_paused_probe');
-    expect(sent).toEqual([{ kind: 'probe', tenantId: tenant.id, webhookId: hook.id, token }]);
+    // For the round it set: a copy of it probes nothing again once that round is probed.
+    expect(sent).toEqual([{ kind: 'probe', tenantId: tenant.id, webhookId: hook.id, token, dueAt: revived?.health.nextProbeAt }]);
   });
 
   it('sends a disable notice still owed, then unlists the disabled webhook', async () => {
@@ -352,7 +354,8 @@ describe('a chain started before the version with `by_chain`', () => {
     const sent: DeliverQueueMessage[] = [];
     const probe: DeliverQueueMessage = { kind: 'probe', tenantId: tenant.id, webhookId: hook.id, token: 'msg_old_probe' };
     expect(await handleDeliverMessage(deliveryAt(0, sent), probe)).toBe('probed');
-    expect(sent).toEqual([probe]);
+    // The next probe, for the round this one's answer set.
+    expect(sent).toEqual([{ ...probe, dueAt: (await read(tenant.id, hook.id)).health.nextProbeAt }]);
     expect(await listed(hook.id)).toBe(true);
   });
 

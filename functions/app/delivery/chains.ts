@@ -98,10 +98,11 @@ async function reviveChainOnce(
     const token = newId('msg', now);
     const interval = health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds;
     // Conditional on the health this read: of concurrent revivers, one starts a chain.
-    if (!(await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: now + interval * 1000 }, { probeToken: token }))) return false;
+    const dueAt = now + interval * 1000;
+    if (!(await deps.webhooks.saveHealth(webhook, { ...health, nextProbeAt: dueAt }, { probeToken: token }))) return false;
     deps.metrics.count('ChainsRevived', 1, { chain: 'probe' });
     deps.logger.warn('Probe chain was lost; probing again', ctx);
-    await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token }]);
+    await deps.queue.send([{ kind: 'probe', tenantId: webhook.tenantId, webhookId: webhook.id, token, dueAt }]);
     return true;
   }
   // Once: of concurrent revivers, the one whose write applies starts the chain.

@@ -9,6 +9,18 @@ import type { ProbeMessage, Webhook } from '../../core/model.ts';
 import { redactedUrl } from '../../core/redact.ts';
 import { context, type DeliveryDeps, later } from './deps.ts';
 
+/**
+ * The wait before a probe: its interval, give or take the retry schedule's jitter. A
+ * tenant's endpoints that failed together (one outage behind them all, the same
+ * deliveries hanging on each to the same timeout) are quarantined within moments of
+ * each other; probed on the dot, they stayed in step for days, every round a burst of
+ * POSTs that hang together, each holding a delivery worker for the whole timeout.
+ */
+export function probeWaitSeconds(deps: Pick<DeliveryDeps, 'config' | 'random'>, intervalSeconds: number): number {
+  const random = deps.random ?? Math.random;
+  return Math.max(1, Math.round(intervalSeconds * (1 + deps.config.retryJitter * (2 * random() - 1))));
+}
+
 /** How often a healthy endpoint's last success time is written at most. */
 const SUCCESS_WRITE_INTERVAL_MS = 60_000;
 
@@ -17,7 +29,12 @@ const SUCCESS_WRITE_INTERVAL_MS = 60_000;
  * transition: entering quarantine starts the probes, leaving it starts the
  * release, being disabled tells the owner.
  */
-export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: HealthEvent): Promise<Webhook> {
+export async function applyHealth(
+  deps: DeliveryDeps,
+  webhook: Webhook,
+  event: HealthEvent,
+  still: (current: Webhook) => boolean = () => true,
+): Promise<Webhook> {
   const policy = deps.config;
   // An endpoint's answer (or its silence) is about the URL it came from, `webhook`'s: one
   // that comes after the owner moved the webhook to another URL is not the new URL's.
@@ -25,6 +42,8 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
   let current = webhook;
   for (let attempt = 0; attempt < 8; attempt++) {
     if (answeredBy !== undefined && current.url !== answeredBy) return current;
+    // The caller's own condition on the webhook as read again (a probe's round, see probe.ts).
+    if (!still(current)) return current;
     const before = current.health;
     const after = nextHealth(before, event, policy);
     if (after === before) return current;
@@ -82,8 +101,8 @@ export async function applyHealth(deps: DeliveryDeps, webhook: Webhook, event: H
       deps.logger.warn('Endpoint quarantined', { ...ctx, ...failures });
       await later(
         deps,
-        { kind: 'probe', tenantId: current.tenantId, webhookId: current.id, token: probeToken },
-        after.probeIntervalSeconds ?? 60,
+        { kind: 'probe', tenantId: current.tenantId, webhookId: current.id, token: probeToken, dueAt: after.nextProbeAt },
+        probeWaitSeconds(deps, after.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds),
       );
     }
     if (recovers && releaseToken) {
