@@ -719,15 +719,34 @@ export class WebhookStore {
    * chain that was lost can be told from one that waits. False when another chain
    * (a newer token) has taken over: this one must stop.
    */
-  async markReleaseStep(tenantId: string, id: string, token: string, now: number): Promise<boolean> {
+  async markReleaseStep(
+    tenantId: string,
+    id: string,
+    token: string,
+    now: number,
+    follows?: { readonly after: number; readonly endedBy: number },
+  ): Promise<boolean> {
     // Listed in `by_chain` too, as its start listed it (see `saveHealth`): a chain started
     // before the version with the index is so listed by its next step. The same keys
     // again change nothing in the index.
+    // `follows`: not beside another step of the chain that may still be sending (begun
+    // after `endedBy`), unless that is the step this one follows (`after`, the time it
+    // wrote) or this call's own first try, whose answer was lost (its token, `release_by`).
+    // Of two copies of one step message received at once, one steps. A step that failed
+    // and comes back after the visibility timeout steps again, as it must.
+    const alone = follows === undefined ? '' : ' AND (#release_at = :after OR #release_by = :me OR #release_at <= :ended_by)';
     return this.#updateIf(tenantId, id, {
-      UpdateExpression: 'SET #release_at = :now, #chain_shard = :chain_shard, #chain_sk = :chain_sk',
-      ConditionExpression: '#release_token = :token',
-      ExpressionAttributeNames: names('release_at', 'release_token', 'chain_shard', 'chain_sk'),
-      ExpressionAttributeValues: { ':now': now, ':token': token, ':chain_shard': chainShard(id), ':chain_sk': id },
+      UpdateExpression: 'SET #release_at = :now, #release_by = :me, #chain_shard = :chain_shard, #chain_sk = :chain_sk',
+      ConditionExpression: `#release_token = :token${alone}`,
+      ExpressionAttributeNames: names('release_at', 'release_by', 'release_token', 'chain_shard', 'chain_sk'),
+      ExpressionAttributeValues: {
+        ':now': now,
+        ':me': newCountToken(),
+        ':token': token,
+        ':chain_shard': chainShard(id),
+        ':chain_sk': id,
+        ...(follows !== undefined && { ':after': follows.after, ':ended_by': follows.endedBy }),
+      },
     });
   }
 

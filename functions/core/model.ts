@@ -217,6 +217,14 @@ export interface ReleaseMessage {
   readonly tenantId: string;
   readonly webhookId: string;
   readonly token: string;
+  /**
+   * The step it follows: the `release_at` that step (or the chain's start) wrote, which
+   * each step moves on. A copy SQS hands over at the same time as this one finds it moved
+   * by a step that may still be sending, and ends (see `markReleaseStep`), where it ran a
+   * step beside the first's (the same page POSTed twice) and went on as a second chain.
+   * Absent on steps sent before it was kept.
+   */
+  readonly after?: number;
   /** Since when (epoch ms) the webhook has counted held deliveries but none could be found. */
   readonly emptySince?: number;
   /**

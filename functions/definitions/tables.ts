@@ -203,6 +203,7 @@ export const DELIVERY_WEBHOOK_ATTRIBUTES = [
   'probe_token',
   'release_token',
   'release_at',
+  'release_by',
   'release_not_before',
   'notice_pending',
   'notice_claimed_until',

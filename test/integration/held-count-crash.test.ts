@@ -13,6 +13,7 @@ import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { applyHealth } from '../../functions/app/delivery/health.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import type { DeliverQueueMessage, DeliveryMessage } from '../../functions/core/model.ts';
+import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
@@ -120,7 +121,7 @@ describe('a held count left above what is held by a delivery function that died'
     await expect(handleDeliverMessage(dying.deps, step)).rejects.toThrow('the function died');
     const next = functionDeps();
     next.sent.push(step);
-    await runRelease(next.deps, next.sent);
+    await runRelease(next.deps, next.sent, Date.now() + DELIVER_QUEUE.visibilityTimeoutSeconds * 1000);
 
     // Assert: the event once, no gap marker, the count at nothing, counted as corrected and not as dropped.
     expect(receiver.acceptedEvents('/crashrel').map((e) => e.id)).toEqual(['evt_crashrel']);

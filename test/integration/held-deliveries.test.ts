@@ -19,6 +19,7 @@ import { WebhookService } from '../../functions/app/webhooks.ts';
 import { DEFAULT_CONFIG } from '../../functions/core/config.ts';
 import { mergeDeliveries } from '../../functions/core/deliveries.ts';
 import type { DeliverQueueMessage, DeliveryMessage, ReleaseMessage } from '../../functions/core/model.ts';
+import { DELIVER_QUEUE } from '../../functions/definitions/queues.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook, publish } from '../support/api.ts';
 import { deliveredEventFixture, resourceDeliveryFixture } from '../support/fixtures.ts';
@@ -35,6 +36,8 @@ withSandbox({ config: QUICK_HOLDS }, (s, r) => {
 });
 
 const okEvents = (path: string) => receiver.acceptedEvents(path);
+/** How long SQS keeps a record that failed before the delivery function is handed it again. */
+const VISIBILITY_MS = DELIVER_QUEUE.visibilityTimeoutSeconds * 1000;
 /** Delivery deps at another time (see deliveryDepsAt). */
 const later = (offsetMs: number, send?: DeliveryDeps['send']) => deliveryDepsAt(sandbox, offsetMs, send);
 
@@ -631,7 +634,9 @@ describe('held deliveries that outlive the retention period, and a held count th
     const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
     const stores = { ...deliveryStores(options), gaps: new FailingOnce(options) };
     await expect(handleDeliverMessage({ ...eightDaysOn, ...stores }, step as DeliveryMessage)).rejects.toThrow('InternalServerError');
-    expect(await handleDeliverMessage(eightDaysOn, step as DeliveryMessage)).toBe('released');
+    // A visibility timeout later, as SQS hands back a record that failed.
+    const handedBack = { ...eightDaysOn, now: () => eightDaysOn.now() + VISIBILITY_MS };
+    expect(await handleDeliverMessage(handedBack, step as DeliveryMessage)).toBe('released');
     const next = sent.splice(0);
     for (const release of next.filter((m) => (m as { kind?: string }).kind === 'release')) {
       await handleDeliverMessage(eightDaysOn, release as DeliveryMessage);
@@ -717,8 +722,10 @@ describe('the gap markers owed for counted events', () => {
     }
     const options = { client: sandbox.wiring.dynamo, tableName: sandbox.wiring.controlTable, retentionDays: 7 };
     const stores = { ...deliveryStores(options), gaps: new DyingAfterTheSend(options) };
-    await expect(handleDeliverMessage({ ...deps, ...stores }, step as DeliveryMessage)).rejects.toThrow('the function died');
-    expect(await handleDeliverMessage(deps, step as DeliveryMessage)).toBe('released');
+    // Each a visibility timeout after the one before, as SQS hands back a record that failed.
+    const handedBack = (times: number) => ({ ...deps, now: () => deps.now() + times * VISIBILITY_MS });
+    await expect(handleDeliverMessage({ ...handedBack(1), ...stores }, step as DeliveryMessage)).rejects.toThrow('the function died');
+    expect(await handleDeliverMessage(handedBack(2), step as DeliveryMessage)).toBe('released');
 
     // Sent twice, as the same delivery: the subscriber sees one webhook-id twice, and can drop the second.
     const markers = sent.splice(0) as DeliveryMessage[];

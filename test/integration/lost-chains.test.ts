@@ -213,9 +213,11 @@ describe("the delivery function's check of a listed webhook", () => {
     const sent: DeliverQueueMessage[] = [];
     const check = checkOf(tenant.id, hook.id);
     expect(await handleDeliverMessage(deliveryAt(0, sent), check)).toBe('checked');
-    const token = (await deps.webhooks.get(tenant.id, hook.id))?.releaseToken;
+    const revived = await deps.webhooks.get(tenant.id, hook.id);
+    const token = revived?.releaseToken;
     expect(token).not.toBe('msg_markers');
-    expect(sent).toEqual([{ kind: 'release', tenantId: tenant.id, webhookId: hook.id, token }]);
+    // Following the chain's start (its `release_at`), as each step follows the one before.
+    expect(sent).toEqual([{ kind: 'release', tenantId: tenant.id, webhookId: hook.id, token, after: revived?.releaseAt }]);
   });
 
   it("starts a lost release chain that waited for its endpoint's time waiting for it still", async () => {
@@ -241,7 +243,14 @@ describe("the delivery function's check of a listed webhook", () => {
     // The new chain waits for those shares too: the deliveries given them go first, at the endpoint's pace.
     expect(revived?.releaseNotBefore).toBe(releaseNotBefore);
     expect(sent).toEqual([
-      { kind: 'release', tenantId: tenant.id, webhookId: hook.id, token: revived?.releaseToken, notBefore: releaseNotBefore },
+      {
+        kind: 'release',
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        token: revived?.releaseToken,
+        notBefore: releaseNotBefore,
+        after: revived?.releaseAt,
+      },
     ]);
     expect(receiver.acceptedEvents('/lost-waiting')).toEqual([]);
   });

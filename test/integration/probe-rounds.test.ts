@@ -3,17 +3,19 @@
  * tenant's endpoints that failed together (one outage behind them all) are probed within
  * its budget for failing endpoints and spread in time, not all at once every round; and
  * a probe message handed over twice (a standard queue delivers at least once) probes its
- * round once and keeps one chain.
+ * round once and keeps one chain; so does a release step's, received twice at once.
  */
 import { describe, expect, it } from 'vitest';
 import type { SendResult } from '../../functions/adapters/webhook-sender.ts';
+import { startRelease } from '../../functions/app/delivery/chains.ts';
 import type { DeliveryDeps } from '../../functions/app/delivery/deps.ts';
 import { handleDeliverMessage } from '../../functions/app/delivery.ts';
 import { deliveryDeps } from '../../functions/app/runtime.ts';
-import type { DeliverQueueMessage, ProbeMessage } from '../../functions/core/model.ts';
+import type { DeliverQueueMessage, DeliveryMessage, ProbeMessage, ReleaseMessage, Webhook } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { createTenant, createWebhook } from '../support/api.ts';
 import { deliveredEventFixture } from '../support/fixtures.ts';
+import { holdDelivery } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
 
@@ -143,5 +145,60 @@ describe('a probe message handed over twice', () => {
     expect(next).toHaveLength(1);
     // Its interval doubled once (60 → 120 s, jittered by none here).
     expect(next[0]?.delaySeconds).toBe(120);
+  });
+});
+
+describe('a release step message handed over twice', () => {
+  /** A webhook holding three deliveries, and the first step of the chain that releases them. */
+  async function releasing(name: string, send: DeliveryDeps['send']) {
+    const tenant = await createTenant(sandbox, name);
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'rel:0', url: `${receiver.url}/${name}` });
+    const { deps, clock, sent } = depsWith(send);
+    for (let n = 1; n <= 3; n++) {
+      const message: DeliveryMessage = {
+        deliveryId: `msg_${name}${n}`,
+        tenantId: tenant.id,
+        webhookId: hook.id,
+        attempt: 1,
+        events: [deliveredEventFixture({ id: `evt_${name}${n}`, seq: n, resource: 'rel:1', parents: ['rel:0'], data: n })],
+      };
+      expect(await holdDelivery(deps, message)).toEqual([true, true]);
+    }
+    await startRelease(deps, (await deps.webhooks.get(tenant.id, hook.id)) as Webhook);
+    const step = sent.find((s) => s.message.kind === 'release')?.message as ReleaseMessage;
+    expect(step).toBeDefined();
+    sent.length = 0;
+    return { deps, clock, sent, step };
+  }
+
+  const answering = () => {
+    const posted: string[] = [];
+    const ok = async (request: Parameters<DeliveryDeps['send']>[0]): Promise<SendResult> => {
+      posted.push(...(JSON.parse(request.body) as { events: Array<{ id: string }> }).events.map((e) => e.id));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { statusCode: 200, error: undefined, retryAfter: undefined, responseSnippet: '', durationMs: 50 };
+    };
+    return { ok, posted };
+  };
+
+  it('steps once when both copies are received at once: each held event POSTed once, one chain going on', async () => {
+    const { ok, posted } = answering();
+    const { deps, clock, sent, step } = await releasing('rel-at-once', ok);
+    clock.at += 1_000;
+    const outcomes = await Promise.all([0, 1].map(() => handleDeliverMessage(deps, step)));
+    expect(outcomes.sort()).toEqual(['released', 'stale']);
+    expect(posted.sort()).toEqual(['evt_rel-at-once1', 'evt_rel-at-once2', 'evt_rel-at-once3']);
+    expect(sent.filter((s) => s.message.kind === 'release')).toHaveLength(1);
+  });
+
+  it('steps again when it comes back after a step that failed (the visibility timeout later)', async () => {
+    const { ok, posted } = answering();
+    const { deps, clock, step } = await releasing('rel-failed', ok);
+    // The step marks itself, then DynamoDB fails its read of what is held: the record fails.
+    const failing = { ...deps, held: Object.create(deps.held, { page: { value: async () => Promise.reject(new Error('throttled')) } }) };
+    await expect(handleDeliverMessage(failing, step)).rejects.toThrow('throttled');
+    clock.at += 180_000;
+    expect(await handleDeliverMessage(deps, step)).toBe('released');
+    expect(posted.sort()).toEqual(['evt_rel-failed1', 'evt_rel-failed2', 'evt_rel-failed3']);
   });
 });

@@ -157,7 +157,7 @@ export async function beginRelease(deps: DeliveryDeps, webhook: Webhook, now: nu
   const releaseAt = waits ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
   const releaseNotBefore = waits ? notBefore : null;
   if (!(await deps.webhooks.saveHealth(webhook, webhook.health, { releaseToken: token, releaseAt, releaseNotBefore }))) return false;
-  const step = { kind: 'release' as const, tenantId: webhook.tenantId, webhookId: webhook.id, token };
+  const step = { kind: 'release' as const, tenantId: webhook.tenantId, webhookId: webhook.id, token, after: releaseAt };
   if (!waits) await deps.queue.send([step]);
   else await deps.queue.send([{ ...step, notBefore }], lookDelaySeconds(notBefore, now));
   return true;

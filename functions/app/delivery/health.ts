@@ -108,7 +108,9 @@ export async function applyHealth(
     if (recovers && releaseToken) {
       deps.metrics.count('WebhooksRecovered');
       deps.logger.info('Endpoint recovered; releasing held deliveries', ctx);
-      await deps.queue.send([{ kind: 'release', tenantId: current.tenantId, webhookId: current.id, token: releaseToken }]);
+      await deps.queue.send([
+        { kind: 'release', tenantId: current.tenantId, webhookId: current.id, token: releaseToken, after: event.now },
+      ]);
     }
     if (disables) {
       // The webhook-disabled alarm pages when sluice disables an endpoint, not when its owner does.

@@ -45,12 +45,12 @@ const RELEASE_PAGE = 500;
 /** How long a held count may find nothing held before it is taken as drifted (a hold's two writes take milliseconds). */
 const HELD_COUNT_SETTLE_MS = 30_000;
 
-export async function release(deps: DeliveryDeps, message: ReleaseMessage): Promise<DeliveryOutcome> {
+export async function release(deps: DeliveryDeps, received: ReleaseMessage): Promise<DeliveryOutcome> {
   const now = deps.now();
-  const webhook = await deps.webhooks.get(message.tenantId, message.webhookId);
+  const webhook = await deps.webhooks.get(received.tenantId, received.webhookId);
   // A step that disabled the webhook (a 410) and died before telling the owner comes back here.
   if (webhook?.noticePending) await tellOwner(deps, webhook, now);
-  if (!webhook || webhook.releaseToken !== message.token) return 'stale';
+  if (!webhook || webhook.releaseToken !== received.token) return 'stale';
   if (!takesDeliveries(webhook)) return 'stale';
   // A chain for an endpoint's backlog held behind its pace (see `holdBehindPace`) whose
   // shares given before it are not all used yet: it looks again as a delivery waiting for its share does, and
@@ -60,10 +60,18 @@ export async function release(deps: DeliveryDeps, message: ReleaseMessage): Prom
   // has ended already, where noted as begun now it kept that start off for a step's
   // longest time after each look, and the backlog waited for the next look, minutes on.
   const looks =
-    message.notBefore !== undefined && message.notBefore > now && !(await deps.paces.givenBack(webhook.id, message.notBefore, now));
+    received.notBefore !== undefined && received.notBefore > now && !(await deps.paces.givenBack(webhook.id, received.notBefore, now));
   const stepAt = looks ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
-  // The chain is alive (see reviveLostChain); a newer chain took over if this is refused.
-  if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, message.token, stepAt))) return 'stale';
+  // The chain is alive (see reviveLostChain); a newer chain took over if this is refused,
+  // or a copy of this message (SQS delivers at least once) is stepping: two copies at once
+  // POSTed the same page twice, over the endpoint's pace, and each went on as a chain.
+  const follows =
+    received.after === undefined
+      ? undefined
+      : { after: received.after, endedBy: releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) };
+  if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, received.token, stepAt, follows))) return 'stale';
+  // Every next step this one sends follows it.
+  const message: ReleaseMessage = { ...received, after: stepAt };
   if (looks && message.notBefore !== undefined) {
     await deps.queue.send([message], lookDelaySeconds(message.notBefore, now));
     return 'released';
