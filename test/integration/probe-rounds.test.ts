@@ -109,37 +109,36 @@ describe('a probe message handed over twice', () => {
     return { fail, posts: () => posts };
   };
 
-  it('probes its round once, and sends one next probe, when the copy comes after it', async () => {
-    const tenant = await createTenant(sandbox, 'probe-twice');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pr:0', url: `${receiver.url}/pr-twice` });
+  /** A webhook quarantined for an endpoint that answers 500, and its first probe, due now. */
+  async function firstRound(name: string, n: number) {
+    const tenant = await createTenant(sandbox, name);
+    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pr:0', url: `${receiver.url}/${name}` });
     const { fail, posts } = failing();
     const { deps, clock, probes } = depsWith(fail);
-    await quarantine(deps, tenant.id, hook.id, 100);
+    await quarantine(deps, tenant.id, hook.id, n);
     const [round] = probes();
     const before = posts();
     clock.at += 61_000;
+    return { deps, clock, probes, round, posted: () => posts() - before };
+  }
+
+  it('probes its round once, and sends one next probe, when the copy comes after it', async () => {
+    const { deps, clock, probes, round, posted } = await firstRound('probe-twice', 100);
     expect(await handleDeliverMessage(deps, round?.message as ProbeMessage)).toBe('probed');
     // The copy, a second later, or after a visibility timeout past the next round's time.
     clock.at += 1_000;
     expect(await handleDeliverMessage(deps, round?.message as ProbeMessage)).toBe('stale');
     clock.at += 180_000;
     expect(await handleDeliverMessage(deps, round?.message as ProbeMessage)).toBe('stale');
-    expect(posts() - before).toBe(1);
+    expect(posted()).toBe(1);
     expect(probes()).toHaveLength(2);
   });
 
   it('keeps one chain when both copies are received at once', async () => {
-    const tenant = await createTenant(sandbox, 'probe-at-once');
-    const hook = await createWebhook(sandbox, tenant.key, { resource: 'pr:0', url: `${receiver.url}/pr-at-once` });
-    const { fail, posts } = failing();
-    const { deps, clock, probes } = depsWith(fail);
-    await quarantine(deps, tenant.id, hook.id, 200);
-    const [round] = probes();
-    const before = posts();
-    clock.at += 61_000;
+    const { deps, probes, round, posted } = await firstRound('probe-at-once', 200);
     const outcomes = await Promise.all([0, 1].map(() => handleDeliverMessage(deps, round?.message as ProbeMessage)));
     // Both read the round before either answered: both POSTed; one moved the round on.
-    expect(posts() - before).toBe(2);
+    expect(posted()).toBe(2);
     expect(outcomes.sort()).toEqual(['probed', 'stale']);
     const next = probes().slice(1);
     expect(next).toHaveLength(1);
