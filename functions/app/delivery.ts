@@ -43,6 +43,7 @@ import {
   needsChain,
   nextAttemptWait,
   takesDeliveries,
+  takeTenantFailingSlot,
 } from './delivery/deps.ts';
 import { applyHealth, tellOwner } from './delivery/health.ts';
 import { countForGaps, hold, OVERFLOW_LOG_INTERVAL_MS } from './delivery/held.ts';
@@ -153,8 +154,7 @@ async function deliver(deps: DeliveryDeps, message: DeliveryMessage, delayCounte
     // failing endpoints together a few, so that many hanging ones cannot either.
     const windowMs = deps.config.failingAttemptIntervalMs;
     const endpointSlot = await deps.sendBudgets.takeSlot(webhook.id, 1, windowMs, now);
-    const tenantSlot =
-      endpointSlot && (await deps.sendBudgets.takeSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now));
+    const tenantSlot = endpointSlot && (await takeTenantFailingSlot(deps, webhook.tenantId, now));
     if (!tenantSlot) {
       deps.metrics.count('DeliveriesDelayed', 1, { reason: endpointSlot ? 'tenant_failing' : 'endpoint_failing' });
       // Longer each time in a row, so a failing endpoint's backlog does not go round the

@@ -53,6 +53,11 @@ export interface AttemptFailure {
   readonly retryAfter?: string | undefined;
 }
 
+/** `seconds`, give or take `jitter` of it (0.2: ±20 %), in whole seconds. */
+export function jitteredSeconds(seconds: number, jitter: number, random: () => number = Math.random): number {
+  return Math.round(seconds * (1 + jitter * (2 * random() - 1)));
+}
+
 /**
  * Seconds to wait before attempt `failedAttempt + 1`, or undefined when the
  * budget is spent and the delivery goes to the dead letters.
@@ -67,7 +72,7 @@ export function retryDelaySeconds(
   const base = policy.scheduleSeconds[failedAttempt];
   if (base === undefined) return undefined;
   const penalised = failure.kind === 'timeout' || failure.kind === 'throttled' ? Math.max(base * 2, 1) : base;
-  const jittered = Math.round(penalised * (1 + policy.jitter * (2 * random() - 1)));
+  const jittered = jitteredSeconds(penalised, policy.jitter, random);
   const asked = retryAfterSeconds(failure.retryAfter, now);
   return asked === undefined ? jittered : Math.max(jittered, asked);
 }

@@ -170,6 +170,16 @@ export function nextAttemptWait(deps: DeliveryDeps, message: DeliveryMessage, re
   );
 }
 
+/**
+ * Takes one attempt from the budget a tenant's failing and quarantined endpoints share
+ * (`failingAttemptsPerTenant` per `failingAttemptIntervalMs`): their deliveries' attempts
+ * and their probes, so that many hanging endpoints of one tenant cannot hold many
+ * delivery workers. False when the window's are spent: the caller waits, it never fails.
+ */
+export function takeTenantFailingSlot(deps: DeliveryDeps, tenantId: string, now: number): Promise<boolean> {
+  return deps.sendBudgets.takeSlot(`failing:${tenantId}`, deps.config.failingAttemptsPerTenant, deps.config.failingAttemptIntervalMs, now);
+}
+
 /** Whether a webhook's endpoint is sent deliveries: the webhook is active, and its endpoint healthy or failing (not quarantined). */
 export function takesDeliveries(webhook: Webhook): boolean {
   return webhook.status === 'active' && deliversTo(webhook.health);

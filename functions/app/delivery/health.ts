@@ -3,6 +3,7 @@
  * the transition): quarantine starts the probes, recovery the release, and a disable
  * owes its owner a notice, sent here and tried again until it goes.
  */
+import { jitteredSeconds } from '../../core/backoff.ts';
 import { type HealthEvent, nextHealth, startsRelease } from '../../core/health.ts';
 import { newId } from '../../core/ids.ts';
 import type { ProbeMessage, Webhook } from '../../core/model.ts';
@@ -17,8 +18,7 @@ import { context, type DeliveryDeps, later } from './deps.ts';
  * POSTs that hang together, each holding a delivery worker for the whole timeout.
  */
 export function probeWaitSeconds(deps: Pick<DeliveryDeps, 'config' | 'random'>, intervalSeconds: number): number {
-  const random = deps.random ?? Math.random;
-  return Math.max(1, Math.round(intervalSeconds * (1 + deps.config.retryJitter * (2 * random() - 1))));
+  return Math.max(1, jitteredSeconds(intervalSeconds, deps.config.retryJitter, deps.random));
 }
 
 /** How often a healthy endpoint's last success time is written at most. */

@@ -6,7 +6,7 @@ import { newId } from '../../core/ids.ts';
 import type { ProbeMessage, Webhook } from '../../core/model.ts';
 import { decideAttempt } from '../../core/outcome.ts';
 import { attempt } from './attempt.ts';
-import { type DeliveryDeps, type DeliveryOutcome, describe, later } from './deps.ts';
+import { type DeliveryDeps, type DeliveryOutcome, describe, later, takeTenantFailingSlot } from './deps.ts';
 import { applyHealth, probeWaitSeconds, tellOwner } from './health.ts';
 
 /** Whether `webhook` is still in the probe round `message` was sent for: its chain's token, and the round's time. */
@@ -35,11 +35,11 @@ export async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<
   // for those (see `deliver`): without it, a tenant's endpoints quarantined together were
   // probed together, each probe of a hanging one holding a delivery worker for the whole
   // timeout, as many at once as the tenant has webhooks. Its round waits, no failure counted.
-  const windowMs = deps.config.failingAttemptIntervalMs;
-  if (!(await deps.sendBudgets.takeSlot(`failing:${webhook.tenantId}`, deps.config.failingAttemptsPerTenant, windowMs, now))) {
+  if (!(await takeTenantFailingSlot(deps, webhook.tenantId, now))) {
     deps.metrics.count('DeliveriesDelayed', 1, { reason: 'tenant_failing' });
     const waits = message.tenantWaits ?? 0;
-    await later(deps, { ...message, tenantWaits: waits + 1 }, probeWaitSeconds(deps, failingWaitSeconds(windowMs, waits)));
+    const waitSeconds = failingWaitSeconds(deps.config.failingAttemptIntervalMs, waits);
+    await later(deps, { ...message, tenantWaits: waits + 1 }, probeWaitSeconds(deps, waitSeconds));
     return 'throttled';
   }
   const ping = pingEvent(newId('evt', now), webhook.resource, now, { probe: true });
@@ -76,8 +76,9 @@ export async function probe(deps: DeliveryDeps, message: ProbeMessage): Promise<
   if (superseded) return 'stale';
   if (updated.health.state === 'quarantined') {
     const interval = updated.health.probeIntervalSeconds ?? deps.config.probeIntervalMinSeconds;
-    const next: ProbeMessage = { kind: 'probe', tenantId: message.tenantId, webhookId: message.webhookId, token: message.token };
-    await later(deps, { ...next, dueAt: updated.health.nextProbeAt }, probeWaitSeconds(deps, interval));
+    const { tenantId, webhookId, token } = message;
+    const next: ProbeMessage = { kind: 'probe', tenantId, webhookId, token, dueAt: updated.health.nextProbeAt };
+    await later(deps, next, probeWaitSeconds(deps, interval));
   }
   return 'probed';
 }

@@ -61,14 +61,13 @@ export async function release(deps: DeliveryDeps, received: ReleaseMessage): Pro
   // longest time after each look, and the backlog waited for the next look, minutes on.
   const looks =
     received.notBefore !== undefined && received.notBefore > now && !(await deps.paces.givenBack(webhook.id, received.notBefore, now));
-  const stepAt = looks ? releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) : now;
+  // A step begun before this has surely ended by now (see `releaseStepEndsBy`).
+  const endedBy = releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS);
+  const stepAt = looks ? endedBy : now;
   // The chain is alive (see reviveLostChain); a newer chain took over if this is refused,
   // or a copy of this message (SQS delivers at least once) is stepping: two copies at once
   // POSTed the same page twice, over the endpoint's pace, and each went on as a chain.
-  const follows =
-    received.after === undefined
-      ? undefined
-      : { after: received.after, endedBy: releaseLookAt(now, deps.config.deliveryTimeoutMs, RECHECK_MARGIN_MS) };
+  const follows = received.after === undefined ? undefined : { after: received.after, endedBy };
   if (!(await deps.webhooks.markReleaseStep(webhook.tenantId, webhook.id, received.token, stepAt, follows))) return 'stale';
   // Every next step this one sends follows it.
   const message: ReleaseMessage = { ...received, after: stepAt };
