@@ -17,7 +17,7 @@ import type { DeliveryMessage } from '../../functions/core/model.ts';
 import type { Sandbox } from '../../sandbox/sandbox.ts';
 import { call, createTenant, createWebhook } from '../support/api.ts';
 import { beforeFirstWrite } from '../support/faults.ts';
-import { deliveredEventFixture } from '../support/fixtures.ts';
+import { deliveredEventFixture, resourceDeliveryFixture } from '../support/fixtures.ts';
 import { setHeldSince } from '../support/held.ts';
 import type { Receiver } from '../support/receiver.ts';
 import { withSandbox } from '../support/sandbox.ts';
@@ -44,13 +44,7 @@ describe('a deleted webhook whose held deliveries outlived the retention period'
     receiver.answer('/heldexp', 200);
     await call(sandbox, 'PATCH', `/v1/webhooks/${hook.id}`, { key: tenant.key, body: { status: 'disabled' } });
     const { deps } = deliveryDepsOver(sandbox, documentClient(sandbox.emulators.dynamo));
-    const message: DeliveryMessage = {
-      deliveryId: 'msg_heldexp',
-      tenantId: tenant.id,
-      webhookId: hook.id,
-      attempt: 1,
-      events: [deliveredEventFixture({ id: 'evt_heldexp', seq: 1, resource: 'heldexp:1', data: 'x' })],
-    };
+    const message = resourceDeliveryFixture(tenant.id, hook.id, 1, 'heldexp:1');
     const heldBefore = sandbox.metrics.total('DeliveriesHeld');
     expect(await handleDeliverMessage(deps, message)).toBe('held');
     expect(sandbox.metrics.total('DeliveriesHeld')).toBe(heldBefore + 1);
